@@ -1,0 +1,154 @@
+/* journal.h — berth's append-only, hash-chained journal, behind one small
+ * interface.
+ *
+ * Records are keyed by a dense seq from 1. Each record's hash is SHA-256 of
+ * its encoded body, and the body carries the previous record's hash, so a
+ * changed byte anywhere breaks the chain from that seq on. Appends go in
+ * batches, one durable write transaction each: when berth_journal_append
+ * returns BERTH_J_OK the whole batch is on disk; when it returns anything
+ * else none of it is, and the head is unchanged.
+ *
+ * The LMDB backend is the embedded default (one environment in a data
+ * directory: journal, snapshots, history index, meta). Every function returns
+ * a berth_jerr; the errors each may return are listed beside it. */
+#ifndef BERTH_JOURNAL_H
+#define BERTH_JOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "names.h"
+
+#define BERTH_RECORD_VERSION 1
+#define BERTH_HASH_LEN 32
+#define BERTH_BATCH_RECORDS_MAX 4096        /* records in one append */
+#define BERTH_BATCH_BYTES_MAX (16u << 20)   /* encoded bytes in one append */
+#define BERTH_RECORD_BYTES_MAX 32768        /* one encoded record */
+
+typedef enum berth_jerr {
+    BERTH_J_OK = 0,
+    BERTH_J_NOTFOUND,   /* no such seq / snapshot / data directory */
+    BERTH_J_FULL,       /* map at its maximum or disk full: nothing written */
+    BERTH_J_IO,         /* I/O error: nothing acknowledged was written */
+    BERTH_J_CORRUPT,    /* a record or the store does not decode or chain */
+    BERTH_J_LOCKED,     /* another process holds the data directory */
+    BERTH_J_NOMEM,
+    BERTH_J_INVALID,    /* caller error: seq gap, batch too large, bad argument */
+    BERTH_J_READONLY    /* opened read-only */
+} berth_jerr;
+
+const char *berth_jerr_name(berth_jerr err);   /* "FULL", "IO", ... */
+
+/* One journal record. Decoded records point into the store's memory and stay
+ * valid while the reader they came from is open. */
+typedef struct berth_record {
+    uint32_t version;
+    uint64_t seq;
+    uint64_t time_ms;       /* wall clock at append (ms since the epoch); replay never reads it */
+    berth_str actor;        /* CLIENT SETNAME of the writer, or "" */
+    berth_str reqid;        /* "" when none */
+    berth_str command;      /* canonical command text */
+    uint32_t code;          /* berth_code of the outcome */
+    berth_str sentence;     /* the outcome's sentence */
+    uint8_t prev_hash[BERTH_HASH_LEN];
+    uint8_t hash[BERTH_HASH_LEN];
+} berth_record;
+
+/* Encode rec's body (everything but hash) after setting nothing; computes
+ * rec->hash = SHA-256(body) and writes body+hash to buf. Returns bytes
+ * written, 0 if cap is too small or a field is over its limit. */
+size_t berth_record_encode(berth_record *rec, uint8_t *buf, size_t cap);
+/* Decode one record from bytes (pointers into bytes). Checks structure and
+ * version, not the hash. Returns BERTH_J_OK or BERTH_J_CORRUPT with a reason
+ * in why (may be NULL). */
+berth_jerr berth_record_decode(const uint8_t *bytes, size_t len, berth_record *out,
+                               char *why, size_t why_size);
+/* Recompute SHA-256 of the encoded body in bytes and compare with the stored
+ * hash: true when equal. */
+bool berth_record_hash_ok(const uint8_t *bytes, size_t len);
+
+/* The names a record touched, for HISTORY's index. */
+typedef struct berth_touched {
+    berth_str instance;                 /* len 0: none */
+    uint32_t worker_count;
+    const berth_str *workers;
+} berth_touched;
+
+typedef struct berth_journal_options {
+    bool read_only;             /* tools beside a running berthd */
+    uint64_t map_size_initial;  /* bytes; 0: 64 MiB */
+    uint64_t map_size_max;      /* bytes; 0: 1 TiB. FULL once reached */
+    bool no_lock;               /* read_only tools: do not take the directory lock */
+} berth_journal_options;
+
+typedef struct berth_journal berth_journal;
+typedef struct berth_journal_reader berth_journal_reader;
+typedef struct berth_journal_cursor berth_journal_cursor;
+
+/* Open (creating when writable and absent) the LMDB journal in dir. A
+ * writable open takes an exclusive lock on dir/LOCK: errors NOTFOUND (dir
+ * missing on read-only), LOCKED, IO, CORRUPT, NOMEM. err gets a sentence. */
+berth_jerr berth_journal_open_lmdb(berth_journal **out, const char *dir,
+                                   const berth_journal_options *options,
+                                   char *err, size_t err_size);
+void berth_journal_close(berth_journal *journal);
+
+/* Head: last seq (0 when empty) and its hash (zeros when empty). IO. */
+berth_jerr berth_journal_head(berth_journal *journal, uint64_t *seq, uint8_t hash[BERTH_HASH_LEN]);
+
+/* Append n records (1..BERTH_BATCH_RECORDS_MAX) as one durable transaction.
+ * The caller sets seq (head+1, head+2, ...), time_ms, actor, reqid, command,
+ * code, sentence; the journal sets version, prev_hash and hash. touched may
+ * be NULL. Errors: INVALID (seq gap, too many or too big), FULL, IO, NOMEM,
+ * READONLY. On any error nothing is written. */
+berth_jerr berth_journal_append(berth_journal *journal, berth_record *records,
+                                const berth_touched *touched, size_t n);
+
+/* Store a snapshot of the state after seq (bytes opaque to the journal).
+ * Durable on return. Errors: FULL, IO, INVALID, READONLY. */
+berth_jerr berth_journal_snapshot_put(berth_journal *journal, uint64_t seq,
+                                      const void *bytes, size_t len);
+
+/* A consistent read view (an LMDB read transaction). Many may be open, from
+ * any thread, while appends go on. Errors: IO, NOMEM. */
+berth_jerr berth_journal_reader_open(berth_journal *journal, berth_journal_reader **out);
+void berth_journal_reader_close(berth_journal_reader *reader);
+berth_jerr berth_journal_reader_head(berth_journal_reader *reader, uint64_t *seq,
+                                     uint8_t hash[BERTH_HASH_LEN]);
+/* Read and decode one record. raw/raw_len (may be NULL) get its bytes.
+ * Errors: NOTFOUND, CORRUPT. */
+berth_jerr berth_journal_read(berth_journal_reader *reader, uint64_t seq, berth_record *out,
+                              const uint8_t **raw, size_t *raw_len);
+
+/* Iterate records from seq `from` upward. next returns OK, NOTFOUND at the
+ * end, or CORRUPT (undecodable record, or a gap: the key is not the seq that
+ * should follow — out->seq then holds the seq expected). */
+berth_jerr berth_journal_cursor_open(berth_journal_reader *reader, uint64_t from,
+                                     berth_journal_cursor **out);
+berth_jerr berth_journal_cursor_next(berth_journal_cursor *cursor, berth_record *out,
+                                     const uint8_t **raw, size_t *raw_len);
+/* Raw only, no decode: for the scan ceiling and for a decode on another thread. */
+berth_jerr berth_journal_cursor_next_raw(berth_journal_cursor *cursor, uint64_t *seq,
+                                         const uint8_t **raw, size_t *raw_len);
+void berth_journal_cursor_close(berth_journal_cursor *cursor);
+
+/* Newest snapshot with seq <= max_seq. Errors: NOTFOUND. */
+berth_jerr berth_journal_snapshot_get(berth_journal_reader *reader, uint64_t max_seq,
+                                      uint64_t *seq, const void **bytes, size_t *len);
+/* Snapshot seqs, ascending; *n gets how many exist (may exceed cap). */
+berth_jerr berth_journal_snapshot_list(berth_journal_reader *reader, uint64_t *seqs,
+                                       size_t cap, size_t *n);
+
+/* HISTORY index: seqs of records that touched a worker or an instance,
+ * ascending, starting at the first >= from. *n gets how many were written.
+ * Errors: IO. */
+typedef enum { BERTH_HISTORY_WORKER = 'w', BERTH_HISTORY_INSTANCE = 'i' } berth_history_kind;
+berth_jerr berth_journal_history(berth_journal_reader *reader, berth_history_kind kind,
+                                 berth_str name, uint64_t from, uint64_t *seqs, size_t cap,
+                                 size_t *n);
+
+/* Bytes the store occupies on disk, and the current map size. */
+berth_jerr berth_journal_size(berth_journal *journal, uint64_t *disk_bytes, uint64_t *map_bytes);
+
+#endif

@@ -1,0 +1,68 @@
+/* replay.h — rebuild berth's state from the journal, verify it, snapshot it.
+ *
+ * Replay is the only road from journal to state: berthd's start, `AT <seq>`
+ * queries, the berth tool and verification all go through it, so a state
+ * seen anywhere is one the journal proves. The canonical state digest is
+ * SHA-256 of the state's snapshot encoding, which lists everything sorted by
+ * name, so equal states have equal digests however they were reached. */
+#ifndef BERTH_REPLAY_H
+#define BERTH_REPLAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "journal.h"
+#include "state.h"
+
+#define BERTH_SNAPSHOT_VERSION 1
+
+typedef struct berth_replay_stats {
+    uint64_t from_snapshot_seq;   /* 0: replayed from genesis */
+    uint64_t records;             /* records applied after the snapshot */
+    uint64_t last_seq;
+    uint64_t elapsed_ns;          /* filled by the caller's clock, not by replay */
+} berth_replay_stats;
+
+/* Apply one decoded record to state (parse its command text, apply at its
+ * seq). out gets the outcome recomputed now. Returns 0, or -1 with err when
+ * the command does not parse or seq is not last_seq+1 (a corrupt journal),
+ * or memory ran out. */
+int berth_replay_record(berth_state *state, const berth_record *rec, berth_outcome *out,
+                        char *err, size_t err_size);
+
+/* Build the state as of target seq (UINT64_MAX: head) from the newest good
+ * snapshot at or before it (when use_snapshots) plus the records after it.
+ * A snapshot that fails to decode or whose digest differs is skipped (and
+ * counted in *bad_snapshots, may be NULL) and an older one, or genesis, used.
+ * Returns BERTH_J_OK with *out, NOTFOUND if target is beyond the head, or
+ * CORRUPT / NOMEM / IO with err naming the seq. */
+berth_jerr berth_replay_to(berth_journal_reader *reader, uint64_t target, bool use_snapshots,
+                           berth_state **out, berth_replay_stats *stats,
+                           uint32_t *bad_snapshots, char *err, size_t err_size);
+
+/* Continue a state forward to target (UINT64_MAX: head) within reader. */
+berth_jerr berth_replay_forward(berth_journal_reader *reader, berth_state *state,
+                                uint64_t target, berth_replay_stats *stats,
+                                char *err, size_t err_size);
+
+/* Verify the chain from `from` (1: genesis) to the reader's head: each
+ * record's hash, its prev_hash against its predecessor, dense seqs, and each
+ * recomputed outcome against the recorded one (code and sentence). */
+typedef struct berth_verify_report {
+    bool ok;
+    uint64_t records;             /* records checked */
+    uint64_t first_bad_seq;       /* 0 when ok */
+    char what[512];               /* how it disagrees, for a human */
+} berth_verify_report;
+berth_jerr berth_verify(berth_journal_reader *reader, berth_verify_report *report);
+
+/* Snapshot codec (msgpack). encode: *bytes malloc'd, caller frees. */
+int berth_snapshot_encode(const berth_state *state, uint8_t **bytes, size_t *len);
+int berth_snapshot_decode(const void *bytes, size_t len, berth_state **out,
+                          char *err, size_t err_size);
+/* SHA-256 of the snapshot encoding. Returns 0, -1 on memory. */
+int berth_state_digest(const berth_state *state, uint8_t digest[BERTH_HASH_LEN]);
+void berth_hex(const uint8_t *bytes, size_t len, char *out);  /* out: 2*len+1 */
+
+#endif
