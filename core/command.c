@@ -1,0 +1,479 @@
+/* command.c — syntax of berth's mutating commands and their canonical text.
+ *
+ * Parsing checks only what can be known without state (names, numbers,
+ * duplicates, arity), so anything it refuses never reaches the journal.
+ * The canonical text is the journal's spelling of a command: replay splits
+ * it on spaces and parses it again, so parse(canonical(c)) must equal c.
+ *
+ * Placement words are "<worker>" or "<worker>:<gpu>[,<gpu>...]". Worker names
+ * may contain ':', so the GPU list is the suffix after the last ':' only when
+ * that suffix is digits and commas; a worker whose name itself ends in
+ * ":<digits>" is placed by naming its GPUs explicitly. REQID <id>, when
+ * present, is the last pair of words. */
+#include "command.h"
+
+#include <assert.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *const kind_names[BERTH_CMD_KIND_COUNT] = {
+    [BERTH_CMD_NONE] = "",
+    [BERTH_CMD_WORKER_ADD] = "WORKER.ADD",
+    [BERTH_CMD_WORKER_CORDON] = "WORKER.CORDON",
+    [BERTH_CMD_WORKER_UNCORDON] = "WORKER.UNCORDON",
+    [BERTH_CMD_WORKER_REMOVE] = "WORKER.REMOVE",
+    [BERTH_CMD_DEPLOY] = "DEPLOY",
+    [BERTH_CMD_RELEASE] = "RELEASE",
+    [BERTH_CMD_POLICY_SET] = "POLICY.SET",
+};
+
+const char *berth_cmd_kind_name(berth_cmd_kind kind) {
+    assert(kind >= 0 && kind < BERTH_CMD_KIND_COUNT);
+    return kind_names[kind];
+}
+
+berth_cmd_kind berth_cmd_kind_lookup(berth_str word) {
+    for (int k = 1; k < BERTH_CMD_KIND_COUNT; k++) {
+        if (berth_str_eq_word(word, kind_names[k])) return (berth_cmd_kind)k;
+    }
+    return BERTH_CMD_NONE;
+}
+
+/* Parser context: the words, a cursor, and where errors go. */
+typedef struct parser {
+    const berth_str *argv;
+    size_t argc;
+    size_t at;
+    char *err;
+    size_t err_size;
+    const char *cmd_name;
+} parser;
+
+/* Copy at most 64 bytes of untrusted input into an error message, with
+ * anything unprintable shown as '?', so errors never carry raw binary. */
+static void quote_word(berth_str w, char *out, size_t size) {
+    assert(size >= 8);
+    size_t n = w.len < 64 ? w.len : 64;
+    if (n > size - 4) n = size - 4;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)w.ptr[i];
+        out[o++] = (c >= 0x20 && c < 0x7f && c != '\'') ? (char)c : '?';
+    }
+    if (w.len > n) {
+        out[o++] = '.';
+        out[o++] = '.';
+    }
+    out[o] = '\0';
+}
+
+static int fail(parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(parser *p, const char *fmt, ...) {
+    if (p->err && p->err_size > 0) {
+        int n = snprintf(p->err, p->err_size, "ERR ");
+        va_list ap;
+        va_start(ap, fmt);
+        if (n > 0 && (size_t)n < p->err_size) vsnprintf(p->err + n, p->err_size - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static bool at_end(const parser *p) { return p->at >= p->argc; }
+
+static int next_word(parser *p, const char *what, berth_str *out) {
+    if (at_end(p)) return fail(p, "%s: missing %s", p->cmd_name, what);
+    *out = p->argv[p->at++];
+    return 0;
+}
+
+static int next_name(parser *p, const char *what, berth_str *out) {
+    if (next_word(p, what, out) != 0) return -1;
+    if (!berth_name_valid(*out)) {
+        char q[80];
+        quote_word(*out, q, sizeof q);
+        return fail(p, "%s: invalid %s '%s': names are 1-%d bytes of [A-Za-z0-9._:/-]", p->cmd_name,
+                    what, q, BERTH_NAME_LEN_MAX);
+    }
+    return 0;
+}
+
+static int next_number(parser *p, const char *what, uint64_t min, uint64_t max, uint32_t *out) {
+    berth_str w;
+    if (next_word(p, what, &w) != 0) return -1;
+    uint64_t v;
+    if (!berth_parse_u64(w, &v) || v < min || v > max) {
+        char q[80];
+        quote_word(w, q, sizeof q);
+        return fail(p, "%s: %s must be an integer from %llu to %llu, got '%s'", p->cmd_name, what,
+                    (unsigned long long)min, (unsigned long long)max, q);
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int unexpected(parser *p) {
+    char q[80];
+    quote_word(p->argv[p->at], q, sizeof q);
+    return fail(p, "%s: unexpected word '%s'", p->cmd_name, q);
+}
+
+static int parse_label(parser *p, berth_cmd *cmd, berth_str w) {
+    const char *eq = memchr(w.ptr, '=', w.len);
+    assert(eq != NULL);
+    berth_label l = {
+        berth_str_make(w.ptr, (size_t)(eq - w.ptr)),
+        berth_str_make(eq + 1, w.len - (size_t)(eq - w.ptr) - 1),
+    };
+    char q[80];
+    quote_word(w, q, sizeof q);
+    if (!berth_name_valid(l.key) || !berth_name_valid(l.value)) {
+        return fail(p, "%s: invalid label '%s': key and value are names of [A-Za-z0-9._:/-]",
+                    p->cmd_name, q);
+    }
+    if (cmd->label_count == BERTH_LABELS_MAX) {
+        return fail(p, "%s: more than %d labels", p->cmd_name, BERTH_LABELS_MAX);
+    }
+    /* Insertion sort keeps labels ordered by key and finds duplicates. */
+    uint32_t i = cmd->label_count;
+    while (i > 0 && berth_str_cmp(cmd->labels[i - 1].key, l.key) > 0) {
+        cmd->labels[i] = cmd->labels[i - 1];
+        i--;
+    }
+    if (i > 0 && berth_str_eq(cmd->labels[i - 1].key, l.key)) {
+        memmove(&cmd->labels[i], &cmd->labels[i + 1], (cmd->label_count - i) * sizeof l);
+        return fail(p, "%s: label key given twice in '%s'", p->cmd_name, q);
+    }
+    cmd->labels[i] = l;
+    cmd->label_count++;
+    return 0;
+}
+
+static bool has_eq(berth_str w) { return memchr(w.ptr, '=', w.len) != NULL; }
+
+static int parse_worker_add(parser *p, berth_cmd *cmd) {
+    if (next_name(p, "worker name", &cmd->name) != 0) return -1;
+    bool seen_gpus = false, seen_vram = false;
+    while (!at_end(p)) {
+        berth_str w = p->argv[p->at++];
+        if (berth_str_eq_word(w, "GPUS")) {
+            if (seen_gpus) return fail(p, "%s: GPUS given twice", p->cmd_name);
+            if (next_number(p, "GPUS", 0, BERTH_GPUS_MAX, &cmd->gpu_count) != 0) return -1;
+            seen_gpus = true;
+        } else if (berth_str_eq_word(w, "VRAM")) {
+            if (seen_vram) return fail(p, "%s: VRAM given twice", p->cmd_name);
+            if (next_number(p, "VRAM (MiB per GPU)", 1, BERTH_VRAM_MIB_MAX, &cmd->vram_mib) != 0) return -1;
+            seen_vram = true;
+        } else if (berth_str_eq_word(w, "LABEL")) {
+            if (at_end(p) || !has_eq(p->argv[p->at])) {
+                return fail(p, "%s: LABEL needs <key>=<value>", p->cmd_name);
+            }
+            while (!at_end(p) && has_eq(p->argv[p->at])) {
+                if (parse_label(p, cmd, p->argv[p->at++]) != 0) return -1;
+            }
+        } else {
+            p->at--;
+            return unexpected(p);
+        }
+    }
+    if (!seen_gpus) return fail(p, "%s: missing GPUS <n>", p->cmd_name);
+    return 0;
+}
+
+/* Parse "<gpu>[,<gpu>...]" into a mask; the caller checked the charset. */
+static int parse_gpu_list(parser *p, berth_str list, berth_str word, uint64_t *mask) {
+    char q[80];
+    quote_word(word, q, sizeof q);
+    *mask = 0;
+    uint32_t start = 0;
+    for (uint32_t i = 0; i <= list.len; i++) {
+        if (i < list.len && list.ptr[i] != ',') continue;
+        uint64_t g;
+        if (!berth_parse_u64(berth_str_make(list.ptr + start, i - start), &g)) {
+            return fail(p, "%s: bad GPU list in '%s'", p->cmd_name, q);
+        }
+        if (g >= BERTH_GPUS_MAX) {
+            return fail(p, "%s: GPU index %llu in '%s' is beyond %d", p->cmd_name,
+                        (unsigned long long)g, q, BERTH_GPUS_MAX - 1);
+        }
+        if (*mask & (1ull << g)) {
+            return fail(p, "%s: GPU %llu listed twice in '%s'", p->cmd_name, (unsigned long long)g, q);
+        }
+        *mask |= 1ull << g;
+        start = i + 1;
+    }
+    return 0;
+}
+
+static bool is_gpu_list(berth_str s) {
+    if (s.len == 0) return false;
+    for (uint32_t i = 0; i < s.len; i++) {
+        char c = s.ptr[i];
+        if (!((c >= '0' && c <= '9') || c == ',')) return false;
+    }
+    return true;
+}
+
+static int parse_place(parser *p, berth_cmd *cmd, berth_str w) {
+    berth_place pl = { w, 0, true };
+    for (uint32_t i = w.len; i > 0; i--) {
+        if (w.ptr[i - 1] != ':') continue;
+        berth_str tail = berth_str_make(w.ptr + i, w.len - i);
+        if (is_gpu_list(tail)) {
+            pl.worker = berth_str_make(w.ptr, i - 1);
+            pl.all_gpus = false;
+            if (parse_gpu_list(p, tail, w, &pl.gpu_mask) != 0) return -1;
+        }
+        break;
+    }
+    char q[80];
+    quote_word(pl.worker, q, sizeof q);
+    if (!berth_name_valid(pl.worker)) {
+        return fail(p, "%s: invalid worker name '%s': names are 1-%d bytes of [A-Za-z0-9._:/-]",
+                    p->cmd_name, q, BERTH_NAME_LEN_MAX);
+    }
+    for (uint32_t i = 0; i < cmd->place_count; i++) {
+        if (berth_str_eq(cmd->place[i].worker, pl.worker)) {
+            return fail(p, "%s: worker '%s' listed twice", p->cmd_name, q);
+        }
+    }
+    if (cmd->place_count == BERTH_PLACEMENT_WORKERS_MAX) {
+        return fail(p, "%s: more than %d workers", p->cmd_name, BERTH_PLACEMENT_WORKERS_MAX);
+    }
+    cmd->place[cmd->place_count++] = pl;
+    return 0;
+}
+
+static int parse_deploy(parser *p, berth_cmd *cmd) {
+    if (next_name(p, "instance name", &cmd->name) != 0) return -1;
+    bool seen_on = false;
+    while (!at_end(p) && !seen_on) {
+        berth_str w = p->argv[p->at++];
+        if (berth_str_eq_word(w, "MODEL")) {
+            if (cmd->model.len) return fail(p, "%s: MODEL given twice", p->cmd_name);
+            if (next_name(p, "model name", &cmd->model) != 0) return -1;
+        } else if (berth_str_eq_word(w, "BACKEND")) {
+            if (cmd->backend.len) return fail(p, "%s: BACKEND given twice", p->cmd_name);
+            if (next_name(p, "backend name", &cmd->backend) != 0) return -1;
+        } else if (berth_str_eq_word(w, "VRAM")) {
+            if (cmd->claim_mib) return fail(p, "%s: VRAM given twice", p->cmd_name);
+            if (next_number(p, "VRAM (MiB per GPU)", 1, BERTH_VRAM_MIB_MAX, &cmd->claim_mib) != 0) return -1;
+        } else if (berth_str_eq_word(w, "ON")) {
+            seen_on = true;
+        } else {
+            p->at--;
+            return unexpected(p);
+        }
+    }
+    if (!cmd->model.len) return fail(p, "%s: missing MODEL <model>", p->cmd_name);
+    if (!cmd->backend.len) return fail(p, "%s: missing BACKEND <backend>", p->cmd_name);
+    if (!seen_on) return fail(p, "%s: missing ON <worker>[:<gpu>,...] ...", p->cmd_name);
+    if (at_end(p)) return fail(p, "%s: ON needs at least one worker", p->cmd_name);
+    while (!at_end(p)) {
+        if (parse_place(p, cmd, p->argv[p->at++]) != 0) return -1;
+    }
+    return 0;
+}
+
+static int add_backend(parser *p, berth_cmd *cmd, berth_str b) {
+    char q[80];
+    quote_word(b, q, sizeof q);
+    if (!berth_name_valid(b)) {
+        return fail(p, "%s: invalid backend name '%s'", p->cmd_name, q);
+    }
+    if (cmd->backend_count == BERTH_POLICY_BACKENDS_MAX) {
+        return fail(p, "%s: more than %d backends", p->cmd_name, BERTH_POLICY_BACKENDS_MAX);
+    }
+    uint32_t i = cmd->backend_count;
+    while (i > 0 && berth_str_cmp(cmd->backends[i - 1], b) > 0) {
+        cmd->backends[i] = cmd->backends[i - 1];
+        i--;
+    }
+    if (i > 0 && berth_str_eq(cmd->backends[i - 1], b)) {
+        memmove(&cmd->backends[i], &cmd->backends[i + 1], (cmd->backend_count - i) * sizeof b);
+        return fail(p, "%s: backend '%s' listed twice", p->cmd_name, q);
+    }
+    cmd->backends[i] = b;
+    cmd->backend_count++;
+    return 0;
+}
+
+static int parse_policy_set(parser *p, berth_cmd *cmd) {
+    berth_str w;
+    if (next_word(p, "EXCLUSIVE", &w) != 0) return -1;
+    if (!berth_str_eq_word(w, "EXCLUSIVE")) {
+        p->at--;
+        return fail(p, "%s: only EXCLUSIVE <backend>[,<backend>...] can be set", p->cmd_name);
+    }
+    /* Backends as one comma list, several words, or both; none clears the set. */
+    while (!at_end(p)) {
+        berth_str list = p->argv[p->at++];
+        uint32_t start = 0;
+        for (uint32_t i = 0; i <= list.len; i++) {
+            if (i < list.len && list.ptr[i] != ',') continue;
+            if (add_backend(p, cmd, berth_str_make(list.ptr + start, i - start)) != 0) return -1;
+            start = i + 1;
+        }
+    }
+    return 0;
+}
+
+int berth_cmd_parse(berth_cmd *cmd, size_t argc, const berth_str *argv, char *err, size_t err_size) {
+    assert(cmd != NULL);
+    assert(argv != NULL || argc == 0);
+    memset(cmd, 0, offsetof(berth_cmd, labels));
+    cmd->label_count = 0;
+    cmd->model = cmd->backend = (berth_str){ 0 };
+    cmd->claim_mib = cmd->place_count = cmd->backend_count = 0;
+    parser p = { argv, argc, 1, err, err_size, "" };
+    if (argc == 0) return fail(&p, "empty command");
+    cmd->kind = berth_cmd_kind_lookup(argv[0]);
+    if (cmd->kind == BERTH_CMD_NONE) {
+        char q[80];
+        quote_word(argv[0], q, sizeof q);
+        return fail(&p, "unknown command '%s'", q);
+    }
+    p.cmd_name = kind_names[cmd->kind];
+    if (argc > BERTH_ARGS_MAX) return fail(&p, "%s: more than %d words", p.cmd_name, BERTH_ARGS_MAX);
+    if (argc >= 3 && berth_str_eq_word(argv[argc - 2], "REQID")) {
+        cmd->reqid = argv[argc - 1];
+        p.argc = argc - 2;
+        if (!berth_name_valid(cmd->reqid)) {
+            char q[80];
+            quote_word(cmd->reqid, q, sizeof q);
+            return fail(&p, "%s: invalid request id '%s': ids are 1-%d bytes of [A-Za-z0-9._:/-]", p.cmd_name, q,
+                        BERTH_NAME_LEN_MAX);
+        }
+    }
+    int rc;
+    switch (cmd->kind) {
+    case BERTH_CMD_WORKER_ADD: rc = parse_worker_add(&p, cmd); break;
+    case BERTH_CMD_WORKER_CORDON:
+    case BERTH_CMD_WORKER_UNCORDON:
+    case BERTH_CMD_WORKER_REMOVE: rc = next_name(&p, "worker name", &cmd->name); break;
+    case BERTH_CMD_DEPLOY: rc = parse_deploy(&p, cmd); break;
+    case BERTH_CMD_RELEASE: rc = next_name(&p, "instance name", &cmd->name); break;
+    case BERTH_CMD_POLICY_SET: rc = parse_policy_set(&p, cmd); break;
+    default: assert(0 && "unreachable"); return -1;
+    }
+    if (rc != 0) return rc;
+    if (!at_end(&p)) return unexpected(&p);
+    assert(cmd->kind != BERTH_CMD_DEPLOY || cmd->place_count >= 1);
+    return 0;
+}
+
+/* Bounded text builder: overflow sticks, so callers check once at the end. */
+typedef struct text {
+    char *buf;
+    size_t size;
+    size_t len;
+    bool overflow;
+} text;
+
+static void put(text *t, const char *s, size_t n) {
+    if (t->overflow || n > t->size - t->len) {
+        t->overflow = true;
+        return;
+    }
+    memcpy(t->buf + t->len, s, n);
+    t->len += n;
+}
+static void put_cstr(text *t, const char *s) { put(t, s, strlen(s)); }
+static void put_str(text *t, berth_str s) { put(t, s.ptr, s.len); }
+static void put_u64(text *t, uint64_t v) {
+    char d[24];
+    int n = snprintf(d, sizeof d, "%llu", (unsigned long long)v);
+    put(t, d, (size_t)n);
+}
+
+size_t berth_cmd_canonical(const berth_cmd *cmd, char *buf, size_t size) {
+    assert(cmd != NULL && buf != NULL);
+    assert(cmd->kind > BERTH_CMD_NONE && cmd->kind < BERTH_CMD_KIND_COUNT);
+    text t = { buf, size, 0, false };
+    put_cstr(&t, kind_names[cmd->kind]);
+    switch (cmd->kind) {
+    case BERTH_CMD_WORKER_ADD:
+        put_cstr(&t, " ");
+        put_str(&t, cmd->name);
+        put_cstr(&t, " GPUS ");
+        put_u64(&t, cmd->gpu_count);
+        if (cmd->vram_mib) {
+            put_cstr(&t, " VRAM ");
+            put_u64(&t, cmd->vram_mib);
+        }
+        if (cmd->label_count) put_cstr(&t, " LABEL");
+        for (uint32_t i = 0; i < cmd->label_count; i++) {
+            put_cstr(&t, " ");
+            put_str(&t, cmd->labels[i].key);
+            put_cstr(&t, "=");
+            put_str(&t, cmd->labels[i].value);
+        }
+        break;
+    case BERTH_CMD_WORKER_CORDON:
+    case BERTH_CMD_WORKER_UNCORDON:
+    case BERTH_CMD_WORKER_REMOVE:
+    case BERTH_CMD_RELEASE:
+        put_cstr(&t, " ");
+        put_str(&t, cmd->name);
+        break;
+    case BERTH_CMD_DEPLOY:
+        put_cstr(&t, " ");
+        put_str(&t, cmd->name);
+        put_cstr(&t, " MODEL ");
+        put_str(&t, cmd->model);
+        put_cstr(&t, " BACKEND ");
+        put_str(&t, cmd->backend);
+        if (cmd->claim_mib) {
+            put_cstr(&t, " VRAM ");
+            put_u64(&t, cmd->claim_mib);
+        }
+        put_cstr(&t, " ON");
+        for (uint32_t i = 0; i < cmd->place_count; i++) {
+            const berth_place *pl = &cmd->place[i];
+            put_cstr(&t, " ");
+            put_str(&t, pl->worker);
+            if (pl->all_gpus) continue;
+            char sep = ':';
+            for (uint32_t g = 0; g < BERTH_GPUS_MAX; g++) {
+                if (!(pl->gpu_mask & (1ull << g))) continue;
+                put(&t, &sep, 1);
+                put_u64(&t, g);
+                sep = ',';
+            }
+        }
+        break;
+    case BERTH_CMD_POLICY_SET:
+        put_cstr(&t, " EXCLUSIVE");
+        for (uint32_t i = 0; i < cmd->backend_count; i++) {
+            put_cstr(&t, i ? "," : " ");
+            put_str(&t, cmd->backends[i]);
+        }
+        break;
+    default: assert(0 && "unreachable"); return 0;
+    }
+    return t.overflow ? 0 : t.len;
+}
+
+size_t berth_cmd_split(const char *txt, size_t len, berth_str *words, size_t words_max) {
+    assert(txt != NULL || len == 0);
+    size_t n = 0, start = 0;
+    if (len == 0) return 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && txt[i] != ' ') continue;
+        if (n == words_max) return 0;
+        words[n++] = berth_str_make(txt + start, i - start);
+        start = i + 1;
+    }
+    return n;
+}
+
+int berth_cmd_parse_text(berth_cmd *cmd, const char *txt, size_t len, berth_str *words,
+                         size_t words_max, char *err, size_t err_size) {
+    size_t n = berth_cmd_split(txt, len, words, words_max);
+    if (n == 0) {
+        if (err && err_size) snprintf(err, err_size, "ERR command text empty or over %zu words", words_max);
+        return -1;
+    }
+    return berth_cmd_parse(cmd, n, words, err, err_size);
+}

@@ -1,0 +1,997 @@
+/* state.c — the allocation state machine: workers, instances, policy, the
+ * request-id window, and the one function that judges commands.
+ *
+ * apply runs in three phases so that a refusal or an allocation failure
+ * never leaves a half-changed state: judge (read only, builds the sentence),
+ * prepare (every allocation the change needs), commit (pointer moves only,
+ * cannot fail). Names live in open-addressing hash tables that are only
+ * ever probed, never iterated for output; listings are sorted by name. */
+#include "state.h"
+
+#include <assert.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- memory */
+
+static void *libc_alloc(void *ctx, size_t size) { (void)ctx; return malloc(size); }
+static void *libc_realloc(void *ctx, void *ptr, size_t size) { (void)ctx; return realloc(ptr, size); }
+static void libc_free(void *ctx, void *ptr) { (void)ctx; free(ptr); }
+static const berth_allocator libc_allocator = { libc_alloc, libc_realloc, libc_free, NULL };
+
+/* ---------------------------------------------------------------- tables */
+
+/* Every object stored in a table starts with its berth_str name. */
+typedef struct table {
+    void **slots;
+    uint32_t cap;    /* power of two, or 0 */
+    uint32_t count;
+} table;
+
+#define TABLE_CAP_MIN 16u
+
+static uint64_t hash_bytes(const char *p, uint32_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint32_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h ^ (h >> 29);
+}
+
+static berth_str key_of(const void *obj) { return *(const berth_str *)obj; }
+
+static void *table_get(const table *t, berth_str key) {
+    if (t->cap == 0) return NULL;
+    uint32_t mask = t->cap - 1;
+    for (uint32_t i = (uint32_t)hash_bytes(key.ptr, key.len) & mask;; i = (i + 1) & mask) {
+        void *obj = t->slots[i];
+        if (obj == NULL) return NULL;
+        if (berth_str_eq(key_of(obj), key)) return obj;
+    }
+}
+
+static void table_put_unchecked(table *t, void *obj) {
+    uint32_t mask = t->cap - 1;
+    berth_str key = key_of(obj);
+    uint32_t i = (uint32_t)hash_bytes(key.ptr, key.len) & mask;
+    while (t->slots[i] != NULL) i = (i + 1) & mask;
+    t->slots[i] = obj;
+    t->count++;
+}
+
+/* Make room for `extra` more entries at load <= 1/2; a failure changes nothing. */
+static int table_reserve(const berth_allocator *a, table *t, uint32_t extra) {
+    uint64_t need = (uint64_t)t->count + extra;
+    if (need * 2 <= t->cap) return 0;
+    uint64_t cap = t->cap ? t->cap : TABLE_CAP_MIN;
+    while (need * 2 > cap) cap *= 2;
+    if (cap > (1ull << 31)) return -1;
+    void **slots = a->alloc(a->ctx, (size_t)cap * sizeof(void *));
+    if (slots == NULL) return -1;
+    memset(slots, 0, (size_t)cap * sizeof(void *));
+    table old = *t;
+    t->slots = slots;
+    t->cap = (uint32_t)cap;
+    t->count = 0;
+    for (uint32_t i = 0; i < old.cap; i++) {
+        if (old.slots[i]) table_put_unchecked(t, old.slots[i]);
+    }
+    assert(t->count == old.count);
+    if (old.slots) a->free(a->ctx, old.slots);
+    return 0;
+}
+
+/* Linear-probing delete with backward shift: no tombstones to age. */
+static void table_del(table *t, berth_str key) {
+    assert(t->cap > 0);
+    uint32_t mask = t->cap - 1;
+    uint32_t i = (uint32_t)hash_bytes(key.ptr, key.len) & mask;
+    while (!berth_str_eq(key_of(t->slots[i]), key)) {
+        i = (i + 1) & mask;
+        assert(t->slots[i] != NULL);
+    }
+    t->slots[i] = NULL;
+    t->count--;
+    for (uint32_t j = (i + 1) & mask; t->slots[j] != NULL; j = (j + 1) & mask) {
+        berth_str k = key_of(t->slots[j]);
+        uint32_t home = (uint32_t)hash_bytes(k.ptr, k.len) & mask;
+        /* Move j back to i if its home is not in the cyclic range (i, j]. */
+        bool in_range = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
+        if (!in_range) {
+            t->slots[i] = t->slots[j];
+            t->slots[j] = NULL;
+            i = j;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- state */
+
+typedef struct reqid_slot {
+    berth_reqid_entry e;   /* first: e.reqid is the table key */
+    void *block;           /* owns e.reqid and e.sentence bytes */
+} reqid_slot;
+
+struct berth_state {
+    berth_allocator a;
+    uint64_t last_seq;
+    uint64_t policy_seq;   /* seq of the last POLICY.SET (or restore point) */
+    bool restored;
+    table workers;
+    table instances;
+    uint32_t policy_count;
+    berth_str policy[BERTH_POLICY_BACKENDS_MAX];
+    void *policy_block;
+    table reqids;
+    reqid_slot *ring;      /* BERTH_REQID_WINDOW slots, allocated on first use */
+    uint32_t ring_head;    /* oldest */
+    uint32_t ring_count;
+};
+
+static const char *const code_names[BERTH_CODE_COUNT] = {
+    "OK", "EXISTS", "NOWORKER", "CORDONED", "NOGPU", "EXCLUSIVE", "GPUBUSY", "NOVRAM", "NOINSTANCE", "BUSY",
+};
+
+const char *berth_code_name(berth_code code) {
+    assert(code >= 0 && code < BERTH_CODE_COUNT);
+    return code_names[code];
+}
+
+bool berth_code_lookup(berth_str word, berth_code *out) {
+    for (int c = 0; c < BERTH_CODE_COUNT; c++) {
+        if (berth_str_eq_word(word, code_names[c])) {
+            *out = (berth_code)c;
+            return true;
+        }
+    }
+    return false;
+}
+
+berth_state *berth_state_new(const berth_allocator *allocator) {
+    const berth_allocator *a = allocator ? allocator : &libc_allocator;
+    berth_state *s = a->alloc(a->ctx, sizeof *s);
+    if (s == NULL) return NULL;
+    memset(s, 0, sizeof *s);
+    s->a = *a;
+    /* vllm is exclusive at genesis: the rule GPUStack documents. */
+    static const char genesis_backend[] = "vllm";
+    s->policy_block = a->alloc(a->ctx, sizeof genesis_backend);
+    if (s->policy_block == NULL) {
+        a->free(a->ctx, s);
+        return NULL;
+    }
+    memcpy(s->policy_block, genesis_backend, sizeof genesis_backend);
+    s->policy[0] = berth_str_make(s->policy_block, sizeof genesis_backend - 1);
+    s->policy_count = 1;
+    return s;
+}
+
+static void free_worker(berth_state *s, berth_worker *w) {
+    if (w->served) s->a.free(s->a.ctx, (void *)w->served);
+    s->a.free(s->a.ctx, w);
+}
+
+void berth_state_free(berth_state *s) {
+    if (s == NULL) return;
+    for (uint32_t i = 0; i < s->instances.cap; i++) {
+        if (s->instances.slots[i]) s->a.free(s->a.ctx, s->instances.slots[i]);
+    }
+    for (uint32_t i = 0; i < s->workers.cap; i++) {
+        if (s->workers.slots[i]) free_worker(s, s->workers.slots[i]);
+    }
+    for (uint32_t i = 0; i < s->ring_count; i++) {
+        s->a.free(s->a.ctx, s->ring[(s->ring_head + i) % BERTH_REQID_WINDOW].block);
+    }
+    if (s->ring) s->a.free(s->a.ctx, s->ring);
+    if (s->workers.slots) s->a.free(s->a.ctx, s->workers.slots);
+    if (s->instances.slots) s->a.free(s->a.ctx, s->instances.slots);
+    if (s->reqids.slots) s->a.free(s->a.ctx, s->reqids.slots);
+    if (s->policy_block) s->a.free(s->a.ctx, s->policy_block);
+    s->a.free(s->a.ctx, s);
+}
+
+/* ---------------------------------------------------------------- queries */
+
+uint64_t berth_state_last_seq(const berth_state *s) { return s->last_seq; }
+size_t berth_state_worker_count(const berth_state *s) { return s->workers.count; }
+size_t berth_state_instance_count(const berth_state *s) { return s->instances.count; }
+
+const berth_worker *berth_state_worker(const berth_state *s, berth_str name) {
+    return table_get(&s->workers, name);
+}
+
+const berth_instance *berth_state_instance(const berth_state *s, berth_str name) {
+    return table_get(&s->instances, name);
+}
+
+static int cmp_named(const void *a, const void *b) {
+    return berth_str_cmp(key_of(*(void *const *)a), key_of(*(void *const *)b));
+}
+
+static size_t table_sorted(const table *t, const void **out, size_t cap) {
+    size_t n = 0;
+    for (uint32_t i = 0; i < t->cap && n < cap; i++) {
+        if (t->slots[i]) out[n++] = t->slots[i];
+    }
+    /* Names are unique, so the sorted order is total: table layout never shows. */
+    qsort(out, n, sizeof *out, cmp_named);
+    return n;
+}
+
+size_t berth_state_workers_sorted(const berth_state *s, const berth_worker **out, size_t cap) {
+    assert(cap >= s->workers.count && "a partial listing would depend on table layout");
+    return table_sorted(&s->workers, (const void **)out, cap);
+}
+
+size_t berth_state_instances_sorted(const berth_state *s, const berth_instance **out, size_t cap) {
+    assert(cap >= s->instances.count && "a partial listing would depend on table layout");
+    return table_sorted(&s->instances, (const void **)out, cap);
+}
+
+uint32_t berth_state_policy(const berth_state *s, const berth_str **backends) {
+    *backends = s->policy;
+    return s->policy_count;
+}
+
+bool berth_state_backend_exclusive(const berth_state *s, berth_str backend) {
+    for (uint32_t i = 0; i < s->policy_count; i++) {
+        if (berth_str_eq(s->policy[i], backend)) return true;
+    }
+    return false;
+}
+
+const berth_instance *berth_worker_exclusive_holder(const berth_worker *w) {
+    for (uint32_t i = 0; i < w->served_count; i++) {
+        if (w->served[i]->exclusive) return w->served[i];
+    }
+    return NULL;
+}
+
+static uint64_t all_gpus_mask(uint32_t gpu_count) {
+    assert(gpu_count <= BERTH_GPUS_MAX);
+    return gpu_count == 64 ? ~0ull : ((1ull << gpu_count) - 1);
+}
+
+uint64_t berth_worker_free_gpu_mask(const berth_worker *w) {
+    uint64_t mask = 0;
+    for (uint32_t g = 0; g < w->gpu_count; g++) {
+        if (w->gpus[g].whole_holder == NULL && w->gpus[g].claim_count == 0) mask |= 1ull << g;
+    }
+    return mask;
+}
+
+size_t berth_state_reqid_count(const berth_state *s) { return s->ring_count; }
+
+void berth_state_reqid_at(const berth_state *s, size_t i, berth_reqid_entry *out) {
+    assert(i < s->ring_count);
+    *out = s->ring[(s->ring_head + i) % BERTH_REQID_WINDOW].e;
+}
+
+uint64_t berth_command_hash(berth_str canonical) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint32_t i = 0; i < canonical.len; i++) {
+        h ^= (unsigned char)canonical.ptr[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+berth_reqid_status berth_state_reqid_check(const berth_state *s, berth_str reqid, berth_str canonical,
+                                           berth_reqid_entry *hit) {
+    assert(reqid.len > 0);
+    const reqid_slot *slot = table_get(&s->reqids, reqid);
+    if (slot == NULL) return BERTH_REQID_NEW;
+    *hit = slot->e;
+    return slot->e.command_hash == berth_command_hash(canonical) ? BERTH_REQID_RETRY : BERTH_REQID_CONFLICT;
+}
+
+/* ---------------------------------------------------------------- sentences */
+
+static void say(berth_outcome *out, berth_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say(berth_outcome *out, berth_code code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out->sentence, sizeof out->sentence, fmt, ap);
+    va_end(ap);
+    out->code = code;
+    out->sentence_len = n < 0 ? 0 : (n >= (int)sizeof out->sentence ? (uint32_t)sizeof out->sentence - 1 : (uint32_t)n);
+}
+
+/* Append to the sentence, truncating with "..." rather than overflowing. */
+static void say_more(berth_outcome *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say_more(berth_outcome *out, const char *fmt, ...) {
+    size_t room = sizeof out->sentence - out->sentence_len;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out->sentence + out->sentence_len, room, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n >= room) {
+        out->sentence_len = (uint32_t)sizeof out->sentence - 1;
+        memcpy(out->sentence + out->sentence_len - 3, "...", 3);
+    } else {
+        out->sentence_len += (uint32_t)n;
+    }
+}
+
+#define S(x) (int)(x).len, (x).ptr
+
+/* "a distributed vllm instance" / "a distributed instance of an exclusive backend (sglang, vllm)" */
+static void say_rule(berth_outcome *out, const berth_state *s) {
+    if (s->policy_count == 1) {
+        say_more(out, "; a worker serves one distributed %.*s instance at a time", S(s->policy[0]));
+        return;
+    }
+    say_more(out, "; a worker serves one distributed instance of an exclusive backend (");
+    for (uint32_t i = 0; i < s->policy_count; i++) say_more(out, "%s%.*s", i ? ", " : "", S(s->policy[i]));
+    say_more(out, ") at a time");
+}
+
+/* ---------------------------------------------------------------- workers */
+
+static void touch_worker(berth_outcome *out, berth_str name) {
+    if (out->worker_count < BERTH_PLACEMENT_WORKERS_MAX) out->workers[out->worker_count++] = name;
+}
+
+static int apply_worker_add(berth_state *s, const berth_cmd *c, uint64_t seq, berth_outcome *out) {
+    const berth_worker *old = table_get(&s->workers, c->name);
+    touch_worker(out, c->name);
+    if (old) {
+        say(out, BERTH_EXISTS, "worker %.*s is already registered (since seq %llu); remove it first to register it again",
+            S(c->name), (unsigned long long)old->added_seq);
+        return 0;
+    }
+    size_t label_bytes = 0;
+    for (uint32_t i = 0; i < c->label_count; i++) label_bytes += c->labels[i].key.len + c->labels[i].value.len;
+    size_t size = sizeof(berth_worker) + c->label_count * sizeof(berth_label) + c->gpu_count * sizeof(berth_gpu) +
+                  c->name.len + label_bytes;
+    if (table_reserve(&s->a, &s->workers, 1) != 0) return -1;
+    char *block = s->a.alloc(s->a.ctx, size);
+    if (block == NULL) return -1;
+    memset(block, 0, size);
+    berth_worker *w = (berth_worker *)block;
+    w->labels = (berth_label *)(block + sizeof *w);
+    w->gpus = (berth_gpu *)(w->labels + c->label_count);
+    char *text = (char *)(w->gpus + c->gpu_count);
+    memcpy(text, c->name.ptr, c->name.len);
+    w->name = berth_str_make(text, c->name.len);
+    text += c->name.len;
+    for (uint32_t i = 0; i < c->label_count; i++) {
+        memcpy(text, c->labels[i].key.ptr, c->labels[i].key.len);
+        w->labels[i].key = berth_str_make(text, c->labels[i].key.len);
+        text += c->labels[i].key.len;
+        memcpy(text, c->labels[i].value.ptr, c->labels[i].value.len);
+        w->labels[i].value = berth_str_make(text, c->labels[i].value.len);
+        text += c->labels[i].value.len;
+    }
+    assert(text == block + size);
+    w->gpu_count = c->gpu_count;
+    w->vram_mib = c->vram_mib;
+    w->label_count = c->label_count;
+    w->status = BERTH_WORKER_ACTIVE;
+    w->added_seq = seq;
+    table_put_unchecked(&s->workers, w);
+    out->workers[0] = w->name;
+    if (w->vram_mib) {
+        say(out, BERTH_OK, "worker %.*s registered with %u GPUs of %u MiB", S(w->name), w->gpu_count, w->vram_mib);
+    } else {
+        say(out, BERTH_OK, "worker %.*s registered with %u GPUs", S(w->name), w->gpu_count);
+    }
+    return 0;
+}
+
+static void say_noworker(berth_outcome *out, berth_str name) {
+    say(out, BERTH_NOWORKER, "worker %.*s is not registered", S(name));
+}
+
+static int apply_worker_cordon(berth_state *s, const berth_cmd *c, berth_outcome *out, bool cordon) {
+    berth_worker *w = table_get(&s->workers, c->name);
+    touch_worker(out, c->name);
+    if (w == NULL) {
+        say_noworker(out, c->name);
+        return 0;
+    }
+    berth_worker_status want = cordon ? BERTH_WORKER_CORDONED : BERTH_WORKER_ACTIVE;
+    bool already = w->status == want;
+    w->status = want;
+    if (cordon) {
+        say(out, BERTH_OK, "worker %.*s %s: it keeps its %u instances and accepts no new ones", S(w->name),
+            already ? "was already cordoned" : "cordoned", w->served_count);
+    } else {
+        say(out, BERTH_OK, "worker %.*s %s", S(w->name),
+            already ? "was not cordoned; it accepts new instances" : "uncordoned: it accepts new instances again");
+    }
+    return 0;
+}
+
+static int apply_worker_remove(berth_state *s, const berth_cmd *c, berth_outcome *out) {
+    berth_worker *w = table_get(&s->workers, c->name);
+    touch_worker(out, c->name);
+    if (w == NULL) {
+        say_noworker(out, c->name);
+        return 0;
+    }
+    if (w->served_count > 0) {
+        say(out, BERTH_BUSY, "worker %.*s still serves %u instance%s (", S(w->name), w->served_count,
+            w->served_count == 1 ? "" : "s");
+        for (uint32_t i = 0; i < w->served_count; i++) {
+            say_more(out, "%s%.*s", i ? ", " : "", S(w->served[i]->name));
+        }
+        say_more(out, "); release them before removing it");
+        return 0;
+    }
+    say(out, BERTH_OK, "worker %.*s removed", S(c->name));
+    table_del(&s->workers, c->name);
+    free_worker(s, w);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- deploy */
+
+/* Names every instance on worker w that uses GPU g, for NOVRAM/GPUBUSY. */
+static void say_gpu_users(berth_outcome *out, const berth_worker *w, uint32_t g) {
+    uint32_t named = 0;
+    for (uint32_t i = 0; i < w->served_count; i++) {
+        const berth_instance *in = w->served[i];
+        for (uint32_t k = 0; k < in->slot_count; k++) {
+            if (in->slots[k].worker != w || !(in->slots[k].gpu_mask & (1ull << g))) continue;
+            if (in->claim_mib) {
+                say_more(out, "%s%.*s %u MiB", named ? ", " : "", S(in->name), in->claim_mib);
+            } else {
+                say_more(out, "%s%.*s", named ? ", " : "", S(in->name));
+            }
+            named++;
+        }
+    }
+}
+
+/* Judge one worker of a placement; returns true when it passes. */
+static bool judge_place(const berth_state *s, const berth_cmd *c, const berth_place *pl, bool exclusive,
+                        const berth_worker **wout, uint64_t *mask_out, berth_outcome *out) {
+    const berth_worker *w = table_get(&s->workers, pl->worker);
+    if (w == NULL) {
+        say_noworker(out, pl->worker);
+        return false;
+    }
+    if (w->status == BERTH_WORKER_CORDONED) {
+        say(out, BERTH_CORDONED, "worker %.*s is cordoned and accepts no new instances", S(w->name));
+        return false;
+    }
+    uint64_t have = all_gpus_mask(w->gpu_count);
+    uint64_t mask = pl->all_gpus ? have : pl->gpu_mask;
+    if (mask & ~have) {
+        uint32_t g = (uint32_t)__builtin_ctzll(mask & ~have);
+        say(out, BERTH_NOGPU, "worker %.*s has %u GPU%s, so GPU %u does not exist", S(w->name), w->gpu_count,
+            w->gpu_count == 1 ? "" : "s", g);
+        return false;
+    }
+    if (exclusive) {
+        const berth_instance *h = berth_worker_exclusive_holder(w);
+        if (h) {
+            say(out, BERTH_EXCLUSIVE, "worker %.*s already serves distributed %.*s instance %.*s since seq %llu",
+                S(w->name), S(h->backend), S(h->name), (unsigned long long)h->deploy_seq);
+            say_rule(out, s);
+            return false;
+        }
+    }
+    for (uint64_t m = mask; m; m &= m - 1) {
+        uint32_t g = (uint32_t)__builtin_ctzll(m);
+        const berth_gpu *gpu = &w->gpus[g];
+        if (gpu->whole_holder) {
+            say(out, BERTH_GPUBUSY, "GPU %.*s:%u is held whole by instance %.*s", S(w->name), g,
+                S(gpu->whole_holder->name));
+            return false;
+        }
+        if (c->claim_mib == 0 && gpu->claim_count > 0) {
+            say(out, BERTH_GPUBUSY, "GPU %.*s:%u is shared by %u instance%s claiming %u MiB (", S(w->name), g,
+                gpu->claim_count, gpu->claim_count == 1 ? "" : "s", gpu->claimed_mib);
+            say_gpu_users(out, w, g);
+            say_more(out, "); a whole-GPU claim needs it unused");
+            return false;
+        }
+    }
+    if (c->claim_mib && mask) {
+        if (w->vram_mib == 0) {
+            say(out, BERTH_NOVRAM, "worker %.*s was registered without VRAM, so instance %.*s cannot claim %u MiB "
+                "on its GPUs; register it with VRAM <MiB>", S(w->name), S(c->name), c->claim_mib);
+            return false;
+        }
+        for (uint64_t m = mask; m; m &= m - 1) {
+            uint32_t g = (uint32_t)__builtin_ctzll(m);
+            const berth_gpu *gpu = &w->gpus[g];
+            if ((uint64_t)gpu->claimed_mib + c->claim_mib <= w->vram_mib) continue;
+            say(out, BERTH_NOVRAM, "GPU %.*s:%u has %u MiB free of %u (%u MiB claimed", S(w->name), g,
+                w->vram_mib - gpu->claimed_mib, w->vram_mib, gpu->claimed_mib);
+            if (gpu->claim_count) {
+                say_more(out, " by ");
+                say_gpu_users(out, w, g);
+            }
+            say_more(out, "); instance %.*s claims %u MiB", S(c->name), c->claim_mib);
+            return false;
+        }
+    }
+    *wout = w;
+    *mask_out = mask;
+    return true;
+}
+
+/* Grow w's served list so one more fits; a no-op for the state's meaning. */
+static int served_reserve(berth_state *s, berth_worker *w) {
+    if (w->served_count < w->served_cap) return 0;
+    uint32_t cap = w->served_cap ? w->served_cap * 2 : 4;
+    const berth_instance **p = s->a.realloc(s->a.ctx, (void *)w->served, cap * sizeof *p);
+    if (p == NULL) return -1;
+    w->served = p;
+    w->served_cap = cap;
+    return 0;
+}
+
+/* ":0-3,6": GPU lists as runs, so a whole 8-GPU worker reads ":0-7". */
+static void say_gpu_runs(berth_outcome *out, uint64_t mask) {
+    char sep = ':';
+    for (uint32_t g = 0; g < BERTH_GPUS_MAX; g++) {
+        if (!(mask & (1ull << g))) continue;
+        uint32_t end = g;
+        while (end + 1 < BERTH_GPUS_MAX && (mask & (1ull << (end + 1)))) end++;
+        if (end == g) {
+            say_more(out, "%c%u", sep, g);
+        } else {
+            say_more(out, "%c%u-%u", sep, g, end);
+        }
+        sep = ',';
+        g = end;
+    }
+}
+
+static void say_deployed(berth_outcome *out, const berth_instance *in) {
+    say(out, BERTH_OK, "instance %.*s deployed on ", S(in->name));
+    for (uint32_t i = 0; i < in->slot_count; i++) {
+        const berth_slot *sl = &in->slots[i];
+        say_more(out, "%s%.*s", i ? ", " : "", S(sl->worker->name));
+        say_gpu_runs(out, sl->gpu_mask);
+        if (i == 0 && in->distributed) say_more(out, " (main)");
+    }
+    if (in->claim_mib) say_more(out, " claiming %u MiB per GPU", in->claim_mib);
+    if (in->exclusive) {
+        say_more(out, "; holds its workers exclusively as a distributed %.*s instance", S(in->backend));
+    }
+}
+
+static int apply_deploy(berth_state *s, const berth_cmd *c, uint64_t seq, berth_outcome *out) {
+    out->instance = c->name;
+    for (uint32_t i = 0; i < c->place_count; i++) touch_worker(out, c->place[i].worker);
+    const berth_instance *old = table_get(&s->instances, c->name);
+    if (old) {
+        say(out, BERTH_EXISTS, "instance %.*s is already deployed (since seq %llu)", S(c->name),
+            (unsigned long long)old->deploy_seq);
+        return 0;
+    }
+    bool distributed = c->place_count > 1;
+    bool exclusive = distributed && berth_state_backend_exclusive(s, c->backend);
+    const berth_worker *ws[BERTH_PLACEMENT_WORKERS_MAX];
+    uint64_t masks[BERTH_PLACEMENT_WORKERS_MAX];
+    for (uint32_t i = 0; i < c->place_count; i++) {
+        if (!judge_place(s, c, &c->place[i], exclusive, &ws[i], &masks[i], out)) return 0;
+    }
+    /* Prepare: every allocation before the first mutation. */
+    if (table_reserve(&s->a, &s->instances, 1) != 0) return -1;
+    for (uint32_t i = 0; i < c->place_count; i++) {
+        if (served_reserve(s, (berth_worker *)ws[i]) != 0) return -1;
+    }
+    size_t size = sizeof(berth_instance) + c->place_count * sizeof(berth_slot) + c->name.len + c->model.len +
+                  c->backend.len;
+    char *block = s->a.alloc(s->a.ctx, size);
+    if (block == NULL) return -1;
+    /* Commit. */
+    berth_instance *in = (berth_instance *)block;
+    in->slots = (berth_slot *)(block + sizeof *in);
+    char *text = (char *)(in->slots + c->place_count);
+    memcpy(text, c->name.ptr, c->name.len);
+    in->name = berth_str_make(text, c->name.len);
+    text += c->name.len;
+    memcpy(text, c->model.ptr, c->model.len);
+    in->model = berth_str_make(text, c->model.len);
+    text += c->model.len;
+    memcpy(text, c->backend.ptr, c->backend.len);
+    in->backend = berth_str_make(text, c->backend.len);
+    in->claim_mib = c->claim_mib;
+    in->deploy_seq = seq;
+    in->distributed = distributed;
+    in->exclusive = exclusive;
+    in->slot_count = c->place_count;
+    for (uint32_t i = 0; i < c->place_count; i++) {
+        berth_worker *w = (berth_worker *)ws[i];
+        in->slots[i].worker = w;
+        in->slots[i].gpu_mask = masks[i];
+        w->served[w->served_count++] = in;
+        for (uint64_t m = masks[i]; m; m &= m - 1) {
+            berth_gpu *gpu = &w->gpus[__builtin_ctzll(m)];
+            if (c->claim_mib) {
+                gpu->claimed_mib += c->claim_mib;
+                gpu->claim_count++;
+                assert(gpu->claimed_mib <= w->vram_mib);
+            } else {
+                assert(gpu->whole_holder == NULL && gpu->claim_count == 0);
+                gpu->whole_holder = in;
+            }
+        }
+    }
+    table_put_unchecked(&s->instances, in);
+    out->instance = in->name;
+    say_deployed(out, in);
+    return 0;
+}
+
+static void served_remove(berth_worker *w, const berth_instance *in) {
+    for (uint32_t i = 0; i < w->served_count; i++) {
+        if (w->served[i] != in) continue;
+        /* Keep deploy-seq order: the exclusive holder is the first match. */
+        memmove(&w->served[i], &w->served[i + 1], (w->served_count - i - 1) * sizeof w->served[0]);
+        w->served_count--;
+        return;
+    }
+    assert(0 && "instance missing from a worker it holds");
+}
+
+static int apply_release(berth_state *s, const berth_cmd *c, berth_outcome *out) {
+    out->instance = c->name;
+    berth_instance *in = table_get(&s->instances, c->name);
+    if (in == NULL) {
+        say(out, BERTH_NOINSTANCE, "instance %.*s is not deployed", S(c->name));
+        return 0;
+    }
+    say(out, BERTH_OK, "instance %.*s released from ", S(c->name));
+    for (uint32_t i = 0; i < in->slot_count; i++) {
+        berth_worker *w = (berth_worker *)in->slots[i].worker;
+        touch_worker(out, w->name);
+        say_more(out, "%s%.*s", i ? ", " : "", S(w->name));
+        served_remove(w, in);
+        for (uint64_t m = in->slots[i].gpu_mask; m; m &= m - 1) {
+            berth_gpu *gpu = &w->gpus[__builtin_ctzll(m)];
+            if (in->claim_mib) {
+                assert(gpu->claim_count > 0 && gpu->claimed_mib >= in->claim_mib);
+                gpu->claimed_mib -= in->claim_mib;
+                gpu->claim_count--;
+            } else {
+                assert(gpu->whole_holder == in);
+                gpu->whole_holder = NULL;
+            }
+        }
+    }
+    table_del(&s->instances, c->name);
+    s->a.free(s->a.ctx, in);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- policy */
+
+static int set_policy(berth_state *s, const berth_str *backends, uint32_t count) {
+    assert(count <= BERTH_POLICY_BACKENDS_MAX);
+    size_t bytes = 1;
+    for (uint32_t i = 0; i < count; i++) bytes += backends[i].len;
+    char *block = s->a.alloc(s->a.ctx, bytes);
+    if (block == NULL) return -1;
+    char *text = block;
+    for (uint32_t i = 0; i < count; i++) {
+        assert(i == 0 || berth_str_cmp(backends[i - 1], backends[i]) < 0);
+        memcpy(text, backends[i].ptr, backends[i].len);
+        s->policy[i] = berth_str_make(text, backends[i].len);
+        text += backends[i].len;
+    }
+    if (s->policy_block) s->a.free(s->a.ctx, s->policy_block);
+    s->policy_block = block;
+    s->policy_count = count;
+    /* Re-mark every instance; the order of this walk cannot matter. */
+    for (uint32_t i = 0; i < s->instances.cap; i++) {
+        berth_instance *in = s->instances.slots[i];
+        if (in) in->exclusive = in->distributed && berth_state_backend_exclusive(s, in->backend);
+    }
+    return 0;
+}
+
+static int apply_policy_set(berth_state *s, const berth_cmd *c, uint64_t seq, berth_outcome *out) {
+    if (set_policy(s, c->backends, c->backend_count) != 0) return -1;
+    s->policy_seq = seq;
+    if (c->backend_count == 0) {
+        say(out, BERTH_OK, "no backend is exclusive now: distributed instances share workers");
+        return 0;
+    }
+    say(out, BERTH_OK, "exclusive backends now: ");
+    for (uint32_t i = 0; i < c->backend_count; i++) say_more(out, "%s%.*s", i ? ", " : "", S(c->backends[i]));
+    say_more(out, "; existing instances stay where they are");
+    return 0;
+}
+
+/* ---------------------------------------------------------------- reqids */
+
+static reqid_slot *ring_slot(berth_state *s, uint32_t i) {
+    return &s->ring[(s->ring_head + i) % BERTH_REQID_WINDOW];
+}
+
+/* Allocate what remembering one request id needs; nothing changes yet. */
+static int reqid_prepare(berth_state *s, berth_str reqid, berth_str sentence, void **block) {
+    if (s->ring == NULL) {
+        s->ring = s->a.alloc(s->a.ctx, BERTH_REQID_WINDOW * sizeof *s->ring);
+        if (s->ring == NULL) return -1;
+    }
+    if (table_reserve(&s->a, &s->reqids, 1) != 0) return -1;
+    *block = s->a.alloc(s->a.ctx, reqid.len + sentence.len + 1);
+    return *block ? 0 : -1;
+}
+
+static void reqid_commit(berth_state *s, const berth_reqid_entry *e, void *block) {
+    assert(table_get(&s->reqids, e->reqid) == NULL);
+    if (s->ring_count == BERTH_REQID_WINDOW) {
+        reqid_slot *old = ring_slot(s, 0);
+        table_del(&s->reqids, old->e.reqid);
+        s->a.free(s->a.ctx, old->block);
+        s->ring_head = (s->ring_head + 1) % BERTH_REQID_WINDOW;
+        s->ring_count--;
+    }
+    reqid_slot *slot = ring_slot(s, s->ring_count);
+    char *text = block;
+    memcpy(text, e->reqid.ptr, e->reqid.len);
+    memcpy(text + e->reqid.len, e->sentence.ptr, e->sentence.len);
+    text[e->reqid.len + e->sentence.len] = '\0';
+    slot->block = block;
+    slot->e = *e;
+    slot->e.reqid = berth_str_make(text, e->reqid.len);
+    slot->e.sentence = berth_str_make(text + e->reqid.len, e->sentence.len);
+    s->ring_count++;
+    table_put_unchecked(&s->reqids, slot);
+}
+
+/* ---------------------------------------------------------------- apply */
+
+int berth_state_apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64_t seq, berth_outcome *out) {
+    assert(s != NULL && c != NULL && out != NULL);
+    assert(seq == s->last_seq + 1);
+    assert(c->kind > BERTH_CMD_NONE && c->kind < BERTH_CMD_KIND_COUNT);
+    out->code = BERTH_OK;
+    out->sentence_len = 0;
+    out->sentence[0] = '\0';
+    out->instance = (berth_str){ 0 };
+    out->worker_count = 0;
+    /* Reserve the request id's memory first: after the command commits, failing is not allowed. */
+    void *reqid_block = NULL;
+    if (c->reqid.len) {
+        assert(table_get(&s->reqids, c->reqid) == NULL && "reqid_check must run before apply");
+        if (reqid_prepare(s, c->reqid, berth_str_make(NULL, BERTH_SENTENCE_LEN_MAX), &reqid_block) != 0) return -1;
+    }
+    int rc;
+    switch (c->kind) {
+    case BERTH_CMD_WORKER_ADD: rc = apply_worker_add(s, c, seq, out); break;
+    case BERTH_CMD_WORKER_CORDON: rc = apply_worker_cordon(s, c, out, true); break;
+    case BERTH_CMD_WORKER_UNCORDON: rc = apply_worker_cordon(s, c, out, false); break;
+    case BERTH_CMD_WORKER_REMOVE: rc = apply_worker_remove(s, c, out); break;
+    case BERTH_CMD_DEPLOY: rc = apply_deploy(s, c, seq, out); break;
+    case BERTH_CMD_RELEASE: rc = apply_release(s, c, out); break;
+    case BERTH_CMD_POLICY_SET: rc = apply_policy_set(s, c, seq, out); break;
+    default: assert(0 && "unreachable"); rc = -1;
+    }
+    if (rc != 0) {
+        if (reqid_block) s->a.free(s->a.ctx, reqid_block);
+        return -1;
+    }
+    if (c->reqid.len) {
+        berth_reqid_entry e = { c->reqid, berth_command_hash(canonical), seq, out->code,
+                                berth_str_make(out->sentence, out->sentence_len) };
+        /* The block was sized for the longest sentence; give the rest back. */
+        void *exact = s->a.realloc(s->a.ctx, reqid_block, c->reqid.len + out->sentence_len + 1);
+        reqid_commit(s, &e, exact ? exact : reqid_block);
+    }
+    s->last_seq = seq;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- restore */
+
+int berth_state_restore_policy(berth_state *s, const berth_str *backends, uint32_t count) {
+    if (count > BERTH_POLICY_BACKENDS_MAX) return -1;
+    for (uint32_t i = 0; i < count; i++) {
+        if (!berth_name_valid(backends[i])) return -1;
+        if (i > 0 && berth_str_cmp(backends[i - 1], backends[i]) >= 0) return -1;
+    }
+    s->restored = true;
+    return set_policy(s, backends, count);
+}
+
+int berth_state_restore_worker(berth_state *s, berth_str name, uint32_t gpu_count, uint32_t vram_mib,
+                               berth_worker_status status, uint64_t added_seq, const berth_label *labels,
+                               uint32_t label_count) {
+    if (!berth_name_valid(name) || gpu_count > BERTH_GPUS_MAX || vram_mib > BERTH_VRAM_MIB_MAX) return -1;
+    if (status != BERTH_WORKER_ACTIVE && status != BERTH_WORKER_CORDONED) return -1;
+    if (label_count > BERTH_LABELS_MAX || table_get(&s->workers, name)) return -1;
+    berth_cmd c;
+    memset(&c, 0, sizeof c);
+    c.kind = BERTH_CMD_WORKER_ADD;
+    c.name = name;
+    c.gpu_count = gpu_count;
+    c.vram_mib = vram_mib;
+    c.label_count = label_count;
+    for (uint32_t i = 0; i < label_count; i++) {
+        if (!berth_name_valid(labels[i].key) || !berth_name_valid(labels[i].value)) return -1;
+        if (i > 0 && berth_str_cmp(labels[i - 1].key, labels[i].key) >= 0) return -1;
+        c.labels[i] = labels[i];
+    }
+    berth_outcome *out = s->a.alloc(s->a.ctx, sizeof *out);
+    if (out == NULL) return -1;
+    memset(out, 0, sizeof *out);
+    int rc = apply_worker_add(s, &c, added_seq, out);
+    s->a.free(s->a.ctx, out);
+    if (rc != 0) return -1;
+    ((berth_worker *)table_get(&s->workers, name))->status = status;
+    s->restored = true;
+    return 0;
+}
+
+int berth_state_restore_instance(berth_state *s, berth_str name, berth_str model, berth_str backend,
+                                 uint32_t claim_mib, uint64_t deploy_seq, const berth_str *workers,
+                                 const uint64_t *gpu_masks, uint32_t slot_count) {
+    if (!berth_name_valid(name) || !berth_name_valid(model) || !berth_name_valid(backend)) return -1;
+    if (slot_count == 0 || slot_count > BERTH_PLACEMENT_WORKERS_MAX || claim_mib > BERTH_VRAM_MIB_MAX) return -1;
+    if (table_get(&s->instances, name)) return -1;
+    berth_cmd *c = s->a.alloc(s->a.ctx, sizeof *c);
+    berth_outcome *out = s->a.alloc(s->a.ctx, sizeof *out);
+    int rc = -1;
+    if (c == NULL || out == NULL) goto done;
+    memset(c, 0, sizeof *c);
+    memset(out, 0, sizeof *out);
+    c->kind = BERTH_CMD_DEPLOY;
+    c->name = name;
+    c->model = model;
+    c->backend = backend;
+    c->claim_mib = claim_mib;
+    c->place_count = slot_count;
+    for (uint32_t i = 0; i < slot_count; i++) {
+        for (uint32_t j = 0; j < i; j++) {
+            if (berth_str_eq(workers[j], workers[i])) goto done;
+        }
+        c->place[i] = (berth_place){ workers[i], gpu_masks[i], false };
+    }
+    /* Judge without the exclusivity rule: the snapshot's policy may have
+     * changed since these instances were deployed, and they stay. Cordons
+     * are lifted for the judgement and put back after. */
+    bool exclusive = slot_count > 1 && berth_state_backend_exclusive(s, backend);
+    const berth_worker *ws[BERTH_PLACEMENT_WORKERS_MAX];
+    uint64_t masks[BERTH_PLACEMENT_WORKERS_MAX];
+    berth_worker_status saved[BERTH_PLACEMENT_WORKERS_MAX];
+    uint32_t found = 0;
+    for (; found < slot_count; found++) {
+        berth_worker *w = table_get(&s->workers, workers[found]);
+        if (w == NULL) break;
+        saved[found] = w->status;
+        w->status = BERTH_WORKER_ACTIVE;
+    }
+    bool ok = found == slot_count;
+    for (uint32_t i = 0; ok && i < slot_count; i++) {
+        ok = judge_place(s, c, &c->place[i], false, &ws[i], &masks[i], out);
+    }
+    for (uint32_t i = 0; i < found; i++) ((berth_worker *)table_get(&s->workers, workers[i]))->status = saved[i];
+    if (!ok) goto done;
+    uint64_t last = s->last_seq;
+    s->last_seq = deploy_seq - 1;
+    rc = apply_deploy(s, c, deploy_seq, out);
+    s->last_seq = last;
+    if (rc == 0) {
+        berth_instance *in = table_get(&s->instances, name);
+        assert(in != NULL);
+        in->exclusive = exclusive;
+        s->restored = true;
+    }
+done:
+    if (c) s->a.free(s->a.ctx, c);
+    if (out) s->a.free(s->a.ctx, out);
+    return rc;
+}
+
+int berth_state_restore_reqid(berth_state *s, const berth_reqid_entry *e) {
+    if (!berth_name_valid(e->reqid) || e->code >= BERTH_CODE_COUNT) return -1;
+    if (e->sentence.len >= BERTH_SENTENCE_LEN_MAX || table_get(&s->reqids, e->reqid)) return -1;
+    void *block;
+    if (reqid_prepare(s, e->reqid, e->sentence, &block) != 0) return -1;
+    reqid_commit(s, e, block);
+    s->restored = true;
+    return 0;
+}
+
+void berth_state_set_last_seq(berth_state *s, uint64_t seq) {
+    s->last_seq = seq;
+    /* After a restore we no longer know when the policy last changed;
+     * the snapshot point is the conservative answer for berth_state_check. */
+    if (s->restored) s->policy_seq = seq;
+}
+
+/* ---------------------------------------------------------------- check */
+
+static bool why(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool why(char *buf, size_t size, const char *fmt, ...) {
+    if (buf && size) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(buf, size, fmt, ap);
+        va_end(ap);
+    }
+    return false;
+}
+
+static bool check_worker(const berth_state *s, const berth_worker *w, char *wb, size_t ws) {
+    uint32_t exclusive = 0, exclusive_after_policy = 0;
+    for (uint32_t g = 0; g < w->gpu_count; g++) {
+        const berth_gpu *gpu = &w->gpus[g];
+        uint32_t whole = 0, claims = 0;
+        uint64_t mib = 0;
+        for (uint32_t i = 0; i < w->served_count; i++) {
+            const berth_instance *in = w->served[i];
+            for (uint32_t k = 0; k < in->slot_count; k++) {
+                if (in->slots[k].worker != w || !(in->slots[k].gpu_mask & (1ull << g))) continue;
+                if (in->claim_mib) {
+                    claims++;
+                    mib += in->claim_mib;
+                } else {
+                    whole++;
+                    if (gpu->whole_holder != in) return why(wb, ws, "GPU %.*s:%u holder mismatch", S(w->name), g);
+                }
+            }
+        }
+        if (whole > 1) return why(wb, ws, "GPU %.*s:%u held whole twice", S(w->name), g);
+        if (whole && claims) return why(wb, ws, "GPU %.*s:%u held whole and claimed", S(w->name), g);
+        if (!whole && gpu->whole_holder) return why(wb, ws, "GPU %.*s:%u stale holder", S(w->name), g);
+        if (claims != gpu->claim_count || mib != gpu->claimed_mib) {
+            return why(wb, ws, "GPU %.*s:%u claim totals disagree", S(w->name), g);
+        }
+        if (mib > w->vram_mib && claims) return why(wb, ws, "GPU %.*s:%u claims exceed VRAM", S(w->name), g);
+    }
+    for (uint32_t i = 0; i < w->served_count; i++) {
+        const berth_instance *in = w->served[i];
+        if (table_get(&s->instances, in->name) != in) return why(wb, ws, "worker %.*s serves a ghost", S(w->name));
+        if (i > 0 && w->served[i - 1]->deploy_seq >= in->deploy_seq) {
+            return why(wb, ws, "worker %.*s served list out of order", S(w->name));
+        }
+        if (in->exclusive) {
+            exclusive++;
+            if (in->deploy_seq > s->policy_seq) exclusive_after_policy++;
+        }
+    }
+    if (exclusive > 1 && exclusive_after_policy > 0) {
+        return why(wb, ws, "worker %.*s has %u exclusive holders", S(w->name), exclusive);
+    }
+    return true;
+}
+
+static bool check_instance(const berth_state *s, const berth_instance *in, char *wb, size_t ws) {
+    if (in->slot_count == 0 || in->distributed != (in->slot_count > 1)) {
+        return why(wb, ws, "instance %.*s slot count", S(in->name));
+    }
+    if (in->exclusive != (in->distributed && berth_state_backend_exclusive(s, in->backend))) {
+        return why(wb, ws, "instance %.*s exclusive flag stale", S(in->name));
+    }
+    for (uint32_t k = 0; k < in->slot_count; k++) {
+        const berth_worker *w = in->slots[k].worker;
+        if (table_get(&s->workers, w->name) != w) return why(wb, ws, "instance %.*s on a removed worker", S(in->name));
+        if (in->slots[k].gpu_mask & ~all_gpus_mask(w->gpu_count)) {
+            return why(wb, ws, "instance %.*s holds a GPU its worker lacks", S(in->name));
+        }
+        uint32_t seen = 0;
+        for (uint32_t i = 0; i < w->served_count; i++) seen += w->served[i] == in;
+        if (seen != 1) return why(wb, ws, "instance %.*s listed %u times on %.*s", S(in->name), seen, S(w->name));
+    }
+    return true;
+}
+
+bool berth_state_check(const berth_state *s, char *wb, size_t ws) {
+    for (uint32_t i = 0; i < s->workers.cap; i++) {
+        if (s->workers.slots[i] && !check_worker(s, s->workers.slots[i], wb, ws)) return false;
+    }
+    for (uint32_t i = 0; i < s->instances.cap; i++) {
+        if (s->instances.slots[i] && !check_instance(s, s->instances.slots[i], wb, ws)) return false;
+    }
+    if (s->reqids.count != s->ring_count) return why(wb, ws, "reqid table and window disagree");
+    for (uint32_t i = 0; i < s->policy_count; i++) {
+        if (i > 0 && berth_str_cmp(s->policy[i - 1], s->policy[i]) >= 0) return why(wb, ws, "policy unsorted");
+    }
+    return true;
+}
