@@ -35,10 +35,13 @@ const char *berth_cmd_kind_name(berth_cmd_kind kind) {
 
 berth_cmd_kind berth_cmd_kind_lookup(berth_str word) {
     for (int k = 1; k < BERTH_CMD_KIND_COUNT; k++) {
-        if (berth_str_eq_word(word, kind_names[k])) return (berth_cmd_kind)k;
+        if (word.len == strlen(kind_names[k]) && berth_str_eq_word(word, kind_names[k])) return (berth_cmd_kind)k;
     }
     return BERTH_CMD_NONE;
 }
+
+/* Keyword match with the length known at compile time: no strlen per word. */
+#define IS(w, kw) ((w).len == sizeof(kw) - 1 && berth_str_eq_word((w), (kw)))
 
 /* Parser context: the words, a cursor, and where errors go. */
 typedef struct parser {
@@ -52,7 +55,7 @@ typedef struct parser {
 
 /* Copy at most 64 bytes of untrusted input into an error message, with
  * anything unprintable shown as '?', so errors never carry raw binary. */
-static void quote_word(berth_str w, char *out, size_t size) {
+static const char *quote_word(berth_str w, char *out, size_t size) {
     assert(size >= 8);
     size_t n = w.len < 64 ? w.len : 64;
     if (n > size - 4) n = size - 4;
@@ -66,6 +69,7 @@ static void quote_word(berth_str w, char *out, size_t size) {
         out[o++] = '.';
     }
     out[o] = '\0';
+    return out;
 }
 
 static int fail(parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -127,10 +131,9 @@ static int parse_label(parser *p, berth_cmd *cmd, berth_str w) {
         berth_str_make(eq + 1, w.len - (size_t)(eq - w.ptr) - 1),
     };
     char q[80];
-    quote_word(w, q, sizeof q);
     if (!berth_name_valid(l.key) || !berth_name_valid(l.value)) {
         return fail(p, "%s: invalid label '%s': key and value are names of [A-Za-z0-9._:/-]",
-                    p->cmd_name, q);
+                    p->cmd_name, quote_word(w, q, sizeof q));
     }
     if (cmd->label_count == BERTH_LABELS_MAX) {
         return fail(p, "%s: more than %d labels", p->cmd_name, BERTH_LABELS_MAX);
@@ -143,7 +146,7 @@ static int parse_label(parser *p, berth_cmd *cmd, berth_str w) {
     }
     if (i > 0 && berth_str_eq(cmd->labels[i - 1].key, l.key)) {
         memmove(&cmd->labels[i], &cmd->labels[i + 1], (cmd->label_count - i) * sizeof l);
-        return fail(p, "%s: label key given twice in '%s'", p->cmd_name, q);
+        return fail(p, "%s: label key given twice in '%s'", p->cmd_name, quote_word(w, q, sizeof q));
     }
     cmd->labels[i] = l;
     cmd->label_count++;
@@ -157,15 +160,15 @@ static int parse_worker_add(parser *p, berth_cmd *cmd) {
     bool seen_gpus = false, seen_vram = false;
     while (!at_end(p)) {
         berth_str w = p->argv[p->at++];
-        if (berth_str_eq_word(w, "GPUS")) {
+        if (IS(w, "GPUS")) {
             if (seen_gpus) return fail(p, "%s: GPUS given twice", p->cmd_name);
             if (next_number(p, "GPUS", 0, BERTH_GPUS_MAX, &cmd->gpu_count) != 0) return -1;
             seen_gpus = true;
-        } else if (berth_str_eq_word(w, "VRAM")) {
+        } else if (IS(w, "VRAM")) {
             if (seen_vram) return fail(p, "%s: VRAM given twice", p->cmd_name);
             if (next_number(p, "VRAM (MiB per GPU)", 1, BERTH_VRAM_MIB_MAX, &cmd->vram_mib) != 0) return -1;
             seen_vram = true;
-        } else if (berth_str_eq_word(w, "LABEL")) {
+        } else if (IS(w, "LABEL")) {
             if (at_end(p) || !has_eq(p->argv[p->at])) {
                 return fail(p, "%s: LABEL needs <key>=<value>", p->cmd_name);
             }
@@ -184,21 +187,20 @@ static int parse_worker_add(parser *p, berth_cmd *cmd) {
 /* Parse "<gpu>[,<gpu>...]" into a mask; the caller checked the charset. */
 static int parse_gpu_list(parser *p, berth_str list, berth_str word, uint64_t *mask) {
     char q[80];
-    quote_word(word, q, sizeof q);
     *mask = 0;
     uint32_t start = 0;
     for (uint32_t i = 0; i <= list.len; i++) {
         if (i < list.len && list.ptr[i] != ',') continue;
         uint64_t g;
         if (!berth_parse_u64(berth_str_make(list.ptr + start, i - start), &g)) {
-            return fail(p, "%s: bad GPU list in '%s'", p->cmd_name, q);
+            return fail(p, "%s: bad GPU list in '%s'", p->cmd_name, quote_word(word, q, sizeof q));
         }
         if (g >= BERTH_GPUS_MAX) {
             return fail(p, "%s: GPU index %llu in '%s' is beyond %d", p->cmd_name,
-                        (unsigned long long)g, q, BERTH_GPUS_MAX - 1);
+                        (unsigned long long)g, quote_word(word, q, sizeof q), BERTH_GPUS_MAX - 1);
         }
         if (*mask & (1ull << g)) {
-            return fail(p, "%s: GPU %llu listed twice in '%s'", p->cmd_name, (unsigned long long)g, q);
+            return fail(p, "%s: GPU %llu listed twice in '%s'", p->cmd_name, (unsigned long long)g, quote_word(word, q, sizeof q));
         }
         *mask |= 1ull << g;
         start = i + 1;
@@ -228,14 +230,13 @@ static int parse_place(parser *p, berth_cmd *cmd, berth_str w) {
         break;
     }
     char q[80];
-    quote_word(pl.worker, q, sizeof q);
     if (!berth_name_valid(pl.worker)) {
         return fail(p, "%s: invalid worker name '%s': names are 1-%d bytes of [A-Za-z0-9._:/-]",
-                    p->cmd_name, q, BERTH_NAME_LEN_MAX);
+                    p->cmd_name, quote_word(pl.worker, q, sizeof q), BERTH_NAME_LEN_MAX);
     }
     for (uint32_t i = 0; i < cmd->place_count; i++) {
         if (berth_str_eq(cmd->place[i].worker, pl.worker)) {
-            return fail(p, "%s: worker '%s' listed twice", p->cmd_name, q);
+            return fail(p, "%s: worker '%s' listed twice", p->cmd_name, quote_word(pl.worker, q, sizeof q));
         }
     }
     if (cmd->place_count == BERTH_PLACEMENT_WORKERS_MAX) {
@@ -250,16 +251,16 @@ static int parse_deploy(parser *p, berth_cmd *cmd) {
     bool seen_on = false;
     while (!at_end(p) && !seen_on) {
         berth_str w = p->argv[p->at++];
-        if (berth_str_eq_word(w, "MODEL")) {
+        if (IS(w, "MODEL")) {
             if (cmd->model.len) return fail(p, "%s: MODEL given twice", p->cmd_name);
             if (next_name(p, "model name", &cmd->model) != 0) return -1;
-        } else if (berth_str_eq_word(w, "BACKEND")) {
+        } else if (IS(w, "BACKEND")) {
             if (cmd->backend.len) return fail(p, "%s: BACKEND given twice", p->cmd_name);
             if (next_name(p, "backend name", &cmd->backend) != 0) return -1;
-        } else if (berth_str_eq_word(w, "VRAM")) {
+        } else if (IS(w, "VRAM")) {
             if (cmd->claim_mib) return fail(p, "%s: VRAM given twice", p->cmd_name);
             if (next_number(p, "VRAM (MiB per GPU)", 1, BERTH_VRAM_MIB_MAX, &cmd->claim_mib) != 0) return -1;
-        } else if (berth_str_eq_word(w, "ON")) {
+        } else if (IS(w, "ON")) {
             seen_on = true;
         } else {
             p->at--;
@@ -278,9 +279,8 @@ static int parse_deploy(parser *p, berth_cmd *cmd) {
 
 static int add_backend(parser *p, berth_cmd *cmd, berth_str b) {
     char q[80];
-    quote_word(b, q, sizeof q);
     if (!berth_name_valid(b)) {
-        return fail(p, "%s: invalid backend name '%s'", p->cmd_name, q);
+        return fail(p, "%s: invalid backend name '%s'", p->cmd_name, quote_word(b, q, sizeof q));
     }
     if (cmd->backend_count == BERTH_POLICY_BACKENDS_MAX) {
         return fail(p, "%s: more than %d backends", p->cmd_name, BERTH_POLICY_BACKENDS_MAX);
@@ -292,7 +292,7 @@ static int add_backend(parser *p, berth_cmd *cmd, berth_str b) {
     }
     if (i > 0 && berth_str_eq(cmd->backends[i - 1], b)) {
         memmove(&cmd->backends[i], &cmd->backends[i + 1], (cmd->backend_count - i) * sizeof b);
-        return fail(p, "%s: backend '%s' listed twice", p->cmd_name, q);
+        return fail(p, "%s: backend '%s' listed twice", p->cmd_name, quote_word(b, q, sizeof q));
     }
     cmd->backends[i] = b;
     cmd->backend_count++;
@@ -302,7 +302,7 @@ static int add_backend(parser *p, berth_cmd *cmd, berth_str b) {
 static int parse_policy_set(parser *p, berth_cmd *cmd) {
     berth_str w;
     if (next_word(p, "EXCLUSIVE", &w) != 0) return -1;
-    if (!berth_str_eq_word(w, "EXCLUSIVE")) {
+    if (!IS(w, "EXCLUSIVE")) {
         p->at--;
         return fail(p, "%s: only EXCLUSIVE <backend>[,<backend>...] can be set", p->cmd_name);
     }
@@ -336,7 +336,7 @@ int berth_cmd_parse(berth_cmd *cmd, size_t argc, const berth_str *argv, char *er
     }
     p.cmd_name = kind_names[cmd->kind];
     if (argc > BERTH_ARGS_MAX) return fail(&p, "%s: more than %d words", p.cmd_name, BERTH_ARGS_MAX);
-    if (argc >= 3 && berth_str_eq_word(argv[argc - 2], "REQID")) {
+    if (argc >= 3 && IS(argv[argc - 2], "REQID")) {
         cmd->reqid = argv[argc - 1];
         p.argc = argc - 2;
         if (!berth_name_valid(cmd->reqid)) {
@@ -457,15 +457,17 @@ size_t berth_cmd_canonical(const berth_cmd *cmd, char *buf, size_t size) {
 
 size_t berth_cmd_split(const char *txt, size_t len, berth_str *words, size_t words_max) {
     assert(txt != NULL || len == 0);
-    size_t n = 0, start = 0;
     if (len == 0) return 0;
-    for (size_t i = 0; i <= len; i++) {
-        if (i < len && txt[i] != ' ') continue;
+    size_t n = 0;
+    const char *p = txt, *end = txt + len;
+    for (;;) {
+        const char *sp = memchr(p, ' ', (size_t)(end - p));
+        const char *stop = sp ? sp : end;
         if (n == words_max) return 0;
-        words[n++] = berth_str_make(txt + start, i - start);
-        start = i + 1;
+        words[n++] = berth_str_make(p, (size_t)(stop - p));
+        if (sp == NULL) return n;
+        p = sp + 1;
     }
-    return n;
 }
 
 int berth_cmd_parse_text(berth_cmd *cmd, const char *txt, size_t len, berth_str *words,

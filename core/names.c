@@ -34,15 +34,16 @@ bool berth_str_eq_word(berth_str a, const char *word) {
     return true;
 }
 
-static bool name_byte_ok(unsigned char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == ':' || c == '/' || c == '-';
-}
+/* One table lookup per byte: names are checked on every replayed record. */
+static const bool name_byte_ok[256] = {
+    ['a' ... 'z'] = true, ['A' ... 'Z'] = true, ['0' ... '9'] = true,
+    ['.'] = true, ['_'] = true, [':'] = true, ['/'] = true, ['-'] = true,
+};
 
 bool berth_name_valid(berth_str s) {
     if (s.len == 0 || s.len > BERTH_NAME_LEN_MAX) return false;
     for (uint32_t i = 0; i < s.len; i++) {
-        if (!name_byte_ok((unsigned char)s.ptr[i])) return false;
+        if (!name_byte_ok[(unsigned char)s.ptr[i]]) return false;
     }
     return true;
 }

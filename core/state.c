@@ -32,12 +32,22 @@ typedef struct table {
 
 #define TABLE_CAP_MIN 16u
 
+/* Eight bytes per step: names are hashed on every lookup of every replayed
+ * record. The value only places entries in a table that is never iterated
+ * for output, so it may differ between machines without changing anything. */
 static uint64_t hash_bytes(const char *p, uint32_t n) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (uint32_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 0x100000001b3ull;
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        h = (h ^ v) * 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+        p += 8;
+        n -= 8;
     }
+    uint64_t v = 0;
+    memcpy(&v, p, n);
+    h = (h ^ v) * 0xc4ceb9fe1a85ec53ull;
     return h ^ (h >> 29);
 }
 
@@ -290,31 +300,88 @@ berth_reqid_status berth_state_reqid_check(const berth_state *s, berth_str reqid
 
 /* ---------------------------------------------------------------- sentences */
 
-static void say(berth_outcome *out, berth_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void say(berth_outcome *out, berth_code code, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(out->sentence, sizeof out->sentence, fmt, ap);
-    va_end(ap);
-    out->code = code;
-    out->sentence_len = n < 0 ? 0 : (n >= (int)sizeof out->sentence ? (uint32_t)sizeof out->sentence - 1 : (uint32_t)n);
+/* Sentences are built on every apply, replay included, so they use a small
+ * formatter of their own instead of vsnprintf: it knows only what the
+ * sentences use (%s %.*s %c %d %u %llu) and runs several times faster. */
+static void fmt_put(berth_outcome *out, const char *p, size_t n) {
+    size_t room = sizeof out->sentence - 1 - out->sentence_len;
+    bool truncated = n > room;
+    if (truncated) n = room;
+    memcpy(out->sentence + out->sentence_len, p, n);
+    out->sentence_len += (uint32_t)n;
+    if (truncated) memcpy(out->sentence + out->sentence_len - 3, "...", 3);
 }
 
-/* Append to the sentence, truncating with "..." rather than overflowing. */
-static void say_more(berth_outcome *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void say_more(berth_outcome *out, const char *fmt, ...) {
-    size_t room = sizeof out->sentence - out->sentence_len;
+static void fmt_u64(berth_outcome *out, uint64_t v) {
+    char d[20];
+    size_t n = 0;
+    do {
+        d[sizeof d - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    fmt_put(out, d + sizeof d - n, n);
+}
+
+/* sentence_len holds this while apply_quiet runs: say() records the code only. */
+#define SENTENCE_QUIET UINT32_MAX
+
+static void fmt_v(berth_outcome *out, const char *f, va_list ap) {
+    if (out->sentence_len == SENTENCE_QUIET) return;
+    while (*f) {
+        const char *lit = f;
+        while (*f && *f != '%') f++;
+        if (f > lit) fmt_put(out, lit, (size_t)(f - lit));
+        if (!*f) break;
+        f++;
+        if (f[0] == '.' && f[1] == '*' && f[2] == 's') {
+            int n = va_arg(ap, int);
+            const char *p = va_arg(ap, const char *);
+            fmt_put(out, p, n > 0 ? (size_t)n : 0);
+            f += 3;
+        } else if (f[0] == 's') {
+            const char *p = va_arg(ap, const char *);
+            fmt_put(out, p, strlen(p));
+            f++;
+        } else if (f[0] == 'c') {
+            char c = (char)va_arg(ap, int);
+            fmt_put(out, &c, 1);
+            f++;
+        } else if (f[0] == 'd') {
+            int v = va_arg(ap, int);
+            if (v < 0) fmt_put(out, "-", 1);
+            fmt_u64(out, v < 0 ? (uint64_t)(-(int64_t)v) : (uint64_t)v);
+            f++;
+        } else if (f[0] == 'u') {
+            fmt_u64(out, va_arg(ap, unsigned));
+            f++;
+        } else if (f[0] == 'l' && f[1] == 'l' && f[2] == 'u') {
+            fmt_u64(out, va_arg(ap, unsigned long long));
+            f += 3;
+        } else {
+            assert(f[0] == '%' && "sentence format uses an unsupported conversion");
+            fmt_put(out, "%", 1);
+            f++;
+        }
+    }
+    out->sentence[out->sentence_len] = '\0';
+}
+
+static void say(berth_outcome *out, berth_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say(berth_outcome *out, berth_code code, const char *fmt, ...) {
+    out->code = code;
+    if (out->sentence_len != SENTENCE_QUIET) out->sentence_len = 0;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(out->sentence + out->sentence_len, room, fmt, ap);
+    fmt_v(out, fmt, ap);
     va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n >= room) {
-        out->sentence_len = (uint32_t)sizeof out->sentence - 1;
-        memcpy(out->sentence + out->sentence_len - 3, "...", 3);
-    } else {
-        out->sentence_len += (uint32_t)n;
-    }
+}
+
+static void say_more(berth_outcome *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say_more(berth_outcome *out, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fmt_v(out, fmt, ap);
+    va_end(ap);
 }
 
 #define S(x) (int)(x).len, (x).ptr
@@ -547,6 +614,8 @@ static void say_gpu_runs(berth_outcome *out, uint64_t mask) {
 }
 
 static void say_deployed(berth_outcome *out, const berth_instance *in) {
+    out->code = BERTH_OK;
+    if (out->sentence_len == SENTENCE_QUIET) return;
     say(out, BERTH_OK, "instance %.*s deployed on ", S(in->name));
     for (uint32_t i = 0; i < in->slot_count; i++) {
         const berth_slot *sl = &in->slots[i];
@@ -746,12 +815,12 @@ static void reqid_commit(berth_state *s, const berth_reqid_entry *e, void *block
 
 /* ---------------------------------------------------------------- apply */
 
-int berth_state_apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64_t seq, berth_outcome *out) {
+static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64_t seq, berth_outcome *out, bool quiet) {
     assert(s != NULL && c != NULL && out != NULL);
     assert(seq == s->last_seq + 1);
     assert(c->kind > BERTH_CMD_NONE && c->kind < BERTH_CMD_KIND_COUNT);
     out->code = BERTH_OK;
-    out->sentence_len = 0;
+    out->sentence_len = (quiet && c->reqid.len == 0) ? SENTENCE_QUIET : 0;
     out->sentence[0] = '\0';
     out->instance = (berth_str){ 0 };
     out->worker_count = 0;
@@ -773,6 +842,7 @@ int berth_state_apply(berth_state *s, const berth_cmd *c, berth_str canonical, u
     default: assert(0 && "unreachable"); rc = -1;
     }
     if (rc != 0) {
+        if (out->sentence_len == SENTENCE_QUIET) out->sentence_len = 0;
         if (reqid_block) s->a.free(s->a.ctx, reqid_block);
         return -1;
     }
@@ -783,8 +853,19 @@ int berth_state_apply(berth_state *s, const berth_cmd *c, berth_str canonical, u
         void *exact = s->a.realloc(s->a.ctx, reqid_block, c->reqid.len + out->sentence_len + 1);
         reqid_commit(s, &e, exact ? exact : reqid_block);
     }
+    if (out->sentence_len == SENTENCE_QUIET) out->sentence_len = 0;
+    assert(out->sentence_len < sizeof out->sentence && out->sentence[out->sentence_len] == '\0');
     s->last_seq = seq;
     return 0;
+}
+
+int berth_state_apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64_t seq, berth_outcome *out) {
+    return apply(s, c, canonical, seq, out, false);
+}
+
+int berth_state_apply_quiet(berth_state *s, const berth_cmd *c, berth_str canonical, uint64_t seq,
+                            berth_outcome *out) {
+    return apply(s, c, canonical, seq, out, true);
 }
 
 /* ---------------------------------------------------------------- restore */
@@ -820,6 +901,7 @@ int berth_state_restore_worker(berth_state *s, berth_str name, uint32_t gpu_coun
     berth_outcome *out = s->a.alloc(s->a.ctx, sizeof *out);
     if (out == NULL) return -1;
     memset(out, 0, sizeof *out);
+    out->sentence_len = SENTENCE_QUIET;
     int rc = apply_worker_add(s, &c, added_seq, out);
     s->a.free(s->a.ctx, out);
     if (rc != 0) return -1;
@@ -840,6 +922,7 @@ int berth_state_restore_instance(berth_state *s, berth_str name, berth_str model
     if (c == NULL || out == NULL) goto done;
     memset(c, 0, sizeof *c);
     memset(out, 0, sizeof *out);
+    out->sentence_len = SENTENCE_QUIET;
     c->kind = BERTH_CMD_DEPLOY;
     c->name = name;
     c->model = model;

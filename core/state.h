@@ -128,6 +128,12 @@ void berth_state_free(berth_state *state);
 int berth_state_apply(berth_state *state, const berth_cmd *cmd, berth_str canonical,
                       uint64_t seq, berth_outcome *out);
 
+/* Replay's fast path: exactly berth_state_apply — same code, same touched
+ * names, same change — but out->sentence is left empty unless the command
+ * carries a REQID (the window remembers that sentence). */
+int berth_state_apply_quiet(berth_state *state, const berth_cmd *cmd, berth_str canonical,
+                            uint64_t seq, berth_outcome *out);
+
 /* Request-id window: before journaling a command that carries a REQID.
  * Returns BERTH_REQID_NEW (apply it), BERTH_REQID_RETRY (same command: answer
  * with hit, append nothing) or BERTH_REQID_CONFLICT (the id was used for a
