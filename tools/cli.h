@@ -1,0 +1,120 @@
+/* cli.h — what the berth tool's subcommand files share (private to tools/cli_*.c and berth.c).
+ *
+ * The berth tool is one binary with git-style subcommands. Each subcommand
+ * lives in its own file and exposes one entry point here; the shared pieces
+ * (read-only open of a data directory, flag parsing, JSON and time
+ * formatting, the progress bar) live in cli_common.c so every subcommand
+ * behaves the same way: exit 0 on success, 1 on a finding, 2 on usage or
+ * input errors; errors on stderr start with a code word. */
+#ifndef BERTH_CLI_H
+#define BERTH_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "journal.h"
+#include "replay.h"
+#include "state.h"
+
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_FINDING 1
+#define CLI_EXIT_USAGE 2
+
+#define CLI_PATH_LEN_MAX 4096            /* data directory, scenario and output paths */
+#define CLI_ERR_LEN_MAX 1024             /* one error sentence, bytes incl. NUL */
+#define CLI_TIME_TEXT_LEN_MAX 32         /* "2026-11-26T09:04:24.123Z" + NUL */
+#define CLI_HEX_HASH_LEN (2 * BERTH_HASH_LEN + 1)
+
+/* Entry points: argv[0] is the subcommand's own name. */
+int cli_status_main(int argc, char **argv);
+int cli_journal_main(int argc, char **argv);
+int cli_replay_main(int argc, char **argv);
+int cli_history_main(int argc, char **argv);
+int cli_whatif_main(int argc, char **argv);
+int cli_gen_main(int argc, char **argv);
+int cli_timeline_main(int argc, char **argv);
+
+/* Usage and errors. cli_fail prints "<code> <sentence>" on stderr and
+ * returns exit_code so callers can `return cli_fail(...)`. */
+int cli_fail(int exit_code, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+bool cli_wants_help(int argc, char **argv);
+
+/* Flag parsing: `--name VALUE` or `--name=VALUE`. On a match advances *i past
+ * the value and sets *value; a missing value is reported and sets *bad. */
+bool cli_flag_value(int argc, char **argv, int *i, const char *name, const char **value,
+                    bool *bad);
+bool cli_parse_u64_text(const char *text, uint64_t *out);
+bool cli_parse_seq_flag(const char *flag, const char *text, uint64_t *out);
+
+/* A data directory opened read-only, without taking berthd's lock, and one
+ * read view over it: safe beside a running berthd. */
+typedef struct cli_store {
+    berth_journal *journal;
+    berth_journal_reader *reader;
+    uint64_t head_seq;
+    uint8_t head_hash[BERTH_HASH_LEN];
+} cli_store;
+int cli_store_open(cli_store *store, const char *dir);   /* CLI_EXIT_* */
+void cli_store_close(cli_store *store);
+
+/* Replay into a new state as of target (UINT64_MAX: head); owner frees. */
+int cli_state_at(cli_store *store, uint64_t target, bool use_snapshots, berth_state **out,
+                 berth_replay_stats *stats);          /* CLI_EXIT_* */
+uint64_t cli_monotonic_ns(void);                      /* for --stats figures on stderr only */
+
+/* The state as tables (human) or one JSON object per line: a header line,
+ * then every worker and every instance, sorted by name. */
+int cli_print_state(FILE *out, const berth_state *state, bool json);   /* CLI_EXIT_* */
+/* One record as a dump line (human) or a JSON object. */
+void cli_print_record(FILE *out, const berth_record *rec, bool json);
+/* "0-3,6" for a GPU mask; out holds CLI_GPU_TEXT_LEN_MAX bytes. */
+#define CLI_GPU_TEXT_LEN_MAX (BERTH_GPUS_MAX * 4)
+void cli_format_gpus(uint64_t mask, char *out);
+/* Resolve an RFC 3339 time to the last seq recorded at or before it (0: none). */
+int cli_seq_at_time(cli_store *store, const char *rfc3339, uint64_t *seq);
+
+/* Text helpers. */
+void cli_json_str(FILE *out, const char *bytes, size_t len);     /* quoted, escaped */
+void cli_json_bstr(FILE *out, berth_str s);
+void cli_format_time(uint64_t time_ms, char out[CLI_TIME_TEXT_LEN_MAX]);
+bool cli_parse_rfc3339(const char *text, uint64_t *time_ms);
+void cli_hex_hash(const uint8_t hash[BERTH_HASH_LEN], char out[CLI_HEX_HASH_LEN]);
+void cli_xml_bstr(FILE *out, berth_str s);                      /* escaped for XML text */
+
+/* Name -> u64 map (open addressing, growable). Lookups only: its order
+ * never reaches any output. Keys are copied; the map owns them. */
+#define CLI_MAP_SLOTS_MAX (1ull << 30)
+typedef struct cli_map_entry {
+    char *key;
+    uint32_t key_len;
+    uint64_t value;
+} cli_map_entry;
+typedef struct cli_name_map {
+    cli_map_entry *slots;
+    uint64_t cap;          /* power of two */
+    uint64_t used;
+} cli_name_map;
+int cli_map_init(cli_name_map *map, uint64_t cap_initial);   /* 0 or -1 (memory) */
+void cli_map_free(cli_name_map *map);
+bool cli_map_get(const cli_name_map *map, berth_str key, uint64_t *value);
+int cli_map_put(cli_name_map *map, berth_str key, uint64_t value);  /* 0 or -1 (memory, full) */
+
+/* Progress on stderr: drawn only when stderr is a terminal and the work has
+ * already taken over a second. The clock only decides whether to draw;
+ * nothing it reads reaches stdout. */
+typedef struct cli_progress {
+    const char *label;
+    uint64_t total;
+    uint64_t start_ns;
+    uint64_t next_check;
+    bool tty;
+    bool drawn;
+} cli_progress;
+void cli_progress_start(cli_progress *progress, const char *label, uint64_t total);
+void cli_progress_update(cli_progress *progress, uint64_t done);
+void cli_progress_end(cli_progress *progress);
+
+#endif

@@ -1,0 +1,541 @@
+/* cli_common.c — the pieces every berth subcommand shares.
+ *
+ * Owns: the read-only, lock-free open of a data directory (so the tool is
+ * safe beside a running berthd), flag parsing, RFC 3339 <-> ms conversion
+ * (pure arithmetic: no timezone database, no locale), JSON/XML escaping and
+ * the stderr progress bar. Keeping these in one place is what makes every
+ * subcommand answer errors, times and exit codes the same way. */
+#define _GNU_SOURCE
+#include <assert.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define CLI_PROGRESS_WIDTH 30             /* characters in the bar */
+#define CLI_PROGRESS_DELAY_NS 1000000000ull /* draw only once work exceeds a second */
+#define CLI_PROGRESS_STRIDE 65536u        /* items between clock reads */
+#define CLI_BSEARCH_STEPS_MAX 70          /* > log2(2^64): binary search bound */
+#define CLI_FRACTION_DIGITS_MAX 9         /* RFC 3339 fractions up to ns */
+#define CLI_YEAR_MIN 1970
+#define CLI_YEAR_MAX 9999
+
+int cli_fail(int exit_code, const char *code, const char *fmt, ...) {
+    assert(code != NULL && fmt != NULL);
+    assert(exit_code == CLI_EXIT_FINDING || exit_code == CLI_EXIT_USAGE);
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s ", code);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return exit_code;
+}
+
+bool cli_wants_help(int argc, char **argv) {
+    assert(argc >= 0);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool cli_flag_value(int argc, char **argv, int *i, const char *name, const char **value,
+                    bool *bad) {
+    assert(i != NULL && *i < argc && name != NULL && value != NULL && bad != NULL);
+    const char *arg = argv[*i];
+    size_t name_len = strlen(name);
+    if (strncmp(arg, name, name_len) != 0) {
+        return false;
+    }
+    if (arg[name_len] == '=') {
+        *value = arg + name_len + 1;
+        return true;
+    }
+    if (arg[name_len] != '\0') {
+        return false;
+    }
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "ERR %s needs a value\n", name);
+        *bad = true;
+        return true;
+    }
+    *i += 1;
+    *value = argv[*i];
+    return true;
+}
+
+bool cli_parse_u64_text(const char *text, uint64_t *out) {
+    assert(text != NULL && out != NULL);
+    return berth_parse_u64(berth_str_make(text, strlen(text)), out);
+}
+
+bool cli_parse_seq_flag(const char *flag, const char *text, uint64_t *out) {
+    assert(flag != NULL && text != NULL && out != NULL);
+    if (!cli_parse_u64_text(text, out)) {
+        fprintf(stderr, "ERR %s wants a record seq (a decimal number), not '%s'\n", flag, text);
+        return false;
+    }
+    return true;
+}
+
+int cli_store_open(cli_store *store, const char *dir) {
+    assert(store != NULL);
+    memset(store, 0, sizeof *store);
+    if (dir == NULL) {
+        return cli_fail(CLI_EXIT_USAGE, "ERR", "no data directory given: use --data DIR");
+    }
+    berth_journal_options options;
+    memset(&options, 0, sizeof options);
+    options.read_only = true;
+    options.no_lock = true;
+    char err[CLI_ERR_LEN_MAX] = "";
+    berth_jerr jerr = berth_journal_open_lmdb(&store->journal, dir, &options, err, sizeof err);
+    if (jerr != BERTH_J_OK) {
+        store->journal = NULL;
+        return cli_fail(CLI_EXIT_USAGE, berth_jerr_name(jerr), "cannot open data directory %s: %s",
+                        dir, err[0] != '\0' ? err : "no berth journal there");
+    }
+    jerr = berth_journal_reader_open(store->journal, &store->reader);
+    if (jerr != BERTH_J_OK) {
+        berth_journal_close(store->journal);
+        store->journal = NULL;
+        return cli_fail(CLI_EXIT_USAGE, berth_jerr_name(jerr), "cannot read data directory %s", dir);
+    }
+    jerr = berth_journal_reader_head(store->reader, &store->head_seq, store->head_hash);
+    if (jerr != BERTH_J_OK) {
+        cli_store_close(store);
+        return cli_fail(CLI_EXIT_USAGE, berth_jerr_name(jerr), "cannot read the journal head in %s",
+                        dir);
+    }
+    assert(store->journal != NULL && store->reader != NULL);
+    return CLI_EXIT_OK;
+}
+
+void cli_store_close(cli_store *store) {
+    assert(store != NULL);
+    if (store->reader != NULL) {
+        berth_journal_reader_close(store->reader);
+        store->reader = NULL;
+    }
+    if (store->journal != NULL) {
+        berth_journal_close(store->journal);
+        store->journal = NULL;
+    }
+}
+
+int cli_state_at(cli_store *store, uint64_t target, bool use_snapshots, berth_state **out,
+                 berth_replay_stats *stats) {
+    assert(store != NULL && store->reader != NULL && out != NULL && stats != NULL);
+    memset(stats, 0, sizeof *stats);
+    *out = NULL;
+    if (target != UINT64_MAX && target > store->head_seq) {
+        return cli_fail(CLI_EXIT_USAGE, "ERR", "seq %" PRIu64 " is beyond the journal head %" PRIu64,
+                        target, store->head_seq);
+    }
+    if (target == 0) {
+        /* Genesis: nothing to replay; the empty state is the answer. */
+        *out = berth_state_new(NULL);
+        if (*out == NULL) {
+            return cli_fail(CLI_EXIT_USAGE, "NOMEM", "out of memory building the genesis state");
+        }
+        return CLI_EXIT_OK;
+    }
+    char err[CLI_ERR_LEN_MAX] = "";
+    uint32_t bad_snapshots = 0;
+    berth_jerr jerr = berth_replay_to(store->reader, target, use_snapshots, out, stats, &bad_snapshots,
+                                      err, sizeof err);
+    if (bad_snapshots > 0) {
+        fprintf(stderr, "WARN %" PRIu32 " snapshot(s) failed their check and were skipped\n",
+                bad_snapshots);
+    }
+    if (jerr != BERTH_J_OK) {
+        *out = NULL;
+        int code = jerr == BERTH_J_CORRUPT ? CLI_EXIT_FINDING : CLI_EXIT_USAGE;
+        return cli_fail(code, berth_jerr_name(jerr), "replay failed: %s", err);
+    }
+    assert(*out != NULL);
+    return CLI_EXIT_OK;
+}
+
+/* Read one record's time; the binary search's only question. */
+static int record_time(cli_store *store, uint64_t seq, uint64_t *time_ms) {
+    berth_record rec;
+    berth_jerr jerr = berth_journal_read(store->reader, seq, &rec, NULL, NULL);
+    if (jerr != BERTH_J_OK) {
+        return cli_fail(CLI_EXIT_FINDING, berth_jerr_name(jerr),
+                        "cannot read record %" PRIu64 " while searching by time", seq);
+    }
+    assert(rec.seq == seq);
+    *time_ms = rec.time_ms;
+    return CLI_EXIT_OK;
+}
+
+int cli_seq_at_time(cli_store *store, const char *rfc3339, uint64_t *seq) {
+    assert(store != NULL && rfc3339 != NULL && seq != NULL);
+    uint64_t target_ms = 0;
+    if (!cli_parse_rfc3339(rfc3339, &target_ms)) {
+        return cli_fail(CLI_EXIT_USAGE, "ERR",
+                        "'%s' is not an RFC 3339 time (like 2026-11-26T09:30:00Z)", rfc3339);
+    }
+    /* Record times never decrease, so the records at or before target_ms
+     * form a prefix: find its last seq. Invariant: time(lo) <= target
+     * (seq 0 stands for "before everything"), time(hi + 1) > target. */
+    uint64_t lo = 0;
+    uint64_t hi = store->head_seq;
+    uint32_t steps = 0;
+    while (lo < hi) {
+        assert(steps < CLI_BSEARCH_STEPS_MAX);
+        steps++;
+        uint64_t mid = lo + (hi - lo + 1) / 2;
+        uint64_t time_ms = 0;
+        int rc = record_time(store, mid, &time_ms);
+        if (rc != CLI_EXIT_OK) {
+            return rc;
+        }
+        if (time_ms <= target_ms) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    assert(lo == hi && lo <= store->head_seq);
+    *seq = lo;
+    return CLI_EXIT_OK;
+}
+
+void cli_json_str(FILE *out, const char *bytes, size_t len) {
+    assert(out != NULL && (bytes != NULL || len == 0));
+    fputc('"', out);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)bytes[i];
+        if (c == '"' || c == '\\') {
+            fputc('\\', out);
+            fputc(c, out);
+        } else if (c == '\n') {
+            fputs("\\n", out);
+        } else if (c < 0x20 || c == 0x7f) {
+            fprintf(out, "\\u%04x", (unsigned)c);
+        } else {
+            fputc(c, out);
+        }
+    }
+    fputc('"', out);
+}
+
+void cli_json_bstr(FILE *out, berth_str s) {
+    cli_json_str(out, s.ptr, s.len);
+}
+
+void cli_xml_bstr(FILE *out, berth_str s) {
+    assert(out != NULL && (s.ptr != NULL || s.len == 0));
+    for (uint32_t i = 0; i < s.len; i++) {
+        char c = s.ptr[i];
+        switch (c) {
+        case '&': fputs("&amp;", out); break;
+        case '<': fputs("&lt;", out); break;
+        case '>': fputs("&gt;", out); break;
+        case '"': fputs("&quot;", out); break;
+        case '\'': fputs("&apos;", out); break;
+        default:
+            /* Control bytes are not allowed in XML 1.0: show them as '?'. */
+            fputc(((unsigned char)c < 0x20 && c != '\t') ? '?' : c, out);
+            break;
+        }
+    }
+}
+
+void cli_hex_hash(const uint8_t hash[BERTH_HASH_LEN], char out[CLI_HEX_HASH_LEN]) {
+    assert(hash != NULL && out != NULL);
+    berth_hex(hash, BERTH_HASH_LEN, out);
+    assert(strlen(out) == 2 * BERTH_HASH_LEN);
+}
+
+/* Howard Hinnant's days-from-civil: proleptic Gregorian, exact integers. */
+static int64_t days_from_civil(int64_t y, uint32_t m, uint32_t d) {
+    assert(m >= 1 && m <= 12 && d >= 1 && d <= 31);
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    uint32_t yoe = (uint32_t)(y - era * 400);
+    uint32_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    uint32_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, uint32_t *m, uint32_t *d) {
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    uint32_t doe = (uint32_t)(z - era * 146097);
+    uint32_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    uint32_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    uint32_t mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+    assert(*m >= 1 && *m <= 12 && *d >= 1 && *d <= 31);
+}
+
+void cli_format_time(uint64_t time_ms, char out[CLI_TIME_TEXT_LEN_MAX]) {
+    assert(out != NULL);
+    uint64_t secs = time_ms / 1000;
+    int64_t days = (int64_t)(secs / 86400);
+    uint32_t sod = (uint32_t)(secs % 86400);
+    int64_t y = 0;
+    uint32_t m = 0;
+    uint32_t d = 0;
+    civil_from_days(days, &y, &m, &d);
+    int n = snprintf(out, CLI_TIME_TEXT_LEN_MAX, "%04" PRId64 "-%02u-%02uT%02u:%02u:%02u.%03uZ", y,
+                     m, d, sod / 3600, (sod / 60) % 60, sod % 60, (unsigned)(time_ms % 1000));
+    assert(n > 0 && n < CLI_TIME_TEXT_LEN_MAX);
+}
+
+/* Read exactly `digits` decimal digits at *p; advance. */
+static bool take_digits(const char **p, uint32_t digits, uint32_t *out) {
+    uint32_t v = 0;
+    for (uint32_t i = 0; i < digits; i++) {
+        char c = (*p)[i];
+        if (c < '0' || c > '9') {
+            return false;
+        }
+        v = v * 10 + (uint32_t)(c - '0');
+    }
+    *p += digits;
+    *out = v;
+    return true;
+}
+
+static bool take_char(const char **p, const char *allowed) {
+    if (**p == '\0' || strchr(allowed, **p) == NULL) {
+        return false;
+    }
+    *p += 1;
+    return true;
+}
+
+static uint32_t month_days(uint32_t y, uint32_t m) {
+    static const uint32_t days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    assert(m >= 1 && m <= 12);
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return days[m - 1] + (m == 2 && leap ? 1 : 0);
+}
+
+/* The fraction after the seconds, as milliseconds (extra digits truncated). */
+static bool take_fraction_ms(const char **p, uint32_t *ms) {
+    *ms = 0;
+    if (**p != '.') {
+        return true;
+    }
+    *p += 1;
+    uint32_t digits = 0;
+    uint32_t scale = 100;
+    while (**p >= '0' && **p <= '9') {
+        if (digits == CLI_FRACTION_DIGITS_MAX) {
+            return false;
+        }
+        *ms += scale * (uint32_t)(**p - '0');
+        scale /= 10;
+        digits++;
+        *p += 1;
+    }
+    return digits > 0;
+}
+
+/* "Z" or "+hh:mm" / "-hh:mm": the offset east of UTC, in seconds. */
+static bool take_offset(const char **p, int64_t *offset_s) {
+    if (take_char(p, "Zz")) {
+        *offset_s = 0;
+        return true;
+    }
+    char sign = **p;
+    uint32_t oh = 0;
+    uint32_t om = 0;
+    if (!take_char(p, "+-") || !take_digits(p, 2, &oh) || !take_char(p, ":") ||
+        !take_digits(p, 2, &om) || oh > 23 || om > 59) {
+        return false;
+    }
+    *offset_s = (int64_t)(oh * 3600 + om * 60) * (sign == '-' ? -1 : 1);
+    return true;
+}
+
+bool cli_parse_rfc3339(const char *text, uint64_t *time_ms) {
+    assert(text != NULL && time_ms != NULL);
+    const char *p = text;
+    uint32_t y = 0, mo = 0, d = 0, h = 0, mi = 0, s = 0, ms = 0;
+    if (!take_digits(&p, 4, &y) || !take_char(&p, "-") || !take_digits(&p, 2, &mo) ||
+        !take_char(&p, "-") || !take_digits(&p, 2, &d) || !take_char(&p, "Tt ") ||
+        !take_digits(&p, 2, &h) || !take_char(&p, ":") || !take_digits(&p, 2, &mi) ||
+        !take_char(&p, ":") || !take_digits(&p, 2, &s) || !take_fraction_ms(&p, &ms)) {
+        return false;
+    }
+    int64_t offset_s = 0;
+    if (!take_offset(&p, &offset_s) || *p != '\0') {
+        return false;
+    }
+    /* Second 60 is a leap second: count it as the next second's start. */
+    if (y < CLI_YEAR_MIN || y > CLI_YEAR_MAX || mo < 1 || mo > 12 || d < 1 ||
+        d > month_days(y, mo) || h > 23 || mi > 59 || s > 60) {
+        return false;
+    }
+    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset_s;
+    if (secs < 0) {
+        return false;
+    }
+    *time_ms = (uint64_t)secs * 1000 + ms;
+    return true;
+}
+
+uint64_t cli_monotonic_ns(void) {
+    struct timespec ts;
+    int rc = clock_gettime(CLOCK_MONOTONIC, &ts);
+    assert(rc == 0);
+    (void)rc;
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void cli_progress_start(cli_progress *progress, const char *label, uint64_t total) {
+    assert(progress != NULL && label != NULL);
+    memset(progress, 0, sizeof *progress);
+    progress->label = label;
+    progress->total = total;
+    progress->tty = isatty(STDERR_FILENO) == 1;
+    progress->start_ns = progress->tty ? cli_monotonic_ns() : 0;
+    progress->next_check = CLI_PROGRESS_STRIDE;
+}
+
+void cli_progress_update(cli_progress *progress, uint64_t done) {
+    assert(progress != NULL);
+    if (!progress->tty || done < progress->next_check) {
+        return;
+    }
+    progress->next_check = done + CLI_PROGRESS_STRIDE;
+    if (cli_monotonic_ns() - progress->start_ns < CLI_PROGRESS_DELAY_NS) {
+        return;
+    }
+    char bar[CLI_PROGRESS_WIDTH + 1];
+    uint64_t total = progress->total > done ? progress->total : done;
+    uint32_t filled = total == 0 ? 0 : (uint32_t)(done * CLI_PROGRESS_WIDTH / total);
+    assert(filled <= CLI_PROGRESS_WIDTH);
+    memset(bar, '#', filled);
+    memset(bar + filled, ' ', CLI_PROGRESS_WIDTH - filled);
+    bar[CLI_PROGRESS_WIDTH] = '\0';
+    fprintf(stderr, "\r%s [%s] %3u%% %" PRIu64 "/%" PRIu64, progress->label, bar,
+            total == 0 ? 0u : (unsigned)(done * 100 / total), done, total);
+    fflush(stderr);
+    progress->drawn = true;
+}
+
+void cli_progress_end(cli_progress *progress) {
+    assert(progress != NULL);
+    if (progress->drawn) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+        progress->drawn = false;
+    }
+}
+
+/* ---- name map ---------------------------------------------------------- */
+
+static uint64_t map_hash(berth_str key) {
+    return berth_command_hash(key);   /* FNV-1a 64: fine for names, and already ours */
+}
+
+int cli_map_init(cli_name_map *map, uint64_t cap_initial) {
+    assert(map != NULL && cap_initial > 0 && cap_initial <= CLI_MAP_SLOTS_MAX);
+    uint64_t cap = 16;
+    while (cap < cap_initial) {
+        cap *= 2;
+    }
+    map->slots = calloc(cap, sizeof *map->slots);
+    map->cap = map->slots != NULL ? cap : 0;
+    map->used = 0;
+    return map->slots != NULL ? 0 : -1;
+}
+
+void cli_map_free(cli_name_map *map) {
+    assert(map != NULL);
+    for (uint64_t i = 0; i < map->cap; i++) {
+        free(map->slots[i].key);
+    }
+    free(map->slots);
+    map->slots = NULL;
+    map->cap = 0;
+    map->used = 0;
+}
+
+static cli_map_entry *map_find(cli_map_entry *slots, uint64_t cap, berth_str key) {
+    assert((cap & (cap - 1)) == 0);
+    uint64_t i = map_hash(key) & (cap - 1);
+    for (uint64_t probes = 0; probes < cap; probes++) {
+        cli_map_entry *e = &slots[i];
+        if (e->key == NULL || (e->key_len == key.len && memcmp(e->key, key.ptr, key.len) == 0)) {
+            return e;
+        }
+        i = (i + 1) & (cap - 1);
+    }
+    assert(false && "the map is never more than half full");
+    return NULL;
+}
+
+bool cli_map_get(const cli_name_map *map, berth_str key, uint64_t *value) {
+    assert(map != NULL && map->slots != NULL && value != NULL);
+    const cli_map_entry *e = map_find(map->slots, map->cap, key);
+    if (e->key == NULL) {
+        return false;
+    }
+    *value = e->value;
+    return true;
+}
+
+/* Double the table; keys move, nothing is copied twice. */
+static int map_grow(cli_name_map *map) {
+    if (map->cap >= CLI_MAP_SLOTS_MAX) {
+        return -1;
+    }
+    uint64_t cap = map->cap * 2;
+    cli_map_entry *slots = calloc(cap, sizeof *slots);
+    if (slots == NULL) {
+        return -1;
+    }
+    for (uint64_t i = 0; i < map->cap; i++) {
+        if (map->slots[i].key != NULL) {
+            berth_str key = berth_str_make(map->slots[i].key, map->slots[i].key_len);
+            *map_find(slots, cap, key) = map->slots[i];
+        }
+    }
+    free(map->slots);
+    map->slots = slots;
+    map->cap = cap;
+    return 0;
+}
+
+int cli_map_put(cli_name_map *map, berth_str key, uint64_t value) {
+    assert(map != NULL && map->slots != NULL && key.len > 0);
+    cli_map_entry *e = map_find(map->slots, map->cap, key);
+    if (e->key != NULL) {
+        e->value = value;
+        return 0;
+    }
+    if ((map->used + 1) * 2 > map->cap) {
+        if (map_grow(map) != 0) {
+            return -1;
+        }
+        e = map_find(map->slots, map->cap, key);
+        assert(e->key == NULL);
+    }
+    e->key = malloc(key.len);
+    if (e->key == NULL) {
+        return -1;
+    }
+    memcpy(e->key, key.ptr, key.len);
+    e->key_len = key.len;
+    e->value = value;
+    map->used++;
+    return 0;
+}
