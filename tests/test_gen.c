@@ -1,0 +1,320 @@
+/* test_gen.c — unit tests of the scenario generator (tools/gen.h).
+ *
+ * The generator's promises are what the benchmark and `berth gen` rely on:
+ * the same options give the same bytes (the golden digest pins the stream
+ * across machines and compilers), every command is canonical text that
+ * berth_cmd_parse accepts and prints back unchanged, the mix contains every
+ * kind of command and refusal it claims, and its predicted outcome of each
+ * command equals what the real state machine decides. That last check runs
+ * the generator's model against core/state.c: a mismatch is a bug in one of
+ * them, reported with the seed and the command. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "command.h"
+#include "gen.h"
+#include "state.h"
+
+#define STREAM_COMMANDS_MAX 200000      /* per seed in the heavier tests */
+#define CHECK_EVERY_COMMANDS 997        /* berth_state_check cadence (prime: varies the phase) */
+#define ERR_TEXT_MAX 256
+
+static berth_gen *make_gen(uint64_t seed, uint32_t workers) {
+    berth_gen_options o;
+    berth_gen_options_default(&o, seed, workers);
+    berth_gen *g = NULL;
+    char err[ERR_TEXT_MAX];
+    ck_assert_msg(berth_gen_init(&g, &o, err, sizeof err) == 0, "init: %s", err);
+    ck_assert_ptr_nonnull(g);
+    return g;
+}
+
+static void next_ok(berth_gen *g, berth_gen_command *c) {
+    ck_assert_int_eq(berth_gen_next(g, c), 0);
+    ck_assert_uint_eq(strlen(c->text), c->text_len);
+    ck_assert_uint_le(c->canonical_len, c->text_len);
+}
+
+/* FNV-1a 64 over the stream's bytes and predictions: a digest of everything
+ * the generator promises to keep identical. */
+static uint64_t fnv_add(uint64_t h, const void *bytes, size_t n) {
+    const unsigned char *p = bytes;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static uint64_t stream_digest(uint64_t seed, uint32_t workers, uint64_t commands) {
+    berth_gen *g = make_gen(seed, workers);
+    berth_gen_command c;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint64_t i = 0; i < commands; i++) {
+        next_ok(g, &c);
+        h = fnv_add(h, c.text, c.text_len + 1);
+        uint32_t meta[3] = { (uint32_t)c.expect, (uint32_t)c.code, (uint32_t)c.intent };
+        h = fnv_add(h, meta, sizeof meta);
+    }
+    berth_gen_free(g);
+    return h;
+}
+
+START_TEST(test_options_rejected) {
+    berth_gen_options o;
+    berth_gen *g = (berth_gen *)&o;   /* must be reset to NULL on failure */
+    char err[ERR_TEXT_MAX];
+    berth_gen_options_default(&o, 1, 0);
+    ck_assert_int_eq(berth_gen_init(&g, &o, err, sizeof err), -1);
+    ck_assert_ptr_null(g);
+    ck_assert_msg(strncmp(err, "ERR ", 4) == 0, "error starts with ERR: %s", err);
+    berth_gen_options_default(&o, 1, BERTH_GEN_WORKERS_MAX + 1);
+    ck_assert_int_eq(berth_gen_init(&g, &o, err, sizeof err), -1);
+    berth_gen_options_default(&o, 1, 10);
+    o.distributed_permille = BERTH_GEN_PERMILLE_MAX + 1;
+    ck_assert_int_eq(berth_gen_init(&g, &o, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "permille") != NULL, "names the unit: %s", err);
+    berth_gen_options_default(&o, 1, 10);
+    o.refusal_permille = 600;
+    o.churn_permille = 500;
+    ck_assert_int_eq(berth_gen_init(&g, &o, err, sizeof err), -1);
+}
+END_TEST
+
+START_TEST(test_same_seed_same_bytes) {
+    berth_gen *a = make_gen(12345, 64);
+    berth_gen *b = make_gen(12345, 64);
+    berth_gen_command ca, cb;
+    for (uint64_t i = 0; i < STREAM_COMMANDS_MAX; i++) {
+        next_ok(a, &ca);
+        next_ok(b, &cb);
+        ck_assert_uint_eq(ca.index, i);
+        ck_assert_uint_eq(ca.text_len, cb.text_len);
+        ck_assert_msg(memcmp(ca.text, cb.text, ca.text_len) == 0, "command %llu differs: '%s' vs '%s'",
+                      (unsigned long long)i, ca.text, cb.text);
+        ck_assert_int_eq(ca.code, cb.code);
+        ck_assert_int_eq(ca.expect, cb.expect);
+    }
+    berth_gen_free(a);
+    berth_gen_free(b);
+}
+END_TEST
+
+START_TEST(test_seeds_differ) {
+    ck_assert_uint_ne(stream_digest(1, 64, 5000), stream_digest(2, 64, 5000));
+    ck_assert_uint_ne(stream_digest(1, 64, 5000), stream_digest(1, 65, 5000));
+    ck_assert_uint_eq(stream_digest(3, 64, 5000), stream_digest(3, 64, 5000));
+}
+END_TEST
+
+/* The stream must not change between machines, compilers or releases
+ * without anyone noticing: benchmarks and saved scenarios depend on it.
+ * If the generator is changed on purpose, print the new digest and update
+ * it here in the same commit, saying why. */
+#define GOLDEN_SEED 42
+#define GOLDEN_WORKERS 100
+#define GOLDEN_COMMANDS 20000
+#define GOLDEN_DIGEST 0x41b991d267dbddabull
+START_TEST(test_golden_stream) {
+    uint64_t h = stream_digest(GOLDEN_SEED, GOLDEN_WORKERS, GOLDEN_COMMANDS);
+    ck_assert_msg(h == GOLDEN_DIGEST, "stream digest changed: 0x%016llxull", (unsigned long long)h);
+}
+END_TEST
+
+START_TEST(test_workers_first) {
+    const uint32_t workers = 500;
+    berth_gen *g = make_gen(7, workers);
+    berth_gen_command c;
+    uint32_t gpu_hist[BERTH_GEN_WORKER_GPUS_MAX + 1] = { 0 };
+    for (uint32_t i = 0; i < workers; i++) {
+        next_ok(g, &c);
+        ck_assert_int_eq(c.kind, BERTH_CMD_WORKER_ADD);
+        ck_assert_int_eq(c.intent, BERTH_GEN_INTENT_WORKER);
+        ck_assert_int_eq(c.code, BERTH_OK);
+        ck_assert_uint_eq(c.canonical_len, c.text_len);  /* no REQID on registration */
+        ck_assert_uint_ge(c.word_count, 4);
+        uint64_t gpus;
+        ck_assert(berth_parse_u64(c.words[3], &gpus));
+        ck_assert_uint_le(gpus, BERTH_GEN_WORKER_GPUS_MAX);
+        gpu_hist[gpus]++;
+    }
+    next_ok(g, &c);
+    ck_assert_int_ne(c.intent, BERTH_GEN_INTENT_WORKER);
+    for (uint32_t n = 0; n <= BERTH_GEN_WORKER_GPUS_MAX; n++) {
+        ck_assert_msg(gpu_hist[n] > 0, "no worker with %u GPUs among %u", n, workers);
+    }
+    berth_gen_stats st;
+    berth_gen_get_stats(g, &st);
+    ck_assert_uint_eq(st.commands, workers + 1);
+    berth_gen_free(g);
+}
+END_TEST
+
+/* Tallies of what a stream contained, by the engine's verdicts. */
+typedef struct tally {
+    uint64_t by_kind[BERTH_CMD_KIND_COUNT];
+    uint64_t by_code[BERTH_CODE_COUNT];
+    uint64_t retries;
+    uint64_t conflicts;
+    uint64_t records;
+    uint64_t distributed;
+    uint64_t vram_claims;
+    uint64_t by_backend[3];
+    uint64_t policy_without_vllm;
+} tally;
+
+static void tally_parsed(tally *t, const berth_cmd *cmd) {
+    if (cmd->kind == BERTH_CMD_DEPLOY) {
+        if (cmd->place_count > 1) t->distributed++;
+        if (cmd->claim_mib > 0) t->vram_claims++;
+        static const char *const backends[3] = { "vllm", "sglang", "llama-box" };
+        for (int b = 0; b < 3; b++) {
+            if (berth_str_eq(cmd->backend, berth_str_make(backends[b], strlen(backends[b])))) t->by_backend[b]++;
+        }
+    }
+    if (cmd->kind == BERTH_CMD_POLICY_SET) {
+        bool vllm = false;
+        for (uint32_t i = 0; i < cmd->backend_count; i++) {
+            if (berth_str_eq(cmd->backends[i], berth_str_make("vllm", 4))) vllm = true;
+        }
+        if (!vllm) t->policy_without_vllm++;
+    }
+}
+
+/* Parse c, check it is canonical, and judge it on state the way the engine
+ * does (REQID window first, then apply at the next seq). Fails the test at
+ * the first disagreement with the generator's prediction. */
+static void judge_one(berth_state *state, const berth_gen_command *c, uint64_t seed, tally *t) {
+    berth_cmd cmd;
+    char err[BERTH_ERR_LEN_MAX];
+    int rc = berth_cmd_parse(&cmd, c->word_count, c->words, err, sizeof err);
+    ck_assert_msg(rc == 0, "seed %llu command %llu '%s' does not parse: %s", (unsigned long long)seed,
+                  (unsigned long long)c->index, c->text, err);
+    ck_assert_int_eq(cmd.kind, c->kind);
+    static char canonical[BERTH_COMMAND_LEN_MAX];
+    size_t len = berth_cmd_canonical(&cmd, canonical, sizeof canonical);
+    ck_assert_msg(len == c->canonical_len && memcmp(canonical, c->text, len) == 0,
+                  "seed %llu command %llu is not canonical: '%s' prints as '%.*s'",
+                  (unsigned long long)seed, (unsigned long long)c->index, c->text, (int)len, canonical);
+    bool has_reqid = c->canonical_len < c->text_len;
+    ck_assert_int_eq(cmd.reqid.len > 0, has_reqid);
+    berth_str canon = berth_str_make(canonical, len);
+    t->by_kind[cmd.kind]++;
+    tally_parsed(t, &cmd);
+    if (has_reqid) {
+        berth_reqid_entry hit;
+        berth_reqid_status st = berth_state_reqid_check(state, cmd.reqid, canon, &hit);
+        if (st != BERTH_REQID_NEW) {
+            bool retry = st == BERTH_REQID_RETRY;
+            ck_assert_msg(c->expect == (retry ? BERTH_GEN_EXPECT_RETRY : BERTH_GEN_EXPECT_CONFLICT),
+                          "seed %llu command %llu '%s': engine says %s, generator expected %d",
+                          (unsigned long long)seed, (unsigned long long)c->index, c->text,
+                          retry ? "RETRY" : "CONFLICT", (int)c->expect);
+            if (retry) ck_assert_int_eq(hit.code, c->code);
+            if (retry) t->retries++; else t->conflicts++;
+            return;
+        }
+    }
+    ck_assert_msg(c->expect == BERTH_GEN_EXPECT_APPLIED, "seed %llu command %llu '%s': REQID is new to the engine",
+                  (unsigned long long)seed, (unsigned long long)c->index, c->text);
+    static berth_outcome out;
+    ck_assert_int_eq(berth_state_apply(state, &cmd, canon, berth_state_last_seq(state) + 1, &out), 0);
+    ck_assert_msg(out.code == c->code, "seed %llu command %llu '%s': engine %s (%s), generator predicted %s",
+                  (unsigned long long)seed, (unsigned long long)c->index, c->text, berth_code_name(out.code),
+                  out.sentence, berth_code_name(c->code));
+    t->by_code[out.code]++;
+    t->records++;
+}
+
+static void run_against_state(uint64_t seed, uint32_t workers, uint64_t commands, tally *t) {
+    berth_gen *g = make_gen(seed, workers);
+    berth_state *state = berth_state_new(NULL);
+    ck_assert_ptr_nonnull(state);
+    berth_gen_command c;
+    char why[ERR_TEXT_MAX];
+    for (uint64_t i = 0; i < commands; i++) {
+        next_ok(g, &c);
+        judge_one(state, &c, seed, t);
+        if (i % CHECK_EVERY_COMMANDS == 0) {
+            ck_assert_msg(berth_state_check(state, why, sizeof why), "seed %llu after %llu: %s",
+                          (unsigned long long)seed, (unsigned long long)i, why);
+        }
+    }
+    berth_gen_stats st;
+    berth_gen_get_stats(g, &st);
+    ck_assert_uint_eq(st.commands, commands);
+    ck_assert_uint_eq(st.predicted_records, t->records);
+    ck_assert_uint_eq(st.predicted_records, berth_state_last_seq(state));
+    ck_assert_uint_eq(st.instances_live, berth_state_instance_count(state));
+    ck_assert_uint_eq(st.workers_present, berth_state_worker_count(state));
+    ck_assert_msg(berth_state_check(state, why, sizeof why), "seed %llu at end: %s", (unsigned long long)seed, why);
+    berth_state_free(state);
+    berth_gen_free(g);
+}
+
+/* Small fleets crowd the placements (many refusals of every kind); a larger
+ * one is the benchmark's regime. Every seed is printed on failure. */
+START_TEST(test_predictions_match_state) {
+    static const struct { uint64_t seed; uint32_t workers; uint64_t commands; } runs[] = {
+        { 1, 8, 50000 }, { 2, 40, 100000 }, { 3, 300, STREAM_COMMANDS_MAX }, { 4, 2000, 100000 },
+    };
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+        tally t;
+        memset(&t, 0, sizeof t);
+        run_against_state(runs[r].seed, runs[r].workers, runs[r].commands, &t);
+        ck_assert_uint_gt(t.by_code[BERTH_OK], 0);
+    }
+}
+END_TEST
+
+START_TEST(test_mix_covers_everything) {
+    tally t;
+    memset(&t, 0, sizeof t);
+    run_against_state(99, 300, STREAM_COMMANDS_MAX, &t);
+    for (int k = BERTH_CMD_WORKER_ADD; k < BERTH_CMD_KIND_COUNT; k++) {
+        ck_assert_msg(t.by_kind[k] > 0, "no %s in the stream", berth_cmd_kind_name((berth_cmd_kind)k));
+    }
+    for (int code = 0; code < BERTH_CODE_COUNT; code++) {
+        ck_assert_msg(t.by_code[code] > 0, "no outcome %s in the stream", berth_code_name((berth_code)code));
+    }
+    ck_assert_uint_gt(t.retries, 0);
+    ck_assert_uint_gt(t.conflicts, 0);
+    ck_assert_uint_gt(t.policy_without_vllm, 0);
+    for (int b = 0; b < 3; b++) ck_assert_uint_gt(t.by_backend[b], 0);
+    uint64_t deploys = t.by_kind[BERTH_CMD_DEPLOY];
+    /* Defaults: 25% distributed, 35% VRAM claims; allow wide sampling room. */
+    ck_assert_uint_gt(t.distributed * 100, deploys * 15);
+    ck_assert_uint_lt(t.distributed * 100, deploys * 35);
+    ck_assert_uint_gt(t.vram_claims * 100, deploys * 20);
+    /* "Mostly plausible": refusals stay a small share of the records. */
+    uint64_t refusals = t.records - t.by_code[BERTH_OK];
+    ck_assert_msg(refusals * 100 < t.records * 10, "%llu refusals of %llu records",
+                  (unsigned long long)refusals, (unsigned long long)t.records);
+    ck_assert_uint_gt(t.by_kind[BERTH_CMD_RELEASE], deploys / 3);
+}
+END_TEST
+
+static Suite *gen_suite(void) {
+    Suite *s = suite_create("gen");
+    TCase *tc = tcase_create("gen");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_options_rejected);
+    tcase_add_test(tc, test_same_seed_same_bytes);
+    tcase_add_test(tc, test_seeds_differ);
+    tcase_add_test(tc, test_golden_stream);
+    tcase_add_test(tc, test_workers_first);
+    tcase_add_test(tc, test_predictions_match_state);
+    tcase_add_test(tc, test_mix_covers_everything);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) {
+    SRunner *sr = srunner_create(gen_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
