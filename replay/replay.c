@@ -1,0 +1,602 @@
+/* replay.c — owns the road from journal to state: applying one record,
+ * replaying a range (from genesis or from a checked snapshot), and verifying
+ * the whole chain.
+ *
+ * Why it is shaped this way: replay runs on every start, every `AT <seq>`
+ * query and every audit, over journals of tens of millions of records, so
+ * the hot loop allocates nothing and can split across two threads: a feeder
+ * walks the LMDB cursor (and decodes or hashes records) into a bounded ring
+ * of chunks, while the caller's thread parses, applies and compares. Both
+ * halves run the same per-record functions whether or not a second thread
+ * is used, so small replays (one thread) and large ones (two) cannot
+ * disagree. Decoded records point into the LMDB map, which stays valid
+ * while the reader (an MDB_NOTLS read transaction) is open.
+ *
+ * Every record is checked as it goes by: its seq follows the previous one
+ * and its prev_hash equals the previous record's hash (a 32-byte compare).
+ * Recomputing each record's SHA-256 and comparing outcomes is verify's job
+ * (and the engine's, over the tail it opens on). */
+#include <assert.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "replay.h"
+#include "replay_internal.h"
+
+#define REPLAY_CHUNK_RECORDS 512        /* records handed between threads at once */
+#define REPLAY_RING_CHUNKS 8            /* chunks in flight: bounds the feeder's lead */
+#define REPLAY_PIPELINE_RECORDS_MIN 16384  /* fewer: a second thread costs more than it saves */
+#define REPLAY_SNAPSHOT_TRIES_MAX 64    /* bad snapshots skipped before falling back to genesis */
+#define REPLAY_WHY_LEN_MAX 512
+#define REPLAY_QUOTE_LEN_MAX 160        /* sentence bytes quoted in a verify report */
+
+typedef enum feed_status { FEED_MORE = 0, FEED_END, FEED_FAIL } feed_status;
+
+/* The first thing that went wrong, with the seq it went wrong at. */
+typedef struct replay_fail {
+    berth_jerr err;
+    uint64_t seq;
+    char why[REPLAY_WHY_LEN_MAX];
+} replay_fail;
+
+typedef struct feed_item {
+    uint64_t seq;
+    const uint8_t *raw;
+    size_t raw_len;
+    berth_record rec;               /* valid when the feeder decodes */
+} feed_item;
+
+/* What the feeder does per record; the sink does the rest. */
+typedef struct feed_source {
+    berth_journal_cursor *cursor;
+    uint64_t next_seq;              /* the seq that must come next */
+    uint64_t last_seq;              /* inclusive end of the range */
+    bool decode;
+    bool hash;
+} feed_source;
+
+typedef struct replay_sink {
+    berth_state *state;
+    bool decode;                    /* the feeder did not decode */
+    bool compare;                   /* outcomes must equal the recorded ones */
+    uint8_t prev_hash[BERTH_HASH_LEN];
+    uint64_t applied;
+    berth_outcome out;              /* reused for every record: no per-record stack churn */
+} replay_sink;
+
+
+static feed_status fail_set(replay_fail *fail, berth_jerr err, uint64_t seq, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static feed_status fail_set(replay_fail *fail, berth_jerr err, uint64_t seq, const char *fmt, ...) {
+    assert(err != BERTH_J_OK);
+    fail->err = err;
+    fail->seq = seq;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(fail->why, sizeof(fail->why), fmt, ap);
+    va_end(ap);
+    assert(n >= 0);
+    return FEED_FAIL;
+}
+
+static void err_copy(char *err, size_t err_size, const char *why) {
+    if (err == NULL || err_size == 0) return;
+    snprintf(err, err_size, "%s", why);
+}
+
+/* ------------------------------------------------------------ one record */
+
+/* quiet: the caller never reads the sentence (replay, not verify), so core
+ * may skip formatting it. */
+static berth_jerr replay_apply(berth_state *state, const berth_record *rec, bool quiet,
+                               berth_outcome *out, char *why, size_t why_size) {
+    assert(state != NULL && rec != NULL && out != NULL);
+    uint64_t last = berth_state_last_seq(state);
+    if (rec->seq != last + 1) {
+        snprintf(why, why_size, "seq %" PRIu64 " does not follow seq %" PRIu64, rec->seq, last);
+        return BERTH_J_CORRUPT;
+    }
+    berth_str words[BERTH_ARGS_MAX];
+    berth_cmd cmd;
+    char perr[BERTH_ERR_LEN_MAX];
+    if (berth_cmd_parse_text(&cmd, rec->command.ptr, rec->command.len, words, BERTH_ARGS_MAX,
+                             perr, sizeof(perr)) != 0) {
+        snprintf(why, why_size, "seq %" PRIu64 ": command does not parse: %s", rec->seq, perr);
+        return BERTH_J_CORRUPT;
+    }
+    /* The journal stores the REQID beside the canonical text, not in it;
+     * re-attaching it is what rebuilds the request-id window. */
+    cmd.reqid = rec->reqid;
+    if (cmd.reqid.len > 0) {
+        /* The engine never journals a retry, so a request id already in the
+         * window means the journal was written by something else. */
+        berth_reqid_entry hit;
+        if (!berth_name_valid(cmd.reqid) ||
+            berth_state_reqid_check(state, cmd.reqid, rec->command, &hit) != BERTH_REQID_NEW) {
+            snprintf(why, why_size, "seq %" PRIu64 ": request id repeats one still in the window",
+                     rec->seq);
+            return BERTH_J_CORRUPT;
+        }
+    }
+    int rc = quiet ? berth_state_apply_quiet(state, &cmd, rec->command, rec->seq, out)
+                   : berth_state_apply(state, &cmd, rec->command, rec->seq, out);
+    if (rc != 0) {
+        snprintf(why, why_size, "seq %" PRIu64 ": out of memory applying the record", rec->seq);
+        return BERTH_J_NOMEM;
+    }
+    assert(berth_state_last_seq(state) == rec->seq);
+    return BERTH_J_OK;
+}
+
+int berth_replay_record(berth_state *state, const berth_record *rec, berth_outcome *out,
+                        char *err, size_t err_size) {
+    char why[REPLAY_WHY_LEN_MAX];
+    berth_jerr e = replay_apply(state, rec, false, out, why, sizeof(why));
+    if (e == BERTH_J_OK) return 0;
+    err_copy(err, err_size, why);
+    return -1;
+}
+
+/* ------------------------------------------------------- feeder and sink */
+
+static feed_status decode_item(feed_item *item, replay_fail *fail) {
+    char why[REPLAY_WHY_LEN_MAX / 2];
+    why[0] = '\0';
+    if (berth_record_decode(item->raw, item->raw_len, &item->rec, why, sizeof(why)) != BERTH_J_OK) {
+        return fail_set(fail, BERTH_J_CORRUPT, item->seq, "seq %" PRIu64 ": undecodable: %s",
+                        item->seq, why[0] ? why : "bad record");
+    }
+    if (item->rec.seq != item->seq) {
+        return fail_set(fail, BERTH_J_CORRUPT, item->seq, "seq %" PRIu64 ": record says seq %" PRIu64,
+                        item->seq, item->rec.seq);
+    }
+    return FEED_MORE;
+}
+
+/* A hash that fails may be a record that does not even decode (truncated,
+ * unknown version): say so, since that is the more useful description. */
+static feed_status hash_item(feed_item *item, replay_fail *fail) {
+    if (berth_record_hash_ok(item->raw, item->raw_len)) return FEED_MORE;
+    if (decode_item(item, fail) != FEED_MORE) return FEED_FAIL;
+    return fail_set(fail, BERTH_J_CORRUPT, item->seq, "seq %" PRIu64 ": hash mismatch (record bytes changed)",
+                    item->seq);
+}
+
+static feed_status produce_one(feed_source *src, feed_item *item, replay_fail *fail) {
+    assert(src->cursor != NULL);
+    if (src->next_seq > src->last_seq) return FEED_END;
+    uint64_t want = src->next_seq;
+    uint64_t seq = 0;
+    const uint8_t *raw = NULL;
+    size_t raw_len = 0;
+    berth_jerr e = berth_journal_cursor_next_raw(src->cursor, &seq, &raw, &raw_len);
+    if (e == BERTH_J_NOTFOUND) {
+        return fail_set(fail, BERTH_J_CORRUPT, want, "seq %" PRIu64 " missing (journal ends at %" PRIu64 ")",
+                        want, want - 1);
+    }
+    if (e == BERTH_J_CORRUPT || (e == BERTH_J_OK && seq != want)) {
+        return fail_set(fail, BERTH_J_CORRUPT, want, "seq %" PRIu64 " missing (gap after %" PRIu64 ")",
+                        want, want - 1);
+    }
+    if (e != BERTH_J_OK) {
+        return fail_set(fail, e, want, "seq %" PRIu64 ": journal read failed (%s)", want, berth_jerr_name(e));
+    }
+    item->seq = seq;
+    item->raw = raw;
+    item->raw_len = raw_len;
+    if (src->decode && decode_item(item, fail) != FEED_MORE) return FEED_FAIL;
+    if (src->hash && hash_item(item, fail) != FEED_MORE) return FEED_FAIL;
+    src->next_seq = want + 1;
+    return FEED_MORE;
+}
+
+static const char *code_word(uint32_t code) {
+    return code < BERTH_CODE_COUNT ? berth_code_name((berth_code)code) : "an unknown code";
+}
+
+static feed_status compare_outcome(const berth_record *rec, const berth_outcome *out, replay_fail *fail) {
+    if (rec->code != (uint32_t)out->code) {
+        return fail_set(fail, BERTH_J_CORRUPT, rec->seq, "seq %" PRIu64 ": recorded %s but replay gives %s",
+                        rec->seq, code_word(rec->code), code_word((uint32_t)out->code));
+    }
+    if (rec->sentence.len != out->sentence_len ||
+        memcmp(rec->sentence.ptr, out->sentence, out->sentence_len) != 0) {
+        int rl = (int)(rec->sentence.len < REPLAY_QUOTE_LEN_MAX ? rec->sentence.len : REPLAY_QUOTE_LEN_MAX);
+        int ol = (int)(out->sentence_len < REPLAY_QUOTE_LEN_MAX ? out->sentence_len : REPLAY_QUOTE_LEN_MAX);
+        return fail_set(fail, BERTH_J_CORRUPT, rec->seq,
+                        "seq %" PRIu64 ": recorded sentence \"%.*s\" but replay gives \"%.*s\"",
+                        rec->seq, rl, rec->sentence.ptr, ol, out->sentence);
+    }
+    return FEED_MORE;
+}
+
+static feed_status consume_one(replay_sink *sink, feed_item *item, replay_fail *fail) {
+    if (sink->decode && decode_item(item, fail) != FEED_MORE) return FEED_FAIL;
+    const berth_record *rec = &item->rec;
+    assert(rec->seq == item->seq);
+    if (memcmp(rec->prev_hash, sink->prev_hash, BERTH_HASH_LEN) != 0) {
+        if (rec->seq == 1) {
+            return fail_set(fail, BERTH_J_CORRUPT, 1, "seq 1: prev_hash is not the genesis zeros");
+        }
+        return fail_set(fail, BERTH_J_CORRUPT, rec->seq,
+                        "seq %" PRIu64 ": prev_hash does not match seq %" PRIu64 "'s hash",
+                        rec->seq, rec->seq - 1);
+    }
+    berth_jerr e = replay_apply(sink->state, rec, !sink->compare, &sink->out, fail->why, sizeof(fail->why));
+    if (e != BERTH_J_OK) {
+        fail->err = e;
+        fail->seq = rec->seq;
+        return FEED_FAIL;
+    }
+    if (sink->compare && compare_outcome(rec, &sink->out, fail) != FEED_MORE) return FEED_FAIL;
+    memcpy(sink->prev_hash, rec->hash, BERTH_HASH_LEN);
+    sink->applied++;
+    return FEED_MORE;
+}
+
+/* ------------------------------------------------------- one-thread run */
+
+static berth_jerr run_serial(feed_source *src, replay_sink *sink, replay_fail *fail) {
+    feed_item item;
+    for (;;) {
+        feed_status st = produce_one(src, &item, fail);
+        if (st == FEED_END) return BERTH_J_OK;
+        if (st == FEED_FAIL) return fail->err;
+        if (consume_one(sink, &item, fail) != FEED_MORE) return fail->err;
+    }
+}
+
+/* ------------------------------------------------------- two-thread run */
+
+typedef struct feed_chunk {
+    uint32_t count;
+    feed_status status;             /* after the items: more, end, or the failure below */
+    replay_fail fail;
+    feed_item items[REPLAY_CHUNK_RECORDS];
+} feed_chunk;
+
+typedef struct feed_ring {
+    pthread_mutex_t mu;
+    pthread_cond_t not_full;
+    pthread_cond_t not_empty;
+    uint32_t filled;                /* chunks published, not yet consumed */
+    bool stop;                      /* the sink failed: the feeder quits */
+    feed_source *src;
+    feed_chunk *chunks;             /* REPLAY_RING_CHUNKS, owned by the run */
+} feed_ring;
+
+static void fill_chunk(feed_source *src, feed_chunk *c) {
+    c->count = 0;
+    c->status = FEED_MORE;
+    while (c->count < REPLAY_CHUNK_RECORDS) {
+        feed_status st = produce_one(src, &c->items[c->count], &c->fail);
+        if (st != FEED_MORE) {
+            c->status = st;
+            return;
+        }
+        c->count++;
+    }
+}
+
+static void ring_lock(feed_ring *ring) {
+    int rc = pthread_mutex_lock(&ring->mu);
+    assert(rc == 0);
+    (void)rc;
+}
+
+static void ring_unlock(feed_ring *ring) {
+    int rc = pthread_mutex_unlock(&ring->mu);
+    assert(rc == 0);
+    (void)rc;
+}
+
+static void ring_wait(pthread_cond_t *cv, feed_ring *ring) {
+    int rc = pthread_cond_wait(cv, &ring->mu);
+    assert(rc == 0);
+    (void)rc;
+}
+
+static void ring_signal(pthread_cond_t *cv) {
+    int rc = pthread_cond_signal(cv);
+    assert(rc == 0);
+    (void)rc;
+}
+
+static void *feeder_main(void *arg) {
+    feed_ring *ring = arg;
+    for (uint32_t i = 0;; i = (i + 1) % REPLAY_RING_CHUNKS) {
+        ring_lock(ring);
+        while (ring->filled == REPLAY_RING_CHUNKS && !ring->stop) {
+            ring_wait(&ring->not_full, ring);
+        }
+        bool quit = ring->stop;
+        ring_unlock(ring);
+        if (quit) return NULL;
+        feed_chunk *c = &ring->chunks[i];
+        fill_chunk(ring->src, c);
+        ring_lock(ring);
+        ring->filled++;
+        assert(ring->filled <= REPLAY_RING_CHUNKS);
+        ring_signal(&ring->not_empty);
+        ring_unlock(ring);
+        if (c->status != FEED_MORE) return NULL;
+    }
+}
+
+/* The sink's half: take chunks in order until the feeder's last one or a failure. */
+static berth_jerr drain_ring(feed_ring *ring, replay_sink *sink, replay_fail *fail) {
+    for (uint32_t i = 0;; i = (i + 1) % REPLAY_RING_CHUNKS) {
+        ring_lock(ring);
+        while (ring->filled == 0) ring_wait(&ring->not_empty, ring);
+        ring_unlock(ring);
+        feed_chunk *c = &ring->chunks[i];
+        for (uint32_t k = 0; k < c->count; k++) {
+            if (consume_one(sink, &c->items[k], fail) != FEED_MORE) return fail->err;
+        }
+        feed_status st = c->status;
+        if (st == FEED_FAIL) *fail = c->fail;
+        ring_lock(ring);
+        ring->filled--;
+        ring_signal(&ring->not_full);
+        ring_unlock(ring);
+        if (st == FEED_END) return BERTH_J_OK;
+        if (st == FEED_FAIL) return fail->err;
+    }
+}
+
+static berth_jerr run_pipelined(feed_source *src, replay_sink *sink, replay_fail *fail) {
+    feed_ring ring;
+    memset(&ring, 0, sizeof(ring));
+    ring.src = src;
+    ring.chunks = malloc(REPLAY_RING_CHUNKS * sizeof(feed_chunk));
+    if (ring.chunks == NULL) return run_serial(src, sink, fail);
+    if (pthread_mutex_init(&ring.mu, NULL) != 0) goto serial_free;
+    if (pthread_cond_init(&ring.not_full, NULL) != 0) goto serial_mu;
+    if (pthread_cond_init(&ring.not_empty, NULL) != 0) goto serial_nf;
+    pthread_t feeder;
+    if (pthread_create(&feeder, NULL, feeder_main, &ring) != 0) goto serial_ne;
+    berth_jerr e = drain_ring(&ring, sink, fail);
+    ring_lock(&ring);
+    ring.stop = true;
+    ring_signal(&ring.not_full);
+    ring_unlock(&ring);
+    int rc = pthread_join(feeder, NULL);
+    assert(rc == 0);
+    (void)rc;
+    pthread_cond_destroy(&ring.not_empty);
+    pthread_cond_destroy(&ring.not_full);
+    pthread_mutex_destroy(&ring.mu);
+    free(ring.chunks);
+    return e;
+    /* No thread to be had: the same work on one thread is still correct. */
+serial_ne:
+    pthread_cond_destroy(&ring.not_empty);
+serial_nf:
+    pthread_cond_destroy(&ring.not_full);
+serial_mu:
+    pthread_mutex_destroy(&ring.mu);
+serial_free:
+    free(ring.chunks);
+    return run_serial(src, sink, fail);
+}
+
+/* Feed records [from, to] of reader into sink. */
+static berth_jerr run_range(berth_journal_reader *reader, uint64_t from, uint64_t to,
+                            bool feeder_decodes, bool feeder_hashes,
+                            replay_sink *sink, replay_fail *fail) {
+    assert(from >= 1);
+    if (from > to) return BERTH_J_OK;
+    feed_source src = { .cursor = NULL, .next_seq = from, .last_seq = to,
+                        .decode = feeder_decodes, .hash = feeder_hashes };
+    sink->decode = !feeder_decodes;
+    berth_jerr e = berth_journal_cursor_open(reader, from, &src.cursor);
+    if (e != BERTH_J_OK) {
+        fail_set(fail, e, from, "seq %" PRIu64 ": cannot open a journal cursor (%s)", from, berth_jerr_name(e));
+        return e;
+    }
+    bool two_threads = to - from + 1 >= REPLAY_PIPELINE_RECORDS_MIN;
+    e = two_threads ? run_pipelined(&src, sink, fail) : run_serial(&src, sink, fail);
+    berth_journal_cursor_close(src.cursor);
+    assert(e != BERTH_J_OK || berth_state_last_seq(sink->state) == to);
+    return e;
+}
+
+/* ------------------------------------------------------------ snapshots */
+
+/* Decode one snapshot and prove it belongs to this journal. */
+static bool snapshot_usable(berth_journal_reader *reader, uint64_t seq, const void *bytes, size_t len,
+                            berth_state **out, uint8_t prev_hash[BERTH_HASH_LEN]) {
+    char why[REPLAY_WHY_LEN_MAX];
+    berth_state *state = NULL;
+    if (berth_snapshot_decode(bytes, len, &state, why, sizeof(why)) != 0) return false;
+    berth_record rec;
+    bool ok = berth_state_last_seq(state) == seq &&
+              berth_journal_read(reader, seq, &rec, NULL, NULL) == BERTH_J_OK && rec.seq == seq;
+    if (!ok) {
+        berth_state_free(state);
+        return false;
+    }
+    memcpy(prev_hash, rec.hash, BERTH_HASH_LEN);
+    *out = state;
+    return true;
+}
+
+/* The newest good snapshot at or before target, or a new empty state. */
+static berth_jerr start_state(berth_journal_reader *reader, uint64_t target, bool use_snapshots,
+                              berth_state **out, uint8_t prev_hash[BERTH_HASH_LEN],
+                              uint32_t *bad_snapshots) {
+    uint64_t max = target;
+    for (uint32_t tries = 0; use_snapshots && max > 0 && tries < REPLAY_SNAPSHOT_TRIES_MAX; tries++) {
+        uint64_t seq = 0;
+        const void *bytes = NULL;
+        size_t len = 0;
+        berth_jerr e = berth_journal_snapshot_get(reader, max, &seq, &bytes, &len);
+        if (e == BERTH_J_NOTFOUND) break;
+        if (e != BERTH_J_OK || seq == 0 || seq > max) {
+            (*bad_snapshots)++;
+            break;
+        }
+        if (snapshot_usable(reader, seq, bytes, len, out, prev_hash)) return BERTH_J_OK;
+        (*bad_snapshots)++;
+        max = seq - 1;
+    }
+    *out = berth_state_new(NULL);
+    if (*out == NULL) return BERTH_J_NOMEM;
+    memset(prev_hash, 0, BERTH_HASH_LEN);
+    return BERTH_J_OK;
+}
+
+/* ------------------------------------------------------------ public API */
+
+berth_jerr berth_replay_to_checked(berth_journal_reader *reader, uint64_t target, bool use_snapshots,
+                                   bool check_tail, berth_state **out, berth_replay_stats *stats,
+                                   uint32_t *bad_snapshots, char *err, size_t err_size) {
+    assert(reader != NULL && out != NULL);
+    *out = NULL;
+    uint32_t bad_local = 0;
+    if (bad_snapshots == NULL) bad_snapshots = &bad_local;
+    *bad_snapshots = 0;
+    uint64_t head = 0;
+    uint8_t head_hash[BERTH_HASH_LEN];
+    berth_jerr e = berth_journal_reader_head(reader, &head, head_hash);
+    if (e != BERTH_J_OK) {
+        err_copy(err, err_size, "cannot read the journal head");
+        return e;
+    }
+    if (target == UINT64_MAX) target = head;
+    if (target > head) {
+        if (err != NULL && err_size > 0) {
+            snprintf(err, err_size, "seq %" PRIu64 " is beyond the head (%" PRIu64 ")", target, head);
+        }
+        return BERTH_J_NOTFOUND;
+    }
+    replay_sink *sink = calloc(1, sizeof(*sink));
+    if (sink == NULL) return BERTH_J_NOMEM;
+    e = start_state(reader, target, use_snapshots, &sink->state, sink->prev_hash, bad_snapshots);
+    if (e != BERTH_J_OK) {
+        free(sink);
+        err_copy(err, err_size, "out of memory creating the state");
+        return e;
+    }
+    uint64_t from_seq = berth_state_last_seq(sink->state);
+    sink->compare = check_tail;
+    replay_fail fail = { .err = BERTH_J_OK, .seq = 0, .why = "" };
+    e = run_range(reader, from_seq + 1, target, !check_tail, check_tail, sink, &fail);
+    if (stats != NULL) {
+        memset(stats, 0, sizeof(*stats));
+        stats->from_snapshot_seq = from_seq;
+        stats->records = sink->applied;
+        stats->last_seq = berth_state_last_seq(sink->state);
+    }
+    if (e != BERTH_J_OK) {
+        err_copy(err, err_size, fail.why);
+        berth_state_free(sink->state);
+    } else {
+        *out = sink->state;
+    }
+    free(sink);
+    return e;
+}
+
+berth_jerr berth_replay_to(berth_journal_reader *reader, uint64_t target, bool use_snapshots,
+                           berth_state **out, berth_replay_stats *stats,
+                           uint32_t *bad_snapshots, char *err, size_t err_size) {
+    return berth_replay_to_checked(reader, target, use_snapshots, false, out, stats,
+                                   bad_snapshots, err, err_size);
+}
+
+berth_jerr berth_replay_forward(berth_journal_reader *reader, berth_state *state,
+                                uint64_t target, berth_replay_stats *stats,
+                                char *err, size_t err_size) {
+    assert(reader != NULL && state != NULL);
+    uint64_t head = 0;
+    uint8_t head_hash[BERTH_HASH_LEN];
+    berth_jerr e = berth_journal_reader_head(reader, &head, head_hash);
+    if (e != BERTH_J_OK) {
+        err_copy(err, err_size, "cannot read the journal head");
+        return e;
+    }
+    uint64_t last = berth_state_last_seq(state);
+    if (target == UINT64_MAX) target = head;
+    if (target > head || target < last) {
+        if (err != NULL && err_size > 0) {
+            snprintf(err, err_size, "cannot move a state at seq %" PRIu64 " to seq %" PRIu64 " (head %" PRIu64 ")",
+                     last, target, head);
+        }
+        return target > head ? BERTH_J_NOTFOUND : BERTH_J_INVALID;
+    }
+    replay_sink *sink = calloc(1, sizeof(*sink));
+    if (sink == NULL) return BERTH_J_NOMEM;
+    sink->state = state;
+    replay_fail fail = { .err = BERTH_J_OK, .seq = 0, .why = "" };
+    if (last > 0) {
+        berth_record rec;
+        e = berth_journal_read(reader, last, &rec, NULL, NULL);
+        if (e != BERTH_J_OK) {
+            fail_set(&fail, e == BERTH_J_NOTFOUND ? BERTH_J_CORRUPT : e, last,
+                     "seq %" PRIu64 " (the state's last) is not in the journal", last);
+        } else {
+            memcpy(sink->prev_hash, rec.hash, BERTH_HASH_LEN);
+        }
+    }
+    if (fail.err == BERTH_J_OK) e = run_range(reader, last + 1, target, true, false, sink, &fail);
+    else e = fail.err;
+    if (stats != NULL) {
+        memset(stats, 0, sizeof(*stats));
+        stats->from_snapshot_seq = last;
+        stats->records = sink->applied;
+        stats->last_seq = berth_state_last_seq(state);
+    }
+    if (e != BERTH_J_OK) err_copy(err, err_size, fail.why);
+    free(sink);
+    return e;
+}
+
+/* Returns OK when the chain is good, CORRUPT when the report names a bad
+ * seq, and IO / NOMEM when verification could not run (report says why). */
+berth_jerr berth_verify(berth_journal_reader *reader, berth_verify_report *report) {
+    assert(reader != NULL && report != NULL);
+    memset(report, 0, sizeof(*report));
+    uint64_t head = 0;
+    uint8_t head_hash[BERTH_HASH_LEN];
+    berth_jerr e = berth_journal_reader_head(reader, &head, head_hash);
+    if (e != BERTH_J_OK) {
+        snprintf(report->what, sizeof(report->what), "cannot read the journal head (%s)", berth_jerr_name(e));
+        return e;
+    }
+    replay_sink *sink = calloc(1, sizeof(*sink));
+    if (sink == NULL) {
+        snprintf(report->what, sizeof(report->what), "out of memory");
+        return BERTH_J_NOMEM;
+    }
+    sink->state = berth_state_new(NULL);
+    if (sink->state == NULL) {
+        free(sink);
+        snprintf(report->what, sizeof(report->what), "out of memory");
+        return BERTH_J_NOMEM;
+    }
+    sink->compare = true;
+    replay_fail fail = { .err = BERTH_J_OK, .seq = 0, .why = "" };
+    e = run_range(reader, 1, head, false, true, sink, &fail);
+    if (e == BERTH_J_OK && head > 0 && memcmp(sink->prev_hash, head_hash, BERTH_HASH_LEN) != 0) {
+        fail_set(&fail, BERTH_J_CORRUPT, head, "seq %" PRIu64 ": the head's hash does not match the record's",
+                 head);
+        e = BERTH_J_CORRUPT;
+    }
+    report->records = sink->applied;
+    report->ok = e == BERTH_J_OK;
+    if (e == BERTH_J_OK) {
+        snprintf(report->what, sizeof(report->what), "%" PRIu64 " records verified", sink->applied);
+    } else {
+        report->first_bad_seq = fail.seq;
+        snprintf(report->what, sizeof(report->what), "%s", fail.why);
+    }
+    berth_state_free(sink->state);
+    free(sink);
+    return e;
+}

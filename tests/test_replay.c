@@ -1,0 +1,893 @@
+/* test_replay.c — owns the tests of replay/: the engine over real LMDB
+ * journals, replay determinism and time travel, verify and its reports,
+ * snapshot checking and fallback, request-id retries, and failed commits.
+ *
+ * Why it is shaped this way: every property replay promises is a comparison
+ * of digests reached by different roads (live engine, replay from genesis,
+ * from each snapshot, in a fresh process, by applying commands directly), so
+ * each test builds a journal through the engine and then takes the roads.
+ * Random streams are seeded; the seed is in every failure message and
+ * BERTH_TEST_SEED overrides it. */
+#define _GNU_SOURCE
+#include <check.h>
+#include <openssl/sha.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "replay.h"
+
+#define TEST_LINE_LEN_MAX 2048
+#define TEST_WORDS_MAX 128
+#define TEST_DIGEST_HEX_LEN (2 * BERTH_HASH_LEN + 1)
+#define TEST_SNAPSHOTS_MAX 4096
+#define TEST_DIR_FILES_MAX 64
+#define TEST_TIMEOUT_S 300
+#define TEST_RANDOM_RECORDS 20000      /* over the two-thread threshold */
+#define TEST_BATCH_RECORDS_MAX 300
+#define TEST_CHILD_OUTPUT_MAX 256
+
+static uint64_t test_seed = 20261126;
+static const char *self_exe = "/proc/self/exe";
+
+/* ------------------------------------------------------------- helpers */
+
+static uint64_t rng_state;
+static void rng_seed(uint64_t seed) { rng_state = seed ? seed : 0x9e3779b97f4a7c15ull; }
+static uint64_t rng_next(void) {
+    /* xorshift64*: deterministic across platforms, good enough for streams. */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545f4914f6cdd1dull;
+}
+static uint32_t rng_below(uint32_t n) {
+    ck_assert_uint_gt(n, 0);
+    return (uint32_t)(rng_next() % n);
+}
+
+static void make_dir(char *out, size_t size) {
+    int n = snprintf(out, size, "/tmp/berth-replay-XXXXXX");
+    ck_assert(n > 0 && (size_t)n < size);
+    ck_assert_ptr_nonnull(mkdtemp(out));
+}
+
+static void remove_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d == NULL) return;
+    char names[TEST_DIR_FILES_MAX][512];
+    size_t count = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && count < TEST_DIR_FILES_MAX) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        snprintf(names[count++], sizeof(names[0]), "%s/%s", dir, e->d_name);
+    }
+    closedir(d);
+    for (size_t i = 0; i < count; i++) ck_assert_int_eq(unlink(names[i]), 0);
+    ck_assert_int_eq(rmdir(dir), 0);
+}
+
+static berth_journal *journal_open(const char *dir, bool read_only, uint64_t map_max) {
+    berth_journal_options opt = { .read_only = read_only, .map_size_initial = 0,
+                                  .map_size_max = map_max, .no_lock = false };
+    if (map_max != 0) opt.map_size_initial = map_max;
+    berth_journal *j = NULL;
+    char err[256] = "";
+    berth_jerr e = berth_journal_open_lmdb(&j, dir, &opt, err, sizeof(err));
+    ck_assert_msg(e == BERTH_J_OK, "open %s: %s %s", dir, berth_jerr_name(e), err);
+    return j;
+}
+
+static berth_engine *engine_open(berth_journal *j, uint64_t snapshot_every, bool dry_run) {
+    berth_engine_options opt = { .snapshot_every = snapshot_every, .dry_run = dry_run };
+    berth_engine *engine = NULL;
+    char err[512] = "";
+    berth_jerr e = berth_engine_open(&engine, j, &opt, NULL, err, sizeof(err));
+    ck_assert_msg(e == BERTH_J_OK, "engine open: %s %s", berth_jerr_name(e), err);
+    return engine;
+}
+
+/* Split a line on spaces into words pointing into buf (a copy of line). */
+static size_t split_line(const char *line, char *buf, berth_str *words) {
+    size_t len = strlen(line);
+    ck_assert_uint_lt(len, TEST_LINE_LEN_MAX);
+    memcpy(buf, line, len + 1);
+    size_t n = 0;
+    char *save = NULL;
+    for (char *w = strtok_r(buf, " ", &save); w != NULL; w = strtok_r(NULL, " ", &save)) {
+        ck_assert_uint_lt(n, TEST_WORDS_MAX);
+        words[n++] = berth_str_make(w, strlen(w));
+    }
+    return n;
+}
+
+static void submit(berth_engine *engine, const char *line, berth_submit_result *r) {
+    char buf[TEST_LINE_LEN_MAX];
+    berth_str words[TEST_WORDS_MAX];
+    size_t n = split_line(line, buf, words);
+    berth_engine_submit(engine, n, words, berth_str_make("tester", 6), r);
+}
+
+/* Submit and commit one command; returns its result (STAGED expected). */
+static berth_submit_result run(berth_engine *engine, const char *line) {
+    berth_submit_result r;
+    submit(engine, line, &r);
+    ck_assert_msg(r.kind == BERTH_SUBMIT_STAGED, "%s: kind %d %s", line, (int)r.kind, r.sentence);
+    ck_assert_int_eq(berth_engine_commit(engine, 1700000000000ull), BERTH_J_OK);
+    return r;
+}
+
+static void digest_hex(const berth_state *state, char out[TEST_DIGEST_HEX_LEN]) {
+    uint8_t d[BERTH_HASH_LEN];
+    ck_assert_int_eq(berth_state_digest(state, d), 0);
+    berth_hex(d, BERTH_HASH_LEN, out);
+}
+
+/* Replay journal j to target and return the digest (and the stats). */
+static void replay_digest(berth_journal *j, uint64_t target, bool snapshots,
+                          char out[TEST_DIGEST_HEX_LEN], berth_replay_stats *stats,
+                          uint32_t *bad) {
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    berth_state *s = NULL;
+    char err[512] = "";
+    berth_replay_stats local;
+    berth_jerr e = berth_replay_to(r, target, snapshots, &s, stats ? stats : &local, bad, err, sizeof(err));
+    ck_assert_msg(e == BERTH_J_OK, "replay to %" PRIu64 ": %s %s (seed %" PRIu64 ")", target,
+                  berth_jerr_name(e), err, test_seed);
+    char why[256];
+    ck_assert_msg(berth_state_check(s, why, sizeof(why)), "replayed state broken: %s", why);
+    digest_hex(s, out);
+    berth_state_free(s);
+    berth_journal_reader_close(r);
+}
+
+static berth_verify_report verify(berth_journal *j, berth_jerr *out_e) {
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    berth_verify_report rep;
+    *out_e = berth_verify(r, &rep);
+    berth_journal_reader_close(r);
+    return rep;
+}
+
+static uint64_t journal_head(berth_journal *j) {
+    uint64_t seq = 0;
+    uint8_t hash[BERTH_HASH_LEN];
+    ck_assert_int_eq(berth_journal_head(j, &seq, hash), BERTH_J_OK);
+    return seq;
+}
+
+/* ------------------------------------------------------ random streams */
+
+static const char *const backends[] = { "vllm", "sglang", "llama.cpp" };
+#define TEST_WORKER_POOL 24
+#define TEST_INSTANCE_POOL 40
+
+static void gen_placement(char *p, size_t size) {
+    uint32_t count = 1 + rng_below(3);
+    uint32_t used[3];
+    size_t at = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t w = rng_below(TEST_WORKER_POOL);
+        /* a repeated worker is a syntax error: keep a few of those too */
+        if (rng_below(50) != 0) {
+            for (uint32_t k = 0; k < i; k++) {
+                if (used[k] == w) w = (w + 1 + k) % TEST_WORKER_POOL;
+            }
+        }
+        used[i] = w;
+        at += (size_t)snprintf(p + at, size - at, " w%u", w);
+        if (rng_below(10) < 6) {
+            uint32_t g0 = rng_below(8), g1 = rng_below(8);
+            if (g0 == g1 || rng_below(2) == 0) at += (size_t)snprintf(p + at, size - at, ":%u", g0);
+            else at += (size_t)snprintf(p + at, size - at, ":%u,%u", g0, g1);
+        }
+        ck_assert_uint_lt(at, size);
+    }
+}
+
+static void gen_command(char *line, size_t size, uint32_t reqid_space) {
+    uint32_t r = rng_below(100);
+    int n;
+    char place[256];
+    if (r < 15) {
+        n = snprintf(line, size, "WORKER.ADD w%u GPUS %u", rng_below(TEST_WORKER_POOL), rng_below(9));
+        if (rng_below(2)) n += snprintf(line + n, size - (size_t)n, " VRAM %u", 40000u * (1 + rng_below(2)));
+        if (rng_below(3) == 0) n += snprintf(line + n, size - (size_t)n, " LABEL zone=z%u LABEL rack=r%u",
+                                             rng_below(3), rng_below(5));
+    } else if (r < 20) {
+        n = snprintf(line, size, "WORKER.CORDON w%u", rng_below(TEST_WORKER_POOL));
+    } else if (r < 25) {
+        n = snprintf(line, size, "WORKER.UNCORDON w%u", rng_below(TEST_WORKER_POOL));
+    } else if (r < 29) {
+        n = snprintf(line, size, "WORKER.REMOVE w%u", rng_below(TEST_WORKER_POOL));
+    } else if (r < 65) {
+        gen_placement(place, sizeof(place));
+        n = snprintf(line, size, "DEPLOY i%u MODEL m%u BACKEND %s", rng_below(TEST_INSTANCE_POOL),
+                     rng_below(4), backends[rng_below(3)]);
+        if (rng_below(10) < 3) n += snprintf(line + n, size - (size_t)n, " VRAM %u", 10000 + rng_below(35000));
+        n += snprintf(line + n, size - (size_t)n, " ON%s", place);
+    } else if (r < 92) {
+        n = snprintf(line, size, "RELEASE i%u", rng_below(TEST_INSTANCE_POOL));
+    } else {
+        static const char *const policies[] = { "vllm", "vllm,sglang", "sglang", "llama.cpp,vllm" };
+        n = snprintf(line, size, "POLICY.SET EXCLUSIVE %s", policies[rng_below(4)]);
+    }
+    if (rng_below(5) == 0) n += snprintf(line + n, size - (size_t)n, " REQID r%u", rng_below(reqid_space));
+    ck_assert(n > 0 && (size_t)n < size);
+}
+
+/* The journaled lines of a stream, seq i+1 at index i. */
+typedef struct stream {
+    size_t count;
+    char (*lines)[TEST_LINE_LEN_MAX / 4];
+} stream;
+
+/* Drive records through engine in random batches until head reaches target. */
+static void run_stream(berth_engine *engine, uint64_t target, uint32_t batch_max, stream *st) {
+    st->lines = calloc(target, sizeof(st->lines[0]));
+    ck_assert_ptr_nonnull(st->lines);
+    st->count = 0;
+    uint64_t guard = target * 4 + 1000;
+    while (berth_engine_head_seq(engine) < target) {
+        ck_assert_msg(guard-- > 0, "stream stalled (seed %" PRIu64 ")", test_seed);
+        uint64_t batch = 1 + rng_below(batch_max);
+        uint64_t room = target - berth_engine_head_seq(engine);
+        if (batch > room) batch = room;
+        while (berth_engine_staged(engine) < batch) {
+            char line[TEST_LINE_LEN_MAX / 4];
+            gen_command(line, sizeof(line), (uint32_t)(target / 8 + 1));
+            berth_submit_result r;
+            submit(engine, line, &r);
+            if (r.kind != BERTH_SUBMIT_STAGED) {
+                ck_assert_msg(r.kind == BERTH_SUBMIT_SYNTAX || r.kind == BERTH_SUBMIT_RETRY ||
+                              r.kind == BERTH_SUBMIT_CONFLICT, "%s: kind %d (seed %" PRIu64 ")",
+                              line, (int)r.kind, test_seed);
+                continue;
+            }
+            ck_assert_uint_eq(r.seq, st->count + 1);
+            memcpy(st->lines[st->count++], line, sizeof(line));
+        }
+        ck_assert_int_eq(berth_engine_commit(engine, 1700000000000ull + st->count), BERTH_J_OK);
+    }
+    ck_assert_uint_eq(st->count, target);
+}
+
+/* Build the state of the first k lines by parsing and applying them directly. */
+static void direct_digest(const stream *st, size_t k, char out[TEST_DIGEST_HEX_LEN]) {
+    berth_state *s = berth_state_new(NULL);
+    ck_assert_ptr_nonnull(s);
+    static berth_cmd cmd;
+    static berth_outcome outcome;
+    char canonical[BERTH_COMMAND_LEN_MAX];
+    for (size_t i = 0; i < k; i++) {
+        char buf[TEST_LINE_LEN_MAX];
+        berth_str words[TEST_WORDS_MAX];
+        size_t n = split_line(st->lines[i], buf, words);
+        char err[BERTH_ERR_LEN_MAX];
+        ck_assert_int_eq(berth_cmd_parse(&cmd, n, words, err, sizeof(err)), 0);
+        size_t len = berth_cmd_canonical(&cmd, canonical, sizeof(canonical));
+        ck_assert_uint_gt(len, 0);
+        if (cmd.reqid.len > 0) {
+            berth_reqid_entry hit;
+            ck_assert_int_eq(berth_state_reqid_check(s, cmd.reqid, berth_str_make(canonical, len), &hit),
+                             BERTH_REQID_NEW);
+        }
+        ck_assert_int_eq(berth_state_apply(s, &cmd, berth_str_make(canonical, len), i + 1, &outcome), 0);
+    }
+    digest_hex(s, out);
+    berth_state_free(s);
+}
+
+/* The digest a brand-new process computes by opening the engine on dir. */
+static void fresh_process_digest(const char *dir, char out[TEST_DIGEST_HEX_LEN]) {
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        if (dup2(fds[1], STDOUT_FILENO) < 0) _exit(3);
+        close(fds[0]);
+        execl(self_exe, self_exe, "--digest", dir, (char *)NULL);
+        _exit(4);
+    }
+    close(fds[1]);
+    char buf[TEST_CHILD_OUTPUT_MAX];
+    size_t got = 0;
+    ssize_t n;
+    while ((n = read(fds[0], buf + got, sizeof(buf) - 1 - got)) > 0) got += (size_t)n;
+    close(fds[0]);
+    buf[got] = '\0';
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child failed: %s", buf);
+    ck_assert_uint_eq(got, TEST_DIGEST_HEX_LEN);   /* hex + newline */
+    memcpy(out, buf, TEST_DIGEST_HEX_LEN - 1);
+    out[TEST_DIGEST_HEX_LEN - 1] = '\0';
+}
+
+static int digest_main(const char *dir) {
+    berth_journal_options opt = { .read_only = true };
+    berth_journal *j = NULL;
+    char err[512] = "";
+    if (berth_journal_open_lmdb(&j, dir, &opt, err, sizeof(err)) != BERTH_J_OK) {
+        fprintf(stdout, "open: %s\n", err);
+        return 1;
+    }
+    berth_engine *engine = NULL;
+    berth_engine_options eopt = { .snapshot_every = 0, .dry_run = true };
+    if (berth_engine_open(&engine, j, &eopt, NULL, err, sizeof(err)) != BERTH_J_OK) {
+        fprintf(stdout, "engine: %s\n", err);
+        berth_journal_close(j);
+        return 1;
+    }
+    uint8_t d[BERTH_HASH_LEN];
+    char hex[TEST_DIGEST_HEX_LEN];
+    int rc = berth_state_digest(berth_engine_state(engine), d);
+    berth_hex(d, BERTH_HASH_LEN, hex);
+    berth_engine_close(engine);
+    berth_journal_close(j);
+    if (rc != 0) return 1;
+    printf("%s\n", hex);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+START_TEST(test_seed_case) {
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 0, false);
+    run(engine, "WORKER.ADD w1 GPUS 4");
+    run(engine, "WORKER.ADD w2 GPUS 4");
+    run(engine, "WORKER.ADD w3 GPUS 4");
+    berth_submit_result a = run(engine, "DEPLOY a MODEL llama BACKEND vllm ON w1:0,1 w2:0,1");
+    ck_assert_int_eq(a.code, BERTH_OK);
+    ck_assert_uint_eq(a.seq, 4);
+    berth_submit_result b = run(engine, "DEPLOY b MODEL qwen BACKEND vllm ON w3:0,1 w2:2,3");
+    ck_assert_int_eq(b.code, BERTH_EXCLUSIVE);
+    ck_assert_msg(strstr(b.sentence, "w2") && strstr(b.sentence, "a"), "sentence: %s", b.sentence);
+    ck_assert_ptr_null(berth_state_instance(berth_engine_state(engine), berth_str_make("b", 1)));
+    ck_assert_int_eq(run(engine, "RELEASE a").code, BERTH_OK);
+    berth_submit_result b2 = run(engine, "DEPLOY b MODEL qwen BACKEND vllm ON w3:0,1 w2:2,3");
+    ck_assert_int_eq(b2.code, BERTH_OK);
+    ck_assert_uint_eq(berth_engine_head_seq(engine), 7);
+    char live[TEST_DIGEST_HEX_LEN], again[TEST_DIGEST_HEX_LEN];
+    digest_hex(berth_engine_state(engine), live);
+    berth_engine_close(engine);
+
+    /* Reopen: the same state, the same refusal recorded at seq 5. */
+    engine = engine_open(j, 0, false);
+    digest_hex(berth_engine_state(engine), again);
+    ck_assert_str_eq(live, again);
+    ck_assert_ptr_nonnull(berth_state_instance(berth_engine_state(engine), berth_str_make("b", 1)));
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    berth_record rec;
+    ck_assert_int_eq(berth_journal_read(r, 5, &rec, NULL, NULL), BERTH_J_OK);
+    ck_assert_uint_eq(rec.code, BERTH_EXCLUSIVE);
+    ck_assert_uint_eq(rec.sentence.len, strlen(b.sentence));
+    ck_assert(memcmp(rec.sentence.ptr, b.sentence, rec.sentence.len) == 0);
+    ck_assert(berth_str_eq(rec.actor, berth_str_make("tester", 6)));
+    berth_journal_reader_close(r);
+    berth_jerr e;
+    berth_verify_report rep = verify(j, &e);
+    ck_assert_msg(e == BERTH_J_OK && rep.ok, "verify: %s", rep.what);
+    ck_assert_uint_eq(rep.records, 7);
+    berth_engine_close(engine);
+    berth_journal_close(j);
+    remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_determinism_and_time_travel) {
+    rng_seed(test_seed);
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 997, false);
+    stream st;
+    run_stream(engine, TEST_RANDOM_RECORDS, TEST_BATCH_RECORDS_MAX, &st);
+    char live[TEST_DIGEST_HEX_LEN], d1[TEST_DIGEST_HEX_LEN], d2[TEST_DIGEST_HEX_LEN];
+    digest_hex(berth_engine_state(engine), live);
+    char why[256];
+    ck_assert_msg(berth_state_check(berth_engine_state(engine), why, sizeof(why)), "%s", why);
+
+    /* genesis, then every snapshot plus its tail */
+    berth_replay_stats stats;
+    replay_digest(j, UINT64_MAX, false, d1, &stats, NULL);
+    ck_assert_msg(strcmp(live, d1) == 0, "live != genesis replay (seed %" PRIu64 ")", test_seed);
+    ck_assert_uint_eq(stats.from_snapshot_seq, 0);
+    ck_assert_uint_eq(stats.records, TEST_RANDOM_RECORDS);
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    static uint64_t snaps[TEST_SNAPSHOTS_MAX];
+    size_t nsnap = 0;
+    ck_assert_int_eq(berth_journal_snapshot_list(r, snaps, TEST_SNAPSHOTS_MAX, &nsnap), BERTH_J_OK);
+    ck_assert_uint_eq(nsnap, TEST_RANDOM_RECORDS / 997);
+    for (size_t i = 0; i < nsnap; i++) {
+        /* the snapshot alone equals genesis replay to its seq */
+        uint32_t bad = 0;
+        replay_digest(j, snaps[i], true, d1, &stats, &bad);
+        ck_assert_uint_eq(stats.from_snapshot_seq, snaps[i]);
+        ck_assert_uint_eq(bad, 0);
+        replay_digest(j, snaps[i], false, d2, NULL, NULL);
+        ck_assert_msg(strcmp(d1, d2) == 0, "snapshot %" PRIu64 " != replay (seed %" PRIu64 ")", snaps[i], test_seed);
+        /* snapshot plus tail equals live: forward from the snapshot's state */
+        berth_state *s = NULL;
+        char err[512];
+        ck_assert_int_eq(berth_replay_to(r, snaps[i], true, &s, NULL, NULL, err, sizeof(err)), BERTH_J_OK);
+        ck_assert_int_eq(berth_replay_forward(r, s, UINT64_MAX, &stats, err, sizeof(err)), BERTH_J_OK);
+        ck_assert_uint_eq(stats.records, TEST_RANDOM_RECORDS - snaps[i]);
+        digest_hex(s, d2);
+        berth_state_free(s);
+        ck_assert_msg(strcmp(live, d2) == 0, "snapshot %" PRIu64 " + tail != live (seed %" PRIu64 ")",
+                      snaps[i], test_seed);
+    }
+    replay_digest(j, UINT64_MAX, true, d1, &stats, NULL);
+    ck_assert_str_eq(live, d1);
+    ck_assert_uint_eq(stats.from_snapshot_seq, snaps[nsnap - 1]);
+
+    /* time travel: replay to k == applying only the first k commands */
+    uint64_t ks[8] = { 1, 2, 996, 997, 998, TEST_RANDOM_RECORDS - 1, 0, 0 };
+    ks[6] = 1 + rng_below(TEST_RANDOM_RECORDS - 1);
+    ks[7] = TEST_RANDOM_RECORDS;
+    for (size_t i = 0; i < 8; i++) {
+        direct_digest(&st, ks[i], d1);
+        replay_digest(j, ks[i], true, d2, NULL, NULL);
+        ck_assert_msg(strcmp(d1, d2) == 0, "time travel to %" PRIu64 " differs (seed %" PRIu64 ")", ks[i], test_seed);
+    }
+    berth_state *s = NULL;
+    char err[512] = "";
+    ck_assert_int_eq(berth_replay_to(r, TEST_RANDOM_RECORDS + 1, true, &s, NULL, NULL, err, sizeof(err)),
+                     BERTH_J_NOTFOUND);
+    ck_assert_ptr_null(s);
+    berth_journal_reader_close(r);
+
+    berth_jerr e;
+    berth_verify_report rep = verify(j, &e);
+    ck_assert_msg(e == BERTH_J_OK && rep.ok, "verify: %s (seed %" PRIu64 ")", rep.what, test_seed);
+    ck_assert_uint_eq(rep.records, TEST_RANDOM_RECORDS);
+
+    /* a fresh process, and a reopen here, reach the same digest */
+    berth_engine_close(engine);
+    berth_journal_close(j);
+    fresh_process_digest(dir, d1);
+    ck_assert_msg(strcmp(live, d1) == 0, "fresh process digest differs (seed %" PRIu64 ")", test_seed);
+    j = journal_open(dir, false, 0);
+    engine = engine_open(j, 997, false);
+    digest_hex(berth_engine_state(engine), d2);
+    ck_assert_str_eq(live, d2);
+    berth_engine_close(engine);
+    berth_journal_close(j);
+    free(st.lines);
+    remove_dir(dir);
+}
+END_TEST
+
+/* Flip one byte of record `seq` directly in the LMDB data file. */
+static void flip_record_byte(const char *dir, const uint8_t *raw, size_t raw_len, size_t offset) {
+    ck_assert_uint_lt(offset, raw_len);
+    char path[600];
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    int fd = open(path, O_RDWR);
+    ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
+    struct stat sb;
+    ck_assert_int_eq(fstat(fd, &sb), 0);
+    uint8_t *file = malloc((size_t)sb.st_size);
+    ck_assert_ptr_nonnull(file);
+    ck_assert_int_eq(pread(fd, file, (size_t)sb.st_size, 0), sb.st_size);
+    /* Copy-on-write leaves stale copies of a record in freed pages: flip them all. */
+    size_t hits = 0;
+    for (uint8_t *at = file; (at = memmem(at, (size_t)sb.st_size - (size_t)(at - file), raw, raw_len)) != NULL;
+         at += raw_len) {
+        uint8_t b = at[offset] ^ 0x01;
+        ck_assert_int_eq(pwrite(fd, &b, 1, (off_t)(at - file) + (off_t)offset), 1);
+        hits++;
+    }
+    ck_assert_uint_ge(hits, 1);
+    ck_assert_int_eq(fsync(fd), 0);
+    ck_assert_int_eq(close(fd), 0);
+    free(file);
+}
+
+START_TEST(test_verify_flipped_byte) {
+    rng_seed(test_seed + 1);
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 0, false);
+    stream st;
+    run_stream(engine, TEST_RANDOM_RECORDS, TEST_BATCH_RECORDS_MAX, &st);
+    berth_engine_close(engine);
+    const uint64_t bad_seq = TEST_RANDOM_RECORDS - 2345;   /* deep in the two-thread run */
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    berth_record rec;
+    const uint8_t *raw = NULL;
+    size_t raw_len = 0;
+    ck_assert_int_eq(berth_journal_read(r, bad_seq, &rec, &raw, &raw_len), BERTH_J_OK);
+    uint8_t *copy = malloc(raw_len);
+    ck_assert_ptr_nonnull(copy);
+    memcpy(copy, raw, raw_len);
+    /* a byte inside the command text: still decodes, but the hash breaks */
+    size_t offset = (size_t)((const uint8_t *)rec.command.ptr - raw) + 1;
+    berth_journal_reader_close(r);
+    berth_journal_close(j);
+    flip_record_byte(dir, copy, raw_len, offset);
+    free(copy);
+
+    j = journal_open(dir, true, 0);
+    berth_jerr e;
+    berth_verify_report rep = verify(j, &e);
+    ck_assert_int_eq(e, BERTH_J_CORRUPT);
+    ck_assert(!rep.ok);
+    ck_assert_uint_eq(rep.first_bad_seq, bad_seq);
+    ck_assert_uint_eq(rep.records, bad_seq - 1);
+    char want[64];
+    snprintf(want, sizeof(want), "seq %" PRIu64 ": hash mismatch", bad_seq);
+    ck_assert_msg(strstr(rep.what, want) != NULL, "what: %s", rep.what);
+    /* The engine checks the tail it opens on and refuses, naming the seq. */
+    berth_engine *broken = NULL;
+    berth_engine_options opt = { .snapshot_every = 0, .dry_run = true };
+    char err[512] = "";
+    ck_assert_int_eq(berth_engine_open(&broken, j, &opt, NULL, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_ptr_null(broken);
+    ck_assert_msg(strstr(err, want) != NULL && strstr(err, "berth journal verify") != NULL, "err: %s", err);
+    berth_journal_close(j);
+    free(st.lines);
+    remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_verify_altered_outcome) {
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 0, false);
+    run(engine, "WORKER.ADD w1 GPUS 2");
+    run(engine, "WORKER.ADD w2 GPUS 2");
+    berth_engine_close(engine);
+    /* Re-hashed and re-chained by the journal, but the outcome is a lie. */
+    berth_record lie[2];
+    memset(lie, 0, sizeof(lie));
+    lie[0].seq = 3;
+    lie[0].time_ms = 1;
+    lie[0].actor = berth_str_make("", 0);
+    lie[0].reqid = berth_str_make("", 0);
+    lie[0].command = berth_str_make("WORKER.ADD w3 GPUS 2", 20);
+    lie[0].code = BERTH_EXCLUSIVE;
+    lie[0].sentence = berth_str_make("made up", 7);
+    lie[1] = lie[0];
+    lie[1].seq = 4;
+    lie[1].command = berth_str_make("WORKER.CORDON w1", 16);
+    lie[1].code = BERTH_OK;
+    ck_assert_int_eq(berth_journal_append(j, lie, NULL, 2), BERTH_J_OK);
+    berth_jerr e;
+    berth_verify_report rep = verify(j, &e);
+    ck_assert_int_eq(e, BERTH_J_CORRUPT);
+    ck_assert_uint_eq(rep.first_bad_seq, 3);
+    ck_assert_msg(strstr(rep.what, "seq 3: recorded EXCLUSIVE but replay gives OK") != NULL, "what: %s", rep.what);
+    berth_engine *broken = NULL;
+    berth_engine_options opt = { 0 };
+    char err[512] = "";
+    ck_assert_int_eq(berth_engine_open(&broken, j, &opt, NULL, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, "seq 3") != NULL, "err: %s", err);
+    /* Replay itself does not judge outcomes: it rebuilds what the commands did. */
+    char d[TEST_DIGEST_HEX_LEN];
+    replay_digest(j, UINT64_MAX, false, d, NULL, NULL);
+    berth_journal_close(j);
+    remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_bad_snapshot_falls_back) {
+    rng_seed(test_seed + 2);
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 50, false);
+    stream st;
+    run_stream(engine, 350, 20, &st);
+    char live[TEST_DIGEST_HEX_LEN], d[TEST_DIGEST_HEX_LEN];
+    digest_hex(berth_engine_state(engine), live);
+    ck_assert_int_eq(berth_engine_snapshot(engine), BERTH_J_OK);   /* at 350 */
+    berth_engine_close(engine);
+
+    /* Damage the newest snapshot (flip a body byte) and forge the one before
+     * (a good encoding of another state): both skipped, the third used. */
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    uint64_t snaps[TEST_SNAPSHOTS_MAX];
+    size_t nsnap = 0;
+    ck_assert_int_eq(berth_journal_snapshot_list(r, snaps, TEST_SNAPSHOTS_MAX, &nsnap), BERTH_J_OK);
+    ck_assert_uint_ge(nsnap, 3);
+    ck_assert_uint_eq(snaps[nsnap - 1], 350);
+    uint64_t seq = 0;
+    const void *bytes = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(berth_journal_snapshot_get(r, UINT64_MAX, &seq, &bytes, &len), BERTH_J_OK);
+    ck_assert_uint_eq(seq, 350);
+    uint8_t *bad = malloc(len);
+    ck_assert_ptr_nonnull(bad);
+    memcpy(bad, bytes, len);
+    berth_journal_reader_close(r);
+    bad[len / 2] ^= 0x40;
+    ck_assert_int_eq(berth_journal_snapshot_put(j, 350, bad, len), BERTH_J_OK);
+    berth_state *empty = berth_state_new(NULL);
+    ck_assert_ptr_nonnull(empty);
+    uint8_t *forged = NULL;
+    size_t forged_len = 0;
+    ck_assert_int_eq(berth_snapshot_encode(empty, &forged, &forged_len), 0);   /* says seq 0 */
+    ck_assert_int_eq(berth_journal_snapshot_put(j, snaps[nsnap - 2], forged, forged_len), BERTH_J_OK);
+    free(forged);
+    berth_state_free(empty);
+    free(bad);
+
+    berth_replay_stats stats;
+    uint32_t bad_count = 0;
+    replay_digest(j, UINT64_MAX, true, d, &stats, &bad_count);
+    ck_assert_str_eq(live, d);
+    ck_assert_uint_eq(bad_count, 2);
+    ck_assert_uint_eq(stats.from_snapshot_seq, snaps[nsnap - 3]);
+    ck_assert_uint_eq(stats.records, 350 - snaps[nsnap - 3]);
+    engine = engine_open(j, 100, false);
+    digest_hex(berth_engine_state(engine), d);
+    ck_assert_str_eq(live, d);
+    berth_engine_close(engine);
+    berth_journal_close(j);
+    free(st.lines);
+    remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_snapshot_decode_rejects_damage) {
+    rng_seed(test_seed + 3);
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 0, true);   /* dry run: nothing written */
+    stream st;
+    run_stream(engine, 400, TEST_BATCH_RECORDS_MAX, &st);
+    ck_assert_uint_eq(journal_head(j), 0);
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(berth_snapshot_encode(berth_engine_state(engine), &bytes, &len), 0);
+    berth_state *s = NULL;
+    char err[256];
+    ck_assert_int_eq(berth_snapshot_decode(bytes, len, &s, err, sizeof(err)), 0);
+    char d1[TEST_DIGEST_HEX_LEN], d2[TEST_DIGEST_HEX_LEN];
+    digest_hex(berth_engine_state(engine), d1);
+    digest_hex(s, d2);
+    ck_assert_str_eq(d1, d2);
+    /* the stored digest is the state digest */
+    char tail[TEST_DIGEST_HEX_LEN];
+    berth_hex(bytes + len - BERTH_HASH_LEN, BERTH_HASH_LEN, tail);
+    ck_assert_str_eq(tail, d1);
+    berth_state_free(s);
+    /* every truncation is refused */
+    for (size_t cut = 0; cut < len; cut++) {
+        ck_assert_int_eq(berth_snapshot_decode(bytes, cut, &s, err, sizeof(err)), -1);
+        ck_assert_ptr_null(s);
+    }
+    /* mutated bodies with a recomputed digest: refused cleanly or, if they
+     * still decode, a state that keeps every invariant */
+    uint8_t *m = malloc(len);
+    ck_assert_ptr_nonnull(m);
+    size_t accepted = 0;
+    for (uint32_t round = 0; round < 3000; round++) {
+        memcpy(m, bytes, len);
+        uint32_t flips = 1 + rng_below(4);
+        for (uint32_t f = 0; f < flips; f++) m[rng_below((uint32_t)(len - BERTH_HASH_LEN))] = (uint8_t)rng_next();
+        /* recompute the digest the way encode does: SHA-256 of the body */
+        berth_state *probe = NULL;
+        uint8_t digest[BERTH_HASH_LEN];
+        SHA256(m, len - BERTH_HASH_LEN, digest);
+        memcpy(m + len - BERTH_HASH_LEN, digest, BERTH_HASH_LEN);
+        if (berth_snapshot_decode(m, len, &probe, err, sizeof(err)) == 0) {
+            char why[256];
+            ck_assert_msg(berth_state_check(probe, why, sizeof(why)), "%s", why);
+            berth_state_free(probe);
+            accepted++;
+        } else {
+            ck_assert_ptr_null(probe);
+        }
+    }
+    ck_assert_uint_lt(accepted, 3000);
+    free(m);
+    free(bytes);
+    berth_engine_close(engine);
+    berth_journal_close(j);
+    free(st.lines);
+    remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_reqid_retry) {
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 0, false);
+    run(engine, "WORKER.ADD w1 GPUS 4 REQID r1");
+    berth_submit_result d = run(engine, "DEPLOY a MODEL m BACKEND vllm ON w1:0 REQID r2");
+    ck_assert_uint_eq(d.seq, 2);
+    berth_submit_result r;
+    for (int round = 0; round < 2; round++) {
+        /* the same command, spelled differently, is a retry */
+        submit(engine, "deploy a model m backend vllm on w1:0 reqid r2", &r);
+        ck_assert_int_eq(r.kind, BERTH_SUBMIT_RETRY);
+        ck_assert_uint_eq(r.seq, 2);
+        ck_assert_int_eq(r.code, d.code);
+        ck_assert_str_eq(r.sentence, d.sentence);
+        submit(engine, "WORKER.ADD w9 GPUS 4 REQID r1", &r);
+        ck_assert_int_eq(r.kind, BERTH_SUBMIT_CONFLICT);
+        ck_assert_uint_eq(r.seq, 1);
+        ck_assert_msg(strstr(r.sentence, "request id r1 was used at seq 1") != NULL, "%s", r.sentence);
+        ck_assert_uint_eq(berth_engine_staged(engine), 0);
+        ck_assert_int_eq(berth_engine_commit(engine, 5), BERTH_J_OK);
+        ck_assert_uint_eq(journal_head(j), 2);
+        /* after a reopen the window is rebuilt by replay */
+        berth_engine_close(engine);
+        berth_journal_close(j);
+        j = journal_open(dir, false, 0);
+        engine = engine_open(j, 0, false);
+    }
+    /* a retry inside the same batch answers with the staged outcome */
+    submit(engine, "WORKER.ADD w2 GPUS 1 REQID r3", &r);
+    ck_assert_int_eq(r.kind, BERTH_SUBMIT_STAGED);
+    submit(engine, "WORKER.ADD w2 GPUS 1 REQID r3", &r);
+    ck_assert_int_eq(r.kind, BERTH_SUBMIT_RETRY);
+    ck_assert_uint_eq(r.seq, 3);
+    ck_assert_uint_eq(berth_engine_staged(engine), 1);
+    ck_assert_int_eq(berth_engine_commit(engine, 6), BERTH_J_OK);
+    ck_assert_uint_eq(journal_head(j), 3);
+    /* syntax errors never stage */
+    submit(engine, "DEPLOY x MODEL m BACKEND vllm ON w1 w1", &r);
+    ck_assert_int_eq(r.kind, BERTH_SUBMIT_SYNTAX);
+    ck_assert_msg(strncmp(r.sentence, "ERR ", 4) == 0, "%s", r.sentence);
+    berth_engine_submit(engine, 0, NULL, berth_str_make("", 0), &r);
+    ck_assert_int_eq(r.kind, BERTH_SUBMIT_SYNTAX);
+    ck_assert_uint_eq(berth_engine_staged(engine), 0);
+    berth_engine_close(engine);
+    berth_journal_close(j);
+    remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_batch_full_and_dry_run) {
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 0, false);
+    berth_submit_result r;
+    char line[128];
+    for (uint32_t i = 0; i < BERTH_BATCH_RECORDS_MAX; i++) {
+        snprintf(line, sizeof(line), "WORKER.ADD w%u GPUS 1", i);
+        submit(engine, line, &r);
+        ck_assert_int_eq(r.kind, BERTH_SUBMIT_STAGED);
+    }
+    submit(engine, "WORKER.ADD extra GPUS 1", &r);
+    ck_assert_int_eq(r.kind, BERTH_SUBMIT_BATCH_FULL);
+    ck_assert_int_eq(berth_engine_commit(engine, 7), BERTH_J_OK);
+    ck_assert_uint_eq(journal_head(j), BERTH_BATCH_RECORDS_MAX);
+    submit(engine, "WORKER.ADD extra GPUS 1", &r);
+    ck_assert_int_eq(r.kind, BERTH_SUBMIT_STAGED);
+    ck_assert_uint_eq(r.seq, BERTH_BATCH_RECORDS_MAX + 1);
+    ck_assert_int_eq(berth_engine_commit(engine, 8), BERTH_J_OK);
+    char live[TEST_DIGEST_HEX_LEN], d[TEST_DIGEST_HEX_LEN];
+    digest_hex(berth_engine_state(engine), live);
+    berth_engine_close(engine);
+
+    /* what-if: seqs advance in memory, the journal never moves */
+    engine = engine_open(j, 10, true);
+    run(engine, "WORKER.REMOVE extra");
+    berth_submit_result again = run(engine, "WORKER.REMOVE extra");
+    ck_assert_int_eq(again.code, BERTH_NOWORKER);
+    ck_assert_uint_eq(again.seq, BERTH_BATCH_RECORDS_MAX + 3);
+    ck_assert_uint_eq(berth_engine_head_seq(engine), BERTH_BATCH_RECORDS_MAX + 3);
+    ck_assert_uint_eq(journal_head(j), BERTH_BATCH_RECORDS_MAX + 1);
+    ck_assert_int_eq(berth_engine_snapshot(engine), BERTH_J_READONLY);
+    berth_engine_close(engine);
+    replay_digest(j, UINT64_MAX, true, d, NULL, NULL);
+    ck_assert_str_eq(live, d);
+    berth_journal_close(j);
+    remove_dir(dir);
+}
+END_TEST
+
+START_TEST(test_failed_commit_rebuilds) {
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    const uint64_t tiny = 1u << 20;
+    berth_journal *j = journal_open(dir, false, tiny);
+    berth_engine *engine = engine_open(j, 0, false);
+    char line[1024];
+    berth_jerr e = BERTH_J_OK;
+    uint32_t next = 0;
+    for (uint32_t batch = 0; batch < 1000 && e == BERTH_J_OK; batch++) {
+        for (uint32_t i = 0; i < 64; i++, next++) {
+            int n = snprintf(line, sizeof(line), "WORKER.ADD worker-with-a-long-name-%06u GPUS 8 VRAM 81920", next);
+            for (uint32_t l = 0; l < 8; l++) {
+                n += snprintf(line + n, sizeof(line) - (size_t)n, " LABEL key%u=value-long-enough-%06u", l, next);
+            }
+            berth_submit_result r;
+            submit(engine, line, &r);
+            ck_assert_int_eq(r.kind, BERTH_SUBMIT_STAGED);
+        }
+        e = berth_engine_commit(engine, 9);
+    }
+    ck_assert_int_eq(e, BERTH_J_FULL);
+    ck_assert_uint_eq(berth_engine_staged(engine), 0);
+    uint64_t head = journal_head(j);
+    ck_assert_uint_gt(head, 0);
+    ck_assert_uint_eq(berth_engine_head_seq(engine), head);
+    ck_assert_uint_eq(berth_state_last_seq(berth_engine_state(engine)), head);
+    char mem[TEST_DIGEST_HEX_LEN], disk[TEST_DIGEST_HEX_LEN];
+    digest_hex(berth_engine_state(engine), mem);
+    replay_digest(j, UINT64_MAX, false, disk, NULL, NULL);
+    ck_assert_str_eq(mem, disk);
+    /* the refused batch's names are not in memory either */
+    snprintf(line, sizeof(line), "worker-with-a-long-name-%06u", next - 1);
+    ck_assert_ptr_null(berth_state_worker(berth_engine_state(engine), berth_str_make(line, strlen(line))));
+    berth_engine_close(engine);
+    berth_journal_close(j);
+
+    /* more room: writes resume where the journal stopped */
+    j = journal_open(dir, false, 64u << 20);
+    engine = engine_open(j, 0, false);
+    digest_hex(berth_engine_state(engine), disk);
+    ck_assert_str_eq(mem, disk);
+    berth_submit_result r = run(engine, "WORKER.ADD after-full GPUS 1");
+    ck_assert_uint_eq(r.seq, head + 1);
+    berth_verify_report rep = verify(j, &e);
+    ck_assert_msg(e == BERTH_J_OK && rep.ok, "verify: %s", rep.what);
+    berth_engine_close(engine);
+    berth_journal_close(j);
+    remove_dir(dir);
+}
+END_TEST
+
+static Suite *replay_suite(void) {
+    Suite *s = suite_create("replay");
+    struct { const char *name; const TTest *fn; } cases[] = {
+        { "seed_case", test_seed_case },
+        { "determinism", test_determinism_and_time_travel },
+        { "verify_flipped", test_verify_flipped_byte },
+        { "verify_outcome", test_verify_altered_outcome },
+        { "bad_snapshot", test_bad_snapshot_falls_back },
+        { "snapshot_decode", test_snapshot_decode_rejects_damage },
+        { "reqid", test_reqid_retry },
+        { "batch_dry_run", test_batch_full_and_dry_run },
+        { "failed_commit", test_failed_commit_rebuilds },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        TCase *tc = tcase_create(cases[i].name);
+        tcase_set_timeout(tc, TEST_TIMEOUT_S);
+        tcase_add_test(tc, cases[i].fn);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--digest") == 0) return digest_main(argv[2]);
+    const char *seed = getenv("BERTH_TEST_SEED");
+    if (seed != NULL) test_seed = strtoull(seed, NULL, 10);
+    printf("replay tests: seed %" PRIu64 " (set BERTH_TEST_SEED to change)\n", test_seed);
+    fflush(stdout);
+    SRunner *sr = srunner_create(replay_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
