@@ -1,0 +1,221 @@
+/* berthd.c — berthd's main: configuration, data-directory lock, start-up,
+ * signals, orderly shutdown.
+ *
+ * Owns the process: it opens the journal (which takes the data directory's
+ * lock, so a second berthd on the same directory exits with a clear message),
+ * opens the engine (newest good snapshot, tail replayed, tail chain checked),
+ * logs one start-up line, and runs the loop. SIGTERM and SIGINT stop
+ * accepting, commit the batch in flight, send the held replies, and close. */
+#include "server.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#define BERTHD_ERR_LEN_MAX 1024
+#define BERTHD_FDS_RESERVED 64          /* listeners, LMDB, logs, background reader */
+#define BERTHD_EXIT_USAGE 2
+
+static void berthd_signal_cb(struct ev_loop *loop, ev_signal *w, int revents) {
+    server *s = w->data;
+    if (s->stopping) {
+        return;
+    }
+    server_log("received %s: no longer accepting; committing the batch in flight",
+               w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    s->stopping = true;
+    net_stop_listening(s);
+    batch_flush(s);
+    net_write_pending(s);
+    ev_break(loop, EVBREAK_ALL);
+    (void)revents;
+}
+
+/* Each client needs a descriptor: raise the soft limit, or lower max clients
+ * to what the system allows (and say so). */
+static void berthd_fd_limit(server_config *cfg) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        return;
+    }
+    rlim_t want = (rlim_t)cfg->max_clients + BERTHD_FDS_RESERVED;
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = want <= rl.rlim_max ? want : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0 && getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            return;
+        }
+    }
+    if (rl.rlim_cur < want) {
+        uint32_t allowed = rl.rlim_cur > BERTHD_FDS_RESERVED + 1
+                               ? (uint32_t)(rl.rlim_cur - BERTHD_FDS_RESERVED)
+                               : 1;
+        server_log("open file limit is %llu: lowering --max-clients from %u to %u",
+                   (unsigned long long)rl.rlim_cur, cfg->max_clients, allowed);
+        cfg->max_clients = allowed;
+    }
+}
+
+static int berthd_open(server *s) {
+    char err[BERTHD_ERR_LEN_MAX] = "";
+    if (mkdir(s->config.data_dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "berthd: ERR cannot create data directory %s: %s\n", s->config.data_dir,
+                strerror(errno));
+        return -1;
+    }
+    berth_journal_options jopt;
+    memset(&jopt, 0, sizeof jopt);
+    jopt.map_size_max = s->config.map_size_max_mib << 20;
+    berth_jerr jerr = berth_journal_open_lmdb(&s->journal, s->config.data_dir, &jopt, err, sizeof err);
+    if (jerr == BERTH_J_LOCKED) {
+        fprintf(stderr, "berthd: LOCKED data directory %s is in use by another berthd: %s\n",
+                s->config.data_dir, err);
+        return -1;
+    }
+    if (jerr != BERTH_J_OK) {
+        fprintf(stderr, "berthd: %s cannot open the journal in %s: %s\n", berth_jerr_name(jerr),
+                s->config.data_dir, err);
+        return -1;
+    }
+    berth_engine_options eopt;
+    memset(&eopt, 0, sizeof eopt);
+    eopt.snapshot_every = s->config.snapshot_every;
+    berth_replay_stats stats;
+    memset(&stats, 0, sizeof stats);
+    uint64_t t0 = now_ns_mono();
+    jerr = berth_engine_open(&s->engine, s->journal, &eopt, &stats, err, sizeof err);
+    uint64_t elapsed_ms = (now_ns_mono() - t0) / 1000000u;
+    if (jerr != BERTH_J_OK) {
+        fprintf(stderr, "berthd: %s cannot load the journal in %s: %s\n", berth_jerr_name(jerr),
+                s->config.data_dir, err);
+        berth_journal_close(s->journal);
+        s->journal = NULL;
+        return -1;
+    }
+    const berth_state *st = berth_engine_state(s->engine);
+    s->start_records = berth_engine_head_seq(s->engine);
+    s->start_ms = elapsed_ms;
+    server_log("loaded %s: %llu records (snapshot at seq %llu, %llu replayed), %zu workers, "
+               "%zu instances in %llu ms",
+               s->config.data_dir, (unsigned long long)s->start_records,
+               (unsigned long long)stats.from_snapshot_seq, (unsigned long long)stats.records,
+               berth_state_worker_count(st), berth_state_instance_count(st),
+               (unsigned long long)elapsed_ms);
+    return 0;
+}
+
+static int berthd_init(server *s) {
+    s->loop = ev_default_loop(EVFLAG_AUTO);
+    if (s->loop == NULL) {
+        fprintf(stderr, "berthd: ERR cannot initialise libev\n");
+        return -1;
+    }
+    dlink_init(&s->clients);
+    dlink_init(&s->pending_writes);
+    dlink_init(&s->resume);
+    dlink_init(&s->watchers);
+    s->limits.args_max = s->config.max_args;
+    s->limits.bulk_bytes_max = s->config.max_arg_bytes;
+    s->limits.inline_bytes_max = s->config.max_inline_bytes;
+    s->limits.command_bytes_max = s->config.max_command_bytes;
+    s->argv = calloc(s->config.max_args, sizeof *s->argv);
+    reply_init(&s->watch_resp2, 2);
+    reply_init(&s->watch_resp3, 3);
+    if (s->argv == NULL || batch_init(s) != 0) {
+        fprintf(stderr, "berthd: ERR out of memory at start\n");
+        return -1;
+    }
+    if (jobs_start(s) != 0) {
+        fprintf(stderr, "berthd: ERR cannot start the background thread\n");
+        return -1;
+    }
+    return 0;
+}
+
+static void berthd_signals(server *s) {
+    ev_signal_init(&s->sigterm, berthd_signal_cb, SIGTERM);
+    ev_signal_init(&s->sigint, berthd_signal_cb, SIGINT);
+    s->sigterm.data = s;
+    s->sigint.data = s;
+    ev_signal_start(s->loop, &s->sigterm);
+    ev_signal_start(s->loop, &s->sigint);
+}
+
+static void berthd_shutdown(server *s) {
+    if (!s->stopping) {
+        net_stop_listening(s);
+    }
+    if (!s->fatal) {
+        batch_flush(s);
+    }
+    net_write_pending(s);
+    jobs_stop(s);
+    net_close_all(s);
+    batch_free(s);
+    berth_engine_close(s->engine);
+    berth_journal_close(s->journal);
+    free(s->argv);
+    free((void *)s->scratch);
+    reply_free(&s->watch_resp2);
+    reply_free(&s->watch_resp3);
+    server_log("stopped cleanly%s", s->fatal ? " after a journal failure" : "");
+}
+
+int main(int argc, char **argv) {
+    static server s;
+    char err[BERTHD_ERR_LEN_MAX] = "";
+    config_defaults(&s.config);
+    if (config_parse(&s.config, argc, argv, err, sizeof err) != 0) {
+        fprintf(stderr, "berthd: %s\n", err);
+        return BERTHD_EXIT_USAGE;
+    }
+    if (s.config.show_help) {
+        config_usage();
+        return 0;
+    }
+    if (s.config.show_version) {
+        printf("berthd %s\n", BERTHD_VERSION);
+        return 0;
+    }
+    if (config_check(&s.config, err, sizeof err) != 0) {
+        fprintf(stderr, "berthd: %s\n", err);
+        return BERTHD_EXIT_USAGE;
+    }
+    if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+        fprintf(stderr, "berthd: ERR cannot ignore SIGPIPE\n");
+        return 1;
+    }
+    berthd_fd_limit(&s.config);
+    if (berthd_init(&s) != 0 || berthd_open(&s) != 0) {
+        return 1;
+    }
+    s.started_at = ev_now(s.loop);
+    if (net_listen(&s, err, sizeof err) != 0) {
+        fprintf(stderr, "berthd: %s\n", err);
+        jobs_stop(&s);
+        berth_engine_close(s.engine);
+        berth_journal_close(s.journal);
+        return 1;
+    }
+    net_start(&s);
+    berthd_signals(&s);
+    char where[SERVER_BIND_LEN_MAX + SERVER_PATH_LEN_MAX + 32] = "";
+    if (s.config.port != 0) {
+        snprintf(where, sizeof where, "tcp %s:%u", s.config.bind, s.config.port);
+    }
+    if (s.config.unixsocket[0] != '\0') {
+        size_t used = strlen(where);
+        snprintf(where + used, sizeof where - used, "%sunix %s", used > 0 ? ", " : "",
+                 s.config.unixsocket);
+    }
+    server_log("ready on %s; max %u clients; snapshot every %llu records%s", where,
+               s.config.max_clients, (unsigned long long)s.config.snapshot_every,
+               s.config.admin_password[0] != '\0' ? "; password required" : "");
+    ev_run(s.loop, 0);
+    berthd_shutdown(&s);
+    return s.fatal ? 1 : 0;
+}

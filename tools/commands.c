@@ -1,0 +1,809 @@
+/* commands.c — berthd's command table and every command's handler.
+ *
+ * Owns what each command name means: its arity, its flags (WRITE stages into
+ * the group commit, READ must see only committed state, NOAUTH may run
+ * before AUTH, WATCHOK may run on a watching connection) and its handler,
+ * in one table like Redis's. Dispatch enforces auth, read-only logins,
+ * arity, and the ordering rule of group commit: a command that reads state,
+ * or any command from a client whose earlier writes are still held, commits
+ * the open batch first, so no reply reveals an effect that is not durable
+ * and every client's replies leave in the order it sent its commands. */
+#include "server.h"
+
+#include <assert.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "replay.h"
+
+#define CMD_WRITE 0x01u
+#define CMD_READ 0x02u
+#define CMD_NOAUTH 0x04u
+#define CMD_WATCHOK 0x08u
+#define CMD_ADMIN 0x10u
+#define CMD_NAME_SHOWN_MAX 64           /* bytes of an unknown name echoed back */
+#define INFO_LEN_MAX 8192
+
+typedef struct command command;
+typedef void (*command_proc)(client *c, const command *cmd, size_t argc, const berth_str *argv);
+
+struct command {
+    const char *name;
+    int arity;                  /* > 0: exactly; < 0: at least -arity words */
+    uint32_t flags;
+    command_proc proc;
+    const char *group;
+    const char *summary;
+};
+
+static const command *command_lookup(berth_str name);
+static size_t command_count(void);
+static const command *command_at(size_t i);
+
+/* ---- connection commands ----------------------------------------------- */
+
+static void cmd_ping(client *c, const command *cmd, size_t argc, const berth_str *argv) {
+    if (argc == 1) {
+        reply_simple(&c->out, "PONG");
+    } else if (argc == 2) {
+        reply_bulk_str(&c->out, argv[1]);
+    } else {
+        reply_error(&c->out, "ERR", "wrong number of arguments for 'ping' command");
+    }
+    (void)cmd;
+}
+
+static void cmd_echo(client *c, const command *cmd, size_t argc, const berth_str *argv) {
+    reply_bulk_str(&c->out, argv[1]);
+    (void)cmd;
+    (void)argc;
+}
+
+static void cmd_quit(client *c, const command *cmd, size_t argc, const berth_str *argv) {
+    reply_simple(&c->out, "OK");
+    c->close_after_flush = true;
+    (void)cmd;
+    (void)argc;
+    (void)argv;
+}
+
+/* Constant time in the password's content: both sides are hashed to fixed
+ * length first, then compared with CRYPTO_memcmp. */
+static bool password_equal(berth_str given, const char *expected) {
+    uint8_t a[SHA256_DIGEST_LENGTH];
+    uint8_t b[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)given.ptr, given.len, a);
+    SHA256((const unsigned char *)expected, strlen(expected), b);
+    return CRYPTO_memcmp(a, b, sizeof a) == 0;
+}
+
+/* Both passwords are always compared, so timing does not tell which matched. */
+static client_role password_role(const server *s, berth_str given) {
+    bool admin = password_equal(given, s->config.admin_password);
+    bool readonly = s->config.readonly_password[0] != '\0' &&
+                    password_equal(given, s->config.readonly_password);
+    return admin ? ROLE_ADMIN : readonly ? ROLE_READONLY : ROLE_NONE;
+}
+
+/* AUTH [user] pass; the user name is accepted and ignored (one user). */
+static bool client_authenticate(client *c, berth_str pass) {
+    server *s = c->server;
+    if (s->config.admin_password[0] == '\0') {
+        reply_error(&c->out, "ERR", "AUTH called without any password configured; start berthd "
+                                    "with --requirepass or --password-file");
+        return false;
+    }
+    client_role role = password_role(s, pass);
+    if (role == ROLE_NONE) {
+        reply_error(&c->out, "WRONGPASS", "invalid username-password pair or user is disabled.");
+        return false;
+    }
+    c->role = role;
+    return true;
+}
+
+static void cmd_auth(client *c, const command *cmd, size_t argc, const berth_str *argv) {
+    if (argc > 3) {
+        reply_error(&c->out, "ERR", "wrong number of arguments for 'auth' command");
+        return;
+    }
+    if (client_authenticate(c, argv[argc - 1])) {
+        reply_simple(&c->out, "OK");
+    }
+    (void)cmd;
+}
+
+static bool client_setname(client *c, berth_str name) {
+    if (name.len > 0 && !berth_name_valid(name)) {
+        reply_error(&c->out, "ERR", "client names are 1 to %d bytes of [A-Za-z0-9._:/-] (the name "
+                                    "is the actor recorded in the journal)",
+                    BERTH_NAME_LEN_MAX);
+        return false;
+    }
+    assert(name.len <= sizeof c->actor);
+    memcpy(c->actor, name.ptr, name.len);
+    c->actor_len = name.len;
+    return true;
+}
+
+static void hello_reply(client *c) {
+    reply_map(&c->out, 7);
+    reply_bulk_cstr(&c->out, "server");
+    reply_bulk_cstr(&c->out, "berth");
+    reply_bulk_cstr(&c->out, "version");
+    reply_bulk_cstr(&c->out, BERTHD_VERSION);
+    reply_bulk_cstr(&c->out, "proto");
+    reply_int(&c->out, c->out.proto);
+    reply_bulk_cstr(&c->out, "id");
+    reply_uint(&c->out, c->id);
+    reply_bulk_cstr(&c->out, "mode");
+    reply_bulk_cstr(&c->out, "standalone");
+    reply_bulk_cstr(&c->out, "role");
+    reply_bulk_cstr(&c->out, "master");
+    reply_bulk_cstr(&c->out, "modules");
+    reply_array(&c->out, 0);
+}
+
+/* HELLO [protover [AUTH user pass] [SETNAME name]] */
+static void cmd_hello(client *c, const command *cmd, size_t argc, const berth_str *argv) {
+    uint64_t proto = c->out.proto;
+    if (argc >= 2 && (!berth_parse_u64(argv[1], &proto) || (proto != 2 && proto != 3))) {
+        reply_error(&c->out, "NOPROTO", "unsupported protocol version; berthd speaks 2 and 3");
+        return;
+    }
+    berth_str pass = { NULL, 0 };
+    berth_str name = { NULL, 0 };
+    bool has_pass = false, has_name = false;
+    for (size_t i = 2; i < argc; i++) {
+        if (berth_str_eq_word(argv[i], "AUTH") && i + 2 < argc) {
+            pass = argv[i + 2];
+            has_pass = true;
+            i += 2;
+        } else if (berth_str_eq_word(argv[i], "SETNAME") && i + 1 < argc) {
+            name = argv[++i];
+            has_name = true;
+        } else {
+            reply_error(&c->out, "ERR", "syntax error in HELLO: expected [AUTH user pass] [SETNAME name]");
+            return;
+        }
+    }
+    if (has_pass && !client_authenticate(c, pass)) {
+        return;
+    }
+    if (c->role == ROLE_NONE) {
+        reply_error(&c->out, "NOAUTH", "HELLO must be called with the client already "
+                                       "authenticated, or with HELLO <proto> AUTH <user> <pass>");
+        return;
+    }
+    if (has_name && !client_setname(c, name)) {
+        return;
+    }
+    c->out.proto = (uint8_t)proto;
+    hello_reply(c);
+    (void)cmd;
+}
+
+static void cmd_client(client *c, const command *cmd, size_t argc, const berth_str *argv) {
+    if (berth_str_eq_word(argv[1], "SETNAME") && argc == 3) {
+        if (client_setname(c, argv[2])) {
+            reply_simple(&c->out, "OK");
+        }
+    } else if (berth_str_eq_word(argv[1], "GETNAME") && argc == 2) {
+        if (c->actor_len == 0) {
+            reply_null(&c->out);
+        } else {
+            reply_bulk(&c->out, c->actor, c->actor_len);
+        }
+    } else if (berth_str_eq_word(argv[1], "ID") && argc == 2) {
+        reply_uint(&c->out, c->id);
+    } else if (berth_str_eq_word(argv[1], "SETINFO") && argc == 4) {
+        reply_simple(&c->out, "OK");    /* client libraries send it; berth keeps nothing */
+    } else {
+        reply_error(&c->out, "ERR", "CLIENT takes SETNAME <name>, GETNAME, ID or SETINFO");
+    }
+    (void)cmd;
+}
+
+/* ---- INFO -------------------------------------------------------------- */
+
+typedef struct text {
+    char buf[INFO_LEN_MAX];
+    size_t len;
+} text;
+
+static void text_add(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_add(text *t, const char *fmt, ...) {
+    if (t->len >= sizeof t->buf) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(t->buf + t->len, sizeof t->buf - t->len, fmt, ap);
+    va_end(ap);
+    assert(n >= 0);
+    t->len += (size_t)n;
+    if (t->len > sizeof t->buf - 1) {
+        t->len = sizeof t->buf - 1;
+    }
+}
+
+static void info_server(server *s, text *t) {
+    ev_tstamp up = ev_now(s->loop) - s->started_at;
+    text_add(t, "# Server\r\nberth_version:%s\r\nprocess_id:%d\r\ntcp_port:%u\r\nunixsocket:%s\r\n"
+                "data_dir:%s\r\nuptime_in_seconds:%llu\r\nstartup_records:%llu\r\n"
+                "startup_ms:%llu\r\n\r\n",
+             BERTHD_VERSION, (int)getpid(), s->config.port, s->config.unixsocket,
+             s->config.data_dir, (unsigned long long)up, (unsigned long long)s->start_records,
+             (unsigned long long)s->start_ms);
+}
+
+static void info_clients(server *s, text *t) {
+    text_add(t, "# Clients\r\nconnected_clients:%u\r\nmaxclients:%u\r\nwatch_clients:%u\r\n"
+                "blocked_clients:%u\r\n\r\n",
+             s->client_count, s->config.max_clients, s->watcher_count, s->jobs.outstanding);
+}
+
+static void info_journal(server *s, text *t) {
+    uint64_t disk = 0, map = 0;
+    berth_jerr err = berth_journal_size(s->journal, &disk, &map);
+    text_add(t, "# Journal\r\nhead_seq:%llu\r\ndisk_bytes:%llu\r\nmap_bytes:%llu\r\n"
+                "size_status:%s\r\nsnapshot_every:%llu\r\n\r\n",
+             (unsigned long long)berth_engine_head_seq(s->engine), (unsigned long long)disk,
+             (unsigned long long)map, berth_jerr_name(err),
+             (unsigned long long)s->config.snapshot_every);
+}
+
+static void info_state(server *s, text *t) {
+    const berth_state *st = berth_engine_state(s->engine);
+    const berth_str *backends = NULL;
+    uint32_t n = berth_state_policy(st, &backends);
+    text_add(t, "# State\r\nworkers:%zu\r\ninstances:%zu\r\nexclusive_backends:",
+             berth_state_worker_count(st), berth_state_instance_count(st));
+    for (uint32_t i = 0; i < n; i++) {
+        text_add(t, "%s%.*s", i == 0 ? "" : ",", (int)backends[i].len, backends[i].ptr);
+    }
+    text_add(t, "\r\nreqids_remembered:%zu\r\n\r\n", berth_state_reqid_count(st));
+}
+
+static void info_stats(server *s, text *t) {
+    const server_stats *st = &s->stats;
+    text_add(t, "# Stats\r\ntotal_connections_received:%llu\r\nrejected_connections:%llu\r\n"
+                "total_commands_processed:%llu\r\nwrites_staged:%llu\r\ncommits:%llu\r\n"
+                "commit_failures:%llu\r\nrecords_committed:%llu\r\nprotocol_errors:%llu\r\n"
+                "watch_disconnects:%llu\r\nidle_disconnects:%llu\r\nbackground_jobs:%llu\r\n\r\n",
+             (unsigned long long)st->connections_received,
+             (unsigned long long)st->connections_rejected,
+             (unsigned long long)st->commands_processed, (unsigned long long)st->writes_staged,
+             (unsigned long long)st->commits, (unsigned long long)st->commit_failures,
+             (unsigned long long)st->records_committed, (unsigned long long)st->protocol_errors,
+             (unsigned long long)st->watch_disconnects, (unsigned long long)st->idle_disconnects,
+             (unsigned long long)st->jobs_run);
+}
+
+static void info_latency(server *s, text *t) {
+    const server_stats *st = &s->stats;
+    text_add(t, "# Latency\r\ncommit_latency_p50_us:%llu\r\ncommit_latency_p99_us:%llu\r\n"
+                "commit_latency_p999_us:%llu\r\ncommit_latency_max_us:%llu\r\n\r\n",
+             (unsigned long long)latency_percentile_us(st, 0.50),
+             (unsigned long long)latency_percentile_us(st, 0.99),
+             (unsigned long long)latency_percentile_us(st, 0.999),
+             (unsigned long long)latency_percentile_us(st, 1.0));
+}
+
+static void info_replication(server *s, text *t) {
+    text_add(t, "# Replication\r\nrole:primary\r\nconnected_replicas:0\r\n\r\n");
+    (void)s;
+}
+
+typedef struct info_section {
+    const char *name;
+    void (*fn)(server *s, text *t);
+} info_section;
+
+static const info_section info_sections[] = {
+    { "server", info_server },   { "clients", info_clients }, { "journal", info_journal },
+    { "state", info_state },     { "stats", info_stats },     { "latency", info_latency },
+    { "replication", info_replication },
+};
+#define INFO_SECTIONS (sizeof info_sections / sizeof info_sections[0])
+
+static void cmd_info(client *c, const command *cmd, size_t argc, const berth_str *argv) {
+    static text t;
+    t.len = 0;
+    bool all = argc == 1;
+    for (size_t i = 1; i < argc; i++) {
+        all = all || berth_str_eq_word(argv[i], "all") || berth_str_eq_word(argv[i], "default") ||
+              berth_str_eq_word(argv[i], "everything");
+    }
+    for (size_t k = 0; k < INFO_SECTIONS; k++) {
+        bool want = all;
+        for (size_t i = 1; i < argc && !want; i++) {
+            want = berth_str_eq_word(argv[i], info_sections[k].name);
+        }
+        if (want) {
+            info_sections[k].fn(c->server, &t);
+        }
+    }
+    reply_verbatim(&c->out, t.buf, t.len);
+    (void)cmd;
+}
+
+/* ---- COMMAND, CONFIG --------------------------------------------------- */
+
+static void command_name_lower(const command *cmd, char *out, size_t size) {
+    size_t len = strlen(cmd->name);
+    assert(len < size);
+    for (size_t i = 0; i <= len; i++) {
+        char ch = cmd->name[i];
+        out[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
+    }
+}
+
+/* Redis 7's 10-element command info, enough for redis-cli and client libraries. */
+static void command_info(reply_buf *rb, const command *cmd) {
+    char name[64];
+    command_name_lower(cmd, name, sizeof name);
+    reply_array(rb, 10);
+    reply_bulk_cstr(rb, name);
+    reply_int(rb, cmd->arity);
+    size_t flags = 0;
+    const char *names[3];
+    if (cmd->flags & CMD_WRITE) {
+        names[flags++] = "write";
+    } else {
+        names[flags++] = "readonly";
+    }
+    if (cmd->flags & CMD_NOAUTH) {
+        names[flags++] = "no_auth";
+    }
+    if (cmd->flags & CMD_ADMIN) {
+        names[flags++] = "admin";
+    }
+    reply_array(rb, flags);
+    for (size_t i = 0; i < flags; i++) {
+        reply_simple(rb, names[i]);
+    }
+    reply_int(rb, 0);
+    reply_int(rb, 0);
+    reply_int(rb, 0);
+    reply_array(rb, 0);
+    reply_array(rb, 0);
+    reply_array(rb, 0);
+    reply_array(rb, 0);
+}
+
+static void command_docs(reply_buf *rb, const command *cmd) {
+    char name[64];
+    command_name_lower(cmd, name, sizeof name);
+    reply_bulk_cstr(rb, name);
+    reply_map(rb, 3);
+    reply_bulk_cstr(rb, "summary");
+    reply_bulk_cstr(rb, cmd->summary);
+    reply_bulk_cstr(rb, "since");
+    reply_bulk_cstr(rb, "0.1.0");
+    reply_bulk_cstr(rb, "group");
+    reply_bulk_cstr(rb, cmd->group);
+}
+
+static void cmd_command(client *c, const command *self, size_t argc, const berth_str *argv) {
+    reply_buf *rb = &c->out;
+    size_t n = command_count();
+    if (argc == 1) {
+        reply_array(rb, n);
+        for (size_t i = 0; i < n; i++) {
+            command_info(rb, command_at(i));
+        }
+    } else if (berth_str_eq_word(argv[1], "COUNT") && argc == 2) {
+        reply_int(rb, (int64_t)n);
+    } else if (berth_str_eq_word(argv[1], "LIST") && argc == 2) {
+        reply_array(rb, n);
+        for (size_t i = 0; i < n; i++) {
+            char name[64];
+            command_name_lower(command_at(i), name, sizeof name);
+            reply_bulk_cstr(rb, name);
+        }
+    } else if (berth_str_eq_word(argv[1], "INFO")) {
+        reply_array(rb, argc - 2);
+        for (size_t i = 2; i < argc; i++) {
+            const command *cmd = command_lookup(argv[i]);
+            if (cmd == NULL) {
+                reply_null(rb);
+            } else {
+                command_info(rb, cmd);
+            }
+        }
+    } else if (berth_str_eq_word(argv[1], "DOCS")) {
+        size_t found = 0;
+        for (size_t i = 2; i < argc; i++) {
+            found += command_lookup(argv[i]) != NULL;
+        }
+        reply_map(rb, argc == 2 ? n : found);
+        for (size_t i = 0; argc == 2 && i < n; i++) {
+            command_docs(rb, command_at(i));
+        }
+        for (size_t i = 2; i < argc; i++) {
+            const command *cmd = command_lookup(argv[i]);
+            if (cmd != NULL) {
+                command_docs(rb, cmd);
+            }
+        }
+    } else {
+        reply_error(rb, "ERR", "COMMAND takes COUNT, LIST, INFO [name ...] or DOCS [name ...]");
+    }
+    (void)self;
+}
+
+/* CONFIG GET <name>: the settings clients probe. berth never acknowledges a
+ * write before it is durable, which is what appendonly/fsync-always means to
+ * tools such as redis-benchmark. */
+static void cmd_config(client *c, const command *cmd, size_t argc, const berth_str *argv) {
+    reply_buf *rb = &c->out;
+    if (!berth_str_eq_word(argv[1], "GET") || argc != 3) {
+        reply_error(rb, "ERR", "CONFIG takes GET <name>");
+        return;
+    }
+    char value[32];
+    const char *v = NULL;
+    const char *name = NULL;
+    if (berth_str_eq_word(argv[2], "save")) {
+        name = "save";
+        v = "";
+    } else if (berth_str_eq_word(argv[2], "appendonly")) {
+        name = "appendonly";
+        v = "yes";
+    } else if (berth_str_eq_word(argv[2], "appendfsync")) {
+        name = "appendfsync";
+        v = "always";
+    } else if (berth_str_eq_word(argv[2], "maxclients")) {
+        name = "maxclients";
+        snprintf(value, sizeof value, "%u", c->server->config.max_clients);
+        v = value;
+    }
+    if (name == NULL) {
+        reply_map(rb, 0);
+        return;
+    }
+    reply_map(rb, 1);
+    reply_bulk_cstr(rb, name);
+    reply_bulk_cstr(rb, v);
+    (void)cmd;
+}
+
+/* ---- queries, audit ---------------------------------------------------- */
+
+static query_ctx live_ctx(server *s) {
+    query_ctx ctx = { berth_engine_state(s->engine), NULL, s->journal, &s->scratch, &s->scratch_cap };
+    return ctx;
+}
+
+static void cmd_query(client *c, const command *cmd, size_t argc, const berth_str *argv) {
+    int arity = 0;
+    query_fn fn = query_lookup(argv[0], &arity);
+    assert(fn != NULL && arity == cmd->arity);
+    query_ctx ctx = live_ctx(c->server);
+    fn(&ctx, argc, argv, &c->out);
+}
+
+static bool arity_ok(int arity, size_t argc);
+
+bool commands_check_query_arity(reply_buf *rb, berth_str name, int arity, size_t argc) {
+    bool ok = arity_ok(arity, argc);
+    if (!ok) {
+        reply_error(rb, "ERR", "wrong number of arguments for '%.*s' command",
+                    (int)(name.len < CMD_NAME_SHOWN_MAX ? name.len : CMD_NAME_SHOWN_MAX), name.ptr);
+    }
+    return ok;
+}
+
+static bool parse_seq(client *c, berth_str word, const char *what, uint64_t *out) {
+    if (berth_parse_u64(word, out)) {
+        return true;
+    }
+    reply_error(&c->out, "ERR", "%s must be a whole number, got '%.*s'", what,
+                (int)(word.len < CMD_NAME_SHOWN_MAX ? word.len : CMD_NAME_SHOWN_MAX), word.ptr);
+    return false;
+}
+
+/* AT <seq> <query ...>: the present answers at once; the past on a replay
+ * built off the loop. */
+static void cmd_at(client *c, const command *cmd, size_t argc, const berth_str *argv) {
+    server *s = c->server;
+    uint64_t seq = 0;
+    if (!parse_seq(c, argv[1], "AT's seq", &seq)) {
+        return;
+    }
+    int arity = 0;
+    query_fn fn = query_lookup(argv[2], &arity);
+    if (fn == NULL) {
+        reply_error(&c->out, "ERR", "AT takes a query: WORKER.GET, WORKER.LIST, INSTANCE.GET, "
+                                    "INSTANCE.LIST, POLICY.GET or DIGEST");
+        return;
+    }
+    if (!commands_check_query_arity(&c->out, argv[2], arity, argc - 2)) {
+        return;
+    }
+    uint64_t head = berth_engine_head_seq(s->engine);
+    if (seq > head) {
+        reply_error(&c->out, "ERR", "seq %llu is beyond the journal's head %llu",
+                    (unsigned long long)seq, (unsigned long long)head);
+        return;
+    }
+    if (seq == head) {
+        query_ctx ctx = live_ctx(s);
+        fn(&ctx, argc - 2, argv + 2, &c->out);
+        return;
+    }
+    jobs_submit_at(c, seq, argc - 2, argv + 2);
+    (void)cmd;
+}
+
+static void cmd_verify(client *c, const command *cmd, size_t argc, const berth_str *argv) {
+    jobs_submit_verify(c);
+    (void)cmd;
+    (void)argc;
+    (void)argv;
+}
+
+static void cmd_journal_head(client *c, const command *cmd, size_t argc, const berth_str *argv) {
+    uint64_t seq = 0;
+    uint8_t hash[BERTH_HASH_LEN];
+    berth_jerr err = berth_journal_head(c->server->journal, &seq, hash);
+    if (err != BERTH_J_OK) {
+        reply_error(&c->out, "IOERR", "cannot read the journal head: %s", berth_jerr_name(err));
+        return;
+    }
+    char hex[2 * BERTH_HASH_LEN + 1];
+    berth_hex(hash, BERTH_HASH_LEN, hex);
+    reply_map(&c->out, 2);
+    reply_bulk_cstr(&c->out, "seq");
+    reply_uint(&c->out, seq);
+    reply_bulk_cstr(&c->out, "hash");
+    reply_bulk(&c->out, hex, 2 * BERTH_HASH_LEN);
+    (void)cmd;
+    (void)argc;
+    (void)argv;
+}
+
+static bool parse_count(client *c, berth_str word, uint64_t *count) {
+    if (!parse_seq(c, word, "count", count)) {
+        return false;
+    }
+    if (*count == 0 || *count > SERVER_RANGE_COUNT_MAX) {
+        reply_error(&c->out, "ERR", "count must be 1 to %d", SERVER_RANGE_COUNT_MAX);
+        return false;
+    }
+    return true;
+}
+
+/* Records by seq; the reply's length is only known after reading them, so
+ * they are encoded into a side buffer first. */
+static void reply_records(client *c, berth_journal_reader *reader, const uint64_t *seqs, size_t n,
+                          uint64_t from, uint64_t count) {
+    static reply_buf side;
+    if (side.data == NULL && side.cap == 0) {
+        reply_init(&side, 2);
+    }
+    side.proto = c->out.proto;
+    reply_consumed(&side, reply_pending(&side));
+    size_t got = 0;
+    berth_jerr err = BERTH_J_OK;
+    for (uint64_t i = 0; i < (seqs != NULL ? n : count); i++) {
+        berth_record rec;
+        err = berth_journal_read(reader, seqs != NULL ? seqs[i] : from + i, &rec, NULL, NULL);
+        if (err == BERTH_J_NOTFOUND && seqs == NULL) {
+            err = BERTH_J_OK;
+            break;
+        }
+        if (err != BERTH_J_OK) {
+            break;
+        }
+        reply_record(&side, &rec);
+        got++;
+    }
+    if (err != BERTH_J_OK || side.failed) {
+        side.failed = false;
+        reply_error(&c->out, "IOERR", "cannot read the journal: %s", berth_jerr_name(err));
+        return;
+    }
+    reply_array(&c->out, got);
+    reply_raw(&c->out, side.data + side.start, reply_pending(&side));
+    reply_shrink(&side, SERVER_OUTPUT_IDLE_CAP_MAX);
+}
+
+static void cmd_journal_range(client *c, const command *cmd, size_t argc, const berth_str *argv) {
+    uint64_t from = 0, count = 0;
+    if (!parse_seq(c, argv[1], "from", &from) || !parse_count(c, argv[2], &count)) {
+        return;
+    }
+    if (from == 0) {
+        from = 1;
+    }
+    berth_journal_reader *reader = NULL;
+    berth_jerr err = berth_journal_reader_open(c->server->journal, &reader);
+    if (err != BERTH_J_OK) {
+        reply_error(&c->out, "IOERR", "cannot open a journal reader: %s", berth_jerr_name(err));
+        return;
+    }
+    reply_records(c, reader, NULL, 0, from, count);
+    berth_journal_reader_close(reader);
+    (void)cmd;
+    (void)argc;
+}
+
+/* HISTORY WORKER <w> | INSTANCE <i> [<from> <count>], served from the index. */
+static void cmd_history(client *c, const command *cmd, size_t argc, const berth_str *argv) {
+    berth_history_kind kind;
+    if (berth_str_eq_word(argv[1], "WORKER")) {
+        kind = BERTH_HISTORY_WORKER;
+    } else if (berth_str_eq_word(argv[1], "INSTANCE")) {
+        kind = BERTH_HISTORY_INSTANCE;
+    } else {
+        reply_error(&c->out, "ERR", "HISTORY takes WORKER <name> or INSTANCE <name> [<from> <count>]");
+        return;
+    }
+    if (argc != 3 && argc != 5) {
+        reply_error(&c->out, "ERR", "wrong number of arguments for 'history' command");
+        return;
+    }
+    if (!berth_name_valid(argv[2])) {
+        reply_error(&c->out, "ERR", "invalid name: 1 to %d bytes of [A-Za-z0-9._:/-]", BERTH_NAME_LEN_MAX);
+        return;
+    }
+    uint64_t from = 1, count = SERVER_HISTORY_COUNT_DEFAULT;
+    if (argc == 5 && (!parse_seq(c, argv[3], "from", &from) || !parse_count(c, argv[4], &count))) {
+        return;
+    }
+    berth_journal_reader *reader = NULL;
+    berth_jerr err = berth_journal_reader_open(c->server->journal, &reader);
+    if (err != BERTH_J_OK) {
+        reply_error(&c->out, "IOERR", "cannot open a journal reader: %s", berth_jerr_name(err));
+        return;
+    }
+    static uint64_t seqs[SERVER_RANGE_COUNT_MAX];
+    size_t n = 0;
+    err = berth_journal_history(reader, kind, argv[2], from, seqs, (size_t)count, &n);
+    if (err != BERTH_J_OK) {
+        reply_error(&c->out, "IOERR", "cannot read the history index: %s", berth_jerr_name(err));
+    } else {
+        assert(n <= count);
+        reply_records(c, reader, seqs, n, 0, 0);
+    }
+    berth_journal_reader_close(reader);
+    (void)cmd;
+}
+
+static void cmd_watch(client *c, const command *cmd, size_t argc, const berth_str *argv) {
+    uint64_t from = 0;
+    if (c->watching) {
+        reply_error(&c->out, "ERR", "this connection is already watching");
+        return;
+    }
+    if (!parse_seq(c, argv[1], "WATCH's from-seq", &from)) {
+        return;
+    }
+    watch_start(c, from);
+    (void)cmd;
+    (void)argc;
+}
+
+static void cmd_write(client *c, const command *cmd, size_t argc, const berth_str *argv) {
+    if (c->server->fatal) {
+        reply_error(&c->out, "IOERR", "berthd is stopping after a journal failure");
+        return;
+    }
+    batch_submit(c, argc, argv);
+    (void)cmd;
+}
+
+/* ---- the table --------------------------------------------------------- */
+
+#define W CMD_WRITE
+#define R CMD_READ
+static const command commands[] = {
+    { "PING", -1, CMD_WATCHOK, cmd_ping, "connection", "Answer PONG, or echo the argument" },
+    { "ECHO", 2, 0, cmd_echo, "connection", "Echo the argument" },
+    { "QUIT", -1, CMD_NOAUTH | CMD_WATCHOK, cmd_quit, "connection", "Close the connection" },
+    { "AUTH", -2, CMD_NOAUTH, cmd_auth, "connection", "Log in with the admin or read-only password" },
+    { "HELLO", -1, CMD_NOAUTH, cmd_hello, "connection", "Choose RESP2 or RESP3, optionally AUTH and SETNAME" },
+    { "CLIENT", -2, 0, cmd_client, "connection", "SETNAME (the journal's actor), GETNAME, ID" },
+    { "INFO", -1, 0, cmd_info, "server", "Server, clients, journal, state, stats, latency" },
+    { "COMMAND", -1, 0, cmd_command, "server", "Describe berthd's commands" },
+    { "CONFIG", -2, 0, cmd_config, "server", "CONFIG GET for client tools" },
+    { "WORKER.ADD", -2, W, cmd_write, "write", "Register a worker and its GPUs" },
+    { "WORKER.CORDON", -2, W, cmd_write, "write", "Refuse new instances on a worker" },
+    { "WORKER.UNCORDON", -2, W, cmd_write, "write", "Accept new instances on a worker again" },
+    { "WORKER.REMOVE", -2, W, cmd_write, "write", "Remove an idle worker" },
+    { "DEPLOY", -2, W, cmd_write, "write", "Place an instance on workers' GPUs" },
+    { "RELEASE", -2, W, cmd_write, "write", "Release an instance" },
+    { "POLICY.SET", -2, W, cmd_write, "write", "Set the exclusive backends" },
+    { "WORKER.GET", 2, R, cmd_query, "query", "One worker: GPUs, state, labels, instances" },
+    { "WORKER.LIST", -1, R, cmd_query, "query", "Worker names [STATE s] [FREE]" },
+    { "INSTANCE.GET", 2, R, cmd_query, "query", "One instance: model, backend, placement" },
+    { "INSTANCE.LIST", -1, R, cmd_query, "query", "Instance names [WORKER w] [MODEL m] [BACKEND b]" },
+    { "POLICY.GET", 1, R, cmd_query, "query", "The exclusive backends" },
+    { "DIGEST", 1, R, cmd_query, "query", "SHA-256 digest of the committed state" },
+    { "AT", -3, R, cmd_at, "audit", "A query as of a past seq" },
+    { "JOURNAL.HEAD", 1, R, cmd_journal_head, "audit", "Last seq and its hash" },
+    { "JOURNAL.RANGE", 3, R, cmd_journal_range, "audit", "Records <from> <count>" },
+    { "JOURNAL.VERIFY", 1, R, cmd_verify, "audit", "Check the whole hash chain and every outcome" },
+    { "HISTORY", -3, R, cmd_history, "audit", "Records that touched a worker or instance" },
+    { "WATCH", 2, R, cmd_watch, "audit", "Stream records from a seq, then live" },
+};
+#undef W
+#undef R
+#define COMMANDS_COUNT (sizeof commands / sizeof commands[0])
+
+static size_t command_count(void) {
+    return COMMANDS_COUNT;
+}
+
+static const command *command_at(size_t i) {
+    assert(i < COMMANDS_COUNT);
+    return &commands[i];
+}
+
+static const command *command_lookup(berth_str name) {
+    for (size_t i = 0; i < COMMANDS_COUNT; i++) {
+        if (berth_str_eq_word(name, commands[i].name)) {
+            return &commands[i];
+        }
+    }
+    return NULL;
+}
+
+/* ---- dispatch ---------------------------------------------------------- */
+
+static bool arity_ok(int arity, size_t argc) {
+    return arity > 0 ? argc == (size_t)arity : argc >= (size_t)-arity;
+}
+
+static bool dispatch_allowed(client *c, const command *cmd, size_t argc, const berth_str *argv) {
+    if (c->role == ROLE_NONE && !(cmd->flags & CMD_NOAUTH)) {
+        reply_error(&c->out, "NOAUTH", "Authentication required.");
+        return false;
+    }
+    if (c->watching && !(cmd->flags & CMD_WATCHOK)) {
+        reply_error(&c->out, "ERR", "only PING and QUIT are allowed on a connection that is watching");
+        return false;
+    }
+    if (!commands_check_query_arity(&c->out, argv[0], cmd->arity, argc)) {
+        return false;
+    }
+    if ((cmd->flags & CMD_WRITE) && c->role != ROLE_ADMIN) {
+        reply_error(&c->out, "NOPERM", "this login is read-only: %s needs the admin password",
+                    cmd->name);
+        return false;
+    }
+    return true;
+}
+
+void commands_dispatch(client *c, size_t argc, const berth_str *argv) {
+    server *s = c->server;
+    assert(argc >= 1 && !c->closed);
+    const command *cmd = command_lookup(argv[0]);
+    /* A write that will be staged keeps its place in the batch; any other
+     * reply must wait for this client's held replies (order) and a read must
+     * wait for the staged writes of everyone (durability). */
+    bool staged_write = cmd != NULL && (cmd->flags & CMD_WRITE) && c->role == ROLE_ADMIN &&
+                        !c->watching && arity_ok(cmd->arity, argc);
+    if (!staged_write) {
+        bool reads_staged = cmd != NULL && (cmd->flags & CMD_READ) &&
+                            berth_engine_staged(s->engine) > 0;
+        if (c->batch_pending > 0 || reads_staged) {
+            batch_flush(s);
+        }
+    }
+    if (cmd == NULL) {
+        reply_error(&c->out, "ERR", "unknown command '%.*s'",
+                    (int)(argv[0].len < CMD_NAME_SHOWN_MAX ? argv[0].len : CMD_NAME_SHOWN_MAX),
+                    argv[0].ptr);
+    } else if (dispatch_allowed(c, cmd, argc, argv)) {
+        cmd->proc(c, cmd, argc, argv);
+    }
+    client_output_added(c);
+}

@@ -1,0 +1,306 @@
+/* jobs.c — long work off the loop: JOURNAL.VERIFY and AT <seq> <query>.
+ *
+ * Owns one background thread and its queue. A job runs on its own journal
+ * reader (an LMDB read transaction: a consistent view while the loop keeps
+ * appending), writes its whole reply into its own buffer, and is handed back
+ * through an ev_async; the loop thread then copies the reply into the
+ * client's output and lets the client continue. The client is blocked while
+ * its job runs (its later commands wait, so replies stay in order); other
+ * clients are served meanwhile. A client that disconnects mid-job stays
+ * allocated until the job returns, then is freed. */
+#include "server.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define JOB_ARGS_MAX 32             /* words of an AT query */
+#define JOB_ARG_BYTES_MAX 4096      /* their bytes */
+#define JOB_ERR_LEN_MAX 512
+
+typedef enum job_kind { JOB_VERIFY, JOB_AT } job_kind;
+
+typedef struct job {
+    struct job *next;
+    job_kind kind;
+    client *client;
+    server *server;
+    uint64_t seq;
+    query_fn query;
+    size_t argc;
+    berth_str argv[JOB_ARGS_MAX];
+    char arg_bytes[JOB_ARG_BYTES_MAX];
+    reply_buf out;
+} job;
+
+/* ---- on the background thread ------------------------------------------ */
+
+static void job_verify(job *j, berth_journal_reader *reader) {
+    berth_verify_report report;
+    memset(&report, 0, sizeof report);
+    berth_jerr err = berth_verify(reader, &report);
+    if (err != BERTH_J_OK && err != BERTH_J_CORRUPT) {
+        reply_error(&j->out, "IOERR", "journal verification could not read the journal: %s",
+                    berth_jerr_name(err));
+        return;
+    }
+    reply_map(&j->out, 4);
+    reply_bulk_cstr(&j->out, "ok");
+    reply_bool(&j->out, report.ok);
+    reply_bulk_cstr(&j->out, "records");
+    reply_uint(&j->out, report.records);
+    reply_bulk_cstr(&j->out, "first_bad_seq");
+    reply_uint(&j->out, report.first_bad_seq);
+    reply_bulk_cstr(&j->out, "what");
+    reply_bulk_cstr(&j->out, report.ok ? "" : report.what);
+}
+
+static void job_at(job *j, berth_journal_reader *reader) {
+    berth_state *state = NULL;
+    berth_replay_stats stats;
+    memset(&stats, 0, sizeof stats);
+    char err[JOB_ERR_LEN_MAX] = "";
+    berth_jerr rc = berth_replay_to(reader, j->seq, true, &state, &stats, NULL, err, sizeof err);
+    if (rc == BERTH_J_NOTFOUND) {
+        reply_error(&j->out, "ERR", "seq %llu is beyond the journal's head",
+                    (unsigned long long)j->seq);
+        return;
+    }
+    if (rc != BERTH_J_OK) {
+        reply_error(&j->out, "IOERR", "replay to seq %llu failed (%s): %s",
+                    (unsigned long long)j->seq, berth_jerr_name(rc), err);
+        return;
+    }
+    const void **scratch = NULL;
+    size_t scratch_cap = 0;
+    query_ctx ctx = { state, reader, NULL, &scratch, &scratch_cap };
+    j->query(&ctx, j->argc, j->argv, &j->out);
+    free(scratch);
+    berth_state_free(state);
+}
+
+static void job_run(job *j) {
+    berth_journal_reader *reader = NULL;
+    berth_jerr err = berth_journal_reader_open(j->server->journal, &reader);
+    if (err != BERTH_J_OK) {
+        reply_error(&j->out, "IOERR", "cannot open a journal reader: %s", berth_jerr_name(err));
+        return;
+    }
+    if (j->kind == JOB_VERIFY) {
+        job_verify(j, reader);
+    } else {
+        job_at(j, reader);
+    }
+    berth_journal_reader_close(reader);
+}
+
+static void *job_thread(void *arg) {
+    job_queue *q = arg;
+    for (;;) {
+        int rc = pthread_mutex_lock(&q->mutex);
+        assert(rc == 0);
+        while (!q->stop && q->todo_head == NULL) {
+            rc = pthread_cond_wait(&q->cond, &q->mutex);
+            assert(rc == 0);
+        }
+        if (q->stop) {
+            rc = pthread_mutex_unlock(&q->mutex);
+            assert(rc == 0);
+            return NULL;
+        }
+        job *j = q->todo_head;
+        q->todo_head = j->next;
+        if (q->todo_head == NULL) {
+            q->todo_tail = NULL;
+        }
+        rc = pthread_mutex_unlock(&q->mutex);
+        assert(rc == 0);
+
+        job_run(j);
+
+        rc = pthread_mutex_lock(&q->mutex);
+        assert(rc == 0);
+        j->next = q->done_head;
+        q->done_head = j;
+        rc = pthread_mutex_unlock(&q->mutex);
+        assert(rc == 0);
+        ev_async_send(j->server->loop, &q->async);
+    }
+}
+
+/* ---- on the loop thread ------------------------------------------------ */
+
+static void job_finish(job *j, bool deliver) {
+    client *c = j->client;
+    server *s = j->server;
+    assert(c->job_pending && s->jobs.outstanding > 0);
+    s->jobs.outstanding--;
+    s->stats.jobs_run++;
+    c->job_pending = false;
+    if (!c->closed && deliver) {
+        if (j->out.failed) {
+            reply_error(&c->out, "ERR", "out of memory building the reply");
+        } else {
+            reply_raw(&c->out, j->out.data + j->out.start, reply_pending(&j->out));
+        }
+        client_output_added(c);
+        client_resume(c);
+    }
+    client_release(c);
+    reply_free(&j->out);
+    free(j);
+}
+
+static job *jobs_take_done(job_queue *q) {
+    int rc = pthread_mutex_lock(&q->mutex);
+    assert(rc == 0);
+    job *done = q->done_head;
+    q->done_head = NULL;
+    rc = pthread_mutex_unlock(&q->mutex);
+    assert(rc == 0);
+    return done;
+}
+
+static void jobs_async_cb(struct ev_loop *loop, ev_async *w, int revents) {
+    server *s = w->data;
+    job *j = jobs_take_done(&s->jobs);
+    while (j != NULL) {
+        job *next = j->next;
+        job_finish(j, true);
+        j = next;
+    }
+    (void)loop;
+    (void)revents;
+}
+
+int jobs_start(server *s) {
+    job_queue *q = &s->jobs;
+    memset(q, 0, sizeof *q);
+    if (pthread_mutex_init(&q->mutex, NULL) != 0 || pthread_cond_init(&q->cond, NULL) != 0) {
+        return -1;
+    }
+    ev_async_init(&q->async, jobs_async_cb);
+    q->async.data = s;
+    ev_async_start(s->loop, &q->async);
+    if (pthread_create(&q->thread, NULL, job_thread, q) != 0) {
+        return -1;
+    }
+    q->started = true;
+    return 0;
+}
+
+void jobs_stop(server *s) {
+    job_queue *q = &s->jobs;
+    if (!q->started) {
+        return;
+    }
+    int rc = pthread_mutex_lock(&q->mutex);
+    assert(rc == 0);
+    q->stop = true;
+    rc = pthread_cond_signal(&q->cond);
+    assert(rc == 0);
+    rc = pthread_mutex_unlock(&q->mutex);
+    assert(rc == 0);
+    rc = pthread_join(q->thread, NULL);
+    assert(rc == 0);
+    q->started = false;
+    job *j = jobs_take_done(q);
+    while (j != NULL) {
+        job *next = j->next;
+        job_finish(j, true);
+        j = next;
+    }
+    j = q->todo_head;
+    q->todo_head = q->todo_tail = NULL;
+    while (j != NULL) {
+        job *next = j->next;
+        job_finish(j, false);
+        j = next;
+    }
+    ev_async_stop(s->loop, &q->async);
+    assert(q->outstanding == 0);
+}
+
+static job *job_new(client *c, job_kind kind) {
+    server *s = c->server;
+    if (s->jobs.outstanding >= SERVER_JOBS_MAX) {
+        reply_error(&c->out, "LIMIT", "%d background jobs are already queued or running; retry "
+                                      "shortly",
+                    SERVER_JOBS_MAX);
+        return NULL;
+    }
+    job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        reply_error(&c->out, "ERR", "out of memory queueing the job");
+        return NULL;
+    }
+    j->kind = kind;
+    j->client = c;
+    j->server = s;
+    reply_init(&j->out, c->out.proto);
+    return j;
+}
+
+static void job_enqueue(job *j) {
+    server *s = j->server;
+    job_queue *q = &s->jobs;
+    assert(!j->client->job_pending);
+    j->client->job_pending = true;
+    q->outstanding++;
+    int rc = pthread_mutex_lock(&q->mutex);
+    assert(rc == 0);
+    j->next = NULL;
+    if (q->todo_tail == NULL) {
+        q->todo_head = j;
+    } else {
+        q->todo_tail->next = j;
+    }
+    q->todo_tail = j;
+    rc = pthread_cond_signal(&q->cond);
+    assert(rc == 0);
+    rc = pthread_mutex_unlock(&q->mutex);
+    assert(rc == 0);
+}
+
+bool jobs_submit_verify(client *c) {
+    job *j = job_new(c, JOB_VERIFY);
+    if (j == NULL) {
+        return false;
+    }
+    job_enqueue(j);
+    return true;
+}
+
+bool jobs_submit_at(client *c, uint64_t seq, size_t argc, const berth_str *argv) {
+    if (argc > JOB_ARGS_MAX) {
+        reply_error(&c->out, "ERR", "AT takes a query of at most %d words", JOB_ARGS_MAX);
+        return false;
+    }
+    size_t bytes = 0;
+    for (size_t i = 0; i < argc; i++) {
+        bytes += argv[i].len;
+    }
+    if (bytes > JOB_ARG_BYTES_MAX) {
+        reply_error(&c->out, "ERR", "AT takes a query of at most %d bytes", JOB_ARG_BYTES_MAX);
+        return false;
+    }
+    int arity = 0;
+    query_fn fn = query_lookup(argv[0], &arity);
+    assert(fn != NULL);
+    job *j = job_new(c, JOB_AT);
+    if (j == NULL) {
+        return false;
+    }
+    j->seq = seq;
+    j->query = fn;
+    j->argc = argc;
+    size_t at = 0;
+    for (size_t i = 0; i < argc; i++) {
+        memcpy(j->arg_bytes + at, argv[i].ptr, argv[i].len);
+        j->argv[i] = berth_str_make(j->arg_bytes + at, argv[i].len);
+        at += argv[i].len;
+    }
+    job_enqueue(j);
+    return true;
+}

@@ -1,0 +1,591 @@
+/* networking.c — berthd's sockets: listeners, clients, reads, writes, limits.
+ *
+ * Owns every client's lifetime and buffers, and the loop's per-iteration
+ * rhythm: read callbacks parse and dispatch commands (writes are staged into
+ * the open batch), then the prepare watcher — run by libev just before it
+ * would block — commits the batch, hands out the held replies, resumes
+ * clients that were waiting on that commit, and writes each client's output
+ * with one write(). A client is freed only when nothing refers to it: a batch
+ * entry or a background job keeps a closed client's memory alive until the
+ * commit or the job is done, so no reply is ever written into freed memory. */
+#define _GNU_SOURCE     /* accept4 */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NET_BACKLOG 511
+#define NET_ACCEPTS_PER_EVENT_MAX 1000      /* fairness: new clients do not starve old ones */
+#define NET_REJECT_LOG_EVERY 1000           /* log the first refusal and every 1000th */
+#define NET_TICK_S 1.0
+#define NET_LOG_LINE_LEN_MAX 1024
+
+uint64_t now_ms_wall(void) {
+    struct timespec ts;
+    int rc = clock_gettime(CLOCK_REALTIME, &ts);
+    assert(rc == 0);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t now_ns_mono(void) {
+    struct timespec ts;
+    int rc = clock_gettime(CLOCK_MONOTONIC, &ts);
+    assert(rc == 0);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void server_log(const char *fmt, ...) {
+    char line[NET_LOG_LINE_LEN_MAX];
+    struct timespec ts;
+    int rc = clock_gettime(CLOCK_REALTIME, &ts);
+    assert(rc == 0);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
+    int m = snprintf(line + n, sizeof line - n, ".%03ldZ berthd[%d] ", ts.tv_nsec / 1000000L,
+                     (int)getpid());
+    assert(m > 0);
+    n += (size_t)m;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(line + n, sizeof line - n, fmt, ap);
+    va_end(ap);
+    assert(k >= 0);
+    fprintf(stderr, "%s\n", line);
+}
+
+static size_t net_input_max(const server *s) {
+    return (size_t)s->config.max_command_bytes + SERVER_READ_CHUNK_BYTES;
+}
+
+/* ---- lifetime ---------------------------------------------------------- */
+
+static void client_free(client *c) {
+    assert(c->closed && c->batch_pending == 0 && !c->job_pending);
+    free(c->in);
+    reply_free(&c->out);
+    free(c);
+}
+
+void client_release(client *c) {
+    if (c->closed && c->batch_pending == 0 && !c->job_pending) {
+        client_free(c);
+    }
+}
+
+void client_close(client *c, const char *why) {
+    if (c->closed) {
+        return;
+    }
+    server *s = c->server;
+    if (why != NULL) {
+        server_log("client id=%llu %s closed: %s", (unsigned long long)c->id, c->peer, why);
+    }
+    ev_io_stop(s->loop, &c->read_watcher);
+    ev_io_stop(s->loop, &c->write_watcher);
+    c->reading = c->writing = false;
+    int rc = close(c->fd);
+    assert(rc == 0 || errno == EINTR || errno == ECONNRESET);
+    c->fd = -1;
+    dlink_remove(&c->link_all);
+    dlink_remove(&c->link_write);
+    dlink_remove(&c->link_resume);
+    if (c->watching) {
+        watch_stop(c);
+    }
+    assert(s->client_count > 0);
+    s->client_count--;
+    c->closed = true;
+    client_release(c);
+}
+
+static void client_set_reading(client *c, bool on) {
+    if (c->closed || on == c->reading) {
+        return;
+    }
+    if (on) {
+        ev_io_start(c->server->loop, &c->read_watcher);
+    } else {
+        ev_io_stop(c->server->loop, &c->read_watcher);
+    }
+    c->reading = on;
+}
+
+void client_output_added(client *c) {
+    if (!c->closed && c->link_write.next == NULL) {
+        dlink_push(&c->server->pending_writes, &c->link_write);
+    }
+}
+
+void client_resume(client *c) {
+    if (!c->closed && c->link_resume.next == NULL) {
+        dlink_push(&c->server->resume, &c->link_resume);
+    }
+}
+
+bool client_output_over(const client *c, size_t limit) {
+    return reply_pending(&c->out) > limit;
+}
+
+/* ---- input ------------------------------------------------------------- */
+
+static bool client_paused(client *c) {
+    server *s = c->server;
+    if (c->closed || c->close_after_flush || c->job_pending) {
+        return true;
+    }
+    if (c->batch_pending >= s->config.max_pipeline) {
+        client_resume(c);   /* after this iteration's commit */
+        return true;
+    }
+    /* Backpressure: a client that does not read its replies stops being
+     * served until it does (the write callback resumes it). */
+    return client_output_over(c, (size_t)(s->config.max_output_bytes / 2));
+}
+
+static void client_protocol_error(client *c, const char *error) {
+    server *s = c->server;
+    s->stats.protocol_errors++;
+    reply_error(&c->out, "ERR", "%s", error);
+    c->close_after_flush = true;
+    client_output_added(c);
+    server_log("client id=%llu %s: %s; closing", (unsigned long long)c->id, c->peer, error);
+}
+
+static void client_process_input(client *c) {
+    server *s = c->server;
+    size_t pos = 0;
+    resp_result res;
+    while (pos < c->in_len && !client_paused(c)) {
+        resp_status st = resp_parse(c->in + pos, c->in_len - pos, &s->limits, s->argv,
+                                    s->limits.args_max, &res);
+        if (st == RESP_NEED_MORE) {
+            break;
+        }
+        if (st == RESP_ERROR) {
+            client_protocol_error(c, res.error);
+            pos = c->in_len;
+            break;
+        }
+        assert(res.consumed > 0 && pos + res.consumed <= c->in_len);
+        if (res.argc > 0) {
+            s->stats.commands_processed++;
+            commands_dispatch(c, res.argc, s->argv);
+        }
+        pos += res.consumed;
+    }
+    if (c->closed) {
+        return;
+    }
+    if (pos > 0) {
+        memmove(c->in, c->in + pos, c->in_len - pos);
+        c->in_len -= pos;
+    }
+    if (c->in_len == 0 && c->in_cap > SERVER_INPUT_IDLE_CAP_MAX) {
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+    }
+    client_set_reading(c, !c->eof && !c->close_after_flush && c->in_len < net_input_max(s));
+    if (c->eof || c->close_after_flush || reply_pending(&c->out) > 0) {
+        client_output_added(c);     /* the write path decides whether to close */
+    }
+}
+
+static bool client_grow_input(client *c) {
+    size_t max = net_input_max(c->server);
+    if (c->in_cap - c->in_len >= SERVER_READ_CHUNK_BYTES || c->in_cap == max) {
+        return c->in_cap > c->in_len;
+    }
+    size_t cap = c->in_cap == 0 ? SERVER_INPUT_CAP_INITIAL : c->in_cap;
+    while (cap - c->in_len < SERVER_READ_CHUNK_BYTES && cap < max) {
+        cap = cap * 2 > max ? max : cap * 2;
+    }
+    char *in = realloc(c->in, cap);
+    if (in == NULL) {
+        return false;
+    }
+    c->in = in;
+    c->in_cap = cap;
+    return true;
+}
+
+static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
+    client *c = w->data;
+    assert(!c->closed && (revents & EV_READ));
+    if (!client_grow_input(c)) {
+        client_set_reading(c, false);
+        if (c->in_cap == 0) {
+            client_close(c, "out of memory for its input buffer");
+        }
+        return;
+    }
+    size_t room = c->in_cap - c->in_len;
+    ssize_t n = read(c->fd, c->in + c->in_len, room);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+            return;
+        }
+        client_close(c, errno == ECONNRESET ? NULL : strerror(errno));
+        return;
+    }
+    c->last_active = ev_now(loop);
+    if (n == 0) {
+        c->eof = true;
+        client_set_reading(c, false);
+    }
+    c->in_len += (size_t)n;
+    client_process_input(c);
+}
+
+/* ---- output ------------------------------------------------------------ */
+
+static bool client_done(const client *c) {
+    if (c->batch_pending > 0 || c->job_pending || c->link_resume.next != NULL) {
+        return false;
+    }
+    return c->close_after_flush || c->eof;
+}
+
+static void client_write(client *c) {
+    server *s = c->server;
+    if (c->close_reason != NULL) {
+        client_close(c, c->close_reason);
+        return;
+    }
+    if (c->out.failed) {
+        client_close(c, "out of memory for its output buffer");
+        return;
+    }
+    bool was_over = client_output_over(c, (size_t)(s->config.max_output_bytes / 2));
+    while (reply_pending(&c->out) > 0) {
+        ssize_t n = write(c->fd, c->out.data + c->out.start, reply_pending(&c->out));
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                break;
+            }
+            if (errno == EINTR) {
+                continue;
+            }
+            client_close(c, errno == EPIPE || errno == ECONNRESET ? NULL : strerror(errno));
+            return;
+        }
+        reply_consumed(&c->out, (size_t)n);
+    }
+    bool drained = reply_pending(&c->out) == 0;
+    if (drained != !c->writing) {
+        if (drained) {
+            ev_io_stop(s->loop, &c->write_watcher);
+        } else {
+            ev_io_start(s->loop, &c->write_watcher);
+        }
+        c->writing = !drained;
+    }
+    if (was_over && !client_output_over(c, (size_t)(s->config.max_output_bytes / 2))) {
+        client_resume(c);
+    }
+    if (drained) {
+        reply_shrink(&c->out, SERVER_OUTPUT_IDLE_CAP_MAX);
+        if (client_done(c)) {
+            client_close(c, NULL);
+        }
+    }
+}
+
+static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents) {
+    client *c = w->data;
+    assert(!c->closed && (revents & EV_WRITE));
+    client_write(c);
+}
+
+void net_write_pending(server *s) {
+    while (s->pending_writes.next != &s->pending_writes) {
+        dlink *l = s->pending_writes.next;
+        dlink_remove(l);
+        client *c = DLINK_OWNER(l, client, link_write);
+        client_write(c);
+    }
+}
+
+/* ---- accept ------------------------------------------------------------ */
+
+static void client_peer_name(client *c, const struct sockaddr_storage *ss, socklen_t len) {
+    if (ss->ss_family == AF_UNIX || len == 0) {
+        snprintf(c->peer, sizeof c->peer, "unix");
+        return;
+    }
+    char host[INET6_ADDRSTRLEN];
+    uint16_t port = 0;
+    const void *addr = NULL;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        addr = &in->sin_addr;
+        port = ntohs(in->sin_port);
+    } else {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        addr = &in6->sin6_addr;
+        port = ntohs(in6->sin6_port);
+    }
+    if (inet_ntop(ss->ss_family, addr, host, sizeof host) == NULL) {
+        snprintf(host, sizeof host, "?");
+    }
+    snprintf(c->peer, sizeof c->peer, "%s:%u", host, (unsigned)port);
+}
+
+static void client_new(server *s, int fd, const struct sockaddr_storage *ss, socklen_t len) {
+    client *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        server_log("out of memory for a new client; closing its connection");
+        int rc = close(fd);
+        assert(rc == 0 || errno == EINTR);
+        return;
+    }
+    c->server = s;
+    c->fd = fd;
+    c->id = ++s->next_client_id;
+    c->role = s->config.admin_password[0] != '\0' ? ROLE_NONE : ROLE_ADMIN;
+    reply_init(&c->out, 2);
+    client_peer_name(c, ss, len);
+    if (ss->ss_family != AF_UNIX) {
+        int one = 1;
+        if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) {
+            server_log("client id=%llu: TCP_NODELAY: %s", (unsigned long long)c->id, strerror(errno));
+        }
+    }
+    ev_io_init(&c->read_watcher, client_read_cb, fd, EV_READ);
+    ev_io_init(&c->write_watcher, client_write_cb, fd, EV_WRITE);
+    c->read_watcher.data = c;
+    c->write_watcher.data = c;
+    c->last_active = ev_now(s->loop);
+    dlink_push(&s->clients, &c->link_all);
+    s->client_count++;
+    s->stats.connections_received++;
+    client_set_reading(c, true);
+}
+
+static void net_reject(server *s, int fd) {
+    static const char msg[] = "-ERR max number of clients reached\r\n";
+    ssize_t n = write(fd, msg, sizeof msg - 1);
+    (void)n;    /* best effort: the connection is being refused anyway */
+    int rc = close(fd);
+    assert(rc == 0 || errno == EINTR);
+    if (s->stats.connections_rejected % NET_REJECT_LOG_EVERY == 0) {
+        server_log("refused a connection: max clients (%u) reached; %llu refused so far",
+                   s->config.max_clients, (unsigned long long)s->stats.connections_rejected + 1);
+    }
+    s->stats.connections_rejected++;
+}
+
+static void net_accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
+    server *s = w->data;
+    assert(revents & EV_READ);
+    for (uint32_t i = 0; i < NET_ACCEPTS_PER_EVENT_MAX; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int fd = accept4(w->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
+                server_log("accept: %s", strerror(errno));
+            }
+            return;
+        }
+        if (s->client_count >= s->config.max_clients || s->stopping) {
+            net_reject(s, fd);
+            continue;
+        }
+        client_new(s, fd, &ss, len);
+    }
+    (void)loop;
+}
+
+static int net_listen_tcp(server *s, char *err, size_t err_size) {
+    char port[16];
+    snprintf(port, sizeof port, "%u", s->config.port);
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    struct addrinfo *ai = NULL;
+    int rc = getaddrinfo(s->config.bind, port, &hints, &ai);
+    if (rc != 0) {
+        snprintf(err, err_size, "ERR cannot resolve --bind %s: %s", s->config.bind, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, NET_BACKLOG) != 0) {
+        snprintf(err, err_size, "ERR cannot listen on %s:%u: %s", s->config.bind, s->config.port,
+                 strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        freeaddrinfo(ai);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+static int net_listen_unix(server *s, char *err, size_t err_size) {
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    if (strlen(s->config.unixsocket) >= sizeof sun.sun_path) {
+        snprintf(err, err_size, "ERR --unixsocket path longer than %zu bytes", sizeof sun.sun_path - 1);
+        return -1;
+    }
+    memcpy(sun.sun_path, s->config.unixsocket, strlen(s->config.unixsocket) + 1);
+    /* A stale socket file from a previous run: the data directory lock
+     * already proved no other berthd on this data is alive. */
+    if (unlink(s->config.unixsocket) != 0 && errno != ENOENT) {
+        snprintf(err, err_size, "ERR cannot remove stale %s: %s", s->config.unixsocket, strerror(errno));
+        return -1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof sun) != 0 || listen(fd, NET_BACKLOG) != 0) {
+        snprintf(err, err_size, "ERR cannot listen on %s: %s", s->config.unixsocket, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    return fd;
+}
+
+static void net_add_listener(server *s, int fd) {
+    assert(s->listener_count < SERVER_LISTENERS_MAX);
+    uint32_t i = s->listener_count++;
+    s->listen_fds[i] = fd;
+    ev_io_init(&s->listen_watchers[i], net_accept_cb, fd, EV_READ);
+    s->listen_watchers[i].data = s;
+    ev_io_start(s->loop, &s->listen_watchers[i]);
+}
+
+int net_listen(server *s, char *err, size_t err_size) {
+    if (s->config.port != 0) {
+        int fd = net_listen_tcp(s, err, err_size);
+        if (fd < 0) {
+            return -1;
+        }
+        net_add_listener(s, fd);
+    }
+    if (s->config.unixsocket[0] != '\0') {
+        int fd = net_listen_unix(s, err, err_size);
+        if (fd < 0) {
+            return -1;
+        }
+        net_add_listener(s, fd);
+    }
+    assert(s->listener_count > 0);
+    return 0;
+}
+
+void net_stop_listening(server *s) {
+    for (uint32_t i = 0; i < s->listener_count; i++) {
+        ev_io_stop(s->loop, &s->listen_watchers[i]);
+        int rc = close(s->listen_fds[i]);
+        assert(rc == 0 || errno == EINTR);
+    }
+    s->listener_count = 0;
+    if (s->config.unixsocket[0] != '\0' && unlink(s->config.unixsocket) != 0 && errno != ENOENT) {
+        server_log("cannot remove %s: %s", s->config.unixsocket, strerror(errno));
+    }
+}
+
+/* ---- the loop's rhythm ------------------------------------------------- */
+
+static void net_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
+    server *s = w->data;
+    for (uint32_t round = 0; round < SERVER_COMMIT_ROUNDS_MAX; round++) {
+        if (s->batch_count > 0) {
+            batch_flush(s);
+        }
+        if (s->resume.next == &s->resume) {
+            break;
+        }
+        /* Detach the list first: processing may re-queue a client. */
+        dlink pending;
+        dlink_init(&pending);
+        pending.next = s->resume.next;
+        pending.prev = s->resume.prev;
+        pending.next->prev = &pending;
+        pending.prev->next = &pending;
+        dlink_init(&s->resume);
+        while (pending.next != &pending) {
+            dlink *l = pending.next;
+            dlink_remove(l);
+            client_process_input(DLINK_OWNER(l, client, link_resume));
+        }
+    }
+    bool busy = s->batch_count > 0 || s->resume.next != &s->resume;
+    if (busy) {
+        ev_idle_start(loop, &s->idle);   /* poll without blocking: work is waiting */
+    } else {
+        ev_idle_stop(loop, &s->idle);
+    }
+    watch_pump(s);
+    net_write_pending(s);
+    (void)revents;
+}
+
+static void net_idle_cb(struct ev_loop *loop, ev_idle *w, int revents) {
+    /* Nothing: an active idle watcher only keeps the next poll from blocking. */
+    (void)loop;
+    (void)w;
+    (void)revents;
+}
+
+static void net_tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+    server *s = w->data;
+    if (s->config.idle_timeout_s == 0) {
+        return;
+    }
+    ev_tstamp now = ev_now(loop);
+    dlink *l = s->clients.next;
+    while (l != &s->clients) {
+        client *c = DLINK_OWNER(l, client, link_all);
+        l = l->next;
+        if (c->watching || c->job_pending || c->batch_pending > 0 || reply_pending(&c->out) > 0) {
+            continue;
+        }
+        if (now - c->last_active > (ev_tstamp)s->config.idle_timeout_s) {
+            s->stats.idle_disconnects++;
+            client_close(c, "idle timeout");
+        }
+    }
+    (void)revents;
+}
+
+void net_start(server *s) {
+    ev_prepare_init(&s->prepare, net_prepare_cb);
+    s->prepare.data = s;
+    ev_prepare_start(s->loop, &s->prepare);
+    ev_idle_init(&s->idle, net_idle_cb);
+    s->idle.data = s;
+    ev_timer_init(&s->tick, net_tick_cb, NET_TICK_S, NET_TICK_S);
+    s->tick.data = s;
+    ev_timer_start(s->loop, &s->tick);
+}
+
+void net_close_all(server *s) {
+    while (s->clients.next != &s->clients) {
+        client *c = DLINK_OWNER(s->clients.next, client, link_all);
+        client_close(c, NULL);
+    }
+    assert(s->client_count == 0);
+}

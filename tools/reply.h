@@ -1,0 +1,65 @@
+/* reply.h — berthd's RESP2/RESP3 reply writer.
+ *
+ * Owns the encoding of every reply berthd sends and the growable byte buffer
+ * it writes into: each client has one (its output buffer, written to the
+ * socket in one write per loop iteration) and background jobs fill their own
+ * and hand the bytes over. The buffer is reused for the life of its owner,
+ * so the hot path allocates only when a reply outgrows everything seen
+ * before. Types that RESP2 lacks degrade the way Redis degrades them: maps
+ * become flat field/value arrays, null becomes $-1, booleans become 0/1,
+ * verbatim strings become bulk strings, pushes become arrays. */
+#ifndef BERTH_REPLY_H
+#define BERTH_REPLY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "names.h"
+
+#define REPLY_CAP_INITIAL 4096          /* first allocation, bytes */
+#define REPLY_ERROR_LEN_MAX 2048        /* one error line, bytes incl. code and CRLF */
+
+typedef struct reply_buf {
+    char *data;         /* owned; NULL until the first reply */
+    size_t start;       /* bytes before start are already written out */
+    size_t len;         /* bytes filled */
+    size_t cap;
+    uint8_t proto;      /* 2 or 3 */
+    bool failed;        /* an allocation failed: contents are incomplete */
+} reply_buf;
+
+void reply_init(reply_buf *rb, uint8_t proto);
+void reply_free(reply_buf *rb);
+/* Bytes waiting to be written. */
+static inline size_t reply_pending(const reply_buf *rb) {
+    return rb->len - rb->start;
+}
+/* Mark n bytes written; resets to empty (keeping the allocation) when all are. */
+void reply_consumed(reply_buf *rb, size_t n);
+/* Give back a large allocation once the buffer is empty. */
+void reply_shrink(reply_buf *rb, size_t keep_cap_max);
+/* Append raw, already-encoded bytes. */
+void reply_raw(reply_buf *rb, const char *bytes, size_t len);
+
+void reply_simple(reply_buf *rb, const char *text);                  /* +text */
+/* -CODE sentence: CR and LF in the sentence become spaces. */
+void reply_error(reply_buf *rb, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void reply_error_str(reply_buf *rb, const char *code, berth_str sentence);
+/* A whole "CODE sentence" line as one string (the engine's "ERR ..."). */
+void reply_error_line(reply_buf *rb, berth_str line);
+void reply_int(reply_buf *rb, int64_t value);
+void reply_uint(reply_buf *rb, uint64_t value);                      /* as an integer */
+void reply_bulk(reply_buf *rb, const char *bytes, size_t len);
+void reply_bulk_str(reply_buf *rb, berth_str s);
+void reply_bulk_cstr(reply_buf *rb, const char *s);
+void reply_null(reply_buf *rb);
+void reply_bool(reply_buf *rb, bool value);
+void reply_array(reply_buf *rb, size_t n);
+void reply_map(reply_buf *rb, size_t pairs);
+void reply_push(reply_buf *rb, size_t n);
+/* Long text (INFO): RESP3 verbatim "txt", RESP2 bulk. */
+void reply_verbatim(reply_buf *rb, const char *bytes, size_t len);
+
+#endif

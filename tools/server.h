@@ -1,0 +1,264 @@
+/* server.h — berthd's private shared structures (not a public header).
+ *
+ * Owns the shape of the server and of a client as the berthd source files
+ * (networking, batch, watch, jobs, commands, query, config, berthd) see them.
+ * One libev loop thread owns every field here except the job queue, which
+ * the background thread shares under its mutex. Nothing here is used outside
+ * tools/berthd. */
+#ifndef BERTH_SERVER_H
+#define BERTH_SERVER_H
+
+#include <ev.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "journal.h"
+#include "limits.h"
+#include "names.h"
+#include "reply.h"
+#include "resp.h"
+#include "state.h"
+
+#define BERTHD_VERSION "0.1.0"
+#define SERVER_PATH_LEN_MAX 4096            /* data dir, unix socket, config file */
+#define SERVER_BIND_LEN_MAX 256
+#define SERVER_PASSWORD_LEN_MAX 512
+#define SERVER_LISTENERS_MAX 2              /* one TCP, one unix socket */
+#define SERVER_BATCH_ENTRIES_MAX 4096       /* replies held for one group commit */
+#define SERVER_READ_CHUNK_BYTES 16384       /* one read() per readable event */
+#define SERVER_INPUT_CAP_INITIAL 4096
+#define SERVER_INPUT_IDLE_CAP_MAX 65536     /* larger idle input buffers are given back */
+#define SERVER_OUTPUT_IDLE_CAP_MAX 65536    /* larger drained output buffers are given back */
+#define SERVER_COMMIT_ROUNDS_MAX 16         /* commit/resume rounds before the loop polls again */
+#define SERVER_WATCH_CHUNK_RECORDS 256      /* records read per catch-up step */
+#define SERVER_JOBS_MAX 64                  /* background jobs queued or running */
+#define SERVER_LATENCY_BUCKETS 128          /* commit latency histogram */
+#define SERVER_RANGE_COUNT_MAX 1000         /* records per JOURNAL.RANGE / HISTORY reply */
+#define SERVER_HISTORY_COUNT_DEFAULT 100
+
+typedef struct dlink {
+    struct dlink *prev;
+    struct dlink *next;
+} dlink;
+
+#define DLINK_OWNER(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+static inline void dlink_init(dlink *head) {
+    head->prev = head->next = head;
+}
+static inline bool dlink_linked(const dlink *l) {
+    return l->next != NULL && l->next != l;
+}
+static inline void dlink_push(dlink *head, dlink *l) {
+    l->prev = head->prev;
+    l->next = head;
+    head->prev->next = l;
+    head->prev = l;
+}
+static inline void dlink_remove(dlink *l) {
+    if (l->next == NULL) {
+        return;
+    }
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+    l->prev = l->next = NULL;
+}
+
+typedef struct server_config {
+    char data_dir[SERVER_PATH_LEN_MAX];
+    char bind[SERVER_BIND_LEN_MAX];
+    uint32_t port;                      /* 0: no TCP listener */
+    char unixsocket[SERVER_PATH_LEN_MAX];
+    char admin_password[SERVER_PASSWORD_LEN_MAX];
+    char readonly_password[SERVER_PASSWORD_LEN_MAX];
+    uint64_t snapshot_every;
+    uint32_t max_clients;
+    uint32_t max_args;
+    uint32_t max_arg_bytes;
+    uint32_t max_inline_bytes;
+    uint32_t max_command_bytes;
+    uint32_t max_pipeline;
+    uint64_t max_output_bytes;
+    uint32_t idle_timeout_s;            /* 0: never */
+    uint64_t map_size_max_mib;          /* 0: the journal's default */
+    bool show_help;
+    bool show_version;
+} server_config;
+
+typedef enum client_role { ROLE_NONE = 0, ROLE_READONLY = 1, ROLE_ADMIN = 2 } client_role;
+
+typedef struct client {
+    uint64_t id;
+    int fd;
+    struct server *server;
+    ev_io read_watcher;
+    ev_io write_watcher;
+    char *in;                           /* owned input buffer */
+    size_t in_len;
+    size_t in_cap;
+    reply_buf out;                      /* owned output buffer */
+    char actor[BERTH_NAME_LEN_MAX];
+    uint32_t actor_len;
+    client_role role;
+    char peer[64];                      /* for log lines */
+    bool reading;                       /* read watcher started */
+    bool writing;                       /* write watcher started */
+    bool eof;                           /* peer closed its side */
+    bool close_after_flush;
+    const char *close_reason;           /* set: drop at the next write, log this (static text) */
+    bool closed;                        /* fd closed; freed when no one refers to it */
+    bool job_pending;                   /* a background job will answer next */
+    bool watching;
+    bool watch_live;                    /* caught up: gets each commit as it lands */
+    uint32_t batch_pending;             /* entries in the open batch */
+    uint64_t watch_next_seq;
+    ev_tstamp last_active;
+    dlink link_all;
+    dlink link_write;                   /* output waiting for this iteration's write */
+    dlink link_resume;                  /* input to process again after a commit */
+    dlink link_watch;
+} client;
+
+typedef struct batch_entry {
+    client *client;
+    berth_submit_result result;
+} batch_entry;
+
+typedef struct server_stats {
+    uint64_t connections_received;
+    uint64_t connections_rejected;
+    uint64_t commands_processed;
+    uint64_t writes_staged;
+    uint64_t commits;
+    uint64_t commit_failures;
+    uint64_t records_committed;
+    uint64_t protocol_errors;
+    uint64_t watch_disconnects;
+    uint64_t idle_disconnects;
+    uint64_t output_limit_disconnects;
+    uint64_t jobs_run;
+    uint64_t latency_us[SERVER_LATENCY_BUCKETS]; /* commit latency histogram counts */
+} server_stats;
+
+struct job;
+
+typedef struct job_queue {
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    bool stop;                          /* under mutex */
+    struct job *todo_head;              /* under mutex */
+    struct job *todo_tail;
+    struct job *done_head;              /* under mutex */
+    uint32_t outstanding;               /* loop thread only */
+    ev_async async;
+} job_queue;
+
+typedef struct server {
+    struct ev_loop *loop;
+    server_config config;
+    resp_limits limits;
+    berth_journal *journal;
+    berth_engine *engine;
+    int listen_fds[SERVER_LISTENERS_MAX];
+    ev_io listen_watchers[SERVER_LISTENERS_MAX];
+    uint32_t listener_count;
+    ev_prepare prepare;
+    ev_idle idle;
+    ev_timer tick;
+    ev_signal sigterm;
+    ev_signal sigint;
+    bool stopping;
+    bool fatal;                         /* the engine became unusable */
+    uint64_t next_client_id;
+    uint32_t client_count;
+    uint32_t watcher_count;
+    dlink clients;
+    dlink pending_writes;
+    dlink resume;
+    dlink watchers;
+    batch_entry *batch;                 /* SERVER_BATCH_ENTRIES_MAX entries, owned */
+    uint32_t batch_count;
+    berth_str *argv;                    /* limits.args_max words, owned */
+    const void **scratch;               /* sorted listings, owned, grows */
+    size_t scratch_cap;
+    reply_buf watch_resp2;              /* one commit's records encoded once */
+    reply_buf watch_resp3;
+    job_queue jobs;
+    server_stats stats;
+    ev_tstamp started_at;
+    uint64_t start_records;
+    uint64_t start_ms;
+} server;
+
+/* config.c */
+void config_defaults(server_config *cfg);
+/* Flags, with --config FILE read first so flags override it. Returns 0, or
+ * -1 with err (usage errors). */
+int config_parse(server_config *cfg, int argc, char **argv, char *err, size_t err_size);
+int config_check(const server_config *cfg, char *err, size_t err_size);
+void config_usage(void);
+
+/* networking.c */
+int net_listen(server *s, char *err, size_t err_size);
+void net_stop_listening(server *s);
+void net_start(server *s);                 /* watchers: prepare, idle, tick */
+void client_close(client *c, const char *why);
+void client_release(client *c);            /* drop a reference held by a batch or job */
+void client_output_added(client *c);       /* queue c for this iteration's write */
+void client_resume(client *c);             /* process c's buffered input after a commit */
+bool client_output_over(const client *c, size_t limit);
+void net_write_pending(server *s);
+void net_close_all(server *s);
+uint64_t now_ms_wall(void);
+uint64_t now_ns_mono(void);
+void server_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* batch.c */
+int batch_init(server *s);
+void batch_free(server *s);
+/* Stage one mutating command; its reply is held until the batch commits. */
+void batch_submit(client *c, size_t argc, const berth_str *argv);
+/* Commit the open batch (if any) and hand every held reply to its client. */
+void batch_flush(server *s);
+uint64_t latency_percentile_us(const server_stats *stats, double fraction);
+
+/* watch.c */
+void watch_start(client *c, uint64_t from_seq);
+void watch_stop(client *c);
+void watch_pump(server *s);                /* catch-up steps, paced by output buffers */
+void watch_committed(server *s, uint64_t first_seq, uint64_t last_seq);
+/* One record as a map (RESP3) or flat array (RESP2). */
+void reply_record(reply_buf *rb, const berth_record *rec);
+
+/* jobs.c */
+int jobs_start(server *s);
+void jobs_stop(server *s);
+/* Queue JOURNAL.VERIFY or AT for c; c is blocked until the answer. */
+bool jobs_submit_verify(client *c);
+bool jobs_submit_at(client *c, uint64_t seq, size_t argc, const berth_str *argv);
+
+/* query.c: answers over any state (the live one or an AT replay). */
+typedef struct query_ctx {
+    const berth_state *state;
+    berth_journal_reader *reader;         /* may be NULL: the server opens one on demand */
+    berth_journal *journal;
+    const void ***scratch;                 /* sorted listings */
+    size_t *scratch_cap;
+} query_ctx;
+typedef void (*query_fn)(const query_ctx *ctx, size_t argc, const berth_str *argv, reply_buf *rb);
+/* The query named argv[0], or NULL. arity_out gets its Redis-style arity. */
+query_fn query_lookup(berth_str name, int *arity_out);
+void query_digest(const query_ctx *ctx, size_t argc, const berth_str *argv, reply_buf *rb);
+
+/* commands.c */
+void commands_dispatch(client *c, size_t argc, const berth_str *argv);
+/* Arity and name check shared with AT: -1 and an error reply when bad. */
+bool commands_check_query_arity(reply_buf *rb, berth_str name, int arity, size_t argc);
+
+#endif

@@ -1,0 +1,209 @@
+/* watch.c — WATCH: a controller's informer over the journal.
+ *
+ * Owns the watcher list and the two phases of a watch. Catch-up reads the
+ * journal in chunks of SERVER_WATCH_CHUNK_RECORDS on a fresh read view, and
+ * only while the client's output buffer is below a quarter of its limit, so
+ * a client catching up on millions of records costs bounded memory. Once
+ * caught up the watcher is live: every commit's records are encoded once per
+ * protocol and copied to each live watcher. A live watcher that stops reading
+ * fills its buffer past --max-output-bytes and is disconnected with a log
+ * line instead of growing without bound. */
+#include "server.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *watch_code_name(uint32_t code) {
+    return code < BERTH_CODE_COUNT ? berth_code_name((berth_code)code) : "UNKNOWN";
+}
+
+void reply_record(reply_buf *rb, const berth_record *rec) {
+    char hex[2 * BERTH_HASH_LEN + 1];
+    berth_hex(rec->hash, BERTH_HASH_LEN, hex);
+    reply_map(rb, 8);
+    reply_bulk_cstr(rb, "seq");
+    reply_uint(rb, rec->seq);
+    reply_bulk_cstr(rb, "time");
+    reply_uint(rb, rec->time_ms);
+    reply_bulk_cstr(rb, "actor");
+    reply_bulk_str(rb, rec->actor);
+    reply_bulk_cstr(rb, "reqid");
+    reply_bulk_str(rb, rec->reqid);
+    reply_bulk_cstr(rb, "command");
+    reply_bulk_str(rb, rec->command);
+    reply_bulk_cstr(rb, "code");
+    reply_bulk_cstr(rb, watch_code_name(rec->code));
+    reply_bulk_cstr(rb, "sentence");
+    reply_bulk_str(rb, rec->sentence);
+    reply_bulk_cstr(rb, "hash");
+    reply_bulk(rb, hex, 2 * BERTH_HASH_LEN);
+}
+
+/* One record as a push frame: ["message", "watch", <record>]. */
+static void watch_frame(reply_buf *rb, const berth_record *rec) {
+    reply_push(rb, 3);
+    reply_bulk(rb, "message", 7);
+    reply_bulk(rb, "watch", 5);
+    reply_record(rb, rec);
+}
+
+void watch_start(client *c, uint64_t from_seq) {
+    server *s = c->server;
+    assert(!c->watching && !c->closed);
+    uint64_t head = berth_engine_head_seq(s->engine);
+    c->watching = true;
+    c->watch_live = false;
+    c->watch_next_seq = from_seq == 0 ? head + 1 : from_seq;
+    dlink_push(&s->watchers, &c->link_watch);
+    s->watcher_count++;
+    reply_push(&c->out, 3);
+    reply_bulk(&c->out, "watch", 5);
+    reply_uint(&c->out, c->watch_next_seq);
+    reply_uint(&c->out, head);
+    client_output_added(c);
+}
+
+void watch_stop(client *c) {
+    server *s = c->server;
+    assert(c->watching && s->watcher_count > 0);
+    dlink_remove(&c->link_watch);
+    s->watcher_count--;
+    c->watching = false;
+    c->watch_live = false;
+}
+
+/* Drop a watcher at its next write (never inside someone else's callback). */
+static void watch_drop(client *c, const char *why) {
+    if (c->close_reason == NULL) {
+        c->server->stats.watch_disconnects++;
+        c->close_reason = why;
+        client_output_added(c);
+    }
+}
+
+/* Append up to one chunk of records from c->watch_next_seq. */
+static berth_jerr watch_catch_up(client *c, berth_journal_reader *reader, uint64_t head) {
+    berth_journal_cursor *cursor = NULL;
+    berth_jerr err = berth_journal_cursor_open(reader, c->watch_next_seq, &cursor);
+    if (err != BERTH_J_OK) {
+        return err;
+    }
+    for (uint32_t i = 0; i < SERVER_WATCH_CHUNK_RECORDS && c->watch_next_seq <= head; i++) {
+        berth_record rec;
+        err = berth_journal_cursor_next(cursor, &rec, NULL, NULL);
+        if (err != BERTH_J_OK) {
+            break;
+        }
+        assert(rec.seq == c->watch_next_seq);
+        watch_frame(&c->out, &rec);
+        c->watch_next_seq = rec.seq + 1;
+    }
+    berth_journal_cursor_close(cursor);
+    return err == BERTH_J_NOTFOUND ? BERTH_J_OK : err;
+}
+
+void watch_pump(server *s) {
+    if (s->watcher_count == 0) {
+        return;
+    }
+    uint64_t head = berth_engine_head_seq(s->engine);
+    size_t low_water = (size_t)(s->config.max_output_bytes / 4);
+    berth_journal_reader *reader = NULL;
+    for (dlink *l = s->watchers.next; l != &s->watchers; l = l->next) {
+        client *c = DLINK_OWNER(l, client, link_watch);
+        if (c->watch_live || c->close_reason != NULL || c->watch_next_seq > head) {
+            c->watch_live = c->watch_live || c->watch_next_seq == head + 1;
+            continue;
+        }
+        while (c->watch_next_seq <= head && reply_pending(&c->out) < low_water) {
+            if (reader == NULL && berth_journal_reader_open(s->journal, &reader) != BERTH_J_OK) {
+                server_log("WATCH catch-up: cannot open a journal reader; will retry");
+                return;
+            }
+            berth_jerr err = watch_catch_up(c, reader, head);
+            if (err != BERTH_J_OK) {
+                server_log("WATCH client id=%llu: reading seq %llu failed: %s",
+                           (unsigned long long)c->id, (unsigned long long)c->watch_next_seq,
+                           berth_jerr_name(err));
+                watch_drop(c, "WATCH catch-up could not read the journal");
+                break;
+            }
+        }
+        c->watch_live = c->watch_next_seq == head + 1;
+        client_output_added(c);
+    }
+    if (reader != NULL) {
+        berth_journal_reader_close(reader);
+    }
+}
+
+/* Encode records first..last once per protocol. */
+static berth_jerr watch_encode(server *s, uint64_t first, uint64_t last) {
+    reply_consumed(&s->watch_resp2, reply_pending(&s->watch_resp2));
+    reply_consumed(&s->watch_resp3, reply_pending(&s->watch_resp3));
+    berth_journal_reader *reader = NULL;
+    berth_jerr err = berth_journal_reader_open(s->journal, &reader);
+    if (err != BERTH_J_OK) {
+        return err;
+    }
+    berth_journal_cursor *cursor = NULL;
+    err = berth_journal_cursor_open(reader, first, &cursor);
+    for (uint64_t seq = first; err == BERTH_J_OK && seq <= last; seq++) {
+        berth_record rec;
+        err = berth_journal_cursor_next(cursor, &rec, NULL, NULL);
+        if (err == BERTH_J_OK) {
+            assert(rec.seq == seq);
+            watch_frame(&s->watch_resp2, &rec);
+            watch_frame(&s->watch_resp3, &rec);
+        }
+    }
+    if (cursor != NULL) {
+        berth_journal_cursor_close(cursor);
+    }
+    berth_journal_reader_close(reader);
+    if (err == BERTH_J_OK && (s->watch_resp2.failed || s->watch_resp3.failed)) {
+        s->watch_resp2.failed = s->watch_resp3.failed = false;
+        err = BERTH_J_NOMEM;
+    }
+    return err;
+}
+
+void watch_committed(server *s, uint64_t first, uint64_t last) {
+    assert(first <= last);
+    bool any_live = false;
+    for (dlink *l = s->watchers.next; l != &s->watchers; l = l->next) {
+        client *c = DLINK_OWNER(l, client, link_watch);
+        any_live = any_live || (c->watch_live && c->watch_next_seq == first);
+    }
+    if (!any_live) {
+        return;     /* catch-up watchers get these records from watch_pump */
+    }
+    berth_jerr err = watch_encode(s, first, last);
+    for (dlink *l = s->watchers.next; l != &s->watchers; l = l->next) {
+        client *c = DLINK_OWNER(l, client, link_watch);
+        if (!c->watch_live || c->watch_next_seq != first || c->close_reason != NULL) {
+            continue;
+        }
+        if (err != BERTH_J_OK) {
+            c->watch_live = false;      /* watch_pump retries from the journal */
+            continue;
+        }
+        const reply_buf *frames = c->out.proto == 3 ? &s->watch_resp3 : &s->watch_resp2;
+        if (reply_pending(&c->out) + reply_pending(frames) > s->config.max_output_bytes) {
+            server_log("WATCH client id=%llu %s stopped reading: output buffer over %llu bytes; "
+                       "disconnecting it",
+                       (unsigned long long)c->id, c->peer,
+                       (unsigned long long)s->config.max_output_bytes);
+            watch_drop(c, "WATCH client output buffer limit reached");
+            continue;
+        }
+        reply_raw(&c->out, frames->data + frames->start, reply_pending(frames));
+        c->watch_next_seq = last + 1;
+        client_output_added(c);
+    }
+    if (err != BERTH_J_OK) {
+        server_log("WATCH: reading committed records %llu..%llu failed: %s",
+                   (unsigned long long)first, (unsigned long long)last, berth_jerr_name(err));
+    }
+}
