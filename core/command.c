@@ -319,6 +319,21 @@ static int parse_policy_set(parser *p, berth_cmd *cmd) {
     return 0;
 }
 
+static size_t canonical_write(const berth_cmd *cmd, char *buf, size_t size);
+
+/* The header promises that a BERTH_COMMAND_LEN_MAX buffer holds any parsed
+ * command's canonical text, but 64 workers of 128-byte names with long GPU
+ * lists would not fit: such a command is refused here. Canonical text is
+ * never longer than the words it came from (same keywords, names and digits,
+ * no more separators, no REQID), so only input longer than the limit needs
+ * measuring and the common path costs one pass over word lengths. */
+static bool canonical_fits(const berth_cmd *cmd, size_t argc, const berth_str *argv) {
+    size_t typed = argc;
+    for (size_t i = 0; i < argc; i++) typed += argv[i].len;
+    if (typed <= BERTH_COMMAND_LEN_MAX) return true;
+    return canonical_write(cmd, NULL, BERTH_COMMAND_LEN_MAX) > 0;
+}
+
 int berth_cmd_parse(berth_cmd *cmd, size_t argc, const berth_str *argv, char *err, size_t err_size) {
     assert(cmd != NULL);
     assert(argv != NULL || argc == 0);
@@ -360,6 +375,10 @@ int berth_cmd_parse(berth_cmd *cmd, size_t argc, const berth_str *argv, char *er
     if (rc != 0) return rc;
     if (!at_end(&p)) return unexpected(&p);
     assert(cmd->kind != BERTH_CMD_DEPLOY || cmd->place_count >= 1);
+    if (!canonical_fits(cmd, argc, argv)) {
+        return fail(&p, "%s: command too long: its canonical text exceeds %d bytes", p.cmd_name,
+                    BERTH_COMMAND_LEN_MAX);
+    }
     return 0;
 }
 
@@ -376,7 +395,7 @@ static void put(text *t, const char *s, size_t n) {
         t->overflow = true;
         return;
     }
-    memcpy(t->buf + t->len, s, n);
+    if (t->buf) memcpy(t->buf + t->len, s, n);   /* NULL buf: measure only */
     t->len += n;
 }
 static void put_cstr(text *t, const char *s) { put(t, s, strlen(s)); }
@@ -387,8 +406,9 @@ static void put_u64(text *t, uint64_t v) {
     put(t, d, (size_t)n);
 }
 
-size_t berth_cmd_canonical(const berth_cmd *cmd, char *buf, size_t size) {
-    assert(cmd != NULL && buf != NULL);
+/* The canonical text into buf, or only its length when buf is NULL. */
+static size_t canonical_write(const berth_cmd *cmd, char *buf, size_t size) {
+    assert(cmd != NULL);
     assert(cmd->kind > BERTH_CMD_NONE && cmd->kind < BERTH_CMD_KIND_COUNT);
     text t = { buf, size, 0, false };
     put_cstr(&t, kind_names[cmd->kind]);
@@ -453,6 +473,11 @@ size_t berth_cmd_canonical(const berth_cmd *cmd, char *buf, size_t size) {
     default: assert(0 && "unreachable"); return 0;
     }
     return t.overflow ? 0 : t.len;
+}
+
+size_t berth_cmd_canonical(const berth_cmd *cmd, char *buf, size_t size) {
+    assert(cmd != NULL && buf != NULL);
+    return canonical_write(cmd, buf, size);
 }
 
 size_t berth_cmd_split(const char *txt, size_t len, berth_str *words, size_t words_max) {
