@@ -1,0 +1,59 @@
+/* backend.h — the journal's private seam between the public API and a store.
+ *
+ * journal.c implements journal.h once, on top of this ops table; each
+ * backend (LMDB now, etcd later) fills one table and embeds the three base
+ * structs as the first member of its own. Callers never see this header, so
+ * adding a backend touches neither them nor journal.h. Record decoding, the
+ * seq checks on reads and the gap check on cursors live in journal.c, so
+ * every backend is held to the same rules. */
+#ifndef BERTH_JOURNAL_BACKEND_H
+#define BERTH_JOURNAL_BACKEND_H
+
+#include "journal.h"
+
+typedef struct berth_journal_ops berth_journal_ops;
+
+struct berth_journal {
+    const berth_journal_ops *ops;
+};
+
+struct berth_journal_reader {
+    const berth_journal_ops *ops;
+};
+
+struct berth_journal_cursor {
+    const berth_journal_ops *ops;
+};
+
+struct berth_journal_ops {
+    const char *name;   /* "lmdb" */
+    void (*close)(berth_journal *journal);
+    berth_jerr (*head)(berth_journal *journal, uint64_t *seq, uint8_t hash[BERTH_HASH_LEN]);
+    berth_jerr (*append)(berth_journal *journal, berth_record *records,
+                         const berth_touched *touched, size_t n);
+    berth_jerr (*snapshot_put)(berth_journal *journal, uint64_t seq, const void *bytes,
+                               size_t len);
+    berth_jerr (*size)(berth_journal *journal, uint64_t *disk_bytes, uint64_t *map_bytes);
+    berth_jerr (*reader_open)(berth_journal *journal, berth_journal_reader **out);
+    void (*reader_close)(berth_journal_reader *reader);
+    berth_jerr (*reader_head)(berth_journal_reader *reader, uint64_t *seq,
+                              uint8_t hash[BERTH_HASH_LEN]);
+    /* The stored bytes of seq; NOTFOUND when absent. */
+    berth_jerr (*read_raw)(berth_journal_reader *reader, uint64_t seq, const uint8_t **raw,
+                           size_t *raw_len);
+    berth_jerr (*cursor_open)(berth_journal_reader *reader, uint64_t from,
+                              berth_journal_cursor **out);
+    /* Next stored record; CORRUPT with *seq = the expected seq on a gap. */
+    berth_jerr (*cursor_next_raw)(berth_journal_cursor *cursor, uint64_t *seq,
+                                  const uint8_t **raw, size_t *raw_len);
+    void (*cursor_close)(berth_journal_cursor *cursor);
+    berth_jerr (*snapshot_get)(berth_journal_reader *reader, uint64_t max_seq, uint64_t *seq,
+                               const void **bytes, size_t *len);
+    berth_jerr (*snapshot_list)(berth_journal_reader *reader, uint64_t *seqs, size_t cap,
+                                size_t *n);
+    berth_jerr (*history)(berth_journal_reader *reader, berth_history_kind kind,
+                          berth_str name, uint64_t from, uint64_t *seqs, size_t cap,
+                          size_t *n);
+};
+
+#endif

@@ -1,0 +1,1151 @@
+/* lmdb_store.c — owns the LMDB backend of the journal: one environment in a
+ * data directory, its lock, its map growth, and every read and write on it.
+ *
+ * Layout (named databases in one environment):
+ *   journal    MDB_INTEGERKEY: u64 seq (native) -> encoded record (record.c)
+ *   snapshots  MDB_INTEGERKEY: u64 seq (native) -> snapshot bytes (opaque)
+ *   history    MDB_DUPSORT|MDB_DUPFIXED: kind byte 'w'/'i' + name -> 8-byte
+ *              big-endian seq, so one key's duplicates sort by seq
+ *   meta       "format" -> u32 store format (store_format below)
+ *
+ * Durability is LMDB's default sync: an append returns OK only after its
+ * write transaction committed, and a failed batch is aborted whole, so the
+ * journal only ever ends at a batch boundary.
+ *
+ * Directory lock: a writable open holds flock(LOCK_EX) on dir/LOCK (with its
+ * pid written inside, for the LOCKED sentence) for its lifetime. Read-only
+ * opens never take it: LMDB's reader table already makes them safe beside
+ * the one writer, and they must work beside a running berthd.
+ *
+ * Map growth. The map starts at map_size_initial and doubles up to
+ * map_size_max. LMDB resizes by unmapping and remapping, so no read
+ * transaction of this process may be open meanwhile (their records point
+ * into the old mapping). A "map gate" counts open readers: a resize sets
+ * `resizing` (new readers wait), waits a bounded time for the count to reach
+ * zero, remaps, and lets readers in again. Two occasions:
+ *   - early: before a write, when the map is over half used, the resize is
+ *     tried only if no reader is open at that instant (never waits), so
+ *     long-lived readers never stall the writer in the common case;
+ *   - on MDB_MAP_FULL: the aborted batch waits up to grow_wait_ms_max for
+ *     readers to close, grows, and retries; if readers stay open (including
+ *     one held by the appending thread itself) the append returns FULL with
+ *     nothing written, and a later append grows once the readers are gone.
+ * A read-only process adopts a writer's larger map (MDB_MAP_RESIZED) the
+ * same way. Readers should therefore be short-lived: one per query, not one
+ * per connection. */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+
+#include "backend.h"
+#include "limits.h"
+
+#define MAP_SIZE_INITIAL_DEFAULT (64ull << 20)
+#define MAP_SIZE_MAX_DEFAULT (1ull << 40)
+#define SNAPSHOT_BYTES_MAX (1ull << 30)
+
+enum {
+    dir_len_max = 4000,             /* data directory path, bytes */
+    path_len_max = dir_len_max + 16,
+    readers_max = 1024,             /* LMDB reader slots */
+    dbs_max = 4,
+    store_format = 1,               /* layout of the named databases above */
+    grow_wait_ms_max = 2000,        /* a resize waits this long for readers */
+    grow_attempts_max = 48,         /* doublings from a tiny map to the cap */
+    remap_attempts_max = 8,         /* reader retries after MDB_MAP_RESIZED */
+    history_key_len_max = 1 + BERTH_NAME_LEN_MAX,
+    pid_text_len_max = 32,
+    grow_slack_bytes = 1 << 20      /* B-tree and free-list overhead of one write */
+};
+
+typedef struct map_gate {
+    pthread_mutex_t mutex;
+    pthread_cond_t changed;         /* readers or resizing changed */
+    uint32_t readers;               /* read transactions open in this process */
+    bool resizing;
+} map_gate;
+
+typedef struct lmdb_journal {
+    berth_journal base;
+    MDB_env *env;
+    MDB_dbi dbi_journal;
+    MDB_dbi dbi_snapshots;
+    MDB_dbi dbi_history;
+    MDB_dbi dbi_meta;
+    bool read_only;
+    bool env_open;
+    bool sync_ready;
+    int lock_fd;                    /* -1: no directory lock held */
+    uint64_t map_size_max;
+    uint64_t page_size;
+    pthread_mutex_t write_mutex;    /* one append or snapshot_put at a time; guards head */
+    map_gate gate;
+    uint64_t head_seq;              /* writable opens: the committed head */
+    uint8_t head_hash[BERTH_HASH_LEN];
+    uint8_t *scratch;               /* one encoded record, BERTH_RECORD_BYTES_MAX */
+    char dir[dir_len_max + 1];
+} lmdb_journal;
+
+typedef struct lmdb_reader {
+    berth_journal_reader base;
+    lmdb_journal *journal;
+    MDB_txn *txn;
+} lmdb_reader;
+
+typedef struct lmdb_cursor {
+    berth_journal_cursor base;
+    MDB_cursor *cursor;
+    uint64_t expect;                /* the seq the next record must carry */
+    bool started;
+    bool failed;                    /* a gap or a bad key ends the walk */
+} lmdb_cursor;
+
+static const berth_journal_ops lmdb_ops;
+
+static lmdb_journal *journal_of(berth_journal *base) {
+    assert(base != NULL && base->ops == &lmdb_ops);
+    return (lmdb_journal *)base;
+}
+
+static lmdb_reader *reader_of(berth_journal_reader *base) {
+    assert(base != NULL && base->ops == &lmdb_ops);
+    return (lmdb_reader *)base;
+}
+
+static lmdb_cursor *cursor_of(berth_journal_cursor *base) {
+    assert(base != NULL && base->ops == &lmdb_ops);
+    return (lmdb_cursor *)base;
+}
+
+/* ---- errors ---------------------------------------------------------- */
+
+static berth_jerr jerr_of_mdb(int rc) {
+    assert(rc != MDB_SUCCESS);
+    switch (rc) {
+    case MDB_MAP_FULL: case ENOSPC: case EDQUOT: return BERTH_J_FULL;
+    case MDB_NOTFOUND: case ENOENT: return BERTH_J_NOTFOUND;
+    case ENOMEM: return BERTH_J_NOMEM;
+    case MDB_CORRUPTED: case MDB_INVALID: case MDB_VERSION_MISMATCH:
+    case MDB_INCOMPATIBLE: case MDB_BAD_VALSIZE: return BERTH_J_CORRUPT;
+    default: return BERTH_J_IO;
+    }
+}
+
+/* A put's error; *map_full says the write may succeed in a larger map. */
+static berth_jerr put_err(int rc, bool *map_full) {
+    assert(rc != MDB_SUCCESS);
+    *map_full = rc == MDB_MAP_FULL;
+    return jerr_of_mdb(rc);
+}
+
+static void sentence(char *err, size_t err_size, const char *fmt, const char *a,
+                     const char *b) {
+    if (err != NULL && err_size > 0) {
+        int n = snprintf(err, err_size, fmt, a, b);
+        assert(n >= 0);
+    }
+}
+
+/* ---- the map gate ---------------------------------------------------- */
+
+static bool gate_init(map_gate *gate) {
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0) {
+        return false;
+    }
+    bool ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+              pthread_cond_init(&gate->changed, &attr) == 0;
+    int rc = pthread_condattr_destroy(&attr);
+    assert(rc == 0);
+    if (!ok) {
+        return false;
+    }
+    if (pthread_mutex_init(&gate->mutex, NULL) != 0) {
+        rc = pthread_cond_destroy(&gate->changed);
+        assert(rc == 0);
+        return false;
+    }
+    gate->readers = 0;
+    gate->resizing = false;
+    return true;
+}
+
+static void gate_destroy(map_gate *gate) {
+    assert(gate->readers == 0 && !gate->resizing);
+    int rc = pthread_cond_destroy(&gate->changed);
+    assert(rc == 0);
+    rc = pthread_mutex_destroy(&gate->mutex);
+    assert(rc == 0);
+}
+
+static void gate_lock(map_gate *gate) {
+    int rc = pthread_mutex_lock(&gate->mutex);
+    assert(rc == 0);
+}
+
+static void gate_unlock(map_gate *gate) {
+    int rc = pthread_mutex_unlock(&gate->mutex);
+    assert(rc == 0);
+}
+
+/* A reader may start once no resize is under way. */
+static void gate_reader_enter(map_gate *gate) {
+    gate_lock(gate);
+    while (gate->resizing) {
+        int rc = pthread_cond_wait(&gate->changed, &gate->mutex);
+        assert(rc == 0);
+    }
+    gate->readers++;
+    assert(gate->readers > 0);
+    gate_unlock(gate);
+}
+
+static void gate_reader_leave(map_gate *gate) {
+    gate_lock(gate);
+    assert(gate->readers > 0);
+    gate->readers--;
+    if (gate->readers == 0) {
+        int rc = pthread_cond_broadcast(&gate->changed);
+        assert(rc == 0);
+    }
+    gate_unlock(gate);
+}
+
+static struct timespec deadline_after_ms(uint32_t wait_ms) {
+    struct timespec t;
+    int rc = clock_gettime(CLOCK_MONOTONIC, &t);
+    assert(rc == 0);
+    t.tv_sec += wait_ms / 1000;
+    t.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec += 1;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+/* Wait (until deadline) for pred-false; true if it became false. */
+static bool gate_wait_until(map_gate *gate, const struct timespec *deadline, bool for_readers) {
+    while (for_readers ? gate->readers > 0 : gate->resizing) {
+        int rc = pthread_cond_timedwait(&gate->changed, &gate->mutex, deadline);
+        if (rc == ETIMEDOUT) {
+            return !(for_readers ? gate->readers > 0 : gate->resizing);
+        }
+        assert(rc == 0);
+    }
+    return true;
+}
+
+/* Enter the exclusive resize state: no reader open, none may start. wait_ms
+ * 0: only if that holds right now. false: not entered. */
+static bool gate_resize_begin(map_gate *gate, uint32_t wait_ms) {
+    struct timespec deadline = deadline_after_ms(wait_ms);
+    gate_lock(gate);
+    bool entered = false;
+    if (gate_wait_until(gate, &deadline, false)) {
+        gate->resizing = true;
+        entered = gate_wait_until(gate, &deadline, true);
+        if (!entered) {
+            gate->resizing = false;
+            int rc = pthread_cond_broadcast(&gate->changed);
+            assert(rc == 0);
+        }
+    }
+    assert(!entered || (gate->resizing && gate->readers == 0));
+    gate_unlock(gate);
+    return entered;
+}
+
+static void gate_resize_end(map_gate *gate) {
+    gate_lock(gate);
+    assert(gate->resizing && gate->readers == 0);
+    gate->resizing = false;
+    int rc = pthread_cond_broadcast(&gate->changed);
+    assert(rc == 0);
+    gate_unlock(gate);
+}
+
+/* ---- map size -------------------------------------------------------- */
+
+static uint64_t round_up(uint64_t value, uint64_t unit) {
+    assert(unit > 0);
+    uint64_t r = value % unit;
+    return r == 0 ? value : value + (unit - r);
+}
+
+typedef struct map_use {
+    uint64_t map_bytes;
+    uint64_t used_bytes;    /* high-water mark of pages in use */
+} map_use;
+
+static map_use map_use_now(lmdb_journal *j) {
+    MDB_envinfo info;
+    int rc = mdb_env_info(j->env, &info);
+    assert(rc == 0);
+    map_use use = { info.me_mapsize, ((uint64_t)info.me_last_pgno + 1) * j->page_size };
+    return use;
+}
+
+/* The size to grow to, or 0 when the map is already at its cap. */
+static uint64_t map_size_next(lmdb_journal *j, uint64_t need_bytes) {
+    map_use use = map_use_now(j);
+    if (use.map_bytes >= j->map_size_max) {
+        return 0;
+    }
+    uint64_t want = use.map_bytes * 2;
+    uint64_t floor = use.used_bytes + need_bytes + grow_slack_bytes;
+    if (want < floor) {
+        want = floor;
+    }
+    want = round_up(want, j->page_size);
+    return want < j->map_size_max ? want : j->map_size_max;
+}
+
+/* Grow the map; caller holds write_mutex and no transaction. wait_ms 0:
+ * only when no reader is open now. */
+static berth_jerr map_grow(lmdb_journal *j, uint64_t need_bytes, uint32_t wait_ms) {
+    uint64_t next = map_size_next(j, need_bytes);
+    if (next == 0) {
+        return BERTH_J_FULL;
+    }
+    if (!gate_resize_begin(&j->gate, wait_ms)) {
+        return BERTH_J_FULL;
+    }
+    int rc = mdb_env_set_mapsize(j->env, (size_t)next);
+    gate_resize_end(&j->gate);
+    return rc == 0 ? BERTH_J_OK : jerr_of_mdb(rc);
+}
+
+/* Before a write: grow while no reader is in the way if the map is over
+ * half used, so MDB_MAP_FULL (and its wait) stays rare. */
+static void map_grow_early(lmdb_journal *j, uint64_t need_bytes) {
+    map_use use = map_use_now(j);
+    if (use.used_bytes + need_bytes > use.map_bytes / 2) {
+        berth_jerr err = map_grow(j, need_bytes, 0);
+        (void)err;   /* at the cap or readers open: the write itself decides */
+    }
+}
+
+/* ---- the directory lock ---------------------------------------------- */
+
+static bool path_join(char *out, const char *dir, const char *name) {
+    int n = snprintf(out, path_len_max, "%s/%s", dir, name);
+    return n > 0 && n < path_len_max;
+}
+
+static void lock_holder_pid(int fd, char *pid, size_t pid_size) {
+    char text[pid_text_len_max];
+    ssize_t got = pread(fd, text, sizeof(text) - 1, 0);
+    size_t len = 0;
+    while (got > 0 && len < (size_t)got && text[len] >= '0' && text[len] <= '9') {
+        len++;
+    }
+    if (len == 0) {
+        snprintf(pid, pid_size, "unknown");
+        return;
+    }
+    text[len] = '\0';
+    snprintf(pid, pid_size, "%s", text);
+}
+
+static berth_jerr lock_take(lmdb_journal *j, char *err, size_t err_size) {
+    char path[path_len_max];
+    if (!path_join(path, j->dir, "LOCK")) {
+        sentence(err, err_size, "data directory path %s is too long%s", j->dir, "");
+        return BERTH_J_INVALID;
+    }
+    j->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (j->lock_fd < 0) {
+        sentence(err, err_size, "cannot open the lock file %s: %s", path, strerror(errno));
+        return BERTH_J_IO;
+    }
+    if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno != EWOULDBLOCK) {
+            sentence(err, err_size, "cannot lock %s: %s", path, strerror(errno));
+            return BERTH_J_IO;
+        }
+        char pid[pid_text_len_max];
+        lock_holder_pid(j->lock_fd, pid, sizeof(pid));
+        sentence(err, err_size, "data directory %s is in use by another berthd (pid %s)",
+                 j->dir, pid);
+        return BERTH_J_LOCKED;
+    }
+    char text[pid_text_len_max];
+    int len = snprintf(text, sizeof(text), "%ld\n", (long)getpid());
+    assert(len > 0 && (size_t)len < sizeof(text));
+    if (ftruncate(j->lock_fd, 0) != 0 || pwrite(j->lock_fd, text, (size_t)len, 0) != len) {
+        sentence(err, err_size, "cannot write the lock file %s: %s", path, strerror(errno));
+        return BERTH_J_IO;
+    }
+    return BERTH_J_OK;
+}
+
+/* ---- open ------------------------------------------------------------ */
+
+static berth_jerr dir_prepare(lmdb_journal *j, char *err, size_t err_size) {
+    struct stat st;
+    if (!j->read_only) {
+        if (mkdir(j->dir, 0700) != 0 && errno != EEXIST) {
+            sentence(err, err_size, "cannot create data directory %s: %s", j->dir,
+                     strerror(errno));
+            return errno == ENOENT ? BERTH_J_NOTFOUND : BERTH_J_IO;
+        }
+        return lock_take(j, err, err_size);
+    }
+    if (stat(j->dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        sentence(err, err_size, "data directory %s does not exist%s", j->dir, "");
+        return BERTH_J_NOTFOUND;
+    }
+    char path[path_len_max];
+    if (!path_join(path, j->dir, "data.mdb") || stat(path, &st) != 0) {
+        sentence(err, err_size, "data directory %s holds no journal (no data.mdb)%s",
+                 j->dir, "");
+        return BERTH_J_NOTFOUND;
+    }
+    return BERTH_J_OK;
+}
+
+static berth_jerr env_open(lmdb_journal *j, uint64_t map_initial, char *err,
+                           size_t err_size) {
+    int rc = mdb_env_create(&j->env);
+    if (rc != 0) {
+        j->env = NULL;
+        sentence(err, err_size, "cannot create an LMDB environment: %s%s", mdb_strerror(rc), "");
+        return jerr_of_mdb(rc);
+    }
+    rc = mdb_env_set_maxreaders(j->env, readers_max);
+    if (rc == 0) rc = mdb_env_set_maxdbs(j->env, dbs_max);
+    if (rc == 0 && !j->read_only) rc = mdb_env_set_mapsize(j->env, (size_t)map_initial);
+    if (rc == 0) {
+        unsigned int flags = MDB_NOTLS | (j->read_only ? MDB_RDONLY : 0);
+        rc = mdb_env_open(j->env, j->dir, flags, 0600);
+    }
+    if (rc != 0) {
+        sentence(err, err_size, "cannot open the journal in %s: %s", j->dir, mdb_strerror(rc));
+        return jerr_of_mdb(rc);
+    }
+    j->env_open = true;
+    MDB_stat st;
+    rc = mdb_env_stat(j->env, &st);
+    assert(rc == 0);
+    j->page_size = st.ms_psize;
+    assert(j->page_size > 0);
+    return BERTH_J_OK;
+}
+
+static int dbi_open_all(lmdb_journal *j, MDB_txn *txn) {
+    unsigned int create = j->read_only ? 0 : MDB_CREATE;
+    int rc = mdb_dbi_open(txn, "journal", create | MDB_INTEGERKEY, &j->dbi_journal);
+    if (rc == 0) rc = mdb_dbi_open(txn, "snapshots", create | MDB_INTEGERKEY, &j->dbi_snapshots);
+    if (rc == 0) rc = mdb_dbi_open(txn, "history", create | MDB_DUPSORT | MDB_DUPFIXED,
+                                   &j->dbi_history);
+    if (rc == 0) rc = mdb_dbi_open(txn, "meta", create, &j->dbi_meta);
+    return rc;
+}
+
+/* The store format in meta: written when the store is new, checked always. */
+static berth_jerr meta_check(lmdb_journal *j, MDB_txn *txn, char *err, size_t err_size) {
+    MDB_val key = { 6, (void *)"format" };
+    MDB_val val;
+    int rc = mdb_get(txn, j->dbi_meta, &key, &val);
+    if (rc == MDB_NOTFOUND && !j->read_only) {
+        uint32_t format = store_format;
+        MDB_val put = { sizeof(format), &format };
+        rc = mdb_put(txn, j->dbi_meta, &key, &put, 0);
+        if (rc != 0) {
+            sentence(err, err_size, "cannot initialise the journal in %s: %s", j->dir,
+                     mdb_strerror(rc));
+            return jerr_of_mdb(rc);
+        }
+        return BERTH_J_OK;
+    }
+    uint32_t format = 0;
+    if (rc == 0 && val.mv_size == sizeof(format)) {
+        memcpy(&format, val.mv_data, sizeof(format));
+    }
+    if (format != store_format) {
+        char found[pid_text_len_max];
+        snprintf(found, sizeof(found), "%u", format);
+        sentence(err, err_size, "the journal in %s has an unknown store format (%s)", j->dir,
+                 found);
+        return BERTH_J_CORRUPT;
+    }
+    return BERTH_J_OK;
+}
+
+static berth_jerr dbs_open(lmdb_journal *j, char *err, size_t err_size) {
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(j->env, NULL, j->read_only ? MDB_RDONLY : 0, &txn);
+    if (rc != 0) {
+        sentence(err, err_size, "cannot begin a transaction in %s: %s", j->dir, mdb_strerror(rc));
+        return jerr_of_mdb(rc);
+    }
+    rc = dbi_open_all(j, txn);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        sentence(err, err_size, rc == MDB_NOTFOUND ? "data directory %s holds no journal%s"
+                 : "cannot open the journal's databases in %s: %s", j->dir,
+                 rc == MDB_NOTFOUND ? "" : mdb_strerror(rc));
+        return jerr_of_mdb(rc);
+    }
+    berth_jerr jerr = meta_check(j, txn, err, err_size);
+    if (jerr != BERTH_J_OK) {
+        mdb_txn_abort(txn);
+        return jerr;
+    }
+    rc = mdb_txn_commit(txn);   /* keeps the handles for every later transaction */
+    if (rc != 0) {
+        sentence(err, err_size, "cannot commit the journal's setup in %s: %s", j->dir,
+                 mdb_strerror(rc));
+        return jerr_of_mdb(rc);
+    }
+    return BERTH_J_OK;
+}
+
+/* Last record of the journal as seen by txn: its seq and stored hash. */
+static berth_jerr txn_head(lmdb_journal *j, MDB_txn *txn, uint64_t *seq,
+                           uint8_t hash[BERTH_HASH_LEN], char *why, size_t why_size) {
+    MDB_cursor *cursor;
+    int rc = mdb_cursor_open(txn, j->dbi_journal, &cursor);
+    if (rc != 0) {
+        return jerr_of_mdb(rc);
+    }
+    MDB_val key, val;
+    rc = mdb_cursor_get(cursor, &key, &val, MDB_LAST);
+    mdb_cursor_close(cursor);
+    if (rc == MDB_NOTFOUND) {
+        *seq = 0;
+        memset(hash, 0, BERTH_HASH_LEN);
+        return BERTH_J_OK;
+    }
+    if (rc != 0) {
+        return jerr_of_mdb(rc);
+    }
+    if (key.mv_size != sizeof(uint64_t)) {
+        return BERTH_J_CORRUPT;
+    }
+    memcpy(seq, key.mv_data, sizeof(*seq));
+    berth_record rec;
+    berth_jerr err = berth_record_decode(val.mv_data, val.mv_size, &rec, why, why_size);
+    if (err == BERTH_J_OK && rec.seq != *seq) {
+        err = BERTH_J_CORRUPT;
+    }
+    if (err == BERTH_J_OK) {
+        memcpy(hash, rec.hash, BERTH_HASH_LEN);
+    }
+    return err;
+}
+
+static berth_jerr head_load(lmdb_journal *j, char *err, size_t err_size) {
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        sentence(err, err_size, "cannot read the journal in %s: %s", j->dir, mdb_strerror(rc));
+        return jerr_of_mdb(rc);
+    }
+    char why[256] = "";
+    berth_jerr jerr = txn_head(j, txn, &j->head_seq, j->head_hash, why, sizeof(why));
+    mdb_txn_abort(txn);
+    if (jerr != BERTH_J_OK) {
+        char seq[pid_text_len_max];
+        snprintf(seq, sizeof(seq), "%llu", (unsigned long long)j->head_seq);
+        sentence(err, err_size, "the record at the head of the journal (seq %s) does not"
+                 " decode (%s); inspect it with `berth journal verify`", seq, why);
+    }
+    return jerr;
+}
+
+static berth_jerr sync_init(lmdb_journal *j) {
+    if (pthread_mutex_init(&j->write_mutex, NULL) != 0) {
+        return BERTH_J_NOMEM;
+    }
+    if (!gate_init(&j->gate)) {
+        int rc = pthread_mutex_destroy(&j->write_mutex);
+        assert(rc == 0);
+        return BERTH_J_NOMEM;
+    }
+    j->sync_ready = true;
+    return BERTH_J_OK;
+}
+
+static berth_jerr open_steps(lmdb_journal *j, const berth_journal_options *options,
+                             char *err, size_t err_size) {
+    berth_jerr jerr = sync_init(j);
+    if (jerr != BERTH_J_OK) {
+        sentence(err, err_size, "out of memory opening %s%s", j->dir, "");
+        return jerr;
+    }
+    long page = sysconf(_SC_PAGESIZE);
+    uint64_t unit = page > 0 ? (uint64_t)page : 4096;
+    uint64_t map_max = options->map_size_max ? options->map_size_max : MAP_SIZE_MAX_DEFAULT;
+    uint64_t map_initial = options->map_size_initial ? options->map_size_initial
+                                                    : MAP_SIZE_INITIAL_DEFAULT;
+    j->map_size_max = round_up(map_max, unit);
+    map_initial = round_up(map_initial, unit);
+    if (map_initial > j->map_size_max) {
+        map_initial = j->map_size_max;
+    }
+    jerr = dir_prepare(j, err, err_size);
+    if (jerr == BERTH_J_OK) jerr = env_open(j, map_initial, err, err_size);
+    if (jerr == BERTH_J_OK) jerr = dbs_open(j, err, err_size);
+    if (jerr == BERTH_J_OK && !j->read_only) jerr = head_load(j, err, err_size);
+    if (jerr == BERTH_J_OK && !j->read_only) {
+        j->scratch = malloc(BERTH_RECORD_BYTES_MAX);
+        if (j->scratch == NULL) {
+            sentence(err, err_size, "out of memory opening %s%s", j->dir, "");
+            jerr = BERTH_J_NOMEM;
+        }
+    }
+    return jerr;
+}
+
+static void lmdb_close(berth_journal *base) {
+    lmdb_journal *j = journal_of(base);
+    if (j->env != NULL) {
+        assert(!j->sync_ready || j->gate.readers == 0);
+        mdb_env_close(j->env);   /* also when mdb_env_open failed */
+    }
+    if (j->lock_fd >= 0) {
+        int rc = close(j->lock_fd);   /* releases the flock */
+        assert(rc == 0);
+    }
+    if (j->sync_ready) {
+        gate_destroy(&j->gate);
+        int rc = pthread_mutex_destroy(&j->write_mutex);
+        assert(rc == 0);
+    }
+    free(j->scratch);
+    free(j);
+}
+
+berth_jerr berth_journal_open_lmdb(berth_journal **out, const char *dir,
+                                   const berth_journal_options *options,
+                                   char *err, size_t err_size) {
+    assert(out != NULL && dir != NULL);
+    *out = NULL;
+    if (err != NULL && err_size > 0) {
+        err[0] = '\0';
+    }
+    size_t dir_len = strlen(dir);
+    if (dir_len == 0 || dir_len > dir_len_max) {
+        sentence(err, err_size, "data directory path is empty or too long%s%s", "", "");
+        return BERTH_J_INVALID;
+    }
+    berth_journal_options none = { 0 };
+    const berth_journal_options *opts = options != NULL ? options : &none;
+    lmdb_journal *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        sentence(err, err_size, "out of memory opening %s%s", dir, "");
+        return BERTH_J_NOMEM;
+    }
+    j->base.ops = &lmdb_ops;
+    j->lock_fd = -1;
+    j->read_only = opts->read_only;
+    memcpy(j->dir, dir, dir_len + 1);
+    berth_jerr jerr = open_steps(j, opts, err, err_size);
+    if (jerr != BERTH_J_OK) {
+        lmdb_close(&j->base);
+        return jerr;
+    }
+    *out = &j->base;
+    return BERTH_J_OK;
+}
+
+/* ---- head and size --------------------------------------------------- */
+
+static void write_lock(lmdb_journal *j) {
+    int rc = pthread_mutex_lock(&j->write_mutex);
+    assert(rc == 0);
+}
+
+static void write_unlock(lmdb_journal *j) {
+    int rc = pthread_mutex_unlock(&j->write_mutex);
+    assert(rc == 0);
+}
+
+static berth_jerr lmdb_reader_open(berth_journal *base, berth_journal_reader **out);
+static void lmdb_reader_close(berth_journal_reader *base);
+
+static berth_jerr lmdb_head(berth_journal *base, uint64_t *seq, uint8_t hash[BERTH_HASH_LEN]) {
+    lmdb_journal *j = journal_of(base);
+    if (!j->read_only) {
+        write_lock(j);
+        *seq = j->head_seq;
+        memcpy(hash, j->head_hash, BERTH_HASH_LEN);
+        write_unlock(j);
+        return BERTH_J_OK;
+    }
+    /* Read-only: another process appends, so ask a fresh read view. */
+    berth_journal_reader *reader;
+    berth_jerr err = lmdb_reader_open(base, &reader);
+    if (err != BERTH_J_OK) {
+        return err;
+    }
+    err = txn_head(j, reader_of(reader)->txn, seq, hash, NULL, 0);
+    lmdb_reader_close(reader);
+    return err;
+}
+
+static berth_jerr lmdb_size(berth_journal *base, uint64_t *disk_bytes, uint64_t *map_bytes) {
+    lmdb_journal *j = journal_of(base);
+    char path[path_len_max];
+    struct stat st;
+    if (!path_join(path, j->dir, "data.mdb") || stat(path, &st) != 0) {
+        return BERTH_J_IO;
+    }
+    *disk_bytes = (uint64_t)st.st_size;
+    gate_reader_enter(&j->gate);   /* the map size is stable while we look */
+    *map_bytes = map_use_now(j).map_bytes;
+    gate_reader_leave(&j->gate);
+    return BERTH_J_OK;
+}
+
+/* ---- writes ---------------------------------------------------------- */
+
+static void be64_put(uint8_t out[8], uint64_t v) {
+    for (int i = 7; i >= 0; i--) {
+        out[i] = (uint8_t)(v & 0xff);
+        v >>= 8;
+    }
+}
+
+static uint64_t be64_get(const uint8_t in[8]) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) {
+        v = (v << 8) | in[i];
+    }
+    return v;
+}
+
+static berth_jerr history_put_one(lmdb_journal *j, MDB_txn *txn, char kind, berth_str name,
+                                  const uint8_t seq_be[8], bool *map_full) {
+    if (name.len == 0 || name.len > BERTH_NAME_LEN_MAX) {
+        return BERTH_J_INVALID;
+    }
+    assert(name.ptr != NULL);
+    uint8_t key_bytes[history_key_len_max];
+    key_bytes[0] = (uint8_t)kind;
+    memcpy(key_bytes + 1, name.ptr, name.len);
+    MDB_val key = { 1 + (size_t)name.len, key_bytes };
+    MDB_val val = { 8, (void *)seq_be };
+    int rc = mdb_put(txn, j->dbi_history, &key, &val, 0);
+    return rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
+}
+
+static berth_jerr history_put(lmdb_journal *j, MDB_txn *txn, const berth_touched *t,
+                              uint64_t seq, bool *map_full) {
+    assert(t->workers != NULL || t->worker_count == 0);
+    if (t->worker_count > BERTH_PLACEMENT_WORKERS_MAX) {
+        return BERTH_J_INVALID;
+    }
+    uint8_t seq_be[8];
+    be64_put(seq_be, seq);
+    berth_jerr err = BERTH_J_OK;
+    if (t->instance.len > 0) {
+        err = history_put_one(j, txn, BERTH_HISTORY_INSTANCE, t->instance, seq_be, map_full);
+    }
+    for (uint32_t i = 0; i < t->worker_count && err == BERTH_J_OK; i++) {
+        err = history_put_one(j, txn, BERTH_HISTORY_WORKER, t->workers[i], seq_be, map_full);
+    }
+    return err;
+}
+
+/* Encode and put every record of the batch, chaining from the head. */
+static berth_jerr batch_put(lmdb_journal *j, MDB_txn *txn, berth_record *records,
+                            const berth_touched *touched, size_t n, bool *map_full) {
+    const uint8_t *prev = j->head_hash;
+    uint64_t total_bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        berth_record *rec = &records[i];
+        assert(rec->seq == j->head_seq + 1 + i);
+        rec->version = BERTH_RECORD_VERSION;
+        memcpy(rec->prev_hash, prev, BERTH_HASH_LEN);
+        size_t len = berth_record_encode(rec, j->scratch, BERTH_RECORD_BYTES_MAX);
+        total_bytes += len;
+        if (len == 0 || total_bytes > BERTH_BATCH_BYTES_MAX) {
+            return BERTH_J_INVALID;
+        }
+        MDB_val key = { sizeof(rec->seq), &rec->seq };
+        MDB_val val = { len, j->scratch };
+        int rc = mdb_put(txn, j->dbi_journal, &key, &val, MDB_APPEND);
+        if (rc != 0) {
+            return rc == MDB_KEYEXIST ? BERTH_J_CORRUPT : put_err(rc, map_full);
+        }
+        if (touched != NULL) {
+            berth_jerr err = history_put(j, txn, &touched[i], rec->seq, map_full);
+            if (err != BERTH_J_OK) {
+                return err;
+            }
+        }
+        prev = rec->hash;
+    }
+    return BERTH_J_OK;
+}
+
+/* One write transaction around body(); *map_full when LMDB ran out of map,
+ * in which case nothing was written and the caller may grow and retry. */
+typedef berth_jerr (*txn_body)(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map_full);
+
+static berth_jerr write_txn(lmdb_journal *j, txn_body body, void *arg, bool *map_full) {
+    *map_full = false;
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(j->env, NULL, 0, &txn);
+    if (rc != 0) {
+        *map_full = rc == MDB_MAP_FULL;
+        return jerr_of_mdb(rc);
+    }
+    berth_jerr err = body(j, txn, arg, map_full);
+    if (err != BERTH_J_OK) {
+        mdb_txn_abort(txn);
+        return err;
+    }
+    rc = mdb_txn_commit(txn);   /* frees txn whatever it returns */
+    if (rc != 0) {
+        *map_full = rc == MDB_MAP_FULL;
+        return jerr_of_mdb(rc);
+    }
+    return BERTH_J_OK;
+}
+
+/* Run body in a write transaction, growing the map on MDB_MAP_FULL. Caller
+ * holds write_mutex. */
+static berth_jerr write_with_growth(lmdb_journal *j, txn_body body, void *arg,
+                                    uint64_t need_bytes) {
+    map_grow_early(j, need_bytes);
+    for (uint32_t attempt = 0; attempt < grow_attempts_max; attempt++) {
+        bool map_full = false;
+        berth_jerr err = write_txn(j, body, arg, &map_full);
+        if (!map_full) {
+            return err;
+        }
+        err = map_grow(j, need_bytes, grow_wait_ms_max);
+        if (err != BERTH_J_OK) {
+            return err;
+        }
+    }
+    return BERTH_J_FULL;
+}
+
+typedef struct batch_arg {
+    berth_record *records;
+    const berth_touched *touched;
+    size_t n;
+} batch_arg;
+
+static berth_jerr batch_body(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map_full) {
+    batch_arg *batch = arg;
+    return batch_put(j, txn, batch->records, batch->touched, batch->n, map_full);
+}
+
+static berth_jerr lmdb_append(berth_journal *base, berth_record *records,
+                              const berth_touched *touched, size_t n) {
+    lmdb_journal *j = journal_of(base);
+    assert(n >= 1 && n <= BERTH_BATCH_RECORDS_MAX);
+    if (j->read_only) {
+        return BERTH_J_READONLY;
+    }
+    write_lock(j);
+    berth_jerr err = BERTH_J_OK;
+    for (size_t i = 0; i < n && err == BERTH_J_OK; i++) {
+        if (records[i].seq != j->head_seq + 1 + i) {
+            err = BERTH_J_INVALID;
+        }
+    }
+    if (err == BERTH_J_OK) {
+        batch_arg batch = { records, touched, n };
+        /* A batch needs at most its bytes twice over (leaf pages half full). */
+        uint64_t need = (uint64_t)n * BERTH_RECORD_BYTES_MAX / 8;
+        err = write_with_growth(j, batch_body, &batch, need);
+    }
+    if (err == BERTH_J_OK) {
+        j->head_seq = records[n - 1].seq;
+        memcpy(j->head_hash, records[n - 1].hash, BERTH_HASH_LEN);
+    }
+    write_unlock(j);
+    return err;
+}
+
+typedef struct snapshot_arg {
+    uint64_t seq;
+    const void *bytes;
+    size_t len;
+} snapshot_arg;
+
+static berth_jerr snapshot_body(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map_full) {
+    snapshot_arg *snap = arg;
+    MDB_val key = { sizeof(snap->seq), &snap->seq };
+    MDB_val val = { snap->len, (void *)snap->bytes };
+    int rc = mdb_put(txn, j->dbi_snapshots, &key, &val, 0);
+    return rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
+}
+
+static berth_jerr lmdb_snapshot_put(berth_journal *base, uint64_t seq, const void *bytes,
+                                    size_t len) {
+    lmdb_journal *j = journal_of(base);
+    assert(seq > 0 && bytes != NULL && len > 0);
+    if (j->read_only) {
+        return BERTH_J_READONLY;
+    }
+    if (len > SNAPSHOT_BYTES_MAX) {
+        return BERTH_J_INVALID;
+    }
+    write_lock(j);
+    berth_jerr err = BERTH_J_INVALID;
+    if (seq <= j->head_seq) {
+        snapshot_arg snap = { seq, bytes, len };
+        err = write_with_growth(j, snapshot_body, &snap, 2 * (uint64_t)len);
+    }
+    write_unlock(j);
+    return err;
+}
+
+/* ---- readers --------------------------------------------------------- */
+
+/* This process's map is smaller than the data a writer committed: adopt
+ * the writer's size, with no reader of ours open. */
+static berth_jerr map_adopt(lmdb_journal *j) {
+    if (!gate_resize_begin(&j->gate, grow_wait_ms_max)) {
+        return BERTH_J_IO;
+    }
+    int rc = mdb_env_set_mapsize(j->env, 0);
+    gate_resize_end(&j->gate);
+    return rc == 0 ? BERTH_J_OK : jerr_of_mdb(rc);
+}
+
+static berth_jerr lmdb_reader_open(berth_journal *base, berth_journal_reader **out) {
+    lmdb_journal *j = journal_of(base);
+    lmdb_reader *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return BERTH_J_NOMEM;
+    }
+    r->base.ops = &lmdb_ops;
+    r->journal = j;
+    for (uint32_t attempt = 0; attempt < remap_attempts_max; attempt++) {
+        gate_reader_enter(&j->gate);
+        int rc = mdb_txn_begin(j->env, NULL, MDB_RDONLY, &r->txn);
+        if (rc == 0) {
+            *out = &r->base;
+            return BERTH_J_OK;
+        }
+        gate_reader_leave(&j->gate);
+        berth_jerr err = rc == MDB_MAP_RESIZED ? map_adopt(j) : jerr_of_mdb(rc);
+        if (err != BERTH_J_OK) {
+            free(r);
+            return err == BERTH_J_NOTFOUND ? BERTH_J_IO : err;
+        }
+    }
+    free(r);
+    return BERTH_J_IO;
+}
+
+static void lmdb_reader_close(berth_journal_reader *base) {
+    lmdb_reader *r = reader_of(base);
+    assert(r->txn != NULL);
+    mdb_txn_abort(r->txn);
+    gate_reader_leave(&r->journal->gate);
+    free(r);
+}
+
+static berth_jerr lmdb_reader_head(berth_journal_reader *base, uint64_t *seq,
+                                   uint8_t hash[BERTH_HASH_LEN]) {
+    lmdb_reader *r = reader_of(base);
+    return txn_head(r->journal, r->txn, seq, hash, NULL, 0);
+}
+
+static berth_jerr lmdb_read_raw(berth_journal_reader *base, uint64_t seq, const uint8_t **raw,
+                                size_t *raw_len) {
+    lmdb_reader *r = reader_of(base);
+    MDB_val key = { sizeof(seq), &seq };
+    MDB_val val;
+    int rc = mdb_get(r->txn, r->journal->dbi_journal, &key, &val);
+    if (rc != 0) {
+        return rc == MDB_NOTFOUND ? BERTH_J_NOTFOUND : jerr_of_mdb(rc);
+    }
+    *raw = val.mv_data;
+    *raw_len = val.mv_size;
+    return BERTH_J_OK;
+}
+
+static berth_jerr lmdb_cursor_open(berth_journal_reader *base, uint64_t from,
+                                   berth_journal_cursor **out) {
+    lmdb_reader *r = reader_of(base);
+    assert(from >= 1);
+    lmdb_cursor *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return BERTH_J_NOMEM;
+    }
+    int rc = mdb_cursor_open(r->txn, r->journal->dbi_journal, &c->cursor);
+    if (rc != 0) {
+        free(c);
+        return jerr_of_mdb(rc);
+    }
+    c->base.ops = &lmdb_ops;
+    c->expect = from;
+    *out = &c->base;
+    return BERTH_J_OK;
+}
+
+static berth_jerr lmdb_cursor_next_raw(berth_journal_cursor *base, uint64_t *seq,
+                                       const uint8_t **raw, size_t *raw_len) {
+    lmdb_cursor *c = cursor_of(base);
+    if (c->failed) {
+        *seq = c->expect;
+        return BERTH_J_CORRUPT;
+    }
+    MDB_val key = { sizeof(c->expect), &c->expect };
+    MDB_val val;
+    int rc = mdb_cursor_get(c->cursor, &key, &val, c->started ? MDB_NEXT : MDB_SET_RANGE);
+    c->started = true;
+    if (rc == MDB_NOTFOUND) {
+        return BERTH_J_NOTFOUND;
+    }
+    if (rc != 0) {
+        return jerr_of_mdb(rc);
+    }
+    uint64_t got = 0;
+    if (key.mv_size == sizeof(got)) {
+        memcpy(&got, key.mv_data, sizeof(got));
+    }
+    if (got != c->expect) {
+        c->failed = true;   /* a gap (or a bad key): every later seq is suspect */
+        *seq = c->expect;
+        return BERTH_J_CORRUPT;
+    }
+    c->expect++;
+    *seq = got;
+    *raw = val.mv_data;
+    *raw_len = val.mv_size;
+    return BERTH_J_OK;
+}
+
+static void lmdb_cursor_close(berth_journal_cursor *base) {
+    lmdb_cursor *c = cursor_of(base);
+    mdb_cursor_close(c->cursor);
+    free(c);
+}
+
+static berth_jerr lmdb_snapshot_get(berth_journal_reader *base, uint64_t max_seq,
+                                    uint64_t *seq, const void **bytes, size_t *len) {
+    lmdb_reader *r = reader_of(base);
+    MDB_cursor *cursor;
+    int rc = mdb_cursor_open(r->txn, r->journal->dbi_snapshots, &cursor);
+    if (rc != 0) {
+        return jerr_of_mdb(rc);
+    }
+    uint64_t probe = max_seq;
+    MDB_val key = { sizeof(probe), &probe };
+    MDB_val val;
+    rc = mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE);
+    if (rc == MDB_NOTFOUND) {
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_LAST);   /* all are older */
+    } else if (rc == 0 && memcmp(key.mv_data, &max_seq, sizeof(max_seq)) != 0) {
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_PREV);   /* first newer: step back */
+    }
+    mdb_cursor_close(cursor);
+    if (rc != 0) {
+        return rc == MDB_NOTFOUND ? BERTH_J_NOTFOUND : jerr_of_mdb(rc);
+    }
+    if (key.mv_size != sizeof(*seq)) {
+        return BERTH_J_CORRUPT;
+    }
+    memcpy(seq, key.mv_data, sizeof(*seq));
+    assert(*seq <= max_seq);
+    *bytes = val.mv_data;
+    *len = val.mv_size;
+    return BERTH_J_OK;
+}
+
+static berth_jerr lmdb_snapshot_list(berth_journal_reader *base, uint64_t *seqs, size_t cap,
+                                     size_t *n) {
+    lmdb_reader *r = reader_of(base);
+    MDB_stat st;
+    int rc = mdb_stat(r->txn, r->journal->dbi_snapshots, &st);
+    if (rc != 0) {
+        return jerr_of_mdb(rc);
+    }
+    *n = st.ms_entries;
+    MDB_cursor *cursor;
+    rc = mdb_cursor_open(r->txn, r->journal->dbi_snapshots, &cursor);
+    if (rc != 0) {
+        return jerr_of_mdb(rc);
+    }
+    MDB_val key, val;
+    size_t i = 0;
+    rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
+    while (rc == 0 && i < cap && key.mv_size == sizeof(uint64_t)) {
+        memcpy(&seqs[i], key.mv_data, sizeof(uint64_t));
+        i++;
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
+    }
+    mdb_cursor_close(cursor);
+    if (rc == 0 && i < cap) {
+        return BERTH_J_CORRUPT;   /* a key that is not a u64 seq */
+    }
+    return rc == 0 || rc == MDB_NOTFOUND ? BERTH_J_OK : jerr_of_mdb(rc);
+}
+
+static berth_jerr lmdb_history(berth_journal_reader *base, berth_history_kind kind,
+                               berth_str name, uint64_t from, uint64_t *seqs, size_t cap,
+                               size_t *n) {
+    lmdb_reader *r = reader_of(base);
+    *n = 0;
+    if (cap == 0 || name.len == 0 || name.len > BERTH_NAME_LEN_MAX) {
+        return BERTH_J_OK;   /* no such name can be in the index */
+    }
+    uint8_t key_bytes[history_key_len_max];
+    key_bytes[0] = (uint8_t)kind;
+    memcpy(key_bytes + 1, name.ptr, name.len);
+    uint8_t from_be[8];
+    be64_put(from_be, from);
+    MDB_val key = { 1 + (size_t)name.len, key_bytes };
+    MDB_val val = { 8, from_be };
+    MDB_cursor *cursor;
+    int rc = mdb_cursor_open(r->txn, r->journal->dbi_history, &cursor);
+    if (rc != 0) {
+        return jerr_of_mdb(rc);
+    }
+    rc = mdb_cursor_get(cursor, &key, &val, MDB_GET_BOTH_RANGE);
+    while (rc == 0 && *n < cap) {
+        if (val.mv_size != 8) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        seqs[(*n)++] = be64_get(val.mv_data);
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT_DUP);
+    }
+    mdb_cursor_close(cursor);
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        *n = 0;
+        return jerr_of_mdb(rc);
+    }
+    return BERTH_J_OK;
+}
+
+static const berth_journal_ops lmdb_ops = {
+    .name = "lmdb",
+    .close = lmdb_close,
+    .head = lmdb_head,
+    .append = lmdb_append,
+    .snapshot_put = lmdb_snapshot_put,
+    .size = lmdb_size,
+    .reader_open = lmdb_reader_open,
+    .reader_close = lmdb_reader_close,
+    .reader_head = lmdb_reader_head,
+    .read_raw = lmdb_read_raw,
+    .cursor_open = lmdb_cursor_open,
+    .cursor_next_raw = lmdb_cursor_next_raw,
+    .cursor_close = lmdb_cursor_close,
+    .snapshot_get = lmdb_snapshot_get,
+    .snapshot_list = lmdb_snapshot_list,
+    .history = lmdb_history,
+};

@@ -1,0 +1,1120 @@
+/* test_journal.c — owns the journal module's unit tests (ctest `journal`).
+ *
+ * The codec is tested byte by byte (round trip, every truncation, every bit
+ * flip, unknown version, trailing bytes, hostile headers, seeded random
+ * bytes); the LMDB store through journal.h only, except where a test must
+ * plant damage the API can never write (a gap, a flipped stored byte): those
+ * open the environment with LMDB directly, in a child process, as another
+ * tool would. Every data directory lives under one mkdtemp root made and
+ * removed by the unchecked fixture, so a failed test leaves nothing behind.
+ * Processes stand in for berthd and its tools where two opens must not share
+ * an LMDB environment in one process (LMDB's locks are per process). */
+#define _GNU_SOURCE
+#include <check.h>
+#include <errno.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <lmdb.h>
+/* core/limits.h shadows the system <limits.h> on the include path (core's
+ * directory is a -I), and msgpack-c's pack template needs CHAR_MIN from it:
+ * supply that one macro from the compiler's own knowledge of char. */
+#ifndef CHAR_MIN
+#ifdef __CHAR_UNSIGNED__
+#define CHAR_MIN 0
+#else
+#define CHAR_MIN (-128)
+#endif
+#endif
+#include <msgpack.h>
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "journal.h"
+#include "limits.h"
+
+enum {
+    text_len_max = 64,          /* command text of the records tests build */
+    batch_small = 64,
+    crash_rounds = 3,
+    fuzz_inputs = 200000,       /* seeded random inputs to the decoder */
+    fuzz_len_max = 300,
+    reader_loops_min = 20,      /* the growth test's reader must really run */
+    err_len_max = 512
+};
+
+static char temp_root[] = "/tmp/berth-journal-test-XXXXXX";
+static unsigned dir_counter;
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+static void root_make(void) {
+    ck_assert_ptr_nonnull(mkdtemp(temp_root));
+}
+
+static void root_remove(void) {
+    int rc = nftw(temp_root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    ck_assert_int_eq(rc, 0);
+}
+
+/* A fresh data directory path (not created: the writable open creates it). */
+static void dir_fresh(char *out, size_t size) {
+    int n = snprintf(out, size, "%s/d%u-%d", temp_root, dir_counter++, (int)getpid());
+    ck_assert(n > 0 && (size_t)n < size);
+}
+
+/* ---- records --------------------------------------------------------- */
+
+typedef struct built {
+    berth_record rec;
+    char command[text_len_max];
+    char actor[text_len_max];
+} built;
+
+/* A deterministic record for seq; its strings live in b. */
+static void build(built *b, uint64_t seq) {
+    memset(b, 0, sizeof(*b));
+    int n = snprintf(b->command, sizeof(b->command), "WORKER.ADD w%" PRIu64 " GPUS 8", seq);
+    ck_assert(n > 0 && n < text_len_max);
+    int a = snprintf(b->actor, sizeof(b->actor), "ctl-%" PRIu64, seq % 7);
+    ck_assert(a > 0 && a < text_len_max);
+    b->rec.seq = seq;
+    b->rec.time_ms = 1700000000000ull + seq;
+    b->rec.actor = berth_str_make(b->actor, (size_t)a);
+    b->rec.reqid = berth_str_make("", 0);
+    b->rec.command = berth_str_make(b->command, (size_t)n);
+    b->rec.code = (uint32_t)(seq % 10);
+    b->rec.sentence = berth_str_make("", 0);
+}
+
+/* Append n records from head+1 and check the result. */
+static berth_jerr append_n(berth_journal *j, uint64_t first, size_t n) {
+    built *b = calloc(n, sizeof(*b));
+    ck_assert_ptr_nonnull(b);
+    berth_record *recs = calloc(n, sizeof(*recs));
+    ck_assert_ptr_nonnull(recs);
+    for (size_t i = 0; i < n; i++) {
+        build(&b[i], first + i);
+        recs[i] = b[i].rec;
+    }
+    berth_jerr err = berth_journal_append(j, recs, NULL, n);
+    free(recs);
+    free(b);
+    return err;
+}
+
+static berth_journal *open_rw(const char *dir, uint64_t map_initial, uint64_t map_max) {
+    berth_journal_options o = { .map_size_initial = map_initial, .map_size_max = map_max };
+    berth_journal *j = NULL;
+    char err[err_len_max];
+    berth_jerr rc = berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err));
+    ck_assert_msg(rc == BERTH_J_OK, "open %s: %s %s", dir, berth_jerr_name(rc), err);
+    return j;
+}
+
+static uint64_t head_of(berth_journal *j, uint8_t hash[BERTH_HASH_LEN]) {
+    uint64_t seq = 99;
+    uint8_t scratch[BERTH_HASH_LEN];
+    ck_assert_int_eq(berth_journal_head(j, &seq, hash != NULL ? hash : scratch), BERTH_J_OK);
+    return seq;
+}
+
+/* Walk 1..head: dense seqs, every hash good, every prev_hash the previous
+ * record's hash, and each record as build() made it. Returns the head. */
+static uint64_t chain_check(berth_journal *j) {
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    uint64_t head;
+    uint8_t head_hash[BERTH_HASH_LEN];
+    ck_assert_int_eq(berth_journal_reader_head(r, &head, head_hash), BERTH_J_OK);
+    berth_journal_cursor *c;
+    ck_assert_int_eq(berth_journal_cursor_open(r, 1, &c), BERTH_J_OK);
+    uint8_t prev[BERTH_HASH_LEN] = { 0 };
+    uint64_t count = 0;
+    berth_record rec;
+    const uint8_t *raw;
+    size_t raw_len;
+    berth_jerr err;
+    while ((err = berth_journal_cursor_next(c, &rec, &raw, &raw_len)) == BERTH_J_OK) {
+        count++;
+        ck_assert_uint_eq(rec.seq, count);
+        ck_assert(berth_record_hash_ok(raw, raw_len));
+        ck_assert_mem_eq(rec.prev_hash, prev, BERTH_HASH_LEN);
+        built b;
+        build(&b, rec.seq);
+        ck_assert(rec.command.len == b.rec.command.len &&
+                  memcmp(rec.command.ptr, b.command, rec.command.len) == 0);
+        ck_assert_uint_eq(rec.time_ms, b.rec.time_ms);
+        memcpy(prev, rec.hash, BERTH_HASH_LEN);
+    }
+    ck_assert_int_eq(err, BERTH_J_NOTFOUND);
+    ck_assert_uint_eq(count, head);
+    ck_assert_mem_eq(prev, head_hash, BERTH_HASH_LEN);
+    berth_journal_cursor_close(c);
+    berth_journal_reader_close(r);
+    return head;
+}
+
+/* Run fn in a child process; true when it exited 0. */
+static bool in_child(int (*fn)(const char *dir, int fd), const char *dir, int fd) {
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        _exit(fn(dir, fd));
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/* ---- codec ----------------------------------------------------------- */
+
+static size_t encode_full(berth_record *rec, uint8_t *buf, size_t cap) {
+    size_t len = berth_record_encode(rec, buf, cap);
+    ck_assert_uint_gt(len, 0);
+    return len;
+}
+
+START_TEST(codec_round_trip) {
+    char actor[BERTH_NAME_LEN_MAX], reqid[BERTH_NAME_LEN_MAX];
+    char sentence[BERTH_SENTENCE_LEN_MAX - 1];
+    static char command[BERTH_COMMAND_LEN_MAX];
+    memset(actor, 'a', sizeof(actor));
+    memset(reqid, 'r', sizeof(reqid));
+    memset(sentence, 's', sizeof(sentence));
+    memset(command, 'c', sizeof(command));
+    berth_record in = {
+        .version = BERTH_RECORD_VERSION, .seq = UINT64_MAX, .time_ms = 1764150000123ull,
+        .actor = berth_str_make(actor, sizeof(actor)),
+        .reqid = berth_str_make(reqid, sizeof(reqid)),
+        .command = berth_str_make(command, sizeof(command)),
+        .code = UINT32_MAX, .sentence = berth_str_make(sentence, sizeof(sentence)),
+    };
+    for (int i = 0; i < BERTH_HASH_LEN; i++) in.prev_hash[i] = (uint8_t)(i * 7 + 1);
+    static uint8_t buf[BERTH_RECORD_BYTES_MAX];
+    size_t len = encode_full(&in, buf, sizeof(buf));
+
+    uint8_t digest[BERTH_HASH_LEN];
+    SHA256(buf, len - 2 - BERTH_HASH_LEN, digest);
+    ck_assert_mem_eq(digest, in.hash, BERTH_HASH_LEN);
+    ck_assert_mem_eq(buf + len - BERTH_HASH_LEN, in.hash, BERTH_HASH_LEN);
+    ck_assert(berth_record_hash_ok(buf, len));
+
+    berth_record out;
+    char why[err_len_max];
+    ck_assert_int_eq(berth_record_decode(buf, len, &out, why, sizeof(why)), BERTH_J_OK);
+    ck_assert_uint_eq(out.version, BERTH_RECORD_VERSION);
+    ck_assert_uint_eq(out.seq, UINT64_MAX);
+    ck_assert_uint_eq(out.time_ms, 1764150000123ull);
+    ck_assert_uint_eq(out.code, UINT32_MAX);
+    ck_assert(out.actor.len == sizeof(actor) && memcmp(out.actor.ptr, actor, sizeof(actor)) == 0);
+    ck_assert(out.reqid.len == sizeof(reqid) && memcmp(out.reqid.ptr, reqid, sizeof(reqid)) == 0);
+    ck_assert(out.command.len == sizeof(command) &&
+              memcmp(out.command.ptr, command, sizeof(command)) == 0);
+    ck_assert(out.sentence.len == sizeof(sentence) &&
+              memcmp(out.sentence.ptr, sentence, sizeof(sentence)) == 0);
+    ck_assert_mem_eq(out.prev_hash, in.prev_hash, BERTH_HASH_LEN);
+    ck_assert_mem_eq(out.hash, in.hash, BERTH_HASH_LEN);
+    /* Strings point into the input, not into a copy. */
+    ck_assert((const uint8_t *)out.command.ptr > buf &&
+              (const uint8_t *)out.command.ptr < buf + len);
+
+    /* Small values and empty strings take their short forms and come back. */
+    built b;
+    build(&b, 1);
+    b.rec.version = BERTH_RECORD_VERSION;
+    size_t small = encode_full(&b.rec, buf, sizeof(buf));
+    /* fixarray, fixint version and seq, uint64 time, fixstr actor, empty reqid,
+     * fixstr command, fixint code, empty sentence, bin8 prev_hash, bin8 hash. */
+    size_t expected = 1 + 1 + 1 + 9 + (1 + b.rec.actor.len) + 1 + (1 + b.rec.command.len) + 1 +
+                      1 + (2 + BERTH_HASH_LEN) + (2 + BERTH_HASH_LEN);
+    ck_assert_uint_eq(small, expected);
+    ck_assert_int_eq(berth_record_decode(buf, small, &out, NULL, 0), BERTH_J_OK);
+    ck_assert_uint_eq(out.seq, 1);
+    ck_assert_uint_eq(out.actor.len, b.rec.actor.len);
+    ck_assert_uint_eq(out.reqid.len, 0);
+    ck_assert_uint_eq(out.sentence.len, 0);
+    ck_assert_uint_eq(out.code, 1);
+}
+END_TEST
+
+START_TEST(codec_encode_limits) {
+    built b;
+    build(&b, 5);
+    b.rec.version = BERTH_RECORD_VERSION;
+    uint8_t buf[256];
+    size_t len = encode_full(&b.rec, buf, sizeof(buf));
+    for (size_t cap = 0; cap < len; cap++) {
+        ck_assert_uint_eq(berth_record_encode(&b.rec, buf, cap), 0);
+    }
+    char long_name[BERTH_NAME_LEN_MAX + 1];
+    memset(long_name, 'x', sizeof(long_name));
+    static char long_command[BERTH_COMMAND_LEN_MAX + 1];
+    memset(long_command, 'c', sizeof(long_command));
+    char long_sentence[BERTH_SENTENCE_LEN_MAX];
+    memset(long_sentence, 's', sizeof(long_sentence));
+    static uint8_t big[BERTH_RECORD_BYTES_MAX];
+
+    berth_record r = b.rec;
+    r.actor = berth_str_make(long_name, sizeof(long_name));
+    ck_assert_uint_eq(berth_record_encode(&r, big, sizeof(big)), 0);
+    r = b.rec;
+    r.reqid = berth_str_make(long_name, sizeof(long_name));
+    ck_assert_uint_eq(berth_record_encode(&r, big, sizeof(big)), 0);
+    r = b.rec;
+    r.command = berth_str_make(long_command, sizeof(long_command));
+    ck_assert_uint_eq(berth_record_encode(&r, big, sizeof(big)), 0);
+    r = b.rec;
+    r.command = berth_str_make("", 0);
+    ck_assert_uint_eq(berth_record_encode(&r, big, sizeof(big)), 0);
+    r = b.rec;
+    r.sentence = berth_str_make(long_sentence, sizeof(long_sentence));
+    ck_assert_uint_eq(berth_record_encode(&r, big, sizeof(big)), 0);
+    r = b.rec;
+    r.version = BERTH_RECORD_VERSION + 1;
+    ck_assert_uint_eq(berth_record_encode(&r, big, sizeof(big)), 0);
+    r = b.rec;
+    r.seq = 0;
+    ck_assert_uint_eq(berth_record_encode(&r, big, sizeof(big)), 0);
+}
+END_TEST
+
+static size_t sample_record(uint8_t *buf, size_t cap) {
+    built b;
+    build(&b, 123456);
+    b.rec.version = BERTH_RECORD_VERSION;
+    b.rec.reqid = berth_str_make("req-1", 5);
+    b.rec.sentence = berth_str_make("worker w1 serves instance big", 29);
+    return encode_full(&b.rec, buf, cap);
+}
+
+START_TEST(codec_truncated) {
+    uint8_t buf[512];
+    size_t len = sample_record(buf, sizeof(buf));
+    for (size_t cut = 0; cut < len; cut++) {
+        /* A copy of exactly cut bytes, so a read past the end is caught by ASan. */
+        uint8_t *part = malloc(cut > 0 ? cut : 1);
+        ck_assert_ptr_nonnull(part);
+        memcpy(part, buf, cut);
+        berth_record out;
+        char why[err_len_max] = "";
+        ck_assert_int_eq(berth_record_decode(part, cut, &out, why, sizeof(why)), BERTH_J_CORRUPT);
+        ck_assert_msg(why[0] != '\0', "no reason at length %zu", cut);
+        ck_assert(!berth_record_hash_ok(part, cut));
+        free(part);
+    }
+}
+END_TEST
+
+START_TEST(codec_flipped) {
+    uint8_t buf[512];
+    size_t len = sample_record(buf, sizeof(buf));
+    uint32_t decoded = 0, refused = 0;
+    for (size_t at = 0; at < len; at++) {
+        for (int bit = 0; bit < 8; bit++) {
+            uint8_t copy[512];
+            memcpy(copy, buf, len);
+            copy[at] ^= (uint8_t)(1u << bit);
+            berth_record out;
+            berth_jerr err = berth_record_decode(copy, len, &out, NULL, 0);
+            ck_assert(err == BERTH_J_OK || err == BERTH_J_CORRUPT);
+            ck_assert_msg(!berth_record_hash_ok(copy, len), "flip at %zu bit %d passes", at, bit);
+            if (err == BERTH_J_OK) decoded++; else refused++;
+        }
+    }
+    /* Both outcomes occur: flips in string bytes decode, flips in headers do not. */
+    ck_assert_uint_gt(decoded, 0);
+    ck_assert_uint_gt(refused, 0);
+}
+END_TEST
+
+typedef struct sink { uint8_t buf[512]; size_t len; } sink;
+
+static int sink_write(void *data, const char *bytes, size_t len) {
+    sink *s = data;
+    ck_assert_uint_le(s->len + len, sizeof(s->buf));
+    memcpy(s->buf + s->len, bytes, len);
+    s->len += len;
+    return 0;
+}
+
+/* Body with the given version and field count, then a correct hash trailer. */
+static size_t craft(sink *s, uint64_t version, uint32_t fields) {
+    s->len = 0;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, s, sink_write);
+    ck_assert_int_eq(msgpack_pack_array(&pk, fields), 0);
+    ck_assert_int_eq(msgpack_pack_uint64(&pk, version), 0);
+    for (uint32_t i = 1; i < fields; i++) {
+        ck_assert_int_eq(msgpack_pack_uint64(&pk, i), 0);
+    }
+    uint8_t digest[BERTH_HASH_LEN];
+    SHA256(s->buf, s->len, digest);
+    ck_assert_int_eq(msgpack_pack_bin_with_body(&pk, digest, BERTH_HASH_LEN), 0);
+    return s->len;
+}
+
+START_TEST(codec_unknown_version) {
+    sink s;
+    size_t len = craft(&s, 2, 9);
+    berth_record out;
+    char why[err_len_max];
+    ck_assert_int_eq(berth_record_decode(s.buf, len, &out, why, sizeof(why)), BERTH_J_CORRUPT);
+    ck_assert_str_eq(why, "unknown format version 2");
+    ck_assert(berth_record_hash_ok(s.buf, len));   /* well formed, just not ours */
+    len = craft(&s, 77, 3);
+    ck_assert_int_eq(berth_record_decode(s.buf, len, &out, why, sizeof(why)), BERTH_J_CORRUPT);
+    ck_assert_str_eq(why, "unknown format version 77");
+    /* Version 1 with the wrong field count or types is refused too. */
+    len = craft(&s, 1, 8);
+    ck_assert_int_eq(berth_record_decode(s.buf, len, &out, why, sizeof(why)), BERTH_J_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(why, "fields"));
+    len = craft(&s, 1, 9);
+    ck_assert_int_eq(berth_record_decode(s.buf, len, &out, why, sizeof(why)), BERTH_J_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(why, "actor"));
+}
+END_TEST
+
+START_TEST(codec_trailing) {
+    uint8_t buf[512];
+    size_t len = sample_record(buf, sizeof(buf));
+    for (size_t extra = 1; extra <= 40; extra++) {
+        memset(buf + len, (int)extra, extra);
+        berth_record out;
+        char why[err_len_max];
+        ck_assert_int_eq(berth_record_decode(buf, len + extra, &out, why, sizeof(why)),
+                         BERTH_J_CORRUPT);
+        ck_assert_msg(strstr(why, "trailing") != NULL || strstr(why, "hash") != NULL, "%s", why);
+    }
+}
+END_TEST
+
+/* Headers that would make msgpack-c reserve gigabytes, and other shapes no
+ * record has: refused at once, whatever follows. */
+START_TEST(codec_hostile) {
+    static const uint8_t cases[][8] = {
+        { 0xdd, 0xff, 0xff, 0xff, 0xff, 0, 0, 0 },   /* array32 of 4G */
+        { 0x99, 0xdd, 0x0f, 0xff, 0xff, 0xff, 0, 0 },/* nested array32 */
+        { 0x99, 0xdf, 0xff, 0xff, 0xff, 0xff, 0, 0 },/* nested map32 */
+        { 0xdf, 0x00, 0x00, 0x00, 0x09, 0, 0, 0 },   /* map body */
+        { 0x99, 0xc7, 0xff, 0x01, 0, 0, 0, 0 },      /* ext */
+        { 0x99, 0xc1, 0, 0, 0, 0, 0, 0 },            /* never-used byte */
+        { 0x99, 0xdb, 0xff, 0xff, 0xff, 0xff, 0, 0 },/* str32 longer than the input */
+        { 0xdc, 0xff, 0xff, 0, 0, 0, 0, 0 },         /* array16 of 65535 */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        berth_record out;
+        char why[err_len_max];
+        ck_assert_int_eq(berth_record_decode(cases[i], sizeof(cases[i]), &out, why, sizeof(why)),
+                         BERTH_J_CORRUPT);
+    }
+}
+END_TEST
+
+static uint64_t xorshift(uint64_t *state) {
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    return x;
+}
+
+/* Seeded random bytes and random mutations of a good record: any verdict is
+ * fine, a crash (or an ASan report under BERTH_SANITIZE) is not. */
+START_TEST(codec_random_bytes) {
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    uint8_t good[512];
+    size_t good_len = sample_record(good, sizeof(good));
+    uint32_t ok = 0;
+    for (uint32_t i = 0; i < fuzz_inputs; i++) {
+        size_t len = (size_t)(xorshift(&seed) % fuzz_len_max);
+        uint8_t *buf = malloc(len > 0 ? len : 1);
+        ck_assert_ptr_nonnull(buf);
+        if (i % 2 == 0) {
+            for (size_t k = 0; k < len; k++) buf[k] = (uint8_t)xorshift(&seed);
+            if (len > 0) buf[0] = (uint8_t)(0x90 + (xorshift(&seed) % 16));
+        } else {
+            len = len < good_len ? len : good_len;
+            memcpy(buf, good, len);
+            uint32_t edits = 1 + (uint32_t)(xorshift(&seed) % 4);
+            for (uint32_t e = 0; e < edits && len > 0; e++) {
+                buf[xorshift(&seed) % len] = (uint8_t)xorshift(&seed);
+            }
+        }
+        berth_record out;
+        char why[err_len_max];
+        berth_jerr err = berth_record_decode(buf, len, &out, why, sizeof(why));
+        ck_assert(err == BERTH_J_OK || err == BERTH_J_CORRUPT);
+        if (err == BERTH_J_OK) ok++;
+        (void)berth_record_hash_ok(buf, len);
+        free(buf);
+    }
+    ck_assert_uint_lt(ok, fuzz_inputs);
+}
+END_TEST
+
+/* The decoder's zone is per thread: decodes on many threads at once agree. */
+static void *decode_many(void *arg) {
+    const uint8_t *buf = arg;
+    size_t len = 0;
+    memcpy(&len, buf + 600, sizeof(len));
+    for (int i = 0; i < 20000; i++) {
+        berth_record out;
+        if (berth_record_decode(buf, len, &out, NULL, 0) != BERTH_J_OK || out.seq != 123456) {
+            return (void *)1;
+        }
+    }
+    return NULL;
+}
+
+START_TEST(codec_threads) {
+    uint8_t buf[700];
+    size_t len = sample_record(buf, 600);
+    memcpy(buf + 600, &len, sizeof(len));
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) ck_assert_int_eq(pthread_create(&t[i], NULL, decode_many, buf), 0);
+    for (int i = 0; i < 4; i++) {
+        void *res;
+        ck_assert_int_eq(pthread_join(t[i], &res), 0);
+        ck_assert_ptr_null(res);
+    }
+}
+END_TEST
+
+START_TEST(jerr_names) {
+    ck_assert_str_eq(berth_jerr_name(BERTH_J_OK), "OK");
+    ck_assert_str_eq(berth_jerr_name(BERTH_J_FULL), "FULL");
+    ck_assert_str_eq(berth_jerr_name(BERTH_J_LOCKED), "LOCKED");
+    ck_assert_str_eq(berth_jerr_name(BERTH_J_READONLY), "READONLY");
+    ck_assert_str_eq(berth_jerr_name((berth_jerr)99), "UNKNOWN");
+}
+END_TEST
+
+/* ---- store ----------------------------------------------------------- */
+
+START_TEST(store_append_read_reopen) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 0, 0);
+    uint8_t zero[BERTH_HASH_LEN] = { 0 }, hash[BERTH_HASH_LEN];
+    ck_assert_uint_eq(head_of(j, hash), 0);
+    ck_assert_mem_eq(hash, zero, BERTH_HASH_LEN);
+    ck_assert_int_eq(append_n(j, 1, 1), BERTH_J_OK);
+    ck_assert_int_eq(append_n(j, 2, 10), BERTH_J_OK);
+    ck_assert_int_eq(append_n(j, 12, 100), BERTH_J_OK);
+    ck_assert_uint_eq(head_of(j, hash), 111);
+    ck_assert_uint_eq(chain_check(j), 111);
+
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    berth_record rec;
+    const uint8_t *raw;
+    size_t raw_len;
+    ck_assert_int_eq(berth_journal_read(r, 57, &rec, &raw, &raw_len), BERTH_J_OK);
+    ck_assert_uint_eq(rec.seq, 57);
+    ck_assert(berth_record_hash_ok(raw, raw_len));
+    ck_assert_int_eq(berth_journal_read(r, 112, &rec, NULL, NULL), BERTH_J_NOTFOUND);
+    ck_assert_int_eq(berth_journal_read(r, 0, &rec, NULL, NULL), BERTH_J_NOTFOUND);
+    /* A cursor from the middle, and next_raw. */
+    berth_journal_cursor *c;
+    ck_assert_int_eq(berth_journal_cursor_open(r, 100, &c), BERTH_J_OK);
+    uint64_t seq;
+    for (uint64_t want = 100; want <= 111; want++) {
+        ck_assert_int_eq(berth_journal_cursor_next_raw(c, &seq, &raw, &raw_len), BERTH_J_OK);
+        ck_assert_uint_eq(seq, want);
+        ck_assert_int_eq(berth_record_decode(raw, raw_len, &rec, NULL, 0), BERTH_J_OK);
+        ck_assert_uint_eq(rec.seq, want);
+    }
+    ck_assert_int_eq(berth_journal_cursor_next_raw(c, &seq, &raw, &raw_len), BERTH_J_NOTFOUND);
+    berth_journal_cursor_close(c);
+    ck_assert_int_eq(berth_journal_cursor_open(r, 500, &c), BERTH_J_OK);
+    ck_assert_int_eq(berth_journal_cursor_next(c, &rec, NULL, NULL), BERTH_J_NOTFOUND);
+    berth_journal_cursor_close(c);
+    berth_journal_reader_close(r);
+
+    uint64_t disk, map;
+    ck_assert_int_eq(berth_journal_size(j, &disk, &map), BERTH_J_OK);
+    ck_assert_uint_gt(disk, 0);
+    ck_assert_uint_ge(map, 64ull << 20);
+    berth_journal_close(j);
+
+    /* Reopen: the head and its hash are read back; the chain continues. */
+    j = open_rw(dir, 0, 0);
+    uint8_t again[BERTH_HASH_LEN];
+    ck_assert_uint_eq(head_of(j, again), 111);
+    ck_assert_mem_eq(again, hash, BERTH_HASH_LEN);
+    ck_assert_int_eq(append_n(j, 112, 5), BERTH_J_OK);
+    ck_assert_uint_eq(chain_check(j), 116);
+    berth_journal_close(j);
+}
+END_TEST
+
+START_TEST(store_invalid_batches) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 0, 0);
+    ck_assert_int_eq(append_n(j, 1, 3), BERTH_J_OK);
+    uint8_t before[BERTH_HASH_LEN], after[BERTH_HASH_LEN];
+    ck_assert_uint_eq(head_of(j, before), 3);
+    ck_assert_int_eq(append_n(j, 5, 2), BERTH_J_INVALID);       /* gap */
+    ck_assert_int_eq(append_n(j, 3, 2), BERTH_J_INVALID);       /* overlap */
+    ck_assert_int_eq(append_n(j, 1, 1), BERTH_J_INVALID);
+    ck_assert_int_eq(append_n(j, 4, 0), BERTH_J_INVALID);       /* empty */
+    ck_assert_int_eq(append_n(j, 4, BERTH_BATCH_RECORDS_MAX + 1), BERTH_J_INVALID);
+
+    /* A gap inside the batch: nothing of it is written. */
+    built b[3];
+    berth_record recs[3];
+    for (int i = 0; i < 3; i++) { build(&b[i], 4 + (uint64_t)i); recs[i] = b[i].rec; }
+    recs[2].seq = 9;
+    ck_assert_int_eq(berth_journal_append(j, recs, NULL, 3), BERTH_J_INVALID);
+
+    /* A field over its limit in the last record: nothing written. */
+    for (int i = 0; i < 3; i++) recs[i] = b[i].rec;
+    char long_name[BERTH_NAME_LEN_MAX + 1];
+    memset(long_name, 'x', sizeof(long_name));
+    recs[2].actor = berth_str_make(long_name, sizeof(long_name));
+    ck_assert_int_eq(berth_journal_append(j, recs, NULL, 3), BERTH_J_INVALID);
+
+    /* Too many bytes: 4096 records of 16 KiB commands exceed the batch cap. */
+    static char command[BERTH_COMMAND_LEN_MAX];
+    memset(command, 'c', sizeof(command));
+    berth_record *many = calloc(BERTH_BATCH_RECORDS_MAX, sizeof(*many));
+    ck_assert_ptr_nonnull(many);
+    for (size_t i = 0; i < BERTH_BATCH_RECORDS_MAX; i++) {
+        many[i] = b[0].rec;
+        many[i].seq = 4 + i;
+        many[i].command = berth_str_make(command, sizeof(command));
+    }
+    ck_assert_int_eq(berth_journal_append(j, many, NULL, BERTH_BATCH_RECORDS_MAX),
+                     BERTH_J_INVALID);
+    free(many);
+
+    ck_assert_uint_eq(head_of(j, after), 3);
+    ck_assert_mem_eq(before, after, BERTH_HASH_LEN);
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    berth_record rec;
+    ck_assert_int_eq(berth_journal_read(r, 4, &rec, NULL, NULL), BERTH_J_NOTFOUND);
+    berth_journal_reader_close(r);
+    /* The journal still takes the right next batch. */
+    ck_assert_int_eq(append_n(j, 4, 2), BERTH_J_OK);
+    ck_assert_uint_eq(chain_check(j), 5);
+    berth_journal_close(j);
+}
+END_TEST
+
+START_TEST(store_map_full) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 128 << 10, 1 << 20);
+    uint64_t next = 1;
+    berth_jerr err;
+    uint32_t batches = 0;
+    while ((err = append_n(j, next, batch_small)) == BERTH_J_OK) {
+        next += batch_small;
+        batches++;
+        ck_assert_uint_lt(batches, 100000);
+    }
+    ck_assert_int_eq(err, BERTH_J_FULL);
+    ck_assert_uint_gt(batches, 10);   /* the map grew from 128 KiB before filling */
+    uint8_t hash[BERTH_HASH_LEN], again[BERTH_HASH_LEN];
+    ck_assert_uint_eq(head_of(j, hash), next - 1);
+    ck_assert_int_eq(append_n(j, next, batch_small), BERTH_J_FULL);   /* still full, intact */
+    ck_assert_uint_eq(head_of(j, again), next - 1);
+    ck_assert_mem_eq(hash, again, BERTH_HASH_LEN);
+    ck_assert_uint_eq(chain_check(j), next - 1);
+    uint64_t disk, map;
+    ck_assert_int_eq(berth_journal_size(j, &disk, &map), BERTH_J_OK);
+    ck_assert_uint_eq(map, 1 << 20);
+    berth_journal_close(j);
+
+    /* A bigger cap: the same journal takes more. */
+    j = open_rw(dir, 128 << 10, 8 << 20);
+    ck_assert_uint_eq(head_of(j, again), next - 1);
+    ck_assert_mem_eq(hash, again, BERTH_HASH_LEN);
+    for (int i = 0; i < 20; i++) {
+        ck_assert_int_eq(append_n(j, next, batch_small), BERTH_J_OK);
+        next += batch_small;
+    }
+    ck_assert_uint_eq(chain_check(j), next - 1);
+    berth_journal_close(j);
+}
+END_TEST
+
+typedef struct reader_load {
+    berth_journal *journal;
+    atomic_bool stop;
+    atomic_uint loops;
+    atomic_uint failures;
+} reader_load;
+
+/* Open a reader, check the head record and a short walk, close; repeat. */
+static void *reader_loop(void *arg) {
+    reader_load *load = arg;
+    while (!atomic_load(&load->stop)) {
+        berth_journal_reader *r;
+        if (berth_journal_reader_open(load->journal, &r) != BERTH_J_OK) {
+            atomic_fetch_add(&load->failures, 1);
+            continue;
+        }
+        uint64_t head;
+        uint8_t hash[BERTH_HASH_LEN];
+        berth_record rec;
+        const uint8_t *raw;
+        size_t raw_len;
+        bool good = berth_journal_reader_head(r, &head, hash) == BERTH_J_OK;
+        if (good && head > 0) {
+            good = berth_journal_read(r, head, &rec, &raw, &raw_len) == BERTH_J_OK &&
+                   berth_record_hash_ok(raw, raw_len) && memcmp(rec.hash, hash, BERTH_HASH_LEN) == 0;
+            good = good && berth_journal_read(r, 1 + head / 2, &rec, &raw, &raw_len) == BERTH_J_OK &&
+                   berth_record_hash_ok(raw, raw_len);
+        }
+        berth_journal_reader_close(r);
+        if (!good) atomic_fetch_add(&load->failures, 1);
+        atomic_fetch_add(&load->loops, 1);
+    }
+    return NULL;
+}
+
+START_TEST(store_growth_with_reader) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 64 << 10, 0);
+    reader_load load = { .journal = j };
+    atomic_init(&load.stop, false);
+    atomic_init(&load.loops, 0);
+    atomic_init(&load.failures, 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, reader_loop, &load), 0);
+    uint64_t next = 1;
+    for (int i = 0; i < 300; i++) {
+        ck_assert_int_eq(append_n(j, next, batch_small), BERTH_J_OK);
+        next += batch_small;
+        /* Let the reader run a while before stopping, however fast appends are. */
+        while (i == 299 && atomic_load(&load.loops) < reader_loops_min) {
+            sched_yield();
+        }
+    }
+    atomic_store(&load.stop, true);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_uint_eq(atomic_load(&load.failures), 0);
+    uint64_t disk, map;
+    ck_assert_int_eq(berth_journal_size(j, &disk, &map), BERTH_J_OK);
+    ck_assert_uint_ge(map, 4u << 20);   /* grew many doublings from 64 KiB */
+    ck_assert_uint_eq(chain_check(j), next - 1);
+    berth_journal_close(j);
+}
+END_TEST
+
+/* Child: a read-only open beside the writer sees its records; writes refused. */
+static int child_read_only(const char *dir, int fd) {
+    berth_journal_options o = { .read_only = true, .no_lock = fd != 0 };
+    berth_journal *j = NULL;
+    if (berth_journal_open_lmdb(&j, dir, &o, NULL, 0) != BERTH_J_OK) return 1;
+    uint64_t seq;
+    uint8_t hash[BERTH_HASH_LEN];
+    if (berth_journal_head(j, &seq, hash) != BERTH_J_OK || seq != 10) return 2;
+    if (append_n(j, 11, 1) != BERTH_J_READONLY) return 3;
+    if (berth_journal_snapshot_put(j, 5, "x", 1) != BERTH_J_READONLY) return 4;
+    berth_journal_reader *r;
+    berth_record rec;
+    if (berth_journal_reader_open(j, &r) != BERTH_J_OK) return 5;
+    if (berth_journal_read(r, 10, &rec, NULL, NULL) != BERTH_J_OK) return 6;
+    if (memcmp(rec.hash, hash, BERTH_HASH_LEN) != 0) return 7;
+    berth_journal_reader_close(r);
+    berth_journal_close(j);
+    return 0;
+}
+
+START_TEST(store_locked) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 0, 0);
+    ck_assert_int_eq(append_n(j, 1, 10), BERTH_J_OK);
+    berth_journal *second = NULL;
+    char err[err_len_max];
+    ck_assert_int_eq(berth_journal_open_lmdb(&second, dir, NULL, err, sizeof(err)),
+                     BERTH_J_LOCKED);
+    ck_assert_ptr_null(second);
+    char want[err_len_max];
+    snprintf(want, sizeof(want), "data directory %s is in use by another berthd (pid %d)", dir,
+             (int)getpid());
+    ck_assert_str_eq(err, want);
+    ck_assert(in_child(child_read_only, dir, 0));
+    ck_assert(in_child(child_read_only, dir, 1));
+    berth_journal_close(j);
+    /* Closed: the lock is free again. */
+    j = open_rw(dir, 0, 0);
+    berth_journal_close(j);
+
+    /* Read-only opens of a missing directory or one without a journal. */
+    berth_journal_options ro = { .read_only = true };
+    char missing[300];
+    snprintf(missing, sizeof(missing), "%s/none", temp_root);
+    ck_assert_int_eq(berth_journal_open_lmdb(&second, missing, &ro, err, sizeof(err)),
+                     BERTH_J_NOTFOUND);
+    ck_assert_ptr_nonnull(strstr(err, "does not exist"));
+    ck_assert_int_eq(mkdir(missing, 0700), 0);
+    ck_assert_int_eq(berth_journal_open_lmdb(&second, missing, &ro, err, sizeof(err)),
+                     BERTH_J_NOTFOUND);
+    ck_assert_ptr_nonnull(strstr(err, "no journal"));
+}
+END_TEST
+
+typedef struct touched_spec {
+    const char *instance;
+    const char *workers[3];
+} touched_spec;
+
+START_TEST(store_history) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 0, 0);
+    static const touched_spec specs[] = {
+        { NULL, { "w1", NULL, NULL } },          /* 1: WORKER.ADD w1 */
+        { NULL, { "w2", NULL, NULL } },          /* 2 */
+        { "big", { "w1", "w2", NULL } },         /* 3: DEPLOY big ON w1 w2 */
+        { "small", { "w2", NULL, NULL } },       /* 4 */
+        { NULL, { NULL, NULL, NULL } },          /* 5: POLICY.SET */
+        { "big", { "w1", "w2", NULL } },         /* 6: RELEASE big */
+        { "w1", { "w10", NULL, NULL } },         /* 7: an instance named like a worker */
+    };
+    enum { n = sizeof(specs) / sizeof(specs[0]) };
+    built b[n];
+    berth_record recs[n];
+    berth_touched touched[n];
+    berth_str names[n][3];
+    for (size_t i = 0; i < n; i++) {
+        build(&b[i], 1 + i);
+        recs[i] = b[i].rec;
+        uint32_t count = 0;
+        while (count < 3 && specs[i].workers[count] != NULL) {
+            names[i][count] = berth_str_make(specs[i].workers[count],
+                                             strlen(specs[i].workers[count]));
+            count++;
+        }
+        const char *inst = specs[i].instance;
+        touched[i] = (berth_touched){ berth_str_make(inst ? inst : "", inst ? strlen(inst) : 0),
+                                      count, names[i] };
+    }
+    /* Two batches, so the index spans transactions. */
+    ck_assert_int_eq(berth_journal_append(j, recs, touched, 4), BERTH_J_OK);
+    ck_assert_int_eq(berth_journal_append(j, recs + 4, touched + 4, n - 4), BERTH_J_OK);
+    ck_assert_int_eq(append_n(j, n + 1, 3), BERTH_J_OK);   /* no touched at all */
+
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    uint64_t seqs[16];
+    size_t got;
+    ck_assert_int_eq(berth_journal_history(r, BERTH_HISTORY_WORKER, berth_str_make("w1", 2), 0,
+                                           seqs, 16, &got), BERTH_J_OK);
+    ck_assert_uint_eq(got, 3);
+    ck_assert(seqs[0] == 1 && seqs[1] == 3 && seqs[2] == 6);
+    ck_assert_int_eq(berth_journal_history(r, BERTH_HISTORY_WORKER, berth_str_make("w2", 2), 3,
+                                           seqs, 16, &got), BERTH_J_OK);
+    ck_assert_uint_eq(got, 3);
+    ck_assert(seqs[0] == 3 && seqs[1] == 4 && seqs[2] == 6);
+    ck_assert_int_eq(berth_journal_history(r, BERTH_HISTORY_WORKER, berth_str_make("w2", 2), 4,
+                                           seqs, 1, &got), BERTH_J_OK);
+    ck_assert_uint_eq(got, 1);
+    ck_assert_uint_eq(seqs[0], 4);
+    ck_assert_int_eq(berth_journal_history(r, BERTH_HISTORY_INSTANCE, berth_str_make("big", 3),
+                                           0, seqs, 16, &got), BERTH_J_OK);
+    ck_assert_uint_eq(got, 2);
+    ck_assert(seqs[0] == 3 && seqs[1] == 6);
+    ck_assert_int_eq(berth_journal_history(r, BERTH_HISTORY_INSTANCE, berth_str_make("w1", 2),
+                                           0, seqs, 16, &got), BERTH_J_OK);
+    ck_assert_uint_eq(got, 1);
+    ck_assert_uint_eq(seqs[0], 7);
+    ck_assert_int_eq(berth_journal_history(r, BERTH_HISTORY_WORKER, berth_str_make("w", 1),
+                                           0, seqs, 16, &got), BERTH_J_OK);
+    ck_assert_uint_eq(got, 0);
+    ck_assert_int_eq(berth_journal_history(r, BERTH_HISTORY_WORKER, berth_str_make("w10", 3),
+                                           8, seqs, 16, &got), BERTH_J_OK);
+    ck_assert_uint_eq(got, 0);
+    ck_assert_int_eq(berth_journal_history(r, BERTH_HISTORY_WORKER, berth_str_make("w1", 2),
+                                           7, seqs, 16, &got), BERTH_J_OK);
+    ck_assert_uint_eq(got, 0);
+    berth_journal_reader_close(r);
+    berth_journal_close(j);
+}
+END_TEST
+
+START_TEST(store_snapshots) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 0, 0);
+    ck_assert_int_eq(append_n(j, 1, 30), BERTH_J_OK);
+    ck_assert_int_eq(berth_journal_snapshot_put(j, 31, "late", 4), BERTH_J_INVALID);
+    ck_assert_int_eq(berth_journal_snapshot_put(j, 0, "zero", 4), BERTH_J_INVALID);
+    ck_assert_int_eq(berth_journal_snapshot_put(j, 20, "twenty", 6), BERTH_J_OK);
+    ck_assert_int_eq(berth_journal_snapshot_put(j, 10, "ten", 3), BERTH_J_OK);
+    static uint8_t big[3 << 20];   /* bigger than a page and than half the first map */
+    for (size_t i = 0; i < sizeof(big); i++) big[i] = (uint8_t)(i * 31);
+    ck_assert_int_eq(berth_journal_snapshot_put(j, 30, big, sizeof(big)), BERTH_J_OK);
+
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    uint64_t seq;
+    const void *bytes;
+    size_t len;
+    ck_assert_int_eq(berth_journal_snapshot_get(r, 25, &seq, &bytes, &len), BERTH_J_OK);
+    ck_assert(seq == 20 && len == 6 && memcmp(bytes, "twenty", 6) == 0);
+    ck_assert_int_eq(berth_journal_snapshot_get(r, 20, &seq, &bytes, &len), BERTH_J_OK);
+    ck_assert_uint_eq(seq, 20);
+    ck_assert_int_eq(berth_journal_snapshot_get(r, 19, &seq, &bytes, &len), BERTH_J_OK);
+    ck_assert(seq == 10 && len == 3 && memcmp(bytes, "ten", 3) == 0);
+    ck_assert_int_eq(berth_journal_snapshot_get(r, UINT64_MAX, &seq, &bytes, &len), BERTH_J_OK);
+    ck_assert(seq == 30 && len == sizeof(big) && memcmp(bytes, big, sizeof(big)) == 0);
+    ck_assert_int_eq(berth_journal_snapshot_get(r, 9, &seq, &bytes, &len), BERTH_J_NOTFOUND);
+    uint64_t seqs[2];
+    size_t n;
+    ck_assert_int_eq(berth_journal_snapshot_list(r, seqs, 2, &n), BERTH_J_OK);
+    ck_assert_uint_eq(n, 3);
+    ck_assert(seqs[0] == 10 && seqs[1] == 20);
+    ck_assert_int_eq(berth_journal_snapshot_list(r, NULL, 0, &n), BERTH_J_OK);
+    ck_assert_uint_eq(n, 3);
+    berth_journal_reader_close(r);
+    berth_journal_close(j);
+
+    /* Empty list on a journal with none. */
+    dir_fresh(dir, sizeof(dir));
+    j = open_rw(dir, 0, 0);
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    ck_assert_int_eq(berth_journal_snapshot_list(r, seqs, 2, &n), BERTH_J_OK);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_int_eq(berth_journal_snapshot_get(r, UINT64_MAX, &seq, &bytes, &len),
+                     BERTH_J_NOTFOUND);
+    berth_journal_reader_close(r);
+    berth_journal_close(j);
+}
+END_TEST
+
+/* Child: damage the stored journal with LMDB directly (as a disk fault or
+ * a hand edit would): delete seq 5 (fd 0) or flip a byte of seq 7 (fd 1). */
+static int child_damage(const char *dir, int how) {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 4) != 0 ||
+        mdb_env_open(env, dir, 0, 0600) != 0 || mdb_txn_begin(env, NULL, 0, &txn) != 0 ||
+        mdb_dbi_open(txn, "journal", MDB_INTEGERKEY, &dbi) != 0) {
+        return 1;
+    }
+    uint64_t seq = how == 0 ? 5 : 7;
+    MDB_val key = { sizeof(seq), &seq }, val;
+    if (how == 0) {
+        if (mdb_del(txn, dbi, &key, NULL) != 0) return 2;
+    } else {
+        if (mdb_get(txn, dbi, &key, &val) != 0) return 3;
+        uint8_t copy[512];
+        if (val.mv_size > sizeof(copy)) return 4;
+        memcpy(copy, val.mv_data, val.mv_size);
+        copy[20] ^= 0x01;   /* inside the command text: still decodes */
+        MDB_val put = { val.mv_size, copy };
+        if (mdb_put(txn, dbi, &key, &put, 0) != 0) return 5;
+    }
+    if (mdb_txn_commit(txn) != 0) return 6;
+    mdb_env_close(env);
+    return 0;
+}
+
+START_TEST(store_gap_and_flip) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 0, 0);
+    ck_assert_int_eq(append_n(j, 1, 10), BERTH_J_OK);
+    berth_journal_close(j);
+    ck_assert(in_child(child_damage, dir, 0));
+    ck_assert(in_child(child_damage, dir, 1));
+
+    j = open_rw(dir, 0, 0);
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    berth_journal_cursor *c;
+    ck_assert_int_eq(berth_journal_cursor_open(r, 1, &c), BERTH_J_OK);
+    berth_record rec;
+    for (uint64_t want = 1; want <= 4; want++) {
+        ck_assert_int_eq(berth_journal_cursor_next(c, &rec, NULL, NULL), BERTH_J_OK);
+        ck_assert_uint_eq(rec.seq, want);
+    }
+    ck_assert_int_eq(berth_journal_cursor_next(c, &rec, NULL, NULL), BERTH_J_CORRUPT);
+    ck_assert_uint_eq(rec.seq, 5);   /* the seq that should have followed */
+    ck_assert_int_eq(berth_journal_cursor_next(c, &rec, NULL, NULL), BERTH_J_CORRUPT);
+    berth_journal_cursor_close(c);
+
+    /* The flipped record still decodes but its hash no longer matches. */
+    const uint8_t *raw;
+    size_t raw_len;
+    ck_assert_int_eq(berth_journal_read(r, 7, &rec, &raw, &raw_len), BERTH_J_OK);
+    ck_assert(!berth_record_hash_ok(raw, raw_len));
+    ck_assert_int_eq(berth_journal_read(r, 6, &rec, &raw, &raw_len), BERTH_J_OK);
+    ck_assert(berth_record_hash_ok(raw, raw_len));
+    berth_journal_reader_close(r);
+    berth_journal_close(j);
+}
+END_TEST
+
+/* Child: append batches of 64 forever, one byte on fd after each commit. */
+static int child_append_forever(const char *dir, int fd) {
+    berth_journal_options o = { .map_size_initial = 256 << 10 };
+    berth_journal *j = NULL;
+    if (berth_journal_open_lmdb(&j, dir, &o, NULL, 0) != BERTH_J_OK) return 1;
+    uint64_t head;
+    uint8_t hash[BERTH_HASH_LEN];
+    if (berth_journal_head(j, &head, hash) != BERTH_J_OK) return 2;
+    for (;;) {
+        if (append_n(j, head + 1, batch_small) != BERTH_J_OK) return 3;
+        head += batch_small;
+        if (write(fd, "b", 1) != 1) return 4;
+    }
+}
+
+static uint32_t crash_round(const char *dir, uint32_t batches_before_kill) {
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(fds[0]);
+        _exit(child_append_forever(dir, fds[1]));
+    }
+    close(fds[1]);
+    uint32_t seen = 0;
+    char byte;
+    while (seen < batches_before_kill) {
+        ck_assert_int_eq(read(fds[0], &byte, 1), 1);
+        seen++;
+    }
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);   /* most likely inside a batch */
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    while (read(fds[0], &byte, 1) == 1) seen++;   /* commits acknowledged before the kill */
+    close(fds[0]);
+    return seen;
+}
+
+START_TEST(store_crash_mid_batch) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    uint64_t acknowledged = 0;
+    for (uint32_t round = 0; round < crash_rounds; round++) {
+        acknowledged += crash_round(dir, 5 + 7 * round) * (uint64_t)batch_small;
+        berth_journal *j = open_rw(dir, 0, 0);   /* the dead child's lock is gone */
+        uint64_t head = chain_check(j);
+        ck_assert_uint_eq(head % batch_small, 0);
+        ck_assert_uint_ge(head, acknowledged);   /* nothing acknowledged is lost */
+        ck_assert_uint_le(head, acknowledged + batch_small);
+        acknowledged = head;
+        berth_journal_close(j);
+    }
+}
+END_TEST
+
+/* Child: open read-only on a small map, wait for the writer to grow the
+ * file far past it, then read its newest record (adopting the new size). */
+static int child_adopt(const char *dir, int fd) {
+    berth_journal_options o = { .read_only = true };
+    berth_journal *j = NULL;
+    if (berth_journal_open_lmdb(&j, dir, &o, NULL, 0) != BERTH_J_OK) return 1;
+    uint64_t disk, map_before, map_after;
+    if (berth_journal_size(j, &disk, &map_before) != BERTH_J_OK) return 2;
+    char byte;
+    if (write(fd, "r", 1) != 1 || read(fd, &byte, 1) != 1) return 3;
+    uint64_t head;
+    uint8_t hash[BERTH_HASH_LEN];
+    if (berth_journal_head(j, &head, hash) != BERTH_J_OK || head != 64 * 400) return 4;
+    berth_journal_reader *r;
+    berth_record rec;
+    if (berth_journal_reader_open(j, &r) != BERTH_J_OK) return 5;
+    if (berth_journal_read(r, head, &rec, NULL, NULL) != BERTH_J_OK) return 6;
+    berth_journal_reader_close(r);
+    if (berth_journal_size(j, &disk, &map_after) != BERTH_J_OK || map_after <= map_before) return 7;
+    berth_journal_close(j);
+    return 0;
+}
+
+START_TEST(store_reader_adopts_growth) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 64 << 10, 0);
+    ck_assert_int_eq(append_n(j, 1, 1), BERTH_J_OK);
+    int fds[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(fds[0]);
+        _exit(child_adopt(dir, fds[1]));
+    }
+    close(fds[1]);
+    char byte;
+    ck_assert_int_eq(read(fds[0], &byte, 1), 1);
+    ck_assert_int_eq(append_n(j, 2, batch_small - 1), BERTH_J_OK);
+    for (uint64_t next = batch_small + 1; next < 64 * 400; next += batch_small) {
+        ck_assert_int_eq(append_n(j, next, batch_small), BERTH_J_OK);
+    }
+    ck_assert_uint_eq(head_of(j, NULL), 64 * 400);
+    ck_assert_int_eq(write(fds[0], "g", 1), 1);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    close(fds[0]);
+    berth_journal_close(j);
+}
+END_TEST
+
+static Suite *journal_suite(void) {
+    Suite *s = suite_create("journal");
+    TCase *codec = tcase_create("codec");
+    tcase_add_test(codec, codec_round_trip);
+    tcase_add_test(codec, codec_encode_limits);
+    tcase_add_test(codec, codec_truncated);
+    tcase_add_test(codec, codec_flipped);
+    tcase_add_test(codec, codec_unknown_version);
+    tcase_add_test(codec, codec_trailing);
+    tcase_add_test(codec, codec_hostile);
+    tcase_add_test(codec, codec_random_bytes);
+    tcase_add_test(codec, codec_threads);
+    tcase_add_test(codec, jerr_names);
+    tcase_set_timeout(codec, 120);
+    suite_add_tcase(s, codec);
+
+    TCase *store = tcase_create("store");
+    tcase_add_unchecked_fixture(store, root_make, root_remove);
+    tcase_add_test(store, store_append_read_reopen);
+    tcase_add_test(store, store_invalid_batches);
+    tcase_add_test(store, store_map_full);
+    tcase_add_test(store, store_growth_with_reader);
+    tcase_add_test(store, store_locked);
+    tcase_add_test(store, store_history);
+    tcase_add_test(store, store_snapshots);
+    tcase_add_test(store, store_gap_and_flip);
+    tcase_add_test(store, store_crash_mid_batch);
+    tcase_add_test(store, store_reader_adopts_growth);
+    tcase_set_timeout(store, 240);
+    suite_add_tcase(s, store);
+    return s;
+}
+
+int main(void) {
+    SRunner *runner = srunner_create(journal_suite());
+    srunner_run_all(runner, CK_NORMAL);
+    int failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
