@@ -1,0 +1,932 @@
+/* bench_engine.c — the engine's speed figures (issue 2, "Speed"), in one run.
+ *
+ * Owns the measurement, not the engine: it builds a deterministic journal of
+ * --records records over --workers workers (berth_gen's stream, submitted
+ * through replay/engine.h in batches of 1024, fsync on), then measures on
+ * it, each figure --runs times, printing median and spread:
+ *   ceilings  raw LMDB cursor scan, record decode alone, SHA-256 alone
+ *   replay    berth_replay_to from genesis, no snapshots
+ *   verify    berth_verify over the whole chain
+ *   apply     parse + apply in memory, no journal
+ *   append    durable berth_journal_append of pre-built records at batch
+ *             sizes 1, 64 and 1024 into a fresh journal
+ *   memory    bytes per worker and per instance, counted by a berth_allocator
+ * It checks as it goes (record counts, verify ok, replay digest equal to the
+ * live engine's, generator predictions equal to the engine's outcomes) and
+ * exits non-zero if anything is wrong, so `bench_smoke` can run it small.
+ * It never asserts on time: figures are printed beside targets and ceilings.
+ *
+ * Usage: bench_engine [--records N] [--workers W] [--data DIR] [--runs R]
+ *                     [--seed S] [--keep]
+ * --data defaults to a new directory under $TMPDIR, else /work, else /tmp;
+ * it is removed at the end unless --keep. With --keep, a later run with the
+ * same --data, --records, --workers and --seed reuses the built journal. */
+#define _GNU_SOURCE
+#include <assert.h>
+#include <errno.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "gen.h"
+#include "journal.h"
+#include "replay.h"
+#include "state.h"
+
+#define RECORDS_DEFAULT 10000000ull
+#define WORKERS_DEFAULT 10000u
+#define RUNS_DEFAULT 3u
+#define RUNS_MAX 15u
+#define SEED_DEFAULT 20261126ull
+#define BUILD_BATCH_RECORDS 1024u
+#define SAMPLE_RECORDS_MAX 1000000ull        /* decode/hash ceilings run over this many in memory */
+#define APPLY_RECORDS_MAX 2000000ull         /* apply-in-memory runs over this many commands */
+#define APPEND_SOURCE_RECORDS_MAX 65536ull   /* distinct pre-built records, cycled */
+#define APPEND_SIZES 3
+#define DISK_BYTES_PER_RECORD 420ull         /* record + LMDB page/branch overhead + history index */
+#define DISK_SLACK_BYTES (2ull << 30)        /* append journals and headroom */
+#define PATH_LEN_MAX 4096
+#define ERR_LEN_MAX 1024
+#define LINE_LEN_MAX 256
+#define TIME_BASE_MS 1798761600000ull        /* 2027-01-01T00:00:00Z: fixed, so the journal is deterministic */
+#define ACTOR "bench"
+
+static const uint32_t append_batch_sizes[APPEND_SIZES] = { 1, 64, 1024 };
+/* Records appended per run at each batch size: batch 1 pays one fsync per
+ * record, so it gets fewer. */
+static const uint64_t append_records_max[APPEND_SIZES] = { 2000, 64000, 1048576 };
+
+/* Targets of issue 2 on this 2-core machine, records per second. */
+#define TARGET_REPLAY 5000000.0
+#define TARGET_VERIFY 2000000.0
+#define TARGET_APPEND_1024 1000000.0
+
+typedef struct options {
+    uint64_t records;
+    uint32_t workers;
+    uint32_t runs;
+    uint64_t seed;
+    bool keep;
+    char data[PATH_LEN_MAX];
+    bool data_given;
+} options;
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("ERR ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return -1;
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    int rc = clock_gettime(CLOCK_MONOTONIC, &ts);
+    assert(rc == 0);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------ figures */
+
+typedef struct figure {
+    const char *name;
+    uint32_t runs;
+    double rate[RUNS_MAX];          /* per second */
+} figure;
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void figure_add(figure *f, uint64_t count, uint64_t ns) {
+    assert(f->runs < RUNS_MAX);
+    assert(ns > 0);
+    f->rate[f->runs++] = (double)count * 1e9 / (double)ns;
+}
+
+static double figure_median(const figure *f) {
+    assert(f->runs > 0);
+    double sorted[RUNS_MAX];
+    memcpy(sorted, f->rate, f->runs * sizeof(double));
+    qsort(sorted, f->runs, sizeof(double), cmp_double);
+    if (f->runs % 2) return sorted[f->runs / 2];
+    return (sorted[f->runs / 2 - 1] + sorted[f->runs / 2]) / 2;
+}
+
+static void figure_range(const figure *f, double *lo, double *hi) {
+    *lo = *hi = f->rate[0];
+    for (uint32_t i = 1; i < f->runs; i++) {
+        if (f->rate[i] < *lo) *lo = f->rate[i];
+        if (f->rate[i] > *hi) *hi = f->rate[i];
+    }
+}
+
+static void human(double v, char *out, size_t size) {
+    if (v >= 1e6) snprintf(out, size, "%.2fM", v / 1e6);
+    else if (v >= 1e3) snprintf(out, size, "%.1fk", v / 1e3);
+    else snprintf(out, size, "%.0f", v);
+}
+
+/* One line: name, median, min..max and spread, then target and ceiling. */
+static void figure_print(const figure *f, const char *unit, double target, const char *ceiling_name,
+                         double ceiling) {
+    char med[32], lo_s[32], hi_s[32];
+    double lo, hi, m = figure_median(f);
+    figure_range(f, &lo, &hi);
+    human(m, med, sizeof med);
+    human(lo, lo_s, sizeof lo_s);
+    human(hi, hi_s, sizeof hi_s);
+    double spread = m > 0 ? (hi - lo) / m * 100 : 0;
+    printf("  %-34s %9s %-10s [%s..%s, spread %4.1f%%, %u runs]", f->name, med, unit, lo_s, hi_s, spread,
+           f->runs);
+    if (target > 0) {
+        char t[32];
+        human(target, t, sizeof t);
+        printf("  target >= %s: %s", t, m >= target ? "MET" : "MISSED");
+    }
+    if (ceiling > 0) {
+        char c[32];
+        human(ceiling, c, sizeof c);
+        printf("  ceiling (%s) %s", ceiling_name, c);
+    }
+    putchar('\n');
+}
+
+/* ------------------------------------------------------------ machine */
+
+static void print_load(const char *when) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    char line[LINE_LEN_MAX] = "unknown";
+    if (f != NULL) {
+        if (fgets(line, sizeof line, f) == NULL) snprintf(line, sizeof line, "unknown\n");
+        fclose(f);
+    }
+    line[strcspn(line, "\n")] = '\0';
+    printf("load average %s: %s\n", when, line);
+}
+
+static void print_machine(void) {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[LINE_LEN_MAX], model[LINE_LEN_MAX] = "unknown";
+    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, "model name", 10) == 0) {
+            const char *colon = strchr(line, ':');
+            if (colon) snprintf(model, sizeof model, "%s", colon + 2);
+            break;
+        }
+    }
+    if (f != NULL) fclose(f);
+    model[strcspn(model, "\n")] = '\0';
+    printf("machine: %ld online CPUs, %s\n", sysconf(_SC_NPROCESSORS_ONLN), model);
+}
+
+/* Anonymous resident memory (heap, not the LMDB file mapping), in bytes. */
+static uint64_t rss_anon_bytes(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[LINE_LEN_MAX];
+    uint64_t kb = 0;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+        if (sscanf(line, "RssAnon: %" SCNu64 " kB", &kb) == 1) break;
+    }
+    if (f != NULL) fclose(f);
+    return kb * 1024;
+}
+
+/* ------------------------------------------------------------ files */
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    return remove(path);
+}
+
+/* Remove a directory tree we created (nftw walks it; no recursion here). */
+static int remove_tree(const char *path) {
+    if (access(path, F_OK) != 0) return 0;
+    if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
+        return fail("cannot remove %s: %s", path, strerror(errno));
+    }
+    return 0;
+}
+
+static int path_join(char *out, const char *dir, const char *name) {
+    int n = snprintf(out, PATH_LEN_MAX, "%s/%s", dir, name);
+    if (n < 0 || n >= PATH_LEN_MAX) return fail("path too long: %s/%s", dir, name);
+    return 0;
+}
+
+static int make_data_dir(options *o) {
+    if (o->data_given) {
+        if (mkdir(o->data, 0700) != 0 && errno != EEXIST) {
+            return fail("cannot create data directory %s: %s", o->data, strerror(errno));
+        }
+        return 0;
+    }
+    const char *base = getenv("TMPDIR");
+    if (base == NULL || access(base, W_OK) != 0) base = access("/work", W_OK) == 0 ? "/work" : "/tmp";
+    int n = snprintf(o->data, sizeof o->data, "%s/berth-bench-XXXXXX", base);
+    if (n < 0 || (size_t)n >= sizeof o->data) return fail("TMPDIR path too long");
+    if (mkdtemp(o->data) == NULL) return fail("cannot create a directory under %s: %s", base, strerror(errno));
+    return 0;
+}
+
+static int check_disk(const options *o) {
+    struct statvfs vfs;
+    if (statvfs(o->data, &vfs) != 0) return fail("statvfs %s: %s", o->data, strerror(errno));
+    uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+    uint64_t need = o->records * DISK_BYTES_PER_RECORD + DISK_SLACK_BYTES;
+    printf("disk: %s has %.1f GB free; this run needs about %.1f GB\n", o->data, avail / 1e9, need / 1e9);
+    if (avail < need) {
+        return fail("not enough disk under %s: %.1f GB free, about %.1f GB needed; use --data on a larger "
+                    "disk or fewer --records", o->data, avail / 1e9, need / 1e9);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ build */
+
+/* The parameters a built journal was made with, so --keep can reuse it. */
+static void params_line(const options *o, char *out, size_t size) {
+    snprintf(out, size, "records=%" PRIu64 " workers=%u seed=%" PRIu64 " gen=1\n", o->records, o->workers,
+             o->seed);
+}
+
+static bool params_match(const options *o) {
+    char path[PATH_LEN_MAX], want[LINE_LEN_MAX], have[LINE_LEN_MAX] = "";
+    if (path_join(path, o->data, "bench.params") != 0) return false;
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return false;
+    bool ok = fgets(have, sizeof have, f) != NULL;
+    fclose(f);
+    params_line(o, want, sizeof want);
+    return ok && strcmp(have, want) == 0;
+}
+
+static int params_write(const options *o) {
+    char path[PATH_LEN_MAX], line[LINE_LEN_MAX];
+    if (path_join(path, o->data, "bench.params") != 0) return -1;
+    FILE *f = fopen(path, "w");
+    if (f == NULL) return fail("cannot write %s: %s", path, strerror(errno));
+    params_line(o, line, sizeof line);
+    bool ok = fputs(line, f) >= 0;
+    if (fclose(f) != 0 || !ok) return fail("cannot write %s", path);
+    return 0;
+}
+
+typedef struct build_batch {
+    uint32_t count;
+    berth_code predicted[BUILD_BATCH_RECORDS];
+    uint64_t seq[BUILD_BATCH_RECORDS];
+} build_batch;
+
+typedef struct build_result {
+    uint64_t commands;
+    uint64_t mispredicted;          /* generator and engine disagree: a bug in one */
+    uint64_t retries, conflicts;
+    uint64_t refusals;
+    uint64_t ns;
+    uint8_t digest[BERTH_HASH_LEN]; /* the live state's digest at the end */
+} build_result;
+
+/* Staged results are final only after commit; compare them then. */
+static int commit_batch(berth_engine *engine, build_batch *b, uint64_t *commit_index, build_result *r) {
+    berth_jerr e = berth_engine_commit(engine, TIME_BASE_MS + (*commit_index)++);
+    if (e != BERTH_J_OK) return fail("commit at seq %" PRIu64 ": %s", berth_engine_head_seq(engine),
+                                     berth_jerr_name(e));
+    b->count = 0;
+    return 0;
+}
+
+static int submit_one(berth_engine *engine, const berth_gen_command *c, build_batch *b, uint64_t *commit_index,
+                      build_result *r) {
+    static berth_submit_result res;
+    berth_str actor = berth_str_make(ACTOR, strlen(ACTOR));
+    berth_engine_submit(engine, c->word_count, c->words, actor, &res);
+    if (res.kind == BERTH_SUBMIT_BATCH_FULL) {
+        if (commit_batch(engine, b, commit_index, r) != 0) return -1;
+        berth_engine_submit(engine, c->word_count, c->words, actor, &res);
+    }
+    switch (res.kind) {
+    case BERTH_SUBMIT_STAGED:
+        if (c->expect != BERTH_GEN_EXPECT_APPLIED || res.code != c->code) r->mispredicted++;
+        if (res.code != BERTH_OK) r->refusals++;
+        b->count++;
+        return 0;
+    case BERTH_SUBMIT_RETRY:
+        r->retries++;
+        if (c->expect != BERTH_GEN_EXPECT_RETRY) r->mispredicted++;
+        return 0;
+    case BERTH_SUBMIT_CONFLICT:
+        r->conflicts++;
+        if (c->expect != BERTH_GEN_EXPECT_CONFLICT) r->mispredicted++;
+        return 0;
+    case BERTH_SUBMIT_SYNTAX:
+        return fail("generated command %" PRIu64 " '%s' refused as syntax: %s", c->index, c->text, res.sentence);
+    default:
+        return fail("submit of command %" PRIu64 " failed (kind %d): %s", c->index, (int)res.kind, res.sentence);
+    }
+}
+
+static int build_journal(const options *o, berth_journal *journal, build_result *r) {
+    berth_gen_options go;
+    berth_gen_options_default(&go, o->seed, o->workers);
+    berth_gen *gen = NULL;
+    char err[ERR_LEN_MAX];
+    if (berth_gen_init(&gen, &go, err, sizeof err) != 0) return fail("generator: %s", err);
+    berth_engine_options eo = { .snapshot_every = 0, .dry_run = false };
+    berth_engine *engine = NULL;
+    berth_jerr e = berth_engine_open(&engine, journal, &eo, NULL, err, sizeof err);
+    if (e != BERTH_J_OK) {
+        berth_gen_free(gen);
+        return fail("engine open: %s: %s", berth_jerr_name(e), err);
+    }
+    static build_batch batch;
+    static berth_gen_command c;
+    uint64_t commit_index = 0;
+    int rc = 0;
+    uint64_t t0 = now_ns();
+    while (rc == 0 && berth_engine_head_seq(engine) + batch.count < o->records) {
+        if (berth_gen_next(gen, &c) != 0) { rc = fail("generator out of memory"); break; }
+        r->commands++;
+        rc = submit_one(engine, &c, &batch, &commit_index, r);
+        if (rc == 0 && batch.count == BUILD_BATCH_RECORDS) rc = commit_batch(engine, &batch, &commit_index, r);
+    }
+    if (rc == 0 && batch.count > 0) rc = commit_batch(engine, &batch, &commit_index, r);
+    r->ns = now_ns() - t0;
+    if (rc == 0 && berth_engine_head_seq(engine) != o->records) {
+        rc = fail("built %" PRIu64 " records, wanted %" PRIu64, berth_engine_head_seq(engine), o->records);
+    }
+    if (rc == 0 && berth_state_digest(berth_engine_state(engine), r->digest) != 0) rc = fail("digest: no memory");
+    berth_engine_close(engine);
+    berth_gen_free(gen);
+    return rc;
+}
+
+/* ------------------------------------------------------------ ceilings */
+
+typedef struct sample {
+    uint8_t *bytes;
+    size_t *offsets;                /* count + 1 entries */
+    uint64_t count;
+} sample;
+
+static int scan_once(berth_journal_reader *reader, uint64_t expect, uint64_t *bytes_out, uint64_t *ns) {
+    berth_journal_cursor *cur = NULL;
+    berth_jerr e = berth_journal_cursor_open(reader, 1, &cur);
+    if (e != BERTH_J_OK) return fail("cursor open: %s", berth_jerr_name(e));
+    uint64_t n = 0, bytes = 0, seq;
+    const uint8_t *raw;
+    size_t len;
+    uint64_t t0 = now_ns();
+    while ((e = berth_journal_cursor_next_raw(cur, &seq, &raw, &len)) == BERTH_J_OK) {
+        n++;
+        bytes += len;
+    }
+    *ns = now_ns() - t0;
+    berth_journal_cursor_close(cur);
+    if (e != BERTH_J_NOTFOUND) return fail("scan stopped at record %" PRIu64 ": %s", n + 1, berth_jerr_name(e));
+    if (n != expect) return fail("scan saw %" PRIu64 " records, journal has %" PRIu64, n, expect);
+    *bytes_out = bytes;
+    return 0;
+}
+
+static int sample_load(berth_journal_reader *reader, uint64_t count, uint64_t bytes_hint, sample *s) {
+    s->count = count;
+    s->offsets = malloc((count + 1) * sizeof *s->offsets);
+    s->bytes = malloc(bytes_hint);
+    if (s->offsets == NULL || s->bytes == NULL) return fail("no memory for a %" PRIu64 "-record sample", count);
+    berth_journal_cursor *cur = NULL;
+    berth_jerr e = berth_journal_cursor_open(reader, 1, &cur);
+    if (e != BERTH_J_OK) return fail("cursor open: %s", berth_jerr_name(e));
+    size_t at = 0;
+    for (uint64_t i = 0; i < count; i++) {
+        uint64_t seq;
+        const uint8_t *raw;
+        size_t len;
+        e = berth_journal_cursor_next_raw(cur, &seq, &raw, &len);
+        if (e != BERTH_J_OK || at + len > bytes_hint) {
+            berth_journal_cursor_close(cur);
+            return fail("sample read stopped at record %" PRIu64 ": %s", i + 1, berth_jerr_name(e));
+        }
+        s->offsets[i] = at;
+        memcpy(s->bytes + at, raw, len);
+        at += len;
+    }
+    s->offsets[count] = at;
+    berth_journal_cursor_close(cur);
+    return 0;
+}
+
+static void sample_free(sample *s) {
+    free(s->bytes);
+    free(s->offsets);
+}
+
+static int decode_once(const sample *s, uint64_t *ns) {
+    berth_record rec;
+    char why[ERR_LEN_MAX];
+    uint64_t t0 = now_ns();
+    for (uint64_t i = 0; i < s->count; i++) {
+        const uint8_t *p = s->bytes + s->offsets[i];
+        size_t len = s->offsets[i + 1] - s->offsets[i];
+        if (berth_record_decode(p, len, &rec, why, sizeof why) != BERTH_J_OK) {
+            return fail("sample record %" PRIu64 " does not decode: %s", i + 1, why);
+        }
+    }
+    *ns = now_ns() - t0;
+    return 0;
+}
+
+static int hash_once(const sample *s, uint64_t *ns) {
+    uint64_t t0 = now_ns();
+    for (uint64_t i = 0; i < s->count; i++) {
+        const uint8_t *p = s->bytes + s->offsets[i];
+        size_t len = s->offsets[i + 1] - s->offsets[i];
+        if (!berth_record_hash_ok(p, len)) return fail("sample record %" PRIu64 " fails its hash", i + 1);
+    }
+    *ns = now_ns() - t0;
+    return 0;
+}
+
+/* ------------------------------------------------------------ replay, verify */
+
+static int replay_once(berth_journal_reader *reader, uint64_t expect, const uint8_t *digest, uint64_t *ns) {
+    berth_state *state = NULL;
+    berth_replay_stats stats;
+    memset(&stats, 0, sizeof stats);
+    char err[ERR_LEN_MAX];
+    uint64_t t0 = now_ns();
+    berth_jerr e = berth_replay_to(reader, UINT64_MAX, false, &state, &stats, NULL, err, sizeof err);
+    *ns = now_ns() - t0;
+    if (e != BERTH_J_OK) return fail("replay: %s: %s", berth_jerr_name(e), err);
+    int rc = 0;
+    uint8_t d[BERTH_HASH_LEN];
+    if (berth_state_last_seq(state) != expect) rc = fail("replay ended at seq %" PRIu64, berth_state_last_seq(state));
+    if (rc == 0 && berth_state_digest(state, d) != 0) rc = fail("digest: no memory");
+    if (rc == 0 && memcmp(d, digest, BERTH_HASH_LEN) != 0) {
+        char a[2 * BERTH_HASH_LEN + 1], b[2 * BERTH_HASH_LEN + 1];
+        berth_hex(d, BERTH_HASH_LEN, a);
+        berth_hex(digest, BERTH_HASH_LEN, b);
+        rc = fail("replayed state digest %s differs from the live engine's %s", a, b);
+    }
+    berth_state_free(state);
+    return rc;
+}
+
+static int verify_once(berth_journal_reader *reader, uint64_t expect, uint64_t *ns) {
+    static berth_verify_report report;
+    uint64_t t0 = now_ns();
+    berth_jerr e = berth_verify(reader, &report);
+    *ns = now_ns() - t0;
+    if (e != BERTH_J_OK) return fail("verify: %s", berth_jerr_name(e));
+    if (!report.ok) return fail("verify: seq %" PRIu64 ": %s", report.first_bad_seq, report.what);
+    if (report.records != expect) return fail("verify checked %" PRIu64 " records", report.records);
+    return 0;
+}
+
+/* ------------------------------------------------------------ apply in memory */
+
+/* The first records' commands, reqids and recorded codes, copied out of the
+ * journal so the apply loop touches no LMDB page. */
+typedef struct commands {
+    char *text;
+    uint64_t *cmd_off;              /* count + 1 */
+    uint32_t *reqid_len;            /* reqid follows the command text */
+    uint32_t *code;
+    uint64_t count;
+} commands;
+
+static int commands_load(berth_journal_reader *reader, uint64_t count, commands *cs) {
+    memset(cs, 0, sizeof *cs);
+    size_t cap = (size_t)count * 128 + (1u << 20);
+    cs->text = malloc(cap);
+    cs->cmd_off = malloc((count + 1) * sizeof *cs->cmd_off);
+    cs->reqid_len = malloc(count * sizeof *cs->reqid_len);
+    cs->code = malloc(count * sizeof *cs->code);
+    if (!cs->text || !cs->cmd_off || !cs->reqid_len || !cs->code) return fail("no memory for commands");
+    berth_journal_cursor *cur = NULL;
+    berth_jerr e = berth_journal_cursor_open(reader, 1, &cur);
+    if (e != BERTH_J_OK) return fail("cursor open: %s", berth_jerr_name(e));
+    size_t at = 0;
+    berth_record rec;
+    for (uint64_t i = 0; i < count; i++) {
+        e = berth_journal_cursor_next(cur, &rec, NULL, NULL);
+        size_t need = (size_t)rec.command.len + rec.reqid.len;
+        while (e == BERTH_J_OK && at + need > cap) {
+            char *grown = realloc(cs->text, cap * 2);
+            if (grown == NULL) { e = BERTH_J_NOMEM; break; }
+            cs->text = grown;
+            cap *= 2;
+        }
+        if (e != BERTH_J_OK) {
+            berth_journal_cursor_close(cur);
+            return fail("reading commands stopped at record %" PRIu64 ": %s", i + 1, berth_jerr_name(e));
+        }
+        cs->cmd_off[i] = at;
+        memcpy(cs->text + at, rec.command.ptr, rec.command.len);
+        memcpy(cs->text + at + rec.command.len, rec.reqid.ptr, rec.reqid.len);
+        cs->reqid_len[i] = rec.reqid.len;
+        cs->code[i] = rec.code;
+        at += need;
+    }
+    cs->cmd_off[count] = at;
+    cs->count = count;
+    berth_journal_cursor_close(cur);
+    return 0;
+}
+
+static void commands_free(commands *cs) {
+    free(cs->text);
+    free(cs->cmd_off);
+    free(cs->reqid_len);
+    free(cs->code);
+}
+
+/* What replay does per record, minus the journal: parse the canonical text,
+ * restore its REQID, check the window, apply. */
+static int apply_once(const commands *cs, uint64_t *ns) {
+    berth_state *state = berth_state_new(NULL);
+    if (state == NULL) return fail("no memory for a state");
+    static berth_cmd cmd;
+    static berth_outcome out;
+    static berth_str words[BERTH_ARGS_MAX];
+    char err[BERTH_ERR_LEN_MAX];
+    int rc = 0;
+    uint64_t t0 = now_ns();
+    for (uint64_t i = 0; i < cs->count && rc == 0; i++) {
+        const char *text = cs->text + cs->cmd_off[i];
+        size_t len = cs->cmd_off[i + 1] - cs->cmd_off[i] - cs->reqid_len[i];
+        if (berth_cmd_parse_text(&cmd, text, len, words, BERTH_ARGS_MAX, err, sizeof err) != 0) {
+            rc = fail("record %" PRIu64 " does not parse: %s", i + 1, err);
+            break;
+        }
+        cmd.reqid = berth_str_make(text + len, cs->reqid_len[i]);
+        berth_str canonical = berth_str_make(text, len);
+        if (cmd.reqid.len > 0) {
+            berth_reqid_entry hit;
+            if (berth_state_reqid_check(state, cmd.reqid, canonical, &hit) != BERTH_REQID_NEW) {
+                rc = fail("record %" PRIu64 " repeats a REQID", i + 1);
+                break;
+            }
+        }
+        if (berth_state_apply(state, &cmd, canonical, i + 1, &out) != 0) rc = fail("apply: no memory");
+        else if ((uint32_t)out.code != cs->code[i]) rc = fail("record %" PRIu64 " outcome differs", i + 1);
+    }
+    *ns = now_ns() - t0;
+    berth_state_free(state);
+    return rc;
+}
+
+/* ------------------------------------------------------------ append */
+
+typedef struct append_source {
+    berth_record *records;          /* decoded from the sample; strings point into it */
+    uint64_t count;
+} append_source;
+
+static int append_source_load(const sample *s, append_source *src) {
+    src->count = s->count < APPEND_SOURCE_RECORDS_MAX ? s->count : APPEND_SOURCE_RECORDS_MAX;
+    src->records = malloc(src->count * sizeof *src->records);
+    if (src->records == NULL) return fail("no memory for append records");
+    char why[ERR_LEN_MAX];
+    for (uint64_t i = 0; i < src->count; i++) {
+        const uint8_t *p = s->bytes + s->offsets[i];
+        if (berth_record_decode(p, s->offsets[i + 1] - s->offsets[i], &src->records[i], why, sizeof why) != BERTH_J_OK) {
+            return fail("append source record %" PRIu64 ": %s", i + 1, why);
+        }
+    }
+    return 0;
+}
+
+/* Append `total` records in batches of `batch` into a fresh journal in dir,
+ * durably (the store's default sync), timing only the appends. */
+static int append_once(const append_source *src, const char *dir, uint32_t batch, uint64_t total, uint64_t *ns) {
+    if (remove_tree(dir) != 0) return -1;
+    berth_journal *j = NULL;
+    char err[ERR_LEN_MAX];
+    berth_journal_options jo;
+    memset(&jo, 0, sizeof jo);
+    berth_jerr e = berth_journal_open_lmdb(&j, dir, &jo, err, sizeof err);
+    if (e != BERTH_J_OK) return fail("open %s: %s: %s", dir, berth_jerr_name(e), err);
+    static berth_record buf[BERTH_BATCH_RECORDS_MAX];
+    assert(batch <= BERTH_BATCH_RECORDS_MAX);
+    uint64_t seq = 0;
+    int rc = 0;
+    uint64_t t0 = now_ns();
+    while (seq < total && rc == 0) {
+        uint32_t n = (uint32_t)(total - seq < batch ? total - seq : batch);
+        for (uint32_t i = 0; i < n; i++) {
+            buf[i] = src->records[(seq + i) % src->count];
+            buf[i].seq = seq + i + 1;
+        }
+        e = berth_journal_append(j, buf, NULL, n);
+        if (e != BERTH_J_OK) rc = fail("append at seq %" PRIu64 ": %s", seq + 1, berth_jerr_name(e));
+        seq += n;
+    }
+    *ns = now_ns() - t0;
+    berth_journal_close(j);
+    if (remove_tree(dir) != 0) return -1;
+    return rc;
+}
+
+/* ------------------------------------------------------------ memory */
+
+/* Counts the bytes the state asks for (not malloc's own overhead): each
+ * block carries its size in a header so free and realloc can subtract. */
+typedef struct counting {
+    uint64_t live_bytes;
+    uint64_t live_blocks;
+} counting;
+
+typedef union block_header {
+    size_t size;
+    max_align_t align;
+} block_header;
+
+static void *count_alloc(void *ctx, size_t size) {
+    counting *c = ctx;
+    block_header *h = malloc(sizeof *h + size);
+    if (h == NULL) return NULL;
+    h->size = size;
+    c->live_bytes += size;
+    c->live_blocks++;
+    return h + 1;
+}
+
+static void count_free(void *ctx, void *ptr) {
+    if (ptr == NULL) return;
+    counting *c = ctx;
+    block_header *h = (block_header *)ptr - 1;
+    assert(c->live_bytes >= h->size && c->live_blocks > 0);
+    c->live_bytes -= h->size;
+    c->live_blocks--;
+    free(h);
+}
+
+static void *count_realloc(void *ctx, void *ptr, size_t size) {
+    if (ptr == NULL) return count_alloc(ctx, size);
+    counting *c = ctx;
+    block_header *h = (block_header *)ptr - 1;
+    size_t old = h->size;
+    block_header *g = realloc(h, sizeof *g + size);
+    if (g == NULL) return NULL;
+    g->size = size;
+    c->live_bytes = c->live_bytes - old + size;
+    return g + 1;
+}
+
+static int measure_memory(berth_journal_reader *reader, const options *o) {
+    counting c = { 0, 0 };
+    berth_allocator a = { count_alloc, count_realloc, count_free, &c };
+    uint64_t anon0 = rss_anon_bytes();
+    berth_state *state = berth_state_new(&a);
+    if (state == NULL) return fail("no memory for a state");
+    uint64_t empty = c.live_bytes;
+    char err[ERR_LEN_MAX];
+    berth_replay_stats stats;
+    memset(&stats, 0, sizeof stats);
+    /* The first `workers` records are the WORKER.ADDs: the fleet, empty. */
+    berth_jerr e = berth_replay_forward(reader, state, o->workers, &stats, err, sizeof err);
+    if (e != BERTH_J_OK) { berth_state_free(state); return fail("replay to the fleet: %s", err); }
+    uint64_t fleet = c.live_bytes;
+    e = berth_replay_forward(reader, state, UINT64_MAX, &stats, err, sizeof err);
+    if (e != BERTH_J_OK) { berth_state_free(state); return fail("replay to head: %s", err); }
+    uint64_t full = c.live_bytes;
+    uint64_t anon1 = rss_anon_bytes();
+    size_t workers = berth_state_worker_count(state);
+    size_t instances = berth_state_instance_count(state);
+    size_t reqids = berth_state_reqid_count(state);
+    printf("memory (counting berth_allocator: bytes the state requested, live at the end; malloc's own\n"
+           "        per-block overhead not included; RssAnon beside it for comparison):\n");
+    printf("  empty state                        %10" PRIu64 " bytes\n", empty);
+    printf("  after %u WORKER.ADD                %10" PRIu64 " bytes  -> %.0f bytes per worker (hash tables, "
+           "names, labels, GPUs)\n", o->workers, fleet, (double)(fleet - empty) / o->workers);
+    printf("  at head: %zu workers, %zu instances, %zu request ids: %" PRIu64 " bytes in %" PRIu64 " blocks\n",
+           workers, instances, reqids, full, c.live_blocks);
+    if (instances > 0 && full > fleet) {
+        printf("  -> %.0f bytes per live instance (growth past the fleet / instances; includes the request-id "
+               "window and served lists)\n", (double)(full - fleet) / (double)instances);
+    }
+    printf("  RssAnon grew %.1f MB over the replay (%.0f bytes per worker+instance)\n",
+           (double)(anon1 - anon0) / 1e6,
+           workers + instances > 0 ? (double)(anon1 > anon0 ? anon1 - anon0 : 0) / (double)(workers + instances) : 0.0);
+    berth_state_free(state);
+    if (c.live_bytes != 0) return fail("state leaked %" PRIu64 " bytes after free", c.live_bytes);
+    return 0;
+}
+
+/* ------------------------------------------------------------ main */
+
+static int usage(void) {
+    fprintf(stderr, "usage: bench_engine [--records N] [--workers W] [--data DIR] [--runs R] [--seed S] [--keep]\n");
+    return 2;
+}
+
+static bool parse_u64_arg(const char *text, uint64_t *out) {
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || text[0] == '-') return false;
+    *out = v;
+    return true;
+}
+
+static int parse_args(int argc, char **argv, options *o) {
+    memset(o, 0, sizeof *o);
+    o->records = RECORDS_DEFAULT;
+    o->workers = WORKERS_DEFAULT;
+    o->runs = RUNS_DEFAULT;
+    o->seed = SEED_DEFAULT;
+    for (int i = 1; i < argc; i++) {
+        uint64_t v = 0;
+        const char *a = argv[i];
+        bool has_value = i + 1 < argc;
+        if (strcmp(a, "--keep") == 0) { o->keep = true; continue; }
+        if (!has_value) return -1;
+        const char *val = argv[++i];
+        if (strcmp(a, "--data") == 0) {
+            if (strlen(val) >= PATH_LEN_MAX - 64) return -1;
+            snprintf(o->data, sizeof o->data, "%s", val);
+            o->data_given = true;
+        } else if (!parse_u64_arg(val, &v)) {
+            return -1;
+        } else if (strcmp(a, "--records") == 0) {
+            o->records = v;
+        } else if (strcmp(a, "--workers") == 0 && v <= BERTH_GEN_WORKERS_MAX) {
+            o->workers = (uint32_t)v;
+        } else if (strcmp(a, "--runs") == 0 && v >= 1 && v <= RUNS_MAX) {
+            o->runs = (uint32_t)v;
+        } else if (strcmp(a, "--seed") == 0) {
+            o->seed = v;
+        } else {
+            return -1;
+        }
+    }
+    if (o->workers < 1 || o->records <= o->workers) {
+        return fail("--records (%" PRIu64 ") must exceed --workers (%u): the fleet is added first",
+                    o->records, o->workers);
+    }
+    return 0;
+}
+
+typedef struct results {
+    figure scan, decode, hash, replay, verify, apply;
+    figure append[APPEND_SIZES];
+    uint64_t journal_bytes;
+} results;
+
+static int measure_reads(const options *o, berth_journal_reader *reader, const build_result *b, results *res) {
+    uint64_t ns = 0, bytes = 0;
+    for (uint32_t r = 0; r < o->runs; r++) {
+        if (scan_once(reader, o->records, &bytes, &ns) != 0) return -1;
+        figure_add(&res->scan, o->records, ns);
+    }
+    res->journal_bytes = bytes;
+    uint64_t n = o->records < SAMPLE_RECORDS_MAX ? o->records : SAMPLE_RECORDS_MAX;
+    static sample s;
+    uint64_t hint = bytes / o->records * n * 2 + (1u << 20);
+    if (sample_load(reader, n, hint, &s) != 0) { sample_free(&s); return -1; }
+    int rc = 0;
+    for (uint32_t r = 0; r < o->runs && rc == 0; r++) {
+        rc = decode_once(&s, &ns);
+        if (rc == 0) figure_add(&res->decode, n, ns);
+        if (rc == 0) rc = hash_once(&s, &ns);
+        if (rc == 0) figure_add(&res->hash, n, ns);
+    }
+    for (uint32_t r = 0; r < o->runs && rc == 0; r++) {
+        rc = replay_once(reader, o->records, b->digest, &ns);
+        if (rc == 0) figure_add(&res->replay, o->records, ns);
+    }
+    for (uint32_t r = 0; r < o->runs && rc == 0; r++) {
+        rc = verify_once(reader, o->records, &ns);
+        if (rc == 0) figure_add(&res->verify, o->records, ns);
+    }
+    static commands cs;
+    uint64_t an = o->records < APPLY_RECORDS_MAX ? o->records : APPLY_RECORDS_MAX;
+    if (rc == 0) rc = commands_load(reader, an, &cs);
+    for (uint32_t r = 0; r < o->runs && rc == 0; r++) {
+        rc = apply_once(&cs, &ns);
+        if (rc == 0) figure_add(&res->apply, an, ns);
+    }
+    commands_free(&cs);
+    static append_source src;
+    if (rc == 0) rc = append_source_load(&s, &src);
+    for (uint32_t k = 0; k < APPEND_SIZES && rc == 0; k++) {
+        char dir[PATH_LEN_MAX], name[64];
+        snprintf(name, sizeof name, "append-b%u", append_batch_sizes[k]);
+        rc = path_join(dir, o->data, name);
+        uint64_t total = append_records_max[k];
+        if (total > o->records) total = o->records;
+        for (uint32_t r = 0; r < o->runs && rc == 0; r++) {
+            rc = append_once(&src, dir, append_batch_sizes[k], total, &ns);
+            if (rc == 0) figure_add(&res->append[k], total, ns);
+        }
+    }
+    free(src.records);
+    sample_free(&s);
+    return rc;
+}
+
+static void print_results(const options *o, const results *res) {
+    printf("figures (records/s unless noted; median of runs, min..max, spread = (max-min)/median):\n");
+    figure_print(&res->scan, "rec/s", 0, NULL, 0);
+    figure_print(&res->decode, "rec/s", 0, NULL, 0);
+    figure_print(&res->hash, "rec/s", 0, NULL, 0);
+    double scan = figure_median(&res->scan), decode = figure_median(&res->decode);
+    double hash = figure_median(&res->hash);
+    /* One core doing scan then decode serially: 1/(1/scan + 1/decode). */
+    double serial = 1.0 / (1.0 / scan + 1.0 / decode);
+    figure_print(&res->replay, "rec/s", TARGET_REPLAY, "scan+decode, 1 core", serial);
+    double verify_serial = 1.0 / (1.0 / scan + 1.0 / decode + 1.0 / hash);
+    figure_print(&res->verify, "rec/s", TARGET_VERIFY, "scan+decode+hash, 1 core", verify_serial);
+    figure_print(&res->apply, "cmd/s", 0, NULL, 0);
+    for (uint32_t k = 0; k < APPEND_SIZES; k++) {
+        bool big = append_batch_sizes[k] == 1024;
+        figure_print(&res->append[k], "rec/s", big ? TARGET_APPEND_1024 : 0, big ? "hash, 1 core" : NULL,
+                     big ? hash : 0);
+    }
+    printf("journal: %" PRIu64 " records, %.1f bytes per record on average (encoded)\n", o->records,
+           (double)res->journal_bytes / (double)o->records);
+}
+
+static int run(options *o) {
+    print_machine();
+    print_load("at start");
+    if (make_data_dir(o) != 0) return -1;
+    if (check_disk(o) != 0) return -1;
+    char jdir[PATH_LEN_MAX];
+    if (path_join(jdir, o->data, "journal") != 0) return -1;
+    static build_result b;
+    bool reuse = o->keep && params_match(o);
+    if (!reuse && remove_tree(jdir) != 0) return -1;
+    berth_journal *j = NULL;
+    char err[ERR_LEN_MAX];
+    berth_journal_options jo;
+    memset(&jo, 0, sizeof jo);
+    berth_jerr e = berth_journal_open_lmdb(&j, jdir, &jo, err, sizeof err);
+    if (e != BERTH_J_OK) return fail("open %s: %s: %s", jdir, berth_jerr_name(e), err);
+    int rc = 0;
+    if (!reuse) {
+        printf("building %" PRIu64 " records over %u workers (seed %" PRIu64 ") in %s ...\n", o->records,
+               o->workers, o->seed, jdir);
+        fflush(stdout);
+        rc = build_journal(o, j, &b);
+        if (rc == 0) {
+            printf("built: %" PRIu64 " commands -> %" PRIu64 " records (%" PRIu64 " refused, %" PRIu64
+                   " retries, %" PRIu64 " conflicts) in %.1f s = %.0f commands/s through the engine, "
+                   "batch %u, fsync on\n", b.commands, o->records, b.refusals, b.retries, b.conflicts,
+                   b.ns / 1e9, b.commands * 1e9 / b.ns, BUILD_BATCH_RECORDS);
+            if (b.mispredicted > 0) rc = fail("%" PRIu64 " outcomes differ from the generator's predictions",
+                                              b.mispredicted);
+        }
+        if (rc == 0 && o->keep) rc = params_write(o);
+    } else {
+        printf("reusing the journal in %s\n", jdir);
+    }
+    berth_journal_reader *reader = NULL;
+    if (rc == 0 && berth_journal_reader_open(j, &reader) != BERTH_J_OK) rc = fail("reader open failed");
+    if (rc == 0 && reuse) {
+        /* No live engine this run: the digest to match is the first replay's. */
+        berth_state *state = NULL;
+        berth_replay_stats stats;
+        memset(&stats, 0, sizeof stats);
+        berth_jerr re = berth_replay_to(reader, UINT64_MAX, false, &state, &stats, NULL, err, sizeof err);
+        if (re != BERTH_J_OK) rc = fail("replay: %s", err);
+        if (rc == 0 && berth_state_digest(state, b.digest) != 0) rc = fail("digest: no memory");
+        berth_state_free(state);
+    }
+    static results res = {
+        .scan = { "scan (raw LMDB cursor)" }, .decode = { "decode alone (in memory)" },
+        .hash = { "SHA-256 alone (in memory)" }, .replay = { "replay from genesis" },
+        .verify = { "verify" }, .apply = { "apply in memory (parse+apply)" },
+        .append = { { "append batch 1 (durable)" }, { "append batch 64 (durable)" },
+                    { "append batch 1024 (durable)" } },
+    };
+    if (rc == 0) rc = measure_reads(o, reader, &b, &res);
+    if (rc == 0) print_results(o, &res);
+    if (rc == 0) rc = measure_memory(reader, o);
+    if (reader) berth_journal_reader_close(reader);
+    berth_journal_close(j);
+    print_load("at end");
+    if (!o->keep && remove_tree(o->data) != 0) rc = -1;
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    options o;
+    if (parse_args(argc, argv, &o) != 0) return usage();
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    return run(&o) == 0 ? 0 : 1;
+}
