@@ -18,3 +18,5 @@ add_executable(berthd
   ${CMAKE_CURRENT_SOURCE_DIR}/jobs.c)
 target_link_libraries(berthd PRIVATE berth_resp berth_replay berth_journal berth_core
   berth_libev PkgConfig::CRYPTO Threads::Threads)
+
+include(${PROJECT_SOURCE_DIR}/tests/resp.cmake)
