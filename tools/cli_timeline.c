@@ -25,8 +25,11 @@
 
 #define TL_LABEL_W 220u                 /* px: worker names column */
 #define TL_CHART_W 1400u                /* px: the seq axis */
-#define TL_ROW_H 14u                    /* px per worker row */
-#define TL_BAR_H 10u                    /* px: bar height inside a row */
+#define TL_ROW_PAD 2u                   /* px above and below a row's lanes */
+#define TL_LANE_H 10u                   /* px per lane: instances side by side on a worker */
+#define TL_BAR_H 9u                     /* px: bar height inside a lane */
+#define TL_LANES_MAX 64u                /* lanes in one row; more overlap the last */
+#define TL_GROUP_GAP 8u                 /* px between groups */
 #define TL_GROUP_HEAD_H 40u             /* px: a group's title and axis */
 #define TL_LEGEND_H 64u                 /* px */
 #define TL_MARGIN 12u                   /* px */
@@ -83,6 +86,10 @@ typedef struct timeline {
     tl_ref *workers;
     uint32_t worker_count, worker_cap;
     uint32_t *row_of;                   /* worker id -> row (after sorting) */
+    uint16_t *slot_lane;                /* per slot: its lane in the worker's row */
+    uint32_t *lanes;                    /* per worker id: lanes its row needs */
+    uint64_t *row_y;                    /* per row: top, px */
+    uint64_t *group_y;                  /* per group: top, px; [groups] is the bottom */
     cli_name_map live;                  /* instance name -> bar index, or TL_CLOSED */
     tl_bar *bars;
     uint32_t bar_count, bar_cap;
@@ -367,13 +374,100 @@ static uint64_t group_count(const timeline *t) {
     return (t->worker_count + t->rows_per_group - 1) / t->rows_per_group;
 }
 
-static uint64_t group_top(const timeline *t, uint64_t group) {
-    return TL_LEGEND_H + group * (TL_GROUP_HEAD_H + (uint64_t)t->rows_per_group * TL_ROW_H);
+static uint64_t row_height(const timeline *t, uint32_t row, const uint32_t *order) {
+    return 2 * TL_ROW_PAD + (uint64_t)t->lanes[order[row]] * TL_LANE_H;
 }
 
 static uint64_t row_top(const timeline *t, uint32_t row) {
-    uint64_t g = row / t->rows_per_group;
-    return group_top(t, g) + TL_GROUP_HEAD_H + (uint64_t)(row % t->rows_per_group) * TL_ROW_H;
+    return t->row_y[row];
+}
+
+/* The slot's interval on its worker, for lane packing. */
+typedef struct lane_item {
+    uint32_t worker;
+    uint32_t slot;
+    uint64_t start;
+    uint64_t end;
+} lane_item;
+
+static int cmp_lane_items(const void *a, const void *b) {
+    const lane_item *x = a;
+    const lane_item *y = b;
+    if (x->worker != y->worker) return x->worker < y->worker ? -1 : 1;
+    if (x->start != y->start) return x->start < y->start ? -1 : 1;
+    return x->slot < y->slot ? -1 : (x->slot > y->slot ? 1 : 0);
+}
+
+/* Greedy interval packing per worker: each slot takes the first lane free
+ * by its start, so instances side by side on a worker never hide each other. */
+static void pack_lanes(timeline *t, lane_item *items, uint32_t n) {
+    uint64_t lane_end[TL_LANES_MAX];
+    uint32_t current = UINT32_MAX;
+    for (uint32_t i = 0; i < n; i++) {
+        if (items[i].worker != current) {
+            current = items[i].worker;
+            memset(lane_end, 0, sizeof lane_end);
+        }
+        uint32_t lane = 0;
+        while (lane + 1 < TL_LANES_MAX && lane_end[lane] > items[i].start) {
+            lane++;
+        }
+        lane_end[lane] = items[i].end;
+        t->slot_lane[items[i].slot] = (uint16_t)lane;
+        if (t->lanes[current] < lane + 1) {
+            t->lanes[current] = lane + 1;
+        }
+    }
+}
+
+static int assign_lanes(timeline *t) {
+    lane_item *items = calloc(t->slot_count ? t->slot_count : 1, sizeof *items);
+    t->slot_lane = calloc(t->slot_count ? t->slot_count : 1, sizeof *t->slot_lane);
+    t->lanes = calloc(t->worker_count ? t->worker_count : 1, sizeof *t->lanes);
+    if (items == NULL || t->slot_lane == NULL || t->lanes == NULL) {
+        free(items);
+        return -1;
+    }
+    uint32_t n = 0;
+    for (uint32_t b = 0; b < t->bar_count; b++) {
+        const tl_bar *bar = &t->bars[b];
+        for (uint32_t i = 0; i < bar->slot_count; i++) {
+            uint32_t slot = bar->slot_first + i;
+            items[n++] = (lane_item){ t->slots[slot], slot, bar->start_seq,
+                                      bar->end_seq ? bar->end_seq : t->to + 1 };
+        }
+    }
+    assert(n == t->slot_count);
+    qsort(items, n, sizeof *items, cmp_lane_items);
+    for (uint32_t w = 0; w < t->worker_count; w++) {
+        t->lanes[w] = 1;
+    }
+    pack_lanes(t, items, n);
+    free(items);
+    return 0;
+}
+
+/* Tops of every group and row, in px: rows grow with their lanes. */
+static int layout(timeline *t, const uint32_t *order) {
+    uint64_t groups = group_count(t);
+    t->row_y = calloc(t->worker_count ? t->worker_count : 1, sizeof *t->row_y);
+    t->group_y = calloc(groups + 1, sizeof *t->group_y);
+    if (t->row_y == NULL || t->group_y == NULL) {
+        return -1;
+    }
+    uint64_t y = TL_LEGEND_H;
+    for (uint64_t g = 0; g < groups; g++) {
+        t->group_y[g] = y;
+        y += TL_GROUP_HEAD_H;
+        uint32_t first = (uint32_t)g * t->rows_per_group;
+        for (uint32_t r = first; r < t->worker_count && r < first + t->rows_per_group; r++) {
+            t->row_y[r] = y;
+            y += row_height(t, r, order);
+        }
+        y += TL_GROUP_GAP;
+    }
+    t->group_y[groups] = y;
+    return 0;
 }
 
 static void put_px(FILE *f, uint64_t hundredths) {
@@ -406,8 +500,8 @@ static void render_legend(FILE *f, const timeline *t, uint64_t live_at_end) {
 
 static void render_axis(FILE *f, const timeline *t, uint64_t group, uint32_t first_row,
                         uint32_t rows) {
-    uint64_t top = group_top(t, group);
-    uint64_t bottom = top + TL_GROUP_HEAD_H + (uint64_t)rows * TL_ROW_H;
+    uint64_t top = t->group_y[group];
+    uint64_t bottom = t->group_y[group + 1] - TL_GROUP_GAP;
     fprintf(f, "<g class=\"group\" id=\"group-%" PRIu64 "\">\n<text x=\"%u\" y=\"%" PRIu64
                "\" font-weight=\"bold\">workers %u to %u</text>\n",
             group, TL_MARGIN, top + 14, first_row + 1, first_row + rows);
@@ -434,10 +528,10 @@ static void render_rows(FILE *f, const timeline *t, const uint32_t *order) {
     for (uint32_t r = 0; r < t->worker_count; r++) {
         uint64_t y = row_top(t, r);
         if (r % 2 == 1) {
-            fprintf(f, "<rect class=\"alt\" x=\"%u\" y=\"%" PRIu64 "\" width=\"%u\" height=\"%u\"/>\n",
-                    TL_MARGIN, y, TL_LABEL_W + TL_CHART_W - TL_MARGIN, TL_ROW_H);
+            fprintf(f, "<rect class=\"alt\" x=\"%u\" y=\"%" PRIu64 "\" width=\"%u\" height=\"%" PRIu64 "\"/>\n",
+                    TL_MARGIN, y, TL_LABEL_W + TL_CHART_W - TL_MARGIN, row_height(t, r, order));
         }
-        fprintf(f, "<text x=\"%u\" y=\"%" PRIu64 "\">", TL_MARGIN, y + TL_ROW_H - 3);
+        fprintf(f, "<text x=\"%u\" y=\"%" PRIu64 "\">", TL_MARGIN, y + TL_ROW_PAD + TL_LANE_H - 1);
         cli_xml_bstr(f, pool_str(t, t->workers[order[r]]));
         fputs("</text>\n", f);
     }
@@ -464,10 +558,12 @@ static void render_bar(FILE *f, const timeline *t, const tl_bar *bar) {
     }
     fprintf(f, "%s</title>\n", bar->exclusive ? ", holds its workers exclusively" : "");
     for (uint32_t i = 0; i < bar->slot_count; i++) {
-        uint32_t row = t->row_of[t->slots[bar->slot_first + i]];
+        uint32_t slot = bar->slot_first + i;
+        uint32_t row = t->row_of[t->slots[slot]];
         fprintf(f, "<rect%s x=\"", bar->exclusive ? " class=\"excl\"" : "");
         put_px(f, x1);
-        fprintf(f, "\" y=\"%" PRIu64 "\" width=\"", row_top(t, row) + (TL_ROW_H - TL_BAR_H) / 2);
+        fprintf(f, "\" y=\"%" PRIu64 "\" width=\"",
+                row_top(t, row) + TL_ROW_PAD + (uint64_t)t->slot_lane[slot] * TL_LANE_H);
         put_px(f, w);
         fprintf(f, "\" height=\"%u\" fill=\"%s\"/>\n", TL_BAR_H,
                 palette[bar->backend % TL_PALETTE_SIZE]);
@@ -475,29 +571,26 @@ static void render_bar(FILE *f, const timeline *t, const tl_bar *bar) {
     fputs("</g>\n", f);
 }
 
-static void render_ticks(FILE *f, const timeline *t) {
+static void render_ticks(FILE *f, const timeline *t, const uint32_t *order) {
     fputs("<g class=\"refusals\">\n", f);
     for (uint32_t i = 0; i < t->tick_count; i++) {
         const tl_tick *k = &t->ticks[i];
         uint64_t x = (x_of(t, k->seq) + x_of(t, k->seq + 1)) / 2;
-        uint64_t y = row_top(t, t->row_of[k->worker]);
+        uint32_t row = t->row_of[k->worker];
+        uint64_t y = row_top(t, row);
         fputs("<line class=\"refusal\" x1=\"", f);
         put_px(f, x);
         fprintf(f, "\" y1=\"%" PRIu64 "\" x2=\"", y);
         put_px(f, x);
         fprintf(f, "\" y2=\"%" PRIu64 "\"><title>seq %" PRIu64 " refused: %s</title></line>\n",
-                y + TL_ROW_H, k->seq, berth_code_name(k->code));
+                y + row_height(t, row, order), k->seq, berth_code_name(k->code));
     }
     fputs("</g>\n", f);
 }
 
 static void render(FILE *f, const timeline *t, const uint32_t *order) {
     uint64_t groups = group_count(t);
-    uint64_t height = group_top(t, groups) + TL_MARGIN;
-    if (groups > 0) {
-        uint32_t last_rows = t->worker_count - (uint32_t)(groups - 1) * t->rows_per_group;
-        height = group_top(t, groups - 1) + TL_GROUP_HEAD_H + (uint64_t)last_rows * TL_ROW_H + TL_MARGIN;
-    }
+    uint64_t height = t->group_y[groups] + TL_MARGIN;
     uint32_t width = TL_LABEL_W + TL_CHART_W + 2 * TL_MARGIN + 120;
     uint64_t live_at_end = 0;
     for (uint32_t i = 0; i < t->bar_count; i++) {
@@ -524,7 +617,7 @@ static void render(FILE *f, const timeline *t, const uint32_t *order) {
         render_bar(f, t, &t->bars[i]);
     }
     fputs("</g>\n", f);
-    render_ticks(f, t);
+    render_ticks(f, t, order);
     fputs("</svg>\n", f);
 }
 
@@ -595,6 +688,10 @@ static void timeline_free(timeline *t) {
     free(t->pool);
     free(t->workers);
     free(t->row_of);
+    free(t->slot_lane);
+    free(t->lanes);
+    free(t->row_y);
+    free(t->group_y);
     free(t->bars);
     free(t->slots);
     free(t->ticks);
@@ -640,7 +737,8 @@ static int timeline_run(const timeline_opts *o, cli_store *store) {
         rc = collect(&t, store, state);
     }
     uint32_t *order = NULL;
-    if (rc == CLI_EXIT_OK && assign_rows(&t, &order) != 0) {
+    if (rc == CLI_EXIT_OK &&
+        (assign_rows(&t, &order) != 0 || assign_lanes(&t) != 0 || layout(&t, order) != 0)) {
         rc = cli_fail(CLI_EXIT_USAGE, "NOMEM", "out of memory sorting rows");
     }
     if (rc == CLI_EXIT_OK) {

@@ -303,12 +303,14 @@ static int parse_policy(const char *text, alt_policy *p) {
     if (strncasecmp(text, prefix, prefix_len) == 0) {
         text += prefix_len;
     }
-    int n = snprintf(p->words_text, sizeof p->words_text, "POLICY.SET EXCLUSIVE %s", text);
+    /* An empty list is a policy too: no backend holds its workers exclusively. */
+    int n = snprintf(p->words_text, sizeof p->words_text, "POLICY.SET EXCLUSIVE%s%s",
+                     text[0] != '\0' ? " " : "", text);
     if (n <= 0 || (size_t)n >= sizeof p->words_text) {
         return cli_fail(CLI_EXIT_USAGE, "ERR", "--policy is too long");
     }
-    berth_str words[4];
-    size_t count = berth_cmd_split(p->words_text, (size_t)n, words, 4);
+    berth_str words[BERTH_POLICY_BACKENDS_MAX + 3];
+    size_t count = berth_cmd_split(p->words_text, (size_t)n, words, BERTH_POLICY_BACKENDS_MAX + 3);
     char err[BERTH_ERR_LEN_MAX];
     if (count == 0 || berth_cmd_parse(&p->cmd, count, words, err, sizeof err) != 0) {
         return cli_fail(CLI_EXIT_USAGE, "ERR", "--policy EXCLUSIVE=%s is not a policy: %s", text,

@@ -1,0 +1,325 @@
+#!/bin/sh
+# cli_test.sh — ctest cases for the `berth` tool (issue 4).
+#
+# usage: cli_test.sh CASE BERTH MKJOURNAL SRC_DIR WORK_DIR
+# Each case builds its own journals with mkjournal (the real engine, the
+# same write path as berthd) in WORK_DIR/CASE and checks `berth` against
+# them: against the engine's own digest, against each other (dump vs
+# replay), against outcomes worked out by hand from the rules (rejudge,
+# whatif, history), and against the bytes of the data directory (whatif
+# writes nothing). Needs only POSIX sh, sed, awk, grep, sort, sha256sum,
+# perl (to flip a byte) and xmllint.
+set -u
+
+CASE=$1
+BERTH=$2
+MKJOURNAL=$3
+SRC=$4
+WORK=$5/$CASE
+
+rm -rf "$WORK"
+mkdir -p "$WORK"
+cd "$WORK" || exit 1
+
+fail() {
+    echo "FAIL [$CASE]: $*" >&2
+    exit 1
+}
+
+# expect_exit CODE command...: run it, keep stdout in out.txt, stderr in err.txt.
+expect_exit() {
+    want=$1
+    shift
+    "$@" >out.txt 2>err.txt
+    got=$?
+    if [ "$got" != "$want" ]; then
+        echo "--- stdout" >&2; head -20 out.txt >&2
+        echo "--- stderr" >&2; head -20 err.txt >&2
+        fail "exit $got, wanted $want: $*"
+    fi
+}
+
+json_field() {   # json_field NAME < lines: the value of "NAME":"..." or "NAME":123
+    sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\)\"\{0,1\}[,}].*/\1/p"
+}
+
+# A generated journal: 30 workers, 600 commands, snapshots every 100 records.
+make_gen_journal() {
+    expect_exit 0 "$BERTH" gen --workers 30 --ops 600 --seed 7
+    mv out.txt gen.scenario
+    "$MKJOURNAL" --data data --scenario gen.scenario --batch 1 --snapshot-every 100 \
+        --digest-at 300 >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
+    DIGEST300=$(awk '$1 == "digest" && $2 == 300 { print $3 }' mk.txt)
+    HEAD_SEQ=$(awk '$1 == "head" { print $2 }' mk.txt)
+    HEAD_DIGEST=$(awk '$1 == "head" { print $3 }' mk.txt)
+    [ -n "$DIGEST300" ] && [ -n "$HEAD_SEQ" ] || fail "mkjournal printed no digests: $(cat mk.txt)"
+    [ "$HEAD_SEQ" -gt 300 ] || fail "generated journal too short: $HEAD_SEQ records"
+}
+
+make_journal() {   # make_journal SCENARIO
+    "$MKJOURNAL" --data data --scenario "$SRC/$1" >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
+}
+
+case_gen() {
+    expect_exit 0 "$BERTH" gen --workers 20 --ops 500 --seed 42 --distributed-fraction 0.3
+    mv out.txt a.txt
+    expect_exit 0 "$BERTH" gen --workers 20 --ops 500 --seed 42 --distributed-fraction 0.3
+    mv out.txt b.txt
+    cmp -s a.txt b.txt || fail "same seed gave different bytes"
+    expect_exit 0 "$BERTH" gen --workers 20 --ops 500 --seed 43 --distributed-fraction 0.3
+    cmp -s a.txt out.txt && fail "a different seed gave the same bytes"
+    expect_exit 0 "$BERTH" gen --workers 20 --ops 500 --seed 42 --distributed-fraction 0.9
+    cmp -s a.txt out.txt && fail "a different fraction gave the same bytes"
+    [ "$(wc -l <a.txt)" -eq 520 ] || fail "wanted 20 WORKER.ADD + 500 commands, got $(wc -l <a.txt) lines"
+    [ "$(grep -c '^WORKER.ADD ' a.txt)" -ge 20 ] || fail "fewer WORKER.ADD than workers"
+    grep -q '^DEPLOY .* ON [^ ]* [^ ]*' a.txt || fail "no distributed DEPLOY in the scenario"
+    # The scenario is valid input for the engine, line by line.
+    "$MKJOURNAL" --data data --scenario a.txt >/dev/null 2>mk.err || fail "engine rejected gen output: $(cat mk.err)"
+    expect_exit 2 "$BERTH" gen --workers 20 --ops 5 --seed 1 --distributed-fraction 1.5
+    expect_exit 2 "$BERTH" gen --workers 0 --ops 5 --seed 1
+    expect_exit 2 "$BERTH" gen --ops 5 --seed 1
+}
+
+case_dump_replay() {
+    make_gen_journal
+    # replay (snapshot + tail, and from genesis) equals the engine's own state.
+    expect_exit 0 "$BERTH" replay --data data --at 300 --json
+    [ "$(head -1 out.txt | json_field digest)" = "$DIGEST300" ] || fail "replay --at 300 digest differs from the engine's"
+    [ "$(head -1 out.txt | json_field seq)" = 300 ] || fail "replay --at 300 reports another seq"
+    mv out.txt replay300.json
+    expect_exit 0 "$BERTH" replay --data data --at 300 --genesis --json
+    cmp -s out.txt replay300.json || fail "replay from genesis differs from replay via snapshot"
+    expect_exit 0 "$BERTH" replay --data data --json
+    [ "$(head -1 out.txt | json_field digest)" = "$HEAD_DIGEST" ] || fail "replay at the head differs from the engine's"
+    # dump agrees with replay: the instances and workers alive at 300.
+    expect_exit 0 "$BERTH" journal dump --data data --to 300 --json
+    mv out.txt dump300.json
+    [ "$(wc -l <dump300.json)" -eq 300 ] || fail "dump --to 300 printed $(wc -l <dump300.json) records"
+    awk -F'"seq":' '{ split($2, a, ","); if (a[1] != NR) { print "gap at " NR; exit 1 } }' dump300.json ||
+        fail "dump seqs are not 1..300"
+    sed -n 's/.*"command":"\([^"]*\)","code":"OK".*/\1/p' dump300.json | awk '
+        $1 == "DEPLOY" { live[$2] = 1 } $1 == "RELEASE" { delete live[$2] }
+        END { for (n in live) print n }' | sort >dump_instances.txt
+    grep '"type":"instance"' replay300.json | json_field name | sort >replay_instances.txt
+    cmp -s dump_instances.txt replay_instances.txt || fail "live instances from dump and replay differ"
+    [ -s replay_instances.txt ] || fail "no live instances at 300: the test proves nothing"
+    sed -n 's/.*"command":"\([^"]*\)","code":"OK".*/\1/p' dump300.json | awk '
+        $1 == "WORKER.ADD" { live[$2] = 1 } $1 == "WORKER.REMOVE" { delete live[$2] }
+        END { for (n in live) print n }' | sort >dump_workers.txt
+    grep '"type":"worker"' replay300.json | json_field name | sort >replay_workers.txt
+    cmp -s dump_workers.txt replay_workers.txt || fail "workers from dump and replay differ"
+    # a sub-range is exactly that range
+    expect_exit 0 "$BERTH" journal dump --data data --from 10 --to 20 --json
+    [ "$(json_field seq <out.txt | tr '\n' ' ')" = "10 11 12 13 14 15 16 17 18 19 20 " ] ||
+        fail "dump --from 10 --to 20 gave $(json_field seq <out.txt | tr '\n' ' ')"
+    expect_exit 0 "$BERTH" journal dump --data data --from 10 --to 12
+    [ "$(wc -l <out.txt)" -ge 4 ] || fail "human dump too short"
+}
+
+case_at_time() {
+    make_gen_journal
+    # mkjournal commits record k at 2025-11-26T09:00:00Z + (k-1) s.
+    expect_exit 0 "$BERTH" replay --data data --at 100 --json
+    D100=$(head -1 out.txt | json_field digest)
+    expect_exit 0 "$BERTH" replay --data data --at-time 2025-11-26T09:01:39.500Z --json
+    [ "$(head -1 out.txt | json_field seq)" = 100 ] || fail "--at-time 09:01:39.5 is not seq 100"
+    [ "$(head -1 out.txt | json_field digest)" = "$D100" ] || fail "--at-time state differs from --at 100"
+    expect_exit 0 "$BERTH" replay --data data --at-time 2025-11-26T10:01:39+01:00 --json
+    [ "$(head -1 out.txt | json_field seq)" = 100 ] || fail "offset +01:00 not honoured"
+    expect_exit 0 "$BERTH" replay --data data --at-time 2025-11-26T09:00:00Z --json
+    [ "$(head -1 out.txt | json_field seq)" = 1 ] || fail "the first record's own time is not seq 1"
+    expect_exit 0 "$BERTH" replay --data data --at-time 2025-11-26T08:59:59.999Z --json
+    [ "$(head -1 out.txt | json_field seq)" = 0 ] || fail "a time before the journal is not the empty state"
+    expect_exit 0 "$BERTH" replay --data data --at-time 2030-01-01T00:00:00Z --json
+    [ "$(head -1 out.txt | json_field seq)" = "$HEAD_SEQ" ] || fail "a time after the journal is not the head"
+    expect_exit 2 "$BERTH" replay --data data --at-time 2025-11-31T00:00:00Z
+    expect_exit 2 "$BERTH" replay --data data --at-time yesterday
+    expect_exit 2 "$BERTH" replay --data data --at 999999
+}
+
+case_verify_corrupt() {
+    make_journal seed.scenario
+    expect_exit 0 "$BERTH" journal verify --data data
+    grep -q '^OK 11 records' out.txt || fail "verify of a good journal: $(cat out.txt)"
+    # Record 3 carries the label value zzmarkzz; flip one byte of every copy
+    # of it in the LMDB file (old page copies too), leaving the length alone.
+    grep -c zzmarkzz data/data.mdb >/dev/null || fail "marker not found in data.mdb"
+    perl -0777 -pi -e 's/zzmarkzz/zzmarkzy/g' data/data.mdb || fail "perl could not flip the byte"
+    expect_exit 1 "$BERTH" journal verify --data data
+    grep -q 'seq 3' err.txt || fail "verify did not name seq 3: $(cat err.txt)"
+    expect_exit 1 "$BERTH" journal verify --data data --json
+    [ "$(json_field first_bad_seq <out.txt)" = 3 ] || fail "json first_bad_seq is not 3: $(cat out.txt)"
+    [ "$(json_field ok <out.txt)" = false ] || fail "json ok is not false"
+}
+
+# Every file's bytes, except that lock.mdb is compared by size only: it is
+# LMDB's reader table (shared memory, no journal data), where every reader
+# -- berthd's own included -- must register its read transaction. That
+# registration is what makes a read safe beside a running berthd, and it
+# necessarily rewrites a slot (pid, thread, txn id). The journal itself
+# (data.mdb), berthd's LOCK and the set of files must not change at all.
+snapshot_dir() {
+    find data -type f ! -name lock.mdb | sort | xargs sha256sum
+    find data -type f | sort
+    wc -c <data/lock.mdb
+    ls -l --time-style=+%s data/data.mdb | awk '{ print $1, $5, $6 }'
+}
+
+case_whatif_readonly() {
+    make_gen_journal
+    snapshot_dir >before.txt
+    expect_exit 0 "$BERTH" whatif --data data --scenario gen.scenario
+    expect_exit 0 "$BERTH" whatif --data data --at 150 --scenario gen.scenario --json --show-state
+    expect_exit 0 "$BERTH" whatif --data data --policy EXCLUSIVE=vllm,sglang --rejudge
+    expect_exit 0 "$BERTH" status --data data
+    expect_exit 0 "$BERTH" journal dump --data data
+    expect_exit 0 "$BERTH" journal verify --data data
+    expect_exit 0 "$BERTH" replay --data data --at 10
+    expect_exit 0 "$BERTH" timeline --data data --out ../whatif_readonly.svg
+    snapshot_dir >after.txt
+    cmp -s before.txt after.txt || { diff before.txt after.txt >&2; fail "the data directory changed"; }
+    [ "$(wc -l <before.txt)" -ge 2 ] || fail "no files hashed: the test proves nothing"
+}
+
+case_whatif_scenario() {
+    make_journal rejudge.scenario
+    expect_exit 0 "$BERTH" whatif --data data --at 7 --scenario "$SRC/plan.scenario" --json
+    grep '"type":"outcome"' out.txt | sed 's/.*"line":\([0-9]*\),"seq":\([0-9]*\),"code":"\([A-Z]*\)".*"retry":\([a-z]*\).*/\1:\2:\3:\4/' \
+        | tr '\n' ' ' >got.txt
+    want="2:8:EXCLUSIVE:false 5:9:OK:false 6:9:OK:true 7:10:NOINSTANCE:false 8:11:NOWORKER:false "
+    [ "$(cat got.txt)" = "$want" ] || fail "outcomes: got '$(cat got.txt)' want '$want'"
+    grep -q '"type":"summary","at":7,"commands":5,"ok":1,"refused":3,"retries":1,"queries_skipped":1' out.txt ||
+        fail "summary: $(grep summary out.txt)"
+    grep '"code":"EXCLUSIVE"' out.txt | grep -q 'w3.*v1' || fail "EXCLUSIVE sentence does not name w3 and v1"
+    [ "$(grep '"type":"state"' out.txt | json_field instances)" = 3 ] || fail "resulting state should hold s1, v1, p2"
+    expect_exit 1 "$BERTH" whatif --data data --at 7 --scenario "$SRC/plan.scenario" --fail-on-refusal
+    expect_exit 0 "$BERTH" whatif --data data --at-time 2025-11-26T09:00:06Z --scenario "$SRC/plan.scenario" --json
+    grep -q '"at":7,' out.txt || fail "--at-time 09:00:06 is not seq 7"
+    printf 'WORKER.ADD w9 GPUS 2\nDEPLOY x MODEL\n' >bad.scenario
+    expect_exit 2 "$BERTH" whatif --data data --scenario bad.scenario
+    grep -q 'line 2' err.txt || fail "syntax error does not name line 2: $(cat err.txt)"
+    printf '# ok\n\nFLUSHALL\n' >bad2.scenario
+    expect_exit 2 "$BERTH" whatif --data data --scenario bad2.scenario
+    grep -q 'line 3' err.txt || fail "unknown command does not name line 3: $(cat err.txt)"
+    expect_exit 0 sh -c "cat '$SRC/plan.scenario' | '$BERTH' whatif --data data --at 7 --scenario - --json"
+    grep -q '"refused":3' out.txt || fail "scenario from stdin differs"
+}
+
+case_rejudge() {
+    make_journal rejudge.scenario
+    # Written under EXCLUSIVE vllm (the genesis policy, re-set at seq 9);
+    # judged under EXCLUSIVE vllm,sglang from genesis. Worked out by hand:
+    # s2 (5) and v1 (6) meet s1's exclusive hold, their RELEASEs (7, 10)
+    # find nothing, and s3 (11) meets s1 again because the journal's
+    # POLICY.SET at 9 is replaced, not obeyed.
+    expect_exit 0 "$BERTH" whatif --data data --policy EXCLUSIVE=vllm,sglang --rejudge --json
+    grep '"type":"differs"' out.txt | sed 's/.*"seq":\([0-9]*\),.*"recorded":"\([A-Z]*\)","rejudged":"\([A-Z]*\)".*"follows_from":\([0-9]*\)}/\1:\2:\3:\4/' \
+        | tr '\n' ' ' >got.txt
+    want="5:OK:EXCLUSIVE:0 6:OK:EXCLUSIVE:0 7:OK:NOINSTANCE:5 10:OK:NOINSTANCE:6 11:OK:EXCLUSIVE:0 "
+    [ "$(cat got.txt)" = "$want" ] || fail "rejudge: got '$(cat got.txt)' want '$want'"
+    grep -q '"records":11,"differ":5,"policy_records_replaced":1,"instances_recorded":2,"instances_rejudged":1' out.txt ||
+        fail "summary: $(grep summary out.txt)"
+    grep '"seq":5,' out.txt | grep -q 'worker w2 .*s1' || fail "seq 5's new refusal does not name w2 and s1"
+    expect_exit 1 "$BERTH" whatif --data data --policy EXCLUSIVE=vllm,sglang --rejudge --fail-on-diff
+    # The journal's own policy changes nothing.
+    expect_exit 0 "$BERTH" whatif --data data --policy EXCLUSIVE=vllm --rejudge --json --fail-on-diff
+    [ "$(grep -c '"type":"differs"' out.txt)" = 0 ] || fail "rejudging under the recorded policy differs"
+    # Only sglang exclusive: vllm instances hold nothing, so v1 (6) and its
+    # RELEASE stand, v2 (8) is no longer refused; the sglang refusals remain.
+    expect_exit 0 "$BERTH" whatif --data data --policy sglang --rejudge --json
+    grep '"type":"differs"' out.txt | sed 's/.*"seq":\([0-9]*\),.*"recorded":"\([A-Z]*\)","rejudged":"\([A-Z]*\)".*/\1:\2:\3/' \
+        | tr '\n' ' ' >got2.txt
+    want2="5:OK:EXCLUSIVE 7:OK:NOINSTANCE 8:EXCLUSIVE:OK 11:OK:EXCLUSIVE "
+    [ "$(cat got2.txt)" = "$want2" ] || fail "rejudge sglang: got '$(cat got2.txt)' want '$want2'"
+    # No exclusive backend at all: only the one EXCLUSIVE refusal changes.
+    expect_exit 0 "$BERTH" whatif --data data --policy EXCLUSIVE= --rejudge --json
+    grep '"type":"differs"' out.txt | sed 's/.*"seq":\([0-9]*\),.*"recorded":"\([A-Z]*\)","rejudged":"\([A-Z]*\)".*/\1:\2:\3/' \
+        | tr '\n' ' ' >got3.txt
+    [ "$(cat got3.txt)" = "8:EXCLUSIVE:OK " ] || fail "rejudge with no exclusive backend: got '$(cat got3.txt)'"
+    expect_exit 2 "$BERTH" whatif --data data --policy 'EXCLUSIVE=bad!name' --rejudge
+    expect_exit 2 "$BERTH" whatif --data data --rejudge
+}
+
+case_timeline() {
+    make_gen_journal
+    expect_exit 0 "$BERTH" timeline --data data --out all.svg --rows-per-group 8
+    xmllint --noout all.svg || fail "all.svg is not well-formed XML"
+    expect_exit 0 "$BERTH" journal dump --data data --json
+    deploys=$(grep -c '"command":"DEPLOY [^"]*","code":"OK"' out.txt)
+    bars=$(grep -c '<g class="bar"' all.svg)
+    [ "$bars" -eq "$deploys" ] || fail "$bars bars for $deploys successful DEPLOYs"
+    [ "$bars" -gt 50 ] || fail "too few instances ($bars) for the test to mean anything"
+    grep -q 'class="excl"' all.svg || fail "no exclusive hold marked"
+    grep -q 'class="refusal"' all.svg || fail "no refusal tick"
+    grep -q 'class="legend"' all.svg || fail "no legend"
+    [ "$(grep -c '<g class="group"' all.svg)" -eq 4 ] || fail "30 workers in groups of 8 should make 4 groups"
+    # A window: bars for what was live just before it, plus its own deploys.
+    expect_exit 0 "$BERTH" timeline --data data --out win.svg --from 200 --to 400
+    xmllint --noout win.svg || fail "win.svg is not well-formed XML"
+    expect_exit 0 "$BERTH" replay --data data --at 199 --json
+    live=$(head -1 out.txt | json_field instances)
+    expect_exit 0 "$BERTH" journal dump --data data --from 200 --to 400 --json
+    deploys=$(grep -c '"command":"DEPLOY [^"]*","code":"OK"' out.txt)
+    bars=$(grep -c '<g class="bar"' win.svg)
+    [ "$bars" -eq $((live + deploys)) ] || fail "window: $bars bars for $live live + $deploys deploys"
+    expect_exit 0 "$BERTH" timeline --data data --out again.svg --rows-per-group 8
+    cmp -s all.svg again.svg || fail "the same journal rendered two different pictures"
+    expect_exit 2 "$BERTH" timeline --data data
+}
+
+case_history_status() {
+    make_journal rejudge.scenario
+    expect_exit 0 "$BERTH" status --data data --json
+    [ "$(json_field records <out.txt)" = 11 ] || fail "status records: $(cat out.txt)"
+    [ "$(json_field instances <out.txt)" = 2 ] || fail "status instances: $(cat out.txt)"
+    grep -q '"policy":\["vllm"\]' out.txt || fail "status policy: $(cat out.txt)"
+    expect_exit 0 "$BERTH" journal dump --data data --from 11 --to 11 --json
+    [ "$(json_field hash <out.txt)" = "$("$BERTH" status --data data --json | json_field head_hash)" ] ||
+        fail "status head hash is not record 11's hash"
+    expect_exit 0 "$BERTH" status --data data
+    grep -q '^records *11' out.txt || fail "human status: $(cat out.txt)"
+    # Every record that touched w3: its ADD, s2 and v1 on it, their
+    # RELEASEs, v2 refused naming it, s3 on it.
+    expect_exit 0 "$BERTH" history --data data worker w3 --json
+    [ "$(json_field seq <out.txt | tr '\n' ' ')" = "3 5 6 7 8 10 11 " ] ||
+        fail "history worker w3: $(json_field seq <out.txt | tr '\n' ' ')"
+    expect_exit 0 "$BERTH" history --data data instance v1 --json
+    [ "$(json_field seq <out.txt | tr '\n' ' ')" = "6 10 " ] || fail "history instance v1: $(cat out.txt)"
+    expect_exit 0 "$BERTH" history --data data instance nobody
+    grep -q 'no record touched' out.txt || fail "empty history is not said"
+    expect_exit 2 "$BERTH" history --data data host w3
+    expect_exit 2 "$BERTH" history --data data worker 'bad name'
+}
+
+case_usage() {
+    make_journal rejudge.scenario
+    expect_exit 2 "$BERTH"
+    expect_exit 0 "$BERTH" help
+    grep -q timeline out.txt || fail "help does not list timeline"
+    for c in status journal replay history whatif gen timeline; do
+        expect_exit 0 "$BERTH" "$c" --help
+        grep -q "usage: berth $c" out.txt || fail "$c --help has no usage line"
+        expect_exit 0 "$BERTH" help "$c"
+    done
+    expect_exit 2 "$BERTH" frobnicate
+    grep -q '^ERR ' err.txt || fail "error does not start with a code word: $(cat err.txt)"
+    expect_exit 2 "$BERTH" replay
+    expect_exit 2 "$BERTH" replay --data data --at x
+    expect_exit 2 "$BERTH" replay --data data --bogus
+    expect_exit 2 "$BERTH" replay --data data --at 1 --at-time 2025-11-26T09:00:00Z
+    expect_exit 2 "$BERTH" replay --data "$WORK/missing"
+    expect_exit 2 "$BERTH" journal
+    expect_exit 2 "$BERTH" journal dump --data data --from 5 --to 4
+    expect_exit 2 "$BERTH" journal verify --data data --from 3
+    expect_exit 2 "$BERTH" whatif --data data
+}
+
+case "$CASE" in
+    gen|dump_replay|at_time|verify_corrupt|whatif_readonly|whatif_scenario|rejudge|timeline|history_status|usage)
+        "case_$CASE"
+        ;;
+    *)
+        fail "unknown case"
+        ;;
+esac
+echo "PASS [$CASE]"
