@@ -121,6 +121,7 @@ typedef struct minst {
 
 typedef struct mreq {
     int reqid;
+    char name[16];                           /* "q<reqid>", as sent */
     char key[key_len_max];
     uint64_t seq;
     berth_code code;
@@ -398,6 +399,7 @@ static void model_reqid_remember(model *m, int reqid, const char *key, uint64_t 
     mreq *e = &m->reqs[(m->req_start + m->req_count) % BERTH_REQID_WINDOW];
     m->req_count++;
     e->reqid = reqid;
+    snprintf(e->name, sizeof e->name, "q%05d", reqid);
     snprintf(e->key, sizeof e->key, "%s", key);
     e->seq = seq;
     e->code = code;
@@ -412,6 +414,7 @@ typedef struct run {
     rng rng;
     model m;
     berth_state *state;
+    berth_state *quiet;         /* the same stream through berth_state_apply_quiet */
     gcmd *history;              /* commands that carried a REQID, for retries */
     size_t history_count;
     size_t history_cap;
@@ -435,8 +438,22 @@ static void failf(const run *r, const char *fmt, ...) {
                  r->step, r->line, msg);
 }
 
-static void worker_name(int wi, char *buf, size_t size) { snprintf(buf, size, "w%02d", wi); }
-static void instance_name(int i, char *buf, size_t size) { snprintf(buf, size, "i%02d", i); }
+/* Two digits each: no name is a prefix of another, so sentences can be searched. */
+static void worker_name(int wi, char *buf, size_t size) {
+    assert(wi >= 0 && wi < pool_workers_max && size >= 4);
+    buf[0] = 'w';
+    buf[1] = (char)('0' + wi / 10);
+    buf[2] = (char)('0' + wi % 10);
+    buf[3] = '\0';
+}
+
+static void instance_name(int i, char *buf, size_t size) {
+    assert(i >= 0 && i < pool_instances_max && size >= 4);
+    buf[0] = 'i';
+    buf[1] = (char)('0' + i / 10);
+    buf[2] = (char)('0' + i % 10);
+    buf[3] = '\0';
+}
 
 static berth_str cstr(const char *c) { return berth_str_make(c, strlen(c)); }
 
@@ -444,12 +461,14 @@ static bool str_is(berth_str s, const char *c) { return berth_str_eq(s, cstr(c))
 
 /* ---- generation ----------------------------------------------------------- */
 
-static int pick_worker(run *r, uint32_t present_percent) {
+/* Usually a registered worker (for DEPLOY: usually an active one), else any name. */
+static int pick_worker(run *r, uint32_t present_percent, bool prefer_active) {
     if (rng_chance(&r->rng, present_percent)) {
+        bool active_only = prefer_active && rng_chance(&r->rng, 85);
         int present[pool_workers_max];
         int n = 0;
         for (int wi = 0; wi < pool_workers_max; wi++) {
-            if (r->m.w[wi].present) present[n++] = wi;
+            if (r->m.w[wi].present && !(active_only && r->m.w[wi].cordoned)) present[n++] = wi;
         }
         if (n > 0) return present[rng_below(&r->rng, (uint32_t)n)];
     }
@@ -467,7 +486,7 @@ static int pick_instance(run *r, bool want_present) {
 }
 
 static void gen_worker_add(run *r, gcmd *c) {
-    c->worker = pick_worker(r, 15);
+    c->worker = pick_worker(r, 15, false);
     c->gpus = rng_chance(&r->rng, 10) ? 0 : 1 + rng_below(&r->rng, gen_gpus_max);
     c->vram = rng_chance(&r->rng, 40) ? 0 : worker_vram_choices[rng_below(&r->rng, 3)];
     for (int l = 0; l < gen_labels_max; l++) {
@@ -479,14 +498,14 @@ static void gen_worker_add(run *r, gcmd *c) {
 static void gen_place(run *r, gcmd *c, uint32_t k) {
     int wi = c->place_worker[k];
     const mworker *w = &r->m.w[wi];
-    c->place_all[k] = rng_chance(&r->rng, 25);
+    c->place_all[k] = rng_chance(&r->rng, c->place_count > 1 ? 8 : 20);
     c->place_mask[k] = 0;
     if (c->place_all[k]) return;
     uint32_t span = w->present && w->gpus > 0 ? w->gpus : 2;
     uint32_t want = 1 + rng_below(&r->rng, gen_gpu_pick_max);
     for (uint32_t tries = 0; tries < 4 * gen_gpu_pick_max && want > 0; tries++) {
-        uint32_t g = rng_chance(&r->rng, 5) ? span + rng_below(&r->rng, 3) : rng_below(&r->rng, span);
-        if (rng_chance(&r->rng, 2)) g = 63;
+        uint32_t g = rng_chance(&r->rng, 2) ? span + rng_below(&r->rng, 3) : rng_below(&r->rng, span);
+        if (rng_chance(&r->rng, 1)) g = 63;
         bool free_gpu = w->present && g < w->gpus && whole_holder(&r->m, wi, g) < 0;
         if (!free_gpu && rng_chance(&r->rng, 60)) continue;   /* prefer free GPUs */
         if (c->place_mask[k] >> g & 1u) continue;
@@ -507,7 +526,7 @@ static void gen_deploy(run *r, gcmd *c) {
         int wi;
         bool dup;
         do {
-            wi = pick_worker(r, 92);
+            wi = pick_worker(r, 95, true);
             dup = false;
             for (uint32_t j = 0; j < k; j++) dup = dup || c->place_worker[j] == wi;
         } while (dup);
@@ -522,24 +541,24 @@ static void gen_fresh(run *r, gcmd *c) {
     c->worker = c->instance = -1;
     for (int l = 0; l < gen_labels_max; l++) c->label_value[l] = -1;
     uint32_t roll = rng_below(&r->rng, 100);
-    if (roll < 9) {
+    if (roll < 8) {
         c->kind = BERTH_CMD_WORKER_ADD;
         gen_worker_add(r, c);
-    } else if (roll < 13) {
+    } else if (roll < 11) {
         c->kind = BERTH_CMD_WORKER_CORDON;
-        c->worker = pick_worker(r, 85);
-    } else if (roll < 18) {
+        c->worker = pick_worker(r, 85, false);
+    } else if (roll < 17) {
         c->kind = BERTH_CMD_WORKER_UNCORDON;
-        c->worker = pick_worker(r, 85);
-    } else if (roll < 22) {
+        c->worker = pick_worker(r, 85, false);
+    } else if (roll < 20) {
         c->kind = BERTH_CMD_WORKER_REMOVE;
-        c->worker = pick_worker(r, 85);
-    } else if (roll < 70) {
+        c->worker = pick_worker(r, 85, false);
+    } else if (roll < 82) {
         c->kind = BERTH_CMD_DEPLOY;
         gen_deploy(r, c);
     } else if (roll < 97) {
         c->kind = BERTH_CMD_RELEASE;
-        c->instance = pick_instance(r, rng_chance(&r->rng, 90));
+        c->instance = pick_instance(r, rng_chance(&r->rng, 85));
     } else {
         c->kind = BERTH_CMD_POLICY_SET;
         c->policy = rng_chance(&r->rng, 40) ? 1u << backend_vllm : 1 + rng_below(&r->rng, 7);
@@ -739,7 +758,34 @@ static void check_sentence(const run *r, const facts *f, const char *sentence) {
 
 /* ---- comparing states ---------------------------------------------------- */
 
-static void compare_worker(const run *r, int wi, const berth_worker *w) {
+/* The model's GPU occupancy, tallied once per comparison by one pass over
+ * the instances (the judge asks the same questions by linear scans). */
+typedef struct occupancy {
+    int whole[pool_workers_max][gen_gpus_max];
+    uint32_t sum[pool_workers_max][gen_gpus_max];
+    uint32_t count[pool_workers_max][gen_gpus_max];
+} occupancy;
+
+static void tally(const model *m, occupancy *o) {
+    memset(o->sum, 0, sizeof o->sum);
+    memset(o->count, 0, sizeof o->count);
+    for (int wi = 0; wi < pool_workers_max; wi++) {
+        for (int g = 0; g < gen_gpus_max; g++) o->whole[wi][g] = -1;
+    }
+    for (int i = 0; i < pool_instances_max; i++) {
+        const minst *in = &m->in[i];
+        if (!in->present) continue;
+        for (uint32_t k = 0; k < in->n; k++) {
+            for (uint32_t g = 0; g < gen_gpus_max; g++) {
+                if (!(in->mask[k] >> g & 1u)) continue;
+                if (in->claim == 0) o->whole[in->w[k]][g] = i;
+                else o->sum[in->w[k]][g] += in->claim, o->count[in->w[k]][g]++;
+            }
+        }
+    }
+}
+
+static void compare_worker(const run *r, const occupancy *o, int wi, const berth_worker *w) {
     const model *m = &r->m;
     const mworker *mw = &m->w[wi];
     if (w->gpu_count != mw->gpus || w->vram_mib != mw->vram) {
@@ -759,10 +805,9 @@ static void compare_worker(const run *r, int wi, const berth_worker *w) {
     if (li != w->label_count) failf(r, "worker w%02d: %u labels, model %u", wi, w->label_count, li);
     uint64_t free_mask = 0;
     for (uint32_t g = 0; g < mw->gpus; g++) {
-        uint32_t count;
-        uint64_t users;
-        uint32_t sum = claimed_mib(m, wi, g, &count, &users);
-        int whole = whole_holder(m, wi, g);
+        uint32_t count = o->count[wi][g];
+        uint32_t sum = o->sum[wi][g];
+        int whole = o->whole[wi][g];
         const berth_gpu *gpu = &w->gpus[g];
         char name[16];
         if (whole >= 0) instance_name(whole, name, sizeof name);
@@ -822,8 +867,7 @@ static void compare_instance(const run *r, int i, const berth_instance *in) {
 }
 
 /* Invariants read from the engine alone, independent of the model. */
-static void engine_invariants(const run *r) {
-    const berth_state *s = r->state;
+static void engine_invariants(const run *r, const berth_state *s) {
     size_t ni = berth_state_instance_count(s);
     size_t nw = berth_state_worker_count(s);
     const berth_instance *is[pool_instances_max];
@@ -880,14 +924,15 @@ static void engine_invariants(const run *r) {
     }
 }
 
-static void compare_state(const run *r) {
-    const berth_state *s = r->state;
+static void compare_state(const run *r, const berth_state *s) {
     const model *m = &r->m;
     char why[why_len_max] = "";
     if (!berth_state_check(s, why, sizeof why)) failf(r, "berth_state_check: %s", why);
     if (berth_state_last_seq(s) != m->seq) failf(r, "last_seq %" PRIu64 ", model %" PRIu64, berth_state_last_seq(s), m->seq);
     size_t present = 0;
     char name[16];
+    occupancy occ;
+    tally(m, &occ);
     for (int wi = 0; wi < pool_workers_max; wi++) {
         worker_name(wi, name, sizeof name);
         const berth_worker *w = berth_state_worker(s, cstr(name));
@@ -897,7 +942,7 @@ static void compare_state(const run *r) {
         }
         present++;
         if (!w) failf(r, "worker %s missing", name);
-        compare_worker(r, wi, w);
+        compare_worker(r, &occ, wi, w);
     }
     if (berth_state_worker_count(s) != present) failf(r, "worker count differs");
     present = 0;
@@ -928,12 +973,68 @@ static void compare_state(const run *r) {
         const mreq *mr = &m->reqs[(m->req_start + e) % BERTH_REQID_WINDOW];
         berth_reqid_entry got;
         berth_state_reqid_at(s, e, &got);
-        snprintf(name, sizeof name, "q%05d", mr->reqid);
-        if (!str_is(got.reqid, name) || got.seq != mr->seq || got.code != mr->code) {
-            failf(r, "reqid window entry %zu differs from model (%s)", e, name);
+        if (!str_is(got.reqid, mr->name) || got.seq != mr->seq || got.code != mr->code) {
+            failf(r, "reqid window entry %zu differs from model (%s)", e, mr->name);
         }
     }
-    engine_invariants(r);
+    engine_invariants(r, s);
+}
+
+/* ---- what the outcome says it touched ------------------------------------ */
+
+static void expect_touched_worker(const run *r, const berth_outcome *out, uint32_t k, int wi) {
+    char name[16];
+    worker_name(wi, name, sizeof name);
+    if (k >= out->worker_count || !str_is(out->workers[k], name)) {
+        failf(r, "outcome's worker %u is not %s", k, name);
+    }
+}
+
+/* The names an outcome reports (for replies and the history index). */
+static void check_touched(const run *r, const gcmd *c, const berth_outcome *out) {
+    char name[16];
+    switch (c->kind) {
+    case BERTH_CMD_WORKER_ADD:
+    case BERTH_CMD_WORKER_CORDON:
+    case BERTH_CMD_WORKER_UNCORDON:
+    case BERTH_CMD_WORKER_REMOVE:
+        expect_touched_worker(r, out, 0, c->worker);
+        if (out->worker_count != 1) failf(r, "a worker command touched %u workers", out->worker_count);
+        break;
+    case BERTH_CMD_DEPLOY:
+    case BERTH_CMD_RELEASE:
+        instance_name(c->instance, name, sizeof name);
+        if (!str_is(out->instance, name)) failf(r, "outcome's instance is not %s", name);
+        if (out->code != BERTH_OK) break;
+        if (c->kind == BERTH_CMD_DEPLOY) {
+            for (uint32_t k = 0; k < c->place_count; k++) expect_touched_worker(r, out, k, c->place_worker[k]);
+            if (out->worker_count != c->place_count) failf(r, "DEPLOY touched %u workers", out->worker_count);
+        } else {
+            const minst *in = &r->m.in[c->instance];   /* still the model before commit */
+            for (uint32_t k = 0; k < in->n; k++) expect_touched_worker(r, out, k, in->w[k]);
+            if (out->worker_count != in->n) failf(r, "RELEASE touched %u workers", out->worker_count);
+        }
+        break;
+    default: break;
+    }
+}
+
+/* berth_state_apply_quiet must do exactly what apply did, minus the
+ * sentence when the command has no REQID. */
+static void check_quiet(const run *r, const berth_cmd *cmd, berth_str canon, uint64_t seq, const berth_outcome *loud) {
+    berth_outcome out;
+    if (berth_state_apply_quiet(r->quiet, cmd, canon, seq, &out) != 0) failf(r, "apply_quiet failed");
+    if (out.code != loud->code) failf(r, "apply_quiet says %s, apply %s", berth_code_name(out.code), berth_code_name(loud->code));
+    if (!berth_str_eq(out.instance, loud->instance) || out.worker_count != loud->worker_count) {
+        failf(r, "apply_quiet touched other names");
+    }
+    for (uint32_t k = 0; k < out.worker_count; k++) {
+        if (!berth_str_eq(out.workers[k], loud->workers[k])) failf(r, "apply_quiet touched other workers");
+    }
+    bool want_sentence = cmd->reqid.len > 0;
+    if (want_sentence ? strcmp(out.sentence, loud->sentence) != 0 : out.sentence_len != 0) {
+        failf(r, "apply_quiet sentence '%s' (len %u)", out.sentence, out.sentence_len);
+    }
 }
 
 /* ---- the step ------------------------------------------------------------ */
@@ -948,8 +1049,14 @@ static bool reqid_gate(run *r, const gcmd *c, const berth_cmd *cmd, berth_str ca
     memset(&hit, 0, sizeof hit);
     berth_reqid_status got = berth_state_reqid_check(r->state, cmd->reqid, canon, &hit);
     if (got != want) failf(r, "reqid status %d, model %d", (int)got, (int)want);
+    berth_reqid_entry quiet_hit;
+    memset(&quiet_hit, 0, sizeof quiet_hit);
+    if (berth_state_reqid_check(r->quiet, cmd->reqid, canon, &quiet_hit) != got) failf(r, "quiet state's reqid status differs");
     if (want == BERTH_REQID_NEW) return true;
     if (hit.seq != e->seq) failf(r, "reqid hit seq %" PRIu64 ", model %" PRIu64, hit.seq, e->seq);
+    if (quiet_hit.seq != hit.seq || quiet_hit.code != hit.code || !berth_str_eq(quiet_hit.sentence, hit.sentence)) {
+        failf(r, "quiet state's reqid entry differs");
+    }
     if (want == BERTH_REQID_RETRY) {
         if (hit.code != e->code || !berth_str_eq(hit.sentence, cstr(e->sentence))) {
             failf(r, "retry answered %s '%.*s', first outcome %s '%s'", berth_code_name(hit.code), (int)hit.sentence.len,
@@ -984,13 +1091,15 @@ static void step(run *r, berth_cmd *cmd) {
     char key[key_len_max];
     command_key(&c, key, sizeof key);
     if (c.reqid >= 0 && !reqid_gate(r, &c, cmd, canon, key)) {
-        compare_state(r);
+        compare_state(r, r->state);
         return;
     }
     facts want = judge(&r->m, &c);
     berth_outcome out;
     uint64_t seq = r->m.seq + 1;
     if (berth_state_apply(r->state, cmd, canon, seq, &out) != 0) failf(r, "apply failed with the libc allocator");
+    check_touched(r, &c, &out);
+    check_quiet(r, cmd, canon, seq, &out);
     if (out.code != want.code) {
         failf(r, "engine says %s '%s', model says %s", berth_code_name(out.code), out.sentence, berth_code_name(want.code));
     }
@@ -1003,7 +1112,8 @@ static void step(run *r, berth_cmd *cmd) {
         model_reqid_remember(&r->m, c.reqid, key, seq, out.code, out.sentence);
         remember_history(r, &c);
     }
-    compare_state(r);
+    compare_state(r, r->state);
+    compare_state(r, r->quiet);
 }
 
 static uint64_t env_u64(const char *name, uint64_t fallback, uint64_t max) {
@@ -1028,8 +1138,9 @@ static void run_seed(uint64_t seed, int steps, bool require_coverage) {
     berth_cmd *cmd = malloc(sizeof *cmd);
     ck_assert(r->m.reqs && r->history && cmd);
     r->state = berth_state_new(NULL);
-    ck_assert_ptr_nonnull(r->state);
-    compare_state(r);
+    r->quiet = berth_state_new(NULL);
+    ck_assert(r->state && r->quiet);
+    compare_state(r, r->state);
     for (r->step = 0; r->step < steps; r->step++) step(r, cmd);
     fprintf(stderr, "model: seed %" PRIu64 ": %d steps, seq %" PRIu64 ", retries %" PRIu64 ", conflicts %" PRIu64 ";",
             seed, steps, r->m.seq, r->retries, r->conflicts);
@@ -1045,6 +1156,7 @@ static void run_seed(uint64_t seed, int steps, bool require_coverage) {
         ck_assert_msg(r->retries > 0 && r->conflicts > 0, "seed %" PRIu64 " produced no retry or conflict", seed);
     }
     berth_state_free(r->state);
+    berth_state_free(r->quiet);
     free(cmd);
     free(r->history);
     free(r->m.reqs);
