@@ -1,0 +1,20 @@
+# server.cmake — berthd's integration tests (issue 3, "Tests").
+#
+# Each test is a bash script under tests/server/ that starts its own berthd on
+# a free loopback port in a mkdtemp data directory, drives it with redis-cli
+# and nc, and kills it on exit. They need Debian's redis-tools and
+# netcat-openbsd; .ci/run installs both.
+if(TARGET berthd)
+  find_program(BERTH_REDIS_CLI redis-cli)
+  find_program(BERTH_NC nc)
+  if(NOT BERTH_REDIS_CLI OR NOT BERTH_NC)
+    message(WARNING "berthd integration tests need redis-cli and nc: apt-get install -y redis-tools netcat-openbsd")
+  endif()
+  set(berth_server_tests seed refusals pipeline protocol auth watch restart kill9)
+  foreach(t ${berth_server_tests})
+    add_test(NAME server_${t}
+             COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
+                     bash ${CMAKE_CURRENT_SOURCE_DIR}/server/${t}.sh)
+    set_tests_properties(server_${t} PROPERTIES TIMEOUT 90 LABELS server)
+  endforeach()
+endif()

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# auth.sh — AUTH with the admin password allows everything; the read-only
+# password allows queries, audit and WATCH and gets NOPERM for a mutating
+# command; no AUTH gets NOAUTH; a wrong password is refused; a non-loopback
+# bind without a password is refused at start.
+. "$(dirname "$0")/lib.sh"
+
+# Refused at start: listening beyond loopback with no password.
+pick_port
+rc=0
+timeout 10 "$BERTHD" --data "$TMP/open" --bind 0.0.0.0 --port "$PORT" >"$TMP/open.log" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "berthd must refuse --bind 0.0.0.0 without a password (rc $rc)"
+grep -qi 'pass' "$TMP/open.log" || fail "the refusal should say a password is needed: $(cat "$TMP/open.log")"
+
+printf 'ro-secret\n' >"$TMP/ro.pass"
+printf 'admin-secret\n' >"$TMP/admin.pass"
+start_berthd --password-file "$TMP/admin.pass" --readonly-password-file "$TMP/ro.pass"
+admin() { r -a admin-secret --no-auth-warning "$@"; }
+ro() { r -a ro-secret --no-auth-warning "$@"; }
+
+out=$(r WORKER.ADD w1 GPUS 1); expect_match "$out" '^NOAUTH' "a write without AUTH"
+out=$(r WORKER.GET w1); expect_match "$out" '^NOAUTH' "a query without AUTH"
+out=$(r JOURNAL.HEAD); expect_match "$out" '^NOAUTH' "audit without AUTH"
+out=$(r AUTH wrong)
+expect_match "$out" '^WRONGPASS ' "a wrong password is refused"
+out=$(nc_send 'AUTH wrong\r\nWORKER.GET w1\r\nQUIT\r\n')
+expect_match "$(sed -n 1p <<<"$out")" '^-WRONGPASS ' "inline AUTH with a wrong password"
+expect_match "$(sed -n 2p <<<"$out")" '^-NOAUTH ' "still unauthenticated after a wrong password"
+
+seq=$(admin WORKER.ADD w1 GPUS 2); expect_int "$seq" "admin WORKER.ADD"
+expect_int "$(admin DEPLOY i1 MODEL m BACKEND vllm ON w1)" "admin DEPLOY"
+head=$(admin JOURNAL.HEAD | head -n 1)
+
+out=$(ro WORKER.ADD w2 GPUS 1); expect_match "$out" '^NOPERM ' "read-only WORKER.ADD"
+out=$(ro RELEASE i1); expect_match "$out" '^NOPERM ' "read-only RELEASE"
+out=$(ro POLICY.SET EXCLUSIVE x); expect_match "$out" '^NOPERM ' "read-only POLICY.SET"
+expect_eq "$(admin JOURNAL.HEAD | head -n 1)" "$head" "NOPERM writes append nothing"
+expect_match "$(ro WORKER.GET w1)" 'i1' "read-only WORKER.GET"
+expect_match "$(ro INSTANCE.LIST)" 'i1' "read-only INSTANCE.LIST"
+expect_match "$(ro JOURNAL.RANGE 1 2)" 'WORKER.ADD w1' "read-only JOURNAL.RANGE"
+expect_match "$(ro HISTORY INSTANCE i1)" '[0-9]' "read-only HISTORY"
+expect_eq "$(ro JOURNAL.VERIFY | map_field ok)" 1 "read-only JOURNAL.VERIFY"
+
+# Read-only WATCH sees the records; AUTH inline on one connection.
+out=$( (printf 'AUTH ro-secret\r\nWATCH 1\r\n'; sleep 0.5; printf 'QUIT\r\n') | nc -w 5 127.0.0.1 "$PORT" | tr -d '\r')
+expect_match "$(head -n 1 <<<"$out")" '^\+OK$' "inline AUTH with the read-only password"
+grep -q 'DEPLOY i1' <<<"$out" || fail "read-only WATCH 1 should send the DEPLOY record: [$out]"
+
+# After AUTH on one connection, both roles on the same connection in turn.
+out=$(printf '%s\n' 'AUTH ro-secret' 'WORKER.ADD w3 GPUS 1' 'AUTH admin-secret' 'WORKER.ADD w3 GPUS 1' | r_stdin)
+expect_match "$(sed -n 2p <<<"$out")" '^NOPERM' "read-only on a connection"
+expect_match "$(sed -n 4p <<<"$out")" '^[0-9]+$' "admin after re-AUTH on the same connection"
+stop_berthd
+note ok

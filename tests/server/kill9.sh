@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# kill9.sh — kill -9 under writes from several clients, then restart: every
+# seq berthd acknowledged is in the journal with the command and outcome it
+# was acknowledged for, every acknowledged refusal is there too, nothing is
+# applied twice, and JOURNAL.VERIFY passes. Two rounds.
+. "$(dirname "$0")/lib.sh"
+clients=4
+per_client=6000        # more than a client can send before the kill
+rounds=2
+start_berthd
+
+# dump_journal: every record as "seq<TAB>code<TAB>command", in seq order.
+dump_journal() {
+    local head from count
+    head=$(head_seq)
+    for ((from = 1; from <= head; from += 1000)); do
+        count=$(( head - from + 1 < 1000 ? head - from + 1 : 1000 ))
+        r JOURNAL.RANGE "$from" "$count"
+    done | awk '
+        want == "seq" { seq = $0; want = "" ; next }
+        want == "code" { code = $0; want = ""; next }
+        want == "command" { cmd = $0; want = ""; next }
+        $0 == "seq" { if (seq != "") print seq "\t" code "\t" cmd; seq = ""; want = "seq"; next }
+        $0 == "code" || $0 == "outcome" { want = "code"; next }
+        $0 == "command" { want = "command"; next }
+        END { if (seq != "") print seq "\t" code "\t" cmd }'
+}
+
+for ((round = 1; round <= rounds; round++)); do
+    # Client c's commands: add a worker, deploy on it, and every fifth step a
+    # RELEASE of an instance that never existed (an acknowledged refusal).
+    pids=()
+    for ((c = 0; c < clients; c++)); do
+        for ((i = 0; i < per_client / 3; i++)); do
+            echo "WORKER.ADD k$round-$c-$i GPUS 2"
+            echo "DEPLOY j$round-$c-$i MODEL m BACKEND vllm ON k$round-$c-$i"
+            if ((i % 5 == 0)); then echo "RELEASE none$round-$c-$i"; else echo "WORKER.CORDON k$round-$c-$i"; fi
+        done >"$TMP/in.$round.$c"
+        r_stdin <"$TMP/in.$round.$c" >"$TMP/ack.$round.$c" 2>"$TMP/err.$round.$c" &
+        pids+=($!); bg_pids+=($!)
+    done
+    # Let the clients get going, then kill berthd mid-stream.
+    for ((i = 0; i < 400; i++)); do
+        n=$(cat "$TMP"/ack.$round.* | wc -l)
+        [ "$n" -ge 1500 ] && break
+        sleep 0.025
+    done
+    kill9_berthd
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+    acked=$(cat "$TMP"/ack.$round.* | wc -l)
+    [ "$acked" -gt 0 ] || fail "round $round: no client got a reply before the kill"
+    [ "$acked" -lt $((clients * per_client)) ] || fail "round $round: the kill came after every command"
+
+    start_berthd
+    dump_journal >"$TMP/journal.$round"
+    # Acknowledged: line k of ack answers line k of in.
+    for ((c = 0; c < clients; c++)); do
+        paste -d '\t' "$TMP/ack.$round.$c" <(head -n "$(wc -l <"$TMP/ack.$round.$c")" "$TMP/in.$round.$c")
+    done >"$TMP/acked.$round"
+    awk -F '\t' -v round="$round" '
+        FILENAME == ARGV[1] { code[$1] = $2; cmd[$1] = $3; seen[$3]++; code_of[$3] = $2; next }
+        $1 ~ /^[0-9]+$/ {
+            if (!($1 in cmd)) { print "acknowledged seq " $1 " (" $2 ") missing"; bad++; next }
+            if (cmd[$1] != $2) { print "seq " $1 " acknowledged for [" $2 "] holds [" cmd[$1] "]"; bad++ }
+            if (code[$1] != "OK") { print "seq " $1 " acknowledged as success holds outcome " code[$1]; bad++ }
+            ok++; next }
+        { split($1, w, " ")
+          if (!($2 in seen)) { print "acknowledged refusal [" $1 "] for [" $2 "] missing"; bad++ }
+          else if (code_of[$2] != w[1]) { print "refusal [" $1 "] for [" $2 "] journaled as " code_of[$2]; bad++ }
+          refused++ }
+        END {
+            for (c in seen) if (seen[c] > 1) { print "applied " seen[c] " times: " c; bad++ }
+            printf "round %d: %d acknowledged seqs, %d acknowledged refusals checked\n", round, ok, refused
+            exit bad > 0 }' "$TMP/journal.$round" "$TMP/acked.$round" >"$TMP/check.$round" \
+        || fail "round $round: $(head -n 10 "$TMP/check.$round")"
+    note "$(tail -n 1 "$TMP/check.$round")"
+    expect_verify_ok "round $round: JOURNAL.VERIFY"
+done
+stop_berthd
+note ok

@@ -1,0 +1,135 @@
+# lib.sh — shared harness of berthd's integration tests (sourced, not run).
+#
+# Owns the life of the berthd under test: every test gets its own data
+# directory under a fresh mktemp directory and its own free loopback port,
+# and the EXIT trap kills whatever berthd it started and removes the
+# directory, so a failed or interrupted test leaves nothing behind. A failure
+# prints what was expected, what came back, and the tail of berthd's log.
+#
+# Environment: BERTHD (path to berthd, required), REDIS_CLI (default redis-cli),
+# KEEP_TMP=1 keeps the directory for a post-mortem.
+set -u -o pipefail
+
+BERTHD=${BERTHD:?BERTHD must name the berthd binary}
+REDIS_CLI=${REDIS_CLI:-redis-cli}
+START_WAIT_TRIES_MAX=400            # 400 x 25 ms: 10 s for berthd to answer PING
+PORT_TRIES_MAX=200
+test_name=$(basename "$0" .sh)
+
+command -v "$REDIS_CLI" >/dev/null || { echo "$test_name: $REDIS_CLI missing (apt-get install -y redis-tools)"; exit 1; }
+command -v nc >/dev/null || { echo "$test_name: nc missing (apt-get install -y netcat-openbsd)"; exit 1; }
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/berth-$test_name.XXXXXX") || { echo "mktemp failed"; exit 1; }
+DATA="$TMP/data"
+LOG="$TMP/berthd.log"
+PORT=""
+BERTHD_PID=""
+bg_pids=()
+
+cleanup() {
+    local pid
+    for pid in "${bg_pids[@]+"${bg_pids[@]}"}"; do kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+    if [ -n "$BERTHD_PID" ]; then kill -9 "$BERTHD_PID" 2>/dev/null; wait "$BERTHD_PID" 2>/dev/null; fi
+    if [ "${KEEP_TMP:-0}" = 1 ]; then echo "$test_name: kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+# fail may run inside $(…): it signals the test's own shell, which then exits.
+trap 'exit 1' USR1
+
+fail() {
+    echo "FAIL $test_name: $*" >&2
+    if [ -f "$LOG" ]; then echo "--- berthd log (tail) ---" >&2; tail -n 20 "$LOG" >&2; fi
+    [ "$BASHPID" = "$$" ] || kill -USR1 "$$"
+    exit 1
+}
+note() { echo "$test_name: $*"; }
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_port() {
+    local p i
+    for ((i = 0; i < PORT_TRIES_MAX; i++)); do
+        p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+        if port_free "$p"; then PORT=$p; return 0; fi
+    done
+    fail "no free loopback port"
+}
+
+# start_berthd [extra flags…]: start on $DATA and a free port (the same port
+# again on a restart, so clients need not be told), wait for PING.
+start_berthd() {
+    [ -z "$BERTHD_PID" ] || fail "start_berthd: berthd already running"
+    [ -n "$PORT" ] || pick_port
+    "$BERTHD" --data "$DATA" --bind 127.0.0.1 --port "$PORT" "$@" >>"$LOG" 2>&1 &
+    BERTHD_PID=$!
+    local i reply
+    for ((i = 0; i < START_WAIT_TRIES_MAX; i++)); do
+        kill -0 "$BERTHD_PID" 2>/dev/null || { BERTHD_PID=""; fail "berthd exited on start"; }
+        # Any reply counts (NOAUTH too): berthd is listening.
+        reply=$("$REDIS_CLI" -p "$PORT" PING 2>/dev/null)
+        [ -n "$reply" ] && return 0
+        sleep 0.025
+    done
+    fail "berthd did not answer PING on port $PORT within 10 s"
+}
+# stop_berthd: SIGTERM, and berthd must exit 0 on its own.
+stop_berthd() {
+    [ -n "$BERTHD_PID" ] || fail "stop_berthd: no berthd running"
+    kill -TERM "$BERTHD_PID"
+    local rc=0
+    wait "$BERTHD_PID" || rc=$?
+    BERTHD_PID=""
+    [ "$rc" -eq 0 ] || fail "berthd exited $rc after SIGTERM"
+}
+kill9_berthd() {
+    [ -n "$BERTHD_PID" ] || fail "kill9_berthd: no berthd running"
+    kill -9 "$BERTHD_PID"
+    wait "$BERTHD_PID" 2>/dev/null
+    BERTHD_PID=""
+}
+
+# r ARGS…: one command through redis-cli (raw output when not a terminal).
+r() { "$REDIS_CLI" -p "$PORT" "$@"; }
+# r_stdin: commands one a line on stdin, one connection; redis-cli prints an
+# empty line after each error reply, so those are dropped (no command here
+# answers an empty string).
+r_stdin() { "$REDIS_CLI" -p "$PORT" "$@" | sed '/^$/d'; }
+
+expect_eq() {   # actual expected what
+    [ "$1" = "$2" ] || fail "$3: expected [$2], got [$1]"
+}
+expect_match() {   # actual extended-regex what
+    [[ "$1" =~ $2 ]] || fail "$3: expected to match /$2/, got [$1]"
+}
+expect_int() {   # actual what — a mutating command's success is its seq
+    [[ "$1" =~ ^[0-9]+$ ]] || fail "$2: expected a seq (integer), got [$1]"
+}
+
+# map_field FIELD: the value after FIELD in a flat RESP2 field/value listing
+# (redis-cli prints one element per line).
+map_field() {
+    awk -v f="$1" 'want { print; exit } $0 == f { want = 1 }'
+}
+# The head seq: JOURNAL.HEAD is {seq, hash}.
+head_seq() {
+    local out
+    out=$(r JOURNAL.HEAD | map_field seq)
+    [[ "$out" =~ ^[0-9]+$ ]] || fail "JOURNAL.HEAD: expected {seq, hash}, got [$(r JOURNAL.HEAD)]"
+    echo "$out"
+}
+# JOURNAL.VERIFY is {ok, records, first_bad_seq, what}; ok is :1 under RESP2.
+expect_verify_ok() {   # what
+    local out
+    out=$(r JOURNAL.VERIFY)
+    [ "$(map_field ok <<<"$out")" = 1 ] || fail "$1: JOURNAL.VERIFY failed: [$out]"
+    [ "$(map_field first_bad_seq <<<"$out")" = 0 ] || fail "$1: JOURNAL.VERIFY names a bad seq: [$out]"
+}
+
+# nc_send TEXT: write raw bytes, read until berthd closes (the text should end
+# with QUIT); prints what came back with CRs removed.
+nc_send() {
+    printf '%b' "$1" | nc -w 5 127.0.0.1 "$PORT" | tr -d '\r'
+}
+nc_file() {   # FILE: the same with the bytes of a file
+    nc -w 5 127.0.0.1 "$PORT" <"$1" | tr -d '\r'
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# watch.sh — WATCH <from-seq>: catch-up from the journal, then each new
+# record live as it commits, in seq order, each exactly once; subscribe-style
+# arrays under RESP2 and push frames under RESP3; a read-only query on
+# another connection is unaffected.
+. "$(dirname "$0")/lib.sh"
+start_berthd
+before=40
+live=25
+
+for ((i = 0; i < before; i++)); do printf 'WORKER.ADD ww-%d GPUS 1\n' "$i"; done | r >/dev/null
+expect_eq "$(head_seq)" "$before" "records before the watch"
+
+# watcher NAME PREFIX: nc kept open on a fifo, its output in $TMP/NAME.out.
+watcher() {
+    local name=$1 prefix=$2
+    mkfifo "$TMP/$name.in"
+    nc 127.0.0.1 "$PORT" <"$TMP/$name.in" >"$TMP/$name.out" &
+    bg_pids+=($!)
+    eval "exec {fd_$name}>\"\$TMP/\$name.in\""
+    local fd_var="fd_$name"
+    printf '%b' "$prefix" >&"${!fd_var}"
+}
+# wait_for NAME COUNT PATTERN: until COUNT lines match, 10 s at most.
+wait_for() {
+    local i n
+    for ((i = 0; i < 400; i++)); do
+        n=$(tr -d '\r' <"$TMP/$1.out" | grep -c -- "$3")
+        [ "$n" -ge "$2" ] && return 0
+        sleep 0.025
+    done
+    fail "$1 saw $n of $2 lines matching /$3/: $(tr -d '\r' <"$TMP/$1.out" | tail -n 12)"
+}
+
+watcher w2 'WATCH 1\r\n'
+watcher w3 'HELLO 3\r\nWATCH 21\r\n'
+wait_for w2 "$before" '^WORKER.ADD ww-'
+wait_for w3 "$((before - 20))" '^WORKER.ADD ww-'
+
+# Live: writes from another client appear while the watchers stay connected.
+for ((i = 0; i < live; i++)); do
+    expect_int "$(r WORKER.ADD live-$i GPUS 2)" "live WORKER.ADD $i"
+done
+expect_int "$(r DEPLOY li MODEL m BACKEND vllm ON live-0 live-1)" "live DEPLOY"
+wait_for w2 "$live" '^WORKER.ADD live-'
+wait_for w2 1 '^DEPLOY li '
+wait_for w3 "$live" '^WORKER.ADD live-'
+
+# Each record once and in order (the command words are unique).
+tr -d '\r' <"$TMP/w2.out" | grep -E '^(WORKER.ADD|DEPLOY) ' >"$TMP/w2.cmds"
+{
+    for ((i = 0; i < before; i++)); do echo "WORKER.ADD ww-$i GPUS 1"; done
+    for ((i = 0; i < live; i++)); do echo "WORKER.ADD live-$i GPUS 2"; done
+    echo "DEPLOY li MODEL m BACKEND vllm ON live-0 live-1"
+} >"$TMP/expected.cmds"
+diff "$TMP/expected.cmds" "$TMP/w2.cmds" >"$TMP/w2.diff" || fail "RESP2 WATCH 1 stream differs: $(head -n 10 "$TMP/w2.diff")"
+tr -d '\r' <"$TMP/w3.out" | grep -E '^(WORKER.ADD|DEPLOY) ' >"$TMP/w3.cmds"
+tail -n +21 "$TMP/expected.cmds" | diff - "$TMP/w3.cmds" >"$TMP/w3.diff" || fail "RESP3 WATCH 21 stream differs: $(head -n 10 "$TMP/w3.diff")"
+
+# Framing: subscribe-style arrays under RESP2, push frames under RESP3.
+grep -q '^\*' "$TMP/w2.out" || fail "RESP2 WATCH should send arrays"
+grep -q '^>' "$TMP/w3.out" && ! grep -q '^>' "$TMP/w2.out" || fail "push frames ('>') under RESP3 only"
+
+# Other clients are served while watchers are attached.
+expect_eq "$(r PING)" PONG "PING beside two watchers"
+expect_match "$(r WORKER.GET live-0)" 'li' "WORKER.GET beside two watchers"
+stop_berthd
+note "ok ($before catch-up + $((live + 1)) live records, RESP2 and RESP3)"
