@@ -226,8 +226,9 @@ static size_t table_sorted(const table *t, const void **out, size_t cap) {
     for (uint32_t i = 0; i < t->cap && n < cap; i++) {
         if (t->slots[i]) out[n++] = t->slots[i];
     }
-    /* Names are unique, so the sorted order is total: table layout never shows. */
-    qsort(out, n, sizeof *out, cmp_named);
+    /* Names are unique, so the sorted order is total: table layout never shows.
+     * An empty listing may come with out == NULL, which qsort must not see. */
+    if (n > 1) qsort(out, n, sizeof *out, cmp_named);
     return n;
 }
 
@@ -629,7 +630,10 @@ static void say_deployed(berth_outcome *out, const berth_instance *in) {
     }
 }
 
-static int apply_deploy(berth_state *s, const berth_cmd *c, uint64_t seq, berth_outcome *out) {
+/* judge_exclusive: false only when restoring a snapshot, whose instances may
+ * hold a worker together after a POLICY.SET made both backends exclusive. */
+static int apply_deploy(berth_state *s, const berth_cmd *c, uint64_t seq, bool judge_exclusive,
+                        berth_outcome *out) {
     out->instance = c->name;
     for (uint32_t i = 0; i < c->place_count; i++) touch_worker(out, c->place[i].worker);
     const berth_instance *old = table_get(&s->instances, c->name);
@@ -643,7 +647,7 @@ static int apply_deploy(berth_state *s, const berth_cmd *c, uint64_t seq, berth_
     const berth_worker *ws[BERTH_PLACEMENT_WORKERS_MAX];
     uint64_t masks[BERTH_PLACEMENT_WORKERS_MAX];
     for (uint32_t i = 0; i < c->place_count; i++) {
-        if (!judge_place(s, c, &c->place[i], exclusive, &ws[i], &masks[i], out)) return 0;
+        if (!judge_place(s, c, &c->place[i], exclusive && judge_exclusive, &ws[i], &masks[i], out)) return 0;
     }
     /* Prepare: every allocation before the first mutation. */
     if (table_reserve(&s->a, &s->instances, 1) != 0) return -1;
@@ -836,7 +840,7 @@ static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64
     case BERTH_CMD_WORKER_CORDON: rc = apply_worker_cordon(s, c, out, true); break;
     case BERTH_CMD_WORKER_UNCORDON: rc = apply_worker_cordon(s, c, out, false); break;
     case BERTH_CMD_WORKER_REMOVE: rc = apply_worker_remove(s, c, out); break;
-    case BERTH_CMD_DEPLOY: rc = apply_deploy(s, c, seq, out); break;
+    case BERTH_CMD_DEPLOY: rc = apply_deploy(s, c, seq, true, out); break;
     case BERTH_CMD_RELEASE: rc = apply_release(s, c, out); break;
     case BERTH_CMD_POLICY_SET: rc = apply_policy_set(s, c, seq, out); break;
     default: assert(0 && "unreachable"); rc = -1;
@@ -953,18 +957,22 @@ int berth_state_restore_instance(berth_state *s, berth_str name, berth_str model
     for (uint32_t i = 0; ok && i < slot_count; i++) {
         ok = judge_place(s, c, &c->place[i], false, &ws[i], &masks[i], out);
     }
-    for (uint32_t i = 0; i < found; i++) ((berth_worker *)table_get(&s->workers, workers[i]))->status = saved[i];
-    if (!ok) goto done;
-    uint64_t last = s->last_seq;
-    s->last_seq = deploy_seq - 1;
-    rc = apply_deploy(s, c, deploy_seq, out);
-    s->last_seq = last;
-    if (rc == 0) {
-        berth_instance *in = table_get(&s->instances, name);
-        assert(in != NULL);
-        in->exclusive = exclusive;
-        s->restored = true;
+    if (ok) {
+        /* apply_deploy judges again, cordons included: keep them lifted
+         * until it is done, and refuse the snapshot if it still says no
+         * (the instance would be missing from the restored state). */
+        uint64_t last = s->last_seq;
+        s->last_seq = deploy_seq - 1;
+        rc = apply_deploy(s, c, deploy_seq, false, out);
+        s->last_seq = last;
+        berth_instance *in = rc == 0 ? table_get(&s->instances, name) : NULL;
+        if (rc == 0 && (out->code != BERTH_OK || in == NULL)) rc = -1;
+        if (rc == 0) {
+            in->exclusive = exclusive;
+            s->restored = true;
+        }
     }
+    for (uint32_t i = 0; i < found; i++) ((berth_worker *)table_get(&s->workers, workers[i]))->status = saved[i];
 done:
     if (c) s->a.free(s->a.ctx, c);
     if (out) s->a.free(s->a.ctx, out);
