@@ -127,11 +127,17 @@ static void print_worker_row(FILE *out, const berth_worker *w, int name_width) {
     fputc('\n', out);
 }
 
-static void print_instance_row(FILE *out, const berth_instance *inst, int name_width) {
-    fprintf(out, "%-*.*s %-20.*s %-10.*s %9" PRIu32 " %10" PRIu64 " %-9s ", name_width,
-            (int)inst->name.len, inst->name.ptr, (int)inst->model.len, inst->model.ptr,
-            (int)inst->backend.len, inst->backend.ptr, inst->claim_mib, inst->deploy_seq,
-            inst->exclusive ? "yes" : "no");
+typedef struct instance_widths {
+    int name;
+    int model;
+    int backend;
+} instance_widths;
+
+static void print_instance_row(FILE *out, const berth_instance *inst, const instance_widths *w) {
+    fprintf(out, "%-*.*s %-*.*s %-*.*s %9" PRIu32 " %10" PRIu64 " %-9s ", w->name,
+            (int)inst->name.len, inst->name.ptr, w->model, (int)inst->model.len, inst->model.ptr,
+            w->backend, (int)inst->backend.len, inst->backend.ptr, inst->claim_mib,
+            inst->deploy_seq, inst->exclusive ? "yes" : "no");
     for (uint32_t i = 0; i < inst->slot_count; i++) {
         char gpus[CLI_GPU_TEXT_LEN_MAX];
         cli_format_gpus(inst->slots[i].gpu_mask, gpus);
@@ -139,6 +145,10 @@ static void print_instance_row(FILE *out, const berth_instance *inst, int name_w
                 inst->slots[i].worker->name.ptr, gpus);
     }
     fputc('\n', out);
+}
+
+static int widest(int current, berth_str s) {
+    return (int)s.len > current ? (int)s.len : current;
 }
 
 static void print_state_header(FILE *out, const berth_state *state, const char *digest_hex,
@@ -201,19 +211,21 @@ static int print_instances(FILE *out, const berth_state *state, bool json) {
     }
     size_t n = berth_state_instances_sorted(state, insts, count);
     assert(n == count);
-    int width = NAME_COLUMN_MIN;
+    instance_widths w = { NAME_COLUMN_MIN, 5, 7 };
     for (size_t i = 0; i < n; i++) {
-        width = (int)insts[i]->name.len > width ? (int)insts[i]->name.len : width;
+        w.name = widest(w.name, insts[i]->name);
+        w.model = widest(w.model, insts[i]->model);
+        w.backend = widest(w.backend, insts[i]->backend);
     }
     if (!json && n > 0) {
-        fprintf(out, "\n%-*s %-20s %-10s %9s %10s %-9s %s\n", width, "INSTANCE", "MODEL", "BACKEND",
-                "VRAM_MIB", "DEPLOY_SEQ", "EXCLUSIVE", "PLACEMENT");
+        fprintf(out, "\n%-*s %-*s %-*s %9s %10s %-9s %s\n", w.name, "INSTANCE", w.model, "MODEL",
+                w.backend, "BACKEND", "VRAM_MIB", "DEPLOY_SEQ", "EXCLUSIVE", "PLACEMENT");
     }
     for (size_t i = 0; i < n; i++) {
         if (json) {
             print_instance_json(out, insts[i]);
         } else {
-            print_instance_row(out, insts[i], width);
+            print_instance_row(out, insts[i], &w);
         }
     }
     free(insts);

@@ -43,17 +43,20 @@ json_field() {   # json_field NAME < lines: the value of "NAME":"..." or "NAME":
     sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\)\"\{0,1\}[,}].*/\1/p"
 }
 
-# A generated journal: 30 workers, 600 commands, snapshots every 100 records.
+# A generated journal: 30 workers, ${2:-600} commands, snapshots every 100
+# records, committed in batches of ${1:-16} (at_time wants 1: a record a
+# second); the engine's digest is printed at seq ${3:-300}.
 make_gen_journal() {
-    expect_exit 0 "$BERTH" gen --workers 30 --ops 600 --seed 7
+    at=${3:-300}
+    expect_exit 0 "$BERTH" gen --workers 30 --ops "${2:-600}" --seed 7
     mv out.txt gen.scenario
-    "$MKJOURNAL" --data data --scenario gen.scenario --batch 1 --snapshot-every 100 \
-        --digest-at 300 >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
-    DIGEST300=$(awk '$1 == "digest" && $2 == 300 { print $3 }' mk.txt)
+    "$MKJOURNAL" --data data --scenario gen.scenario --batch "${1:-16}" --snapshot-every 100 \
+        --digest-at "$at" >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
+    DIGEST300=$(awk -v at="$at" '$1 == "digest" && $2 == at { print $3 }' mk.txt)
     HEAD_SEQ=$(awk '$1 == "head" { print $2 }' mk.txt)
     HEAD_DIGEST=$(awk '$1 == "head" { print $3 }' mk.txt)
     [ -n "$DIGEST300" ] && [ -n "$HEAD_SEQ" ] || fail "mkjournal printed no digests: $(cat mk.txt)"
-    [ "$HEAD_SEQ" -gt 300 ] || fail "generated journal too short: $HEAD_SEQ records"
+    [ "$HEAD_SEQ" -gt "$at" ] || fail "generated journal too short: $HEAD_SEQ records"
 }
 
 make_journal() {   # make_journal SCENARIO
@@ -74,7 +77,7 @@ case_gen() {
     [ "$(grep -c '^WORKER.ADD ' a.txt)" -ge 20 ] || fail "fewer WORKER.ADD than workers"
     grep -q '^DEPLOY .* ON [^ ]* [^ ]*' a.txt || fail "no distributed DEPLOY in the scenario"
     # The scenario is valid input for the engine, line by line.
-    "$MKJOURNAL" --data data --scenario a.txt >/dev/null 2>mk.err || fail "engine rejected gen output: $(cat mk.err)"
+    "$MKJOURNAL" --data data --scenario a.txt --batch 64 >/dev/null 2>mk.err || fail "engine rejected gen output: $(cat mk.err)"
     expect_exit 2 "$BERTH" gen --workers 20 --ops 5 --seed 1 --distributed-fraction 1.5
     expect_exit 2 "$BERTH" gen --workers 0 --ops 5 --seed 1
     expect_exit 2 "$BERTH" gen --ops 5 --seed 1
@@ -117,7 +120,7 @@ case_dump_replay() {
 }
 
 case_at_time() {
-    make_gen_journal
+    make_gen_journal 1 150 120
     # mkjournal commits record k at 2025-11-26T09:00:00Z + (k-1) s.
     expect_exit 0 "$BERTH" replay --data data --at 100 --json
     D100=$(head -1 out.txt | json_field digest)
