@@ -415,6 +415,30 @@ static berth_jerr dir_prepare(lmdb_journal *j, char *err, size_t err_size) {
     return BERTH_J_OK;
 }
 
+/* A data file shorter than the pages its meta page claims (cut by a bad
+ * copy, a crashed filesystem or a careless truncate) would fault (SIGBUS) on
+ * the first read of a missing page: refuse it before any page is touched. */
+static berth_jerr file_size_check(lmdb_journal *j, char *err, size_t err_size) {
+    MDB_envinfo info;
+    int rc = mdb_env_info(j->env, &info);
+    assert(rc == 0);
+    char path[path_len_max];
+    struct stat st;
+    if (!path_join(path, j->dir, "data.mdb") || stat(path, &st) != 0) {
+        sentence(err, err_size, "cannot stat the journal's data file in %s%s", j->dir, "");
+        return BERTH_J_IO;
+    }
+    uint64_t need = ((uint64_t)info.me_last_pgno + 1) * j->page_size;
+    if ((uint64_t)st.st_size < need) {
+        char sizes[96];
+        snprintf(sizes, sizeof(sizes), "%llu bytes, its pages need %llu",
+                 (unsigned long long)st.st_size, (unsigned long long)need);
+        sentence(err, err_size, "the journal in %s is truncated: data.mdb has %s", j->dir, sizes);
+        return BERTH_J_CORRUPT;
+    }
+    return BERTH_J_OK;
+}
+
 static berth_jerr env_open(lmdb_journal *j, uint64_t map_initial, char *err,
                            size_t err_size) {
     int rc = mdb_env_create(&j->env);
@@ -440,7 +464,7 @@ static berth_jerr env_open(lmdb_journal *j, uint64_t map_initial, char *err,
     assert(rc == 0);
     j->page_size = st.ms_psize;
     assert(j->page_size > 0);
-    return BERTH_J_OK;
+    return file_size_check(j, err, err_size);
 }
 
 static int dbi_open_all(lmdb_journal *j, MDB_txn *txn) {
