@@ -317,6 +317,19 @@ START_TEST(test_parse_errors) {
 }
 END_TEST
 
+/* form with its one "%s" replaced by name. */
+static void fill_form(char *line, size_t size, const char *form, const char *name) {
+    const char *at = strstr(form, "%s");
+    ck_assert_ptr_nonnull(at);
+    size_t head = (size_t)(at - form);
+    size_t nlen = strlen(name);
+    size_t tail = strlen(at + 2);
+    ck_assert_uint_lt(head + nlen + tail, size);
+    memcpy(line, form, head);
+    memcpy(line + head, name, nlen);
+    memcpy(line + head + nlen, at + 2, tail + 1);
+}
+
 /* Each name position accepts 128 bytes and refuses 129. */
 START_TEST(test_parse_name_lengths) {
     static const char *const forms[] = {
@@ -340,10 +353,10 @@ START_TEST(test_parse_name_lengths) {
     char line[1024];
     for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
         make_name(name, BERTH_NAME_LEN_MAX);
-        snprintf(line, sizeof line, forms[i], name);
+        fill_form(line, sizeof line, forms[i], name);
         expect_parse_ok(p, line);
         make_name(name, BERTH_NAME_LEN_MAX + 1);
-        snprintf(line, sizeof line, forms[i], name);
+        fill_form(line, sizeof line, forms[i], name);
         expect_parse_err(p, line);
     }
     free(p);
@@ -1309,6 +1322,12 @@ static berth_reqid_status rig_submit(rig *r, const char *line, berth_reqid_entry
     return st;
 }
 
+static berth_code rig_submit_line(rig *r, const char *line) {
+    berth_reqid_entry hit;
+    ck_assert_int_eq(rig_submit(r, line, &hit), BERTH_REQID_NEW);
+    return r->out.code;
+}
+
 START_TEST(test_reqid_retry_and_conflict) {
     rig *r = rig_new();
     berth_reqid_entry hit;
@@ -1660,6 +1679,162 @@ START_TEST(test_alloc_failure_every_k) {
 }
 END_TEST
 
+/* ---- restore (snapshot load) ------------------------------------------- */
+
+/* Rebuild src through the restore API from what its queries say; -1 when a
+ * restore call refuses. */
+static int restore_copy(const berth_state *src, berth_state *dst) {
+    const berth_str *pol = NULL;
+    uint32_t np = berth_state_policy(src, &pol);
+    if (berth_state_restore_policy(dst, pol, np) != 0) return -1;
+    size_t nw = berth_state_worker_count(src);
+    const berth_worker **ws = calloc(nw + 1, sizeof *ws);
+    ck_assert_ptr_nonnull(ws);
+    ck_assert_uint_eq(berth_state_workers_sorted(src, ws, nw), nw);
+    int rc = 0;
+    for (size_t i = 0; i < nw && rc == 0; i++) {
+        rc = berth_state_restore_worker(dst, ws[i]->name, ws[i]->gpu_count, ws[i]->vram_mib, ws[i]->status,
+                                        ws[i]->added_seq, ws[i]->labels, ws[i]->label_count);
+    }
+    free(ws);
+    size_t ni = berth_state_instance_count(src);
+    const berth_instance **is = calloc(ni + 1, sizeof *is);
+    ck_assert_ptr_nonnull(is);
+    ck_assert_uint_eq(berth_state_instances_sorted(src, is, ni), ni);
+    for (size_t a = 0; a < ni; a++) {   /* deploy-seq order, by selection */
+        for (size_t b = a + 1; b < ni; b++) {
+            if (is[b]->deploy_seq < is[a]->deploy_seq) {
+                const berth_instance *t = is[a];
+                is[a] = is[b];
+                is[b] = t;
+            }
+        }
+    }
+    for (size_t a = 0; a < ni && rc == 0; a++) {
+        berth_str names[BERTH_PLACEMENT_WORKERS_MAX];
+        uint64_t masks[BERTH_PLACEMENT_WORKERS_MAX];
+        for (uint32_t k = 0; k < is[a]->slot_count; k++) {
+            names[k] = is[a]->slots[k].worker->name;
+            masks[k] = is[a]->slots[k].gpu_mask;
+        }
+        rc = berth_state_restore_instance(dst, is[a]->name, is[a]->model, is[a]->backend, is[a]->claim_mib,
+                                          is[a]->deploy_seq, names, masks, is[a]->slot_count);
+    }
+    free(is);
+    for (size_t i = 0; i < berth_state_reqid_count(src) && rc == 0; i++) {
+        berth_reqid_entry e;
+        berth_state_reqid_at(src, i, &e);
+        rc = berth_state_restore_reqid(dst, &e);
+    }
+    if (rc == 0) berth_state_set_last_seq(dst, berth_state_last_seq(src));
+    return rc;
+}
+
+/* A state with everything in it, cordons and a policy change included,
+ * restores to an identical dump and then judges identically. */
+START_TEST(test_restore_roundtrip) {
+    rig *r = rig_new();
+    expect(r, "WORKER.ADD w1 GPUS 8 VRAM 81920 LABEL zone=eu rack=r1", BERTH_OK);
+    expect(r, "WORKER.ADD w2 GPUS 4 VRAM 40960", BERTH_OK);
+    expect(r, "WORKER.ADD w3 GPUS 2", BERTH_OK);
+    expect(r, "DEPLOY d1 MODEL m BACKEND vllm ON w1:0 w2:0", BERTH_OK);
+    expect(r, "DEPLOY c1 MODEL m BACKEND vllm VRAM 36864 ON w1:1", BERTH_OK);
+    expect(r, "DEPLOY c2 MODEL m BACKEND sglang VRAM 36864 ON w1:1 w2:1", BERTH_OK);
+    expect(r, "DEPLOY l1 MODEL m BACKEND llama.cpp ON w3", BERTH_OK);
+    expect(r, "WORKER.CORDON w3", BERTH_OK);
+    expect(r, "WORKER.CORDON w1", BERTH_OK);
+    ck_assert_int_eq(rig_submit_line(r, "RELEASE ghost REQID g1"), BERTH_NOINSTANCE);
+    rig_check(r);
+    berth_state *copy = berth_state_new(NULL);
+    ck_assert_ptr_nonnull(copy);
+    ck_assert_int_eq(restore_copy(r->state, copy), 0);
+    dump a = { malloc(dump_size_max), 0 };
+    dump b = { malloc(dump_size_max), 0 };
+    ck_assert(a.buf && b.buf);
+    dump_state(r->state, &a);
+    dump_state(copy, &b);
+    ck_assert_str_eq(a.buf, b.buf);
+    /* the restored state judges the next command exactly as the live one */
+    berth_outcome out;
+    expect(r, "DEPLOY d2 MODEL m BACKEND vllm ON w1:2 w2:2", BERTH_CORDONED);
+    ck_assert_int_eq(berth_state_apply(copy, &r->p->cmd, berth_str_make(r->canonical, r->canonical_len), r->seq, &out), 0);
+    ck_assert_int_eq(out.code, BERTH_CORDONED);
+    ck_assert_str_eq(out.sentence, r->out.sentence);
+    berth_reqid_entry hit;
+    ck_assert_int_eq(berth_state_reqid_check(copy, cstr("g1"), cstr("RELEASE ghost"), &hit), BERTH_REQID_RETRY);
+    free(a.buf);
+    free(b.buf);
+    berth_state_free(copy);
+    rig_free(r);
+}
+END_TEST
+
+/* A policy change may leave two exclusive holders on one worker; that state
+ * is legal (nobody is evicted), so its snapshot must restore. */
+START_TEST(test_restore_two_exclusive_holders) {
+    rig *r = rig_new();
+    add_workers(r, "4", 3);
+    expect(r, "DEPLOY s1 MODEL m BACKEND sglang ON w1:0 w2:0", BERTH_OK);
+    expect(r, "DEPLOY s2 MODEL m BACKEND sglang ON w2:1 w3:0", BERTH_OK);
+    expect(r, "POLICY.SET EXCLUSIVE sglang", BERTH_OK);
+    ck_assert(instance_of(r, "s1")->exclusive && instance_of(r, "s2")->exclusive);
+    berth_state *copy = berth_state_new(NULL);
+    ck_assert_ptr_nonnull(copy);
+    ck_assert_int_eq(restore_copy(r->state, copy), 0);
+    char why[256] = "";
+    ck_assert_msg(berth_state_check(copy, why, sizeof why), "restored state fails its check: %s", why);
+    ck_assert(berth_state_instance(copy, cstr("s2"))->exclusive);
+    ck_assert_uint_eq(berth_state_worker(copy, cstr("w2"))->served_count, 2);
+    berth_state_free(copy);
+    rig_free(r);
+}
+END_TEST
+
+/* Input that breaks an invariant is refused, and nothing is half-restored. */
+START_TEST(test_restore_rejects) {
+    berth_state *s = berth_state_new(NULL);
+    ck_assert_ptr_nonnull(s);
+    berth_str bad_policy[2] = { cstr("vllm"), cstr("sglang") };   /* not sorted */
+    ck_assert_int_eq(berth_state_restore_policy(s, bad_policy, 2), -1);
+    berth_str policy[1] = { cstr("vllm") };
+    ck_assert_int_eq(berth_state_restore_policy(s, policy, 1), 0);
+    ck_assert_int_eq(berth_state_restore_worker(s, cstr("w1"), 2, 1000, BERTH_WORKER_ACTIVE, 1, NULL, 0), 0);
+    ck_assert_int_eq(berth_state_restore_worker(s, cstr("w1"), 2, 0, BERTH_WORKER_ACTIVE, 2, NULL, 0), -1);   /* duplicate */
+    ck_assert_int_eq(berth_state_restore_worker(s, cstr("w@"), 2, 0, BERTH_WORKER_ACTIVE, 2, NULL, 0), -1);
+    ck_assert_int_eq(berth_state_restore_worker(s, cstr("w9"), 65, 0, BERTH_WORKER_ACTIVE, 2, NULL, 0), -1);
+    berth_label unsorted[2] = { { cstr("z"), cstr("1") }, { cstr("a"), cstr("2") } };
+    ck_assert_int_eq(berth_state_restore_worker(s, cstr("w9"), 1, 0, BERTH_WORKER_ACTIVE, 2, unsorted, 2), -1);
+    ck_assert_int_eq(berth_state_restore_worker(s, cstr("w2"), 2, 0, BERTH_WORKER_CORDONED, 2, NULL, 0), 0);
+    berth_str w1[1] = { cstr("w1") };
+    berth_str ghost[1] = { cstr("ghost") };
+    berth_str twice[2] = { cstr("w1"), cstr("w1") };
+    uint64_t m1[2] = { 0x1, 0x2 };
+    ck_assert_int_eq(berth_state_restore_instance(s, cstr("a"), cstr("m"), cstr("vllm"), 0, 3, w1, m1, 1), 0);
+    ck_assert_int_eq(berth_state_restore_instance(s, cstr("a"), cstr("m"), cstr("vllm"), 0, 4, w1, m1 + 1, 1), -1);
+    ck_assert_int_eq(berth_state_restore_instance(s, cstr("b"), cstr("m"), cstr("vllm"), 0, 4, w1, m1, 1), -1);   /* GPU held twice */
+    ck_assert_int_eq(berth_state_restore_instance(s, cstr("b"), cstr("m"), cstr("vllm"), 0, 4, ghost, m1, 1), -1);
+    ck_assert_int_eq(berth_state_restore_instance(s, cstr("b"), cstr("m"), cstr("vllm"), 0, 4, twice, m1, 2), -1);
+    uint64_t beyond[1] = { 0x4 };
+    ck_assert_int_eq(berth_state_restore_instance(s, cstr("b"), cstr("m"), cstr("vllm"), 0, 4, w1, beyond, 1), -1);
+    ck_assert_int_eq(berth_state_restore_instance(s, cstr("b"), cstr("m"), cstr("vllm"), 2000, 4, w1, m1 + 1, 1), -1);   /* over VRAM */
+    ck_assert_int_eq(berth_state_instance_count(s), 1);
+    ck_assert_ptr_null(berth_state_instance(s, cstr("b")));
+    ck_assert(berth_worker_free_gpu_mask(berth_state_worker(s, cstr("w1"))) == 0x2);
+    /* a cordoned worker still takes its restored instances */
+    berth_str w2[1] = { cstr("w2") };
+    ck_assert_int_eq(berth_state_restore_instance(s, cstr("c"), cstr("m"), cstr("vllm"), 0, 5, w2, m1, 1), 0);
+    ck_assert_int_eq(berth_state_worker(s, cstr("w2"))->status, BERTH_WORKER_CORDONED);
+    berth_reqid_entry e = { cstr("r1"), berth_command_hash(cstr("RELEASE x")), 6, BERTH_NOINSTANCE, cstr("gone") };
+    ck_assert_int_eq(berth_state_restore_reqid(s, &e), 0);
+    ck_assert_int_eq(berth_state_restore_reqid(s, &e), -1);   /* duplicate id */
+    berth_state_set_last_seq(s, 6);
+    ck_assert_uint_eq(berth_state_last_seq(s), 6);
+    char why[256] = "";
+    ck_assert_msg(berth_state_check(s, why, sizeof why), "%s", why);
+    berth_state_free(s);
+}
+END_TEST
+
 /* ---- suite -------------------------------------------------------------- */
 
 static Suite *core_suite(void) {
@@ -1706,6 +1881,12 @@ static Suite *core_suite(void) {
     tcase_add_test(rules, test_check_order);
     tcase_add_test(rules, test_outcome_after_refusal_is_clean);
     suite_add_tcase(s, rules);
+
+    TCase *restore = tcase_create("restore");
+    tcase_add_test(restore, test_restore_roundtrip);
+    tcase_add_test(restore, test_restore_two_exclusive_holders);
+    tcase_add_test(restore, test_restore_rejects);
+    suite_add_tcase(s, restore);
 
     TCase *reqid = tcase_create("reqid");
     tcase_add_test(reqid, test_reqid_retry_and_conflict);

@@ -9,7 +9,9 @@
  * read only through the public query API, must equal the model's and satisfy
  * the invariants (no GPU held twice, claims within VRAM, at most one
  * exclusive holder per worker unless a policy change came after, no
- * placement on a removed worker, served lists equal to the slots).
+ * placement on a removed worker, served lists equal to the slots). A second
+ * engine takes the same stream through berth_state_apply_quiet and is
+ * periodically rebuilt through the restore API, as a snapshot load would.
  *
  * Reproduce a failure with BERTH_MODEL_SEED=<seed> (and optionally
  * BERTH_MODEL_STEPS=<n>); every failure message starts with the seed. */
@@ -37,6 +39,7 @@ enum {
     backends_max = 3,
     models_max = 4,
     steps_default = 3000,        /* per seed: all seeds together run in about a second */
+    restore_every = 250,         /* steps between snapshot-style restores of the quiet engine */
     steps_env_max = 1000000,     /* bound for BERTH_MODEL_STEPS */
     key_len_max = 512,           /* the model's own canonical key of a command */
     line_len_max = 1024,         /* rendered command text */
@@ -1116,6 +1119,59 @@ static void step(run *r, berth_cmd *cmd) {
     compare_state(r, r->quiet);
 }
 
+/* Rebuild a state through the restore API (what a snapshot load does) from
+ * everything the query API says about src. */
+static berth_state *clone_by_restore(const run *r, const berth_state *src) {
+    berth_state *dst = berth_state_new(NULL);
+    if (!dst) failf(r, "berth_state_new failed");
+    const berth_str *pol = NULL;
+    uint32_t np = berth_state_policy(src, &pol);
+    if (berth_state_restore_policy(dst, pol, np) != 0) failf(r, "restore_policy refused");
+    const berth_worker *ws[pool_workers_max];
+    size_t nw = berth_state_workers_sorted(src, ws, pool_workers_max);
+    for (size_t i = 0; i < nw; i++) {
+        const berth_worker *w = ws[i];
+        if (berth_state_restore_worker(dst, w->name, w->gpu_count, w->vram_mib, w->status, w->added_seq, w->labels,
+                                       w->label_count) != 0) {
+            failf(r, "restore_worker %.*s refused", (int)w->name.len, w->name.ptr);
+        }
+    }
+    const berth_instance *is[pool_instances_max];
+    size_t ni = berth_state_instances_sorted(src, is, pool_instances_max);
+    /* deploy-seq order, by selection: the restore contract's order */
+    for (size_t a = 0; a < ni; a++) {
+        for (size_t b = a + 1; b < ni; b++) {
+            if (is[b]->deploy_seq < is[a]->deploy_seq) {
+                const berth_instance *t = is[a];
+                is[a] = is[b];
+                is[b] = t;
+            }
+        }
+    }
+    for (size_t a = 0; a < ni; a++) {
+        const berth_instance *in = is[a];
+        berth_str names[gen_slots_max];
+        uint64_t masks[gen_slots_max];
+        if (in->slot_count > gen_slots_max) failf(r, "instance with %u slots", in->slot_count);
+        for (uint32_t k = 0; k < in->slot_count; k++) {
+            names[k] = in->slots[k].worker->name;
+            masks[k] = in->slots[k].gpu_mask;
+        }
+        if (berth_state_restore_instance(dst, in->name, in->model, in->backend, in->claim_mib, in->deploy_seq, names,
+                                         masks, in->slot_count) != 0) {
+            failf(r, "restore_instance %.*s refused", (int)in->name.len, in->name.ptr);
+        }
+    }
+    size_t nr = berth_state_reqid_count(src);
+    for (size_t i = 0; i < nr; i++) {
+        berth_reqid_entry e;
+        berth_state_reqid_at(src, i, &e);
+        if (berth_state_restore_reqid(dst, &e) != 0) failf(r, "restore_reqid %zu refused", i);
+    }
+    berth_state_set_last_seq(dst, berth_state_last_seq(src));
+    return dst;
+}
+
 static uint64_t env_u64(const char *name, uint64_t fallback, uint64_t max) {
     const char *v = getenv(name);
     if (!v || !*v) return fallback;
@@ -1141,7 +1197,16 @@ static void run_seed(uint64_t seed, int steps, bool require_coverage) {
     r->quiet = berth_state_new(NULL);
     ck_assert(r->state && r->quiet);
     compare_state(r, r->state);
-    for (r->step = 0; r->step < steps; r->step++) step(r, cmd);
+    for (r->step = 0; r->step < steps; r->step++) {
+        step(r, cmd);
+        if (r->step % restore_every == restore_every - 1) {
+            /* The quiet engine continues from a restored copy of the loud one. */
+            berth_state *copy = clone_by_restore(r, r->state);
+            compare_state(r, copy);
+            berth_state_free(r->quiet);
+            r->quiet = copy;
+        }
+    }
     fprintf(stderr, "model: seed %" PRIu64 ": %d steps, seq %" PRIu64 ", retries %" PRIu64 ", conflicts %" PRIu64 ";",
             seed, steps, r->m.seq, r->retries, r->conflicts);
     for (int code = 0; code < BERTH_CODE_COUNT; code++) {
