@@ -36,7 +36,7 @@
 #define FD_REPLY_TIMEOUT_MS 30000
 #define FD_LEFT_FREE_BYTES (3u << 20)    /* what the ballast leaves for the journal */
 #define FD_WRITES_MAX 2000000            /* give up if -FULL never comes */
-#define FD_FULL_PROBES 5                 /* writes tried again while full */
+#define FD_FULL_PROBES 5                 /* pipelined write rounds tried again while full */
 #define FD_PATH_LEN_MAX 4096
 #define FD_ERR_LEN_MAX 1024
 #define FD_PIPELINE 32
@@ -117,6 +117,10 @@ static uint32_t write_round(phase *p) {
         } else if (h_node_error_code(n, "NOINSTANCE")) {
             /* a RELEASE whose DEPLOY got -FULL earlier: a journaled refusal, no seq to check */
             p->refusals++;
+        } else if (h_node_error_code(n, "IOERR")) {
+            /* LMDB turns a short write (the filesystem filled mid-page) into EIO. */
+            h_die("%s: a write on a full filesystem got '%.*s' (want -FULL: the journal must report a "
+                  "short write with the disk out of space as FULL)", p->name, (int)n->len, n->str);
         } else {
             h_die("%s: a write got '%.*s' (want a seq or -FULL)", p->name, (int)n->len, n->str);
         }
@@ -142,15 +146,16 @@ static void check_reads_while_full(phase *p) {
     h_reply_free(&r);
     if (h_cmdf(&p->c, &r, FD_REPLY_TIMEOUT_MS, "JOURNAL.HEAD") != 0 || h_reply_root(&r)->type == H_ERROR) h_die("%s: JOURNAL.HEAD failed while full", p->name);
     h_reply_free(&r);
-    for (int k = 0; k < FD_FULL_PROBES; k++) {
-        if (h_cmdf(&p->c, &r, FD_REPLY_TIMEOUT_MS, "WORKER.ADD probe-%d GPUS 1", k) != 0) h_die("%s: no reply to a write while full", p->name);
-        if (!h_node_error_code(h_reply_root(&r), "FULL")) h_die("%s: a write while full got '%.*s'", p->name, (int)h_reply_root(&r)->len, h_reply_root(&r)->str);
-        h_reply_free(&r);
-    }
+    /* Full is not all-or-nothing: a smaller batch may still fit in the
+     * pages left. Every write must get a seq or -FULL, nothing else. */
+    uint32_t full = 0;
+    for (int k = 0; k < FD_FULL_PROBES; k++) full += write_round(p);
+    printf("%s: while full, %d more pipelined rounds: %u -FULL replies, reads answered\n", p->name, FD_FULL_PROBES, full);
 }
 
-/* A WATCH from seq 1 opened while full must deliver every committed record
- * up to the last acknowledged seq. Counts array frames carrying a record. */
+/* A WATCH from seq 1 opened while full must deliver every committed record,
+ * in order and without a gap, up to the last acknowledged seq. Frames are
+ * ["watch", from, head] and then ["message", "watch", {seq: ..., ...}]. */
 static void check_watch_while_full(phase *p) {
     uint64_t last = p->ack_count ? p->acks[p->ack_count - 1].seq : 0;
     h_conn w;
@@ -161,23 +166,26 @@ static void check_watch_while_full(phase *p) {
     size_t len = 0, cap = 0;
     if (h_encode_argv(&out, &len, &cap, 2, argv, lens) != 0 || h_write_all(w.fd, out, len, 5000) != 0) h_die("%s: WATCH send", p->name);
     free(out);
-    char needle[64];
-    int nl = snprintf(needle, sizeof needle, ":%" PRIu64 "\r\n", last);
     uint64_t deadline = h_now_ns() + (uint64_t)FD_WATCH_WAIT_MS * 1000000ull;
-    uint64_t frames = 0;
-    bool seen = false;
-    while (!seen && h_now_ns() < deadline) {
+    uint64_t next = 1;
+    while (next <= last && h_now_ns() < deadline) {
         h_reply r;
         h_reply_init(&r);
         if (h_read_reply(&w, &r, FD_WATCH_WAIT_MS) != 0) break;
-        frames++;
-        /* The record's seq appears as an integer somewhere in the frame. */
-        seen = memmem(r.bytes, r.bytes_len, needle, (size_t)nl) != NULL;
+        const h_node *root = h_reply_root(&r);
+        if (root->type == H_ERROR) h_die("%s: WATCH while full: %.*s", p->name, (int)root->len, root->str);
+        if (h_node_is(h_reply_child(&r, root, 0), "message")) {
+            const h_node *seq = h_reply_field(&r, h_reply_child(&r, root, 2), "seq");
+            if (seq == NULL || seq->type != H_INT || (uint64_t)seq->integer != next) {
+                h_die("%s: WATCH sent seq %" PRId64 " where %" PRIu64 " was due", p->name, seq ? seq->integer : -1, next);
+            }
+            next++;
+        }
         h_reply_free(&r);
     }
     h_conn_close(&w);
-    if (!seen) h_die("%s: WATCH 1 while full did not deliver seq %" PRIu64 " (%" PRIu64 " frames)", p->name, last, frames);
-    printf("%s: WATCH 1 while full delivered up to seq %" PRIu64 " in %" PRIu64 " frames\n", p->name, last, frames);
+    if (next <= last) h_die("%s: WATCH 1 while full stopped at seq %" PRIu64 " of %" PRIu64, p->name, next - 1, last);
+    printf("%s: WATCH 1 while full delivered seqs 1..%" PRIu64 " in order\n", p->name, last);
 }
 
 /* Offline, berthd stopped: chain verifies, every acked seq holds its REQID. */
