@@ -356,6 +356,7 @@ typedef struct rejudge_tally {
     uint64_t differ;
     uint64_t policy_records_replaced;
     uint64_t transitions[BERTH_CODE_COUNT][BERTH_CODE_COUNT];   /* [recorded][rejudged] */
+    int64_t instances_recorded;     /* live at the head per the recorded outcomes */
 } rejudge_tally;
 
 static void print_difference(const whatif_opts *o, const berth_record *rec,
@@ -404,6 +405,12 @@ static berth_str record_instance(const berth_record *rec) {
     return berth_str_make(name, (size_t)((name_end ? name_end : end) - name));
 }
 
+static berth_cmd_kind record_kind(const berth_record *rec) {
+    const char *sp = memchr(rec->command.ptr, ' ', rec->command.len);
+    size_t len = sp ? (size_t)(sp - rec->command.ptr) : rec->command.len;
+    return berth_cmd_kind_lookup(berth_str_make(rec->command.ptr, len));
+}
+
 static bool is_policy_record(const berth_record *rec) {
     static const char word[] = "POLICY.SET ";
     return rec->command.len >= sizeof word - 1 &&
@@ -424,6 +431,12 @@ static int rejudge_one(const whatif_opts *o, berth_state *state, const alt_polic
                         rec->seq, err);
     }
     tally->records++;
+    if (rec->code == BERTH_OK) {
+        /* The recorded history's instance count, from its own outcomes: no
+         * second replay needed for the summary. */
+        berth_cmd_kind kind = record_kind(rec);
+        tally->instances_recorded += kind == BERTH_CMD_DEPLOY ? 1 : (kind == BERTH_CMD_RELEASE ? -1 : 0);
+    }
     if ((uint32_t)out.code == rec->code) {
         return CLI_EXIT_OK;
     }
@@ -469,20 +482,19 @@ static int rejudge_walk(const whatif_opts *o, cli_store *store, berth_state *sta
 }
 
 static void print_rejudge_summary(const whatif_opts *o, const rejudge_tally *t,
-                                  const berth_state *rejudged, const berth_state *recorded,
-                                  bool track_full) {
+                                  const berth_state *rejudged, bool track_full) {
     if (o->json) {
         printf("{\"type\":\"summary\",\"records\":%" PRIu64 ",\"differ\":%" PRIu64
-               ",\"policy_records_replaced\":%" PRIu64 ",\"instances_recorded\":%zu"
+               ",\"policy_records_replaced\":%" PRIu64 ",\"instances_recorded\":%" PRId64
                ",\"instances_rejudged\":%zu,\"transitions\":[",
                t->records, t->differ, t->policy_records_replaced,
-               berth_state_instance_count(recorded), berth_state_instance_count(rejudged));
+               t->instances_recorded, berth_state_instance_count(rejudged));
     } else {
         printf("\nrejudged %" PRIu64 " records (%" PRIu64 " POLICY.SET records replaced): %" PRIu64
                " decisions differ\n",
                t->records, t->policy_records_replaced, t->differ);
-        printf("instances at the head: %zu recorded, %zu under the new policy\n",
-               berth_state_instance_count(recorded), berth_state_instance_count(rejudged));
+        printf("instances at the head: %" PRId64 " recorded, %zu under the new policy\n",
+               t->instances_recorded, berth_state_instance_count(rejudged));
     }
     bool first = true;
     for (uint32_t was = 0; was < BERTH_CODE_COUNT; was++) {
@@ -536,14 +548,8 @@ static int whatif_rejudge(const whatif_opts *o, cli_store *store) {
         fprintf(stderr, "rejudge: %" PRIu64 " records in %.3f s = %.0f records/s\n", tally.records,
                 secs, secs > 0 ? (double)tally.records / secs : 0.0);
     }
-    berth_state *recorded = NULL;
-    berth_replay_stats stats;
     if (rc == CLI_EXIT_OK) {
-        rc = cli_state_at(store, store->head_seq, true, &recorded, &stats);
-    }
-    if (rc == CLI_EXIT_OK) {
-        print_rejudge_summary(o, &tally, state, recorded, track.full);
-        berth_state_free(recorded);
+        print_rejudge_summary(o, &tally, state, track.full);
     }
     if (track.map.slots != NULL) {
         cli_map_free(&track.map);
