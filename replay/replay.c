@@ -27,7 +27,7 @@
 #include "replay.h"
 #include "replay_internal.h"
 
-#define REPLAY_CHUNK_RECORDS 512        /* records handed between threads at once */
+#define REPLAY_CHUNK_RECORDS 256        /* records handed between threads at once */
 #define REPLAY_RING_CHUNKS 8            /* chunks in flight: bounds the feeder's lead */
 #define REPLAY_PIPELINE_RECORDS_MIN 16384  /* fewer: a second thread costs more than it saves */
 #define REPLAY_SNAPSHOT_TRIES_MAX 64    /* bad snapshots skipped before falling back to genesis */
@@ -47,7 +47,8 @@ typedef struct feed_item {
     uint64_t seq;
     const uint8_t *raw;
     size_t raw_len;
-    berth_record rec;               /* valid when the feeder decodes */
+    berth_record rec;               /* valid once decoded (by the feeder or the sink) */
+    berth_cmd cmd;                  /* valid once parsed, with rec */
 } feed_item;
 
 /* What the feeder does per record; the sink does the rest. */
@@ -55,14 +56,16 @@ typedef struct feed_source {
     berth_journal_cursor *cursor;
     uint64_t next_seq;              /* the seq that must come next */
     uint64_t last_seq;              /* inclusive end of the range */
-    bool decode;
+    bool decode;                    /* decode and parse here, off the applying thread */
     bool hash;
+    berth_str words[BERTH_ARGS_MAX];  /* parse scratch, feeder thread only */
 } feed_source;
 
 typedef struct replay_sink {
     berth_state *state;
-    bool decode;                    /* the feeder did not decode */
+    bool decode;                    /* the feeder did not decode and parse */
     bool compare;                   /* outcomes must equal the recorded ones */
+    berth_str words[BERTH_ARGS_MAX];  /* parse scratch, sink thread only */
     uint8_t prev_hash[BERTH_HASH_LEN];
     uint64_t applied;
     berth_outcome out;              /* reused for every record: no per-record stack churn */
@@ -91,40 +94,44 @@ static void err_copy(char *err, size_t err_size, const char *why) {
 
 /* ------------------------------------------------------------ one record */
 
-/* quiet: the caller never reads the sentence (replay, not verify), so core
- * may skip formatting it. */
-static berth_jerr replay_apply(berth_state *state, const berth_record *rec, bool quiet,
-                               berth_outcome *out, char *why, size_t why_size) {
-    assert(state != NULL && rec != NULL && out != NULL);
-    uint64_t last = berth_state_last_seq(state);
-    if (rec->seq != last + 1) {
-        snprintf(why, why_size, "seq %" PRIu64 " does not follow seq %" PRIu64, rec->seq, last);
-        return BERTH_J_CORRUPT;
-    }
-    berth_str words[BERTH_ARGS_MAX];
-    berth_cmd cmd;
+/* Parse a record's canonical text into cmd (pointing into the record). */
+static berth_jerr replay_parse(const berth_record *rec, berth_cmd *cmd, berth_str *words,
+                               char *why, size_t why_size) {
     char perr[BERTH_ERR_LEN_MAX];
-    if (berth_cmd_parse_text(&cmd, rec->command.ptr, rec->command.len, words, BERTH_ARGS_MAX,
+    if (berth_cmd_parse_text(cmd, rec->command.ptr, rec->command.len, words, BERTH_ARGS_MAX,
                              perr, sizeof(perr)) != 0) {
         snprintf(why, why_size, "seq %" PRIu64 ": command does not parse: %s", rec->seq, perr);
         return BERTH_J_CORRUPT;
     }
     /* The journal stores the REQID beside the canonical text, not in it;
      * re-attaching it is what rebuilds the request-id window. */
-    cmd.reqid = rec->reqid;
-    if (cmd.reqid.len > 0) {
+    cmd->reqid = rec->reqid;
+    return BERTH_J_OK;
+}
+
+/* Apply a parsed record. quiet: the caller never reads the sentence
+ * (replay, not verify), so core may skip formatting it. */
+static berth_jerr replay_apply_parsed(berth_state *state, const berth_record *rec, const berth_cmd *cmd,
+                                      bool quiet, berth_outcome *out, char *why, size_t why_size) {
+    assert(state != NULL && rec != NULL && cmd != NULL && out != NULL);
+    uint64_t last = berth_state_last_seq(state);
+    if (rec->seq != last + 1) {
+        snprintf(why, why_size, "seq %" PRIu64 " does not follow seq %" PRIu64, rec->seq, last);
+        return BERTH_J_CORRUPT;
+    }
+    if (cmd->reqid.len > 0) {
         /* The engine never journals a retry, so a request id already in the
          * window means the journal was written by something else. */
         berth_reqid_entry hit;
-        if (!berth_name_valid(cmd.reqid) ||
-            berth_state_reqid_check(state, cmd.reqid, rec->command, &hit) != BERTH_REQID_NEW) {
+        if (!berth_name_valid(cmd->reqid) ||
+            berth_state_reqid_check(state, cmd->reqid, rec->command, &hit) != BERTH_REQID_NEW) {
             snprintf(why, why_size, "seq %" PRIu64 ": request id repeats one still in the window",
                      rec->seq);
             return BERTH_J_CORRUPT;
         }
     }
-    int rc = quiet ? berth_state_apply_quiet(state, &cmd, rec->command, rec->seq, out)
-                   : berth_state_apply(state, &cmd, rec->command, rec->seq, out);
+    int rc = quiet ? berth_state_apply_quiet(state, cmd, rec->command, rec->seq, out)
+                   : berth_state_apply(state, cmd, rec->command, rec->seq, out);
     if (rc != 0) {
         snprintf(why, why_size, "seq %" PRIu64 ": out of memory applying the record", rec->seq);
         return BERTH_J_NOMEM;
@@ -133,10 +140,19 @@ static berth_jerr replay_apply(berth_state *state, const berth_record *rec, bool
     return BERTH_J_OK;
 }
 
+static berth_jerr replay_apply(berth_state *state, const berth_record *rec, berth_outcome *out,
+                               char *why, size_t why_size) {
+    berth_str words[BERTH_ARGS_MAX];
+    berth_cmd cmd;
+    berth_jerr e = replay_parse(rec, &cmd, words, why, why_size);
+    if (e != BERTH_J_OK) return e;
+    return replay_apply_parsed(state, rec, &cmd, false, out, why, why_size);
+}
+
 int berth_replay_record(berth_state *state, const berth_record *rec, berth_outcome *out,
                         char *err, size_t err_size) {
     char why[REPLAY_WHY_LEN_MAX];
-    berth_jerr e = replay_apply(state, rec, false, out, why, sizeof(why));
+    berth_jerr e = replay_apply(state, rec, out, why, sizeof(why));
     if (e == BERTH_J_OK) return 0;
     err_copy(err, err_size, why);
     return -1;
@@ -156,6 +172,15 @@ static feed_status decode_item(feed_item *item, replay_fail *fail) {
                         item->seq, item->rec.seq);
     }
     return FEED_MORE;
+}
+
+static feed_status decode_parse_item(feed_item *item, berth_str *words, replay_fail *fail) {
+    if (decode_item(item, fail) != FEED_MORE) return FEED_FAIL;
+    berth_jerr e = replay_parse(&item->rec, &item->cmd, words, fail->why, sizeof(fail->why));
+    if (e == BERTH_J_OK) return FEED_MORE;
+    fail->err = e;
+    fail->seq = item->seq;
+    return FEED_FAIL;
 }
 
 /* A hash that fails may be a record that does not even decode (truncated,
@@ -189,7 +214,7 @@ static feed_status produce_one(feed_source *src, feed_item *item, replay_fail *f
     item->seq = seq;
     item->raw = raw;
     item->raw_len = raw_len;
-    if (src->decode && decode_item(item, fail) != FEED_MORE) return FEED_FAIL;
+    if (src->decode && decode_parse_item(item, src->words, fail) != FEED_MORE) return FEED_FAIL;
     if (src->hash && hash_item(item, fail) != FEED_MORE) return FEED_FAIL;
     src->next_seq = want + 1;
     return FEED_MORE;
@@ -216,7 +241,7 @@ static feed_status compare_outcome(const berth_record *rec, const berth_outcome 
 }
 
 static feed_status consume_one(replay_sink *sink, feed_item *item, replay_fail *fail) {
-    if (sink->decode && decode_item(item, fail) != FEED_MORE) return FEED_FAIL;
+    if (sink->decode && decode_parse_item(item, sink->words, fail) != FEED_MORE) return FEED_FAIL;
     const berth_record *rec = &item->rec;
     assert(rec->seq == item->seq);
     if (memcmp(rec->prev_hash, sink->prev_hash, BERTH_HASH_LEN) != 0) {
@@ -227,7 +252,8 @@ static feed_status consume_one(replay_sink *sink, feed_item *item, replay_fail *
                         "seq %" PRIu64 ": prev_hash does not match seq %" PRIu64 "'s hash",
                         rec->seq, rec->seq - 1);
     }
-    berth_jerr e = replay_apply(sink->state, rec, !sink->compare, &sink->out, fail->why, sizeof(fail->why));
+    berth_jerr e = replay_apply_parsed(sink->state, rec, &item->cmd, !sink->compare, &sink->out,
+                                       fail->why, sizeof(fail->why));
     if (e != BERTH_J_OK) {
         fail->err = e;
         fail->seq = rec->seq;

@@ -148,7 +148,7 @@ static int pack_workers(snap_buf *b, const berth_state *state) {
         sorted = malloc(count * sizeof(*sorted));
         if (sorted == NULL) return -1;
     }
-    size_t got = berth_state_workers_sorted(state, sorted, count);
+    size_t got = count > 0 ? berth_state_workers_sorted(state, sorted, count) : 0;
     assert(got == count);
     (void)got;
     int rc = pack_array(b, count);
@@ -195,7 +195,7 @@ static int pack_instances(snap_buf *b, const berth_state *state) {
         sorted = malloc(count * sizeof(*sorted));
         if (sorted == NULL) return -1;
     }
-    size_t got = berth_state_instances_sorted(state, sorted, count);
+    size_t got = count > 0 ? berth_state_instances_sorted(state, sorted, count) : 0;
     assert(got == count);
     (void)got;
     if (count > 1) qsort(sorted, count, sizeof(*sorted), instance_deploy_seq_cmp);

@@ -137,13 +137,15 @@ int main(int argc, char **argv) {
     const char *dir = "/tmp/berth-replay-speed";
     uint64_t records = 10000000, workers = 10000;
     int rounds = 1;
+    const char *phase = "all";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--dir") == 0) dir = argv[i + 1];
         else if (strcmp(argv[i], "--records") == 0) records = strtoull(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "--workers") == 0) workers = strtoull(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "--rounds") == 0) rounds = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--phase") == 0) phase = argv[i + 1];
         else {
-            fprintf(stderr, "usage: replay_speed [--dir D] [--records N] [--workers W] [--rounds R]\n");
+            fprintf(stderr, "usage: replay_speed [--dir D] [--records N] [--workers W] [--rounds R] [--phase all|replay|verify]\n");
             return 2;
         }
     }
@@ -167,20 +169,25 @@ int main(int argc, char **argv) {
     else if (head != records) die("journal exists with another size; remove it", BERTH_J_INVALID, dir);
     else printf("reusing %s (%" PRIu64 " records)\n", dir, head);
 
+    bool all = strcmp(phase, "all") == 0;
     for (int round = 0; round < rounds; round++) {
         uint64_t n = 0;
-        double dt = scan(j, SCAN_RAW, &n);
+        double dt = 0;
+        if (all) {
+        dt = scan(j, SCAN_RAW, &n);
         printf("ceiling  raw cursor scan  %10.0f records/s  (%" PRIu64 " in %.3f s)\n", (double)n / dt, n, dt);
         dt = scan(j, SCAN_DECODE, &n);
         printf("ceiling  scan + decode    %10.0f records/s  (%.3f s)\n", (double)n / dt, dt);
         dt = scan(j, SCAN_HASH, &n);
         printf("ceiling  scan + hash      %10.0f records/s  (%.3f s)\n", (double)n / dt, dt);
+        }
 
         berth_journal_reader *r = NULL;
         if ((e = berth_journal_reader_open(j, &r)) != BERTH_J_OK) die("reader", e, NULL);
         berth_state *s = NULL;
         berth_replay_stats stats;
         double t0 = now_s();
+        if (all || strcmp(phase, "replay") == 0) {
         e = berth_replay_to(r, UINT64_MAX, false, &s, &stats, NULL, err, sizeof(err));
         dt = now_s() - t0;
         if (e != BERTH_J_OK) die("replay", e, err);
@@ -199,6 +206,8 @@ int main(int argc, char **argv) {
         berth_state_free(back);
         free(snap);
         berth_state_free(s);
+        }
+        if (all || strcmp(phase, "verify") == 0) {
         berth_verify_report rep;
         t0 = now_s();
         e = berth_verify(r, &rep);
@@ -206,6 +215,7 @@ int main(int argc, char **argv) {
         if (e != BERTH_J_OK) die("verify", e, rep.what);
         printf("verify   whole chain      %10.0f records/s  (%" PRIu64 " in %.3f s)\n",
                (double)rep.records / dt, rep.records, dt);
+        }
         berth_journal_reader_close(r);
     }
     berth_journal_close(j);

@@ -36,7 +36,7 @@
 #define TEST_CHILD_OUTPUT_MAX 256
 
 static uint64_t test_seed = 20261126;
-static const char *self_exe = "/proc/self/exe";
+static char self_exe[4096];   /* this program, re-run as a fresh process */
 
 /* ------------------------------------------------------------- helpers */
 
@@ -881,6 +881,10 @@ static Suite *replay_suite(void) {
 
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "--digest") == 0) return digest_main(argv[2]);
+    if (realpath(argv[0], self_exe) == NULL) {
+        perror(argv[0]);
+        return EXIT_FAILURE;
+    }
     const char *seed = getenv("BERTH_TEST_SEED");
     if (seed != NULL) test_seed = strtoull(seed, NULL, 10);
     printf("replay tests: seed %" PRIu64 " (set BERTH_TEST_SEED to change)\n", test_seed);
