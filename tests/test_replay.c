@@ -10,6 +10,7 @@
  * BERTH_TEST_SEED overrides it. */
 #define _GNU_SOURCE
 #include <check.h>
+#include <lmdb.h>
 #include <openssl/sha.h>
 #include <dirent.h>
 #include <errno.h>
@@ -550,6 +551,82 @@ START_TEST(test_verify_flipped_byte) {
 }
 END_TEST
 
+/* Edit the journal's LMDB database behind the journal's back: delete record
+ * seq (a gap) or keep only the first half of its bytes (a truncation). */
+static void lmdb_damage(const char *dir, uint64_t seq, bool truncate) {
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(env, 16), 0);
+    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, "journal", MDB_INTEGERKEY, &dbi), 0);
+    MDB_val key = { sizeof(seq), &seq }, val;
+    if (truncate) {
+        ck_assert_int_eq(mdb_get(txn, dbi, &key, &val), 0);
+        uint8_t half[BERTH_RECORD_BYTES_MAX];
+        size_t n = val.mv_size / 2;
+        memcpy(half, val.mv_data, n);
+        MDB_val cut = { n, half };
+        ck_assert_int_eq(mdb_put(txn, dbi, &key, &cut, 0), 0);
+    } else {
+        ck_assert_int_eq(mdb_del(txn, dbi, &key, NULL), 0);
+    }
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+START_TEST(test_verify_gap_and_truncation) {
+    rng_seed(test_seed + 4);
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 0, false);
+    stream st;
+    run_stream(engine, 200, 50, &st);
+    berth_engine_close(engine);
+    berth_journal_close(j);
+
+    lmdb_damage(dir, 150, true);
+    j = journal_open(dir, true, 0);
+    berth_jerr e;
+    berth_verify_report rep = verify(j, &e);
+    ck_assert_int_eq(e, BERTH_J_CORRUPT);
+    ck_assert_uint_eq(rep.first_bad_seq, 150);
+    ck_assert_msg(strstr(rep.what, "seq 150: undecodable") != NULL, "what: %s", rep.what);
+    berth_journal_close(j);
+
+    lmdb_damage(dir, 100, false);
+    j = journal_open(dir, true, 0);
+    rep = verify(j, &e);
+    ck_assert_int_eq(e, BERTH_J_CORRUPT);
+    ck_assert_uint_eq(rep.first_bad_seq, 100);
+    ck_assert_uint_eq(rep.records, 99);
+    ck_assert_msg(strstr(rep.what, "seq 100 missing (gap after 99)") != NULL, "what: %s", rep.what);
+    /* replay stops at the gap and says where; before it, time travel works */
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    berth_state *s = NULL;
+    char err[512] = "";
+    ck_assert_int_eq(berth_replay_to(r, UINT64_MAX, true, &s, NULL, NULL, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strstr(err, "seq 100 missing") != NULL, "err: %s", err);
+    berth_journal_reader_close(r);
+    char d1[TEST_DIGEST_HEX_LEN], d2[TEST_DIGEST_HEX_LEN];
+    replay_digest(j, 99, false, d1, NULL, NULL);
+    direct_digest(&st, 99, d2);
+    ck_assert_str_eq(d1, d2);
+    berth_engine *broken = NULL;
+    berth_engine_options opt = { .snapshot_every = 0, .dry_run = true };
+    ck_assert_int_eq(berth_engine_open(&broken, j, &opt, NULL, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, "seq 100") != NULL, "err: %s", err);
+    berth_journal_close(j);
+    free(st.lines);
+    remove_dir(dir);
+}
+END_TEST
+
 START_TEST(test_verify_altered_outcome) {
     char dir[64];
     make_dir(dir, sizeof(dir));
@@ -864,6 +941,7 @@ static Suite *replay_suite(void) {
         { "determinism", test_determinism_and_time_travel },
         { "verify_flipped", test_verify_flipped_byte },
         { "verify_outcome", test_verify_altered_outcome },
+        { "verify_gap", test_verify_gap_and_truncation },
         { "bad_snapshot", test_bad_snapshot_falls_back },
         { "snapshot_decode", test_snapshot_decode_rejects_damage },
         { "reqid", test_reqid_retry },
