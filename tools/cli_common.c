@@ -24,6 +24,7 @@
 #define CLI_FRACTION_DIGITS_MAX 9         /* RFC 3339 fractions up to ns */
 #define CLI_YEAR_MIN 1970
 #define CLI_YEAR_MAX 9999
+#define CLI_REPLAY_CHUNK_RECORDS (1u << 18) /* records between progress redraws in a replay */
 
 int cli_fail(int exit_code, const char *code, const char *fmt, ...) {
     assert(code != NULL && fmt != NULL);
@@ -131,6 +132,56 @@ void cli_store_close(cli_store *store) {
     }
 }
 
+static int replay_failed(berth_jerr jerr, const char *err) {
+    int code = jerr == BERTH_J_CORRUPT ? CLI_EXIT_FINDING : CLI_EXIT_USAGE;
+    return cli_fail(code, berth_jerr_name(jerr), "replay failed: %s", err);
+}
+
+/* Where replay will start: the newest snapshot at or before target (0 for
+ * genesis). Only sizes the progress bar's chunks; replay itself still picks
+ * and checks the snapshot. */
+static uint64_t replay_start_guess(cli_store *store, uint64_t target, bool use_snapshots) {
+    uint64_t seq = 0;
+    const void *bytes = NULL;
+    size_t len = 0;
+    if (!use_snapshots ||
+        berth_journal_snapshot_get(store->reader, target, &seq, &bytes, &len) != BERTH_J_OK) {
+        return 0;
+    }
+    return seq;
+}
+
+/* The rest of the way in chunks, drawing progress between them: only when
+ * stderr is a terminal, so scripts and measurements take the one-call path. */
+static int replay_chunks(cli_store *store, uint64_t target, berth_state *state,
+                         berth_replay_stats *stats) {
+    cli_progress progress;
+    uint64_t base = stats->from_snapshot_seq;
+    cli_progress_start(&progress, "replay", target - base);
+    progress.next_check = 0;    /* chunks are large: look at the clock after each */
+    int rc = CLI_EXIT_OK;
+    while (berth_state_last_seq(state) < target) {
+        uint64_t last = berth_state_last_seq(state);
+        uint64_t next = target - last > CLI_REPLAY_CHUNK_RECORDS ? last + CLI_REPLAY_CHUNK_RECORDS
+                                                                 : target;
+        berth_replay_stats step;
+        memset(&step, 0, sizeof step);
+        char err[CLI_ERR_LEN_MAX] = "";
+        berth_jerr jerr = berth_replay_forward(store->reader, state, next, &step, err, sizeof err);
+        if (jerr != BERTH_J_OK) {
+            rc = replay_failed(jerr, err);
+            break;
+        }
+        assert(berth_state_last_seq(state) == next);
+        stats->records += step.records;
+        cli_progress_update(&progress, next - base);
+        progress.next_check = 0;
+    }
+    cli_progress_end(&progress);
+    stats->last_seq = berth_state_last_seq(state);
+    return rc;
+}
+
 int cli_state_at(cli_store *store, uint64_t target, bool use_snapshots, berth_state **out,
                  berth_replay_stats *stats) {
     assert(store != NULL && store->reader != NULL && out != NULL && stats != NULL);
@@ -140,6 +191,7 @@ int cli_state_at(cli_store *store, uint64_t target, bool use_snapshots, berth_st
         return cli_fail(CLI_EXIT_USAGE, "ERR", "seq %" PRIu64 " is beyond the journal head %" PRIu64,
                         target, store->head_seq);
     }
+    target = target == UINT64_MAX ? store->head_seq : target;   /* the read view's head is fixed */
     if (target == 0) {
         /* Genesis: nothing to replay; the empty state is the answer. */
         *out = berth_state_new(NULL);
@@ -148,21 +200,31 @@ int cli_state_at(cli_store *store, uint64_t target, bool use_snapshots, berth_st
         }
         return CLI_EXIT_OK;
     }
+    uint64_t first_stop = target;
+    if (isatty(STDERR_FILENO) == 1) {
+        uint64_t start = replay_start_guess(store, target, use_snapshots);
+        first_stop = target - start > CLI_REPLAY_CHUNK_RECORDS ? start + CLI_REPLAY_CHUNK_RECORDS
+                                                               : target;
+    }
     char err[CLI_ERR_LEN_MAX] = "";
     uint32_t bad_snapshots = 0;
-    berth_jerr jerr = berth_replay_to(store->reader, target, use_snapshots, out, stats, &bad_snapshots,
-                                      err, sizeof err);
+    berth_jerr jerr = berth_replay_to(store->reader, first_stop, use_snapshots, out, stats,
+                                      &bad_snapshots, err, sizeof err);
     if (bad_snapshots > 0) {
         fprintf(stderr, "WARN %" PRIu32 " snapshot(s) failed their check and were skipped\n",
                 bad_snapshots);
     }
     if (jerr != BERTH_J_OK) {
         *out = NULL;
-        int code = jerr == BERTH_J_CORRUPT ? CLI_EXIT_FINDING : CLI_EXIT_USAGE;
-        return cli_fail(code, berth_jerr_name(jerr), "replay failed: %s", err);
+        return replay_failed(jerr, err);
     }
-    assert(*out != NULL);
-    return CLI_EXIT_OK;
+    assert(*out != NULL && berth_state_last_seq(*out) == first_stop);
+    int rc = first_stop < target ? replay_chunks(store, target, *out, stats) : CLI_EXIT_OK;
+    if (rc != CLI_EXIT_OK) {
+        berth_state_free(*out);
+        *out = NULL;
+    }
+    return rc;
 }
 
 /* Read one record's time; the binary search's only question. */
