@@ -49,21 +49,32 @@ typedef struct feed_item {
     size_t raw_len;
     berth_record rec;               /* valid once decoded (by the feeder or the sink) */
     berth_cmd cmd;                  /* valid once parsed, with rec */
+    uint32_t done;                  /* ITEM_* steps already taken, by either thread */
 } feed_item;
+
+/* The per-record steps before apply, in the order they always run. Either
+ * thread may take them; the sink takes whatever the feeder left, so the same
+ * checks run in the same order and a run's result never depends on the split. */
+#define ITEM_HASHED 1u
+#define ITEM_PARSED 2u
+
+/* How much the feeder does for a chunk: chosen from how far ahead of the
+ * sink it is, so the two threads share the work whichever half is heavier. */
+typedef enum feed_level { FEED_LEVEL_READ = 0, FEED_LEVEL_HASH = 1, FEED_LEVEL_ALL = 2 } feed_level;
 
 /* What the feeder does per record; the sink does the rest. */
 typedef struct feed_source {
     berth_journal_cursor *cursor;
     uint64_t next_seq;              /* the seq that must come next */
     uint64_t last_seq;              /* inclusive end of the range */
-    bool decode;                    /* decode and parse here, off the applying thread */
-    bool hash;
+    bool hash;                      /* recompute each record's SHA-256 */
+    feed_level level;               /* the feeder's share of the current chunk */
     berth_str words[BERTH_ARGS_MAX];  /* parse scratch, feeder thread only */
 } feed_source;
 
 typedef struct replay_sink {
     berth_state *state;
-    bool decode;                    /* the feeder did not decode and parse */
+    bool hash;                      /* recompute each record's SHA-256 */
     bool compare;                   /* outcomes must equal the recorded ones */
     berth_str words[BERTH_ARGS_MAX];  /* parse scratch, sink thread only */
     uint8_t prev_hash[BERTH_HASH_LEN];
@@ -214,9 +225,16 @@ static feed_status produce_one(feed_source *src, feed_item *item, replay_fail *f
     item->seq = seq;
     item->raw = raw;
     item->raw_len = raw_len;
-    if (src->decode && decode_parse_item(item, src->words, fail) != FEED_MORE) return FEED_FAIL;
-    if (src->hash && hash_item(item, fail) != FEED_MORE) return FEED_FAIL;
+    item->done = 0;
     src->next_seq = want + 1;
+    if (src->level >= FEED_LEVEL_HASH) {
+        if (src->hash && hash_item(item, fail) != FEED_MORE) return FEED_FAIL;
+        item->done |= ITEM_HASHED;
+    }
+    if (src->level >= FEED_LEVEL_ALL) {
+        if (decode_parse_item(item, src->words, fail) != FEED_MORE) return FEED_FAIL;
+        item->done |= ITEM_PARSED;
+    }
     return FEED_MORE;
 }
 
@@ -241,7 +259,8 @@ static feed_status compare_outcome(const berth_record *rec, const berth_outcome 
 }
 
 static feed_status consume_one(replay_sink *sink, feed_item *item, replay_fail *fail) {
-    if (sink->decode && decode_parse_item(item, sink->words, fail) != FEED_MORE) return FEED_FAIL;
+    if (sink->hash && !(item->done & ITEM_HASHED) && hash_item(item, fail) != FEED_MORE) return FEED_FAIL;
+    if (!(item->done & ITEM_PARSED) && decode_parse_item(item, sink->words, fail) != FEED_MORE) return FEED_FAIL;
     const berth_record *rec = &item->rec;
     assert(rec->seq == item->seq);
     if (memcmp(rec->prev_hash, sink->prev_hash, BERTH_HASH_LEN) != 0) {
@@ -269,6 +288,7 @@ static feed_status consume_one(replay_sink *sink, feed_item *item, replay_fail *
 
 static berth_jerr run_serial(feed_source *src, replay_sink *sink, replay_fail *fail) {
     feed_item item;
+    src->level = FEED_LEVEL_READ;
     for (;;) {
         feed_status st = produce_one(src, &item, fail);
         if (st == FEED_END) return BERTH_J_OK;
@@ -341,8 +361,13 @@ static void *feeder_main(void *arg) {
             ring_wait(&ring->not_full, ring);
         }
         bool quit = ring->stop;
+        uint32_t ahead = ring->filled;
         ring_unlock(ring);
         if (quit) return NULL;
+        /* Far ahead: the sink is the slow half, take more of its work. */
+        ring->src->level = ahead >= REPLAY_RING_CHUNKS / 2   ? FEED_LEVEL_ALL
+                           : ahead >= REPLAY_RING_CHUNKS / 4 ? FEED_LEVEL_HASH
+                                                             : FEED_LEVEL_READ;
         feed_chunk *c = &ring->chunks[i];
         fill_chunk(ring->src, c);
         ring_lock(ring);
@@ -412,14 +437,13 @@ serial_free:
 }
 
 /* Feed records [from, to] of reader into sink. */
-static berth_jerr run_range(berth_journal_reader *reader, uint64_t from, uint64_t to,
-                            bool feeder_decodes, bool feeder_hashes,
+static berth_jerr run_range(berth_journal_reader *reader, uint64_t from, uint64_t to, bool hash,
                             replay_sink *sink, replay_fail *fail) {
     assert(from >= 1);
     if (from > to) return BERTH_J_OK;
     feed_source src = { .cursor = NULL, .next_seq = from, .last_seq = to,
-                        .decode = feeder_decodes, .hash = feeder_hashes };
-    sink->decode = !feeder_decodes;
+                        .hash = hash, .level = FEED_LEVEL_READ };
+    sink->hash = hash;
     berth_jerr e = berth_journal_cursor_open(reader, from, &src.cursor);
     if (e != BERTH_J_OK) {
         fail_set(fail, e, from, "seq %" PRIu64 ": cannot open a journal cursor (%s)", from, berth_jerr_name(e));
@@ -512,7 +536,7 @@ berth_jerr berth_replay_to_checked(berth_journal_reader *reader, uint64_t target
     uint64_t from_seq = berth_state_last_seq(sink->state);
     sink->compare = check_tail;
     replay_fail fail = { .err = BERTH_J_OK, .seq = 0, .why = "" };
-    e = run_range(reader, from_seq + 1, target, !check_tail, check_tail, sink, &fail);
+    e = run_range(reader, from_seq + 1, target, check_tail, sink, &fail);
     if (stats != NULL) {
         memset(stats, 0, sizeof(*stats));
         stats->from_snapshot_seq = from_seq;
@@ -570,7 +594,7 @@ berth_jerr berth_replay_forward(berth_journal_reader *reader, berth_state *state
             memcpy(sink->prev_hash, rec.hash, BERTH_HASH_LEN);
         }
     }
-    if (fail.err == BERTH_J_OK) e = run_range(reader, last + 1, target, true, false, sink, &fail);
+    if (fail.err == BERTH_J_OK) e = run_range(reader, last + 1, target, false, sink, &fail);
     else e = fail.err;
     if (stats != NULL) {
         memset(stats, 0, sizeof(*stats));
@@ -608,7 +632,7 @@ berth_jerr berth_verify(berth_journal_reader *reader, berth_verify_report *repor
     }
     sink->compare = true;
     replay_fail fail = { .err = BERTH_J_OK, .seq = 0, .why = "" };
-    e = run_range(reader, 1, head, false, true, sink, &fail);
+    e = run_range(reader, 1, head, true, sink, &fail);
     if (e == BERTH_J_OK && head > 0 && memcmp(sink->prev_hash, head_hash, BERTH_HASH_LEN) != 0) {
         fail_set(&fail, BERTH_J_CORRUPT, head, "seq %" PRIu64 ": the head's hash does not match the record's",
                  head);
