@@ -1,7 +1,7 @@
 #!/bin/sh
 # cli_test.sh — ctest cases for the `berth` tool (issue 4).
 #
-# usage: cli_test.sh CASE BERTH MKJOURNAL SRC_DIR WORK_DIR
+# usage: cli_test.sh CASE BERTH MKJOURNAL SRC_DIR WORK_DIR [BERTHD]
 # Each case builds its own journals with mkjournal (the real engine, the
 # same write path as berthd) in WORK_DIR/CASE and checks `berth` against
 # them: against the engine's own digest, against each other (dump vs
@@ -16,6 +16,7 @@ BERTH=$2
 MKJOURNAL=$3
 SRC=$4
 WORK=$5/$CASE
+BERTHD=${6:-}
 
 rm -rf "$WORK"
 mkdir -p "$WORK"
@@ -317,8 +318,65 @@ case_usage() {
     expect_exit 2 "$BERTH" whatif --data data
 }
 
+# berthd serving the same data directory: berth, reading beside it, must
+# give berthd's own answers at the same seq.
+BERTHD_PID=
+stop_berthd() {
+    if [ -n "$BERTHD_PID" ]; then
+        kill "$BERTHD_PID" 2>/dev/null
+        wait "$BERTHD_PID" 2>/dev/null
+        BERTHD_PID=
+    fi
+}
+
+rcli() {
+    redis-cli -s "$WORK/berthd.sock" "$@"
+}
+
+case_vs_berthd() {
+    [ -n "$BERTHD" ] || fail "no berthd given"
+    command -v redis-cli >/dev/null || fail "redis-cli missing: apt-get install -y redis-tools"
+    make_gen_journal
+    trap stop_berthd EXIT
+    "$BERTHD" --data data --port 0 --unixsocket "$WORK/berthd.sock" >berthd.log 2>&1 &
+    BERTHD_PID=$!
+    tries=0
+    until rcli PING 2>/dev/null | grep -q PONG; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 100 ] || fail "berthd did not answer: $(cat berthd.log)"
+        sleep 0.1
+    done
+    for seq in 150 300 "$HEAD_SEQ"; do
+        expect_exit 0 "$BERTH" replay --data data --at "$seq" --json
+        mv out.txt replay.json
+        [ "$(rcli AT "$seq" DIGEST)" = "$(head -1 replay.json | json_field digest)" ] ||
+            fail "berthd's digest at $seq differs from berth replay's"
+        grep '"type":"instance"' replay.json | json_field name >ours.txt
+        rcli AT "$seq" INSTANCE.LIST >theirs.txt
+        cmp -s ours.txt theirs.txt || fail "instances at $seq differ from berthd's"
+        grep '"type":"worker"' replay.json | json_field name >ours.txt
+        rcli AT "$seq" WORKER.LIST >theirs.txt
+        cmp -s ours.txt theirs.txt || fail "workers at $seq differ from berthd's"
+    done
+    # dump's hashes are berthd's JOURNAL.RANGE hashes
+    expect_exit 0 "$BERTH" journal dump --data data --from 100 --to 149 --json
+    json_field hash <out.txt >ours.txt
+    rcli JOURNAL.RANGE 100 50 | grep -E '^[0-9a-f]{64}$' >theirs.txt
+    cmp -s ours.txt theirs.txt || fail "dump hashes differ from berthd's JOURNAL.RANGE"
+    # berth reads beside the live writer and sees what it commits
+    rcli WORKER.ADD late-worker GPUS 2 >/dev/null || fail "berthd refused a write"
+    expect_exit 0 "$BERTH" status --data data --json
+    [ "$(json_field records <out.txt)" = $((HEAD_SEQ + 1)) ] || fail "status beside berthd missed the new record"
+    expect_exit 0 "$BERTH" journal verify --data data
+    expect_exit 0 "$BERTH" history --data data worker late-worker --json
+    [ "$(json_field seq <out.txt)" = $((HEAD_SEQ + 1)) ] || fail "history beside berthd: $(cat out.txt)"
+    [ "$(rcli DIGEST)" = "$("$BERTH" replay --data data --json | head -1 | json_field digest)" ] ||
+        fail "head digest differs from berthd's"
+    stop_berthd
+}
+
 case "$CASE" in
-    gen|dump_replay|at_time|verify_corrupt|whatif_readonly|whatif_scenario|rejudge|timeline|history_status|usage)
+    gen|dump_replay|at_time|verify_corrupt|whatif_readonly|whatif_scenario|rejudge|timeline|history_status|usage|vs_berthd)
         "case_$CASE"
         ;;
     *)
