@@ -151,10 +151,11 @@ static bool reqid_answered(const whatif_opts *o, const berth_state *state, const
         tally->retries++;
         return true;
     }
+    /* berthd's words for this refusal (code REQID), so a what-if reads like the server. */
     snprintf(sentence, sizeof sentence,
-             "ERR REQID %.*s was used for a different command at seq %" PRIu64, (int)cmd->reqid.len,
-             cmd->reqid.ptr, hit.seq);
-    print_outcome(o, line, hit.seq, "ERR", canonical, sentence, false);
+             "request id %.*s was used at seq %" PRIu64 " for a different command",
+             (int)cmd->reqid.len, cmd->reqid.ptr, hit.seq);
+    print_outcome(o, line, hit.seq, "REQID", canonical, sentence, false);
     tally->refused++;
     return true;
 }

@@ -190,9 +190,9 @@ case_whatif_scenario() {
     expect_exit 0 "$BERTH" whatif --data data --at 7 --scenario "$SRC/plan.scenario" --json
     grep '"type":"outcome"' out.txt | sed 's/.*"line":\([0-9]*\),"seq":\([0-9]*\),"code":"\([A-Z]*\)".*"retry":\([a-z]*\).*/\1:\2:\3:\4/' \
         | tr '\n' ' ' >got.txt
-    want="2:8:EXCLUSIVE:false 5:9:OK:false 6:9:OK:true 7:10:NOINSTANCE:false 8:11:NOWORKER:false "
+    want="2:8:EXCLUSIVE:false 5:9:OK:false 6:9:OK:true 7:10:NOINSTANCE:false 8:11:NOWORKER:false 9:9:REQID:false "
     [ "$(cat got.txt)" = "$want" ] || fail "outcomes: got '$(cat got.txt)' want '$want'"
-    grep -q '"type":"summary","at":7,"commands":5,"ok":1,"refused":3,"retries":1,"queries_skipped":1' out.txt ||
+    grep -q '"type":"summary","at":7,"commands":6,"ok":1,"refused":4,"retries":1,"queries_skipped":1' out.txt ||
         fail "summary: $(grep summary out.txt)"
     grep '"code":"EXCLUSIVE"' out.txt | grep -q 'w3.*v1' || fail "EXCLUSIVE sentence does not name w3 and v1"
     [ "$(grep '"type":"state"' out.txt | json_field instances)" = 3 ] || fail "resulting state should hold s1, v1, p2"
@@ -206,7 +206,7 @@ case_whatif_scenario() {
     expect_exit 2 "$BERTH" whatif --data data --scenario bad2.scenario
     grep -q 'line 3' err.txt || fail "unknown command does not name line 3: $(cat err.txt)"
     expect_exit 0 sh -c "cat '$SRC/plan.scenario' | '$BERTH' whatif --data data --at 7 --scenario - --json"
-    grep -q '"refused":3' out.txt || fail "scenario from stdin differs"
+    grep -q '"refused":4' out.txt || fail "scenario from stdin differs"
 }
 
 case_rejudge() {
