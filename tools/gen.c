@@ -443,7 +443,7 @@ static void list_remove(uint32_t *list, uint32_t *count, gen_worker *workers, ui
 
 /* ---- composing commands ---- */
 
-static void put_deploy(const berth_gen *g, gen_text *t, const gen_deploy *d) {
+static void put_deploy(gen_text *t, const gen_deploy *d) {
     put_cstr(t, "DEPLOY ");
     put_instance_name(t, d->model, d->id);
     put_cstr(t, " MODEL ");
@@ -572,7 +572,7 @@ typedef struct gen_emit {
 } gen_emit;
 
 static void emit_deploy(berth_gen *g, gen_emit *e, const gen_deploy *d, bool name_reused) {
-    put_deploy(g, &e->text, d);
+    put_deploy(&e->text, d);
     e->kind = BERTH_CMD_DEPLOY;
     e->code = predict_deploy(g, d, name_reused);
     if (!name_reused) g->next_instance_id++;   /* the name is spent whatever the outcome */
@@ -640,8 +640,9 @@ static uint64_t random_live(berth_gen *g) {
     return rng_below(g, (uint32_t)g->live_count);
 }
 
-/* Fallback when a DEPLOY found no room: free some instead (keeps the mix
- * plausible), or on an empty cluster send the deploy to be refused. */
+/* The bulk of the stream: DEPLOY while GPU use is below the fill line
+ * (mostly), RELEASE above it. When a DEPLOY finds no room it becomes a
+ * RELEASE, which keeps the mix plausible. */
 static void emit_plausible(berth_gen *g, gen_emit *e) {
     uint64_t fill_line = g->gpus_total * g->options.fill_permille;
     bool below_fill = g->gpus_used * BERTH_GEN_PERMILLE_MAX < fill_line;
