@@ -2,11 +2,12 @@
 # kill9.sh — kill -9 under writes from several clients, then restart: every
 # seq berthd acknowledged is in the journal with the command and outcome it
 # was acknowledged for, every acknowledged refusal is there too, nothing is
-# applied twice, and JOURNAL.VERIFY passes. Two rounds.
+# applied twice, and JOURNAL.VERIFY passes. Three rounds: kill -9, SIGTERM
+# (which must also exit 0 after committing the batch in flight), kill -9.
 . "$(dirname "$0")/lib.sh"
 clients=4
 per_client=6000        # more than a client can send before the kill
-rounds=2
+rounds=3
 start_berthd
 
 # dump_journal: every record as "seq<TAB>code<TAB>command", in seq order.
@@ -45,7 +46,7 @@ for ((round = 1; round <= rounds; round++)); do
         [ "$n" -ge 1500 ] && break
         sleep 0.025
     done
-    kill9_berthd
+    if [ "$round" = 2 ]; then stop_berthd; else kill9_berthd; fi
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
     acked=$(cat "$TMP"/ack.$round.* | wc -l)
     [ "$acked" -gt 0 ] || fail "round $round: no client got a reply before the kill"

@@ -14,6 +14,7 @@ BERTHD=${BERTHD:?BERTHD must name the berthd binary}
 REDIS_CLI=${REDIS_CLI:-redis-cli}
 START_WAIT_TRIES_MAX=400            # 400 x 25 ms: 10 s for berthd to answer PING
 PORT_TRIES_MAX=200
+START_ATTEMPTS_MAX=5               # fresh ports tried when one is taken at bind
 test_name=$(basename "$0" .sh)
 
 command -v "$REDIS_CLI" >/dev/null || { echo "$test_name: $REDIS_CLI missing (apt-get install -y redis-tools)"; exit 1; }
@@ -46,28 +47,51 @@ fail() {
 note() { echo "$test_name: $*"; }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Ports come from below the kernel's ephemeral range, so no outgoing
+# connection of another process can be holding the one picked.
 pick_port() {
-    local p i
+    local p i low=10000 high
+    high=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    [ "$high" -gt $((low + 1000)) ] || { low=1024; }
     for ((i = 0; i < PORT_TRIES_MAX; i++)); do
-        p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+        p=$(( low + (RANDOM * 32768 + RANDOM) % (high - low) ))
         if port_free "$p"; then PORT=$p; return 0; fi
     done
     fail "no free loopback port"
 }
 
 # start_berthd [extra flags…]: start on $DATA and a free port (the same port
-# again on a restart, so clients need not be told), wait for PING.
+# again on a restart, so clients need not be told), wait for PING. A port
+# taken between the pick and the bind is picked again (first start only).
 start_berthd() {
+    local attempt
+    for ((attempt = 0; attempt < START_ATTEMPTS_MAX; attempt++)); do
+        start_berthd_once "$@" && return 0
+        grep -q 'Address already in use' "$LOG" || break
+        [ -z "$RESTART_PORT" ] || break
+        PORT=""
+    done
+    fail "berthd exited on start"
+}
+RESTART_PORT=""
+start_berthd_once() {
     [ -z "$BERTHD_PID" ] || fail "start_berthd: berthd already running"
     [ -n "$PORT" ] || pick_port
+    : >>"$LOG"
+    local log_lines; log_lines=$(wc -l <"$LOG")
     "$BERTHD" --data "$DATA" --bind 127.0.0.1 --port "$PORT" "$@" >>"$LOG" 2>&1 &
     BERTHD_PID=$!
     local i reply
     for ((i = 0; i < START_WAIT_TRIES_MAX; i++)); do
-        kill -0 "$BERTHD_PID" 2>/dev/null || { BERTHD_PID=""; fail "berthd exited on start"; }
+        if ! kill -0 "$BERTHD_PID" 2>/dev/null; then
+            wait "$BERTHD_PID" 2>/dev/null
+            BERTHD_PID=""
+            tail -n +"$((log_lines + 1))" "$LOG" | grep -q 'Address already in use' || fail "berthd exited on start"
+            return 1
+        fi
         # Any reply counts (NOAUTH too): berthd is listening.
         reply=$("$REDIS_CLI" -p "$PORT" PING 2>/dev/null)
-        [ -n "$reply" ] && return 0
+        if [ -n "$reply" ]; then RESTART_PORT=$PORT; return 0; fi
         sleep 0.025
     done
     fail "berthd did not answer PING on port $PORT within 10 s"

@@ -34,8 +34,12 @@ wait_for() {
 
 watcher w2 'WATCH 1\r\n'
 watcher w3 'HELLO 3\r\nWATCH 21\r\n'
+watcher w4 'WATCH 0\r\n'
 wait_for w2 "$before" '^WORKER.ADD ww-'
 wait_for w3 "$((before - 20))" '^WORKER.ADD ww-'
+# The first frame is ["watch", from-seq, head-seq]; WATCH 0 starts after the head.
+wait_for w4 1 '^watch$'
+expect_eq "$(tr -d '\r' <"$TMP/w4.out" | head -n 5 | tr '\n' ' ')" "*3 \$5 watch :$((before + 1)) :$before " "WATCH 0's first frame"
 
 # Live: writes from another client appear while the watchers stay connected.
 for ((i = 0; i < live; i++)); do
@@ -45,6 +49,14 @@ expect_int "$(r DEPLOY li MODEL m BACKEND vllm ON live-0 live-1)" "live DEPLOY"
 wait_for w2 "$live" '^WORKER.ADD live-'
 wait_for w2 1 '^DEPLOY li '
 wait_for w3 "$live" '^WORKER.ADD live-'
+wait_for w4 "$live" '^WORKER.ADD live-'
+n=$(tr -d '\r' <"$TMP/w4.out" | grep -c '^WORKER.ADD ww-')
+expect_eq "$n" 0 "WATCH 0 sends no record from before it"
+
+# A watching connection takes only PING and QUIT.
+printf 'WORKER.GET live-0\r\nPING\r\n' >&"$fd_w2"
+wait_for w2 1 '^-ERR only PING and QUIT'
+wait_for w2 1 '^+PONG'
 
 # Each record once and in order (the command words are unique).
 tr -d '\r' <"$TMP/w2.out" | grep -E '^(WORKER.ADD|DEPLOY) ' >"$TMP/w2.cmds"

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# limits.sh — berthd's flags and limits from outside: --version, --help and
+# a bad flag; a config file with a flag overriding it; the unix socket;
+# --max-clients; a bulk over --max-arg-bytes (protocol error, connection
+# closed, others unaffected); --idle-timeout. Each limit answers with a clear
+# error or a log line.
+. "$(dirname "$0")/lib.sh"
+
+out=$("$BERTHD" --version) || fail "--version should exit 0"
+expect_match "$out" '^berthd [0-9]' "--version"
+"$BERTHD" --help >"$TMP/help.txt" || fail "--help should exit 0"
+for flag in --data --bind --port --unixsocket --requirepass --password-file --readonly-password-file \
+            --snapshot-every --max-clients --config; do
+    grep -q -- "$flag" "$TMP/help.txt" || fail "--help does not mention $flag"
+done
+rc=0; out=$("$BERTHD" --no-such-flag 2>&1) || rc=$?
+expect_eq "$rc" 2 "exit status of a usage error"
+expect_match "$out" 'ERR .*no-such-flag' "a bad flag is named"
+
+# Config file: its port is overridden by the flag start_berthd passes; its
+# unix socket and limits apply.
+pick_port
+cat >"$TMP/berthd.conf" <<CONF
+# berthd test configuration
+port 1
+unixsocket $TMP/berthd.sock
+max-clients 3
+max-arg-bytes 64
+idle-timeout 1
+CONF
+start_berthd --config "$TMP/berthd.conf"
+expect_eq "$(r PING)" PONG "the --port flag overrides the file's port"
+expect_eq "$("$REDIS_CLI" -s "$TMP/berthd.sock" PING)" PONG "PING over the unix socket"
+expect_int "$("$REDIS_CLI" -s "$TMP/berthd.sock" WORKER.ADD u1 GPUS 1)" "a write over the unix socket"
+
+# max-clients 3: two idle connections plus a third are fine, a fourth is refused.
+for i in 1 2 3; do
+    nc -d 127.0.0.1 "$PORT" >/dev/null &
+    bg_pids+=($!)
+done
+sleep 0.2
+# It sends nothing: a request left unread when berthd closes would turn the
+# close into a reset that can discard the error before nc reads it.
+out=$(nc -d -w 5 127.0.0.1 "$PORT" | tr -d '\r')
+expect_match "$out" '^-ERR max number of clients reached' "the client over --max-clients"
+grep -q 'max clients' "$LOG" || fail "berthd should log the refused connection"
+
+# idle-timeout 1: the idle connections are closed (nc -d exits when they are).
+for pid in "${bg_pids[@]}"; do
+    for ((i = 0; i < 200; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -0 "$pid" 2>/dev/null && fail "an idle client was still connected 10 s after --idle-timeout 1"
+done
+grep -q 'idle timeout' "$LOG" || fail "berthd should log the idle disconnects"
+
+# A bulk over max-arg-bytes: protocol error, the connection closed at once
+# (the PING after it is never answered), other clients served.
+out=$(nc_send '*2\r\n$4\r\nECHO\r\n$100\r\nxx\r\nPING\r\n')
+expect_eq "$out" "-ERR Protocol error: bulk length 100 exceeds the limit of 64 bytes" "a bulk over --max-arg-bytes"
+out=$(nc_send '*1\r\n$-5\r\nPING\r\n')
+expect_match "$out" '^-ERR Protocol error' "a negative bulk length"
+out=$(nc_send '*x\r\nPING\r\n')
+expect_match "$out" '^-ERR Protocol error' "a non-numeric array length"
+expect_eq "$(r PING)" PONG "others are served after protocol errors"
+expect_eq "$(r ECHO "$(printf 'a%.0s' {1..64})" | wc -c)" 65 "a bulk of exactly max-arg-bytes is accepted"
+stop_berthd
+note ok

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# queries.sh — the queries' exact answers: WORKER.GET / INSTANCE.GET fields,
+# the filters of WORKER.LIST and INSTANCE.LIST, POLICY.GET, every listing
+# sorted by name in byte order whatever the order of creation, HISTORY's
+# from/count, JOURNAL.RANGE's bounds, and AT over each query.
+. "$(dirname "$0")/lib.sh"
+start_berthd
+
+ok() { local out; out=$(r "$@"); expect_int "$out" "$*"; echo "$out"; }
+flat() { tr '\n' ' ' | sed 's/ $//'; }   # redis-cli's lines as one line
+
+# Created out of order on purpose: listings must come back sorted.
+ok WORKER.ADD zeta GPUS 4 VRAM 1000 LABEL b=2 LABEL a=1 >/dev/null
+ok WORKER.ADD Alpha GPUS 2 >/dev/null
+ok WORKER.ADD alpha GPUS 2 >/dev/null
+ok WORKER.ADD mid GPUS 1 >/dev/null
+ok WORKER.CORDON mid >/dev/null
+d_seq=$(ok DEPLOY d MODEL m BACKEND vllm ON zeta:0 alpha)
+ok DEPLOY v MODEL m2 BACKEND sglang VRAM 300 ON zeta:1 >/dev/null
+ok DEPLOY c MODEL m2 BACKEND sglang VRAM 200 ON zeta:1 >/dev/null
+ok DEPLOY b MODEL m BACKEND sglang ON Alpha:1 >/dev/null
+at_seq=$(head_seq)
+
+expect_eq "$(r WORKER.GET zeta | flat)" \
+  "name zeta gpus 4 vram_mib 1000 state active added_seq 1 labels a 1 b 2 instances d v c exclusive_holder d free_gpus 2 3 gpu_claimed_mib 0 500 0 0" \
+  "WORKER.GET zeta (labels sorted, instances in deploy order, claims summed)"
+expect_eq "$(r WORKER.GET mid | flat)" \
+  "name mid gpus 1 vram_mib 0 state cordoned added_seq 4 labels  instances  exclusive_holder  free_gpus 0 gpu_claimed_mib 0" \
+  "WORKER.GET of a cordoned idle worker (RESP2 null holder prints empty)"
+out=$(nc_send 'HELLO 3\r\nWORKER.GET mid\r\nINSTANCE.GET v\r\nQUIT\r\n')
+grep -A1 -x 'exclusive_holder' <<<"$out" | grep -q -x '_' || fail "RESP3 null exclusive_holder is '_': [$out]"
+grep -A1 -x 'distributed' <<<"$out" | grep -q -x '#f' || fail "RESP3 boolean distributed is '#f': [$out]"
+expect_eq "$(r INSTANCE.GET d | sed '/^deploy_time$/{n;d}' | flat)" \
+  "name d model m backend vllm vram_mib 0 distributed 1 exclusive 1 deploy_seq $d_seq deploy_time placement worker zeta gpus 0 worker alpha gpus 0 1" \
+  "INSTANCE.GET d (main worker first)"
+t=$(r INSTANCE.GET d | map_field deploy_time)
+rec_t=$(r JOURNAL.RANGE "$d_seq" 1 | map_field time)
+expect_eq "$t" "$rec_t" "deploy_time is the DEPLOY record's time"
+
+expect_eq "$(r WORKER.LIST | flat)" "Alpha alpha mid zeta" "WORKER.LIST in byte order"
+expect_eq "$(r WORKER.LIST STATE cordoned | flat)" "mid" "WORKER.LIST STATE cordoned"
+expect_eq "$(r WORKER.LIST STATE active | flat)" "Alpha alpha zeta" "WORKER.LIST STATE active"
+expect_eq "$(r WORKER.LIST FREE | flat)" "Alpha mid zeta" "WORKER.LIST FREE (a free GPU each)"
+expect_eq "$(r WORKER.LIST STATE active FREE | flat)" "Alpha zeta" "WORKER.LIST STATE active FREE"
+expect_eq "$(r INSTANCE.LIST | flat)" "b c d v" "INSTANCE.LIST sorted"
+expect_eq "$(r INSTANCE.LIST WORKER zeta | flat)" "c d v" "INSTANCE.LIST WORKER zeta"
+expect_eq "$(r INSTANCE.LIST MODEL m2 | flat)" "c v" "INSTANCE.LIST MODEL m2"
+expect_eq "$(r INSTANCE.LIST BACKEND sglang WORKER Alpha | flat)" "b" "INSTANCE.LIST BACKEND sglang WORKER Alpha"
+expect_eq "$(r INSTANCE.LIST WORKER nowhere | flat)" "" "INSTANCE.LIST of an unknown worker"
+expect_eq "$(r POLICY.GET | flat)" "exclusive vllm" "POLICY.GET at genesis"
+ok POLICY.SET EXCLUSIVE vllm,sglang,aaa >/dev/null
+expect_eq "$(r POLICY.GET | flat)" "exclusive aaa sglang vllm" "POLICY.GET sorted"
+expect_match "$(r WORKER.GET nowhere)" '^NOWORKER ' "WORKER.GET of an unknown worker"
+expect_match "$(r INSTANCE.GET nothing)" '^NOINSTANCE ' "INSTANCE.GET of an unknown instance"
+expect_match "$(r WORKER.LIST STATE sleeping)" '^ERR ' "WORKER.LIST with a bad state"
+
+# HISTORY: records that touched zeta, from/count.
+all=$(r HISTORY WORKER zeta | grep -A1 -x seq | grep -v -x -- '--' | grep -v -x seq | flat)
+expect_eq "$all" "1 $d_seq $((d_seq + 1)) $((d_seq + 2))" "HISTORY WORKER zeta seqs"
+part=$(r HISTORY WORKER zeta "$d_seq" 2 | grep -A1 -x seq | grep -v -x -- '--' | grep -v -x seq | flat)
+expect_eq "$part" "$d_seq $((d_seq + 1))" "HISTORY WORKER zeta from $d_seq count 2"
+expect_eq "$(r HISTORY INSTANCE c | map_field seq)" "$((d_seq + 2))" "HISTORY INSTANCE c"
+expect_eq "$(r HISTORY WORKER nowhere | flat)" "" "HISTORY of a name never seen"
+
+# JOURNAL.RANGE bounds.
+expect_match "$(r JOURNAL.RANGE 1 1001)" '^ERR ' "JOURNAL.RANGE count over 1000"
+expect_match "$(r JOURNAL.RANGE 1 0)" '^ERR ' "JOURNAL.RANGE count 0"
+h=$(head_seq)
+expect_eq "$(r JOURNAL.RANGE "$((h - 1))" 5 | grep -c -x seq)" 2 "JOURNAL.RANGE stops at the head"
+expect_eq "$(r JOURNAL.RANGE "$((h + 1))" 5 | flat)" "" "JOURNAL.RANGE past the head is empty"
+# Chain: each record's hash is the next one's predecessor; JOURNAL.HEAD's hash is the last.
+last_hash=$(r JOURNAL.RANGE "$h" 1 | map_field hash)
+expect_eq "$(r JOURNAL.HEAD | map_field hash)" "$last_hash" "JOURNAL.HEAD hash"
+expect_match "$last_hash" '^[0-9a-f]{64}$' "hash is 64 hex characters"
+
+# AT: every query as of a past seq, after later changes.
+before_list=$(r INSTANCE.LIST | flat)
+before_zeta=$(r AT "$at_seq" WORKER.GET zeta | flat)
+ok RELEASE d >/dev/null
+ok RELEASE v >/dev/null
+ok WORKER.REMOVE mid >/dev/null
+expect_eq "$(r AT "$at_seq" INSTANCE.LIST | flat)" "$before_list" "AT INSTANCE.LIST"
+expect_eq "$(r AT "$at_seq" WORKER.GET zeta | flat)" "$before_zeta" "AT WORKER.GET zeta"
+expect_eq "$(r AT "$at_seq" WORKER.LIST STATE cordoned | flat)" "mid" "AT WORKER.LIST STATE cordoned"
+expect_eq "$(r AT "$at_seq" POLICY.GET | flat)" "exclusive vllm" "AT POLICY.GET"
+expect_eq "$(r AT "$d_seq" INSTANCE.GET d | map_field deploy_seq)" "$d_seq" "AT INSTANCE.GET at its own DEPLOY"
+expect_match "$(r AT "$((d_seq - 1))" INSTANCE.GET d)" '^NOINSTANCE ' "AT before the DEPLOY"
+expect_eq "$(r WORKER.LIST | flat)" "Alpha alpha zeta" "now: mid removed"
+expect_match "$(r AT 1 WORKER.ADD x GPUS 1)" '^ERR ' "AT refuses a mutating command"
+stop_berthd
+note ok
