@@ -72,8 +72,7 @@ static int berthd_open(server *s) {
     jopt.map_size_max = s->config.map_size_max_mib << 20;
     berth_jerr jerr = berth_journal_open_lmdb(&s->journal, s->config.data_dir, &jopt, err, sizeof err);
     if (jerr == BERTH_J_LOCKED) {
-        fprintf(stderr, "berthd: LOCKED data directory %s is in use by another berthd: %s\n",
-                s->config.data_dir, err);
+        fprintf(stderr, "berthd: LOCKED %s; stop the other berthd or use another --data\n", err);
         return -1;
     }
     if (jerr != BERTH_J_OK) {

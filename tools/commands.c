@@ -133,19 +133,19 @@ static bool client_setname(client *c, berth_str name) {
 
 static void hello_reply(client *c) {
     reply_map(&c->out, 7);
-    reply_bulk_cstr(&c->out, "server");
-    reply_bulk_cstr(&c->out, "berth");
-    reply_bulk_cstr(&c->out, "version");
+    reply_bulk_lit(&c->out, "server");
+    reply_bulk_lit(&c->out, "berth");
+    reply_bulk_lit(&c->out, "version");
     reply_bulk_cstr(&c->out, BERTHD_VERSION);
-    reply_bulk_cstr(&c->out, "proto");
+    reply_bulk_lit(&c->out, "proto");
     reply_int(&c->out, c->out.proto);
-    reply_bulk_cstr(&c->out, "id");
+    reply_bulk_lit(&c->out, "id");
     reply_uint(&c->out, c->id);
-    reply_bulk_cstr(&c->out, "mode");
-    reply_bulk_cstr(&c->out, "standalone");
-    reply_bulk_cstr(&c->out, "role");
-    reply_bulk_cstr(&c->out, "master");
-    reply_bulk_cstr(&c->out, "modules");
+    reply_bulk_lit(&c->out, "mode");
+    reply_bulk_lit(&c->out, "standalone");
+    reply_bulk_lit(&c->out, "role");
+    reply_bulk_lit(&c->out, "master");
+    reply_bulk_lit(&c->out, "modules");
     reply_array(&c->out, 0);
 }
 
@@ -382,11 +382,11 @@ static void command_docs(reply_buf *rb, const command *cmd) {
     command_name_lower(cmd, name, sizeof name);
     reply_bulk_cstr(rb, name);
     reply_map(rb, 3);
-    reply_bulk_cstr(rb, "summary");
+    reply_bulk_lit(rb, "summary");
     reply_bulk_cstr(rb, cmd->summary);
-    reply_bulk_cstr(rb, "since");
-    reply_bulk_cstr(rb, "0.1.0");
-    reply_bulk_cstr(rb, "group");
+    reply_bulk_lit(rb, "since");
+    reply_bulk_lit(rb, "0.1.0");
+    reply_bulk_lit(rb, "group");
     reply_bulk_cstr(rb, cmd->group);
 }
 
@@ -560,9 +560,9 @@ static void cmd_journal_head(client *c, const command *cmd, size_t argc, const b
     char hex[2 * BERTH_HASH_LEN + 1];
     berth_hex(hash, BERTH_HASH_LEN, hex);
     reply_map(&c->out, 2);
-    reply_bulk_cstr(&c->out, "seq");
+    reply_bulk_lit(&c->out, "seq");
     reply_uint(&c->out, seq);
-    reply_bulk_cstr(&c->out, "hash");
+    reply_bulk_lit(&c->out, "hash");
     reply_bulk(&c->out, hex, 2 * BERTH_HASH_LEN);
     (void)cmd;
     (void)argc;

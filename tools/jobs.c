@@ -46,13 +46,13 @@ static void job_verify(job *j, berth_journal_reader *reader) {
         return;
     }
     reply_map(&j->out, 4);
-    reply_bulk_cstr(&j->out, "ok");
+    reply_bulk_lit(&j->out, "ok");
     reply_bool(&j->out, report.ok);
-    reply_bulk_cstr(&j->out, "records");
+    reply_bulk_lit(&j->out, "records");
     reply_uint(&j->out, report.records);
-    reply_bulk_cstr(&j->out, "first_bad_seq");
+    reply_bulk_lit(&j->out, "first_bad_seq");
     reply_uint(&j->out, report.first_bad_seq);
-    reply_bulk_cstr(&j->out, "what");
+    reply_bulk_lit(&j->out, "what");
     reply_bulk_cstr(&j->out, report.ok ? "" : report.what);
 }
 

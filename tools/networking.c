@@ -144,7 +144,7 @@ bool client_output_over(const client *c, size_t limit) {
 
 static bool client_paused(client *c) {
     server *s = c->server;
-    if (c->closed || c->close_after_flush || c->job_pending) {
+    if (c->closed || c->close_after_flush || c->close_reason != NULL || c->job_pending) {
         return true;
     }
     if (c->batch_pending >= s->config.max_pipeline) {

@@ -48,14 +48,14 @@ static bool query_name_arg(berth_str name, const char *what, reply_buf *rb) {
 static void query_worker_gpus(const berth_worker *w, reply_buf *rb) {
     uint64_t free_mask = berth_worker_free_gpu_mask(w);
     uint32_t free_count = (uint32_t)__builtin_popcountll(free_mask);
-    reply_bulk_cstr(rb, "free_gpus");
+    reply_bulk_lit(rb, "free_gpus");
     reply_array(rb, free_count);
     for (uint32_t g = 0; g < w->gpu_count; g++) {
         if (free_mask & (1ull << g)) {
             reply_int(rb, g);
         }
     }
-    reply_bulk_cstr(rb, "gpu_claimed_mib");
+    reply_bulk_lit(rb, "gpu_claimed_mib");
     reply_array(rb, w->gpu_count);
     for (uint32_t g = 0; g < w->gpu_count; g++) {
         reply_int(rb, w->gpus[g].claimed_mib);
@@ -75,28 +75,28 @@ static void query_worker_get(const query_ctx *ctx, size_t argc, const berth_str 
         return;
     }
     reply_map(rb, QUERY_WORKER_FIELDS);
-    reply_bulk_cstr(rb, "name");
+    reply_bulk_lit(rb, "name");
     reply_bulk_str(rb, w->name);
-    reply_bulk_cstr(rb, "gpus");
+    reply_bulk_lit(rb, "gpus");
     reply_int(rb, w->gpu_count);
-    reply_bulk_cstr(rb, "vram_mib");
+    reply_bulk_lit(rb, "vram_mib");
     reply_int(rb, w->vram_mib);
-    reply_bulk_cstr(rb, "state");
+    reply_bulk_lit(rb, "state");
     reply_bulk_cstr(rb, w->status == BERTH_WORKER_CORDONED ? "cordoned" : "active");
-    reply_bulk_cstr(rb, "added_seq");
+    reply_bulk_lit(rb, "added_seq");
     reply_uint(rb, w->added_seq);
-    reply_bulk_cstr(rb, "labels");
+    reply_bulk_lit(rb, "labels");
     reply_map(rb, w->label_count);
     for (uint32_t i = 0; i < w->label_count; i++) {
         reply_bulk_str(rb, w->labels[i].key);
         reply_bulk_str(rb, w->labels[i].value);
     }
-    reply_bulk_cstr(rb, "instances");
+    reply_bulk_lit(rb, "instances");
     reply_array(rb, w->served_count);
     for (uint32_t i = 0; i < w->served_count; i++) {
         reply_bulk_str(rb, w->served[i]->name);
     }
-    reply_bulk_cstr(rb, "exclusive_holder");
+    reply_bulk_lit(rb, "exclusive_holder");
     const berth_instance *holder = berth_worker_exclusive_holder(w);
     if (holder == NULL) {
         reply_null(rb);
@@ -173,14 +173,14 @@ static bool query_deploy_time(const query_ctx *ctx, uint64_t seq, uint64_t *time
 }
 
 static void query_placement(const berth_instance *inst, reply_buf *rb) {
-    reply_bulk_cstr(rb, "placement");
+    reply_bulk_lit(rb, "placement");
     reply_array(rb, inst->slot_count);
     for (uint32_t i = 0; i < inst->slot_count; i++) {
         const berth_slot *slot = &inst->slots[i];
         reply_map(rb, 2);
-        reply_bulk_cstr(rb, "worker");
+        reply_bulk_lit(rb, "worker");
         reply_bulk_str(rb, slot->worker->name);
-        reply_bulk_cstr(rb, "gpus");
+        reply_bulk_lit(rb, "gpus");
         reply_array(rb, (size_t)__builtin_popcountll(slot->gpu_mask));
         for (uint32_t g = 0; g < BERTH_GPUS_MAX; g++) {
             if (slot->gpu_mask & (1ull << g)) {
@@ -203,21 +203,21 @@ static void query_instance_get(const query_ctx *ctx, size_t argc, const berth_st
         return;
     }
     reply_map(rb, QUERY_INSTANCE_FIELDS);
-    reply_bulk_cstr(rb, "name");
+    reply_bulk_lit(rb, "name");
     reply_bulk_str(rb, inst->name);
-    reply_bulk_cstr(rb, "model");
+    reply_bulk_lit(rb, "model");
     reply_bulk_str(rb, inst->model);
-    reply_bulk_cstr(rb, "backend");
+    reply_bulk_lit(rb, "backend");
     reply_bulk_str(rb, inst->backend);
-    reply_bulk_cstr(rb, "vram_mib");
+    reply_bulk_lit(rb, "vram_mib");
     reply_int(rb, inst->claim_mib);
-    reply_bulk_cstr(rb, "distributed");
+    reply_bulk_lit(rb, "distributed");
     reply_bool(rb, inst->distributed);
-    reply_bulk_cstr(rb, "exclusive");
+    reply_bulk_lit(rb, "exclusive");
     reply_bool(rb, inst->exclusive);
-    reply_bulk_cstr(rb, "deploy_seq");
+    reply_bulk_lit(rb, "deploy_seq");
     reply_uint(rb, inst->deploy_seq);
-    reply_bulk_cstr(rb, "deploy_time");
+    reply_bulk_lit(rb, "deploy_time");
     uint64_t time_ms = 0;
     if (query_deploy_time(ctx, inst->deploy_seq, &time_ms)) {
         reply_uint(rb, time_ms);
@@ -292,7 +292,7 @@ static void query_policy_get(const query_ctx *ctx, size_t argc, const berth_str 
     uint32_t n = berth_state_policy(ctx->state, &backends);
     assert(n == 0 || backends != NULL);
     reply_map(rb, 1);
-    reply_bulk_cstr(rb, "exclusive");
+    reply_bulk_lit(rb, "exclusive");
     reply_array(rb, n);
     for (uint32_t i = 0; i < n; i++) {
         reply_bulk_str(rb, backends[i]);

@@ -54,6 +54,8 @@ void reply_uint(reply_buf *rb, uint64_t value);                      /* as an in
 void reply_bulk(reply_buf *rb, const char *bytes, size_t len);
 void reply_bulk_str(reply_buf *rb, berth_str s);
 void reply_bulk_cstr(reply_buf *rb, const char *s);
+/* A string literal: its length is known at compile time (no strlen per field). */
+#define reply_bulk_lit(rb, lit) reply_bulk((rb), "" lit, sizeof(lit) - 1)
 void reply_null(reply_buf *rb);
 void reply_bool(reply_buf *rb, bool value);
 void reply_array(reply_buf *rb, size_t n);

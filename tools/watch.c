@@ -22,21 +22,21 @@ void reply_record(reply_buf *rb, const berth_record *rec) {
     char hex[2 * BERTH_HASH_LEN + 1];
     berth_hex(rec->hash, BERTH_HASH_LEN, hex);
     reply_map(rb, 8);
-    reply_bulk_cstr(rb, "seq");
+    reply_bulk_lit(rb, "seq");
     reply_uint(rb, rec->seq);
-    reply_bulk_cstr(rb, "time");
+    reply_bulk_lit(rb, "time");
     reply_uint(rb, rec->time_ms);
-    reply_bulk_cstr(rb, "actor");
+    reply_bulk_lit(rb, "actor");
     reply_bulk_str(rb, rec->actor);
-    reply_bulk_cstr(rb, "reqid");
+    reply_bulk_lit(rb, "reqid");
     reply_bulk_str(rb, rec->reqid);
-    reply_bulk_cstr(rb, "command");
+    reply_bulk_lit(rb, "command");
     reply_bulk_str(rb, rec->command);
-    reply_bulk_cstr(rb, "code");
+    reply_bulk_lit(rb, "code");
     reply_bulk_cstr(rb, watch_code_name(rec->code));
-    reply_bulk_cstr(rb, "sentence");
+    reply_bulk_lit(rb, "sentence");
     reply_bulk_str(rb, rec->sentence);
-    reply_bulk_cstr(rb, "hash");
+    reply_bulk_lit(rb, "hash");
     reply_bulk(rb, hex, 2 * BERTH_HASH_LEN);
 }
 
