@@ -100,8 +100,9 @@ berth_jerr berth_journal_head(berth_journal *journal, uint64_t *seq, uint8_t has
 /* Append n records (1..BERTH_BATCH_RECORDS_MAX) as one durable transaction.
  * The caller sets seq (head+1, head+2, ...), time_ms, actor, reqid, command,
  * code, sentence; the journal sets version, prev_hash and hash. touched may
- * be NULL. Errors: INVALID (seq gap, too many or too big), FULL, IO, NOMEM,
- * READONLY. On any error nothing is written. */
+ * be NULL; otherwise it has n entries, touched[i] for records[i]. Errors:
+ * INVALID (seq gap, too many or too big), FULL, IO, NOMEM, READONLY. On any
+ * error nothing is written. */
 berth_jerr berth_journal_append(berth_journal *journal, berth_record *records,
                                 const berth_touched *touched, size_t n);
 

@@ -88,7 +88,8 @@ typedef struct lmdb_journal {
     int lock_fd;                    /* -1: no directory lock held */
     uint64_t map_size_max;
     uint64_t page_size;
-    pthread_mutex_t write_mutex;    /* one append or snapshot_put at a time; guards head */
+    pthread_mutex_t write_mutex;    /* one append or snapshot_put at a time */
+    pthread_mutex_t head_mutex;     /* the cached head, so head() never waits on an fsync */
     map_gate gate;
     uint64_t head_seq;              /* writable opens: the committed head */
     uint8_t head_hash[BERTH_HASH_LEN];
@@ -593,8 +594,15 @@ static berth_jerr sync_init(lmdb_journal *j) {
     if (pthread_mutex_init(&j->write_mutex, NULL) != 0) {
         return BERTH_J_NOMEM;
     }
+    if (pthread_mutex_init(&j->head_mutex, NULL) != 0) {
+        int rc = pthread_mutex_destroy(&j->write_mutex);
+        assert(rc == 0);
+        return BERTH_J_NOMEM;
+    }
     if (!gate_init(&j->gate)) {
         int rc = pthread_mutex_destroy(&j->write_mutex);
+        assert(rc == 0);
+        rc = pthread_mutex_destroy(&j->head_mutex);
         assert(rc == 0);
         return BERTH_J_NOMEM;
     }
@@ -647,6 +655,8 @@ static void lmdb_close(berth_journal *base) {
         gate_destroy(&j->gate);
         int rc = pthread_mutex_destroy(&j->write_mutex);
         assert(rc == 0);
+        rc = pthread_mutex_destroy(&j->head_mutex);
+        assert(rc == 0);
     }
     free(j->scratch);
     free(j);
@@ -687,13 +697,13 @@ berth_jerr berth_journal_open_lmdb(berth_journal **out, const char *dir,
 
 /* ---- head and size --------------------------------------------------- */
 
-static void write_lock(lmdb_journal *j) {
-    int rc = pthread_mutex_lock(&j->write_mutex);
+static void mutex_lock(pthread_mutex_t *mutex) {
+    int rc = pthread_mutex_lock(mutex);
     assert(rc == 0);
 }
 
-static void write_unlock(lmdb_journal *j) {
-    int rc = pthread_mutex_unlock(&j->write_mutex);
+static void mutex_unlock(pthread_mutex_t *mutex) {
+    int rc = pthread_mutex_unlock(mutex);
     assert(rc == 0);
 }
 
@@ -703,10 +713,10 @@ static void lmdb_reader_close(berth_journal_reader *base);
 static berth_jerr lmdb_head(berth_journal *base, uint64_t *seq, uint8_t hash[BERTH_HASH_LEN]) {
     lmdb_journal *j = journal_of(base);
     if (!j->read_only) {
-        write_lock(j);
+        mutex_lock(&j->head_mutex);
         *seq = j->head_seq;
         memcpy(hash, j->head_hash, BERTH_HASH_LEN);
-        write_unlock(j);
+        mutex_unlock(&j->head_mutex);
         return BERTH_J_OK;
     }
     /* Read-only: another process appends, so ask a fresh read view. */
@@ -878,7 +888,7 @@ static berth_jerr lmdb_append(berth_journal *base, berth_record *records,
     if (j->read_only) {
         return BERTH_J_READONLY;
     }
-    write_lock(j);
+    mutex_lock(&j->write_mutex);
     berth_jerr err = BERTH_J_OK;
     for (size_t i = 0; i < n && err == BERTH_J_OK; i++) {
         if (records[i].seq != j->head_seq + 1 + i) {
@@ -892,10 +902,12 @@ static berth_jerr lmdb_append(berth_journal *base, berth_record *records,
         err = write_with_growth(j, batch_body, &batch, need);
     }
     if (err == BERTH_J_OK) {
+        mutex_lock(&j->head_mutex);
         j->head_seq = records[n - 1].seq;
         memcpy(j->head_hash, records[n - 1].hash, BERTH_HASH_LEN);
+        mutex_unlock(&j->head_mutex);
     }
-    write_unlock(j);
+    mutex_unlock(&j->write_mutex);
     return err;
 }
 
@@ -923,13 +935,13 @@ static berth_jerr lmdb_snapshot_put(berth_journal *base, uint64_t seq, const voi
     if (len > SNAPSHOT_BYTES_MAX) {
         return BERTH_J_INVALID;
     }
-    write_lock(j);
+    mutex_lock(&j->write_mutex);
     berth_jerr err = BERTH_J_INVALID;
     if (seq <= j->head_seq) {
         snapshot_arg snap = { seq, bytes, len };
         err = write_with_growth(j, snapshot_body, &snap, 2 * (uint64_t)len);
     }
-    write_unlock(j);
+    mutex_unlock(&j->write_mutex);
     return err;
 }
 
