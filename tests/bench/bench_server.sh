@@ -103,10 +103,14 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Ports from below the kernel's ephemeral range: no outgoing connection can
+# be holding one.
 free_port() {
-    local p tries=0
+    local p tries=0 low=10000 high
+    high=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    [ "$high" -gt $((low + 1000)) ] || low=1024
     while [ $tries -lt 200 ]; do
-        p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+        p=$(( low + (RANDOM * 32768 + RANDOM) % (high - low) ))
         port_free "$p" && { echo "$p"; return; }
         tries=$((tries + 1))
     done
