@@ -58,6 +58,8 @@ static const option options[] = {
       "SECONDS  close idle clients, 0 never (default 300; WATCH clients exempt)" },
     { "map-size-max-mib", OPT_U64, FIELD(map_size_max_mib), 0, UINT64_MAX >> 20,
       "MIB  journal map size ceiling; FULL beyond it (default: the journal's, 1 TiB)" },
+    { "commit-gather-us", OPT_U32, FIELD(commit_gather_us), 0, 10000,
+      "US  wait up to this long for the rest of a write cohort before a commit, 0 never (default 200)" },
     { "help", OPT_FLAG, FIELD(show_help), 0, 0, " show this help" },
     { "version", OPT_FLAG, FIELD(show_version), 0, 0, " print the version" },
 };
@@ -78,6 +80,7 @@ void config_defaults(server_config *cfg) {
     cfg->max_output_bytes = 64u << 20;
     cfg->idle_timeout_s = 300;
     cfg->map_size_max_mib = 0;
+    cfg->commit_gather_us = 200;
 }
 
 void config_usage(void) {

@@ -511,6 +511,11 @@ void net_stop_listening(server *s) {
 
 static void net_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
     server *s = w->data;
+    net_write_pending(s);
+    if (batch_gather(s)) {
+        ev_idle_start(loop, &s->idle);   /* read the cohort without blocking, then commit */
+        return;
+    }
     for (uint32_t round = 0; round < SERVER_COMMIT_ROUNDS_MAX; round++) {
         if (s->batch_count > 0) {
             batch_flush(s);

@@ -85,6 +85,7 @@ typedef struct server_config {
     uint64_t max_output_bytes;
     uint32_t idle_timeout_s;            /* 0: never */
     uint64_t map_size_max_mib;          /* 0: the journal's default */
+    uint32_t commit_gather_us;          /* wait for the rest of a write cohort; 0: never */
     bool show_help;
     bool show_version;
 } server_config;
@@ -184,6 +185,8 @@ typedef struct server {
     dlink watchers;
     batch_entry *batch;                 /* SERVER_BATCH_ENTRIES_MAX entries, owned */
     uint32_t batch_count;
+    uint32_t last_batch_count;          /* entries of the previous commit */
+    bool gathered;                      /* this batch already waited for its cohort */
     berth_str *argv;                    /* limits.args_max words, owned */
     const void **scratch;               /* sorted listings, owned, grows */
     size_t scratch_cap;
@@ -226,6 +229,9 @@ void batch_free(server *s);
 void batch_submit(client *c, size_t argc, const berth_str *argv);
 /* Commit the open batch (if any) and hand every held reply to its client. */
 void batch_flush(server *s);
+/* Before the loop polls: true when the batch should wait a moment for the
+ * rest of its cohort (the caller then polls without blocking). */
+bool batch_gather(server *s);
 uint64_t latency_percentile_us(const server_stats *stats, double fraction);
 
 /* watch.c */
