@@ -105,6 +105,7 @@ typedef struct run {
     uint64_t last_head;
     char last_digest[2 * BERTH_HASH_LEN + 1];   /* of the last offline replay from genesis */
     uint64_t digest_checks;
+    bool planting;                               /* planted losses: count them, do not print them */
 } run;
 
 static void usage(void) {
@@ -466,7 +467,7 @@ static void check_acked(run *r, const jrec *v, size_t n) {
         const jrec *j = find_record(v, n, o->reqid);
         if (j == NULL) {
             r->losses++;
-            fprintf(stderr, "LOSS %s (%s) was acknowledged (%s) but is not in the journal\n", o->reqid,
+            if (!r->planting) fprintf(stderr, "LOSS %s (%s) was acknowledged (%s) but is not in the journal\n", o->reqid,
                     o->text, o->code == BERTH_OK ? "seq" : berth_code_name(o->code));
             continue;
         }
@@ -474,7 +475,7 @@ static void check_acked(run *r, const jrec *v, size_t n) {
                   (o->code == BERTH_OK ? (j->seq == o->seq && j->code == BERTH_OK) : refusal_matches(o, j));
         if (!ok) {
             r->losses++;
-            fprintf(stderr, "LOSS %s (%s) acknowledged as %s seq %" PRIu64 " '%s' but journaled as seq %"
+            if (!r->planting) fprintf(stderr, "LOSS %s (%s) acknowledged as %s seq %" PRIu64 " '%s' but journaled as seq %"
                     PRIu64 " code %u '%s' command '%s'\n", o->reqid, o->text, berth_code_name(o->code),
                     o->seq, o->sentence ? o->sentence : "", j->seq, j->code, j->sentence, j->command);
         }
@@ -597,12 +598,41 @@ static void disconnect_all(run *r) {
     for (uint32_t i = 0; i < r->o.connections; i++) h_conn_close(&r->conns[i].c);
 }
 
+/* Proof that the checker can fail: after the first kill, claim one
+ * acknowledged success at the wrong seq and one refusal with the wrong
+ * sentence; the offline check must count exactly those two losses. */
+static void plant_losses(run *r) {
+    op *ok = NULL, *refused = NULL;
+    for (size_t i = 0; i < r->op_count && (ok == NULL || refused == NULL); i++) {
+        op *o = &r->ops[i];
+        if (o->state != OP_ACKED) continue;
+        if (o->code == BERTH_OK && ok == NULL) ok = o;
+        if (o->code != BERTH_OK && refused == NULL) refused = o;
+    }
+    if (ok == NULL || refused == NULL) h_die("too few acknowledged writes before the first kill to plant losses");
+    uint64_t seq = ok->seq;
+    char first = refused->sentence[strlen(refused->sentence) - 1];
+    ok->seq = seq + 1;
+    refused->sentence[strlen(refused->sentence) - 1] = first == 'x' ? 'y' : 'x';
+    uint64_t before = r->losses;
+    r->planting = true;
+    verify_offline(r, "planted losses, kill");
+    r->planting = false;
+    if (r->losses - before != 2) h_die("the checker found %" PRIu64 " of 2 planted losses", r->losses - before);
+    ok->seq = seq;
+    refused->sentence[strlen(refused->sentence) - 1] = first;
+    r->losses = before;
+    r->verifications--;
+    printf("planted losses: the checker found both\n");
+}
+
 static void kill_and_check(run *r) {
     int status = h_server_stop(&r->server, SIGKILL, 10000);
     if (status < 0 || !WIFSIGNALED(status)) h_die("berthd had already exited before the kill; see %s", r->log_path);
     r->kills++;
     disconnect_all(r);
     verify_offline(r, "kill");
+    if (r->kills == 1) plant_losses(r);
 }
 
 static void final_checks(run *r) {
