@@ -5,11 +5,14 @@
  * Why it is shaped this way: replay runs on every start, every `AT <seq>`
  * query and every audit, over journals of tens of millions of records, so
  * the hot loop allocates nothing and can split across two threads: a feeder
- * walks the LMDB cursor (and decodes or hashes records) into a bounded ring
- * of chunks, while the caller's thread parses, applies and compares. Both
- * halves run the same per-record functions whether or not a second thread
- * is used, so small replays (one thread) and large ones (two) cannot
- * disagree. Decoded records point into the LMDB map, which stays valid
+ * walks the LMDB cursor into a bounded ring of chunks, while the caller's
+ * thread applies and compares. The steps between (hash, decode, parse) go
+ * to whichever thread has room: the feeder takes them for a chunk when it
+ * is far ahead of the applier and leaves them when it is not, so both cores
+ * stay busy whether apply or SHA-256 is the heavier half. Both threads run
+ * the same per-record functions in the same order, whoever runs them and
+ * whether or not a second thread is used, so the result cannot depend on
+ * the split. Decoded records point into the LMDB map, which stays valid
  * while the reader (an MDB_NOTLS read transaction) is open.
  *
  * Every record is checked as it goes by: its seq follows the previous one
@@ -29,7 +32,9 @@
 
 #define REPLAY_CHUNK_RECORDS 256        /* records handed between threads at once */
 #define REPLAY_RING_CHUNKS 8            /* chunks in flight: bounds the feeder's lead */
+#ifndef REPLAY_PIPELINE_RECORDS_MIN   /* a build may override it to measure one thread alone */
 #define REPLAY_PIPELINE_RECORDS_MIN 16384  /* fewer: a second thread costs more than it saves */
+#endif
 #define REPLAY_SNAPSHOT_TRIES_MAX 64    /* bad snapshots skipped before falling back to genesis */
 #define REPLAY_WHY_LEN_MAX 512
 #define REPLAY_QUOTE_LEN_MAX 160        /* sentence bytes quoted in a verify report */
