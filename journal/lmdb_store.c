@@ -37,6 +37,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,7 @@ typedef struct lmdb_journal {
     bool read_only;
     bool env_open;
     bool sync_ready;
+    _Atomic bool broken;            /* a remap failed: the map is gone, every call is IO */
     int lock_fd;                    /* -1: no directory lock held */
     uint64_t map_size_max;
     uint64_t page_size;
@@ -323,8 +325,11 @@ static berth_jerr map_grow(lmdb_journal *j, uint64_t need_bytes, uint32_t wait_m
         return BERTH_J_FULL;
     }
     int rc = mdb_env_set_mapsize(j->env, (size_t)next);
+    if (rc != 0) {
+        atomic_store(&j->broken, true);   /* LMDB unmapped the old map first */
+    }
     gate_resize_end(&j->gate);
-    return rc == 0 ? BERTH_J_OK : jerr_of_mdb(rc);
+    return rc == 0 ? BERTH_J_OK : BERTH_J_IO;
 }
 
 /* Before a write: grow while no reader is in the way if the map is over
@@ -738,6 +743,9 @@ static berth_jerr lmdb_size(berth_journal *base, uint64_t *disk_bytes, uint64_t 
         return BERTH_J_IO;
     }
     *disk_bytes = (uint64_t)st.st_size;
+    if (atomic_load(&j->broken)) {
+        return BERTH_J_IO;
+    }
     gate_reader_enter(&j->gate);   /* the map size is stable while we look */
     *map_bytes = map_use_now(j).map_bytes;
     gate_reader_leave(&j->gate);
@@ -888,6 +896,9 @@ static berth_jerr lmdb_append(berth_journal *base, berth_record *records,
     if (j->read_only) {
         return BERTH_J_READONLY;
     }
+    if (atomic_load(&j->broken)) {
+        return BERTH_J_IO;
+    }
     mutex_lock(&j->write_mutex);
     berth_jerr err = BERTH_J_OK;
     for (size_t i = 0; i < n && err == BERTH_J_OK; i++) {
@@ -935,6 +946,9 @@ static berth_jerr lmdb_snapshot_put(berth_journal *base, uint64_t seq, const voi
     if (len > SNAPSHOT_BYTES_MAX) {
         return BERTH_J_INVALID;
     }
+    if (atomic_load(&j->broken)) {
+        return BERTH_J_IO;
+    }
     mutex_lock(&j->write_mutex);
     berth_jerr err = BERTH_J_INVALID;
     if (seq <= j->head_seq) {
@@ -954,8 +968,11 @@ static berth_jerr map_adopt(lmdb_journal *j) {
         return BERTH_J_IO;
     }
     int rc = mdb_env_set_mapsize(j->env, 0);
+    if (rc != 0) {
+        atomic_store(&j->broken, true);
+    }
     gate_resize_end(&j->gate);
-    return rc == 0 ? BERTH_J_OK : jerr_of_mdb(rc);
+    return rc == 0 ? BERTH_J_OK : BERTH_J_IO;
 }
 
 static berth_jerr lmdb_reader_open(berth_journal *base, berth_journal_reader **out) {
@@ -968,7 +985,7 @@ static berth_jerr lmdb_reader_open(berth_journal *base, berth_journal_reader **o
     r->journal = j;
     for (uint32_t attempt = 0; attempt < remap_attempts_max; attempt++) {
         gate_reader_enter(&j->gate);
-        int rc = mdb_txn_begin(j->env, NULL, MDB_RDONLY, &r->txn);
+        int rc = atomic_load(&j->broken) ? EIO : mdb_txn_begin(j->env, NULL, MDB_RDONLY, &r->txn);
         if (rc == 0) {
             *out = &r->base;
             return BERTH_J_OK;
