@@ -3,3 +3,13 @@
 # docs/bench-server.md. Not a ctest test: figures, not pass/fail.
 add_executable(bench_server ${CMAKE_CURRENT_SOURCE_DIR}/bench_server.c)
 target_link_libraries(bench_server PRIVATE Threads::Threads)
+
+# A tiny run against a real berthd (no peers needed): the generator adds its
+# workers, cycles with no error reply and leaves nothing deployed.
+if(TARGET berthd)
+  add_test(NAME bench_server_smoke
+           COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
+                   BENCH_SERVER=$<TARGET_FILE:bench_server>
+                   bash ${PROJECT_SOURCE_DIR}/tests/server/bench_smoke.sh)
+  set_tests_properties(bench_server_smoke PROPERTIES TIMEOUT 60 LABELS server)
+endif()

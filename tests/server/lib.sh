@@ -104,12 +104,19 @@ stop_berthd() {
     wait "$BERTHD_PID" || rc=$?
     BERTHD_PID=""
     [ "$rc" -eq 0 ] || fail "berthd exited $rc after SIGTERM"
+    sanitizer_clean
+}
+# In a BERTH_SANITIZE build a report lands in the log, whatever the exit.
+sanitizer_clean() {
+    ! grep -qE 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$LOG" \
+        || fail "sanitizer report in berthd's log: $(grep -m1 -E 'Sanitizer|runtime error:' "$LOG")"
 }
 kill9_berthd() {
     [ -n "$BERTHD_PID" ] || fail "kill9_berthd: no berthd running"
     kill -9 "$BERTHD_PID"
     wait "$BERTHD_PID" 2>/dev/null
     BERTHD_PID=""
+    sanitizer_clean
 }
 
 # r ARGS…: one command through redis-cli (raw output when not a terminal).
