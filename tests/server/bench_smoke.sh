@@ -25,8 +25,14 @@ for depth in 1 16; do
     [ "${n:-0}" -gt 0 ] || fail "cycle depth $depth counted no command: $out"
     expect_eq "$(r INSTANCE.LIST | sed '/^$/d' | wc -l)" 0 "nothing left deployed after depth $depth"
 done
-expect_eq "$(r JOURNAL.RANGE "$((2 * workers + 1))" 1 | map_field command)" \
-    "DEPLOY i-d1-0-0 MODEL llama-70b BACKEND vllm ON w-0 w-1" "the first cycle's DEPLOY"
+# The first cycle record: some connection c's first DEPLOY, on the first
+# pair of c's own pool of workers/8.
+first=$(r JOURNAL.RANGE "$((2 * workers + 1))" 1 | map_field command)
+[[ "$first" =~ ^DEPLOY\ i-d1-([0-9]+)-0\ MODEL\ llama-70b\ BACKEND\ vllm\ ON\ w-([0-9]+)\ w-([0-9]+)$ ]] \
+    || fail "the first cycle record is not a first DEPLOY: [$first]"
+c=${BASH_REMATCH[1]}
+expect_eq "${BASH_REMATCH[2]} ${BASH_REMATCH[3]}" "$((c * workers / 8)) $((c * workers / 8 + 1))" \
+    "connection $c deploys on its own pool"
 expect_verify_ok "after the cycles"
 stop_berthd
 note "ok"
