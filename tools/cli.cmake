@@ -8,10 +8,11 @@ target_link_libraries(berth_cli_scenario PUBLIC berth_core)
 add_executable(berth
   ${CMAKE_CURRENT_LIST_DIR}/berth.c
   ${CMAKE_CURRENT_LIST_DIR}/cli_common.c
+  ${CMAKE_CURRENT_LIST_DIR}/cli_feed.c
   ${CMAKE_CURRENT_LIST_DIR}/cli_inspect.c
   ${CMAKE_CURRENT_LIST_DIR}/cli_whatif.c
   ${CMAKE_CURRENT_LIST_DIR}/cli_gen.c
   ${CMAKE_CURRENT_LIST_DIR}/cli_timeline.c)
 target_include_directories(berth PRIVATE ${CMAKE_CURRENT_LIST_DIR})
-target_link_libraries(berth PRIVATE berth_cli_scenario berth_replay berth_journal berth_core berth_gen)
+target_link_libraries(berth PRIVATE berth_cli_scenario berth_replay berth_journal berth_core berth_gen Threads::Threads)
 

@@ -102,6 +102,32 @@ void cli_map_free(cli_name_map *map);
 bool cli_map_get(const cli_name_map *map, berth_str key, uint64_t *value);
 int cli_map_put(cli_name_map *map, berth_str key, uint64_t value);  /* 0 or -1 (memory, full) */
 
+/* A second thread decoding and parsing records [from, to] for a replay the
+ * tool drives itself (cli_feed.c). Records whose command is of
+ * substitute_kind are judged by substitute_text instead (rejudge's policy).
+ * While a feed runs the read view is the feeder's alone. */
+typedef struct cli_feed_item {
+    berth_record rec;
+    berth_cmd cmd;             /* parsed from text, REQID re-attached */
+    berth_str text;            /* the canonical text judged: rec.command or the substitute */
+    bool substituted;
+} cli_feed_item;
+typedef struct cli_feed_options {
+    uint64_t from;
+    uint64_t to;
+    berth_cmd_kind substitute_kind;   /* BERTH_CMD_NONE: judge every record as written */
+    berth_str substitute_text;
+} cli_feed_options;
+typedef struct cli_feed cli_feed;
+int cli_feed_start(cli_feed **out, berth_journal_reader *reader,
+                   const cli_feed_options *options);                       /* CLI_EXIT_* */
+/* 1 with *item (valid until the next call), 0 at the end, -1 with err. */
+int cli_feed_next(cli_feed *feed, const cli_feed_item **item, char *err, size_t err_size);
+void cli_feed_stop(cli_feed *feed);
+/* Apply an item at its seq (must be last_seq + 1): 0, or -1 with err. */
+int cli_feed_apply(berth_state *state, const cli_feed_item *item, berth_outcome *out,
+                   char *err, size_t err_size);
+
 /* Progress on stderr: drawn only when stderr is a terminal and the work has
  * already taken over a second. The clock only decides whether to draw;
  * nothing it reads reaches stdout. */

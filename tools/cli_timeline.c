@@ -253,16 +253,9 @@ static int seed_from_state(timeline *t, const berth_state *state) {
     return rc;
 }
 
-static berth_cmd_kind record_kind(const berth_record *rec) {
-    const char *sp = memchr(rec->command.ptr, ' ', rec->command.len);
-    size_t len = sp ? (size_t)(sp - rec->command.ptr) : rec->command.len;
-    return berth_cmd_kind_lookup(berth_str_make(rec->command.ptr, len));
-}
-
 /* Fold one replayed record (and its recomputed outcome) into the picture. */
 static int observe(timeline *t, const berth_state *state, const berth_record *rec,
-                   const berth_outcome *out) {
-    berth_cmd_kind kind = record_kind(rec);
+                   berth_cmd_kind kind, const berth_outcome *out) {
     if (out->code != BERTH_OK) {
         for (uint32_t i = 0; i < out->worker_count; i++) {
             if (add_tick(t, rec->seq, out->workers[i], out->code) != 0) {
@@ -300,33 +293,36 @@ static void note_axis_time(timeline *t, const berth_record *rec) {
 }
 
 static int collect(timeline *t, cli_store *store, berth_state *state) {
-    berth_journal_cursor *cursor = NULL;
-    berth_jerr jerr = berth_journal_cursor_open(store->reader, t->from, &cursor);
-    if (jerr != BERTH_J_OK) {
-        return cli_fail(CLI_EXIT_USAGE, berth_jerr_name(jerr), "cannot read from seq %" PRIu64, t->from);
+    cli_feed_options fo = { t->from, t->to, BERTH_CMD_NONE, berth_str_make("", 0) };
+    cli_feed *feed = NULL;
+    int rc = cli_feed_start(&feed, store->reader, &fo);
+    if (rc != CLI_EXIT_OK) {
+        return rc;
     }
     cli_progress progress;
     cli_progress_start(&progress, "timeline", t->to - t->from + 1);
-    int rc = CLI_EXIT_OK;
     static berth_outcome out;
-    for (uint64_t seq = t->from; seq <= t->to && rc == CLI_EXIT_OK; seq++) {
-        berth_record rec;
+    while (rc == CLI_EXIT_OK) {
+        const cli_feed_item *item = NULL;
         char err[CLI_ERR_LEN_MAX] = "";
-        jerr = berth_journal_cursor_next(cursor, &rec, NULL, NULL);
-        if (jerr != BERTH_J_OK || berth_replay_record(state, &rec, &out, err, sizeof err) != 0) {
-            rc = cli_fail(CLI_EXIT_FINDING, "CORRUPT", "record %" PRIu64 " cannot be replayed: %s",
-                          seq, err[0] ? err : berth_jerr_name(jerr));
+        int got = cli_feed_next(feed, &item, err, sizeof err);
+        if (got == 0) {
             break;
         }
-        note_axis_time(t, &rec);
-        if (observe(t, state, &rec, &out) != 0) {
+        if (got < 0 || cli_feed_apply(state, item, &out, err, sizeof err) != 0) {
+            rc = cli_fail(CLI_EXIT_FINDING, "CORRUPT", "%s", err);
+            break;
+        }
+        note_axis_time(t, &item->rec);
+        if (observe(t, state, &item->rec, item->cmd.kind, &out) != 0) {
             rc = cli_fail(CLI_EXIT_USAGE, "ERR",
                           "the range is too large for one picture: narrow it with --from/--to");
         }
-        cli_progress_update(&progress, seq - t->from + 1);
+        cli_progress_update(&progress, item->rec.seq - t->from + 1);
     }
     cli_progress_end(&progress);
-    berth_journal_cursor_close(cursor);
+    cli_feed_stop(feed);
+    assert(rc != CLI_EXIT_OK || berth_state_last_seq(state) == t->to);
     return rc;
 }
 

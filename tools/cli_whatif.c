@@ -406,36 +406,21 @@ static berth_str record_instance(const berth_record *rec) {
     return berth_str_make(name, (size_t)((name_end ? name_end : end) - name));
 }
 
-static berth_cmd_kind record_kind(const berth_record *rec) {
-    const char *sp = memchr(rec->command.ptr, ' ', rec->command.len);
-    size_t len = sp ? (size_t)(sp - rec->command.ptr) : rec->command.len;
-    return berth_cmd_kind_lookup(berth_str_make(rec->command.ptr, len));
-}
-
-static bool is_policy_record(const berth_record *rec) {
-    static const char word[] = "POLICY.SET ";
-    return rec->command.len >= sizeof word - 1 &&
-           memcmp(rec->command.ptr, word, sizeof word - 1) == 0;
-}
-
-static int rejudge_one(const whatif_opts *o, berth_state *state, const alt_policy *policy,
-                       const berth_record *rec, tracker *track, rejudge_tally *tally) {
-    berth_record judged = *rec;
-    if (is_policy_record(rec)) {
-        judged.command = berth_str_make(policy->canonical, policy->canonical_len);
-        tally->policy_records_replaced++;
-    }
+static int rejudge_one(const whatif_opts *o, berth_state *state, const cli_feed_item *item,
+                       tracker *track, rejudge_tally *tally) {
+    const berth_record *rec = &item->rec;
     static berth_outcome out;
     char err[CLI_ERR_LEN_MAX] = "";
-    if (berth_replay_record(state, &judged, &out, err, sizeof err) != 0) {
+    if (cli_feed_apply(state, item, &out, err, sizeof err) != 0) {
         return cli_fail(CLI_EXIT_FINDING, "CORRUPT", "record %" PRIu64 " cannot be replayed: %s",
                         rec->seq, err);
     }
     tally->records++;
+    tally->policy_records_replaced += item->substituted ? 1 : 0;
     if (rec->code == BERTH_OK) {
         /* The recorded history's instance count, from its own outcomes: no
          * second replay needed for the summary. */
-        berth_cmd_kind kind = record_kind(rec);
+        berth_cmd_kind kind = item->substituted ? BERTH_CMD_POLICY_SET : item->cmd.kind;
         tally->instances_recorded += kind == BERTH_CMD_DEPLOY ? 1 : (kind == BERTH_CMD_RELEASE ? -1 : 0);
     }
     if ((uint32_t)out.code == rec->code) {
@@ -452,33 +437,36 @@ static int rejudge_one(const whatif_opts *o, berth_state *state, const alt_polic
     return CLI_EXIT_OK;
 }
 
+/* Every record from genesis, decoded and parsed on the feed's thread and
+ * judged here, in order, under the alternative policy. */
 static int rejudge_walk(const whatif_opts *o, cli_store *store, berth_state *state,
                         const alt_policy *policy, tracker *track, rejudge_tally *tally) {
     if (store->head_seq == 0) {
         return CLI_EXIT_OK;
     }
-    berth_journal_cursor *cursor = NULL;
-    berth_jerr jerr = berth_journal_cursor_open(store->reader, 1, &cursor);
-    if (jerr != BERTH_J_OK) {
-        return cli_fail(CLI_EXIT_USAGE, berth_jerr_name(jerr), "cannot read the journal");
+    cli_feed_options fo = { 1, store->head_seq, BERTH_CMD_POLICY_SET,
+                            berth_str_make(policy->canonical, policy->canonical_len) };
+    cli_feed *feed = NULL;
+    int rc = cli_feed_start(&feed, store->reader, &fo);
+    if (rc != CLI_EXIT_OK) {
+        return rc;
     }
     cli_progress progress;
     cli_progress_start(&progress, "rejudge", store->head_seq);
-    int rc = CLI_EXIT_OK;
-    for (uint64_t seq = 1; seq <= store->head_seq && rc == CLI_EXIT_OK; seq++) {
-        berth_record rec;
-        jerr = berth_journal_cursor_next(cursor, &rec, NULL, NULL);
-        if (jerr != BERTH_J_OK) {
-            rc = cli_fail(CLI_EXIT_FINDING, berth_jerr_name(jerr),
-                          "record %" PRIu64 " cannot be read: run `berth journal verify`", seq);
+    while (rc == CLI_EXIT_OK) {
+        const cli_feed_item *item = NULL;
+        char err[CLI_ERR_LEN_MAX] = "";
+        int got = cli_feed_next(feed, &item, err, sizeof err);
+        if (got <= 0) {
+            rc = got == 0 ? CLI_EXIT_OK : cli_fail(CLI_EXIT_FINDING, "CORRUPT", "%s", err);
             break;
         }
-        assert(rec.seq == seq);
-        rc = rejudge_one(o, state, policy, &rec, track, tally);
-        cli_progress_update(&progress, seq);
+        rc = rejudge_one(o, state, item, track, tally);
+        cli_progress_update(&progress, item->rec.seq);
     }
     cli_progress_end(&progress);
-    berth_journal_cursor_close(cursor);
+    cli_feed_stop(feed);
+    assert(rc != CLI_EXIT_OK || tally->records == store->head_seq);
     return rc;
 }
 
