@@ -117,6 +117,14 @@ berth_jerr berth_engine_open(berth_engine **out, berth_journal *journal,
     if (engine == NULL) return BERTH_J_NOMEM;
     engine->journal = journal;
     if (options != NULL) engine->options = *options;
+    /* A backend with smaller transactions (etcd) caps the batch; never above
+     * the journal's own limits. */
+    if (engine->options.batch_records_max == 0 || engine->options.batch_records_max > BERTH_BATCH_RECORDS_MAX) {
+        engine->options.batch_records_max = BERTH_BATCH_RECORDS_MAX;
+    }
+    if (engine->options.batch_bytes_max == 0 || engine->options.batch_bytes_max > BERTH_BATCH_BYTES_MAX) {
+        engine->options.batch_bytes_max = BERTH_BATCH_BYTES_MAX;
+    }
     engine->records = calloc(BERTH_BATCH_RECORDS_MAX, sizeof(*engine->records));
     engine->touched = calloc(BERTH_BATCH_RECORDS_MAX, sizeof(*engine->touched));
     engine->arena = malloc(ENGINE_ARENA_BYTES_MAX);
@@ -246,8 +254,8 @@ void berth_engine_submit(berth_engine *engine, size_t argc, const berth_str *arg
     if (actor.len > ENGINE_ACTOR_LEN_MAX) actor.len = ENGINE_ACTOR_LEN_MAX;
     size_t bytes_need = len + BERTH_SENTENCE_LEN_MAX + actor.len + cmd->reqid.len + ENGINE_RECORD_OVERHEAD_BYTES;
     size_t arena_need = arena_need_max(len, actor, cmd->reqid);
-    if (engine->staged >= BERTH_BATCH_RECORDS_MAX ||
-        engine->staged_bytes + bytes_need > BERTH_BATCH_BYTES_MAX ||
+    if (engine->staged >= engine->options.batch_records_max ||
+        engine->staged_bytes + bytes_need > engine->options.batch_bytes_max ||
         engine->arena_used + arena_need > ENGINE_ARENA_BYTES_MAX) {
         result_say(result, BERTH_SUBMIT_BATCH_FULL, "ERR batch full: commit, then submit again");
         return;
@@ -323,4 +331,82 @@ berth_jerr berth_engine_snapshot(berth_engine *engine) {
     berth_jerr e = berth_journal_snapshot_put(engine->journal, engine->head_seq, bytes, len);
     free(bytes);
     return e;
+}
+
+/* ------------------------------------------------- committed elsewhere */
+
+/* The names rec touched, copied into the arena: out points into scratch
+ * that the next apply overwrites. */
+static void touched_copy(berth_engine *engine, berth_touched *t, const berth_outcome *out) {
+    assert(out->worker_count <= BERTH_PLACEMENT_WORKERS_MAX);
+    t->instance = arena_copy(engine, out->instance);
+    t->worker_count = out->worker_count;
+    berth_str *workers = NULL;
+    if (out->worker_count > 0) {
+        workers = arena_take(engine, out->worker_count * sizeof(berth_str));
+        for (uint32_t i = 0; i < out->worker_count; i++) workers[i] = arena_copy(engine, out->workers[i]);
+    }
+    t->workers = workers;
+}
+
+/* Replay one committed record onto the state; its outcome must be the one
+ * the leader recorded, or the replicas would disagree from here on. */
+static berth_jerr apply_one_committed(berth_engine *engine, const berth_record *rec, char *err,
+                                      size_t err_size) {
+    char why[BERTH_ERR_LEN_MAX] = "";
+    if (berth_replay_record(engine->state, rec, &engine->out, why, sizeof(why)) != 0) {
+        if (err_size > 0) snprintf(err, err_size, "record %" PRIu64 " does not replay: %s", rec->seq, why);
+        return BERTH_J_CORRUPT;
+    }
+    const berth_outcome *out = &engine->out;
+    if (out->code != (berth_code)rec->code || out->sentence_len != rec->sentence.len ||
+        memcmp(out->sentence, rec->sentence.ptr, rec->sentence.len) != 0) {
+        if (err_size > 0) {
+            snprintf(err, err_size, "record %" PRIu64 " replays to another outcome than the one recorded",
+                     rec->seq);
+        }
+        return BERTH_J_CORRUPT;
+    }
+    return BERTH_J_OK;
+}
+
+berth_jerr berth_engine_apply_committed(berth_engine *engine, berth_record *records, size_t n,
+                                        char *err, size_t err_size) {
+    assert(engine != NULL && records != NULL);
+    assert(err != NULL || err_size == 0);
+    if (engine->broken) return BERTH_J_CORRUPT;
+    if (engine->staged > 0 || engine->options.dry_run || n == 0 || n > BERTH_BATCH_RECORDS_MAX) {
+        if (err_size > 0) snprintf(err, err_size, "committed records cannot be applied now");
+        return BERTH_J_INVALID;
+    }
+    berth_jerr e = BERTH_J_OK;
+    size_t applied = 0;
+    for (; applied < n && e == BERTH_J_OK; applied++) {
+        const berth_record *rec = &records[applied];
+        if (rec->seq != engine->head_seq + applied + 1) {
+            if (err_size > 0) snprintf(err, err_size, "record %" PRIu64 " is not the next seq", rec->seq);
+            e = BERTH_J_INVALID;
+            break;
+        }
+        e = apply_one_committed(engine, rec, err, err_size);
+        if (e == BERTH_J_OK) touched_copy(engine, &engine->touched[applied], &engine->out);
+    }
+    if (e == BERTH_J_OK) {
+        e = berth_journal_append(engine->journal, records, engine->touched, n);
+        if (e != BERTH_J_OK && err_size > 0) snprintf(err, err_size, "the local append failed (%s)", berth_jerr_name(e));
+    }
+    batch_clear(engine);
+    if (e != BERTH_J_OK) {
+        if (applied > 0 && engine_rebuild(engine) != BERTH_J_OK) return BERTH_J_CORRUPT;
+        return e;
+    }
+    uint64_t old_head = engine->head_seq;
+    engine->head_seq += n;
+    assert(engine->head_seq == berth_state_last_seq(engine->state));
+    uint64_t every = engine->options.snapshot_every;
+    if (every > 0 && engine->head_seq / every != old_head / every) {
+        berth_jerr se = berth_engine_snapshot(engine);   /* only shortens the next start */
+        (void)se;
+    }
+    return BERTH_J_OK;
 }

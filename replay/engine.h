@@ -22,6 +22,8 @@ typedef struct berth_engine berth_engine;
 typedef struct berth_engine_options {
     uint64_t snapshot_every;      /* records between snapshots; 0: never */
     bool dry_run;                 /* what-if: stage and apply, never append */
+    uint32_t batch_records_max;   /* records per commit; 0: BERTH_BATCH_RECORDS_MAX (etcd: its txn cap) */
+    size_t batch_bytes_max;       /* encoded bytes per commit (upper bound); 0: BERTH_BATCH_BYTES_MAX */
 } berth_engine_options;
 
 typedef enum berth_submit_kind {
@@ -64,5 +66,14 @@ berth_jerr berth_engine_commit(berth_engine *engine, uint64_t time_ms);
 
 /* Write a snapshot of the committed state now. */
 berth_jerr berth_engine_snapshot(berth_engine *engine);
+
+/* A follower's road (issue 6): records another berthd already committed,
+ * in seq order from head+1, are applied to the state (each outcome must
+ * equal the recorded one) and appended to the journal as given, times and
+ * all. Nothing may be staged. Errors: INVALID (staged commands, a seq gap),
+ * CORRUPT (a record does not replay to its recorded outcome; err says which),
+ * or the append's; on any error the state is rebuilt from the journal. */
+berth_jerr berth_engine_apply_committed(berth_engine *engine, berth_record *records, size_t n,
+                                        char *err, size_t err_size);
 
 #endif

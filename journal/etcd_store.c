@@ -1,0 +1,1259 @@
+/* etcd_store.c — owns berth's journal on etcd: the etcd backend behind
+ * backend.h, its HTTP/JSON client for etcd's v3 gateway, the leader's lease
+ * and fenced appends, and the follower's feed.
+ *
+ * Why it is shaped this way: etcd is the replicated source of truth and the
+ * local LMDB copy is the only thing berth ever reads, so this backend wraps
+ * an LMDB backend and hands its readers out unchanged. Every append is one
+ * etcd transaction that puts the records and the head only if the leader key
+ * still has the create revision this berthd won it with and the head is the
+ * seq it extends; after etcd says yes the same records go to LMDB, whose
+ * encoding is deterministic, so both copies hold the same bytes and hashes.
+ * Anything uncertain (no answer, a refused fence, a local write that failed
+ * after etcd's yes) makes this berthd step down: as a follower it fetches
+ * from etcd whatever etcd really holds, which is the one way back to truth.
+ * No consensus of our own: etcd decides, we compare-and-swap. */
+#include <assert.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend.h"
+#include "etcd.h"
+
+#define ETCD_URL_LEN_MAX 512
+#define ETCD_PREFIX_LEN_MAX (BERTH_ETCD_CLUSTER_LEN_MAX + 32)
+#define ETCD_KEY_LEN_MAX (ETCD_PREFIX_LEN_MAX + 32)
+#define ETCD_ENDPOINTS_LEN_MAX 4096
+#define ETCD_CRED_LEN_MAX 256
+#define ETCD_RESPONSE_BYTES_MAX (64u << 20)    /* a feed range of 128 records in base64, with room */
+#define ETCD_WATCH_BYTES_MAX (64u << 20)       /* one watch stream's buffered events */
+#define ETCD_REQUEST_TIMEOUT_MS_DEFAULT 5000
+#define ETCD_CONNECT_TIMEOUT_MS 1000
+#define ETCD_FEED_WAIT_MS 1000                 /* a watch waits this long before a fresh range read */
+#define ETCD_FEED_RETRY_MS 100                 /* after a failed read */
+#define ETCD_FEED_IDLE_MS 200                  /* leader or feed held: recheck this often */
+#define ETCD_B64_LEN_MAX (4 * ((BERTH_RECORD_BYTES_MAX + 2) / 3) + 1)
+#define ETCD_SEQ_DIGITS 20
+
+typedef enum http_result {
+    HTTP_OK = 0,        /* 200 and a JSON object */
+    HTTP_UNREACHABLE,   /* no endpoint accepted a connection: nothing was sent */
+    HTTP_FAILED         /* sent, but no usable answer: the outcome is unknown */
+} http_result;
+
+typedef struct etcd_config {
+    char endpoints[BERTH_ETCD_ENDPOINTS_MAX][ETCD_URL_LEN_MAX];
+    uint32_t endpoint_count;
+    char prefix[ETCD_PREFIX_LEN_MAX];           /* /berth/<cluster>/ */
+    char advertise[BERTH_ETCD_ADDR_LEN_MAX];
+    char cacert[ETCD_URL_LEN_MAX];
+    char cert[ETCD_URL_LEN_MAX];
+    char key[ETCD_URL_LEN_MAX];
+    char user[ETCD_CRED_LEN_MAX];
+    char password[ETCD_CRED_LEN_MAX];
+    uint32_t lease_ttl_s;
+    uint32_t request_timeout_ms;
+} etcd_config;
+
+/* One thread's HTTP client: a libcurl handle keeps its connections alive. */
+typedef struct etcd_http {
+    const etcd_config *cfg;
+    struct etcd_journal *owner;
+    CURL *curl;
+    uint32_t current;                   /* endpoint tried first */
+    char *body;                         /* response bytes, owned */
+    size_t body_len;
+    size_t body_cap;
+    char token[ETCD_CRED_LEN_MAX * 2];  /* etcd auth token, "" when none */
+    char b64[ETCD_B64_LEN_MAX];
+    uint8_t raw[BERTH_RECORD_BYTES_MAX];
+    char error[BERTH_ETCD_ERR_LEN_MAX];
+} etcd_http;
+
+typedef enum feed_state { FEED_EMPTY = 0, FEED_READY, FEED_TAKEN } feed_state;
+
+typedef struct etcd_journal {
+    berth_journal base;
+    berth_journal *local;               /* owned LMDB journal */
+    etcd_config cfg;
+    berth_etcd_options options;         /* notify only; strings copied into cfg */
+    etcd_http caller;                   /* appends: the thread that commits */
+    etcd_http feeder;
+    etcd_http leaser;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;                /* CLOCK_MONOTONIC */
+    pthread_t feed_thread;
+    pthread_t lease_thread;
+    bool threads_started;
+    bool stop;                          /* under mutex */
+    _Atomic int role;                   /* berth_etcd_role */
+    int64_t lease_id;                   /* under mutex; 0 unless leading */
+    int64_t leader_rev;                 /* leader key's create revision we won */
+    uint64_t renewed_ns;                /* last keepalive answered, monotonic */
+    char leader[BERTH_ETCD_ADDR_LEN_MAX];
+    uint64_t etcd_head;
+    char endpoint[BERTH_ETCD_ADDR_LEN_MAX];
+    char last_error[BERTH_ETCD_ERR_LEN_MAX];
+    uint64_t elections_won;
+    uint64_t step_downs;
+    uint64_t fence_refusals;
+    uint64_t txns;
+    uint64_t feed_records;
+    uint64_t request_errors;
+    feed_state feed;                    /* under mutex */
+    uint64_t feed_first;
+    uint32_t feed_count;
+    uint8_t *feed_bytes;                /* BERTH_ETCD_FEED_RECORDS_MAX records, owned */
+    size_t feed_off[BERTH_ETCD_FEED_RECORDS_MAX];
+    size_t feed_len[BERTH_ETCD_FEED_RECORDS_MAX];
+    uint8_t scratch[BERTH_RECORD_BYTES_MAX];    /* caller thread: encode */
+} etcd_journal;
+
+static const berth_journal_ops etcd_ops;
+
+static etcd_journal *journal_of(berth_journal *base) {
+    assert(base != NULL && base->ops == &etcd_ops);
+    return (etcd_journal *)(void *)base;
+}
+
+/* ------------------------------------------------------------ utilities */
+
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    int rc = clock_gettime(CLOCK_MONOTONIC, &ts);
+    assert(rc == 0);
+    (void)rc;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void lock(etcd_journal *j) {
+    int rc = pthread_mutex_lock(&j->mutex);
+    assert(rc == 0);
+    (void)rc;
+}
+
+static void unlock(etcd_journal *j) {
+    int rc = pthread_mutex_unlock(&j->mutex);
+    assert(rc == 0);
+    (void)rc;
+}
+
+/* Wait on cond for at most ms; caller holds the mutex. */
+static void wait_ms(etcd_journal *j, uint32_t ms) {
+    struct timespec ts;
+    int rc = clock_gettime(CLOCK_MONOTONIC, &ts);
+    assert(rc == 0);
+    uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)ms * 1000000u;
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    rc = pthread_cond_timedwait(&j->cond, &j->mutex, &ts);
+    assert(rc == 0 || rc == ETIMEDOUT);
+    (void)rc;
+}
+
+static void say(char *err, size_t err_size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say(char *err, size_t err_size, const char *fmt, ...) {
+    if (err == NULL || err_size == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(err, err_size, fmt, ap);
+    va_end(ap);
+    assert(n >= 0);
+    (void)n;
+}
+
+static void notify(etcd_journal *j) {
+    if (j->options.notify != NULL) j->options.notify(j->options.notify_ctx);
+}
+
+/* base64 of len bytes into out (ETCD_B64_LEN_MAX at least for one record). */
+static const char *b64_encode(char *out, size_t cap, const void *bytes, size_t len) {
+    assert(4 * ((len + 2) / 3) + 1 <= cap);
+    int n = EVP_EncodeBlock((unsigned char *)out, bytes, (int)len);
+    assert(n >= 0 && (size_t)n < cap);
+    out[n] = '\0';
+    return out;
+}
+
+/* Decode base64 text; -1 when malformed or over cap. */
+static long b64_decode(uint8_t *out, size_t cap, const char *text, size_t len) {
+    if (len % 4 != 0 || (len / 4) * 3 > cap) return -1;
+    if (len == 0) return 0;
+    int n = EVP_DecodeBlock(out, (const unsigned char *)text, (int)len);
+    if (n < 0) return -1;
+    size_t pad = (text[len - 1] == '=') + (len > 1 && text[len - 2] == '=');
+    return (long)((size_t)n - pad);
+}
+
+static void key_journal(const etcd_config *cfg, uint64_t seq, char *out, size_t size) {
+    int n = snprintf(out, size, "%sjournal/%0*" PRIu64, cfg->prefix, ETCD_SEQ_DIGITS, seq);
+    assert(n > 0 && (size_t)n < size);
+    (void)n;
+}
+
+static void key_named(const etcd_config *cfg, const char *name, char *out, size_t size) {
+    int n = snprintf(out, size, "%s%s", cfg->prefix, name);
+    assert(n > 0 && (size_t)n < size);
+    (void)n;
+}
+
+/* ---------------------------------------------------------------- JSON */
+
+static json_t *jstr_b64(etcd_http *h, const void *bytes, size_t len) {
+    return json_string(b64_encode(h->b64, sizeof h->b64, bytes, len));
+}
+
+static json_t *jkey(etcd_http *h, const char *key) {
+    return jstr_b64(h, key, strlen(key));
+}
+
+static json_t *ju64(uint64_t v) {
+    char buf[24];
+    snprintf(buf, sizeof buf, "%" PRIu64, v);
+    return json_string(buf);
+}
+
+/* etcd's int64 fields arrive as strings; absent means 0. */
+static uint64_t jget_u64(const json_t *obj, const char *name) {
+    const json_t *v = json_object_get(obj, name);
+    if (json_is_integer(v)) return (uint64_t)json_integer_value(v);
+    if (!json_is_string(v)) return 0;
+    return strtoull(json_string_value(v), NULL, 10);
+}
+
+/* A base64 field decoded into out; -1 when absent or malformed. */
+static long jget_b64(const json_t *obj, const char *name, uint8_t *out, size_t cap) {
+    const json_t *v = json_object_get(obj, name);
+    if (v == NULL) return 0;   /* an empty value is omitted */
+    if (!json_is_string(v)) return -1;
+    return b64_decode(out, cap, json_string_value(v), json_string_length(v));
+}
+
+static json_t *compare_create(etcd_http *h, const char *key, uint64_t rev) {
+    return json_pack("{s:s, s:s, s:o, s:o}", "target", "CREATE", "result", "EQUAL", "key",
+                     jkey(h, key), "create_revision", ju64(rev));
+}
+
+/* head == seq: a VALUE compare on a missing key fails, so seq 0 is "no head key". */
+static json_t *compare_head(etcd_http *h, uint64_t seq) {
+    char key[ETCD_KEY_LEN_MAX];
+    key_named(h->cfg, "head", key, sizeof key);
+    if (seq == 0) return compare_create(h, key, 0);
+    char value[24];
+    snprintf(value, sizeof value, "%" PRIu64, seq);
+    json_t *k = jkey(h, key);
+    return json_pack("{s:s, s:s, s:o, s:o}", "target", "VALUE", "result", "EQUAL", "key", k,
+                     "value", jstr_b64(h, value, strlen(value)));
+}
+
+static json_t *op_put(etcd_http *h, const char *key, const void *value, size_t len, int64_t lease) {
+    json_t *put = json_pack("{s:o, s:o}", "key", jkey(h, key), "value", jstr_b64(h, value, len));
+    if (put != NULL && lease != 0) json_object_set_new(put, "lease", ju64((uint64_t)lease));
+    return json_pack("{s:o}", "request_put", put);
+}
+
+static json_t *op_range(etcd_http *h, const char *key, const char *end, uint32_t limit) {
+    json_t *range = json_pack("{s:o}", "key", jkey(h, key));
+    if (range != NULL && end != NULL) json_object_set_new(range, "range_end", jkey(h, end));
+    if (range != NULL && limit > 0) json_object_set_new(range, "limit", json_integer(limit));
+    return json_pack("{s:o}", "request_range", range);
+}
+
+/* ---------------------------------------------------------------- HTTP */
+
+static size_t http_collect(char *data, size_t size, size_t nmemb, void *arg) {
+    etcd_http *h = arg;
+    size_t n = size * nmemb;
+    if (h->body_len + n + 1 > ETCD_RESPONSE_BYTES_MAX) return 0;
+    if (h->body_len + n + 1 > h->body_cap) {
+        size_t cap = h->body_cap == 0 ? 65536 : h->body_cap;
+        while (cap < h->body_len + n + 1) cap *= 2;
+        char *grown = realloc(h->body, cap);
+        if (grown == NULL) return 0;
+        h->body = grown;
+        h->body_cap = cap;
+    }
+    memcpy(h->body + h->body_len, data, n);
+    h->body_len += n;
+    h->body[h->body_len] = '\0';
+    return n;
+}
+
+static int http_init(etcd_http *h, const etcd_config *cfg, struct etcd_journal *owner) {
+    memset(h, 0, sizeof *h);
+    h->cfg = cfg;
+    h->owner = owner;
+    h->curl = curl_easy_init();
+    return h->curl == NULL ? -1 : 0;
+}
+
+static void http_free(etcd_http *h) {
+    if (h->curl != NULL) curl_easy_cleanup(h->curl);
+    free(h->body);
+    memset(h, 0, sizeof *h);
+}
+
+static void http_note_endpoint(etcd_http *h) {
+    etcd_journal *j = h->owner;
+    lock(j);
+    snprintf(j->endpoint, sizeof j->endpoint, "%s", h->cfg->endpoints[h->current]);
+    unlock(j);
+}
+
+static void http_note_error(etcd_http *h) {
+    etcd_journal *j = h->owner;
+    lock(j);
+    j->request_errors++;
+    snprintf(j->last_error, sizeof j->last_error, "%s", h->error);
+    unlock(j);
+}
+
+/* One POST to one endpoint. CURLcode, with *status the HTTP status. */
+static CURLcode http_post_one(etcd_http *h, const char *url, const char *body, long *status,
+                              uint32_t timeout_ms, struct curl_slist *headers) {
+    CURL *c = h->curl;
+    const etcd_config *cfg = h->cfg;
+    curl_easy_reset(c);
+    h->body_len = 0;
+    if (h->body != NULL) h->body[0] = '\0';
+    CURLcode rc = curl_easy_setopt(c, CURLOPT_URL, url);
+    if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_collect);
+    if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_WRITEDATA, h);
+    if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)ETCD_CONNECT_TIMEOUT_MS);
+    if (rc == CURLE_OK && cfg->cacert[0] != '\0') rc = curl_easy_setopt(c, CURLOPT_CAINFO, cfg->cacert);
+    if (rc == CURLE_OK && cfg->cert[0] != '\0') rc = curl_easy_setopt(c, CURLOPT_SSLCERT, cfg->cert);
+    if (rc == CURLE_OK && cfg->key[0] != '\0') rc = curl_easy_setopt(c, CURLOPT_SSLKEY, cfg->key);
+    if (rc == CURLE_OK) rc = curl_easy_perform(c);
+    *status = 0;
+    if (rc == CURLE_OK) {
+        CURLcode info = curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+        if (info != CURLE_OK) *status = 0;
+    }
+    return rc;
+}
+
+/* Nothing reached the server: another endpoint may be tried safely. */
+static bool http_not_sent(CURLcode rc) {
+    return rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+           rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_SSL_CONNECT_ERROR;
+}
+
+static struct curl_slist *http_headers(etcd_http *h) {
+    struct curl_slist *list = curl_slist_append(NULL, "Content-Type: application/json");
+    if (list != NULL && h->token[0] != '\0') {
+        char line[sizeof h->token + 32];
+        snprintf(line, sizeof line, "Authorization: %s", h->token);
+        struct curl_slist *more = curl_slist_append(list, line);
+        if (more == NULL) {
+            curl_slist_free_all(list);
+            return NULL;
+        }
+        list = more;
+    }
+    return list;
+}
+
+static http_result http_post_raw(etcd_http *h, const char *path, const char *body, json_t **reply,
+                                 uint32_t timeout_ms);
+
+/* etcd auth: a token for this handle, fetched once and again when refused. */
+static int http_authenticate(etcd_http *h) {
+    const etcd_config *cfg = h->cfg;
+    h->token[0] = '\0';
+    json_t *req = json_pack("{s:s, s:s}", "name", cfg->user, "password", cfg->password);
+    char *body = req != NULL ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (body == NULL) return -1;
+    json_t *reply = NULL;
+    http_result r = http_post_raw(h, "/v3/auth/authenticate", body, &reply, cfg->request_timeout_ms);
+    free(body);
+    int rc = -1;
+    const char *token = json_string_value(json_object_get(reply, "token"));
+    if (r == HTTP_OK && token != NULL && strlen(token) < sizeof h->token) {
+        snprintf(h->token, sizeof h->token, "%s", token);
+        rc = 0;
+    }
+    json_decref(reply);
+    return rc;
+}
+
+/* POST body to path on the endpoints in turn; *reply gets the JSON answer
+ * (caller decrefs) when HTTP_OK. */
+static http_result http_post_raw(etcd_http *h, const char *path, const char *body, json_t **reply,
+                                 uint32_t timeout_ms) {
+    const etcd_config *cfg = h->cfg;
+    *reply = NULL;
+    struct curl_slist *headers = http_headers(h);
+    if (headers == NULL) {
+        snprintf(h->error, sizeof h->error, "out of memory building a request");
+        return HTTP_UNREACHABLE;
+    }
+    http_result result = HTTP_UNREACHABLE;
+    for (uint32_t tried = 0; tried < cfg->endpoint_count; tried++) {
+        char url[ETCD_URL_LEN_MAX + 64];
+        snprintf(url, sizeof url, "%s%s", cfg->endpoints[h->current], path);
+        long status = 0;
+        CURLcode rc = http_post_one(h, url, body, &status, timeout_ms, headers);
+        if (rc != CURLE_OK) {
+            snprintf(h->error, sizeof h->error, "%s: %s", cfg->endpoints[h->current], curl_easy_strerror(rc));
+            h->current = (h->current + 1) % cfg->endpoint_count;
+            if (http_not_sent(rc)) continue;
+            result = HTTP_FAILED;
+            break;
+        }
+        json_error_t jerr;
+        json_t *answer = json_loadb(h->body, h->body_len, 0, &jerr);
+        if (status != 200 || !json_is_object(answer)) {
+            const char *msg = json_string_value(json_object_get(answer, "error"));
+            snprintf(h->error, sizeof h->error, "%s: HTTP %ld %s", cfg->endpoints[h->current], status,
+                     msg != NULL ? msg : "(no JSON answer)");
+            json_decref(answer);
+            /* An unhealthy member (no leader, timed out) may be alone in its
+             * trouble: the next request starts at the next endpoint. */
+            h->current = (h->current + 1) % cfg->endpoint_count;
+            result = HTTP_FAILED;
+            break;
+        }
+        *reply = answer;
+        result = HTTP_OK;
+        break;
+    }
+    curl_slist_free_all(headers);
+    if (result == HTTP_OK) {
+        http_note_endpoint(h);
+    } else {
+        http_note_error(h);
+    }
+    return result;
+}
+
+/* POST a JSON request (consumed); authenticates first when configured. */
+static http_result http_post(etcd_http *h, const char *path, json_t *request, json_t **reply) {
+    *reply = NULL;
+    char *body = request != NULL ? json_dumps(request, JSON_COMPACT) : NULL;
+    json_decref(request);
+    if (body == NULL) {
+        snprintf(h->error, sizeof h->error, "out of memory building a request");
+        return HTTP_UNREACHABLE;
+    }
+    if (h->cfg->user[0] != '\0' && h->token[0] == '\0' && http_authenticate(h) != 0) {
+        free(body);
+        return HTTP_UNREACHABLE;
+    }
+    http_result r = http_post_raw(h, path, body, reply, h->cfg->request_timeout_ms);
+    free(body);
+    return r;
+}
+
+/* A transaction; *succeeded and *revision (the header's) when HTTP_OK. */
+static http_result etcd_txn(etcd_http *h, json_t *compare, json_t *success, json_t *failure,
+                            bool *succeeded, uint64_t *revision, json_t **reply) {
+    json_t *req = json_pack("{s:o, s:o, s:o}", "compare", compare, "success", success, "failure",
+                            failure != NULL ? failure : json_array());
+    json_t *answer = NULL;
+    http_result r = http_post(h, "/v3/kv/txn", req, &answer);
+    *succeeded = false;
+    *revision = 0;
+    if (r == HTTP_OK) {
+        *succeeded = json_is_true(json_object_get(answer, "succeeded"));
+        *revision = jget_u64(json_object_get(answer, "header"), "revision");
+    }
+    if (reply != NULL) {
+        *reply = answer;
+    } else {
+        json_decref(answer);
+    }
+    return r;
+}
+
+/* The kvs of the i-th range response of a txn answer (NULL: none). */
+static json_t *txn_kvs(json_t *reply, size_t i, uint64_t *count) {
+    json_t *range = json_object_get(json_array_get(json_object_get(reply, "responses"), i), "response_range");
+    if (count != NULL) *count = jget_u64(range, "count");
+    return json_object_get(range, "kvs");
+}
+
+/* ----------------------------------------------------------------- role */
+
+/* Leave the leader role (if held): clients of later appends get READONLY and
+ * the feed resumes. Revokes the lease through h so followers need not wait
+ * out its TTL. */
+static void step_down(etcd_journal *j, etcd_http *h, const char *why) {
+    lock(j);
+    int64_t lease = j->lease_id;
+    bool was_leader = atomic_load(&j->role) == BERTH_ETCD_LEADER;
+    if (was_leader) {
+        atomic_store(&j->role, BERTH_ETCD_FOLLOWER);
+        j->lease_id = 0;
+        j->leader_rev = 0;
+        j->leader[0] = '\0';
+        j->step_downs++;
+        snprintf(j->last_error, sizeof j->last_error, "stepped down: %s", why);
+    }
+    int rc = pthread_cond_broadcast(&j->cond);
+    assert(rc == 0);
+    (void)rc;
+    unlock(j);
+    if (!was_leader) return;
+    notify(j);
+    if (lease != 0) {
+        json_t *reply = NULL;
+        http_result r = http_post(h, "/v3/lease/revoke", json_pack("{s:o}", "ID", ju64((uint64_t)lease)), &reply);
+        (void)r;   /* best effort: an unrevoked lease simply runs out */
+        json_decref(reply);
+    }
+}
+
+/* --------------------------------------------------------------- append */
+
+/* Leader: one fenced etcd transaction, then the same records locally. */
+static berth_jerr append_leader(etcd_journal *j, berth_record *records, const berth_touched *touched,
+                                size_t n) {
+    etcd_http *h = &j->caller;
+    if (n > BERTH_ETCD_TXN_RECORDS_MAX) return BERTH_J_INVALID;
+    uint64_t head = 0;
+    uint8_t prev[BERTH_HASH_LEN];
+    berth_jerr e = berth_journal_head(j->local, &head, prev);
+    if (e != BERTH_J_OK) return e;
+    lock(j);
+    int64_t leader_rev = j->leader_rev;
+    unlock(j);
+    if (leader_rev == 0) return BERTH_J_READONLY;   /* stepped down meanwhile */
+    json_t *puts = json_array();
+    size_t total = 0;
+    char key[ETCD_KEY_LEN_MAX];
+    for (size_t i = 0; i < n; i++) {
+        berth_record *rec = &records[i];
+        if (rec->seq != head + 1 + i) {
+            json_decref(puts);
+            return BERTH_J_INVALID;
+        }
+        rec->version = BERTH_RECORD_VERSION;
+        memcpy(rec->prev_hash, prev, BERTH_HASH_LEN);
+        size_t len = berth_record_encode(rec, j->scratch, sizeof j->scratch);
+        total += len;
+        if (len == 0 || total > BERTH_ETCD_TXN_BYTES_MAX) {
+            json_decref(puts);
+            return BERTH_J_INVALID;
+        }
+        key_journal(&j->cfg, rec->seq, key, sizeof key);
+        json_array_append_new(puts, op_put(h, key, j->scratch, len, 0));
+        memcpy(prev, rec->hash, BERTH_HASH_LEN);
+    }
+    uint64_t last = head + n;
+    char value[24];
+    snprintf(value, sizeof value, "%" PRIu64, last);
+    key_named(&j->cfg, "head", key, sizeof key);
+    json_array_append_new(puts, op_put(h, key, value, strlen(value), 0));
+    char leader_key[ETCD_KEY_LEN_MAX];
+    key_named(&j->cfg, "leader", leader_key, sizeof leader_key);
+    json_t *compare = json_pack("[o, o]", compare_create(h, leader_key, (uint64_t)leader_rev),
+                                compare_head(h, head));
+    bool ok = false;
+    uint64_t revision = 0;
+    http_result r = etcd_txn(h, compare, puts, NULL, &ok, &revision, NULL);
+    if (r != HTTP_OK) {
+        /* Unknown outcome: etcd may yet hold these records. As a follower we
+         * learn what it holds; clients retry with their REQIDs. */
+        step_down(j, h, "an append got no answer from etcd");
+        return BERTH_J_IO;
+    }
+    if (!ok) {
+        lock(j);
+        j->fence_refusals++;
+        unlock(j);
+        step_down(j, h, "etcd refused an append: the leader key or the head moved");
+        return BERTH_J_READONLY;
+    }
+    e = berth_journal_append(j->local, records, touched, n);
+    if (e != BERTH_J_OK) {
+        step_down(j, h, "the local copy refused records etcd accepted");
+        return e;
+    }
+    uint64_t local_head = 0;
+    uint8_t local_hash[BERTH_HASH_LEN];
+    e = berth_journal_head(j->local, &local_head, local_hash);
+    /* The local backend encoded the same records: same bytes, same chain. */
+    assert(e != BERTH_J_OK || (local_head == last && memcmp(local_hash, prev, BERTH_HASH_LEN) == 0));
+    lock(j);
+    j->txns++;
+    if (j->etcd_head < last) j->etcd_head = last;
+    unlock(j);
+    return e;
+}
+
+/* Follower: only the records the feed handed out, byte for byte. */
+static berth_jerr append_follower(etcd_journal *j, berth_record *records, const berth_touched *touched,
+                                  size_t n) {
+    lock(j);
+    bool taken = j->feed == FEED_TAKEN;
+    uint64_t first = j->feed_first;
+    uint32_t count = j->feed_count;
+    unlock(j);
+    if (!taken) return BERTH_J_READONLY;
+    uint64_t head = 0;
+    uint8_t prev[BERTH_HASH_LEN];
+    berth_jerr e = berth_journal_head(j->local, &head, prev);
+    if (e != BERTH_J_OK) return e;
+    for (size_t i = 0; i < n; i++) {
+        berth_record *rec = &records[i];
+        if (rec->seq != head + 1 + i || rec->seq < first || rec->seq - first >= count) return BERTH_J_READONLY;
+        rec->version = BERTH_RECORD_VERSION;
+        memcpy(rec->prev_hash, prev, BERTH_HASH_LEN);
+        size_t len = berth_record_encode(rec, j->scratch, sizeof j->scratch);
+        uint64_t at = rec->seq - first;
+        if (len == 0 || len != j->feed_len[at] || memcmp(j->scratch, j->feed_bytes + j->feed_off[at], len) != 0) {
+            return BERTH_J_CORRUPT;
+        }
+        memcpy(prev, rec->hash, BERTH_HASH_LEN);
+    }
+    return berth_journal_append(j->local, records, touched, n);
+}
+
+static berth_jerr etcd_append(berth_journal *base, berth_record *records, const berth_touched *touched,
+                              size_t n) {
+    etcd_journal *j = journal_of(base);
+    assert(records != NULL && n >= 1);
+    if (atomic_load(&j->role) == BERTH_ETCD_LEADER) return append_leader(j, records, touched, n);
+    return append_follower(j, records, touched, n);
+}
+
+/* ----------------------------------------------------------------- feed */
+
+/* Check and store one fetched record at slot i; false when it does not
+ * follow (seq, chain, hash). */
+static bool feed_store(etcd_journal *j, uint32_t i, uint64_t seq, const uint8_t *bytes, size_t len,
+                       uint8_t prev[BERTH_HASH_LEN], char *why, size_t why_size) {
+    berth_record rec;
+    if (berth_record_decode(bytes, len, &rec, why, why_size) != BERTH_J_OK) return false;
+    if (rec.seq != seq || memcmp(rec.prev_hash, prev, BERTH_HASH_LEN) != 0 || !berth_record_hash_ok(bytes, len)) {
+        say(why, why_size, "record %" PRIu64 " in etcd does not chain onto the local copy", seq);
+        return false;
+    }
+    size_t off = i == 0 ? 0 : j->feed_off[i - 1] + j->feed_len[i - 1];
+    memcpy(j->feed_bytes + off, bytes, len);
+    j->feed_off[i] = off;
+    j->feed_len[i] = len;
+    memcpy(prev, rec.hash, BERTH_HASH_LEN);
+    return true;
+}
+
+static void feed_stop_fatal(etcd_journal *j, const char *why) {
+    lock(j);
+    atomic_store(&j->role, BERTH_ETCD_STOPPED);
+    snprintf(j->last_error, sizeof j->last_error, "%s", why);
+    unlock(j);
+    notify(j);
+}
+
+/* Parse a fetched journal range into the feed. Returns records stored, or
+ * -1 when etcd's journal does not continue the local one. */
+static long feed_fill(etcd_journal *j, json_t *kvs, uint64_t head, const uint8_t head_hash[BERTH_HASH_LEN]) {
+    etcd_http *h = &j->feeder;
+    uint8_t prev[BERTH_HASH_LEN];
+    memcpy(prev, head_hash, BERTH_HASH_LEN);
+    size_t n = json_array_size(kvs);
+    assert(n <= BERTH_ETCD_FEED_RECORDS_MAX);
+    char why[BERTH_ETCD_ERR_LEN_MAX] = "";
+    char want[ETCD_KEY_LEN_MAX];
+    uint8_t keybuf[ETCD_KEY_LEN_MAX];
+    for (size_t i = 0; i < n; i++) {
+        json_t *kv = json_array_get(kvs, i);
+        uint64_t seq = head + 1 + i;
+        key_journal(&j->cfg, seq, want, sizeof want);
+        long klen = jget_b64(kv, "key", keybuf, sizeof keybuf - 1);
+        long vlen = jget_b64(kv, "value", h->raw, sizeof h->raw);
+        if (klen < 0 || (size_t)klen != strlen(want) || memcmp(keybuf, want, (size_t)klen) != 0) {
+            say(why, sizeof why, "etcd's journal has a gap: seq %" PRIu64 " is missing", seq);
+            feed_stop_fatal(j, why);
+            return -1;
+        }
+        if (vlen <= 0 || !feed_store(j, (uint32_t)i, seq, h->raw, (size_t)vlen, prev, why, sizeof why)) {
+            feed_stop_fatal(j, why[0] != '\0' ? why : "a record in etcd does not decode");
+            return -1;
+        }
+    }
+    return (long)n;
+}
+
+typedef struct watch_ctx {
+    etcd_journal *j;
+    char *buf;          /* owned */
+    size_t len;
+    size_t cap;
+    bool changed;
+} watch_ctx;
+
+/* A message with events (or a cancel, e.g. compaction) ends the wait. */
+static bool watch_message_changes(json_t *msg) {
+    json_t *result = json_object_get(msg, "result");
+    if (result == NULL) return true;   /* an error object: read again */
+    return json_array_size(json_object_get(result, "events")) > 0 ||
+           json_is_true(json_object_get(result, "canceled"));
+}
+
+static size_t watch_collect(char *data, size_t size, size_t nmemb, void *arg) {
+    watch_ctx *w = arg;
+    size_t n = size * nmemb;
+    if (w->len + n + 1 > ETCD_WATCH_BYTES_MAX) return 0;
+    if (w->len + n + 1 > w->cap) {
+        size_t cap = w->cap == 0 ? 16384 : w->cap;
+        while (cap < w->len + n + 1) cap *= 2;
+        char *grown = realloc(w->buf, cap);
+        if (grown == NULL) return 0;
+        w->buf = grown;
+        w->cap = cap;
+    }
+    memcpy(w->buf + w->len, data, n);
+    w->len += n;
+    size_t used = 0;
+    while (used < w->len) {
+        json_error_t jerr;
+        json_t *msg = json_loadb(w->buf + used, w->len - used, JSON_DISABLE_EOF_CHECK, &jerr);
+        if (msg == NULL) break;   /* incomplete: wait for more */
+        used += (size_t)jerr.position;
+        w->changed = w->changed || watch_message_changes(msg);
+        json_decref(msg);
+        while (used < w->len && (w->buf[used] == '\n' || w->buf[used] == '\r' || w->buf[used] == ' ')) used++;
+    }
+    memmove(w->buf, w->buf + used, w->len - used);
+    w->len -= used;
+    return w->changed ? 0 : n;   /* 0 aborts the transfer: we woke */
+}
+
+static int watch_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un) {
+    watch_ctx *w = arg;
+    lock(w->j);
+    bool stop = w->j->stop;
+    unlock(w->j);
+    (void)dt; (void)dn; (void)ut; (void)un;
+    return stop ? 1 : 0;
+}
+
+/* Wait until something under the prefix changes after revision, or ms pass. */
+static void feed_wait_change(etcd_journal *j, uint64_t revision, uint32_t ms) {
+    etcd_http *h = &j->feeder;
+    const etcd_config *cfg = &j->cfg;
+    char end[ETCD_PREFIX_LEN_MAX];
+    snprintf(end, sizeof end, "%s", cfg->prefix);
+    end[strlen(end) - 1] = '0';   /* '/' + 1: the prefix's range end */
+    json_t *create = json_pack("{s:o, s:o, s:o}", "key", jkey(h, cfg->prefix), "range_end", jkey(h, end),
+                               "start_revision", ju64(revision + 1));
+    json_t *req = json_pack("{s:o}", "create_request", create);
+    char *body = req != NULL ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    struct curl_slist *headers = http_headers(h);
+    watch_ctx w = { .j = j };
+    if (body != NULL && headers != NULL) {
+        char url[ETCD_URL_LEN_MAX + 64];
+        snprintf(url, sizeof url, "%s/v3/watch", cfg->endpoints[h->current]);
+        CURL *c = h->curl;
+        curl_easy_reset(c);
+        CURLcode rc = curl_easy_setopt(c, CURLOPT_URL, url);
+        if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+        if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, watch_collect);
+        if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_WRITEDATA, &w);
+        if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, watch_progress);
+        if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_XFERINFODATA, &w);
+        if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)ms);
+        if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)ETCD_CONNECT_TIMEOUT_MS);
+        if (rc == CURLE_OK && cfg->cacert[0] != '\0') rc = curl_easy_setopt(c, CURLOPT_CAINFO, cfg->cacert);
+        if (rc == CURLE_OK && cfg->cert[0] != '\0') rc = curl_easy_setopt(c, CURLOPT_SSLCERT, cfg->cert);
+        if (rc == CURLE_OK && cfg->key[0] != '\0') rc = curl_easy_setopt(c, CURLOPT_SSLKEY, cfg->key);
+        if (rc == CURLE_OK) rc = curl_easy_perform(c);
+        if (rc != CURLE_OK && rc != CURLE_WRITE_ERROR && rc != CURLE_OPERATION_TIMEDOUT &&
+            rc != CURLE_ABORTED_BY_CALLBACK) {
+            /* This endpoint cannot watch: the next wait tries the next one,
+             * after a pause so a dead cluster is not spun on. */
+            h->current = (h->current + 1) % cfg->endpoint_count;
+            lock(j);
+            if (!j->stop) wait_ms(j, ETCD_FEED_RETRY_MS);
+            unlock(j);
+        }
+    }
+    curl_slist_free_all(headers);
+    free(body);
+    free(w.buf);
+}
+
+/* Try to become leader: leader key absent and etcd's head equals ours. */
+static void feed_campaign(etcd_journal *j, uint64_t head) {
+    etcd_http *h = &j->feeder;
+    json_t *reply = NULL;
+    json_t *req = json_pack("{s:i}", "TTL", (json_int_t)j->cfg.lease_ttl_s);
+    if (http_post(h, "/v3/lease/grant", req, &reply) != HTTP_OK) return;
+    int64_t lease = (int64_t)jget_u64(reply, "ID");
+    json_decref(reply);
+    if (lease == 0) return;
+    uint64_t granted_ns = mono_ns();
+    char leader_key[ETCD_KEY_LEN_MAX];
+    key_named(&j->cfg, "leader", leader_key, sizeof leader_key);
+    json_t *compare = json_pack("[o, o]", compare_create(h, leader_key, 0), compare_head(h, head));
+    json_t *success = json_pack("[o]", op_put(h, leader_key, j->cfg.advertise, strlen(j->cfg.advertise), lease));
+    bool won = false;
+    uint64_t revision = 0;
+    http_result r = etcd_txn(h, compare, success, NULL, &won, &revision, NULL);
+    if (r == HTTP_OK && won) {
+        lock(j);
+        atomic_store(&j->role, BERTH_ETCD_LEADER);
+        j->lease_id = lease;
+        j->leader_rev = (int64_t)revision;
+        j->renewed_ns = granted_ns;
+        j->elections_won++;
+        snprintf(j->leader, sizeof j->leader, "%s", j->cfg.advertise);
+        int rc = pthread_cond_broadcast(&j->cond);
+        assert(rc == 0);
+        (void)rc;
+        unlock(j);
+        notify(j);
+        return;
+    }
+    reply = NULL;
+    http_result rr = http_post(h, "/v3/lease/revoke", json_pack("{s:o}", "ID", ju64((uint64_t)lease)), &reply);
+    (void)rr;   /* best effort: it runs out by itself */
+    json_decref(reply);
+}
+
+/* One round of the follower: fetch what is new, or campaign, or wait. */
+static void feed_round(etcd_journal *j) {
+    etcd_http *h = &j->feeder;
+    uint64_t head = 0;
+    uint8_t head_hash[BERTH_HASH_LEN];
+    if (berth_journal_head(j->local, &head, head_hash) != BERTH_J_OK) {
+        lock(j);
+        wait_ms(j, ETCD_FEED_RETRY_MS);
+        unlock(j);
+        return;
+    }
+    char leader_key[ETCD_KEY_LEN_MAX], from[ETCD_KEY_LEN_MAX], end[ETCD_KEY_LEN_MAX];
+    key_named(&j->cfg, "leader", leader_key, sizeof leader_key);
+    key_journal(&j->cfg, head + 1, from, sizeof from);
+    key_named(&j->cfg, "journal0", end, sizeof end);   /* '/' + 1 ends journal/ */
+    json_t *ops = json_pack("[o, o]", op_range(h, leader_key, NULL, 0),
+                            op_range(h, from, end, BERTH_ETCD_FEED_RECORDS_MAX));
+    json_t *reply = NULL;
+    bool ok = false;
+    uint64_t revision = 0;
+    if (etcd_txn(h, json_array(), ops, NULL, &ok, &revision, &reply) != HTTP_OK || !ok) {
+        json_decref(reply);
+        lock(j);
+        wait_ms(j, ETCD_FEED_RETRY_MS);
+        unlock(j);
+        return;
+    }
+    json_t *leader_kv = json_array_get(txn_kvs(reply, 0, NULL), 0);
+    char leader[BERTH_ETCD_ADDR_LEN_MAX] = "";
+    long llen = leader_kv != NULL ? jget_b64(leader_kv, "value", (uint8_t *)leader, sizeof leader - 1) : 0;
+    leader[llen > 0 ? llen : 0] = '\0';
+    uint64_t remaining = 0;
+    json_t *kvs = txn_kvs(reply, 1, &remaining);
+    lock(j);
+    if (atomic_load(&j->role) == BERTH_ETCD_FOLLOWER) snprintf(j->leader, sizeof j->leader, "%s", leader);
+    j->etcd_head = head + remaining;
+    unlock(j);
+    long got = feed_fill(j, kvs, head, head_hash);
+    json_decref(reply);
+    if (got < 0) return;
+    if (got > 0) {
+        lock(j);
+        j->feed_first = head + 1;
+        j->feed_count = (uint32_t)got;
+        j->feed = FEED_READY;
+        j->feed_records += (uint64_t)got;
+        unlock(j);
+        notify(j);
+        return;
+    }
+    if (leader_kv == NULL && j->cfg.advertise[0] != '\0') {
+        feed_campaign(j, head);
+        if (atomic_load(&j->role) == BERTH_ETCD_LEADER) return;
+    }
+    feed_wait_change(j, revision, ETCD_FEED_WAIT_MS);
+}
+
+static void *feed_main(void *arg) {
+    etcd_journal *j = arg;
+    for (;;) {
+        lock(j);
+        if (j->stop) {
+            unlock(j);
+            return NULL;
+        }
+        bool idle = atomic_load(&j->role) != BERTH_ETCD_FOLLOWER || j->feed != FEED_EMPTY;
+        if (idle) wait_ms(j, ETCD_FEED_IDLE_MS);
+        unlock(j);
+        if (!idle) feed_round(j);
+    }
+}
+
+bool berth_etcd_feed_take(berth_journal *journal, berth_etcd_feed *out) {
+    etcd_journal *j = journal_of(journal);
+    assert(out != NULL);
+    lock(j);
+    bool ready = j->feed == FEED_READY;
+    if (ready) {
+        j->feed = FEED_TAKEN;
+        out->first_seq = j->feed_first;
+        out->count = j->feed_count;
+        for (uint32_t i = 0; i < j->feed_count; i++) {
+            out->raw[i] = j->feed_bytes + j->feed_off[i];
+            out->len[i] = j->feed_len[i];
+        }
+    }
+    unlock(j);
+    return ready;
+}
+
+void berth_etcd_feed_done(berth_journal *journal) {
+    etcd_journal *j = journal_of(journal);
+    lock(j);
+    assert(j->feed == FEED_TAKEN);
+    j->feed = FEED_EMPTY;
+    j->feed_count = 0;
+    int rc = pthread_cond_broadcast(&j->cond);
+    assert(rc == 0);
+    (void)rc;
+    unlock(j);
+}
+
+/* ---------------------------------------------------------------- lease */
+
+/* Renew the lease; step down when etcd says it is gone, or when no renewal
+ * got through for a whole TTL (it may be gone: the fence would say so). */
+static void lease_round(etcd_journal *j) {
+    etcd_http *h = &j->leaser;
+    lock(j);
+    int64_t lease = j->lease_id;
+    uint64_t renewed = j->renewed_ns;
+    unlock(j);
+    if (lease == 0 || atomic_load(&j->role) != BERTH_ETCD_LEADER) return;
+    json_t *reply = NULL;
+    http_result r = http_post(h, "/v3/lease/keepalive", json_pack("{s:o}", "ID", ju64((uint64_t)lease)), &reply);
+    uint64_t ttl = r == HTTP_OK ? jget_u64(json_object_get(reply, "result"), "TTL") : 0;
+    json_decref(reply);
+    uint64_t now = mono_ns();
+    if (r == HTTP_OK && ttl == 0) {
+        step_down(j, h, "the lease expired");
+        return;
+    }
+    if (r == HTTP_OK) {
+        lock(j);
+        if (j->lease_id == lease) j->renewed_ns = now;
+        unlock(j);
+        return;
+    }
+    if (now - renewed > (uint64_t)j->cfg.lease_ttl_s * 1000000000u) {
+        step_down(j, h, "the lease could not be renewed within its TTL");
+    }
+}
+
+static void *lease_main(void *arg) {
+    etcd_journal *j = arg;
+    uint32_t every_ms = j->cfg.lease_ttl_s * 1000u / 3u;
+    for (;;) {
+        lock(j);
+        if (!j->stop) wait_ms(j, every_ms);
+        bool stop = j->stop;
+        unlock(j);
+        if (stop) return NULL;
+        lease_round(j);
+    }
+}
+
+/* ------------------------------------------------------------- the ops */
+
+static void etcd_close(berth_journal *base) {
+    etcd_journal *j = journal_of(base);
+    if (j->threads_started) {
+        lock(j);
+        j->stop = true;
+        int rc = pthread_cond_broadcast(&j->cond);
+        assert(rc == 0);
+        unlock(j);
+        rc = pthread_join(j->feed_thread, NULL);
+        assert(rc == 0);
+        rc = pthread_join(j->lease_thread, NULL);
+        assert(rc == 0);
+        (void)rc;
+    }
+    if (atomic_load(&j->role) == BERTH_ETCD_LEADER && j->caller.curl != NULL) {
+        step_down(j, &j->caller, "closing");
+    }
+    http_free(&j->caller);
+    http_free(&j->feeder);
+    http_free(&j->leaser);
+    berth_journal_close(j->local);
+    free(j->feed_bytes);
+    int rc = pthread_cond_destroy(&j->cond);
+    assert(rc == 0);
+    rc = pthread_mutex_destroy(&j->mutex);
+    assert(rc == 0);
+    (void)rc;
+    free(j);
+}
+
+static berth_jerr etcd_head(berth_journal *base, uint64_t *seq, uint8_t hash[BERTH_HASH_LEN]) {
+    return berth_journal_head(journal_of(base)->local, seq, hash);
+}
+
+/* Snapshots only shorten a start; each berthd keeps its own locally. */
+static berth_jerr etcd_snapshot_put(berth_journal *base, uint64_t seq, const void *bytes, size_t len) {
+    return berth_journal_snapshot_put(journal_of(base)->local, seq, bytes, len);
+}
+
+static berth_jerr etcd_size(berth_journal *base, uint64_t *disk_bytes, uint64_t *map_bytes) {
+    return berth_journal_size(journal_of(base)->local, disk_bytes, map_bytes);
+}
+
+/* Readers are the local copy's own: journal.c dispatches on their ops, so
+ * every read op below is LMDB's and this table needs none of them. */
+static berth_jerr etcd_reader_open(berth_journal *base, berth_journal_reader **out) {
+    return berth_journal_reader_open(journal_of(base)->local, out);
+}
+
+static const berth_journal_ops etcd_ops = {
+    .name = "etcd",
+    .close = etcd_close,
+    .head = etcd_head,
+    .append = etcd_append,
+    .snapshot_put = etcd_snapshot_put,
+    .size = etcd_size,
+    .reader_open = etcd_reader_open,
+};
+
+/* ------------------------------------------------------------- opening */
+
+static int config_endpoints(etcd_config *cfg, const char *list, char *err, size_t err_size) {
+    size_t len = list != NULL ? strlen(list) : 0;
+    if (len == 0 || len >= ETCD_ENDPOINTS_LEN_MAX) {
+        say(err, err_size, "--etcd-endpoints must list 1 to %d URLs", BERTH_ETCD_ENDPOINTS_MAX);
+        return -1;
+    }
+    const char *p = list;
+    while (*p != '\0') {
+        size_t n = strcspn(p, ",");
+        if (n == 0 || n >= ETCD_URL_LEN_MAX || cfg->endpoint_count == BERTH_ETCD_ENDPOINTS_MAX) {
+            say(err, err_size, "--etcd-endpoints: each URL up to %d bytes, at most %d of them",
+                ETCD_URL_LEN_MAX - 1, BERTH_ETCD_ENDPOINTS_MAX);
+            return -1;
+        }
+        char *dst = cfg->endpoints[cfg->endpoint_count++];
+        memcpy(dst, p, n);
+        dst[n] = '\0';
+        while (n > 0 && dst[n - 1] == '/') dst[--n] = '\0';   /* paths are appended */
+        if (strncmp(dst, "http://", 7) != 0 && strncmp(dst, "https://", 8) != 0) {
+            say(err, err_size, "--etcd-endpoints: \"%s\" is not an http:// or https:// URL", dst);
+            return -1;
+        }
+        p += strcspn(p, ",");
+        if (*p == ',') p++;
+    }
+    return 0;
+}
+
+static bool cluster_ok(const char *name) {
+    size_t len = strlen(name);
+    if (len == 0 || len > BERTH_ETCD_CLUSTER_LEN_MAX) return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '_' || c == '.';
+        if (!ok) return false;
+    }
+    return true;
+}
+
+static int copy_opt(char *dst, size_t size, const char *src, const char *what, char *err, size_t err_size) {
+    const char *s = src != NULL ? src : "";
+    if (strlen(s) >= size) {
+        say(err, err_size, "%s is longer than %zu bytes", what, size - 1);
+        return -1;
+    }
+    snprintf(dst, size, "%s", s);
+    return 0;
+}
+
+static int config_from(etcd_config *cfg, const berth_etcd_options *o, char *err, size_t err_size) {
+    memset(cfg, 0, sizeof *cfg);
+    if (config_endpoints(cfg, o->endpoints, err, err_size) != 0) return -1;
+    if (o->cluster == NULL || !cluster_ok(o->cluster)) {
+        say(err, err_size, "--cluster must be 1 to %d letters, digits, '-', '_' or '.'", BERTH_ETCD_CLUSTER_LEN_MAX);
+        return -1;
+    }
+    snprintf(cfg->prefix, sizeof cfg->prefix, "/berth/%s/", o->cluster);
+    cfg->lease_ttl_s = o->lease_ttl_s == 0 ? BERTH_ETCD_LEASE_TTL_S_DEFAULT : o->lease_ttl_s;
+    if (cfg->lease_ttl_s < 2 || cfg->lease_ttl_s > BERTH_ETCD_LEASE_TTL_S_MAX) {
+        say(err, err_size, "--etcd-lease-ttl must be 2 to %d seconds", BERTH_ETCD_LEASE_TTL_S_MAX);
+        return -1;
+    }
+    cfg->request_timeout_ms = o->request_timeout_ms == 0 ? ETCD_REQUEST_TIMEOUT_MS_DEFAULT : o->request_timeout_ms;
+    if (copy_opt(cfg->advertise, sizeof cfg->advertise, o->advertise, "--advertise", err, err_size) != 0 ||
+        copy_opt(cfg->cacert, sizeof cfg->cacert, o->cacert, "--etcd-cacert", err, err_size) != 0 ||
+        copy_opt(cfg->cert, sizeof cfg->cert, o->cert, "--etcd-cert", err, err_size) != 0 ||
+        copy_opt(cfg->key, sizeof cfg->key, o->key, "--etcd-key", err, err_size) != 0 ||
+        copy_opt(cfg->user, sizeof cfg->user, o->user, "--etcd-user", err, err_size) != 0 ||
+        copy_opt(cfg->password, sizeof cfg->password, o->password, "--etcd-password-file", err, err_size) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* The local copy must be a prefix of etcd's journal: the same bytes at its
+ * head. (Its own chain was checked when it was written and is checked again
+ * by the engine's start.) */
+static berth_jerr check_prefix(etcd_journal *j, char *err, size_t err_size) {
+    uint64_t head = 0;
+    uint8_t hash[BERTH_HASH_LEN];
+    berth_jerr e = berth_journal_head(j->local, &head, hash);
+    if (e != BERTH_J_OK || head == 0) return e;
+    etcd_http *h = &j->caller;
+    char key[ETCD_KEY_LEN_MAX];
+    key_journal(&j->cfg, head, key, sizeof key);
+    json_t *reply = NULL;
+    if (http_post(h, "/v3/kv/range", json_pack("{s:o}", "key", jkey(h, key)), &reply) != HTTP_OK) {
+        say(err, err_size, "etcd is unreachable: %s", h->error);
+        return BERTH_J_IO;
+    }
+    json_t *kv = json_array_get(json_object_get(reply, "kvs"), 0);
+    long len = kv != NULL ? jget_b64(kv, "value", h->raw, sizeof h->raw) : -1;
+    json_decref(reply);
+    bool same = len > 0 && berth_record_hash_ok(h->raw, (size_t)len) &&
+                memcmp(h->raw + len - BERTH_HASH_LEN, hash, BERTH_HASH_LEN) == 0;
+    if (!same) {
+        say(err, err_size,
+            "the local journal (head %" PRIu64 ") is not a prefix of etcd's journal under %s: "
+            "move the data directory aside and start again to copy it from etcd",
+            head, j->cfg.prefix);
+        return BERTH_J_CORRUPT;
+    }
+    return BERTH_J_OK;
+}
+
+/* libcurl's global state, once per process, before any thread uses it. */
+static void curl_init_once(void) {
+    CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    assert(rc == CURLE_OK);
+    (void)rc;
+}
+
+static berth_jerr etcd_alloc(etcd_journal **out, const berth_etcd_options *etcd, char *err, size_t err_size) {
+    static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+    int rc = pthread_once(&curl_once, curl_init_once);
+    assert(rc == 0);
+    etcd_journal *j = calloc(1, sizeof *j);
+    if (j == NULL) return BERTH_J_NOMEM;
+    j->base.ops = &etcd_ops;
+    pthread_condattr_t attr;
+    rc = pthread_condattr_init(&attr);
+    assert(rc == 0);
+    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    assert(rc == 0);
+    if (pthread_mutex_init(&j->mutex, NULL) != 0 || pthread_cond_init(&j->cond, &attr) != 0) {
+        free(j);
+        return BERTH_J_NOMEM;
+    }
+    rc = pthread_condattr_destroy(&attr);
+    assert(rc == 0);
+    (void)rc;
+    j->options = *etcd;
+    if (config_from(&j->cfg, etcd, err, err_size) != 0) {
+        *out = j;
+        return BERTH_J_INVALID;
+    }
+    j->feed_bytes = malloc((size_t)BERTH_ETCD_FEED_RECORDS_MAX * BERTH_RECORD_BYTES_MAX);
+    if (j->feed_bytes == NULL || http_init(&j->caller, &j->cfg, j) != 0 ||
+        http_init(&j->feeder, &j->cfg, j) != 0 || http_init(&j->leaser, &j->cfg, j) != 0) {
+        *out = j;
+        return BERTH_J_NOMEM;
+    }
+    *out = j;
+    return BERTH_J_OK;
+}
+
+berth_jerr berth_journal_open_etcd(berth_journal **out, const char *dir,
+                                   const berth_journal_options *local_options,
+                                   const berth_etcd_options *etcd, char *err, size_t err_size) {
+    assert(out != NULL && dir != NULL && etcd != NULL);
+    *out = NULL;
+    etcd_journal *j = NULL;
+    berth_jerr e = etcd_alloc(&j, etcd, err, err_size);
+    if (e == BERTH_J_OK) e = berth_journal_open_lmdb(&j->local, dir, local_options, err, err_size);
+    if (e == BERTH_J_OK) e = check_prefix(j, err, err_size);
+    if (e != BERTH_J_OK) {
+        if (e == BERTH_J_NOMEM) say(err, err_size, "out of memory opening the etcd journal");
+        if (j != NULL) etcd_close(&j->base);
+        return e;
+    }
+    *out = &j->base;
+    return BERTH_J_OK;
+}
+
+berth_jerr berth_etcd_start(berth_journal *journal) {
+    etcd_journal *j = journal_of(journal);
+    if (j->threads_started || !j->options.follow) return BERTH_J_INVALID;
+    if (pthread_create(&j->feed_thread, NULL, feed_main, j) != 0) return BERTH_J_NOMEM;
+    if (pthread_create(&j->lease_thread, NULL, lease_main, j) != 0) {
+        lock(j);
+        j->stop = true;
+        unlock(j);
+        int rc = pthread_join(j->feed_thread, NULL);
+        assert(rc == 0);
+        (void)rc;
+        return BERTH_J_NOMEM;
+    }
+    j->threads_started = true;
+    return BERTH_J_OK;
+}
+
+bool berth_journal_is_etcd(const berth_journal *journal) {
+    return journal != NULL && journal->ops == &etcd_ops;
+}
+
+berth_etcd_role berth_etcd_role_now(berth_journal *journal) {
+    return (berth_etcd_role)atomic_load(&journal_of(journal)->role);
+}
+
+void berth_etcd_status_get(berth_journal *journal, berth_etcd_status *out) {
+    etcd_journal *j = journal_of(journal);
+    memset(out, 0, sizeof *out);
+    uint8_t hash[BERTH_HASH_LEN];
+    berth_jerr e = berth_journal_head(j->local, &out->local_head, hash);
+    if (e != BERTH_J_OK) out->local_head = 0;
+    lock(j);
+    out->role = (berth_etcd_role)atomic_load(&j->role);
+    snprintf(out->leader, sizeof out->leader, "%s", j->leader);
+    out->etcd_head = j->etcd_head > out->local_head ? j->etcd_head : out->local_head;
+    out->lease_id = (uint64_t)j->lease_id;
+    out->lease_ttl_s = j->cfg.lease_ttl_s;
+    out->elections_won = j->elections_won;
+    out->step_downs = j->step_downs;
+    out->fence_refusals = j->fence_refusals;
+    out->txns = j->txns;
+    out->feed_records = j->feed_records;
+    out->request_errors = j->request_errors;
+    snprintf(out->endpoint, sizeof out->endpoint, "%s", j->endpoint);
+    snprintf(out->last_error, sizeof out->last_error, "%s", j->last_error);
+    unlock(j);
+}
+
+void berth_etcd_resign(berth_journal *journal) {
+    etcd_journal *j = journal_of(journal);
+    step_down(j, &j->caller, "resigned");
+}
