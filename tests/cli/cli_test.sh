@@ -334,7 +334,7 @@ rcli() {
 }
 
 case_vs_berthd() {
-    [ -n "$BERTHD" ] || fail "no berthd given"
+    [ -n "$BERTHD" ] && [ -x "$BERTHD" ] || fail "berthd is not built: $BERTHD"
     command -v redis-cli >/dev/null || fail "redis-cli missing: apt-get install -y redis-tools"
     make_gen_journal
     trap stop_berthd EXIT
