@@ -196,6 +196,11 @@ case_whatif_scenario() {
         fail "summary: $(grep summary out.txt)"
     grep '"code":"EXCLUSIVE"' out.txt | grep -q 'w3.*v1' || fail "EXCLUSIVE sentence does not name w3 and v1"
     [ "$(grep '"type":"state"' out.txt | json_field instances)" = 3 ] || fail "resulting state should hold s1, v1, p2"
+    # The journal's own scenario, what-if'd from genesis, reaches the state
+    # the engine built from it: same rules, same seqs, same digest.
+    expect_exit 0 "$BERTH" whatif --data data --at 0 --scenario "$SRC/rejudge.scenario" --json
+    [ "$(grep '"type":"state"' out.txt | json_field digest)" = "$(awk '$1 == "head" { print $3 }' mk.txt)" ] ||
+        fail "what-if from genesis differs from the engine's state"
     expect_exit 1 "$BERTH" whatif --data data --at 7 --scenario "$SRC/plan.scenario" --fail-on-refusal
     expect_exit 0 "$BERTH" whatif --data data --at-time 2025-11-26T09:00:06Z --scenario "$SRC/plan.scenario" --json
     grep -q '"at":7,' out.txt || fail "--at-time 09:00:06 is not seq 7"
