@@ -50,5 +50,13 @@ grep -q 'DEPLOY i1' <<<"$out" || fail "read-only WATCH 1 should send the DEPLOY 
 out=$(printf '%s\n' 'AUTH ro-secret' 'WORKER.ADD w3 GPUS 1' 'AUTH admin-secret' 'WORKER.ADD w3 GPUS 1' | r_stdin)
 expect_match "$(sed -n 2p <<<"$out")" '^NOPERM' "read-only on a connection"
 expect_match "$(sed -n 4p <<<"$out")" '^[0-9]+$' "admin after re-AUTH on the same connection"
+# HELLO with AUTH and SETNAME in one command.
+out=$(nc_send 'HELLO 3 AUTH default admin-secret SETNAME ctl-h\r\nWORKER.ADD w4 GPUS 1\r\nQUIT\r\n')
+expect_match "$(head -n 1 <<<"$out")" '^%' "HELLO 3 AUTH … SETNAME answers a map"
+seq=$(grep '^:[0-9]' <<<"$out" | tail -n 1 | tr -d ':')   # after the HELLO map's own integers
+expect_int "$seq" "a write after HELLO … AUTH admin"
+expect_eq "$(admin JOURNAL.RANGE "$seq" 1 | map_field actor)" ctl-h "HELLO … SETNAME is the actor"
+out=$(nc_send 'HELLO 3 AUTH default nope\r\nQUIT\r\n')
+expect_match "$(head -n 1 <<<"$out")" '^-WRONGPASS' "HELLO with a wrong password"
 stop_berthd
 note ok

@@ -48,6 +48,11 @@ out=$(printf '%s\n' 'CLIENT SETNAME controller-7' 'WORKER.ADD w3 GPUS 1' | r_std
 expect_eq "$(head -n 1 <<<"$out")" OK "CLIENT SETNAME"
 seq=$(tail -n 1 <<<"$out"); expect_int "$seq" "WORKER.ADD after SETNAME"
 expect_match "$(r JOURNAL.RANGE "$seq" 1)" 'controller-7' "the journal records the actor"
+# (CLIENT GETNAME before SETNAME is null: redis-cli prints an empty line, dropped.)
+out=$(printf '%s\n' 'CLIENT GETNAME' 'CLIENT SETNAME ctl-9' 'CLIENT GETNAME' 'CLIENT ID' | r_stdin)
+expect_eq "$(sed -n 1p <<<"$out")" "OK" "CLIENT SETNAME ctl-9"
+expect_eq "$(sed -n 2p <<<"$out")" "ctl-9" "CLIENT GETNAME after SETNAME"
+expect_match "$(sed -n 3p <<<"$out")" '^[0-9]+$' "CLIENT ID"
 out=$(r CLIENT SETNAME 'bad name')
 expect_match "$out" '^ERR' "CLIENT SETNAME with a space is refused"
 
@@ -58,6 +63,8 @@ for section in Server Clients Journal State Stats Latency; do
 done
 expect_match "$(r INFO journal)" 'seq' "INFO journal names the head seq"
 out=$(r COMMAND COUNT); expect_int "$out" "COMMAND COUNT"
+expect_eq "$(r CONFIG GET appendonly | tr '\n' ' ')" "appendonly yes " "CONFIG GET appendonly (what redis-benchmark probes)"
+expect_eq "$(r CONFIG GET appendfsync | tr '\n' ' ')" "appendfsync always " "CONFIG GET appendfsync"
 out=$(r COMMAND DOCS 2>&1); [[ "$out" != ERR* ]] || fail "COMMAND DOCS (redis-cli asks at start): $out"
 stop_berthd
 note ok
