@@ -10,7 +10,9 @@
  *
  * Durability is LMDB's default sync: an append returns OK only after its
  * write transaction committed, and a failed batch is aborted whole, so the
- * journal only ever ends at a batch boundary.
+ * journal only ever ends at a batch boundary. A full map at its cap, ENOSPC,
+ * EDQUOT, and an I/O error while the filesystem lacks room for the write
+ * (LMDB turns a short write into EIO) are FULL; other errors are IO.
  *
  * Directory lock: a writable open holds flock(LOCK_EX) on dir/LOCK (with its
  * pid written inside, for the LOCKED sentence) for its lifetime. Read-only
@@ -43,6 +45,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -838,7 +841,23 @@ static berth_jerr batch_put(lmdb_journal *j, MDB_txn *txn, berth_record *records
  * in which case nothing was written and the caller may grow and retry. */
 typedef berth_jerr (*txn_body)(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map_full);
 
-static berth_jerr write_txn(lmdb_journal *j, txn_body body, void *arg, bool *map_full) {
+/* LMDB reports a short pwritev as EIO, and a filling disk writes short
+ * before it refuses outright; so an I/O error while the filesystem has less
+ * room than the write needs is a full disk, which the caller can cure. */
+static berth_jerr disk_verdict(lmdb_journal *j, berth_jerr err, uint64_t need_bytes) {
+    if (err != BERTH_J_IO) {
+        return err;
+    }
+    struct statvfs fs;
+    if (statvfs(j->dir, &fs) != 0) {
+        return err;
+    }
+    uint64_t avail = (uint64_t)fs.f_bavail * fs.f_frsize;
+    return avail < need_bytes + grow_slack_bytes ? BERTH_J_FULL : err;
+}
+
+static berth_jerr write_txn(lmdb_journal *j, txn_body body, void *arg, uint64_t need_bytes,
+                            bool *map_full) {
     *map_full = false;
     MDB_txn *txn;
     int rc = mdb_txn_begin(j->env, NULL, 0, &txn);
@@ -846,15 +865,15 @@ static berth_jerr write_txn(lmdb_journal *j, txn_body body, void *arg, bool *map
         *map_full = rc == MDB_MAP_FULL;
         return jerr_of_mdb(rc);
     }
-    berth_jerr err = body(j, txn, arg, map_full);
+    berth_jerr err = body(j, txn, arg, map_full);   /* puts may spill pages to disk */
     if (err != BERTH_J_OK) {
         mdb_txn_abort(txn);
-        return err;
+        return disk_verdict(j, err, need_bytes);
     }
     rc = mdb_txn_commit(txn);   /* frees txn whatever it returns */
     if (rc != 0) {
         *map_full = rc == MDB_MAP_FULL;
-        return jerr_of_mdb(rc);
+        return disk_verdict(j, jerr_of_mdb(rc), need_bytes);
     }
     return BERTH_J_OK;
 }
@@ -866,7 +885,7 @@ static berth_jerr write_with_growth(lmdb_journal *j, txn_body body, void *arg,
     map_grow_early(j, need_bytes);
     for (uint32_t attempt = 0; attempt < grow_attempts_max; attempt++) {
         bool map_full = false;
-        berth_jerr err = write_txn(j, body, arg, &map_full);
+        berth_jerr err = write_txn(j, body, arg, need_bytes, &map_full);
         if (!map_full) {
             return err;
         }

@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -63,7 +64,17 @@ static void root_make(void) {
     ck_assert_ptr_nonnull(mkdtemp(temp_root));
 }
 
+/* Where store_disk_full mounts its small tmpfs. */
+static void disk_mount_path(char *out, size_t size) {
+    int n = snprintf(out, size, "%s/tmpfs", temp_root);
+    ck_assert(n > 0 && (size_t)n < size);
+}
+
 static void root_remove(void) {
+    /* The test runs in a forked child: if it failed, the mount is still up. */
+    char mount_path[300];
+    disk_mount_path(mount_path, sizeof(mount_path));
+    (void)umount2(mount_path, MNT_DETACH);
     int rc = nftw(temp_root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     ck_assert_int_eq(rc, 0);
 }
@@ -1078,6 +1089,51 @@ START_TEST(store_reader_adopts_growth) {
 }
 END_TEST
 
+/* A full disk: a 2 MiB tmpfs with a 700 KiB filler file. Appends stop with
+ * FULL, the head and its records stay intact, and once the filler is gone
+ * appends resume in the same open journal. Needs root (mount); as any other
+ * user the test says so and checks nothing. */
+START_TEST(store_disk_full) {
+    char disk_mount[300];
+    disk_mount_path(disk_mount, sizeof(disk_mount));
+    ck_assert_int_eq(mkdir(disk_mount, 0700), 0);
+    if (mount("tmpfs", disk_mount, "tmpfs", 0, "size=2m") != 0) {
+        fprintf(stderr, "store_disk_full: cannot mount a tmpfs (%s): not checked\n", strerror(errno));
+        return;
+    }
+    char filler[400], dir[400];
+    snprintf(filler, sizeof(filler), "%s/filler", disk_mount);
+    snprintf(dir, sizeof(dir), "%s/data", disk_mount);
+    FILE *f = fopen(filler, "w");
+    ck_assert_ptr_nonnull(f);
+    static char block[700 << 10];
+    ck_assert_uint_eq(fwrite(block, 1, sizeof(block), f), sizeof(block));
+    ck_assert_int_eq(fclose(f), 0);
+
+    berth_journal *j = open_rw(dir, 0, 0);
+    uint64_t next = 1;
+    berth_jerr err;
+    while ((err = append_n(j, next, batch_small)) == BERTH_J_OK) {
+        next += batch_small;
+        ck_assert_uint_lt(next, 1000000);
+    }
+    ck_assert_int_eq(err, BERTH_J_FULL);
+    ck_assert_uint_gt(next, batch_small);
+    uint8_t hash[BERTH_HASH_LEN], again[BERTH_HASH_LEN];
+    ck_assert_uint_eq(head_of(j, hash), next - 1);
+    ck_assert_int_eq(append_n(j, next, batch_small), BERTH_J_FULL);
+    ck_assert_uint_eq(head_of(j, again), next - 1);
+    ck_assert_mem_eq(hash, again, BERTH_HASH_LEN);
+    ck_assert_uint_eq(chain_check(j), next - 1);
+
+    ck_assert_int_eq(unlink(filler), 0);
+    ck_assert_int_eq(append_n(j, next, batch_small), BERTH_J_OK);
+    ck_assert_uint_eq(chain_check(j), next - 1 + batch_small);
+    berth_journal_close(j);
+    ck_assert_int_eq(umount(disk_mount), 0);
+}
+END_TEST
+
 static Suite *journal_suite(void) {
     Suite *s = suite_create("journal");
     TCase *codec = tcase_create("codec");
@@ -1106,6 +1162,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_gap_and_flip);
     tcase_add_test(store, store_crash_mid_batch);
     tcase_add_test(store, store_reader_adopts_growth);
+    tcase_add_test(store, store_disk_full);
     tcase_set_timeout(store, 240);
     suite_add_tcase(s, store);
     return s;
