@@ -34,6 +34,7 @@ typedef void (*command_proc)(client *c, const command *cmd, size_t argc, const b
 
 struct command {
     const char *name;
+    size_t name_len;            /* checked before the case-insensitive compare */
     int arity;                  /* > 0: exactly; < 0: at least -arity words */
     uint32_t flags;
     command_proc proc;
@@ -296,8 +297,9 @@ static void info_latency(server *s, text *t) {
 }
 
 static void info_replication(server *s, text *t) {
-    text_add(t, "# Replication\r\nrole:primary\r\nconnected_replicas:0\r\n\r\n");
-    (void)s;
+    char section[INFO_LEN_MAX / 4];
+    replication_info(s, section, sizeof section);
+    text_add(t, "%s", section);
 }
 
 typedef struct info_section {
@@ -696,6 +698,9 @@ static void cmd_write(client *c, const command *cmd, size_t argc, const berth_st
         reply_error(&c->out, "IOERR", "berthd is stopping after a journal failure");
         return;
     }
+    if (replication_refuse_write(c)) {
+        return;
+    }
     batch_submit(c, argc, argv);
     (void)cmd;
 }
@@ -705,34 +710,34 @@ static void cmd_write(client *c, const command *cmd, size_t argc, const berth_st
 #define W CMD_WRITE
 #define R CMD_READ
 static const command commands[] = {
-    { "PING", -1, CMD_WATCHOK, cmd_ping, "connection", "Answer PONG, or echo the argument" },
-    { "ECHO", 2, 0, cmd_echo, "connection", "Echo the argument" },
-    { "QUIT", -1, CMD_NOAUTH | CMD_WATCHOK, cmd_quit, "connection", "Close the connection" },
-    { "AUTH", -2, CMD_NOAUTH, cmd_auth, "connection", "Log in with the admin or read-only password" },
-    { "HELLO", -1, CMD_NOAUTH, cmd_hello, "connection", "Choose RESP2 or RESP3, optionally AUTH and SETNAME" },
-    { "CLIENT", -2, 0, cmd_client, "connection", "SETNAME (the journal's actor), GETNAME, ID" },
-    { "INFO", -1, 0, cmd_info, "server", "Server, clients, journal, state, stats, latency" },
-    { "COMMAND", -1, 0, cmd_command, "server", "Describe berthd's commands" },
-    { "CONFIG", -2, 0, cmd_config, "server", "CONFIG GET for client tools" },
-    { "WORKER.ADD", -2, W, cmd_write, "write", "Register a worker and its GPUs" },
-    { "WORKER.CORDON", -2, W, cmd_write, "write", "Refuse new instances on a worker" },
-    { "WORKER.UNCORDON", -2, W, cmd_write, "write", "Accept new instances on a worker again" },
-    { "WORKER.REMOVE", -2, W, cmd_write, "write", "Remove an idle worker" },
-    { "DEPLOY", -2, W, cmd_write, "write", "Place an instance on workers' GPUs" },
-    { "RELEASE", -2, W, cmd_write, "write", "Release an instance" },
-    { "POLICY.SET", -2, W, cmd_write, "write", "Set the exclusive backends" },
-    { "WORKER.GET", 2, R, cmd_query, "query", "One worker: GPUs, state, labels, instances" },
-    { "WORKER.LIST", -1, R, cmd_query, "query", "Worker names [STATE s] [FREE]" },
-    { "INSTANCE.GET", 2, R, cmd_query, "query", "One instance: model, backend, placement" },
-    { "INSTANCE.LIST", -1, R, cmd_query, "query", "Instance names [WORKER w] [MODEL m] [BACKEND b]" },
-    { "POLICY.GET", 1, R, cmd_query, "query", "The exclusive backends" },
-    { "DIGEST", 1, R, cmd_query, "query", "SHA-256 digest of the committed state" },
-    { "AT", -3, R, cmd_at, "audit", "A query as of a past seq" },
-    { "JOURNAL.HEAD", 1, R, cmd_journal_head, "audit", "Last seq and its hash" },
-    { "JOURNAL.RANGE", 3, R, cmd_journal_range, "audit", "Records <from> <count>" },
-    { "JOURNAL.VERIFY", 1, R, cmd_verify, "audit", "Check the whole hash chain and every outcome" },
-    { "HISTORY", -3, R, cmd_history, "audit", "Records that touched a worker or instance" },
-    { "WATCH", 2, R, cmd_watch, "audit", "Stream records from a seq, then live" },
+    { "PING", sizeof "PING" - 1, -1, CMD_WATCHOK, cmd_ping, "connection", "Answer PONG, or echo the argument" },
+    { "ECHO", sizeof "ECHO" - 1, 2, 0, cmd_echo, "connection", "Echo the argument" },
+    { "QUIT", sizeof "QUIT" - 1, -1, CMD_NOAUTH | CMD_WATCHOK, cmd_quit, "connection", "Close the connection" },
+    { "AUTH", sizeof "AUTH" - 1, -2, CMD_NOAUTH, cmd_auth, "connection", "Log in with the admin or read-only password" },
+    { "HELLO", sizeof "HELLO" - 1, -1, CMD_NOAUTH, cmd_hello, "connection", "Choose RESP2 or RESP3, optionally AUTH and SETNAME" },
+    { "CLIENT", sizeof "CLIENT" - 1, -2, 0, cmd_client, "connection", "SETNAME (the journal's actor), GETNAME, ID" },
+    { "INFO", sizeof "INFO" - 1, -1, R, cmd_info, "server", "Server, clients, journal, state, stats, latency" },
+    { "COMMAND", sizeof "COMMAND" - 1, -1, 0, cmd_command, "server", "Describe berthd's commands" },
+    { "CONFIG", sizeof "CONFIG" - 1, -2, 0, cmd_config, "server", "CONFIG GET for client tools" },
+    { "WORKER.ADD", sizeof "WORKER.ADD" - 1, -2, W, cmd_write, "write", "Register a worker and its GPUs" },
+    { "WORKER.CORDON", sizeof "WORKER.CORDON" - 1, -2, W, cmd_write, "write", "Refuse new instances on a worker" },
+    { "WORKER.UNCORDON", sizeof "WORKER.UNCORDON" - 1, -2, W, cmd_write, "write", "Accept new instances on a worker again" },
+    { "WORKER.REMOVE", sizeof "WORKER.REMOVE" - 1, -2, W, cmd_write, "write", "Remove an idle worker" },
+    { "DEPLOY", sizeof "DEPLOY" - 1, -2, W, cmd_write, "write", "Place an instance on workers' GPUs" },
+    { "RELEASE", sizeof "RELEASE" - 1, -2, W, cmd_write, "write", "Release an instance" },
+    { "POLICY.SET", sizeof "POLICY.SET" - 1, -2, W, cmd_write, "write", "Set the exclusive backends" },
+    { "WORKER.GET", sizeof "WORKER.GET" - 1, 2, R, cmd_query, "query", "One worker: GPUs, state, labels, instances" },
+    { "WORKER.LIST", sizeof "WORKER.LIST" - 1, -1, R, cmd_query, "query", "Worker names [STATE s] [FREE]" },
+    { "INSTANCE.GET", sizeof "INSTANCE.GET" - 1, 2, R, cmd_query, "query", "One instance: model, backend, placement" },
+    { "INSTANCE.LIST", sizeof "INSTANCE.LIST" - 1, -1, R, cmd_query, "query", "Instance names [WORKER w] [MODEL m] [BACKEND b]" },
+    { "POLICY.GET", sizeof "POLICY.GET" - 1, 1, R, cmd_query, "query", "The exclusive backends" },
+    { "DIGEST", sizeof "DIGEST" - 1, 1, R, cmd_query, "query", "SHA-256 digest of the committed state" },
+    { "AT", sizeof "AT" - 1, -3, R, cmd_at, "audit", "A query as of a past seq" },
+    { "JOURNAL.HEAD", sizeof "JOURNAL.HEAD" - 1, 1, R, cmd_journal_head, "audit", "Last seq and its hash" },
+    { "JOURNAL.RANGE", sizeof "JOURNAL.RANGE" - 1, 3, R, cmd_journal_range, "audit", "Records <from> <count>" },
+    { "JOURNAL.VERIFY", sizeof "JOURNAL.VERIFY" - 1, 1, R, cmd_verify, "audit", "Check the whole hash chain and every outcome" },
+    { "HISTORY", sizeof "HISTORY" - 1, -3, R, cmd_history, "audit", "Records that touched a worker or instance" },
+    { "WATCH", sizeof "WATCH" - 1, 2, R, cmd_watch, "audit", "Stream records from a seq, then live" },
 };
 #undef W
 #undef R
@@ -749,7 +754,7 @@ static const command *command_at(size_t i) {
 
 static const command *command_lookup(berth_str name) {
     for (size_t i = 0; i < COMMANDS_COUNT; i++) {
-        if (berth_str_eq_word(name, commands[i].name)) {
+        if (commands[i].name_len == name.len && berth_str_eq_word(name, commands[i].name)) {
             return &commands[i];
         }
     }

@@ -537,14 +537,16 @@ static void net_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
             client_process_input(DLINK_OWNER(l, client, link_resume));
         }
     }
+    watch_pump(s);
+    net_write_pending(s);
+    /* Decided after the writes: a write that drained a paused client's
+     * output queues it for resumption, and nothing else would wake us. */
     bool busy = s->batch_count > 0 || s->resume.next != &s->resume;
     if (busy) {
         ev_idle_start(loop, &s->idle);   /* poll without blocking: work is waiting */
     } else {
         ev_idle_stop(loop, &s->idle);
     }
-    watch_pump(s);
-    net_write_pending(s);
     (void)revents;
 }
 
