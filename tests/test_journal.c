@@ -730,6 +730,38 @@ START_TEST(store_growth_with_reader) {
 }
 END_TEST
 
+/* A reader held open across appends keeps the map from moving: once the
+ * map is full the append waits a bounded time, returns FULL with nothing
+ * written, and the first append after the reader closes grows and succeeds. */
+START_TEST(store_growth_waits_for_reader) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 64 << 10, 0);
+    ck_assert_int_eq(append_n(j, 1, 1), BERTH_J_OK);
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    uint64_t next = 2;
+    berth_jerr err;
+    while ((err = append_n(j, next, batch_small)) == BERTH_J_OK) {
+        next += batch_small;
+        ck_assert_uint_lt(next, 100000);
+    }
+    ck_assert_int_eq(err, BERTH_J_FULL);
+    uint64_t disk, map;
+    ck_assert_int_eq(berth_journal_size(j, &disk, &map), BERTH_J_OK);
+    ck_assert_uint_eq(map, 64 << 10);   /* never moved under the open reader */
+    berth_record rec;
+    ck_assert_int_eq(berth_journal_read(r, 1, &rec, NULL, NULL), BERTH_J_OK);
+    berth_journal_reader_close(r);
+    ck_assert_uint_eq(head_of(j, NULL), next - 1);
+    ck_assert_int_eq(append_n(j, next, batch_small), BERTH_J_OK);
+    ck_assert_int_eq(berth_journal_size(j, &disk, &map), BERTH_J_OK);
+    ck_assert_uint_gt(map, 64 << 10);
+    ck_assert_uint_eq(chain_check(j), next - 1 + batch_small);
+    berth_journal_close(j);
+}
+END_TEST
+
 /* Child: a read-only open beside the writer sees its records; writes refused. */
 static int child_read_only(const char *dir, int fd) {
     berth_journal_options o = { .read_only = true, .no_lock = fd != 0 };
@@ -1156,6 +1188,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_invalid_batches);
     tcase_add_test(store, store_map_full);
     tcase_add_test(store, store_growth_with_reader);
+    tcase_add_test(store, store_growth_waits_for_reader);
     tcase_add_test(store, store_locked);
     tcase_add_test(store, store_history);
     tcase_add_test(store, store_snapshots);
