@@ -79,6 +79,9 @@ static void batch_reply_commit_error(reply_buf *rb, berth_jerr err) {
     if (err == BERTH_J_FULL) {
         reply_error(rb, "FULL", "the journal is full (disk or map at its maximum): the command was "
                                 "not applied; retry once space is freed");
+    } else if (err == BERTH_J_READONLY) {
+        reply_error(rb, "READONLY", "this berthd lost the leadership before the command was "
+                                    "committed: it was not applied; retry it on the leader");
     } else if (err == BERTH_J_CORRUPT) {
         reply_error(rb, "IOERR", "the journal write failed and the state could not be reloaded: the "
                                  "command was not applied and berthd is stopping");

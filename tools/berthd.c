@@ -70,7 +70,9 @@ static int berthd_open(server *s) {
     berth_journal_options jopt;
     memset(&jopt, 0, sizeof jopt);
     jopt.map_size_max = s->config.map_size_max_mib << 20;
-    berth_jerr jerr = berth_journal_open_lmdb(&s->journal, s->config.data_dir, &jopt, err, sizeof err);
+    berth_jerr jerr = replication_configured(&s->config)
+                          ? (berth_jerr)replication_open(s, &jopt, err, sizeof err)
+                          : berth_journal_open_lmdb(&s->journal, s->config.data_dir, &jopt, err, sizeof err);
     if (jerr == BERTH_J_LOCKED) {
         fprintf(stderr, "berthd: LOCKED %s; stop the other berthd or use another --data\n", err);
         return -1;
@@ -83,6 +85,7 @@ static int berthd_open(server *s) {
     berth_engine_options eopt;
     memset(&eopt, 0, sizeof eopt);
     eopt.snapshot_every = s->config.snapshot_every;
+    replication_engine_options(s, &eopt);
     berth_replay_stats stats;
     memset(&stats, 0, sizeof stats);
     uint64_t t0 = now_ns_mono();
@@ -93,6 +96,7 @@ static int berthd_open(server *s) {
                 s->config.data_dir, err);
         berth_journal_close(s->journal);
         s->journal = NULL;
+        replication_free(s);
         return -1;
     }
     const berth_state *st = berth_engine_state(s->engine);
@@ -155,8 +159,10 @@ static void berthd_shutdown(server *s) {
     jobs_stop(s);
     net_close_all(s);
     batch_free(s);
+    replication_stop(s);
     berth_engine_close(s->engine);
     berth_journal_close(s->journal);
+    replication_free(s);
     free(s->argv);
     free((void *)s->scratch);
     reply_free(&s->watch_resp2);
@@ -198,10 +204,17 @@ int main(int argc, char **argv) {
         jobs_stop(&s);
         berth_engine_close(s.engine);
         berth_journal_close(s.journal);
+        replication_free(&s);
         return 1;
     }
     net_start(&s);
     berthd_signals(&s);
+    if (replication_start(&s, err, sizeof err) != 0) {
+        fprintf(stderr, "berthd: %s\n", err);
+        s.fatal = true;
+        berthd_shutdown(&s);
+        return 1;
+    }
     char where[SERVER_BIND_LEN_MAX + SERVER_PATH_LEN_MAX + 32] = "";
     if (s.config.port != 0) {
         snprintf(where, sizeof where, "tcp %s:%u", s.config.bind, s.config.port);

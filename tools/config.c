@@ -60,6 +60,21 @@ static const option options[] = {
       "MIB  journal map size ceiling; FULL beyond it (default: the journal's, 1 TiB)" },
     { "commit-gather-us", OPT_U32, FIELD(commit_gather_us), 0, 10000,
       "US  wait up to this long for the rest of a write cohort before a commit, 0 never (default 200)" },
+    { "journal", OPT_STRING, FIELD(journal_kind), 0, 0,
+      "KIND  lmdb (default) or etcd: the journal replicated on etcd, see docs/etcd.md" },
+    { "etcd-endpoints", OPT_STRING, FIELD(etcd_endpoints), 0, 0,
+      "URLS  etcd client URLs, comma-separated, tried in turn (default http://127.0.0.1:2379)" },
+    { "cluster", OPT_STRING, FIELD(cluster), 0, 0, "NAME  the journal's etcd prefix /berth/NAME/ (default berth)" },
+    { "etcd-lease-ttl", OPT_U32, FIELD(etcd_lease_ttl_s), 2, 600,
+      "SECONDS  the leader's lease; a follower takes over this long after the leader dies (default 3)" },
+    { "advertise", OPT_STRING, FIELD(advertise), 0, 0,
+      "HOST:PORT  address followers name in -READONLY (default bind:port)" },
+    { "etcd-cacert", OPT_STRING, FIELD(etcd_cacert), 0, 0, "FILE  CA bundle for https etcd endpoints" },
+    { "etcd-cert", OPT_STRING, FIELD(etcd_cert), 0, 0, "FILE  client certificate for etcd" },
+    { "etcd-key", OPT_STRING, FIELD(etcd_key), 0, 0, "FILE  client key for etcd" },
+    { "etcd-user", OPT_STRING, FIELD(etcd_user), 0, 0, "NAME  etcd auth user" },
+    { "etcd-password-file", OPT_PASSWORD_FILE, FIELD(etcd_password), 0, 0,
+      "FILE  etcd auth password, first line of FILE" },
     { "help", OPT_FLAG, FIELD(show_help), 0, 0, " show this help" },
     { "version", OPT_FLAG, FIELD(show_version), 0, 0, " print the version" },
 };
@@ -80,6 +95,10 @@ void config_defaults(server_config *cfg) {
     cfg->max_output_bytes = 64u << 20;
     cfg->idle_timeout_s = 300;
     cfg->map_size_max_mib = 0;
+    snprintf(cfg->journal_kind, sizeof cfg->journal_kind, "lmdb");
+    snprintf(cfg->etcd_endpoints, sizeof cfg->etcd_endpoints, "http://127.0.0.1:2379");
+    snprintf(cfg->cluster, sizeof cfg->cluster, "berth");
+    cfg->etcd_lease_ttl_s = 3;
     cfg->commit_gather_us = 200;
 }
 
@@ -277,6 +296,10 @@ static bool config_bind_loopback(const char *bind) {
 }
 
 int config_check(const server_config *cfg, char *err, size_t err_size) {
+    if (strcmp(cfg->journal_kind, "lmdb") != 0 && strcmp(cfg->journal_kind, "etcd") != 0) {
+        snprintf(err, err_size, "ERR --journal must be lmdb or etcd, not \"%s\"", cfg->journal_kind);
+        return -1;
+    }
     if (cfg->port == 0 && cfg->unixsocket[0] == '\0') {
         snprintf(err, err_size, "ERR nothing to listen on: --port is 0 and no --unixsocket given");
         return -1;

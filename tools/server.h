@@ -88,6 +88,17 @@ typedef struct server_config {
     uint32_t commit_gather_us;          /* wait for the rest of a write cohort; 0: never */
     bool show_help;
     bool show_version;
+    /* issue 6: the journal on etcd (replication.c, docs/etcd.md) */
+    char journal_kind[16];              /* "lmdb" (default) or "etcd" */
+    char etcd_endpoints[SERVER_PATH_LEN_MAX];
+    char cluster[SERVER_BIND_LEN_MAX];
+    uint32_t etcd_lease_ttl_s;
+    char advertise[SERVER_BIND_LEN_MAX];   /* host:port in the leader key; "": bind:port */
+    char etcd_cacert[SERVER_PATH_LEN_MAX];
+    char etcd_cert[SERVER_PATH_LEN_MAX];
+    char etcd_key[SERVER_PATH_LEN_MAX];
+    char etcd_user[SERVER_BIND_LEN_MAX];
+    char etcd_password[SERVER_PASSWORD_LEN_MAX];
 } server_config;
 
 typedef enum client_role { ROLE_NONE = 0, ROLE_READONLY = 1, ROLE_ADMIN = 2 } client_role;
@@ -166,6 +177,7 @@ typedef struct server {
     resp_limits limits;
     berth_journal *journal;
     berth_engine *engine;
+    struct replication *replication;    /* replication.c; NULL on the LMDB journal */
     int listen_fds[SERVER_LISTENERS_MAX];
     ev_io listen_watchers[SERVER_LISTENERS_MAX];
     uint32_t listener_count;
@@ -261,6 +273,18 @@ typedef void (*query_fn)(const query_ctx *ctx, size_t argc, const berth_str *arg
 /* The query named argv[0], or NULL. arity_out gets its Redis-style arity. */
 query_fn query_lookup(berth_str name, int *arity_out);
 void query_digest(const query_ctx *ctx, size_t argc, const berth_str *argv, reply_buf *rb);
+
+/* replication.c: berthd on the etcd journal (issue 6) */
+bool replication_configured(const server_config *cfg);
+/* Open s->journal on etcd; a berth_jerr, with err. */
+int replication_open(server *s, const berth_journal_options *jopt, char *err, size_t err_size);
+void replication_engine_options(const server *s, berth_engine_options *eopt);
+int replication_start(server *s, char *err, size_t err_size);   /* after the engine opens */
+void replication_stop(server *s);                                /* before the journal closes */
+void replication_free(server *s);                                /* after it closed */
+/* Not the leader: answer -READONLY naming the leader and return true. */
+bool replication_refuse_write(client *c);
+void replication_info(server *s, char *buf, size_t size);
 
 /* commands.c */
 void commands_dispatch(client *c, size_t argc, const berth_str *argv);

@@ -1,0 +1,238 @@
+/* replication.c — owns berthd's side of the etcd journal (issue 6): opening
+ * it, the follower's apply loop, READONLY answers and INFO replication.
+ *
+ * Why here and not in the backend: the backend's threads fetch records and
+ * win or lose the leadership, but only the loop thread may touch the engine
+ * and the WATCH clients. So the backend calls notify() from its threads,
+ * which wakes the loop through one ev_async; the loop then takes the fetched
+ * records, applies them through the engine (state, then the local journal,
+ * byte for byte what etcd holds) and feeds WATCH clients as a commit would.
+ * Writes are refused unless this berthd leads; the refusal names the leader
+ * so a client can redirect. */
+#include "server.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "etcd.h"
+
+#define REPLICATION_ERR_LEN_MAX 512
+
+typedef struct replication {
+    server *s;
+    ev_async async;
+    atomic_bool live;                   /* async started: other threads may send */
+    berth_etcd_role role_seen;
+    uint64_t applied_batches;
+    berth_etcd_feed feed;
+    berth_record records[BERTH_ETCD_FEED_RECORDS_MAX];
+} replication;
+
+bool replication_configured(const server_config *cfg) {
+    return strcmp(cfg->journal_kind, "etcd") == 0;
+}
+
+/* Called on the backend's threads. */
+static void replication_notify(void *ctx) {
+    replication *r = ctx;
+    if (atomic_load(&r->live)) {
+        ev_async_send(r->s->loop, &r->async);
+    }
+}
+
+int replication_open(server *s, const berth_journal_options *jopt, char *err, size_t err_size) {
+    assert(s->replication == NULL && replication_configured(&s->config));
+    const server_config *cfg = &s->config;
+    replication *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        snprintf(err, err_size, "out of memory");
+        return BERTH_J_NOMEM;
+    }
+    r->s = s;
+    atomic_init(&r->live, false);
+    char advertise[SERVER_BIND_LEN_MAX + 16];
+    if (cfg->advertise[0] != '\0') {
+        snprintf(advertise, sizeof advertise, "%s", cfg->advertise);
+    } else {
+        snprintf(advertise, sizeof advertise, "%s:%u", cfg->bind, cfg->port);
+    }
+    berth_etcd_options eo;
+    memset(&eo, 0, sizeof eo);
+    eo.endpoints = cfg->etcd_endpoints;
+    eo.cluster = cfg->cluster;
+    eo.lease_ttl_s = cfg->etcd_lease_ttl_s;
+    eo.advertise = cfg->port != 0 || cfg->advertise[0] != '\0' ? advertise : "";
+    eo.cacert = cfg->etcd_cacert;
+    eo.cert = cfg->etcd_cert;
+    eo.key = cfg->etcd_key;
+    eo.user = cfg->etcd_user;
+    eo.password = cfg->etcd_password;
+    eo.follow = true;
+    eo.notify = replication_notify;
+    eo.notify_ctx = r;
+    berth_jerr e = berth_journal_open_etcd(&s->journal, cfg->data_dir, jopt, &eo, err, err_size);
+    if (e != BERTH_J_OK) {
+        free(r);
+        return (int)e;
+    }
+    s->replication = r;
+    return BERTH_J_OK;
+}
+
+void replication_engine_options(const server *s, berth_engine_options *eopt) {
+    if (s->replication == NULL) {
+        return;
+    }
+    /* One batch is one etcd transaction: within etcd's ops and bytes. */
+    eopt->batch_records_max = BERTH_ETCD_TXN_RECORDS_MAX;
+    eopt->batch_bytes_max = BERTH_ETCD_TXN_BYTES_MAX;
+}
+
+static const char *role_name(berth_etcd_role role) {
+    switch (role) {
+    case BERTH_ETCD_LEADER:
+        return "leader";
+    case BERTH_ETCD_FOLLOWER:
+        return "follower";
+    case BERTH_ETCD_STOPPED:
+        return "stopped";
+    }
+    return "unknown";
+}
+
+/* Decode the fetched records (pointers into the feed) and apply them. */
+static void replication_apply(replication *r) {
+    server *s = r->s;
+    berth_etcd_feed *feed = &r->feed;
+    assert(feed->count >= 1 && feed->count <= BERTH_ETCD_FEED_RECORDS_MAX);
+    char err[REPLICATION_ERR_LEN_MAX] = "";
+    berth_jerr e = BERTH_J_OK;
+    for (uint32_t i = 0; i < feed->count && e == BERTH_J_OK; i++) {
+        e = berth_record_decode(feed->raw[i], feed->len[i], &r->records[i], err, sizeof err);
+    }
+    uint64_t before = berth_engine_head_seq(s->engine);
+    if (e == BERTH_J_OK && feed->first_seq == before + 1) {
+        e = berth_engine_apply_committed(s->engine, r->records, feed->count, err, sizeof err);
+    } else if (e == BERTH_J_OK) {
+        /* Fetched against a head the loop has since moved past: fetch again. */
+        e = BERTH_J_INVALID;
+        snprintf(err, sizeof err, "feed starts at %" PRIu64 ", head is %" PRIu64, feed->first_seq, before);
+    }
+    berth_etcd_feed_done(s->journal);
+    uint64_t after = berth_engine_head_seq(s->engine);
+    if (e != BERTH_J_OK) {
+        server_log("follower: cannot apply records %" PRIu64 "..%" PRIu64 " from etcd: %s (%s)",
+                   feed->first_seq, feed->first_seq + feed->count - 1, err, berth_jerr_name(e));
+    }
+    if (e == BERTH_J_CORRUPT) {
+        server_log("follower: this replica cannot follow the etcd journal: stopping");
+        s->fatal = true;
+        ev_break(s->loop, EVBREAK_ALL);
+        return;
+    }
+    if (after > before) {
+        r->applied_batches++;
+        watch_committed(s, before + 1, after);
+    }
+}
+
+static void replication_async_cb(struct ev_loop *loop, ev_async *w, int revents) {
+    replication *r = w->data;
+    server *s = r->s;
+    berth_etcd_role role = berth_etcd_role_now(s->journal);
+    if (role != r->role_seen) {
+        berth_etcd_status st;
+        berth_etcd_status_get(s->journal, &st);
+        server_log("replication: now %s at seq %" PRIu64 "%s%s%s", role_name(role),
+                   berth_engine_head_seq(s->engine), st.last_error[0] != '\0' ? " (" : "",
+                   st.last_error, st.last_error[0] != '\0' ? ")" : "");
+        r->role_seen = role;
+    }
+    if (role == BERTH_ETCD_FOLLOWER && berth_etcd_feed_take(s->journal, &r->feed)) {
+        if (berth_engine_staged(s->engine) > 0) {
+            batch_flush(s);   /* staged while leading: the fence refuses them */
+        }
+        replication_apply(r);
+    }
+    (void)loop;
+    (void)revents;
+}
+
+int replication_start(server *s, char *err, size_t err_size) {
+    replication *r = s->replication;
+    if (r == NULL) {
+        return 0;
+    }
+    ev_async_init(&r->async, replication_async_cb);
+    r->async.data = r;
+    ev_async_start(s->loop, &r->async);
+    atomic_store(&r->live, true);
+    berth_jerr e = berth_etcd_start(s->journal);
+    if (e != BERTH_J_OK) {
+        snprintf(err, err_size, "ERR cannot start the etcd threads (%s)", berth_jerr_name(e));
+        return -1;
+    }
+    ev_async_send(s->loop, &r->async);   /* a first look at the role */
+    return 0;
+}
+
+void replication_stop(server *s) {
+    replication *r = s->replication;
+    if (r == NULL) {
+        return;
+    }
+    atomic_store(&r->live, false);
+    ev_async_stop(s->loop, &r->async);
+}
+
+void replication_free(server *s) {
+    free(s->replication);
+    s->replication = NULL;
+}
+
+bool replication_refuse_write(client *c) {
+    server *s = c->server;
+    if (s->replication == NULL || berth_etcd_role_now(s->journal) == BERTH_ETCD_LEADER) {
+        return false;
+    }
+    if (c->batch_pending > 0) {
+        batch_flush(s);   /* this client's earlier replies go first */
+    }
+    berth_etcd_status st;
+    berth_etcd_status_get(s->journal, &st);
+    if (st.role == BERTH_ETCD_STOPPED) {
+        reply_error(&c->out, "READONLY", "this replica stopped following the etcd journal: %s",
+                    st.last_error);
+    } else if (st.leader[0] != '\0') {
+        reply_error(&c->out, "READONLY", "leader is %s", st.leader);
+    } else {
+        reply_error(&c->out, "READONLY", "no leader yet: an election is under way; retry shortly");
+    }
+    return true;
+}
+
+void replication_info(server *s, char *buf, size_t size) {
+    replication *r = s->replication;
+    if (r == NULL) {
+        snprintf(buf, size, "# Replication\r\nrole:primary\r\njournal_backend:lmdb\r\nconnected_replicas:0\r\n\r\n");
+        return;
+    }
+    berth_etcd_status st;
+    berth_etcd_status_get(s->journal, &st);
+    uint64_t applied = berth_engine_head_seq(s->engine);
+    uint64_t lag = st.etcd_head > applied ? st.etcd_head - applied : 0;
+    snprintf(buf, size,
+             "# Replication\r\nrole:%s\r\nleader:%s\r\njournal_backend:etcd\r\netcd_cluster:%s\r\n"
+             "etcd_endpoint:%s\r\napplied_seq:%" PRIu64 "\r\netcd_head_seq:%" PRIu64 "\r\n"
+             "lag_records:%" PRIu64 "\r\nlease_id:%" PRIu64 "\r\nlease_ttl_s:%u\r\n"
+             "elections_won:%" PRIu64 "\r\nstep_downs:%" PRIu64 "\r\nfence_refusals:%" PRIu64 "\r\n"
+             "etcd_txns:%" PRIu64 "\r\nfeed_records:%" PRIu64 "\r\netcd_request_errors:%" PRIu64 "\r\n"
+             "last_event:%s\r\n\r\n",
+             role_name(st.role), st.leader, s->config.cluster, st.endpoint, applied, st.etcd_head, lag,
+             st.lease_id, st.lease_ttl_s, st.elections_won, st.step_downs, st.fence_refusals, st.txns,
+             st.feed_records, st.request_errors, st.last_error);
+}
