@@ -112,8 +112,8 @@ void watch_pump(server *s) {
     berth_journal_reader *reader = NULL;
     for (dlink *l = s->watchers.next; l != &s->watchers; l = l->next) {
         client *c = DLINK_OWNER(l, client, link_watch);
-        if (c->watch_live || c->close_reason != NULL || c->watch_next_seq > head) {
-            c->watch_live = c->watch_live || c->watch_next_seq == head + 1;
+        if (c->close_reason != NULL || c->watch_next_seq > head) {
+            c->watch_live = c->watch_next_seq == head + 1;
             continue;
         }
         while (c->watch_next_seq <= head && reply_pending(&c->out) < low_water) {
