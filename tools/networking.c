@@ -31,6 +31,7 @@
 #define NET_ACCEPTS_PER_EVENT_MAX 1000      /* fairness: new clients do not starve old ones */
 #define NET_REJECT_LOG_EVERY 1000           /* log the first refusal and every 1000th */
 #define NET_TICK_S 1.0
+#define NET_BUFFERS_IDLE_S 2.0             /* idle clients give back their buffers after this */
 #define NET_LOG_LINE_LEN_MAX 1024
 
 uint64_t now_ms_wall(void) {
@@ -557,11 +558,22 @@ static void net_idle_cb(struct ev_loop *loop, ev_idle *w, int revents) {
     (void)revents;
 }
 
-static void net_tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
-    server *s = w->data;
-    if (s->config.idle_timeout_s == 0) {
+/* A client quiet for NET_BUFFERS_IDLE_S gives its empty buffers back, so ten
+ * thousand idle connections cost their client structs, not their buffers. */
+static void client_trim_idle(client *c, ev_tstamp idle_s) {
+    if (idle_s < NET_BUFFERS_IDLE_S || c->watching) {
         return;
     }
+    if (c->in_len == 0 && c->in != NULL) {
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+    }
+    reply_shrink(&c->out, 0);
+}
+
+static void net_tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+    server *s = w->data;
     ev_tstamp now = ev_now(loop);
     dlink *l = s->clients.next;
     while (l != &s->clients) {
@@ -570,10 +582,13 @@ static void net_tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
         if (c->watching || c->job_pending || c->batch_pending > 0 || reply_pending(&c->out) > 0) {
             continue;
         }
-        if (now - c->last_active > (ev_tstamp)s->config.idle_timeout_s) {
+        ev_tstamp idle_s = now - c->last_active;
+        if (s->config.idle_timeout_s != 0 && idle_s > (ev_tstamp)s->config.idle_timeout_s) {
             s->stats.idle_disconnects++;
             client_close(c, "idle timeout");
+            continue;
         }
+        client_trim_idle(c, idle_s);
     }
     (void)revents;
 }
