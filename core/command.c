@@ -274,6 +274,16 @@ static int parse_deploy(parser *p, berth_cmd *cmd) {
     while (!at_end(p)) {
         if (parse_place(p, cmd, p->argv[p->at++]) != 0) return -1;
     }
+    /* The canonical text drops REQID, so a placement ending "REQID <worker>"
+     * would be read back by replay as a request id: the journal could not be
+     * replayed and berthd would refuse to start. Refuse it here instead. */
+    if (cmd->place_count >= 2) {
+        const berth_place *pl = &cmd->place[cmd->place_count - 2];
+        if (pl->all_gpus && IS(pl->worker, "REQID")) {
+            return fail(p, "%s: a worker named REQID cannot be second to last in ON ...: the words "
+                        "\"REQID <worker>\" would read as a request id; list it elsewhere", p->cmd_name);
+        }
+    }
     return 0;
 }
 
