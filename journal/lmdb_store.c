@@ -442,7 +442,8 @@ static berth_jerr file_size_check(lmdb_journal *j, char *err, size_t err_size) {
         char sizes[96];
         snprintf(sizes, sizeof(sizes), "%llu bytes, its pages need %llu",
                  (unsigned long long)st.st_size, (unsigned long long)need);
-        sentence(err, err_size, "the journal in %s is truncated: data.mdb has %s", j->dir, sizes);
+        sentence(err, err_size, "the journal in %s is truncated: data.mdb has %s; inspect it"
+                 " with `berth journal verify`", j->dir, sizes);
         return BERTH_J_CORRUPT;
     }
     return BERTH_J_OK;
