@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# test.sh — build berth and run its whole test suite: the normal build, then
+# the same suite under AddressSanitizer + UndefinedBehaviorSanitizer, then the
+# unit tests under valgrind memcheck. CI runs exactly this (see .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=${BERTH_JOBS:-2}
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure -j"$jobs" --timeout 600
+
+if [ "${BERTH_SKIP_SANITIZE:-0}" != 1 ]; then
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBERTH_SANITIZE=ON >/dev/null
+  cmake --build build-asan -j"$jobs"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 900 -LE 'nosan'
+fi
+
+if [ "${BERTH_SKIP_VALGRIND:-0}" != 1 ]; then
+  sh tests/reliability/valgrind.sh build
+fi
