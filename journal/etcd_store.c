@@ -515,6 +515,9 @@ static void step_down(etcd_journal *j, etcd_http *h, const char *why) {
         http_result r = http_post(h, "/v3/lease/revoke", json_pack("{s:o}", "ID", ju64((uint64_t)lease)), &reply);
         (void)r;   /* best effort: an unrevoked lease simply runs out */
         json_decref(reply);
+        lock(j);   /* a lease already gone is no news: keep the reason */
+        snprintf(j->last_error, sizeof j->last_error, "stepped down: %s", why);
+        unlock(j);
     }
 }
 

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# seed.sh — the seed case through the etcd leader; every follower answers
+# WORKER.GET and JOURNAL.HEAD the same, all reach the same digest, a write
+# to a follower is refused with -READONLY naming the leader, and etcd holds
+# the head and the very record bytes the replicas hold.
+. "$(dirname "$0")/lib.sh"
+
+start_etcd
+start_replicas
+L=$(wait_leader)
+note "leader is replica $L"
+
+expected=(1 2 3 4 "EXCLUSIVE worker w2 already serves distributed vllm instance llama-a since seq 4; a worker serves one distributed vllm instance at a time"
+          6 7 8 9 "CORDONED worker w1 is cordoned and accepts no new instances"
+          "BUSY worker w1 still serves 1 instance (small); release them before removing it")
+n=0
+while read -r line; do
+    [[ -z "$line" || "$line" == \#* ]] && continue
+    # shellcheck disable=SC2086
+    got=$(rr "$L" $line)
+    [ "$got" = "${expected[$n]}" ] || fail "seed line $((n + 1)) ($line): expected [${expected[$n]}], got [$got]"
+    n=$((n + 1))
+done <"$(dirname "$0")/../cli/seed.scenario"
+[ "$n" = 11 ] || fail "seed: $n commands, expected 11"
+
+wait_applied 11
+expect_same WORKER.GET w2
+expect_same WORKER.GET w1
+expect_same JOURNAL.HEAD
+expect_same DIGEST
+expect_same INSTANCE.LIST
+expect_same HISTORY WORKER w2
+
+for ((i = 1; i <= REPLICAS; i++)); do
+    expect_verify_ok "$i"
+    [ "$i" = "$L" ] && continue
+    got=$(rr "$i" WORKER.ADD w9 GPUS 8 VRAM 81920)
+    [ "$got" = "READONLY leader is 127.0.0.1:${BPORT[$L]}" ] || fail "follower $i write: got [$got]"
+    [ "$(info_field "$i" role)" = follower ] || fail "replica $i is not a follower"
+    [ "$(info_field "$i" applied_seq)" = 11 ] || fail "replica $i INFO applied_seq"
+    [ "$(info_field "$i" lag_records)" = 0 ] || fail "replica $i INFO lag_records"
+done
+
+[ "$(etcd_get head)" = 11 ] || fail "etcd head: [$(etcd_get head)]"
+# The record bytes in etcd hash to the hash every replica reports for seq 11.
+want=$(rr "$L" JOURNAL.HEAD | awk 'w { print; exit } $0 == "hash" { w = 1 }')
+got=$(etcd_get "journal/00000000000000000011" | tail -c 32 | od -An -tx1 | tr -d ' \n')
+[ "$got" = "$want" ] || fail "etcd's record 11 ends in hash [$got], replicas say [$want]"
+note "ok: 11 records, 3 replicas agree, etcd holds the same bytes"
