@@ -11,8 +11,8 @@
 #
 # Usage: bench_server.sh [--berthd PATH] [--bench PATH] [--seconds S] [--rounds N]
 #                        [--connections N] [--workers N] [--threads N] [--tmp DIR]
-# Defaults: 5 s per run, 3 rounds, 50 connections, 10,000 workers, 1 load
-# thread (as redis-benchmark and pgbench -j 1 use), temporaries in /var/tmp.
+# Defaults: 5 s per run, 3 rounds, 50 connections, 10,000 workers, one load
+# thread per core, temporaries in /var/tmp.
 set -u -o pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,7 +22,7 @@ seconds=5
 rounds=3
 connections=50
 workers=10000
-threads=1
+threads=$(nproc 2>/dev/null || echo 1)
 depth_pipelined=16
 tmp_base=${TMPDIR:-/var/tmp}
 seconds_max=3600
