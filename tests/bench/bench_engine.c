@@ -124,6 +124,8 @@ typedef struct figure {
     const char *name;
     uint32_t runs;
     double rate[RUNS_MAX];          /* per second */
+    uint64_t written_bytes;         /* write(2) bytes over all runs (appends only) */
+    uint64_t records;               /* records over all runs */
 } figure;
 
 static int cmp_double(const void *a, const void *b) {
@@ -135,6 +137,7 @@ static void figure_add(figure *f, uint64_t count, uint64_t ns) {
     assert(f->runs < RUNS_MAX);
     assert(ns > 0);
     f->rate[f->runs++] = (double)count * 1e9 / (double)ns;
+    f->records += count;
 }
 
 static double figure_median(const figure *f) {
@@ -184,6 +187,10 @@ static void figure_print(const figure *f, const char *unit, double target, const
         printf("  ceiling (%s) %s", ceiling_name, c);
     }
     putchar('\n');
+    if (f->written_bytes > 0) {
+        printf("  %-34s %9s wrote %.0f bytes per record to the store (write syscalls)\n", "", "",
+               (double)f->written_bytes / (double)f->records);
+    }
 }
 
 /* ------------------------------------------------------------ machine */
@@ -212,6 +219,20 @@ static void print_machine(void) {
     if (f != NULL) fclose(f);
     model[strcspn(model, "\n")] = '\0';
     printf("machine: %ld online CPUs, %s\n", sysconf(_SC_NPROCESSORS_ONLN), model);
+}
+
+/* Bytes this process has passed to write(2)-family calls (/proc/self/io
+ * wchar): LMDB writes dirty pages with pwrite, so this is what a commit
+ * writes before the fsync. */
+static uint64_t io_written_bytes(void) {
+    FILE *f = fopen("/proc/self/io", "r");
+    char line[LINE_LEN_MAX];
+    uint64_t bytes = 0;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+        if (sscanf(line, "wchar: %" SCNu64, &bytes) == 1) break;
+    }
+    if (f != NULL) fclose(f);
+    return bytes;
 }
 
 /* Anonymous resident memory (heap, not the LMDB file mapping), in bytes. */
@@ -317,6 +338,7 @@ typedef struct build_result {
     uint64_t retries, conflicts;
     uint64_t refusals;
     uint64_t ns;
+    uint64_t written_bytes;         /* write(2) bytes of all commits */
     uint8_t digest[BERTH_HASH_LEN]; /* the live state's digest at the end */
 } build_result;
 
@@ -359,6 +381,26 @@ static int submit_one(berth_engine *engine, const berth_gen_command *c, build_ba
     }
 }
 
+/* The build's rate and write volume per tenth of the journal: how the
+ * engine's commit cost grows with the journal's size. */
+typedef struct build_progress {
+    uint64_t seq;
+    uint64_t ns;
+    uint64_t written;
+} build_progress;
+
+static void progress_maybe(const options *o, uint64_t head, build_progress *p) {
+    uint64_t step = o->records / 10;
+    if (step < BUILD_BATCH_RECORDS || head / step == p->seq / step) return;
+    uint64_t ns = now_ns(), written = io_written_bytes();
+    double records = (double)(head - p->seq);
+    printf("  build at seq %9" PRIu64 ": %8.0f records/s, %7.0f bytes written per record over the last %.0f\n",
+           head, records * 1e9 / (double)(ns - p->ns), (double)(written - p->written) / records, records);
+    p->seq = head;
+    p->ns = ns;
+    p->written = written;
+}
+
 static int build_journal(const options *o, berth_journal *journal, build_result *r) {
     berth_gen_options go;
     berth_gen_options_default(&go, o->seed, o->workers);
@@ -376,15 +418,21 @@ static int build_journal(const options *o, berth_journal *journal, build_result 
     static berth_gen_command c;
     uint64_t commit_index = 0;
     int rc = 0;
+    uint64_t w0 = io_written_bytes();
     uint64_t t0 = now_ns();
+    build_progress progress = { 0, t0, w0 };
     while (rc == 0 && berth_engine_head_seq(engine) + batch.count < o->records) {
         if (berth_gen_next(gen, &c) != 0) { rc = fail("generator out of memory"); break; }
         r->commands++;
         rc = submit_one(engine, &c, &batch, &commit_index, r);
-        if (rc == 0 && batch.count == BUILD_BATCH_RECORDS) rc = commit_batch(engine, &batch, &commit_index, r);
+        if (rc == 0 && batch.count == BUILD_BATCH_RECORDS) {
+            rc = commit_batch(engine, &batch, &commit_index, r);
+            progress_maybe(o, berth_engine_head_seq(engine), &progress);
+        }
     }
     if (rc == 0 && batch.count > 0) rc = commit_batch(engine, &batch, &commit_index, r);
     r->ns = now_ns() - t0;
+    r->written_bytes = io_written_bytes() - w0;
     if (rc == 0 && berth_engine_head_seq(engine) != o->records) {
         rc = fail("built %" PRIu64 " records, wanted %" PRIu64, berth_engine_head_seq(engine), o->records);
     }
@@ -632,7 +680,8 @@ static int append_source_load(const sample *s, append_source *src) {
 
 /* Append `total` records in batches of `batch` into a fresh journal in dir,
  * durably (the store's default sync), timing only the appends. */
-static int append_once(const append_source *src, const char *dir, uint32_t batch, uint64_t total, uint64_t *ns) {
+static int append_once(const append_source *src, const char *dir, uint32_t batch, uint64_t total, uint64_t *ns,
+                       uint64_t *written) {
     if (remove_tree(dir) != 0) return -1;
     berth_journal *j = NULL;
     char err[ERR_LEN_MAX];
@@ -644,6 +693,7 @@ static int append_once(const append_source *src, const char *dir, uint32_t batch
     assert(batch <= BERTH_BATCH_RECORDS_MAX);
     uint64_t seq = 0;
     int rc = 0;
+    uint64_t w0 = io_written_bytes();
     uint64_t t0 = now_ns();
     while (seq < total && rc == 0) {
         uint32_t n = (uint32_t)(total - seq < batch ? total - seq : batch);
@@ -656,6 +706,7 @@ static int append_once(const append_source *src, const char *dir, uint32_t batch
         seq += n;
     }
     *ns = now_ns() - t0;
+    *written = io_written_bytes() - w0;
     berth_journal_close(j);
     if (remove_tree(dir) != 0) return -1;
     return rc;
@@ -922,8 +973,10 @@ static int measure_append(const options *o, const sample *s, results *res) {
         uint64_t total = append_records_max[k];
         if (total > o->records) total = o->records;
         for (uint32_t r = 0; r < o->runs && rc == 0; r++) {
-            rc = append_once(&src, dir, append_batch_sizes[k], total, &ns);
+            uint64_t written = 0;
+            rc = append_once(&src, dir, append_batch_sizes[k], total, &ns, &written);
             if (rc == 0) figure_add(&res->append[k], total, ns);
+            res->append[k].written_bytes += written;
         }
     }
     free(src.records);
@@ -1016,6 +1069,8 @@ static int run(options *o) {
                    " retries, %" PRIu64 " conflicts) in %.1f s = %.0f commands/s through the engine, "
                    "batch %u, fsync on\n", b.commands, o->records, b.refusals, b.retries, b.conflicts,
                    b.ns / 1e9, b.commands * 1e9 / b.ns, BUILD_BATCH_RECORDS);
+            printf("built: the engine's commits wrote %.0f bytes per record (write syscalls: journal, "
+                   "history index, meta)\n", (double)b.written_bytes / (double)o->records);
             if (b.mispredicted > 0) rc = fail("%" PRIu64 " outcomes differ from the generator's predictions",
                                               b.mispredicted);
         }
