@@ -35,7 +35,7 @@ out=$(ro WORKER.ADD w2 GPUS 1); expect_match "$out" '^NOPERM ' "read-only WORKER
 out=$(ro RELEASE i1); expect_match "$out" '^NOPERM ' "read-only RELEASE"
 out=$(ro POLICY.SET EXCLUSIVE x); expect_match "$out" '^NOPERM ' "read-only POLICY.SET"
 expect_eq "$(admin JOURNAL.HEAD | head -n 1)" "$head" "NOPERM writes append nothing"
-expect_match "$(ro WORKER.GET w1)" 'i1' "read-only WORKER.GET"
+expect_match "$(ro WORKER.GET w1 2>/dev/null)" 'i1' "read-only WORKER.GET"
 expect_match "$(ro INSTANCE.LIST)" 'i1' "read-only INSTANCE.LIST"
 expect_match "$(ro JOURNAL.RANGE 1 2)" 'WORKER.ADD w1' "read-only JOURNAL.RANGE"
 expect_match "$(ro HISTORY INSTANCE i1)" '[0-9]' "read-only HISTORY"
@@ -58,5 +58,12 @@ expect_int "$seq" "a write after HELLO … AUTH admin"
 expect_eq "$(admin JOURNAL.RANGE "$seq" 1 | map_field actor)" ctl-h "HELLO … SETNAME is the actor"
 out=$(nc_send 'HELLO 3 AUTH default nope\r\nQUIT\r\n')
 expect_match "$(head -n 1 <<<"$out")" '^-WRONGPASS' "HELLO with a wrong password"
+stop_berthd
+
+# --requirepass on the command line; the old passwords are gone.
+start_berthd --requirepass other-admin
+expect_match "$(admin WORKER.GET w1 2>/dev/null)" '^WRONGPASS|^NOAUTH' "the old admin password after a restart without it"
+expect_match "$(r -a other-admin --no-auth-warning WORKER.GET w1)" 'i1' "--requirepass admin"
+expect_match "$(ro WORKER.GET w1 2>/dev/null)" '^WRONGPASS|^NOAUTH' "no read-only password configured"
 stop_berthd
 note ok
