@@ -30,6 +30,8 @@
 #define NET_BACKLOG 511
 #define NET_ACCEPTS_PER_EVENT_MAX 1000      /* fairness: new clients do not starve old ones */
 #define NET_REJECT_LOG_EVERY 1000           /* log the first refusal and every 1000th */
+#define NET_PROTOCOL_LOG_FIRST 100         /* then one line per NET_PROTOCOL_LOG_EVERY */
+#define NET_PROTOCOL_LOG_EVERY 1000
 #define NET_TICK_S 1.0
 #define NET_BUFFERS_IDLE_S 2.0             /* idle clients give back their buffers after this */
 #define NET_LOG_LINE_LEN_MAX 1024
@@ -163,7 +165,12 @@ static void client_protocol_error(client *c, const char *error) {
     reply_error(&c->out, "ERR", "%s", error);
     c->close_after_flush = true;
     client_output_added(c);
-    server_log("client id=%llu %s: %s; closing", (unsigned long long)c->id, c->peer, error);
+    /* A flood of hostile connections must not become a flood of log lines. */
+    uint64_t n = s->stats.protocol_errors;
+    if (n <= NET_PROTOCOL_LOG_FIRST || n % NET_PROTOCOL_LOG_EVERY == 0) {
+        server_log("client id=%llu %s: %s; closing (%llu protocol errors so far)",
+                   (unsigned long long)c->id, c->peer, error, (unsigned long long)n);
+    }
 }
 
 static void client_process_input(client *c) {
