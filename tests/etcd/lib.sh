@@ -14,7 +14,7 @@ set -u -o pipefail
 BERTHD=${BERTHD:?BERTHD must name the berthd binary}
 ETCD=${ETCD:-etcd}
 REDIS_CLI=${REDIS_CLI:-redis-cli}
-REPLICAS=3
+REPLICAS=${REPLICAS:-3}
 MEMBERS=3
 LEASE_TTL_S=${LEASE_TTL_S:-2}
 WAIT_TRIES_MAX=400                 # x 25 ms: 10 s for a process to answer
