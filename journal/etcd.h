@@ -106,6 +106,12 @@ typedef struct berth_etcd_feed {
 bool berth_etcd_feed_take(berth_journal *journal, berth_etcd_feed *out);
 void berth_etcd_feed_done(berth_journal *journal);
 
+/* Tools (no threads, options.follow false): fetch the next records after
+ * the local head into the feed, synchronously; *count 0 when the local copy
+ * holds all of etcd's journal. Take, apply and finish them as a follower
+ * does. Errors: IO (etcd unreachable), CORRUPT (not a prefix), INVALID. */
+berth_jerr berth_etcd_fetch(berth_journal *journal, uint32_t *count, char *err, size_t err_size);
+
 /* Give up leadership now (revoke the lease) so a follower takes over at
  * once: berthd's orderly shutdown. */
 void berth_etcd_resign(berth_journal *journal);

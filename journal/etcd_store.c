@@ -834,34 +834,37 @@ static void feed_campaign(etcd_journal *j, uint64_t head) {
     json_decref(reply);
 }
 
-/* One round of the follower: fetch what is new, or campaign, or wait. */
-static void feed_round(etcd_journal *j) {
-    etcd_http *h = &j->feeder;
-    uint64_t head = 0;
+/* What one fetch saw. */
+typedef struct fetch_result {
+    berth_jerr err;         /* OK; IO (etcd unreachable); CORRUPT (no longer a prefix) */
+    long got;               /* records now in the feed (READY when > 0) */
+    bool leader_present;
+    uint64_t head;          /* the local head it fetched after */
+    uint64_t revision;      /* etcd's revision of the read */
+} fetch_result;
+
+/* Read the leader key and the records after the local head in one
+ * transaction (one consistent revision) into the feed. */
+static fetch_result feed_fetch(etcd_journal *j, etcd_http *h) {
+    fetch_result fr = { .err = BERTH_J_OK };
     uint8_t head_hash[BERTH_HASH_LEN];
-    if (berth_journal_head(j->local, &head, head_hash) != BERTH_J_OK) {
-        lock(j);
-        wait_ms(j, ETCD_FEED_RETRY_MS);
-        unlock(j);
-        return;
-    }
+    fr.err = berth_journal_head(j->local, &fr.head, head_hash);
+    if (fr.err != BERTH_J_OK) return fr;
     char leader_key[ETCD_KEY_LEN_MAX], from[ETCD_KEY_LEN_MAX], end[ETCD_KEY_LEN_MAX];
     key_named(&j->cfg, "leader", leader_key, sizeof leader_key);
-    key_journal(&j->cfg, head + 1, from, sizeof from);
+    key_journal(&j->cfg, fr.head + 1, from, sizeof from);
     key_named(&j->cfg, "journal0", end, sizeof end);   /* '/' + 1 ends journal/ */
     json_t *ops = json_pack("[o, o]", op_range(h, leader_key, NULL, 0),
                             op_range(h, from, end, BERTH_ETCD_FEED_RECORDS_MAX));
     json_t *reply = NULL;
     bool ok = false;
-    uint64_t revision = 0;
-    if (etcd_txn(h, json_array(), ops, NULL, &ok, &revision, &reply) != HTTP_OK || !ok) {
+    if (etcd_txn(h, json_array(), ops, NULL, &ok, &fr.revision, &reply) != HTTP_OK || !ok) {
         json_decref(reply);
-        lock(j);
-        wait_ms(j, ETCD_FEED_RETRY_MS);
-        unlock(j);
-        return;
+        fr.err = BERTH_J_IO;
+        return fr;
     }
     json_t *leader_kv = json_array_get(txn_kvs(reply, 0, NULL), 0);
+    fr.leader_present = leader_kv != NULL;
     char leader[BERTH_ETCD_ADDR_LEN_MAX] = "";
     long llen = leader_kv != NULL ? jget_b64(leader_kv, "value", (uint8_t *)leader, sizeof leader - 1) : 0;
     leader[llen > 0 ? llen : 0] = '\0';
@@ -869,26 +872,63 @@ static void feed_round(etcd_journal *j) {
     json_t *kvs = txn_kvs(reply, 1, &remaining);
     lock(j);
     if (atomic_load(&j->role) == BERTH_ETCD_FOLLOWER) snprintf(j->leader, sizeof j->leader, "%s", leader);
-    j->etcd_head = head + remaining;
+    j->etcd_head = fr.head + remaining;
     unlock(j);
-    long got = feed_fill(j, kvs, head, head_hash);
+    fr.got = feed_fill(j, kvs, fr.head, head_hash);
     json_decref(reply);
-    if (got < 0) return;
-    if (got > 0) {
+    if (fr.got < 0) {
+        fr.err = BERTH_J_CORRUPT;
+        return fr;
+    }
+    if (fr.got > 0) {
         lock(j);
-        j->feed_first = head + 1;
-        j->feed_count = (uint32_t)got;
+        j->feed_first = fr.head + 1;
+        j->feed_count = (uint32_t)fr.got;
         j->feed = FEED_READY;
-        j->feed_records += (uint64_t)got;
+        j->feed_records += (uint64_t)fr.got;
         unlock(j);
+    }
+    return fr;
+}
+
+/* One round of the follower: fetch what is new, or campaign, or wait. */
+static void feed_round(etcd_journal *j) {
+    fetch_result fr = feed_fetch(j, &j->feeder);
+    if (fr.err == BERTH_J_CORRUPT) return;   /* feed_fill stopped the role */
+    if (fr.err != BERTH_J_OK) {
+        lock(j);
+        wait_ms(j, ETCD_FEED_RETRY_MS);
+        unlock(j);
+        return;
+    }
+    if (fr.got > 0) {
         notify(j);
         return;
     }
-    if (leader_kv == NULL && j->cfg.advertise[0] != '\0') {
-        feed_campaign(j, head);
+    if (!fr.leader_present && j->cfg.advertise[0] != '\0') {
+        feed_campaign(j, fr.head);
         if (atomic_load(&j->role) == BERTH_ETCD_LEADER) return;
     }
-    feed_wait_change(j, revision, ETCD_FEED_WAIT_MS);
+    feed_wait_change(j, fr.revision, ETCD_FEED_WAIT_MS);
+}
+
+berth_jerr berth_etcd_fetch(berth_journal *journal, uint32_t *count, char *err, size_t err_size) {
+    etcd_journal *j = journal_of(journal);
+    assert(count != NULL);
+    *count = 0;
+    lock(j);
+    bool idle = !j->threads_started && j->feed == FEED_EMPTY;
+    unlock(j);
+    if (!idle) return BERTH_J_INVALID;
+    fetch_result fr = feed_fetch(j, &j->caller);
+    if (fr.err == BERTH_J_IO) say(err, err_size, "etcd is unreachable: %s", j->caller.error);
+    if (fr.err == BERTH_J_CORRUPT) {
+        lock(j);
+        say(err, err_size, "%s", j->last_error);
+        unlock(j);
+    }
+    if (fr.err == BERTH_J_OK) *count = (uint32_t)fr.got;
+    return fr.err;
 }
 
 static void *feed_main(void *arg) {

@@ -5,7 +5,7 @@
 # on free loopback ports in a mktemp directory, and kills them all on exit.
 # They run one at a time (RUN_SERIAL): each is a small cluster of its own.
 # `ctest -L etcd` runs just these.
-if(TARGET berthd)
+if(TARGET berthd AND TARGET berth)
   find_program(BERTH_ETCD etcd)
   find_program(BERTH_CURL curl)
   if(NOT BERTH_ETCD OR NOT BERTH_CURL)
@@ -13,7 +13,7 @@ if(TARGET berthd)
   else()
     foreach(t seed failover pause fence members rebuild)
       add_test(NAME etcd_${t}
-               COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> ETCD=${BERTH_ETCD}
+               COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> BERTH=$<TARGET_FILE:berth> ETCD=${BERTH_ETCD}
                        bash ${CMAKE_CURRENT_SOURCE_DIR}/etcd/${t}.sh)
       set_tests_properties(etcd_${t} PROPERTIES TIMEOUT 120 LABELS etcd RUN_SERIAL TRUE)
     endforeach()

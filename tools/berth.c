@@ -75,6 +75,10 @@ static int help_main(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     assert(argc >= 1);
+    int taken = cli_etcd_take_flags(&argc, argv);
+    if (taken != CLI_EXIT_OK) {
+        return taken;
+    }
     if (argc < 2) {
         print_help(stderr);
         return CLI_EXIT_USAGE;

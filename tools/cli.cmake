@@ -12,7 +12,8 @@ add_executable(berth
   ${CMAKE_CURRENT_LIST_DIR}/cli_inspect.c
   ${CMAKE_CURRENT_LIST_DIR}/cli_whatif.c
   ${CMAKE_CURRENT_LIST_DIR}/cli_gen.c
-  ${CMAKE_CURRENT_LIST_DIR}/cli_timeline.c)
+  ${CMAKE_CURRENT_LIST_DIR}/cli_timeline.c
+  ${CMAKE_CURRENT_LIST_DIR}/cli_etcd.c)
 target_include_directories(berth PRIVATE ${CMAKE_CURRENT_LIST_DIR})
-target_link_libraries(berth PRIVATE berth_cli_scenario berth_replay berth_journal berth_core berth_gen Threads::Threads)
+target_link_libraries(berth PRIVATE berth_cli_scenario berth_replay berth_journal_etcd berth_journal berth_core berth_gen Threads::Threads)
 

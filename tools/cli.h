@@ -58,6 +58,12 @@ typedef struct cli_store {
     uint8_t head_hash[BERTH_HASH_LEN];
 } cli_store;
 int cli_store_open(cli_store *store, const char *dir);   /* CLI_EXIT_* */
+/* cli_etcd.c (issue 6): `--journal etcd --etcd-endpoints URLS --cluster NAME`
+ * and TLS/auth flags, taken out of argv before any subcommand parses it; with
+ * them, cli_store_open first brings the copy in --data DIR up to date from
+ * etcd. Both return CLI_EXIT_*. */
+int cli_etcd_take_flags(int *argc, char **argv);
+int cli_etcd_mirror(const char *dir);
 void cli_store_close(cli_store *store);
 
 /* Replay into a new state as of target (UINT64_MAX: head); owner frees. */

@@ -93,6 +93,10 @@ int cli_store_open(cli_store *store, const char *dir) {
     if (dir == NULL) {
         return cli_fail(CLI_EXIT_USAGE, "ERR", "no data directory given: use --data DIR");
     }
+    int mirrored = cli_etcd_mirror(dir);
+    if (mirrored != CLI_EXIT_OK) {
+        return mirrored;
+    }
     berth_journal_options options;
     memset(&options, 0, sizeof options);
     options.read_only = true;
