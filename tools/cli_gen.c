@@ -15,7 +15,6 @@
 #include "gen.h"
 
 #define GEN_OPS_MAX (1ull << 40)            /* commands after the workers' WORKER.ADDs */
-#define GEN_STDOUT_BUFFER_BYTES (1u << 20)  /* big writes: gen feeds benchmarks */
 
 static const char gen_usage[] =
     "usage: berth gen --workers N --ops M --seed S [--distributed-fraction F]\n"
@@ -224,8 +223,6 @@ int cli_gen_main(int argc, char **argv) {
         fprintf(stderr, "%s\n", err);
         return CLI_EXIT_USAGE;
     }
-    static char out_buffer[GEN_STDOUT_BUFFER_BYTES];
-    setvbuf(stdout, out_buffer, _IOFBF, sizeof out_buffer);
     /* The workers come first in the stream: --ops counts what follows. */
     rc = emit(g, (uint64_t)options.workers + ops, flags.expect);
     berth_gen_free(g);
