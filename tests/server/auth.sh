@@ -13,6 +13,10 @@ timeout 10 "$BERTHD" --data "$TMP/open" --bind 0.0.0.0 --port "$PORT" >"$TMP/ope
 grep -qi 'pass' "$TMP/open.log" || fail "the refusal should say a password is needed: $(cat "$TMP/open.log")"
 
 printf 'ro-secret\n' >"$TMP/ro.pass"
+# A read-only password alone is a usage error (exit 2) that says why.
+rc=0; out=$("$BERTHD" --data "$TMP/ro-only" --port "$PORT" --readonly-password-file "$TMP/ro.pass" 2>&1) || rc=$?
+expect_eq "$rc" 2 "exit status of --readonly-password-file without an admin password"
+expect_match "$out" 'ERR .*admin password' "the read-only password needs an admin password"
 printf 'admin-secret\n' >"$TMP/admin.pass"
 start_berthd --password-file "$TMP/admin.pass" --readonly-password-file "$TMP/ro.pass"
 admin() { r -a admin-secret --no-auth-warning "$@"; }

@@ -96,10 +96,10 @@ start_berthd_once() {
     done
     fail "berthd did not answer PING on port $PORT within 10 s"
 }
-# stop_berthd: SIGTERM, and berthd must exit 0 on its own.
+# stop_berthd [SIGNAL]: SIGTERM (or SIGINT), and berthd must exit 0 on its own.
 stop_berthd() {
     [ -n "$BERTHD_PID" ] || fail "stop_berthd: no berthd running"
-    kill -TERM "$BERTHD_PID"
+    kill -"${1:-TERM}" "$BERTHD_PID"
     local rc=0
     wait "$BERTHD_PID" || rc=$?
     BERTHD_PID=""
