@@ -9,6 +9,7 @@ packages=(
   check                                       # unit tests
   redis-tools netcat-openbsd libxml2-utils lmdb-utils   # integration tests: redis-cli, nc, xmllint
   clang libclang-rt-14-dev valgrind           # fuzzing, sanitizers, memcheck
+  libcurl4-openssl-dev libjansson-dev etcd-server etcd-client curl   # the etcd journal and its tests
 )
 if [ "${BERTH_SETUP_BENCH:-0}" = 1 ]; then
   packages+=(redis-server postgresql postgresql-contrib linux-perf)   # peers for tests/bench
