@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # kill9.sh — kill -9 under writes from several clients, then restart: every
 # seq berthd acknowledged is in the journal with the command and outcome it
-# was acknowledged for, every acknowledged refusal is there too, nothing is
-# applied twice, and JOURNAL.VERIFY passes. Every command carries a REQID:
+# was acknowledged for, every acknowledged refusal is there too, every record
+# a live WATCH client saw is there, nothing is applied twice, and
+# JOURNAL.VERIFY passes. Every command carries a REQID:
 # after the restart each client resends its stream up to a little past what
 # was acknowledged, and gets the very replies it was acknowledged with, while
 # the commands in flight at the kill are applied at most once. Three rounds:
@@ -33,6 +34,13 @@ dump_journal() {
 }
 
 for ((round = 1; round <= rounds; round++)); do
+    # A watcher sees records only once they are durable: everything it
+    # saw must survive the kill.
+    mkfifo "$TMP/watch.$round.in"
+    nc 127.0.0.1 "$PORT" <"$TMP/watch.$round.in" >"$TMP/watch.$round" &
+    watch_pid=$!; bg_pids+=($watch_pid)
+    exec {watch_fd}>"$TMP/watch.$round.in"
+    printf 'WATCH 0\r\n' >&"$watch_fd"
     # Client c's commands: add a worker, deploy on it, and every fifth step a
     # RELEASE of an instance that never existed (an acknowledged refusal).
     pids=()
@@ -54,6 +62,13 @@ for ((round = 1; round <= rounds; round++)); do
     done
     if [ "$round" = 2 ]; then stop_berthd; else kill9_berthd; fi
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+    exec {watch_fd}>&-
+    kill "$watch_pid" 2>/dev/null; wait "$watch_pid" 2>/dev/null
+    # The watcher's records as "seq<TAB>command" (RESP2 arrays through nc).
+    tr -d '\r' <"$TMP/watch.$round" | awk '
+        want == "seq" { sub(/^:/, ""); seq = $0; want = ""; next }
+        want == "command" { if ($0 ~ /^\$/) next; print seq "\t" $0; want = ""; next }
+        $0 == "seq" { want = "seq" } $0 == "command" { want = "command" }' >"$TMP/watched.$round"
     acked=$(cat "$TMP"/ack.$round.* | wc -l)
     [ "$acked" -gt 0 ] || fail "round $round: no client got a reply before the kill"
     [ "$acked" -lt $((clients * per_client)) ] || fail "round $round: the kill came after every command"
@@ -82,6 +97,13 @@ for ((round = 1; round <= rounds; round++)); do
             exit bad > 0 }' "$TMP/journal.$round" "$TMP/acked.$round" >"$TMP/check.$round" \
         || fail "round $round: $(head -n 10 "$TMP/check.$round")"
     note "$(tail -n 1 "$TMP/check.$round")"
+    watched=$(grep -c '' "$TMP/watched.$round")
+    [ "$watched" -gt 0 ] || fail "round $round: the watcher saw no record"
+    awk -F '\t' 'FILENAME == ARGV[1] { cmd[$1] = $3; next }
+        !($1 in cmd) || cmd[$1] != $2 { print "watched seq " $1 " [" $2 "] not durable: [" cmd[$1] "]"; bad = 1 }
+        END { exit bad }' "$TMP/journal.$round" "$TMP/watched.$round" >"$TMP/watchcheck.$round" \
+        || fail "round $round: $(head -n 3 "$TMP/watchcheck.$round")"
+    note "round $round: $watched records a watcher saw before the kill are all durable"
 
     # Retries with the same REQIDs: the acknowledged replies again, and the
     # commands in flight at the kill applied at most once (checked by the
