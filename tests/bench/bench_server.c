@@ -256,6 +256,7 @@ static long long line_number(const char *p, const char *cr) {
  * handled by counting the items still owed, no recursion). Returns the bytes
  * it spans, or 0 when incomplete. *is_error: the top-level item was '-'. */
 static size_t reply_parse(const char *buf, size_t len, bool *is_error, char *error_text) {
+    assert(buf != NULL && is_error != NULL && error_text != NULL);
     const char *p = buf;
     const char *end = buf + len;
     uint64_t owed = 1;
@@ -296,6 +297,7 @@ static size_t reply_parse(const char *buf, size_t len, bool *is_error, char *err
         if (strchr("+-:_#,(", type) == NULL) die("reply of an unknown type");
         p = cr + 2;
     }
+    assert(p > buf && p <= end);
     return (size_t)(p - buf);
 }
 
@@ -314,6 +316,7 @@ static int conn_open(const options *opt) {
 }
 
 static void histogram_add(histogram *h, uint64_t ns) {
+    assert(h->buckets != NULL);
     uint64_t us = ns / 1000u;
     if (us > h->max_us) h->max_us = us;
     h->buckets[us > LATENCY_US_MAX ? LATENCY_US_MAX : us]++;
@@ -340,6 +343,7 @@ static void conn_fill(worker_thread *t, conn *c) {
         /* Stop only between cycles, so no instance is left deployed. */
         if (opt->mode == MODE_CYCLE && at >= window_end_ns && c->step % 2 == 0) c->stopping = true;
     }
+    assert(c->in_flight <= opt->depth && c->out_off <= c->out_len);
     while (c->out_off < c->out_len) {
         ssize_t n = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOTCONN)) break;
@@ -395,6 +399,7 @@ static void conn_read(worker_thread *t, conn *c) {
         conn_on_reply(t, c, is_error, error_text, at);
         off += used;
     }
+    assert(off <= c->in_len);
     memmove(c->in, c->in + off, c->in_len - off);
     c->in_len -= off;
 }
