@@ -2,8 +2,9 @@
 # limits.sh — berthd's flags and limits from outside: --version, --help and
 # a bad flag; a config file with a flag overriding it; the unix socket;
 # --max-clients; a bulk over --max-arg-bytes (protocol error, connection
-# closed, others unaffected); --idle-timeout. Each limit answers with a clear
-# error or a log line.
+# closed, others unaffected); --idle-timeout; a WATCH client that stops
+# reading, past --max-output-bytes. Each limit answers with a clear error or
+# a log line.
 . "$(dirname "$0")/lib.sh"
 
 out=$("$BERTHD" --version) || fail "--version should exit 0"
@@ -27,6 +28,7 @@ unixsocket $TMP/berthd.sock
 max-clients 3
 max-arg-bytes 64
 idle-timeout 1
+max-output-bytes 65536
 CONF
 start_berthd --config "$TMP/berthd.conf"
 expect_eq "$(r PING)" PONG "the --port flag overrides the file's port"
@@ -63,5 +65,18 @@ out=$(nc_send '*x\r\nPING\r\n')
 expect_match "$out" '^-ERR Protocol error' "a non-numeric array length"
 expect_eq "$(r PING)" PONG "others are served after protocol errors"
 expect_eq "$(r ECHO "$(printf 'a%.0s' {1..64})" | wc -c)" 65 "a bulk of exactly max-arg-bytes is accepted"
+# A live WATCH client that never reads: once its output buffer passes
+# --max-output-bytes it is disconnected with a logged reason; writers go on.
+exec {slow_fd}<>"/dev/tcp/127.0.0.1/$PORT"
+printf 'WATCH 0\r\n' >&"$slow_fd"
+records=60000      # ~15 MB of frames: past the kernel's socket buffers too
+for ((i = 0; i < records; i++)); do
+    printf '*4\r\n$10\r\nWORKER.ADD\r\n$%d\r\nslow-%d\r\n$4\r\nGPUS\r\n$1\r\n1\r\n' $(( ${#i} + 5 )) "$i"
+done >"$TMP/slow.resp"
+out=$(r --pipe <"$TMP/slow.resp" 2>&1)
+expect_match "$out" "errors: 0, replies: $records" "writes beside a WATCH client that never reads"
+expect_eq "$(r INFO stats | tr -d '\r' | sed -n 's/^watch_disconnects://p')" 1 "the slow watcher is disconnected"
+grep -q 'WATCH client .*output buffer' "$LOG" || fail "berthd should log why it dropped the watcher"
+exec {slow_fd}>&-
 stop_berthd
 note ok
