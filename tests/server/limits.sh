@@ -3,7 +3,7 @@
 # a bad flag; a config file with a flag overriding it; the unix socket;
 # --max-clients; a bulk over --max-arg-bytes (protocol error, connection
 # closed, others unaffected); --idle-timeout; a WATCH client that stops
-# reading, past --max-output-bytes. Each limit answers with a clear error or
+# reading, past --max-output-bytes; --max-pipeline. Each limit answers with a clear error or
 # a log line.
 . "$(dirname "$0")/lib.sh"
 
@@ -78,5 +78,18 @@ expect_match "$out" "errors: 0, replies: $records" "writes beside a WATCH client
 expect_eq "$(r INFO stats | tr -d '\r' | sed -n 's/^watch_disconnects://p')" 1 "the slow watcher is disconnected"
 grep -q 'WATCH client .*output buffer' "$LOG" || fail "berthd should log why it dropped the watcher"
 exec {slow_fd}>&-
+stop_berthd
+
+# --max-pipeline 4: one client's pipeline is staged 4 commands per group
+# commit; the rest waits (backpressure), nothing is refused.
+start_berthd --max-pipeline 4
+commits() { r INFO stats | tr -d '\r' | sed -n 's/^commits://p'; }
+before=$(commits)
+for ((i = 0; i < 400; i++)); do
+    printf '*4\r\n$10\r\nWORKER.ADD\r\n$%d\r\nmp-%d\r\n$4\r\nGPUS\r\n$1\r\n1\r\n' $(( ${#i} + 3 )) "$i"
+done >"$TMP/mp.resp"
+out=$(r --pipe <"$TMP/mp.resp" 2>&1)
+expect_match "$out" "errors: 0, replies: 400" "400 pipelined writes under --max-pipeline 4"
+[ $(( $(commits) - before )) -ge 100 ] || fail "--max-pipeline 4 should take at least 100 commits for 400 writes, took $(( $(commits) - before ))"
 stop_berthd
 note ok
