@@ -277,6 +277,7 @@ fsync_ms() {
 noise() { echo "noise: one 4 KiB O_DSYNC write $(fsync_ms) ms; load average $(cut -d' ' -f1-3 /proc/loadavg)"; }
 
 echo "bench_server.sh: $connections connections, $workers workers, ${seconds}s per run, $rounds rounds, $(nproc) cores, tmp $tmp"
+echo "tree: $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$here" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)'); berthd: ${berthd:-none}"
 [ "$have_berth" = 1 ] && { setup_berth || { echo "berthd setup failed: $berth_fail"; have_berth=0; }; }
 [ "$have_redis" = 1 ] && { setup_redis || have_redis=0; }
 [ "$have_pg" = 1 ] && { setup_pg || have_pg=0; }
