@@ -335,11 +335,24 @@ static berth_jerr map_grow(lmdb_journal *j, uint64_t need_bytes, uint32_t wait_m
     return rc == 0 ? BERTH_J_OK : BERTH_J_IO;
 }
 
+/* Free the reader slots of processes that died inside a read transaction
+ * (a killed `berth` tool) while this environment stayed open: each pins
+ * the pages it could see, so the file grows instead of reusing them. */
+static int readers_sweep(lmdb_journal *j) {
+    int dead = 0;
+    int rc = mdb_reader_check(j->env, &dead);
+    assert(rc != 0 || dead >= 0);
+    return rc;
+}
+
 /* Before a write: grow while no reader is in the way if the map is over
- * half used, so MDB_MAP_FULL (and its wait) stays rare. */
+ * half used, so MDB_MAP_FULL (and its wait) stays rare. Dead readers are
+ * swept first, as they may be why the map filled. */
 static void map_grow_early(lmdb_journal *j, uint64_t need_bytes) {
     map_use use = map_use_now(j);
     if (use.used_bytes + need_bytes > use.map_bytes / 2) {
+        int rc = readers_sweep(j);
+        (void)rc;   /* a failed sweep only leaves pages pinned a while longer */
         berth_jerr err = map_grow(j, need_bytes, 0);
         (void)err;   /* at the cap or readers open: the write itself decides */
     }
@@ -599,6 +612,18 @@ static berth_jerr head_load(lmdb_journal *j, char *err, size_t err_size) {
     return jerr;
 }
 
+/* At open: a killed tool's slot survives while any other process (another
+ * tool) kept the environment open. */
+static berth_jerr readers_sweep_at_open(lmdb_journal *j, char *err, size_t err_size) {
+    int rc = readers_sweep(j);
+    if (rc != 0) {
+        sentence(err, err_size, "cannot check the reader table in %s: %s", j->dir,
+                 mdb_strerror(rc));
+        return jerr_of_mdb(rc);
+    }
+    return BERTH_J_OK;
+}
+
 static berth_jerr sync_init(lmdb_journal *j) {
     if (pthread_mutex_init(&j->write_mutex, NULL) != 0) {
         return BERTH_J_NOMEM;
@@ -639,6 +664,7 @@ static berth_jerr open_steps(lmdb_journal *j, const berth_journal_options *optio
     jerr = dir_prepare(j, err, err_size);
     if (jerr == BERTH_J_OK) jerr = env_open(j, map_initial, err, err_size);
     if (jerr == BERTH_J_OK) jerr = dbs_open(j, err, err_size);
+    if (jerr == BERTH_J_OK && !j->read_only) jerr = readers_sweep_at_open(j, err, err_size);
     if (jerr == BERTH_J_OK && !j->read_only) jerr = head_load(j, err, err_size);
     if (jerr == BERTH_J_OK && !j->read_only) {
         j->scratch = malloc(BERTH_RECORD_BYTES_MAX);

@@ -762,6 +762,70 @@ START_TEST(store_growth_waits_for_reader) {
 }
 END_TEST
 
+/* Child: a tool holding a read transaction, until it is killed. */
+static int child_reader_forever(const char *dir, int fd) {
+    berth_journal_options o = { .read_only = true };
+    berth_journal *j = NULL;
+    berth_journal_reader *r;
+    if (berth_journal_open_lmdb(&j, dir, &o, NULL, 0) != BERTH_J_OK) return 1;
+    if (berth_journal_reader_open(j, &r) != BERTH_J_OK) return 2;
+    if (write(fd, "r", 1) != 1) return 3;
+    for (;;) pause();
+}
+
+/* Child: count reader slots of dead processes (and free them). */
+static int child_count_dead(const char *dir, int want) {
+    MDB_env *env;
+    int dead = -1;
+    if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 4) != 0 ||
+        mdb_env_open(env, dir, MDB_RDONLY, 0600) != 0 || mdb_reader_check(env, &dead) != 0) {
+        return 1;
+    }
+    mdb_env_close(env);
+    return dead == want ? 0 : 2;
+}
+
+static void reader_killed(const char *dir) {
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(fds[0]);
+        _exit(child_reader_forever(dir, fds[1]));
+    }
+    close(fds[1]);
+    char byte;
+    ck_assert_int_eq(read(fds[0], &byte, 1), 1);
+    close(fds[0]);
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+}
+
+/* A tool killed inside a read transaction leaves its reader slot behind
+ * for as long as berthd keeps the environment open; berthd's writes sweep
+ * it (before growing the map, which such a slot would otherwise force). */
+START_TEST(store_dead_reader_swept) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 64 << 10, 0);
+    ck_assert_int_eq(append_n(j, 1, 3), BERTH_J_OK);
+    reader_killed(dir);
+    ck_assert(in_child(child_count_dead, dir, 1));   /* it stays (this check frees it) */
+    reader_killed(dir);
+    uint64_t next = 4, disk, map;
+    ck_assert_int_eq(berth_journal_size(j, &disk, &map), BERTH_J_OK);
+    while (map == 64 << 10) {   /* write until the map has grown once */
+        ck_assert_int_eq(append_n(j, next, batch_small), BERTH_J_OK);
+        next += batch_small;
+        ck_assert_int_eq(berth_journal_size(j, &disk, &map), BERTH_J_OK);
+    }
+    ck_assert(in_child(child_count_dead, dir, 0));
+    berth_journal_close(j);
+}
+END_TEST
+
 /* Child: a read-only open beside the writer sees its records; writes refused. */
 static int child_read_only(const char *dir, int fd) {
     berth_journal_options o = { .read_only = true, .no_lock = fd != 0 };
@@ -1189,6 +1253,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_map_full);
     tcase_add_test(store, store_growth_with_reader);
     tcase_add_test(store, store_growth_waits_for_reader);
+    tcase_add_test(store, store_dead_reader_swept);
     tcase_add_test(store, store_locked);
     tcase_add_test(store, store_history);
     tcase_add_test(store, store_snapshots);
