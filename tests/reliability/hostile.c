@@ -112,6 +112,7 @@ typedef struct shared {
     char fail_why[256];
     uint64_t *samples_ns;
     size_t sample_count;
+    uint64_t *oversleep_ns;    /* how late each 5 ms pause woke: the machine's own scheduling noise */
     uint64_t writes;           /* records the writer committed */
     uint64_t writes_max;
     /* the split command, sent by its own thread so its pace is exact */
@@ -166,8 +167,11 @@ static void *good_client(void *arg) {
         bool ok = rc == 0 && h_node_is(h_reply_root(&r), "PONG");
         h_reply_free(&r);
         if (!ok) { fail(s, "good client's PING got no PONG"); break; }
-        s->samples_ns[s->sample_count++] = t1 - t0;
+        uint64_t t2 = h_now_ns();
         h_sleep_ms(HC_PING_INTERVAL_MS);
+        uint64_t slept = h_now_ns() - t2, want = (uint64_t)HC_PING_INTERVAL_MS * 1000000ull;
+        s->oversleep_ns[s->sample_count] = slept > want ? slept - want : 0;
+        s->samples_ns[s->sample_count++] = t1 - t0;
     }
     h_conn_close(&c);
     return NULL;
@@ -454,7 +458,8 @@ int main(int argc, char **argv) {
     static shared s;
     s.port = server.port;
     s.samples_ns = calloc(HC_PING_SAMPLES_MAX, sizeof *s.samples_ns);
-    if (s.samples_ns == NULL) h_die("ERR out of memory");
+    s.oversleep_ns = calloc(HC_PING_SAMPLES_MAX, sizeof *s.oversleep_ns);
+    if (s.samples_ns == NULL || s.oversleep_ns == NULL) h_die("ERR out of memory");
 
     char *garbage = malloc(HC_GARBAGE_BYTES);
     if (garbage == NULL) h_die("ERR out of memory");
@@ -551,6 +556,9 @@ int main(int argc, char **argv) {
            s.split_reply, split_applied ? "applied" : "NOT applied");
     printf("good client, phase A (storm): %zu PINGs, p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.3f ms\n",
            n_a, (double)p50 / 1e6, (double)p99 / 1e6, (double)p999 / 1e6, (double)pmax / 1e6);
+    uint64_t noise99 = h_percentile(s.oversleep_ns, count_a, 99);
+    printf("  machine noise in phase A: p99 of how late the good client's own %d ms pause woke: %.3f ms\n",
+           HC_PING_INTERVAL_MS, (double)noise99 / 1e6);
     printf("good client, phase B (storm + writer, %" PRIu64 " records committed): %zu PINGs, p50 %.3f ms, p99 %.3f ms, max %.3f ms\n",
            s.writes, n_b, (double)b50 / 1e6, (double)b99 / 1e6, (double)bmax / 1e6);
     printf("berthd RSS: %ld KiB before, peak %ld KiB (bound %u MiB)\n", rss_base, rss_peak, o.rss_max_mib);
@@ -569,6 +577,6 @@ int main(int argc, char **argv) {
     if (t[K_HALFCLOSE].closed < t[K_HALFCLOSE].count) { fprintf(stderr, "FAIL berthd kept %u half-closed sockets open\n", t[K_HALFCLOSE].count - t[K_HALFCLOSE].closed); bad++; }
     if (fd_after > fd_base + 16) { fprintf(stderr, "FAIL berthd holds %ld fds after every hostile client closed (%ld before)\n", fd_after, fd_base); bad++; }
     if (stop_status < 0 || !WIFEXITED(stop_status) || WEXITSTATUS(stop_status) != 0) { fprintf(stderr, "FAIL berthd did not stop cleanly (status %d)\n", stop_status); bad++; }
-    free(hs); free(pfd); free(garbage); free(s.split); free(s.samples_ns);
+    free(hs); free(pfd); free(garbage); free(s.split); free(s.samples_ns); free(s.oversleep_ns);
     return bad == 0 ? 0 : 1;
 }
