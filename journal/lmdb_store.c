@@ -34,7 +34,8 @@
  *     nothing written, and a later append grows once the readers are gone.
  * A read-only process adopts a writer's larger map (MDB_MAP_RESIZED) the
  * same way. Readers should therefore be short-lived: one per query, not one
- * per connection. */
+ * per connection. The reader slots of processes killed inside a read
+ * transaction are swept at a writable open and before each growth. */
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
