@@ -117,6 +117,7 @@ END_TEST
 #define GOLDEN_WORKERS 100
 #define GOLDEN_COMMANDS 20000
 #define GOLDEN_DIGEST 0x686b7429216021b6ull
+_Static_assert(BERTH_GEN_STREAM_VERSION == 2, "stream version and golden digest change together");
 START_TEST(test_golden_stream) {
     uint64_t h = stream_digest(GOLDEN_SEED, GOLDEN_WORKERS, GOLDEN_COMMANDS);
     ck_assert_msg(h == GOLDEN_DIGEST, "stream digest changed: 0x%016llxull", (unsigned long long)h);

@@ -44,6 +44,11 @@
 #include "names.h"
 #include "state.h"
 
+/* Bumped whenever the stream for given options changes (the unit test's
+ * golden digest changes with it), so saved journals can say which
+ * generator made them. */
+#define BERTH_GEN_STREAM_VERSION 2
+
 #define BERTH_GEN_WORKERS_MAX 1000000u     /* workers in one scenario */
 #define BERTH_GEN_WORKER_GPUS_MAX 8        /* GPUs the generator gives one worker */
 #define BERTH_GEN_SPAN_WORKERS_MAX 4       /* workers of one distributed DEPLOY */

@@ -62,6 +62,7 @@
 #define LINE_LEN_MAX 256
 #define TIME_BASE_MS 1798761600000ull        /* 2027-01-01T00:00:00Z: fixed, so the journal is deterministic */
 #define ACTOR "bench"
+#define MALLOC_BLOCK_OVERHEAD 16             /* glibc: 8-byte chunk header, 16-byte rounding, on average */
 
 static const uint32_t append_batch_sizes[APPEND_SIZES] = { 1, 64, 1024 };
 /* Records appended per run at each batch size: batch 1 pays one fsync per
@@ -235,18 +236,6 @@ static uint64_t io_written_bytes(void) {
     return bytes;
 }
 
-/* Anonymous resident memory (heap, not the LMDB file mapping), in bytes. */
-static uint64_t rss_anon_bytes(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[LINE_LEN_MAX];
-    uint64_t kb = 0;
-    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
-        if (sscanf(line, "RssAnon: %" SCNu64 " kB", &kb) == 1) break;
-    }
-    if (f != NULL) fclose(f);
-    return kb * 1024;
-}
-
 /* ------------------------------------------------------------ files */
 
 static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -300,8 +289,8 @@ static int check_disk(const options *o) {
 
 /* The parameters a built journal was made with, so --keep can reuse it. */
 static void params_line(const options *o, char *out, size_t size) {
-    snprintf(out, size, "records=%" PRIu64 " workers=%u seed=%" PRIu64 " gen=1\n", o->records, o->workers,
-             o->seed);
+    snprintf(out, size, "records=%" PRIu64 " workers=%u seed=%" PRIu64 " gen=%d\n", o->records, o->workers,
+             o->seed, BERTH_GEN_STREAM_VERSION);
 }
 
 static bool params_match(const options *o) {
@@ -799,26 +788,24 @@ static int release_all(berth_state *state, const counting *c, uint64_t *freed) {
 static int measure_memory(berth_journal_reader *reader, const options *o) {
     counting c = { 0, 0 };
     berth_allocator a = { count_alloc, count_realloc, count_free, &c };
-    uint64_t anon0 = rss_anon_bytes();
     berth_state *state = berth_state_new(&a);
     if (state == NULL) return fail("no memory for a state");
-    uint64_t empty = c.live_bytes;
+    uint64_t empty = c.live_bytes, empty_blocks = c.live_blocks;
     char err[ERR_LEN_MAX];
     berth_replay_stats stats;
     memset(&stats, 0, sizeof stats);
     /* The first `workers` records are the WORKER.ADDs: the fleet, empty. */
     berth_jerr e = berth_replay_forward(reader, state, o->workers, &stats, err, sizeof err);
     if (e != BERTH_J_OK) { berth_state_free(state); return fail("replay to the fleet: %s", err); }
-    uint64_t fleet = c.live_bytes;
+    uint64_t fleet = c.live_bytes, fleet_blocks = c.live_blocks - empty_blocks;
     e = berth_replay_forward(reader, state, UINT64_MAX, &stats, err, sizeof err);
     if (e != BERTH_J_OK) { berth_state_free(state); return fail("replay to head: %s", err); }
     uint64_t full = c.live_bytes;
-    uint64_t anon1 = rss_anon_bytes();
     size_t workers = berth_state_worker_count(state);
     size_t instances = berth_state_instance_count(state);
     size_t reqids = berth_state_reqid_count(state);
-    printf("memory (counting berth_allocator: bytes the state requested, live at the end; malloc's own\n"
-           "        per-block overhead not included; RssAnon beside it for comparison):\n");
+    printf("memory (a counting berth_allocator: the bytes the state asked for and still holds; RSS is\n"
+           "        not used because freed heap stays resident after the earlier replays):\n");
     printf("  empty state                        %10" PRIu64 " bytes\n", empty);
     printf("  after %u WORKER.ADD                %10" PRIu64 " bytes  -> %.0f bytes per worker (hash tables, "
            "names, labels, GPUs)\n", o->workers, fleet, (double)(fleet - empty) / o->workers);
@@ -828,18 +815,19 @@ static int measure_memory(berth_journal_reader *reader, const options *o) {
         printf("  -> %.0f bytes per live instance (growth past the fleet / instances; includes the request-id "
                "window and served lists)\n", (double)(full - fleet) / (double)instances);
     }
-    uint64_t owned = 0;
+    uint64_t owned = 0, owned_blocks = c.live_blocks;
     if (instances > 0 && release_all(state, &c, &owned) != 0) {
         berth_state_free(state);
         return -1;
     }
+    owned_blocks -= c.live_blocks;
     if (instances > 0) {
         printf("  -> %.0f bytes each live instance owns (freed by releasing all %zu; hash-table slots and "
                "served-list capacity stay)\n", (double)owned / (double)instances, instances);
     }
-    printf("  RssAnon grew %.1f MB over the replay (%.0f bytes per worker+instance)\n",
-           (double)(anon1 - anon0) / 1e6,
-           workers + instances > 0 ? (double)(anon1 > anon0 ? anon1 - anon0 : 0) / (double)(workers + instances) : 0.0);
+    printf("  glibc malloc adds about %d bytes per block: %.0f bytes per worker, %.0f per instance with it\n",
+           MALLOC_BLOCK_OVERHEAD, (double)(fleet - empty + fleet_blocks * MALLOC_BLOCK_OVERHEAD) / o->workers,
+           instances > 0 ? (double)(owned + owned_blocks * MALLOC_BLOCK_OVERHEAD) / (double)instances : 0.0);
     berth_state_free(state);
     if (c.live_bytes != 0) return fail("state leaked %" PRIu64 " bytes after free", c.live_bytes);
     return 0;
