@@ -36,8 +36,8 @@
 #define TL_AXIS_TICKS 10u               /* intervals on each axis */
 #define TL_ROWS_PER_GROUP_DEFAULT 50u
 #define TL_ROWS_PER_GROUP_MAX 100000u
-#define TL_BARS_MAX (1u << 24)          /* instances in one picture: narrow the range beyond */
-#define TL_TICKS_MAX (1u << 24)         /* refusal ticks in one picture */
+#define TL_BARS_MAX (1u << 19)          /* instances in one picture: beyond, no viewer copes; narrow the range */
+#define TL_TICKS_MAX (1u << 19)         /* refusal ticks in one picture */
 #define TL_WORKERS_MAX (1u << 22)       /* rows in one picture */
 #define TL_POOL_BYTES_MAX (1ull << 32)  /* names kept for titles */
 #define TL_BACKENDS_MAX 64u             /* legend entries; more share the last colour */
