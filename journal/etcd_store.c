@@ -44,6 +44,11 @@
 #define ETCD_FEED_IDLE_MS 200                  /* leader or feed held: recheck this often */
 #define ETCD_B64_LEN_MAX (4 * ((BERTH_RECORD_BYTES_MAX + 2) / 3) + 1)
 #define ETCD_SEQ_DIGITS 20
+/* The leader's copy of a batch for its local append: the records' strings
+ * (bounded by the batch's encoded bytes) and the touched names. */
+#define ETCD_LOCAL_ARENA_BYTES (BERTH_ETCD_TXN_BYTES_MAX + \
+    (size_t)BERTH_ETCD_TXN_RECORDS_MAX * ((BERTH_PLACEMENT_WORKERS_MAX + 1) * (BERTH_NAME_LEN_MAX + 8) + \
+                                         BERTH_PLACEMENT_WORKERS_MAX * sizeof(berth_str) + 16))
 
 typedef enum http_result {
     HTTP_OK = 0,        /* 200 and a JSON object */
@@ -117,6 +122,22 @@ typedef struct etcd_journal {
     size_t feed_off[BERTH_ETCD_FEED_RECORDS_MAX];
     size_t feed_len[BERTH_ETCD_FEED_RECORDS_MAX];
     uint8_t scratch[BERTH_RECORD_BYTES_MAX];    /* caller thread: encode */
+    /* The leader's local append of a batch runs on the local thread while
+     * the next batch's etcd transaction is in flight; every read of the
+     * local copy waits for it first (local_wait), so no reader ever misses
+     * an acknowledged record. */
+    pthread_t local_thread;
+    bool local_busy;                    /* under mutex: a batch awaits its local append */
+    berth_jerr local_err;               /* under mutex: a failed one, sticky */
+    uint32_t local_n;
+    bool local_has_touched;
+    uint8_t local_expect[BERTH_HASH_LEN];   /* the hash etcd got for the batch's last record */
+    berth_record *local_records;        /* BERTH_ETCD_TXN_RECORDS_MAX, owned */
+    berth_touched *local_touched;       /* BERTH_ETCD_TXN_RECORDS_MAX, owned */
+    uint8_t *local_arena;               /* ETCD_LOCAL_ARENA_BYTES, owned */
+    size_t local_arena_used;
+    uint64_t chain_seq;                 /* leader: the head etcd holds, and its hash */
+    uint8_t chain_hash[BERTH_HASH_LEN];
 } etcd_journal;
 
 static const berth_journal_ops etcd_ops;
@@ -521,21 +542,125 @@ static void step_down(etcd_journal *j, etcd_http *h, const char *why) {
     }
 }
 
+/* ---------------------------------------------------------- local copy */
+
+/* Wait for the pending local append; its error, sticky, if it failed. */
+static berth_jerr local_wait(etcd_journal *j) {
+    lock(j);
+    while (j->local_busy) {
+        int rc = pthread_cond_wait(&j->cond, &j->mutex);
+        assert(rc == 0);
+        (void)rc;
+    }
+    berth_jerr e = j->local_err;
+    unlock(j);
+    return e;
+}
+
+static berth_str local_copy_str(etcd_journal *j, berth_str s) {
+    if (s.len == 0) return berth_str_make("", 0);
+    assert(j->local_arena_used + s.len <= ETCD_LOCAL_ARENA_BYTES);
+    char *p = (char *)j->local_arena + j->local_arena_used;
+    memcpy(p, s.ptr, s.len);
+    j->local_arena_used += s.len;
+    return berth_str_make(p, s.len);
+}
+
+static void local_copy_touched(etcd_journal *j, berth_touched *dst, const berth_touched *src) {
+    assert(src->worker_count <= BERTH_PLACEMENT_WORKERS_MAX);
+    dst->instance = local_copy_str(j, src->instance);
+    dst->worker_count = src->worker_count;
+    dst->workers = NULL;
+    if (src->worker_count == 0) return;
+    size_t at = (j->local_arena_used + 7) & ~(size_t)7;
+    size_t bytes = src->worker_count * sizeof(berth_str);
+    assert(at + bytes <= ETCD_LOCAL_ARENA_BYTES);
+    berth_str *workers = (berth_str *)(void *)(j->local_arena + at);
+    j->local_arena_used = at + bytes;
+    for (uint32_t w = 0; w < src->worker_count; w++) workers[w] = local_copy_str(j, src->workers[w]);
+    dst->workers = workers;
+}
+
+/* Hand a batch etcd accepted to the local thread (the slot is free: the
+ * caller waited). The engine reuses its own memory, so this is a copy. */
+static void local_enqueue(etcd_journal *j, const berth_record *records, const berth_touched *touched,
+                          size_t n, const uint8_t last_hash[BERTH_HASH_LEN]) {
+    assert(n >= 1 && n <= BERTH_ETCD_TXN_RECORDS_MAX);
+    j->local_arena_used = 0;
+    for (size_t i = 0; i < n; i++) {
+        berth_record *dst = &j->local_records[i];
+        *dst = records[i];
+        dst->actor = local_copy_str(j, records[i].actor);
+        dst->reqid = local_copy_str(j, records[i].reqid);
+        dst->command = local_copy_str(j, records[i].command);
+        dst->sentence = local_copy_str(j, records[i].sentence);
+        if (touched != NULL) local_copy_touched(j, &j->local_touched[i], &touched[i]);
+    }
+    lock(j);
+    assert(!j->local_busy);
+    j->local_n = (uint32_t)n;
+    j->local_has_touched = touched != NULL;
+    memcpy(j->local_expect, last_hash, BERTH_HASH_LEN);
+    j->local_busy = true;
+    int rc = pthread_cond_broadcast(&j->cond);
+    assert(rc == 0);
+    (void)rc;
+    unlock(j);
+}
+
+static void *local_main(void *arg) {
+    etcd_journal *j = arg;
+    lock(j);
+    for (;;) {
+        while (!j->local_busy && !j->stop) {
+            int rc = pthread_cond_wait(&j->cond, &j->mutex);
+            assert(rc == 0);
+            (void)rc;
+        }
+        if (!j->local_busy) break;
+        uint32_t n = j->local_n;
+        berth_touched *touched = j->local_has_touched ? j->local_touched : NULL;
+        unlock(j);
+        berth_jerr e = berth_journal_append(j->local, j->local_records, touched, n);
+        uint64_t head = 0;
+        uint8_t hash[BERTH_HASH_LEN];
+        if (e == BERTH_J_OK) e = berth_journal_head(j->local, &head, hash);
+        lock(j);
+        /* The local backend encoded the same records: same bytes, same chain. */
+        assert(e != BERTH_J_OK || (head == j->local_records[n - 1].seq &&
+                                   memcmp(hash, j->local_expect, BERTH_HASH_LEN) == 0));
+        if (e != BERTH_J_OK) {
+            j->local_err = e;
+            snprintf(j->last_error, sizeof j->last_error, "the local copy failed to take records etcd holds (%s)",
+                     berth_jerr_name(e));
+        }
+        j->local_busy = false;
+        int rc = pthread_cond_broadcast(&j->cond);
+        assert(rc == 0);
+        (void)rc;
+    }
+    unlock(j);
+    return NULL;
+}
+
 /* --------------------------------------------------------------- append */
 
-/* Leader: one fenced etcd transaction, then the same records locally. */
+/* Leader: one fenced etcd transaction; then the same records go to the
+ * local copy on the local thread, while the next batch's transaction runs. */
 static berth_jerr append_leader(etcd_journal *j, berth_record *records, const berth_touched *touched,
                                 size_t n) {
     etcd_http *h = &j->caller;
     if (n > BERTH_ETCD_TXN_RECORDS_MAX) return BERTH_J_INVALID;
-    uint64_t head = 0;
     uint8_t prev[BERTH_HASH_LEN];
-    berth_jerr e = berth_journal_head(j->local, &head, prev);
-    if (e != BERTH_J_OK) return e;
     lock(j);
     int64_t leader_rev = j->leader_rev;
+    uint64_t head = j->chain_seq;
+    memcpy(prev, j->chain_hash, BERTH_HASH_LEN);
     unlock(j);
-    if (leader_rev == 0) return BERTH_J_READONLY;   /* stepped down meanwhile */
+    if (leader_rev == 0) {   /* stepped down meanwhile */
+        berth_jerr le = local_wait(j);
+        return le != BERTH_J_OK ? BERTH_J_CORRUPT : BERTH_J_READONLY;
+    }
     json_t *puts = json_array();
     size_t total = 0;
     char key[ETCD_KEY_LEN_MAX];
@@ -569,34 +694,36 @@ static berth_jerr append_leader(etcd_journal *j, berth_record *records, const be
     bool ok = false;
     uint64_t revision = 0;
     http_result r = etcd_txn(h, compare, puts, NULL, &ok, &revision, NULL);
+    /* The previous batch's local append ran meanwhile. An engine that
+     * rebuilds after a failure below must find it on disk. */
+    berth_jerr le = local_wait(j);
     if (r != HTTP_OK) {
         /* Unknown outcome: etcd may yet hold these records. As a follower we
          * learn what it holds; clients retry with their REQIDs. */
         step_down(j, h, "an append got no answer from etcd");
-        return BERTH_J_IO;
+        return le != BERTH_J_OK ? BERTH_J_CORRUPT : BERTH_J_IO;
     }
     if (!ok) {
         lock(j);
         j->fence_refusals++;
         unlock(j);
         step_down(j, h, "etcd refused an append: the leader key or the head moved");
-        return BERTH_J_READONLY;
+        return le != BERTH_J_OK ? BERTH_J_CORRUPT : BERTH_J_READONLY;
     }
-    e = berth_journal_append(j->local, records, touched, n);
-    if (e != BERTH_J_OK) {
-        step_down(j, h, "the local copy refused records etcd accepted");
-        return e;
+    if (le != BERTH_J_OK) {
+        /* etcd holds records the local copy lacks: only a restart, which
+         * copies them from etcd, makes memory, disk and etcd agree again. */
+        step_down(j, h, "the local copy failed to take records etcd holds");
+        return BERTH_J_CORRUPT;
     }
-    uint64_t local_head = 0;
-    uint8_t local_hash[BERTH_HASH_LEN];
-    e = berth_journal_head(j->local, &local_head, local_hash);
-    /* The local backend encoded the same records: same bytes, same chain. */
-    assert(e != BERTH_J_OK || (local_head == last && memcmp(local_hash, prev, BERTH_HASH_LEN) == 0));
+    local_enqueue(j, records, touched, n, prev);
     lock(j);
+    j->chain_seq = last;
+    memcpy(j->chain_hash, prev, BERTH_HASH_LEN);
     j->txns++;
     if (j->etcd_head < last) j->etcd_head = last;
     unlock(j);
-    return e;
+    return BERTH_J_OK;
 }
 
 /* Follower: only the records the feed handed out, byte for byte. */
@@ -632,6 +759,8 @@ static berth_jerr etcd_append(berth_journal *base, berth_record *records, const 
     etcd_journal *j = journal_of(base);
     assert(records != NULL && n >= 1);
     if (atomic_load(&j->role) == BERTH_ETCD_LEADER) return append_leader(j, records, touched, n);
+    berth_jerr le = local_wait(j);
+    if (le != BERTH_J_OK) return BERTH_J_CORRUPT;
     return append_follower(j, records, touched, n);
 }
 
@@ -813,8 +942,13 @@ static void feed_campaign(etcd_journal *j, uint64_t head) {
     bool won = false;
     uint64_t revision = 0;
     http_result r = etcd_txn(h, compare, success, NULL, &won, &revision, NULL);
-    if (r == HTTP_OK && won) {
+    uint64_t local_seq = 0;
+    uint8_t local_hash[BERTH_HASH_LEN];
+    berth_jerr le = berth_journal_head(j->local, &local_seq, local_hash);
+    if (r == HTTP_OK && won && le == BERTH_J_OK && local_seq == head) {
         lock(j);
+        j->chain_seq = head;
+        memcpy(j->chain_hash, local_hash, BERTH_HASH_LEN);
         atomic_store(&j->role, BERTH_ETCD_LEADER);
         j->lease_id = lease;
         j->leader_rev = (int64_t)revision;
@@ -848,7 +982,8 @@ typedef struct fetch_result {
 static fetch_result feed_fetch(etcd_journal *j, etcd_http *h) {
     fetch_result fr = { .err = BERTH_J_OK };
     uint8_t head_hash[BERTH_HASH_LEN];
-    fr.err = berth_journal_head(j->local, &fr.head, head_hash);
+    fr.err = local_wait(j);   /* a leader that just stepped down may still be writing */
+    if (fr.err == BERTH_J_OK) fr.err = berth_journal_head(j->local, &fr.head, head_hash);
     if (fr.err != BERTH_J_OK) return fr;
     char leader_key[ETCD_KEY_LEN_MAX], from[ETCD_KEY_LEN_MAX], end[ETCD_KEY_LEN_MAX];
     key_named(&j->cfg, "leader", leader_key, sizeof leader_key);
@@ -1034,6 +1169,8 @@ static void etcd_close(berth_journal *base) {
         assert(rc == 0);
         rc = pthread_join(j->lease_thread, NULL);
         assert(rc == 0);
+        rc = pthread_join(j->local_thread, NULL);   /* after the pending append */
+        assert(rc == 0);
         (void)rc;
     }
     if (atomic_load(&j->role) == BERTH_ETCD_LEADER && j->caller.curl != NULL) {
@@ -1044,6 +1181,9 @@ static void etcd_close(berth_journal *base) {
     http_free(&j->leaser);
     berth_journal_close(j->local);
     free(j->feed_bytes);
+    free(j->local_records);
+    free(j->local_touched);
+    free(j->local_arena);
     int rc = pthread_cond_destroy(&j->cond);
     assert(rc == 0);
     rc = pthread_mutex_destroy(&j->mutex);
@@ -1053,22 +1193,30 @@ static void etcd_close(berth_journal *base) {
 }
 
 static berth_jerr etcd_head(berth_journal *base, uint64_t *seq, uint8_t hash[BERTH_HASH_LEN]) {
-    return berth_journal_head(journal_of(base)->local, seq, hash);
+    etcd_journal *j = journal_of(base);
+    berth_jerr e = local_wait(j);
+    return e != BERTH_J_OK ? e : berth_journal_head(j->local, seq, hash);
 }
 
 /* Snapshots only shorten a start; each berthd keeps its own locally. */
 static berth_jerr etcd_snapshot_put(berth_journal *base, uint64_t seq, const void *bytes, size_t len) {
-    return berth_journal_snapshot_put(journal_of(base)->local, seq, bytes, len);
+    etcd_journal *j = journal_of(base);
+    berth_jerr e = local_wait(j);
+    return e != BERTH_J_OK ? e : berth_journal_snapshot_put(j->local, seq, bytes, len);
 }
 
 static berth_jerr etcd_size(berth_journal *base, uint64_t *disk_bytes, uint64_t *map_bytes) {
-    return berth_journal_size(journal_of(base)->local, disk_bytes, map_bytes);
+    etcd_journal *j = journal_of(base);
+    berth_jerr e = local_wait(j);
+    return e != BERTH_J_OK ? e : berth_journal_size(j->local, disk_bytes, map_bytes);
 }
 
 /* Readers are the local copy's own: journal.c dispatches on their ops, so
  * every read op below is LMDB's and this table needs none of them. */
 static berth_jerr etcd_reader_open(berth_journal *base, berth_journal_reader **out) {
-    return berth_journal_reader_open(journal_of(base)->local, out);
+    etcd_journal *j = journal_of(base);
+    berth_jerr e = local_wait(j);
+    return e != BERTH_J_OK ? e : berth_journal_reader_open(j->local, out);
 }
 
 static const berth_journal_ops etcd_ops = {
@@ -1221,7 +1369,10 @@ static berth_jerr etcd_alloc(etcd_journal **out, const berth_etcd_options *etcd,
         return BERTH_J_INVALID;
     }
     j->feed_bytes = malloc((size_t)BERTH_ETCD_FEED_RECORDS_MAX * BERTH_RECORD_BYTES_MAX);
-    if (j->feed_bytes == NULL || http_init(&j->caller, &j->cfg, j) != 0 ||
+    j->local_records = calloc(BERTH_ETCD_TXN_RECORDS_MAX, sizeof *j->local_records);
+    j->local_touched = calloc(BERTH_ETCD_TXN_RECORDS_MAX, sizeof *j->local_touched);
+    j->local_arena = malloc(ETCD_LOCAL_ARENA_BYTES);
+    if (j->feed_bytes == NULL || j->local_records == NULL || j->local_touched == NULL || j->local_arena == NULL || http_init(&j->caller, &j->cfg, j) != 0 ||
         http_init(&j->feeder, &j->cfg, j) != 0 || http_init(&j->leaser, &j->cfg, j) != 0) {
         *out = j;
         return BERTH_J_NOMEM;
@@ -1248,17 +1399,31 @@ berth_jerr berth_journal_open_etcd(berth_journal **out, const char *dir,
     return BERTH_J_OK;
 }
 
+/* Stop and join the threads started so far (a failed start). */
+static void threads_unwind(etcd_journal *j, pthread_t *started, size_t count) {
+    lock(j);
+    j->stop = true;
+    int rc = pthread_cond_broadcast(&j->cond);
+    assert(rc == 0);
+    unlock(j);
+    for (size_t i = 0; i < count; i++) {
+        rc = pthread_join(started[i], NULL);
+        assert(rc == 0);
+    }
+    (void)rc;
+}
+
 berth_jerr berth_etcd_start(berth_journal *journal) {
     etcd_journal *j = journal_of(journal);
     if (j->threads_started || !j->options.follow) return BERTH_J_INVALID;
-    if (pthread_create(&j->feed_thread, NULL, feed_main, j) != 0) return BERTH_J_NOMEM;
+    if (pthread_create(&j->local_thread, NULL, local_main, j) != 0) return BERTH_J_NOMEM;
+    if (pthread_create(&j->feed_thread, NULL, feed_main, j) != 0) {
+        threads_unwind(j, &j->local_thread, 1);
+        return BERTH_J_NOMEM;
+    }
     if (pthread_create(&j->lease_thread, NULL, lease_main, j) != 0) {
-        lock(j);
-        j->stop = true;
-        unlock(j);
-        int rc = pthread_join(j->feed_thread, NULL);
-        assert(rc == 0);
-        (void)rc;
+        pthread_t started[2] = { j->local_thread, j->feed_thread };
+        threads_unwind(j, started, 2);
         return BERTH_J_NOMEM;
     }
     j->threads_started = true;
@@ -1277,7 +1442,8 @@ void berth_etcd_status_get(berth_journal *journal, berth_etcd_status *out) {
     etcd_journal *j = journal_of(journal);
     memset(out, 0, sizeof *out);
     uint8_t hash[BERTH_HASH_LEN];
-    berth_jerr e = berth_journal_head(j->local, &out->local_head, hash);
+    berth_jerr e = local_wait(j);
+    if (e == BERTH_J_OK) e = berth_journal_head(j->local, &out->local_head, hash);
     if (e != BERTH_J_OK) out->local_head = 0;
     lock(j);
     out->role = (berth_etcd_role)atomic_load(&j->role);
