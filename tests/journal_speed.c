@@ -1,5 +1,7 @@
 /* journal_speed.c — owns the journal module's speed figures: encode, decode,
- * hash check, durable appends at batch 1, 64 and 1024, and cursor scans.
+ * hash check, durable appends at batch 1, 64 and 1024 (64 and 1024 also
+ * with the history index: an instance and two of 10,000 workers per record,
+ * as a distributed DEPLOY indexes), and cursor scans.
  *
  * A program, not a test: it prints figures and asserts only correctness
  * (every call succeeds, every decode agrees), never a time. Records are
@@ -8,6 +10,7 @@
  * The data directory is made under mkdtemp in /tmp and removed after. */
 #define _GNU_SOURCE
 #include <assert.h>
+#include <stdbool.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -29,6 +32,9 @@ enum {
 typedef struct sample {
     char command[text_len_max];
     char reqid[text_len_max];
+    char names[3][32];          /* instance, main worker, subordinate */
+    berth_str workers[2];
+    berth_touched touched;
     berth_record rec;
 } sample;
 
@@ -56,6 +62,15 @@ static void sample_make(sample *s, uint64_t seq) {
     s->rec.command = berth_str_make(s->command, (size_t)n);
     s->rec.code = 0;
     s->rec.sentence = berth_str_make("", 0);
+    int a = snprintf(s->names[0], sizeof(s->names[0]), "inst-%08" PRIu64, seq);
+    int b = snprintf(s->names[1], sizeof(s->names[1]), "w%05" PRIu64, w);
+    int c = snprintf(s->names[2], sizeof(s->names[2]), "w%05" PRIu64, (w + 1) % 10000);
+    assert(a > 0 && b > 0 && c > 0);
+    s->workers[0] = berth_str_make(s->names[1], (size_t)b);
+    s->workers[1] = berth_str_make(s->names[2], (size_t)c);
+    s->touched.instance = berth_str_make(s->names[0], (size_t)a);
+    s->touched.worker_count = 2;
+    s->touched.workers = s->workers;
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
@@ -103,18 +118,23 @@ static void codec_figures(uint64_t records) {
     printf("hash check (SHA-256)       %8.2f M records/s\n", (double)records / (t1 - t0) / 1e6);
 }
 
-static uint64_t append_figure(berth_journal *j, uint64_t head, size_t batch, uint32_t txns) {
+/* Durable appends of txns batches; with_history: each record also indexes
+ * its instance and two workers, as a distributed DEPLOY does. */
+static uint64_t append_figure(berth_journal *j, uint64_t head, size_t batch, uint32_t txns,
+                              bool with_history) {
     sample *samples = calloc(batch, sizeof(*samples));
     berth_record *recs = calloc(batch, sizeof(*recs));
-    assert(samples != NULL && recs != NULL);
+    berth_touched *touched = calloc(batch, sizeof(*touched));
+    assert(samples != NULL && recs != NULL && touched != NULL);
     double busy = 0;
     for (uint32_t t = 0; t < txns; t++) {
         for (size_t i = 0; i < batch; i++) {
             sample_make(&samples[i], head + 1 + i);
             recs[i] = samples[i].rec;
+            touched[i] = samples[i].touched;
         }
         double t0 = now_s();
-        berth_jerr err = berth_journal_append(j, recs, NULL, batch);
+        berth_jerr err = berth_journal_append(j, recs, with_history ? touched : NULL, batch);
         busy += now_s() - t0;
         if (err != BERTH_J_OK) {
             fprintf(stderr, "append failed: %s\n", berth_jerr_name(err));
@@ -122,8 +142,10 @@ static uint64_t append_figure(berth_journal *j, uint64_t head, size_t batch, uin
         }
         head += batch;
     }
-    printf("durable append batch %-5zu %8.0f records/s (%u commits, %.3f ms each)\n", batch,
-           (double)batch * txns / busy, txns, busy / txns * 1e3);
+    printf("durable append batch %-5zu %8.0f records/s (%u commits, %.3f ms each)%s\n", batch,
+           (double)batch * txns / busy, txns, busy / txns * 1e3,
+           with_history ? ", history index on" : "");
+    free(touched);
     free(recs);
     free(samples);
     return head;
@@ -186,9 +208,11 @@ int main(int argc, char **argv) {
         return 1;
     }
     uint64_t head = 0;
-    head = append_figure(j, head, 1, 300);
-    head = append_figure(j, head, 64, 300);
-    head = append_figure(j, head, 1024, 300);
+    head = append_figure(j, head, 1, 300, false);
+    head = append_figure(j, head, 64, 300, false);
+    head = append_figure(j, head, 1024, 300, false);
+    head = append_figure(j, head, 64, 300, true);
+    head = append_figure(j, head, 1024, 300, true);
     scan_figures(j, head);
     uint64_t disk, map;
     rc = berth_journal_size(j, &disk, &map);
