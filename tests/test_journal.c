@@ -737,10 +737,9 @@ START_TEST(store_growth_waits_for_reader) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
     berth_journal *j = open_rw(dir, 64 << 10, 0);
-    ck_assert_int_eq(append_n(j, 1, 1), BERTH_J_OK);
     berth_journal_reader *r;
     ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
-    uint64_t next = 2;
+    uint64_t next = 1;
     berth_jerr err;
     while ((err = append_n(j, next, batch_small)) == BERTH_J_OK) {
         next += batch_small;
@@ -750,8 +749,10 @@ START_TEST(store_growth_waits_for_reader) {
     uint64_t disk, map;
     ck_assert_int_eq(berth_journal_size(j, &disk, &map), BERTH_J_OK);
     ck_assert_uint_eq(map, 64 << 10);   /* never moved under the open reader */
-    berth_record rec;
-    ck_assert_int_eq(berth_journal_read(r, 1, &rec, NULL, NULL), BERTH_J_OK);
+    uint64_t seen;
+    uint8_t hash[BERTH_HASH_LEN];
+    ck_assert_int_eq(berth_journal_reader_head(r, &seen, hash), BERTH_J_OK);
+    ck_assert_uint_eq(seen, 0);   /* its view is the empty journal it opened on */
     berth_journal_reader_close(r);
     ck_assert_uint_eq(head_of(j, NULL), next - 1);
     ck_assert_int_eq(append_n(j, next, batch_small), BERTH_J_OK);
