@@ -476,6 +476,12 @@ static http_result http_post(etcd_http *h, const char *path, json_t *request, js
         return HTTP_UNREACHABLE;
     }
     http_result r = http_post_raw(h, path, body, reply, h->cfg->request_timeout_ms);
+    /* etcd drops idle tokens (--auth-token-ttl): a refused token means the
+     * request was not applied, so one retry with a fresh token is safe. */
+    if (r == HTTP_FAILED && h->cfg->user[0] != '\0' && strstr(h->error, "invalid auth token") != NULL &&
+        http_authenticate(h) == 0) {
+        r = http_post_raw(h, path, body, reply, h->cfg->request_timeout_ms);
+    }
     free(body);
     return r;
 }
