@@ -74,6 +74,9 @@ uint64_t cli_monotonic_ns(void);                      /* for --stats figures on 
 /* The state as tables (human) or one JSON object per line: a header line,
  * then every worker and every instance, sorted by name. */
 int cli_print_state(FILE *out, const berth_state *state, bool json);   /* CLI_EXIT_* */
+/* One worker or instance: a table row (human) or a JSON object line. */
+void cli_print_worker(FILE *out, const berth_worker *worker, bool json);
+void cli_print_instance(FILE *out, const berth_instance *inst, bool json);
 /* One record as a dump line (human) or a JSON object. */
 void cli_print_record(FILE *out, const berth_record *rec, bool json);
 /* "0-3,6" for a GPU mask; out holds CLI_GPU_TEXT_LEN_MAX bytes. */

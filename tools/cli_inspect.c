@@ -232,6 +232,25 @@ static int print_instances(FILE *out, const berth_state *state, bool json) {
     return CLI_EXIT_OK;
 }
 
+void cli_print_worker(FILE *out, const berth_worker *worker, bool json) {
+    assert(out != NULL && worker != NULL);
+    if (json) {
+        print_worker_json(out, worker);
+    } else {
+        print_worker_row(out, worker, (int)worker->name.len);
+    }
+}
+
+void cli_print_instance(FILE *out, const berth_instance *inst, bool json) {
+    assert(out != NULL && inst != NULL);
+    if (json) {
+        print_instance_json(out, inst);
+    } else {
+        instance_widths w = { (int)inst->name.len, (int)inst->model.len, (int)inst->backend.len };
+        print_instance_row(out, inst, &w);
+    }
+}
+
 int cli_print_state(FILE *out, const berth_state *state, bool json) {
     assert(out != NULL && state != NULL);
     uint8_t digest[BERTH_HASH_LEN];

@@ -112,7 +112,8 @@ typedef struct whatif_tally {
     uint64_t ok;
     uint64_t refused;
     uint64_t retries;
-    uint64_t queries;
+    uint64_t queries;           /* skipped: they need a server */
+    uint64_t answered;          /* WORKER.GET / INSTANCE.GET / POLICY.GET */
 } whatif_tally;
 
 static void print_outcome(const whatif_opts *o, uint64_t line, uint64_t seq, const char *code,
@@ -192,6 +193,77 @@ static int apply_line(const whatif_opts *o, berth_state *state, const cli_scenar
     return CLI_EXIT_OK;
 }
 
+/* WORKER.GET, INSTANCE.GET and POLICY.GET are answered from the what-if
+ * state as it stands at that line, so a plan can look at what it built;
+ * other queries need a server and are counted as skipped. */
+/* The query's header: the line and what was asked (and whether it was there). */
+static void print_query_head(const whatif_opts *o, const cli_scenario *sc, const char *code) {
+    berth_str arg = sc->word_count == 2 ? sc->words[1] : berth_str_make("", 0);
+    if (o->json) {
+        printf("{\"type\":\"query\",\"line\":%" PRIu64 ",\"query\":", sc->line_no);
+        cli_json_bstr(stdout, sc->words[0]);
+        fputs(",\"name\":", stdout);
+        cli_json_bstr(stdout, arg);
+        printf(",\"code\":\"%s\"}\n", code);
+        return;
+    }
+    printf("%6" PRIu64 " %10s %-10s %.*s%s%.*s\n", sc->line_no, "-", "QUERY", (int)sc->words[0].len,
+           sc->words[0].ptr, arg.len ? " " : "", (int)arg.len, arg.ptr);
+    if (strcmp(code, "OK") != 0) {
+        printf("%17s %s %.*s is not there\n", "", code, (int)arg.len, arg.ptr);
+    }
+}
+
+static void print_policy_answer(const whatif_opts *o, const berth_state *state) {
+    const berth_str *backends = NULL;
+    uint32_t n = berth_state_policy(state, &backends);
+    fputs(o->json ? "{\"type\":\"policy\",\"exclusive\":[" : "                  EXCLUSIVE ", stdout);
+    for (uint32_t i = 0; i < n; i++) {
+        fputs(i ? "," : "", stdout);
+        if (o->json) {
+            cli_json_bstr(stdout, backends[i]);
+        } else {
+            printf("%.*s", (int)backends[i].len, backends[i].ptr);
+        }
+    }
+    fputs(o->json ? "]}\n" : "\n", stdout);
+}
+
+/* WORKER.GET, INSTANCE.GET and POLICY.GET are answered from the what-if
+ * state as it stands at that line, so a plan can look at what it built;
+ * other queries need a server and are counted as skipped. Names are
+ * checked by the lookup itself: a bad name is simply not there. */
+static void answer_query(const whatif_opts *o, const berth_state *state, const cli_scenario *sc,
+                         whatif_tally *tally) {
+    bool get_worker = berth_str_eq_word(sc->words[0], "WORKER.GET");
+    bool get_instance = berth_str_eq_word(sc->words[0], "INSTANCE.GET");
+    bool get_policy = berth_str_eq_word(sc->words[0], "POLICY.GET");
+    if (!((get_worker || get_instance) && sc->word_count == 2) &&
+        !(get_policy && sc->word_count == 1)) {
+        tally->queries++;
+        return;
+    }
+    tally->answered++;
+    if (get_policy) {
+        print_query_head(o, sc, "OK");
+        print_policy_answer(o, state);
+        return;
+    }
+    const berth_worker *w = get_worker ? berth_state_worker(state, sc->words[1]) : NULL;
+    const berth_instance *inst = get_instance ? berth_state_instance(state, sc->words[1]) : NULL;
+    if (w == NULL && inst == NULL) {
+        print_query_head(o, sc, get_worker ? "NOWORKER" : "NOINSTANCE");
+        return;
+    }
+    print_query_head(o, sc, "OK");
+    fputs(o->json ? "" : "                  ", stdout);
+    if (w != NULL) {
+        cli_print_worker(stdout, w, o->json);
+    } else {
+        cli_print_instance(stdout, inst, o->json);
+    }
+}
+
 static int run_scenario(const whatif_opts *o, berth_state *state, whatif_tally *tally) {
     cli_scenario sc;
     char err[CLI_ERR_LEN_MAX];
@@ -214,7 +286,7 @@ static int run_scenario(const whatif_opts *o, berth_state *state, whatif_tally *
             break;
         }
         if (sc.kind == CLI_LINE_QUERY) {
-            tally->queries++;   /* nothing to answer from: no server in a what-if */
+            answer_query(o, state, &sc, tally);
             continue;
         }
         rc = apply_line(o, state, &sc, tally);
@@ -230,12 +302,13 @@ static int print_whatif_summary(const whatif_opts *o, const berth_state *state, 
                                 const whatif_tally *t) {
     if (o->json) {
         printf("{\"type\":\"summary\",\"at\":%" PRIu64 ",\"commands\":%" PRIu64 ",\"ok\":%" PRIu64
-               ",\"refused\":%" PRIu64 ",\"retries\":%" PRIu64 ",\"queries_skipped\":%" PRIu64 "}\n",
-               at, t->commands, t->ok, t->refused, t->retries, t->queries);
+               ",\"refused\":%" PRIu64 ",\"retries\":%" PRIu64 ",\"queries_answered\":%" PRIu64
+               ",\"queries_skipped\":%" PRIu64 "}\n",
+               at, t->commands, t->ok, t->refused, t->retries, t->answered, t->queries);
     } else {
         printf("\nwhat-if from seq %" PRIu64 ": %" PRIu64 " commands, %" PRIu64 " ok, %" PRIu64
-               " refused, %" PRIu64 " retries, %" PRIu64 " queries skipped\n",
-               at, t->commands, t->ok, t->refused, t->retries, t->queries);
+               " refused, %" PRIu64 " retries, %" PRIu64 " queries answered, %" PRIu64 " skipped\n",
+               at, t->commands, t->ok, t->refused, t->retries, t->answered, t->queries);
     }
     if (o->show_state) {
         return cli_print_state(stdout, state, o->json);

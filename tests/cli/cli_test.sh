@@ -192,8 +192,17 @@ case_whatif_scenario() {
         | tr '\n' ' ' >got.txt
     want="2:8:EXCLUSIVE:false 5:9:OK:false 6:9:OK:true 7:10:NOINSTANCE:false 8:11:NOWORKER:false 9:9:REQID:false "
     [ "$(cat got.txt)" = "$want" ] || fail "outcomes: got '$(cat got.txt)' want '$want'"
-    grep -q '"type":"summary","at":7,"commands":6,"ok":1,"refused":4,"retries":1,"queries_skipped":1' out.txt ||
+    grep -q '"type":"summary","at":7,"commands":6,"ok":1,"refused":4,"retries":1,"queries_answered":4,"queries_skipped":1' out.txt ||
         fail "summary: $(grep summary out.txt)"
+    # Queries are answered from the what-if state at their line.
+    grep -A1 '"type":"query","line":3,' out.txt | tail -1 | grep -q '"type":"worker","name":"w1".*"exclusive_holder":"v1","instances":\["s1","v1"\]' ||
+        fail "WORKER.GET w1 at line 3: $(grep -A1 '"line":3,' out.txt)"
+    grep -A1 '"type":"query","line":10,' out.txt | tail -1 | grep -q '"type":"instance","name":"p2".*"deploy_seq":9' ||
+        fail "INSTANCE.GET p2 at line 10: $(grep -A1 '"line":10,' out.txt)"
+    grep -A1 '"type":"query","line":11,' out.txt | tail -1 | grep -q '"type":"policy","exclusive":\["vllm"\]' ||
+        fail "POLICY.GET at line 11"
+    grep -q '"type":"query","line":13,"query":"WORKER.GET","name":"nobody","code":"NOWORKER"' out.txt ||
+        fail "WORKER.GET nobody at line 13"
     grep '"code":"EXCLUSIVE"' out.txt | grep -q 'w3.*v1' || fail "EXCLUSIVE sentence does not name w3 and v1"
     [ "$(grep '"type":"state"' out.txt | json_field instances)" = 3 ] || fail "resulting state should hold s1, v1, p2"
     # The journal's own scenario, what-if'd from genesis, reaches the state
