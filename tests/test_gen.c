@@ -21,14 +21,25 @@
 #define CHECK_EVERY_COMMANDS 997        /* berth_state_check cadence (prime: varies the phase) */
 #define ERR_TEXT_MAX 256
 
-static berth_gen *make_gen(uint64_t seed, uint32_t workers) {
+/* The default makes POLICY.SET rare (10 per million, as in life); the
+ * model tests want re-marking exercised, so they ask for it more often. */
+#define POLICY_PER_MILLION_TEST 2000u
+
+static berth_gen *make_gen_policy(uint64_t seed, uint32_t workers, uint32_t policy_per_million) {
     berth_gen_options o;
     berth_gen_options_default(&o, seed, workers);
+    o.policy_per_million = policy_per_million;
     berth_gen *g = NULL;
     char err[ERR_TEXT_MAX];
     ck_assert_msg(berth_gen_init(&g, &o, err, sizeof err) == 0, "init: %s", err);
     ck_assert_ptr_nonnull(g);
     return g;
+}
+
+static berth_gen *make_gen(uint64_t seed, uint32_t workers) {
+    berth_gen_options o;
+    berth_gen_options_default(&o, seed, workers);
+    return make_gen_policy(seed, workers, o.policy_per_million);
 }
 
 static void next_ok(berth_gen *g, berth_gen_command *c) {
@@ -80,6 +91,25 @@ START_TEST(test_options_rejected) {
     o.refusal_permille = 600;
     o.churn_permille = 500;
     ck_assert_int_eq(berth_gen_init(&g, &o, err, sizeof err), -1);
+    berth_gen_options_default(&o, 1, 10);
+    o.policy_per_million = BERTH_GEN_PER_MILLION_MAX + 1;
+    ck_assert_int_eq(berth_gen_init(&g, &o, err, sizeof err), -1);
+}
+END_TEST
+
+/* The default stream is the benchmark's: POLICY.SET stays rare in it. */
+START_TEST(test_default_policy_rare) {
+    berth_gen *g = make_gen(5, 100);
+    berth_gen_command c;
+    uint64_t policies = 0;
+    const uint64_t commands = 300000;
+    for (uint64_t i = 0; i < commands; i++) {
+        next_ok(g, &c);
+        if (c.kind == BERTH_CMD_POLICY_SET) policies++;
+    }
+    /* 10 per million: about 3 expected here; 30 would be ten times the rate. */
+    ck_assert_uint_lt(policies, 30);
+    berth_gen_free(g);
 }
 END_TEST
 
@@ -116,8 +146,8 @@ END_TEST
 #define GOLDEN_SEED 42
 #define GOLDEN_WORKERS 100
 #define GOLDEN_COMMANDS 20000
-#define GOLDEN_DIGEST 0x686b7429216021b6ull
-_Static_assert(BERTH_GEN_STREAM_VERSION == 2, "stream version and golden digest change together");
+#define GOLDEN_DIGEST 0x64aaa90b5e146d4full
+_Static_assert(BERTH_GEN_STREAM_VERSION == 3, "stream version and golden digest change together");
 START_TEST(test_golden_stream) {
     uint64_t h = stream_digest(GOLDEN_SEED, GOLDEN_WORKERS, GOLDEN_COMMANDS);
     ck_assert_msg(h == GOLDEN_DIGEST, "stream digest changed: 0x%016llxull", (unsigned long long)h);
@@ -230,7 +260,7 @@ static void judge_one(berth_state *state, const berth_gen_command *c, uint64_t s
 }
 
 static void run_against_state(uint64_t seed, uint32_t workers, uint64_t commands, tally *t) {
-    berth_gen *g = make_gen(seed, workers);
+    berth_gen *g = make_gen_policy(seed, workers, POLICY_PER_MILLION_TEST);
     berth_state *state = berth_state_new(NULL);
     ck_assert_ptr_nonnull(state);
     berth_gen_command c;
@@ -302,6 +332,7 @@ static Suite *gen_suite(void) {
     TCase *tc = tcase_create("gen");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_options_rejected);
+    tcase_add_test(tc, test_default_policy_rare);
     tcase_add_test(tc, test_same_seed_same_bytes);
     tcase_add_test(tc, test_seeds_differ);
     tcase_add_test(tc, test_golden_stream);

@@ -886,15 +886,12 @@ static bool churn_policy(berth_gen *g, gen_emit *e) {
 
 static void emit_churn(berth_gen *g, gen_emit *e) {
     typedef bool (*churn_fn)(berth_gen *, gen_emit *);
-    static const churn_fn kinds[5] = { churn_cordon, churn_uncordon, churn_remove, churn_readd,
-                                       churn_policy };
-    /* POLICY.SET is an administrator's rare act: about one in 4,000 commands
-     * at the default churn, which still exercises re-marking. */
-    static const uint32_t weights[5] = { 300, 300, 120, 120, 10 };
+    static const churn_fn kinds[4] = { churn_cordon, churn_uncordon, churn_remove, churn_readd };
+    static const uint32_t weights[4] = { 300, 300, 120, 120 };
     e->intent = BERTH_GEN_INTENT_CHURN;
-    uint32_t first = rng_weighted(g, weights, 5);
-    for (uint32_t k = 0; k < 5; k++) {
-        if (kinds[(first + k) % 5](g, e)) return;
+    uint32_t first = rng_weighted(g, weights, 4);
+    for (uint32_t k = 0; k < 4; k++) {
+        if (kinds[(first + k) % 4](g, e)) return;
     }
     e->intent = BERTH_GEN_INTENT_PLAUSIBLE;
     emit_plausible(g, e);
@@ -946,6 +943,7 @@ void berth_gen_options_default(berth_gen_options *options, uint64_t seed, uint32
     options->refusal_permille = 30;
     options->churn_permille = 20;
     options->fill_permille = 700;
+    options->policy_per_million = 10;
 }
 
 static int options_check(const berth_gen_options *o, char *err, size_t err_size) {
@@ -962,6 +960,11 @@ static int options_check(const berth_gen_options *o, char *err, size_t err_size)
                      BERTH_GEN_PERMILLE_MAX, permilles[i]);
             return -1;
         }
+    }
+    if (o->policy_per_million > BERTH_GEN_PER_MILLION_MAX) {
+        snprintf(err, err_size, "ERR policy_per_million is 0..%u; got %u", BERTH_GEN_PER_MILLION_MAX,
+                 o->policy_per_million);
+        return -1;
     }
     if ((uint64_t)o->refusal_permille + o->churn_permille > BERTH_GEN_PERMILLE_MAX) {
         snprintf(err, err_size, "ERR refusal and churn permille together exceed %u",
@@ -1065,6 +1068,10 @@ static void choose_and_emit(berth_gen *g, gen_emit *e) {
     if (r < reqid_replay) {
         emit_reqid_replay(g, e, rng_permille(g, 667));
         return;
+    }
+    if (rng_below(g, BERTH_GEN_PER_MILLION_MAX) < g->options.policy_per_million) {
+        e->intent = BERTH_GEN_INTENT_CHURN;
+        if (churn_policy(g, e)) return;
     }
     r = rng_below(g, BERTH_GEN_PERMILLE_MAX);
     if (r < g->options.refusal_permille) {

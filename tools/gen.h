@@ -11,7 +11,7 @@
  * per GPU from a table of real cards, a few without VRAM, labels), then an
  * endless mix of DEPLOY (local and distributed over 2–4 workers, whole-GPU
  * and VRAM claims, vllm / sglang / llama-box backends), RELEASE of live
- * instances, occasional WORKER.CORDON / UNCORDON / REMOVE / re-ADD and
+ * instances, occasional WORKER.CORDON / UNCORDON / REMOVE / re-ADD, rare
  * POLICY.SET, some commands carrying REQID (some of them retried, some ids
  * reused for another command), and some commands chosen to be refused.
  *
@@ -47,7 +47,7 @@
 /* Bumped whenever the stream for given options changes (the unit test's
  * golden digest changes with it), so saved journals can say which
  * generator made them. */
-#define BERTH_GEN_STREAM_VERSION 2
+#define BERTH_GEN_STREAM_VERSION 3
 
 #define BERTH_GEN_WORKERS_MAX 1000000u     /* workers in one scenario */
 #define BERTH_GEN_WORKER_GPUS_MAX 8        /* GPUs the generator gives one worker */
@@ -55,6 +55,7 @@
 #define BERTH_GEN_TEXT_LEN_MAX 512         /* one command's text, bytes incl. NUL */
 #define BERTH_GEN_WORDS_MAX 32             /* words in one command */
 #define BERTH_GEN_PERMILLE_MAX 1000u       /* fractions are integer permille: no floating point */
+#define BERTH_GEN_PER_MILLION_MAX 1000000u /* rarer events are counted per million commands */
 
 typedef struct berth_gen_options {
     uint64_t seed;
@@ -63,7 +64,8 @@ typedef struct berth_gen_options {
     uint32_t vram_permille;         /* DEPLOYs claiming VRAM rather than whole GPUs; default 350 */
     uint32_t reqid_permille;        /* commands carrying REQID; default 100 */
     uint32_t refusal_permille;      /* commands chosen to be refused; default 30 */
-    uint32_t churn_permille;        /* CORDON / UNCORDON / REMOVE / re-ADD / POLICY.SET; default 20 */
+    uint32_t churn_permille;        /* CORDON / UNCORDON / REMOVE / re-ADD; default 20 */
+    uint32_t policy_per_million;    /* POLICY.SET, an administrator's rare act; default 10 */
     uint32_t fill_permille;         /* GPU use the mix steers toward; default 700 */
 } berth_gen_options;
 
