@@ -47,6 +47,8 @@
 #define CL_PATH_LEN_MAX 4096
 #define CL_ERR_LEN_MAX 1024
 #define CL_STALL_MS_MAX 30000            /* no reply at all for this long: berthd is stuck */
+#define CL_ACKED_RETRIES 16              /* acknowledged commands sent again after each restart */
+#define CL_RECENT_OPS 2000               /* ...chosen among the newest, well inside the REQID window */
 
 typedef enum op_state { OP_PENDING = 0, OP_ACKED } op_state;
 
@@ -99,6 +101,7 @@ typedef struct run {
     uint64_t acked;
     uint64_t acked_ok;
     uint64_t retried;
+    uint64_t acked_retries;
     uint64_t losses;
     uint64_t doubles;
     uint64_t verifications;
@@ -594,6 +597,35 @@ static void resend_pending(run *r) {
     }
 }
 
+/* After a restart: commands that were acknowledged before the kill, sent
+ * again with their REQID, must get the very answer they got then (the seq,
+ * or the same refusal) and append nothing (the next offline check finds any
+ * REQID journaled twice). */
+static void retry_acked(run *r) {
+    lconn *lc = &r->conns[0];
+    assert(lc->current < 0);
+    size_t first = r->op_count > CL_RECENT_OPS ? r->op_count - CL_RECENT_OPS : 0;
+    for (uint32_t k = 0; k < CL_ACKED_RETRIES && r->op_count > first; k++) {
+        const op *o = &r->ops[first + h_rng_below(&r->rng, r->op_count - first)];
+        if (o->state != OP_ACKED) continue;
+        if (send_op(lc, o) != 0) h_die("cannot resend %s", o->reqid);
+        h_reply reply;
+        h_reply_init(&reply);
+        if (h_read_reply(&lc->c, &reply, CL_REPLY_TIMEOUT_MS) != 0) h_die("no reply to the retry of %s", o->reqid);
+        const h_node *n = h_reply_root(&reply);
+        bool same = o->code == BERTH_OK ? n->type == H_INT && (uint64_t)n->integer == o->seq
+                                         : n->type == H_ERROR && n->len == strlen(o->sentence) &&
+                                               memcmp(n->str, o->sentence, n->len) == 0;
+        if (!same) {
+            h_die("retry of acknowledged %s (%s) after restart %u answered '%.*s' (%" PRId64 "), first answer %s %" PRIu64,
+                  o->reqid, o->text, r->kills, n->str ? (int)n->len : 0, n->str ? n->str : "", n->integer,
+                  o->code == BERTH_OK ? "seq" : o->sentence, o->seq);
+        }
+        h_reply_free(&reply);
+        r->acked_retries++;
+    }
+}
+
 static void disconnect_all(run *r) {
     for (uint32_t i = 0; i < r->o.connections; i++) h_conn_close(&r->conns[i].c);
 }
@@ -688,6 +720,7 @@ int main(int argc, char **argv) {
     while (time_left(&r, start)) {
         connect_all(&r);
         resend_pending(&r);
+        retry_acked(&r);
         for (uint32_t i = 0; i < r.o.connections; i++) conn_next(&r, &r.conns[i]);
         uint64_t span = r.o.kill_min_ms + h_rng_below(&r.rng, r.o.kill_max_ms - r.o.kill_min_ms + 1);
         load_until(&r, h_now_ns() + span * 1000000ull);
@@ -697,13 +730,14 @@ int main(int argc, char **argv) {
     }
     connect_all(&r);
     resend_pending(&r);
+    retry_acked(&r);
     disconnect_all(&r);
     final_checks(&r);
     double secs = (double)(h_now_ns() - start) / 1e9;
     printf("crashloop: kills %u, acknowledged writes %" PRIu64 " (%" PRIu64 " ok, %" PRIu64 " refused), "
-           "retried after kill %" PRIu64 ", losses %" PRIu64 ", applied twice %" PRIu64 ", head %" PRIu64
+           "retried after kill %" PRIu64 " (and %" PRIu64 " acknowledged ones: same answer), losses %" PRIu64 ", applied twice %" PRIu64 ", head %" PRIu64
            ", DIGEST equal to replay after %" PRIu64 " restarts, %.1f s\n", r.kills, r.acked, r.acked_ok,
-           r.acked - r.acked_ok, r.retried, r.losses, r.doubles, r.last_head, r.digest_checks, secs);
+           r.acked - r.acked_ok, r.retried, r.acked_retries, r.losses, r.doubles, r.last_head, r.digest_checks, secs);
     for (size_t i = 0; i < r.op_count; i++) free(r.ops[i].sentence);
     free(r.ops);
     return r.losses == 0 && r.doubles == 0 ? 0 : 1;
