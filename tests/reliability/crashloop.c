@@ -10,7 +10,11 @@
  * a replay from genesis equals the digest with snapshots and the digest of
  * the engine berthd's own start path builds. Then berthd restarts, every
  * unacknowledged command is retried with its REQID (it must be applied at
- * most once), and the load goes on. At the end JOURNAL.VERIFY runs over RESP.
+ * most once), and the load goes on. A WATCH client follows the journal the
+ * whole time: every record it was shown must be in the journal after every
+ * kill, with the same hash (no client may see a record that is not durable),
+ * and its stream resumes after each restart without a gap. At the end
+ * JOURNAL.VERIFY runs over RESP.
  *
  *   berth_crashloop --berthd PATH --data DIR [--kills N] [--duration S]
  *       [--connections C] [--workers W] [--seed S] [--kill-min-ms A]
@@ -74,6 +78,15 @@ typedef struct lconn {
     char live[CL_LIVE_PER_CONN_MAX][CL_NAME_LEN_MAX];
 } lconn;
 
+/* The WATCH client: the hash of every record it was shown, by seq. */
+typedef struct watcher {
+    h_conn c;
+    uint64_t next;                       /* the seq it expects next */
+    uint8_t (*hashes)[BERTH_HASH_LEN];   /* hashes[seq], owned */
+    size_t cap;
+    uint64_t shown;                      /* records shown, over all restarts */
+} watcher;
+
 typedef struct options {
     const char *berthd;
     const char *data;
@@ -95,6 +108,7 @@ typedef struct run {
     size_t op_count;
     size_t op_cap;
     lconn conns[CL_CONNECTIONS_MAX];
+    watcher watch;
     char log_path[CL_PATH_LEN_MAX];
     /* figures */
     uint32_t kills;
@@ -341,10 +355,92 @@ static void setup_workers(run *r) {
     h_conn_close(&c);
 }
 
+/* ---- the WATCH client ---- */
+
+static int hex_nibble(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static void watch_open(run *r) {
+    watcher *w = &r->watch;
+    if (w->next == 0) w->next = 1;
+    if (h_conn_open(&w->c, "127.0.0.1", r->server.port, 5000) != 0) h_die("WATCH cannot connect");
+    char from[32];
+    int n = snprintf(from, sizeof from, "%" PRIu64, w->next);
+    const char *argv[] = { "WATCH", from };
+    size_t lens[] = { 5, (size_t)n };
+    char *out = NULL;
+    size_t len = 0, cap = 0;
+    if (h_encode_argv(&out, &len, &cap, 2, argv, lens) != 0 || h_write_all(w->c.fd, out, len, CL_REPLY_TIMEOUT_MS) != 0) {
+        h_die("cannot send WATCH");
+    }
+    free(out);
+}
+
+/* One frame: ["watch", from, head] or ["message", "watch", {seq, ..., hash}]. */
+static void watch_frame(run *r, const h_reply *reply) {
+    watcher *w = &r->watch;
+    const h_node *root = h_reply_root(reply);
+    if (root->type == H_ERROR) h_die("WATCH answered '%.*s'", (int)root->len, root->str);
+    if (!h_node_is(h_reply_child(reply, root, 0), "message")) return;
+    const h_node *rec = h_reply_child(reply, root, 2);
+    const h_node *seq = h_reply_field(reply, rec, "seq");
+    const h_node *hash = h_reply_field(reply, rec, "hash");
+    if (seq == NULL || seq->type != H_INT || hash == NULL || hash->len != 2 * BERTH_HASH_LEN) {
+        h_die("a WATCH frame without seq or hash");
+    }
+    if ((uint64_t)seq->integer != w->next) {
+        h_die("WATCH showed seq %" PRId64 " where %" PRIu64 " was due (after %u kills)", seq->integer, w->next, r->kills);
+    }
+    if (w->next >= w->cap) {
+        size_t cap = w->cap == 0 ? 65536 : w->cap * 2;
+        void *grown = realloc(w->hashes, cap * sizeof *w->hashes);
+        if (grown == NULL) h_die("ERR out of memory");
+        w->hashes = grown;
+        w->cap = cap;
+    }
+    for (size_t i = 0; i < BERTH_HASH_LEN; i++) {
+        int hi = hex_nibble(hash->str[2 * i]), lo = hex_nibble(hash->str[2 * i + 1]);
+        if (hi < 0 || lo < 0) h_die("WATCH sent a hash that is not hex");
+        w->hashes[w->next][i] = (uint8_t)(hi << 4 | lo);
+    }
+    w->next++;
+    w->shown++;
+}
+
+static void watch_read(run *r) {
+    watcher *w = &r->watch;
+    if (h_conn_fill(&w->c) < 0) h_die("berthd closed the WATCH connection before it was killed");
+    h_reply reply;
+    h_reply_init(&reply);
+    int t;
+    while ((t = h_conn_take(&w->c, &reply)) == 1) {
+        watch_frame(r, &reply);
+        h_reply_free(&reply);
+    }
+    if (t < 0) h_die("berthd sent the WATCH client bytes that are not RESP");
+}
+
+/* Offline: every record the watcher was shown is durable, with that hash. */
+static void check_watched(run *r, berth_journal_reader *reader) {
+    watcher *w = &r->watch;
+    for (uint64_t seq = 1; seq < w->next; seq++) {
+        berth_record rec;
+        berth_jerr e = berth_journal_read(reader, seq, &rec, NULL, NULL);
+        if (e != BERTH_J_OK || memcmp(rec.hash, w->hashes[seq], BERTH_HASH_LEN) != 0) {
+            h_die("WATCH showed seq %" PRIu64 " but after kill %u the journal %s", seq, r->kills,
+                  e != BERTH_J_OK ? "does not have it" : "holds another record there");
+        }
+    }
+}
+
 /* Drive the load until deadline_ns; returns when it is time to kill. */
 static void load_until(run *r, uint64_t deadline_ns) {
     uint32_t n = r->o.connections;
-    struct pollfd pfd[CL_CONNECTIONS_MAX];
+    struct pollfd pfd[CL_CONNECTIONS_MAX + 1];
     uint64_t last_progress = h_now_ns();
     for (;;) {
         uint64_t now = h_now_ns();
@@ -353,10 +449,12 @@ static void load_until(run *r, uint64_t deadline_ns) {
             h_die("berthd answered nothing for %d ms under load", CL_STALL_MS_MAX);
         }
         for (uint32_t i = 0; i < n; i++) pfd[i] = (struct pollfd){ .fd = r->conns[i].c.fd, .events = POLLIN };
+        pfd[n] = (struct pollfd){ .fd = r->watch.c.fd, .events = POLLIN };
         int timeout = (int)((deadline_ns - now) / 1000000ull) + 1;
-        int pr = poll(pfd, n, timeout);
+        int pr = poll(pfd, n + 1, timeout);
         if (pr < 0 && errno == EINTR) continue;
         if (pr < 0) h_die("poll: %s", strerror(errno));
+        if (pfd[n].revents != 0) watch_read(r);
         for (uint32_t i = 0; i < n && pr > 0; i++) {
             if (pfd[i].revents == 0) continue;
             lconn *lc = &r->conns[i];
@@ -550,6 +648,7 @@ static void verify_offline(run *r, const char *when) {
     if (berth_journal_reader_head(reader, &head, head_hash) != BERTH_J_OK) h_die("cannot read the head");
     if (head < r->last_head) h_die("the head went back from %" PRIu64 " to %" PRIu64, r->last_head, head);
     r->last_head = head;
+    check_watched(r, reader);
     size_t n = 0;
     jrec *v = load_records(reader, &n);
     check_doubles(r, v, n);
@@ -576,6 +675,7 @@ static void verify_offline(run *r, const char *when) {
 
 static void connect_all(run *r) {
     for (uint32_t i = 0; i < r->o.connections; i++) conn_open(r, &r->conns[i]);
+    watch_open(r);
 }
 
 /* After a restart: every command that was in flight is sent again with its
@@ -628,6 +728,7 @@ static void retry_acked(run *r) {
 
 static void disconnect_all(run *r) {
     for (uint32_t i = 0; i < r->o.connections; i++) h_conn_close(&r->conns[i].c);
+    h_conn_close(&r->watch.c);
 }
 
 /* Proof that the checker can fail: after the first kill, claim one
@@ -714,6 +815,7 @@ int main(int argc, char **argv) {
         r.conns[i].id = i;
         r.conns[i].current = -1;
     }
+    h_conn_init(&r.watch.c);
     uint64_t start = h_now_ns();
     server_start(&r);
     setup_workers(&r);
@@ -736,9 +838,10 @@ int main(int argc, char **argv) {
     double secs = (double)(h_now_ns() - start) / 1e9;
     printf("crashloop: kills %u, acknowledged writes %" PRIu64 " (%" PRIu64 " ok, %" PRIu64 " refused), "
            "retried after kill %" PRIu64 " (and %" PRIu64 " acknowledged ones: same answer), losses %" PRIu64 ", applied twice %" PRIu64 ", head %" PRIu64
-           ", DIGEST equal to replay after %" PRIu64 " restarts, %.1f s\n", r.kills, r.acked, r.acked_ok,
-           r.acked - r.acked_ok, r.retried, r.acked_retries, r.losses, r.doubles, r.last_head, r.digest_checks, secs);
+           ", DIGEST equal to replay after %" PRIu64 " restarts, WATCH showed %" PRIu64 " records (all durable), %.1f s\n", r.kills, r.acked, r.acked_ok,
+           r.acked - r.acked_ok, r.retried, r.acked_retries, r.losses, r.doubles, r.last_head, r.digest_checks, r.watch.shown, secs);
     for (size_t i = 0; i < r.op_count; i++) free(r.ops[i].sentence);
     free(r.ops);
+    free(r.watch.hashes);
     return r.losses == 0 && r.doubles == 0 ? 0 : 1;
 }
