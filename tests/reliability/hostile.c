@@ -54,6 +54,9 @@
 #define HC_MAX_OUTPUT_BYTES (1u << 20)   /* berthd --max-output-bytes for this run */
 #define HC_WATCH_RCVBUF 4096
 #define HC_SETTLE_MS 3000                /* after the storm: time for berthd to let go */
+#define HC_HEADROOM 64                   /* --max-clients is the hostile connections plus this */
+#define HC_OVER_LIMIT 100                /* connections tried past --max-clients */
+#define HC_OVER_WAIT_MS 3000
 #define HC_SEEN_BYTES_MAX 256            /* first bytes of each reply kept for the report */
 #define HC_PHASE_B_RECORDS 40000         /* ~12 MB of WATCH frames: far past the output limit */
 #define HC_PHASE_B_MS_MAX 20000
@@ -418,6 +421,48 @@ static bool watch_was_dropped(hconn *h, uint64_t *drained) {
     return false;
 }
 
+/* With every hostile connection open, fill the headroom and try
+ * HC_OVER_LIMIT more: each must get a PONG (within --max-clients) or be
+ * refused (an error or a close), none may hang. Returns how many were
+ * refused; *accepted gets the rest. The extra connections are closed. */
+static uint32_t over_limit(int port, uint32_t *accepted) {
+    enum { N = HC_HEADROOM + HC_OVER_LIMIT };
+    hconn xs[N];
+    struct pollfd pfd[N];
+    static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+    memset(xs, 0, sizeof xs);
+    for (uint32_t i = 0; i < N; i++) {
+        xs[i].fd = connect_nb(port, 0);
+        if (xs[i].fd < 0) { xs[i].closed = true; continue; }   /* refused at connect: fine */
+        if (send(xs[i].fd, ping, sizeof ping - 1, MSG_NOSIGNAL) < 0) xs[i].closed = true;
+    }
+    uint64_t deadline = h_now_ns() + (uint64_t)HC_OVER_WAIT_MS * 1000000ull;
+    while (h_now_ns() < deadline) {
+        uint32_t waiting = 0;
+        for (uint32_t i = 0; i < N; i++) {
+            bool done = xs[i].closed || xs[i].got_reply;
+            pfd[i] = (struct pollfd){ .fd = done ? -1 : xs[i].fd, .events = POLLIN };
+            waiting += !done;
+        }
+        if (waiting == 0) break;
+        if (poll(pfd, N, 50) < 0 && errno != EINTR) h_die("poll: %s", strerror(errno));
+        for (uint32_t i = 0; i < N; i++) {
+            if (pfd[i].fd >= 0 && pfd[i].revents != 0) read_some(&xs[i]);
+        }
+    }
+    uint32_t refused = 0, ok = 0, hung = 0;
+    for (uint32_t i = 0; i < N; i++) {
+        bool pong = xs[i].got_reply && !xs[i].got_error;
+        if (pong) ok++;
+        else if (xs[i].got_error || xs[i].closed) refused++;
+        else hung++;
+        if (xs[i].fd >= 0) close(xs[i].fd);
+    }
+    if (hung > 0) h_die("%u connections past --max-clients got neither an answer nor a refusal", hung);
+    *accepted = ok;
+    return refused;
+}
+
 /* Run the hostile clients until end_ns: due bytes out, replies in, memory
  * sampled. Stops early when the writer has written what phase B needs. */
 static void storm(shared *s, const h_server *server, hconn *hs, uint32_t n, struct pollfd *pfd,
@@ -446,7 +491,7 @@ int main(int argc, char **argv) {
     snprintf(log_path, sizeof log_path, "%s.log", o.data);
     snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", o.data, log_path);
     if (system(cmd) != 0) h_die("cannot clear %s", o.data);
-    snprintf(max_clients, sizeof max_clients, "%u", o.connections + 64);
+    snprintf(max_clients, sizeof max_clients, "%u", o.connections + HC_HEADROOM);
     snprintf(max_out, sizeof max_out, "%u", HC_MAX_OUTPUT_BYTES);
     const char *extra[] = { "--max-clients", max_clients, "--max-output-bytes", max_out, "--snapshot-every", "0" };
     h_server server;
@@ -479,6 +524,9 @@ int main(int argc, char **argv) {
     }
     double connect_ms = (double)(h_now_ns() - t_connect) / 1e6;
     long fd_peak = h_fd_count(server.pid);
+    uint32_t over_accepted = 0;
+    uint32_t over_refused = over_limit(server.port, &over_accepted);
+    h_sleep_ms(200);   /* let berthd see the extra connections close before the good client comes */
     long rss_peak = rss_base;
 
     /* Phase A: the storm and the good client. */
@@ -552,6 +600,8 @@ int main(int argc, char **argv) {
            live_dropped ? "dropped by berthd" : "STILL CONNECTED", drained_live);
     printf("  watch catch-up, never reads: %s (%" PRIu64 " bytes were waiting)\n",
            catchup_dropped ? "dropped by berthd" : "still connected, catch-up paused", drained_catchup);
+    printf("  past --max-clients %u: %u more connections, %u answered PING, %u refused\n",
+           o.connections + HC_HEADROOM, HC_HEADROOM + HC_OVER_LIMIT, over_accepted, over_refused);
     printf("  split command: %zu bytes in %zu one-byte packets, answered '%s', %s\n", s.split_len, s.split_sent,
            s.split_reply, split_applied ? "applied" : "NOT applied");
     printf("good client, phase A (storm): %zu PINGs, p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.3f ms\n",
@@ -571,6 +621,10 @@ int main(int argc, char **argv) {
         if (t[k].refused < t[k].count) {
             fprintf(stderr, "FAIL %s: berthd neither refused nor closed every such client\n", kind_names[k]); bad++;
         }
+    }
+    if (over_accepted > HC_HEADROOM || over_refused < HC_OVER_LIMIT) {
+        fprintf(stderr, "FAIL --max-clients %u not enforced: %u of %u extra connections answered\n",
+                o.connections + HC_HEADROOM, over_accepted, HC_HEADROOM + HC_OVER_LIMIT); bad++;
     }
     if (!s.split_answered || !split_applied) { fprintf(stderr, "FAIL the split command was not applied\n"); bad++; }
     if (!live_dropped) { fprintf(stderr, "FAIL berthd kept a live WATCH client that never reads past --max-output-bytes\n"); bad++; }
