@@ -82,6 +82,9 @@ static bool reply_reserve(reply_buf *rb, size_t n) {
 
 void reply_raw(reply_buf *rb, const char *bytes, size_t len) {
     assert(bytes != NULL || len == 0);
+    if (len == 0) {
+        return;   /* bytes may be NULL (an empty side buffer): memcpy must not see it */
+    }
     if (!reply_reserve(rb, len)) {
         return;
     }
