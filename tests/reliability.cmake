@@ -53,6 +53,9 @@ target_link_libraries(berth_corrupt_start PRIVATE berth_harness berth_replay ber
 add_executable(berth_fulldisk ${rel_src}/fulldisk.c)
 target_link_libraries(berth_fulldisk PRIVATE berth_harness berth_replay berth_journal berth_core)
 
+add_executable(berth_cmdstorm ${rel_src}/cmdstorm.c)
+target_link_libraries(berth_cmdstorm PRIVATE berth_harness berth_replay berth_journal berth_core)
+
 add_executable(berth_hostile ${rel_src}/hostile.c)
 target_link_libraries(berth_hostile PRIVATE berth_harness)
 
@@ -75,6 +78,12 @@ if(TARGET berthd)
            COMMAND berth_corrupt_start --berthd $<TARGET_FILE:berthd> --berth "${rel_berth}"
                    --work ${rel_work}/corrupt)
   set_tests_properties(reliability_corrupt_start PROPERTIES TIMEOUT 180 LABELS reliability)
+
+  # Random commands with random arguments; the journal must verify after.
+  add_test(NAME reliability_cmdstorm
+           COMMAND berth_cmdstorm --berthd $<TARGET_FILE:berthd> --data ${rel_work}/cmdstorm
+                   --seconds 8 --connections 8 --seed 1)
+  set_tests_properties(reliability_cmdstorm PROPERTIES TIMEOUT 180 LABELS reliability)
 
   # Mounts a small tmpfs (root only); exits 77 (skipped) when mount is refused.
   add_test(NAME reliability_fulldisk
