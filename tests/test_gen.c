@@ -17,7 +17,7 @@
 #include "gen.h"
 #include "state.h"
 
-#define STREAM_COMMANDS_MAX 200000      /* per seed in the heavier tests */
+#define STREAM_COMMANDS_MAX 120000      /* per seed in the heavier tests */
 #define CHECK_EVERY_COMMANDS 997        /* berth_state_check cadence (prime: varies the phase) */
 #define ERR_TEXT_MAX 256
 
@@ -289,7 +289,7 @@ static void run_against_state(uint64_t seed, uint32_t workers, uint64_t commands
  * one is the benchmark's regime. Every seed is printed on failure. */
 START_TEST(test_predictions_match_state) {
     static const struct { uint64_t seed; uint32_t workers; uint64_t commands; } runs[] = {
-        { 1, 8, 50000 }, { 2, 40, 100000 }, { 3, 300, STREAM_COMMANDS_MAX }, { 4, 2000, 100000 },
+        { 1, 8, 30000 }, { 2, 40, 60000 }, { 3, 300, STREAM_COMMANDS_MAX }, { 4, 2000, 60000 },
     };
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
         tally t;
