@@ -79,8 +79,76 @@ static void random_word(h_rng *rng, word *w) {
     for (size_t i = 0; i < w->len; i++) w->text[i] = (char)h_rng_next(rng);
 }
 
+/* Well-formed shapes with typed slots, so the storm also reaches the deep
+ * paths (placements that fit, AT far back, HISTORY ranges, REQID retries):
+ * $I instance, $W worker, $M model, $B backend, $N number, $P placement,
+ * $L label, $E backend list, $Q query word, $R request id, $X any word. */
+static const char *const shapes[] = {
+    "DEPLOY $I MODEL $M BACKEND $B ON $P $P", "DEPLOY $I MODEL $M BACKEND $B ON $P",
+    "DEPLOY $I MODEL $M BACKEND $B VRAM $N ON $P", "DEPLOY $I MODEL $M BACKEND $B ON $P $P REQID $R",
+    "RELEASE $I", "RELEASE $I REQID $R", "WORKER.ADD $W GPUS $N", "WORKER.ADD $W GPUS $N VRAM $N LABEL $L",
+    "WORKER.CORDON $W", "WORKER.UNCORDON $W", "WORKER.REMOVE $W", "POLICY.SET EXCLUSIVE $E",
+    "WORKER.GET $W", "INSTANCE.GET $I", "WORKER.LIST STATE $X FREE", "WORKER.LIST FREE",
+    "INSTANCE.LIST WORKER $W MODEL $M BACKEND $B", "INSTANCE.LIST $X $X", "AT $N WORKER.GET $W",
+    "AT $N INSTANCE.LIST WORKER $W", "AT $N DIGEST", "AT $N AT $N DIGEST", "AT $N $Q $X",
+    "JOURNAL.RANGE $N $N", "JOURNAL.HEAD", "HISTORY WORKER $W", "HISTORY WORKER $W $N $N",
+    "HISTORY INSTANCE $I $N $N", "HISTORY $X $X $N", "CLIENT SETNAME $W", "CLIENT GETNAME",
+    "INFO $X", "COMMAND INFO $Q", "COMMAND DOCS $Q", "COMMAND COUNT", "ECHO $X", "DIGEST",
+};
+#define SHAPE_COUNT (sizeof shapes / sizeof shapes[0])
+
+static const char *pick(h_rng *rng, const char *const *pool, size_t n) {
+    return pool[h_rng_below(rng, n)];
+}
+
+/* Fill one typed slot into w. */
+static void fill_slot(h_rng *rng, char type, word *w) {
+    static const char *const models[] = { "m", "meta/llama-3-70b", "qwen2" };
+    static const char *const backends[] = { "vllm", "sglang", "llama-box" };
+    static const char *const lists[] = { "vllm", "vllm,sglang", "sglang", "llama-box,vllm" };
+    static const char *const queries[] = { "WORKER.GET", "WORKER.LIST", "INSTANCE.LIST", "POLICY.GET", "DIGEST", "AT", "PING" };
+    static const char *const numbers[] = { "0", "1", "2", "3", "5", "8", "10", "50", "100", "1000", "20000",
+                                           "81920", "64", "65", "18446744073709551615", "-1", "x" };
+    uint64_t k = h_rng_below(rng, 8);
+    int n = 0;
+    switch (type) {
+    case 'I': n = snprintf(w->text, sizeof w->text, "i%" PRIu64, k); break;
+    case 'W': n = snprintf(w->text, sizeof w->text, "w%" PRIu64, k % 6); break;
+    case 'R': n = snprintf(w->text, sizeof w->text, "r%" PRIu64, h_rng_below(rng, 40)); break;
+    case 'M': n = snprintf(w->text, sizeof w->text, "%s", pick(rng, models, 3)); break;
+    case 'B': n = snprintf(w->text, sizeof w->text, "%s", pick(rng, backends, 3)); break;
+    case 'E': n = snprintf(w->text, sizeof w->text, "%s", pick(rng, lists, 4)); break;
+    case 'Q': n = snprintf(w->text, sizeof w->text, "%s", pick(rng, queries, 7)); break;
+    case 'N': n = snprintf(w->text, sizeof w->text, "%s", pick(rng, numbers, sizeof numbers / sizeof numbers[0])); break;
+    case 'L': n = snprintf(w->text, sizeof w->text, "zone=z%" PRIu64, k); break;
+    case 'P':
+        n = k < 3 ? snprintf(w->text, sizeof w->text, "w%" PRIu64, h_rng_below(rng, 6))
+                  : snprintf(w->text, sizeof w->text, "w%" PRIu64 ":%" PRIu64 ",%" PRIu64, h_rng_below(rng, 6),
+                             h_rng_below(rng, 8), h_rng_below(rng, 9));
+        break;
+    default: random_word(rng, w); return;
+    }
+    assert(n > 0 && (size_t)n < sizeof w->text);
+    w->len = (size_t)n;
+}
+
+static size_t shaped_command(h_rng *rng, word *words) {
+    const char *shape = shapes[h_rng_below(rng, SHAPE_COUNT)];
+    size_t argc = 0;
+    for (const char *p = shape; *p != '\0' && argc <= CS_ARGS_MAX;) {
+        size_t len = strcspn(p, " ");
+        word *w = &words[argc++];
+        if (p[0] == '$') fill_slot(rng, p[1], w);
+        else { memcpy(w->text, p, len); w->len = len; }
+        p += len;
+        while (*p == ' ') p++;
+    }
+    return argc;
+}
+
 /* One random command: a name, then 0..CS_ARGS_MAX words. Returns argc. */
 static size_t random_command(h_rng *rng, word *words) {
+    if (h_rng_below(rng, 100) < 60) return shaped_command(rng, words);
     const char *name = command_names[h_rng_below(rng, COMMAND_NAME_COUNT)];
     words[0].len = strlen(name);
     memcpy(words[0].text, name, words[0].len);
