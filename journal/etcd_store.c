@@ -42,6 +42,10 @@
 #define ETCD_FEED_WAIT_MS 1000                 /* a watch waits this long before a fresh range read */
 #define ETCD_FEED_RETRY_MS 100                 /* after a failed read */
 #define ETCD_FEED_IDLE_MS 200                  /* leader or feed held: recheck this often */
+/* A live follower reads at most this often: each read then carries several
+ * of the leader's commits, so following costs etcd (and this replica) a few
+ * requests a second instead of two per commit, for this much more lag. */
+#define ETCD_FEED_PACE_MS 25
 #define ETCD_B64_LEN_MAX (4 * ((BERTH_RECORD_BYTES_MAX + 2) / 3) + 1)
 #define ETCD_SEQ_DIGITS 20
 /* The leader's copy of a batch for its local append: the records' strings
@@ -136,6 +140,7 @@ typedef struct etcd_journal {
     berth_touched *local_touched;       /* BERTH_ETCD_TXN_RECORDS_MAX, owned */
     uint8_t *local_arena;               /* ETCD_LOCAL_ARENA_BYTES, owned */
     size_t local_arena_used;
+    uint64_t feed_last_ns;              /* feed thread: when its last live read began */
     uint64_t chain_seq;                 /* leader: the head etcd holds, and its hash */
     uint8_t chain_hash[BERTH_HASH_LEN];
 } etcd_journal;
@@ -283,8 +288,12 @@ static json_t *op_put(etcd_http *h, const char *key, const void *value, size_t l
     return json_pack("{s:o}", "request_put", put);
 }
 
+/* Feed reads are serializable: the member answers from its own applied
+ * state without a round to etcd's leader. A stale answer only delays a
+ * follower (etcd never shows uncommitted writes), and a campaign decided on
+ * one is still judged by its own transaction's compares. */
 static json_t *op_range(etcd_http *h, const char *key, const char *end, uint32_t limit) {
-    json_t *range = json_pack("{s:o}", "key", jkey(h, key));
+    json_t *range = json_pack("{s:o, s:b}", "key", jkey(h, key), "serializable", 1);
     if (range != NULL && end != NULL) json_object_set_new(range, "range_end", jkey(h, end));
     if (range != NULL && limit > 0) json_object_set_new(range, "limit", json_integer(limit));
     return json_pack("{s:o}", "request_range", range);
@@ -1032,9 +1041,24 @@ static fetch_result feed_fetch(etcd_journal *j, etcd_http *h) {
     return fr;
 }
 
+/* Pace live reads to ETCD_FEED_PACE_MS apart (catch-up reads, which come
+ * back full, are not paced: see feed_round). */
+static void feed_pace(etcd_journal *j) {
+    uint64_t since = mono_ns() - j->feed_last_ns;
+    uint64_t pace = (uint64_t)ETCD_FEED_PACE_MS * 1000000u;
+    if (since < pace) {
+        lock(j);
+        if (!j->stop) wait_ms(j, (uint32_t)((pace - since) / 1000000u) + 1);
+        unlock(j);
+    }
+    j->feed_last_ns = mono_ns();
+}
+
 /* One round of the follower: fetch what is new, or campaign, or wait. */
 static void feed_round(etcd_journal *j) {
+    feed_pace(j);
     fetch_result fr = feed_fetch(j, &j->feeder);
+    if (fr.got == BERTH_ETCD_FEED_RECORDS_MAX) j->feed_last_ns = 0;   /* more is waiting: no pause */
     if (fr.err == BERTH_J_CORRUPT) return;   /* feed_fill stopped the role */
     if (fr.err != BERTH_J_OK) {
         lock(j);
@@ -1378,11 +1402,18 @@ static berth_jerr etcd_alloc(etcd_journal **out, const berth_etcd_options *etcd,
     j->local_records = calloc(BERTH_ETCD_TXN_RECORDS_MAX, sizeof *j->local_records);
     j->local_touched = calloc(BERTH_ETCD_TXN_RECORDS_MAX, sizeof *j->local_touched);
     j->local_arena = malloc(ETCD_LOCAL_ARENA_BYTES);
-    if (j->feed_bytes == NULL || j->local_records == NULL || j->local_touched == NULL || j->local_arena == NULL || http_init(&j->caller, &j->cfg, j) != 0 ||
+    if (j->feed_bytes == NULL || j->local_records == NULL || j->local_touched == NULL ||
+        j->local_arena == NULL || http_init(&j->caller, &j->cfg, j) != 0 ||
         http_init(&j->feeder, &j->cfg, j) != 0 || http_init(&j->leaser, &j->cfg, j) != 0) {
         *out = j;
         return BERTH_J_NOMEM;
     }
+    /* Followers spread their reads over the members (the leader writes to
+     * the first that answers); the advertised address picks, so a replica
+     * always starts at the same one. */
+    uint32_t spread = 0;
+    for (const char *a = j->cfg.advertise; *a != '\0'; a++) spread = spread * 31u + (uint8_t)*a;
+    j->feeder.current = j->cfg.endpoint_count > 0 ? spread % j->cfg.endpoint_count : 0;
     *out = j;
     return BERTH_J_OK;
 }
