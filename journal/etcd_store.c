@@ -85,7 +85,7 @@ typedef struct etcd_http {
     size_t body_cap;
     char token[ETCD_CRED_LEN_MAX * 2];  /* etcd auth token, "" when none */
     char b64[ETCD_B64_LEN_MAX];
-    uint8_t raw[BERTH_RECORD_BYTES_MAX];
+    uint8_t raw[BERTH_RECORD_BYTES_MAX + 3];   /* base64 decodes whole groups of 3 */
     char error[BERTH_ETCD_ERR_LEN_MAX];
 } etcd_http;
 
@@ -694,14 +694,23 @@ static berth_jerr append_leader(etcd_journal *j, berth_record *records, const be
             return BERTH_J_INVALID;
         }
         key_journal(&j->cfg, rec->seq, key, sizeof key);
-        json_array_append_new(puts, op_put(h, key, j->scratch, len, 0));
+        /* A put lost to memory would make the head vouch for a missing
+         * record: any failure to build the request fails the batch. */
+        if (json_array_append_new(puts, op_put(h, key, j->scratch, len, 0)) != 0) {
+            json_decref(puts);
+            return BERTH_J_NOMEM;
+        }
         memcpy(prev, rec->hash, BERTH_HASH_LEN);
     }
     uint64_t last = head + n;
     char value[24];
     snprintf(value, sizeof value, "%" PRIu64, last);
     key_named(&j->cfg, "head", key, sizeof key);
-    json_array_append_new(puts, op_put(h, key, value, strlen(value), 0));
+    if (json_array_append_new(puts, op_put(h, key, value, strlen(value), 0)) != 0) {
+        json_decref(puts);
+        return BERTH_J_NOMEM;
+    }
+    assert(json_array_size(puts) == n + 1);
     char leader_key[ETCD_KEY_LEN_MAX];
     key_named(&j->cfg, "leader", leader_key, sizeof leader_key);
     json_t *compare = json_pack("[o, o]", compare_create(h, leader_key, (uint64_t)leader_rev),
