@@ -658,6 +658,19 @@ static void *local_main(void *arg) {
     return NULL;
 }
 
+/* The local copy failed to take records etcd holds: memory, disk and etcd
+ * can only agree again after a restart (which copies them from etcd), so
+ * give up the lease and stop; berthd exits on seeing STOPPED. */
+static void local_broken(etcd_journal *j, etcd_http *h) {
+    step_down(j, h, "the local copy failed to take records etcd holds");
+    lock(j);
+    atomic_store(&j->role, BERTH_ETCD_STOPPED);
+    snprintf(j->last_error, sizeof j->last_error, "the local copy failed to take records etcd holds (%s)",
+             berth_jerr_name(j->local_err));
+    unlock(j);
+    notify(j);
+}
+
 /* --------------------------------------------------------------- append */
 
 /* Leader: one fenced etcd transaction; then the same records go to the
@@ -671,7 +684,12 @@ static berth_jerr append_leader(etcd_journal *j, berth_record *records, const be
     int64_t leader_rev = j->leader_rev;
     uint64_t head = j->chain_seq;
     memcpy(prev, j->chain_hash, BERTH_HASH_LEN);
+    berth_jerr earlier = j->local_err;
     unlock(j);
+    if (earlier != BERTH_J_OK) {   /* send nothing more to etcd */
+        local_broken(j, h);
+        return BERTH_J_CORRUPT;
+    }
     if (leader_rev == 0) {   /* stepped down meanwhile */
         berth_jerr le = local_wait(j);
         return le != BERTH_J_OK ? BERTH_J_CORRUPT : BERTH_J_READONLY;
@@ -724,21 +742,33 @@ static berth_jerr append_leader(etcd_journal *j, berth_record *records, const be
     if (r != HTTP_OK) {
         /* Unknown outcome: etcd may yet hold these records. As a follower we
          * learn what it holds; clients retry with their REQIDs. */
+        if (le != BERTH_J_OK) {
+            local_broken(j, h);
+            return BERTH_J_CORRUPT;
+        }
         step_down(j, h, "an append got no answer from etcd");
-        return le != BERTH_J_OK ? BERTH_J_CORRUPT : BERTH_J_IO;
+        return BERTH_J_IO;
     }
     if (!ok) {
         lock(j);
         j->fence_refusals++;
         unlock(j);
+        if (le != BERTH_J_OK) {
+            local_broken(j, h);
+            return BERTH_J_CORRUPT;
+        }
         step_down(j, h, "etcd refused an append: the leader key or the head moved");
-        return le != BERTH_J_OK ? BERTH_J_CORRUPT : BERTH_J_READONLY;
+        return BERTH_J_READONLY;
     }
     if (le != BERTH_J_OK) {
-        /* etcd holds records the local copy lacks: only a restart, which
-         * copies them from etcd, makes memory, disk and etcd agree again. */
-        step_down(j, h, "the local copy failed to take records etcd holds");
-        return BERTH_J_CORRUPT;
+        /* etcd took this batch, so its clients are told so (OK); but the
+         * local copy lacks the one before: stop. */
+        local_broken(j, h);
+        lock(j);
+        j->txns++;
+        if (j->etcd_head < last) j->etcd_head = last;
+        unlock(j);
+        return BERTH_J_OK;
     }
     local_enqueue(j, records, touched, n, prev);
     lock(j);

@@ -152,6 +152,14 @@ static void replication_async_cb(struct ev_loop *loop, ev_async *w, int revents)
                    st.last_error, st.last_error[0] != '\0' ? ")" : "");
         r->role_seen = role;
     }
+    if (role == BERTH_ETCD_STOPPED && !s->fatal) {
+        /* The local copy cannot follow etcd's journal (or failed to take
+         * records etcd holds): a restart copies it right, serving cannot. */
+        server_log("replication: stopping; restart berthd to copy the journal from etcd again");
+        s->fatal = true;
+        ev_break(s->loop, EVBREAK_ALL);
+        return;
+    }
     if (role == BERTH_ETCD_FOLLOWER && berth_etcd_feed_take(s->journal, &r->feed)) {
         if (berth_engine_staged(s->engine) > 0) {
             batch_flush(s);   /* staged while leading: the fence refuses them */
