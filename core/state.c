@@ -23,18 +23,27 @@ static const berth_allocator libc_allocator = { libc_alloc, libc_realloc, libc_f
 
 /* ---------------------------------------------------------------- tables */
 
-/* Every object stored in a table starts with its berth_str name. */
+/* Every object stored in a table starts with its berth_str name. Each slot
+ * keeps the name's hash beside the pointer, so a probe that misses, a
+ * rehash and a delete's backward shift never touch the object itself: with
+ * tens of thousands of workers and instances those would be cache misses. */
+typedef struct table_slot {
+    uint64_t hash;
+    void *obj;      /* NULL: empty */
+} table_slot;
+
 typedef struct table {
-    void **slots;
+    table_slot *slots;
     uint32_t cap;    /* power of two, or 0 */
     uint32_t count;
 } table;
 
 #define TABLE_CAP_MIN 16u
 
-/* Eight bytes per step: names are hashed on every lookup of every replayed
- * record. The value only places entries in a table that is never iterated
- * for output, so it may differ between machines without changing anything. */
+/* Eight bytes per step, then murmur3's finaliser so every input byte
+ * reaches the low bits the table indexes by. The value only places entries
+ * in a table that is never iterated for output, so it may differ between
+ * machines without changing anything berth says. */
 static uint64_t hash_bytes(const char *p, uint32_t n) {
     uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
     while (n >= 8) {
@@ -47,29 +56,39 @@ static uint64_t hash_bytes(const char *p, uint32_t n) {
     }
     uint64_t v = 0;
     memcpy(&v, p, n);
-    h = (h ^ v) * 0xc4ceb9fe1a85ec53ull;
-    return h ^ (h >> 29);
+    h ^= v;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 33);
 }
 
 static berth_str key_of(const void *obj) { return *(const berth_str *)obj; }
 
 static void *table_get(const table *t, berth_str key) {
     if (t->cap == 0) return NULL;
+    uint64_t h = hash_bytes(key.ptr, key.len);
     uint32_t mask = t->cap - 1;
-    for (uint32_t i = (uint32_t)hash_bytes(key.ptr, key.len) & mask;; i = (i + 1) & mask) {
-        void *obj = t->slots[i];
-        if (obj == NULL) return NULL;
-        if (berth_str_eq(key_of(obj), key)) return obj;
+    for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
+        const table_slot *sl = &t->slots[i];
+        if (sl->obj == NULL) return NULL;
+        if (sl->hash == h && berth_str_eq(key_of(sl->obj), key)) return sl->obj;
     }
 }
 
-static void table_put_unchecked(table *t, void *obj) {
+static void table_put_hashed(table *t, void *obj, uint64_t h) {
     uint32_t mask = t->cap - 1;
-    berth_str key = key_of(obj);
-    uint32_t i = (uint32_t)hash_bytes(key.ptr, key.len) & mask;
-    while (t->slots[i] != NULL) i = (i + 1) & mask;
-    t->slots[i] = obj;
+    uint32_t i = (uint32_t)h & mask;
+    while (t->slots[i].obj != NULL) i = (i + 1) & mask;
+    t->slots[i].hash = h;
+    t->slots[i].obj = obj;
     t->count++;
+}
+
+static void table_put_unchecked(table *t, void *obj) {
+    berth_str key = key_of(obj);
+    table_put_hashed(t, obj, hash_bytes(key.ptr, key.len));
 }
 
 /* Make room for `extra` more entries at load <= 1/2; a failure changes nothing. */
@@ -79,15 +98,15 @@ static int table_reserve(const berth_allocator *a, table *t, uint32_t extra) {
     uint64_t cap = t->cap ? t->cap : TABLE_CAP_MIN;
     while (need * 2 > cap) cap *= 2;
     if (cap > (1ull << 31)) return -1;
-    void **slots = a->alloc(a->ctx, (size_t)cap * sizeof(void *));
+    table_slot *slots = a->alloc(a->ctx, (size_t)cap * sizeof(table_slot));
     if (slots == NULL) return -1;
-    memset(slots, 0, (size_t)cap * sizeof(void *));
+    memset(slots, 0, (size_t)cap * sizeof(table_slot));
     table old = *t;
     t->slots = slots;
     t->cap = (uint32_t)cap;
     t->count = 0;
     for (uint32_t i = 0; i < old.cap; i++) {
-        if (old.slots[i]) table_put_unchecked(t, old.slots[i]);
+        if (old.slots[i].obj) table_put_hashed(t, old.slots[i].obj, old.slots[i].hash);
     }
     assert(t->count == old.count);
     if (old.slots) a->free(a->ctx, old.slots);
@@ -97,22 +116,22 @@ static int table_reserve(const berth_allocator *a, table *t, uint32_t extra) {
 /* Linear-probing delete with backward shift: no tombstones to age. */
 static void table_del(table *t, berth_str key) {
     assert(t->cap > 0);
+    uint64_t h = hash_bytes(key.ptr, key.len);
     uint32_t mask = t->cap - 1;
-    uint32_t i = (uint32_t)hash_bytes(key.ptr, key.len) & mask;
-    while (!berth_str_eq(key_of(t->slots[i]), key)) {
+    uint32_t i = (uint32_t)h & mask;
+    while (t->slots[i].hash != h || !berth_str_eq(key_of(t->slots[i].obj), key)) {
         i = (i + 1) & mask;
-        assert(t->slots[i] != NULL);
+        assert(t->slots[i].obj != NULL);
     }
-    t->slots[i] = NULL;
+    t->slots[i].obj = NULL;
     t->count--;
-    for (uint32_t j = (i + 1) & mask; t->slots[j] != NULL; j = (j + 1) & mask) {
-        berth_str k = key_of(t->slots[j]);
-        uint32_t home = (uint32_t)hash_bytes(k.ptr, k.len) & mask;
+    for (uint32_t j = (i + 1) & mask; t->slots[j].obj != NULL; j = (j + 1) & mask) {
+        uint32_t home = (uint32_t)t->slots[j].hash & mask;
         /* Move j back to i if its home is not in the cyclic range (i, j]. */
         bool in_range = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
         if (!in_range) {
             t->slots[i] = t->slots[j];
-            t->slots[j] = NULL;
+            t->slots[j].obj = NULL;
             i = j;
         }
     }
@@ -187,10 +206,10 @@ static void free_worker(berth_state *s, berth_worker *w) {
 void berth_state_free(berth_state *s) {
     if (s == NULL) return;
     for (uint32_t i = 0; i < s->instances.cap; i++) {
-        if (s->instances.slots[i]) s->a.free(s->a.ctx, s->instances.slots[i]);
+        if (s->instances.slots[i].obj) s->a.free(s->a.ctx, s->instances.slots[i].obj);
     }
     for (uint32_t i = 0; i < s->workers.cap; i++) {
-        if (s->workers.slots[i]) free_worker(s, s->workers.slots[i]);
+        if (s->workers.slots[i].obj) free_worker(s, s->workers.slots[i].obj);
     }
     for (uint32_t i = 0; i < s->ring_count; i++) {
         s->a.free(s->a.ctx, s->ring[(s->ring_head + i) % BERTH_REQID_WINDOW].block);
@@ -224,7 +243,7 @@ static int cmp_named(const void *a, const void *b) {
 static size_t table_sorted(const table *t, const void **out, size_t cap) {
     size_t n = 0;
     for (uint32_t i = 0; i < t->cap && n < cap; i++) {
-        if (t->slots[i]) out[n++] = t->slots[i];
+        if (t->slots[i].obj) out[n++] = t->slots[i].obj;
     }
     /* Names are unique, so the sorted order is total: table layout never shows.
      * An empty listing may come with out == NULL, which qsort must not see. */
@@ -759,7 +778,7 @@ static int set_policy(berth_state *s, const berth_str *backends, uint32_t count)
     s->policy_count = count;
     /* Re-mark every instance; the order of this walk cannot matter. */
     for (uint32_t i = 0; i < s->instances.cap; i++) {
-        berth_instance *in = s->instances.slots[i];
+        berth_instance *in = s->instances.slots[i].obj;
         if (in) in->exclusive = in->distributed && berth_state_backend_exclusive(s, in->backend);
     }
     return 0;
@@ -1075,10 +1094,10 @@ static bool check_instance(const berth_state *s, const berth_instance *in, char 
 
 bool berth_state_check(const berth_state *s, char *wb, size_t ws) {
     for (uint32_t i = 0; i < s->workers.cap; i++) {
-        if (s->workers.slots[i] && !check_worker(s, s->workers.slots[i], wb, ws)) return false;
+        if (s->workers.slots[i].obj && !check_worker(s, s->workers.slots[i].obj, wb, ws)) return false;
     }
     for (uint32_t i = 0; i < s->instances.cap; i++) {
-        if (s->instances.slots[i] && !check_instance(s, s->instances.slots[i], wb, ws)) return false;
+        if (s->instances.slots[i].obj && !check_instance(s, s->instances.slots[i].obj, wb, ws)) return false;
     }
     if (s->reqids.count != s->ring_count) return why(wb, ws, "reqid table and window disagree");
     for (uint32_t i = 0; i < s->policy_count; i++) {
