@@ -7,8 +7,8 @@
 # or definite leak fails it. The programs are run directly rather than
 # through `ctest -T memcheck`, whose per-test TIMEOUT (set for the normal
 # build) kills them: everything is ~30x slower under valgrind. Check's own
-# per-test timeouts are stretched the same way. .ci/run calls it after the
-# normal build:
+# per-test timeouts are stretched the same way; BERTH_JOBS (2) programs run
+# at once. .ci/run calls it after the normal build:
 #   sh tests/reliability/valgrind.sh build
 set -eu
 build=${1:?usage: valgrind.sh <build-dir> [label]}
@@ -18,23 +18,43 @@ export CK_TIMEOUT_MULTIPLIER="${CK_TIMEOUT_MULTIPLIER:-40}"
 if ctest --test-dir "$build" -N -L "$label" | grep -q 'Test *#'; then
   names=$(ctest --test-dir "$build" -N -L "$label" | sed -n 's/^ *Test *#[0-9]*: *//p')
 else
-  names="resp core model journal replay"
+  names="journal replay core model resp"   # longest first, for the job slots
 fi
 log=$build/valgrind
 mkdir -p "$log"
-failed=""
-for name in $names; do
+jobs=${BERTH_JOBS:-2}
+
+# One program under memcheck; its verdict goes to $log/<name>.verdict.
+check_one() {
+  name=$1
   cmd=$(ctest --test-dir "$build" -N -V -R "^$name\$" | sed -n 's/^.*Test command: //p' | head -1)
-  if [ -z "$cmd" ]; then echo "ERR no test named $name in $build" >&2; failed="$failed $name"; continue; fi
+  if [ -z "$cmd" ]; then echo "ERR no test named $name in $build" >"$log/$name.verdict"; return; fi
   start=$(date +%s)
   # $cmd is unquoted on purpose: ctest prints the program and its arguments as words.
   if valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 \
        --log-file="$log/$name.log" $cmd >"$log/$name.out" 2>&1; then
-    echo "valgrind $name: clean ($(( $(date +%s) - start )) s)"
+    echo "valgrind $name: clean ($(( $(date +%s) - start )) s)" >"$log/$name.verdict"
   else
-    echo "FAIL valgrind $name: see $log/$name.log and $log/$name.out" >&2
-    head -40 "$log/$name.log" >&2
+    echo "FAIL valgrind $name ($(( $(date +%s) - start )) s): see $log/$name.log and $log/$name.out" >"$log/$name.verdict"
+  fi
+}
+
+# Up to $jobs programs at a time (valgrind runs one thread each).
+running=0
+for name in $names; do
+  rm -f "$log/$name.verdict"
+  check_one "$name" &
+  running=$((running + 1))
+  if [ "$running" -ge "$jobs" ]; then wait; running=0; fi
+done
+wait
+
+failed=""
+for name in $names; do
+  cat "$log/$name.verdict"
+  if ! grep -q ': clean' "$log/$name.verdict"; then
     failed="$failed $name"
+    head -40 "$log/$name.log" 2>/dev/null >&2 || true
   fi
 done
 [ -z "$failed" ] || { echo "FAIL valgrind:$failed" >&2; exit 1; }
