@@ -179,6 +179,21 @@ size_t berth_engine_staged(const berth_engine *engine) {
 
 /* -------------------------------------------------------------- staging */
 
+/* The names rec touched, copied into the arena: out points into scratch
+ * that the next apply overwrites. */
+static void touched_copy(berth_engine *engine, berth_touched *t, const berth_outcome *out) {
+    assert(out->worker_count <= BERTH_PLACEMENT_WORKERS_MAX);
+    t->instance = arena_copy(engine, out->instance);
+    t->worker_count = out->worker_count;
+    berth_str *workers = NULL;
+    if (out->worker_count > 0) {
+        workers = arena_take(engine, out->worker_count * sizeof(berth_str));
+        for (uint32_t i = 0; i < out->worker_count; i++) workers[i] = arena_copy(engine, out->workers[i]);
+    }
+    t->workers = workers;
+}
+
+
 static void stage_record(berth_engine *engine, uint64_t seq, berth_str canonical,
                          berth_str actor, berth_str reqid) {
     assert(engine->staged < BERTH_BATCH_RECORDS_MAX);
@@ -192,15 +207,7 @@ static void stage_record(berth_engine *engine, uint64_t seq, berth_str canonical
     rec->command = arena_copy(engine, canonical);
     rec->code = (uint32_t)out->code;
     rec->sentence = arena_copy(engine, berth_str_make(out->sentence, out->sentence_len));
-    assert(out->worker_count <= BERTH_PLACEMENT_WORKERS_MAX);
-    t->instance = arena_copy(engine, out->instance);
-    t->worker_count = out->worker_count;
-    berth_str *workers = NULL;
-    if (out->worker_count > 0) {
-        workers = arena_take(engine, out->worker_count * sizeof(berth_str));
-        for (uint32_t i = 0; i < out->worker_count; i++) workers[i] = arena_copy(engine, out->workers[i]);
-    }
-    t->workers = workers;
+    touched_copy(engine, t, out);
     engine->staged_bytes += canonical.len + out->sentence_len + actor.len + reqid.len +
                             ENGINE_RECORD_OVERHEAD_BYTES;
     engine->staged++;
@@ -335,19 +342,6 @@ berth_jerr berth_engine_snapshot(berth_engine *engine) {
 
 /* ------------------------------------------------- committed elsewhere */
 
-/* The names rec touched, copied into the arena: out points into scratch
- * that the next apply overwrites. */
-static void touched_copy(berth_engine *engine, berth_touched *t, const berth_outcome *out) {
-    assert(out->worker_count <= BERTH_PLACEMENT_WORKERS_MAX);
-    t->instance = arena_copy(engine, out->instance);
-    t->worker_count = out->worker_count;
-    berth_str *workers = NULL;
-    if (out->worker_count > 0) {
-        workers = arena_take(engine, out->worker_count * sizeof(berth_str));
-        for (uint32_t i = 0; i < out->worker_count; i++) workers[i] = arena_copy(engine, out->workers[i]);
-    }
-    t->workers = workers;
-}
 
 /* Replay one committed record onto the state; its outcome must be the one
  * the leader recorded, or the replicas would disagree from here on. */
