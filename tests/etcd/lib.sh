@@ -32,8 +32,27 @@ bg_pids=()
 used_ports=" "
 PAUSED=""                          # a replica under SIGSTOP: asked nothing
 
+# berthds get SIGTERM first: an orderly stop (lease resigned, threads
+# joined) is part of what is tested, and a sanitizer build reports leaks
+# only at exit. A sanitizer report in any berthd log fails the test.
 cleanup() {
-    local pid
+    local pid i t bad=0
+    for pid in "${BPID[@]+"${BPID[@]}"}"; do
+        [ -n "$pid" ] || continue
+        kill -CONT "$pid" 2>/dev/null
+        kill -TERM "$pid" 2>/dev/null
+    done
+    for pid in "${BPID[@]+"${BPID[@]}"}"; do
+        [ -n "$pid" ] || continue
+        for ((t = 0; t < 200; t++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.025; done
+    done
+    for ((i = 1; i <= REPLICAS; i++)); do
+        if [ -f "$TMP/berthd$i.log" ] && grep -qE 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$TMP/berthd$i.log"; then
+            echo "FAIL $test_name: sanitizer report in berthd$i's log:" >&2
+            grep -m3 -E 'Sanitizer|runtime error:' -A5 "$TMP/berthd$i.log" >&2
+            bad=1
+        fi
+    done
     for pid in "${bg_pids[@]+"${bg_pids[@]}"}" "${BPID[@]+"${BPID[@]}"}" "${ETCD_PID[@]+"${ETCD_PID[@]}"}"; do
         [ -n "$pid" ] || continue
         kill -CONT "$pid" 2>/dev/null
@@ -41,6 +60,7 @@ cleanup() {
         wait "$pid" 2>/dev/null
     done
     if [ "${KEEP_TMP:-0}" = 1 ]; then echo "$test_name: kept $TMP"; else rm -rf "$TMP"; fi
+    [ "$bad" = 0 ] || exit 1
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
