@@ -59,6 +59,11 @@ int replication_open(server *s, const berth_journal_options *jopt, char *err, si
         snprintf(advertise, sizeof advertise, "%s", cfg->advertise);
     } else {
         snprintf(advertise, sizeof advertise, "%s:%u", cfg->bind, cfg->port);
+        if (strcmp(cfg->bind, "0.0.0.0") == 0 || strcmp(cfg->bind, "::") == 0) {
+            server_log("warning: --bind %s with no --advertise: followers will redirect clients to %s; "
+                       "set --advertise HOST:PORT",
+                       cfg->bind, advertise);
+        }
     }
     berth_etcd_options eo;
     memset(&eo, 0, sizeof eo);
@@ -218,7 +223,8 @@ bool replication_refuse_write(client *c) {
     } else if (st.leader[0] != '\0') {
         reply_error(&c->out, "READONLY", "leader is %s", st.leader);
     } else {
-        reply_error(&c->out, "READONLY", "no leader yet: an election is under way; retry shortly");
+        reply_error(&c->out, "READONLY", "the leader is not known yet (an election may be under way): "
+                                         "retry shortly");
     }
     return true;
 }
