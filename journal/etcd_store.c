@@ -746,6 +746,11 @@ static berth_jerr append_leader(etcd_journal *j, berth_record *records, const be
             local_broken(j, h);
             return BERTH_J_CORRUPT;
         }
+        if (strstr(h->error, "database space exceeded") != NULL) {
+            /* etcd's quota: refused before it applied anything, and any
+             * leader would be refused alike, so keep the lease. */
+            return BERTH_J_FULL;
+        }
         step_down(j, h, "an append got no answer from etcd");
         return BERTH_J_IO;
     }
