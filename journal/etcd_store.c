@@ -673,6 +673,77 @@ static void local_broken(etcd_journal *j, etcd_http *h) {
 
 /* --------------------------------------------------------------- append */
 
+/* The success branch of an append: every record under its key, chained
+ * from prev (updated to the last record's hash), then the head. NULL when
+ * a seq does not follow, the batch is over etcd's bytes, or memory ran
+ * out (*err says which). */
+static json_t *append_puts(etcd_journal *j, berth_record *records, size_t n, uint64_t head,
+                           uint8_t prev[BERTH_HASH_LEN], berth_jerr *err) {
+    etcd_http *h = &j->caller;
+    json_t *puts = json_array();
+    size_t total = 0;
+    char key[ETCD_KEY_LEN_MAX];
+    *err = BERTH_J_NOMEM;
+    for (size_t i = 0; i < n && puts != NULL; i++) {
+        berth_record *rec = &records[i];
+        rec->version = BERTH_RECORD_VERSION;
+        memcpy(rec->prev_hash, prev, BERTH_HASH_LEN);
+        size_t len = rec->seq == head + 1 + i ? berth_record_encode(rec, j->scratch, sizeof j->scratch) : 0;
+        total += len;
+        if (len == 0 || total > BERTH_ETCD_TXN_BYTES_MAX) {
+            *err = BERTH_J_INVALID;
+            json_decref(puts);
+            return NULL;
+        }
+        key_journal(&j->cfg, rec->seq, key, sizeof key);
+        /* A put lost to memory would make the head vouch for a missing
+         * record: any failure to build the request fails the batch. */
+        if (json_array_append_new(puts, op_put(h, key, j->scratch, len, 0)) != 0) {
+            json_decref(puts);
+            return NULL;
+        }
+        memcpy(prev, rec->hash, BERTH_HASH_LEN);
+    }
+    char value[24];
+    snprintf(value, sizeof value, "%" PRIu64, head + n);
+    key_named(&j->cfg, "head", key, sizeof key);
+    if (puts == NULL || json_array_append_new(puts, op_put(h, key, value, strlen(value), 0)) != 0) {
+        json_decref(puts);
+        return NULL;
+    }
+    assert(json_array_size(puts) == n + 1);
+    *err = BERTH_J_OK;
+    return puts;
+}
+
+/* The append got no yes from etcd (r: no answer, or !ok: the fence). le is
+ * the previous batch's local append. */
+static berth_jerr append_refused(etcd_journal *j, http_result r, berth_jerr le) {
+    etcd_http *h = &j->caller;
+    if (r == HTTP_OK) {
+        lock(j);
+        j->fence_refusals++;
+        unlock(j);
+    }
+    if (le != BERTH_J_OK) {
+        local_broken(j, h);
+        return BERTH_J_CORRUPT;
+    }
+    if (r == HTTP_OK) {
+        step_down(j, h, "etcd refused an append: the leader key or the head moved");
+        return BERTH_J_READONLY;
+    }
+    if (strstr(h->error, "database space exceeded") != NULL) {
+        /* etcd's quota: refused before it applied anything, and any leader
+         * would be refused alike, so keep the lease. */
+        return BERTH_J_FULL;
+    }
+    /* Unknown outcome: etcd may yet hold these records. As a follower we
+     * learn what it holds; clients retry with their REQIDs. */
+    step_down(j, h, "an append got no answer from etcd");
+    return BERTH_J_IO;
+}
+
 /* Leader: one fenced etcd transaction; then the same records go to the
  * local copy on the local thread, while the next batch's transaction runs. */
 static berth_jerr append_leader(etcd_journal *j, berth_record *records, const berth_touched *touched,
@@ -691,44 +762,11 @@ static berth_jerr append_leader(etcd_journal *j, berth_record *records, const be
         return BERTH_J_CORRUPT;
     }
     if (leader_rev == 0) {   /* stepped down meanwhile */
-        berth_jerr le = local_wait(j);
-        return le != BERTH_J_OK ? BERTH_J_CORRUPT : BERTH_J_READONLY;
+        return local_wait(j) != BERTH_J_OK ? BERTH_J_CORRUPT : BERTH_J_READONLY;
     }
-    json_t *puts = json_array();
-    size_t total = 0;
-    char key[ETCD_KEY_LEN_MAX];
-    for (size_t i = 0; i < n; i++) {
-        berth_record *rec = &records[i];
-        if (rec->seq != head + 1 + i) {
-            json_decref(puts);
-            return BERTH_J_INVALID;
-        }
-        rec->version = BERTH_RECORD_VERSION;
-        memcpy(rec->prev_hash, prev, BERTH_HASH_LEN);
-        size_t len = berth_record_encode(rec, j->scratch, sizeof j->scratch);
-        total += len;
-        if (len == 0 || total > BERTH_ETCD_TXN_BYTES_MAX) {
-            json_decref(puts);
-            return BERTH_J_INVALID;
-        }
-        key_journal(&j->cfg, rec->seq, key, sizeof key);
-        /* A put lost to memory would make the head vouch for a missing
-         * record: any failure to build the request fails the batch. */
-        if (json_array_append_new(puts, op_put(h, key, j->scratch, len, 0)) != 0) {
-            json_decref(puts);
-            return BERTH_J_NOMEM;
-        }
-        memcpy(prev, rec->hash, BERTH_HASH_LEN);
-    }
-    uint64_t last = head + n;
-    char value[24];
-    snprintf(value, sizeof value, "%" PRIu64, last);
-    key_named(&j->cfg, "head", key, sizeof key);
-    if (json_array_append_new(puts, op_put(h, key, value, strlen(value), 0)) != 0) {
-        json_decref(puts);
-        return BERTH_J_NOMEM;
-    }
-    assert(json_array_size(puts) == n + 1);
+    berth_jerr e = BERTH_J_OK;
+    json_t *puts = append_puts(j, records, n, head, prev, &e);
+    if (puts == NULL) return e;
     char leader_key[ETCD_KEY_LEN_MAX];
     key_named(&j->cfg, "leader", leader_key, sizeof leader_key);
     json_t *compare = json_pack("[o, o]", compare_create(h, leader_key, (uint64_t)leader_rev),
@@ -737,45 +775,17 @@ static berth_jerr append_leader(etcd_journal *j, berth_record *records, const be
     uint64_t revision = 0;
     http_result r = etcd_txn(h, compare, puts, NULL, &ok, &revision, NULL);
     /* The previous batch's local append ran meanwhile. An engine that
-     * rebuilds after a failure below must find it on disk. */
+     * rebuilds after a failure must find it on disk. */
     berth_jerr le = local_wait(j);
-    if (r != HTTP_OK) {
-        /* Unknown outcome: etcd may yet hold these records. As a follower we
-         * learn what it holds; clients retry with their REQIDs. */
-        if (le != BERTH_J_OK) {
-            local_broken(j, h);
-            return BERTH_J_CORRUPT;
-        }
-        if (strstr(h->error, "database space exceeded") != NULL) {
-            /* etcd's quota: refused before it applied anything, and any
-             * leader would be refused alike, so keep the lease. */
-            return BERTH_J_FULL;
-        }
-        step_down(j, h, "an append got no answer from etcd");
-        return BERTH_J_IO;
-    }
-    if (!ok) {
-        lock(j);
-        j->fence_refusals++;
-        unlock(j);
-        if (le != BERTH_J_OK) {
-            local_broken(j, h);
-            return BERTH_J_CORRUPT;
-        }
-        step_down(j, h, "etcd refused an append: the leader key or the head moved");
-        return BERTH_J_READONLY;
-    }
-    if (le != BERTH_J_OK) {
+    if (r != HTTP_OK || !ok) return append_refused(j, r, le);
+    uint64_t last = head + n;
+    if (le == BERTH_J_OK) {
+        local_enqueue(j, records, touched, n, prev);
+    } else {
         /* etcd took this batch, so its clients are told so (OK); but the
          * local copy lacks the one before: stop. */
         local_broken(j, h);
-        lock(j);
-        j->txns++;
-        if (j->etcd_head < last) j->etcd_head = last;
-        unlock(j);
-        return BERTH_J_OK;
     }
-    local_enqueue(j, records, touched, n, prev);
     lock(j);
     j->chain_seq = last;
     memcpy(j->chain_hash, prev, BERTH_HASH_LEN);
