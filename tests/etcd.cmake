@@ -11,7 +11,7 @@ if(TARGET berthd AND TARGET berth)
   if(NOT BERTH_ETCD OR NOT BERTH_CURL)
     message(WARNING "the etcd tests need etcd and curl: apt-get install -y etcd-server curl")
   else()
-    foreach(t seed failover pause fence members rebuild)
+    foreach(t seed failover pause fence members rebuild tls)
       add_test(NAME etcd_${t}
                COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> BERTH=$<TARGET_FILE:berth> ETCD=${BERTH_ETCD}
                        bash ${CMAKE_CURRENT_SOURCE_DIR}/etcd/${t}.sh)
