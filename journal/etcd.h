@@ -41,7 +41,9 @@ typedef struct berth_etcd_options {
     const char *endpoints;          /* "http://h:p[,http://h:p...]", tried in turn */
     const char *cluster;            /* the prefix's name: letters, digits, - _ . */
     uint32_t lease_ttl_s;           /* 0: BERTH_ETCD_LEASE_TTL_S_DEFAULT */
-    const char *advertise;          /* value of the leader key; NULL/"" never campaigns */
+    const char *advertise;          /* value of the leader key; NULL/"" never campaigns.
+                                     * Closing a leading journal revokes its lease, so a
+                                     * follower takes over at once. */
     const char *cacert;             /* TLS, passed to libcurl as is; NULL or "" for none */
     const char *cert;
     const char *key;
@@ -111,9 +113,5 @@ void berth_etcd_feed_done(berth_journal *journal);
  * holds all of etcd's journal. Take, apply and finish them as a follower
  * does. Errors: IO (etcd unreachable), CORRUPT (not a prefix), INVALID. */
 berth_jerr berth_etcd_fetch(berth_journal *journal, uint32_t *count, char *err, size_t err_size);
-
-/* Give up leadership now (revoke the lease) so a follower takes over at
- * once: berthd's orderly shutdown. */
-void berth_etcd_resign(berth_journal *journal);
 
 #endif

@@ -1552,8 +1552,3 @@ void berth_etcd_status_get(berth_journal *journal, berth_etcd_status *out) {
     snprintf(out->last_error, sizeof out->last_error, "%s", j->last_error);
     unlock(j);
 }
-
-void berth_etcd_resign(berth_journal *journal) {
-    etcd_journal *j = journal_of(journal);
-    step_down(j, &j->caller, "resigned");
-}

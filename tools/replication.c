@@ -54,7 +54,7 @@ int replication_open(server *s, const berth_journal_options *jopt, char *err, si
     }
     r->s = s;
     atomic_init(&r->live, false);
-    char advertise[SERVER_BIND_LEN_MAX + 16];
+    char advertise[SERVER_PATH_LEN_MAX + 16];
     if (cfg->advertise[0] != '\0') {
         snprintf(advertise, sizeof advertise, "%s", cfg->advertise);
     } else {
@@ -70,7 +70,11 @@ int replication_open(server *s, const berth_journal_options *jopt, char *err, si
     eo.endpoints = cfg->etcd_endpoints;
     eo.cluster = cfg->cluster;
     eo.lease_ttl_s = cfg->etcd_lease_ttl_s;
-    eo.advertise = cfg->port != 0 || cfg->advertise[0] != '\0' ? advertise : "";
+    if (cfg->port == 0 && cfg->advertise[0] == '\0') {
+        /* Only a unix socket: followers can name it to local clients. */
+        snprintf(advertise, sizeof advertise, "unix:%.*s", (int)(sizeof advertise - 6), cfg->unixsocket);
+    }
+    eo.advertise = advertise;
     eo.cacert = cfg->etcd_cacert;
     eo.cert = cfg->etcd_cert;
     eo.key = cfg->etcd_key;
