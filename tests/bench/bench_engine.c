@@ -52,7 +52,7 @@
 #define SEED_DEFAULT 20261126ull
 #define BUILD_BATCH_RECORDS 1024u
 #define SAMPLE_RECORDS_MAX 1000000ull        /* decode/hash ceilings run over this many in memory */
-#define APPLY_RECORDS_MAX 2000000ull         /* apply-in-memory runs over this many commands */
+#define APPLY_RECORDS_MAX 16000000ull        /* apply-in-memory runs over this many commands (~150 B each in memory) */
 #define APPEND_SOURCE_RECORDS_MAX 65536ull   /* distinct pre-built records, cycled */
 #define APPEND_SIZES 4
 #define DISK_BYTES_PER_RECORD 420ull         /* record + LMDB page/branch overhead + history index */
