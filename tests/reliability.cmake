@@ -1,7 +1,8 @@
 # tests/reliability.cmake — issue 5: the tests that break berth on purpose.
 #
 # Owns the short ctest variants of the reliability programs (crash loop,
-# full disk and full map, hostile clients, corrupt data on start) and the
+# full disk and full map, hostile clients, random command storm, corrupt
+# data on start) and the
 # libFuzzer runs. Everything is labelled `reliability`; the long variants are
 # the same programs with bigger flags (docs/reliability.md lists the
 # commands). Fuzzing needs clang while the main build may use gcc, so the
