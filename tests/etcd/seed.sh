@@ -12,8 +12,10 @@ note "leader is replica $L"
 # A WATCH client on a follower gets each record as the follower applies it.
 F=$(( L % REPLICAS + 1 ))
 (printf 'WATCH 1\r\n' | timeout 8 nc -q -1 127.0.0.1 "${BPORT[$F]}" >"$TMP/watch.out") &
-watcher=$!
-bg_pids+=($watcher)
+bg_pids+=($!)
+# And one on the leader, whose local append runs behind its commits.
+(printf 'WATCH 1\r\n' | timeout 8 nc -q -1 127.0.0.1 "${BPORT[$L]}" >"$TMP/watch-leader.out") &
+bg_pids+=($!)
 
 expected=(1 2 3 4 "EXCLUSIVE worker w2 already serves distributed vllm instance llama-a since seq 4; a worker serves one distributed vllm instance at a time"
           6 7 8 9 "CORDONED worker w1 is cordoned and accepts no new instances"
@@ -30,12 +32,14 @@ done <"$(dirname "$0")/../cli/seed.scenario"
 
 wait_applied 11
 deadline=$(( $(now_ms) + 5000 ))
-watched() { tr -d '\r' <"$TMP/watch.out" | grep -c '^command$'; }
-until [ "$(watched)" -ge 11 ]; do
-    [ "$(now_ms)" -lt "$deadline" ] || fail "WATCH on follower $F saw $(watched) records, expected 11"
-    sleep 0.05
+watched() { tr -d '\r' <"$1" | grep -c '^command$'; }
+for w in "$TMP/watch.out" "$TMP/watch-leader.out"; do
+    until [ "$(watched "$w")" -ge 11 ]; do
+        [ "$(now_ms)" -lt "$deadline" ] || fail "WATCH ($(basename "$w")) saw $(watched "$w") records, expected 11"
+        sleep 0.05
+    done
+    tr -d '\r' <"$w" | grep -q "^WORKER.REMOVE w1$" || fail "WATCH ($(basename "$w")): the last record is missing"
 done
-tr -d '\r' <"$TMP/watch.out" | grep -q "^WORKER.REMOVE w1$" || fail "WATCH on follower $F: the last record is missing"
 expect_same WORKER.GET w2
 expect_same WORKER.GET w1
 expect_same JOURNAL.HEAD
