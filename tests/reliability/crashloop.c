@@ -14,7 +14,7 @@
  * whole time: every record it was shown must be in the journal after every
  * kill, with the same hash (no client may see a record that is not durable),
  * and its stream resumes after each restart without a gap. At the end
- * JOURNAL.VERIFY runs over RESP.
+ * JOURNAL.VERIFY runs over RESP. Half the writers and the watcher speak RESP3.
  *
  *   berth_crashloop --berthd PATH --data DIR [--kills N] [--duration S]
  *       [--connections C] [--workers W] [--seed S] [--kill-min-ms A]
@@ -300,6 +300,13 @@ static void conn_open(run *r, lconn *lc) {
         h_die("berthd did not answer CLIENT SETNAME");
     }
     h_reply_free(&reply);
+    /* Half the writers speak RESP3: the same answers must come back either way. */
+    if (lc->id % 2 == 1) {
+        if (h_cmdf(&lc->c, &reply, CL_REPLY_TIMEOUT_MS, "HELLO 3") != 0 || h_reply_root(&reply)->type != H_MAP) {
+            h_die("berthd did not switch connection %u to RESP3", lc->id);
+        }
+        h_reply_free(&reply);
+    }
 }
 
 /* Send connection lc's next command (its unacknowledged one first). */
@@ -368,6 +375,13 @@ static void watch_open(run *r) {
     watcher *w = &r->watch;
     if (w->next == 0) w->next = 1;
     if (h_conn_open(&w->c, "127.0.0.1", r->server.port, 5000) != 0) h_die("WATCH cannot connect");
+    /* RESP3, so the records come as push frames with maps. */
+    h_reply hello;
+    h_reply_init(&hello);
+    if (h_cmdf(&w->c, &hello, CL_REPLY_TIMEOUT_MS, "HELLO 3") != 0 || h_reply_root(&hello)->type != H_MAP) {
+        h_die("berthd did not switch the WATCH client to RESP3");
+    }
+    h_reply_free(&hello);
     char from[32];
     int n = snprintf(from, sizeof from, "%" PRIu64, w->next);
     const char *argv[] = { "WATCH", from };
