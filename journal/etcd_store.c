@@ -39,13 +39,13 @@
 #define ETCD_WATCH_BYTES_MAX (64u << 20)       /* one watch stream's buffered events */
 #define ETCD_REQUEST_TIMEOUT_MS_DEFAULT 5000
 #define ETCD_CONNECT_TIMEOUT_MS 1000
-#define ETCD_FEED_WAIT_MS 1000                 /* a watch waits this long before a fresh range read */
 #define ETCD_FEED_RETRY_MS 100                 /* after a failed read */
 #define ETCD_FEED_IDLE_MS 200                  /* leader or feed held: recheck this often */
 /* A live follower reads at most this often: each read then carries several
  * of the leader's commits, so following costs etcd (and this replica) a few
  * requests a second instead of two per commit, for this much more lag. */
 #define ETCD_FEED_PACE_MS 25
+#define ETCD_WATCH_STREAM_MS 10000             /* a caught-up follower's watch, then a fresh read */
 #define ETCD_B64_LEN_MAX (4 * ((BERTH_RECORD_BYTES_MAX + 2) / 3) + 1)
 #define ETCD_SEQ_DIGITS 20
 /* The leader's copy of a batch for its local append: the records' strings
@@ -141,6 +141,13 @@ typedef struct etcd_journal {
     uint8_t *local_arena;               /* ETCD_LOCAL_ARENA_BYTES, owned */
     size_t local_arena_used;
     uint64_t feed_last_ns;              /* feed thread: when its last live read began */
+    /* Records a watch delivered while the loop held the feed: moved into
+     * the feed when it is free again (by either thread, under mutex). */
+    uint8_t *stage_bytes;               /* BERTH_ETCD_FEED_RECORDS_MAX records, owned */
+    size_t stage_off[BERTH_ETCD_FEED_RECORDS_MAX];
+    size_t stage_len[BERTH_ETCD_FEED_RECORDS_MAX];
+    uint32_t stage_count;               /* under mutex */
+    uint64_t stage_first;
     uint64_t chain_seq;                 /* leader: the head etcd holds, and its hash */
     uint8_t chain_hash[BERTH_HASH_LEN];
 } etcd_journal;
@@ -837,19 +844,50 @@ static berth_jerr etcd_append(berth_journal *base, berth_record *records, const 
 
 /* Check and store one fetched record at slot i; false when it does not
  * follow (seq, chain, hash). */
-static bool feed_store(etcd_journal *j, uint32_t i, uint64_t seq, const uint8_t *bytes, size_t len,
-                       uint8_t prev[BERTH_HASH_LEN], char *why, size_t why_size) {
+/* Record bytes from etcd must be seq, chain onto prev (then prev moves to
+ * their hash) and hash right. */
+static bool record_follows(uint64_t seq, const uint8_t *bytes, size_t len, uint8_t prev[BERTH_HASH_LEN],
+                           char *why, size_t why_size) {
     berth_record rec;
     if (berth_record_decode(bytes, len, &rec, why, why_size) != BERTH_J_OK) return false;
     if (rec.seq != seq || memcmp(rec.prev_hash, prev, BERTH_HASH_LEN) != 0 || !berth_record_hash_ok(bytes, len)) {
         say(why, why_size, "record %" PRIu64 " in etcd does not chain onto the local copy", seq);
         return false;
     }
-    size_t off = i == 0 ? 0 : j->feed_off[i - 1] + j->feed_len[i - 1];
-    memcpy(j->feed_bytes + off, bytes, len);
-    j->feed_off[i] = off;
-    j->feed_len[i] = len;
     memcpy(prev, rec.hash, BERTH_HASH_LEN);
+    return true;
+}
+
+/* Put bytes in slot i of a record buffer (slots are packed in order). */
+static void slot_store(uint8_t *buf, size_t *off, size_t *lens, uint32_t i, const uint8_t *bytes, size_t len) {
+    assert(i < BERTH_ETCD_FEED_RECORDS_MAX && len <= BERTH_RECORD_BYTES_MAX);
+    size_t at = i == 0 ? 0 : off[i - 1] + lens[i - 1];
+    memcpy(buf + at, bytes, len);
+    off[i] = at;
+    lens[i] = len;
+}
+
+static bool feed_store(etcd_journal *j, uint32_t i, uint64_t seq, const uint8_t *bytes, size_t len,
+                       uint8_t prev[BERTH_HASH_LEN], char *why, size_t why_size) {
+    if (!record_follows(seq, bytes, len, prev, why, why_size)) return false;
+    slot_store(j->feed_bytes, j->feed_off, j->feed_len, i, bytes, len);
+    return true;
+}
+
+/* Move the staged records into the feed if it is free; caller holds the
+ * mutex. true when it did (the loop should be told). */
+static bool stage_promote_locked(etcd_journal *j) {
+    if (j->feed != FEED_EMPTY || j->stage_count == 0) return false;
+    uint8_t *bytes = j->feed_bytes;
+    j->feed_bytes = j->stage_bytes;
+    j->stage_bytes = bytes;
+    memcpy(j->feed_off, j->stage_off, sizeof j->feed_off);
+    memcpy(j->feed_len, j->stage_len, sizeof j->feed_len);
+    j->feed_first = j->stage_first;
+    j->feed_count = j->stage_count;
+    j->feed_records += j->stage_count;
+    j->stage_count = 0;
+    j->feed = FEED_READY;
     return true;
 }
 
@@ -896,15 +934,79 @@ typedef struct watch_ctx {
     char *buf;          /* owned */
     size_t len;
     size_t cap;
-    bool changed;
+    bool end;           /* stop streaming: read again (or campaign) */
+    uint64_t next_seq;  /* the record the stream must bring next */
+    uint8_t prev[BERTH_HASH_LEN];
+    char journal_prefix[ETCD_KEY_LEN_MAX];
+    char leader_key[ETCD_KEY_LEN_MAX];
 } watch_ctx;
 
-/* A message with events (or a cancel, e.g. compaction) ends the wait. */
-static bool watch_message_changes(json_t *msg) {
+/* A journal record from the stream: checked, then staged. false ends the
+ * stream (out of order, stage full: a read catches up instead). */
+static bool watch_record(watch_ctx *w, uint64_t seq, json_t *kv) {
+    etcd_journal *j = w->j;
+    etcd_http *h = &j->feeder;
+    if (seq != w->next_seq) return false;
+    long vlen = jget_b64(kv, "value", h->raw, sizeof h->raw);
+    char why[BERTH_ETCD_ERR_LEN_MAX] = "";
+    if (vlen <= 0 || !record_follows(seq, h->raw, (size_t)vlen, w->prev, why, sizeof why)) {
+        feed_stop_fatal(j, why[0] != '\0' ? why : "a record in etcd does not decode");
+        return false;
+    }
+    lock(j);
+    bool promoted = j->stage_count == BERTH_ETCD_FEED_RECORDS_MAX && stage_promote_locked(j);
+    bool room = j->stage_count < BERTH_ETCD_FEED_RECORDS_MAX;
+    if (room) {
+        if (j->stage_count == 0) j->stage_first = seq;
+        slot_store(j->stage_bytes, j->stage_off, j->stage_len, j->stage_count, h->raw, (size_t)vlen);
+        j->stage_count++;
+        if (j->etcd_head < seq) j->etcd_head = seq;
+    }
+    unlock(j);
+    if (promoted) notify(j);
+    w->next_seq += room ? 1 : 0;
+    return room;
+}
+
+/* One event: records go to the stage, the leader key's value is noted, and
+ * its deletion ends the stream so the caller can campaign. */
+static bool watch_event(watch_ctx *w, json_t *ev) {
+    json_t *kv = json_object_get(ev, "kv");
+    char key[ETCD_KEY_LEN_MAX];
+    long klen = jget_b64(kv, "key", (uint8_t *)key, sizeof key - 1);
+    if (klen <= 0) return false;
+    key[klen] = '\0';
+    bool deleted = json_is_string(json_object_get(ev, "type")) &&
+                   strcmp(json_string_value(json_object_get(ev, "type")), "DELETE") == 0;
+    size_t plen = strlen(w->journal_prefix);
+    if (strncmp(key, w->journal_prefix, plen) == 0) {
+        return !deleted && watch_record(w, strtoull(key + plen, NULL, 10), kv);
+    }
+    if (strcmp(key, w->leader_key) == 0) {
+        if (deleted) return false;
+        char leader[BERTH_ETCD_ADDR_LEN_MAX];
+        long llen = jget_b64(kv, "value", (uint8_t *)leader, sizeof leader - 1);
+        leader[llen > 0 ? llen : 0] = '\0';
+        lock(w->j);
+        if (atomic_load(&w->j->role) == BERTH_ETCD_FOLLOWER) snprintf(w->j->leader, sizeof w->j->leader, "%s", leader);
+        unlock(w->j);
+    }
+    return true;   /* head, or anything else under the prefix */
+}
+
+/* One stream message. false ends the stream. */
+static bool watch_message(watch_ctx *w, json_t *msg) {
     json_t *result = json_object_get(msg, "result");
-    if (result == NULL) return true;   /* an error object: read again */
-    return json_array_size(json_object_get(result, "events")) > 0 ||
-           json_is_true(json_object_get(result, "canceled"));
+    if (result == NULL || json_is_true(json_object_get(result, "canceled"))) return false;
+    json_t *events = json_object_get(result, "events");
+    for (size_t i = 0; i < json_array_size(events); i++) {
+        if (!watch_event(w, json_array_get(events, i))) return false;
+    }
+    lock(w->j);
+    bool promoted = stage_promote_locked(w->j);
+    unlock(w->j);
+    if (promoted) notify(w->j);
+    return true;
 }
 
 static size_t watch_collect(char *data, size_t size, size_t nmemb, void *arg) {
@@ -922,18 +1024,18 @@ static size_t watch_collect(char *data, size_t size, size_t nmemb, void *arg) {
     memcpy(w->buf + w->len, data, n);
     w->len += n;
     size_t used = 0;
-    while (used < w->len) {
+    while (used < w->len && !w->end) {
         json_error_t jerr;
         json_t *msg = json_loadb(w->buf + used, w->len - used, JSON_DISABLE_EOF_CHECK, &jerr);
         if (msg == NULL) break;   /* incomplete: wait for more */
         used += (size_t)jerr.position;
-        w->changed = w->changed || watch_message_changes(msg);
+        w->end = !watch_message(w, msg);
         json_decref(msg);
         while (used < w->len && (w->buf[used] == '\n' || w->buf[used] == '\r' || w->buf[used] == ' ')) used++;
     }
     memmove(w->buf, w->buf + used, w->len - used);
     w->len -= used;
-    return w->changed ? 0 : n;   /* 0 aborts the transfer: we woke */
+    return w->end ? 0 : n;   /* 0 aborts the transfer */
 }
 
 static int watch_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un) {
@@ -945,8 +1047,12 @@ static int watch_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut
     return stop ? 1 : 0;
 }
 
-/* Wait until something under the prefix changes after revision, or ms pass. */
-static void feed_wait_change(etcd_journal *j, uint64_t revision, uint32_t ms) {
+/* Caught up at revision with the local head at head/head_hash: stream what
+ * changes under the prefix from there, staging each new record for the loop
+ * as it commits, until ms pass, the stream breaks or ends (the caller then
+ * reads from its head again: a resume), or the leader key goes. */
+static void feed_stream(etcd_journal *j, uint64_t revision, uint64_t head,
+                        const uint8_t head_hash[BERTH_HASH_LEN], uint32_t ms) {
     etcd_http *h = &j->feeder;
     const etcd_config *cfg = &j->cfg;
     char end[ETCD_PREFIX_LEN_MAX];
@@ -958,7 +1064,10 @@ static void feed_wait_change(etcd_journal *j, uint64_t revision, uint32_t ms) {
     char *body = req != NULL ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
     struct curl_slist *headers = http_headers(h);
-    watch_ctx w = { .j = j };
+    watch_ctx w = { .j = j, .next_seq = head + 1 };
+    memcpy(w.prev, head_hash, BERTH_HASH_LEN);
+    key_named(cfg, "journal/", w.journal_prefix, sizeof w.journal_prefix);
+    key_named(cfg, "leader", w.leader_key, sizeof w.leader_key);
     if (body != NULL && headers != NULL) {
         char url[ETCD_URL_LEN_MAX + 64];
         snprintf(url, sizeof url, "%s/v3/watch", cfg->endpoints[h->current]);
@@ -1043,6 +1152,7 @@ typedef struct fetch_result {
     long got;               /* records now in the feed (READY when > 0) */
     bool leader_present;
     uint64_t head;          /* the local head it fetched after */
+    uint8_t head_hash[BERTH_HASH_LEN];
     uint64_t revision;      /* etcd's revision of the read */
 } fetch_result;
 
@@ -1050,9 +1160,8 @@ typedef struct fetch_result {
  * transaction (one consistent revision) into the feed. */
 static fetch_result feed_fetch(etcd_journal *j, etcd_http *h) {
     fetch_result fr = { .err = BERTH_J_OK };
-    uint8_t head_hash[BERTH_HASH_LEN];
     fr.err = local_wait(j);   /* a leader that just stepped down may still be writing */
-    if (fr.err == BERTH_J_OK) fr.err = berth_journal_head(j->local, &fr.head, head_hash);
+    if (fr.err == BERTH_J_OK) fr.err = berth_journal_head(j->local, &fr.head, fr.head_hash);
     if (fr.err != BERTH_J_OK) return fr;
     char leader_key[ETCD_KEY_LEN_MAX], from[ETCD_KEY_LEN_MAX], end[ETCD_KEY_LEN_MAX];
     key_named(&j->cfg, "leader", leader_key, sizeof leader_key);
@@ -1078,7 +1187,7 @@ static fetch_result feed_fetch(etcd_journal *j, etcd_http *h) {
     if (atomic_load(&j->role) == BERTH_ETCD_FOLLOWER) snprintf(j->leader, sizeof j->leader, "%s", leader);
     j->etcd_head = fr.head + remaining;
     unlock(j);
-    fr.got = feed_fill(j, kvs, fr.head, head_hash);
+    fr.got = feed_fill(j, kvs, fr.head, fr.head_hash);
     json_decref(reply);
     if (fr.got < 0) {
         fr.err = BERTH_J_CORRUPT;
@@ -1128,7 +1237,7 @@ static void feed_round(etcd_journal *j) {
         feed_campaign(j, fr.head);
         if (atomic_load(&j->role) == BERTH_ETCD_LEADER) return;
     }
-    feed_wait_change(j, fr.revision, ETCD_FEED_WAIT_MS);
+    feed_stream(j, fr.revision, fr.head, fr.head_hash, ETCD_WATCH_STREAM_MS);
 }
 
 berth_jerr berth_etcd_fetch(berth_journal *journal, uint32_t *count, char *err, size_t err_size) {
@@ -1158,9 +1267,13 @@ static void *feed_main(void *arg) {
             unlock(j);
             return NULL;
         }
-        bool idle = atomic_load(&j->role) != BERTH_ETCD_FOLLOWER || j->feed != FEED_EMPTY;
-        if (idle) wait_ms(j, ETCD_FEED_IDLE_MS);
+        /* Records staged by a stream that ended go to the loop first. */
+        bool promoted = stage_promote_locked(j);
+        bool idle = atomic_load(&j->role) != BERTH_ETCD_FOLLOWER || j->feed != FEED_EMPTY ||
+                    j->stage_count > 0;
+        if (idle && !promoted) wait_ms(j, ETCD_FEED_IDLE_MS);
         unlock(j);
+        if (promoted) notify(j);
         if (!idle) feed_round(j);
     }
 }
@@ -1189,10 +1302,12 @@ void berth_etcd_feed_done(berth_journal *journal) {
     assert(j->feed == FEED_TAKEN);
     j->feed = FEED_EMPTY;
     j->feed_count = 0;
+    bool promoted = stage_promote_locked(j);
     int rc = pthread_cond_broadcast(&j->cond);
     assert(rc == 0);
     (void)rc;
     unlock(j);
+    if (promoted) notify(j);   /* the stream staged more meanwhile */
 }
 
 /* ---------------------------------------------------------------- lease */
@@ -1265,6 +1380,7 @@ static void etcd_close(berth_journal *base) {
     http_free(&j->leaser);
     berth_journal_close(j->local);
     free(j->feed_bytes);
+    free(j->stage_bytes);
     free(j->local_records);
     free(j->local_touched);
     free(j->local_arena);
@@ -1453,10 +1569,11 @@ static berth_jerr etcd_alloc(etcd_journal **out, const berth_etcd_options *etcd,
         return BERTH_J_INVALID;
     }
     j->feed_bytes = malloc((size_t)BERTH_ETCD_FEED_RECORDS_MAX * BERTH_RECORD_BYTES_MAX);
+    j->stage_bytes = malloc((size_t)BERTH_ETCD_FEED_RECORDS_MAX * BERTH_RECORD_BYTES_MAX);
     j->local_records = calloc(BERTH_ETCD_TXN_RECORDS_MAX, sizeof *j->local_records);
     j->local_touched = calloc(BERTH_ETCD_TXN_RECORDS_MAX, sizeof *j->local_touched);
     j->local_arena = malloc(ETCD_LOCAL_ARENA_BYTES);
-    if (j->feed_bytes == NULL || j->local_records == NULL || j->local_touched == NULL ||
+    if (j->feed_bytes == NULL || j->stage_bytes == NULL || j->local_records == NULL || j->local_touched == NULL ||
         j->local_arena == NULL || http_init(&j->caller, &j->cfg, j) != 0 ||
         http_init(&j->feeder, &j->cfg, j) != 0 || http_init(&j->leaser, &j->cfg, j) != 0) {
         *out = j;
