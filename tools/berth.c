@@ -46,7 +46,12 @@ static void print_help(FILE *out) {
           "Run `berth <command> --help` for a command's options. Output is a human table;\n"
           "--json prints one JSON object per line instead. Exit status: 0 success,\n"
           "1 a finding (verify mismatch, refused what-if under --fail-on-refusal,\n"
-          "a differing rejudged decision under --fail-on-diff), 2 usage or input errors.\n",
+          "a differing rejudged decision under --fail-on-diff), 2 usage or input errors.\n"
+          "\n"
+          "berth on etcd: every command also takes --journal etcd --etcd-endpoints URLS\n"
+          "--cluster NAME (and --etcd-cacert/--etcd-cert/--etcd-key, --etcd-user,\n"
+          "--etcd-password-file); --data DIR is then a local copy that is brought up to\n"
+          "date from etcd first (docs/etcd.md).\n",
           out);
 }
 
