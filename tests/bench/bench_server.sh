@@ -11,14 +11,14 @@
 #
 # Usage: bench_server.sh [--berthd PATH] [--bench PATH] [--seconds S] [--rounds N]
 #                        [--connections N] [--workers N] [--threads N] [--tmp DIR]
-# Defaults: 5 s per run, 3 rounds, 50 connections, 10,000 workers, one load
+# Defaults: 4 s per run, 3 rounds, 50 connections, 10,000 workers, one load
 # thread per core, temporaries in /var/tmp.
 set -u -o pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 berthd=${BERTHD:-}
 bench=${BENCH_SERVER:-}
-seconds=5
+seconds=4
 rounds=3
 connections=50
 workers=10000
