@@ -31,6 +31,34 @@
 #define H_STACK_DEPTH_MAX 64        /* nesting of aggregates in one reply */
 #define H_READ_CHUNK 65536          /* bytes per read() */
 #define H_AGG_COUNT_MAX 10000000    /* elements one aggregate may announce */
+#define H_LIVE_MAX 16               /* children spawned and not yet reaped */
+
+/* Every child not yet reaped, so a failing harness never leaves a berthd
+ * behind (it would hold its port, its data directory and, in the full-disk
+ * test, the tmpfs mount). */
+static pid_t live_pids[H_LIVE_MAX];
+
+static void live_add(pid_t pid) {
+    for (size_t i = 0; i < H_LIVE_MAX; i++) {
+        if (live_pids[i] == 0) { live_pids[i] = pid; return; }
+    }
+    assert(false && "more than H_LIVE_MAX children alive");
+}
+
+static void live_remove(pid_t pid) {
+    for (size_t i = 0; i < H_LIVE_MAX; i++) {
+        if (live_pids[i] == pid) live_pids[i] = 0;
+    }
+}
+
+static void live_kill_all(void) {
+    for (size_t i = 0; i < H_LIVE_MAX; i++) {
+        if (live_pids[i] <= 0) continue;
+        (void)kill(live_pids[i], SIGKILL);
+        (void)waitpid(live_pids[i], NULL, 0);
+        live_pids[i] = 0;
+    }
+}
 
 void h_die(const char *fmt, ...) {
     va_list ap;
@@ -39,6 +67,7 @@ void h_die(const char *fmt, ...) {
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
+    live_kill_all();
     exit(1);
 }
 
@@ -419,6 +448,7 @@ int h_free_port(void) {
 pid_t h_spawn(const char *const *argv, const char *log_path) {
     assert(argv != NULL && argv[0] != NULL);
     pid_t pid = fork();
+    if (pid > 0) live_add(pid);
     if (pid != 0) return pid;
     int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd < 0) _exit(127);
@@ -434,7 +464,7 @@ int h_wait_pid(pid_t pid, int timeout_ms, int *status) {
     uint64_t deadline = h_now_ns() + (uint64_t)timeout_ms * 1000000ull;
     for (;;) {
         pid_t w = waitpid(pid, status, WNOHANG);
-        if (w == pid) return 1;
+        if (w == pid) { live_remove(pid); return 1; }
         if (w < 0 && errno != EINTR) return -1;
         if (h_now_ns() >= deadline) return 0;
         h_sleep_ms(5);
