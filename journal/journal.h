@@ -25,6 +25,7 @@
 #define BERTH_BATCH_RECORDS_MAX 4096        /* records in one append */
 #define BERTH_BATCH_BYTES_MAX (16u << 20)   /* encoded bytes in one append */
 #define BERTH_RECORD_BYTES_MAX 32768        /* one encoded record */
+#define BERTH_SNAPSHOTS_KEPT_MAX 32         /* newest snapshots kept; older are deleted */
 
 typedef enum berth_jerr {
     BERTH_J_OK = 0,
@@ -107,7 +108,8 @@ berth_jerr berth_journal_append(berth_journal *journal, berth_record *records,
                                 const berth_touched *touched, size_t n);
 
 /* Store a snapshot of the state after seq (bytes opaque to the journal).
- * Durable on return. Errors: FULL, IO, INVALID, READONLY. */
+ * Only the newest BERTH_SNAPSHOTS_KEPT_MAX are kept; older ones are deleted
+ * in the same transaction. Durable on return. Errors: FULL, IO, INVALID, READONLY. */
 berth_jerr berth_journal_snapshot_put(berth_journal *journal, uint64_t seq,
                                       const void *bytes, size_t len);
 

@@ -975,12 +975,42 @@ typedef struct snapshot_arg {
     size_t len;
 } snapshot_arg;
 
+/* Each snapshot carries the whole state (the request-id window alone is
+ * about 1.4 MB), so only the newest BERTH_SNAPSHOTS_KEPT_MAX are kept: older
+ * states are still reached by replay, from genesis or an older kept one. */
+static berth_jerr snapshots_prune(lmdb_journal *j, MDB_txn *txn) {
+    MDB_stat st;
+    int rc = mdb_stat(txn, j->dbi_snapshots, &st);
+    if (rc != 0) {
+        return BERTH_J_IO;
+    }
+    if (st.ms_entries <= BERTH_SNAPSHOTS_KEPT_MAX) {
+        return BERTH_J_OK;
+    }
+    MDB_cursor *cursor;
+    rc = mdb_cursor_open(txn, j->dbi_snapshots, &cursor);
+    if (rc != 0) {
+        return BERTH_J_IO;
+    }
+    size_t excess = st.ms_entries - BERTH_SNAPSHOTS_KEPT_MAX;
+    MDB_val key, val;
+    for (size_t i = 0; i < excess && rc == 0; i++) {
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
+        if (rc == 0) rc = mdb_cursor_del(cursor, 0);
+    }
+    mdb_cursor_close(cursor);
+    return rc == 0 ? BERTH_J_OK : BERTH_J_IO;
+}
+
 static berth_jerr snapshot_body(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map_full) {
     snapshot_arg *snap = arg;
     MDB_val key = { sizeof(snap->seq), &snap->seq };
     MDB_val val = { snap->len, (void *)snap->bytes };
     int rc = mdb_put(txn, j->dbi_snapshots, &key, &val, 0);
-    return rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
+    if (rc != 0) {
+        return put_err(rc, map_full);
+    }
+    return snapshots_prune(j, txn);
 }
 
 static berth_jerr lmdb_snapshot_put(berth_journal *base, uint64_t seq, const void *bytes,

@@ -1011,6 +1011,34 @@ START_TEST(store_snapshots) {
 }
 END_TEST
 
+/* Snapshots are pruned to the newest BERTH_SNAPSHOTS_KEPT_MAX, oldest first. */
+START_TEST(store_snapshots_pruned) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 0, 0);
+    const uint64_t extra = 5, total = BERTH_SNAPSHOTS_KEPT_MAX + extra;
+    ck_assert_int_eq(append_n(j, 1, total), BERTH_J_OK);
+    for (uint64_t seq = 1; seq <= total; seq++) {
+        ck_assert_int_eq(berth_journal_snapshot_put(j, seq, &seq, sizeof(seq)), BERTH_J_OK);
+    }
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    uint64_t seqs[BERTH_SNAPSHOTS_KEPT_MAX + 8];
+    size_t n;
+    ck_assert_int_eq(berth_journal_snapshot_list(r, seqs, BERTH_SNAPSHOTS_KEPT_MAX + 8, &n), BERTH_J_OK);
+    ck_assert_uint_eq(n, BERTH_SNAPSHOTS_KEPT_MAX);
+    for (size_t i = 0; i < n; i++) ck_assert_uint_eq(seqs[i], extra + 1 + i);
+    uint64_t seq;
+    const void *bytes;
+    size_t len;
+    ck_assert_int_eq(berth_journal_snapshot_get(r, extra, &seq, &bytes, &len), BERTH_J_NOTFOUND);
+    ck_assert_int_eq(berth_journal_snapshot_get(r, UINT64_MAX, &seq, &bytes, &len), BERTH_J_OK);
+    ck_assert(seq == total && len == sizeof(seq) && memcmp(bytes, &total, sizeof(total)) == 0);
+    berth_journal_reader_close(r);
+    berth_journal_close(j);
+}
+END_TEST
+
 /* Child: damage the stored journal with LMDB directly (as a disk fault or
  * a hand edit would): delete seq 5 (fd 0) or flip a byte of seq 7 (fd 1). */
 static int child_damage(const char *dir, int how) {
@@ -1258,6 +1286,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_locked);
     tcase_add_test(store, store_history);
     tcase_add_test(store, store_snapshots);
+    tcase_add_test(store, store_snapshots_pruned);
     tcase_add_test(store, store_gap_and_flip);
     tcase_add_test(store, store_crash_mid_batch);
     tcase_add_test(store, store_reader_adopts_growth);
