@@ -105,7 +105,9 @@ int cli_store_open(cli_store *store, const char *dir) {
     berth_jerr jerr = berth_journal_open_lmdb(&store->journal, dir, &options, err, sizeof err);
     if (jerr != BERTH_J_OK) {
         store->journal = NULL;
-        return cli_fail(CLI_EXIT_USAGE, berth_jerr_name(jerr), "cannot open data directory %s: %s",
+        /* A store that is there but damaged is a finding, like a bad record. */
+        int code = jerr == BERTH_J_CORRUPT ? CLI_EXIT_FINDING : CLI_EXIT_USAGE;
+        return cli_fail(code, berth_jerr_name(jerr), "cannot open data directory %s: %s",
                         dir, err[0] != '\0' ? err : "no berth journal there");
     }
     jerr = berth_journal_reader_open(store->journal, &store->reader);
