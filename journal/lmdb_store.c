@@ -6,7 +6,28 @@
  *   snapshots  MDB_INTEGERKEY: u64 seq (native) -> snapshot bytes (opaque)
  *   history    MDB_DUPSORT|MDB_DUPFIXED: kind byte 'w'/'i' + name -> 8-byte
  *              big-endian seq, so one key's duplicates sort by seq
- *   meta       "format" -> u32 store format (store_format below)
+ *   touchlog   MDB_INTEGERKEY: u64 seq (native) -> the names that record
+ *              touched, packed as (kind byte, 1-byte length, name bytes)...
+ *   meta       "format" -> u32 store format (store_format below);
+ *              "folded_seq" -> u64 (native): history holds every record's
+ *              names up to it, touchlog those after it
+ *
+ * HISTORY without scattered writes. Writing each record's ~3 names into
+ * history inside the durable append dirtied hundreds of scattered leaf
+ * pages per commit (about 60x the bytes of the records). So an append only
+ * appends one touchlog entry per record (sequential pages, MDB_APPEND); once
+ * head - folded_seq >= history_fold_records, a separate write transaction
+ * after the append's commit (same write mutex, same growth) moves touchlog
+ * entries folded_seq+1..head into history, deletes them from touchlog and
+ * stores the new folded_seq: one batch of index writes per 16384 records.
+ * The fold is an optimisation of layout, not of meaning: if it fails or the
+ * process dies before it, the append stays committed, touchlog stays
+ * exact, and the next append or the next writable open folds. A history
+ * query reads, in one read transaction, history entries >= from (all are
+ * <= folded_seq) then scans touchlog from max(from, folded_seq+1) for the
+ * name, so every view is exact and consistent. A store written before
+ * touchlog existed (no folded_seq) has everything in history: a writable
+ * open records folded_seq = head; a read-only open treats it so.
  *
  * Durability is LMDB's default sync: an append returns OK only after its
  * write transaction committed, and a failed batch is aborted whole, so the
@@ -63,12 +84,16 @@ enum {
     dir_len_max = 4000,             /* data directory path, bytes */
     path_len_max = dir_len_max + 16,
     readers_max = 1024,             /* LMDB reader slots */
-    dbs_max = 4,
+    dbs_max = 5,
     store_format = 1,               /* layout of the named databases above */
     grow_wait_ms_max = 2000,        /* a resize waits this long for readers */
     grow_attempts_max = 48,         /* doublings from a tiny map to the cap */
     remap_attempts_max = 8,         /* reader retries after MDB_MAP_RESIZED */
     history_key_len_max = 1 + BERTH_NAME_LEN_MAX,
+    history_fold_records = 16384,   /* touchlog backlog that triggers a fold */
+    /* one record's packed names: an instance and its workers */
+    touchlog_value_len_max = (1 + BERTH_PLACEMENT_WORKERS_MAX) * (2 + BERTH_NAME_LEN_MAX),
+    fold_need_bytes_per_record = 1024,  /* history growth one folded record may need */
     pid_text_len_max = 32,
     grow_slack_bytes = 1 << 20      /* B-tree and free-list overhead of one write */
 };
@@ -87,6 +112,8 @@ typedef struct lmdb_journal {
     MDB_dbi dbi_snapshots;
     MDB_dbi dbi_history;
     MDB_dbi dbi_meta;
+    MDB_dbi dbi_touchlog;
+    bool has_touchlog;              /* false: a read-only open of a pre-touchlog store */
     bool read_only;
     bool env_open;
     bool sync_ready;
@@ -99,6 +126,7 @@ typedef struct lmdb_journal {
     map_gate gate;
     uint64_t head_seq;              /* writable opens: the committed head */
     uint8_t head_hash[BERTH_HASH_LEN];
+    uint64_t folded_seq;            /* writable opens, under write_mutex */
     uint8_t *scratch;               /* one encoded record, BERTH_RECORD_BYTES_MAX */
     char dir[dir_len_max + 1];
 } lmdb_journal;
@@ -498,6 +526,13 @@ static int dbi_open_all(lmdb_journal *j, MDB_txn *txn) {
     if (rc == 0) rc = mdb_dbi_open(txn, "history", create | MDB_DUPSORT | MDB_DUPFIXED,
                                    &j->dbi_history);
     if (rc == 0) rc = mdb_dbi_open(txn, "meta", create, &j->dbi_meta);
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, "touchlog", create | MDB_INTEGERKEY, &j->dbi_touchlog);
+        j->has_touchlog = rc == 0;
+        if (rc == MDB_NOTFOUND && j->read_only) {
+            rc = 0;   /* a store no writer of this version opened yet */
+        }
+    }
     return rc;
 }
 
@@ -531,6 +566,52 @@ static berth_jerr meta_check(lmdb_journal *j, MDB_txn *txn, char *err, size_t er
     return BERTH_J_OK;
 }
 
+static berth_jerr folded_get(lmdb_journal *j, MDB_txn *txn, uint64_t *seq, bool *present);
+static berth_jerr folded_put(lmdb_journal *j, MDB_txn *txn, uint64_t seq, bool *map_full);
+
+/* The last key of the journal, undecoded (head_load checks the record). */
+static int journal_last_seq(lmdb_journal *j, MDB_txn *txn, uint64_t *seq) {
+    MDB_cursor *cursor;
+    int rc = mdb_cursor_open(txn, j->dbi_journal, &cursor);
+    if (rc != 0) {
+        return rc;
+    }
+    MDB_val key, val;
+    rc = mdb_cursor_get(cursor, &key, &val, MDB_LAST);
+    mdb_cursor_close(cursor);
+    *seq = 0;
+    if (rc == 0 && key.mv_size == sizeof(*seq)) {
+        memcpy(seq, key.mv_data, sizeof(*seq));
+    }
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Writable opens, in the setup transaction (no extra commit): load
+ * folded_seq, or adopt a pre-touchlog store, whose history is complete up
+ * to its head, by writing folded_seq = head. */
+static berth_jerr folded_init(lmdb_journal *j, MDB_txn *txn, char *err, size_t err_size) {
+    bool present = false;
+    berth_jerr jerr = folded_get(j, txn, &j->folded_seq, &present);
+    MDB_stat st = { 0 };
+    uint64_t head = 0;
+    if (jerr == BERTH_J_OK && !present) {
+        int rc = mdb_stat(txn, j->dbi_touchlog, &st);
+        if (rc == 0) rc = journal_last_seq(j, txn, &head);
+        jerr = rc == 0 ? BERTH_J_OK : jerr_of_mdb(rc);
+        if (jerr == BERTH_J_OK && st.ms_entries != 0) {
+            jerr = BERTH_J_CORRUPT;   /* touchlog entries with no folded_seq */
+        }
+        bool map_full = false;
+        if (jerr == BERTH_J_OK) jerr = folded_put(j, txn, head, &map_full);
+        j->folded_seq = head;
+    }
+    if (jerr != BERTH_J_OK) {
+        sentence(err, err_size, "cannot set up the history index in %s (%s)", j->dir,
+                 berth_jerr_name(jerr));
+    }
+    return jerr;
+}
+
 static berth_jerr dbs_open(lmdb_journal *j, char *err, size_t err_size) {
     MDB_txn *txn;
     int rc = mdb_txn_begin(j->env, NULL, j->read_only ? MDB_RDONLY : 0, &txn);
@@ -547,6 +628,7 @@ static berth_jerr dbs_open(lmdb_journal *j, char *err, size_t err_size) {
         return jerr_of_mdb(rc);
     }
     berth_jerr jerr = meta_check(j, txn, err, err_size);
+    if (jerr == BERTH_J_OK && !j->read_only) jerr = folded_init(j, txn, err, err_size);
     if (jerr != BERTH_J_OK) {
         mdb_txn_abort(txn);
         return jerr;
@@ -645,6 +727,8 @@ static berth_jerr sync_init(lmdb_journal *j) {
     return BERTH_J_OK;
 }
 
+static berth_jerr history_open(lmdb_journal *j, char *err, size_t err_size);
+
 static berth_jerr open_steps(lmdb_journal *j, const berth_journal_options *options,
                              char *err, size_t err_size) {
     berth_jerr jerr = sync_init(j);
@@ -674,6 +758,7 @@ static berth_jerr open_steps(lmdb_journal *j, const berth_journal_options *optio
             jerr = BERTH_J_NOMEM;
         }
     }
+    if (jerr == BERTH_J_OK && !j->read_only) jerr = history_open(j, err, err_size);
     return jerr;
 }
 
@@ -815,22 +900,76 @@ static berth_jerr history_put_one(lmdb_journal *j, MDB_txn *txn, char kind, bert
     return rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
 }
 
-static berth_jerr history_put(lmdb_journal *j, MDB_txn *txn, const berth_touched *t,
-                              uint64_t seq, bool *map_full) {
+_Static_assert(BERTH_NAME_LEN_MAX <= 255, "touchlog names carry a 1-byte length");
+
+static size_t touch_pack_one(uint8_t *out, size_t at, char kind, berth_str name) {
+    assert(name.len > 0 && name.len <= BERTH_NAME_LEN_MAX && name.ptr != NULL);
+    assert(at + 2 + name.len <= touchlog_value_len_max);
+    out[at] = (uint8_t)kind;
+    out[at + 1] = (uint8_t)name.len;
+    memcpy(out + at + 2, name.ptr, name.len);
+    return at + 2 + name.len;
+}
+
+/* One record's names packed for touchlog; 0 bytes when it touched none. */
+static berth_jerr touch_pack(const berth_touched *t, uint8_t *out, size_t *len) {
     assert(t->workers != NULL || t->worker_count == 0);
-    if (t->worker_count > BERTH_PLACEMENT_WORKERS_MAX) {
+    if (t->worker_count > BERTH_PLACEMENT_WORKERS_MAX || t->instance.len > BERTH_NAME_LEN_MAX) {
         return BERTH_J_INVALID;
     }
-    uint8_t seq_be[8];
-    be64_put(seq_be, seq);
-    berth_jerr err = BERTH_J_OK;
+    size_t at = 0;
     if (t->instance.len > 0) {
-        err = history_put_one(j, txn, BERTH_HISTORY_INSTANCE, t->instance, seq_be, map_full);
+        at = touch_pack_one(out, at, BERTH_HISTORY_INSTANCE, t->instance);
     }
-    for (uint32_t i = 0; i < t->worker_count && err == BERTH_J_OK; i++) {
-        err = history_put_one(j, txn, BERTH_HISTORY_WORKER, t->workers[i], seq_be, map_full);
+    for (uint32_t i = 0; i < t->worker_count; i++) {
+        if (t->workers[i].len == 0 || t->workers[i].len > BERTH_NAME_LEN_MAX) {
+            return BERTH_J_INVALID;
+        }
+        at = touch_pack_one(out, at, BERTH_HISTORY_WORKER, t->workers[i]);
     }
-    return err;
+    *len = at;
+    return BERTH_J_OK;
+}
+
+/* The sequential half of HISTORY: one touchlog entry per record that
+ * touched a name (the fold moves it into history later). */
+static berth_jerr touchlog_put(lmdb_journal *j, MDB_txn *txn, const berth_touched *t,
+                               uint64_t seq, bool *map_full) {
+    uint8_t packed[touchlog_value_len_max];
+    size_t len = 0;
+    berth_jerr err = touch_pack(t, packed, &len);
+    if (err != BERTH_J_OK || len == 0) {
+        return err;
+    }
+    MDB_val key = { sizeof(seq), &seq };
+    MDB_val val = { len, packed };
+    int rc = mdb_put(txn, j->dbi_touchlog, &key, &val, MDB_APPEND);
+    if (rc != 0) {
+        return rc == MDB_KEYEXIST ? BERTH_J_CORRUPT : put_err(rc, map_full);
+    }
+    return BERTH_J_OK;
+}
+
+/* Walk one packed touchlog value: the next (kind, name) from *at. False at
+ * the end; *bad when the bytes do not parse. */
+static bool touch_next(const MDB_val *val, size_t *at, char *kind, berth_str *name, bool *bad) {
+    const uint8_t *bytes = val->mv_data;
+    if (*at >= val->mv_size) {
+        return false;
+    }
+    if (val->mv_size - *at < 2) {
+        *bad = true;
+        return false;
+    }
+    size_t len = bytes[*at + 1];
+    if (len == 0 || val->mv_size - *at - 2 < len) {
+        *bad = true;
+        return false;
+    }
+    *kind = (char)bytes[*at];
+    *name = berth_str_make((const char *)bytes + *at + 2, (uint32_t)len);
+    *at += 2 + len;
+    return true;
 }
 
 /* Encode and put every record of the batch, chaining from the head. */
@@ -855,7 +994,7 @@ static berth_jerr batch_put(lmdb_journal *j, MDB_txn *txn, berth_record *records
             return rc == MDB_KEYEXIST ? BERTH_J_CORRUPT : put_err(rc, map_full);
         }
         if (touched != NULL) {
-            berth_jerr err = history_put(j, txn, &touched[i], rec->seq, map_full);
+            berth_jerr err = touchlog_put(j, txn, &touched[i], rec->seq, map_full);
             if (err != BERTH_J_OK) {
                 return err;
             }
@@ -925,6 +1064,121 @@ static berth_jerr write_with_growth(lmdb_journal *j, txn_body body, void *arg,
     return BERTH_J_FULL;
 }
 
+/* ---- HISTORY fold ---------------------------------------------------- */
+
+static const MDB_val folded_key = { 10, (void *)"folded_seq" };
+
+/* folded_seq as txn sees it; *present false for a pre-touchlog store. */
+static berth_jerr folded_get(lmdb_journal *j, MDB_txn *txn, uint64_t *seq, bool *present) {
+    MDB_val key = folded_key;
+    MDB_val val;
+    int rc = mdb_get(txn, j->dbi_meta, &key, &val);
+    *present = rc == 0;
+    *seq = 0;
+    if (rc == MDB_NOTFOUND) {
+        return BERTH_J_OK;
+    }
+    if (rc != 0) {
+        return jerr_of_mdb(rc);
+    }
+    if (val.mv_size != sizeof(*seq)) {
+        return BERTH_J_CORRUPT;
+    }
+    memcpy(seq, val.mv_data, sizeof(*seq));
+    return BERTH_J_OK;
+}
+
+static berth_jerr folded_put(lmdb_journal *j, MDB_txn *txn, uint64_t seq, bool *map_full) {
+    MDB_val key = folded_key;
+    MDB_val val = { sizeof(seq), &seq };
+    int rc = mdb_put(txn, j->dbi_meta, &key, &val, 0);
+    return rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
+}
+
+/* Every name of one touchlog entry into history. */
+static berth_jerr fold_entry(lmdb_journal *j, MDB_txn *txn, const MDB_val *key,
+                             const MDB_val *val, bool *map_full) {
+    if (key->mv_size != sizeof(uint64_t)) {
+        return BERTH_J_CORRUPT;
+    }
+    uint64_t seq;
+    memcpy(&seq, key->mv_data, sizeof(seq));
+    uint8_t seq_be[8];
+    be64_put(seq_be, seq);
+    size_t at = 0;
+    char kind;
+    berth_str name;
+    bool bad = false;
+    berth_jerr err = BERTH_J_OK;
+    while (err == BERTH_J_OK && touch_next(val, &at, &kind, &name, &bad)) {
+        err = history_put_one(j, txn, kind, name, seq_be, map_full);
+    }
+    return bad ? BERTH_J_CORRUPT : err;
+}
+
+/* Move every touchlog entry (all are after folded_seq: folded ones were
+ * deleted) into history, and record folded_seq = head. */
+static berth_jerr fold_body(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map_full) {
+    (void)arg;
+    MDB_cursor *cursor;
+    int rc = mdb_cursor_open(txn, j->dbi_touchlog, &cursor);
+    if (rc != 0) {
+        return jerr_of_mdb(rc);
+    }
+    berth_jerr err = BERTH_J_OK;
+    MDB_val key, val;
+    uint64_t moved = 0;
+    rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
+    while (rc == 0 && err == BERTH_J_OK && moved <= j->head_seq) {
+        err = fold_entry(j, txn, &key, &val, map_full);
+        if (err == BERTH_J_OK) {
+            rc = mdb_cursor_del(cursor, 0);
+            if (rc != 0) {
+                err = put_err(rc, map_full);
+            }
+        }
+        moved++;
+        if (err == BERTH_J_OK) rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
+    }
+    mdb_cursor_close(cursor);
+    if (err == BERTH_J_OK && rc != MDB_NOTFOUND) {
+        err = rc == 0 ? BERTH_J_CORRUPT : jerr_of_mdb(rc);   /* more entries than records */
+    }
+    if (err == BERTH_J_OK) {
+        err = folded_put(j, txn, j->head_seq, map_full);
+    }
+    return err;
+}
+
+/* Fold when the backlog reached the limit. Caller holds write_mutex (or is
+ * the opening thread). A failure leaves touchlog and folded_seq as they
+ * were, which is still exact: the next append or open tries again. */
+static berth_jerr fold_if_due(lmdb_journal *j) {
+    assert(j->folded_seq <= j->head_seq);
+    uint64_t backlog = j->head_seq - j->folded_seq;
+    if (backlog < history_fold_records) {
+        return BERTH_J_OK;
+    }
+    berth_jerr err = write_with_growth(j, fold_body, NULL, backlog * fold_need_bytes_per_record);
+    if (err == BERTH_J_OK) {
+        j->folded_seq = j->head_seq;
+    }
+    return err;
+}
+
+/* At a writable open, after the head is loaded: fold a backlog left by a
+ * process that stopped before folding. */
+static berth_jerr history_open(lmdb_journal *j, char *err, size_t err_size) {
+    if (j->folded_seq > j->head_seq) {
+        sentence(err, err_size, "the history index in %s claims records past the head%s",
+                 j->dir, "");
+        return BERTH_J_CORRUPT;
+    }
+    berth_jerr jerr = fold_if_due(j);
+    (void)jerr;   /* a failed fold leaves an exact touchlog: retried later */
+    return BERTH_J_OK;
+}
+
 typedef struct batch_arg {
     berth_record *records;
     const berth_touched *touched;
@@ -964,6 +1218,7 @@ static berth_jerr lmdb_append(berth_journal *base, berth_record *records,
         j->head_seq = records[n - 1].seq;
         memcpy(j->head_hash, records[n - 1].hash, BERTH_HASH_LEN);
         mutex_unlock(&j->head_mutex);
+        (void)fold_if_due(j);   /* the append is committed whatever the fold does */
     }
     mutex_unlock(&j->write_mutex);
     return err;
@@ -1224,20 +1479,12 @@ static berth_jerr lmdb_snapshot_list(berth_journal_reader *base, uint64_t *seqs,
     return rc == 0 || rc == MDB_NOTFOUND ? BERTH_J_OK : jerr_of_mdb(rc);
 }
 
-static berth_jerr lmdb_history(berth_journal_reader *base, berth_history_kind kind,
-                               berth_str name, uint64_t from, uint64_t *seqs, size_t cap,
-                               size_t *n) {
-    lmdb_reader *r = reader_of(base);
-    *n = 0;
-    if (cap == 0 || name.len == 0 || name.len > BERTH_NAME_LEN_MAX) {
-        return BERTH_J_OK;   /* no such name can be in the index */
-    }
-    uint8_t key_bytes[history_key_len_max];
-    key_bytes[0] = (uint8_t)kind;
-    memcpy(key_bytes + 1, name.ptr, name.len);
+/* The folded half: history entries >= from for the key. */
+static berth_jerr history_folded(lmdb_reader *r, const uint8_t *key_bytes, size_t key_len,
+                                 uint64_t from, uint64_t *seqs, size_t cap, size_t *n) {
     uint8_t from_be[8];
     be64_put(from_be, from);
-    MDB_val key = { 1 + (size_t)name.len, key_bytes };
+    MDB_val key = { key_len, (void *)key_bytes };
     MDB_val val = { 8, from_be };
     MDB_cursor *cursor;
     int rc = mdb_cursor_open(r->txn, r->journal->dbi_history, &cursor);
@@ -1254,11 +1501,80 @@ static berth_jerr lmdb_history(berth_journal_reader *base, berth_history_kind ki
         rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT_DUP);
     }
     mdb_cursor_close(cursor);
-    if (rc != 0 && rc != MDB_NOTFOUND) {
-        *n = 0;
+    return rc == 0 || rc == MDB_NOTFOUND ? BERTH_J_OK : jerr_of_mdb(rc);
+}
+
+static bool touch_has(const MDB_val *val, char kind, berth_str name, bool *bad) {
+    size_t at = 0;
+    char k;
+    berth_str found;
+    while (touch_next(val, &at, &k, &found, bad)) {
+        if (k == kind && found.len == name.len && memcmp(found.ptr, name.ptr, name.len) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The unfolded half: touchlog entries from `from` that name the key. */
+static berth_jerr history_tail(lmdb_reader *r, char kind, berth_str name, uint64_t from,
+                               uint64_t *seqs, size_t cap, size_t *n) {
+    MDB_cursor *cursor;
+    int rc = mdb_cursor_open(r->txn, r->journal->dbi_touchlog, &cursor);
+    if (rc != 0) {
         return jerr_of_mdb(rc);
     }
-    return BERTH_J_OK;
+    MDB_val key = { sizeof(from), &from };
+    MDB_val val;
+    bool bad = false;
+    rc = mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE);
+    while (rc == 0 && *n < cap && !bad) {
+        if (key.mv_size != sizeof(uint64_t)) {
+            bad = true;
+            break;
+        }
+        if (touch_has(&val, kind, name, &bad)) {
+            memcpy(&seqs[(*n)++], key.mv_data, sizeof(uint64_t));
+        }
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
+    }
+    mdb_cursor_close(cursor);
+    if (bad) {
+        return BERTH_J_CORRUPT;
+    }
+    return rc == 0 || rc == MDB_NOTFOUND ? BERTH_J_OK : jerr_of_mdb(rc);
+}
+
+/* history (<= folded_seq) then touchlog (> folded_seq), both as the
+ * reader's one transaction sees them, so the list is exact and ascending. */
+static berth_jerr lmdb_history(berth_journal_reader *base, berth_history_kind kind,
+                               berth_str name, uint64_t from, uint64_t *seqs, size_t cap,
+                               size_t *n) {
+    lmdb_reader *r = reader_of(base);
+    lmdb_journal *j = r->journal;
+    *n = 0;
+    if (cap == 0 || name.len == 0 || name.len > BERTH_NAME_LEN_MAX) {
+        return BERTH_J_OK;   /* no such name can be in the index */
+    }
+    uint64_t folded = 0;
+    bool present = false;
+    berth_jerr err = folded_get(j, r->txn, &folded, &present);
+    uint8_t key_bytes[history_key_len_max];
+    key_bytes[0] = (uint8_t)kind;
+    memcpy(key_bytes + 1, name.ptr, name.len);
+    if (err == BERTH_J_OK) {
+        err = history_folded(r, key_bytes, 1 + (size_t)name.len, from, seqs, cap, n);
+    }
+    /* Without folded_seq (a pre-touchlog store) history is the whole index. */
+    if (err == BERTH_J_OK && present && j->has_touchlog && *n < cap) {
+        uint64_t tail_from = from > folded ? from : folded + 1;
+        assert(*n == 0 || seqs[*n - 1] < tail_from);
+        err = history_tail(r, (char)kind, name, tail_from, seqs, cap, n);
+    }
+    if (err != BERTH_J_OK) {
+        *n = 0;
+    }
+    return err;
 }
 
 static const berth_journal_ops lmdb_ops = {

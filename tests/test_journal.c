@@ -1266,6 +1266,311 @@ START_TEST(store_disk_full) {
 }
 END_TEST
 
+/* ---- HISTORY across the touchlog fold -------------------------------- */
+
+/* lmdb_store.c folds touchlog into history once this many records are
+ * unfolded; the tests cross it on purpose. */
+enum {
+    fold_records = 16384,
+    hist_instances = 5,         /* "inst-0".."inst-4" */
+    hist_workers = 24,          /* "w0".."w23" */
+    hist_batch = 1000,
+    hist_seqs_max = 40000,      /* more than any test's head */
+    hist_name_len_max = 16
+};
+
+/* The names record seq touches, a pure function of seq: an instance on
+ * three in four records, 0..2 distinct workers, and some records none. */
+static int hist_instance_of(uint64_t seq) {
+    return seq % 4 == 0 ? -1 : (int)(seq % hist_instances);
+}
+static uint32_t hist_worker_count(uint64_t seq) {
+    return (uint32_t)(seq % 3);
+}
+static int hist_worker_of(uint64_t seq, uint32_t i) {
+    return i == 0 ? (int)(seq % 13) : 13 + (int)(seq % 11);
+}
+
+typedef struct hist_names {
+    char instance[hist_name_len_max];
+    char workers[2][hist_name_len_max];
+    berth_str worker_strs[2];
+} hist_names;
+
+static void hist_touched(uint64_t seq, hist_names *names, berth_touched *t) {
+    memset(t, 0, sizeof(*t));
+    int inst = hist_instance_of(seq);
+    if (inst >= 0) {
+        int n = snprintf(names->instance, sizeof(names->instance), "inst-%d", inst);
+        t->instance = berth_str_make(names->instance, (size_t)n);
+    }
+    t->worker_count = hist_worker_count(seq);
+    for (uint32_t i = 0; i < t->worker_count; i++) {
+        int n = snprintf(names->workers[i], sizeof(names->workers[i]), "w%d",
+                         hist_worker_of(seq, i));
+        names->worker_strs[i] = berth_str_make(names->workers[i], (size_t)n);
+    }
+    t->workers = names->worker_strs;
+}
+
+/* Append records first..first+n-1, each with its touched names. */
+static berth_jerr append_touched(berth_journal *j, uint64_t first, size_t n) {
+    built *b = calloc(n, sizeof(*b));
+    berth_record *recs = calloc(n, sizeof(*recs));
+    hist_names *names = calloc(n, sizeof(*names));
+    berth_touched *touched = calloc(n, sizeof(*touched));
+    ck_assert(b != NULL && recs != NULL && names != NULL && touched != NULL);
+    for (size_t i = 0; i < n; i++) {
+        build(&b[i], first + i);
+        recs[i] = b[i].rec;
+        hist_touched(first + i, &names[i], &touched[i]);
+    }
+    berth_jerr err = berth_journal_append(j, recs, touched, n);
+    free(touched);
+    free(names);
+    free(recs);
+    free(b);
+    return err;
+}
+
+/* Independent expectation: seqs in from..head whose names include (kind, id). */
+static size_t hist_expect(char kind, int id, uint64_t from, uint64_t head, uint64_t *out,
+                          size_t cap) {
+    size_t n = 0;
+    for (uint64_t s = from > 0 ? from : 1; s <= head && n < cap; s++) {
+        bool hit = kind == 'i' && hist_instance_of(s) == id;
+        for (uint32_t i = 0; kind == 'w' && i < hist_worker_count(s); i++) {
+            hit = hit || hist_worker_of(s, i) == id;
+        }
+        if (hit) out[n++] = s;
+    }
+    return n;
+}
+
+static uint64_t hist_got[hist_seqs_max];
+static uint64_t hist_want[hist_seqs_max];
+
+static void hist_check_one(berth_journal_reader *r, char kind, int id, uint64_t from,
+                           uint64_t head, size_t cap) {
+    char name[hist_name_len_max];
+    int len = snprintf(name, sizeof(name), kind == 'i' ? "inst-%d" : "w%d", id);
+    size_t got = 99;
+    berth_jerr err = berth_journal_history(r, (berth_history_kind)kind,
+                                           berth_str_make(name, (size_t)len), from, hist_got,
+                                           cap, &got);
+    ck_assert_int_eq(err, BERTH_J_OK);
+    size_t want = hist_expect(kind, id, from, head, hist_want, cap);
+    ck_assert_msg(got == want, "%s from %" PRIu64 " cap %zu: %zu seqs, want %zu", name, from,
+                  cap, got, want);
+    for (size_t i = 0; i < want; i++) {
+        ck_assert_msg(hist_got[i] == hist_want[i], "%s from %" PRIu64 " [%zu]: %" PRIu64
+                      " want %" PRIu64, name, from, i, hist_got[i], hist_want[i]);
+    }
+}
+
+/* Every name (and one never touched), from several starts on both sides of
+ * every fold boundary the tests make, full lists and capped ones. */
+static void hist_check_all(berth_journal *j) {
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    uint64_t head;
+    uint8_t hash[BERTH_HASH_LEN];
+    ck_assert_int_eq(berth_journal_reader_head(r, &head, hash), BERTH_J_OK);
+    ck_assert_uint_lt(head, hist_seqs_max);
+    const uint64_t froms[] = { 0, 1, 2, 5000, fold_records - 1, fold_records, 17000, 17001,
+                               17500, 18000, head > 3 ? head - 3 : 1, head, head + 1 };
+    for (size_t f = 0; f < sizeof(froms) / sizeof(froms[0]); f++) {
+        for (int id = 0; id <= hist_instances; id++) {
+            hist_check_one(r, 'i', id, froms[f], head, hist_seqs_max);
+            hist_check_one(r, 'i', id, froms[f], head, 3);
+        }
+        for (int id = 0; id <= hist_workers; id++) {
+            hist_check_one(r, 'w', id, froms[f], head, hist_seqs_max);
+            hist_check_one(r, 'w', id, froms[f], head, 3);
+        }
+    }
+    berth_journal_reader_close(r);
+}
+
+/* Child: read the store with LMDB directly; exits 0 when folded_seq is
+ * `want` and touchlog holds only seqs after it (the fold deleted the rest). */
+static int child_folded_is(const char *dir, int want) {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta, touchlog;
+    if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 8) != 0 ||
+        mdb_env_open(env, dir, MDB_RDONLY, 0600) != 0 ||
+        mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) != 0 ||
+        mdb_dbi_open(txn, "meta", 0, &meta) != 0 ||
+        mdb_dbi_open(txn, "touchlog", MDB_INTEGERKEY, &touchlog) != 0) {
+        return 1;
+    }
+    MDB_val key = { 10, (void *)"folded_seq" }, val;
+    uint64_t folded = 0;
+    if (mdb_get(txn, meta, &key, &val) != 0 || val.mv_size != sizeof(folded)) return 2;
+    memcpy(&folded, val.mv_data, sizeof(folded));
+    MDB_cursor *cursor;
+    if (mdb_cursor_open(txn, touchlog, &cursor) != 0) return 3;
+    int rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
+    uint64_t first = 0;
+    if (rc == 0) memcpy(&first, key.mv_data, sizeof(first));
+    mdb_cursor_close(cursor);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    if (folded != (uint64_t)want) return 4;
+    return rc == MDB_NOTFOUND || first > folded ? 0 : 5;
+}
+
+START_TEST(store_history_fold) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 0, 0);
+    uint64_t head = 0;
+    while (head + hist_batch < fold_records) {   /* all in touchlog */
+        ck_assert_int_eq(append_touched(j, head + 1, hist_batch), BERTH_J_OK);
+        head += hist_batch;
+    }
+    hist_check_all(j);
+    ck_assert(in_child(child_folded_is, dir, 0));
+    ck_assert_int_eq(append_touched(j, head + 1, hist_batch), BERTH_J_OK);   /* crosses */
+    head += hist_batch;
+    ck_assert_uint_eq(head, 17000);
+    ck_assert(in_child(child_folded_is, dir, 17000));
+    hist_check_all(j);
+    ck_assert_int_eq(append_touched(j, head + 1, 1500), BERTH_J_OK);   /* a tail after it */
+    head += 1500;
+    ck_assert(in_child(child_folded_is, dir, 17000));
+    hist_check_all(j);
+    berth_journal_close(j);
+    j = open_rw(dir, 0, 0);   /* the tail survives a reopen, unfolded */
+    ck_assert(in_child(child_folded_is, dir, 17000));
+    hist_check_all(j);
+    ck_assert_uint_eq(chain_check(j), head);
+    berth_journal_close(j);
+}
+END_TEST
+
+/* Child: append touched batches until killed, one byte after each. */
+static int child_append_touched_forever(const char *dir, int fd) {
+    berth_journal *j = NULL;
+    if (berth_journal_open_lmdb(&j, dir, NULL, NULL, 0) != BERTH_J_OK) return 1;
+    uint64_t head;
+    uint8_t hash[BERTH_HASH_LEN];
+    if (berth_journal_head(j, &head, hash) != BERTH_J_OK) return 2;
+    while (head + hist_batch < hist_seqs_max) {
+        if (append_touched(j, head + 1, hist_batch) != BERTH_J_OK) return 3;
+        head += hist_batch;
+        if (write(fd, "b", 1) != 1) return 4;
+    }
+    for (;;) pause();
+}
+
+/* A writer killed around the fold (before, during or after it: the kill
+ * lands right after the append that crosses the limit is acknowledged)
+ * leaves history exact; the next open folds any backlog over the limit. */
+START_TEST(store_history_crash_at_fold) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(fds[0]);
+        _exit(child_append_touched_forever(dir, fds[1]));
+    }
+    close(fds[1]);
+    char byte;
+    for (uint32_t seen = 0; seen < fold_records / hist_batch; seen++) {
+        ck_assert_int_eq(read(fds[0], &byte, 1), 1);
+    }
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);   /* the crossing append may be mid-fold */
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    close(fds[0]);
+    berth_journal *j = open_rw(dir, 0, 0);
+    uint64_t head = chain_check(j);
+    ck_assert_uint_ge(head, (fold_records / hist_batch) * (uint64_t)hist_batch);
+    hist_check_all(j);
+    /* Acknowledged batches end at 16000; the append to 17000 folds, in the
+     * child or (killed first) at this open; later ones leave a tail. */
+    ck_assert(in_child(child_folded_is, dir, head < 17000 ? 0 : 17000));
+    berth_journal_close(j);
+}
+END_TEST
+
+/* Child: rewrite a new store into the pre-touchlog layout (every name in
+ * history, no touchlog entries, no folded_seq), as an older berth left it. */
+static int child_make_old_layout(const char *dir, int unused) {
+    (void)unused;
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta, touchlog, history;
+    if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 8) != 0 ||
+        mdb_env_open(env, dir, 0, 0600) != 0 || mdb_txn_begin(env, NULL, 0, &txn) != 0 ||
+        mdb_dbi_open(txn, "meta", 0, &meta) != 0 ||
+        mdb_dbi_open(txn, "touchlog", MDB_INTEGERKEY, &touchlog) != 0 ||
+        mdb_dbi_open(txn, "history", MDB_DUPSORT | MDB_DUPFIXED, &history) != 0) {
+        return 1;
+    }
+    MDB_cursor *cursor;
+    if (mdb_cursor_open(txn, touchlog, &cursor) != 0) return 2;
+    MDB_val key, val;
+    int rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
+    for (; rc == 0; rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+        uint64_t seq;
+        memcpy(&seq, key.mv_data, sizeof(seq));
+        uint8_t seq_be[8];
+        for (int i = 0; i < 8; i++) seq_be[i] = (uint8_t)(seq >> (56 - 8 * i));
+        const uint8_t *p = val.mv_data;
+        for (size_t at = 0; at + 2 <= val.mv_size; at += 2 + p[at + 1]) {
+            uint8_t k[1 + BERTH_NAME_LEN_MAX];
+            k[0] = p[at];
+            memcpy(k + 1, p + at + 2, p[at + 1]);
+            MDB_val hk = { 1 + (size_t)p[at + 1], k }, hv = { 8, seq_be };
+            if (mdb_put(txn, history, &hk, &hv, 0) != 0) return 3;
+        }
+    }
+    mdb_cursor_close(cursor);
+    MDB_val fk = { 10, (void *)"folded_seq" };
+    if (rc != MDB_NOTFOUND || mdb_drop(txn, touchlog, 1) != 0 ||
+        mdb_del(txn, meta, &fk, NULL) != 0 || mdb_txn_commit(txn) != 0) {
+        return 4;
+    }
+    mdb_env_close(env);
+    return 0;
+}
+
+/* Child: a read-only open of the old layout answers history exactly. */
+static int child_old_layout_reads(const char *dir, int unused) {
+    (void)unused;
+    berth_journal_options o = { .read_only = true, .no_lock = true };
+    berth_journal *j = NULL;
+    if (berth_journal_open_lmdb(&j, dir, &o, NULL, 0) != BERTH_J_OK) return 1;
+    hist_check_all(j);   /* a failed check exits the child non-zero */
+    berth_journal_close(j);
+    return 0;
+}
+
+START_TEST(store_history_old_layout) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 0, 0);
+    ck_assert_int_eq(append_touched(j, 1, hist_batch), BERTH_J_OK);
+    ck_assert_int_eq(append_touched(j, 1 + hist_batch, hist_batch), BERTH_J_OK);
+    berth_journal_close(j);
+    ck_assert(in_child(child_make_old_layout, dir, 0));
+    ck_assert(in_child(child_old_layout_reads, dir, 0));
+    j = open_rw(dir, 0, 0);   /* adopts it: folded_seq = head */
+    ck_assert(in_child(child_folded_is, dir, 2 * hist_batch));
+    hist_check_all(j);
+    ck_assert_int_eq(append_touched(j, 1 + 2 * hist_batch, 500), BERTH_J_OK);
+    hist_check_all(j);
+    ck_assert(in_child(child_folded_is, dir, 2 * hist_batch));
+    berth_journal_close(j);
+}
+END_TEST
+
 static Suite *journal_suite(void) {
     Suite *s = suite_create("journal");
     TCase *codec = tcase_create("codec");
@@ -1298,6 +1603,9 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_crash_mid_batch);
     tcase_add_test(store, store_reader_adopts_growth);
     tcase_add_test(store, store_disk_full);
+    tcase_add_test(store, store_history_fold);
+    tcase_add_test(store, store_history_crash_at_fold);
+    tcase_add_test(store, store_history_old_layout);
     tcase_set_timeout(store, 240);
     suite_add_tcase(s, store);
     return s;
