@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "limits.h"
+#include "berth_limits.h"
 #include "names.h"
 
 typedef enum berth_cmd_kind {

@@ -7,7 +7,7 @@
 #include <assert.h>
 #include <string.h>
 
-#include "limits.h"
+#include "berth_limits.h"
 
 bool berth_str_eq(berth_str a, berth_str b) {
     return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);

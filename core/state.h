@@ -29,7 +29,7 @@
 #include <stdint.h>
 
 #include "command.h"
-#include "limits.h"
+#include "berth_limits.h"
 #include "names.h"
 
 typedef enum berth_code {

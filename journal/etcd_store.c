@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "backend.h"
+#include "berth_limits.h"
 #include "etcd.h"
 
 #define ETCD_URL_LEN_MAX 512

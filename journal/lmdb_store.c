@@ -74,7 +74,7 @@
 #include <lmdb.h>
 
 #include "backend.h"
-#include "limits.h"
+#include "berth_limits.h"
 
 #define MAP_SIZE_INITIAL_DEFAULT (64ull << 20)
 #define MAP_SIZE_MAX_DEFAULT (1ull << 40)

@@ -31,16 +31,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* core/limits.h shadows the system <limits.h> on the include path (core's
- * directory is a -I), and msgpack-c's pack template needs CHAR_MIN from it:
- * supply that one macro from the compiler's own knowledge of char. */
-#ifndef CHAR_MIN
-#ifdef __CHAR_UNSIGNED__
-#define CHAR_MIN 0
-#else
-#define CHAR_MIN (-128)
-#endif
-#endif
 #include <msgpack.h>
 /* SHA256_Init/Update/Final are deprecated in OpenSSL 3.0 but kept through
  * 3.x; the one-shot SHA256() there fetches the algorithm on every call and
@@ -50,7 +40,7 @@
 #include <openssl/sha.h>
 
 #include "journal.h"
-#include "limits.h"
+#include "berth_limits.h"
 
 enum {
     record_fields = 9,              /* elements of a version-1 body */

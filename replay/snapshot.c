@@ -46,9 +46,9 @@
 
 /* A growing output buffer; the first failure sticks so callers check once
  * per field group. msgpack is written by hand (smallest form of each value,
- * as msgpack-c would choose) because core/limits.h shadows the system
- * <limits.h> that msgpack-c's headers need, and because a hand-written
- * encoder is the exact mirror of the hand-written decoder below. */
+ * as msgpack-c would choose) so that the encoder is the exact mirror of the
+ * strict decoder below, which allocates nothing: msgpack-c's unpacker would
+ * reserve memory from whatever counts a damaged snapshot declares. */
 typedef struct snap_buf {
     uint8_t *data;          /* malloc'd; owned by the buffer until released */
     size_t len;

@@ -15,16 +15,6 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <lmdb.h>
-/* core/limits.h shadows the system <limits.h> on the include path (core's
- * directory is a -I), and msgpack-c's pack template needs CHAR_MIN from it:
- * supply that one macro from the compiler's own knowledge of char. */
-#ifndef CHAR_MIN
-#ifdef __CHAR_UNSIGNED__
-#define CHAR_MIN 0
-#else
-#define CHAR_MIN (-128)
-#endif
-#endif
 #include <msgpack.h>
 #include <openssl/sha.h>
 #include <pthread.h>
@@ -40,7 +30,7 @@
 #include <unistd.h>
 
 #include "journal.h"
-#include "limits.h"
+#include "berth_limits.h"
 
 enum {
     text_len_max = 64,          /* command text of the records tests build */

@@ -25,7 +25,7 @@
 #include <string.h>
 
 #include "command.h"
-#include "limits.h"
+#include "berth_limits.h"
 #include "names.h"
 #include "state.h"
 

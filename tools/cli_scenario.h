@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "limits.h"
+#include "berth_limits.h"
 #include "names.h"
 
 #define CLI_SCENARIO_LINE_LEN_MAX 65536   /* bytes in one scenario line */

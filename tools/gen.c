@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "limits.h"
+#include "berth_limits.h"
 
 #define GEN_BACKEND_COUNT 3
 #define GEN_MODEL_COUNT 8

@@ -17,7 +17,7 @@
 
 #include "engine.h"
 #include "journal.h"
-#include "limits.h"
+#include "berth_limits.h"
 #include "names.h"
 #include "reply.h"
 #include "resp.h"

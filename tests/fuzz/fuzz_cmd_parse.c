@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "command.h"
-#include "limits.h"
+#include "berth_limits.h"
 #include "names.h"
 
 #define FUZZ_WORDS_MAX (BERTH_ARGS_MAX + 8)   /* a few over the limit, to hit it */

@@ -1,4 +1,4 @@
-/* limits.h — every bound berth enforces, in one place.
+/* berth_limits.h — every bound berth enforces, in one place.
  *
  * TIGER_STYLE: everything has a limit. These are part of the contract: a
  * journal written under one set of limits must replay identically, so the
