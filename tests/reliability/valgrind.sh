@@ -25,7 +25,10 @@ export BERTH_TEST_LIGHT=1
 if ctest --test-dir "$build" -N -L "$label" | grep -q 'Test *#'; then
   names=$(ctest --test-dir "$build" -N -L "$label" | sed -n 's/^ *Test *#[0-9]*: *//p')
 else
-  names="journal replay core model resp"   # longest first, for the job slots
+  # test_journal is left to the sanitizer build (ASan + LeakSanitizer): since
+  # the history index moved to a folded touch log its LMDB-heavy cases take
+  # far longer than CI's budget under memcheck. Longest first, for the slots.
+  names="replay core model resp"
 fi
 log=$build/valgrind
 mkdir -p "$log"
