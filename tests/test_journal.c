@@ -1367,14 +1367,9 @@ static void hist_check_all(berth_journal *j) {
     uint8_t hash[BERTH_HASH_LEN];
     ck_assert_int_eq(berth_journal_reader_head(r, &head, hash), BERTH_J_OK);
     ck_assert_uint_lt(head, hist_seqs_max);
-    const uint64_t froms[] = { 0, fold_records, 17001, head + 1,   /* the light set first */
-                               1, 2, 5000, fold_records - 1, 17000, 17500, 18000,
-                               head > 3 ? head - 3 : 1, head };
-    /* Under memcheck (valgrind.sh sets BERTH_TEST_LIGHT) each query runs ~50x
-     * slower: the first four starts still cover genesis, the fold boundary,
-     * the unfolded tail and past the head. */
-    size_t from_count = getenv("BERTH_TEST_LIGHT") ? 4 : sizeof(froms) / sizeof(froms[0]);
-    for (size_t f = 0; f < from_count; f++) {
+    const uint64_t froms[] = { 0, 1, 2, 5000, fold_records - 1, fold_records, 17000, 17001,
+                               17500, 18000, head > 3 ? head - 3 : 1, head, head + 1 };
+    for (size_t f = 0; f < sizeof(froms) / sizeof(froms[0]); f++) {
         for (int id = 0; id <= hist_instances; id++) {
             hist_check_one(r, 'i', id, froms[f], head, hist_seqs_max);
             hist_check_one(r, 'i', id, froms[f], head, 3);
@@ -1598,15 +1593,9 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_crash_mid_batch);
     tcase_add_test(store, store_reader_adopts_growth);
     tcase_add_test(store, store_disk_full);
-    /* Each of these appends past the 16,384-record fold threshold, which
-     * takes longer than the rest of the suite together under memcheck
-     * (valgrind.sh sets BERTH_TEST_LIGHT); the normal and sanitizer builds
-     * run them. */
-    if (getenv("BERTH_TEST_LIGHT") == NULL) {
-        tcase_add_test(store, store_history_fold);
-        tcase_add_test(store, store_history_crash_at_fold);
-        tcase_add_test(store, store_history_old_layout);
-    }
+    tcase_add_test(store, store_history_fold);
+    tcase_add_test(store, store_history_crash_at_fold);
+    tcase_add_test(store, store_history_old_layout);
     tcase_set_timeout(store, 240);
     suite_add_tcase(s, store);
     return s;

@@ -20,8 +20,6 @@ export CK_TIMEOUT_MULTIPLIER="${CK_TIMEOUT_MULTIPLIER:-40}"
 # purpose (a writer killed mid-batch), which exit without tearing down the
 # parent's inherited journal and would report it as leaked.
 export CK_FORK=no
-# Tests with long exhaustive loops check a representative subset under memcheck.
-export BERTH_TEST_LIGHT=1
 if ctest --test-dir "$build" -N -L "$label" | grep -q 'Test *#'; then
   names=$(ctest --test-dir "$build" -N -L "$label" | sed -n 's/^ *Test *#[0-9]*: *//p')
 else
