@@ -26,6 +26,8 @@
 #define BERTH_BATCH_BYTES_MAX (16u << 20)   /* encoded bytes in one append */
 #define BERTH_RECORD_BYTES_MAX 32768        /* one encoded record */
 #define BERTH_SNAPSHOTS_KEPT_MAX 32         /* newest snapshots kept; older are deleted */
+#define BERTH_HISTORY_FOLD_RECORDS_DEFAULT 16384   /* touch-log backlog folded at once */
+#define BERTH_HISTORY_FOLD_RECORDS_MAX (1u << 20)   /* bounds one fold's transaction */
 
 typedef enum berth_jerr {
     BERTH_J_OK = 0,
@@ -81,6 +83,11 @@ typedef struct berth_journal_options {
     uint64_t map_size_initial;  /* bytes; 0: 64 MiB */
     uint64_t map_size_max;      /* bytes; 0: 1 TiB. FULL once reached */
     bool no_lock;               /* read_only tools: do not take the directory lock */
+    /* HISTORY touch-log backlog (records) that triggers a fold into the
+     * history index; 0: BERTH_HISTORY_FOLD_RECORDS_DEFAULT. Over
+     * BERTH_HISTORY_FOLD_RECORDS_MAX the open is INVALID. Only layout and
+     * write cost depend on it, never a query's answer. */
+    uint32_t history_fold_records;
 } berth_journal_options;
 
 typedef struct berth_journal berth_journal;

@@ -16,10 +16,11 @@
  * history inside the durable append dirtied hundreds of scattered leaf
  * pages per commit (about 60x the bytes of the records). So an append only
  * appends one touchlog entry per record (sequential pages, MDB_APPEND); once
- * head - folded_seq >= history_fold_records, a separate write transaction
+ * head - folded_seq >= the fold threshold (the history_fold_records
+ * option, BERTH_HISTORY_FOLD_RECORDS_DEFAULT), a separate write transaction
  * after the append's commit (same write mutex, same growth) moves touchlog
  * entries folded_seq+1..head into history, deletes them from touchlog and
- * stores the new folded_seq: one batch of index writes per 16384 records.
+ * stores the new folded_seq: one batch of index writes per threshold.
  * The fold is an optimisation of layout, not of meaning: if it fails or the
  * process dies before it, the append stays committed, touchlog stays
  * exact, and the next append or the next writable open folds. A history
@@ -90,7 +91,6 @@ enum {
     grow_attempts_max = 48,         /* doublings from a tiny map to the cap */
     remap_attempts_max = 8,         /* reader retries after MDB_MAP_RESIZED */
     history_key_len_max = 1 + BERTH_NAME_LEN_MAX,
-    history_fold_records = 16384,   /* touchlog backlog that triggers a fold */
     /* one record's packed names: an instance and its workers */
     touchlog_value_len_max = (1 + BERTH_PLACEMENT_WORKERS_MAX) * (2 + BERTH_NAME_LEN_MAX),
     fold_need_bytes_per_record = 1024,  /* history growth one folded record may need */
@@ -127,6 +127,7 @@ typedef struct lmdb_journal {
     uint64_t head_seq;              /* writable opens: the committed head */
     uint8_t head_hash[BERTH_HASH_LEN];
     uint64_t folded_seq;            /* writable opens, under write_mutex */
+    uint32_t history_fold_records;  /* touchlog backlog that triggers a fold */
     uint8_t *scratch;               /* one encoded record, BERTH_RECORD_BYTES_MAX */
     char dir[dir_len_max + 1];
 } lmdb_journal;
@@ -798,6 +799,14 @@ berth_jerr berth_journal_open_lmdb(berth_journal **out, const char *dir,
     }
     berth_journal_options none = { 0 };
     const berth_journal_options *opts = options != NULL ? options : &none;
+    if (opts->history_fold_records > BERTH_HISTORY_FOLD_RECORDS_MAX) {
+        char most[pid_text_len_max];
+        int n = snprintf(most, sizeof most, "%u", (unsigned)BERTH_HISTORY_FOLD_RECORDS_MAX);
+        assert(n > 0 && (size_t)n < sizeof most);
+        sentence(err, err_size, "the history_fold_records option is over its maximum of %s%s",
+                 most, " records");
+        return BERTH_J_INVALID;
+    }
     lmdb_journal *j = calloc(1, sizeof(*j));
     if (j == NULL) {
         sentence(err, err_size, "out of memory opening %s%s", dir, "");
@@ -806,6 +815,8 @@ berth_jerr berth_journal_open_lmdb(berth_journal **out, const char *dir,
     j->base.ops = &lmdb_ops;
     j->lock_fd = -1;
     j->read_only = opts->read_only;
+    j->history_fold_records = opts->history_fold_records != 0 ? opts->history_fold_records
+                                                              : BERTH_HISTORY_FOLD_RECORDS_DEFAULT;
     memcpy(j->dir, dir, dir_len + 1);
     berth_jerr jerr = open_steps(j, opts, err, err_size);
     if (jerr != BERTH_J_OK) {
@@ -1156,7 +1167,8 @@ static berth_jerr fold_body(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map_
 static berth_jerr fold_if_due(lmdb_journal *j) {
     assert(j->folded_seq <= j->head_seq);
     uint64_t backlog = j->head_seq - j->folded_seq;
-    if (backlog < history_fold_records) {
+    assert(j->history_fold_records >= 1 && j->history_fold_records <= BERTH_HISTORY_FOLD_RECORDS_MAX);
+    if (backlog < j->history_fold_records) {
         return BERTH_J_OK;
     }
     berth_jerr err = write_with_growth(j, fold_body, NULL, backlog * fold_need_bytes_per_record);
