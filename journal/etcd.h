@@ -36,6 +36,19 @@
 #define BERTH_ETCD_LEASE_TTL_S_DEFAULT 3
 #define BERTH_ETCD_LEASE_TTL_S_MAX 600
 #define BERTH_ETCD_ERR_LEN_MAX 256
+/* Snapshots in etcd: each is cut into chunks of at most this many bytes
+ * (base64 keeps one chunk's put far under etcd's 1.5 MiB request limit),
+ * at most this many chunks, and only the newest few are kept. */
+#define BERTH_ETCD_SNAPSHOT_CHUNK_BYTES (512u * 1024u)
+#define BERTH_ETCD_SNAPSHOT_CHUNKS_MAX 4096
+#define BERTH_ETCD_SNAPSHOTS_KEPT_MAX 3
+/* One HTTP request to etcd (--etcd-timeout-ms): below the minimum a loaded
+ * member's ordinary answer would count as a failure (and a leader would step
+ * down on it); above the maximum a hung member stalls the commit path for
+ * longer than any client waits. */
+#define BERTH_ETCD_TIMEOUT_MS_DEFAULT 5000
+#define BERTH_ETCD_TIMEOUT_MS_MIN 100
+#define BERTH_ETCD_TIMEOUT_MS_MAX 600000
 
 typedef struct berth_etcd_options {
     const char *endpoints;          /* "http://h:p[,http://h:p...]", tried in turn */
@@ -49,7 +62,8 @@ typedef struct berth_etcd_options {
     const char *key;
     const char *user;               /* etcd auth user; NULL or "" for none */
     const char *password;
-    uint32_t request_timeout_ms;    /* one HTTP request; 0: 5000 */
+    uint32_t request_timeout_ms;    /* every HTTP request; 0: BERTH_ETCD_TIMEOUT_MS_DEFAULT,
+                                     * else BERTH_ETCD_TIMEOUT_MS_MIN..MAX (INVALID otherwise) */
     bool follow;                    /* run the feed and lease threads (berthd) */
     /* Called from the backend's threads when the feed has records or the
      * role changed. Must be async-signal-light (ev_async_send). */
@@ -70,12 +84,15 @@ typedef struct berth_etcd_status {
     uint64_t etcd_head;             /* last seq seen in etcd */
     uint64_t lease_id;              /* 0 unless leading */
     uint32_t lease_ttl_s;
+    uint32_t request_timeout_ms;    /* every HTTP request's limit */
     uint64_t elections_won;
     uint64_t step_downs;
     uint64_t fence_refusals;        /* appends etcd refused: no longer leader */
     uint64_t txns;                  /* append transactions committed */
     uint64_t feed_records;          /* records fetched for the follower feed */
     uint64_t request_errors;        /* HTTP requests that failed on every endpoint */
+    uint64_t snapshots_uploaded;    /* snapshots this replica wrote to etcd as leader */
+    uint64_t snapshot_upload_seq;   /* the newest of them; 0: none */
     char endpoint[BERTH_ETCD_ADDR_LEN_MAX]; /* the endpoint last answering */
     char last_error[BERTH_ETCD_ERR_LEN_MAX];
 } berth_etcd_status;
@@ -113,5 +130,22 @@ void berth_etcd_feed_done(berth_journal *journal);
  * holds all of etcd's journal. Take, apply and finish them as a follower
  * does. Errors: IO (etcd unreachable), CORRUPT (not a prefix), INVALID. */
 berth_jerr berth_etcd_fetch(berth_journal *journal, uint32_t *count, char *err, size_t err_size);
+
+/* Snapshots replicated through etcd. A leader's berth_journal_snapshot_put
+ * stores the snapshot locally and then, on the feed thread, in etcd: its
+ * chunks under snapchunk/<seq>/<index>, then a manifest snapmeta/<seq>
+ * (seq, length, chunk count, SHA-256 of the bytes), each put fenced on the
+ * leader key like an append; older snapshots beyond
+ * BERTH_ETCD_SNAPSHOTS_KEPT_MAX are deleted. fetch: the newest snapshot with
+ * seq <= max_seq whose manifest parses and whose chunks are all present,
+ * of the stated length and hash (and whose bytes end in the SHA-256 of the
+ * rest, as every stored berth snapshot does); one that fails is skipped,
+ * counted in *skipped with the reason in err, and an older one tried.
+ * *bytes is malloc'd; the caller frees it. Only before berth_etcd_start
+ * (the caller's thread, as berth_etcd_fetch). Errors: NOTFOUND (no good
+ * snapshot), IO (etcd unreachable), NOMEM, INVALID (threads running). */
+berth_jerr berth_etcd_snapshot_fetch(berth_journal *journal, uint64_t max_seq, uint64_t *seq,
+                                     uint8_t **bytes, size_t *len, uint32_t *skipped,
+                                     char *err, size_t err_size);
 
 #endif

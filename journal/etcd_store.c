@@ -19,6 +19,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -38,8 +39,7 @@
 #define ETCD_CRED_LEN_MAX 256
 #define ETCD_RESPONSE_BYTES_MAX (64u << 20)    /* a feed range of 128 records in base64, with room */
 #define ETCD_WATCH_BYTES_MAX (64u << 20)       /* one watch stream's buffered events */
-#define ETCD_REQUEST_TIMEOUT_MS_DEFAULT 5000
-#define ETCD_CONNECT_TIMEOUT_MS 1000
+#define ETCD_CONNECT_TIMEOUT_MS 1000          /* or the request timeout, if shorter */
 #define ETCD_FEED_RETRY_MS 100                 /* after a failed read */
 #define ETCD_FEED_IDLE_MS 200                  /* leader or feed held: recheck this often */
 /* A live follower reads at most this often: each read then carries several
@@ -49,6 +49,9 @@
 #define ETCD_WATCH_STREAM_MS 10000             /* a caught-up follower's watch, then a fresh read */
 #define ETCD_B64_LEN_MAX (4 * ((BERTH_RECORD_BYTES_MAX + 2) / 3) + 1)
 #define ETCD_SEQ_DIGITS 20
+#define ETCD_CHUNK_DIGITS 6                    /* BERTH_ETCD_SNAPSHOT_CHUNKS_MAX fits */
+#define ETCD_MANIFEST_LEN_MAX 160              /* "v1 seq len chunks sha256hex" */
+#define ETCD_SNAPSHOTS_LISTED_MAX 64           /* manifests read at once: KEPT_MAX plus strays */
 /* The leader's copy of a batch for its local append: the records' strings
  * (bounded by the batch's encoded bytes) and the touched names. */
 #define ETCD_LOCAL_ARENA_BYTES (BERTH_ETCD_TXN_BYTES_MAX + \
@@ -151,6 +154,14 @@ typedef struct etcd_journal {
     uint64_t stage_first;
     uint64_t chain_seq;                 /* leader: the head etcd holds, and its hash */
     uint8_t chain_hash[BERTH_HASH_LEN];
+    /* The leader's newest snapshot waiting for the feed thread to put it in
+     * etcd (under mutex): a newer one replaces it, since only the newest
+     * matters to a replica rebuilding. */
+    uint8_t *upload_bytes;              /* owned; NULL: none waiting */
+    size_t upload_len;
+    uint64_t upload_seq;
+    uint64_t snapshots_uploaded;
+    uint64_t snapshot_upload_seq;
 } etcd_journal;
 
 static const berth_journal_ops etcd_ops;
@@ -356,6 +367,13 @@ static void http_note_error(etcd_http *h) {
     unlock(j);
 }
 
+/* A member that does not accept a connection soon is skipped for the next
+ * one; never longer than a whole request may take. */
+static uint32_t connect_timeout_ms(const etcd_config *cfg) {
+    assert(cfg->request_timeout_ms >= BERTH_ETCD_TIMEOUT_MS_MIN);
+    return cfg->request_timeout_ms < ETCD_CONNECT_TIMEOUT_MS ? cfg->request_timeout_ms : ETCD_CONNECT_TIMEOUT_MS;
+}
+
 /* One POST to one endpoint. CURLcode, with *status the HTTP status. */
 static CURLcode http_post_one(etcd_http *h, const char *url, const char *body, long *status,
                               uint32_t timeout_ms, struct curl_slist *headers) {
@@ -371,7 +389,7 @@ static CURLcode http_post_one(etcd_http *h, const char *url, const char *body, l
     if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_WRITEDATA, h);
     if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-    if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)ETCD_CONNECT_TIMEOUT_MS);
+    if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms(cfg));
     if (rc == CURLE_OK && cfg->cacert[0] != '\0') rc = curl_easy_setopt(c, CURLOPT_CAINFO, cfg->cacert);
     if (rc == CURLE_OK && cfg->cert[0] != '\0') rc = curl_easy_setopt(c, CURLOPT_SSLCERT, cfg->cert);
     if (rc == CURLE_OK && cfg->key[0] != '\0') rc = curl_easy_setopt(c, CURLOPT_SSLKEY, cfg->key);
@@ -841,6 +859,272 @@ static berth_jerr etcd_append(berth_journal *base, berth_record *records, const 
     return append_follower(j, records, touched, n);
 }
 
+/* ------------------------------------------------------------ snapshots */
+
+static void key_snapmeta(const etcd_config *cfg, uint64_t seq, char *out, size_t size) {
+    int n = snprintf(out, size, "%ssnapmeta/%0*" PRIu64, cfg->prefix, ETCD_SEQ_DIGITS, seq);
+    assert(n > 0 && (size_t)n < size);
+    (void)n;
+}
+
+/* chunk < 0: the prefix of every chunk of seq; its range end is the same
+ * with a '0' in place of the last '/'. */
+static void key_snapchunk(const etcd_config *cfg, uint64_t seq, long chunk, char *out, size_t size) {
+    int n = chunk < 0 ? snprintf(out, size, "%ssnapchunk/%0*" PRIu64 "/", cfg->prefix, ETCD_SEQ_DIGITS, seq)
+                      : snprintf(out, size, "%ssnapchunk/%0*" PRIu64 "/%0*ld", cfg->prefix, ETCD_SEQ_DIGITS, seq,
+                                 ETCD_CHUNK_DIGITS, chunk);
+    assert(n > 0 && (size_t)n < size);
+    (void)n;
+}
+
+static void sha256_hex(const uint8_t *bytes, size_t len, char out[2 * BERTH_HASH_LEN + 1]) {
+    uint8_t md[BERTH_HASH_LEN];
+    unsigned int md_len = 0;
+    int ok = EVP_Digest(bytes, len, md, &md_len, EVP_sha256(), NULL);
+    assert(ok == 1 && md_len == BERTH_HASH_LEN);
+    (void)ok;
+    for (size_t i = 0; i < BERTH_HASH_LEN; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/* A berth snapshot as stored ends in the SHA-256 of the bytes before it. */
+static bool snapshot_self_hash_ok(const uint8_t *bytes, size_t len) {
+    if (len <= BERTH_HASH_LEN) return false;
+    uint8_t md[BERTH_HASH_LEN];
+    unsigned int md_len = 0;
+    int ok = EVP_Digest(bytes, len - BERTH_HASH_LEN, md, &md_len, EVP_sha256(), NULL);
+    return ok == 1 && md_len == BERTH_HASH_LEN && memcmp(md, bytes + len - BERTH_HASH_LEN, BERTH_HASH_LEN) == 0;
+}
+
+/* One transaction fenced like an append (the leader key still carries the
+ * create revision this replica won): true when etcd applied success. */
+static bool fenced_txn(etcd_journal *j, etcd_http *h, int64_t leader_rev, json_t *success) {
+    char leader_key[ETCD_KEY_LEN_MAX];
+    key_named(&j->cfg, "leader", leader_key, sizeof leader_key);
+    json_t *compare = json_pack("[o]", compare_create(h, leader_key, (uint64_t)leader_rev));
+    bool ok = false;
+    uint64_t revision = 0;
+    http_result r = etcd_txn(h, compare, success, NULL, &ok, &revision, NULL);
+    return r == HTTP_OK && ok;
+}
+
+static json_t *op_delete_range(etcd_http *h, const char *key, const char *end) {
+    json_t *del = json_pack("{s:o}", "key", jkey(h, key));
+    if (del != NULL && end != NULL) json_object_set_new(del, "range_end", jkey(h, end));
+    return json_pack("{s:o}", "request_delete_range", del);
+}
+
+/* The manifests under snapmeta/, ascending by seq: the kvs of the reply
+ * (caller decrefs *reply). NULL when etcd did not answer. */
+static json_t *snapshot_list(etcd_journal *j, etcd_http *h, bool keys_only, json_t **reply) {
+    char from[ETCD_KEY_LEN_MAX], end[ETCD_KEY_LEN_MAX];
+    key_named(&j->cfg, "snapmeta/", from, sizeof from);
+    key_named(&j->cfg, "snapmeta0", end, sizeof end);
+    json_t *req = json_pack("{s:o, s:o, s:i, s:b}", "key", jkey(h, from), "range_end", jkey(h, end), "limit",
+                            (json_int_t)ETCD_SNAPSHOTS_LISTED_MAX, "keys_only", keys_only ? 1 : 0);
+    *reply = NULL;
+    if (http_post(h, "/v3/kv/range", req, reply) != HTTP_OK) return NULL;
+    json_t *kvs = json_object_get(*reply, "kvs");
+    return json_is_array(kvs) ? kvs : NULL;
+}
+
+/* The seq a manifest key names; 0 when it is not one. */
+static uint64_t snapmeta_seq(etcd_journal *j, const json_t *kv) {
+    char key[ETCD_KEY_LEN_MAX];
+    long klen = jget_b64(kv, "key", (uint8_t *)key, sizeof key - 1);
+    if (klen <= 0) return 0;
+    key[klen] = '\0';
+    char prefix[ETCD_KEY_LEN_MAX];
+    key_named(&j->cfg, "snapmeta/", prefix, sizeof prefix);
+    size_t plen = strlen(prefix);
+    if ((size_t)klen != plen + ETCD_SEQ_DIGITS || strncmp(key, prefix, plen) != 0) return 0;
+    return strtoull(key + plen, NULL, 10);
+}
+
+/* Keep the newest BERTH_ETCD_SNAPSHOTS_KEPT_MAX: each older one's chunks
+ * and manifest go in one fenced transaction. */
+static void snapshot_prune(etcd_journal *j, etcd_http *h, int64_t leader_rev) {
+    json_t *reply = NULL;
+    json_t *kvs = snapshot_list(j, h, true, &reply);
+    size_t n = json_array_size(kvs);
+    for (size_t i = 0; i + BERTH_ETCD_SNAPSHOTS_KEPT_MAX < n; i++) {
+        uint64_t seq = snapmeta_seq(j, json_array_get(kvs, i));
+        if (seq == 0) continue;
+        char meta[ETCD_KEY_LEN_MAX], from[ETCD_KEY_LEN_MAX], end[ETCD_KEY_LEN_MAX];
+        key_snapmeta(&j->cfg, seq, meta, sizeof meta);
+        key_snapchunk(&j->cfg, seq, -1, from, sizeof from);
+        snprintf(end, sizeof end, "%s", from);
+        end[strlen(end) - 1] = '0';   /* '/' + 1 */
+        json_t *ops = json_pack("[o, o]", op_delete_range(h, meta, NULL), op_delete_range(h, from, end));
+        if (!fenced_txn(j, h, leader_rev, ops)) break;   /* no longer leader, or etcd away: next time */
+    }
+    json_decref(reply);
+}
+
+/* The leader's snapshot at seq into etcd: chunks first, the manifest last,
+ * so a manifest vouches only for chunks already there. Fenced, so a deposed
+ * leader writes nothing; a snapshot cut short by a step-down has no
+ * manifest and is never read (the next upload's prune does not see it:
+ * such strays stay until the cluster prefix is removed). */
+static void snapshot_upload(etcd_journal *j, uint64_t seq, const uint8_t *bytes, size_t len) {
+    etcd_http *h = &j->feeder;
+    assert(seq > 0 && bytes != NULL && len > 0);
+    lock(j);
+    int64_t leader_rev = atomic_load(&j->role) == BERTH_ETCD_LEADER ? j->leader_rev : 0;
+    unlock(j);
+    size_t chunks = (len + BERTH_ETCD_SNAPSHOT_CHUNK_BYTES - 1) / BERTH_ETCD_SNAPSHOT_CHUNK_BYTES;
+    const char *why = NULL;
+    if (leader_rev == 0) why = "no longer the leader";
+    if (why == NULL && chunks > BERTH_ETCD_SNAPSHOT_CHUNKS_MAX) why = "it is over the chunk limit";
+    char key[ETCD_KEY_LEN_MAX];
+    for (size_t i = 0; why == NULL && i < chunks; i++) {
+        size_t off = i * BERTH_ETCD_SNAPSHOT_CHUNK_BYTES;
+        size_t part = len - off < BERTH_ETCD_SNAPSHOT_CHUNK_BYTES ? len - off : BERTH_ETCD_SNAPSHOT_CHUNK_BYTES;
+        key_snapchunk(&j->cfg, seq, (long)i, key, sizeof key);
+        json_t *put = json_pack("{s:o, s:o}", "key", jkey(h, key), "value",
+                                json_stringn_nocheck("", 0));
+        /* A chunk is far over one record's base64 buffer: encode it apart. */
+        char *text = malloc(4 * ((part + 2) / 3) + 1);
+        if (put == NULL || text == NULL) {
+            json_decref(put);
+            free(text);
+            why = "out of memory";
+            break;
+        }
+        int tn = EVP_EncodeBlock((unsigned char *)text, bytes + off, (int)part);
+        assert(tn >= 0);
+        json_object_set_new(put, "value", json_stringn_nocheck(text, (size_t)tn));
+        free(text);
+        if (!fenced_txn(j, h, leader_rev, json_pack("[{s:o}]", "request_put", put))) why = "a chunk put was refused";
+    }
+    if (why == NULL) {
+        char hex[2 * BERTH_HASH_LEN + 1];
+        sha256_hex(bytes, len, hex);
+        char manifest[ETCD_MANIFEST_LEN_MAX];
+        int mn = snprintf(manifest, sizeof manifest, "v1 %" PRIu64 " %zu %zu %s", seq, len, chunks, hex);
+        assert(mn > 0 && (size_t)mn < sizeof manifest);
+        key_snapmeta(&j->cfg, seq, key, sizeof key);
+        if (!fenced_txn(j, h, leader_rev, json_pack("[o]", op_put(h, key, manifest, (size_t)mn, 0)))) {
+            why = "the manifest put was refused";
+        }
+    }
+    lock(j);
+    if (why == NULL) {
+        j->snapshots_uploaded++;
+        j->snapshot_upload_seq = seq;
+    } else {
+        snprintf(j->last_error, sizeof j->last_error, "snapshot %" PRIu64 " not written to etcd: %s", seq, why);
+    }
+    unlock(j);
+    if (why == NULL) snapshot_prune(j, h, leader_rev);
+}
+
+/* Feed thread, leading: put the waiting snapshot (if any) in etcd. */
+static void snapshot_upload_pending(etcd_journal *j) {
+    lock(j);
+    uint8_t *bytes = j->upload_bytes;
+    size_t len = j->upload_len;
+    uint64_t seq = j->upload_seq;
+    j->upload_bytes = NULL;
+    unlock(j);
+    if (bytes == NULL) return;
+    snapshot_upload(j, seq, bytes, len);
+    free(bytes);
+}
+
+/* Read one snapshot named by its manifest into *out (malloc'd); NULL with
+ * why when it is missing, short or hashes wrong. */
+static uint8_t *snapshot_load(etcd_journal *j, etcd_http *h, uint64_t seq, const char *manifest, size_t *out_len,
+                              char *why, size_t why_size) {
+    uint64_t mseq = 0;
+    size_t len = 0, chunks = 0;
+    char hex[2 * BERTH_HASH_LEN + 2] = "";
+    if (sscanf(manifest, "v1 %" SCNu64 " %zu %zu %65s", &mseq, &len, &chunks, hex) != 4 || mseq != seq ||
+        len == 0 || chunks == 0 || chunks > BERTH_ETCD_SNAPSHOT_CHUNKS_MAX ||
+        chunks != (len + BERTH_ETCD_SNAPSHOT_CHUNK_BYTES - 1) / BERTH_ETCD_SNAPSHOT_CHUNK_BYTES ||
+        strlen(hex) != 2 * BERTH_HASH_LEN) {
+        say(why, why_size, "its manifest does not parse");
+        return NULL;
+    }
+    uint8_t *bytes = malloc(len + 3);   /* base64 decodes whole groups of 3 */
+    if (bytes == NULL) {
+        say(why, why_size, "out of memory for %zu bytes", len);
+        return NULL;
+    }
+    char key[ETCD_KEY_LEN_MAX];
+    size_t off = 0;
+    for (size_t i = 0; i < chunks; i++) {
+        key_snapchunk(&j->cfg, seq, (long)i, key, sizeof key);
+        json_t *reply = NULL;
+        if (http_post(h, "/v3/kv/range", json_pack("{s:o}", "key", jkey(h, key)), &reply) != HTTP_OK) {
+            say(why, why_size, "etcd did not answer for chunk %zu: %s", i, h->error);
+            json_decref(reply);
+            free(bytes);
+            return NULL;
+        }
+        json_t *kv = json_array_get(json_object_get(reply, "kvs"), 0);
+        size_t want = len - off < BERTH_ETCD_SNAPSHOT_CHUNK_BYTES ? len - off : BERTH_ETCD_SNAPSHOT_CHUNK_BYTES;
+        long got = kv != NULL ? jget_b64(kv, "value", bytes + off, len + 3 - off) : -1;
+        json_decref(reply);
+        if (got < 0 || (size_t)got != want) {
+            say(why, why_size, "chunk %zu is missing or %s bytes long, not %zu", i, got < 0 ? "not" : "wrongly", want);
+            free(bytes);
+            return NULL;
+        }
+        off += want;
+    }
+    char have[2 * BERTH_HASH_LEN + 1];
+    sha256_hex(bytes, len, have);
+    if (strcmp(have, hex) != 0 || !snapshot_self_hash_ok(bytes, len)) {
+        say(why, why_size, "its bytes do not hash to the manifest's SHA-256");
+        free(bytes);
+        return NULL;
+    }
+    *out_len = len;
+    return bytes;
+}
+
+berth_jerr berth_etcd_snapshot_fetch(berth_journal *journal, uint64_t max_seq, uint64_t *seq, uint8_t **bytes,
+                                     size_t *len, uint32_t *skipped, char *err, size_t err_size) {
+    etcd_journal *j = journal_of(journal);
+    assert(seq != NULL && bytes != NULL && len != NULL && skipped != NULL);
+    *seq = 0;
+    *bytes = NULL;
+    *len = 0;
+    lock(j);
+    bool idle = !j->threads_started;
+    unlock(j);
+    if (!idle) return BERTH_J_INVALID;
+    etcd_http *h = &j->caller;
+    json_t *reply = NULL;
+    json_t *kvs = snapshot_list(j, h, false, &reply);
+    if (kvs == NULL) {
+        say(err, err_size, "etcd is unreachable: %s", h->error);
+        json_decref(reply);
+        return reply == NULL ? BERTH_J_IO : BERTH_J_NOTFOUND;
+    }
+    char manifest[ETCD_MANIFEST_LEN_MAX];
+    char why[BERTH_ETCD_ERR_LEN_MAX];
+    berth_jerr e = BERTH_J_NOTFOUND;
+    for (size_t i = json_array_size(kvs); i > 0 && e == BERTH_J_NOTFOUND; i--) {
+        json_t *kv = json_array_get(kvs, i - 1);
+        uint64_t s = snapmeta_seq(j, kv);
+        if (s == 0 || s > max_seq) continue;
+        long mlen = jget_b64(kv, "value", (uint8_t *)manifest, sizeof manifest - 1);
+        manifest[mlen > 0 ? mlen : 0] = '\0';
+        why[0] = '\0';
+        *bytes = snapshot_load(j, h, s, manifest, len, why, sizeof why);
+        if (*bytes != NULL) {
+            *seq = s;
+            e = BERTH_J_OK;
+        } else {
+            (*skipped)++;
+            say(err, err_size, "snapshot %" PRIu64 " in etcd skipped: %s", s, why);
+        }
+    }
+    json_decref(reply);
+    return e;
+}
+
 /* ----------------------------------------------------------------- feed */
 
 /* Check and store one fetched record at slot i; false when it does not
@@ -1084,7 +1368,7 @@ static void feed_stream(etcd_journal *j, uint64_t revision, uint64_t head,
         if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, watch_progress);
         if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_XFERINFODATA, &w);
         if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)ms);
-        if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)ETCD_CONNECT_TIMEOUT_MS);
+        if (rc == CURLE_OK) rc = curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms(cfg));
         if (rc == CURLE_OK && cfg->cacert[0] != '\0') rc = curl_easy_setopt(c, CURLOPT_CAINFO, cfg->cacert);
         if (rc == CURLE_OK && cfg->cert[0] != '\0') rc = curl_easy_setopt(c, CURLOPT_SSLCERT, cfg->cert);
         if (rc == CURLE_OK && cfg->key[0] != '\0') rc = curl_easy_setopt(c, CURLOPT_SSLKEY, cfg->key);
@@ -1268,13 +1552,15 @@ static void *feed_main(void *arg) {
             unlock(j);
             return NULL;
         }
+        bool upload = atomic_load(&j->role) == BERTH_ETCD_LEADER && j->upload_bytes != NULL;
         /* Records staged by a stream that ended go to the loop first. */
         bool promoted = stage_promote_locked(j);
         bool idle = atomic_load(&j->role) != BERTH_ETCD_FOLLOWER || j->feed != FEED_EMPTY ||
                     j->stage_count > 0;
-        if (idle && !promoted) wait_ms(j, ETCD_FEED_IDLE_MS);
+        if (idle && !promoted && !upload) wait_ms(j, ETCD_FEED_IDLE_MS);
         unlock(j);
         if (promoted) notify(j);
+        if (upload) snapshot_upload_pending(j);
         if (!idle) feed_round(j);
     }
 }
@@ -1385,6 +1671,7 @@ static void etcd_close(berth_journal *base) {
     free(j->local_records);
     free(j->local_touched);
     free(j->local_arena);
+    free(j->upload_bytes);
     int rc = pthread_cond_destroy(&j->cond);
     assert(rc == 0);
     rc = pthread_mutex_destroy(&j->mutex);
@@ -1399,11 +1686,27 @@ static berth_jerr etcd_head(berth_journal *base, uint64_t *seq, uint8_t hash[BER
     return e != BERTH_J_OK ? e : berth_journal_head(j->local, seq, hash);
 }
 
-/* Snapshots only shorten a start; each berthd keeps its own locally. */
+/* Every replica keeps its snapshots locally (they shorten its own start);
+ * the leader's also go to etcd, on the feed thread so the loop never waits
+ * for them, for a replica that rebuilds its copy from etcd. */
 static berth_jerr etcd_snapshot_put(berth_journal *base, uint64_t seq, const void *bytes, size_t len) {
     etcd_journal *j = journal_of(base);
     berth_jerr e = local_wait(j);
-    return e != BERTH_J_OK ? e : berth_journal_snapshot_put(j->local, seq, bytes, len);
+    if (e == BERTH_J_OK) e = berth_journal_snapshot_put(j->local, seq, bytes, len);
+    if (e != BERTH_J_OK || atomic_load(&j->role) != BERTH_ETCD_LEADER || !j->threads_started) return e;
+    uint8_t *copy = malloc(len);
+    if (copy == NULL) return BERTH_J_OK;   /* etcd's copy is an optimisation: the local one stands */
+    memcpy(copy, bytes, len);
+    lock(j);
+    free(j->upload_bytes);   /* an older one still waiting is superseded */
+    j->upload_bytes = copy;
+    j->upload_len = len;
+    j->upload_seq = seq;
+    int rc = pthread_cond_broadcast(&j->cond);
+    assert(rc == 0);
+    (void)rc;
+    unlock(j);
+    return BERTH_J_OK;
 }
 
 static berth_jerr etcd_size(berth_journal *base, uint64_t *disk_bytes, uint64_t *map_bytes) {
@@ -1495,7 +1798,12 @@ static int config_from(etcd_config *cfg, const berth_etcd_options *o, char *err,
         say(err, err_size, "--etcd-lease-ttl must be 2 to %d seconds", BERTH_ETCD_LEASE_TTL_S_MAX);
         return -1;
     }
-    cfg->request_timeout_ms = o->request_timeout_ms == 0 ? ETCD_REQUEST_TIMEOUT_MS_DEFAULT : o->request_timeout_ms;
+    cfg->request_timeout_ms = o->request_timeout_ms == 0 ? BERTH_ETCD_TIMEOUT_MS_DEFAULT : o->request_timeout_ms;
+    if (cfg->request_timeout_ms < BERTH_ETCD_TIMEOUT_MS_MIN || cfg->request_timeout_ms > BERTH_ETCD_TIMEOUT_MS_MAX) {
+        say(err, err_size, "--etcd-timeout-ms must be %d to %d milliseconds, not %" PRIu32, BERTH_ETCD_TIMEOUT_MS_MIN,
+            BERTH_ETCD_TIMEOUT_MS_MAX, cfg->request_timeout_ms);
+        return -1;
+    }
     if (copy_opt(cfg->advertise, sizeof cfg->advertise, o->advertise, "--advertise", err, err_size) != 0 ||
         copy_opt(cfg->cacert, sizeof cfg->cacert, o->cacert, "--etcd-cacert", err, err_size) != 0 ||
         copy_opt(cfg->cert, sizeof cfg->cert, o->cert, "--etcd-cert", err, err_size) != 0 ||
@@ -1660,12 +1968,15 @@ void berth_etcd_status_get(berth_journal *journal, berth_etcd_status *out) {
     out->etcd_head = j->etcd_head > out->local_head ? j->etcd_head : out->local_head;
     out->lease_id = (uint64_t)j->lease_id;
     out->lease_ttl_s = j->cfg.lease_ttl_s;
+    out->request_timeout_ms = j->cfg.request_timeout_ms;
     out->elections_won = j->elections_won;
     out->step_downs = j->step_downs;
     out->fence_refusals = j->fence_refusals;
     out->txns = j->txns;
     out->feed_records = j->feed_records;
     out->request_errors = j->request_errors;
+    out->snapshots_uploaded = j->snapshots_uploaded;
+    out->snapshot_upload_seq = j->snapshot_upload_seq;
     snprintf(out->endpoint, sizeof out->endpoint, "%s", j->endpoint);
     snprintf(out->last_error, sizeof out->last_error, "%s", j->last_error);
     unlock(j);

@@ -35,6 +35,7 @@ typedef struct cli_etcd_flags {
     const char *user;
     const char *password_file;
     uint32_t lease_ttl_s;   /* accepted for symmetry with berthd; the tool never leads */
+    uint32_t timeout_ms;    /* every etcd request; 0: the backend's default */
 } cli_etcd_flags;
 
 static cli_etcd_flags flags = { .endpoints = "http://127.0.0.1:2379", .cluster = "berth" };
@@ -48,12 +49,13 @@ typedef struct flag_slot {
 int cli_etcd_take_flags(int *argc, char **argv) {
     assert(argc != NULL && *argc >= 1);
     const char *ttl = NULL;
+    const char *timeout = NULL;
     const flag_slot slots[] = {
         { "--journal", &flags.journal },       { "--etcd-endpoints", &flags.endpoints },
         { "--cluster", &flags.cluster },       { "--etcd-cacert", &flags.cacert },
         { "--etcd-cert", &flags.cert },        { "--etcd-key", &flags.key },
         { "--etcd-user", &flags.user },        { "--etcd-password-file", &flags.password_file },
-        { "--etcd-lease-ttl", &ttl },
+        { "--etcd-lease-ttl", &ttl },          { "--etcd-timeout-ms", &timeout },
     };
     int out = 1;
     for (int i = 1; i < *argc; i++) {
@@ -75,6 +77,13 @@ int cli_etcd_take_flags(int *argc, char **argv) {
         return cli_fail(CLI_EXIT_USAGE, "ERR", "--journal must be lmdb or etcd, not '%s'", flags.journal);
     }
     flags.on = flags.journal != NULL && strcmp(flags.journal, "etcd") == 0;
+    uint64_t ms = 0;
+    if (timeout != NULL && (!cli_parse_u64_text(timeout, &ms) || ms < BERTH_ETCD_TIMEOUT_MS_MIN ||
+                            ms > BERTH_ETCD_TIMEOUT_MS_MAX)) {
+        return cli_fail(CLI_EXIT_USAGE, "ERR", "--etcd-timeout-ms must be %d to %d milliseconds, not '%s'",
+                        BERTH_ETCD_TIMEOUT_MS_MIN, BERTH_ETCD_TIMEOUT_MS_MAX, timeout);
+    }
+    flags.timeout_ms = (uint32_t)ms;
     return CLI_EXIT_OK;
 }
 
@@ -149,6 +158,7 @@ int cli_etcd_mirror(const char *dir) {
     eo.key = flags.key;
     eo.user = flags.user;
     eo.password = password;
+    eo.request_timeout_ms = flags.timeout_ms;
     char err[CLI_ERR_LEN_MAX] = "";
     berth_journal *journal = NULL;
     berth_jerr e = berth_journal_open_etcd(&journal, dir, NULL, &eo, err, sizeof err);

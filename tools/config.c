@@ -6,6 +6,8 @@
  * has bounds, so a typo cannot configure an unbounded server. */
 #include "server.h"
 
+#include "etcd.h"
+
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
@@ -67,6 +69,9 @@ static const option options[] = {
     { "cluster", OPT_STRING, FIELD(cluster), 0, 0, "NAME  the journal's etcd prefix /berth/NAME/ (default berth)" },
     { "etcd-lease-ttl", OPT_U32, FIELD(etcd_lease_ttl_s), 2, 600,
       "SECONDS  the leader's lease; a follower takes over this long after the leader dies (default 3)" },
+    { "etcd-timeout-ms", OPT_U32, FIELD(etcd_timeout_ms), BERTH_ETCD_TIMEOUT_MS_MIN, BERTH_ETCD_TIMEOUT_MS_MAX,
+      "MS  every etcd request (append, read, lease, campaign) gives up after this; an append that "
+      "times out steps the leader down (default 5000, 100 to 600000)" },
     { "advertise", OPT_STRING, FIELD(advertise), 0, 0,
       "HOST:PORT  address followers name in -READONLY (default bind:port)" },
     { "etcd-cacert", OPT_STRING, FIELD(etcd_cacert), 0, 0, "FILE  CA bundle for https etcd endpoints" },
@@ -99,6 +104,7 @@ void config_defaults(server_config *cfg) {
     snprintf(cfg->etcd_endpoints, sizeof cfg->etcd_endpoints, "http://127.0.0.1:2379");
     snprintf(cfg->cluster, sizeof cfg->cluster, "berth");
     cfg->etcd_lease_ttl_s = 3;
+    cfg->etcd_timeout_ms = BERTH_ETCD_TIMEOUT_MS_DEFAULT;
     cfg->commit_gather_us = 200;
 }
 

@@ -24,6 +24,8 @@
 
 typedef struct replication {
     server *s;
+    uint64_t rebuild_snapshot_seq;      /* the etcd snapshot an empty copy was rebuilt to; 0: none */
+    uint32_t rebuild_snapshots_skipped; /* bad ones passed over on the way */
     ev_async async;
     atomic_bool live;                   /* async started: other threads may send */
     berth_etcd_role role_seen;
@@ -42,6 +44,120 @@ static void replication_notify(void *ctx) {
     if (atomic_load(&r->live)) {
         ev_async_send(r->s->loop, &r->async);
     }
+}
+
+/* The newest etcd snapshot that decodes to the state of its seq, at or
+ * below max_seq; NULL when there is none. Bad ones are skipped (logged). */
+static berth_state *rebuild_pick(replication *r, uint64_t max_seq, uint64_t *seq, uint8_t **bytes,
+                                 size_t *len) {
+    berth_journal *journal = r->s->journal;
+    for (uint32_t tries = 0; tries < BERTH_ETCD_SNAPSHOTS_KEPT_MAX * 4 && max_seq > 0; tries++) {
+        char why[REPLICATION_ERR_LEN_MAX] = "";
+        uint32_t skipped = 0;
+        berth_jerr e = berth_etcd_snapshot_fetch(journal, max_seq, seq, bytes, len, &skipped, why, sizeof why);
+        r->rebuild_snapshots_skipped += skipped;
+        if (skipped > 0) server_log("rebuild: %s", why);
+        if (e != BERTH_J_OK) {
+            if (e != BERTH_J_NOTFOUND) server_log("rebuild: no snapshot from etcd (%s): %s", berth_jerr_name(e), why);
+            return NULL;
+        }
+        berth_state *state = NULL;
+        if (berth_snapshot_decode(*bytes, *len, &state, why, sizeof why) == 0 &&
+            berth_state_last_seq(state) == *seq) {
+            return state;
+        }
+        server_log("rebuild: snapshot %" PRIu64 " in etcd skipped: it does not decode to the state of its seq (%s)",
+                   *seq, why);
+        r->rebuild_snapshots_skipped++;
+        berth_state_free(state);
+        free(*bytes);
+        *bytes = NULL;
+        max_seq = *seq - 1;
+    }
+    return NULL;
+}
+
+/* Copy records head+1..upto from etcd through engine (each replayed to its
+ * recorded outcome, so HISTORY gets its entries as on any replica). */
+static berth_jerr rebuild_copy(replication *r, berth_engine *engine, uint64_t upto, char *err, size_t err_size) {
+    berth_journal *journal = r->s->journal;
+    while (berth_engine_head_seq(engine) < upto) {
+        uint32_t count = 0;
+        berth_jerr e = berth_etcd_fetch(journal, &count, err, err_size);
+        if (e != BERTH_J_OK) return e;
+        if (count == 0) {
+            snprintf(err, err_size, "etcd's journal ends before the snapshot's seq %" PRIu64, upto);
+            return BERTH_J_CORRUPT;
+        }
+        bool ready = berth_etcd_feed_take(journal, &r->feed);
+        assert(ready && r->feed.count == count);
+        (void)ready;
+        uint64_t head = berth_engine_head_seq(engine);
+        uint32_t n = upto - head < count ? (uint32_t)(upto - head) : count;
+        for (uint32_t i = 0; i < n && e == BERTH_J_OK; i++) {
+            e = berth_record_decode(r->feed.raw[i], r->feed.len[i], &r->records[i], err, err_size);
+        }
+        if (e == BERTH_J_OK) e = berth_engine_apply_committed(engine, r->records, n, err, err_size);
+        berth_etcd_feed_done(journal);
+        if (e != BERTH_J_OK) return e;
+    }
+    return BERTH_J_OK;
+}
+
+/* A replica starting with an empty local copy takes it from the newest good
+ * snapshot in etcd: the records up to the snapshot's seq are copied in one
+ * go before berthd serves (no pacing, no round trips through the loop),
+ * each replayed once on a scratch engine for its outcome check and its
+ * HISTORY entries, which only a replay can give; the state they reach must
+ * equal the snapshot's (same digest) before the snapshot is stored in the
+ * local copy, so the engine then opens from it and the feed brings the
+ * tail. A snapshot that is missing chunks, hashes wrong, does not decode or
+ * disagrees with the journal is skipped. Errors leave the copy as far as it
+ * got; the feed continues from there, as it would without snapshots. */
+static void replication_rebuild(replication *r) {
+    berth_journal *journal = r->s->journal;
+    uint64_t head = 0;
+    uint8_t hash[BERTH_HASH_LEN];
+    if (berth_journal_head(journal, &head, hash) != BERTH_J_OK || head != 0) return;
+    uint64_t seq = 0;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    berth_state *snap = rebuild_pick(r, UINT64_MAX, &seq, &bytes, &len);
+    if (snap == NULL) return;
+    berth_engine_options eopt;
+    memset(&eopt, 0, sizeof eopt);
+    berth_engine *engine = NULL;
+    char err[REPLICATION_ERR_LEN_MAX] = "";
+    berth_jerr e = berth_engine_open(&engine, journal, &eopt, NULL, err, sizeof err);
+    if (e == BERTH_J_OK) e = rebuild_copy(r, engine, seq, err, sizeof err);
+    uint8_t want[BERTH_HASH_LEN], have[BERTH_HASH_LEN];
+    if (e == BERTH_J_OK && (berth_state_digest(snap, want) != 0 ||
+                            berth_state_digest(berth_engine_state(engine), have) != 0)) {
+        e = BERTH_J_NOMEM;
+        snprintf(err, sizeof err, "out of memory computing a digest");
+    }
+    if (e == BERTH_J_OK && memcmp(want, have, BERTH_HASH_LEN) != 0) {
+        r->rebuild_snapshots_skipped++;
+        server_log("rebuild: snapshot %" PRIu64 " in etcd skipped: its state differs from the journal's at that seq",
+                   seq);
+    } else if (e == BERTH_J_OK) {
+        e = berth_journal_snapshot_put(journal, seq, bytes, len);
+        if (e == BERTH_J_OK) {
+            r->rebuild_snapshot_seq = seq;
+        } else {
+            snprintf(err, sizeof err, "storing the snapshot locally failed");
+        }
+    }
+    if (e != BERTH_J_OK) {
+        server_log("rebuild: from etcd snapshot %" PRIu64 " stopped at seq %" PRIu64 ": %s (%s); the feed goes on",
+                   seq, engine != NULL ? berth_engine_head_seq(engine) : 0, err, berth_jerr_name(e));
+    } else if (r->rebuild_snapshot_seq != 0) {
+        server_log("rebuild: the empty local copy was rebuilt to etcd snapshot %" PRIu64 "; the feed brings the rest",
+                   seq);
+    }
+    if (engine != NULL) berth_engine_close(engine);
+    berth_state_free(snap);
+    free(bytes);
 }
 
 int replication_open(server *s, const berth_journal_options *jopt, char *err, size_t err_size) {
@@ -70,6 +186,7 @@ int replication_open(server *s, const berth_journal_options *jopt, char *err, si
     eo.endpoints = cfg->etcd_endpoints;
     eo.cluster = cfg->cluster;
     eo.lease_ttl_s = cfg->etcd_lease_ttl_s;
+    eo.request_timeout_ms = cfg->etcd_timeout_ms;
     if (cfg->port == 0 && cfg->advertise[0] == '\0') {
         /* Only a unix socket: followers can name it to local clients. */
         snprintf(advertise, sizeof advertise, "unix:%.*s", (int)(sizeof advertise - 6), cfg->unixsocket);
@@ -89,6 +206,7 @@ int replication_open(server *s, const berth_journal_options *jopt, char *err, si
         return (int)e;
     }
     s->replication = r;
+    replication_rebuild(r);
     return BERTH_J_OK;
 }
 
@@ -246,11 +364,14 @@ void replication_info(server *s, char *buf, size_t size) {
     snprintf(buf, size,
              "# Replication\r\nrole:%s\r\nleader:%s\r\njournal_backend:etcd\r\netcd_cluster:%s\r\n"
              "etcd_endpoint:%s\r\napplied_seq:%" PRIu64 "\r\netcd_head_seq:%" PRIu64 "\r\n"
-             "lag_records:%" PRIu64 "\r\nlease_id:%" PRIu64 "\r\nlease_ttl_s:%u\r\n"
+             "lag_records:%" PRIu64 "\r\nlease_id:%" PRIu64 "\r\nlease_ttl_s:%u\r\netcd_timeout_ms:%u\r\n"
              "elections_won:%" PRIu64 "\r\nstep_downs:%" PRIu64 "\r\nfence_refusals:%" PRIu64 "\r\n"
              "etcd_txns:%" PRIu64 "\r\nfeed_records:%" PRIu64 "\r\netcd_request_errors:%" PRIu64 "\r\n"
+             "snapshots_to_etcd:%" PRIu64 "\r\nsnapshot_to_etcd_seq:%" PRIu64 "\r\n"
+             "rebuild_snapshot_seq:%" PRIu64 "\r\nrebuild_snapshots_skipped:%u\r\n"
              "last_event:%s\r\n\r\n",
              role_name(st.role), st.leader, s->config.cluster, st.endpoint, applied, st.etcd_head, lag,
-             st.lease_id, st.lease_ttl_s, st.elections_won, st.step_downs, st.fence_refusals, st.txns,
-             st.feed_records, st.request_errors, st.last_error);
+             st.lease_id, st.lease_ttl_s, st.request_timeout_ms, st.elections_won, st.step_downs, st.fence_refusals, st.txns,
+             st.feed_records, st.request_errors, st.snapshots_uploaded, st.snapshot_upload_seq,
+             r->rebuild_snapshot_seq, r->rebuild_snapshots_skipped, st.last_error);
 }

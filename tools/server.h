@@ -93,6 +93,7 @@ typedef struct server_config {
     char etcd_endpoints[SERVER_PATH_LEN_MAX];
     char cluster[SERVER_BIND_LEN_MAX];
     uint32_t etcd_lease_ttl_s;
+    uint32_t etcd_timeout_ms;           /* every etcd request (--etcd-timeout-ms) */
     char advertise[SERVER_BIND_LEN_MAX];   /* host:port in the leader key; "": bind:port */
     char etcd_cacert[SERVER_PATH_LEN_MAX];
     char etcd_cert[SERVER_PATH_LEN_MAX];

@@ -1,26 +1,106 @@
 #!/usr/bin/env bash
-# rebuild.sh — a follower restarted with its local copy deleted fetches the
-# whole journal from etcd and reaches the same digest; one restarted on a
-# copy that etcd never held refuses to start instead of forking.
+# rebuild.sh — a follower restarted with its local copy deleted takes the
+# journal from etcd, starting from the newest good snapshot the leader put
+# there, and reaches the same digest; a damaged snapshot is skipped for an
+# older one; a copy that etcd never held refuses to start instead of
+# forking; --etcd-timeout-ms is checked, shown and bounds a request to a
+# cluster that does not answer.
 . "$(dirname "$0")/lib.sh"
 
+# A bad --etcd-timeout-ms is refused before anything starts, on the command
+# line and in a config file.
+out=$("$BERTHD" --journal etcd --etcd-timeout-ms 99 --data "$TMP/never" --port 0 --unixsocket "$TMP/never.sock" 2>&1)
+[ $? != 0 ] || fail "berthd accepted --etcd-timeout-ms 99"
+[[ "$out" =~ ERR\ --etcd-timeout-ms:\ expected\ a\ whole\ number\ from\ 100\ to\ 600000 ]] ||
+    fail "--etcd-timeout-ms 99: unexpected message [$out]"
+printf 'journal etcd\netcd-timeout-ms 600001\n' >"$TMP/bad.conf"
+out=$("$BERTHD" --config "$TMP/bad.conf" --data "$TMP/never" --port 0 --unixsocket "$TMP/never.sock" 2>&1)
+[ $? != 0 ] || fail "berthd accepted etcd-timeout-ms 600001 in a config file"
+[[ "$out" =~ bad.conf:2:.*etcd-timeout-ms ]] || fail "config etcd-timeout-ms 600001: unexpected message [$out]"
+[ ! -e "$TMP/never" ] || fail "a refused configuration created the data directory"
+out=$("${BERTH:-false}" status --journal etcd --etcd-timeout-ms 5 --data "$TMP/never" 2>&1)
+[ $? = 2 ] && [[ "$out" =~ etcd-timeout-ms\ must\ be\ 100\ to\ 600000 ]] || [ -z "${BERTH:-}" ] ||
+    fail "berth --etcd-timeout-ms 5: unexpected [$out]"
+note "bad --etcd-timeout-ms values refused: ${out}"
+
+# etcd_put KEY VALUE under the cluster's prefix.
+etcd_put() {
+    local k v
+    k=$(printf '%s' "/berth/$CLUSTER/$1" | base64 -w0)
+    v=$(printf '%s' "$2" | base64 -w0)
+    curl -s -m 2 -X POST "http://127.0.0.1:$(first_etcd_port)/v3/kv/put" -d "{\"key\":\"$k\",\"value\":\"$v\"}" >/dev/null
+}
+# The seqs of the snapshots in etcd (their manifests), ascending.
+etcd_snapshots() {
+    local from end
+    from=$(printf '%s' "/berth/$CLUSTER/snapmeta/" | base64 -w0)
+    end=$(printf '%s' "/berth/$CLUSTER/snapmeta0" | base64 -w0)
+    curl -s -m 2 -X POST "http://127.0.0.1:$(first_etcd_port)/v3/kv/range" \
+        -d "{\"key\":\"$from\",\"range_end\":\"$end\",\"keys_only\":true}" |
+        grep -o '"key":"[^"]*"' | cut -d'"' -f4 | while read -r k; do base64 -d <<<"$k" | sed 's/.*\///; s/^0*//'; echo; done
+}
+
 start_etcd
-start_replicas
+for ((i = 1; i <= REPLICAS; i++)); do start_replica "$i" --snapshot-every 100 --etcd-timeout-ms 2000; done
 L=$(wait_leader)
-writer 1 300 "$TMP/acked1"
+[ "$(info_field "$L" etcd_timeout_ms)" = 2000 ] || fail "INFO replication etcd_timeout_ms: $(info_field "$L" etcd_timeout_ms)"
+writer 1 500 "$TMP/acked1"
 head=$(head_of "$L")
-[ "$head" = 300 ] || fail "head after the load: $head"
+[ "$head" = 500 ] || fail "head after the load: $head"
+# The leader snapshots at 100, 200, ... 500 and puts each in etcd off the
+# commit path; etcd keeps the newest three.
+deadline=$(( $(now_ms) + 10000 ))
+until [ "$(info_field "$L" snapshot_to_etcd_seq)" = 500 ]; do
+    [ "$(now_ms)" -lt "$deadline" ] || fail "the leader did not put snapshot 500 in etcd: $(rr "$L" INFO replication | tr -d '\r' | grep snap)"
+    sleep 0.05
+done
+snaps=$(etcd_snapshots | tr '\n' ' ')
+[ "$snaps" = "300 400 500 " ] || fail "snapshots in etcd: [$snaps], expected the newest three [300 400 500]"
+note "the leader put $(info_field "$L" snapshots_to_etcd) snapshots in etcd; it keeps [$snaps]"
+
 F=$(( L % REPLICAS + 1 ))
 wait_applied "$head"
+kill_replica "$F" TERM
+rm -rf "$TMP/b$F"
+start_replica "$F" --snapshot-every 100
+wait_applied "$head"
+expect_same DIGEST
+expect_same JOURNAL.HEAD
+expect_same HISTORY WORKER lw1-7
+expect_verify_ok "$F"
+[ "$(info_field "$F" feed_records)" = "$head" ] || fail "the rebuilt follower fetched $(info_field "$F" feed_records) records"
+[ "$(info_field "$F" rebuild_snapshot_seq)" = 500 ] || fail "the rebuilt follower started from snapshot [$(info_field "$F" rebuild_snapshot_seq)], not 500"
+[ "$(info_field "$F" rebuild_snapshots_skipped)" = 0 ] || fail "a good snapshot was skipped"
+note "follower $F rebuilt $head records from etcd snapshot 500, same digest and history"
+
+# A damaged snapshot (its chunk overwritten) is skipped for the next older.
+etcd_put "snapchunk/$(printf '%020d' 500)/000000" "not a snapshot"
 kill_replica "$F" TERM
 rm -rf "$TMP/b$F"
 start_replica "$F"
 wait_applied "$head"
 expect_same DIGEST
-expect_same JOURNAL.HEAD
-expect_verify_ok "$F"
-[ "$(info_field "$F" feed_records)" = "$head" ] || fail "the rebuilt follower fetched $(info_field "$F" feed_records) records"
-note "follower $F rebuilt $head records from etcd, same digest"
+[ "$(info_field "$F" rebuild_snapshot_seq)" = 400 ] || fail "with snapshot 500 damaged the follower started from [$(info_field "$F" rebuild_snapshot_seq)], not 400"
+[ "$(info_field "$F" rebuild_snapshots_skipped)" = 1 ] || fail "rebuild_snapshots_skipped: $(info_field "$F" rebuild_snapshots_skipped)"
+grep -q "snapshot 500 in etcd skipped" "$TMP/berthd$F.log" || fail "the skipped snapshot was not logged"
+note "damaged snapshot 500 skipped; follower $F started from 400, same digest"
+
+# --etcd-timeout-ms bounds every request: with every etcd member paused, a
+# write to the leader is answered -IOERR (its outcome unknown, the leader
+# steps down) after about two timeouts (the append, then the lease revoke),
+# where the default 5 s would take at least 10 s.
+for ((i = 1; i <= MEMBERS; i++)); do kill -STOP "${ETCD_PID[$i]}"; done
+t0=$(now_ms)
+out=$(timeout 30 "$REDIS_CLI" -p "${BPORT[$L]}" WORKER.ADD slow GPUS 1 VRAM 1000 REQID slow-1 2>&1)
+took=$(( $(now_ms) - t0 ))
+for ((i = 1; i <= MEMBERS; i++)); do kill -CONT "${ETCD_PID[$i]}"; done
+[[ "$out" =~ ^IOERR ]] || fail "a write with etcd paused: [$out]"
+[ "$took" -lt 9000 ] || fail "a write with etcd paused took $took ms to fail with --etcd-timeout-ms 2000"
+note "with etcd paused, a write failed after $took ms: $out"
+L=$(wait_leader 20000)
+head=$(head_of "$L")
+wait_applied "$head"
+expect_same DIGEST
 
 # A local copy that is not a prefix of etcd's journal: refused at start.
 G=$(( F % REPLICAS + 1 ))
