@@ -65,6 +65,13 @@ int cli_store_open(cli_store *store, const char *dir);   /* CLI_EXIT_* */
 int cli_etcd_take_flags(int *argc, char **argv);
 int cli_etcd_mirror(const char *dir);
 void cli_store_close(cli_store *store);
+/* The prologue of a subcommand that reads one data directory: --help prints
+ * usage; parse fills opts and names the directory in *data (CLI_EXIT_*); the
+ * store is opened read-only for run and closed after, whatever run returns. */
+typedef int (*cli_parse_fn)(int argc, char **argv, void *opts, const char **data);
+typedef int (*cli_run_fn)(const void *opts, cli_store *store);
+int cli_store_main(int argc, char **argv, const char *usage, void *opts, cli_parse_fn parse,
+                   cli_run_fn run);                     /* CLI_EXIT_* */
 
 /* Replay into a new state as of target (UINT64_MAX: head); owner frees. */
 int cli_state_at(cli_store *store, uint64_t target, bool use_snapshots, berth_state **out,
@@ -110,32 +117,6 @@ int cli_map_init(cli_name_map *map, uint64_t cap_initial);   /* 0 or -1 (memory)
 void cli_map_free(cli_name_map *map);
 bool cli_map_get(const cli_name_map *map, berth_str key, uint64_t *value);
 int cli_map_put(cli_name_map *map, berth_str key, uint64_t value);  /* 0 or -1 (memory, full) */
-
-/* A second thread decoding and parsing records [from, to] for a replay the
- * tool drives itself (cli_feed.c). Records whose command is of
- * substitute_kind are judged by substitute_text instead (rejudge's policy).
- * While a feed runs the read view is the feeder's alone. */
-typedef struct cli_feed_item {
-    berth_record rec;
-    berth_cmd cmd;             /* parsed from text, REQID re-attached */
-    berth_str text;            /* the canonical text judged: rec.command or the substitute */
-    bool substituted;
-} cli_feed_item;
-typedef struct cli_feed_options {
-    uint64_t from;
-    uint64_t to;
-    berth_cmd_kind substitute_kind;   /* BERTH_CMD_NONE: judge every record as written */
-    berth_str substitute_text;
-} cli_feed_options;
-typedef struct cli_feed cli_feed;
-int cli_feed_start(cli_feed **out, berth_journal_reader *reader,
-                   const cli_feed_options *options);                       /* CLI_EXIT_* */
-/* 1 with *item (valid until the next call), 0 at the end, -1 with err. */
-int cli_feed_next(cli_feed *feed, const cli_feed_item **item, char *err, size_t err_size);
-void cli_feed_stop(cli_feed *feed);
-/* Apply an item at its seq (must be last_seq + 1): 0, or -1 with err. */
-int cli_feed_apply(berth_state *state, const cli_feed_item *item, berth_outcome *out,
-                   char *err, size_t err_size);
 
 /* Progress on stderr: drawn only when stderr is a terminal and the work has
  * already taken over a second. The clock only decides whether to draw;

@@ -138,6 +138,28 @@ void cli_store_close(cli_store *store) {
     }
 }
 
+int cli_store_main(int argc, char **argv, const char *usage, void *opts, cli_parse_fn parse,
+                   cli_run_fn run) {
+    assert(usage != NULL && opts != NULL && parse != NULL && run != NULL);
+    if (cli_wants_help(argc, argv)) {
+        fputs(usage, stdout);
+        return CLI_EXIT_OK;
+    }
+    const char *data = NULL;
+    int rc = parse(argc, argv, opts, &data);
+    if (rc != CLI_EXIT_OK) {
+        return rc;
+    }
+    cli_store store;
+    rc = cli_store_open(&store, data);
+    if (rc != CLI_EXIT_OK) {
+        return rc;
+    }
+    rc = run(opts, &store);
+    cli_store_close(&store);
+    return rc;
+}
+
 static int replay_failed(berth_jerr jerr, const char *err) {
     int code = jerr == BERTH_J_CORRUPT ? CLI_EXIT_FINDING : CLI_EXIT_USAGE;
     return cli_fail(code, berth_jerr_name(jerr), "replay failed: %s", err);

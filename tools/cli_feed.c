@@ -1,16 +1,20 @@
 /* cli_feed.c — records, decoded and parsed on a second thread, for the berth
- * tool's own replays (whatif --rejudge, timeline).
+ * tool's own replays (whatif --rejudge, timeline); see cli_feed.h.
  *
- * berth_replay_to reaches its speed by decoding and parsing on one core while
- * applying on the other. The tool's replays that must see every outcome
- * (rejudge compares each one with the recorded code; timeline draws them)
- * cannot use it as a black box, so this gives them the same shape: a feeder
- * thread fills chunks of (record, parsed command) from one read view, the
- * caller applies them in order on its own thread. Issue 4 asks rejudge to run
- * at the engine's replay speed; this is how.
+ * berth_replay_to reaches its speed by reading, decoding and parsing on one
+ * core while applying on the other. The tool's replays that must see every
+ * outcome (rejudge compares each one with the recorded code; timeline draws
+ * them) cannot use it as a black box, so this gives them the same shape. A
+ * chunk goes round a ring: the feed thread fills it with (record, parsed
+ * command), the caller judges the whole chunk in order and fills its notes,
+ * and the feed thread runs the drain hook on it (rejudge's printing and
+ * bookkeeping) before filling it again. So the caller's thread does nothing
+ * per record but apply, as in the engine's replay, and takes the lock once
+ * per chunk, not per record. Hooks run in chunk order, so whatever they
+ * print comes out in seq order.
  *
- * Owns: the feeder thread, the chunk ring and its lock. While a feed runs,
- * the read view belongs to the feeder: the caller must not use it. */
+ * Owns: the feed thread, the chunk ring and its lock. While a feed runs,
+ * the read view belongs to the feed thread: the caller must not use it. */
 #include <assert.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -19,14 +23,16 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_feed.h"
 
-#define FEED_CHUNKS 4u                 /* chunks in flight: the feeder runs this far ahead */
-#define FEED_CHUNK_ITEMS 256u          /* records per chunk: amortises the lock */
+#define FEED_CHUNKS 8u                 /* chunks in the ring: how far the feed thread runs ahead */
+#define FEED_CHUNK_ITEMS 256u          /* records per chunk: amortises the lock and the hand-over */
 
 typedef struct feed_chunk {
     cli_feed_item items[FEED_CHUNK_ITEMS];
+    cli_feed_note notes[FEED_CHUNK_ITEMS];
     uint32_t count;
-    bool failed;                       /* the feeder stopped at this chunk's end */
+    bool failed;                       /* the feed thread stopped reading at this chunk's end */
     char err[CLI_ERR_LEN_MAX];
 } feed_chunk;
 
@@ -36,16 +42,23 @@ struct cli_feed {
     feed_chunk *chunks;                /* FEED_CHUNKS, owned */
     pthread_t thread;
     bool thread_started;
+    bool joined;
     pthread_mutex_t lock;
-    pthread_cond_t can_fill;
-    pthread_cond_t can_drain;
-    uint64_t filled;                   /* chunks published by the feeder */
-    uint64_t drained;                  /* chunks handed back by the caller */
-    bool done;                         /* the feeder published its last chunk */
-    bool stop;                         /* the caller gave up: the feeder should too */
-    uint32_t next_item;                /* caller's position in chunks[drained % FEED_CHUNKS] */
-    bool holding;                      /* the caller is reading a chunk */
-    berth_str words[BERTH_ARGS_MAX];   /* feeder's parse scratch */
+    pthread_cond_t can_fill;           /* the feed thread waits here: a chunk drained, or stop */
+    pthread_cond_t can_drain;          /* the caller waits here: a chunk filled, or the end */
+    /* Under lock: */
+    uint64_t filled;                   /* chunks published by the feed thread */
+    uint64_t drained;                  /* chunks the caller has finished */
+    bool done;                         /* the feed thread published its last chunk */
+    bool stop;                         /* the caller gave up: the feed thread should too */
+    bool hook_failed;                  /* the drain hook said no: hook_err says why */
+    char hook_err[CLI_ERR_LEN_MAX];
+    /* The feed thread's own: */
+    uint64_t hooked;                   /* drained chunks the hook has run on */
+    bool last;                         /* the last chunk is published */
+    berth_str words[BERTH_ARGS_MAX];   /* parse scratch */
+    /* The caller's own: */
+    bool holding;                      /* chunks[drained % FEED_CHUNKS] is the caller's batch */
 };
 
 static void lock(pthread_mutex_t *m) {
@@ -56,6 +69,18 @@ static void lock(pthread_mutex_t *m) {
 
 static void unlock(pthread_mutex_t *m) {
     int rc = pthread_mutex_unlock(m);
+    assert(rc == 0);
+    (void)rc;
+}
+
+static void wait_on(pthread_cond_t *cv, pthread_mutex_t *m) {
+    int rc = pthread_cond_wait(cv, m);
+    assert(rc == 0);
+    (void)rc;
+}
+
+static void signal_one(pthread_cond_t *cv) {
+    int rc = pthread_cond_signal(cv);
     assert(rc == 0);
     (void)rc;
 }
@@ -93,49 +118,87 @@ static bool fill_item(cli_feed *feed, berth_journal_cursor *cursor, uint64_t seq
     return true;
 }
 
-/* Wait for a free chunk; false when the caller stopped the feed. */
-static bool wait_free_chunk(cli_feed *feed) {
-    lock(&feed->lock);
-    while (!feed->stop && feed->filled - feed->drained == FEED_CHUNKS) {
-        pthread_cond_wait(&feed->can_fill, &feed->lock);
+/* Fill the next free chunk from *seq on and publish it. */
+static void fill_and_publish(cli_feed *feed, berth_journal_cursor *cursor, berth_jerr open_err,
+                             uint64_t *seq) {
+    const cli_feed_options *o = &feed->options;
+    assert(!feed->last && feed->filled - feed->hooked < FEED_CHUNKS);
+    feed_chunk *chunk = &feed->chunks[feed->filled % FEED_CHUNKS];
+    chunk->count = 0;
+    chunk->failed = open_err != BERTH_J_OK;
+    if (chunk->failed) {
+        snprintf(chunk->err, sizeof chunk->err, "cannot read from seq %" PRIu64 " (%s)", *seq,
+                 berth_jerr_name(open_err));
     }
-    bool go = !feed->stop;
-    unlock(&feed->lock);
-    return go;
-}
-
-static void publish(cli_feed *feed, bool last) {
+    while (!chunk->failed && chunk->count < FEED_CHUNK_ITEMS && *seq <= o->to) {
+        chunk->failed = !fill_item(feed, cursor, *seq, &chunk->items[chunk->count], chunk->err,
+                                   sizeof chunk->err);
+        chunk->count += chunk->failed ? 0 : 1;
+        *seq += chunk->failed ? 0 : 1;
+    }
+    assert(chunk->count > 0 || chunk->failed);
+    feed->last = chunk->failed || *seq > o->to;
     lock(&feed->lock);
     feed->filled++;
-    feed->done = last;
-    pthread_cond_signal(&feed->can_drain);
+    feed->done = feed->last;
+    signal_one(&feed->can_drain);
     unlock(&feed->lock);
+}
+
+/* Wait until there is work for the feed thread: a drained chunk to hook, a
+ * free chunk to fill, or the end. Returns the drained count, or false in
+ * *go when the caller stopped the feed. */
+static uint64_t wait_work(cli_feed *feed, bool *go) {
+    lock(&feed->lock);
+    for (;;) {
+        bool hook_work = feed->hooked < feed->drained;
+        bool fill_work = !feed->last && feed->filled - feed->hooked < FEED_CHUNKS;
+        bool all_hooked = feed->last && feed->hooked == feed->filled;
+        if (feed->stop || hook_work || fill_work || all_hooked) {
+            break;
+        }
+        wait_on(&feed->can_fill, &feed->lock);
+    }
+    *go = !feed->stop;
+    uint64_t drained = feed->drained;
+    unlock(&feed->lock);
+    return drained;
+}
+
+/* Run the drain hook on every chunk the caller has finished, in order. */
+static bool run_hooks(cli_feed *feed, uint64_t drained) {
+    const cli_feed_options *o = &feed->options;
+    for (; feed->hooked < drained; feed->hooked++) {
+        const feed_chunk *chunk = &feed->chunks[feed->hooked % FEED_CHUNKS];
+        char err[CLI_ERR_LEN_MAX] = "";
+        if (o->drain == NULL ||
+            o->drain(o->drain_ctx, chunk->items, chunk->notes, chunk->count, err, sizeof err) == 0) {
+            continue;
+        }
+        lock(&feed->lock);
+        feed->hook_failed = true;
+        snprintf(feed->hook_err, sizeof feed->hook_err, "%s", err[0] ? err : "ERR the drain hook failed");
+        signal_one(&feed->can_drain);
+        unlock(&feed->lock);
+        return false;
+    }
+    return true;
 }
 
 static void *feeder_main(void *arg) {
     cli_feed *feed = arg;
-    const cli_feed_options *o = &feed->options;
     berth_journal_cursor *cursor = NULL;
-    berth_jerr jerr = berth_journal_cursor_open(feed->reader, o->from, &cursor);
-    uint64_t seq = o->from;
-    bool last = false;
-    while (!last && wait_free_chunk(feed)) {
-        feed_chunk *chunk = &feed->chunks[feed->filled % FEED_CHUNKS];
-        chunk->count = 0;
-        chunk->failed = false;
-        if (jerr != BERTH_J_OK) {
-            chunk->failed = true;
-            snprintf(chunk->err, sizeof chunk->err, "cannot read from seq %" PRIu64 " (%s)", seq,
-                     berth_jerr_name(jerr));
+    berth_jerr open_err = berth_journal_cursor_open(feed->reader, feed->options.from, &cursor);
+    uint64_t seq = feed->options.from;
+    for (;;) {
+        bool go = false;
+        uint64_t drained = wait_work(feed, &go);
+        if (!go || !run_hooks(feed, drained) || (feed->last && feed->hooked == feed->filled)) {
+            break;
         }
-        while (!chunk->failed && chunk->count < FEED_CHUNK_ITEMS && seq <= o->to) {
-            chunk->failed = !fill_item(feed, cursor, seq, &chunk->items[chunk->count], chunk->err,
-                                       sizeof chunk->err);
-            chunk->count += chunk->failed ? 0 : 1;
-            seq += chunk->failed ? 0 : 1;
+        if (!feed->last && feed->filled - feed->hooked < FEED_CHUNKS) {
+            fill_and_publish(feed, cursor, open_err, &seq);
         }
-        last = chunk->failed || seq > o->to;
-        publish(feed, last);
     }
     if (cursor != NULL) {
         berth_journal_cursor_close(cursor);
@@ -153,10 +216,9 @@ int cli_feed_start(cli_feed **out, berth_journal_reader *reader, const cli_feed_
     }
     feed->reader = reader;
     feed->options = *options;
-    pthread_mutex_init(&feed->lock, NULL);
-    pthread_cond_init(&feed->can_fill, NULL);
-    pthread_cond_init(&feed->can_drain, NULL);
-    if (pthread_create(&feed->thread, NULL, feeder_main, feed) != 0) {
+    if (pthread_mutex_init(&feed->lock, NULL) != 0 || pthread_cond_init(&feed->can_fill, NULL) != 0 ||
+        pthread_cond_init(&feed->can_drain, NULL) != 0 ||
+        pthread_create(&feed->thread, NULL, feeder_main, feed) != 0) {
         cli_feed_stop(feed);
         return cli_fail(CLI_EXIT_USAGE, "ERR", "cannot start the record feed thread");
     }
@@ -165,56 +227,80 @@ int cli_feed_start(cli_feed **out, berth_journal_reader *reader, const cli_feed_
     return CLI_EXIT_OK;
 }
 
-/* Hand the chunk being read back to the feeder. */
+/* Hand the caller's batch back to the feed thread for its hook. */
 static void release_chunk(cli_feed *feed) {
     assert(feed->holding);
     lock(&feed->lock);
     feed->drained++;
     feed->holding = false;
-    feed->next_item = 0;
-    pthread_cond_signal(&feed->can_fill);
+    signal_one(&feed->can_fill);
     unlock(&feed->lock);
 }
 
-/* Wait for the next published chunk; false at the end of the feed. */
-static bool take_chunk(cli_feed *feed) {
+/* Wait for the next published chunk: 1, 0 at the end, -1 when the hook failed. */
+static int take_chunk(cli_feed *feed, char *err, size_t err_size) {
     lock(&feed->lock);
-    while (feed->drained == feed->filled && !feed->done) {
-        pthread_cond_wait(&feed->can_drain, &feed->lock);
+    while (feed->drained == feed->filled && !feed->done && !feed->hook_failed) {
+        wait_on(&feed->can_drain, &feed->lock);
     }
-    bool got = feed->drained < feed->filled;
-    feed->holding = got;
+    int got = feed->hook_failed ? -1 : (feed->drained < feed->filled ? 1 : 0);
+    if (got < 0) {
+        snprintf(err, err_size, "%s", feed->hook_err);
+    }
+    feed->holding = got > 0;
     unlock(&feed->lock);
     return got;
 }
 
-int cli_feed_next(cli_feed *feed, const cli_feed_item **item, char *err, size_t err_size) {
-    assert(feed != NULL && item != NULL && err != NULL);
-    for (;;) {
-        if (!feed->holding && !take_chunk(feed)) {
-            return 0;
-        }
-        const feed_chunk *chunk = &feed->chunks[feed->drained % FEED_CHUNKS];
-        if (feed->next_item < chunk->count) {
-            *item = &chunk->items[feed->next_item++];
-            return 1;
-        }
-        if (chunk->failed) {
-            snprintf(err, err_size, "%s", chunk->err);
+int cli_feed_next(cli_feed *feed, cli_feed_batch *batch, char *err, size_t err_size) {
+    assert(feed != NULL && batch != NULL && err != NULL);
+    if (feed->holding) {
+        const feed_chunk *held = &feed->chunks[feed->drained % FEED_CHUNKS];
+        if (held->failed) {
+            snprintf(err, err_size, "%s", held->err);
             return -1;
         }
         release_chunk(feed);
     }
+    int got = take_chunk(feed, err, err_size);
+    if (got <= 0) {
+        return got;
+    }
+    feed_chunk *chunk = &feed->chunks[feed->drained % FEED_CHUNKS];
+    if (chunk->count == 0) {
+        assert(chunk->failed);
+        snprintf(err, err_size, "%s", chunk->err);
+        return -1;
+    }
+    batch->items = chunk->items;
+    batch->notes = chunk->notes;
+    batch->count = chunk->count;
+    return 1;
+}
+
+int cli_feed_finish(cli_feed *feed, char *err, size_t err_size) {
+    assert(feed != NULL && feed->thread_started && !feed->holding && err != NULL);
+    /* The feed thread leaves once the hook has run on the last chunk. */
+    int rc = pthread_join(feed->thread, NULL);
+    assert(rc == 0);
+    (void)rc;
+    feed->joined = true;
+    assert(feed->hook_failed || (feed->done && feed->hooked == feed->filled));
+    if (feed->hook_failed) {
+        snprintf(err, err_size, "%s", feed->hook_err);
+        return -1;
+    }
+    return 0;
 }
 
 void cli_feed_stop(cli_feed *feed) {
     if (feed == NULL) {
         return;
     }
-    if (feed->thread_started) {
+    if (feed->thread_started && !feed->joined) {
         lock(&feed->lock);
         feed->stop = true;
-        pthread_cond_signal(&feed->can_fill);
+        signal_one(&feed->can_fill);
         unlock(&feed->lock);
         int rc = pthread_join(feed->thread, NULL);
         assert(rc == 0);
@@ -227,7 +313,7 @@ void cli_feed_stop(cli_feed *feed) {
     free(feed);
 }
 
-int cli_feed_apply(berth_state *state, const cli_feed_item *item, berth_outcome *out,
+int cli_feed_apply(berth_state *state, const cli_feed_item *item, bool quiet, berth_outcome *out,
                    char *err, size_t err_size) {
     assert(state != NULL && item != NULL && out != NULL);
     if (item->rec.seq != berth_state_last_seq(state) + 1) {
@@ -235,7 +321,9 @@ int cli_feed_apply(berth_state *state, const cli_feed_item *item, berth_outcome 
                  berth_state_last_seq(state));
         return -1;
     }
-    if (berth_state_apply(state, &item->cmd, item->text, item->rec.seq, out) != 0) {
+    int rc = quiet ? berth_state_apply_quiet(state, &item->cmd, item->text, item->rec.seq, out)
+                   : berth_state_apply(state, &item->cmd, item->text, item->rec.seq, out);
+    if (rc != 0) {
         snprintf(err, err_size, "out of memory applying record %" PRIu64, item->rec.seq);
         return -1;
     }

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_feed.h"
 
 #define TL_LABEL_W 220u                 /* px: worker names column */
 #define TL_CHART_W 1400u                /* px: the seq axis */
@@ -292,8 +293,27 @@ static void note_axis_time(timeline *t, const berth_record *rec) {
     }
 }
 
+/* Fold a batch of the feed into the picture. The picture needs each
+ * outcome's code and touched names, never its sentence: apply quietly. */
+static int collect_batch(timeline *t, berth_state *state, const cli_feed_batch *batch) {
+    static berth_outcome out;
+    for (uint32_t i = 0; i < batch->count; i++) {
+        const cli_feed_item *item = &batch->items[i];
+        char err[CLI_ERR_LEN_MAX] = "";
+        if (cli_feed_apply(state, item, true, &out, err, sizeof err) != 0) {
+            return cli_fail(CLI_EXIT_FINDING, "CORRUPT", "%s", err);
+        }
+        note_axis_time(t, &item->rec);
+        if (observe(t, state, &item->rec, item->cmd.kind, &out) != 0) {
+            return cli_fail(CLI_EXIT_USAGE, "ERR",
+                            "the range is too large for one picture: narrow it with --from/--to");
+        }
+    }
+    return CLI_EXIT_OK;
+}
+
 static int collect(timeline *t, cli_store *store, berth_state *state) {
-    cli_feed_options fo = { t->from, t->to, BERTH_CMD_NONE, berth_str_make("", 0) };
+    cli_feed_options fo = { t->from, t->to, BERTH_CMD_NONE, berth_str_make("", 0), NULL, NULL };
     cli_feed *feed = NULL;
     int rc = cli_feed_start(&feed, store->reader, &fo);
     if (rc != CLI_EXIT_OK) {
@@ -301,24 +321,16 @@ static int collect(timeline *t, cli_store *store, berth_state *state) {
     }
     cli_progress progress;
     cli_progress_start(&progress, "timeline", t->to - t->from + 1);
-    static berth_outcome out;
     while (rc == CLI_EXIT_OK) {
-        const cli_feed_item *item = NULL;
+        cli_feed_batch batch;
         char err[CLI_ERR_LEN_MAX] = "";
-        int got = cli_feed_next(feed, &item, err, sizeof err);
-        if (got == 0) {
+        int got = cli_feed_next(feed, &batch, err, sizeof err);
+        if (got <= 0) {
+            rc = got == 0 ? CLI_EXIT_OK : cli_fail(CLI_EXIT_FINDING, "CORRUPT", "%s", err);
             break;
         }
-        if (got < 0 || cli_feed_apply(state, item, &out, err, sizeof err) != 0) {
-            rc = cli_fail(CLI_EXIT_FINDING, "CORRUPT", "%s", err);
-            break;
-        }
-        note_axis_time(t, &item->rec);
-        if (observe(t, state, &item->rec, item->cmd.kind, &out) != 0) {
-            rc = cli_fail(CLI_EXIT_USAGE, "ERR",
-                          "the range is too large for one picture: narrow it with --from/--to");
-        }
-        cli_progress_update(&progress, item->rec.seq - t->from + 1);
+        rc = collect_batch(t, state, &batch);
+        cli_progress_update(&progress, batch.items[batch.count - 1].rec.seq - t->from + 1);
     }
     cli_progress_end(&progress);
     cli_feed_stop(feed);
@@ -748,22 +760,19 @@ static int timeline_run(const timeline_opts *o, cli_store *store) {
     return rc;
 }
 
-int cli_timeline_main(int argc, char **argv) {
-    if (cli_wants_help(argc, argv)) {
-        fputs(timeline_usage, stdout);
-        return CLI_EXIT_OK;
-    }
-    timeline_opts o;
-    int rc = parse_timeline_opts(argc, argv, &o);
-    if (rc != CLI_EXIT_OK) {
-        return rc;
-    }
-    cli_store store;
-    rc = cli_store_open(&store, o.data);
-    if (rc != CLI_EXIT_OK) {
-        return rc;
-    }
-    rc = timeline_run(&o, &store);
-    cli_store_close(&store);
+/* cli_store_main's shapes for this command's options. */
+static int parse_timeline_any(int argc, char **argv, void *opts, const char **data) {
+    timeline_opts *o = opts;
+    int rc = parse_timeline_opts(argc, argv, o);
+    *data = o->data;
     return rc;
+}
+
+static int timeline_run_any(const void *opts, cli_store *store) {
+    return timeline_run(opts, store);
+}
+
+int cli_timeline_main(int argc, char **argv) {
+    timeline_opts o;
+    return cli_store_main(argc, argv, timeline_usage, &o, parse_timeline_any, timeline_run_any);
 }

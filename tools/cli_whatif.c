@@ -14,8 +14,12 @@
  * Every record whose outcome code differs from the recorded one is listed,
  * with the earlier differing record it follows from when they concern the
  * same instance: a DEPLOY refused under the new policy makes its RELEASE a
- * NOINSTANCE, which shows up as a differing record of its own. */
+ * NOINSTANCE, which shows up as a differing record of its own. Issue 4 asks
+ * rejudge to keep up with the engine's replay, so the judging thread only
+ * applies: reading and parsing come before it, and counting, linking and
+ * printing after it, on cli_feed's thread (see cli_feed.h). */
 #include <assert.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,9 +27,16 @@
 #include <strings.h>
 
 #include "cli.h"
+#include "cli_feed.h"
 #include "cli_scenario.h"
 
 #define TRACK_ENTRIES_MAX (1u << 22)      /* instances remembered as changed by rejudge */
+#define TRACK_ENTRIES_INITIAL 1024u       /* the tracker's first size; it doubles as it fills */
+#define OUT_BUF_BYTES (1u << 20)          /* rejudge output gathered before one fwrite */
+#define OUT_U64_DIGITS_MAX 20             /* decimal digits of UINT64_MAX */
+#define OUT_ESCAPE_LEN_MAX 8              /* "\u001f" and its NUL */
+#define OUT_SEQ_WIDTH 10                  /* the SEQ column */
+#define OUT_CODE_WIDTH 10                 /* the RECORDED and REJUDGED columns */
 #define POLICY_TEXT_LEN_MAX (BERTH_POLICY_BACKENDS_MAX * (BERTH_NAME_LEN_MAX + 1) + 32)
 
 static const char whatif_usage[] =
@@ -399,6 +410,93 @@ static int parse_policy(const char *text, alt_policy *p) {
     return CLI_EXIT_OK;
 }
 
+/* The differences are written through one large buffer, a whole buffer per
+ * fwrite, on the feed's thread: a big rejudge prints millions of lines, and
+ * printf's parsing of formats per line would cost more than the judging. */
+typedef struct out_buf {
+    FILE *file;
+    char *bytes;                    /* OUT_BUF_BYTES, owned */
+    size_t len;
+    int write_errno;                /* 0, or why a write fell short (later output is dropped) */
+} out_buf;
+
+static void ob_flush(out_buf *ob) {
+    if (ob->len > 0 && ob->write_errno == 0 && fwrite(ob->bytes, 1, ob->len, ob->file) != ob->len) {
+        ob->write_errno = errno != 0 ? errno : EIO;
+    }
+    ob->len = 0;
+}
+
+static void ob_put(out_buf *ob, const char *p, size_t n) {
+    while (n > 0) {
+        if (ob->len == OUT_BUF_BYTES) {
+            ob_flush(ob);
+        }
+        size_t room = OUT_BUF_BYTES - ob->len;
+        size_t k = n < room ? n : room;
+        memcpy(ob->bytes + ob->len, p, k);
+        ob->len += k;
+        p += k;
+        n -= k;
+    }
+}
+
+static void ob_str(out_buf *ob, const char *s) {
+    ob_put(ob, s, strlen(s));
+}
+
+static void ob_bstr(out_buf *ob, berth_str s) {
+    ob_put(ob, s.ptr, s.len);
+}
+
+static void ob_spaces(out_buf *ob, size_t n) {
+    static const char spaces[] = "                ";
+    for (size_t k = 0; k < n; k += sizeof spaces - 1) {
+        ob_put(ob, spaces, n - k < sizeof spaces - 1 ? n - k : sizeof spaces - 1);
+    }
+}
+
+/* printf's "%-<width>s". */
+static void ob_left(out_buf *ob, const char *s, size_t width) {
+    size_t n = strlen(s);
+    ob_put(ob, s, n);
+    ob_spaces(ob, n < width ? width - n : 0);
+}
+
+/* printf's "%<width>" PRIu64 (width 0: no padding). */
+static void ob_u64(out_buf *ob, uint64_t v, size_t width) {
+    char digits[OUT_U64_DIGITS_MAX];
+    size_t n = 0;
+    do {
+        digits[sizeof digits - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    ob_spaces(ob, n < width ? width - n : 0);
+    ob_put(ob, digits + sizeof digits - n, n);
+}
+
+/* A JSON string, escaped byte for byte as cli_json_str does. */
+static void ob_json(out_buf *ob, const char *p, size_t len) {
+    ob_put(ob, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c >= 0x20 && c != 0x7f && c != '"' && c != '\\') {
+            continue;
+        }
+        ob_put(ob, p + run, i - run);
+        run = i + 1;
+        char esc[OUT_ESCAPE_LEN_MAX];
+        int n = c == '"' || c == '\\' ? snprintf(esc, sizeof esc, "\\%c", c)
+                : c == '\n'           ? snprintf(esc, sizeof esc, "\\n")
+                                      : snprintf(esc, sizeof esc, "\\u%04x", (unsigned)c);
+        assert(n > 0 && (size_t)n < sizeof esc);
+        ob_put(ob, esc, (size_t)n);
+    }
+    ob_put(ob, p + run, len - run);
+    ob_put(ob, "\"", 1);
+}
+
 /* Instances whose fate changed, so a later differing record can say which
  * earlier decision it follows from (lookups only: see cli_name_map). */
 typedef struct tracker {
@@ -414,10 +512,12 @@ static uint64_t track_find(const tracker *t, berth_str name) {
     return seq;
 }
 
-/* Remember the first differing record about name; past TRACK_ENTRIES_MAX
- * (or out of memory) stop linking and say so in the summary. */
+/* Remember the first differing record about a name track_find did not
+ * know; past TRACK_ENTRIES_MAX (or out of memory) stop linking and say so
+ * in the summary. */
 static void track_add(tracker *t, berth_str name, uint64_t seq) {
-    if (t->map.slots == NULL || name.len == 0 || t->full || track_find(t, name) != 0) {
+    assert(track_find(t, name) == 0);
+    if (t->map.slots == NULL || name.len == 0 || t->full) {
         return;
     }
     if (t->map.used >= TRACK_ENTRIES_MAX || cli_map_put(&t->map, name, seq) != 0) {
@@ -433,31 +533,67 @@ typedef struct rejudge_tally {
     int64_t instances_recorded;     /* live at the head per the recorded outcomes */
 } rejudge_tally;
 
-static void print_difference(const whatif_opts *o, const berth_record *rec,
-                             const berth_outcome *out, berth_str instance, uint64_t follows) {
-    const char *was = rec->code < BERTH_CODE_COUNT ? berth_code_name((berth_code)rec->code) : "?";
-    const char *now = berth_code_name(out->code);
-    if (o->json) {
-        printf("{\"type\":\"differs\",\"seq\":%" PRIu64 ",\"time_ms\":%" PRIu64 ",\"command\":", rec->seq,
-               rec->time_ms);
-        cli_json_bstr(stdout, rec->command);
-        printf(",\"recorded\":\"%s\",\"rejudged\":\"%s\",\"recorded_sentence\":", was, now);
-        cli_json_bstr(stdout, rec->sentence);
-        fputs(",\"rejudged_sentence\":", stdout);
-        cli_json_str(stdout, out->sentence, out->sentence_len);
-        fputs(",\"instance\":", stdout);
-        cli_json_bstr(stdout, instance);
-        printf(",\"follows_from\":%" PRIu64 "}\n", follows);
-        return;
-    }
-    printf("%10" PRIu64 " %-10s -> %-10s %.*s\n", rec->seq, was, now, (int)rec->command.len,
-           rec->command.ptr);
-    printf("%10s now: %.*s\n", "", (int)out->sentence_len, out->sentence);
+/* Everything the drain hook keeps between batches. It runs on the feed's
+ * thread, in seq order; the caller reads it only after cli_feed_finish. */
+typedef struct rejudge_run {
+    const whatif_opts *o;
+    tracker track;
+    rejudge_tally tally;
+    out_buf out;
+} rejudge_run;
+
+static const char *code_word(uint32_t code) {
+    return code < BERTH_CODE_COUNT ? berth_code_name((berth_code)code) : "?";
+}
+
+static void print_difference_json(out_buf *ob, const berth_record *rec, const cli_feed_note *note,
+                                  berth_str instance, uint64_t follows) {
+    ob_str(ob, "{\"type\":\"differs\",\"seq\":");
+    ob_u64(ob, rec->seq, 0);
+    ob_str(ob, ",\"time_ms\":");
+    ob_u64(ob, rec->time_ms, 0);
+    ob_str(ob, ",\"command\":");
+    ob_json(ob, rec->command.ptr, rec->command.len);
+    ob_str(ob, ",\"recorded\":\"");
+    ob_str(ob, code_word(rec->code));
+    ob_str(ob, "\",\"rejudged\":\"");
+    ob_str(ob, code_word(note->code));
+    ob_str(ob, "\",\"recorded_sentence\":");
+    ob_json(ob, rec->sentence.ptr, rec->sentence.len);
+    ob_str(ob, ",\"rejudged_sentence\":");
+    ob_json(ob, note->sentence, note->sentence_len);
+    ob_str(ob, ",\"instance\":");
+    ob_json(ob, instance.ptr, instance.len);
+    ob_str(ob, ",\"follows_from\":");
+    ob_u64(ob, follows, 0);
+    ob_str(ob, "}\n");
+}
+
+static void print_difference_text(out_buf *ob, const berth_record *rec, const cli_feed_note *note,
+                                  uint64_t follows) {
+    ob_u64(ob, rec->seq, OUT_SEQ_WIDTH);
+    ob_put(ob, " ", 1);
+    ob_left(ob, code_word(rec->code), OUT_CODE_WIDTH);
+    ob_str(ob, " -> ");
+    ob_left(ob, code_word(note->code), OUT_CODE_WIDTH);
+    ob_put(ob, " ", 1);
+    ob_bstr(ob, rec->command);
+    ob_str(ob, "\n");
+    ob_spaces(ob, OUT_SEQ_WIDTH);
+    ob_str(ob, " now: ");
+    ob_put(ob, note->sentence, note->sentence_len);
+    ob_str(ob, "\n");
     if (rec->code != BERTH_OK) {
-        printf("%10s was: %.*s\n", "", (int)rec->sentence.len, rec->sentence.ptr);
+        ob_spaces(ob, OUT_SEQ_WIDTH);
+        ob_str(ob, " was: ");
+        ob_bstr(ob, rec->sentence);
+        ob_str(ob, "\n");
     }
     if (follows != 0) {
-        printf("%10s follows from the changed decision at seq %" PRIu64 "\n", "", follows);
+        ob_spaces(ob, OUT_SEQ_WIDTH);
+        ob_str(ob, " follows from the changed decision at seq ");
+        ob_u64(ob, follows, 0);
+        ob_str(ob, "\n");
     }
 }
 
@@ -479,46 +615,103 @@ static berth_str record_instance(const berth_record *rec) {
     return berth_str_make(name, (size_t)((name_end ? name_end : end) - name));
 }
 
-static int rejudge_one(const whatif_opts *o, berth_state *state, const cli_feed_item *item,
-                       tracker *track, rejudge_tally *tally) {
+/* Count one judged record and print it if its code differs. */
+static void rejudge_note(rejudge_run *run, const cli_feed_item *item, const cli_feed_note *note) {
     const berth_record *rec = &item->rec;
-    static berth_outcome out;
-    char err[CLI_ERR_LEN_MAX] = "";
-    if (cli_feed_apply(state, item, &out, err, sizeof err) != 0) {
-        return cli_fail(CLI_EXIT_FINDING, "CORRUPT", "record %" PRIu64 " cannot be replayed: %s",
-                        rec->seq, err);
-    }
-    tally->records++;
-    tally->policy_records_replaced += item->substituted ? 1 : 0;
+    rejudge_tally *t = &run->tally;
+    t->records++;
+    t->policy_records_replaced += item->substituted ? 1 : 0;
     if (rec->code == BERTH_OK) {
         /* The recorded history's instance count, from its own outcomes: no
          * second replay needed for the summary. */
         berth_cmd_kind kind = item->substituted ? BERTH_CMD_POLICY_SET : item->cmd.kind;
-        tally->instances_recorded += kind == BERTH_CMD_DEPLOY ? 1 : (kind == BERTH_CMD_RELEASE ? -1 : 0);
+        t->instances_recorded += kind == BERTH_CMD_DEPLOY ? 1 : (kind == BERTH_CMD_RELEASE ? -1 : 0);
     }
-    if ((uint32_t)out.code == rec->code) {
-        return CLI_EXIT_OK;
+    if ((uint32_t)note->code == rec->code) {
+        return;
     }
-    tally->differ++;
+    assert(note->sentence_len > 0);
+    t->differ++;
     if (rec->code < BERTH_CODE_COUNT) {
-        tally->transitions[rec->code][out.code]++;
+        t->transitions[rec->code][note->code]++;
     }
     berth_str instance = record_instance(rec);
-    uint64_t follows = track_find(track, instance);
-    print_difference(o, rec, &out, instance, follows);
-    track_add(track, instance, rec->seq);
+    uint64_t follows = track_find(&run->track, instance);
+    if (run->o->json) {
+        print_difference_json(&run->out, rec, note, instance, follows);
+    } else {
+        print_difference_text(&run->out, rec, note, follows);
+    }
+    if (follows == 0) {
+        track_add(&run->track, instance, rec->seq);
+    }
+}
+
+/* The feed's drain hook: the bookkeeping and printing after judging, on the
+ * feed's thread, so the judging thread does nothing else. */
+static int rejudge_drain(void *ctx, const cli_feed_item *items, const cli_feed_note *notes,
+                         uint32_t count, char *err, size_t err_size) {
+    rejudge_run *run = ctx;
+    for (uint32_t i = 0; i < count; i++) {
+        rejudge_note(run, &items[i], &notes[i]);
+    }
+    if (run->out.write_errno != 0) {
+        snprintf(err, err_size, "IO cannot write the differences: %s", strerror(run->out.write_errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* The judging thread's share of a batch: apply each record under the new
+ * policy and keep the sentence only where the code differs. */
+static int judge_batch(berth_state *state, const cli_feed_batch *batch) {
+    static berth_outcome out;
+    for (uint32_t i = 0; i < batch->count; i++) {
+        const cli_feed_item *item = &batch->items[i];
+        cli_feed_note *note = &batch->notes[i];
+        char err[CLI_ERR_LEN_MAX];
+        if (cli_feed_apply(state, item, false, &out, err, sizeof err) != 0) {
+            return cli_fail(CLI_EXIT_FINDING, "CORRUPT", "record %" PRIu64 " cannot be replayed: %s",
+                            item->rec.seq, err);
+        }
+        note->code = out.code;
+        note->sentence_len = 0;
+        if ((uint32_t)out.code != item->rec.code) {
+            assert(out.sentence_len > 0 && out.sentence_len < sizeof note->sentence);
+            memcpy(note->sentence, out.sentence, out.sentence_len + 1);
+            note->sentence_len = out.sentence_len;
+        }
+    }
     return CLI_EXIT_OK;
 }
 
-/* Every record from genesis, decoded and parsed on the feed's thread and
- * judged here, in order, under the alternative policy. */
-static int rejudge_walk(const whatif_opts *o, cli_store *store, berth_state *state,
-                        const alt_policy *policy, tracker *track, rejudge_tally *tally) {
+/* The end of the feed: every batch has been through the hook, the last of
+ * the output goes out. */
+static int rejudge_finish(rejudge_run *run, cli_feed *feed) {
+    char err[CLI_ERR_LEN_MAX] = "";
+    if (cli_feed_finish(feed, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return CLI_EXIT_USAGE;
+    }
+    ob_flush(&run->out);
+    if (run->out.write_errno != 0) {
+        return cli_fail(CLI_EXIT_USAGE, "IO", "cannot write the differences: %s",
+                        strerror(run->out.write_errno));
+    }
+    return CLI_EXIT_OK;
+}
+
+/* Every record from genesis: decoded and parsed on the feed's thread,
+ * judged here in order under the alternative policy, counted and printed
+ * back on the feed's thread. */
+static int rejudge_walk(rejudge_run *run, cli_store *store, berth_state *state,
+                        const alt_policy *policy) {
     if (store->head_seq == 0) {
         return CLI_EXIT_OK;
     }
     cli_feed_options fo = { 1, store->head_seq, BERTH_CMD_POLICY_SET,
-                            berth_str_make(policy->canonical, policy->canonical_len) };
+                            berth_str_make(policy->canonical, policy->canonical_len),
+                            rejudge_drain, run };
     cli_feed *feed = NULL;
     int rc = cli_feed_start(&feed, store->reader, &fo);
     if (rc != CLI_EXIT_OK) {
@@ -526,20 +719,29 @@ static int rejudge_walk(const whatif_opts *o, cli_store *store, berth_state *sta
     }
     cli_progress progress;
     cli_progress_start(&progress, "rejudge", store->head_seq);
-    while (rc == CLI_EXIT_OK) {
-        const cli_feed_item *item = NULL;
+    for (;;) {
+        cli_feed_batch batch;
         char err[CLI_ERR_LEN_MAX] = "";
-        int got = cli_feed_next(feed, &item, err, sizeof err);
-        if (got <= 0) {
-            rc = got == 0 ? CLI_EXIT_OK : cli_fail(CLI_EXIT_FINDING, "CORRUPT", "%s", err);
+        int got = cli_feed_next(feed, &batch, err, sizeof err);
+        if (got == 0) {
+            rc = rejudge_finish(run, feed);
             break;
         }
-        rc = rejudge_one(o, state, item, track, tally);
-        cli_progress_update(&progress, item->rec.seq);
+        if (got < 0) {
+            /* The hook's own errors carry their code word. */
+            rc = run->out.write_errno != 0 ? CLI_EXIT_USAGE : CLI_EXIT_FINDING;
+            fprintf(stderr, "%s%s\n", rc == CLI_EXIT_FINDING ? "CORRUPT " : "", err);
+            break;
+        }
+        rc = judge_batch(state, &batch);
+        if (rc != CLI_EXIT_OK) {
+            break;
+        }
+        cli_progress_update(&progress, batch.items[batch.count - 1].rec.seq);
     }
     cli_progress_end(&progress);
     cli_feed_stop(feed);
-    assert(rc != CLI_EXIT_OK || tally->records == store->head_seq);
+    assert(rc != CLI_EXIT_OK || run->tally.records == store->head_seq);
     return rc;
 }
 
@@ -582,6 +784,27 @@ static void print_rejudge_summary(const whatif_opts *o, const rejudge_tally *t,
     }
 }
 
+/* The run's memory: the tracker and the output buffer. */
+static int rejudge_run_init(rejudge_run *run, const whatif_opts *o) {
+    memset(run, 0, sizeof *run);
+    run->o = o;
+    run->track.full = cli_map_init(&run->track.map, TRACK_ENTRIES_INITIAL) != 0;
+    run->out.file = stdout;
+    run->out.bytes = malloc(OUT_BUF_BYTES);
+    if (run->out.bytes == NULL) {
+        return cli_fail(CLI_EXIT_USAGE, "NOMEM", "out of memory for the output buffer");
+    }
+    return CLI_EXIT_OK;
+}
+
+static void rejudge_run_free(rejudge_run *run) {
+    if (run->track.map.slots != NULL) {
+        cli_map_free(&run->track.map);
+    }
+    free(run->out.bytes);
+    run->out.bytes = NULL;
+}
+
 static int whatif_rejudge(const whatif_opts *o, cli_store *store) {
     static alt_policy policy;
     int rc = parse_policy(o->policy, &policy);
@@ -594,53 +817,47 @@ static int whatif_rejudge(const whatif_opts *o, cli_store *store) {
         berth_state_free(state);
         return cli_fail(CLI_EXIT_USAGE, "NOMEM", "cannot set up the rejudged state");
     }
-    tracker track;
-    memset(&track, 0, sizeof track);
-    track.full = cli_map_init(&track.map, 1024) != 0;
-    static rejudge_tally tally;
-    memset(&tally, 0, sizeof tally);
-    if (!o->json) {
+    static rejudge_run run;
+    rc = rejudge_run_init(&run, o);
+    if (rc == CLI_EXIT_OK && !o->json) {
         printf("%10s %-10s    %-10s %s\n", "SEQ", "RECORDED", "REJUDGED", "COMMAND");
     }
     uint64_t start_ns = cli_monotonic_ns();
-    rc = rejudge_walk(o, store, state, &policy, &track, &tally);
+    if (rc == CLI_EXIT_OK) {
+        rc = rejudge_walk(&run, store, state, &policy);
+    }
     if (o->stats) {
         /* Figures on stderr only: the clock never reaches stdout. */
         double secs = (double)(cli_monotonic_ns() - start_ns) / 1e9;
-        fprintf(stderr, "rejudge: %" PRIu64 " records in %.3f s = %.0f records/s\n", tally.records,
-                secs, secs > 0 ? (double)tally.records / secs : 0.0);
+        fprintf(stderr, "rejudge: %" PRIu64 " records in %.3f s = %.0f records/s\n", run.tally.records,
+                secs, secs > 0 ? (double)run.tally.records / secs : 0.0);
     }
     if (rc == CLI_EXIT_OK) {
-        print_rejudge_summary(o, &tally, state, track.full);
+        print_rejudge_summary(o, &run.tally, state, run.track.full);
     }
-    if (track.map.slots != NULL) {
-        cli_map_free(&track.map);
-    }
-    if (state != NULL) {
-        berth_state_free(state);
-    }
-    if (rc == CLI_EXIT_OK && o->fail_on_diff && tally.differ > 0) {
+    bool differ = run.tally.differ > 0;
+    rejudge_run_free(&run);
+    berth_state_free(state);
+    if (rc == CLI_EXIT_OK && o->fail_on_diff && differ) {
         return CLI_EXIT_FINDING;
     }
     return rc;
 }
 
-int cli_whatif_main(int argc, char **argv) {
-    if (cli_wants_help(argc, argv)) {
-        fputs(whatif_usage, stdout);
-        return CLI_EXIT_OK;
-    }
-    whatif_opts o;
-    int rc = parse_whatif_opts(argc, argv, &o);
-    if (rc != CLI_EXIT_OK) {
-        return rc;
-    }
-    cli_store store;
-    rc = cli_store_open(&store, o.data);
-    if (rc != CLI_EXIT_OK) {
-        return rc;
-    }
-    rc = o.rejudge ? whatif_rejudge(&o, &store) : whatif_scenario(&o, &store);
-    cli_store_close(&store);
+/* cli_store_main's shapes for this command's options. */
+static int parse_whatif_any(int argc, char **argv, void *opts, const char **data) {
+    whatif_opts *o = opts;
+    int rc = parse_whatif_opts(argc, argv, o);
+    *data = o->data;
     return rc;
+}
+
+static int whatif_run(const void *opts, cli_store *store) {
+    const whatif_opts *o = opts;
+    return o->rejudge ? whatif_rejudge(o, store) : whatif_scenario(o, store);
+}
+
+int cli_whatif_main(int argc, char **argv) {
+    whatif_opts o;
+    return cli_store_main(argc, argv, whatif_usage, &o, parse_whatif_any, whatif_run);
 }

@@ -1,0 +1,81 @@
+/* cli_feed.h — the berth tool's own replays (whatif --rejudge, timeline):
+ * records read, decoded and parsed on a second thread, handed to the
+ * caller's thread a batch at a time, and each finished batch handed back to
+ * the second thread for whatever the caller wants done after judging
+ * (rejudge prints its differences there), in seq order.
+ *
+ * Why: issue 4 asks rejudge to run at the engine's replay speed. The
+ * engine's replay keeps the applying thread doing nothing but apply; this
+ * gives the tool's replays the same shape, with the per-record work before
+ * and after apply on the other core. Private to tools/cli_*.c. */
+#ifndef BERTH_CLI_FEED_H
+#define BERTH_CLI_FEED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "journal.h"
+#include "state.h"
+
+/* One record and the command it is judged by. */
+typedef struct cli_feed_item {
+    berth_record rec;          /* points into the read view: valid while the store is open */
+    berth_cmd cmd;             /* parsed from text, REQID re-attached */
+    berth_str text;            /* the canonical text judged: rec.command or the substitute */
+    bool substituted;
+} cli_feed_item;
+
+/* What the caller's thread found for one item, for the drain hook: the code
+ * recomputed now, and the sentence when the caller kept one. */
+typedef struct cli_feed_note {
+    berth_code code;
+    uint32_t sentence_len;                  /* 0: none kept */
+    char sentence[BERTH_SENTENCE_LEN_MAX];  /* NUL-terminated when kept */
+} cli_feed_note;
+
+/* Runs on the feed's thread with every batch the caller has finished, in
+ * seq order, before the batch's memory is reused. Returns 0, or -1 with a
+ * sentence in err (starting with a code word): the feed then stops and
+ * cli_feed_next / cli_feed_finish report err. */
+typedef int (*cli_feed_drain_fn)(void *ctx, const cli_feed_item *items, const cli_feed_note *notes,
+                                 uint32_t count, char *err, size_t err_size);
+
+typedef struct cli_feed_options {
+    uint64_t from;                    /* first seq, >= 1 */
+    uint64_t to;                      /* last seq, inclusive */
+    berth_cmd_kind substitute_kind;   /* BERTH_CMD_NONE: judge every record as written */
+    berth_str substitute_text;        /* records of substitute_kind are judged by this instead */
+    cli_feed_drain_fn drain;          /* NULL: nothing runs after a batch */
+    void *drain_ctx;
+} cli_feed_options;
+
+/* A run of consecutive items for the caller to judge in order. notes[i]
+ * belongs to items[i]; the caller fills what its drain hook reads. */
+typedef struct cli_feed_batch {
+    const cli_feed_item *items;
+    cli_feed_note *notes;
+    uint32_t count;                   /* >= 1 */
+} cli_feed_batch;
+
+typedef struct cli_feed cli_feed;
+
+/* Start feeding records [from, to] of reader. While the feed runs the read
+ * view is the feed thread's alone. Returns CLI_EXIT_*. */
+int cli_feed_start(cli_feed **out, berth_journal_reader *reader, const cli_feed_options *options);
+/* 1 with the next batch (valid until the next call), 0 after the last one,
+ * -1 with err (a record that cannot be read or parsed, or the hook's error). */
+int cli_feed_next(cli_feed *feed, cli_feed_batch *batch, char *err, size_t err_size);
+/* After cli_feed_next returned 0: wait until the drain hook has seen every
+ * batch. 0, or -1 with the hook's err. */
+int cli_feed_finish(cli_feed *feed, char *err, size_t err_size);
+/* Stop the feed thread (at once if it is still reading) and free the feed. */
+void cli_feed_stop(cli_feed *feed);
+
+/* Apply an item at its seq (must be last_seq + 1). quiet: the sentence is
+ * not built (berth_state_apply_quiet); code and touched names are the same.
+ * 0, or -1 with err. */
+int cli_feed_apply(berth_state *state, const cli_feed_item *item, bool quiet, berth_outcome *out,
+                   char *err, size_t err_size);
+
+#endif
