@@ -1,30 +1,465 @@
-/* batch.c — group commit: stage writes, commit once, then release replies.
+/* batch.c — group commit: stage writes, commit on a committer thread, then
+ * release replies.
  *
- * Owns the open batch: one entry per mutating command read since the last
- * commit, holding the client to answer and the engine's staged result. No
- * entry's outcome leaves the process before berth_engine_commit returns OK,
- * so no client ever sees an effect that is not durable; when a commit fails,
- * every entry that depended on it is answered -FULL or -IOERR and the engine
- * has already rebuilt its state from the journal. Also owns the commit
- * latency histogram (fixed buckets, so percentiles cost no allocation). */
+ * Owns the open batch (one entry per command read since it was last handed
+ * off, holding the client to answer and the engine's staged result), the
+ * batch in flight (handed to the committer thread, waiting to be durable),
+ * the committer thread itself, and the commit latency histogram (fixed
+ * buckets, so percentiles cost no allocation).
+ *
+ * Why a committer thread: a durable LMDB commit is a few syncs of the disk.
+ * Done on the loop thread, every client waits while the disk syncs and the
+ * disk idles while the loop parses, applies and replies. With the commit on
+ * its own thread the loop reads, parses and applies the next batch while the
+ * previous one syncs, so the disk and the CPU work at the same time.
+ *
+ * How it stays correct. The engine appends to a journal; berthd hands it a
+ * "pipe" journal (below) whose append copies the batch's records and returns
+ * at once, and whose snapshot_put copies the snapshot; the committer thread
+ * then appends the copy to the real (LMDB) journal. So the engine's state
+ * runs ahead of the disk by at most one batch in flight plus the open batch.
+ * The rule "no client sees the effect of a command that is not durable"
+ * holds because nothing derived from that state leaves the process early:
+ *   - a write's reply is held in its batch entry until the committer reports
+ *     its batch durable (a RETRY or CONFLICT entry sits in a later or the
+ *     same batch as the record it names, and batches become durable in
+ *     order);
+ *   - a command that reads the state (a query, INFO, WATCH, AT, ...) first
+ *     drains: it waits for the batch in flight, commits the open batch and
+ *     waits again, so it reads a state that equals the journal; and any
+ *     other command from a client with held replies drains too, so replies
+ *     keep their order;
+ *   - WATCH gets records only from watch_committed, called with the durable
+ *     range, and catch-up reads the journal, which holds only durable
+ *     records; the head shown anywhere is the durable head;
+ *   - at most one batch is in flight: the next is handed off only after the
+ *     committer has finished the last (its snapshot included), so the
+ *     journal receives batches in seq order, each chained on the one before.
+ * If a commit fails, the failed batch, and the open batch staged on top of
+ * it, are answered with the error; then the engine is reopened from the
+ * journal, so memory equals disk again before any further command runs.
+ * The etcd journal (replication.c) keeps the synchronous path: its commit
+ * is a network round trip that replication.c fences and watches itself. */
 #include "server.h"
 
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
+
 #define LATENCY_SUB_BUCKETS 4       /* per power of two: <= 19% error per bucket */
+/* A copied batch's strings: the engine caps a batch's encoded bytes, and
+ * touched names repeat names of the command text, plus their arrays. */
+#define PIPE_BYTES_MAX (2 * (size_t)BERTH_BATCH_BYTES_MAX + \
+                        (size_t)BERTH_BATCH_RECORDS_MAX * (BERTH_PLACEMENT_WORKERS_MAX + 1) * 24)
+#define PIPE_SNAPSHOT_BYTES_MAX ((size_t)1 << 32)   /* far above any state this engine holds */
+#define PIPE_ALIGN 8
+
+/* ---- the committer thread and its pipe journal ------------------------- */
+
+typedef struct pipe_journal {
+    berth_journal base;             /* first: the engine appends here */
+    berth_journal *inner;           /* the LMDB journal; owned by the server */
+    server *server;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    /* Under mutex. */
+    bool work;                      /* a batch waits for the thread */
+    bool busy;                      /* handed off and not finished (snapshot included) */
+    bool result_ready;              /* result holds the last batch's outcome */
+    bool stop;
+    berth_jerr result;
+    /* The copied batch: written by the loop while !busy, read by the thread
+     * while busy. */
+    berth_record *records;          /* BERTH_BATCH_RECORDS_MAX, owned */
+    berth_touched *touched;         /* BERTH_BATCH_RECORDS_MAX, owned */
+    bool has_touched;
+    size_t n;
+    uint8_t *bytes;                 /* the records' strings, owned */
+    size_t bytes_cap;
+    size_t bytes_used;
+    uint8_t *snapshot;              /* owned */
+    size_t snapshot_cap;
+    size_t snapshot_len;
+    uint64_t snapshot_seq;          /* 0: none queued */
+    ev_async async;
+} pipe_journal;
+
+static pipe_journal *pipe_of(berth_journal *base) {
+    return (pipe_journal *)(void *)base;
+}
+
+static void pipe_lock(pipe_journal *p) {
+    int rc = pthread_mutex_lock(&p->mutex);
+    assert(rc == 0);
+}
+
+static void pipe_unlock(pipe_journal *p) {
+    int rc = pthread_mutex_unlock(&p->mutex);
+    assert(rc == 0);
+}
+
+static size_t pipe_align(size_t at) {
+    return (at + PIPE_ALIGN - 1) & ~(size_t)(PIPE_ALIGN - 1);
+}
+
+/* Bytes a batch's strings and worker arrays take once copied (with alignment). */
+static size_t pipe_batch_bytes(const berth_record *records, const berth_touched *touched,
+                               size_t n) {
+    size_t need = 0;
+    for (size_t i = 0; i < n; i++) {
+        const berth_record *r = &records[i];
+        need += pipe_align(r->actor.len) + pipe_align(r->reqid.len) +
+                pipe_align(r->command.len) + pipe_align(r->sentence.len);
+        if (touched != NULL) {
+            const berth_touched *t = &touched[i];
+            need += pipe_align(t->instance.len) + pipe_align(t->worker_count * sizeof(berth_str));
+            for (uint32_t w = 0; w < t->worker_count; w++) {
+                need += pipe_align(t->workers[w].len);
+            }
+        }
+    }
+    return need;
+}
+
+static void *pipe_take(pipe_journal *p, size_t size) {
+    assert(p->bytes_used + pipe_align(size) <= p->bytes_cap);
+    void *at = p->bytes + p->bytes_used;
+    p->bytes_used += pipe_align(size);
+    return at;
+}
+
+static berth_str pipe_copy_str(pipe_journal *p, berth_str s) {
+    if (s.len == 0) {
+        return berth_str_make("", 0);
+    }
+    char *at = pipe_take(p, s.len);
+    memcpy(at, s.ptr, s.len);
+    return berth_str_make(at, s.len);
+}
+
+static void pipe_copy_touched(pipe_journal *p, berth_touched *dst, const berth_touched *src) {
+    dst->instance = pipe_copy_str(p, src->instance);
+    dst->worker_count = src->worker_count;
+    dst->workers = NULL;
+    if (src->worker_count == 0) {
+        return;
+    }
+    berth_str *workers = pipe_take(p, src->worker_count * sizeof(berth_str));
+    for (uint32_t w = 0; w < src->worker_count; w++) {
+        workers[w] = pipe_copy_str(p, src->workers[w]);
+    }
+    dst->workers = workers;
+}
+
+/* The engine's append: copy the batch (its strings live in the engine's
+ * arena, reset when this returns) for the committer thread. Not yet durable:
+ * batch.c holds every reply until the thread says so. */
+static berth_jerr pipe_append(berth_journal *base, berth_record *records,
+                              const berth_touched *touched, size_t n) {
+    pipe_journal *p = pipe_of(base);
+    assert(n >= 1 && n <= BERTH_BATCH_RECORDS_MAX);
+    pipe_lock(p);
+    bool free_slot = !p->busy && !p->work && p->n == 0;
+    pipe_unlock(p);
+    assert(free_slot && "batch.c hands off only to an idle committer");
+    if (!free_slot) {
+        return BERTH_J_INVALID;
+    }
+    size_t need = pipe_batch_bytes(records, touched, n);
+    if (need > PIPE_BYTES_MAX) {
+        return BERTH_J_INVALID;
+    }
+    if (need > p->bytes_cap) {
+        uint8_t *bytes = realloc(p->bytes, need);
+        if (bytes == NULL) {
+            return BERTH_J_NOMEM;
+        }
+        p->bytes = bytes;
+        p->bytes_cap = need;
+    }
+    p->bytes_used = 0;
+    for (size_t i = 0; i < n; i++) {
+        berth_record *dst = &p->records[i];
+        *dst = records[i];
+        dst->actor = pipe_copy_str(p, records[i].actor);
+        dst->reqid = pipe_copy_str(p, records[i].reqid);
+        dst->command = pipe_copy_str(p, records[i].command);
+        dst->sentence = pipe_copy_str(p, records[i].sentence);
+        if (touched != NULL) {
+            pipe_copy_touched(p, &p->touched[i], &touched[i]);
+        }
+    }
+    assert(p->bytes_used == need);
+    p->has_touched = touched != NULL;
+    p->n = n;
+    return BERTH_J_OK;
+}
+
+/* The engine's snapshot: copied, and stored by the thread after the batch
+ * it follows. A snapshot only shortens the next start, so its own failure
+ * is logged, never answered. */
+static berth_jerr pipe_snapshot_put(berth_journal *base, uint64_t seq, const void *bytes,
+                                    size_t len) {
+    pipe_journal *p = pipe_of(base);
+    assert(seq > 0 && bytes != NULL && len > 0);
+    pipe_lock(p);
+    bool free_slot = !p->busy && !p->work;
+    pipe_unlock(p);
+    if (!free_slot || len > PIPE_SNAPSHOT_BYTES_MAX) {
+        return BERTH_J_INVALID;
+    }
+    if (len > p->snapshot_cap) {
+        uint8_t *copy = realloc(p->snapshot, len);
+        if (copy == NULL) {
+            return BERTH_J_NOMEM;
+        }
+        p->snapshot = copy;
+        p->snapshot_cap = len;
+    }
+    memcpy(p->snapshot, bytes, len);
+    p->snapshot_len = len;
+    p->snapshot_seq = seq;
+    return BERTH_J_OK;
+}
+
+/* Reads and sizes go to the real journal: they see only durable records. */
+static berth_jerr pipe_head(berth_journal *base, uint64_t *seq, uint8_t hash[BERTH_HASH_LEN]) {
+    return berth_journal_head(pipe_of(base)->inner, seq, hash);
+}
+
+static berth_jerr pipe_size(berth_journal *base, uint64_t *disk_bytes, uint64_t *map_bytes) {
+    return berth_journal_size(pipe_of(base)->inner, disk_bytes, map_bytes);
+}
+
+static berth_jerr pipe_reader_open(berth_journal *base, berth_journal_reader **out) {
+    /* The reader is the real journal's: every later call dispatches there. */
+    return berth_journal_reader_open(pipe_of(base)->inner, out);
+}
+
+static void pipe_stop(pipe_journal *p);
+
+static void pipe_close(berth_journal *base) {
+    pipe_stop(pipe_of(base));   /* the engine never closes its journal; batch_stop does */
+}
+
+/* Reader and cursor operations are absent: pipe_reader_open returns the
+ * real journal's reader, whose own table serves them. */
+static const berth_journal_ops pipe_ops = {
+    .name = "pipe",
+    .close = pipe_close,
+    .head = pipe_head,
+    .append = pipe_append,
+    .snapshot_put = pipe_snapshot_put,
+    .size = pipe_size,
+    .reader_open = pipe_reader_open,
+};
+
+/* One batch on the committer thread: append, report, then the snapshot. */
+static void pipe_run(pipe_journal *p) {
+    berth_jerr err = berth_journal_append(p->inner, p->records, p->has_touched ? p->touched : NULL,
+                                          p->n);
+    pipe_lock(p);
+    p->result = err;
+    p->result_ready = true;
+    bool snapshot = err == BERTH_J_OK && p->snapshot_seq != 0;
+    pipe_unlock(p);
+    ev_async_send(p->server->loop, &p->async);   /* the replies go out before the snapshot */
+    if (snapshot) {
+        berth_jerr se = berth_journal_snapshot_put(p->inner, p->snapshot_seq, p->snapshot,
+                                                   p->snapshot_len);
+        if (se != BERTH_J_OK) {
+            server_log("snapshot at seq %llu failed (%s); the journal is whole, the next start "
+                       "replays further",
+                       (unsigned long long)p->snapshot_seq, berth_jerr_name(se));
+        }
+    }
+    pipe_lock(p);
+    p->n = 0;
+    p->snapshot_seq = 0;
+    p->busy = false;
+    int rc = pthread_cond_broadcast(&p->cond);
+    assert(rc == 0);
+    pipe_unlock(p);
+    ev_async_send(p->server->loop, &p->async);   /* the next batch may go */
+}
+
+static void *pipe_thread(void *arg) {
+    pipe_journal *p = arg;
+    pipe_lock(p);
+    for (;;) {
+        while (!p->work && !p->stop) {
+            int rc = pthread_cond_wait(&p->cond, &p->mutex);
+            assert(rc == 0);
+        }
+        if (!p->work) {
+            break;      /* stop, and nothing handed off is left behind */
+        }
+        p->work = false;
+        pipe_unlock(p);
+        pipe_run(p);
+        pipe_lock(p);
+    }
+    pipe_unlock(p);
+    return NULL;
+}
+
+static void pipe_async_cb(struct ev_loop *loop, ev_async *w, int revents) {
+    /* Nothing here: the prepare watcher, which runs before the next poll,
+     * collects the result and hands off the next batch. */
+    (void)loop;
+    (void)w;
+    (void)revents;
+}
+
+static void pipe_free(pipe_journal *p) {
+    free(p->records);
+    free(p->touched);
+    free(p->bytes);
+    free(p->snapshot);
+    free(p);
+}
+
+static pipe_journal *pipe_create(server *s, berth_journal *inner) {
+    pipe_journal *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        return NULL;
+    }
+    p->base.ops = &pipe_ops;
+    p->inner = inner;
+    p->server = s;
+    p->records = calloc(BERTH_BATCH_RECORDS_MAX, sizeof *p->records);
+    p->touched = calloc(BERTH_BATCH_RECORDS_MAX, sizeof *p->touched);
+    if (p->records == NULL || p->touched == NULL) {
+        pipe_free(p);
+        return NULL;
+    }
+    if (pthread_mutex_init(&p->mutex, NULL) != 0) {
+        pipe_free(p);
+        return NULL;
+    }
+    if (pthread_cond_init(&p->cond, NULL) != 0) {
+        int rc = pthread_mutex_destroy(&p->mutex);
+        assert(rc == 0);
+        pipe_free(p);
+        return NULL;
+    }
+    ev_async_init(&p->async, pipe_async_cb);
+    p->async.data = s;
+    ev_async_start(s->loop, &p->async);
+    if (pthread_create(&p->thread, NULL, pipe_thread, p) != 0) {
+        ev_async_stop(s->loop, &p->async);
+        int rc = pthread_cond_destroy(&p->cond);
+        assert(rc == 0);
+        rc = pthread_mutex_destroy(&p->mutex);
+        assert(rc == 0);
+        pipe_free(p);
+        return NULL;
+    }
+    p->started = true;
+    return p;
+}
+
+/* Join the thread after it finished what was handed off. Idempotent. */
+static void pipe_stop(pipe_journal *p) {
+    if (!p->started) {
+        return;
+    }
+    pipe_lock(p);
+    p->stop = true;
+    int rc = pthread_cond_broadcast(&p->cond);
+    assert(rc == 0);
+    pipe_unlock(p);
+    rc = pthread_join(p->thread, NULL);
+    assert(rc == 0);
+    p->started = false;
+    assert(!p->busy);
+}
+
+/* Loop thread: block until the thread finished the batch handed off. */
+static void pipe_wait_idle(pipe_journal *p) {
+    pipe_lock(p);
+    while (p->busy) {
+        int rc = pthread_cond_wait(&p->cond, &p->mutex);
+        assert(rc == 0);
+    }
+    pipe_unlock(p);
+}
+
+static bool pipe_idle(pipe_journal *p) {
+    pipe_lock(p);
+    bool idle = !p->busy;
+    pipe_unlock(p);
+    return idle;
+}
+
+/* Loop thread: the outcome of the batch in flight, once known. */
+static bool pipe_take_result(pipe_journal *p, berth_jerr *err) {
+    pipe_lock(p);
+    bool ready = p->result_ready;
+    *err = p->result;
+    p->result_ready = false;
+    pipe_unlock(p);
+    return ready;
+}
+
+static void pipe_go(pipe_journal *p) {
+    pipe_lock(p);
+    assert(!p->busy && !p->work && p->n > 0);
+    p->work = true;
+    p->busy = true;
+    int rc = pthread_cond_broadcast(&p->cond);
+    assert(rc == 0);
+    pipe_unlock(p);
+}
+
+/* ---- lifetime ---------------------------------------------------------- */
 
 int batch_init(server *s) {
     s->batch = calloc(SERVER_BATCH_ENTRIES_MAX, sizeof *s->batch);
+    s->inflight = calloc(SERVER_BATCH_ENTRIES_MAX, sizeof *s->inflight);
     s->batch_count = 0;
-    return s->batch == NULL ? -1 : 0;
+    s->inflight_count = 0;
+    return s->batch == NULL || s->inflight == NULL ? -1 : 0;
 }
 
 void batch_free(server *s) {
-    assert(s->batch_count == 0);
+    assert(s->batch_count == 0 && s->inflight_count == 0);
     free(s->batch);
+    free(s->inflight);
     s->batch = NULL;
+    s->inflight = NULL;
+}
+
+berth_jerr batch_start_pipe(server *s) {
+    assert(s->journal != NULL && s->pipe == NULL);
+    s->pipe = pipe_create(s, s->journal);
+    return s->pipe == NULL ? BERTH_J_NOMEM : BERTH_J_OK;
+}
+
+berth_journal *batch_engine_journal(server *s) {
+    return s->pipe != NULL ? &s->pipe->base : s->journal;
+}
+
+void batch_stop_pipe(server *s) {
+    if (s->pipe == NULL) {
+        return;
+    }
+    pipe_stop(s->pipe);
+    ev_async_stop(s->loop, &s->pipe->async);
+    int rc = pthread_cond_destroy(&s->pipe->cond);
+    assert(rc == 0);
+    rc = pthread_mutex_destroy(&s->pipe->mutex);
+    assert(rc == 0);
+    pipe_free(s->pipe);
+    s->pipe = NULL;
+}
+
+uint64_t batch_durable_head(const server *s) {
+    return s->pipe != NULL ? s->durable_head : berth_engine_head_seq(s->engine);
 }
 
 /* ---- latency histogram ------------------------------------------------- */
@@ -112,8 +547,8 @@ static void batch_reply_outcome(reply_buf *rb, const berth_submit_result *r) {
     batch_reply_refusal(rb, berth_code_name(r->code), r->sentence);
 }
 
-/* head: the committed head after this flush. A RETRY or CONFLICT that points
- * past it referred to a record of the batch that just failed. */
+/* head: the durable head after this commit. A RETRY or CONFLICT that points
+ * past it referred to a record of a batch that failed. */
 static void batch_reply(reply_buf *rb, const berth_submit_result *r, berth_jerr err, uint64_t head) {
     switch (r->kind) {
     case BERTH_SUBMIT_STAGED:
@@ -149,7 +584,43 @@ static void batch_reply(reply_buf *rb, const berth_submit_result *r, berth_jerr 
     assert(false && "BATCH_FULL never enters the batch");
 }
 
-/* ---- staging and commit ------------------------------------------------ */
+/* Answer count entries with the outcome of their commit; empties the array. */
+static void batch_release(server *s, batch_entry *entries, uint32_t *count, berth_jerr err,
+                          uint64_t head) {
+    uint32_t n = *count;
+    *count = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        batch_entry *e = &entries[i];
+        client *c = e->client;
+        assert(c != NULL && c->batch_pending > 0);
+        c->batch_pending--;
+        if (!c->closed) {
+            batch_reply(&c->out, &e->result, err, head);
+            client_output_added(c);
+            if (c->in_len > 0) {
+                client_resume(c);   /* it may have stopped at max_pipeline or on a drain */
+            }
+        }
+        e->client = NULL;
+        client_release(c);
+    }
+    (void)s;
+}
+
+static void batch_commit_failed(server *s, uint32_t count, berth_jerr err) {
+    s->stats.commit_failures++;
+    server_log("commit of %u commands failed: %s; they were answered with an error and the "
+               "state reloaded from the journal",
+               count, berth_jerr_name(err));
+}
+
+static void batch_fatal(server *s) {
+    server_log("the engine could not reload the journal after a failed commit: stopping");
+    s->fatal = true;
+    ev_break(s->loop, EVBREAK_ALL);
+}
+
+/* ---- staging ----------------------------------------------------------- */
 
 void batch_submit(client *c, size_t argc, const berth_str *argv) {
     server *s = c->server;
@@ -168,7 +639,7 @@ void batch_submit(client *c, size_t argc, const berth_str *argv) {
     }
     if (e->result.kind == BERTH_SUBMIT_SYNTAX && c->batch_pending == 0) {
         /* Nothing of this client is held: the error can go out at once. */
-        batch_reply(&c->out, &e->result, BERTH_J_OK, berth_engine_head_seq(s->engine));
+        batch_reply(&c->out, &e->result, BERTH_J_OK, batch_durable_head(s));
         client_output_added(c);
         return;
     }
@@ -181,40 +652,135 @@ void batch_submit(client *c, size_t argc, const berth_str *argv) {
     assert(s->batch_count <= SERVER_BATCH_ENTRIES_MAX);
 }
 
-static berth_jerr batch_commit(server *s) {
-    if (berth_engine_staged(s->engine) == 0) {
-        return BERTH_J_OK;
-    }
-    uint64_t t0 = now_ns_mono();
-    berth_jerr err = berth_engine_commit(s->engine, now_ms_wall());
-    uint64_t us = (now_ns_mono() - t0) / 1000u;
+/* ---- the synchronous road (etcd) --------------------------------------- */
+
+static void batch_record_latency(server *s, uint64_t t0_ns) {
+    uint64_t us = (now_ns_mono() - t0_ns) / 1000u;
     s->stats.commits++;
     s->stats.latency_us[latency_bucket(us)]++;
-    if (err != BERTH_J_OK) {
-        s->stats.commit_failures++;
-        server_log("commit of %u commands failed: %s; they were answered with an error and the "
-                   "state reloaded from the journal",
-                   s->batch_count, berth_jerr_name(err));
-    }
-    if (err == BERTH_J_CORRUPT) {
-        server_log("the engine could not reload the journal after a failed commit: stopping");
-        s->fatal = true;
-        ev_break(s->loop, EVBREAK_ALL);
-    }
-    return err;
 }
+
+static void batch_commit_sync(server *s) {
+    uint64_t before = berth_engine_head_seq(s->engine);
+    berth_jerr err = BERTH_J_OK;
+    if (berth_engine_staged(s->engine) > 0) {
+        uint64_t t0 = now_ns_mono();
+        err = berth_engine_commit(s->engine, now_ms_wall());
+        batch_record_latency(s, t0);
+        if (err != BERTH_J_OK) {
+            batch_commit_failed(s, s->batch_count, err);
+        }
+        if (err == BERTH_J_CORRUPT) {
+            batch_fatal(s);
+        }
+    }
+    uint64_t after = berth_engine_head_seq(s->engine);
+    assert(err == BERTH_J_OK || after == before);
+    s->last_batch_count = s->batch_count;
+    batch_release(s, s->batch, &s->batch_count, err, after);
+    if (after > before) {
+        s->stats.records_committed += after - before;
+        watch_committed(s, before + 1, after);
+    }
+}
+
+/* ---- the pipelined road (LMDB) ----------------------------------------- */
+
+/* memory := disk after a failed commit: the engine's state holds the failed
+ * batch and whatever was staged on it. The open batch fails with it. */
+static void batch_reload(server *s, berth_jerr err) {
+    s->last_batch_count = s->batch_count;
+    batch_release(s, s->batch, &s->batch_count, err, s->durable_head);
+    berth_engine *fresh = NULL;
+    char why[512] = "";
+    berth_replay_stats stats;
+    memset(&stats, 0, sizeof stats);
+    berth_jerr e = berth_engine_open(&fresh, &s->pipe->base, &s->engine_options, &stats, why,
+                                     sizeof why);
+    if (e != BERTH_J_OK) {
+        server_log("reloading the journal failed: %s", why);
+        batch_fatal(s);
+        return;
+    }
+    berth_engine_close(s->engine);
+    s->engine = fresh;
+    assert(berth_engine_head_seq(s->engine) == s->durable_head);
+}
+
+/* Answer the batch in flight once the committer reports it. */
+static void batch_collect(server *s) {
+    berth_jerr err = BERTH_J_OK;
+    if (s->inflight_count == 0 || !pipe_take_result(s->pipe, &err)) {
+        return;
+    }
+    batch_record_latency(s, s->inflight_t0_ns);
+    uint64_t before = s->durable_head;
+    uint32_t count = s->inflight_count;
+    if (err == BERTH_J_OK) {
+        s->durable_head = s->inflight_last_seq;
+    }
+    batch_release(s, s->inflight, &s->inflight_count, err, s->durable_head);
+    if (err != BERTH_J_OK) {
+        batch_commit_failed(s, count, err);
+        batch_reload(s, err);
+        return;
+    }
+    s->stats.records_committed += s->durable_head - before;
+    watch_committed(s, before + 1, s->durable_head);
+}
+
+/* Hand the open batch to an idle committer. */
+static void batch_hand_off(server *s) {
+    if (s->batch_count == 0 || s->inflight_count > 0 || !pipe_idle(s->pipe)) {
+        return;
+    }
+    s->last_batch_count = s->batch_count;
+    s->gathered = false;
+    if (berth_engine_staged(s->engine) == 0) {
+        /* Only refusals and replays of durable records: nothing to write. */
+        batch_release(s, s->batch, &s->batch_count, BERTH_J_OK, s->durable_head);
+        return;
+    }
+    batch_entry *entries = s->inflight;
+    s->inflight = s->batch;
+    s->inflight_count = s->batch_count;
+    s->batch = entries;
+    s->batch_count = 0;
+    s->inflight_t0_ns = now_ns_mono();
+    berth_jerr err = berth_engine_commit(s->engine, now_ms_wall());
+    uint64_t head = berth_engine_head_seq(s->engine);
+    if (err != BERTH_J_OK) {
+        /* The copy failed; the engine already reloaded from the journal,
+         * which holds everything before this batch. */
+        batch_record_latency(s, s->inflight_t0_ns);
+        assert(head == s->durable_head || err == BERTH_J_CORRUPT);
+        batch_commit_failed(s, s->inflight_count, err);
+        batch_release(s, s->inflight, &s->inflight_count, err, s->durable_head);
+        if (err == BERTH_J_CORRUPT) {
+            batch_fatal(s);
+        }
+        return;
+    }
+    assert(head > s->durable_head);
+    s->inflight_last_seq = head;
+    pipe_go(s->pipe);
+}
+
+/* ---- the loop's interface ---------------------------------------------- */
 
 /* Group commit's one timing heuristic, which never changes an outcome:
  * clients whose replies the last commit released send their next commands
  * within microseconds of each other, but the loop wakes on the first to
  * arrive. Committing that first handful alone would split the cohort in two
- * batches and pay two fsyncs for it. So when the batch is smaller than the
- * last one, sleep commit_gather_us once (far below a commit's fsync) and
- * poll again before committing. A lone writer never waits: its batch is
- * never smaller than its last. */
+ * batches and pay two commits for it. So when the committer is idle and the
+ * batch is smaller than the last one, sleep commit_gather_us once and poll
+ * again before committing. A lone writer never waits: its batch is never
+ * smaller than its last. While a commit is in flight nothing waits: the
+ * batch grows by itself until the committer is free. */
 bool batch_gather(server *s) {
     if (s->batch_count == 0 || s->gathered || s->config.commit_gather_us == 0 ||
-        s->batch_count >= s->last_batch_count || s->resume.next != &s->resume) {
+        s->batch_count >= s->last_batch_count || s->resume.next != &s->resume ||
+        (s->pipe != NULL && (s->inflight_count > 0 || !pipe_idle(s->pipe)))) {
         return false;
     }
     s->gathered = true;
@@ -222,32 +788,38 @@ bool batch_gather(server *s) {
     return true;
 }
 
-void batch_flush(server *s) {
-    if (s->batch_count == 0) {
+void batch_step(server *s) {
+    if (s->pipe == NULL) {
+        if (s->batch_count > 0) {
+            s->gathered = false;
+            batch_commit_sync(s);
+        }
         return;
     }
-    s->last_batch_count = s->batch_count;
-    s->gathered = false;
-    uint64_t before = berth_engine_head_seq(s->engine);
-    berth_jerr err = batch_commit(s);
-    uint64_t after = berth_engine_head_seq(s->engine);
-    assert(err == BERTH_J_OK || after == before);
-    uint32_t count = s->batch_count;
-    s->batch_count = 0;
-    for (uint32_t i = 0; i < count; i++) {
-        batch_entry *e = &s->batch[i];
-        client *c = e->client;
-        assert(c != NULL && c->batch_pending > 0);
-        c->batch_pending--;
-        if (!c->closed) {
-            batch_reply(&c->out, &e->result, err, after);
-            client_output_added(c);
+    batch_collect(s);
+    batch_hand_off(s);
+}
+
+bool batch_can_step(server *s) {
+    if (s->batch_count == 0) {
+        return false;
+    }
+    return s->pipe == NULL || (s->inflight_count == 0 && pipe_idle(s->pipe));
+}
+
+void batch_flush(server *s) {
+    if (s->pipe == NULL) {
+        batch_step(s);
+        return;
+    }
+    while (s->inflight_count > 0 || s->batch_count > 0) {
+        pipe_wait_idle(s->pipe);
+        batch_collect(s);
+        if (s->fatal) {
+            return;
         }
-        e->client = NULL;
-        client_release(c);
+        batch_hand_off(s);
     }
-    if (after > before) {
-        s->stats.records_committed += after - before;
-        watch_committed(s, before + 1, after);
-    }
+    pipe_wait_idle(s->pipe);    /* a trailing snapshot */
+    assert(s->inflight_count == 0 && s->batch_count == 0);
 }

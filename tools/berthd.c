@@ -82,18 +82,27 @@ static int berthd_open(server *s) {
                 s->config.data_dir, err);
         return -1;
     }
-    berth_engine_options eopt;
-    memset(&eopt, 0, sizeof eopt);
-    eopt.snapshot_every = s->config.snapshot_every;
-    replication_engine_options(s, &eopt);
+    /* The LMDB journal is committed on batch.c's committer thread; etcd's
+     * commits stay on the loop, fenced by replication.c. */
+    if (!replication_configured(&s->config) && batch_start_pipe(s) != BERTH_J_OK) {
+        fprintf(stderr, "berthd: NOMEM cannot start the committer thread\n");
+        berth_journal_close(s->journal);
+        s->journal = NULL;
+        return -1;
+    }
+    berth_engine_options *eopt = &s->engine_options;
+    memset(eopt, 0, sizeof *eopt);
+    eopt->snapshot_every = s->config.snapshot_every;
+    replication_engine_options(s, eopt);
     berth_replay_stats stats;
     memset(&stats, 0, sizeof stats);
     uint64_t t0 = now_ns_mono();
-    jerr = berth_engine_open(&s->engine, s->journal, &eopt, &stats, err, sizeof err);
+    jerr = berth_engine_open(&s->engine, batch_engine_journal(s), eopt, &stats, err, sizeof err);
     uint64_t elapsed_ms = (now_ns_mono() - t0) / 1000000u;
     if (jerr != BERTH_J_OK) {
         fprintf(stderr, "berthd: %s cannot load the journal in %s: %s\n", berth_jerr_name(jerr),
                 s->config.data_dir, err);
+        batch_stop_pipe(s);
         berth_journal_close(s->journal);
         s->journal = NULL;
         replication_free(s);
@@ -101,6 +110,7 @@ static int berthd_open(server *s) {
     }
     const berth_state *st = berth_engine_state(s->engine);
     s->start_records = berth_engine_head_seq(s->engine);
+    s->durable_head = s->start_records;
     s->start_ms = elapsed_ms;
     server_log("loaded %s: %llu records (snapshot at seq %llu, %llu replayed), %zu workers, "
                "%zu instances in %llu ms",
@@ -161,6 +171,7 @@ static void berthd_shutdown(server *s) {
     batch_free(s);
     replication_stop(s);
     berth_engine_close(s->engine);
+    batch_stop_pipe(s);
     berth_journal_close(s->journal);
     replication_free(s);
     free(s->argv);
@@ -203,6 +214,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "berthd: %s\n", err);
         jobs_stop(&s);
         berth_engine_close(s.engine);
+        batch_stop_pipe(&s);
         berth_journal_close(s.journal);
         replication_free(&s);
         return 1;

@@ -254,7 +254,7 @@ static void info_journal(server *s, text *t) {
     berth_jerr err = berth_journal_size(s->journal, &disk, &map);
     text_add(t, "# Journal\r\nhead_seq:%llu\r\ndisk_bytes:%llu\r\nmap_bytes:%llu\r\n"
                 "size_status:%s\r\nsnapshot_every:%llu\r\n\r\n",
-             (unsigned long long)berth_engine_head_seq(s->engine), (unsigned long long)disk,
+             (unsigned long long)batch_durable_head(s), (unsigned long long)disk,
              (unsigned long long)map, berth_jerr_name(err),
              (unsigned long long)s->config.snapshot_every);
 }
@@ -529,7 +529,7 @@ static void cmd_at(client *c, const command *cmd, size_t argc, const berth_str *
     if (!commands_check_query_arity(&c->out, argv[2], arity, argc - 2)) {
         return;
     }
-    uint64_t head = berth_engine_head_seq(s->engine);
+    uint64_t head = batch_durable_head(s);
     if (seq > head) {
         reply_error(&c->out, "ERR", "seq %llu is beyond the journal's head %llu",
                     (unsigned long long)seq, (unsigned long long)head);
@@ -798,7 +798,7 @@ void commands_dispatch(client *c, size_t argc, const berth_str *argv) {
                         !c->watching && arity_ok(cmd->arity, argc);
     if (!staged_write) {
         bool reads_staged = cmd != NULL && (cmd->flags & CMD_READ) &&
-                            berth_engine_staged(s->engine) > 0;
+                            (berth_engine_staged(s->engine) > 0 || s->inflight_count > 0);
         if (c->batch_pending > 0 || reads_staged) {
             batch_flush(s);
         }

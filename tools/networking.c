@@ -3,9 +3,10 @@
  * Owns every client's lifetime and buffers, and the loop's per-iteration
  * rhythm: read callbacks parse and dispatch commands (writes are staged into
  * the open batch), then the prepare watcher — run by libev just before it
- * would block — commits the batch, hands out the held replies, resumes
- * clients that were waiting on that commit, and writes each client's output
- * with one write(). A client is freed only when nothing refers to it: a batch
+ * would block — collects a batch the committer thread made durable, hands
+ * out its held replies, hands the open batch to the committer if it is free,
+ * resumes clients that were waiting on a commit, and writes each client's
+ * output with one write(). A client is freed only when nothing refers to it: a batch
  * entry or a background job keeps a closed client's memory alive until the
  * commit or the job is done, so no reply is ever written into freed memory. */
 #define _GNU_SOURCE     /* accept4 */
@@ -151,8 +152,7 @@ static bool client_paused(client *c) {
         return true;
     }
     if (c->batch_pending >= s->config.max_pipeline) {
-        client_resume(c);   /* after this iteration's commit */
-        return true;
+        return true;        /* batch_release resumes it when its replies go */
     }
     /* Backpressure: a client that does not read its replies stops being
      * served until it does (the write callback resumes it). */
@@ -519,15 +519,14 @@ void net_stop_listening(server *s) {
 
 static void net_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
     server *s = w->data;
+    batch_step(s);                       /* replies of a commit the committer finished */
     net_write_pending(s);
     if (batch_gather(s)) {
         ev_idle_start(loop, &s->idle);   /* read the cohort without blocking, then commit */
         return;
     }
     for (uint32_t round = 0; round < SERVER_COMMIT_ROUNDS_MAX; round++) {
-        if (s->batch_count > 0) {
-            batch_flush(s);
-        }
+        batch_step(s);
         if (s->resume.next == &s->resume) {
             break;
         }
@@ -548,8 +547,10 @@ static void net_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
     watch_pump(s);
     net_write_pending(s);
     /* Decided after the writes: a write that drained a paused client's
-     * output queues it for resumption, and nothing else would wake us. */
-    bool busy = s->batch_count > 0 || s->resume.next != &s->resume;
+     * output queues it for resumption, and nothing else would wake us. A
+     * batch waiting for a busy committer does not spin the loop: the
+     * committer's ev_async wakes it. */
+    bool busy = batch_can_step(s) || s->resume.next != &s->resume;
     if (busy) {
         ev_idle_start(loop, &s->idle);   /* poll without blocking: work is waiting */
     } else {

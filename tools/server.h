@@ -198,6 +198,13 @@ typedef struct server {
     dlink watchers;
     batch_entry *batch;                 /* SERVER_BATCH_ENTRIES_MAX entries, owned */
     uint32_t batch_count;
+    batch_entry *inflight;              /* the batch the committer holds; same size, owned */
+    uint32_t inflight_count;
+    uint64_t inflight_last_seq;         /* its last record's seq */
+    uint64_t inflight_t0_ns;            /* when it was handed off */
+    uint64_t durable_head;              /* with pipe: the last seq known durable */
+    struct pipe_journal *pipe;          /* batch.c's committer; NULL on etcd (synchronous) */
+    berth_engine_options engine_options;   /* to reopen the engine after a failed commit */
     uint32_t last_batch_count;          /* entries of the previous commit */
     bool gathered;                      /* this batch already waited for its cohort */
     berth_str *argv;                    /* limits.args_max words, owned */
@@ -240,8 +247,22 @@ int batch_init(server *s);
 void batch_free(server *s);
 /* Stage one mutating command; its reply is held until the batch commits. */
 void batch_submit(client *c, size_t argc, const berth_str *argv);
-/* Commit the open batch (if any) and hand every held reply to its client. */
+/* Commit the open batch and the one in flight (if any), wait until they
+ * are durable, and hand every held reply to its client: afterwards the
+ * engine's state equals the journal. */
 void batch_flush(server *s);
+/* The LMDB road: start the committer thread over s->journal. Before the
+ * engine opens; the engine then appends to batch_engine_journal(s). */
+berth_jerr batch_start_pipe(server *s);
+berth_journal *batch_engine_journal(server *s);
+void batch_stop_pipe(server *s);             /* after the engine closed */
+/* The last seq on disk: what clients may be shown. */
+uint64_t batch_durable_head(const server *s);
+/* Without blocking: answer a batch the committer finished, hand off the
+ * open batch if the committer is free (the etcd road commits it now). */
+void batch_step(server *s);
+/* True when batch_step would hand off or commit something now. */
+bool batch_can_step(server *s);
 /* Before the loop polls: true when the batch should wait a moment for the
  * rest of its cohort (the caller then polls without blocking). */
 bool batch_gather(server *s);

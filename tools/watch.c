@@ -51,7 +51,7 @@ static void watch_frame(reply_buf *rb, const berth_record *rec) {
 void watch_start(client *c, uint64_t from_seq) {
     server *s = c->server;
     assert(!c->watching && !c->closed);
-    uint64_t head = berth_engine_head_seq(s->engine);
+    uint64_t head = batch_durable_head(s);
     c->watching = true;
     c->watch_live = false;
     c->watch_next_seq = from_seq == 0 ? head + 1 : from_seq;
@@ -107,7 +107,7 @@ void watch_pump(server *s) {
     if (s->watcher_count == 0) {
         return;
     }
-    uint64_t head = berth_engine_head_seq(s->engine);
+    uint64_t head = batch_durable_head(s);
     size_t low_water = (size_t)(s->config.max_output_bytes / 4);
     berth_journal_reader *reader = NULL;
     for (dlink *l = s->watchers.next; l != &s->watchers; l = l->next) {
