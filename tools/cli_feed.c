@@ -6,9 +6,10 @@
  * outcome (rejudge compares each one with the recorded code; timeline draws
  * them) cannot use it as a black box, so this gives them the same shape. A
  * chunk goes round a ring: the feed thread fills it with (record, parsed
- * command), the caller judges the whole chunk in order and fills its notes,
- * and the feed thread runs the drain hook on it (rejudge's printing and
- * bookkeeping) before filling it again. So the caller's thread does nothing
+ * command), the caller judges the whole chunk in order and notes what its
+ * hook needs (rejudge: only the records that differ), and the feed thread
+ * runs the drain hook on it (rejudge's printing and bookkeeping) before
+ * filling it again. So the caller's thread does next to nothing
  * per record but apply, as in the engine's replay, and takes the lock once
  * per chunk, not per record. Hooks run in chunk order, so whatever they
  * print comes out in seq order.
@@ -32,6 +33,7 @@ typedef struct feed_chunk {
     cli_feed_item items[FEED_CHUNK_ITEMS];
     cli_feed_note notes[FEED_CHUNK_ITEMS];
     uint32_t count;
+    uint32_t note_count;               /* notes the caller made */
     bool failed;                       /* the feed thread stopped reading at this chunk's end */
     char err[CLI_ERR_LEN_MAX];
 } feed_chunk;
@@ -171,8 +173,9 @@ static bool run_hooks(cli_feed *feed, uint64_t drained) {
     for (; feed->hooked < drained; feed->hooked++) {
         const feed_chunk *chunk = &feed->chunks[feed->hooked % FEED_CHUNKS];
         char err[CLI_ERR_LEN_MAX] = "";
-        if (o->drain == NULL ||
-            o->drain(o->drain_ctx, chunk->items, chunk->notes, chunk->count, err, sizeof err) == 0) {
+        assert(chunk->note_count <= chunk->count);
+        if (o->drain == NULL || o->drain(o->drain_ctx, chunk->items, chunk->count, chunk->notes,
+                                         chunk->note_count, err, sizeof err) == 0) {
             continue;
         }
         lock(&feed->lock);
@@ -272,9 +275,11 @@ int cli_feed_next(cli_feed *feed, cli_feed_batch *batch, char *err, size_t err_s
         snprintf(err, err_size, "%s", chunk->err);
         return -1;
     }
+    chunk->note_count = 0;
     batch->items = chunk->items;
-    batch->notes = chunk->notes;
     batch->count = chunk->count;
+    batch->notes = chunk->notes;
+    batch->note_count = &chunk->note_count;
     return 1;
 }
 

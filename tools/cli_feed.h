@@ -26,20 +26,24 @@ typedef struct cli_feed_item {
     bool substituted;
 } cli_feed_item;
 
-/* What the caller's thread found for one item, for the drain hook: the code
- * recomputed now, and the sentence when the caller kept one. */
+/* What the caller's thread has to say about one item, for the drain hook:
+ * rejudge notes only the records whose code differs, so the judging thread
+ * writes nothing for the others. */
 typedef struct cli_feed_note {
-    berth_code code;
-    uint32_t sentence_len;                  /* 0: none kept */
-    char sentence[BERTH_SENTENCE_LEN_MAX];  /* NUL-terminated when kept */
+    uint32_t index;                         /* the item it is about, in the batch */
+    berth_code code;                        /* the outcome recomputed now */
+    uint32_t sentence_len;
+    char sentence[BERTH_SENTENCE_LEN_MAX];  /* NUL-terminated */
 } cli_feed_note;
 
 /* Runs on the feed's thread with every batch the caller has finished, in
- * seq order, before the batch's memory is reused. Returns 0, or -1 with a
- * sentence in err (starting with a code word): the feed then stops and
- * cli_feed_next / cli_feed_finish report err. */
-typedef int (*cli_feed_drain_fn)(void *ctx, const cli_feed_item *items, const cli_feed_note *notes,
-                                 uint32_t count, char *err, size_t err_size);
+ * seq order, before the batch's memory is reused; notes are the ones the
+ * caller made, in item order. Returns 0, or -1 with a sentence in err
+ * (starting with a code word): the feed then stops and cli_feed_next /
+ * cli_feed_finish report err. */
+typedef int (*cli_feed_drain_fn)(void *ctx, const cli_feed_item *items, uint32_t count,
+                                 const cli_feed_note *notes, uint32_t note_count,
+                                 char *err, size_t err_size);
 
 typedef struct cli_feed_options {
     uint64_t from;                    /* first seq, >= 1 */
@@ -50,12 +54,13 @@ typedef struct cli_feed_options {
     void *drain_ctx;
 } cli_feed_options;
 
-/* A run of consecutive items for the caller to judge in order. notes[i]
- * belongs to items[i]; the caller fills what its drain hook reads. */
+/* A run of consecutive items for the caller to judge in order. The caller
+ * may add notes (at most one per item, in item order) for its drain hook. */
 typedef struct cli_feed_batch {
     const cli_feed_item *items;
-    cli_feed_note *notes;
     uint32_t count;                   /* >= 1 */
+    cli_feed_note *notes;             /* room for count notes */
+    uint32_t *note_count;             /* notes made so far: 0 when the batch is handed out */
 } cli_feed_batch;
 
 typedef struct cli_feed cli_feed;

@@ -615,10 +615,9 @@ static berth_str record_instance(const berth_record *rec) {
     return berth_str_make(name, (size_t)((name_end ? name_end : end) - name));
 }
 
-/* Count one judged record and print it if its code differs. */
-static void rejudge_note(rejudge_run *run, const cli_feed_item *item, const cli_feed_note *note) {
+/* Count one judged record; the differing ones come with their note. */
+static void rejudge_count(rejudge_tally *t, const cli_feed_item *item) {
     const berth_record *rec = &item->rec;
-    rejudge_tally *t = &run->tally;
     t->records++;
     t->policy_records_replaced += item->substituted ? 1 : 0;
     if (rec->code == BERTH_OK) {
@@ -627,13 +626,15 @@ static void rejudge_note(rejudge_run *run, const cli_feed_item *item, const cli_
         berth_cmd_kind kind = item->substituted ? BERTH_CMD_POLICY_SET : item->cmd.kind;
         t->instances_recorded += kind == BERTH_CMD_DEPLOY ? 1 : (kind == BERTH_CMD_RELEASE ? -1 : 0);
     }
-    if ((uint32_t)note->code == rec->code) {
-        return;
-    }
-    assert(note->sentence_len > 0);
-    t->differ++;
+}
+
+/* Count, link and print one record whose code differs. */
+static void rejudge_differs(rejudge_run *run, const cli_feed_item *item, const cli_feed_note *note) {
+    const berth_record *rec = &item->rec;
+    assert((uint32_t)note->code != rec->code && note->sentence_len > 0);
+    run->tally.differ++;
     if (rec->code < BERTH_CODE_COUNT) {
-        t->transitions[rec->code][note->code]++;
+        run->tally.transitions[rec->code][note->code]++;
     }
     berth_str instance = record_instance(rec);
     uint64_t follows = track_find(&run->track, instance);
@@ -649,11 +650,15 @@ static void rejudge_note(rejudge_run *run, const cli_feed_item *item, const cli_
 
 /* The feed's drain hook: the bookkeeping and printing after judging, on the
  * feed's thread, so the judging thread does nothing else. */
-static int rejudge_drain(void *ctx, const cli_feed_item *items, const cli_feed_note *notes,
-                         uint32_t count, char *err, size_t err_size) {
+static int rejudge_drain(void *ctx, const cli_feed_item *items, uint32_t count,
+                         const cli_feed_note *notes, uint32_t note_count, char *err, size_t err_size) {
     rejudge_run *run = ctx;
     for (uint32_t i = 0; i < count; i++) {
-        rejudge_note(run, &items[i], &notes[i]);
+        rejudge_count(&run->tally, &items[i]);
+    }
+    for (uint32_t n = 0; n < note_count; n++) {
+        assert(notes[n].index < count && (n == 0 || notes[n - 1].index < notes[n].index));
+        rejudge_differs(run, &items[notes[n].index], &notes[n]);
     }
     if (run->out.write_errno != 0) {
         snprintf(err, err_size, "IO cannot write the differences: %s", strerror(run->out.write_errno));
@@ -663,25 +668,29 @@ static int rejudge_drain(void *ctx, const cli_feed_item *items, const cli_feed_n
 }
 
 /* The judging thread's share of a batch: apply each record under the new
- * policy and keep the sentence only where the code differs. */
+ * policy and note only the ones whose code differs, with their sentence. */
 static int judge_batch(berth_state *state, const cli_feed_batch *batch) {
     static berth_outcome out;
+    uint32_t notes = 0;
     for (uint32_t i = 0; i < batch->count; i++) {
         const cli_feed_item *item = &batch->items[i];
-        cli_feed_note *note = &batch->notes[i];
         char err[CLI_ERR_LEN_MAX];
         if (cli_feed_apply(state, item, false, &out, err, sizeof err) != 0) {
             return cli_fail(CLI_EXIT_FINDING, "CORRUPT", "record %" PRIu64 " cannot be replayed: %s",
                             item->rec.seq, err);
         }
-        note->code = out.code;
-        note->sentence_len = 0;
-        if ((uint32_t)out.code != item->rec.code) {
-            assert(out.sentence_len > 0 && out.sentence_len < sizeof note->sentence);
-            memcpy(note->sentence, out.sentence, out.sentence_len + 1);
-            note->sentence_len = out.sentence_len;
+        if ((uint32_t)out.code == item->rec.code) {
+            continue;
         }
+        cli_feed_note *note = &batch->notes[notes++];
+        assert(out.sentence_len > 0 && out.sentence_len < sizeof note->sentence);
+        note->index = i;
+        note->code = out.code;
+        note->sentence_len = out.sentence_len;
+        memcpy(note->sentence, out.sentence, out.sentence_len + 1);
     }
+    assert(notes <= batch->count);
+    *batch->note_count = notes;
     return CLI_EXIT_OK;
 }
 
