@@ -20,7 +20,13 @@
  * option, BERTH_HISTORY_FOLD_RECORDS_DEFAULT), a separate write transaction
  * after the append's commit (same write mutex, same growth) moves touchlog
  * entries folded_seq+1..head into history, deletes them from touchlog and
- * stores the new folded_seq: one batch of index writes per threshold.
+ * stores the new folded_seq: one batch of index writes per threshold. The
+ * fold sorts the names into history's key order first and puts them through
+ * one cursor, so LMDB finds most keys on the leaf it is already on (the
+ * fold was half of berthd's CPU under write load before). It takes at most
+ * fold_items_max names per transaction (every name of a default-threshold
+ * backlog); a larger backlog folds its oldest entries and the rest at the
+ * next append.
  * The fold is an optimisation of layout, not of meaning: if it fails or the
  * process dies before it, the append stays committed, touchlog stays
  * exact, and the next append or the next writable open folds. A history
@@ -94,6 +100,9 @@ enum {
     /* one record's packed names: an instance and its workers */
     touchlog_value_len_max = (1 + BERTH_PLACEMENT_WORKERS_MAX) * (2 + BERTH_NAME_LEN_MAX),
     fold_need_bytes_per_record = 1024,  /* history growth one folded record may need */
+    /* names one fold transaction sorts and puts (32 bytes each): every name
+     * of a default-threshold backlog (16384 records of up to 65 names) fits */
+    fold_items_max = 1 << 21,
     pid_text_len_max = 32,
     grow_slack_bytes = 1 << 20      /* B-tree and free-list overhead of one write */
 };
@@ -896,21 +905,6 @@ static uint64_t be64_get(const uint8_t in[8]) {
     return v;
 }
 
-static berth_jerr history_put_one(lmdb_journal *j, MDB_txn *txn, char kind, berth_str name,
-                                  const uint8_t seq_be[8], bool *map_full) {
-    if (name.len == 0 || name.len > BERTH_NAME_LEN_MAX) {
-        return BERTH_J_INVALID;
-    }
-    assert(name.ptr != NULL);
-    uint8_t key_bytes[history_key_len_max];
-    key_bytes[0] = (uint8_t)kind;
-    memcpy(key_bytes + 1, name.ptr, name.len);
-    MDB_val key = { 1 + (size_t)name.len, key_bytes };
-    MDB_val val = { 8, (void *)seq_be };
-    int rc = mdb_put(txn, j->dbi_history, &key, &val, 0);
-    return rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
-}
-
 _Static_assert(BERTH_NAME_LEN_MAX <= 255, "touchlog names carry a 1-byte length");
 
 static size_t touch_pack_one(uint8_t *out, size_t at, char kind, berth_str name) {
@@ -1106,57 +1100,211 @@ static berth_jerr folded_put(lmdb_journal *j, MDB_txn *txn, uint64_t seq, bool *
     return rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
 }
 
-/* Every name of one touchlog entry into history. */
-static berth_jerr fold_entry(lmdb_journal *j, MDB_txn *txn, const MDB_val *key,
-                             const MDB_val *val, bool *map_full) {
+/* One name to fold: it points into the touchlog's pages, which stay mapped
+ * and unchanged until this transaction deletes the entries, after every
+ * put (history's writes take other pages). */
+typedef struct fold_item {
+    uint64_t prefix;                /* kind and the name's first 7 bytes, big-endian, 0-padded */
+    const uint8_t *name;
+    uint64_t seq;
+    uint8_t len;
+    char kind;
+} fold_item;
+
+enum { fold_prefix_name_bytes = 7 };
+
+/* Names hold no NUL, so 0-padding sorts a shorter name first, as LMDB does. */
+static uint64_t fold_prefix(char kind, const uint8_t *name, size_t len) {
+    uint64_t p = (uint64_t)(uint8_t)kind;
+    for (size_t i = 0; i < fold_prefix_name_bytes; i++) {
+        p = (p << 8) | (i < len ? name[i] : 0u);
+    }
+    return p;
+}
+
+/* history's key order (LMDB's default: bytes, then the shorter first), then
+ * seq, so each key's seqs go in ascending, as its dups sort. The prefix
+ * settles most comparisons without touching the names. */
+static int fold_item_cmp(const void *a, const void *b) {
+    const fold_item *x = a;
+    const fold_item *y = b;
+    if (x->prefix != y->prefix) {
+        return x->prefix < y->prefix ? -1 : 1;
+    }
+    if (x->len > fold_prefix_name_bytes && y->len > fold_prefix_name_bytes) {
+        size_t min = x->len < y->len ? x->len : y->len;
+        int c = memcmp(x->name + fold_prefix_name_bytes, y->name + fold_prefix_name_bytes,
+                       min - fold_prefix_name_bytes);
+        if (c != 0) {
+            return c;
+        }
+    }
+    if (x->len != y->len) {
+        return x->len < y->len ? -1 : 1;
+    }
+    return x->seq < y->seq ? -1 : (x->seq > y->seq ? 1 : 0);
+}
+
+/* Parse one touchlog entry's names onto items; false (nothing added) when
+ * they would pass cap. */
+static berth_jerr fold_gather_entry(const MDB_val *key, const MDB_val *val, fold_item *items,
+                                    size_t *count, size_t cap, bool *fits) {
     if (key->mv_size != sizeof(uint64_t)) {
         return BERTH_J_CORRUPT;
     }
     uint64_t seq;
     memcpy(&seq, key->mv_data, sizeof(seq));
-    uint8_t seq_be[8];
-    be64_put(seq_be, seq);
+    size_t n = *count;
     size_t at = 0;
     char kind;
     berth_str name;
     bool bad = false;
-    berth_jerr err = BERTH_J_OK;
-    while (err == BERTH_J_OK && touch_next(val, &at, &kind, &name, &bad)) {
-        err = history_put_one(j, txn, kind, name, seq_be, map_full);
+    *fits = true;
+    while (touch_next(val, &at, &kind, &name, &bad)) {
+        if (n == cap) {
+            *fits = false;
+            return BERTH_J_OK;
+        }
+        items[n].name = (const uint8_t *)name.ptr;
+        items[n].prefix = fold_prefix(kind, items[n].name, name.len);
+        items[n].len = (uint8_t)name.len;
+        items[n].kind = kind;
+        items[n].seq = seq;
+        n++;
     }
-    return bad ? BERTH_J_CORRUPT : err;
+    if (bad) {
+        return BERTH_J_CORRUPT;
+    }
+    *count = n;
+    return BERTH_J_OK;
 }
 
-/* Move every touchlog entry (all are after folded_seq: folded ones were
- * deleted) into history, and record folded_seq = head. */
-static berth_jerr fold_body(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map_full) {
-    (void)arg;
+/* Every gathered name into history, in key order through one cursor: LMDB
+ * then finds most keys on the leaf it is already on instead of descending
+ * from the root, and each leaf is dirtied and walked once. */
+static berth_jerr fold_put_sorted(lmdb_journal *j, MDB_txn *txn, fold_item *items, size_t n,
+                                  bool *map_full) {
+    qsort(items, n, sizeof *items, fold_item_cmp);
+    MDB_cursor *cursor;
+    int rc = mdb_cursor_open(txn, j->dbi_history, &cursor);
+    if (rc != 0) {
+        return jerr_of_mdb(rc);
+    }
+    berth_jerr err = BERTH_J_OK;
+    for (size_t i = 0; i < n && err == BERTH_J_OK; i++) {
+        const fold_item *it = &items[i];
+        if (it->len == 0 || it->len > BERTH_NAME_LEN_MAX) {
+            err = BERTH_J_CORRUPT;
+            break;
+        }
+        uint8_t key_bytes[history_key_len_max];
+        key_bytes[0] = (uint8_t)it->kind;
+        memcpy(key_bytes + 1, it->name, it->len);
+        uint8_t seq_be[8];
+        be64_put(seq_be, it->seq);
+        MDB_val key = { 1 + (size_t)it->len, key_bytes };
+        MDB_val val = { 8, seq_be };
+        rc = mdb_cursor_put(cursor, &key, &val, 0);
+        if (rc != 0) {
+            err = put_err(rc, map_full);
+        }
+    }
+    mdb_cursor_close(cursor);
+    return err;
+}
+
+/* Delete the folded touchlog entries: all of them at once when the fold
+ * took everything, else those up to through_seq. */
+static berth_jerr fold_trim(lmdb_journal *j, MDB_txn *txn, bool all, uint64_t through_seq,
+                            bool *map_full) {
+    if (all) {
+        int rc = mdb_drop(txn, j->dbi_touchlog, 0);
+        return rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
+    }
     MDB_cursor *cursor;
     int rc = mdb_cursor_open(txn, j->dbi_touchlog, &cursor);
     if (rc != 0) {
         return jerr_of_mdb(rc);
     }
-    berth_jerr err = BERTH_J_OK;
     MDB_val key, val;
-    uint64_t moved = 0;
+    uint64_t deleted = 0;
     rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
-    while (rc == 0 && err == BERTH_J_OK && moved <= j->head_seq) {
-        err = fold_entry(j, txn, &key, &val, map_full);
-        if (err == BERTH_J_OK) {
-            rc = mdb_cursor_del(cursor, 0);
-            if (rc != 0) {
-                err = put_err(rc, map_full);
-            }
+    while (rc == 0 && deleted < fold_items_max) {
+        uint64_t seq;
+        if (key.mv_size != sizeof(seq)) {
+            rc = MDB_CORRUPTED;
+            break;
         }
-        moved++;
-        if (err == BERTH_J_OK) rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
+        memcpy(&seq, key.mv_data, sizeof(seq));
+        if (seq > through_seq) {
+            break;
+        }
+        rc = mdb_cursor_del(cursor, 0);
+        deleted++;
+        if (rc == 0) rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
     }
     mdb_cursor_close(cursor);
-    if (err == BERTH_J_OK && rc != MDB_NOTFOUND) {
-        err = rc == 0 ? BERTH_J_CORRUPT : jerr_of_mdb(rc);   /* more entries than records */
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        return put_err(rc, map_full);
+    }
+    return BERTH_J_OK;
+}
+
+typedef struct fold_arg {
+    uint64_t through_seq;           /* out: history now holds every record up to here */
+} fold_arg;
+
+/* Move touchlog entries (all are after folded_seq: folded ones were
+ * deleted) into history, oldest first, as many as fold_items_max names
+ * allow (all of them at the default threshold), and record folded_seq. */
+static berth_jerr fold_body(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map_full) {
+    fold_arg *fold = arg;
+    fold_item *items = malloc(fold_items_max * sizeof *items);
+    if (items == NULL) {
+        return BERTH_J_NOMEM;
+    }
+    MDB_cursor *cursor;
+    int rc = mdb_cursor_open(txn, j->dbi_touchlog, &cursor);
+    if (rc != 0) {
+        free(items);
+        return jerr_of_mdb(rc);
+    }
+    berth_jerr err = BERTH_J_OK;
+    MDB_val key, val;
+    size_t count = 0;
+    uint64_t entries = 0;
+    uint64_t last_seq = j->folded_seq;
+    bool fits = true;
+    rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
+    while (rc == 0 && err == BERTH_J_OK && fits) {
+        if (entries >= j->head_seq) {
+            err = BERTH_J_CORRUPT;   /* more entries than records */
+            break;
+        }
+        err = fold_gather_entry(&key, &val, items, &count, fold_items_max, &fits);
+        if (err == BERTH_J_OK && fits) {
+            memcpy(&last_seq, key.mv_data, sizeof(last_seq));
+            entries++;
+            rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
+        }
+    }
+    mdb_cursor_close(cursor);
+    if (err == BERTH_J_OK && fits && rc != MDB_NOTFOUND) {
+        err = jerr_of_mdb(rc);
+    }
+    if (err == BERTH_J_OK && (last_seq <= j->folded_seq && entries > 0)) {
+        err = BERTH_J_CORRUPT;       /* an entry at or before folded_seq */
     }
     if (err == BERTH_J_OK) {
-        err = folded_put(j, txn, j->head_seq, map_full);
+        err = fold_put_sorted(j, txn, items, count, map_full);
+    }
+    free(items);
+    fold->through_seq = fits ? j->head_seq : last_seq;
+    if (err == BERTH_J_OK) {
+        err = fold_trim(j, txn, fits, fold->through_seq, map_full);
+    }
+    if (err == BERTH_J_OK) {
+        err = folded_put(j, txn, fold->through_seq, map_full);
     }
     return err;
 }
@@ -1171,9 +1319,11 @@ static berth_jerr fold_if_due(lmdb_journal *j) {
     if (backlog < j->history_fold_records) {
         return BERTH_J_OK;
     }
-    berth_jerr err = write_with_growth(j, fold_body, NULL, backlog * fold_need_bytes_per_record);
+    fold_arg fold = { j->folded_seq };
+    berth_jerr err = write_with_growth(j, fold_body, &fold, backlog * fold_need_bytes_per_record);
     if (err == BERTH_J_OK) {
-        j->folded_seq = j->head_seq;
+        assert(fold.through_seq > j->folded_seq && fold.through_seq <= j->head_seq);
+        j->folded_seq = fold.through_seq;
     }
     return err;
 }
