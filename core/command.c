@@ -33,15 +33,48 @@ const char *berth_cmd_kind_name(berth_cmd_kind kind) {
     return kind_names[kind];
 }
 
-berth_cmd_kind berth_cmd_kind_lookup(berth_str word) {
-    for (int k = 1; k < BERTH_CMD_KIND_COUNT; k++) {
-        if (word.len == strlen(kind_names[k]) && berth_str_eq_word(word, kind_names[k])) return (berth_cmd_kind)k;
+/* Does w spell the upper-case keyword kw (n bytes), in any case? Journal
+ * text is canonical, so the exact spelling is tried first; the case-folding
+ * loop runs only for a client's lower-case spelling or a mismatch. */
+static inline bool word_is(berth_str w, const char *kw, size_t n) {
+    if (w.len != n) return false;
+    if (memcmp(w.ptr, kw, n) == 0) return true;
+    for (size_t i = 0; i < n; i++) {
+        char c = w.ptr[i];
+        if (c >= 'a' && c <= 'z') c = (char)(c - 'a' + 'A');
+        if (c != kw[i]) return false;
     }
-    return BERTH_CMD_NONE;
+    return true;
 }
 
 /* Keyword match with the length known at compile time: no strlen per word. */
-#define IS(w, kw) ((w).len == sizeof(kw) - 1 && berth_str_eq_word((w), (kw)))
+#define IS(w, kw) word_is((w), (kw), sizeof(kw) - 1)
+
+berth_cmd_kind berth_cmd_kind_lookup(berth_str word) {
+    /* The lengths tell all but the WORKER.* trio apart; no strlen per try. */
+    switch (word.len) {
+    case 6:
+        if (IS(word, "DEPLOY")) return BERTH_CMD_DEPLOY;
+        break;
+    case 7:
+        if (IS(word, "RELEASE")) return BERTH_CMD_RELEASE;
+        break;
+    case 10:
+        if (IS(word, "WORKER.ADD")) return BERTH_CMD_WORKER_ADD;
+        if (IS(word, "POLICY.SET")) return BERTH_CMD_POLICY_SET;
+        break;
+    case 13:
+        if (IS(word, "WORKER.CORDON")) return BERTH_CMD_WORKER_CORDON;
+        if (IS(word, "WORKER.REMOVE")) return BERTH_CMD_WORKER_REMOVE;
+        break;
+    case 15:
+        if (IS(word, "WORKER.UNCORDON")) return BERTH_CMD_WORKER_UNCORDON;
+        break;
+    default:
+        break;
+    }
+    return BERTH_CMD_NONE;
+}
 
 /* Parser context: the words, a cursor, and where errors go. */
 typedef struct parser {
@@ -218,7 +251,7 @@ static bool is_gpu_list(berth_str s) {
 }
 
 static int parse_place(parser *p, berth_cmd *cmd, berth_str w) {
-    berth_place pl = { w, 0, true };
+    berth_place pl = { w, 0, true, 0 };
     for (uint32_t i = w.len; i > 0; i--) {
         if (w.ptr[i - 1] != ':') continue;
         berth_str tail = berth_str_make(w.ptr + i, w.len - i);
@@ -310,7 +343,7 @@ static int add_backend(parser *p, berth_cmd *cmd, berth_str b) {
 }
 
 static int parse_policy_set(parser *p, berth_cmd *cmd) {
-    berth_str w;
+    berth_str w = { NULL, 0 };
     if (next_word(p, "EXCLUSIVE", &w) != 0) return -1;
     if (!IS(w, "EXCLUSIVE")) {
         p->at--;
@@ -347,10 +380,8 @@ static bool canonical_fits(const berth_cmd *cmd, size_t argc, const berth_str *a
 int berth_cmd_parse(berth_cmd *cmd, size_t argc, const berth_str *argv, char *err, size_t err_size) {
     assert(cmd != NULL);
     assert(argv != NULL || argc == 0);
-    memset(cmd, 0, offsetof(berth_cmd, labels));
-    cmd->label_count = 0;
-    cmd->model = cmd->backend = (berth_str){ 0 };
-    cmd->claim_mib = cmd->place_count = cmd->backend_count = 0;
+    /* Only the scalars: the arrays are read no further than their counts. */
+    memset(cmd, 0, offsetof(berth_cmd, place));
     parser p = { argv, argc, 1, err, err_size, "" };
     if (argc == 0) return fail(&p, "empty command");
     cmd->kind = berth_cmd_kind_lookup(argv[0]);
@@ -389,7 +420,17 @@ int berth_cmd_parse(berth_cmd *cmd, size_t argc, const berth_str *argv, char *er
         return fail(&p, "%s: command too long: its canonical text exceeds %d bytes", p.cmd_name,
                     BERTH_COMMAND_LEN_MAX);
     }
+    berth_cmd_hash_names(cmd);
     return 0;
+}
+
+void berth_cmd_hash_names(berth_cmd *cmd) {
+    assert(cmd != NULL);
+    assert(cmd->place_count <= BERTH_PLACEMENT_WORKERS_MAX);
+    cmd->name_hash = berth_name_hash(cmd->name);
+    for (uint32_t i = 0; i < cmd->place_count; i++) {
+        cmd->place[i].worker_hash = berth_name_hash(cmd->place[i].worker);
+    }
 }
 
 /* Bounded text builder: overflow sticks, so callers check once at the end. */

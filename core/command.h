@@ -35,6 +35,7 @@ typedef struct berth_place {
     berth_str worker;
     uint64_t gpu_mask;
     bool all_gpus;
+    uint64_t worker_hash;     /* berth_name_hash(worker), set with it */
 } berth_place;
 
 typedef struct berth_label {
@@ -42,25 +43,34 @@ typedef struct berth_label {
     berth_str value;
 } berth_label;
 
+/* Scalars first, arrays last: replay keeps hundreds of parsed commands in
+ * flight, and a DEPLOY on a few workers then touches only the first lines. */
 typedef struct berth_cmd {
     berth_cmd_kind kind;
     berth_str reqid;          /* len 0: no REQID */
     berth_str name;           /* the worker (WORKER.*) or the instance (DEPLOY, RELEASE) */
+    uint64_t name_hash;       /* berth_name_hash(name), set with it */
     /* WORKER.ADD */
     uint32_t gpu_count;
     uint32_t vram_mib;        /* per GPU; 0: registered without VRAM */
     uint32_t label_count;
-    berth_label labels[BERTH_LABELS_MAX];   /* sorted by key, keys unique */
     /* DEPLOY */
+    uint32_t claim_mib;       /* 0: GPUs held whole; else MiB claimed on each GPU */
     berth_str model;
     berth_str backend;
-    uint32_t claim_mib;       /* 0: GPUs held whole; else MiB claimed on each GPU */
     uint32_t place_count;     /* 1: local; >1: distributed, place[0] is the main worker */
-    berth_place place[BERTH_PLACEMENT_WORKERS_MAX];
     /* POLICY.SET EXCLUSIVE */
     uint32_t backend_count;
-    berth_str backends[BERTH_POLICY_BACKENDS_MAX];  /* sorted, unique */
+    /* The arrays, each filled from index 0 up to its count. */
+    berth_place place[BERTH_PLACEMENT_WORKERS_MAX];
+    berth_label labels[BERTH_LABELS_MAX];   /* WORKER.ADD: sorted by key, keys unique */
+    berth_str backends[BERTH_POLICY_BACKENDS_MAX];  /* POLICY.SET: sorted, unique */
 } berth_cmd;
+
+/* Set name_hash and every place's worker_hash from the names. Parse does
+ * it; a command built or renamed by hand must call it before apply, which
+ * trusts the hashes (replay computes them on its feeder thread). */
+void berth_cmd_hash_names(berth_cmd *cmd);
 
 /* The command's first word, canonical ("WORKER.ADD"); "" for NONE. */
 const char *berth_cmd_kind_name(berth_cmd_kind kind);

@@ -26,6 +26,12 @@ int berth_str_cmp(berth_str a, berth_str b);
 /* Case-insensitive ASCII compare with a NUL-terminated keyword. */
 bool berth_str_eq_word(berth_str a, const char *word);
 
+/* The hash berth's tables place a name by: eight bytes per step, then
+ * murmur3's finaliser. It only places entries in tables that are never
+ * iterated for output, so nothing berth says depends on its value. Parse
+ * computes it once per name so apply (another thread, in replay) need not. */
+uint64_t berth_name_hash(berth_str s);
+
 /* True when s is a valid name (length and charset). */
 bool berth_name_valid(berth_str s);
 

@@ -40,41 +40,22 @@ typedef struct table {
 
 #define TABLE_CAP_MIN 16u
 
-/* Eight bytes per step, then murmur3's finaliser so every input byte
- * reaches the low bits the table indexes by. The value only places entries
- * in a table that is never iterated for output, so it may differ between
- * machines without changing anything berth says. */
-static uint64_t hash_bytes(const char *p, uint32_t n) {
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        h = (h ^ v) * 0xff51afd7ed558ccdull;
-        h ^= h >> 32;
-        p += 8;
-        n -= 8;
-    }
-    uint64_t v = 0;
-    memcpy(&v, p, n);
-    h ^= v;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    return h ^ (h >> 33);
-}
-
 static berth_str key_of(const void *obj) { return *(const berth_str *)obj; }
 
-static void *table_get(const table *t, berth_str key) {
+/* h is berth_name_hash(key): commands carry it from parse, so the hot path
+ * never hashes a name twice. */
+static void *table_get_h(const table *t, berth_str key, uint64_t h) {
     if (t->cap == 0) return NULL;
-    uint64_t h = hash_bytes(key.ptr, key.len);
     uint32_t mask = t->cap - 1;
     for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
         const table_slot *sl = &t->slots[i];
         if (sl->obj == NULL) return NULL;
         if (sl->hash == h && berth_str_eq(key_of(sl->obj), key)) return sl->obj;
     }
+}
+
+static void *table_get(const table *t, berth_str key) {
+    return table_get_h(t, key, berth_name_hash(key));
 }
 
 static void table_put_hashed(table *t, void *obj, uint64_t h) {
@@ -87,8 +68,7 @@ static void table_put_hashed(table *t, void *obj, uint64_t h) {
 }
 
 static void table_put_unchecked(table *t, void *obj) {
-    berth_str key = key_of(obj);
-    table_put_hashed(t, obj, hash_bytes(key.ptr, key.len));
+    table_put_hashed(t, obj, berth_name_hash(key_of(obj)));
 }
 
 /* Make room for `extra` more entries at load <= 1/2; a failure changes nothing. */
@@ -114,9 +94,8 @@ static int table_reserve(const berth_allocator *a, table *t, uint32_t extra) {
 }
 
 /* Linear-probing delete with backward shift: no tombstones to age. */
-static void table_del(table *t, berth_str key) {
+static void table_del_h(table *t, berth_str key, uint64_t h) {
     assert(t->cap > 0);
-    uint64_t h = hash_bytes(key.ptr, key.len);
     uint32_t mask = t->cap - 1;
     uint32_t i = (uint32_t)h & mask;
     while (t->slots[i].hash != h || !berth_str_eq(key_of(t->slots[i].obj), key)) {
@@ -424,7 +403,7 @@ static void touch_worker(berth_outcome *out, berth_str name) {
 }
 
 static int apply_worker_add(berth_state *s, const berth_cmd *c, uint64_t seq, berth_outcome *out) {
-    const berth_worker *old = table_get(&s->workers, c->name);
+    const berth_worker *old = table_get_h(&s->workers, c->name, c->name_hash);
     touch_worker(out, c->name);
     if (old) {
         say(out, BERTH_EXISTS, "worker %.*s is already registered (since seq %llu); remove it first to register it again",
@@ -460,7 +439,7 @@ static int apply_worker_add(berth_state *s, const berth_cmd *c, uint64_t seq, be
     w->label_count = c->label_count;
     w->status = BERTH_WORKER_ACTIVE;
     w->added_seq = seq;
-    table_put_unchecked(&s->workers, w);
+    table_put_hashed(&s->workers, w, c->name_hash);
     out->workers[0] = w->name;
     if (w->vram_mib) {
         say(out, BERTH_OK, "worker %.*s registered with %u GPUs of %u MiB", S(w->name), w->gpu_count, w->vram_mib);
@@ -475,7 +454,7 @@ static void say_noworker(berth_outcome *out, berth_str name) {
 }
 
 static int apply_worker_cordon(berth_state *s, const berth_cmd *c, berth_outcome *out, bool cordon) {
-    berth_worker *w = table_get(&s->workers, c->name);
+    berth_worker *w = table_get_h(&s->workers, c->name, c->name_hash);
     touch_worker(out, c->name);
     if (w == NULL) {
         say_noworker(out, c->name);
@@ -495,7 +474,7 @@ static int apply_worker_cordon(berth_state *s, const berth_cmd *c, berth_outcome
 }
 
 static int apply_worker_remove(berth_state *s, const berth_cmd *c, berth_outcome *out) {
-    berth_worker *w = table_get(&s->workers, c->name);
+    berth_worker *w = table_get_h(&s->workers, c->name, c->name_hash);
     touch_worker(out, c->name);
     if (w == NULL) {
         say_noworker(out, c->name);
@@ -511,7 +490,7 @@ static int apply_worker_remove(berth_state *s, const berth_cmd *c, berth_outcome
         return 0;
     }
     say(out, BERTH_OK, "worker %.*s removed", S(c->name));
-    table_del(&s->workers, c->name);
+    table_del_h(&s->workers, c->name, c->name_hash);
     free_worker(s, w);
     return 0;
 }
@@ -538,7 +517,7 @@ static void say_gpu_users(berth_outcome *out, const berth_worker *w, uint32_t g)
 /* Judge one worker of a placement; returns true when it passes. */
 static bool judge_place(const berth_state *s, const berth_cmd *c, const berth_place *pl, bool exclusive,
                         const berth_worker **wout, uint64_t *mask_out, berth_outcome *out) {
-    const berth_worker *w = table_get(&s->workers, pl->worker);
+    const berth_worker *w = table_get_h(&s->workers, pl->worker, pl->worker_hash);
     if (w == NULL) {
         say_noworker(out, pl->worker);
         return false;
@@ -655,7 +634,7 @@ static int apply_deploy(berth_state *s, const berth_cmd *c, uint64_t seq, bool j
                         berth_outcome *out) {
     out->instance = c->name;
     for (uint32_t i = 0; i < c->place_count; i++) touch_worker(out, c->place[i].worker);
-    const berth_instance *old = table_get(&s->instances, c->name);
+    const berth_instance *old = table_get_h(&s->instances, c->name, c->name_hash);
     if (old) {
         say(out, BERTH_EXISTS, "instance %.*s is already deployed (since seq %llu)", S(c->name),
             (unsigned long long)old->deploy_seq);
@@ -711,7 +690,7 @@ static int apply_deploy(berth_state *s, const berth_cmd *c, uint64_t seq, bool j
             }
         }
     }
-    table_put_unchecked(&s->instances, in);
+    table_put_hashed(&s->instances, in, c->name_hash);
     out->instance = in->name;
     say_deployed(out, in);
     return 0;
@@ -730,7 +709,7 @@ static void served_remove(berth_worker *w, const berth_instance *in) {
 
 static int apply_release(berth_state *s, const berth_cmd *c, berth_outcome *out) {
     out->instance = c->name;
-    berth_instance *in = table_get(&s->instances, c->name);
+    berth_instance *in = table_get_h(&s->instances, c->name, c->name_hash);
     if (in == NULL) {
         say(out, BERTH_NOINSTANCE, "instance %.*s is not deployed", S(c->name));
         return 0;
@@ -753,7 +732,7 @@ static int apply_release(berth_state *s, const berth_cmd *c, berth_outcome *out)
             }
         }
     }
-    table_del(&s->instances, c->name);
+    table_del_h(&s->instances, c->name, c->name_hash);
     s->a.free(s->a.ctx, in);
     return 0;
 }
@@ -818,7 +797,7 @@ static void reqid_commit(berth_state *s, const berth_reqid_entry *e, void *block
     assert(table_get(&s->reqids, e->reqid) == NULL);
     if (s->ring_count == BERTH_REQID_WINDOW) {
         reqid_slot *old = ring_slot(s, 0);
-        table_del(&s->reqids, old->e.reqid);
+        table_del_h(&s->reqids, old->e.reqid, berth_name_hash(old->e.reqid));
         s->a.free(s->a.ctx, old->block);
         s->ring_head = (s->ring_head + 1) % BERTH_REQID_WINDOW;
         s->ring_count--;
@@ -838,9 +817,22 @@ static void reqid_commit(berth_state *s, const berth_reqid_entry *e, void *block
 
 /* ---------------------------------------------------------------- apply */
 
+static bool cmd_hashes_ok(const berth_cmd *c) {
+    if (c->name_hash != berth_name_hash(c->name)) return false;
+    for (uint32_t i = 0; i < c->place_count; i++) {
+        if (c->place[i].worker_hash != berth_name_hash(c->place[i].worker)) return false;
+    }
+    return true;
+}
+
+/* Apply trusts the hashes parse put in the command; rechecking them on every
+ * record would cost what carrying them saves, so every 64th seq does. */
+#define HASH_CHECK_EVERY_SEQS 64u
+
 static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64_t seq, berth_outcome *out, bool quiet) {
     assert(s != NULL && c != NULL && out != NULL);
     assert(seq == s->last_seq + 1);
+    assert(seq % HASH_CHECK_EVERY_SEQS != 0 || cmd_hashes_ok(c));
     assert(c->kind > BERTH_CMD_NONE && c->kind < BERTH_CMD_KIND_COUNT);
     out->code = BERTH_OK;
     out->sentence_len = (quiet && c->reqid.len == 0) ? SENTENCE_QUIET : 0;
@@ -921,6 +913,7 @@ int berth_state_restore_worker(berth_state *s, berth_str name, uint32_t gpu_coun
         if (i > 0 && berth_str_cmp(labels[i - 1].key, labels[i].key) >= 0) return -1;
         c.labels[i] = labels[i];
     }
+    berth_cmd_hash_names(&c);
     berth_outcome *out = s->a.alloc(s->a.ctx, sizeof *out);
     if (out == NULL) return -1;
     memset(out, 0, sizeof *out);
@@ -956,8 +949,9 @@ int berth_state_restore_instance(berth_state *s, berth_str name, berth_str model
         for (uint32_t j = 0; j < i; j++) {
             if (berth_str_eq(workers[j], workers[i])) goto done;
         }
-        c->place[i] = (berth_place){ workers[i], gpu_masks[i], false };
+        c->place[i] = (berth_place){ workers[i], gpu_masks[i], false, 0 };
     }
+    berth_cmd_hash_names(c);
     /* Judge without the exclusivity rule: the snapshot's policy may have
      * changed since these instances were deployed, and they stay. Cordons
      * are lifted for the judgement and put back after. */

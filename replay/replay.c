@@ -52,9 +52,9 @@ typedef struct feed_item {
     uint64_t seq;
     const uint8_t *raw;
     size_t raw_len;
+    uint32_t done;                  /* ITEM_* steps already taken, by either thread */
     berth_record rec;               /* valid once decoded (by the feeder or the sink) */
     berth_cmd cmd;                  /* valid once parsed, with rec */
-    uint32_t done;                  /* ITEM_* steps already taken, by either thread */
 } feed_item;
 
 /* The per-record steps before apply, in the order they always run. Either
@@ -85,6 +85,7 @@ typedef struct replay_sink {
     uint8_t prev_hash[BERTH_HASH_LEN];
     uint64_t applied;
     berth_outcome out;              /* reused for every record: no per-record stack churn */
+    replay_fail prepare_fail;       /* a failure found ahead of apply, reported in its turn */
 } replay_sink;
 
 
@@ -263,9 +264,23 @@ static feed_status compare_outcome(const berth_record *rec, const berth_outcome 
     return FEED_MORE;
 }
 
-static feed_status consume_one(replay_sink *sink, feed_item *item, replay_fail *fail) {
-    if (sink->hash && !(item->done & ITEM_HASHED) && hash_item(item, fail) != FEED_MORE) return FEED_FAIL;
-    if (!(item->done & ITEM_PARSED) && decode_parse_item(item, sink->words, fail) != FEED_MORE) return FEED_FAIL;
+/* The steps before apply that the feeder left, for items [0, count) in
+ * order. Returns how many are ready: count, or the index of the first that
+ * failed, with its failure in *fail. */
+static uint32_t prepare_items(replay_sink *sink, feed_item *items, uint32_t count, replay_fail *fail) {
+    for (uint32_t k = 0; k < count; k++) {
+        feed_item *item = &items[k];
+        if (sink->hash && !(item->done & ITEM_HASHED) && hash_item(item, fail) != FEED_MORE) return k;
+        item->done |= ITEM_HASHED;
+        if (!(item->done & ITEM_PARSED) && decode_parse_item(item, sink->words, fail) != FEED_MORE) return k;
+        item->done |= ITEM_PARSED;
+    }
+    return count;
+}
+
+/* Chain check, apply and (verify) compare of one prepared item. */
+static feed_status apply_item(replay_sink *sink, feed_item *item, replay_fail *fail) {
+    assert(item->done & ITEM_PARSED);
     const berth_record *rec = &item->rec;
     assert(rec->seq == item->seq);
     if (memcmp(rec->prev_hash, sink->prev_hash, BERTH_HASH_LEN) != 0) {
@@ -289,20 +304,21 @@ static feed_status consume_one(replay_sink *sink, feed_item *item, replay_fail *
     return FEED_MORE;
 }
 
-/* ------------------------------------------------------- one-thread run */
-
-static berth_jerr run_serial(feed_source *src, replay_sink *sink, replay_fail *fail) {
-    feed_item item;
-    src->level = FEED_LEVEL_READ;
-    for (;;) {
-        feed_status st = produce_one(src, &item, fail);
-        if (st == FEED_END) return BERTH_J_OK;
-        if (st == FEED_FAIL) return fail->err;
-        if (consume_one(sink, &item, fail) != FEED_MORE) return fail->err;
+/* Every step of items [0, count) in seq order. Preparing them all before
+ * applying any changes no outcome: a failure while preparing item f is
+ * reported only after items before f applied cleanly, which is the order
+ * record-by-record processing reports in. */
+static feed_status consume_items(replay_sink *sink, feed_item *items, uint32_t count, replay_fail *fail) {
+    uint32_t ready = prepare_items(sink, items, count, &sink->prepare_fail);
+    for (uint32_t k = 0; k < ready; k++) {
+        if (apply_item(sink, &items[k], fail) != FEED_MORE) return FEED_FAIL;
     }
+    if (ready == count) return FEED_MORE;
+    *fail = sink->prepare_fail;
+    return FEED_FAIL;
 }
 
-/* ------------------------------------------------------- two-thread run */
+/* ------------------------------------------------------- chunks */
 
 typedef struct feed_chunk {
     uint32_t count;
@@ -333,6 +349,37 @@ static void fill_chunk(feed_source *src, feed_chunk *c) {
         c->count++;
     }
 }
+
+/* ------------------------------------------------------- one-thread run */
+
+/* The same chunks on one thread: fill, then consume, so a short range runs
+ * exactly the steps a pipelined one does. */
+static berth_jerr run_serial(feed_source *src, replay_sink *sink, replay_fail *fail) {
+    feed_chunk *c = malloc(sizeof(*c));
+    if (c == NULL) {
+        fail_set(fail, BERTH_J_NOMEM, src->next_seq, "seq %" PRIu64 ": out of memory for the replay buffer",
+                 src->next_seq);
+        return BERTH_J_NOMEM;
+    }
+    src->level = FEED_LEVEL_READ;
+    berth_jerr e = BERTH_J_OK;
+    for (;;) {
+        fill_chunk(src, c);
+        if (consume_items(sink, c->items, c->count, fail) != FEED_MORE) {
+            e = fail->err;
+            break;
+        }
+        if (c->status == FEED_FAIL) {
+            *fail = c->fail;
+            e = fail->err;
+        }
+        if (c->status != FEED_MORE) break;
+    }
+    free(c);
+    return e;
+}
+
+/* ------------------------------------------------------- two-thread run */
 
 static void ring_lock(feed_ring *ring) {
     int rc = pthread_mutex_lock(&ring->mu);
@@ -391,9 +438,7 @@ static berth_jerr drain_ring(feed_ring *ring, replay_sink *sink, replay_fail *fa
         while (ring->filled == 0) ring_wait(&ring->not_empty, ring);
         ring_unlock(ring);
         feed_chunk *c = &ring->chunks[i];
-        for (uint32_t k = 0; k < c->count; k++) {
-            if (consume_one(sink, &c->items[k], fail) != FEED_MORE) return fail->err;
-        }
+        if (consume_items(sink, c->items, c->count, fail) != FEED_MORE) return fail->err;
         feed_status st = c->status;
         if (st == FEED_FAIL) *fail = c->fail;
         ring_lock(ring);
