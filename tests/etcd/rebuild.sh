@@ -40,23 +40,43 @@ etcd_snapshots() {
         grep -o '"key":"[^"]*"' | cut -d'"' -f4 | while read -r k; do base64 -d <<<"$k" | sed 's/.*\///; s/^0*//'; echo; done
 }
 
+# etcd_count PREFIX: how many keys etcd holds under the cluster's PREFIX.
+etcd_count() {
+    local from end
+    from=$(printf '%s' "/berth/$CLUSTER/$1" | base64 -w0)
+    end=$(printf '%s' "/berth/$CLUSTER/${1%?}$(printf '%s' "${1: -1}" | tr '/' '0')" | base64 -w0)
+    curl -s -m 2 -X POST "http://127.0.0.1:$(first_etcd_port)/v3/kv/range" \
+        -d "{\"key\":\"$from\",\"range_end\":\"$end\",\"count_only\":true}" | sed -n 's/.*"count":"\([0-9]*\)".*/\1/p'
+}
+
 start_etcd
 for ((i = 1; i <= REPLICAS; i++)); do start_replica "$i" --snapshot-every 100 --etcd-timeout-ms 2000; done
 L=$(wait_leader)
 [ "$(info_field "$L" etcd_timeout_ms)" = 2000 ] || fail "INFO replication etcd_timeout_ms: $(info_field "$L" etcd_timeout_ms)"
-writer 1 500 "$TMP/acked1"
+# 2,000 workers with long names and labels, pipelined: the state's snapshot
+# passes 1 MiB, so each goes to etcd in several 512 KiB chunks.
+pad=$(printf 'x%.0s' $(seq 110))
+for ((i = 1; i <= 2000; i++)); do
+    printf 'WORKER.ADD big-%04d-%s GPUS 1 LABEL a=%s b=%s c=%s d=%s\r\n' "$i" "$pad" "$pad" "$pad" "$pad" "$pad"
+done >"$TMP/big.txt"
+out=$("$REDIS_CLI" -p "${BPORT[$L]}" --pipe <"$TMP/big.txt" 2>&1)
+[[ "$out" =~ errors:\ 0,\ replies:\ 2000 ]] || fail "the pipelined load: [$out]"
+writer 1 300 "$TMP/acked1"
 head=$(head_of "$L")
-[ "$head" = 500 ] || fail "head after the load: $head"
-# The leader snapshots at 100, 200, ... 500 and puts each in etcd off the
+[ "$head" = 2300 ] || fail "head after the load: $head"
+# The leader snapshots every 100 records and puts each in etcd off the
 # commit path; etcd keeps the newest three.
-deadline=$(( $(now_ms) + 10000 ))
-until [ "$(info_field "$L" snapshot_to_etcd_seq)" = 500 ]; do
-    [ "$(now_ms)" -lt "$deadline" ] || fail "the leader did not put snapshot 500 in etcd: $(rr "$L" INFO replication | tr -d '\r' | grep snap)"
+deadline=$(( $(now_ms) + 20000 ))
+until [ "$(info_field "$L" snapshot_to_etcd_seq)" = 2300 ]; do
+    [ "$(now_ms)" -lt "$deadline" ] || fail "the leader did not put snapshot 2300 in etcd: $(rr "$L" INFO replication | tr -d '\r' | grep snap)"
     sleep 0.05
 done
 snaps=$(etcd_snapshots | tr '\n' ' ')
-[ "$snaps" = "300 400 500 " ] || fail "snapshots in etcd: [$snaps], expected the newest three [300 400 500]"
-note "the leader put $(info_field "$L" snapshots_to_etcd) snapshots in etcd; it keeps [$snaps]"
+[ "$snaps" = "2100 2200 2300 " ] || fail "snapshots in etcd: [$snaps], expected the newest three [2100 2200 2300]"
+s2300="snapchunk/$(printf '%020d' 2300)/"
+chunks=$(etcd_count "$s2300")
+[ "${chunks:-0}" -ge 3 ] || fail "snapshot 2300 is in ${chunks:-0} chunks, expected 3 or more"
+note "the leader put $(info_field "$L" snapshots_to_etcd) snapshots in etcd; it keeps [$snaps], 2300 in $chunks chunks"
 
 F=$(( L % REPLICAS + 1 ))
 wait_applied "$head"
@@ -67,23 +87,24 @@ wait_applied "$head"
 expect_same DIGEST
 expect_same JOURNAL.HEAD
 expect_same HISTORY WORKER lw1-7
+expect_same HISTORY WORKER "big-0007-$pad"
 expect_verify_ok "$F"
 [ "$(info_field "$F" feed_records)" = "$head" ] || fail "the rebuilt follower fetched $(info_field "$F" feed_records) records"
-[ "$(info_field "$F" rebuild_snapshot_seq)" = 500 ] || fail "the rebuilt follower started from snapshot [$(info_field "$F" rebuild_snapshot_seq)], not 500"
+[ "$(info_field "$F" rebuild_snapshot_seq)" = 2300 ] || fail "the rebuilt follower started from snapshot [$(info_field "$F" rebuild_snapshot_seq)], not 2300"
 [ "$(info_field "$F" rebuild_snapshots_skipped)" = 0 ] || fail "a good snapshot was skipped"
-note "follower $F rebuilt $head records from etcd snapshot 500, same digest and history"
+note "follower $F rebuilt $head records from etcd snapshot 2300, same digest and history"
 
-# A damaged snapshot (its chunk overwritten) is skipped for the next older.
-etcd_put "snapchunk/$(printf '%020d' 500)/000000" "not a snapshot"
+# A damaged snapshot (a middle chunk overwritten) is skipped for the next older.
+etcd_put "${s2300}000001" "not a snapshot"
 kill_replica "$F" TERM
 rm -rf "$TMP/b$F"
 start_replica "$F"
 wait_applied "$head"
 expect_same DIGEST
-[ "$(info_field "$F" rebuild_snapshot_seq)" = 400 ] || fail "with snapshot 500 damaged the follower started from [$(info_field "$F" rebuild_snapshot_seq)], not 400"
+[ "$(info_field "$F" rebuild_snapshot_seq)" = 2200 ] || fail "with snapshot 2300 damaged the follower started from [$(info_field "$F" rebuild_snapshot_seq)], not 2200"
 [ "$(info_field "$F" rebuild_snapshots_skipped)" = 1 ] || fail "rebuild_snapshots_skipped: $(info_field "$F" rebuild_snapshots_skipped)"
-grep -q "snapshot 500 in etcd skipped" "$TMP/berthd$F.log" || fail "the skipped snapshot was not logged"
-note "damaged snapshot 500 skipped; follower $F started from 400, same digest"
+grep -q "snapshot 2300 in etcd skipped: chunk 1 is" "$TMP/berthd$F.log" || fail "the skipped snapshot was not logged: $(grep skipped "$TMP/berthd$F.log")"
+note "damaged snapshot 2300 skipped; follower $F started from 2200, same digest"
 
 # --etcd-timeout-ms bounds every request: with every etcd member paused, a
 # write to the leader is answered -IOERR (its outcome unknown, the leader
