@@ -913,16 +913,23 @@ static json_t *op_delete_range(etcd_http *h, const char *key, const char *end) {
     return json_pack("{s:o}", "request_delete_range", del);
 }
 
-/* The manifests under snapmeta/, ascending by seq: the kvs of the reply
- * (caller decrefs *reply). NULL when etcd did not answer. */
-static json_t *snapshot_list(etcd_journal *j, etcd_http *h, bool keys_only, json_t **reply) {
+/* Up to ETCD_SNAPSHOTS_LISTED_MAX manifests under snapmeta/, oldest first
+ * or newest first: the kvs of the reply (caller decrefs *reply; etcd omits
+ * an empty list, so NULL with *reply set means none). NULL with *reply NULL
+ * when etcd did not answer. */
+static json_t *snapshot_list(etcd_journal *j, etcd_http *h, bool keys_only, bool newest_first, json_t **reply) {
     char from[ETCD_KEY_LEN_MAX], end[ETCD_KEY_LEN_MAX];
     key_named(&j->cfg, "snapmeta/", from, sizeof from);
     key_named(&j->cfg, "snapmeta0", end, sizeof end);
-    json_t *req = json_pack("{s:o, s:o, s:i, s:b}", "key", jkey(h, from), "range_end", jkey(h, end), "limit",
-                            (json_int_t)ETCD_SNAPSHOTS_LISTED_MAX, "keys_only", keys_only ? 1 : 0);
+    json_t *req = json_pack("{s:o, s:o, s:i, s:b, s:s, s:s}", "key", jkey(h, from), "range_end", jkey(h, end),
+                            "limit", (json_int_t)ETCD_SNAPSHOTS_LISTED_MAX, "keys_only", keys_only ? 1 : 0,
+                            "sort_order", newest_first ? "DESCEND" : "ASCEND", "sort_target", "KEY");
     *reply = NULL;
-    if (http_post(h, "/v3/kv/range", req, reply) != HTTP_OK) return NULL;
+    if (http_post(h, "/v3/kv/range", req, reply) != HTTP_OK) {
+        json_decref(*reply);
+        *reply = NULL;
+        return NULL;
+    }
     json_t *kvs = json_object_get(*reply, "kvs");
     return json_is_array(kvs) ? kvs : NULL;
 }
@@ -944,7 +951,7 @@ static uint64_t snapmeta_seq(etcd_journal *j, const json_t *kv) {
  * and manifest go in one fenced transaction. */
 static void snapshot_prune(etcd_journal *j, etcd_http *h, int64_t leader_rev) {
     json_t *reply = NULL;
-    json_t *kvs = snapshot_list(j, h, true, &reply);
+    json_t *kvs = snapshot_list(j, h, true, false, &reply);
     size_t n = json_array_size(kvs);
     for (size_t i = 0; i + BERTH_ETCD_SNAPSHOTS_KEPT_MAX < n; i++) {
         uint64_t seq = snapmeta_seq(j, json_array_get(kvs, i));
@@ -1096,17 +1103,16 @@ berth_jerr berth_etcd_snapshot_fetch(berth_journal *journal, uint64_t max_seq, u
     if (!idle) return BERTH_J_INVALID;
     etcd_http *h = &j->caller;
     json_t *reply = NULL;
-    json_t *kvs = snapshot_list(j, h, false, &reply);
-    if (kvs == NULL) {
+    json_t *kvs = snapshot_list(j, h, false, true, &reply);
+    if (reply == NULL) {
         say(err, err_size, "etcd is unreachable: %s", h->error);
-        json_decref(reply);
-        return reply == NULL ? BERTH_J_IO : BERTH_J_NOTFOUND;
+        return BERTH_J_IO;
     }
     char manifest[ETCD_MANIFEST_LEN_MAX];
     char why[BERTH_ETCD_ERR_LEN_MAX];
     berth_jerr e = BERTH_J_NOTFOUND;
-    for (size_t i = json_array_size(kvs); i > 0 && e == BERTH_J_NOTFOUND; i--) {
-        json_t *kv = json_array_get(kvs, i - 1);
+    for (size_t i = 0; i < json_array_size(kvs) && e == BERTH_J_NOTFOUND; i++) {
+        json_t *kv = json_array_get(kvs, i);
         uint64_t s = snapmeta_seq(j, kv);
         if (s == 0 || s > max_seq) continue;
         long mlen = jget_b64(kv, "value", (uint8_t *)manifest, sizeof manifest - 1);
