@@ -40,6 +40,7 @@
  * journal, so memory equals disk again before any further command runs.
  * The etcd journal (replication.c) keeps the synchronous path: its commit
  * is a network round trip that replication.c fences and watches itself. */
+#define _GNU_SOURCE     /* pthread_setname_np */
 #include "server.h"
 
 #include <assert.h>
@@ -289,6 +290,7 @@ static void pipe_run(pipe_journal *p) {
 
 static void *pipe_thread(void *arg) {
     pipe_journal *p = arg;
+    (void)pthread_setname_np(pthread_self(), "berthd-commit");   /* for top and perf; best effort */
     pipe_lock(p);
     for (;;) {
         while (!p->work && !p->stop) {

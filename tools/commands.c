@@ -803,7 +803,12 @@ void commands_dispatch(client *c, size_t argc, const berth_str *argv) {
             batch_flush(s);
         }
     }
-    if (cmd == NULL) {
+    if (s->fatal && cmd != NULL && (cmd->flags & CMD_READ)) {
+        /* The state could not be reloaded after a failed commit: it may
+         * hold effects that never became durable. */
+        reply_error(&c->out, "IOERR", "berthd is stopping after a journal failure; its state "
+                                      "is not served");
+    } else if (cmd == NULL) {
         reply_error(&c->out, "ERR", "unknown command '%.*s'",
                     (int)(argv[0].len < CMD_NAME_SHOWN_MAX ? argv[0].len : CMD_NAME_SHOWN_MAX),
                     argv[0].ptr);
