@@ -30,8 +30,12 @@
 #include "replay.h"
 #include "replay_internal.h"
 
+#ifndef REPLAY_CHUNK_RECORDS  /* a build may override these two to measure other shapes */
 #define REPLAY_CHUNK_RECORDS 256        /* records handed between threads at once */
+#endif
+#ifndef REPLAY_RING_CHUNKS
 #define REPLAY_RING_CHUNKS 8            /* chunks in flight: bounds the feeder's lead */
+#endif
 #ifndef REPLAY_PIPELINE_RECORDS_MIN   /* a build may override it to measure one thread alone */
 #define REPLAY_PIPELINE_RECORDS_MIN 16384  /* fewer: a second thread costs more than it saves */
 #endif

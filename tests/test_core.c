@@ -137,6 +137,76 @@ START_TEST(test_name_valid) {
 }
 END_TEST
 
+/* The vectorised check against the charset spelled out byte by byte: every
+ * byte value at every position of names of many lengths (so every tail the
+ * sixteen-byte blocks leave is exercised), at several alignments. */
+static bool name_byte_reference(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+           c == ':' || c == '/' || c == '-';
+}
+
+START_TEST(test_name_valid_every_byte) {
+    static const uint32_t lengths[] = { 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 127, 128 };
+    char buf[BERTH_NAME_LEN_MAX + 32];
+    for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+        uint32_t n = lengths[li];
+        for (uint32_t align = 0; align < 3; align++) {
+            char *name = buf + align;
+            for (uint32_t i = 0; i < n; i++) name[i] = (char)('a' + i % 26);
+            ck_assert(berth_name_valid(berth_str_make(name, n)));
+            for (uint32_t pos = 0; pos < n; pos++) {
+                for (int c = 0; c < 256; c++) {
+                    name[pos] = (char)c;
+                    bool want = name_byte_reference((unsigned char)c);
+                    ck_assert_msg(berth_name_valid(berth_str_make(name, n)) == want,
+                                  "length %u, byte 0x%02x at %u", n, c, pos);
+                }
+                name[pos] = (char)('a' + pos % 26);
+            }
+        }
+    }
+    /* Bytes past the end are not the name's: a bad one there changes nothing. */
+    memset(buf, 'a', sizeof buf);
+    for (uint32_t n = 1; n <= 40; n++) {
+        buf[n] = ' ';
+        ck_assert(berth_name_valid(berth_str_make(buf, n)));
+        buf[n] = 'a';
+    }
+}
+END_TEST
+
+/* The table hash: a function of the bytes alone (not of where they sit),
+ * and the hashes a parse leaves in the command are the names'. */
+START_TEST(test_name_hash_and_cmd_hashes) {
+    char a[64], b[80];
+    for (uint32_t n = 0; n <= 40; n++) {
+        for (uint32_t i = 0; i < n; i++) a[i] = (char)('A' + (i * 7) % 26);
+        memcpy(b + 5, a, n);
+        ck_assert_uint_eq(berth_name_hash(berth_str_make(a, n)), berth_name_hash(berth_str_make(b + 5, n)));
+        if (n > 0) {
+            b[5 + n - 1] ^= 1;   /* the last byte counts, whatever the length */
+            ck_assert_uint_ne(berth_name_hash(berth_str_make(a, n)), berth_name_hash(berth_str_make(b + 5, n)));
+        }
+    }
+    const char *lines[] = {
+        "DEPLOY inst-1 MODEL m BACKEND vllm ON w1:0,1 worker-two w3:4",
+        "WORKER.ADD node-0042 GPUS 8 VRAM 81920 LABEL zone=a rack=r1",
+        "RELEASE inst-1",
+        "WORKER.CORDON a-rather-long-worker-name-of-forty-bytes-x",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+        static berth_cmd c;
+        static berth_str words[BERTH_ARGS_MAX];
+        char err[BERTH_ERR_LEN_MAX];
+        ck_assert_int_eq(berth_cmd_parse_text(&c, lines[i], strlen(lines[i]), words, BERTH_ARGS_MAX, err, sizeof err), 0);
+        ck_assert_uint_eq(c.name_hash, berth_name_hash(c.name));
+        for (uint32_t k = 0; k < c.place_count; k++) {
+            ck_assert_uint_eq(c.place[k].worker_hash, berth_name_hash(c.place[k].worker));
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_parse_u64) {
     uint64_t v = 7;
     ck_assert(berth_parse_u64(cstr("0"), &v) && v == 0);
@@ -178,6 +248,15 @@ START_TEST(test_kind_and_code_names) {
     ck_assert_str_eq(berth_cmd_kind_name(BERTH_CMD_WORKER_ADD), "WORKER.ADD");
     ck_assert_str_eq(berth_cmd_kind_name(BERTH_CMD_POLICY_SET), "POLICY.SET");
     ck_assert_int_eq(berth_cmd_kind_lookup(cstr("FROB")), BERTH_CMD_NONE);
+    /* Lookup goes by length first: near misses of every length class. */
+    const char *near[] = { "DEPLOX", "DEPLOYY", "RELEAS", "RELEASED", "WORKER.AD", "WORKER.ADDX", "POLICY.SEX",
+                           "WORKER.CORDOM", "WORKER.REMOVF", "WORKER.UNCORDOX", "WORKER_ADD", "POLICY_SET",
+                           "WORKER.CORDON.", "DEPLOY ", " DEPLOY" };
+    for (size_t i = 0; i < sizeof near / sizeof near[0]; i++) {
+        ck_assert_msg(berth_cmd_kind_lookup(cstr(near[i])) == BERTH_CMD_NONE, "'%s' is no command", near[i]);
+    }
+    ck_assert_int_eq(berth_cmd_kind_lookup(cstr("Worker.Uncordon")), BERTH_CMD_WORKER_UNCORDON);
+    ck_assert_int_eq(berth_cmd_kind_lookup(cstr("policy.SET")), BERTH_CMD_POLICY_SET);
     ck_assert_int_eq(berth_cmd_kind_lookup(berth_str_make("", 0)), BERTH_CMD_NONE);
     const char *codes[BERTH_CODE_COUNT] = { "OK", "EXISTS", "NOWORKER", "CORDONED", "NOGPU",
                                             "EXCLUSIVE", "GPUBUSY", "NOVRAM", "NOINSTANCE", "BUSY" };
@@ -1936,6 +2015,8 @@ static Suite *core_suite(void) {
     Suite *s = suite_create("core");
     TCase *names = tcase_create("names");
     tcase_add_test(names, test_name_valid);
+    tcase_add_test(names, test_name_valid_every_byte);
+    tcase_add_test(names, test_name_hash_and_cmd_hashes);
     tcase_add_test(names, test_parse_u64);
     tcase_add_test(names, test_str_order);
     tcase_add_test(names, test_kind_and_code_names);

@@ -728,6 +728,126 @@ START_TEST(test_bad_snapshot_falls_back) {
 }
 END_TEST
 
+/* ------------------------------------------------------ record decode roads */
+
+/* A hand-made record: body bytes as given, then the SHA-256 trailer. */
+typedef struct raw_record {
+    uint8_t bytes[1024];
+    size_t len;
+} raw_record;
+
+static void raw_put(raw_record *r, const void *p, size_t n) {
+    ck_assert_uint_le(r->len + n, sizeof(r->bytes));
+    memcpy(r->bytes + r->len, p, n);
+    r->len += n;
+}
+static void raw_byte(raw_record *r, uint8_t b) { raw_put(r, &b, 1); }
+static void raw_fixstr(raw_record *r, const char *s) {
+    raw_byte(r, (uint8_t)(0xa0 | strlen(s)));
+    raw_put(r, s, strlen(s));
+}
+static void raw_hash32(raw_record *r, uint8_t fill) {
+    uint8_t h[BERTH_HASH_LEN];
+    memset(h, fill, sizeof(h));
+    raw_byte(r, 0xc4);
+    raw_byte(r, BERTH_HASH_LEN);
+    raw_put(r, h, sizeof(h));
+}
+/* The nine fields of a good version-1 body after its array header, with
+ * the command written as given (fixstr, or str8 when long8). */
+static void raw_fields(raw_record *r, bool long8) {
+    raw_byte(r, 1);                        /* version */
+    raw_byte(r, 0xcd); raw_byte(r, 0x01); raw_byte(r, 0x02);   /* seq 258 as uint16 */
+    raw_byte(r, 0xcf);                     /* time_ms as uint64 */
+    raw_put(r, "\0\0\0\0\0\0\0\7", 8);
+    raw_fixstr(r, "actor");
+    raw_fixstr(r, "");
+    if (long8) {
+        raw_byte(r, 0xd9);
+        raw_byte(r, 14);
+        raw_put(r, "RELEASE inst-1", 14);
+    } else {
+        raw_fixstr(r, "RELEASE inst-1");
+    }
+    raw_byte(r, 8);                        /* code */
+    raw_fixstr(r, "instance inst-1 is not deployed");
+    raw_hash32(r, 0x11);                   /* prev_hash */
+}
+static void raw_seal(raw_record *r) {
+    uint8_t d[BERTH_HASH_LEN];
+    SHA256(r->bytes, r->len, d);
+    raw_byte(r, 0xc4);
+    raw_byte(r, BERTH_HASH_LEN);
+    raw_put(r, d, sizeof(d));
+}
+
+/* Records decode the same whichever msgpack spelling their fields take, and
+ * every malformed shape is refused with the careful road's reason. */
+START_TEST(test_record_decode_shapes) {
+    raw_record r;
+    berth_record out;
+    char why[256];
+    for (int form = 0; form < 3; form++) {
+        memset(&r, 0, sizeof(r));
+        if (form == 0) raw_byte(&r, 0x99);                                   /* fixarray 9 */
+        if (form == 1) { raw_byte(&r, 0xdc); raw_byte(&r, 0); raw_byte(&r, 9); }   /* array16 */
+        if (form == 2) { raw_byte(&r, 0xdd); raw_put(&r, "\0\0\0\x09", 4); }       /* array32 */
+        raw_fields(&r, form == 1);
+        raw_seal(&r);
+        ck_assert_int_eq(berth_record_decode(r.bytes, r.len, &out, why, sizeof(why)), BERTH_J_OK);
+        ck_assert_uint_eq(out.seq, 258);
+        ck_assert_uint_eq(out.time_ms, 7);
+        ck_assert_uint_eq(out.code, 8);
+        ck_assert(out.command.len == 14 && memcmp(out.command.ptr, "RELEASE inst-1", 14) == 0);
+        ck_assert(out.actor.len == 5 && out.reqid.len == 0);
+        ck_assert_uint_eq(out.prev_hash[0], 0x11);
+        ck_assert(berth_record_hash_ok(r.bytes, r.len));
+        ck_assert_mem_eq(out.hash, r.bytes + r.len - BERTH_HASH_LEN, BERTH_HASH_LEN);
+    }
+    struct { const char *what; int shape; const char *why; } bad[] = {
+        { "map body", 0, "record does not start with a msgpack array" },
+        { "17 fields", 1, "record body has 17 fields, at most 16 are possible" },
+        { "nested array", 2, "record field 3 is truncated or of an impossible type" },
+        { "nested map", 3, "record field 3 is truncated or of an impossible type" },
+        { "ext field", 4, "record field 3 is truncated or of an impossible type" },
+        { "10 fields", 5, "record has 10 fields, format version 1 has 9" },
+        { "negative seq", 6, "record field seq is of the wrong type or out of its limits" },
+        { "trailing byte", 7, "record has 1 trailing bytes after its hash" },
+        { "never-used byte", 8, "record field 0 is truncated or of an impossible type" },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        memset(&r, 0, sizeof(r));
+        int shape = bad[i].shape;
+        if (shape == 0) { raw_byte(&r, 0x81); raw_byte(&r, 1); raw_byte(&r, 2); }
+        if (shape == 1) { raw_byte(&r, 0xdc); raw_byte(&r, 0); raw_byte(&r, 17); for (int k = 0; k < 17; k++) raw_byte(&r, 1); }
+        if (shape >= 2 && shape <= 4) {
+            raw_byte(&r, 0x99);
+            raw_byte(&r, 1);
+            raw_byte(&r, 2);
+            raw_byte(&r, 3);
+            if (shape == 2) { raw_byte(&r, 0x91); raw_byte(&r, 1); }
+            if (shape == 3) { raw_byte(&r, 0x81); raw_byte(&r, 1); raw_byte(&r, 2); }
+            if (shape == 4) { raw_byte(&r, 0xd4); raw_byte(&r, 1); raw_byte(&r, 2); }
+            for (int k = 0; k < 5; k++) raw_byte(&r, 1);
+        }
+        if (shape == 5) { raw_byte(&r, 0x9a); raw_fields(&r, false); raw_byte(&r, 0); }
+        if (shape == 6) {
+            raw_byte(&r, 0x99);
+            raw_byte(&r, 1);
+            raw_byte(&r, 0xff);   /* seq -1 */
+            for (int k = 0; k < 7; k++) raw_byte(&r, 1);
+        }
+        if (shape == 7) { raw_byte(&r, 0x99); raw_fields(&r, false); }
+        if (shape == 8) { raw_byte(&r, 0x99); raw_byte(&r, 0xc1); for (int k = 0; k < 8; k++) raw_byte(&r, 1); }
+        raw_seal(&r);
+        if (shape == 7) raw_byte(&r, 0);
+        why[0] = '\0';
+        ck_assert_int_eq(berth_record_decode(r.bytes, r.len, &out, why, sizeof(why)), BERTH_J_CORRUPT);
+        ck_assert_msg(strncmp(why, bad[i].why, strlen(bad[i].why)) == 0, "%s: got \"%s\"", bad[i].what, why);
+    }
+}
+END_TEST
+
 START_TEST(test_snapshot_decode_rejects_damage) {
     rng_seed(test_seed + 3);
     char dir[64];
@@ -952,6 +1072,7 @@ static Suite *replay_suite(void) {
         { "verify_gap", test_verify_gap_and_truncation },
         { "bad_snapshot", test_bad_snapshot_falls_back },
         { "snapshot_decode", test_snapshot_decode_rejects_damage },
+        { "record_decode_shapes", test_record_decode_shapes },
         { "reqid", test_reqid_retry },
         { "batch_dry_run", test_batch_full_and_dry_run },
         { "failed_commit", test_failed_commit_rebuilds },
