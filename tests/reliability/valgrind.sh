@@ -8,7 +8,8 @@
 # through `ctest -T memcheck`, whose per-test TIMEOUT (set for the normal
 # build) kills them: everything is ~30x slower under valgrind. Check's own
 # per-test timeouts are stretched the same way; BERTH_JOBS (2) programs run
-# at once. .ci/run calls it after the normal build:
+# at once. Each verdict line gives the program's time, its memcheck errors
+# and its bytes definitely lost. .ci/run calls it after the normal build:
 #   sh tests/reliability/valgrind.sh build
 set -eu
 build=${1:?usage: valgrind.sh <build-dir> [label]}
@@ -23,14 +24,21 @@ export CK_FORK=no
 if ctest --test-dir "$build" -N -L "$label" | grep -q 'Test *#'; then
   names=$(ctest --test-dir "$build" -N -L "$label" | sed -n 's/^ *Test *#[0-9]*: *//p')
 else
-  # test_journal is left to the sanitizer build (ASan + LeakSanitizer): since
-  # the history index moved to a folded touch log its LMDB-heavy cases take
-  # far longer than CI's budget under memcheck. Longest first, for the slots.
-  names="replay core model resp"
+  # Longest first, for the slots.
+  names="replay journal core model resp"
 fi
 log=$build/valgrind
 mkdir -p "$log"
 jobs=${BERTH_JOBS:-2}
+
+# A program's own figures from memcheck's closing summary in its log (its
+# forked children are silent): errors, and bytes definitely lost (no leak
+# summary at all means every block was freed).
+figures() {
+  errors=$(sed -n 's/^==[0-9]*== ERROR SUMMARY: \([0-9,]*\) error.*/\1/p' "$1" | tail -1)
+  lost=$(sed -n 's/^==[0-9]*== *definitely lost: \([0-9,]*\) bytes.*/\1/p' "$1" | tail -1)
+  echo "${errors:-?} errors, ${lost:-0} bytes definitely lost"
+}
 
 # One program under memcheck; its verdict goes to $log/<name>.verdict.
 check_one() {
@@ -39,22 +47,31 @@ check_one() {
   if [ -z "$cmd" ]; then echo "ERR no test named $name in $build" >"$log/$name.verdict"; return; fi
   start=$(date +%s)
   # $cmd is unquoted on purpose: ctest prints the program and its arguments as words.
-  if valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 \
+  if valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 \
        --child-silent-after-fork=yes \
        --log-file="$log/$name.log" $cmd >"$log/$name.out" 2>&1; then
-    echo "valgrind $name: clean ($(( $(date +%s) - start )) s)" >"$log/$name.verdict"
+    echo "valgrind $name: clean ($(( $(date +%s) - start )) s; $(figures "$log/$name.log"))" >"$log/$name.verdict"
   else
-    echo "FAIL valgrind $name ($(( $(date +%s) - start )) s): see $log/$name.log and $log/$name.out" >"$log/$name.verdict"
+    echo "FAIL valgrind $name ($(( $(date +%s) - start )) s; $(figures "$log/$name.log")): see $log/$name.log and $log/$name.out" >"$log/$name.verdict"
   fi
 }
 
-# Up to $jobs programs at a time (valgrind runs one thread each).
-running=0
+# Programs whose verdict is written: a slot is free once its program's is.
+finished() {
+  n=0
+  for v in "$log"/*.verdict; do [ -e "$v" ] && n=$((n + 1)); done
+  echo "$n"
+}
+
+# Up to $jobs programs at a time (valgrind runs one thread each). A slot is
+# refilled as soon as its program ends, so the longest program (first) runs
+# beside all the others rather than holding back a batch of them.
+rm -f "$log"/*.verdict
+started=0
 for name in $names; do
-  rm -f "$log/$name.verdict"
+  while [ $((started - $(finished))) -ge "$jobs" ]; do sleep 1; done
   check_one "$name" &
-  running=$((running + 1))
-  if [ "$running" -ge "$jobs" ]; then wait; running=0; fi
+  started=$((started + 1))
 done
 wait
 
@@ -63,7 +80,7 @@ for name in $names; do
   cat "$log/$name.verdict"
   if ! grep -q ': clean' "$log/$name.verdict"; then
     failed="$failed $name"
-    head -40 "$log/$name.log" 2>/dev/null >&2 || true
+    grep -v '^==[0-9]*== *$' "$log/$name.log" 2>/dev/null | head -60 >&2 || true
   fi
 done
 [ -z "$failed" ] || { echo "FAIL valgrind:$failed" >&2; exit 1; }
