@@ -775,18 +775,32 @@ static void batch_hand_off(server *s) {
  * within microseconds of each other, but the loop wakes on the first to
  * arrive. Committing that first handful alone would split the cohort in two
  * batches and pay two commits for it. So when the committer is idle and the
- * batch is smaller than the last one, sleep commit_gather_us once and poll
- * again before committing. A lone writer never waits: its batch is never
- * smaller than its last. While a commit is in flight nothing waits: the
- * batch grows by itself until the committer is free. */
+ * batch is smaller than the last one, wait in slices of GATHER_SLICES_MAX
+ * short sleeps, polling in between, until the batch is as large as the last
+ * one (the cohort is in: commit at once) or commit_gather_us have passed. A
+ * lone writer never waits: its batch is never smaller than its last. While
+ * a commit is in flight nothing waits: the batch grows by itself until the
+ * committer is free. */
+#define GATHER_SLICES_MAX 4
 bool batch_gather(server *s) {
-    if (s->batch_count == 0 || s->gathered || s->config.commit_gather_us == 0 ||
+    if (s->batch_count == 0 || s->config.commit_gather_us == 0 ||
         s->batch_count >= s->last_batch_count || s->resume.next != &s->resume ||
         (s->pipe != NULL && (s->inflight_count > 0 || !pipe_idle(s->pipe)))) {
         return false;
     }
-    s->gathered = true;
-    ev_sleep((ev_tstamp)s->config.commit_gather_us / 1e6);
+    uint64_t now = now_ns_mono();
+    if (!s->gathered) {
+        s->gathered = true;
+        s->gather_start_ns = now;
+    }
+    uint64_t budget_ns = (uint64_t)s->config.commit_gather_us * 1000u;
+    uint64_t waited_ns = now - s->gather_start_ns;
+    if (waited_ns >= budget_ns) {
+        return false;
+    }
+    uint64_t slice_ns = budget_ns / GATHER_SLICES_MAX;
+    uint64_t left_ns = budget_ns - waited_ns;
+    ev_sleep((ev_tstamp)(slice_ns < left_ns ? slice_ns : left_ns) / 1e9);
     return true;
 }
 

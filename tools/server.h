@@ -206,7 +206,8 @@ typedef struct server {
     struct pipe_journal *pipe;          /* batch.c's committer; NULL on etcd (synchronous) */
     berth_engine_options engine_options;   /* to reopen the engine after a failed commit */
     uint32_t last_batch_count;          /* entries of the previous commit */
-    bool gathered;                      /* this batch already waited for its cohort */
+    bool gathered;                      /* this batch is waiting (or waited) for its cohort */
+    uint64_t gather_start_ns;           /* when it began to wait */
     berth_str *argv;                    /* limits.args_max words, owned */
     const void **scratch;               /* sorted listings, owned, grows */
     size_t scratch_cap;
