@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "cli_feed.h"
@@ -58,6 +59,7 @@ struct cli_feed {
     /* The feed thread's own: */
     uint64_t hooked;                   /* drained chunks the hook has run on */
     bool last;                         /* the last chunk is published */
+    uint64_t cpu_ns;                   /* the thread's CPU time, set as it leaves */
     berth_str words[BERTH_ARGS_MAX];   /* parse scratch */
     /* The caller's own: */
     bool holding;                      /* chunks[drained % FEED_CHUNKS] is the caller's batch */
@@ -206,6 +208,7 @@ static void *feeder_main(void *arg) {
     if (cursor != NULL) {
         berth_journal_cursor_close(cursor);
     }
+    feed->cpu_ns = cli_feed_own_cpu_ns();
     return NULL;
 }
 
@@ -334,4 +337,17 @@ int cli_feed_apply(berth_state *state, const cli_feed_item *item, bool quiet, be
     }
     assert(berth_state_last_seq(state) == item->rec.seq);
     return 0;
+}
+
+uint64_t cli_feed_thread_cpu_ns(const cli_feed *feed) {
+    assert(feed != NULL && feed->joined);
+    return feed->cpu_ns;
+}
+
+uint64_t cli_feed_own_cpu_ns(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) {
+        return 0;   /* only ever printed as a figure: 0 reads as "unknown" */
+    }
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }

@@ -76,6 +76,11 @@ int cli_feed_next(cli_feed *feed, cli_feed_batch *batch, char *err, size_t err_s
 int cli_feed_finish(cli_feed *feed, char *err, size_t err_size);
 /* Stop the feed thread (at once if it is still reading) and free the feed. */
 void cli_feed_stop(cli_feed *feed);
+/* For --stats on stderr only: the CPU time the feed thread used, valid after
+ * cli_feed_finish, and the calling thread's own so far. On a quiet machine
+ * the larger of the two threads' bounds the wall time. */
+uint64_t cli_feed_thread_cpu_ns(const cli_feed *feed);
+uint64_t cli_feed_own_cpu_ns(void);
 
 /* Apply an item at its seq (must be last_seq + 1). quiet: the sentence is
  * not built (berth_state_apply_quiet); code and touched names are the same.

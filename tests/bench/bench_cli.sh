@@ -14,10 +14,15 @@
 # the data directory's writer lock; while another process holds it the
 # script waits (up to --lock-wait seconds) and then gives up.
 #
+# On a machine other jobs share, --idle PCT waits (up to --idle-wait seconds)
+# before each run until the CPUs were at least PCT% idle over 2 s, and prints
+# what it found; the load average is printed beside every round either way.
+#
 # Usage: bench_cli.sh [--journal DIR] [--rounds N] [--berth PATH] [--bench-engine PATH]
-#                     [--policy EXCLUSIVE=b1,b2] [--lock-wait S]
+#                     [--policy EXCLUSIVE=b1,b2] [--lock-wait S] [--idle PCT] [--idle-wait S]
 # Defaults: /work/berth-bench/journal (bench_engine --data /work/berth-bench
-# --keep builds it), 3 rounds, EXCLUSIVE=vllm,sglang, wait 600 s for the lock.
+# --keep builds it), 3 rounds, EXCLUSIVE=vllm,sglang, wait 600 s for the lock,
+# no waiting for idle CPUs (--idle 0), at most 600 s when asked to.
 set -u -o pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,6 +32,8 @@ berth=${BERTH:-}
 engine=${BENCH_ENGINE:-}
 policy=EXCLUSIVE=vllm,sglang
 lock_wait=600
+idle=0
+idle_wait=600
 rounds_max=15
 target=0.80
 
@@ -41,14 +48,17 @@ while [ $# -gt 0 ]; do
         --bench-engine) engine=$2 ;;
         --policy) policy=$2 ;;
         --lock-wait) lock_wait=$2 ;;
+        --idle) idle=$2 ;;
+        --idle-wait) idle_wait=$2 ;;
         *) die "unknown flag $1 (see the header of this script)" ;;
     esac
     shift 2
 done
-for n in "$rounds" "$lock_wait"; do
+for n in "$rounds" "$lock_wait" "$idle" "$idle_wait"; do
     [[ "$n" =~ ^[0-9]+$ ]] || die "numbers must be whole numbers, got '$n'"
 done
 [ "$rounds" -ge 1 ] && [ "$rounds" -le "$rounds_max" ] || die "--rounds is 1 to $rounds_max"
+[ "$idle" -le 100 ] || die "--idle is a percentage, 0 to 100"
 
 # Defaults: both binaries from one CMake build directory next to the source
 # tree, so the figures compare one tree's code.
@@ -90,6 +100,27 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
+# The share of CPU time (all cores) that was idle over the next 2 s, in percent.
+idle_pct() {
+    local a b
+    a=$(head -n 1 /proc/stat); sleep 2; b=$(head -n 1 /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { n = split(a, x); split(b, y); t = 0
+        for (i = 2; i <= n; i++) t += y[i] - x[i]
+        idle = (y[5] - x[5]) + (y[6] - x[6])
+        printf "%.0f\n", t > 0 ? 100 * idle / t : 100 }'
+}
+# Before a run: with --idle, wait for idle CPUs; prints the idle share found.
+wait_idle() {
+    local waited=0 pct
+    [ "$idle" -gt 0 ] || { echo "-"; return; }
+    while :; do
+        pct=$(idle_pct)
+        [ "$pct" -ge "$idle" ] && break
+        [ "$waited" -lt "$idle_wait" ] || { echo "${pct}(never ${idle})"; return; }
+        sleep 3; waited=$((waited + 5))
+    done
+    echo "$pct"
+}
 # "1.47M" / "950.3k" / "812" -> records/s
 unhuman() {
     awk -v v="$1" 'BEGIN { m = 1; if (v ~ /M$/) m = 1e6; else if (v ~ /k$/) m = 1e3
@@ -136,14 +167,17 @@ echo "rejudge output: $tmp (one file, removed after each round)"
 samples=()      # "engine replay rejudge" records/s, one entry per round
 for ((round = 1; round <= rounds; round++)); do
     before=$(load)
-    e=$(run_engine) || exit 1
-    r=$(run_replay) || exit 1
-    j=$(run_rejudge) || exit 1
+    idle_e=$(wait_idle); e=$(run_engine) || exit 1
+    idle_r=$(wait_idle); r=$(run_replay) || exit 1
+    idle_j=$(wait_idle); j=$(run_rejudge) || exit 1
     [ -n "$e" ] && [ -n "$r" ] && [ -n "$j" ] || die "a run printed no figure (engine '$e', replay '$r', rejudge '$j')"
     samples+=("$e $r $j")
-    awk -v n="$round" -v b="$before" -v a="$(load)" -v e="$e" -v r="$r" -v j="$j" 'BEGIN {
-        printf "round %d: engine replay %.0f rec/s, berth replay %.0f rec/s (%.2fx), rejudge %.0f rec/s (%.2fx); load %s -> %s\n",
-               n, e, r, r / e, j, j / e, b, a }'
+    awk -v n="$round" -v b="$before" -v a="$(load)" -v e="$e" -v r="$r" -v j="$j" \
+        -v idle="$idle_e/$idle_r/$idle_j" 'BEGIN {
+        printf "round %d: engine replay %.0f rec/s, berth replay %.0f rec/s (%.2fx), rejudge %.0f rec/s (%.2fx); load %s -> %s; idle%% before each %s\n",
+               n, e, r, r / e, j, j / e, b, a, idle }'
+    # Where rejudge's time went: on a quiet machine the busier thread bounds it.
+    sed -n 's/^rejudge: .*(CPU: \(.*\))$/  rejudge CPU: \1/p' "$tmp/rejudge.err"
 done
 read -r differ out_bytes <"$tmp/rejudge.found"
 echo "rejudge found ${differ:-?} differing decisions and printed $out_bytes bytes"
