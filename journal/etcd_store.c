@@ -1073,7 +1073,7 @@ static uint8_t *snapshot_load(etcd_journal *j, etcd_http *h, uint64_t seq, const
         long got = kv != NULL ? jget_b64(kv, "value", bytes + off, len + 3 - off) : -1;
         json_decref(reply);
         if (got < 0 || (size_t)got != want) {
-            say(why, why_size, "chunk %zu is missing or %s bytes long, not %zu", i, got < 0 ? "not" : "wrongly", want);
+            say(why, why_size, "chunk %zu is missing or not %zu bytes long", i, want);
             free(bytes);
             return NULL;
         }

@@ -106,6 +106,37 @@ expect_same DIGEST
 grep -q "snapshot 2300 in etcd skipped: chunk 1 is" "$TMP/berthd$F.log" || fail "the skipped snapshot was not logged: $(grep skipped "$TMP/berthd$F.log")"
 note "damaged snapshot 2300 skipped; follower $F started from 2200, same digest"
 
+# A snapshot whose bytes are whole but of another seq: 2200's chunks and
+# manifest copied under 2300's keys (the manifest's seq rewritten, its
+# SHA-256 still right). It decodes to seq 2200's state, so it is skipped too.
+etcd_raw() {   # KEY: the value, still base64
+    local k
+    k=$(printf '%s' "/berth/$CLUSTER/$1" | base64 -w0)
+    curl -s -m 5 -X POST "http://127.0.0.1:$(first_etcd_port)/v3/kv/range" -d "{\"key\":\"$k\"}" |
+        sed -n 's/.*"value":"\([^"]*\)".*/\1/p'
+}
+s2200="snapchunk/$(printf '%020d' 2200)/"
+[ "$(etcd_count "$s2200")" = "$chunks" ] || fail "snapshots 2200 and 2300 differ in chunk count"
+for ((c = 0; c < chunks; c++)); do
+    k=$(printf '%s' "/berth/$CLUSTER/$s2300$(printf '%06d' "$c")" | base64 -w0)
+    printf '{"key":"%s","value":"%s"}' "$k" "$(etcd_raw "$s2200$(printf '%06d' "$c")")" >"$TMP/chunk.json"
+    curl -s -m 5 -X POST "http://127.0.0.1:$(first_etcd_port)/v3/kv/put" -d @"$TMP/chunk.json" >/dev/null ||
+        fail "copying chunk $c"
+done
+m=$(etcd_get "snapmeta/$(printf '%020d' 2200)")
+[[ "$m" =~ ^v1\ 2200\  ]] || fail "manifest of 2200: [$m]"
+etcd_put "snapmeta/$(printf '%020d' 2300)" "v1 2300 ${m#v1 2200 }"
+kill_replica "$F" TERM
+rm -rf "$TMP/b$F"
+start_replica "$F"
+wait_applied "$head"
+expect_same DIGEST
+[ "$(info_field "$F" rebuild_snapshot_seq)" = 2200 ] || fail "with 2200's bytes under 2300 the follower started from [$(info_field "$F" rebuild_snapshot_seq)], not 2200"
+[ "$(info_field "$F" rebuild_snapshots_skipped)" = 1 ] || fail "rebuild_snapshots_skipped: $(info_field "$F" rebuild_snapshots_skipped)"
+grep -q "snapshot 2300 in etcd skipped: it does not decode to the state of its seq" "$TMP/berthd$F.log" ||
+    fail "the mislabelled snapshot was not logged: $(grep skipped "$TMP/berthd$F.log")"
+note "2200's snapshot relabelled as 2300 skipped; follower $F started from 2200, same digest"
+
 # --etcd-timeout-ms bounds every request: with every etcd member paused, a
 # write to the leader is answered -IOERR (its outcome unknown, the leader
 # steps down) after about two timeouts (the append, then the lease revoke),
