@@ -998,9 +998,16 @@ static void snapshot_upload(etcd_journal *j, uint64_t seq, const uint8_t *bytes,
             break;
         }
         int tn = EVP_EncodeBlock((unsigned char *)text, bytes + off, (int)part);
-        assert(tn >= 0);
-        json_object_set_new(put, "value", json_stringn_nocheck(text, (size_t)tn));
+        assert(tn >= 0 && (size_t)tn == 4 * ((part + 2) / 3));
+        /* A chunk put without its bytes would be caught by the manifest's
+         * length, but is never sent: the upload stops instead. */
+        int set = json_object_set_new(put, "value", json_stringn_nocheck(text, (size_t)tn));
         free(text);
+        if (set != 0) {
+            json_decref(put);
+            why = "out of memory";
+            break;
+        }
         if (!fenced_txn(j, h, leader_rev, json_pack("[{s:o}]", "request_put", put))) why = "a chunk put was refused";
     }
     if (why == NULL) {
