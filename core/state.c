@@ -123,8 +123,26 @@ typedef struct reqid_slot {
     void *block;           /* owns e.reqid and e.sentence bytes */
 } reqid_slot;
 
+/* Released instances' blocks are kept for the next DEPLOY instead of going
+ * back to the allocator: replay deploys and releases millions of times over
+ * a steady population, and a block popped off a list is cheaper (and
+ * warmer) than malloc and free. Blocks come in size classes, so any block
+ * of a class fits any instance of it. */
+#define SPARE_CLASS_BYTES 64u
+#define SPARE_CLASSES 24u            /* up to 1,536 bytes: the largest instance block */
+#define SPARE_BLOCKS_MAX 4096u       /* kept per class; beyond it, blocks are freed */
+_Static_assert(sizeof(berth_instance) + BERTH_PLACEMENT_WORKERS_MAX * sizeof(berth_slot) + 3 * BERTH_NAME_LEN_MAX <=
+                   SPARE_CLASSES * SPARE_CLASS_BYTES,
+               "every instance block must have a spare class");
+
+typedef struct spare_block {
+    struct spare_block *next;
+} spare_block;
+
 struct berth_state {
     berth_allocator a;
+    spare_block *spare[SPARE_CLASSES];   /* per class: released instance blocks, newest first */
+    uint32_t spare_count[SPARE_CLASSES];
     uint64_t last_seq;
     uint64_t policy_seq;   /* seq of the last POLICY.SET (or restore point) */
     bool restored;
@@ -182,10 +200,60 @@ static void free_worker(berth_state *s, berth_worker *w) {
     s->a.free(s->a.ctx, w);
 }
 
+/* ---------------------------------------------------------------- instance blocks */
+
+static uint32_t spare_class(size_t size) {
+    assert(size > 0 && size <= SPARE_CLASSES * SPARE_CLASS_BYTES);
+    return (uint32_t)((size - 1) / SPARE_CLASS_BYTES);
+}
+
+static size_t instance_block_size(uint32_t slots, berth_str name, berth_str model, berth_str backend) {
+    return sizeof(berth_instance) + slots * sizeof(berth_slot) + name.len + model.len + backend.len;
+}
+
+/* A block of at least size bytes: a spare of its class, else a new one of
+ * the whole class size (so it can be reused for any instance of the class). */
+static void *instance_block_alloc(berth_state *s, size_t size) {
+    uint32_t k = spare_class(size);
+    spare_block *b = s->spare[k];
+    if (b != NULL) {
+        assert(s->spare_count[k] > 0);
+        s->spare[k] = b->next;
+        s->spare_count[k]--;
+        return b;
+    }
+    return s->a.alloc(s->a.ctx, (size_t)(k + 1) * SPARE_CLASS_BYTES);
+}
+
+static void instance_block_free(berth_state *s, berth_instance *in) {
+    uint32_t k = spare_class(instance_block_size(in->slot_count, in->name, in->model, in->backend));
+    if (s->spare_count[k] == SPARE_BLOCKS_MAX) {
+        s->a.free(s->a.ctx, in);
+        return;
+    }
+    spare_block *b = (spare_block *)in;
+    b->next = s->spare[k];
+    s->spare[k] = b;
+    s->spare_count[k]++;
+}
+
+void berth_state_trim(berth_state *s) {
+    assert(s != NULL);
+    for (uint32_t k = 0; k < SPARE_CLASSES; k++) {
+        while (s->spare[k] != NULL) {
+            spare_block *b = s->spare[k];
+            s->spare[k] = b->next;
+            s->a.free(s->a.ctx, b);
+            s->spare_count[k]--;
+        }
+        assert(s->spare_count[k] == 0);
+    }
+}
+
 void berth_state_free(berth_state *s) {
     if (s == NULL) return;
     for (uint32_t i = 0; i < s->instances.cap; i++) {
-        if (s->instances.slots[i].obj) s->a.free(s->a.ctx, s->instances.slots[i].obj);
+        if (s->instances.slots[i].obj) instance_block_free(s, s->instances.slots[i].obj);
     }
     for (uint32_t i = 0; i < s->workers.cap; i++) {
         if (s->workers.slots[i].obj) free_worker(s, s->workers.slots[i].obj);
@@ -194,6 +262,7 @@ void berth_state_free(berth_state *s) {
         s->a.free(s->a.ctx, s->ring[(s->ring_head + i) % BERTH_REQID_WINDOW].block);
     }
     if (s->ring) s->a.free(s->a.ctx, s->ring);
+    berth_state_trim(s);
     if (s->workers.slots) s->a.free(s->a.ctx, s->workers.slots);
     if (s->instances.slots) s->a.free(s->a.ctx, s->instances.slots);
     if (s->reqids.slots) s->a.free(s->a.ctx, s->reqids.slots);
@@ -652,9 +721,8 @@ static int apply_deploy(berth_state *s, const berth_cmd *c, uint64_t seq, bool j
     for (uint32_t i = 0; i < c->place_count; i++) {
         if (served_reserve(s, (berth_worker *)ws[i]) != 0) return -1;
     }
-    size_t size = sizeof(berth_instance) + c->place_count * sizeof(berth_slot) + c->name.len + c->model.len +
-                  c->backend.len;
-    char *block = s->a.alloc(s->a.ctx, size);
+    size_t size = instance_block_size(c->place_count, c->name, c->model, c->backend);
+    char *block = instance_block_alloc(s, size);
     if (block == NULL) return -1;
     /* Commit. */
     berth_instance *in = (berth_instance *)block;
@@ -733,7 +801,7 @@ static int apply_release(berth_state *s, const berth_cmd *c, berth_outcome *out)
         }
     }
     table_del_h(&s->instances, c->name, c->name_hash);
-    s->a.free(s->a.ctx, in);
+    instance_block_free(s, in);
     return 0;
 }
 

@@ -119,6 +119,9 @@ typedef struct berth_state berth_state;
 /* NULL allocator: libc. Returns NULL when out of memory. */
 berth_state *berth_state_new(const berth_allocator *allocator);
 void berth_state_free(berth_state *state);
+/* Released instances' blocks are kept (up to a bound) for later DEPLOYs;
+ * trim hands them back to the allocator. The state means the same after. */
+void berth_state_trim(berth_state *state);
 
 /* Apply one parsed command as journal record `seq` (must be last_seq + 1).
  * canonical: the command's canonical text, remembered with its REQID so a

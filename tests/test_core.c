@@ -1634,6 +1634,60 @@ static void fa_free(void *ctx, void *ptr) {
     free(ptr);
 }
 
+/* A released instance's block is kept for the next DEPLOY: deploy/release
+ * cycles stop calling the allocator once the spare lists hold a block of
+ * the class, trim gives the spares back, and free returns everything. */
+START_TEST(test_instance_blocks_reused) {
+    fail_alloc fa = { 0, 0, false, 0 };
+    berth_allocator al = { fa_alloc, fa_realloc, fa_free, &fa };
+    berth_state *s = berth_state_new(&al);
+    ck_assert_ptr_nonnull(s);
+    rig *scratch = rig_new();
+    static berth_outcome out;
+    uint64_t seq = 0;
+    char line[256];
+    const char *setup[] = { "WORKER.ADD w1 GPUS 8", "WORKER.ADD w2 GPUS 8" };
+    for (size_t i = 0; i < 2; i++) {
+        rig_prepare(scratch, setup[i]);
+        ck_assert_int_eq(berth_state_apply(s, &scratch->p->cmd, berth_str_make(scratch->canonical, scratch->canonical_len),
+                                           ++seq, &out), 0);
+    }
+    uint64_t calls_after_first = 0;
+    int64_t live_after_first = 0;
+    for (int round = 0; round < 50; round++) {
+        /* Two shapes whose blocks differ by more than a size class (64 bytes
+         * of model name): two spare lists, one block each. */
+        const char *forms[] = { "DEPLOY i%03d MODEL m BACKEND vllm ON w1:%d",
+                                "DEPLOY i%03d MODEL m-of-a-name-long-enough-to-need-a-larger-block-of-memory-xx "
+                                "BACKEND vllm ON w1:%d w2" };
+        snprintf(line, sizeof line, forms[round % 2], round, round % 8);
+        rig_prepare(scratch, line);
+        ck_assert_int_eq(berth_state_apply(s, &scratch->p->cmd, berth_str_make(scratch->canonical, scratch->canonical_len),
+                                           ++seq, &out), 0);
+        ck_assert_int_eq(out.code, BERTH_OK);
+        snprintf(line, sizeof line, "RELEASE i%03d", round);
+        rig_prepare(scratch, line);
+        ck_assert_int_eq(berth_state_apply(s, &scratch->p->cmd, berth_str_make(scratch->canonical, scratch->canonical_len),
+                                           ++seq, &out), 0);
+        ck_assert_int_eq(out.code, BERTH_OK);
+        char why[256];
+        ck_assert_msg(berth_state_check(s, why, sizeof why), "%s", why);
+        if (round == 1) {
+            calls_after_first = fa.calls;
+            live_after_first = fa.live;
+        }
+    }
+    ck_assert_uint_eq(fa.calls, calls_after_first);   /* every later DEPLOY reused a block */
+    ck_assert_int_eq(fa.live, live_after_first);
+    berth_state_trim(s);
+    ck_assert_int_eq(fa.live, live_after_first - 2);  /* the two spares went back */
+    ck_assert_uint_eq(berth_state_instance_count(s), 0);
+    berth_state_free(s);
+    ck_assert_int_eq(fa.live, 0);
+    rig_free(scratch);
+}
+END_TEST
+
 /* Bounded text appender for the canonical dump. */
 typedef struct dump {
     char *buf;
@@ -2074,6 +2128,7 @@ static Suite *core_suite(void) {
 
     TCase *alloc = tcase_create("alloc");
     tcase_add_test(alloc, test_alloc_failure_every_k);
+    tcase_add_test(alloc, test_instance_blocks_reused);
     tcase_set_timeout(alloc, 60);
     suite_add_tcase(s, alloc);
     return s;

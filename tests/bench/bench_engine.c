@@ -777,6 +777,9 @@ static int release_all(berth_state *state, const counting *c, uint64_t *freed) {
             rc = fail("'%.*s' was not applied: %s", (int)lens[i], text, out.sentence);
         }
     }
+    /* Released blocks wait in the state's spare lists for later DEPLOYs;
+     * trim hands them back, so what comes back is what instances owned. */
+    berth_state_trim(state);
     *freed = before > c->live_bytes ? before - c->live_bytes : 0;
     if (rc == 0 && berth_state_instance_count(state) != 0) rc = fail("instances remain after releasing all");
     free(list);
