@@ -658,6 +658,7 @@ void batch_submit(client *c, size_t argc, const berth_str *argv) {
 
 static void batch_record_latency(server *s, uint64_t t0_ns) {
     uint64_t us = (now_ns_mono() - t0_ns) / 1000u;
+    s->last_commit_us = us;
     s->stats.commits++;
     s->stats.latency_us[latency_bucket(us)]++;
 }
@@ -727,6 +728,9 @@ static void batch_collect(server *s) {
         batch_reload(s, err);
         return;
     }
+    /* The cohort to gather next: the clients just answered come back,
+     * joining those already staged. */
+    s->last_batch_count = count + s->batch_count;
     s->stats.records_committed += s->durable_head - before;
     watch_committed(s, before + 1, s->durable_head);
 }
@@ -736,7 +740,6 @@ static void batch_hand_off(server *s) {
     if (s->batch_count == 0 || s->inflight_count > 0 || !pipe_idle(s->pipe)) {
         return;
     }
-    s->last_batch_count = s->batch_count;
     s->gathered = false;
     if (berth_engine_staged(s->engine) == 0) {
         /* Only refusals and replays of durable records: nothing to write. */
@@ -771,21 +774,29 @@ static void batch_hand_off(server *s) {
 /* ---- the loop's interface ---------------------------------------------- */
 
 /* Group commit's one timing heuristic, which never changes an outcome:
- * clients whose replies the last commit released send their next commands
- * within microseconds of each other, but the loop wakes on the first to
- * arrive. Committing that first handful alone would split the cohort in two
- * batches and pay two commits for it. So when the committer is idle and the
- * batch is smaller than the last one, wait in slices of GATHER_SLICES_MAX
- * short sleeps, polling in between, until the batch is as large as the last
- * one (the cohort is in: commit at once) or commit_gather_us have passed. A
- * lone writer never waits: its batch is never smaller than its last. While
- * a commit is in flight nothing waits: the batch grows by itself until the
- * committer is free. */
+ * clients whose replies a commit released send their next commands within
+ * microseconds of each other, but the loop wakes on the first to arrive.
+ * Committing that first handful alone would split the cohort in two batches
+ * and pay two commits for it. When commits are slow (the disk's syncs, at
+ * least GATHER_SLOW_FACTOR times commit_gather_us), that costs more than
+ * waiting: so when the committer is idle and the batch is smaller than the
+ * cohort expected (the clients the last commit answered plus those already
+ * staged), wait in slices of short sleeps, polling in between, until the
+ * cohort is in (commit at once) or commit_gather_us have passed. When
+ * commits are fast, nothing waits: two cohorts then alternate, one applied
+ * on the loop while the other syncs. A lone writer never waits: its batch
+ * is never smaller than its last. While a commit is in flight nothing waits
+ * either: the batch grows by itself until the committer is free. */
+#define GATHER_SLOW_FACTOR 10
 #define GATHER_SLICES_MAX 4
 bool batch_gather(server *s) {
     if (s->batch_count == 0 || s->config.commit_gather_us == 0 ||
-        s->batch_count >= s->last_batch_count || s->resume.next != &s->resume ||
-        (s->pipe != NULL && (s->inflight_count > 0 || !pipe_idle(s->pipe)))) {
+        s->batch_count >= s->last_batch_count || s->resume.next != &s->resume) {
+        return false;
+    }
+    if (s->pipe != NULL &&
+        (s->inflight_count > 0 || !pipe_idle(s->pipe) ||
+         s->last_commit_us < (uint64_t)GATHER_SLOW_FACTOR * s->config.commit_gather_us)) {
         return false;
     }
     uint64_t now = now_ns_mono();
@@ -802,6 +813,12 @@ bool batch_gather(server *s) {
     uint64_t left_ns = budget_ns - waited_ns;
     ev_sleep((ev_tstamp)(slice_ns < left_ns ? slice_ns : left_ns) / 1e9);
     return true;
+}
+
+void batch_reap(server *s) {
+    if (s->pipe != NULL) {
+        batch_collect(s);
+    }
 }
 
 void batch_step(server *s) {

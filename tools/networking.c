@@ -519,7 +519,7 @@ void net_stop_listening(server *s) {
 
 static void net_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
     server *s = w->data;
-    batch_step(s);                       /* replies of a commit the committer finished */
+    batch_reap(s);                       /* replies of a commit the committer finished */
     net_write_pending(s);
     if (batch_gather(s)) {
         ev_idle_start(loop, &s->idle);   /* read the cohort without blocking, then commit */

@@ -205,7 +205,8 @@ typedef struct server {
     uint64_t durable_head;              /* with pipe: the last seq known durable */
     struct pipe_journal *pipe;          /* batch.c's committer; NULL on etcd (synchronous) */
     berth_engine_options engine_options;   /* to reopen the engine after a failed commit */
-    uint32_t last_batch_count;          /* entries of the previous commit */
+    uint32_t last_batch_count;          /* the cohort expected in the next batch (gather) */
+    uint64_t last_commit_us;            /* latency of the last commit */
     bool gathered;                      /* this batch is waiting (or waited) for its cohort */
     uint64_t gather_start_ns;           /* when it began to wait */
     berth_str *argv;                    /* limits.args_max words, owned */
@@ -259,6 +260,8 @@ berth_journal *batch_engine_journal(server *s);
 void batch_stop_pipe(server *s);             /* after the engine closed */
 /* The last seq on disk: what clients may be shown. */
 uint64_t batch_durable_head(const server *s);
+/* Without blocking: answer a batch the committer finished, if any. */
+void batch_reap(server *s);
 /* Without blocking: answer a batch the committer finished, hand off the
  * open batch if the committer is free (the etcd road commits it now). */
 void batch_step(server *s);
