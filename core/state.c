@@ -195,8 +195,19 @@ berth_state *berth_state_new(const berth_allocator *allocator) {
     return s;
 }
 
+/* A worker's block: the header, its first SERVED_INLINE_MAX served
+ * entries, its name, its GPUs, then its labels and their text. What apply
+ * reads of a worker (status, name, served list, GPUs) thus sits in the
+ * block's first lines; most workers serve a few instances, so their served
+ * list never needs a block of its own (or the cache miss to reach it). */
+#define SERVED_INLINE_MAX 4u
+
+static const berth_instance **served_inline(const berth_worker *w) {
+    return (const berth_instance **)(void *)((char *)(uintptr_t)w + sizeof *w);
+}
+
 static void free_worker(berth_state *s, berth_worker *w) {
-    if (w->served) s->a.free(s->a.ctx, (void *)w->served);
+    if (w->served != served_inline(w)) s->a.free(s->a.ctx, (void *)w->served);
     s->a.free(s->a.ctx, w);
 }
 
@@ -471,6 +482,9 @@ static void touch_worker(berth_outcome *out, berth_str name) {
     if (out->worker_count < BERTH_PLACEMENT_WORKERS_MAX) out->workers[out->worker_count++] = name;
 }
 
+#define WORKER_ALIGN 8u   /* berth_gpu and berth_label hold pointers */
+_Static_assert(sizeof(berth_worker) % WORKER_ALIGN == 0, "the inline served list follows the header aligned");
+
 static int apply_worker_add(berth_state *s, const berth_cmd *c, uint64_t seq, berth_outcome *out) {
     const berth_worker *old = table_get_h(&s->workers, c->name, c->name_hash);
     touch_worker(out, c->name);
@@ -481,19 +495,23 @@ static int apply_worker_add(berth_state *s, const berth_cmd *c, uint64_t seq, be
     }
     size_t label_bytes = 0;
     for (uint32_t i = 0; i < c->label_count; i++) label_bytes += c->labels[i].key.len + c->labels[i].value.len;
-    size_t size = sizeof(berth_worker) + c->label_count * sizeof(berth_label) + c->gpu_count * sizeof(berth_gpu) +
-                  c->name.len + label_bytes;
+    /* The name is padded so the GPUs and labels after it stay aligned. */
+    size_t name_room = (c->name.len + WORKER_ALIGN - 1) / WORKER_ALIGN * WORKER_ALIGN;
+    size_t size = sizeof(berth_worker) + SERVED_INLINE_MAX * sizeof(berth_instance *) + name_room +
+                  c->gpu_count * sizeof(berth_gpu) + c->label_count * sizeof(berth_label) + label_bytes;
     if (table_reserve(&s->a, &s->workers, 1) != 0) return -1;
     char *block = s->a.alloc(s->a.ctx, size);
     if (block == NULL) return -1;
     memset(block, 0, size);
     berth_worker *w = (berth_worker *)block;
-    w->labels = (berth_label *)(block + sizeof *w);
-    w->gpus = (berth_gpu *)(w->labels + c->label_count);
-    char *text = (char *)(w->gpus + c->gpu_count);
-    memcpy(text, c->name.ptr, c->name.len);
-    w->name = berth_str_make(text, c->name.len);
-    text += c->name.len;
+    w->served = served_inline(w);
+    w->served_cap = SERVED_INLINE_MAX;
+    char *name_text = (char *)(w->served + SERVED_INLINE_MAX);
+    memcpy(name_text, c->name.ptr, c->name.len);
+    w->name = berth_str_make(name_text, c->name.len);
+    w->gpus = (berth_gpu *)(void *)(name_text + name_room);
+    w->labels = (berth_label *)(w->gpus + c->gpu_count);
+    char *text = (char *)(w->labels + c->label_count);
     for (uint32_t i = 0; i < c->label_count; i++) {
         memcpy(text, c->labels[i].key.ptr, c->labels[i].key.len);
         w->labels[i].key = berth_str_make(text, c->labels[i].key.len);
@@ -503,6 +521,7 @@ static int apply_worker_add(berth_state *s, const berth_cmd *c, uint64_t seq, be
         text += c->labels[i].value.len;
     }
     assert(text == block + size);
+    assert((uintptr_t)w->gpus % _Alignof(berth_gpu) == 0 && (uintptr_t)w->labels % _Alignof(berth_label) == 0);
     w->gpu_count = c->gpu_count;
     w->vram_mib = c->vram_mib;
     w->label_count = c->label_count;
@@ -656,8 +675,15 @@ static bool judge_place(const berth_state *s, const berth_cmd *c, const berth_pl
 /* Grow w's served list so one more fits; a no-op for the state's meaning. */
 static int served_reserve(berth_state *s, berth_worker *w) {
     if (w->served_count < w->served_cap) return 0;
-    uint32_t cap = w->served_cap ? w->served_cap * 2 : 4;
-    const berth_instance **p = s->a.realloc(s->a.ctx, (void *)w->served, cap * sizeof *p);
+    assert(w->served_cap >= SERVED_INLINE_MAX);
+    uint32_t cap = w->served_cap * 2;
+    const berth_instance **p;
+    if (w->served == served_inline(w)) {
+        p = s->a.alloc(s->a.ctx, cap * sizeof *p);
+        if (p != NULL) memcpy(p, w->served, w->served_count * sizeof *p);
+    } else {
+        p = s->a.realloc(s->a.ctx, (void *)w->served, cap * sizeof *p);
+    }
     if (p == NULL) return -1;
     w->served = p;
     w->served_cap = cap;

@@ -1688,6 +1688,69 @@ START_TEST(test_instance_blocks_reused) {
 }
 END_TEST
 
+/* A worker keeps its first served entries inside its own block and moves
+ * them to a list of their own past that: many instances on one worker, in
+ * deploy order, released from the middle, and the failure of the move's
+ * allocation leaving the state as it was. */
+START_TEST(test_served_list_grows) {
+    rig *r = rig_new();
+    expect(r, "WORKER.ADD big GPUS 64 VRAM 1000", BERTH_OK);
+    char line[128];
+    for (int i = 0; i < 64; i++) {
+        snprintf(line, sizeof line, "DEPLOY i%02d MODEL m BACKEND sglang ON big:%d", i, i);
+        expect(r, line, BERTH_OK);
+    }
+    const berth_worker *w = berth_state_worker(r->state, cstr("big"));
+    ck_assert_uint_eq(w->served_count, 64);
+    for (int i = 0; i < 64; i++) {
+        snprintf(line, sizeof line, "i%02d", i);
+        ck_assert(str_is(w->served[i]->name, line));
+    }
+    for (int i = 10; i < 60; i += 3) {
+        snprintf(line, sizeof line, "RELEASE i%02d", i);
+        expect(r, line, BERTH_OK);
+    }
+    expect(r, "WORKER.REMOVE big", BERTH_BUSY);
+    rig_free(r);
+
+    /* The fifth instance needs the list moved out of the block: fail that allocation. */
+    for (uint64_t fail_at = 1; fail_at < 40; fail_at++) {
+        fail_alloc fa = { 0, 0, false, 0 };
+        berth_allocator al = { fa_alloc, fa_realloc, fa_free, &fa };
+        berth_state *s = berth_state_new(&al);
+        ck_assert_ptr_nonnull(s);
+        rig *scratch = rig_new();
+        static berth_outcome out;
+        uint64_t seq = 0;
+        for (int i = -1; i < 8; i++) {
+            if (i < 0) snprintf(line, sizeof line, "WORKER.ADD w GPUS 8");
+            else snprintf(line, sizeof line, "DEPLOY j%d MODEL m BACKEND vllm ON w:%d", i, i);
+            rig_prepare(scratch, line);
+            berth_str canon = berth_str_make(scratch->canonical, scratch->canonical_len);
+            fa.calls = 0;
+            fa.fail_at = fail_at;
+            fa.fired = false;
+            int rc = berth_state_apply(s, &scratch->p->cmd, canon, seq + 1, &out);
+            fa.fail_at = 0;
+            if (rc != 0) {
+                ck_assert(fa.fired);
+                ck_assert_uint_eq(berth_state_last_seq(s), seq);
+                rc = berth_state_apply(s, &scratch->p->cmd, canon, seq + 1, &out);
+            }
+            ck_assert_int_eq(rc, 0);
+            ck_assert_int_eq(out.code, BERTH_OK);
+            seq++;
+            char why[256];
+            ck_assert_msg(berth_state_check(s, why, sizeof why), "%s", why);
+        }
+        ck_assert_uint_eq(berth_state_worker(s, cstr("w"))->served_count, 8);
+        berth_state_free(s);
+        ck_assert_int_eq(fa.live, 0);
+        rig_free(scratch);
+    }
+}
+END_TEST
+
 /* Bounded text appender for the canonical dump. */
 typedef struct dump {
     char *buf;
@@ -2129,6 +2192,7 @@ static Suite *core_suite(void) {
     TCase *alloc = tcase_create("alloc");
     tcase_add_test(alloc, test_alloc_failure_every_k);
     tcase_add_test(alloc, test_instance_blocks_reused);
+    tcase_add_test(alloc, test_served_list_grows);
     tcase_set_timeout(alloc, 60);
     suite_add_tcase(s, alloc);
     return s;
