@@ -421,6 +421,7 @@ typedef struct out_buf {
 } out_buf;
 
 static void ob_flush(out_buf *ob) {
+    errno = 0;
     if (ob->len > 0 && ob->write_errno == 0 && fwrite(ob->bytes, 1, ob->len, ob->file) != ob->len) {
         ob->write_errno = errno != 0 ? errno : EIO;
     }

@@ -107,7 +107,7 @@ idle_pct() {
     awk -v a="$a" -v b="$b" 'BEGIN { n = split(a, x); split(b, y); t = 0
         for (i = 2; i <= n; i++) t += y[i] - x[i]
         idle = (y[5] - x[5]) + (y[6] - x[6])
-        printf "%.0f\n", t > 0 ? 100 * idle / t : 100 }'
+        printf "%.0f\n", (t > 0) ? 100 * idle / t : 100 }'
 }
 # Before a run: with --idle, wait for idle CPUs; prints the idle share found.
 wait_idle() {
