@@ -128,8 +128,8 @@ typedef struct reqid_slot {
  * a steady population, and a block popped off a list is cheaper (and
  * warmer) than malloc and free. Blocks come in size classes, so any block
  * of a class fits any instance of it. */
-#define SPARE_CLASS_BYTES 64u
-#define SPARE_CLASSES 24u            /* up to 1,536 bytes: the largest instance block */
+#define SPARE_CLASS_BYTES 32u
+#define SPARE_CLASSES 48u            /* up to 1,536 bytes: the largest instance block */
 #define SPARE_BLOCKS_MAX 4096u       /* kept per class; beyond it, blocks are freed */
 _Static_assert(sizeof(berth_instance) + BERTH_PLACEMENT_WORKERS_MAX * sizeof(berth_slot) + 3 * BERTH_NAME_LEN_MAX <=
                    SPARE_CLASSES * SPARE_CLASS_BYTES,
