@@ -153,6 +153,7 @@ struct berth_state {
     void *policy_block;
     table reqids;
     reqid_slot *ring;      /* BERTH_REQID_WINDOW slots, allocated on first use */
+    void *reqid_spare;     /* room for the longest entry, so a committed command's id always fits */
     uint32_t ring_head;    /* oldest */
     uint32_t ring_count;
 };
@@ -273,6 +274,7 @@ void berth_state_free(berth_state *s) {
         s->a.free(s->a.ctx, s->ring[(s->ring_head + i) % BERTH_REQID_WINDOW].block);
     }
     if (s->ring) s->a.free(s->a.ctx, s->ring);
+    if (s->reqid_spare) s->a.free(s->a.ctx, s->reqid_spare);
     berth_state_trim(s);
     if (s->workers.slots) s->a.free(s->a.ctx, s->workers.slots);
     if (s->instances.slots) s->a.free(s->a.ctx, s->instances.slots);
@@ -887,6 +889,19 @@ static int reqid_prepare(berth_state *s, berth_str reqid, berth_str sentence, vo
     return *block ? 0 : -1;
 }
 
+#define REQID_SPARE_BYTES (BERTH_NAME_LEN_MAX + BERTH_SENTENCE_LEN_MAX)   /* id + sentence + NUL */
+
+/* Everything a command's request id needs before apply changes anything. */
+static int reqid_reserve(berth_state *s) {
+    if (s->ring == NULL) {
+        s->ring = s->a.alloc(s->a.ctx, BERTH_REQID_WINDOW * sizeof *s->ring);
+        if (s->ring == NULL) return -1;
+    }
+    if (table_reserve(&s->a, &s->reqids, 1) != 0) return -1;
+    if (s->reqid_spare == NULL) s->reqid_spare = s->a.alloc(s->a.ctx, REQID_SPARE_BYTES);
+    return s->reqid_spare ? 0 : -1;
+}
+
 static void reqid_commit(berth_state *s, const berth_reqid_entry *e, void *block) {
     assert(table_get(&s->reqids, e->reqid) == NULL);
     if (s->ring_count == BERTH_REQID_WINDOW) {
@@ -933,11 +948,15 @@ static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64
     out->sentence[0] = '\0';
     out->instance = (berth_str){ 0 };
     out->worker_count = 0;
-    /* Reserve the request id's memory first: after the command commits, failing is not allowed. */
-    void *reqid_block = NULL;
+    /* Reserve the request id's memory first: after the command commits,
+     * failing is not allowed. The reserve is a block for the longest entry,
+     * kept in the state from one request id to the next; the entry itself
+     * gets a block of its exact size once the sentence is known, and takes
+     * the reserve only if that allocation fails (which then goes unnoticed:
+     * the next request id allocates a new reserve before it changes anything). */
     if (c->reqid.len) {
         assert(table_get(&s->reqids, c->reqid) == NULL && "reqid_check must run before apply");
-        if (reqid_prepare(s, c->reqid, berth_str_make(NULL, BERTH_SENTENCE_LEN_MAX), &reqid_block) != 0) return -1;
+        if (reqid_reserve(s) != 0) return -1;
     }
     int rc;
     switch (c->kind) {
@@ -952,15 +971,18 @@ static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64
     }
     if (rc != 0) {
         if (out->sentence_len == SENTENCE_QUIET) out->sentence_len = 0;
-        if (reqid_block) s->a.free(s->a.ctx, reqid_block);
         return -1;
     }
     if (c->reqid.len) {
         berth_reqid_entry e = { c->reqid, berth_command_hash(canonical), seq, out->code,
                                 berth_str_make(out->sentence, out->sentence_len) };
-        /* The block was sized for the longest sentence; give the rest back. */
-        void *exact = s->a.realloc(s->a.ctx, reqid_block, c->reqid.len + out->sentence_len + 1);
-        reqid_commit(s, &e, exact ? exact : reqid_block);
+        void *block = s->a.alloc(s->a.ctx, c->reqid.len + out->sentence_len + 1);
+        if (block == NULL) {
+            assert(s->reqid_spare != NULL);
+            block = s->reqid_spare;
+            s->reqid_spare = NULL;
+        }
+        reqid_commit(s, &e, block);
     }
     if (out->sentence_len == SENTENCE_QUIET) out->sentence_len = 0;
     assert(out->sentence_len < sizeof out->sentence && out->sentence[out->sentence_len] == '\0');
