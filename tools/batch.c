@@ -624,17 +624,34 @@ static void batch_fatal(server *s) {
 
 /* ---- staging ----------------------------------------------------------- */
 
+/* After a flush made room: false (and the client answered) when that
+ * flush left berthd unable to serve writes. */
+static bool batch_room_made(client *c) {
+    if (!c->server->fatal) {
+        return true;
+    }
+    reply_error(&c->out, "IOERR", "berthd is stopping after a journal failure");
+    client_output_added(c);
+    return false;
+}
+
 void batch_submit(client *c, size_t argc, const berth_str *argv) {
     server *s = c->server;
     assert(argc >= 1);
     if (s->batch_count == SERVER_BATCH_ENTRIES_MAX) {
         batch_flush(s);
+        if (!batch_room_made(c)) {
+            return;
+        }
     }
     batch_entry *e = &s->batch[s->batch_count];
     berth_str actor = berth_str_make(c->actor, c->actor_len);
     berth_engine_submit(s->engine, argc, argv, actor, &e->result);
     if (e->result.kind == BERTH_SUBMIT_BATCH_FULL) {
         batch_flush(s);
+        if (!batch_room_made(c)) {
+            return;
+        }
         e = &s->batch[0];
         berth_engine_submit(s->engine, argc, argv, actor, &e->result);
         assert(e->result.kind != BERTH_SUBMIT_BATCH_FULL);
