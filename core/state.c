@@ -693,36 +693,77 @@ static int served_reserve(berth_state *s, berth_worker *w) {
 }
 
 /* ":0-3,6": GPU lists as runs, so a whole 8-GPU worker reads ":0-7". */
+/* The two sentences nearly every record says (a DEPLOY's and a RELEASE's)
+ * are written piece by piece rather than through a format: verify and
+ * berthd build one per record, and the format walk and the varargs cost as
+ * much as the rest of the apply. fmt_put truncates the same way however the
+ * text is cut into pieces, so the bytes equal the formatted ones. Callers
+ * check the quiet mark first: these write unconditionally. */
+static void put_lit(berth_outcome *out, const char *lit) {
+    assert(out->sentence_len != SENTENCE_QUIET);
+    fmt_put(out, lit, strlen(lit));
+}
+
+static void put_name(berth_outcome *out, berth_str name) {
+    assert(out->sentence_len != SENTENCE_QUIET);
+    fmt_put(out, name.ptr, name.len);
+}
+
+static void put_u32(berth_outcome *out, uint32_t v) {
+    assert(out->sentence_len != SENTENCE_QUIET);
+    fmt_u64(out, v);
+}
+
+static void put_end(berth_outcome *out) {
+    assert(out->sentence_len < sizeof out->sentence);
+    out->sentence[out->sentence_len] = '\0';
+}
+
+/* ":0-3,6": GPU lists as runs, so a whole 8-GPU worker reads ":0-7". */
 static void say_gpu_runs(berth_outcome *out, uint64_t mask) {
-    char sep = ':';
+    const char *sep = ":";
     for (uint32_t g = 0; g < BERTH_GPUS_MAX; g++) {
         if (!(mask & (1ull << g))) continue;
         uint32_t end = g;
         while (end + 1 < BERTH_GPUS_MAX && (mask & (1ull << (end + 1)))) end++;
-        if (end == g) {
-            say_more(out, "%c%u", sep, g);
-        } else {
-            say_more(out, "%c%u-%u", sep, g, end);
+        put_lit(out, sep);
+        put_u32(out, g);
+        if (end != g) {
+            put_lit(out, "-");
+            put_u32(out, end);
         }
-        sep = ',';
+        sep = ",";
         g = end;
     }
 }
 
+/* "instance <name> deployed on <w>:<gpus> (main), <w>:<gpus>[ claiming <n>
+ * MiB per GPU][; holds its workers exclusively as a distributed <b> instance]" */
 static void say_deployed(berth_outcome *out, const berth_instance *in) {
     out->code = BERTH_OK;
     if (out->sentence_len == SENTENCE_QUIET) return;
-    say(out, BERTH_OK, "instance %.*s deployed on ", S(in->name));
+    out->sentence_len = 0;
+    put_lit(out, "instance ");
+    put_name(out, in->name);
+    put_lit(out, " deployed on ");
     for (uint32_t i = 0; i < in->slot_count; i++) {
         const berth_slot *sl = &in->slots[i];
-        say_more(out, "%s%.*s", i ? ", " : "", S(sl->worker->name));
+        if (i) put_lit(out, ", ");
+        put_name(out, sl->worker->name);
         say_gpu_runs(out, sl->gpu_mask);
-        if (i == 0 && in->distributed) say_more(out, " (main)");
+        if (i == 0 && in->distributed) put_lit(out, " (main)");
     }
-    if (in->claim_mib) say_more(out, " claiming %u MiB per GPU", in->claim_mib);
+    if (in->claim_mib) {
+        put_lit(out, " claiming ");
+        put_u32(out, in->claim_mib);
+        put_lit(out, " MiB per GPU");
+    }
     if (in->exclusive) {
-        say_more(out, "; holds its workers exclusively as a distributed %.*s instance", S(in->backend));
+        put_lit(out, "; holds its workers exclusively as a distributed ");
+        put_name(out, in->backend);
+        put_lit(out, " instance");
     }
+    put_end(out);
 }
 
 /* judge_exclusive: false only when restoring a snapshot, whose instances may
@@ -810,11 +851,22 @@ static int apply_release(berth_state *s, const berth_cmd *c, berth_outcome *out)
         say(out, BERTH_NOINSTANCE, "instance %.*s is not deployed", S(c->name));
         return 0;
     }
-    say(out, BERTH_OK, "instance %.*s released from ", S(c->name));
+    /* "instance <name> released from <w>, <w>" */
+    out->code = BERTH_OK;
+    bool quiet = out->sentence_len == SENTENCE_QUIET;
+    if (!quiet) {
+        out->sentence_len = 0;
+        put_lit(out, "instance ");
+        put_name(out, c->name);
+        put_lit(out, " released from ");
+    }
     for (uint32_t i = 0; i < in->slot_count; i++) {
         berth_worker *w = (berth_worker *)in->slots[i].worker;
         touch_worker(out, w->name);
-        say_more(out, "%s%.*s", i ? ", " : "", S(w->name));
+        if (!quiet) {
+            if (i) put_lit(out, ", ");
+            put_name(out, w->name);
+        }
         served_remove(w, in);
         for (uint64_t m = in->slots[i].gpu_mask; m; m &= m - 1) {
             berth_gpu *gpu = &w->gpus[__builtin_ctzll(m)];
@@ -828,6 +880,7 @@ static int apply_release(berth_state *s, const berth_cmd *c, berth_outcome *out)
             }
         }
     }
+    if (!quiet) put_end(out);
     table_del_h(&s->instances, c->name, c->name_hash);
     instance_block_free(s, in);
     return 0;
