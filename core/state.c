@@ -219,8 +219,19 @@ static uint32_t spare_class(size_t size) {
     return (uint32_t)((size - 1) / SPARE_CLASS_BYTES);
 }
 
+/* An instance's block: the header, its name, model and backend (padded to
+ * INSTANCE_ALIGN), then its slots. The name a lookup compares and the slots
+ * a RELEASE walks follow the header closely. */
+#define INSTANCE_ALIGN 8u   /* berth_slot holds a pointer */
+_Static_assert(sizeof(berth_instance) % INSTANCE_ALIGN == 0, "the text after the header starts aligned");
+
+static size_t instance_text_room(berth_str name, berth_str model, berth_str backend) {
+    size_t text = (size_t)name.len + model.len + backend.len;
+    return (text + INSTANCE_ALIGN - 1) / INSTANCE_ALIGN * INSTANCE_ALIGN;
+}
+
 static size_t instance_block_size(uint32_t slots, berth_str name, berth_str model, berth_str backend) {
-    return sizeof(berth_instance) + slots * sizeof(berth_slot) + name.len + model.len + backend.len;
+    return sizeof(berth_instance) + instance_text_room(name, model, backend) + slots * sizeof(berth_slot);
 }
 
 /* A block of at least size bytes: a spare of its class, else a new one of
@@ -795,8 +806,10 @@ static int apply_deploy(berth_state *s, const berth_cmd *c, uint64_t seq, bool j
     if (block == NULL) return -1;
     /* Commit. */
     berth_instance *in = (berth_instance *)block;
-    in->slots = (berth_slot *)(block + sizeof *in);
-    char *text = (char *)(in->slots + c->place_count);
+    char *text = block + sizeof *in;
+    in->slots = (berth_slot *)(void *)(text + instance_text_room(c->name, c->model, c->backend));
+    assert((uintptr_t)in->slots % _Alignof(berth_slot) == 0);
+    assert((char *)(in->slots + c->place_count) == block + size);
     memcpy(text, c->name.ptr, c->name.len);
     in->name = berth_str_make(text, c->name.len);
     text += c->name.len;
