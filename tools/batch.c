@@ -56,6 +56,7 @@
                         (size_t)BERTH_BATCH_RECORDS_MAX * (BERTH_PLACEMENT_WORKERS_MAX + 1) * 24)
 #define PIPE_SNAPSHOT_BYTES_MAX ((size_t)1 << 32)   /* far above any state this engine holds */
 #define PIPE_ALIGN 8
+#define BATCH_RELOAD_WHY_LEN_MAX 512     /* the engine's sentence when a reload fails */
 
 /* ---- the committer thread and its pipe journal ------------------------- */
 
@@ -712,7 +713,7 @@ static void batch_reload(server *s, berth_jerr err) {
     s->last_batch_count = s->batch_count;
     batch_release(s, s->batch, &s->batch_count, err, s->durable_head);
     berth_engine *fresh = NULL;
-    char why[512] = "";
+    char why[BATCH_RELOAD_WHY_LEN_MAX] = "";
     berth_replay_stats stats;
     memset(&stats, 0, sizeof stats);
     berth_jerr e = berth_engine_open(&fresh, &s->pipe->base, &s->engine_options, &stats, why,
