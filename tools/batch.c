@@ -725,7 +725,16 @@ static void batch_reload(server *s, berth_jerr err) {
     }
     berth_engine_close(s->engine);
     s->engine = fresh;
-    assert(berth_engine_head_seq(s->engine) == s->durable_head);
+    if (berth_engine_head_seq(s->engine) != s->durable_head) {
+        /* The journal holds a batch it reported as failed (or lost one it
+         * reported durable): memory, WATCH and the replies already sent no
+         * longer agree with disk, so serving on would mislead. */
+        server_log("after a failed commit the journal's head is seq %llu, not the durable "
+                   "seq %llu berthd answered for",
+                   (unsigned long long)berth_engine_head_seq(s->engine),
+                   (unsigned long long)s->durable_head);
+        batch_fatal(s);
+    }
 }
 
 /* Answer the batch in flight once the committer reports it. */
@@ -871,6 +880,20 @@ void batch_flush(server *s) {
         }
         batch_hand_off(s);
     }
-    pipe_wait_idle(s->pipe);    /* a trailing snapshot */
+    /* No wait for a trailing snapshot: the state already equals the journal,
+     * the next hand-off waits for an idle committer itself, and pipe_stop
+     * finishes queued work before it joins. A draining read must not sit
+     * through a multi-megabyte snapshot write it does not need. */
+    assert(s->inflight_count == 0 && s->batch_count == 0);
+}
+
+void batch_abandon(server *s) {
+    if (s->pipe != NULL) {
+        pipe_wait_idle(s->pipe);
+        batch_collect(s);
+    }
+    /* Never committed, never acknowledged: each writer hears so. */
+    batch_release(s, s->inflight, &s->inflight_count, BERTH_J_IO, s->durable_head);
+    batch_release(s, s->batch, &s->batch_count, BERTH_J_IO, s->durable_head);
     assert(s->inflight_count == 0 && s->batch_count == 0);
 }

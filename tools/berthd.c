@@ -165,6 +165,9 @@ static void berthd_shutdown(server *s) {
     if (!s->fatal) {
         batch_flush(s);
     }
+    if (s->fatal) {
+        batch_abandon(s);   /* also when the flush itself turned fatal */
+    }
     net_write_pending(s);
     jobs_stop(s);
     net_close_all(s);

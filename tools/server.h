@@ -253,6 +253,8 @@ void batch_submit(client *c, size_t argc, const berth_str *argv);
  * are durable, and hand every held reply to its client: afterwards the
  * engine's state equals the journal. */
 void batch_flush(server *s);
+/* Shutdown after a fatal error: answer every uncommitted write -IOERR. */
+void batch_abandon(server *s);
 /* The LMDB road: start the committer thread over s->journal. Before the
  * engine opens; the engine then appends to batch_engine_journal(s). */
 berth_jerr batch_start_pipe(server *s);
