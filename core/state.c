@@ -42,9 +42,7 @@ typedef struct table {
 
 static berth_str key_of(const void *obj) { return *(const berth_str *)obj; }
 
-/* h is berth_name_hash(key): commands carry it from parse, so the hot path
- * never hashes a name twice. */
-static void *table_get_h(const table *t, berth_str key, uint64_t h) {
+static void *table_probe(const table *t, berth_str key, uint64_t h) {
     if (t->cap == 0) return NULL;
     uint32_t mask = t->cap - 1;
     for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
@@ -54,8 +52,23 @@ static void *table_get_h(const table *t, berth_str key, uint64_t h) {
     }
 }
 
+/* *h is meant to be berth_name_hash(key): commands carry it from parse, so
+ * a hit (the hot path) never hashes a name again. A carried hash is not
+ * trusted, though: stored hashes are always recomputed ones (every insert
+ * follows a miss here), so a wrong *h can only cause a false miss, and a
+ * miss re-probes with the recomputed hash and corrects *h for the insert
+ * that follows. A command built without parse can thus never misjudge. */
+static void *table_get_h(const table *t, berth_str key, uint64_t *h) {
+    void *hit = table_probe(t, key, *h);
+    if (hit != NULL) return hit;
+    uint64_t real = berth_name_hash(key);
+    if (real == *h) return NULL;
+    *h = real;
+    return table_probe(t, key, real);
+}
+
 static void *table_get(const table *t, berth_str key) {
-    return table_get_h(t, key, berth_name_hash(key));
+    return table_probe(t, key, berth_name_hash(key));
 }
 
 static void table_put_hashed(table *t, void *obj, uint64_t h) {
@@ -499,7 +512,8 @@ static void touch_worker(berth_outcome *out, berth_str name) {
 _Static_assert(sizeof(berth_worker) % WORKER_ALIGN == 0, "the inline served list follows the header aligned");
 
 static int apply_worker_add(berth_state *s, const berth_cmd *c, uint64_t seq, berth_outcome *out) {
-    const berth_worker *old = table_get_h(&s->workers, c->name, c->name_hash);
+    uint64_t h = c->name_hash;   /* corrected on a miss */
+    const berth_worker *old = table_get_h(&s->workers, c->name, &h);
     touch_worker(out, c->name);
     if (old) {
         say(out, BERTH_EXISTS, "worker %.*s is already registered (since seq %llu); remove it first to register it again",
@@ -540,7 +554,7 @@ static int apply_worker_add(berth_state *s, const berth_cmd *c, uint64_t seq, be
     w->label_count = c->label_count;
     w->status = BERTH_WORKER_ACTIVE;
     w->added_seq = seq;
-    table_put_hashed(&s->workers, w, c->name_hash);
+    table_put_hashed(&s->workers, w, h);
     out->workers[0] = w->name;
     if (w->vram_mib) {
         say(out, BERTH_OK, "worker %.*s registered with %u GPUs of %u MiB", S(w->name), w->gpu_count, w->vram_mib);
@@ -555,7 +569,8 @@ static void say_noworker(berth_outcome *out, berth_str name) {
 }
 
 static int apply_worker_cordon(berth_state *s, const berth_cmd *c, berth_outcome *out, bool cordon) {
-    berth_worker *w = table_get_h(&s->workers, c->name, c->name_hash);
+    uint64_t h = c->name_hash;   /* corrected on a miss */
+    berth_worker *w = table_get_h(&s->workers, c->name, &h);
     touch_worker(out, c->name);
     if (w == NULL) {
         say_noworker(out, c->name);
@@ -575,7 +590,8 @@ static int apply_worker_cordon(berth_state *s, const berth_cmd *c, berth_outcome
 }
 
 static int apply_worker_remove(berth_state *s, const berth_cmd *c, berth_outcome *out) {
-    berth_worker *w = table_get_h(&s->workers, c->name, c->name_hash);
+    uint64_t h = c->name_hash;   /* corrected on a miss */
+    berth_worker *w = table_get_h(&s->workers, c->name, &h);
     touch_worker(out, c->name);
     if (w == NULL) {
         say_noworker(out, c->name);
@@ -591,7 +607,7 @@ static int apply_worker_remove(berth_state *s, const berth_cmd *c, berth_outcome
         return 0;
     }
     say(out, BERTH_OK, "worker %.*s removed", S(c->name));
-    table_del_h(&s->workers, c->name, c->name_hash);
+    table_del_h(&s->workers, c->name, h);
     free_worker(s, w);
     return 0;
 }
@@ -618,7 +634,8 @@ static void say_gpu_users(berth_outcome *out, const berth_worker *w, uint32_t g)
 /* Judge one worker of a placement; returns true when it passes. */
 static bool judge_place(const berth_state *s, const berth_cmd *c, const berth_place *pl, bool exclusive,
                         const berth_worker **wout, uint64_t *mask_out, berth_outcome *out) {
-    const berth_worker *w = table_get_h(&s->workers, pl->worker, pl->worker_hash);
+    uint64_t worker_h = pl->worker_hash;
+    const berth_worker *w = table_get_h(&s->workers, pl->worker, &worker_h);
     if (w == NULL) {
         say_noworker(out, pl->worker);
         return false;
@@ -783,7 +800,8 @@ static int apply_deploy(berth_state *s, const berth_cmd *c, uint64_t seq, bool j
                         berth_outcome *out) {
     out->instance = c->name;
     for (uint32_t i = 0; i < c->place_count; i++) touch_worker(out, c->place[i].worker);
-    const berth_instance *old = table_get_h(&s->instances, c->name, c->name_hash);
+    uint64_t h = c->name_hash;   /* corrected on a miss */
+    const berth_instance *old = table_get_h(&s->instances, c->name, &h);
     if (old) {
         say(out, BERTH_EXISTS, "instance %.*s is already deployed (since seq %llu)", S(c->name),
             (unsigned long long)old->deploy_seq);
@@ -840,7 +858,7 @@ static int apply_deploy(berth_state *s, const berth_cmd *c, uint64_t seq, bool j
             }
         }
     }
-    table_put_hashed(&s->instances, in, c->name_hash);
+    table_put_hashed(&s->instances, in, h);
     out->instance = in->name;
     say_deployed(out, in);
     return 0;
@@ -859,7 +877,8 @@ static void served_remove(berth_worker *w, const berth_instance *in) {
 
 static int apply_release(berth_state *s, const berth_cmd *c, berth_outcome *out) {
     out->instance = c->name;
-    berth_instance *in = table_get_h(&s->instances, c->name, c->name_hash);
+    uint64_t h = c->name_hash;   /* corrected on a miss */
+    berth_instance *in = table_get_h(&s->instances, c->name, &h);
     if (in == NULL) {
         say(out, BERTH_NOINSTANCE, "instance %.*s is not deployed", S(c->name));
         return 0;
@@ -894,7 +913,7 @@ static int apply_release(berth_state *s, const berth_cmd *c, berth_outcome *out)
         }
     }
     if (!quiet) put_end(out);
-    table_del_h(&s->instances, c->name, c->name_hash);
+    table_del_h(&s->instances, c->name, h);
     instance_block_free(s, in);
     return 0;
 }
@@ -992,22 +1011,9 @@ static void reqid_commit(berth_state *s, const berth_reqid_entry *e, void *block
 
 /* ---------------------------------------------------------------- apply */
 
-static bool cmd_hashes_ok(const berth_cmd *c) {
-    if (c->name_hash != berth_name_hash(c->name)) return false;
-    for (uint32_t i = 0; i < c->place_count; i++) {
-        if (c->place[i].worker_hash != berth_name_hash(c->place[i].worker)) return false;
-    }
-    return true;
-}
-
-/* Apply trusts the hashes parse put in the command; rechecking them on every
- * record would cost what carrying them saves, so every 64th seq does. */
-#define HASH_CHECK_EVERY_SEQS 64u
-
 static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64_t seq, berth_outcome *out, bool quiet) {
     assert(s != NULL && c != NULL && out != NULL);
     assert(seq == s->last_seq + 1);
-    assert(seq % HASH_CHECK_EVERY_SEQS != 0 || cmd_hashes_ok(c));
     assert(c->kind > BERTH_CMD_NONE && c->kind < BERTH_CMD_KIND_COUNT);
     out->code = BERTH_OK;
     out->sentence_len = (quiet && c->reqid.len == 0) ? SENTENCE_QUIET : 0;
@@ -1268,7 +1274,23 @@ static bool check_instance(const berth_state *s, const berth_instance *in, char 
     return true;
 }
 
+/* Every stored hash is its name's: lookups trust a stored hash on a hit. */
+static bool check_table_hashes(const table *t, const char *what, char *wb, size_t ws) {
+    for (uint32_t i = 0; i < t->cap; i++) {
+        const void *obj = t->slots[i].obj;
+        if (obj != NULL && t->slots[i].hash != berth_name_hash(key_of(obj))) {
+            return why(wb, ws, "%s %.*s stored under a wrong hash", what, S(key_of(obj)));
+        }
+    }
+    return true;
+}
+
 bool berth_state_check(const berth_state *s, char *wb, size_t ws) {
+    if (!check_table_hashes(&s->workers, "worker", wb, ws) ||
+        !check_table_hashes(&s->instances, "instance", wb, ws) ||
+        !check_table_hashes(&s->reqids, "request id", wb, ws)) {
+        return false;
+    }
     for (uint32_t i = 0; i < s->workers.cap; i++) {
         if (s->workers.slots[i].obj && !check_worker(s, s->workers.slots[i].obj, wb, ws)) return false;
     }

@@ -1637,6 +1637,36 @@ static void fa_free(void *ctx, void *ptr) {
 /* A released instance's block is kept for the next DEPLOY: deploy/release
  * cycles stop calling the allocator once the spare lists hold a block of
  * the class, trim gives the spares back, and free returns everything. */
+/* Commands built by hand may carry wrong name hashes: apply must still find
+ * what is there and store only true hashes (a carried hash saves a rehash on
+ * a hit; it never decides). */
+START_TEST(test_stale_carried_hashes) {
+    berth_state *s = berth_state_new(NULL);
+    ck_assert_ptr_nonnull(s);
+    rig *r = rig_new();
+    static berth_outcome out;
+    const char *lines[] = { "WORKER.ADD w1 GPUS 2", "WORKER.ADD w1 GPUS 2", "DEPLOY i1 MODEL m BACKEND vllm ON w1",
+                            "DEPLOY i1 MODEL m BACKEND vllm ON w1", "RELEASE i1", "WORKER.REMOVE w1",
+                            "WORKER.CORDON w1" };
+    const berth_code want[] = { BERTH_OK, BERTH_EXISTS, BERTH_OK, BERTH_EXISTS, BERTH_OK, BERTH_OK, BERTH_NOWORKER };
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+        rig_prepare(r, lines[i]);
+        berth_cmd *c = &r->p->cmd;
+        c->name_hash ^= 0x9e3779b97f4a7c15ull;   /* stale */
+        for (uint32_t k = 0; k < c->place_count; k++) c->place[k].worker_hash += 1;
+        ck_assert_int_eq(berth_state_apply(s, c, berth_str_make(r->canonical, r->canonical_len), i + 1, &out), 0);
+        ck_assert_msg(out.code == want[i], "%s: got %s", lines[i], berth_code_name(out.code));
+        char why[256];
+        ck_assert_msg(berth_state_check(s, why, sizeof why), "%s: %s", lines[i], why);
+        if (i == 0) ck_assert_ptr_nonnull(berth_state_worker(s, berth_str_make("w1", 2)));
+    }
+    ck_assert_uint_eq(berth_state_worker_count(s), 0);
+    ck_assert_uint_eq(berth_state_instance_count(s), 0);
+    berth_state_free(s);
+    rig_free(r);
+}
+END_TEST
+
 START_TEST(test_instance_blocks_reused) {
     fail_alloc fa = { 0, 0, false, 0 };
     berth_allocator al = { fa_alloc, fa_realloc, fa_free, &fa };
@@ -2137,6 +2167,7 @@ static Suite *core_suite(void) {
     tcase_add_test(names, test_name_valid);
     tcase_add_test(names, test_name_valid_every_byte);
     tcase_add_test(names, test_name_hash_and_cmd_hashes);
+    tcase_add_test(names, test_stale_carried_hashes);
     tcase_add_test(names, test_parse_u64);
     tcase_add_test(names, test_str_order);
     tcase_add_test(names, test_kind_and_code_names);
