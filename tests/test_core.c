@@ -121,6 +121,10 @@ static void make_name(char *buf, size_t len) {
 
 /* ---- names -------------------------------------------------------------- */
 
+/* A hang guard, not a timing check: Check's 4 s default is too short for the
+ * reqid window test on a loaded 2-core machine or under the sanitizers. */
+#define TCASE_TIMEOUT_S 60
+
 START_TEST(test_name_valid) {
     char name[BERTH_NAME_LEN_MAX + 2];
     make_name(name, BERTH_NAME_LEN_MAX);
@@ -2171,6 +2175,7 @@ static Suite *core_suite(void) {
     tcase_add_test(names, test_parse_u64);
     tcase_add_test(names, test_str_order);
     tcase_add_test(names, test_kind_and_code_names);
+    tcase_set_timeout(names, TCASE_TIMEOUT_S);
     suite_add_tcase(s, names);
 
     TCase *parse = tcase_create("parse");
@@ -2186,6 +2191,7 @@ static Suite *core_suite(void) {
     tcase_add_test(parse, test_canonical_always_fits);
     tcase_add_test(parse, test_canonical_limit_exact);
     tcase_add_test(parse, test_split);
+    tcase_set_timeout(parse, TCASE_TIMEOUT_S);
     suite_add_tcase(s, parse);
 
     TCase *rules = tcase_create("rules");
@@ -2209,25 +2215,28 @@ static Suite *core_suite(void) {
     tcase_add_test(rules, test_outcome_after_refusal_is_clean);
     tcase_add_test(rules, test_long_sentences_bounded);
     tcase_add_test(rules, test_many_names);
+    tcase_set_timeout(rules, TCASE_TIMEOUT_S);
     suite_add_tcase(s, rules);
 
     TCase *restore = tcase_create("restore");
     tcase_add_test(restore, test_restore_roundtrip);
     tcase_add_test(restore, test_restore_two_exclusive_holders);
     tcase_add_test(restore, test_restore_rejects);
+    tcase_set_timeout(restore, TCASE_TIMEOUT_S);
     suite_add_tcase(s, restore);
 
     TCase *reqid = tcase_create("reqid");
     tcase_add_test(reqid, test_reqid_retry_and_conflict);
     tcase_add_test(reqid, test_command_hash_is_fnv1a);
     tcase_add_test(reqid, test_reqid_window_eviction);
+    tcase_set_timeout(reqid, TCASE_TIMEOUT_S);
     suite_add_tcase(s, reqid);
 
     TCase *alloc = tcase_create("alloc");
     tcase_add_test(alloc, test_alloc_failure_every_k);
     tcase_add_test(alloc, test_instance_blocks_reused);
     tcase_add_test(alloc, test_served_list_grows);
-    tcase_set_timeout(alloc, 60);
+    tcase_set_timeout(alloc, TCASE_TIMEOUT_S);
     suite_add_tcase(s, alloc);
     return s;
 }
