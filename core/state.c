@@ -429,9 +429,27 @@ static void fmt_u64(berth_outcome *out, uint64_t v) {
 
 /* sentence_len holds this while apply_quiet runs: say() records the code only. */
 #define SENTENCE_QUIET UINT32_MAX
+/* ...or this while apply_expect runs: quiet as long as the code is the
+ * expected one; a different code turns the sentence on (set_code). */
+#define SENTENCE_QUIET_EXPECT(code) (UINT32_MAX - 1u - (uint32_t)(code))
+#define SENTENCE_QUIET_MIN SENTENCE_QUIET_EXPECT(BERTH_CODE_COUNT - 1)
+
+static bool out_quiet(const berth_outcome *out) {
+    return out->sentence_len >= SENTENCE_QUIET_MIN;
+}
+
+/* Decide the code; a sentence that is being built starts over. */
+static void set_code(berth_outcome *out, berth_code code) {
+    out->code = code;
+    if (!out_quiet(out)) {
+        out->sentence_len = 0;
+    } else if (out->sentence_len != SENTENCE_QUIET && out->sentence_len != SENTENCE_QUIET_EXPECT(code)) {
+        out->sentence_len = 0;  /* not the expected code: its sentence is wanted */
+    }
+}
 
 static void fmt_v(berth_outcome *out, const char *f, va_list ap) {
-    if (out->sentence_len == SENTENCE_QUIET) return;
+    if (out_quiet(out)) return;
     while (*f) {
         const char *lit = f;
         while (*f && *f != '%') f++;
@@ -473,8 +491,7 @@ static void fmt_v(berth_outcome *out, const char *f, va_list ap) {
 
 static void say(berth_outcome *out, berth_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void say(berth_outcome *out, berth_code code, const char *fmt, ...) {
-    out->code = code;
-    if (out->sentence_len != SENTENCE_QUIET) out->sentence_len = 0;
+    set_code(out, code);
     va_list ap;
     va_start(ap, fmt);
     fmt_v(out, fmt, ap);
@@ -728,17 +745,17 @@ static int served_reserve(berth_state *s, berth_worker *w) {
  * text is cut into pieces, so the bytes equal the formatted ones. Callers
  * check the quiet mark first: these write unconditionally. */
 static void put_lit(berth_outcome *out, const char *lit) {
-    assert(out->sentence_len != SENTENCE_QUIET);
+    assert(!out_quiet(out));
     fmt_put(out, lit, strlen(lit));
 }
 
 static void put_name(berth_outcome *out, berth_str name) {
-    assert(out->sentence_len != SENTENCE_QUIET);
+    assert(!out_quiet(out));
     fmt_put(out, name.ptr, name.len);
 }
 
 static void put_u32(berth_outcome *out, uint32_t v) {
-    assert(out->sentence_len != SENTENCE_QUIET);
+    assert(!out_quiet(out));
     fmt_u64(out, v);
 }
 
@@ -768,9 +785,8 @@ static void say_gpu_runs(berth_outcome *out, uint64_t mask) {
 /* "instance <name> deployed on <w>:<gpus> (main), <w>:<gpus>[ claiming <n>
  * MiB per GPU][; holds its workers exclusively as a distributed <b> instance]" */
 static void say_deployed(berth_outcome *out, const berth_instance *in) {
-    out->code = BERTH_OK;
-    if (out->sentence_len == SENTENCE_QUIET) return;
-    out->sentence_len = 0;
+    set_code(out, BERTH_OK);
+    if (out_quiet(out)) return;
     put_lit(out, "instance ");
     put_name(out, in->name);
     put_lit(out, " deployed on ");
@@ -884,10 +900,9 @@ static int apply_release(berth_state *s, const berth_cmd *c, berth_outcome *out)
         return 0;
     }
     /* "instance <name> released from <w>, <w>" */
-    out->code = BERTH_OK;
-    bool quiet = out->sentence_len == SENTENCE_QUIET;
+    set_code(out, BERTH_OK);
+    bool quiet = out_quiet(out);
     if (!quiet) {
-        out->sentence_len = 0;
         put_lit(out, "instance ");
         put_name(out, c->name);
         put_lit(out, " released from ");
@@ -1011,12 +1026,15 @@ static void reqid_commit(berth_state *s, const berth_reqid_entry *e, void *block
 
 /* ---------------------------------------------------------------- apply */
 
-static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64_t seq, berth_outcome *out, bool quiet) {
+/* quiet_mark: 0 (a sentence), SENTENCE_QUIET or SENTENCE_QUIET_EXPECT(code). */
+static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64_t seq, berth_outcome *out,
+                 uint32_t quiet_mark) {
     assert(s != NULL && c != NULL && out != NULL);
     assert(seq == s->last_seq + 1);
     assert(c->kind > BERTH_CMD_NONE && c->kind < BERTH_CMD_KIND_COUNT);
     out->code = BERTH_OK;
-    out->sentence_len = (quiet && c->reqid.len == 0) ? SENTENCE_QUIET : 0;
+    assert(quiet_mark == 0 || quiet_mark >= SENTENCE_QUIET_MIN);
+    out->sentence_len = c->reqid.len == 0 ? quiet_mark : 0;   /* the window keeps a REQID's sentence */
     out->sentence[0] = '\0';
     out->instance = (berth_str){ 0 };
     out->worker_count = 0;
@@ -1042,7 +1060,7 @@ static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64
     default: assert(0 && "unreachable"); rc = -1;
     }
     if (rc != 0) {
-        if (out->sentence_len == SENTENCE_QUIET) out->sentence_len = 0;
+        if (out_quiet(out)) out->sentence_len = 0;
         return -1;
     }
     if (c->reqid.len) {
@@ -1056,19 +1074,25 @@ static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64
         }
         reqid_commit(s, &e, block);
     }
-    if (out->sentence_len == SENTENCE_QUIET) out->sentence_len = 0;
+    if (out_quiet(out)) out->sentence_len = 0;
     assert(out->sentence_len < sizeof out->sentence && out->sentence[out->sentence_len] == '\0');
     s->last_seq = seq;
     return 0;
 }
 
 int berth_state_apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64_t seq, berth_outcome *out) {
-    return apply(s, c, canonical, seq, out, false);
+    return apply(s, c, canonical, seq, out, 0);
 }
 
 int berth_state_apply_quiet(berth_state *s, const berth_cmd *c, berth_str canonical, uint64_t seq,
                             berth_outcome *out) {
-    return apply(s, c, canonical, seq, out, true);
+    return apply(s, c, canonical, seq, out, SENTENCE_QUIET);
+}
+
+int berth_state_apply_expect(berth_state *s, const berth_cmd *c, berth_str canonical, uint64_t seq,
+                             berth_code expected, berth_outcome *out) {
+    assert((uint32_t)expected < BERTH_CODE_COUNT);
+    return apply(s, c, canonical, seq, out, SENTENCE_QUIET_EXPECT(expected));
 }
 
 /* ---------------------------------------------------------------- restore */

@@ -137,6 +137,12 @@ int berth_state_apply(berth_state *state, const berth_cmd *cmd, berth_str canoni
 int berth_state_apply_quiet(berth_state *state, const berth_cmd *cmd, berth_str canonical,
                             uint64_t seq, berth_outcome *out);
 
+/* Rejudge's path: exactly berth_state_apply, but the sentence is built only
+ * when the code differs from expected (or the command carries a REQID);
+ * otherwise out->sentence is empty, as with apply_quiet. */
+int berth_state_apply_expect(berth_state *state, const berth_cmd *cmd, berth_str canonical,
+                             uint64_t seq, berth_code expected, berth_outcome *out);
+
 /* Request-id window: before journaling a command that carries a REQID.
  * Returns BERTH_REQID_NEW (apply it), BERTH_REQID_RETRY (same command: answer
  * with hit, append nothing) or BERTH_REQID_CONFLICT (the id was used for a

@@ -1671,6 +1671,73 @@ START_TEST(test_stale_carried_hashes) {
 }
 END_TEST
 
+/* apply_expect says exactly what apply says, code and state alike, and
+ * builds the sentence only when the code is not the expected one. */
+START_TEST(test_apply_expect) {
+    static const struct { const char *line; berth_code code; } steps[] = {
+        { "WORKER.ADD w1 GPUS 2 VRAM 1000", BERTH_OK },
+        { "WORKER.ADD w1 GPUS 2", BERTH_EXISTS },
+        { "WORKER.ADD w2 GPUS 2", BERTH_OK },
+        { "WORKER.ADD w3 GPUS 2", BERTH_OK },
+        { "DEPLOY a MODEL m BACKEND vllm ON w1 w2", BERTH_OK },
+        { "DEPLOY b MODEL m BACKEND vllm ON w3 w2", BERTH_EXCLUSIVE },
+        { "DEPLOY a MODEL m BACKEND vllm ON w3", BERTH_EXISTS },
+        { "DEPLOY c MODEL m BACKEND vllm ON w9", BERTH_NOWORKER },
+        { "DEPLOY c MODEL m BACKEND vllm ON w3:1,5", BERTH_NOGPU },
+        { "DEPLOY c MODEL m BACKEND sglang ON w3:0", BERTH_OK },
+        { "DEPLOY d MODEL m BACKEND sglang ON w3:0", BERTH_GPUBUSY },
+        { "WORKER.ADD w4 GPUS 1 VRAM 1000", BERTH_OK },
+        { "DEPLOY e MODEL m BACKEND sglang VRAM 600 ON w4:0", BERTH_OK },
+        { "DEPLOY f MODEL m BACKEND sglang VRAM 600 ON w4:0", BERTH_NOVRAM },
+        { "WORKER.CORDON w3", BERTH_OK },
+        { "DEPLOY g MODEL m BACKEND sglang ON w3:1", BERTH_CORDONED },
+        { "RELEASE zz", BERTH_NOINSTANCE },
+        { "WORKER.REMOVE w3", BERTH_BUSY },
+        { "RELEASE a", BERTH_OK },
+        { "POLICY.SET EXCLUSIVE sglang,vllm", BERTH_OK },
+        { "WORKER.UNCORDON w3", BERTH_OK },
+        { "DEPLOY h MODEL m BACKEND vllm ON w2 REQID r1", BERTH_OK },
+        { "RELEASE c", BERTH_OK },
+        { "WORKER.REMOVE w3", BERTH_OK },
+    };
+    berth_state *st[3];
+    for (int k = 0; k < 3; k++) {
+        st[k] = berth_state_new(NULL);
+        ck_assert_ptr_nonnull(st[k]);
+    }
+    rig *r = rig_new();
+    static berth_outcome want, same, other;
+    bool seen[BERTH_CODE_COUNT] = { false };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        rig_prepare(r, steps[i].line);
+        berth_str canonical = berth_str_make(r->canonical, r->canonical_len);
+        uint64_t seq = i + 1;
+        ck_assert_int_eq(berth_state_apply(st[0], &r->p->cmd, canonical, seq, &want), 0);
+        ck_assert_msg(want.code == steps[i].code, "%s: %s", steps[i].line, berth_code_name(want.code));
+        ck_assert_uint_gt(want.sentence_len, 0);
+        seen[want.code] = true;
+        berth_code differs = (berth_code)((want.code + 1) % BERTH_CODE_COUNT);
+        ck_assert_int_eq(berth_state_apply_expect(st[1], &r->p->cmd, canonical, seq, want.code, &same), 0);
+        ck_assert_int_eq(berth_state_apply_expect(st[2], &r->p->cmd, canonical, seq, differs, &other), 0);
+        ck_assert_int_eq(same.code, want.code);
+        ck_assert_int_eq(other.code, want.code);
+        /* The window keeps a REQID's sentence, so then it is always built. */
+        ck_assert_uint_eq(same.sentence_len, r->p->cmd.reqid.len ? want.sentence_len : 0);
+        ck_assert_uint_eq(other.sentence_len, want.sentence_len);
+        ck_assert_str_eq(other.sentence, want.sentence);
+        for (int k = 1; k < 3; k++) {
+            char why[256];
+            ck_assert_msg(berth_state_check(st[k], why, sizeof why), "%s", why);
+            ck_assert_uint_eq(berth_state_worker_count(st[k]), berth_state_worker_count(st[0]));
+            ck_assert_uint_eq(berth_state_instance_count(st[k]), berth_state_instance_count(st[0]));
+        }
+    }
+    for (int c = 0; c < BERTH_CODE_COUNT; c++) ck_assert_msg(seen[c], "no step says %s", berth_code_name((berth_code)c));
+    for (int k = 0; k < 3; k++) berth_state_free(st[k]);
+    rig_free(r);
+}
+END_TEST
+
 START_TEST(test_instance_blocks_reused) {
     fail_alloc fa = { 0, 0, false, 0 };
     berth_allocator al = { fa_alloc, fa_realloc, fa_free, &fa };
@@ -2172,6 +2239,7 @@ static Suite *core_suite(void) {
     tcase_add_test(names, test_name_valid_every_byte);
     tcase_add_test(names, test_name_hash_and_cmd_hashes);
     tcase_add_test(names, test_stale_carried_hashes);
+    tcase_add_test(names, test_apply_expect);
     tcase_add_test(names, test_parse_u64);
     tcase_add_test(names, test_str_order);
     tcase_add_test(names, test_kind_and_code_names);

@@ -326,22 +326,40 @@ void cli_feed_stop(cli_feed *feed) {
     free(feed);
 }
 
-int cli_feed_apply(berth_state *state, const cli_feed_item *item, bool quiet, berth_outcome *out,
-                   char *err, size_t err_size) {
+/* quiet_mode: 0 a sentence, 1 none, 2 only when the code is not expected. */
+static int feed_apply(berth_state *state, const cli_feed_item *item, int quiet_mode, berth_code expected,
+                      berth_outcome *out, char *err, size_t err_size) {
     assert(state != NULL && item != NULL && out != NULL);
     if (item->rec.seq != berth_state_last_seq(state) + 1) {
         snprintf(err, err_size, "record %" PRIu64 " does not follow seq %" PRIu64, item->rec.seq,
                  berth_state_last_seq(state));
         return -1;
     }
-    int rc = quiet ? berth_state_apply_quiet(state, &item->cmd, item->text, item->rec.seq, out)
-                   : berth_state_apply(state, &item->cmd, item->text, item->rec.seq, out);
+    const berth_cmd *cmd = &item->cmd;
+    uint64_t seq = item->rec.seq;
+    int rc = quiet_mode == 1   ? berth_state_apply_quiet(state, cmd, item->text, seq, out)
+             : quiet_mode == 2 ? berth_state_apply_expect(state, cmd, item->text, seq, expected, out)
+                               : berth_state_apply(state, cmd, item->text, seq, out);
     if (rc != 0) {
         snprintf(err, err_size, "out of memory applying record %" PRIu64, item->rec.seq);
         return -1;
     }
     assert(berth_state_last_seq(state) == item->rec.seq);
     return 0;
+}
+
+int cli_feed_apply(berth_state *state, const cli_feed_item *item, bool quiet, berth_outcome *out,
+                   char *err, size_t err_size) {
+    return feed_apply(state, item, quiet ? 1 : 0, BERTH_OK, out, err, err_size);
+}
+
+int cli_feed_apply_expect(berth_state *state, const cli_feed_item *item, berth_outcome *out,
+                          char *err, size_t err_size) {
+    /* A recorded code this build does not know can never be matched: say it all. */
+    if (item->rec.code >= BERTH_CODE_COUNT) {
+        return feed_apply(state, item, 0, BERTH_OK, out, err, err_size);
+    }
+    return feed_apply(state, item, 2, (berth_code)item->rec.code, out, err, err_size);
 }
 
 uint64_t cli_feed_thread_cpu_ns(const cli_feed *feed) {

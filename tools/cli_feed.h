@@ -87,5 +87,9 @@ uint64_t cli_feed_own_cpu_ns(void);
  * 0, or -1 with err. */
 int cli_feed_apply(berth_state *state, const cli_feed_item *item, bool quiet, berth_outcome *out,
                    char *err, size_t err_size);
+/* The same, with a sentence only when the outcome's code differs from the
+ * record's (rejudge: matching records need none). */
+int cli_feed_apply_expect(berth_state *state, const cli_feed_item *item, berth_outcome *out,
+                          char *err, size_t err_size);
 
 #endif

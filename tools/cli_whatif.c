@@ -677,7 +677,7 @@ static int judge_batch(berth_state *state, const cli_feed_batch *batch) {
     for (uint32_t i = 0; i < batch->count; i++) {
         const cli_feed_item *item = &batch->items[i];
         char err[CLI_ERR_LEN_MAX];
-        if (cli_feed_apply(state, item, false, &out, err, sizeof err) != 0) {
+        if (cli_feed_apply_expect(state, item, &out, err, sizeof err) != 0) {
             return cli_fail(CLI_EXIT_FINDING, "CORRUPT", "record %" PRIu64 " cannot be replayed: %s",
                             item->rec.seq, err);
         }
