@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sanitizer/asan_interface.h>   /* spare blocks poisoned; no-op macros without ASan */
+
 /* ---------------------------------------------------------------- memory */
 
 static void *libc_alloc(void *ctx, size_t size) { (void)ctx; return malloc(size); }
@@ -247,18 +249,32 @@ static size_t instance_block_size(uint32_t slots, berth_str name, berth_str mode
     return sizeof(berth_instance) + instance_text_room(name, model, backend) + slots * sizeof(berth_slot);
 }
 
+/* A spare block is poisoned for AddressSanitizer (the macros are no-ops in
+ * other builds) while it waits on its list, so a pointer kept past its
+ * instance's RELEASE is still reported as a use after free. */
+static size_t spare_class_bytes(uint32_t k) {
+    return (size_t)(k + 1) * SPARE_CLASS_BYTES;
+}
+
+static spare_block *spare_take(berth_state *s, uint32_t k) {
+    spare_block *b = s->spare[k];
+    if (b == NULL) return NULL;
+    ASAN_UNPOISON_MEMORY_REGION(b, spare_class_bytes(k));
+    assert(s->spare_count[k] > 0);
+    s->spare[k] = b->next;
+    s->spare_count[k]--;
+    return b;
+}
+
 /* A block of at least size bytes: a spare of its class, else a new one of
  * the whole class size (so it can be reused for any instance of the class). */
 static void *instance_block_alloc(berth_state *s, size_t size) {
     uint32_t k = spare_class(size);
-    spare_block *b = s->spare[k];
+    spare_block *b = spare_take(s, k);
     if (b != NULL) {
-        assert(s->spare_count[k] > 0);
-        s->spare[k] = b->next;
-        s->spare_count[k]--;
         return b;
     }
-    return s->a.alloc(s->a.ctx, (size_t)(k + 1) * SPARE_CLASS_BYTES);
+    return s->a.alloc(s->a.ctx, spare_class_bytes(k));
 }
 
 static void instance_block_free(berth_state *s, berth_instance *in) {
@@ -271,17 +287,14 @@ static void instance_block_free(berth_state *s, berth_instance *in) {
     b->next = s->spare[k];
     s->spare[k] = b;
     s->spare_count[k]++;
+    ASAN_POISON_MEMORY_REGION(b, spare_class_bytes(k));
 }
 
 void berth_state_trim(berth_state *s) {
     assert(s != NULL);
     for (uint32_t k = 0; k < SPARE_CLASSES; k++) {
-        while (s->spare[k] != NULL) {
-            spare_block *b = s->spare[k];
-            s->spare[k] = b->next;
-            s->a.free(s->a.ctx, b);
-            s->spare_count[k]--;
-        }
+        spare_block *b;
+        while ((b = spare_take(s, k)) != NULL) s->a.free(s->a.ctx, b);
         assert(s->spare_count[k] == 0);
     }
 }

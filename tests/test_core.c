@@ -15,6 +15,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sanitizer/asan_interface.h>
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#ifndef TEST_ASAN
+#define TEST_ASAN 0
+#endif
+
 #include "command.h"
 #include "berth_limits.h"
 #include "names.h"
@@ -1766,11 +1778,20 @@ START_TEST(test_instance_blocks_reused) {
         ck_assert_int_eq(berth_state_apply(s, &scratch->p->cmd, berth_str_make(scratch->canonical, scratch->canonical_len),
                                            ++seq, &out), 0);
         ck_assert_int_eq(out.code, BERTH_OK);
+        snprintf(line, sizeof line, "i%03d", round);
+        const void *kept = berth_state_instance(s, berth_str_make(line, strlen(line)));
+        ck_assert_ptr_nonnull(kept);
         snprintf(line, sizeof line, "RELEASE i%03d", round);
         rig_prepare(scratch, line);
         ck_assert_int_eq(berth_state_apply(s, &scratch->p->cmd, berth_str_make(scratch->canonical, scratch->canonical_len),
                                            ++seq, &out), 0);
         ck_assert_int_eq(out.code, BERTH_OK);
+#if TEST_ASAN
+        /* On its spare list the block is poisoned: a kept pointer is still a use after free. */
+        ck_assert(__asan_address_is_poisoned(kept));
+        ck_assert(__asan_address_is_poisoned((const char *)kept + 31));
+#endif
+        (void)kept;
         char why[256];
         ck_assert_msg(berth_state_check(s, why, sizeof why), "%s", why);
         if (round == 1) {
