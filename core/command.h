@@ -68,8 +68,10 @@ typedef struct berth_cmd {
 } berth_cmd;
 
 /* Set name_hash and every place's worker_hash from the names. Parse does
- * it; a command built or renamed by hand must call it before apply, which
- * trusts the hashes (replay computes them on its feeder thread). */
+ * it; a command built or renamed by hand should call it before apply. Apply
+ * trusts a carried hash only on a hit (replay computes them on its feeder
+ * thread); a wrong one costs a re-probe with the recomputed hash, never a
+ * wrong outcome. */
 void berth_cmd_hash_names(berth_cmd *cmd);
 
 /* The command's first word, canonical ("WORKER.ADD"); "" for NONE. */
