@@ -22,11 +22,7 @@
  * seq, time, code, two hashes. An upper bound, so the byte cap is never
  * passed. */
 #define ENGINE_RECORD_OVERHEAD_BYTES 160
-/* Staged strings: text, sentence, actor and reqid are bounded by the byte
- * cap; touched names repeat names from the command text, at most as many
- * bytes again, plus their berth_str arrays. */
-#define ENGINE_ARENA_BYTES_MAX (2 * (size_t)BERTH_BATCH_BYTES_MAX + \
-                                (size_t)BERTH_BATCH_RECORDS_MAX * (BERTH_PLACEMENT_WORKERS_MAX + 1) * 16)
+#define ENGINE_ARENA_BYTES_MAX BERTH_ENGINE_ARENA_BYTES_MAX   /* engine.h says why */
 #define ENGINE_ACTOR_LEN_MAX BERTH_NAME_LEN_MAX
 #define ENGINE_ARENA_ALIGN 8
 

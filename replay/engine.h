@@ -16,6 +16,15 @@
 #include "journal.h"
 #include "replay.h"
 #include "state.h"
+#include "berth_limits.h"
+
+/* The most bytes a staged batch's strings take in the engine's arena (the
+ * command text, sentence, actor and reqid are bounded by the byte cap;
+ * touched names repeat names from the command text, at most as many bytes
+ * again, plus their berth_str arrays). A journal wrapper that copies a
+ * batch (berthd's committer pipe) sizes its buffer from this. */
+#define BERTH_ENGINE_ARENA_BYTES_MAX (2 * (size_t)BERTH_BATCH_BYTES_MAX + \
+                                      (size_t)BERTH_BATCH_RECORDS_MAX * (BERTH_PLACEMENT_WORKERS_MAX + 1) * 16)
 
 typedef struct berth_engine berth_engine;
 

@@ -56,6 +56,12 @@
                         (size_t)BERTH_BATCH_RECORDS_MAX * (BERTH_PLACEMENT_WORKERS_MAX + 1) * 24)
 #define PIPE_SNAPSHOT_BYTES_MAX ((size_t)1 << 32)   /* far above any state this engine holds */
 #define PIPE_ALIGN 8
+/* The pipe copies what the engine staged in its arena, each string padded
+ * to PIPE_ALIGN as the arena pads its own, so a copy needs at most what the
+ * arena held plus one alignment: a batch the engine accepted never fails
+ * here for room. */
+_Static_assert(PIPE_BYTES_MAX >= BERTH_ENGINE_ARENA_BYTES_MAX + PIPE_ALIGN,
+               "the committer pipe holds any batch the engine can stage");
 #define BATCH_RELOAD_WHY_LEN_MAX 512     /* the engine's sentence when a reload fails */
 
 /* ---- the committer thread and its pipe journal ------------------------- */
