@@ -811,22 +811,36 @@ static int child_count_dead(const char *dir, int want) {
     return dead == want ? 0 : 2;
 }
 
-static void reader_killed(const char *dir) {
+/* Fork child(dir, fd), which writes a byte to fd per step it finishes;
+ * SIGKILL it once it has reported `steps` of them (most likely in the middle
+ * of the next) and return every step it reported before it died. */
+static uint32_t kill_after_steps(const char *dir, int (*child)(const char *, int), uint32_t steps) {
     int fds[2];
     ck_assert_int_eq(pipe(fds), 0);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         close(fds[0]);
-        _exit(child_reader_forever(dir, fds[1]));
+        _exit(child(dir, fds[1]));
     }
     close(fds[1]);
+    uint32_t seen = 0;
     char byte;
-    ck_assert_int_eq(read(fds[0], &byte, 1), 1);
-    close(fds[0]);
+    while (seen < steps) {
+        ck_assert_int_eq(read(fds[0], &byte, 1), 1);
+        seen++;
+    }
     ck_assert_int_eq(kill(pid, SIGKILL), 0);
     int status;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    while (read(fds[0], &byte, 1) == 1) seen++;   /* steps reported before the kill */
+    close(fds[0]);
+    return seen;
+}
+
+static void reader_killed(const char *dir) {
+    ck_assert_uint_eq(kill_after_steps(dir, child_reader_forever, 1), 1);
 }
 
 /* A tool killed inside a read transaction leaves its reader slot behind
@@ -1144,29 +1158,9 @@ static int child_append_forever(const char *dir, int fd) {
     }
 }
 
+/* Batches acknowledged by a writer killed after batches_before_kill. */
 static uint32_t crash_round(const char *dir, uint32_t batches_before_kill) {
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(fds[0]);
-        _exit(child_append_forever(dir, fds[1]));
-    }
-    close(fds[1]);
-    uint32_t seen = 0;
-    char byte;
-    while (seen < batches_before_kill) {
-        ck_assert_int_eq(read(fds[0], &byte, 1), 1);
-        seen++;
-    }
-    ck_assert_int_eq(kill(pid, SIGKILL), 0);   /* most likely inside a batch */
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-    while (read(fds[0], &byte, 1) == 1) seen++;   /* commits acknowledged before the kill */
-    close(fds[0]);
-    return seen;
+    return kill_after_steps(dir, child_append_forever, batches_before_kill);
 }
 
 START_TEST(store_crash_mid_batch) {
@@ -1581,24 +1575,9 @@ static int child_append_touched_forever(const char *dir, int fd) {
 START_TEST(store_history_crash_at_fold) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(fds[0]);
-        _exit(child_append_touched_forever(dir, fds[1]));
-    }
-    close(fds[1]);
-    char byte;
-    for (uint32_t seen = 0; seen < fold_records / hist_batch; seen++) {
-        ck_assert_int_eq(read(fds[0], &byte, 1), 1);
-    }
-    ck_assert_int_eq(kill(pid, SIGKILL), 0);   /* the crossing append may be mid-fold */
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-    close(fds[0]);
+    /* Killed after the last batch before the threshold: the crossing append may be mid-fold. */
+    uint32_t acknowledged = kill_after_steps(dir, child_append_touched_forever, fold_records / hist_batch);
+    ck_assert_uint_ge(acknowledged, fold_records / hist_batch);
     berth_journal *j = open_fold(dir, fold_records);
     uint64_t head = chain_check(j);
     ck_assert_uint_ge(head, (fold_records / hist_batch) * (uint64_t)hist_batch);
