@@ -33,6 +33,10 @@ struct berth_journal_ops {
                          const berth_touched *touched, size_t n);
     berth_jerr (*snapshot_put)(berth_journal *journal, uint64_t seq, const void *bytes,
                                size_t len);
+    /* NULL in a backend whose appends are durable on return: the durable
+     * seq is then the head and a sync has nothing to do. */
+    berth_jerr (*durable)(berth_journal *journal, uint64_t *seq);
+    berth_jerr (*sync)(berth_journal *journal);
     berth_jerr (*size)(berth_journal *journal, uint64_t *disk_bytes, uint64_t *map_bytes);
     berth_jerr (*reader_open)(berth_journal *journal, berth_journal_reader **out);
     void (*reader_close)(berth_journal_reader *reader);

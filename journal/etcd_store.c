@@ -1917,8 +1917,13 @@ berth_jerr berth_journal_open_etcd(berth_journal **out, const char *dir,
     assert(out != NULL && dir != NULL && etcd != NULL);
     *out = NULL;
     etcd_journal *j = NULL;
+    /* An etcd append is durable on return, local copy included: the copy
+     * never defers its meta sync (berth_journal_durable is then the head). */
+    berth_journal_options local = { 0 };
+    if (local_options != NULL) local = *local_options;
+    local.defer_meta_sync = false;
     berth_jerr e = etcd_alloc(&j, etcd, err, err_size);
-    if (e == BERTH_J_OK) e = berth_journal_open_lmdb(&j->local, dir, local_options, err, err_size);
+    if (e == BERTH_J_OK) e = berth_journal_open_lmdb(&j->local, dir, &local, err, err_size);
     if (e == BERTH_J_OK) e = check_prefix(j, err, err_size);
     if (e != BERTH_J_OK) {
         if (e == BERTH_J_NOMEM) say(err, err_size, "out of memory opening the etcd journal");

@@ -52,6 +52,20 @@ berth_jerr berth_journal_append(berth_journal *journal, berth_record *records,
     return journal->ops->append(journal, records, touched, n);
 }
 
+berth_jerr berth_journal_durable(berth_journal *journal, uint64_t *seq) {
+    assert(journal != NULL && seq != NULL);
+    if (journal->ops->durable == NULL) {
+        uint8_t hash[BERTH_HASH_LEN];
+        return journal->ops->head(journal, seq, hash);
+    }
+    return journal->ops->durable(journal, seq);
+}
+
+berth_jerr berth_journal_sync(berth_journal *journal) {
+    assert(journal != NULL);
+    return journal->ops->sync == NULL ? BERTH_J_OK : journal->ops->sync(journal);
+}
+
 berth_jerr berth_journal_snapshot_put(berth_journal *journal, uint64_t seq,
                                       const void *bytes, size_t len) {
     assert(journal != NULL);

@@ -6,7 +6,9 @@
  * changed byte anywhere breaks the chain from that seq on. Appends go in
  * batches, one durable write transaction each: when berth_journal_append
  * returns BERTH_J_OK the whole batch is on disk; when it returns anything
- * else none of it is, and the head is unchanged.
+ * else none of it is, and the head is unchanged. (With the opt-in
+ * defer_meta_sync option an append's OK means committed, and
+ * berth_journal_durable says which seq is on disk: see there.)
  *
  * The LMDB backend is the embedded default (one environment in a data
  * directory: journal, snapshots, history index, meta). Every function returns
@@ -88,6 +90,16 @@ typedef struct berth_journal_options {
      * BERTH_HISTORY_FOLD_RECORDS_MAX the open is INVALID. Only layout and
      * write cost depend on it, never a query's answer. */
     uint32_t history_fold_records;
+    /* LMDB, writable: one disk sync per commit instead of two. LMDB is
+     * opened with MDB_NOMETASYNC: a commit syncs its data pages, then writes
+     * its meta page without syncing it, so an append's OK means committed
+     * (visible to readers, kept by any crash of this process) but an OS
+     * crash may undo the last commit. The next commit's data sync, or
+     * berth_journal_sync, makes it durable; berth_journal_durable says how
+     * far that reaches. Whoever acknowledges a record must wait until it is
+     * durable. false (the default): every append is durable on return. The
+     * etcd backend ignores it: its appends are durable on return. */
+    bool defer_meta_sync;
 } berth_journal_options;
 
 typedef struct berth_journal berth_journal;
@@ -113,6 +125,19 @@ berth_jerr berth_journal_head(berth_journal *journal, uint64_t *seq, uint8_t has
  * error nothing is written. */
 berth_jerr berth_journal_append(berth_journal *journal, berth_record *records,
                                 const berth_touched *touched, size_t n);
+
+/* The last seq that no crash, OS or power loss included, can undo. Without
+ * defer_meta_sync (and on etcd) it is the head. With it, it trails the head
+ * by at most the last commit: each commit's data sync also makes the commit
+ * before it durable. Never ahead of what a sync covered. Errors: READONLY
+ * (a read-only open cannot know what the writer synced). */
+berth_jerr berth_journal_durable(berth_journal *journal, uint64_t *seq);
+/* Make every committed record durable: afterwards berth_journal_durable
+ * equals the head. One sync with defer_meta_sync; nothing to do otherwise.
+ * A failed sync is sticky: the journal then refuses appends and syncs (IO)
+ * and its durable seq stops, since after a failed sync the OS may have
+ * dropped the data it could not write. Errors: IO, READONLY. */
+berth_jerr berth_journal_sync(berth_journal *journal);
 
 /* Store a snapshot of the state after seq (bytes opaque to the journal).
  * Only the newest BERTH_SNAPSHOTS_KEPT_MAX are kept; older ones are deleted

@@ -38,7 +38,9 @@
  *
  * Durability is LMDB's default sync: an append returns OK only after its
  * write transaction committed, and a failed batch is aborted whole, so the
- * journal only ever ends at a batch boundary. A full map at its cap, ENOSPC,
+ * journal only ever ends at a batch boundary. With defer_meta_sync the
+ * commit syncs once instead of twice, and durable_seq says what is on disk
+ * (see "One sync per commit" below). A full map at its cap, ENOSPC,
  * EDQUOT, and an I/O error while the filesystem lacks room for the write
  * (LMDB turns a short write into EIO) are FULL; other errors are IO.
  *
@@ -63,7 +65,42 @@
  * A read-only process adopts a writer's larger map (MDB_MAP_RESIZED) the
  * same way. Readers should therefore be short-lived: one per query, not one
  * per connection. The reader slots of processes killed inside a read
- * transaction are swept at a writable open and before each growth. */
+ * transaction are swept at a writable open and before each growth.
+ *
+ * One sync per commit (defer_meta_sync). LMDB's commit (mdb_txn_commit,
+ * 0.9.x) writes the dirty data pages, fdatasync()s the data file, then
+ * writes the meta page that makes the new tree current: by default through
+ * a second O_DSYNC descriptor, so each commit waits for two syncs. Opened
+ * with MDB_NOMETASYNC the meta page goes through the plain descriptor and
+ * stays in the page cache. The argument that this loses no acknowledged
+ * record, given that a caller acknowledges only seqs <= durable_seq:
+ *   1. The meta page of commit T is written only after T's data pages were
+ *      synced, so whenever meta T is on disk its tree is too.
+ *   2. fdatasync covers every page of the file written before it, so the
+ *      data sync of the next commit T+1, or an explicit mdb_env_sync(env, 1)
+ *      (one fdatasync), makes meta T durable. Hence after a successful
+ *      commit durable_seq = the head as of the commit before it, and after
+ *      a successful sync_now durable_seq = the head.
+ *   3. A write transaction reuses only pages freed by transactions older
+ *      than the last committed one (mdb_find_oldest starts at txnid - 1), so
+ *      while T+1 is written the pages of tree T are never overwritten. A
+ *      crash at any point leaves on disk either meta T with its whole tree,
+ *      or meta T+1 with its whole tree (point 1): the two meta slots
+ *      alternate, and LMDB opens the newer valid one. That is LMDB's
+ *      documented promise for MDB_NOMETASYNC: integrity is kept, and a
+ *      system crash may undo only the last commit.
+ *   4. Every write transaction (append, fold, snapshot) writes at least one
+ *      page, so its commit does sync (LMDB skips the sync of an empty one).
+ * A process crash loses nothing either way: the page cache survives it. At
+ * every writable open the whole file is synced once, so what a killed
+ * writer left in the page cache is durable before this process shows any
+ * of it, and a clean close syncs too. Readers (in this process or others)
+ * see committed records before they are durable: a server must bound what
+ * it shows by durable_seq, not by what a reader finds. A failed commit or
+ * sync with an I/O error is sticky (sync_failed): after a failed fsync Linux
+ * may drop the pages it could not write and report success next time, so
+ * no later sync could prove them durable; appends and syncs are then
+ * refused and durable_seq stops. */
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -127,6 +164,8 @@ typedef struct lmdb_journal {
     bool env_open;
     bool sync_ready;
     _Atomic bool broken;            /* a remap failed: the map is gone, every call is IO */
+    bool defer_meta_sync;           /* MDB_NOMETASYNC: see "One sync per commit" */
+    _Atomic bool sync_failed;       /* defer_meta_sync: a commit or sync hit an I/O error */
     int lock_fd;                    /* -1: no directory lock held */
     uint64_t map_size_max;
     uint64_t page_size;
@@ -135,6 +174,7 @@ typedef struct lmdb_journal {
     map_gate gate;
     uint64_t head_seq;              /* writable opens: the committed head */
     uint8_t head_hash[BERTH_HASH_LEN];
+    uint64_t durable_seq;           /* defer_meta_sync, under head_mutex: on disk up to here */
     uint64_t folded_seq;            /* writable opens, under write_mutex */
     uint32_t history_fold_records;  /* touchlog backlog that triggers a fold */
     uint8_t *scratch;               /* one encoded record, BERTH_RECORD_BYTES_MAX */
@@ -513,7 +553,8 @@ static berth_jerr env_open(lmdb_journal *j, uint64_t map_initial, char *err,
     if (rc == 0) rc = mdb_env_set_maxdbs(j->env, dbs_max);
     if (rc == 0 && !j->read_only) rc = mdb_env_set_mapsize(j->env, (size_t)map_initial);
     if (rc == 0) {
-        unsigned int flags = MDB_NOTLS | (j->read_only ? MDB_RDONLY : 0);
+        unsigned int flags = MDB_NOTLS | (j->read_only ? MDB_RDONLY : 0) |
+                             (j->defer_meta_sync ? MDB_NOMETASYNC : 0);
         rc = mdb_env_open(j->env, j->dir, flags, 0600);
     }
     if (rc != 0) {
@@ -739,6 +780,19 @@ static berth_jerr sync_init(lmdb_journal *j) {
 
 static berth_jerr history_open(lmdb_journal *j, char *err, size_t err_size);
 
+/* A writer before us may have died with its last commit's meta page only
+ * in the page cache (defer_meta_sync): sync the file once, so nothing this
+ * process shows can be undone by an OS crash. After it, head is durable. */
+static berth_jerr sync_at_open(lmdb_journal *j, char *err, size_t err_size) {
+    int rc = mdb_env_sync(j->env, 1);
+    if (rc != 0) {
+        sentence(err, err_size, "cannot sync the journal in %s: %s", j->dir, mdb_strerror(rc));
+        return BERTH_J_IO;
+    }
+    j->durable_seq = j->head_seq;
+    return BERTH_J_OK;
+}
+
 static berth_jerr open_steps(lmdb_journal *j, const berth_journal_options *options,
                              char *err, size_t err_size) {
     berth_jerr jerr = sync_init(j);
@@ -761,6 +815,7 @@ static berth_jerr open_steps(lmdb_journal *j, const berth_journal_options *optio
     if (jerr == BERTH_J_OK) jerr = dbs_open(j, err, err_size);
     if (jerr == BERTH_J_OK && !j->read_only) jerr = readers_sweep_at_open(j, err, err_size);
     if (jerr == BERTH_J_OK && !j->read_only) jerr = head_load(j, err, err_size);
+    if (jerr == BERTH_J_OK && !j->read_only) jerr = sync_at_open(j, err, err_size);
     if (jerr == BERTH_J_OK && !j->read_only) {
         j->scratch = malloc(BERTH_RECORD_BYTES_MAX);
         if (j->scratch == NULL) {
@@ -776,6 +831,10 @@ static void lmdb_close(berth_journal *base) {
     lmdb_journal *j = journal_of(base);
     if (j->env != NULL) {
         assert(!j->sync_ready || j->gate.readers == 0);
+        if (j->env_open && j->defer_meta_sync && !atomic_load(&j->broken) &&
+            !atomic_load(&j->sync_failed)) {
+            (void)mdb_env_sync(j->env, 1);   /* best effort: the next open syncs again */
+        }
         mdb_env_close(j->env);   /* also when mdb_env_open failed */
     }
     if (j->lock_fd >= 0) {
@@ -824,6 +883,7 @@ berth_jerr berth_journal_open_lmdb(berth_journal **out, const char *dir,
     j->base.ops = &lmdb_ops;
     j->lock_fd = -1;
     j->read_only = opts->read_only;
+    j->defer_meta_sync = opts->defer_meta_sync && !opts->read_only;
     j->history_fold_records = opts->history_fold_records != 0 ? opts->history_fold_records
                                                               : BERTH_HISTORY_FOLD_RECORDS_DEFAULT;
     memcpy(j->dir, dir, dir_len + 1);
@@ -1028,9 +1088,14 @@ static berth_jerr disk_verdict(lmdb_journal *j, berth_jerr err, uint64_t need_by
     return avail < need_bytes + grow_slack_bytes ? BERTH_J_FULL : err;
 }
 
+static void durable_after_commit(lmdb_journal *j, berth_jerr err);
+
 static berth_jerr write_txn(lmdb_journal *j, txn_body body, void *arg, uint64_t need_bytes,
                             bool *map_full) {
     *map_full = false;
+    if (atomic_load(&j->sync_failed)) {
+        return BERTH_J_IO;
+    }
     MDB_txn *txn;
     int rc = mdb_txn_begin(j->env, NULL, 0, &txn);
     if (rc != 0) {
@@ -1045,8 +1110,11 @@ static berth_jerr write_txn(lmdb_journal *j, txn_body body, void *arg, uint64_t 
     rc = mdb_txn_commit(txn);   /* frees txn whatever it returns */
     if (rc != 0) {
         *map_full = rc == MDB_MAP_FULL;
-        return disk_verdict(j, jerr_of_mdb(rc), need_bytes);
+        err = disk_verdict(j, jerr_of_mdb(rc), need_bytes);
+        durable_after_commit(j, err);
+        return err;
     }
+    durable_after_commit(j, BERTH_J_OK);
     return BERTH_J_OK;
 }
 
@@ -1453,6 +1521,69 @@ static berth_jerr lmdb_snapshot_put(berth_journal *base, uint64_t seq, const voi
     return err;
 }
 
+/* ---- durability (defer_meta_sync) ----------------------------------- */
+
+/* After a commit: its data sync made the meta page before it durable, and
+ * that meta carried head_seq (not yet moved: the caller holds write_mutex
+ * and updates the head after this). An I/O error may have come from the
+ * sync itself, so it is sticky. FULL is not: the page writes failed before
+ * any sync, and the earlier meta stays in the page cache for the next. */
+static void durable_after_commit(lmdb_journal *j, berth_jerr err) {
+    if (!j->defer_meta_sync) {
+        return;
+    }
+    if (err == BERTH_J_IO) {
+        atomic_store(&j->sync_failed, true);
+        return;
+    }
+    if (err != BERTH_J_OK) {
+        return;
+    }
+    mutex_lock(&j->head_mutex);
+    assert(j->durable_seq <= j->head_seq);
+    j->durable_seq = j->head_seq;
+    mutex_unlock(&j->head_mutex);
+}
+
+static berth_jerr lmdb_durable(berth_journal *base, uint64_t *seq) {
+    lmdb_journal *j = journal_of(base);
+    if (j->read_only) {
+        return BERTH_J_READONLY;
+    }
+    mutex_lock(&j->head_mutex);
+    *seq = j->defer_meta_sync ? j->durable_seq : j->head_seq;
+    assert(*seq <= j->head_seq);
+    mutex_unlock(&j->head_mutex);
+    return BERTH_J_OK;
+}
+
+/* One fdatasync of the data file: covers the last commit's meta page. */
+static berth_jerr lmdb_sync(berth_journal *base) {
+    lmdb_journal *j = journal_of(base);
+    if (j->read_only) {
+        return BERTH_J_READONLY;
+    }
+    if (!j->defer_meta_sync) {
+        return BERTH_J_OK;   /* every commit was durable on return */
+    }
+    if (atomic_load(&j->broken) || atomic_load(&j->sync_failed)) {
+        return BERTH_J_IO;
+    }
+    mutex_lock(&j->write_mutex);   /* no commit moves the head meanwhile */
+    uint64_t head = j->head_seq;
+    int rc = mdb_env_sync(j->env, 1);
+    if (rc != 0) {
+        atomic_store(&j->sync_failed, true);
+    } else {
+        mutex_lock(&j->head_mutex);
+        assert(j->durable_seq <= head && head == j->head_seq);
+        j->durable_seq = head;
+        mutex_unlock(&j->head_mutex);
+    }
+    mutex_unlock(&j->write_mutex);
+    return rc == 0 ? BERTH_J_OK : BERTH_J_IO;
+}
+
 /* ---- readers --------------------------------------------------------- */
 
 /* This process's map is smaller than the data a writer committed: adopt
@@ -1745,6 +1876,8 @@ static const berth_journal_ops lmdb_ops = {
     .head = lmdb_head,
     .append = lmdb_append,
     .snapshot_put = lmdb_snapshot_put,
+    .durable = lmdb_durable,
+    .sync = lmdb_sync,
     .size = lmdb_size,
     .reader_open = lmdb_reader_open,
     .reader_close = lmdb_reader_close,

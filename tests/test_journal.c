@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "journal.h"
+#include "backend.h"
 #include "berth_limits.h"
 
 enum {
@@ -535,6 +536,31 @@ START_TEST(jerr_names) {
 END_TEST
 
 /* ---- store ----------------------------------------------------------- */
+
+/* A backend whose appends are durable on return (etcd) leaves durable and
+ * sync out of its ops table: the durable seq is then its head, and a sync
+ * succeeds with nothing to do. */
+static uint64_t fake_head_seq;
+static berth_jerr fake_head(berth_journal *journal, uint64_t *seq, uint8_t hash[BERTH_HASH_LEN]) {
+    (void)journal;
+    *seq = fake_head_seq;
+    memset(hash, 0, BERTH_HASH_LEN);
+    return BERTH_J_OK;
+}
+
+START_TEST(durable_without_backend_ops) {
+    static const berth_journal_ops fake_ops = { .name = "fake", .head = fake_head };
+    berth_journal fake = { &fake_ops };
+    uint64_t seq = 0;
+    fake_head_seq = 12345;
+    ck_assert_int_eq(berth_journal_durable(&fake, &seq), BERTH_J_OK);
+    ck_assert_uint_eq(seq, 12345);
+    ck_assert_int_eq(berth_journal_sync(&fake), BERTH_J_OK);
+    fake_head_seq = 12346;
+    ck_assert_int_eq(berth_journal_durable(&fake, &seq), BERTH_J_OK);
+    ck_assert_uint_eq(seq, 12346);
+}
+END_TEST
 
 START_TEST(store_append_read_reopen) {
     char dir[256];
@@ -1667,6 +1693,173 @@ START_TEST(store_history_old_layout) {
 }
 END_TEST
 
+/* ---- one sync per commit (defer_meta_sync) ---------------------------- */
+
+static uint64_t durable_of(berth_journal *j) {
+    uint64_t seq = 99;
+    ck_assert_int_eq(berth_journal_durable(j, &seq), BERTH_J_OK);
+    ck_assert_uint_le(seq, head_of(j, NULL));
+    return seq;
+}
+
+static berth_journal *open_deferred(const char *dir, uint32_t fold) {
+    berth_journal_options o = { .defer_meta_sync = true, .history_fold_records = fold };
+    return open_writer(dir, &o);
+}
+
+/* The durable seq trails by exactly the last commit, whose meta page only
+ * the next commit's data sync or berth_journal_sync makes durable; it never
+ * claims a commit no sync has covered. */
+START_TEST(store_deferred_durable_seq) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_deferred(dir, 0);
+    ck_assert_uint_eq(durable_of(j), 0);
+    ck_assert_int_eq(berth_journal_sync(j), BERTH_J_OK);   /* nothing to cover: still fine */
+    ck_assert_uint_eq(durable_of(j), 0);
+    ck_assert_int_eq(append_n(j, 1, 5), BERTH_J_OK);
+    ck_assert_uint_eq(head_of(j, NULL), 5);
+    ck_assert_uint_eq(durable_of(j), 0);                   /* committed, not yet durable */
+    ck_assert_int_eq(append_n(j, 6, 3), BERTH_J_OK);
+    ck_assert_uint_eq(durable_of(j), 5);                   /* this commit's sync covered 1..5 */
+    for (uint64_t first = 9; first < 9 + 10 * 4; first += 4) {
+        ck_assert_int_eq(append_n(j, first, 4), BERTH_J_OK);
+        ck_assert_uint_eq(durable_of(j), first - 1);
+    }
+    ck_assert_uint_eq(head_of(j, NULL), 48);
+    ck_assert_int_eq(berth_journal_sync(j), BERTH_J_OK);
+    ck_assert_uint_eq(durable_of(j), 48);
+    ck_assert_int_eq(berth_journal_sync(j), BERTH_J_OK);   /* idempotent */
+    ck_assert_uint_eq(durable_of(j), 48);
+    /* A snapshot is a commit too: its sync covers the batch before it. */
+    ck_assert_int_eq(append_n(j, 49, 2), BERTH_J_OK);
+    ck_assert_uint_eq(durable_of(j), 48);
+    ck_assert_int_eq(berth_journal_snapshot_put(j, 50, "state", 5), BERTH_J_OK);
+    ck_assert_uint_eq(durable_of(j), 50);
+    /* A failed append commits nothing and moves nothing. */
+    ck_assert_int_eq(append_n(j, 60, 1), BERTH_J_INVALID);
+    ck_assert_uint_eq(durable_of(j), 50);
+    ck_assert_uint_eq(chain_check(j), 50);
+    close_rw(j);
+
+    /* Reopen, deferred or not: everything appended is there and durable
+     * (a clean close syncs, and every writable open syncs once). */
+    j = open_deferred(dir, 0);
+    ck_assert_uint_eq(head_of(j, NULL), 50);
+    ck_assert_uint_eq(durable_of(j), 50);
+    ck_assert_int_eq(append_n(j, 51, 1), BERTH_J_OK);
+    ck_assert_uint_eq(durable_of(j), 50);
+    close_rw(j);
+    j = open_rw(dir, 0, 0);
+    ck_assert_uint_eq(chain_check(j), 51);
+    ck_assert_uint_eq(durable_of(j), 51);
+    close_rw(j);
+}
+END_TEST
+
+/* A history fold is its own commit after the append's: its data sync makes
+ * the append durable at once. */
+START_TEST(store_deferred_fold_covers) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_deferred(dir, fold_records);
+    ck_assert_int_eq(append_touched(j, 1, fold_records - 1), BERTH_J_OK);
+    ck_assert_uint_eq(durable_of(j), 0);
+    ck_assert_int_eq(append_touched(j, fold_records, 1), BERTH_J_OK);   /* the fold is due */
+    ck_assert(in_child(child_folded_is, dir, fold_records));
+    ck_assert_uint_eq(durable_of(j), fold_records);
+    hist_check_all(j);
+    close_rw(j);
+}
+END_TEST
+
+/* Without the option (and so on etcd, whose LMDB copy never defers) the
+ * durable seq is the head after every append, and a sync has nothing to do. */
+START_TEST(store_default_durable_is_head) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 0, 0);
+    ck_assert_uint_eq(durable_of(j), 0);
+    for (uint64_t first = 1; first < 1 + 5 * 7; first += 7) {
+        ck_assert_int_eq(append_n(j, first, 7), BERTH_J_OK);
+        ck_assert_uint_eq(durable_of(j), first + 6);
+    }
+    ck_assert_int_eq(berth_journal_sync(j), BERTH_J_OK);
+    ck_assert_uint_eq(durable_of(j), 35);
+    close_rw(j);
+}
+END_TEST
+
+/* Child: a read-only open cannot know what the writer synced. */
+static int child_durable_readonly(const char *dir, int fd) {
+    (void)fd;
+    berth_journal_options o = { .read_only = true, .defer_meta_sync = true };
+    berth_journal *j = NULL;
+    if (berth_journal_open_lmdb(&j, dir, &o, NULL, 0) != BERTH_J_OK) return 1;
+    uint64_t seq = 0;
+    if (berth_journal_durable(j, &seq) != BERTH_J_READONLY) return 2;
+    if (berth_journal_sync(j) != BERTH_J_READONLY) return 3;
+    uint8_t hash[BERTH_HASH_LEN];
+    if (berth_journal_head(j, &seq, hash) != BERTH_J_OK || seq != 4) return 4;
+    berth_journal_close(j);
+    return 0;
+}
+
+START_TEST(store_deferred_read_only) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_deferred(dir, 0);
+    ck_assert_int_eq(append_n(j, 1, 4), BERTH_J_OK);
+    ck_assert(in_child(child_durable_readonly, dir, 0));   /* committed records are visible */
+    close_rw(j);
+}
+END_TEST
+
+/* Child: a deferred writer that reports each seq once berth_journal_durable
+ * covers it (as berthd acknowledges), syncing after every other batch,
+ * until killed. */
+static int child_deferred_writer(const char *dir, int fd) {
+    berth_journal_options o = { .defer_meta_sync = true };
+    berth_journal *j = NULL;
+    if (berth_journal_open_lmdb(&j, dir, &o, NULL, 0) != BERTH_J_OK) return 1;
+    uint64_t head = 0, acked = 0;
+    uint8_t hash[BERTH_HASH_LEN];
+    if (berth_journal_head(j, &head, hash) != BERTH_J_OK) return 2;
+    if (berth_journal_durable(j, &acked) != BERTH_J_OK || acked != head) return 3;
+    for (uint32_t batch = 0;; batch++) {
+        if (append_n(j, head + 1, batch_small) != BERTH_J_OK) return 4;
+        head += batch_small;
+        if (batch % 2 == 1 && berth_journal_sync(j) != BERTH_J_OK) return 5;
+        uint64_t durable = 0;
+        if (berth_journal_durable(j, &durable) != BERTH_J_OK || durable > head) return 6;
+        for (; acked < durable; acked += batch_small) {
+            if (write(fd, "a", 1) != 1) return 7;
+        }
+    }
+}
+
+/* kill -9 at any point: every seq reported durable is there after reopen,
+ * the journal ends on a batch boundary and the reopened durable seq is its
+ * head. (A process crash keeps the page cache; what an OS crash could undo
+ * is only ever the commits not yet reported.) */
+START_TEST(store_deferred_kill) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    uint64_t acknowledged = 0;
+    for (uint32_t round = 0; round < crash_rounds; round++) {
+        acknowledged += kill_after_steps(dir, child_deferred_writer, 3 + 5 * round) *
+                        (uint64_t)batch_small;
+        berth_journal *j = open_deferred(dir, 0);
+        uint64_t head = chain_check(j);
+        ck_assert_uint_eq(head % batch_small, 0);
+        ck_assert_uint_ge(head, acknowledged);
+        ck_assert_uint_eq(durable_of(j), head);
+        acknowledged = head;
+        close_rw(j);
+    }
+}
+END_TEST
+
 static Suite *journal_suite(void) {
     Suite *s = suite_create("journal");
     TCase *codec = tcase_create("codec");
@@ -1680,6 +1873,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(codec, codec_random_bytes);
     tcase_add_test(codec, codec_threads);
     tcase_add_test(codec, jerr_names);
+    tcase_add_test(codec, durable_without_backend_ops);
     tcase_set_timeout(codec, 120);
     suite_add_tcase(s, codec);
 
@@ -1703,6 +1897,11 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_history_fold_option);
     tcase_add_test(store, store_history_crash_at_fold);
     tcase_add_test(store, store_history_old_layout);
+    tcase_add_test(store, store_deferred_durable_seq);
+    tcase_add_test(store, store_deferred_fold_covers);
+    tcase_add_test(store, store_default_durable_is_head);
+    tcase_add_test(store, store_deferred_read_only);
+    tcase_add_test(store, store_deferred_kill);
     tcase_set_timeout(store, 240);
     suite_add_tcase(s, store);
     return s;

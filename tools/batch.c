@@ -7,7 +7,7 @@
  * the committer thread itself, and the commit latency histogram (fixed
  * buckets, so percentiles cost no allocation).
  *
- * Why a committer thread: a durable LMDB commit is a few syncs of the disk.
+ * Why a committer thread: a durable LMDB commit is one or two syncs of the disk.
  * Done on the loop thread, every client waits while the disk syncs and the
  * disk idles while the loop parses, applies and replies. With the commit on
  * its own thread the loop reads, parses and applies the next batch while the
@@ -18,17 +18,30 @@
  * at once, and whose snapshot_put copies the snapshot; the committer thread
  * then appends the copy to the real (LMDB) journal. So the engine's state
  * runs ahead of the disk by at most one batch in flight plus the open batch.
+ * One sync per commit. berthd opens LMDB with defer_meta_sync: a commit
+ * syncs its data pages once and leaves its meta page to the next sync
+ * (journal.h; the argument is in journal/lmdb_store.c). So a committed
+ * batch is not yet durable: it moves from "in flight" to "unsynced", its
+ * replies still held, until berth_journal_durable covers its last seq. The
+ * next commit's data sync does that, so when writes keep coming each commit
+ * costs one sync, not two. When nothing is staged to commit, the committer
+ * runs berth_journal_sync instead (one fdatasync), so an unsynced batch
+ * never waits for traffic that may not come. At most one batch is unsynced:
+ * a successful commit always covers the one before it.
+ *
  * The rule "no client sees the effect of a command that is not durable"
  * holds because nothing derived from that state leaves the process early:
- *   - a write's reply is held in its batch entry until the committer reports
+ *   - a write's reply is held in its batch entry until the journal reports
  *     its batch durable (a RETRY or CONFLICT entry sits in a later or the
  *     same batch as the record it names, and batches become durable in
- *     order);
+ *     order), and a batch of refusals only, which writes nothing, is
+ *     answered only once every batch before it is durable;
  *   - a command that reads the state (a query, INFO, WATCH, AT, ...) first
- *     drains: it waits for the batch in flight, commits the open batch and
- *     waits again, so it reads a state that equals the journal; and any
- *     other command from a client with held replies drains too, so replies
- *     keep their order;
+ *     drains: it waits for the batch in flight, commits the open batch, syncs
+ *     and waits again, so it reads a state that equals the durable journal
+ *     (and a reader opened then sees only durable records); and any other
+ *     command from a client with held replies drains too, so replies keep
+ *     their order;
  *   - WATCH gets records only from watch_committed, called with the durable
  *     range, and catch-up reads the journal, which holds only durable
  *     records; the head shown anywhere is the durable head;
@@ -37,7 +50,11 @@
  *     journal receives batches in seq order, each chained on the one before.
  * If a commit fails, the failed batch, and the open batch staged on top of
  * it, are answered with the error; then the engine is reopened from the
- * journal, so memory equals disk again before any further command runs.
+ * journal, so memory equals disk again before any further command runs (an
+ * unsynced batch stays held: it is in the journal and is synced next). If a
+ * sync fails, the unsynced batch's outcome is unknown (the journal refuses
+ * to call it durable, yet it may survive): its writers hear so, and berthd
+ * stops, since its state may hold effects that a crash would undo.
  * The etcd journal (replication.c) keeps the synchronous path: its commit
  * is a network round trip that replication.c fences and watches itself. */
 #define _GNU_SOURCE     /* pthread_setname_np */
@@ -76,10 +93,14 @@ typedef struct pipe_journal {
     pthread_cond_t cond;
     /* Under mutex. */
     bool work;                      /* a batch waits for the thread */
+    bool work_sync;                 /* a berth_journal_sync waits for the thread */
     bool busy;                      /* handed off and not finished (snapshot included) */
     bool result_ready;              /* result holds the last batch's outcome */
+    bool sync_ready;                /* sync_result holds the last sync's outcome */
     bool stop;
     berth_jerr result;
+    berth_jerr sync_result;
+    uint64_t durable;               /* the inner journal's durable seq after the last job */
     /* The copied batch: written by the loop while !busy, read by the thread
      * while busy. */
     berth_record *records;          /* BERTH_BATCH_RECORDS_MAX, owned */
@@ -266,6 +287,15 @@ static const berth_journal_ops pipe_ops = {
     .reader_open = pipe_reader_open,
 };
 
+/* Committer thread, holding the mutex: what the journal says is durable
+ * now. Only ever grows; a failure to say leaves the last answer. */
+static void pipe_note_durable(pipe_journal *p) {
+    uint64_t durable = 0;
+    if (berth_journal_durable(p->inner, &durable) == BERTH_J_OK && durable > p->durable) {
+        p->durable = durable;
+    }
+}
+
 /* One batch on the committer thread: append, report, then the snapshot. */
 static void pipe_run(pipe_journal *p) {
     berth_jerr err = berth_journal_append(p->inner, p->records, p->has_touched ? p->touched : NULL,
@@ -273,6 +303,7 @@ static void pipe_run(pipe_journal *p) {
     pipe_lock(p);
     p->result = err;
     p->result_ready = true;
+    pipe_note_durable(p);
     bool snapshot = err == BERTH_J_OK && p->snapshot_seq != 0;
     pipe_unlock(p);
     ev_async_send(p->server->loop, &p->async);   /* the replies go out before the snapshot */
@@ -289,10 +320,25 @@ static void pipe_run(pipe_journal *p) {
     p->n = 0;
     p->snapshot_seq = 0;
     p->busy = false;
+    pipe_note_durable(p);   /* a snapshot's commit synced the batch's meta page */
     int rc = pthread_cond_broadcast(&p->cond);
     assert(rc == 0);
     pipe_unlock(p);
     ev_async_send(p->server->loop, &p->async);   /* the next batch may go */
+}
+
+/* Make the last commit durable when no next commit would. */
+static void pipe_run_sync(pipe_journal *p) {
+    berth_jerr err = berth_journal_sync(p->inner);
+    pipe_lock(p);
+    p->sync_result = err;
+    p->sync_ready = true;
+    p->busy = false;
+    pipe_note_durable(p);
+    int rc = pthread_cond_broadcast(&p->cond);
+    assert(rc == 0);
+    pipe_unlock(p);
+    ev_async_send(p->server->loop, &p->async);
 }
 
 static void *pipe_thread(void *arg) {
@@ -300,16 +346,23 @@ static void *pipe_thread(void *arg) {
     (void)pthread_setname_np(pthread_self(), "berthd-commit");   /* for top and perf; best effort */
     pipe_lock(p);
     for (;;) {
-        while (!p->work && !p->stop) {
+        while (!p->work && !p->work_sync && !p->stop) {
             int rc = pthread_cond_wait(&p->cond, &p->mutex);
             assert(rc == 0);
         }
-        if (!p->work) {
+        if (!p->work && !p->work_sync) {
             break;      /* stop, and nothing handed off is left behind */
         }
+        assert(!(p->work && p->work_sync));
+        bool sync = p->work_sync;
         p->work = false;
+        p->work_sync = false;
         pipe_unlock(p);
-        pipe_run(p);
+        if (sync) {
+            pipe_run_sync(p);
+        } else {
+            pipe_run(p);
+        }
         pipe_lock(p);
     }
     pipe_unlock(p);
@@ -333,12 +386,17 @@ static void pipe_free(pipe_journal *p) {
 }
 
 static pipe_journal *pipe_create(server *s, berth_journal *inner) {
+    uint64_t durable = 0;
+    if (berth_journal_durable(inner, &durable) != BERTH_J_OK) {
+        return NULL;
+    }
     pipe_journal *p = calloc(1, sizeof *p);
     if (p == NULL) {
         return NULL;
     }
     p->base.ops = &pipe_ops;
     p->inner = inner;
+    p->durable = durable;
     p->server = s;
     p->records = calloc(BERTH_BATCH_RECORDS_MAX, sizeof *p->records);
     p->touched = calloc(BERTH_BATCH_RECORDS_MAX, sizeof *p->touched);
@@ -417,7 +475,7 @@ static bool pipe_take_result(pipe_journal *p, berth_jerr *err) {
 
 static void pipe_go(pipe_journal *p) {
     pipe_lock(p);
-    assert(!p->busy && !p->work && p->n > 0);
+    assert(!p->busy && !p->work && !p->work_sync && p->n > 0);
     p->work = true;
     p->busy = true;
     int rc = pthread_cond_broadcast(&p->cond);
@@ -425,22 +483,53 @@ static void pipe_go(pipe_journal *p) {
     pipe_unlock(p);
 }
 
+static void pipe_go_sync(pipe_journal *p) {
+    pipe_lock(p);
+    assert(!p->busy && !p->work && !p->work_sync);
+    p->work_sync = true;
+    p->busy = true;
+    int rc = pthread_cond_broadcast(&p->cond);
+    assert(rc == 0);
+    pipe_unlock(p);
+}
+
+/* Loop thread: the outcome of the last sync, once known. */
+static bool pipe_take_sync(pipe_journal *p, berth_jerr *err) {
+    pipe_lock(p);
+    bool ready = p->sync_ready;
+    *err = p->sync_result;
+    p->sync_ready = false;
+    pipe_unlock(p);
+    return ready;
+}
+
+static uint64_t pipe_durable(pipe_journal *p) {
+    pipe_lock(p);
+    uint64_t durable = p->durable;
+    pipe_unlock(p);
+    return durable;
+}
+
 /* ---- lifetime ---------------------------------------------------------- */
 
 int batch_init(server *s) {
     s->batch = calloc(SERVER_BATCH_ENTRIES_MAX, sizeof *s->batch);
     s->inflight = calloc(SERVER_BATCH_ENTRIES_MAX, sizeof *s->inflight);
+    s->unsynced = calloc(SERVER_BATCH_ENTRIES_MAX, sizeof *s->unsynced);
     s->batch_count = 0;
     s->inflight_count = 0;
-    return s->batch == NULL || s->inflight == NULL ? -1 : 0;
+    s->unsynced_count = 0;
+    return s->batch == NULL || s->inflight == NULL || s->unsynced == NULL ? -1 : 0;
 }
 
 void batch_free(server *s) {
-    assert(s->batch_count == 0 && s->inflight_count == 0);
+    assert(s->batch_count == 0 && s->inflight_count == 0 && s->unsynced_count == 0);
     free(s->batch);
     free(s->inflight);
+    free(s->unsynced);
     s->batch = NULL;
     s->inflight = NULL;
+    s->unsynced = NULL;
 }
 
 berth_jerr batch_start_pipe(server *s) {
@@ -629,6 +718,39 @@ static void batch_fatal(server *s) {
     ev_break(s->loop, EVBREAK_ALL);
 }
 
+/* The unsynced batch when the journal can no longer make it durable: it is
+ * committed, so it may survive, and it may not. Its writers must not hear
+ * success, nor that nothing happened. */
+static void batch_release_unknown(server *s) {
+    uint32_t n = s->unsynced_count;
+    s->unsynced_count = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        batch_entry *e = &s->unsynced[i];
+        client *c = e->client;
+        assert(c != NULL && c->batch_pending > 0);
+        c->batch_pending--;
+        if (!c->closed) {
+            reply_error(&c->out, "IOERR", "the journal could not make the write durable: its "
+                                          "outcome is unknown and berthd is stopping; after the "
+                                          "restart, retry it with the same REQID");
+            client_output_added(c);
+        }
+        e->client = NULL;
+        client_release(c);
+    }
+}
+
+/* A sync failed: nothing unsynced can be called durable any more. */
+static void batch_sync_failed(server *s, berth_jerr err) {
+    s->stats.commit_failures++;
+    server_log("syncing the journal failed (%s): %u committed commands could not be confirmed "
+               "durable and were answered with an unknown outcome; stopping",
+               berth_jerr_name(err), s->unsynced_count);
+    batch_release_unknown(s);
+    s->fatal = true;
+    ev_break(s->loop, EVBREAK_ALL);
+}
+
 /* ---- staging ----------------------------------------------------------- */
 
 /* After a flush made room: false (and the client answered) when that
@@ -718,6 +840,8 @@ static void batch_commit_sync(server *s) {
 static void batch_reload(server *s, berth_jerr err) {
     s->last_batch_count = s->batch_count;
     batch_release(s, s->batch, &s->batch_count, err, s->durable_head);
+    /* The journal holds the unsynced batch too: it stays held. */
+    uint64_t committed = s->unsynced_count > 0 ? s->unsynced_last_seq : s->durable_head;
     berth_engine *fresh = NULL;
     char why[BATCH_RELOAD_WHY_LEN_MAX] = "";
     berth_replay_stats stats;
@@ -731,16 +855,55 @@ static void batch_reload(server *s, berth_jerr err) {
     }
     berth_engine_close(s->engine);
     s->engine = fresh;
-    if (berth_engine_head_seq(s->engine) != s->durable_head) {
+    if (berth_engine_head_seq(s->engine) != committed) {
         /* The journal holds a batch it reported as failed (or lost one it
-         * reported durable): memory, WATCH and the replies already sent no
+         * reported committed): memory, WATCH and the replies already sent no
          * longer agree with disk, so serving on would mislead. */
-        server_log("after a failed commit the journal's head is seq %llu, not the durable "
-                   "seq %llu berthd answered for",
+        server_log("after a failed commit the journal's head is seq %llu, not the committed "
+                   "seq %llu berthd answered or holds replies for",
                    (unsigned long long)berth_engine_head_seq(s->engine),
-                   (unsigned long long)s->durable_head);
+                   (unsigned long long)committed);
         batch_fatal(s);
     }
+}
+
+/* Answer the unsynced batch once the journal's durable seq covers it. */
+static void batch_release_durable(server *s, uint64_t durable) {
+    if (s->unsynced_count == 0 || durable < s->unsynced_last_seq) {
+        return;
+    }
+    uint64_t before = s->durable_head;
+    uint32_t count = s->unsynced_count;
+    assert(s->unsynced_last_seq > before);
+    s->durable_head = s->unsynced_last_seq;
+    batch_release(s, s->unsynced, &s->unsynced_count, BERTH_J_OK, s->durable_head);
+    /* The cohort to gather next: the clients just answered come back,
+     * joining those already staged. */
+    s->last_batch_count = count + s->batch_count;
+    s->stats.records_committed += s->durable_head - before;
+    watch_committed(s, before + 1, s->durable_head);
+}
+
+/* The batch in flight committed: it becomes the unsynced batch. Its commit's
+ * data sync made the one before it durable (journal.h), so that one goes
+ * first; with the meta sync not deferred, durable already covers both. */
+static void batch_committed(server *s) {
+    uint64_t durable = pipe_durable(s->pipe);
+    batch_release_durable(s, durable);
+    if (s->unsynced_count > 0) {
+        server_log("the journal says seq %llu is durable after a later commit, not seq %llu: "
+                   "stopping",
+                   (unsigned long long)durable, (unsigned long long)s->unsynced_last_seq);
+        batch_sync_failed(s, BERTH_J_IO);
+        return;
+    }
+    batch_entry *entries = s->unsynced;
+    s->unsynced = s->inflight;
+    s->unsynced_count = s->inflight_count;
+    s->unsynced_last_seq = s->inflight_last_seq;
+    s->inflight = entries;
+    s->inflight_count = 0;
+    batch_release_durable(s, durable);
 }
 
 /* Answer the batch in flight once the committer reports it. */
@@ -750,35 +913,62 @@ static void batch_collect(server *s) {
         return;
     }
     batch_record_latency(s, s->inflight_t0_ns);
-    uint64_t before = s->durable_head;
-    uint32_t count = s->inflight_count;
     if (err == BERTH_J_OK) {
-        s->durable_head = s->inflight_last_seq;
-    }
-    batch_release(s, s->inflight, &s->inflight_count, err, s->durable_head);
-    if (err != BERTH_J_OK) {
-        batch_commit_failed(s, count, err);
-        batch_reload(s, err);
+        batch_committed(s);
         return;
     }
-    /* The cohort to gather next: the clients just answered come back,
-     * joining those already staged. */
-    s->last_batch_count = count + s->batch_count;
-    s->stats.records_committed += s->durable_head - before;
-    watch_committed(s, before + 1, s->durable_head);
+    uint32_t count = s->inflight_count;
+    batch_release(s, s->inflight, &s->inflight_count, err, s->durable_head);
+    batch_commit_failed(s, count, err);
+    batch_reload(s, err);
 }
 
-/* Hand the open batch to an idle committer. */
+/* Answer the unsynced batch once the committer's sync reports. */
+static void batch_collect_sync(server *s) {
+    berth_jerr err = BERTH_J_OK;
+    if (!pipe_take_sync(s->pipe, &err)) {
+        return;
+    }
+    s->stats.commit_syncs++;
+    if (err != BERTH_J_OK) {
+        batch_sync_failed(s, err);
+        return;
+    }
+    batch_release_durable(s, pipe_durable(s->pipe));
+    assert(s->unsynced_count == 0);
+}
+
+/* Nothing to commit, and a batch waits to be durable: a snapshot's commit
+ * may have synced it already; otherwise the committer syncs. True when the
+ * unsynced batch is answered. */
+static bool batch_sync_unsynced(server *s) {
+    if (s->unsynced_count == 0) {
+        return true;
+    }
+    batch_release_durable(s, pipe_durable(s->pipe));
+    if (s->unsynced_count == 0) {
+        return true;
+    }
+    pipe_go_sync(s->pipe);
+    return false;
+}
+
+/* Hand the open batch to an idle committer, or have it sync. */
 static void batch_hand_off(server *s) {
-    if (s->batch_count == 0 || s->inflight_count > 0 || !pipe_idle(s->pipe)) {
+    if (s->inflight_count > 0 || s->fatal || !pipe_idle(s->pipe)) {
+        return;
+    }
+    if (s->batch_count == 0 || berth_engine_staged(s->engine) == 0) {
+        /* Only refusals and replays of durable records, or nothing: no
+         * commit. Those refusals may follow from the unsynced batch, so
+         * they wait for it like any write of a later batch. */
+        if (batch_sync_unsynced(s) && s->batch_count > 0) {
+            s->gathered = false;
+            batch_release(s, s->batch, &s->batch_count, BERTH_J_OK, s->durable_head);
+        }
         return;
     }
     s->gathered = false;
-    if (berth_engine_staged(s->engine) == 0) {
-        /* Only refusals and replays of durable records: nothing to write. */
-        batch_release(s, s->batch, &s->batch_count, BERTH_J_OK, s->durable_head);
-        return;
-    }
     batch_entry *entries = s->inflight;
     s->inflight = s->batch;
     s->inflight_count = s->batch_count;
@@ -824,7 +1014,8 @@ static void batch_hand_off(server *s) {
 #define GATHER_SLICES_MAX 4
 bool batch_gather(server *s) {
     if (s->batch_count == 0 || s->config.commit_gather_us == 0 ||
-        s->batch_count >= s->last_batch_count || s->resume.next != &s->resume) {
+        s->batch_count >= s->last_batch_count || s->resume.next != &s->resume ||
+        s->unsynced_count > 0) {
         return false;
     }
     if (s->pipe != NULL &&
@@ -851,6 +1042,7 @@ bool batch_gather(server *s) {
 void batch_reap(server *s) {
     if (s->pipe != NULL) {
         batch_collect(s);
+        batch_collect_sync(s);
     }
 }
 
@@ -863,14 +1055,15 @@ void batch_step(server *s) {
         return;
     }
     batch_collect(s);
+    batch_collect_sync(s);
     batch_hand_off(s);
 }
 
 bool batch_can_step(server *s) {
-    if (s->batch_count == 0) {
+    if (s->batch_count == 0 && s->unsynced_count == 0) {
         return false;
     }
-    return s->pipe == NULL || (s->inflight_count == 0 && pipe_idle(s->pipe));
+    return s->pipe == NULL || (s->inflight_count == 0 && !s->fatal && pipe_idle(s->pipe));
 }
 
 void batch_flush(server *s) {
@@ -878,9 +1071,10 @@ void batch_flush(server *s) {
         batch_step(s);
         return;
     }
-    while (s->inflight_count > 0 || s->batch_count > 0) {
+    while (s->inflight_count > 0 || s->batch_count > 0 || s->unsynced_count > 0) {
         pipe_wait_idle(s->pipe);
         batch_collect(s);
+        batch_collect_sync(s);
         if (s->fatal) {
             return;
         }
@@ -890,13 +1084,16 @@ void batch_flush(server *s) {
      * the next hand-off waits for an idle committer itself, and pipe_stop
      * finishes queued work before it joins. A draining read must not sit
      * through a multi-megabyte snapshot write it does not need. */
-    assert(s->inflight_count == 0 && s->batch_count == 0);
+    assert(s->inflight_count == 0 && s->batch_count == 0 && s->unsynced_count == 0);
 }
 
 void batch_abandon(server *s) {
     if (s->pipe != NULL) {
         pipe_wait_idle(s->pipe);
         batch_collect(s);
+        batch_collect_sync(s);
+        batch_release_durable(s, pipe_durable(s->pipe));
+        batch_release_unknown(s);   /* committed, never confirmed durable */
     }
     /* Never committed, never acknowledged: each writer hears so. */
     batch_release(s, s->inflight, &s->inflight_count, BERTH_J_IO, s->durable_head);

@@ -275,13 +275,14 @@ static void info_stats(server *s, text *t) {
     const server_stats *st = &s->stats;
     text_add(t, "# Stats\r\ntotal_connections_received:%llu\r\nrejected_connections:%llu\r\n"
                 "total_commands_processed:%llu\r\nwrites_staged:%llu\r\ncommits:%llu\r\n"
-                "commit_failures:%llu\r\nrecords_committed:%llu\r\nprotocol_errors:%llu\r\n"
+                "commit_failures:%llu\r\ncommit_syncs:%llu\r\nrecords_committed:%llu\r\n"
+                "protocol_errors:%llu\r\n"
                 "watch_disconnects:%llu\r\nidle_disconnects:%llu\r\nbackground_jobs:%llu\r\n\r\n",
              (unsigned long long)st->connections_received,
              (unsigned long long)st->connections_rejected,
              (unsigned long long)st->commands_processed, (unsigned long long)st->writes_staged,
              (unsigned long long)st->commits, (unsigned long long)st->commit_failures,
-             (unsigned long long)st->records_committed, (unsigned long long)st->protocol_errors,
+             (unsigned long long)st->commit_syncs, (unsigned long long)st->records_committed, (unsigned long long)st->protocol_errors,
              (unsigned long long)st->watch_disconnects, (unsigned long long)st->idle_disconnects,
              (unsigned long long)st->jobs_run);
 }
@@ -798,7 +799,8 @@ void commands_dispatch(client *c, size_t argc, const berth_str *argv) {
                         !c->watching && arity_ok(cmd->arity, argc);
     if (!staged_write) {
         bool reads_staged = cmd != NULL && (cmd->flags & CMD_READ) &&
-                            (berth_engine_staged(s->engine) > 0 || s->inflight_count > 0);
+                            (berth_engine_staged(s->engine) > 0 || s->inflight_count > 0 ||
+                             s->unsynced_count > 0);
         if (c->batch_pending > 0 || reads_staged) {
             batch_flush(s);
         }

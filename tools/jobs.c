@@ -7,7 +7,13 @@
  * client's output and lets the client continue. The client is blocked while
  * its job runs (its later commands wait, so replies stay in order); other
  * clients are served meanwhile. A client that disconnects mid-job stays
- * allocated until the job returns, then is freed. */
+ * allocated until the job returns, then is freed.
+ *
+ * JOURNAL.VERIFY's reader is opened on the loop when the job is queued,
+ * right after the command's drain: the journal then holds only durable
+ * records, while a reader opened later on this thread could see a commit
+ * that is not durable yet (batch.c) and count it. AT reads only up to its
+ * seq, which the loop checked against the durable head. */
 #include "server.h"
 
 #include <assert.h>
@@ -27,6 +33,7 @@ typedef struct job {
     client *client;
     server *server;
     uint64_t seq;
+    berth_journal_reader *reader;   /* VERIFY: opened on the loop, owned */
     query_fn query;
     size_t argc;
     berth_str argv[JOB_ARGS_MAX];
@@ -81,17 +88,20 @@ static void job_at(job *j, berth_journal_reader *reader) {
 }
 
 static void job_run(job *j) {
+    if (j->kind == JOB_VERIFY) {
+        assert(j->reader != NULL);
+        job_verify(j, j->reader);
+        berth_journal_reader_close(j->reader);
+        j->reader = NULL;
+        return;
+    }
     berth_journal_reader *reader = NULL;
     berth_jerr err = berth_journal_reader_open(j->server->journal, &reader);
     if (err != BERTH_J_OK) {
         reply_error(&j->out, "IOERR", "cannot open a journal reader: %s", berth_jerr_name(err));
         return;
     }
-    if (j->kind == JOB_VERIFY) {
-        job_verify(j, reader);
-    } else {
-        job_at(j, reader);
-    }
+    job_at(j, reader);
     berth_journal_reader_close(reader);
 }
 
@@ -148,6 +158,7 @@ static void job_finish(job *j, bool deliver) {
         client_resume(c);
     }
     client_release(c);
+    berth_journal_reader_close(j->reader);   /* a VERIFY that never ran */
     reply_free(&j->out);
     free(j);
 }
@@ -266,6 +277,13 @@ static void job_enqueue(job *j) {
 bool jobs_submit_verify(client *c) {
     job *j = job_new(c, JOB_VERIFY);
     if (j == NULL) {
+        return false;
+    }
+    berth_jerr err = berth_journal_reader_open(c->server->journal, &j->reader);
+    if (err != BERTH_J_OK) {
+        reply_error(&c->out, "IOERR", "cannot open a journal reader: %s", berth_jerr_name(err));
+        reply_free(&j->out);
+        free(j);
         return false;
     }
     job_enqueue(j);

@@ -148,6 +148,7 @@ typedef struct server_stats {
     uint64_t writes_staged;
     uint64_t commits;
     uint64_t commit_failures;
+    uint64_t commit_syncs;              /* syncs with no commit, for an unsynced batch */
     uint64_t records_committed;
     uint64_t protocol_errors;
     uint64_t watch_disconnects;
@@ -202,6 +203,9 @@ typedef struct server {
     uint32_t inflight_count;
     uint64_t inflight_last_seq;         /* its last record's seq */
     uint64_t inflight_t0_ns;            /* when it was handed off */
+    batch_entry *unsynced;              /* committed, held until durable; same size, owned */
+    uint32_t unsynced_count;
+    uint64_t unsynced_last_seq;         /* its last record's seq */
     uint64_t durable_head;              /* with pipe: the last seq known durable */
     struct pipe_journal *pipe;          /* batch.c's committer; NULL on etcd (synchronous) */
     berth_engine_options engine_options;   /* to reopen the engine after a failed commit */
@@ -250,8 +254,8 @@ void batch_free(server *s);
 /* Stage one mutating command; its reply is held until the batch commits. */
 void batch_submit(client *c, size_t argc, const berth_str *argv);
 /* Commit the open batch and the one in flight (if any), wait until they
- * are durable, and hand every held reply to its client: afterwards the
- * engine's state equals the journal. */
+ * are durable (syncing if need be), and hand every held reply to its
+ * client: afterwards the engine's state equals the durable journal. */
 void batch_flush(server *s);
 /* Shutdown after a fatal error: answer every uncommitted write -IOERR. */
 void batch_abandon(server *s);
