@@ -3,7 +3,8 @@
 # Each test is a bash script under tests/server/ that starts its own berthd on
 # a free loopback port in a mkdtemp data directory, drives it with redis-cli
 # and nc, and kills it on exit. They need Debian's redis-tools and
-# netcat-openbsd; .ci/run installs both.
+# netcat-openbsd; .ci/run installs both. server_oscrash also builds
+# disk_shim.c, the LD_PRELOAD library it stages an OS crash with.
 if(TARGET berthd)
   find_program(BERTH_REDIS_CLI redis-cli)
   find_program(BERTH_NC nc)
@@ -17,4 +18,13 @@ if(TARGET berthd)
                      bash ${CMAKE_CURRENT_SOURCE_DIR}/server/${t}.sh)
     set_tests_properties(server_${t} PROPERTIES TIMEOUT 90 LABELS server)
   endforeach()
+  # oscrash.sh: berthd under disk_shim, an LD_PRELOAD model of the disk
+  # that keeps only synced writes, so an OS crash can be staged.
+  add_library(berth_disk_shim MODULE ${CMAKE_CURRENT_SOURCE_DIR}/server/disk_shim.c)
+  target_link_libraries(berth_disk_shim PRIVATE ${CMAKE_DL_LIBS} Threads::Threads)
+  add_test(NAME server_oscrash
+           COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
+                   BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>
+                   bash ${CMAKE_CURRENT_SOURCE_DIR}/server/oscrash.sh)
+  set_tests_properties(server_oscrash PROPERTIES TIMEOUT 120 LABELS server)
 endif()

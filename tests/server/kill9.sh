@@ -16,23 +16,6 @@ rounds=3
 retry_extra=50         # lines past the acknowledged ones each client resends
 start_berthd
 
-# dump_journal: every record as "seq<TAB>code<TAB>command", in seq order.
-dump_journal() {
-    local head from count
-    head=$(head_seq)
-    for ((from = 1; from <= head; from += 1000)); do
-        count=$(( head - from + 1 < 1000 ? head - from + 1 : 1000 ))
-        r JOURNAL.RANGE "$from" "$count"
-    done | awk '
-        want == "seq" { seq = $0; want = "" ; next }
-        want == "code" { code = $0; want = ""; next }
-        want == "command" { cmd = $0; want = ""; next }
-        $0 == "seq" { if (seq != "") print seq "\t" code "\t" cmd; seq = ""; want = "seq"; next }
-        $0 == "code" || $0 == "outcome" { want = "code"; next }
-        $0 == "command" { want = "command"; next }
-        END { if (seq != "") print seq "\t" code "\t" cmd }'
-}
-
 for ((round = 1; round <= rounds; round++)); do
     # A watcher sees records only once they are durable: everything it
     # saw must survive the kill.
@@ -80,21 +63,7 @@ for ((round = 1; round <= rounds; round++)); do
         paste -d '\t' "$TMP/ack.$round.$c" \
             <(head -n "$(wc -l <"$TMP/ack.$round.$c")" "$TMP/in.$round.$c" | sed 's/ REQID .*//')
     done >"$TMP/acked.$round"
-    awk -F '\t' -v round="$round" '
-        FILENAME == ARGV[1] { code[$1] = $2; cmd[$1] = $3; seen[$3]++; code_of[$3] = $2; next }
-        $1 ~ /^[0-9]+$/ {
-            if (!($1 in cmd)) { print "acknowledged seq " $1 " (" $2 ") missing"; bad++; next }
-            if (cmd[$1] != $2) { print "seq " $1 " acknowledged for [" $2 "] holds [" cmd[$1] "]"; bad++ }
-            if (code[$1] != "OK") { print "seq " $1 " acknowledged as success holds outcome " code[$1]; bad++ }
-            ok++; next }
-        { split($1, w, " ")
-          if (!($2 in seen)) { print "acknowledged refusal [" $1 "] for [" $2 "] missing"; bad++ }
-          else if (code_of[$2] != w[1]) { print "refusal [" $1 "] for [" $2 "] journaled as " code_of[$2]; bad++ }
-          refused++ }
-        END {
-            for (c in seen) if (seen[c] > 1) { print "applied " seen[c] " times: " c; bad++ }
-            printf "round %d: %d acknowledged seqs, %d acknowledged refusals checked\n", round, ok, refused
-            exit bad > 0 }' "$TMP/journal.$round" "$TMP/acked.$round" >"$TMP/check.$round" \
+    acked_check "round $round" "$TMP/journal.$round" "$TMP/acked.$round" >"$TMP/check.$round" \
         || fail "round $round: $(head -n 10 "$TMP/check.$round")"
     note "$(tail -n 1 "$TMP/check.$round")"
     watched=$(grep -c '' "$TMP/watched.$round")

@@ -164,3 +164,43 @@ nc_send() {
 nc_file() {   # FILE: the same with the bytes of a file
     nc -w 5 127.0.0.1 "$PORT" <"$1" | tr -d '\r'
 }
+
+# dump_journal: every record as "seq<TAB>code<TAB>command", in seq order.
+dump_journal() {
+    local head from count
+    head=$(head_seq)
+    for ((from = 1; from <= head; from += 1000)); do
+        count=$(( head - from + 1 < 1000 ? head - from + 1 : 1000 ))
+        r JOURNAL.RANGE "$from" "$count"
+    done | awk '
+        want == "seq" { seq = $0; want = "" ; next }
+        want == "code" { code = $0; want = ""; next }
+        want == "command" { cmd = $0; want = ""; next }
+        $0 == "seq" { if (seq != "") print seq "\t" code "\t" cmd; seq = ""; want = "seq"; next }
+        $0 == "code" || $0 == "outcome" { want = "code"; next }
+        $0 == "command" { want = "command"; next }
+        END { if (seq != "") print seq "\t" code "\t" cmd }'
+}
+
+# acked_check LABEL JOURNAL ACKED: every line of ACKED ("reply<TAB>command",
+# the reply as redis-cli printed it) is in JOURNAL (dump_journal's lines): a
+# seq with its command and outcome OK, a refusal with its code; and no
+# command was applied twice. Prints a summary line, or the problems and
+# exits non-zero.
+acked_check() {
+    awk -F '\t' -v label="$1" '
+        FILENAME == ARGV[1] { code[$1] = $2; cmd[$1] = $3; seen[$3]++; code_of[$3] = $2; next }
+        $1 ~ /^[0-9]+$/ {
+            if (!($1 in cmd)) { print "acknowledged seq " $1 " (" $2 ") missing"; bad++; next }
+            if (cmd[$1] != $2) { print "seq " $1 " acknowledged for [" $2 "] holds [" cmd[$1] "]"; bad++ }
+            if (code[$1] != "OK") { print "seq " $1 " acknowledged as success holds outcome " code[$1]; bad++ }
+            ok++; next }
+        { split($1, w, " ")
+          if (!($2 in seen)) { print "acknowledged refusal [" $1 "] for [" $2 "] missing"; bad++ }
+          else if (code_of[$2] != w[1]) { print "refusal [" $1 "] for [" $2 "] journaled as " code_of[$2]; bad++ }
+          refused++ }
+        END {
+            for (c in seen) if (seen[c] > 1) { print "applied " seen[c] " times: " c; bad++ }
+            printf "%s: %d acknowledged seqs, %d acknowledged refusals checked\n", label, ok, refused
+            exit bad > 0 }' "$2" "$3"
+}

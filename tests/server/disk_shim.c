@@ -1,0 +1,289 @@
+/* disk_shim.c — an LD_PRELOAD library that keeps, beside one LMDB data
+ * file, the image an OS crash would leave of it: only what a sync made
+ * durable. Used by oscrash.sh.
+ *
+ * Why: kill -9 only kills the process; the page cache keeps every write, so
+ * a server that answered before its data was synced passes every kill -9
+ * test. This shim models the disk instead. Writes to the data file through a
+ * plain descriptor are held in a pending list; fdatasync or fsync of the
+ * file applies them, in order, to the image file; a write through an
+ * O_DSYNC (or O_SYNC) descriptor reaches the image at once. The image is
+ * therefore the most pessimistic OS crash: none of the unsynced writes made
+ * it. (LMDB's own ordering keeps any subset consistent; this test is about
+ * what berthd acknowledged, so the pessimistic case is the one that loses
+ * the most.) After killing the process, the test copies the image over the
+ * data file and restarts.
+ *
+ * Environment: BERTH_SHIM_DATA (the data file's path, exactly as the
+ * process opens it) and BERTH_SHIM_DISK (the image's path; made from the
+ * data file's current bytes at the first open when absent). Without both,
+ * every call passes straight through. Intercepts what liblmdb 0.9 calls on
+ * its data file: open, close, pwrite, writev, fdatasync, fsync. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define SHIM_FDS_MAX 16                     /* descriptors of the data file open at once */
+#define SHIM_PENDING_BYTES_MAX (1ull << 30) /* unsynced bytes held; over it the shim aborts */
+#define SHIM_COPY_CHUNK 65536
+#define SHIM_PATH_LEN_MAX 4096
+
+typedef struct pending {
+    struct pending *next;
+    off_t offset;
+    size_t len;
+    unsigned char bytes[];
+} pending;
+
+typedef int (*open_fn)(const char *, int, ...);
+typedef int (*close_fn)(int);
+typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
+typedef ssize_t (*writev_fn)(int, const struct iovec *, int);
+typedef int (*sync_fn)(int);
+
+static pthread_mutex_t shim_mutex = PTHREAD_MUTEX_INITIALIZER;
+static open_fn real_open;
+static close_fn real_close;
+static pwrite_fn real_pwrite;
+static writev_fn real_writev;
+static sync_fn real_fdatasync;
+static sync_fn real_fsync;
+static int tracked_fd[SHIM_FDS_MAX];
+static bool tracked_dsync[SHIM_FDS_MAX];
+static int tracked_count;
+static int image_fd = -1;
+static pending *pending_head;
+static pending *pending_tail;
+static uint64_t pending_bytes;
+
+static void shim_die(const char *what) {
+    char line[256];
+    int n = snprintf(line, sizeof line, "disk_shim: %s (errno %d)\n", what, errno);
+    if (n > 0) {
+        ssize_t w = write(2, line, (size_t)n);
+        (void)w;
+    }
+    abort();
+}
+
+static void *real(const char *name) {
+    void *fn = dlsym(RTLD_NEXT, name);
+    if (fn == NULL) {
+        shim_die("dlsym failed");
+    }
+    return fn;
+}
+
+static void shim_init(void) {
+    if (real_open != NULL) {
+        return;
+    }
+    real_close = (close_fn)real("close");
+    real_pwrite = (pwrite_fn)real("pwrite");
+    real_writev = (writev_fn)real("writev");
+    real_fdatasync = (sync_fn)real("fdatasync");
+    real_fsync = (sync_fn)real("fsync");
+    real_open = (open_fn)real("open");
+}
+
+static int tracked_index(int fd) {
+    for (int i = 0; i < tracked_count; i++) {
+        if (tracked_fd[i] == fd) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static void image_write(const void *bytes, size_t len, off_t offset) {
+    const unsigned char *p = bytes;
+    while (len > 0) {
+        ssize_t w = real_pwrite(image_fd, p, len, offset);
+        if (w <= 0) {
+            shim_die("cannot write the disk image");
+        }
+        p += w;
+        len -= (size_t)w;
+        offset += w;
+    }
+}
+
+/* The image starts as the data file is now (a restart of a crashed run
+ * begins from its image, copied over the data file). */
+static void image_open(const char *data_path, const char *image_path) {
+    image_fd = real_open(image_path, O_RDWR);
+    if (image_fd >= 0) {
+        return;
+    }
+    image_fd = real_open(image_path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (image_fd < 0) {
+        shim_die("cannot create the disk image");
+    }
+    int src = real_open(data_path, O_RDONLY);
+    if (src < 0) {
+        return;     /* a new data file: the disk holds nothing yet */
+    }
+    static unsigned char chunk[SHIM_COPY_CHUNK];
+    off_t at = 0;
+    for (;;) {
+        ssize_t n = pread(src, chunk, sizeof chunk, at);
+        if (n < 0) {
+            shim_die("cannot read the data file");
+        }
+        if (n == 0) {
+            break;
+        }
+        image_write(chunk, (size_t)n, at);
+        at += n;
+    }
+    real_close(src);
+}
+
+static void pending_add(const void *bytes, size_t len, off_t offset) {
+    pending_bytes += len;
+    if (pending_bytes > SHIM_PENDING_BYTES_MAX) {
+        shim_die("too many unsynced bytes held");
+    }
+    pending *p = malloc(sizeof *p + len);
+    if (p == NULL) {
+        shim_die("out of memory");
+    }
+    p->next = NULL;
+    p->offset = offset;
+    p->len = len;
+    memcpy(p->bytes, bytes, len);
+    if (pending_tail == NULL) {
+        pending_head = p;
+    } else {
+        pending_tail->next = p;
+    }
+    pending_tail = p;
+}
+
+/* A successful sync of the file: everything written before it is on disk. */
+static void pending_apply(void) {
+    pending *p = pending_head;
+    while (p != NULL) {
+        pending *next = p->next;
+        image_write(p->bytes, p->len, p->offset);
+        free(p);
+        p = next;
+    }
+    pending_head = pending_tail = NULL;
+    pending_bytes = 0;
+}
+
+/* A write that reached the file: to the image now (O_DSYNC) or later. */
+static void recorded(int idx, const void *bytes, size_t len, off_t offset) {
+    if (tracked_dsync[idx]) {
+        image_write(bytes, len, offset);
+    } else {
+        pending_add(bytes, len, offset);
+    }
+}
+
+int open(const char *path, int flags, ...) {
+    mode_t mode = 0;
+    if (flags & O_CREAT) {
+        va_list ap;
+        va_start(ap, flags);
+        mode = (mode_t)va_arg(ap, int);
+        va_end(ap);
+    }
+    pthread_mutex_lock(&shim_mutex);
+    shim_init();
+    int fd = real_open(path, flags, mode);
+    const char *data = getenv("BERTH_SHIM_DATA");
+    const char *image = getenv("BERTH_SHIM_DISK");
+    if (fd >= 0 && data != NULL && image != NULL && strcmp(path, data) == 0) {
+        if (tracked_count == SHIM_FDS_MAX) {
+            shim_die("too many descriptors of the data file");
+        }
+        if (image_fd < 0) {
+            image_open(data, image);
+        }
+        tracked_fd[tracked_count] = fd;
+        tracked_dsync[tracked_count] = (flags & (O_DSYNC | O_SYNC)) != 0;
+        tracked_count++;
+    }
+    pthread_mutex_unlock(&shim_mutex);
+    return fd;
+}
+
+int close(int fd) {
+    pthread_mutex_lock(&shim_mutex);
+    shim_init();
+    int idx = tracked_index(fd);
+    if (idx >= 0) {
+        tracked_count--;
+        tracked_fd[idx] = tracked_fd[tracked_count];
+        tracked_dsync[idx] = tracked_dsync[tracked_count];
+    }
+    int rc = real_close(fd);
+    pthread_mutex_unlock(&shim_mutex);
+    return rc;
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t len, off_t offset) {
+    pthread_mutex_lock(&shim_mutex);
+    shim_init();
+    ssize_t w = real_pwrite(fd, buf, len, offset);
+    int idx = tracked_index(fd);
+    if (idx >= 0 && w > 0) {
+        recorded(idx, buf, (size_t)w, offset);
+    }
+    pthread_mutex_unlock(&shim_mutex);
+    return w;
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int count) {
+    pthread_mutex_lock(&shim_mutex);
+    shim_init();
+    int idx = tracked_index(fd);
+    off_t at = idx >= 0 ? lseek(fd, 0, SEEK_CUR) : 0;
+    ssize_t w = real_writev(fd, iov, count);
+    if (idx >= 0 && w > 0) {
+        size_t left = (size_t)w;
+        for (int i = 0; i < count && left > 0; i++) {
+            size_t part = iov[i].iov_len < left ? iov[i].iov_len : left;
+            recorded(idx, iov[i].iov_base, part, at);
+            at += (off_t)part;
+            left -= part;
+        }
+    }
+    pthread_mutex_unlock(&shim_mutex);
+    return w;
+}
+
+static int synced(int fd, sync_fn *fn, const char *name) {
+    pthread_mutex_lock(&shim_mutex);
+    if (*fn == NULL) {
+        *fn = (sync_fn)real(name);
+    }
+    int rc = (*fn)(fd);
+    if (rc == 0 && tracked_index(fd) >= 0) {
+        pending_apply();
+    }
+    pthread_mutex_unlock(&shim_mutex);
+    return rc;
+}
+
+int fdatasync(int fd) {
+    return synced(fd, &real_fdatasync, "fdatasync");
+}
+
+int fsync(int fd) {
+    return synced(fd, &real_fsync, "fsync");
+}

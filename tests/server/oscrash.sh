@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# oscrash.sh — an OS crash, not only a process crash, under pipelined writes.
+#
+# kill -9 cannot catch a reply sent before its write was synced: the page
+# cache keeps the write and the restarted berthd finds it. So berthd runs
+# under disk_shim (LD_PRELOAD), which keeps the image of data.mdb that only
+# synced writes reach. Each round: a pipelined burst on one connection must
+# get every reply; then several clients stream writes while a WATCH client
+# follows; berthd is killed with -9 mid-stream, the image is copied over
+# data.mdb (what the disk holds after the OS went down), and berthd restarts
+# on it. Every seq berthd acknowledged (burst included), every acknowledged
+# refusal and every record the watcher saw must be there with its command
+# and outcome, and JOURNAL.VERIFY must pass. Two rounds, on the same data.
+. "$(dirname "$0")/lib.sh"
+SHIM=${BERTH_DISK_SHIM:?BERTH_DISK_SHIM must name disk_shim.so}
+IMAGE="$TMP/disk.mdb"
+burst=3000             # pipelined commands on one connection
+clients=4
+per_client=3000        # more than a client can send before the kill
+rounds=2
+acked_before_kill=1200
+
+start_shimmed() {
+    rm -f "$IMAGE"     # the shim starts the image from the data file as it is
+    BERTH_SHIM_DATA="$DATA/data.mdb" BERTH_SHIM_DISK="$IMAGE" LD_PRELOAD="$SHIM" start_berthd
+}
+os_crash() {
+    kill9_berthd
+    [ -s "$IMAGE" ] || fail "the disk image is empty: the shim saw no sync"
+    cp "$IMAGE" "$DATA/data.mdb"
+}
+# commands ROUND NAME COUNT: a stream of writes with a REQID each; every
+# fifth step releases an instance that never existed (a refusal).
+commands() {
+    local i
+    for ((i = 0; i < $3 / 3; i++)); do
+        echo "WORKER.ADD $2-$1-$i GPUS 2 REQID a$2-$1-$i"
+        echo "DEPLOY i$2-$1-$i MODEL m BACKEND vllm ON $2-$1-$i REQID d$2-$1-$i"
+        if ((i % 5 == 0)); then echo "RELEASE none$2-$1-$i REQID r$2-$1-$i"
+        else echo "WORKER.CORDON $2-$1-$i REQID c$2-$1-$i"; fi
+    done
+}
+
+for ((round = 1; round <= rounds; round++)); do
+    start_shimmed
+    # The burst: all of it written at once, every reply read back.
+    commands "$round" b "$burst" >"$TMP/in.$round.b"
+    { cat "$TMP/in.$round.b"; echo QUIT; } >"$TMP/burst.$round"
+    nc_file "$TMP/burst.$round" | sed 's/^[:-]//' >"$TMP/burst_out.$round"
+    [ "$(tail -n 1 "$TMP/burst_out.$round")" = "+OK" ] || fail "round $round: the burst's QUIT got no +OK"
+    sed -i '$d' "$TMP/burst_out.$round"
+    got=$(grep -c '' "$TMP/burst_out.$round")
+    [ "$got" -eq "$burst" ] || fail "round $round: the pipelined burst got $got replies for $burst commands"
+    ! grep -qE '^(ERR|IOERR|FULL)' "$TMP/burst_out.$round" \
+        || fail "round $round: the burst got $(grep -m1 -E '^(ERR|IOERR|FULL)' "$TMP/burst_out.$round")"
+    cp "$TMP/burst_out.$round" "$TMP/ack.$round.b"
+    note "round $round: a pipelined burst of $burst commands got every reply"
+
+    # The stream, a watcher, and the crash.
+    mkfifo "$TMP/watch.$round.in"
+    nc 127.0.0.1 "$PORT" <"$TMP/watch.$round.in" >"$TMP/watch.$round" &
+    watch_pid=$!; bg_pids+=($watch_pid)
+    exec {watch_fd}>"$TMP/watch.$round.in"
+    printf 'WATCH 0\r\n' >&"$watch_fd"
+    pids=()
+    for ((c = 0; c < clients; c++)); do
+        commands "$round" "k$c" "$per_client" >"$TMP/in.$round.$c"
+        r_stdin <"$TMP/in.$round.$c" >"$TMP/ack.$round.$c" 2>/dev/null &
+        pids+=($!); bg_pids+=($!)
+    done
+    for ((i = 0; i < 400; i++)); do
+        n=$(cat "$TMP"/ack.$round.[0-9]* | wc -l)
+        [ "$n" -ge "$acked_before_kill" ] && break
+        sleep 0.025
+    done
+    os_crash
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+    exec {watch_fd}>&-
+    kill "$watch_pid" 2>/dev/null; wait "$watch_pid" 2>/dev/null
+    tr -d '\r' <"$TMP/watch.$round" | awk '
+        want == "seq" { sub(/^:/, ""); seq = $0; want = ""; next }
+        want == "command" { if ($0 ~ /^\$/) next; print seq "\t" $0; want = ""; next }
+        $0 == "seq" { want = "seq" } $0 == "command" { want = "command" }' >"$TMP/watched.$round"
+    acked=$(cat "$TMP"/ack.$round.[0-9]* | wc -l)
+    [ "$acked" -gt 0 ] || fail "round $round: no client got a reply before the crash"
+    [ "$acked" -lt $((clients * per_client)) ] || fail "round $round: the crash came after every command"
+
+    start_berthd       # on the image, without the shim
+    dump_journal >"$TMP/journal.$round"
+    for s in b $(seq 0 $((clients - 1))); do
+        paste -d '\t' "$TMP/ack.$round.$s" \
+            <(head -n "$(wc -l <"$TMP/ack.$round.$s")" "$TMP/in.$round.$s" | sed 's/ REQID .*//')
+    done >"$TMP/acked.$round"
+    acked_check "round $round" "$TMP/journal.$round" "$TMP/acked.$round" >"$TMP/check.$round" \
+        || fail "round $round, after the OS crash: $(head -n 10 "$TMP/check.$round")"
+    note "$(tail -n 1 "$TMP/check.$round") after an OS crash"
+    watched=$(grep -c '' "$TMP/watched.$round")
+    [ "$watched" -gt 0 ] || fail "round $round: the watcher saw no record"
+    awk -F '\t' 'FILENAME == ARGV[1] { cmd[$1] = $3; next }
+        !($1 in cmd) || cmd[$1] != $2 { print "watched seq " $1 " [" $2 "] not durable: [" cmd[$1] "]"; bad = 1 }
+        END { exit bad }' "$TMP/journal.$round" "$TMP/watched.$round" >"$TMP/watchcheck.$round" \
+        || fail "round $round: $(head -n 3 "$TMP/watchcheck.$round")"
+    note "round $round: the $watched records a watcher saw survived the OS crash"
+    expect_verify_ok "round $round: JOURNAL.VERIFY after the OS crash"
+    stop_berthd
+done
+note ok
