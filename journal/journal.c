@@ -66,6 +66,11 @@ berth_jerr berth_journal_sync(berth_journal *journal) {
     return journal->ops->sync == NULL ? BERTH_J_OK : journal->ops->sync(journal);
 }
 
+berth_jerr berth_journal_maintain(berth_journal *journal) {
+    assert(journal != NULL);
+    return journal->ops->maintain == NULL ? BERTH_J_OK : journal->ops->maintain(journal);
+}
+
 berth_jerr berth_journal_snapshot_put(berth_journal *journal, uint64_t seq,
                                       const void *bytes, size_t len) {
     assert(journal != NULL);

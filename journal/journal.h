@@ -138,6 +138,14 @@ berth_jerr berth_journal_durable(berth_journal *journal, uint64_t *seq);
  * and its durable seq stops, since after a failed sync the OS may have
  * dropped the data it could not write. Errors: IO, READONLY. */
 berth_jerr berth_journal_sync(berth_journal *journal);
+/* Upkeep an append leaves to its caller under defer_meta_sync: the history
+ * fold (lmdb_store.c), a write transaction of its own that can take tens of
+ * ms. Without the option an append folds before it returns, and on etcd
+ * there is nothing to do: OK at once. Call it after acting on an append's
+ * result, so that result is not held up by the fold; queries are exact
+ * whether it ran or not. Its commit, like any, makes the commit before it
+ * durable. Errors: FULL, IO (the fold is retried at the next call). */
+berth_jerr berth_journal_maintain(berth_journal *journal);
 
 /* Store a snapshot of the state after seq (bytes opaque to the journal).
  * Only the newest BERTH_SNAPSHOTS_KEPT_MAX are kept; older ones are deleted

@@ -23,7 +23,10 @@
  * stores the new folded_seq: one batch of index writes per threshold. The
  * fold sorts the names into history's key order first and puts them through
  * one cursor, so LMDB finds most keys on the leaf it is already on (the
- * fold was half of berthd's CPU under write load before). It takes at most
+ * fold was half of berthd's CPU under write load before). Under
+ * defer_meta_sync the append returns without folding and
+ * berth_journal_maintain folds, so an append's caller can release replies
+ * before the fold's tens of ms. It takes at most
  * fold_items_max names per transaction (every name of a default-threshold
  * backlog); a larger backlog folds its oldest entries and the rest at the
  * next append.
@@ -1448,7 +1451,9 @@ static berth_jerr lmdb_append(berth_journal *base, berth_record *records,
         j->head_seq = records[n - 1].seq;
         memcpy(j->head_hash, records[n - 1].hash, BERTH_HASH_LEN);
         mutex_unlock(&j->head_mutex);
-        (void)fold_if_due(j);   /* the append is committed whatever the fold does */
+        if (!j->defer_meta_sync) {
+            (void)fold_if_due(j);   /* the append is committed whatever the fold does */
+        }   /* else berth_journal_maintain folds, once the caller has the result */
     }
     mutex_unlock(&j->write_mutex);
     return err;
@@ -1555,6 +1560,21 @@ static berth_jerr lmdb_durable(berth_journal *base, uint64_t *seq) {
     assert(*seq <= j->head_seq);
     mutex_unlock(&j->head_mutex);
     return BERTH_J_OK;
+}
+
+/* defer_meta_sync: the fold lmdb_append left to its caller. */
+static berth_jerr lmdb_maintain(berth_journal *base) {
+    lmdb_journal *j = journal_of(base);
+    if (j->read_only || !j->defer_meta_sync) {
+        return BERTH_J_OK;   /* nothing was deferred */
+    }
+    if (atomic_load(&j->broken)) {
+        return BERTH_J_IO;
+    }
+    mutex_lock(&j->write_mutex);
+    berth_jerr err = fold_if_due(j);
+    mutex_unlock(&j->write_mutex);
+    return err;
 }
 
 /* One fdatasync of the data file: covers the last commit's meta page. */
@@ -1878,6 +1898,7 @@ static const berth_journal_ops lmdb_ops = {
     .snapshot_put = lmdb_snapshot_put,
     .durable = lmdb_durable,
     .sync = lmdb_sync,
+    .maintain = lmdb_maintain,
     .size = lmdb_size,
     .reader_open = lmdb_reader_open,
     .reader_close = lmdb_reader_close,

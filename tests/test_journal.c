@@ -556,6 +556,7 @@ START_TEST(durable_without_backend_ops) {
     ck_assert_int_eq(berth_journal_durable(&fake, &seq), BERTH_J_OK);
     ck_assert_uint_eq(seq, 12345);
     ck_assert_int_eq(berth_journal_sync(&fake), BERTH_J_OK);
+    ck_assert_int_eq(berth_journal_maintain(&fake), BERTH_J_OK);
     fake_head_seq = 12346;
     ck_assert_int_eq(berth_journal_durable(&fake, &seq), BERTH_J_OK);
     ck_assert_uint_eq(seq, 12346);
@@ -1757,17 +1758,33 @@ START_TEST(store_deferred_durable_seq) {
 }
 END_TEST
 
-/* A history fold is its own commit after the append's: its data sync makes
- * the append durable at once. */
+/* Deferred, an append leaves a due fold to berth_journal_maintain (HISTORY
+ * is exact either way). The fold is its own commit after the append's: its
+ * data sync makes the append durable at once. */
 START_TEST(store_deferred_fold_covers) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
     berth_journal *j = open_deferred(dir, fold_records);
+    ck_assert_int_eq(berth_journal_maintain(j), BERTH_J_OK);   /* nothing due */
     ck_assert_int_eq(append_touched(j, 1, fold_records - 1), BERTH_J_OK);
+    ck_assert_int_eq(berth_journal_maintain(j), BERTH_J_OK);   /* one short: still nothing */
+    ck_assert(in_child(child_folded_is, dir, 0));
     ck_assert_uint_eq(durable_of(j), 0);
     ck_assert_int_eq(append_touched(j, fold_records, 1), BERTH_J_OK);   /* the fold is due */
+    ck_assert(in_child(child_folded_is, dir, 0));               /* but left to maintain */
+    ck_assert_uint_eq(durable_of(j), fold_records - 1);
+    hist_check_all(j);
+    ck_assert_int_eq(berth_journal_maintain(j), BERTH_J_OK);
     ck_assert(in_child(child_folded_is, dir, fold_records));
     ck_assert_uint_eq(durable_of(j), fold_records);
+    hist_check_all(j);
+    close_rw(j);
+    /* Without the option the append folds by itself, and maintain has
+     * nothing to do. */
+    j = open_fold(dir, fold_records);
+    ck_assert_int_eq(append_touched(j, fold_records + 1, fold_records), BERTH_J_OK);
+    ck_assert(in_child(child_folded_is, dir, 2 * fold_records));
+    ck_assert_int_eq(berth_journal_maintain(j), BERTH_J_OK);
     hist_check_all(j);
     close_rw(j);
 }
