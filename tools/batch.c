@@ -751,7 +751,8 @@ static void batch_release_unknown(server *s) {
     }
 }
 
-/* A sync failed: nothing unsynced can be called durable any more. */
+/* A sync failed: nothing unsynced can be called durable any more, and no
+ * later commit could be either (journal.h: a failed sync is sticky). */
 static void batch_sync_failed(server *s, berth_jerr err) {
     s->stats.commit_failures++;
     server_log("syncing the journal failed (%s): %u committed commands could not be confirmed "
@@ -931,6 +932,9 @@ static void batch_collect(server *s) {
     uint32_t count = s->inflight_count;
     batch_release(s, s->inflight, &s->inflight_count, err, s->durable_head);
     batch_commit_failed(s, count, err);
+    /* An I/O error may have been the disk failing a sync: the next step
+     * syncs, and stops berthd if the disk cannot (batch_sync_failed). */
+    s->sync_probe = s->sync_probe || err == BERTH_J_IO;
     batch_reload(s, err);
 }
 
@@ -941,6 +945,7 @@ static void batch_collect_sync(server *s) {
         return;
     }
     s->stats.commit_syncs++;
+    s->sync_probe = false;
     if (err != BERTH_J_OK) {
         batch_sync_failed(s, err);
         return;
@@ -953,11 +958,11 @@ static void batch_collect_sync(server *s) {
  * may have synced it already; otherwise the committer syncs. True when the
  * unsynced batch is answered. */
 static bool batch_sync_unsynced(server *s) {
-    if (s->unsynced_count == 0) {
+    if (s->unsynced_count == 0 && !s->sync_probe) {
         return true;
     }
     batch_release_durable(s, pipe_durable(s->pipe));
-    if (s->unsynced_count == 0) {
+    if (s->unsynced_count == 0 && !s->sync_probe) {
         return true;
     }
     pipe_go_sync(s->pipe);
@@ -969,15 +974,20 @@ static void batch_hand_off(server *s) {
     if (s->inflight_count > 0 || s->fatal || !pipe_idle(s->pipe)) {
         return;
     }
-    if (s->batch_count == 0 || berth_engine_staged(s->engine) == 0) {
+    bool nothing_to_write = s->batch_count == 0 || berth_engine_staged(s->engine) == 0;
+    if (nothing_to_write || s->sync_probe) {
         /* Only refusals and replays of durable records, or nothing: no
          * commit. Those refusals may follow from the unsynced batch, so
-         * they wait for it like any write of a later batch. */
-        if (batch_sync_unsynced(s) && s->batch_count > 0) {
+         * they wait for it like any write of a later batch. After an I/O
+         * error the sync comes before any further commit. */
+        bool synced = batch_sync_unsynced(s);
+        if (synced && nothing_to_write && s->batch_count > 0) {
             s->gathered = false;
             batch_release(s, s->batch, &s->batch_count, BERTH_J_OK, s->durable_head);
         }
-        return;
+        if (!synced || nothing_to_write) {
+            return;
+        }
     }
     s->gathered = false;
     batch_entry *entries = s->inflight;
@@ -1071,7 +1081,7 @@ void batch_step(server *s) {
 }
 
 bool batch_can_step(server *s) {
-    if (s->batch_count == 0 && s->unsynced_count == 0) {
+    if (s->batch_count == 0 && s->unsynced_count == 0 && !s->sync_probe) {
         return false;
     }
     return s->pipe == NULL || (s->inflight_count == 0 && !s->fatal && pipe_idle(s->pipe));

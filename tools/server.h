@@ -206,6 +206,7 @@ typedef struct server {
     batch_entry *unsynced;              /* committed, held until durable; same size, owned */
     uint32_t unsynced_count;
     uint64_t unsynced_last_seq;         /* its last record's seq */
+    bool sync_probe;                    /* a commit hit an I/O error: sync before going on */
     uint64_t durable_head;              /* with pipe: the last seq known durable */
     struct pipe_journal *pipe;          /* batch.c's committer; NULL on etcd (synchronous) */
     berth_engine_options engine_options;   /* to reopen the engine after a failed commit */

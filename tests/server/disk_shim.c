@@ -17,7 +17,9 @@
  * Environment: BERTH_SHIM_DATA (the data file's path, exactly as the
  * process opens it) and BERTH_SHIM_DISK (the image's path; made from the
  * data file's current bytes at the first open when absent). Without both,
- * every call passes straight through. Intercepts what liblmdb 0.9 calls on
+ * every call passes straight through. BERTH_SHIM_SYNCS_OK=N (optional): the
+ * first N syncs of the data file succeed, every later one fails with EIO
+ * and reaches nothing, as a disk that died would. Intercepts what liblmdb 0.9 calls on
  * its data file: open, close, pwrite, writev, fdatasync, fsync. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -67,6 +69,7 @@ static int image_fd = -1;
 static pending *pending_head;
 static pending *pending_tail;
 static uint64_t pending_bytes;
+static uint64_t syncs_done;
 
 static void shim_die(const char *what) {
     char line[256];
@@ -194,6 +197,12 @@ static void recorded(int idx, const void *bytes, size_t len, off_t offset) {
     }
 }
 
+/* BERTH_SHIM_SYNCS_OK: the syncs of the data file that may still succeed. */
+static bool sync_allowed(void) {
+    const char *limit = getenv("BERTH_SHIM_SYNCS_OK");
+    return limit == NULL || syncs_done < strtoull(limit, NULL, 10);
+}
+
 int open(const char *path, int flags, ...) {
     mode_t mode = 0;
     if (flags & O_CREAT) {
@@ -239,8 +248,13 @@ int close(int fd) {
 ssize_t pwrite(int fd, const void *buf, size_t len, off_t offset) {
     pthread_mutex_lock(&shim_mutex);
     shim_init();
-    ssize_t w = real_pwrite(fd, buf, len, offset);
     int idx = tracked_index(fd);
+    if (idx >= 0 && tracked_dsync[idx] && !sync_allowed()) {
+        pthread_mutex_unlock(&shim_mutex);
+        errno = EIO;    /* a synchronous write to a dead disk */
+        return -1;
+    }
+    ssize_t w = real_pwrite(fd, buf, len, offset);
     if (idx >= 0 && w > 0) {
         recorded(idx, buf, (size_t)w, offset);
     }
@@ -272,8 +286,15 @@ static int synced(int fd, sync_fn *fn, const char *name) {
     if (*fn == NULL) {
         *fn = (sync_fn)real(name);
     }
+    bool tracked = tracked_index(fd) >= 0;
+    if (tracked && !sync_allowed()) {
+        pthread_mutex_unlock(&shim_mutex);
+        errno = EIO;
+        return -1;
+    }
     int rc = (*fn)(fd);
-    if (rc == 0 && tracked_index(fd) >= 0) {
+    if (rc == 0 && tracked) {
+        syncs_done++;
         pending_apply();
     }
     pthread_mutex_unlock(&shim_mutex);

@@ -11,6 +11,9 @@
 # on it. Every seq berthd acknowledged (burst included), every acknowledged
 # refusal and every record the watcher saw must be there with its command
 # and outcome, and JOURNAL.VERIFY must pass. Two rounds, on the same data.
+# Then the disk dies: from some sync on, every sync fails with EIO. berthd
+# must answer no write of the failed syncs as a success, stop, and after the
+# OS crash that follows hold every write it did acknowledge.
 . "$(dirname "$0")/lib.sh"
 SHIM=${BERTH_DISK_SHIM:?BERTH_DISK_SHIM must name disk_shim.so}
 IMAGE="$TMP/disk.mdb"
@@ -104,4 +107,39 @@ for ((round = 1; round <= rounds; round++)); do
     expect_verify_ok "round $round: JOURNAL.VERIFY after the OS crash"
     stop_berthd
 done
+
+# The disk dies mid-stream: the syncs after the first syncs_ok fail.
+syncs_ok=400
+BERTH_SHIM_SYNCS_OK=$syncs_ok start_shimmed
+pids=()
+for ((c = 0; c < clients; c++)); do
+    commands dead "k$c" "$per_client" >"$TMP/in.dead.$c"
+    r_stdin <"$TMP/in.dead.$c" >"$TMP/out.dead.$c" 2>/dev/null &
+    pids+=($!); bg_pids+=($!)
+done
+for ((i = 0; i < 400; i++)); do
+    kill -0 "$BERTHD_PID" 2>/dev/null || break
+    sleep 0.05
+done
+kill -0 "$BERTHD_PID" 2>/dev/null && fail "berthd kept running after its syncs failed"
+rc=0; wait "$BERTHD_PID" || rc=$?
+BERTHD_PID=""
+[ "$rc" -ne 0 ] || fail "berthd exited 0 after its syncs failed"
+grep -q 'syncing the journal failed\|commit of [0-9]* commands failed: IO' "$LOG" \
+    || fail "berthd's log does not say the sync failed"
+for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+cp "$IMAGE" "$DATA/data.mdb"      # and then the OS went down
+start_berthd
+dump_journal >"$TMP/journal.dead"
+for ((c = 0; c < clients; c++)); do
+    paste -d '\t' "$TMP/out.dead.$c" \
+        <(head -n "$(wc -l <"$TMP/out.dead.$c")" "$TMP/in.dead.$c" | sed 's/ REQID .*//')
+done >"$TMP/replies.dead"
+grep -qE '^(IOERR|FULL)' "$TMP/replies.dead" || fail "no writer was told its write failed"
+grep -vE '^(IOERR|FULL)' "$TMP/replies.dead" >"$TMP/acked.dead"
+acked_check "dead disk" "$TMP/journal.dead" "$TMP/acked.dead" >"$TMP/check.dead" \
+    || fail "after the failed syncs and an OS crash: $(head -n 10 "$TMP/check.dead")"
+note "$(tail -n 1 "$TMP/check.dead"); $(grep -cE '^(IOERR|FULL)' "$TMP/replies.dead") writes were refused"
+expect_verify_ok "JOURNAL.VERIFY after the failed syncs"
+stop_berthd
 note ok
