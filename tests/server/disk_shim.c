@@ -81,6 +81,18 @@ static void shim_die(const char *what) {
     abort();
 }
 
+static void shim_lock(void) {
+    if (pthread_mutex_lock(&shim_mutex) != 0) {
+        shim_die("cannot lock");
+    }
+}
+
+static void shim_unlock(void) {
+    if (pthread_mutex_unlock(&shim_mutex) != 0) {
+        shim_die("cannot unlock");
+    }
+}
+
 static void *real(const char *name) {
     void *fn = dlsym(RTLD_NEXT, name);
     if (fn == NULL) {
@@ -151,7 +163,9 @@ static void image_open(const char *data_path, const char *image_path) {
         image_write(chunk, (size_t)n, at);
         at += n;
     }
-    real_close(src);
+    if (real_close(src) != 0) {
+        shim_die("cannot close the data file");
+    }
 }
 
 static void pending_add(const void *bytes, size_t len, off_t offset) {
@@ -211,7 +225,7 @@ int open(const char *path, int flags, ...) {
         mode = (mode_t)va_arg(ap, int);
         va_end(ap);
     }
-    pthread_mutex_lock(&shim_mutex);
+    shim_lock();
     shim_init();
     int fd = real_open(path, flags, mode);
     const char *data = getenv("BERTH_SHIM_DATA");
@@ -227,12 +241,12 @@ int open(const char *path, int flags, ...) {
         tracked_dsync[tracked_count] = (flags & (O_DSYNC | O_SYNC)) != 0;
         tracked_count++;
     }
-    pthread_mutex_unlock(&shim_mutex);
+    shim_unlock();
     return fd;
 }
 
 int close(int fd) {
-    pthread_mutex_lock(&shim_mutex);
+    shim_lock();
     shim_init();
     int idx = tracked_index(fd);
     if (idx >= 0) {
@@ -241,16 +255,16 @@ int close(int fd) {
         tracked_dsync[idx] = tracked_dsync[tracked_count];
     }
     int rc = real_close(fd);
-    pthread_mutex_unlock(&shim_mutex);
+    shim_unlock();
     return rc;
 }
 
 ssize_t pwrite(int fd, const void *buf, size_t len, off_t offset) {
-    pthread_mutex_lock(&shim_mutex);
+    shim_lock();
     shim_init();
     int idx = tracked_index(fd);
     if (idx >= 0 && tracked_dsync[idx] && !sync_allowed()) {
-        pthread_mutex_unlock(&shim_mutex);
+        shim_unlock();
         errno = EIO;    /* a synchronous write to a dead disk */
         return -1;
     }
@@ -258,15 +272,18 @@ ssize_t pwrite(int fd, const void *buf, size_t len, off_t offset) {
     if (idx >= 0 && w > 0) {
         recorded(idx, buf, (size_t)w, offset);
     }
-    pthread_mutex_unlock(&shim_mutex);
+    shim_unlock();
     return w;
 }
 
 ssize_t writev(int fd, const struct iovec *iov, int count) {
-    pthread_mutex_lock(&shim_mutex);
+    shim_lock();
     shim_init();
     int idx = tracked_index(fd);
     off_t at = idx >= 0 ? lseek(fd, 0, SEEK_CUR) : 0;
+    if (at < 0) {
+        shim_die("cannot tell where writev writes");
+    }
     ssize_t w = real_writev(fd, iov, count);
     if (idx >= 0 && w > 0) {
         size_t left = (size_t)w;
@@ -277,18 +294,18 @@ ssize_t writev(int fd, const struct iovec *iov, int count) {
             left -= part;
         }
     }
-    pthread_mutex_unlock(&shim_mutex);
+    shim_unlock();
     return w;
 }
 
 static int synced(int fd, sync_fn *fn, const char *name) {
-    pthread_mutex_lock(&shim_mutex);
+    shim_lock();
     if (*fn == NULL) {
         *fn = (sync_fn)real(name);
     }
     bool tracked = tracked_index(fd) >= 0;
     if (tracked && !sync_allowed()) {
-        pthread_mutex_unlock(&shim_mutex);
+        shim_unlock();
         errno = EIO;
         return -1;
     }
@@ -297,7 +314,7 @@ static int synced(int fd, sync_fn *fn, const char *name) {
         syncs_done++;
         pending_apply();
     }
-    pthread_mutex_unlock(&shim_mutex);
+    shim_unlock();
     return rc;
 }
 
