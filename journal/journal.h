@@ -149,7 +149,8 @@ berth_jerr berth_journal_maintain(berth_journal *journal);
 
 /* Store a snapshot of the state after seq (bytes opaque to the journal).
  * Only the newest BERTH_SNAPSHOTS_KEPT_MAX are kept; older ones are deleted
- * in the same transaction. Durable on return. Errors: FULL, IO, INVALID, READONLY. */
+ * in the same transaction. Durable on return (under defer_meta_sync:
+ * committed, durable with the next sync). Errors: FULL, IO, INVALID, READONLY. */
 berth_jerr berth_journal_snapshot_put(berth_journal *journal, uint64_t seq,
                                       const void *bytes, size_t len);
 
