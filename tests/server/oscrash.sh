@@ -23,9 +23,15 @@ per_client=3000        # more than a client can send before the kill
 rounds=2
 acked_before_kill=1200
 
+# A sanitizer build's runtime must be the first library loaded, so it is
+# preloaded ahead of the shim when berthd links one.
+PRELOAD="$SHIM"
+sanitizer_runtime=$(ldd "$BERTHD" | awk '/libasan\.so/ { print $3; exit }')
+[ -n "$sanitizer_runtime" ] && PRELOAD="$sanitizer_runtime:$SHIM"
+
 start_shimmed() {
     rm -f "$IMAGE"     # the shim starts the image from the data file as it is
-    BERTH_SHIM_DATA="$DATA/data.mdb" BERTH_SHIM_DISK="$IMAGE" LD_PRELOAD="$SHIM" start_berthd
+    BERTH_SHIM_DATA="$DATA/data.mdb" BERTH_SHIM_DISK="$IMAGE" LD_PRELOAD="$PRELOAD" start_berthd
 }
 os_crash() {
     kill9_berthd
