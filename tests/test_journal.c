@@ -322,6 +322,87 @@ START_TEST(codec_encode_limits) {
 }
 END_TEST
 
+/* The encoder as every journal before the hand-written one was encoded:
+ * msgpack-c's packer, field by field, into a growing buffer. */
+static int sbuffer_write_checked(void *data, const char *bytes, size_t len) {
+    return msgpack_sbuffer_write(data, bytes, len);
+}
+
+static void packer_encode(const berth_record *rec, msgpack_sbuffer *sb) {
+    msgpack_sbuffer_clear(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, sbuffer_write_checked);
+    const berth_str strs[4] = { rec->actor, rec->reqid, rec->command, rec->sentence };
+    ck_assert_int_eq(msgpack_pack_array(&pk, 9), 0);
+    ck_assert_int_eq(msgpack_pack_uint32(&pk, rec->version), 0);
+    ck_assert_int_eq(msgpack_pack_uint64(&pk, rec->seq), 0);
+    ck_assert_int_eq(msgpack_pack_uint64(&pk, rec->time_ms), 0);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(msgpack_pack_str_with_body(&pk, strs[i].ptr, strs[i].len), 0);
+    }
+    ck_assert_int_eq(msgpack_pack_uint32(&pk, rec->code), 0);
+    ck_assert_int_eq(msgpack_pack_str_with_body(&pk, strs[3].ptr, strs[3].len), 0);
+    ck_assert_int_eq(msgpack_pack_bin_with_body(&pk, rec->prev_hash, BERTH_HASH_LEN), 0);
+    uint8_t digest[BERTH_HASH_LEN];
+    SHA256((const uint8_t *)sb->data, sb->size, digest);
+    ck_assert_int_eq(msgpack_pack_bin_with_body(&pk, digest, BERTH_HASH_LEN), 0);
+}
+
+/* Byte for byte what msgpack-c's packer writes, on every integer and string
+ * form's edges: the records already on disk must keep their hashes. */
+START_TEST(codec_encode_matches_packer) {
+    static const uint64_t ints[] = { 0, 1, 127, 128, 255, 256, 65535, 65536, 4294967295ull,
+                                     4294967296ull, 1764150000123ull, UINT64_MAX };
+    static const uint32_t name_lens[] = { 0, 1, 31, 32, 127, BERTH_NAME_LEN_MAX };
+    static const uint32_t command_lens[] = { 1, 31, 32, 255, 256, 4096, BERTH_COMMAND_LEN_MAX };
+    static const uint32_t sentence_lens[] = { 0, 31, 32, 255, 256, BERTH_SENTENCE_LEN_MAX - 1 };
+    enum { ints_n = sizeof(ints) / sizeof(ints[0]),
+           names_n = sizeof(name_lens) / sizeof(name_lens[0]),
+           commands_n = sizeof(command_lens) / sizeof(command_lens[0]),
+           sentences_n = sizeof(sentence_lens) / sizeof(sentence_lens[0]) };
+    static char text[BERTH_COMMAND_LEN_MAX];
+    for (size_t i = 0; i < sizeof(text); i++) text[i] = (char)('a' + i % 26);
+    static uint8_t buf[BERTH_RECORD_BYTES_MAX];
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    uint32_t checked = 0;
+    /* Every combination of one field's edge with the others at a mixed pick. */
+    for (uint32_t k = 0; k < ints_n * names_n * commands_n * sentences_n; k++) {
+        uint32_t a = k % ints_n, b = k / ints_n % names_n, c = k / ints_n / names_n % commands_n;
+        uint32_t d = k / ints_n / names_n / commands_n;
+        berth_record rec = {
+            .version = BERTH_RECORD_VERSION,
+            .seq = ints[a] == 0 ? 1 : ints[a],
+            .time_ms = ints[(a + b + d) % ints_n],
+            .actor = berth_str_make(text, name_lens[b]),
+            .reqid = berth_str_make(text + 1, name_lens[(b + c) % names_n]),
+            .command = berth_str_make(text, command_lens[c]),
+            .code = (uint32_t)(ints[(a + c) % ints_n] & UINT32_MAX),
+            .sentence = berth_str_make(text + 2, sentence_lens[d]),
+        };
+        for (int i = 0; i < BERTH_HASH_LEN; i++) rec.prev_hash[i] = (uint8_t)(k * 31 + i);
+        size_t len = berth_record_encode(&rec, buf, sizeof(buf));
+        packer_encode(&rec, &sb);
+        loop_assert_msg(len == sb.size && memcmp(buf, sb.data, len) == 0,
+                        "combination %u: %zu bytes where the packer wrote %zu", k, len, sb.size);
+        loop_assert(berth_record_encoded_len(&rec) == len);
+        loop_assert(memcmp(rec.hash, buf + len - BERTH_HASH_LEN, BERTH_HASH_LEN) == 0);
+        checked++;
+    }
+    ck_assert_uint_eq(checked, ints_n * names_n * commands_n * sentences_n);
+    msgpack_sbuffer_destroy(&sb);
+    /* Over a limit: no length, and nothing encoded. */
+    berth_record bad = { .version = BERTH_RECORD_VERSION, .seq = 1,
+                         .command = berth_str_make(text, BERTH_COMMAND_LEN_MAX + 0) };
+    ck_assert_uint_gt(berth_record_encoded_len(&bad), 0);
+    bad.sentence = berth_str_make(text, BERTH_SENTENCE_LEN_MAX);
+    ck_assert_uint_eq(berth_record_encoded_len(&bad), 0);
+    bad.sentence = berth_str_make(text, 0);
+    bad.seq = 0;
+    ck_assert_uint_eq(berth_record_encoded_len(&bad), 0);
+}
+END_TEST
+
 static size_t sample_record(uint8_t *buf, size_t cap) {
     built b;
     build(&b, 123456);
@@ -1672,6 +1753,7 @@ static Suite *journal_suite(void) {
     TCase *codec = tcase_create("codec");
     tcase_add_test(codec, codec_round_trip);
     tcase_add_test(codec, codec_encode_limits);
+    tcase_add_test(codec, codec_encode_matches_packer);
     tcase_add_test(codec, codec_truncated);
     tcase_add_test(codec, codec_flipped);
     tcase_add_test(codec, codec_unknown_version);
