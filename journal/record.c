@@ -462,6 +462,89 @@ static berth_jerr body_decode(const msgpack_object *body, berth_record *out,
     return BERTH_J_OK;
 }
 
+/* ---- the direct road ------------------------------------------------ */
+
+/* Nearly every record is exactly what berth_record_encode writes: a fixarray
+ * of 9, unsigned integers, strings and two bin8 hashes. This road reads
+ * those forms (any width of each) straight off the bytes, with a bound
+ * check before every read; anything else at all, or a field out of its
+ * limits, sends the record on to the template road below, so it can only
+ * accept records those roads accept, with the same fields. It costs a
+ * fraction of the template's callbacks, and decode runs on every record of
+ * every replay and verify. */
+
+typedef struct direct_reader {
+    const uint8_t *at;
+    const uint8_t *end;
+} direct_reader;
+
+static bool direct_be(direct_reader *r, size_t width, uint64_t *v) {
+    if ((size_t)(r->end - r->at) < width) return false;
+    *v = read_be(r->at, width);
+    r->at += width;
+    return true;
+}
+
+static bool direct_uint(direct_reader *r, uint64_t max, uint64_t *v) {
+    if (r->at == r->end) return false;
+    uint8_t head = *r->at++;
+    bool ok = true;
+    if (head <= fixint_max) *v = head;
+    else if (head == uint8_head) ok = direct_be(r, 1, v);
+    else if (head == uint16_head) ok = direct_be(r, 2, v);
+    else if (head == uint32_head) ok = direct_be(r, 4, v);
+    else if (head == uint64_head) ok = direct_be(r, 8, v);
+    else ok = false;
+    return ok && *v <= max;
+}
+
+static bool direct_str(direct_reader *r, uint32_t len_min, uint32_t len_max, berth_str *out) {
+    if (r->at == r->end) return false;
+    uint8_t head = *r->at++;
+    uint64_t len = 0;
+    bool ok = true;
+    if ((head & 0xe0) == 0xa0) len = head & 0x1f;
+    else if (head == str8_head) ok = direct_be(r, 1, &len);
+    else if (head == str16_head) ok = direct_be(r, 2, &len);
+    else if (head == str32_head) ok = direct_be(r, 4, &len);
+    else ok = false;
+    if (!ok || len < len_min || len > len_max || (uint64_t)(r->end - r->at) < len) return false;
+    *out = berth_str_make(len > 0 ? (const char *)r->at : "", (size_t)len);
+    r->at += len;
+    return true;
+}
+
+static bool direct_hash(direct_reader *r, uint8_t out[BERTH_HASH_LEN]) {
+    if ((size_t)(r->end - r->at) < hash_trailer_len || r->at[0] != bin8_head ||
+        r->at[1] != BERTH_HASH_LEN) {
+        return false;
+    }
+    memcpy(out, r->at + 2, BERTH_HASH_LEN);
+    r->at += hash_trailer_len;
+    return true;
+}
+
+/* BERTH_J_CORRUPT means only "take the template road". */
+static berth_jerr decode_direct(const uint8_t *bytes, size_t len, berth_record *out) {
+    direct_reader r = { bytes, bytes + len };
+    if (len == 0 || *r.at++ != array9_head) return BERTH_J_CORRUPT;
+    uint64_t version, code;
+    bool ok = direct_uint(&r, UINT64_MAX, &version) && version == BERTH_RECORD_VERSION &&
+              direct_uint(&r, UINT64_MAX, &out->seq) && out->seq != 0 &&
+              direct_uint(&r, UINT64_MAX, &out->time_ms) &&
+              direct_str(&r, 0, actor_len_max, &out->actor) &&
+              direct_str(&r, 0, reqid_len_max, &out->reqid) &&
+              direct_str(&r, 1, command_len_max, &out->command) &&
+              direct_uint(&r, UINT32_MAX, &code) &&
+              direct_str(&r, 0, sentence_len_max, &out->sentence) &&
+              direct_hash(&r, out->prev_hash) &&
+              direct_hash(&r, out->hash) && r.at == r.end;
+    if (!ok) return BERTH_J_CORRUPT;
+    out->version = BERTH_RECORD_VERSION;
+    out->code = (uint32_t)code;
+    return BERTH_J_OK;
+}
+
 /* ---- the fast road: msgpack-c's unpacker template ------------------- */
 
 /* The template's user data: the body's elements as they arrive. */
@@ -603,7 +686,8 @@ berth_jerr berth_record_decode(const uint8_t *bytes, size_t len, berth_record *o
                                char *why, size_t why_size) {
     assert(bytes != NULL || len == 0);
     assert(out != NULL);
-    if (len > 0 && decode_fast(bytes, len, out) == BERTH_J_OK) {
+    if (len > 0 && (decode_direct(bytes, len, out) == BERTH_J_OK ||
+                    decode_fast(bytes, len, out) == BERTH_J_OK)) {
         if (why != NULL && why_size > 0) {
             why[0] = '\0';
         }
