@@ -765,6 +765,60 @@ START_TEST(store_append_read_reopen) {
 }
 END_TEST
 
+/* Records at every field's limit are written into room LMDB reserves on
+ * overflow pages, small ones between them on leaf pages: each stored record
+ * is byte for byte what berth_record_encode makes of it, chained. */
+START_TEST(store_big_records) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 0, 0);
+    static char command[BERTH_COMMAND_LEN_MAX], sentence[BERTH_SENTENCE_LEN_MAX - 1];
+    char name[BERTH_NAME_LEN_MAX];
+    for (size_t i = 0; i < sizeof(command); i++) command[i] = (char)('a' + i % 23);
+    memset(sentence, 's', sizeof(sentence));
+    memset(name, 'n', sizeof(name));
+    enum { count = 9 };
+    built b[count];
+    berth_record recs[count];
+    for (int i = 0; i < count; i++) {
+        build(&b[i], 1 + (uint64_t)i);
+        recs[i] = b[i].rec;
+        if (i % 3 == 1) {   /* at every limit */
+            recs[i].command = berth_str_make(command, sizeof(command) - (size_t)i);
+            recs[i].sentence = berth_str_make(sentence, sizeof(sentence));
+            recs[i].actor = berth_str_make(name, sizeof(name));
+            recs[i].reqid = berth_str_make(name, sizeof(name));
+            recs[i].time_ms = UINT64_MAX;
+            recs[i].code = UINT32_MAX;
+        }
+    }
+    ck_assert_int_eq(berth_journal_append(j, recs, NULL, count), BERTH_J_OK);
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    static uint8_t want[BERTH_RECORD_BYTES_MAX];
+    uint8_t prev[BERTH_HASH_LEN] = { 0 };
+    for (int i = 0; i < count; i++) {
+        berth_record copy = recs[i];
+        memcpy(copy.prev_hash, prev, BERTH_HASH_LEN);
+        size_t want_len = encode_full(&copy, want, sizeof(want));
+        berth_record got;
+        const uint8_t *raw;
+        size_t raw_len;
+        ck_assert_int_eq(berth_journal_read(r, 1 + (uint64_t)i, &got, &raw, &raw_len), BERTH_J_OK);
+        ck_assert_uint_eq(raw_len, want_len);
+        ck_assert_mem_eq(raw, want, want_len);
+        ck_assert_mem_eq(recs[i].hash, copy.hash, BERTH_HASH_LEN);
+        ck_assert_mem_eq(got.prev_hash, prev, BERTH_HASH_LEN);
+        memcpy(prev, got.hash, BERTH_HASH_LEN);
+    }
+    berth_journal_reader_close(r);
+    uint8_t head_hash[BERTH_HASH_LEN];
+    ck_assert_uint_eq(head_of(j, head_hash), count);
+    ck_assert_mem_eq(head_hash, prev, BERTH_HASH_LEN);
+    close_rw(j);
+}
+END_TEST
+
 START_TEST(store_invalid_batches) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
@@ -1860,6 +1914,7 @@ static Suite *journal_suite(void) {
     TCase *store = tcase_create("store");
     tcase_add_unchecked_fixture(store, root_make, root_remove);
     tcase_add_test(store, store_append_read_reopen);
+    tcase_add_test(store, store_big_records);
     tcase_add_test(store, store_invalid_batches);
     tcase_add_test(store, store_map_full);
     tcase_add_test(store, store_growth_with_reader);
