@@ -20,7 +20,9 @@
  * Encoding writes the msgpack forms by hand into the caller's buffer (no
  * malloc; see "encode" below for why not through msgpack_packer) and hashes
  * with OpenSSL's SHA-256 (libcrypto).
- * Decoding has two roads through msgpack-c. The fast one instantiates
+ * Decoding first tries a direct road that reads, by hand, the forms the
+ * encoder writes (see "the direct road"); anything else takes two roads
+ * through msgpack-c. The fast one instantiates
  * msgpack-c's own unpacker template (msgpack/unpack_template.h, shipped for
  * exactly this) with callbacks that put the body's elements into a fixed
  * array on the stack: no zone, no object tree, strings pointing into the
@@ -33,8 +35,9 @@
  * declares, before reading the elements, so six hostile bytes could ask it
  * for gigabytes: a cheap shape gate walks the token headers first and admits
  * only one flat array of scalars, strings and bins that lies wholly inside
- * the input. Both roads end in the same field checks (body_decode), so a
- * record either road accepts decodes to the same fields. */
+ * the input. Both msgpack-c roads end in the same field checks
+ * (body_decode), and the direct road applies the same limits, so a record
+ * any road accepts decodes to the same fields. */
 #include <assert.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -91,6 +94,7 @@ static void sha256(const uint8_t *bytes, size_t len, uint8_t digest[BERTH_HASH_L
 enum {
     fixint_max = 0x7f,
     fixstr_len_max = 31,
+    fixstr_head = 0xa0,             /* 0xa0..0xbf: a string of 0..31 bytes */
     array9_head = 0x90 | record_fields,
     bin8_head = 0xc4,
     uint8_head = 0xcc, uint16_head = 0xcd, uint32_head = 0xce, uint64_head = 0xcf,
@@ -138,7 +142,7 @@ static uint8_t *put_uint(uint8_t *p, uint64_t v) {
 static uint8_t *put_str(uint8_t *p, berth_str s) {
     size_t head = str_head_size(s.len);
     if (head == 1) {
-        *p++ = (uint8_t)(0xa0 | s.len);
+        *p++ = (uint8_t)(fixstr_head + s.len);
     } else {
         static const uint8_t heads[] = { [2] = str8_head, [3] = str16_head, [5] = str32_head };
         *p = heads[head];
@@ -503,7 +507,7 @@ static bool direct_str(direct_reader *r, uint32_t len_min, uint32_t len_max, ber
     uint8_t head = *r->at++;
     uint64_t len = 0;
     bool ok = true;
-    if ((head & 0xe0) == 0xa0) len = head & 0x1f;
+    if (head >= fixstr_head && head <= fixstr_head + fixstr_len_max) len = head - fixstr_head;
     else if (head == str8_head) ok = direct_be(r, 1, &len);
     else if (head == str16_head) ok = direct_be(r, 2, &len);
     else if (head == str32_head) ok = direct_be(r, 4, &len);
