@@ -62,10 +62,6 @@ typedef struct berth_record {
  * rec->hash = SHA-256(body) and writes body+hash to buf. Returns bytes
  * written, 0 if cap is too small or a field is over its limit. */
 size_t berth_record_encode(berth_record *rec, uint8_t *buf, size_t cap);
-/* The exact number of bytes berth_record_encode writes for rec (body and
- * hash), so a store can reserve the room first; 0 when a field is over its
- * limit (berth_record_encode then writes nothing). Reads no hash. */
-size_t berth_record_encoded_len(const berth_record *rec);
 /* Decode one record from bytes (pointers into bytes). Checks structure and
  * version, not the hash. Returns BERTH_J_OK or BERTH_J_CORRUPT with a reason
  * in why (may be NULL). */

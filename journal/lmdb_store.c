@@ -137,6 +137,7 @@ typedef struct lmdb_journal {
     uint8_t head_hash[BERTH_HASH_LEN];
     uint64_t folded_seq;            /* writable opens, under write_mutex */
     uint32_t history_fold_records;  /* touchlog backlog that triggers a fold */
+    uint8_t *scratch;               /* one encoded record, BERTH_RECORD_BYTES_MAX */
     char dir[dir_len_max + 1];
 } lmdb_journal;
 
@@ -760,6 +761,13 @@ static berth_jerr open_steps(lmdb_journal *j, const berth_journal_options *optio
     if (jerr == BERTH_J_OK) jerr = dbs_open(j, err, err_size);
     if (jerr == BERTH_J_OK && !j->read_only) jerr = readers_sweep_at_open(j, err, err_size);
     if (jerr == BERTH_J_OK && !j->read_only) jerr = head_load(j, err, err_size);
+    if (jerr == BERTH_J_OK && !j->read_only) {
+        j->scratch = malloc(BERTH_RECORD_BYTES_MAX);
+        if (j->scratch == NULL) {
+            sentence(err, err_size, "out of memory opening %s%s", j->dir, "");
+            jerr = BERTH_J_NOMEM;
+        }
+    }
     if (jerr == BERTH_J_OK && !j->read_only) jerr = history_open(j, err, err_size);
     return jerr;
 }
@@ -781,6 +789,7 @@ static void lmdb_close(berth_journal *base) {
         rc = pthread_mutex_destroy(&j->head_mutex);
         assert(rc == 0);
     }
+    free(j->scratch);
     free(j);
 }
 
@@ -968,23 +977,6 @@ static bool touch_next(const MDB_val *val, size_t *at, char *kind, berth_str *na
     return true;
 }
 
-/* Put one record, encoded straight into the room LMDB reserves for it in
- * the journal's page: the encoder sizes it exactly first, so nothing is
- * copied twice and nothing can fail once the room is taken. */
-static berth_jerr record_put(MDB_cursor *cursor, berth_record *rec, size_t len, bool *map_full) {
-    assert(len > 0 && len <= BERTH_RECORD_BYTES_MAX);
-    MDB_val key = { sizeof(rec->seq), &rec->seq };
-    MDB_val val = { len, NULL };
-    int rc = mdb_cursor_put(cursor, &key, &val, MDB_APPEND | MDB_RESERVE);
-    if (rc != 0) {
-        return rc == MDB_KEYEXIST ? BERTH_J_CORRUPT : put_err(rc, map_full);
-    }
-    assert(val.mv_size == len && val.mv_data != NULL);
-    size_t written = berth_record_encode(rec, val.mv_data, len);
-    assert(written == len);
-    return written == len ? BERTH_J_OK : BERTH_J_INVALID;   /* the txn is aborted */
-}
-
 /* Encode and put every record of the batch, chaining from the head, through
  * one cursor: mdb_put opens a cursor per call and walks from the root to the
  * last leaf each time, while a kept cursor stays on that leaf. */
@@ -1003,13 +995,18 @@ static berth_jerr batch_put(lmdb_journal *j, MDB_txn *txn, berth_record *records
         assert(rec->seq == j->head_seq + 1 + i);
         rec->version = BERTH_RECORD_VERSION;
         memcpy(rec->prev_hash, prev, BERTH_HASH_LEN);
-        size_t len = berth_record_encoded_len(rec);
+        size_t len = berth_record_encode(rec, j->scratch, BERTH_RECORD_BYTES_MAX);
         total_bytes += len;
         if (len == 0 || total_bytes > BERTH_BATCH_BYTES_MAX) {
             err = BERTH_J_INVALID;
             break;
         }
-        err = record_put(cursor, rec, len, map_full);
+        MDB_val key = { sizeof(rec->seq), &rec->seq };
+        MDB_val val = { len, j->scratch };
+        rc = mdb_cursor_put(cursor, &key, &val, MDB_APPEND);
+        if (rc != 0) {
+            err = rc == MDB_KEYEXIST ? BERTH_J_CORRUPT : put_err(rc, map_full);
+        }
         if (err == BERTH_J_OK && touched != NULL) {
             err = touchlog_put(j, txn, &touched[i], rec->seq, map_full);
         }

@@ -17,12 +17,10 @@
  * The hash trails the body as a fixed 34-byte bin8 (0xc4 0x20 + 32 bytes),
  * so berth_record_hash_ok finds the body without decoding it.
  *
- * Encoding writes the msgpack forms by hand into the caller's buffer (no
- * malloc; see "encode" below for why not through msgpack_packer) and hashes
- * with OpenSSL's SHA-256 (libcrypto).
- * Decoding first tries a direct road that reads, by hand, the forms the
- * encoder writes (see "the direct road"); anything else takes two roads
- * through msgpack-c. The fast one instantiates
+ * Encoding runs msgpack-c's packer template, instantiated over the
+ * caller's fixed buffer (no malloc, no callback per field: see "encode"),
+ * and hashes with OpenSSL's SHA-256 (libcrypto).
+ * Decoding has two roads through msgpack-c. The fast one instantiates
  * msgpack-c's own unpacker template (msgpack/unpack_template.h, shipped for
  * exactly this) with callbacks that put the body's elements into a fixed
  * array on the stack: no zone, no object tree, strings pointing into the
@@ -35,9 +33,8 @@
  * declares, before reading the elements, so six hostile bytes could ask it
  * for gigabytes: a cheap shape gate walks the token headers first and admits
  * only one flat array of scalars, strings and bins that lies wholly inside
- * the input. Both msgpack-c roads end in the same field checks
- * (body_decode), and the direct road applies the same limits, so a record
- * any road accepts decodes to the same fields. */
+ * the input. Both roads end in the same field checks (body_decode), so a
+ * record either road accepts decodes to the same fields. */
 #include <assert.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -81,89 +78,40 @@ static void sha256(const uint8_t *bytes, size_t len, uint8_t digest[BERTH_HASH_L
 
 /* ---- encode ----------------------------------------------------------- */
 
-/* The encoder writes msgpack by hand, choosing for every value the form
- * msgpack-c's packer chooses (the smallest: positive fixint, uint8..uint64;
- * fixstr, str8, str16, str32; bin8 for the 32-byte hashes), so its bytes
- * are the ones every journal so far was written with (test_journal holds it
- * byte for byte against msgpack_pack_* on values at every form's edges).
- * Through the packer each field was a callback and a memcpy of a few bytes,
- * a fifth of a durable append's CPU; here a record is sized first (so the
- * store can reserve exactly that room in its page) and then written in one
- * pass with no check left that can fail. */
+/* The encoder is msgpack-c's own packer template (msgpack/pack_template.h,
+ * shipped for instantiating packers), instantiated here over a bounded
+ * buffer whose append is an inline copy. msgpack_packer reaches its sink
+ * through a function pointer, a call and a few-byte memcpy per field, which
+ * was a fifth of a durable append's CPU; the instantiation is the same code
+ * choosing the same forms (the smallest: fixint, uint8..uint64; fixstr,
+ * str8..str32; bin8 for the hashes), so every record keeps its bytes and
+ * hash (test_journal's codec_encode_matches_packer holds it byte for byte
+ * against msgpack_pack_* at every form's edges). */
 
-enum {
-    fixint_max = 0x7f,
-    fixstr_len_max = 31,
-    fixstr_head = 0xa0,             /* 0xa0..0xbf: a string of 0..31 bytes */
-    array9_head = 0x90 | record_fields,
-    bin8_head = 0xc4,
-    uint8_head = 0xcc, uint16_head = 0xcd, uint32_head = 0xce, uint64_head = 0xcf,
-    str8_head = 0xd9, str16_head = 0xda, str32_head = 0xdb
-};
+typedef struct pack_sink {
+    uint8_t *at;
+    uint8_t *end;
+} pack_sink;
 
-_Static_assert(record_fields <= 15, "the body's array header is a fixarray");
-
-static size_t uint_size(uint64_t v) {
-    if (v <= fixint_max) return 1;
-    if (v <= UINT8_MAX) return 2;
-    if (v <= UINT16_MAX) return 3;
-    if (v <= UINT32_MAX) return 5;
-    return 9;
-}
-
-static size_t str_head_size(uint32_t len) {
-    if (len <= fixstr_len_max) return 1;
-    if (len <= UINT8_MAX) return 2;
-    if (len <= UINT16_MAX) return 3;
-    return 5;
-}
-
-static uint8_t *put_be(uint8_t *p, uint64_t v, size_t width) {
-    assert(width == 1 || width == 2 || width == 4 || width == 8);
-    for (size_t i = width; i > 0; i--) {
-        p[i - 1] = (uint8_t)(v & 0xff);
-        v >>= 8;
+/* Overflow empties the room, so every later append fails too: one check at
+ * the end of a record tells whether all of it fit. */
+static inline int pack_sink_append(pack_sink *sink, const void *bytes, size_t len) {
+    assert(sink->at <= sink->end);
+    if ((size_t)(sink->end - sink->at) < len) {
+        sink->end = sink->at;
+        return -1;
     }
-    return p + width;
+    memcpy(sink->at, bytes, len);
+    sink->at += len;
+    return 0;
 }
 
-static uint8_t *put_uint(uint8_t *p, uint64_t v) {
-    size_t size = uint_size(v);
-    if (size == 1) {
-        *p = (uint8_t)v;
-        return p + 1;
-    }
-    static const uint8_t heads[] = { [2] = uint8_head, [3] = uint16_head,
-                                     [5] = uint32_head, [9] = uint64_head };
-    *p = heads[size];
-    return put_be(p + 1, v, size - 1);
-}
-
-static uint8_t *put_str(uint8_t *p, berth_str s) {
-    size_t head = str_head_size(s.len);
-    if (head == 1) {
-        *p++ = (uint8_t)(fixstr_head + s.len);
-    } else {
-        static const uint8_t heads[] = { [2] = str8_head, [3] = str16_head, [5] = str32_head };
-        *p = heads[head];
-        p = put_be(p + 1, s.len, head - 1);
-    }
-    if (s.len > 0) {
-        memcpy(p, s.ptr, s.len);
-    }
-    return p + s.len;
-}
-
-static uint8_t *put_bin32(uint8_t *p, const uint8_t bytes[BERTH_HASH_LEN]) {
-    p[0] = bin8_head;
-    p[1] = BERTH_HASH_LEN;
-    memcpy(p + 2, bytes, BERTH_HASH_LEN);
-    return p + hash_trailer_len;
-}
-
-static size_t str_size(berth_str s) {
-    return str_head_size(s.len) + s.len;
-}
+#define msgpack_pack_inline_func(name) static inline int berth_pack##name
+#define msgpack_pack_inline_func_cint(name) static inline int berth_pack##name
+#define msgpack_pack_inline_func_fixint(name) static inline int berth_pack_fix##name
+#define msgpack_pack_user pack_sink *
+#define msgpack_pack_append_buffer(user, buf, len) return pack_sink_append(user, buf, len)
+#include <msgpack/pack_template.h>
 
 static bool str_fits(berth_str s, uint32_t len_min, uint32_t len_max) {
     assert(s.ptr != NULL || s.len == 0);
@@ -178,42 +126,52 @@ static bool record_fields_valid(const berth_record *rec) {
            str_fits(rec->sentence, 0, sentence_len_max);
 }
 
-size_t berth_record_encoded_len(const berth_record *rec) {
-    assert(rec != NULL);
-    if (!record_fields_valid(rec)) {
-        return 0;
+/* Return codes are folded with |: a full sink fails every later append, so
+ * the sink's state at the end says the same as the first failure. */
+static int pack_str(pack_sink *sink, berth_str s) {
+    int rc = berth_pack_str(sink, s.len);
+    if (s.len > 0) {
+        rc |= berth_pack_str_body(sink, s.ptr, s.len);
     }
-    /* Every field is under its limit, so the sum cannot overflow. */
-    size_t len = 1 + uint_size(rec->version) + uint_size(rec->seq) + uint_size(rec->time_ms) +
-                 str_size(rec->actor) + str_size(rec->reqid) + str_size(rec->command) +
-                 uint_size(rec->code) + str_size(rec->sentence) + hash_trailer_len +
-                 hash_trailer_len;
-    return len <= BERTH_RECORD_BYTES_MAX ? len : 0;
+    return rc;
+}
+
+static int pack_bin32(pack_sink *sink, const uint8_t bytes[BERTH_HASH_LEN]) {
+    return berth_pack_bin(sink, BERTH_HASH_LEN) | berth_pack_bin_body(sink, bytes, BERTH_HASH_LEN);
+}
+
+static int pack_body(pack_sink *sink, const berth_record *rec) {
+    int rc = berth_pack_array(sink, record_fields);
+    rc |= berth_pack_uint32(sink, rec->version);
+    rc |= berth_pack_uint64(sink, rec->seq);
+    rc |= berth_pack_uint64(sink, rec->time_ms);
+    rc |= pack_str(sink, rec->actor);
+    rc |= pack_str(sink, rec->reqid);
+    rc |= pack_str(sink, rec->command);
+    rc |= berth_pack_uint32(sink, rec->code);
+    rc |= pack_str(sink, rec->sentence);
+    rc |= pack_bin32(sink, rec->prev_hash);
+    return rc;
 }
 
 size_t berth_record_encode(berth_record *rec, uint8_t *buf, size_t cap) {
     assert(rec != NULL);
     assert(buf != NULL || cap == 0);
-    size_t len = berth_record_encoded_len(rec);
-    if (len == 0 || len > cap) {
+    if (!record_fields_valid(rec)) {
         return 0;
     }
-    uint8_t *p = buf;
-    *p++ = array9_head;
-    p = put_uint(p, rec->version);
-    p = put_uint(p, rec->seq);
-    p = put_uint(p, rec->time_ms);
-    p = put_str(p, rec->actor);
-    p = put_str(p, rec->reqid);
-    p = put_str(p, rec->command);
-    p = put_uint(p, rec->code);
-    p = put_str(p, rec->sentence);
-    p = put_bin32(p, rec->prev_hash);
-    size_t body_len = (size_t)(p - buf);
-    assert(body_len + hash_trailer_len == len);
+    size_t room = cap < BERTH_RECORD_BYTES_MAX ? cap : BERTH_RECORD_BYTES_MAX;
+    pack_sink sink = { buf, buf + room };
+    if (pack_body(&sink, rec) != 0) {
+        return 0;
+    }
+    size_t body_len = (size_t)(sink.at - buf);
     sha256(buf, body_len, rec->hash);
-    p = put_bin32(p, rec->hash);
-    assert((size_t)(p - buf) == len);
+    if (pack_bin32(&sink, rec->hash) != 0) {
+        return 0;
+    }
+    size_t len = (size_t)(sink.at - buf);
+    assert(len == body_len + hash_trailer_len && len <= room);
     return len;
 }
 
@@ -466,89 +424,6 @@ static berth_jerr body_decode(const msgpack_object *body, berth_record *out,
     return BERTH_J_OK;
 }
 
-/* ---- the direct road ------------------------------------------------ */
-
-/* Nearly every record is exactly what berth_record_encode writes: a fixarray
- * of 9, unsigned integers, strings and two bin8 hashes. This road reads
- * those forms (any width of each) straight off the bytes, with a bound
- * check before every read; anything else at all, or a field out of its
- * limits, sends the record on to the template road below, so it can only
- * accept records those roads accept, with the same fields. It costs a
- * fraction of the template's callbacks, and decode runs on every record of
- * every replay and verify. */
-
-typedef struct direct_reader {
-    const uint8_t *at;
-    const uint8_t *end;
-} direct_reader;
-
-static bool direct_be(direct_reader *r, size_t width, uint64_t *v) {
-    if ((size_t)(r->end - r->at) < width) return false;
-    *v = read_be(r->at, width);
-    r->at += width;
-    return true;
-}
-
-static bool direct_uint(direct_reader *r, uint64_t max, uint64_t *v) {
-    if (r->at == r->end) return false;
-    uint8_t head = *r->at++;
-    bool ok = true;
-    if (head <= fixint_max) *v = head;
-    else if (head == uint8_head) ok = direct_be(r, 1, v);
-    else if (head == uint16_head) ok = direct_be(r, 2, v);
-    else if (head == uint32_head) ok = direct_be(r, 4, v);
-    else if (head == uint64_head) ok = direct_be(r, 8, v);
-    else ok = false;
-    return ok && *v <= max;
-}
-
-static bool direct_str(direct_reader *r, uint32_t len_min, uint32_t len_max, berth_str *out) {
-    if (r->at == r->end) return false;
-    uint8_t head = *r->at++;
-    uint64_t len = 0;
-    bool ok = true;
-    if (head >= fixstr_head && head <= fixstr_head + fixstr_len_max) len = head - fixstr_head;
-    else if (head == str8_head) ok = direct_be(r, 1, &len);
-    else if (head == str16_head) ok = direct_be(r, 2, &len);
-    else if (head == str32_head) ok = direct_be(r, 4, &len);
-    else ok = false;
-    if (!ok || len < len_min || len > len_max || (uint64_t)(r->end - r->at) < len) return false;
-    *out = berth_str_make(len > 0 ? (const char *)r->at : "", (size_t)len);
-    r->at += len;
-    return true;
-}
-
-static bool direct_hash(direct_reader *r, uint8_t out[BERTH_HASH_LEN]) {
-    if ((size_t)(r->end - r->at) < hash_trailer_len || r->at[0] != bin8_head ||
-        r->at[1] != BERTH_HASH_LEN) {
-        return false;
-    }
-    memcpy(out, r->at + 2, BERTH_HASH_LEN);
-    r->at += hash_trailer_len;
-    return true;
-}
-
-/* BERTH_J_CORRUPT means only "take the template road". */
-static berth_jerr decode_direct(const uint8_t *bytes, size_t len, berth_record *out) {
-    direct_reader r = { bytes, bytes + len };
-    if (len == 0 || *r.at++ != array9_head) return BERTH_J_CORRUPT;
-    uint64_t version, code;
-    bool ok = direct_uint(&r, UINT64_MAX, &version) && version == BERTH_RECORD_VERSION &&
-              direct_uint(&r, UINT64_MAX, &out->seq) && out->seq != 0 &&
-              direct_uint(&r, UINT64_MAX, &out->time_ms) &&
-              direct_str(&r, 0, actor_len_max, &out->actor) &&
-              direct_str(&r, 0, reqid_len_max, &out->reqid) &&
-              direct_str(&r, 1, command_len_max, &out->command) &&
-              direct_uint(&r, UINT32_MAX, &code) &&
-              direct_str(&r, 0, sentence_len_max, &out->sentence) &&
-              direct_hash(&r, out->prev_hash) &&
-              direct_hash(&r, out->hash) && r.at == r.end;
-    if (!ok) return BERTH_J_CORRUPT;
-    out->version = BERTH_RECORD_VERSION;
-    out->code = (uint32_t)code;
-    return BERTH_J_OK;
-}
-
 /* ---- the fast road: msgpack-c's unpacker template ------------------- */
 
 /* The template's user data: the body's elements as they arrive. */
@@ -690,8 +565,7 @@ berth_jerr berth_record_decode(const uint8_t *bytes, size_t len, berth_record *o
                                char *why, size_t why_size) {
     assert(bytes != NULL || len == 0);
     assert(out != NULL);
-    if (len > 0 && (decode_direct(bytes, len, out) == BERTH_J_OK ||
-                    decode_fast(bytes, len, out) == BERTH_J_OK)) {
+    if (len > 0 && decode_fast(bytes, len, out) == BERTH_J_OK) {
         if (why != NULL && why_size > 0) {
             why[0] = '\0';
         }
