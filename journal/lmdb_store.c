@@ -1040,12 +1040,20 @@ static bool touch_next(const MDB_val *val, size_t *at, char *kind, berth_str *na
     return true;
 }
 
-/* Encode and put every record of the batch, chaining from the head. */
+/* Encode and put every record of the batch, chaining from the head, through
+ * one cursor: mdb_put opens a cursor per call and walks from the root to the
+ * last leaf each time, while a kept cursor stays on that leaf. */
 static berth_jerr batch_put(lmdb_journal *j, MDB_txn *txn, berth_record *records,
                             const berth_touched *touched, size_t n, bool *map_full) {
+    MDB_cursor *cursor;
+    int rc = mdb_cursor_open(txn, j->dbi_journal, &cursor);
+    if (rc != 0) {
+        return put_err(rc, map_full);
+    }
     const uint8_t *prev = j->head_hash;
     uint64_t total_bytes = 0;
-    for (size_t i = 0; i < n; i++) {
+    berth_jerr err = BERTH_J_OK;
+    for (size_t i = 0; i < n && err == BERTH_J_OK; i++) {
         berth_record *rec = &records[i];
         assert(rec->seq == j->head_seq + 1 + i);
         rec->version = BERTH_RECORD_VERSION;
@@ -1053,23 +1061,22 @@ static berth_jerr batch_put(lmdb_journal *j, MDB_txn *txn, berth_record *records
         size_t len = berth_record_encode(rec, j->scratch, BERTH_RECORD_BYTES_MAX);
         total_bytes += len;
         if (len == 0 || total_bytes > BERTH_BATCH_BYTES_MAX) {
-            return BERTH_J_INVALID;
+            err = BERTH_J_INVALID;
+            break;
         }
         MDB_val key = { sizeof(rec->seq), &rec->seq };
         MDB_val val = { len, j->scratch };
-        int rc = mdb_put(txn, j->dbi_journal, &key, &val, MDB_APPEND);
+        rc = mdb_cursor_put(cursor, &key, &val, MDB_APPEND);
         if (rc != 0) {
-            return rc == MDB_KEYEXIST ? BERTH_J_CORRUPT : put_err(rc, map_full);
+            err = rc == MDB_KEYEXIST ? BERTH_J_CORRUPT : put_err(rc, map_full);
         }
-        if (touched != NULL) {
-            berth_jerr err = touchlog_put(j, txn, &touched[i], rec->seq, map_full);
-            if (err != BERTH_J_OK) {
-                return err;
-            }
+        if (err == BERTH_J_OK && touched != NULL) {
+            err = touchlog_put(j, txn, &touched[i], rec->seq, map_full);
         }
         prev = rec->hash;
     }
-    return BERTH_J_OK;
+    mdb_cursor_close(cursor);
+    return err;
 }
 
 /* One write transaction around body(); *map_full when LMDB ran out of map,

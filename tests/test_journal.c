@@ -323,6 +323,177 @@ START_TEST(codec_encode_limits) {
 }
 END_TEST
 
+/* The encoder as every journal before the hand-written one was encoded:
+ * msgpack-c's packer, field by field, into a growing buffer. */
+static int sbuffer_write_checked(void *data, const char *bytes, size_t len) {
+    return msgpack_sbuffer_write(data, bytes, len);
+}
+
+static void packer_encode(const berth_record *rec, msgpack_sbuffer *sb) {
+    msgpack_sbuffer_clear(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, sbuffer_write_checked);
+    const berth_str strs[4] = { rec->actor, rec->reqid, rec->command, rec->sentence };
+    ck_assert_int_eq(msgpack_pack_array(&pk, 9), 0);
+    ck_assert_int_eq(msgpack_pack_uint32(&pk, rec->version), 0);
+    ck_assert_int_eq(msgpack_pack_uint64(&pk, rec->seq), 0);
+    ck_assert_int_eq(msgpack_pack_uint64(&pk, rec->time_ms), 0);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(msgpack_pack_str_with_body(&pk, strs[i].ptr, strs[i].len), 0);
+    }
+    ck_assert_int_eq(msgpack_pack_uint32(&pk, rec->code), 0);
+    ck_assert_int_eq(msgpack_pack_str_with_body(&pk, strs[3].ptr, strs[3].len), 0);
+    ck_assert_int_eq(msgpack_pack_bin_with_body(&pk, rec->prev_hash, BERTH_HASH_LEN), 0);
+    uint8_t digest[BERTH_HASH_LEN];
+    SHA256((const uint8_t *)sb->data, sb->size, digest);
+    ck_assert_int_eq(msgpack_pack_bin_with_body(&pk, digest, BERTH_HASH_LEN), 0);
+}
+
+/* Byte for byte what msgpack-c's packer writes, on every integer and string
+ * form's edges: the records already on disk must keep their hashes. */
+START_TEST(codec_encode_matches_packer) {
+    static const uint64_t ints[] = { 0, 1, 127, 128, 255, 256, 65535, 65536, 4294967295ull,
+                                     4294967296ull, 1764150000123ull, UINT64_MAX };
+    static const uint32_t name_lens[] = { 0, 1, 31, 32, 127, BERTH_NAME_LEN_MAX };
+    static const uint32_t command_lens[] = { 1, 31, 32, 255, 256, 4096, BERTH_COMMAND_LEN_MAX };
+    static const uint32_t sentence_lens[] = { 0, 31, 32, 255, 256, BERTH_SENTENCE_LEN_MAX - 1 };
+    enum { ints_n = sizeof(ints) / sizeof(ints[0]),
+           names_n = sizeof(name_lens) / sizeof(name_lens[0]),
+           commands_n = sizeof(command_lens) / sizeof(command_lens[0]),
+           sentences_n = sizeof(sentence_lens) / sizeof(sentence_lens[0]) };
+    static char text[BERTH_COMMAND_LEN_MAX];
+    for (size_t i = 0; i < sizeof(text); i++) text[i] = (char)('a' + i % 26);
+    static uint8_t buf[BERTH_RECORD_BYTES_MAX];
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    uint32_t checked = 0;
+    /* Every combination of one field's edge with the others at a mixed pick. */
+    for (uint32_t k = 0; k < ints_n * names_n * commands_n * sentences_n; k++) {
+        uint32_t a = k % ints_n, b = k / ints_n % names_n, c = k / ints_n / names_n % commands_n;
+        uint32_t d = k / ints_n / names_n / commands_n;
+        berth_record rec = {
+            .version = BERTH_RECORD_VERSION,
+            .seq = ints[a] == 0 ? 1 : ints[a],
+            .time_ms = ints[(a + b + d) % ints_n],
+            .actor = berth_str_make(text, name_lens[b]),
+            .reqid = berth_str_make(text + 1, name_lens[(b + c) % names_n]),
+            .command = berth_str_make(text, command_lens[c]),
+            .code = (uint32_t)(ints[(a + c) % ints_n] & UINT32_MAX),
+            .sentence = berth_str_make(text + 2, sentence_lens[d]),
+        };
+        for (int i = 0; i < BERTH_HASH_LEN; i++) rec.prev_hash[i] = (uint8_t)(k * 31 + i);
+        size_t len = berth_record_encode(&rec, buf, sizeof(buf));
+        packer_encode(&rec, &sb);
+        loop_assert_msg(len == sb.size && memcmp(buf, sb.data, len) == 0,
+                        "combination %u: %zu bytes where the packer wrote %zu", k, len, sb.size);
+        loop_assert(memcmp(rec.hash, buf + len - BERTH_HASH_LEN, BERTH_HASH_LEN) == 0);
+        checked++;
+    }
+    ck_assert_uint_eq(checked, ints_n * names_n * commands_n * sentences_n);
+    msgpack_sbuffer_destroy(&sb);
+    /* Over a limit: nothing encoded. */
+    berth_record bad = { .version = BERTH_RECORD_VERSION, .seq = 1,
+                         .command = berth_str_make(text, BERTH_COMMAND_LEN_MAX + 0) };
+    ck_assert_uint_gt(berth_record_encode(&bad, buf, sizeof(buf)), 0);
+    bad.sentence = berth_str_make(text, BERTH_SENTENCE_LEN_MAX);
+    ck_assert_uint_eq(berth_record_encode(&bad, buf, sizeof(buf)), 0);
+    bad.sentence = berth_str_make(text, 0);
+    bad.seq = 0;
+    ck_assert_uint_eq(berth_record_encode(&bad, buf, sizeof(buf)), 0);
+}
+END_TEST
+
+/* A record's body in a chosen spelling: 0 the widest forms behind a
+ * fixarray (uint64, str32), 1 the same behind an array16, 2 every integer
+ * as a positive int64; then a correct hash trailer. */
+static size_t spell_record(const berth_record *rec, int spelling, uint8_t *buf, size_t cap) {
+    size_t len = 0;
+    const uint64_t ints[4] = { rec->version, rec->seq, rec->time_ms, rec->code };
+    const berth_str strs[4] = { rec->actor, rec->reqid, rec->command, rec->sentence };
+    static const int order[9] = { 0, 1, 2, -1, -2, -3, 3, -4, 9 };   /* >=0 int, <0 str */
+    ck_assert_uint_le(1 + 9 * 9 + 4 * 5 + rec->command.len + rec->sentence.len + 256, cap);
+    if (spelling == 1) {
+        buf[len++] = 0xdc;
+        buf[len++] = 0;
+        buf[len++] = 9;
+    } else {
+        buf[len++] = 0x99;
+    }
+    for (int f = 0; f < 9; f++) {
+        if (order[f] == 9) {
+            buf[len++] = 0xc4;
+            buf[len++] = BERTH_HASH_LEN;
+            memcpy(buf + len, rec->prev_hash, BERTH_HASH_LEN);
+            len += BERTH_HASH_LEN;
+        } else if (order[f] >= 0) {
+            buf[len++] = spelling == 2 ? 0xd3 : 0xcf;
+            for (int i = 7; i >= 0; i--) buf[len++] = (uint8_t)(ints[order[f]] >> (8 * i));
+        } else {
+            berth_str str = strs[-order[f] - 1];
+            buf[len++] = 0xdb;
+            for (int i = 3; i >= 0; i--) buf[len++] = (uint8_t)(str.len >> (8 * i));
+            memcpy(buf + len, str.ptr, str.len);
+            len += str.len;
+        }
+    }
+    uint8_t digest[BERTH_HASH_LEN];
+    SHA256(buf, len, digest);
+    buf[len++] = 0xc4;
+    buf[len++] = BERTH_HASH_LEN;
+    memcpy(buf + len, digest, BERTH_HASH_LEN);
+    return len + BERTH_HASH_LEN;
+}
+
+static bool str_same(berth_str a, berth_str b) {
+    return a.len == b.len && memcmp(a.ptr, b.ptr, a.len) == 0;
+}
+
+/* Every road through the decoder (the direct one for the forms the encoder
+ * writes and their wider widths, the template road for other spellings)
+ * gives the same fields. */
+START_TEST(codec_decode_spellings) {
+    static char text[BERTH_COMMAND_LEN_MAX];
+    for (size_t i = 0; i < sizeof(text); i++) text[i] = (char)('A' + i % 26);
+    static const uint64_t ints[] = { 1, 127, 128, 65536, 4294967296ull, INT64_MAX - 1 };
+    static const uint32_t lens[] = { 0, 5, 31, 32, 255, 256 };
+    static uint8_t canon[BERTH_RECORD_BYTES_MAX], spelt[BERTH_RECORD_BYTES_MAX];
+    for (uint32_t k = 0; k < 36; k++) {
+        uint64_t n = ints[k % 6];
+        uint32_t l = lens[k / 6];
+        berth_record rec = {
+            .version = BERTH_RECORD_VERSION, .seq = n, .time_ms = n + 1,
+            .actor = berth_str_make(text, l < BERTH_NAME_LEN_MAX ? l : BERTH_NAME_LEN_MAX),
+            .reqid = berth_str_make(text + 3, l / 2),
+            .command = berth_str_make(text + 1, l + 1),
+            .code = (uint32_t)(n & UINT32_MAX), .sentence = berth_str_make(text + 2, l),
+        };
+        for (int i = 0; i < BERTH_HASH_LEN; i++) rec.prev_hash[i] = (uint8_t)(k + i);
+        size_t canon_len = encode_full(&rec, canon, sizeof(canon));
+        berth_record want;
+        ck_assert_int_eq(berth_record_decode(canon, canon_len, &want, NULL, 0), BERTH_J_OK);
+        for (int spelling = 0; spelling < 3; spelling++) {
+            size_t len = spell_record(&rec, spelling, spelt, sizeof(spelt));
+            berth_record got;
+            char why[err_len_max] = "";
+            ck_assert_msg(berth_record_decode(spelt, len, &got, why, sizeof(why)) == BERTH_J_OK,
+                          "record %u spelling %d: %s", k, spelling, why);
+            ck_assert(berth_record_hash_ok(spelt, len));
+            ck_assert_uint_eq(got.version, want.version);
+            ck_assert_uint_eq(got.seq, want.seq);
+            ck_assert_uint_eq(got.time_ms, want.time_ms);
+            ck_assert_uint_eq(got.code, want.code);
+            ck_assert(str_same(got.actor, want.actor) && str_same(got.reqid, want.reqid));
+            ck_assert(str_same(got.command, want.command) && str_same(got.sentence, want.sentence));
+            ck_assert_mem_eq(got.prev_hash, want.prev_hash, BERTH_HASH_LEN);
+            ck_assert_mem_eq(got.hash, spelt + len - BERTH_HASH_LEN, BERTH_HASH_LEN);
+            /* Pointers into the input, and "" (never NULL) for an empty string. */
+            ck_assert_ptr_nonnull(got.reqid.ptr);
+            ck_assert(got.command.ptr > (const char *)spelt && got.command.ptr < (const char *)spelt + len);
+        }
+    }
+}
+END_TEST
+
 static size_t sample_record(uint8_t *buf, size_t cap) {
     built b;
     build(&b, 123456);
@@ -616,6 +787,60 @@ START_TEST(store_append_read_reopen) {
     ck_assert_mem_eq(again, hash, BERTH_HASH_LEN);
     ck_assert_int_eq(append_n(j, 112, 5), BERTH_J_OK);
     ck_assert_uint_eq(chain_check(j), 116);
+    close_rw(j);
+}
+END_TEST
+
+/* Records at every field's limit are written into room LMDB reserves on
+ * overflow pages, small ones between them on leaf pages: each stored record
+ * is byte for byte what berth_record_encode makes of it, chained. */
+START_TEST(store_big_records) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 0, 0);
+    static char command[BERTH_COMMAND_LEN_MAX], sentence[BERTH_SENTENCE_LEN_MAX - 1];
+    char name[BERTH_NAME_LEN_MAX];
+    for (size_t i = 0; i < sizeof(command); i++) command[i] = (char)('a' + i % 23);
+    memset(sentence, 's', sizeof(sentence));
+    memset(name, 'n', sizeof(name));
+    enum { count = 9 };
+    built b[count];
+    berth_record recs[count];
+    for (int i = 0; i < count; i++) {
+        build(&b[i], 1 + (uint64_t)i);
+        recs[i] = b[i].rec;
+        if (i % 3 == 1) {   /* at every limit */
+            recs[i].command = berth_str_make(command, sizeof(command) - (size_t)i);
+            recs[i].sentence = berth_str_make(sentence, sizeof(sentence));
+            recs[i].actor = berth_str_make(name, sizeof(name));
+            recs[i].reqid = berth_str_make(name, sizeof(name));
+            recs[i].time_ms = UINT64_MAX;
+            recs[i].code = UINT32_MAX;
+        }
+    }
+    ck_assert_int_eq(berth_journal_append(j, recs, NULL, count), BERTH_J_OK);
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    static uint8_t want[BERTH_RECORD_BYTES_MAX];
+    uint8_t prev[BERTH_HASH_LEN] = { 0 };
+    for (int i = 0; i < count; i++) {
+        berth_record copy = recs[i];
+        memcpy(copy.prev_hash, prev, BERTH_HASH_LEN);
+        size_t want_len = encode_full(&copy, want, sizeof(want));
+        berth_record got;
+        const uint8_t *raw;
+        size_t raw_len;
+        ck_assert_int_eq(berth_journal_read(r, 1 + (uint64_t)i, &got, &raw, &raw_len), BERTH_J_OK);
+        ck_assert_uint_eq(raw_len, want_len);
+        ck_assert_mem_eq(raw, want, want_len);
+        ck_assert_mem_eq(recs[i].hash, copy.hash, BERTH_HASH_LEN);
+        ck_assert_mem_eq(got.prev_hash, prev, BERTH_HASH_LEN);
+        memcpy(prev, got.hash, BERTH_HASH_LEN);
+    }
+    berth_journal_reader_close(r);
+    uint8_t head_hash[BERTH_HASH_LEN];
+    ck_assert_uint_eq(head_of(j, head_hash), count);
+    ck_assert_mem_eq(head_hash, prev, BERTH_HASH_LEN);
     close_rw(j);
 }
 END_TEST
@@ -1882,6 +2107,8 @@ static Suite *journal_suite(void) {
     TCase *codec = tcase_create("codec");
     tcase_add_test(codec, codec_round_trip);
     tcase_add_test(codec, codec_encode_limits);
+    tcase_add_test(codec, codec_encode_matches_packer);
+    tcase_add_test(codec, codec_decode_spellings);
     tcase_add_test(codec, codec_truncated);
     tcase_add_test(codec, codec_flipped);
     tcase_add_test(codec, codec_unknown_version);
@@ -1897,6 +2124,7 @@ static Suite *journal_suite(void) {
     TCase *store = tcase_create("store");
     tcase_add_unchecked_fixture(store, root_make, root_remove);
     tcase_add_test(store, store_append_read_reopen);
+    tcase_add_test(store, store_big_records);
     tcase_add_test(store, store_invalid_batches);
     tcase_add_test(store, store_map_full);
     tcase_add_test(store, store_growth_with_reader);
