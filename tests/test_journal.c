@@ -791,7 +791,7 @@ START_TEST(store_append_read_reopen) {
 }
 END_TEST
 
-/* Records at every field's limit are written into room LMDB reserves on
+/* Records at every field's limit are written through the batch's cursor onto
  * overflow pages, small ones between them on leaf pages: each stored record
  * is byte for byte what berth_record_encode makes of it, chained. */
 START_TEST(store_big_records) {
