@@ -7,13 +7,20 @@
 # of the commit before, which berthd has not acknowledged yet, among them),
 # as Linux does after a failed writeback, and later syncs succeed again:
 #   1. ENOSPC: berthd answers the failed batch -FULL and goes on; the OS
-#      crashes during the second sync after the failure. Every write berthd
-#      acknowledged must be on the disk image.
+#      crashes during the second sync after the failure (the one that
+#      proves a fresh meta page). Every write berthd acknowledged must be on
+#      the disk image.
 #   2. EIO: berthd stops and answers the unsynced batch "outcome unknown,
 #      retry with the same REQID"; it is restarted in the same boot (the page
 #      cache, the real data file, still holds the dropped meta page), the
 #      writers retry, and the OS crashes. Every retry answered with a seq
 #      must be on the disk image with its command.
+#   3. ENOSPC once, no crash, each write sent twice in a row on pipelined
+#      connections. The failed batch's -FULL replies must not overtake the
+#      replies still held for the batch waiting for its sync (a client
+#      matches replies by order), and a repeat whose original sits in that
+#      batch must not hear "not applied": its original is in the journal.
+#      Every command told -FULL twice must be absent from the journal.
 # disk_shim (LD_PRELOAD) models the disk: BERTH_SHIM_FAIL_AFTER and friends.
 . "$(dirname "$0")/lib.sh"
 SHIM=${BERTH_DISK_SHIM:?BERTH_DISK_SHIM must name disk_shim.so}
@@ -21,6 +28,7 @@ IMAGE="$TMP/disk.mdb"
 clients=4
 per_client=3000
 fail_after=60          # syncs before the one that fails
+fail_after_piped=20    # the same under pipelined writes (bigger batches, fewer syncs)
 exit_wait_steps=600    # 50 ms each: berthd must stop (or crash) by then
 
 PRELOAD="$SHIM"        # a sanitizer build's runtime must load first
@@ -75,7 +83,7 @@ BERTH_SHIM_FAIL_AFTER=$fail_after BERTH_SHIM_FAIL_ERRNO=28 BERTH_SHIM_CRASH_AFTE
 stream nospace
 grep -q 'disk_shim: a sync fails' "$LOG" || fail "nospace: the shim failed no sync"
 replies nospace >"$TMP/replies.nospace"
-grep -q '^FULL' "$TMP/replies.nospace" || fail "nospace: no writer heard -FULL for the failed commit"
+# (the crash may come before the failed batch's -FULL leaves: phase 3 checks it)
 grep -vE '^(IOERR|FULL|ERR)' "$TMP/replies.nospace" >"$TMP/acked.nospace"
 check_image nospace "$TMP/acked.nospace"
 
@@ -102,4 +110,42 @@ paste -d '\t' "$TMP/retry.out" <(sed 's/ REQID .*//' "$TMP/retry") | grep -E '^[
 note "ioerr: $(grep -c '' "$TMP/retry") writes retried after the restart"
 kill9_berthd
 check_image ioerr "$TMP/acked.ioerr"
+
+# 3. ENOSPC once under pipelined writes, each sent twice; no crash.
+rm -f "$IMAGE"
+BERTH_SHIM_FAIL_AFTER=$fail_after_piped BERTH_SHIM_FAIL_ERRNO=28 \
+    BERTH_SHIM_DATA="$DATA/data.mdb" BERTH_SHIM_DISK="$IMAGE" LD_PRELOAD="$PRELOAD" start_berthd
+pids=()
+for ((c = 0; c < clients; c++)); do
+    commands twice "k$c" "$per_client" | awk '{ print; print }' >"$TMP/in.twice.$c"
+    { sed 's/$/\r/' "$TMP/in.twice.$c"; printf 'QUIT\r\n'; } >"$TMP/send.twice.$c"
+    nc_file "$TMP/send.twice.$c" | sed 's/^[:-]//' >"$TMP/out.twice.$c" &
+    pids+=($!); bg_pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+grep -q 'disk_shim: a sync fails' "$LOG" || fail "twice: the shim failed no sync"
+for ((c = 0; c < clients; c++)); do
+    sed -i '$d' "$TMP/out.twice.$c"    # QUIT's +OK
+    got=$(grep -c '' "$TMP/out.twice.$c")
+    [ "$got" -eq $((2 * per_client)) ] || fail "twice: client $c got $got replies for $((2 * per_client)) commands"
+done
+replies twice >"$TMP/replies.twice"
+grep -q '^FULL' "$TMP/replies.twice" || fail "twice: no writer heard -FULL for the failed commit"
+dump_journal >"$TMP/journal.twice"
+# Lines come in pairs, a command then its repeat: a repeat told "not
+# applied" after its original got a seq, or a command told so twice that is
+# in the journal, is a lie.
+awk -F '\t' 'FILENAME == ARGV[1] { held[$3] = 1; next }
+    FNR % 2 == 1 { first = $1; next }
+    first ~ /^[0-9]+$/ && $1 ~ /^FULL/ { print "[" $2 "] got seq " first ", its repeat \"" $1 "\""; bad = 1 }
+    first ~ /^FULL/ && $1 ~ /^FULL/ && ($2 in held) { print "[" $2 "] told twice \"" $1 "\" is in the journal"; bad = 1 }
+    END { exit bad }' "$TMP/journal.twice" "$TMP/replies.twice" >"$TMP/check.twice" \
+    || fail "twice: $(head -n 3 "$TMP/check.twice")"
+grep -vE '^(IOERR|FULL|ERR)' "$TMP/replies.twice" >"$TMP/acked.twice"
+acked_check twice "$TMP/journal.twice" "$TMP/acked.twice" >"$TMP/check.twice" \
+    || fail "twice: $(head -n 10 "$TMP/check.twice")"
+note "twice: $(grep -c '^FULL' "$TMP/replies.twice") writes told -FULL are not in the journal; \
+$(grep -c 'outcome is unknown' "$TMP/replies.twice") repeats told their original's outcome is unknown"
+expect_verify_ok "twice: JOURNAL.VERIFY"
+stop_berthd
 note ok
