@@ -48,11 +48,13 @@
  *   - at most one batch is in flight: the next is handed off only after the
  *     committer has finished the last (its snapshot included), so the
  *     journal receives batches in seq order, each chained on the one before.
- * If a commit fails, the failed batch, and the open batch staged on top of
- * it, are answered with the error; then the engine is reopened from the
- * journal, so memory equals disk again before any further command runs (an
- * unsynced batch stays held: it is in the journal and is synced next). If a
- * sync fails, the unsynced batch's outcome is unknown (the journal refuses
+ * If a commit fails, an unsynced batch is settled first (synced and
+ * answered, so no client's replies change order); then the failed batch,
+ * and the open batch staged on top of it, are answered with the error (a
+ * repeated REQID whose original is committed hears its outcome, or that it
+ * is unknown, never "not applied"); then the engine is reopened from the
+ * journal, so memory equals disk again before any further command runs. If
+ * a sync fails, the unsynced batch's outcome is unknown (the journal refuses
  * to call it durable, yet it may survive): its writers hear so, and berthd
  * stops, since its state may hold effects that a crash would undo.
  * The etcd journal (replication.c) keeps the synchronous path: its commit
