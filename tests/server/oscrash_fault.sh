@@ -21,6 +21,9 @@
 #      matches replies by order), and a repeat whose original sits in that
 #      batch must not hear "not applied": its original is in the journal.
 #      Every command told -FULL twice must be absent from the journal.
+#   4. The same with EIO: berthd stops; restarted on what the page cache
+#      kept, its journal must agree with every reply (a repeat whose
+#      original's outcome is unknown hears so too).
 # disk_shim (LD_PRELOAD) models the disk: BERTH_SHIM_FAIL_AFTER and friends.
 . "$(dirname "$0")/lib.sh"
 SHIM=${BERTH_DISK_SHIM:?BERTH_DISK_SHIM must name disk_shim.so}
@@ -111,41 +114,77 @@ note "ioerr: $(grep -c '' "$TMP/retry") writes retried after the restart"
 kill9_berthd
 check_image ioerr "$TMP/acked.ioerr"
 
+# Pipelined clients sending every write twice in a row (phases 3 and 4).
+stream_twice() {   # PHASE
+    pids=()
+    for ((c = 0; c < clients; c++)); do
+        commands "$1" "k$c" "$per_client" | awk '{ print; print }' >"$TMP/in.$1.$c"
+        { sed 's/$/\r/' "$TMP/in.$1.$c"; printf 'QUIT\r\n'; } >"$TMP/send.$1.$c"
+        nc_file "$TMP/send.$1.$c" | sed 's/^[:-]//' >"$TMP/out.$1.$c" &
+        pids+=($!); bg_pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+    grep -q 'disk_shim: a sync fails' "$LOG" || fail "$1: the shim failed no sync"
+}
+# Per client, replies come in pairs, a command then its repeat: a repeat
+# told "not applied" after its original got a seq or an unknown outcome,
+# or a command told so twice that is in the journal, is a lie.
+pairs_check() {    # PHASE JOURNAL
+    local c
+    for ((c = 0; c < clients; c++)); do
+        paste -d '\t' "$TMP/out.$1.$c" \
+            <(head -n "$(wc -l <"$TMP/out.$1.$c")" "$TMP/in.$1.$c" | sed 's/ REQID .*//') \
+            >"$TMP/pairs.$1.$c"
+    done
+    awk -F '\t' 'FILENAME == ARGV[1] { held[$3] = 1; next }
+        FNR % 2 == 1 { first = $1; next }
+        $1 ~ /not applied/ && first !~ /not applied/ {
+            print "[" $2 "] got \"" first "\", its repeat \"" $1 "\""; bad = 1 }
+        $1 ~ /not applied/ && first ~ /not applied/ && ($2 in held) {
+            print "[" $2 "] told twice \"" $1 "\" is in the journal"; bad = 1 }
+        END { exit bad }' "$2" "$TMP"/pairs.$1.[0-9]* >"$TMP/pairs_check.$1" \
+        || fail "$1: $(head -n 3 "$TMP/pairs_check.$1")"
+    grep -hvE '^(IOERR|FULL|ERR)' "$TMP"/pairs.$1.[0-9]* >"$TMP/acked.$1"
+    acked_check "$1" "$2" "$TMP/acked.$1" >"$TMP/check.$1" \
+        || fail "$1: $(head -n 10 "$TMP/check.$1")"
+    note "$1: $(cat "$TMP"/out.$1.[0-9]* | grep -c 'not applied') writes told 'not applied', \
+$(cat "$TMP"/out.$1.[0-9]* | grep -c 'outcome is unknown') told 'outcome unknown'; \
+$(tail -n 1 "$TMP/check.$1")"
+}
+
 # 3. ENOSPC once under pipelined writes, each sent twice; no crash.
 rm -f "$IMAGE"
 BERTH_SHIM_FAIL_AFTER=$fail_after_piped BERTH_SHIM_FAIL_ERRNO=28 \
     BERTH_SHIM_DATA="$DATA/data.mdb" BERTH_SHIM_DISK="$IMAGE" LD_PRELOAD="$PRELOAD" start_berthd
-pids=()
-for ((c = 0; c < clients; c++)); do
-    commands twice "k$c" "$per_client" | awk '{ print; print }' >"$TMP/in.twice.$c"
-    { sed 's/$/\r/' "$TMP/in.twice.$c"; printf 'QUIT\r\n'; } >"$TMP/send.twice.$c"
-    nc_file "$TMP/send.twice.$c" | sed 's/^[:-]//' >"$TMP/out.twice.$c" &
-    pids+=($!); bg_pids+=($!)
-done
-for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
-grep -q 'disk_shim: a sync fails' "$LOG" || fail "twice: the shim failed no sync"
+stream_twice twice
 for ((c = 0; c < clients; c++)); do
     sed -i '$d' "$TMP/out.twice.$c"    # QUIT's +OK
     got=$(grep -c '' "$TMP/out.twice.$c")
     [ "$got" -eq $((2 * per_client)) ] || fail "twice: client $c got $got replies for $((2 * per_client)) commands"
 done
-replies twice >"$TMP/replies.twice"
-grep -q '^FULL' "$TMP/replies.twice" || fail "twice: no writer heard -FULL for the failed commit"
+grep -q '^FULL' "$TMP"/out.twice.[0-9]* || fail "twice: no writer heard -FULL for the failed commit"
 dump_journal >"$TMP/journal.twice"
-# Lines come in pairs, a command then its repeat: a repeat told "not
-# applied" after its original got a seq, or a command told so twice that is
-# in the journal, is a lie.
-awk -F '\t' 'FILENAME == ARGV[1] { held[$3] = 1; next }
-    FNR % 2 == 1 { first = $1; next }
-    first ~ /^[0-9]+$/ && $1 ~ /^FULL/ { print "[" $2 "] got seq " first ", its repeat \"" $1 "\""; bad = 1 }
-    first ~ /^FULL/ && $1 ~ /^FULL/ && ($2 in held) { print "[" $2 "] told twice \"" $1 "\" is in the journal"; bad = 1 }
-    END { exit bad }' "$TMP/journal.twice" "$TMP/replies.twice" >"$TMP/check.twice" \
-    || fail "twice: $(head -n 3 "$TMP/check.twice")"
-grep -vE '^(IOERR|FULL|ERR)' "$TMP/replies.twice" >"$TMP/acked.twice"
-acked_check twice "$TMP/journal.twice" "$TMP/acked.twice" >"$TMP/check.twice" \
-    || fail "twice: $(head -n 10 "$TMP/check.twice")"
-note "twice: $(grep -c '^FULL' "$TMP/replies.twice") writes told -FULL are not in the journal; \
-$(grep -c 'outcome is unknown' "$TMP/replies.twice") repeats told their original's outcome is unknown"
+pairs_check twice "$TMP/journal.twice"
 expect_verify_ok "twice: JOURNAL.VERIFY"
+stop_berthd
+
+# 4. EIO once under pipelined writes, each sent twice: berthd stops; the
+#    journal it left (no OS crash: the page cache kept everything) must
+#    agree with every reply.
+rm -f "$IMAGE"
+BERTH_SHIM_FAIL_AFTER=$fail_after_piped BERTH_SHIM_FAIL_ERRNO=5 \
+    BERTH_SHIM_DATA="$DATA/data.mdb" BERTH_SHIM_DISK="$IMAGE" LD_PRELOAD="$PRELOAD" start_berthd
+stream_twice twice_eio
+for ((i = 0; i < exit_wait_steps; i++)); do kill -0 "$BERTHD_PID" 2>/dev/null || break; sleep 0.05; done
+kill -0 "$BERTHD_PID" 2>/dev/null && fail "twice_eio: berthd kept running after its sync failed"
+wait "$BERTHD_PID" 2>/dev/null
+BERTHD_PID=""
+for ((c = 0; c < clients; c++)); do
+    sed -i '${/^+OK$/d}' "$TMP/out.twice_eio.$c"   # QUIT's +OK, if it came before the stop
+done
+start_berthd
+dump_journal >"$TMP/journal.twice_eio"
+pairs_check twice_eio "$TMP/journal.twice_eio"
+expect_verify_ok "twice_eio: JOURNAL.VERIFY"
 stop_berthd
 note ok
