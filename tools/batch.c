@@ -885,7 +885,8 @@ static void batch_reload(server *s, berth_jerr err) {
     if (s->fatal) {
         return;   /* settling the unsynced batch failed: berthd stops, no state to serve */
     }
-    /* The journal holds the unsynced batch too: it stays held. */
+    /* batch_collect settled the unsynced batch first, so this is the
+     * durable head; kept general should an unsynced batch ever stay held. */
     uint64_t committed = s->unsynced_count > 0 ? s->unsynced_last_seq : s->durable_head;
     berth_engine *fresh = NULL;
     char why[BATCH_RELOAD_WHY_LEN_MAX] = "";
