@@ -107,8 +107,11 @@ typedef struct berth_journal_reader berth_journal_reader;
 typedef struct berth_journal_cursor berth_journal_cursor;
 
 /* Open (creating when writable and absent) the LMDB journal in dir. A
- * writable open takes an exclusive lock on dir/LOCK: errors NOTFOUND (dir
- * missing on read-only), LOCKED, IO, CORRUPT, NOMEM. err gets a sentence. */
+ * writable open takes an exclusive lock on dir/LOCK and commits and syncs a
+ * fresh meta page over the records it finds (content unchanged), so the
+ * head is durable on return even if an earlier process's sync failed:
+ * errors NOTFOUND (dir missing on read-only), LOCKED, FULL (no room for
+ * that write), IO, CORRUPT, NOMEM. err gets a sentence. */
 berth_jerr berth_journal_open_lmdb(berth_journal **out, const char *dir,
                                    const berth_journal_options *options,
                                    char *err, size_t err_size);
@@ -136,7 +139,13 @@ berth_jerr berth_journal_durable(berth_journal *journal, uint64_t *seq);
  * equals the head. One sync with defer_meta_sync; nothing to do otherwise.
  * A failed sync is sticky: the journal then refuses appends and syncs (IO)
  * and its durable seq stops, since after a failed sync the OS may have
- * dropped the data it could not write. Errors: IO, READONLY. */
+ * dropped the data it could not write. After an append failed otherwise
+ * (FULL: its own sync may have dropped the meta page of the commit before
+ * it), the durable seq does not move until a fresh meta page is synced:
+ * the next append does that before it returns, and this call commits a
+ * one-key rewrite of the store's meta data to do it (so it may fail FULL,
+ * not sticky, while the disk has no room for a few pages). Errors: FULL,
+ * IO, READONLY. */
 berth_jerr berth_journal_sync(berth_journal *journal);
 /* Upkeep an append leaves to its caller under defer_meta_sync: the history
  * fold (lmdb_store.c), a write transaction of its own that can take tens of

@@ -103,7 +103,24 @@
  * sync with an I/O error is sticky (sync_failed): after a failed fsync Linux
  * may drop the pages it could not write and report success next time, so
  * no later sync could prove them durable; appends and syncs are then
- * refused and durable_seq stops. */
+ * refused and durable_seq stops.
+ * A commit that fails otherwise (ENOSPC, EDQUOT, EIO on a nearly full disk;
+ * not MDB_MAP_FULL, which LMDB reports before writing anything) may have
+ * failed in the fdatasync meant to cover the previous commit's meta page,
+ * and Linux may have dropped that page: no later sync of the file proves it
+ * (point 2 fails). So the journal marks its meta suspect (meta_suspect):
+ * durable_seq stays, and the next successful write transaction (an append,
+ * or the one-key rewrite berth_journal_sync commits when nothing else
+ * writes) syncs again at once, before any further commit, so that its own
+ * fresh meta page, whose tree holds every committed record, is on disk; only
+ * then does durable_seq move. Syncing before the next commit also keeps
+ * point 3: while meta T may be missing from disk, the disk's newest meta is
+ * T-1, whose pages the commit after the rewrite could otherwise reuse.
+ * A full disk thus stays a FULL the caller can cure, and loses nothing.
+ * Restart in the same boot after a failed sync: the page cache may still
+ * hold a meta page the disk never got, marked clean, so a plain sync at
+ * open would prove nothing; every writable open therefore commits the same
+ * one-key rewrite and syncs (sync_at_open), in either mode. */
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -144,7 +161,8 @@ enum {
      * of a default-threshold backlog (16384 records of up to 65 names) fits */
     fold_items_max = 1 << 21,
     pid_text_len_max = 32,
-    grow_slack_bytes = 1 << 20      /* B-tree and free-list overhead of one write */
+    grow_slack_bytes = 1 << 20,     /* B-tree and free-list overhead of one write */
+    meta_rewrite_need_bytes = 1 << 16   /* a one-key rewrite: a few pages copied */
 };
 
 typedef struct map_gate {
@@ -169,6 +187,7 @@ typedef struct lmdb_journal {
     _Atomic bool broken;            /* a remap failed: the map is gone, every call is IO */
     bool defer_meta_sync;           /* MDB_NOMETASYNC: see "One sync per commit" */
     _Atomic bool sync_failed;       /* defer_meta_sync: a commit or sync hit an I/O error */
+    bool meta_suspect;              /* defer_meta_sync, under write_mutex: see "One sync per commit" */
     int lock_fd;                    /* -1: no directory lock held */
     uint64_t map_size_max;
     uint64_t page_size;
@@ -783,14 +802,25 @@ static berth_jerr sync_init(lmdb_journal *j) {
 
 static berth_jerr history_open(lmdb_journal *j, char *err, size_t err_size);
 
+static berth_jerr meta_rewrite(lmdb_journal *j);
+static void mutex_lock(pthread_mutex_t *mutex);
+static void mutex_unlock(pthread_mutex_t *mutex);
+
 /* A writer before us may have died with its last commit's meta page only
- * in the page cache (defer_meta_sync): sync the file once, so nothing this
- * process shows can be undone by an OS crash. After it, head is durable. */
+ * in the page cache (defer_meta_sync), or failed to sync it, in which case
+ * the page cache may hold it marked clean and a sync would not write it.
+ * So commit a fresh meta page over the same tree and sync it: the head's
+ * data pages were synced by its own commit, so after this the head is
+ * durable, and nothing this process shows can be undone by an OS crash. */
 static berth_jerr sync_at_open(lmdb_journal *j, char *err, size_t err_size) {
-    int rc = mdb_env_sync(j->env, 1);
-    if (rc != 0) {
-        sentence(err, err_size, "cannot sync the journal in %s: %s", j->dir, mdb_strerror(rc));
-        return BERTH_J_IO;
+    mutex_lock(&j->write_mutex);
+    berth_jerr jerr = meta_rewrite(j);
+    mutex_unlock(&j->write_mutex);
+    int rc = jerr == BERTH_J_OK ? mdb_env_sync(j->env, 1) : 0;
+    if (jerr != BERTH_J_OK || rc != 0) {
+        sentence(err, err_size, "cannot sync the journal in %s: %s", j->dir,
+                 rc != 0 ? mdb_strerror(rc) : berth_jerr_name(jerr));
+        return jerr == BERTH_J_FULL ? jerr : BERTH_J_IO;
     }
     j->durable_seq = j->head_seq;
     return BERTH_J_OK;
@@ -1098,7 +1128,7 @@ static berth_jerr disk_verdict(lmdb_journal *j, berth_jerr err, uint64_t need_by
     return avail < need_bytes + grow_slack_bytes ? BERTH_J_FULL : err;
 }
 
-static void durable_after_commit(lmdb_journal *j, berth_jerr err);
+static berth_jerr durable_after_commit(lmdb_journal *j, int rc, berth_jerr err);
 
 static berth_jerr write_txn(lmdb_journal *j, txn_body body, void *arg, uint64_t need_bytes,
                             bool *map_full) {
@@ -1121,18 +1151,14 @@ static berth_jerr write_txn(lmdb_journal *j, txn_body body, void *arg, uint64_t 
     if (rc != 0) {
         *map_full = rc == MDB_MAP_FULL;
         err = disk_verdict(j, jerr_of_mdb(rc), need_bytes);
-        durable_after_commit(j, err);
-        return err;
     }
-    durable_after_commit(j, BERTH_J_OK);
-    return BERTH_J_OK;
+    return durable_after_commit(j, rc, err);
 }
 
-/* Run body in a write transaction, growing the map on MDB_MAP_FULL. Caller
- * holds write_mutex. */
-static berth_jerr write_with_growth(lmdb_journal *j, txn_body body, void *arg,
-                                    uint64_t need_bytes) {
-    map_grow_early(j, need_bytes);
+/* Run body in a write transaction, growing the map only on MDB_MAP_FULL.
+ * Caller holds write_mutex. */
+static berth_jerr write_growing_if_full(lmdb_journal *j, txn_body body, void *arg,
+                                        uint64_t need_bytes) {
     for (uint32_t attempt = 0; attempt < grow_attempts_max; attempt++) {
         bool map_full = false;
         berth_jerr err = write_txn(j, body, arg, need_bytes, &map_full);
@@ -1145,6 +1171,14 @@ static berth_jerr write_with_growth(lmdb_journal *j, txn_body body, void *arg,
         }
     }
     return BERTH_J_FULL;
+}
+
+/* Run body in a write transaction, growing the map early when over half
+ * used and on MDB_MAP_FULL. Caller holds write_mutex. */
+static berth_jerr write_with_growth(lmdb_journal *j, txn_body body, void *arg,
+                                    uint64_t need_bytes) {
+    map_grow_early(j, need_bytes);
+    return write_growing_if_full(j, body, arg, need_bytes);
 }
 
 /* ---- HISTORY fold ---------------------------------------------------- */
@@ -1535,26 +1569,60 @@ static berth_jerr lmdb_snapshot_put(berth_journal *base, uint64_t seq, const voi
 
 /* ---- durability (defer_meta_sync) ----------------------------------- */
 
-/* After a commit: its data sync made the meta page before it durable, and
- * that meta carried head_seq (not yet moved: the caller holds write_mutex
- * and updates the head after this). An I/O error may have come from the
- * sync itself, so it is sticky. FULL is not: the page writes failed before
- * any sync, and the earlier meta stays in the page cache for the next. */
-static void durable_after_commit(lmdb_journal *j, berth_jerr err) {
+/* After a commit (rc its mdb_txn_commit result, err the verdict): its data
+ * sync made the meta page before it durable, and that meta carried head_seq
+ * (not yet moved: the caller holds write_mutex and updates the head after
+ * this). An I/O error may have come from the sync itself, so it is sticky.
+ * Any other failure but MDB_MAP_FULL may have too (ENOSPC and EDQUOT come
+ * from fdatasync as well as from pwrite): the meta page before it is
+ * suspect, and the next successful commit syncs its own meta at once. A
+ * commit that succeeded stays OK even if that sync fails: it is committed,
+ * only not durable, and the sync failure is sticky. */
+static berth_jerr durable_after_commit(lmdb_journal *j, int rc, berth_jerr err) {
+    assert((rc == 0) == (err == BERTH_J_OK));
     if (!j->defer_meta_sync) {
-        return;
+        return err;
     }
     if (err == BERTH_J_IO) {
         atomic_store(&j->sync_failed, true);
-        return;
+        return err;
     }
-    if (err != BERTH_J_OK) {
-        return;
+    if (rc != 0) {
+        j->meta_suspect = j->meta_suspect || rc != MDB_MAP_FULL;
+        return err;
+    }
+    if (j->meta_suspect) {
+        if (mdb_env_sync(j->env, 1) != 0) {
+            atomic_store(&j->sync_failed, true);
+            return BERTH_J_OK;
+        }
+        j->meta_suspect = false;   /* this commit's meta, over every record, is on disk */
     }
     mutex_lock(&j->head_mutex);
     assert(j->durable_seq <= j->head_seq);
     j->durable_seq = j->head_seq;
     mutex_unlock(&j->head_mutex);
+    return BERTH_J_OK;
+}
+
+/* The write transaction of a meta page and nothing else: it rewrites the
+ * store format key with the value meta_check found, so the content stays
+ * the same while LMDB copies the touched pages and commits (and syncs) a
+ * new meta page over the current tree. It grows the map only if it must:
+ * a few pages do not justify moving a map readers may hold. Caller holds
+ * write_mutex. */
+static berth_jerr meta_rewrite_body(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map_full) {
+    (void)arg;
+    uint32_t format = store_format;
+    MDB_val key = { 6, (void *)"format" };
+    MDB_val val = { sizeof(format), &format };
+    int rc = mdb_put(txn, j->dbi_meta, &key, &val, 0);
+    return rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
+}
+
+static berth_jerr meta_rewrite(lmdb_journal *j) {
+    assert(!j->read_only);
+    return write_growing_if_full(j, meta_rewrite_body, NULL, meta_rewrite_need_bytes);
 }
 
 static berth_jerr lmdb_durable(berth_journal *base, uint64_t *seq) {
@@ -1597,6 +1665,13 @@ static berth_jerr lmdb_sync(berth_journal *base) {
         return BERTH_J_IO;
     }
     mutex_lock(&j->write_mutex);   /* no commit moves the head meanwhile */
+    if (j->meta_suspect) {
+        /* A plain sync cannot prove a meta page the disk may have dropped:
+         * commit a fresh one, which durable_after_commit syncs. */
+        berth_jerr err = meta_rewrite(j);
+        mutex_unlock(&j->write_mutex);
+        return err;
+    }
     uint64_t head = j->head_seq;
     int rc = mdb_env_sync(j->env, 1);
     if (rc != 0) {

@@ -27,4 +27,11 @@ if(TARGET berthd)
                    BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>
                    bash ${CMAKE_CURRENT_SOURCE_DIR}/server/oscrash.sh)
   set_tests_properties(server_oscrash PROPERTIES TIMEOUT 120 LABELS server)
+  # oscrash_fault.sh: the same disk model failing one sync (ENOSPC, EIO),
+  # then an OS crash; and a restart in the same boot after the failure.
+  add_test(NAME server_oscrash_fault
+           COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
+                   BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>
+                   bash ${CMAKE_CURRENT_SOURCE_DIR}/server/oscrash_fault.sh)
+  set_tests_properties(server_oscrash_fault PROPERTIES TIMEOUT 120 LABELS server)
 endif()

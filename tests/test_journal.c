@@ -11,6 +11,7 @@
  * an LMDB environment in one process (LMDB's locks are per process). */
 #define _GNU_SOURCE
 #include <check.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <ftw.h>
 #include <inttypes.h>
@@ -1106,9 +1107,10 @@ START_TEST(store_dead_reader_swept) {
     reader_killed(dir);
     ck_assert(in_child(child_count_dead, dir, 1));   /* it stays (this check frees it) */
     reader_killed(dir);
-    uint64_t next = 4, disk, map;
-    ck_assert_int_eq(berth_journal_size(j, &disk, &map), BERTH_J_OK);
-    while (map == 64 << 10) {   /* write until the map has grown once */
+    uint64_t next = 4, disk, map, map_before;
+    ck_assert_int_eq(berth_journal_size(j, &disk, &map_before), BERTH_J_OK);
+    map = map_before;   /* the open's own writes may have grown it already */
+    while (map == map_before) {   /* write until the map has grown once more */
         ck_assert_int_eq(append_n(j, next, batch_small), BERTH_J_OK);
         next += batch_small;
         ck_assert_int_eq(berth_journal_size(j, &disk, &map), BERTH_J_OK);
@@ -2032,6 +2034,122 @@ START_TEST(store_default_durable_is_head) {
 }
 END_TEST
 
+/* ---- a failed sync (defer_meta_sync) ---------------------------------- */
+
+/* The disk failing one sync: LMDB (a shared library) calls this fdatasync,
+ * which fails once with the armed errno, as a failed writeback reports it,
+ * and counts every call; otherwise it is the C library's. */
+static _Atomic int sync_fail_errno;
+static _Atomic uint32_t syncs_called;
+
+int fdatasync(int fd) {
+    static int (*real_fdatasync)(int);
+    atomic_fetch_add(&syncs_called, 1);
+    int err = atomic_exchange(&sync_fail_errno, 0);
+    if (err != 0) {
+        errno = err;
+        return -1;
+    }
+    if (real_fdatasync == NULL) {
+        real_fdatasync = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+        ck_assert_ptr_nonnull(real_fdatasync);
+    }
+    return real_fdatasync(fd);
+}
+
+/* Child: the id of the last committed write transaction, to fd. */
+static int child_txnid(const char *dir, int fd) {
+    MDB_env *env;
+    MDB_envinfo info;
+    if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 8) != 0 ||
+        mdb_env_open(env, dir, MDB_RDONLY, 0600) != 0 || mdb_env_info(env, &info) != 0) {
+        return 1;
+    }
+    uint64_t txnid = info.me_last_txnid;
+    mdb_env_close(env);
+    return write(fd, &txnid, sizeof txnid) == (ssize_t)sizeof txnid ? 0 : 2;
+}
+
+/* The meta page the store's newest meta carries: which commit it is. */
+static uint64_t txnid_of(const char *dir) {
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    ck_assert(in_child(child_txnid, dir, fds[1]));
+    uint64_t txnid = 0;
+    ck_assert_int_eq(read(fds[0], &txnid, sizeof txnid), (ssize_t)sizeof txnid);
+    ck_assert_int_eq(close(fds[0]), 0);
+    ck_assert_int_eq(close(fds[1]), 0);
+    return txnid;
+}
+
+/* Every writable open commits a fresh meta page over the same tree: after
+ * a failed sync the page cache may hold the head's meta page marked clean,
+ * which a sync alone would never write. The records stay as they were. */
+START_TEST(store_open_rewrites_meta) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_deferred(dir, 0);
+    ck_assert_int_eq(append_n(j, 1, 3), BERTH_J_OK);
+    close_rw(j);
+    for (int deferred = 0; deferred < 2; deferred++) {
+        uint64_t before = txnid_of(dir);
+        j = deferred ? open_deferred(dir, 0) : open_rw(dir, 0, 0);
+        ck_assert_uint_eq(durable_of(j), 3);
+        close_rw(j);
+        ck_assert_uint_gt(txnid_of(dir), before);
+    }
+    j = open_rw(dir, 0, 0);
+    ck_assert_uint_eq(chain_check(j), 3);
+    close_rw(j);
+}
+END_TEST
+
+/* A commit whose sync fails with ENOSPC may have lost the meta page of the
+ * commit before it (the failed sync was the one meant to cover it): a later
+ * plain sync proves nothing, so the journal commits and syncs a fresh meta
+ * page before it calls anything durable again, and stays writable. An I/O
+ * error is sticky. */
+START_TEST(store_deferred_failed_sync) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_deferred(dir, 0);
+    ck_assert_int_eq(append_n(j, 1, 5), BERTH_J_OK);
+    ck_assert_uint_eq(durable_of(j), 0);
+    atomic_store(&sync_fail_errno, ENOSPC);
+    ck_assert_int_eq(append_n(j, 6, 3), BERTH_J_FULL);
+    ck_assert_uint_eq(head_of(j, NULL), 5);
+    ck_assert_uint_eq(durable_of(j), 0);
+    uint64_t before = txnid_of(dir);
+    ck_assert_int_eq(berth_journal_sync(j), BERTH_J_OK);
+    ck_assert_uint_eq(durable_of(j), 5);
+    ck_assert_uint_eq(txnid_of(dir), before + 1);   /* a fresh meta page, not a plain sync */
+    /* The next append after a failed one syncs its own meta page at once. */
+    ck_assert_int_eq(append_n(j, 6, 3), BERTH_J_OK);
+    atomic_store(&sync_fail_errno, EDQUOT);
+    ck_assert_int_eq(append_n(j, 9, 1), BERTH_J_FULL);
+    ck_assert_uint_eq(durable_of(j), 5);
+    uint32_t syncs = atomic_load(&syncs_called);
+    ck_assert_int_eq(append_n(j, 9, 2), BERTH_J_OK);
+    ck_assert_uint_eq(atomic_load(&syncs_called) - syncs, 2);   /* its data, then its meta */
+    ck_assert_uint_eq(durable_of(j), 8);
+    syncs = atomic_load(&syncs_called);
+    ck_assert_int_eq(append_n(j, 11, 1), BERTH_J_OK);           /* and then one sync again */
+    ck_assert_uint_eq(atomic_load(&syncs_called) - syncs, 1);
+    ck_assert_uint_eq(durable_of(j), 10);
+    /* EIO: nothing later can prove the lost pages durable. */
+    atomic_store(&sync_fail_errno, EIO);
+    ck_assert_int_eq(append_n(j, 12, 1), BERTH_J_IO);
+    ck_assert_int_eq(berth_journal_sync(j), BERTH_J_IO);
+    ck_assert_int_eq(append_n(j, 12, 1), BERTH_J_IO);
+    ck_assert_uint_eq(durable_of(j), 10);
+    close_rw(j);
+    j = open_rw(dir, 0, 0);
+    ck_assert_uint_eq(chain_check(j), 11);
+    ck_assert_uint_eq(durable_of(j), 11);
+    close_rw(j);
+}
+END_TEST
+
 /* Child: a read-only open cannot know what the writer synced. */
 static int child_durable_readonly(const char *dir, int fd) {
     (void)fd;
@@ -2145,6 +2263,8 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_deferred_durable_seq);
     tcase_add_test(store, store_deferred_fold_covers);
     tcase_add_test(store, store_default_durable_is_head);
+    tcase_add_test(store, store_open_rewrites_meta);
+    tcase_add_test(store, store_deferred_failed_sync);
     tcase_add_test(store, store_deferred_read_only);
     tcase_add_test(store, store_deferred_kill);
     tcase_set_timeout(store, 240);

@@ -48,11 +48,13 @@
  *   - at most one batch is in flight: the next is handed off only after the
  *     committer has finished the last (its snapshot included), so the
  *     journal receives batches in seq order, each chained on the one before.
- * If a commit fails, the failed batch, and the open batch staged on top of
- * it, are answered with the error; then the engine is reopened from the
- * journal, so memory equals disk again before any further command runs (an
- * unsynced batch stays held: it is in the journal and is synced next). If a
- * sync fails, the unsynced batch's outcome is unknown (the journal refuses
+ * If a commit fails, an unsynced batch is settled first (synced and
+ * answered, so no client's replies change order); then the failed batch,
+ * and the open batch staged on top of it, are answered with the error (a
+ * repeated REQID whose original is committed hears its outcome, or that it
+ * is unknown, never "not applied"); then the engine is reopened from the
+ * journal, so memory equals disk again before any further command runs. If
+ * a sync fails, the unsynced batch's outcome is unknown (the journal refuses
  * to call it durable, yet it may survive): its writers hear so, and berthd
  * stops, since its state may hold effects that a crash would undo.
  * The etcd journal (replication.c) keeps the synchronous path: its commit
@@ -656,9 +658,22 @@ static void batch_reply_outcome(reply_buf *rb, const berth_submit_result *r) {
     batch_reply_refusal(rb, berth_code_name(r->code), r->sentence);
 }
 
-/* head: the durable head after this commit. A RETRY or CONFLICT that points
- * past it referred to a record of a batch that failed. */
-static void batch_reply(reply_buf *rb, const berth_submit_result *r, berth_jerr err, uint64_t head) {
+/* A RETRY or CONFLICT whose original is committed but not yet durable, in
+ * a batch that failed: the original may yet become durable or be lost, so
+ * neither its outcome nor "not applied" is true. */
+static void batch_reply_original_unknown(reply_buf *rb) {
+    reply_error(rb, "IOERR", "this REQID's original command is committed but not yet durable and "
+                             "this batch failed: its outcome is unknown; retry it with the same "
+                             "REQID");
+}
+
+/* head: the durable head after this commit; committed: the journal's
+ * committed head (head, or the last seq of the unsynced batch held). A
+ * RETRY or CONFLICT that points past committed referred to a record of a
+ * batch that failed; one between the two, to the unsynced batch. */
+static void batch_reply(reply_buf *rb, const berth_submit_result *r, berth_jerr err, uint64_t head,
+                        uint64_t committed) {
+    assert(head <= committed);
     switch (r->kind) {
     case BERTH_SUBMIT_STAGED:
         if (err != BERTH_J_OK) {
@@ -668,15 +683,19 @@ static void batch_reply(reply_buf *rb, const berth_submit_result *r, berth_jerr 
         }
         return;
     case BERTH_SUBMIT_RETRY:
-        if (r->seq > head) {
+        if (r->seq > committed) {
             batch_reply_commit_error(rb, err == BERTH_J_OK ? BERTH_J_IO : err);
+        } else if (r->seq > head) {
+            batch_reply_original_unknown(rb);
         } else {
             batch_reply_outcome(rb, r);
         }
         return;
     case BERTH_SUBMIT_CONFLICT:
-        if (r->seq > head) {
+        if (r->seq > committed) {
             batch_reply_commit_error(rb, err == BERTH_J_OK ? BERTH_J_IO : err);
+        } else if (r->seq > head) {
+            batch_reply_original_unknown(rb);
         } else {
             batch_reply_refusal(rb, "REQID", r->sentence);
         }
@@ -693,9 +712,17 @@ static void batch_reply(reply_buf *rb, const berth_submit_result *r, berth_jerr 
     assert(false && "BATCH_FULL never enters the batch");
 }
 
-/* Answer count entries with the outcome of their commit; empties the array. */
+/* Answer count entries with the outcome of their commit; empties the array.
+ * head as batch_reply's; its committed is the journal's committed head. */
 static void batch_release(server *s, batch_entry *entries, uint32_t *count, berth_jerr err,
                           uint64_t head) {
+    uint64_t committed = head;
+    if (s->pipe != NULL && s->unsynced_count > 0 && s->unsynced_last_seq > committed) {
+        committed = s->unsynced_last_seq;
+    }
+    if (s->unknown_last_seq > committed) {
+        committed = s->unknown_last_seq;   /* answered unknown: still not "not applied" */
+    }
     uint32_t n = *count;
     *count = 0;
     for (uint32_t i = 0; i < n; i++) {
@@ -704,7 +731,7 @@ static void batch_release(server *s, batch_entry *entries, uint32_t *count, bert
         assert(c != NULL && c->batch_pending > 0);
         c->batch_pending--;
         if (!c->closed) {
-            batch_reply(&c->out, &e->result, err, head);
+            batch_reply(&c->out, &e->result, err, head, committed);
             client_output_added(c);
             if (c->in_len > 0) {
                 client_resume(c);   /* it may have stopped at max_pipeline or on a drain */
@@ -713,7 +740,6 @@ static void batch_release(server *s, batch_entry *entries, uint32_t *count, bert
         e->client = NULL;
         client_release(c);
     }
-    (void)s;
 }
 
 static void batch_commit_failed(server *s, uint32_t count, berth_jerr err) {
@@ -734,6 +760,9 @@ static void batch_fatal(server *s) {
  * success, nor that nothing happened. */
 static void batch_release_unknown(server *s) {
     uint32_t n = s->unsynced_count;
+    if (n > 0 && s->unsynced_last_seq > s->unknown_last_seq) {
+        s->unknown_last_seq = s->unsynced_last_seq;
+    }
     s->unsynced_count = 0;
     for (uint32_t i = 0; i < n; i++) {
         batch_entry *e = &s->unsynced[i];
@@ -799,7 +828,8 @@ void batch_submit(client *c, size_t argc, const berth_str *argv) {
     }
     if (e->result.kind == BERTH_SUBMIT_SYNTAX && c->batch_pending == 0) {
         /* Nothing of this client is held: the error can go out at once. */
-        batch_reply(&c->out, &e->result, BERTH_J_OK, batch_durable_head(s));
+        batch_reply(&c->out, &e->result, BERTH_J_OK, batch_durable_head(s),
+                    batch_durable_head(s));
         client_output_added(c);
         return;
     }
@@ -852,7 +882,11 @@ static void batch_commit_sync(server *s) {
 static void batch_reload(server *s, berth_jerr err) {
     s->last_batch_count = s->batch_count;
     batch_release(s, s->batch, &s->batch_count, err, s->durable_head);
-    /* The journal holds the unsynced batch too: it stays held. */
+    if (s->fatal) {
+        return;   /* settling the unsynced batch failed: berthd stops, no state to serve */
+    }
+    /* batch_collect settled the unsynced batch first, so this is the
+     * durable head; kept general should an unsynced batch ever stay held. */
     uint64_t committed = s->unsynced_count > 0 ? s->unsynced_last_seq : s->durable_head;
     berth_engine *fresh = NULL;
     char why[BATCH_RELOAD_WHY_LEN_MAX] = "";
@@ -907,6 +941,14 @@ static void batch_committed(server *s) {
                    "stopping",
                    (unsigned long long)durable, (unsigned long long)s->unsynced_last_seq);
         batch_sync_failed(s, BERTH_J_IO);
+        /* The batch in flight is committed too, and no more durable. */
+        batch_entry *held = s->unsynced;
+        s->unsynced = s->inflight;
+        s->unsynced_count = s->inflight_count;
+        s->unsynced_last_seq = s->inflight_last_seq;
+        s->inflight = held;
+        s->inflight_count = 0;
+        batch_release_unknown(s);
         return;
     }
     batch_entry *entries = s->unsynced;
@@ -916,6 +958,29 @@ static void batch_committed(server *s) {
     s->inflight = entries;
     s->inflight_count = 0;
     batch_release_durable(s, durable);
+}
+
+static void batch_collect_sync(server *s);
+
+/* A later batch failed while the unsynced batch waits for its sync: the
+ * failed batch's errors must not overtake the unsynced batch's replies (a
+ * client matches replies to commands by order), and a repeat of one of its
+ * REQIDs should hear its outcome. So sync now, blocking the loop once, on
+ * this failure path only: the unsynced batch is answered, durable or with
+ * an unknown outcome (batch_sync_failed), before the failed one. */
+static void batch_settle_unsynced(server *s) {
+    if (s->unsynced_count == 0) {
+        return;
+    }
+    pipe_wait_idle(s->pipe);
+    batch_release_durable(s, pipe_durable(s->pipe));
+    if (s->unsynced_count == 0) {
+        return;
+    }
+    pipe_go_sync(s->pipe);
+    pipe_wait_idle(s->pipe);
+    batch_collect_sync(s);
+    assert(s->unsynced_count == 0);
 }
 
 /* Answer the batch in flight once the committer reports it. */
@@ -930,6 +995,7 @@ static void batch_collect(server *s) {
         return;
     }
     uint32_t count = s->inflight_count;
+    batch_settle_unsynced(s);
     batch_release(s, s->inflight, &s->inflight_count, err, s->durable_head);
     batch_commit_failed(s, count, err);
     /* An I/O error may have been the disk failing a sync: the next step
@@ -1002,8 +1068,9 @@ static void batch_hand_off(server *s) {
         /* The copy failed; the engine already reloaded from the journal,
          * which holds everything before this batch. */
         batch_record_latency(s, s->inflight_t0_ns);
-        assert(head == s->durable_head || err == BERTH_J_CORRUPT);
         batch_commit_failed(s, s->inflight_count, err);
+        batch_settle_unsynced(s);
+        assert(head == s->durable_head || err == BERTH_J_CORRUPT || s->fatal);
         batch_release(s, s->inflight, &s->inflight_count, err, s->durable_head);
         if (err == BERTH_J_CORRUPT) {
             batch_fatal(s);

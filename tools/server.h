@@ -206,6 +206,7 @@ typedef struct server {
     batch_entry *unsynced;              /* committed, held until durable; same size, owned */
     uint32_t unsynced_count;
     uint64_t unsynced_last_seq;         /* its last record's seq */
+    uint64_t unknown_last_seq;          /* last seq answered "outcome unknown"; 0: none */
     bool sync_probe;                    /* a commit hit an I/O error: sync before going on */
     uint64_t durable_head;              /* with pipe: the last seq known durable */
     struct pipe_journal *pipe;          /* batch.c's committer; NULL on etcd (synchronous) */

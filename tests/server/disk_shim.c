@@ -19,13 +19,26 @@
  * data file's current bytes at the first open when absent). Without both,
  * every call passes straight through. BERTH_SHIM_SYNCS_OK=N (optional): the
  * first N syncs of the data file succeed, every later one fails with EIO
- * and reaches nothing, as a disk that died would. Intercepts what liblmdb 0.9 calls on
- * its data file: open, close, pwrite, writev, fdatasync, fsync. */
+ * and reaches nothing, as a disk that died would.
+ * One failed sync (optional): BERTH_SHIM_FAIL_AFTER=N arms it; the first
+ * sync after N syncs whose pending writes hold both a meta page (LMDB's
+ * pages 0 and 1) and data pages, i.e. a commit's data sync while the commit
+ * before it is not yet synced, fails with BERTH_SHIM_FAIL_ERRNO (default
+ * ENOSPC) and drops every pending write, as Linux marks pages clean after
+ * a failed writeback; later syncs succeed. BERTH_SHIM_CRASH_AFTER_FAIL=K
+ * (optional, with it): the Kth sync after the failed one never returns: the
+ * shim waits SHIM_CRASH_PAUSE_US (so replies already released reach their
+ * clients) and kills the process, applying nothing: an OS crash. The two
+ * model a disk that fails once, and the staged crash shows what a berthd
+ * that trusted a later sync acknowledged without it being on disk.
+ * Intercepts what liblmdb 0.9 calls on its data file: open, close, pwrite,
+ * writev, fdatasync, fsync. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -41,6 +54,8 @@
 #define SHIM_PENDING_BYTES_MAX (1ull << 30) /* unsynced bytes held; over it the shim aborts */
 #define SHIM_COPY_CHUNK 65536
 #define SHIM_PATH_LEN_MAX 4096
+#define SHIM_META_BYTES 8192                /* LMDB's two meta pages, 4 KiB each */
+#define SHIM_CRASH_PAUSE_US 500000          /* replies in flight leave before the crash */
 
 typedef struct pending {
     struct pending *next;
@@ -70,6 +85,8 @@ static pending *pending_head;
 static pending *pending_tail;
 static uint64_t pending_bytes;
 static uint64_t syncs_done;
+static bool fail_done;                      /* the one failed sync happened */
+static uint64_t syncs_after_fail;           /* syncs of the data file since then */
 
 static void shim_die(const char *what) {
     char line[256];
@@ -298,6 +315,72 @@ ssize_t writev(int fd, const struct iovec *iov, int count) {
     return w;
 }
 
+/* The pending writes a failing commit sync would hold: a meta page of the
+ * commit before it, and its own data pages. */
+static bool pending_meta_and_data(void) {
+    bool meta = false;
+    bool data = false;
+    for (const pending *p = pending_head; p != NULL; p = p->next) {
+        if (p->offset < SHIM_META_BYTES) {
+            meta = true;
+        } else {
+            data = true;
+        }
+    }
+    return meta && data;
+}
+
+/* A failed writeback: the pending writes never reach the image. */
+static void pending_drop(void) {
+    pending *p = pending_head;
+    while (p != NULL) {
+        pending *next = p->next;
+        free(p);
+        p = next;
+    }
+    pending_head = pending_tail = NULL;
+    pending_bytes = 0;
+}
+
+static void shim_say(const char *line) {
+    ssize_t w = write(2, line, strlen(line));
+    (void)w;
+}
+
+/* BERTH_SHIM_FAIL_AFTER: the errno this sync fails with, or 0. */
+static int sync_fault(void) {
+    const char *after = getenv("BERTH_SHIM_FAIL_AFTER");
+    if (after == NULL || fail_done || syncs_done < strtoull(after, NULL, 10) ||
+        !pending_meta_and_data()) {
+        return 0;
+    }
+    const char *e = getenv("BERTH_SHIM_FAIL_ERRNO");
+    int err = e != NULL ? atoi(e) : ENOSPC;
+    fail_done = true;
+    pending_drop();
+    syncs_done++;
+    shim_say(err == EIO ? "disk_shim: a sync fails with EIO, its writes are dropped\n"
+                        : "disk_shim: a sync fails (errno set), its writes are dropped\n");
+    return err > 0 ? err : ENOSPC;
+}
+
+/* BERTH_SHIM_CRASH_AFTER_FAIL: the OS goes down during this sync. */
+static void sync_crash_check(void) {
+    const char *k = getenv("BERTH_SHIM_CRASH_AFTER_FAIL");
+    if (k == NULL || !fail_done) {
+        return;
+    }
+    syncs_after_fail++;
+    if (syncs_after_fail < strtoull(k, NULL, 10)) {
+        return;
+    }
+    shim_say("disk_shim: the OS crashes during this sync\n");
+    usleep(SHIM_CRASH_PAUSE_US);   /* the lock stays held: no other write reaches the image */
+    if (raise(SIGKILL) != 0) {
+        shim_die("cannot kill the process");
+    }
+}
+
 static int synced(int fd, sync_fn *fn, const char *name) {
     shim_lock();
     if (*fn == NULL) {
@@ -308,6 +391,15 @@ static int synced(int fd, sync_fn *fn, const char *name) {
         shim_unlock();
         errno = EIO;
         return -1;
+    }
+    int fault = tracked ? sync_fault() : 0;
+    if (fault != 0) {
+        shim_unlock();
+        errno = fault;
+        return -1;
+    }
+    if (tracked) {
+        sync_crash_check();
     }
     int rc = (*fn)(fd);
     if (rc == 0 && tracked) {
