@@ -3,6 +3,24 @@
 add_executable(berth_mkjournal ${CMAKE_CURRENT_SOURCE_DIR}/cli/mkjournal.c)
 target_link_libraries(berth_mkjournal PRIVATE berth_cli_scenario berth_replay berth_journal berth_core)
 
+# berth built twice more for cli_rejudge_large: once with the feed thread
+# decoding and parsing every batch, once with the judging thread doing it
+# all (the default splits them by timing), each with the rejudge tracker
+# and output buffer small enough to grow and flush on a test journal. The
+# case checks that all three print the same bytes.
+get_target_property(berth_sources berth SOURCES)
+foreach(variant feed caller)
+  add_executable(berth_${variant}_prepares ${berth_sources})
+  target_include_directories(berth_${variant}_prepares PRIVATE ${PROJECT_SOURCE_DIR}/tools)
+  target_link_libraries(berth_${variant}_prepares PRIVATE berth_cli_scenario berth_replay
+                        berth_journal_etcd berth_journal berth_core berth_gen Threads::Threads)
+  target_compile_definitions(berth_${variant}_prepares PRIVATE
+                             TRACK_SLOTS_INITIAL=16u TRACK_KEY_BYTES_INITIAL=16u OUT_BUF_BYTES=256u)
+endforeach()
+# 0: the feed thread always prepares; FEED_CHUNKS + 1 (9): it never does.
+target_compile_definitions(berth_feed_prepares PRIVATE FEED_PREPARE_AHEAD_MIN=0u)
+target_compile_definitions(berth_caller_prepares PRIVATE FEED_PREPARE_AHEAD_MIN=9u)
+
 foreach(case gen dump_replay at_time verify_corrupt whatif_readonly whatif_scenario rejudge
              timeline history_status usage)
   add_test(NAME cli_${case}
@@ -11,6 +29,13 @@ foreach(case gen dump_replay at_time verify_corrupt whatif_readonly whatif_scena
                    ${CMAKE_CURRENT_SOURCE_DIR}/cli ${CMAKE_CURRENT_BINARY_DIR}/cli_work)
   set_tests_properties(cli_${case} PROPERTIES TIMEOUT 120 LABELS cli)
 endforeach()
+
+add_test(NAME cli_rejudge_large
+         COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/cli/cli_test.sh rejudge_large
+                 $<TARGET_FILE:berth> $<TARGET_FILE:berth_mkjournal>
+                 ${CMAKE_CURRENT_SOURCE_DIR}/cli ${CMAKE_CURRENT_BINARY_DIR}/cli_work
+                 $<TARGET_FILE:berth_feed_prepares> $<TARGET_FILE:berth_caller_prepares>)
+set_tests_properties(cli_rejudge_large PROPERTIES TIMEOUT 300 LABELS cli)
 
 # berth beside a live berthd, against berthd's own answers (when berthd is built).
 if(TARGET berthd)

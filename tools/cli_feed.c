@@ -5,14 +5,21 @@
  * core while applying on the other. The tool's replays that must see every
  * outcome (rejudge compares each one with the recorded code; timeline draws
  * them) cannot use it as a black box, so this gives them the same shape. A
- * chunk goes round a ring: the feed thread fills it with (record, parsed
- * command), the caller judges the whole chunk in order and notes what its
- * hook needs (rejudge: only the records that differ), and the feed thread
- * runs the drain hook on it (rejudge's printing and bookkeeping) before
- * filling it again. So the caller's thread does next to nothing
- * per record but apply, as in the engine's replay, and takes the lock once
- * per chunk, not per record. Hooks run in chunk order, so whatever they
- * print comes out in seq order.
+ * chunk goes round a ring: the feed thread fills it with records read from
+ * the journal, the caller judges the whole chunk in order and notes what
+ * its hook needs (rejudge: only the records that differ), and the feed
+ * thread runs the drain hook on it (rejudge's printing and bookkeeping)
+ * before filling it again. The caller takes the lock once per chunk, not
+ * per record. Hooks run in chunk order, so whatever they print comes out
+ * in seq order.
+ *
+ * Decode and parse, the steps between, go to whichever thread has room, as
+ * in the engine's replay: the feed thread does them for a chunk when it is
+ * at least half the ring ahead of the caller (the caller is the slow half)
+ * and leaves them to the caller otherwise (the feed thread, with its hook,
+ * is). Both threads run the same per-record function in seq order and a
+ * chunk is wholly one thread's, so what is judged, and every message, is
+ * the same whoever prepared it; only the CPU split depends on timing.
  *
  * Owns: the feed thread, the chunk ring and its lock. While a feed runs,
  * the read view belongs to the feed thread: the caller must not use it. */
@@ -29,13 +36,18 @@
 
 #define FEED_CHUNKS 8u                 /* chunks in the ring: how far the feed thread runs ahead */
 #define FEED_CHUNK_ITEMS 256u          /* records per chunk: amortises the lock and the hand-over */
+#ifndef FEED_PREPARE_AHEAD_MIN  /* the tests build it at 0 (always) and FEED_CHUNKS + 1 (never) */
+#define FEED_PREPARE_AHEAD_MIN (FEED_CHUNKS / 2)  /* chunks ahead at which the feed thread prepares */
+#endif
+_Static_assert(FEED_PREPARE_AHEAD_MIN <= FEED_CHUNKS + 1, "FEED_CHUNKS + 1 already means never");
 
 typedef struct feed_chunk {
     cli_feed_item items[FEED_CHUNK_ITEMS];
     cli_feed_note notes[FEED_CHUNK_ITEMS];
     uint32_t count;
     uint32_t note_count;               /* notes the caller made */
-    bool failed;                       /* the feed thread stopped reading at this chunk's end */
+    bool prepared;                     /* every item decoded and parsed (by the feed thread) */
+    bool failed;                       /* the records stop at this chunk's end: err says why */
     char err[CLI_ERR_LEN_MAX];
 } feed_chunk;
 
@@ -60,9 +72,12 @@ struct cli_feed {
     uint64_t hooked;                   /* drained chunks the hook has run on */
     bool last;                         /* the last chunk is published */
     uint64_t cpu_ns;                   /* the thread's CPU time, set as it leaves */
+    uint64_t prepared_by_feed;         /* chunks it decoded and parsed */
     berth_str words[BERTH_ARGS_MAX];   /* parse scratch */
     /* The caller's own: */
     bool holding;                      /* chunks[drained % FEED_CHUNKS] is the caller's batch */
+    uint64_t prepared_by_caller;       /* chunks it decoded and parsed */
+    berth_str caller_words[BERTH_ARGS_MAX];  /* parse scratch */
 };
 
 static void lock(pthread_mutex_t *m) {
@@ -90,10 +105,10 @@ static void signal_one(pthread_cond_t *cv) {
 }
 
 /* Parse text into item->cmd; false with err when it does not parse. */
-static bool parse_item(cli_feed *feed, cli_feed_item *item, berth_str text, char *err,
+static bool parse_item(cli_feed_item *item, berth_str text, berth_str *words, char *err,
                        size_t err_size) {
     char perr[BERTH_ERR_LEN_MAX];
-    if (berth_cmd_parse_text(&item->cmd, text.ptr, text.len, feed->words, BERTH_ARGS_MAX, perr,
+    if (berth_cmd_parse_text(&item->cmd, text.ptr, text.len, words, BERTH_ARGS_MAX, perr,
                              sizeof perr) != 0) {
         snprintf(err, err_size, "record %" PRIu64 "'s command does not parse: %s", item->rec.seq, perr);
         return false;
@@ -102,23 +117,49 @@ static bool parse_item(cli_feed *feed, cli_feed_item *item, berth_str text, char
     return true;
 }
 
-/* Decode one record and parse the command it will be judged by. */
-static bool fill_item(cli_feed *feed, berth_journal_cursor *cursor, uint64_t seq,
-                      cli_feed_item *item, char *err, size_t err_size) {
-    const cli_feed_options *o = &feed->options;
-    berth_jerr jerr = berth_journal_cursor_next(cursor, &item->rec, NULL, NULL);
-    if (jerr != BERTH_J_OK || item->rec.seq != seq) {
-        snprintf(err, err_size, "record %" PRIu64 " cannot be read (%s): run `berth journal verify`",
-                 seq, jerr != BERTH_J_OK ? berth_jerr_name(jerr) : "out of order");
+static void unreadable(uint64_t seq, const char *why, char *err, size_t err_size) {
+    snprintf(err, err_size, "record %" PRIu64 " cannot be read (%s): run `berth journal verify`", seq, why);
+}
+
+/* Read one record's bytes (the feed thread's share of every record).
+ * false with err when the store cannot give them; a record stored under
+ * another seq is read, and prepare_item refuses it. */
+static bool read_item(berth_journal_cursor *cursor, uint64_t seq, cli_feed_item *item, char *err,
+                      size_t err_size) {
+    berth_jerr jerr = berth_journal_cursor_next_raw(cursor, &item->raw_seq, &item->raw, &item->raw_len);
+    if (jerr != BERTH_J_OK) {
+        unreadable(seq, berth_jerr_name(jerr), err, err_size);
         return false;
     }
-    if (!parse_item(feed, item, item->rec.command, err, err_size)) {
+    item->rec.seq = seq;   /* the seq it must have: prepare_item checks the record agrees */
+    return true;
+}
+
+/* Decode one record read at its seq and parse the command it will be
+ * judged by (either thread; words is that thread's scratch). */
+static bool prepare_item(const cli_feed_options *o, cli_feed_item *item, berth_str *words, char *err,
+                         size_t err_size) {
+    uint64_t seq = item->rec.seq;
+    /* As berth_journal_cursor_next decodes: the record must say the seq it
+     * is stored under; then that must be the seq that comes next. */
+    if (berth_record_decode(item->raw, item->raw_len, &item->rec, NULL, 0) != BERTH_J_OK ||
+        item->rec.seq != item->raw_seq) {
+        item->rec.seq = seq;
+        unreadable(seq, berth_jerr_name(BERTH_J_CORRUPT), err, err_size);
+        return false;
+    }
+    if (item->rec.seq != seq) {
+        item->rec.seq = seq;
+        unreadable(seq, "out of order", err, err_size);
+        return false;
+    }
+    if (!parse_item(item, item->rec.command, words, err, err_size)) {
         return false;
     }
     /* Substitutes are rare (rejudge's POLICY.SET): parse every record as
      * written and only the few of substitute_kind a second time. */
     item->substituted = o->substitute_kind != BERTH_CMD_NONE && item->cmd.kind == o->substitute_kind;
-    if (item->substituted && !parse_item(feed, item, o->substitute_text, err, err_size)) {
+    if (item->substituted && !parse_item(item, o->substitute_text, words, err, err_size)) {
         return false;
     }
     /* The journal keeps the REQID beside the canonical text: re-attach it,
@@ -127,26 +168,51 @@ static bool fill_item(cli_feed *feed, berth_journal_cursor *cursor, uint64_t seq
     return true;
 }
 
-/* Fill the next free chunk from *seq on and publish it. */
+/* Decode and parse a chunk's items in order, on whichever thread: a
+ * failing item ends the chunk there, with its reason. */
+static void prepare_chunk(const cli_feed_options *o, feed_chunk *chunk, berth_str *words) {
+    assert(!chunk->prepared);
+    for (uint32_t i = 0; i < chunk->count; i++) {
+        if (!prepare_item(o, &chunk->items[i], words, chunk->err, sizeof chunk->err)) {
+            chunk->count = i;
+            chunk->failed = true;
+            break;
+        }
+    }
+    chunk->prepared = true;
+}
+
+/* Fill the next free chunk from *seq on and publish it; ahead is how many
+ * published chunks the caller has not finished. */
 static void fill_and_publish(cli_feed *feed, berth_journal_cursor *cursor, berth_jerr open_err,
-                             uint64_t *seq) {
+                             uint64_t *seq, uint64_t ahead) {
     const cli_feed_options *o = &feed->options;
-    assert(!feed->last && feed->filled - feed->hooked < FEED_CHUNKS);
+    assert(!feed->last && feed->filled - feed->hooked < FEED_CHUNKS && ahead <= FEED_CHUNKS);
     feed_chunk *chunk = &feed->chunks[feed->filled % FEED_CHUNKS];
     chunk->count = 0;
+    chunk->prepared = false;
     chunk->failed = open_err != BERTH_J_OK;
     if (chunk->failed) {
         snprintf(chunk->err, sizeof chunk->err, "cannot read from seq %" PRIu64 " (%s)", *seq,
                  berth_jerr_name(open_err));
     }
-    while (!chunk->failed && chunk->count < FEED_CHUNK_ITEMS && *seq <= o->to) {
-        chunk->failed = !fill_item(feed, cursor, *seq, &chunk->items[chunk->count], chunk->err,
-                                   sizeof chunk->err);
+    /* A record stored under another seq ends the chunk: nothing after it
+     * can be in order (prepare_item reports it). */
+    bool misplaced = false;
+    while (!chunk->failed && !misplaced && chunk->count < FEED_CHUNK_ITEMS && *seq <= o->to) {
+        cli_feed_item *item = &chunk->items[chunk->count];
+        chunk->failed = !read_item(cursor, *seq, item, chunk->err, sizeof chunk->err);
+        misplaced = !chunk->failed && item->raw_seq != *seq;
         chunk->count += chunk->failed ? 0 : 1;
         *seq += chunk->failed ? 0 : 1;
     }
+    if ((int64_t)ahead >= (int64_t)FEED_PREPARE_AHEAD_MIN) {   /* signed: the tests' 0 is no warning */
+        /* The caller is the slow half: take decode and parse off it. */
+        prepare_chunk(o, chunk, feed->words);
+        feed->prepared_by_feed++;
+    }
     assert(chunk->count > 0 || chunk->failed);
-    feed->last = chunk->failed || *seq > o->to;
+    feed->last = chunk->failed || misplaced || *seq > o->to;
     lock(&feed->lock);
     feed->filled++;
     feed->done = feed->last;
@@ -155,8 +221,8 @@ static void fill_and_publish(cli_feed *feed, berth_journal_cursor *cursor, berth
 }
 
 /* Wait until there is work for the feed thread: a drained chunk to hook, a
- * free chunk to fill, or the end. Returns the drained count, or false in
- * *go when the caller stopped the feed. */
+ * free chunk to fill, or the end. Returns the drained count (the chunks
+ * the caller finished), or false in *go when the caller stopped the feed. */
 static uint64_t wait_work(cli_feed *feed, bool *go) {
     lock(&feed->lock);
     for (;;) {
@@ -207,7 +273,9 @@ static void *feeder_main(void *arg) {
             break;
         }
         if (!feed->last && feed->filled - feed->hooked < FEED_CHUNKS) {
-            fill_and_publish(feed, cursor, open_err, &seq);
+            /* drained is a moment ago's: the caller may have finished more
+             * since, which only makes this chunk's share the caller's. */
+            fill_and_publish(feed, cursor, open_err, &seq, feed->filled - drained);
         }
     }
     if (cursor != NULL) {
@@ -278,6 +346,11 @@ int cli_feed_next(cli_feed *feed, cli_feed_batch *batch, char *err, size_t err_s
         return got;
     }
     feed_chunk *chunk = &feed->chunks[feed->drained % FEED_CHUNKS];
+    if (!chunk->prepared) {
+        /* The feed thread was not far enough ahead to take this one. */
+        prepare_chunk(&feed->options, chunk, feed->caller_words);
+        feed->prepared_by_caller++;
+    }
     if (chunk->count == 0) {
         assert(chunk->failed);
         snprintf(err, err_size, "%s", chunk->err);
@@ -365,6 +438,16 @@ int cli_feed_apply_expect(berth_state *state, const cli_feed_item *item, berth_o
 uint64_t cli_feed_thread_cpu_ns(const cli_feed *feed) {
     assert(feed != NULL && feed->joined);
     return feed->cpu_ns;
+}
+
+uint64_t cli_feed_batches_prepared_by_feed(const cli_feed *feed) {
+    assert(feed != NULL && feed->joined);
+    return feed->prepared_by_feed;
+}
+
+uint64_t cli_feed_batches_prepared_by_caller(const cli_feed *feed) {
+    assert(feed != NULL && feed->joined);
+    return feed->prepared_by_caller;
 }
 
 uint64_t cli_feed_own_cpu_ns(void) {

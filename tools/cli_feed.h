@@ -5,9 +5,11 @@
  * (rejudge prints its differences there), in seq order.
  *
  * Why: issue 4 asks rejudge to run at the engine's replay speed. The
- * engine's replay keeps the applying thread doing nothing but apply; this
- * gives the tool's replays the same shape, with the per-record work before
- * and after apply on the other core. Private to tools/cli_*.c. */
+ * engine's replay keeps the applying thread doing little but apply and
+ * shares decode and parse between its two threads by how far ahead the
+ * reader is; this gives the tool's replays the same shape, with the
+ * per-record work after apply on the other core too. Private to
+ * tools/cli_*.c. */
 #ifndef BERTH_CLI_FEED_H
 #define BERTH_CLI_FEED_H
 
@@ -24,6 +26,11 @@ typedef struct cli_feed_item {
     berth_cmd cmd;             /* parsed from text, REQID re-attached */
     berth_str text;            /* the canonical text judged: rec.command or the substitute */
     bool substituted;
+    /* The feed's own: the record as read, before decode and parse (which
+     * either thread may do; see cli_feed.c). */
+    const uint8_t *raw;
+    size_t raw_len;
+    uint64_t raw_seq;          /* the key it was stored under */
 } cli_feed_item;
 
 /* What the caller's thread has to say about one item, for the drain hook:
@@ -69,7 +76,10 @@ typedef struct cli_feed cli_feed;
  * view is the feed thread's alone. Returns CLI_EXIT_*. */
 int cli_feed_start(cli_feed **out, berth_journal_reader *reader, const cli_feed_options *options);
 /* 1 with the next batch (valid until the next call), 0 after the last one,
- * -1 with err (a record that cannot be read or parsed, or the hook's error). */
+ * -1 with err (a record that cannot be read or parsed, or the hook's error).
+ * Decodes and parses on the caller's thread the records the feed thread
+ * left undone (it leaves them when it is not far ahead); the batch ends
+ * before a record that fails, and the next call reports it. */
 int cli_feed_next(cli_feed *feed, cli_feed_batch *batch, char *err, size_t err_size);
 /* After cli_feed_next returned 0: wait until the drain hook has seen every
  * batch. 0, or -1 with the hook's err. */
@@ -81,6 +91,10 @@ void cli_feed_stop(cli_feed *feed);
  * the larger of the two threads' bounds the wall time. */
 uint64_t cli_feed_thread_cpu_ns(const cli_feed *feed);
 uint64_t cli_feed_own_cpu_ns(void);
+/* For --stats: batches whose records the feed thread decoded and parsed,
+ * and the ones the caller's thread did, valid after cli_feed_finish. */
+uint64_t cli_feed_batches_prepared_by_feed(const cli_feed *feed);
+uint64_t cli_feed_batches_prepared_by_caller(const cli_feed *feed);
 
 /* Apply an item at its seq (must be last_seq + 1). quiet: the sentence is
  * not built (berth_state_apply_quiet); code and touched names are the same.

@@ -31,12 +31,24 @@
 #include "cli_scenario.h"
 
 #define TRACK_ENTRIES_MAX (1u << 22)      /* instances remembered as changed by rejudge */
-#define TRACK_ENTRIES_INITIAL 1024u       /* the tracker's first size; it doubles as it fills */
+#define TRACK_KEY_BYTES_MAX (1u << 30)    /* names remembered, bytes: offsets fit 32 bits */
+/* The tests build these three small, so that growing and flushing run on
+ * their journals too. */
+#ifndef TRACK_SLOTS_INITIAL
+#define TRACK_SLOTS_INITIAL 4096u         /* the tracker's first table; it doubles at half full */
+#endif
+#ifndef TRACK_KEY_BYTES_INITIAL
+#define TRACK_KEY_BYTES_INITIAL (1u << 16) /* the tracker's first name store; it doubles as it fills */
+#endif
+#ifndef OUT_BUF_BYTES
 #define OUT_BUF_BYTES (1u << 20)          /* rejudge output gathered before one fwrite */
+#endif
 #define OUT_U64_DIGITS_MAX 20             /* decimal digits of UINT64_MAX */
 #define OUT_ESCAPE_LEN_MAX 8              /* "\u001f" and its NUL */
 #define OUT_SEQ_WIDTH 10                  /* the SEQ column */
 #define OUT_CODE_WIDTH 10                 /* the RECORDED and REJUDGED columns */
+#define OUT_CODE_WORD_LEN_MAX 16          /* the longest code word ("NOINSTANCE") and room */
+#define OUT_RESERVE_MAX 128               /* one run of short fields written in place */
 #define POLICY_TEXT_LEN_MAX (BERTH_POLICY_BACKENDS_MAX * (BERTH_NAME_LEN_MAX + 1) + 32)
 
 static const char whatif_usage[] =
@@ -428,7 +440,29 @@ static void ob_flush(out_buf *ob) {
     ob->len = 0;
 }
 
+/* Room for n (<= OUT_RESERVE_MAX) bytes, written in place and then
+ * committed with ob_commit: one bounds check for a run of short fields. */
+static char *ob_reserve(out_buf *ob, size_t n) {
+    _Static_assert(OUT_RESERVE_MAX <= OUT_BUF_BYTES, "a reserved run fits the buffer");
+    assert(n <= OUT_RESERVE_MAX);
+    if (OUT_BUF_BYTES - ob->len < n) {
+        ob_flush(ob);
+    }
+    return ob->bytes + ob->len;
+}
+
+static void ob_commit(out_buf *ob, const char *end, size_t reserved) {
+    assert(end >= ob->bytes + ob->len && (size_t)(end - (ob->bytes + ob->len)) <= reserved);
+    ob->len = (size_t)(end - ob->bytes);
+}
+
 static void ob_put(out_buf *ob, const char *p, size_t n) {
+    if (n <= OUT_BUF_BYTES - ob->len) {
+        /* The common case, one copy; a piece that does not fit goes in parts. */
+        memcpy(ob->bytes + ob->len, p, n);
+        ob->len += n;
+        return;
+    }
     while (n > 0) {
         if (ob->len == OUT_BUF_BYTES) {
             ob_flush(ob);
@@ -450,30 +484,41 @@ static void ob_bstr(out_buf *ob, berth_str s) {
     ob_put(ob, s.ptr, s.len);
 }
 
-static void ob_spaces(out_buf *ob, size_t n) {
-    static const char spaces[] = "                ";
-    for (size_t k = 0; k < n; k += sizeof spaces - 1) {
-        ob_put(ob, spaces, n - k < sizeof spaces - 1 ? n - k : sizeof spaces - 1);
-    }
-}
-
-/* printf's "%-<width>s". */
-static void ob_left(out_buf *ob, const char *s, size_t width) {
-    size_t n = strlen(s);
-    ob_put(ob, s, n);
-    ob_spaces(ob, n < width ? width - n : 0);
-}
-
-/* printf's "%<width>" PRIu64 (width 0: no padding). */
-static void ob_u64(out_buf *ob, uint64_t v, size_t width) {
+/* printf's "%<width>" PRIu64 (width 0: no padding), written in place:
+ * at most max(width, OUT_U64_DIGITS_MAX) bytes. */
+static char *put_u64(char *p, uint64_t v, size_t width) {
     char digits[OUT_U64_DIGITS_MAX];
     size_t n = 0;
     do {
         digits[sizeof digits - 1 - n++] = (char)('0' + v % 10);
         v /= 10;
     } while (v != 0);
-    ob_spaces(ob, n < width ? width - n : 0);
-    ob_put(ob, digits + sizeof digits - n, n);
+    size_t pad = n < width ? width - n : 0;
+    memset(p, ' ', pad);
+    memcpy(p + pad, digits + sizeof digits - n, n);
+    return p + pad + n;
+}
+
+/* printf's "%-<width>s" for a code word, in place: at most
+ * max(width, OUT_CODE_WORD_LEN_MAX) bytes. */
+static char *put_code(char *p, const char *word, size_t width) {
+    size_t n = strlen(word);
+    assert(n <= OUT_CODE_WORD_LEN_MAX && width <= OUT_CODE_WORD_LEN_MAX);
+    memcpy(p, word, n);
+    size_t pad = n < width ? width - n : 0;
+    memset(p + n, ' ', pad);
+    return p + n + pad;
+}
+
+static char *put_lit(char *p, const char *s, size_t n) {
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static void ob_u64(out_buf *ob, uint64_t v, size_t width) {
+    assert(width <= OUT_U64_DIGITS_MAX);
+    char *p = ob_reserve(ob, OUT_U64_DIGITS_MAX);
+    ob_commit(ob, put_u64(p, v, width), OUT_U64_DIGITS_MAX);
 }
 
 /* A JSON string, escaped byte for byte as cli_json_str does. */
@@ -499,49 +544,172 @@ static void ob_json(out_buf *ob, const char *p, size_t len) {
 }
 
 /* Instances whose fate changed, so a later differing record can say which
- * earlier decision it follows from (lookups only: see cli_name_map). */
+ * earlier decision it follows from. A big rejudge looks up every one of
+ * its million-odd differences here, on the feed's thread, so the table is
+ * built for that: the name's hash comes from the parse (cmd.name_hash),
+ * each slot keeps it to skip other names without touching their bytes, the
+ * names live in one store (no allocation per name) and a resize moves slots
+ * without hashing again. It is never iterated: its order reaches no output. */
+typedef struct track_slot {
+    uint64_t hash;
+    uint64_t seq;                   /* 0: an empty slot */
+    uint32_t key_off;               /* the name in keys */
+    uint32_t key_len;
+} track_slot;
+
 typedef struct tracker {
-    cli_name_map map;
-    bool full;
+    track_slot *slots;              /* owned; NULL when full from the start */
+    uint64_t cap;                   /* power of two */
+    uint64_t used;
+    char *keys;                     /* owned: every name, back to back */
+    size_t keys_len;
+    size_t keys_cap;
+    bool full;                      /* stopped remembering: the summary says so */
 } tracker;
 
-static uint64_t track_find(const tracker *t, berth_str name) {
-    uint64_t seq = 0;
-    if (t->map.slots == NULL || name.len == 0 || !cli_map_get(&t->map, name, &seq)) {
+static int track_init(tracker *t) {
+    memset(t, 0, sizeof *t);
+    t->slots = calloc(TRACK_SLOTS_INITIAL, sizeof *t->slots);
+    t->keys = malloc(TRACK_KEY_BYTES_INITIAL);
+    if (t->slots == NULL || t->keys == NULL) {
+        free(t->slots);
+        free(t->keys);
+        memset(t, 0, sizeof *t);
+        return -1;
+    }
+    t->cap = TRACK_SLOTS_INITIAL;
+    t->keys_cap = TRACK_KEY_BYTES_INITIAL;
+    return 0;
+}
+
+static void track_free(tracker *t) {
+    free(t->slots);
+    free(t->keys);
+    memset(t, 0, sizeof *t);
+}
+
+/* The slot holding name, or the empty slot where it would go. */
+static track_slot *track_slot_of(const tracker *t, berth_str name, uint64_t hash) {
+    assert(t->slots != NULL && (t->cap & (t->cap - 1)) == 0 && t->used * 2 <= t->cap);
+    uint64_t i = hash & (t->cap - 1);
+    for (uint64_t probes = 0; probes < t->cap; probes++) {
+        track_slot *e = &t->slots[i];
+        if (e->seq == 0 || (e->hash == hash && e->key_len == name.len &&
+                            memcmp(t->keys + e->key_off, name.ptr, name.len) == 0)) {
+            return e;
+        }
+        i = (i + 1) & (t->cap - 1);
+    }
+    assert(false && "the table is never more than half full");
+    return NULL;
+}
+
+/* Start fetching the slot a name of this hash starts its probe at. */
+static void track_prefetch(const tracker *t, uint64_t hash) {
+    if (t->slots != NULL) {
+        __builtin_prefetch(&t->slots[hash & (t->cap - 1)]);
+    }
+}
+
+/* The seq of the first differing record about name, or 0. */
+static uint64_t track_find(const tracker *t, berth_str name, uint64_t hash) {
+    if (t->slots == NULL || name.len == 0) {
         return 0;
     }
-    return seq;
+    return track_slot_of(t, name, hash)->seq;
+}
+
+/* Double the table: slots move by their kept hash, names stay put. */
+static int track_grow(tracker *t) {
+    uint64_t cap = t->cap * 2;
+    track_slot *slots = calloc(cap, sizeof *slots);
+    if (slots == NULL) {
+        return -1;
+    }
+    for (uint64_t i = 0; i < t->cap; i++) {
+        const track_slot *e = &t->slots[i];
+        if (e->seq == 0) {
+            continue;
+        }
+        uint64_t j = e->hash & (cap - 1);
+        while (slots[j].seq != 0) {
+            j = (j + 1) & (cap - 1);
+        }
+        slots[j] = *e;
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->cap = cap;
+    return 0;
+}
+
+/* Room for n more name bytes in the store. */
+static int track_key_room(tracker *t, size_t n) {
+    if (t->keys_len + n <= t->keys_cap) {
+        return 0;
+    }
+    size_t cap = t->keys_cap * 2;
+    while (cap < t->keys_len + n) {
+        cap *= 2;
+    }
+    char *keys = cap <= TRACK_KEY_BYTES_MAX ? realloc(t->keys, cap) : NULL;
+    if (keys == NULL) {
+        return -1;
+    }
+    t->keys = keys;
+    t->keys_cap = cap;
+    return 0;
 }
 
 /* Remember the first differing record about a name track_find did not
  * know; past TRACK_ENTRIES_MAX (or out of memory) stop linking and say so
  * in the summary. */
-static void track_add(tracker *t, berth_str name, uint64_t seq) {
-    assert(track_find(t, name) == 0);
-    if (t->map.slots == NULL || name.len == 0 || t->full) {
+static void track_add(tracker *t, berth_str name, uint64_t hash, uint64_t seq) {
+    assert(seq > 0 && track_find(t, name, hash) == 0);
+    if (t->slots == NULL || name.len == 0 || t->full) {
         return;
     }
-    if (t->map.used >= TRACK_ENTRIES_MAX || cli_map_put(&t->map, name, seq) != 0) {
+    if (t->used >= TRACK_ENTRIES_MAX || ((t->used + 1) * 2 > t->cap && track_grow(t) != 0) ||
+        track_key_room(t, name.len) != 0) {
         t->full = true;
+        return;
     }
+    track_slot *e = track_slot_of(t, name, hash);
+    assert(e->seq == 0);
+    e->hash = hash;
+    e->seq = seq;
+    e->key_off = (uint32_t)t->keys_len;
+    e->key_len = name.len;
+    memcpy(t->keys + t->keys_len, name.ptr, name.len);
+    t->keys_len += name.len;
+    t->used++;
 }
 
-typedef struct rejudge_tally {
+/* Counted on the judging thread, where each record is at hand anyway. */
+typedef struct rejudge_counts {
     uint64_t records;
-    uint64_t differ;
     uint64_t policy_records_replaced;
-    uint64_t transitions[BERTH_CODE_COUNT][BERTH_CODE_COUNT];   /* [recorded][rejudged] */
     int64_t instances_recorded;     /* live at the head per the recorded outcomes */
+} rejudge_counts;
+
+/* Counted by the drain hook, from the differences. */
+typedef struct rejudge_tally {
+    uint64_t differ;
+    uint64_t transitions[BERTH_CODE_COUNT][BERTH_CODE_COUNT];   /* [recorded][rejudged] */
 } rejudge_tally;
 
 /* Everything the drain hook keeps between batches. It runs on the feed's
- * thread, in seq order; the caller reads it only after cli_feed_finish. */
+ * thread, in seq order; the caller reads it only after cli_feed_finish.
+ * counts is the judging thread's own. */
 typedef struct rejudge_run {
     const whatif_opts *o;
     tracker track;
     rejudge_tally tally;
+    rejudge_counts counts;
     out_buf out;
     uint64_t feed_cpu_ns;           /* --stats: the feed thread's CPU time */
+    uint64_t prepared_by_feed;      /* --stats: batches decoded and parsed by the feed thread */
+    uint64_t prepared_by_judge;     /* --stats: ... and by the judging thread */
 } rejudge_run;
 
 static const char *code_word(uint32_t code) {
@@ -571,62 +739,71 @@ static void print_difference_json(out_buf *ob, const berth_record *rec, const cl
     ob_str(ob, "}\n");
 }
 
+/* The text lines' lead-ins after the first: a newline, then the SEQ
+ * column's width of spaces (OUT_SEQ_WIDTH), then the words. */
+#define OUT_INDENT "\n          "
+static const char out_now[] = OUT_INDENT " now: ";
+static const char out_was[] = OUT_INDENT " was: ";
+static const char out_follows[] = OUT_INDENT " follows from the changed decision at seq ";
+_Static_assert(sizeof OUT_INDENT - 2 == OUT_SEQ_WIDTH, "the lead-ins indent by the SEQ column");
+_Static_assert(sizeof out_follows - 1 + OUT_U64_DIGITS_MAX + 1 <= OUT_RESERVE_MAX,
+               "the follows line is one reserved run");
+
+/* One difference as text: a few copies, the short fields written in place
+ * (the bytes printf's "%10" PRIu64 " %-10s -> %-10s %s\n" ... gave). */
 static void print_difference_text(out_buf *ob, const berth_record *rec, const cli_feed_note *note,
                                   uint64_t follows) {
-    ob_u64(ob, rec->seq, OUT_SEQ_WIDTH);
-    ob_put(ob, " ", 1);
-    ob_left(ob, code_word(rec->code), OUT_CODE_WIDTH);
-    ob_str(ob, " -> ");
-    ob_left(ob, code_word(note->code), OUT_CODE_WIDTH);
-    ob_put(ob, " ", 1);
+    size_t head_max = OUT_U64_DIGITS_MAX + 1 + OUT_CODE_WORD_LEN_MAX + 4 + OUT_CODE_WORD_LEN_MAX + 1;
+    _Static_assert(OUT_U64_DIGITS_MAX + 1 + OUT_CODE_WORD_LEN_MAX + 4 + OUT_CODE_WORD_LEN_MAX + 1 <=
+                       OUT_RESERVE_MAX, "the head is one reserved run");
+    char *p = ob_reserve(ob, head_max);
+    p = put_u64(p, rec->seq, OUT_SEQ_WIDTH);
+    p = put_lit(p, " ", 1);
+    p = put_code(p, code_word(rec->code), OUT_CODE_WIDTH);
+    p = put_lit(p, " -> ", 4);
+    p = put_code(p, code_word(note->code), OUT_CODE_WIDTH);
+    p = put_lit(p, " ", 1);
+    ob_commit(ob, p, head_max);
     ob_bstr(ob, rec->command);
-    ob_str(ob, "\n");
-    ob_spaces(ob, OUT_SEQ_WIDTH);
-    ob_str(ob, " now: ");
+    ob_put(ob, out_now, sizeof out_now - 1);
     ob_put(ob, note->sentence, note->sentence_len);
-    ob_str(ob, "\n");
     if (rec->code != BERTH_OK) {
-        ob_spaces(ob, OUT_SEQ_WIDTH);
-        ob_str(ob, " was: ");
+        ob_put(ob, out_was, sizeof out_was - 1);
         ob_bstr(ob, rec->sentence);
-        ob_str(ob, "\n");
     }
     if (follows != 0) {
-        ob_spaces(ob, OUT_SEQ_WIDTH);
-        ob_str(ob, " follows from the changed decision at seq ");
-        ob_u64(ob, follows, 0);
-        ob_str(ob, "\n");
+        p = ob_reserve(ob, OUT_RESERVE_MAX);
+        p = put_lit(p, out_follows, sizeof out_follows - 1);
+        ob_commit(ob, put_u64(p, follows, 0), OUT_RESERVE_MAX);
     }
+    ob_put(ob, "\n", 1);
 }
 
-/* The instance a record is about (DEPLOY, RELEASE), from its words. */
-static berth_str record_instance(const berth_record *rec) {
-    /* Only the first two words matter: cut them by hand rather than split all. */
-    const char *p = rec->command.ptr;
-    const char *end = p + rec->command.len;
-    const char *sp = memchr(p, ' ', rec->command.len);
-    if (sp == NULL) {
+/* The instance a record is about (DEPLOY, RELEASE: their second word),
+ * "" for the others, with its hash from the parse. A substituted record
+ * (a POLICY.SET) is about none either way. */
+static berth_str record_instance(const cli_feed_item *item, uint64_t *hash) {
+    berth_cmd_kind kind = item->cmd.kind;
+    if (item->substituted || (kind != BERTH_CMD_DEPLOY && kind != BERTH_CMD_RELEASE)) {
+        *hash = 0;
         return berth_str_make("", 0);
     }
-    berth_str first = berth_str_make(p, (size_t)(sp - p));
-    if (!berth_str_eq_word(first, "DEPLOY") && !berth_str_eq_word(first, "RELEASE")) {
-        return berth_str_make("", 0);
-    }
-    const char *name = sp + 1;
-    const char *name_end = memchr(name, ' ', (size_t)(end - name));
-    return berth_str_make(name, (size_t)((name_end ? name_end : end) - name));
+    assert(item->cmd.name.len > 0);
+    *hash = item->cmd.name_hash;
+    return item->cmd.name;
 }
 
-/* Count one judged record; the differing ones come with their note. */
-static void rejudge_count(rejudge_tally *t, const cli_feed_item *item) {
+/* Count one judged record (the differing ones are counted again, with
+ * their note, by the drain hook). */
+static void rejudge_count(rejudge_counts *c, const cli_feed_item *item) {
     const berth_record *rec = &item->rec;
-    t->records++;
-    t->policy_records_replaced += item->substituted ? 1 : 0;
+    c->records++;
+    c->policy_records_replaced += item->substituted ? 1 : 0;
     if (rec->code == BERTH_OK) {
         /* The recorded history's instance count, from its own outcomes: no
          * second replay needed for the summary. */
         berth_cmd_kind kind = item->substituted ? BERTH_CMD_POLICY_SET : item->cmd.kind;
-        t->instances_recorded += kind == BERTH_CMD_DEPLOY ? 1 : (kind == BERTH_CMD_RELEASE ? -1 : 0);
+        c->instances_recorded += kind == BERTH_CMD_DEPLOY ? 1 : (kind == BERTH_CMD_RELEASE ? -1 : 0);
     }
 }
 
@@ -638,25 +815,34 @@ static void rejudge_differs(rejudge_run *run, const cli_feed_item *item, const c
     if (rec->code < BERTH_CODE_COUNT) {
         run->tally.transitions[rec->code][note->code]++;
     }
-    berth_str instance = record_instance(rec);
-    uint64_t follows = track_find(&run->track, instance);
+    uint64_t hash = 0;
+    berth_str instance = record_instance(item, &hash);
+    /* The parse's hash places the name: a wrong one would lose a link. */
+    assert(instance.len == 0 || hash == berth_name_hash(instance));
+    uint64_t follows = track_find(&run->track, instance, hash);
     if (run->o->json) {
         print_difference_json(&run->out, rec, note, instance, follows);
     } else {
         print_difference_text(&run->out, rec, note, follows);
     }
     if (follows == 0) {
-        track_add(&run->track, instance, rec->seq);
+        track_add(&run->track, instance, hash, rec->seq);
     }
 }
 
-/* The feed's drain hook: the bookkeeping and printing after judging, on the
- * feed's thread, so the judging thread does nothing else. */
+/* The feed's drain hook: the linking and printing of the differences after
+ * judging, on the feed's thread, so the judging thread does little else. */
 static int rejudge_drain(void *ctx, const cli_feed_item *items, uint32_t count,
                          const cli_feed_note *notes, uint32_t note_count, char *err, size_t err_size) {
     rejudge_run *run = ctx;
-    for (uint32_t i = 0; i < count; i++) {
-        rejudge_count(&run->tally, &items[i]);
+    /* The tracker is far bigger than the caches: ask for every slot this
+     * batch will look at before looking at the first. */
+    for (uint32_t n = 0; n < note_count; n++) {
+        assert(notes[n].index < count);
+        uint64_t hash = 0;
+        if (record_instance(&items[notes[n].index], &hash).len > 0) {
+            track_prefetch(&run->track, hash);
+        }
     }
     for (uint32_t n = 0; n < note_count; n++) {
         assert(notes[n].index < count && (n == 0 || notes[n - 1].index < notes[n].index));
@@ -670,8 +856,9 @@ static int rejudge_drain(void *ctx, const cli_feed_item *items, uint32_t count,
 }
 
 /* The judging thread's share of a batch: apply each record under the new
- * policy and note only the ones whose code differs, with their sentence. */
-static int judge_batch(berth_state *state, const cli_feed_batch *batch) {
+ * policy, count it, and note only the ones whose code differs, with their
+ * sentence. */
+static int judge_batch(berth_state *state, const cli_feed_batch *batch, rejudge_counts *counts) {
     static berth_outcome out;
     uint32_t notes = 0;
     for (uint32_t i = 0; i < batch->count; i++) {
@@ -681,6 +868,7 @@ static int judge_batch(berth_state *state, const cli_feed_batch *batch) {
             return cli_fail(CLI_EXIT_FINDING, "CORRUPT", "record %" PRIu64 " cannot be replayed: %s",
                             item->rec.seq, err);
         }
+        rejudge_count(counts, item);
         if ((uint32_t)out.code == item->rec.code) {
             continue;
         }
@@ -744,7 +932,7 @@ static int rejudge_walk(rejudge_run *run, cli_store *store, berth_state *state,
             fprintf(stderr, "%s%s\n", rc == CLI_EXIT_FINDING ? "CORRUPT " : "", err);
             break;
         }
-        rc = judge_batch(state, &batch);
+        rc = judge_batch(state, &batch, &run->counts);
         if (rc != CLI_EXIT_OK) {
             break;
         }
@@ -753,26 +941,28 @@ static int rejudge_walk(rejudge_run *run, cli_store *store, berth_state *state,
     cli_progress_end(&progress);
     if (rc == CLI_EXIT_OK) {
         run->feed_cpu_ns = cli_feed_thread_cpu_ns(feed);
+        run->prepared_by_feed = cli_feed_batches_prepared_by_feed(feed);
+        run->prepared_by_judge = cli_feed_batches_prepared_by_caller(feed);
     }
     cli_feed_stop(feed);
-    assert(rc != CLI_EXIT_OK || run->tally.records == store->head_seq);
+    assert(rc != CLI_EXIT_OK || run->counts.records == store->head_seq);
     return rc;
 }
 
-static void print_rejudge_summary(const whatif_opts *o, const rejudge_tally *t,
+static void print_rejudge_summary(const whatif_opts *o, const rejudge_counts *c, const rejudge_tally *t,
                                   const berth_state *rejudged, bool track_full) {
     if (o->json) {
         printf("{\"type\":\"summary\",\"records\":%" PRIu64 ",\"differ\":%" PRIu64
                ",\"policy_records_replaced\":%" PRIu64 ",\"instances_recorded\":%" PRId64
                ",\"instances_rejudged\":%zu,\"transitions\":[",
-               t->records, t->differ, t->policy_records_replaced,
-               t->instances_recorded, berth_state_instance_count(rejudged));
+               c->records, t->differ, c->policy_records_replaced,
+               c->instances_recorded, berth_state_instance_count(rejudged));
     } else {
         printf("\nrejudged %" PRIu64 " records (%" PRIu64 " POLICY.SET records replaced): %" PRIu64
                " decisions differ\n",
-               t->records, t->policy_records_replaced, t->differ);
+               c->records, c->policy_records_replaced, t->differ);
         printf("instances at the head: %" PRId64 " recorded, %zu under the new policy\n",
-               t->instances_recorded, berth_state_instance_count(rejudged));
+               c->instances_recorded, berth_state_instance_count(rejudged));
     }
     bool first = true;
     for (uint32_t was = 0; was < BERTH_CODE_COUNT; was++) {
@@ -802,7 +992,7 @@ static void print_rejudge_summary(const whatif_opts *o, const rejudge_tally *t,
 static int rejudge_run_init(rejudge_run *run, const whatif_opts *o) {
     memset(run, 0, sizeof *run);
     run->o = o;
-    run->track.full = cli_map_init(&run->track.map, TRACK_ENTRIES_INITIAL) != 0;
+    run->track.full = track_init(&run->track) != 0;
     run->out.file = stdout;
     run->out.bytes = malloc(OUT_BUF_BYTES);
     if (run->out.bytes == NULL) {
@@ -812,9 +1002,7 @@ static int rejudge_run_init(rejudge_run *run, const whatif_opts *o) {
 }
 
 static void rejudge_run_free(rejudge_run *run) {
-    if (run->track.map.slots != NULL) {
-        cli_map_free(&run->track.map);
-    }
+    track_free(&run->track);
     free(run->out.bytes);
     run->out.bytes = NULL;
 }
@@ -845,12 +1033,14 @@ static int whatif_rejudge(const whatif_opts *o, cli_store *store) {
         /* Figures on stderr only: the clock never reaches stdout. */
         double secs = (double)(cli_monotonic_ns() - start_ns) / 1e9;
         fprintf(stderr, "rejudge: %" PRIu64 " records in %.3f s = %.0f records/s (CPU: judging thread %.3f s, "
-                "feed thread %.3f s)\n", run.tally.records, secs,
-                secs > 0 ? (double)run.tally.records / secs : 0.0,
+                "feed thread %.3f s)\n", run.counts.records, secs,
+                secs > 0 ? (double)run.counts.records / secs : 0.0,
                 (double)(cli_feed_own_cpu_ns() - start_cpu_ns) / 1e9, (double)run.feed_cpu_ns / 1e9);
+        fprintf(stderr, "rejudge: batches decoded and parsed by the judging thread %" PRIu64
+                ", by the feed thread %" PRIu64 "\n", run.prepared_by_judge, run.prepared_by_feed);
     }
     if (rc == CLI_EXIT_OK) {
-        print_rejudge_summary(o, &run.tally, state, run.track.full);
+        print_rejudge_summary(o, &run.counts, &run.tally, state, run.track.full);
     }
     bool differ = run.tally.differ > 0;
     rejudge_run_free(&run);

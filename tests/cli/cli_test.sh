@@ -258,6 +258,90 @@ case_rejudge() {
     expect_exit 2 "$BERTH" whatif --data data --rejudge
 }
 
+# rejudge on a generated journal of ~30,000 records (over a hundred
+# batches of the feed, thousands of differences), against an oracle that
+# shares none of rejudge's machinery: the journal's own commands, each
+# POLICY.SET replaced by the new policy, run as a what-if scenario from the
+# empty state (scenario mode: one berth_state_apply per line, no feed, no
+# tracker). The journal opens with a POLICY.SET, so "the policy in force
+# from before seq 1" is that line's replacement in both. Then the build
+# whose feed thread prepares every batch and the one whose judging thread
+# prepares them all (both with a tiny tracker and output buffer, so they
+# grow and flush here) must print the default build's bytes, text and JSON,
+# and all three must stop at the same record when one does not parse.
+case_rejudge_large() {
+    FEED_BERTH=${6:-}
+    CALLER_BERTH=${7:-}
+    [ -x "$FEED_BERTH" ] && [ -x "$CALLER_BERTH" ] || fail "the two prepare builds are missing"
+    expect_exit 0 "$BERTH" gen --workers 40 --ops 30000 --seed 11 --distributed-fraction 0.5
+    mv out.txt gen.scenario
+    # A marker worker two thousand-odd records in, to corrupt at the end.
+    { echo "POLICY.SET EXCLUSIVE vllm"; sed -n '1,3000p' gen.scenario
+      echo "WORKER.ADD zzmarkzz GPUS 8"; sed -n '3001,$p' gen.scenario; } >journal.scenario
+    "$MKJOURNAL" --data data --scenario journal.scenario --batch 256 >mk.txt 2>mk.err ||
+        fail "mkjournal: $(cat mk.err)"
+    HEAD_SEQ=$(awk '$1 == "head" { print $2 }' mk.txt)
+    [ "$HEAD_SEQ" -gt 20000 ] || fail "generated journal too short: $HEAD_SEQ records"
+    expect_exit 0 "$BERTH" journal dump --data data --json
+    mv out.txt dump.json
+    # seq, recorded code and command of every record; the oracle's scenario.
+    awk -F'"' '{ s = $3; gsub(/[:,]/, "", s); print s, $24, $20 }' dump.json >records.txt
+    awk -F'"' '{ c = $20; if (c ~ /^POLICY\.SET /) c = "POLICY.SET EXCLUSIVE vllm sglang"
+                 print c ($16 != "" ? " REQID " $16 : "") }' dump.json >oracle.scenario
+    expect_exit 0 "$BERTH" whatif --data data --at 0 --scenario oracle.scenario --json
+    mv out.txt oracle.json
+    grep -q '"type":"summary","at":0,"commands":'"$HEAD_SEQ"',.*"retries":0,' oracle.json ||
+        fail "the oracle did not apply every record once: $(grep summary oracle.json)"
+    # The differences the oracle implies, with the follows-from links
+    # worked out from their definition.
+    grep '"type":"outcome"' oracle.json | awk -F'"' '{ s = $9; gsub(/[:,]/, "", s); print s, $12, $20 }' \
+        >oracle.txt
+    [ "$(wc -l <oracle.txt)" -eq "$HEAD_SEQ" ] || fail "the oracle answered $(wc -l <oracle.txt) lines"
+    paste -d '|' records.txt oracle.txt | awk -F'|' '{
+            split($1, r, " "); split($2, o, " ")
+            if (r[1] != o[1]) { print "seq mismatch " r[1] " " o[1]; exit 1 }
+            if (r[2] == o[2]) next
+            inst = (r[3] == "DEPLOY" || r[3] == "RELEASE") ? r[4] : ""
+            follows = (inst != "" && inst in first) ? first[inst] : 0
+            if (inst != "" && follows == 0) first[inst] = r[1]
+            sentence = $2; sub(/^[^ ]* [^ ]* /, "", sentence)
+            print r[1] ":" r[2] ":" o[2] ":" follows ":" sentence }' >want.txt ||
+        fail "the oracle's seqs are not the journal's: $(tail -1 want.txt)"
+    [ "$(wc -l <want.txt)" -gt 2000 ] || fail "only $(wc -l <want.txt) differences: the test proves little"
+    LINKS=$(awk -F: '$4 != 0' want.txt | wc -l)
+    [ "$LINKS" -gt 100 ] || fail "only $LINKS follows-from links in the oracle's differences"
+    for b in "$BERTH" "$FEED_BERTH" "$CALLER_BERTH"; do
+        expect_exit 0 "$b" whatif --data data --policy EXCLUSIVE=vllm,sglang --rejudge --json
+        grep '"type":"differs"' out.txt | awk -F'"' '{ s = $7; gsub(/[:,]/, "", s); f = $35; gsub(/[:}]/, "", f)
+                                                      print s ":" $16 ":" $20 ":" f ":" $28 }' >got.txt
+        cmp -s got.txt want.txt || { diff got.txt want.txt | head -5 >&2; fail "$b: differences differ from the oracle's"; }
+        grep -q '"records":'"$HEAD_SEQ"',"differ":'"$(wc -l <want.txt)"',' out.txt ||
+            fail "$b: summary $(grep summary out.txt)"
+        [ "$(grep '"type":"summary"' out.txt | json_field instances_rejudged)" = \
+          "$(grep '"type":"state"' oracle.json | json_field instances)" ] || fail "$b: instances at the head"
+        mv out.txt "$(basename "$b").json"
+        expect_exit 0 "$b" whatif --data data --policy EXCLUSIVE=vllm,sglang --rejudge
+        mv out.txt "$(basename "$b").txt"
+    done
+    for f in "$(basename "$FEED_BERTH")" "$(basename "$CALLER_BERTH")"; do
+        cmp -s "$f.json" "$(basename "$BERTH").json" || fail "$f prints other JSON than the default build"
+        cmp -s "$f.txt" "$(basename "$BERTH").txt" || fail "$f prints other text than the default build"
+    done
+    # The text lists the JSON's differences, with as many follows-from lines.
+    awk '$3 == "->" { print $1 ":" $2 ":" $4 }' "$(basename "$BERTH").txt" >text.txt
+    cut -d: -f1-3 want.txt | cmp -s - text.txt || fail "the text lists other differences than the JSON"
+    [ "$(grep -c 'follows from the changed decision at seq' "$(basename "$BERTH").txt")" = "$LINKS" ] ||
+        fail "the text has another number of follows-from lines"
+    # A record that does not parse stops every build at that record.
+    mark=$(grep '"command":"WORKER.ADD zzmarkzz ' dump.json | json_field seq)
+    [ "$mark" -gt 2000 ] || fail "the marker is at seq '$mark'"
+    perl -0777 -pi -e 's/zzmarkzz/zz!arkzz/g' data/data.mdb || fail "perl could not flip the byte"
+    for b in "$BERTH" "$FEED_BERTH" "$CALLER_BERTH"; do
+        expect_exit 1 "$b" whatif --data data --policy EXCLUSIVE=vllm,sglang --rejudge
+        grep -q "^CORRUPT record $mark's command does not parse" err.txt || fail "$b: $(cat err.txt)"
+    done
+}
+
 case_timeline() {
     make_gen_journal
     expect_exit 0 "$BERTH" timeline --data data --out all.svg --rows-per-group 8
@@ -392,6 +476,9 @@ case_vs_berthd() {
 case "$CASE" in
     gen|dump_replay|at_time|verify_corrupt|whatif_readonly|whatif_scenario|rejudge|timeline|history_status|usage|vs_berthd)
         "case_$CASE"
+        ;;
+    rejudge_large)
+        case_rejudge_large "$@"
         ;;
     *)
         fail "unknown case"
