@@ -59,19 +59,11 @@ for ((round = 1; round <= rounds; round++)); do
     start_berthd
     dump_journal >"$TMP/journal.$round"
     # Acknowledged: line k of ack answers line k of in.
-    for ((c = 0; c < clients; c++)); do
-        paste -d '\t' "$TMP/ack.$round.$c" \
-            <(head -n "$(wc -l <"$TMP/ack.$round.$c")" "$TMP/in.$round.$c" | sed 's/ REQID .*//')
-    done >"$TMP/acked.$round"
+    acked_pairs "$round" $(seq 0 $((clients - 1))) >"$TMP/acked.$round"
     acked_check "round $round" "$TMP/journal.$round" "$TMP/acked.$round" >"$TMP/check.$round" \
         || fail "round $round: $(head -n 10 "$TMP/check.$round")"
     note "$(tail -n 1 "$TMP/check.$round")"
-    watched=$(grep -c '' "$TMP/watched.$round")
-    [ "$watched" -gt 0 ] || fail "round $round: the watcher saw no record"
-    awk -F '\t' 'FILENAME == ARGV[1] { cmd[$1] = $3; next }
-        !($1 in cmd) || cmd[$1] != $2 { print "watched seq " $1 " [" $2 "] not durable: [" cmd[$1] "]"; bad = 1 }
-        END { exit bad }' "$TMP/journal.$round" "$TMP/watched.$round" >"$TMP/watchcheck.$round" \
-        || fail "round $round: $(head -n 3 "$TMP/watchcheck.$round")"
+    watched_durable "round $round" "$TMP/journal.$round" "$TMP/watched.$round"
     note "round $round: $watched records a watcher saw before the kill are all durable"
 
     # Retries with the same REQIDs: the acknowledged replies again, and the

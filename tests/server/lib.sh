@@ -204,3 +204,28 @@ acked_check() {
             printf "%s: %d acknowledged seqs, %d acknowledged refusals checked\n", label, ok, refused
             exit bad > 0 }' "$2" "$3"
 }
+
+# acked_pairs ROUND SOURCE...: what berthd acknowledged, as acked_check reads
+# it. Line k of $TMP/ack.ROUND.SOURCE is the reply to line k of
+# $TMP/in.ROUND.SOURCE; a command without a reply was in flight.
+acked_pairs() {
+    local round=$1 s
+    shift
+    for s in "$@"; do
+        paste -d '\t' "$TMP/ack.$round.$s" \
+            <(head -n "$(wc -l <"$TMP/ack.$round.$s")" "$TMP/in.$round.$s" | sed 's/ REQID .*//')
+    done
+}
+
+# watched_durable LABEL JOURNAL WATCHED: every record a WATCH client saw
+# ("seq<TAB>command") is in JOURNAL with that command; fails the test when
+# none were seen or one is missing. Sets watched to how many were seen (not
+# printed: fail must not run in a command substitution's subshell).
+watched_durable() {
+    watched=$(grep -c '' "$3")
+    [ "$watched" -gt 0 ] || fail "$1: the watcher saw no record"
+    awk -F '\t' 'FILENAME == ARGV[1] { cmd[$1] = $3; next }
+        !($1 in cmd) || cmd[$1] != $2 { print "watched seq " $1 " [" $2 "] not durable: [" cmd[$1] "]"; bad = 1 }
+        END { exit bad }' "$2" "$3" >"$3.check" \
+        || fail "$1: $(head -n 3 "$3.check")"
+}

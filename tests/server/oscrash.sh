@@ -96,19 +96,11 @@ for ((round = 1; round <= rounds; round++)); do
 
     start_berthd       # on the image, without the shim
     dump_journal >"$TMP/journal.$round"
-    for s in b $(seq 0 $((clients - 1))); do
-        paste -d '\t' "$TMP/ack.$round.$s" \
-            <(head -n "$(wc -l <"$TMP/ack.$round.$s")" "$TMP/in.$round.$s" | sed 's/ REQID .*//')
-    done >"$TMP/acked.$round"
+    acked_pairs "$round" b $(seq 0 $((clients - 1))) >"$TMP/acked.$round"
     acked_check "round $round" "$TMP/journal.$round" "$TMP/acked.$round" >"$TMP/check.$round" \
         || fail "round $round, after the OS crash: $(head -n 10 "$TMP/check.$round")"
     note "$(tail -n 1 "$TMP/check.$round") after an OS crash"
-    watched=$(grep -c '' "$TMP/watched.$round")
-    [ "$watched" -gt 0 ] || fail "round $round: the watcher saw no record"
-    awk -F '\t' 'FILENAME == ARGV[1] { cmd[$1] = $3; next }
-        !($1 in cmd) || cmd[$1] != $2 { print "watched seq " $1 " [" $2 "] not durable: [" cmd[$1] "]"; bad = 1 }
-        END { exit bad }' "$TMP/journal.$round" "$TMP/watched.$round" >"$TMP/watchcheck.$round" \
-        || fail "round $round: $(head -n 3 "$TMP/watchcheck.$round")"
+    watched_durable "round $round" "$TMP/journal.$round" "$TMP/watched.$round"
     note "round $round: the $watched records a watcher saw survived the OS crash"
     expect_verify_ok "round $round: JOURNAL.VERIFY after the OS crash"
     stop_berthd
