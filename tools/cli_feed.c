@@ -66,6 +66,7 @@ struct cli_feed {
     uint64_t drained;                  /* chunks the caller has finished */
     bool done;                         /* the feed thread published its last chunk */
     bool stop;                         /* the caller gave up: the feed thread should too */
+    bool failed_drained;               /* the caller met a failed record: hook what it finished, read no more */
     bool hook_failed;                  /* the drain hook said no: hook_err says why */
     char hook_err[CLI_ERR_LEN_MAX];
     /* The feed thread's own: */
@@ -142,10 +143,11 @@ static bool prepare_item(const cli_feed_options *o, cli_feed_item *item, berth_s
     uint64_t seq = item->rec.seq;
     /* As berth_journal_cursor_next decodes: the record must say the seq it
      * is stored under; then that must be the seq that comes next. */
-    if (berth_record_decode(item->raw, item->raw_len, &item->rec, NULL, 0) != BERTH_J_OK ||
-        item->rec.seq != item->raw_seq) {
+    berth_jerr jerr = berth_record_decode(item->raw, item->raw_len, &item->rec, NULL, 0);
+    if (jerr != BERTH_J_OK || item->rec.seq != item->raw_seq) {
         item->rec.seq = seq;
-        unreadable(seq, berth_jerr_name(BERTH_J_CORRUPT), err, err_size);
+        /* NOMEM is the decoder's, not the journal's fault: say which. */
+        unreadable(seq, berth_jerr_name(jerr != BERTH_J_OK ? jerr : BERTH_J_CORRUPT), err, err_size);
         return false;
     }
     if (item->rec.seq != seq) {
@@ -222,19 +224,25 @@ static void fill_and_publish(cli_feed *feed, berth_journal_cursor *cursor, berth
 
 /* Wait until there is work for the feed thread: a drained chunk to hook, a
  * free chunk to fill, or the end. Returns the drained count (the chunks
- * the caller finished), or false in *go when the caller stopped the feed. */
-static uint64_t wait_work(cli_feed *feed, bool *go) {
+ * the caller finished), or false in *go when the caller stopped the feed or
+ * everything it judged before a failed record is hooked; *fill false once
+ * the caller met a failed record. */
+static uint64_t wait_work(cli_feed *feed, bool *go, bool *fill) {
     lock(&feed->lock);
     for (;;) {
         bool hook_work = feed->hooked < feed->drained;
-        bool fill_work = !feed->last && feed->filled - feed->hooked < FEED_CHUNKS;
-        bool all_hooked = feed->last && feed->hooked == feed->filled;
+        bool fill_work = !feed->last && !feed->failed_drained &&
+                         feed->filled - feed->hooked < FEED_CHUNKS;
+        bool all_hooked = (feed->last && feed->hooked == feed->filled) ||
+                          (feed->failed_drained && feed->hooked == feed->drained);
         if (feed->stop || hook_work || fill_work || all_hooked) {
             break;
         }
         wait_on(&feed->can_fill, &feed->lock);
     }
-    *go = !feed->stop;
+    /* After a failed record: once its chunk is hooked, nothing is left. */
+    *go = !feed->stop && !(feed->failed_drained && feed->hooked == feed->drained);
+    *fill = !feed->failed_drained;
     uint64_t drained = feed->drained;
     unlock(&feed->lock);
     return drained;
@@ -247,7 +255,7 @@ static bool run_hooks(cli_feed *feed, uint64_t drained) {
         const feed_chunk *chunk = &feed->chunks[feed->hooked % FEED_CHUNKS];
         char err[CLI_ERR_LEN_MAX] = "";
         assert(chunk->note_count <= chunk->count);
-        if (o->drain == NULL || o->drain(o->drain_ctx, chunk->items, chunk->count, chunk->notes,
+        if (o->drain == NULL || chunk->count == 0 || o->drain(o->drain_ctx, chunk->items, chunk->count, chunk->notes,
                                          chunk->note_count, err, sizeof err) == 0) {
             continue;
         }
@@ -268,11 +276,12 @@ static void *feeder_main(void *arg) {
     uint64_t seq = feed->options.from;
     for (;;) {
         bool go = false;
-        uint64_t drained = wait_work(feed, &go);
+        bool fill = false;
+        uint64_t drained = wait_work(feed, &go, &fill);
         if (!go || !run_hooks(feed, drained) || (feed->last && feed->hooked == feed->filled)) {
             break;
         }
-        if (!feed->last && feed->filled - feed->hooked < FEED_CHUNKS) {
+        if (fill && !feed->last && feed->filled - feed->hooked < FEED_CHUNKS) {
             /* drained is a moment ago's: the caller may have finished more
              * since, which only makes this chunk's share the caller's. */
             fill_and_publish(feed, cursor, open_err, &seq, feed->filled - drained);
@@ -306,12 +315,16 @@ int cli_feed_start(cli_feed **out, berth_journal_reader *reader, const cli_feed_
     return CLI_EXIT_OK;
 }
 
-/* Hand the caller's batch back to the feed thread for its hook. */
-static void release_chunk(cli_feed *feed) {
+/* Hand the caller's batch back to the feed thread for its hook; failed: it
+ * ends at a record that failed, so nothing after it will be judged (the
+ * failure may have been found by the caller's prepare, after the feed
+ * thread published more chunks). */
+static void release_chunk(cli_feed *feed, bool failed) {
     assert(feed->holding);
     lock(&feed->lock);
     feed->drained++;
     feed->holding = false;
+    feed->failed_drained = feed->failed_drained || failed;
     signal_one(&feed->can_fill);
     unlock(&feed->lock);
 }
@@ -335,11 +348,16 @@ int cli_feed_next(cli_feed *feed, cli_feed_batch *batch, char *err, size_t err_s
     assert(feed != NULL && batch != NULL && err != NULL);
     if (feed->holding) {
         const feed_chunk *held = &feed->chunks[feed->drained % FEED_CHUNKS];
-        if (held->failed) {
+        bool failed = held->failed;
+        if (failed) {
             snprintf(err, err_size, "%s", held->err);
+        }
+        /* A failed chunk's records before the failure were judged: its
+         * hook runs too, so cli_feed_finish sees every judged record. */
+        release_chunk(feed, failed);
+        if (failed) {
             return -1;
         }
-        release_chunk(feed);
     }
     int got = take_chunk(feed, err, err_size);
     if (got <= 0) {
@@ -354,6 +372,7 @@ int cli_feed_next(cli_feed *feed, cli_feed_batch *batch, char *err, size_t err_s
     if (chunk->count == 0) {
         assert(chunk->failed);
         snprintf(err, err_size, "%s", chunk->err);
+        release_chunk(feed, true);   /* nothing to judge; the feed thread can end */
         return -1;
     }
     chunk->note_count = 0;
@@ -371,7 +390,8 @@ int cli_feed_finish(cli_feed *feed, char *err, size_t err_size) {
     assert(rc == 0);
     (void)rc;
     feed->joined = true;
-    assert(feed->hook_failed || (feed->done && feed->hooked == feed->filled));
+    assert(feed->hook_failed || (feed->done && feed->hooked == feed->filled) ||
+           (feed->failed_drained && feed->hooked == feed->drained));
     if (feed->hook_failed) {
         snprintf(err, err_size, "%s", feed->hook_err);
         return -1;

@@ -81,8 +81,10 @@ int cli_feed_start(cli_feed **out, berth_journal_reader *reader, const cli_feed_
  * left undone (it leaves them when it is not far ahead); the batch ends
  * before a record that fails, and the next call reports it. */
 int cli_feed_next(cli_feed *feed, cli_feed_batch *batch, char *err, size_t err_size);
-/* After cli_feed_next returned 0: wait until the drain hook has seen every
- * batch. 0, or -1 with the hook's err. */
+/* After cli_feed_next returned 0, or -1 for a record that cannot be read or
+ * parsed: wait until the drain hook has seen every batch handed out (so
+ * what it printed does not depend on the threads' timing). 0, or -1 with
+ * the hook's err. */
 int cli_feed_finish(cli_feed *feed, char *err, size_t err_size);
 /* Stop the feed thread (at once if it is still reading) and free the feed. */
 void cli_feed_stop(cli_feed *feed);

@@ -900,6 +900,25 @@ static int rejudge_finish(rejudge_run *run, cli_feed *feed) {
     return CLI_EXIT_OK;
 }
 
+/* A record that cannot be read or parsed, or the hook's error (err): the
+ * differences before it are printed whatever the threads' timing, then the
+ * error. The hook fails only to write (its error says IO); after the join
+ * its write error can be read without the feed's lock. */
+static int rejudge_stop_at_error(rejudge_run *run, cli_feed *feed, const char *err) {
+    char hook_err[CLI_ERR_LEN_MAX] = "";
+    if (cli_feed_finish(feed, hook_err, sizeof hook_err) != 0) {
+        fprintf(stderr, "%s\n", hook_err);
+        return CLI_EXIT_USAGE;
+    }
+    ob_flush(&run->out);
+    if (run->out.write_errno != 0) {
+        return cli_fail(CLI_EXIT_USAGE, "IO", "cannot write the differences: %s",
+                        strerror(run->out.write_errno));
+    }
+    fprintf(stderr, "CORRUPT %s\n", err);
+    return CLI_EXIT_FINDING;
+}
+
 /* Every record from genesis: decoded and parsed on the feed's thread,
  * judged here in order under the alternative policy, counted and printed
  * back on the feed's thread. */
@@ -927,9 +946,7 @@ static int rejudge_walk(rejudge_run *run, cli_store *store, berth_state *state,
             break;
         }
         if (got < 0) {
-            /* The hook's own errors carry their code word. */
-            rc = run->out.write_errno != 0 ? CLI_EXIT_USAGE : CLI_EXIT_FINDING;
-            fprintf(stderr, "%s%s\n", rc == CLI_EXIT_FINDING ? "CORRUPT " : "", err);
+            rc = rejudge_stop_at_error(run, feed, err);
             break;
         }
         rc = judge_batch(state, &batch, &run->counts);

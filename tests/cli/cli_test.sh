@@ -336,9 +336,16 @@ case_rejudge_large() {
     mark=$(grep '"command":"WORKER.ADD zzmarkzz ' dump.json | json_field seq)
     [ "$mark" -gt 2000 ] || fail "the marker is at seq '$mark'"
     perl -0777 -pi -e 's/zzmarkzz/zz!arkzz/g' data/data.mdb || fail "perl could not flip the byte"
+    # Every build prints exactly the differences before that record, in
+    # whichever thread's timing: the start of the full run's text.
     for b in "$BERTH" "$FEED_BERTH" "$CALLER_BERTH"; do
         expect_exit 1 "$b" whatif --data data --policy EXCLUSIVE=vllm,sglang --rejudge
         grep -q "^CORRUPT record $mark's command does not parse" err.txt || fail "$b: $(cat err.txt)"
+        want=$(awk -v mark="$mark" '$1 + 0 >= mark { exit } { n += length($0) + 1 } END { print n + 0 }' \
+            "$(basename "$BERTH").txt")
+        [ "$want" -gt 0 ] || fail "no difference before the marker at seq $mark"
+        head -c "$want" "$(basename "$BERTH").txt" | cmp -s - out.txt ||
+            fail "$b printed $(wc -c <out.txt) bytes before the unparsable record, not the $want the full run printed"
     done
 }
 
