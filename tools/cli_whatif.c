@@ -43,6 +43,9 @@
 #ifndef OUT_BUF_BYTES
 #define OUT_BUF_BYTES (1u << 20)          /* rejudge output gathered before one fwrite */
 #endif
+/* The stores double from their first size, so none may start empty. */
+_Static_assert(TRACK_SLOTS_INITIAL > 0 && TRACK_KEY_BYTES_INITIAL > 0 && OUT_BUF_BYTES > 0,
+               "the tracker and the output buffer need a nonzero first size");
 #define OUT_U64_DIGITS_MAX 20             /* decimal digits of UINT64_MAX */
 #define OUT_ESCAPE_LEN_MAX 8              /* "\u001f" and its NUL */
 #define OUT_SEQ_WIDTH 10                  /* the SEQ column */
