@@ -905,18 +905,12 @@ static int rejudge_finish(rejudge_run *run, cli_feed *feed) {
 
 /* A record that cannot be read or parsed, or the hook's error (err): the
  * differences before it are printed whatever the threads' timing, then the
- * error. The hook fails only to write (its error says IO); after the join
- * its write error can be read without the feed's lock. */
+ * error. The hook fails only to write (its error says IO), which
+ * rejudge_finish reports instead. */
 static int rejudge_stop_at_error(rejudge_run *run, cli_feed *feed, const char *err) {
-    char hook_err[CLI_ERR_LEN_MAX] = "";
-    if (cli_feed_finish(feed, hook_err, sizeof hook_err) != 0) {
-        fprintf(stderr, "%s\n", hook_err);
-        return CLI_EXIT_USAGE;
-    }
-    ob_flush(&run->out);
-    if (run->out.write_errno != 0) {
-        return cli_fail(CLI_EXIT_USAGE, "IO", "cannot write the differences: %s",
-                        strerror(run->out.write_errno));
+    int rc = rejudge_finish(run, feed);
+    if (rc != CLI_EXIT_OK) {
+        return rc;
     }
     fprintf(stderr, "CORRUPT %s\n", err);
     return CLI_EXIT_FINDING;
