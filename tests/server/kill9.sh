@@ -19,11 +19,7 @@ start_berthd
 for ((round = 1; round <= rounds; round++)); do
     # A watcher sees records only once they are durable: everything it
     # saw must survive the kill.
-    mkfifo "$TMP/watch.$round.in"
-    nc 127.0.0.1 "$PORT" <"$TMP/watch.$round.in" >"$TMP/watch.$round" &
-    watch_pid=$!; bg_pids+=($watch_pid)
-    exec {watch_fd}>"$TMP/watch.$round.in"
-    printf 'WATCH 0\r\n' >&"$watch_fd"
+    watch_start "$round"
     # Client c's commands: add a worker, deploy on it, and every fifth step a
     # RELEASE of an instance that never existed (an acknowledged refusal).
     pids=()
@@ -45,13 +41,7 @@ for ((round = 1; round <= rounds; round++)); do
     done
     if [ "$round" = 2 ]; then stop_berthd; else kill9_berthd; fi
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
-    exec {watch_fd}>&-
-    kill "$watch_pid" 2>/dev/null; wait "$watch_pid" 2>/dev/null
-    # The watcher's records as "seq<TAB>command" (RESP2 arrays through nc).
-    tr -d '\r' <"$TMP/watch.$round" | awk '
-        want == "seq" { sub(/^:/, ""); seq = $0; want = ""; next }
-        want == "command" { if ($0 ~ /^\$/) next; print seq "\t" $0; want = ""; next }
-        $0 == "seq" { want = "seq" } $0 == "command" { want = "command" }' >"$TMP/watched.$round"
+    watch_end "$round"
     acked=$(cat "$TMP"/ack.$round.* | wc -l)
     [ "$acked" -gt 0 ] || fail "round $round: no client got a reply before the kill"
     [ "$acked" -lt $((clients * per_client)) ] || fail "round $round: the kill came after every command"

@@ -229,3 +229,24 @@ watched_durable() {
         END { exit bad }' "$2" "$3" >"$3.check" \
         || fail "$1: $(head -n 3 "$3.check")"
 }
+
+# watch_start ROUND: a raw WATCH 0 client (nc, RESP2) writing to
+# $TMP/watch.ROUND; sets watch_pid and watch_fd for watch_end.
+watch_start() {
+    mkfifo "$TMP/watch.$1.in"
+    nc 127.0.0.1 "$PORT" <"$TMP/watch.$1.in" >"$TMP/watch.$1" &
+    watch_pid=$!; bg_pids+=($watch_pid)
+    exec {watch_fd}>"$TMP/watch.$1.in"
+    printf 'WATCH 0\r\n' >&"$watch_fd"
+}
+
+# watch_end ROUND: stop the watcher and write the records it saw, as
+# "seq<TAB>command", to $TMP/watched.ROUND (watched_durable's input).
+watch_end() {
+    exec {watch_fd}>&-
+    kill "$watch_pid" 2>/dev/null; wait "$watch_pid" 2>/dev/null
+    tr -d '\r' <"$TMP/watch.$1" | awk '
+        want == "seq" { sub(/^:/, ""); seq = $0; want = ""; next }
+        want == "command" { if ($0 ~ /^\$/) next; print seq "\t" $0; want = ""; next }
+        $0 == "seq" { want = "seq" } $0 == "command" { want = "command" }' >"$TMP/watched.$1"
+}

@@ -66,11 +66,7 @@ for ((round = 1; round <= rounds; round++)); do
     note "round $round: a pipelined burst of $burst commands got every reply"
 
     # The stream, a watcher, and the crash.
-    mkfifo "$TMP/watch.$round.in"
-    nc 127.0.0.1 "$PORT" <"$TMP/watch.$round.in" >"$TMP/watch.$round" &
-    watch_pid=$!; bg_pids+=($watch_pid)
-    exec {watch_fd}>"$TMP/watch.$round.in"
-    printf 'WATCH 0\r\n' >&"$watch_fd"
+    watch_start "$round"
     pids=()
     for ((c = 0; c < clients; c++)); do
         commands "$round" "k$c" "$per_client" >"$TMP/in.$round.$c"
@@ -84,12 +80,7 @@ for ((round = 1; round <= rounds; round++)); do
     done
     os_crash
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
-    exec {watch_fd}>&-
-    kill "$watch_pid" 2>/dev/null; wait "$watch_pid" 2>/dev/null
-    tr -d '\r' <"$TMP/watch.$round" | awk '
-        want == "seq" { sub(/^:/, ""); seq = $0; want = ""; next }
-        want == "command" { if ($0 ~ /^\$/) next; print seq "\t" $0; want = ""; next }
-        $0 == "seq" { want = "seq" } $0 == "command" { want = "command" }' >"$TMP/watched.$round"
+    watch_end "$round"
     acked=$(cat "$TMP"/ack.$round.[0-9]* | wc -l)
     [ "$acked" -gt 0 ] || fail "round $round: no client got a reply before the crash"
     [ "$acked" -lt $((clients * per_client)) ] || fail "round $round: the crash came after every command"
