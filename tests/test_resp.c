@@ -138,6 +138,25 @@ START_TEST(bulk_length_limits) {
 }
 END_TEST
 
+/* Headers of every width parse to their value: the one-pass common case
+ * and the checked path must agree. */
+START_TEST(header_widths) {
+#define LIT(s) s, sizeof s - 1
+    resp_result res;
+    ck_assert_int_eq(parse(LIT("*1\r\n$03\r\nabc\r\n"), &res), RESP_COMMAND);
+    assert_arg(0, "abc");
+    assert_error(LIT("*1\r\n$999999999999999999\r\n"), "bulk length 999999999999999999 exceeds");
+    assert_error(LIT("*1\r\n$1000000000000000000\r\n"), "expected 1 to 18 digits");
+    assert_error(LIT("*000000000000000017\r\n"), "17 arguments exceed");
+    assert_error(LIT("*1\r\n$1x\r\n"), "'x' is not a digit");
+    assert_error(LIT("*1\r\n$1\rx\r\n"), "CR not followed by LF");
+    ck_assert_int_eq(parse(LIT("*1\r\n$12"), &res), RESP_NEED_MORE);
+    ck_assert_int_eq(parse(LIT("*1\r\n$12\r"), &res), RESP_NEED_MORE);
+    assert_prefixes_need_more(LIT("*1\r\n$12\r\n012345678901\r\n"));
+#undef LIT
+}
+END_TEST
+
 START_TEST(multibulk_limits) {
     assert_error("*17\r\n", 5, "17 arguments exceed the limit of 16");
     assert_error("*2147483648\r\n", 13, "exceed the limit");
@@ -404,6 +423,9 @@ static Suite *resp_suite(void) {
     tcase_add_test(writer, reply_resp2_degrades);
     tcase_add_test(writer, reply_resp3_types);
     tcase_add_test(writer, reply_growth_and_consume);
+    tcase_add_test(writer, reply_number_widths);
+    tcase_add_test(writer, reply_bulk_widths);
+    tcase_add_test(writer, reply_small_at_capacity);
     suite_add_tcase(s, writer);
     return s;
 }
