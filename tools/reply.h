@@ -21,6 +21,7 @@
 
 #define REPLY_CAP_INITIAL 4096          /* first allocation, bytes */
 #define REPLY_ERROR_LEN_MAX 2048        /* one error line, bytes incl. code and CRLF */
+#define REPLY_LIT_LEN_MAX 99            /* reply_bulk_lit: a length of two digits at most */
 
 typedef struct reply_buf {
     char *data;         /* owned; NULL until the first reply */
@@ -91,10 +92,11 @@ void reply_uint(reply_buf *rb, uint64_t value);                      /* as an in
 void reply_bulk(reply_buf *rb, const char *bytes, size_t len);
 void reply_bulk_str(reply_buf *rb, berth_str s);
 void reply_bulk_cstr(reply_buf *rb, const char *s);
-/* A string literal of 1 to 99 bytes (a map's field name): its length is a
- * constant, so once inlined the header and the copy are a few stores. */
+/* A string literal of 1 to REPLY_LIT_LEN_MAX bytes (a map's field name): its
+ * length is a constant, so once inlined the header and the copy are a few
+ * stores. */
 static inline void reply_bulk_short(reply_buf *rb, const char *bytes, size_t len) {
-    assert(len >= 1 && len <= 99);
+    assert(len >= 1 && len <= REPLY_LIT_LEN_MAX);
     char *p = reply_room(rb, len + 7);
     if (p == NULL) {
         return;
