@@ -138,6 +138,25 @@ START_TEST(bulk_length_limits) {
 }
 END_TEST
 
+/* Headers of every width parse to their value: the one-pass common case
+ * and the checked path must agree. */
+START_TEST(header_widths) {
+#define LIT(s) s, sizeof s - 1
+    resp_result res;
+    ck_assert_int_eq(parse(LIT("*1\r\n$03\r\nabc\r\n"), &res), RESP_COMMAND);
+    assert_arg(0, "abc");
+    assert_error(LIT("*1\r\n$999999999999999999\r\n"), "bulk length 999999999999999999 exceeds");
+    assert_error(LIT("*1\r\n$1000000000000000000\r\n"), "expected 1 to 18 digits");
+    assert_error(LIT("*000000000000000017\r\n"), "17 arguments exceed");
+    assert_error(LIT("*1\r\n$1x\r\n"), "'x' is not a digit");
+    assert_error(LIT("*1\r\n$1\rx\r\n"), "CR not followed by LF");
+    ck_assert_int_eq(parse(LIT("*1\r\n$12"), &res), RESP_NEED_MORE);
+    ck_assert_int_eq(parse(LIT("*1\r\n$12\r"), &res), RESP_NEED_MORE);
+    assert_prefixes_need_more(LIT("*1\r\n$12\r\n012345678901\r\n"));
+#undef LIT
+}
+END_TEST
+
 START_TEST(multibulk_limits) {
     assert_error("*17\r\n", 5, "17 arguments exceed the limit of 16");
     assert_error("*2147483648\r\n", 13, "exceed the limit");
@@ -294,6 +313,95 @@ START_TEST(reply_growth_and_consume) {
 }
 END_TEST
 
+/* Every width of every number, against snprintf: the hand formatting
+ * (two digits per division, the inline one-digit case) must not differ. */
+START_TEST(reply_number_widths) {
+    reply_buf rb;
+    reply_init(&rb, 2);
+    char want[64];
+    uint64_t v = 1;
+    for (int k = 0; k <= 19; k++, v *= 10) {
+        const uint64_t around[3] = { v - 1, v, v + 1 };
+        for (int j = 0; j < 3; j++) {
+            uint64_t u = around[j];
+            reply_consumed(&rb, reply_pending(&rb));
+            reply_uint(&rb, u);
+            if (u > (uint64_t)INT64_MAX) {
+                int n = snprintf(want, sizeof want, "%llu", (unsigned long long)u);
+                snprintf(want, sizeof want, "$%d\r\n%llu\r\n", n, (unsigned long long)u);
+            } else {
+                snprintf(want, sizeof want, ":%llu\r\n", (unsigned long long)u);
+            }
+            assert_bytes(&rb, want);
+            if (u <= (uint64_t)INT64_MAX) {
+                reply_consumed(&rb, reply_pending(&rb));
+                reply_int(&rb, -(int64_t)u);
+                snprintf(want, sizeof want, ":%lld\r\n", -(long long)u);
+                assert_bytes(&rb, want);
+                reply_consumed(&rb, reply_pending(&rb));
+                reply_array(&rb, (size_t)u);
+                snprintf(want, sizeof want, "*%llu\r\n", (unsigned long long)u);
+                assert_bytes(&rb, want);
+            }
+        }
+    }
+    reply_consumed(&rb, reply_pending(&rb));
+    reply_int(&rb, INT64_MIN);
+    reply_uint(&rb, UINT64_MAX);
+    assert_bytes(&rb, ":-9223372036854775808\r\n$20\r\n18446744073709551615\r\n");
+    reply_free(&rb);
+}
+END_TEST
+
+START_TEST(reply_bulk_widths) {
+    reply_buf rb;
+    reply_init(&rb, 3);
+    char bytes[200];
+    char want[256];
+    memset(bytes, 'q', sizeof bytes);
+    for (size_t len = 0; len <= 150; len++) {
+        reply_consumed(&rb, reply_pending(&rb));
+        reply_bulk(&rb, bytes, len);
+        snprintf(want, sizeof want, "$%zu\r\n%.*s\r\n", len, (int)len, bytes);
+        assert_bytes(&rb, want);
+    }
+    reply_consumed(&rb, reply_pending(&rb));
+    reply_bulk_lit(&rb, "a");
+    reply_bulk_lit(&rb, "123456789");
+    reply_bulk_lit(&rb, "1234567890");
+    reply_bulk_lit(&rb, "exclusive_holder");
+    reply_map(&rb, 12);
+    assert_bytes(&rb, "$1\r\na\r\n$9\r\n123456789\r\n$10\r\n1234567890\r\n"
+                      "$16\r\nexclusive_holder\r\n%12\r\n");
+    reply_free(&rb);
+}
+END_TEST
+
+/* The inline one-digit path when the buffer is exactly full or has
+ * failed: it grows like every other writer, and writes nothing once failed. */
+START_TEST(reply_small_at_capacity) {
+    reply_buf rb;
+    reply_init(&rb, 2);
+    char fill[REPLY_CAP_INITIAL];
+    memset(fill, 'f', sizeof fill);
+    reply_raw(&rb, fill, sizeof fill - 2);
+    ck_assert_uint_eq(rb.cap, REPLY_CAP_INITIAL);
+    reply_int(&rb, 7);
+    reply_array(&rb, 0);
+    reply_bulk_lit(&rb, "name");
+    ck_assert_uint_eq(reply_pending(&rb), sizeof fill - 2 + 4 + 4 + 10);
+    ck_assert(memcmp(rb.data + sizeof fill - 2, ":7\r\n*0\r\n$4\r\nname\r\n", 18) == 0);
+    size_t before = reply_pending(&rb);
+    rb.failed = true;
+    reply_int(&rb, 3);
+    reply_map(&rb, 1);
+    reply_bulk_lit(&rb, "x");
+    reply_uint(&rb, 12345);
+    ck_assert_uint_eq(reply_pending(&rb), before);
+    reply_free(&rb);
+}
+END_TEST
+
 static Suite *resp_suite(void) {
     Suite *s = suite_create("resp");
     TCase *reader = tcase_create("reader");
@@ -303,6 +411,7 @@ static Suite *resp_suite(void) {
     tcase_add_test(reader, empty_array);
     tcase_add_test(reader, inline_commands);
     tcase_add_test(reader, bulk_length_limits);
+    tcase_add_test(reader, header_widths);
     tcase_add_test(reader, multibulk_limits);
     tcase_add_test(reader, command_bytes_limit);
     tcase_add_test(reader, inline_limits);
@@ -314,6 +423,9 @@ static Suite *resp_suite(void) {
     tcase_add_test(writer, reply_resp2_degrades);
     tcase_add_test(writer, reply_resp3_types);
     tcase_add_test(writer, reply_growth_and_consume);
+    tcase_add_test(writer, reply_number_widths);
+    tcase_add_test(writer, reply_bulk_widths);
+    tcase_add_test(writer, reply_small_at_capacity);
     suite_add_tcase(s, writer);
     return s;
 }

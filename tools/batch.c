@@ -46,8 +46,11 @@
  *     range, and catch-up reads the journal, which holds only durable
  *     records; the head shown anywhere is the durable head;
  *   - at most one batch is in flight: the next is handed off only after the
- *     committer has finished the last (its snapshot included), so the
- *     journal receives batches in seq order, each chained on the one before.
+ *     committer has reported the last (and written its snapshot, if one
+ *     was queued), and the one committer thread runs its jobs in turn (a
+ *     history fold still running delays the next batch, never reorders
+ *     it), so the journal receives batches in seq order, each chained on
+ *     the one before.
  * If a commit fails, an unsynced batch is settled first (synced and
  * answered, so no client's replies change order); then the failed batch,
  * and the open batch staged on top of it, are answered with the error (a
@@ -289,6 +292,14 @@ static const berth_journal_ops pipe_ops = {
     .reader_open = pipe_reader_open,
 };
 
+/* Wake the other side after a change made under the mutex. Outside it: a
+ * thread woken while the signaller still holds the mutex would only block
+ * again on the mutex (two more futex calls and a context switch). */
+static void pipe_signal(pipe_journal *p) {
+    int rc = pthread_cond_broadcast(&p->cond);
+    assert(rc == 0);
+}
+
 /* Committer thread, holding the mutex: what the journal says is durable
  * now. Only ever grows; a failure to say leaves the last answer. */
 static void pipe_note_durable(pipe_journal *p) {
@@ -307,7 +318,18 @@ static void pipe_run(pipe_journal *p) {
     p->result_ready = true;
     pipe_note_durable(p);
     bool snapshot = err == BERTH_J_OK && p->snapshot_seq != 0;
+    /* Without a snapshot to write, the slot is free now: the loop may hand
+     * off the next batch (or a sync) at once, and this thread takes it up
+     * after the fold below. So one report, one wake-up of the loop, per
+     * batch; with a snapshot the slot holds its bytes until it is written. */
+    if (!snapshot) {
+        p->n = 0;
+        p->busy = false;
+    }
     pipe_unlock(p);
+    if (!snapshot) {
+        pipe_signal(p);
+    }
     ev_async_send(p->server->loop, &p->async);   /* the replies go out before the snapshot */
     if (err == BERTH_J_OK) {
         /* The history fold, when due, after the report: its tens of ms
@@ -320,23 +342,26 @@ static void pipe_run(pipe_journal *p) {
                        berth_jerr_name(fe));
         }
     }
-    if (snapshot) {
-        berth_jerr se = berth_journal_snapshot_put(p->inner, p->snapshot_seq, p->snapshot,
-                                                   p->snapshot_len);
-        if (se != BERTH_J_OK) {
-            server_log("snapshot at seq %llu failed (%s); the journal is whole, the next start "
-                       "replays further",
-                       (unsigned long long)p->snapshot_seq, berth_jerr_name(se));
-        }
+    if (!snapshot) {
+        pipe_lock(p);
+        pipe_note_durable(p);   /* a fold's commit synced the batch's meta page */
+        pipe_unlock(p);
+        return;
+    }
+    berth_jerr se = berth_journal_snapshot_put(p->inner, p->snapshot_seq, p->snapshot,
+                                               p->snapshot_len);
+    if (se != BERTH_J_OK) {
+        server_log("snapshot at seq %llu failed (%s); the journal is whole, the next start "
+                   "replays further",
+                   (unsigned long long)p->snapshot_seq, berth_jerr_name(se));
     }
     pipe_lock(p);
     p->n = 0;
     p->snapshot_seq = 0;
     p->busy = false;
     pipe_note_durable(p);   /* a snapshot's commit synced the batch's meta page */
-    int rc = pthread_cond_broadcast(&p->cond);
-    assert(rc == 0);
     pipe_unlock(p);
+    pipe_signal(p);
     ev_async_send(p->server->loop, &p->async);   /* the next batch may go */
 }
 
@@ -348,9 +373,8 @@ static void pipe_run_sync(pipe_journal *p) {
     p->sync_ready = true;
     p->busy = false;
     pipe_note_durable(p);
-    int rc = pthread_cond_broadcast(&p->cond);
-    assert(rc == 0);
     pipe_unlock(p);
+    pipe_signal(p);
     ev_async_send(p->server->loop, &p->async);
 }
 
@@ -450,10 +474,9 @@ static void pipe_stop(pipe_journal *p) {
     }
     pipe_lock(p);
     p->stop = true;
-    int rc = pthread_cond_broadcast(&p->cond);
-    assert(rc == 0);
     pipe_unlock(p);
-    rc = pthread_join(p->thread, NULL);
+    pipe_signal(p);
+    int rc = pthread_join(p->thread, NULL);
     assert(rc == 0);
     p->started = false;
     assert(!p->busy);
@@ -491,9 +514,8 @@ static void pipe_go(pipe_journal *p) {
     assert(!p->busy && !p->work && !p->work_sync && p->n > 0);
     p->work = true;
     p->busy = true;
-    int rc = pthread_cond_broadcast(&p->cond);
-    assert(rc == 0);
     pipe_unlock(p);
+    pipe_signal(p);
 }
 
 static void pipe_go_sync(pipe_journal *p) {
@@ -501,9 +523,8 @@ static void pipe_go_sync(pipe_journal *p) {
     assert(!p->busy && !p->work && !p->work_sync);
     p->work_sync = true;
     p->busy = true;
-    int rc = pthread_cond_broadcast(&p->cond);
-    assert(rc == 0);
     pipe_unlock(p);
+    pipe_signal(p);
 }
 
 /* Loop thread: the outcome of the last sync, once known. */
@@ -1100,15 +1121,19 @@ static void batch_hand_off(server *s) {
  * either: the batch grows by itself until the committer is free. */
 #define GATHER_SLOW_FACTOR 10
 #define GATHER_SLICES_MAX 4
-bool batch_gather(server *s) {
+bool batch_may_gather(server *s) {
     if (s->batch_count == 0 || s->config.commit_gather_us == 0 ||
         s->batch_count >= s->last_batch_count || s->resume.next != &s->resume ||
         s->unsynced_count > 0) {
         return false;
     }
-    if (s->pipe != NULL &&
-        (s->inflight_count > 0 || !pipe_idle(s->pipe) ||
-         s->last_commit_us < (uint64_t)GATHER_SLOW_FACTOR * s->config.commit_gather_us)) {
+    return s->pipe == NULL ||
+           (s->inflight_count == 0 && pipe_idle(s->pipe) &&
+            s->last_commit_us >= (uint64_t)GATHER_SLOW_FACTOR * s->config.commit_gather_us);
+}
+
+bool batch_gather(server *s) {
+    if (!batch_may_gather(s)) {
         return false;
     }
     uint64_t now = now_ns_mono();

@@ -753,7 +753,14 @@ static const command *command_at(size_t i) {
     return &commands[i];
 }
 
+/* Clients send names as the table spells them almost always: an exact
+ * compare finds those, the case-blind one the rest. */
 static const command *command_lookup(berth_str name) {
+    for (size_t i = 0; i < COMMANDS_COUNT; i++) {
+        if (commands[i].name_len == name.len && memcmp(name.ptr, commands[i].name, name.len) == 0) {
+            return &commands[i];
+        }
+    }
     for (size_t i = 0; i < COMMANDS_COUNT; i++) {
         if (commands[i].name_len == name.len && berth_str_eq_word(name, commands[i].name)) {
             return &commands[i];

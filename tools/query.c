@@ -316,22 +316,33 @@ void query_digest(const query_ctx *ctx, size_t argc, const berth_str *argv, repl
 
 typedef struct query_entry {
     const char *name;
+    size_t name_len;            /* checked before the case-insensitive compare */
     int arity;
     query_fn fn;
 } query_entry;
 
+#define QUERY_ENTRY(name, arity, fn) { name, sizeof name - 1, arity, fn }
 static const query_entry queries[] = {
-    { "WORKER.GET", 2, query_worker_get },
-    { "WORKER.LIST", -1, query_worker_list },
-    { "INSTANCE.GET", 2, query_instance_get },
-    { "INSTANCE.LIST", -1, query_instance_list },
-    { "POLICY.GET", 1, query_policy_get },
-    { "DIGEST", 1, query_digest },
+    QUERY_ENTRY("WORKER.GET", 2, query_worker_get),
+    QUERY_ENTRY("WORKER.LIST", -1, query_worker_list),
+    QUERY_ENTRY("INSTANCE.GET", 2, query_instance_get),
+    QUERY_ENTRY("INSTANCE.LIST", -1, query_instance_list),
+    QUERY_ENTRY("POLICY.GET", 1, query_policy_get),
+    QUERY_ENTRY("DIGEST", 1, query_digest),
 };
+#undef QUERY_ENTRY
 
+/* As command_lookup: the exact spelling first, then any case. */
 query_fn query_lookup(berth_str name, int *arity_out) {
-    for (size_t i = 0; i < sizeof queries / sizeof queries[0]; i++) {
-        if (berth_str_eq_word(name, queries[i].name)) {
+    const size_t n = sizeof queries / sizeof queries[0];
+    for (size_t i = 0; i < n; i++) {
+        if (queries[i].name_len == name.len && memcmp(name.ptr, queries[i].name, name.len) == 0) {
+            *arity_out = queries[i].arity;
+            return queries[i].fn;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (queries[i].name_len == name.len && berth_str_eq_word(name, queries[i].name)) {
             *arity_out = queries[i].arity;
             return queries[i].fn;
         }

@@ -45,39 +45,46 @@ void reply_shrink(reply_buf *rb, size_t keep_cap_max) {
     rb->cap = 0;
 }
 
-/* Room for n more bytes. Growth compacts written bytes away first, then
- * doubles; on failure the buffer is marked failed and its owner drops it. */
-static bool reply_reserve(reply_buf *rb, size_t n) {
+/* Growth compacts written bytes away first, then doubles; on failure the
+ * buffer is marked failed and its owner drops it. */
+char *reply_grow(reply_buf *rb, size_t n) {
+    assert(n > 0);
     if (rb->failed) {
-        return false;
+        return NULL;
     }
     if (rb->cap - rb->len >= n) {
-        return true;
+        return rb->data + rb->len;
     }
     if (rb->start > 0) {
         memmove(rb->data, rb->data + rb->start, rb->len - rb->start);
         rb->len -= rb->start;
         rb->start = 0;
         if (rb->cap - rb->len >= n) {
-            return true;
+            return rb->data + rb->len;
         }
     }
     size_t cap = rb->cap == 0 ? REPLY_CAP_INITIAL : rb->cap;
     while (cap - rb->len < n) {
         if (cap > SIZE_MAX / 2) {
             rb->failed = true;
-            return false;
+            return NULL;
         }
         cap *= 2;
     }
     char *data = realloc(rb->data, cap);
     if (data == NULL) {
         rb->failed = true;
-        return false;
+        return NULL;
     }
     rb->data = data;
     rb->cap = cap;
-    return true;
+    return rb->data + rb->len;
+}
+
+/* The caller filled the room reply_room gave it up to end. */
+static void reply_commit(reply_buf *rb, const char *end) {
+    assert(end >= rb->data + rb->len && end <= rb->data + rb->cap);
+    rb->len = (size_t)(end - rb->data);
 }
 
 void reply_raw(reply_buf *rb, const char *bytes, size_t len) {
@@ -85,49 +92,85 @@ void reply_raw(reply_buf *rb, const char *bytes, size_t len) {
     if (len == 0) {
         return;   /* bytes may be NULL (an empty side buffer): memcpy must not see it */
     }
-    if (!reply_reserve(rb, len)) {
+    char *p = reply_room(rb, len);
+    if (p == NULL) {
         return;
     }
-    memcpy(rb->data + rb->len, bytes, len);
-    rb->len += len;
+    memcpy(p, bytes, len);
+    reply_commit(rb, p + len);
 }
 
-/* Digits of v, written backwards from end; returns the first digit. */
-static char *reply_digits(uint64_t v, char *end) {
-    char *p = end;
-    do {
-        *--p = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return p;
-}
+/* "00" to "99": two digits per division. Lengths and counts in a reply are
+ * mostly one or two digits, so those skip the loop entirely. */
+static const char reply_two_digits[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
 
-/* "<type><value>\r\n" for lengths and integers. */
-static void reply_header(reply_buf *rb, char type, bool negative, uint64_t value) {
-    char tmp[REPLY_HEADER_LEN_MAX];
-    char *end = tmp + sizeof tmp - 2;
-    char *p = reply_digits(value, end);
-    if (negative) {
-        *--p = '-';
+static uint32_t reply_digit_count(uint64_t v) {
+    uint32_t n = 1;
+    while (v >= 10000) {
+        v /= 10000;
+        n += 4;
     }
-    *--p = type;
-    assert(p >= tmp);
-    end[0] = '\r';
-    end[1] = '\n';
-    reply_raw(rb, p, (size_t)(end + 2 - p));
+    return n + (v >= 10) + (v >= 100) + (v >= 1000);
+}
+
+/* The decimal digits of v at p; returns the end. */
+static char *reply_put_digits(char *p, uint64_t v) {
+    if (v < 10) {
+        *p = (char)('0' + v);
+        return p + 1;
+    }
+    char *end = p + reply_digit_count(v);
+    char *q = end;
+    while (v >= 100) {
+        q -= 2;
+        memcpy(q, reply_two_digits + 2 * (v % 100), 2);
+        v /= 100;
+    }
+    if (v >= 10) {
+        q -= 2;
+        memcpy(q, reply_two_digits + 2 * v, 2);
+    } else {
+        *--q = (char)('0' + v);
+    }
+    assert(q == p);
+    return end;
+}
+
+static char *reply_put_crlf(char *p) {
+    p[0] = '\r';
+    p[1] = '\n';
+    return p + 2;
+}
+
+/* "<type>[-]<value>\r\n" at p; at most REPLY_HEADER_LEN_MAX bytes. */
+static char *reply_put_header(char *p, char type, bool negative, uint64_t value) {
+    *p++ = type;
+    if (negative) {
+        *p++ = '-';
+    }
+    return reply_put_crlf(reply_put_digits(p, value));
+}
+
+void reply_header(reply_buf *rb, char type, bool negative, uint64_t value) {
+    char *p = reply_room(rb, REPLY_HEADER_LEN_MAX);
+    if (p != NULL) {
+        reply_commit(rb, reply_put_header(p, type, negative, value));
+    }
 }
 
 void reply_simple(reply_buf *rb, const char *text) {
     size_t len = strlen(text);
     assert(memchr(text, '\r', len) == NULL && memchr(text, '\n', len) == NULL);
-    if (!reply_reserve(rb, len + 3)) {
+    char *p = reply_room(rb, len + 3);
+    if (p == NULL) {
         return;
     }
-    rb->data[rb->len++] = '+';
-    memcpy(rb->data + rb->len, text, len);
-    rb->len += len;
-    rb->data[rb->len++] = '\r';
-    rb->data[rb->len++] = '\n';
+    *p++ = '+';
+    memcpy(p, text, len);
+    reply_commit(rb, reply_put_crlf(p + len));
 }
 
 /* "-" + line + CRLF with CR/LF replaced: an error is one line on the wire. */
@@ -136,10 +179,10 @@ static void reply_error_bytes(reply_buf *rb, const char *code, const char *text,
     if (len > REPLY_ERROR_LEN_MAX) {
         len = REPLY_ERROR_LEN_MAX;
     }
-    if (!reply_reserve(rb, code_len + len + 4)) {
+    char *p = reply_room(rb, code_len + len + 4);
+    if (p == NULL) {
         return;
     }
-    char *p = rb->data + rb->len;
     *p++ = '-';
     if (code_len > 0) {
         memcpy(p, code, code_len);
@@ -150,10 +193,7 @@ static void reply_error_bytes(reply_buf *rb, const char *code, const char *text,
         char c = text[i];
         *p++ = (c == '\r' || c == '\n') ? ' ' : c;
     }
-    *p++ = '\r';
-    *p++ = '\n';
-    rb->len = (size_t)(p - rb->data);
-    assert(rb->len <= rb->cap);
+    reply_commit(rb, reply_put_crlf(p));
 }
 
 void reply_error(reply_buf *rb, const char *code, const char *fmt, ...) {
@@ -178,21 +218,12 @@ void reply_error_line(reply_buf *rb, berth_str line) {
     reply_error_bytes(rb, NULL, line.ptr, line.len);
 }
 
-void reply_int(reply_buf *rb, int64_t value) {
-    if (value < 0) {
-        reply_header(rb, ':', true, (uint64_t)0 - (uint64_t)value);
-    } else {
-        reply_header(rb, ':', false, (uint64_t)value);
-    }
-}
-
 void reply_uint(reply_buf *rb, uint64_t value) {
     if (value > (uint64_t)INT64_MAX) {
         /* RESP integers are signed 64-bit; larger values go as text. */
-        char tmp[REPLY_HEADER_LEN_MAX];
-        char *end = tmp + sizeof tmp;
-        char *p = reply_digits(value, end);
-        reply_bulk(rb, p, (size_t)(end - p));
+        char tmp[REPLY_U64_DIGITS_MAX];
+        char *end = reply_put_digits(tmp, value);
+        reply_bulk(rb, tmp, (size_t)(end - tmp));
         return;
     }
     reply_header(rb, ':', false, value);
@@ -200,14 +231,15 @@ void reply_uint(reply_buf *rb, uint64_t value) {
 
 void reply_bulk(reply_buf *rb, const char *bytes, size_t len) {
     assert(bytes != NULL || len == 0);
-    if (!reply_reserve(rb, len + REPLY_HEADER_LEN_MAX + 2)) {
+    char *p = reply_room(rb, len + REPLY_HEADER_LEN_MAX + 2);
+    if (p == NULL) {
         return;
     }
-    reply_header(rb, '$', false, len);
-    memcpy(rb->data + rb->len, bytes, len);
-    rb->len += len;
-    rb->data[rb->len++] = '\r';
-    rb->data[rb->len++] = '\n';
+    p = reply_put_header(p, '$', false, len);
+    if (len > 0) {
+        memcpy(p, bytes, len);
+    }
+    reply_commit(rb, reply_put_crlf(p + len));
 }
 
 void reply_bulk_str(reply_buf *rb, berth_str s) {
@@ -234,19 +266,6 @@ void reply_bool(reply_buf *rb, bool value) {
     }
 }
 
-void reply_array(reply_buf *rb, size_t n) {
-    reply_header(rb, '*', false, n);
-}
-
-void reply_map(reply_buf *rb, size_t pairs) {
-    if (rb->proto == 3) {
-        reply_header(rb, '%', false, pairs);
-    } else {
-        assert(pairs <= SIZE_MAX / 2);
-        reply_header(rb, '*', false, pairs * 2);
-    }
-}
-
 void reply_push(reply_buf *rb, size_t n) {
     reply_header(rb, rb->proto == 3 ? '>' : '*', false, n);
 }
@@ -256,14 +275,16 @@ void reply_verbatim(reply_buf *rb, const char *bytes, size_t len) {
         reply_bulk(rb, bytes, len);
         return;
     }
-    if (!reply_reserve(rb, len + REPLY_HEADER_LEN_MAX + 6)) {
+    assert(bytes != NULL || len == 0);
+    char *p = reply_room(rb, len + REPLY_HEADER_LEN_MAX + 6);
+    if (p == NULL) {
         return;
     }
-    reply_header(rb, '=', false, len + 4);
-    memcpy(rb->data + rb->len, "txt:", 4);
-    rb->len += 4;
-    memcpy(rb->data + rb->len, bytes, len);
-    rb->len += len;
-    rb->data[rb->len++] = '\r';
-    rb->data[rb->len++] = '\n';
+    p = reply_put_header(p, '=', false, len + 4);
+    memcpy(p, "txt:", 4);
+    p += 4;
+    if (len > 0) {
+        memcpy(p, bytes, len);
+    }
+    reply_commit(rb, reply_put_crlf(p + len));
 }

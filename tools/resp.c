@@ -49,11 +49,38 @@ static void resp_show_byte(char c, char *out, size_t size) {
     }
 }
 
+/* The common case of resp_header, in one pass: 1 to RESP_DIGITS_MAX digits
+ * then CRLF, all in buf. Anything else (a sign, a stray byte, too many
+ * digits, bytes still to come) is left to resp_header's checks, so errors
+ * and waits stay exactly as they are. */
+static bool resp_header_fast(const char *buf, size_t len, size_t pos, int64_t *value,
+                             size_t *next) {
+    size_t i = pos + 1;
+    size_t end = pos + 1 + RESP_DIGITS_MAX;
+    if (end > len) {
+        end = len;
+    }
+    int64_t v = 0;
+    while (i < end && buf[i] >= '0' && buf[i] <= '9') {
+        v = v * 10 + (buf[i] - '0');
+        i++;
+    }
+    if (i == pos + 1 || i + 1 >= len || buf[i] != '\r' || buf[i + 1] != '\n') {
+        return false;
+    }
+    *value = v;
+    *next = i + 2;
+    return true;
+}
+
 /* Parse "<type><signed decimal>\r\n" at buf[pos]. The header must end within
  * RESP_HEADER_LEN_MAX bytes; a longer one is an error, not a reason to wait. */
 static header_status resp_header(const char *buf, size_t len, size_t pos, const char *what,
                                  int64_t *value, size_t *next, resp_result *out) {
     assert(pos < len);
+    if (resp_header_fast(buf, len, pos, value, next)) {
+        return HEADER_OK;
+    }
     size_t window = len - pos;
     if (window > RESP_HEADER_LEN_MAX) {
         window = RESP_HEADER_LEN_MAX;

@@ -278,6 +278,8 @@ bool batch_can_step(server *s);
 /* Before the loop polls: true when the batch should wait a moment for the
  * rest of its cohort (the caller then polls without blocking). */
 bool batch_gather(server *s);
+/* batch_gather's test without its clock: false when it would surely not wait. */
+bool batch_may_gather(server *s);
 uint64_t latency_percentile_us(const server_stats *stats, double fraction);
 
 /* watch.c */

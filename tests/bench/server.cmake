@@ -12,4 +12,10 @@ if(TARGET berthd)
                    BENCH_SERVER=$<TARGET_FILE:bench_server>
                    bash ${PROJECT_SOURCE_DIR}/tests/server/bench_smoke.sh)
   set_tests_properties(bench_server_smoke PROPERTIES TIMEOUT 60 LABELS server)
+  # The loop/committer hand-off across history folds and snapshots.
+  add_test(NAME server_handoff
+           COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
+                   BENCH_SERVER=$<TARGET_FILE:bench_server>
+                   bash ${PROJECT_SOURCE_DIR}/tests/server/handoff.sh)
+  set_tests_properties(server_handoff PROPERTIES TIMEOUT 240 LABELS server)
 endif()
