@@ -310,9 +310,9 @@ static void pipe_run(pipe_journal *p) {
     pipe_unlock(p);
     ev_async_send(p->server->loop, &p->async);   /* the replies go out before the snapshot */
     if (err == BERTH_J_OK) {
-        /* The history fold, when due, after the report: its tens of ms
-         * hold up no reply of this batch's predecessor. Its commit syncs,
-         * so it makes this batch durable too. */
+        /* A no-op on both journals now (the LMDB history fold runs on the
+         * journal's own thread and environment, woken by the append; it
+         * makes nothing durable): kept for a backend that defers work. */
         berth_jerr fe = berth_journal_maintain(p->inner);
         if (fe != BERTH_J_OK) {
             server_log("the history fold failed (%s); HISTORY stays exact, the next append "
