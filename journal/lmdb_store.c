@@ -279,7 +279,6 @@ typedef struct lmdb_journal {
     _Atomic bool fold_stop;
     bool fold_dead;                 /* an I/O error in henv: no more folds this process */
     berth_jerr fold_err;            /* the last fold's result */
-    uint64_t folds;                 /* folds committed by this process */
     uint8_t *scratch;               /* one encoded record, BERTH_RECORD_BYTES_MAX */
     char dir[dir_len_max + 1];
 } lmdb_journal;
@@ -1933,7 +1932,6 @@ static berth_jerr fold_once(lmdb_journal *j, fold_work *w) {
     }
     if (err == BERTH_J_OK) {
         atomic_store(&j->hist_folded, covered);
-        j->folds++;
     }
     return err;
 }
@@ -1984,8 +1982,15 @@ static void *folder_main(void *arg) {
             err = fold_once(j, &w);
         }
         mutex_lock(&j->fold_mutex);
+        bool dead = err == BERTH_J_IO || atomic_load(&j->hbroken);
+        if (err != BERTH_J_OK && (err != j->fold_err || dead)) {
+            /* nobody else would say it: the fold has no caller */
+            fprintf(stderr, "berth journal: the history fold in %s/history failed (%s); HISTORY"
+                    " stays exact from the touch log, %s\n", j->dir, berth_jerr_name(err),
+                    dead ? "which now grows until the next start" : "retried in 1 s");
+        }
         j->fold_err = err;
-        j->fold_dead = j->fold_dead || err == BERTH_J_IO || atomic_load(&j->hbroken);
+        j->fold_dead = j->fold_dead || dead;
         retry = err != BERTH_J_OK;
     }
     j->fold_idle = true;
