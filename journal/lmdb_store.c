@@ -1581,6 +1581,20 @@ static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err
         return jerr_of_mdb(rc);
     }
     j->hpage_size = est.ms_psize;
+    /* As file_size_check: a cut file would fault on its first missing page. */
+    MDB_envinfo info;
+    rc = mdb_env_info(j->henv, &info);
+    assert(rc == 0);
+    uint64_t need = ((uint64_t)info.me_last_pgno + 1) * j->hpage_size;
+    if (stat(file, &st) != 0 || (uint64_t)st.st_size < need) {
+        sentence(err, err_size, "the history index %s is truncated or unreadable%s", file, "");
+        return BERTH_J_CORRUPT;
+    }
+    if (!j->read_only) {
+        int dead = 0;
+        rc = mdb_reader_check(j->henv, &dead);   /* slots of killed readers pin pages */
+        (void)rc;   /* a failed sweep only leaves pages pinned a while longer */
+    }
     MDB_txn *txn;
     rc = mdb_txn_begin(j->henv, NULL, j->read_only ? MDB_RDONLY : 0, &txn);
     if (rc == 0) {
@@ -1916,6 +1930,8 @@ static berth_jerr fold_once(lmdb_journal *j, fold_work *w) {
     uint64_t need = (covered - atomic_load(&j->hist_folded)) * fold_need_bytes_per_record;
     map_use use = map_use_of(j->henv, j->hpage_size);
     if (use.used_bytes + need > use.map_bytes / 2) {
+        int dead = 0;
+        (void)mdb_reader_check(j->henv, &dead);   /* killed readers may be why it filled */
         (void)hist_map_grow(j, need, 0);   /* at the cap or readers open: the write decides */
     }
     for (uint32_t attempt = 0; attempt < grow_attempts_max; attempt++) {

@@ -2228,6 +2228,36 @@ START_TEST(store_history_env_missing) {
 }
 END_TEST
 
+/* A cut history file is refused by name (not a SIGBUS at the first query),
+ * and one emptied, which LMDB would take for a new environment, does not
+ * fit a trimmed touch log. */
+START_TEST(store_history_env_damaged) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, fold_records);
+    ck_assert_int_eq(append_touched(j, 1, 3 * fold_records), BERTH_J_OK);
+    settle(j);
+    ck_assert_int_eq(append_touched(j, 1 + 3 * fold_records, 1), BERTH_J_OK);
+    ck_assert(in_child(child_trimmed_is, dir, 3 * fold_records));
+    close_rw(j);
+    char file[300];
+    snprintf(file, sizeof(file), "%s/history/data.mdb", dir);
+    struct stat st;
+    ck_assert_int_eq(stat(file, &st), 0);
+    ck_assert_int_eq(truncate(file, st.st_size / 2), 0);
+    char err[err_len_max] = "";
+    berth_journal_options o = { .history_fold_records = fold_records };
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, "/history/data.mdb is truncated") != NULL, "%s", err);
+    berth_journal_options ro = { .read_only = true, .no_lock = true };
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &ro, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, "/history/data.mdb is truncated") != NULL, "%s", err);
+    ck_assert_int_eq(truncate(file, 0), 0);
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, "does not fit the journal") != NULL, "%s", err);
+}
+END_TEST
+
 /* ---- one sync per commit (defer_meta_sync) ---------------------------- */
 
 static uint64_t durable_of(berth_journal *j) {
@@ -2569,6 +2599,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_history_fold_races_queries);
     tcase_add_test(store, store_history_migrate);
     tcase_add_test(store, store_history_env_missing);
+    tcase_add_test(store, store_history_env_damaged);
     tcase_add_test(store, store_deferred_durable_seq);
     tcase_add_test(store, store_deferred_fold_durable);
     tcase_add_test(store, store_default_durable_is_head);
