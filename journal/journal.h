@@ -198,8 +198,10 @@ berth_jerr berth_journal_snapshot_list(berth_journal_reader *reader, uint64_t *s
                                        size_t cap, size_t *n);
 
 /* HISTORY index: seqs of records that touched a worker or an instance,
- * ascending, starting at the first >= from. *n gets how many were written.
- * Errors: IO. */
+ * ascending, starting at the first >= from, up to the reader's head. *n
+ * gets how many were written. Exact whatever the LMDB fold thread does
+ * meanwhile. Errors: IO, CORRUPT (LMDB: a history environment that holds
+ * less than the touch log dropped, which no crash leaves). */
 typedef enum { BERTH_HISTORY_WORKER = 'w', BERTH_HISTORY_INSTANCE = 'i' } berth_history_kind;
 berth_jerr berth_journal_history(berth_journal_reader *reader, berth_history_kind kind,
                                  berth_str name, uint64_t from, uint64_t *seqs, size_t cap,
