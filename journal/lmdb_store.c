@@ -279,6 +279,10 @@ typedef struct lmdb_journal {
     _Atomic bool fold_stop;
     bool fold_dead;                 /* an I/O error in henv: no more folds this process */
     berth_jerr fold_err;            /* the last fold's result */
+    /* The folder's buffers, kept here rather than on its stack so that they
+     * stay reachable from the journal (a leak checker in a forked child,
+     * which has no folder thread, would call them lost). */
+    struct fold_work *fold_work;
     uint8_t *scratch;               /* one encoded record, BERTH_RECORD_BYTES_MAX */
     char dir[dir_len_max + 1];
 } lmdb_journal;
@@ -1970,10 +1974,15 @@ static void fold_mutex_wait(lmdb_journal *j, uint32_t wait_ms) {
  * from what henv durably holds. */
 static void *folder_main(void *arg) {
     lmdb_journal *j = arg;
-    fold_work w = { malloc(fold_items_max * sizeof *w.items), malloc(fold_bytes_max) };
+    fold_work *w = calloc(1, sizeof *w);
+    if (w != NULL) {
+        w->items = malloc(fold_items_max * sizeof *w->items);
+        w->arena = malloc(fold_bytes_max);
+    }
     mutex_lock(&j->fold_mutex);
+    j->fold_work = w;
     bool retry = false;
-    if (w.items == NULL || w.arena == NULL) {
+    if (w == NULL || w->items == NULL || w->arena == NULL) {
         j->fold_err = BERTH_J_NOMEM;
         j->fold_dead = true;
     }
@@ -1995,7 +2004,7 @@ static void *folder_main(void *arg) {
         mutex_unlock(&j->fold_mutex);
         berth_jerr err = BERTH_J_OK;
         while (err == BERTH_J_OK && !atomic_load(&j->fold_stop) && fold_due(j)) {
-            err = fold_once(j, &w);
+            err = fold_once(j, w);
         }
         mutex_lock(&j->fold_mutex);
         bool dead = err == BERTH_J_IO || atomic_load(&j->hbroken);
@@ -2010,11 +2019,15 @@ static void *folder_main(void *arg) {
         retry = err != BERTH_J_OK;
     }
     j->fold_idle = true;
+    j->fold_work = NULL;
     int rc = pthread_cond_broadcast(&j->fold_cond);
     assert(rc == 0);
     mutex_unlock(&j->fold_mutex);
-    free(w.items);
-    free(w.arena);
+    if (w != NULL) {
+        free(w->items);
+        free(w->arena);
+        free(w);
+    }
     return NULL;
 }
 
