@@ -1598,6 +1598,21 @@ static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err
         int dead = 0;
         rc = mdb_reader_check(j->henv, &dead);   /* slots of killed readers pin pages */
         (void)rc;   /* a failed sweep only leaves pages pinned a while longer */
+        /* LMDB maps an existing file bigger than map_initial at exactly its
+         * used pages, leaving the setup commit below no room (MDB_MAP_FULL):
+         * give it the room a fold would (no reader of ours is open yet). */
+        uint64_t want = round_up(2 * need + grow_slack_bytes, j->hpage_size);
+        if (want > j->map_size_max) {
+            want = j->map_size_max;
+        }
+        if (want > info.me_mapsize) {
+            rc = mdb_env_set_mapsize(j->henv, (size_t)want);
+            if (rc != 0) {
+                sentence(err, err_size, "cannot map the history index in %s: %s", path,
+                         mdb_strerror(rc));
+                return jerr_of_mdb(rc);
+            }
+        }
     }
     MDB_txn *txn;
     rc = mdb_txn_begin(j->henv, NULL, j->read_only ? MDB_RDONLY : 0, &txn);
@@ -1613,12 +1628,16 @@ static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err
             jerr = meta_u64_get(txn, j->hdbi_meta, &folded_key, &folded, &present);
             if (jerr == BERTH_J_OK) jerr = meta_u64_put(txn, j->hdbi_meta, &folded_key, folded,
                                                         &map_full);
-            rc = jerr == BERTH_J_OK ? 0 : MDB_CORRUPTED;
         }
-        if (rc == 0) {
+        if (rc == 0 && jerr == BERTH_J_OK) {
             rc = mdb_txn_commit(txn);   /* keeps the handles; writable: synced */
         } else {
             mdb_txn_abort(txn);
+        }
+        if (rc == 0 && jerr != BERTH_J_OK) {
+            sentence(err, err_size, "cannot set up the history index in %s (%s)", path,
+                     berth_jerr_name(jerr));
+            return jerr;
         }
     }
     if (rc != 0) {

@@ -63,7 +63,10 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return remove(path);
 }
 
+/* Each test case with this fixture makes a root of its own: mkdtemp
+ * overwrote the template's X's the time before. */
 static void root_make(void) {
+    memcpy(temp_root + sizeof(temp_root) - 7, "XXXXXX", 6);
     ck_assert_ptr_nonnull(mkdtemp(temp_root));
 }
 
@@ -2556,6 +2559,83 @@ START_TEST(store_deferred_kill) {
 }
 END_TEST
 
+
+/* ---- history environment faults (review of session 4) ---- */
+
+/* A batch whose 4 workers per record are named after the record alone, so
+ * every fold adds new keys and the history file grows quickly. */
+static berth_jerr append_unique(berth_journal *j, uint64_t first, size_t n) {
+    built *b = calloc(n, sizeof(*b));
+    berth_record *recs = calloc(n, sizeof(*recs));
+    char (*names)[4][40] = calloc(n, sizeof(*names));
+    berth_str (*ws)[4] = calloc(n, sizeof(*ws));
+    berth_touched *touched = calloc(n, sizeof(*touched));
+    ck_assert(b != NULL && recs != NULL && names != NULL && ws != NULL && touched != NULL);
+    for (size_t i = 0; i < n; i++) {
+        build(&b[i], first + i);
+        recs[i] = b[i].rec;
+        for (int w = 0; w < 4; w++) {
+            int len = snprintf(names[i][w], 40, "uniq-worker-%llu-%d",
+                               (unsigned long long)(first + i), w);
+            ws[i][w] = berth_str_make(names[i][w], (size_t)len);
+        }
+        touched[i].workers = ws[i];
+        touched[i].worker_count = 4;
+    }
+    berth_jerr err = berth_journal_append(j, recs, touched, n);
+    free(touched);
+    free(ws);
+    free(names);
+    free(recs);
+    free(b);
+    return err;
+}
+
+/* HISTORY of append_unique's worker `uniq-worker-SEQ-1` is exactly {seq}. */
+static void unique_check(berth_journal *j, uint64_t seq) {
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    char name[40];
+    int len = snprintf(name, sizeof(name), "uniq-worker-%llu-1", (unsigned long long)seq);
+    uint64_t got[4];
+    size_t n = 0;
+    ck_assert_int_eq(berth_journal_history(r, BERTH_HISTORY_WORKER,
+                                           berth_str_make(name, (size_t)len), 0, got, 4, &n),
+                     BERTH_J_OK);
+    berth_journal_reader_close(r);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_uint_eq(got[0], seq);
+}
+
+/* A history file larger than map_size_initial reopens (LMDB maps only the
+ * used pages of an existing file; the open's folded_seq rewrite needs more). */
+START_TEST(hist_env_reopen_big) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal_options o = { .history_fold_records = 4000, .map_size_initial = 64 << 10 };
+    uint64_t head = 0;
+    for (int cycle = 0; cycle < 4; cycle++) {
+        berth_journal *j = NULL;
+        char err[err_len_max] = "";
+        berth_jerr rc = berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err));
+        ck_assert_msg(rc == BERTH_J_OK, "reopen %d: %s %s", cycle, berth_jerr_name(rc), err);
+        for (int i = 0; i < 4; i++) {
+            ck_assert_int_eq(append_unique(j, head + 1, 1000), BERTH_J_OK);
+            head += 1000;
+        }
+        ck_assert_int_eq(berth_journal_lmdb_settle(j), BERTH_J_OK);
+        unique_check(j, 1);
+        unique_check(j, head);
+        berth_journal_close(j);
+    }
+    char file[300];
+    struct stat st;
+    snprintf(file, sizeof(file), "%s/history/data.mdb", dir);
+    ck_assert_int_eq(stat(file, &st), 0);
+    ck_assert_int_gt(st.st_size, 64 << 10);   /* the case under test */
+}
+END_TEST
+
 static Suite *journal_suite(void) {
     Suite *s = suite_create("journal");
     TCase *codec = tcase_create("codec");
@@ -2609,6 +2689,12 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_deferred_kill);
     tcase_set_timeout(store, 240);
     suite_add_tcase(s, store);
+
+    TCase *hist = tcase_create("history_faults");
+    tcase_add_unchecked_fixture(hist, root_make, root_remove);
+    tcase_add_test(hist, hist_env_reopen_big);
+    tcase_set_timeout(hist, 240);
+    suite_add_tcase(s, hist);
     return s;
 }
 
