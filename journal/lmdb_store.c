@@ -2054,8 +2054,21 @@ static bool folder_start(lmdb_journal *j) {
     if (pthread_mutex_init(&j->fold_mutex, NULL) != 0) {
         return false;
     }
-    if (pthread_cond_init(&j->fold_cond, NULL) != 0) {
+    /* fold_mutex_wait's deadline is on CLOCK_MONOTONIC (deadline_after_ms):
+     * a condvar on the default CLOCK_REALTIME would take it as long past and
+     * time out at once, turning the retry's wait into a busy loop. */
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0) {
         int rc = pthread_mutex_destroy(&j->fold_mutex);
+        assert(rc == 0);
+        return false;
+    }
+    bool ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+              pthread_cond_init(&j->fold_cond, &attr) == 0;
+    int rc = pthread_condattr_destroy(&attr);
+    assert(rc == 0);
+    if (!ok) {
+        rc = pthread_mutex_destroy(&j->fold_mutex);
         assert(rc == 0);
         return false;
     }

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -2636,6 +2637,38 @@ START_TEST(hist_env_reopen_big) {
 }
 END_TEST
 
+static double cpu_seconds(void) {
+    struct rusage ru;
+    ck_assert_int_eq(getrusage(RUSAGE_SELF, &ru), 0);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* A fold that fails (history map at its cap) is retried once a second, not
+ * in a loop: the folder's timed wait must use the clock its deadline uses. */
+START_TEST(hist_fold_retry_waits) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal_options o = { .history_fold_records = 64, .map_size_initial = 1 << 20,
+                                .map_size_max = 3 << 20 };
+    berth_journal *j = open_writer(dir, &o);
+    uint64_t head = 0;
+    berth_jerr fe = BERTH_J_OK;
+    for (int i = 0; i < 400 && fe == BERTH_J_OK; i++) {
+        ck_assert_int_eq(append_unique(j, head + 1, 50), BERTH_J_OK);
+        head += 50;
+        fe = berth_journal_lmdb_settle(j);
+    }
+    ck_assert_int_eq(fe, BERTH_J_FULL);   /* the case under test: folds now fail */
+    double before = cpu_seconds();
+    sleep(3);
+    double used = cpu_seconds() - before;
+    ck_assert_msg(used < 0.5, "the folder used %.2f s of CPU in 3 s idle", used);
+    unique_check(j, head);   /* still exact, from the touch log */
+    close_rw(j);
+}
+END_TEST
+
 static Suite *journal_suite(void) {
     Suite *s = suite_create("journal");
     TCase *codec = tcase_create("codec");
@@ -2693,6 +2726,7 @@ static Suite *journal_suite(void) {
     TCase *hist = tcase_create("history_faults");
     tcase_add_unchecked_fixture(hist, root_make, root_remove);
     tcase_add_test(hist, hist_env_reopen_big);
+    tcase_add_test(hist, hist_fold_retry_waits);
     tcase_set_timeout(hist, 240);
     suite_add_tcase(s, hist);
     return s;
