@@ -1665,7 +1665,12 @@ typedef struct migrate_arg {
  * folded_seq, record the touch log as trimmed through it, flip the format. */
 static berth_jerr migrate_finish_body(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map_full) {
     migrate_arg *m = arg;
-    int rc = mdb_drop(txn, j->dbi_history, 1);
+    /* mdb_drop(.., 1) closes the handle env-wide even if this transaction is
+     * then aborted (a full map: write_growing_if_full grows and calls again),
+     * so each attempt opens its own. */
+    MDB_dbi history;
+    int rc = mdb_dbi_open(txn, "history", MDB_DUPSORT | MDB_DUPFIXED, &history);
+    if (rc == 0) rc = mdb_drop(txn, history, 1);
     MDB_val fk = folded_key;
     if (rc == 0) rc = mdb_del(txn, j->dbi_meta, &fk, NULL);
     if (rc == MDB_NOTFOUND) rc = 0;   /* a pre-touchlog store had none */

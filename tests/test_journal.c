@@ -2669,6 +2669,36 @@ START_TEST(hist_fold_retry_waits) {
 }
 END_TEST
 
+/* Migrating a format 1 store whose main map fills during the finishing
+ * transaction (it drops the whole legacy history db): the grown retry
+ * must drop it again, not fail on a handle the first attempt closed. */
+START_TEST(hist_migrate_tight_map) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal_options o0 = { .history_fold_records = BERTH_HISTORY_FOLD_RECORDS_MAX };
+    berth_journal *j = open_writer(dir, &o0);
+    uint64_t head = 0;
+    for (int i = 0; i < 30; i++) {
+        ck_assert_int_eq(append_unique(j, head + 1, 1000), BERTH_J_OK);
+        head += 1000;
+    }
+    close_rw(j);
+    ck_assert(in_child(child_make_legacy, dir, (int)head));
+    hist_env_remove(dir);
+    berth_journal_options o = { .history_fold_records = 4000, .map_size_initial = 64 << 10 };
+    for (int k = 0; k < 2; k++) {
+        char err[err_len_max] = "";
+        j = NULL;
+        berth_jerr rc = berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err));
+        ck_assert_msg(rc == BERTH_J_OK, "open %d: %s %s", k, berth_jerr_name(rc), err);
+        unique_check(j, 1);
+        unique_check(j, head);
+        berth_journal_close(j);
+    }
+    ck_assert(in_child(child_migrated, dir, 0));
+}
+END_TEST
+
 static Suite *journal_suite(void) {
     Suite *s = suite_create("journal");
     TCase *codec = tcase_create("codec");
@@ -2727,6 +2757,7 @@ static Suite *journal_suite(void) {
     tcase_add_unchecked_fixture(hist, root_make, root_remove);
     tcase_add_test(hist, hist_env_reopen_big);
     tcase_add_test(hist, hist_fold_retry_waits);
+    tcase_add_test(hist, hist_migrate_tight_map);
     tcase_set_timeout(hist, 240);
     suite_add_tcase(s, hist);
     return s;
