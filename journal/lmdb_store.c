@@ -265,6 +265,7 @@ typedef struct lmdb_journal {
     map_gate hgate;                 /* as gate, for henv's map */
     bool hgate_ready;
     _Atomic bool hbroken;           /* a remap of henv failed */
+    _Atomic bool upgrade_told;      /* read-only, format 1: said the store was migrated */
     /* writable: henv durably holds every touched name up to here; written by
      * the folder only, read by appends (the trim) */
     _Atomic uint64_t hist_folded;
@@ -2669,6 +2670,34 @@ static berth_jerr history_tail(lmdb_reader *r, char kind, berth_str name, uint64
     return rc == 0 || rc == MDB_NOTFOUND ? BERTH_J_OK : jerr_of_mdb(rc);
 }
 
+/* A read-only open of a format 1 store reads history from this
+ * environment; a writer may have migrated the store since (dropping that
+ * db and folded_seq, which would read as no names at all). The format in
+ * the reader's own snapshot decides: once it is 2 this open cannot answer
+ * (it has no history environment open) and says so, once, instead of
+ * answering short. */
+static berth_jerr legacy_still(lmdb_reader *r) {
+    lmdb_journal *j = r->journal;
+    MDB_val key = format_key;
+    MDB_val val;
+    int rc = mdb_get(r->txn, j->dbi_meta, &key, &val);
+    if (rc != 0) {
+        return rc == MDB_NOTFOUND ? BERTH_J_CORRUPT : jerr_of_mdb(rc);
+    }
+    uint32_t format = 0;
+    if (val.mv_size == sizeof(format)) {
+        memcpy(&format, val.mv_data, sizeof(format));
+    }
+    if (format == store_format_legacy) {
+        return BERTH_J_OK;
+    }
+    if (!atomic_exchange(&j->upgrade_told, true)) {
+        fprintf(stderr, "berth journal: the store in %s was upgraded (store format 1 -> 2) while"
+                " this reader had it open; reopen it to read HISTORY\n", j->dir);
+    }
+    return BERTH_J_IO;
+}
+
 /* A legacy (format 1) store, read-only: history in this environment up to
  * the folded_seq in meta, touchlog after it, all in the reader's one
  * transaction. Without folded_seq (pre-touchlog) history is the whole index. */
@@ -2676,9 +2705,19 @@ static berth_jerr history_legacy(lmdb_reader *r, char kind, berth_str name,
                                  const uint8_t *key_bytes, size_t key_len, uint64_t from,
                                  uint64_t *seqs, size_t cap, size_t *n) {
     lmdb_journal *j = r->journal;
+    berth_jerr err = legacy_still(r);
+    if (err != BERTH_J_OK) {
+        return err;
+    }
     uint64_t folded = 0;
     bool present = false;
-    berth_jerr err = meta_u64_get(r->txn, j->dbi_meta, &folded_key, &folded, &present);
+    err = meta_u64_get(r->txn, j->dbi_meta, &folded_key, &folded, &present);
+    if (err == BERTH_J_OK && !present && j->has_touchlog) {
+        /* names past an unknown fold point would go missing: no short list */
+        MDB_stat st;
+        int rc = mdb_stat(r->txn, j->dbi_touchlog, &st);
+        err = rc != 0 ? jerr_of_mdb(rc) : st.ms_entries > 0 ? BERTH_J_CORRUPT : BERTH_J_OK;
+    }
     if (err == BERTH_J_OK) {
         err = history_folded(r->txn, j->dbi_history, key_bytes, key_len, from, UINT64_MAX, seqs,
                              cap, n);

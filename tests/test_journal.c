@@ -2699,6 +2699,60 @@ START_TEST(hist_migrate_tight_map) {
 }
 END_TEST
 
+static int child_open_close_writable(const char *dir, int unused) {
+    (void)unused;
+    berth_journal_options o = { .history_fold_records = fold_records };
+    berth_journal *j = NULL;
+    char err[err_len_max] = "";
+    berth_jerr rc = berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err));
+    if (rc != BERTH_J_OK) {
+        fprintf(stderr, "child open: %s %s\n", berth_jerr_name(rc), err);
+        return 1;
+    }
+    berth_journal_close(j);
+    return 0;
+}
+
+/* A read-only open of a format 1 store, then a writer migrates it: the
+ * reader's HISTORY is exact or an error, never a short list with OK. */
+START_TEST(hist_ro_legacy_then_migrated) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, fold_records);
+    ck_assert_int_eq(append_touched(j, 1, hist_batch), BERTH_J_OK);
+    ck_assert_int_eq(append_touched(j, 1 + hist_batch, hist_batch), BERTH_J_OK);
+    settle(j);
+    close_rw(j);
+    ck_assert(in_child(child_make_legacy, dir, 13));
+    hist_env_remove(dir);
+    berth_journal_options ro = { .read_only = true, .no_lock = true };
+    berth_journal *r = NULL;
+    char err[err_len_max] = "";
+    ck_assert_int_eq(berth_journal_open_lmdb(&r, dir, &ro, err, sizeof(err)), BERTH_J_OK);
+    uint64_t want[hist_seqs_max];
+    size_t m = hist_expect('w', 1, 0, 2 * hist_batch, want, hist_seqs_max);
+    ck_assert_uint_gt(m, 0);
+    uint64_t got[hist_seqs_max];
+    size_t n = 0;
+    berth_journal_reader *rd;
+    ck_assert_int_eq(berth_journal_reader_open(r, &rd), BERTH_J_OK);
+    ck_assert_int_eq(berth_journal_history(rd, BERTH_HISTORY_WORKER, berth_str_make("w1", 2), 0,
+                                           got, hist_seqs_max, &n), BERTH_J_OK);
+    berth_journal_reader_close(rd);
+    ck_assert_uint_eq(n, m);
+    ck_assert(in_child(child_open_close_writable, dir, 0));   /* migrates */
+    ck_assert_int_eq(berth_journal_reader_open(r, &rd), BERTH_J_OK);
+    n = 0;
+    berth_jerr e = berth_journal_history(rd, BERTH_HISTORY_WORKER, berth_str_make("w1", 2), 0,
+                                         got, hist_seqs_max, &n);
+    berth_journal_reader_close(rd);
+    berth_journal_close(r);
+    ck_assert_msg(e != BERTH_J_OK || n == m, "answered %zu of %zu names with OK", n, m);
+    ck_assert(e == BERTH_J_OK || n == 0);
+    ck_assert(in_child(child_reads_exact, dir, 0));   /* a fresh reader is exact */
+}
+END_TEST
+
 static Suite *journal_suite(void) {
     Suite *s = suite_create("journal");
     TCase *codec = tcase_create("codec");
@@ -2758,6 +2812,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(hist, hist_env_reopen_big);
     tcase_add_test(hist, hist_fold_retry_waits);
     tcase_add_test(hist, hist_migrate_tight_map);
+    tcase_add_test(hist, hist_ro_legacy_then_migrated);
     tcase_set_timeout(hist, 240);
     suite_add_tcase(s, hist);
     return s;
