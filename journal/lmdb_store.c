@@ -1999,18 +1999,10 @@ static void fold_mutex_wait(lmdb_journal *j, uint32_t wait_ms) {
  * from what henv durably holds. */
 static void *folder_main(void *arg) {
     lmdb_journal *j = arg;
-    fold_work *w = calloc(1, sizeof *w);
-    if (w != NULL) {
-        w->items = malloc(fold_items_max * sizeof *w->items);
-        w->arena = malloc(fold_bytes_max);
-    }
+    fold_work *w = j->fold_work;   /* folder_start took them: never NULL here */
+    assert(w != NULL && w->items != NULL && w->arena != NULL);
     mutex_lock(&j->fold_mutex);
-    j->fold_work = w;
     bool retry = false;
-    if (w == NULL || w->items == NULL || w->arena == NULL) {
-        j->fold_err = BERTH_J_NOMEM;
-        j->fold_dead = true;
-    }
     while (!atomic_load(&j->fold_stop)) {
         if (!j->fold_wake || j->fold_dead) {
             j->fold_wake = false;
@@ -2044,19 +2036,41 @@ static void *folder_main(void *arg) {
         retry = err != BERTH_J_OK;
     }
     j->fold_idle = true;
-    j->fold_work = NULL;
     int rc = pthread_cond_broadcast(&j->fold_cond);
     assert(rc == 0);
     mutex_unlock(&j->fold_mutex);
+    return NULL;
+}
+
+static void fold_work_free(lmdb_journal *j) {
+    fold_work *w = j->fold_work;
     if (w != NULL) {
         free(w->items);
         free(w->arena);
         free(w);
+        j->fold_work = NULL;
     }
-    return NULL;
+}
+
+/* The folder's buffers (fold_items_max names, fold_bytes_max bytes: 80 MiB)
+ * are taken here, so that an open short of memory fails NOMEM rather than
+ * run a folder that can never fold and that nobody asks. */
+static bool fold_work_alloc(lmdb_journal *j) {
+    assert(j->fold_work == NULL);
+    fold_work *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        return false;
+    }
+    j->fold_work = w;
+    w->items = malloc(fold_items_max * sizeof *w->items);
+    w->arena = malloc(fold_bytes_max);
+    return w->items != NULL && w->arena != NULL;
 }
 
 static bool folder_start(lmdb_journal *j) {
+    if (!fold_work_alloc(j)) {
+        return false;
+    }
     if (pthread_mutex_init(&j->fold_mutex, NULL) != 0) {
         return false;
     }
@@ -2106,6 +2120,7 @@ static void folder_stop(lmdb_journal *j) {
         assert(rc == 0);
         j->fold_ready = false;
     }
+    fold_work_free(j);
 }
 
 berth_jerr berth_journal_lmdb_settle(berth_journal *base) {
@@ -2176,7 +2191,8 @@ static berth_jerr history_open(lmdb_journal *j, uint64_t map_initial, char *err,
     }
     atomic_store(&j->hist_folded, folded);
     if (!folder_start(j)) {
-        sentence(err, err_size, "cannot start the history folder thread for %s%s", j->dir, "");
+        sentence(err, err_size, "cannot start the history folder thread for %s: out of memory"
+                 "%s (its buffers take 80 MiB)", j->dir, "");
         return BERTH_J_NOMEM;
     }
     return BERTH_J_OK;

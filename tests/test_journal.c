@@ -36,6 +36,17 @@
 #include "backend.h"
 #include "berth_limits.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#ifndef TEST_ASAN
+#define TEST_ASAN 0
+#endif
+
 enum {
     text_len_max = 64,          /* command text of the records tests build */
     batch_small = 64,
@@ -2753,6 +2764,51 @@ START_TEST(hist_ro_legacy_then_migrated) {
 }
 END_TEST
 
+/* Child: with too little address space for the folder's buffers, the open
+ * fails NOMEM, or it opens and folds; exit 1: it opened with a folder that
+ * never folds (settle reports the NOMEM nobody was told of). */
+static int child_open_short_of_memory(const char *dir, int extra_mib) {
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL || fscanf(f, "%ld", &pages) != 1) return 2;
+    fclose(f);
+    struct rlimit lim;
+    lim.rlim_cur = lim.rlim_max = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) +
+                                  ((rlim_t)extra_mib << 20);
+    if (setrlimit(RLIMIT_AS, &lim) != 0) return 2;
+    berth_journal_options o = { .history_fold_records = fold_records,
+                                .map_size_initial = 1 << 20 };
+    berth_journal *j = NULL;
+    char err[err_len_max] = "";
+    berth_jerr rc = berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err));
+    if (rc == BERTH_J_NOMEM) {
+        return strstr(err, "memory") != NULL ? 0 : 3;
+    }
+    if (rc != BERTH_J_OK) {
+        fprintf(stderr, "open short of memory: %s %s\n", berth_jerr_name(rc), err);
+        return 2;
+    }
+    berth_jerr settled = berth_journal_lmdb_settle(j);
+    berth_journal_close(j);
+    return settled == BERTH_J_OK ? 0 : 1;
+}
+
+/* The folder's buffers are taken at the open, which fails NOMEM without
+ * them, rather than an open whose folder silently never folds. */
+START_TEST(hist_fold_buffers_at_open) {
+    if (TEST_ASAN) {
+        return;   /* ASan reserves terabytes of address space: RLIMIT_AS cannot apply */
+    }
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, fold_records);
+    ck_assert_int_eq(append_touched(j, 1, 2 * fold_records), BERTH_J_OK);
+    close_rw(j);
+    ck_assert(in_child(child_open_short_of_memory, dir, 40));
+    ck_assert(in_child(child_open_close_writable, dir, 0));   /* with room: opens */
+}
+END_TEST
+
 static Suite *journal_suite(void) {
     Suite *s = suite_create("journal");
     TCase *codec = tcase_create("codec");
@@ -2813,6 +2869,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(hist, hist_fold_retry_waits);
     tcase_add_test(hist, hist_migrate_tight_map);
     tcase_add_test(hist, hist_ro_legacy_then_migrated);
+    tcase_add_test(hist, hist_fold_buffers_at_open);
     tcase_set_timeout(hist, 240);
     suite_add_tcase(s, hist);
     return s;
