@@ -1544,6 +1544,19 @@ static void hist_read_end(lmdb_journal *j, MDB_txn *txn) {
     gate_reader_leave(&j->hgate);
 }
 
+/* hist_env_open failed with rc: j->henv is closed and NULL again, so no
+ * later query uses an environment that never opened. NOTFOUND is left to the
+ * file's stat check (a read-only open then treats it as absent): a file
+ * gone in between is IO. */
+static berth_jerr hist_env_failed(lmdb_journal *j, int rc) {
+    if (j->henv != NULL) {
+        mdb_env_close(j->henv);
+        j->henv = NULL;
+    }
+    berth_jerr jerr = jerr_of_mdb(rc);
+    return jerr == BERTH_J_NOTFOUND ? BERTH_J_IO : jerr;
+}
+
 /* Open DIR/history (created when writable). Writable: its setup commit
  * rewrites folded_seq with the value it holds (0 when new), so, as
  * sync_at_open does for the main environment, a fresh meta page is synced
@@ -1583,7 +1596,7 @@ static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err
     if (rc == 0) rc = mdb_env_stat(j->henv, &est);
     if (rc != 0) {
         sentence(err, err_size, "cannot open the history index in %s: %s", path, mdb_strerror(rc));
-        return jerr_of_mdb(rc);
+        return hist_env_failed(j, rc);
     }
     j->hpage_size = est.ms_psize;
     /* As file_size_check: a cut file would fault on its first missing page. */
@@ -1593,7 +1606,7 @@ static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err
     uint64_t need = ((uint64_t)info.me_last_pgno + 1) * j->hpage_size;
     if (stat(file, &st) != 0 || (uint64_t)st.st_size < need) {
         sentence(err, err_size, "the history index %s is truncated or unreadable%s", file, "");
-        return BERTH_J_CORRUPT;
+        return hist_env_failed(j, MDB_CORRUPTED);
     }
     if (!j->read_only) {
         int dead = 0;
@@ -1611,7 +1624,7 @@ static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err
             if (rc != 0) {
                 sentence(err, err_size, "cannot map the history index in %s: %s", path,
                          mdb_strerror(rc));
-                return jerr_of_mdb(rc);
+                return hist_env_failed(j, rc);
             }
         }
     }
@@ -1638,13 +1651,36 @@ static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err
         if (rc == 0 && jerr != BERTH_J_OK) {
             sentence(err, err_size, "cannot set up the history index in %s (%s)", path,
                      berth_jerr_name(jerr));
+            mdb_env_close(j->henv);
+            j->henv = NULL;
             return jerr;
         }
     }
     if (rc != 0) {
         sentence(err, err_size, "cannot set up the history index in %s: %s", path,
                  mdb_strerror(rc));
-        return rc == MDB_NOTFOUND && j->read_only ? BERTH_J_CORRUPT : jerr_of_mdb(rc);
+        return hist_env_failed(j, rc == MDB_NOTFOUND && j->read_only ? MDB_CORRUPTED : rc);
+    }
+    if (!j->read_only) {
+        /* The entries of history/ and of its files in DIR must survive an OS
+         * crash before anything (a trim) relies on what the files hold. */
+        const char *dirs[] = { path, j->dir };
+        for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+            int fd = open(dirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            int sync_rc = fd >= 0 ? fsync(fd) : -1;
+            int errno_was = errno;
+            if (fd >= 0) {
+                int close_rc = close(fd);
+                assert(close_rc == 0);
+            }
+            if (sync_rc != 0) {
+                sentence(err, err_size, "cannot sync the directory %s: %s", dirs[i],
+                         strerror(errno_was));
+                mdb_env_close(j->henv);
+                j->henv = NULL;
+                return BERTH_J_IO;
+            }
+        }
     }
     return BERTH_J_OK;
 }

@@ -2809,6 +2809,87 @@ START_TEST(hist_fold_buffers_at_open) {
 }
 END_TEST
 
+/* Directories fsynced (the journal calls this fsync, as LMDB calls the
+ * fdatasync above): their inodes, for hist_dirs_synced. */
+enum { dirs_synced_max = 64 };
+static pthread_mutex_t dirs_synced_mutex = PTHREAD_MUTEX_INITIALIZER;
+static ino_t dirs_synced[dirs_synced_max];
+static size_t dirs_synced_n;
+
+int fsync(int fd) {
+    static int (*real_fsync)(int);
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        pthread_mutex_lock(&dirs_synced_mutex);
+        if (dirs_synced_n < dirs_synced_max) {
+            dirs_synced[dirs_synced_n++] = st.st_ino;
+        }
+        pthread_mutex_unlock(&dirs_synced_mutex);
+    }
+    if (real_fsync == NULL) {
+        real_fsync = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+        ck_assert_ptr_nonnull(real_fsync);
+    }
+    return real_fsync(fd);
+}
+
+static bool dir_was_synced(const char *path) {
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    bool found = false;
+    pthread_mutex_lock(&dirs_synced_mutex);
+    for (size_t i = 0; i < dirs_synced_n; i++) {
+        found = found || dirs_synced[i] == st.st_ino;
+    }
+    pthread_mutex_unlock(&dirs_synced_mutex);
+    return found;
+}
+
+/* A writable open syncs DIR/history (the entries of its new files) and
+ * DIR (the entry of history/) before anything relies on them. */
+START_TEST(hist_dirs_synced) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    pthread_mutex_lock(&dirs_synced_mutex);
+    dirs_synced_n = 0;
+    pthread_mutex_unlock(&dirs_synced_mutex);
+    berth_journal *j = open_fold(dir, fold_records);
+    char path[300];
+    snprintf(path, sizeof(path), "%s/history", dir);
+    ck_assert(dir_was_synced(path));
+    ck_assert(dir_was_synced(dir));
+    close_rw(j);
+}
+END_TEST
+
+/* A read-only open whose history environment exists but cannot be opened
+ * (here its lock file is a link into nowhere: ENOENT) fails, instead of
+ * taking the error for "no history environment" and keeping one that
+ * never opened for later queries. */
+START_TEST(hist_ro_env_open_fails) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, fold_records);
+    ck_assert_int_eq(append_touched(j, 1, hist_batch), BERTH_J_OK);   /* no fold: untrimmed */
+    close_rw(j);
+    char lock[300];
+    char nowhere[300];
+    snprintf(lock, sizeof(lock), "%s/history/lock.mdb", dir);
+    snprintf(nowhere, sizeof(nowhere), "%s/nowhere/lock.mdb", dir);
+    ck_assert_int_eq(unlink(lock), 0);
+    ck_assert_int_eq(symlink(nowhere, lock), 0);
+    berth_journal_options ro = { .read_only = true, .no_lock = true };
+    berth_journal *r = NULL;
+    char err[err_len_max] = "";
+    berth_jerr rc = berth_journal_open_lmdb(&r, dir, &ro, err, sizeof(err));
+    if (rc == BERTH_J_OK) {
+        berth_journal_close(r);
+    }
+    ck_assert_msg(rc == BERTH_J_IO, "read-only open: %s %s", berth_jerr_name(rc), err);
+    ck_assert_ptr_nonnull(strstr(err, "history index"));
+}
+END_TEST
+
 static Suite *journal_suite(void) {
     Suite *s = suite_create("journal");
     TCase *codec = tcase_create("codec");
@@ -2870,6 +2951,8 @@ static Suite *journal_suite(void) {
     tcase_add_test(hist, hist_migrate_tight_map);
     tcase_add_test(hist, hist_ro_legacy_then_migrated);
     tcase_add_test(hist, hist_fold_buffers_at_open);
+    tcase_add_test(hist, hist_dirs_synced);
+    tcase_add_test(hist, hist_ro_env_open_fails);
     tcase_set_timeout(hist, 240);
     suite_add_tcase(s, hist);
     return s;
