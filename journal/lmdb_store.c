@@ -1832,7 +1832,14 @@ static berth_jerr history_migrate(lmdb_journal *j, char *err, size_t err_size) {
                                                          meta_rewrite_need_bytes);
     mutex_unlock(&j->write_mutex);
     if (jerr == BERTH_J_OK && mdb_env_sync(j->env, 1) != 0) {
-        jerr = BERTH_J_IO;
+        /* The store is format 2 from the finishing commit on (an OS crash may
+         * yet undo it, and the next open moves the index again): not
+         * "unchanged". After a failed sync no later one proves anything. */
+        atomic_store(&j->sync_failed, true);
+        sentence(err, err_size, "moved the history index of %s into its own environment"
+                 " (store format 2), but the sync after it failed%s; the next open checks the"
+                 " store again", j->dir, "");
+        return BERTH_J_IO;
     }
     if (jerr != BERTH_J_OK) {
         sentence(err, err_size, "cannot move the history index of %s into its own environment"

@@ -2392,10 +2392,16 @@ END_TEST
  * and counts every call; otherwise it is the C library's. */
 static _Atomic int sync_fail_errno;
 static _Atomic uint32_t syncs_called;
+static _Atomic uint32_t sync_fail_at;   /* nonzero: the call that brings syncs_called to it fails (EIO) */
 
 int fdatasync(int fd) {
     static int (*real_fdatasync)(int);
-    atomic_fetch_add(&syncs_called, 1);
+    uint32_t called = atomic_fetch_add(&syncs_called, 1) + 1;
+    if (called == atomic_load(&sync_fail_at)) {
+        atomic_store(&sync_fail_at, 0);
+        errno = EIO;
+        return -1;
+    }
     int err = atomic_exchange(&sync_fail_errno, 0);
     if (err != 0) {
         errno = err;
@@ -2890,6 +2896,55 @@ START_TEST(hist_ro_env_open_fails) {
 }
 END_TEST
 
+/* A format 1 store (all names still in the main environment), for the
+ * migration tests: 2 batches, folded through 13. */
+static void legacy_store(const char *dir) {
+    berth_journal *j = open_fold(dir, fold_records);
+    ck_assert_int_eq(append_touched(j, 1, hist_batch), BERTH_J_OK);
+    ck_assert_int_eq(append_touched(j, 1 + hist_batch, hist_batch), BERTH_J_OK);
+    settle(j);
+    close_rw(j);
+    ck_assert(in_child(child_make_legacy, dir, 13));
+    hist_env_remove(dir);
+}
+
+/* The sync after the migration's finishing commit fails: the open fails
+ * IO saying the store was moved (not "unchanged"), and the next open
+ * serves the moved store exactly. */
+START_TEST(hist_migrate_sync_fails) {
+    char dry[256];
+    char dir[256];
+    dir_fresh(dry, sizeof(dry));
+    dir_fresh(dir, sizeof(dir));
+    legacy_store(dry);
+    legacy_store(dir);
+    /* the same open on a twin store counts its syncs: the migration's
+     * closing sync is the last before the open returns (no fold is due) */
+    atomic_store(&syncs_called, 0);
+    berth_journal *j = open_fold(dry, fold_records);
+    uint32_t syncs = atomic_load(&syncs_called);
+    close_rw(j);
+    ck_assert_uint_gt(syncs, 0);
+    atomic_store(&syncs_called, 0);
+    atomic_store(&sync_fail_at, syncs);
+    berth_journal_options o = { .history_fold_records = fold_records };
+    char err[err_len_max] = "";
+    j = NULL;
+    berth_jerr rc = berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err));
+    atomic_store(&sync_fail_at, 0);
+    if (rc == BERTH_J_OK) {
+        berth_journal_close(j);
+    }
+    ck_assert_msg(rc == BERTH_J_IO, "open: %s %s", berth_jerr_name(rc), err);
+    ck_assert_msg(strstr(err, "unchanged") == NULL && strstr(err, "format 2") != NULL,
+                  "says: %s", err);
+    ck_assert(in_child(child_migrated, dir, 0));
+    j = open_fold(dir, fold_records);
+    hist_check_all(j);
+    close_rw(j);
+}
+END_TEST
+
 static Suite *journal_suite(void) {
     Suite *s = suite_create("journal");
     TCase *codec = tcase_create("codec");
@@ -2953,6 +3008,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(hist, hist_fold_buffers_at_open);
     tcase_add_test(hist, hist_dirs_synced);
     tcase_add_test(hist, hist_ro_env_open_fails);
+    tcase_add_test(hist, hist_migrate_sync_fails);
     tcase_set_timeout(hist, 240);
     suite_add_tcase(s, hist);
     return s;
