@@ -74,7 +74,10 @@
  * from the journal (the names come from the engine's apply, which this
  * layer does not run), so opens refuse with a sentence naming it. Each
  * writable open commits a rewrite of folded_seq in the history environment
- * (a fresh synced meta page, as sync_at_open below does for the journal),
+ * (a fresh synced meta page, as sync_at_open below does for the journal;
+ * the map is first made twice the file's used pages, as LMDB maps an
+ * existing file bigger than map_size_initial at exactly its used pages)
+ * and fsyncs history/ and DIR (the new files' entries),
  * and an I/O error in a history commit stops folding for this process
  * (the touch log keeps growing, queries stay exact).
  *
