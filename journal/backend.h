@@ -61,4 +61,9 @@ struct berth_journal_ops {
                           size_t *n);
 };
 
+/* LMDB backend, for tests: wake the history folder thread and wait until it
+ * is idle with no fold due that it could do; returns the last fold's result
+ * (OK when none ran). OK at once on a read-only open. */
+berth_jerr berth_journal_lmdb_settle(berth_journal *journal);
+
 #endif

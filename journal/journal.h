@@ -10,8 +10,9 @@
  * defer_meta_sync option an append's OK means committed, and
  * berth_journal_durable says which seq is on disk: see there.)
  *
- * The LMDB backend is the embedded default (one environment in a data
- * directory: journal, snapshots, history index, meta). Every function returns
+ * The LMDB backend is the embedded default (a data directory with two
+ * environments: journal, snapshots and meta in one, the history index in
+ * DIR/history, written by a thread of the journal's own). Every function returns
  * a berth_jerr; the errors each may return are listed beside it. */
 #ifndef BERTH_JOURNAL_H
 #define BERTH_JOURNAL_H
@@ -85,8 +86,8 @@ typedef struct berth_journal_options {
     uint64_t map_size_initial;  /* bytes; 0: 64 MiB */
     uint64_t map_size_max;      /* bytes; 0: 1 TiB. FULL once reached */
     bool no_lock;               /* read_only tools: do not take the directory lock */
-    /* HISTORY touch-log backlog (records) that triggers a fold into the
-     * history index; 0: BERTH_HISTORY_FOLD_RECORDS_DEFAULT. Over
+    /* HISTORY touch-log backlog (durable records) that wakes the fold into
+     * the history index; 0: BERTH_HISTORY_FOLD_RECORDS_DEFAULT. Over
      * BERTH_HISTORY_FOLD_RECORDS_MAX the open is INVALID. Only layout and
      * write cost depend on it, never a query's answer. */
     uint32_t history_fold_records;
@@ -109,9 +110,13 @@ typedef struct berth_journal_cursor berth_journal_cursor;
 /* Open (creating when writable and absent) the LMDB journal in dir. A
  * writable open takes an exclusive lock on dir/LOCK and commits and syncs a
  * fresh meta page over the records it finds (content unchanged), so the
- * head is durable on return even if an earlier process's sync failed:
- * errors NOTFOUND (dir missing on read-only), LOCKED, FULL (no room for
- * that write), IO, CORRUPT, NOMEM. err gets a sentence. */
+ * head is durable on return even if an earlier process's sync failed. It
+ * also opens (creates) the history index in dir/history, moves a history
+ * index written by a berth before session 4 there (once, logged on
+ * stderr), and starts the thread that folds into it; close joins it.
+ * Errors: NOTFOUND (dir missing on read-only), LOCKED, FULL (no room for
+ * that write), IO, CORRUPT (also: dir/history missing or behind a touch
+ * log that was already trimmed), NOMEM. err gets a sentence. */
 berth_jerr berth_journal_open_lmdb(berth_journal **out, const char *dir,
                                    const berth_journal_options *options,
                                    char *err, size_t err_size);
@@ -147,13 +152,12 @@ berth_jerr berth_journal_durable(berth_journal *journal, uint64_t *seq);
  * not sticky, while the disk has no room for a few pages). Errors: FULL,
  * IO, READONLY. */
 berth_jerr berth_journal_sync(berth_journal *journal);
-/* Upkeep an append leaves to its caller under defer_meta_sync: the history
- * fold (lmdb_store.c), a write transaction of its own that can take tens of
- * ms. Without the option an append folds before it returns, and on etcd
- * there is nothing to do: OK at once. Call it after acting on an append's
- * result, so that result is not held up by the fold; queries are exact
- * whether it ran or not. Its commit, like any, makes the commit before it
- * durable. Errors: FULL, IO (the fold is retried at the next call). */
+/* Upkeep an append leaves to its caller: none now, on either backend; a
+ * no-op that returns OK. (The LMDB history fold runs on a thread of the
+ * journal's own, in an environment of its own, woken by appends; it never
+ * holds up an append, and it commits nothing in the journal, so it makes
+ * no record durable.) Kept so callers need not change if a backend
+ * defers work again. */
 berth_jerr berth_journal_maintain(berth_journal *journal);
 
 /* Store a snapshot of the state after seq (bytes opaque to the journal).
@@ -194,8 +198,10 @@ berth_jerr berth_journal_snapshot_list(berth_journal_reader *reader, uint64_t *s
                                        size_t cap, size_t *n);
 
 /* HISTORY index: seqs of records that touched a worker or an instance,
- * ascending, starting at the first >= from. *n gets how many were written.
- * Errors: IO. */
+ * ascending, starting at the first >= from, up to the reader's head. *n
+ * gets how many were written. Exact whatever the LMDB fold thread does
+ * meanwhile. Errors: IO, CORRUPT (LMDB: a history environment that holds
+ * less than the touch log dropped, which no crash leaves). */
 typedef enum { BERTH_HISTORY_WORKER = 'w', BERTH_HISTORY_INSTANCE = 'i' } berth_history_kind;
 berth_jerr berth_journal_history(berth_journal_reader *reader, berth_history_kind kind,
                                  berth_str name, uint64_t from, uint64_t *seqs, size_t cap,

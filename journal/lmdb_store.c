@@ -1,43 +1,85 @@
-/* lmdb_store.c — owns the LMDB backend of the journal: one environment in a
- * data directory, its lock, its map growth, and every read and write on it.
+/* lmdb_store.c — owns the LMDB backend of the journal: two environments in
+ * a data directory (the journal's, and the history index's in DIR/history),
+ * the directory lock, map growth, the history folder thread, and every
+ * read and write on them.
  *
- * Layout (named databases in one environment):
+ * Layout, main environment (DIR/data.mdb), named databases:
  *   journal    MDB_INTEGERKEY: u64 seq (native) -> encoded record (record.c)
  *   snapshots  MDB_INTEGERKEY: u64 seq (native) -> snapshot bytes (opaque)
- *   history    MDB_DUPSORT|MDB_DUPFIXED: kind byte 'w'/'i' + name -> 8-byte
- *              big-endian seq, so one key's duplicates sort by seq
  *   touchlog   MDB_INTEGERKEY: u64 seq (native) -> the names that record
  *              touched, packed as (kind byte, 1-byte length, name bytes)...
  *   meta       "format" -> u32 store format (store_format below);
- *              "folded_seq" -> u64 (native): history holds every record's
- *              names up to it, touchlog those after it
+ *              "trimmed_seq" -> u64 (native): touchlog holds no entry at or
+ *              before it, and one for every touching record after it
+ * History environment (DIR/history/data.mdb), written only by the folder:
+ *   history    MDB_DUPSORT|MDB_DUPFIXED: kind byte 'w'/'i' + name -> 8-byte
+ *              big-endian seq, so one key's duplicates sort by seq
+ *   meta       "folded_seq" -> u64 (native): history holds every record's
+ *              names up to it
+ * Store format 1 (before session 4) kept history in the main environment
+ * with "folded_seq" in its meta; history_migrate moves it (see there).
  *
- * HISTORY without scattered writes. Writing each record's ~3 names into
- * history inside the durable append dirtied hundreds of scattered leaf
- * pages per commit (about 60x the bytes of the records). So an append only
- * appends one touchlog entry per record (sequential pages, MDB_APPEND); once
- * head - folded_seq >= the fold threshold (the history_fold_records
- * option, BERTH_HISTORY_FOLD_RECORDS_DEFAULT), a separate write transaction
- * after the append's commit (same write mutex, same growth) moves touchlog
- * entries folded_seq+1..head into history, deletes them from touchlog and
- * stores the new folded_seq: one batch of index writes per threshold. The
- * fold sorts the names into history's key order first and puts them through
- * one cursor, so LMDB finds most keys on the leaf it is already on (the
- * fold was half of berthd's CPU under write load before). Under
- * defer_meta_sync the append returns without folding and
- * berth_journal_maintain folds, so an append's caller can release replies
- * before the fold's tens of ms. It takes at most
- * fold_items_max names per transaction (every name of a default-threshold
- * backlog); a larger backlog folds its oldest entries and the rest at the
- * next append.
- * The fold is an optimisation of layout, not of meaning: if it fails or the
- * process dies before it, the append stays committed, touchlog stays
- * exact, and the next append or the next writable open folds. A history
- * query reads, in one read transaction, history entries >= from (all are
- * <= folded_seq) then scans touchlog from max(from, folded_seq+1) for the
- * name, so every view is exact and consistent. A store written before
- * touchlog existed (no folded_seq) has everything in history: a writable
- * open records folded_seq = head; a read-only open treats it so.
+ * HISTORY without scattered writes, and off the commit path. An append
+ * writes one touchlog entry per touching record (sequential pages,
+ * MDB_APPEND). A folder thread, started at a writable open and joined at
+ * close, moves those names into the history environment once the durable
+ * head is history_fold_records (BERTH_HISTORY_FOLD_RECORDS_DEFAULT) past
+ * folded_seq: it copies touchlog entries folded_seq+1..durable head out of
+ * one short read transaction on the main environment (bounded by
+ * fold_items_max names and fold_bytes_max bytes, so a reader never holds up
+ * map growth for long), sorts the names into history's key order (so one
+ * cursor finds most keys on the leaf it is on), and writes them with the
+ * new folded_seq in one history transaction with LMDB's default durability
+ * (two syncs: nobody waits for them). LMDB has one writer per environment,
+ * so a fold in the main environment held up the next commit by tens of ms
+ * (berthd's p999); now no commit waits for a fold. The fold reads only the
+ * durable head (berth_journal_durable), so history never names a record an
+ * OS crash could undo and then reuse for another.
+ * Trim: touchlog entries are deleted only once the history environment's
+ * commit covering them returned (so they are on its disk), inside a later
+ * append's own transaction (touchlog_trim: a bounded range delete, no
+ * extra commit or sync), which
+ * also stores trimmed_seq. So at every commit, and on disk after any
+ * crash, trimmed_seq <= the history environment's folded_seq. An append
+ * wakes the folder when a fold is due (berth_journal_maintain is a no-op).
+ *
+ * Queries (lmdb_history) are exact and consistent. The reader's main
+ * snapshot M has head h and trimmed t; the query then opens a history
+ * snapshot H, which has folded f. Claim: f >= t. The trim that made t
+ * committed in the main environment only after the history commit with
+ * folded_seq >= t returned; M sees that trim, so M began after it, and H
+ * began after M, so H sees that history commit or a later one (folded_seq
+ * only grows). Hence, with u = min(f, h): history entries from..u come
+ * from H (they are all of them, since H holds every name up to f >= u, and
+ * none past u is taken: a fold may have passed h, a record M does not
+ * show), and M's touchlog holds every touching record in t+1..h, so
+ * u+1..h (u >= t) comes from it. Nothing is counted twice (u splits
+ * them), nothing after h is shown. A trim or fold that commits while the
+ * query runs changes neither snapshot. f < t is reported CORRUPT (it
+ * would mean a history environment replaced behind the writer's back).
+ * Read-only opens (the berth tool beside berthd) open the history
+ * environment read-only through LMDB's reader table, without the
+ * directory lock, and adopt its writer's map growth like the main map.
+ *
+ * Crashes. A killed process loses nothing: the page cache keeps every
+ * commit of both environments, and the touch log past trimmed_seq is in
+ * the journal's commits. After an OS crash the history environment holds
+ * every fold that returned (default sync), the main environment at least
+ * its durable head; trims covered only folds that returned, so trimmed_seq
+ * <= folded_seq <= head still holds, and the next writable open checks it.
+ * The backlog (durable head - folded_seq) stays in touchlog, read by
+ * queries, and the folder folds it at the open when it is due. A missing
+ * history environment is created anew when nothing was trimmed (touchlog
+ * holds every name); once the touch log was trimmed it cannot be rebuilt
+ * from the journal (the names come from the engine's apply, which this
+ * layer does not run), so opens refuse with a sentence naming it. Each
+ * writable open commits a rewrite of folded_seq in the history environment
+ * (a fresh synced meta page, as sync_at_open below does for the journal;
+ * the map is first made twice the file's used pages, as LMDB maps an
+ * existing file bigger than map_size_initial at exactly its used pages)
+ * and fsyncs history/ and DIR (the new files' entries),
+ * and an I/O error in a history commit stops folding for this process
+ * (the touch log keeps growing, queries stay exact).
  *
  * Durability is LMDB's default sync: an append returns OK only after its
  * write transaction committed, and a failed batch is aborted whole, so the
@@ -68,7 +110,11 @@
  * A read-only process adopts a writer's larger map (MDB_MAP_RESIZED) the
  * same way. Readers should therefore be short-lived: one per query, not one
  * per connection. The reader slots of processes killed inside a read
- * transaction are swept at a writable open and before each growth.
+ * transaction are swept at a writable open and before each growth. The
+ * history environment has a gate of its own (hgate), grown the same way by
+ * its one writer, the folder; a query holds a main reader while it enters
+ * hgate, and no one holding an hgate reader waits on anything, so the two
+ * gates cannot wait on each other.
  *
  * One sync per commit (defer_meta_sync). LMDB's commit (mdb_txn_commit,
  * 0.9.x) writes the dirty data pages, fdatasync()s the data file, then
@@ -92,8 +138,9 @@
  *      alternate, and LMDB opens the newer valid one. That is LMDB's
  *      documented promise for MDB_NOMETASYNC: integrity is kept, and a
  *      system crash may undo only the last commit.
- *   4. Every write transaction (append, fold, snapshot) writes at least one
- *      page, so its commit does sync (LMDB skips the sync of an empty one).
+ *   4. Every write transaction (append, snapshot, meta rewrite) writes at
+ *      least one page, so its commit does sync (LMDB skips the sync of an
+ *      empty one).
  * A process crash loses nothing either way: the page cache survives it. At
  * every writable open the whole file is synced once, so what a killed
  * writer left in the page cache is durable before this process shows any
@@ -149,7 +196,9 @@ enum {
     path_len_max = dir_len_max + 16,
     readers_max = 1024,             /* LMDB reader slots */
     dbs_max = 5,
-    store_format = 1,               /* layout of the named databases above */
+    hist_dbs_max = 2,               /* the history environment: history, meta */
+    store_format_legacy = 1,        /* history inside this environment (before session 4) */
+    store_format = 2,               /* layout of the named databases above */
     grow_wait_ms_max = 2000,        /* a resize waits this long for readers */
     grow_attempts_max = 48,         /* doublings from a tiny map to the cap */
     remap_attempts_max = 8,         /* reader retries after MDB_MAP_RESIZED */
@@ -160,6 +209,14 @@ enum {
     /* names one fold transaction sorts and puts (32 bytes each): every name
      * of a default-threshold backlog (16384 records of up to 65 names) fits */
     fold_items_max = 1 << 21,
+    /* the raw touchlog bytes one fold copies out of its short read
+     * transaction (a default backlog is ~1 MiB); more waits for the next fold */
+    fold_bytes_max = 16 << 20,
+    /* touchlog entries an append deletes once the history environment holds
+     * them: this many, or twice the batch's records if more (so the trim
+     * always outpaces the appends). 1,024 took 0.2-0.3 ms (docs/bench-server.md) */
+    trim_entries_per_append_min = 1024,
+    fold_retry_ms = 1000,           /* a failed fold waits this long before the next */
     pid_text_len_max = 32,
     grow_slack_bytes = 1 << 20,     /* B-tree and free-list overhead of one write */
     meta_rewrite_need_bytes = 1 << 16   /* a one-key rewrite: a few pages copied */
@@ -181,6 +238,8 @@ typedef struct lmdb_journal {
     MDB_dbi dbi_meta;
     MDB_dbi dbi_touchlog;
     bool has_touchlog;              /* false: a read-only open of a pre-touchlog store */
+    uint32_t format;                /* store_format, or store_format_legacy (read-only only
+                                     * once open returned: a writable open migrates) */
     bool read_only;
     bool env_open;
     bool sync_ready;
@@ -197,8 +256,37 @@ typedef struct lmdb_journal {
     uint64_t head_seq;              /* writable opens: the committed head */
     uint8_t head_hash[BERTH_HASH_LEN];
     uint64_t durable_seq;           /* defer_meta_sync, under head_mutex: on disk up to here */
-    uint64_t folded_seq;            /* writable opens, under write_mutex */
+    uint64_t trimmed_seq;           /* writable opens, under write_mutex: touchlog holds
+                                     * no entry at or before it */
     uint32_t history_fold_records;  /* touchlog backlog that triggers a fold */
+    /* The history environment (DIR/history): see "The history environment". */
+    MDB_env *henv;                  /* NULL: none (a read-only open of a legacy store, or of
+                                     * a new one whose writer never got to create it) */
+    MDB_dbi hdbi_history;
+    MDB_dbi hdbi_meta;
+    uint64_t hpage_size;
+    map_gate hgate;                 /* as gate, for henv's map */
+    bool hgate_ready;
+    _Atomic bool hbroken;           /* a remap of henv failed */
+    _Atomic bool upgrade_told;      /* read-only, format 1: said the store was migrated */
+    /* writable: henv durably holds every touched name up to here; written by
+     * the folder only, read by appends (the trim) */
+    _Atomic uint64_t hist_folded;
+    /* The folder thread (writable opens), under fold_mutex. */
+    pthread_t folder;
+    bool folder_started;
+    bool fold_ready;                /* fold_mutex and fold_cond initialised */
+    pthread_mutex_t fold_mutex;
+    pthread_cond_t fold_cond;       /* wake, stop, or the folder went idle */
+    bool fold_wake;                 /* a fold may be due: look */
+    bool fold_idle;                 /* waiting, nothing due it could do */
+    _Atomic bool fold_stop;
+    bool fold_dead;                 /* an I/O error in henv: no more folds this process */
+    berth_jerr fold_err;            /* the last fold's result */
+    /* The folder's buffers, kept here rather than on its stack so that they
+     * stay reachable from the journal (a leak checker in a forked child,
+     * which has no folder thread, would call them lost). */
+    struct fold_work *fold_work;
     uint8_t *scratch;               /* one encoded record, BERTH_RECORD_BYTES_MAX */
     char dir[dir_len_max + 1];
 } lmdb_journal;
@@ -395,18 +483,23 @@ typedef struct map_use {
     uint64_t used_bytes;    /* high-water mark of pages in use */
 } map_use;
 
-static map_use map_use_now(lmdb_journal *j) {
+static map_use map_use_of(MDB_env *env, uint64_t page_size) {
     MDB_envinfo info;
-    int rc = mdb_env_info(j->env, &info);
+    int rc = mdb_env_info(env, &info);
     assert(rc == 0);
-    map_use use = { info.me_mapsize, ((uint64_t)info.me_last_pgno + 1) * j->page_size };
+    map_use use = { info.me_mapsize, ((uint64_t)info.me_last_pgno + 1) * page_size };
     return use;
 }
 
-/* The size to grow to, or 0 when the map is already at its cap. */
-static uint64_t map_size_next(lmdb_journal *j, uint64_t need_bytes) {
-    map_use use = map_use_now(j);
-    if (use.map_bytes >= j->map_size_max) {
+static map_use map_use_now(lmdb_journal *j) {
+    return map_use_of(j->env, j->page_size);
+}
+
+/* The size to grow env's map to, or 0 when it is already at the cap. */
+static uint64_t map_size_next_of(MDB_env *env, uint64_t page_size, uint64_t map_max,
+                                 uint64_t need_bytes) {
+    map_use use = map_use_of(env, page_size);
+    if (use.map_bytes >= map_max) {
         return 0;
     }
     uint64_t want = use.map_bytes * 2;
@@ -414,8 +507,12 @@ static uint64_t map_size_next(lmdb_journal *j, uint64_t need_bytes) {
     if (want < floor) {
         want = floor;
     }
-    want = round_up(want, j->page_size);
-    return want < j->map_size_max ? want : j->map_size_max;
+    want = round_up(want, page_size);
+    return want < map_max ? want : map_max;
+}
+
+static uint64_t map_size_next(lmdb_journal *j, uint64_t need_bytes) {
+    return map_size_next_of(j->env, j->page_size, j->map_size_max, need_bytes);
 }
 
 /* Grow the map; caller holds write_mutex and no transaction. wait_ms 0:
@@ -596,8 +693,6 @@ static int dbi_open_all(lmdb_journal *j, MDB_txn *txn) {
     unsigned int create = j->read_only ? 0 : MDB_CREATE;
     int rc = mdb_dbi_open(txn, "journal", create | MDB_INTEGERKEY, &j->dbi_journal);
     if (rc == 0) rc = mdb_dbi_open(txn, "snapshots", create | MDB_INTEGERKEY, &j->dbi_snapshots);
-    if (rc == 0) rc = mdb_dbi_open(txn, "history", create | MDB_DUPSORT | MDB_DUPFIXED,
-                                   &j->dbi_history);
     if (rc == 0) rc = mdb_dbi_open(txn, "meta", create, &j->dbi_meta);
     if (rc == 0) {
         rc = mdb_dbi_open(txn, "touchlog", create | MDB_INTEGERKEY, &j->dbi_touchlog);
@@ -609,38 +704,83 @@ static int dbi_open_all(lmdb_journal *j, MDB_txn *txn) {
     return rc;
 }
 
-/* The store format in meta: written when the store is new, checked always. */
+static const MDB_val format_key = { 6, (void *)"format" };
+static const MDB_val folded_key = { 10, (void *)"folded_seq" };
+static const MDB_val trimmed_key = { 11, (void *)"trimmed_seq" };
+
+/* A u64 (native) under key in a meta db; *present false when absent. */
+static berth_jerr meta_u64_get(MDB_txn *txn, MDB_dbi dbi, const MDB_val *key, uint64_t *seq,
+                               bool *present) {
+    MDB_val k = *key;
+    MDB_val val;
+    int rc = mdb_get(txn, dbi, &k, &val);
+    *present = rc == 0;
+    *seq = 0;
+    if (rc == MDB_NOTFOUND) {
+        return BERTH_J_OK;
+    }
+    if (rc != 0) {
+        return jerr_of_mdb(rc);
+    }
+    if (val.mv_size != sizeof(*seq)) {
+        return BERTH_J_CORRUPT;
+    }
+    memcpy(seq, val.mv_data, sizeof(*seq));
+    return BERTH_J_OK;
+}
+
+static berth_jerr meta_u64_put(MDB_txn *txn, MDB_dbi dbi, const MDB_val *key, uint64_t seq,
+                               bool *map_full) {
+    MDB_val k = *key;
+    MDB_val val = { sizeof(seq), &seq };
+    int rc = mdb_put(txn, dbi, &k, &val, 0);
+    return rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
+}
+
+/* The store format in meta: written when the store is new (with an empty
+ * touchlog trimmed through 0), checked always. A legacy store's history db
+ * is opened here; a writable open migrates it later (history_migrate). */
 static berth_jerr meta_check(lmdb_journal *j, MDB_txn *txn, char *err, size_t err_size) {
-    MDB_val key = { 6, (void *)"format" };
+    MDB_val key = format_key;
     MDB_val val;
     int rc = mdb_get(txn, j->dbi_meta, &key, &val);
     if (rc == MDB_NOTFOUND && !j->read_only) {
         uint32_t format = store_format;
         MDB_val put = { sizeof(format), &format };
+        bool map_full = false;
         rc = mdb_put(txn, j->dbi_meta, &key, &put, 0);
-        if (rc != 0) {
+        berth_jerr jerr = rc == 0 ? meta_u64_put(txn, j->dbi_meta, &trimmed_key, 0, &map_full)
+                                  : jerr_of_mdb(rc);
+        if (jerr != BERTH_J_OK) {
             sentence(err, err_size, "cannot initialise the journal in %s: %s", j->dir,
-                     mdb_strerror(rc));
-            return jerr_of_mdb(rc);
+                     berth_jerr_name(jerr));
+            return jerr;
         }
+        j->format = store_format;
         return BERTH_J_OK;
     }
     uint32_t format = 0;
     if (rc == 0 && val.mv_size == sizeof(format)) {
         memcpy(&format, val.mv_data, sizeof(format));
     }
-    if (format != store_format) {
+    if (format != store_format && format != store_format_legacy) {
         char found[pid_text_len_max];
         snprintf(found, sizeof(found), "%u", format);
         sentence(err, err_size, "the journal in %s has an unknown store format (%s)", j->dir,
                  found);
         return BERTH_J_CORRUPT;
     }
+    j->format = format;
+    if (format == store_format_legacy) {
+        rc = mdb_dbi_open(txn, "history", MDB_DUPSORT | MDB_DUPFIXED, &j->dbi_history);
+        if (rc != 0) {
+            sentence(err, err_size, "the journal in %s (store format 1) has no history index: %s",
+                     j->dir, mdb_strerror(rc));
+            return BERTH_J_CORRUPT;
+        }
+    }
     return BERTH_J_OK;
 }
-
-static berth_jerr folded_get(lmdb_journal *j, MDB_txn *txn, uint64_t *seq, bool *present);
-static berth_jerr folded_put(lmdb_journal *j, MDB_txn *txn, uint64_t seq, bool *map_full);
 
 /* The last key of the journal, undecoded (head_load checks the record). */
 static int journal_last_seq(lmdb_journal *j, MDB_txn *txn, uint64_t *seq) {
@@ -659,28 +799,16 @@ static int journal_last_seq(lmdb_journal *j, MDB_txn *txn, uint64_t *seq) {
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-/* Writable opens, in the setup transaction (no extra commit): load
- * folded_seq, or adopt a pre-touchlog store, whose history is complete up
- * to its head, by writing folded_seq = head. */
-static berth_jerr folded_init(lmdb_journal *j, MDB_txn *txn, char *err, size_t err_size) {
+/* Writable opens of the current format: load trimmed_seq. */
+static berth_jerr trimmed_init(lmdb_journal *j, MDB_txn *txn, char *err, size_t err_size) {
     bool present = false;
-    berth_jerr jerr = folded_get(j, txn, &j->folded_seq, &present);
-    MDB_stat st = { 0 };
-    uint64_t head = 0;
+    berth_jerr jerr = meta_u64_get(txn, j->dbi_meta, &trimmed_key, &j->trimmed_seq, &present);
     if (jerr == BERTH_J_OK && !present) {
-        int rc = mdb_stat(txn, j->dbi_touchlog, &st);
-        if (rc == 0) rc = journal_last_seq(j, txn, &head);
-        jerr = rc == 0 ? BERTH_J_OK : jerr_of_mdb(rc);
-        if (jerr == BERTH_J_OK && st.ms_entries != 0) {
-            jerr = BERTH_J_CORRUPT;   /* touchlog entries with no folded_seq */
-        }
-        bool map_full = false;
-        if (jerr == BERTH_J_OK) jerr = folded_put(j, txn, head, &map_full);
-        j->folded_seq = head;
+        jerr = BERTH_J_CORRUPT;
     }
     if (jerr != BERTH_J_OK) {
-        sentence(err, err_size, "cannot set up the history index in %s (%s)", j->dir,
-                 berth_jerr_name(jerr));
+        sentence(err, err_size, "cannot read how far the touch log of %s was trimmed (%s)",
+                 j->dir, berth_jerr_name(jerr));
     }
     return jerr;
 }
@@ -701,7 +829,9 @@ static berth_jerr dbs_open(lmdb_journal *j, char *err, size_t err_size) {
         return jerr_of_mdb(rc);
     }
     berth_jerr jerr = meta_check(j, txn, err, err_size);
-    if (jerr == BERTH_J_OK && !j->read_only) jerr = folded_init(j, txn, err, err_size);
+    if (jerr == BERTH_J_OK && !j->read_only && j->format == store_format) {
+        jerr = trimmed_init(j, txn, err, err_size);
+    }
     if (jerr != BERTH_J_OK) {
         mdb_txn_abort(txn);
         return jerr;
@@ -800,7 +930,10 @@ static berth_jerr sync_init(lmdb_journal *j) {
     return BERTH_J_OK;
 }
 
-static berth_jerr history_open(lmdb_journal *j, char *err, size_t err_size);
+static berth_jerr history_open(lmdb_journal *j, uint64_t map_initial, char *err,
+                               size_t err_size);
+static berth_jerr history_open_read_only(lmdb_journal *j, char *err, size_t err_size);
+static void folder_stop(lmdb_journal *j);
 
 static berth_jerr meta_rewrite(lmdb_journal *j);
 static void mutex_lock(pthread_mutex_t *mutex);
@@ -856,12 +989,20 @@ static berth_jerr open_steps(lmdb_journal *j, const berth_journal_options *optio
             jerr = BERTH_J_NOMEM;
         }
     }
-    if (jerr == BERTH_J_OK && !j->read_only) jerr = history_open(j, err, err_size);
+    if (jerr == BERTH_J_OK && !j->read_only) jerr = history_open(j, map_initial, err, err_size);
+    if (jerr == BERTH_J_OK && j->read_only) jerr = history_open_read_only(j, err, err_size);
     return jerr;
 }
 
 static void lmdb_close(berth_journal *base) {
     lmdb_journal *j = journal_of(base);
+    folder_stop(j);   /* before either environment closes */
+    if (j->henv != NULL) {
+        mdb_env_close(j->henv);   /* every fold committed synced: nothing to sync */
+    }
+    if (j->hgate_ready) {
+        gate_destroy(&j->hgate);
+    }
     if (j->env != NULL) {
         assert(!j->sync_ready || j->gate.readers == 0);
         if (j->env_open && j->defer_meta_sync && !atomic_load(&j->broken) &&
@@ -1183,38 +1324,9 @@ static berth_jerr write_with_growth(lmdb_journal *j, txn_body body, void *arg,
 
 /* ---- HISTORY fold ---------------------------------------------------- */
 
-static const MDB_val folded_key = { 10, (void *)"folded_seq" };
-
-/* folded_seq as txn sees it; *present false for a pre-touchlog store. */
-static berth_jerr folded_get(lmdb_journal *j, MDB_txn *txn, uint64_t *seq, bool *present) {
-    MDB_val key = folded_key;
-    MDB_val val;
-    int rc = mdb_get(txn, j->dbi_meta, &key, &val);
-    *present = rc == 0;
-    *seq = 0;
-    if (rc == MDB_NOTFOUND) {
-        return BERTH_J_OK;
-    }
-    if (rc != 0) {
-        return jerr_of_mdb(rc);
-    }
-    if (val.mv_size != sizeof(*seq)) {
-        return BERTH_J_CORRUPT;
-    }
-    memcpy(seq, val.mv_data, sizeof(*seq));
-    return BERTH_J_OK;
-}
-
-static berth_jerr folded_put(lmdb_journal *j, MDB_txn *txn, uint64_t seq, bool *map_full) {
-    MDB_val key = folded_key;
-    MDB_val val = { sizeof(seq), &seq };
-    int rc = mdb_put(txn, j->dbi_meta, &key, &val, 0);
-    return rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
-}
-
-/* One name to fold: it points into the touchlog's pages, which stay mapped
- * and unchanged until this transaction deletes the entries, after every
- * put (history's writes take other pages). */
+/* One name to fold: it points into the folder's copy of the touchlog
+ * bytes (fold_work.arena), not into the map: the read transaction that
+ * found them is closed before the history environment is written. */
 typedef struct fold_item {
     uint64_t prefix;                /* kind and the name's first 7 bytes, big-endian, 0-padded */
     const uint8_t *name;
@@ -1294,11 +1406,10 @@ static berth_jerr fold_gather_entry(const MDB_val *key, const MDB_val *val, fold
 /* Every gathered name into history, in key order through one cursor: LMDB
  * then finds most keys on the leaf it is already on instead of descending
  * from the root, and each leaf is dirtied and walked once. */
-static berth_jerr fold_put_sorted(lmdb_journal *j, MDB_txn *txn, fold_item *items, size_t n,
+static berth_jerr fold_put_sorted(MDB_txn *txn, MDB_dbi dbi, const fold_item *items, size_t n,
                                   bool *map_full) {
-    qsort(items, n, sizeof *items, fold_item_cmp);
     MDB_cursor *cursor;
-    int rc = mdb_cursor_open(txn, j->dbi_history, &cursor);
+    int rc = mdb_cursor_open(txn, dbi, &cursor);
     if (rc != 0) {
         return jerr_of_mdb(rc);
     }
@@ -1325,13 +1436,18 @@ static berth_jerr fold_put_sorted(lmdb_journal *j, MDB_txn *txn, fold_item *item
     return err;
 }
 
-/* Delete the folded touchlog entries: all of them at once when the fold
- * took everything, else those up to through_seq. */
-static berth_jerr fold_trim(lmdb_journal *j, MDB_txn *txn, bool all, uint64_t through_seq,
-                            bool *map_full) {
-    if (all) {
-        int rc = mdb_drop(txn, j->dbi_touchlog, 0);
-        return rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
+/* ---- the append's trim of the touch log --------------------------------- */
+
+/* Inside an append's transaction: delete touchlog entries the history
+ * environment already holds durably (seq <= hist_folded), oldest first, at
+ * most trim_entries_per_append_min or twice the batch's records, and store
+ * how far the touch log is now trimmed. No extra commit and no extra sync: the append's own. */
+static berth_jerr touchlog_trim(lmdb_journal *j, MDB_txn *txn, size_t batch_records,
+                                uint64_t *trimmed_to, bool *map_full) {
+    uint64_t target = atomic_load(&j->hist_folded);
+    *trimmed_to = j->trimmed_seq;
+    if (target <= j->trimmed_seq) {
+        return BERTH_J_OK;
     }
     MDB_cursor *cursor;
     int rc = mdb_cursor_open(txn, j->dbi_touchlog, &cursor);
@@ -1339,16 +1455,25 @@ static berth_jerr fold_trim(lmdb_journal *j, MDB_txn *txn, bool all, uint64_t th
         return jerr_of_mdb(rc);
     }
     MDB_val key, val;
+    uint64_t reached = target;   /* every entry up to here is gone */
     uint64_t deleted = 0;
+    uint64_t most = 2 * (uint64_t)batch_records;
+    if (most < trim_entries_per_append_min) {
+        most = trim_entries_per_append_min;
+    }
     rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
-    while (rc == 0 && deleted < fold_items_max) {
+    while (rc == 0) {
         uint64_t seq;
         if (key.mv_size != sizeof(seq)) {
             rc = MDB_CORRUPTED;
             break;
         }
         memcpy(&seq, key.mv_data, sizeof(seq));
-        if (seq > through_seq) {
+        if (seq > target) {
+            break;
+        }
+        if (deleted == most) {
+            reached = seq - 1;   /* seq itself stays: the next append goes on */
             break;
         }
         rc = mdb_cursor_del(cursor, 0);
@@ -1359,97 +1484,763 @@ static berth_jerr fold_trim(lmdb_journal *j, MDB_txn *txn, bool all, uint64_t th
     if (rc != 0 && rc != MDB_NOTFOUND) {
         return put_err(rc, map_full);
     }
+    assert(reached >= j->trimmed_seq && reached <= target);
+    berth_jerr err = meta_u64_put(txn, j->dbi_meta, &trimmed_key, reached, map_full);
+    if (err == BERTH_J_OK) {
+        *trimmed_to = reached;
+    }
+    return err;
+}
+
+/* ---- the history environment --------------------------------------------- */
+
+static bool hist_dir_path(char *out, const lmdb_journal *j) {
+    return path_join(out, j->dir, "history");
+}
+
+/* Grow henv's map: the folder only (its one writer), holding no henv
+ * transaction. wait_ms 0: only when no history reader is open now. */
+static berth_jerr hist_map_grow(lmdb_journal *j, uint64_t need_bytes, uint32_t wait_ms) {
+    uint64_t next = map_size_next_of(j->henv, j->hpage_size, j->map_size_max, need_bytes);
+    if (next == 0) {
+        return BERTH_J_FULL;
+    }
+    if (!gate_resize_begin(&j->hgate, wait_ms)) {
+        return BERTH_J_FULL;
+    }
+    int rc = mdb_env_set_mapsize(j->henv, (size_t)next);
+    if (rc != 0) {
+        atomic_store(&j->hbroken, true);
+    }
+    gate_resize_end(&j->hgate);
+    return rc == 0 ? BERTH_J_OK : BERTH_J_IO;
+}
+
+/* A read transaction on henv, through its gate; a read-only process adopts
+ * the writer's larger map. Close with hist_read_end. */
+static berth_jerr hist_read_begin(lmdb_journal *j, MDB_txn **txn) {
+    for (uint32_t attempt = 0; attempt < remap_attempts_max; attempt++) {
+        gate_reader_enter(&j->hgate);
+        int rc = atomic_load(&j->hbroken) ? EIO : mdb_txn_begin(j->henv, NULL, MDB_RDONLY, txn);
+        if (rc == 0) {
+            return BERTH_J_OK;
+        }
+        gate_reader_leave(&j->hgate);
+        if (rc != MDB_MAP_RESIZED) {
+            berth_jerr err = jerr_of_mdb(rc);
+            return err == BERTH_J_NOTFOUND ? BERTH_J_IO : err;
+        }
+        if (!gate_resize_begin(&j->hgate, grow_wait_ms_max)) {
+            return BERTH_J_IO;
+        }
+        rc = mdb_env_set_mapsize(j->henv, 0);
+        if (rc != 0) {
+            atomic_store(&j->hbroken, true);
+        }
+        gate_resize_end(&j->hgate);
+    }
+    return BERTH_J_IO;
+}
+
+static void hist_read_end(lmdb_journal *j, MDB_txn *txn) {
+    mdb_txn_abort(txn);
+    gate_reader_leave(&j->hgate);
+}
+
+/* hist_env_open failed with rc: j->henv is closed and NULL again, so no
+ * later query uses an environment that never opened. NOTFOUND is left to the
+ * file's stat check (a read-only open then treats it as absent): a file
+ * gone in between is IO. */
+static berth_jerr hist_env_failed(lmdb_journal *j, int rc) {
+    if (j->henv != NULL) {
+        mdb_env_close(j->henv);
+        j->henv = NULL;
+    }
+    berth_jerr jerr = jerr_of_mdb(rc);
+    return jerr == BERTH_J_NOTFOUND ? BERTH_J_IO : jerr;
+}
+
+/* Open DIR/history (created when writable). Writable: its setup commit
+ * rewrites folded_seq with the value it holds (0 when new), so, as
+ * sync_at_open does for the main environment, a fresh meta page is synced
+ * before this process trusts what the page cache shows. NOTFOUND (no
+ * sentence) when a read-only open finds no history environment. */
+static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err,
+                                size_t err_size) {
+    char path[path_len_max];
+    char file[path_len_max];
+    if (!hist_dir_path(path, j) || !path_join(file, path, "data.mdb")) {
+        sentence(err, err_size, "data directory path %s is too long%s", j->dir, "");
+        return BERTH_J_INVALID;
+    }
+    struct stat st;
+    if (j->read_only && stat(file, &st) != 0) {
+        return BERTH_J_NOTFOUND;
+    }
+    if (!j->read_only && mkdir(path, 0700) != 0 && errno != EEXIST) {
+        sentence(err, err_size, "cannot create the history index directory %s: %s", path,
+                 strerror(errno));
+        return BERTH_J_IO;
+    }
+    if (!gate_init(&j->hgate)) {
+        sentence(err, err_size, "out of memory opening %s%s", path, "");
+        return BERTH_J_NOMEM;
+    }
+    j->hgate_ready = true;
+    int rc = mdb_env_create(&j->henv);
+    if (rc != 0) {
+        j->henv = NULL;
+    }
+    if (rc == 0) rc = mdb_env_set_maxreaders(j->henv, readers_max);
+    if (rc == 0) rc = mdb_env_set_maxdbs(j->henv, hist_dbs_max);
+    if (rc == 0 && !j->read_only) rc = mdb_env_set_mapsize(j->henv, (size_t)map_initial);
+    if (rc == 0) rc = mdb_env_open(j->henv, path, MDB_NOTLS | (j->read_only ? MDB_RDONLY : 0), 0600);
+    MDB_stat est;
+    if (rc == 0) rc = mdb_env_stat(j->henv, &est);
+    if (rc != 0) {
+        sentence(err, err_size, "cannot open the history index in %s: %s", path, mdb_strerror(rc));
+        return hist_env_failed(j, rc);
+    }
+    j->hpage_size = est.ms_psize;
+    /* As file_size_check: a cut file would fault on its first missing page. */
+    MDB_envinfo info;
+    rc = mdb_env_info(j->henv, &info);
+    assert(rc == 0);
+    uint64_t need = ((uint64_t)info.me_last_pgno + 1) * j->hpage_size;
+    if (stat(file, &st) != 0 || (uint64_t)st.st_size < need) {
+        sentence(err, err_size, "the history index %s is truncated or unreadable%s", file, "");
+        return hist_env_failed(j, MDB_CORRUPTED);
+    }
+    if (!j->read_only) {
+        int dead = 0;
+        rc = mdb_reader_check(j->henv, &dead);   /* slots of killed readers pin pages */
+        (void)rc;   /* a failed sweep only leaves pages pinned a while longer */
+        /* LMDB maps an existing file bigger than map_initial at exactly its
+         * used pages, leaving the setup commit below no room (MDB_MAP_FULL):
+         * give it the room a fold would (no reader of ours is open yet). */
+        uint64_t want = round_up(2 * need + grow_slack_bytes, j->hpage_size);
+        if (want > j->map_size_max) {
+            want = j->map_size_max;
+        }
+        if (want > info.me_mapsize) {
+            rc = mdb_env_set_mapsize(j->henv, (size_t)want);
+            if (rc != 0) {
+                sentence(err, err_size, "cannot map the history index in %s: %s", path,
+                         mdb_strerror(rc));
+                return hist_env_failed(j, rc);
+            }
+        }
+    }
+    MDB_txn *txn;
+    rc = mdb_txn_begin(j->henv, NULL, j->read_only ? MDB_RDONLY : 0, &txn);
+    if (rc == 0) {
+        unsigned int create = j->read_only ? 0 : MDB_CREATE;
+        rc = mdb_dbi_open(txn, "history", create | MDB_DUPSORT | MDB_DUPFIXED, &j->hdbi_history);
+        if (rc == 0) rc = mdb_dbi_open(txn, "meta", create, &j->hdbi_meta);
+        uint64_t folded = 0;
+        bool present = false;
+        bool map_full = false;
+        berth_jerr jerr = BERTH_J_OK;
+        if (rc == 0 && !j->read_only) {
+            jerr = meta_u64_get(txn, j->hdbi_meta, &folded_key, &folded, &present);
+            if (jerr == BERTH_J_OK) jerr = meta_u64_put(txn, j->hdbi_meta, &folded_key, folded,
+                                                        &map_full);
+        }
+        if (rc == 0 && jerr == BERTH_J_OK) {
+            rc = mdb_txn_commit(txn);   /* keeps the handles; writable: synced */
+        } else {
+            mdb_txn_abort(txn);
+        }
+        if (rc == 0 && jerr != BERTH_J_OK) {
+            sentence(err, err_size, "cannot set up the history index in %s (%s)", path,
+                     berth_jerr_name(jerr));
+            mdb_env_close(j->henv);
+            j->henv = NULL;
+            return jerr;
+        }
+    }
+    if (rc != 0) {
+        sentence(err, err_size, "cannot set up the history index in %s: %s", path,
+                 mdb_strerror(rc));
+        return hist_env_failed(j, rc == MDB_NOTFOUND && j->read_only ? MDB_CORRUPTED : rc);
+    }
+    if (!j->read_only) {
+        /* The entries of history/ and of its files in DIR must survive an OS
+         * crash before anything (a trim) relies on what the files hold. */
+        const char *dirs[] = { path, j->dir };
+        for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+            int fd = open(dirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            int sync_rc = fd >= 0 ? fsync(fd) : -1;
+            int errno_was = errno;
+            if (fd >= 0) {
+                int close_rc = close(fd);
+                assert(close_rc == 0);
+            }
+            if (sync_rc != 0) {
+                sentence(err, err_size, "cannot sync the directory %s: %s", dirs[i],
+                         strerror(errno_was));
+                mdb_env_close(j->henv);
+                j->henv = NULL;
+                return BERTH_J_IO;
+            }
+        }
+    }
     return BERTH_J_OK;
 }
 
-typedef struct fold_arg {
-    uint64_t through_seq;           /* out: history now holds every record up to here */
-} fold_arg;
+/* folded_seq of the history environment as txn sees it (0 when a new
+ * environment's setup has not committed it yet). */
+static berth_jerr hist_folded_get(lmdb_journal *j, MDB_txn *htxn, uint64_t *seq) {
+    bool present = false;
+    return meta_u64_get(htxn, j->hdbi_meta, &folded_key, seq, &present);
+}
 
-/* Move touchlog entries (all are after folded_seq: folded ones were
- * deleted) into history, oldest first, as many as fold_items_max names
- * allow (all of them at the default threshold), and record folded_seq. */
-static berth_jerr fold_body(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map_full) {
-    fold_arg *fold = arg;
-    fold_item *items = malloc(fold_items_max * sizeof *items);
-    if (items == NULL) {
-        return BERTH_J_NOMEM;
-    }
-    MDB_cursor *cursor;
-    int rc = mdb_cursor_open(txn, j->dbi_touchlog, &cursor);
+/* ---- migration from store format 1 ------------------------------------- */
+
+typedef struct migrate_arg {
+    uint64_t folded;                /* the legacy folded_seq: touchlog starts after it */
+} migrate_arg;
+
+/* The main environment's half: drop the legacy history db and its
+ * folded_seq, record the touch log as trimmed through it, flip the format. */
+static berth_jerr migrate_finish_body(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map_full) {
+    migrate_arg *m = arg;
+    /* mdb_drop(.., 1) closes the handle env-wide even if this transaction is
+     * then aborted (a full map: write_growing_if_full grows and calls again),
+     * so each attempt opens its own. */
+    MDB_dbi history;
+    int rc = mdb_dbi_open(txn, "history", MDB_DUPSORT | MDB_DUPFIXED, &history);
+    if (rc == 0) rc = mdb_drop(txn, history, 1);
+    MDB_val fk = folded_key;
+    if (rc == 0) rc = mdb_del(txn, j->dbi_meta, &fk, NULL);
+    if (rc == MDB_NOTFOUND) rc = 0;   /* a pre-touchlog store had none */
     if (rc != 0) {
-        free(items);
+        return put_err(rc, map_full);
+    }
+    berth_jerr err = meta_u64_put(txn, j->dbi_meta, &trimmed_key, m->folded, map_full);
+    uint32_t format = store_format;
+    MDB_val key = format_key;
+    MDB_val val = { sizeof(format), &format };
+    if (err == BERTH_J_OK) {
+        rc = mdb_put(txn, j->dbi_meta, &key, &val, 0);
+        err = rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
+    }
+    return err;
+}
+
+/* Copy the legacy history db into henv in key order (cursor order is
+ * already history's order: MDB_APPEND for a new key, MDB_APPENDDUP for the
+ * next seq of the same key, as mdb_load -a does),
+ * with folded_seq, in one synced henv transaction. It empties henv's db
+ * first, so a copy cut short by a crash is simply redone. */
+static berth_jerr migrate_copy(lmdb_journal *j, uint64_t folded, uint64_t *copied) {
+    MDB_txn *rtxn;
+    int rc = mdb_txn_begin(j->env, NULL, MDB_RDONLY, &rtxn);
+    if (rc != 0) {
         return jerr_of_mdb(rc);
     }
-    berth_jerr err = BERTH_J_OK;
+    MDB_stat st;
+    rc = mdb_stat(rtxn, j->dbi_history, &st);
+    if (rc == 0) {
+        uint64_t bytes = (st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages) *
+                         (uint64_t)st.ms_psize;
+        map_use use = map_use_of(j->henv, j->hpage_size);
+        if (use.map_bytes < 2 * bytes + grow_slack_bytes) {
+            berth_jerr err = hist_map_grow(j, 2 * bytes, 0);   /* no reader yet */
+            rc = err == BERTH_J_OK ? 0 : (err == BERTH_J_FULL ? MDB_MAP_FULL : EIO);
+        }
+    }
+    MDB_txn *wtxn = NULL;
+    if (rc == 0) rc = mdb_txn_begin(j->henv, NULL, 0, &wtxn);
+    if (rc == 0) rc = mdb_drop(wtxn, j->hdbi_history, 0);
+    MDB_cursor *from = NULL;
+    MDB_cursor *to = NULL;
+    if (rc == 0) rc = mdb_cursor_open(rtxn, j->dbi_history, &from);
+    if (rc == 0) rc = mdb_cursor_open(wtxn, j->hdbi_history, &to);
+    *copied = 0;
     MDB_val key, val;
-    size_t count = 0;
-    uint64_t entries = 0;
-    uint64_t last_seq = j->folded_seq;
-    bool fits = true;
-    rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
-    while (rc == 0 && err == BERTH_J_OK && fits) {
-        if (entries >= j->head_seq) {
-            err = BERTH_J_CORRUPT;   /* more entries than records */
+    if (rc == 0) rc = mdb_cursor_get(from, &key, &val, MDB_FIRST);
+    uint8_t prev[history_key_len_max];
+    size_t prev_len = 0;   /* no key is empty */
+    while (rc == 0) {
+        bool same = key.mv_size == prev_len && memcmp(key.mv_data, prev, prev_len) == 0;
+        if (!same && key.mv_size > sizeof(prev)) {
+            rc = MDB_CORRUPTED;
             break;
         }
-        err = fold_gather_entry(&key, &val, items, &count, fold_items_max, &fits);
-        if (err == BERTH_J_OK && fits) {
-            memcpy(&last_seq, key.mv_data, sizeof(last_seq));
-            entries++;
+        rc = mdb_cursor_put(to, &key, &val, same ? MDB_APPENDDUP : MDB_APPEND);
+        if (!same) {
+            memcpy(prev, key.mv_data, key.mv_size);
+            prev_len = key.mv_size;
+        }
+        (*copied)++;
+        if (rc == 0) rc = mdb_cursor_get(from, &key, &val, MDB_NEXT);
+    }
+    if (to != NULL) mdb_cursor_close(to);
+    if (from != NULL) mdb_cursor_close(from);
+    mdb_txn_abort(rtxn);
+    bool map_full = false;
+    berth_jerr err = rc == MDB_NOTFOUND ? BERTH_J_OK : jerr_of_mdb(rc);
+    if (err == BERTH_J_OK) err = meta_u64_put(wtxn, j->hdbi_meta, &folded_key, folded, &map_full);
+    if (err == BERTH_J_OK) {
+        rc = mdb_txn_commit(wtxn);
+        wtxn = NULL;
+        err = rc == 0 ? BERTH_J_OK : jerr_of_mdb(rc);
+    }
+    if (wtxn != NULL) {
+        mdb_txn_abort(wtxn);
+    }
+    return err;
+}
+
+/* Store format 1 kept history in this environment. Order, each step
+ * durable before the next, so a crash anywhere is redone at the next open:
+ * (1) copy it into henv with folded_seq (synced); (2) in the main
+ * environment, one transaction drops it, stores trimmed_seq = the legacy
+ * folded_seq (touchlog held only entries after it) and sets format 2;
+ * (3) sync. Until (2) is durable the store is format 1 and the next open
+ * copies again from scratch, also if a berth before this one wrote to it in
+ * between; after it, a berth before this one refuses the store (unknown
+ * format) rather than write a history nobody reads. */
+static berth_jerr history_migrate(lmdb_journal *j, char *err, size_t err_size) {
+    assert(!j->read_only && j->format == store_format_legacy);
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        sentence(err, err_size, "cannot read the journal in %s: %s", j->dir, mdb_strerror(rc));
+        return jerr_of_mdb(rc);
+    }
+    uint64_t folded = 0;
+    bool present = false;
+    berth_jerr jerr = meta_u64_get(txn, j->dbi_meta, &folded_key, &folded, &present);
+    MDB_stat st = { 0 };
+    if (jerr == BERTH_J_OK) {
+        rc = mdb_stat(txn, j->dbi_touchlog, &st);
+        jerr = rc == 0 ? BERTH_J_OK : jerr_of_mdb(rc);
+    }
+    mdb_txn_abort(txn);
+    if (jerr == BERTH_J_OK && !present) {
+        /* pre-touchlog: history holds everything up to the head */
+        jerr = st.ms_entries == 0 ? BERTH_J_OK : BERTH_J_CORRUPT;
+        folded = j->head_seq;
+    }
+    if (jerr == BERTH_J_OK && folded > j->head_seq) {
+        jerr = BERTH_J_CORRUPT;
+    }
+    uint64_t copied = 0;
+    if (jerr == BERTH_J_OK) jerr = migrate_copy(j, folded, &copied);
+    migrate_arg m = { folded };
+    mutex_lock(&j->write_mutex);
+    if (jerr == BERTH_J_OK) jerr = write_growing_if_full(j, migrate_finish_body, &m,
+                                                         meta_rewrite_need_bytes);
+    mutex_unlock(&j->write_mutex);
+    if (jerr == BERTH_J_OK && mdb_env_sync(j->env, 1) != 0) {
+        /* The store is format 2 from the finishing commit on (an OS crash may
+         * yet undo it, and the next open moves the index again): not
+         * "unchanged". After a failed sync no later one proves anything. */
+        atomic_store(&j->sync_failed, true);
+        sentence(err, err_size, "moved the history index of %s into its own environment"
+                 " (store format 2), but the sync after it failed%s; the next open checks the"
+                 " store again", j->dir, "");
+        return BERTH_J_IO;
+    }
+    if (jerr != BERTH_J_OK) {
+        sentence(err, err_size, "cannot move the history index of %s into its own environment"
+                 " (%s); the store is unchanged and the next open tries again", j->dir,
+                 berth_jerr_name(jerr));
+        return jerr;
+    }
+    j->format = store_format;
+    j->trimmed_seq = folded;
+    fprintf(stderr, "berth journal: moved the history index of %s into %s/history "
+            "(%llu entries, records up to seq %llu; store format 1 -> 2)\n", j->dir, j->dir,
+            (unsigned long long)copied, (unsigned long long)folded);
+    return BERTH_J_OK;
+}
+
+/* ---- the folder thread ---------------------------------------------------- */
+
+/* The folder's buffers, kept across folds. */
+typedef struct fold_work {
+    fold_item *items;               /* fold_items_max */
+    uint8_t *arena;                 /* fold_bytes_max: copies of touchlog values */
+} fold_work;
+
+/* What a fold may read: the durable head (an OS crash cannot undo it, so
+ * history never holds a name of a record that could vanish). */
+static uint64_t durable_now(lmdb_journal *j) {
+    mutex_lock(&j->head_mutex);
+    uint64_t seq = j->defer_meta_sync ? j->durable_seq : j->head_seq;
+    mutex_unlock(&j->head_mutex);
+    return seq;
+}
+
+static bool fold_due(lmdb_journal *j) {
+    uint64_t durable = durable_now(j);
+    uint64_t folded = atomic_load(&j->hist_folded);
+    assert(folded <= durable);
+    return durable - folded >= j->history_fold_records;
+}
+
+/* Wake the folder when a fold is due (after a commit or sync moved the
+ * durable head). Costs a mutex only then. */
+static void folder_poke(lmdb_journal *j) {
+    if (!j->folder_started || !fold_due(j)) {
+        return;
+    }
+    mutex_lock(&j->fold_mutex);
+    j->fold_wake = true;
+    int rc = pthread_cond_broadcast(&j->fold_cond);
+    assert(rc == 0);
+    mutex_unlock(&j->fold_mutex);
+}
+
+/* Copy touchlog entries hist_folded+1..through (at most fold_items_max
+ * names and fold_bytes_max bytes) out of one short read transaction on the
+ * main environment; *covered: every touching record up to it was taken. */
+static berth_jerr fold_gather(lmdb_journal *j, fold_work *w, uint64_t through, size_t *count,
+                              uint64_t *covered) {
+    uint64_t from = atomic_load(&j->hist_folded) + 1;
+    assert(from <= through);
+    *count = 0;
+    *covered = from - 1;
+    if (atomic_load(&j->broken)) {
+        return BERTH_J_IO;
+    }
+    gate_reader_enter(&j->gate);
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        gate_reader_leave(&j->gate);
+        return jerr_of_mdb(rc);
+    }
+    MDB_cursor *cursor;
+    rc = mdb_cursor_open(txn, j->dbi_touchlog, &cursor);
+    berth_jerr err = rc == 0 ? BERTH_J_OK : jerr_of_mdb(rc);
+    size_t used = 0;
+    bool done = false;   /* every entry up to through taken */
+    if (err == BERTH_J_OK) {
+        MDB_val key = { sizeof(from), &from };
+        MDB_val val;
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE);
+        while (rc == 0 && err == BERTH_J_OK) {
+            uint64_t seq = 0;
+            if (key.mv_size != sizeof(seq)) {
+                err = BERTH_J_CORRUPT;
+                break;
+            }
+            memcpy(&seq, key.mv_data, sizeof(seq));
+            if (seq > through) {
+                done = true;
+                break;
+            }
+            if (val.mv_size > fold_bytes_max - used) {
+                break;   /* the rest at the next fold */
+            }
+            memcpy(w->arena + used, val.mv_data, val.mv_size);
+            MDB_val copy = { val.mv_size, w->arena + used };
+            bool fits = true;
+            err = fold_gather_entry(&key, &copy, w->items, count, fold_items_max, &fits);
+            if (err != BERTH_J_OK || !fits) {
+                break;
+            }
+            used += val.mv_size;
+            *covered = seq;
             rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
         }
+        if (rc == MDB_NOTFOUND) {
+            done = true;
+        } else if (rc != 0 && err == BERTH_J_OK) {
+            err = jerr_of_mdb(rc);
+        }
+        mdb_cursor_close(cursor);
     }
-    mdb_cursor_close(cursor);
-    if (err == BERTH_J_OK && fits && rc != MDB_NOTFOUND) {
-        err = jerr_of_mdb(rc);
+    mdb_txn_abort(txn);
+    gate_reader_leave(&j->gate);
+    if (done) {
+        *covered = through;   /* records after the last entry touched nothing */
     }
-    if (err == BERTH_J_OK && (last_seq <= j->folded_seq && entries > 0)) {
-        err = BERTH_J_CORRUPT;       /* an entry at or before folded_seq */
-    }
-    if (err == BERTH_J_OK) {
-        err = fold_put_sorted(j, txn, items, count, map_full);
-    }
-    free(items);
-    fold->through_seq = fits ? j->head_seq : last_seq;
-    if (err == BERTH_J_OK) {
-        err = fold_trim(j, txn, fits, fold->through_seq, map_full);
-    }
-    if (err == BERTH_J_OK) {
-        err = folded_put(j, txn, fold->through_seq, map_full);
+    if (err == BERTH_J_OK && *covered < from) {
+        err = BERTH_J_CORRUPT;   /* one entry larger than the whole buffer */
     }
     return err;
 }
 
-/* Fold when the backlog reached the limit. Caller holds write_mutex (or is
- * the opening thread). A failure leaves touchlog and folded_seq as they
- * were, which is still exact: the next append or open tries again. */
-static berth_jerr fold_if_due(lmdb_journal *j) {
-    assert(j->folded_seq <= j->head_seq);
-    uint64_t backlog = j->head_seq - j->folded_seq;
-    assert(j->history_fold_records >= 1 && j->history_fold_records <= BERTH_HISTORY_FOLD_RECORDS_MAX);
-    if (backlog < j->history_fold_records) {
+/* The sorted names and folded_seq in one henv transaction (synced twice:
+ * LMDB's default, off every client's path). */
+static berth_jerr fold_write(lmdb_journal *j, const fold_item *items, size_t count,
+                             uint64_t covered, bool *map_full) {
+    *map_full = false;
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(j->henv, NULL, 0, &txn);
+    if (rc != 0) {
+        *map_full = rc == MDB_MAP_FULL;
+        return jerr_of_mdb(rc);
+    }
+    berth_jerr err = fold_put_sorted(txn, j->hdbi_history, items, count, map_full);
+    if (err == BERTH_J_OK) err = meta_u64_put(txn, j->hdbi_meta, &folded_key, covered, map_full);
+    if (err != BERTH_J_OK) {
+        mdb_txn_abort(txn);
+        return err;
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc != 0) {
+        *map_full = rc == MDB_MAP_FULL;
+        return jerr_of_mdb(rc);
+    }
+    return BERTH_J_OK;
+}
+
+/* One fold: gather, sort, write, publish. A failure leaves henv and
+ * hist_folded as they were (touchlog keeps the entries: queries stay exact). */
+static berth_jerr fold_once(lmdb_journal *j, fold_work *w) {
+    uint64_t through = durable_now(j);
+    size_t count = 0;
+    uint64_t covered = 0;
+    berth_jerr err = fold_gather(j, w, through, &count, &covered);
+    if (err != BERTH_J_OK) {
+        return err;
+    }
+    qsort(w->items, count, sizeof *w->items, fold_item_cmp);
+    uint64_t need = (covered - atomic_load(&j->hist_folded)) * fold_need_bytes_per_record;
+    map_use use = map_use_of(j->henv, j->hpage_size);
+    if (use.used_bytes + need > use.map_bytes / 2) {
+        int dead = 0;
+        (void)mdb_reader_check(j->henv, &dead);   /* killed readers may be why it filled */
+        (void)hist_map_grow(j, need, 0);   /* at the cap or readers open: the write decides */
+    }
+    for (uint32_t attempt = 0; attempt < grow_attempts_max; attempt++) {
+        bool map_full = false;
+        err = fold_write(j, w->items, count, covered, &map_full);
+        if (!map_full) {
+            break;
+        }
+        err = hist_map_grow(j, need, grow_wait_ms_max);
+        if (err != BERTH_J_OK) {
+            break;
+        }
+        err = BERTH_J_FULL;
+    }
+    if (err == BERTH_J_OK) {
+        atomic_store(&j->hist_folded, covered);
+    }
+    return err;
+}
+
+static void fold_mutex_wait(lmdb_journal *j, uint32_t wait_ms) {
+    if (wait_ms == 0) {
+        int rc = pthread_cond_wait(&j->fold_cond, &j->fold_mutex);
+        assert(rc == 0);
+        return;
+    }
+    struct timespec deadline = deadline_after_ms(wait_ms);
+    int rc = pthread_cond_timedwait(&j->fold_cond, &j->fold_mutex, &deadline);
+    assert(rc == 0 || rc == ETIMEDOUT);
+}
+
+/* Folds whenever woken and due, until stopped. After a failure it waits
+ * fold_retry_ms and tries again (FULL may clear); after an I/O error in
+ * henv it folds no more in this process (after a failed fsync no later sync
+ * proves anything: see "One sync per commit"), and the next open starts
+ * from what henv durably holds. */
+static void *folder_main(void *arg) {
+    lmdb_journal *j = arg;
+    fold_work *w = j->fold_work;   /* folder_start took them: never NULL here */
+    assert(w != NULL && w->items != NULL && w->arena != NULL);
+    mutex_lock(&j->fold_mutex);
+    bool retry = false;
+    while (!atomic_load(&j->fold_stop)) {
+        if (!j->fold_wake || j->fold_dead) {
+            j->fold_wake = false;
+            j->fold_idle = true;
+            int rc = pthread_cond_broadcast(&j->fold_cond);
+            assert(rc == 0);
+            fold_mutex_wait(j, retry && !j->fold_dead ? fold_retry_ms : 0);
+            if (retry && !j->fold_wake) {
+                j->fold_wake = true;   /* the retry's time came (or a spurious wake: harmless) */
+            }
+            retry = false;
+            continue;
+        }
+        j->fold_wake = false;
+        j->fold_idle = false;
+        mutex_unlock(&j->fold_mutex);
+        berth_jerr err = BERTH_J_OK;
+        while (err == BERTH_J_OK && !atomic_load(&j->fold_stop) && fold_due(j)) {
+            err = fold_once(j, w);
+        }
+        mutex_lock(&j->fold_mutex);
+        bool dead = err == BERTH_J_IO || atomic_load(&j->hbroken);
+        if (err != BERTH_J_OK && (err != j->fold_err || dead)) {
+            /* nobody else would say it: the fold has no caller */
+            fprintf(stderr, "berth journal: the history fold in %s/history failed (%s); HISTORY"
+                    " stays exact from the touch log, %s\n", j->dir, berth_jerr_name(err),
+                    dead ? "which now grows until the next start" : "retried in 1 s");
+        }
+        j->fold_err = err;
+        j->fold_dead = j->fold_dead || dead;
+        retry = err != BERTH_J_OK;
+    }
+    j->fold_idle = true;
+    int rc = pthread_cond_broadcast(&j->fold_cond);
+    assert(rc == 0);
+    mutex_unlock(&j->fold_mutex);
+    return NULL;
+}
+
+static void fold_work_free(lmdb_journal *j) {
+    fold_work *w = j->fold_work;
+    if (w != NULL) {
+        free(w->items);
+        free(w->arena);
+        free(w);
+        j->fold_work = NULL;
+    }
+}
+
+/* The folder's buffers (fold_items_max names, fold_bytes_max bytes: 80 MiB)
+ * are taken here, so that an open short of memory fails NOMEM rather than
+ * run a folder that can never fold and that nobody asks. */
+static bool fold_work_alloc(lmdb_journal *j) {
+    assert(j->fold_work == NULL);
+    fold_work *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        return false;
+    }
+    j->fold_work = w;
+    w->items = malloc(fold_items_max * sizeof *w->items);
+    w->arena = malloc(fold_bytes_max);
+    return w->items != NULL && w->arena != NULL;
+}
+
+static bool folder_start(lmdb_journal *j) {
+    if (!fold_work_alloc(j)) {
+        return false;
+    }
+    if (pthread_mutex_init(&j->fold_mutex, NULL) != 0) {
+        return false;
+    }
+    /* fold_mutex_wait's deadline is on CLOCK_MONOTONIC (deadline_after_ms):
+     * a condvar on the default CLOCK_REALTIME would take it as long past and
+     * time out at once, turning the retry's wait into a busy loop. */
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0) {
+        int rc = pthread_mutex_destroy(&j->fold_mutex);
+        assert(rc == 0);
+        return false;
+    }
+    bool ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+              pthread_cond_init(&j->fold_cond, &attr) == 0;
+    int rc = pthread_condattr_destroy(&attr);
+    assert(rc == 0);
+    if (!ok) {
+        rc = pthread_mutex_destroy(&j->fold_mutex);
+        assert(rc == 0);
+        return false;
+    }
+    j->fold_ready = true;
+    j->fold_wake = true;   /* a backlog left by the last process folds now */
+    if (pthread_create(&j->folder, NULL, folder_main, j) != 0) {
+        return false;
+    }
+    j->folder_started = true;
+    return true;
+}
+
+/* At close: a fold under way finishes its transaction first. */
+static void folder_stop(lmdb_journal *j) {
+    if (j->folder_started) {
+        mutex_lock(&j->fold_mutex);
+        atomic_store(&j->fold_stop, true);
+        int rc = pthread_cond_broadcast(&j->fold_cond);
+        assert(rc == 0);
+        mutex_unlock(&j->fold_mutex);
+        rc = pthread_join(j->folder, NULL);
+        assert(rc == 0);
+        j->folder_started = false;
+    }
+    if (j->fold_ready) {
+        int rc = pthread_cond_destroy(&j->fold_cond);
+        assert(rc == 0);
+        rc = pthread_mutex_destroy(&j->fold_mutex);
+        assert(rc == 0);
+        j->fold_ready = false;
+    }
+    fold_work_free(j);
+}
+
+berth_jerr berth_journal_lmdb_settle(berth_journal *base) {
+    lmdb_journal *j = journal_of(base);
+    if (!j->folder_started) {
         return BERTH_J_OK;
     }
-    fold_arg fold = { j->folded_seq };
-    berth_jerr err = write_with_growth(j, fold_body, &fold, backlog * fold_need_bytes_per_record);
-    if (err == BERTH_J_OK) {
-        assert(fold.through_seq > j->folded_seq && fold.through_seq <= j->head_seq);
-        j->folded_seq = fold.through_seq;
+    mutex_lock(&j->fold_mutex);
+    j->fold_wake = true;
+    int rc = pthread_cond_broadcast(&j->fold_cond);
+    assert(rc == 0);
+    while (j->fold_wake || !j->fold_idle) {
+        rc = pthread_cond_wait(&j->fold_cond, &j->fold_mutex);
+        assert(rc == 0);
     }
+    berth_jerr err = j->fold_err;
+    mutex_unlock(&j->fold_mutex);
     return err;
 }
 
-/* At a writable open, after the head is loaded: fold a backlog left by a
- * process that stopped before folding. */
-static berth_jerr history_open(lmdb_journal *j, char *err, size_t err_size) {
-    if (j->folded_seq > j->head_seq) {
-        sentence(err, err_size, "the history index in %s claims records past the head%s",
-                 j->dir, "");
+/* At a writable open, once the head is loaded and synced: migrate a legacy
+ * store, open (or create) henv, check it against the touch log, start the
+ * folder (which folds a backlog the last process left, if due). */
+static berth_jerr history_open(lmdb_journal *j, uint64_t map_initial, char *err,
+                               size_t err_size) {
+    char path[path_len_max];
+    char file[path_len_max];
+    struct stat st;
+    if (!hist_dir_path(path, j) || !path_join(file, path, "data.mdb")) {
+        sentence(err, err_size, "data directory path %s is too long%s", j->dir, "");
+        return BERTH_J_INVALID;
+    }
+    if (j->format == store_format && j->trimmed_seq > 0 && stat(file, &st) != 0) {
+        char seq[pid_text_len_max];
+        snprintf(seq, sizeof(seq), "%llu", (unsigned long long)j->trimmed_seq);
+        sentence(err, err_size, "the history index %s is missing and the touch log was trimmed"
+                 " through seq %s: HISTORY cannot be answered (it cannot be rebuilt from the"
+                 " journal; restore the directory from the copy it came with)", path, seq);
         return BERTH_J_CORRUPT;
     }
-    berth_jerr jerr = fold_if_due(j);
-    (void)jerr;   /* a failed fold leaves an exact touchlog: retried later */
+    berth_jerr jerr = hist_env_open(j, map_initial, err, err_size);
+    if (jerr == BERTH_J_OK && j->format == store_format_legacy) {
+        jerr = history_migrate(j, err, err_size);
+    }
+    if (jerr != BERTH_J_OK) {
+        return jerr;
+    }
+    MDB_txn *htxn;
+    uint64_t folded = 0;
+    jerr = hist_read_begin(j, &htxn);
+    if (jerr == BERTH_J_OK) {
+        jerr = hist_folded_get(j, htxn, &folded);
+        hist_read_end(j, htxn);
+    }
+    if (jerr != BERTH_J_OK) {
+        sentence(err, err_size, "cannot read the history index in %s (%s)", path,
+                 berth_jerr_name(jerr));
+        return jerr;
+    }
+    if (folded < j->trimmed_seq || folded > j->head_seq) {
+        char seqs[96];
+        snprintf(seqs, sizeof(seqs), "up to seq %llu, the touch log was trimmed through %llu"
+                 " and the head is %llu", (unsigned long long)folded,
+                 (unsigned long long)j->trimmed_seq, (unsigned long long)j->head_seq);
+        sentence(err, err_size, "the history index %s does not fit the journal: it holds"
+                 " records %s", path, seqs);
+        return BERTH_J_CORRUPT;
+    }
+    atomic_store(&j->hist_folded, folded);
+    if (!folder_start(j)) {
+        sentence(err, err_size, "cannot start the history folder thread for %s: out of memory"
+                 "%s (its buffers take 80 MiB)", j->dir, "");
+        return BERTH_J_NOMEM;
+    }
     return BERTH_J_OK;
 }
 
@@ -1457,11 +2248,16 @@ typedef struct batch_arg {
     berth_record *records;
     const berth_touched *touched;
     size_t n;
+    uint64_t trimmed_to;            /* out: trimmed_seq once committed */
 } batch_arg;
 
 static berth_jerr batch_body(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map_full) {
     batch_arg *batch = arg;
-    return batch_put(j, txn, batch->records, batch->touched, batch->n, map_full);
+    berth_jerr err = batch_put(j, txn, batch->records, batch->touched, batch->n, map_full);
+    if (err == BERTH_J_OK) {
+        err = touchlog_trim(j, txn, batch->n, &batch->trimmed_to, map_full);
+    }
+    return err;
 }
 
 static berth_jerr lmdb_append(berth_journal *base, berth_record *records,
@@ -1481,22 +2277,24 @@ static berth_jerr lmdb_append(berth_journal *base, berth_record *records,
             err = BERTH_J_INVALID;
         }
     }
+    batch_arg batch = { records, touched, n, 0 };
     if (err == BERTH_J_OK) {
-        batch_arg batch = { records, touched, n };
         /* A batch needs at most its bytes twice over (leaf pages half full). */
         uint64_t need = (uint64_t)n * BERTH_RECORD_BYTES_MAX / 8;
         err = write_with_growth(j, batch_body, &batch, need);
     }
     if (err == BERTH_J_OK) {
+        assert(batch.trimmed_to >= j->trimmed_seq);
+        j->trimmed_seq = batch.trimmed_to;
         mutex_lock(&j->head_mutex);
         j->head_seq = records[n - 1].seq;
         memcpy(j->head_hash, records[n - 1].hash, BERTH_HASH_LEN);
         mutex_unlock(&j->head_mutex);
-        if (!j->defer_meta_sync) {
-            (void)fold_if_due(j);   /* the append is committed whatever the fold does */
-        }   /* else berth_journal_maintain folds, once the caller has the result */
     }
     mutex_unlock(&j->write_mutex);
+    if (err == BERTH_J_OK) {
+        folder_poke(j);   /* the fold runs on its own thread and environment */
+    }
     return err;
 }
 
@@ -1613,8 +2411,8 @@ static berth_jerr durable_after_commit(lmdb_journal *j, int rc, berth_jerr err) 
  * write_mutex. */
 static berth_jerr meta_rewrite_body(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map_full) {
     (void)arg;
-    uint32_t format = store_format;
-    MDB_val key = { 6, (void *)"format" };
+    uint32_t format = j->format;
+    MDB_val key = format_key;
     MDB_val val = { sizeof(format), &format };
     int rc = mdb_put(txn, j->dbi_meta, &key, &val, 0);
     return rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
@@ -1635,21 +2433,6 @@ static berth_jerr lmdb_durable(berth_journal *base, uint64_t *seq) {
     assert(*seq <= j->head_seq);
     mutex_unlock(&j->head_mutex);
     return BERTH_J_OK;
-}
-
-/* defer_meta_sync: the fold lmdb_append left to its caller. */
-static berth_jerr lmdb_maintain(berth_journal *base) {
-    lmdb_journal *j = journal_of(base);
-    if (j->read_only || !j->defer_meta_sync) {
-        return BERTH_J_OK;   /* nothing was deferred */
-    }
-    if (atomic_load(&j->broken)) {
-        return BERTH_J_IO;
-    }
-    mutex_lock(&j->write_mutex);
-    berth_jerr err = fold_if_due(j);
-    mutex_unlock(&j->write_mutex);
-    return err;
 }
 
 /* One fdatasync of the data file: covers the last commit's meta page. */
@@ -1683,6 +2466,9 @@ static berth_jerr lmdb_sync(berth_journal *base) {
         mutex_unlock(&j->head_mutex);
     }
     mutex_unlock(&j->write_mutex);
+    if (rc == 0) {
+        folder_poke(j);
+    }
     return rc == 0 ? BERTH_J_OK : BERTH_J_IO;
 }
 
@@ -1874,15 +2660,17 @@ static berth_jerr lmdb_snapshot_list(berth_journal_reader *base, uint64_t *seqs,
     return rc == 0 || rc == MDB_NOTFOUND ? BERTH_J_OK : jerr_of_mdb(rc);
 }
 
-/* The folded half: history entries >= from for the key. */
-static berth_jerr history_folded(lmdb_reader *r, const uint8_t *key_bytes, size_t key_len,
-                                 uint64_t from, uint64_t *seqs, size_t cap, size_t *n) {
+/* The folded half: history entries from..upto for the key, in txn's dbi
+ * (the history environment's, or a legacy store's own). */
+static berth_jerr history_folded(MDB_txn *txn, MDB_dbi dbi, const uint8_t *key_bytes,
+                                 size_t key_len, uint64_t from, uint64_t upto, uint64_t *seqs,
+                                 size_t cap, size_t *n) {
     uint8_t from_be[8];
     be64_put(from_be, from);
     MDB_val key = { key_len, (void *)key_bytes };
     MDB_val val = { 8, from_be };
     MDB_cursor *cursor;
-    int rc = mdb_cursor_open(r->txn, r->journal->dbi_history, &cursor);
+    int rc = mdb_cursor_open(txn, dbi, &cursor);
     if (rc != 0) {
         return jerr_of_mdb(rc);
     }
@@ -1892,7 +2680,11 @@ static berth_jerr history_folded(lmdb_reader *r, const uint8_t *key_bytes, size_
             rc = MDB_CORRUPTED;
             break;
         }
-        seqs[(*n)++] = be64_get(val.mv_data);
+        uint64_t seq = be64_get(val.mv_data);
+        if (seq > upto) {
+            break;
+        }
+        seqs[(*n)++] = seq;
         rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT_DUP);
     }
     mdb_cursor_close(cursor);
@@ -1940,8 +2732,68 @@ static berth_jerr history_tail(lmdb_reader *r, char kind, berth_str name, uint64
     return rc == 0 || rc == MDB_NOTFOUND ? BERTH_J_OK : jerr_of_mdb(rc);
 }
 
-/* history (<= folded_seq) then touchlog (> folded_seq), both as the
- * reader's one transaction sees them, so the list is exact and ascending. */
+/* A read-only open of a format 1 store reads history from this
+ * environment; a writer may have migrated the store since (dropping that
+ * db and folded_seq, which would read as no names at all). The format in
+ * the reader's own snapshot decides: once it is 2 this open cannot answer
+ * (it has no history environment open) and says so, once, instead of
+ * answering short. */
+static berth_jerr legacy_still(lmdb_reader *r) {
+    lmdb_journal *j = r->journal;
+    MDB_val key = format_key;
+    MDB_val val;
+    int rc = mdb_get(r->txn, j->dbi_meta, &key, &val);
+    if (rc != 0) {
+        return rc == MDB_NOTFOUND ? BERTH_J_CORRUPT : jerr_of_mdb(rc);
+    }
+    uint32_t format = 0;
+    if (val.mv_size == sizeof(format)) {
+        memcpy(&format, val.mv_data, sizeof(format));
+    }
+    if (format == store_format_legacy) {
+        return BERTH_J_OK;
+    }
+    if (!atomic_exchange(&j->upgrade_told, true)) {
+        fprintf(stderr, "berth journal: the store in %s was upgraded (store format 1 -> 2) while"
+                " this reader had it open; reopen it to read HISTORY\n", j->dir);
+    }
+    return BERTH_J_IO;
+}
+
+/* A legacy (format 1) store, read-only: history in this environment up to
+ * the folded_seq in meta, touchlog after it, all in the reader's one
+ * transaction. Without folded_seq (pre-touchlog) history is the whole index. */
+static berth_jerr history_legacy(lmdb_reader *r, char kind, berth_str name,
+                                 const uint8_t *key_bytes, size_t key_len, uint64_t from,
+                                 uint64_t *seqs, size_t cap, size_t *n) {
+    lmdb_journal *j = r->journal;
+    berth_jerr err = legacy_still(r);
+    if (err != BERTH_J_OK) {
+        return err;
+    }
+    uint64_t folded = 0;
+    bool present = false;
+    err = meta_u64_get(r->txn, j->dbi_meta, &folded_key, &folded, &present);
+    if (err == BERTH_J_OK && !present && j->has_touchlog) {
+        /* names past an unknown fold point would go missing: no short list */
+        MDB_stat st;
+        int rc = mdb_stat(r->txn, j->dbi_touchlog, &st);
+        err = rc != 0 ? jerr_of_mdb(rc) : st.ms_entries > 0 ? BERTH_J_CORRUPT : BERTH_J_OK;
+    }
+    if (err == BERTH_J_OK) {
+        err = history_folded(r->txn, j->dbi_history, key_bytes, key_len, from, UINT64_MAX, seqs,
+                             cap, n);
+    }
+    if (err == BERTH_J_OK && present && j->has_touchlog && *n < cap) {
+        uint64_t tail_from = from > folded ? from : folded + 1;
+        assert(*n == 0 || seqs[*n - 1] < tail_from);
+        err = history_tail(r, kind, name, tail_from, seqs, cap, n);
+    }
+    return err;
+}
+
+/* See "Queries" in the file's opening comment for why this is exact: the
+ * main snapshot (the reader's) is opened before the history snapshot. */
 static berth_jerr lmdb_history(berth_journal_reader *base, berth_history_kind kind,
                                berth_str name, uint64_t from, uint64_t *seqs, size_t cap,
                                size_t *n) {
@@ -1951,18 +2803,45 @@ static berth_jerr lmdb_history(berth_journal_reader *base, berth_history_kind ki
     if (cap == 0 || name.len == 0 || name.len > BERTH_NAME_LEN_MAX) {
         return BERTH_J_OK;   /* no such name can be in the index */
     }
-    uint64_t folded = 0;
-    bool present = false;
-    berth_jerr err = folded_get(j, r->txn, &folded, &present);
     uint8_t key_bytes[history_key_len_max];
     key_bytes[0] = (uint8_t)kind;
     memcpy(key_bytes + 1, name.ptr, name.len);
-    if (err == BERTH_J_OK) {
-        err = history_folded(r, key_bytes, 1 + (size_t)name.len, from, seqs, cap, n);
+    size_t key_len = 1 + (size_t)name.len;
+    if (j->format == store_format_legacy) {
+        berth_jerr err = history_legacy(r, (char)kind, name, key_bytes, key_len, from, seqs, cap,
+                                        n);
+        if (err != BERTH_J_OK) {
+            *n = 0;
+        }
+        return err;
     }
-    /* Without folded_seq (a pre-touchlog store) history is the whole index. */
-    if (err == BERTH_J_OK && present && j->has_touchlog && *n < cap) {
-        uint64_t tail_from = from > folded ? from : folded + 1;
+    uint64_t head = 0;
+    uint64_t trimmed = 0;
+    bool present = false;
+    int rc = journal_last_seq(j, r->txn, &head);
+    berth_jerr err = rc == 0 ? BERTH_J_OK : jerr_of_mdb(rc);
+    if (err == BERTH_J_OK) err = meta_u64_get(r->txn, j->dbi_meta, &trimmed_key, &trimmed, &present);
+    if (err == BERTH_J_OK && !present) err = BERTH_J_CORRUPT;
+    uint64_t folded = 0;   /* the history snapshot's folded_seq */
+    MDB_txn *htxn = NULL;
+    if (err == BERTH_J_OK && j->henv != NULL) {
+        err = hist_read_begin(j, &htxn);   /* after the main snapshot: see "Queries" */
+        if (err == BERTH_J_OK) err = hist_folded_get(j, htxn, &folded);
+    }
+    if (err == BERTH_J_OK && folded < trimmed) {
+        /* cannot happen (the trim waits for the fold); a history environment
+         * replaced behind the writer's back, or a missing one, would */
+        err = j->henv == NULL ? BERTH_J_IO : BERTH_J_CORRUPT;
+    }
+    uint64_t upto = folded < head ? folded : head;
+    if (err == BERTH_J_OK && htxn != NULL) {
+        err = history_folded(htxn, j->hdbi_history, key_bytes, key_len, from, upto, seqs, cap, n);
+    }
+    if (htxn != NULL) {
+        hist_read_end(j, htxn);
+    }
+    if (err == BERTH_J_OK && *n < cap) {
+        uint64_t tail_from = from > upto ? from : upto + 1;
         assert(*n == 0 || seqs[*n - 1] < tail_from);
         err = history_tail(r, (char)kind, name, tail_from, seqs, cap, n);
     }
@@ -1970,6 +2849,37 @@ static berth_jerr lmdb_history(berth_journal_reader *base, berth_history_kind ki
         *n = 0;
     }
     return err;
+}
+
+/* A read-only open: a format 2 store's history environment, read-only
+ * (LMDB's reader table, no directory lock). None there is fine only while
+ * the touch log was never trimmed (a writer that died between creating the
+ * store and creating it): touchlog then holds every name. */
+static berth_jerr history_open_read_only(lmdb_journal *j, char *err, size_t err_size) {
+    assert(j->read_only);
+    if (j->format == store_format_legacy) {
+        return BERTH_J_OK;
+    }
+    berth_jerr jerr = hist_env_open(j, 0, err, err_size);
+    if (jerr != BERTH_J_NOTFOUND) {
+        return jerr;
+    }
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        sentence(err, err_size, "cannot read the journal in %s: %s", j->dir, mdb_strerror(rc));
+        return jerr_of_mdb(rc);
+    }
+    uint64_t trimmed = 0;
+    bool present = false;
+    jerr = meta_u64_get(txn, j->dbi_meta, &trimmed_key, &trimmed, &present);
+    mdb_txn_abort(txn);
+    if (jerr == BERTH_J_OK && present && trimmed == 0) {
+        return BERTH_J_OK;
+    }
+    sentence(err, err_size, "the history index %s/history is missing and the touch log was"
+             " trimmed%s: HISTORY cannot be answered", j->dir, "");
+    return BERTH_J_CORRUPT;
 }
 
 static const berth_journal_ops lmdb_ops = {
@@ -1980,7 +2890,7 @@ static const berth_journal_ops lmdb_ops = {
     .snapshot_put = lmdb_snapshot_put,
     .durable = lmdb_durable,
     .sync = lmdb_sync,
-    .maintain = lmdb_maintain,
+    .maintain = NULL,   /* the folder thread folds: nothing is left to the caller */
     .size = lmdb_size,
     .reader_open = lmdb_reader_open,
     .reader_close = lmdb_reader_close,

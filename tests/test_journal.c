@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -34,6 +35,17 @@
 #include "journal.h"
 #include "backend.h"
 #include "berth_limits.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#ifndef TEST_ASAN
+#define TEST_ASAN 0
+#endif
 
 enum {
     text_len_max = 64,          /* command text of the records tests build */
@@ -63,7 +75,10 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return remove(path);
 }
 
+/* Each test case with this fixture makes a root of its own: mkdtemp
+ * overwrote the template's X's the time before. */
 static void root_make(void) {
+    memcpy(temp_root + sizeof(temp_root) - 7, "XXXXXX", 6);
     ck_assert_ptr_nonnull(mkdtemp(temp_root));
 }
 
@@ -1677,10 +1692,24 @@ static uint64_t hist_next_touching(uint64_t seq) {
     return seq;
 }
 
-/* Child: read the store with LMDB directly; exits 0 when folded_seq is
- * `want` and touchlog holds exactly the touching seqs after it up to the
- * head (the fold deleted the rest, and lost none). */
-static int child_folded_is(const char *dir, int want) {
+/* The store's fold state, read with LMDB directly (in a child): the history
+ * environment's folded_seq, the main environment's trimmed_seq and head,
+ * whether touchlog holds exactly the touching seqs trimmed+1..head (the
+ * trim deleted only folded entries, and lost none) and whether history
+ * holds nothing past folded_seq. */
+typedef struct fold_state {
+    uint64_t folded, trimmed, head;
+    bool touchlog_exact, history_bounded;
+} fold_state;
+
+static int u64_meta(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *out) {
+    MDB_val key = { strlen(name), (void *)name }, val;
+    if (mdb_get(txn, dbi, &key, &val) != 0 || val.mv_size != sizeof(*out)) return 1;
+    memcpy(out, val.mv_data, sizeof(*out));
+    return 0;
+}
+
+static int fold_state_read(const char *dir, fold_state *st) {
     MDB_env *env;
     MDB_txn *txn;
     MDB_dbi meta, touchlog, journal;
@@ -1692,17 +1721,15 @@ static int child_folded_is(const char *dir, int want) {
         mdb_dbi_open(txn, "journal", MDB_INTEGERKEY, &journal) != 0) {
         return 1;
     }
-    MDB_val key = { 10, (void *)"folded_seq" }, val;
-    uint64_t folded = 0;
-    if (mdb_get(txn, meta, &key, &val) != 0 || val.mv_size != sizeof(folded)) return 2;
-    memcpy(&folded, val.mv_data, sizeof(folded));
+    if (u64_meta(txn, meta, "trimmed_seq", &st->trimmed) != 0) return 2;
     MDB_stat journal_stat;
     if (mdb_stat(txn, journal, &journal_stat) != 0) return 3;
-    uint64_t head = journal_stat.ms_entries;   /* seqs are dense from 1 */
+    st->head = journal_stat.ms_entries;   /* seqs are dense from 1 */
     MDB_cursor *cursor;
     if (mdb_cursor_open(txn, touchlog, &cursor) != 0) return 3;
-    uint64_t expect = hist_next_touching(folded + 1);
+    uint64_t expect = hist_next_touching(st->trimmed + 1);
     bool exact = true;
+    MDB_val key, val;
     int rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
     for (; rc == 0 && exact; rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
         uint64_t seq;
@@ -1710,26 +1737,69 @@ static int child_folded_is(const char *dir, int want) {
         exact = seq == expect;
         expect = hist_next_touching(expect + 1);
     }
+    st->touchlog_exact = exact && rc == MDB_NOTFOUND && expect > st->head;
     mdb_cursor_close(cursor);
     mdb_txn_abort(txn);
     mdb_env_close(env);
-    if (folded != (uint64_t)want) return 4;
-    if (!exact || rc != MDB_NOTFOUND) return 5;
-    return expect > head ? 0 : 6;   /* no touching record after folded_seq is missing */
-}
 
-/* folded_seq once an empty store took appends of `batch` up to head (a
- * multiple of it), by the rule lmdb_store.c states: after each append, or
- * at the next writable open if the writer died first, fold when
- * head - folded_seq reaches the threshold. */
-static uint64_t fold_expect(uint64_t head, uint64_t batch, uint64_t threshold) {
-    uint64_t folded = 0;
-    for (uint64_t at = batch; at <= head; at += batch) {
-        if (at - folded >= threshold) folded = at;
+    char hdir[300];
+    snprintf(hdir, sizeof(hdir), "%s/history", dir);
+    MDB_dbi history;
+    if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 8) != 0 ||
+        mdb_env_open(env, hdir, MDB_RDONLY, 0600) != 0 ||
+        mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) != 0 ||
+        mdb_dbi_open(txn, "meta", 0, &meta) != 0 ||
+        mdb_dbi_open(txn, "history", MDB_DUPSORT | MDB_DUPFIXED, &history) != 0) {
+        return 4;
     }
-    return folded;
+    if (u64_meta(txn, meta, "folded_seq", &st->folded) != 0) return 5;
+    if (mdb_cursor_open(txn, history, &cursor) != 0) return 6;
+    st->history_bounded = true;
+    for (rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+        const uint8_t *b = val.mv_data;
+        uint64_t seq = 0;
+        for (int i = 0; i < 8; i++) seq = (seq << 8) | b[i];
+        st->history_bounded = st->history_bounded && seq <= st->folded;
+    }
+    mdb_cursor_close(cursor);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return rc == MDB_NOTFOUND ? 0 : 7;
 }
 
+/* Child: exits 0 when the history environment's folded_seq is `want` (< 0:
+ * any within one threshold of the head) and the layout is sound: trimmed
+ * <= folded <= head, touchlog exact after trimmed, history nothing past
+ * folded. */
+static int child_folded_is(const char *dir, int want) {
+    fold_state st;
+    int rc = fold_state_read(dir, &st);
+    if (rc != 0) return 10 + rc;
+    if (want >= 0 ? st.folded != (uint64_t)want : st.head - st.folded >= fold_records) return 4;
+    if (st.trimmed > st.folded || st.folded > st.head) return 5;
+    if (!st.touchlog_exact) return 6;
+    return st.history_bounded ? 0 : 7;
+}
+
+/* Child: exits 0 when the touch log is trimmed through exactly `want`. */
+static int child_trimmed_is(const char *dir, int want) {
+    fold_state st;
+    int rc = fold_state_read(dir, &st);
+    if (rc != 0) return 10 + rc;
+    if (st.trimmed != (uint64_t)want) return 4;
+    return st.touchlog_exact ? 0 : 5;
+}
+
+/* Wait for the folder thread to fold whatever is due. */
+static void settle(berth_journal *j) {
+    ck_assert_int_eq(berth_journal_lmdb_settle(j), BERTH_J_OK);
+}
+
+/* Appends fold on a thread of their own: after each settled append the
+ * history environment holds every record up to the head once the backlog
+ * reached the threshold, and the append after a fold trims the touch log
+ * up to it. Queries are exact throughout. */
 START_TEST(store_history_fold) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
@@ -1738,37 +1808,50 @@ START_TEST(store_history_fold) {
     for (int i = 0; i < 7; i++) {   /* 63 records: one short of the threshold */
         ck_assert_int_eq(append_touched(j, head + 1, 9), BERTH_J_OK);
         head += 9;
+        settle(j);
     }
     ck_assert_uint_eq(head, fold_records - 1);
     ck_assert(in_child(child_folded_is, dir, 0));
     hist_check_all(j);
     ck_assert_int_eq(append_touched(j, head + 1, 1), BERTH_J_OK);   /* exactly on it */
     head += 1;
+    hist_check_all(j);   /* folded or not: exact */
+    settle(j);
     ck_assert(in_child(child_folded_is, dir, fold_records));
+    ck_assert(in_child(child_trimmed_is, dir, 0));   /* no append since the fold */
     hist_check_all(j);
     ck_assert_int_eq(append_touched(j, head + 1, fold_records - 1), BERTH_J_OK);
     head += fold_records - 1;
+    settle(j);
     ck_assert(in_child(child_folded_is, dir, fold_records));   /* 63 unfolded again */
+    ck_assert(in_child(child_trimmed_is, dir, fold_records));  /* that append trimmed */
+    hist_check_all(j);
     ck_assert_int_eq(append_touched(j, head + 1, fold_records + 1), BERTH_J_OK);
     head += fold_records + 1;   /* a second fold, of a backlog twice the threshold */
     ck_assert_uint_eq(head, 192);
+    settle(j);
     ck_assert(in_child(child_folded_is, dir, 192));
     hist_check_all(j);
     ck_assert_int_eq(append_touched(j, head + 1, 40), BERTH_J_OK);   /* a tail after it */
     head += 40;
+    settle(j);
     ck_assert(in_child(child_folded_is, dir, 192));
+    ck_assert(in_child(child_trimmed_is, dir, 192));
     hist_check_all(j);
     close_rw(j);
 
     j = open_fold(dir, fold_records);   /* the tail survives a reopen, unfolded */
+    settle(j);
     ck_assert(in_child(child_folded_is, dir, 192));
     hist_check_all(j);
     ck_assert_uint_eq(chain_check(j), head);
     close_rw(j);
     j = open_fold(dir, 0);   /* the default threshold is far above a 40-record tail */
+    settle(j);
     ck_assert(in_child(child_folded_is, dir, 192));
     close_rw(j);
     j = open_fold(dir, 32);   /* a lower threshold: the open folds the tail */
+    settle(j);
     ck_assert(in_child(child_folded_is, dir, (int)head));
     hist_check_all(j);
     ck_assert_uint_eq(chain_check(j), head);
@@ -1793,13 +1876,17 @@ START_TEST(store_history_fold_option) {
 
     j = open_fold(dir, BERTH_HISTORY_FOLD_RECORDS_MAX);
     ck_assert_int_eq(append_touched(j, 1, 5), BERTH_J_OK);
+    settle(j);
     ck_assert(in_child(child_folded_is, dir, 0));
     close_rw(j);
     j = open_fold(dir, 1);   /* the open folds the 5-record backlog */
+    settle(j);
     ck_assert(in_child(child_folded_is, dir, 5));
     for (uint64_t head = 5; head < 12; head++) {
         ck_assert_int_eq(append_touched(j, head + 1, 1), BERTH_J_OK);
+        settle(j);
         ck_assert(in_child(child_folded_is, dir, (int)head + 1));
+        ck_assert(in_child(child_trimmed_is, dir, (int)head));   /* trimmed by this append */
     }
     hist_check_all(j);
     close_rw(j);
@@ -1822,50 +1909,166 @@ static int child_append_touched_forever(const char *dir, int fd) {
     for (;;) pause();
 }
 
-/* A writer killed around the fold (before, during or after it: the kill
- * lands right after the append before the one that crosses the threshold
- * is acknowledged) leaves history exact; the next open folds any backlog
- * at the threshold. */
+/* A writer killed at any point of its folder's work (gathering, writing the
+ * history environment, between that commit and the append that trims, or
+ * inside the trimming append) leaves history exact and the layout sound;
+ * the next open folds any due backlog. Several kills at different points
+ * of the same store. */
 START_TEST(store_history_crash_at_fold) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
-    /* Killed after the last batch before the threshold: the crossing append may be mid-fold. */
-    uint32_t acknowledged = kill_after_steps(dir, child_append_touched_forever, fold_records / hist_batch);
-    ck_assert_uint_ge(acknowledged, fold_records / hist_batch);
-    berth_journal *j = open_fold(dir, fold_records);
-    uint64_t head = chain_check(j);
-    ck_assert_uint_ge(head, (fold_records / hist_batch) * (uint64_t)hist_batch);
-    ck_assert_uint_eq(head % hist_batch, 0);
-    hist_check_all(j);
-    /* Acknowledged batches end at 60; the append to 70 folds, in the child
-     * or (killed first) at this open; later ones fold at 140, 210, ... */
-    ck_assert_uint_eq(fold_expect(70, hist_batch, fold_records), 70);
-    ck_assert(in_child(child_folded_is, dir, (int)fold_expect(head, hist_batch, fold_records)));
+    uint64_t head = 0;
+    const uint32_t steps[] = { fold_records / hist_batch, 3, 7, 1, 9 };
+    for (size_t k = 0; k < sizeof(steps) / sizeof(steps[0]); k++) {
+        uint32_t acknowledged = kill_after_steps(dir, child_append_touched_forever, steps[k]);
+        ck_assert_uint_ge(acknowledged, steps[k]);
+        berth_journal *j = open_fold(dir, fold_records);
+        uint64_t now = chain_check(j);
+        ck_assert_uint_ge(now, head + (uint64_t)steps[k] * hist_batch);
+        ck_assert_uint_eq(now % hist_batch, 0);
+        head = now;
+        hist_check_all(j);   /* exact before the folder had a chance, too */
+        settle(j);
+        ck_assert(in_child(child_folded_is, dir, -1));
+        hist_check_all(j);
+        close_rw(j);
+        if (head + 10 * hist_batch > hist_crash_head_max) {
+            break;
+        }
+    }
+    ck_assert_uint_ge(head, 3 * fold_records);   /* several folds happened */
+}
+END_TEST
+
+/* The trim is bounded per append: a backlog of 1,500 folded records is
+ * deleted over two appends, the first stopping after 1,024 entries, and the
+ * touch log stays exact after each (nothing lost, nothing left behind). */
+START_TEST(store_history_trim_bounded) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, 1500);
+    ck_assert_int_eq(append_touched(j, 1, 1500), BERTH_J_OK);
+    settle(j);
+    ck_assert(in_child(child_folded_is, dir, 1500));
+    ck_assert(in_child(child_trimmed_is, dir, 0));
+    ck_assert_int_eq(append_touched(j, 1501, 1), BERTH_J_OK);
+    uint64_t seq = 0;
+    for (int i = 0; i < 1025; i++) seq = hist_next_touching(seq + 1);
+    ck_assert(in_child(child_trimmed_is, dir, (int)seq - 1));   /* up to the 1,025th entry */
+    ck_assert_int_eq(append_touched(j, 1502, 1), BERTH_J_OK);
+    ck_assert(in_child(child_trimmed_is, dir, 1500));
     close_rw(j);
 }
 END_TEST
 
-/* Child: rewrite a new store into the pre-touchlog layout (every name in
- * history, no touchlog entries, no folded_seq), as an older berth left it. */
-static int child_make_old_layout(const char *dir, int unused) {
-    (void)unused;
+/* The folder racing queries: appends with a fold every 8 records while
+ * another thread checks HISTORY against each reader's own head; every
+ * answer is exact whichever side of a fold or trim the reader fell on. */
+typedef struct race_arg {
+    berth_journal *journal;
+    _Atomic bool done;
+    _Atomic uint32_t wrong;
+    _Atomic uint32_t queries;
+} race_arg;
+
+static void *race_reader(void *p) {
+    race_arg *a = p;
+    uint64_t got[hist_seqs_max];
+    uint64_t want[hist_seqs_max];
+    while (!atomic_load(&a->done)) {
+        berth_journal_reader *r;
+        if (berth_journal_reader_open(a->journal, &r) != BERTH_J_OK) {
+            atomic_fetch_add(&a->wrong, 1);
+            continue;
+        }
+        uint64_t head;
+        uint8_t hash[BERTH_HASH_LEN];
+        if (berth_journal_reader_head(r, &head, hash) != BERTH_J_OK) atomic_fetch_add(&a->wrong, 1);
+        for (int id = 0; id < hist_workers; id++) {
+            for (uint64_t from = 0; from <= head; from += head / 3 + 1) {
+                char name[hist_name_len_max];
+                int len = snprintf(name, sizeof(name), "w%d", id);
+                size_t n = 0;
+                berth_jerr err = berth_journal_history(r, BERTH_HISTORY_WORKER,
+                                                       berth_str_make(name, (size_t)len), from,
+                                                       got, hist_seqs_max, &n);
+                size_t m = hist_expect('w', id, from, head, want, hist_seqs_max);
+                if (err != BERTH_J_OK || n != m || memcmp(got, want, n * sizeof(got[0])) != 0) {
+                    atomic_fetch_add(&a->wrong, 1);
+                }
+                atomic_fetch_add(&a->queries, 1);
+            }
+        }
+        berth_journal_reader_close(r);
+    }
+    return NULL;
+}
+
+START_TEST(store_history_fold_races_queries) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, 8);
+    race_arg a = { .journal = j };
+    pthread_t readers[2];
+    for (int i = 0; i < 2; i++) ck_assert_int_eq(pthread_create(&readers[i], NULL, race_reader, &a), 0);
+    for (uint64_t head = 0; head < 480; head += 3) {
+        ck_assert_int_eq(append_touched(j, head + 1, 3), BERTH_J_OK);
+    }
+    atomic_store(&a.done, true);
+    for (int i = 0; i < 2; i++) ck_assert_int_eq(pthread_join(readers[i], NULL), 0);
+    uint32_t wrong = atomic_load(&a.wrong);
+    uint32_t queries = atomic_load(&a.queries);
+    ck_assert_uint_eq(wrong, 0);
+    ck_assert_uint_gt(queries, 0);
+    settle(j);
+    ck_assert(in_child(child_folded_is, dir, -1));
+    hist_check_all(j);
+    close_rw(j);
+}
+END_TEST
+
+static void hist_env_remove(const char *dir) {
+    char path[300];
+    const char *files[] = { "data.mdb", "lock.mdb" };
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(path, sizeof(path), "%s/history/%s", dir, files[i]);
+        ck_assert_int_eq(unlink(path), 0);
+    }
+    snprintf(path, sizeof(path), "%s/history", dir);
+    ck_assert_int_eq(rmdir(path), 0);
+}
+
+/* Child: rewrite a store whose names are all still in touchlog (no trim
+ * yet) into store format 1, as the berth before session 4 left it: the
+ * names of records up to `folded` in a history db inside the main
+ * environment, the rest in touchlog, folded_seq in meta; folded < 0: the
+ * pre-touchlog layout (every name in history, no touchlog, no folded_seq).
+ * The caller removes the history environment. */
+static int child_make_legacy(const char *dir, int folded) {
     MDB_env *env;
     MDB_txn *txn;
-    MDB_dbi meta, touchlog, history;
+    MDB_dbi meta, touchlog, history, journal;
     if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 8) != 0 ||
         mdb_env_open(env, dir, 0, 0600) != 0 || mdb_txn_begin(env, NULL, 0, &txn) != 0 ||
         mdb_dbi_open(txn, "meta", 0, &meta) != 0 ||
+        mdb_dbi_open(txn, "journal", MDB_INTEGERKEY, &journal) != 0 ||
         mdb_dbi_open(txn, "touchlog", MDB_INTEGERKEY, &touchlog) != 0 ||
-        mdb_dbi_open(txn, "history", MDB_DUPSORT | MDB_DUPFIXED, &history) != 0) {
+        mdb_dbi_open(txn, "history", MDB_CREATE | MDB_DUPSORT | MDB_DUPFIXED, &history) != 0) {
         return 1;
     }
+    uint64_t trimmed = 99;
+    if (u64_meta(txn, meta, "trimmed_seq", &trimmed) != 0 || trimmed != 0) return 2;
+    MDB_stat js;
+    if (mdb_stat(txn, journal, &js) != 0) return 2;
+    uint64_t through = folded < 0 ? js.ms_entries : (uint64_t)folded;
     MDB_cursor *cursor;
     if (mdb_cursor_open(txn, touchlog, &cursor) != 0) return 2;
     MDB_val key, val;
     int rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
-    for (; rc == 0; rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+    while (rc == 0) {
         uint64_t seq;
         memcpy(&seq, key.mv_data, sizeof(seq));
+        if (seq > through) break;
         uint8_t seq_be[8];
         for (int i = 0; i < 8; i++) seq_be[i] = (uint8_t)(seq >> (56 - 8 * i));
         const uint8_t *p = val.mv_data;
@@ -1876,19 +2079,26 @@ static int child_make_old_layout(const char *dir, int unused) {
             MDB_val hk = { 1 + (size_t)p[at + 1], k }, hv = { 8, seq_be };
             if (mdb_put(txn, history, &hk, &hv, 0) != 0) return 3;
         }
+        if (mdb_cursor_del(cursor, 0) != 0) return 3;
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
     }
     mdb_cursor_close(cursor);
-    MDB_val fk = { 10, (void *)"folded_seq" };
-    if (rc != MDB_NOTFOUND || mdb_drop(txn, touchlog, 1) != 0 ||
-        mdb_del(txn, meta, &fk, NULL) != 0 || mdb_txn_commit(txn) != 0) {
-        return 4;
+    if (rc != 0 && rc != MDB_NOTFOUND) return 4;
+    MDB_val tk = { 11, (void *)"trimmed_seq" };
+    MDB_val fk = { 10, (void *)"folded_seq" }, fv = { sizeof(through), &through };
+    uint32_t format = 1;
+    MDB_val vk = { 6, (void *)"format" }, vv = { sizeof(format), &format };
+    if (mdb_del(txn, meta, &tk, NULL) != 0 || mdb_put(txn, meta, &vk, &vv, 0) != 0) return 5;
+    if (folded < 0 ? mdb_drop(txn, touchlog, 1) != 0 : mdb_put(txn, meta, &fk, &fv, 0) != 0) {
+        return 6;
     }
+    if (mdb_txn_commit(txn) != 0) return 7;
     mdb_env_close(env);
     return 0;
 }
 
-/* Child: a read-only open of the old layout answers history exactly. */
-static int child_old_layout_reads(const char *dir, int unused) {
+/* Child: a read-only open answers history exactly. */
+static int child_reads_exact(const char *dir, int unused) {
     (void)unused;
     berth_journal_options o = { .read_only = true, .no_lock = true };
     berth_journal *j = NULL;
@@ -1898,26 +2108,168 @@ static int child_old_layout_reads(const char *dir, int unused) {
     return 0;
 }
 
-START_TEST(store_history_old_layout) {
+/* Child: exits 0 when the main environment is format 2 with no history db. */
+static int child_migrated(const char *dir, int unused) {
+    (void)unused;
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta, history;
+    if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 8) != 0 ||
+        mdb_env_open(env, dir, MDB_RDONLY, 0600) != 0 ||
+        mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) != 0 ||
+        mdb_dbi_open(txn, "meta", 0, &meta) != 0) {
+        return 1;
+    }
+    MDB_val key = { 6, (void *)"format" }, val;
+    uint32_t format = 0;
+    if (mdb_get(txn, meta, &key, &val) != 0 || val.mv_size != 4) return 2;
+    memcpy(&format, val.mv_data, 4);
+    if (format != 2) return 3;
+    MDB_val fk = { 10, (void *)"folded_seq" };
+    if (mdb_get(txn, meta, &fk, &val) != MDB_NOTFOUND) return 4;
+    if (mdb_dbi_open(txn, "history", 0, &history) != MDB_NOTFOUND) return 5;
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return 0;
+}
+
+/* Child: a stale history environment, as a migration cut short and then a
+ * berth of the old format writing on would leave: a wrong name and a
+ * folded_seq past the head. The next migration must not trust it. */
+static int child_stale_hist_env(const char *dir, int unused) {
+    (void)unused;
+    char hdir[300];
+    snprintf(hdir, sizeof(hdir), "%s/history", dir);
+    if (mkdir(hdir, 0700) != 0) return 1;
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta, history;
+    if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 2) != 0 ||
+        mdb_env_open(env, hdir, 0, 0600) != 0 || mdb_txn_begin(env, NULL, 0, &txn) != 0 ||
+        mdb_dbi_open(txn, "meta", MDB_CREATE, &meta) != 0 ||
+        mdb_dbi_open(txn, "history", MDB_CREATE | MDB_DUPSORT | MDB_DUPFIXED, &history) != 0) {
+        return 2;
+    }
+    uint64_t folded = 999;
+    uint8_t seq_be[8] = { 0, 0, 0, 0, 0, 0, 0, 3 };
+    MDB_val fk = { 10, (void *)"folded_seq" }, fv = { 8, &folded };
+    MDB_val hk = { 3, (void *)"ww0" }, hv = { 8, seq_be };
+    if (mdb_put(txn, meta, &fk, &fv, 0) != 0 || mdb_put(txn, history, &hk, &hv, 0) != 0 ||
+        mdb_txn_commit(txn) != 0) {
+        return 3;
+    }
+    mdb_env_close(env);
+    return 0;
+}
+
+/* A store of the format before session 4 (history inside the main
+ * environment), in both of its shapes, and with a stale history
+ * environment beside it: a read-only open reads it in place; the first
+ * writable open moves history into DIR/history (folded_seq and trimmed_seq
+ * = the old folded_seq), drops the old db and flips the format; every
+ * answer is exact before, after, across a reopen and as the new store
+ * grows and folds. */
+START_TEST(store_history_migrate) {
+    const int shapes[] = { -1, 13, 13 };   /* pre-touchlog; a folded prefix; + stale env */
+    for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
+        char dir[256];
+        dir_fresh(dir, sizeof(dir));
+        berth_journal *j = open_fold(dir, fold_records);
+        ck_assert_int_eq(append_touched(j, 1, hist_batch), BERTH_J_OK);
+        ck_assert_int_eq(append_touched(j, 1 + hist_batch, hist_batch), BERTH_J_OK);
+        settle(j);
+        close_rw(j);
+        ck_assert(in_child(child_make_legacy, dir, shapes[k]));
+        hist_env_remove(dir);
+        if (k == 2) ck_assert(in_child(child_stale_hist_env, dir, 0));
+        ck_assert(in_child(child_reads_exact, dir, 0));   /* format 1, read in place */
+        uint64_t folded = shapes[k] < 0 ? 2 * hist_batch : (uint64_t)shapes[k];
+        j = open_fold(dir, fold_records);   /* migrates */
+        ck_assert(in_child(child_migrated, dir, 0));
+        hist_check_all(j);
+        settle(j);
+        ck_assert(in_child(child_folded_is, dir, (int)folded));
+        ck_assert(in_child(child_trimmed_is, dir, (int)folded));
+        ck_assert(in_child(child_reads_exact, dir, 0));   /* format 2, read-only */
+        close_rw(j);
+        j = open_fold(dir, fold_records);   /* nothing left to migrate */
+        settle(j);
+        ck_assert(in_child(child_folded_is, dir, (int)folded));
+        hist_check_all(j);
+        uint64_t head = 2 * hist_batch;
+        ck_assert_int_eq(append_touched(j, head + 1, fold_records), BERTH_J_OK);
+        head += fold_records;
+        settle(j);
+        ck_assert(in_child(child_folded_is, dir, (int)head));
+        hist_check_all(j);
+        ck_assert_int_eq(append_touched(j, head + 1, 5), BERTH_J_OK);
+        ck_assert(in_child(child_trimmed_is, dir, (int)head));
+        hist_check_all(j);
+        close_rw(j);
+        ck_assert(in_child(child_reads_exact, dir, 0));
+    }
+}
+END_TEST
+
+/* A history environment that is missing while the touch log was trimmed
+ * cannot be rebuilt: writable and read-only opens refuse, naming it. One
+ * missing before any trim is simply created again (touchlog holds all). */
+START_TEST(store_history_env_missing) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
     berth_journal *j = open_fold(dir, fold_records);
     ck_assert_int_eq(append_touched(j, 1, hist_batch), BERTH_J_OK);
-    ck_assert_int_eq(append_touched(j, 1 + hist_batch, hist_batch), BERTH_J_OK);
     close_rw(j);
-    ck_assert(in_child(child_make_old_layout, dir, 0));
-    ck_assert(in_child(child_old_layout_reads, dir, 0));
-    j = open_fold(dir, fold_records);   /* adopts it: folded_seq = head */
-    ck_assert(in_child(child_folded_is, dir, 2 * hist_batch));
+    hist_env_remove(dir);
+    ck_assert(in_child(child_reads_exact, dir, 0));   /* untrimmed: touchlog holds all */
+    j = open_fold(dir, fold_records);
     hist_check_all(j);
-    ck_assert_int_eq(append_touched(j, 1 + 2 * hist_batch, 50), BERTH_J_OK);
-    hist_check_all(j);
-    ck_assert(in_child(child_folded_is, dir, 2 * hist_batch));
-    /* The backlog after the adopted head reaches the threshold: it folds. */
-    ck_assert_int_eq(append_touched(j, 1 + 2 * hist_batch + 50, fold_records - 50), BERTH_J_OK);
-    ck_assert(in_child(child_folded_is, dir, 2 * hist_batch + fold_records));
-    hist_check_all(j);
+    ck_assert_int_eq(append_touched(j, 1 + hist_batch, fold_records), BERTH_J_OK);
+    settle(j);
+    ck_assert_int_eq(append_touched(j, 1 + hist_batch + fold_records, 1), BERTH_J_OK);
+    ck_assert(in_child(child_trimmed_is, dir, hist_batch + fold_records));
     close_rw(j);
+    hist_env_remove(dir);
+    char err[err_len_max] = "";
+    berth_journal_options o = { .history_fold_records = fold_records };
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_ptr_null(j);
+    ck_assert_msg(strstr(err, "/history is missing and the touch log was trimmed through seq 74")
+                  != NULL, "%s", err);
+    berth_journal_options ro = { .read_only = true, .no_lock = true };
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &ro, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_ptr_null(j);
+    ck_assert_msg(strstr(err, "/history is missing") != NULL, "%s", err);
+}
+END_TEST
+
+/* A cut history file is refused by name (not a SIGBUS at the first query),
+ * and one emptied, which LMDB would take for a new environment, does not
+ * fit a trimmed touch log. */
+START_TEST(store_history_env_damaged) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, fold_records);
+    ck_assert_int_eq(append_touched(j, 1, 3 * fold_records), BERTH_J_OK);
+    settle(j);
+    ck_assert_int_eq(append_touched(j, 1 + 3 * fold_records, 1), BERTH_J_OK);
+    ck_assert(in_child(child_trimmed_is, dir, 3 * fold_records));
+    close_rw(j);
+    char file[300];
+    snprintf(file, sizeof(file), "%s/history/data.mdb", dir);
+    struct stat st;
+    ck_assert_int_eq(stat(file, &st), 0);
+    ck_assert_int_eq(truncate(file, st.st_size / 2), 0);
+    char err[err_len_max] = "";
+    berth_journal_options o = { .history_fold_records = fold_records };
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, "/history/data.mdb is truncated") != NULL, "%s", err);
+    berth_journal_options ro = { .read_only = true, .no_lock = true };
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &ro, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, "/history/data.mdb is truncated") != NULL, "%s", err);
+    ck_assert_int_eq(truncate(file, 0), 0);
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, "does not fit the journal") != NULL, "%s", err);
 }
 END_TEST
 
@@ -1985,31 +2337,30 @@ START_TEST(store_deferred_durable_seq) {
 }
 END_TEST
 
-/* Deferred, an append leaves a due fold to berth_journal_maintain (HISTORY
- * is exact either way). The fold is its own commit after the append's: its
- * data sync makes the append durable at once. */
-START_TEST(store_deferred_fold_covers) {
+/* Deferred, the folder folds only durable records: a name of a record an
+ * OS crash could still undo never reaches the history environment, which
+ * syncs every commit. berth_journal_maintain has nothing to do. */
+START_TEST(store_deferred_fold_durable) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
     berth_journal *j = open_deferred(dir, fold_records);
-    ck_assert_int_eq(berth_journal_maintain(j), BERTH_J_OK);   /* nothing due */
-    ck_assert_int_eq(append_touched(j, 1, fold_records - 1), BERTH_J_OK);
-    ck_assert_int_eq(berth_journal_maintain(j), BERTH_J_OK);   /* one short: still nothing */
-    ck_assert(in_child(child_folded_is, dir, 0));
-    ck_assert_uint_eq(durable_of(j), 0);
-    ck_assert_int_eq(append_touched(j, fold_records, 1), BERTH_J_OK);   /* the fold is due */
-    ck_assert(in_child(child_folded_is, dir, 0));               /* but left to maintain */
-    ck_assert_uint_eq(durable_of(j), fold_records - 1);
-    hist_check_all(j);
     ck_assert_int_eq(berth_journal_maintain(j), BERTH_J_OK);
-    ck_assert(in_child(child_folded_is, dir, fold_records));
-    ck_assert_uint_eq(durable_of(j), fold_records);
+    ck_assert_int_eq(append_touched(j, 1, fold_records), BERTH_J_OK);
+    ck_assert_uint_eq(durable_of(j), 0);
+    settle(j);
+    ck_assert(in_child(child_folded_is, dir, 0));   /* 64 committed, none durable */
     hist_check_all(j);
-    close_rw(j);
-    /* Without the option the append folds by itself, and maintain has
-     * nothing to do. */
-    j = open_fold(dir, fold_records);
-    ck_assert_int_eq(append_touched(j, fold_records + 1, fold_records), BERTH_J_OK);
+    ck_assert_int_eq(append_touched(j, fold_records + 1, 3), BERTH_J_OK);
+    ck_assert_uint_eq(durable_of(j), fold_records);
+    settle(j);
+    ck_assert(in_child(child_folded_is, dir, fold_records));   /* not 67: 65..67 not durable */
+    hist_check_all(j);
+    ck_assert_int_eq(append_touched(j, fold_records + 4, fold_records - 3), BERTH_J_OK);
+    settle(j);
+    ck_assert(in_child(child_folded_is, dir, fold_records));   /* durable 67: not due */
+    ck_assert(in_child(child_trimmed_is, dir, fold_records));
+    ck_assert_int_eq(berth_journal_sync(j), BERTH_J_OK);        /* durable 128: due */
+    settle(j);
     ck_assert(in_child(child_folded_is, dir, 2 * fold_records));
     ck_assert_int_eq(berth_journal_maintain(j), BERTH_J_OK);
     hist_check_all(j);
@@ -2041,10 +2392,16 @@ END_TEST
  * and counts every call; otherwise it is the C library's. */
 static _Atomic int sync_fail_errno;
 static _Atomic uint32_t syncs_called;
+static _Atomic uint32_t sync_fail_at;   /* nonzero: the call that brings syncs_called to it fails (EIO) */
 
 int fdatasync(int fd) {
     static int (*real_fdatasync)(int);
-    atomic_fetch_add(&syncs_called, 1);
+    uint32_t called = atomic_fetch_add(&syncs_called, 1) + 1;
+    if (called == atomic_load(&sync_fail_at)) {
+        atomic_store(&sync_fail_at, 0);
+        errno = EIO;
+        return -1;
+    }
     int err = atomic_exchange(&sync_fail_errno, 0);
     if (err != 0) {
         errno = err;
@@ -2220,6 +2577,374 @@ START_TEST(store_deferred_kill) {
 }
 END_TEST
 
+
+/* ---- history environment faults (review of session 4) ---- */
+
+/* A batch whose 4 workers per record are named after the record alone, so
+ * every fold adds new keys and the history file grows quickly. */
+static berth_jerr append_unique(berth_journal *j, uint64_t first, size_t n) {
+    built *b = calloc(n, sizeof(*b));
+    berth_record *recs = calloc(n, sizeof(*recs));
+    char (*names)[4][40] = calloc(n, sizeof(*names));
+    berth_str (*ws)[4] = calloc(n, sizeof(*ws));
+    berth_touched *touched = calloc(n, sizeof(*touched));
+    ck_assert(b != NULL && recs != NULL && names != NULL && ws != NULL && touched != NULL);
+    for (size_t i = 0; i < n; i++) {
+        build(&b[i], first + i);
+        recs[i] = b[i].rec;
+        for (int w = 0; w < 4; w++) {
+            int len = snprintf(names[i][w], 40, "uniq-worker-%llu-%d",
+                               (unsigned long long)(first + i), w);
+            ws[i][w] = berth_str_make(names[i][w], (size_t)len);
+        }
+        touched[i].workers = ws[i];
+        touched[i].worker_count = 4;
+    }
+    berth_jerr err = berth_journal_append(j, recs, touched, n);
+    free(touched);
+    free(ws);
+    free(names);
+    free(recs);
+    free(b);
+    return err;
+}
+
+/* HISTORY of append_unique's worker `uniq-worker-SEQ-1` is exactly {seq}. */
+static void unique_check(berth_journal *j, uint64_t seq) {
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    char name[40];
+    int len = snprintf(name, sizeof(name), "uniq-worker-%llu-1", (unsigned long long)seq);
+    uint64_t got[4];
+    size_t n = 0;
+    ck_assert_int_eq(berth_journal_history(r, BERTH_HISTORY_WORKER,
+                                           berth_str_make(name, (size_t)len), 0, got, 4, &n),
+                     BERTH_J_OK);
+    berth_journal_reader_close(r);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_uint_eq(got[0], seq);
+}
+
+/* A history file larger than map_size_initial reopens (LMDB maps only the
+ * used pages of an existing file; the open's folded_seq rewrite needs more). */
+START_TEST(hist_env_reopen_big) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal_options o = { .history_fold_records = 4000, .map_size_initial = 64 << 10 };
+    uint64_t head = 0;
+    for (int cycle = 0; cycle < 4; cycle++) {
+        berth_journal *j = NULL;
+        char err[err_len_max] = "";
+        berth_jerr rc = berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err));
+        ck_assert_msg(rc == BERTH_J_OK, "reopen %d: %s %s", cycle, berth_jerr_name(rc), err);
+        for (int i = 0; i < 4; i++) {
+            ck_assert_int_eq(append_unique(j, head + 1, 1000), BERTH_J_OK);
+            head += 1000;
+        }
+        ck_assert_int_eq(berth_journal_lmdb_settle(j), BERTH_J_OK);
+        unique_check(j, 1);
+        unique_check(j, head);
+        berth_journal_close(j);
+    }
+    char file[300];
+    struct stat st;
+    snprintf(file, sizeof(file), "%s/history/data.mdb", dir);
+    ck_assert_int_eq(stat(file, &st), 0);
+    ck_assert_int_gt(st.st_size, 64 << 10);   /* the case under test */
+}
+END_TEST
+
+static double cpu_seconds(void) {
+    struct rusage ru;
+    ck_assert_int_eq(getrusage(RUSAGE_SELF, &ru), 0);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* A fold that fails (history map at its cap) is retried once a second, not
+ * in a loop: the folder's timed wait must use the clock its deadline uses. */
+START_TEST(hist_fold_retry_waits) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal_options o = { .history_fold_records = 64, .map_size_initial = 1 << 20,
+                                .map_size_max = 3 << 20 };
+    berth_journal *j = open_writer(dir, &o);
+    uint64_t head = 0;
+    berth_jerr fe = BERTH_J_OK;
+    for (int i = 0; i < 400 && fe == BERTH_J_OK; i++) {
+        ck_assert_int_eq(append_unique(j, head + 1, 50), BERTH_J_OK);
+        head += 50;
+        fe = berth_journal_lmdb_settle(j);
+    }
+    ck_assert_int_eq(fe, BERTH_J_FULL);   /* the case under test: folds now fail */
+    double before = cpu_seconds();
+    sleep(3);
+    double used = cpu_seconds() - before;
+    ck_assert_msg(used < 0.5, "the folder used %.2f s of CPU in 3 s idle", used);
+    unique_check(j, head);   /* still exact, from the touch log */
+    close_rw(j);
+}
+END_TEST
+
+/* Migrating a format 1 store whose main map fills during the finishing
+ * transaction (it drops the whole legacy history db): the grown retry
+ * must drop it again, not fail on a handle the first attempt closed. */
+START_TEST(hist_migrate_tight_map) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal_options o0 = { .history_fold_records = BERTH_HISTORY_FOLD_RECORDS_MAX };
+    berth_journal *j = open_writer(dir, &o0);
+    uint64_t head = 0;
+    for (int i = 0; i < 30; i++) {
+        ck_assert_int_eq(append_unique(j, head + 1, 1000), BERTH_J_OK);
+        head += 1000;
+    }
+    close_rw(j);
+    ck_assert(in_child(child_make_legacy, dir, (int)head));
+    hist_env_remove(dir);
+    berth_journal_options o = { .history_fold_records = 4000, .map_size_initial = 64 << 10 };
+    for (int k = 0; k < 2; k++) {
+        char err[err_len_max] = "";
+        j = NULL;
+        berth_jerr rc = berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err));
+        ck_assert_msg(rc == BERTH_J_OK, "open %d: %s %s", k, berth_jerr_name(rc), err);
+        unique_check(j, 1);
+        unique_check(j, head);
+        berth_journal_close(j);
+    }
+    ck_assert(in_child(child_migrated, dir, 0));
+}
+END_TEST
+
+static int child_open_close_writable(const char *dir, int unused) {
+    (void)unused;
+    berth_journal_options o = { .history_fold_records = fold_records };
+    berth_journal *j = NULL;
+    char err[err_len_max] = "";
+    berth_jerr rc = berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err));
+    if (rc != BERTH_J_OK) {
+        fprintf(stderr, "child open: %s %s\n", berth_jerr_name(rc), err);
+        return 1;
+    }
+    berth_journal_close(j);
+    return 0;
+}
+
+/* A read-only open of a format 1 store, then a writer migrates it: the
+ * reader's HISTORY is exact or an error, never a short list with OK. */
+START_TEST(hist_ro_legacy_then_migrated) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, fold_records);
+    ck_assert_int_eq(append_touched(j, 1, hist_batch), BERTH_J_OK);
+    ck_assert_int_eq(append_touched(j, 1 + hist_batch, hist_batch), BERTH_J_OK);
+    settle(j);
+    close_rw(j);
+    ck_assert(in_child(child_make_legacy, dir, 13));
+    hist_env_remove(dir);
+    berth_journal_options ro = { .read_only = true, .no_lock = true };
+    berth_journal *r = NULL;
+    char err[err_len_max] = "";
+    ck_assert_int_eq(berth_journal_open_lmdb(&r, dir, &ro, err, sizeof(err)), BERTH_J_OK);
+    uint64_t want[hist_seqs_max];
+    size_t m = hist_expect('w', 1, 0, 2 * hist_batch, want, hist_seqs_max);
+    ck_assert_uint_gt(m, 0);
+    uint64_t got[hist_seqs_max];
+    size_t n = 0;
+    berth_journal_reader *rd;
+    ck_assert_int_eq(berth_journal_reader_open(r, &rd), BERTH_J_OK);
+    ck_assert_int_eq(berth_journal_history(rd, BERTH_HISTORY_WORKER, berth_str_make("w1", 2), 0,
+                                           got, hist_seqs_max, &n), BERTH_J_OK);
+    berth_journal_reader_close(rd);
+    ck_assert_uint_eq(n, m);
+    ck_assert(in_child(child_open_close_writable, dir, 0));   /* migrates */
+    ck_assert_int_eq(berth_journal_reader_open(r, &rd), BERTH_J_OK);
+    n = 0;
+    berth_jerr e = berth_journal_history(rd, BERTH_HISTORY_WORKER, berth_str_make("w1", 2), 0,
+                                         got, hist_seqs_max, &n);
+    berth_journal_reader_close(rd);
+    berth_journal_close(r);
+    ck_assert_msg(e != BERTH_J_OK || n == m, "answered %zu of %zu names with OK", n, m);
+    ck_assert(e == BERTH_J_OK || n == 0);
+    ck_assert(in_child(child_reads_exact, dir, 0));   /* a fresh reader is exact */
+}
+END_TEST
+
+/* Child: with too little address space for the folder's buffers, the open
+ * fails NOMEM, or it opens and folds; exit 1: it opened with a folder that
+ * never folds (settle reports the NOMEM nobody was told of). */
+static int child_open_short_of_memory(const char *dir, int extra_mib) {
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL || fscanf(f, "%ld", &pages) != 1) return 2;
+    fclose(f);
+    struct rlimit lim;
+    lim.rlim_cur = lim.rlim_max = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) +
+                                  ((rlim_t)extra_mib << 20);
+    if (setrlimit(RLIMIT_AS, &lim) != 0) return 2;
+    berth_journal_options o = { .history_fold_records = fold_records,
+                                .map_size_initial = 1 << 20 };
+    berth_journal *j = NULL;
+    char err[err_len_max] = "";
+    berth_jerr rc = berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err));
+    if (rc == BERTH_J_NOMEM) {
+        return strstr(err, "memory") != NULL ? 0 : 3;
+    }
+    if (rc != BERTH_J_OK) {
+        fprintf(stderr, "open short of memory: %s %s\n", berth_jerr_name(rc), err);
+        return 2;
+    }
+    berth_jerr settled = berth_journal_lmdb_settle(j);
+    berth_journal_close(j);
+    return settled == BERTH_J_OK ? 0 : 1;
+}
+
+/* The folder's buffers are taken at the open, which fails NOMEM without
+ * them, rather than an open whose folder silently never folds. */
+START_TEST(hist_fold_buffers_at_open) {
+    if (TEST_ASAN) {
+        return;   /* ASan reserves terabytes of address space: RLIMIT_AS cannot apply */
+    }
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, fold_records);
+    ck_assert_int_eq(append_touched(j, 1, 2 * fold_records), BERTH_J_OK);
+    close_rw(j);
+    ck_assert(in_child(child_open_short_of_memory, dir, 40));
+    ck_assert(in_child(child_open_close_writable, dir, 0));   /* with room: opens */
+}
+END_TEST
+
+/* Directories fsynced (the journal calls this fsync, as LMDB calls the
+ * fdatasync above): their inodes, for hist_dirs_synced. */
+enum { dirs_synced_max = 64 };
+static pthread_mutex_t dirs_synced_mutex = PTHREAD_MUTEX_INITIALIZER;
+static ino_t dirs_synced[dirs_synced_max];
+static size_t dirs_synced_n;
+
+int fsync(int fd) {
+    static int (*real_fsync)(int);
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        pthread_mutex_lock(&dirs_synced_mutex);
+        if (dirs_synced_n < dirs_synced_max) {
+            dirs_synced[dirs_synced_n++] = st.st_ino;
+        }
+        pthread_mutex_unlock(&dirs_synced_mutex);
+    }
+    if (real_fsync == NULL) {
+        real_fsync = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+        ck_assert_ptr_nonnull(real_fsync);
+    }
+    return real_fsync(fd);
+}
+
+static bool dir_was_synced(const char *path) {
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    bool found = false;
+    pthread_mutex_lock(&dirs_synced_mutex);
+    for (size_t i = 0; i < dirs_synced_n; i++) {
+        found = found || dirs_synced[i] == st.st_ino;
+    }
+    pthread_mutex_unlock(&dirs_synced_mutex);
+    return found;
+}
+
+/* A writable open syncs DIR/history (the entries of its new files) and
+ * DIR (the entry of history/) before anything relies on them. */
+START_TEST(hist_dirs_synced) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    pthread_mutex_lock(&dirs_synced_mutex);
+    dirs_synced_n = 0;
+    pthread_mutex_unlock(&dirs_synced_mutex);
+    berth_journal *j = open_fold(dir, fold_records);
+    char path[300];
+    snprintf(path, sizeof(path), "%s/history", dir);
+    ck_assert(dir_was_synced(path));
+    ck_assert(dir_was_synced(dir));
+    close_rw(j);
+}
+END_TEST
+
+/* A read-only open whose history environment exists but cannot be opened
+ * (here its lock file is a link into nowhere: ENOENT) fails, instead of
+ * taking the error for "no history environment" and keeping one that
+ * never opened for later queries. */
+START_TEST(hist_ro_env_open_fails) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, fold_records);
+    ck_assert_int_eq(append_touched(j, 1, hist_batch), BERTH_J_OK);   /* no fold: untrimmed */
+    close_rw(j);
+    char lock[300];
+    char nowhere[300];
+    snprintf(lock, sizeof(lock), "%s/history/lock.mdb", dir);
+    snprintf(nowhere, sizeof(nowhere), "%s/nowhere/lock.mdb", dir);
+    ck_assert_int_eq(unlink(lock), 0);
+    ck_assert_int_eq(symlink(nowhere, lock), 0);
+    berth_journal_options ro = { .read_only = true, .no_lock = true };
+    berth_journal *r = NULL;
+    char err[err_len_max] = "";
+    berth_jerr rc = berth_journal_open_lmdb(&r, dir, &ro, err, sizeof(err));
+    if (rc == BERTH_J_OK) {
+        berth_journal_close(r);
+    }
+    ck_assert_msg(rc == BERTH_J_IO, "read-only open: %s %s", berth_jerr_name(rc), err);
+    ck_assert_ptr_nonnull(strstr(err, "history index"));
+}
+END_TEST
+
+/* A format 1 store (all names still in the main environment), for the
+ * migration tests: 2 batches, folded through 13. */
+static void legacy_store(const char *dir) {
+    berth_journal *j = open_fold(dir, fold_records);
+    ck_assert_int_eq(append_touched(j, 1, hist_batch), BERTH_J_OK);
+    ck_assert_int_eq(append_touched(j, 1 + hist_batch, hist_batch), BERTH_J_OK);
+    settle(j);
+    close_rw(j);
+    ck_assert(in_child(child_make_legacy, dir, 13));
+    hist_env_remove(dir);
+}
+
+/* The sync after the migration's finishing commit fails: the open fails
+ * IO saying the store was moved (not "unchanged"), and the next open
+ * serves the moved store exactly. */
+START_TEST(hist_migrate_sync_fails) {
+    char dry[256];
+    char dir[256];
+    dir_fresh(dry, sizeof(dry));
+    dir_fresh(dir, sizeof(dir));
+    legacy_store(dry);
+    legacy_store(dir);
+    /* the same open on a twin store counts its syncs: the migration's
+     * closing sync is the last before the open returns (no fold is due) */
+    atomic_store(&syncs_called, 0);
+    berth_journal *j = open_fold(dry, fold_records);
+    uint32_t syncs = atomic_load(&syncs_called);
+    close_rw(j);
+    ck_assert_uint_gt(syncs, 0);
+    atomic_store(&syncs_called, 0);
+    atomic_store(&sync_fail_at, syncs);
+    berth_journal_options o = { .history_fold_records = fold_records };
+    char err[err_len_max] = "";
+    j = NULL;
+    berth_jerr rc = berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err));
+    atomic_store(&sync_fail_at, 0);
+    if (rc == BERTH_J_OK) {
+        berth_journal_close(j);
+    }
+    ck_assert_msg(rc == BERTH_J_IO, "open: %s %s", berth_jerr_name(rc), err);
+    ck_assert_msg(strstr(err, "unchanged") == NULL && strstr(err, "format 2") != NULL,
+                  "says: %s", err);
+    ck_assert(in_child(child_migrated, dir, 0));
+    j = open_fold(dir, fold_records);
+    hist_check_all(j);
+    close_rw(j);
+}
+END_TEST
+
 static Suite *journal_suite(void) {
     Suite *s = suite_create("journal");
     TCase *codec = tcase_create("codec");
@@ -2259,9 +2984,13 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_history_fold);
     tcase_add_test(store, store_history_fold_option);
     tcase_add_test(store, store_history_crash_at_fold);
-    tcase_add_test(store, store_history_old_layout);
+    tcase_add_test(store, store_history_trim_bounded);
+    tcase_add_test(store, store_history_fold_races_queries);
+    tcase_add_test(store, store_history_migrate);
+    tcase_add_test(store, store_history_env_missing);
+    tcase_add_test(store, store_history_env_damaged);
     tcase_add_test(store, store_deferred_durable_seq);
-    tcase_add_test(store, store_deferred_fold_covers);
+    tcase_add_test(store, store_deferred_fold_durable);
     tcase_add_test(store, store_default_durable_is_head);
     tcase_add_test(store, store_open_rewrites_meta);
     tcase_add_test(store, store_deferred_failed_sync);
@@ -2269,6 +2998,19 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_deferred_kill);
     tcase_set_timeout(store, 240);
     suite_add_tcase(s, store);
+
+    TCase *hist = tcase_create("history_faults");
+    tcase_add_unchecked_fixture(hist, root_make, root_remove);
+    tcase_add_test(hist, hist_env_reopen_big);
+    tcase_add_test(hist, hist_fold_retry_waits);
+    tcase_add_test(hist, hist_migrate_tight_map);
+    tcase_add_test(hist, hist_ro_legacy_then_migrated);
+    tcase_add_test(hist, hist_fold_buffers_at_open);
+    tcase_add_test(hist, hist_dirs_synced);
+    tcase_add_test(hist, hist_ro_env_open_fails);
+    tcase_add_test(hist, hist_migrate_sync_fails);
+    tcase_set_timeout(hist, 240);
+    suite_add_tcase(s, hist);
     return s;
 }
 

@@ -12,9 +12,9 @@
 #include <check.h>
 #include <lmdb.h>
 #include <openssl/sha.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +30,6 @@
 #define TEST_WORDS_MAX 128
 #define TEST_DIGEST_HEX_LEN (2 * BERTH_HASH_LEN + 1)
 #define TEST_SNAPSHOTS_MAX 4096
-#define TEST_DIR_FILES_MAX 64
 #define TEST_TIMEOUT_S 300
 #define TEST_RANDOM_RECORDS 20000      /* over the two-thread threshold */
 #define TEST_BATCH_RECORDS_MAX 300
@@ -61,19 +60,16 @@ static void make_dir(char *out, size_t size) {
     ck_assert_ptr_nonnull(mkdtemp(out));
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+/* The data directory holds the history environment's directory too. */
 static void remove_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (d == NULL) return;
-    char names[TEST_DIR_FILES_MAX][512];
-    size_t count = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL && count < TEST_DIR_FILES_MAX) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        snprintf(names[count++], sizeof(names[0]), "%s/%s", dir, e->d_name);
-    }
-    closedir(d);
-    for (size_t i = 0; i < count; i++) ck_assert_int_eq(unlink(names[i]), 0);
-    ck_assert_int_eq(rmdir(dir), 0);
+    struct stat st;
+    if (stat(dir, &st) != 0) return;
+    ck_assert_int_eq(nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
 }
 
 static berth_journal *journal_open(const char *dir, bool read_only, uint64_t map_max) {

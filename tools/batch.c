@@ -47,10 +47,10 @@
  *     records; the head shown anywhere is the durable head;
  *   - at most one batch is in flight: the next is handed off only after the
  *     committer has reported the last (and written its snapshot, if one
- *     was queued), and the one committer thread runs its jobs in turn (a
- *     history fold still running delays the next batch, never reorders
- *     it), so the journal receives batches in seq order, each chained on
- *     the one before.
+ *     was queued), and the one committer thread runs its jobs in turn
+ *     (the journal's upkeep after a commit delays the next batch, never
+ *     reorders it), so the journal receives batches in seq order, each
+ *     chained on the one before.
  * If a commit fails, an unsynced batch is settled first (synced and
  * answered, so no client's replies change order); then the failed batch,
  * and the open batch staged on top of it, are answered with the error (a
@@ -320,7 +320,7 @@ static void pipe_run(pipe_journal *p) {
     bool snapshot = err == BERTH_J_OK && p->snapshot_seq != 0;
     /* Without a snapshot to write, the slot is free now: the loop may hand
      * off the next batch (or a sync) at once, and this thread takes it up
-     * after the fold below. So one report, one wake-up of the loop, per
+     * when this call returns. So one report, one wake-up of the loop, per
      * batch; with a snapshot the slot holds its bytes until it is written. */
     if (!snapshot) {
         p->n = 0;
@@ -332,20 +332,17 @@ static void pipe_run(pipe_journal *p) {
     }
     ev_async_send(p->server->loop, &p->async);   /* the replies go out before the snapshot */
     if (err == BERTH_J_OK) {
-        /* The history fold, when due, after the report: its tens of ms
-         * hold up no reply of this batch's predecessor. Its commit syncs,
-         * so it makes this batch durable too. */
+        /* A no-op on both journals now (the LMDB history fold runs on the
+         * journal's own thread and environment, woken by the append; it
+         * makes nothing durable): kept for a backend that defers work. */
         berth_jerr fe = berth_journal_maintain(p->inner);
         if (fe != BERTH_J_OK) {
-            server_log("the history fold failed (%s); HISTORY stays exact, the next append "
-                       "retries it",
+            server_log("the journal's upkeep after a commit failed (%s); it is retried after "
+                       "the next one",
                        berth_jerr_name(fe));
         }
     }
     if (!snapshot) {
-        pipe_lock(p);
-        pipe_note_durable(p);   /* a fold's commit synced the batch's meta page */
-        pipe_unlock(p);
         return;
     }
     berth_jerr se = berth_journal_snapshot_put(p->inner, p->snapshot_seq, p->snapshot,
