@@ -421,16 +421,33 @@ berth_reqid_status berth_state_reqid_check(const berth_state *s, berth_str reqid
 /* Sentences are built on every apply, replay included, so they use a small
  * formatter of their own instead of vsnprintf: it knows only what the
  * sentences use (%s %.*s %c %d %u %llu) and runs several times faster. */
-static void fmt_put(berth_outcome *out, const char *p, size_t n) {
+/* Past the room left: cut, and end the sentence with "...". */
+static void fmt_put_cut(berth_outcome *out, const char *p, size_t n) {
     size_t room = sizeof out->sentence - 1 - out->sentence_len;
-    bool truncated = n > room;
-    if (truncated) n = room;
+    assert(n > room);
+    memcpy(out->sentence + out->sentence_len, p, room);
+    out->sentence_len += (uint32_t)room;
+    memcpy(out->sentence + out->sentence_len - 3, "...", 3);
+}
+
+/* Inline, so a piece whose length is known at compile time (a literal, a
+ * digit) is copied without a call. */
+static inline void fmt_put(berth_outcome *out, const char *p, size_t n) {
+    size_t room = sizeof out->sentence - 1 - out->sentence_len;
+    if (__builtin_expect(n > room, 0)) {
+        fmt_put_cut(out, p, n);
+        return;
+    }
     memcpy(out->sentence + out->sentence_len, p, n);
     out->sentence_len += (uint32_t)n;
-    if (truncated) memcpy(out->sentence + out->sentence_len - 3, "...", 3);
 }
 
 static void fmt_u64(berth_outcome *out, uint64_t v) {
+    if (v < 10) {   /* GPU indices, mostly */
+        char c = (char)('0' + v);
+        fmt_put(out, &c, 1);
+        return;
+    }
     char d[20];
     size_t n = 0;
     do {
@@ -750,16 +767,17 @@ static int served_reserve(berth_state *s, berth_worker *w) {
     return 0;
 }
 
-/* ":0-3,6": GPU lists as runs, so a whole 8-GPU worker reads ":0-7". */
 /* The two sentences nearly every record says (a DEPLOY's and a RELEASE's)
  * are written piece by piece rather than through a format: verify and
  * berthd build one per record, and the format walk and the varargs cost as
  * much as the rest of the apply. fmt_put truncates the same way however the
  * text is cut into pieces, so the bytes equal the formatted ones. Callers
  * check the quiet mark first: these write unconditionally. */
-static void put_lit(berth_outcome *out, const char *lit) {
+#define put_lit(out, lit) put_bytes((out), "" lit "", sizeof(lit) - 1)   /* literals only: no strlen */
+
+static inline void put_bytes(berth_outcome *out, const char *p, size_t n) {
     assert(!out_quiet(out));
-    fmt_put(out, lit, strlen(lit));
+    fmt_put(out, p, n);
 }
 
 static void put_name(berth_outcome *out, berth_str name) {
@@ -777,21 +795,26 @@ static void put_end(berth_outcome *out) {
     out->sentence[out->sentence_len] = '\0';
 }
 
-/* ":0-3,6": GPU lists as runs, so a whole 8-GPU worker reads ":0-7". */
+/* ":0-3,6": GPU lists as runs, so a whole 8-GPU worker reads ":0-7". A run
+ * at a time: its first GPU is the lowest bit left, its length the ones
+ * that follow. */
 static void say_gpu_runs(berth_outcome *out, uint64_t mask) {
-    const char *sep = ":";
-    for (uint32_t g = 0; g < BERTH_GPUS_MAX; g++) {
-        if (!(mask & (1ull << g))) continue;
-        uint32_t end = g;
-        while (end + 1 < BERTH_GPUS_MAX && (mask & (1ull << (end + 1)))) end++;
-        put_lit(out, sep);
+    bool first = true;
+    while (mask) {
+        uint32_t g = (uint32_t)__builtin_ctzll(mask);
+        uint64_t rest = ~(mask >> g);    /* its lowest set bit ends the run */
+        uint32_t run = rest ? (uint32_t)__builtin_ctzll(rest) : BERTH_GPUS_MAX - g;
+        uint32_t end = g + run - 1;
+        assert(end < BERTH_GPUS_MAX);
+        if (first) put_lit(out, ":");
+        else put_lit(out, ",");
         put_u32(out, g);
         if (end != g) {
             put_lit(out, "-");
             put_u32(out, end);
         }
-        sep = ",";
-        g = end;
+        first = false;
+        mask = end + 1 == BERTH_GPUS_MAX ? 0 : mask & ~((1ull << (end + 1)) - 1);
     }
 }
 
