@@ -1131,6 +1131,101 @@ int berth_state_apply_expect(berth_state *s, const berth_cmd *c, berth_str canon
     return apply(s, c, canonical, seq, out, SENTENCE_QUIET_EXPECT(expected));
 }
 
+/* ---------------------------------------------------------------- prefetch */
+
+/* Replay applies records one after another, and most of an apply's time is
+ * waiting on the cache misses of the tables and the objects they point to,
+ * one dependent miss after another. A hint issued a few records ahead lets
+ * those loads overlap. Hints only read, and only what is live at the call:
+ * the slots, the objects in them, an instance's slots; every address they
+ * load is a prefetch, which cannot fault and changes nothing observable. */
+#define PREFETCH_LINE_BYTES 64u
+#define PREFETCH_PROBE_MAX 8u          /* slots a hint walks before it gives up */
+#define PREFETCH_GPUS_ASSUMED 8u       /* a worker's GPUs when the hint cannot know how many */
+#define PREFETCH_INSTANCE_BYTES 256u   /* header, names and a few slots of an instance block */
+
+static void prefetch_span(const void *p, size_t bytes) {
+    uintptr_t at = (uintptr_t)p & ~(uintptr_t)(PREFETCH_LINE_BYTES - 1);
+    uintptr_t end = (uintptr_t)p + bytes;
+    for (; at < end; at += PREFETCH_LINE_BYTES) __builtin_prefetch((const void *)at);
+}
+
+static void prefetch_slot(const table *t, uint64_t h) {
+    if (t->cap == 0) return;
+    __builtin_prefetch(&t->slots[(uint32_t)h & (t->cap - 1)]);
+}
+
+/* The object stored under hash h, by the hash alone: for a hint, a
+ * collision only sends the loads to the wrong place. */
+static const void *table_peek(const table *t, uint64_t h) {
+    if (t->cap == 0) return NULL;
+    uint32_t mask = t->cap - 1;
+    uint32_t i = (uint32_t)h & mask;
+    for (uint32_t n = 0; n < PREFETCH_PROBE_MAX; n++, i = (i + 1) & mask) {
+        const table_slot *sl = &t->slots[i];
+        if (sl->obj == NULL) return NULL;
+        if (sl->hash == h) return sl->obj;
+    }
+    return NULL;
+}
+
+/* A worker's block from its header through the GPUs in mask: what judging
+ * and committing a placement read (status, the served list inline, the
+ * name a lookup compares, the GPUs). name_len is the placement's worker
+ * name, which a hit shares, so no byte of the worker is read here. */
+static void prefetch_worker(const berth_worker *w, uint32_t name_len, uint64_t mask) {
+    size_t name_room = ((size_t)name_len + WORKER_ALIGN - 1) / WORKER_ALIGN * WORKER_ALIGN;
+    size_t gpus_at = sizeof *w + SERVED_INLINE_MAX * sizeof(berth_instance *) + name_room;
+    uint32_t gpus = mask ? 64u - (uint32_t)__builtin_clzll(mask) : 0;
+    prefetch_span(w, gpus_at + gpus * sizeof(berth_gpu));
+}
+
+void berth_state_prefetch(const berth_state *s, const berth_cmd *c, uint32_t stage) {
+    assert(s != NULL && c != NULL && stage < BERTH_PREFETCH_STAGES);
+    const table *names = NULL;    /* the table c->name is looked up in */
+    switch (c->kind) {
+    case BERTH_CMD_DEPLOY:
+    case BERTH_CMD_RELEASE: names = &s->instances; break;
+    case BERTH_CMD_WORKER_ADD:
+    case BERTH_CMD_WORKER_CORDON:
+    case BERTH_CMD_WORKER_UNCORDON:
+    case BERTH_CMD_WORKER_REMOVE: names = &s->workers; break;
+    default: return;
+    }
+    if (stage == 0) {
+        prefetch_slot(names, c->name_hash);
+        if (c->kind != BERTH_CMD_DEPLOY) return;
+        for (uint32_t i = 0; i < c->place_count; i++) prefetch_slot(&s->workers, c->place[i].worker_hash);
+        return;
+    }
+    if (c->kind == BERTH_CMD_DEPLOY) {
+        if (stage != 1) return;
+        for (uint32_t i = 0; i < c->place_count; i++) {
+            const berth_place *pl = &c->place[i];
+            const berth_worker *w = table_peek(&s->workers, pl->worker_hash);
+            uint64_t mask = pl->all_gpus ? all_gpus_mask(PREFETCH_GPUS_ASSUMED) : pl->gpu_mask;
+            if (w != NULL) prefetch_worker(w, pl->worker.len, mask);
+        }
+        return;
+    }
+    const void *obj = table_peek(names, c->name_hash);
+    if (obj == NULL) return;
+    if (names == &s->workers) {
+        if (stage == 1) prefetch_worker(obj, c->name.len, 0);
+        return;
+    }
+    const berth_instance *in = obj;
+    if (stage == 1) {
+        prefetch_span(in, PREFETCH_INSTANCE_BYTES);
+        return;
+    }
+    /* Stage 2: the instance has arrived; a RELEASE walks its workers. Their
+     * names are not known here, so assume short ones. */
+    for (uint32_t i = 0; i < in->slot_count && i < BERTH_PLACEMENT_WORKERS_MAX; i++) {
+        prefetch_worker(in->slots[i].worker, BERTH_NAME_LEN_MAX / 4, in->slots[i].gpu_mask);
+    }
+}
+
 /* ---------------------------------------------------------------- restore */
 
 int berth_state_restore_policy(berth_state *s, const berth_str *backends, uint32_t count) {
