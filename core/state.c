@@ -44,13 +44,45 @@ typedef struct table {
 
 static berth_str key_of(const void *obj) { return *(const berth_str *)obj; }
 
+/* berth_str_eq for a probe's hit, without a call: names are 1..128 bytes,
+ * mostly under 32, so fixed-size loads (overlapping at the end) compare
+ * them in a few instructions. */
+static inline bool key_eq(berth_str a, berth_str b) {
+    if (a.len != b.len) return false;
+    uint32_t n = a.len;
+    const char *p = a.ptr, *q = b.ptr;
+    if (n >= 8) {
+        uint64_t x, y;
+        for (uint32_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, p + i, 8);
+            memcpy(&y, q + i, 8);
+            if (x != y) return false;
+        }
+        memcpy(&x, p + n - 8, 8);
+        memcpy(&y, q + n - 8, 8);
+        return x == y;
+    }
+    if (n >= 4) {
+        uint32_t x0, y0, x1, y1;
+        memcpy(&x0, p, 4);
+        memcpy(&y0, q, 4);
+        memcpy(&x1, p + n - 4, 4);
+        memcpy(&y1, q + n - 4, 4);
+        return x0 == y0 && x1 == y1;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (p[i] != q[i]) return false;
+    }
+    return true;
+}
+
 static void *table_probe(const table *t, berth_str key, uint64_t h) {
     if (t->cap == 0) return NULL;
     uint32_t mask = t->cap - 1;
     for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
         const table_slot *sl = &t->slots[i];
         if (sl->obj == NULL) return NULL;
-        if (sl->hash == h && berth_str_eq(key_of(sl->obj), key)) return sl->obj;
+        if (sl->hash == h && key_eq(key_of(sl->obj), key)) return sl->obj;
     }
 }
 
@@ -82,10 +114,6 @@ static void table_put_hashed(table *t, void *obj, uint64_t h) {
     t->count++;
 }
 
-static void table_put_unchecked(table *t, void *obj) {
-    table_put_hashed(t, obj, berth_name_hash(key_of(obj)));
-}
-
 /* Make room for `extra` more entries at load <= 1/2; a failure changes nothing. */
 static int table_reserve(const berth_allocator *a, table *t, uint32_t extra) {
     uint64_t need = (uint64_t)t->count + extra;
@@ -108,15 +136,18 @@ static int table_reserve(const berth_allocator *a, table *t, uint32_t extra) {
     return 0;
 }
 
-/* Linear-probing delete with backward shift: no tombstones to age. */
-static void table_del_h(table *t, berth_str key, uint64_t h) {
-    assert(t->cap > 0);
+/* Linear-probing delete with backward shift: no tombstones to age. Every
+ * caller holds the object it deletes and the hash it is stored under, so
+ * the slot is found by the pointer, without touching a name. */
+static void table_del_obj(table *t, const void *obj, uint64_t h) {
+    assert(t->cap > 0 && obj != NULL);
     uint32_t mask = t->cap - 1;
     uint32_t i = (uint32_t)h & mask;
-    while (t->slots[i].hash != h || !berth_str_eq(key_of(t->slots[i].obj), key)) {
+    while (t->slots[i].obj != obj) {
+        assert(t->slots[i].obj != NULL && "deleting an object the table does not hold");
         i = (i + 1) & mask;
-        assert(t->slots[i].obj != NULL);
     }
+    assert(t->slots[i].hash == h);
     t->slots[i].obj = NULL;
     t->count--;
     for (uint32_t j = (i + 1) & mask; t->slots[j].obj != NULL; j = (j + 1) & mask) {
@@ -654,7 +685,7 @@ static int apply_worker_remove(berth_state *s, const berth_cmd *c, berth_outcome
         return 0;
     }
     say(out, BERTH_OK, "worker %.*s removed", S(c->name));
-    table_del_h(&s->workers, c->name, h);
+    table_del_obj(&s->workers, w, h);
     free_worker(s, w);
     return 0;
 }
@@ -919,8 +950,9 @@ static int apply_deploy(berth_state *s, const berth_cmd *c, uint64_t seq, bool j
 static void served_remove(berth_worker *w, const berth_instance *in) {
     for (uint32_t i = 0; i < w->served_count; i++) {
         if (w->served[i] != in) continue;
-        /* Keep deploy-seq order: the exclusive holder is the first match. */
-        memmove(&w->served[i], &w->served[i + 1], (w->served_count - i - 1) * sizeof w->served[0]);
+        /* Keep deploy-seq order: the exclusive holder is the first match.
+         * A few entries to move, mostly: a loop, not a call. */
+        for (uint32_t j = i + 1; j < w->served_count; j++) w->served[j - 1] = w->served[j];
         w->served_count--;
         return;
     }
@@ -964,7 +996,7 @@ static int apply_release(berth_state *s, const berth_cmd *c, berth_outcome *out)
         }
     }
     if (!quiet) put_end(out);
-    table_del_h(&s->instances, c->name, h);
+    table_del_obj(&s->instances, in, h);
     instance_block_free(s, in);
     return 0;
 }
@@ -1038,11 +1070,13 @@ static int reqid_reserve(berth_state *s) {
     return s->reqid_spare ? 0 : -1;
 }
 
-static void reqid_commit(berth_state *s, const berth_reqid_entry *e, void *block) {
-    assert(table_get(&s->reqids, e->reqid) == NULL);
+/* reqid_h: berth_name_hash(e->reqid), which the caller has at hand. */
+static void reqid_commit(berth_state *s, const berth_reqid_entry *e, uint64_t reqid_h, void *block) {
+    assert(reqid_h == berth_name_hash(e->reqid));
+    assert(table_probe(&s->reqids, e->reqid, reqid_h) == NULL);
     if (s->ring_count == BERTH_REQID_WINDOW) {
         reqid_slot *old = ring_slot(s, 0);
-        table_del_h(&s->reqids, old->e.reqid, berth_name_hash(old->e.reqid));
+        table_del_obj(&s->reqids, old, berth_name_hash(old->e.reqid));
         s->a.free(s->a.ctx, old->block);
         s->ring_head = (s->ring_head + 1) % BERTH_REQID_WINDOW;
         s->ring_count--;
@@ -1057,7 +1091,7 @@ static void reqid_commit(berth_state *s, const berth_reqid_entry *e, void *block
     slot->e.reqid = berth_str_make(text, e->reqid.len);
     slot->e.sentence = berth_str_make(text + e->reqid.len, e->sentence.len);
     s->ring_count++;
-    table_put_unchecked(&s->reqids, slot);
+    table_put_hashed(&s->reqids, slot, reqid_h);
 }
 
 /* ---------------------------------------------------------------- apply */
@@ -1080,8 +1114,10 @@ static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64
      * gets a block of its exact size once the sentence is known, and takes
      * the reserve only if that allocation fails (which then goes unnoticed:
      * the next request id allocates a new reserve before it changes anything). */
+    uint64_t reqid_h = 0;
     if (c->reqid.len) {
-        assert(table_get(&s->reqids, c->reqid) == NULL && "reqid_check must run before apply");
+        reqid_h = berth_name_hash(c->reqid);
+        assert(table_probe(&s->reqids, c->reqid, reqid_h) == NULL && "reqid_check must run before apply");
         if (reqid_reserve(s) != 0) return -1;
     }
     int rc;
@@ -1108,7 +1144,7 @@ static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64
             block = s->reqid_spare;
             s->reqid_spare = NULL;
         }
-        reqid_commit(s, &e, block);
+        reqid_commit(s, &e, reqid_h, block);
     }
     if (out_quiet(out)) out->sentence_len = 0;
     assert(out->sentence_len < sizeof out->sentence && out->sentence[out->sentence_len] == '\0');
@@ -1340,7 +1376,7 @@ int berth_state_restore_reqid(berth_state *s, const berth_reqid_entry *e) {
     if (e->sentence.len >= BERTH_SENTENCE_LEN_MAX || table_get(&s->reqids, e->reqid)) return -1;
     void *block;
     if (reqid_prepare(s, e->reqid, e->sentence, &block) != 0) return -1;
-    reqid_commit(s, e, block);
+    reqid_commit(s, e, berth_name_hash(e->reqid), block);
     s->restored = true;
     return 0;
 }
@@ -1441,7 +1477,7 @@ static bool check_table_hashes(const table *t, const char *what, char *wb, size_
 }
 
 bool berth_state_check(const berth_state *s, char *wb, size_t ws) {
-    /* Request ids are always hashed on insert (table_put_unchecked). */
+    /* Request ids are hashed on insert by apply or restore (reqid_commit asserts it). */
     if (!check_table_hashes(&s->workers, "worker", wb, ws) ||
         !check_table_hashes(&s->instances, "instance", wb, ws)) {
         return false;
