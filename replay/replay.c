@@ -311,25 +311,22 @@ static feed_status apply_item(replay_sink *sink, feed_item *item, replay_fail *f
     return FEED_MORE;
 }
 
-/* Every step of items [0, count) in seq order. Preparing them all before
- * applying any changes no outcome: a failure while preparing item f is
- * reported only after items before f applied cleanly, which is the order
- * record-by-record processing reports in. */
+#define REPLAY_PREFETCH_PLACES 4   /* placements whose lines an item's hint loads */
+
 static void prefetch_item(const feed_item *item) {
-    /* What apply_item and the state's hint read first: the record's chain
-     * fields and the command's scalars and first placements. The feeder
-     * wrote them on the other core; items sit 4 KB apart, too far for the
-     * hardware prefetcher to follow. */
-    __builtin_prefetch(&item->rec.prev_hash);
-    __builtin_prefetch(&item->rec.hash);
-    __builtin_prefetch(&item->cmd);
-    __builtin_prefetch((const char *)&item->cmd + 64);
-    __builtin_prefetch(&item->cmd.place[0]);
-    __builtin_prefetch(&item->cmd.place[2]);
+    /* What apply_item and the state's hint read: the item's head, the
+     * record's fields and the command's scalars and first placements. The
+     * feeder wrote them on the other core; items sit 4 KB apart, too far
+     * for the hardware prefetcher to follow. */
+    uintptr_t at = (uintptr_t)item & ~(uintptr_t)63;
+    uintptr_t end = (uintptr_t)&item->cmd.place[REPLAY_PREFETCH_PLACES];
+    for (; at < end; at += 64) __builtin_prefetch((const void *)at);
 }
 
-/* One step of the hints for the item `lead` stages ahead of the one about to
- * apply: stage -1 is the item's own lines, then the state's stages. */
+/* One step of the hints for the item `lead` steps ahead of the one about to
+ * apply: the furthest step loads the item's own lines, the nearer ones run
+ * the state's stages (berth_state_prefetch), and verify's sentence compare
+ * gets the recorded sentence's first line with stage 0. */
 static void prefetch_step(const replay_sink *sink, const feed_item *item, uint32_t lead) {
     const uint32_t stages = BERTH_PREFETCH_STAGES;
     if (lead == stages + 1) {
@@ -340,6 +337,10 @@ static void prefetch_step(const replay_sink *sink, const feed_item *item, uint32
     if (lead == stages && sink->compare) __builtin_prefetch(item->rec.sentence.ptr);
 }
 
+/* Every step of items [0, count) in seq order. Preparing them all before
+ * applying any changes no outcome: a failure while preparing item f is
+ * reported only after items before f applied cleanly, which is the order
+ * record-by-record processing reports in. */
 static feed_status consume_items(replay_sink *sink, feed_item *items, uint32_t count, replay_fail *fail) {
     uint32_t ready = prepare_items(sink, items, count, &sink->prepare_fail);
     /* Cache hints run REPLAY_PREFETCH_AHEAD records apart per step, so
