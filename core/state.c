@@ -5,7 +5,9 @@
  * never leaves a half-changed state: judge (read only, builds the sentence),
  * prepare (every allocation the change needs), commit (pointer moves only,
  * cannot fail). Names live in open-addressing hash tables that are only
- * ever probed, never iterated for output; listings are sorted by name. */
+ * ever probed, never iterated for output; listings are sorted by name.
+ * berth_state_prefetch only reads: replay's cache hints, a few records
+ * ahead of apply. */
 #include "state.h"
 
 #include <assert.h>
