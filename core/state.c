@@ -5,7 +5,9 @@
  * never leaves a half-changed state: judge (read only, builds the sentence),
  * prepare (every allocation the change needs), commit (pointer moves only,
  * cannot fail). Names live in open-addressing hash tables that are only
- * ever probed, never iterated for output; listings are sorted by name. */
+ * ever probed, never iterated for output; listings are sorted by name.
+ * berth_state_prefetch only reads: replay's cache hints, a few records
+ * ahead of apply. */
 #include "state.h"
 
 #include <assert.h>
@@ -44,13 +46,45 @@ typedef struct table {
 
 static berth_str key_of(const void *obj) { return *(const berth_str *)obj; }
 
+/* berth_str_eq for a probe's hit, without a call: names are 1..128 bytes,
+ * mostly under 32, so fixed-size loads (overlapping at the end) compare
+ * them in a few instructions. */
+static inline bool key_eq(berth_str a, berth_str b) {
+    if (a.len != b.len) return false;
+    uint32_t n = a.len;
+    const char *p = a.ptr, *q = b.ptr;
+    if (n >= 8) {
+        uint64_t x, y;
+        for (uint32_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, p + i, 8);
+            memcpy(&y, q + i, 8);
+            if (x != y) return false;
+        }
+        memcpy(&x, p + n - 8, 8);
+        memcpy(&y, q + n - 8, 8);
+        return x == y;
+    }
+    if (n >= 4) {
+        uint32_t x0, y0, x1, y1;
+        memcpy(&x0, p, 4);
+        memcpy(&y0, q, 4);
+        memcpy(&x1, p + n - 4, 4);
+        memcpy(&y1, q + n - 4, 4);
+        return x0 == y0 && x1 == y1;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (p[i] != q[i]) return false;
+    }
+    return true;
+}
+
 static void *table_probe(const table *t, berth_str key, uint64_t h) {
     if (t->cap == 0) return NULL;
     uint32_t mask = t->cap - 1;
     for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
         const table_slot *sl = &t->slots[i];
         if (sl->obj == NULL) return NULL;
-        if (sl->hash == h && berth_str_eq(key_of(sl->obj), key)) return sl->obj;
+        if (sl->hash == h && key_eq(key_of(sl->obj), key)) return sl->obj;
     }
 }
 
@@ -82,10 +116,6 @@ static void table_put_hashed(table *t, void *obj, uint64_t h) {
     t->count++;
 }
 
-static void table_put_unchecked(table *t, void *obj) {
-    table_put_hashed(t, obj, berth_name_hash(key_of(obj)));
-}
-
 /* Make room for `extra` more entries at load <= 1/2; a failure changes nothing. */
 static int table_reserve(const berth_allocator *a, table *t, uint32_t extra) {
     uint64_t need = (uint64_t)t->count + extra;
@@ -108,15 +138,18 @@ static int table_reserve(const berth_allocator *a, table *t, uint32_t extra) {
     return 0;
 }
 
-/* Linear-probing delete with backward shift: no tombstones to age. */
-static void table_del_h(table *t, berth_str key, uint64_t h) {
-    assert(t->cap > 0);
+/* Linear-probing delete with backward shift: no tombstones to age. Every
+ * caller holds the object it deletes and the hash it is stored under, so
+ * the slot is found by the pointer, without touching a name. */
+static void table_del_obj(table *t, const void *obj, uint64_t h) {
+    assert(t->cap > 0 && obj != NULL);
     uint32_t mask = t->cap - 1;
     uint32_t i = (uint32_t)h & mask;
-    while (t->slots[i].hash != h || !berth_str_eq(key_of(t->slots[i].obj), key)) {
+    while (t->slots[i].obj != obj) {
+        assert(t->slots[i].obj != NULL && "deleting an object the table does not hold");
         i = (i + 1) & mask;
-        assert(t->slots[i].obj != NULL);
     }
+    assert(t->slots[i].hash == h);
     t->slots[i].obj = NULL;
     t->count--;
     for (uint32_t j = (i + 1) & mask; t->slots[j].obj != NULL; j = (j + 1) & mask) {
@@ -421,16 +454,33 @@ berth_reqid_status berth_state_reqid_check(const berth_state *s, berth_str reqid
 /* Sentences are built on every apply, replay included, so they use a small
  * formatter of their own instead of vsnprintf: it knows only what the
  * sentences use (%s %.*s %c %d %u %llu) and runs several times faster. */
-static void fmt_put(berth_outcome *out, const char *p, size_t n) {
+/* Past the room left: cut, and end the sentence with "...". */
+static void fmt_put_cut(berth_outcome *out, const char *p, size_t n) {
     size_t room = sizeof out->sentence - 1 - out->sentence_len;
-    bool truncated = n > room;
-    if (truncated) n = room;
+    assert(n > room);
+    memcpy(out->sentence + out->sentence_len, p, room);
+    out->sentence_len += (uint32_t)room;
+    memcpy(out->sentence + out->sentence_len - 3, "...", 3);
+}
+
+/* Inline, so a piece whose length is known at compile time (a literal, a
+ * digit) is copied without a call. */
+static inline void fmt_put(berth_outcome *out, const char *p, size_t n) {
+    size_t room = sizeof out->sentence - 1 - out->sentence_len;
+    if (__builtin_expect(n > room, 0)) {
+        fmt_put_cut(out, p, n);
+        return;
+    }
     memcpy(out->sentence + out->sentence_len, p, n);
     out->sentence_len += (uint32_t)n;
-    if (truncated) memcpy(out->sentence + out->sentence_len - 3, "...", 3);
 }
 
 static void fmt_u64(berth_outcome *out, uint64_t v) {
+    if (v < 10) {   /* GPU indices, mostly */
+        char c = (char)('0' + v);
+        fmt_put(out, &c, 1);
+        return;
+    }
     char d[20];
     size_t n = 0;
     do {
@@ -637,7 +687,7 @@ static int apply_worker_remove(berth_state *s, const berth_cmd *c, berth_outcome
         return 0;
     }
     say(out, BERTH_OK, "worker %.*s removed", S(c->name));
-    table_del_h(&s->workers, c->name, h);
+    table_del_obj(&s->workers, w, h);
     free_worker(s, w);
     return 0;
 }
@@ -750,16 +800,17 @@ static int served_reserve(berth_state *s, berth_worker *w) {
     return 0;
 }
 
-/* ":0-3,6": GPU lists as runs, so a whole 8-GPU worker reads ":0-7". */
 /* The two sentences nearly every record says (a DEPLOY's and a RELEASE's)
  * are written piece by piece rather than through a format: verify and
  * berthd build one per record, and the format walk and the varargs cost as
  * much as the rest of the apply. fmt_put truncates the same way however the
  * text is cut into pieces, so the bytes equal the formatted ones. Callers
  * check the quiet mark first: these write unconditionally. */
-static void put_lit(berth_outcome *out, const char *lit) {
+#define put_lit(out, lit) put_bytes((out), "" lit "", sizeof(lit) - 1)   /* literals only: no strlen */
+
+static inline void put_bytes(berth_outcome *out, const char *p, size_t n) {
     assert(!out_quiet(out));
-    fmt_put(out, lit, strlen(lit));
+    fmt_put(out, p, n);
 }
 
 static void put_name(berth_outcome *out, berth_str name) {
@@ -777,21 +828,26 @@ static void put_end(berth_outcome *out) {
     out->sentence[out->sentence_len] = '\0';
 }
 
-/* ":0-3,6": GPU lists as runs, so a whole 8-GPU worker reads ":0-7". */
+/* ":0-3,6": GPU lists as runs, so a whole 8-GPU worker reads ":0-7". A run
+ * at a time: its first GPU is the lowest bit left, its length the ones
+ * that follow. */
 static void say_gpu_runs(berth_outcome *out, uint64_t mask) {
-    const char *sep = ":";
-    for (uint32_t g = 0; g < BERTH_GPUS_MAX; g++) {
-        if (!(mask & (1ull << g))) continue;
-        uint32_t end = g;
-        while (end + 1 < BERTH_GPUS_MAX && (mask & (1ull << (end + 1)))) end++;
-        put_lit(out, sep);
+    bool first = true;
+    while (mask) {
+        uint32_t g = (uint32_t)__builtin_ctzll(mask);
+        uint64_t rest = ~(mask >> g);    /* its lowest set bit ends the run */
+        uint32_t run = rest ? (uint32_t)__builtin_ctzll(rest) : BERTH_GPUS_MAX - g;
+        uint32_t end = g + run - 1;
+        assert(end < BERTH_GPUS_MAX);
+        if (first) put_lit(out, ":");
+        else put_lit(out, ",");
         put_u32(out, g);
         if (end != g) {
             put_lit(out, "-");
             put_u32(out, end);
         }
-        sep = ",";
-        g = end;
+        first = false;
+        mask = end + 1 == BERTH_GPUS_MAX ? 0 : mask & ~((1ull << (end + 1)) - 1);
     }
 }
 
@@ -896,8 +952,9 @@ static int apply_deploy(berth_state *s, const berth_cmd *c, uint64_t seq, bool j
 static void served_remove(berth_worker *w, const berth_instance *in) {
     for (uint32_t i = 0; i < w->served_count; i++) {
         if (w->served[i] != in) continue;
-        /* Keep deploy-seq order: the exclusive holder is the first match. */
-        memmove(&w->served[i], &w->served[i + 1], (w->served_count - i - 1) * sizeof w->served[0]);
+        /* Keep deploy-seq order: the exclusive holder is the first match.
+         * A few entries to move, mostly: a loop, not a call. */
+        for (uint32_t j = i + 1; j < w->served_count; j++) w->served[j - 1] = w->served[j];
         w->served_count--;
         return;
     }
@@ -941,7 +998,7 @@ static int apply_release(berth_state *s, const berth_cmd *c, berth_outcome *out)
         }
     }
     if (!quiet) put_end(out);
-    table_del_h(&s->instances, c->name, h);
+    table_del_obj(&s->instances, in, h);
     instance_block_free(s, in);
     return 0;
 }
@@ -1015,11 +1072,13 @@ static int reqid_reserve(berth_state *s) {
     return s->reqid_spare ? 0 : -1;
 }
 
-static void reqid_commit(berth_state *s, const berth_reqid_entry *e, void *block) {
-    assert(table_get(&s->reqids, e->reqid) == NULL);
+/* reqid_h: berth_name_hash(e->reqid), which the caller has at hand. */
+static void reqid_commit(berth_state *s, const berth_reqid_entry *e, uint64_t reqid_h, void *block) {
+    assert(reqid_h == berth_name_hash(e->reqid));
+    assert(table_probe(&s->reqids, e->reqid, reqid_h) == NULL);
     if (s->ring_count == BERTH_REQID_WINDOW) {
         reqid_slot *old = ring_slot(s, 0);
-        table_del_h(&s->reqids, old->e.reqid, berth_name_hash(old->e.reqid));
+        table_del_obj(&s->reqids, old, berth_name_hash(old->e.reqid));
         s->a.free(s->a.ctx, old->block);
         s->ring_head = (s->ring_head + 1) % BERTH_REQID_WINDOW;
         s->ring_count--;
@@ -1034,7 +1093,7 @@ static void reqid_commit(berth_state *s, const berth_reqid_entry *e, void *block
     slot->e.reqid = berth_str_make(text, e->reqid.len);
     slot->e.sentence = berth_str_make(text + e->reqid.len, e->sentence.len);
     s->ring_count++;
-    table_put_unchecked(&s->reqids, slot);
+    table_put_hashed(&s->reqids, slot, reqid_h);
 }
 
 /* ---------------------------------------------------------------- apply */
@@ -1057,8 +1116,10 @@ static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64
      * gets a block of its exact size once the sentence is known, and takes
      * the reserve only if that allocation fails (which then goes unnoticed:
      * the next request id allocates a new reserve before it changes anything). */
+    uint64_t reqid_h = 0;
     if (c->reqid.len) {
-        assert(table_get(&s->reqids, c->reqid) == NULL && "reqid_check must run before apply");
+        reqid_h = berth_name_hash(c->reqid);
+        assert(table_probe(&s->reqids, c->reqid, reqid_h) == NULL && "reqid_check must run before apply");
         if (reqid_reserve(s) != 0) return -1;
     }
     int rc;
@@ -1085,7 +1146,7 @@ static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64
             block = s->reqid_spare;
             s->reqid_spare = NULL;
         }
-        reqid_commit(s, &e, block);
+        reqid_commit(s, &e, reqid_h, block);
     }
     if (out_quiet(out)) out->sentence_len = 0;
     assert(out->sentence_len < sizeof out->sentence && out->sentence[out->sentence_len] == '\0');
@@ -1106,6 +1167,101 @@ int berth_state_apply_expect(berth_state *s, const berth_cmd *c, berth_str canon
                              berth_code expected, berth_outcome *out) {
     assert((uint32_t)expected < BERTH_CODE_COUNT);
     return apply(s, c, canonical, seq, out, SENTENCE_QUIET_EXPECT(expected));
+}
+
+/* ---------------------------------------------------------------- prefetch */
+
+/* Replay applies records one after another, and most of an apply's time is
+ * waiting on the cache misses of the tables and the objects they point to,
+ * one dependent miss after another. A hint issued a few records ahead lets
+ * those loads overlap. Hints only read, and only what is live at the call:
+ * the slots, the objects in them, an instance's slots; every address they
+ * load is a prefetch, which cannot fault and changes nothing observable. */
+#define PREFETCH_LINE_BYTES 64u
+#define PREFETCH_PROBE_MAX 8u          /* slots a hint walks before it gives up */
+#define PREFETCH_GPUS_ASSUMED 8u       /* a worker's GPUs when the hint cannot know how many */
+#define PREFETCH_INSTANCE_BYTES 256u   /* header, names and a few slots of an instance block */
+
+static void prefetch_span(const void *p, size_t bytes) {
+    uintptr_t at = (uintptr_t)p & ~(uintptr_t)(PREFETCH_LINE_BYTES - 1);
+    uintptr_t end = (uintptr_t)p + bytes;
+    for (; at < end; at += PREFETCH_LINE_BYTES) __builtin_prefetch((const void *)at);
+}
+
+static void prefetch_slot(const table *t, uint64_t h) {
+    if (t->cap == 0) return;
+    __builtin_prefetch(&t->slots[(uint32_t)h & (t->cap - 1)]);
+}
+
+/* The object stored under hash h, by the hash alone: for a hint, a
+ * collision only sends the loads to the wrong place. */
+static const void *table_peek(const table *t, uint64_t h) {
+    if (t->cap == 0) return NULL;
+    uint32_t mask = t->cap - 1;
+    uint32_t i = (uint32_t)h & mask;
+    for (uint32_t n = 0; n < PREFETCH_PROBE_MAX; n++, i = (i + 1) & mask) {
+        const table_slot *sl = &t->slots[i];
+        if (sl->obj == NULL) return NULL;
+        if (sl->hash == h) return sl->obj;
+    }
+    return NULL;
+}
+
+/* A worker's block from its header through the GPUs in mask: what judging
+ * and committing a placement read (status, the served list inline, the
+ * name a lookup compares, the GPUs). name_len is the placement's worker
+ * name, which a hit shares, so no byte of the worker is read here. */
+static void prefetch_worker(const berth_worker *w, uint32_t name_len, uint64_t mask) {
+    size_t name_room = ((size_t)name_len + WORKER_ALIGN - 1) / WORKER_ALIGN * WORKER_ALIGN;
+    size_t gpus_at = sizeof *w + SERVED_INLINE_MAX * sizeof(berth_instance *) + name_room;
+    uint32_t gpus = mask ? 64u - (uint32_t)__builtin_clzll(mask) : 0;
+    prefetch_span(w, gpus_at + gpus * sizeof(berth_gpu));
+}
+
+void berth_state_prefetch(const berth_state *s, const berth_cmd *c, uint32_t stage) {
+    assert(s != NULL && c != NULL && stage < BERTH_PREFETCH_STAGES);
+    const table *names = NULL;    /* the table c->name is looked up in */
+    switch (c->kind) {
+    case BERTH_CMD_DEPLOY:
+    case BERTH_CMD_RELEASE: names = &s->instances; break;
+    case BERTH_CMD_WORKER_ADD:
+    case BERTH_CMD_WORKER_CORDON:
+    case BERTH_CMD_WORKER_UNCORDON:
+    case BERTH_CMD_WORKER_REMOVE: names = &s->workers; break;
+    default: return;
+    }
+    if (stage == 0) {
+        prefetch_slot(names, c->name_hash);
+        if (c->kind != BERTH_CMD_DEPLOY) return;
+        for (uint32_t i = 0; i < c->place_count; i++) prefetch_slot(&s->workers, c->place[i].worker_hash);
+        return;
+    }
+    if (c->kind == BERTH_CMD_DEPLOY) {
+        if (stage != 1) return;
+        for (uint32_t i = 0; i < c->place_count; i++) {
+            const berth_place *pl = &c->place[i];
+            const berth_worker *w = table_peek(&s->workers, pl->worker_hash);
+            uint64_t mask = pl->all_gpus ? all_gpus_mask(PREFETCH_GPUS_ASSUMED) : pl->gpu_mask;
+            if (w != NULL) prefetch_worker(w, pl->worker.len, mask);
+        }
+        return;
+    }
+    const void *obj = table_peek(names, c->name_hash);
+    if (obj == NULL) return;
+    if (names == &s->workers) {
+        if (stage == 1) prefetch_worker(obj, c->name.len, 0);
+        return;
+    }
+    const berth_instance *in = obj;
+    if (stage == 1) {
+        prefetch_span(in, PREFETCH_INSTANCE_BYTES);
+        return;
+    }
+    /* Stage 2: the instance has arrived; a RELEASE walks its workers. Their
+     * names are not known here, so assume short ones. */
+    for (uint32_t i = 0; i < in->slot_count && i < BERTH_PLACEMENT_WORKERS_MAX; i++) {
+        prefetch_worker(in->slots[i].worker, BERTH_NAME_LEN_MAX / 4, in->slots[i].gpu_mask);
+    }
 }
 
 /* ---------------------------------------------------------------- restore */
@@ -1222,7 +1378,7 @@ int berth_state_restore_reqid(berth_state *s, const berth_reqid_entry *e) {
     if (e->sentence.len >= BERTH_SENTENCE_LEN_MAX || table_get(&s->reqids, e->reqid)) return -1;
     void *block;
     if (reqid_prepare(s, e->reqid, e->sentence, &block) != 0) return -1;
-    reqid_commit(s, e, block);
+    reqid_commit(s, e, berth_name_hash(e->reqid), block);
     s->restored = true;
     return 0;
 }
@@ -1323,7 +1479,7 @@ static bool check_table_hashes(const table *t, const char *what, char *wb, size_
 }
 
 bool berth_state_check(const berth_state *s, char *wb, size_t ws) {
-    /* Request ids are always hashed on insert (table_put_unchecked). */
+    /* Request ids are hashed on insert by apply or restore (reqid_commit asserts it). */
     if (!check_table_hashes(&s->workers, "worker", wb, ws) ||
         !check_table_hashes(&s->instances, "instance", wb, ws)) {
         return false;

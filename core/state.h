@@ -195,6 +195,18 @@ int berth_state_restore_instance(berth_state *state, berth_str name, berth_str m
 int berth_state_restore_reqid(berth_state *state, const berth_reqid_entry *entry);
 void berth_state_set_last_seq(berth_state *state, uint64_t seq);
 
+/* Replay's cache hint for a command it will apply a few records from now:
+ * start loading what applying it will read, so the misses overlap instead
+ * of stalling apply one after another. Stage 0 fetches the table slots the
+ * command's names hash to; stage 1, a few records later (once those slots
+ * have arrived), the workers and the instance they point to; stage 2, later
+ * still, the workers a RELEASE's instance holds. It reads the state as it is
+ * at the call and changes nothing: not the state, not any outcome. A hint
+ * the records in between made stale (a name released, a table grown) only
+ * costs its loads. */
+#define BERTH_PREFETCH_STAGES 3u
+void berth_state_prefetch(const berth_state *state, const berth_cmd *cmd, uint32_t stage);
+
 /* Check every structural invariant (asserts in debug builds call it after
  * each apply in tests): no GPU held twice, claims within VRAM, served lists
  * consistent with slots, no two exclusive holders on a worker unless the

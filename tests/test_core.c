@@ -1450,6 +1450,99 @@ START_TEST(test_long_sentences_bounded) {
 }
 END_TEST
 
+/* The GPU list of a DEPLOY's sentence, the plain way: every bit in order,
+ * runs of two or more as "a-b". */
+static size_t ref_gpu_runs(char *buf, size_t size, uint64_t mask) {
+    size_t n = 0;
+    const char *sep = ":";
+    for (int g = 0; g < 64; g++) {
+        if (!(mask & (1ull << g))) continue;
+        int end = g;
+        while (end + 1 < 64 && (mask & (1ull << (end + 1)))) end++;
+        n += (size_t)snprintf(buf + n, size - n, end == g ? "%s%d" : "%s%d-%d", sep, g, end);
+        sep = ",";
+        g = end;
+    }
+    return n;
+}
+
+/* A sentence cut as fmt_put cuts it: the first LEN_MAX - 1 bytes, the last
+ * three of them "...". */
+static void ref_cut(char *text) {
+    size_t n = strlen(text);
+    if (n < BERTH_SENTENCE_LEN_MAX) return;
+    text[BERTH_SENTENCE_LEN_MAX - 1] = '\0';
+    memcpy(text + BERTH_SENTENCE_LEN_MAX - 4, "...", 3);
+}
+
+/* DEPLOY's and RELEASE's sentences are written piece by piece (not through
+ * a format): byte for byte what the plain formatting gives, GPU runs at
+ * both ends of the mask, and the cut of an over-long sentence. */
+START_TEST(test_deploy_sentence_exact) {
+    rig *r = rig_new();
+    expect(r, "WORKER.ADD big GPUS 64 VRAM 1000", BERTH_OK);
+    static const uint64_t masks[] = {
+        1ull, 1ull << 63, ~0ull, 0x5555555555555555ull, 0xAAAAAAAAAAAAAAAAull, 0xC000000000000007ull,
+        0x8000000000000001ull, 0x7FFFFFFFFFFFFFFEull, 0x00000000000003F0ull | (1ull << 12) | (3ull << 30),
+        0xFFFFFFFF00000000ull, 0x00000000FFFFFFFFull, 0x6ull,
+    };
+    char line[4096], want[4096], runs[1024];
+    for (size_t m = 0; m < sizeof masks / sizeof masks[0]; m++) {
+        int n = snprintf(line, sizeof line, "DEPLOY i%zu MODEL m BACKEND b VRAM 7 ON big", m);
+        const char *sep = ":";
+        for (int g = 0; g < 64; g++) {
+            if (!(masks[m] & (1ull << g))) continue;
+            n += snprintf(line + n, sizeof line - (size_t)n, "%s%d", sep, g);
+            sep = ",";
+        }
+        expect(r, line, BERTH_OK);
+        ref_gpu_runs(runs, sizeof runs, masks[m]);
+        snprintf(want, sizeof want, "instance i%zu deployed on big%s claiming 7 MiB per GPU", m, runs);
+        ck_assert_str_eq(r->out.sentence, want);
+        ck_assert_uint_eq(r->out.sentence_len, strlen(want));
+        snprintf(line, sizeof line, "RELEASE i%zu", m);
+        expect(r, line, BERTH_OK);
+        snprintf(want, sizeof want, "instance i%zu released from big", m);
+        ck_assert_str_eq(r->out.sentence, want);
+    }
+    /* 64 workers of long names with long GPU lists: the sentence is cut. */
+    char name[BERTH_NAME_LEN_MAX + 1];
+    make_name(name, BERTH_NAME_LEN_MAX - 2);
+    static char big[1 << 16], bigwant[1 << 16];
+    int n = snprintf(big, sizeof big, "DEPLOY wide MODEL m BACKEND vllm VRAM 1 ON");
+    int w = snprintf(bigwant, sizeof bigwant, "instance wide deployed on");
+    for (int i = 0; i < BERTH_PLACEMENT_WORKERS_MAX; i++) {
+        snprintf(line, sizeof line, "WORKER.ADD %s%02d GPUS 64 VRAM 1000", name, i);
+        expect(r, line, BERTH_OK);
+        uint64_t mask = masks[(size_t)i % (sizeof masks / sizeof masks[0])];
+        n += snprintf(big + n, sizeof big - (size_t)n, " %s%02d", name, i);
+        const char *sep = ":";
+        for (int g = 0; g < 64; g++) {
+            if (!(mask & (1ull << g))) continue;
+            n += snprintf(big + n, sizeof big - (size_t)n, "%s%d", sep, g);
+            sep = ",";
+        }
+        ref_gpu_runs(runs, sizeof runs, mask);
+        w += snprintf(bigwant + w, sizeof bigwant - (size_t)w, "%s %s%02d%s%s", i ? "," : "", name, i, runs,
+                      i == 0 ? " (main)" : "");
+    }
+    snprintf(bigwant + w, sizeof bigwant - (size_t)w,
+             " claiming 1 MiB per GPU; holds its workers exclusively as a distributed vllm instance");
+    ref_cut(bigwant);
+    expect(r, big, BERTH_OK);
+    ck_assert_uint_eq(r->out.sentence_len, BERTH_SENTENCE_LEN_MAX - 1);
+    ck_assert_str_eq(r->out.sentence, bigwant);
+    expect(r, "RELEASE wide", BERTH_OK);
+    w = snprintf(bigwant, sizeof bigwant, "instance wide released from");
+    for (int i = 0; i < BERTH_PLACEMENT_WORKERS_MAX; i++) {
+        w += snprintf(bigwant + w, sizeof bigwant - (size_t)w, "%s %s%02d", i ? "," : "", name, i);
+    }
+    ref_cut(bigwant);
+    ck_assert_str_eq(r->out.sentence, bigwant);
+    rig_free(r);
+}
+END_TEST
+
 /* Thousands of names through the hash tables, with removals in between:
  * every lookup and every sorted listing stays right. */
 START_TEST(test_many_names) {
@@ -2285,6 +2378,7 @@ static Suite *core_suite(void) {
 
     TCase *rules = tcase_create("rules");
     tcase_add_test(rules, test_worker_add_and_exists);
+    tcase_add_test(rules, test_deploy_sentence_exact);
     tcase_add_test(rules, test_noworker);
     tcase_add_test(rules, test_noinstance);
     tcase_add_test(rules, test_deploy_records_instance);

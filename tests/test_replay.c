@@ -1058,6 +1058,100 @@ START_TEST(test_failed_commit_rebuilds) {
 }
 END_TEST
 
+/* ------------------------------------------------------ cache hints */
+
+/* One parsed command of a prefetch run; cmd points into line. */
+typedef struct hinted_cmd {
+    char line[TEST_LINE_LEN_MAX / 4];
+    char words_buf[TEST_LINE_LEN_MAX / 4];
+    berth_str words[TEST_WORDS_MAX];
+    char canonical[TEST_LINE_LEN_MAX / 4];
+    size_t canonical_len;
+    berth_cmd cmd;
+} hinted_cmd;
+
+static void outcomes_equal(const berth_outcome *a, const berth_outcome *b, size_t k) {
+    ck_assert_msg(a->code == b->code, "command %zu: code %d vs %d (seed %" PRIu64 ")", k, (int)a->code,
+                  (int)b->code, test_seed);
+    ck_assert_uint_eq(a->sentence_len, b->sentence_len);
+    ck_assert_msg(memcmp(a->sentence, b->sentence, a->sentence_len + 1) == 0, "command %zu: '%s' vs '%s'", k,
+                  a->sentence, b->sentence);
+    ck_assert(berth_str_eq(a->instance, b->instance));
+    ck_assert_uint_eq(a->worker_count, b->worker_count);
+    for (uint32_t i = 0; i < a->worker_count; i++) ck_assert(berth_str_eq(a->workers[i], b->workers[i]));
+}
+
+/* berth_state_prefetch only hints. A state given every stage of the hints
+ * for the next commands (replay's use), for commands already applied, and
+ * for commands whose carried hashes are wrong ends with the same outcomes,
+ * sentences and digest as a state given none; so does a quiet one. */
+START_TEST(test_prefetch_changes_nothing) {
+    enum { commands = 6000, ahead = 12 };
+    rng_seed(test_seed);
+    hinted_cmd *cs = calloc(commands, sizeof *cs);
+    ck_assert_ptr_nonnull(cs);
+    for (size_t k = 0; k < commands;) {
+        hinted_cmd *h = &cs[k];
+        gen_command(h->line, sizeof h->line, commands / 8);
+        size_t n = split_line(h->line, h->words_buf, h->words);
+        char err[BERTH_ERR_LEN_MAX];
+        if (berth_cmd_parse(&h->cmd, n, h->words, err, sizeof err) != 0) continue;
+        h->canonical_len = berth_cmd_canonical(&h->cmd, h->canonical, sizeof h->canonical);
+        ck_assert_uint_gt(h->canonical_len, 0);
+        k++;
+    }
+    berth_state *plain = berth_state_new(NULL), *hinted = berth_state_new(NULL), *quiet = berth_state_new(NULL);
+    ck_assert(plain && hinted && quiet);
+    static berth_outcome a, b, q;
+    static berth_cmd wrong;
+    uint64_t seq = 0;
+    for (size_t k = 0; k < commands; k++) {
+        for (size_t j = k; j < k + ahead && j < commands; j++) {
+            for (uint32_t st = 0; st < BERTH_PREFETCH_STAGES; st++) {
+                berth_state_prefetch(hinted, &cs[j].cmd, st);
+                berth_state_prefetch(quiet, &cs[j].cmd, st);
+            }
+        }
+        if (k >= 3) berth_state_prefetch(hinted, &cs[k - 3].cmd, (uint32_t)(k % BERTH_PREFETCH_STAGES));
+        if (k + 1 < commands) {
+            wrong = cs[k + 1].cmd;
+            wrong.name_hash = ~wrong.name_hash;
+            for (uint32_t i = 0; i < wrong.place_count; i++) wrong.place[i].worker_hash = rng_next();
+            for (uint32_t st = 0; st < BERTH_PREFETCH_STAGES; st++) berth_state_prefetch(hinted, &wrong, st);
+        }
+        const berth_cmd *c = &cs[k].cmd;
+        berth_str canon = berth_str_make(cs[k].canonical, cs[k].canonical_len);
+        if (c->reqid.len > 0) {
+            berth_reqid_entry hit;
+            berth_reqid_status st = berth_state_reqid_check(plain, c->reqid, canon, &hit);
+            ck_assert_int_eq(berth_state_reqid_check(hinted, c->reqid, canon, &hit), st);
+            ck_assert_int_eq(berth_state_reqid_check(quiet, c->reqid, canon, &hit), st);
+            if (st != BERTH_REQID_NEW) continue;
+        }
+        seq++;
+        ck_assert_int_eq(berth_state_apply(plain, c, canon, seq, &a), 0);
+        ck_assert_int_eq(berth_state_apply(hinted, c, canon, seq, &b), 0);
+        ck_assert_int_eq(berth_state_apply_quiet(quiet, c, canon, seq, &q), 0);
+        outcomes_equal(&a, &b, k);
+        ck_assert_int_eq(a.code, q.code);
+        ck_assert(berth_str_eq(a.instance, q.instance));
+    }
+    ck_assert_uint_gt(seq, commands / 2);
+    char why[256];
+    ck_assert_msg(berth_state_check(hinted, why, sizeof why), "hinted state broken: %s", why);
+    char da[TEST_DIGEST_HEX_LEN], db[TEST_DIGEST_HEX_LEN], dq[TEST_DIGEST_HEX_LEN];
+    digest_hex(plain, da);
+    digest_hex(hinted, db);
+    digest_hex(quiet, dq);
+    ck_assert_str_eq(da, db);
+    ck_assert_str_eq(da, dq);
+    berth_state_free(plain);
+    berth_state_free(hinted);
+    berth_state_free(quiet);
+    free(cs);
+}
+END_TEST
+
 static Suite *replay_suite(void) {
     Suite *s = suite_create("replay");
     struct { const char *name; const TTest *fn; } cases[] = {
@@ -1072,6 +1166,7 @@ static Suite *replay_suite(void) {
         { "reqid", test_reqid_retry },
         { "batch_dry_run", test_batch_full_and_dry_run },
         { "failed_commit", test_failed_commit_rebuilds },
+        { "prefetch", test_prefetch_changes_nothing },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);
