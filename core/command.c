@@ -388,14 +388,15 @@ static size_t canonical_write(const berth_cmd *cmd, char *buf, size_t size);
  * never longer than the words it came from (same keywords, names and digits,
  * no more separators, no REQID), so only input longer than the limit needs
  * measuring and the common path costs one pass over word lengths. */
-static bool canonical_fits(const berth_cmd *cmd, size_t argc, const berth_str *argv) {
-    size_t typed = argc;
-    for (size_t i = 0; i < argc; i++) typed += argv[i].len;
+static bool canonical_fits(const berth_cmd *cmd, size_t typed) {
     if (typed <= BERTH_COMMAND_LEN_MAX) return true;
     return canonical_write(cmd, NULL, BERTH_COMMAND_LEN_MAX) > 0;
 }
 
-int berth_cmd_parse(berth_cmd *cmd, size_t argc, const berth_str *argv, char *err, size_t err_size) {
+/* typed: the words' bytes plus one per word, which text split on single
+ * spaces gives as its length plus one without a pass over the words. */
+static int parse_words(berth_cmd *cmd, size_t argc, const berth_str *argv, size_t typed, char *err,
+                       size_t err_size) {
     assert(cmd != NULL);
     assert(argv != NULL || argc == 0);
     /* Only the scalars: the arrays are read no further than their counts. */
@@ -434,7 +435,7 @@ int berth_cmd_parse(berth_cmd *cmd, size_t argc, const berth_str *argv, char *er
     if (rc != 0) return rc;
     if (!at_end(&p)) return unexpected(&p);
     assert(cmd->kind != BERTH_CMD_DEPLOY || cmd->place_count >= 1);
-    if (!canonical_fits(cmd, argc, argv)) {
+    if (!canonical_fits(cmd, typed)) {
         return fail(&p, "%s: command too long: its canonical text exceeds %d bytes", p.cmd_name,
                     BERTH_COMMAND_LEN_MAX);
     }
@@ -442,6 +443,13 @@ int berth_cmd_parse(berth_cmd *cmd, size_t argc, const berth_str *argv, char *er
      * name_hash is the empty name's, as berth_cmd_hash_names would set. */
     if (cmd->kind == BERTH_CMD_POLICY_SET) cmd->name_hash = berth_name_hash(cmd->name);
     return 0;
+}
+
+int berth_cmd_parse(berth_cmd *cmd, size_t argc, const berth_str *argv, char *err, size_t err_size) {
+    assert(argv != NULL || argc == 0);
+    size_t typed = argc;
+    for (size_t i = 0; i < argc; i++) typed += argv[i].len;
+    return parse_words(cmd, argc, argv, typed, err, err_size);
 }
 
 void berth_cmd_hash_names(berth_cmd *cmd) {
@@ -602,5 +610,5 @@ int berth_cmd_parse_text(berth_cmd *cmd, const char *txt, size_t len, berth_str 
         if (err && err_size) snprintf(err, err_size, "ERR command text empty or over %zu words", words_max);
         return -1;
     }
-    return berth_cmd_parse(cmd, n, words, err, err_size);
+    return parse_words(cmd, n, words, len + 1, err, err_size);
 }
