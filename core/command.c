@@ -144,12 +144,7 @@ static int next_name_hash(parser *p, const char *what, berth_str *out, uint64_t 
 
 static int next_name(parser *p, const char *what, berth_str *out) {
     if (next_word(p, what, out) != 0) return -1;
-    if (!berth_name_valid(*out)) {
-        char q[80];
-        quote_word(*out, q, sizeof q);
-        return fail(p, "%s: invalid %s '%s': names are 1-%d bytes of [A-Za-z0-9._:/-]", p->cmd_name,
-                    what, q, BERTH_NAME_LEN_MAX);
-    }
+    if (!berth_name_valid(*out)) return bad_name(p, what, *out);
     return 0;
 }
 
@@ -387,7 +382,8 @@ static size_t canonical_write(const berth_cmd *cmd, char *buf, size_t size);
  * lists would not fit: such a command is refused here. Canonical text is
  * never longer than the words it came from (same keywords, names and digits,
  * no more separators, no REQID), so only input longer than the limit needs
- * measuring and the common path costs one pass over word lengths. */
+ * measuring: the caller passes the typed length (a pass over word lengths
+ * for words, nothing for text split on spaces). */
 static bool canonical_fits(const berth_cmd *cmd, size_t typed) {
     if (typed <= BERTH_COMMAND_LEN_MAX) return true;
     return canonical_write(cmd, NULL, BERTH_COMMAND_LEN_MAX) > 0;
