@@ -16,6 +16,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 static const char *const kind_names[BERTH_CMD_KIND_COUNT] = {
     [BERTH_CMD_NONE] = "",
@@ -125,14 +128,23 @@ static int next_word(parser *p, const char *what, berth_str *out) {
     return 0;
 }
 
+static int bad_name(parser *p, const char *what, berth_str name) {
+    char q[80];
+    quote_word(name, q, sizeof q);
+    return fail(p, "%s: invalid %s '%s': names are 1-%d bytes of [A-Za-z0-9._:/-]", p->cmd_name,
+                what, q, BERTH_NAME_LEN_MAX);
+}
+
+/* The command's own name: checked and hashed in one pass, for apply. */
+static int next_name_hash(parser *p, const char *what, berth_str *out, uint64_t *hash) {
+    if (next_word(p, what, out) != 0) return -1;
+    if (!berth_name_valid_hash(*out, hash)) return bad_name(p, what, *out);
+    return 0;
+}
+
 static int next_name(parser *p, const char *what, berth_str *out) {
     if (next_word(p, what, out) != 0) return -1;
-    if (!berth_name_valid(*out)) {
-        char q[80];
-        quote_word(*out, q, sizeof q);
-        return fail(p, "%s: invalid %s '%s': names are 1-%d bytes of [A-Za-z0-9._:/-]", p->cmd_name,
-                    what, q, BERTH_NAME_LEN_MAX);
-    }
+    if (!berth_name_valid(*out)) return bad_name(p, what, *out);
     return 0;
 }
 
@@ -189,7 +201,7 @@ static int parse_label(parser *p, berth_cmd *cmd, berth_str w) {
 static bool has_eq(berth_str w) { return memchr(w.ptr, '=', w.len) != NULL; }
 
 static int parse_worker_add(parser *p, berth_cmd *cmd) {
-    if (next_name(p, "worker name", &cmd->name) != 0) return -1;
+    if (next_name_hash(p, "worker name", &cmd->name, &cmd->name_hash) != 0) return -1;
     bool seen_gpus = false, seen_vram = false;
     while (!at_end(p)) {
         berth_str w = p->argv[p->at++];
@@ -225,7 +237,15 @@ static int parse_gpu_list(parser *p, berth_str list, berth_str word, uint64_t *m
     for (uint32_t i = 0; i <= list.len; i++) {
         if (i < list.len && list.ptr[i] != ',') continue;
         uint64_t g;
-        if (!berth_parse_u64(berth_str_make(list.ptr + start, i - start), &g)) {
+        uint32_t n = i - start;
+        const char *d = list.ptr + start;
+        /* One or two digits, as every canonical list has, without a call;
+         * longer runs (leading zeros, overflow) take the general parse. */
+        if (n == 1) {
+            g = (uint64_t)(d[0] - '0');
+        } else if (n == 2) {
+            g = (uint64_t)(d[0] - '0') * 10 + (uint64_t)(d[1] - '0');
+        } else if (!berth_parse_u64(berth_str_make(d, n), &g)) {
             return fail(p, "%s: bad GPU list in '%s'", p->cmd_name, quote_word(word, q, sizeof q));
         }
         if (g >= BERTH_GPUS_MAX) {
@@ -241,34 +261,27 @@ static int parse_gpu_list(parser *p, berth_str list, berth_str word, uint64_t *m
     return 0;
 }
 
-static bool is_gpu_list(berth_str s) {
-    if (s.len == 0) return false;
-    for (uint32_t i = 0; i < s.len; i++) {
-        char c = s.ptr[i];
-        if (!((c >= '0' && c <= '9') || c == ',')) return false;
-    }
-    return true;
-}
-
+/* One backward pass finds the GPU list: the suffix after the last ':' is a
+ * list when it is non-empty and all digits and commas, so walking back over
+ * such bytes and stopping on ':' finds it, and stopping on anything else (or
+ * on the word's start) means the word is all worker. */
 static int parse_place(parser *p, berth_cmd *cmd, berth_str w) {
     berth_place pl = { w, 0, true, 0 };
-    for (uint32_t i = w.len; i > 0; i--) {
-        if (w.ptr[i - 1] != ':') continue;
-        berth_str tail = berth_str_make(w.ptr + i, w.len - i);
-        if (is_gpu_list(tail)) {
-            pl.worker = berth_str_make(w.ptr, i - 1);
-            pl.all_gpus = false;
-            if (parse_gpu_list(p, tail, w, &pl.gpu_mask) != 0) return -1;
-        }
-        break;
+    uint32_t i = w.len;
+    while (i > 0 && ((w.ptr[i - 1] >= '0' && w.ptr[i - 1] <= '9') || w.ptr[i - 1] == ',')) i--;
+    if (i > 0 && i < w.len && w.ptr[i - 1] == ':') {
+        pl.worker = berth_str_make(w.ptr, i - 1);
+        pl.all_gpus = false;
+        if (parse_gpu_list(p, berth_str_make(w.ptr + i, w.len - i), w, &pl.gpu_mask) != 0) return -1;
     }
     char q[80];
-    if (!berth_name_valid(pl.worker)) {
+    if (!berth_name_valid_hash(pl.worker, &pl.worker_hash)) {
         return fail(p, "%s: invalid worker name '%s': names are 1-%d bytes of [A-Za-z0-9._:/-]",
                     p->cmd_name, quote_word(pl.worker, q, sizeof q), BERTH_NAME_LEN_MAX);
     }
-    for (uint32_t i = 0; i < cmd->place_count; i++) {
-        if (berth_str_eq(cmd->place[i].worker, pl.worker)) {
+    for (uint32_t k = 0; k < cmd->place_count; k++) {
+        const berth_place *o = &cmd->place[k];
+        if (o->worker_hash == pl.worker_hash && berth_str_eq(o->worker, pl.worker)) {
             return fail(p, "%s: worker '%s' listed twice", p->cmd_name, quote_word(pl.worker, q, sizeof q));
         }
     }
@@ -280,7 +293,7 @@ static int parse_place(parser *p, berth_cmd *cmd, berth_str w) {
 }
 
 static int parse_deploy(parser *p, berth_cmd *cmd) {
-    if (next_name(p, "instance name", &cmd->name) != 0) return -1;
+    if (next_name_hash(p, "instance name", &cmd->name, &cmd->name_hash) != 0) return -1;
     bool seen_on = false;
     while (!at_end(p) && !seen_on) {
         berth_str w = p->argv[p->at++];
@@ -369,15 +382,17 @@ static size_t canonical_write(const berth_cmd *cmd, char *buf, size_t size);
  * lists would not fit: such a command is refused here. Canonical text is
  * never longer than the words it came from (same keywords, names and digits,
  * no more separators, no REQID), so only input longer than the limit needs
- * measuring and the common path costs one pass over word lengths. */
-static bool canonical_fits(const berth_cmd *cmd, size_t argc, const berth_str *argv) {
-    size_t typed = argc;
-    for (size_t i = 0; i < argc; i++) typed += argv[i].len;
+ * measuring: the caller passes the typed length (a pass over word lengths
+ * for words, nothing for text split on spaces). */
+static bool canonical_fits(const berth_cmd *cmd, size_t typed) {
     if (typed <= BERTH_COMMAND_LEN_MAX) return true;
     return canonical_write(cmd, NULL, BERTH_COMMAND_LEN_MAX) > 0;
 }
 
-int berth_cmd_parse(berth_cmd *cmd, size_t argc, const berth_str *argv, char *err, size_t err_size) {
+/* typed: the words' bytes plus one per word, which text split on single
+ * spaces gives as its length plus one without a pass over the words. */
+static int parse_words(berth_cmd *cmd, size_t argc, const berth_str *argv, size_t typed, char *err,
+                       size_t err_size) {
     assert(cmd != NULL);
     assert(argv != NULL || argc == 0);
     /* Only the scalars: the arrays are read no further than their counts. */
@@ -407,21 +422,30 @@ int berth_cmd_parse(berth_cmd *cmd, size_t argc, const berth_str *argv, char *er
     case BERTH_CMD_WORKER_ADD: rc = parse_worker_add(&p, cmd); break;
     case BERTH_CMD_WORKER_CORDON:
     case BERTH_CMD_WORKER_UNCORDON:
-    case BERTH_CMD_WORKER_REMOVE: rc = next_name(&p, "worker name", &cmd->name); break;
+    case BERTH_CMD_WORKER_REMOVE: rc = next_name_hash(&p, "worker name", &cmd->name, &cmd->name_hash); break;
     case BERTH_CMD_DEPLOY: rc = parse_deploy(&p, cmd); break;
-    case BERTH_CMD_RELEASE: rc = next_name(&p, "instance name", &cmd->name); break;
+    case BERTH_CMD_RELEASE: rc = next_name_hash(&p, "instance name", &cmd->name, &cmd->name_hash); break;
     case BERTH_CMD_POLICY_SET: rc = parse_policy_set(&p, cmd); break;
     default: assert(0 && "unreachable"); return -1;
     }
     if (rc != 0) return rc;
     if (!at_end(&p)) return unexpected(&p);
     assert(cmd->kind != BERTH_CMD_DEPLOY || cmd->place_count >= 1);
-    if (!canonical_fits(cmd, argc, argv)) {
+    if (!canonical_fits(cmd, typed)) {
         return fail(&p, "%s: command too long: its canonical text exceeds %d bytes", p.cmd_name,
                     BERTH_COMMAND_LEN_MAX);
     }
-    berth_cmd_hash_names(cmd);
+    /* Names were hashed as they were checked; POLICY.SET has none, and its
+     * name_hash is the empty name's, as berth_cmd_hash_names would set. */
+    if (cmd->kind == BERTH_CMD_POLICY_SET) cmd->name_hash = berth_name_hash(cmd->name);
     return 0;
+}
+
+int berth_cmd_parse(berth_cmd *cmd, size_t argc, const berth_str *argv, char *err, size_t err_size) {
+    assert(argv != NULL || argc == 0);
+    size_t typed = argc;
+    for (size_t i = 0; i < argc; i++) typed += argv[i].len;
+    return parse_words(cmd, argc, argv, typed, err, err_size);
 }
 
 void berth_cmd_hash_names(berth_cmd *cmd) {
@@ -531,10 +555,39 @@ size_t berth_cmd_canonical(const berth_cmd *cmd, char *buf, size_t size) {
     return canonical_write(cmd, buf, size);
 }
 
+/* Replay splits every record. A memchr call per word costs more than the
+ * word's bytes, so with SSE2 one compare finds every space in sixteen bytes
+ * and the words are cut from the bits; the last block overlaps the one
+ * before it (its bits already seen are shifted out) so no load reads past
+ * the text. Shorter texts, and machines without SSE2, take memchr. */
 size_t berth_cmd_split(const char *txt, size_t len, berth_str *words, size_t words_max) {
     assert(txt != NULL || len == 0);
     if (len == 0) return 0;
     size_t n = 0;
+#ifdef __SSE2__
+    if (len >= 16) {
+        size_t start = 0;
+        const __m128i spaces = _mm_set1_epi8(' ');
+        size_t i = 0;
+        for (;;) {
+            size_t at = i + 16 <= len ? i : len - 16;
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(txt + at));
+            uint32_t m = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v, spaces)) >> (i - at);
+            while (m) {
+                size_t sp = i + (size_t)__builtin_ctz(m);
+                if (n == words_max) return 0;
+                words[n++] = berth_str_make(txt + start, sp - start);
+                start = sp + 1;
+                m &= m - 1;
+            }
+            i = at + 16;
+            if (i == len) break;
+        }
+        if (n == words_max) return 0;
+        words[n++] = berth_str_make(txt + start, len - start);
+        return n;
+    }
+#endif
     const char *p = txt, *end = txt + len;
     for (;;) {
         const char *sp = memchr(p, ' ', (size_t)(end - p));
@@ -553,5 +606,5 @@ int berth_cmd_parse_text(berth_cmd *cmd, const char *txt, size_t len, berth_str 
         if (err && err_size) snprintf(err, err_size, "ERR command text empty or over %zu words", words_max);
         return -1;
     }
-    return berth_cmd_parse(cmd, n, words, err, err_size);
+    return parse_words(cmd, n, words, len + 1, err, err_size);
 }

@@ -34,10 +34,9 @@ bool berth_str_eq_word(berth_str a, const char *word) {
     return true;
 }
 
-uint64_t berth_name_hash(berth_str s) {
-    assert(s.ptr != NULL || s.len == 0);
-    const char *p = s.ptr;
-    uint32_t n = s.len;
+/* The hash's body, shared by berth_name_hash and berth_name_valid_hash so
+ * the fused one costs no call. */
+static inline uint64_t name_hash(const char *p, uint32_t n) {
     uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
     while (n >= 8) {
         uint64_t v;
@@ -67,6 +66,11 @@ uint64_t berth_name_hash(berth_str s) {
     return h ^ (h >> 33);
 }
 
+uint64_t berth_name_hash(berth_str s) {
+    assert(s.ptr != NULL || s.len == 0);
+    return name_hash(s.ptr, s.len);
+}
+
 /* Sixteen bytes per step: names are checked on every replayed record. The
  * charset is four byte ranges: '-' to ':' (- . / 0-9 :), A-Z, '_', a-z.
  * GCC's vector extension compiles to SSE2 here and to NEON or plain code
@@ -84,7 +88,7 @@ static bool name_block_ok(name_block v) {
     return (lanes[0] & lanes[1]) == UINT64_MAX;
 }
 
-bool berth_name_valid(berth_str s) {
+static inline bool name_valid(berth_str s) {
     if (s.len == 0 || s.len > BERTH_NAME_LEN_MAX) return false;
     uint32_t i = 0;
     name_block v;
@@ -115,6 +119,16 @@ bool berth_name_valid(berth_str s) {
         b[2] = (unsigned char)s.ptr[n - 1];
     }
     return name_block_ok(v);
+}
+
+bool berth_name_valid(berth_str s) { return name_valid(s); }
+
+/* Parse checks and hashes the names apply looks up: one call, not two. */
+bool berth_name_valid_hash(berth_str s, uint64_t *hash) {
+    assert(hash != NULL);
+    if (!name_valid(s)) return false;
+    *hash = name_hash(s.ptr, s.len);
+    return true;
 }
 
 bool berth_parse_u64(berth_str s, uint64_t *out) {

@@ -35,6 +35,10 @@ uint64_t berth_name_hash(berth_str s);
 /* True when s is a valid name (length and charset). */
 bool berth_name_valid(berth_str s);
 
+/* berth_name_valid and, when true, berth_name_hash into *hash, in one pass
+ * and one call: what parse does with every name it hashes. */
+bool berth_name_valid_hash(berth_str s, uint64_t *hash);
+
 /* Parse a decimal u64 with no sign, no spaces, no leading '+'; false on
  * overflow or any other byte. */
 bool berth_parse_u64(berth_str s, uint64_t *out);

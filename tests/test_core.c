@@ -793,6 +793,260 @@ START_TEST(test_split) {
 }
 END_TEST
 
+/* Split against the obvious byte loop: texts of spaces and letters of every
+ * length to 80 (so every position of a space within and across the sixteen-
+ * byte blocks, and the overlapping last block, is seen), at every words_max
+ * that matters. */
+static size_t split_reference(const char *t, size_t len, berth_str *w, size_t max) {
+    if (len == 0) return 0;
+    size_t n = 0, start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && t[i] != ' ') continue;
+        if (n == max) return 0;
+        w[n++] = berth_str_make(t + start, i - start);
+        start = i + 1;
+    }
+    return n;
+}
+
+START_TEST(test_split_every_position) {
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    char buf[96];
+    berth_str got[100], want[100];
+    for (int round = 0; round < 20000; round++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        size_t len = (size_t)(x % 81);
+        for (size_t i = 0; i < len; i++) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            buf[i] = (x % 5 == 0) ? ' ' : (char)('a' + x % 26);
+        }
+        size_t max = (size_t)(round % 3 == 0 ? 100 : x % 30);
+        size_t n = berth_cmd_split(buf, len, got, max);
+        ck_assert_uint_eq(n, split_reference(buf, len, want, max));
+        for (size_t i = 0; i < n; i++) {
+            ck_assert_msg(got[i].ptr == want[i].ptr && got[i].len == want[i].len, "round %d word %zu", round, i);
+        }
+    }
+}
+END_TEST
+
+/* Exact error texts of the paths parse takes by hand rather than through
+ * the general helpers (GPU lists of one and two digits, the backward scan
+ * for a placement's list, names checked and hashed at once), recorded from
+ * the parser before those paths were written: same input, same words. */
+static const struct {
+    const char *line;
+    const char *err;   /* NULL: parses */
+} parse_err_texts[] = {
+    { "DEPLOY i1 MODEL m BACKEND b ON w:", NULL },
+    { "DEPLOY i1 MODEL m BACKEND b ON w:1a", NULL },
+    { "DEPLOY i1 MODEL m BACKEND b ON w:,1", "ERR DEPLOY: bad GPU list in 'w:,1'" },
+    { "DEPLOY i1 MODEL m BACKEND b ON w:1,", "ERR DEPLOY: bad GPU list in 'w:1,'" },
+    { "DEPLOY i1 MODEL m BACKEND b ON w:1,,2", "ERR DEPLOY: bad GPU list in 'w:1,,2'" },
+    { "DEPLOY i1 MODEL m BACKEND b ON w:64", "ERR DEPLOY: GPU index 64 in 'w:64' is beyond 63" },
+    { "DEPLOY i1 MODEL m BACKEND b ON w:99", "ERR DEPLOY: GPU index 99 in 'w:99' is beyond 63" },
+    { "DEPLOY i1 MODEL m BACKEND b ON w:064", "ERR DEPLOY: GPU index 64 in 'w:064' is beyond 63" },
+    { "DEPLOY i1 MODEL m BACKEND b ON w:3,03", "ERR DEPLOY: GPU 3 listed twice in 'w:3,03'" },
+    { "DEPLOY i1 MODEL m BACKEND b ON w:18446744073709551615",
+      "ERR DEPLOY: GPU index 18446744073709551615 in 'w:18446744073709551615' is beyond 63" },
+    { "DEPLOY i1 MODEL m BACKEND b ON w:18446744073709551616",
+      "ERR DEPLOY: bad GPU list in 'w:18446744073709551616'" },
+    { "DEPLOY i1 MODEL m BACKEND b ON :1",
+      "ERR DEPLOY: invalid worker name '': names are 1-128 bytes of [A-Za-z0-9._:/-]" },
+    { "DEPLOY i1 MODEL m BACKEND b ON w@x:1",
+      "ERR DEPLOY: invalid worker name 'w@x': names are 1-128 bytes of [A-Za-z0-9._:/-]" },
+    { "DEPLOY i1 MODEL m BACKEND b ON a:b:1 a:b:2", "ERR DEPLOY: worker 'a:b' listed twice" },
+    { "DEPLOY i1 MODEL m BACKEND b ON a:b a:b:2", "ERR DEPLOY: worker 'a:b' listed twice" },
+    { "DEPLOY i1 MODEL m BACKEND b ON w1 w2 w1:0", "ERR DEPLOY: worker 'w1' listed twice" },
+    { "DEPLOY i@1 MODEL m BACKEND b ON w",
+      "ERR DEPLOY: invalid instance name 'i@1': names are 1-128 bytes of [A-Za-z0-9._:/-]" },
+    { "DEPLOY i1 MODEL m@ BACKEND b ON w",
+      "ERR DEPLOY: invalid model name 'm@': names are 1-128 bytes of [A-Za-z0-9._:/-]" },
+    { "DEPLOY i1 MODEL m BACKEND b  ON w", "ERR DEPLOY: unexpected word ''" },
+    { "DEPLOY i1 MODEL m BACKEND b ON w1  w2",
+      "ERR DEPLOY: invalid worker name '': names are 1-128 bytes of [A-Za-z0-9._:/-]" },
+    { "DEPLOY i1 MODEL m BACKEND b ON w1 ",
+      "ERR DEPLOY: invalid worker name '': names are 1-128 bytes of [A-Za-z0-9._:/-]" },
+    { "deploy i1 model m backend b on w1 REQID r@",
+      "ERR DEPLOY: invalid request id 'r@': ids are 1-128 bytes of [A-Za-z0-9._:/-]" },
+    { "RELEASE ", "ERR RELEASE: invalid instance name '': names are 1-128 bytes of [A-Za-z0-9._:/-]" },
+    { "RELEASE \xff", "ERR RELEASE: invalid instance name '?': names are 1-128 bytes of [A-Za-z0-9._:/-]" },
+    { "WORKER.ADD w GPUS 65", "ERR WORKER.ADD: GPUS must be an integer from 0 to 64, got '65'" },
+    { "WORKER.ADD w GPUS 8 VRAM 0",
+      "ERR WORKER.ADD: VRAM (MiB per GPU) must be an integer from 1 to 16777216, got '0'" },
+    { "WORKER.CORDON aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+      "ERR WORKER.CORDON: invalid worker name 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa..': "
+      "names are 1-128 bytes of [A-Za-z0-9._:/-]" },
+    { "POLICY.SET EXCLUSIVE vllm,,x", "ERR POLICY.SET: invalid backend name ''" },
+};
+
+START_TEST(test_parse_error_texts) {
+    static berth_cmd c;
+    static berth_str words[BERTH_ARGS_MAX];
+    for (size_t i = 0; i < sizeof parse_err_texts / sizeof parse_err_texts[0]; i++) {
+        const char *line = parse_err_texts[i].line;
+        char err[BERTH_ERR_LEN_MAX] = "";
+        int rc = berth_cmd_parse_text(&c, line, strlen(line), words, BERTH_ARGS_MAX, err, sizeof err);
+        if (parse_err_texts[i].err == NULL) {
+            ck_assert_msg(rc == 0, "'%s' should parse, got: %s", line, err);
+        } else {
+            ck_assert_msg(rc == -1, "'%s' should not parse", line);
+            ck_assert_str_eq(err, parse_err_texts[i].err);
+        }
+    }
+    ck_assert_int_eq(berth_cmd_parse_text(&c, "DEPLOY i1 MODEL m BACKEND b ON a:b:0,07,63", 42, words,
+                                          BERTH_ARGS_MAX, NULL, 0), 0);
+    ck_assert(str_is(c.place[0].worker, "a:b") && !c.place[0].all_gpus);
+    ck_assert_uint_eq(c.place[0].gpu_mask, 1ull | 1ull << 7 | 1ull << 63);
+}
+END_TEST
+
+/* Seeded random commands, written out canonically by this test (not by
+ * berth_cmd_canonical), parsed back: every field, every hash and the text
+ * berth prints again must be what was generated. Names take every byte of
+ * the charset and lengths 1..128, so the name checks, the hashes and the
+ * split meet every block edge. */
+typedef struct gen {
+    uint64_t x;
+    char text[BERTH_COMMAND_LEN_MAX];
+    size_t len;
+} gen;
+
+static uint64_t gen_next(gen *g) {
+    g->x ^= g->x << 13;
+    g->x ^= g->x >> 7;
+    g->x ^= g->x << 17;
+    return g->x;
+}
+
+static void gen_put(gen *g, const char *s, size_t n) {
+    ck_assert(g->len + n <= sizeof g->text);
+    memcpy(g->text + g->len, s, n);
+    g->len += n;
+}
+
+/* A name: a two-letter prefix that orders it (rank), a random body, and a
+ * last byte that is a letter, so a worker's name never reads as a GPU list. */
+static berth_str gen_name(gen *g, uint32_t rank) {
+    static const char charset[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:/-";
+    uint32_t len = gen_next(g) % 8 == 0 ? 3 + (uint32_t)(gen_next(g) % (BERTH_NAME_LEN_MAX - 2))
+                                        : 3 + (uint32_t)(gen_next(g) % 20);
+    const char *at = g->text + g->len;
+    char c[2] = { (char)('a' + rank / 26), (char)('a' + rank % 26) };
+    gen_put(g, c, 2);
+    for (uint32_t i = 2; i + 1 < len; i++) gen_put(g, &charset[gen_next(g) % (sizeof charset - 1)], 1);
+    c[0] = (char)('a' + gen_next(g) % 26);
+    gen_put(g, c, 1);
+    return berth_str_make(at, len);
+}
+
+static void gen_cstr(gen *g, const char *s) { gen_put(g, s, strlen(s)); }
+static void gen_u64(gen *g, uint64_t v) {
+    char d[24];
+    gen_put(g, d, (size_t)snprintf(d, sizeof d, "%llu", (unsigned long long)v));
+}
+
+START_TEST(test_parse_random_roundtrip) {
+    static gen g;
+    static berth_cmd want, got;
+    static berth_str words[BERTH_ARGS_MAX];
+    static char again[BERTH_COMMAND_LEN_MAX];
+    g.x = 0x2545f4914f6cdd1dull;
+    static const berth_cmd_kind kinds[] = { BERTH_CMD_WORKER_ADD, BERTH_CMD_WORKER_CORDON, BERTH_CMD_WORKER_UNCORDON,
+                                            BERTH_CMD_WORKER_REMOVE, BERTH_CMD_DEPLOY, BERTH_CMD_RELEASE,
+                                            BERTH_CMD_POLICY_SET };
+    for (int round = 0; round < 20000; round++) {
+        memset(&want, 0, sizeof want);
+        g.len = 0;
+        want.kind = kinds[gen_next(&g) % (sizeof kinds / sizeof kinds[0])];
+        gen_cstr(&g, berth_cmd_kind_name(want.kind));
+        switch (want.kind) {
+        case BERTH_CMD_WORKER_ADD:
+            gen_cstr(&g, " ");
+            want.name = gen_name(&g, 0);
+            want.gpu_count = (uint32_t)(gen_next(&g) % (BERTH_GPUS_MAX + 1));
+            gen_cstr(&g, " GPUS ");
+            gen_u64(&g, want.gpu_count);
+            if (gen_next(&g) % 2) {
+                want.vram_mib = 1 + (uint32_t)(gen_next(&g) % BERTH_VRAM_MIB_MAX);
+                gen_cstr(&g, " VRAM ");
+                gen_u64(&g, want.vram_mib);
+            }
+            want.label_count = (uint32_t)(gen_next(&g) % 4);
+            if (want.label_count) gen_cstr(&g, " LABEL");
+            for (uint32_t i = 0; i < want.label_count; i++) {
+                gen_cstr(&g, " ");
+                want.labels[i].key = gen_name(&g, i);
+                gen_cstr(&g, "=");
+                want.labels[i].value = gen_name(&g, 0);
+            }
+            break;
+        case BERTH_CMD_DEPLOY:
+            gen_cstr(&g, " ");
+            want.name = gen_name(&g, 0);
+            gen_cstr(&g, " MODEL ");
+            want.model = gen_name(&g, 0);
+            gen_cstr(&g, " BACKEND ");
+            want.backend = gen_name(&g, 0);
+            if (gen_next(&g) % 2) {
+                want.claim_mib = 1 + (uint32_t)(gen_next(&g) % BERTH_VRAM_MIB_MAX);
+                gen_cstr(&g, " VRAM ");
+                gen_u64(&g, want.claim_mib);
+            }
+            gen_cstr(&g, " ON");
+            want.place_count = 1 + (uint32_t)(gen_next(&g) % (gen_next(&g) % 8 == 0 ? 64 : 4));
+            for (uint32_t i = 0; i < want.place_count; i++) {
+                berth_place *pl = &want.place[i];
+                gen_cstr(&g, " ");
+                pl->worker = gen_name(&g, i);
+                pl->worker_hash = berth_name_hash(pl->worker);
+                pl->all_gpus = gen_next(&g) % 3 == 0;
+                if (pl->all_gpus) continue;
+                pl->gpu_mask = gen_next(&g) & gen_next(&g);
+                if (pl->gpu_mask == 0) pl->gpu_mask = 1ull << (gen_next(&g) % 64);
+                char sep = ':';
+                for (uint64_t gi = 0; gi < BERTH_GPUS_MAX; gi++) {
+                    if (!(pl->gpu_mask & (1ull << gi))) continue;
+                    gen_put(&g, &sep, 1);
+                    gen_u64(&g, gi);
+                    sep = ',';
+                }
+            }
+            break;
+        case BERTH_CMD_POLICY_SET:
+            gen_cstr(&g, " EXCLUSIVE");
+            want.backend_count = (uint32_t)(gen_next(&g) % 5);
+            for (uint32_t i = 0; i < want.backend_count; i++) {
+                gen_cstr(&g, i ? "," : " ");
+                want.backends[i] = gen_name(&g, i);
+            }
+            break;
+        default:
+            gen_cstr(&g, " ");
+            want.name = gen_name(&g, 0);
+            break;
+        }
+        want.name_hash = berth_name_hash(want.name);
+        char err[BERTH_ERR_LEN_MAX] = "";
+        int rc = berth_cmd_parse_text(&got, g.text, g.len, words, BERTH_ARGS_MAX, err, sizeof err);
+        ck_assert_msg(rc == 0, "round %d: '%.*s': %s", round, (int)g.len, g.text, err);
+        ck_assert_msg(cmd_same(&got, &want), "round %d: '%.*s'", round, (int)g.len, g.text);
+        ck_assert_uint_eq(got.name_hash, want.name_hash);
+        ck_assert_uint_eq(got.reqid.len, 0);
+        for (uint32_t i = 0; i < want.place_count; i++) {
+            ck_assert_uint_eq(got.place[i].worker_hash, want.place[i].worker_hash);
+            ck_assert(got.place[i].worker.ptr == want.place[i].worker.ptr);
+        }
+        uint64_t h;
+        ck_assert(berth_name_valid_hash(want.name.len ? want.name : cstr("x"), &h));
+        ck_assert_uint_eq(h, berth_name_hash(want.name.len ? want.name : cstr("x")));
+        size_t n = berth_cmd_canonical(&got, again, sizeof again);
+        ck_assert_msg(n == g.len && memcmp(again, g.text, n) == 0, "round %d: canonical differs", round);
+    }
+}
+END_TEST
+
 /* ---- the state machine -------------------------------------------------- */
 
 /* A state plus the scratch needed to feed it text commands. */
@@ -2373,6 +2627,9 @@ static Suite *core_suite(void) {
     tcase_add_test(parse, test_canonical_always_fits);
     tcase_add_test(parse, test_canonical_limit_exact);
     tcase_add_test(parse, test_split);
+    tcase_add_test(parse, test_split_every_position);
+    tcase_add_test(parse, test_parse_error_texts);
+    tcase_add_test(parse, test_parse_random_roundtrip);
     tcase_set_timeout(parse, TCASE_TIMEOUT_S);
     suite_add_tcase(s, parse);
 
