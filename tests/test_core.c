@@ -16,16 +16,7 @@
 #include <string.h>
 
 #include <sanitizer/asan_interface.h>
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
-#ifndef TEST_ASAN
-#define TEST_ASAN 0
-#endif
+#include "test_asan.h"
 
 #include "command.h"
 #include "berth_limits.h"

@@ -36,16 +36,7 @@
 #include "backend.h"
 #include "berth_limits.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
-#ifndef TEST_ASAN
-#define TEST_ASAN 0
-#endif
+#include "test_asan.h"
 
 enum {
     text_len_max = 64,          /* command text of the records tests build */
