@@ -511,26 +511,31 @@ static uint64_t map_size_next_of(MDB_env *env, uint64_t page_size, uint64_t map_
     return want < map_max ? want : map_max;
 }
 
-static uint64_t map_size_next(lmdb_journal *j, uint64_t need_bytes) {
-    return map_size_next_of(j->env, j->page_size, j->map_size_max, need_bytes);
-}
-
-/* Grow the map; caller holds write_mutex and no transaction. wait_ms 0:
- * only when no reader is open now. */
-static berth_jerr map_grow(lmdb_journal *j, uint64_t need_bytes, uint32_t wait_ms) {
-    uint64_t next = map_size_next(j, need_bytes);
+/* Grow one environment's map through its gate (the journal's, or the
+ * history index's): its one writer calls it holding no transaction on it.
+ * wait_ms 0: only when no reader is open now. A failed remap marks the
+ * environment broken: LMDB unmapped the old map first. */
+static berth_jerr env_map_grow(MDB_env *env, uint64_t page_size, uint64_t map_max, map_gate *gate,
+                               _Atomic bool *broken, uint64_t need_bytes, uint32_t wait_ms) {
+    uint64_t next = map_size_next_of(env, page_size, map_max, need_bytes);
     if (next == 0) {
         return BERTH_J_FULL;
     }
-    if (!gate_resize_begin(&j->gate, wait_ms)) {
+    if (!gate_resize_begin(gate, wait_ms)) {
         return BERTH_J_FULL;
     }
-    int rc = mdb_env_set_mapsize(j->env, (size_t)next);
+    int rc = mdb_env_set_mapsize(env, (size_t)next);
     if (rc != 0) {
-        atomic_store(&j->broken, true);   /* LMDB unmapped the old map first */
+        atomic_store(broken, true);
     }
-    gate_resize_end(&j->gate);
+    gate_resize_end(gate);
     return rc == 0 ? BERTH_J_OK : BERTH_J_IO;
+}
+
+/* The journal's map; caller holds write_mutex and no transaction. */
+static berth_jerr map_grow(lmdb_journal *j, uint64_t need_bytes, uint32_t wait_ms) {
+    return env_map_grow(j->env, j->page_size, j->map_size_max, &j->gate, &j->broken, need_bytes,
+                        wait_ms);
 }
 
 /* Free the reader slots of processes that died inside a read transaction
@@ -1501,19 +1506,8 @@ static bool hist_dir_path(char *out, const lmdb_journal *j) {
 /* Grow henv's map: the folder only (its one writer), holding no henv
  * transaction. wait_ms 0: only when no history reader is open now. */
 static berth_jerr hist_map_grow(lmdb_journal *j, uint64_t need_bytes, uint32_t wait_ms) {
-    uint64_t next = map_size_next_of(j->henv, j->hpage_size, j->map_size_max, need_bytes);
-    if (next == 0) {
-        return BERTH_J_FULL;
-    }
-    if (!gate_resize_begin(&j->hgate, wait_ms)) {
-        return BERTH_J_FULL;
-    }
-    int rc = mdb_env_set_mapsize(j->henv, (size_t)next);
-    if (rc != 0) {
-        atomic_store(&j->hbroken, true);
-    }
-    gate_resize_end(&j->hgate);
-    return rc == 0 ? BERTH_J_OK : BERTH_J_IO;
+    return env_map_grow(j->henv, j->hpage_size, j->map_size_max, &j->hgate, &j->hbroken,
+                        need_bytes, wait_ms);
 }
 
 /* A read transaction on henv, through its gate; a read-only process adopts
