@@ -506,19 +506,16 @@ static bool pipe_take_result(pipe_journal *p, berth_jerr *err) {
     return ready;
 }
 
-static void pipe_go(pipe_journal *p) {
+/* Loop thread: hand the committer its next job, the staged batch or (sync)
+ * one sync; the slot must be free. */
+static void pipe_hand(pipe_journal *p, bool sync) {
     pipe_lock(p);
-    assert(!p->busy && !p->work && !p->work_sync && p->n > 0);
-    p->work = true;
-    p->busy = true;
-    pipe_unlock(p);
-    pipe_signal(p);
-}
-
-static void pipe_go_sync(pipe_journal *p) {
-    pipe_lock(p);
-    assert(!p->busy && !p->work && !p->work_sync);
-    p->work_sync = true;
+    assert(!p->busy && !p->work && !p->work_sync && (sync || p->n > 0));
+    if (sync) {
+        p->work_sync = true;
+    } else {
+        p->work = true;
+    }
     p->busy = true;
     pipe_unlock(p);
     pipe_signal(p);
@@ -995,7 +992,7 @@ static void batch_settle_unsynced(server *s) {
     if (s->unsynced_count == 0) {
         return;
     }
-    pipe_go_sync(s->pipe);
+    pipe_hand(s->pipe, true);
     pipe_wait_idle(s->pipe);
     batch_collect_sync(s);
     assert(s->unsynced_count == 0);
@@ -1049,7 +1046,7 @@ static bool batch_sync_unsynced(server *s) {
     if (s->unsynced_count == 0 && !s->sync_probe) {
         return true;
     }
-    pipe_go_sync(s->pipe);
+    pipe_hand(s->pipe, true);
     return false;
 }
 
@@ -1097,7 +1094,7 @@ static void batch_hand_off(server *s) {
     }
     assert(head > s->durable_head);
     s->inflight_last_seq = head;
-    pipe_go(s->pipe);
+    pipe_hand(s->pipe, false);
 }
 
 /* ---- the loop's interface ---------------------------------------------- */
