@@ -96,6 +96,18 @@ start_berthd_once() {
     done
     fail "berthd did not answer PING on port $PORT within 10 s"
 }
+# berthd_gone_within STEPS WHY: berthd must exit by itself within STEPS
+# steps of 50 ms (a fault it met stops it); otherwise fail with WHY. The
+# caller reaps it (its exit status may matter).
+berthd_gone_within() {
+    local i
+    for ((i = 0; i < $1; i++)); do
+        kill -0 "$BERTHD_PID" 2>/dev/null || return 0
+        sleep 0.05
+    done
+    kill -0 "$BERTHD_PID" 2>/dev/null && fail "$2"
+    return 0
+}
 # stop_berthd [SIGNAL]: SIGTERM (or SIGINT), and berthd must exit 0 on its own.
 stop_berthd() {
     [ -n "$BERTHD_PID" ] || fail "stop_berthd: no berthd running"

@@ -106,11 +106,7 @@ for ((c = 0; c < clients; c++)); do
     r_stdin <"$TMP/in.dead.$c" >"$TMP/out.dead.$c" 2>/dev/null &
     pids+=($!); bg_pids+=($!)
 done
-for ((i = 0; i < 400; i++)); do
-    kill -0 "$BERTHD_PID" 2>/dev/null || break
-    sleep 0.05
-done
-kill -0 "$BERTHD_PID" 2>/dev/null && fail "berthd kept running after its syncs failed"
+berthd_gone_within 400 "berthd kept running after its syncs failed"
 rc=0; wait "$BERTHD_PID" || rc=$?
 BERTHD_PID=""
 [ "$rc" -ne 0 ] || fail "berthd exited 0 after its syncs failed"

@@ -54,11 +54,7 @@ stream() {     # PHASE: clients write until berthd is gone
         r_stdin <"$TMP/in.$1.$c" >"$TMP/out.$1.$c" 2>/dev/null &
         pids+=($!); bg_pids+=($!)
     done
-    for ((i = 0; i < exit_wait_steps; i++)); do
-        kill -0 "$BERTHD_PID" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -0 "$BERTHD_PID" 2>/dev/null && fail "$1: berthd still runs: the staged fault never came"
+    berthd_gone_within "$exit_wait_steps" "$1: berthd still runs: the staged fault never came"
     wait "$BERTHD_PID" 2>/dev/null
     BERTHD_PID=""
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
@@ -193,8 +189,7 @@ rm -f "$IMAGE"
 BERTH_SHIM_FAIL_AFTER=$fail_after_piped BERTH_SHIM_FAIL_ERRNO=5 \
     BERTH_SHIM_DATA="$DATA/data.mdb" BERTH_SHIM_DISK="$IMAGE" LD_PRELOAD="$PRELOAD" start_berthd
 stream_twice twice_eio
-for ((i = 0; i < exit_wait_steps; i++)); do kill -0 "$BERTHD_PID" 2>/dev/null || break; sleep 0.05; done
-kill -0 "$BERTHD_PID" 2>/dev/null && fail "twice_eio: berthd kept running after its sync failed"
+berthd_gone_within "$exit_wait_steps" "twice_eio: berthd kept running after its sync failed"
 wait "$BERTHD_PID" 2>/dev/null
 BERTHD_PID=""
 start_berthd
