@@ -178,13 +178,13 @@ size_t berth_engine_staged(const berth_engine *engine) {
 /* The names rec touched, copied into the arena: out points into scratch
  * that the next apply overwrites. */
 static void touched_copy(berth_engine *engine, berth_touched *t, const berth_outcome *out) {
-    assert(out->worker_count <= BERTH_PLACEMENT_WORKERS_MAX);
-    t->instance = arena_copy(engine, out->instance);
-    t->worker_count = out->worker_count;
+    berth_touched view = berth_outcome_touched(out);
+    t->instance = arena_copy(engine, view.instance);
+    t->worker_count = view.worker_count;
     berth_str *workers = NULL;
-    if (out->worker_count > 0) {
-        workers = arena_take(engine, out->worker_count * sizeof(berth_str));
-        for (uint32_t i = 0; i < out->worker_count; i++) workers[i] = arena_copy(engine, out->workers[i]);
+    if (view.worker_count > 0) {
+        workers = arena_take(engine, view.worker_count * sizeof(berth_str));
+        for (uint32_t i = 0; i < view.worker_count; i++) workers[i] = arena_copy(engine, view.workers[i]);
     }
     t->workers = workers;
 }

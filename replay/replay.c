@@ -88,6 +88,8 @@ typedef struct replay_sink {
     berth_state *state;
     bool hash;                      /* recompute each record's SHA-256 */
     bool compare;                   /* outcomes must equal the recorded ones */
+    berth_touched_fn touched_fn;    /* NULL, or given each record's names after apply */
+    void *touched_ctx;
     berth_str words[BERTH_ARGS_MAX];  /* parse scratch, sink thread only */
     uint8_t prev_hash[BERTH_HASH_LEN];
     uint64_t applied;
@@ -171,6 +173,13 @@ static berth_jerr replay_apply(berth_state *state, const berth_record *rec, bert
     berth_jerr e = replay_parse(rec, &cmd, words, why, why_size);
     if (e != BERTH_J_OK) return e;
     return replay_apply_parsed(state, rec, &cmd, false, out, why, why_size);
+}
+
+berth_touched berth_outcome_touched(const berth_outcome *out) {
+    assert(out != NULL && out->worker_count <= BERTH_PLACEMENT_WORKERS_MAX);
+    berth_touched t = { out->instance, out->worker_count,
+                        out->worker_count > 0 ? out->workers : NULL };
+    return t;
 }
 
 int berth_replay_record(berth_state *state, const berth_record *rec, berth_outcome *out,
@@ -306,6 +315,14 @@ static feed_status apply_item(replay_sink *sink, feed_item *item, replay_fail *f
         return FEED_FAIL;
     }
     if (sink->compare && compare_outcome(rec, &sink->out, fail) != FEED_MORE) return FEED_FAIL;
+    if (sink->touched_fn != NULL) {
+        berth_touched t = berth_outcome_touched(&sink->out);
+        e = sink->touched_fn(sink->touched_ctx, rec->seq, &t);
+        if (e != BERTH_J_OK) {
+            return fail_set(fail, e, rec->seq, "seq %" PRIu64 ": its touched names were not taken (%s)",
+                            rec->seq, berth_jerr_name(e));
+        }
+    }
     memcpy(sink->prev_hash, rec->hash, BERTH_HASH_LEN);
     sink->applied++;
     return FEED_MORE;
@@ -706,6 +723,11 @@ berth_jerr berth_replay_forward(berth_journal_reader *reader, berth_state *state
 /* Returns OK when the chain is good, CORRUPT when the report names a bad
  * seq, and IO / NOMEM when verification could not run (report says why). */
 berth_jerr berth_verify(berth_journal_reader *reader, berth_verify_report *report) {
+    return berth_verify_touched(reader, NULL, NULL, report);
+}
+
+berth_jerr berth_verify_touched(berth_journal_reader *reader, berth_touched_fn fn, void *ctx,
+                                berth_verify_report *report) {
     assert(reader != NULL && report != NULL);
     memset(report, 0, sizeof(*report));
     uint64_t head = 0;
@@ -727,6 +749,8 @@ berth_jerr berth_verify(berth_journal_reader *reader, berth_verify_report *repor
         return BERTH_J_NOMEM;
     }
     sink->compare = true;
+    sink->touched_fn = fn;
+    sink->touched_ctx = ctx;
     replay_fail fail = { .err = BERTH_J_OK, .seq = 0, .why = "" };
     e = run_range(reader, 1, head, true, sink, &fail);
     if (e == BERTH_J_OK && head > 0 && memcmp(sink->prev_hash, head_hash, BERTH_HASH_LEN) != 0) {

@@ -57,6 +57,18 @@ typedef struct berth_verify_report {
 } berth_verify_report;
 berth_jerr berth_verify(berth_journal_reader *reader, berth_verify_report *report);
 
+/* berth_verify that also hands each record's touched names to fn, in seq
+ * order, on the caller's thread, once the record's outcome matched the
+ * recorded one: the names come from the same apply (berth_state_apply)
+ * and the same outcome-to-names step (berth_outcome_touched) as the
+ * engine's at append, so they are exactly the names berthd gave the
+ * journal's HISTORY index. They point into the outcome: valid during the
+ * call only. fn returning other than OK stops the walk; the report names
+ * the seq and the error, which is returned. For `berth history rebuild`. */
+typedef berth_jerr (*berth_touched_fn)(void *ctx, uint64_t seq, const berth_touched *touched);
+berth_jerr berth_verify_touched(berth_journal_reader *reader, berth_touched_fn fn, void *ctx,
+                                berth_verify_report *report);
+
 /* Snapshot codec (msgpack). encode: *bytes malloc'd, caller frees. */
 int berth_snapshot_encode(const berth_state *state, uint8_t **bytes, size_t *len);
 int berth_snapshot_decode(const void *bytes, size_t len, berth_state **out,

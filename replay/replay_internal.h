@@ -15,4 +15,9 @@ berth_jerr berth_replay_to_checked(berth_journal_reader *reader, uint64_t target
                                    bool check_tail, berth_state **out, berth_replay_stats *stats,
                                    uint32_t *bad_snapshots, char *err, size_t err_size);
 
+/* The names an outcome touched, as the journal's HISTORY index takes them:
+ * a view into out, valid until the next apply. The engine copies it into
+ * each staged record's berth_touched; berth_verify_touched hands it on. */
+berth_touched berth_outcome_touched(const berth_outcome *out);
+
 #endif
