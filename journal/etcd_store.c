@@ -1722,10 +1722,10 @@ static berth_jerr etcd_snapshot_put(berth_journal *base, uint64_t seq, const voi
     return BERTH_J_OK;
 }
 
-static berth_jerr etcd_size(berth_journal *base, uint64_t *disk_bytes, uint64_t *map_bytes) {
+static berth_jerr etcd_size(berth_journal *base, berth_journal_sizes *out) {
     etcd_journal *j = journal_of(base);
     berth_jerr e = local_wait(j);
-    return e != BERTH_J_OK ? e : berth_journal_size(j->local, disk_bytes, map_bytes);
+    return e != BERTH_J_OK ? e : berth_journal_size(j->local, out);
 }
 
 /* Readers are the local copy's own: journal.c dispatches on their ops, so

@@ -7,6 +7,7 @@
  * weaken them by accident. */
 #include <assert.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "backend.h"
 
@@ -80,10 +81,10 @@ berth_jerr berth_journal_snapshot_put(berth_journal *journal, uint64_t seq,
     return journal->ops->snapshot_put(journal, seq, bytes, len);
 }
 
-berth_jerr berth_journal_size(berth_journal *journal, uint64_t *disk_bytes,
-                              uint64_t *map_bytes) {
-    assert(journal != NULL && disk_bytes != NULL && map_bytes != NULL);
-    return journal->ops->size(journal, disk_bytes, map_bytes);
+berth_jerr berth_journal_size(berth_journal *journal, berth_journal_sizes *out) {
+    assert(journal != NULL && out != NULL);
+    memset(out, 0, sizeof *out);
+    return journal->ops->size(journal, out);
 }
 
 berth_jerr berth_journal_reader_open(berth_journal *journal, berth_journal_reader **out) {

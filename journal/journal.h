@@ -207,7 +207,17 @@ berth_jerr berth_journal_history(berth_journal_reader *reader, berth_history_kin
                                  berth_str name, uint64_t from, uint64_t *seqs, size_t cap,
                                  size_t *n);
 
-/* Bytes the store occupies on disk, and the current map size. */
-berth_jerr berth_journal_size(berth_journal *journal, uint64_t *disk_bytes, uint64_t *map_bytes);
+/* The store's size. disk_bytes counts every data file: on LMDB the
+ * journal's (data.mdb) and the history index's (history/data.mdb), which
+ * history_disk_bytes gives apart; map_bytes is the journal environment's
+ * map (the one FULL is measured against), history_map_bytes the history
+ * environment's (0 when this open has none). */
+typedef struct berth_journal_sizes {
+    uint64_t disk_bytes;
+    uint64_t map_bytes;
+    uint64_t history_disk_bytes;
+    uint64_t history_map_bytes;
+} berth_journal_sizes;
+berth_jerr berth_journal_size(berth_journal *journal, berth_journal_sizes *out);
 
 #endif

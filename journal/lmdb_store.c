@@ -1110,20 +1110,39 @@ static berth_jerr lmdb_head(berth_journal *base, uint64_t *seq, uint8_t hash[BER
     return err;
 }
 
-static berth_jerr lmdb_size(berth_journal *base, uint64_t *disk_bytes, uint64_t *map_bytes) {
+static bool hist_dir_path(char *out, const lmdb_journal *j);
+
+/* Both environments' data files; the history one may be absent (a legacy
+ * store, or a writer that has not created it yet): 0 bytes. */
+static berth_jerr lmdb_size(berth_journal *base, berth_journal_sizes *out) {
     lmdb_journal *j = journal_of(base);
     char path[path_len_max];
+    char hpath[path_len_max];
     struct stat st;
     if (!path_join(path, j->dir, "data.mdb") || stat(path, &st) != 0) {
         return BERTH_J_IO;
     }
-    *disk_bytes = (uint64_t)st.st_size;
+    uint64_t journal_bytes = (uint64_t)st.st_size;
+    if (!hist_dir_path(hpath, j) || !path_join(path, hpath, "data.mdb")) {
+        return BERTH_J_IO;
+    }
+    if (stat(path, &st) == 0) {
+        out->history_disk_bytes = (uint64_t)st.st_size;
+    } else if (errno != ENOENT) {
+        return BERTH_J_IO;
+    }
+    out->disk_bytes = journal_bytes + out->history_disk_bytes;
     if (atomic_load(&j->broken)) {
         return BERTH_J_IO;
     }
     gate_reader_enter(&j->gate);   /* the map size is stable while we look */
-    *map_bytes = map_use_now(j).map_bytes;
+    out->map_bytes = map_use_now(j).map_bytes;
     gate_reader_leave(&j->gate);
+    if (j->henv != NULL && !atomic_load(&j->hbroken)) {
+        gate_reader_enter(&j->hgate);
+        out->history_map_bytes = map_use_of(j->henv, j->hpage_size).map_bytes;
+        gate_reader_leave(&j->hgate);
+    }
     return BERTH_J_OK;
 }
 

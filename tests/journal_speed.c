@@ -214,11 +214,11 @@ int main(int argc, char **argv) {
     head = append_figure(j, head, 64, 300, true);
     head = append_figure(j, head, 1024, 300, true);
     scan_figures(j, head);
-    uint64_t disk, map;
-    rc = berth_journal_size(j, &disk, &map);
+    berth_journal_sizes sizes;
+    rc = berth_journal_size(j, &sizes);
     assert(rc == BERTH_J_OK);
     printf("store: %" PRIu64 " records, %.1f MiB on disk, map %.1f MiB\n", head,
-           (double)disk / (1 << 20), (double)map / (1 << 20));
+           (double)sizes.disk_bytes / (1 << 20), (double)sizes.map_bytes / (1 << 20));
     berth_journal_close(j);
     return nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : 1;
 }

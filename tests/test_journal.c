@@ -162,6 +162,15 @@ static void close_rw(berth_journal *j) {
     berth_journal_close(j);
 }
 
+/* berth_journal_size's total on disk and the journal environment's map. */
+static berth_jerr sizes_of(berth_journal *j, uint64_t *disk, uint64_t *map) {
+    berth_journal_sizes sizes;
+    berth_jerr err = berth_journal_size(j, &sizes);
+    *disk = sizes.disk_bytes;
+    *map = sizes.map_bytes;
+    return err;
+}
+
 static uint64_t head_of(berth_journal *j, uint8_t hash[BERTH_HASH_LEN]) {
     uint64_t seq = 99;
     uint8_t scratch[BERTH_HASH_LEN];
@@ -782,7 +791,7 @@ START_TEST(store_append_read_reopen) {
     berth_journal_reader_close(r);
 
     uint64_t disk, map;
-    ck_assert_int_eq(berth_journal_size(j, &disk, &map), BERTH_J_OK);
+    ck_assert_int_eq(sizes_of(j, &disk, &map), BERTH_J_OK);
     ck_assert_uint_gt(disk, 0);
     ck_assert_uint_ge(map, 64ull << 20);
     close_rw(j);
@@ -928,7 +937,7 @@ START_TEST(store_map_full) {
     ck_assert_mem_eq(hash, again, BERTH_HASH_LEN);
     ck_assert_uint_eq(chain_check(j), next - 1);
     uint64_t disk, map;
-    ck_assert_int_eq(berth_journal_size(j, &disk, &map), BERTH_J_OK);
+    ck_assert_int_eq(sizes_of(j, &disk, &map), BERTH_J_OK);
     ck_assert_uint_eq(map, 1 << 20);
     close_rw(j);
 
@@ -1007,7 +1016,7 @@ START_TEST(store_growth_with_reader) {
     ck_assert_int_eq(pthread_join(t, NULL), 0);
     ck_assert_uint_eq(atomic_load(&load.failures), 0);
     uint64_t disk, map;
-    ck_assert_int_eq(berth_journal_size(j, &disk, &map), BERTH_J_OK);
+    ck_assert_int_eq(sizes_of(j, &disk, &map), BERTH_J_OK);
     ck_assert_uint_ge(map, 4u << 20);   /* grew many doublings from 64 KiB */
     ck_assert_uint_eq(chain_check(j), next - 1);
     close_rw(j);
@@ -1031,7 +1040,7 @@ START_TEST(store_growth_waits_for_reader) {
     }
     ck_assert_int_eq(err, BERTH_J_FULL);
     uint64_t disk, map;
-    ck_assert_int_eq(berth_journal_size(j, &disk, &map), BERTH_J_OK);
+    ck_assert_int_eq(sizes_of(j, &disk, &map), BERTH_J_OK);
     ck_assert_uint_eq(map, 64 << 10);   /* never moved under the open reader */
     uint64_t seen;
     uint8_t hash[BERTH_HASH_LEN];
@@ -1040,7 +1049,7 @@ START_TEST(store_growth_waits_for_reader) {
     berth_journal_reader_close(r);
     ck_assert_uint_eq(head_of(j, NULL), next - 1);
     ck_assert_int_eq(append_n(j, next, batch_small), BERTH_J_OK);
-    ck_assert_int_eq(berth_journal_size(j, &disk, &map), BERTH_J_OK);
+    ck_assert_int_eq(sizes_of(j, &disk, &map), BERTH_J_OK);
     ck_assert_uint_gt(map, 64 << 10);
     ck_assert_uint_eq(chain_check(j), next - 1 + batch_small);
     close_rw(j);
@@ -1114,12 +1123,12 @@ START_TEST(store_dead_reader_swept) {
     ck_assert(in_child(child_count_dead, dir, 1));   /* it stays (this check frees it) */
     reader_killed(dir);
     uint64_t next = 4, disk, map, map_before;
-    ck_assert_int_eq(berth_journal_size(j, &disk, &map_before), BERTH_J_OK);
+    ck_assert_int_eq(sizes_of(j, &disk, &map_before), BERTH_J_OK);
     map = map_before;   /* the open's own writes may have grown it already */
     while (map == map_before) {   /* write until the map has grown once more */
         ck_assert_int_eq(append_n(j, next, batch_small), BERTH_J_OK);
         next += batch_small;
-        ck_assert_int_eq(berth_journal_size(j, &disk, &map), BERTH_J_OK);
+        ck_assert_int_eq(sizes_of(j, &disk, &map), BERTH_J_OK);
     }
     ck_assert(in_child(child_count_dead, dir, 0));
     close_rw(j);
@@ -1447,7 +1456,7 @@ static int child_adopt(const char *dir, int fd) {
     berth_journal *j = NULL;
     if (berth_journal_open_lmdb(&j, dir, &o, NULL, 0) != BERTH_J_OK) return 1;
     uint64_t disk, map_before, map_after;
-    if (berth_journal_size(j, &disk, &map_before) != BERTH_J_OK) return 2;
+    if (sizes_of(j, &disk, &map_before) != BERTH_J_OK) return 2;
     char byte;
     if (write(fd, "r", 1) != 1 || read(fd, &byte, 1) != 1) return 3;
     uint64_t head;
@@ -1458,7 +1467,7 @@ static int child_adopt(const char *dir, int fd) {
     if (berth_journal_reader_open(j, &r) != BERTH_J_OK) return 5;
     if (berth_journal_read(r, head, &rec, NULL, NULL) != BERTH_J_OK) return 6;
     berth_journal_reader_close(r);
-    if (berth_journal_size(j, &disk, &map_after) != BERTH_J_OK || map_after <= map_before) return 7;
+    if (sizes_of(j, &disk, &map_after) != BERTH_J_OK || map_after <= map_before) return 7;
     berth_journal_close(j);
     return 0;
 }
@@ -2234,6 +2243,41 @@ START_TEST(store_history_env_missing) {
 }
 END_TEST
 
+static uint64_t file_bytes(const char *dir, const char *name) {
+    char path[300];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    return (uint64_t)st.st_size;
+}
+
+/* The size on disk counts the history index's file too (it used to count
+ * data.mdb alone), and gives it apart, on writable and read-only opens. */
+START_TEST(store_size_counts_history) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, fold_records);
+    ck_assert_int_eq(append_touched(j, 1, 4 * fold_records), BERTH_J_OK);
+    settle(j);
+    berth_journal_options ro = { .read_only = true, .no_lock = true };
+    berth_journal *r = NULL;
+    ck_assert_int_eq(berth_journal_open_lmdb(&r, dir, &ro, NULL, 0), BERTH_J_OK);
+    berth_journal *opens[] = { j, r };
+    for (size_t i = 0; i < 2; i++) {
+        berth_journal_sizes sizes;
+        ck_assert_int_eq(berth_journal_size(opens[i], &sizes), BERTH_J_OK);
+        uint64_t history = file_bytes(dir, "history/data.mdb");
+        ck_assert_uint_gt(history, 0);
+        ck_assert_uint_eq(sizes.history_disk_bytes, history);
+        ck_assert_uint_eq(sizes.disk_bytes, file_bytes(dir, "data.mdb") + history);
+        ck_assert_uint_ge(sizes.map_bytes, file_bytes(dir, "data.mdb"));
+        ck_assert_uint_ge(sizes.history_map_bytes, history);
+    }
+    berth_journal_close(r);
+    close_rw(j);
+}
+END_TEST
+
 /* A cut history file is refused by name (not a SIGBUS at the first query),
  * and one emptied, which LMDB would take for a new environment, does not
  * fit a trimmed touch log. */
@@ -2980,6 +3024,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_history_migrate);
     tcase_add_test(store, store_history_env_missing);
     tcase_add_test(store, store_history_env_damaged);
+    tcase_add_test(store, store_size_counts_history);
     tcase_add_test(store, store_deferred_durable_seq);
     tcase_add_test(store, store_deferred_fold_durable);
     tcase_add_test(store, store_default_durable_is_head);

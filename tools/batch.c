@@ -265,8 +265,8 @@ static berth_jerr pipe_head(berth_journal *base, uint64_t *seq, uint8_t hash[BER
     return berth_journal_head(pipe_of(base)->inner, seq, hash);
 }
 
-static berth_jerr pipe_size(berth_journal *base, uint64_t *disk_bytes, uint64_t *map_bytes) {
-    return berth_journal_size(pipe_of(base)->inner, disk_bytes, map_bytes);
+static berth_jerr pipe_size(berth_journal *base, berth_journal_sizes *out) {
+    return berth_journal_size(pipe_of(base)->inner, out);
 }
 
 static berth_jerr pipe_reader_open(berth_journal *base, berth_journal_reader **out) {

@@ -313,9 +313,8 @@ static int status_print(cli_store *store, const berth_state *state, bool json) {
     }
     size_t listed = snap_count < SNAPSHOT_LIST_MAX ? snap_count : SNAPSHOT_LIST_MAX;
     uint64_t newest = listed ? snap_seqs[listed - 1] : 0;
-    uint64_t disk_bytes = 0;
-    uint64_t map_bytes = 0;
-    jerr = berth_journal_size(store->journal, &disk_bytes, &map_bytes);
+    berth_journal_sizes sizes;
+    jerr = berth_journal_size(store->journal, &sizes);
     if (jerr != BERTH_J_OK) {
         return cli_fail(CLI_EXIT_USAGE, berth_jerr_name(jerr), "cannot read the store's size");
     }
@@ -333,8 +332,10 @@ static int status_print(cli_store *store, const berth_state *state, bool json) {
             cli_json_bstr(stdout, backends[i]);
         }
         fprintf(stdout, "],\"snapshots\":%zu,\"newest_snapshot_seq\":%" PRIu64
-                        ",\"disk_bytes\":%" PRIu64 ",\"map_bytes\":%" PRIu64 "}\n",
-                snap_count, newest, disk_bytes, map_bytes);
+                        ",\"disk_bytes\":%" PRIu64 ",\"map_bytes\":%" PRIu64
+                        ",\"history_disk_bytes\":%" PRIu64 ",\"history_map_bytes\":%" PRIu64 "}\n",
+                snap_count, newest, sizes.disk_bytes, sizes.map_bytes, sizes.history_disk_bytes,
+                sizes.history_map_bytes);
         return CLI_EXIT_OK;
     }
     printf("records    %" PRIu64 "\nhead       %s\nworkers    %zu\ninstances  %zu\npolicy     EXCLUSIVE ",
@@ -346,7 +347,9 @@ static int status_print(cli_store *store, const berth_state *state, bool json) {
     if (snap_count > 0) {
         printf(" (newest at seq %" PRIu64 ")", newest);
     }
-    printf("\ndisk       %" PRIu64 " bytes (map %" PRIu64 " bytes)\n", disk_bytes, map_bytes);
+    printf("\ndisk       %" PRIu64 " bytes (history index %" PRIu64 " of them; map %" PRIu64
+           " bytes, history map %" PRIu64 ")\n", sizes.disk_bytes, sizes.history_disk_bytes,
+           sizes.map_bytes, sizes.history_map_bytes);
     return CLI_EXIT_OK;
 }
 

@@ -250,12 +250,14 @@ static void info_clients(server *s, text *t) {
 }
 
 static void info_journal(server *s, text *t) {
-    uint64_t disk = 0, map = 0;
-    berth_jerr err = berth_journal_size(s->journal, &disk, &map);
+    berth_journal_sizes sizes;
+    berth_jerr err = berth_journal_size(s->journal, &sizes);
     text_add(t, "# Journal\r\nhead_seq:%llu\r\ndisk_bytes:%llu\r\nmap_bytes:%llu\r\n"
+                "history_disk_bytes:%llu\r\nhistory_map_bytes:%llu\r\n"
                 "size_status:%s\r\nsnapshot_every:%llu\r\n\r\n",
-             (unsigned long long)batch_durable_head(s), (unsigned long long)disk,
-             (unsigned long long)map, berth_jerr_name(err),
+             (unsigned long long)batch_durable_head(s), (unsigned long long)sizes.disk_bytes,
+             (unsigned long long)sizes.map_bytes, (unsigned long long)sizes.history_disk_bytes,
+             (unsigned long long)sizes.history_map_bytes, berth_jerr_name(err),
              (unsigned long long)s->config.snapshot_every);
 }
 
