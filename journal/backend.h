@@ -39,6 +39,12 @@ struct berth_journal_ops {
     berth_jerr (*sync)(berth_journal *journal);
     berth_jerr (*maintain)(berth_journal *journal);   /* NULL: nothing deferred */
     berth_jerr (*size)(berth_journal *journal, berth_journal_sizes *out);
+    /* NULL in a backend with no HISTORY index of its own (etcd): journal.c
+     * answers INVALID. */
+    berth_jerr (*history_rebuild_add)(berth_journal *journal, uint64_t seq,
+                                      const berth_touched *touched);
+    berth_jerr (*history_rebuild_finish)(berth_journal *journal, uint64_t *names, char *err,
+                                         size_t err_size);
     berth_jerr (*reader_open)(berth_journal *journal, berth_journal_reader **out);
     void (*reader_close)(berth_journal_reader *reader);
     berth_jerr (*reader_head)(berth_journal_reader *reader, uint64_t *seq,
@@ -65,5 +71,13 @@ struct berth_journal_ops {
  * is idle with no fold due that it could do; returns the last fold's result
  * (OK when none ran). OK at once on a read-only open. */
 berth_jerr berth_journal_lmdb_settle(berth_journal *journal);
+
+/* LMDB backend, for tests: a history rebuild calls hook with the name of
+ * each step it completed ("batch" after each batch an add wrote; then
+ * finish's "written", "synced", "moved", "swapped"), so a test can kill the
+ * process between two steps. NULL (the default): none. Process-wide; set
+ * it before the rebuild starts. */
+typedef void (*berth_lmdb_rebuild_hook)(const char *step);
+void berth_journal_lmdb_rebuild_hook_set(berth_lmdb_rebuild_hook hook);
 
 #endif

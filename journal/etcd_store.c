@@ -1922,6 +1922,10 @@ berth_jerr berth_journal_open_etcd(berth_journal **out, const char *dir,
     berth_journal_options local = { 0 };
     if (local_options != NULL) local = *local_options;
     local.defer_meta_sync = false;
+    /* The copy's HISTORY index is rebuilt as the LMDB directory it is
+     * (`berth history rebuild --data DIR`, berthd stopped), never through
+     * this backend, whose rebuild calls answer INVALID. */
+    local.history_rebuild = false;
     berth_jerr e = etcd_alloc(&j, etcd, err, err_size);
     if (e == BERTH_J_OK) e = berth_journal_open_lmdb(&j->local, dir, &local, err, err_size);
     if (e == BERTH_J_OK) e = check_prefix(j, err, err_size);

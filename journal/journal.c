@@ -7,6 +7,7 @@
  * weaken them by accident. */
 #include <assert.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "backend.h"
@@ -85,6 +86,33 @@ berth_jerr berth_journal_size(berth_journal *journal, berth_journal_sizes *out) 
     assert(journal != NULL && out != NULL);
     memset(out, 0, sizeof *out);
     return journal->ops->size(journal, out);
+}
+
+berth_jerr berth_journal_history_rebuild_add(berth_journal *journal, uint64_t seq,
+                                             const berth_touched *touched) {
+    assert(journal != NULL && touched != NULL);
+    if (journal->ops->history_rebuild_add == NULL || seq == 0) {
+        return BERTH_J_INVALID;
+    }
+    return journal->ops->history_rebuild_add(journal, seq, touched);
+}
+
+berth_jerr berth_journal_history_rebuild_finish(berth_journal *journal, uint64_t *names,
+                                                char *err, size_t err_size) {
+    assert(journal != NULL && names != NULL);
+    assert(err != NULL || err_size == 0);
+    *names = 0;
+    if (err_size > 0) {
+        err[0] = '\0';
+    }
+    if (journal->ops->history_rebuild_finish == NULL) {
+        if (err_size > 0) {
+            snprintf(err, err_size, "the %s backend keeps no HISTORY index of its own to rebuild",
+                     journal->ops->name);
+        }
+        return BERTH_J_INVALID;
+    }
+    return journal->ops->history_rebuild_finish(journal, names, err, err_size);
 }
 
 berth_jerr berth_journal_reader_open(berth_journal *journal, berth_journal_reader **out) {

@@ -89,7 +89,9 @@ typedef struct berth_journal_options {
     /* HISTORY touch-log backlog (durable records) that wakes the fold into
      * the history index; 0: BERTH_HISTORY_FOLD_RECORDS_DEFAULT. Over
      * BERTH_HISTORY_FOLD_RECORDS_MAX the open is INVALID. Only layout and
-     * write cost depend on it, never a query's answer. */
+     * write cost depend on it, never a query's answer. An open for
+     * history_rebuild writes batches of at most this many records when it
+     * is set (0: as many as the folder's buffers hold). */
     uint32_t history_fold_records;
     /* LMDB, writable: one disk sync per commit instead of two. LMDB is
      * opened with MDB_NOMETASYNC: a commit syncs its data pages, then writes
@@ -101,6 +103,16 @@ typedef struct berth_journal_options {
      * durable. false (the default): every append is durable on return. The
      * etcd backend ignores it: its appends are durable on return. */
     bool defer_meta_sync;
+    /* LMDB, writable: open only to rebuild the HISTORY index (see
+     * berth_journal_history_rebuild_add). Takes the directory lock and
+     * syncs the head like any writable open, but neither opens DIR/history
+     * nor checks it, so it works exactly where a plain writable open refuses
+     * a missing or damaged index; it builds a new index in
+     * DIR/history.rebuild (removing one a rebuild cut short left there).
+     * Appends, snapshots and HISTORY queries are INVALID on it. An open
+     * that finds no journal (no data.mdb) is NOTFOUND, a store of format 1
+     * (its index inside data.mdb) INVALID. */
+    bool history_rebuild;
 } berth_journal_options;
 
 typedef struct berth_journal berth_journal;
@@ -115,8 +127,9 @@ typedef struct berth_journal_cursor berth_journal_cursor;
  * index written by a berth before session 4 there (once, logged on
  * stderr), and starts the thread that folds into it; close joins it.
  * Errors: NOTFOUND (dir missing on read-only), LOCKED, FULL (no room for
- * that write), IO, CORRUPT (also: dir/history missing or behind a touch
- * log that was already trimmed), NOMEM. err gets a sentence. */
+ * that write), IO, CORRUPT (also: dir/history missing, cut or unreadable,
+ * or behind a touch log that was already trimmed: the sentence names
+ * `berth history rebuild --data DIR`), NOMEM. err gets a sentence. */
 berth_jerr berth_journal_open_lmdb(berth_journal **out, const char *dir,
                                    const berth_journal_options *options,
                                    char *err, size_t err_size);
@@ -201,11 +214,37 @@ berth_jerr berth_journal_snapshot_list(berth_journal_reader *reader, uint64_t *s
  * ascending, starting at the first >= from, up to the reader's head. *n
  * gets how many were written. Exact whatever the LMDB fold thread does
  * meanwhile. Errors: IO, CORRUPT (LMDB: a history environment that holds
- * less than the touch log dropped, which no crash leaves). */
+ * less than the touch log dropped, which no crash leaves), INVALID (an
+ * open for history_rebuild). */
 typedef enum { BERTH_HISTORY_WORKER = 'w', BERTH_HISTORY_INSTANCE = 'i' } berth_history_kind;
 berth_jerr berth_journal_history(berth_journal_reader *reader, berth_history_kind kind,
                                  berth_str name, uint64_t from, uint64_t *seqs, size_t cap,
                                  size_t *n);
+
+/* Rebuilding the HISTORY index from the journal (`berth history rebuild`).
+ * Its names are worked out by the engine's apply, which this layer does
+ * not run, so the caller replays the journal from genesis (replay.h's
+ * berth_verify_touched) and hands every record's names here, on a journal
+ * opened with history_rebuild. add: the names record seq touched; seqs
+ * come 1, 2, ... up to the head, each once (one that touched none too:
+ * worker_count 0, instance empty). They are copied, sorted and written in
+ * batches of bounded memory (the folder's buffers: 80 MiB). finish: writes
+ * the rest with folded_seq = the head, syncs the new index, moves
+ * DIR/history (if any, whatever its state) aside to DIR/history.damaged-N
+ * (the first N free; never deleted), renames DIR/history.rebuild to
+ * DIR/history and syncs DIR; *names gets the index entries written. The
+ * journal itself is not written: trimmed_seq <= folded_seq = head holds.
+ * A crash before the rename leaves the old state (a writable open still
+ * refuses, naming the command, and a rebuild can be run again), after it
+ * the new one. Errors, both: INVALID (not a rebuild open; a seq out of
+ * turn or a name over its limit; finish before the head was reached, or a
+ * second finish; a backend with no index of its own: etcd, whose local
+ * copy is an LMDB directory to rebuild as one), FULL, IO, NOMEM (add).
+ * err gets a sentence. */
+berth_jerr berth_journal_history_rebuild_add(berth_journal *journal, uint64_t seq,
+                                             const berth_touched *touched);
+berth_jerr berth_journal_history_rebuild_finish(berth_journal *journal, uint64_t *names,
+                                                char *err, size_t err_size);
 
 /* The store's size. disk_bytes counts every data file: on LMDB the
  * journal's (data.mdb) and the history index's (history/data.mdb), which

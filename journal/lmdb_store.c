@@ -1,7 +1,7 @@
 /* lmdb_store.c — owns the LMDB backend of the journal: two environments in
  * a data directory (the journal's, and the history index's in DIR/history),
- * the directory lock, map growth, the history folder thread, and every
- * read and write on them.
+ * the directory lock, map growth, the history folder thread, the rebuild of
+ * the history index, and every read and write on them.
  *
  * Layout, main environment (DIR/data.mdb), named databases:
  *   journal    MDB_INTEGERKEY: u64 seq (native) -> encoded record (record.c)
@@ -70,9 +70,13 @@
  * The backlog (durable head - folded_seq) stays in touchlog, read by
  * queries, and the folder folds it at the open when it is due. A missing
  * history environment is created anew when nothing was trimmed (touchlog
- * holds every name); once the touch log was trimmed it cannot be rebuilt
- * from the journal (the names come from the engine's apply, which this
- * layer does not run), so opens refuse with a sentence naming it. Each
+ * holds every name). Once the touch log was trimmed, a missing, cut,
+ * unreadable or ill-fitting one is refused by every open, with a sentence
+ * naming it and `berth history rebuild --data DIR`: this layer cannot
+ * rebuild it alone (the names come from the engine's apply, which it does
+ * not run), so that command replays the journal through the engine and
+ * hands the names to an open made for it (history_rebuild; see
+ * "Rebuilding the index" below for its steps and crash points). Each
  * writable open commits a rewrite of folded_seq in the history environment
  * (a fresh synced meta page, as sync_at_open below does for the journal;
  * the map is first made twice the file's used pages, as LMDB maps an
@@ -193,7 +197,7 @@
 
 enum {
     dir_len_max = 4000,             /* data directory path, bytes */
-    path_len_max = dir_len_max + 16,
+    path_len_max = dir_len_max + 64,   /* DIR/history.damaged-N/lock.mdb fits */
     readers_max = 1024,             /* LMDB reader slots */
     dbs_max = 5,
     hist_dbs_max = 2,               /* the history environment: history, meta */
@@ -219,7 +223,9 @@ enum {
     fold_retry_ms = 1000,           /* a failed fold waits this long before the next */
     pid_text_len_max = 32,
     grow_slack_bytes = 1 << 20,     /* B-tree and free-list overhead of one write */
-    meta_rewrite_need_bytes = 1 << 16   /* a one-key rewrite: a few pages copied */
+    meta_rewrite_need_bytes = 1 << 16,  /* a one-key rewrite: a few pages copied */
+    fold_need_bytes_per_name = 256,     /* history growth one rebuilt name may need */
+    damaged_kept_max = 1000             /* DIR/history.damaged-N: N from 1 up to this */
 };
 
 typedef struct map_gate {
@@ -247,7 +253,8 @@ typedef struct lmdb_journal {
     bool defer_meta_sync;           /* MDB_NOMETASYNC: see "One sync per commit" */
     _Atomic bool sync_failed;       /* defer_meta_sync: a commit or sync hit an I/O error */
     bool meta_suspect;              /* defer_meta_sync, under write_mutex: see "One sync per commit" */
-    int lock_fd;                    /* -1: no directory lock held */
+    int lock_fd;                    /* -1: no lock file open */
+    bool lock_held;                 /* the flock on it is ours */
     uint64_t map_size_max;
     uint64_t page_size;
     pthread_mutex_t write_mutex;    /* one append or snapshot_put at a time */
@@ -288,6 +295,15 @@ typedef struct lmdb_journal {
      * which has no folder thread, would call them lost). */
     struct fold_work *fold_work;
     uint8_t *scratch;               /* one encoded record, BERTH_RECORD_BYTES_MAX */
+    /* An open for history_rebuild: henv is a new index in DIR/history.rebuild,
+     * filled in batches through fold_work (see "Rebuilding the index"). */
+    bool rebuild;
+    bool rebuild_swapped;           /* finish put it in place of DIR/history */
+    uint64_t rebuild_next;          /* the seq the next add must carry */
+    size_t rebuild_count;           /* names gathered in fold_work, not yet written */
+    size_t rebuild_used;            /* bytes of fold_work's arena they take */
+    uint64_t rebuild_names;         /* names written to henv so far */
+    uint32_t rebuild_batch_records; /* records per batch at most; 0: as the buffers allow */
     char dir[dir_len_max + 1];
 } lmdb_journal;
 
@@ -605,6 +621,7 @@ static berth_jerr lock_take(lmdb_journal *j, char *err, size_t err_size) {
                  j->dir, pid);
         return BERTH_J_LOCKED;
     }
+    j->lock_held = true;
     char text[pid_text_len_max];
     int len = snprintf(text, sizeof(text), "%ld\n", (long)getpid());
     assert(len > 0 && (size_t)len < sizeof(text));
@@ -619,7 +636,7 @@ static berth_jerr lock_take(lmdb_journal *j, char *err, size_t err_size) {
 
 static berth_jerr dir_prepare(lmdb_journal *j, char *err, size_t err_size) {
     struct stat st;
-    if (!j->read_only) {
+    if (!j->read_only && !j->rebuild) {
         if (mkdir(j->dir, 0700) != 0 && errno != EEXIST) {
             sentence(err, err_size, "cannot create data directory %s: %s", j->dir,
                      strerror(errno));
@@ -637,7 +654,8 @@ static berth_jerr dir_prepare(lmdb_journal *j, char *err, size_t err_size) {
                  j->dir, "");
         return BERTH_J_NOTFOUND;
     }
-    return BERTH_J_OK;
+    /* A rebuild works on a journal that is there, never on a new one. */
+    return j->rebuild ? lock_take(j, err, err_size) : BERTH_J_OK;
 }
 
 /* A data file shorter than the pages its meta page claims (cut by a bad
@@ -938,6 +956,9 @@ static berth_jerr sync_init(lmdb_journal *j) {
 static berth_jerr history_open(lmdb_journal *j, uint64_t map_initial, char *err,
                                size_t err_size);
 static berth_jerr history_open_read_only(lmdb_journal *j, char *err, size_t err_size);
+static berth_jerr rebuild_open(lmdb_journal *j, uint64_t map_initial, char *err,
+                               size_t err_size);
+static void rebuild_close(lmdb_journal *j);
 static void folder_stop(lmdb_journal *j);
 
 static berth_jerr meta_rewrite(lmdb_journal *j);
@@ -994,7 +1015,10 @@ static berth_jerr open_steps(lmdb_journal *j, const berth_journal_options *optio
             jerr = BERTH_J_NOMEM;
         }
     }
-    if (jerr == BERTH_J_OK && !j->read_only) jerr = history_open(j, map_initial, err, err_size);
+    if (jerr == BERTH_J_OK && !j->read_only && !j->rebuild) {
+        jerr = history_open(j, map_initial, err, err_size);
+    }
+    if (jerr == BERTH_J_OK && j->rebuild) jerr = rebuild_open(j, map_initial, err, err_size);
     if (jerr == BERTH_J_OK && j->read_only) jerr = history_open_read_only(j, err, err_size);
     return jerr;
 }
@@ -1004,7 +1028,9 @@ static void lmdb_close(berth_journal *base) {
     folder_stop(j);   /* before either environment closes */
     if (j->henv != NULL) {
         mdb_env_close(j->henv);   /* every fold committed synced: nothing to sync */
+        j->henv = NULL;
     }
+    rebuild_close(j);
     if (j->hgate_ready) {
         gate_destroy(&j->hgate);
     }
@@ -1062,6 +1088,8 @@ berth_jerr berth_journal_open_lmdb(berth_journal **out, const char *dir,
     j->base.ops = &lmdb_ops;
     j->lock_fd = -1;
     j->read_only = opts->read_only;
+    j->rebuild = opts->history_rebuild && !opts->read_only;
+    j->rebuild_batch_records = opts->history_fold_records;
     j->defer_meta_sync = opts->defer_meta_sync && !opts->read_only;
     j->history_fold_records = opts->history_fold_records != 0 ? opts->history_fold_records
                                                               : BERTH_HISTORY_FOLD_RECORDS_DEFAULT;
@@ -1518,8 +1546,36 @@ static berth_jerr touchlog_trim(lmdb_journal *j, MDB_txn *txn, size_t batch_reco
 
 /* ---- the history environment --------------------------------------------- */
 
+/* The history environment's directory: DIR/history, or for an open that
+ * rebuilds it, the new one beside it. */
 static bool hist_dir_path(char *out, const lmdb_journal *j) {
-    return path_join(out, j->dir, "history");
+    return path_join(out, j->dir, j->rebuild ? "history.rebuild" : "history");
+}
+
+/* fsync a directory, so that the entries made or renamed in it survive an
+ * OS crash. 0, or the errno. */
+static int dir_sync(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        return errno;
+    }
+    int rc = fsync(fd) == 0 ? 0 : errno;
+    int close_rc = close(fd);
+    assert(close_rc == 0);
+    return rc;
+}
+
+/* After a sentence saying why the history index cannot be used: the
+ * command that builds it again from the journal. */
+static void hist_rebuild_hint(const lmdb_journal *j, char *err, size_t err_size) {
+    if (err == NULL || err_size == 0) {
+        return;
+    }
+    size_t len = strnlen(err, err_size);
+    if (len + 1 < err_size) {
+        snprintf(err + len, err_size - len, "; rebuild it from the journal with `berth history"
+                 " rebuild --data %s` while no berthd runs on it", j->dir);
+    }
 }
 
 /* Grow henv's map: the folder only (its one writer), holding no henv
@@ -1577,7 +1633,8 @@ static berth_jerr hist_env_failed(lmdb_journal *j, int rc) {
  * rewrites folded_seq with the value it holds (0 when new), so, as
  * sync_at_open does for the main environment, a fresh meta page is synced
  * before this process trusts what the page cache shows. NOTFOUND (no
- * sentence) when a read-only open finds no history environment. */
+ * sentence) when a read-only open finds no history environment, or an
+ * empty data file. */
 static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err,
                                 size_t err_size) {
     char path[path_len_max];
@@ -1587,7 +1644,9 @@ static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err
         return BERTH_J_INVALID;
     }
     struct stat st;
-    if (j->read_only && stat(file, &st) != 0) {
+    if (j->read_only && (stat(file, &st) != 0 || st.st_size == 0)) {
+        /* An empty file is no environment (LMDB cannot open it read-only):
+         * a writer that died creating it, or a damaged one. */
         return BERTH_J_NOTFOUND;
     }
     if (!j->read_only && mkdir(path, 0700) != 0 && errno != EEXIST) {
@@ -1682,16 +1741,10 @@ static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err
          * crash before anything (a trim) relies on what the files hold. */
         const char *dirs[] = { path, j->dir };
         for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
-            int fd = open(dirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            int sync_rc = fd >= 0 ? fsync(fd) : -1;
-            int errno_was = errno;
-            if (fd >= 0) {
-                int close_rc = close(fd);
-                assert(close_rc == 0);
-            }
+            int sync_rc = dir_sync(dirs[i]);
             if (sync_rc != 0) {
                 sentence(err, err_size, "cannot sync the directory %s: %s", dirs[i],
-                         strerror(errno_was));
+                         strerror(sync_rc));
                 mdb_env_close(j->henv);
                 j->henv = NULL;
                 return BERTH_J_IO;
@@ -2004,18 +2057,16 @@ static berth_jerr fold_write(lmdb_journal *j, const fold_item *items, size_t cou
     return BERTH_J_OK;
 }
 
-/* One fold: gather, sort, write, publish. A failure leaves henv and
- * hist_folded as they were (touchlog keeps the entries: queries stay exact). */
-static berth_jerr fold_once(lmdb_journal *j, fold_work *w) {
-    uint64_t through = durable_now(j);
-    size_t count = 0;
-    uint64_t covered = 0;
-    berth_jerr err = fold_gather(j, w, through, &count, &covered);
-    if (err != BERTH_J_OK) {
-        return err;
-    }
+/* Sort the count names gathered in w into history's key order and write
+ * them with folded_seq = covered in one henv transaction, growing henv's
+ * map for need_bytes; then publish hist_folded. The folder's folds and a
+ * rebuild's batches both end here. A failure leaves henv and hist_folded
+ * as they were. */
+static berth_jerr fold_commit(lmdb_journal *j, fold_work *w, size_t count, uint64_t covered,
+                              uint64_t need) {
+    assert(count <= fold_items_max && covered >= atomic_load(&j->hist_folded));
     qsort(w->items, count, sizeof *w->items, fold_item_cmp);
-    uint64_t need = (covered - atomic_load(&j->hist_folded)) * fold_need_bytes_per_record;
+    berth_jerr err = BERTH_J_OK;
     map_use use = map_use_of(j->henv, j->hpage_size);
     if (use.used_bytes + need > use.map_bytes / 2) {
         int dead = 0;
@@ -2038,6 +2089,20 @@ static berth_jerr fold_once(lmdb_journal *j, fold_work *w) {
         atomic_store(&j->hist_folded, covered);
     }
     return err;
+}
+
+/* One fold: gather, then sort, write and publish. A failure leaves henv and
+ * hist_folded as they were (touchlog keeps the entries: queries stay exact). */
+static berth_jerr fold_once(lmdb_journal *j, fold_work *w) {
+    uint64_t through = durable_now(j);
+    size_t count = 0;
+    uint64_t covered = 0;
+    berth_jerr err = fold_gather(j, w, through, &count, &covered);
+    if (err != BERTH_J_OK) {
+        return err;
+    }
+    uint64_t need = (covered - atomic_load(&j->hist_folded)) * fold_need_bytes_per_record;
+    return fold_commit(j, w, count, covered, need);
 }
 
 static void fold_mutex_wait(lmdb_journal *j, uint32_t wait_ms) {
@@ -2216,11 +2281,14 @@ static berth_jerr history_open(lmdb_journal *j, uint64_t map_initial, char *err,
         char seq[pid_text_len_max];
         snprintf(seq, sizeof(seq), "%llu", (unsigned long long)j->trimmed_seq);
         sentence(err, err_size, "the history index %s is missing and the touch log was trimmed"
-                 " through seq %s: HISTORY cannot be answered (it cannot be rebuilt from the"
-                 " journal; restore the directory from the copy it came with)", path, seq);
+                 " through seq %s: HISTORY cannot be answered", path, seq);
+        hist_rebuild_hint(j, err, err_size);
         return BERTH_J_CORRUPT;
     }
     berth_jerr jerr = hist_env_open(j, map_initial, err, err_size);
+    if (jerr == BERTH_J_CORRUPT) {
+        hist_rebuild_hint(j, err, err_size);
+    }
     if (jerr == BERTH_J_OK && j->format == store_format_legacy) {
         jerr = history_migrate(j, err, err_size);
     }
@@ -2246,6 +2314,7 @@ static berth_jerr history_open(lmdb_journal *j, uint64_t map_initial, char *err,
                  (unsigned long long)j->trimmed_seq, (unsigned long long)j->head_seq);
         sentence(err, err_size, "the history index %s does not fit the journal: it holds"
                  " records %s", path, seqs);
+        hist_rebuild_hint(j, err, err_size);
         return BERTH_J_CORRUPT;
     }
     atomic_store(&j->hist_folded, folded);
@@ -2255,6 +2324,258 @@ static berth_jerr history_open(lmdb_journal *j, uint64_t map_initial, char *err,
         return BERTH_J_NOMEM;
     }
     return BERTH_J_OK;
+}
+
+/* ---- rebuilding the index --------------------------------------------------- */
+
+/* An open for history_rebuild writes a new history environment in
+ * DIR/history.rebuild, never the one in place: the caller replays the
+ * journal and adds each record's names (they come from the engine's apply,
+ * which this layer does not run); they are gathered into the folder's
+ * buffers in touchlog's packed form and written as a fold writes them
+ * (fold_gather_entry, fold_commit), each batch sorted, in transactions of
+ * bounded size, with folded_seq = the last record the batch covers. finish
+ * then swaps the new environment in. Each step is durable before the next
+ * begins, so a crash (of the process or the OS) at any point leaves one of:
+ *   1. DIR/history as it was (missing or damaged), perhaps with a partial
+ *      or complete DIR/history.rebuild beside it: nothing reads the latter,
+ *      a writable open still refuses by name, and the next rebuild removes
+ *      it and starts again (before "moved");
+ *   2. no DIR/history, the old one in DIR/history.damaged-N: the same
+ *      (between "moved" and "swapped": the two renames are separated by a
+ *      directory sync, so the second never reaches the disk without the
+ *      first);
+ *   3. the new index as DIR/history, complete and synced (its commits
+ *      synced, then history.rebuild/ synced, before the rename), with
+ *      folded_seq = the head (after "swapped").
+ * The journal is not written at all: the head was synced by this open
+ * (sync_at_open) before any name was read, so the index names no record an
+ * OS crash could undo, and trimmed_seq (<= head) <= folded_seq = head. The
+ * touch log keeps its entries past trimmed_seq: the next writable open's
+ * appends trim them, as they trim any folded entries. */
+
+static berth_lmdb_rebuild_hook rebuild_hook;
+
+void berth_journal_lmdb_rebuild_hook_set(berth_lmdb_rebuild_hook hook) {
+    rebuild_hook = hook;
+}
+
+static void rebuild_step(const char *step) {
+    if (rebuild_hook != NULL) {
+        rebuild_hook(step);
+    }
+}
+
+/* Remove a history environment's directory this layer made: its two LMDB
+ * files, then the directory. Anything else in it makes rmdir fail, so
+ * nothing this layer did not write is deleted. 0 (also when absent) or the
+ * errno. */
+static int env_dir_remove(const char *path) {
+    const char *const files[] = { "data.mdb", "lock.mdb" };
+    char file[path_len_max];
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        if (!path_join(file, path, files[i])) {
+            return ENAMETOOLONG;
+        }
+        if (unlink(file) != 0 && errno != ENOENT) {
+            return errno;
+        }
+    }
+    return rmdir(path) == 0 || errno == ENOENT ? 0 : errno;
+}
+
+/* At an open for history_rebuild, instead of history_open: a new, empty
+ * history environment in DIR/history.rebuild (a leftover of a rebuild cut
+ * short is removed first: it was never in place) and the folder's buffers. */
+static berth_jerr rebuild_open(lmdb_journal *j, uint64_t map_initial, char *err,
+                               size_t err_size) {
+    assert(j->rebuild && !j->read_only);
+    if (j->format != store_format) {
+        sentence(err, err_size, "the store in %s is format 1 (its history index inside"
+                 " data.mdb): open it writable once (start berthd) to move the index into"
+                 " %s/history first", j->dir, j->dir);
+        return BERTH_J_INVALID;
+    }
+    char path[path_len_max];
+    if (!hist_dir_path(path, j)) {
+        sentence(err, err_size, "data directory path %s is too long%s", j->dir, "");
+        return BERTH_J_INVALID;
+    }
+    int rc = env_dir_remove(path);
+    if (rc != 0) {
+        sentence(err, err_size, "cannot remove %s, left by a rebuild cut short: %s", path,
+                 strerror(rc));
+        return BERTH_J_IO;
+    }
+    berth_jerr jerr = hist_env_open(j, map_initial, err, err_size);
+    if (jerr != BERTH_J_OK) {
+        return jerr;
+    }
+    if (!fold_work_alloc(j)) {
+        sentence(err, err_size, "out of memory rebuilding the history index of %s%s", j->dir,
+                 " (its buffers take 80 MiB)");
+        return BERTH_J_NOMEM;
+    }
+    j->rebuild_next = 1;
+    return BERTH_J_OK;
+}
+
+/* Write the names gathered so far, covering every record up to covered. */
+static berth_jerr rebuild_flush(lmdb_journal *j, uint64_t covered) {
+    uint64_t folded = atomic_load(&j->hist_folded);
+    assert(covered >= folded);
+    if (covered == folded && j->rebuild_count == 0) {
+        return BERTH_J_OK;
+    }
+    berth_jerr err = fold_commit(j, j->fold_work, j->rebuild_count, covered,
+                                 (uint64_t)j->rebuild_count * fold_need_bytes_per_name);
+    if (err == BERTH_J_OK) {
+        j->rebuild_names += j->rebuild_count;
+        j->rebuild_count = 0;
+        j->rebuild_used = 0;
+    }
+    return err;
+}
+
+static berth_jerr lmdb_history_rebuild_add(berth_journal *base, uint64_t seq,
+                                           const berth_touched *touched) {
+    lmdb_journal *j = journal_of(base);
+    if (!j->rebuild || j->henv == NULL || seq != j->rebuild_next || seq > j->head_seq) {
+        return BERTH_J_INVALID;
+    }
+    fold_work *w = j->fold_work;
+    assert(w != NULL && j->rebuild_used <= fold_bytes_max && j->rebuild_count <= fold_items_max);
+    /* Room for the most one record can touch, or the batch so far goes. */
+    uint64_t batch_records = seq - 1 - atomic_load(&j->hist_folded);
+    if (fold_bytes_max - j->rebuild_used < touchlog_value_len_max ||
+        fold_items_max - j->rebuild_count < 1 + BERTH_PLACEMENT_WORKERS_MAX ||
+        (j->rebuild_batch_records != 0 && batch_records >= j->rebuild_batch_records)) {
+        berth_jerr err = rebuild_flush(j, seq - 1);
+        if (err != BERTH_J_OK) {
+            return err;
+        }
+        rebuild_step("batch");
+    }
+    uint8_t *packed = w->arena + j->rebuild_used;
+    size_t len = 0;
+    berth_jerr err = touch_pack(touched, packed, &len);
+    if (err == BERTH_J_OK && len > 0) {
+        MDB_val key = { sizeof(seq), &seq };
+        MDB_val val = { len, packed };
+        bool fits = false;
+        err = fold_gather_entry(&key, &val, w->items, &j->rebuild_count, fold_items_max, &fits);
+        assert(err != BERTH_J_OK || fits);
+        j->rebuild_used += len;
+    }
+    if (err == BERTH_J_OK) {
+        j->rebuild_next = seq + 1;
+    }
+    return err;
+}
+
+/* The first DIR/history.damaged-N that does not exist. */
+static berth_jerr rebuild_aside_path(const lmdb_journal *j, char *aside) {
+    for (uint32_t n = 1; n <= damaged_kept_max; n++) {
+        char name[pid_text_len_max];
+        snprintf(name, sizeof name, "history.damaged-%u", (unsigned)n);
+        struct stat st;
+        if (!path_join(aside, j->dir, name)) {
+            return BERTH_J_INVALID;
+        }
+        if (lstat(aside, &st) != 0) {
+            return errno == ENOENT ? BERTH_J_OK : BERTH_J_IO;
+        }
+    }
+    return BERTH_J_FULL;
+}
+
+/* A failed step of finish, in a sentence. */
+static berth_jerr rebuild_failed(char *err, size_t err_size, berth_jerr jerr, const char *what,
+                                 const char *path, int errnum) {
+    sentence(err, err_size, what, path, errnum != 0 ? strerror(errnum) : berth_jerr_name(jerr));
+    return jerr;
+}
+
+/* The steps, in order; see "Rebuilding the index" for what a crash between
+ * two of them leaves. */
+static berth_jerr lmdb_history_rebuild_finish(berth_journal *base, uint64_t *names, char *err,
+                                              size_t err_size) {
+    lmdb_journal *j = journal_of(base);
+    if (!j->rebuild || j->henv == NULL) {
+        sentence(err, err_size, "this open of %s does not rebuild the history index, or its"
+                 " rebuild already finished%s", j->dir, "");
+        return BERTH_J_INVALID;
+    }
+    if (j->rebuild_next != j->head_seq + 1) {
+        char seqs[96];
+        snprintf(seqs, sizeof seqs, "up to seq %llu, the head is %llu",
+                 (unsigned long long)(j->rebuild_next - 1), (unsigned long long)j->head_seq);
+        sentence(err, err_size, "the rebuild of %s was given records %s", j->dir, seqs);
+        return BERTH_J_INVALID;
+    }
+    char fresh[path_len_max];
+    char live[path_len_max];
+    char aside[path_len_max];
+    if (!hist_dir_path(fresh, j) || !path_join(live, j->dir, "history")) {
+        sentence(err, err_size, "data directory path %s is too long%s", j->dir, "");
+        return BERTH_J_INVALID;
+    }
+    berth_jerr jerr = rebuild_flush(j, j->head_seq);   /* folded_seq = head, synced */
+    if (jerr != BERTH_J_OK) {
+        return rebuild_failed(err, err_size, jerr, "cannot write the new history index %s: %s",
+                              fresh, 0);
+    }
+    assert(atomic_load(&j->hist_folded) == j->head_seq);
+    rebuild_step("written");
+    /* Closed, so that this process holds nothing open in what it renames. */
+    mdb_env_close(j->henv);
+    j->henv = NULL;
+    int rc = dir_sync(fresh);
+    if (rc != 0) {
+        return rebuild_failed(err, err_size, BERTH_J_IO, "cannot sync the directory %s: %s",
+                              fresh, rc);
+    }
+    rebuild_step("synced");
+    struct stat st;
+    bool had_old = lstat(live, &st) == 0;
+    if (!had_old && errno != ENOENT) {
+        return rebuild_failed(err, err_size, BERTH_J_IO, "cannot look at %s: %s", live, errno);
+    }
+    if (had_old) {
+        jerr = rebuild_aside_path(j, aside);
+        if (jerr != BERTH_J_OK) {
+            return rebuild_failed(err, err_size, jerr, "found no free name beside %s to keep"
+                                  " the index it replaces (%s)", live, 0);
+        }
+        rc = rename(live, aside) == 0 ? dir_sync(j->dir) : errno;
+        if (rc != 0) {
+            return rebuild_failed(err, err_size, BERTH_J_IO, "cannot move %s aside: %s", live,
+                                  rc);
+        }
+        rebuild_step("moved");
+    }
+    rc = rename(fresh, live) == 0 ? dir_sync(j->dir) : errno;
+    if (rc != 0) {
+        return rebuild_failed(err, err_size, BERTH_J_IO, "cannot put the new index in place"
+                              " as %s: %s", live, rc);
+    }
+    j->rebuild_swapped = true;
+    rebuild_step("swapped");
+    if (had_old) {
+        fprintf(stderr, "berth journal: kept the history index it replaced as %s\n", aside);
+    }
+    *names = j->rebuild_names;
+    return BERTH_J_OK;
+}
+
+/* At close: a rebuild that did not finish leaves nothing behind (its
+ * environment is closed by now). Best effort: the next one removes it too. */
+static void rebuild_close(lmdb_journal *j) {
+    assert(j->henv == NULL);
+    char fresh[path_len_max];
+    if (j->rebuild && !j->rebuild_swapped && j->lock_held && hist_dir_path(fresh, j)) {
+        (void)env_dir_remove(fresh);
+    }
 }
 
 typedef struct batch_arg {
@@ -2279,6 +2600,9 @@ static berth_jerr lmdb_append(berth_journal *base, berth_record *records,
     assert(n >= 1 && n <= BERTH_BATCH_RECORDS_MAX);
     if (j->read_only) {
         return BERTH_J_READONLY;
+    }
+    if (j->rebuild) {
+        return BERTH_J_INVALID;   /* no index would take the records' names */
     }
     if (atomic_load(&j->broken)) {
         return BERTH_J_IO;
@@ -2362,7 +2686,7 @@ static berth_jerr lmdb_snapshot_put(berth_journal *base, uint64_t seq, const voi
     if (j->read_only) {
         return BERTH_J_READONLY;
     }
-    if (len > SNAPSHOT_BYTES_MAX) {
+    if (len > SNAPSHOT_BYTES_MAX || j->rebuild) {
         return BERTH_J_INVALID;
     }
     if (atomic_load(&j->broken)) {
@@ -2813,6 +3137,9 @@ static berth_jerr lmdb_history(berth_journal_reader *base, berth_history_kind ki
     lmdb_reader *r = reader_of(base);
     lmdb_journal *j = r->journal;
     *n = 0;
+    if (j->rebuild) {
+        return BERTH_J_INVALID;   /* its index is the one being built */
+    }
     if (cap == 0 || name.len == 0 || name.len > BERTH_NAME_LEN_MAX) {
         return BERTH_J_OK;   /* no such name can be in the index */
     }
@@ -2874,6 +3201,9 @@ static berth_jerr history_open_read_only(lmdb_journal *j, char *err, size_t err_
         return BERTH_J_OK;
     }
     berth_jerr jerr = hist_env_open(j, 0, err, err_size);
+    if (jerr == BERTH_J_CORRUPT) {
+        hist_rebuild_hint(j, err, err_size);
+    }
     if (jerr != BERTH_J_NOTFOUND) {
         return jerr;
     }
@@ -2890,8 +3220,9 @@ static berth_jerr history_open_read_only(lmdb_journal *j, char *err, size_t err_
     if (jerr == BERTH_J_OK && present && trimmed == 0) {
         return BERTH_J_OK;
     }
-    sentence(err, err_size, "the history index %s/history is missing and the touch log was"
-             " trimmed%s: HISTORY cannot be answered", j->dir, "");
+    sentence(err, err_size, "the history index %s/history is missing (or empty) and the touch"
+             " log was trimmed%s: HISTORY cannot be answered", j->dir, "");
+    hist_rebuild_hint(j, err, err_size);
     return BERTH_J_CORRUPT;
 }
 
@@ -2915,4 +3246,6 @@ static const berth_journal_ops lmdb_ops = {
     .snapshot_get = lmdb_snapshot_get,
     .snapshot_list = lmdb_snapshot_list,
     .history = lmdb_history,
+    .history_rebuild_add = lmdb_history_rebuild_add,
+    .history_rebuild_finish = lmdb_history_rebuild_finish,
 };

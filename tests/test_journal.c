@@ -750,6 +750,22 @@ START_TEST(durable_without_backend_ops) {
 }
 END_TEST
 
+/* A backend with no HISTORY index of its own (etcd) leaves the rebuild out
+ * of its ops table: both calls are INVALID, finish with a sentence. */
+START_TEST(rebuild_without_backend_ops) {
+    static const berth_journal_ops fake_ops = { .name = "fake", .head = fake_head };
+    berth_journal fake = { &fake_ops };
+    berth_touched none = { .instance = berth_str_make("", 0), .worker_count = 0, .workers = NULL };
+    ck_assert_int_eq(berth_journal_history_rebuild_add(&fake, 1, &none), BERTH_J_INVALID);
+    uint64_t names = 7;
+    char err[err_len_max] = "";
+    ck_assert_int_eq(berth_journal_history_rebuild_finish(&fake, &names, err, sizeof(err)),
+                     BERTH_J_INVALID);
+    ck_assert_uint_eq(names, 0);
+    ck_assert_msg(strstr(err, "the fake backend keeps no HISTORY index") != NULL, "%s", err);
+}
+END_TEST
+
 START_TEST(store_append_read_reopen) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
@@ -2236,10 +2252,14 @@ START_TEST(store_history_env_missing) {
     ck_assert_ptr_null(j);
     ck_assert_msg(strstr(err, "/history is missing and the touch log was trimmed through seq 74")
                   != NULL, "%s", err);
+    char hint[err_len_max];
+    snprintf(hint, sizeof(hint), "rebuild it from the journal with `berth history rebuild --data %s`",
+             dir);
+    ck_assert_msg(strstr(err, hint) != NULL, "%s", err);
     berth_journal_options ro = { .read_only = true, .no_lock = true };
     ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &ro, err, sizeof(err)), BERTH_J_CORRUPT);
     ck_assert_ptr_null(j);
-    ck_assert_msg(strstr(err, "/history is missing") != NULL, "%s", err);
+    ck_assert_msg(strstr(err, "/history is missing") != NULL && strstr(err, hint) != NULL, "%s", err);
 }
 END_TEST
 
@@ -2298,13 +2318,23 @@ START_TEST(store_history_env_damaged) {
     char err[err_len_max] = "";
     berth_journal_options o = { .history_fold_records = fold_records };
     ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err)), BERTH_J_CORRUPT);
-    ck_assert_msg(strstr(err, "/history/data.mdb is truncated") != NULL, "%s", err);
+    char hint[err_len_max];
+    snprintf(hint, sizeof(hint), "rebuild it from the journal with `berth history rebuild --data %s`",
+             dir);
+    ck_assert_msg(strstr(err, "/history/data.mdb is truncated") != NULL && strstr(err, hint) != NULL,
+                  "%s", err);
     berth_journal_options ro = { .read_only = true, .no_lock = true };
     ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &ro, err, sizeof(err)), BERTH_J_CORRUPT);
-    ck_assert_msg(strstr(err, "/history/data.mdb is truncated") != NULL, "%s", err);
+    ck_assert_msg(strstr(err, "/history/data.mdb is truncated") != NULL && strstr(err, hint) != NULL,
+                  "%s", err);
     ck_assert_int_eq(truncate(file, 0), 0);
+    /* read-only, an empty file is no index (it used to be an IO error that
+     * named nothing); a writable open would have set it up as a new one */
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &ro, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, "is missing (or empty)") != NULL && strstr(err, hint) != NULL, "%s", err);
     ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err)), BERTH_J_CORRUPT);
-    ck_assert_msg(strstr(err, "does not fit the journal") != NULL, "%s", err);
+    ck_assert_msg(strstr(err, "does not fit the journal") != NULL && strstr(err, hint) != NULL,
+                  "%s", err);
 }
 END_TEST
 
@@ -2996,6 +3026,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(codec, codec_threads);
     tcase_add_test(codec, jerr_names);
     tcase_add_test(codec, durable_without_backend_ops);
+    tcase_add_test(codec, rebuild_without_backend_ops);
     tcase_set_timeout(codec, 120);
     suite_add_tcase(s, codec);
 
