@@ -3,7 +3,9 @@
  * Owns only the table of subcommands and `berth help`; each subcommand's
  * work and its own --help live in tools/cli_*.c. Every subcommand opens the
  * data directory read-only (see cli_common.c), so the tool never writes to a
- * journal and is safe beside a running berthd. */
+ * journal and is safe beside a running berthd; the one exception is
+ * `berth history rebuild` (cli_rebuild.c), which rewrites the HISTORY index
+ * under berthd's directory lock and so refuses while a berthd runs. */
 #include <assert.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,7 +26,7 @@ static const subcommand subcommands[] = {
     { "status", cli_status_main, "records, chain head, workers, instances, policy, snapshots, size" },
     { "journal", cli_journal_main, "journal dump [--from S] [--to S] | journal verify" },
     { "replay", cli_replay_main, "the state at a seq or a time (--at SEQ | --at-time RFC3339)" },
-    { "history", cli_history_main, "every record that touched a worker or an instance" },
+    { "history", cli_history_main, "every record that touched a worker or an instance; rebuild" },
     { "whatif", cli_whatif_main, "apply a scenario to a copy of the state, or --rejudge a policy" },
     { "gen", cli_gen_main, "a deterministic synthetic scenario (for simulation and benchmarks)" },
     { "timeline", cli_timeline_main, "an SVG picture: a row per worker, a bar per instance" },
@@ -36,6 +38,8 @@ static void print_help(FILE *out) {
           "\n"
           "berth reads a berth data directory read-only (safe beside a running berthd)\n"
           "and answers audit, time-travel and what-if questions by replaying its journal.\n"
+          "`berth history rebuild` alone writes: it rebuilds the HISTORY index, with berthd\n"
+          "stopped.\n"
           "\n"
           "commands:\n",
           out);

@@ -35,6 +35,9 @@ int cli_history_main(int argc, char **argv);
 int cli_whatif_main(int argc, char **argv);
 int cli_gen_main(int argc, char **argv);
 int cli_timeline_main(int argc, char **argv);
+/* cli_rebuild.c: `berth history rebuild --data DIR` (the one command that
+ * writes: it takes the directory lock). CLI_EXIT_*. */
+int cli_history_rebuild(const char *dir);
 
 /* Usage and errors. cli_fail prints "<code> <sentence>" on stderr and
  * returns exit_code so callers can `return cli_fail(...)`. */
@@ -64,6 +67,7 @@ int cli_store_open(cli_store *store, const char *dir);   /* CLI_EXIT_* */
  * etcd. Both return CLI_EXIT_*. */
 int cli_etcd_take_flags(int *argc, char **argv);
 int cli_etcd_mirror(const char *dir);
+bool cli_etcd_on(void);   /* --journal etcd was given */
 void cli_store_close(cli_store *store);
 /* The prologue of a subcommand that reads one data directory: --help prints
  * usage; parse fills opts and names the directory in *data (CLI_EXIT_*); the

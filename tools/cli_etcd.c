@@ -137,6 +137,10 @@ static int copy_all(berth_journal *journal, berth_engine *engine, uint64_t *copi
     }
 }
 
+bool cli_etcd_on(void) {
+    return flags.on;
+}
+
 int cli_etcd_mirror(const char *dir) {
     if (!flags.on) return CLI_EXIT_OK;
     if (dir == NULL) {

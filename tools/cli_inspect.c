@@ -665,7 +665,10 @@ int cli_replay_main(int argc, char **argv) {
 
 static const char history_usage[] =
     "usage: berth history --data DIR [--json] (worker W | instance I)\n"
-    "  Every record that touched the worker or instance, from the history index, with outcome.\n";
+    "       berth history rebuild --data DIR\n"
+    "  Every record that touched the worker or instance, from the history index, with outcome.\n"
+    "  rebuild: build the index again from the journal (replayed and verified from genesis)\n"
+    "  when it is missing or damaged; takes the directory lock, so stop berthd first.\n";
 
 static int history_print(cli_store *store, berth_history_kind kind, berth_str name, bool json) {
     uint64_t seqs[HISTORY_PAGE_MAX];
@@ -731,6 +734,9 @@ int cli_history_main(int argc, char **argv) {
     }
     if (bad) {
         return CLI_EXIT_USAGE;
+    }
+    if (word_count == 1 && strcmp(words[0], "rebuild") == 0 && !json) {
+        return cli_history_rebuild(data);
     }
     if (word_count != 2 || (strcmp(words[0], "worker") != 0 && strcmp(words[0], "instance") != 0)) {
         fprintf(stderr, "ERR say `worker NAME` or `instance NAME`\n%s", history_usage);
