@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "engine.h"
 #include "replay.h"
 
@@ -1058,6 +1059,353 @@ START_TEST(test_failed_commit_rebuilds) {
 }
 END_TEST
 
+/* ------------------------------------------- rebuilding the HISTORY index */
+
+#define HR_FOLD_RECORDS 64         /* a fold every 64 records: the touch log is trimmed often */
+#define HR_RECORDS 3000
+#define HR_MORE_RECORDS 700
+#define HR_BATCH_RECORDS 97        /* the rebuild's batches: about thirty of them */
+#define HR_COMMIT_RECORDS_MAX 40
+#define HR_SEQS_PAGE 512
+#define HR_HINT_LEN_MAX 512
+
+static berth_journal *hr_open(const char *dir) {
+    berth_journal_options o = { .history_fold_records = HR_FOLD_RECORDS };
+    berth_journal *j = NULL;
+    char err[512] = "";
+    berth_jerr e = berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err));
+    ck_assert_msg(e == BERTH_J_OK, "open %s: %s %s", dir, berth_jerr_name(e), err);
+    return j;
+}
+
+/* Append `records` seeded random commands through the engine, waiting for
+ * the fold after each commit, so the commits after a fold trim the touch
+ * log. Two directories fed the same seeds hold the same journal. */
+static void hr_feed(const char *dir, uint64_t seed, uint64_t records) {
+    berth_journal *j = hr_open(dir);
+    berth_engine *engine = engine_open(j, 0, false);
+    rng_seed(seed);
+    uint64_t target = berth_engine_head_seq(engine) + records;
+    while (berth_engine_head_seq(engine) < target) {
+        uint64_t batch = 1 + rng_below(HR_COMMIT_RECORDS_MAX);
+        uint64_t room = target - berth_engine_head_seq(engine);
+        while (berth_engine_staged(engine) < batch && berth_engine_staged(engine) < room) {
+            char line[TEST_LINE_LEN_MAX / 4];
+            gen_command(line, sizeof(line), 200);
+            berth_submit_result r;
+            submit(engine, line, &r);
+        }
+        uint64_t time_ms = 1700000000000ull + berth_engine_head_seq(engine);
+        ck_assert_int_eq(berth_engine_commit(engine, time_ms), BERTH_J_OK);
+        ck_assert_int_eq(berth_journal_lmdb_settle(j), BERTH_J_OK);
+    }
+    berth_engine_close(engine);
+    berth_journal_close(j);
+}
+
+/* Every HISTORY answer for the streams' names (workers w0.., instances
+ * i0..), through a read-only open, as one string to compare whole; *entries
+ * gets how many seqs it holds. */
+static char *hr_capture(const char *dir, uint64_t *entries) {
+    berth_journal_options o = { .read_only = true, .no_lock = true };
+    berth_journal *j = NULL;
+    char err[512] = "";
+    berth_jerr e = berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err));
+    ck_assert_msg(e == BERTH_J_OK, "read-only open %s: %s %s", dir, berth_jerr_name(e), err);
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    ck_assert_ptr_nonnull(out);
+    *entries = 0;
+    for (uint32_t k = 0; k < TEST_WORKER_POOL + TEST_INSTANCE_POOL; k++) {
+        bool worker = k < TEST_WORKER_POOL;
+        char name[16];
+        snprintf(name, sizeof(name), "%c%u", worker ? 'w' : 'i', worker ? k : k - TEST_WORKER_POOL);
+        fprintf(out, "%s:", name);
+        uint64_t seqs[HR_SEQS_PAGE];
+        uint64_t from = 1;
+        size_t n = HR_SEQS_PAGE;
+        while (n == HR_SEQS_PAGE) {
+            e = berth_journal_history(r, worker ? BERTH_HISTORY_WORKER : BERTH_HISTORY_INSTANCE,
+                                      berth_str_make(name, strlen(name)), from, seqs, HR_SEQS_PAGE, &n);
+            ck_assert_int_eq(e, BERTH_J_OK);
+            for (size_t i = 0; i < n; i++) fprintf(out, "%" PRIu64 ",", seqs[i]);
+            *entries += n;
+            if (n > 0) from = seqs[n - 1] + 1;
+        }
+        fputc(';', out);
+    }
+    ck_assert_int_eq(fclose(out), 0);
+    berth_journal_reader_close(r);
+    berth_journal_close(j);
+    return text;
+}
+
+static uint64_t hr_kill_seq;       /* child: _exit when the rebuild reaches this seq */
+static const char *hr_kill_step;   /* child: _exit at this step of the rebuild */
+
+static void hr_hook(const char *step) {
+    if (hr_kill_step != NULL && strcmp(step, hr_kill_step) == 0) _exit(0);
+}
+
+static berth_jerr hr_take(void *ctx, uint64_t seq, const berth_touched *touched) {
+    if (hr_kill_seq != 0 && seq == hr_kill_seq) _exit(0);
+    return berth_journal_history_rebuild_add(ctx, seq, touched);
+}
+
+/* What `berth history rebuild` does, in small batches. */
+static berth_jerr hr_rebuild(const char *dir, uint64_t *names, char *err, size_t err_size) {
+    berth_journal_options o = { .history_rebuild = true, .history_fold_records = HR_BATCH_RECORDS };
+    berth_journal *j = NULL;
+    *names = 0;
+    berth_jerr e = berth_journal_open_lmdb(&j, dir, &o, err, err_size);
+    if (e != BERTH_J_OK) return e;
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    berth_verify_report rep;
+    e = berth_verify_touched(r, hr_take, j, &rep);
+    berth_journal_reader_close(r);
+    if (e == BERTH_J_OK) e = berth_journal_history_rebuild_finish(j, names, err, err_size);
+    else snprintf(err, err_size, "%s", rep.what);
+    berth_journal_close(j);
+    return e;
+}
+
+static void hr_rebuild_ok(const char *dir, uint64_t want_names) {
+    char err[1024] = "";
+    uint64_t names = 0;
+    berth_jerr e = hr_rebuild(dir, &names, err, sizeof(err));
+    ck_assert_msg(e == BERTH_J_OK, "rebuild %s: %s %s", dir, berth_jerr_name(e), err);
+    ck_assert_uint_eq(names, want_names);
+}
+
+/* A writable open refuses the directory and names the command that cures it. */
+static void hr_refused(const char *dir, const char *why) {
+    berth_journal_options o = { .history_fold_records = HR_FOLD_RECORDS };
+    berth_journal *j = NULL;
+    char err[1024] = "";
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_ptr_null(j);
+    char hint[HR_HINT_LEN_MAX];
+    snprintf(hint, sizeof(hint), "rebuild it from the journal with `berth history rebuild --data %s`", dir);
+    ck_assert_msg(strstr(err, hint) != NULL && strstr(err, why) != NULL, "%s", err);
+    ck_assert(strstr(err, "cannot be rebuilt") == NULL);
+}
+
+static void hr_path(char *out, size_t size, const char *dir, const char *name) {
+    int n = snprintf(out, size, "%s/%s", dir, name);
+    ck_assert(n > 0 && (size_t)n < size);
+}
+
+static bool hr_exists(const char *dir, const char *name) {
+    char path[256];
+    hr_path(path, sizeof(path), dir, name);
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* history/data.mdb replaced by bytes no LMDB reads. */
+static void hr_garbage(const char *dir) {
+    char path[256];
+    hr_path(path, sizeof(path), dir, "history");
+    ck_assert(mkdir(path, 0700) == 0 || errno == EEXIST);
+    hr_path(path, sizeof(path), dir, "history/data.mdb");
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ck_assert_int_ge(fd, 0);
+    uint8_t junk[3 * 4096];
+    for (size_t i = 0; i < sizeof(junk); i++) junk[i] = (uint8_t)(rng_next() >> 24);
+    ck_assert_int_eq(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+    ck_assert_int_eq(close(fd), 0);
+}
+
+/* The index gone once the touch log was trimmed: refused by name, rebuilt
+ * to the same answers, and written on afterwards exactly as a directory
+ * that never lost it (same seeds, same journal). */
+START_TEST(test_history_rebuild_missing) {
+    char a[64], b[64];
+    make_dir(a, sizeof(a));
+    make_dir(b, sizeof(b));
+    hr_feed(a, test_seed, HR_RECORDS);
+    hr_feed(b, test_seed, HR_RECORDS);
+    uint64_t entries = 0, again = 0;
+    char *before = hr_capture(a, &entries);
+    char *twin = hr_capture(b, &again);
+    ck_assert_msg(strcmp(before, twin) == 0, "the twin directories answer differently");
+    ck_assert_uint_gt(entries, HR_RECORDS);
+    char path[256];
+    hr_path(path, sizeof(path), a, "history");
+    remove_dir(path);
+    hr_refused(a, "/history is missing and the touch log was trimmed through seq ");
+    berth_journal_options ro = { .read_only = true, .no_lock = true };
+    berth_journal *j = NULL;
+    char err[1024] = "";
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, a, &ro, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, "`berth history rebuild --data ") != NULL, "%s", err);
+    hr_rebuild_ok(a, entries);
+    ck_assert(!hr_exists(a, "history.rebuild") && !hr_exists(a, "history.damaged-1"));
+    char *after = hr_capture(a, &again);
+    ck_assert_msg(strcmp(before, after) == 0, "answers differ after the rebuild");
+    /* writes go on, folds and trims included, as in the twin */
+    hr_feed(a, test_seed + 1, HR_MORE_RECORDS);
+    hr_feed(b, test_seed + 1, HR_MORE_RECORDS);
+    free(after);
+    free(twin);
+    after = hr_capture(a, &entries);
+    twin = hr_capture(b, &again);
+    ck_assert_msg(strcmp(after, twin) == 0, "answers differ from the twin after more writes");
+    ck_assert_msg(strcmp(after, before) != 0, "the writes after the rebuild added nothing");
+    berth_verify_report rep;
+    j = journal_open(a, true, 0);
+    berth_jerr e;
+    rep = verify(j, &e);
+    ck_assert_msg(e == BERTH_J_OK && rep.ok, "verify: %s", rep.what);
+    ck_assert_uint_eq(rep.records, HR_RECORDS + HR_MORE_RECORDS);
+    berth_journal_close(j);
+    free(before);
+    free(after);
+    free(twin);
+    remove_dir(a);
+    remove_dir(b);
+}
+END_TEST
+
+/* A cut, an emptied and a garbage history/data.mdb: each refused by name,
+ * rebuilt to the same answers, the damaged one kept aside; writes go on. */
+START_TEST(test_history_rebuild_damaged) {
+    static const char *const kinds[] = { "cut", "empty", "garbage" };
+    static const char *const why[] = { "/history/data.mdb is truncated", "does not fit the journal",
+                                       "File is not an LMDB file" };
+    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        char a[64];
+        make_dir(a, sizeof(a));
+        hr_feed(a, test_seed + 10 + k, HR_RECORDS);
+        uint64_t entries = 0, again = 0;
+        char *before = hr_capture(a, &entries);
+        char file[256];
+        hr_path(file, sizeof(file), a, "history/data.mdb");
+        struct stat st;
+        ck_assert_int_eq(stat(file, &st), 0);
+        if (k == 0) ck_assert_int_eq(truncate(file, st.st_size / 2), 0);
+        if (k == 1) ck_assert_int_eq(truncate(file, 0), 0);
+        if (k == 2) hr_garbage(a);
+        ck_assert_int_eq(stat(file, &st), 0);
+        off_t damaged_size = st.st_size;
+        hr_refused(a, why[k]);
+        hr_rebuild_ok(a, entries);
+        char *after = hr_capture(a, &again);
+        ck_assert_msg(strcmp(before, after) == 0, "%s: answers differ after the rebuild", kinds[k]);
+        hr_path(file, sizeof(file), a, "history.damaged-1/data.mdb");
+        ck_assert_int_eq(stat(file, &st), 0);   /* kept aside, not deleted */
+        if (k != 1) ck_assert_int_eq(st.st_size, damaged_size);   /* (LMDB set the empty one up) */
+        hr_feed(a, test_seed + 20 + k, HR_MORE_RECORDS);
+        free(after);
+        after = hr_capture(a, &again);
+        ck_assert_uint_gt(again, entries);
+        free(before);
+        free(after);
+        remove_dir(a);
+    }
+}
+END_TEST
+
+/* The rebuild takes the directory lock like a writer: refused beside one,
+ * and a writer is refused beside it. A rebuild that stops before finish
+ * leaves the index and the directory as they were. */
+START_TEST(test_history_rebuild_locked) {
+    char a[64];
+    make_dir(a, sizeof(a));
+    hr_feed(a, test_seed + 30, HR_RECORDS / 3);
+    uint64_t entries = 0, again = 0;
+    char *before = hr_capture(a, &entries);
+    berth_journal *w = hr_open(a);
+    char err[1024] = "";
+    uint64_t names = 0;
+    ck_assert_int_eq(hr_rebuild(a, &names, err, sizeof(err)), BERTH_J_LOCKED);
+    ck_assert_msg(strstr(err, "is in use by another berthd") != NULL, "%s", err);
+    ck_assert(!hr_exists(a, "history.rebuild"));
+    berth_journal_close(w);
+    berth_journal_options o = { .history_rebuild = true };
+    berth_journal *rb = NULL;
+    ck_assert_int_eq(berth_journal_open_lmdb(&rb, a, &o, err, sizeof(err)), BERTH_J_OK);
+    ck_assert(hr_exists(a, "history.rebuild"));
+    berth_journal_options plain = { 0 };
+    ck_assert_int_eq(berth_journal_open_lmdb(&w, a, &plain, err, sizeof(err)), BERTH_J_LOCKED);
+    /* nothing but the rebuild's own calls */
+    berth_record rec = { .seq = journal_head(rb) + 1 };
+    ck_assert_int_eq(berth_journal_append(rb, &rec, NULL, 1), BERTH_J_INVALID);
+    ck_assert_int_eq(berth_journal_snapshot_put(rb, 1, "x", 1), BERTH_J_INVALID);
+    berth_touched none = { .instance = berth_str_make("", 0), .worker_count = 0, .workers = NULL };
+    ck_assert_int_eq(berth_journal_history_rebuild_add(rb, 2, &none), BERTH_J_INVALID);   /* not 1 */
+    ck_assert_int_eq(berth_journal_history_rebuild_add(rb, 1, &none), BERTH_J_OK);
+    ck_assert_int_eq(berth_journal_history_rebuild_finish(rb, &names, err, sizeof(err)), BERTH_J_INVALID);
+    ck_assert_msg(strstr(err, "was given records up to seq 1, the head is ") != NULL, "%s", err);
+    berth_journal_close(rb);   /* unfinished: its new index goes, the old one stays */
+    ck_assert(!hr_exists(a, "history.rebuild") && !hr_exists(a, "history.damaged-1"));
+    char *after = hr_capture(a, &again);
+    ck_assert_msg(strcmp(before, after) == 0, "answers differ after the rebuild");
+    /* a plain open's rebuild calls, and a directory with no journal */
+    w = hr_open(a);
+    ck_assert_int_eq(berth_journal_history_rebuild_add(w, 1, &none), BERTH_J_INVALID);
+    ck_assert_int_eq(berth_journal_history_rebuild_finish(w, &names, err, sizeof(err)), BERTH_J_INVALID);
+    berth_journal_close(w);
+    char empty[64];
+    make_dir(empty, sizeof(empty));
+    ck_assert_int_eq(berth_journal_open_lmdb(&rb, empty, &o, err, sizeof(err)), BERTH_J_NOTFOUND);
+    ck_assert(!hr_exists(empty, "data.mdb") && !hr_exists(empty, "LOCK"));
+    free(before);
+    free(after);
+    remove_dir(empty);
+    remove_dir(a);
+}
+END_TEST
+
+/* Killed at each point of a rebuild: the directory is either as it was
+ * (refused by name; a second rebuild then succeeds) or rebuilt whole. */
+START_TEST(test_history_rebuild_crash) {
+    static const char *const steps[] = { "seq", "batch", "written", "synced", "moved", "swapped" };
+    char a[64];
+    make_dir(a, sizeof(a));
+    hr_feed(a, test_seed + 40, HR_RECORDS);
+    uint64_t entries = 0, again = 0;
+    char *before = hr_capture(a, &entries);
+    for (size_t s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
+        hr_garbage(a);   /* a damaged index for every round, so "moved" happens */
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            if (strcmp(steps[s], "seq") == 0) hr_kill_seq = HR_RECORDS / 2;
+            else hr_kill_step = steps[s];
+            berth_journal_lmdb_rebuild_hook_set(hr_hook);
+            char err[1024] = "";
+            uint64_t names = 0;
+            hr_rebuild(a, &names, err, sizeof(err));
+            _exit(3);   /* the kill point was never reached */
+        }
+        int status = 0;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: child status %d", steps[s], status);
+        bool swapped = strcmp(steps[s], "swapped") == 0;
+        if (!swapped) {
+            hr_refused(a, strcmp(steps[s], "moved") == 0 ? "/history is missing" : "File is not an LMDB file");
+            ck_assert_msg(strcmp(steps[s], "seq") == 0 || hr_exists(a, "history.rebuild"), "%s", steps[s]);
+            hr_rebuild_ok(a, entries);
+        }
+        ck_assert(!hr_exists(a, "history.rebuild"));
+        char *after = hr_capture(a, &again);
+        ck_assert_msg(strcmp(before, after) == 0, "%s: answers differ", steps[s]);
+        free(after);
+    }
+    /* every round moved its damaged index aside once: the parent's rebuild
+     * did, or the child did before it was killed ("moved", "swapped") */
+    ck_assert(hr_exists(a, "history.damaged-6") && !hr_exists(a, "history.damaged-7"));
+    hr_feed(a, test_seed + 41, HR_MORE_RECORDS);
+    free(before);
+    remove_dir(a);
+}
+END_TEST
+
 /* ------------------------------------------------------ cache hints */
 
 /* One parsed command of a prefetch run; cmd points into line. */
@@ -1167,6 +1515,10 @@ static Suite *replay_suite(void) {
         { "batch_dry_run", test_batch_full_and_dry_run },
         { "failed_commit", test_failed_commit_rebuilds },
         { "prefetch", test_prefetch_changes_nothing },
+        { "history_rebuild_missing", test_history_rebuild_missing },
+        { "history_rebuild_damaged", test_history_rebuild_damaged },
+        { "history_rebuild_locked", test_history_rebuild_locked },
+        { "history_rebuild_crash", test_history_rebuild_crash },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);
