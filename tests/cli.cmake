@@ -37,6 +37,19 @@ add_test(NAME cli_rejudge_large
                  $<TARGET_FILE:berth_feed_prepares> $<TARGET_FILE:berth_caller_prepares>)
 set_tests_properties(cli_rejudge_large PROPERTIES TIMEOUT 300 LABELS cli)
 
+# The HISTORY index rebuilt (berthd's refusal, LOCKED beside it and its
+# answers afterwards too, when berthd is built).
+set(history_rebuild_berthd "")
+if(TARGET berthd)
+  set(history_rebuild_berthd $<TARGET_FILE:berthd>)
+endif()
+add_test(NAME cli_history_rebuild
+         COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/cli/cli_test.sh history_rebuild
+                 $<TARGET_FILE:berth> $<TARGET_FILE:berth_mkjournal>
+                 ${CMAKE_CURRENT_SOURCE_DIR}/cli ${CMAKE_CURRENT_BINARY_DIR}/cli_work
+                 ${history_rebuild_berthd})
+set_tests_properties(cli_history_rebuild PROPERTIES TIMEOUT 300 LABELS cli)
+
 # berth beside a live berthd, against berthd's own answers (when berthd is built).
 if(TARGET berthd)
   add_test(NAME cli_vs_berthd

@@ -61,7 +61,11 @@ make_gen_journal() {
 }
 
 make_journal() {   # make_journal SCENARIO
-    "$MKJOURNAL" --data data --scenario "$SRC/$1" >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
+    make_journal_in data "$1"
+}
+
+make_journal_in() {   # make_journal_in DIR SCENARIO
+    "$MKJOURNAL" --data "$1" --scenario "$SRC/$2" >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
 }
 
 case_gen() {
@@ -480,8 +484,148 @@ case_vs_berthd() {
     stop_berthd
 }
 
+# history rebuild: a journal whose touch log was trimmed (mkjournal folds
+# every 64 records and waits for each fold, so the commits after it trim)
+# loses or damages its HISTORY index. The tool and every writable open then
+# refuse it naming `berth history rebuild`; the rebuild gives every worker
+# and instance the same answers as before, keeps a damaged index aside, and
+# the directory then takes writes (folds and trims) exactly as a twin that
+# never lost its index. Refused beside a writer (LOCKED) and on a journal
+# that does not verify (nothing changed). With berthd: refused before,
+# served and written after, and the rebuild refused while it runs.
+history_all() {   # history_all DIR: every named worker's and instance's records
+    while read -r kind name; do
+        "$BERTH" history --data "$1" "$kind" "$name" --json || fail "history $kind $name in $1"
+    done <names.txt
+}
+
+rebuild_ok() {   # rebuild_ok: rebuild data, check its line, compare every answer
+    expect_exit 0 "$BERTH" history rebuild --data data
+    grep -Eq "^rebuilt the history index of data: $HEAD_SEQ records replayed, $ENTRIES names written, [0-9]+\.[0-9]{3} s$" out.txt ||
+        fail "rebuild line: $(cat out.txt)"
+    ENTRIES=$(sed -n 's/.*replayed, \([0-9]*\) names.*/\1/p' out.txt)
+    [ "$ENTRIES" -gt "$HEAD_SEQ" ] || fail "only $ENTRIES names written for $HEAD_SEQ records"
+    [ ! -e data/history.rebuild ] || fail "history.rebuild left behind"
+    history_all data >after.txt
+    cmp -s before.txt after.txt || fail "answers differ after the rebuild ($1)"
+}
+
+refused() {   # refused WHY: the tool refuses data with WHY and the command
+    expect_exit 1 "$BERTH" history --data data worker node-00000
+    grep -q "$1" err.txt || fail "refusal does not say '$1': $(cat err.txt)"
+    grep -q 'rebuild it from the journal with `berth history rebuild --data data`' err.txt ||
+        fail "refusal does not name the command: $(cat err.txt)"
+}
+
+case_history_rebuild() {
+    expect_exit 0 "$BERTH" gen --workers 30 --ops 3000 --seed 7 --distributed-fraction 0.4
+    mv out.txt gen.scenario
+    expect_exit 0 "$BERTH" gen --workers 30 --ops 600 --seed 8 --distributed-fraction 0.4
+    grep -v '^WORKER.ADD ' out.txt >more.scenario
+    for d in data twin; do
+        "$MKJOURNAL" --data $d --scenario gen.scenario --batch 16 --fold-records 64 >mk.txt 2>mk.err ||
+            fail "mkjournal: $(cat mk.err)"
+    done
+    HEAD_SEQ=$(awk '$1 == "head" { print $2 }' mk.txt)
+    # every worker and one instance in eight (a berth run per name: all
+    # 1,500 instances would take a minute)
+    { awk '$1 == "WORKER.ADD" { print "worker", $2 }' gen.scenario | sort -u
+      awk '$1 == "DEPLOY" { print "instance", $2 }' gen.scenario | sort -u | awk 'NR % 8 == 1'; } >names.txt
+    history_all data >before.txt
+    [ "$(wc -l <before.txt)" -gt "$HEAD_SEQ" ] || fail "only $(wc -l <before.txt) answers for $HEAD_SEQ records"
+    ENTRIES='[0-9]+'   # the first rebuild's count, then every later one's
+
+    # the size on disk counts the index too
+    expect_exit 0 "$BERTH" status --data data --json
+    HDISK=$(json_field history_disk_bytes <out.txt)
+    [ "$HDISK" -eq "$(wc -c <data/history/data.mdb)" ] || fail "history_disk_bytes: $(cat out.txt)"
+    [ "$(json_field disk_bytes <out.txt)" -eq $(($(wc -c <data/data.mdb) + HDISK)) ] ||
+        fail "disk_bytes is not data.mdb + history/data.mdb: $(cat out.txt)"
+
+    rm -rf data/history
+    refused 'is missing'
+    rebuild_ok missing
+    [ ! -e data/history.damaged-1 ] || fail "a missing index was kept aside"
+    size=$(wc -c <data/history/data.mdb)
+    dd if=data/history/data.mdb of=cut.mdb bs=1 count=$((size / 2)) 2>/dev/null
+    mv cut.mdb data/history/data.mdb
+    refused 'is truncated'
+    rebuild_ok cut
+    : >data/history/data.mdb
+    refused 'is missing (or empty)'
+    rebuild_ok emptied
+    head -c 20000 /dev/urandom >data/history/data.mdb
+    refused 'not an LMDB file'
+    rebuild_ok garbage
+    for n in 1 2 3; do
+        [ -f data/history.damaged-$n/data.mdb ] || fail "damaged index $n was not kept aside"
+    done
+    [ "$(wc -c <data/history.damaged-3/data.mdb)" -eq 20000 ] || fail "the garbage was not kept as it was"
+
+    # the rebuilt directory takes writes, folds and trims as its twin does
+    for d in data twin; do
+        "$MKJOURNAL" --data $d --scenario more.scenario --batch 16 --fold-records 64 \
+            --time-start 1764200000000 >mk.txt 2>mk.err || fail "mkjournal more: $(cat mk.err)"
+    done
+    history_all data >data.txt
+    history_all twin >twin.txt
+    cmp -s data.txt twin.txt || fail "after more writes the rebuilt index differs from the twin's"
+    [ "$(wc -l <data.txt)" -gt "$(wc -l <before.txt)" ] || fail "the writes after the rebuild added nothing"
+    [ "$("$BERTH" replay --data data --json | head -1)" = "$("$BERTH" replay --data twin --json | head -1)" ] ||
+        fail "the twin's state differs"
+
+    # refused beside a writer: the lock is berthd's flock on LOCK
+    flock data/LOCK sleep 2 &
+    LOCKER=$!
+    sleep 0.5
+    expect_exit 2 "$BERTH" history rebuild --data data
+    grep -q '^LOCKED .*in use by another berthd' err.txt || fail "not LOCKED: $(cat err.txt)"
+    wait "$LOCKER"
+    expect_exit 2 "$BERTH" history rebuild
+    expect_exit 2 "$BERTH" history rebuild --data data --json
+    expect_exit 2 "$BERTH" history rebuild --data data --journal etcd
+    expect_exit 2 "$BERTH" history rebuild --data "$WORK/missing"
+    [ ! -e "$WORK/missing" ] || fail "a rebuild created a data directory"
+
+    # a journal that does not verify: a finding, and the index is untouched
+    make_journal_in bad seed.scenario
+    rm -rf bad/history
+    perl -0777 -pi -e 's/zzmarkzz/zzmarkzy/g' bad/data.mdb || fail "perl could not flip the byte"
+    expect_exit 1 "$BERTH" history rebuild --data bad
+    grep -q '^CORRUPT .*seq 3.*nothing was changed' err.txt || fail "bad journal: $(cat err.txt)"
+    [ ! -e bad/history ] && [ ! -e bad/history.rebuild ] || fail "a failed rebuild changed the directory"
+
+    [ -n "$BERTHD" ] || return 0
+    command -v redis-cli >/dev/null || fail "redis-cli missing: apt-get install -y redis-tools"
+    rm -rf data/history
+    expect_exit 1 "$BERTHD" --data data --port 0 --unixsocket "$WORK/berthd.sock"
+    grep -q 'rebuild it from the journal with `berth history rebuild --data data`' err.txt ||
+        fail "berthd's refusal does not name the command: $(cat err.txt)"
+    expect_exit 0 "$BERTH" history rebuild --data data
+    trap stop_berthd EXIT
+    "$BERTHD" --data data --port 0 --unixsocket "$WORK/berthd.sock" >berthd.log 2>&1 &
+    BERTHD_PID=$!
+    tries=0
+    until rcli PING 2>/dev/null | grep -q PONG; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 100 ] || fail "berthd did not answer: $(cat berthd.log)"
+        sleep 0.1
+    done
+    expect_exit 2 "$BERTH" history rebuild --data data
+    grep -q '^LOCKED ' err.txt || fail "rebuild beside berthd: $(cat err.txt)"
+    rcli WORKER.ADD after-rebuild GPUS 2 >/dev/null || fail "berthd refused a write"
+    rcli RELEASE nobody-at-all >/dev/null
+    expect_exit 0 "$BERTH" history --data data worker node-00003 --json
+    json_field hash <out.txt >ours.txt
+    rcli HISTORY WORKER node-00003 1 1000 | grep -E '^[0-9a-f]{64}$' >theirs.txt
+    [ -s ours.txt ] && cmp -s ours.txt theirs.txt || fail "berthd's HISTORY differs from the rebuilt index's"
+    [ "$(rcli HISTORY WORKER after-rebuild | grep -cE '^[0-9a-f]{64}$')" -eq 1 ] ||
+        fail "the new write is not in HISTORY"
+    stop_berthd
+}
+
 case "$CASE" in
-    gen|dump_replay|at_time|verify_corrupt|whatif_readonly|whatif_scenario|rejudge|timeline|history_status|usage|vs_berthd)
+    gen|dump_replay|at_time|verify_corrupt|whatif_readonly|whatif_scenario|rejudge|timeline|history_status|usage|vs_berthd|history_rebuild)
         "case_$CASE"
         ;;
     rejudge_large)

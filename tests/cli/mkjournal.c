@@ -8,14 +8,21 @@
  * prints the engine's own state digest at --digest-at (committing exactly
  * there) and at the head: the reference the tool's replay must match.
  *
+ * --fold-records N folds the HISTORY touch log every N records and waits
+ * for each fold after its commit, so the commits after it trim the touch
+ * log at known points (a journal whose index cannot be rebuilt from the
+ * touch log alone).
+ *
  * usage: mkjournal --data DIR --scenario FILE [--batch N] [--snapshot-every N]
- *                  [--time-start MS] [--time-step MS] [--digest-at SEQ] [--actor NAME] */
+ *                  [--time-start MS] [--time-step MS] [--digest-at SEQ] [--actor NAME]
+ *                  [--fold-records N] */
 #include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "cli_scenario.h"
 #include "engine.h"
 #include "journal.h"
@@ -33,6 +40,7 @@ typedef struct mk_opts {
     uint64_t time_step_ms;
     uint64_t digest_at;
     const char *actor;
+    uint64_t fold_records;
 } mk_opts;
 
 typedef struct mk_run {
@@ -44,7 +52,7 @@ typedef struct mk_run {
 static int usage(const char *why) {
     fprintf(stderr, "ERR %s\nusage: mkjournal --data DIR --scenario FILE [--batch N] "
                     "[--snapshot-every N] [--time-start MS] [--time-step MS] [--digest-at SEQ] "
-                    "[--actor NAME]\n", why);
+                    "[--actor NAME] [--fold-records N]\n", why);
     return 2;
 }
 
@@ -78,12 +86,15 @@ static int parse_opts(int argc, char **argv, mk_opts *o) {
                    !number_flag(a, "--snapshot-every", v, &o->snapshot_every) &&
                    !number_flag(a, "--time-start", v, &o->time_start_ms) &&
                    !number_flag(a, "--time-step", v, &o->time_step_ms) &&
-                   !number_flag(a, "--digest-at", v, &o->digest_at)) {
+                   !number_flag(a, "--digest-at", v, &o->digest_at) &&
+                   !number_flag(a, "--fold-records", v, &o->fold_records)) {
             return usage("unknown option");
         }
     }
-    if (o->data == NULL || o->scenario == NULL || o->batch == 0 || o->batch > MK_BATCH_MAX) {
-        return usage("--data and --scenario are required; --batch is 1..4096");
+    if (o->data == NULL || o->scenario == NULL || o->batch == 0 || o->batch > MK_BATCH_MAX ||
+        o->fold_records > BERTH_HISTORY_FOLD_RECORDS_MAX) {
+        return usage("--data and --scenario are required; --batch is 1..4096, --fold-records"
+                     " at most 1048576");
     }
     return 0;
 }
@@ -111,6 +122,13 @@ static int commit(const mk_opts *o, mk_run *run) {
         return 2;
     }
     run->commits++;
+    if (o->fold_records != 0) {
+        jerr = berth_journal_lmdb_settle(berth_engine_journal(run->engine));
+        if (jerr != BERTH_J_OK) {
+            fprintf(stderr, "%s history fold failed\n", berth_jerr_name(jerr));
+            return 2;
+        }
+    }
     if (o->digest_at != 0 && !run->digest_done && berth_engine_head_seq(run->engine) == o->digest_at) {
         run->digest_done = true;
         return print_digest("digest", run->engine);
@@ -182,6 +200,7 @@ int main(int argc, char **argv) {
     }
     berth_journal_options jo;
     memset(&jo, 0, sizeof jo);
+    jo.history_fold_records = (uint32_t)o.fold_records;
     berth_journal *journal = NULL;
     char err[MK_ERR_LEN_MAX] = "";
     berth_jerr jerr = berth_journal_open_lmdb(&journal, o.data, &jo, err, sizeof err);
