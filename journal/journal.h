@@ -236,11 +236,12 @@ berth_jerr berth_journal_history(berth_journal_reader *reader, berth_history_kin
  * journal itself is not written: trimmed_seq <= folded_seq = head holds.
  * A crash before the rename leaves the old state (a writable open still
  * refuses, naming the command, and a rebuild can be run again), after it
- * the new one. Errors, both: INVALID (not a rebuild open; a seq out of
- * turn or a name over its limit; finish before the head was reached, or a
- * second finish; a backend with no index of its own: etcd, whose local
- * copy is an LMDB directory to rebuild as one), FULL, IO, NOMEM (add).
- * err gets a sentence. */
+ * the new one. Errors, both: INVALID (not a rebuild open; seq 0, a seq
+ * out of turn or a name over its limit; finish before the head was
+ * reached, or a second finish; a backend with no index of its own: etcd,
+ * whose local copy is an LMDB directory to rebuild as one), FULL and IO (a
+ * batch's write, or finish's syncs and renames). finish's err gets a
+ * sentence. */
 berth_jerr berth_journal_history_rebuild_add(berth_journal *journal, uint64_t seq,
                                              const berth_touched *touched);
 berth_jerr berth_journal_history_rebuild_finish(berth_journal *journal, uint64_t *names,
