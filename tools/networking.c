@@ -162,6 +162,12 @@ static bool client_paused(client *c) {
 static void client_protocol_error(client *c, const char *error) {
     server *s = c->server;
     s->stats.protocol_errors++;
+    /* Like any reply that is not a staged write: after this client's held
+     * replies, or it would pair the error with a write that was applied. */
+    if (c->batch_pending > 0) {
+        batch_flush(s);
+        assert(c->batch_pending == 0 || s->fatal);
+    }
     reply_error(&c->out, "ERR", "%s", error);
     c->close_after_flush = true;
     client_output_added(c);
