@@ -318,6 +318,11 @@ static void pipe_run(pipe_journal *p) {
     p->result_ready = true;
     pipe_note_durable(p);
     bool snapshot = err == BERTH_J_OK && p->snapshot_seq != 0;
+    if (err != BERTH_J_OK) {
+        /* The failed batch's snapshot names a seq the journal never
+         * reached: a later batch must not write it. */
+        p->snapshot_seq = 0;
+    }
     /* Without a snapshot to write, the slot is free now: the loop may hand
      * off the next batch (or a sync) at once, and this thread takes it up
      * when this call returns. So one report, one wake-up of the loop, per
