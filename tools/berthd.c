@@ -172,7 +172,8 @@ static void berthd_shutdown(server *s) {
         batch_abandon(s);   /* also when the flush itself turned fatal */
     }
     net_write_pending(s);
-    jobs_stop(s);
+    jobs_stop(s);           /* answers the clients waiting for a job */
+    net_write_pending(s);
     net_close_all(s);
     batch_free(s);
     replication_stop(s);
