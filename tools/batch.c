@@ -1104,6 +1104,21 @@ static void batch_hand_off(server *s) {
 
 /* ---- the loop's interface ---------------------------------------------- */
 
+/* berthd turned fatal (a failed sync, or a reload that failed): it serves
+ * no more writes, so the writes still held in the open batch will never be
+ * committed. Answer them now, "not applied", in order, before any further
+ * command of any client runs: a later reply to the same client (a PING, an
+ * -IOERR for a write refused as berthd stops) must not overtake them. Every
+ * path that turns fatal has answered the batches before (the unsynced one
+ * with an unknown outcome, the one in flight with its error). */
+static void batch_settle_fatal(server *s) {
+    if (!s->fatal) {
+        return;
+    }
+    assert(s->inflight_count == 0 && s->unsynced_count == 0);
+    batch_release(s, s->batch, &s->batch_count, BERTH_J_IO, s->durable_head);
+}
+
 /* Group commit's one timing heuristic, which never changes an outcome:
  * clients whose replies a commit released send their next commands within
  * microseconds of each other, but the loop wakes on the first to arrive.
@@ -1155,6 +1170,7 @@ void batch_reap(server *s) {
     if (s->pipe != NULL) {
         batch_collect(s);
         batch_collect_sync(s);
+        batch_settle_fatal(s);
     }
 }
 
@@ -1169,6 +1185,7 @@ void batch_step(server *s) {
     batch_collect(s);
     batch_collect_sync(s);
     batch_hand_off(s);
+    batch_settle_fatal(s);
 }
 
 bool batch_can_step(server *s) {
@@ -1188,6 +1205,7 @@ void batch_flush(server *s) {
         batch_collect(s);
         batch_collect_sync(s);
         if (s->fatal) {
+            batch_settle_fatal(s);
             return;
         }
         batch_hand_off(s);
