@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -285,6 +287,9 @@ static void client_write(client *c) {
         return;
     }
     bool was_over = client_output_over(c, (size_t)(s->config.max_output_bytes / 2));
+    if (!c->writing) {
+        c->write_progress_at = ev_now(s->loop);   /* nothing was waiting: the clock starts now */
+    }
     while (reply_pending(&c->out) > 0) {
         ssize_t n = write(c->fd, c->out.data + c->out.start, reply_pending(&c->out));
         if (n < 0) {
@@ -298,6 +303,7 @@ static void client_write(client *c) {
             return;
         }
         reply_consumed(&c->out, (size_t)n);
+        c->write_progress_at = ev_now(s->loop);
     }
     bool drained = reply_pending(&c->out) == 0;
     if (drained != !c->writing) {
@@ -593,6 +599,23 @@ static void client_trim_idle(client *c, ev_tstamp idle_s) {
     reply_shrink(&c->out, 0);
 }
 
+/* A slow reader drains the kernel's socket buffers (megabytes) long before
+ * berthd's write() moves a byte again: so the peer taking bytes out of them
+ * (SIOCOUTQ, the bytes sent but not yet acknowledged, shrank since the last
+ * tick) counts as progress too. */
+static bool client_reads_output(client *c, ev_tstamp now) {
+    int unsent = 0;
+    if (ioctl(c->fd, SIOCOUTQ, &unsent) != 0) {
+        return false;   /* cannot tell: berthd's own writes are the measure */
+    }
+    bool took = unsent < c->out_unsent_seen;
+    c->out_unsent_seen = unsent;
+    if (took) {
+        c->write_progress_at = now;
+    }
+    return took;
+}
+
 static void net_tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     server *s = w->data;
     ev_tstamp now = ev_now(loop);
@@ -600,6 +623,17 @@ static void net_tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     while (l != &s->clients) {
         client *c = DLINK_OWNER(l, client, link_all);
         l = l->next;
+        /* A client that stops reading would pin its output buffer (up to
+         * --max-output-bytes and past) for as long as it stays connected:
+         * backpressure only stops serving it. Its writes have stalled when
+         * the write watcher waits (c->writing) and nothing went out. */
+        if (c->writing && s->config.output_timeout_s != 0 && !client_reads_output(c, now) &&
+            now - c->write_progress_at > (ev_tstamp)s->config.output_timeout_s) {
+            s->stats.output_stall_disconnects++;
+            client_close(c, "output timeout: its replies made no write progress for "
+                            "--output-timeout seconds (it does not read them)");
+            continue;
+        }
         if (c->watching || c->job_pending || c->batch_pending > 0 || reply_pending(&c->out) > 0) {
             continue;
         }

@@ -84,6 +84,7 @@ typedef struct server_config {
     uint32_t max_pipeline;
     uint64_t max_output_bytes;
     uint32_t idle_timeout_s;            /* 0: never */
+    uint32_t output_timeout_s;          /* output pending with no write progress; 0: never */
     uint64_t map_size_max_mib;          /* 0: the journal's default */
     uint32_t commit_gather_us;          /* wait for the rest of a write cohort; 0: never */
     bool show_help;
@@ -130,6 +131,8 @@ typedef struct client {
     uint32_t batch_pending;             /* entries in the open batch */
     uint64_t watch_next_seq;
     ev_tstamp last_active;
+    ev_tstamp write_progress_at;        /* output last went out, or became pending */
+    int out_unsent_seen;                /* the kernel's unsent bytes at the last tick */
     dlink link_all;
     dlink link_write;                   /* output waiting for this iteration's write */
     dlink link_resume;                  /* input to process again after a commit */
@@ -154,6 +157,7 @@ typedef struct server_stats {
     uint64_t watch_disconnects;
     uint64_t idle_disconnects;
     uint64_t output_limit_disconnects;
+    uint64_t output_stall_disconnects;  /* --output-timeout */
     uint64_t jobs_run;
     uint64_t latency_us[SERVER_LATENCY_BUCKETS]; /* commit latency histogram counts */
 } server_stats;
