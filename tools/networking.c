@@ -601,14 +601,15 @@ static void client_trim_idle(client *c, ev_tstamp idle_s) {
 
 /* A slow reader drains the kernel's socket buffers (megabytes) long before
  * berthd's write() moves a byte again: so the peer taking bytes out of them
- * (SIOCOUTQ, the bytes sent but not yet acknowledged, shrank since the last
- * tick) counts as progress too. */
+ * (SIOCOUTQ, the bytes not yet acknowledged, shrank since the last tick)
+ * counts as progress too. So does an empty queue: the peer took everything
+ * and berthd, busy, has not written since; the stall is not the client's. */
 static bool client_reads_output(client *c, ev_tstamp now) {
     int unsent = 0;
     if (ioctl(c->fd, SIOCOUTQ, &unsent) != 0) {
         return false;   /* cannot tell: berthd's own writes are the measure */
     }
-    bool took = unsent < c->out_unsent_seen;
+    bool took = unsent < c->out_unsent_seen || unsent == 0;
     c->out_unsent_seen = unsent;
     if (took) {
         c->write_progress_at = now;
