@@ -287,9 +287,6 @@ static void client_write(client *c) {
         return;
     }
     bool was_over = client_output_over(c, (size_t)(s->config.max_output_bytes / 2));
-    if (!c->writing) {
-        c->write_progress_at = ev_now(s->loop);   /* nothing was waiting: the clock starts now */
-    }
     while (reply_pending(&c->out) > 0) {
         ssize_t n = write(c->fd, c->out.data + c->out.start, reply_pending(&c->out));
         if (n < 0) {
@@ -599,27 +596,42 @@ static void client_trim_idle(client *c, ev_tstamp idle_s) {
     reply_shrink(&c->out, 0);
 }
 
-/* A slow reader drains the kernel's socket buffers (megabytes) long before
- * berthd's write() moves a byte again: so the peer taking bytes out of them
- * (SIOCOUTQ, the bytes not yet acknowledged, shrank since the last tick)
- * counts as progress too. So does an empty queue: the peer took everything
- * and berthd, busy, has not written since; the stall is not the client's. */
-static bool client_reads_output(client *c, ev_tstamp now) {
+/* Once a tick: true when c's pending output has made no progress for
+ * --output-timeout. Progress is berthd's write() moving bytes since the last
+ * tick, or the peer taking bytes out of the kernel's socket buffers
+ * (SIOCOUTQ, the bytes not yet acknowledged, shrank since the last tick, or
+ * is empty: then berthd, busy, has simply not written since): a slow reader
+ * drains megabytes of kernel buffers before berthd's write() moves a byte
+ * again. The clock starts at the first tick that sees no progress, so a
+ * loop busy for a while (no tick, no write) does not count against c. */
+static bool client_output_stalled(client *c, ev_tstamp now, ev_tstamp prev_tick) {
+    server *s = c->server;
+    if (!c->writing || s->config.output_timeout_s == 0) {
+        c->stall_since = 0;
+        return false;
+    }
     int unsent = 0;
-    if (ioctl(c->fd, SIOCOUTQ, &unsent) != 0) {
-        return false;   /* cannot tell: berthd's own writes are the measure */
+    bool known = ioctl(c->fd, SIOCOUTQ, &unsent) == 0;
+    bool took = known && (unsent < c->out_unsent_seen || unsent == 0);
+    if (known) {
+        c->out_unsent_seen = unsent;
     }
-    bool took = unsent < c->out_unsent_seen || unsent == 0;
-    c->out_unsent_seen = unsent;
-    if (took) {
-        c->write_progress_at = now;
+    if (took || c->write_progress_at >= prev_tick) {
+        c->stall_since = 0;
+        return false;
     }
-    return took;
+    if (c->stall_since == 0) {
+        c->stall_since = now;
+        return false;
+    }
+    return now - c->stall_since >= (ev_tstamp)s->config.output_timeout_s;
 }
 
 static void net_tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     server *s = w->data;
     ev_tstamp now = ev_now(loop);
+    ev_tstamp prev_tick = s->tick_prev;
+    s->tick_prev = now;
     dlink *l = s->clients.next;
     while (l != &s->clients) {
         client *c = DLINK_OWNER(l, client, link_all);
@@ -628,8 +640,7 @@ static void net_tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
          * --max-output-bytes and past) for as long as it stays connected:
          * backpressure only stops serving it. Its writes have stalled when
          * the write watcher waits (c->writing) and nothing went out. */
-        if (c->writing && s->config.output_timeout_s != 0 && !client_reads_output(c, now) &&
-            now - c->write_progress_at > (ev_tstamp)s->config.output_timeout_s) {
+        if (client_output_stalled(c, now, prev_tick)) {
             s->stats.output_stall_disconnects++;
             client_close(c, "output timeout: its replies made no write progress for "
                             "--output-timeout seconds (it does not read them)");

@@ -131,8 +131,9 @@ typedef struct client {
     uint32_t batch_pending;             /* entries in the open batch */
     uint64_t watch_next_seq;
     ev_tstamp last_active;
-    ev_tstamp write_progress_at;        /* output last went out, or became pending */
-    int out_unsent_seen;                /* the kernel's unsent bytes at the last tick */
+    ev_tstamp write_progress_at;        /* write() last moved bytes */
+    int out_unsent_seen;                /* the kernel's unacknowledged bytes at the last tick */
+    ev_tstamp stall_since;              /* first tick that saw its output stuck; 0: none */
     dlink link_all;
     dlink link_write;                   /* output waiting for this iteration's write */
     dlink link_resume;                  /* input to process again after a commit */
@@ -190,6 +191,7 @@ typedef struct server {
     ev_prepare prepare;
     ev_idle idle;
     ev_timer tick;
+    ev_tstamp tick_prev;                /* the last tick's time (output progress) */
     ev_signal sigterm;
     ev_signal sigint;
     bool stopping;
