@@ -37,11 +37,14 @@
  *     order), and a batch of refusals only, which writes nothing, is
  *     answered only once every batch before it is durable;
  *   - a command that reads the state (a query, INFO, WATCH, AT, ...) first
- *     drains: it waits for the batch in flight, commits the open batch, syncs
- *     and waits again, so it reads a state that equals the durable journal
- *     (and a reader opened then sees only durable records); and any other
- *     command from a client with held replies drains too, so replies keep
- *     their order;
+ *     waits until the batch in flight, the open batch and the unsynced one
+ *     are durable (batch_state_durable), so it reads a state that equals the
+ *     durable journal (and a reader opened then sees only durable records);
+ *     and any other command from a client with held replies waits for them,
+ *     so replies keep their order. On this road the client waits parked
+ *     (commands.c, networking.c): its command stays unread while the loop
+ *     serves everyone else and the committer drains; batch_flush, which
+ *     blocks the loop, is left for shutdown and a full open batch;
  *   - WATCH gets records only from watch_committed, called with the durable
  *     range, and catch-up reads the journal, which holds only durable
  *     records; the head shown anywhere is the durable head;
@@ -1138,7 +1141,7 @@ static void batch_settle_fatal(server *s) {
 bool batch_may_gather(server *s) {
     if (s->batch_count == 0 || s->config.commit_gather_us == 0 ||
         s->batch_count >= s->last_batch_count || s->resume.next != &s->resume ||
-        s->unsynced_count > 0) {
+        s->unsynced_count > 0 || s->drain_waiters > 0) {
         return false;
     }
     return s->pipe == NULL ||
@@ -1186,6 +1189,11 @@ void batch_step(server *s) {
     batch_collect_sync(s);
     batch_hand_off(s);
     batch_settle_fatal(s);
+}
+
+bool batch_state_durable(const server *s) {
+    return berth_engine_staged(s->engine) == 0 && s->inflight_count == 0 &&
+           s->unsynced_count == 0;
 }
 
 bool batch_can_step(server *s) {

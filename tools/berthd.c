@@ -134,6 +134,7 @@ static int berthd_init(server *s) {
     dlink_init(&s->pending_writes);
     dlink_init(&s->resume);
     dlink_init(&s->watchers);
+    dlink_init(&s->parked);
     s->limits.args_max = s->config.max_args;
     s->limits.bulk_bytes_max = s->config.max_arg_bytes;
     s->limits.inline_bytes_max = s->config.max_inline_bytes;

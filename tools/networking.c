@@ -5,7 +5,9 @@
  * the open batch), then the prepare watcher — run by libev just before it
  * would block — collects a batch the committer thread made durable, hands
  * out its held replies, hands the open batch to the committer if it is free,
- * resumes clients that were waiting on a commit, and writes each client's
+ * resumes clients that were waiting on a commit (parked ones among them:
+ * a command behind held replies, or a read behind staged writes, waits
+ * unread in its client's buffer, never on the loop), and writes each client's
  * output with one write(). A client is freed only when nothing refers to it: a batch
  * entry or a background job keeps a closed client's memory alive until the
  * commit or the job is done, so no reply is ever written into freed memory. */
@@ -109,6 +111,14 @@ void client_close(client *c, const char *why) {
     dlink_remove(&c->link_all);
     dlink_remove(&c->link_write);
     dlink_remove(&c->link_resume);
+    if (c->parked != PARK_NONE) {
+        dlink_remove(&c->link_park);
+        if (c->parked == PARK_DRAIN) {
+            assert(s->drain_waiters > 0);
+            s->drain_waiters--;
+        }
+        c->parked = PARK_NONE;
+    }
     if (c->watching) {
         watch_stop(c);
     }
@@ -142,6 +152,39 @@ void client_resume(client *c) {
     }
 }
 
+void client_park(client *c, client_park_why why) {
+    server *s = c->server;
+    assert(!c->closed && c->parked == PARK_NONE && why != PARK_NONE);
+    c->parked = why;
+    if (why == PARK_DRAIN) {
+        s->drain_waiters++;
+    }
+    dlink_push(&s->parked, &c->link_park);
+}
+
+/* Resume, in park order, every parked client whose reason is gone; each
+ * parses its command again (and may park again: a reader behind a write
+ * another resumed client staged first). */
+static void net_unpark(server *s) {
+    bool durable = s->parked.next != &s->parked && batch_state_durable(s);
+    dlink *l = s->parked.next;
+    while (l != &s->parked) {
+        client *c = DLINK_OWNER(l, client, link_park);
+        l = l->next;
+        bool go = c->parked == PARK_DRAIN ? durable : c->batch_pending == 0;
+        if (!go) {
+            continue;
+        }
+        dlink_remove(&c->link_park);
+        if (c->parked == PARK_DRAIN) {
+            assert(s->drain_waiters > 0);
+            s->drain_waiters--;
+        }
+        c->parked = PARK_NONE;
+        client_resume(c);
+    }
+}
+
 bool client_output_over(const client *c, size_t limit) {
     return reply_pending(&c->out) > limit;
 }
@@ -150,7 +193,8 @@ bool client_output_over(const client *c, size_t limit) {
 
 static bool client_paused(client *c) {
     server *s = c->server;
-    if (c->closed || c->close_after_flush || c->close_reason != NULL || c->job_pending) {
+    if (c->closed || c->close_after_flush || c->close_reason != NULL || c->job_pending ||
+        c->parked != PARK_NONE) {
         return true;
     }
     if (c->batch_pending >= s->config.max_pipeline) {
@@ -164,12 +208,7 @@ static bool client_paused(client *c) {
 static void client_protocol_error(client *c, const char *error) {
     server *s = c->server;
     s->stats.protocol_errors++;
-    /* Like any reply that is not a staged write: after this client's held
-     * replies, or it would pair the error with a write that was applied. */
-    if (c->batch_pending > 0) {
-        batch_flush(s);
-        assert(c->batch_pending == 0);   /* a flush that turned fatal answered them too */
-    }
+    assert(c->batch_pending == 0);
     reply_error(&c->out, "ERR", "%s", error);
     c->close_after_flush = true;
     client_output_added(c);
@@ -191,6 +230,17 @@ static void client_process_input(client *c) {
         if (st == RESP_NEED_MORE) {
             break;
         }
+        if (st == RESP_ERROR && c->batch_pending > 0) {
+            /* Like any reply that is not a staged write, the error waits
+             * for this client's held replies, or it would pair -ERR with a
+             * write that was applied: parse it again once they are sent. */
+            if (s->pipe != NULL && !s->fatal) {
+                client_park(c, PARK_ORDER);
+                break;
+            }
+            batch_flush(s);
+            assert(c->batch_pending == 0);   /* a flush that turned fatal answered them too */
+        }
         if (st == RESP_ERROR) {
             client_protocol_error(c, res.error);
             pos = c->in_len;
@@ -198,8 +248,10 @@ static void client_process_input(client *c) {
         }
         assert(res.consumed > 0 && pos + res.consumed <= c->in_len);
         if (res.argc > 0) {
+            if (!commands_dispatch(c, res.argc, s->argv)) {
+                break;      /* parked: the command stays in the buffer */
+            }
             s->stats.commands_processed++;
-            commands_dispatch(c, res.argc, s->argv);
         }
         pos += res.consumed;
     }
@@ -270,7 +322,8 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
 /* ---- output ------------------------------------------------------------ */
 
 static bool client_done(const client *c) {
-    if (c->batch_pending > 0 || c->job_pending || c->link_resume.next != NULL) {
+    if (c->batch_pending > 0 || c->job_pending || c->link_resume.next != NULL ||
+        c->parked != PARK_NONE) {
         return false;
     }
     return c->close_after_flush || c->eof;
@@ -543,6 +596,7 @@ static void net_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
     }
     for (uint32_t round = 0; round < SERVER_COMMIT_ROUNDS_MAX; round++) {
         batch_step(s);
+        net_unpark(s);
         if (s->resume.next == &s->resume) {
             break;
         }
@@ -646,7 +700,8 @@ static void net_tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
                             "--output-timeout seconds (it does not read them)");
             continue;
         }
-        if (c->watching || c->job_pending || c->batch_pending > 0 || reply_pending(&c->out) > 0) {
+        if (c->watching || c->job_pending || c->batch_pending > 0 || c->parked != PARK_NONE ||
+            reply_pending(&c->out) > 0) {
             continue;
         }
         ev_tstamp idle_s = now - c->last_active;

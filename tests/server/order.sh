@@ -13,6 +13,9 @@
 #      answered at once, not at shutdown after later commands).
 #   4. SIGTERM while clients wait for JOURNAL.VERIFY: each hears either its
 #      answer or an error saying berthd stopped, never a bare close.
+#   5. A command waiting behind a client's held write does not stop the
+#      loop: another client's PING is answered during the sync, and writers
+#      that each follow their write with a PING still share commits.
 # disk_shim (LD_PRELOAD, BERTH_SHIM_CTL) slows and fails chosen syncs.
 . "$(dirname "$0")/lib.sh"
 SHIM=${BERTH_DISK_SHIM:?BERTH_DISK_SHIM must name disk_shim.so}
@@ -92,6 +95,61 @@ rc=0; wait "$BERTHD_PID" || rc=$?
 BERTHD_PID=""
 expect_eq "$rc" 0 "berthd's exit status after SIGTERM"
 sanitizer_clean
+
+# 5. A command behind a client's own held write (or a read behind anyone's)
+# waits without stopping the loop: while W's write syncs (slowly), another
+# client's PING is answered at once; W's replies keep their order; a read
+# sees W's write. And twenty clients each sending "write; PING" share a few
+# commits instead of one commit each (each PING drained the loop alone).
+start_shimmed
+python3 - "$PORT" "$CTL" >"$TMP/park.out" <<'PY' || fail "parked clients: $(cat "$TMP/park.out")"
+import os, re, socket, sys, time
+port, ctl = int(sys.argv[1]), sys.argv[2]
+def conn():
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(20)
+    return s
+def read_n(s, n):
+    got = b""
+    while got.count(b"\r\n") < n:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    return got
+def info_commits(s):
+    s.sendall(b"INFO stats\r\n")
+    text = b""
+    while b"background_jobs" not in text:
+        text += s.recv(65536)
+    return int(text.split(b"\r\ncommits:")[1].split(b"\r\n")[0])
+w, p, r = conn(), conn(), conn()
+open(os.path.join(ctl, "delay_ms"), "w").write("800")
+w.sendall(b"WORKER.ADD w5 GPUS 1\r\nPING\r\n")
+time.sleep(0.2)
+t = time.time()
+p.sendall(b"PING\r\n")
+pong = read_n(p, 1)
+ping_s = time.time() - t
+r.sendall(b"WORKER.GET w5\r\n")
+got_w = read_n(w, 2)
+got_r = read_n(r, 3)
+print("W", got_w, "PING", pong, "%.3f s" % ping_s, "R", got_r[:40])
+ok = re.fullmatch(rb":[0-9]+\r\n\+PONG\r\n", got_w) is not None and pong == b"+PONG\r\n" and ping_s < 0.5 and b"w5" in got_r
+open(os.path.join(ctl, "delay_ms"), "w").write("50")
+before = info_commits(r)
+cs = [conn() for _ in range(20)]
+for i, c in enumerate(cs):
+    c.sendall(b"WORKER.ADD g%d GPUS 1\r\nPING\r\n" % i)
+replies = [read_n(c, 2) for c in cs]
+commits = info_commits(r) - before
+os.unlink(os.path.join(ctl, "delay_ms"))
+in_order = all(x.startswith(b":") and x.endswith(b"\r\n+PONG\r\n") for x in replies)
+print("20 writers with a PING each: %d commits, replies in order %s" % (commits, in_order))
+sys.exit(0 if ok and in_order and commits <= 6 else 1)
+PY
+note "$(tr '\n' ' ' <"$TMP/park.out")"
+stop_berthd
 
 # 3. B's write commits; its sync (the committer's explicit one, nothing
 # else staged) is slow and fails with EIO while A's write is staged on top
