@@ -34,4 +34,12 @@ if(TARGET berthd)
                    BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>
                    bash ${CMAKE_CURRENT_SOURCE_DIR}/server/oscrash_fault.sh)
   set_tests_properties(server_oscrash_fault PROPERTIES TIMEOUT 120 LABELS server)
+  # order.sh: replies in order through a protocol error, a failed commit, a
+  # failed sync (the shim's BERTH_SHIM_CTL slows and fails chosen syncs)
+  # and a shutdown with background jobs waiting.
+  add_test(NAME server_order
+           COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
+                   BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>
+                   bash ${CMAKE_CURRENT_SOURCE_DIR}/server/order.sh)
+  set_tests_properties(server_order PROPERTIES TIMEOUT 120 LABELS server)
 endif()

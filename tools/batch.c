@@ -37,11 +37,14 @@
  *     order), and a batch of refusals only, which writes nothing, is
  *     answered only once every batch before it is durable;
  *   - a command that reads the state (a query, INFO, WATCH, AT, ...) first
- *     drains: it waits for the batch in flight, commits the open batch, syncs
- *     and waits again, so it reads a state that equals the durable journal
- *     (and a reader opened then sees only durable records); and any other
- *     command from a client with held replies drains too, so replies keep
- *     their order;
+ *     waits until the batch in flight, the open batch and the unsynced one
+ *     are durable (batch_state_durable), so it reads a state that equals the
+ *     durable journal (and a reader opened then sees only durable records);
+ *     and any other command from a client with held replies waits for them,
+ *     so replies keep their order. On this road the client waits parked
+ *     (commands.c, networking.c): its command stays unread while the loop
+ *     serves everyone else and the committer drains; batch_flush, which
+ *     blocks the loop, is left for shutdown and a full open batch;
  *   - WATCH gets records only from watch_committed, called with the durable
  *     range, and catch-up reads the journal, which holds only durable
  *     records; the head shown anywhere is the durable head;
@@ -318,6 +321,11 @@ static void pipe_run(pipe_journal *p) {
     p->result_ready = true;
     pipe_note_durable(p);
     bool snapshot = err == BERTH_J_OK && p->snapshot_seq != 0;
+    if (err != BERTH_J_OK) {
+        /* The failed batch's snapshot names a seq the journal never
+         * reached: a later batch must not write it. */
+        p->snapshot_seq = 0;
+    }
     /* Without a snapshot to write, the slot is free now: the loop may hand
      * off the next batch (or a sync) at once, and this thread takes it up
      * when this call returns. So one report, one wake-up of the loop, per
@@ -1099,6 +1107,21 @@ static void batch_hand_off(server *s) {
 
 /* ---- the loop's interface ---------------------------------------------- */
 
+/* berthd turned fatal (a failed sync, or a reload that failed): it serves
+ * no more writes, so the writes still held in the open batch will never be
+ * committed. Answer them now, "not applied", in order, before any further
+ * command of any client runs: a later reply to the same client (a PING, an
+ * -IOERR for a write refused as berthd stops) must not overtake them. Every
+ * path that turns fatal has answered the batches before (the unsynced one
+ * with an unknown outcome, the one in flight with its error). */
+static void batch_settle_fatal(server *s) {
+    if (!s->fatal) {
+        return;
+    }
+    assert(s->inflight_count == 0 && s->unsynced_count == 0);
+    batch_release(s, s->batch, &s->batch_count, BERTH_J_IO, s->durable_head);
+}
+
 /* Group commit's one timing heuristic, which never changes an outcome:
  * clients whose replies a commit released send their next commands within
  * microseconds of each other, but the loop wakes on the first to arrive.
@@ -1118,7 +1141,7 @@ static void batch_hand_off(server *s) {
 bool batch_may_gather(server *s) {
     if (s->batch_count == 0 || s->config.commit_gather_us == 0 ||
         s->batch_count >= s->last_batch_count || s->resume.next != &s->resume ||
-        s->unsynced_count > 0) {
+        s->unsynced_count > 0 || s->drain_waiters > 0) {
         return false;
     }
     return s->pipe == NULL ||
@@ -1150,6 +1173,7 @@ void batch_reap(server *s) {
     if (s->pipe != NULL) {
         batch_collect(s);
         batch_collect_sync(s);
+        batch_settle_fatal(s);
     }
 }
 
@@ -1164,6 +1188,12 @@ void batch_step(server *s) {
     batch_collect(s);
     batch_collect_sync(s);
     batch_hand_off(s);
+    batch_settle_fatal(s);
+}
+
+bool batch_state_durable(const server *s) {
+    return berth_engine_staged(s->engine) == 0 && s->inflight_count == 0 &&
+           s->unsynced_count == 0;
 }
 
 bool batch_can_step(server *s) {
@@ -1183,6 +1213,7 @@ void batch_flush(server *s) {
         batch_collect(s);
         batch_collect_sync(s);
         if (s->fatal) {
+            batch_settle_fatal(s);
             return;
         }
         batch_hand_off(s);

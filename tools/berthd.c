@@ -134,6 +134,7 @@ static int berthd_init(server *s) {
     dlink_init(&s->pending_writes);
     dlink_init(&s->resume);
     dlink_init(&s->watchers);
+    dlink_init(&s->parked);
     s->limits.args_max = s->config.max_args;
     s->limits.bulk_bytes_max = s->config.max_arg_bytes;
     s->limits.inline_bytes_max = s->config.max_inline_bytes;
@@ -172,7 +173,8 @@ static void berthd_shutdown(server *s) {
         batch_abandon(s);   /* also when the flush itself turned fatal */
     }
     net_write_pending(s);
-    jobs_stop(s);
+    jobs_stop(s);           /* answers the clients waiting for a job */
+    net_write_pending(s);
     net_close_all(s);
     batch_free(s);
     replication_stop(s);

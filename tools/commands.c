@@ -4,10 +4,13 @@
  * the group commit, READ must see only committed state, NOAUTH may run
  * before AUTH, WATCHOK may run on a watching connection) and its handler,
  * in one table like Redis's. Dispatch enforces auth, read-only logins,
- * arity, and the ordering rule of group commit: a command that reads state,
- * or any command from a client whose earlier writes are still held, commits
- * the open batch first, so no reply reveals an effect that is not durable
- * and every client's replies leave in the order it sent its commands. */
+ * arity, and the ordering rule of group commit: a command that reads state
+ * waits until every staged write is durable, and any command from a client
+ * whose earlier writes are still held waits for their replies, so no reply
+ * reveals an effect that is not durable and every client's replies leave in
+ * the order it sent its commands. The waiting client is parked (its command
+ * left unread, parsed again when it resumes), so the loop serves everyone
+ * else meanwhile. */
 #include "server.h"
 
 #include <assert.h>
@@ -279,14 +282,15 @@ static void info_stats(server *s, text *t) {
                 "total_commands_processed:%llu\r\nwrites_staged:%llu\r\ncommits:%llu\r\n"
                 "commit_failures:%llu\r\ncommit_syncs:%llu\r\nrecords_committed:%llu\r\n"
                 "protocol_errors:%llu\r\n"
-                "watch_disconnects:%llu\r\nidle_disconnects:%llu\r\nbackground_jobs:%llu\r\n\r\n",
+                "watch_disconnects:%llu\r\nidle_disconnects:%llu\r\noutput_stall_disconnects:%llu\r\n"
+                "background_jobs:%llu\r\n\r\n",
              (unsigned long long)st->connections_received,
              (unsigned long long)st->connections_rejected,
              (unsigned long long)st->commands_processed, (unsigned long long)st->writes_staged,
              (unsigned long long)st->commits, (unsigned long long)st->commit_failures,
              (unsigned long long)st->commit_syncs, (unsigned long long)st->records_committed, (unsigned long long)st->protocol_errors,
              (unsigned long long)st->watch_disconnects, (unsigned long long)st->idle_disconnects,
-             (unsigned long long)st->jobs_run);
+             (unsigned long long)st->output_stall_disconnects, (unsigned long long)st->jobs_run);
 }
 
 static void info_latency(server *s, text *t) {
@@ -797,22 +801,35 @@ static bool dispatch_allowed(client *c, const command *cmd, size_t argc, const b
     return true;
 }
 
-void commands_dispatch(client *c, size_t argc, const berth_str *argv) {
+bool commands_dispatch(client *c, size_t argc, const berth_str *argv) {
     server *s = c->server;
-    assert(argc >= 1 && !c->closed);
+    assert(argc >= 1 && !c->closed && c->parked == PARK_NONE);
     const command *cmd = command_lookup(argv[0]);
     /* A write that will be staged keeps its place in the batch; any other
      * reply must wait for this client's held replies (order) and a read must
-     * wait for the staged writes of everyone (durability). */
+     * wait for the staged writes of everyone (durability). On the LMDB road
+     * the client waits parked, its command unread, while the loop serves
+     * everyone else and the committer drains; a write waits too while a
+     * read does, or a stream of writes could keep the state from ever
+     * equalling the journal. On etcd, whose commits run on the loop, the
+     * flush is that commit. After a fatal error nothing is held any more
+     * (batch_settle_fatal) and nothing waits. */
     bool staged_write = cmd != NULL && (cmd->flags & CMD_WRITE) && c->role == ROLE_ADMIN &&
                         !c->watching && arity_ok(cmd->arity, argc);
-    if (!staged_write) {
-        bool reads_staged = cmd != NULL && (cmd->flags & CMD_READ) &&
-                            (berth_engine_staged(s->engine) > 0 || s->inflight_count > 0 ||
-                             s->unsynced_count > 0);
-        if (c->batch_pending > 0 || reads_staged) {
-            batch_flush(s);
+    bool reads_staged = !staged_write && cmd != NULL && (cmd->flags & CMD_READ) &&
+                        !batch_state_durable(s);
+    bool order = !staged_write && c->batch_pending > 0;
+    if (s->pipe != NULL && !s->fatal) {
+        if (reads_staged || (staged_write && s->drain_waiters > 0)) {
+            client_park(c, PARK_DRAIN);
+            return false;
         }
+        if (order) {
+            client_park(c, PARK_ORDER);
+            return false;
+        }
+    } else if (order || reads_staged) {
+        batch_flush(s);
     }
     if (s->fatal && cmd != NULL && (cmd->flags & CMD_READ)) {
         /* The state could not be reloaded after a failed commit: it may
@@ -827,4 +844,5 @@ void commands_dispatch(client *c, size_t argc, const berth_str *argv) {
         cmd->proc(c, cmd, argc, argv);
     }
     client_output_added(c);
+    return true;
 }

@@ -58,6 +58,9 @@ static const option options[] = {
       "N  output buffer per client; a WATCH client past it is dropped (default 67108864)" },
     { "idle-timeout", OPT_U32, FIELD(idle_timeout_s), 0, 86400 * 365,
       "SECONDS  close idle clients, 0 never (default 300; WATCH clients exempt)" },
+    { "output-timeout", OPT_U32, FIELD(output_timeout_s), 0, 86400 * 365,
+      "SECONDS  close a client whose pending output made no write progress this long, 0 never "
+      "(default 60)" },
     { "map-size-max-mib", OPT_U64, FIELD(map_size_max_mib), 0, UINT64_MAX >> 20,
       "MIB  journal map size ceiling; FULL beyond it (default: the journal's, 1 TiB)" },
     { "commit-gather-us", OPT_U32, FIELD(commit_gather_us), 0, 10000,
@@ -99,6 +102,7 @@ void config_defaults(server_config *cfg) {
     cfg->max_pipeline = 1024;
     cfg->max_output_bytes = 64u << 20;
     cfg->idle_timeout_s = 300;
+    cfg->output_timeout_s = 60;
     cfg->map_size_max_mib = 0;
     snprintf(cfg->journal_kind, sizeof cfg->journal_kind, "lmdb");
     snprintf(cfg->etcd_endpoints, sizeof cfg->etcd_endpoints, "http://127.0.0.1:2379");

@@ -222,11 +222,17 @@ void jobs_stop(server *s) {
         job_finish(j, true);
         j = next;
     }
+    /* Never run: each waiting client hears why rather than a bare close
+     * (berthd_shutdown writes the replies before it closes the clients). */
     j = q->todo_head;
     q->todo_head = q->todo_tail = NULL;
     while (j != NULL) {
         job *next = j->next;
-        job_finish(j, false);
+        reply_free(&j->out);
+        reply_init(&j->out, j->client->out.proto);
+        reply_error(&j->out, "ERR", "berthd is stopping: %s was not run; retry it after the restart",
+                    j->kind == JOB_VERIFY ? "JOURNAL.VERIFY" : "AT");
+        job_finish(j, true);
         j = next;
     }
     ev_async_stop(s->loop, &q->async);

@@ -5,7 +5,9 @@
  * the open batch), then the prepare watcher — run by libev just before it
  * would block — collects a batch the committer thread made durable, hands
  * out its held replies, hands the open batch to the committer if it is free,
- * resumes clients that were waiting on a commit, and writes each client's
+ * resumes clients that were waiting on a commit (parked ones among them:
+ * a command behind held replies, or a read behind staged writes, waits
+ * unread in its client's buffer, never on the loop), and writes each client's
  * output with one write(). A client is freed only when nothing refers to it: a batch
  * entry or a background job keeps a closed client's memory alive until the
  * commit or the job is done, so no reply is ever written into freed memory. */
@@ -23,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -107,6 +111,14 @@ void client_close(client *c, const char *why) {
     dlink_remove(&c->link_all);
     dlink_remove(&c->link_write);
     dlink_remove(&c->link_resume);
+    if (c->parked != PARK_NONE) {
+        dlink_remove(&c->link_park);
+        if (c->parked == PARK_DRAIN) {
+            assert(s->drain_waiters > 0);
+            s->drain_waiters--;
+        }
+        c->parked = PARK_NONE;
+    }
     if (c->watching) {
         watch_stop(c);
     }
@@ -140,6 +152,39 @@ void client_resume(client *c) {
     }
 }
 
+void client_park(client *c, client_park_why why) {
+    server *s = c->server;
+    assert(!c->closed && c->parked == PARK_NONE && why != PARK_NONE);
+    c->parked = why;
+    if (why == PARK_DRAIN) {
+        s->drain_waiters++;
+    }
+    dlink_push(&s->parked, &c->link_park);
+}
+
+/* Resume, in park order, every parked client whose reason is gone; each
+ * parses its command again (and may park again: a reader behind a write
+ * another resumed client staged first). */
+static void net_unpark(server *s) {
+    bool durable = s->parked.next != &s->parked && batch_state_durable(s);
+    dlink *l = s->parked.next;
+    while (l != &s->parked) {
+        client *c = DLINK_OWNER(l, client, link_park);
+        l = l->next;
+        bool go = c->parked == PARK_DRAIN ? durable : c->batch_pending == 0;
+        if (!go) {
+            continue;
+        }
+        dlink_remove(&c->link_park);
+        if (c->parked == PARK_DRAIN) {
+            assert(s->drain_waiters > 0);
+            s->drain_waiters--;
+        }
+        c->parked = PARK_NONE;
+        client_resume(c);
+    }
+}
+
 bool client_output_over(const client *c, size_t limit) {
     return reply_pending(&c->out) > limit;
 }
@@ -148,7 +193,8 @@ bool client_output_over(const client *c, size_t limit) {
 
 static bool client_paused(client *c) {
     server *s = c->server;
-    if (c->closed || c->close_after_flush || c->close_reason != NULL || c->job_pending) {
+    if (c->closed || c->close_after_flush || c->close_reason != NULL || c->job_pending ||
+        c->parked != PARK_NONE) {
         return true;
     }
     if (c->batch_pending >= s->config.max_pipeline) {
@@ -162,6 +208,7 @@ static bool client_paused(client *c) {
 static void client_protocol_error(client *c, const char *error) {
     server *s = c->server;
     s->stats.protocol_errors++;
+    assert(c->batch_pending == 0);
     reply_error(&c->out, "ERR", "%s", error);
     c->close_after_flush = true;
     client_output_added(c);
@@ -183,6 +230,17 @@ static void client_process_input(client *c) {
         if (st == RESP_NEED_MORE) {
             break;
         }
+        if (st == RESP_ERROR && c->batch_pending > 0) {
+            /* Like any reply that is not a staged write, the error waits
+             * for this client's held replies, or it would pair -ERR with a
+             * write that was applied: parse it again once they are sent. */
+            if (s->pipe != NULL && !s->fatal) {
+                client_park(c, PARK_ORDER);
+                break;
+            }
+            batch_flush(s);
+            assert(c->batch_pending == 0);   /* a flush that turned fatal answered them too */
+        }
         if (st == RESP_ERROR) {
             client_protocol_error(c, res.error);
             pos = c->in_len;
@@ -190,8 +248,10 @@ static void client_process_input(client *c) {
         }
         assert(res.consumed > 0 && pos + res.consumed <= c->in_len);
         if (res.argc > 0) {
+            if (!commands_dispatch(c, res.argc, s->argv)) {
+                break;      /* parked: the command stays in the buffer */
+            }
             s->stats.commands_processed++;
-            commands_dispatch(c, res.argc, s->argv);
         }
         pos += res.consumed;
     }
@@ -262,7 +322,8 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents) {
 /* ---- output ------------------------------------------------------------ */
 
 static bool client_done(const client *c) {
-    if (c->batch_pending > 0 || c->job_pending || c->link_resume.next != NULL) {
+    if (c->batch_pending > 0 || c->job_pending || c->link_resume.next != NULL ||
+        c->parked != PARK_NONE) {
         return false;
     }
     return c->close_after_flush || c->eof;
@@ -292,6 +353,7 @@ static void client_write(client *c) {
             return;
         }
         reply_consumed(&c->out, (size_t)n);
+        c->write_progress_at = ev_now(s->loop);
     }
     bool drained = reply_pending(&c->out) == 0;
     if (drained != !c->writing) {
@@ -534,6 +596,7 @@ static void net_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
     }
     for (uint32_t round = 0; round < SERVER_COMMIT_ROUNDS_MAX; round++) {
         batch_step(s);
+        net_unpark(s);
         if (s->resume.next == &s->resume) {
             break;
         }
@@ -587,14 +650,58 @@ static void client_trim_idle(client *c, ev_tstamp idle_s) {
     reply_shrink(&c->out, 0);
 }
 
+/* Once a tick: true when c's pending output has made no progress for
+ * --output-timeout. Progress is berthd's write() moving bytes since the last
+ * tick, or the peer taking bytes out of the kernel's socket buffers
+ * (SIOCOUTQ, the bytes not yet acknowledged, shrank since the last tick, or
+ * is empty: then berthd, busy, has simply not written since): a slow reader
+ * drains megabytes of kernel buffers before berthd's write() moves a byte
+ * again. The clock starts at the first tick that sees no progress, so a
+ * loop busy for a while (no tick, no write) does not count against c. */
+static bool client_output_stalled(client *c, ev_tstamp now, ev_tstamp prev_tick) {
+    server *s = c->server;
+    if (!c->writing || s->config.output_timeout_s == 0) {
+        c->stall_since = 0;
+        return false;
+    }
+    int unsent = 0;
+    bool known = ioctl(c->fd, SIOCOUTQ, &unsent) == 0;
+    bool took = known && (unsent < c->out_unsent_seen || unsent == 0);
+    if (known) {
+        c->out_unsent_seen = unsent;
+    }
+    if (took || c->write_progress_at >= prev_tick) {
+        c->stall_since = 0;
+        return false;
+    }
+    if (c->stall_since == 0) {
+        c->stall_since = now;
+        return false;
+    }
+    return now - c->stall_since >= (ev_tstamp)s->config.output_timeout_s;
+}
+
 static void net_tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     server *s = w->data;
     ev_tstamp now = ev_now(loop);
+    ev_tstamp prev_tick = s->tick_prev;
+    s->tick_prev = now;
     dlink *l = s->clients.next;
     while (l != &s->clients) {
         client *c = DLINK_OWNER(l, client, link_all);
         l = l->next;
-        if (c->watching || c->job_pending || c->batch_pending > 0 || reply_pending(&c->out) > 0) {
+        /* A client that stops reading would pin its output buffer (up to
+         * --max-output-bytes and past) for as long as it stays connected:
+         * backpressure only stops serving it. Its writes have stalled when
+         * the write watcher waits (c->writing) and nothing went out. */
+        if (client_output_stalled(c, now, prev_tick)) {
+            s->stats.output_stall_disconnects++;
+            client_close(c, "output timeout: its replies made no write progress for "
+                            "--output-timeout seconds (it does not read them)");
+            continue;
+        }
+        if (c->watching || c->job_pending || c->batch_pending > 0 || c->parked != PARK_NONE ||
+            reply_pending(&c->out) > 0) {
             continue;
         }
         ev_tstamp idle_s = now - c->last_active;

@@ -84,6 +84,7 @@ typedef struct server_config {
     uint32_t max_pipeline;
     uint64_t max_output_bytes;
     uint32_t idle_timeout_s;            /* 0: never */
+    uint32_t output_timeout_s;          /* output pending with no write progress; 0: never */
     uint64_t map_size_max_mib;          /* 0: the journal's default */
     uint32_t commit_gather_us;          /* wait for the rest of a write cohort; 0: never */
     bool show_help;
@@ -103,6 +104,14 @@ typedef struct server_config {
 } server_config;
 
 typedef enum client_role { ROLE_NONE = 0, ROLE_READONLY = 1, ROLE_ADMIN = 2 } client_role;
+
+/* Why a client's next command waits, unread, instead of blocking the loop
+ * (commands.c's ordering rule; networking.c resumes it). */
+typedef enum client_park_why {
+    PARK_NONE = 0,
+    PARK_ORDER = 1,     /* until its own held replies are sent */
+    PARK_DRAIN = 2,     /* until the state equals the durable journal */
+} client_park_why;
 
 typedef struct client {
     uint64_t id;
@@ -128,12 +137,17 @@ typedef struct client {
     bool watching;
     bool watch_live;                    /* caught up: gets each commit as it lands */
     uint32_t batch_pending;             /* entries in the open batch */
+    client_park_why parked;             /* its next command waits (PARK_NONE: no) */
     uint64_t watch_next_seq;
     ev_tstamp last_active;
+    ev_tstamp write_progress_at;        /* write() last moved bytes */
+    int out_unsent_seen;                /* the kernel's unacknowledged bytes at the last tick */
+    ev_tstamp stall_since;              /* first tick that saw its output stuck; 0: none */
     dlink link_all;
     dlink link_write;                   /* output waiting for this iteration's write */
     dlink link_resume;                  /* input to process again after a commit */
     dlink link_watch;
+    dlink link_park;                    /* on server.parked while parked */
 } client;
 
 typedef struct batch_entry {
@@ -154,6 +168,7 @@ typedef struct server_stats {
     uint64_t watch_disconnects;
     uint64_t idle_disconnects;
     uint64_t output_limit_disconnects;
+    uint64_t output_stall_disconnects;  /* --output-timeout */
     uint64_t jobs_run;
     uint64_t latency_us[SERVER_LATENCY_BUCKETS]; /* commit latency histogram counts */
 } server_stats;
@@ -186,6 +201,7 @@ typedef struct server {
     ev_prepare prepare;
     ev_idle idle;
     ev_timer tick;
+    ev_tstamp tick_prev;                /* the last tick's time (output progress) */
     ev_signal sigterm;
     ev_signal sigint;
     bool stopping;
@@ -197,6 +213,8 @@ typedef struct server {
     dlink pending_writes;
     dlink resume;
     dlink watchers;
+    dlink parked;                       /* clients whose next command waits, in park order */
+    uint32_t drain_waiters;             /* of them PARK_DRAIN: new writes wait too */
     batch_entry *batch;                 /* SERVER_BATCH_ENTRIES_MAX entries, owned */
     uint32_t batch_count;
     batch_entry *inflight;              /* the batch the committer holds; same size, owned */
@@ -243,6 +261,8 @@ void client_close(client *c, const char *why);
 void client_release(client *c);            /* drop a reference held by a batch or job */
 void client_output_added(client *c);       /* queue c for this iteration's write */
 void client_resume(client *c);             /* process c's buffered input after a commit */
+/* Leave c's next command unread until why no longer holds (net_unpark). */
+void client_park(client *c, client_park_why why);
 bool client_output_over(const client *c, size_t limit);
 void net_write_pending(server *s);
 void net_close_all(server *s);
@@ -273,6 +293,9 @@ void batch_reap(server *s);
 /* Without blocking: answer a batch the committer finished, hand off the
  * open batch if the committer is free (the etcd road commits it now). */
 void batch_step(server *s);
+/* True when the engine's state equals the durable journal: nothing staged,
+ * in flight or waiting for its sync, so a read may be answered. */
+bool batch_state_durable(const server *s);
 /* True when batch_step would hand off or commit something now. */
 bool batch_can_step(server *s);
 /* Before the loop polls: true when the batch should wait a moment for the
@@ -323,7 +346,9 @@ bool replication_refuse_write(client *c);
 void replication_info(server *s, char *buf, size_t size);
 
 /* commands.c */
-void commands_dispatch(client *c, size_t argc, const berth_str *argv);
+/* Run one command; false when it must wait (the client is parked and the
+ * command stays unread, to be parsed again when it resumes). */
+bool commands_dispatch(client *c, size_t argc, const berth_str *argv);
 /* Arity and name check shared with AT: -1 and an error reply when bad. */
 bool commands_check_query_arity(reply_buf *rb, berth_str name, int arity, size_t argc);
 

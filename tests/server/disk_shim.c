@@ -31,6 +31,13 @@
  * clients) and kills the process, applying nothing: an OS crash. The two
  * model a disk that fails once, and the staged crash shows what a berthd
  * that trusted a later sync acknowledged without it being on disk.
+ * Steered at run time (optional): BERTH_SHIM_CTL=DIR. Each sync of the data
+ * file appends a line to DIR/syncs as it starts (so a test can tell which
+ * sync is under way), then sleeps the milliseconds in DIR/delay_ms if that
+ * file exists (a slow disk), then, if DIR/fail exists, removes it and fails
+ * with the errno it holds (EIO when empty), dropping the pending writes as
+ * above. So a test fails exactly the sync it chooses, at the moment it
+ * chooses, without counting syncs in advance.
  * Intercepts what liblmdb 0.9 calls on its data file: open, close, pwrite,
  * writev, fdatasync, fsync. */
 #define _GNU_SOURCE
@@ -381,8 +388,75 @@ static void sync_crash_check(void) {
     }
 }
 
+/* A small number in DIR/name, or -1 when the file is absent. */
+static long ctl_read(const char *dir, const char *name, long absent, long empty) {
+    char path[SHIM_PATH_LEN_MAX];
+    int n = snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= sizeof path) {
+        shim_die("BERTH_SHIM_CTL path too long");
+    }
+    int fd = real_open(path, O_RDONLY);
+    if (fd < 0) {
+        return absent;
+    }
+    char text[32];
+    ssize_t got = read(fd, text, sizeof text - 1);
+    if (real_close(fd) != 0) {
+        shim_die("cannot close a control file");
+    }
+    if (got <= 0) {
+        return empty;
+    }
+    text[got] = '\0';
+    return strtol(text, NULL, 10);
+}
+
+/* BERTH_SHIM_CTL: note the sync, sleep, and say whether it must fail (its
+ * errno) or not (0). Called without the shim's lock, so a slow sync holds
+ * up nothing but itself. */
+static int ctl_sync(void) {
+    const char *dir = getenv("BERTH_SHIM_CTL");
+    if (dir == NULL) {
+        return 0;
+    }
+    char path[SHIM_PATH_LEN_MAX];
+    int n = snprintf(path, sizeof path, "%s/syncs", dir);
+    if (n < 0 || (size_t)n >= sizeof path) {
+        shim_die("BERTH_SHIM_CTL path too long");
+    }
+    int fd = real_open(path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (fd < 0 || write(fd, "sync\n", 5) != 5 || real_close(fd) != 0) {
+        shim_die("cannot note a sync in BERTH_SHIM_CTL");
+    }
+    long delay_ms = ctl_read(dir, "delay_ms", 0, 0);
+    if (delay_ms > 0) {
+        usleep((useconds_t)delay_ms * 1000u);
+    }
+    long err = ctl_read(dir, "fail", 0, EIO);
+    if (err == 0) {
+        return 0;
+    }
+    n = snprintf(path, sizeof path, "%s/fail", dir);
+    if (n < 0 || (size_t)n >= sizeof path || unlink(path) != 0) {
+        shim_die("cannot remove BERTH_SHIM_CTL's fail file");
+    }
+    return err > 0 ? (int)err : EIO;
+}
+
 static int synced(int fd, sync_fn *fn, const char *name) {
     shim_lock();
+    shim_init();
+    bool is_data = tracked_index(fd) >= 0;
+    shim_unlock();
+    int ctl_fault = is_data ? ctl_sync() : 0;
+    shim_lock();
+    if (ctl_fault != 0) {
+        pending_drop();
+        shim_unlock();
+        shim_say("disk_shim: a sync fails as BERTH_SHIM_CTL asked, its writes are dropped\n");
+        errno = ctl_fault;
+        return -1;
+    }
     if (*fn == NULL) {
         *fn = (sync_fn)real(name);
     }

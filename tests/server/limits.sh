@@ -3,7 +3,8 @@
 # a bad flag; a config file with a flag overriding it; the unix socket;
 # --max-clients; a bulk over --max-arg-bytes (protocol error, connection
 # closed, others unaffected); --idle-timeout; a WATCH client that stops
-# reading, past --max-output-bytes; --max-pipeline. Each limit answers with a clear error or
+# reading, past --max-output-bytes; --max-pipeline; --output-timeout (a
+# client that stops reading its replies). Each limit answers with a clear error or
 # a log line.
 . "$(dirname "$0")/lib.sh"
 
@@ -91,5 +92,68 @@ done >"$TMP/mp.resp"
 out=$(r --pipe <"$TMP/mp.resp" 2>&1)
 expect_match "$out" "errors: 0, replies: 400" "400 pipelined writes under --max-pipeline 4"
 [ $(( $(commits) - before )) -ge 100 ] || fail "--max-pipeline 4 should take at least 100 commits for 400 writes, took $(( $(commits) - before ))"
+stop_berthd
+
+# --output-timeout 2: a normal client that pipelines big replies and stops
+# reading is disconnected, with a logged reason, once its output made no
+# write progress for 2 s (it was kept forever, its buffer pinned); a client
+# that reads slowly but steadily is kept. (Progress is berthd's write()
+# moving bytes: a reader so slow that the kernel's socket buffers stay full
+# for the whole timeout counts as stalled.)
+start_berthd --output-timeout 2 --idle-timeout 0
+for ((i = 0; i < 1000; i++)); do
+    printf '*6\r\n$10\r\nWORKER.ADD\r\n$%d\r\not-%d\r\n$4\r\nGPUS\r\n$1\r\n1\r\n$5\r\nLABEL\r\n$102\r\nk=%s\r\n' \
+        $(( ${#i} + 3 )) "$i" "$(printf 'v%.0s' {1..100})"
+done >"$TMP/ot.resp"
+out=$(r --pipe <"$TMP/ot.resp" 2>&1)
+expect_match "$out" "errors: 0, replies: 1000" "seeding records with long labels"
+python3 - "$PORT" >"$TMP/stall.out" 2>&1 <<'PY' || fail "output timeout: $(cat "$TMP/stall.out")"
+import socket, sys, time
+port = int(sys.argv[1])
+def stuffed(rcvbuf):
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    c.connect(("127.0.0.1", port))
+    c.setblocking(False)
+    req = b"JOURNAL.RANGE 1 1000\r\n" * 200
+    sent, t = 0, time.time()
+    while sent < len(req) and time.time() - t < 3:
+        try:
+            sent += c.send(req[sent:])
+        except BlockingIOError:
+            time.sleep(0.01)
+    return c
+stalled, slow = stuffed(4096), stuffed(1 << 16)
+t0 = time.time()
+while time.time() - t0 < 6:            # slow reads 256 KiB every 0.5 s: progress
+    try:
+        slow.recv(1 << 18)
+    except BlockingIOError:
+        pass
+    time.sleep(0.5)
+slow.setblocking(True)
+slow.settimeout(0.5)
+try:
+    alive = len(slow.recv(4096)) > 0
+except socket.timeout:
+    alive = True
+slow.close()                           # before it too stops reading for 2 s
+stalled.setblocking(True)
+stalled.settimeout(10)
+got = 0
+try:
+    while True:
+        d = stalled.recv(1 << 20)
+        if not d:
+            break
+        got += len(d)
+    closed = True
+except (ConnectionResetError, socket.timeout):
+    closed = not isinstance(sys.exc_info()[1], socket.timeout)
+print(f"stalled closed {closed} after {got} bytes; slow reader alive {alive}")
+sys.exit(0 if closed and alive else 1)
+PY
+grep -q 'output timeout' "$LOG" || fail "berthd should log why it dropped the client that stopped reading"
+expect_eq "$(r INFO stats | tr -d '\r' | sed -n 's/^output_stall_disconnects://p')" 1 "one client dropped for --output-timeout"
 stop_berthd
 note ok
