@@ -39,6 +39,8 @@ struct berth_journal_ops {
     berth_jerr (*sync)(berth_journal *journal);
     berth_jerr (*maintain)(berth_journal *journal);   /* NULL: nothing deferred */
     berth_jerr (*size)(berth_journal *journal, uint64_t *disk_bytes, uint64_t *map_bytes);
+    /* NULL: no fold (the stats are zeros). */
+    berth_jerr (*fold_stats)(berth_journal *journal, berth_fold_stats *out);
     berth_jerr (*reader_open)(berth_journal *journal, berth_journal_reader **out);
     void (*reader_close)(berth_journal_reader *reader);
     berth_jerr (*reader_head)(berth_journal_reader *reader, uint64_t *seq,

@@ -7,6 +7,7 @@
  * weaken them by accident. */
 #include <assert.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "backend.h"
 
@@ -84,6 +85,12 @@ berth_jerr berth_journal_size(berth_journal *journal, uint64_t *disk_bytes,
                               uint64_t *map_bytes) {
     assert(journal != NULL && disk_bytes != NULL && map_bytes != NULL);
     return journal->ops->size(journal, disk_bytes, map_bytes);
+}
+
+berth_jerr berth_journal_fold_stats(berth_journal *journal, berth_fold_stats *out) {
+    assert(journal != NULL && out != NULL);
+    memset(out, 0, sizeof *out);
+    return journal->ops->fold_stats == NULL ? BERTH_J_OK : journal->ops->fold_stats(journal, out);
 }
 
 berth_jerr berth_journal_reader_open(berth_journal *journal, berth_journal_reader **out) {
