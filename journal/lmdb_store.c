@@ -168,21 +168,18 @@
  * hold a meta page the disk never got, marked clean, so a plain sync at
  * open would prove nothing; every writable open therefore commits the same
  * one-key rewrite and syncs (sync_at_open), in either mode. */
-#define _GNU_SOURCE     /* SCHED_IDLE, pthread_setname_np */
+#define _GNU_SOURCE     /* pthread_setname_np */
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/resource.h>
 #include <sys/statvfs.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -221,10 +218,6 @@ enum {
      * always outpaces the appends). 1,024 took 0.2-0.3 ms (docs/bench-server.md) */
     trim_entries_per_append_min = 1024,
     fold_retry_ms = 1000,           /* a failed fold waits this long before the next */
-    /* a backlog this many times history_fold_records puts the folder back
-     * in the normal CPU class until it is under it again ("The folder's CPU
-     * class") */
-    fold_urgent_factor = 4,
     pid_text_len_max = 32,
     grow_slack_bytes = 1 << 20,     /* B-tree and free-list overhead of one write */
     meta_rewrite_need_bytes = 1 << 16   /* a one-key rewrite: a few pages copied */
@@ -291,12 +284,9 @@ typedef struct lmdb_journal {
     _Atomic bool fold_stop;
     bool fold_dead;                 /* an I/O error in henv: no more folds this process */
     berth_jerr fold_err;            /* the last fold's result */
-    /* The folder's CPU class and progress: see "The folder's CPU class". */
-    _Atomic bool fold_idle_ok;      /* the folder may sort and write at SCHED_IDLE */
-    _Atomic bool fold_urgent;       /* backlog past the bound: no idle class until under it */
+    /* The fold's progress, for INFO (berth_journal_fold_stats). */
     _Atomic uint64_t fold_count;    /* fold transactions committed since open */
     _Atomic uint64_t fold_backlog_max;   /* the largest backlog an append or sync left */
-    _Atomic uint64_t fold_boosts;   /* the folder put back in the normal class from outside */
     /* The folder's buffers, kept here rather than on its stack so that they
      * stay reachable from the journal (a leak checker in a forked child,
      * which has no folder thread, would call them lost). */
@@ -1890,124 +1880,10 @@ static bool fold_due(lmdb_journal *j) {
     return durable - folded >= j->history_fold_records;
 }
 
-/* ---- the folder's CPU class ----------------------------------------------
- *
- * Why. A fold is tens of ms of CPU (the sort, the page copies of history's
- * puts) every history_fold_records records. On a machine whose cores the
- * loop and the committer keep busy, a fold running at their priority took
- * its share from them: the committer, woken from its fdatasync, waited for
- * a core behind it, and the commits during a fold came out slow in bursts
- * (docs/bench-server.md, "session 5"). So where the process may undo it,
- * the folder sorts and writes in SCHED_IDLE, which runs only on a core
- * nothing else wants and which any waking thread preempts at once.
- *
- * What it must never do: hold, while idle, anything another thread waits
- * on, or an idle thread starved by busy cores would stall that thread
- * (priority inversion). So these run in the normal class: the gather (a
- * reader in the journal's map gate, which a map growth of the journal waits
- * for), every growth of the history map (queries wait at hgate while it
- * resizes), and the fold_mutex and head_mutex sections. While idle the
- * folder holds only the history environment's write transaction, which
- * only the folder takes.
- *
- * The bound. An idle folder on saturated cores might not fold at all, and
- * the touch log would grow without end. So a fold whose backlog (durable
- * head - folded_seq) is fold_urgent_factor * history_fold_records or more
- * runs in the normal class throughout, and an append or sync that leaves
- * such a backlog while the folder sits in its idle section puts it back in
- * the normal class at once (fold_urgent; counted in fold_boosts), until a
- * fold leaves the backlog under the bound. From there on the fold competes
- * like any thread, as it did before.
- *
- * Linux lets an unprivileged thread enter SCHED_IDLE but not leave it (that
- * needs CAP_SYS_NICE or an RLIMIT_NICE of 20 or more). Without that right
- * the folder never enters it: fold_idle_probe asks by lowering its nice
- * value by one and putting it back. Elsewhere, and without the right, the
- * folder stays in the normal class as before. */
-
-/* On the folder thread, at its start: may it leave SCHED_IDLE again? */
-static bool fold_idle_probe(void) {
-#if defined(__linux__) && defined(SCHED_IDLE)
-    id_t tid = (id_t)syscall(SYS_gettid);
-    errno = 0;
-    int nice = getpriority(PRIO_PROCESS, tid);
-    if (errno != 0 || nice <= -20 || setpriority(PRIO_PROCESS, tid, nice - 1) != 0) {
-        return false;
-    }
-    return setpriority(PRIO_PROCESS, tid, nice) == 0;   /* raising nice needs no right */
-#else
-    return false;
-#endif
-}
-
-/* Put thread (the folder) in SCHED_IDLE or back in SCHED_OTHER. */
-static bool fold_class_set(pthread_t thread, bool idle) {
-#if defined(__linux__) && defined(SCHED_IDLE)
-    struct sched_param param;
-    memset(&param, 0, sizeof param);
-    return pthread_setschedparam(thread, idle ? SCHED_IDLE : SCHED_OTHER, &param) == 0;
-#else
-    (void)thread;
-    (void)idle;
-    return !idle;
-#endif
-}
-
-/* The folder, before its sort and write: idle when allowed and not behind.
- * True when it entered the idle class. */
-static void fold_idle_leave(lmdb_journal *j, bool *idle);
-
-static bool fold_idle_enter(lmdb_journal *j, uint64_t backlog) {
-    uint64_t bound = (uint64_t)fold_urgent_factor * j->history_fold_records;
-    if (!atomic_load(&j->fold_idle_ok) || atomic_load(&j->fold_urgent) || backlog >= bound) {
-        return false;
-    }
-    if (!fold_class_set(pthread_self(), true)) {
-        return false;
-    }
-    /* A boost between the check and the switch found the folder still
-     * normal and changed nothing; look again (the boost stores fold_urgent
-     * before its own switch, so one of the two sees the other). */
-    bool idle = true;
-    if (atomic_load(&j->fold_urgent)) {
-        fold_idle_leave(j, &idle);
-    }
-    return idle;
-}
-
-static void fold_idle_leave(lmdb_journal *j, bool *idle) {
-    if (!*idle) {
-        return;
-    }
-    if (!fold_class_set(pthread_self(), false)) {
-        /* The probe said it could; should the right go away meanwhile, fold
-         * no more in the idle class rather than starve while holding the
-         * gate in a later gather. Stuck idle, it folds when a core is free. */
-        atomic_store(&j->fold_idle_ok, false);
-    }
-    *idle = false;
-}
-
-/* After an append or a sync: note the backlog, and put an idle folder that
- * fell behind the bound back in the normal class. */
+/* After an append or a sync: the largest backlog, for INFO. */
 static void fold_note_backlog(lmdb_journal *j, uint64_t backlog) {
     uint64_t max = atomic_load(&j->fold_backlog_max);
     while (backlog > max && !atomic_compare_exchange_weak(&j->fold_backlog_max, &max, backlog)) {
-    }
-    uint64_t bound = (uint64_t)fold_urgent_factor * j->history_fold_records;
-    if (backlog < bound || !atomic_load(&j->fold_idle_ok) || atomic_exchange(&j->fold_urgent, true)) {
-        return;
-    }
-    if (fold_class_set(j->folder, false)) {
-        atomic_fetch_add(&j->fold_boosts, 1);
-    }
-}
-
-/* Someone waits for the folder (a close, a test's settle): no idle class
- * until a fold leaves the backlog under the bound. */
-static void fold_hurry(lmdb_journal *j) {
-    if (atomic_load(&j->fold_idle_ok) && !atomic_exchange(&j->fold_urgent, true)) {
-        (void)fold_class_set(j->folder, false);
     }
 }
 
@@ -2137,38 +2013,29 @@ static berth_jerr fold_once(lmdb_journal *j, fold_work *w) {
     if (err != BERTH_J_OK) {
         return err;
     }
-    uint64_t folded = atomic_load(&j->hist_folded);
-    uint64_t need = (covered - folded) * fold_need_bytes_per_record;
+    qsort(w->items, count, sizeof *w->items, fold_item_cmp);
+    uint64_t need = (covered - atomic_load(&j->hist_folded)) * fold_need_bytes_per_record;
     map_use use = map_use_of(j->henv, j->hpage_size);
     if (use.used_bytes + need > use.map_bytes / 2) {
         int dead = 0;
         (void)mdb_reader_check(j->henv, &dead);   /* killed readers may be why it filled */
         (void)hist_map_grow(j, need, 0);   /* at the cap or readers open: the write decides */
     }
-    /* The sort and the write hold nothing any other thread waits on. */
-    bool idle = fold_idle_enter(j, through - folded);
-    qsort(w->items, count, sizeof *w->items, fold_item_cmp);
     for (uint32_t attempt = 0; attempt < grow_attempts_max; attempt++) {
         bool map_full = false;
         err = fold_write(j, w->items, count, covered, &map_full);
         if (!map_full) {
             break;
         }
-        fold_idle_leave(j, &idle);   /* queries wait at hgate while it resizes */
         err = hist_map_grow(j, need, grow_wait_ms_max);
         if (err != BERTH_J_OK) {
             break;
         }
         err = BERTH_J_FULL;
     }
-    fold_idle_leave(j, &idle);
     if (err == BERTH_J_OK) {
         atomic_store(&j->hist_folded, covered);
         atomic_fetch_add(&j->fold_count, 1);
-        uint64_t bound = (uint64_t)fold_urgent_factor * j->history_fold_records;
-        if (durable_now(j) - covered < bound) {
-            atomic_store(&j->fold_urgent, false);   /* caught up: idle again from the next fold */
-        }
     }
     return err;
 }
@@ -2196,7 +2063,6 @@ static void *folder_main(void *arg) {
 #if defined(__linux__)
     (void)pthread_setname_np(pthread_self(), "berth-fold");   /* for top and perf; best effort */
 #endif
-    atomic_store(&j->fold_idle_ok, fold_idle_probe());
     mutex_lock(&j->fold_mutex);
     bool retry = false;
     while (!atomic_load(&j->fold_stop)) {
@@ -2300,7 +2166,6 @@ static bool folder_start(lmdb_journal *j) {
 /* At close: a fold under way finishes its transaction first. */
 static void folder_stop(lmdb_journal *j) {
     if (j->folder_started) {
-        fold_hurry(j);
         mutex_lock(&j->fold_mutex);
         atomic_store(&j->fold_stop, true);
         int rc = pthread_cond_broadcast(&j->fold_cond);
@@ -2325,7 +2190,6 @@ berth_jerr berth_journal_lmdb_settle(berth_journal *base) {
     if (!j->folder_started) {
         return BERTH_J_OK;
     }
-    fold_hurry(j);
     mutex_lock(&j->fold_mutex);
     j->fold_wake = true;
     int rc = pthread_cond_broadcast(&j->fold_cond);
@@ -2349,8 +2213,6 @@ static berth_jerr lmdb_fold_stats(berth_journal *base, berth_fold_stats *out) {
     out->backlog = durable > out->folded_seq ? durable - out->folded_seq : 0;
     out->backlog_max = atomic_load(&j->fold_backlog_max);
     out->folds = atomic_load(&j->fold_count);
-    out->boosts = atomic_load(&j->fold_boosts);
-    out->idle_class = atomic_load(&j->fold_idle_ok);
     return BERTH_J_OK;
 }
 
