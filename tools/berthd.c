@@ -246,6 +246,7 @@ int main(int argc, char **argv) {
     server_log("ready on %s; max %u clients; snapshot every %llu records%s", where,
                s.config.max_clients, (unsigned long long)s.config.snapshot_every,
                s.config.admin_password[0] != '\0' ? "; password required" : "");
+    server_thread_short_slice();   /* the loop; after every other thread started */
     ev_run(s.loop, 0);
     berthd_shutdown(&s);
     return s.fatal ? 1 : 0;

@@ -250,6 +250,7 @@ void net_close_all(server *s);
 uint64_t now_ms_wall(void);
 uint64_t now_ns_mono(void);
 void server_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void server_thread_short_slice(void);   /* the calling thread: a short slice (networking.c) */
 
 /* batch.c */
 int batch_init(server *s);
