@@ -3,8 +3,8 @@
 # fold keeping up while every core is busy: a busy loop per core beside a
 # pipelined DEPLOY/RELEASE load, with folds every 1,024 records
 # (--history-fold-records). The touch-log backlog (durable records not yet
-# folded) must stay within a few folds under the load and fall under one
-# fold once it stops; folded_seq + backlog must be the head.
+# folded) must stay far under the load's records while it lasts and fall
+# under one fold once it stops; folded_seq + backlog must be the head.
 . "$(dirname "$0")/lib.sh"
 BENCH_SERVER=${BENCH_SERVER:?BENCH_SERVER must name the bench_server binary}
 fold=1024
@@ -39,7 +39,9 @@ note "$n records under load, $folds folds, backlog max $max"
 # sorts and syncs, on cores it shares with the busy loops: 18,080 was seen
 # on 2 cores at load 8 from other jobs.
 [ "$max" -ge "$fold" ] || fail "the backlog never reached a fold ($max)"
-[ "$max" -le $((32 * fold)) ] || fail "the touch-log backlog reached $max records, $fold a fold"
+# A folder that stopped would leave most of the load's records behind.
+[ "$max" -le $((64 * fold)) ] && [ "$max" -lt $((n / 2)) ] \
+    || fail "the touch-log backlog reached $max records of $n, $fold a fold"
 
 # Once the load stops, the folds catch up: the backlog falls under one fold.
 for ((i = 0; i < 200; i++)); do
