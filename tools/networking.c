@@ -65,8 +65,8 @@ uint64_t now_ns_mono(void) {
  * 0.1 ms at the least), with no privilege: its share of the CPU stays the
  * same, it is only served sooner and in shorter turns, so a thread that
  * runs tens of µs per wake-up preempts on waking instead of queueing.
- * Older kernels ignore the field; elsewhere this does nothing. The nice
- * value is passed through unchanged (sched_setattr sets it too). */
+ * Older kernels ignore the field; elsewhere this does nothing. The policy
+ * and the nice value are kept (sched_setattr would set both). */
 #define SERVER_SLICE_US 100
 void server_thread_short_slice(void) {
 #if defined(__linux__) && defined(SYS_sched_setattr)
@@ -83,7 +83,7 @@ void server_thread_short_slice(void) {
     _Static_assert(sizeof attr == 48, "sched_attr, first version");
     memset(&attr, 0, sizeof attr);
     attr.size = sizeof attr;
-    attr.policy = 0;                /* SCHED_OTHER */
+    attr.flags = 0x08;              /* SCHED_FLAG_KEEP_POLICY: SCHED_BATCH stays, RT refuses */
     errno = 0;
     int nice = getpriority(PRIO_PROCESS, 0);   /* the calling thread's */
     if (errno != 0) {
