@@ -45,6 +45,8 @@ struct berth_journal_ops {
                                       const berth_touched *touched);
     berth_jerr (*history_rebuild_finish)(berth_journal *journal, uint64_t *names, char *err,
                                          size_t err_size);
+    /* NULL: no fold (the stats are zeros). */
+    berth_jerr (*fold_stats)(berth_journal *journal, berth_fold_stats *out);
     berth_jerr (*reader_open)(berth_journal *journal, berth_journal_reader **out);
     void (*reader_close)(berth_journal_reader *reader);
     berth_jerr (*reader_head)(berth_journal_reader *reader, uint64_t *seq,

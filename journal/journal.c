@@ -115,6 +115,12 @@ berth_jerr berth_journal_history_rebuild_finish(berth_journal *journal, uint64_t
     return journal->ops->history_rebuild_finish(journal, names, err, err_size);
 }
 
+berth_jerr berth_journal_fold_stats(berth_journal *journal, berth_fold_stats *out) {
+    assert(journal != NULL && out != NULL);
+    memset(out, 0, sizeof *out);
+    return journal->ops->fold_stats == NULL ? BERTH_J_OK : journal->ops->fold_stats(journal, out);
+}
+
 berth_jerr berth_journal_reader_open(berth_journal *journal, berth_journal_reader **out) {
     assert(journal != NULL && out != NULL);
     *out = NULL;

@@ -221,6 +221,16 @@ berth_jerr berth_journal_history(berth_journal_reader *reader, berth_history_kin
                                  berth_str name, uint64_t from, uint64_t *seqs, size_t cap,
                                  size_t *n);
 
+/* The LMDB history fold's progress, for INFO and tests. */
+typedef struct berth_fold_stats {
+    uint64_t folded_seq;    /* the history index holds every record up to it */
+    uint64_t backlog;       /* durable records past folded_seq, now */
+    uint64_t backlog_max;   /* the largest backlog an append or sync left, since open */
+    uint64_t folds;         /* fold transactions committed since open */
+} berth_fold_stats;
+/* Zeros on a backend without a fold (etcd) and on a read-only open. OK. */
+berth_jerr berth_journal_fold_stats(berth_journal *journal, berth_fold_stats *out);
+
 /* Rebuilding the HISTORY index from the journal (`berth history rebuild`).
  * Its names are worked out by the engine's apply, which this layer does
  * not run, so the caller replays the journal from genesis (replay.h's

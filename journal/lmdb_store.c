@@ -172,6 +172,7 @@
  * hold a meta page the disk never got, marked clean, so a plain sync at
  * open would prove nothing; every writable open therefore commits the same
  * one-key rewrite and syncs (sync_at_open), in either mode. */
+#define _GNU_SOURCE     /* pthread_setname_np */
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -290,6 +291,9 @@ typedef struct lmdb_journal {
     _Atomic bool fold_stop;
     bool fold_dead;                 /* an I/O error in henv: no more folds this process */
     berth_jerr fold_err;            /* the last fold's result */
+    /* The fold's progress, for INFO (berth_journal_fold_stats). */
+    _Atomic uint64_t fold_count;    /* fold transactions committed since open */
+    _Atomic uint64_t fold_backlog_max;   /* the largest backlog an append or sync left */
     /* The folder's buffers, kept here rather than on its stack so that they
      * stay reachable from the journal (a leak checker in a forked child,
      * which has no folder thread, would call them lost). */
@@ -1948,10 +1952,24 @@ static bool fold_due(lmdb_journal *j) {
     return durable - folded >= j->history_fold_records;
 }
 
+/* After an append or a sync: the largest backlog, for INFO. */
+static void fold_note_backlog(lmdb_journal *j, uint64_t backlog) {
+    uint64_t max = atomic_load(&j->fold_backlog_max);
+    while (backlog > max && !atomic_compare_exchange_weak(&j->fold_backlog_max, &max, backlog)) {
+    }
+}
+
 /* Wake the folder when a fold is due (after a commit or sync moved the
  * durable head). Costs a mutex only then. */
 static void folder_poke(lmdb_journal *j) {
-    if (!j->folder_started || !fold_due(j)) {
+    if (!j->folder_started) {
+        return;
+    }
+    uint64_t durable = durable_now(j);
+    uint64_t folded = atomic_load(&j->hist_folded);
+    assert(folded <= durable);
+    fold_note_backlog(j, durable - folded);
+    if (durable - folded < j->history_fold_records) {
         return;
     }
     mutex_lock(&j->fold_mutex);
@@ -2087,6 +2105,7 @@ static berth_jerr fold_commit(lmdb_journal *j, fold_work *w, size_t count, uint6
     }
     if (err == BERTH_J_OK) {
         atomic_store(&j->hist_folded, covered);
+        atomic_fetch_add(&j->fold_count, 1);
     }
     return err;
 }
@@ -2125,6 +2144,9 @@ static void *folder_main(void *arg) {
     lmdb_journal *j = arg;
     fold_work *w = j->fold_work;   /* folder_start took them: never NULL here */
     assert(w != NULL && w->items != NULL && w->arena != NULL);
+#if defined(__linux__)
+    (void)pthread_setname_np(pthread_self(), "berth-fold");   /* for top and perf; best effort */
+#endif
     mutex_lock(&j->fold_mutex);
     bool retry = false;
     while (!atomic_load(&j->fold_stop)) {
@@ -2263,6 +2285,19 @@ berth_jerr berth_journal_lmdb_settle(berth_journal *base) {
     berth_jerr err = j->fold_err;
     mutex_unlock(&j->fold_mutex);
     return err;
+}
+
+static berth_jerr lmdb_fold_stats(berth_journal *base, berth_fold_stats *out) {
+    lmdb_journal *j = journal_of(base);
+    if (!j->folder_started) {
+        return BERTH_J_OK;   /* read-only: no folder; its writer's are not ours to tell */
+    }
+    out->folded_seq = atomic_load(&j->hist_folded);
+    uint64_t durable = durable_now(j);
+    out->backlog = durable > out->folded_seq ? durable - out->folded_seq : 0;
+    out->backlog_max = atomic_load(&j->fold_backlog_max);
+    out->folds = atomic_load(&j->fold_count);
+    return BERTH_J_OK;
 }
 
 /* At a writable open, once the head is loaded and synced: migrate a legacy
@@ -3236,6 +3271,7 @@ static const berth_journal_ops lmdb_ops = {
     .sync = lmdb_sync,
     .maintain = NULL,   /* the folder thread folds: nothing is left to the caller */
     .size = lmdb_size,
+    .fold_stats = lmdb_fold_stats,
     .reader_open = lmdb_reader_open,
     .reader_close = lmdb_reader_close,
     .reader_head = lmdb_reader_head,

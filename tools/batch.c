@@ -386,6 +386,7 @@ static void pipe_run_sync(pipe_journal *p) {
 static void *pipe_thread(void *arg) {
     pipe_journal *p = arg;
     (void)pthread_setname_np(pthread_self(), "berthd-commit");   /* for top and perf; best effort */
+    server_thread_short_slice();   /* a reply waits on each of its wake-ups */
     pipe_lock(p);
     for (;;) {
         while (!p->work && !p->work_sync && !p->stop) {

@@ -73,6 +73,7 @@ static int berthd_open(server *s) {
     /* One sync per commit: batch.c answers a write only once the journal
      * says it is durable. (The etcd journal ignores it.) */
     jopt.defer_meta_sync = true;
+    jopt.history_fold_records = s->config.history_fold_records;
     berth_jerr jerr = replication_configured(&s->config)
                           ? (berth_jerr)replication_open(s, &jopt, err, sizeof err)
                           : berth_journal_open_lmdb(&s->journal, s->config.data_dir, &jopt, err, sizeof err);
@@ -247,6 +248,7 @@ int main(int argc, char **argv) {
     server_log("ready on %s; max %u clients; snapshot every %llu records%s", where,
                s.config.max_clients, (unsigned long long)s.config.snapshot_every,
                s.config.admin_password[0] != '\0' ? "; password required" : "");
+    server_thread_short_slice();   /* the loop; after every other thread started */
     ev_run(s.loop, 0);
     berthd_shutdown(&s);
     return s.fatal ? 1 : 0;

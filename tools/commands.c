@@ -255,13 +255,20 @@ static void info_clients(server *s, text *t) {
 static void info_journal(server *s, text *t) {
     berth_journal_sizes sizes;
     berth_jerr err = berth_journal_size(s->journal, &sizes);
+    berth_fold_stats fold;
+    berth_jerr ferr = berth_journal_fold_stats(s->journal, &fold);
+    assert(ferr == BERTH_J_OK);
     text_add(t, "# Journal\r\nhead_seq:%llu\r\ndisk_bytes:%llu\r\nmap_bytes:%llu\r\n"
                 "history_disk_bytes:%llu\r\nhistory_map_bytes:%llu\r\n"
-                "size_status:%s\r\nsnapshot_every:%llu\r\n\r\n",
+                "size_status:%s\r\nsnapshot_every:%llu\r\n",
              (unsigned long long)batch_durable_head(s), (unsigned long long)sizes.disk_bytes,
              (unsigned long long)sizes.map_bytes, (unsigned long long)sizes.history_disk_bytes,
              (unsigned long long)sizes.history_map_bytes, berth_jerr_name(err),
              (unsigned long long)s->config.snapshot_every);
+    text_add(t, "history_folded_seq:%llu\r\nhistory_fold_backlog:%llu\r\n"
+                "history_fold_backlog_max:%llu\r\nhistory_folds:%llu\r\n\r\n",
+             (unsigned long long)fold.folded_seq, (unsigned long long)fold.backlog,
+             (unsigned long long)fold.backlog_max, (unsigned long long)fold.folds);
 }
 
 static void info_state(server *s, text *t) {

@@ -65,6 +65,8 @@ static const option options[] = {
       "MIB  journal map size ceiling; FULL beyond it (default: the journal's, 1 TiB)" },
     { "commit-gather-us", OPT_U32, FIELD(commit_gather_us), 0, 10000,
       "US  wait up to this long for the rest of a write cohort before a commit, 0 never (default 200)" },
+    { "history-fold-records", OPT_U32, FIELD(history_fold_records), 1024, BERTH_HISTORY_FOLD_RECORDS_MAX,
+      "N  durable records the HISTORY touch log gathers before a fold into the history index (default 16384)" },
     { "journal", OPT_STRING, FIELD(journal_kind), 0, 0,
       "KIND  lmdb (default) or etcd: the journal replicated on etcd, see docs/etcd.md" },
     { "etcd-endpoints", OPT_STRING, FIELD(etcd_endpoints), 0, 0,
@@ -110,6 +112,7 @@ void config_defaults(server_config *cfg) {
     cfg->etcd_lease_ttl_s = 3;
     cfg->etcd_timeout_ms = BERTH_ETCD_TIMEOUT_MS_DEFAULT;
     cfg->commit_gather_us = 200;
+    cfg->history_fold_records = BERTH_HISTORY_FOLD_RECORDS_DEFAULT;
 }
 
 void config_usage(void) {

@@ -10,7 +10,9 @@
  * unread in its client's buffer, never on the loop), and writes each client's
  * output with one write(). A client is freed only when nothing refers to it: a batch
  * entry or a background job keeps a closed client's memory alive until the
- * commit or the job is done, so no reply is ever written into freed memory. */
+ * commit or the job is done, so no reply is ever written into freed memory.
+ * Also asks the scheduler for a short time slice for the threads a reply
+ * waits on (server_thread_short_slice). */
 #define _GNU_SOURCE     /* accept4 */
 #include "server.h"
 
@@ -27,7 +29,9 @@
 #include <string.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,6 +57,46 @@ uint64_t now_ns_mono(void) {
     int rc = clock_gettime(CLOCK_MONOTONIC, &ts);
     assert(rc == 0);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Why: at 50 unpipelined connections the reply tail was CPU, not disk. A
+ * slow commit (over 2 ms, about 1 in 50 on the 2-core bench machine) spent
+ * 3 ms of its time runnable but not running: the committer, woken from its
+ * fdatasync, waited behind whatever held the core for the default slice
+ * (1.4 ms on that kernel) or two, and the loop likewise before it could
+ * answer (docs/bench-server.md, "session 5"). Linux 6.12 and later let a
+ * SCHED_OTHER thread ask for a shorter slice (sched_attr.sched_runtime,
+ * 0.1 ms at the least), with no privilege: its share of the CPU stays the
+ * same, it is only served sooner and in shorter turns, so a thread that
+ * runs tens of µs per wake-up preempts on waking instead of queueing.
+ * Older kernels ignore the field; elsewhere this does nothing. The policy
+ * and the nice value are kept (sched_setattr would set both). */
+#define SERVER_SLICE_US 100
+void server_thread_short_slice(void) {
+#if defined(__linux__) && defined(SYS_sched_setattr)
+    struct {                        /* struct sched_attr, SCHED_ATTR_SIZE_VER0 */
+        uint32_t size;
+        uint32_t policy;
+        uint64_t flags;
+        int32_t nice;
+        uint32_t priority;
+        uint64_t runtime_ns;
+        uint64_t deadline_ns;
+        uint64_t period_ns;
+    } attr;
+    _Static_assert(sizeof attr == 48, "sched_attr, first version");
+    memset(&attr, 0, sizeof attr);
+    attr.size = sizeof attr;
+    attr.flags = 0x08;              /* SCHED_FLAG_KEEP_POLICY: SCHED_BATCH stays, RT refuses */
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, 0);   /* the calling thread's */
+    if (errno != 0) {
+        return;
+    }
+    attr.nice = nice;
+    attr.runtime_ns = (uint64_t)SERVER_SLICE_US * 1000u;
+    (void)syscall(SYS_sched_setattr, 0, &attr, 0);   /* best effort: a hint, never a need */
+#endif
 }
 
 void server_log(const char *fmt, ...) {

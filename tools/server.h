@@ -87,6 +87,7 @@ typedef struct server_config {
     uint32_t output_timeout_s;          /* output pending with no write progress; 0: never */
     uint64_t map_size_max_mib;          /* 0: the journal's default */
     uint32_t commit_gather_us;          /* wait for the rest of a write cohort; 0: never */
+    uint32_t history_fold_records;      /* the LMDB journal's fold threshold (journal.h) */
     bool show_help;
     bool show_version;
     /* issue 6: the journal on etcd (replication.c, docs/etcd.md) */
@@ -269,6 +270,7 @@ void net_close_all(server *s);
 uint64_t now_ms_wall(void);
 uint64_t now_ns_mono(void);
 void server_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void server_thread_short_slice(void);   /* the calling thread: a short slice (networking.c) */
 
 /* batch.c */
 int batch_init(server *s);

@@ -18,4 +18,10 @@ if(TARGET berthd)
                    BENCH_SERVER=$<TARGET_FILE:bench_server>
                    bash ${PROJECT_SOURCE_DIR}/tests/server/handoff.sh)
   set_tests_properties(server_handoff PROPERTIES TIMEOUT 240 LABELS server)
+  # INFO journal's history_fold_*, and the fold keeping up with every core busy.
+  add_test(NAME server_fold_backlog
+           COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
+                   BENCH_SERVER=$<TARGET_FILE:bench_server>
+                   bash ${PROJECT_SOURCE_DIR}/tests/server/fold_backlog.sh)
+  set_tests_properties(server_fold_backlog PROPERTIES TIMEOUT 90 LABELS server)
 endif()
