@@ -9,6 +9,15 @@
 start_berthd
 slice_of() { sed -n 's/^se\.slice *: *\([0-9]*\)$/\1/p' "/proc/$BERTHD_PID/task/$1/sched" 2>/dev/null; }
 loop=$(slice_of "$BERTHD_PID")
+# 6.6 to 6.11 show se.slice but ignore the request (custom slices came in 6.12).
+kernel=$(uname -r)
+kmajor=${kernel%%.*}
+kminor=${kernel#*.}; kminor=${kminor%%[!0-9]*}
+if [ "$kmajor" -lt 6 ] || { [ "$kmajor" -eq 6 ] && [ "$kminor" -lt 12 ]; }; then
+    note "Linux $kernel predates custom time slices (6.12): skipped"
+    stop_berthd
+    exit 0
+fi
 if [ -z "$loop" ]; then
     note "no se.slice in /proc/$BERTHD_PID/task/*/sched on $(uname -sr): skipped"
     stop_berthd
