@@ -57,6 +57,26 @@ typedef struct berth_verify_report {
 } berth_verify_report;
 berth_jerr berth_verify(berth_journal_reader *reader, berth_verify_report *report);
 
+/* The same verify in steps, each within a reader of its own, so no reader
+ * stays open for the whole run (a long-lived LMDB reader holds up map
+ * growth and pins old pages). begin fixes the range, 1..target (UINT64_MAX:
+ * reader's head), and target's hash; NULL when out of memory. Each step
+ * goes on from where the last one stopped, in any reader of the same
+ * journal whose head is at least target, and returns true once the run is
+ * over (checked to target, or failed), false when it stopped early: after
+ * records_max records, or at a chunk boundary (every few hundred records)
+ * where yield (may be NULL) returned true; it may be called from another
+ * thread. Records the step read are not used after it returns, so its
+ * reader may be closed then. end gives what berth_verify would have on a
+ * reader whose head is target: the same result, records, first_bad_seq
+ * and what, wherever the steps split; it frees run. */
+typedef struct berth_verify_run berth_verify_run;
+typedef bool (*berth_verify_yield_fn)(void *arg);
+berth_verify_run *berth_verify_begin(berth_journal_reader *reader, uint64_t target);
+bool berth_verify_step(berth_verify_run *run, berth_journal_reader *reader, uint64_t records_max,
+                       berth_verify_yield_fn yield, void *yield_arg);
+berth_jerr berth_verify_end(berth_verify_run *run, berth_verify_report *report);
+
 /* Snapshot codec (msgpack). encode: *bytes malloc'd, caller frees. */
 int berth_snapshot_encode(const berth_state *state, uint8_t **bytes, size_t *len);
 int berth_snapshot_decode(const void *bytes, size_t len, berth_state **out,
