@@ -38,6 +38,7 @@ struct berth_journal_ops {
     berth_jerr (*durable)(berth_journal *journal, uint64_t *seq);
     berth_jerr (*sync)(berth_journal *journal);
     berth_jerr (*maintain)(berth_journal *journal);   /* NULL: nothing deferred */
+    bool (*readers_wanted)(berth_journal *journal);   /* NULL: no reader ever holds anything up */
     berth_jerr (*size)(berth_journal *journal, uint64_t *disk_bytes, uint64_t *map_bytes);
     berth_jerr (*reader_open)(berth_journal *journal, berth_journal_reader **out);
     void (*reader_close)(berth_journal_reader *reader);

@@ -200,6 +200,10 @@ enum {
     store_format_legacy = 1,        /* history inside this environment (before session 4) */
     store_format = 2,               /* layout of the named databases above */
     grow_wait_ms_max = 2000,        /* a resize waits this long for readers */
+    /* an early resize waits this long, once per map size, for readers that
+     * leave when asked (berth_journal_readers_wanted): a stepped verify
+     * leaves within a chunk of records, a query within its own short life */
+    grow_early_wait_ms_max = 50,
     grow_attempts_max = 48,         /* doublings from a tiny map to the cap */
     remap_attempts_max = 8,         /* reader retries after MDB_MAP_RESIZED */
     history_key_len_max = 1 + BERTH_NAME_LEN_MAX,
@@ -227,6 +231,7 @@ typedef struct map_gate {
     pthread_cond_t changed;         /* readers or resizing changed */
     uint32_t readers;               /* read transactions open in this process */
     bool resizing;
+    _Atomic bool wanted;            /* resizing, for readers that poll without the mutex */
 } map_gate;
 
 typedef struct lmdb_journal {
@@ -253,6 +258,7 @@ typedef struct lmdb_journal {
     pthread_mutex_t write_mutex;    /* one append or snapshot_put at a time */
     pthread_mutex_t head_mutex;     /* the cached head, so head() never waits on an fsync */
     map_gate gate;
+    uint64_t early_waited_map_bytes;    /* under write_mutex: map_grow_early's last waited size */
     uint64_t head_seq;              /* writable opens: the committed head */
     uint8_t head_hash[BERTH_HASH_LEN];
     uint64_t durable_seq;           /* defer_meta_sync, under head_mutex: on disk up to here */
@@ -372,6 +378,7 @@ static bool gate_init(map_gate *gate) {
     }
     gate->readers = 0;
     gate->resizing = false;
+    atomic_store(&gate->wanted, false);
     return true;
 }
 
@@ -449,9 +456,11 @@ static bool gate_resize_begin(map_gate *gate, uint32_t wait_ms) {
     bool entered = false;
     if (gate_wait_until(gate, &deadline, false)) {
         gate->resizing = true;
+        atomic_store(&gate->wanted, true);
         entered = gate_wait_until(gate, &deadline, true);
         if (!entered) {
             gate->resizing = false;
+            atomic_store(&gate->wanted, false);
             int rc = pthread_cond_broadcast(&gate->changed);
             assert(rc == 0);
         }
@@ -465,6 +474,7 @@ static void gate_resize_end(map_gate *gate) {
     gate_lock(gate);
     assert(gate->resizing && gate->readers == 0);
     gate->resizing = false;
+    atomic_store(&gate->wanted, false);
     int rc = pthread_cond_broadcast(&gate->changed);
     assert(rc == 0);
     gate_unlock(gate);
@@ -513,8 +523,11 @@ static uint64_t map_size_next_of(MDB_env *env, uint64_t page_size, uint64_t map_
 
 /* Grow one environment's map through its gate (the journal's, or the
  * history index's): its one writer calls it holding no transaction on it.
- * wait_ms 0: only when no reader is open now. A failed remap marks the
- * environment broken: LMDB unmapped the old map first. */
+ * wait_ms 0: only when no reader is open now. FULL at the cap; BUSY when
+ * readers stayed open all of wait_ms (the map is not at its maximum, so
+ * FULL would send the operator after disk space there is no need for). A
+ * failed remap marks the environment broken: LMDB unmapped the old map
+ * first. */
 static berth_jerr env_map_grow(MDB_env *env, uint64_t page_size, uint64_t map_max, map_gate *gate,
                                _Atomic bool *broken, uint64_t need_bytes, uint32_t wait_ms) {
     uint64_t next = map_size_next_of(env, page_size, map_max, need_bytes);
@@ -522,7 +535,7 @@ static berth_jerr env_map_grow(MDB_env *env, uint64_t page_size, uint64_t map_ma
         return BERTH_J_FULL;
     }
     if (!gate_resize_begin(gate, wait_ms)) {
-        return BERTH_J_FULL;
+        return BERTH_J_BUSY;
     }
     int rc = mdb_env_set_mapsize(env, (size_t)next);
     if (rc != 0) {
@@ -548,15 +561,22 @@ static int readers_sweep(lmdb_journal *j) {
     return rc;
 }
 
-/* Before a write: grow while no reader is in the way if the map is over
- * half used, so MDB_MAP_FULL (and its wait) stays rare. Dead readers are
- * swept first, as they may be why the map filled. */
+/* Before a write: grow if the map is over half used, so MDB_MAP_FULL (and
+ * its long wait) stays rare. The first try at each map size waits up to
+ * grow_early_wait_ms_max for the readers open then (which see the gate's
+ * want and leave, if they are long ones: berth_journal_readers_wanted);
+ * later tries at the same size wait for none, so a reader that does not
+ * leave costs the writer that wait once, not on every write. Dead readers
+ * are swept first, as they may be why the map filled. Caller holds
+ * write_mutex. */
 static void map_grow_early(lmdb_journal *j, uint64_t need_bytes) {
     map_use use = map_use_now(j);
     if (use.used_bytes + need_bytes > use.map_bytes / 2) {
         int rc = readers_sweep(j);
         (void)rc;   /* a failed sweep only leaves pages pinned a while longer */
-        berth_jerr err = map_grow(j, need_bytes, 0);
+        bool first = j->early_waited_map_bytes != use.map_bytes;
+        j->early_waited_map_bytes = use.map_bytes;
+        berth_jerr err = map_grow(j, need_bytes, first ? grow_early_wait_ms_max : 0);
         (void)err;   /* at the cap or readers open: the write itself decides */
     }
 }
@@ -1741,7 +1761,8 @@ static berth_jerr migrate_copy(lmdb_journal *j, uint64_t folded, uint64_t *copie
         map_use use = map_use_of(j->henv, j->hpage_size);
         if (use.map_bytes < 2 * bytes + grow_slack_bytes) {
             berth_jerr err = hist_map_grow(j, 2 * bytes, 0);   /* no reader yet */
-            rc = err == BERTH_J_OK ? 0 : (err == BERTH_J_FULL ? MDB_MAP_FULL : EIO);
+            rc = err == BERTH_J_OK ? 0
+                 : (err == BERTH_J_FULL || err == BERTH_J_BUSY ? MDB_MAP_FULL : EIO);
         }
     }
     MDB_txn *wtxn = NULL;
@@ -2876,6 +2897,12 @@ static berth_jerr history_open_read_only(lmdb_journal *j, char *err, size_t err_
     return BERTH_J_CORRUPT;
 }
 
+/* A resize of this process's map waits for its readers: long ones should
+ * close theirs now (and open a new one, which waits out the resize). */
+static bool lmdb_readers_wanted(berth_journal *base) {
+    return atomic_load(&journal_of(base)->gate.wanted);
+}
+
 static const berth_journal_ops lmdb_ops = {
     .name = "lmdb",
     .close = lmdb_close,
@@ -2884,6 +2911,7 @@ static const berth_journal_ops lmdb_ops = {
     .snapshot_put = lmdb_snapshot_put,
     .durable = lmdb_durable,
     .sync = lmdb_sync,
+    .readers_wanted = lmdb_readers_wanted,
     .maintain = NULL,   /* the folder thread folds: nothing is left to the caller */
     .size = lmdb_size,
     .reader_open = lmdb_reader_open,
