@@ -80,7 +80,7 @@ typedef struct feed_source {
     uint64_t next_seq;              /* the seq that must come next */
     uint64_t first_seq;             /* where the range began */
     uint64_t last_seq;              /* inclusive end of the range (lowered by a yield) */
-    berth_verify_yield_fn yield;    /* NULL, or asked between chunks whether to stop */
+    berth_replay_yield_fn yield;    /* NULL, or asked between chunks whether to stop */
     void *yield_arg;
     bool hash;                      /* recompute each record's SHA-256 */
     feed_level level;               /* the feeder's share of the current chunk */
@@ -546,7 +546,7 @@ serial_free:
  * (may be NULL) stops it before seq s; the sink's state ends at the last
  * record fed. */
 static berth_jerr run_range_yielding(berth_journal_reader *reader, uint64_t from, uint64_t to,
-                                     bool hash, berth_verify_yield_fn yield, void *yield_arg,
+                                     bool hash, berth_replay_yield_fn yield, void *yield_arg,
                                      replay_sink *sink, replay_fail *fail) {
     assert(from >= 1);
     if (from > to) return BERTH_J_OK;
@@ -565,11 +565,6 @@ static berth_jerr run_range_yielding(berth_journal_reader *reader, uint64_t from
     assert(e != BERTH_J_OK || berth_state_last_seq(sink->state) == src.last_seq);
     assert(yield != NULL || e != BERTH_J_OK || src.last_seq == to);
     return e;
-}
-
-static berth_jerr run_range(berth_journal_reader *reader, uint64_t from, uint64_t to, bool hash,
-                            replay_sink *sink, replay_fail *fail) {
-    return run_range_yielding(reader, from, to, hash, NULL, NULL, sink, fail);
 }
 
 /* ------------------------------------------------------------ snapshots */
@@ -619,9 +614,17 @@ static berth_jerr start_state(berth_journal_reader *reader, uint64_t target, boo
 
 /* ------------------------------------------------------------ public API */
 
-berth_jerr berth_replay_to_checked(berth_journal_reader *reader, uint64_t target, bool use_snapshots,
-                                   bool check_tail, berth_state **out, berth_replay_stats *stats,
-                                   uint32_t *bad_snapshots, char *err, size_t err_size) {
+/* The last seq of a part that starts at from and may run records_max
+ * records, not past target. */
+static uint64_t part_end(uint64_t from, uint64_t target, uint64_t records_max) {
+    assert(records_max > 0);
+    return from <= target && target - from >= records_max ? from + records_max - 1 : target;
+}
+
+static berth_jerr replay_to_impl(berth_journal_reader *reader, uint64_t target, bool use_snapshots,
+                                 bool check_tail, uint64_t records_max, berth_replay_yield_fn yield,
+                                 void *yield_arg, berth_state **out, berth_replay_stats *stats,
+                                 uint32_t *bad_snapshots, char *err, size_t err_size) {
     assert(reader != NULL && out != NULL);
     *out = NULL;
     uint32_t bad_local = 0;
@@ -652,7 +655,8 @@ berth_jerr berth_replay_to_checked(berth_journal_reader *reader, uint64_t target
     uint64_t from_seq = berth_state_last_seq(sink->state);
     sink->compare = check_tail;
     replay_fail fail = { .err = BERTH_J_OK, .seq = 0, .why = "" };
-    e = run_range(reader, from_seq + 1, target, check_tail, sink, &fail);
+    e = run_range_yielding(reader, from_seq + 1, part_end(from_seq + 1, target, records_max),
+                           check_tail, yield, yield_arg, sink, &fail);
     if (stats != NULL) {
         memset(stats, 0, sizeof(*stats));
         stats->from_snapshot_seq = from_seq;
@@ -669,6 +673,22 @@ berth_jerr berth_replay_to_checked(berth_journal_reader *reader, uint64_t target
     return e;
 }
 
+berth_jerr berth_replay_to_checked(berth_journal_reader *reader, uint64_t target, bool use_snapshots,
+                                   bool check_tail, berth_state **out, berth_replay_stats *stats,
+                                   uint32_t *bad_snapshots, char *err, size_t err_size) {
+    return replay_to_impl(reader, target, use_snapshots, check_tail, UINT64_MAX, NULL, NULL, out,
+                          stats, bad_snapshots, err, err_size);
+}
+
+berth_jerr berth_replay_to_part(berth_journal_reader *reader, uint64_t target, bool use_snapshots,
+                                uint64_t records_max, berth_replay_yield_fn yield,
+                                void *yield_arg, berth_state **out, berth_replay_stats *stats,
+                                uint32_t *bad_snapshots, char *err, size_t err_size) {
+    assert(stats != NULL);
+    return replay_to_impl(reader, target, use_snapshots, false, records_max, yield, yield_arg, out,
+                          stats, bad_snapshots, err, err_size);
+}
+
 berth_jerr berth_replay_to(berth_journal_reader *reader, uint64_t target, bool use_snapshots,
                            berth_state **out, berth_replay_stats *stats,
                            uint32_t *bad_snapshots, char *err, size_t err_size) {
@@ -679,6 +699,14 @@ berth_jerr berth_replay_to(berth_journal_reader *reader, uint64_t target, bool u
 berth_jerr berth_replay_forward(berth_journal_reader *reader, berth_state *state,
                                 uint64_t target, berth_replay_stats *stats,
                                 char *err, size_t err_size) {
+    return berth_replay_forward_part(reader, state, target, UINT64_MAX, NULL, NULL, stats, err,
+                                     err_size);
+}
+
+berth_jerr berth_replay_forward_part(berth_journal_reader *reader, berth_state *state,
+                                     uint64_t target, uint64_t records_max,
+                                     berth_replay_yield_fn yield, void *yield_arg,
+                                     berth_replay_stats *stats, char *err, size_t err_size) {
     assert(reader != NULL && state != NULL);
     uint64_t head = 0;
     uint8_t head_hash[BERTH_HASH_LEN];
@@ -710,7 +738,10 @@ berth_jerr berth_replay_forward(berth_journal_reader *reader, berth_state *state
             memcpy(sink->prev_hash, rec.hash, BERTH_HASH_LEN);
         }
     }
-    if (fail.err == BERTH_J_OK) e = run_range(reader, last + 1, target, false, sink, &fail);
+    if (fail.err == BERTH_J_OK) {
+        e = run_range_yielding(reader, last + 1, part_end(last + 1, target, records_max), false,
+                               yield, yield_arg, sink, &fail);
+    }
     else e = fail.err;
     if (stats != NULL) {
         memset(stats, 0, sizeof(*stats));
@@ -782,7 +813,7 @@ berth_verify_run *berth_verify_begin(berth_journal_reader *reader, uint64_t targ
 }
 
 bool berth_verify_step(berth_verify_run *run, berth_journal_reader *reader, uint64_t records_max,
-                       berth_verify_yield_fn yield, void *yield_arg) {
+                       berth_replay_yield_fn yield, void *yield_arg) {
     assert(run != NULL && reader != NULL && records_max > 0);
     if (run->over) return true;
     replay_sink *sink = run->sink;

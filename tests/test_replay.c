@@ -802,6 +802,97 @@ START_TEST(test_verify_steps_match_whole) {
 }
 END_TEST
 
+/* Replay to target in parts of at most records_max records, each part in a
+ * reader of its own; returns the code, with the digest or the error text. */
+static berth_jerr replay_parts(berth_journal *j, uint64_t target, uint64_t records_max,
+                               uint32_t every, char digest[TEST_DIGEST_HEX_LEN], char *err,
+                               size_t err_size, uint64_t *parts) {
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    yield_every y = { 0, every };
+    berth_state *s = NULL;
+    berth_replay_stats stats;
+    err[0] = '\0';
+    berth_jerr e = berth_replay_to_part(r, target, true, records_max, yield_now, &y, &s, &stats,
+                                        NULL, err, err_size);
+    *parts = 1;
+    while (e == BERTH_J_OK && stats.last_seq < target) {
+        berth_journal_reader_close(r);
+        ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+        e = berth_replay_forward_part(r, s, target, records_max, yield_now, &y, &stats, err,
+                                      err_size);
+        (*parts)++;
+    }
+    berth_journal_reader_close(r);
+    if (e == BERTH_J_OK) {
+        ck_assert_uint_eq(berth_state_last_seq(s), target);
+        digest_hex(s, digest);
+    }
+    if (s != NULL) berth_state_free(s);
+    return e;
+}
+
+/* AT's road in parts reaches the one-pass replay's state, or its error. */
+START_TEST(test_replay_parts_match_whole) {
+    rng_seed(test_seed + 10);
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 3000, false);
+    stream st;
+    run_stream(engine, TEST_RANDOM_RECORDS, TEST_BATCH_RECORDS_MAX, &st);
+    berth_engine_close(engine);
+    const uint64_t targets[] = { 1, 2999, 3000, 3001, 12345, TEST_RANDOM_RECORDS };
+    const uint64_t sizes[] = { 700, 2999, 3000, 16384, UINT64_MAX };
+    const uint32_t everies[] = { 0, 1 };
+    for (int damaged = 0; damaged < 2; damaged++) {
+        for (size_t t = 0; t < sizeof(targets) / sizeof(targets[0]); t++) {
+            char whole[TEST_DIGEST_HEX_LEN] = "";
+            char whole_err[512] = "";
+            berth_journal_reader *r = NULL;
+            ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+            berth_state *s = NULL;
+            berth_jerr we = berth_replay_to(r, targets[t], true, &s, NULL, NULL, whole_err,
+                                            sizeof(whole_err));
+            if (we == BERTH_J_OK) {
+                digest_hex(s, whole);
+                berth_state_free(s);
+            }
+            berth_journal_reader_close(r);
+            for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+                for (size_t k = 0; k < sizeof(everies) / sizeof(everies[0]); k++) {
+                    char d[TEST_DIGEST_HEX_LEN] = "";
+                    char err[512];
+                    uint64_t parts = 0;
+                    berth_jerr e = replay_parts(j, targets[t], sizes[i], everies[k], d, err,
+                                                sizeof(err), &parts);
+                    ck_assert_msg(e == we && strcmp(d, whole) == 0 && strcmp(err, whole_err) == 0,
+                                  "to %" PRIu64 " in parts of %" PRIu64 " (yield %u, %" PRIu64
+                                  " parts): %s %s \"%s\"; whole: %s %s \"%s\"",
+                                  targets[t], sizes[i], everies[k], parts, berth_jerr_name(e), d,
+                                  err, berth_jerr_name(we), whole, whole_err);
+                    if (targets[t] == 2999 && sizes[i] == 700 && !damaged) {
+                        ck_assert_uint_ge(parts, 5);   /* from genesis, no snapshot yet */
+                    }
+                }
+            }
+            if (damaged && (targets[t] == 2999 || targets[t] == 12345)) {
+                ck_assert_int_eq(we, BERTH_J_CORRUPT);
+            }
+        }
+        if (!damaged) {
+            berth_journal_close(j);
+            lmdb_damage(dir, 2101, false);    /* just after a part of 700 from genesis */
+            lmdb_damage(dir, 12345, false);   /* on the way from the snapshot before it */
+            j = journal_open(dir, true, 0);
+        }
+    }
+    berth_journal_close(j);
+    free(st.lines);
+    remove_dir(dir);
+}
+END_TEST
+
 START_TEST(test_bad_snapshot_falls_back) {
     rng_seed(test_seed + 2);
     char dir[64];
@@ -1299,6 +1390,7 @@ static Suite *replay_suite(void) {
         { "verify_outcome", test_verify_altered_outcome },
         { "verify_gap", test_verify_gap_and_truncation },
         { "verify_steps", test_verify_steps_match_whole },
+        { "replay_parts", test_replay_parts_match_whole },
         { "bad_snapshot", test_bad_snapshot_falls_back },
         { "snapshot_decode", test_snapshot_decode_rejects_damage },
         { "record_decode_shapes", test_record_decode_shapes },
