@@ -85,6 +85,7 @@ typedef struct server_config {
     uint64_t max_output_bytes;
     uint32_t idle_timeout_s;            /* 0: never */
     uint64_t map_size_max_mib;          /* 0: the journal's default */
+    uint64_t map_size_initial_mib;      /* 0: the journal's default */
     uint32_t commit_gather_us;          /* wait for the rest of a write cohort; 0: never */
     bool show_help;
     bool show_version;
