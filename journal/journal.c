@@ -20,7 +20,7 @@ static const char *const jerr_names[] = {
     [BERTH_J_NOMEM] = "NOMEM",
     [BERTH_J_INVALID] = "INVALID",
     [BERTH_J_READONLY] = "READONLY",
-    [BERTH_J_BUSY] = "BUSY",
+    [BERTH_J_AGAIN] = "AGAIN",
 };
 
 const char *berth_jerr_name(berth_jerr err) {

@@ -523,7 +523,7 @@ static uint64_t map_size_next_of(MDB_env *env, uint64_t page_size, uint64_t map_
 
 /* Grow one environment's map through its gate (the journal's, or the
  * history index's): its one writer calls it holding no transaction on it.
- * wait_ms 0: only when no reader is open now. FULL at the cap; BUSY when
+ * wait_ms 0: only when no reader is open now. FULL at the cap; AGAIN when
  * readers stayed open all of wait_ms (the map is not at its maximum, so
  * FULL would send the operator after disk space there is no need for). A
  * failed remap marks the environment broken: LMDB unmapped the old map
@@ -535,7 +535,7 @@ static berth_jerr env_map_grow(MDB_env *env, uint64_t page_size, uint64_t map_ma
         return BERTH_J_FULL;
     }
     if (!gate_resize_begin(gate, wait_ms)) {
-        return BERTH_J_BUSY;
+        return BERTH_J_AGAIN;
     }
     int rc = mdb_env_set_mapsize(env, (size_t)next);
     if (rc != 0) {
@@ -1762,7 +1762,7 @@ static berth_jerr migrate_copy(lmdb_journal *j, uint64_t folded, uint64_t *copie
         if (use.map_bytes < 2 * bytes + grow_slack_bytes) {
             berth_jerr err = hist_map_grow(j, 2 * bytes, 0);   /* no reader yet */
             rc = err == BERTH_J_OK ? 0
-                 : (err == BERTH_J_FULL || err == BERTH_J_BUSY ? MDB_MAP_FULL : EIO);
+                 : (err == BERTH_J_FULL || err == BERTH_J_AGAIN ? MDB_MAP_FULL : EIO);
         }
     }
     MDB_txn *wtxn = NULL;

@@ -834,7 +834,13 @@ bool berth_verify_step(berth_verify_run *run, berth_journal_reader *reader, uint
 }
 
 berth_jerr berth_verify_end(berth_verify_run *run, berth_verify_report *report) {
-    assert(run != NULL && report != NULL && run->over);
+    assert(run != NULL && report != NULL);
+    if (!run->over) {   /* abandoned between steps */
+        run->err = BERTH_J_INVALID;
+        run->fail.seq = 0;
+        snprintf(run->fail.why, sizeof(run->fail.why), "verification stopped at seq %" PRIu64
+                 " before its end, seq %" PRIu64, berth_state_last_seq(run->sink->state), run->target);
+    }
     memset(report, 0, sizeof(*report));
     berth_jerr e = run->err;
     report->records = run->sink->applied;

@@ -90,7 +90,8 @@ berth_jerr berth_verify(berth_journal_reader *reader, berth_verify_report *repor
  * thread. Records the step read are not used after it returns, so its
  * reader may be closed then. end gives what berth_verify would have on a
  * reader whose head is target: the same result, records, first_bad_seq
- * and what, wherever the steps split; it frees run. */
+ * and what, wherever the steps split; it frees run. end on a run that is
+ * not over (its caller gave up between steps) returns INVALID, ok false. */
 typedef struct berth_verify_run berth_verify_run;
 berth_verify_run *berth_verify_begin(berth_journal_reader *reader, uint64_t target);
 bool berth_verify_step(berth_verify_run *run, berth_journal_reader *reader, uint64_t records_max,

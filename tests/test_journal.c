@@ -1081,7 +1081,7 @@ START_TEST(store_growth_with_yielding_reader) {
 END_TEST
 
 /* A reader held open across appends keeps the map from moving: once the
- * map is full the append waits a bounded time, returns BUSY (not FULL: the
+ * map is full the append waits a bounded time, returns AGAIN (not FULL: the
  * map is far from its cap) with nothing written, and the first append after
  * the reader closes grows and succeeds. */
 START_TEST(store_growth_waits_for_reader) {
@@ -1096,8 +1096,8 @@ START_TEST(store_growth_waits_for_reader) {
         next += batch_small;
         ck_assert_uint_lt(next, 100000);
     }
-    ck_assert_int_eq(err, BERTH_J_BUSY);
-    ck_assert_str_eq(berth_jerr_name(err), "BUSY");
+    ck_assert_int_eq(err, BERTH_J_AGAIN);
+    ck_assert_str_eq(berth_jerr_name(err), "AGAIN");
     uint64_t disk, map;
     ck_assert_int_eq(berth_journal_size(j, &disk, &map), BERTH_J_OK);
     ck_assert_uint_eq(map, 64 << 10);   /* never moved under the open reader */

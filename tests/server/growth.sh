@@ -55,8 +55,8 @@ while [ "$(map_bytes)" -lt "$MAP_TARGET_BYTES" ]; do
     [ "$SECONDS" -lt "$deadline" ] || fail "the map reached only $(map_bytes) bytes in ${WRITE_SECONDS_MAX} s"
     nc_file "$TMP/round.txt" >>"$TMP/replies"
     rounds=$((rounds + 1))
-    refused=$(grep -c -E '^-(FULL|BUSY|IOERR)' "$TMP/replies")
-    [ "$refused" = 0 ] || fail "$refused writes refused while the map grew: $(grep -m1 -E '^-(FULL|BUSY|IOERR)' "$TMP/replies")"
+    refused=$(grep -c -E '^-(FULL|TRYAGAIN|IOERR)' "$TMP/replies")
+    [ "$refused" = 0 ] || fail "$refused writes refused while the map grew: $(grep -m1 -E '^-(FULL|TRYAGAIN|IOERR)' "$TMP/replies")"
 done
 for pid in "${bg_pids[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
 bg_pids=()
