@@ -99,17 +99,28 @@
  * transaction of this process may be open meanwhile (their records point
  * into the old mapping). A "map gate" counts open readers: a resize sets
  * `resizing` (new readers wait), waits a bounded time for the count to reach
- * zero, remaps, and lets readers in again. Two occasions:
- *   - early: before a write, when the map is over half used, the resize is
- *     tried only if no reader is open at that instant (never waits), so
- *     long-lived readers never stall the writer in the common case;
+ * zero, remaps, and lets readers in again. While it waits, `wanted` is
+ * set (berth_journal_readers_wanted: one atomic load), so a long reader
+ * (a stepped verify or replay: replay.h) closes at its next chunk of
+ * records and opens a fresh one, which waits out the resize. Two occasions:
+ *   - early: before a write, when the map is over half used. The first try
+ *     at each map size waits up to grow_early_wait_ms_max for the readers
+ *     open then to leave (a stepped job leaves within a chunk, a query
+ *     within its own short life); later tries at that size wait for none,
+ *     so a reader that never leaves costs the writer that wait once per
+ *     size, not on every write. Before session 5 this never waited, and a
+ *     server with a reader nearly always open (looping JOURNAL.VERIFY) never
+ *     grew early;
  *   - on MDB_MAP_FULL: the aborted batch waits up to grow_wait_ms_max for
  *     readers to close, grows, and retries; if readers stay open (including
- *     one held by the appending thread itself) the append returns FULL with
- *     nothing written, and a later append grows once the readers are gone.
+ *     one held by the appending thread itself) the append returns AGAIN
+ *     with nothing written (not FULL: the map is below its cap, and FULL
+ *     would send the operator after disk space), and a later append grows
+ *     once the readers are gone. At the cap it is FULL.
  * A read-only process adopts a writer's larger map (MDB_MAP_RESIZED) the
- * same way. Readers should therefore be short-lived: one per query, not one
- * per connection. The reader slots of processes killed inside a read
+ * same way. Readers should therefore be short-lived (one per query, not
+ * one per connection), or step and watch `wanted`. The reader slots of
+ * processes killed inside a read
  * transaction are swept at a writable open and before each growth. The
  * history environment has a gate of its own (hgate), grown the same way by
  * its one writer, the folder; a query holds a main reader while it enters

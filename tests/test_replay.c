@@ -708,7 +708,7 @@ static void check_stepped_equals_whole(berth_journal *j, const uint64_t *sizes, 
     berth_jerr whole_e;
     berth_verify_report whole = verify(j, &whole_e);
     uint64_t head = journal_head(j);
-    const uint32_t everies[] = { 0, 1, 3 };
+    const uint32_t everies[] = { 0, 1 };   /* 1: a yield at every chunk of records */
     for (size_t i = 0; i < n_sizes; i++) {
         for (size_t k = 0; k < sizeof(everies) / sizeof(everies[0]); k++) {
             berth_jerr e;
@@ -740,7 +740,7 @@ START_TEST(test_verify_steps_match_whole) {
     berth_engine_close(engine);
     const uint64_t n = TEST_RANDOM_RECORDS;
     /* splits at, before and after each damage below, and over the two-thread threshold */
-    const uint64_t sizes[] = { 1000, 4999, 5000, 5001, 7500, 10000, 16384, n, n + 1 };
+    const uint64_t sizes[] = { 4999, 5000, 5001, 10000, 16384, n + 1 };
     const size_t n_sizes = sizeof(sizes) / sizeof(sizes[0]);
     check_stepped_equals_whole(j, sizes, n_sizes);
 
