@@ -777,6 +777,10 @@ static berth_jerr target_of(berth_journal_reader *reader, uint64_t *target,
         return e;
     }
     if (*target > head) return BERTH_J_NOTFOUND;
+    if (*target == 0) {   /* the empty journal it was when the range was fixed */
+        memset(hash, 0, BERTH_HASH_LEN);
+        return BERTH_J_OK;
+    }
     berth_record rec;
     e = berth_journal_read(reader, *target, &rec, NULL, NULL);
     if (e == BERTH_J_OK) memcpy(hash, rec.hash, BERTH_HASH_LEN);

@@ -754,6 +754,12 @@ START_TEST(test_verify_steps_match_whole) {
     ck_assert_int_eq(e2, BERTH_J_OK);
     ck_assert_uint_eq(a.records, 300);
     ck_assert_str_eq(a.what, b.what);
+    /* A range fixed while the journal was empty (berthd's durable head 0). */
+    a = verify_stepped(j, 0, 1000, 0, &e1, &steps);
+    ck_assert_int_eq(e1, BERTH_J_OK);
+    ck_assert(a.ok);
+    ck_assert_uint_eq(a.records, 0);
+    ck_assert_str_eq(a.what, "0 records verified");
 
     /* Damage from the top down, so each is the first bad seq in its turn. */
     berth_record lie;   /* an outcome the state carried over the split disproves */
