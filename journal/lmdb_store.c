@@ -467,7 +467,9 @@ static bool gate_resize_begin(map_gate *gate, uint32_t wait_ms) {
     bool entered = false;
     if (gate_wait_until(gate, &deadline, false)) {
         gate->resizing = true;
-        atomic_store(&gate->wanted, true);
+        /* only a resize that will wait asks readers to leave: a try that
+         * does not wait would just cut long readers' steps short */
+        atomic_store(&gate->wanted, wait_ms > 0);
         entered = gate_wait_until(gate, &deadline, true);
         if (!entered) {
             gate->resizing = false;
