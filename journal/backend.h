@@ -38,6 +38,7 @@ struct berth_journal_ops {
     berth_jerr (*durable)(berth_journal *journal, uint64_t *seq);
     berth_jerr (*sync)(berth_journal *journal);
     berth_jerr (*maintain)(berth_journal *journal);   /* NULL: nothing deferred */
+    bool (*readers_wanted)(berth_journal *journal);   /* NULL: no reader ever holds anything up */
     berth_jerr (*size)(berth_journal *journal, berth_journal_sizes *out);
     /* NULL in a backend with no HISTORY index of its own (etcd): journal.c
      * answers INVALID. */

@@ -22,6 +22,7 @@ static const char *const jerr_names[] = {
     [BERTH_J_NOMEM] = "NOMEM",
     [BERTH_J_INVALID] = "INVALID",
     [BERTH_J_READONLY] = "READONLY",
+    [BERTH_J_AGAIN] = "AGAIN",
 };
 
 const char *berth_jerr_name(berth_jerr err) {
@@ -71,6 +72,10 @@ berth_jerr berth_journal_sync(berth_journal *journal) {
 berth_jerr berth_journal_maintain(berth_journal *journal) {
     assert(journal != NULL);
     return journal->ops->maintain == NULL ? BERTH_J_OK : journal->ops->maintain(journal);
+}
+
+bool berth_journal_readers_wanted(berth_journal *journal) {
+    return journal->ops->readers_wanted != NULL && journal->ops->readers_wanted(journal);
 }
 
 berth_jerr berth_journal_snapshot_put(berth_journal *journal, uint64_t seq,

@@ -41,7 +41,9 @@ typedef enum berth_jerr {
     BERTH_J_LOCKED,     /* another process holds the data directory */
     BERTH_J_NOMEM,
     BERTH_J_INVALID,    /* caller error: seq gap, batch too large, bad argument */
-    BERTH_J_READONLY    /* opened read-only */
+    BERTH_J_READONLY,   /* opened read-only */
+    BERTH_J_AGAIN       /* the map had to grow, but this process's readers stayed open
+                         * past the wait: nothing written; retry */
 } berth_jerr;
 
 const char *berth_jerr_name(berth_jerr err);   /* "FULL", "IO", ... */
@@ -142,8 +144,9 @@ berth_jerr berth_journal_head(berth_journal *journal, uint64_t *seq, uint8_t has
  * The caller sets seq (head+1, head+2, ...), time_ms, actor, reqid, command,
  * code, sentence; the journal sets version, prev_hash and hash. touched may
  * be NULL; otherwise it has n entries, touched[i] for records[i]. Errors:
- * INVALID (seq gap, too many or too big), FULL, IO, NOMEM, READONLY. On any
- * error nothing is written. */
+ * INVALID (seq gap, too many or too big), FULL, AGAIN (the map must grow and
+ * readers held it: see berth_journal_readers_wanted), IO, NOMEM, READONLY.
+ * On any error nothing is written. */
 berth_jerr berth_journal_append(berth_journal *journal, berth_record *records,
                                 const berth_touched *touched, size_t n);
 
@@ -162,7 +165,7 @@ berth_jerr berth_journal_durable(berth_journal *journal, uint64_t *seq);
  * it), the durable seq does not move until a fresh meta page is synced:
  * the next append does that before it returns, and this call commits a
  * one-key rewrite of the store's meta data to do it (so it may fail FULL,
- * not sticky, while the disk has no room for a few pages). Errors: FULL,
+ * not sticky, while the disk has no room for a few pages). Errors: FULL, AGAIN,
  * IO, READONLY. */
 berth_jerr berth_journal_sync(berth_journal *journal);
 /* Upkeep an append leaves to its caller: none now, on either backend; a
@@ -172,11 +175,18 @@ berth_jerr berth_journal_sync(berth_journal *journal);
  * no record durable.) Kept so callers need not change if a backend
  * defers work again. */
 berth_jerr berth_journal_maintain(berth_journal *journal);
+/* True while a map resize waits for this process's readers to close (LMDB
+ * remaps only with none open; new readers wait meanwhile). Whoever holds a
+ * reader for long (a verify, a replay) should check it every so often and
+ * close the reader when it is true, then open a fresh one; otherwise the
+ * write that needed the room gets AGAIN. Cheap: one atomic load. Always
+ * false on etcd. */
+bool berth_journal_readers_wanted(berth_journal *journal);
 
 /* Store a snapshot of the state after seq (bytes opaque to the journal).
  * Only the newest BERTH_SNAPSHOTS_KEPT_MAX are kept; older ones are deleted
  * in the same transaction. Durable on return (under defer_meta_sync:
- * committed, durable with the next sync). Errors: FULL, IO, INVALID, READONLY. */
+ * committed, durable with the next sync). Errors: FULL, AGAIN, IO, INVALID, READONLY. */
 berth_jerr berth_journal_snapshot_put(berth_journal *journal, uint64_t seq,
                                       const void *bytes, size_t len);
 

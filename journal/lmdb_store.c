@@ -103,17 +103,28 @@
  * transaction of this process may be open meanwhile (their records point
  * into the old mapping). A "map gate" counts open readers: a resize sets
  * `resizing` (new readers wait), waits a bounded time for the count to reach
- * zero, remaps, and lets readers in again. Two occasions:
- *   - early: before a write, when the map is over half used, the resize is
- *     tried only if no reader is open at that instant (never waits), so
- *     long-lived readers never stall the writer in the common case;
+ * zero, remaps, and lets readers in again. While it waits, `wanted` is
+ * set (berth_journal_readers_wanted: one atomic load), so a long reader
+ * (a stepped verify or replay: replay.h) closes at its next chunk of
+ * records and opens a fresh one, which waits out the resize. Two occasions:
+ *   - early: before a write, when the map is over half used. The first try
+ *     at each map size waits up to grow_early_wait_ms_max for the readers
+ *     open then to leave (a stepped job leaves within a chunk, a query
+ *     within its own short life); later tries at that size wait for none,
+ *     so a reader that never leaves costs the writer that wait once per
+ *     size, not on every write. Before session 5 this never waited, and a
+ *     server with a reader nearly always open (looping JOURNAL.VERIFY) never
+ *     grew early;
  *   - on MDB_MAP_FULL: the aborted batch waits up to grow_wait_ms_max for
  *     readers to close, grows, and retries; if readers stay open (including
- *     one held by the appending thread itself) the append returns FULL with
- *     nothing written, and a later append grows once the readers are gone.
+ *     one held by the appending thread itself) the append returns AGAIN
+ *     with nothing written (not FULL: the map is below its cap, and FULL
+ *     would send the operator after disk space), and a later append grows
+ *     once the readers are gone. At the cap it is FULL.
  * A read-only process adopts a writer's larger map (MDB_MAP_RESIZED) the
- * same way. Readers should therefore be short-lived: one per query, not one
- * per connection. The reader slots of processes killed inside a read
+ * same way. Readers should therefore be short-lived (one per query, not
+ * one per connection), or step and watch `wanted`. The reader slots of
+ * processes killed inside a read
  * transaction are swept at a writable open and before each growth. The
  * history environment has a gate of its own (hgate), grown the same way by
  * its one writer, the folder; a query holds a main reader while it enters
@@ -205,6 +216,10 @@ enum {
     store_format_legacy = 1,        /* history inside this environment (before session 4) */
     store_format = 2,               /* layout of the named databases above */
     grow_wait_ms_max = 2000,        /* a resize waits this long for readers */
+    /* an early resize waits this long, once per map size, for readers that
+     * leave when asked (berth_journal_readers_wanted): a stepped verify
+     * leaves within a chunk of records, a query within its own short life */
+    grow_early_wait_ms_max = 50,
     grow_attempts_max = 48,         /* doublings from a tiny map to the cap */
     remap_attempts_max = 8,         /* reader retries after MDB_MAP_RESIZED */
     history_key_len_max = 1 + BERTH_NAME_LEN_MAX,
@@ -234,6 +249,7 @@ typedef struct map_gate {
     pthread_cond_t changed;         /* readers or resizing changed */
     uint32_t readers;               /* read transactions open in this process */
     bool resizing;
+    _Atomic bool wanted;            /* resizing, for readers that poll without the mutex */
 } map_gate;
 
 typedef struct lmdb_journal {
@@ -261,6 +277,7 @@ typedef struct lmdb_journal {
     pthread_mutex_t write_mutex;    /* one append or snapshot_put at a time */
     pthread_mutex_t head_mutex;     /* the cached head, so head() never waits on an fsync */
     map_gate gate;
+    uint64_t early_waited_map_bytes;    /* under write_mutex: map_grow_early's last waited size */
     uint64_t head_seq;              /* writable opens: the committed head */
     uint8_t head_hash[BERTH_HASH_LEN];
     uint64_t durable_seq;           /* defer_meta_sync, under head_mutex: on disk up to here */
@@ -392,6 +409,7 @@ static bool gate_init(map_gate *gate) {
     }
     gate->readers = 0;
     gate->resizing = false;
+    atomic_store(&gate->wanted, false);
     return true;
 }
 
@@ -469,9 +487,13 @@ static bool gate_resize_begin(map_gate *gate, uint32_t wait_ms) {
     bool entered = false;
     if (gate_wait_until(gate, &deadline, false)) {
         gate->resizing = true;
+        /* only a resize that will wait asks readers to leave: a try that
+         * does not wait would just cut long readers' steps short */
+        atomic_store(&gate->wanted, wait_ms > 0);
         entered = gate_wait_until(gate, &deadline, true);
         if (!entered) {
             gate->resizing = false;
+            atomic_store(&gate->wanted, false);
             int rc = pthread_cond_broadcast(&gate->changed);
             assert(rc == 0);
         }
@@ -485,6 +507,7 @@ static void gate_resize_end(map_gate *gate) {
     gate_lock(gate);
     assert(gate->resizing && gate->readers == 0);
     gate->resizing = false;
+    atomic_store(&gate->wanted, false);
     int rc = pthread_cond_broadcast(&gate->changed);
     assert(rc == 0);
     gate_unlock(gate);
@@ -533,8 +556,11 @@ static uint64_t map_size_next_of(MDB_env *env, uint64_t page_size, uint64_t map_
 
 /* Grow one environment's map through its gate (the journal's, or the
  * history index's): its one writer calls it holding no transaction on it.
- * wait_ms 0: only when no reader is open now. A failed remap marks the
- * environment broken: LMDB unmapped the old map first. */
+ * wait_ms 0: only when no reader is open now. FULL at the cap; AGAIN when
+ * readers stayed open all of wait_ms (the map is not at its maximum, so
+ * FULL would send the operator after disk space there is no need for). A
+ * failed remap marks the environment broken: LMDB unmapped the old map
+ * first. */
 static berth_jerr env_map_grow(MDB_env *env, uint64_t page_size, uint64_t map_max, map_gate *gate,
                                _Atomic bool *broken, uint64_t need_bytes, uint32_t wait_ms) {
     uint64_t next = map_size_next_of(env, page_size, map_max, need_bytes);
@@ -542,7 +568,7 @@ static berth_jerr env_map_grow(MDB_env *env, uint64_t page_size, uint64_t map_ma
         return BERTH_J_FULL;
     }
     if (!gate_resize_begin(gate, wait_ms)) {
-        return BERTH_J_FULL;
+        return BERTH_J_AGAIN;
     }
     int rc = mdb_env_set_mapsize(env, (size_t)next);
     if (rc != 0) {
@@ -568,15 +594,22 @@ static int readers_sweep(lmdb_journal *j) {
     return rc;
 }
 
-/* Before a write: grow while no reader is in the way if the map is over
- * half used, so MDB_MAP_FULL (and its wait) stays rare. Dead readers are
- * swept first, as they may be why the map filled. */
+/* Before a write: grow if the map is over half used, so MDB_MAP_FULL (and
+ * its long wait) stays rare. The first try at each map size waits up to
+ * grow_early_wait_ms_max for the readers open then (which see the gate's
+ * want and leave, if they are long ones: berth_journal_readers_wanted);
+ * later tries at the same size wait for none, so a reader that does not
+ * leave costs the writer that wait once, not on every write. Dead readers
+ * are swept first, as they may be why the map filled. Caller holds
+ * write_mutex. */
 static void map_grow_early(lmdb_journal *j, uint64_t need_bytes) {
     map_use use = map_use_now(j);
     if (use.used_bytes + need_bytes > use.map_bytes / 2) {
         int rc = readers_sweep(j);
         (void)rc;   /* a failed sweep only leaves pages pinned a while longer */
-        berth_jerr err = map_grow(j, need_bytes, 0);
+        bool first = j->early_waited_map_bytes != use.map_bytes;
+        j->early_waited_map_bytes = use.map_bytes;
+        berth_jerr err = map_grow(j, need_bytes, first ? grow_early_wait_ms_max : 0);
         (void)err;   /* at the cap or readers open: the write itself decides */
     }
 }
@@ -1817,7 +1850,8 @@ static berth_jerr migrate_copy(lmdb_journal *j, uint64_t folded, uint64_t *copie
         map_use use = map_use_of(j->henv, j->hpage_size);
         if (use.map_bytes < 2 * bytes + grow_slack_bytes) {
             berth_jerr err = hist_map_grow(j, 2 * bytes, 0);   /* no reader yet */
-            rc = err == BERTH_J_OK ? 0 : (err == BERTH_J_FULL ? MDB_MAP_FULL : EIO);
+            rc = err == BERTH_J_OK ? 0
+                 : (err == BERTH_J_FULL || err == BERTH_J_AGAIN ? MDB_MAP_FULL : EIO);
         }
     }
     MDB_txn *wtxn = NULL;
@@ -3261,6 +3295,12 @@ static berth_jerr history_open_read_only(lmdb_journal *j, char *err, size_t err_
     return BERTH_J_CORRUPT;
 }
 
+/* A resize of this process's map waits for its readers: long ones should
+ * close theirs now (and open a new one, which waits out the resize). */
+static bool lmdb_readers_wanted(berth_journal *base) {
+    return atomic_load(&journal_of(base)->gate.wanted);
+}
+
 static const berth_journal_ops lmdb_ops = {
     .name = "lmdb",
     .close = lmdb_close,
@@ -3269,6 +3309,7 @@ static const berth_journal_ops lmdb_ops = {
     .snapshot_put = lmdb_snapshot_put,
     .durable = lmdb_durable,
     .sync = lmdb_sync,
+    .readers_wanted = lmdb_readers_wanted,
     .maintain = NULL,   /* the folder thread folds: nothing is left to the caller */
     .size = lmdb_size,
     .fold_stats = lmdb_fold_stats,

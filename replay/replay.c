@@ -78,7 +78,10 @@ typedef enum feed_level { FEED_LEVEL_READ = 0, FEED_LEVEL_HASH = 1, FEED_LEVEL_A
 typedef struct feed_source {
     berth_journal_cursor *cursor;
     uint64_t next_seq;              /* the seq that must come next */
-    uint64_t last_seq;              /* inclusive end of the range */
+    uint64_t first_seq;             /* where the range began */
+    uint64_t last_seq;              /* inclusive end of the range (lowered by a yield) */
+    berth_replay_yield_fn yield;    /* NULL, or asked between chunks whether to stop */
+    void *yield_arg;
     bool hash;                      /* recompute each record's SHA-256 */
     feed_level level;               /* the feeder's share of the current chunk */
     berth_str words[BERTH_ARGS_MAX];  /* parse scratch, feeder thread only */
@@ -403,6 +406,13 @@ typedef struct feed_ring {
 static void fill_chunk(feed_source *src, feed_chunk *c) {
     c->count = 0;
     c->status = FEED_MORE;
+    /* A yield ends the range here, between two records: every record
+     * before it is handed over whole, and none after it was read. At least
+     * one chunk runs first, so a step always moves forward. */
+    if (src->yield != NULL && src->next_seq > src->first_seq && src->next_seq <= src->last_seq &&
+        src->yield(src->yield_arg)) {
+        src->last_seq = src->next_seq - 1;
+    }
     while (c->count < REPLAY_CHUNK_RECORDS) {
         feed_status st = produce_one(src, &c->items[c->count], &c->fail);
         if (st != FEED_MORE) {
@@ -549,13 +559,17 @@ serial_free:
     return run_serial(src, sink, fail);
 }
 
-/* Feed records [from, to] of reader into sink. */
-static berth_jerr run_range(berth_journal_reader *reader, uint64_t from, uint64_t to, bool hash,
-                            replay_sink *sink, replay_fail *fail) {
+/* Feed records [from, to] of reader into sink, or [from, s) when yield
+ * (may be NULL) stops it before seq s; the sink's state ends at the last
+ * record fed. */
+static berth_jerr run_range_yielding(berth_journal_reader *reader, uint64_t from, uint64_t to,
+                                     bool hash, berth_replay_yield_fn yield, void *yield_arg,
+                                     replay_sink *sink, replay_fail *fail) {
     assert(from >= 1);
     if (from > to) return BERTH_J_OK;
-    feed_source src = { .cursor = NULL, .next_seq = from, .last_seq = to,
-                        .hash = hash, .level = FEED_LEVEL_READ };
+    feed_source src = { .cursor = NULL, .next_seq = from, .first_seq = from, .last_seq = to,
+                        .yield = yield, .yield_arg = yield_arg, .hash = hash,
+                        .level = FEED_LEVEL_READ };
     sink->hash = hash;
     berth_jerr e = berth_journal_cursor_open(reader, from, &src.cursor);
     if (e != BERTH_J_OK) {
@@ -565,7 +579,8 @@ static berth_jerr run_range(berth_journal_reader *reader, uint64_t from, uint64_
     bool two_threads = to - from + 1 >= REPLAY_PIPELINE_RECORDS_MIN;
     e = two_threads ? run_pipelined(&src, sink, fail) : run_serial(&src, sink, fail);
     berth_journal_cursor_close(src.cursor);
-    assert(e != BERTH_J_OK || berth_state_last_seq(sink->state) == to);
+    assert(e != BERTH_J_OK || berth_state_last_seq(sink->state) == src.last_seq);
+    assert(yield != NULL || e != BERTH_J_OK || src.last_seq == to);
     return e;
 }
 
@@ -616,9 +631,17 @@ static berth_jerr start_state(berth_journal_reader *reader, uint64_t target, boo
 
 /* ------------------------------------------------------------ public API */
 
-berth_jerr berth_replay_to_checked(berth_journal_reader *reader, uint64_t target, bool use_snapshots,
-                                   bool check_tail, berth_state **out, berth_replay_stats *stats,
-                                   uint32_t *bad_snapshots, char *err, size_t err_size) {
+/* The last seq of a part that starts at from and may run records_max
+ * records, not past target. */
+static uint64_t part_end(uint64_t from, uint64_t target, uint64_t records_max) {
+    assert(records_max > 0);
+    return from <= target && target - from >= records_max ? from + records_max - 1 : target;
+}
+
+static berth_jerr replay_to_impl(berth_journal_reader *reader, uint64_t target, bool use_snapshots,
+                                 bool check_tail, uint64_t records_max, berth_replay_yield_fn yield,
+                                 void *yield_arg, berth_state **out, berth_replay_stats *stats,
+                                 uint32_t *bad_snapshots, char *err, size_t err_size) {
     assert(reader != NULL && out != NULL);
     *out = NULL;
     uint32_t bad_local = 0;
@@ -649,7 +672,8 @@ berth_jerr berth_replay_to_checked(berth_journal_reader *reader, uint64_t target
     uint64_t from_seq = berth_state_last_seq(sink->state);
     sink->compare = check_tail;
     replay_fail fail = { .err = BERTH_J_OK, .seq = 0, .why = "" };
-    e = run_range(reader, from_seq + 1, target, check_tail, sink, &fail);
+    e = run_range_yielding(reader, from_seq + 1, part_end(from_seq + 1, target, records_max),
+                           check_tail, yield, yield_arg, sink, &fail);
     if (stats != NULL) {
         memset(stats, 0, sizeof(*stats));
         stats->from_snapshot_seq = from_seq;
@@ -666,6 +690,22 @@ berth_jerr berth_replay_to_checked(berth_journal_reader *reader, uint64_t target
     return e;
 }
 
+berth_jerr berth_replay_to_checked(berth_journal_reader *reader, uint64_t target, bool use_snapshots,
+                                   bool check_tail, berth_state **out, berth_replay_stats *stats,
+                                   uint32_t *bad_snapshots, char *err, size_t err_size) {
+    return replay_to_impl(reader, target, use_snapshots, check_tail, UINT64_MAX, NULL, NULL, out,
+                          stats, bad_snapshots, err, err_size);
+}
+
+berth_jerr berth_replay_to_part(berth_journal_reader *reader, uint64_t target, bool use_snapshots,
+                                uint64_t records_max, berth_replay_yield_fn yield,
+                                void *yield_arg, berth_state **out, berth_replay_stats *stats,
+                                uint32_t *bad_snapshots, char *err, size_t err_size) {
+    assert(stats != NULL);
+    return replay_to_impl(reader, target, use_snapshots, false, records_max, yield, yield_arg, out,
+                          stats, bad_snapshots, err, err_size);
+}
+
 berth_jerr berth_replay_to(berth_journal_reader *reader, uint64_t target, bool use_snapshots,
                            berth_state **out, berth_replay_stats *stats,
                            uint32_t *bad_snapshots, char *err, size_t err_size) {
@@ -676,6 +716,14 @@ berth_jerr berth_replay_to(berth_journal_reader *reader, uint64_t target, bool u
 berth_jerr berth_replay_forward(berth_journal_reader *reader, berth_state *state,
                                 uint64_t target, berth_replay_stats *stats,
                                 char *err, size_t err_size) {
+    return berth_replay_forward_part(reader, state, target, UINT64_MAX, NULL, NULL, stats, err,
+                                     err_size);
+}
+
+berth_jerr berth_replay_forward_part(berth_journal_reader *reader, berth_state *state,
+                                     uint64_t target, uint64_t records_max,
+                                     berth_replay_yield_fn yield, void *yield_arg,
+                                     berth_replay_stats *stats, char *err, size_t err_size) {
     assert(reader != NULL && state != NULL);
     uint64_t head = 0;
     uint8_t head_hash[BERTH_HASH_LEN];
@@ -707,7 +755,10 @@ berth_jerr berth_replay_forward(berth_journal_reader *reader, berth_state *state
             memcpy(sink->prev_hash, rec.hash, BERTH_HASH_LEN);
         }
     }
-    if (fail.err == BERTH_J_OK) e = run_range(reader, last + 1, target, false, sink, &fail);
+    if (fail.err == BERTH_J_OK) {
+        e = run_range_yielding(reader, last + 1, part_end(last + 1, target, records_max), false,
+                               yield, yield_arg, sink, &fail);
+    }
     else e = fail.err;
     if (stats != NULL) {
         memset(stats, 0, sizeof(*stats));
@@ -720,6 +771,113 @@ berth_jerr berth_replay_forward(berth_journal_reader *reader, berth_state *state
     return e;
 }
 
+/* A verify in steps: the sink (state and the last hash) carries the chain
+ * check, the state and the outcome compare from one step's reader to the
+ * next, so the steps together run exactly the per-record checks, in the
+ * same order, that one pass over 1..target does. */
+struct berth_verify_run {
+    replay_sink *sink;
+    uint64_t target;
+    uint8_t target_hash[BERTH_HASH_LEN];
+    bool over;                      /* checked to target, or failed */
+    berth_jerr err;
+    replay_fail fail;
+};
+
+/* target's hash in reader: the head's, or the record's below the head. */
+static berth_jerr target_of(berth_journal_reader *reader, uint64_t *target,
+                            uint8_t hash[BERTH_HASH_LEN]) {
+    uint64_t head = 0;
+    berth_jerr e = berth_journal_reader_head(reader, &head, hash);
+    if (e != BERTH_J_OK || *target == UINT64_MAX || *target == head) {
+        if (e == BERTH_J_OK) *target = head;
+        return e;
+    }
+    if (*target > head) return BERTH_J_NOTFOUND;
+    if (*target == 0) {   /* the empty journal it was when the range was fixed */
+        memset(hash, 0, BERTH_HASH_LEN);
+        return BERTH_J_OK;
+    }
+    berth_record rec;
+    e = berth_journal_read(reader, *target, &rec, NULL, NULL);
+    if (e == BERTH_J_OK) memcpy(hash, rec.hash, BERTH_HASH_LEN);
+    return e;
+}
+
+berth_verify_run *berth_verify_begin(berth_journal_reader *reader, uint64_t target) {
+    assert(reader != NULL);
+    berth_verify_run *run = calloc(1, sizeof(*run));
+    if (run == NULL) return NULL;
+    run->sink = calloc(1, sizeof(*run->sink));
+    if (run->sink == NULL) {
+        free(run);
+        return NULL;
+    }
+    run->sink->compare = true;
+    run->fail.err = BERTH_J_OK;
+    run->target = target;
+    berth_jerr e = target_of(reader, &run->target, run->target_hash);
+    if (e != BERTH_J_OK) {
+        run->over = true;
+        run->err = e;
+        snprintf(run->fail.why, sizeof(run->fail.why), "cannot read the journal head (%s)",
+                 berth_jerr_name(e));
+        return run;
+    }
+    run->sink->state = berth_state_new(NULL);
+    if (run->sink->state == NULL) {
+        run->over = true;
+        run->err = BERTH_J_NOMEM;
+        snprintf(run->fail.why, sizeof(run->fail.why), "out of memory");
+    }
+    return run;
+}
+
+bool berth_verify_step(berth_verify_run *run, berth_journal_reader *reader, uint64_t records_max,
+                       berth_replay_yield_fn yield, void *yield_arg) {
+    assert(run != NULL && reader != NULL && records_max > 0);
+    if (run->over) return true;
+    replay_sink *sink = run->sink;
+    uint64_t from = berth_state_last_seq(sink->state) + 1;
+    uint64_t to = run->target;
+    if (from <= to && to - from >= records_max) to = from + records_max - 1;
+    berth_jerr e = run_range_yielding(reader, from, to, true, yield, yield_arg, sink, &run->fail);
+    if (e == BERTH_J_OK && berth_state_last_seq(sink->state) < run->target) return false;
+    run->over = true;
+    if (e == BERTH_J_OK && run->target > 0 &&
+        memcmp(sink->prev_hash, run->target_hash, BERTH_HASH_LEN) != 0) {
+        fail_set(&run->fail, BERTH_J_CORRUPT, run->target,
+                 "seq %" PRIu64 ": the head's hash does not match the record's", run->target);
+        e = BERTH_J_CORRUPT;
+    }
+    run->err = e;
+    return true;
+}
+
+berth_jerr berth_verify_end(berth_verify_run *run, berth_verify_report *report) {
+    assert(run != NULL && report != NULL);
+    if (!run->over) {   /* abandoned between steps */
+        run->err = BERTH_J_INVALID;
+        run->fail.seq = 0;
+        snprintf(run->fail.why, sizeof(run->fail.why), "verification stopped at seq %" PRIu64
+                 " before its end, seq %" PRIu64, berth_state_last_seq(run->sink->state), run->target);
+    }
+    memset(report, 0, sizeof(*report));
+    berth_jerr e = run->err;
+    report->records = run->sink->applied;
+    report->ok = e == BERTH_J_OK;
+    if (e == BERTH_J_OK) {
+        snprintf(report->what, sizeof(report->what), "%" PRIu64 " records verified", run->sink->applied);
+    } else {
+        report->first_bad_seq = run->fail.seq;
+        snprintf(report->what, sizeof(report->what), "%s", run->fail.why);
+    }
+    if (run->sink->state != NULL) berth_state_free(run->sink->state);
+    free(run->sink);
+    free(run);
+    return e;
+}
+
 /* Returns OK when the chain is good, CORRUPT when the report names a bad
  * seq, and IO / NOMEM when verification could not run (report says why). */
 berth_jerr berth_verify(berth_journal_reader *reader, berth_verify_report *report) {
@@ -729,44 +887,16 @@ berth_jerr berth_verify(berth_journal_reader *reader, berth_verify_report *repor
 berth_jerr berth_verify_touched(berth_journal_reader *reader, berth_touched_fn fn, void *ctx,
                                 berth_verify_report *report) {
     assert(reader != NULL && report != NULL);
-    memset(report, 0, sizeof(*report));
-    uint64_t head = 0;
-    uint8_t head_hash[BERTH_HASH_LEN];
-    berth_jerr e = berth_journal_reader_head(reader, &head, head_hash);
-    if (e != BERTH_J_OK) {
-        snprintf(report->what, sizeof(report->what), "cannot read the journal head (%s)", berth_jerr_name(e));
-        return e;
-    }
-    replay_sink *sink = calloc(1, sizeof(*sink));
-    if (sink == NULL) {
+    berth_verify_run *run = berth_verify_begin(reader, UINT64_MAX);
+    if (run == NULL) {
+        memset(report, 0, sizeof(*report));
         snprintf(report->what, sizeof(report->what), "out of memory");
         return BERTH_J_NOMEM;
     }
-    sink->state = berth_state_new(NULL);
-    if (sink->state == NULL) {
-        free(sink);
-        snprintf(report->what, sizeof(report->what), "out of memory");
-        return BERTH_J_NOMEM;
-    }
-    sink->compare = true;
-    sink->touched_fn = fn;
-    sink->touched_ctx = ctx;
-    replay_fail fail = { .err = BERTH_J_OK, .seq = 0, .why = "" };
-    e = run_range(reader, 1, head, true, sink, &fail);
-    if (e == BERTH_J_OK && head > 0 && memcmp(sink->prev_hash, head_hash, BERTH_HASH_LEN) != 0) {
-        fail_set(&fail, BERTH_J_CORRUPT, head, "seq %" PRIu64 ": the head's hash does not match the record's",
-                 head);
-        e = BERTH_J_CORRUPT;
-    }
-    report->records = sink->applied;
-    report->ok = e == BERTH_J_OK;
-    if (e == BERTH_J_OK) {
-        snprintf(report->what, sizeof(report->what), "%" PRIu64 " records verified", sink->applied);
-    } else {
-        report->first_bad_seq = fail.seq;
-        snprintf(report->what, sizeof(report->what), "%s", fail.why);
-    }
-    berth_state_free(sink->state);
-    free(sink);
-    return e;
+    run->sink->touched_fn = fn;
+    run->sink->touched_ctx = ctx;
+    bool over = berth_verify_step(run, reader, UINT64_MAX, NULL, NULL);
+    assert(over);
+    (void)over;
+    return berth_verify_end(run, report);
 }

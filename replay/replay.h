@@ -46,6 +46,27 @@ berth_jerr berth_replay_forward(berth_journal_reader *reader, berth_state *state
                                 uint64_t target, berth_replay_stats *stats,
                                 char *err, size_t err_size);
 
+/* Asked between chunks of records (every few hundred) by a run that may
+ * stop early; true: stop here. May be called from a thread of replay's. */
+typedef bool (*berth_replay_yield_fn)(void *arg);
+
+/* berth_replay_to and berth_replay_forward that may stop short of target,
+ * so no reader need stay open for a long replay (a long-lived LMDB reader
+ * holds up map growth): after records_max records, or at a chunk boundary
+ * where yield (may be NULL) returned true. OK then means the state is at
+ * stats->last_seq (<= target; stats may not be NULL); go on with
+ * berth_replay_forward_part in a fresh reader, whose head is at least
+ * target, until it reaches target. The state reached, and any error and its
+ * text, are those of one berth_replay_to call, wherever the parts split. */
+berth_jerr berth_replay_to_part(berth_journal_reader *reader, uint64_t target, bool use_snapshots,
+                                uint64_t records_max, berth_replay_yield_fn yield,
+                                void *yield_arg, berth_state **out, berth_replay_stats *stats,
+                                uint32_t *bad_snapshots, char *err, size_t err_size);
+berth_jerr berth_replay_forward_part(berth_journal_reader *reader, berth_state *state,
+                                     uint64_t target, uint64_t records_max,
+                                     berth_replay_yield_fn yield, void *yield_arg,
+                                     berth_replay_stats *stats, char *err, size_t err_size);
+
 /* Verify the chain from `from` (1: genesis) to the reader's head: each
  * record's hash, its prev_hash against its predecessor, dense seqs, and each
  * recomputed outcome against the recorded one (code and sentence). */
@@ -68,6 +89,26 @@ berth_jerr berth_verify(berth_journal_reader *reader, berth_verify_report *repor
 typedef berth_jerr (*berth_touched_fn)(void *ctx, uint64_t seq, const berth_touched *touched);
 berth_jerr berth_verify_touched(berth_journal_reader *reader, berth_touched_fn fn, void *ctx,
                                 berth_verify_report *report);
+
+/* The same verify in steps, each within a reader of its own, so no reader
+ * stays open for the whole run (a long-lived LMDB reader holds up map
+ * growth and pins old pages). begin fixes the range, 1..target (UINT64_MAX:
+ * reader's head), and target's hash; NULL when out of memory. Each step
+ * goes on from where the last one stopped, in any reader of the same
+ * journal whose head is at least target, and returns true once the run is
+ * over (checked to target, or failed), false when it stopped early: after
+ * records_max records, or at a chunk boundary (every few hundred records)
+ * where yield (may be NULL) returned true; it may be called from another
+ * thread. Records the step read are not used after it returns, so its
+ * reader may be closed then. end gives what berth_verify would have on a
+ * reader whose head is target: the same result, records, first_bad_seq
+ * and what, wherever the steps split; it frees run. end on a run that is
+ * not over (its caller gave up between steps) returns INVALID, ok false. */
+typedef struct berth_verify_run berth_verify_run;
+berth_verify_run *berth_verify_begin(berth_journal_reader *reader, uint64_t target);
+bool berth_verify_step(berth_verify_run *run, berth_journal_reader *reader, uint64_t records_max,
+                       berth_replay_yield_fn yield, void *yield_arg);
+berth_jerr berth_verify_end(berth_verify_run *run, berth_verify_report *report);
 
 /* Snapshot codec (msgpack). encode: *bytes malloc'd, caller frees. */
 int berth_snapshot_encode(const berth_state *state, uint8_t **bytes, size_t *len);

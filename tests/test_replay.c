@@ -665,6 +665,242 @@ START_TEST(test_verify_altered_outcome) {
 }
 END_TEST
 
+/* ---------------------------------------------------- verify in steps */
+
+typedef struct yield_every {
+    uint32_t calls;
+    uint32_t every;     /* 0: never yield */
+} yield_every;
+
+static bool yield_now(void *arg) {
+    yield_every *y = arg;
+    y->calls++;
+    return y->every != 0 && y->calls % y->every == 0;
+}
+
+/* Verify 1..target in steps of at most records_max records, each step in a
+ * reader of its own (the one before closed), yielding every `every` chunk
+ * boundaries; *steps gets how many steps it took. */
+static berth_verify_report verify_stepped(berth_journal *j, uint64_t target, uint64_t records_max,
+                                          uint32_t every, berth_jerr *out_e, uint64_t *steps) {
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    berth_verify_run *run = berth_verify_begin(r, target);
+    ck_assert_ptr_nonnull(run);
+    yield_every y = { 0, every };
+    *steps = 0;
+    for (;;) {
+        bool over = berth_verify_step(run, r, records_max, yield_now, &y);
+        (*steps)++;
+        berth_journal_reader_close(r);
+        r = NULL;
+        if (over) break;
+        ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    }
+    berth_verify_report rep;
+    *out_e = berth_verify_end(run, &rep);
+    return rep;
+}
+
+/* Every split gives the one-pass verify's result, records, first bad seq
+ * and sentence, for splits on, just before and just after the bad seq, in
+ * one-thread and two-thread steps. */
+static void check_stepped_equals_whole(berth_journal *j, const uint64_t *sizes, size_t n_sizes) {
+    berth_jerr whole_e;
+    berth_verify_report whole = verify(j, &whole_e);
+    uint64_t head = journal_head(j);
+    /* 1: a yield at every chunk of records, so the size matters not: once */
+    const uint32_t everies[] = { 0, 1 };
+    for (size_t i = 0; i < n_sizes; i++) {
+        for (size_t k = 0; k < (i == 0 ? 2u : 1u); k++) {
+            berth_jerr e;
+            uint64_t steps = 0;
+            berth_verify_report rep = verify_stepped(j, UINT64_MAX, sizes[i], everies[k], &e, &steps);
+            ck_assert_msg(e == whole_e && rep.ok == whole.ok && rep.records == whole.records &&
+                              rep.first_bad_seq == whole.first_bad_seq &&
+                              strcmp(rep.what, whole.what) == 0,
+                          "steps of %" PRIu64 ", yield every %u: %s %s %" PRIu64 " records, bad %"
+                          PRIu64 " \"%s\"; whole: %s %s %" PRIu64 " records, bad %" PRIu64 " \"%s\"",
+                          sizes[i], everies[k], berth_jerr_name(e), rep.ok ? "ok" : "bad", rep.records,
+                          rep.first_bad_seq, rep.what, berth_jerr_name(whole_e),
+                          whole.ok ? "ok" : "bad", whole.records, whole.first_bad_seq, whole.what);
+            /* the split really happened wherever the run got that far */
+            uint64_t reach = whole.ok ? head : whole.first_bad_seq;
+            if (everies[k] == 0 && reach > sizes[i]) ck_assert_uint_gt(steps, 1);
+        }
+    }
+}
+
+START_TEST(test_verify_steps_match_whole) {
+    rng_seed(test_seed + 9);
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 0, false);
+    stream st;
+    run_stream(engine, TEST_RANDOM_RECORDS, TEST_BATCH_RECORDS_MAX, &st);
+    berth_engine_close(engine);
+    const uint64_t n = TEST_RANDOM_RECORDS;
+    /* splits at, before and after each damage below, and over the two-thread threshold */
+    const uint64_t sizes[] = { 4999, 5000, 5001, 10000, 16384, n + 1 };
+    const size_t n_sizes = sizeof(sizes) / sizeof(sizes[0]);
+    check_stepped_equals_whole(j, sizes, n_sizes);
+
+    /* A short range in steps of one record, and a target below the head. */
+    berth_jerr e1, e2;
+    uint64_t steps = 0;
+    berth_verify_report a = verify_stepped(j, 300, 1, 0, &e1, &steps);
+    ck_assert_uint_eq(steps, 300);
+    berth_verify_report b = verify_stepped(j, 300, UINT64_MAX, 0, &e2, &steps);
+    ck_assert_int_eq(e1, BERTH_J_OK);
+    ck_assert_int_eq(e2, BERTH_J_OK);
+    ck_assert_uint_eq(a.records, 300);
+    ck_assert_str_eq(a.what, b.what);
+    /* A range fixed while the journal was empty (berthd's durable head 0). */
+    a = verify_stepped(j, 0, 1000, 0, &e1, &steps);
+    ck_assert_int_eq(e1, BERTH_J_OK);
+    ck_assert(a.ok);
+    ck_assert_uint_eq(a.records, 0);
+    ck_assert_str_eq(a.what, "0 records verified");
+
+    /* Damage from the top down, so each is the first bad seq in its turn. */
+    berth_record lie;   /* an outcome the state carried over the split disproves */
+    memset(&lie, 0, sizeof(lie));
+    lie.seq = n + 1;
+    lie.time_ms = 1;
+    lie.actor = berth_str_make("", 0);
+    lie.reqid = berth_str_make("", 0);
+    lie.command = berth_str_make("WORKER.ADD steplie GPUS 2", 25);
+    lie.code = BERTH_EXCLUSIVE;
+    lie.sentence = berth_str_make("made up", 7);
+    ck_assert_int_eq(berth_journal_append(j, &lie, NULL, 1), BERTH_J_OK);
+    check_stepped_equals_whole(j, sizes, n_sizes);
+    berth_journal_close(j);
+
+    lmdb_damage(dir, 15000, true);   /* undecodable */
+    j = journal_open(dir, true, 0);
+    check_stepped_equals_whole(j, sizes, n_sizes);
+    berth_journal_close(j);
+
+    lmdb_damage(dir, 10001, false);   /* a gap just after a split at 10000 */
+    j = journal_open(dir, true, 0);
+    check_stepped_equals_whole(j, sizes, n_sizes);
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    berth_record rec;
+    const uint8_t *raw = NULL;
+    size_t raw_len = 0;
+    ck_assert_int_eq(berth_journal_read(r, 5000, &rec, &raw, &raw_len), BERTH_J_OK);
+    uint8_t *copy = malloc(raw_len);
+    ck_assert_ptr_nonnull(copy);
+    memcpy(copy, raw, raw_len);
+    size_t offset = (size_t)((const uint8_t *)rec.command.ptr - raw) + 1;
+    berth_journal_reader_close(r);
+    berth_journal_close(j);
+    flip_record_byte(dir, copy, raw_len, offset);   /* a hash mismatch on a split */
+    free(copy);
+    j = journal_open(dir, true, 0);
+    berth_jerr e;
+    berth_verify_report whole = verify(j, &e);
+    ck_assert_uint_eq(whole.first_bad_seq, 5000);
+    check_stepped_equals_whole(j, sizes, n_sizes);
+    berth_journal_close(j);
+    free(st.lines);
+    remove_dir(dir);
+}
+END_TEST
+
+/* Replay to target in parts of at most records_max records, each part in a
+ * reader of its own; returns the code, with the digest or the error text. */
+static berth_jerr replay_parts(berth_journal *j, uint64_t target, uint64_t records_max,
+                               uint32_t every, char digest[TEST_DIGEST_HEX_LEN], char *err,
+                               size_t err_size, uint64_t *parts) {
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    yield_every y = { 0, every };
+    berth_state *s = NULL;
+    berth_replay_stats stats;
+    err[0] = '\0';
+    berth_jerr e = berth_replay_to_part(r, target, true, records_max, yield_now, &y, &s, &stats,
+                                        NULL, err, err_size);
+    *parts = 1;
+    while (e == BERTH_J_OK && stats.last_seq < target) {
+        berth_journal_reader_close(r);
+        ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+        e = berth_replay_forward_part(r, s, target, records_max, yield_now, &y, &stats, err,
+                                      err_size);
+        (*parts)++;
+    }
+    berth_journal_reader_close(r);
+    if (e == BERTH_J_OK) {
+        ck_assert_uint_eq(berth_state_last_seq(s), target);
+        digest_hex(s, digest);
+    }
+    if (s != NULL) berth_state_free(s);
+    return e;
+}
+
+/* AT's road in parts reaches the one-pass replay's state, or its error. */
+START_TEST(test_replay_parts_match_whole) {
+    rng_seed(test_seed + 10);
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 3000, false);
+    stream st;
+    run_stream(engine, TEST_RANDOM_RECORDS, TEST_BATCH_RECORDS_MAX, &st);
+    berth_engine_close(engine);
+    const uint64_t targets[] = { 1, 2999, 3000, 3001, 12345, TEST_RANDOM_RECORDS };
+    const uint64_t sizes[] = { 700, 2999, 3000, 16384, UINT64_MAX };
+    const uint32_t everies[] = { 0, 1 };
+    for (int damaged = 0; damaged < 2; damaged++) {
+        for (size_t t = 0; t < sizeof(targets) / sizeof(targets[0]); t++) {
+            char whole[TEST_DIGEST_HEX_LEN] = "";
+            char whole_err[512] = "";
+            berth_journal_reader *r = NULL;
+            ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+            berth_state *s = NULL;
+            berth_jerr we = berth_replay_to(r, targets[t], true, &s, NULL, NULL, whole_err,
+                                            sizeof(whole_err));
+            if (we == BERTH_J_OK) {
+                digest_hex(s, whole);
+                berth_state_free(s);
+            }
+            berth_journal_reader_close(r);
+            for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+                for (size_t k = 0; k < sizeof(everies) / sizeof(everies[0]); k++) {
+                    char d[TEST_DIGEST_HEX_LEN] = "";
+                    char err[512];
+                    uint64_t parts = 0;
+                    berth_jerr e = replay_parts(j, targets[t], sizes[i], everies[k], d, err,
+                                                sizeof(err), &parts);
+                    ck_assert_msg(e == we && strcmp(d, whole) == 0 && strcmp(err, whole_err) == 0,
+                                  "to %" PRIu64 " in parts of %" PRIu64 " (yield %u, %" PRIu64
+                                  " parts): %s %s \"%s\"; whole: %s %s \"%s\"",
+                                  targets[t], sizes[i], everies[k], parts, berth_jerr_name(e), d,
+                                  err, berth_jerr_name(we), whole, whole_err);
+                    if (targets[t] == 2999 && sizes[i] == 700 && !damaged) {
+                        ck_assert_uint_ge(parts, 5);   /* from genesis, no snapshot yet */
+                    }
+                }
+            }
+            if (damaged && (targets[t] == 2999 || targets[t] == 12345)) {
+                ck_assert_int_eq(we, BERTH_J_CORRUPT);
+            }
+        }
+        if (!damaged) {
+            berth_journal_close(j);
+            lmdb_damage(dir, 2101, false);    /* just after a part of 700 from genesis */
+            lmdb_damage(dir, 12345, false);   /* on the way from the snapshot before it */
+            j = journal_open(dir, true, 0);
+        }
+    }
+    berth_journal_close(j);
+    free(st.lines);
+    remove_dir(dir);
+}
+END_TEST
+
 START_TEST(test_bad_snapshot_falls_back) {
     rng_seed(test_seed + 2);
     char dir[64];
@@ -1508,6 +1744,8 @@ static Suite *replay_suite(void) {
         { "verify_flipped", test_verify_flipped_byte },
         { "verify_outcome", test_verify_altered_outcome },
         { "verify_gap", test_verify_gap_and_truncation },
+        { "verify_steps", test_verify_steps_match_whole },
+        { "replay_parts", test_replay_parts_match_whole },
         { "bad_snapshot", test_bad_snapshot_falls_back },
         { "snapshot_decode", test_snapshot_decode_rejects_damage },
         { "record_decode_shapes", test_record_decode_shapes },

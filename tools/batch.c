@@ -649,6 +649,12 @@ static void batch_reply_commit_error(reply_buf *rb, berth_jerr err) {
     if (err == BERTH_J_FULL) {
         reply_error(rb, "FULL", "the journal is full (disk or map at its maximum): the command was "
                                 "not applied; retry once space is freed");
+    } else if (err == BERTH_J_AGAIN) {
+        /* Not FULL: the map is below its cap and the disk may have room.
+         * Not BUSY either: that is an engine refusal with a seq. */
+        reply_error(rb, "TRYAGAIN", "the journal's map had to grow but journal readers in this "
+                                    "berthd held it past the wait (the map is not at its maximum): "
+                                    "the command was not applied; retry it");
     } else if (err == BERTH_J_READONLY) {
         reply_error(rb, "READONLY", "this berthd lost the leadership before the command was "
                                     "committed: it was not applied; retry it on the leader");

@@ -70,6 +70,7 @@ static int berthd_open(server *s) {
     berth_journal_options jopt;
     memset(&jopt, 0, sizeof jopt);
     jopt.map_size_max = s->config.map_size_max_mib << 20;
+    jopt.map_size_initial = s->config.map_size_initial_mib << 20;
     /* One sync per commit: batch.c answers a write only once the journal
      * says it is durable. (The etcd journal ignores it.) */
     jopt.defer_meta_sync = true;

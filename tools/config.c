@@ -63,6 +63,8 @@ static const option options[] = {
       "(default 60)" },
     { "map-size-max-mib", OPT_U64, FIELD(map_size_max_mib), 0, UINT64_MAX >> 20,
       "MIB  journal map size ceiling; FULL beyond it (default: the journal's, 1 TiB)" },
+    { "map-size-initial-mib", OPT_U64, FIELD(map_size_initial_mib), 0, UINT64_MAX >> 20,
+      "MIB  journal map size at open, doubled as it fills (default: the journal's, 64 MiB)" },
     { "commit-gather-us", OPT_U32, FIELD(commit_gather_us), 0, 10000,
       "US  wait up to this long for the rest of a write cohort before a commit, 0 never (default 200)" },
     { "history-fold-records", OPT_U32, FIELD(history_fold_records), 1024, BERTH_HISTORY_FOLD_RECORDS_MAX,
@@ -106,6 +108,7 @@ void config_defaults(server_config *cfg) {
     cfg->idle_timeout_s = 300;
     cfg->output_timeout_s = 60;
     cfg->map_size_max_mib = 0;
+    cfg->map_size_initial_mib = 0;
     snprintf(cfg->journal_kind, sizeof cfg->journal_kind, "lmdb");
     snprintf(cfg->etcd_endpoints, sizeof cfg->etcd_endpoints, "http://127.0.0.1:2379");
     snprintf(cfg->cluster, sizeof cfg->cluster, "berth");

@@ -9,11 +9,19 @@
  * clients are served meanwhile. A client that disconnects mid-job stays
  * allocated until the job returns, then is freed.
  *
- * JOURNAL.VERIFY's reader is opened on the loop when the job is queued,
- * right after the command's drain: the journal then holds only durable
- * records, while a reader opened later on this thread could see a commit
- * that is not durable yet (batch.c) and count it. AT reads only up to its
- * seq, which the loop checked against the durable head. */
+ * No job holds one journal reader for its whole run: an LMDB reader open
+ * in this process keeps the map from growing (lmdb_store.c, "Map growth"),
+ * and a 10M-record verify takes seconds, so writes got FULL with room on
+ * disk. Both jobs go in steps of at most job_step_records_max records,
+ * each in a reader of its own opened on this thread, and a step ends
+ * early at a chunk boundary once a resize waits for the readers
+ * (berth_journal_readers_wanted); the next step opens a fresh reader,
+ * which waits out the resize. The steps give the one-pass result
+ * (replay.h). Each job's range is fixed on the loop when it is queued:
+ * JOURNAL.VERIFY checks up to the durable head then (right after the
+ * command's drain, so every record it counts is durable, though a later
+ * reader sees commits that are not yet), AT replays up to its seq, which
+ * the loop checked against the durable head. */
 #include "server.h"
 
 #include <assert.h>
@@ -25,6 +33,12 @@
 #define JOB_ARG_BYTES_MAX 4096      /* their bytes */
 #define JOB_ERR_LEN_MAX 512
 
+enum {
+    /* records one reader is held for at most (~0.5 s of verify): also
+     * bounds the old pages a step pins while no resize asks it to go */
+    job_step_records_max = 1 << 20
+};
+
 typedef enum job_kind { JOB_VERIFY, JOB_AT } job_kind;
 
 typedef struct job {
@@ -32,8 +46,7 @@ typedef struct job {
     job_kind kind;
     client *client;
     server *server;
-    uint64_t seq;
-    berth_journal_reader *reader;   /* VERIFY: opened on the loop, owned */
+    uint64_t seq;                   /* VERIFY: the durable head at submit; AT: its seq */
     query_fn query;
     size_t argc;
     berth_str argv[JOB_ARGS_MAX];
@@ -43,10 +56,45 @@ typedef struct job {
 
 /* ---- on the background thread ------------------------------------------ */
 
-static void job_verify(job *j, berth_journal_reader *reader) {
+/* Long readers leave when a resize of the journal's map waits for them. */
+static bool job_yield(void *arg) {
+    server *s = arg;
+    return berth_journal_readers_wanted(s->journal);
+}
+
+static void reply_reader_failed(job *j, berth_jerr err) {
+    reply_error(&j->out, "IOERR", "cannot open a journal reader: %s", berth_jerr_name(err));
+}
+
+static void job_verify(job *j) {
+    berth_journal *journal = j->server->journal;
+    berth_journal_reader *reader = NULL;
+    berth_jerr err = berth_journal_reader_open(journal, &reader);
+    if (err != BERTH_J_OK) {
+        reply_reader_failed(j, err);
+        return;
+    }
+    berth_verify_run *run = berth_verify_begin(reader, j->seq);
+    bool over = run == NULL;
+    while (!over) {
+        over = berth_verify_step(run, reader, job_step_records_max, job_yield, j->server);
+        if (over) {
+            break;
+        }
+        berth_journal_reader_close(reader);
+        reader = NULL;
+        err = berth_journal_reader_open(journal, &reader);
+        if (err != BERTH_J_OK) {
+            berth_verify_report abandoned;
+            (void)berth_verify_end(run, &abandoned);
+            reply_reader_failed(j, err);
+            return;
+        }
+    }
+    berth_journal_reader_close(reader);
     berth_verify_report report;
     memset(&report, 0, sizeof report);
-    berth_jerr err = berth_verify(reader, &report);
+    err = run == NULL ? BERTH_J_NOMEM : berth_verify_end(run, &report);
     if (err != BERTH_J_OK && err != BERTH_J_CORRUPT) {
         reply_error(&j->out, "IOERR", "journal verification could not read the journal: %s",
                     berth_jerr_name(err));
@@ -63,20 +111,56 @@ static void job_verify(job *j, berth_journal_reader *reader) {
     reply_bulk_cstr(&j->out, report.ok ? "" : report.what);
 }
 
-static void job_at(job *j, berth_journal_reader *reader) {
+/* AT's state, replayed in steps; *reader is left open (the query reads
+ * through it) unless the replay failed, in which case the reply says why. */
+static berth_state *job_at_state(job *j, berth_journal_reader **reader) {
+    berth_journal *journal = j->server->journal;
     berth_state *state = NULL;
     berth_replay_stats stats;
     memset(&stats, 0, sizeof stats);
     char err[JOB_ERR_LEN_MAX] = "";
-    berth_jerr rc = berth_replay_to(reader, j->seq, true, &state, &stats, NULL, err, sizeof err);
+    berth_jerr rc = berth_journal_reader_open(journal, reader);
+    if (rc != BERTH_J_OK) {
+        *reader = NULL;
+        reply_reader_failed(j, rc);
+        return NULL;
+    }
+    rc = berth_replay_to_part(*reader, j->seq, true, job_step_records_max, job_yield, j->server,
+                              &state, &stats, NULL, err, sizeof err);
+    while (rc == BERTH_J_OK && stats.last_seq < j->seq) {
+        berth_journal_reader_close(*reader);
+        rc = berth_journal_reader_open(journal, reader);
+        if (rc != BERTH_J_OK) {
+            *reader = NULL;
+            berth_state_free(state);
+            reply_reader_failed(j, rc);
+            return NULL;
+        }
+        rc = berth_replay_forward_part(*reader, state, j->seq, job_step_records_max, job_yield,
+                                       j->server, &stats, err, sizeof err);
+    }
+    if (rc == BERTH_J_OK) {
+        return state;
+    }
+    if (state != NULL) {
+        berth_state_free(state);
+    }
+    berth_journal_reader_close(*reader);
+    *reader = NULL;
     if (rc == BERTH_J_NOTFOUND) {
         reply_error(&j->out, "ERR", "seq %llu is beyond the journal's head",
                     (unsigned long long)j->seq);
-        return;
+        return NULL;
     }
-    if (rc != BERTH_J_OK) {
-        reply_error(&j->out, "IOERR", "replay to seq %llu failed (%s): %s",
-                    (unsigned long long)j->seq, berth_jerr_name(rc), err);
+    reply_error(&j->out, "IOERR", "replay to seq %llu failed (%s): %s",
+                (unsigned long long)j->seq, berth_jerr_name(rc), err);
+    return NULL;
+}
+
+static void job_at(job *j) {
+    berth_journal_reader *reader = NULL;
+    berth_state *state = job_at_state(j, &reader);
+    if (state == NULL) {
         return;
     }
     const void **scratch = NULL;
@@ -85,24 +169,15 @@ static void job_at(job *j, berth_journal_reader *reader) {
     j->query(&ctx, j->argc, j->argv, &j->out);
     free(scratch);
     berth_state_free(state);
+    berth_journal_reader_close(reader);
 }
 
 static void job_run(job *j) {
     if (j->kind == JOB_VERIFY) {
-        assert(j->reader != NULL);
-        job_verify(j, j->reader);
-        berth_journal_reader_close(j->reader);
-        j->reader = NULL;
-        return;
+        job_verify(j);
+    } else {
+        job_at(j);
     }
-    berth_journal_reader *reader = NULL;
-    berth_jerr err = berth_journal_reader_open(j->server->journal, &reader);
-    if (err != BERTH_J_OK) {
-        reply_error(&j->out, "IOERR", "cannot open a journal reader: %s", berth_jerr_name(err));
-        return;
-    }
-    job_at(j, reader);
-    berth_journal_reader_close(reader);
 }
 
 static void *job_thread(void *arg) {
@@ -158,7 +233,6 @@ static void job_finish(job *j, bool deliver) {
         client_resume(c);
     }
     client_release(c);
-    berth_journal_reader_close(j->reader);   /* a VERIFY that never ran */
     reply_free(&j->out);
     free(j);
 }
@@ -285,13 +359,8 @@ bool jobs_submit_verify(client *c) {
     if (j == NULL) {
         return false;
     }
-    berth_jerr err = berth_journal_reader_open(c->server->journal, &j->reader);
-    if (err != BERTH_J_OK) {
-        reply_error(&c->out, "IOERR", "cannot open a journal reader: %s", berth_jerr_name(err));
-        reply_free(&j->out);
-        free(j);
-        return false;
-    }
+    /* The command's drain made everything committed durable. */
+    j->seq = batch_durable_head(c->server);
     job_enqueue(j);
     return true;
 }

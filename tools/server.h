@@ -86,6 +86,7 @@ typedef struct server_config {
     uint32_t idle_timeout_s;            /* 0: never */
     uint32_t output_timeout_s;          /* output pending with no write progress; 0: never */
     uint64_t map_size_max_mib;          /* 0: the journal's default */
+    uint64_t map_size_initial_mib;      /* 0: the journal's default */
     uint32_t commit_gather_us;          /* wait for the rest of a write cohort; 0: never */
     uint32_t history_fold_records;      /* the LMDB journal's fold threshold (journal.h) */
     bool show_help;
