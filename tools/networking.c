@@ -138,6 +138,19 @@ void client_release(client *c) {
     }
 }
 
+static void client_unpark(client *c) {
+    if (c->parked == PARK_NONE) {
+        return;
+    }
+    server *s = c->server;
+    dlink_remove(&c->link_park);
+    if (c->parked == PARK_DRAIN) {
+        assert(s->drain_waiters > 0);
+        s->drain_waiters--;
+    }
+    c->parked = PARK_NONE;
+}
+
 void client_close(client *c, const char *why) {
     if (c->closed) {
         return;
@@ -155,14 +168,7 @@ void client_close(client *c, const char *why) {
     dlink_remove(&c->link_all);
     dlink_remove(&c->link_write);
     dlink_remove(&c->link_resume);
-    if (c->parked != PARK_NONE) {
-        dlink_remove(&c->link_park);
-        if (c->parked == PARK_DRAIN) {
-            assert(s->drain_waiters > 0);
-            s->drain_waiters--;
-        }
-        c->parked = PARK_NONE;
-    }
+    client_unpark(c);
     if (c->watching) {
         watch_stop(c);
     }
@@ -219,13 +225,20 @@ static void net_unpark(server *s) {
         if (!go) {
             continue;
         }
-        dlink_remove(&c->link_park);
-        if (c->parked == PARK_DRAIN) {
-            assert(s->drain_waiters > 0);
-            s->drain_waiters--;
-        }
-        c->parked = PARK_NONE;
+        client_unpark(c);
         client_resume(c);
+    }
+}
+
+void net_refuse_parked(server *s) {
+    while (s->parked.next != &s->parked) {
+        client *c = DLINK_OWNER(s->parked.next, client, link_park);
+        assert(!c->closed && c->batch_pending == 0);
+        client_unpark(c);
+        reply_error(&c->out, "ERR", "berthd is stopping: this command waited behind a commit "
+                                    "and was not run; retry it after the restart");
+        client_output_added(c);
+        c->in_len = 0;      /* nothing after it runs either */
     }
 }
 

@@ -265,6 +265,10 @@ void client_resume(client *c);             /* process c's buffered input after a
 /* Leave c's next command unread until why no longer holds (net_unpark). */
 void client_park(client *c, client_park_why why);
 bool client_output_over(const client *c, size_t limit);
+/* At shutdown, once the batches are answered: each parked client hears that
+ * its waiting command was not run (after its earlier replies), never a bare
+ * close. */
+void net_refuse_parked(server *s);
 void net_write_pending(server *s);
 void net_close_all(server *s);
 uint64_t now_ms_wall(void);

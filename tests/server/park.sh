@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# park.sh — a client parked with its command unparsed (behind its own held
+# writes, or a read behind staged writes) is answered whatever happens next:
+#   1. SIGTERM: each parked command hears its answer or "berthd is stopping
+#      ... not run", after the client's earlier replies, never a bare close;
+#      a parked write is not applied.
+#   2. A sync fails (fatal) while a reader is parked behind another client's
+#      staged write: the reader hears -IOERR, not a bare close.
+#   3. A reader parked behind a writer that pipelines "write; PING" pairs is
+#      answered within a few syncs, not when the writer's pipeline ends.
+# disk_shim (LD_PRELOAD, BERTH_SHIM_CTL) slows and fails chosen syncs.
+. "$(dirname "$0")/lib.sh"
+SHIM=${BERTH_DISK_SHIM:?BERTH_DISK_SHIM must name disk_shim.so}
+command -v python3 >/dev/null || { echo "$test_name: python3 missing"; exit 1; }
+CTL="$TMP/ctl"
+mkdir -p "$CTL"
+PRELOAD="$SHIM"        # a sanitizer build's runtime must load first
+sanitizer_runtime=$(ldd "$BERTHD" | awk '/libasan\.so/ { print $3; exit }')
+[ -n "$sanitizer_runtime" ] && PRELOAD="$sanitizer_runtime:$SHIM"
+start_shimmed() {
+    BERTH_SHIM_CTL="$CTL" BERTH_SHIM_DATA="$DATA/data.mdb" BERTH_SHIM_DISK="$TMP/disk.mdb" \
+        LD_PRELOAD="$PRELOAD" start_berthd "$@"
+}
+PYLIB='
+import os, socket, sys, time
+def conn(port):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(20)
+    return s
+def read_all(s):
+    got = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return got
+        got += d
+'
+
+# 1. SIGTERM with A's PING parked behind A's write, B's DIGEST parked behind
+# it, and C's write parked behind B's read (slow syncs: all still parked).
+start_shimmed
+python3 - "$PORT" "$CTL" "$BERTHD_PID" >"$TMP/term.out" <<PY || fail "SIGTERM driver: $(cat "$TMP/term.out")"
+$PYLIB
+import signal
+port, ctl, pid = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+open(os.path.join(ctl, "delay_ms"), "w").write("1500")
+a = conn(port); a.sendall(b"WORKER.ADD a1 GPUS 1\r\nPING\r\n")
+time.sleep(0.2)
+b = conn(port); b.sendall(b"DIGEST\r\n"); time.sleep(0.1)
+c = conn(port); c.sendall(b"WORKER.ADD c1 GPUS 1\r\n"); time.sleep(0.1)
+os.kill(pid, signal.SIGTERM)
+print("A", read_all(a))
+print("B", read_all(b))
+print("C", read_all(c))
+PY
+rc=0; wait "$BERTHD_PID" || rc=$?
+BERTHD_PID=""
+expect_eq "$rc" 0 "berthd's exit status after SIGTERM"
+sanitizer_clean
+note "$(tr '\n' ' ' <"$TMP/term.out")"
+a=$(sed -n 's/^A //p' "$TMP/term.out")
+b=$(sed -n 's/^B //p' "$TMP/term.out")
+c=$(sed -n 's/^C //p' "$TMP/term.out")
+expect_match "$a" "^b':1\\\\r\\\\n(\\+PONG|-ERR berthd is stopping[^\\\\]*not run[^\\\\]*)\\\\r\\\\n'$" "A: its write's reply, then its parked PING's answer or refusal"
+expect_match "$b" "^b'(\\\$64\\\\r\\\\n[0-9a-f]{64}|-ERR berthd is stopping[^\\\\]*not run[^\\\\]*)\\\\r\\\\n'$" "B: its parked DIGEST's answer or refusal"
+expect_match "$c" "^b'(:2|-ERR berthd is stopping[^\\\\]*not run[^\\\\]*)\\\\r\\\\n'$" "C: its parked write's reply or refusal"
+rm -f "$CTL/delay_ms"
+start_shimmed
+if [[ $c == *stopping* ]]; then
+    expect_match "$(r WORKER.GET c1)" '^NOWORKER' "C's refused write was not applied"
+fi
+expect_match "$(r WORKER.GET a1 | head -n 2 | tail -n 1)" '^a1$' "A's write survived the restart"
+stop_berthd
+
+note ok
