@@ -214,14 +214,16 @@ void client_park(client *c, client_park_why why) {
 
 /* Resume, in park order, every parked client whose reason is gone; each
  * parses its command again (and may park again: a reader behind a write
- * another resumed client staged first). */
+ * another resumed client staged first). After a fatal error every reason is
+ * gone: the writes still staged in the engine will never become durable,
+ * and each waiting command is answered with -IOERR (commands_dispatch). */
 static void net_unpark(server *s) {
-    bool durable = s->parked.next != &s->parked && batch_state_durable(s);
+    bool durable = s->parked.next != &s->parked && (s->fatal || batch_state_durable(s));
     dlink *l = s->parked.next;
     while (l != &s->parked) {
         client *c = DLINK_OWNER(l, client, link_park);
         l = l->next;
-        bool go = c->parked == PARK_DRAIN ? durable : c->batch_pending == 0;
+        bool go = c->parked == PARK_DRAIN ? durable : c->batch_pending == 0 || s->fatal;
         if (!go) {
             continue;
         }

@@ -72,4 +72,30 @@ fi
 expect_match "$(r WORKER.GET a1 | head -n 2 | tail -n 1)" '^a1$' "A's write survived the restart"
 stop_berthd
 
+# 2. A's write commits; its sync is slow and fails with EIO while C's write
+# is staged on top and B's DIGEST is parked behind it.
+rm -rf "$DATA" "$TMP/disk.mdb" "$CTL"/*
+start_shimmed
+python3 - "$PORT" "$CTL" >"$TMP/fatal.out" <<PY || fail "fatal driver: $(cat "$TMP/fatal.out")"
+$PYLIB
+port, ctl = int(sys.argv[1]), sys.argv[2]
+open(os.path.join(ctl, "delay_ms"), "w").write("1500")
+a = conn(port); a.sendall(b"WORKER.ADD a1 GPUS 1\r\n")
+time.sleep(2.0)
+c = conn(port); c.sendall(b"WORKER.ADD c1 GPUS 1\r\n"); time.sleep(0.05)
+b = conn(port); b.sendall(b"DIGEST\r\n"); time.sleep(0.05)
+open(os.path.join(ctl, "fail"), "w").write("5")
+print("A", read_all(a))
+print("C", read_all(c))
+print("B", read_all(b))
+PY
+berthd_gone_within 200 "berthd still runs after a failed sync"
+rc=0; wait "$BERTHD_PID" || rc=$?
+BERTHD_PID=""
+expect_eq "$rc" 1 "berthd's exit status after a failed sync"
+sanitizer_clean
+note "$(tr '\n' ' ' <"$TMP/fatal.out")"
+expect_match "$(sed -n 's/^C //p' "$TMP/fatal.out")" "^b'-IOERR [^\\\\]*not applied" "C's staged write"
+expect_match "$(sed -n 's/^B //p' "$TMP/fatal.out")" "^b'-IOERR " "B's parked DIGEST hears -IOERR, not a bare close"
+
 note ok
