@@ -144,11 +144,19 @@ static void client_unpark(client *c) {
     }
     server *s = c->server;
     dlink_remove(&c->link_park);
-    if (c->parked == PARK_DRAIN) {
+    if (c->parked == PARK_DRAIN || c->parked == PARK_READ) {
         assert(s->drain_waiters > 0);
         s->drain_waiters--;
     }
     c->parked = PARK_NONE;
+}
+
+void client_drain_done(client *c) {
+    if (c->drain_held) {
+        assert(c->server->drain_waiters > 0);
+        c->server->drain_waiters--;
+        c->drain_held = false;
+    }
 }
 
 void client_close(client *c, const char *why) {
@@ -169,6 +177,7 @@ void client_close(client *c, const char *why) {
     dlink_remove(&c->link_write);
     dlink_remove(&c->link_resume);
     client_unpark(c);
+    client_drain_done(c);
     if (c->watching) {
         watch_stop(c);
     }
@@ -206,7 +215,7 @@ void client_park(client *c, client_park_why why) {
     server *s = c->server;
     assert(!c->closed && c->parked == PARK_NONE && why != PARK_NONE);
     c->parked = why;
-    if (why == PARK_DRAIN) {
+    if (why == PARK_DRAIN || why == PARK_READ) {
         s->drain_waiters++;
     }
     dlink_push(&s->parked, &c->link_park);
@@ -216,19 +225,48 @@ void client_park(client *c, client_park_why why) {
  * parses its command again (and may park again: a reader behind a write
  * another resumed client staged first). After a fatal error every reason is
  * gone: the writes still staged in the engine will never become durable,
- * and each waiting command is answered with -IOERR (commands_dispatch). */
+ * and each waiting command is answered with -IOERR (commands_dispatch).
+ *
+ * A client resumed from a drain goes ahead of every other resumed client
+ * (writers batch_release resumed among them), and a reader keeps counting
+ * in drain_waiters until its command runs (a writer does not, or two
+ * resumed writers would park each other again forever): otherwise a writer pipelining
+ * "write; PING" would stage its next write first, the reader would find
+ * writes staged and park again, every sync, until the writer's pipeline
+ * ran dry. So a parked read runs within one or two syncs. */
 static void net_unpark(server *s) {
     bool durable = s->parked.next != &s->parked && (s->fatal || batch_state_durable(s));
+    dlink first;
+    dlink_init(&first);
     dlink *l = s->parked.next;
     while (l != &s->parked) {
         client *c = DLINK_OWNER(l, client, link_park);
         l = l->next;
-        bool go = c->parked == PARK_DRAIN ? durable : c->batch_pending == 0 || s->fatal;
+        bool go = c->parked == PARK_ORDER ? c->batch_pending == 0 || s->fatal : durable;
         if (!go) {
             continue;
         }
-        client_unpark(c);
-        client_resume(c);
+        if (c->parked == PARK_READ) {
+            assert(!c->drain_held);
+            dlink_remove(&c->link_park);
+            c->parked = PARK_NONE;
+            c->drain_held = true;           /* drain_waiters keeps counting it */
+            dlink_remove(&c->link_resume);  /* batch_release may have queued it */
+            dlink_push(&first, &c->link_resume);
+        } else if (c->parked == PARK_DRAIN) {
+            client_unpark(c);               /* a writer holds no other writer back */
+            dlink_remove(&c->link_resume);
+            dlink_push(&first, &c->link_resume);
+        } else {
+            client_unpark(c);
+            client_resume(c);
+        }
+    }
+    if (first.next != &first) {
+        first.prev->next = s->resume.next;
+        s->resume.next->prev = first.prev;
+        s->resume.next = first.next;
+        first.next->prev = &s->resume;
     }
 }
 
@@ -317,6 +355,7 @@ static void client_process_input(client *c) {
     if (c->closed) {
         return;
     }
+    client_drain_done(c);   /* paused before its command ran: writes wait no more */
     if (pos > 0) {
         memmove(c->in, c->in + pos, c->in_len - pos);
         c->in_len -= pos;

@@ -98,4 +98,51 @@ note "$(tr '\n' ' ' <"$TMP/fatal.out")"
 expect_match "$(sed -n 's/^C //p' "$TMP/fatal.out")" "^b'-IOERR [^\\\\]*not applied" "C's staged write"
 expect_match "$(sed -n 's/^B //p' "$TMP/fatal.out")" "^b'-IOERR " "B's parked DIGEST hears -IOERR, not a bare close"
 
+# 3. Q pipelines 150 "write; PING" pairs over 20 ms syncs (at least 3 s of
+# syncs); R's DIGEST, sent 0.3 s in, must not wait for Q's pipeline; three
+# writers that park behind R then commit (resumed writers must not park
+# each other again).
+rm -rf "$DATA" "$TMP/disk.mdb" "$CTL"/*
+start_shimmed
+python3 - "$PORT" "$CTL" >"$TMP/starve.out" <<PY || fail "a read starved behind a writer's pipeline: $(cat "$TMP/starve.out")"
+$PYLIB
+import re, threading
+port, ctl = int(sys.argv[1]), sys.argv[2]
+open(os.path.join(ctl, "delay_ms"), "w").write("20")
+n = 150
+q = conn(port); q.settimeout(60)
+data = b"".join(b"WORKER.ADD q%d GPUS 1\r\nPING\r\n" % i for i in range(n))
+done = {}
+def qrun():
+    q.sendall(data)
+    got = b""
+    while got.count(b"\r\n") < 2 * n:
+        d = q.recv(65536)
+        if not d:
+            break
+        got += d
+    done["ok"] = got.count(b"+PONG\r\n") == n
+th = threading.Thread(target=qrun); th.start()
+time.sleep(0.3)
+r = conn(port)
+t = time.time()
+r.sendall(b"DIGEST\r\n")
+time.sleep(0.005)
+ws = [conn(port) for _ in range(3)]   # writes that wait behind the read
+for i, w in enumerate(ws):
+    w.sendall(b"WORKER.ADD x%d GPUS 1\r\n" % i)
+x = r.recv(100)
+lat = time.time() - t
+busy = th.is_alive()
+for w in ws:
+    w.settimeout(5)
+wrote = [w.recv(100) for w in ws]
+th.join()
+print("DIGEST after %.3f s (writer still busy: %s) %r; writer ok %s; writes behind it %r"
+      % (lat, busy, x[:10], done.get("ok"), wrote))
+sys.exit(0 if busy and lat < 1.0 and x.startswith(b"\$64") and done.get("ok") and
+         all(re.fullmatch(rb":[0-9]+\r\n", w) for w in wrote) else 1)
+PY
+note "$(cat "$TMP/starve.out")"
+stop_berthd
 note ok
