@@ -825,7 +825,11 @@ bool commands_dispatch(client *c, size_t argc, const berth_str *argv) {
      * (batch_settle_fatal) and nothing waits. */
     bool staged_write = cmd != NULL && (cmd->flags & CMD_WRITE) && c->role == ROLE_ADMIN &&
                         !c->watching && arity_ok(cmd->arity, argc);
-    bool reads_staged = !staged_write && cmd != NULL && (cmd->flags & CMD_READ) &&
+    /* A command dispatch_allowed refuses reads nothing: it never waits for
+     * the drain (an unauthenticated client must not hold writers back). */
+    bool refused = cmd == NULL || (c->role == ROLE_NONE && !(cmd->flags & CMD_NOAUTH)) ||
+                   (c->watching && !(cmd->flags & CMD_WATCHOK)) || !arity_ok(cmd->arity, argc);
+    bool reads_staged = !staged_write && !refused && (cmd->flags & CMD_READ) &&
                         !batch_state_durable(s);
     bool order = !staged_write && c->batch_pending > 0;
     if (s->pipe != NULL && !s->fatal) {

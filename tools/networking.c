@@ -345,10 +345,11 @@ static void client_process_input(client *c) {
         }
         assert(res.consumed > 0 && pos + res.consumed <= c->in_len);
         if (res.argc > 0) {
+            s->stats.commands_processed++;   /* before: INFO counts itself */
             if (!commands_dispatch(c, res.argc, s->argv)) {
+                s->stats.commands_processed--;
                 break;      /* parked: the command stays in the buffer */
             }
-            s->stats.commands_processed++;
         }
         pos += res.consumed;
     }

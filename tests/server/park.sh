@@ -145,4 +145,48 @@ sys.exit(0 if busy and lat < 1.0 and x.startswith(b"\$64") and done.get("ok") an
 PY
 note "$(cat "$TMP/starve.out")"
 stop_berthd
+# 4. Nothing refused parks: with W's write syncing slowly, an
+# unauthenticated DIGEST hears -NOAUTH and a DIGEST with a wrong argument
+# count hears its -ERR at once, not after the sync (an unauthenticated
+# client parked on reads made every writer wait behind it). And INFO's
+# commands_processed counts the INFO that asks.
+rm -rf "$DATA" "$TMP/disk.mdb" "$CTL"/*
+start_shimmed --requirepass pw
+python3 - "$PORT" "$CTL" >"$TMP/refused.out" <<PY || fail "refused commands parked: $(cat "$TMP/refused.out")"
+$PYLIB
+port, ctl = int(sys.argv[1]), sys.argv[2]
+def read_n(s, n):
+    got = b""
+    while got.count(b"\r\n") < n:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    return got
+i = conn(port)
+i.sendall(b"AUTH pw\r\nINFO stats\r\n")
+info = b""
+while b"commands_processed:" not in info or not info.endswith(b"\r\n"):
+    info += i.recv(65536)
+processed = int(info.split(b"commands_processed:")[1].split(b"\r\n")[0])
+w, u, v = conn(port), conn(port), conn(port)
+v.sendall(b"AUTH pw\r\n"); read_n(v, 1)
+w.sendall(b"AUTH pw\r\n"); read_n(w, 1)
+open(os.path.join(ctl, "delay_ms"), "w").write("800")
+w.sendall(b"WORKER.ADD w1 GPUS 1\r\n")
+time.sleep(0.1)
+t = time.time()
+u.sendall(b"DIGEST\r\n")
+got_u = read_n(u, 1)
+v.sendall(b"DIGEST extra\r\n")
+got_v = read_n(v, 1)
+took = time.time() - t
+got_w = read_n(w, 1)
+print("commands_processed %d (the probe PING, AUTH, this INFO); NOAUTH %r ERR %r after %.3f s; W %r"
+      % (processed, got_u, got_v, took, got_w))
+sys.exit(0 if processed == 3 and got_u.startswith(b"-NOAUTH") and got_v.startswith(b"-ERR wrong number")
+         and took < 0.5 and got_w.startswith(b":") else 1)
+PY
+note "$(cat "$TMP/refused.out")"
+stop_berthd
 note ok
