@@ -855,6 +855,13 @@ bool commands_dispatch(client *c, size_t argc, const berth_str *argv) {
                     argv[0].ptr);
     } else if (dispatch_allowed(c, cmd, argc, argv)) {
         cmd->proc(c, cmd, argc, argv);
+        if (c->wants_room) {
+            /* Nothing of it was staged or answered: it runs again once the
+             * full open batch is handed off (batch_submit). */
+            c->wants_room = false;
+            client_park(c, PARK_ROOM);
+            return false;
+        }
     }
     client_output_added(c);
     return true;

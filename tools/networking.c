@@ -242,7 +242,12 @@ static void net_unpark(server *s) {
     while (l != &s->parked) {
         client *c = DLINK_OWNER(l, client, link_park);
         l = l->next;
-        bool go = c->parked == PARK_ORDER ? c->batch_pending == 0 || s->fatal : durable;
+        bool go = durable;
+        if (c->parked == PARK_ORDER) {
+            go = c->batch_pending == 0 || s->fatal;
+        } else if (c->parked == PARK_ROOM) {
+            go = s->batch_count == 0 || s->fatal;   /* the full batch was handed off */
+        }
         if (!go) {
             continue;
         }

@@ -114,6 +114,8 @@ typedef enum client_park_why {
     PARK_DRAIN = 2,     /* a write while a read waits: until the state equals the
                            durable journal */
     PARK_READ = 3,      /* a read: the same */
+    PARK_ROOM = 4,      /* a write that found the open batch full: until it is
+                           handed to the committer */
 } client_park_why;
 
 typedef struct client {
@@ -141,6 +143,7 @@ typedef struct client {
     bool watch_live;                    /* caught up: gets each commit as it lands */
     uint32_t batch_pending;             /* entries in the open batch */
     client_park_why parked;             /* its next command waits (PARK_NONE: no) */
+    bool wants_room;                    /* batch_submit found the open batch full */
     bool drain_held;                    /* resumed from PARK_READ; still in drain_waiters
                                            until its command runs (client_drain_done) */
     uint64_t watch_next_seq;
