@@ -8,6 +8,10 @@
 #      staged write: the reader hears -IOERR, not a bare close.
 #   3. A reader parked behind a writer that pipelines "write; PING" pairs is
 #      answered within a few syncs, not when the writer's pipeline ends.
+#   4. A command refused anyway (not logged in, wrong arity) never parks;
+#      INFO's commands_processed counts the INFO that asks.
+#   5. A write that finds the open batch full parks instead of stopping the
+#      loop for a sync.
 # disk_shim (LD_PRELOAD, BERTH_SHIM_CTL) slows and fails chosen syncs.
 . "$(dirname "$0")/lib.sh"
 SHIM=${BERTH_DISK_SHIM:?BERTH_DISK_SHIM must name disk_shim.so}
