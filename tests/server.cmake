@@ -42,4 +42,11 @@ if(TARGET berthd)
                    BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>
                    bash ${CMAKE_CURRENT_SOURCE_DIR}/server/order.sh)
   set_tests_properties(server_order PROPERTIES TIMEOUT 120 LABELS server)
+  # park.sh: parked clients are answered at SIGTERM and after a failed
+  # sync, and a parked read is not starved by a writer's pipeline.
+  add_test(NAME server_park
+           COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
+                   BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>
+                   bash ${CMAKE_CURRENT_SOURCE_DIR}/server/park.sh)
+  set_tests_properties(server_park PROPERTIES TIMEOUT 120 LABELS server)
 endif()

@@ -42,9 +42,11 @@
  *     durable journal (and a reader opened then sees only durable records);
  *     and any other command from a client with held replies waits for them,
  *     so replies keep their order. On this road the client waits parked
- *     (commands.c, networking.c): its command stays unread while the loop
- *     serves everyone else and the committer drains; batch_flush, which
- *     blocks the loop, is left for shutdown and a full open batch;
+ *     (commands.c, networking.c): its command stays unparsed while the loop
+ *     serves everyone else and the committer drains; so does a write that
+ *     finds the open batch full (batch_submit), until the batch is handed
+ *     off; batch_flush, which blocks the loop, is left for shutdown (and
+ *     for an empty open batch the engine still calls full);
  *   - WATCH gets records only from watch_committed, called with the durable
  *     range, and catch-up reads the journal, which holds only durable
  *     records; the head shown anywhere is the durable head;
@@ -835,10 +837,27 @@ static bool batch_room_made(client *c) {
     return false;
 }
 
+/* On the LMDB road a full open batch (by entries, or the engine's bytes)
+ * makes the client wait parked (wants_room; commands_dispatch parks it
+ * with the command unparsed) until the loop hands the batch to the
+ * committer: flushing here would stop the loop for a sync or two. An
+ * empty batch the engine still calls full, or the etcd road, flushes. */
+static bool batch_wait_room(client *c) {
+    server *s = c->server;
+    if (s->pipe == NULL || s->fatal || s->batch_count == 0) {
+        return false;
+    }
+    c->wants_room = true;
+    return true;
+}
+
 void batch_submit(client *c, size_t argc, const berth_str *argv) {
     server *s = c->server;
-    assert(argc >= 1);
+    assert(argc >= 1 && !c->wants_room);
     if (s->batch_count == SERVER_BATCH_ENTRIES_MAX) {
+        if (batch_wait_room(c)) {
+            return;
+        }
         batch_flush(s);
         if (!batch_room_made(c)) {
             return;
@@ -848,6 +867,9 @@ void batch_submit(client *c, size_t argc, const berth_str *argv) {
     berth_str actor = berth_str_make(c->actor, c->actor_len);
     berth_engine_submit(s->engine, argc, argv, actor, &e->result);
     if (e->result.kind == BERTH_SUBMIT_BATCH_FULL) {
+        if (batch_wait_room(c)) {
+            return;
+        }
         batch_flush(s);
         if (!batch_room_made(c)) {
             return;

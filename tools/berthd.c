@@ -5,7 +5,8 @@
  * lock, so a second berthd on the same directory exits with a clear message),
  * opens the engine (newest good snapshot, tail replayed, tail chain checked),
  * logs one start-up line, and runs the loop. SIGTERM and SIGINT stop
- * accepting, commit the batch in flight, send the held replies, and close. */
+ * accepting, commit the batch in flight, send the held replies, refuse each
+ * parked command (never a bare close), and close. */
 #include "server.h"
 
 #include <assert.h>
@@ -174,6 +175,7 @@ static void berthd_shutdown(server *s) {
     if (s->fatal) {
         batch_abandon(s);   /* also when the flush itself turned fatal */
     }
+    net_refuse_parked(s);
     net_write_pending(s);
     jobs_stop(s);           /* answers the clients waiting for a job */
     net_write_pending(s);

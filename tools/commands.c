@@ -812,23 +812,29 @@ bool commands_dispatch(client *c, size_t argc, const berth_str *argv) {
     server *s = c->server;
     assert(argc >= 1 && !c->closed && c->parked == PARK_NONE);
     const command *cmd = command_lookup(argv[0]);
+    client_drain_done(c);   /* it parks again below, or runs */
     /* A write that will be staged keeps its place in the batch; any other
      * reply must wait for this client's held replies (order) and a read must
      * wait for the staged writes of everyone (durability). On the LMDB road
      * the client waits parked, its command unread, while the loop serves
      * everyone else and the committer drains; a write waits too while a
      * read does, or a stream of writes could keep the state from ever
-     * equalling the journal. On etcd, whose commits run on the loop, the
+     * equalling the journal (and net_unpark runs the read first once it
+     * does). On etcd, whose commits run on the loop, the
      * flush is that commit. After a fatal error nothing is held any more
      * (batch_settle_fatal) and nothing waits. */
     bool staged_write = cmd != NULL && (cmd->flags & CMD_WRITE) && c->role == ROLE_ADMIN &&
                         !c->watching && arity_ok(cmd->arity, argc);
-    bool reads_staged = !staged_write && cmd != NULL && (cmd->flags & CMD_READ) &&
+    /* A command dispatch_allowed refuses reads nothing: it never waits for
+     * the drain (an unauthenticated client must not hold writers back). */
+    bool refused = cmd == NULL || (c->role == ROLE_NONE && !(cmd->flags & CMD_NOAUTH)) ||
+                   (c->watching && !(cmd->flags & CMD_WATCHOK)) || !arity_ok(cmd->arity, argc);
+    bool reads_staged = !staged_write && !refused && (cmd->flags & CMD_READ) &&
                         !batch_state_durable(s);
     bool order = !staged_write && c->batch_pending > 0;
     if (s->pipe != NULL && !s->fatal) {
         if (reads_staged || (staged_write && s->drain_waiters > 0)) {
-            client_park(c, PARK_DRAIN);
+            client_park(c, reads_staged ? PARK_READ : PARK_DRAIN);
             return false;
         }
         if (order) {
@@ -849,6 +855,13 @@ bool commands_dispatch(client *c, size_t argc, const berth_str *argv) {
                     argv[0].ptr);
     } else if (dispatch_allowed(c, cmd, argc, argv)) {
         cmd->proc(c, cmd, argc, argv);
+        if (c->wants_room) {
+            /* Nothing of it was staged or answered: it runs again once the
+             * full open batch is handed off (batch_submit). */
+            c->wants_room = false;
+            client_park(c, PARK_ROOM);
+            return false;
+        }
     }
     client_output_added(c);
     return true;

@@ -138,6 +138,27 @@ void client_release(client *c) {
     }
 }
 
+static void client_unpark(client *c) {
+    if (c->parked == PARK_NONE) {
+        return;
+    }
+    server *s = c->server;
+    dlink_remove(&c->link_park);
+    if (c->parked == PARK_DRAIN || c->parked == PARK_READ) {
+        assert(s->drain_waiters > 0);
+        s->drain_waiters--;
+    }
+    c->parked = PARK_NONE;
+}
+
+void client_drain_done(client *c) {
+    if (c->drain_held) {
+        assert(c->server->drain_waiters > 0);
+        c->server->drain_waiters--;
+        c->drain_held = false;
+    }
+}
+
 void client_close(client *c, const char *why) {
     if (c->closed) {
         return;
@@ -155,14 +176,8 @@ void client_close(client *c, const char *why) {
     dlink_remove(&c->link_all);
     dlink_remove(&c->link_write);
     dlink_remove(&c->link_resume);
-    if (c->parked != PARK_NONE) {
-        dlink_remove(&c->link_park);
-        if (c->parked == PARK_DRAIN) {
-            assert(s->drain_waiters > 0);
-            s->drain_waiters--;
-        }
-        c->parked = PARK_NONE;
-    }
+    client_unpark(c);
+    client_drain_done(c);
     if (c->watching) {
         watch_stop(c);
     }
@@ -200,7 +215,7 @@ void client_park(client *c, client_park_why why) {
     server *s = c->server;
     assert(!c->closed && c->parked == PARK_NONE && why != PARK_NONE);
     c->parked = why;
-    if (why == PARK_DRAIN) {
+    if (why == PARK_DRAIN || why == PARK_READ) {
         s->drain_waiters++;
     }
     dlink_push(&s->parked, &c->link_park);
@@ -208,24 +223,67 @@ void client_park(client *c, client_park_why why) {
 
 /* Resume, in park order, every parked client whose reason is gone; each
  * parses its command again (and may park again: a reader behind a write
- * another resumed client staged first). */
+ * another resumed client staged first). After a fatal error every reason is
+ * gone: the writes still staged in the engine will never become durable,
+ * and each waiting command is answered with -IOERR (commands_dispatch).
+ *
+ * A client resumed from a drain goes ahead of every other resumed client
+ * (writers batch_release resumed among them), and a reader keeps counting
+ * in drain_waiters until its command runs (a writer does not, or two
+ * resumed writers would park each other again forever): otherwise a writer pipelining
+ * "write; PING" would stage its next write first, the reader would find
+ * writes staged and park again, every sync, until the writer's pipeline
+ * ran dry. So a parked read runs within one or two syncs. */
 static void net_unpark(server *s) {
-    bool durable = s->parked.next != &s->parked && batch_state_durable(s);
+    bool durable = s->parked.next != &s->parked && (s->fatal || batch_state_durable(s));
+    dlink first;
+    dlink_init(&first);
     dlink *l = s->parked.next;
     while (l != &s->parked) {
         client *c = DLINK_OWNER(l, client, link_park);
         l = l->next;
-        bool go = c->parked == PARK_DRAIN ? durable : c->batch_pending == 0;
+        bool go = durable;
+        if (c->parked == PARK_ORDER) {
+            go = c->batch_pending == 0 || s->fatal;
+        } else if (c->parked == PARK_ROOM) {
+            go = s->batch_count == 0 || s->fatal;   /* the full batch was handed off */
+        }
         if (!go) {
             continue;
         }
-        dlink_remove(&c->link_park);
-        if (c->parked == PARK_DRAIN) {
-            assert(s->drain_waiters > 0);
-            s->drain_waiters--;
+        if (c->parked == PARK_READ) {
+            assert(!c->drain_held);
+            dlink_remove(&c->link_park);
+            c->parked = PARK_NONE;
+            c->drain_held = true;           /* drain_waiters keeps counting it */
+            dlink_remove(&c->link_resume);  /* batch_release may have queued it */
+            dlink_push(&first, &c->link_resume);
+        } else if (c->parked == PARK_DRAIN) {
+            client_unpark(c);               /* a writer holds no other writer back */
+            dlink_remove(&c->link_resume);
+            dlink_push(&first, &c->link_resume);
+        } else {
+            client_unpark(c);
+            client_resume(c);
         }
-        c->parked = PARK_NONE;
-        client_resume(c);
+    }
+    if (first.next != &first) {
+        first.prev->next = s->resume.next;
+        s->resume.next->prev = first.prev;
+        s->resume.next = first.next;
+        first.next->prev = &s->resume;
+    }
+}
+
+void net_refuse_parked(server *s) {
+    while (s->parked.next != &s->parked) {
+        client *c = DLINK_OWNER(s->parked.next, client, link_park);
+        assert(!c->closed && c->batch_pending == 0);
+        client_unpark(c);
+        reply_error(&c->out, "ERR", "berthd is stopping: this command waited behind a commit "
+                                    "and was not run; retry it after the restart");
+        client_output_added(c);
+        c->in_len = 0;      /* nothing after it runs either */
     }
 }
 
@@ -292,16 +350,18 @@ static void client_process_input(client *c) {
         }
         assert(res.consumed > 0 && pos + res.consumed <= c->in_len);
         if (res.argc > 0) {
+            s->stats.commands_processed++;   /* before: INFO counts itself */
             if (!commands_dispatch(c, res.argc, s->argv)) {
+                s->stats.commands_processed--;
                 break;      /* parked: the command stays in the buffer */
             }
-            s->stats.commands_processed++;
         }
         pos += res.consumed;
     }
     if (c->closed) {
         return;
     }
+    client_drain_done(c);   /* paused before its command ran: writes wait no more */
     if (pos > 0) {
         memmove(c->in, c->in + pos, c->in_len - pos);
         c->in_len -= pos;

@@ -112,7 +112,11 @@ typedef enum client_role { ROLE_NONE = 0, ROLE_READONLY = 1, ROLE_ADMIN = 2 } cl
 typedef enum client_park_why {
     PARK_NONE = 0,
     PARK_ORDER = 1,     /* until its own held replies are sent */
-    PARK_DRAIN = 2,     /* until the state equals the durable journal */
+    PARK_DRAIN = 2,     /* a write while a read waits: until the state equals the
+                           durable journal */
+    PARK_READ = 3,      /* a read: the same */
+    PARK_ROOM = 4,      /* a write that found the open batch full: until it is
+                           handed to the committer */
 } client_park_why;
 
 typedef struct client {
@@ -140,6 +144,9 @@ typedef struct client {
     bool watch_live;                    /* caught up: gets each commit as it lands */
     uint32_t batch_pending;             /* entries in the open batch */
     client_park_why parked;             /* its next command waits (PARK_NONE: no) */
+    bool wants_room;                    /* batch_submit found the open batch full */
+    bool drain_held;                    /* resumed from PARK_READ; still in drain_waiters
+                                           until its command runs (client_drain_done) */
     uint64_t watch_next_seq;
     ev_tstamp last_active;
     ev_tstamp write_progress_at;        /* write() last moved bytes */
@@ -216,7 +223,8 @@ typedef struct server {
     dlink resume;
     dlink watchers;
     dlink parked;                       /* clients whose next command waits, in park order */
-    uint32_t drain_waiters;             /* of them PARK_DRAIN: new writes wait too */
+    uint32_t drain_waiters;             /* of them PARK_DRAIN and PARK_READ, and the
+                                           drain_held: new writes wait too */
     batch_entry *batch;                 /* SERVER_BATCH_ENTRIES_MAX entries, owned */
     uint32_t batch_count;
     batch_entry *inflight;              /* the batch the committer holds; same size, owned */
@@ -263,9 +271,16 @@ void client_close(client *c, const char *why);
 void client_release(client *c);            /* drop a reference held by a batch or job */
 void client_output_added(client *c);       /* queue c for this iteration's write */
 void client_resume(client *c);             /* process c's buffered input after a commit */
-/* Leave c's next command unread until why no longer holds (net_unpark). */
+/* Leave c's next command unparsed until why no longer holds (net_unpark). */
 void client_park(client *c, client_park_why why);
+/* c, resumed from a drain, reached its command (or cannot): writes need no
+ * longer wait for it. */
+void client_drain_done(client *c);
 bool client_output_over(const client *c, size_t limit);
+/* At shutdown, once the batches are answered: each parked client hears that
+ * its waiting command was not run (after its earlier replies), never a bare
+ * close. */
+void net_refuse_parked(server *s);
 void net_write_pending(server *s);
 void net_close_all(server *s);
 uint64_t now_ms_wall(void);
