@@ -12,8 +12,7 @@
 # Usage: bench_server.sh [--berthd PATH] [--bench PATH] [--seconds S] [--rounds N]
 #                        [--connections N] [--workers N] [--threads N] [--tmp DIR]
 # Defaults: 4 s per run, 3 rounds, 50 connections, 10,000 workers, one load
-# thread per core for every load generator (bench_server, redis-benchmark,
-# pgbench), temporaries in /var/tmp.
+# thread per core, temporaries in /var/tmp.
 set -u -o pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -144,21 +143,15 @@ field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
 # redis-benchmark has no duration flag: the first run of each kind is sized
 # by a short probe so that each lasts about $seconds; later rounds reuse it.
 declare -A redis_n=()
-# Every load generator gets --threads threads, as bench_server does: one
-# redis-benchmark thread saturates first on a longer reply (WORKER.GET's
-# ten-field map cost it 2.4x GET's client CPU), and would then be measured
-# instead of the server. (--threads 1 would still start its thread mode.)
-rb_threads=()
-[ "$threads" -gt 1 ] && rb_threads=(--threads "$threads")
 redis_bench() {   # label depth port args...
     local label=$1 depth=$2 port=$3; shift 3
     local key="$label|$depth" line rps p50 p99
     if [ -z "${redis_n[$key]:-}" ]; then
-        line=$(redis-benchmark -p "$port" -c "$connections" -n $((2000 * depth)) -P "$depth" "${rb_threads[@]}" --csv "$@" | tail -n 1)
+        line=$(redis-benchmark -p "$port" -c "$connections" -n $((2000 * depth)) -P "$depth" --csv "$@" | tail -n 1)
         rps=$(cut -d, -f2 <<<"$line" | tr -d '"')
         redis_n[$key]=$(awk -v r="$rps" -v s="$seconds" -v d="$depth" 'BEGIN { n = int(r * s); if (n < 2000 * d) n = 2000 * d; print n }')
     fi
-    line=$(redis-benchmark -p "$port" -c "$connections" -n "${redis_n[$key]}" -P "$depth" "${rb_threads[@]}" --csv "$@" | tail -n 1)
+    line=$(redis-benchmark -p "$port" -c "$connections" -n "${redis_n[$key]}" -P "$depth" --csv "$@" | tail -n 1)
     IFS=, read -r _ rps _ _ p50 _ p99 _ <<<"$(tr -d '"' <<<"$line")"
     [ -n "${p99:-}" ] || { echo "  redis-benchmark gave no figures for $label: $line"; return 1; }
     echo "  $label depth $depth: $rps/s p50 $p50 ms p99 $p99 ms"
@@ -233,7 +226,7 @@ pg_bench() {   # depth
     if [ "$depth" = 1 ]; then per=2; trips=2; script="$tmp/deploy_release.sql"
     else per=$depth_pipelined; trips=1; script="$tmp/deploy_release_pipelined.sql"; fi
     out=$(pg_run "$pg_bin/pgbench" -h 127.0.0.1 -p "$pg_port" -U postgres -n -M prepared \
-          -c "$connections" -j "$threads" -T "$seconds" -f "$script" -l --log-prefix "$tmp/pglog/log" postgres 2>&1)
+          -c "$connections" -j 1 -T "$seconds" -f "$script" -l --log-prefix "$tmp/pglog/log" postgres 2>&1)
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -n 1)
     [ -n "$tps" ] || { echo "  pgbench failed: $(tail -n 5 <<<"$out")"; return 1; }
     failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
