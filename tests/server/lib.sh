@@ -262,3 +262,28 @@ watch_end() {
         want == "command" { if ($0 ~ /^\$/) next; print seq "\t" $0; want = ""; next }
         $0 == "seq" { want = "seq" } $0 == "command" { want = "command" }' >"$TMP/watched.$1"
 }
+
+# shim_preload: SHIM (disk_shim.so, from $BERTH_DISK_SHIM) and PRELOAD, the
+# LD_PRELOAD list that loads it; a sanitizer build's runtime must load first.
+shim_preload() {
+    SHIM=${BERTH_DISK_SHIM:?BERTH_DISK_SHIM must name disk_shim.so}
+    PRELOAD="$SHIM"
+    local runtime
+    runtime=$(ldd "$BERTHD" | awk '/libasan\.so/ { print $3; exit }')
+    [ -n "$runtime" ] && PRELOAD="$runtime:$SHIM"
+    return 0
+}
+
+# shim_ctl_setup: shim_preload, plus CTL, the shim's control directory
+# (BERTH_SHIM_CTL: slow or fail the sync a test chooses; the shim logs
+# each data-file sync to $CTL/syncs), and start_shimmed (start_berthd
+# under the shim).
+shim_ctl_setup() {
+    shim_preload
+    CTL="$TMP/ctl"
+    mkdir -p "$CTL"
+    start_shimmed() {
+        BERTH_SHIM_CTL="$CTL" BERTH_SHIM_DATA="$DATA/data.mdb" BERTH_SHIM_DISK="$TMP/disk.mdb" \
+            LD_PRELOAD="$PRELOAD" start_berthd "$@"
+    }
+}

@@ -18,18 +18,8 @@
 #      that each follow their write with a PING still share commits.
 # disk_shim (LD_PRELOAD, BERTH_SHIM_CTL) slows and fails chosen syncs.
 . "$(dirname "$0")/lib.sh"
-SHIM=${BERTH_DISK_SHIM:?BERTH_DISK_SHIM must name disk_shim.so}
 command -v python3 >/dev/null || { echo "$test_name: python3 missing"; exit 1; }
-CTL="$TMP/ctl"
-mkdir -p "$CTL"
-PRELOAD="$SHIM"        # a sanitizer build's runtime must load first
-sanitizer_runtime=$(ldd "$BERTHD" | awk '/libasan\.so/ { print $3; exit }')
-[ -n "$sanitizer_runtime" ] && PRELOAD="$sanitizer_runtime:$SHIM"
-start_shimmed() {
-    BERTH_SHIM_CTL="$CTL" BERTH_SHIM_DATA="$DATA/data.mdb" BERTH_SHIM_DISK="$TMP/disk.mdb" \
-        LD_PRELOAD="$PRELOAD" start_berthd "$@"
-}
-syncs() { grep -c '' "$CTL/syncs" 2>/dev/null || echo 0; }
+shim_ctl_setup
 
 start_shimmed --snapshot-every 10
 

@@ -15,7 +15,6 @@
 # must answer no write of the failed syncs as a success, stop, and after the
 # OS crash that follows hold every write it did acknowledge.
 . "$(dirname "$0")/lib.sh"
-SHIM=${BERTH_DISK_SHIM:?BERTH_DISK_SHIM must name disk_shim.so}
 IMAGE="$TMP/disk.mdb"
 burst=3000             # pipelined commands on one connection
 clients=4
@@ -25,9 +24,7 @@ acked_before_kill=1200
 
 # A sanitizer build's runtime must be the first library loaded, so it is
 # preloaded ahead of the shim when berthd links one.
-PRELOAD="$SHIM"
-sanitizer_runtime=$(ldd "$BERTHD" | awk '/libasan\.so/ { print $3; exit }')
-[ -n "$sanitizer_runtime" ] && PRELOAD="$sanitizer_runtime:$SHIM"
+shim_preload
 
 start_shimmed() {
     rm -f "$IMAGE"     # the shim starts the image from the data file as it is

@@ -26,7 +26,6 @@
 #      original's outcome is unknown hears so too).
 # disk_shim (LD_PRELOAD) models the disk: BERTH_SHIM_FAIL_AFTER and friends.
 . "$(dirname "$0")/lib.sh"
-SHIM=${BERTH_DISK_SHIM:?BERTH_DISK_SHIM must name disk_shim.so}
 IMAGE="$TMP/disk.mdb"
 clients=4
 per_client=3000
@@ -35,9 +34,7 @@ fail_after_piped=20    # the same under pipelined writes (bigger batches, fewer 
 exit_wait_steps=600    # 50 ms each: berthd must stop (or crash) by then
 stream_rounds_max=6    # rounds of pipelined writes waiting for the armed fault
 
-PRELOAD="$SHIM"        # a sanitizer build's runtime must load first
-sanitizer_runtime=$(ldd "$BERTHD" | awk '/libasan\.so/ { print $3; exit }')
-[ -n "$sanitizer_runtime" ] && PRELOAD="$sanitizer_runtime:$SHIM"
+shim_preload
 
 commands() {   # PHASE NAME COUNT: writes with a REQID each
     local i
