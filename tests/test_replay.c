@@ -260,6 +260,22 @@ static void run_stream(berth_engine *engine, uint64_t target, uint32_t batch_max
     ck_assert_uint_eq(st->count, target);
 }
 
+/* A journal in dir (made here) of TEST_RANDOM_RECORDS records from the
+ * stream seeded test_seed + seed_offset, written through an engine that
+ * snapshots every snapshot_every records (0: never) and is closed again. */
+static berth_journal *random_journal(char *dir, size_t dir_size, uint64_t seed_offset,
+                                     uint64_t snapshot_every) {
+    rng_seed(test_seed + seed_offset);
+    make_dir(dir, dir_size);
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, snapshot_every, false);
+    stream st;
+    run_stream(engine, TEST_RANDOM_RECORDS, TEST_BATCH_RECORDS_MAX, &st);
+    berth_engine_close(engine);
+    free(st.lines);
+    return j;
+}
+
 /* Build the state of the first k lines by parsing and applying them directly. */
 static void direct_digest(const stream *st, size_t k, char out[TEST_DIGEST_HEX_LEN]) {
     berth_state *s = berth_state_new(NULL);
@@ -500,14 +516,8 @@ static void flip_record_byte(const char *dir, const uint8_t *raw, size_t raw_len
 }
 
 START_TEST(test_verify_flipped_byte) {
-    rng_seed(test_seed + 1);
     char dir[64];
-    make_dir(dir, sizeof(dir));
-    berth_journal *j = journal_open(dir, false, 0);
-    berth_engine *engine = engine_open(j, 0, false);
-    stream st;
-    run_stream(engine, TEST_RANDOM_RECORDS, TEST_BATCH_RECORDS_MAX, &st);
-    berth_engine_close(engine);
+    berth_journal *j = random_journal(dir, sizeof(dir), 1, 0);
     const uint64_t bad_seq = TEST_RANDOM_RECORDS - 2345;   /* deep in the two-thread run */
     berth_journal_reader *r = NULL;
     ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
@@ -543,7 +553,6 @@ START_TEST(test_verify_flipped_byte) {
     ck_assert_ptr_null(broken);
     ck_assert_msg(strstr(err, want) != NULL && strstr(err, "berth journal verify") != NULL, "err: %s", err);
     berth_journal_close(j);
-    free(st.lines);
     remove_dir(dir);
 }
 END_TEST
@@ -732,14 +741,8 @@ static void check_stepped_equals_whole(berth_journal *j, const uint64_t *sizes, 
 }
 
 START_TEST(test_verify_steps_match_whole) {
-    rng_seed(test_seed + 9);
     char dir[64];
-    make_dir(dir, sizeof(dir));
-    berth_journal *j = journal_open(dir, false, 0);
-    berth_engine *engine = engine_open(j, 0, false);
-    stream st;
-    run_stream(engine, TEST_RANDOM_RECORDS, TEST_BATCH_RECORDS_MAX, &st);
-    berth_engine_close(engine);
+    berth_journal *j = random_journal(dir, sizeof(dir), 9, 0);
     const uint64_t n = TEST_RANDOM_RECORDS;
     /* splits at, before and after each damage below, and over the two-thread threshold */
     const uint64_t sizes[] = { 4999, 5000, 5001, 10000, 16384, n + 1 };
@@ -805,7 +808,6 @@ START_TEST(test_verify_steps_match_whole) {
     ck_assert_uint_eq(whole.first_bad_seq, 5000);
     check_stepped_equals_whole(j, sizes, n_sizes);
     berth_journal_close(j);
-    free(st.lines);
     remove_dir(dir);
 }
 END_TEST
@@ -842,14 +844,8 @@ static berth_jerr replay_parts(berth_journal *j, uint64_t target, uint64_t recor
 
 /* AT's road in parts reaches the one-pass replay's state, or its error. */
 START_TEST(test_replay_parts_match_whole) {
-    rng_seed(test_seed + 10);
     char dir[64];
-    make_dir(dir, sizeof(dir));
-    berth_journal *j = journal_open(dir, false, 0);
-    berth_engine *engine = engine_open(j, 3000, false);
-    stream st;
-    run_stream(engine, TEST_RANDOM_RECORDS, TEST_BATCH_RECORDS_MAX, &st);
-    berth_engine_close(engine);
+    berth_journal *j = random_journal(dir, sizeof(dir), 10, 3000);
     const uint64_t targets[] = { 1, 2999, 3000, 3001, 12345, TEST_RANDOM_RECORDS };
     const uint64_t sizes[] = { 700, 2999, 3000, 16384, UINT64_MAX };
     const uint32_t everies[] = { 0, 1 };
@@ -896,7 +892,6 @@ START_TEST(test_replay_parts_match_whole) {
         }
     }
     berth_journal_close(j);
-    free(st.lines);
     remove_dir(dir);
 }
 END_TEST
