@@ -234,8 +234,12 @@ enum {
     fold_bytes_max = 16 << 20,
     /* touchlog entries an append deletes once the history environment holds
      * them: this many, or twice the batch's records if more (so the trim
-     * always outpaces the appends). 1,024 took 0.2-0.3 ms (docs/bench-server.md) */
-    trim_entries_per_append_min = 1024,
+     * always outpaces the appends, and ends within half the next fold's
+     * wait). Each delete costs ~0.35 us: 1,024 put 0.36 ms on one commit in
+     * fifty at depth 1, a commit the whole cohort waits for; 64 spread it
+     * over the fold's interval at ~20 us a commit (docs/bench-server.md,
+     * "Session 6: the depth-1 tail") */
+    trim_entries_per_append_min = 64,
     fold_retry_ms = 1000,           /* a failed fold waits this long before the next */
     pid_text_len_max = 32,
     grow_slack_bytes = 1 << 20,     /* B-tree and free-list overhead of one write */
