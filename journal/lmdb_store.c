@@ -202,6 +202,7 @@
 
 #include "backend.h"
 #include "berth_limits.h"
+#include "fold_sort.h"
 
 #define MAP_SIZE_INITIAL_DEFAULT (64ull << 20)
 #define MAP_SIZE_MAX_DEFAULT (1ull << 40)
@@ -1413,50 +1414,7 @@ static berth_jerr write_with_growth(lmdb_journal *j, txn_body body, void *arg,
 
 /* ---- HISTORY fold ---------------------------------------------------- */
 
-/* One name to fold: it points into the folder's copy of the touchlog
- * bytes (fold_work.arena), not into the map: the read transaction that
- * found them is closed before the history environment is written. */
-typedef struct fold_item {
-    uint64_t prefix;                /* kind and the name's first 7 bytes, big-endian, 0-padded */
-    const uint8_t *name;
-    uint64_t seq;
-    uint8_t len;
-    char kind;
-} fold_item;
-
-enum { fold_prefix_name_bytes = 7 };
-
-/* Names hold no NUL, so 0-padding sorts a shorter name first, as LMDB does. */
-static uint64_t fold_prefix(char kind, const uint8_t *name, size_t len) {
-    uint64_t p = (uint64_t)(uint8_t)kind;
-    for (size_t i = 0; i < fold_prefix_name_bytes; i++) {
-        p = (p << 8) | (i < len ? name[i] : 0u);
-    }
-    return p;
-}
-
-/* history's key order (LMDB's default: bytes, then the shorter first), then
- * seq, so each key's seqs go in ascending, as its dups sort. The prefix
- * settles most comparisons without touching the names. */
-static int fold_item_cmp(const void *a, const void *b) {
-    const fold_item *x = a;
-    const fold_item *y = b;
-    if (x->prefix != y->prefix) {
-        return x->prefix < y->prefix ? -1 : 1;
-    }
-    if (x->len > fold_prefix_name_bytes && y->len > fold_prefix_name_bytes) {
-        size_t min = x->len < y->len ? x->len : y->len;
-        int c = memcmp(x->name + fold_prefix_name_bytes, y->name + fold_prefix_name_bytes,
-                       min - fold_prefix_name_bytes);
-        if (c != 0) {
-            return c;
-        }
-    }
-    if (x->len != y->len) {
-        return x->len < y->len ? -1 : 1;
-    }
-    return x->seq < y->seq ? -1 : (x->seq > y->seq ? 1 : 0);
-}
+/* fold_item, and the order a fold puts them in: fold_sort.c. */
 
 /* Parse one touchlog entry's names onto items; false (nothing added) when
  * they would pass cap. */
@@ -1968,6 +1926,7 @@ static berth_jerr history_migrate(lmdb_journal *j, char *err, size_t err_size) {
 typedef struct fold_work {
     fold_item *items;               /* fold_items_max */
     uint8_t *arena;                 /* fold_bytes_max: copies of touchlog values */
+    fold_sort_scratch sort;         /* fold_sort's, grown to the largest fold */
 } fold_work;
 
 /* What a fold may read: the durable head (an OS crash cannot undo it, so
@@ -2117,7 +2076,7 @@ static berth_jerr fold_write(lmdb_journal *j, const fold_item *items, size_t cou
 static berth_jerr fold_commit(lmdb_journal *j, fold_work *w, size_t count, uint64_t covered,
                               uint64_t need) {
     assert(count <= fold_items_max && covered >= atomic_load(&j->hist_folded));
-    qsort(w->items, count, sizeof *w->items, fold_item_cmp);
+    (void)fold_sort(w->items, count, &w->sort);
     berth_jerr err = BERTH_J_OK;
     map_use use = map_use_of(j->henv, j->hpage_size);
     if (use.used_bytes + need > use.map_bytes / 2) {
@@ -2227,6 +2186,7 @@ static void fold_work_free(lmdb_journal *j) {
     if (w != NULL) {
         free(w->items);
         free(w->arena);
+        fold_sort_scratch_free(&w->sort);
         free(w);
         j->fold_work = NULL;
     }
