@@ -233,6 +233,9 @@ enum {
     /* the raw touchlog bytes one fold copies out of its short read
      * transaction (a default backlog is ~1 MiB); more waits for the next fold */
     fold_bytes_max = 16 << 20,
+    /* seqs of one history key a fold puts in one MDB_MULTIPLE call (8 bytes
+     * each, on the folder's stack); more take more calls */
+    fold_put_seqs_max = 256,
     /* touchlog entries an append deletes once the history environment holds
      * them: this many, or twice the batch's records if more (so the trim
      * always outpaces the appends). 1,024 took 0.2-0.3 ms (docs/bench-server.md) */
@@ -1450,9 +1453,17 @@ static berth_jerr fold_gather_entry(const MDB_val *key, const MDB_val *val, fold
     return BERTH_J_OK;
 }
 
+static bool fold_same_key(const fold_item *x, const fold_item *y) {
+    return x->prefix == y->prefix && x->len == y->len && memcmp(x->name, y->name, x->len) == 0;
+}
+
 /* Every gathered name into history, in key order through one cursor: LMDB
  * then finds most keys on the leaf it is already on instead of descending
- * from the root, and each leaf is dirtied and walked once. */
+ * from the root, and each leaf is dirtied and walked once. The seqs of one
+ * key go in one MDB_MULTIPLE put (history is MDB_DUPFIXED), up to
+ * fold_put_seqs_max at a time, so the key is looked up once per run, not
+ * once per seq (a repeated (key, seq), a name twice in one record, puts
+ * the same pair again, as a single put would). */
 static berth_jerr fold_put_sorted(MDB_txn *txn, MDB_dbi dbi, const fold_item *items, size_t n,
                                   bool *map_full) {
     MDB_cursor *cursor;
@@ -1461,7 +1472,8 @@ static berth_jerr fold_put_sorted(MDB_txn *txn, MDB_dbi dbi, const fold_item *it
         return jerr_of_mdb(rc);
     }
     berth_jerr err = BERTH_J_OK;
-    for (size_t i = 0; i < n && err == BERTH_J_OK; i++) {
+    size_t i = 0;
+    while (i < n && err == BERTH_J_OK) {
         const fold_item *it = &items[i];
         if (it->len == 0 || it->len > BERTH_NAME_LEN_MAX) {
             err = BERTH_J_CORRUPT;
@@ -1470,14 +1482,19 @@ static berth_jerr fold_put_sorted(MDB_txn *txn, MDB_dbi dbi, const fold_item *it
         uint8_t key_bytes[history_key_len_max];
         key_bytes[0] = (uint8_t)it->kind;
         memcpy(key_bytes + 1, it->name, it->len);
-        uint8_t seq_be[8];
-        be64_put(seq_be, it->seq);
+        uint8_t seqs_be[fold_put_seqs_max][8];
+        size_t count = 0;
+        for (; i < n && count < fold_put_seqs_max && fold_same_key(it, &items[i]); i++) {
+            be64_put(seqs_be[count++], items[i].seq);
+        }
+        assert(count > 0);
         MDB_val key = { 1 + (size_t)it->len, key_bytes };
-        MDB_val val = { 8, seq_be };
-        rc = mdb_cursor_put(cursor, &key, &val, 0);
+        MDB_val vals[2] = { { 8, seqs_be }, { count, NULL } };
+        rc = mdb_cursor_put(cursor, &key, vals, MDB_MULTIPLE);
         if (rc != 0) {
             err = put_err(rc, map_full);
         }
+        assert(rc != 0 || vals[1].mv_size == count);   /* LMDB: how many went in */
     }
     mdb_cursor_close(cursor);
     return err;

@@ -1885,6 +1885,56 @@ static void settle(berth_journal *j) {
  * history environment holds every record up to the head once the backlog
  * reached the threshold, and the append after a fold trims the touch log
  * up to it. Queries are exact throughout. */
+/* One fold with a key of far more seqs than one MDB_MULTIPLE put takes
+ * (fold_put_seqs_max, 256), and the same name twice in one record: HISTORY
+ * lists every seq once, in order, from the index alone. */
+START_TEST(store_history_fold_hot_key) {
+    enum { hot_records = 700, hot_batch = 100, hot_fold = hot_records };
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, hot_fold);
+    static built b[hot_batch];
+    static berth_record recs[hot_batch];
+    static berth_touched touched[hot_batch];
+    const berth_str hot[2] = { berth_str_make("w-hot", 5), berth_str_make("w-hot", 5) };
+    for (uint64_t first = 1; first <= hot_records; first += hot_batch) {
+        for (size_t i = 0; i < hot_batch; i++) {
+            build(&b[i], first + i);
+            recs[i] = b[i].rec;
+            touched[i] = (berth_touched){ .instance = berth_str_make("inst-hot", 8),
+                                          .worker_count = (first + i) % 2 ? 1 : 2,
+                                          .workers = hot };
+        }
+        ck_assert_int_eq(berth_journal_append(j, recs, touched, hot_batch), BERTH_J_OK);
+    }
+    settle(j);
+    berth_fold_stats st;
+    ck_assert_int_eq(berth_journal_fold_stats(j, &st), BERTH_J_OK);
+    ck_assert_uint_eq(st.folded_seq, hot_records);   /* all of it from the index */
+    ck_assert_uint_eq(st.folds, 1);
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    for (int kind = 0; kind < 2; kind++) {
+        berth_str name = kind ? hot[0] : berth_str_make("inst-hot", 8);
+        berth_history_kind k = kind ? BERTH_HISTORY_WORKER : BERTH_HISTORY_INSTANCE;
+        for (uint64_t from = 0; from <= hot_records + 1; from += 37) {
+            size_t got = 0;
+            ck_assert_int_eq(berth_journal_history(r, k, name, from, hist_got, hist_seqs_max,
+                                                   &got), BERTH_J_OK);
+            uint64_t start = from > 0 ? from : 1;
+            size_t want = start > hot_records ? 0 : hot_records + 1 - start;
+            want = want < hist_seqs_max ? want : hist_seqs_max;
+            ck_assert_uint_eq(got, want);
+            for (size_t i = 0; i < got; i++) {
+                ck_assert_uint_eq(hist_got[i], start + i);
+            }
+        }
+    }
+    berth_journal_reader_close(r);
+    close_rw(j);
+}
+END_TEST
+
 START_TEST(store_history_fold) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
@@ -3246,6 +3296,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_reader_adopts_growth);
     tcase_add_test(store, store_disk_full);
     tcase_add_test(store, store_history_fold);
+    tcase_add_test(store, store_history_fold_hot_key);
     tcase_add_test(store, store_history_fold_option);
     tcase_add_test(store, store_history_crash_at_fold);
     tcase_add_test(store, store_history_trim_bounded);
