@@ -1264,9 +1264,10 @@ static berth_jerr touch_pack(const berth_touched *t, uint8_t *out, size_t *len) 
 }
 
 /* The sequential half of HISTORY: one touchlog entry per record that
- * touched a name (the fold moves it into history later). */
-static berth_jerr touchlog_put(lmdb_journal *j, MDB_txn *txn, const berth_touched *t,
-                               uint64_t seq, bool *map_full) {
+ * touched a name (the fold moves it into history later), put through the
+ * batch's touchlog cursor, which stays on the last leaf. */
+static berth_jerr touchlog_put(MDB_cursor *cursor, const berth_touched *t, uint64_t seq,
+                               bool *map_full) {
     uint8_t packed[touchlog_value_len_max];
     size_t len = 0;
     berth_jerr err = touch_pack(t, packed, &len);
@@ -1275,7 +1276,7 @@ static berth_jerr touchlog_put(lmdb_journal *j, MDB_txn *txn, const berth_touche
     }
     MDB_val key = { sizeof(seq), &seq };
     MDB_val val = { len, packed };
-    int rc = mdb_put(txn, j->dbi_touchlog, &key, &val, MDB_APPEND);
+    int rc = mdb_cursor_put(cursor, &key, &val, MDB_APPEND);
     if (rc != 0) {
         return rc == MDB_KEYEXIST ? BERTH_J_CORRUPT : put_err(rc, map_full);
     }
@@ -1305,14 +1306,23 @@ static bool touch_next(const MDB_val *val, size_t *at, char *kind, berth_str *na
 }
 
 /* Encode and put every record of the batch, chaining from the head, through
- * one cursor: mdb_put opens a cursor per call and walks from the root to the
- * last leaf each time, while a kept cursor stays on that leaf. */
+ * one cursor (and its touchlog entries through another): mdb_put opens a
+ * cursor per call and walks from the root to the last leaf each time, while
+ * a kept cursor stays on that leaf. */
 static berth_jerr batch_put(lmdb_journal *j, MDB_txn *txn, berth_record *records,
                             const berth_touched *touched, size_t n, bool *map_full) {
     MDB_cursor *cursor;
     int rc = mdb_cursor_open(txn, j->dbi_journal, &cursor);
     if (rc != 0) {
         return put_err(rc, map_full);
+    }
+    MDB_cursor *tcursor = NULL;
+    if (touched != NULL) {
+        rc = mdb_cursor_open(txn, j->dbi_touchlog, &tcursor);
+        if (rc != 0) {
+            mdb_cursor_close(cursor);
+            return put_err(rc, map_full);
+        }
     }
     const uint8_t *prev = j->head_hash;
     uint64_t total_bytes = 0;
@@ -1334,10 +1344,13 @@ static berth_jerr batch_put(lmdb_journal *j, MDB_txn *txn, berth_record *records
         if (rc != 0) {
             err = rc == MDB_KEYEXIST ? BERTH_J_CORRUPT : put_err(rc, map_full);
         }
-        if (err == BERTH_J_OK && touched != NULL) {
-            err = touchlog_put(j, txn, &touched[i], rec->seq, map_full);
+        if (err == BERTH_J_OK && tcursor != NULL) {
+            err = touchlog_put(tcursor, &touched[i], rec->seq, map_full);
         }
         prev = rec->hash;
+    }
+    if (tcursor != NULL) {
+        mdb_cursor_close(tcursor);
     }
     mdb_cursor_close(cursor);
     return err;
@@ -1542,7 +1555,9 @@ static berth_jerr touchlog_trim(lmdb_journal *j, MDB_txn *txn, size_t batch_reco
         }
         rc = mdb_cursor_del(cursor, 0);
         deleted++;
-        if (rc == 0) rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
+        /* after a delete the cursor is on the next entry already, and
+         * MDB_NEXT returns that one: no walk from the root per entry */
+        if (rc == 0) rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
     }
     mdb_cursor_close(cursor);
     if (rc != 0 && rc != MDB_NOTFOUND) {
