@@ -8,8 +8,11 @@
  * arrive in seq order (the touch log is walked forwards), so a stable sort
  * by key alone leaves each key's items in seq order. fold_sort takes the
  * kind and the first 15 bytes of each name as two 64-bit keys and sorts
- * 16-byte references to the items by them with a stable LSD radix sort,
- * skipping the byte positions every name shares. Names longer than that
+ * 16-byte references to the items by them: one counting pass by kind,
+ * then a stable LSD radix sort of each kind's range, one byte per pass,
+ * skipping the byte positions every name of the range shares (glibc's
+ * sort took ~3,200 instructions per folded record, this ~1,200: callgrind,
+ * docs/bench-server.md "Session 6"). Names longer than that
  * whose first 15 bytes are equal may still be out of order: those runs,
  * short in practice, get the comparator. Anything else (seqs not in
  * order, no memory for the buffers) takes the plain qsort, which orders the
@@ -200,17 +203,43 @@ bool fold_sort(fold_item *items, size_t n, fold_sort_scratch *s) {
         qsort(items, n, sizeof *items, fold_item_cmp);
         return false;
     }
-    item_ref *refs = s->refs;
+    /* First by kind alone (the prefix's top byte), then each kind's range
+     * on its own, so the byte positions every name of that kind shares
+     * (a worker's empty tail, an instance's common stem) cost no pass. */
+    item_ref *sorted = s->spare;
+    size_t kind_start[radix_buckets] = { 0 };
     for (size_t i = 0; i < n; i++) {
-        refs[i] = (item_ref){ .key = tail_key(&items[i]), .item = (uint32_t)i };
+        kind_start[items[i].prefix >> 56]++;
     }
-    /* Less significant half first; stability keeps it under the prefix. */
-    item_ref *sorted = radix_passes(refs, s->spare, n);
-    item_ref *other = sorted == refs ? s->spare : refs;
+    size_t at = 0;
+    for (size_t v = 0; v < radix_buckets; v++) {
+        size_t count = kind_start[v];
+        kind_start[v] = at;
+        at += count;
+    }
+    size_t kind_end[radix_buckets];
+    memcpy(kind_end, kind_start, sizeof kind_end);
     for (size_t i = 0; i < n; i++) {
-        sorted[i].key = items[sorted[i].item].prefix;
+        sorted[kind_end[items[i].prefix >> 56]++] =
+            (item_ref){ .key = tail_key(&items[i]), .item = (uint32_t)i };
     }
-    sorted = radix_passes(sorted, other, n);
+    for (size_t v = 0; v < radix_buckets; v++) {
+        size_t lo = kind_start[v];
+        size_t len = kind_end[v] - lo;
+        if (len < 2) {
+            continue;
+        }
+        /* Less significant half first; stability keeps it under the prefix. */
+        item_ref *half = radix_passes(sorted + lo, s->refs + lo, len);
+        item_ref *other = half == sorted + lo ? s->refs + lo : sorted + lo;
+        for (size_t i = 0; i < len; i++) {
+            half[i].key = items[half[i].item].prefix;
+        }
+        item_ref *done = radix_passes(half, other, len);
+        if (done != sorted + lo) {
+            memcpy(sorted + lo, done, len * sizeof *done);
+        }
+    }
     long_runs_fix(sorted, n, items);
 
     fold_item *out = s->out;
