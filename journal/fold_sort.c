@@ -96,31 +96,6 @@ static uint64_t tail_key(const fold_item *it) {
     return k;
 }
 
-void fold_sort_scratch_free(fold_sort_scratch *s) {
-    free(s->refs);
-    free(s->spare);
-    free(s->out);
-    memset(s, 0, sizeof *s);
-}
-
-/* Room for n references, twice, and n items; false, and no buffers, when memory is
- * short. */
-static bool scratch_reserve(fold_sort_scratch *s, size_t n) {
-    if (n <= s->cap) {
-        return true;
-    }
-    fold_sort_scratch_free(s);
-    s->refs = malloc(n * sizeof(item_ref));
-    s->spare = malloc(n * sizeof(item_ref));
-    s->out = malloc(n * sizeof(fold_item));
-    if (s->refs == NULL || s->spare == NULL || s->out == NULL) {
-        fold_sort_scratch_free(s);
-        return false;
-    }
-    s->cap = n;
-    return true;
-}
-
 static bool seqs_ascend(const fold_item *items, size_t n) {
     for (size_t i = 1; i < n; i++) {
         if (items[i].seq < items[i - 1].seq) {
@@ -194,19 +169,27 @@ static void long_runs_fix(item_ref *refs, size_t n, fold_item *items) {
     }
 }
 
-bool fold_sort(fold_item *items, size_t n, fold_sort_scratch *s) {
+bool fold_sort(fold_item *items, size_t n) {
     assert(items != NULL || n == 0);
     if (n < 2) {
         return true;
     }
-    if (n >= UINT32_MAX || !seqs_ascend(items, n) || !scratch_reserve(s, n)) {
+    /* Two halves of n refs: as much as glibc's merge sort takes for the
+     * items themselves, and like it only for the sort's length. */
+    item_ref *block = NULL;
+    if (n < UINT32_MAX && seqs_ascend(items, n)) {
+        block = malloc(2 * n * sizeof *block);
+    }
+    if (block == NULL) {
         qsort(items, n, sizeof *items, fold_item_cmp);
         return false;
     }
+    item_ref *refs = block;
+    item_ref *spare = block + n;
     /* First by kind alone (the prefix's top byte), then each kind's range
      * on its own, so the byte positions every name of that kind shares
      * (a worker's empty tail, an instance's common stem) cost no pass. */
-    item_ref *sorted = s->spare;
+    item_ref *sorted = spare;
     size_t kind_start[radix_buckets] = { 0 };
     for (size_t i = 0; i < n; i++) {
         kind_start[items[i].prefix >> 56]++;
@@ -230,8 +213,8 @@ bool fold_sort(fold_item *items, size_t n, fold_sort_scratch *s) {
             continue;
         }
         /* Less significant half first; stability keeps it under the prefix. */
-        item_ref *half = radix_passes(sorted + lo, s->refs + lo, len);
-        item_ref *other = half == sorted + lo ? s->refs + lo : sorted + lo;
+        item_ref *half = radix_passes(sorted + lo, refs + lo, len);
+        item_ref *other = half == sorted + lo ? refs + lo : sorted + lo;
         for (size_t i = 0; i < len; i++) {
             half[i].key = items[half[i].item].prefix;
         }
@@ -242,10 +225,25 @@ bool fold_sort(fold_item *items, size_t n, fold_sort_scratch *s) {
     }
     long_runs_fix(sorted, n, items);
 
-    fold_item *out = s->out;
+    /* Each item to its place, in place (no copy of the items): dest, in the
+     * half the passes no longer use, says where the item now at i goes, and
+     * each swap puts one item in its place for good. */
+    uint32_t *dest = (uint32_t *)refs;
+    static_assert(sizeof *dest <= sizeof *refs, "dest fits in refs");
     for (size_t r = 0; r < n; r++) {
-        out[r] = items[sorted[r].item];
+        dest[sorted[r].item] = (uint32_t)r;
     }
-    memcpy(items, out, n * sizeof *items);
+    for (size_t i = 0; i < n; i++) {
+        while (dest[i] != i) {
+            uint32_t to = dest[i];
+            assert(to < n && dest[to] != to);
+            fold_item t = items[to];
+            items[to] = items[i];
+            items[i] = t;
+            dest[i] = dest[to];
+            dest[to] = to;
+        }
+    }
+    free(block);
     return true;
 }

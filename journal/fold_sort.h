@@ -18,15 +18,6 @@ typedef struct fold_item {
     char kind;
 } fold_item;
 
-/* fold_sort's buffers, kept across sorts and grown on demand; zero them
- * before the first use. */
-typedef struct fold_sort_scratch {
-    void *refs;                     /* cap references to items, 16 bytes each */
-    void *spare;                    /* as many: the radix passes' other half */
-    fold_item *out;                 /* cap items: the sorted copy */
-    size_t cap;
-} fold_sort_scratch;
-
 uint64_t fold_prefix(char kind, const uint8_t *name, size_t len);
 
 /* history's key order (LMDB's default: bytes, then the shorter first),
@@ -35,10 +26,8 @@ int fold_item_cmp(const void *a, const void *b);
 
 /* Sort items into fold_item_cmp's order (items of equal key and seq in any
  * order: they put the same pair). Fast path when the seqs never fall, as a
- * fold and a rebuild gather them; otherwise, or when scratch cannot grow,
- * qsort. Returns true when it took the fast path. */
-bool fold_sort(fold_item *items, size_t n, fold_sort_scratch *scratch);
-
-void fold_sort_scratch_free(fold_sort_scratch *scratch);
+ * fold and a rebuild gather them; otherwise, or without memory for its 32
+ * bytes per item, qsort. Returns true when it took the fast path. */
+bool fold_sort(fold_item *items, size_t n);
 
 #endif

@@ -1958,7 +1958,6 @@ static berth_jerr history_migrate(lmdb_journal *j, char *err, size_t err_size) {
 typedef struct fold_work {
     fold_item *items;               /* fold_items_max */
     uint8_t *arena;                 /* fold_bytes_max: copies of touchlog values */
-    fold_sort_scratch sort;         /* fold_sort's, grown to the largest fold */
 } fold_work;
 
 /* What a fold may read: the durable head (an OS crash cannot undo it, so
@@ -2108,7 +2107,7 @@ static berth_jerr fold_write(lmdb_journal *j, const fold_item *items, size_t cou
 static berth_jerr fold_commit(lmdb_journal *j, fold_work *w, size_t count, uint64_t covered,
                               uint64_t need) {
     assert(count <= fold_items_max && covered >= atomic_load(&j->hist_folded));
-    (void)fold_sort(w->items, count, &w->sort);
+    (void)fold_sort(w->items, count);
     berth_jerr err = BERTH_J_OK;
     map_use use = map_use_of(j->henv, j->hpage_size);
     if (use.used_bytes + need > use.map_bytes / 2) {
@@ -2218,7 +2217,6 @@ static void fold_work_free(lmdb_journal *j) {
     if (w != NULL) {
         free(w->items);
         free(w->arena);
-        fold_sort_scratch_free(&w->sort);
         free(w);
         j->fold_work = NULL;
     }

@@ -3176,13 +3176,12 @@ static bool fold_items_same(const fold_item *x, const fold_item *y, size_t n) {
 /* fold_sort orders exactly as the qsort it replaced, on seeded random
  * batches in seq order (the fast path) with repeated names, repeated seqs
  * and the same name twice in one record; and on the same batches shuffled
- * (the fallback). One scratch serves every trial, growing and shrinking. */
+ * (the fallback). */
 START_TEST(fold_sort_matches_qsort) {
     static char pool[sort_pool_names][BERTH_NAME_LEN_MAX];
     static uint8_t pool_len[sort_pool_names];
     static fold_item got[sort_items_max], want[sort_items_max];
     uint64_t seed = 0x2545f4914f6cdd1dull;
-    fold_sort_scratch scratch = { 0 };
     size_t fast = 0;
     for (int trial = 0; trial < sort_trials; trial++) {
         size_t names = 1 + (size_t)(xorshift(&seed) % sort_pool_names);
@@ -3206,7 +3205,7 @@ START_TEST(fold_sort_matches_qsort) {
         }
         memcpy(want, got, n * sizeof *got);
         qsort(want, n, sizeof *want, fold_item_cmp);
-        bool took_fast = fold_sort(got, n, &scratch);
+        bool took_fast = fold_sort(got, n);
         ck_assert_msg(fold_items_same(got, want, n), "trial %d: %zu items out of order", trial, n);
         fast += took_fast;
         ck_assert(took_fast || n >= 2);
@@ -3221,11 +3220,10 @@ START_TEST(fold_sort_matches_qsort) {
         for (size_t i = 1; i < n; i++) {
             falls = falls || got[i].seq < got[i - 1].seq;
         }
-        ck_assert(fold_sort(got, n, &scratch) == !falls);
+        ck_assert(fold_sort(got, n) == !falls);
         ck_assert_msg(fold_items_same(got, want, n), "trial %d shuffled: out of order", trial);
     }
     ck_assert_uint_eq(fast, sort_trials);
-    fold_sort_scratch_free(&scratch);
 }
 END_TEST
 
@@ -3235,7 +3233,6 @@ START_TEST(fold_sort_long_runs) {
     enum { count = 500 };
     static char names[count][32];
     static fold_item got[count], want[count];
-    fold_sort_scratch scratch = { 0 };
     for (size_t i = 0; i < count; i++) {
         size_t len = 15;
         memcpy(names[i], "i-d16r0-12-3456", len);
@@ -3248,10 +3245,9 @@ START_TEST(fold_sort_long_runs) {
     }
     memcpy(want, got, sizeof got);
     qsort(want, count, sizeof *want, fold_item_cmp);
-    ck_assert(fold_sort(got, count, &scratch));
+    ck_assert(fold_sort(got, count));
     ck_assert(fold_items_same(got, want, count));
     ck_assert_uint_eq(got[0].len, 15);   /* the shortest first */
-    fold_sort_scratch_free(&scratch);
 }
 END_TEST
 
