@@ -27,8 +27,9 @@
  * folded_seq: it copies touchlog entries folded_seq+1..durable head out of
  * one short read transaction on the main environment (bounded by
  * fold_items_max names and fold_bytes_max bytes, so a reader never holds up
- * map growth for long), sorts the names into history's key order (so one
- * cursor finds most keys on the leaf it is on), and writes them with the
+ * map growth for long), sorts the names into history's key order
+ * (fold_sort.c; so one cursor finds most keys on the leaf it is on, and
+ * each key's seqs go in one MDB_MULTIPLE put), and writes them with the
  * new folded_seq in one history transaction with LMDB's default durability
  * (two syncs: nobody waits for them). LMDB has one writer per environment,
  * so a fold in the main environment held up the next commit by tens of ms
