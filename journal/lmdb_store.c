@@ -27,8 +27,9 @@
  * folded_seq: it copies touchlog entries folded_seq+1..durable head out of
  * one short read transaction on the main environment (bounded by
  * fold_items_max names and fold_bytes_max bytes, so a reader never holds up
- * map growth for long), sorts the names into history's key order (so one
- * cursor finds most keys on the leaf it is on), and writes them with the
+ * map growth for long), sorts the names into history's key order
+ * (fold_sort.c; so one cursor finds most keys on the leaf it is on, and
+ * each key's seqs go in one MDB_MULTIPLE put), and writes them with the
  * new folded_seq in one history transaction with LMDB's default durability
  * (two syncs: nobody waits for them). LMDB has one writer per environment,
  * so a fold in the main environment held up the next commit by tens of ms
@@ -202,6 +203,7 @@
 
 #include "backend.h"
 #include "berth_limits.h"
+#include "fold_sort.h"
 
 #define MAP_SIZE_INITIAL_DEFAULT (64ull << 20)
 #define MAP_SIZE_MAX_DEFAULT (1ull << 40)
@@ -232,6 +234,9 @@ enum {
     /* the raw touchlog bytes one fold copies out of its short read
      * transaction (a default backlog is ~1 MiB); more waits for the next fold */
     fold_bytes_max = 16 << 20,
+    /* seqs of one history key a fold puts in one MDB_MULTIPLE call (8 bytes
+     * each, on the folder's stack); more take more calls */
+    fold_put_seqs_max = 256,
     /* touchlog entries an append deletes once the history environment holds
      * them: this many, or twice the batch's records if more (so the trim
      * always outpaces the appends, and ends within half the next fold's
@@ -1264,9 +1269,10 @@ static berth_jerr touch_pack(const berth_touched *t, uint8_t *out, size_t *len) 
 }
 
 /* The sequential half of HISTORY: one touchlog entry per record that
- * touched a name (the fold moves it into history later). */
-static berth_jerr touchlog_put(lmdb_journal *j, MDB_txn *txn, const berth_touched *t,
-                               uint64_t seq, bool *map_full) {
+ * touched a name (the fold moves it into history later), put through the
+ * batch's touchlog cursor, which stays on the last leaf. */
+static berth_jerr touchlog_put(MDB_cursor *cursor, const berth_touched *t, uint64_t seq,
+                               bool *map_full) {
     uint8_t packed[touchlog_value_len_max];
     size_t len = 0;
     berth_jerr err = touch_pack(t, packed, &len);
@@ -1275,7 +1281,7 @@ static berth_jerr touchlog_put(lmdb_journal *j, MDB_txn *txn, const berth_touche
     }
     MDB_val key = { sizeof(seq), &seq };
     MDB_val val = { len, packed };
-    int rc = mdb_put(txn, j->dbi_touchlog, &key, &val, MDB_APPEND);
+    int rc = mdb_cursor_put(cursor, &key, &val, MDB_APPEND);
     if (rc != 0) {
         return rc == MDB_KEYEXIST ? BERTH_J_CORRUPT : put_err(rc, map_full);
     }
@@ -1305,14 +1311,23 @@ static bool touch_next(const MDB_val *val, size_t *at, char *kind, berth_str *na
 }
 
 /* Encode and put every record of the batch, chaining from the head, through
- * one cursor: mdb_put opens a cursor per call and walks from the root to the
- * last leaf each time, while a kept cursor stays on that leaf. */
+ * one cursor (and its touchlog entries through another): mdb_put opens a
+ * cursor per call and walks from the root to the last leaf each time, while
+ * a kept cursor stays on that leaf. */
 static berth_jerr batch_put(lmdb_journal *j, MDB_txn *txn, berth_record *records,
                             const berth_touched *touched, size_t n, bool *map_full) {
     MDB_cursor *cursor;
     int rc = mdb_cursor_open(txn, j->dbi_journal, &cursor);
     if (rc != 0) {
         return put_err(rc, map_full);
+    }
+    MDB_cursor *tcursor = NULL;
+    if (touched != NULL) {
+        rc = mdb_cursor_open(txn, j->dbi_touchlog, &tcursor);
+        if (rc != 0) {
+            mdb_cursor_close(cursor);
+            return put_err(rc, map_full);
+        }
     }
     const uint8_t *prev = j->head_hash;
     uint64_t total_bytes = 0;
@@ -1334,10 +1349,13 @@ static berth_jerr batch_put(lmdb_journal *j, MDB_txn *txn, berth_record *records
         if (rc != 0) {
             err = rc == MDB_KEYEXIST ? BERTH_J_CORRUPT : put_err(rc, map_full);
         }
-        if (err == BERTH_J_OK && touched != NULL) {
-            err = touchlog_put(j, txn, &touched[i], rec->seq, map_full);
+        if (err == BERTH_J_OK && tcursor != NULL) {
+            err = touchlog_put(tcursor, &touched[i], rec->seq, map_full);
         }
         prev = rec->hash;
+    }
+    if (tcursor != NULL) {
+        mdb_cursor_close(tcursor);
     }
     mdb_cursor_close(cursor);
     return err;
@@ -1417,50 +1435,7 @@ static berth_jerr write_with_growth(lmdb_journal *j, txn_body body, void *arg,
 
 /* ---- HISTORY fold ---------------------------------------------------- */
 
-/* One name to fold: it points into the folder's copy of the touchlog
- * bytes (fold_work.arena), not into the map: the read transaction that
- * found them is closed before the history environment is written. */
-typedef struct fold_item {
-    uint64_t prefix;                /* kind and the name's first 7 bytes, big-endian, 0-padded */
-    const uint8_t *name;
-    uint64_t seq;
-    uint8_t len;
-    char kind;
-} fold_item;
-
-enum { fold_prefix_name_bytes = 7 };
-
-/* Names hold no NUL, so 0-padding sorts a shorter name first, as LMDB does. */
-static uint64_t fold_prefix(char kind, const uint8_t *name, size_t len) {
-    uint64_t p = (uint64_t)(uint8_t)kind;
-    for (size_t i = 0; i < fold_prefix_name_bytes; i++) {
-        p = (p << 8) | (i < len ? name[i] : 0u);
-    }
-    return p;
-}
-
-/* history's key order (LMDB's default: bytes, then the shorter first), then
- * seq, so each key's seqs go in ascending, as its dups sort. The prefix
- * settles most comparisons without touching the names. */
-static int fold_item_cmp(const void *a, const void *b) {
-    const fold_item *x = a;
-    const fold_item *y = b;
-    if (x->prefix != y->prefix) {
-        return x->prefix < y->prefix ? -1 : 1;
-    }
-    if (x->len > fold_prefix_name_bytes && y->len > fold_prefix_name_bytes) {
-        size_t min = x->len < y->len ? x->len : y->len;
-        int c = memcmp(x->name + fold_prefix_name_bytes, y->name + fold_prefix_name_bytes,
-                       min - fold_prefix_name_bytes);
-        if (c != 0) {
-            return c;
-        }
-    }
-    if (x->len != y->len) {
-        return x->len < y->len ? -1 : 1;
-    }
-    return x->seq < y->seq ? -1 : (x->seq > y->seq ? 1 : 0);
-}
+/* fold_item, and the order a fold puts them in: fold_sort.c. */
 
 /* Parse one touchlog entry's names onto items; false (nothing added) when
  * they would pass cap. */
@@ -1496,9 +1471,17 @@ static berth_jerr fold_gather_entry(const MDB_val *key, const MDB_val *val, fold
     return BERTH_J_OK;
 }
 
+static bool fold_same_key(const fold_item *x, const fold_item *y) {
+    return x->prefix == y->prefix && x->len == y->len && memcmp(x->name, y->name, x->len) == 0;
+}
+
 /* Every gathered name into history, in key order through one cursor: LMDB
  * then finds most keys on the leaf it is already on instead of descending
- * from the root, and each leaf is dirtied and walked once. */
+ * from the root, and each leaf is dirtied and walked once. The seqs of one
+ * key go in one MDB_MULTIPLE put (history is MDB_DUPFIXED), up to
+ * fold_put_seqs_max at a time, so the key is looked up once per run, not
+ * once per seq (a repeated (key, seq), a name twice in one record, puts
+ * the same pair again, as a single put would). */
 static berth_jerr fold_put_sorted(MDB_txn *txn, MDB_dbi dbi, const fold_item *items, size_t n,
                                   bool *map_full) {
     MDB_cursor *cursor;
@@ -1507,7 +1490,8 @@ static berth_jerr fold_put_sorted(MDB_txn *txn, MDB_dbi dbi, const fold_item *it
         return jerr_of_mdb(rc);
     }
     berth_jerr err = BERTH_J_OK;
-    for (size_t i = 0; i < n && err == BERTH_J_OK; i++) {
+    size_t i = 0;
+    while (i < n && err == BERTH_J_OK) {
         const fold_item *it = &items[i];
         if (it->len == 0 || it->len > BERTH_NAME_LEN_MAX) {
             err = BERTH_J_CORRUPT;
@@ -1516,14 +1500,19 @@ static berth_jerr fold_put_sorted(MDB_txn *txn, MDB_dbi dbi, const fold_item *it
         uint8_t key_bytes[history_key_len_max];
         key_bytes[0] = (uint8_t)it->kind;
         memcpy(key_bytes + 1, it->name, it->len);
-        uint8_t seq_be[8];
-        be64_put(seq_be, it->seq);
+        uint8_t seqs_be[fold_put_seqs_max][8];
+        size_t count = 0;
+        for (; i < n && count < fold_put_seqs_max && fold_same_key(it, &items[i]); i++) {
+            be64_put(seqs_be[count++], items[i].seq);
+        }
+        assert(count > 0);
         MDB_val key = { 1 + (size_t)it->len, key_bytes };
-        MDB_val val = { 8, seq_be };
-        rc = mdb_cursor_put(cursor, &key, &val, 0);
+        MDB_val vals[2] = { { 8, seqs_be }, { count, NULL } };
+        rc = mdb_cursor_put(cursor, &key, vals, MDB_MULTIPLE);
         if (rc != 0) {
             err = put_err(rc, map_full);
         }
+        assert(rc != 0 || vals[1].mv_size == count);   /* LMDB: how many went in */
     }
     mdb_cursor_close(cursor);
     return err;
@@ -1571,7 +1560,9 @@ static berth_jerr touchlog_trim(lmdb_journal *j, MDB_txn *txn, size_t batch_reco
         }
         rc = mdb_cursor_del(cursor, 0);
         deleted++;
-        if (rc == 0) rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
+        /* after a delete the cursor is on the next entry already, and
+         * MDB_NEXT returns that one: no walk from the root per entry */
+        if (rc == 0) rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
     }
     mdb_cursor_close(cursor);
     if (rc != 0 && rc != MDB_NOTFOUND) {
@@ -2121,7 +2112,7 @@ static berth_jerr fold_write(lmdb_journal *j, const fold_item *items, size_t cou
 static berth_jerr fold_commit(lmdb_journal *j, fold_work *w, size_t count, uint64_t covered,
                               uint64_t need) {
     assert(count <= fold_items_max && covered >= atomic_load(&j->hist_folded));
-    qsort(w->items, count, sizeof *w->items, fold_item_cmp);
+    (void)fold_sort(w->items, count);
     berth_jerr err = BERTH_J_OK;
     map_use use = map_use_of(j->henv, j->hpage_size);
     if (use.used_bytes + need > use.map_bytes / 2) {

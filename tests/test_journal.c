@@ -35,6 +35,7 @@
 #include "journal.h"
 #include "backend.h"
 #include "berth_limits.h"
+#include "fold_sort.h"
 
 #include "test_asan.h"
 
@@ -1884,6 +1885,56 @@ static void settle(berth_journal *j) {
  * history environment holds every record up to the head once the backlog
  * reached the threshold, and the append after a fold trims the touch log
  * up to it. Queries are exact throughout. */
+/* One fold with a key of far more seqs than one MDB_MULTIPLE put takes
+ * (fold_put_seqs_max, 256), and the same name twice in one record: HISTORY
+ * lists every seq once, in order, from the index alone. */
+START_TEST(store_history_fold_hot_key) {
+    enum { hot_records = 700, hot_batch = 100, hot_fold = hot_records };
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, hot_fold);
+    static built b[hot_batch];
+    static berth_record recs[hot_batch];
+    static berth_touched touched[hot_batch];
+    const berth_str hot[2] = { berth_str_make("w-hot", 5), berth_str_make("w-hot", 5) };
+    for (uint64_t first = 1; first <= hot_records; first += hot_batch) {
+        for (size_t i = 0; i < hot_batch; i++) {
+            build(&b[i], first + i);
+            recs[i] = b[i].rec;
+            touched[i] = (berth_touched){ .instance = berth_str_make("inst-hot", 8),
+                                          .worker_count = (first + i) % 2 ? 1 : 2,
+                                          .workers = hot };
+        }
+        ck_assert_int_eq(berth_journal_append(j, recs, touched, hot_batch), BERTH_J_OK);
+    }
+    settle(j);
+    berth_fold_stats st;
+    ck_assert_int_eq(berth_journal_fold_stats(j, &st), BERTH_J_OK);
+    ck_assert_uint_eq(st.folded_seq, hot_records);   /* all of it from the index */
+    ck_assert_uint_eq(st.folds, 1);
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    for (int kind = 0; kind < 2; kind++) {
+        berth_str name = kind ? hot[0] : berth_str_make("inst-hot", 8);
+        berth_history_kind k = kind ? BERTH_HISTORY_WORKER : BERTH_HISTORY_INSTANCE;
+        for (uint64_t from = 0; from <= hot_records + 1; from += 37) {
+            size_t got = 0;
+            ck_assert_int_eq(berth_journal_history(r, k, name, from, hist_got, hist_seqs_max,
+                                                   &got), BERTH_J_OK);
+            uint64_t start = from > 0 ? from : 1;
+            size_t want = start > hot_records ? 0 : hot_records + 1 - start;
+            want = want < hist_seqs_max ? want : hist_seqs_max;
+            ck_assert_uint_eq(got, want);
+            for (size_t i = 0; i < got; i++) {
+                ck_assert_uint_eq(hist_got[i], start + i);
+            }
+        }
+    }
+    berth_journal_reader_close(r);
+    close_rw(j);
+}
+END_TEST
+
 START_TEST(store_history_fold) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
@@ -3102,6 +3153,128 @@ START_TEST(hist_migrate_sync_fails) {
 }
 END_TEST
 
+/* ---- the fold's sort (fold_sort.c) ----------------------------------- */
+
+enum {
+    sort_trials = 300,
+    sort_items_max = 4000,
+    sort_pool_names = 64,
+};
+
+/* A name of the pool: lengths around the radix keys' edges (7, 8, 15, 16
+ * bytes) and beyond, from a small alphabet over shared stems, so equal
+ * keys, names that are prefixes of others and long names that agree in
+ * their first 15 bytes all come up often. */
+static uint8_t sort_name_make(uint64_t *seed, char *out) {
+    static const char *stems[] = { "", "w-", "i-d16r0-12-", "i-d16r0-12-3456",
+                                   "llama-70b-prod-replica-" };
+    const char *stem = stems[xorshift(seed) % (sizeof stems / sizeof stems[0])];
+    size_t len = strlen(stem);
+    memcpy(out, stem, len);
+    size_t more = (size_t)(xorshift(seed) % 6);
+    if (xorshift(seed) % 8 == 0) {
+        more = (size_t)(xorshift(seed) % BERTH_NAME_LEN_MAX);
+    }
+    if (len + more == 0) {
+        more = 1;
+    }
+    if (len + more > BERTH_NAME_LEN_MAX) {
+        more = BERTH_NAME_LEN_MAX - len;
+    }
+    for (size_t i = 0; i < more; i++) {
+        out[len + i] = (char)("ab-0\xff"[xorshift(seed) % 5]);   /* 0xff: unsigned compare */
+    }
+    return (uint8_t)(len + more);
+}
+
+static bool fold_items_same(const fold_item *x, const fold_item *y, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (x[i].kind != y[i].kind || x[i].len != y[i].len || x[i].seq != y[i].seq ||
+            x[i].prefix != y[i].prefix || memcmp(x[i].name, y[i].name, x[i].len) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* fold_sort orders exactly as the qsort it replaced, on seeded random
+ * batches in seq order (the fast path) with repeated names, repeated seqs
+ * and the same name twice in one record; and on the same batches shuffled
+ * (the fallback). */
+START_TEST(fold_sort_matches_qsort) {
+    static char pool[sort_pool_names][BERTH_NAME_LEN_MAX];
+    static uint8_t pool_len[sort_pool_names];
+    static fold_item got[sort_items_max], want[sort_items_max];
+    uint64_t seed = 0x2545f4914f6cdd1dull;
+    size_t fast = 0;
+    for (int trial = 0; trial < sort_trials; trial++) {
+        size_t names = 1 + (size_t)(xorshift(&seed) % sort_pool_names);
+        for (size_t k = 0; k < names; k++) {
+            pool_len[k] = sort_name_make(&seed, pool[k]);
+        }
+        size_t n = (size_t)(xorshift(&seed) % sort_items_max);
+        if (trial < 3) {
+            n = (size_t)trial;   /* 0, 1 and 2 items */
+        }
+        uint64_t seq = 1 + xorshift(&seed) % 1000;
+        for (size_t i = 0; i < n; i++) {
+            if (xorshift(&seed) % 3 == 0) {
+                seq += 1 + xorshift(&seed) % 3;   /* else: the same record */
+            }
+            size_t k = (size_t)(xorshift(&seed) % names);
+            char kind = xorshift(&seed) % 2 ? BERTH_HISTORY_WORKER : BERTH_HISTORY_INSTANCE;
+            const uint8_t *name = (const uint8_t *)pool[k];
+            got[i] = (fold_item){ .prefix = fold_prefix(kind, name, pool_len[k]), .name = name,
+                                  .seq = seq, .len = pool_len[k], .kind = kind };
+        }
+        memcpy(want, got, n * sizeof *got);
+        qsort(want, n, sizeof *want, fold_item_cmp);
+        bool took_fast = fold_sort(got, n);
+        ck_assert_msg(fold_items_same(got, want, n), "trial %d: %zu items out of order", trial, n);
+        fast += took_fast;
+        ck_assert(took_fast || n >= 2);
+
+        for (size_t i = n; i > 1; i--) {   /* shuffled: seqs fall, so the fallback */
+            size_t r = (size_t)(xorshift(&seed) % i);
+            fold_item t = got[i - 1];
+            got[i - 1] = got[r];
+            got[r] = t;
+        }
+        bool falls = false;
+        for (size_t i = 1; i < n; i++) {
+            falls = falls || got[i].seq < got[i - 1].seq;
+        }
+        ck_assert(fold_sort(got, n) == !falls);
+        ck_assert_msg(fold_items_same(got, want, n), "trial %d shuffled: out of order", trial);
+    }
+    ck_assert_uint_eq(fast, sort_trials);
+}
+END_TEST
+
+/* The long-name runs: many names alike in their first 15 bytes, beside the
+ * 15-byte name they all extend, in seq order against their key order. */
+START_TEST(fold_sort_long_runs) {
+    enum { count = 500 };
+    static char names[count][32];
+    static fold_item got[count], want[count];
+    for (size_t i = 0; i < count; i++) {
+        size_t len = 15;
+        memcpy(names[i], "i-d16r0-12-3456", len);
+        if (i + 1 < count) {
+            len = (size_t)snprintf(names[i], sizeof names[i], "i-d16r0-12-3456-%zu", count - i);
+        }
+        const uint8_t *name = (const uint8_t *)names[i];
+        got[i] = (fold_item){ .prefix = fold_prefix(BERTH_HISTORY_INSTANCE, name, len), .name = name,
+                              .seq = 10 + i, .len = (uint8_t)len, .kind = BERTH_HISTORY_INSTANCE };
+    }
+    memcpy(want, got, sizeof got);
+    qsort(want, count, sizeof *want, fold_item_cmp);
+    ck_assert(fold_sort(got, count));
+    ck_assert(fold_items_same(got, want, count));
+    ck_assert_uint_eq(got[0].len, 15);   /* the shortest first */
+}
+END_TEST
+
 static Suite *journal_suite(void) {
     Suite *s = suite_create("journal");
     TCase *codec = tcase_create("codec");
@@ -3119,6 +3292,8 @@ static Suite *journal_suite(void) {
     tcase_add_test(codec, jerr_names);
     tcase_add_test(codec, durable_without_backend_ops);
     tcase_add_test(codec, rebuild_without_backend_ops);
+    tcase_add_test(codec, fold_sort_matches_qsort);
+    tcase_add_test(codec, fold_sort_long_runs);
     tcase_set_timeout(codec, 120);
     suite_add_tcase(s, codec);
 
@@ -3142,6 +3317,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_disk_full);
     tcase_add_test(store, store_history_fold);
     tcase_add_test(store, store_history_trim_paced);
+    tcase_add_test(store, store_history_fold_hot_key);
     tcase_add_test(store, store_history_fold_option);
     tcase_add_test(store, store_history_crash_at_fold);
     tcase_add_test(store, store_history_fold_races_queries);
