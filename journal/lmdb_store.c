@@ -202,6 +202,7 @@
 
 #include "backend.h"
 #include "berth_limits.h"
+#include "lmdb_meta.h"
 
 #define MAP_SIZE_INITIAL_DEFAULT (64ull << 20)
 #define MAP_SIZE_MAX_DEFAULT (1ull << 40)
@@ -720,8 +721,28 @@ static berth_jerr file_size_check(lmdb_journal *j, char *err, size_t err_size) {
     return BERTH_J_OK;
 }
 
+/* Before LMDB maps data.mdb: a damaged meta page would fault inside
+ * mdb_env_open (lmdb_meta.c). */
+static berth_jerr meta_pages_check(lmdb_journal *j, char *err, size_t err_size) {
+    char path[path_len_max];
+    if (!path_join(path, j->dir, "data.mdb")) {
+        sentence(err, err_size, "data directory path %s is too long%s", j->dir, "");
+        return BERTH_J_INVALID;
+    }
+    berth_jerr jerr = lmdb_meta_check(path, "the journal's data file", err, err_size);
+    size_t len = err != NULL ? strnlen(err, err_size) : 0;
+    if (jerr == BERTH_J_CORRUPT && err != NULL && len + 1 < err_size) {
+        snprintf(err + len, err_size - len, "; inspect it with `berth journal verify`");
+    }
+    return jerr;
+}
+
 static berth_jerr env_open(lmdb_journal *j, uint64_t map_initial, char *err,
                            size_t err_size) {
+    berth_jerr jerr = meta_pages_check(j, err, err_size);
+    if (jerr != BERTH_J_OK) {
+        return jerr;
+    }
     int rc = mdb_env_create(&j->env);
     if (rc != 0) {
         j->env = NULL;
@@ -1690,6 +1711,10 @@ static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err
         sentence(err, err_size, "cannot create the history index directory %s: %s", path,
                  strerror(errno));
         return BERTH_J_IO;
+    }
+    berth_jerr checked = lmdb_meta_check(file, "the history index", err, err_size);
+    if (checked != BERTH_J_OK) {
+        return checked;
     }
     if (!gate_init(&j->hgate)) {
         sentence(err, err_size, "out of memory opening %s%s", path, "");
