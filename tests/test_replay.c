@@ -1507,7 +1507,7 @@ END_TEST
 START_TEST(test_history_rebuild_damaged) {
     static const char *const kinds[] = { "cut", "empty", "garbage" };
     static const char *const why[] = { "/history/data.mdb is truncated", "does not fit the journal",
-                                       "File is not an LMDB file" };
+                                       "data.mdb is not an LMDB file" };
     for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
         char a[64];
         make_dir(a, sizeof(a));
@@ -1619,7 +1619,7 @@ START_TEST(test_history_rebuild_crash) {
         ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: child status %d", steps[s], status);
         bool swapped = strcmp(steps[s], "swapped") == 0;
         if (!swapped) {
-            hr_refused(a, strcmp(steps[s], "moved") == 0 ? "/history is missing" : "File is not an LMDB file");
+            hr_refused(a, strcmp(steps[s], "moved") == 0 ? "/history is missing" : "data.mdb is not an LMDB file");
             ck_assert_msg(strcmp(steps[s], "seq") == 0 || hr_exists(a, "history.rebuild"), "%s", steps[s]);
             hr_rebuild_ok(a, entries);
         }
