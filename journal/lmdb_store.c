@@ -926,9 +926,14 @@ static berth_jerr dbs_open(lmdb_journal *j, char *err, size_t err_size) {
     return BERTH_J_OK;
 }
 
-/* Last record of the journal as seen by txn: its seq and stored hash. */
+/* Last record of the journal as seen by txn: its seq and stored hash. A
+ * record there that does not decode (or names another seq) is CORRUPT with
+ * *seq still its key, so a reader can name it and read the records below
+ * it (berth_journal_reader_head); hash is then zeros. */
 static berth_jerr txn_head(lmdb_journal *j, MDB_txn *txn, uint64_t *seq,
                            uint8_t hash[BERTH_HASH_LEN], char *why, size_t why_size) {
+    *seq = 0;
+    memset(hash, 0, BERTH_HASH_LEN);
     MDB_cursor *cursor;
     int rc = mdb_cursor_open(txn, j->dbi_journal, &cursor);
     if (rc != 0) {
@@ -938,8 +943,6 @@ static berth_jerr txn_head(lmdb_journal *j, MDB_txn *txn, uint64_t *seq,
     rc = mdb_cursor_get(cursor, &key, &val, MDB_LAST);
     mdb_cursor_close(cursor);
     if (rc == MDB_NOTFOUND) {
-        *seq = 0;
-        memset(hash, 0, BERTH_HASH_LEN);
         return BERTH_J_OK;
     }
     if (rc != 0) {
@@ -952,6 +955,9 @@ static berth_jerr txn_head(lmdb_journal *j, MDB_txn *txn, uint64_t *seq,
     berth_record rec;
     berth_jerr err = berth_record_decode(val.mv_data, val.mv_size, &rec, why, why_size);
     if (err == BERTH_J_OK && rec.seq != *seq) {
+        if (why != NULL && why_size > 0) {
+            snprintf(why, why_size, "it says seq %llu", (unsigned long long)rec.seq);
+        }
         err = BERTH_J_CORRUPT;
     }
     if (err == BERTH_J_OK) {
