@@ -631,6 +631,30 @@ static berth_jerr start_state(berth_journal_reader *reader, uint64_t target, boo
 
 /* ------------------------------------------------------------ public API */
 
+/* A checked tail chains onto the record its snapshot ends at: that
+ * record's stored hash is the anchor, so its bytes are checked too (else a
+ * damaged record at the head, under a snapshot there, is accepted and the
+ * next write chains onto it). A mismatch is a damaged record, CORRUPT
+ * naming it like any other: falling back to an older snapshot would only
+ * replay to it and fail there. */
+static berth_jerr anchor_check(berth_journal_reader *reader, uint64_t seq, replay_fail *fail) {
+    if (seq == 0) return BERTH_J_OK;
+    berth_record rec;
+    const uint8_t *raw = NULL;
+    size_t raw_len = 0;
+    berth_jerr e = berth_journal_read(reader, seq, &rec, &raw, &raw_len);
+    if (e != BERTH_J_OK) {   /* snapshot_usable read it a moment ago, in this view */
+        fail_set(fail, e == BERTH_J_NOTFOUND ? BERTH_J_CORRUPT : e, seq,
+                 "seq %" PRIu64 ": the snapshot's record cannot be read (%s)", seq, berth_jerr_name(e));
+        return fail->err;
+    }
+    if (!berth_record_hash_ok(raw, raw_len)) {
+        fail_set(fail, BERTH_J_CORRUPT, seq, "seq %" PRIu64 ": hash mismatch (record bytes changed)", seq);
+        return BERTH_J_CORRUPT;
+    }
+    return BERTH_J_OK;
+}
+
 /* The view's head seq. A head record that does not decode still has its
  * seq (berth_journal_reader_head's CORRUPT): a replay below it works, and
  * one that reaches it fails there, naming it. */
@@ -680,8 +704,11 @@ static berth_jerr replay_to_impl(berth_journal_reader *reader, uint64_t target, 
     uint64_t from_seq = berth_state_last_seq(sink->state);
     sink->compare = check_tail;
     replay_fail fail = { .err = BERTH_J_OK, .seq = 0, .why = "" };
-    e = run_range_yielding(reader, from_seq + 1, part_end(from_seq + 1, target, records_max),
-                           check_tail, yield, yield_arg, sink, &fail);
+    e = check_tail ? anchor_check(reader, from_seq, &fail) : BERTH_J_OK;
+    if (e == BERTH_J_OK) {
+        e = run_range_yielding(reader, from_seq + 1, part_end(from_seq + 1, target, records_max),
+                               check_tail, yield, yield_arg, sink, &fail);
+    }
     if (stats != NULL) {
         memset(stats, 0, sizeof(*stats));
         stats->from_snapshot_seq = from_seq;

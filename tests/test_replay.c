@@ -687,6 +687,59 @@ START_TEST(test_cut_head_named) {
 }
 END_TEST
 
+/* With a snapshot at the head, the engine's open replays nothing, and the
+ * record the snapshot ends at is the chain's anchor: its hash is checked
+ * (hV3: a flipped byte there was accepted, and the next write chained
+ * onto the damaged record). */
+START_TEST(test_snapshot_anchor_checked) {
+    rng_seed(test_seed + 6);
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 1, false);   /* a snapshot after every commit */
+    stream st;
+    run_stream(engine, 120, 20, &st);
+    berth_engine_close(engine);
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    uint64_t snap = 0;
+    const void *bytes = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(berth_journal_snapshot_get(r, UINT64_MAX, &snap, &bytes, &len), BERTH_J_OK);
+    ck_assert_uint_eq(snap, 120);
+    berth_record rec;
+    const uint8_t *raw = NULL;
+    size_t raw_len = 0;
+    ck_assert_int_eq(berth_journal_read(r, 120, &rec, &raw, &raw_len), BERTH_J_OK);
+    uint8_t *copy = malloc(raw_len);
+    ck_assert_ptr_nonnull(copy);
+    memcpy(copy, raw, raw_len);
+    size_t offset = (size_t)((const uint8_t *)rec.command.ptr - raw) + 1;   /* still decodes */
+    berth_journal_reader_close(r);
+    berth_journal_close(j);
+    flip_record_byte(dir, copy, raw_len, offset);
+    free(copy);
+
+    j = journal_open(dir, false, 0);
+    berth_engine *broken = NULL;
+    berth_engine_options opt = { .snapshot_every = 1 };
+    char err[512] = "";
+    ck_assert_int_eq(berth_engine_open(&broken, j, &opt, NULL, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_ptr_null(broken);
+    ck_assert_msg(strstr(err, "seq 120: hash mismatch") != NULL && strstr(err, "berth journal verify") != NULL,
+                  "err: %s", err);
+    ck_assert_uint_eq(journal_head(j), 120);   /* nothing chained onto it */
+    /* An unchecked replay (berth replay, status) still starts from the snapshot. */
+    char d1[TEST_DIGEST_HEX_LEN], d2[TEST_DIGEST_HEX_LEN];
+    replay_digest(j, UINT64_MAX, true, d1, NULL, NULL);
+    direct_digest(&st, 120, d2);
+    ck_assert_str_eq(d1, d2);
+    berth_journal_close(j);
+    free(st.lines);
+    remove_dir(dir);
+}
+END_TEST
+
 START_TEST(test_verify_altered_outcome) {
     char dir[64];
     make_dir(dir, sizeof(dir));
@@ -1794,6 +1847,7 @@ static Suite *replay_suite(void) {
         { "verify_outcome", test_verify_altered_outcome },
         { "verify_gap", test_verify_gap_and_truncation },
         { "cut_head", test_cut_head_named },
+        { "snapshot_anchor", test_snapshot_anchor_checked },
         { "verify_steps", test_verify_steps_match_whole },
         { "replay_parts", test_replay_parts_match_whole },
         { "bad_snapshot", test_bad_snapshot_falls_back },
