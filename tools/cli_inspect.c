@@ -495,6 +495,17 @@ static int journal_dump(int argc, char **argv) {
     return rc;
 }
 
+/* report->what names the seq itself ("seq N: hash mismatch", "seq N missing
+ * (...)") when it is about one; verify's line names it once. */
+static bool what_names_seq(const berth_verify_report *report) {
+    char prefix[32];
+    int n = snprintf(prefix, sizeof prefix, "seq %" PRIu64, report->first_bad_seq);
+    assert(n > 0 && (size_t)n < sizeof prefix);
+    size_t len = (size_t)n;
+    return strncmp(report->what, prefix, len) == 0 &&
+           (report->what[len] == ':' || report->what[len] == ' ');
+}
+
 static int verify_print(const cli_store *store, const berth_verify_report *report, bool json) {
     char hex[CLI_HEX_HASH_LEN];
     cli_hex_hash(store->head_hash, hex);
@@ -516,8 +527,12 @@ static int verify_print(const cli_store *store, const berth_verify_report *repor
     if (!report->ok) {
         /* The finding goes to stderr too, so a script that only checks the
          * exit status still leaves a reason in its log. */
-        fprintf(stderr, "CORRUPT seq %" PRIu64 ": %.*s\n", report->first_bad_seq,
-                (int)sizeof report->what, report->what);
+        if (what_names_seq(report)) {
+            fprintf(stderr, "CORRUPT %.*s\n", (int)sizeof report->what, report->what);
+        } else {
+            fprintf(stderr, "CORRUPT seq %" PRIu64 ": %.*s\n", report->first_bad_seq,
+                    (int)sizeof report->what, report->what);
+        }
         return CLI_EXIT_FINDING;
     }
     return CLI_EXIT_OK;

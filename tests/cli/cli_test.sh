@@ -154,7 +154,7 @@ case_verify_corrupt() {
     grep -c zzmarkzz data/data.mdb >/dev/null || fail "marker not found in data.mdb"
     perl -0777 -pi -e 's/zzmarkzz/zzmarkzy/g' data/data.mdb || fail "perl could not flip the byte"
     expect_exit 1 "$BERTH" journal verify --data data
-    grep -q 'seq 3' err.txt || fail "verify did not name seq 3: $(cat err.txt)"
+    grep -q '^CORRUPT seq 3: hash mismatch' err.txt || fail "verify did not name seq 3 once: $(cat err.txt)"
     expect_exit 1 "$BERTH" journal verify --data data --json
     [ "$(json_field first_bad_seq <out.txt)" = 3 ] || fail "json first_bad_seq is not 3: $(cat out.txt)"
     [ "$(json_field ok <out.txt)" = false ] || fail "json ok is not false"
@@ -173,7 +173,7 @@ case_cut_head() {
     [ "$(tail -3 cut.txt | head -1)" = " 0b00000000000000" ] || fail "the last key is not seq 11: $(tail -3 cut.txt)"
     mdb_load -s journal -f cut.txt data 2>load.err || fail "mdb_load failed: $(cat load.err)"
     expect_exit 1 "$BERTH" journal verify --data data
-    grep -q '^CORRUPT seq 11: .*seq 11: undecodable' err.txt || fail "verify: $(cat err.txt)"
+    grep -q '^CORRUPT seq 11: undecodable' err.txt || fail "verify: $(cat err.txt)"
     expect_exit 1 "$BERTH" journal verify --data data --json
     [ "$(json_field first_bad_seq <out.txt)" = 11 ] || fail "json first_bad_seq is not 11: $(cat out.txt)"
     grep -q '"head_hash":null' out.txt || fail "json head_hash of an undecodable head: $(cat out.txt)"
