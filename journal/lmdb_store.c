@@ -672,15 +672,62 @@ static berth_jerr lock_take(lmdb_journal *j, char *err, size_t err_size) {
 
 /* ---- open ------------------------------------------------------------ */
 
+static int dir_sync(const char *path);
+
+/* The directory holding dir ("." for a relative name without a slash). */
+static bool parent_path(char *out, const char *dir) {
+    size_t len = strnlen(dir, dir_len_max + 1);
+    if (len == 0 || len > dir_len_max) {
+        return false;
+    }
+    memcpy(out, dir, len + 1);
+    while (len > 1 && out[len - 1] == '/') {
+        out[--len] = '\0';   /* "a/b/" names b */
+    }
+    char *slash = strrchr(out, '/');
+    if (slash == NULL) {
+        memcpy(out, ".", 2);
+    } else if (slash == out) {
+        out[1] = '\0';       /* "/b": the root */
+    } else {
+        *slash = '\0';
+    }
+    return true;
+}
+
+/* A new data directory's entry must survive an OS crash before anything in
+ * it is acknowledged (its own entries are synced once the history index is
+ * set up, hist_env_open). "New": created now, or holding no data.mdb yet (an
+ * open that failed here before left it made but perhaps unsynced). */
+static berth_jerr dir_created_sync(lmdb_journal *j, char *err, size_t err_size) {
+    char parent[path_len_max];
+    if (!parent_path(parent, j->dir)) {
+        sentence(err, err_size, "data directory path %s is too long%s", j->dir, "");
+        return BERTH_J_INVALID;
+    }
+    int rc = dir_sync(parent);
+    if (rc != 0) {
+        sentence(err, err_size, "cannot sync the directory %s (after creating the data"
+                 " directory in it): %s", parent, strerror(rc));
+        return BERTH_J_IO;
+    }
+    return BERTH_J_OK;
+}
+
 static berth_jerr dir_prepare(lmdb_journal *j, char *err, size_t err_size) {
     struct stat st;
     if (!j->read_only && !j->rebuild) {
-        if (mkdir(j->dir, 0700) != 0 && errno != EEXIST) {
+        bool created = mkdir(j->dir, 0700) == 0;
+        if (!created && errno != EEXIST) {
             sentence(err, err_size, "cannot create data directory %s: %s", j->dir,
                      strerror(errno));
             return errno == ENOENT ? BERTH_J_NOTFOUND : BERTH_J_IO;
         }
-        return lock_take(j, err, err_size);
+        char file[path_len_max];
+        bool fresh = created || (path_join(file, j->dir, "data.mdb") && stat(file, &st) != 0 &&
+                                 errno == ENOENT);
+        berth_jerr jerr = fresh ? dir_created_sync(j, err, err_size) : BERTH_J_OK;
+        return jerr == BERTH_J_OK ? lock_take(j, err, err_size) : jerr;
     }
     if (stat(j->dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         sentence(err, err_size, "data directory %s does not exist%s", j->dir, "");

@@ -3103,6 +3103,8 @@ static pthread_mutex_t dirs_synced_mutex = PTHREAD_MUTEX_INITIALIZER;
 static ino_t dirs_synced[dirs_synced_max];
 static size_t dirs_synced_n;
 
+static ino_t dir_sync_fails;   /* a directory whose fsync fails (EIO); 0: none */
+
 int fsync(int fd) {
     static int (*real_fsync)(int);
     struct stat st;
@@ -3111,7 +3113,12 @@ int fsync(int fd) {
         if (dirs_synced_n < dirs_synced_max) {
             dirs_synced[dirs_synced_n++] = st.st_ino;
         }
+        bool fails = dir_sync_fails != 0 && st.st_ino == dir_sync_fails;
         pthread_mutex_unlock(&dirs_synced_mutex);
+        if (fails) {
+            errno = EIO;
+            return -1;
+        }
     }
     if (real_fsync == NULL) {
         real_fsync = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
@@ -3145,6 +3152,40 @@ START_TEST(hist_dirs_synced) {
     snprintf(path, sizeof(path), "%s/history", dir);
     ck_assert(dir_was_synced(path));
     ck_assert(dir_was_synced(dir));
+    close_rw(j);
+}
+END_TEST
+
+/* Creating the data directory syncs its parent, so the new entry survives
+ * an OS crash (hV3: only history/ and DIR were synced); a failed sync fails
+ * the open, and the next open, finding no data.mdb yet, syncs it again. */
+START_TEST(dir_parent_synced) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    struct stat st;
+    ck_assert_int_eq(stat(temp_root, &st), 0);
+    pthread_mutex_lock(&dirs_synced_mutex);
+    dirs_synced_n = 0;
+    dir_sync_fails = st.st_ino;
+    pthread_mutex_unlock(&dirs_synced_mutex);
+    berth_journal *j = NULL;
+    char err[err_len_max] = "";
+    berth_journal_options o = { 0 };
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err)), BERTH_J_IO);
+    ck_assert_msg(strstr(err, "cannot sync the directory") != NULL && strstr(err, temp_root) != NULL,
+                  "%s", err);
+    pthread_mutex_lock(&dirs_synced_mutex);
+    dirs_synced_n = 0;
+    dir_sync_fails = 0;
+    pthread_mutex_unlock(&dirs_synced_mutex);
+    j = open_rw(dir, 0, 0);
+    ck_assert(dir_was_synced(temp_root));
+    close_rw(j);
+    pthread_mutex_lock(&dirs_synced_mutex);
+    dirs_synced_n = 0;
+    pthread_mutex_unlock(&dirs_synced_mutex);
+    j = open_rw(dir, 0, 0);   /* an existing journal: its parent is left alone */
+    ck_assert(!dir_was_synced(temp_root));
     close_rw(j);
 }
 END_TEST
@@ -3292,6 +3333,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(hist, hist_ro_legacy_then_migrated);
     tcase_add_test(hist, hist_fold_buffers_at_open);
     tcase_add_test(hist, hist_dirs_synced);
+    tcase_add_test(hist, dir_parent_synced);
     tcase_add_test(hist, hist_ro_env_open_fails);
     tcase_add_test(hist, hist_migrate_sync_fails);
     tcase_set_timeout(hist, 240);
