@@ -194,6 +194,11 @@ berth_jerr berth_journal_snapshot_put(berth_journal *journal, uint64_t seq,
  * any thread, while appends go on. Errors: IO, NOMEM. */
 berth_jerr berth_journal_reader_open(berth_journal *journal, berth_journal_reader **out);
 void berth_journal_reader_close(berth_journal_reader *reader);
+/* The view's last record: its seq and stored hash (0 and zeros when empty).
+ * Errors: IO; CORRUPT when that record does not decode (truncated, of an
+ * unknown version) or names another seq: *seq is then still its seq (0 when
+ * even its key is bad) and hash zeros, so the records below it can be read
+ * and it can be named. */
 berth_jerr berth_journal_reader_head(berth_journal_reader *reader, uint64_t *seq,
                                      uint8_t hash[BERTH_HASH_LEN]);
 /* Read and decode one record. raw/raw_len (may be NULL) get its bytes.

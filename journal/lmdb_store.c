@@ -204,6 +204,7 @@
 #include "backend.h"
 #include "berth_limits.h"
 #include "fold_sort.h"
+#include "lmdb_meta.h"
 
 #define MAP_SIZE_INITIAL_DEFAULT (64ull << 20)
 #define MAP_SIZE_MAX_DEFAULT (1ull << 40)
@@ -680,15 +681,62 @@ static berth_jerr lock_take(lmdb_journal *j, char *err, size_t err_size) {
 
 /* ---- open ------------------------------------------------------------ */
 
+static int dir_sync(const char *path);
+
+/* The directory holding dir ("." for a relative name without a slash). */
+static bool parent_path(char *out, const char *dir) {
+    size_t len = strnlen(dir, dir_len_max + 1);
+    if (len == 0 || len > dir_len_max) {
+        return false;
+    }
+    memcpy(out, dir, len + 1);
+    while (len > 1 && out[len - 1] == '/') {
+        out[--len] = '\0';   /* "a/b/" names b */
+    }
+    char *slash = strrchr(out, '/');
+    if (slash == NULL) {
+        memcpy(out, ".", 2);
+    } else if (slash == out) {
+        out[1] = '\0';       /* "/b": the root */
+    } else {
+        *slash = '\0';
+    }
+    return true;
+}
+
+/* A new data directory's entry must survive an OS crash before anything in
+ * it is acknowledged (its own entries are synced once the history index is
+ * set up, hist_env_open). "New": created now, or holding no data.mdb yet (an
+ * open that failed here before left it made but perhaps unsynced). */
+static berth_jerr dir_created_sync(lmdb_journal *j, char *err, size_t err_size) {
+    char parent[path_len_max];
+    if (!parent_path(parent, j->dir)) {
+        sentence(err, err_size, "data directory path %s is too long%s", j->dir, "");
+        return BERTH_J_INVALID;
+    }
+    int rc = dir_sync(parent);
+    if (rc != 0) {
+        sentence(err, err_size, "cannot sync the directory %s (after creating the data"
+                 " directory in it): %s", parent, strerror(rc));
+        return BERTH_J_IO;
+    }
+    return BERTH_J_OK;
+}
+
 static berth_jerr dir_prepare(lmdb_journal *j, char *err, size_t err_size) {
     struct stat st;
     if (!j->read_only && !j->rebuild) {
-        if (mkdir(j->dir, 0700) != 0 && errno != EEXIST) {
+        bool created = mkdir(j->dir, 0700) == 0;
+        if (!created && errno != EEXIST) {
             sentence(err, err_size, "cannot create data directory %s: %s", j->dir,
                      strerror(errno));
             return errno == ENOENT ? BERTH_J_NOTFOUND : BERTH_J_IO;
         }
-        return lock_take(j, err, err_size);
+        char file[path_len_max];
+        bool fresh = created || (path_join(file, j->dir, "data.mdb") && stat(file, &st) != 0 &&
+                                 errno == ENOENT);
+        berth_jerr jerr = fresh ? dir_created_sync(j, err, err_size) : BERTH_J_OK;
+        return jerr == BERTH_J_OK ? lock_take(j, err, err_size) : jerr;
     }
     if (stat(j->dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         sentence(err, err_size, "data directory %s does not exist%s", j->dir, "");
@@ -729,8 +777,28 @@ static berth_jerr file_size_check(lmdb_journal *j, char *err, size_t err_size) {
     return BERTH_J_OK;
 }
 
+/* Before LMDB maps data.mdb: a damaged meta page would fault inside
+ * mdb_env_open (lmdb_meta.c). */
+static berth_jerr meta_pages_check(lmdb_journal *j, char *err, size_t err_size) {
+    char path[path_len_max];
+    if (!path_join(path, j->dir, "data.mdb")) {
+        sentence(err, err_size, "data directory path %s is too long%s", j->dir, "");
+        return BERTH_J_INVALID;
+    }
+    berth_jerr jerr = lmdb_meta_check(path, "the journal's data file", err, err_size);
+    size_t len = err != NULL ? strnlen(err, err_size) : 0;
+    if (jerr == BERTH_J_CORRUPT && err != NULL && len + 1 < err_size) {
+        snprintf(err + len, err_size - len, "; inspect it with `berth journal verify`");
+    }
+    return jerr;
+}
+
 static berth_jerr env_open(lmdb_journal *j, uint64_t map_initial, char *err,
                            size_t err_size) {
+    berth_jerr jerr = meta_pages_check(j, err, err_size);
+    if (jerr != BERTH_J_OK) {
+        return jerr;
+    }
     int rc = mdb_env_create(&j->env);
     if (rc != 0) {
         j->env = NULL;
@@ -914,9 +982,14 @@ static berth_jerr dbs_open(lmdb_journal *j, char *err, size_t err_size) {
     return BERTH_J_OK;
 }
 
-/* Last record of the journal as seen by txn: its seq and stored hash. */
+/* Last record of the journal as seen by txn: its seq and stored hash. A
+ * record there that does not decode (or names another seq) is CORRUPT with
+ * *seq still its key, so a reader can name it and read the records below
+ * it (berth_journal_reader_head); hash is then zeros. */
 static berth_jerr txn_head(lmdb_journal *j, MDB_txn *txn, uint64_t *seq,
                            uint8_t hash[BERTH_HASH_LEN], char *why, size_t why_size) {
+    *seq = 0;
+    memset(hash, 0, BERTH_HASH_LEN);
     MDB_cursor *cursor;
     int rc = mdb_cursor_open(txn, j->dbi_journal, &cursor);
     if (rc != 0) {
@@ -926,8 +999,6 @@ static berth_jerr txn_head(lmdb_journal *j, MDB_txn *txn, uint64_t *seq,
     rc = mdb_cursor_get(cursor, &key, &val, MDB_LAST);
     mdb_cursor_close(cursor);
     if (rc == MDB_NOTFOUND) {
-        *seq = 0;
-        memset(hash, 0, BERTH_HASH_LEN);
         return BERTH_J_OK;
     }
     if (rc != 0) {
@@ -940,6 +1011,9 @@ static berth_jerr txn_head(lmdb_journal *j, MDB_txn *txn, uint64_t *seq,
     berth_record rec;
     berth_jerr err = berth_record_decode(val.mv_data, val.mv_size, &rec, why, why_size);
     if (err == BERTH_J_OK && rec.seq != *seq) {
+        if (why != NULL && why_size > 0) {
+            snprintf(why, why_size, "it says seq %llu", (unsigned long long)rec.seq);
+        }
         err = BERTH_J_CORRUPT;
     }
     if (err == BERTH_J_OK) {
@@ -1685,6 +1759,10 @@ static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err
         sentence(err, err_size, "cannot create the history index directory %s: %s", path,
                  strerror(errno));
         return BERTH_J_IO;
+    }
+    berth_jerr checked = lmdb_meta_check(file, "the history index", err, err_size);
+    if (checked != BERTH_J_OK) {
+        return checked;
     }
     if (!gate_init(&j->hgate)) {
         sentence(err, err_size, "out of memory opening %s%s", path, "");

@@ -631,6 +631,39 @@ static berth_jerr start_state(berth_journal_reader *reader, uint64_t target, boo
 
 /* ------------------------------------------------------------ public API */
 
+/* A checked tail chains onto the record its snapshot ends at: that
+ * record's stored hash is the anchor, so its bytes are checked too (else a
+ * damaged record at the head, under a snapshot there, is accepted and the
+ * next write chains onto it). A mismatch is a damaged record, CORRUPT
+ * naming it like any other: falling back to an older snapshot would only
+ * replay to it and fail there. */
+static berth_jerr anchor_check(berth_journal_reader *reader, uint64_t seq, replay_fail *fail) {
+    if (seq == 0) return BERTH_J_OK;
+    berth_record rec;
+    const uint8_t *raw = NULL;
+    size_t raw_len = 0;
+    berth_jerr e = berth_journal_read(reader, seq, &rec, &raw, &raw_len);
+    if (e != BERTH_J_OK) {   /* snapshot_usable read it a moment ago, in this view */
+        fail_set(fail, e == BERTH_J_NOTFOUND ? BERTH_J_CORRUPT : e, seq,
+                 "seq %" PRIu64 ": the snapshot's record cannot be read (%s)", seq, berth_jerr_name(e));
+        return fail->err;
+    }
+    if (!berth_record_hash_ok(raw, raw_len)) {
+        fail_set(fail, BERTH_J_CORRUPT, seq, "seq %" PRIu64 ": hash mismatch (record bytes changed)", seq);
+        return BERTH_J_CORRUPT;
+    }
+    return BERTH_J_OK;
+}
+
+/* The view's head seq. A head record that does not decode still has its
+ * seq (berth_journal_reader_head's CORRUPT): a replay below it works, and
+ * one that reaches it fails there, naming it. */
+static berth_jerr head_seq_of(berth_journal_reader *reader, uint64_t *head) {
+    uint8_t hash[BERTH_HASH_LEN];
+    berth_jerr e = berth_journal_reader_head(reader, head, hash);
+    return e == BERTH_J_CORRUPT && *head > 0 ? BERTH_J_OK : e;
+}
+
 /* The last seq of a part that starts at from and may run records_max
  * records, not past target. */
 static uint64_t part_end(uint64_t from, uint64_t target, uint64_t records_max) {
@@ -648,8 +681,7 @@ static berth_jerr replay_to_impl(berth_journal_reader *reader, uint64_t target, 
     if (bad_snapshots == NULL) bad_snapshots = &bad_local;
     *bad_snapshots = 0;
     uint64_t head = 0;
-    uint8_t head_hash[BERTH_HASH_LEN];
-    berth_jerr e = berth_journal_reader_head(reader, &head, head_hash);
+    berth_jerr e = head_seq_of(reader, &head);
     if (e != BERTH_J_OK) {
         err_copy(err, err_size, "cannot read the journal head");
         return e;
@@ -672,8 +704,11 @@ static berth_jerr replay_to_impl(berth_journal_reader *reader, uint64_t target, 
     uint64_t from_seq = berth_state_last_seq(sink->state);
     sink->compare = check_tail;
     replay_fail fail = { .err = BERTH_J_OK, .seq = 0, .why = "" };
-    e = run_range_yielding(reader, from_seq + 1, part_end(from_seq + 1, target, records_max),
-                           check_tail, yield, yield_arg, sink, &fail);
+    e = check_tail ? anchor_check(reader, from_seq, &fail) : BERTH_J_OK;
+    if (e == BERTH_J_OK) {
+        e = run_range_yielding(reader, from_seq + 1, part_end(from_seq + 1, target, records_max),
+                               check_tail, yield, yield_arg, sink, &fail);
+    }
     if (stats != NULL) {
         memset(stats, 0, sizeof(*stats));
         stats->from_snapshot_seq = from_seq;
@@ -726,8 +761,7 @@ berth_jerr berth_replay_forward_part(berth_journal_reader *reader, berth_state *
                                      berth_replay_stats *stats, char *err, size_t err_size) {
     assert(reader != NULL && state != NULL);
     uint64_t head = 0;
-    uint8_t head_hash[BERTH_HASH_LEN];
-    berth_jerr e = berth_journal_reader_head(reader, &head, head_hash);
+    berth_jerr e = head_seq_of(reader, &head);
     if (e != BERTH_J_OK) {
         err_copy(err, err_size, "cannot read the journal head");
         return e;
@@ -779,20 +813,26 @@ struct berth_verify_run {
     replay_sink *sink;
     uint64_t target;
     uint8_t target_hash[BERTH_HASH_LEN];
+    bool target_hash_known;         /* false: the head record does not decode */
     bool over;                      /* checked to target, or failed */
     berth_jerr err;
     replay_fail fail;
 };
 
-/* target's hash in reader: the head's, or the record's below the head. */
+/* target's hash in reader: the head's, or the record's below the head.
+ * *known false: the head record does not decode, so it has no hash to give;
+ * the pass then fails at that seq and names it. */
 static berth_jerr target_of(berth_journal_reader *reader, uint64_t *target,
-                            uint8_t hash[BERTH_HASH_LEN]) {
+                            uint8_t hash[BERTH_HASH_LEN], bool *known) {
     uint64_t head = 0;
     berth_jerr e = berth_journal_reader_head(reader, &head, hash);
+    *known = e == BERTH_J_OK;
+    if (e == BERTH_J_CORRUPT && head > 0) e = BERTH_J_OK;
     if (e != BERTH_J_OK || *target == UINT64_MAX || *target == head) {
         if (e == BERTH_J_OK) *target = head;
         return e;
     }
+    *known = true;
     if (*target > head) return BERTH_J_NOTFOUND;
     if (*target == 0) {   /* the empty journal it was when the range was fixed */
         memset(hash, 0, BERTH_HASH_LEN);
@@ -816,7 +856,7 @@ berth_verify_run *berth_verify_begin(berth_journal_reader *reader, uint64_t targ
     run->sink->compare = true;
     run->fail.err = BERTH_J_OK;
     run->target = target;
-    berth_jerr e = target_of(reader, &run->target, run->target_hash);
+    berth_jerr e = target_of(reader, &run->target, run->target_hash, &run->target_hash_known);
     if (e != BERTH_J_OK) {
         run->over = true;
         run->err = e;
@@ -844,7 +884,12 @@ bool berth_verify_step(berth_verify_run *run, berth_journal_reader *reader, uint
     berth_jerr e = run_range_yielding(reader, from, to, true, yield, yield_arg, sink, &run->fail);
     if (e == BERTH_J_OK && berth_state_last_seq(sink->state) < run->target) return false;
     run->over = true;
-    if (e == BERTH_J_OK && run->target > 0 &&
+    if (e == BERTH_J_OK && run->target > 0 && !run->target_hash_known) {
+        /* the pass decoded the record the head read could not: not expected */
+        fail_set(&run->fail, BERTH_J_CORRUPT, run->target,
+                 "seq %" PRIu64 ": the head record could not be read as the head", run->target);
+        e = BERTH_J_CORRUPT;
+    } else if (e == BERTH_J_OK && run->target > 0 &&
         memcmp(sink->prev_hash, run->target_hash, BERTH_HASH_LEN) != 0) {
         fail_set(&run->fail, BERTH_J_CORRUPT, run->target,
                  "seq %" PRIu64 ": the head's hash does not match the record's", run->target);

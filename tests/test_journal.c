@@ -2481,6 +2481,154 @@ START_TEST(store_history_env_damaged) {
 }
 END_TEST
 
+/* ---- damaged LMDB meta pages ------------------------------------------- */
+
+/* Bytes of one LMDB 0.9 meta page (64-bit: a 16-byte page header, then
+ * MDB_meta), the fields store_meta_damaged damages. */
+enum {
+    meta_flags_at = 10,         /* the page header's mp_flags (P_META 0x08) */
+    meta_magic_at = 16,
+    meta_version_at = 20,
+    meta_psize_at = 40,         /* mm_dbs[FREE_DBI].md_pad */
+    meta_main_root_at = 128,    /* mm_dbs[MAIN_DBI].md_root */
+    meta_last_pg_at = 136,
+    meta_txnid_at = 144
+};
+
+typedef struct meta_damage {
+    int page;                   /* 0, 1, or -1: the newer (the one LMDB opens) */
+    size_t at;
+    uint8_t xor;
+    const char *says;
+} meta_damage;
+
+static const meta_damage meta_damages[] = {
+    { 1, meta_psize_at + 2, 0x5a, "meta page 1 says page size" },   /* hV3's SIGBUS */
+    { 0, meta_psize_at + 1, 0x5a, "meta page 0 says page size" },
+    { 1, meta_psize_at + 1, 0x30, "meta page 1 says page size 8192 where meta page 0 says 4096" },
+    { 1, meta_magic_at, 0x5a, "meta page 1 has no LMDB magic" },
+    { 0, meta_flags_at, 0x08, "is not an LMDB file (meta page 0 has no meta page mark)" },
+    { 0, meta_version_at, 0x5a, "says data version" },
+    { -1, meta_last_pg_at + 1, 0x5a, "is truncated: it has" },
+    { -1, meta_last_pg_at + 7, 0x5a, "says its last page is" },
+    { -1, meta_main_root_at + 2, 0x5a, "as the root of its main tree" },
+};
+
+static char meta_file[300];
+
+/* Child: both opens of the damaged copy refuse it by name (a fault in
+ * LMDB kills the child: a failure here, not of the runner). */
+static int child_meta_refused(const char *dir, int which) {
+    const meta_damage *d = &meta_damages[which];
+    berth_journal_options ro = { .read_only = true, .no_lock = true };
+    berth_journal_options rw = { 0 };
+    const berth_journal_options *opts[] = { &ro, &rw };
+    for (int i = 0; i < 2; i++) {
+        berth_journal *j = NULL;
+        char err[err_len_max] = "";
+        berth_jerr rc = berth_journal_open_lmdb(&j, dir, opts[i], err, sizeof(err));
+        if (rc != BERTH_J_CORRUPT || strstr(err, meta_file) == NULL || strstr(err, d->says) == NULL) {
+            fprintf(stderr, "case %d open %d: %s: %s\n", which, i, berth_jerr_name(rc), err);
+            return 1 + i;
+        }
+    }
+    return 0;
+}
+
+static int child_open_both_ok(const char *dir, int fd) {
+    (void)fd;
+    berth_journal_options ro = { .read_only = true, .no_lock = true };
+    berth_journal_options rw = { 0 };
+    const berth_journal_options *opts[] = { &ro, &rw };
+    for (int i = 0; i < 2; i++) {
+        berth_journal *j = NULL;
+        char err[err_len_max] = "";
+        berth_jerr rc = berth_journal_open_lmdb(&j, dir, opts[i], err, sizeof(err));
+        if (rc != BERTH_J_OK) {
+            fprintf(stderr, "open %d: %s: %s\n", i, berth_jerr_name(rc), err);
+            return 1 + i;
+        }
+        berth_journal_close(j);
+    }
+    return 0;
+}
+
+static void file_put(const char *file, const uint8_t *bytes, size_t len) {
+    FILE *f = fopen(file, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(bytes, 1, len, f), len);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+static uint8_t *file_get(const char *file, size_t *len) {
+    struct stat st;
+    ck_assert_int_eq(stat(file, &st), 0);
+    uint8_t *bytes = malloc((size_t)st.st_size);
+    ck_assert_ptr_nonnull(bytes);
+    FILE *f = fopen(file, "rb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fread(bytes, 1, (size_t)st.st_size, f), (size_t)st.st_size);
+    ck_assert_int_eq(fclose(f), 0);
+    *len = (size_t)st.st_size;
+    return bytes;
+}
+
+/* One flipped byte of a meta page (hV3's review: the page size of the
+ * newer one) made every open die of SIGBUS inside mdb_env_open. Each
+ * damage is refused by name, before LMDB maps the file; the same file,
+ * healthy, fresh and grown, opens. */
+START_TEST(store_meta_damaged) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 256 << 10, 0);   /* small: the map grows */
+    ck_assert_int_eq(append_n(j, 1, 3000), BERTH_J_OK);
+    close_rw(j);
+    ck_assert(in_child(child_open_both_ok, dir, 0));
+    snprintf(meta_file, sizeof(meta_file), "%s/data.mdb", dir);
+    size_t len = 0;
+    uint8_t *good = file_get(meta_file, &len);
+    ck_assert_uint_ge(len, 4 * 4096);
+    ck_assert_uint_eq(sizeof(size_t), 8);   /* the offsets above are 64-bit LMDB's */
+    uint32_t psize;
+    memcpy(&psize, good + meta_psize_at, sizeof(psize));
+    ck_assert_uint_eq(psize, 4096);
+    uint64_t txnid[2];
+    memcpy(&txnid[0], good + meta_txnid_at, sizeof(txnid[0]));
+    memcpy(&txnid[1], good + psize + meta_txnid_at, sizeof(txnid[1]));
+    int newer = txnid[1] > txnid[0] ? 1 : 0;
+    uint8_t *bad = malloc(len);
+    ck_assert_ptr_nonnull(bad);
+    for (size_t i = 0; i < sizeof(meta_damages) / sizeof(meta_damages[0]); i++) {
+        const meta_damage *d = &meta_damages[i];
+        memcpy(bad, good, len);
+        bad[(size_t)(d->page < 0 ? newer : d->page) * psize + d->at] ^= d->xor;
+        file_put(meta_file, bad, len);
+        ck_assert_msg(in_child(child_meta_refused, dir, (int)i), "case %zu (%s)", i, d->says);
+    }
+    file_put(meta_file, good, len);
+    ck_assert(in_child(child_open_both_ok, dir, 0));
+
+    /* The history index's file, opened the same way. */
+    char hfile[300];
+    snprintf(hfile, sizeof(hfile), "%s/history/data.mdb", dir);
+    size_t hlen = 0;
+    uint8_t *hgood = file_get(hfile, &hlen);
+    memcpy(bad, hgood, hlen < len ? hlen : len);
+    bad[psize + meta_psize_at + 2] ^= 0x5a;
+    file_put(hfile, bad, hlen);
+    char err[err_len_max] = "";
+    berth_journal_options o = { 0 };
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, hfile) != NULL && strstr(err, "meta page 1 says page size") != NULL &&
+                  strstr(err, "berth history rebuild") != NULL, "%s", err);
+    file_put(hfile, hgood, hlen);
+    ck_assert(in_child(child_open_both_ok, dir, 0));
+    free(hgood);
+    free(bad);
+    free(good);
+}
+END_TEST
+
 /* ---- one sync per commit (defer_meta_sync) ---------------------------- */
 
 static uint64_t durable_of(berth_journal *j) {
@@ -3030,6 +3178,8 @@ static pthread_mutex_t dirs_synced_mutex = PTHREAD_MUTEX_INITIALIZER;
 static ino_t dirs_synced[dirs_synced_max];
 static size_t dirs_synced_n;
 
+static ino_t dir_sync_fails;   /* a directory whose fsync fails (EIO); 0: none */
+
 int fsync(int fd) {
     static int (*real_fsync)(int);
     struct stat st;
@@ -3038,7 +3188,12 @@ int fsync(int fd) {
         if (dirs_synced_n < dirs_synced_max) {
             dirs_synced[dirs_synced_n++] = st.st_ino;
         }
+        bool fails = dir_sync_fails != 0 && st.st_ino == dir_sync_fails;
         pthread_mutex_unlock(&dirs_synced_mutex);
+        if (fails) {
+            errno = EIO;
+            return -1;
+        }
     }
     if (real_fsync == NULL) {
         real_fsync = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
@@ -3072,6 +3227,40 @@ START_TEST(hist_dirs_synced) {
     snprintf(path, sizeof(path), "%s/history", dir);
     ck_assert(dir_was_synced(path));
     ck_assert(dir_was_synced(dir));
+    close_rw(j);
+}
+END_TEST
+
+/* Creating the data directory syncs its parent, so the new entry survives
+ * an OS crash (hV3: only history/ and DIR were synced); a failed sync fails
+ * the open, and the next open, finding no data.mdb yet, syncs it again. */
+START_TEST(dir_parent_synced) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    struct stat st;
+    ck_assert_int_eq(stat(temp_root, &st), 0);
+    pthread_mutex_lock(&dirs_synced_mutex);
+    dirs_synced_n = 0;
+    dir_sync_fails = st.st_ino;
+    pthread_mutex_unlock(&dirs_synced_mutex);
+    berth_journal *j = NULL;
+    char err[err_len_max] = "";
+    berth_journal_options o = { 0 };
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err)), BERTH_J_IO);
+    ck_assert_msg(strstr(err, "cannot sync the directory") != NULL && strstr(err, temp_root) != NULL,
+                  "%s", err);
+    pthread_mutex_lock(&dirs_synced_mutex);
+    dirs_synced_n = 0;
+    dir_sync_fails = 0;
+    pthread_mutex_unlock(&dirs_synced_mutex);
+    j = open_rw(dir, 0, 0);
+    ck_assert(dir_was_synced(temp_root));
+    close_rw(j);
+    pthread_mutex_lock(&dirs_synced_mutex);
+    dirs_synced_n = 0;
+    pthread_mutex_unlock(&dirs_synced_mutex);
+    j = open_rw(dir, 0, 0);   /* an existing journal: its parent is left alone */
+    ck_assert(!dir_was_synced(temp_root));
     close_rw(j);
 }
 END_TEST
@@ -3324,6 +3513,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_history_migrate);
     tcase_add_test(store, store_history_env_missing);
     tcase_add_test(store, store_history_env_damaged);
+    tcase_add_test(store, store_meta_damaged);
     tcase_add_test(store, store_size_counts_history);
     tcase_add_test(store, store_deferred_durable_seq);
     tcase_add_test(store, store_deferred_fold_durable);
@@ -3343,6 +3533,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(hist, hist_ro_legacy_then_migrated);
     tcase_add_test(hist, hist_fold_buffers_at_open);
     tcase_add_test(hist, hist_dirs_synced);
+    tcase_add_test(hist, dir_parent_synced);
     tcase_add_test(hist, hist_ro_env_open_fails);
     tcase_add_test(hist, hist_migrate_sync_fails);
     tcase_set_timeout(hist, 240);

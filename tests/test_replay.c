@@ -633,6 +633,113 @@ START_TEST(test_verify_gap_and_truncation) {
 }
 END_TEST
 
+/* A head record that does not decode (cut to half its bytes) is a finding
+ * about one seq, as it is mid-journal: the reader still gives its seq,
+ * verify names it, and the records below it replay (hV3: every read failed
+ * at the head, and verify could not name the seq). */
+START_TEST(test_cut_head_named) {
+    rng_seed(test_seed + 5);
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 0, false);
+    stream st;
+    run_stream(engine, 200, 50, &st);
+    berth_engine_close(engine);
+    berth_journal_close(j);
+
+    lmdb_damage(dir, 200, true);
+    j = journal_open(dir, true, 0);
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    uint64_t head = 0;
+    uint8_t hash[BERTH_HASH_LEN];
+    ck_assert_int_eq(berth_journal_reader_head(r, &head, hash), BERTH_J_CORRUPT);
+    ck_assert_uint_eq(head, 200);
+    berth_state *s = NULL;
+    char err[512] = "";
+    ck_assert_int_eq(berth_replay_to(r, UINT64_MAX, true, &s, NULL, NULL, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, "seq 200: undecodable") != NULL, "err: %s", err);
+    ck_assert_ptr_null(s);
+    ck_assert_int_eq(berth_replay_to(r, 150, false, &s, NULL, NULL, err, sizeof(err)), BERTH_J_OK);
+    ck_assert_int_eq(berth_replay_forward(r, s, 199, NULL, err, sizeof(err)), BERTH_J_OK);
+    char d1[TEST_DIGEST_HEX_LEN], d2[TEST_DIGEST_HEX_LEN];
+    digest_hex(s, d1);
+    direct_digest(&st, 199, d2);
+    ck_assert_str_eq(d1, d2);
+    ck_assert_int_eq(berth_replay_forward(r, s, UINT64_MAX, NULL, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, "seq 200: undecodable") != NULL, "err: %s", err);
+    berth_state_free(s);
+    berth_journal_reader_close(r);
+    berth_jerr e;
+    berth_verify_report rep = verify(j, &e);
+    ck_assert_int_eq(e, BERTH_J_CORRUPT);
+    ck_assert_uint_eq(rep.first_bad_seq, 200);
+    ck_assert_uint_eq(rep.records, 199);
+    ck_assert_msg(strstr(rep.what, "seq 200: undecodable") != NULL, "what: %s", rep.what);
+    berth_journal_close(j);
+    /* A writable open still refuses, naming it (its own head check). */
+    berth_journal_options opt = { 0 };
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &opt, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, "(seq 200) does not decode") != NULL, "err: %s", err);
+    free(st.lines);
+    remove_dir(dir);
+}
+END_TEST
+
+/* With a snapshot at the head, the engine's open replays nothing, and the
+ * record the snapshot ends at is the chain's anchor: its hash is checked
+ * (hV3: a flipped byte there was accepted, and the next write chained
+ * onto the damaged record). */
+START_TEST(test_snapshot_anchor_checked) {
+    rng_seed(test_seed + 6);
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 1, false);   /* a snapshot after every commit */
+    stream st;
+    run_stream(engine, 120, 20, &st);
+    berth_engine_close(engine);
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    uint64_t snap = 0;
+    const void *bytes = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(berth_journal_snapshot_get(r, UINT64_MAX, &snap, &bytes, &len), BERTH_J_OK);
+    ck_assert_uint_eq(snap, 120);
+    berth_record rec;
+    const uint8_t *raw = NULL;
+    size_t raw_len = 0;
+    ck_assert_int_eq(berth_journal_read(r, 120, &rec, &raw, &raw_len), BERTH_J_OK);
+    uint8_t *copy = malloc(raw_len);
+    ck_assert_ptr_nonnull(copy);
+    memcpy(copy, raw, raw_len);
+    size_t offset = (size_t)((const uint8_t *)rec.command.ptr - raw) + 1;   /* still decodes */
+    berth_journal_reader_close(r);
+    berth_journal_close(j);
+    flip_record_byte(dir, copy, raw_len, offset);
+    free(copy);
+
+    j = journal_open(dir, false, 0);
+    berth_engine *broken = NULL;
+    berth_engine_options opt = { .snapshot_every = 1 };
+    char err[512] = "";
+    ck_assert_int_eq(berth_engine_open(&broken, j, &opt, NULL, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_ptr_null(broken);
+    ck_assert_msg(strstr(err, "seq 120: hash mismatch") != NULL && strstr(err, "berth journal verify") != NULL,
+                  "err: %s", err);
+    ck_assert_uint_eq(journal_head(j), 120);   /* nothing chained onto it */
+    /* An unchecked replay (berth replay, status) still starts from the snapshot. */
+    char d1[TEST_DIGEST_HEX_LEN], d2[TEST_DIGEST_HEX_LEN];
+    replay_digest(j, UINT64_MAX, true, d1, NULL, NULL);
+    direct_digest(&st, 120, d2);
+    ck_assert_str_eq(d1, d2);
+    berth_journal_close(j);
+    free(st.lines);
+    remove_dir(dir);
+}
+END_TEST
+
 START_TEST(test_verify_altered_outcome) {
     char dir[64];
     make_dir(dir, sizeof(dir));
@@ -1507,7 +1614,7 @@ END_TEST
 START_TEST(test_history_rebuild_damaged) {
     static const char *const kinds[] = { "cut", "empty", "garbage" };
     static const char *const why[] = { "/history/data.mdb is truncated", "does not fit the journal",
-                                       "File is not an LMDB file" };
+                                       "data.mdb is not an LMDB file" };
     for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
         char a[64];
         make_dir(a, sizeof(a));
@@ -1619,7 +1726,7 @@ START_TEST(test_history_rebuild_crash) {
         ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: child status %d", steps[s], status);
         bool swapped = strcmp(steps[s], "swapped") == 0;
         if (!swapped) {
-            hr_refused(a, strcmp(steps[s], "moved") == 0 ? "/history is missing" : "File is not an LMDB file");
+            hr_refused(a, strcmp(steps[s], "moved") == 0 ? "/history is missing" : "data.mdb is not an LMDB file");
             ck_assert_msg(strcmp(steps[s], "seq") == 0 || hr_exists(a, "history.rebuild"), "%s", steps[s]);
             hr_rebuild_ok(a, entries);
         }
@@ -1739,6 +1846,8 @@ static Suite *replay_suite(void) {
         { "verify_flipped", test_verify_flipped_byte },
         { "verify_outcome", test_verify_altered_outcome },
         { "verify_gap", test_verify_gap_and_truncation },
+        { "cut_head", test_cut_head_named },
+        { "snapshot_anchor", test_snapshot_anchor_checked },
         { "verify_steps", test_verify_steps_match_whole },
         { "replay_parts", test_replay_parts_match_whole },
         { "bad_snapshot", test_bad_snapshot_falls_back },

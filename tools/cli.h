@@ -58,7 +58,8 @@ typedef struct cli_store {
     berth_journal *journal;
     berth_journal_reader *reader;
     uint64_t head_seq;
-    uint8_t head_hash[BERTH_HASH_LEN];
+    uint8_t head_hash[BERTH_HASH_LEN];   /* zeros when head_damaged */
+    bool head_damaged;   /* record head_seq does not decode (reader_head's CORRUPT) */
 } cli_store;
 int cli_store_open(cli_store *store, const char *dir);   /* CLI_EXIT_* */
 /* cli_etcd.c (issue 6): `--journal etcd --etcd-endpoints URLS --cluster NAME`

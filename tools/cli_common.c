@@ -117,6 +117,12 @@ int cli_store_open(cli_store *store, const char *dir) {
         return cli_fail(CLI_EXIT_USAGE, berth_jerr_name(jerr), "cannot read data directory %s", dir);
     }
     jerr = berth_journal_reader_head(store->reader, &store->head_seq, store->head_hash);
+    if (jerr == BERTH_J_CORRUPT && store->head_seq > 0) {
+        /* A head record that does not decode is a finding about one seq:
+         * verify names it, and the records below it stay readable. */
+        store->head_damaged = true;
+        jerr = BERTH_J_OK;
+    }
     if (jerr != BERTH_J_OK) {
         cli_store_close(store);
         return cli_fail(CLI_EXIT_USAGE, berth_jerr_name(jerr), "cannot read the journal head in %s",

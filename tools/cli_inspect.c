@@ -495,11 +495,26 @@ static int journal_dump(int argc, char **argv) {
     return rc;
 }
 
+/* report->what names the seq itself ("seq N: hash mismatch", "seq N missing
+ * (...)") when it is about one; verify's line names it once. */
+static bool what_names_seq(const berth_verify_report *report) {
+    char prefix[32];
+    int n = snprintf(prefix, sizeof prefix, "seq %" PRIu64, report->first_bad_seq);
+    assert(n > 0 && (size_t)n < sizeof prefix);
+    size_t len = (size_t)n;
+    return strncmp(report->what, prefix, len) == 0 &&
+           (report->what[len] == ':' || report->what[len] == ' ');
+}
+
 static int verify_print(const cli_store *store, const berth_verify_report *report, bool json) {
-    char head[CLI_HEX_HASH_LEN];
-    cli_hex_hash(store->head_hash, head);
+    char hex[CLI_HEX_HASH_LEN];
+    cli_hex_hash(store->head_hash, hex);
+    char head[CLI_HEX_HASH_LEN + 2];   /* JSON: the quoted hash, or null when the head
+                                        * record does not decode (it has none to read) */
+    int n = snprintf(head, sizeof head, store->head_damaged ? "null" : "\"%s\"", hex);
+    assert(n > 0 && (size_t)n < sizeof head);
     if (json) {
-        printf("{\"ok\":%s,\"records\":%" PRIu64 ",\"head_seq\":%" PRIu64 ",\"head_hash\":\"%s\","
+        printf("{\"ok\":%s,\"records\":%" PRIu64 ",\"head_seq\":%" PRIu64 ",\"head_hash\":%s,"
                "\"first_bad_seq\":%" PRIu64 ",\"what\":",
                report->ok ? "true" : "false", report->records, store->head_seq, head,
                report->first_bad_seq);
@@ -507,13 +522,17 @@ static int verify_print(const cli_store *store, const berth_verify_report *repor
         fputs("}\n", stdout);
     } else if (report->ok) {
         printf("OK %" PRIu64 " records verified; head seq %" PRIu64 " hash %s\n", report->records,
-               store->head_seq, head);
+               store->head_seq, hex);
     }
     if (!report->ok) {
         /* The finding goes to stderr too, so a script that only checks the
          * exit status still leaves a reason in its log. */
-        fprintf(stderr, "CORRUPT seq %" PRIu64 ": %.*s\n", report->first_bad_seq,
-                (int)sizeof report->what, report->what);
+        if (what_names_seq(report)) {
+            fprintf(stderr, "CORRUPT %.*s\n", (int)sizeof report->what, report->what);
+        } else {
+            fprintf(stderr, "CORRUPT seq %" PRIu64 ": %.*s\n", report->first_bad_seq,
+                    (int)sizeof report->what, report->what);
+        }
         return CLI_EXIT_FINDING;
     }
     return CLI_EXIT_OK;
