@@ -131,7 +131,10 @@ static int berthd_open(server *s) {
 }
 
 static int berthd_init(server *s) {
-    s->loop = ev_default_loop(EVFLAG_AUTO);
+    /* Not libev's default loop: that one reaps every child at SIGCHLD
+     * (waitpid(-1)), and the job thread must reap its own to learn how
+     * each died (jobs.c, guard.c). berthd watches no child of its own. */
+    s->loop = ev_loop_new(EVFLAG_AUTO);
     if (s->loop == NULL) {
         fprintf(stderr, "berthd: ERR cannot initialise libev\n");
         return -1;
