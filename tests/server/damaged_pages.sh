@@ -40,9 +40,10 @@ while read -r off first last; do
     [ "$last" -lt $((RECORDS - 100)) ] || continue
     [ $((first / SNAPSHOT_EVERY)) -eq $((last / SNAPSHOT_EVERY)) ] || continue
     rm -rf "$probe"; cp -r "$DATA" "$probe"; flip "$probe" "$off"
-    BERTH_UNGUARDED=1 "$BERTH" journal verify --data "$probe" >/dev/null 2>&1
+    # (braces: the shell's own "Segmentation fault" note goes to /dev/null too)
+    { BERTH_UNGUARDED=1 "$BERTH" journal verify --data "$probe" >/dev/null; } 2>/dev/null
     [ $? -gt 128 ] || continue
-    BERTH_UNGUARDED=1 "$BERTH" replay --data "$probe" --at "$last" >/dev/null 2>&1
+    { BERTH_UNGUARDED=1 "$BERTH" replay --data "$probe" --at "$last" >/dev/null; } 2>/dev/null
     [ $? -gt 128 ] || continue
     BERTH_UNGUARDED=1 "$BERTH" status --data "$probe" >/dev/null 2>&1 || continue
     chosen=$off; at_seq=$last
