@@ -142,8 +142,10 @@ static int guarded_child(void *arg, int fd) {
     const guarded_call *call = arg;
     cli_guard_fd = fd;
     int rc = run_subcommand(call->sub, call->argc, call->argv);
-    (void)fflush(stderr);
-    return rc;
+    /* exit, not guard_run's _exit: this child was forked before any thread,
+     * so it may end like the whole tool did (atexit handlers: a sanitizer
+     * build's leak check runs here). */
+    exit(rc);
 }
 
 /* The child died of damaged pages (most likely): a CORRUPT finding like a

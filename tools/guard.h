@@ -35,7 +35,8 @@ typedef struct guard_result {
     size_t len;
 } guard_result;
 
-/* Runs in the child with the write end of the pipe; returns its exit code. */
+/* Runs in the child with the write end of the pipe; returns its exit code
+ * (or calls exit itself, where the parent had no threads at the fork). */
 typedef int (*guard_fn)(void *arg, int fd);
 
 /* Fork; the child sets SIGSEGV, SIGBUS, SIGABRT, SIGFPE and SIGILL back to

@@ -178,6 +178,12 @@ flip_byte() {
 # its child reported checked; unguarded, berth's last words name the
 # directory and the command to run.
 case_verify_pages() {
+    # A sanitizer build: berth's own handlers must get the signals (last
+    # words; the guarded child's default action), as in a release build,
+    # not ASan's SEGV report and exit 1. That is ASan's default; said here
+    # so a caller's ASAN_OPTIONS cannot turn it off.
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}allow_user_segv_handler=1"
+    export ASAN_OPTIONS
     make_gen_journal 256 20000
     [ "$HEAD_SEQ" -gt 17000 ] || fail "journal too short for a second verify step: $HEAD_SEQ"
     expect_exit 0 "$BERTH" journal verify --data data

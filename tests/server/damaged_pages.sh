@@ -16,6 +16,11 @@ BERTH=${BERTH:?BERTH must name the berth binary}
 NODE_PTRS="$(dirname "$0")/../damage/node_ptrs.py"
 RECORDS=3000                        # a snapshot lands on the head
 SNAPSHOT_EVERY=1000
+# A sanitizer build: berth's and berthd's own handlers must get SIGSEGV and
+# SIGBUS (last words; a job's child dying of the default action), not
+# ASan's report and exit 1. ASan's default; said so that a caller's
+# ASAN_OPTIONS cannot turn it off.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}allow_user_segv_handler=1"
 
 start_berthd --snapshot-every "$SNAPSHOT_EVERY"
 {
