@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GUARD_RESULT_BYTES_MAX (64u << 20)   /* a reply larger than this is refused */
+#define GUARD_RESULT_BYTES_MAX (1ull << 32)  /* a result larger than this is refused */
 
 typedef struct guard_result {
     bool died;                  /* killed by a signal (then signal says which) */

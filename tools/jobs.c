@@ -284,7 +284,7 @@ static void job_child_died(job *j, const guard_result *res) {
 static void job_run_guarded(job *j) {
     guard_result res;
     if (guard_run(job_child, j, &res) != 0) {
-        reply_error(&j->out, "ERR", "%s could not start its process (%s); retry shortly",
+        reply_error(&j->out, "ERR", "%s could not run in a process of its own (%s); retry shortly",
                     job_name(j), strerror(errno));
         return;
     }
