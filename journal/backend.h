@@ -39,6 +39,8 @@ struct berth_journal_ops {
     berth_jerr (*sync)(berth_journal *journal);
     berth_jerr (*maintain)(berth_journal *journal);   /* NULL: nothing deferred */
     bool (*readers_wanted)(berth_journal *journal);   /* NULL: no reader ever holds anything up */
+    /* NULL: no reader slots that a dead process could leave taken. */
+    berth_jerr (*readers_clear_dead)(berth_journal *journal, uint32_t *cleared);
     berth_jerr (*size)(berth_journal *journal, berth_journal_sizes *out);
     /* NULL in a backend with no HISTORY index of its own (etcd): journal.c
      * answers INVALID. */

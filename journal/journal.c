@@ -74,6 +74,15 @@ berth_jerr berth_journal_maintain(berth_journal *journal) {
     return journal->ops->maintain == NULL ? BERTH_J_OK : journal->ops->maintain(journal);
 }
 
+berth_jerr berth_journal_readers_clear_dead(berth_journal *journal, uint32_t *cleared) {
+    assert(journal != NULL && cleared != NULL);
+    *cleared = 0;
+    if (journal->ops->readers_clear_dead == NULL) {
+        return BERTH_J_OK;
+    }
+    return journal->ops->readers_clear_dead(journal, cleared);
+}
+
 bool berth_journal_readers_wanted(berth_journal *journal) {
     return journal->ops->readers_wanted != NULL && journal->ops->readers_wanted(journal);
 }

@@ -182,6 +182,15 @@ berth_jerr berth_journal_maintain(berth_journal *journal);
  * write that needed the room gets AGAIN. Cheap: one atomic load. Always
  * false on etcd. */
 bool berth_journal_readers_wanted(berth_journal *journal);
+/* Free the reader slots that processes which died mid-read left taken
+ * (LMDB's mdb_reader_check, on the journal's and the history index's
+ * environments): such a slot pins the pages its snapshot saw, so the map
+ * grows rather than reuse them. Whoever saw a reader process die (berthd,
+ * after a job's child was killed by damaged pages) calls it. Any process
+ * may, writable or read-only; live readers are untouched. *cleared gets
+ * how many were freed. OK and 0 on a backend with no reader slots (etcd).
+ * Errors: IO (the lock file's reader table could not be checked). */
+berth_jerr berth_journal_readers_clear_dead(berth_journal *journal, uint32_t *cleared);
 
 /* Store a snapshot of the state after seq (bytes opaque to the journal).
  * Only the newest BERTH_SNAPSHOTS_KEPT_MAX are kept; older ones are deleted

@@ -3374,6 +3374,29 @@ static bool lmdb_readers_wanted(berth_journal *base) {
     return atomic_load(&journal_of(base)->gate.wanted);
 }
 
+/* Reader slots of processes that died inside a read transaction (a child
+ * that berthd forked for a job and damaged pages killed) stay taken in the
+ * lock file and pin the pages their snapshot saw, so the map grows instead
+ * of reusing them, until someone clears them. */
+static berth_jerr lmdb_readers_clear_dead(berth_journal *base, uint32_t *cleared) {
+    lmdb_journal *j = journal_of(base);
+    int dead = 0;
+    int rc = mdb_reader_check(j->env, &dead);
+    if (rc != MDB_SUCCESS) {
+        return BERTH_J_IO;
+    }
+    *cleared = (uint32_t)dead;
+    if (j->henv != NULL) {
+        dead = 0;
+        rc = mdb_reader_check(j->henv, &dead);
+        if (rc != MDB_SUCCESS) {
+            return BERTH_J_IO;
+        }
+        *cleared += (uint32_t)dead;
+    }
+    return BERTH_J_OK;
+}
+
 static const berth_journal_ops lmdb_ops = {
     .name = "lmdb",
     .close = lmdb_close,
@@ -3383,6 +3406,7 @@ static const berth_journal_ops lmdb_ops = {
     .durable = lmdb_durable,
     .sync = lmdb_sync,
     .readers_wanted = lmdb_readers_wanted,
+    .readers_clear_dead = lmdb_readers_clear_dead,
     .maintain = NULL,   /* the folder thread folds: nothing is left to the caller */
     .size = lmdb_size,
     .fold_stats = lmdb_fold_stats,

@@ -44,6 +44,14 @@ if(TARGET berthd)
   set_tests_properties(server_order PROPERTIES TIMEOUT 120 LABELS server)
   # park.sh: parked clients are answered at SIGTERM and after a failed
   # sync, and a parked read is not starved by a writer's pipeline.
+  # damaged_pages.sh: a flipped node pointer in a journal leaf page kills
+  # the job's child, not berthd (berth finds the byte: it needs both).
+  if(TARGET berth)
+    add_test(NAME server_damaged_pages
+             COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> BERTH=$<TARGET_FILE:berth>
+                     bash ${CMAKE_CURRENT_SOURCE_DIR}/server/damaged_pages.sh)
+    set_tests_properties(server_damaged_pages PROPERTIES TIMEOUT 120 LABELS server)
+  endif()
   add_test(NAME server_park
            COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
                    BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>

@@ -824,6 +824,49 @@ START_TEST(store_append_read_reopen) {
 }
 END_TEST
 
+/* A read-only open in a process that dies mid-read (SIGKILL: no close)
+ * leaves its reader slot taken; berth_journal_readers_clear_dead frees it
+ * and counts it, and leaves a live reader's slot alone. */
+START_TEST(store_readers_clear_dead) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 0, 0);
+    ck_assert_int_eq(append_n(j, 1, 10), BERTH_J_OK);
+    uint32_t cleared = 99;
+    ck_assert_int_eq(berth_journal_readers_clear_dead(j, &cleared), BERTH_J_OK);
+    ck_assert_uint_eq(cleared, 0);
+    berth_journal_reader *live;
+    ck_assert_int_eq(berth_journal_reader_open(j, &live), BERTH_J_OK);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        berth_journal_options o = { .read_only = true, .no_lock = true };
+        berth_journal *ro = NULL;
+        berth_journal_reader *r = NULL;
+        char err[err_len_max];
+        if (berth_journal_open_lmdb(&ro, dir, &o, err, sizeof(err)) != BERTH_J_OK ||
+            berth_journal_reader_open(ro, &r) != BERTH_J_OK) {
+            _exit(1);
+        }
+        (void)kill(getpid(), SIGKILL);
+        _exit(2);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    ck_assert_int_eq(berth_journal_readers_clear_dead(j, &cleared), BERTH_J_OK);
+    ck_assert_uint_ge(cleared, 1);
+    ck_assert_int_eq(berth_journal_readers_clear_dead(j, &cleared), BERTH_J_OK);
+    ck_assert_uint_eq(cleared, 0);
+    uint64_t head = 0;
+    uint8_t hash[BERTH_HASH_LEN];
+    ck_assert_int_eq(berth_journal_reader_head(live, &head, hash), BERTH_J_OK);
+    ck_assert_uint_eq(head, 10);
+    berth_journal_reader_close(live);
+    close_rw(j);
+}
+END_TEST
+
 /* Records at every field's limit are written through the batch's cursor onto
  * overflow pages, small ones between them on leaf pages: each stored record
  * is byte for byte what berth_record_encode makes of it, chained. */
@@ -3489,6 +3532,7 @@ static Suite *journal_suite(void) {
     TCase *store = tcase_create("store");
     tcase_add_unchecked_fixture(store, root_make, root_remove);
     tcase_add_test(store, store_append_read_reopen);
+    tcase_add_test(store, store_readers_clear_dead);
     tcase_add_test(store, store_big_records);
     tcase_add_test(store, store_invalid_batches);
     tcase_add_test(store, store_map_full);

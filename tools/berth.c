@@ -5,13 +5,24 @@
  * data directory read-only (see cli_common.c), so the tool never writes to a
  * journal and is safe beside a running berthd; the one exception is
  * `berth history rebuild` (cli_rebuild.c), which rewrites the HISTORY index
- * under berthd's directory lock and so refuses while a berthd runs. */
+ * under berthd's directory lock and so refuses while a berthd runs.
+ *
+ * Also owns the guard around the subcommands that read a data directory:
+ * each runs in a forked child (guard.h), forked here before any thread or
+ * journal exists, so a page damaged badly enough to crash LMDB ends in a
+ * CORRUPT finding (exit 1) instead of a dead berth. BERTH_UNGUARDED=1 runs
+ * them in-process (for tests that show a walk does die unguarded). */
 #include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "guard.h"
 
 #define BERTH_TOOL_VERSION "0.1.0"
 #define BERTH_OUT_BUFFER_BYTES (1u << 20)   /* stdout block when it is not a terminal */
@@ -20,16 +31,22 @@ typedef struct subcommand {
     const char *name;
     int (*main)(int argc, char **argv);
     const char *summary;
+    bool guarded;       /* reads a data directory's pages: run in a child */
 } subcommand;
 
 static const subcommand subcommands[] = {
-    { "status", cli_status_main, "records, chain head, workers, instances, policy, snapshots, size" },
-    { "journal", cli_journal_main, "journal dump [--from S] [--to S] | journal verify" },
-    { "replay", cli_replay_main, "the state at a seq or a time (--at SEQ | --at-time RFC3339)" },
-    { "history", cli_history_main, "every record that touched a worker or an instance; rebuild" },
-    { "whatif", cli_whatif_main, "apply a scenario to a copy of the state, or --rejudge a policy" },
-    { "gen", cli_gen_main, "a deterministic synthetic scenario (for simulation and benchmarks)" },
-    { "timeline", cli_timeline_main, "an SVG picture: a row per worker, a bar per instance" },
+    { "status", cli_status_main, "records, chain head, workers, instances, policy, snapshots, size",
+      true },
+    { "journal", cli_journal_main, "journal dump [--from S] [--to S] | journal verify", true },
+    { "replay", cli_replay_main, "the state at a seq or a time (--at SEQ | --at-time RFC3339)",
+      true },
+    { "history", cli_history_main, "every record that touched a worker or an instance; rebuild",
+      true },
+    { "whatif", cli_whatif_main, "apply a scenario to a copy of the state, or --rejudge a policy",
+      true },
+    { "gen", cli_gen_main, "a deterministic synthetic scenario (for simulation and benchmarks)",
+      false },
+    { "timeline", cli_timeline_main, "an SVG picture: a row per worker, a bar per instance", true },
 };
 #define SUBCOMMAND_COUNT (sizeof subcommands / sizeof subcommands[0])
 
@@ -84,6 +101,140 @@ static int help_main(int argc, char **argv) {
     return sub->main(2, sub_argv);
 }
 
+/* The data directory named by --data DIR or --data=DIR, or NULL. */
+static const char *data_arg(int argc, char **argv) {
+    const char *dir = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) {
+            dir = argv[i + 1];
+        } else if (strncmp(argv[i], "--data=", 7) == 0) {
+            dir = argv[i] + 7;
+        }
+    }
+    return dir;
+}
+
+static bool has_arg(int argc, char **argv, const char *word) {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], word) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int run_subcommand(const subcommand *sub, int argc, char **argv) {
+    int rc = sub->main(argc, argv);
+    assert(rc == CLI_EXIT_OK || rc == CLI_EXIT_FINDING || rc == CLI_EXIT_USAGE);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        return cli_fail(CLI_EXIT_USAGE, "IO", "could not write the output");
+    }
+    return rc;
+}
+
+typedef struct guarded_call {
+    const subcommand *sub;
+    int argc;
+    char **argv;
+} guarded_call;
+
+static int guarded_child(void *arg, int fd) {
+    const guarded_call *call = arg;
+    cli_guard_fd = fd;
+    int rc = run_subcommand(call->sub, call->argc, call->argv);
+    /* exit, not guard_run's _exit: this child was forked before any thread,
+     * so it may end like the whole tool did (atexit handlers: a sanitizer
+     * build's leak check runs here). */
+    exit(rc);
+}
+
+/* The child died of damaged pages (most likely): a CORRUPT finding like a
+ * bad record's. For verify it names the first seq not shown sound. */
+static int report_death(const subcommand *sub, int argc, char **argv, const guard_result *res) {
+    char buf[32];
+    const char *sig = guard_signal_name(res->signal, buf, sizeof buf);
+    const char *dir = data_arg(argc, argv);
+    if (dir == NULL) {
+        dir = "DIR";
+    }
+    bool verify = strcmp(sub->name, "journal") == 0 && argc > 1 && strcmp(argv[1], "verify") == 0;
+    char what[CLI_ERR_LEN_MAX];
+    uint64_t bad = 0;
+    if (!res->opened) {
+        snprintf(what, sizeof what,
+                 "%s/data.mdb is damaged: opening it killed `berth %s` (%s) before any record "
+                 "was read; LMDB does not checksum its pages (a meta page is the likely place); "
+                 "restore %s from a copy",
+                 dir, sub->name, sig, dir);
+    } else if (verify) {
+        uint64_t checked = res->progressed ? res->checked_seq : 0;
+        uint64_t died_by = checked + CLI_VERIFY_STEP_RECORDS < res->head_seq
+                               ? checked + CLI_VERIFY_STEP_RECORDS
+                               : res->head_seq;
+        bad = checked + 1;
+        char sound[96] = "before any record checked out";
+        if (checked > 0) {
+            snprintf(sound, sizeof sound, "after records 1..%" PRIu64 " checked out", checked);
+        }
+        snprintf(what, sizeof what,
+                 "%s/data.mdb's pages are damaged past seq %" PRIu64 ": reading them killed the "
+                 "walk (%s) at or before seq %" PRIu64 " (head %" PRIu64 "), %s; LMDB does not "
+                 "checksum its pages, so the damaged byte cannot be named; restore %s from a copy",
+                 dir, checked, sig, died_by, res->head_seq, sound, dir);
+    } else {
+        snprintf(what, sizeof what,
+                 "%s/data.mdb's pages are damaged: reading them killed `berth %s` (%s); LMDB "
+                 "does not checksum its pages; `berth journal verify --data %s` names the last "
+                 "seq before the damage; restore %s from a copy",
+                 dir, sub->name, sig, dir, dir);
+    }
+    if (verify && has_arg(argc, argv, "--json")) {
+        printf("{\"ok\":false,\"records\":%" PRIu64 ",\"head_seq\":%" PRIu64
+               ",\"head_hash\":\"\",\"first_bad_seq\":%" PRIu64 ",\"what\":",
+               bad > 0 ? bad - 1 : 0, res->head_seq, bad);
+        cli_json_str(stdout, what, strlen(what));
+        fputs("}\n", stdout);
+        (void)fflush(stdout);
+    }
+    if (bad > 0) {
+        fprintf(stderr, "CORRUPT seq %" PRIu64 ": %s\n", bad, what);
+    } else {
+        fprintf(stderr, "CORRUPT %s\n", what);
+    }
+    return CLI_EXIT_FINDING;
+}
+
+static int run_guarded(const subcommand *sub, int argc, char **argv) {
+    const char *unguarded = getenv("BERTH_UNGUARDED");
+    if (unguarded != NULL && strcmp(unguarded, "1") == 0) {
+        return run_subcommand(sub, argc, argv);
+    }
+    /* Nothing may sit in stdout's buffer: the child would print it too. */
+    if (fflush(stdout) != 0) {
+        return cli_fail(CLI_EXIT_USAGE, "IO", "could not write the output");
+    }
+    guarded_call call = { sub, argc, argv };
+    guard_result res;
+    if (guard_run(guarded_child, &call, &res) != 0) {
+        return cli_fail(CLI_EXIT_USAGE, "ERR", "cannot start the walk in a child process: %s",
+                        strerror(errno));
+    }
+    free(res.bytes);
+    if (!res.died) {
+        return res.exit_code == CLI_EXIT_OK || res.exit_code == CLI_EXIT_FINDING
+                   ? res.exit_code
+                   : CLI_EXIT_USAGE;
+    }
+    if (!guard_signal_is_fault(res.signal)) {
+        /* Sent from outside (SIGPIPE from `| head`, SIGTERM, SIGKILL): end
+         * the same way, as the unguarded tool did. */
+        (void)signal(res.signal, SIG_DFL);
+        (void)raise(res.signal);
+        return CLI_EXIT_USAGE;
+    }
+    return report_death(sub, argc, argv, &res);
+}
+
 int main(int argc, char **argv) {
     assert(argc >= 1);
     int taken = cli_etcd_take_flags(&argc, argv);
@@ -112,10 +263,11 @@ int main(int argc, char **argv) {
     if (isatty(STDOUT_FILENO) != 1 && setvbuf(stdout, out_buffer, _IOFBF, sizeof out_buffer) != 0) {
         return cli_fail(CLI_EXIT_USAGE, "ERR", "cannot set up the output buffer");
     }
-    int rc = sub->main(argc - 1, argv + 1);
-    assert(rc == CLI_EXIT_OK || rc == CLI_EXIT_FINDING || rc == CLI_EXIT_USAGE);
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        return cli_fail(CLI_EXIT_USAGE, "IO", "could not write the output");
+    if (guard_last_words_install("berth", data_arg(argc, argv)) != 0) {
+        return cli_fail(CLI_EXIT_USAGE, "ERR", "cannot install the signal handlers");
     }
-    return rc;
+    if (sub->guarded && !cli_wants_help(argc - 1, argv + 1)) {
+        return run_guarded(sub, argc - 1, argv + 1);
+    }
+    return run_subcommand(sub, argc - 1, argv + 1);
 }

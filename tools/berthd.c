@@ -6,8 +6,11 @@
  * opens the engine (newest good snapshot, tail replayed, tail chain checked),
  * logs one start-up line, and runs the loop. SIGTERM and SIGINT stop
  * accepting, commit the batch in flight, send the held replies, refuse each
- * parked command (never a bare close), and close. */
+ * parked command (never a bare close), and close. SIGSEGV, SIGBUS and
+ * SIGABRT leave one last line naming the data directory and the check to
+ * run (guard.h) before they end the process as before. */
 #include "server.h"
+#include "guard.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -128,7 +131,10 @@ static int berthd_open(server *s) {
 }
 
 static int berthd_init(server *s) {
-    s->loop = ev_default_loop(EVFLAG_AUTO);
+    /* Not libev's default loop: that one reaps every child at SIGCHLD
+     * (waitpid(-1)), and the job thread must reap its own to learn how
+     * each died (jobs.c, guard.c). berthd watches no child of its own. */
+    s->loop = ev_loop_new(EVFLAG_AUTO);
     if (s->loop == NULL) {
         fprintf(stderr, "berthd: ERR cannot initialise libev\n");
         return -1;
@@ -212,6 +218,12 @@ int main(int argc, char **argv) {
     if (config_check(&s.config, err, sizeof err) != 0) {
         fprintf(stderr, "berthd: %s\n", err);
         return BERTHD_EXIT_USAGE;
+    }
+    /* A start-up replay (or any read) that damaged LMDB pages crash says
+     * so before the process dies; jobs read in children (jobs.c). */
+    if (guard_last_words_install("berthd", s.config.data_dir) != 0) {
+        fprintf(stderr, "berthd: ERR cannot install the signal handlers\n");
+        return 1;
     }
     if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
         fprintf(stderr, "berthd: ERR cannot ignore SIGPIPE\n");

@@ -7,6 +7,7 @@ target_link_libraries(berth_cli_scenario PUBLIC berth_core)
 
 add_executable(berth
   ${CMAKE_CURRENT_LIST_DIR}/berth.c
+  ${CMAKE_CURRENT_LIST_DIR}/guard.c
   ${CMAKE_CURRENT_LIST_DIR}/cli_common.c
   ${CMAKE_CURRENT_LIST_DIR}/cli_feed.c
   ${CMAKE_CURRENT_LIST_DIR}/cli_inspect.c

@@ -78,6 +78,17 @@ typedef int (*cli_run_fn)(const void *opts, cli_store *store);
 int cli_store_main(int argc, char **argv, const char *usage, void *opts, cli_parse_fn parse,
                    cli_run_fn run);                     /* CLI_EXIT_* */
 
+/* berth.c runs a subcommand that reads a data directory in a forked child
+ * (guard.h), so damaged LMDB pages kill the child and the parent reports
+ * them as a finding. In that child cli_guard_fd is the pipe to the parent
+ * (-1 otherwise, and then these do nothing): cli_store_open reports the
+ * open and its head, a walk the last seq it checked. A failed write only
+ * costs the parent its detail. */
+#define CLI_VERIFY_STEP_RECORDS 16384u   /* verify's records between progress reports */
+extern int cli_guard_fd;
+void cli_guard_opened(uint64_t head_seq);
+void cli_guard_checked(uint64_t seq);
+
 /* Replay into a new state as of target (UINT64_MAX: head); owner frees. */
 int cli_state_at(cli_store *store, uint64_t target, bool use_snapshots, berth_state **out,
                  berth_replay_stats *stats);          /* CLI_EXIT_* */

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "guard.h"
 
 #define CLI_PROGRESS_WIDTH 30             /* characters in the bar */
 #define CLI_PROGRESS_DELAY_NS 1000000000ull /* draw only once work exceeds a second */
@@ -87,6 +88,20 @@ bool cli_parse_seq_flag(const char *flag, const char *text, uint64_t *out) {
     return true;
 }
 
+int cli_guard_fd = -1;
+
+void cli_guard_opened(uint64_t head_seq) {
+    if (cli_guard_fd >= 0) {
+        (void)guard_send_opened(cli_guard_fd, head_seq);
+    }
+}
+
+void cli_guard_checked(uint64_t seq) {
+    if (cli_guard_fd >= 0) {
+        (void)guard_send_checked(cli_guard_fd, seq);
+    }
+}
+
 int cli_store_open(cli_store *store, const char *dir) {
     assert(store != NULL);
     memset(store, 0, sizeof *store);
@@ -129,6 +144,7 @@ int cli_store_open(cli_store *store, const char *dir) {
                         dir);
     }
     assert(store->journal != NULL && store->reader != NULL);
+    cli_guard_opened(store->head_seq);
     return CLI_EXIT_OK;
 }
 

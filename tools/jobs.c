@@ -21,13 +21,27 @@
  * JOURNAL.VERIFY checks up to the durable head then (right after the
  * command's drain, so every record it counts is durable, though a later
  * reader sees commits that are not yet), AT replays up to its seq, which
- * the loop checked against the durable head. */
+ * the loop checked against the durable head.
+ *
+ * On LMDB each job runs in a child the job thread forks (guard.h): LMDB
+ * trusts its pages, so a damaged one can kill whoever reads it, and a
+ * JOURNAL.VERIFY (allowed for the read-only login) must not kill berthd.
+ * The child opens the journal itself, read-only (the parent's environment
+ * is not to be used across fork), runs the job on the range fixed on the
+ * loop and hands the reply's bytes back over a pipe; the job thread waits
+ * for them as it waited for the job. A child killed by a signal becomes a
+ * -CORRUPT reply naming how far a verify got, a log line, and a sweep of
+ * the reader slot it left. Healthy replies are byte for byte the same.
+ * The fork and the open cost a few ms a job (docs/reliability.md). */
 #include "server.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "guard.h"
 
 #define JOB_ARGS_MAX 32             /* words of an AT query */
 #define JOB_ARG_BYTES_MAX 4096      /* their bytes */
@@ -36,7 +50,12 @@
 enum {
     /* records one reader is held for at most (~0.5 s of verify): also
      * bounds the old pages a step pins while no resize asks it to go */
-    job_step_records_max = 1 << 20
+    job_step_records_max = 1 << 20,
+    /* a job's child: records between progress reports to berthd */
+    job_guard_step_records = 16384,
+    /* a job's child's exit codes other than 0 */
+    job_child_exit_nomem = 3,
+    job_child_exit_pipe = 4
 };
 
 typedef enum job_kind { JOB_VERIFY, JOB_AT } job_kind;
@@ -58,16 +77,18 @@ typedef struct job {
 
 /* Long readers leave when a resize of the journal's map waits for them. */
 static bool job_yield(void *arg) {
-    server *s = arg;
-    return berth_journal_readers_wanted(s->journal);
+    berth_journal *journal = arg;
+    return berth_journal_readers_wanted(journal);
 }
 
 static void reply_reader_failed(job *j, berth_jerr err) {
     reply_error(&j->out, "IOERR", "cannot open a journal reader: %s", berth_jerr_name(err));
 }
 
-static void job_verify(job *j) {
-    berth_journal *journal = j->server->journal;
+/* progress_fd >= 0 (in a job's child): steps of job_guard_step_records,
+ * each reported to the parent once checked, so a death names where. */
+static void job_verify(job *j, berth_journal *journal, int progress_fd) {
+    uint64_t step_records = progress_fd >= 0 ? job_guard_step_records : job_step_records_max;
     berth_journal_reader *reader = NULL;
     berth_jerr err = berth_journal_reader_open(journal, &reader);
     if (err != BERTH_J_OK) {
@@ -76,10 +97,17 @@ static void job_verify(job *j) {
     }
     berth_verify_run *run = berth_verify_begin(reader, j->seq);
     bool over = run == NULL;
+    uint64_t checked = 0;
     while (!over) {
-        over = berth_verify_step(run, reader, job_step_records_max, job_yield, j->server);
+        over = berth_verify_step(run, reader, step_records, progress_fd >= 0 ? NULL : job_yield,
+                                 journal);
         if (over) {
             break;
+        }
+        if (progress_fd >= 0) {
+            /* no yield: each step checked exactly step_records more */
+            checked += step_records;
+            (void)guard_send_checked(progress_fd, checked);
         }
         berth_journal_reader_close(reader);
         reader = NULL;
@@ -113,8 +141,7 @@ static void job_verify(job *j) {
 
 /* AT's state, replayed in steps; *reader is left open (the query reads
  * through it) unless the replay failed, in which case the reply says why. */
-static berth_state *job_at_state(job *j, berth_journal_reader **reader) {
-    berth_journal *journal = j->server->journal;
+static berth_state *job_at_state(job *j, berth_journal *journal, berth_journal_reader **reader) {
     berth_state *state = NULL;
     berth_replay_stats stats;
     memset(&stats, 0, sizeof stats);
@@ -125,7 +152,7 @@ static berth_state *job_at_state(job *j, berth_journal_reader **reader) {
         reply_reader_failed(j, rc);
         return NULL;
     }
-    rc = berth_replay_to_part(*reader, j->seq, true, job_step_records_max, job_yield, j->server,
+    rc = berth_replay_to_part(*reader, j->seq, true, job_step_records_max, job_yield, journal,
                               &state, &stats, NULL, err, sizeof err);
     while (rc == BERTH_J_OK && stats.last_seq < j->seq) {
         berth_journal_reader_close(*reader);
@@ -137,7 +164,7 @@ static berth_state *job_at_state(job *j, berth_journal_reader **reader) {
             return NULL;
         }
         rc = berth_replay_forward_part(*reader, state, j->seq, job_step_records_max, job_yield,
-                                       j->server, &stats, err, sizeof err);
+                                       journal, &stats, err, sizeof err);
     }
     if (rc == BERTH_J_OK) {
         return state;
@@ -157,9 +184,9 @@ static berth_state *job_at_state(job *j, berth_journal_reader **reader) {
     return NULL;
 }
 
-static void job_at(job *j) {
+static void job_at(job *j, berth_journal *journal) {
     berth_journal_reader *reader = NULL;
-    berth_state *state = job_at_state(j, &reader);
+    berth_state *state = job_at_state(j, journal, &reader);
     if (state == NULL) {
         return;
     }
@@ -172,11 +199,116 @@ static void job_at(job *j) {
     berth_journal_reader_close(reader);
 }
 
-static void job_run(job *j) {
+static void job_work(job *j, berth_journal *journal, int progress_fd) {
     if (j->kind == JOB_VERIFY) {
-        job_verify(j);
+        job_verify(j, journal, progress_fd);
     } else {
-        job_at(j);
+        job_at(j, journal);
+    }
+}
+
+static const char *job_name(const job *j) {
+    return j->kind == JOB_VERIFY ? "JOURNAL.VERIFY" : "AT";
+}
+
+/* The job's child: the parent's LMDB environment must not be used across
+ * fork, so it opens the journal itself, read-only and lock-free the way
+ * `berth` does beside a running berthd, and runs the job on the range the
+ * loop fixed; the reply's bytes go back whole in one result frame. It
+ * touches nothing else of the parent's (no loop, no log, no stdio). */
+static int job_child(void *arg, int fd) {
+    job *j = arg;
+    berth_journal_options options;
+    memset(&options, 0, sizeof options);
+    options.read_only = true;
+    options.no_lock = true;
+    char err[JOB_ERR_LEN_MAX] = "";
+    berth_journal *journal = NULL;
+    berth_jerr rc = berth_journal_open_lmdb(&journal, j->server->config.data_dir, &options, err,
+                                            sizeof err);
+    if (rc != BERTH_J_OK) {
+        reply_error(&j->out, "IOERR", "%s cannot open the journal (%s): %s", job_name(j),
+                    berth_jerr_name(rc), err);
+    } else {
+        (void)guard_send_opened(fd, j->seq);
+        job_work(j, journal, fd);
+        berth_journal_close(journal);   /* frees its reader slot: nothing pinned */
+    }
+    if (j->out.failed) {
+        return job_child_exit_nomem;
+    }
+    if (guard_send_result(fd, j->out.data + j->out.start, reply_pending(&j->out)) != 0) {
+        return job_child_exit_pipe;
+    }
+    return 0;
+}
+
+/* A job's child died of a signal: damaged pages, most likely. The client
+ * hears CORRUPT; berthd serves on from memory, and frees the reader slot
+ * the child held. */
+static void job_child_died(job *j, const guard_result *res) {
+    server *s = j->server;
+    char buf[32];
+    const char *sig = guard_signal_name(res->signal, buf, sizeof buf);
+    char where[160] = "";
+    if (j->kind == JOB_VERIFY && res->opened) {
+        uint64_t checked = res->progressed ? res->checked_seq : 0;
+        uint64_t died_by = checked + job_guard_step_records < j->seq
+                               ? checked + job_guard_step_records
+                               : j->seq;
+        snprintf(where, sizeof where,
+                 " past seq %llu (the walk died at or before seq %llu of the %llu to check)",
+                 (unsigned long long)checked, (unsigned long long)died_by,
+                 (unsigned long long)j->seq);
+    } else if (j->kind == JOB_AT) {
+        snprintf(where, sizeof where, " at or before seq %llu", (unsigned long long)j->seq);
+    }
+    reply_free(&j->out);
+    reply_init(&j->out, j->client->out.proto);
+    reply_error(&j->out, "CORRUPT",
+                "%s: the journal's pages in %s/data.mdb are damaged%s: reading them killed the "
+                "job's process (%s); LMDB does not checksum its pages. berthd stays up and "
+                "serves from memory, but its next start may read the same pages: stop it, run "
+                "`berth journal verify --data %s` and restore the directory from a copy",
+                job_name(j), s->config.data_dir, where, sig, s->config.data_dir);
+    uint32_t cleared = 0;
+    berth_jerr rc = berth_journal_readers_clear_dead(s->journal, &cleared);
+    server_log("%s's process died of %s reading %s/data.mdb%s: its pages are damaged; the "
+               "client got CORRUPT; %s",
+               job_name(j), sig, s->config.data_dir, where,
+               rc == BERTH_J_OK ? (cleared > 0 ? "its reader slot was freed"
+                                               : "it left no reader slot taken")
+                                : "its reader slot could not be checked (IO)");
+}
+
+static void job_run_guarded(job *j) {
+    guard_result res;
+    if (guard_run(job_child, j, &res) != 0) {
+        reply_error(&j->out, "ERR", "%s could not run in a process of its own (%s); retry shortly",
+                    job_name(j), strerror(errno));
+        return;
+    }
+    if (res.died) {
+        job_child_died(j, &res);
+    } else if (res.exit_code == job_child_exit_nomem) {
+        j->out.failed = true;
+    } else if (res.exit_code != 0 || res.bytes == NULL) {
+        reply_error(&j->out, "IOERR", "%s's process ended (exit %d) without a reply",
+                    job_name(j), res.exit_code);
+    } else {
+        reply_raw(&j->out, res.bytes, res.len);
+    }
+    free(res.bytes);
+}
+
+/* On LMDB a job reads every page of its range, which damaged pages can
+ * turn into a SIGSEGV: it runs in a child (guard.h). The etcd journal's
+ * reads are its own decoded copies: in-process as before. */
+static void job_run(job *j) {
+    if (replication_configured(&j->server->config)) {
+        job_work(j, j->server->journal, -1);
+    } else {
+        job_run_guarded(j);
     }
 }
 

@@ -16,6 +16,7 @@ add_executable(berthd
   ${CMAKE_CURRENT_SOURCE_DIR}/batch.c
   ${CMAKE_CURRENT_SOURCE_DIR}/watch.c
   ${CMAKE_CURRENT_SOURCE_DIR}/jobs.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/guard.c
   ${CMAKE_CURRENT_SOURCE_DIR}/replication.c)
 target_link_libraries(berthd PRIVATE berth_resp berth_replay berth_journal_etcd berth_journal berth_core
   berth_libev PkgConfig::CRYPTO Threads::Threads)

@@ -186,6 +186,66 @@ case_cut_head() {
     grep -q 'seq 11: undecodable' err.txt || fail "replay to the head: $(cat err.txt)"
 }
 
+# flip_byte FILE OFFSET: xor one byte with 0x5a.
+flip_byte() {
+    perl -e 'open(my $f, "+<", $ARGV[0]) or exit 1; binmode $f; seek($f, $ARGV[1], 0) or exit 1;
+             read($f, my $b, 1) == 1 or exit 1; seek($f, $ARGV[1], 0);
+             print $f chr(ord($b) ^ 0x5a) or exit 1; close $f or exit 1' "$1" "$2" ||
+        fail "could not flip byte $2 of $1"
+}
+
+# verify_pages (review hV3): LMDB trusts its pages, so one flipped node
+# pointer in a journal leaf page kills whoever walks it. The byte is not
+# left to luck: node_ptrs.py lists each journal leaf page's middle pointer,
+# and the case takes the first, in a page past verify's first progress step
+# (16384 records), whose flip does kill an unguarded walk (BERTH_UNGUARDED=1:
+# in-process, as berth was), verify and replay --genesis both. Guarded (the
+# default), both exit 1 with a CORRUPT finding, verify naming the last seq
+# its child reported checked; unguarded, berth's last words name the
+# directory and the command to run.
+case_verify_pages() {
+    # A sanitizer build: berth's own handlers must get the signals (last
+    # words; the guarded child's default action), as in a release build,
+    # not ASan's SEGV report and exit 1. That is ASan's default; said here
+    # so a caller's ASAN_OPTIONS cannot turn it off.
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}allow_user_segv_handler=1"
+    export ASAN_OPTIONS
+    make_gen_journal 256 20000
+    [ "$HEAD_SEQ" -gt 17000 ] || fail "journal too short for a second verify step: $HEAD_SEQ"
+    expect_exit 0 "$BERTH" journal verify --data data
+    python3 "$SRC/../damage/node_ptrs.py" data/data.mdb 100000 >ptrs.txt || fail "node_ptrs.py failed"
+    chosen=""
+    while read -r off first last; do
+        [ "$first" -gt 16400 ] || continue
+        rm -rf probe
+        cp -r data probe
+        flip_byte probe/data.mdb "$off"
+        BERTH_UNGUARDED=1 "$BERTH" journal verify --data probe >out.txt 2>err.txt
+        [ $? -gt 128 ] || continue
+        cp err.txt last_words.txt
+        BERTH_UNGUARDED=1 "$BERTH" replay --data probe --genesis >/dev/null 2>&1
+        [ $? -gt 128 ] || continue
+        chosen=$off
+        break
+    done <ptrs.txt
+    [ -n "$chosen" ] || fail "no node-pointer flip past seq 16400 killed an unguarded walk"
+    grep -q '^berth: FATAL SIG[A-Z]* (data directory probe): .*damaged journal pages.*`berth journal verify --data probe`' \
+        last_words.txt || fail "no last words from the unguarded walk: $(cat last_words.txt)"
+    expect_exit 1 "$BERTH" journal verify --data probe
+    grep -qE '^CORRUPT seq 16385: probe/data.mdb.s pages are damaged past seq 16384: reading them killed the walk \(SIG(SEGV|BUS)\)' \
+        err.txt || fail "verify did not report the damage past seq 16384: $(cat err.txt)"
+    grep -q 'FATAL' err.txt && fail "the guarded child's death printed last words: $(cat err.txt)"
+    expect_exit 1 "$BERTH" journal verify --data probe --json
+    [ "$(json_field ok <out.txt)" = false ] || fail "json ok is not false: $(cat out.txt)"
+    [ "$(json_field first_bad_seq <out.txt)" = 16385 ] || fail "json first_bad_seq: $(cat out.txt)"
+    expect_exit 1 "$BERTH" replay --data probe --genesis
+    grep -qE '^CORRUPT probe/data.mdb.s pages are damaged: reading them killed `berth replay` \(SIG(SEGV|BUS)\)' \
+        err.txt || fail "replay did not report the damage: $(cat err.txt)"
+    # the healthy copy still verifies through the child, every seq
+    expect_exit 0 "$BERTH" journal verify --data data
+    grep -q "^OK $HEAD_SEQ records verified" out.txt || fail "healthy verify: $(cat out.txt)"
+}
+
 # Every file's bytes, except that lock.mdb is compared by size only: it is
 # LMDB's reader table (shared memory, no journal data), where every reader
 # -- berthd's own included -- must register its read transaction. That
@@ -651,7 +711,7 @@ case_history_rebuild() {
 }
 
 case "$CASE" in
-    gen|dump_replay|at_time|verify_corrupt|cut_head|whatif_readonly|whatif_scenario|rejudge|timeline|history_status|usage|vs_berthd|history_rebuild)
+    gen|dump_replay|at_time|verify_corrupt|cut_head|verify_pages|whatif_readonly|whatif_scenario|rejudge|timeline|history_status|usage|vs_berthd|history_rebuild)
         "case_$CASE"
         ;;
     rejudge_large)

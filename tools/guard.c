@@ -1,0 +1,295 @@
+/* guard.c — damaged pages kill a child, not berth or berthd (guard.h).
+ *
+ * Owns the fork, the pipe's frames, reaping the child, and the last-words
+ * handlers for a process that dies of damaged pages anyway (berthd's
+ * start-up replay, which must run in-process to build the state it
+ * serves). */
+#define _GNU_SOURCE
+#include "guard.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define GUARD_TAG_OPENED 'O'
+#define GUARD_TAG_CHECKED 'C'
+#define GUARD_TAG_RESULT 'R'
+#define GUARD_FRAME_BYTES 9u                 /* tag + u64 */
+#define GUARD_LINE_BYTES_MAX 1024u           /* each half of the last words */
+#define GUARD_CHILD_EXIT_NOFN 125            /* not reached: fn always returns */
+
+static const int guard_fault_signals[] = { SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL };
+#define GUARD_FAULT_SIGNALS (sizeof guard_fault_signals / sizeof guard_fault_signals[0])
+
+static int write_all(int fd, const void *bytes, size_t len) {
+    const char *p = bytes;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Bytes read, short only at end of file; -1 on an error. */
+static ssize_t read_full(int fd, void *bytes, size_t len) {
+    char *p = bytes;
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = read(fd, p + got, len - got);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return -1;
+        }
+        if (n == 0) {
+            break;
+        }
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
+}
+
+static int send_frame(int fd, char tag, uint64_t value) {
+    unsigned char frame[GUARD_FRAME_BYTES];
+    frame[0] = (unsigned char)tag;
+    memcpy(frame + 1, &value, sizeof value);
+    return write_all(fd, frame, sizeof frame);
+}
+
+int guard_send_opened(int fd, uint64_t head_seq) {
+    return send_frame(fd, GUARD_TAG_OPENED, head_seq);
+}
+
+int guard_send_checked(int fd, uint64_t seq) {
+    return send_frame(fd, GUARD_TAG_CHECKED, seq);
+}
+
+int guard_send_result(int fd, const void *bytes, size_t len) {
+    assert(bytes != NULL || len == 0);
+    if (send_frame(fd, GUARD_TAG_RESULT, (uint64_t)len) != 0) {
+        return -1;
+    }
+    return write_all(fd, bytes, len);
+}
+
+/* The parent's half: every frame until the child closes its end. */
+static int read_frames(int fd, guard_result *out) {
+    for (;;) {
+        unsigned char frame[GUARD_FRAME_BYTES];
+        ssize_t n = read_full(fd, frame, sizeof frame);
+        if (n == 0) {
+            return 0;
+        }
+        if (n < 0) {
+            return -1;
+        }
+        if ((size_t)n < sizeof frame) {
+            /* cut mid-frame: the child died writing it; what came is kept */
+            return 0;
+        }
+        uint64_t value;
+        memcpy(&value, frame + 1, sizeof value);
+        if (frame[0] == GUARD_TAG_OPENED) {
+            out->opened = true;
+            out->head_seq = value;
+        } else if (frame[0] == GUARD_TAG_CHECKED) {
+            out->progressed = true;
+            out->checked_seq = value;
+        } else if (frame[0] == GUARD_TAG_RESULT && out->bytes == NULL) {
+            if (value > GUARD_RESULT_BYTES_MAX) {
+                errno = EFBIG;
+                return -1;
+            }
+            out->bytes = malloc(value > 0 ? (size_t)value : 1);
+            if (out->bytes == NULL) {
+                return -1;
+            }
+            n = read_full(fd, out->bytes, (size_t)value);
+            if (n < 0) {
+                return -1;
+            }
+            if ((uint64_t)n < value) {   /* cut: a result only counts whole */
+                free(out->bytes);
+                out->bytes = NULL;
+                return 0;
+            }
+            out->len = (size_t)value;
+        } else {
+            errno = EPROTO;
+            return -1;
+        }
+    }
+}
+
+static void child_defaults(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < GUARD_FAULT_SIGNALS; i++) {
+        (void)sigaction(guard_fault_signals[i], &sa, NULL);
+    }
+}
+
+int guard_run(guard_fn fn, void *arg, guard_result *out) {
+    assert(fn != NULL && out != NULL);
+    memset(out, 0, sizeof *out);
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        int saved = errno;
+        (void)close(fds[0]);
+        (void)close(fds[1]);
+        errno = saved;
+        return -1;
+    }
+    if (pid == 0) {
+        (void)close(fds[0]);
+        child_defaults();
+        int code = fn(arg, fds[1]);
+        _exit(code);
+    }
+    (void)close(fds[1]);
+    int rc = read_frames(fds[0], out);
+    int saved = errno;
+    /* A child still writing when the parent gave up on its frames gets
+     * EPIPE (or SIGPIPE) once the read end closes, and ends. */
+    (void)close(fds[0]);
+    int status = 0;
+    pid_t waited;
+    do {
+        waited = waitpid(pid, &status, 0);
+    } while (waited < 0 && errno == EINTR);
+    if (rc != 0) {
+        free(out->bytes);
+        out->bytes = NULL;
+        errno = saved;
+        return -1;
+    }
+    if (waited != pid) {
+        free(out->bytes);
+        out->bytes = NULL;
+        return -1;
+    }
+    if (WIFSIGNALED(status)) {
+        out->died = true;
+        out->signal = WTERMSIG(status);
+    } else {
+        out->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : GUARD_CHILD_EXIT_NOFN;
+    }
+    return 0;
+}
+
+const char *guard_signal_name(int sig, char *buf, size_t size) {
+    switch (sig) {
+    case SIGSEGV: return "SIGSEGV";
+    case SIGBUS: return "SIGBUS";
+    case SIGABRT: return "SIGABRT";
+    case SIGFPE: return "SIGFPE";
+    case SIGILL: return "SIGILL";
+    case SIGKILL: return "SIGKILL";
+    case SIGTERM: return "SIGTERM";
+    case SIGPIPE: return "SIGPIPE";
+    default: break;
+    }
+    assert(buf != NULL && size > 0);
+    snprintf(buf, size, "signal %d", sig);
+    return buf;
+}
+
+bool guard_signal_is_fault(int sig) {
+    for (size_t i = 0; i < GUARD_FAULT_SIGNALS; i++) {
+        if (guard_fault_signals[i] == sig) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- last words ---------------------------------------------------------- */
+
+/* Composed at install: the handler only writes them around the signal's name. */
+static char last_words_head[GUARD_LINE_BYTES_MAX];
+static size_t last_words_head_len;
+static char last_words_tail[GUARD_LINE_BYTES_MAX];
+static size_t last_words_tail_len;
+
+static void last_words_put(const char *bytes, size_t len) {
+    while (len > 0) {
+        ssize_t n = write(STDERR_FILENO, bytes, len);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return;
+        }
+        bytes += n;
+        len -= (size_t)n;
+    }
+}
+
+static void last_words_handler(int sig) {
+    int saved = errno;
+    const char *name = sig == SIGSEGV ? "SIGSEGV" : sig == SIGBUS ? "SIGBUS" : "SIGABRT";
+    last_words_put(last_words_head, last_words_head_len);
+    last_words_put(name, strlen(name));
+    last_words_put(last_words_tail, last_words_tail_len);
+    errno = saved;
+    /* SA_RESETHAND put the default action back; raised again, the signal
+     * is delivered when this handler returns (a fault would recur anyway)
+     * and ends the process as it would have without us. */
+    (void)raise(sig);
+}
+
+int guard_last_words_install(const char *prog, const char *dir) {
+    assert(prog != NULL);
+    const char *shown = dir != NULL ? dir : "DIR";
+    int n = snprintf(last_words_head, sizeof last_words_head, "%s: FATAL ", prog);
+    if (n < 0 || (size_t)n >= sizeof last_words_head) {
+        n = 0;
+    }
+    last_words_head_len = (size_t)n;
+    n = snprintf(last_words_tail, sizeof last_words_tail,
+                 " (data directory %s): the likely cause is damaged journal pages in "
+                 "%s/data.mdb (LMDB does not checksum its pages, so one flipped byte can crash "
+                 "a reader); next: `berth journal verify --data %s` names the damage; restore "
+                 "the directory from a copy\n",
+                 shown, shown, shown);
+    if (n < 0 || (size_t)n >= sizeof last_words_tail) {
+        n = snprintf(last_words_tail, sizeof last_words_tail,
+                     " reading the data directory: most likely damaged LMDB pages; run "
+                     "`berth journal verify --data DIR`\n");
+        assert(n > 0 && (size_t)n < sizeof last_words_tail);
+    }
+    last_words_tail_len = (size_t)n;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = last_words_handler;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    const int sigs[] = { SIGSEGV, SIGBUS, SIGABRT };
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        if (sigaction(sigs[i], &sa, NULL) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}

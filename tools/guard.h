@@ -1,0 +1,73 @@
+/* guard.h — a walk over the journal's pages run in a forked child, so that
+ * damaged pages kill the child, not the caller (shared by berth and berthd).
+ *
+ * LMDB trusts its pages: it keeps no checksum, so a flipped byte in a
+ * B-tree page (a node pointer, a size) can send a read outside the map and
+ * the reader dies of SIGSEGV or SIGBUS before any check of berth's can
+ * look at the record. berth's own checks (record hashes, the chain, the
+ * meta pages' sizes) run only on bytes LMDB hands back. A walk that reads
+ * every page (verify, replay, AT) therefore runs in a child; the child
+ * reports its progress and its result over a pipe, and the parent turns a
+ * death by signal into a finding that names the last seq the walk checked.
+ *
+ * The child must not touch any LMDB environment its parent opened (LMDB
+ * forbids using an env across fork): it opens the journal itself. Frames on
+ * the pipe are a tag byte and a u64 (little-endian, host order: same
+ * machine), the result frame followed by that many bytes. */
+#ifndef BERTH_GUARD_H
+#define BERTH_GUARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GUARD_RESULT_BYTES_MAX (1ull << 32)  /* a result larger than this is refused */
+
+typedef struct guard_result {
+    bool died;                  /* killed by a signal (then signal says which) */
+    int signal;
+    int exit_code;              /* when !died */
+    bool opened;                /* the child reported the journal open */
+    uint64_t head_seq;          /* its head then */
+    bool progressed;            /* a progress frame came */
+    uint64_t checked_seq;       /* the last seq the child reported checked */
+    char *bytes;                /* the result frame's bytes (malloc'd), NULL when none */
+    size_t len;
+} guard_result;
+
+/* Runs in the child with the write end of the pipe; returns its exit code
+ * (or calls exit itself, where the parent had no threads at the fork). */
+typedef int (*guard_fn)(void *arg, int fd);
+
+/* Fork; the child sets SIGSEGV, SIGBUS, SIGABRT, SIGFPE and SIGILL back to
+ * their default action (so it dies of them, whatever handler its parent or
+ * a sanitizer installed), runs fn and _exits with its code (stdio is not
+ * flushed: fn flushes what it wrote). The parent reads the frames until the
+ * child closes the pipe and reaps it. Returns 0 with *out filled (free
+ * out->bytes), or -1 with errno when no pipe or child could be had, or a
+ * frame was malformed (EPROTO) or too large (EFBIG). */
+int guard_run(guard_fn fn, void *arg, guard_result *out);
+
+/* In the child: frames for the parent. 0, or -1 with errno. */
+int guard_send_opened(int fd, uint64_t head_seq);
+int guard_send_checked(int fd, uint64_t seq);
+int guard_send_result(int fd, const void *bytes, size_t len);
+
+/* "SIGSEGV", "SIGBUS", ...; "signal N" for others (static storage). */
+const char *guard_signal_name(int sig, char *buf, size_t size);
+
+/* A death that damaged pages can cause (SIGSEGV, SIGBUS, SIGABRT from an
+ * LMDB assertion, SIGFPE, SIGILL), as opposed to one sent from outside
+ * (SIGKILL, SIGTERM, SIGINT, SIGPIPE). */
+bool guard_signal_is_fault(int sig);
+
+/* Last words: handlers for SIGSEGV, SIGBUS and SIGABRT that write one line
+ * on stderr (write(2) only: async-signal-safe) naming prog, the data
+ * directory, damaged LMDB pages as the likely cause and `berth journal
+ * verify --data DIR` as the next step, then die of the same signal with its
+ * default action (so exit statuses and core dumps stay as they were). The
+ * line is composed here; dir may be NULL (the line then says --data DIR).
+ * Returns 0, or -1 with errno from sigaction. */
+int guard_last_words_install(const char *prog, const char *dir);
+
+#endif
