@@ -71,6 +71,7 @@ typedef struct job {
     berth_str argv[JOB_ARGS_MAX];
     char arg_bytes[JOB_ARG_BYTES_MAX];
     reply_buf out;
+    bool shareable;                 /* a VERIFY's whole reply: queued twins may take it */
 } job;
 
 /* ---- on the background thread ------------------------------------------ */
@@ -297,6 +298,7 @@ static void job_run_guarded(job *j) {
                     job_name(j), res.exit_code);
     } else {
         reply_raw(&j->out, res.bytes, res.len);
+        j->shareable = j->kind == JOB_VERIFY && !j->out.failed;
     }
     free(res.bytes);
 }
@@ -309,6 +311,32 @@ static void job_run(job *j) {
         job_work(j, j->server->journal, -1);
     } else {
         job_run_guarded(j);
+    }
+}
+
+/* A verify's reply depends only on its range (1 to its seq, fixed at
+ * submit: the journal below the durable head never changes) and the RESP
+ * version, so the queued VERIFYs with the same seq and version get j's
+ * bytes instead of a process each: many clients verifying at once (each
+ * job costs a fork) are answered together. Called with q->mutex held. */
+static void share_verify(job_queue *q, const job *j) {
+    assert(j->kind == JOB_VERIFY && j->shareable);
+    job **link = &q->todo_head;
+    job *prev = NULL;
+    while (*link != NULL) {
+        job *k = *link;
+        if (k->kind != JOB_VERIFY || k->seq != j->seq || k->out.proto != j->out.proto) {
+            prev = k;
+            link = &k->next;
+            continue;
+        }
+        *link = k->next;
+        if (q->todo_tail == k) {
+            q->todo_tail = prev;
+        }
+        reply_raw(&k->out, j->out.data + j->out.start, reply_pending(&j->out));
+        k->next = q->done_head;
+        q->done_head = k;
     }
 }
 
@@ -338,6 +366,9 @@ static void *job_thread(void *arg) {
 
         rc = pthread_mutex_lock(&q->mutex);
         assert(rc == 0);
+        if (j->shareable) {
+            share_verify(q, j);
+        }
         j->next = q->done_head;
         q->done_head = j;
         rc = pthread_mutex_unlock(&q->mutex);
