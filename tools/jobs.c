@@ -32,7 +32,12 @@
  * for them as it waited for the job. A child killed by a signal becomes a
  * -CORRUPT reply naming how far a verify got, a log line, and a sweep of
  * the reader slot it left. Healthy replies are byte for byte the same.
- * The fork and the open cost a few ms a job (docs/reliability.md). */
+ * The fork and the open cost about 1 ms of CPU a job (docs/reliability.md),
+ * so queued verifies of the same range share one run's reply. The child
+ * must take no lock another thread may hold at the fork (no stdio, no
+ * log, no OpenSSL fetch: record.c and snapshot.c hash without one); a
+ * sanitizer build, whose runtime is not fork-safe, spawns berthd afresh
+ * for each job instead (JOBS_SPAWN, jobs_child_main). */
 #include "server.h"
 
 #include <assert.h>
