@@ -200,6 +200,9 @@ static void berthd_shutdown(server *s) {
 }
 
 int main(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], JOBS_CHILD_FLAG) == 0) {
+        return jobs_child_main(argc, argv);   /* a job's own process (jobs.c) */
+    }
     static server s;
     char err[BERTHD_ERR_LEN_MAX] = "";
     config_defaults(&s.config);

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,9 @@
 #define GUARD_TAG_RESULT 'R'
 #define GUARD_FRAME_BYTES 9u                 /* tag + u64 */
 #define GUARD_LINE_BYTES_MAX 1024u           /* each half of the last words */
-#define GUARD_CHILD_EXIT_NOFN 125            /* not reached: fn always returns */
+#define GUARD_CHILD_EXIT_NOFN 125            /* neither exited nor signalled */
+
+extern char **environ;
 
 static const int guard_fault_signals[] = { SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL };
 #define GUARD_FAULT_SIGNALS (sizeof guard_fault_signals / sizeof guard_fault_signals[0])
@@ -136,7 +139,7 @@ static int read_frames(int fd, guard_result *out) {
     }
 }
 
-static void child_defaults(void) {
+void guard_child_defaults(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = SIG_DFL;
@@ -146,33 +149,14 @@ static void child_defaults(void) {
     }
 }
 
-int guard_run(guard_fn fn, void *arg, guard_result *out) {
-    assert(fn != NULL && out != NULL);
-    memset(out, 0, sizeof *out);
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0) {
-        return -1;
-    }
-    pid_t pid = fork();
-    if (pid < 0) {
-        int saved = errno;
-        (void)close(fds[0]);
-        (void)close(fds[1]);
-        errno = saved;
-        return -1;
-    }
-    if (pid == 0) {
-        (void)close(fds[0]);
-        child_defaults();
-        int code = fn(arg, fds[1]);
-        _exit(code);
-    }
-    (void)close(fds[1]);
-    int rc = read_frames(fds[0], out);
+/* The parent's side: the frames until the child closes the pipe, then
+ * the child itself. */
+static int collect(pid_t pid, int fd, guard_result *out) {
+    int rc = read_frames(fd, out);
     int saved = errno;
     /* A child still writing when the parent gave up on its frames gets
      * EPIPE (or SIGPIPE) once the read end closes, and ends. */
-    (void)close(fds[0]);
+    (void)close(fd);
     int status = 0;
     pid_t waited;
     do {
@@ -196,6 +180,74 @@ int guard_run(guard_fn fn, void *arg, guard_result *out) {
         out->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : GUARD_CHILD_EXIT_NOFN;
     }
     return 0;
+}
+
+int guard_run(guard_fn fn, void *arg, guard_result *out) {
+    assert(fn != NULL && out != NULL);
+    memset(out, 0, sizeof *out);
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        int saved = errno;
+        (void)close(fds[0]);
+        (void)close(fds[1]);
+        errno = saved;
+        return -1;
+    }
+    if (pid == 0) {
+        (void)close(fds[0]);
+        guard_child_defaults();
+        int code = fn(arg, fds[1]);
+        _exit(code);
+    }
+    (void)close(fds[1]);
+    return collect(pid, fds[0], out);
+}
+
+int guard_spawn(const char *path, char *const argv[], guard_result *out) {
+    assert(path != NULL && argv != NULL && out != NULL);
+    memset(out, 0, sizeof *out);
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        return -1;
+    }
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    sigset_t none;
+    sigemptyset(&none);
+    pid_t pid = -1;
+    int rc = posix_spawn_file_actions_init(&actions);
+    if (rc != 0) {
+        goto fail_fds;
+    }
+    rc = posix_spawnattr_init(&attr);
+    if (rc != 0) {
+        goto fail_actions;
+    }
+    rc = posix_spawn_file_actions_adddup2(&actions, fds[1], GUARD_SPAWN_FD);
+    if (rc == 0) {
+        rc = posix_spawnattr_setsigmask(&attr, &none);
+    }
+    if (rc == 0) {
+        rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    }
+    if (rc == 0) {
+        rc = posix_spawn(&pid, path, &actions, &attr, argv, environ);
+    }
+    (void)posix_spawnattr_destroy(&attr);
+fail_actions:
+    (void)posix_spawn_file_actions_destroy(&actions);
+fail_fds:
+    (void)close(fds[1]);
+    if (rc != 0) {
+        (void)close(fds[0]);
+        errno = rc;
+        return -1;
+    }
+    return collect(pid, fds[0], out);
 }
 
 const char *guard_signal_name(int sig, char *buf, size_t size) {

@@ -48,6 +48,20 @@ typedef int (*guard_fn)(void *arg, int fd);
  * frame was malformed (EPROTO) or too large (EFBIG). */
 int guard_run(guard_fn fn, void *arg, guard_result *out);
 
+/* guard_run for a program run afresh: posix_spawn of path with argv, the
+ * pipe's write end as descriptor GUARD_SPAWN_FD, no signal blocked. The
+ * program calls guard_child_defaults and sends its frames there. For a
+ * multi-threaded caller whose fork is not safe: a sanitizer runtime may
+ * hold a lock of its own at the fork that the child then waits on for
+ * ever (GCC 12's libasan did, in berthd's job children). Same result and
+ * errors as guard_run (errno from posix_spawn too). */
+#define GUARD_SPAWN_FD 3
+int guard_spawn(const char *path, char *const argv[], guard_result *out);
+
+/* SIGSEGV, SIGBUS, SIGABRT, SIGFPE and SIGILL back to their default
+ * action (guard_run's child does it itself). */
+void guard_child_defaults(void);
+
 /* In the child: frames for the parent. 0, or -1 with errno. */
 int guard_send_opened(int fd, uint64_t head_seq);
 int guard_send_checked(int fd, uint64_t seq);

@@ -32,7 +32,12 @@
  * for them as it waited for the job. A child killed by a signal becomes a
  * -CORRUPT reply naming how far a verify got, a log line, and a sweep of
  * the reader slot it left. Healthy replies are byte for byte the same.
- * The fork and the open cost a few ms a job (docs/reliability.md). */
+ * The fork and the open cost about 1 ms of CPU a job (docs/reliability.md),
+ * so queued verifies of the same range share one run's reply. The child
+ * must take no lock another thread may hold at the fork (no stdio, no
+ * log, no OpenSSL fetch: record.c and snapshot.c hash without one); a
+ * sanitizer build, whose runtime is not fork-safe, spawns berthd afresh
+ * for each job instead (JOBS_SPAWN, jobs_child_main). */
 #include "server.h"
 
 #include <assert.h>
@@ -55,8 +60,26 @@ enum {
     job_guard_step_records = 16384,
     /* a job's child's exit codes other than 0 */
     job_child_exit_nomem = 3,
-    job_child_exit_pipe = 4
+    job_child_exit_pipe = 4,
+    job_child_exit_usage = 5
 };
+
+/* A sanitizer's runtime is not fork-safe beside other threads (GCC 12's
+ * libasan: a job's child hung in it for ever, on a lock another thread
+ * held at the fork), so that build runs each job in berthd run afresh
+ * (guard_spawn, /proc/self/exe: this binary even if its file was replaced
+ * since). Elsewhere the fork is cheaper (docs/reliability.md). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define JOBS_SPAWN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define JOBS_SPAWN 1
+#endif
+#endif
+#ifndef JOBS_SPAWN
+#define JOBS_SPAWN 0
+#endif
+#define JOBS_SELF_EXE "/proc/self/exe"
 
 typedef enum job_kind { JOB_VERIFY, JOB_AT } job_kind;
 
@@ -71,6 +94,7 @@ typedef struct job {
     berth_str argv[JOB_ARGS_MAX];
     char arg_bytes[JOB_ARG_BYTES_MAX];
     reply_buf out;
+    bool shareable;                 /* a VERIFY's whole reply: queued twins may take it */
 } job;
 
 /* ---- on the background thread ------------------------------------------ */
@@ -216,16 +240,14 @@ static const char *job_name(const job *j) {
  * `berth` does beside a running berthd, and runs the job on the range the
  * loop fixed; the reply's bytes go back whole in one result frame. It
  * touches nothing else of the parent's (no loop, no log, no stdio). */
-static int job_child(void *arg, int fd) {
-    job *j = arg;
+static int job_child_in(job *j, const char *dir, int fd) {
     berth_journal_options options;
     memset(&options, 0, sizeof options);
     options.read_only = true;
     options.no_lock = true;
     char err[JOB_ERR_LEN_MAX] = "";
     berth_journal *journal = NULL;
-    berth_jerr rc = berth_journal_open_lmdb(&journal, j->server->config.data_dir, &options, err,
-                                            sizeof err);
+    berth_jerr rc = berth_journal_open_lmdb(&journal, dir, &options, err, sizeof err);
     if (rc != BERTH_J_OK) {
         reply_error(&j->out, "IOERR", "%s cannot open the journal (%s): %s", job_name(j),
                     berth_jerr_name(rc), err);
@@ -241,6 +263,119 @@ static int job_child(void *arg, int fd) {
         return job_child_exit_pipe;
     }
     return 0;
+}
+
+static int job_child(void *arg, int fd) {
+    job *j = arg;
+    return job_child_in(j, j->server->config.data_dir, fd);
+}
+
+/* Hex of a query word: argv carries no NUL, a word may. */
+static void hex_word(berth_str word, char *out) {
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < word.len; i++) {
+        unsigned char b = (unsigned char)word.ptr[i];
+        out[2 * i] = digits[b >> 4];
+        out[2 * i + 1] = digits[b & 15];
+    }
+    out[2 * word.len] = '\0';
+}
+
+static int unhex_digit(char c) {
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    return -1;
+}
+
+enum { job_argv_fixed = 6 };   /* berthd, the flag, DIR, kind, seq, RESP version */
+
+/* `berthd --job-child DIR KIND SEQ PROTO WORD…` for j (words in hex), in
+ * one malloc'd block; NULL when out of memory. */
+static char **job_child_argv(const job *j) {
+    size_t words = j->kind == JOB_AT ? j->argc : 0;
+    size_t numbers = 2 * 24;
+    size_t bytes = (job_argv_fixed + words + 1) * sizeof(char *) + numbers;
+    for (size_t i = 0; i < words; i++) {
+        bytes += 2 * j->argv[i].len + 1;
+    }
+    char **argv = malloc(bytes);
+    if (argv == NULL) {
+        return NULL;
+    }
+    char *text = (char *)(argv + job_argv_fixed + words + 1);
+    argv[0] = (char *)"berthd";
+    argv[1] = (char *)JOBS_CHILD_FLAG;
+    argv[2] = (char *)j->server->config.data_dir;
+    argv[3] = (char *)(j->kind == JOB_VERIFY ? "verify" : "at");
+    int n = snprintf(text, 24, "%llu", (unsigned long long)j->seq);
+    assert(n > 0 && n < 24);
+    argv[4] = text;
+    text += n + 1;
+    n = snprintf(text, 24, "%u", (unsigned)j->out.proto);
+    assert(n > 0 && n < 24);
+    argv[5] = text;
+    text += n + 1;
+    for (size_t i = 0; i < words; i++) {
+        argv[job_argv_fixed + i] = text;
+        hex_word(j->argv[i], text);
+        text += 2 * j->argv[i].len + 1;
+    }
+    argv[job_argv_fixed + words] = NULL;
+    assert((size_t)(text - (char *)argv) <= bytes);
+    return argv;
+}
+
+/* The query's words from hex into j->arg_bytes and j->argv; false when
+ * malformed or over the limits. */
+static bool job_child_words(job *j, int argc, char **argv) {
+    size_t at = 0;
+    for (int i = job_argv_fixed; i < argc; i++) {
+        size_t len = strlen(argv[i]);
+        if (len % 2 != 0 || at + len / 2 > JOB_ARG_BYTES_MAX || j->argc >= JOB_ARGS_MAX) {
+            return false;
+        }
+        for (size_t k = 0; k < len; k += 2) {
+            int hi = unhex_digit(argv[i][k]);
+            int lo = unhex_digit(argv[i][k + 1]);
+            if (hi < 0 || lo < 0) {
+                return false;
+            }
+            j->arg_bytes[at + k / 2] = (char)(hi << 4 | lo);
+        }
+        j->argv[j->argc++] = berth_str_make(j->arg_bytes + at, len / 2);
+        at += len / 2;
+    }
+    int arity = 0;
+    j->query = j->argc > 0 ? query_lookup(j->argv[0], &arity) : NULL;
+    return j->query != NULL;
+}
+
+int jobs_child_main(int argc, char **argv) {
+    guard_child_defaults();
+    static job j;   /* the query's bytes make it big; a child runs one */
+    memset(&j, 0, sizeof j);
+    uint64_t proto = 0;
+    if (argc < job_argv_fixed || strcmp(argv[1], JOBS_CHILD_FLAG) != 0 ||
+        !berth_parse_u64(berth_str_make(argv[4], strlen(argv[4])), &j.seq) ||
+        !berth_parse_u64(berth_str_make(argv[5], strlen(argv[5])), &proto) ||
+        (proto != 2 && proto != 3)) {
+        return job_child_exit_usage;
+    }
+    if (strcmp(argv[3], "verify") == 0 && argc == job_argv_fixed) {
+        j.kind = JOB_VERIFY;
+    } else if (strcmp(argv[3], "at") == 0 && job_child_words(&j, argc, argv)) {
+        j.kind = JOB_AT;
+    } else {
+        return job_child_exit_usage;
+    }
+    reply_init(&j.out, (uint8_t)proto);
+    int code = job_child_in(&j, argv[2], GUARD_SPAWN_FD);
+    reply_free(&j.out);
+    return code;
 }
 
 /* A job's child died of a signal: damaged pages, most likely. The client
@@ -283,7 +418,19 @@ static void job_child_died(job *j, const guard_result *res) {
 
 static void job_run_guarded(job *j) {
     guard_result res;
-    if (guard_run(job_child, j, &res) != 0) {
+    int rc;
+    if (JOBS_SPAWN) {
+        char **argv = job_child_argv(j);
+        if (argv == NULL) {
+            reply_error(&j->out, "ERR", "out of memory starting %s's process", job_name(j));
+            return;
+        }
+        rc = guard_spawn(JOBS_SELF_EXE, argv, &res);
+        free(argv);
+    } else {
+        rc = guard_run(job_child, j, &res);
+    }
+    if (rc != 0) {
         reply_error(&j->out, "ERR", "%s could not run in a process of its own (%s); retry shortly",
                     job_name(j), strerror(errno));
         return;
@@ -297,6 +444,7 @@ static void job_run_guarded(job *j) {
                     job_name(j), res.exit_code);
     } else {
         reply_raw(&j->out, res.bytes, res.len);
+        j->shareable = j->kind == JOB_VERIFY && !j->out.failed;
     }
     free(res.bytes);
 }
@@ -309,6 +457,32 @@ static void job_run(job *j) {
         job_work(j, j->server->journal, -1);
     } else {
         job_run_guarded(j);
+    }
+}
+
+/* A verify's reply depends only on its range (1 to its seq, fixed at
+ * submit: the journal below the durable head never changes) and the RESP
+ * version, so the queued VERIFYs with the same seq and version get j's
+ * bytes instead of a process each: many clients verifying at once (each
+ * job costs a fork) are answered together. Called with q->mutex held. */
+static void share_verify(job_queue *q, const job *j) {
+    assert(j->kind == JOB_VERIFY && j->shareable);
+    job **link = &q->todo_head;
+    job *prev = NULL;
+    while (*link != NULL) {
+        job *k = *link;
+        if (k->kind != JOB_VERIFY || k->seq != j->seq || k->out.proto != j->out.proto) {
+            prev = k;
+            link = &k->next;
+            continue;
+        }
+        *link = k->next;
+        if (q->todo_tail == k) {
+            q->todo_tail = prev;
+        }
+        reply_raw(&k->out, j->out.data + j->out.start, reply_pending(&j->out));
+        k->next = q->done_head;
+        q->done_head = k;
     }
 }
 
@@ -338,6 +512,9 @@ static void *job_thread(void *arg) {
 
         rc = pthread_mutex_lock(&q->mutex);
         assert(rc == 0);
+        if (j->shareable) {
+            share_verify(q, j);
+        }
         j->next = q->done_head;
         q->done_head = j;
         rc = pthread_mutex_unlock(&q->mutex);

@@ -332,6 +332,11 @@ void watch_committed(server *s, uint64_t first_seq, uint64_t last_seq);
 void reply_record(reply_buf *rb, const berth_record *rec);
 
 /* jobs.c */
+/* In a sanitizer build a job runs in berthd run afresh as `berthd
+ * --job-child DIR KIND SEQ PROTO WORD…` (jobs.c): main hands such a
+ * command line to jobs_child_main first thing; it returns the exit code. */
+#define JOBS_CHILD_FLAG "--job-child"
+int jobs_child_main(int argc, char **argv);
 int jobs_start(server *s);
 void jobs_stop(server *s);
 /* Queue JOURNAL.VERIFY or AT for c; c is blocked until the answer. */
