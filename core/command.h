@@ -71,7 +71,8 @@ typedef struct berth_cmd {
  * it; a command built or renamed by hand should call it before apply. Apply
  * trusts a carried hash only on a hit (replay computes them on its feeder
  * thread); a wrong one costs a re-probe with the recomputed hash, never a
- * wrong outcome. */
+ * wrong outcome. berth_state_apply_precomputed, which replay uses for the
+ * commands it parsed itself, trusts them on a miss as well. */
 void berth_cmd_hash_names(berth_cmd *cmd);
 
 /* The command's first word, canonical ("WORKER.ADD"); "" for NONE. */

@@ -103,6 +103,21 @@ static void *table_get_h(const table *t, berth_str key, uint64_t *h) {
     return table_probe(t, key, real);
 }
 
+/* Unoptimised and sanitizer builds check what the precomputed path trusts. */
+#if !defined(__OPTIMIZE__) || defined(__SANITIZE_ADDRESS__)
+#define STATE_CHECK_CARRIED_HASHES 1
+#else
+#define STATE_CHECK_CARRIED_HASHES 0
+#endif
+
+/* A lookup of a command's name: with exact (berth_state_apply_precomputed),
+ * *h is the name's hash and a miss is final; else as table_get_h. */
+static inline void *table_get_c(const table *t, berth_str key, uint64_t *h, bool exact) {
+    if (!exact) return table_get_h(t, key, h);
+    assert(!STATE_CHECK_CARRIED_HASHES || *h == berth_name_hash(key));
+    return table_probe(t, key, *h);
+}
+
 static void *table_get(const table *t, berth_str key) {
     return table_probe(t, key, berth_name_hash(key));
 }
@@ -169,6 +184,7 @@ static void table_del_obj(table *t, const void *obj, uint64_t h) {
 typedef struct reqid_slot {
     berth_reqid_entry e;   /* first: e.reqid is the table key */
     void *block;           /* owns e.reqid and e.sentence bytes */
+    uint64_t hash;         /* berth_name_hash(e.reqid): the window's eviction finds its slot by it */
 } reqid_slot;
 
 /* Released instances' blocks are kept for the next DEPLOY instead of going
@@ -449,6 +465,27 @@ berth_reqid_status berth_state_reqid_check(const berth_state *s, berth_str reqid
     return slot->e.command_hash == berth_command_hash(canonical) ? BERTH_REQID_RETRY : BERTH_REQID_CONFLICT;
 }
 
+bool berth_state_precompute(const berth_cmd *c, berth_str canonical, berth_precomputed *pre) {
+    assert(c != NULL && pre != NULL);
+    pre->reqid_hash = 0;
+    pre->command_hash = 0;
+    if (c->reqid.len == 0) return true;
+    if (!berth_name_valid_hash(c->reqid, &pre->reqid_hash)) return false;
+    pre->command_hash = berth_command_hash(canonical);
+    return true;
+}
+
+berth_reqid_status berth_state_reqid_check_precomputed(const berth_state *s, const berth_cmd *c,
+                                                       const berth_precomputed *pre,
+                                                       berth_reqid_entry *hit) {
+    assert(c->reqid.len > 0);
+    assert(!STATE_CHECK_CARRIED_HASHES || pre->reqid_hash == berth_name_hash(c->reqid));
+    const reqid_slot *slot = table_probe(&s->reqids, c->reqid, pre->reqid_hash);
+    if (slot == NULL) return BERTH_REQID_NEW;
+    *hit = slot->e;
+    return slot->e.command_hash == pre->command_hash ? BERTH_REQID_RETRY : BERTH_REQID_CONFLICT;
+}
+
 /* ---------------------------------------------------------------- sentences */
 
 /* Sentences are built on every apply, replay included, so they use a small
@@ -591,9 +628,9 @@ static void touch_worker(berth_outcome *out, berth_str name) {
 #define WORKER_ALIGN 8u   /* berth_gpu and berth_label hold pointers */
 _Static_assert(sizeof(berth_worker) % WORKER_ALIGN == 0, "the inline served list follows the header aligned");
 
-static int apply_worker_add(berth_state *s, const berth_cmd *c, uint64_t seq, berth_outcome *out) {
+static int apply_worker_add(berth_state *s, const berth_cmd *c, uint64_t seq, bool exact, berth_outcome *out) {
     uint64_t h = c->name_hash;   /* corrected on a miss */
-    const berth_worker *old = table_get_h(&s->workers, c->name, &h);
+    const berth_worker *old = table_get_c(&s->workers, c->name, &h, exact);
     touch_worker(out, c->name);
     if (old) {
         say(out, BERTH_EXISTS, "worker %.*s is already registered (since seq %llu); remove it first to register it again",
@@ -648,9 +685,9 @@ static void say_noworker(berth_outcome *out, berth_str name) {
     say(out, BERTH_NOWORKER, "worker %.*s is not registered", S(name));
 }
 
-static int apply_worker_cordon(berth_state *s, const berth_cmd *c, berth_outcome *out, bool cordon) {
+static int apply_worker_cordon(berth_state *s, const berth_cmd *c, bool exact, berth_outcome *out, bool cordon) {
     uint64_t h = c->name_hash;   /* corrected on a miss */
-    berth_worker *w = table_get_h(&s->workers, c->name, &h);
+    berth_worker *w = table_get_c(&s->workers, c->name, &h, exact);
     touch_worker(out, c->name);
     if (w == NULL) {
         say_noworker(out, c->name);
@@ -669,9 +706,9 @@ static int apply_worker_cordon(berth_state *s, const berth_cmd *c, berth_outcome
     return 0;
 }
 
-static int apply_worker_remove(berth_state *s, const berth_cmd *c, berth_outcome *out) {
+static int apply_worker_remove(berth_state *s, const berth_cmd *c, bool exact, berth_outcome *out) {
     uint64_t h = c->name_hash;   /* corrected on a miss */
-    berth_worker *w = table_get_h(&s->workers, c->name, &h);
+    berth_worker *w = table_get_c(&s->workers, c->name, &h, exact);
     touch_worker(out, c->name);
     if (w == NULL) {
         say_noworker(out, c->name);
@@ -713,9 +750,9 @@ static void say_gpu_users(berth_outcome *out, const berth_worker *w, uint32_t g)
 
 /* Judge one worker of a placement; returns true when it passes. */
 static bool judge_place(const berth_state *s, const berth_cmd *c, const berth_place *pl, bool exclusive,
-                        const berth_worker **wout, uint64_t *mask_out, berth_outcome *out) {
+                        bool exact, const berth_worker **wout, uint64_t *mask_out, berth_outcome *out) {
     uint64_t worker_h = pl->worker_hash;
-    const berth_worker *w = table_get_h(&s->workers, pl->worker, &worker_h);
+    const berth_worker *w = table_get_c(&s->workers, pl->worker, &worker_h, exact);
     if (w == NULL) {
         say_noworker(out, pl->worker);
         return false;
@@ -881,12 +918,12 @@ static void say_deployed(berth_outcome *out, const berth_instance *in) {
 
 /* judge_exclusive: false only when restoring a snapshot, whose instances may
  * hold a worker together after a POLICY.SET made both backends exclusive. */
-static int apply_deploy(berth_state *s, const berth_cmd *c, uint64_t seq, bool judge_exclusive,
+static int apply_deploy(berth_state *s, const berth_cmd *c, uint64_t seq, bool judge_exclusive, bool exact,
                         berth_outcome *out) {
     out->instance = c->name;
     for (uint32_t i = 0; i < c->place_count; i++) touch_worker(out, c->place[i].worker);
     uint64_t h = c->name_hash;   /* corrected on a miss */
-    const berth_instance *old = table_get_h(&s->instances, c->name, &h);
+    const berth_instance *old = table_get_c(&s->instances, c->name, &h, exact);
     if (old) {
         say(out, BERTH_EXISTS, "instance %.*s is already deployed (since seq %llu)", S(c->name),
             (unsigned long long)old->deploy_seq);
@@ -897,7 +934,7 @@ static int apply_deploy(berth_state *s, const berth_cmd *c, uint64_t seq, bool j
     const berth_worker *ws[BERTH_PLACEMENT_WORKERS_MAX];
     uint64_t masks[BERTH_PLACEMENT_WORKERS_MAX];
     for (uint32_t i = 0; i < c->place_count; i++) {
-        if (!judge_place(s, c, &c->place[i], exclusive && judge_exclusive, &ws[i], &masks[i], out)) return 0;
+        if (!judge_place(s, c, &c->place[i], exclusive && judge_exclusive, exact, &ws[i], &masks[i], out)) return 0;
     }
     /* Prepare: every allocation before the first mutation. */
     if (table_reserve(&s->a, &s->instances, 1) != 0) return -1;
@@ -961,10 +998,10 @@ static void served_remove(berth_worker *w, const berth_instance *in) {
     assert(0 && "instance missing from a worker it holds");
 }
 
-static int apply_release(berth_state *s, const berth_cmd *c, berth_outcome *out) {
+static int apply_release(berth_state *s, const berth_cmd *c, bool exact, berth_outcome *out) {
     out->instance = c->name;
     uint64_t h = c->name_hash;   /* corrected on a miss */
-    berth_instance *in = table_get_h(&s->instances, c->name, &h);
+    berth_instance *in = table_get_c(&s->instances, c->name, &h, exact);
     if (in == NULL) {
         say(out, BERTH_NOINSTANCE, "instance %.*s is not deployed", S(c->name));
         return 0;
@@ -1074,11 +1111,11 @@ static int reqid_reserve(berth_state *s) {
 
 /* reqid_h: berth_name_hash(e->reqid), which the caller has at hand. */
 static void reqid_commit(berth_state *s, const berth_reqid_entry *e, uint64_t reqid_h, void *block) {
-    assert(reqid_h == berth_name_hash(e->reqid));
+    assert(!STATE_CHECK_CARRIED_HASHES || reqid_h == berth_name_hash(e->reqid));
     assert(table_probe(&s->reqids, e->reqid, reqid_h) == NULL);
     if (s->ring_count == BERTH_REQID_WINDOW) {
         reqid_slot *old = ring_slot(s, 0);
-        table_del_obj(&s->reqids, old, berth_name_hash(old->e.reqid));
+        table_del_obj(&s->reqids, old, old->hash);
         s->a.free(s->a.ctx, old->block);
         s->ring_head = (s->ring_head + 1) % BERTH_REQID_WINDOW;
         s->ring_count--;
@@ -1089,6 +1126,7 @@ static void reqid_commit(berth_state *s, const berth_reqid_entry *e, uint64_t re
     memcpy(text + e->reqid.len, e->sentence.ptr, e->sentence.len);
     text[e->reqid.len + e->sentence.len] = '\0';
     slot->block = block;
+    slot->hash = reqid_h;
     slot->e = *e;
     slot->e.reqid = berth_str_make(text, e->reqid.len);
     slot->e.sentence = berth_str_make(text + e->reqid.len, e->sentence.len);
@@ -1099,8 +1137,10 @@ static void reqid_commit(berth_state *s, const berth_reqid_entry *e, uint64_t re
 /* ---------------------------------------------------------------- apply */
 
 /* quiet_mark: 0 (a sentence), SENTENCE_QUIET or SENTENCE_QUIET_EXPECT(code). */
+/* pre: NULL, or the command's precomputed values, whose hashes are then
+ * trusted (berth_state_apply_precomputed). */
 static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64_t seq, berth_outcome *out,
-                 uint32_t quiet_mark) {
+                 uint32_t quiet_mark, const berth_precomputed *pre) {
     assert(s != NULL && c != NULL && out != NULL);
     assert(seq == s->last_seq + 1);
     assert(c->kind > BERTH_CMD_NONE && c->kind < BERTH_CMD_KIND_COUNT);
@@ -1118,18 +1158,20 @@ static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64
      * the next request id allocates a new reserve before it changes anything). */
     uint64_t reqid_h = 0;
     if (c->reqid.len) {
-        reqid_h = berth_name_hash(c->reqid);
+        reqid_h = pre != NULL ? pre->reqid_hash : berth_name_hash(c->reqid);
+        assert(!STATE_CHECK_CARRIED_HASHES || reqid_h == berth_name_hash(c->reqid));
         assert(table_probe(&s->reqids, c->reqid, reqid_h) == NULL && "reqid_check must run before apply");
         if (reqid_reserve(s) != 0) return -1;
     }
+    bool exact = pre != NULL;
     int rc;
     switch (c->kind) {
-    case BERTH_CMD_WORKER_ADD: rc = apply_worker_add(s, c, seq, out); break;
-    case BERTH_CMD_WORKER_CORDON: rc = apply_worker_cordon(s, c, out, true); break;
-    case BERTH_CMD_WORKER_UNCORDON: rc = apply_worker_cordon(s, c, out, false); break;
-    case BERTH_CMD_WORKER_REMOVE: rc = apply_worker_remove(s, c, out); break;
-    case BERTH_CMD_DEPLOY: rc = apply_deploy(s, c, seq, true, out); break;
-    case BERTH_CMD_RELEASE: rc = apply_release(s, c, out); break;
+    case BERTH_CMD_WORKER_ADD: rc = apply_worker_add(s, c, seq, exact, out); break;
+    case BERTH_CMD_WORKER_CORDON: rc = apply_worker_cordon(s, c, exact, out, true); break;
+    case BERTH_CMD_WORKER_UNCORDON: rc = apply_worker_cordon(s, c, exact, out, false); break;
+    case BERTH_CMD_WORKER_REMOVE: rc = apply_worker_remove(s, c, exact, out); break;
+    case BERTH_CMD_DEPLOY: rc = apply_deploy(s, c, seq, true, exact, out); break;
+    case BERTH_CMD_RELEASE: rc = apply_release(s, c, exact, out); break;
     case BERTH_CMD_POLICY_SET: rc = apply_policy_set(s, c, seq, out); break;
     default: assert(0 && "unreachable"); rc = -1;
     }
@@ -1138,7 +1180,9 @@ static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64
         return -1;
     }
     if (c->reqid.len) {
-        berth_reqid_entry e = { c->reqid, berth_command_hash(canonical), seq, out->code,
+        uint64_t command_h = pre != NULL ? pre->command_hash : berth_command_hash(canonical);
+        assert(!STATE_CHECK_CARRIED_HASHES || command_h == berth_command_hash(canonical));
+        berth_reqid_entry e = { c->reqid, command_h, seq, out->code,
                                 berth_str_make(out->sentence, out->sentence_len) };
         void *block = s->a.alloc(s->a.ctx, c->reqid.len + out->sentence_len + 1);
         if (block == NULL) {
@@ -1155,18 +1199,24 @@ static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64
 }
 
 int berth_state_apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64_t seq, berth_outcome *out) {
-    return apply(s, c, canonical, seq, out, 0);
+    return apply(s, c, canonical, seq, out, 0, NULL);
 }
 
 int berth_state_apply_quiet(berth_state *s, const berth_cmd *c, berth_str canonical, uint64_t seq,
                             berth_outcome *out) {
-    return apply(s, c, canonical, seq, out, SENTENCE_QUIET);
+    return apply(s, c, canonical, seq, out, SENTENCE_QUIET, NULL);
+}
+
+int berth_state_apply_precomputed(berth_state *s, const berth_cmd *c, berth_str canonical, uint64_t seq,
+                                  const berth_precomputed *pre, bool quiet, berth_outcome *out) {
+    assert(pre != NULL);
+    return apply(s, c, canonical, seq, out, quiet ? SENTENCE_QUIET : 0, pre);
 }
 
 int berth_state_apply_expect(berth_state *s, const berth_cmd *c, berth_str canonical, uint64_t seq,
                              berth_code expected, berth_outcome *out) {
     assert((uint32_t)expected < BERTH_CODE_COUNT);
-    return apply(s, c, canonical, seq, out, SENTENCE_QUIET_EXPECT(expected));
+    return apply(s, c, canonical, seq, out, SENTENCE_QUIET_EXPECT(expected), NULL);
 }
 
 /* ---------------------------------------------------------------- prefetch */
@@ -1218,26 +1268,34 @@ static void prefetch_worker(const berth_worker *w, uint32_t name_len, uint64_t m
     prefetch_span(w, gpus_at + gpus * sizeof(berth_gpu));
 }
 
-void berth_state_prefetch(const berth_state *s, const berth_cmd *c, uint32_t stage) {
-    assert(s != NULL && c != NULL && stage < BERTH_PREFETCH_STAGES);
-    const table *names = NULL;    /* the table c->name is looked up in */
+/* The table a command's own name is looked up in, or NULL for one whose
+ * apply looks up no name (POLICY.SET). */
+static inline const table *prefetch_names(const berth_state *s, const berth_cmd *c) {
     switch (c->kind) {
     case BERTH_CMD_DEPLOY:
-    case BERTH_CMD_RELEASE: names = &s->instances; break;
+    case BERTH_CMD_RELEASE: return &s->instances;
     case BERTH_CMD_WORKER_ADD:
     case BERTH_CMD_WORKER_CORDON:
     case BERTH_CMD_WORKER_UNCORDON:
-    case BERTH_CMD_WORKER_REMOVE: names = &s->workers; break;
-    default: return;
+    case BERTH_CMD_WORKER_REMOVE: return &s->workers;
+    default: return NULL;
     }
-    if (stage == 0) {
-        prefetch_slot(names, c->name_hash);
-        if (c->kind != BERTH_CMD_DEPLOY) return;
-        for (uint32_t i = 0; i < c->place_count; i++) prefetch_slot(&s->workers, c->place[i].worker_hash);
-        return;
-    }
+}
+
+/* Stage 0: the slots the command's names hash to. */
+static inline void prefetch_stage0(const berth_state *s, const berth_cmd *c) {
+    const table *names = prefetch_names(s, c);
+    if (names == NULL) return;
+    prefetch_slot(names, c->name_hash);
+    if (c->kind != BERTH_CMD_DEPLOY) return;
+    for (uint32_t i = 0; i < c->place_count; i++) prefetch_slot(&s->workers, c->place[i].worker_hash);
+}
+
+/* Stage 1: what those slots point to. */
+static inline void prefetch_stage1(const berth_state *s, const berth_cmd *c) {
+    const table *names = prefetch_names(s, c);
+    if (names == NULL) return;
     if (c->kind == BERTH_CMD_DEPLOY) {
-        if (stage != 1) return;
         for (uint32_t i = 0; i < c->place_count; i++) {
             const berth_place *pl = &c->place[i];
             const berth_worker *w = table_peek(&s->workers, pl->worker_hash);
@@ -1248,20 +1306,37 @@ void berth_state_prefetch(const berth_state *s, const berth_cmd *c, uint32_t sta
     }
     const void *obj = table_peek(names, c->name_hash);
     if (obj == NULL) return;
-    if (names == &s->workers) {
-        if (stage == 1) prefetch_worker(obj, c->name.len, 0);
-        return;
-    }
-    const berth_instance *in = obj;
-    if (stage == 1) {
-        prefetch_span(in, PREFETCH_INSTANCE_BYTES);
-        return;
-    }
-    /* Stage 2: the instance has arrived; a RELEASE walks its workers. Their
-     * names are not known here, so assume short ones. */
+    if (names == &s->workers) prefetch_worker(obj, c->name.len, 0);
+    else prefetch_span(obj, PREFETCH_INSTANCE_BYTES);
+}
+
+/* Stage 2: the instance has arrived; a RELEASE walks its workers. Their
+ * names are not known here, so assume short ones. */
+static inline void prefetch_stage2(const berth_state *s, const berth_cmd *c) {
+    if (c->kind != BERTH_CMD_RELEASE) return;
+    const berth_instance *in = table_peek(&s->instances, c->name_hash);
+    if (in == NULL) return;
     for (uint32_t i = 0; i < in->slot_count && i < BERTH_PLACEMENT_WORKERS_MAX; i++) {
         prefetch_worker(in->slots[i].worker, BERTH_NAME_LEN_MAX / 4, in->slots[i].gpu_mask);
     }
+}
+
+void berth_state_prefetch(const berth_state *s, const berth_cmd *c, uint32_t stage) {
+    assert(s != NULL && c != NULL && stage < BERTH_PREFETCH_STAGES);
+    if (stage == 0) prefetch_stage0(s, c);
+    else if (stage == 1) prefetch_stage1(s, c);
+    else prefetch_stage2(s, c);
+}
+
+/* One call per applied record instead of one per stage: replay issues the
+ * three stages for three different commands at every record, and the calls,
+ * their checks and the dispatch on the kind cost more than the loads. */
+void berth_state_prefetch_stages(const berth_state *s, const berth_cmd *const c[BERTH_PREFETCH_STAGES]) {
+    assert(s != NULL && c != NULL);
+    _Static_assert(BERTH_PREFETCH_STAGES == 3, "one step per stage below");
+    if (c[0] != NULL) prefetch_stage0(s, c[0]);
+    if (c[1] != NULL) prefetch_stage1(s, c[1]);
+    if (c[2] != NULL) prefetch_stage2(s, c[2]);
 }
 
 /* ---------------------------------------------------------------- restore */
@@ -1299,7 +1374,7 @@ int berth_state_restore_worker(berth_state *s, berth_str name, uint32_t gpu_coun
     if (out == NULL) return -1;
     memset(out, 0, sizeof *out);
     out->sentence_len = SENTENCE_QUIET;
-    int rc = apply_worker_add(s, &c, added_seq, out);
+    int rc = apply_worker_add(s, &c, added_seq, false, out);
     s->a.free(s->a.ctx, out);
     if (rc != 0) return -1;
     ((berth_worker *)table_get(&s->workers, name))->status = status;
@@ -1349,7 +1424,7 @@ int berth_state_restore_instance(berth_state *s, berth_str name, berth_str model
     }
     bool ok = found == slot_count;
     for (uint32_t i = 0; ok && i < slot_count; i++) {
-        ok = judge_place(s, c, &c->place[i], false, &ws[i], &masks[i], out);
+        ok = judge_place(s, c, &c->place[i], false, false, &ws[i], &masks[i], out);
     }
     if (ok) {
         /* apply_deploy judges again, cordons included: keep them lifted
@@ -1357,7 +1432,7 @@ int berth_state_restore_instance(berth_state *s, berth_str name, berth_str model
          * (the instance would be missing from the restored state). */
         uint64_t last = s->last_seq;
         s->last_seq = deploy_seq - 1;
-        rc = apply_deploy(s, c, deploy_seq, false, out);
+        rc = apply_deploy(s, c, deploy_seq, false, false, out);
         s->last_seq = last;
         berth_instance *in = rc == 0 ? table_get(&s->instances, name) : NULL;
         if (rc == 0 && (out->code != BERTH_OK || in == NULL)) rc = -1;

@@ -159,6 +159,36 @@ berth_reqid_status berth_state_reqid_check(const berth_state *state, berth_str r
                                            berth_str canonical, berth_reqid_entry *hit);
 uint64_t berth_command_hash(berth_str canonical);
 
+/* What apply and the window check work out from a command alone, before
+ * they read the state: replay computes it where it parses (on its feeder
+ * thread whenever the feeder is ahead) while the applier is busy with
+ * earlier records.
+ * Only a command with a REQID has any; the names' hashes travel in cmd. */
+typedef struct berth_precomputed {
+    uint64_t reqid_hash;            /* berth_name_hash(cmd->reqid) */
+    uint64_t command_hash;          /* berth_command_hash(canonical) */
+} berth_precomputed;
+
+/* Fill pre for cmd and its canonical text. false: cmd's REQID is not a
+ * valid name (pre is then not to be used). */
+bool berth_state_precompute(const berth_cmd *cmd, berth_str canonical, berth_precomputed *pre);
+
+/* berth_state_reqid_check for a command with a REQID, from pre. */
+berth_reqid_status berth_state_reqid_check_precomputed(const berth_state *state, const berth_cmd *cmd,
+                                                       const berth_precomputed *pre,
+                                                       berth_reqid_entry *hit);
+
+/* berth_state_apply (quiet: berth_state_apply_quiet), same outcome and same
+ * change, for a command whose carried hashes are exact: cmd as
+ * berth_cmd_parse or berth_cmd_parse_text left it (or after
+ * berth_cmd_hash_names), names unchanged since, and pre from
+ * berth_state_precompute on it. Apply then trusts a lookup that misses
+ * (berth_state_apply re-probes with a recomputed hash) and hashes nothing.
+ * Debug and sanitizer builds check the hashes. */
+int berth_state_apply_precomputed(berth_state *state, const berth_cmd *cmd, berth_str canonical,
+                                  uint64_t seq, const berth_precomputed *pre, bool quiet,
+                                  berth_outcome *out);
+
 /* Queries. Pointers stay valid until the next apply/restore/free. */
 uint64_t berth_state_last_seq(const berth_state *state);
 size_t berth_state_worker_count(const berth_state *state);
@@ -206,6 +236,10 @@ void berth_state_set_last_seq(berth_state *state, uint64_t seq);
  * costs its loads. */
 #define BERTH_PREFETCH_STAGES 3u
 void berth_state_prefetch(const berth_state *state, const berth_cmd *cmd, uint32_t stage);
+/* Every stage at once, each for its own command (c[stage]; NULL: none),
+ * in one call: what replay issues for each record it applies. Same effect as
+ * berth_state_prefetch(state, c[stage], stage) for each stage. */
+void berth_state_prefetch_stages(const berth_state *state, const berth_cmd *const c[BERTH_PREFETCH_STAGES]);
 
 /* Check every structural invariant (asserts in debug builds call it after
  * each apply in tests): no GPU held twice, claims within VRAM, served lists

@@ -62,6 +62,8 @@ typedef struct feed_item {
     uint32_t done;                  /* ITEM_* steps already taken, by either thread */
     berth_record rec;               /* valid once decoded (by the feeder or the sink) */
     berth_cmd cmd;                  /* valid once parsed, with rec */
+    berth_precomputed pre;          /* valid once parsed: the REQID's hashes, on whichever thread parsed */
+    bool reqid_ok;                  /* valid once parsed: the REQID is a valid name (or absent) */
 } feed_item;
 
 /* The per-record steps before apply, in the order they always run. Either
@@ -123,9 +125,11 @@ static void err_copy(char *err, size_t err_size, const char *why) {
 
 /* ------------------------------------------------------------ one record */
 
-/* Parse a record's canonical text into cmd (pointing into the record). */
+/* Parse a record's canonical text into cmd (pointing into the record), and
+ * work out what apply would from the command alone (pre; *reqid_ok: its
+ * REQID, if any, is a valid name, which apply checks in its turn). */
 static berth_jerr replay_parse(const berth_record *rec, berth_cmd *cmd, berth_str *words,
-                               char *why, size_t why_size) {
+                               berth_precomputed *pre, bool *reqid_ok, char *why, size_t why_size) {
     char perr[BERTH_ERR_LEN_MAX];
     if (berth_cmd_parse_text(cmd, rec->command.ptr, rec->command.len, words, BERTH_ARGS_MAX,
                              perr, sizeof(perr)) != 0) {
@@ -135,13 +139,20 @@ static berth_jerr replay_parse(const berth_record *rec, berth_cmd *cmd, berth_st
     /* The journal stores the REQID beside the canonical text, not in it;
      * re-attaching it is what rebuilds the request-id window. */
     cmd->reqid = rec->reqid;
+    if (cmd->reqid.len == 0) {   /* nine records in ten: nothing to work out, and no call */
+        *pre = (berth_precomputed){ 0, 0 };
+        *reqid_ok = true;
+    } else {
+        *reqid_ok = berth_state_precompute(cmd, rec->command, pre);
+    }
     return BERTH_J_OK;
 }
 
 /* Apply a parsed record. quiet: the caller never reads the sentence
  * (replay, not verify), so core may skip formatting it. */
 static berth_jerr replay_apply_parsed(berth_state *state, const berth_record *rec, const berth_cmd *cmd,
-                                      bool quiet, berth_outcome *out, char *why, size_t why_size) {
+                                      const berth_precomputed *pre, bool reqid_ok, bool quiet,
+                                      berth_outcome *out, char *why, size_t why_size) {
     assert(state != NULL && rec != NULL && cmd != NULL && out != NULL);
     uint64_t last = berth_state_last_seq(state);
     if (rec->seq != last + 1) {
@@ -152,15 +163,14 @@ static berth_jerr replay_apply_parsed(berth_state *state, const berth_record *re
         /* The engine never journals a retry, so a request id already in the
          * window means the journal was written by something else. */
         berth_reqid_entry hit;
-        if (!berth_name_valid(cmd->reqid) ||
-            berth_state_reqid_check(state, cmd->reqid, rec->command, &hit) != BERTH_REQID_NEW) {
+        if (!reqid_ok || berth_state_reqid_check_precomputed(state, cmd, pre, &hit) != BERTH_REQID_NEW) {
             snprintf(why, why_size, "seq %" PRIu64 ": request id repeats one still in the window",
                      rec->seq);
             return BERTH_J_CORRUPT;
         }
     }
-    int rc = quiet ? berth_state_apply_quiet(state, cmd, rec->command, rec->seq, out)
-                   : berth_state_apply(state, cmd, rec->command, rec->seq, out);
+    /* cmd is as replay_parse left it, so its carried hashes are exact. */
+    int rc = berth_state_apply_precomputed(state, cmd, rec->command, rec->seq, pre, quiet, out);
     if (rc != 0) {
         snprintf(why, why_size, "seq %" PRIu64 ": out of memory applying the record", rec->seq);
         return BERTH_J_NOMEM;
@@ -173,9 +183,11 @@ static berth_jerr replay_apply(berth_state *state, const berth_record *rec, bert
                                char *why, size_t why_size) {
     berth_str words[BERTH_ARGS_MAX];
     berth_cmd cmd;
-    berth_jerr e = replay_parse(rec, &cmd, words, why, why_size);
+    berth_precomputed pre;
+    bool reqid_ok = false;
+    berth_jerr e = replay_parse(rec, &cmd, words, &pre, &reqid_ok, why, why_size);
     if (e != BERTH_J_OK) return e;
-    return replay_apply_parsed(state, rec, &cmd, false, out, why, why_size);
+    return replay_apply_parsed(state, rec, &cmd, &pre, reqid_ok, false, out, why, why_size);
 }
 
 berth_touched berth_outcome_touched(const berth_outcome *out) {
@@ -212,7 +224,8 @@ static feed_status decode_item(feed_item *item, replay_fail *fail) {
 
 static feed_status decode_parse_item(feed_item *item, berth_str *words, replay_fail *fail) {
     if (decode_item(item, fail) != FEED_MORE) return FEED_FAIL;
-    berth_jerr e = replay_parse(&item->rec, &item->cmd, words, fail->why, sizeof(fail->why));
+    berth_jerr e = replay_parse(&item->rec, &item->cmd, words, &item->pre, &item->reqid_ok, fail->why,
+                                sizeof(fail->why));
     if (e == BERTH_J_OK) return FEED_MORE;
     fail->err = e;
     fail->seq = item->seq;
@@ -310,8 +323,8 @@ static feed_status apply_item(replay_sink *sink, feed_item *item, replay_fail *f
                         "seq %" PRIu64 ": prev_hash does not match seq %" PRIu64 "'s hash",
                         rec->seq, rec->seq - 1);
     }
-    berth_jerr e = replay_apply_parsed(sink->state, rec, &item->cmd, !sink->compare, &sink->out,
-                                       fail->why, sizeof(fail->why));
+    berth_jerr e = replay_apply_parsed(sink->state, rec, &item->cmd, &item->pre, item->reqid_ok,
+                                       !sink->compare, &sink->out, fail->why, sizeof(fail->why));
     if (e != BERTH_J_OK) {
         fail->err = e;
         fail->seq = rec->seq;
@@ -343,18 +356,41 @@ static void prefetch_item(const feed_item *item) {
     for (; at < end; at += 64) __builtin_prefetch((const void *)at);
 }
 
-/* One step of the hints for the item `lead` steps ahead of the one about to
- * apply: the furthest step loads the item's own lines, the nearer ones run
- * the state's stages (berth_state_prefetch), and verify's sentence compare
- * gets the recorded sentence's first line with stage 0. */
-static void prefetch_step(const replay_sink *sink, const feed_item *item, uint32_t lead) {
+/* The hints for the records ahead of item k, which is about to apply: the
+ * item REPLAY_PREFETCH_AHEAD * (STAGES + 1) ahead gets its own lines
+ * loaded, and the nearer ones the state's stages in one call (the furthest
+ * stage 0, the nearest the last stage): one call per record, not one per
+ * stage, since the calls and their dispatch cost more than the loads.
+ * Verify's sentence compare gets the recorded sentence's first line with
+ * stage 0. Items at or past `ready` get none. */
+static inline void prefetch_ahead(const replay_sink *sink, const feed_item *items, uint32_t k,
+                                  uint32_t ready) {
     const uint32_t stages = BERTH_PREFETCH_STAGES;
-    if (lead == stages + 1) {
-        prefetch_item(item);
-        return;
+    uint32_t j = k + (stages + 1) * REPLAY_PREFETCH_AHEAD;
+    if (j < ready) prefetch_item(&items[j]);
+    else if (k + REPLAY_PREFETCH_AHEAD >= ready) return;   /* the chunk's tail: nothing ahead */
+    const berth_cmd *c[BERTH_PREFETCH_STAGES];
+    for (uint32_t st = 0; st < stages; st++) {
+        j = k + (stages - st) * REPLAY_PREFETCH_AHEAD;
+        c[st] = j < ready ? &items[j].cmd : NULL;
     }
-    berth_state_prefetch(sink->state, &item->cmd, stages - lead);
-    if (lead == stages && sink->compare) __builtin_prefetch(item->rec.sentence.ptr);
+    berth_state_prefetch_stages(sink->state, c);
+    if (sink->compare && c[0] != NULL) __builtin_prefetch(items[k + stages * REPLAY_PREFETCH_AHEAD].rec.sentence.ptr);
+}
+
+/* A chunk's first items get at once every hint the records before them
+ * would have given, had they been in this chunk: the furthest step first. */
+static void prefetch_start(const replay_sink *sink, const feed_item *items, uint32_t ready) {
+    const uint32_t stages = BERTH_PREFETCH_STAGES;
+    for (uint32_t j = 0; j < (stages + 1) * REPLAY_PREFETCH_AHEAD && j < ready; j++) prefetch_item(&items[j]);
+    for (uint32_t st = 0; st < stages; st++) {
+        for (uint32_t j = 0; j < (stages - st) * REPLAY_PREFETCH_AHEAD && j < ready; j++) {
+            const berth_cmd *c[BERTH_PREFETCH_STAGES] = { NULL };
+            c[st] = &items[j].cmd;
+            berth_state_prefetch_stages(sink->state, c);
+            if (st == 0 && sink->compare) __builtin_prefetch(items[j].rec.sentence.ptr);
+        }
+    }
 }
 
 /* Every step of items [0, count) in seq order. Preparing them all before
@@ -363,20 +399,9 @@ static void prefetch_step(const replay_sink *sink, const feed_item *item, uint32
  * record-by-record processing reports in. */
 static feed_status consume_items(replay_sink *sink, feed_item *items, uint32_t count, replay_fail *fail) {
     uint32_t ready = prepare_items(sink, items, count, &sink->prepare_fail);
-    /* Cache hints run REPLAY_PREFETCH_AHEAD records apart per step, so
-     * while item k applies, item k + s*AHEAD gets its step s hint (the
-     * furthest the first step); the chunk's first items get theirs back to back. */
-    const uint32_t steps = BERTH_PREFETCH_STAGES + 1;
-    for (uint32_t lead = steps; lead >= 1; lead--) {
-        for (uint32_t j = 0; j < lead * REPLAY_PREFETCH_AHEAD && j < ready; j++) {
-            prefetch_step(sink, &items[j], lead);
-        }
-    }
+    prefetch_start(sink, items, ready);
     for (uint32_t k = 0; k < ready; k++) {
-        for (uint32_t lead = steps; lead >= 1; lead--) {
-            uint32_t j = k + lead * REPLAY_PREFETCH_AHEAD;
-            if (j < ready) prefetch_step(sink, &items[j], lead);
-        }
+        prefetch_ahead(sink, items, k, ready);
         if (apply_item(sink, &items[k], fail) != FEED_MORE) return FEED_FAIL;
     }
     if (ready == count) return FEED_MORE;

@@ -1767,7 +1767,7 @@ static void outcomes_equal(const berth_outcome *a, const berth_outcome *b, size_
     for (uint32_t i = 0; i < a->worker_count; i++) ck_assert(berth_str_eq(a->workers[i], b->workers[i]));
 }
 
-/* berth_state_prefetch only hints. A state given every stage of the hints
+/* berth_state_prefetch and _prefetch_stages only hint. A state given every stage of the hints
  * for the next commands (replay's use), for commands already applied, and
  * for commands whose carried hashes are wrong ends with the same outcomes,
  * sentences and digest as a state given none; so does a quiet one. */
@@ -1799,11 +1799,24 @@ START_TEST(test_prefetch_changes_nothing) {
             }
         }
         if (k >= 3) berth_state_prefetch(hinted, &cs[k - 3].cmd, (uint32_t)(k % BERTH_PREFETCH_STAGES));
+        /* Every stage at once, as replay issues them: ahead, behind, and
+         * with gaps (NULL) where a chunk ends. */
+        const berth_cmd *steps[BERTH_PREFETCH_STAGES];
+        for (uint32_t st = 0; st < BERTH_PREFETCH_STAGES; st++) {
+            size_t j = k + 3 * (BERTH_PREFETCH_STAGES - st);
+            steps[st] = j < commands && (k + st) % 5 != 0 ? &cs[j].cmd : NULL;
+        }
+        berth_state_prefetch_stages(hinted, steps);
+        berth_state_prefetch_stages(quiet, steps);
+        for (uint32_t st = 0; st < BERTH_PREFETCH_STAGES; st++) steps[st] = k >= 1 ? &cs[k - 1].cmd : NULL;
+        berth_state_prefetch_stages(hinted, steps);
         if (k + 1 < commands) {
             wrong = cs[k + 1].cmd;
             wrong.name_hash = ~wrong.name_hash;
             for (uint32_t i = 0; i < wrong.place_count; i++) wrong.place[i].worker_hash = rng_next();
             for (uint32_t st = 0; st < BERTH_PREFETCH_STAGES; st++) berth_state_prefetch(hinted, &wrong, st);
+            const berth_cmd *wrongs[BERTH_PREFETCH_STAGES] = { &wrong, &wrong, &wrong };
+            berth_state_prefetch_stages(hinted, wrongs);
         }
         const berth_cmd *c = &cs[k].cmd;
         berth_str canon = berth_str_make(cs[k].canonical, cs[k].canonical_len);
@@ -1838,6 +1851,85 @@ START_TEST(test_prefetch_changes_nothing) {
 }
 END_TEST
 
+/* berth_state_apply_precomputed is berth_state_apply with the REQID's
+ * hashes worked out ahead (berth_state_precompute) and the carried name
+ * hashes trusted on a miss. Over a random stream (misses and hits, REQID
+ * retries and conflicts, a window that wraps past BERTH_REQID_WINDOW) it
+ * gives the same window answers, outcomes, sentences and digest, with and
+ * without sentences, and the states pass berth_state_check. An entry kept
+ * under a wrong hash would trip table_del_obj's asserts when the window
+ * evicts it. */
+START_TEST(test_precomputed_matches_apply) {
+    enum { commands = 24000, reqid_space = 4000 };
+    rng_seed(test_seed);
+    berth_state *plain = berth_state_new(NULL), *pre = berth_state_new(NULL), *quiet = berth_state_new(NULL);
+    ck_assert(plain && pre && quiet);
+    static berth_outcome a, b, q;
+    static hinted_cmd h;
+    uint64_t seq = 0;
+    uint32_t with_reqid = 0, refused_reqid = 0;
+    for (size_t k = 0; k < commands; k++) {
+        /* One command in five comes with a REQID from a small space (retries
+         * and conflicts); the others get a new one, so the window wraps. */
+        gen_command(h.line, sizeof h.line, reqid_space);
+        if (strstr(h.line, " REQID ") == NULL) {
+            size_t len = strlen(h.line);
+            int w = snprintf(h.line + len, sizeof h.line - len, " REQID q%zu", k);
+            ck_assert(w > 0 && (size_t)w < sizeof h.line - len);
+        }
+        size_t n = split_line(h.line, h.words_buf, h.words);
+        char err[BERTH_ERR_LEN_MAX];
+        if (berth_cmd_parse(&h.cmd, n, h.words, err, sizeof err) != 0) continue;
+        h.canonical_len = berth_cmd_canonical(&h.cmd, h.canonical, sizeof h.canonical);
+        ck_assert_uint_gt(h.canonical_len, 0);
+        const berth_cmd *c = &h.cmd;
+        berth_str canon = berth_str_make(h.canonical, h.canonical_len);
+        berth_precomputed p;
+        ck_assert(berth_state_precompute(c, canon, &p));
+        if (c->reqid.len > 0) {
+            ck_assert(p.reqid_hash == berth_name_hash(c->reqid) && p.command_hash == berth_command_hash(canon));
+            berth_reqid_entry hit, hit_pre;
+            berth_reqid_status st = berth_state_reqid_check(plain, c->reqid, canon, &hit);
+            ck_assert_int_eq(berth_state_reqid_check_precomputed(pre, c, &p, &hit_pre), st);
+            ck_assert_int_eq(berth_state_reqid_check_precomputed(quiet, c, &p, &hit_pre), st);
+            if (st != BERTH_REQID_NEW) {
+                ck_assert_uint_eq(hit.seq, hit_pre.seq);
+                refused_reqid++;
+                continue;
+            }
+            with_reqid++;
+        }
+        seq++;
+        ck_assert_int_eq(berth_state_apply(plain, c, canon, seq, &a), 0);
+        ck_assert_int_eq(berth_state_apply_precomputed(pre, c, canon, seq, &p, false, &b), 0);
+        ck_assert_int_eq(berth_state_apply_precomputed(quiet, c, canon, seq, &p, true, &q), 0);
+        outcomes_equal(&a, &b, k);
+        ck_assert_int_eq(a.code, q.code);
+        ck_assert(berth_str_eq(a.instance, q.instance));
+        ck_assert_uint_eq(a.worker_count, q.worker_count);
+    }
+    ck_assert_uint_gt(with_reqid, BERTH_REQID_WINDOW);   /* the window wrapped */
+    ck_assert_uint_gt(refused_reqid, 0);
+    char why[256];
+    ck_assert_msg(berth_state_check(pre, why, sizeof why), "precomputed state broken: %s", why);
+    ck_assert_msg(berth_state_check(quiet, why, sizeof why), "quiet state broken: %s", why);
+    char da[TEST_DIGEST_HEX_LEN], db[TEST_DIGEST_HEX_LEN], dq[TEST_DIGEST_HEX_LEN];
+    digest_hex(plain, da);
+    digest_hex(pre, db);
+    digest_hex(quiet, dq);
+    ck_assert_str_eq(da, db);
+    ck_assert_str_eq(da, dq);
+    /* A REQID that is not a name has nothing to precompute. */
+    berth_cmd bad = h.cmd;
+    bad.reqid = berth_str_make("no spaces", 9);
+    berth_precomputed p;
+    ck_assert(!berth_state_precompute(&bad, berth_str_make("RELEASE i1", 10), &p));
+    berth_state_free(plain);
+    berth_state_free(pre);
+    berth_state_free(quiet);
+}
+END_TEST
+
 static Suite *replay_suite(void) {
     Suite *s = suite_create("replay");
     struct { const char *name; const TTest *fn; } cases[] = {
@@ -1857,6 +1949,7 @@ static Suite *replay_suite(void) {
         { "batch_dry_run", test_batch_full_and_dry_run },
         { "failed_commit", test_failed_commit_rebuilds },
         { "prefetch", test_prefetch_changes_nothing },
+        { "precomputed", test_precomputed_matches_apply },
         { "history_rebuild_missing", test_history_rebuild_missing },
         { "history_rebuild_damaged", test_history_rebuild_damaged },
         { "history_rebuild_locked", test_history_rebuild_locked },
