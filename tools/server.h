@@ -336,7 +336,7 @@ void reply_record(reply_buf *rb, const berth_record *rec);
 
 /* jobs.c */
 /* In a sanitizer build a job runs in berthd run afresh as `berthd
- * --job-child DIR KIND SEQ PROTO WORD…` (jobs.c): main hands such a
+ * --job-child DIR KIND SEQ PROTO PPID WORD…` (jobs.c): main hands such a
  * command line to jobs_child_main first thing; it returns the exit code. */
 #define JOBS_CHILD_FLAG "--job-child"
 int jobs_child_main(int argc, char **argv);
