@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-# catch_child.py PID SECONDS [FILE] — stops (SIGSTOP) the first child process
-# of PID that appears within SECONDS (with FILE open and none of berthd's
-# sockets, eventfd, epoll or DIR/LOCK, when FILE is given: a child caught
-# before it ran that far is let go and caught again) and prints its pid;
-# exit 1 if none did (as when every child holds its parent's descriptors). With --grandchild first: a child of a
-# child of PID (PID the calling shell, which starts the process afterwards:
-# a walk may end before Python has started); it prints "ready" first, when
-# it polls. Polls
-# /proc/PID/task/*/children in a tight loop: a job's child lives for tens of
-# milliseconds, too short for pgrep in a shell loop to catch reliably.
+# catch_child.py PID SECONDS [FILE] — stops (SIGSTOP) the first child
+# process of PID that appears within SECONDS and prints its pid; exit 1 if
+# none did. With FILE: only a child that holds FILE open, has written its
+# first frame (so is past its setup: a spawned one may hold an inherited
+# data.mdb before) and holds none of berthd's sockets, eventfd, epoll or
+# DIR/LOCK counts; one caught before it ran that far is let go and caught
+# again (so when every child holds its parent's descriptors, none counts).
+# With --grandchild first: a child of a child of PID (PID the calling
+# shell, which starts the process afterwards: a walk may end before Python
+# has started); it prints "ready" first, when it polls.
+# Polls /proc/PID/task/*/children in a tight loop: a job's child lives for
+# tens of milliseconds, too short for pgrep in a shell loop to catch.
 import os, signal, sys, time
 
 def children(pid):
@@ -45,7 +47,14 @@ def stopped_with(child, path):
     except OSError:
         return False
     parents = [h for h in held if h.startswith(("socket:", "anon_inode:")) or h.endswith("/LOCK")]
-    return path in held and not parents
+    # Written: the child sent its first frame (the journal opened), so it
+    # is past its setup (a spawned one may hold an inherited data.mdb before).
+    try:
+        with open(f"/proc/{child}/io") as f:
+            wrote = int(next(l for l in f if l.startswith("wchar:")).split()[1])
+    except (OSError, StopIteration, ValueError):
+        return False
+    return path in held and wrote > 0 and not parents
 
 args = sys.argv[1:]
 grand = args[0] == "--grandchild"
