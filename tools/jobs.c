@@ -29,9 +29,14 @@
  * The child opens the journal itself, read-only (the parent's environment
  * is not to be used across fork), runs the job on the range fixed on the
  * loop and hands the reply's bytes back over a pipe; the job thread waits
- * for them as it waited for the job. A child killed by a signal becomes a
- * -CORRUPT reply naming how far a verify got, a log line, and a sweep of
- * the reader slot it left. Healthy replies are byte for byte the same.
+ * for them as it waited for the job. A child killed by a fault signal
+ * becomes a -CORRUPT reply naming how far a verify got, a log line, and a
+ * sweep of the reader slot it left; one killed from outside (SIGKILL) an
+ * -ERR asking for a retry. The child holds none of berthd's descriptors
+ * and dies with berthd (guard_opts.death_signal); jobs_stop kills a
+ * running child, whose pid the job thread keeps under the queue's mutex,
+ * so a hung child cannot hold the stop. Healthy replies are byte for byte
+ * the same.
  * The fork and the open cost about 1 ms of CPU a job (docs/reliability.md),
  * so queued verifies of the same range share one run's reply. The child
  * must take no lock another thread may hold at the fork (no stdio, no
