@@ -59,3 +59,11 @@ if(TARGET berthd)
                    $<TARGET_FILE:berthd>)
   set_tests_properties(cli_vs_berthd PROPERTIES TIMEOUT 120 LABELS cli)
 endif()
+
+# guard: the walk's child (tools/guard.c, shared by berth and berthd).
+add_executable(test_guard ${CMAKE_CURRENT_SOURCE_DIR}/test_guard.c
+                          ${CMAKE_SOURCE_DIR}/tools/guard.c)
+target_include_directories(test_guard PRIVATE ${CMAKE_SOURCE_DIR}/tools)
+target_link_libraries(test_guard PRIVATE PkgConfig::CHECK)
+add_test(NAME guard COMMAND test_guard)
+set_tests_properties(guard PROPERTIES TIMEOUT 60)

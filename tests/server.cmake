@@ -51,6 +51,12 @@ if(TARGET berthd)
              COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> BERTH=$<TARGET_FILE:berth>
                      bash ${CMAKE_CURRENT_SOURCE_DIR}/server/damaged_pages.sh)
     set_tests_properties(server_damaged_pages PROPERTIES TIMEOUT 120 LABELS server)
+    # job_child.sh: a walk's child (berthd's job, berth's guarded command)
+    # holds none of its parent's descriptors and does not outlive it.
+    add_test(NAME server_job_child
+             COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> BERTH=$<TARGET_FILE:berth>
+                     bash ${CMAKE_CURRENT_SOURCE_DIR}/server/job_child.sh)
+    set_tests_properties(server_job_child PROPERTIES TIMEOUT 120 LABELS server)
   endif()
   add_test(NAME server_park
            COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>

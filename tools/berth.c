@@ -132,6 +132,9 @@ static int run_subcommand(const subcommand *sub, int argc, char **argv) {
     return rc;
 }
 
+/* What berth passes on to its guarded child (forward_signal). */
+static const int cli_forwarded_signals[] = { SIGTERM, SIGHUP, SIGINT };
+
 typedef struct guarded_call {
     const subcommand *sub;
     int argc;
@@ -141,11 +144,54 @@ typedef struct guarded_call {
 static int guarded_child(void *arg, int fd) {
     const guarded_call *call = arg;
     cli_guard_fd = fd;
+    for (size_t i = 0; i < sizeof cli_forwarded_signals / sizeof cli_forwarded_signals[0]; i++) {
+        (void)signal(cli_forwarded_signals[i], SIG_DFL);
+    }
     int rc = run_subcommand(call->sub, call->argc, call->argv);
     /* exit, not guard_run's _exit: this child was forked before any thread,
      * so it may end like the whole tool did (atexit handlers: a sanitizer
      * build's leak check runs here). */
     exit(rc);
+}
+
+/* The guarded child, for the handlers below: 0 when none runs (and in the
+ * child itself, whose copy was taken before the parent learned the pid). */
+static volatile sig_atomic_t cli_child_pid;
+
+static void note_child(void *ctx, pid_t pid) {
+    (void)ctx;
+    cli_child_pid = (sig_atomic_t)pid;
+}
+
+/* SIGTERM, SIGHUP or SIGINT sent to berth's pid alone (a supervisor's kill,
+ * not a terminal's Ctrl-C to the group) goes on to the child, which ends
+ * of it: run_guarded then ends berth of the same signal, as before. With
+ * no child to pass it to (in the child, or before the fork returned) the
+ * signal takes its default action here. */
+static void forward_signal(int sig) {
+    pid_t pid = (pid_t)cli_child_pid;
+    if (pid > 0) {
+        int saved = errno;
+        (void)kill(pid, sig);
+        errno = saved;
+        return;
+    }
+    (void)signal(sig, SIG_DFL);
+    (void)raise(sig);
+}
+
+static int forward_signals_install(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = forward_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof cli_forwarded_signals / sizeof cli_forwarded_signals[0]; i++) {
+        if (sigaction(cli_forwarded_signals[i], &sa, NULL) != 0) {
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* The child died of damaged pages (most likely): a CORRUPT finding like a
@@ -213,9 +259,15 @@ static int run_guarded(const subcommand *sub, int argc, char **argv) {
     if (fflush(stdout) != 0) {
         return cli_fail(CLI_EXIT_USAGE, "IO", "could not write the output");
     }
+    if (forward_signals_install() != 0) {
+        return cli_fail(CLI_EXIT_USAGE, "ERR", "cannot install the signal handlers");
+    }
     guarded_call call = { sub, argc, argv };
+    /* SIGTERM when berth dies of what it cannot pass on (SIGKILL): no
+     * child walks on, or holds the LOCK (history rebuild), without it. */
+    const guard_opts opts = { SIGTERM, note_child, NULL };
     guard_result res;
-    if (guard_run(guarded_child, &call, &res) != 0) {
+    if (guard_run(guarded_child, &call, &opts, &res) != 0) {
         return cli_fail(CLI_EXIT_USAGE, "ERR", "cannot start the walk in a child process: %s",
                         strerror(errno));
     }

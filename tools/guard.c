@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,6 +27,7 @@
 #define GUARD_FRAME_BYTES 9u                 /* tag + u64 */
 #define GUARD_LINE_BYTES_MAX 1024u           /* each half of the last words */
 #define GUARD_CHILD_EXIT_NOFN 125            /* neither exited nor signalled */
+#define GUARD_CHILD_EXIT_ORPHAN 126          /* the parent died before the child ran */
 
 extern char **environ;
 
@@ -149,11 +152,47 @@ void guard_child_defaults(void) {
     }
 }
 
+/* Descriptors lo..hi closed (hi >= lo); a kernel without close_range
+ * (before 5.9) gets a loop up to the descriptor limit. */
+static void close_fds(unsigned lo, unsigned hi) {
+    if (close_range(lo, hi, 0) == 0) {
+        return;
+    }
+    struct rlimit rl;
+    unsigned top = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+                           rl.rlim_cur < (rlim_t)hi
+                       ? (unsigned)rl.rlim_cur
+                       : (hi < 65536u ? hi + 1 : 65536u);
+    for (unsigned fd = lo; fd < top; fd++) {
+        (void)close((int)fd);
+    }
+}
+
+int guard_child_setup(int keep_fd, int death_signal, pid_t parent) {
+    assert(keep_fd > STDERR_FILENO);
+    if (keep_fd > STDERR_FILENO + 1) {
+        close_fds(STDERR_FILENO + 1, (unsigned)keep_fd - 1);
+    }
+    close_fds((unsigned)keep_fd + 1, ~0u);
+    if (death_signal != 0 && prctl(PR_SET_PDEATHSIG, (unsigned long)death_signal) != 0) {
+        return -1;
+    }
+    /* A parent that died before the prctl sends nothing: ask. */
+    return getppid() == parent ? 0 : -1;
+}
+
 /* The parent's side: the frames until the child closes the pipe, then
  * the child itself. */
-static int collect(pid_t pid, int fd, guard_result *out) {
+static int collect(pid_t pid, int fd, const guard_opts *opts, guard_result *out) {
     int rc = read_frames(fd, out);
     int saved = errno;
+    if (opts != NULL && opts->started != NULL) {
+        opts->started(opts->ctx, 0);
+    }
+    if (rc != 0) {
+        /* A child that sends what it may not will not be waited for. */
+        (void)kill(pid, SIGKILL);
+    }
     /* A child still writing when the parent gave up on its frames gets
      * EPIPE (or SIGPIPE) once the read end closes, and ends. */
     (void)close(fd);
@@ -182,13 +221,14 @@ static int collect(pid_t pid, int fd, guard_result *out) {
     return 0;
 }
 
-int guard_run(guard_fn fn, void *arg, guard_result *out) {
+int guard_run(guard_fn fn, void *arg, const guard_opts *opts, guard_result *out) {
     assert(fn != NULL && out != NULL);
     memset(out, 0, sizeof *out);
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) {
         return -1;
     }
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         int saved = errno;
@@ -198,16 +238,21 @@ int guard_run(guard_fn fn, void *arg, guard_result *out) {
         return -1;
     }
     if (pid == 0) {
-        (void)close(fds[0]);
+        if (guard_child_setup(fds[1], opts != NULL ? opts->death_signal : 0, parent) != 0) {
+            _exit(GUARD_CHILD_EXIT_ORPHAN);
+        }
         guard_child_defaults();
         int code = fn(arg, fds[1]);
         _exit(code);
     }
     (void)close(fds[1]);
-    return collect(pid, fds[0], out);
+    if (opts != NULL && opts->started != NULL) {
+        opts->started(opts->ctx, pid);
+    }
+    return collect(pid, fds[0], opts, out);
 }
 
-int guard_spawn(const char *path, char *const argv[], guard_result *out) {
+int guard_spawn(const char *path, char *const argv[], const guard_opts *opts, guard_result *out) {
     assert(path != NULL && argv != NULL && out != NULL);
     memset(out, 0, sizeof *out);
     int fds[2];
@@ -247,7 +292,10 @@ fail_fds:
         errno = rc;
         return -1;
     }
-    return collect(pid, fds[0], out);
+    if (opts != NULL && opts->started != NULL) {
+        opts->started(opts->ctx, pid);
+    }
+    return collect(pid, fds[0], opts, out);
 }
 
 const char *guard_signal_name(int sig, char *buf, size_t size) {

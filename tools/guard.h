@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define GUARD_RESULT_BYTES_MAX (1ull << 32)  /* a result larger than this is refused */
 
@@ -39,14 +40,31 @@ typedef struct guard_result {
  * (or calls exit itself, where the parent had no threads at the fork). */
 typedef int (*guard_fn)(void *arg, int fd);
 
-/* Fork; the child sets SIGSEGV, SIGBUS, SIGABRT, SIGFPE and SIGILL back to
+/* What the caller wants around the child. death_signal: sent to the child
+ * when the thread that started it dies (PR_SET_PDEATHSIG; 0 for none):
+ * berthd's job thread only ends after its child is reaped, so a killed
+ * berthd takes its child along. started, when not NULL, hears the child's
+ * pid once it runs and 0 once its frames ended, before it is reaped (so
+ * the pid it holds is never one reused by another process): berthd kills
+ * a child that outlives its stop with it. */
+typedef struct guard_opts {
+    int death_signal;
+    void (*started)(void *ctx, pid_t pid);
+    void *ctx;
+} guard_opts;
+
+/* Fork; the child closes every descriptor but 0, 1, 2 and the pipe's
+ * write end (it must hold no listening socket, client socket, LOCK or
+ * lock.mdb of its parent's: those would outlive a killed parent), takes
+ * opts->death_signal and ends at once if its parent already died; it sets SIGSEGV, SIGBUS, SIGABRT, SIGFPE and SIGILL back to
  * their default action (so it dies of them, whatever handler its parent or
  * a sanitizer installed), runs fn and _exits with its code (stdio is not
  * flushed: fn flushes what it wrote). The parent reads the frames until the
  * child closes the pipe and reaps it. Returns 0 with *out filled (free
  * out->bytes), or -1 with errno when no pipe or child could be had, or a
- * frame was malformed (EPROTO) or too large (EFBIG). */
-int guard_run(guard_fn fn, void *arg, guard_result *out);
+ * frame was malformed (EPROTO) or too large (EFBIG; the child is then
+ * killed, not waited for). opts may be NULL. */
+int guard_run(guard_fn fn, void *arg, const guard_opts *opts, guard_result *out);
 
 /* guard_run for a program run afresh: posix_spawn of path with argv, the
  * pipe's write end as descriptor GUARD_SPAWN_FD, no signal blocked. The
@@ -56,11 +74,17 @@ int guard_run(guard_fn fn, void *arg, guard_result *out);
  * ever (GCC 12's libasan did, in berthd's job children). Same result and
  * errors as guard_run (errno from posix_spawn too). */
 #define GUARD_SPAWN_FD 3
-int guard_spawn(const char *path, char *const argv[], guard_result *out);
+int guard_spawn(const char *path, char *const argv[], const guard_opts *opts, guard_result *out);
 
 /* SIGSEGV, SIGBUS, SIGABRT, SIGFPE and SIGILL back to their default
  * action (guard_run's child does it itself). */
 void guard_child_defaults(void);
+
+/* In a child (guard_run's does it itself; a spawned program calls it
+ * first): close every descriptor above 2 but keep_fd, take death_signal
+ * (0: none) for its parent's death, and return -1 when the parent is no
+ * longer parent (it died before the signal was set): the caller exits. */
+int guard_child_setup(int keep_fd, int death_signal, pid_t parent);
 
 /* In the child: frames for the parent. 0, or -1 with errno. */
 int guard_send_opened(int fd, uint64_t head_seq);

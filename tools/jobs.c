@@ -29,9 +29,14 @@
  * The child opens the journal itself, read-only (the parent's environment
  * is not to be used across fork), runs the job on the range fixed on the
  * loop and hands the reply's bytes back over a pipe; the job thread waits
- * for them as it waited for the job. A child killed by a signal becomes a
- * -CORRUPT reply naming how far a verify got, a log line, and a sweep of
- * the reader slot it left. Healthy replies are byte for byte the same.
+ * for them as it waited for the job. A child killed by a fault signal
+ * becomes a -CORRUPT reply naming how far a verify got, a log line, and a
+ * sweep of the reader slot it left; one killed from outside (SIGKILL) an
+ * -ERR asking for a retry. The child holds none of berthd's descriptors
+ * and dies with berthd (guard_opts.death_signal); jobs_stop kills a
+ * running child, whose pid the job thread keeps under the queue's mutex,
+ * so a hung child cannot hold the stop. Healthy replies are byte for byte
+ * the same.
  * The fork and the open cost about 1 ms of CPU a job (docs/reliability.md),
  * so queued verifies of the same range share one run's reply. The child
  * must take no lock another thread may hold at the fork (no stdio, no
@@ -42,9 +47,11 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "guard.h"
 
@@ -291,13 +298,13 @@ static int unhex_digit(char c) {
     return -1;
 }
 
-enum { job_argv_fixed = 6 };   /* berthd, the flag, DIR, kind, seq, RESP version */
+enum { job_argv_fixed = 7 };   /* berthd, the flag, DIR, kind, seq, RESP version, parent */
 
-/* `berthd --job-child DIR KIND SEQ PROTO WORD…` for j (words in hex), in
+/* `berthd --job-child DIR KIND SEQ PROTO PPID WORD…` for j (words in hex), in
  * one malloc'd block; NULL when out of memory. */
 static char **job_child_argv(const job *j) {
     size_t words = j->kind == JOB_AT ? j->argc : 0;
-    size_t numbers = 2 * 24;
+    size_t numbers = 3 * 24;
     size_t bytes = (job_argv_fixed + words + 1) * sizeof(char *) + numbers;
     for (size_t i = 0; i < words; i++) {
         bytes += 2 * j->argv[i].len + 1;
@@ -318,6 +325,10 @@ static char **job_child_argv(const job *j) {
     n = snprintf(text, 24, "%u", (unsigned)j->out.proto);
     assert(n > 0 && n < 24);
     argv[5] = text;
+    text += n + 1;
+    n = snprintf(text, 24, "%lld", (long long)getpid());
+    assert(n > 0 && n < 24);
+    argv[6] = text;
     text += n + 1;
     for (size_t i = 0; i < words; i++) {
         argv[job_argv_fixed + i] = text;
@@ -359,10 +370,17 @@ int jobs_child_main(int argc, char **argv) {
     static job j;   /* the query's bytes make it big; a child runs one */
     memset(&j, 0, sizeof j);
     uint64_t proto = 0;
+    uint64_t parent = 0;
     if (argc < job_argv_fixed || strcmp(argv[1], JOBS_CHILD_FLAG) != 0 ||
         !berth_parse_u64(berth_str_make(argv[4], strlen(argv[4])), &j.seq) ||
         !berth_parse_u64(berth_str_make(argv[5], strlen(argv[5])), &proto) ||
-        (proto != 2 && proto != 3)) {
+        (proto != 2 && proto != 3) ||
+        !berth_parse_u64(berth_str_make(argv[6], strlen(argv[6])), &parent) || parent == 0) {
+        return job_child_exit_usage;
+    }
+    /* What guard_run's child does after its fork: berthd's descriptors that
+     * were not close-on-exec go, and berthd's death ends this process. */
+    if (guard_child_setup(GUARD_SPAWN_FD, SIGKILL, (pid_t)parent) != 0) {
         return job_child_exit_usage;
     }
     if (strcmp(argv[3], "verify") == 0 && argc == job_argv_fixed) {
@@ -378,13 +396,36 @@ int jobs_child_main(int argc, char **argv) {
     return code;
 }
 
-/* A job's child died of a signal: damaged pages, most likely. The client
- * hears CORRUPT; berthd serves on from memory, and frees the reader slot
- * the child held. */
-static void job_child_died(job *j, const guard_result *res) {
+/* A job's child died of a signal. berthd frees the reader slot the child
+ * held either way. A fault (guard_signal_is_fault) is damaged pages, most
+ * likely: the client hears CORRUPT and berthd serves on from memory. A
+ * signal from outside (SIGKILL from the OOM killer or an operator; berthd's
+ * own stop, killed_by_stop) says nothing of the pages: retry. */
+static void job_child_died(job *j, const guard_result *res, bool killed_by_stop) {
     server *s = j->server;
     char buf[32];
     const char *sig = guard_signal_name(res->signal, buf, sizeof buf);
+    if (killed_by_stop || !guard_signal_is_fault(res->signal)) {
+        reply_free(&j->out);
+        reply_init(&j->out, j->client->out.proto);
+        if (killed_by_stop) {
+            reply_error(&j->out, "ERR", "berthd is stopping: %s was not finished; retry it after "
+                                        "the restart",
+                        job_name(j));
+        } else {
+            reply_error(&j->out, "ERR", "%s was not finished: its process was killed by %s (not "
+                                        "page damage); retry it",
+                        job_name(j), sig);
+        }
+        uint32_t freed = 0;
+        berth_jerr jrc = berth_journal_readers_clear_dead(s->journal, &freed);
+        server_log("%s's process was killed by %s%s; the client was told to retry; %s",
+                   job_name(j), sig, killed_by_stop ? " (berthd is stopping)" : "",
+                   jrc == BERTH_J_OK ? (freed > 0 ? "its reader slot was freed"
+                                                  : "it left no reader slot taken")
+                                     : "its reader slot could not be checked (IO)");
+        return;
+    }
     char where[160] = "";
     if (j->kind == JOB_VERIFY && res->opened) {
         uint64_t checked = res->progressed ? res->checked_seq : 0;
@@ -416,27 +457,55 @@ static void job_child_died(job *j, const guard_result *res) {
                                 : "its reader slot could not be checked (IO)");
 }
 
+/* guard_opts.started on the job thread: jobs_stop kills the child it
+ * finds here (a hung child would hold the stop for ever). */
+static void job_child_started(void *ctx, pid_t pid) {
+    job_queue *q = ctx;
+    int rc = pthread_mutex_lock(&q->mutex);
+    assert(rc == 0);
+    q->child_pid = pid;
+    if (pid > 0 && q->stop) {
+        (void)kill(pid, SIGKILL);
+        q->child_killed = true;
+    }
+    rc = pthread_mutex_unlock(&q->mutex);
+    assert(rc == 0);
+}
+
 static void job_run_guarded(job *j) {
+    job_queue *q = &j->server->jobs;
+    /* SIGKILL when the job thread dies, which it does only with berthd
+     * (jobs_stop joins it after its child is reaped). */
+    const guard_opts opts = { SIGKILL, job_child_started, q };
     guard_result res;
-    int rc;
+    int rc = pthread_mutex_lock(&q->mutex);
+    assert(rc == 0);
+    q->child_killed = false;
+    rc = pthread_mutex_unlock(&q->mutex);
+    assert(rc == 0);
     if (JOBS_SPAWN) {
         char **argv = job_child_argv(j);
         if (argv == NULL) {
             reply_error(&j->out, "ERR", "out of memory starting %s's process", job_name(j));
             return;
         }
-        rc = guard_spawn(JOBS_SELF_EXE, argv, &res);
+        rc = guard_spawn(JOBS_SELF_EXE, argv, &opts, &res);
         free(argv);
     } else {
-        rc = guard_run(job_child, j, &res);
+        rc = guard_run(job_child, j, &opts, &res);
     }
     if (rc != 0) {
         reply_error(&j->out, "ERR", "%s could not run in a process of its own (%s); retry shortly",
                     job_name(j), strerror(errno));
         return;
     }
+    rc = pthread_mutex_lock(&q->mutex);
+    assert(rc == 0);
+    bool killed_by_stop = q->child_killed;
+    rc = pthread_mutex_unlock(&q->mutex);
+    assert(rc == 0);
     if (res.died) {
-        job_child_died(j, &res);
+        job_child_died(j, &res, killed_by_stop);
     } else if (res.exit_code == job_child_exit_nomem) {
         j->out.failed = true;
     } else if (res.exit_code != 0 || res.bytes == NULL) {
@@ -592,6 +661,12 @@ void jobs_stop(server *s) {
     int rc = pthread_mutex_lock(&q->mutex);
     assert(rc == 0);
     q->stop = true;
+    if (q->child_pid > 0) {
+        /* Reaped only after the started(0) that clears child_pid: the pid
+         * is still this child's. */
+        (void)kill(q->child_pid, SIGKILL);
+        q->child_killed = true;
+    }
     rc = pthread_cond_signal(&q->cond);
     assert(rc == 0);
     rc = pthread_mutex_unlock(&q->mutex);

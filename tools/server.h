@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "engine.h"
 #include "journal.h"
@@ -193,6 +194,8 @@ typedef struct job_queue {
     struct job *todo_head;              /* under mutex */
     struct job *todo_tail;
     struct job *done_head;              /* under mutex */
+    pid_t child_pid;                    /* under mutex: the running job's child, 0 when none */
+    bool child_killed;                  /* under mutex: jobs_stop killed that child */
     uint32_t outstanding;               /* loop thread only */
     ev_async async;
 } job_queue;
@@ -333,7 +336,7 @@ void reply_record(reply_buf *rb, const berth_record *rec);
 
 /* jobs.c */
 /* In a sanitizer build a job runs in berthd run afresh as `berthd
- * --job-child DIR KIND SEQ PROTO WORD…` (jobs.c): main hands such a
+ * --job-child DIR KIND SEQ PROTO PPID WORD…` (jobs.c): main hands such a
  * command line to jobs_child_main first thing; it returns the exit code. */
 #define JOBS_CHILD_FLAG "--job-child"
 int jobs_child_main(int argc, char **argv);

@@ -1,0 +1,124 @@
+#!/bin/bash
+# job_child.sh — the processes berthd and berth run a journal walk in
+# (guard.h) hold nothing of their parent's and do not outlive it (review
+# hV4). A job's child is caught and stopped (SIGSTOP: a hung child) with
+# the journal open, then:
+#   - it holds no socket, no DIR/LOCK, no eventfd or epoll of berthd's;
+#   - SIGKILLed from outside, its client hears -ERR "killed by SIGKILL (not
+#     page damage)", not -CORRUPT, and the log says nothing of damage;
+#   - SIGTERM to berthd ends berthd within seconds (the child is killed)
+#     and the job's client hears "berthd is stopping";
+#   - berthd SIGKILLed takes its child along: a restart is not LOCKED.
+# And `berth history rebuild` (writes, holds the LOCK) SIGTERMed by its pid
+# while its child is stopped: berth waits for the child, which ends of the
+# same signal; no orphan walks on. Needs BERTH (the berth binary) too.
+source "$(dirname "$0")/lib.sh"
+BERTH=${BERTH:?BERTH must name the berth binary}
+CATCH="$(dirname "$0")/catch_child.py"
+RECORDS=20000
+
+# verifies_until_caught OUT: JOURNAL.VERIFYs one after another into OUT
+# until a child of berthd is caught (stopped, the journal open, holding
+# none of berthd's descriptors); sets CHILD.
+verifies_until_caught() {
+    : >"$1"
+    ( while :; do "$REDIS_CLI" -p "$PORT" JOURNAL.VERIFY >>"$1" 2>&1 || exit; done ) &
+    VERIFIER=$!
+    bg_pids+=("$VERIFIER")
+    CHILD=$(python3 "$CATCH" "$BERTHD_PID" 20 "$DATA/data.mdb") || fail "no job child with the journal open and none of berthd's sockets, eventfd, epoll or LOCK in 20 s"
+}
+stop_verifier() { kill "$VERIFIER" 2>/dev/null; wait "$VERIFIER" 2>/dev/null; }
+# A process ended: gone, or a zombie (an orphan's reaper may not be quick).
+ended() { ! kill -0 "$1" 2>/dev/null || grep -q ') Z' "/proc/$1/stat" 2>/dev/null; }
+gone_within() {   # PID STEPS(50 ms) WHY
+    local i
+    for ((i = 0; i < $2; i++)); do
+        ended "$1" && return 0
+        sleep 0.05
+    done
+    fail "$3"
+}
+
+start_berthd
+{
+    for ((i = 1; i <= RECORDS; i++)); do printf 'WORKER.ADD w%d GPUS 8\r\n' "$i"; done
+    printf 'QUIT\r\n'
+} >"$TMP/writes.txt"
+nc_file "$TMP/writes.txt" >/dev/null
+expect_eq "$(head_seq)" "$RECORDS" "the head after the writes"
+
+# 1. What the child holds, and a SIGKILL from outside.
+verifies_until_caught "$TMP/v1.out"
+fds=$(ls -l "/proc/$CHILD/fd" | awk 'NR > 1 {print $NF}')
+echo "$fds" | grep -Eq 'socket:|anon_inode|/LOCK$' &&
+    fail "the job's child $CHILD holds berthd's descriptors: $(echo $fds)"
+kill -KILL "$CHILD"
+sleep 0.3
+stop_verifier
+grep -q "ERR JOURNAL.VERIFY was not finished: its process was killed by SIGKILL (not page damage); retry it" "$TMP/v1.out" ||
+    fail "no -ERR retry for the SIGKILLed child: $(sort "$TMP/v1.out" | uniq -c)"
+grep -q CORRUPT "$TMP/v1.out" && fail "a SIGKILLed child reported as damage: $(sort "$TMP/v1.out" | uniq -c)"
+grep -q "damaged" "$LOG" && fail "the log calls a SIGKILLed child damage"
+grep -q "JOURNAL.VERIFY's process was killed by SIGKILL" "$LOG" || fail "no log line for the killed child"
+expect_eq "$(r PING)" PONG "PING after the killed child"
+
+# 2. SIGTERM with a hung child.
+verifies_until_caught "$TMP/v2.out"
+kill -TERM "$BERTHD_PID"
+gone_within "$BERTHD_PID" 100 "berthd still running 5 s after SIGTERM with a stopped job child"
+rc=0; wait "$BERTHD_PID" || rc=$?
+BERTHD_PID=""
+[ "$rc" -eq 0 ] || fail "berthd exited $rc after SIGTERM"
+sanitizer_clean
+gone_within "$CHILD" 40 "the job's child outlived berthd's stop"
+stop_verifier
+grep -q "berthd is stopping: JOURNAL.VERIFY was not finished; retry it after the restart" "$TMP/v2.out" ||
+    fail "no stopping reply for the killed job: $(sort "$TMP/v2.out" | uniq -c)"
+
+# 3. berthd SIGKILLed: its child goes too, the restart is not LOCKED.
+start_berthd
+verifies_until_caught "$TMP/v3.out"
+kill -KILL "$BERTHD_PID"; wait "$BERTHD_PID" 2>/dev/null; BERTHD_PID=""
+stop_verifier
+gone_within "$CHILD" 40 "the job's child outlived a SIGKILLed berthd"
+start_berthd
+expect_eq "$(head_seq)" "$RECORDS" "the head after the restart"
+stop_berthd
+
+# berth_caught OUT: `berth history rebuild` in the background (BERTH_PID),
+# its guarded child caught and stopped (CHILD).
+berth_caught() {
+    local shell=$BASHPID   # here: in the background command it would be the catcher's own
+    python3 "$CATCH" --grandchild "$shell" 10 >"$TMP/caught" &
+    local catcher=$! i
+    for ((i = 0; i < 400; i++)); do grep -q ready "$TMP/caught" && break; sleep 0.025; done
+    "$BERTH" history rebuild --data "$DATA" >"$1" 2>&1 &
+    BERTH_PID=$!
+    bg_pids+=("$BERTH_PID")
+    wait "$catcher" || fail "no child of berth caught"
+    CHILD=$(tail -n 1 "$TMP/caught")
+}
+
+# 4. berth SIGTERMed by its pid while its guarded child is stopped.
+berth_caught "$TMP/rebuild.out"
+kill -TERM "$BERTH_PID"
+sleep 0.3
+if ended "$BERTH_PID" && ! ended "$CHILD"; then
+    kill -KILL "$CHILD"; kill -CONT "$CHILD"
+    fail "berth ended at SIGTERM and left its child $CHILD running"
+fi
+kill -CONT "$CHILD"
+gone_within "$BERTH_PID" 60 "berth still running 3 s after SIGTERM"
+rc=0; wait "$BERTH_PID" || rc=$?
+[ "$rc" -eq 143 ] || fail "berth exited $rc after SIGTERM, not 143 (the child's signal)"
+gone_within "$CHILD" 20 "berth's child outlived it"
+grep -q "rebuilt" "$TMP/rebuild.out" && fail "the rebuild ran on after SIGTERM: $(cat "$TMP/rebuild.out")"
+
+# berth SIGKILLed (nothing to forward): the child ends of its death signal.
+berth_caught "$TMP/rebuild2.out"
+kill -KILL "$BERTH_PID"; wait "$BERTH_PID" 2>/dev/null
+kill -CONT "$CHILD"
+gone_within "$CHILD" 20 "berth's child outlived a SIGKILLed berth"
+grep -q "rebuilt" "$TMP/rebuild2.out" && fail "the rebuild ran on after berth was killed: $(cat "$TMP/rebuild2.out")"
+"$BERTH" history rebuild --data "$DATA" >"$TMP/rebuild3.out" 2>&1 || fail "a rebuild after: $(cat "$TMP/rebuild3.out")"
+note "ok: job children hold none of berthd's descriptors, die with berthd and its stop, a SIGKILL is no damage; berth's child dies with berth"
