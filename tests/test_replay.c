@@ -1756,15 +1756,25 @@ typedef struct hinted_cmd {
     berth_cmd cmd;
 } hinted_cmd;
 
+/* Asserts inside loops of thousands of commands: Check's ck_assert records
+ * every passing assertion's location through its message channel, which
+ * under valgrind made test_precomputed_matches_apply take 100 s of CPU;
+ * LOOP_ASSERT calls into Check only when the condition fails. */
+#define LOOP_ASSERT(cond, ...) do { if (!(cond)) ck_abort_msg(__VA_ARGS__); } while (0)
+
 static void outcomes_equal(const berth_outcome *a, const berth_outcome *b, size_t k) {
-    ck_assert_msg(a->code == b->code, "command %zu: code %d vs %d (seed %" PRIu64 ")", k, (int)a->code,
-                  (int)b->code, test_seed);
-    ck_assert_uint_eq(a->sentence_len, b->sentence_len);
-    ck_assert_msg(memcmp(a->sentence, b->sentence, a->sentence_len + 1) == 0, "command %zu: '%s' vs '%s'", k,
-                  a->sentence, b->sentence);
-    ck_assert(berth_str_eq(a->instance, b->instance));
-    ck_assert_uint_eq(a->worker_count, b->worker_count);
-    for (uint32_t i = 0; i < a->worker_count; i++) ck_assert(berth_str_eq(a->workers[i], b->workers[i]));
+    LOOP_ASSERT(a->code == b->code, "command %zu: code %d vs %d (seed %" PRIu64 ")", k, (int)a->code,
+                (int)b->code, test_seed);
+    LOOP_ASSERT(a->sentence_len == b->sentence_len, "command %zu: sentence length %u vs %u", k,
+                a->sentence_len, b->sentence_len);
+    LOOP_ASSERT(memcmp(a->sentence, b->sentence, a->sentence_len + 1) == 0, "command %zu: '%s' vs '%s'", k,
+                a->sentence, b->sentence);
+    LOOP_ASSERT(berth_str_eq(a->instance, b->instance), "command %zu: instance differs", k);
+    LOOP_ASSERT(a->worker_count == b->worker_count, "command %zu: worker count %u vs %u", k, a->worker_count,
+                b->worker_count);
+    for (uint32_t i = 0; i < a->worker_count; i++) {
+        LOOP_ASSERT(berth_str_eq(a->workers[i], b->workers[i]), "command %zu: worker %u differs", k, i);
+    }
 }
 
 /* berth_state_prefetch and _prefetch_stages only hint. A state given every stage of the hints
@@ -1875,38 +1885,39 @@ START_TEST(test_precomputed_matches_apply) {
         if (strstr(h.line, " REQID ") == NULL) {
             size_t len = strlen(h.line);
             int w = snprintf(h.line + len, sizeof h.line - len, " REQID q%zu", k);
-            ck_assert(w > 0 && (size_t)w < sizeof h.line - len);
+            LOOP_ASSERT(w > 0 && (size_t)w < sizeof h.line - len, "command %zu: line too long", k);
         }
         size_t n = split_line(h.line, h.words_buf, h.words);
         char err[BERTH_ERR_LEN_MAX];
         if (berth_cmd_parse(&h.cmd, n, h.words, err, sizeof err) != 0) continue;
         h.canonical_len = berth_cmd_canonical(&h.cmd, h.canonical, sizeof h.canonical);
-        ck_assert_uint_gt(h.canonical_len, 0);
+        LOOP_ASSERT(h.canonical_len > 0, "command %zu: no canonical text", k);
         const berth_cmd *c = &h.cmd;
         berth_str canon = berth_str_make(h.canonical, h.canonical_len);
         berth_precomputed p;
-        ck_assert(berth_state_precompute(c, canon, &p));
+        LOOP_ASSERT(berth_state_precompute(c, canon, &p), "command %zu: nothing precomputed", k);
         if (c->reqid.len > 0) {
-            ck_assert(p.reqid_hash == berth_name_hash(c->reqid) && p.command_hash == berth_command_hash(canon));
+            LOOP_ASSERT(p.reqid_hash == berth_name_hash(c->reqid) && p.command_hash == berth_command_hash(canon),
+                        "command %zu: precomputed hashes differ", k);
             berth_reqid_entry hit, hit_pre;
             berth_reqid_status st = berth_state_reqid_check(plain, c->reqid, canon, &hit);
-            ck_assert_int_eq(berth_state_reqid_check_precomputed(pre, c, &p, &hit_pre), st);
-            ck_assert_int_eq(berth_state_reqid_check_precomputed(quiet, c, &p, &hit_pre), st);
+            LOOP_ASSERT(berth_state_reqid_check_precomputed(pre, c, &p, &hit_pre) == st, "command %zu: reqid check differs", k);
+            LOOP_ASSERT(berth_state_reqid_check_precomputed(quiet, c, &p, &hit_pre) == st, "command %zu: quiet reqid check differs", k);
             if (st != BERTH_REQID_NEW) {
-                ck_assert_uint_eq(hit.seq, hit_pre.seq);
+                LOOP_ASSERT(hit.seq == hit_pre.seq, "command %zu: window hit seq differs", k);
                 refused_reqid++;
                 continue;
             }
             with_reqid++;
         }
         seq++;
-        ck_assert_int_eq(berth_state_apply(plain, c, canon, seq, &a), 0);
-        ck_assert_int_eq(berth_state_apply_precomputed(pre, c, canon, seq, &p, false, &b), 0);
-        ck_assert_int_eq(berth_state_apply_precomputed(quiet, c, canon, seq, &p, true, &q), 0);
+        LOOP_ASSERT(berth_state_apply(plain, c, canon, seq, &a) == 0, "command %zu: apply failed", k);
+        LOOP_ASSERT(berth_state_apply_precomputed(pre, c, canon, seq, &p, false, &b) == 0, "command %zu: precomputed apply failed", k);
+        LOOP_ASSERT(berth_state_apply_precomputed(quiet, c, canon, seq, &p, true, &q) == 0, "command %zu: quiet precomputed apply failed", k);
         outcomes_equal(&a, &b, k);
-        ck_assert_int_eq(a.code, q.code);
-        ck_assert(berth_str_eq(a.instance, q.instance));
-        ck_assert_uint_eq(a.worker_count, q.worker_count);
+        LOOP_ASSERT(a.code == q.code, "command %zu: quiet code differs", k);
+        LOOP_ASSERT(berth_str_eq(a.instance, q.instance), "command %zu: quiet instance differs", k);
+        LOOP_ASSERT(a.worker_count == q.worker_count, "command %zu: quiet worker count differs", k);
     }
     ck_assert_uint_gt(with_reqid, BERTH_REQID_WINDOW);   /* the window wrapped */
     ck_assert_uint_gt(refused_reqid, 0);
