@@ -41,6 +41,14 @@ static char self_exe[4096];   /* this program, re-run as a fresh process */
 
 /* ------------------------------------------------------------- helpers */
 
+/* Asserts inside loops of thousands of commands: Check's ck_assert records
+ * every passing assertion's location through its message channel, which
+ * under valgrind made test_precomputed_matches_apply take 108 s of CPU
+ * (0.8 s natively), most of it in split_line's per-word check;
+ * LOOP_ASSERT calls into Check only when the condition fails. */
+#define LOOP_ASSERT(cond, ...) do { if (!(cond)) ck_abort_msg(__VA_ARGS__); } while (0)
+
+
 static uint64_t rng_state;
 static void rng_seed(uint64_t seed) { rng_state = seed ? seed : 0x9e3779b97f4a7c15ull; }
 static uint64_t rng_next(void) {
@@ -96,12 +104,12 @@ static berth_engine *engine_open(berth_journal *j, uint64_t snapshot_every, bool
 /* Split a line on spaces into words pointing into buf (a copy of line). */
 static size_t split_line(const char *line, char *buf, berth_str *words) {
     size_t len = strlen(line);
-    ck_assert_uint_lt(len, TEST_LINE_LEN_MAX);
+    LOOP_ASSERT(len < TEST_LINE_LEN_MAX, "line of %zu bytes: too long", len);
     memcpy(buf, line, len + 1);
     size_t n = 0;
     char *save = NULL;
     for (char *w = strtok_r(buf, " ", &save); w != NULL; w = strtok_r(NULL, " ", &save)) {
-        ck_assert_uint_lt(n, TEST_WORDS_MAX);
+        LOOP_ASSERT(n < TEST_WORDS_MAX, "more than %d words", TEST_WORDS_MAX);
         words[n++] = berth_str_make(w, strlen(w));
     }
     return n;
@@ -221,7 +229,7 @@ static void gen_command(char *line, size_t size, uint32_t reqid_space) {
         n = snprintf(line, size, "POLICY.SET EXCLUSIVE %s", policies[rng_below(4)]);
     }
     if (rng_below(5) == 0) n += snprintf(line + n, size - (size_t)n, " REQID r%u", rng_below(reqid_space));
-    ck_assert(n > 0 && (size_t)n < size);
+    LOOP_ASSERT(n > 0 && (size_t)n < size, "generated line too long");
 }
 
 /* The journaled lines of a stream, seq i+1 at index i. */
@@ -1755,12 +1763,6 @@ typedef struct hinted_cmd {
     size_t canonical_len;
     berth_cmd cmd;
 } hinted_cmd;
-
-/* Asserts inside loops of thousands of commands: Check's ck_assert records
- * every passing assertion's location through its message channel, which
- * under valgrind made test_precomputed_matches_apply take 100 s of CPU;
- * LOOP_ASSERT calls into Check only when the condition fails. */
-#define LOOP_ASSERT(cond, ...) do { if (!(cond)) ck_abort_msg(__VA_ARGS__); } while (0)
 
 static void outcomes_equal(const berth_outcome *a, const berth_outcome *b, size_t k) {
     LOOP_ASSERT(a->code == b->code, "command %zu: code %d vs %d (seed %" PRIu64 ")", k, (int)a->code,
