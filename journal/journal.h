@@ -75,6 +75,12 @@ berth_jerr berth_record_decode(const uint8_t *bytes, size_t len, berth_record *o
 /* Recompute SHA-256 of the encoded body in bytes and compare with the stored
  * hash: true when equal. */
 bool berth_record_hash_ok(const uint8_t *bytes, size_t len);
+/* SHA-256 of len bytes: the hash records and snapshot digests use. Takes
+ * no lock (SHA256_Init/Update/Final, not the one-shot SHA256(), which
+ * fetches the algorithm under OpenSSL's provider locks): berthd forks its
+ * jobs' children while other threads run, and a child must not inherit a
+ * held lock. Cannot fail. */
+void berth_sha256(const void *bytes, size_t len, uint8_t digest[BERTH_HASH_LEN]);
 
 /* The names a record touched, for HISTORY's index. */
 typedef struct berth_touched {

@@ -25,14 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* SHA256_Init/Update/Final (deprecated in OpenSSL 3.0, kept through 3.x),
- * not the one-shot SHA256(): that one fetches the algorithm on every call,
- * under the provider store's locks, and berthd forks its jobs' children
- * from a thread while others run (tools/jobs.c): a child forked while
- * another thread held such a lock would wait on it for ever. */
-#define OPENSSL_SUPPRESS_DEPRECATED
-#include <openssl/sha.h>
-
 #include "replay.h"
 
 #define SNAPSHOT_TOP_FIELDS 6
@@ -241,23 +233,13 @@ static int encode_body(const berth_state *state, snap_buf *b) {
     return pack_reqids(b, state);
 }
 
-static void sha256(const uint8_t *bytes, size_t len, uint8_t digest[BERTH_HASH_LEN]) {
-    SHA256_CTX ctx;
-    /* These return 1 always for in-memory input; checked all the same. */
-    int ok = SHA256_Init(&ctx);
-    ok &= SHA256_Update(&ctx, bytes, len);
-    ok &= SHA256_Final(digest, &ctx);
-    assert(ok == 1);
-    (void)ok;
-}
-
 int berth_snapshot_encode(const berth_state *state, uint8_t **bytes, size_t *len) {
     assert(state != NULL && bytes != NULL && len != NULL);
     snap_buf b = { NULL, 0, 0, false };
     uint8_t digest[BERTH_HASH_LEN];
     int rc = encode_body(state, &b);
     if (rc == 0) {
-        sha256(b.data, b.len, digest);
+        berth_sha256(b.data, b.len, digest);
         rc = buf_put(&b, digest, BERTH_HASH_LEN);
     }
     if (rc != 0) {
@@ -274,7 +256,7 @@ int berth_state_digest(const berth_state *state, uint8_t digest[BERTH_HASH_LEN])
     assert(state != NULL && digest != NULL);
     snap_buf b = { NULL, 0, 0, false };
     int rc = encode_body(state, &b);
-    if (rc == 0) sha256(b.data, b.len, digest);
+    if (rc == 0) berth_sha256(b.data, b.len, digest);
     free(b.data);
     return rc;
 }
@@ -566,7 +548,7 @@ int berth_snapshot_decode(const void *bytes, size_t len, berth_state **out,
     const uint8_t *body = bytes;
     size_t body_len = len - BERTH_HASH_LEN;
     uint8_t digest[BERTH_HASH_LEN];
-    sha256(body, body_len, digest);
+    berth_sha256(body, body_len, digest);
     if (memcmp(digest, body + body_len, BERTH_HASH_LEN) != 0) {
         if (err_size > 0) snprintf(err, err_size, "snapshot digest mismatch (bytes changed)");
         return -1;
