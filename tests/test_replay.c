@@ -268,20 +268,29 @@ static void run_stream(berth_engine *engine, uint64_t target, uint32_t batch_max
     ck_assert_uint_eq(st->count, target);
 }
 
-/* A journal in dir (made here) of TEST_RANDOM_RECORDS records from the
- * stream seeded test_seed + seed_offset, written through an engine that
- * snapshots every snapshot_every records (0: never) and is closed again. */
-static berth_journal *random_journal(char *dir, size_t dir_size, uint64_t seed_offset,
-                                     uint64_t snapshot_every) {
+/* A journal in dir (made here) of `records` records from the stream seeded
+ * test_seed + seed_offset, committed `batch` at a time through an engine
+ * that snapshots every snapshot_every records (0: never) and is closed
+ * again. st (may be NULL) keeps the stream's lines; the caller frees them. */
+static berth_journal *stream_journal(char *dir, size_t dir_size, uint64_t seed_offset, uint64_t snapshot_every,
+                                     size_t records, size_t batch, stream *st) {
     rng_seed(test_seed + seed_offset);
     make_dir(dir, dir_size);
     berth_journal *j = journal_open(dir, false, 0);
     berth_engine *engine = engine_open(j, snapshot_every, false);
-    stream st;
-    run_stream(engine, TEST_RANDOM_RECORDS, TEST_BATCH_RECORDS_MAX, &st);
+    stream own;
+    stream *lines = st != NULL ? st : &own;
+    run_stream(engine, records, batch, lines);
     berth_engine_close(engine);
-    free(st.lines);
+    if (st == NULL) free(own.lines);
     return j;
+}
+
+/* stream_journal's TEST_RANDOM_RECORDS records, lines not kept. */
+static berth_journal *random_journal(char *dir, size_t dir_size, uint64_t seed_offset,
+                                     uint64_t snapshot_every) {
+    return stream_journal(dir, dir_size, seed_offset, snapshot_every, TEST_RANDOM_RECORDS,
+                          TEST_BATCH_RECORDS_MAX, NULL);
 }
 
 /* Build the state of the first k lines by parsing and applying them directly. */
@@ -592,14 +601,9 @@ static void lmdb_damage(const char *dir, uint64_t seq, bool truncate) {
 }
 
 START_TEST(test_verify_gap_and_truncation) {
-    rng_seed(test_seed + 4);
     char dir[64];
-    make_dir(dir, sizeof(dir));
-    berth_journal *j = journal_open(dir, false, 0);
-    berth_engine *engine = engine_open(j, 0, false);
     stream st;
-    run_stream(engine, 200, 50, &st);
-    berth_engine_close(engine);
+    berth_journal *j = stream_journal(dir, sizeof(dir), 4, 0, 200, 50, &st);
     berth_journal_close(j);
 
     lmdb_damage(dir, 150, true);
@@ -646,14 +650,9 @@ END_TEST
  * verify names it, and the records below it replay (hV3: every read failed
  * at the head, and verify could not name the seq). */
 START_TEST(test_cut_head_named) {
-    rng_seed(test_seed + 5);
     char dir[64];
-    make_dir(dir, sizeof(dir));
-    berth_journal *j = journal_open(dir, false, 0);
-    berth_engine *engine = engine_open(j, 0, false);
     stream st;
-    run_stream(engine, 200, 50, &st);
-    berth_engine_close(engine);
+    berth_journal *j = stream_journal(dir, sizeof(dir), 5, 0, 200, 50, &st);
     berth_journal_close(j);
 
     lmdb_damage(dir, 200, true);
@@ -700,14 +699,9 @@ END_TEST
  * (hV3: a flipped byte there was accepted, and the next write chained
  * onto the damaged record). */
 START_TEST(test_snapshot_anchor_checked) {
-    rng_seed(test_seed + 6);
     char dir[64];
-    make_dir(dir, sizeof(dir));
-    berth_journal *j = journal_open(dir, false, 0);
-    berth_engine *engine = engine_open(j, 1, false);   /* a snapshot after every commit */
     stream st;
-    run_stream(engine, 120, 20, &st);
-    berth_engine_close(engine);
+    berth_journal *j = stream_journal(dir, sizeof(dir), 6, 1, 120, 20, &st);   /* a snapshot after every commit */
     berth_journal_reader *r = NULL;
     ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
     uint64_t snap = 0;
