@@ -528,10 +528,9 @@ rcli() {
     redis-cli -s "$WORK/berthd.sock" "$@"
 }
 
-case_vs_berthd() {
-    [ -n "$BERTHD" ] && [ -x "$BERTHD" ] || fail "berthd is not built: $BERTHD"
-    command -v redis-cli >/dev/null || fail "redis-cli missing: apt-get install -y redis-tools"
-    make_gen_journal
+# berthd on ./data, on a unix socket only, stopped at exit; returns once it
+# answers PING (10 s at most).
+start_berthd_on_data() {
     trap stop_berthd EXIT
     "$BERTHD" --data data --port 0 --unixsocket "$WORK/berthd.sock" >berthd.log 2>&1 &
     BERTHD_PID=$!
@@ -541,6 +540,13 @@ case_vs_berthd() {
         [ "$tries" -lt 100 ] || fail "berthd did not answer: $(cat berthd.log)"
         sleep 0.1
     done
+}
+
+case_vs_berthd() {
+    [ -n "$BERTHD" ] && [ -x "$BERTHD" ] || fail "berthd is not built: $BERTHD"
+    command -v redis-cli >/dev/null || fail "redis-cli missing: apt-get install -y redis-tools"
+    make_gen_journal
+    start_berthd_on_data
     for seq in 150 300 "$HEAD_SEQ"; do
         expect_exit 0 "$BERTH" replay --data data --at "$seq" --json
         mv out.txt replay.json
@@ -688,15 +694,7 @@ case_history_rebuild() {
     grep -q 'rebuild it from the journal with `berth history rebuild --data data`' err.txt ||
         fail "berthd's refusal does not name the command: $(cat err.txt)"
     expect_exit 0 "$BERTH" history rebuild --data data
-    trap stop_berthd EXIT
-    "$BERTHD" --data data --port 0 --unixsocket "$WORK/berthd.sock" >berthd.log 2>&1 &
-    BERTHD_PID=$!
-    tries=0
-    until rcli PING 2>/dev/null | grep -q PONG; do
-        tries=$((tries + 1))
-        [ "$tries" -lt 100 ] || fail "berthd did not answer: $(cat berthd.log)"
-        sleep 0.1
-    done
+    start_berthd_on_data
     expect_exit 2 "$BERTH" history rebuild --data data
     grep -q '^LOCKED ' err.txt || fail "rebuild beside berthd: $(cat err.txt)"
     rcli WORKER.ADD after-rebuild GPUS 2 >/dev/null || fail "berthd refused a write"
