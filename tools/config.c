@@ -67,6 +67,9 @@ static const option options[] = {
       "MIB  journal map size at open, doubled as it fills (default: the journal's, 64 MiB)" },
     { "commit-gather-us", OPT_U32, FIELD(commit_gather_us), 0, 10000,
       "US  wait up to this long for the rest of a write cohort before a commit, 0 never (default 200)" },
+    { "job-timeout", OPT_U32, FIELD(job_timeout_s), 0, SERVER_JOB_TIMEOUT_S_MAX,
+      "SECONDS  kill a JOURNAL.VERIFY or AT job's process running longer (the client gets TIMEOUT), "
+      "0 never (default 600; LMDB journal only)" },
     { "history-fold-records", OPT_U32, FIELD(history_fold_records), 1024, BERTH_HISTORY_FOLD_RECORDS_MAX,
       "N  durable records the HISTORY touch log gathers before a fold into the history index (default 16384)" },
     { "journal", OPT_STRING, FIELD(journal_kind), 0, 0,
@@ -116,6 +119,7 @@ void config_defaults(server_config *cfg) {
     cfg->etcd_timeout_ms = BERTH_ETCD_TIMEOUT_MS_DEFAULT;
     cfg->commit_gather_us = 200;
     cfg->history_fold_records = BERTH_HISTORY_FOLD_RECORDS_DEFAULT;
+    cfg->job_timeout_s = SERVER_JOB_TIMEOUT_S_DEFAULT;
 }
 
 void config_usage(void) {

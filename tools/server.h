@@ -37,6 +37,11 @@
 #define SERVER_COMMIT_ROUNDS_MAX 16         /* commit/resume rounds before the loop polls again */
 #define SERVER_WATCH_CHUNK_RECORDS 256      /* records read per catch-up step */
 #define SERVER_JOBS_MAX 64                  /* background jobs queued or running */
+/* --job-timeout: a 10M-record verify takes ~6 s here (docs/bench.md), so
+ * 600 s leaves a hundredfold margin for larger journals and slower disks
+ * while a hung job's child still frees the one job slot */
+#define SERVER_JOB_TIMEOUT_S_DEFAULT 600
+#define SERVER_JOB_TIMEOUT_S_MAX (86400u * 365u)   /* a year; 0 is no limit */
 #define SERVER_LATENCY_BUCKETS 128          /* commit latency histogram */
 #define SERVER_RANGE_COUNT_MAX 1000         /* records per JOURNAL.RANGE / HISTORY reply */
 #define SERVER_HISTORY_COUNT_DEFAULT 100
@@ -90,6 +95,7 @@ typedef struct server_config {
     uint64_t map_size_initial_mib;      /* 0: the journal's default */
     uint32_t commit_gather_us;          /* wait for the rest of a write cohort; 0: never */
     uint32_t history_fold_records;      /* the LMDB journal's fold threshold (journal.h) */
+    uint32_t job_timeout_s;             /* a job's child past it is killed (jobs.c); 0: never */
     bool show_help;
     bool show_version;
     /* issue 6: the journal on etcd (replication.c, docs/etcd.md) */
@@ -180,6 +186,7 @@ typedef struct server_stats {
     uint64_t output_limit_disconnects;
     uint64_t output_stall_disconnects;  /* --output-timeout */
     uint64_t jobs_run;
+    uint64_t jobs_timed_out;            /* --job-timeout killed the job's child */
     uint64_t latency_us[SERVER_LATENCY_BUCKETS]; /* commit latency histogram counts */
 } server_stats;
 
