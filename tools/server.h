@@ -37,9 +37,10 @@
 #define SERVER_COMMIT_ROUNDS_MAX 16         /* commit/resume rounds before the loop polls again */
 #define SERVER_WATCH_CHUNK_RECORDS 256      /* records read per catch-up step */
 #define SERVER_JOBS_MAX 64                  /* background jobs queued or running */
-/* --job-timeout: a 10M-record verify takes ~6 s here (docs/bench.md), so
- * 600 s leaves a hundredfold margin for larger journals and slower disks
- * while a hung job's child still frees the one job slot */
+/* --job-timeout: a 10M-record verify takes ~6 s in-process here and about
+ * 35 s as berthd's job on a loaded machine (docs/server.md, "Audit"), so
+ * 600 s leaves a wide margin for larger journals and slower disks while a
+ * hung job's child still gives the one job slot back */
 #define SERVER_JOB_TIMEOUT_S_DEFAULT 600
 #define SERVER_JOB_TIMEOUT_S_MAX (86400u * 365u)   /* a year; 0 is no limit */
 #define SERVER_LATENCY_BUCKETS 128          /* commit latency histogram */
