@@ -52,7 +52,8 @@ if(TARGET berthd)
                      bash ${CMAKE_CURRENT_SOURCE_DIR}/server/damaged_pages.sh)
     set_tests_properties(server_damaged_pages PROPERTIES TIMEOUT 120 LABELS server)
     # job_child.sh: a walk's child (berthd's job, berth's guarded command)
-    # holds none of its parent's descriptors and does not outlive it.
+    # holds none of its parent's descriptors and does not outlive it; a
+    # hung job's child is killed at --job-timeout (needs mdb_stat).
     add_test(NAME server_job_child
              COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> BERTH=$<TARGET_FILE:berth>
                      bash ${CMAKE_CURRENT_SOURCE_DIR}/server/job_child.sh)
