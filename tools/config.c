@@ -206,7 +206,16 @@ static int config_set(server_config *cfg, const option *opt, const char *value,
     return 0;
 }
 
-/* One "name value" line; '#' starts a comment line. */
+static bool config_blank(char c) {
+    return c == ' ' || c == '\t';
+}
+
+/* One "name value" line; '#' starts a comment line. Blanks after the value
+ * are dropped: an editor's trailing space must not turn "data DIR " into a
+ * new, empty directory or a password into one AUTH never matches. A '#'
+ * after a blank inside the value is refused rather than guessed at: as a
+ * comment it would silently cut a password that contains " #", as part of
+ * the value it would silently keep a comment in one. */
 static int config_file_line(server_config *cfg, char *line, const char *path, uint32_t lineno,
                             char *err, size_t err_size) {
     line[strcspn(line, "\r\n")] = '\0';
@@ -217,6 +226,19 @@ static int config_file_line(server_config *cfg, char *line, const char *path, ui
     char *end = name + strcspn(name, " \t");
     char *value = end + strspn(end, " \t");
     *end = '\0';
+    size_t value_len = strlen(value);
+    while (value_len > 0 && config_blank(value[value_len - 1])) {
+        value[--value_len] = '\0';
+    }
+    for (size_t i = 1; i < value_len; i++) {
+        if (value[i] == '#' && config_blank(value[i - 1])) {
+            snprintf(err, err_size,
+                     "ERR %s:%u: the value of \"%s\" contains \"#\" after a blank; comments go on "
+                     "lines of their own (a line starting with #), not after a value",
+                     path, lineno, name);
+            return -1;
+        }
+    }
     const option *opt = config_find(name);
     if (opt == NULL || opt->kind == OPT_FLAG) {
         snprintf(err, err_size, "ERR %s:%u: unknown option \"%s\"", path, lineno, name);
