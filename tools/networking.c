@@ -31,6 +31,7 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
@@ -615,6 +616,56 @@ static int net_listen_tcp(server *s, char *err, size_t err_size) {
     return fd;
 }
 
+/* What is at the --unixsocket path before the bind. Nothing: fine. A
+ * socket nobody accepts on (connect refused): the stale file of an earlier
+ * run, removed. A socket something accepts on, even another berthd on
+ * another data directory (the LOCK guards only its own), or anything not a
+ * socket (a mistyped path naming a file): refused, never removed. */
+static int net_unix_clear(const char *path, const struct sockaddr_un *sun, char *err,
+                          size_t err_size) {
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT) {
+            return 0;
+        }
+        snprintf(err, err_size, "ERR --unixsocket %s: cannot stat it: %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        snprintf(err, err_size, "ERR --unixsocket %s exists and is not a socket; berthd removes only "
+                                "a stale socket there: choose another path or remove it",
+                 path);
+        return -1;
+    }
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (probe < 0) {
+        snprintf(err, err_size, "ERR --unixsocket %s: socket: %s", path, strerror(errno));
+        return -1;
+    }
+    int rc = connect(probe, (const struct sockaddr *)sun, sizeof *sun);
+    int probe_errno = errno;
+    int closed = close(probe);
+    assert(closed == 0 || errno == EINTR);
+    if (rc == 0 || probe_errno == EAGAIN) {     /* accepted, or a full backlog: alive */
+        snprintf(err, err_size, "ERR --unixsocket %s is in use: a process accepts connections on it "
+                                "(another berthd?)",
+                 path);
+        return -1;
+    }
+    if (probe_errno != ECONNREFUSED) {
+        snprintf(err, err_size, "ERR --unixsocket %s: cannot tell whether the socket there is stale "
+                                "(connect: %s); not removing it",
+                 path, strerror(probe_errno));
+        return -1;
+    }
+    if (unlink(path) != 0 && errno != ENOENT) {
+        snprintf(err, err_size, "ERR --unixsocket %s: cannot remove the stale socket: %s", path,
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int net_listen_unix(server *s, char *err, size_t err_size) {
     struct sockaddr_un sun;
     memset(&sun, 0, sizeof sun);
@@ -624,19 +675,23 @@ static int net_listen_unix(server *s, char *err, size_t err_size) {
         return -1;
     }
     memcpy(sun.sun_path, s->config.unixsocket, strlen(s->config.unixsocket) + 1);
-    /* A stale socket file from a previous run: the data directory lock
-     * already proved no other berthd on this data is alive. */
-    if (unlink(s->config.unixsocket) != 0 && errno != ENOENT) {
-        snprintf(err, err_size, "ERR cannot remove stale %s: %s", s->config.unixsocket, strerror(errno));
+    if (net_unix_clear(s->config.unixsocket, &sun, err, err_size) != 0) {
         return -1;
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof sun) != 0 || listen(fd, NET_BACKLOG) != 0) {
-        snprintf(err, err_size, "ERR cannot listen on %s: %s", s->config.unixsocket, strerror(errno));
+        snprintf(err, err_size, "ERR cannot listen on --unixsocket %s: %s", s->config.unixsocket,
+                 strerror(errno));
         if (fd >= 0) {
             close(fd);
         }
         return -1;
+    }
+    struct stat st;
+    if (lstat(s->config.unixsocket, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        s->unix_bound = true;
+        s->unix_dev = st.st_dev;
+        s->unix_ino = st.st_ino;
     }
     return fd;
 }
@@ -651,16 +706,19 @@ static void net_add_listener(server *s, int fd) {
 }
 
 int net_listen(server *s, char *err, size_t err_size) {
-    if (s->config.port != 0) {
-        int fd = net_listen_tcp(s, err, err_size);
+    /* The unix socket first: when its path is refused, no TCP listener
+     * has yet taken a connection that would then be dropped. */
+    if (s->config.unixsocket[0] != '\0') {
+        int fd = net_listen_unix(s, err, err_size);
         if (fd < 0) {
             return -1;
         }
         net_add_listener(s, fd);
     }
-    if (s->config.unixsocket[0] != '\0') {
-        int fd = net_listen_unix(s, err, err_size);
+    if (s->config.port != 0) {
+        int fd = net_listen_tcp(s, err, err_size);
         if (fd < 0) {
+            net_stop_listening(s);      /* closes and removes the unix socket bound above */
             return -1;
         }
         net_add_listener(s, fd);
@@ -676,8 +734,27 @@ void net_stop_listening(server *s) {
         assert(rc == 0 || errno == EINTR);
     }
     s->listener_count = 0;
-    if (s->config.unixsocket[0] != '\0' && unlink(s->config.unixsocket) != 0 && errno != ENOENT) {
-        server_log("cannot remove %s: %s", s->config.unixsocket, strerror(errno));
+    if (!s->unix_bound) {
+        return;
+    }
+    s->unix_bound = false;
+    /* Only the file berthd bound: if it was removed and the path reused
+     * (another server's socket, anything), that is not ours to delete. */
+    struct stat st;
+    if (lstat(s->config.unixsocket, &st) != 0) {
+        if (errno != ENOENT) {
+            server_log("not removing --unixsocket %s: cannot stat it: %s", s->config.unixsocket,
+                       strerror(errno));
+        }
+        return;
+    }
+    if (!S_ISSOCK(st.st_mode) || st.st_dev != s->unix_dev || st.st_ino != s->unix_ino) {
+        server_log("not removing --unixsocket %s: it is no longer the socket berthd bound",
+                   s->config.unixsocket);
+        return;
+    }
+    if (unlink(s->config.unixsocket) != 0 && errno != ENOENT) {
+        server_log("cannot remove --unixsocket %s: %s", s->config.unixsocket, strerror(errno));
     }
 }
 

@@ -218,6 +218,9 @@ typedef struct server {
     int listen_fds[SERVER_LISTENERS_MAX];
     ev_io listen_watchers[SERVER_LISTENERS_MAX];
     uint32_t listener_count;
+    bool unix_bound;                    /* unix_dev/unix_ino: the socket file berthd bound, */
+    dev_t unix_dev;                     /* the only file at --unixsocket it removes at stop */
+    ino_t unix_ino;
     ev_prepare prepare;
     ev_idle idle;
     ev_timer tick;
