@@ -286,13 +286,14 @@ static void info_state(server *s, text *t) {
 static void info_stats(server *s, text *t) {
     const server_stats *st = &s->stats;
     text_add(t, "# Stats\r\ntotal_connections_received:%llu\r\nrejected_connections:%llu\r\n"
+                "accept_pauses:%llu\r\n"
                 "total_commands_processed:%llu\r\nwrites_staged:%llu\r\ncommits:%llu\r\n"
                 "commit_failures:%llu\r\ncommit_syncs:%llu\r\nrecords_committed:%llu\r\n"
                 "protocol_errors:%llu\r\n"
                 "watch_disconnects:%llu\r\nidle_disconnects:%llu\r\noutput_stall_disconnects:%llu\r\n"
                 "background_jobs:%llu\r\nbackground_jobs_timed_out:%llu\r\n\r\n",
              (unsigned long long)st->connections_received,
-             (unsigned long long)st->connections_rejected,
+             (unsigned long long)st->connections_rejected, (unsigned long long)st->accept_pauses,
              (unsigned long long)st->commands_processed, (unsigned long long)st->writes_staged,
              (unsigned long long)st->commits, (unsigned long long)st->commit_failures,
              (unsigned long long)st->commit_syncs, (unsigned long long)st->records_committed, (unsigned long long)st->protocol_errors,

@@ -40,6 +40,8 @@
 #define NET_BACKLOG 511
 #define NET_ACCEPTS_PER_EVENT_MAX 1000      /* fairness: new clients do not starve old ones */
 #define NET_REJECT_LOG_EVERY 1000           /* log the first refusal and every 1000th */
+#define NET_ACCEPT_PAUSE_S 0.1              /* listeners rest this long when accept has no fd */
+#define NET_ACCEPT_LOG_EVERY_S 10.0         /* at most one log line per this, for those pauses */
 #define NET_PROTOCOL_LOG_FIRST 100         /* then one line per NET_PROTOCOL_LOG_EVERY */
 #define NET_PROTOCOL_LOG_EVERY 1000
 #define NET_TICK_S 1.0
@@ -564,6 +566,46 @@ static void net_reject(server *s, int fd) {
     s->stats.connections_rejected++;
 }
 
+static void net_listeners_set(server *s, bool on) {
+    for (uint32_t i = 0; i < s->listener_count; i++) {
+        if (on) {
+            ev_io_start(s->loop, &s->listen_watchers[i]);
+        } else {
+            ev_io_stop(s->loop, &s->listen_watchers[i]);
+        }
+    }
+}
+
+static void net_accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+    server *s = w->data;
+    assert(revents & EV_TIMER);
+    if (!s->stopping) {
+        net_listeners_set(s, true);
+    }
+    (void)loop;
+}
+
+/* Out of descriptors (or kernel memory), accept leaves the connection
+ * queued, so a level-triggered listener would fire again at once: a core
+ * spinning and a log line per turn for as long as the shortage lasts. The
+ * listeners rest instead, and the line is written once per
+ * NET_ACCEPT_LOG_EVERY_S with the count; the queued connections wait in
+ * the backlog and are accepted once descriptors are free again. */
+static void net_accept_pause(server *s, int err) {
+    net_listeners_set(s, false);
+    ev_timer_stop(s->loop, &s->accept_pause);
+    ev_timer_set(&s->accept_pause, NET_ACCEPT_PAUSE_S, 0.);
+    ev_timer_start(s->loop, &s->accept_pause);
+    s->stats.accept_pauses++;
+    ev_tstamp now = ev_now(s->loop);
+    if (s->accept_logged_at == 0 || now - s->accept_logged_at >= NET_ACCEPT_LOG_EVERY_S) {
+        s->accept_logged_at = now;
+        server_log("accept: %s: not accepting for %.0f ms at a time (%llu pauses so far; "
+                   "INFO stats accept_pauses)",
+                   strerror(err), NET_ACCEPT_PAUSE_S * 1000, (unsigned long long)s->stats.accept_pauses);
+    }
+}
+
 static void net_accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
     server *s = w->data;
     assert(revents & EV_READ);
@@ -572,8 +614,11 @@ static void net_accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
         socklen_t len = sizeof ss;
         int fd = accept4(w->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
-                server_log("accept: %s", strerror(errno));
+            int err = errno;
+            if (err == EMFILE || err == ENFILE || err == ENOMEM || err == ENOBUFS) {
+                net_accept_pause(s, err);
+            } else if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR && err != ECONNABORTED) {
+                server_log("accept: %s", strerror(err));
             }
             return;
         }
@@ -706,6 +751,8 @@ static void net_add_listener(server *s, int fd) {
 }
 
 int net_listen(server *s, char *err, size_t err_size) {
+    ev_timer_init(&s->accept_pause, net_accept_resume_cb, NET_ACCEPT_PAUSE_S, 0.);
+    s->accept_pause.data = s;
     /* The unix socket first: when its path is refused, no TCP listener
      * has yet taken a connection that would then be dropped. */
     if (s->config.unixsocket[0] != '\0') {
@@ -728,6 +775,7 @@ int net_listen(server *s, char *err, size_t err_size) {
 }
 
 void net_stop_listening(server *s) {
+    ev_timer_stop(s->loop, &s->accept_pause);
     for (uint32_t i = 0; i < s->listener_count; i++) {
         ev_io_stop(s->loop, &s->listen_watchers[i]);
         int rc = close(s->listen_fds[i]);

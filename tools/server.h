@@ -175,6 +175,7 @@ typedef struct batch_entry {
 typedef struct server_stats {
     uint64_t connections_received;
     uint64_t connections_rejected;
+    uint64_t accept_pauses;             /* accept failed for want of descriptors or memory */
     uint64_t commands_processed;
     uint64_t writes_staged;
     uint64_t commits;
@@ -218,6 +219,8 @@ typedef struct server {
     int listen_fds[SERVER_LISTENERS_MAX];
     ev_io listen_watchers[SERVER_LISTENERS_MAX];
     uint32_t listener_count;
+    ev_timer accept_pause;              /* listeners stopped after accept ran out of descriptors */
+    ev_tstamp accept_logged_at;         /* the last such pause logged; 0: none yet */
     bool unix_bound;                    /* unix_dev/unix_ino: the socket file berthd bound, */
     dev_t unix_dev;                     /* the only file at --unixsocket it removes at stop */
     ino_t unix_ino;
