@@ -161,7 +161,11 @@ static void hello_reply(client *c) {
     reply_bulk_lit(&c->out, "mode");
     reply_bulk_lit(&c->out, "standalone");
     reply_bulk_lit(&c->out, "role");
-    reply_bulk_lit(&c->out, "master");
+    if (replication_is_replica(c->server)) {
+        reply_bulk_lit(&c->out, "replica");     /* Redis 7's word in HELLO; INFO says slave */
+    } else {
+        reply_bulk_lit(&c->out, "master");
+    }
     reply_bulk_lit(&c->out, "modules");
     reply_array(&c->out, 0);
 }

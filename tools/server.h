@@ -384,6 +384,7 @@ void replication_free(server *s);                                /* after it clo
 /* Not the leader: answer -READONLY naming the leader and return true. */
 bool replication_refuse_write(client *c);
 void replication_info(server *s, char *buf, size_t size);
+bool replication_is_replica(server *s);  /* an etcd follower (or stopped): writes get READONLY */
 
 /* commands.c */
 /* Run one command; false when it must wait (the client is parked and the

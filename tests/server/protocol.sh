@@ -46,6 +46,11 @@ expect_eq "$out" $'+PONG\n$5\nafter\n+OK' "null and empty arrays are ignored"
 out=$(nc_send '*1\r\n$-1\r\nPING\r\n')
 expect_match "$out" '^-ERR Protocol error: invalid bulk length: negative length -1$' "a null bulk string as an argument"
 
+# The role in Redis's words, in both places redis-cli and client libraries
+# read it: INFO replication's role:master and HELLO's role master.
+expect_eq "$(r INFO replication | tr -d '\r' | sed -n 's/^role://p')" master "INFO replication role"
+expect_eq "$(r HELLO 2 | map_field role)" master "HELLO role"
+
 # PING and ECHO through redis-cli, both protocols.
 expect_eq "$(r PING)" PONG "PING"
 expect_eq "$(r PING hi)" hi "PING with a message"
