@@ -794,12 +794,15 @@ static bool judge_place(const berth_state *s, const berth_cmd *c, const berth_pl
             return false;
         }
     }
-    if (c->claim_mib && mask) {
-        if (w->vram_mib == 0) {
-            say(out, BERTH_NOVRAM, "worker %.*s was registered without VRAM, so instance %.*s cannot claim %u MiB "
-                "on its GPUs; register it with VRAM <MiB>", S(w->name), S(c->name), c->claim_mib);
-            return false;
-        }
+    /* A claim on a worker registered without VRAM is refused whatever the
+     * GPUs it names, none included (a bare worker of 0 GPUs): the contract
+     * says so, and it would otherwise serve an instance claiming nothing. */
+    if (c->claim_mib && w->vram_mib == 0) {
+        say(out, BERTH_NOVRAM, "worker %.*s was registered without VRAM, so instance %.*s cannot claim %u MiB "
+            "on its GPUs; register it with VRAM <MiB>", S(w->name), S(c->name), c->claim_mib);
+        return false;
+    }
+    if (c->claim_mib) {
         for (uint64_t m = mask; m; m &= m - 1) {
             uint32_t g = (uint32_t)__builtin_ctzll(m);
             const berth_gpu *gpu = &w->gpus[g];

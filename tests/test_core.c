@@ -1487,6 +1487,15 @@ START_TEST(test_novram_without_vram) {
     expect(r, "DEPLOY a MODEL m BACKEND sglang VRAM 1024 ON ok:0 novram:1", BERTH_NOVRAM);   /* subordinate */
     says(r, "novram");
     expect(r, "DEPLOY a MODEL m BACKEND vllm ON novram:0", BERTH_OK);   /* whole GPUs need no VRAM */
+    /* A worker of no GPUs named bare: "all of its GPUs" is none, and the
+     * claim is still one on a worker registered without VRAM. */
+    expect(r, "WORKER.ADD z GPUS 0", BERTH_OK);
+    expect(r, "DEPLOY b MODEL m BACKEND vllm VRAM 4096 ON z", BERTH_NOVRAM);
+    ck_assert_str_eq(r->out.sentence, "worker z was registered without VRAM, so instance b cannot claim 4096 MiB "
+                                      "on its GPUs; register it with VRAM <MiB>");
+    expect(r, "DEPLOY b MODEL m BACKEND sglang VRAM 4096 ON ok:1 z", BERTH_NOVRAM);   /* subordinate */
+    says(r, "z");
+    ck_assert_ptr_null(berth_state_instance(r->state, cstr("b")));
     rig_free(r);
 }
 END_TEST
