@@ -663,6 +663,56 @@ START_TEST(test_canonical_spellings_equal) {
 }
 END_TEST
 
+/* berth_cmd_is_canonical(parse(x), x) is exactly "canonical(parse(x)) == x"
+ * (verify's check of every record, review hV6), on lines berthd writes and
+ * on every other spelling the parser admits. */
+static void expect_is_canonical(parsed *p, const char *line, bool want) {
+    expect_parse_ok(p, line);
+    char buf[BERTH_COMMAND_LEN_MAX];
+    size_t n = berth_cmd_canonical(&p->cmd, buf, sizeof buf);
+    size_t len = strlen(line);
+    bool round_trip = n == len && memcmp(buf, line, len) == 0;
+    ck_assert_msg(round_trip == want, "'%s': canonical is '%.*s'", line, (int)n, buf);
+    ck_assert_msg(berth_cmd_is_canonical(&p->cmd, line, len) == want, "'%s': is_canonical says %d", line, !want);
+    /* a prefix and a longer text are not it either */
+    ck_assert(!berth_cmd_is_canonical(&p->cmd, buf, n - 1));
+    buf[n] = ' ';
+    ck_assert(!berth_cmd_is_canonical(&p->cmd, buf, n + 1));
+    ck_assert(berth_cmd_is_canonical(&p->cmd, buf, n));
+}
+
+START_TEST(test_is_canonical) {
+    static const char *const canonical[] = {
+        "WORKER.ADD w1 GPUS 0", "WORKER.ADD w1 GPUS 64 VRAM 16777216 LABEL a=2 m=3 z=1",
+        "WORKER.CORDON x", "WORKER.UNCORDON x", "WORKER.REMOVE x", "RELEASE y", "RELEASE REQID",
+        "DEPLOY i MODEL m BACKEND vllm ON w", "DEPLOY i MODEL m BACKEND b VRAM 1 ON a:0,5,63 b c:2",
+        "DEPLOY i MODEL m BACKEND b ON x:5:1", "POLICY.SET EXCLUSIVE", "POLICY.SET EXCLUSIVE a,b,c",
+        "POLICY.SET EXCLUSIVE REQID,x",
+    };
+    static const char *const other[] = {
+        "release x", "Release x", "RELEASE a REQID junk", "RELEASE a reqid junk",
+        "WORKER.ADD w GPUS 08", "WORKER.ADD w VRAM 8 GPUS 1", "WORKER.ADD w GPUS 1 LABEL b=1 a=2",
+        "WORKER.ADD w GPUS 1 LABEL a=1 LABEL b=2", "WORKER.ADD w GPUS 1 label a=1",
+        "DEPLOY a MODEL m BACKEND b ON w:3,1", "DEPLOY a MODEL m BACKEND b ON w:01",
+        "DEPLOY a MODEL m BACKEND b ON w:1,007", "DEPLOY a BACKEND b MODEL m ON w",
+        "DEPLOY a MODEL m BACKEND b on w", "DEPLOY a MODEL m VRAM 5 BACKEND b ON w",
+        "DEPLOY a MODEL m BACKEND b VRAM 05 ON w", "POLICY.SET EXCLUSIVE b,a", "POLICY.SET EXCLUSIVE a b",
+        "POLICY.SET exclusive a", "POLICY.SET EXCLUSIVE a,b REQID r",
+    };
+    parsed *p = parsed_new();
+    for (size_t i = 0; i < sizeof canonical / sizeof canonical[0]; i++) expect_is_canonical(p, canonical[i], true);
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) expect_is_canonical(p, other[i], false);
+    for (size_t i = 0; i < sizeof roundtrip_lines / sizeof roundtrip_lines[0]; i++) {
+        expect_parse_ok(p, roundtrip_lines[i]);
+        char buf[BERTH_COMMAND_LEN_MAX + 1];
+        size_t n = berth_cmd_canonical(&p->cmd, buf, sizeof buf);
+        buf[n] = '\0';
+        expect_is_canonical(p, buf, true);
+    }
+    free(p);
+}
+END_TEST
+
 START_TEST(test_canonical_small_buffer) {
     parsed *p = parsed_new();
     expect_parse_ok(p, "WORKER.ADD w1 GPUS 8");
@@ -2624,6 +2674,7 @@ static Suite *core_suite(void) {
     tcase_add_test(parse, test_canonical_roundtrip);
     tcase_add_test(parse, test_canonical_spellings_equal);
     tcase_add_test(parse, test_canonical_small_buffer);
+    tcase_add_test(parse, test_is_canonical);
     tcase_add_test(parse, test_canonical_always_fits);
     tcase_add_test(parse, test_canonical_limit_exact);
     tcase_add_test(parse, test_split);

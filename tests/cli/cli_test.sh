@@ -730,6 +730,13 @@ case_foreign() {
     expect_exit 1 "$BERTH" journal verify --data sent
     ! grep -q "$esc" err.txt || fail "verify printed an ESC byte raw"
     grep -qF 'recorded sentence "instance a is not deployed\x1b[2J"' err.txt || fail "verify: $(cat err.txt)"
+    # A command that parses but is not spelt as berthd spells it: its
+    # REQID window entry would hold the wrong text's hash.
+    printf '%s\n' 'R - WORKER.ADD w GPUS 4' 'R r1 release x' >canon.forge
+    "$FORGE" canon canon.forge || fail "forge failed"
+    expect_exit 1 "$BERTH" journal verify --data canon
+    grep -qF 'CORRUPT seq 2: command is not in canonical form: "release x" is written "RELEASE x"' err.txt ||
+        fail "verify took a non-canonical command: $(cat err.txt)"
 }
 
 case "$CASE" in
