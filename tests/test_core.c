@@ -1363,6 +1363,36 @@ START_TEST(test_cordon) {
 }
 END_TEST
 
+/* Counts in sentences agree with their nouns (review hV6: "keeps its 1
+ * instances", "registered with 1 GPUs"). Sentences are recorded outcomes,
+ * so these are exact. */
+START_TEST(test_sentence_plurals) {
+    rig *r = rig_new();
+    expect(r, "WORKER.ADD w0 GPUS 0", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker w0 registered with 0 GPUs");
+    expect(r, "WORKER.ADD w1 GPUS 1", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker w1 registered with 1 GPU");
+    expect(r, "WORKER.ADD v1 GPUS 1 VRAM 24576", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker v1 registered with 1 GPU of 24576 MiB");
+    expect(r, "WORKER.ADD w2 GPUS 2 VRAM 81920", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker w2 registered with 2 GPUs of 81920 MiB");
+    expect(r, "WORKER.CORDON w1", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker w1 cordoned: it keeps its 0 instances and accepts no new ones");
+    expect(r, "WORKER.UNCORDON w1", BERTH_OK);
+    expect(r, "DEPLOY a MODEL m BACKEND vllm ON w1", BERTH_OK);
+    expect(r, "WORKER.CORDON w1", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker w1 cordoned: it keeps its 1 instance and accepts no new ones");
+    expect(r, "WORKER.CORDON w1", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence,
+                     "worker w1 was already cordoned: it keeps its 1 instance and accepts no new ones");
+    expect(r, "DEPLOY b MODEL m BACKEND vllm VRAM 100 ON w2:0", BERTH_OK);
+    expect(r, "DEPLOY c MODEL m BACKEND vllm VRAM 100 ON w2:0", BERTH_OK);
+    expect(r, "WORKER.CORDON w2", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker w2 cordoned: it keeps its 2 instances and accepts no new ones");
+    rig_free(r);
+}
+END_TEST
+
 START_TEST(test_nogpu) {
     rig *r = rig_new();
     add_workers(r, "4", 2);
@@ -2692,6 +2722,7 @@ static Suite *core_suite(void) {
     tcase_add_test(rules, test_deploy_records_instance);
     tcase_add_test(rules, test_exists_instance_first);
     tcase_add_test(rules, test_cordon);
+    tcase_add_test(rules, test_sentence_plurals);
     tcase_add_test(rules, test_nogpu);
     tcase_add_test(rules, test_seed_case_exclusive);
     tcase_add_test(rules, test_exclusive_main_and_subordinate);
