@@ -122,8 +122,20 @@ void server_log(const char *fmt, ...) {
     fprintf(stderr, "%s\n", line);
 }
 
-static size_t net_input_max(const server *s) {
-    return (size_t)s->config.max_command_bytes + SERVER_READ_CHUNK_BYTES;
+/* A client that has not logged in (a password is set) is parsed with
+ * tight limits, so one that never authenticates can hold a few KiB of
+ * input, not --max-command-bytes: the role is checked only once a whole
+ * command has been parsed. */
+static bool client_unauth(const client *c) {
+    return c->role == ROLE_NONE;
+}
+
+static const resp_limits *client_limits(const client *c) {
+    return client_unauth(c) ? &c->server->limits_unauth : &c->server->limits;
+}
+
+static size_t net_input_max(const client *c) {
+    return (size_t)client_limits(c)->command_bytes_max + SERVER_READ_CHUNK_BYTES;
 }
 
 /* ---- lifetime ---------------------------------------------------------- */
@@ -314,6 +326,13 @@ static void client_protocol_error(client *c, const char *error) {
     server *s = c->server;
     s->stats.protocol_errors++;
     assert(c->batch_pending == 0);
+    char text[RESP_ERROR_LEN_MAX + 128];
+    if (client_unauth(c)) {
+        const resp_limits *l = &s->limits_unauth;
+        snprintf(text, sizeof text, "%s (before AUTH: %u arguments, %u bytes each, %u bytes a command)",
+                 error, l->args_max, l->bulk_bytes_max, l->command_bytes_max);
+        error = text;
+    }
     reply_error(&c->out, "ERR", "%s", error);
     c->close_after_flush = true;
     client_output_added(c);
@@ -330,7 +349,7 @@ static void client_process_input(client *c) {
     size_t pos = 0;
     resp_result res;
     while (pos < c->in_len && !client_paused(c)) {
-        resp_status st = resp_parse(c->in + pos, c->in_len - pos, &s->limits, s->argv,
+        resp_status st = resp_parse(c->in + pos, c->in_len - pos, client_limits(c), s->argv,
                                     s->limits.args_max, &res);
         if (st == RESP_NEED_MORE) {
             break;
@@ -374,15 +393,15 @@ static void client_process_input(client *c) {
         c->in = NULL;
         c->in_cap = 0;
     }
-    client_set_reading(c, !c->eof && !c->close_after_flush && c->in_len < net_input_max(s));
+    client_set_reading(c, !c->eof && !c->close_after_flush && c->in_len < net_input_max(c));
     if (c->eof || c->close_after_flush || reply_pending(&c->out) > 0) {
         client_output_added(c);     /* the write path decides whether to close */
     }
 }
 
 static bool client_grow_input(client *c) {
-    size_t max = net_input_max(c->server);
-    if (c->in_cap - c->in_len >= SERVER_READ_CHUNK_BYTES || c->in_cap == max) {
+    size_t max = net_input_max(c);
+    if (c->in_cap - c->in_len >= SERVER_READ_CHUNK_BYTES || c->in_cap >= max) {
         return c->in_cap > c->in_len;
     }
     size_t cap = c->in_cap == 0 ? SERVER_INPUT_CAP_INITIAL : c->in_cap;

@@ -46,6 +46,13 @@
 #define SERVER_LATENCY_BUCKETS 128          /* commit latency histogram */
 #define SERVER_RANGE_COUNT_MAX 1000         /* records per JOURNAL.RANGE / HISTORY reply */
 #define SERVER_HISTORY_COUNT_DEFAULT 100
+/* Parser limits while a password is set and the connection has not logged
+ * in: room for HELLO 3 AUTH <user> <pass> SETNAME <name> with a password of
+ * the longest kind, and no more, so an unauthenticated client holds at most
+ * a few KiB of input (redis-server caps them at 10 arguments and 16 KiB). */
+#define SERVER_UNAUTH_ARGS_MAX 8
+#define SERVER_UNAUTH_ARG_BYTES_MAX SERVER_PASSWORD_LEN_MAX
+#define SERVER_UNAUTH_COMMAND_BYTES_MAX 4096
 
 typedef struct dlink {
     struct dlink *prev;
@@ -213,6 +220,7 @@ typedef struct server {
     struct ev_loop *loop;
     server_config config;
     resp_limits limits;
+    resp_limits limits_unauth;          /* before AUTH (SERVER_UNAUTH_*), never above limits */
     berth_journal *journal;
     berth_engine *engine;
     struct replication *replication;    /* replication.c; NULL on the LMDB journal */
