@@ -299,6 +299,7 @@ void net_refuse_parked(server *s) {
                                     "and was not run; retry it after the restart");
         client_output_added(c);
         c->in_len = 0;      /* nothing after it runs either */
+        c->parse_resume = (resp_resume){ 0, 0 };
     }
 }
 
@@ -349,8 +350,11 @@ static void client_process_input(client *c) {
     size_t pos = 0;
     resp_result res;
     while (pos < c->in_len && !client_paused(c)) {
-        resp_status st = resp_parse(c->in + pos, c->in_len - pos, client_limits(c), s->argv,
-                                    s->limits.args_max, &res);
+        /* A partial command is checked once: the next read goes on from
+         * where this one stopped (resp.h), so trickling it costs no more
+         * than sending it whole. */
+        resp_status st = resp_parse_resume(c->in + pos, c->in_len - pos, client_limits(c), s->argv,
+                                           s->limits.args_max, &c->parse_resume, &res);
         if (st == RESP_NEED_MORE) {
             break;
         }

@@ -143,6 +143,7 @@ typedef struct client {
     char *in;                           /* owned input buffer */
     size_t in_len;
     size_t in_cap;
+    resp_resume parse_resume;           /* how far the partial command at in[0] was checked */
     reply_buf out;                      /* owned output buffer */
     char actor[BERTH_NAME_LEN_MAX];
     uint32_t actor_len;
