@@ -309,6 +309,12 @@ bool client_output_over(const client *c, size_t limit) {
 
 /* ---- input ------------------------------------------------------------- */
 
+/* Unsent output past which c is not served until it reads its replies. */
+static size_t client_output_pause_bytes(const client *c) {
+    return client_unauth(c) ? SERVER_UNAUTH_OUTPUT_BYTES_MAX
+                            : (size_t)(c->server->config.max_output_bytes / 2);
+}
+
 static bool client_paused(client *c) {
     server *s = c->server;
     if (c->closed || c->close_after_flush || c->close_reason != NULL || c->job_pending ||
@@ -320,7 +326,7 @@ static bool client_paused(client *c) {
     }
     /* Backpressure: a client that does not read its replies stops being
      * served until it does (the write callback resumes it). */
-    return client_output_over(c, (size_t)(s->config.max_output_bytes / 2));
+    return client_output_over(c, client_output_pause_bytes(c));
 }
 
 static void client_protocol_error(client *c, const char *error) {
@@ -469,7 +475,7 @@ static void client_write(client *c) {
         client_close(c, "out of memory for its output buffer");
         return;
     }
-    bool was_over = client_output_over(c, (size_t)(s->config.max_output_bytes / 2));
+    bool was_over = client_output_over(c, client_output_pause_bytes(c));
     while (reply_pending(&c->out) > 0) {
         ssize_t n = write(c->fd, c->out.data + c->out.start, reply_pending(&c->out));
         if (n < 0) {
@@ -494,7 +500,7 @@ static void client_write(client *c) {
         }
         c->writing = !drained;
     }
-    if (was_over && !client_output_over(c, (size_t)(s->config.max_output_bytes / 2))) {
+    if (was_over && !client_output_over(c, client_output_pause_bytes(c))) {
         client_resume(c);
     }
     if (drained) {

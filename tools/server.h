@@ -53,6 +53,9 @@
 #define SERVER_UNAUTH_ARGS_MAX 8
 #define SERVER_UNAUTH_ARG_BYTES_MAX SERVER_PASSWORD_LEN_MAX
 #define SERVER_UNAUTH_COMMAND_BYTES_MAX 4096
+/* ...and its replies (refusals, mostly) stop being served past this many
+ * unsent bytes, not half of --max-output-bytes (32 MiB by default). */
+#define SERVER_UNAUTH_OUTPUT_BYTES_MAX 16384
 
 typedef struct dlink {
     struct dlink *prev;

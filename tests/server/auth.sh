@@ -4,7 +4,8 @@
 # command; no AUTH gets NOAUTH; a wrong password is refused; a non-loopback
 # bind without a password is refused at start; before AUTH the parser's
 # limits are tight (an oversized command is refused and the connection
-# closed), yet the longest password fits AUTH and HELLO.
+# closed; refusals not read stop being served at 16 KiB), yet the longest
+# password fits AUTH and HELLO.
 . "$(dirname "$0")/lib.sh"
 
 # Refused at start: listening beyond loopback with no password.
@@ -84,6 +85,22 @@ expect_match "$out" '^-ERR Protocol error: 17 arguments exceed the limit of 8 \(
 out=$(preauth "$(head -c 5000 /dev/zero | tr '\0' x)")
 expect_match "$out" '^-ERR Protocol error: inline command longer than 4096 bytes \(before AUTH' "an unauthenticated 5000-byte line"
 grep -q 'before AUTH' "$LOG" || fail "berthd should log the refused unauthenticated command"
+# Nor can it pile up its refusals: one that never reads them is not served
+# past 16 KiB of them (before, until half of --max-output-bytes, 32 MiB:
+# all of these 1,000,000 PINGs, 34 MB of -NOAUTH). Served, it would go on
+# past 500,000; paused, berthd stops reading it once the kernel's socket
+# buffers (~4 MB here) are full too.
+yes PING | head -n 1000000 | sed 's/$/\r/' >"$TMP/pings"
+exec {flood_fd}<>"/dev/tcp/127.0.0.1/$PORT"
+cat "$TMP/pings" >&"$flood_fd" &
+flood_pid=$!; bg_pids+=($flood_pid)
+processed() { admin INFO stats | tr -d '\r' | sed -n 's/^total_commands_processed://p'; }
+prev=0; now=$(processed)
+for ((i = 0; i < 60 && now - prev > 2; i++)); do sleep 1; prev=$now; now=$(processed); done
+[ "$now" -lt 500000 ] || fail "an unauthenticated client that reads nothing was served $now commands"
+kill "$flood_pid" 2>/dev/null; wait "$flood_pid" 2>/dev/null
+exec {flood_fd}>&-
+note "unauthenticated flood not read: served $now commands, then paused"
 # Logged in, the same connection gets the full limits back.
 big=$(head -c 60000 /dev/zero | tr '\0' b)
 out=$(printf 'AUTH ro-secret\r\n*2\r\n$4\r\nECHO\r\n$60000\r\n%s\r\nQUIT\r\n' "$big" | nc -w 5 127.0.0.1 "$PORT" | tr -d '\r')
