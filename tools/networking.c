@@ -576,6 +576,7 @@ static void client_new(server *s, int fd, const struct sockaddr_storage *ss, soc
     c->read_watcher.data = c;
     c->write_watcher.data = c;
     c->last_active = ev_now(s->loop);
+    c->connected_at = c->last_active;
     dlink_push(&s->clients, &c->link_all);
     s->client_count++;
     s->stats.connections_received++;
@@ -956,6 +957,13 @@ static void net_tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
             s->stats.output_stall_disconnects++;
             client_close(c, "output timeout: its replies made no write progress for "
                             "--output-timeout seconds (it does not read them)");
+            continue;
+        }
+        /* A connection that never logs in holds a client slot and its
+         * buffers (a few KiB: the limits before AUTH) for no one. */
+        if (client_unauth(c) && s->config.auth_timeout_s != 0 &&
+            now - c->connected_at > (ev_tstamp)s->config.auth_timeout_s) {
+            client_close(c, "auth timeout: not authenticated within --auth-timeout seconds");
             continue;
         }
         if (c->watching || c->job_pending || c->batch_pending > 0 || c->parked != PARK_NONE ||

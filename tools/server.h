@@ -102,6 +102,7 @@ typedef struct server_config {
     uint64_t max_output_bytes;
     uint32_t idle_timeout_s;            /* 0: never */
     uint32_t output_timeout_s;          /* output pending with no write progress; 0: never */
+    uint32_t auth_timeout_s;            /* a password is set and no AUTH this long; 0: never */
     uint64_t map_size_max_mib;          /* 0: the journal's default */
     uint64_t map_size_initial_mib;      /* 0: the journal's default */
     uint32_t commit_gather_us;          /* wait for the rest of a write cohort; 0: never */
@@ -168,6 +169,7 @@ typedef struct client {
                                            until its command runs (client_drain_done) */
     uint64_t watch_next_seq;
     ev_tstamp last_active;
+    ev_tstamp connected_at;             /* --auth-timeout counts from here */
     ev_tstamp write_progress_at;        /* write() last moved bytes */
     int out_unsent_seen;                /* the kernel's unacknowledged bytes at the last tick */
     ev_tstamp stall_since;              /* first tick that saw its output stuck; 0: none */

@@ -5,7 +5,8 @@
 # bind without a password is refused at start; before AUTH the parser's
 # limits are tight (an oversized command is refused and the connection
 # closed; refusals not read stop being served at 16 KiB), yet the longest
-# password fits AUTH and HELLO.
+# password fits AUTH and HELLO; --auth-timeout closes a connection that
+# never logs in.
 . "$(dirname "$0")/lib.sh"
 
 # Refused at start: listening beyond loopback with no password.
@@ -111,7 +112,7 @@ stop_berthd
 # longest password (511 bytes) still fits the limits before AUTH, in HELLO
 # with a long user name and the longest client name too.
 long_pass=$(head -c 511 /dev/zero | tr '\0' p)
-start_berthd --requirepass "$long_pass"
+start_berthd --requirepass "$long_pass" --auth-timeout 2
 expect_match "$(admin WORKER.GET w1 2>/dev/null)" '^WRONGPASS|^NOAUTH' "the old admin password after a restart without it"
 expect_match "$(r -a "$long_pass" --no-auth-warning WORKER.GET w1)" 'i1' "--requirepass admin"
 long_user=$(head -c 500 /dev/zero | tr '\0' u)
@@ -122,6 +123,19 @@ out=$(printf '*7\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$500\r\n%s\r\n$511\r
       "$long_user" "$long_pass" "$long_name" | nc -w 5 127.0.0.1 "$PORT" | tr -d '\r')
 expect_match "$(head -n 1 <<<"$out")" '^%' "HELLO 3 AUTH … SETNAME with the longest password, as RESP"
 grep -q -x "$long_name" <<<"$out" || fail "CLIENT GETNAME after HELLO … SETNAME: [$out]"
+# --auth-timeout 2: a connection that has not logged in 2 s after it
+# connected is closed (and logged); one that logged in stays.
+exec {noauth_fd}<>"/dev/tcp/127.0.0.1/$PORT"
+exec {authed_fd}<>"/dev/tcp/127.0.0.1/$PORT"
+printf 'AUTH %s\r\n' "$long_pass" >&"$authed_fd"
+IFS= read -r -t 5 line <&"$authed_fd"; expect_eq "${line%$'\r'}" "+OK" "AUTH before the auth timeout"
+sleep 4
+rc=0; timeout 2 cat <&"$noauth_fd" >/dev/null || rc=$?
+expect_eq "$rc" 0 "the unauthenticated connection closed by --auth-timeout (124: still open)"
+printf 'PING\r\n' >&"$authed_fd"
+IFS= read -r -t 5 line <&"$authed_fd"; expect_eq "${line%$'\r'}" "+PONG" "an authenticated connection outlives --auth-timeout"
+exec {noauth_fd}>&- {authed_fd}>&-
+grep -q 'auth timeout' "$LOG" || fail "berthd should log the auth timeout"
 expect_match "$(ro WORKER.GET w1 2>/dev/null)" '^WRONGPASS|^NOAUTH' "no read-only password configured"
 stop_berthd
 
