@@ -203,6 +203,13 @@ typedef struct spare_block {
     struct spare_block *next;
 } spare_block;
 
+/* A table's objects sorted by name, kept until the state next changes. */
+typedef struct sorted_view {
+    const void **items;    /* the table's count entries when valid; state allocator */
+    size_t cap;
+    bool valid;
+} sorted_view;
+
 struct berth_state {
     berth_allocator a;
     spare_block *spare[SPARE_CLASSES];   /* per class: released instance blocks, newest first */
@@ -220,7 +227,23 @@ struct berth_state {
     void *reqid_spare;     /* room for the longest entry, so a committed command's id always fits */
     uint32_t ring_head;    /* oldest */
     uint32_t ring_count;
+    /* What queries worked out from this exact state, dropped by every change
+     * (state_changed: apply, restore, set_last_seq), so a client looping
+     * WORKER.LIST or DIGEST on an unchanged state costs a copy, not a sort
+     * of every name or an encoding of everything. Filled by const queries
+     * (the state is never a const object): like apply, not for two threads
+     * at once on one state. */
+    sorted_view worker_view;
+    sorted_view instance_view;
+    uint8_t digest[BERTH_STATE_DIGEST_LEN];
+    bool digest_valid;
 };
+
+static void state_changed(berth_state *s) {
+    s->worker_view.valid = false;
+    s->instance_view.valid = false;
+    s->digest_valid = false;
+}
 
 static const char *const code_names[BERTH_CODE_COUNT] = {
     "OK", "EXISTS", "NOWORKER", "CORDONED", "NOGPU", "EXCLUSIVE", "GPUBUSY", "NOVRAM", "NOINSTANCE", "BUSY",
@@ -366,6 +389,8 @@ void berth_state_free(berth_state *s) {
     if (s->instances.slots) s->a.free(s->a.ctx, s->instances.slots);
     if (s->reqids.slots) s->a.free(s->a.ctx, s->reqids.slots);
     if (s->policy_block) s->a.free(s->a.ctx, s->policy_block);
+    if (s->worker_view.items) s->a.free(s->a.ctx, (void *)s->worker_view.items);
+    if (s->instance_view.items) s->a.free(s->a.ctx, (void *)s->instance_view.items);
     s->a.free(s->a.ctx, s);
 }
 
@@ -387,25 +412,90 @@ static int cmp_named(const void *a, const void *b) {
     return berth_str_cmp(key_of(*(void *const *)a), key_of(*(void *const *)b));
 }
 
-static size_t table_sorted(const table *t, const void **out, size_t cap) {
-    size_t n = 0;
-    for (uint32_t i = 0; i < t->cap && n < cap; i++) {
-        if (t->slots[i].obj) out[n++] = t->slots[i].obj;
+/* The view's sorted objects, sorting them once per state change; NULL when
+ * its array cannot be allocated (the caller then sorts what it keeps). */
+static const void **view_sorted(berth_state *s, const table *t, sorted_view *v) {
+    assert(t->count > 0);
+    if (v->valid) return v->items;
+    if (v->cap < t->count) {
+        const void **items = s->a.realloc(s->a.ctx, (void *)v->items, t->count * sizeof *items);
+        if (items == NULL) return NULL;
+        v->items = items;
+        v->cap = t->count;
     }
-    /* Names are unique, so the sorted order is total: table layout never shows.
-     * An empty listing may come with out == NULL, which qsort must not see. */
-    if (n > 1) qsort(out, n, sizeof *out, cmp_named);
+    size_t n = 0;
+    for (uint32_t i = 0; i < t->cap; i++) {
+        if (t->slots[i].obj) v->items[n++] = t->slots[i].obj;
+    }
+    assert(n == t->count);
+    /* Names are unique, so the sorted order is total: table layout never shows. */
+    qsort(v->items, n, sizeof *v->items, cmp_named);
+    v->valid = true;
+    return v->items;
+}
+
+/* The objects keep accepts (all when keep is NULL), sorted by name, into
+ * out. Filtered first, so a listing that keeps few sorts few (a query
+ * matching nothing sorted every name: hV5); one that keeps most sorts the
+ * whole table once and keeps that order for the next query. Either way the
+ * output is the same: the sorted order is total. */
+static size_t table_select(const berth_state *cs, const table *t, sorted_view *v,
+                           bool (*keep)(const void *obj, void *ctx), void *ctx,
+                           const void **out, size_t cap) {
+    assert(cap >= t->count && "a partial listing would depend on table layout");
+    berth_state *s = (berth_state *)cs;   /* only the view changes: see struct berth_state */
+    if (t->count == 0) return 0;
+    const void **sorted = v->valid || keep == NULL ? view_sorted(s, t, v) : NULL;
+    size_t n = 0;
+    if (sorted == NULL) {
+        for (uint32_t i = 0; i < t->cap; i++) {
+            const void *obj = t->slots[i].obj;
+            if (obj && (keep == NULL || keep(obj, ctx))) out[n++] = obj;
+        }
+        if (n * 2 <= t->count || (sorted = view_sorted(s, t, v)) == NULL) {
+            if (n > 1) qsort(out, n, sizeof *out, cmp_named);
+            return n;
+        }
+        n = 0;
+    }
+    for (size_t i = 0; i < t->count; i++) {
+        if (keep == NULL || keep(sorted[i], ctx)) out[n++] = sorted[i];
+    }
     return n;
 }
 
 size_t berth_state_workers_sorted(const berth_state *s, const berth_worker **out, size_t cap) {
-    assert(cap >= s->workers.count && "a partial listing would depend on table layout");
-    return table_sorted(&s->workers, (const void **)out, cap);
+    return table_select(s, &s->workers, &((berth_state *)s)->worker_view, NULL, NULL,
+                        (const void **)out, cap);
 }
 
 size_t berth_state_instances_sorted(const berth_state *s, const berth_instance **out, size_t cap) {
-    assert(cap >= s->instances.count && "a partial listing would depend on table layout");
-    return table_sorted(&s->instances, (const void **)out, cap);
+    return table_select(s, &s->instances, &((berth_state *)s)->instance_view, NULL, NULL,
+                        (const void **)out, cap);
+}
+
+size_t berth_state_workers_select(const berth_state *s, berth_worker_keep keep, void *ctx,
+                                  const berth_worker **out, size_t cap) {
+    return table_select(s, &s->workers, &((berth_state *)s)->worker_view,
+                        (bool (*)(const void *, void *))keep, ctx, (const void **)out, cap);
+}
+
+size_t berth_state_instances_select(const berth_state *s, berth_instance_keep keep, void *ctx,
+                                    const berth_instance **out, size_t cap) {
+    return table_select(s, &s->instances, &((berth_state *)s)->instance_view,
+                        (bool (*)(const void *, void *))keep, ctx, (const void **)out, cap);
+}
+
+bool berth_state_digest_cached(const berth_state *s, uint8_t digest[BERTH_STATE_DIGEST_LEN]) {
+    if (!s->digest_valid) return false;
+    memcpy(digest, s->digest, BERTH_STATE_DIGEST_LEN);
+    return true;
+}
+
+void berth_state_digest_keep(const berth_state *cs, const uint8_t digest[BERTH_STATE_DIGEST_LEN]) {
+    berth_state *s = (berth_state *)cs;   /* only the cache changes: see struct berth_state */
+    memcpy(s->digest, digest, BERTH_STATE_DIGEST_LEN);
+    s->digest_valid = true;
 }
 
 uint32_t berth_state_policy(const berth_state *s, const berth_str **backends) {
@@ -1149,6 +1239,7 @@ static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64
     assert(s != NULL && c != NULL && out != NULL);
     assert(seq == s->last_seq + 1);
     assert(c->kind > BERTH_CMD_NONE && c->kind < BERTH_CMD_KIND_COUNT);
+    state_changed(s);
     out->code = BERTH_OK;
     assert(quiet_mark == 0 || quiet_mark >= SENTENCE_QUIET_MIN);
     out->sentence_len = c->reqid.len == 0 ? quiet_mark : 0;   /* the window keeps a REQID's sentence */
@@ -1347,6 +1438,7 @@ void berth_state_prefetch_stages(const berth_state *s, const berth_cmd *const c[
 /* ---------------------------------------------------------------- restore */
 
 int berth_state_restore_policy(berth_state *s, const berth_str *backends, uint32_t count) {
+    state_changed(s);
     if (count > BERTH_POLICY_BACKENDS_MAX) return -1;
     for (uint32_t i = 0; i < count; i++) {
         if (!berth_name_valid(backends[i])) return -1;
@@ -1359,6 +1451,7 @@ int berth_state_restore_policy(berth_state *s, const berth_str *backends, uint32
 int berth_state_restore_worker(berth_state *s, berth_str name, uint32_t gpu_count, uint32_t vram_mib,
                                berth_worker_status status, uint64_t added_seq, const berth_label *labels,
                                uint32_t label_count) {
+    state_changed(s);
     if (!berth_name_valid(name) || gpu_count > BERTH_GPUS_MAX || vram_mib > BERTH_VRAM_MIB_MAX) return -1;
     if (status != BERTH_WORKER_ACTIVE && status != BERTH_WORKER_CORDONED) return -1;
     if (label_count > BERTH_LABELS_MAX || table_get(&s->workers, name)) return -1;
@@ -1390,6 +1483,7 @@ int berth_state_restore_worker(berth_state *s, berth_str name, uint32_t gpu_coun
 int berth_state_restore_instance(berth_state *s, berth_str name, berth_str model, berth_str backend,
                                  uint32_t claim_mib, uint64_t deploy_seq, const berth_str *workers,
                                  const uint64_t *gpu_masks, uint32_t slot_count) {
+    state_changed(s);
     if (!berth_name_valid(name) || !berth_name_valid(model) || !berth_name_valid(backend)) return -1;
     if (slot_count == 0 || slot_count > BERTH_PLACEMENT_WORKERS_MAX || claim_mib > BERTH_VRAM_MIB_MAX) return -1;
     if (table_get(&s->instances, name)) return -1;
@@ -1454,6 +1548,7 @@ done:
 }
 
 int berth_state_restore_reqid(berth_state *s, const berth_reqid_entry *e) {
+    state_changed(s);
     if (!berth_name_valid(e->reqid) || e->code >= BERTH_CODE_COUNT) return -1;
     if (e->sentence.len >= BERTH_SENTENCE_LEN_MAX || table_get(&s->reqids, e->reqid)) return -1;
     void *block;
@@ -1464,6 +1559,7 @@ int berth_state_restore_reqid(berth_state *s, const berth_reqid_entry *e) {
 }
 
 void berth_state_set_last_seq(berth_state *s, uint64_t seq) {
+    state_changed(s);
     s->last_seq = seq;
     /* After a restore we no longer know when the policy last changed;
      * the snapshot point is the conservative answer for berth_state_check. */

@@ -199,6 +199,24 @@ const berth_instance *berth_state_instance(const berth_state *state, berth_str n
  * callers size out with *_count). */
 size_t berth_state_workers_sorted(const berth_state *state, const berth_worker **out, size_t cap);
 size_t berth_state_instances_sorted(const berth_state *state, const berth_instance **out, size_t cap);
+/* The same listings with only what keep accepts (ctx passed through), in
+ * the same order: filtered before sorting, so a listing that keeps few
+ * sorts few. keep must not change the state.
+ * These and berth_state_digest keep what they worked out in the state until
+ * its next change (apply, restore, set_last_seq), through its allocator (a
+ * failed allocation only skips that): like apply, not to be called on one
+ * state from two threads at once. */
+typedef bool (*berth_worker_keep)(const berth_worker *worker, void *ctx);
+typedef bool (*berth_instance_keep)(const berth_instance *instance, void *ctx);
+size_t berth_state_workers_select(const berth_state *state, berth_worker_keep keep, void *ctx,
+                                  const berth_worker **out, size_t cap);
+size_t berth_state_instances_select(const berth_state *state, berth_instance_keep keep, void *ctx,
+                                    const berth_instance **out, size_t cap);
+/* replay/'s digest of this state as last computed (false: none since the
+ * last change), and where it keeps one. */
+#define BERTH_STATE_DIGEST_LEN 32
+bool berth_state_digest_cached(const berth_state *state, uint8_t digest[BERTH_STATE_DIGEST_LEN]);
+void berth_state_digest_keep(const berth_state *state, const uint8_t digest[BERTH_STATE_DIGEST_LEN]);
 /* Exclusive backends, sorted. */
 uint32_t berth_state_policy(const berth_state *state, const berth_str **backends);
 bool berth_state_backend_exclusive(const berth_state *state, berth_str backend);

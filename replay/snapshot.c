@@ -252,11 +252,18 @@ int berth_snapshot_encode(const berth_state *state, uint8_t **bytes, size_t *len
     return 0;
 }
 
+/* Kept in the state until its next change: a client looping DIGEST on an
+ * unchanged state costs a copy, not an encoding of everything (hV5). */
+_Static_assert(BERTH_STATE_DIGEST_LEN == BERTH_HASH_LEN, "the state keeps one digest");
 int berth_state_digest(const berth_state *state, uint8_t digest[BERTH_HASH_LEN]) {
     assert(state != NULL && digest != NULL);
+    if (berth_state_digest_cached(state, digest)) return 0;
     snap_buf b = { NULL, 0, 0, false };
     int rc = encode_body(state, &b);
-    if (rc == 0) berth_sha256(b.data, b.len, digest);
+    if (rc == 0) {
+        berth_sha256(b.data, b.len, digest);
+        berth_state_digest_keep(state, digest);
+    }
     free(b.data);
     return rc;
 }

@@ -1922,6 +1922,106 @@ START_TEST(test_many_names) {
 }
 END_TEST
 
+/* Listings through a filter, and the sorted views the state keeps between
+ * changes: each answer equals a naive one (every name in order, looked up,
+ * filtered), before and after changes that add, remove and re-mark names, so
+ * a view kept past a change (a freed instance listed, a new one missing)
+ * fails here, and under ASan as a use after free. */
+typedef struct list_filter {
+    const char *model;      /* NULL: any */
+    int status;             /* -1: any */
+} list_filter;
+
+static bool keep_model(const berth_instance *in, void *ctx) {
+    const list_filter *f = ctx;
+    return f->model == NULL || str_is(in->model, f->model);
+}
+
+static bool keep_status(const berth_worker *w, void *ctx) {
+    const list_filter *f = ctx;
+    return f->status < 0 || (int)w->status == f->status;
+}
+
+static void expect_listings(rig *r, int names_max) {
+    const berth_worker **ws = calloc((size_t)names_max + 1, sizeof *ws);
+    const berth_instance **is = calloc((size_t)names_max + 1, sizeof *is);
+    ck_assert(ws != NULL && is != NULL);
+    char name[32];
+    static const char *const models[] = { NULL, "m0", "m1", "m2", "none" };
+    for (size_t k = 0; k < sizeof models / sizeof models[0]; k++) {
+        list_filter f = { models[k], -1 };
+        for (int round = 0; round < 2; round++) {   /* the second answer comes from a kept view */
+            size_t n = k == 0 ? berth_state_instances_sorted(r->state, is, names_max)
+                              : berth_state_instances_select(r->state, keep_model, &f, is, names_max);
+            size_t want = 0;
+            for (int i = 0; i < names_max; i++) {
+                snprintf(name, sizeof name, "x%05d", i);
+                const berth_instance *in = instance_of(r, name);
+                if (in == NULL || !keep_model(in, &f)) continue;
+                ck_assert_msg(want < n && is[want] == in, "instance listing (model %s) at %zu: %s",
+                              f.model ? f.model : "any", want, name);
+                want++;
+            }
+            ck_assert_uint_eq(n, want);
+        }
+    }
+    for (int st = -1; st <= 1; st++) {
+        list_filter f = { NULL, st };
+        for (int round = 0; round < 2; round++) {
+            size_t n = st < 0 ? berth_state_workers_sorted(r->state, ws, names_max)
+                              : berth_state_workers_select(r->state, keep_status, &f, ws, names_max);
+            size_t want = 0;
+            for (int i = 0; i < names_max; i++) {
+                snprintf(name, sizeof name, "n%05d", i);
+                const berth_worker *w = worker_of(r, name);
+                if (w == NULL || !keep_status(w, &f)) continue;
+                ck_assert_msg(want < n && ws[want] == w, "worker listing (status %d) at %zu: %s", st, want, name);
+                want++;
+            }
+            ck_assert_uint_eq(n, want);
+        }
+    }
+    free(ws);
+    free(is);
+}
+
+START_TEST(test_listing_select_views) {
+    enum { names_max = 2000 };
+    rig *r = rig_new();
+    r->check_at_end_only = true;
+    char line[256];
+    expect_listings(r, names_max);   /* empty */
+    for (int i = 0; i < names_max; i++) {
+        snprintf(line, sizeof line, "WORKER.ADD n%05d GPUS 1", (i * 7919) % names_max);   /* scrambled order */
+        expect(r, line, BERTH_OK);
+    }
+    for (int i = 0; i < names_max; i += 2) {
+        int j = (i * 7919) % names_max;
+        snprintf(line, sizeof line, "DEPLOY x%05d MODEL m%d BACKEND vllm ON n%05d", j, j % 3, j);
+        expect(r, line, BERTH_OK);
+    }
+    expect_listings(r, names_max);
+    for (int i = 0; i < names_max; i += 6) {   /* instances freed, workers removed and cordoned */
+        snprintf(line, sizeof line, "RELEASE x%05d", i);
+        expect(r, line, BERTH_OK);
+        snprintf(line, sizeof line, "WORKER.REMOVE n%05d", i);
+        expect(r, line, BERTH_OK);
+        snprintf(line, sizeof line, "WORKER.CORDON n%05d", i + 1);
+        expect(r, line, BERTH_OK);
+    }
+    expect_listings(r, names_max);
+    for (int i = 0; i < names_max; i += 6) {   /* and back, at the same names */
+        snprintf(line, sizeof line, "WORKER.ADD n%05d GPUS 1", i);
+        expect(r, line, BERTH_OK);
+        snprintf(line, sizeof line, "DEPLOY x%05d MODEL m2 BACKEND vllm ON n%05d", i, i);
+        expect(r, line, BERTH_OK);
+    }
+    expect_listings(r, names_max);
+    rig_check(r);
+    rig_free(r);
+}
+END_TEST
+
 /* ---- request ids -------------------------------------------------------- */
 
 /* What a server does: check the window, apply only a NEW command. */
@@ -2737,6 +2837,7 @@ static Suite *core_suite(void) {
     tcase_add_test(rules, test_outcome_after_refusal_is_clean);
     tcase_add_test(rules, test_long_sentences_bounded);
     tcase_add_test(rules, test_many_names);
+    tcase_add_test(rules, test_listing_select_views);
     tcase_set_timeout(rules, TCASE_TIMEOUT_S);
     suite_add_tcase(s, rules);
 

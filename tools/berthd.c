@@ -148,6 +148,19 @@ static int berthd_init(server *s) {
     s->limits.bulk_bytes_max = s->config.max_arg_bytes;
     s->limits.inline_bytes_max = s->config.max_inline_bytes;
     s->limits.command_bytes_max = s->config.max_command_bytes;
+    s->limits_unauth = s->limits;
+    if (s->limits_unauth.args_max > SERVER_UNAUTH_ARGS_MAX) {
+        s->limits_unauth.args_max = SERVER_UNAUTH_ARGS_MAX;
+    }
+    if (s->limits_unauth.bulk_bytes_max > SERVER_UNAUTH_ARG_BYTES_MAX) {
+        s->limits_unauth.bulk_bytes_max = SERVER_UNAUTH_ARG_BYTES_MAX;
+    }
+    if (s->limits_unauth.command_bytes_max > SERVER_UNAUTH_COMMAND_BYTES_MAX) {
+        s->limits_unauth.command_bytes_max = SERVER_UNAUTH_COMMAND_BYTES_MAX;
+    }
+    if (s->limits_unauth.inline_bytes_max > s->limits_unauth.command_bytes_max) {
+        s->limits_unauth.inline_bytes_max = s->limits_unauth.command_bytes_max;
+    }
     s->argv = calloc(s->config.max_args, sizeof *s->argv);
     reply_init(&s->watch_resp2, 2);
     reply_init(&s->watch_resp3, 3);

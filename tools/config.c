@@ -61,6 +61,9 @@ static const option options[] = {
     { "output-timeout", OPT_U32, FIELD(output_timeout_s), 0, 86400 * 365,
       "SECONDS  close a client whose pending output made no write progress this long, 0 never "
       "(default 60)" },
+    { "auth-timeout", OPT_U32, FIELD(auth_timeout_s), 0, 86400 * 365,
+      "SECONDS  with a password set, close a client that has not authenticated this long after "
+      "connecting, 0 never (default 10)" },
     { "map-size-max-mib", OPT_U64, FIELD(map_size_max_mib), 0, UINT64_MAX >> 20,
       "MIB  journal map size ceiling; FULL beyond it (default: the journal's, 1 TiB)" },
     { "map-size-initial-mib", OPT_U64, FIELD(map_size_initial_mib), 0, UINT64_MAX >> 20,
@@ -110,6 +113,7 @@ void config_defaults(server_config *cfg) {
     cfg->max_output_bytes = 64u << 20;
     cfg->idle_timeout_s = 300;
     cfg->output_timeout_s = 60;
+    cfg->auth_timeout_s = 10;
     cfg->map_size_max_mib = 0;
     cfg->map_size_initial_mib = 0;
     snprintf(cfg->journal_kind, sizeof cfg->journal_kind, "lmdb");

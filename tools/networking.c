@@ -122,8 +122,20 @@ void server_log(const char *fmt, ...) {
     fprintf(stderr, "%s\n", line);
 }
 
-static size_t net_input_max(const server *s) {
-    return (size_t)s->config.max_command_bytes + SERVER_READ_CHUNK_BYTES;
+/* A client that has not logged in (a password is set) is parsed with
+ * tight limits, so one that never authenticates can hold a few KiB of
+ * input, not --max-command-bytes: the role is checked only once a whole
+ * command has been parsed. */
+static bool client_unauth(const client *c) {
+    return c->role == ROLE_NONE;
+}
+
+static const resp_limits *client_limits(const client *c) {
+    return client_unauth(c) ? &c->server->limits_unauth : &c->server->limits;
+}
+
+static size_t net_input_max(const client *c) {
+    return (size_t)client_limits(c)->command_bytes_max + SERVER_READ_CHUNK_BYTES;
 }
 
 /* ---- lifetime ---------------------------------------------------------- */
@@ -287,6 +299,7 @@ void net_refuse_parked(server *s) {
                                     "and was not run; retry it after the restart");
         client_output_added(c);
         c->in_len = 0;      /* nothing after it runs either */
+        c->parse_resume = (resp_resume){ 0, 0 };
     }
 }
 
@@ -295,6 +308,12 @@ bool client_output_over(const client *c, size_t limit) {
 }
 
 /* ---- input ------------------------------------------------------------- */
+
+/* Unsent output past which c is not served until it reads its replies. */
+static size_t client_output_pause_bytes(const client *c) {
+    return client_unauth(c) ? SERVER_UNAUTH_OUTPUT_BYTES_MAX
+                            : (size_t)(c->server->config.max_output_bytes / 2);
+}
 
 static bool client_paused(client *c) {
     server *s = c->server;
@@ -307,13 +326,20 @@ static bool client_paused(client *c) {
     }
     /* Backpressure: a client that does not read its replies stops being
      * served until it does (the write callback resumes it). */
-    return client_output_over(c, (size_t)(s->config.max_output_bytes / 2));
+    return client_output_over(c, client_output_pause_bytes(c));
 }
 
 static void client_protocol_error(client *c, const char *error) {
     server *s = c->server;
     s->stats.protocol_errors++;
     assert(c->batch_pending == 0);
+    char text[RESP_ERROR_LEN_MAX + 128];
+    if (client_unauth(c)) {
+        const resp_limits *l = &s->limits_unauth;
+        snprintf(text, sizeof text, "%s (before AUTH: %u arguments, %u bytes each, %u bytes a command)",
+                 error, l->args_max, l->bulk_bytes_max, l->command_bytes_max);
+        error = text;
+    }
     reply_error(&c->out, "ERR", "%s", error);
     c->close_after_flush = true;
     client_output_added(c);
@@ -330,8 +356,11 @@ static void client_process_input(client *c) {
     size_t pos = 0;
     resp_result res;
     while (pos < c->in_len && !client_paused(c)) {
-        resp_status st = resp_parse(c->in + pos, c->in_len - pos, &s->limits, s->argv,
-                                    s->limits.args_max, &res);
+        /* A partial command is checked once: the next read goes on from
+         * where this one stopped (resp.h), so trickling it costs no more
+         * than sending it whole. */
+        resp_status st = resp_parse_resume(c->in + pos, c->in_len - pos, client_limits(c), s->argv,
+                                           s->limits.args_max, &c->parse_resume, &res);
         if (st == RESP_NEED_MORE) {
             break;
         }
@@ -374,15 +403,15 @@ static void client_process_input(client *c) {
         c->in = NULL;
         c->in_cap = 0;
     }
-    client_set_reading(c, !c->eof && !c->close_after_flush && c->in_len < net_input_max(s));
+    client_set_reading(c, !c->eof && !c->close_after_flush && c->in_len < net_input_max(c));
     if (c->eof || c->close_after_flush || reply_pending(&c->out) > 0) {
         client_output_added(c);     /* the write path decides whether to close */
     }
 }
 
 static bool client_grow_input(client *c) {
-    size_t max = net_input_max(c->server);
-    if (c->in_cap - c->in_len >= SERVER_READ_CHUNK_BYTES || c->in_cap == max) {
+    size_t max = net_input_max(c);
+    if (c->in_cap - c->in_len >= SERVER_READ_CHUNK_BYTES || c->in_cap >= max) {
         return c->in_cap > c->in_len;
     }
     size_t cap = c->in_cap == 0 ? SERVER_INPUT_CAP_INITIAL : c->in_cap;
@@ -446,7 +475,7 @@ static void client_write(client *c) {
         client_close(c, "out of memory for its output buffer");
         return;
     }
-    bool was_over = client_output_over(c, (size_t)(s->config.max_output_bytes / 2));
+    bool was_over = client_output_over(c, client_output_pause_bytes(c));
     while (reply_pending(&c->out) > 0) {
         ssize_t n = write(c->fd, c->out.data + c->out.start, reply_pending(&c->out));
         if (n < 0) {
@@ -471,7 +500,7 @@ static void client_write(client *c) {
         }
         c->writing = !drained;
     }
-    if (was_over && !client_output_over(c, (size_t)(s->config.max_output_bytes / 2))) {
+    if (was_over && !client_output_over(c, client_output_pause_bytes(c))) {
         client_resume(c);
     }
     if (drained) {
@@ -547,6 +576,7 @@ static void client_new(server *s, int fd, const struct sockaddr_storage *ss, soc
     c->read_watcher.data = c;
     c->write_watcher.data = c;
     c->last_active = ev_now(s->loop);
+    c->connected_at = c->last_active;
     dlink_push(&s->clients, &c->link_all);
     s->client_count++;
     s->stats.connections_received++;
@@ -927,6 +957,13 @@ static void net_tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
             s->stats.output_stall_disconnects++;
             client_close(c, "output timeout: its replies made no write progress for "
                             "--output-timeout seconds (it does not read them)");
+            continue;
+        }
+        /* A connection that never logs in holds a client slot and its
+         * buffers (a few KiB: the limits before AUTH) for no one. */
+        if (client_unauth(c) && s->config.auth_timeout_s != 0 &&
+            now - c->connected_at > (ev_tstamp)s->config.auth_timeout_s) {
+            client_close(c, "auth timeout: not authenticated within --auth-timeout seconds");
             continue;
         }
         if (c->watching || c->job_pending || c->batch_pending > 0 || c->parked != PARK_NONE ||

@@ -4,7 +4,10 @@
  * DIGEST. Each is a function of (state, words) only, so the same code answers
  * the live committed state on the loop and a replayed past state for
  * `AT <seq>` on the background thread. Every listing is sorted by name
- * (berth_state_*_sorted, memcmp order): output never depends on hash order. */
+ * (berth_state_*_select, memcmp order): output never depends on hash order.
+ * Filters run before the sort, so a query that keeps few names sorts few,
+ * and the state keeps full sorted listings and the digest until it next
+ * changes: a read-only client looping them does not stall the loop. */
 #include "server.h"
 
 #include <assert.h>
@@ -108,6 +111,17 @@ static void query_worker_get(const query_ctx *ctx, size_t argc, const berth_str 
 
 /* ---- WORKER.LIST [STATE active|cordoned] [FREE] ------------------------ */
 
+typedef struct worker_filter {
+    int state;                  /* -1: any */
+    bool free;
+} worker_filter;
+
+static bool worker_keep(const berth_worker *w, void *ctx) {
+    const worker_filter *f = ctx;
+    return (f->state < 0 || (int)w->status == f->state) &&
+           (!f->free || berth_worker_free_gpu_mask(w) != 0);
+}
+
 static void query_worker_list(const query_ctx *ctx, size_t argc, const berth_str *argv,
                               reply_buf *rb) {
     int want_state = -1;
@@ -136,16 +150,10 @@ static void query_worker_list(const query_ctx *ctx, size_t argc, const berth_str
         return;
     }
     const berth_worker **ws = (const berth_worker **)*ctx->scratch;
-    size_t got = berth_state_workers_sorted(ctx->state, ws, n);
-    assert(got == n);
-    size_t kept = 0;
-    for (size_t i = 0; i < got; i++) {
-        bool ok = (want_state < 0 || (int)ws[i]->status == want_state) &&
-                  (!want_free || berth_worker_free_gpu_mask(ws[i]) != 0);
-        if (ok) {
-            ws[kept++] = ws[i];
-        }
-    }
+    worker_filter f = { want_state, want_free };
+    bool all = want_state < 0 && !want_free;
+    size_t kept = berth_state_workers_select(ctx->state, all ? NULL : worker_keep, &f, ws, n);
+    assert(kept <= n);
     reply_array(rb, kept);
     for (size_t i = 0; i < kept; i++) {
         reply_bulk_str(rb, ws[i]->name);
@@ -229,13 +237,37 @@ static void query_instance_get(const query_ctx *ctx, size_t argc, const berth_st
 
 /* ---- INSTANCE.LIST [WORKER w] [MODEL m] [BACKEND b] -------------------- */
 
-static bool query_instance_on(const berth_instance *inst, berth_str worker) {
-    for (uint32_t i = 0; i < inst->slot_count; i++) {
-        if (berth_str_eq(inst->slots[i].worker->name, worker)) {
-            return true;
+typedef struct instance_filter {
+    berth_str model;            /* len 0: any */
+    berth_str backend;
+} instance_filter;
+
+static bool instance_keep(const berth_instance *inst, void *ctx) {
+    const instance_filter *f = ctx;
+    return (f->model.len == 0 || berth_str_eq(inst->model, f->model)) &&
+           (f->backend.len == 0 || berth_str_eq(inst->backend, f->backend));
+}
+
+static int instance_name_cmp(const void *a, const void *b) {
+    return berth_str_cmp((*(const berth_instance *const *)a)->name,
+                         (*(const berth_instance *const *)b)->name);
+}
+
+/* INSTANCE.LIST WORKER w: the instances w serves (every instance with a
+ * slot on w, once each), filtered, then sorted: a few, not the whole table. */
+static size_t query_instances_on(const query_ctx *ctx, berth_str worker, instance_filter *f,
+                                 const berth_instance **out) {
+    const berth_worker *w = berth_state_worker(ctx->state, worker);
+    size_t kept = 0;
+    for (uint32_t i = 0; w != NULL && i < w->served_count; i++) {
+        if (instance_keep(w->served[i], f)) {
+            out[kept++] = w->served[i];
         }
     }
-    return false;
+    if (kept > 1) {
+        qsort(out, kept, sizeof *out, instance_name_cmp);   /* names are unique: total */
+    }
+    return kept;
 }
 
 static void query_instance_list(const query_ctx *ctx, size_t argc, const berth_str *argv,
@@ -267,17 +299,15 @@ static void query_instance_list(const query_ctx *ctx, size_t argc, const berth_s
         return;
     }
     const berth_instance **is = (const berth_instance **)*ctx->scratch;
-    size_t got = berth_state_instances_sorted(ctx->state, is, n);
-    assert(got == n);
+    instance_filter f = { filter[1], filter[2] };
     size_t kept = 0;
-    for (size_t i = 0; i < got; i++) {
-        bool ok = (filter[0].len == 0 || query_instance_on(is[i], filter[0])) &&
-                  (filter[1].len == 0 || berth_str_eq(is[i]->model, filter[1])) &&
-                  (filter[2].len == 0 || berth_str_eq(is[i]->backend, filter[2]));
-        if (ok) {
-            is[kept++] = is[i];
-        }
+    if (filter[0].len > 0) {
+        kept = query_instances_on(ctx, filter[0], &f, is);
+    } else {
+        bool all = f.model.len == 0 && f.backend.len == 0;
+        kept = berth_state_instances_select(ctx->state, all ? NULL : instance_keep, &f, is, n);
     }
+    assert(kept <= n);
     reply_array(rb, kept);
     for (size_t i = 0; i < kept; i++) {
         reply_bulk_str(rb, is[i]->name);

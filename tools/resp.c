@@ -1,7 +1,8 @@
 /* resp.c — the RESP request reader (see resp.h for the contract).
  *
- * Owns only grammar and limits: it never allocates, never keeps state, and
- * reports exactly one of NEED_MORE / COMMAND / ERROR per call. Every length
+ * Owns only grammar and limits: it never allocates, keeps no state but the
+ * caller's resp_resume, and reports exactly one of NEED_MORE / COMMAND /
+ * ERROR per call. Every length
  * a client declares is checked against a limit before the parser waits for
  * the bytes it announces, so a client claiming a 2 GiB bulk string is refused
  * at once instead of being buffered. */
@@ -159,6 +160,7 @@ static resp_status resp_bulk(const char *buf, size_t len, const resp_limits *lim
     }
     int64_t blen = 0;
     size_t data = 0;
+    out->headers_read++;
     header_status h = resp_header(buf, len, *pos, "bulk length", &blen, &data, out);
     if (h == HEADER_NEED_MORE) {
         return resp_need_more(out);
@@ -189,7 +191,7 @@ static resp_status resp_bulk(const char *buf, size_t len, const resp_limits *lim
 }
 
 static resp_status resp_array(const char *buf, size_t len, const resp_limits *limits,
-                              berth_str *argv, resp_result *out) {
+                              berth_str *argv, resp_resume *resume, resp_result *out) {
     int64_t count = 0;
     size_t pos = 0;
     header_status h = resp_header(buf, len, 0, "multibulk length", &count, &pos, out);
@@ -206,10 +208,33 @@ static resp_status resp_array(const char *buf, size_t len, const resp_limits *li
         return resp_fail(out, "%lld arguments exceed the limit of %u",
                          (long long)count, limits->args_max);
     }
-    for (int64_t i = 0; i < count; i++) {
+    size_t first = pos;
+    int64_t i = 0;
+    if (resume != NULL && resume->argc > 0) {
+        /* The arguments before resume->pos were whole and within the
+         * limits when it was set, and those bytes have not changed. */
+        assert(resume->argc < (uint64_t)count && resume->pos > first && resume->pos <= len);
+        i = (int64_t)resume->argc;
+        pos = resume->pos;
+    }
+    bool resumed = i > 0;
+    for (; i < count; i++) {
         resp_status s = resp_bulk(buf, len, limits, &pos, &argv[i], out);
+        if (s == RESP_NEED_MORE && resume != NULL && i > 0) {
+            resume->pos = pos;      /* resp_bulk left it after the last whole argument */
+            resume->argc = (size_t)i;
+        }
         if (s != RESP_COMMAND) {
             return s;
+        }
+    }
+    if (resumed) {
+        /* argv is the caller's scratch, shared: fill it in one more pass. */
+        pos = first;
+        for (i = 0; i < count; i++) {
+            resp_status s = resp_bulk(buf, len, limits, &pos, &argv[i], out);
+            assert(s == RESP_COMMAND);
+            (void)s;
         }
     }
     return resp_done(out, pos, (size_t)count);
@@ -222,15 +247,20 @@ static bool resp_is_space(char c) {
 /* Inline: one line of words separated by spaces or tabs, ended by LF with an
  * optional CR. No quoting: berth's names contain no spaces. */
 static resp_status resp_inline(const char *buf, size_t len, const resp_limits *limits,
-                               berth_str *argv, resp_result *out) {
+                               berth_str *argv, resp_resume *resume, resp_result *out) {
     size_t window = len;
     if (window > (size_t)limits->inline_bytes_max + 2) {
         window = (size_t)limits->inline_bytes_max + 2;
     }
-    const char *nl = memchr(buf, '\n', window);
+    size_t from = resume != NULL ? resume->pos : 0;   /* bytes already known to hold no LF */
+    assert(from <= window);
+    const char *nl = memchr(buf + from, '\n', window - from);
     if (nl == NULL) {
         if (len > (size_t)limits->inline_bytes_max + 1) {
             return resp_fail(out, "inline command longer than %u bytes", limits->inline_bytes_max);
+        }
+        if (resume != NULL) {
+            resume->pos = window;
         }
         return resp_need_more(out);
     }
@@ -265,15 +295,27 @@ static resp_status resp_inline(const char *buf, size_t len, const resp_limits *l
 
 resp_status resp_parse(const char *buf, size_t len, const resp_limits *limits,
                        berth_str *argv, size_t argv_cap, resp_result *out) {
+    return resp_parse_resume(buf, len, limits, argv, argv_cap, NULL, out);
+}
+
+resp_status resp_parse_resume(const char *buf, size_t len, const resp_limits *limits,
+                              berth_str *argv, size_t argv_cap, resp_resume *resume,
+                              resp_result *out) {
     assert(limits != NULL && argv != NULL && out != NULL);
     assert(buf != NULL || len == 0);
     assert(argv_cap >= limits->args_max);
     assert(limits->args_max > 0 && limits->inline_bytes_max <= limits->command_bytes_max);
+    assert(resume == NULL || resume->pos <= len);
+    out->headers_read = 0;
     if (len == 0) {
         return resp_need_more(out);
     }
-    resp_status s = buf[0] == '*' ? resp_array(buf, len, limits, argv, out)
-                                  : resp_inline(buf, len, limits, argv, out);
+    resp_status s = buf[0] == '*' ? resp_array(buf, len, limits, argv, resume, out)
+                                  : resp_inline(buf, len, limits, argv, resume, out);
+    if (s != RESP_NEED_MORE && resume != NULL) {
+        resume->pos = 0;
+        resume->argc = 0;
+    }
     assert(s != RESP_COMMAND || (out->consumed > 0 && out->consumed <= len));
     assert(s != RESP_COMMAND || out->argc <= limits->args_max);
     return s;

@@ -46,6 +46,16 @@
 #define SERVER_LATENCY_BUCKETS 128          /* commit latency histogram */
 #define SERVER_RANGE_COUNT_MAX 1000         /* records per JOURNAL.RANGE / HISTORY reply */
 #define SERVER_HISTORY_COUNT_DEFAULT 100
+/* Parser limits while a password is set and the connection has not logged
+ * in: room for HELLO 3 AUTH <user> <pass> SETNAME <name> with a password of
+ * the longest kind, and no more, so an unauthenticated client holds at most
+ * a few KiB of input (redis-server caps them at 10 arguments and 16 KiB). */
+#define SERVER_UNAUTH_ARGS_MAX 8
+#define SERVER_UNAUTH_ARG_BYTES_MAX SERVER_PASSWORD_LEN_MAX
+#define SERVER_UNAUTH_COMMAND_BYTES_MAX 4096
+/* ...and its replies (refusals, mostly) stop being served past this many
+ * unsent bytes, not half of --max-output-bytes (32 MiB by default). */
+#define SERVER_UNAUTH_OUTPUT_BYTES_MAX 16384
 
 typedef struct dlink {
     struct dlink *prev;
@@ -92,6 +102,7 @@ typedef struct server_config {
     uint64_t max_output_bytes;
     uint32_t idle_timeout_s;            /* 0: never */
     uint32_t output_timeout_s;          /* output pending with no write progress; 0: never */
+    uint32_t auth_timeout_s;            /* a password is set and no AUTH this long; 0: never */
     uint64_t map_size_max_mib;          /* 0: the journal's default */
     uint64_t map_size_initial_mib;      /* 0: the journal's default */
     uint32_t commit_gather_us;          /* wait for the rest of a write cohort; 0: never */
@@ -136,6 +147,7 @@ typedef struct client {
     char *in;                           /* owned input buffer */
     size_t in_len;
     size_t in_cap;
+    resp_resume parse_resume;           /* how far the partial command at in[0] was checked */
     reply_buf out;                      /* owned output buffer */
     char actor[BERTH_NAME_LEN_MAX];
     uint32_t actor_len;
@@ -157,6 +169,7 @@ typedef struct client {
                                            until its command runs (client_drain_done) */
     uint64_t watch_next_seq;
     ev_tstamp last_active;
+    ev_tstamp connected_at;             /* --auth-timeout counts from here */
     ev_tstamp write_progress_at;        /* write() last moved bytes */
     int out_unsent_seen;                /* the kernel's unacknowledged bytes at the last tick */
     ev_tstamp stall_since;              /* first tick that saw its output stuck; 0: none */
@@ -213,6 +226,7 @@ typedef struct server {
     struct ev_loop *loop;
     server_config config;
     resp_limits limits;
+    resp_limits limits_unauth;          /* before AUTH (SERVER_UNAUTH_*), never above limits */
     berth_journal *journal;
     berth_engine *engine;
     struct replication *replication;    /* replication.c; NULL on the LMDB journal */

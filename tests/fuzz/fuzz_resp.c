@@ -4,8 +4,9 @@
  * buffer, never claim more bytes than it was given, argv words that lie
  * inside the buffer, errors that are NUL-terminated "Protocol error" lines,
  * and NEED_MORE only for a true prefix — feeding the same stream one byte at
- * a time must give exactly the commands and error that feeding it whole
- * gives (a command split across thousands of packets is still one command). */
+ * a time, resuming each parse where the last stopped (resp_resume), must
+ * give exactly the commands and error that feeding it whole gives (a
+ * command split across thousands of packets is still one command). */
 #include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,12 +41,14 @@ static uint64_t hash_words(const berth_str *argv, size_t argc) {
     return h;
 }
 
-static resp_status parse_checked(const char *buf, size_t len, outcome *o) {
+static resp_status parse_checked(const char *buf, size_t len, outcome *o, resp_resume *resume) {
     static berth_str argv[FUZZ_ARGS_MAX];
     resp_result r;
     memset(&r, 0xa5, sizeof r);
-    resp_status s = resp_parse(buf, len, &fuzz_limits, argv, FUZZ_ARGS_MAX, &r);
+    resp_status s = resp_parse_resume(buf, len, &fuzz_limits, argv, FUZZ_ARGS_MAX, resume, &r);
     if (s != r.status) abort();
+    if (resume != NULL && resume->pos > len) abort();
+    if (resume != NULL && s != RESP_NEED_MORE && (resume->pos != 0 || resume->argc != 0)) abort();
     o->status = s;
     o->consumed = 0;
     o->argc = 0;
@@ -73,7 +76,7 @@ static resp_status parse_checked(const char *buf, size_t len, outcome *o) {
 static size_t walk_whole(const char *buf, size_t len, outcome *out, size_t cap) {
     size_t n = 0, off = 0;
     while (n < cap) {
-        resp_status s = parse_checked(buf + off, len - off, &out[n]);
+        resp_status s = parse_checked(buf + off, len - off, &out[n], NULL);
         n++;
         if (s != RESP_COMMAND) break;
         off += out[n - 1].consumed;
@@ -82,16 +85,18 @@ static size_t walk_whole(const char *buf, size_t len, outcome *out, size_t cap) 
 }
 
 /* The same stream arriving one byte more at a time, in a buffer of exactly
- * the bytes received so far (ASan catches any read past it). */
+ * the bytes received so far (ASan catches any read past it), each read
+ * going on from the last one's resp_resume as berthd's does. */
 static size_t walk_bytewise(const char *buf, size_t len, outcome *out, size_t cap) {
     size_t n = 0, off = 0, have = 0;
+    resp_resume resume = { 0, 0 };
     while (n < cap) {
         size_t avail = have - off;
         char *copy = malloc(avail == 0 ? 1 : avail);
         if (copy == NULL) abort();
         memcpy(copy, buf + off, avail);
         outcome o;
-        resp_status s = parse_checked(copy, avail, &o);
+        resp_status s = parse_checked(copy, avail, &o, &resume);
         free(copy);
         if (s == RESP_NEED_MORE && have < len) { have++; continue; }
         out[n++] = o;

@@ -2,7 +2,11 @@
 # auth.sh — AUTH with the admin password allows everything; the read-only
 # password allows queries, audit and WATCH and gets NOPERM for a mutating
 # command; no AUTH gets NOAUTH; a wrong password is refused; a non-loopback
-# bind without a password is refused at start.
+# bind without a password is refused at start; before AUTH the parser's
+# limits are tight (an oversized command is refused and the connection
+# closed; refusals not read stop being served at 16 KiB), yet the longest
+# password fits AUTH and HELLO; --auth-timeout closes a connection that
+# never logs in.
 . "$(dirname "$0")/lib.sh"
 
 # Refused at start: listening beyond loopback with no password.
@@ -62,12 +66,76 @@ expect_int "$seq" "a write after HELLO … AUTH admin"
 expect_eq "$(admin JOURNAL.RANGE "$seq" 1 | map_field actor)" ctl-h "HELLO … SETNAME is the actor"
 out=$(nc_send 'HELLO 3 AUTH default nope\r\nQUIT\r\n')
 expect_match "$(head -n 1 <<<"$out")" '^-WRONGPASS' "HELLO with a wrong password"
+
+# Before AUTH the parser's limits are tight (8 arguments, 512 bytes each,
+# 4096 a command): a client that never logs in cannot park a partial
+# command of --max-command-bytes (1 MiB) in berthd. Each oversized start
+# is refused at once and the connection closed (no QUIT sent: before the
+# limits, nc waited out its 5 s with nothing back).
+preauth() {   # TEXT: raw bytes without QUIT; prints the reply, fails if berthd kept the connection
+    local t0=$SECONDS out
+    out=$(printf '%b' "$1" | nc -w 5 127.0.0.1 "$PORT" | tr -d '\r')
+    [ $((SECONDS - t0)) -lt 4 ] || fail "berthd kept an unauthenticated connection open after [$1]"
+    echo "$out"
+}
+out=$(preauth '*2\r\n$4\r\nAUTH\r\n$65500\r\nyyyyyyyy')
+expect_match "$out" '^-ERR Protocol error: bulk length 65500 exceeds the limit of 512 bytes \(before AUTH: 8 arguments, 512 bytes each, 4096 bytes a command\)$' \
+    "an unauthenticated 64 KB argument"
+out=$(preauth '*17\r\n$5\r\nHELLO\r\n')
+expect_match "$out" '^-ERR Protocol error: 17 arguments exceed the limit of 8 \(before AUTH' "an unauthenticated 17-word command"
+out=$(preauth "$(head -c 5000 /dev/zero | tr '\0' x)")
+expect_match "$out" '^-ERR Protocol error: inline command longer than 4096 bytes \(before AUTH' "an unauthenticated 5000-byte line"
+grep -q 'before AUTH' "$LOG" || fail "berthd should log the refused unauthenticated command"
+# Nor can it pile up its refusals: one that never reads them is not served
+# past 16 KiB of them (before, until half of --max-output-bytes, 32 MiB:
+# all of these 1,000,000 PINGs, 34 MB of -NOAUTH). Served, it would go on
+# past 500,000; paused, berthd stops reading it once the kernel's socket
+# buffers (~4 MB here) are full too.
+yes PING | head -n 1000000 | sed 's/$/\r/' >"$TMP/pings"
+exec {flood_fd}<>"/dev/tcp/127.0.0.1/$PORT"
+cat "$TMP/pings" >&"$flood_fd" &
+flood_pid=$!; bg_pids+=($flood_pid)
+processed() { admin INFO stats | tr -d '\r' | sed -n 's/^total_commands_processed://p'; }
+prev=0; now=$(processed)
+for ((i = 0; i < 60 && now - prev > 2; i++)); do sleep 1; prev=$now; now=$(processed); done
+[ "$now" -lt 500000 ] || fail "an unauthenticated client that reads nothing was served $now commands"
+kill "$flood_pid" 2>/dev/null; wait "$flood_pid" 2>/dev/null
+exec {flood_fd}>&-
+note "unauthenticated flood not read: served $now commands, then paused"
+# Logged in, the same connection gets the full limits back.
+big=$(head -c 60000 /dev/zero | tr '\0' b)
+out=$(printf 'AUTH ro-secret\r\n*2\r\n$4\r\nECHO\r\n$60000\r\n%s\r\nQUIT\r\n' "$big" | nc -w 5 127.0.0.1 "$PORT" | tr -d '\r')
+expect_eq "$(sed -n 3p <<<"$out" | wc -c)" 60001 "a 60 KB argument after AUTH on the same connection"
 stop_berthd
 
-# --requirepass on the command line; the old passwords are gone.
-start_berthd --requirepass other-admin
+# --requirepass on the command line; the old passwords are gone. The
+# longest password (511 bytes) still fits the limits before AUTH, in HELLO
+# with a long user name and the longest client name too.
+long_pass=$(head -c 511 /dev/zero | tr '\0' p)
+start_berthd --requirepass "$long_pass" --auth-timeout 2
 expect_match "$(admin WORKER.GET w1 2>/dev/null)" '^WRONGPASS|^NOAUTH' "the old admin password after a restart without it"
-expect_match "$(r -a other-admin --no-auth-warning WORKER.GET w1)" 'i1' "--requirepass admin"
+expect_match "$(r -a "$long_pass" --no-auth-warning WORKER.GET w1)" 'i1' "--requirepass admin"
+long_user=$(head -c 500 /dev/zero | tr '\0' u)
+long_name=$(head -c 128 /dev/zero | tr '\0' n)
+out=$(nc_send "HELLO 3 AUTH $long_user $long_pass SETNAME $long_name\r\nCLIENT GETNAME\r\nQUIT\r\n")
+expect_match "$(head -n 1 <<<"$out")" '^%' "inline HELLO 3 AUTH with the longest password"
+out=$(printf '*7\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$500\r\n%s\r\n$511\r\n%s\r\n$7\r\nSETNAME\r\n$128\r\n%s\r\nCLIENT GETNAME\r\nQUIT\r\n' \
+      "$long_user" "$long_pass" "$long_name" | nc -w 5 127.0.0.1 "$PORT" | tr -d '\r')
+expect_match "$(head -n 1 <<<"$out")" '^%' "HELLO 3 AUTH … SETNAME with the longest password, as RESP"
+grep -q -x "$long_name" <<<"$out" || fail "CLIENT GETNAME after HELLO … SETNAME: [$out]"
+# --auth-timeout 2: a connection that has not logged in 2 s after it
+# connected is closed (and logged); one that logged in stays.
+exec {noauth_fd}<>"/dev/tcp/127.0.0.1/$PORT"
+exec {authed_fd}<>"/dev/tcp/127.0.0.1/$PORT"
+printf 'AUTH %s\r\n' "$long_pass" >&"$authed_fd"
+IFS= read -r -t 5 line <&"$authed_fd"; expect_eq "${line%$'\r'}" "+OK" "AUTH before the auth timeout"
+sleep 4
+rc=0; timeout 2 cat <&"$noauth_fd" >/dev/null || rc=$?
+expect_eq "$rc" 0 "the unauthenticated connection closed by --auth-timeout (124: still open)"
+printf 'PING\r\n' >&"$authed_fd"
+IFS= read -r -t 5 line <&"$authed_fd"; expect_eq "${line%$'\r'}" "+PONG" "an authenticated connection outlives --auth-timeout"
+exec {noauth_fd}>&- {authed_fd}>&-
+grep -q 'auth timeout' "$LOG" || fail "berthd should log the auth timeout"
 expect_match "$(ro WORKER.GET w1 2>/dev/null)" '^WRONGPASS|^NOAUTH' "no read-only password configured"
 stop_berthd
 

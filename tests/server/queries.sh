@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # queries.sh — the queries' exact answers: WORKER.GET / INSTANCE.GET fields,
-# the filters of WORKER.LIST and INSTANCE.LIST, POLICY.GET, every listing
-# sorted by name in byte order whatever the order of creation, HISTORY's
+# the filters of WORKER.LIST and INSTANCE.LIST alone and combined, listings
+# and DIGEST following every change (the state keeps them between changes),
+# POLICY.GET, every listing sorted by name in byte order whatever the order
+# of creation, HISTORY's
 # from/count, JOURNAL.RANGE's bounds, and AT over each query.
 . "$(dirname "$0")/lib.sh"
 start_berthd
@@ -47,6 +49,34 @@ expect_eq "$(r INSTANCE.LIST WORKER zeta | flat)" "c d v" "INSTANCE.LIST WORKER 
 expect_eq "$(r INSTANCE.LIST MODEL m2 | flat)" "c v" "INSTANCE.LIST MODEL m2"
 expect_eq "$(r INSTANCE.LIST BACKEND sglang WORKER Alpha | flat)" "b" "INSTANCE.LIST BACKEND sglang WORKER Alpha"
 expect_eq "$(r INSTANCE.LIST WORKER nowhere | flat)" "" "INSTANCE.LIST of an unknown worker"
+# Filters run before the sort and the state keeps its sorted listings between
+# changes: the answers stay exact, whichever filters combine, and follow
+# every change.
+expect_eq "$(r INSTANCE.LIST MODEL nosuch | flat)" "" "INSTANCE.LIST MODEL matching nothing"
+expect_eq "$(r INSTANCE.LIST MODEL m | flat)" "b d" "INSTANCE.LIST MODEL m"
+expect_eq "$(r INSTANCE.LIST BACKEND sglang | flat)" "b c v" "INSTANCE.LIST BACKEND sglang"
+expect_eq "$(r INSTANCE.LIST MODEL m BACKEND sglang | flat)" "b" "INSTANCE.LIST MODEL m BACKEND sglang"
+expect_eq "$(r INSTANCE.LIST WORKER zeta MODEL m2 | flat)" "c v" "INSTANCE.LIST WORKER zeta MODEL m2"
+expect_eq "$(r INSTANCE.LIST BACKEND vllm WORKER zeta | flat)" "d" "INSTANCE.LIST BACKEND vllm WORKER zeta"
+expect_eq "$(r INSTANCE.LIST WORKER alpha MODEL m2 | flat)" "" "INSTANCE.LIST WORKER alpha MODEL m2"
+expect_eq "$(r INSTANCE.LIST WORKER mid | flat)" "" "INSTANCE.LIST of an idle worker"
+expect_eq "$(r WORKER.LIST STATE cordoned FREE | flat)" "mid" "WORKER.LIST STATE cordoned FREE"
+digest1=$(r DIGEST)
+expect_eq "$(r DIGEST)" "$digest1" "DIGEST twice on an unchanged state"
+ok WORKER.ADD beta GPUS 1 >/dev/null
+ok DEPLOY a0 MODEL m BACKEND sglang ON beta >/dev/null
+expect_eq "$(r WORKER.LIST | flat)" "Alpha alpha beta mid zeta" "WORKER.LIST after a WORKER.ADD"
+expect_eq "$(r INSTANCE.LIST | flat)" "a0 b c d v" "INSTANCE.LIST after a DEPLOY"
+expect_eq "$(r INSTANCE.LIST MODEL m | flat)" "a0 b d" "INSTANCE.LIST MODEL m after a DEPLOY"
+digest2=$(r DIGEST)
+[ "$digest2" != "$digest1" ] || fail "DIGEST after two writes still $digest1"
+ok RELEASE a0 >/dev/null
+ok WORKER.REMOVE beta >/dev/null
+expect_eq "$(r WORKER.LIST | flat)" "Alpha alpha mid zeta" "WORKER.LIST after a WORKER.REMOVE"
+expect_eq "$(r INSTANCE.LIST | flat)" "b c d v" "INSTANCE.LIST after a RELEASE"
+expect_eq "$(r INSTANCE.LIST WORKER beta | flat)" "" "INSTANCE.LIST of a removed worker"
+digest3=$(r DIGEST)
+[ "$digest3" != "$digest2" ] && [ "$digest3" != "$digest1" ] || fail "DIGEST after the release and remove: $digest3"
 expect_eq "$(r POLICY.GET | flat)" "exclusive vllm" "POLICY.GET at genesis"
 ok POLICY.SET EXCLUSIVE vllm,sglang,aaa >/dev/null
 expect_eq "$(r POLICY.GET | flat)" "exclusive aaa sglang vllm" "POLICY.GET sorted"
