@@ -328,10 +328,20 @@ berth_jerr berth_engine_snapshot(berth_engine *engine) {
     /* Staged commands are in the state but not on disk: a snapshot now would
      * vouch for records the journal does not hold. */
     if (engine->staged > 0 || engine->head_seq == 0) return BERTH_J_INVALID;
+    /* The anchor is the head record's hash. A journal that writes a batch
+     * after this call (berthd's committer) does not have it yet: the
+     * snapshot goes unsealed and that journal seals it once it wrote the
+     * batch (berth_snapshot_seal); unsealed, no load would use it. */
+    uint64_t head = 0;
+    uint8_t anchor[BERTH_HASH_LEN];
+    berth_jerr e = berth_journal_head(engine->journal, &head, anchor);
+    if (e != BERTH_J_OK) return e;
     uint8_t *bytes = NULL;
     size_t len = 0;
-    if (berth_snapshot_encode(engine->state, &bytes, &len) != 0) return BERTH_J_NOMEM;
-    berth_jerr e = berth_journal_snapshot_put(engine->journal, engine->head_seq, bytes, len);
+    if (berth_snapshot_encode(engine->state, head == engine->head_seq ? anchor : NULL, &bytes, &len) != 0) {
+        return BERTH_J_NOMEM;
+    }
+    e = berth_journal_snapshot_put(engine->journal, engine->head_seq, bytes, len);
     free(bytes);
     return e;
 }
