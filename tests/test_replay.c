@@ -1042,7 +1042,7 @@ START_TEST(test_bad_snapshot_falls_back) {
     ck_assert_ptr_nonnull(empty);
     uint8_t *forged = NULL;
     size_t forged_len = 0;
-    ck_assert_int_eq(berth_snapshot_encode(empty, &forged, &forged_len), 0);   /* says seq 0 */
+    ck_assert_int_eq(berth_snapshot_encode(empty, NULL, &forged, &forged_len), 0);   /* says seq 0 */
     ck_assert_int_eq(berth_journal_snapshot_put(j, snaps[nsnap - 2], forged, forged_len), BERTH_J_OK);
     free(forged);
     berth_state_free(empty);
@@ -1196,22 +1196,27 @@ START_TEST(test_snapshot_decode_rejects_damage) {
     ck_assert_uint_eq(journal_head(j), 0);
     uint8_t *bytes = NULL;
     size_t len = 0;
-    ck_assert_int_eq(berth_snapshot_encode(berth_engine_state(engine), &bytes, &len), 0);
+    uint8_t anchor[BERTH_HASH_LEN], anchor_back[BERTH_HASH_LEN];
+    for (size_t i = 0; i < BERTH_HASH_LEN; i++) anchor[i] = (uint8_t)(i * 7 + 1);
+    ck_assert_int_eq(berth_snapshot_encode(berth_engine_state(engine), anchor, &bytes, &len), 0);
     berth_state *s = NULL;
     char err[256];
-    ck_assert_int_eq(berth_snapshot_decode(bytes, len, &s, err, sizeof(err)), 0);
+    ck_assert_int_eq(berth_snapshot_decode(bytes, len, &s, anchor_back, err, sizeof(err)), 0);
+    ck_assert_mem_eq(anchor, anchor_back, BERTH_HASH_LEN);
     char d1[TEST_DIGEST_HEX_LEN], d2[TEST_DIGEST_HEX_LEN];
     digest_hex(berth_engine_state(engine), d1);
     digest_hex(s, d2);
     ck_assert_str_eq(d1, d2);
-    /* the stored digest is the state digest */
+    /* the body's digest is the state digest; the anchor is outside it */
     char tail[TEST_DIGEST_HEX_LEN];
-    berth_hex(bytes + len - BERTH_HASH_LEN, BERTH_HASH_LEN, tail);
+    uint8_t body_digest[BERTH_HASH_LEN];
+    ck_assert_int_eq(berth_snapshot_body_digest(bytes, len, body_digest), 0);
+    berth_hex(body_digest, BERTH_HASH_LEN, tail);
     ck_assert_str_eq(tail, d1);
     berth_state_free(s);
     /* every truncation is refused */
     for (size_t cut = 0; cut < len; cut++) {
-        ck_assert_int_eq(berth_snapshot_decode(bytes, cut, &s, err, sizeof(err)), -1);
+        ck_assert_int_eq(berth_snapshot_decode(bytes, cut, &s, NULL, err, sizeof(err)), -1);
         ck_assert_ptr_null(s);
     }
     /* mutated bodies with a recomputed digest: refused cleanly or, if they
@@ -1222,13 +1227,13 @@ START_TEST(test_snapshot_decode_rejects_damage) {
     for (uint32_t round = 0; round < 3000; round++) {
         memcpy(m, bytes, len);
         uint32_t flips = 1 + rng_below(4);
-        for (uint32_t f = 0; f < flips; f++) m[rng_below((uint32_t)(len - BERTH_HASH_LEN))] = (uint8_t)rng_next();
-        /* recompute the digest the way encode does: SHA-256 of the body */
+        for (uint32_t f = 0; f < flips; f++) m[rng_below((uint32_t)(len - 2 * BERTH_HASH_LEN))] = (uint8_t)rng_next();
+        /* recompute the digest the way encode does: SHA-256 of body and anchor */
         berth_state *probe = NULL;
         uint8_t digest[BERTH_HASH_LEN];
         SHA256(m, len - BERTH_HASH_LEN, digest);
         memcpy(m + len - BERTH_HASH_LEN, digest, BERTH_HASH_LEN);
-        if (berth_snapshot_decode(m, len, &probe, err, sizeof(err)) == 0) {
+        if (berth_snapshot_decode(m, len, &probe, NULL, err, sizeof(err)) == 0) {
             char why[256];
             ck_assert_msg(berth_state_check(probe, why, sizeof(why)), "%s", why);
             berth_state_free(probe);
@@ -1893,7 +1898,9 @@ START_TEST(test_precomputed_matches_apply) {
         berth_precomputed p;
         LOOP_ASSERT(berth_state_precompute(c, canon, &p), "command %zu: nothing precomputed", k);
         if (c->reqid.len > 0) {
-            LOOP_ASSERT(p.reqid_hash == berth_name_hash(c->reqid) && p.command_hash == berth_command_hash(canon),
+            uint8_t id[BERTH_COMMAND_ID_LEN];
+            berth_command_id(canon, id);
+            LOOP_ASSERT(p.reqid_hash == berth_name_hash(c->reqid) && memcmp(p.command_id, id, sizeof id) == 0,
                         "command %zu: precomputed hashes differ", k);
             berth_reqid_entry hit, hit_pre;
             berth_reqid_status st = berth_state_reqid_check(plain, c->reqid, canon, &hit);
