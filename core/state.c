@@ -469,11 +469,19 @@ berth_reqid_status berth_state_reqid_check(const berth_state *s, berth_str reqid
 
 bool berth_state_precompute(const berth_cmd *c, berth_str canonical, berth_precomputed *pre) {
     assert(c != NULL && pre != NULL);
+    uint8_t id[BERTH_COMMAND_ID_LEN] = { 0 };
+    if (c->reqid.len > 0) berth_command_id(canonical, id);
+    return berth_state_precompute_id(c, id, pre);
+}
+
+bool berth_state_precompute_id(const berth_cmd *c, const uint8_t id[BERTH_COMMAND_ID_LEN],
+                               berth_precomputed *pre) {
+    assert(c != NULL && id != NULL && pre != NULL);
     pre->reqid_hash = 0;
     memset(pre->command_id, 0, sizeof pre->command_id);
     if (c->reqid.len == 0) return true;
     if (!berth_name_valid_hash(c->reqid, &pre->reqid_hash)) return false;
-    berth_command_id(canonical, pre->command_id);
+    memcpy(pre->command_id, id, BERTH_COMMAND_ID_LEN);
     return true;
 }
 

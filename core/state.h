@@ -178,6 +178,13 @@ typedef struct berth_precomputed {
 /* Fill pre for cmd and its canonical text. false: cmd's REQID is not a
  * valid name (pre is then not to be used). */
 bool berth_state_precompute(const berth_cmd *cmd, berth_str canonical, berth_precomputed *pre);
+/* The same, with the identity the caller worked out: the first
+ * BERTH_COMMAND_ID_LEN bytes of SHA-256 of the canonical text, from a
+ * faster SHA-256 than core's own (replay: OpenSSL's, through journal.h's
+ * berth_sha256, where core's cost a fifth more instructions per replayed
+ * record). Debug and sanitizer builds check it when it is applied. */
+bool berth_state_precompute_id(const berth_cmd *cmd, const uint8_t id[BERTH_COMMAND_ID_LEN],
+                               berth_precomputed *pre);
 
 /* berth_state_reqid_check for a command with a REQID, from pre. */
 berth_reqid_status berth_state_reqid_check_precomputed(const berth_state *state, const berth_cmd *cmd,
