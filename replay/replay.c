@@ -45,7 +45,7 @@
 #define REPLAY_SNAPSHOT_TRIES_MAX 64    /* bad snapshots skipped before falling back to genesis */
 #define REPLAY_WHY_LEN_MAX 512
 #define REPLAY_QUOTE_LEN_MAX 160        /* sentence bytes quoted in a verify report */
-#define REPLAY_VERIFY_SNAPSHOTS_MAX 4096  /* snapshots verify compares (32 are kept since session 5) */
+#define REPLAY_VERIFY_SNAPSHOTS_MAX (1u << 20)  /* snapshots verify lists (32 are kept since session 5) */
 
 typedef enum feed_status { FEED_MORE = 0, FEED_END, FEED_FAIL } feed_status;
 
@@ -855,15 +855,18 @@ struct berth_verify_run {
     replay_fail fail;
 };
 
-/* The snapshots verify will compare, fixed with the range. */
+/* The snapshots verify will compare, fixed with the range: all of them,
+ * since the newest are the ones a start uses. */
 static berth_jerr snapshots_listed(berth_verify_run *run, berth_journal_reader *reader) {
     size_t n = 0;
-    if (berth_journal_snapshot_list(reader, NULL, 0, &n) != BERTH_J_OK || n == 0) return BERTH_J_OK;
-    if (n > REPLAY_VERIFY_SNAPSHOTS_MAX) n = REPLAY_VERIFY_SNAPSHOTS_MAX;
+    berth_jerr e = berth_journal_snapshot_list(reader, NULL, 0, &n);
+    if (e != BERTH_J_OK || n == 0) return e;
+    if (n > REPLAY_VERIFY_SNAPSHOTS_MAX) return BERTH_J_INVALID;
     run->snapshots = malloc(n * sizeof(*run->snapshots));
     if (run->snapshots == NULL) return BERTH_J_NOMEM;
     size_t have = 0;
-    if (berth_journal_snapshot_list(reader, run->snapshots, n, &have) != BERTH_J_OK) return BERTH_J_OK;
+    e = berth_journal_snapshot_list(reader, run->snapshots, n, &have);
+    if (e != BERTH_J_OK) return e;
     if (have < n) n = have;
     while (n > 0 && run->snapshots[n - 1] > run->target) n--;
     run->snapshot_count = n;
@@ -903,7 +906,11 @@ static berth_jerr snapshot_agrees(berth_verify_run *run, berth_journal_reader *r
                   memcmp(anchor, run->sink->prev_hash, BERTH_HASH_LEN) == 0;
     int rc = usable ? berth_state_digest(state, have) : 0;
     berth_state_free(state);
-    if (!usable || (rc == 0 && memcmp(want, have, BERTH_HASH_LEN) == 0)) return BERTH_J_OK;
+    if (rc != 0) {
+        fail_set(&run->fail, BERTH_J_NOMEM, seq, "snapshot at seq %" PRIu64 ": out of memory", seq);
+        return BERTH_J_NOMEM;
+    }
+    if (!usable || memcmp(want, have, BERTH_HASH_LEN) == 0) return BERTH_J_OK;
     char w[2 * BERTH_HASH_LEN + 1], h[2 * BERTH_HASH_LEN + 1];
     berth_hex(want, BERTH_HASH_LEN, w);
     berth_hex(have, BERTH_HASH_LEN, h);
@@ -959,10 +966,18 @@ berth_verify_run *berth_verify_begin(berth_journal_reader *reader, uint64_t targ
         return run;
     }
     run->sink->state = berth_state_new(NULL);
-    if (run->sink->state == NULL || snapshots_listed(run, reader) != BERTH_J_OK) {
+    if (run->sink->state == NULL) {
         run->over = true;
         run->err = BERTH_J_NOMEM;
         snprintf(run->fail.why, sizeof(run->fail.why), "out of memory");
+        return run;
+    }
+    e = snapshots_listed(run, reader);
+    if (e != BERTH_J_OK) {
+        run->over = true;
+        run->err = e;
+        snprintf(run->fail.why, sizeof(run->fail.why), "cannot list the snapshots to check (%s)",
+                 berth_jerr_name(e));
     }
     return run;
 }
