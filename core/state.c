@@ -552,16 +552,26 @@ berth_reqid_status berth_state_reqid_check(const berth_state *s, berth_str reqid
     const reqid_slot *slot = table_get(&s->reqids, reqid);
     if (slot == NULL) return BERTH_REQID_NEW;
     *hit = slot->e;
-    return slot->e.command_hash == berth_command_hash(canonical) ? BERTH_REQID_RETRY : BERTH_REQID_CONFLICT;
+    uint8_t id[BERTH_COMMAND_ID_LEN];
+    berth_command_id(canonical, id);
+    return memcmp(slot->e.command_id, id, BERTH_COMMAND_ID_LEN) == 0 ? BERTH_REQID_RETRY : BERTH_REQID_CONFLICT;
 }
 
 bool berth_state_precompute(const berth_cmd *c, berth_str canonical, berth_precomputed *pre) {
     assert(c != NULL && pre != NULL);
+    uint8_t id[BERTH_COMMAND_ID_LEN] = { 0 };
+    if (c->reqid.len > 0) berth_command_id(canonical, id);
+    return berth_state_precompute_id(c, id, pre);
+}
+
+bool berth_state_precompute_id(const berth_cmd *c, const uint8_t id[BERTH_COMMAND_ID_LEN],
+                               berth_precomputed *pre) {
+    assert(c != NULL && id != NULL && pre != NULL);
     pre->reqid_hash = 0;
-    pre->command_hash = 0;
+    memset(pre->command_id, 0, sizeof pre->command_id);
     if (c->reqid.len == 0) return true;
     if (!berth_name_valid_hash(c->reqid, &pre->reqid_hash)) return false;
-    pre->command_hash = berth_command_hash(canonical);
+    memcpy(pre->command_id, id, BERTH_COMMAND_ID_LEN);
     return true;
 }
 
@@ -573,7 +583,8 @@ berth_reqid_status berth_state_reqid_check_precomputed(const berth_state *s, con
     const reqid_slot *slot = table_probe(&s->reqids, c->reqid, pre->reqid_hash);
     if (slot == NULL) return BERTH_REQID_NEW;
     *hit = slot->e;
-    return slot->e.command_hash == pre->command_hash ? BERTH_REQID_RETRY : BERTH_REQID_CONFLICT;
+    return memcmp(slot->e.command_id, pre->command_id, BERTH_COMMAND_ID_LEN) == 0 ? BERTH_REQID_RETRY
+                                                                                 : BERTH_REQID_CONFLICT;
 }
 
 /* ---------------------------------------------------------------- sentences */
@@ -1276,10 +1287,18 @@ static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64
         return -1;
     }
     if (c->reqid.len) {
-        uint64_t command_h = pre != NULL ? pre->command_hash : berth_command_hash(canonical);
-        assert(!STATE_CHECK_CARRIED_HASHES || command_h == berth_command_hash(canonical));
-        berth_reqid_entry e = { c->reqid, command_h, seq, out->code,
+        berth_reqid_entry e = { c->reqid, { 0 }, seq, out->code,
                                 berth_str_make(out->sentence, out->sentence_len) };
+        if (pre != NULL) {
+            memcpy(e.command_id, pre->command_id, BERTH_COMMAND_ID_LEN);
+#if STATE_CHECK_CARRIED_HASHES
+            uint8_t real[BERTH_COMMAND_ID_LEN];
+            berth_command_id(canonical, real);
+            assert(memcmp(real, e.command_id, BERTH_COMMAND_ID_LEN) == 0);
+#endif
+        } else {
+            berth_command_id(canonical, e.command_id);
+        }
         void *block = s->a.alloc(s->a.ctx, c->reqid.len + out->sentence_len + 1);
         if (block == NULL) {
             assert(s->reqid_spare != NULL);

@@ -148,15 +148,21 @@ int berth_state_apply_expect(berth_state *state, const berth_cmd *cmd, berth_str
  * with hit, append nothing) or BERTH_REQID_CONFLICT (the id was used for a
  * different command at hit->seq: refuse, append nothing). */
 typedef enum { BERTH_REQID_NEW = 0, BERTH_REQID_RETRY, BERTH_REQID_CONFLICT } berth_reqid_status;
+/* A command's identity in the window: the first 16 bytes of SHA-256 of its
+ * canonical text (command_id.c says why 16). */
+#define BERTH_COMMAND_ID_LEN 16
 typedef struct berth_reqid_entry {
     berth_str reqid;
-    uint64_t command_hash;          /* FNV-1a 64 of the canonical text */
+    uint8_t command_id[BERTH_COMMAND_ID_LEN];   /* berth_command_id of the canonical text */
     uint64_t seq;
     berth_code code;
     berth_str sentence;
 } berth_reqid_entry;
 berth_reqid_status berth_state_reqid_check(const berth_state *state, berth_str reqid,
                                            berth_str canonical, berth_reqid_entry *hit);
+void berth_command_id(berth_str canonical, uint8_t id[BERTH_COMMAND_ID_LEN]);
+/* FNV-1a 64 of a text: cheap, for hash tables only, never an identity
+ * (a client can find two commands with one FNV in minutes). */
 uint64_t berth_command_hash(berth_str canonical);
 
 /* What apply and the window check work out from a command alone, before
@@ -166,12 +172,19 @@ uint64_t berth_command_hash(berth_str canonical);
  * Only a command with a REQID has any; the names' hashes travel in cmd. */
 typedef struct berth_precomputed {
     uint64_t reqid_hash;            /* berth_name_hash(cmd->reqid) */
-    uint64_t command_hash;          /* berth_command_hash(canonical) */
+    uint8_t command_id[BERTH_COMMAND_ID_LEN];   /* berth_command_id(canonical) */
 } berth_precomputed;
 
 /* Fill pre for cmd and its canonical text. false: cmd's REQID is not a
  * valid name (pre is then not to be used). */
 bool berth_state_precompute(const berth_cmd *cmd, berth_str canonical, berth_precomputed *pre);
+/* The same, with the identity the caller worked out: the first
+ * BERTH_COMMAND_ID_LEN bytes of SHA-256 of the canonical text, from a
+ * faster SHA-256 than core's own (replay: OpenSSL's, through journal.h's
+ * berth_sha256, where core's cost a fifth more instructions per replayed
+ * record). Debug and sanitizer builds check it when it is applied. */
+bool berth_state_precompute_id(const berth_cmd *cmd, const uint8_t id[BERTH_COMMAND_ID_LEN],
+                               berth_precomputed *pre);
 
 /* berth_state_reqid_check for a command with a REQID, from pre. */
 berth_reqid_status berth_state_reqid_check_precomputed(const berth_state *state, const berth_cmd *cmd,

@@ -210,10 +210,11 @@ static void stage_record(berth_engine *engine, uint64_t seq, berth_str canonical
 }
 
 /* A REQID seen before: answer from the window, append nothing. */
-static bool submit_reqid_seen(berth_engine *engine, berth_str reqid, berth_str canonical,
+static bool submit_reqid_seen(berth_engine *engine, const berth_cmd *cmd, const berth_precomputed *pre,
                               berth_submit_result *result) {
     berth_reqid_entry hit;
-    berth_reqid_status st = berth_state_reqid_check(engine->state, reqid, canonical, &hit);
+    berth_str reqid = cmd->reqid;
+    berth_reqid_status st = berth_state_reqid_check_precomputed(engine->state, cmd, pre, &hit);
     if (st == BERTH_REQID_NEW) return false;
     if (st == BERTH_REQID_RETRY) {
         result_set(result, BERTH_SUBMIT_RETRY, hit.seq, hit.code, hit.sentence.ptr, hit.sentence.len);
@@ -253,7 +254,18 @@ void berth_engine_submit(berth_engine *engine, size_t argc, const berth_str *arg
         return;
     }
     berth_str canonical = berth_str_make(engine->canonical, len);
-    if (cmd->reqid.len > 0 && submit_reqid_seen(engine, cmd->reqid, canonical, result)) return;
+    /* A REQID's identity is SHA-256 of the canonical text: OpenSSL's, once,
+     * for the window check and the apply (core's own is several times
+     * slower). berth_cmd_parse left the names' carried hashes exact. */
+    berth_precomputed pre;
+    if (cmd->reqid.len > 0) {
+        uint8_t digest[BERTH_HASH_LEN];
+        berth_sha256(canonical.ptr, canonical.len, digest);
+        bool valid = berth_state_precompute_id(cmd, digest, &pre);
+        assert(valid && "berth_cmd_parse checked the REQID");
+        (void)valid;
+        if (submit_reqid_seen(engine, cmd, &pre, result)) return;
+    }
     if (actor.len > ENGINE_ACTOR_LEN_MAX) actor.len = ENGINE_ACTOR_LEN_MAX;
     size_t bytes_need = len + BERTH_SENTENCE_LEN_MAX + actor.len + cmd->reqid.len + ENGINE_RECORD_OVERHEAD_BYTES;
     size_t arena_need = arena_need_max(len, actor, cmd->reqid);
@@ -265,7 +277,10 @@ void berth_engine_submit(berth_engine *engine, size_t argc, const berth_str *arg
     }
     uint64_t seq = berth_state_last_seq(engine->state) + 1;
     assert(seq == engine->head_seq + engine->staged + 1);
-    if (berth_state_apply(engine->state, cmd, canonical, seq, &engine->out) != 0) {
+    int rc = cmd->reqid.len > 0
+                 ? berth_state_apply_precomputed(engine->state, cmd, canonical, seq, &pre, false, &engine->out)
+                 : berth_state_apply(engine->state, cmd, canonical, seq, &engine->out);
+    if (rc != 0) {
         result_say(result, BERTH_SUBMIT_NOMEM, "ERR out of memory applying the command");
         return;
     }
@@ -328,10 +343,20 @@ berth_jerr berth_engine_snapshot(berth_engine *engine) {
     /* Staged commands are in the state but not on disk: a snapshot now would
      * vouch for records the journal does not hold. */
     if (engine->staged > 0 || engine->head_seq == 0) return BERTH_J_INVALID;
+    /* The anchor is the head record's hash. A journal that writes a batch
+     * after this call (berthd's committer) does not have it yet: the
+     * snapshot goes unsealed and that journal seals it once it wrote the
+     * batch (berth_snapshot_seal); unsealed, no load would use it. */
+    uint64_t head = 0;
+    uint8_t anchor[BERTH_HASH_LEN];
+    berth_jerr e = berth_journal_head(engine->journal, &head, anchor);
+    if (e != BERTH_J_OK) return e;
     uint8_t *bytes = NULL;
     size_t len = 0;
-    if (berth_snapshot_encode(engine->state, &bytes, &len) != 0) return BERTH_J_NOMEM;
-    berth_jerr e = berth_journal_snapshot_put(engine->journal, engine->head_seq, bytes, len);
+    if (berth_snapshot_encode(engine->state, head == engine->head_seq ? anchor : NULL, &bytes, &len) != 0) {
+        return BERTH_J_NOMEM;
+    }
+    e = berth_journal_snapshot_put(engine->journal, engine->head_seq, bytes, len);
     free(bytes);
     return e;
 }

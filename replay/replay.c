@@ -46,6 +46,7 @@
 #define REPLAY_SNAPSHOT_TRIES_MAX 64    /* bad snapshots skipped before falling back to genesis */
 #define REPLAY_WHY_LEN_MAX 512
 #define REPLAY_QUOTE_LEN_MAX 160        /* sentence bytes quoted in a verify report */
+#define REPLAY_VERIFY_SNAPSHOTS_MAX (1u << 20)  /* snapshots verify lists (32 are kept since session 5) */
 
 typedef enum feed_status { FEED_MORE = 0, FEED_END, FEED_FAIL } feed_status;
 
@@ -158,10 +159,12 @@ static berth_jerr replay_parse(const berth_record *rec, bool canonical, berth_cm
      * re-attaching it is what rebuilds the request-id window. */
     cmd->reqid = rec->reqid;
     if (cmd->reqid.len == 0) {   /* nine records in ten: nothing to work out, and no call */
-        *pre = (berth_precomputed){ 0, 0 };
+        *pre = (berth_precomputed){ 0 };
         *reqid_ok = true;
     } else {
-        *reqid_ok = berth_state_precompute(cmd, rec->command, pre);
+        uint8_t digest[BERTH_HASH_LEN];   /* OpenSSL's SHA-256: core's own costs more (state.h) */
+        berth_sha256(rec->command.ptr, rec->command.len, digest);
+        *reqid_ok = berth_state_precompute_id(cmd, digest, pre);
     }
     return BERTH_J_OK;
 }
@@ -629,15 +632,20 @@ static berth_jerr run_range_yielding(berth_journal_reader *reader, uint64_t from
 
 /* ------------------------------------------------------------ snapshots */
 
-/* Decode one snapshot and prove it belongs to this journal. */
+/* Decode one snapshot and prove it belongs to this journal: its anchor is
+ * the hash of the record it ends at (an unsealed one's zeros never are).
+ * That ties it to this chain, not its content to the chain's: verify
+ * compares that, replaying (berth_verify's snapshot check). */
 static bool snapshot_usable(berth_journal_reader *reader, uint64_t seq, const void *bytes, size_t len,
                             berth_state **out, uint8_t prev_hash[BERTH_HASH_LEN]) {
     char why[REPLAY_WHY_LEN_MAX];
     berth_state *state = NULL;
-    if (berth_snapshot_decode(bytes, len, &state, why, sizeof(why)) != 0) return false;
+    uint8_t anchor[BERTH_HASH_LEN];
+    if (berth_snapshot_decode(bytes, len, &state, anchor, why, sizeof(why)) != 0) return false;
     berth_record rec;
     bool ok = berth_state_last_seq(state) == seq &&
-              berth_journal_read(reader, seq, &rec, NULL, NULL) == BERTH_J_OK && rec.seq == seq;
+              berth_journal_read(reader, seq, &rec, NULL, NULL) == BERTH_J_OK && rec.seq == seq &&
+              memcmp(anchor, rec.hash, BERTH_HASH_LEN) == 0;
     if (!ok) {
         berth_state_free(state);
         return false;
@@ -854,6 +862,9 @@ berth_jerr berth_replay_forward_part(berth_journal_reader *reader, berth_state *
  * same order, that one pass over 1..target does. */
 struct berth_verify_run {
     replay_sink *sink;
+    uint64_t *snapshots;            /* seqs of the snapshots at or below target, ascending */
+    size_t snapshot_count;
+    size_t snapshot_next;           /* the first not yet reached */
     uint64_t target;
     uint8_t target_hash[BERTH_HASH_LEN];
     bool target_hash_known;         /* false: the head record does not decode */
@@ -861,6 +872,71 @@ struct berth_verify_run {
     berth_jerr err;
     replay_fail fail;
 };
+
+/* The snapshots verify will compare, fixed with the range: all of them,
+ * since the newest are the ones a start uses. */
+static berth_jerr snapshots_listed(berth_verify_run *run, berth_journal_reader *reader) {
+    size_t n = 0;
+    berth_jerr e = berth_journal_snapshot_list(reader, NULL, 0, &n);
+    if (e != BERTH_J_OK || n == 0) return e;
+    if (n > REPLAY_VERIFY_SNAPSHOTS_MAX) return BERTH_J_INVALID;
+    run->snapshots = malloc(n * sizeof(*run->snapshots));
+    if (run->snapshots == NULL) return BERTH_J_NOMEM;
+    size_t have = 0;
+    e = berth_journal_snapshot_list(reader, run->snapshots, n, &have);
+    if (e != BERTH_J_OK) return e;
+    if (have < n) n = have;
+    while (n > 0 && run->snapshots[n - 1] > run->target) n--;
+    run->snapshot_count = n;
+    return BERTH_J_OK;
+}
+
+/* The snapshot at seq against the state replayed to it. One a load would
+ * use (its own digest, its version and its anchor, the chain's hash here,
+ * all good) must hold that state, or a start from it would judge later
+ * commands on another state and journal their outcomes: CORRUPT, naming
+ * it. One a load refuses (damaged, older, unsealed, another chain's) is
+ * harmless, since loads skip it. Gone since the range was fixed: nothing
+ * to check. Costs an encode of the state per snapshot, none per record. */
+static berth_jerr snapshot_agrees(berth_verify_run *run, berth_journal_reader *reader, uint64_t seq) {
+    uint64_t got = 0;
+    const void *bytes = NULL;
+    size_t len = 0;
+    berth_jerr e = berth_journal_snapshot_get(reader, seq, &got, &bytes, &len);
+    if (e == BERTH_J_NOTFOUND || (e == BERTH_J_OK && got != seq)) return BERTH_J_OK;
+    if (e != BERTH_J_OK) {
+        fail_set(&run->fail, e, seq, "snapshot at seq %" PRIu64 ": cannot be read (%s)", seq, berth_jerr_name(e));
+        return e;
+    }
+    uint8_t want[BERTH_HASH_LEN], have[BERTH_HASH_LEN];
+    if (berth_state_digest(run->sink->state, want) != 0) {
+        fail_set(&run->fail, BERTH_J_NOMEM, seq, "snapshot at seq %" PRIu64 ": out of memory", seq);
+        return BERTH_J_NOMEM;
+    }
+    if (berth_snapshot_body_digest(bytes, len, have) == 0 && memcmp(want, have, BERTH_HASH_LEN) == 0) {
+        return BERTH_J_OK;   /* the replayed state's own encoding: nothing to decode */
+    }
+    berth_state *state = NULL;
+    uint8_t anchor[BERTH_HASH_LEN];
+    char why[REPLAY_WHY_LEN_MAX / 2];
+    if (berth_snapshot_decode(bytes, len, &state, anchor, why, sizeof(why)) != 0) return BERTH_J_OK;
+    bool usable = berth_state_last_seq(state) == seq &&
+                  memcmp(anchor, run->sink->prev_hash, BERTH_HASH_LEN) == 0;
+    int rc = usable ? berth_state_digest(state, have) : 0;
+    berth_state_free(state);
+    if (rc != 0) {
+        fail_set(&run->fail, BERTH_J_NOMEM, seq, "snapshot at seq %" PRIu64 ": out of memory", seq);
+        return BERTH_J_NOMEM;
+    }
+    if (!usable || memcmp(want, have, BERTH_HASH_LEN) == 0) return BERTH_J_OK;
+    char w[2 * BERTH_HASH_LEN + 1], h[2 * BERTH_HASH_LEN + 1];
+    berth_hex(want, BERTH_HASH_LEN, w);
+    berth_hex(have, BERTH_HASH_LEN, h);
+    fail_set(&run->fail, BERTH_J_CORRUPT, seq,
+             "seq %" PRIu64 ": the snapshot there holds another state (digest %s) than the journal's "
+             "(replay gives %s), and a start would use it", seq, h, w);
+    return BERTH_J_CORRUPT;
+}
 
 /* target's hash in reader: the head's, or the record's below the head.
  * *known false: the head record does not decode, so it has no hash to give;
@@ -912,6 +988,14 @@ berth_verify_run *berth_verify_begin(berth_journal_reader *reader, uint64_t targ
         run->over = true;
         run->err = BERTH_J_NOMEM;
         snprintf(run->fail.why, sizeof(run->fail.why), "out of memory");
+        return run;
+    }
+    e = snapshots_listed(run, reader);
+    if (e != BERTH_J_OK) {
+        run->over = true;
+        run->err = e;
+        snprintf(run->fail.why, sizeof(run->fail.why), "cannot list the snapshots to check (%s)",
+                 berth_jerr_name(e));
     }
     return run;
 }
@@ -924,7 +1008,25 @@ bool berth_verify_step(berth_verify_run *run, berth_journal_reader *reader, uint
     uint64_t from = berth_state_last_seq(sink->state) + 1;
     uint64_t to = run->target;
     if (from <= to && to - from >= records_max) to = from + records_max - 1;
-    berth_jerr e = run_range_yielding(reader, from, to, true, yield, yield_arg, sink, &run->fail);
+    berth_jerr e = BERTH_J_OK;
+    /* In parts that end at each snapshot, so it meets the state of its seq. */
+    for (uint64_t part_from = from;;) {
+        while (run->snapshot_next < run->snapshot_count && run->snapshots[run->snapshot_next] < part_from) {
+            run->snapshot_next++;
+        }
+        uint64_t part_to = to;
+        if (run->snapshot_next < run->snapshot_count && run->snapshots[run->snapshot_next] < part_to) {
+            part_to = run->snapshots[run->snapshot_next];
+        }
+        e = run_range_yielding(reader, part_from, part_to, true, yield, yield_arg, sink, &run->fail);
+        uint64_t at = berth_state_last_seq(sink->state);
+        if (e == BERTH_J_OK && run->snapshot_next < run->snapshot_count && run->snapshots[run->snapshot_next] == at) {
+            e = snapshot_agrees(run, reader, at);
+            run->snapshot_next++;
+        }
+        if (e != BERTH_J_OK || at < part_to || at >= to) break;   /* failed, yielded, or done */
+        part_from = at + 1;
+    }
     if (e == BERTH_J_OK && berth_state_last_seq(sink->state) < run->target) return false;
     run->over = true;
     if (e == BERTH_J_OK && run->target > 0 && !run->target_hash_known) {
@@ -961,6 +1063,7 @@ berth_jerr berth_verify_end(berth_verify_run *run, berth_verify_report *report) 
         snprintf(report->what, sizeof(report->what), "%s", run->fail.why);
     }
     if (run->sink->state != NULL) berth_state_free(run->sink->state);
+    free(run->snapshots);
     free(run->sink);
     free(run);
     return e;

@@ -15,7 +15,7 @@
 #include "journal.h"
 #include "state.h"
 
-#define BERTH_SNAPSHOT_VERSION 1
+#define BERTH_SNAPSHOT_VERSION 2   /* 2: anchored, SHA-256 request-id identities */
 
 typedef struct berth_replay_stats {
     uint64_t from_snapshot_seq;   /* 0: replayed from genesis */
@@ -110,10 +110,23 @@ bool berth_verify_step(berth_verify_run *run, berth_journal_reader *reader, uint
                        berth_replay_yield_fn yield, void *yield_arg);
 berth_jerr berth_verify_end(berth_verify_run *run, berth_verify_report *report);
 
-/* Snapshot codec (msgpack). encode: *bytes malloc'd, caller frees. */
-int berth_snapshot_encode(const berth_state *state, uint8_t **bytes, size_t *len);
+/* Snapshot codec (msgpack; snapshot.c gives the layout). encode: *bytes
+ * malloc'd, caller frees. anchor: the hash of the journal record at the
+ * state's last seq, which ties the snapshot to its chain; NULL leaves it
+ * unsealed (zeros: no load will use it) for berth_snapshot_seal to set once
+ * that record is hashed (berthd writes a batch after its engine took the
+ * snapshot that follows it). */
+int berth_snapshot_encode(const berth_state *state, const uint8_t anchor[BERTH_HASH_LEN],
+                          uint8_t **bytes, size_t *len);
+void berth_snapshot_seal(uint8_t *bytes, size_t len, const uint8_t anchor[BERTH_HASH_LEN]);
+/* decode: checks the trailing digest, the format version, every field and
+ * the state's invariants; anchor (may be NULL) gets the stored anchor,
+ * which the caller compares with its journal's record. */
 int berth_snapshot_decode(const void *bytes, size_t len, berth_state **out,
-                          char *err, size_t err_size);
+                          uint8_t anchor[BERTH_HASH_LEN], char *err, size_t err_size);
+/* The state digest a stored snapshot vouches for (SHA-256 of its encoding,
+ * without the anchor), from its bytes alone. -1: too short to be one. */
+int berth_snapshot_body_digest(const void *bytes, size_t len, uint8_t digest[BERTH_HASH_LEN]);
 /* SHA-256 of the snapshot encoding. Returns 0, -1 on memory. */
 int berth_state_digest(const berth_state *state, uint8_t digest[BERTH_HASH_LEN]);
 void berth_hex(const uint8_t *bytes, size_t len, char *out);  /* out: 2*len+1 */

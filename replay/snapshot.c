@@ -5,16 +5,24 @@
  * "equal states", so the encoding lists everything in one canonical order
  * (policy sorted, workers by name, instances by deploy seq, request ids
  * oldest first) and never depends on hash-table order or on how the state
- * was reached. Stored snapshot bytes are that encoding with its SHA-256
- * appended, so a load can tell a damaged snapshot from a good one.
+ * was reached. Stored snapshot bytes are that encoding, the anchor (the
+ * hash of the journal record at last_seq, which ties the snapshot to one
+ * chain: a load compares it with that record's) and a SHA-256 over both,
+ * so a load can tell a damaged snapshot from a good one. The state digest
+ * covers the encoding only: equal states, equal digests, whatever journal.
  *
  * Layout (msgpack, one top-level array of 6):
  *   [ version, last_seq,
  *     [backend, ...],                                              policy
  *     [[name, gpu_count, vram_mib, status, added_seq, [[k, v], ...]], ...]
  *     [[name, model, backend, claim_mib, deploy_seq, [[worker, gpu_mask], ...]], ...]
- *     [[reqid, command_hash, seq, code, sentence], ...] ]
- *   followed (stored form only) by 32 raw bytes: SHA-256 of the above.
+ *     [[reqid, command_id (bin 16), seq, code, sentence], ...] ]
+ *   followed (stored form only) by 32 raw bytes, the anchor, and 32 raw
+ *   bytes, SHA-256 of everything before them.
+ * Version 1 (before session 7) kept a 64-bit FNV-1a per request id, which a
+ * client could collide, and no anchor, so nothing tied it to its journal:
+ * such a snapshot is refused, and replay falls back to an older one or to
+ * genesis.
  *
  * The decoder is a hand-written bounds-checked reader rather than
  * msgpack_unpack: snapshots are fuzzed, and a pull reader that allocates
@@ -39,6 +47,7 @@
 #define SNAPSHOT_INSTANCES_MAX (1u << 26)
 #define SNAPSHOT_BYTES_MAX ((size_t)1 << 32)   /* one snapshot, encoded */
 #define SNAPSHOT_BUF_INITIAL 4096
+#define SNAPSHOT_TRAILER_BYTES (2 * BERTH_HASH_LEN)   /* anchor, then the digest */
 
 /* ---------------------------------------------------------------- encode */
 
@@ -110,6 +119,12 @@ static int pack_str(snap_buf *b, berth_str s) {
     else rc = buf_put_tagged(b, 0xdb, s.len, 4);
     if (rc != 0) return -1;
     return buf_put(b, s.ptr, s.len);
+}
+
+static int pack_bin(snap_buf *b, const uint8_t *bytes, size_t n) {
+    assert(n <= UINT8_MAX);
+    if (buf_put_tagged(b, 0xc4, n, 1) != 0) return -1;
+    return buf_put(b, bytes, n);
 }
 
 static int pack_policy(snap_buf *b, const berth_state *state) {
@@ -213,7 +228,7 @@ static int pack_reqids(snap_buf *b, const berth_state *state) {
         assert((uint32_t)e.code < BERTH_CODE_COUNT);
         pack_array(b, SNAPSHOT_REQID_FIELDS);
         pack_str(b, e.reqid);
-        pack_uint(b, e.command_hash);
+        pack_bin(b, e.command_id, BERTH_COMMAND_ID_LEN);
         pack_uint(b, e.seq);
         pack_uint(b, (uint32_t)e.code);
         pack_str(b, e.sentence);
@@ -233,22 +248,35 @@ static int encode_body(const berth_state *state, snap_buf *b) {
     return pack_reqids(b, state);
 }
 
-int berth_snapshot_encode(const berth_state *state, uint8_t **bytes, size_t *len) {
+int berth_snapshot_encode(const berth_state *state, const uint8_t anchor[BERTH_HASH_LEN],
+                          uint8_t **bytes, size_t *len) {
     assert(state != NULL && bytes != NULL && len != NULL);
+    static const uint8_t unsealed[SNAPSHOT_TRAILER_BYTES];
     snap_buf b = { NULL, 0, 0, false };
-    uint8_t digest[BERTH_HASH_LEN];
     int rc = encode_body(state, &b);
-    if (rc == 0) {
-        berth_sha256(b.data, b.len, digest);
-        rc = buf_put(&b, digest, BERTH_HASH_LEN);
-    }
+    if (rc == 0) rc = buf_put(&b, unsealed, SNAPSHOT_TRAILER_BYTES);
     if (rc != 0) {
         free(b.data);
         return -1;
     }
-    assert(b.len > BERTH_HASH_LEN);
+    assert(b.len > SNAPSHOT_TRAILER_BYTES);
+    if (anchor != NULL) berth_snapshot_seal(b.data, b.len, anchor);
     *len = b.len;
     *bytes = b.data;
+    return 0;
+}
+
+void berth_snapshot_seal(uint8_t *bytes, size_t len, const uint8_t anchor[BERTH_HASH_LEN]) {
+    assert(bytes != NULL && anchor != NULL && len > SNAPSHOT_TRAILER_BYTES);
+    uint8_t *at = bytes + len - SNAPSHOT_TRAILER_BYTES;
+    memcpy(at, anchor, BERTH_HASH_LEN);
+    berth_sha256(bytes, len - BERTH_HASH_LEN, at + BERTH_HASH_LEN);
+}
+
+int berth_snapshot_body_digest(const void *bytes, size_t len, uint8_t digest[BERTH_HASH_LEN]) {
+    assert(digest != NULL);
+    if (bytes == NULL || len <= SNAPSHOT_TRAILER_BYTES) return -1;
+    berth_sha256(bytes, len - SNAPSHOT_TRAILER_BYTES, digest);
     return 0;
 }
 
@@ -389,6 +417,19 @@ static bool read_str(snap_reader *r, berth_str *out, uint32_t len_max) {
     return true;
 }
 
+static bool read_bin_exact(snap_reader *r, uint8_t *out, size_t want) {
+    uint8_t tag = 0;
+    uint64_t n = 0;
+    if (!read_tag(r, &tag)) return false;
+    if (tag != 0xc4) return reader_fail(r, "expected bytes");
+    if (!read_be(r, 1, &n)) return false;
+    if (n != want) return reader_fail(r, "bytes of the wrong length");
+    if (n > (uint64_t)(r->end - r->p)) return reader_fail(r, "bytes run past the end");
+    memcpy(out, r->p, want);
+    r->p += want;
+    return true;
+}
+
 static bool read_name(snap_reader *r, berth_str *out) {
     if (!read_str(r, out, BERTH_NAME_LEN_MAX)) return false;
     if (!berth_name_valid(*out)) return reader_fail(r, "invalid name");
@@ -421,7 +462,7 @@ static bool restore_policy(snap_reader *r, berth_state *state, const berth_str *
     return true;
 }
 
-static bool decode_worker(snap_reader *r, berth_state *state, berth_str *prev_name) {
+static bool decode_worker(snap_reader *r, berth_state *state, uint64_t last_seq, berth_str *prev_name) {
     berth_str name;
     uint32_t gpu_count = 0, vram_mib = 0, status = 0, label_count = 0;
     uint64_t added_seq = 0;
@@ -434,6 +475,7 @@ static bool decode_worker(snap_reader *r, berth_state *state, berth_str *prev_na
     if (vram_mib > BERTH_VRAM_MIB_MAX) return reader_fail(r, "worker VRAM over its limit");
     if (status > BERTH_WORKER_CORDONED) return reader_fail(r, "unknown worker status");
     if (label_count > BERTH_LABELS_MAX) return reader_fail(r, "too many labels");
+    if (added_seq == 0 || added_seq > last_seq) return reader_fail(r, "worker added after the snapshot's seq");
     if (prev_name->len > 0 && berth_str_cmp(*prev_name, name) >= 0) {
         return reader_fail(r, "workers not sorted by name");
     }
@@ -452,13 +494,13 @@ static bool decode_worker(snap_reader *r, berth_state *state, berth_str *prev_na
     return true;
 }
 
-static bool decode_workers(snap_reader *r, berth_state *state) {
+static bool decode_workers(snap_reader *r, berth_state *state, uint64_t last_seq) {
     uint32_t count = 0;
     berth_str prev = berth_str_make("", 0);
     if (!read_array(r, &count)) return false;
     if (count > SNAPSHOT_WORKERS_MAX) return reader_fail(r, "too many workers");
     for (uint32_t i = 0; i < count; i++) {
-        if (!decode_worker(r, state, &prev)) return false;
+        if (!decode_worker(r, state, last_seq, &prev)) return false;
     }
     return true;
 }
@@ -481,6 +523,12 @@ static bool decode_instance(snap_reader *r, berth_state *state, uint64_t *prev_s
     for (uint32_t i = 0; i < slot_count; i++) {
         if (!read_array_exact(r, SNAPSHOT_SLOT_FIELDS)) return false;
         if (!read_name(r, &workers[i]) || !read_uint(r, &masks[i])) return false;
+        /* A DEPLOY names GPUs or takes them all, so only a worker without
+         * GPUs is held with none (restore checks the rest of the mask). */
+        const berth_worker *w = berth_state_worker(state, workers[i]);
+        if (w != NULL && w->gpu_count > 0 && masks[i] == 0) {
+            return reader_fail(r, "instance holds no GPU on a worker that has GPUs");
+        }
     }
     if (berth_state_restore_instance(state, name, model, backend, claim_mib, deploy_seq,
                                      workers, masks, slot_count) != 0) {
@@ -511,7 +559,7 @@ static bool decode_reqids(snap_reader *r, berth_state *state, uint64_t last_seq)
         berth_reqid_entry e;
         uint32_t code = 0;
         if (!read_array_exact(r, SNAPSHOT_REQID_FIELDS)) return false;
-        if (!read_name(r, &e.reqid) || !read_uint(r, &e.command_hash)) return false;
+        if (!read_name(r, &e.reqid) || !read_bin_exact(r, e.command_id, BERTH_COMMAND_ID_LEN)) return false;
         if (!read_uint(r, &e.seq) || !read_u32(r, &code)) return false;
         if (!read_str(r, &e.sentence, BERTH_SENTENCE_LEN_MAX - 1)) return false;
         if (code >= BERTH_CODE_COUNT) return reader_fail(r, "unknown outcome code");
@@ -535,7 +583,7 @@ static bool decode_body(snap_reader *r, berth_state *state) {
     berth_str policy[BERTH_POLICY_BACKENDS_MAX];
     uint32_t policy_count = 0;
     if (!decode_policy(r, policy, &policy_count)) return false;
-    if (!restore_policy(r, state, policy, 0) || !decode_workers(r, state)) return false;
+    if (!restore_policy(r, state, policy, 0) || !decode_workers(r, state, last_seq)) return false;
     if (!decode_instances(r, state, last_seq) || !decode_reqids(r, state, last_seq)) return false;
     if (!restore_policy(r, state, policy, policy_count)) return false;
     if (r->p != r->end) return reader_fail(r, "trailing bytes after the state");
@@ -543,20 +591,35 @@ static bool decode_body(snap_reader *r, berth_state *state) {
     return true;
 }
 
+/* The version a snapshot says it has, read before its digest is checked:
+ * only to name an old format as such rather than as damage. 0: none. */
+static uint32_t version_said(const uint8_t *bytes, size_t len) {
+    if (len < 2 || bytes[0] != (0x90 | SNAPSHOT_TOP_FIELDS) || bytes[1] > 0x7f) return 0;
+    return bytes[1];
+}
+
 int berth_snapshot_decode(const void *bytes, size_t len, berth_state **out,
-                          char *err, size_t err_size) {
+                          uint8_t anchor[BERTH_HASH_LEN], char *err, size_t err_size) {
     assert(out != NULL);
     assert(err != NULL || err_size == 0);
     *out = NULL;
-    if (bytes == NULL || len <= BERTH_HASH_LEN) {
+    uint32_t said = bytes != NULL ? version_said(bytes, len) : 0;
+    if (said != 0 && said != BERTH_SNAPSHOT_VERSION) {
+        if (err_size > 0) {
+            snprintf(err, err_size, "snapshot format version %u, not %u (older snapshots are not used; "
+                     "replay falls back)", said, BERTH_SNAPSHOT_VERSION);
+        }
+        return -1;
+    }
+    if (bytes == NULL || len <= SNAPSHOT_TRAILER_BYTES) {
         if (err_size > 0) snprintf(err, err_size, "snapshot too short (%zu bytes)", len);
         return -1;
     }
     const uint8_t *body = bytes;
-    size_t body_len = len - BERTH_HASH_LEN;
+    size_t body_len = len - SNAPSHOT_TRAILER_BYTES;
     uint8_t digest[BERTH_HASH_LEN];
-    berth_sha256(body, body_len, digest);
-    if (memcmp(digest, body + body_len, BERTH_HASH_LEN) != 0) {
+    berth_sha256(body, len - BERTH_HASH_LEN, digest);
+    if (memcmp(digest, body + len - BERTH_HASH_LEN, BERTH_HASH_LEN) != 0) {
         if (err_size > 0) snprintf(err, err_size, "snapshot digest mismatch (bytes changed)");
         return -1;
     }
@@ -577,6 +640,7 @@ int berth_snapshot_decode(const void *bytes, size_t len, berth_state **out,
         berth_state_free(state);
         return -1;
     }
+    if (anchor != NULL) memcpy(anchor, body + body_len, BERTH_HASH_LEN);
     *out = state;
     return 0;
 }

@@ -217,11 +217,11 @@ int main(int argc, char **argv) {
         uint8_t *snap = NULL;
         size_t snap_len = 0;
         t0 = now_s();
-        if (berth_snapshot_encode(s, &snap, &snap_len) != 0) die("snapshot", BERTH_J_NOMEM, NULL);
+        if (berth_snapshot_encode(s, NULL, &snap, &snap_len) != 0) die("snapshot", BERTH_J_NOMEM, NULL);
         double enc = now_s() - t0;
         berth_state *back = NULL;
         t0 = now_s();
-        if (berth_snapshot_decode(snap, snap_len, &back, err, sizeof(err)) != 0) die("decode", BERTH_J_CORRUPT, err);
+        if (berth_snapshot_decode(snap, snap_len, &back, NULL, err, sizeof(err)) != 0) die("decode", BERTH_J_CORRUPT, err);
         printf("snapshot %zu bytes: encode %.3f s, decode %.3f s\n", snap_len, enc, now_s() - t0);
         berth_state_free(back);
         free(snap);

@@ -91,6 +91,11 @@ static void expect_parse_err(parsed *p, const char *line) {
 static bool str_is(berth_str s, const char *c) { return berth_str_eq(s, berth_str_make(c, strlen(c))); }
 
 static berth_str cstr(const char *c) { return berth_str_make(c, strlen(c)); }
+static bool id_of_is(const uint8_t id[BERTH_COMMAND_ID_LEN], const char *canonical) {
+    uint8_t want[BERTH_COMMAND_ID_LEN];
+    berth_command_id(cstr(canonical), want);
+    return memcmp(id, want, BERTH_COMMAND_ID_LEN) == 0;
+}
 
 /* Field-by-field equality of two parsed commands, REQID excluded: what
  * "parse(canonical(x)) == x" means. */
@@ -2061,7 +2066,7 @@ START_TEST(test_reqid_retry_and_conflict) {
     ck_assert(str_is(hit.reqid, "r1"));
     ck_assert(berth_str_eq(hit.sentence, cstr(first_sentence)));
     ck_assert_uint_eq(berth_state_last_seq(r->state), 1);   /* nothing appended */
-    ck_assert_uint_eq(hit.command_hash, berth_command_hash(cstr("WORKER.ADD w1 GPUS 2")));
+    ck_assert(id_of_is(hit.command_id, "WORKER.ADD w1 GPUS 2"));
     /* the same id with another command: a conflict naming the first seq */
     ck_assert_int_eq(rig_submit(r, "WORKER.ADD w1 GPUS 3 REQID r1", &hit), BERTH_REQID_CONFLICT);
     ck_assert_uint_eq(hit.seq, 1);
@@ -2084,10 +2089,46 @@ START_TEST(test_reqid_retry_and_conflict) {
     berth_state_reqid_at(r->state, 1, &e);
     ck_assert(str_is(e.reqid, "r2"));
     ck_assert_int_eq(e.code, BERTH_NOWORKER);
-    ck_assert_uint_eq(e.command_hash, berth_command_hash(cstr("DEPLOY i1 MODEL m BACKEND vllm ON w2")));
+    ck_assert(id_of_is(e.command_id, "DEPLOY i1 MODEL m BACKEND vllm ON w2"));
     /* an unknown id is new */
     ck_assert_int_eq(berth_state_reqid_check(r->state, cstr("r3"), cstr("RELEASE x"), &hit), BERTH_REQID_NEW);
     rig_free(r);
+}
+END_TEST
+
+/* Two RELEASEs with one FNV-1a 64 (found by Pollard rho, review hV6): the
+ * window's identity was that hash, so the second under the first's REQID
+ * was answered as its retry, leaking the first outcome. */
+START_TEST(test_reqid_fnv_collision_is_a_conflict) {
+    ck_assert_uint_eq(berth_command_hash(cstr("RELEASE dpxqAPiBDLB")), berth_command_hash(cstr("RELEASE bqvEUO8RCQE")));
+    rig *r = rig_new();
+    berth_reqid_entry hit;
+    ck_assert_int_eq(rig_submit(r, "RELEASE dpxqAPiBDLB REQID r1", &hit), BERTH_REQID_NEW);
+    ck_assert_int_eq(r->out.code, BERTH_NOINSTANCE);
+    ck_assert_int_eq(rig_submit(r, "RELEASE bqvEUO8RCQE REQID r1", &hit), BERTH_REQID_CONFLICT);
+    ck_assert_uint_eq(hit.seq, 1);
+    ck_assert_int_eq(rig_submit(r, "RELEASE dpxqAPiBDLB REQID r1", &hit), BERTH_REQID_RETRY);
+    rig_free(r);
+}
+END_TEST
+
+/* The identity is SHA-256's first 16 bytes (FIPS 180-4 vectors; the
+ * one- and two-block tails around 55/56 bytes are checked against
+ * OpenSSL in test_replay). */
+START_TEST(test_command_id_is_sha256_prefix) {
+    static const uint8_t empty[BERTH_COMMAND_ID_LEN] = { 0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14,
+                                                         0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24 };
+    static const uint8_t abc[BERTH_COMMAND_ID_LEN] = { 0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea,
+                                                       0x41, 0x41, 0x40, 0xde, 0x5d, 0xae, 0x22, 0x23 };
+    static const uint8_t two_blocks[BERTH_COMMAND_ID_LEN] = { 0x24, 0x8d, 0x6a, 0x61, 0xd2, 0x06, 0x38, 0xb8,
+                                                              0xe5, 0xc0, 0x26, 0x93, 0x0c, 0x3e, 0x60, 0x39 };
+    uint8_t id[BERTH_COMMAND_ID_LEN];
+    berth_command_id(berth_str_make("", 0), id);
+    ck_assert_mem_eq(id, empty, sizeof id);
+    berth_command_id(cstr("abc"), id);
+    ck_assert_mem_eq(id, abc, sizeof id);
+    berth_command_id(cstr("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"), id);
+    ck_assert_mem_eq(id, two_blocks, sizeof id);
 }
 END_TEST
 
@@ -2470,9 +2511,10 @@ static void dump_state(const berth_state *s, dump *d) {
     for (size_t i = 0; i < nr; i++) {
         berth_reqid_entry e;
         berth_state_reqid_at(s, i, &e);
-        dumpf(d, "reqid %.*s hash=%llx seq=%llu code=%d %.*s\n", (int)e.reqid.len, e.reqid.ptr,
-              (unsigned long long)e.command_hash, (unsigned long long)e.seq, (int)e.code, (int)e.sentence.len,
-              e.sentence.ptr);
+        char id[2 * BERTH_COMMAND_ID_LEN + 1];
+        for (size_t k = 0; k < BERTH_COMMAND_ID_LEN; k++) snprintf(id + 2 * k, 3, "%02x", e.command_id[k]);
+        dumpf(d, "reqid %.*s id=%s seq=%llu code=%d %.*s\n", (int)e.reqid.len, e.reqid.ptr, id,
+              (unsigned long long)e.seq, (int)e.code, (int)e.sentence.len, e.sentence.ptr);
     }
     char why[512] = "";
     ck_assert_msg(berth_state_check(s, why, sizeof why), "state check failed: %s", why);
@@ -2767,7 +2809,8 @@ START_TEST(test_restore_rejects) {
     berth_str w2[1] = { cstr("w2") };
     ck_assert_int_eq(berth_state_restore_instance(s, cstr("c"), cstr("m"), cstr("vllm"), 0, 5, w2, m1, 1), 0);
     ck_assert_int_eq(berth_state_worker(s, cstr("w2"))->status, BERTH_WORKER_CORDONED);
-    berth_reqid_entry e = { cstr("r1"), berth_command_hash(cstr("RELEASE x")), 6, BERTH_NOINSTANCE, cstr("gone") };
+    berth_reqid_entry e = { .reqid = cstr("r1"), .seq = 6, .code = BERTH_NOINSTANCE, .sentence = cstr("gone") };
+    berth_command_id(cstr("RELEASE x"), e.command_id);
     ck_assert_int_eq(berth_state_restore_reqid(s, &e), 0);
     ck_assert_int_eq(berth_state_restore_reqid(s, &e), -1);   /* duplicate id */
     berth_state_set_last_seq(s, 6);
@@ -2851,6 +2894,8 @@ static Suite *core_suite(void) {
     TCase *reqid = tcase_create("reqid");
     tcase_add_test(reqid, test_reqid_retry_and_conflict);
     tcase_add_test(reqid, test_command_hash_is_fnv1a);
+    tcase_add_test(reqid, test_command_id_is_sha256_prefix);
+    tcase_add_test(reqid, test_reqid_fnv_collision_is_a_conflict);
     tcase_add_test(reqid, test_reqid_window_eviction);
     tcase_set_timeout(reqid, TCASE_TIMEOUT_S);
     suite_add_tcase(s, reqid);

@@ -1134,7 +1134,7 @@ START_TEST(test_bad_snapshot_falls_back) {
     ck_assert_ptr_nonnull(empty);
     uint8_t *forged = NULL;
     size_t forged_len = 0;
-    ck_assert_int_eq(berth_snapshot_encode(empty, &forged, &forged_len), 0);   /* says seq 0 */
+    ck_assert_int_eq(berth_snapshot_encode(empty, NULL, &forged, &forged_len), 0);   /* says seq 0 */
     ck_assert_int_eq(berth_journal_snapshot_put(j, snaps[nsnap - 2], forged, forged_len), BERTH_J_OK);
     free(forged);
     berth_state_free(empty);
@@ -1277,6 +1277,253 @@ START_TEST(test_record_decode_shapes) {
 }
 END_TEST
 
+/* ------------------------------------------- snapshots bound to the chain */
+
+/* The engine's state at its head, plus a worker the journal never added:
+ * what a buggy writer or a forger would leave (review hV6). anchor: NULL
+ * seals it with another chain's hash (zeros). */
+static void put_ghost_snapshot(berth_journal *j, berth_engine *engine, const uint8_t *anchor) {
+    static const uint8_t other_chain[BERTH_HASH_LEN];
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(berth_snapshot_encode(berth_engine_state(engine), other_chain, &bytes, &len), 0);
+    berth_state *ghost = NULL;
+    char err[256];
+    ck_assert_int_eq(berth_snapshot_decode(bytes, len, &ghost, NULL, err, sizeof(err)), 0);
+    free(bytes);
+    uint64_t seq = berth_state_last_seq(ghost);
+    ck_assert_int_eq(berth_state_restore_worker(ghost, berth_str_make("ghost", 5), 8, 0, BERTH_WORKER_ACTIVE,
+                                                seq, NULL, 0), 0);
+    ck_assert_int_eq(berth_snapshot_encode(ghost, anchor != NULL ? anchor : other_chain, &bytes, &len), 0);
+    ck_assert_int_eq(berth_journal_snapshot_put(j, seq, bytes, len), BERTH_J_OK);
+    free(bytes);
+    berth_state_free(ghost);
+}
+
+START_TEST(test_snapshot_bound_to_chain) {
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 0, false);
+    run(engine, "WORKER.ADD w1 GPUS 2");
+    run(engine, "WORKER.ADD w2 GPUS 2");
+    char genesis[TEST_DIGEST_HEX_LEN], d[TEST_DIGEST_HEX_LEN];
+    digest_hex(berth_engine_state(engine), genesis);
+    uint8_t head_hash[BERTH_HASH_LEN];
+    uint64_t head = 0;
+    ck_assert_int_eq(berth_journal_head(j, &head, head_hash), BERTH_J_OK);
+    ck_assert_uint_eq(head, 2);
+
+    /* Another chain's anchor: no load uses it; verify finds it harmless. */
+    put_ghost_snapshot(j, engine, NULL);
+    berth_engine_close(engine);
+    berth_replay_stats stats;
+    uint32_t bad = 0;
+    replay_digest(j, UINT64_MAX, true, d, &stats, &bad);
+    ck_assert_str_eq(d, genesis);
+    ck_assert_uint_eq(bad, 1);
+    ck_assert_uint_eq(stats.from_snapshot_seq, 0);
+    engine = engine_open(j, 0, false);   /* berthd's start */
+    digest_hex(berth_engine_state(engine), d);
+    ck_assert_str_eq(d, genesis);
+    berth_submit_result r = run(engine, "WORKER.CORDON ghost");
+    ck_assert_int_eq(r.code, BERTH_NOWORKER);   /* judged on the journal's state */
+    berth_jerr e = BERTH_J_OK;
+    berth_verify_report rep = verify(j, &e);
+    ck_assert_msg(e == BERTH_J_OK && rep.ok, "%s", rep.what);
+
+    /* Anchored right but holding another state: a load would take it, so
+     * verify fails, naming the snapshot's seq. */
+    ck_assert_int_eq(berth_journal_head(j, &head, head_hash), BERTH_J_OK);
+    put_ghost_snapshot(j, engine, head_hash);
+    berth_engine_close(engine);
+    rep = verify(j, &e);
+    ck_assert_int_eq(e, BERTH_J_CORRUPT);
+    ck_assert(!rep.ok);
+    ck_assert_uint_eq(rep.first_bad_seq, 3);
+    ck_assert_msg(strstr(rep.what, "seq 3: the snapshot there holds another state") != NULL, "%s", rep.what);
+    berth_journal_close(j);
+    remove_dir(dir);
+}
+END_TEST
+
+/* A format-1 snapshot (before session 7: FNV request-id hashes, no anchor)
+ * is refused by name and replay falls back to genesis, whatever else it
+ * holds; here a version-2 one with the version byte set back to 1. */
+START_TEST(test_snapshot_old_version_skipped) {
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 0, false);
+    run(engine, "WORKER.ADD w1 GPUS 2");
+    run(engine, "WORKER.ADD w2 GPUS 2 REQID r1");
+    ck_assert_int_eq(berth_engine_snapshot(engine), BERTH_J_OK);
+    char live[TEST_DIGEST_HEX_LEN], d[TEST_DIGEST_HEX_LEN];
+    digest_hex(berth_engine_state(engine), live);
+    berth_engine_close(engine);
+    berth_replay_stats stats;
+    uint32_t bad = 0;
+    replay_digest(j, UINT64_MAX, true, d, &stats, &bad);
+    ck_assert_uint_eq(stats.from_snapshot_seq, 2);   /* the snapshot is used as written */
+    ck_assert_uint_eq(bad, 0);
+
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    uint64_t seq = 0;
+    const void *bytes = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(berth_journal_snapshot_get(r, UINT64_MAX, &seq, &bytes, &len), BERTH_J_OK);
+    uint8_t *old = malloc(len);
+    ck_assert_ptr_nonnull(old);
+    memcpy(old, bytes, len);
+    uint8_t anchor[BERTH_HASH_LEN];
+    berth_state *s = NULL;
+    char err[256];
+    ck_assert_int_eq(berth_snapshot_decode(old, len, &s, anchor, err, sizeof(err)), 0);
+    berth_state_free(s);
+    berth_journal_reader_close(r);
+    ck_assert_uint_eq(old[0], 0x96);
+    ck_assert_uint_eq(old[1], BERTH_SNAPSHOT_VERSION);
+    old[1] = 1;
+    berth_snapshot_seal(old, len, anchor);   /* its own digest good */
+    ck_assert_int_eq(berth_snapshot_decode(old, len, &s, NULL, err, sizeof(err)), -1);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strstr(err, "snapshot format version 1, not 2") != NULL, "%s", err);
+    ck_assert_int_eq(berth_journal_snapshot_put(j, seq, old, len), BERTH_J_OK);
+    free(old);
+    replay_digest(j, UINT64_MAX, true, d, &stats, &bad);
+    ck_assert_str_eq(d, live);
+    ck_assert_uint_eq(bad, 1);
+    ck_assert_uint_eq(stats.from_snapshot_seq, 0);
+    berth_jerr e = BERTH_J_OK;
+    berth_verify_report rep = verify(j, &e);
+    ck_assert_msg(e == BERTH_J_OK && rep.ok, "%s", rep.what);   /* skipped by loads: harmless */
+    berth_journal_close(j);
+    remove_dir(dir);
+}
+END_TEST
+
+/* Decode refuses what no journal leads to: a worker added after the
+ * snapshot's seq, and an instance slot with no GPU on a worker that has
+ * GPUs (a DEPLOY names GPUs or takes all of a worker's). */
+START_TEST(test_snapshot_decode_tightened) {
+    static const uint8_t anchor[BERTH_HASH_LEN];
+    char err[256];
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    berth_state *s = berth_state_new(NULL);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_int_eq(berth_state_restore_worker(s, berth_str_make("w1", 2), 2, 0, BERTH_WORKER_ACTIVE, 5, NULL, 0), 0);
+    berth_state_set_last_seq(s, 5);
+    ck_assert_int_eq(berth_snapshot_encode(s, anchor, &bytes, &len), 0);
+    berth_state *back = NULL;
+    ck_assert_int_eq(berth_snapshot_decode(bytes, len, &back, NULL, err, sizeof(err)), 0);   /* at its seq: fine */
+    berth_state_free(back);
+    free(bytes);
+    berth_state_set_last_seq(s, 4);
+    ck_assert_int_eq(berth_snapshot_encode(s, anchor, &bytes, &len), 0);
+    ck_assert_int_eq(berth_snapshot_decode(bytes, len, &back, NULL, err, sizeof(err)), -1);
+    ck_assert_msg(strstr(err, "worker added after the snapshot's seq") != NULL, "%s", err);
+    free(bytes);
+    berth_state_set_last_seq(s, 6);
+
+    /* a zero-GPU worker is held with an empty mask; a worker with GPUs never is */
+    ck_assert_int_eq(berth_state_restore_worker(s, berth_str_make("w0", 2), 0, 0, BERTH_WORKER_ACTIVE, 1, NULL, 0), 0);
+    berth_str on0[1] = { berth_str_make("w0", 2) }, on1[1] = { berth_str_make("w1", 2) };
+    uint64_t none[1] = { 0 };
+    ck_assert_int_eq(berth_state_restore_instance(s, berth_str_make("a", 1), berth_str_make("m", 1),
+                                                  berth_str_make("vllm", 4), 0, 6, on0, none, 1), 0);
+    ck_assert_int_eq(berth_snapshot_encode(s, anchor, &bytes, &len), 0);
+    ck_assert_int_eq(berth_snapshot_decode(bytes, len, &back, NULL, err, sizeof(err)), 0);
+    berth_state_free(back);
+    free(bytes);
+    berth_state_free(s);
+    s = berth_state_new(NULL);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_int_eq(berth_state_restore_worker(s, berth_str_make("w1", 2), 2, 0, BERTH_WORKER_ACTIVE, 1, NULL, 0), 0);
+    /* restore takes it (it judges nothing), so decode must refuse it */
+    ck_assert_int_eq(berth_state_restore_instance(s, berth_str_make("a", 1), berth_str_make("m", 1),
+                                                  berth_str_make("vllm", 4), 0, 2, on1, none, 1), 0);
+    berth_state_set_last_seq(s, 2);
+    ck_assert_int_eq(berth_snapshot_encode(s, anchor, &bytes, &len), 0);
+    ck_assert_int_eq(berth_snapshot_decode(bytes, len, &back, NULL, err, sizeof(err)), -1);
+    ck_assert_msg(strstr(err, "holds no GPU on a worker that has GPUs") != NULL, "%s", err);
+    free(bytes);
+    berth_state_free(s);
+}
+END_TEST
+
+/* core's SHA-256 (the window's identities) against OpenSSL's at every
+ * length across the one- and two-block tails. */
+START_TEST(test_command_id_matches_openssl) {
+    char text[300];
+    for (size_t i = 0; i < sizeof text; i++) text[i] = (char)('A' + (i * 7) % 26);
+    for (size_t n = 0; n <= sizeof text; n++) {
+        uint8_t id[BERTH_COMMAND_ID_LEN], want[BERTH_HASH_LEN];
+        berth_command_id(berth_str_make(text, n), id);
+        berth_sha256(text, n, want);
+        LOOP_ASSERT(memcmp(id, want, sizeof id) == 0, "length %zu: core's SHA-256 differs from OpenSSL's", n);
+    }
+}
+END_TEST
+
+/* The window's identities survive a snapshot and its load, and replay:
+ * the colliding pair from review hV6 stays a conflict on every road, and
+ * the same journal gives the same digest each time. */
+START_TEST(test_reqid_identity_survives_snapshot_and_replay) {
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_engine *engine = engine_open(j, 0, false);
+    run(engine, "WORKER.ADD w1 GPUS 2");
+    run(engine, "RELEASE dpxqAPiBDLB REQID r1");
+    ck_assert_int_eq(berth_engine_snapshot(engine), BERTH_J_OK);
+    run(engine, "WORKER.ADD w2 GPUS 1 REQID r2");
+    berth_submit_result res;
+    submit(engine, "RELEASE bqvEUO8RCQE REQID r1", &res);
+    ck_assert_int_eq(res.kind, BERTH_SUBMIT_CONFLICT);
+    char live[TEST_DIGEST_HEX_LEN], d1[TEST_DIGEST_HEX_LEN], d2[TEST_DIGEST_HEX_LEN];
+    digest_hex(berth_engine_state(engine), live);
+    berth_engine_close(engine);
+
+    berth_str canon_a = berth_str_make("RELEASE dpxqAPiBDLB", 19), canon_b = berth_str_make("RELEASE bqvEUO8RCQE", 19);
+    for (int road = 0; road < 3; road++) {
+        berth_state *s = NULL;
+        berth_replay_stats stats;
+        berth_journal_reader *r = NULL;
+        ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+        char err[256] = "";
+        if (road < 2) {   /* genesis, then from the snapshot at 2 */
+            ck_assert_int_eq(berth_replay_to(r, UINT64_MAX, road == 1, &s, &stats, NULL, err, sizeof(err)), BERTH_J_OK);
+            ck_assert_uint_eq(stats.from_snapshot_seq, road == 1 ? 2 : 0);
+        } else {          /* the snapshot's own state */
+            uint64_t seq = 0;
+            const void *bytes = NULL;
+            size_t len = 0;
+            ck_assert_int_eq(berth_journal_snapshot_get(r, UINT64_MAX, &seq, &bytes, &len), BERTH_J_OK);
+            ck_assert_int_eq(berth_snapshot_decode(bytes, len, &s, NULL, err, sizeof(err)), 0);
+        }
+        berth_journal_reader_close(r);
+        berth_reqid_entry hit;
+        ck_assert_int_eq(berth_state_reqid_check(s, berth_str_make("r1", 2), canon_b, &hit), BERTH_REQID_CONFLICT);
+        ck_assert_int_eq(berth_state_reqid_check(s, berth_str_make("r1", 2), canon_a, &hit), BERTH_REQID_RETRY);
+        ck_assert_uint_eq(hit.seq, 2);
+        uint8_t id[BERTH_COMMAND_ID_LEN];
+        berth_command_id(canon_a, id);
+        ck_assert_mem_eq(hit.command_id, id, sizeof id);
+        if (road < 2) {
+            digest_hex(s, road == 0 ? d1 : d2);
+            ck_assert_str_eq(road == 0 ? d1 : d2, live);
+        }
+        berth_state_free(s);
+    }
+    replay_digest(j, UINT64_MAX, false, d1, NULL, NULL);   /* the same journal, the same digest */
+    ck_assert_str_eq(d1, live);
+    berth_journal_close(j);
+    remove_dir(dir);
+}
+END_TEST
+
 START_TEST(test_snapshot_decode_rejects_damage) {
     rng_seed(test_seed + 3);
     char dir[64];
@@ -1288,22 +1535,27 @@ START_TEST(test_snapshot_decode_rejects_damage) {
     ck_assert_uint_eq(journal_head(j), 0);
     uint8_t *bytes = NULL;
     size_t len = 0;
-    ck_assert_int_eq(berth_snapshot_encode(berth_engine_state(engine), &bytes, &len), 0);
+    uint8_t anchor[BERTH_HASH_LEN], anchor_back[BERTH_HASH_LEN];
+    for (size_t i = 0; i < BERTH_HASH_LEN; i++) anchor[i] = (uint8_t)(i * 7 + 1);
+    ck_assert_int_eq(berth_snapshot_encode(berth_engine_state(engine), anchor, &bytes, &len), 0);
     berth_state *s = NULL;
     char err[256];
-    ck_assert_int_eq(berth_snapshot_decode(bytes, len, &s, err, sizeof(err)), 0);
+    ck_assert_int_eq(berth_snapshot_decode(bytes, len, &s, anchor_back, err, sizeof(err)), 0);
+    ck_assert_mem_eq(anchor, anchor_back, BERTH_HASH_LEN);
     char d1[TEST_DIGEST_HEX_LEN], d2[TEST_DIGEST_HEX_LEN];
     digest_hex(berth_engine_state(engine), d1);
     digest_hex(s, d2);
     ck_assert_str_eq(d1, d2);
-    /* the stored digest is the state digest */
+    /* the body's digest is the state digest; the anchor is outside it */
     char tail[TEST_DIGEST_HEX_LEN];
-    berth_hex(bytes + len - BERTH_HASH_LEN, BERTH_HASH_LEN, tail);
+    uint8_t body_digest[BERTH_HASH_LEN];
+    ck_assert_int_eq(berth_snapshot_body_digest(bytes, len, body_digest), 0);
+    berth_hex(body_digest, BERTH_HASH_LEN, tail);
     ck_assert_str_eq(tail, d1);
     berth_state_free(s);
     /* every truncation is refused */
     for (size_t cut = 0; cut < len; cut++) {
-        ck_assert_int_eq(berth_snapshot_decode(bytes, cut, &s, err, sizeof(err)), -1);
+        ck_assert_int_eq(berth_snapshot_decode(bytes, cut, &s, NULL, err, sizeof(err)), -1);
         ck_assert_ptr_null(s);
     }
     /* mutated bodies with a recomputed digest: refused cleanly or, if they
@@ -1314,13 +1566,13 @@ START_TEST(test_snapshot_decode_rejects_damage) {
     for (uint32_t round = 0; round < 3000; round++) {
         memcpy(m, bytes, len);
         uint32_t flips = 1 + rng_below(4);
-        for (uint32_t f = 0; f < flips; f++) m[rng_below((uint32_t)(len - BERTH_HASH_LEN))] = (uint8_t)rng_next();
-        /* recompute the digest the way encode does: SHA-256 of the body */
+        for (uint32_t f = 0; f < flips; f++) m[rng_below((uint32_t)(len - 2 * BERTH_HASH_LEN))] = (uint8_t)rng_next();
+        /* recompute the digest the way encode does: SHA-256 of body and anchor */
         berth_state *probe = NULL;
         uint8_t digest[BERTH_HASH_LEN];
         SHA256(m, len - BERTH_HASH_LEN, digest);
         memcpy(m + len - BERTH_HASH_LEN, digest, BERTH_HASH_LEN);
-        if (berth_snapshot_decode(m, len, &probe, err, sizeof(err)) == 0) {
+        if (berth_snapshot_decode(m, len, &probe, NULL, err, sizeof(err)) == 0) {
             char why[256];
             ck_assert_msg(berth_state_check(probe, why, sizeof(why)), "%s", why);
             berth_state_free(probe);
@@ -1985,7 +2237,9 @@ START_TEST(test_precomputed_matches_apply) {
         berth_precomputed p;
         LOOP_ASSERT(berth_state_precompute(c, canon, &p), "command %zu: nothing precomputed", k);
         if (c->reqid.len > 0) {
-            LOOP_ASSERT(p.reqid_hash == berth_name_hash(c->reqid) && p.command_hash == berth_command_hash(canon),
+            uint8_t id[BERTH_COMMAND_ID_LEN];
+            berth_command_id(canon, id);
+            LOOP_ASSERT(p.reqid_hash == berth_name_hash(c->reqid) && memcmp(p.command_id, id, sizeof id) == 0,
                         "command %zu: precomputed hashes differ", k);
             berth_reqid_entry hit, hit_pre;
             berth_reqid_status st = berth_state_reqid_check(plain, c->reqid, canon, &hit);
@@ -2044,6 +2298,11 @@ static Suite *replay_suite(void) {
         { "replay_parts", test_replay_parts_match_whole },
         { "bad_snapshot", test_bad_snapshot_falls_back },
         { "snapshot_decode", test_snapshot_decode_rejects_damage },
+        { "snapshot_bound", test_snapshot_bound_to_chain },
+        { "snapshot_old_version", test_snapshot_old_version_skipped },
+        { "snapshot_decode_tight", test_snapshot_decode_tightened },
+        { "command_id", test_command_id_matches_openssl },
+        { "reqid_identity", test_reqid_identity_survives_snapshot_and_replay },
         { "record_decode_shapes", test_record_decode_shapes },
         { "reqid", test_reqid_retry },
         { "batch_dry_run", test_batch_full_and_dry_run },

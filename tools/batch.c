@@ -355,8 +355,16 @@ static void pipe_run(pipe_journal *p) {
     if (!snapshot) {
         return;
     }
-    berth_jerr se = berth_journal_snapshot_put(p->inner, p->snapshot_seq, p->snapshot,
-                                               p->snapshot_len);
+    /* The engine took the snapshot before this batch was hashed, so it
+     * could not anchor it: the anchor is the head record's hash, known now. */
+    uint64_t head = 0;
+    uint8_t anchor[BERTH_HASH_LEN];
+    berth_jerr se = berth_journal_head(p->inner, &head, anchor);
+    if (se == BERTH_J_OK && head != p->snapshot_seq) se = BERTH_J_INVALID;
+    if (se == BERTH_J_OK) {
+        berth_snapshot_seal(p->snapshot, p->snapshot_len, anchor);
+        se = berth_journal_snapshot_put(p->inner, p->snapshot_seq, p->snapshot, p->snapshot_len);
+    }
     if (se != BERTH_J_OK) {
         server_log("snapshot at seq %llu failed (%s); the journal is whole, the next start "
                    "replays further",

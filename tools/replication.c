@@ -49,7 +49,7 @@ static void replication_notify(void *ctx) {
 /* The newest etcd snapshot that decodes to the state of its seq, at or
  * below max_seq; NULL when there is none. Bad ones are skipped (logged). */
 static berth_state *rebuild_pick(replication *r, uint64_t max_seq, uint64_t *seq, uint8_t **bytes,
-                                 size_t *len) {
+                                 size_t *len, uint8_t anchor[BERTH_HASH_LEN]) {
     berth_journal *journal = r->s->journal;
     for (uint32_t tries = 0; tries < BERTH_ETCD_SNAPSHOTS_KEPT_MAX * 4 && max_seq > 0; tries++) {
         char why[REPLICATION_ERR_LEN_MAX] = "";
@@ -62,7 +62,7 @@ static berth_state *rebuild_pick(replication *r, uint64_t max_seq, uint64_t *seq
             return NULL;
         }
         berth_state *state = NULL;
-        if (berth_snapshot_decode(*bytes, *len, &state, why, sizeof why) == 0 &&
+        if (berth_snapshot_decode(*bytes, *len, &state, anchor, why, sizeof why) == 0 &&
             berth_state_last_seq(state) == *seq) {
             return state;
         }
@@ -122,7 +122,8 @@ static void replication_rebuild(replication *r) {
     uint64_t seq = 0;
     uint8_t *bytes = NULL;
     size_t len = 0;
-    berth_state *snap = rebuild_pick(r, UINT64_MAX, &seq, &bytes, &len);
+    uint8_t anchor[BERTH_HASH_LEN];
+    berth_state *snap = rebuild_pick(r, UINT64_MAX, &seq, &bytes, &len, anchor);
     if (snap == NULL) return;
     berth_engine_options eopt;
     memset(&eopt, 0, sizeof eopt);
@@ -136,7 +137,14 @@ static void replication_rebuild(replication *r) {
         e = BERTH_J_NOMEM;
         snprintf(err, sizeof err, "out of memory computing a digest");
     }
-    if (e == BERTH_J_OK && memcmp(want, have, BERTH_HASH_LEN) != 0) {
+    /* The copy's head is the snapshot's seq: its hash must be the anchor. */
+    uint64_t copied = 0;
+    if (e == BERTH_J_OK && (berth_journal_head(journal, &copied, hash) != BERTH_J_OK || copied != seq ||
+                            memcmp(anchor, hash, BERTH_HASH_LEN) != 0)) {
+        r->rebuild_snapshots_skipped++;
+        server_log("rebuild: snapshot %" PRIu64 " in etcd skipped: its anchor is not the journal's hash at that seq",
+                   seq);
+    } else if (e == BERTH_J_OK && memcmp(want, have, BERTH_HASH_LEN) != 0) {
         r->rebuild_snapshots_skipped++;
         server_log("rebuild: snapshot %" PRIu64 " in etcd skipped: its state differs from the journal's at that seq",
                    seq);

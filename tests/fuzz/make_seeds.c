@@ -56,12 +56,12 @@ static void write_file(const char *dir, const char *name, const void *bytes, siz
  * fuzzer appends the digest) or the stored bytes with their digest (mode 1). */
 static void write_snapshot(const char *dir, const char *name, const uint8_t *bytes, size_t len) {
     static uint8_t buf[1u << 20];
-    if (len + 1 > sizeof buf || len < BERTH_HASH_LEN) die("snapshot seed size");
+    if (len + 1 > sizeof buf || len < 2 * BERTH_HASH_LEN) die("snapshot seed size");
     char with_mode[64];
-    buf[0] = 0;
-    memcpy(buf + 1, bytes, len - BERTH_HASH_LEN);
+    buf[0] = 0;   /* the body alone: the target adds a zero anchor and the digest */
+    memcpy(buf + 1, bytes, len - 2 * BERTH_HASH_LEN);
     snprintf(with_mode, sizeof with_mode, "%s-body", name);
-    write_file(dir, with_mode, buf, len + 1 - BERTH_HASH_LEN);
+    write_file(dir, with_mode, buf, len + 1 - 2 * BERTH_HASH_LEN);
     buf[0] = 1;
     memcpy(buf + 1, bytes, len);
     snprintf(with_mode, sizeof with_mode, "%s-stored", name);
@@ -110,7 +110,8 @@ int main(int argc, char **argv) {
     char name[64];
     uint8_t *snap = NULL;
     size_t snap_len = 0;
-    if (berth_snapshot_encode(state, &snap, &snap_len) != 0) die("snapshot encode");
+    static const uint8_t genesis_anchor[BERTH_HASH_LEN];
+    if (berth_snapshot_encode(state, genesis_anchor, &snap, &snap_len) != 0) die("snapshot encode");
     write_snapshot(snap_dir, "genesis", snap, snap_len);
     free(snap);
     for (size_t i = 0; i < SEED_COMMAND_COUNT; i++) {
@@ -120,7 +121,7 @@ int main(int argc, char **argv) {
         if (len == 0) die("record encode");
         snprintf(name, sizeof name, "record-%02zu", i + 1);
         write_file(rec_dir, name, buf, len);
-        if (berth_snapshot_encode(state, &snap, &snap_len) != 0) die("snapshot encode");
+        if (berth_snapshot_encode(state, rec.hash, &snap, &snap_len) != 0) die("snapshot encode");
         snprintf(name, sizeof name, "after-%02zu", i + 1);
         write_snapshot(snap_dir, name, snap, snap_len);
         free(snap);
