@@ -179,10 +179,9 @@ typedef struct berth_precomputed {
  * valid name (pre is then not to be used). */
 bool berth_state_precompute(const berth_cmd *cmd, berth_str canonical, berth_precomputed *pre);
 /* The same, with the identity the caller worked out: the first
- * BERTH_COMMAND_ID_LEN bytes of SHA-256 of the canonical text, from a
- * faster SHA-256 than core's own (replay: OpenSSL's, through journal.h's
- * berth_sha256, where core's cost a fifth more instructions per replayed
- * record). Debug and sanitizer builds check it when it is applied. */
+ * BERTH_COMMAND_ID_LEN bytes of SHA-256 of the canonical text, worked out
+ * where the caller has a core to spare (replay: on its parsing thread).
+ * Debug and sanitizer builds check it when it is applied. */
 bool berth_state_precompute_id(const berth_cmd *cmd, const uint8_t id[BERTH_COMMAND_ID_LEN],
                                berth_precomputed *pre);
 

@@ -254,9 +254,9 @@ void berth_engine_submit(berth_engine *engine, size_t argc, const berth_str *arg
         return;
     }
     berth_str canonical = berth_str_make(engine->canonical, len);
-    /* A REQID's identity is SHA-256 of the canonical text: OpenSSL's, once,
-     * for the window check and the apply (core's own is several times
-     * slower). berth_cmd_parse left the names' carried hashes exact. */
+    /* A REQID's identity is SHA-256 of the canonical text: worked out once
+     * for both the window check and the apply. berth_cmd_parse left the
+     * names' carried hashes exact. */
     berth_precomputed pre;
     if (cmd->reqid.len > 0) {
         uint8_t digest[BERTH_HASH_LEN];

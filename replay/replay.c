@@ -162,7 +162,7 @@ static berth_jerr replay_parse(const berth_record *rec, bool canonical, berth_cm
         *pre = (berth_precomputed){ 0 };
         *reqid_ok = true;
     } else {
-        uint8_t digest[BERTH_HASH_LEN];   /* OpenSSL's SHA-256: core's own costs more (state.h) */
+        uint8_t digest[BERTH_HASH_LEN];   /* on whichever thread parses, not the applier */
         berth_sha256(rec->command.ptr, rec->command.len, digest);
         *reqid_ok = berth_state_precompute_id(cmd, digest, pre);
     }

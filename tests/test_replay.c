@@ -1453,20 +1453,6 @@ START_TEST(test_snapshot_decode_tightened) {
 }
 END_TEST
 
-/* core's SHA-256 (the window's identities) against OpenSSL's at every
- * length across the one- and two-block tails. */
-START_TEST(test_command_id_matches_openssl) {
-    char text[300];
-    for (size_t i = 0; i < sizeof text; i++) text[i] = (char)('A' + (i * 7) % 26);
-    for (size_t n = 0; n <= sizeof text; n++) {
-        uint8_t id[BERTH_COMMAND_ID_LEN], want[BERTH_HASH_LEN];
-        berth_command_id(berth_str_make(text, n), id);
-        berth_sha256(text, n, want);
-        LOOP_ASSERT(memcmp(id, want, sizeof id) == 0, "length %zu: core's SHA-256 differs from OpenSSL's", n);
-    }
-}
-END_TEST
-
 /* The window's identities survive a snapshot and its load, and replay:
  * the colliding pair from review hV6 stays a conflict on every road, and
  * the same journal gives the same digest each time. */
@@ -2301,7 +2287,6 @@ static Suite *replay_suite(void) {
         { "snapshot_bound", test_snapshot_bound_to_chain },
         { "snapshot_old_version", test_snapshot_old_version_skipped },
         { "snapshot_decode_tight", test_snapshot_decode_tightened },
-        { "command_id", test_command_id_matches_openssl },
         { "reqid_identity", test_reqid_identity_survives_snapshot_and_replay },
         { "record_decode_shapes", test_record_decode_shapes },
         { "reqid", test_reqid_retry },
