@@ -87,6 +87,21 @@ bool cli_parse_seq_flag(const char *flag, const char *text, uint64_t *out) {
     return true;
 }
 
+static int beyond_head(uint64_t seq, uint64_t head_seq) {
+    return cli_fail(CLI_EXIT_USAGE, "ERR", "seq %" PRIu64 " is beyond the journal head %" PRIu64, seq,
+                    head_seq);
+}
+
+int cli_at_seq(const cli_store *store, const char *text, uint64_t *seq) {
+    assert(store != NULL && text != NULL && seq != NULL);
+    if (!cli_parse_seq_flag("--at", text, seq)) {
+        return CLI_EXIT_USAGE;
+    }
+    /* Checked here, not left to cli_state_at: there UINT64_MAX means the
+     * head, and a seq typed by a person never does. */
+    return *seq > store->head_seq ? beyond_head(*seq, store->head_seq) : CLI_EXIT_OK;
+}
+
 int cli_guard_fd = -1;
 
 void cli_guard_opened(uint64_t head_seq) {
@@ -237,8 +252,7 @@ int cli_state_at(cli_store *store, uint64_t target, bool use_snapshots, berth_st
     memset(stats, 0, sizeof *stats);
     *out = NULL;
     if (target != UINT64_MAX && target > store->head_seq) {
-        return cli_fail(CLI_EXIT_USAGE, "ERR", "seq %" PRIu64 " is beyond the journal head %" PRIu64,
-                        target, store->head_seq);
+        return beyond_head(target, store->head_seq);
     }
     target = target == UINT64_MAX ? store->head_seq : target;   /* the read view's head is fixed */
     if (target == 0) {

@@ -652,8 +652,8 @@ static int parse_replay_opts(int argc, char **argv, replay_opts *opts) {
 
 static int replay_target(cli_store *store, const replay_opts *opts, uint64_t *target) {
     *target = store->head_seq;
-    if (opts->at != NULL && !cli_parse_seq_flag("--at", opts->at, target)) {
-        return CLI_EXIT_USAGE;
+    if (opts->at != NULL) {
+        return cli_at_seq(store, opts->at, target);
     }
     if (opts->at_time != NULL) {
         return cli_seq_at_time(store, opts->at_time, target);

@@ -506,6 +506,13 @@ case_usage() {
     expect_exit 2 "$BERTH" replay --data data --at x
     expect_exit 2 "$BERTH" replay --data data --bogus
     expect_exit 2 "$BERTH" replay --data data --at 1 --at-time 2025-11-26T09:00:00Z
+    # UINT64_MAX is a seq past the head like any other, not "the head".
+    expect_exit 2 "$BERTH" replay --data data --at 18446744073709551615
+    grep -q '^ERR seq 18446744073709551615 is beyond the journal head 11' err.txt || fail "replay --at max: $(cat err.txt)"
+    expect_exit 2 "$BERTH" whatif --data data --at 18446744073709551615 --scenario /dev/null
+    grep -q '^ERR seq 18446744073709551615 is beyond the journal head 11' err.txt || fail "whatif --at max: $(cat err.txt)"
+    expect_exit 2 "$BERTH" replay --data data --at 12
+    expect_exit 0 "$BERTH" replay --data data --at 11
     expect_exit 2 "$BERTH" replay --data "$WORK/missing"
     expect_exit 2 "$BERTH" journal
     expect_exit 2 "$BERTH" journal dump --data data --from 5 --to 4
