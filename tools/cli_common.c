@@ -40,7 +40,7 @@ int cli_fail(int exit_code, const char *code, const char *fmt, ...) {
 
 bool cli_wants_help(int argc, char **argv) {
     assert(argc >= 0);
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {   /* after --: words */
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             return true;
         }

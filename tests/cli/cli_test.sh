@@ -487,7 +487,20 @@ case_history_status() {
     expect_exit 0 "$BERTH" history --data data instance nobody
     grep -q 'no record touched' out.txt || fail "empty history is not said"
     expect_exit 2 "$BERTH" history --data data host w3
-    expect_exit 2 "$BERTH" history --data data worker 'bad name'
+    expect_exit 2 "$BERTH" history --data data worker 'bad name'    # Names may start with '-': the word after worker/instance is the name,
+    # and -- ends the options (review hV6).
+    printf 'WORKER.ADD -w GPUS 1\nWORKER.ADD --json GPUS 1\nWORKER.ADD -h GPUS 1\n' >dash.scenario
+    "$MKJOURNAL" --data dash --scenario dash.scenario >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
+    expect_exit 0 "$BERTH" history --data dash worker -w
+    grep -q 'WORKER.ADD -w GPUS 1' out.txt || fail "history worker -w: $(cat out.txt)"
+    expect_exit 0 "$BERTH" history --data dash --json worker --json
+    [ "$(json_field seq <out.txt)" = 2 ] || fail "history worker --json: $(cat out.txt)"
+    expect_exit 0 "$BERTH" history worker -h --data dash
+    [ "$(grep -c 'WORKER.ADD -h GPUS 1' out.txt)" = 1 ] || fail "history worker -h: $(cat out.txt)"
+    expect_exit 0 "$BERTH" history --data dash -- worker -w
+    grep -q 'WORKER.ADD -w GPUS 1' out.txt || fail "history -- worker -w: $(cat out.txt)"
+    expect_exit 2 "$BERTH" history --data dash worker -w extra
+    expect_exit 2 "$BERTH" history --data dash -- --json worker -w
 }
 
 case_usage() {
