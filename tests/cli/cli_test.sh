@@ -464,6 +464,17 @@ case_timeline() {
     expect_exit 0 "$BERTH" timeline --data data --out again.svg --rows-per-group 8
     cmp -s all.svg again.svg || fail "the same journal rendered two different pictures"
     expect_exit 2 "$BERTH" timeline --data data
+    # A refused DEPLOY lists three workers and one refused: one tick, on
+    # its row (each listed worker's row had one). EXISTS is the instance's
+    # refusal: no worker's row.
+    printf 'WORKER.ADD w1 GPUS 1\nWORKER.ADD w2 GPUS 1\nWORKER.ADD w3 GPUS 1\nWORKER.CORDON w2\nDEPLOY a MODEL m BACKEND vllm ON w1 w2 w3\nDEPLOY b MODEL m BACKEND vllm ON w1\nDEPLOY b MODEL m BACKEND vllm ON w3\n' >refuse.scenario
+    "$MKJOURNAL" --data refuse --scenario refuse.scenario >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
+    expect_exit 0 "$BERTH" timeline --data refuse --out refuse.svg
+    [ "$(grep -c '<title>seq 5 refused' refuse.svg)" = 1 ] || fail "seq 5: not one tick: $(grep '<title>seq 5' refuse.svg)"
+    grep -q '<title>seq 5 refused by w2: CORDONED</title>' refuse.svg || fail "seq 5's tick is not w2's: $(grep '<title>seq 5' refuse.svg)"
+    grep -q '<title>seq 7 refused' refuse.svg && fail "EXISTS ticked a worker row"
+    grep -q '>x axis: record seq (wall time under each tick); 1 refusals named no worker row<' refuse.svg ||
+        fail "EXISTS is not counted as naming no worker row"
 }
 
 case_history_status() {
