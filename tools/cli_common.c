@@ -320,22 +320,29 @@ int cli_seq_at_time(cli_store *store, const char *rfc3339, uint64_t *seq) {
     uint64_t first_back_prev_ms = 0;
     int rc = CLI_EXIT_OK;
     for (uint64_t want = 1; want <= last; want++) {
-        berth_record rec;
-        jerr = berth_journal_cursor_next(cursor, &rec, NULL, NULL);
-        if (jerr != BERTH_J_OK || rec.seq != want) {
+        /* Only the time: the rest of the record is not decoded. */
+        uint64_t key = 0;
+        uint64_t rec_seq = 0;
+        uint64_t time_ms = 0;
+        const uint8_t *raw = NULL;
+        size_t raw_len = 0;
+        jerr = berth_journal_cursor_next_raw(cursor, &key, &raw, &raw_len);
+        if (jerr != BERTH_J_OK || key != want || !berth_record_peek_time(raw, raw_len, &rec_seq, &time_ms) ||
+            rec_seq != want) {
             rc = cli_fail(CLI_EXIT_FINDING, berth_jerr_name(jerr != BERTH_J_OK ? jerr : BERTH_J_CORRUPT),
-                          "cannot read record %" PRIu64 " while searching by time", want);
+                          "cannot read record %" PRIu64 " while searching by time: run `berth journal verify`",
+                          want);
             break;
         }
-        if (want > 1 && rec.time_ms < prev_ms && first_back == 0) {
+        if (want > 1 && time_ms < prev_ms && first_back == 0) {
             first_back = want;
-            first_back_ms = rec.time_ms;
+            first_back_ms = time_ms;
             first_back_prev_ms = prev_ms;
         }
-        if (rec.time_ms <= target_ms) {
+        if (time_ms <= target_ms) {
             *seq = want;
         }
-        prev_ms = rec.time_ms;
+        prev_ms = time_ms;
     }
     berth_journal_cursor_close(cursor);
     if (rc == CLI_EXIT_OK && first_back > 0) {
