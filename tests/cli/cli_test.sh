@@ -605,6 +605,15 @@ case_reqid_damage() {
 # report with the command, and exits 2. The child is caught waiting on a
 # FIFO scenario, its journal open, and sent SIGABRT as an assert would raise
 # it. Unguarded, berth's own last words say the same.
+wait_holds_journal() {   # wait_holds_journal PID: until PID has data/data.mdb open (10 s at most)
+    tries=0
+    until ls -l "/proc/$1/fd" 2>/dev/null | grep -q 'data/data.mdb'; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 200 ] || fail "process $1 never opened the journal"
+        sleep 0.05
+    done
+}
+
 case_internal_error() {
     make_journal rejudge.scenario
     mkfifo plan.fifo || fail "mkfifo"
@@ -618,7 +627,7 @@ case_internal_error() {
         [ "$tries" -lt 200 ] || fail "no guarded child appeared"
         [ -n "$child" ] || sleep 0.05
     done
-    sleep 0.2   # past its setup (signal defaults), blocked opening the FIFO
+    wait_holds_journal "$child"   # past its setup, blocked opening the FIFO
     kill -ABRT "$child"
     wait "$parent"
     got=$?
@@ -629,7 +638,7 @@ case_internal_error() {
     grep -q 'pages are damaged\|CORRUPT' err.txt && fail "SIGABRT blamed on the data: $(cat err.txt)"
     BERTH_UNGUARDED=1 "$BERTH" whatif --data data --scenario plan.fifo >out.txt 2>err.txt &
     pid=$!
-    sleep 0.3
+    wait_holds_journal "$pid"     # its last words installed, blocked opening the FIFO
     kill -ABRT "$pid"
     wait "$pid"
     got=$?
