@@ -31,6 +31,17 @@ static const char *const kind_names[BERTH_CMD_KIND_COUNT] = {
     [BERTH_CMD_POLICY_SET] = "POLICY.SET",
 };
 
+static const uint8_t kind_name_lens[BERTH_CMD_KIND_COUNT] = {
+    [BERTH_CMD_NONE] = 0,
+    [BERTH_CMD_WORKER_ADD] = sizeof "WORKER.ADD" - 1,
+    [BERTH_CMD_WORKER_CORDON] = sizeof "WORKER.CORDON" - 1,
+    [BERTH_CMD_WORKER_UNCORDON] = sizeof "WORKER.UNCORDON" - 1,
+    [BERTH_CMD_WORKER_REMOVE] = sizeof "WORKER.REMOVE" - 1,
+    [BERTH_CMD_DEPLOY] = sizeof "DEPLOY" - 1,
+    [BERTH_CMD_RELEASE] = sizeof "RELEASE" - 1,
+    [BERTH_CMD_POLICY_SET] = sizeof "POLICY.SET" - 1,
+};
+
 const char *berth_cmd_kind_name(berth_cmd_kind kind) {
     assert(kind >= 0 && kind < BERTH_CMD_KIND_COUNT);
     return kind_names[kind];
@@ -457,36 +468,59 @@ void berth_cmd_hash_names(berth_cmd *cmd) {
     }
 }
 
-/* Bounded text builder: overflow sticks, so callers check once at the end. */
+/* Bounded text builder: overflow sticks, so callers check once at the end.
+ * With cmp set it writes nothing and compares instead: a byte that differs
+ * from cmp's counts as overflow, so the one writer both spells the
+ * canonical text and checks a text against it (verify's canonical check),
+ * and the two cannot disagree on what canonical is. */
 typedef struct text {
     char *buf;
+    const char *cmp;
     size_t size;
     size_t len;
     bool overflow;
 } text;
 
-static void put(text *t, const char *s, size_t n) {
+static inline void put(text *t, const char *s, size_t n) {
     if (t->overflow || n > t->size - t->len) {
         t->overflow = true;
         return;
     }
-    if (t->buf) memcpy(t->buf + t->len, s, n);   /* NULL buf: measure only */
+    if (t->cmp) {
+        /* A name parsed from cmp points at its own bytes there: when it
+         * sits where the canonical text puts it, nothing to compare. */
+        if (s != t->cmp + t->len && memcmp(t->cmp + t->len, s, n) != 0) t->overflow = true;
+    } else if (t->buf) {
+        memcpy(t->buf + t->len, s, n);   /* NULL buf: measure only */
+    }
     t->len += n;
 }
-static void put_cstr(text *t, const char *s) { put(t, s, strlen(s)); }
-static void put_str(text *t, berth_str s) { put(t, s.ptr, s.len); }
-static void put_u64(text *t, uint64_t v) {
+static inline void put_cstr(text *t, const char *s) { put(t, s, strlen(s)); }
+static inline void put_str(text *t, berth_str s) { put(t, s.ptr, s.len); }
+/* Decimal without a printf: verify spells every record's numbers. */
+static inline void put_u64(text *t, uint64_t v) {
+    if (v < 10) {   /* a GPU index, mostly */
+        char c = (char)('0' + v);
+        put(t, &c, 1);
+        return;
+    }
     char d[24];
-    int n = snprintf(d, sizeof d, "%llu", (unsigned long long)v);
-    put(t, d, (size_t)n);
+    size_t i = sizeof d;
+    do {
+        d[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    put(t, d + i, sizeof d - i);
 }
 
-/* The canonical text into buf, or only its length when buf is NULL. */
-static size_t canonical_write(const berth_cmd *cmd, char *buf, size_t size) {
+/* The canonical text into buf (or compared with cmp), or only its length
+ * when both are NULL. */
+static size_t canonical_walk(const berth_cmd *cmd, char *buf, const char *cmp, size_t size) {
     assert(cmd != NULL);
     assert(cmd->kind > BERTH_CMD_NONE && cmd->kind < BERTH_CMD_KIND_COUNT);
-    text t = { buf, size, 0, false };
-    put_cstr(&t, kind_names[cmd->kind]);
+    assert(buf == NULL || cmp == NULL);
+    text t = { buf, cmp, size, 0, false };
+    put(&t, kind_names[cmd->kind], kind_name_lens[cmd->kind]);
     switch (cmd->kind) {
     case BERTH_CMD_WORKER_ADD:
         put_cstr(&t, " ");
@@ -530,10 +564,9 @@ static size_t canonical_write(const berth_cmd *cmd, char *buf, size_t size) {
             put_str(&t, pl->worker);
             if (pl->all_gpus) continue;
             char sep = ':';
-            for (uint32_t g = 0; g < BERTH_GPUS_MAX; g++) {
-                if (!(pl->gpu_mask & (1ull << g))) continue;
+            for (uint64_t m = pl->gpu_mask; m; m &= m - 1) {   /* ascending: the set bits only */
                 put(&t, &sep, 1);
-                put_u64(&t, g);
+                put_u64(&t, (uint64_t)__builtin_ctzll(m));
                 sep = ',';
             }
         }
@@ -550,9 +583,19 @@ static size_t canonical_write(const berth_cmd *cmd, char *buf, size_t size) {
     return t.overflow ? 0 : t.len;
 }
 
+static size_t canonical_write(const berth_cmd *cmd, char *buf, size_t size) {
+    return canonical_walk(cmd, buf, NULL, size);
+}
+
 size_t berth_cmd_canonical(const berth_cmd *cmd, char *buf, size_t size) {
     assert(cmd != NULL && buf != NULL);
     return canonical_write(cmd, buf, size);
+}
+
+bool berth_cmd_is_canonical(const berth_cmd *cmd, const char *txt, size_t len) {
+    assert(cmd != NULL && (txt != NULL || len == 0));
+    if (len == 0) return false;
+    return canonical_walk(cmd, NULL, txt, len) == len;
 }
 
 /* Replay splits every record. A memchr call per word costs more than the

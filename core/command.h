@@ -93,6 +93,12 @@ int berth_cmd_parse(berth_cmd *cmd, size_t argc, const berth_str *argv,
  * parsed command). Writes no NUL. */
 size_t berth_cmd_canonical(const berth_cmd *cmd, char *buf, size_t size);
 
+/* Is txt (len bytes) exactly cmd's canonical text, as berth_cmd_canonical
+ * would write it? Compares as it goes, without writing it out. A journal
+ * record's text parses to cmd; only the canonical spelling is what berthd
+ * writes (verify's check). */
+bool berth_cmd_is_canonical(const berth_cmd *cmd, const char *txt, size_t len);
+
 /* Split canonical text on single spaces into words (no copies: each word
  * points into text). Returns the word count, or 0 if text is empty or has
  * more than words_max words. */

@@ -673,10 +673,12 @@ static int apply_worker_add(berth_state *s, const berth_cmd *c, uint64_t seq, bo
     w->added_seq = seq;
     table_put_hashed(&s->workers, w, h);
     out->workers[0] = w->name;
+    const char *gpus = w->gpu_count == 1 ? "GPU" : "GPUs";
     if (w->vram_mib) {
-        say(out, BERTH_OK, "worker %.*s registered with %u GPUs of %u MiB", S(w->name), w->gpu_count, w->vram_mib);
+        say(out, BERTH_OK, "worker %.*s registered with %u %s of %u MiB", S(w->name), w->gpu_count, gpus,
+            w->vram_mib);
     } else {
-        say(out, BERTH_OK, "worker %.*s registered with %u GPUs", S(w->name), w->gpu_count);
+        say(out, BERTH_OK, "worker %.*s registered with %u %s", S(w->name), w->gpu_count, gpus);
     }
     return 0;
 }
@@ -697,8 +699,8 @@ static int apply_worker_cordon(berth_state *s, const berth_cmd *c, bool exact, b
     bool already = w->status == want;
     w->status = want;
     if (cordon) {
-        say(out, BERTH_OK, "worker %.*s %s: it keeps its %u instances and accepts no new ones", S(w->name),
-            already ? "was already cordoned" : "cordoned", w->served_count);
+        say(out, BERTH_OK, "worker %.*s %s: it keeps its %u instance%s and accepts no new ones", S(w->name),
+            already ? "was already cordoned" : "cordoned", w->served_count, w->served_count == 1 ? "" : "s");
     } else {
         say(out, BERTH_OK, "worker %.*s %s", S(w->name),
             already ? "was not cordoned; it accepts new instances" : "uncordoned: it accepts new instances again");
@@ -794,12 +796,15 @@ static bool judge_place(const berth_state *s, const berth_cmd *c, const berth_pl
             return false;
         }
     }
-    if (c->claim_mib && mask) {
-        if (w->vram_mib == 0) {
-            say(out, BERTH_NOVRAM, "worker %.*s was registered without VRAM, so instance %.*s cannot claim %u MiB "
-                "on its GPUs; register it with VRAM <MiB>", S(w->name), S(c->name), c->claim_mib);
-            return false;
-        }
+    /* A claim on a worker registered without VRAM is refused whatever the
+     * GPUs it names, none included (a bare worker of 0 GPUs): the contract
+     * says so, and it would otherwise serve an instance claiming nothing. */
+    if (c->claim_mib && w->vram_mib == 0) {
+        say(out, BERTH_NOVRAM, "worker %.*s was registered without VRAM, so instance %.*s cannot claim %u MiB "
+            "on its GPUs; register it with VRAM <MiB>", S(w->name), S(c->name), c->claim_mib);
+        return false;
+    }
+    if (c->claim_mib) {
         for (uint64_t m = mask; m; m &= m - 1) {
             uint32_t g = (uint32_t)__builtin_ctzll(m);
             const berth_gpu *gpu = &w->gpus[g];

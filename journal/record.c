@@ -6,7 +6,7 @@
  *   body = array(9) [ version   uint   (BERTH_RECORD_VERSION)
  *                     seq       uint   (>= 1)
  *                     time_ms   uint
- *                     actor     str    (0..BERTH_NAME_LEN_MAX bytes)
+ *                     actor     str    (empty, or a name: CLIENT SETNAME's)
  *                     reqid     str    (0..BERTH_NAME_LEN_MAX bytes)
  *                     command   str    (1..BERTH_COMMAND_LEN_MAX bytes)
  *                     code      uint   (fits u32)
@@ -119,9 +119,15 @@ static bool str_fits(berth_str s, uint32_t len_min, uint32_t len_max) {
     return s.len >= len_min && s.len <= len_max;
 }
 
+/* The actor is empty or a name, as berthd's CLIENT SETNAME admits: no
+ * record carries control bytes for a reader's terminal to act on. */
+static bool actor_valid(berth_str actor) {
+    return actor.len == 0 || berth_name_valid(actor);
+}
+
 static bool record_fields_valid(const berth_record *rec) {
     return rec->version == BERTH_RECORD_VERSION && rec->seq >= 1 &&
-           str_fits(rec->actor, 0, actor_len_max) &&
+           str_fits(rec->actor, 0, actor_len_max) && actor_valid(rec->actor) &&
            str_fits(rec->reqid, 0, reqid_len_max) &&
            str_fits(rec->command, 1, command_len_max) &&
            str_fits(rec->sentence, 0, sentence_len_max);
@@ -376,13 +382,16 @@ static const char *const field_names[record_fields] = {
     "prev_hash"
 };
 
+enum { actor_not_name = record_fields + 1 };   /* body_fields: the actor is a string, not a name */
+
 /* Fill out from a version-1 body; returns the index of the first bad field,
- * or record_fields when all are good. */
+ * actor_not_name, or record_fields when all are good. */
 static uint32_t body_fields(const msgpack_object *f, berth_record *out) {
     uint64_t v;
     if (!field_uint(&f[1], UINT64_MAX, &out->seq) || out->seq == 0) return 1;
     if (!field_uint(&f[2], UINT64_MAX, &out->time_ms)) return 2;
     if (!field_str(&f[3], 0, actor_len_max, &out->actor)) return 3;
+    if (!actor_valid(out->actor)) return actor_not_name;
     if (!field_str(&f[4], 0, reqid_len_max, &out->reqid)) return 4;
     if (!field_str(&f[5], 1, command_len_max, &out->command)) return 5;
     if (!field_uint(&f[6], UINT32_MAX, &v)) return 6;
@@ -414,6 +423,14 @@ static berth_jerr body_decode(const msgpack_object *body, berth_record *out,
     }
     out->version = BERTH_RECORD_VERSION;
     uint32_t bad = body_fields(f, out);
+    if (bad == actor_not_name) {
+        if (why != NULL && why_size > 0) {
+            int n = snprintf(why, why_size, "record field actor is not empty or a name of 1-%d bytes "
+                             "of [A-Za-z0-9._:/-] (what CLIENT SETNAME admits)", BERTH_NAME_LEN_MAX);
+            assert(n >= 0);
+        }
+        return BERTH_J_CORRUPT;
+    }
     if (bad != record_fields) {
         if (why != NULL && why_size > 0) {
             int n = snprintf(why, why_size, "record field %s is of the wrong type or out of"

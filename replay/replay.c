@@ -17,7 +17,8 @@
  *
  * Every record is checked as it goes by: its seq follows the previous one
  * and its prev_hash equals the previous record's hash (a 32-byte compare).
- * Recomputing each record's SHA-256 and comparing outcomes is verify's job
+ * Recomputing each record's SHA-256, checking its command is spelt exactly
+ * as berthd spells it (canonical) and comparing outcomes is verify's job
  * (and the engine's, over the tail it opens on). */
 #include <assert.h>
 #include <inttypes.h>
@@ -84,14 +85,14 @@ typedef struct feed_source {
     uint64_t last_seq;              /* inclusive end of the range (lowered by a yield) */
     berth_replay_yield_fn yield;    /* NULL, or asked between chunks whether to stop */
     void *yield_arg;
-    bool hash;                      /* recompute each record's SHA-256 */
+    bool hash;                      /* recompute each record's SHA-256; its text canonical too */
     feed_level level;               /* the feeder's share of the current chunk */
     berth_str words[BERTH_ARGS_MAX];  /* parse scratch, feeder thread only */
 } feed_source;
 
 typedef struct replay_sink {
     berth_state *state;
-    bool hash;                      /* recompute each record's SHA-256 */
+    bool hash;                      /* recompute each record's SHA-256; its text canonical too */
     bool compare;                   /* outcomes must equal the recorded ones */
     berth_touched_fn touched_fn;    /* NULL, or given each record's names after apply */
     void *touched_ctx;
@@ -125,16 +126,33 @@ static void err_copy(char *err, size_t err_size, const char *why) {
 
 /* ------------------------------------------------------------ one record */
 
+/* The text parsed but berthd would have written it otherwise ("release x",
+ * GPUs out of order, a REQID inside the text): say both spellings. */
+static berth_jerr not_canonical(const berth_record *rec, const berth_cmd *cmd, char *why, size_t why_size) {
+    char canon[BERTH_COMMAND_LEN_MAX];
+    size_t n = berth_cmd_canonical(cmd, canon, sizeof(canon));
+    int quote = REPLAY_QUOTE_LEN_MAX;
+    snprintf(why, why_size, "seq %" PRIu64 ": command is not in canonical form: \"%.*s\" is written \"%.*s\"",
+             rec->seq, rec->command.len < (size_t)quote ? (int)rec->command.len : quote, rec->command.ptr,
+             n < (size_t)quote ? (int)n : quote, canon);
+    return BERTH_J_CORRUPT;
+}
+
 /* Parse a record's canonical text into cmd (pointing into the record), and
  * work out what apply would from the command alone (pre; *reqid_ok: its
- * REQID, if any, is a valid name, which apply checks in its turn). */
-static berth_jerr replay_parse(const berth_record *rec, berth_cmd *cmd, berth_str *words,
+ * REQID, if any, is a valid name, which apply checks in its turn).
+ * canonical: the text must also be exactly the canonical spelling (verify,
+ * and the tail the engine opens on; see docs/reliability.md). */
+static berth_jerr replay_parse(const berth_record *rec, bool canonical, berth_cmd *cmd, berth_str *words,
                                berth_precomputed *pre, bool *reqid_ok, char *why, size_t why_size) {
     char perr[BERTH_ERR_LEN_MAX];
     if (berth_cmd_parse_text(cmd, rec->command.ptr, rec->command.len, words, BERTH_ARGS_MAX,
                              perr, sizeof(perr)) != 0) {
         snprintf(why, why_size, "seq %" PRIu64 ": command does not parse: %s", rec->seq, perr);
         return BERTH_J_CORRUPT;
+    }
+    if (canonical && !berth_cmd_is_canonical(cmd, rec->command.ptr, rec->command.len)) {
+        return not_canonical(rec, cmd, why, why_size);
     }
     /* The journal stores the REQID beside the canonical text, not in it;
      * re-attaching it is what rebuilds the request-id window. */
@@ -210,7 +228,7 @@ static berth_jerr replay_apply(berth_state *state, const berth_record *rec, bert
     berth_cmd cmd;
     berth_precomputed pre;
     bool reqid_ok = false;
-    berth_jerr e = replay_parse(rec, &cmd, words, &pre, &reqid_ok, why, why_size);
+    berth_jerr e = replay_parse(rec, true, &cmd, words, &pre, &reqid_ok, why, why_size);
     if (e != BERTH_J_OK) return e;
     return replay_apply_parsed(state, rec, &cmd, &pre, reqid_ok, false, out, why, why_size);
 }
@@ -247,10 +265,10 @@ static feed_status decode_item(feed_item *item, replay_fail *fail) {
     return FEED_MORE;
 }
 
-static feed_status decode_parse_item(feed_item *item, berth_str *words, replay_fail *fail) {
+static feed_status decode_parse_item(feed_item *item, bool canonical, berth_str *words, replay_fail *fail) {
     if (decode_item(item, fail) != FEED_MORE) return FEED_FAIL;
-    berth_jerr e = replay_parse(&item->rec, &item->cmd, words, &item->pre, &item->reqid_ok, fail->why,
-                                sizeof(fail->why));
+    berth_jerr e = replay_parse(&item->rec, canonical, &item->cmd, words, &item->pre, &item->reqid_ok,
+                                fail->why, sizeof(fail->why));
     if (e == BERTH_J_OK) return FEED_MORE;
     fail->err = e;
     fail->seq = item->seq;
@@ -295,7 +313,7 @@ static feed_status produce_one(feed_source *src, feed_item *item, replay_fail *f
         item->done |= ITEM_HASHED;
     }
     if (src->level >= FEED_LEVEL_ALL) {
-        if (decode_parse_item(item, src->words, fail) != FEED_MORE) return FEED_FAIL;
+        if (decode_parse_item(item, src->hash, src->words, fail) != FEED_MORE) return FEED_FAIL;
         item->done |= ITEM_PARSED;
     }
     return FEED_MORE;
@@ -329,7 +347,7 @@ static uint32_t prepare_items(replay_sink *sink, feed_item *items, uint32_t coun
         feed_item *item = &items[k];
         if (sink->hash && !(item->done & ITEM_HASHED) && hash_item(item, fail) != FEED_MORE) return k;
         item->done |= ITEM_HASHED;
-        if (!(item->done & ITEM_PARSED) && decode_parse_item(item, sink->words, fail) != FEED_MORE) return k;
+        if (!(item->done & ITEM_PARSED) && decode_parse_item(item, sink->hash, sink->words, fail) != FEED_MORE) return k;
         item->done |= ITEM_PARSED;
     }
     return count;

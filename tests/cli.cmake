@@ -30,6 +30,16 @@ foreach(case gen dump_replay at_time at_time_back verify_corrupt cut_head verify
   set_tests_properties(cli_${case} PROPERTIES TIMEOUT 120 LABELS cli)
 endforeach()
 
+# forge: hash-valid journals of records berthd never writes (cli_foreign).
+add_executable(berth_forge ${CMAKE_CURRENT_SOURCE_DIR}/cli/forge.c)
+target_link_libraries(berth_forge PRIVATE berth_journal berth_core)
+add_test(NAME cli_foreign
+         COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/cli/cli_test.sh foreign
+                 $<TARGET_FILE:berth> $<TARGET_FILE:berth_mkjournal>
+                 ${CMAKE_CURRENT_SOURCE_DIR}/cli ${CMAKE_CURRENT_BINARY_DIR}/cli_work
+                 $<TARGET_FILE:berth_forge>)
+set_tests_properties(cli_foreign PROPERTIES TIMEOUT 120 LABELS cli)
+
 add_test(NAME cli_rejudge_large
          COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/cli/cli_test.sh rejudge_large
                  $<TARGET_FILE:berth> $<TARGET_FILE:berth_mkjournal>

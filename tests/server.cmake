@@ -11,7 +11,8 @@ if(TARGET berthd)
   if(NOT BERTH_REDIS_CLI OR NOT BERTH_NC)
     message(WARNING "berthd integration tests need redis-cli and nc: apt-get install -y redis-tools netcat-openbsd")
   endif()
-  set(berth_server_tests seed refusals queries pipeline protocol auth watch restart kill9 limits sched_slice growth)
+  set(berth_server_tests seed refusals queries pipeline protocol auth watch restart kill9 limits sched_slice growth
+      config unixsocket accept_pause)
   foreach(t ${berth_server_tests})
     add_test(NAME server_${t}
              COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
@@ -52,7 +53,8 @@ if(TARGET berthd)
                      bash ${CMAKE_CURRENT_SOURCE_DIR}/server/damaged_pages.sh)
     set_tests_properties(server_damaged_pages PROPERTIES TIMEOUT 120 LABELS server)
     # job_child.sh: a walk's child (berthd's job, berth's guarded command)
-    # holds none of its parent's descriptors and does not outlive it.
+    # holds none of its parent's descriptors and does not outlive it; a
+    # hung job's child is killed at --job-timeout (needs mdb_stat).
     add_test(NAME server_job_child
              COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> BERTH=$<TARGET_FILE:berth>
                      bash ${CMAKE_CURRENT_SOURCE_DIR}/server/job_child.sh)

@@ -663,6 +663,56 @@ START_TEST(test_canonical_spellings_equal) {
 }
 END_TEST
 
+/* berth_cmd_is_canonical(parse(x), x) is exactly "canonical(parse(x)) == x"
+ * (verify's check of every record, review hV6), on lines berthd writes and
+ * on every other spelling the parser admits. */
+static void expect_is_canonical(parsed *p, const char *line, bool want) {
+    expect_parse_ok(p, line);
+    char buf[BERTH_COMMAND_LEN_MAX];
+    size_t n = berth_cmd_canonical(&p->cmd, buf, sizeof buf);
+    size_t len = strlen(line);
+    bool round_trip = n == len && memcmp(buf, line, len) == 0;
+    ck_assert_msg(round_trip == want, "'%s': canonical is '%.*s'", line, (int)n, buf);
+    ck_assert_msg(berth_cmd_is_canonical(&p->cmd, line, len) == want, "'%s': is_canonical says %d", line, !want);
+    /* a prefix and a longer text are not it either */
+    ck_assert(!berth_cmd_is_canonical(&p->cmd, buf, n - 1));
+    buf[n] = ' ';
+    ck_assert(!berth_cmd_is_canonical(&p->cmd, buf, n + 1));
+    ck_assert(berth_cmd_is_canonical(&p->cmd, buf, n));
+}
+
+START_TEST(test_is_canonical) {
+    static const char *const canonical[] = {
+        "WORKER.ADD w1 GPUS 0", "WORKER.ADD w1 GPUS 64 VRAM 16777216 LABEL a=2 m=3 z=1",
+        "WORKER.CORDON x", "WORKER.UNCORDON x", "WORKER.REMOVE x", "RELEASE y", "RELEASE REQID",
+        "DEPLOY i MODEL m BACKEND vllm ON w", "DEPLOY i MODEL m BACKEND b VRAM 1 ON a:0,5,63 b c:2",
+        "DEPLOY i MODEL m BACKEND b ON x:5:1", "POLICY.SET EXCLUSIVE", "POLICY.SET EXCLUSIVE a,b,c",
+        "POLICY.SET EXCLUSIVE REQID,x",
+    };
+    static const char *const other[] = {
+        "release x", "Release x", "RELEASE a REQID junk", "RELEASE a reqid junk",
+        "WORKER.ADD w GPUS 08", "WORKER.ADD w VRAM 8 GPUS 1", "WORKER.ADD w GPUS 1 LABEL b=1 a=2",
+        "WORKER.ADD w GPUS 1 LABEL a=1 LABEL b=2", "WORKER.ADD w GPUS 1 label a=1",
+        "DEPLOY a MODEL m BACKEND b ON w:3,1", "DEPLOY a MODEL m BACKEND b ON w:01",
+        "DEPLOY a MODEL m BACKEND b ON w:1,007", "DEPLOY a BACKEND b MODEL m ON w",
+        "DEPLOY a MODEL m BACKEND b on w", "DEPLOY a MODEL m VRAM 5 BACKEND b ON w",
+        "DEPLOY a MODEL m BACKEND b VRAM 05 ON w", "POLICY.SET EXCLUSIVE b,a", "POLICY.SET EXCLUSIVE a b",
+        "POLICY.SET exclusive a", "POLICY.SET EXCLUSIVE a,b REQID r",
+    };
+    parsed *p = parsed_new();
+    for (size_t i = 0; i < sizeof canonical / sizeof canonical[0]; i++) expect_is_canonical(p, canonical[i], true);
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) expect_is_canonical(p, other[i], false);
+    for (size_t i = 0; i < sizeof roundtrip_lines / sizeof roundtrip_lines[0]; i++) {
+        expect_parse_ok(p, roundtrip_lines[i]);
+        char buf[BERTH_COMMAND_LEN_MAX + 1];
+        size_t n = berth_cmd_canonical(&p->cmd, buf, sizeof buf);
+        buf[n] = '\0';
+        expect_is_canonical(p, buf, true);
+    }
+    free(p);
+}
+END_TEST
+
 START_TEST(test_canonical_small_buffer) {
     parsed *p = parsed_new();
     expect_parse_ok(p, "WORKER.ADD w1 GPUS 8");
@@ -1335,6 +1385,36 @@ START_TEST(test_cordon) {
 }
 END_TEST
 
+/* Counts in sentences agree with their nouns (review hV6: "keeps its 1
+ * instances", "registered with 1 GPUs"). Sentences are recorded outcomes,
+ * so these are exact. */
+START_TEST(test_sentence_plurals) {
+    rig *r = rig_new();
+    expect(r, "WORKER.ADD w0 GPUS 0", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker w0 registered with 0 GPUs");
+    expect(r, "WORKER.ADD w1 GPUS 1", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker w1 registered with 1 GPU");
+    expect(r, "WORKER.ADD v1 GPUS 1 VRAM 24576", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker v1 registered with 1 GPU of 24576 MiB");
+    expect(r, "WORKER.ADD w2 GPUS 2 VRAM 81920", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker w2 registered with 2 GPUs of 81920 MiB");
+    expect(r, "WORKER.CORDON w1", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker w1 cordoned: it keeps its 0 instances and accepts no new ones");
+    expect(r, "WORKER.UNCORDON w1", BERTH_OK);
+    expect(r, "DEPLOY a MODEL m BACKEND vllm ON w1", BERTH_OK);
+    expect(r, "WORKER.CORDON w1", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker w1 cordoned: it keeps its 1 instance and accepts no new ones");
+    expect(r, "WORKER.CORDON w1", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence,
+                     "worker w1 was already cordoned: it keeps its 1 instance and accepts no new ones");
+    expect(r, "DEPLOY b MODEL m BACKEND vllm VRAM 100 ON w2:0", BERTH_OK);
+    expect(r, "DEPLOY c MODEL m BACKEND vllm VRAM 100 ON w2:0", BERTH_OK);
+    expect(r, "WORKER.CORDON w2", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker w2 cordoned: it keeps its 2 instances and accepts no new ones");
+    rig_free(r);
+}
+END_TEST
+
 START_TEST(test_nogpu) {
     rig *r = rig_new();
     add_workers(r, "4", 2);
@@ -1509,6 +1589,15 @@ START_TEST(test_novram_without_vram) {
     expect(r, "DEPLOY a MODEL m BACKEND sglang VRAM 1024 ON ok:0 novram:1", BERTH_NOVRAM);   /* subordinate */
     says(r, "novram");
     expect(r, "DEPLOY a MODEL m BACKEND vllm ON novram:0", BERTH_OK);   /* whole GPUs need no VRAM */
+    /* A worker of no GPUs named bare: "all of its GPUs" is none, and the
+     * claim is still one on a worker registered without VRAM. */
+    expect(r, "WORKER.ADD z GPUS 0", BERTH_OK);
+    expect(r, "DEPLOY b MODEL m BACKEND vllm VRAM 4096 ON z", BERTH_NOVRAM);
+    ck_assert_str_eq(r->out.sentence, "worker z was registered without VRAM, so instance b cannot claim 4096 MiB "
+                                      "on its GPUs; register it with VRAM <MiB>");
+    expect(r, "DEPLOY b MODEL m BACKEND sglang VRAM 4096 ON ok:1 z", BERTH_NOVRAM);   /* subordinate */
+    says(r, "z");
+    ck_assert_ptr_null(berth_state_instance(r->state, cstr("b")));
     rig_free(r);
 }
 END_TEST
@@ -2637,6 +2726,7 @@ static Suite *core_suite(void) {
     tcase_add_test(parse, test_canonical_roundtrip);
     tcase_add_test(parse, test_canonical_spellings_equal);
     tcase_add_test(parse, test_canonical_small_buffer);
+    tcase_add_test(parse, test_is_canonical);
     tcase_add_test(parse, test_canonical_always_fits);
     tcase_add_test(parse, test_canonical_limit_exact);
     tcase_add_test(parse, test_split);
@@ -2655,6 +2745,7 @@ static Suite *core_suite(void) {
     tcase_add_test(rules, test_exists_instance_first);
     tcase_add_test(rules, test_refused_by);
     tcase_add_test(rules, test_cordon);
+    tcase_add_test(rules, test_sentence_plurals);
     tcase_add_test(rules, test_nogpu);
     tcase_add_test(rules, test_seed_case_exclusive);
     tcase_add_test(rules, test_exclusive_main_and_subordinate);

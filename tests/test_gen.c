@@ -231,6 +231,8 @@ static void judge_one(berth_state *state, const berth_gen_command *c, uint64_t s
                   (unsigned long long)seed, (unsigned long long)c->index, c->text, (int)len, canonical);
     bool has_reqid = c->canonical_len < c->text_len;
     ck_assert_int_eq(cmd.reqid.len > 0, has_reqid);
+    ck_assert(berth_cmd_is_canonical(&cmd, c->text, c->canonical_len));
+    ck_assert(!has_reqid || !berth_cmd_is_canonical(&cmd, c->text, c->text_len));
     berth_str canon = berth_str_make(canonical, len);
     t->by_kind[cmd.kind]++;
     tally_parsed(t, &cmd);
@@ -300,6 +302,80 @@ START_TEST(test_predictions_match_state) {
 }
 END_TEST
 
+/* verify's canonical check against the round trip it stands for, over the
+ * stream's commands each spelt otherwise in one small way (case, word
+ * order, a leading zero, a REQID in the text, a doubled space): wherever
+ * the spelling parses, berth_cmd_is_canonical(parse(x), x) must say
+ * exactly whether canonical(parse(x)) == x. */
+START_TEST(test_canonical_check_mutations) {
+    berth_gen *g = make_gen(5, 64);
+    berth_gen_command c;
+    static char text[BERTH_COMMAND_LEN_MAX + 16], canon[BERTH_COMMAND_LEN_MAX];
+    berth_str words[BERTH_ARGS_MAX];
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    uint32_t same = 0, differ = 0;
+    for (uint32_t i = 0; i < 40000; i++) {
+        next_ok(g, &c);
+        size_t len = c.canonical_len;
+        memcpy(text, c.text, len);
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        size_t at = (size_t)(rng >> 33) % len;
+        switch (i % 6) {
+        case 0:   /* a byte's case */
+            if (text[at] >= 'A' && text[at] <= 'Z') text[at] = (char)(text[at] - 'A' + 'a');
+            else if (text[at] >= 'a' && text[at] <= 'z') text[at] = (char)(text[at] - 'a' + 'A');
+            break;
+        case 1: {   /* two neighbouring words swapped */
+            char *sp = memchr(text + at, ' ', len - at);
+            char *sp2 = sp ? memchr(sp + 1, ' ', len - (size_t)(sp + 1 - text)) : NULL;
+            char *end = sp2 ? sp2 : text + len;
+            if (sp == NULL) break;
+            char *start = sp;
+            while (start > text && start[-1] != ' ') start--;
+            char tmp[BERTH_COMMAND_LEN_MAX];
+            size_t a = (size_t)(sp - start), b = (size_t)(end - sp - 1);
+            memcpy(tmp, sp + 1, b);
+            tmp[b] = ' ';
+            memcpy(tmp + b + 1, start, a);
+            memcpy(start, tmp, a + b + 1);
+            break;
+        }
+        case 2:   /* a leading zero */
+            if (text[at] >= '0' && text[at] <= '9') {
+                memmove(text + at + 1, text + at, len - at);
+                text[at] = '0';
+                len++;
+            }
+            break;
+        case 3:   /* the request id inside the text */
+            memcpy(text + len, " REQID r1", 9);
+            len += 9;
+            break;
+        case 4:   /* a doubled space */
+            if (text[at] == ' ') {
+                memmove(text + at + 1, text + at, len - at);
+                len++;
+            }
+            break;
+        default:   /* as written */
+            break;
+        }
+        berth_cmd cmd;
+        char err[BERTH_ERR_LEN_MAX];
+        if (berth_cmd_parse_text(&cmd, text, len, words, BERTH_ARGS_MAX, err, sizeof err) != 0) continue;
+        size_t n = berth_cmd_canonical(&cmd, canon, sizeof canon);
+        ck_assert_uint_gt(n, 0);
+        bool round_trip = n == len && memcmp(canon, text, len) == 0;
+        ck_assert_msg(berth_cmd_is_canonical(&cmd, text, len) == round_trip, "'%.*s': canonical '%.*s'",
+                      (int)len, text, (int)n, canon);
+        if (round_trip) same++; else differ++;
+    }
+    ck_assert_uint_gt(same, 10000);
+    ck_assert_uint_gt(differ, 5000);   /* the check had spellings to refuse */
+    berth_gen_free(g);
+}
+END_TEST
+
 START_TEST(test_mix_covers_everything) {
     tally t;
     memset(&t, 0, sizeof t);
@@ -336,6 +412,7 @@ static Suite *gen_suite(void) {
     tcase_add_test(tc, test_same_seed_same_bytes);
     tcase_add_test(tc, test_seeds_differ);
     tcase_add_test(tc, test_golden_stream);
+    tcase_add_test(tc, test_canonical_check_mutations);
     tcase_add_test(tc, test_workers_first);
     tcase_add_test(tc, test_predictions_match_state);
     tcase_add_test(tc, test_mix_covers_everything);

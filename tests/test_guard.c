@@ -2,8 +2,10 @@
  *
  * Owns the proof that guard_run's child holds none of its parent's
  * descriptors but 0-2 and its pipe, that the caller hears the child's pid
- * and then 0 before the reap, and that a child sending a frame it may not
- * (an unknown tag, a result over the limit) is killed, not waited for. */
+ * and then 0 before the reap, that a child sending a frame it may not
+ * (an unknown tag, a result over the limit) is killed, not waited for,
+ * and that one past guard_opts.timeout_ms (stopped, or sleeping) is
+ * killed and reaped at its time, keeping the frames it sent. */
 #define _GNU_SOURCE
 #include <check.h>
 #include <errno.h>
@@ -11,12 +13,15 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "guard.h"
 
 #define TEST_CHILD_SLEEP_S 60      /* far past Check's timeout: a wait on it fails */
 #define TEST_PIDS_MAX 4
+#define TEST_TIMEOUT_MS 300        /* the limit the timeout cases give their child */
+#define TEST_TIMEOUT_SLACK_MS 4000 /* a loaded machine's lateness past it */
 
 static pid_t started_pids[TEST_PIDS_MAX];
 static int started_count;
@@ -51,6 +56,89 @@ static int child_huge_result(void *arg, int fd) {
     return 0;
 }
 
+/* Reports the journal open and 16384 records checked, then hangs the way
+ * a job's child caught by SIGSTOP does. */
+static int child_stops(void *arg, int fd) {
+    (void)arg;
+    if (guard_send_opened(fd, 100000) != 0 || guard_send_checked(fd, 16384) != 0) {
+        return 1;
+    }
+    (void)raise(SIGSTOP);
+    return 0;
+}
+
+/* Starts its result frame, then sleeps: a cut result is no result. */
+static int child_sleeps_mid_result(void *arg, int fd) {
+    (void)arg;
+    unsigned char frame[9] = { 'R' };
+    uint64_t len = 8;
+    memcpy(frame + 1, &len, sizeof len);
+    if (write(fd, frame, sizeof frame) != (ssize_t)sizeof frame || write(fd, "half", 4) != 4) {
+        return 1;
+    }
+    (void)sleep(TEST_CHILD_SLEEP_S);
+    return 0;
+}
+
+static int child_answers(void *arg, int fd) {
+    (void)arg;
+    return guard_send_result(fd, "done", 4) == 0 ? 0 : 1;
+}
+
+static uint64_t test_mono_ms(void) {
+    struct timespec ts;
+    ck_assert_int_eq(clock_gettime(CLOCK_MONOTONIC, &ts), 0);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* fn's child runs past TEST_TIMEOUT_MS: killed at its time and reaped. */
+static void expect_timed_out(guard_fn fn, guard_result *res) {
+    started_count = 0;
+    const guard_opts opts = { SIGKILL, note_started, NULL, TEST_TIMEOUT_MS };
+    uint64_t t0 = test_mono_ms();
+    ck_assert_int_eq(guard_run(fn, NULL, &opts, res), 0);
+    uint64_t took_ms = test_mono_ms() - t0;
+    ck_assert_uint_ge(took_ms, TEST_TIMEOUT_MS);
+    ck_assert_uint_lt(took_ms, TEST_TIMEOUT_MS + TEST_TIMEOUT_SLACK_MS);
+    ck_assert(res->timed_out);
+    ck_assert(res->died);
+    ck_assert_int_eq(res->signal, SIGKILL);
+    ck_assert_ptr_null(res->bytes);
+    ck_assert_int_eq(started_count, 2);
+    ck_assert_int_eq(started_pids[1], 0);
+    ck_assert_int_eq(kill(started_pids[0], 0) == -1 && errno == ESRCH, 1);
+}
+
+START_TEST(stopped_child_killed_at_timeout) {
+    guard_result res;
+    expect_timed_out(child_stops, &res);
+    ck_assert(res.opened);
+    ck_assert_uint_eq(res.head_seq, 100000);
+    ck_assert(res.progressed);
+    ck_assert_uint_eq(res.checked_seq, 16384);
+}
+END_TEST
+
+START_TEST(cut_result_at_timeout_is_none) {
+    guard_result res;
+    expect_timed_out(child_sleeps_mid_result, &res);
+    ck_assert_uint_eq(res.len, 0);
+}
+END_TEST
+
+START_TEST(child_in_time_unaffected) {
+    const guard_opts opts = { SIGKILL, NULL, NULL, TEST_TIMEOUT_MS };
+    guard_result res;
+    ck_assert_int_eq(guard_run(child_answers, NULL, &opts, &res), 0);
+    ck_assert(!res.timed_out);
+    ck_assert(!res.died);
+    ck_assert_int_eq(res.exit_code, 0);
+    ck_assert_uint_eq(res.len, 4);
+    ck_assert_int_eq(memcmp(res.bytes, "done", 4), 0);
+    free(res.bytes);
+}
+END_TEST
+
 /* Exit 0 when only 0-2 and the pipe are open; fd_seen (the parent's, open
  * without close-on-exec) must be gone. */
 static int child_fds(void *arg, int fd) {
@@ -71,7 +159,7 @@ static int child_fds(void *arg, int fd) {
 
 static void expect_refused(guard_fn fn, int err) {
     started_count = 0;
-    const guard_opts opts = { 0, note_started, NULL };
+    const guard_opts opts = { 0, note_started, NULL, 0 };
     guard_result res;
     errno = 0;
     ck_assert_int_eq(guard_run(fn, NULL, &opts, &res), -1);
@@ -100,7 +188,7 @@ START_TEST(child_holds_no_parent_descriptor) {
     ck_assert_int_ge(high, 100);
     guard_result res;
     started_count = 0;
-    const guard_opts opts = { SIGKILL, note_started, NULL };
+    const guard_opts opts = { SIGKILL, note_started, NULL, 0 };
     ck_assert_int_eq(guard_run(child_fds, &fd, &opts, &res), 0);
     ck_assert(!res.died);
     ck_assert_int_eq(res.exit_code, 0);
@@ -120,6 +208,9 @@ static Suite *guard_suite(void) {
     tcase_add_test(tc, malformed_frame_kills_child);
     tcase_add_test(tc, oversized_result_kills_child);
     tcase_add_test(tc, child_holds_no_parent_descriptor);
+    tcase_add_test(tc, stopped_child_killed_at_timeout);
+    tcase_add_test(tc, cut_result_at_timeout_is_none);
+    tcase_add_test(tc, child_in_time_unaffected);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -637,6 +637,44 @@ START_TEST(codec_unknown_version) {
 }
 END_TEST
 
+/* The actor is empty or a name (CLIENT SETNAME's rule): encode refuses
+ * anything else, and decode refuses a record another writer spelled so,
+ * which a reader's terminal would otherwise act on (review hV6). */
+START_TEST(codec_actor_not_name) {
+    built b;
+    build(&b, 3);
+    b.rec.version = BERTH_RECORD_VERSION;
+    static const char *const bad[] = { "\x1b]0;pwn\x07", "two words", "a\nb", "caf\xc3\xa9", "x=y" };
+    static uint8_t buf[BERTH_RECORD_BYTES_MAX];
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        berth_record r = b.rec;
+        r.actor = berth_str_make(bad[i], strlen(bad[i]));
+        ck_assert_uint_eq(berth_record_encode(&r, buf, sizeof(buf)), 0);
+        /* Spelled by hand: the same record with a valid actor of the same
+         * length, its bytes then swapped in place (the hash is decode's
+         * no concern). */
+        char fill[16];
+        memset(fill, 'a', sizeof(fill));
+        ck_assert_uint_lt(r.actor.len, sizeof(fill));
+        r.actor = berth_str_make(fill, strlen(bad[i]));
+        size_t len = encode_full(&r, buf, sizeof(buf));
+        uint8_t *at = memmem(buf, len, fill, r.actor.len);
+        ck_assert_ptr_nonnull(at);
+        memcpy(at, bad[i], r.actor.len);
+        berth_record out;
+        char why[err_len_max] = "";
+        ck_assert_int_eq(berth_record_decode(buf, len, &out, why, sizeof(why)), BERTH_J_CORRUPT);
+        ck_assert_msg(strstr(why, "actor is not empty or a name") != NULL, "%s", why);
+        memcpy(at, fill, r.actor.len);
+        ck_assert_int_eq(berth_record_decode(buf, len, &out, why, sizeof(why)), BERTH_J_OK);
+        ck_assert_ptr_eq(out.actor.ptr, (const char *)at);   /* the bytes swapped were the actor's */
+    }
+    berth_record r = b.rec;
+    r.actor = berth_str_make("", 0);   /* no CLIENT SETNAME */
+    encode_full(&r, buf, sizeof(buf));
+}
+END_TEST
+
 START_TEST(codec_trailing) {
     uint8_t buf[512];
     size_t len = sample_record(buf, sizeof(buf));
@@ -3535,6 +3573,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(codec, codec_truncated);
     tcase_add_test(codec, codec_flipped);
     tcase_add_test(codec, codec_unknown_version);
+    tcase_add_test(codec, codec_actor_not_name);
     tcase_add_test(codec, codec_trailing);
     tcase_add_test(codec, codec_hostile);
     tcase_add_test(codec, codec_random_bytes);

@@ -255,9 +255,10 @@ static facts judge_slot(const model *m, const gcmd *c, uint32_t k, bool exclusiv
             return f;
         }
     }
-    /* A claim on no GPUs claims nothing (core's reading; the issue is silent). */
-    if (c->claim > 0 && mask != 0) {
-        if (w->vram == 0) { f.code = BERTH_NOVRAM; return f; }
+    /* The issue: NOVRAM is "also a claim on a worker registered without
+     * VRAM", whatever GPUs it names, none included. */
+    if (c->claim > 0 && w->vram == 0) { f.code = BERTH_NOVRAM; return f; }
+    if (c->claim > 0) {
         for (uint32_t g = 0; g < w->gpus; g++) {
             if (!(mask >> g & 1u)) continue;
             uint32_t count;

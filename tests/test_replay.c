@@ -783,6 +783,98 @@ START_TEST(test_verify_altered_outcome) {
 }
 END_TEST
 
+/* Append text as the record after state's last, with the outcome state
+ * gives the text as stored (and reqid beside it): a foreign writer's record
+ * that is honest about everything but its spelling. */
+static void append_as_stored(berth_journal *j, berth_state *state, const char *reqid, const char *text) {
+    berth_str words[BERTH_ARGS_MAX];
+    berth_cmd cmd;
+    char err[BERTH_ERR_LEN_MAX];
+    ck_assert_msg(berth_cmd_parse_text(&cmd, text, strlen(text), words, BERTH_ARGS_MAX, err, sizeof(err)) == 0,
+                  "%s: %s", text, err);
+    cmd.reqid = berth_str_make(reqid, strlen(reqid));
+    static berth_outcome out;
+    uint64_t seq = berth_state_last_seq(state) + 1;
+    ck_assert_int_eq(berth_state_apply(state, &cmd, berth_str_make(text, strlen(text)), seq, &out), 0);
+    berth_record rec;
+    memset(&rec, 0, sizeof(rec));
+    rec.seq = seq;
+    rec.time_ms = 1;
+    rec.actor = berth_str_make("", 0);
+    rec.reqid = cmd.reqid;
+    rec.command = berth_str_make(text, strlen(text));
+    rec.code = out.code;
+    rec.sentence = berth_str_make(out.sentence, out.sentence_len);
+    ck_assert_int_eq(berth_journal_append(j, &rec, NULL, 1), BERTH_J_OK);
+}
+
+/* A record's command must be the canonical text berthd writes, not only
+ * parse to the same command: a REQID window rebuilt from "release x" holds
+ * that text's hash, and an honest retry of "RELEASE x" was then refused
+ * with REQID (review hV6). Verify and the engine's open refuse it; plain
+ * replay, which checks no hashes either, takes it. */
+START_TEST(test_verify_noncanonical) {
+    static const struct { const char *reqid, *text, *canonical; } cases[] = {
+        { "r1", "release x", "RELEASE x" },
+        { "", "RELEASE x REQID junk", "RELEASE x" },
+        { "", "DEPLOY a MODEL m BACKEND b ON w:3,1", "DEPLOY a MODEL m BACKEND b ON w:1,3" },
+        { "", "WORKER.ADD v LABEL b=1 a=2 GPUS 1", "WORKER.ADD v GPUS 1 LABEL a=2 b=1" },
+        { "", "POLICY.SET EXCLUSIVE vllm sglang", "POLICY.SET EXCLUSIVE sglang,vllm" },
+        { "", "DEPLOY a MODEL m BACKEND b ON w:01", "DEPLOY a MODEL m BACKEND b ON w:1" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (int spelt = 0; spelt < 2; spelt++) {   /* 0: as berthd writes it, 1: the other spelling */
+            char dir[64];
+            make_dir(dir, sizeof(dir));
+            berth_journal *j = journal_open(dir, false, 0);
+            berth_state *state = berth_state_new(NULL);
+            append_as_stored(j, state, "", "WORKER.ADD w GPUS 4");
+            append_as_stored(j, state, cases[i].reqid, spelt ? cases[i].text : cases[i].canonical);
+            append_as_stored(j, state, "", "WORKER.CORDON w");
+            berth_jerr e;
+            berth_verify_report rep = verify(j, &e);
+            berth_engine *engine = NULL;
+            berth_engine_options opt = { 0 };
+            char err[512] = "";
+            berth_jerr oe = berth_engine_open(&engine, j, &opt, NULL, err, sizeof(err));
+            if (!spelt) {
+                ck_assert_msg(e == BERTH_J_OK, "'%s': %s", cases[i].canonical, rep.what);
+                ck_assert_int_eq(oe, BERTH_J_OK);
+                berth_engine_close(engine);
+            } else {
+                ck_assert_int_eq(e, BERTH_J_CORRUPT);
+                ck_assert_uint_eq(rep.first_bad_seq, 2);
+                char want[256];
+                snprintf(want, sizeof(want), "seq 2: command is not in canonical form: \"%s\" is written \"%s\"",
+                         cases[i].text, cases[i].canonical);
+                ck_assert_str_eq(rep.what, want);
+                ck_assert_int_eq(oe, BERTH_J_CORRUPT);
+                ck_assert_msg(strstr(err, "seq 2: command is not in canonical form") != NULL, "err: %s", err);
+                /* One record at a time (a replica's apply) checks it too. */
+                berth_journal_reader *r = NULL;
+                ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+                berth_record rec;
+                ck_assert_int_eq(berth_journal_read(r, 2, &rec, NULL, NULL), BERTH_J_OK);
+                berth_state *one = berth_state_new(NULL);
+                berth_record first;
+                ck_assert_int_eq(berth_journal_read(r, 1, &first, NULL, NULL), BERTH_J_OK);
+                static berth_outcome out;
+                ck_assert_int_eq(berth_replay_record(one, &first, &out, err, sizeof(err)), 0);
+                ck_assert_int_eq(berth_replay_record(one, &rec, &out, err, sizeof(err)), -1);
+                ck_assert_msg(strstr(err, "not in canonical form") != NULL, "err: %s", err);
+                berth_state_free(one);
+                berth_journal_reader_close(r);
+            }
+            char d[TEST_DIGEST_HEX_LEN];
+            replay_digest(j, UINT64_MAX, false, d, NULL, NULL);   /* plain replay takes it */
+            berth_state_free(state);
+            berth_journal_close(j);
+            remove_dir(dir);
+        }
+    }
+}
+END_TEST
+
 /* A record the engine would not write: appended straight to the journal. */
 static void append_raw(berth_journal *j, uint64_t seq, const char *reqid, const char *command) {
     berth_record rec;
@@ -2063,6 +2155,7 @@ static Suite *replay_suite(void) {
         { "determinism", test_determinism_and_time_travel },
         { "verify_flipped", test_verify_flipped_byte },
         { "verify_outcome", test_verify_altered_outcome },
+        { "verify_noncanonical", test_verify_noncanonical },
         { "verify_gap", test_verify_gap_and_truncation },
         { "cut_head", test_cut_head_named },
         { "snapshot_anchor", test_snapshot_anchor_checked },

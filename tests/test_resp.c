@@ -105,6 +105,20 @@ START_TEST(empty_array) {
 }
 END_TEST
 
+/* A null array, or any negative count, is an empty command as Redis reads
+ * it (redis-server 7 ignores "*-1" and answers the next command). */
+START_TEST(null_array) {
+    resp_result res;
+    ck_assert_int_eq(parse("*-1\r\n", 5, &res), RESP_COMMAND);
+    ck_assert_uint_eq(res.argc, 0);
+    ck_assert_uint_eq(res.consumed, 5);
+    ck_assert_int_eq(parse("*-5\r\n*1\r\n$4\r\nPING\r\n", 19, &res), RESP_COMMAND);
+    ck_assert_uint_eq(res.argc, 0);
+    ck_assert_uint_eq(res.consumed, 5);
+    assert_prefixes_need_more("*-1\r\n", 5);
+}
+END_TEST
+
 START_TEST(inline_commands) {
     static const char line[] = "  WORKER.GET\t  w1  \r\n";
     resp_result res;
@@ -160,8 +174,9 @@ END_TEST
 START_TEST(multibulk_limits) {
     assert_error("*17\r\n", 5, "17 arguments exceed the limit of 16");
     assert_error("*2147483648\r\n", 13, "exceed the limit");
-    assert_error("*-1\r\n", 5, "negative length");
     assert_error("*x\r\n", 4, "is not a digit");
+    assert_error("*-\r\n", 4, "expected 1 to");
+    assert_error("*-x\r\n", 5, "is not a digit");
     assert_error("*2\r\n:1\r\n", 8, "expected '$'");
     assert_error("*1\r\n$2\r\nabcd\r\n", 14, "expected CRLF after a bulk string");
 }
@@ -409,6 +424,7 @@ static Suite *resp_suite(void) {
     tcase_add_test(reader, array_binary_safe);
     tcase_add_test(reader, pipelined_commands);
     tcase_add_test(reader, empty_array);
+    tcase_add_test(reader, null_array);
     tcase_add_test(reader, inline_commands);
     tcase_add_test(reader, bulk_length_limits);
     tcase_add_test(reader, header_widths);

@@ -119,6 +119,11 @@ void cli_format_time(uint64_t time_ms, char out[CLI_TIME_TEXT_LEN_MAX]);
 bool cli_parse_rfc3339(const char *text, uint64_t *time_ms);
 void cli_hex_hash(const uint8_t hash[BERTH_HASH_LEN], char out[CLI_HEX_HASH_LEN]);
 void cli_xml_bstr(FILE *out, berth_str s);                      /* escaped for XML text */
+/* For a terminal: printable ASCII as is, a backslash doubled, any other byte as
+ * \xNN, so no journal bytes act on the reader's terminal. Returns the
+ * columns written (for padding). */
+size_t cli_text_str(FILE *out, const char *bytes, size_t len);
+size_t cli_text_bstr(FILE *out, berth_str s);
 
 /* Name -> u64 map (open addressing, growable). Lookups only: its order
  * never reaches any output. Keys are copied; the map owns them. */

@@ -408,6 +408,31 @@ void cli_xml_bstr(FILE *out, berth_str s) {
     }
 }
 
+size_t cli_text_str(FILE *out, const char *bytes, size_t len) {
+    assert(out != NULL && (bytes != NULL || len == 0));
+    size_t run = 0, cols = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)bytes[i];
+        if (c >= 0x20 && c < 0x7f && c != '\\') continue;
+        fwrite(bytes + run, 1, i - run, out);
+        cols += i - run;
+        run = i + 1;
+        if (c == '\\') {
+            fputs("\\\\", out);
+            cols += 2;
+        } else {
+            fprintf(out, "\\x%02x", (unsigned)c);
+            cols += 4;
+        }
+    }
+    fwrite(bytes + run, 1, len - run, out);
+    return cols + len - run;
+}
+
+size_t cli_text_bstr(FILE *out, berth_str s) {
+    return cli_text_str(out, s.ptr, s.len);
+}
+
 void cli_hex_hash(const uint8_t hash[BERTH_HASH_LEN], char out[CLI_HEX_HASH_LEN]) {
     assert(hash != NULL && out != NULL);
     berth_hex(hash, BERTH_HASH_LEN, out);

@@ -273,11 +273,17 @@ void cli_print_record(FILE *out, const berth_record *rec, bool json) {
     cli_format_time(rec->time_ms, when);
     const char *code = rec->code < BERTH_CODE_COUNT ? berth_code_name((berth_code)rec->code) : "?";
     if (!json) {
-        fprintf(out, "%10" PRIu64 " %s %-12.*s %-10s %.*s\n", rec->seq, when,
-                rec->actor.len ? (int)rec->actor.len : 1, rec->actor.len ? rec->actor.ptr : "-",
-                code, (int)rec->command.len, rec->command.ptr);
+        /* Decode admits only names as actors, but the strings are another
+         * writer's bytes all the same: escaped, never sent to a terminal raw. */
+        fprintf(out, "%10" PRIu64 " %s ", rec->seq, when);
+        size_t cols = cli_text_bstr(out, rec->actor.len ? rec->actor : berth_str_make("-", 1));
+        fprintf(out, "%*s %-10s ", cols < 12 ? (int)(12 - cols) : 0, "", code);
+        cli_text_bstr(out, rec->command);
+        fputc('\n', out);
         if (rec->code != BERTH_OK) {
-            fprintf(out, "%10s %.*s\n", "", (int)rec->sentence.len, rec->sentence.ptr);
+            fprintf(out, "%10s ", "");
+            cli_text_bstr(out, rec->sentence);
+            fputc('\n', out);
         }
         return;
     }
@@ -527,12 +533,14 @@ static int verify_print(const cli_store *store, const berth_verify_report *repor
     if (!report->ok) {
         /* The finding goes to stderr too, so a script that only checks the
          * exit status still leaves a reason in its log. */
+        /* what may quote a recorded sentence: escaped like dump's strings. */
         if (what_names_seq(report)) {
-            fprintf(stderr, "CORRUPT %.*s\n", (int)sizeof report->what, report->what);
+            fputs("CORRUPT ", stderr);
         } else {
-            fprintf(stderr, "CORRUPT seq %" PRIu64 ": %.*s\n", report->first_bad_seq,
-                    (int)sizeof report->what, report->what);
+            fprintf(stderr, "CORRUPT seq %" PRIu64 ": ", report->first_bad_seq);
         }
+        cli_text_str(stderr, report->what, strnlen(report->what, sizeof report->what));
+        fputc('\n', stderr);
         return CLI_EXIT_FINDING;
     }
     return CLI_EXIT_OK;

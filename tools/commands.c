@@ -94,13 +94,26 @@ static client_role password_role(const server *s, berth_str given) {
     return admin ? ROLE_ADMIN : readonly ? ROLE_READONLY : ROLE_NONE;
 }
 
-/* AUTH [user] pass; the user name is accepted and ignored (one user). */
-static bool client_authenticate(client *c, berth_str pass) {
+/* AUTH [user] pass (user NULL: the one-word form). With a password set the
+ * user name is accepted and ignored (one user). Without one, berthd answers
+ * as Redis 7 does, whose default user then has no password: the user
+ * "default" with any password is accepted, since client libraries given
+ * credentials send them on connect (HELLO 3 AUTH default …); another user
+ * is WRONGPASS; the one-word form says no password is configured. */
+static bool client_authenticate(client *c, const berth_str *user, berth_str pass) {
     server *s = c->server;
     if (s->config.admin_password[0] == '\0') {
-        reply_error(&c->out, "ERR", "AUTH called without any password configured; start berthd "
-                                    "with --requirepass or --password-file");
-        return false;
+        if (user == NULL) {
+            reply_error(&c->out, "ERR", "AUTH <password> called without any password configured; "
+                                        "start berthd with --requirepass or --password-file");
+            return false;
+        }
+        if (!berth_str_eq(*user, berth_str_make("default", 7))) {
+            reply_error(&c->out, "WRONGPASS", "invalid username-password pair or user is disabled.");
+            return false;
+        }
+        assert(c->role == ROLE_ADMIN);
+        return true;
     }
     client_role role = password_role(s, pass);
     if (role == ROLE_NONE) {
@@ -116,7 +129,7 @@ static void cmd_auth(client *c, const command *cmd, size_t argc, const berth_str
         reply_error(&c->out, "ERR", "wrong number of arguments for 'auth' command");
         return;
     }
-    if (client_authenticate(c, argv[argc - 1])) {
+    if (client_authenticate(c, argc == 3 ? &argv[1] : NULL, argv[argc - 1])) {
         reply_simple(&c->out, "OK");
     }
     (void)cmd;
@@ -148,7 +161,11 @@ static void hello_reply(client *c) {
     reply_bulk_lit(&c->out, "mode");
     reply_bulk_lit(&c->out, "standalone");
     reply_bulk_lit(&c->out, "role");
-    reply_bulk_lit(&c->out, "master");
+    if (replication_is_replica(c->server)) {
+        reply_bulk_lit(&c->out, "replica");     /* Redis 7's word in HELLO; INFO says slave */
+    } else {
+        reply_bulk_lit(&c->out, "master");
+    }
     reply_bulk_lit(&c->out, "modules");
     reply_array(&c->out, 0);
 }
@@ -160,11 +177,13 @@ static void cmd_hello(client *c, const command *cmd, size_t argc, const berth_st
         reply_error(&c->out, "NOPROTO", "unsupported protocol version; berthd speaks 2 and 3");
         return;
     }
+    berth_str user = { NULL, 0 };
     berth_str pass = { NULL, 0 };
     berth_str name = { NULL, 0 };
     bool has_pass = false, has_name = false;
     for (size_t i = 2; i < argc; i++) {
         if (berth_str_eq_word(argv[i], "AUTH") && i + 2 < argc) {
+            user = argv[i + 1];
             pass = argv[i + 2];
             has_pass = true;
             i += 2;
@@ -176,7 +195,7 @@ static void cmd_hello(client *c, const command *cmd, size_t argc, const berth_st
             return;
         }
     }
-    if (has_pass && !client_authenticate(c, pass)) {
+    if (has_pass && !client_authenticate(c, &user, pass)) {
         return;
     }
     if (c->role == ROLE_NONE) {
@@ -286,18 +305,20 @@ static void info_state(server *s, text *t) {
 static void info_stats(server *s, text *t) {
     const server_stats *st = &s->stats;
     text_add(t, "# Stats\r\ntotal_connections_received:%llu\r\nrejected_connections:%llu\r\n"
+                "accept_pauses:%llu\r\n"
                 "total_commands_processed:%llu\r\nwrites_staged:%llu\r\ncommits:%llu\r\n"
                 "commit_failures:%llu\r\ncommit_syncs:%llu\r\nrecords_committed:%llu\r\n"
                 "protocol_errors:%llu\r\n"
                 "watch_disconnects:%llu\r\nidle_disconnects:%llu\r\noutput_stall_disconnects:%llu\r\n"
-                "background_jobs:%llu\r\n\r\n",
+                "background_jobs:%llu\r\nbackground_jobs_timed_out:%llu\r\n\r\n",
              (unsigned long long)st->connections_received,
-             (unsigned long long)st->connections_rejected,
+             (unsigned long long)st->connections_rejected, (unsigned long long)st->accept_pauses,
              (unsigned long long)st->commands_processed, (unsigned long long)st->writes_staged,
              (unsigned long long)st->commits, (unsigned long long)st->commit_failures,
              (unsigned long long)st->commit_syncs, (unsigned long long)st->records_committed, (unsigned long long)st->protocol_errors,
              (unsigned long long)st->watch_disconnects, (unsigned long long)st->idle_disconnects,
-             (unsigned long long)st->output_stall_disconnects, (unsigned long long)st->jobs_run);
+             (unsigned long long)st->output_stall_disconnects, (unsigned long long)st->jobs_run,
+             (unsigned long long)st->jobs_timed_out);
 }
 
 static void info_latency(server *s, text *t) {

@@ -67,6 +67,9 @@ static const option options[] = {
       "MIB  journal map size at open, doubled as it fills (default: the journal's, 64 MiB)" },
     { "commit-gather-us", OPT_U32, FIELD(commit_gather_us), 0, 10000,
       "US  wait up to this long for the rest of a write cohort before a commit, 0 never (default 200)" },
+    { "job-timeout", OPT_U32, FIELD(job_timeout_s), 0, SERVER_JOB_TIMEOUT_S_MAX,
+      "SECONDS  kill a JOURNAL.VERIFY or AT job's process running longer (the client gets TIMEOUT), "
+      "0 never (default 600; LMDB journal only)" },
     { "history-fold-records", OPT_U32, FIELD(history_fold_records), 1024, BERTH_HISTORY_FOLD_RECORDS_MAX,
       "N  durable records the HISTORY touch log gathers before a fold into the history index (default 16384)" },
     { "journal", OPT_STRING, FIELD(journal_kind), 0, 0,
@@ -116,6 +119,7 @@ void config_defaults(server_config *cfg) {
     cfg->etcd_timeout_ms = BERTH_ETCD_TIMEOUT_MS_DEFAULT;
     cfg->commit_gather_us = 200;
     cfg->history_fold_records = BERTH_HISTORY_FOLD_RECORDS_DEFAULT;
+    cfg->job_timeout_s = SERVER_JOB_TIMEOUT_S_DEFAULT;
 }
 
 void config_usage(void) {
@@ -202,7 +206,16 @@ static int config_set(server_config *cfg, const option *opt, const char *value,
     return 0;
 }
 
-/* One "name value" line; '#' starts a comment line. */
+static bool config_blank(char c) {
+    return c == ' ' || c == '\t';
+}
+
+/* One "name value" line; '#' starts a comment line. Blanks after the value
+ * are dropped: an editor's trailing space must not turn "data DIR " into a
+ * new, empty directory or a password into one AUTH never matches. A '#'
+ * after a blank inside the value is refused rather than guessed at: as a
+ * comment it would silently cut a password that contains " #", as part of
+ * the value it would silently keep a comment in one. */
 static int config_file_line(server_config *cfg, char *line, const char *path, uint32_t lineno,
                             char *err, size_t err_size) {
     line[strcspn(line, "\r\n")] = '\0';
@@ -213,6 +226,19 @@ static int config_file_line(server_config *cfg, char *line, const char *path, ui
     char *end = name + strcspn(name, " \t");
     char *value = end + strspn(end, " \t");
     *end = '\0';
+    size_t value_len = strlen(value);
+    while (value_len > 0 && config_blank(value[value_len - 1])) {
+        value[--value_len] = '\0';
+    }
+    for (size_t i = 1; i < value_len; i++) {
+        if (value[i] == '#' && config_blank(value[i - 1])) {
+            snprintf(err, err_size,
+                     "ERR %s:%u: the value of \"%s\" contains \"#\" after a blank; comments go on "
+                     "lines of their own (a line starting with #), not after a value",
+                     path, lineno, name);
+            return -1;
+        }
+    }
     const option *opt = config_find(name);
     if (opt == NULL || opt->kind == OPT_FLAG) {
         snprintf(err, err_size, "ERR %s:%u: unknown option \"%s\"", path, lineno, name);

@@ -335,6 +335,7 @@ static berth_code predict_slot(const berth_gen *g, const gen_deploy *d, const ge
     if (exclusive && exclusively_held(g, w)) return BERTH_EXCLUSIVE;
     if (mask & w->whole_mask) return BERTH_GPUBUSY;
     if (d->claim_mib == 0 && (mask & claimed_mask(w))) return BERTH_GPUBUSY;
+    if (d->claim_mib > 0 && w->vram_mib == 0) return BERTH_NOVRAM;   /* whatever the mask, none included */
     if (d->claim_mib > 0 && (mask & fitting_mask(w, d->claim_mib)) != mask) return BERTH_NOVRAM;
     return BERTH_OK;
 }

@@ -1,15 +1,16 @@
 /* guard.c — damaged pages kill a child, not berth or berthd (guard.h).
  *
- * Owns the fork, the pipe's frames, reaping the child, and the last-words
- * handlers for a process that dies of damaged pages anyway (berthd's
- * start-up replay, which must run in-process to build the state it
- * serves). */
+ * Owns the fork, the pipe's frames, the child's time limit, reaping the
+ * child, and the last-words handlers for a process that dies of damaged
+ * pages anyway (berthd's start-up replay, which must run in-process to
+ * build the state it serves). */
 #define _GNU_SOURCE
 #include "guard.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define GUARD_TAG_OPENED 'O'
@@ -50,12 +52,67 @@ static int write_all(int fd, const void *bytes, size_t len) {
     return 0;
 }
 
-/* Bytes read, short only at end of file; -1 on an error. */
-static ssize_t read_full(int fd, void *bytes, size_t len) {
+/* The parent's end of the pipe and the time its child has. */
+typedef struct guard_pipe {
+    int fd;
+    uint64_t deadline_ns;       /* CLOCK_MONOTONIC; 0: none */
+    bool timed_out;             /* the deadline passed before the child's frames ended */
+} guard_pipe;
+
+/* The monotonic clock: a wall-clock step (NTP, an operator) must neither
+ * kill a healthy child nor spare a hung one. */
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    int rc = clock_gettime(CLOCK_MONOTONIC, &ts);
+    assert(rc == 0);
+    (void)rc;
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t deadline_of(const guard_opts *opts) {
+    if (opts == NULL || opts->timeout_ms == 0) {
+        return 0;
+    }
+    assert(opts->timeout_ms <= GUARD_TIMEOUT_MS_MAX);
+    return mono_ns() + opts->timeout_ms * 1000000ull;
+}
+
+/* Until p->fd has bytes or its end: 0; -1 with p->timed_out when the
+ * deadline passed first, -1 with errno when ppoll failed. Without a
+ * deadline the read itself blocks. ppoll sleeps: no busy loop. */
+static int wait_readable(guard_pipe *p) {
+    if (p->deadline_ns == 0) {
+        return 0;
+    }
+    for (;;) {
+        uint64_t now = mono_ns();
+        if (now >= p->deadline_ns) {
+            p->timed_out = true;
+            return -1;
+        }
+        uint64_t left_ns = p->deadline_ns - now;
+        struct timespec left = { (time_t)(left_ns / 1000000000ull), (long)(left_ns % 1000000000ull) };
+        struct pollfd pfd = { p->fd, POLLIN, 0 };
+        int n = ppoll(&pfd, 1, &left, NULL);
+        if (n > 0) {
+            return 0;   /* POLLIN, POLLHUP or POLLERR: the read tells which */
+        }
+        if (n < 0 && errno != EINTR) {
+            return -1;
+        }
+        /* 0 (the time is up: the clock above says so) or a signal */
+    }
+}
+
+/* Bytes read, short only at end of file; -1 on an error or a timeout. */
+static ssize_t read_full(guard_pipe *pipe_end, void *bytes, size_t len) {
     char *p = bytes;
     size_t got = 0;
     while (got < len) {
-        ssize_t n = read(fd, p + got, len - got);
+        if (wait_readable(pipe_end) != 0) {
+            return -1;
+        }
+        ssize_t n = read(pipe_end->fd, p + got, len - got);
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -94,10 +151,10 @@ int guard_send_result(int fd, const void *bytes, size_t len) {
 }
 
 /* The parent's half: every frame until the child closes its end. */
-static int read_frames(int fd, guard_result *out) {
+static int read_frames(guard_pipe *pipe_end, guard_result *out) {
     for (;;) {
         unsigned char frame[GUARD_FRAME_BYTES];
-        ssize_t n = read_full(fd, frame, sizeof frame);
+        ssize_t n = read_full(pipe_end, frame, sizeof frame);
         if (n == 0) {
             return 0;
         }
@@ -125,7 +182,7 @@ static int read_frames(int fd, guard_result *out) {
             if (out->bytes == NULL) {
                 return -1;
             }
-            n = read_full(fd, out->bytes, (size_t)value);
+            n = read_full(pipe_end, out->bytes, (size_t)value);
             if (n < 0) {
                 return -1;
             }
@@ -181,26 +238,40 @@ int guard_child_setup(int keep_fd, int death_signal, pid_t parent) {
     return getppid() == parent ? 0 : -1;
 }
 
-/* The parent's side: the frames until the child closes the pipe, then
- * the child itself. */
-static int collect(pid_t pid, int fd, const guard_opts *opts, guard_result *out) {
-    int rc = read_frames(fd, out);
+/* The parent's side: the frames until the child closes the pipe (or its
+ * time is up), then the child itself. */
+static int collect(pid_t pid, int fd, uint64_t deadline_ns, const guard_opts *opts,
+                   guard_result *out) {
+    assert(pid > 0 && fd >= 0);
+    guard_pipe pipe_end = { fd, deadline_ns, false };
+    int rc = read_frames(&pipe_end, out);
     int saved = errno;
     if (opts != NULL && opts->started != NULL) {
         opts->started(opts->ctx, 0);
     }
     if (rc != 0) {
-        /* A child that sends what it may not will not be waited for. */
+        /* A child that sends what it may not, or is past its time, will
+         * not be waited for. SIGKILL ends a stopped child too. */
         (void)kill(pid, SIGKILL);
     }
     /* A child still writing when the parent gave up on its frames gets
      * EPIPE (or SIGPIPE) once the read end closes, and ends. */
     (void)close(fd);
+    /* No deadline on the reap: the child alone held the pipe's write end,
+     * so its end came with the child's exit (or the SIGKILL above). */
     int status = 0;
     pid_t waited;
     do {
         waited = waitpid(pid, &status, 0);
     } while (waited < 0 && errno == EINTR);
+    if (pipe_end.timed_out) {
+        /* Whatever the frames began to say is not a whole answer. */
+        free(out->bytes);
+        out->bytes = NULL;
+        out->len = 0;
+        out->timed_out = true;
+        rc = 0;
+    }
     if (rc != 0) {
         free(out->bytes);
         out->bytes = NULL;
@@ -224,6 +295,7 @@ static int collect(pid_t pid, int fd, const guard_opts *opts, guard_result *out)
 int guard_run(guard_fn fn, void *arg, const guard_opts *opts, guard_result *out) {
     assert(fn != NULL && out != NULL);
     memset(out, 0, sizeof *out);
+    uint64_t deadline_ns = deadline_of(opts);
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) {
         return -1;
@@ -249,12 +321,13 @@ int guard_run(guard_fn fn, void *arg, const guard_opts *opts, guard_result *out)
     if (opts != NULL && opts->started != NULL) {
         opts->started(opts->ctx, pid);
     }
-    return collect(pid, fds[0], opts, out);
+    return collect(pid, fds[0], deadline_ns, opts, out);
 }
 
 int guard_spawn(const char *path, char *const argv[], const guard_opts *opts, guard_result *out) {
     assert(path != NULL && argv != NULL && out != NULL);
     memset(out, 0, sizeof *out);
+    uint64_t deadline_ns = deadline_of(opts);
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) {
         return -1;
@@ -295,7 +368,7 @@ fail_fds:
     if (opts != NULL && opts->started != NULL) {
         opts->started(opts->ctx, pid);
     }
-    return collect(pid, fds[0], opts, out);
+    return collect(pid, fds[0], deadline_ns, opts, out);
 }
 
 const char *guard_signal_name(int sig, char *buf, size_t size) {

@@ -23,6 +23,7 @@
 #include <sys/types.h>
 
 #define GUARD_RESULT_BYTES_MAX (1ull << 32)  /* a result larger than this is refused */
+#define GUARD_TIMEOUT_MS_MAX (1ull << 40)    /* guard_opts.timeout_ms: ~34 years, no overflow in ns */
 
 typedef struct guard_result {
     bool died;                  /* killed by a signal (then signal says which) */
@@ -34,6 +35,8 @@ typedef struct guard_result {
     uint64_t checked_seq;       /* the last seq the child reported checked */
     char *bytes;                /* the result frame's bytes (malloc'd), NULL when none */
     size_t len;
+    bool timed_out;             /* ran past opts->timeout_ms: SIGKILLed and reaped (then
+                                   died, signal SIGKILL; the frames before it are kept) */
 } guard_result;
 
 /* Runs in the child with the write end of the pipe; returns its exit code
@@ -46,11 +49,16 @@ typedef int (*guard_fn)(void *arg, int fd);
  * berthd takes its child along. started, when not NULL, hears the child's
  * pid once it runs and 0 once its frames ended, before it is reaped (so
  * the pid it holds is never one reused by another process): berthd kills
- * a child that outlives its stop with it. */
+ * a child that outlives its stop with it. timeout_ms: the longest the
+ * child may take, from the fork or spawn to the end of its frames, on the
+ * monotonic clock (0: no limit); a child past it (hung, stopped, looping on
+ * damaged pages whose pointers form a cycle) is SIGKILLed and reaped, and
+ * out->timed_out says so. The wait polls the pipe: no busy loop. */
 typedef struct guard_opts {
     int death_signal;
     void (*started)(void *ctx, pid_t pid);
     void *ctx;
+    uint64_t timeout_ms;
 } guard_opts;
 
 /* Fork; the child closes every descriptor but 0, 1, 2 and the pipe's
@@ -60,7 +68,8 @@ typedef struct guard_opts {
  * their default action (so it dies of them, whatever handler its parent or
  * a sanitizer installed), runs fn and _exits with its code (stdio is not
  * flushed: fn flushes what it wrote). The parent reads the frames until the
- * child closes the pipe and reaps it. Returns 0 with *out filled (free
+ * child closes the pipe (or opts->timeout_ms passes: the child is then
+ * killed) and reaps it. Returns 0 with *out filled (free
  * out->bytes), or -1 with errno when no pipe or child could be had, or a
  * frame was malformed (EPROTO) or too large (EFBIG; the child is then
  * killed, not waited for). opts may be NULL. */

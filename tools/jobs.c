@@ -32,7 +32,10 @@
  * for them as it waited for the job. A child killed by a fault signal
  * becomes a -CORRUPT reply naming how far a verify got, a log line, and a
  * sweep of the reader slot it left; one killed from outside (SIGKILL) an
- * -ERR asking for a retry. The child holds none of berthd's descriptors
+ * -ERR asking for a retry; one that runs past --job-timeout (stopped, or
+ * looping on pages whose pointers form a cycle) is SIGKILLed by the job
+ * thread (guard_opts.timeout_ms) and its client hears -TIMEOUT, so the
+ * next queued job runs. The child holds none of berthd's descriptors
  * and dies with berthd (guard_opts.death_signal); jobs_stop kills a
  * running child, whose pid the job thread keeps under the queue's mutex,
  * so a hung child cannot hold the stop. Healthy replies are byte for byte
@@ -102,6 +105,7 @@ typedef struct job {
     char arg_bytes[JOB_ARG_BYTES_MAX];
     reply_buf out;
     bool shareable;                 /* a VERIFY's whole reply: queued twins may take it */
+    bool timed_out;                 /* its child ran past --job-timeout (INFO counts it) */
 } job;
 
 /* ---- on the background thread ------------------------------------------ */
@@ -396,6 +400,14 @@ int jobs_child_main(int argc, char **argv) {
     return code;
 }
 
+/* After berth_journal_readers_clear_dead for a dead child: the log's words. */
+static const char *reader_slot_note(berth_jerr rc, uint32_t freed) {
+    if (rc != BERTH_J_OK) {
+        return "its reader slot could not be checked (IO)";
+    }
+    return freed > 0 ? "its reader slot was freed" : "it left no reader slot taken";
+}
+
 /* A job's child died of a signal. berthd frees the reader slot the child
  * held either way. A fault (guard_signal_is_fault) is damaged pages, most
  * likely: the client hears CORRUPT and berthd serves on from memory. A
@@ -421,9 +433,7 @@ static void job_child_died(job *j, const guard_result *res, bool killed_by_stop)
         berth_jerr jrc = berth_journal_readers_clear_dead(s->journal, &freed);
         server_log("%s's process was killed by %s%s; the client was told to retry; %s",
                    job_name(j), sig, killed_by_stop ? " (berthd is stopping)" : "",
-                   jrc == BERTH_J_OK ? (freed > 0 ? "its reader slot was freed"
-                                                  : "it left no reader slot taken")
-                                     : "its reader slot could not be checked (IO)");
+                   reader_slot_note(jrc, freed));
         return;
     }
     char where[160] = "";
@@ -451,10 +461,35 @@ static void job_child_died(job *j, const guard_result *res, bool killed_by_stop)
     berth_jerr rc = berth_journal_readers_clear_dead(s->journal, &cleared);
     server_log("%s's process died of %s reading %s/data.mdb%s: its pages are damaged; the "
                "client got CORRUPT; %s",
-               job_name(j), sig, s->config.data_dir, where,
-               rc == BERTH_J_OK ? (cleared > 0 ? "its reader slot was freed"
-                                               : "it left no reader slot taken")
-                                : "its reader slot could not be checked (IO)");
+               job_name(j), sig, s->config.data_dir, where, reader_slot_note(rc, cleared));
+}
+
+/* A job's child ran past --job-timeout and guard SIGKILLed and reaped it:
+ * a stopped child, or a walk looping for ever on damaged pages whose
+ * pointers form a cycle, would otherwise hold the one job slot and every
+ * later job would queue for ever. Its reader slot is freed as after any
+ * dead child; the next queued job then runs. */
+static void job_timed_out(job *j, const guard_result *res) {
+    assert(res->timed_out && res->bytes == NULL);
+    server *s = j->server;
+    char where[96] = "";
+    if (j->kind == JOB_VERIFY && res->progressed) {
+        snprintf(where, sizeof where, " (it had checked %llu of %llu records)",
+                 (unsigned long long)res->checked_seq, (unsigned long long)j->seq);
+    }
+    reply_free(&j->out);
+    reply_init(&j->out, j->client->out.proto);
+    reply_error(&j->out, "TIMEOUT",
+                "%s ran past --job-timeout %u s%s; the job was stopped; retry it, raise "
+                "--job-timeout for a journal that takes longer, or, if it times out again, run "
+                "`berth journal verify --data %s`: a walk that never ends can mean damaged pages",
+                job_name(j), (unsigned)s->config.job_timeout_s, where, s->config.data_dir);
+    uint32_t freed = 0;
+    berth_jerr rc = berth_journal_readers_clear_dead(s->journal, &freed);
+    server_log("%s ran past --job-timeout %u s%s: its process was killed (SIGKILL) and the "
+               "client got TIMEOUT; %s",
+               job_name(j), (unsigned)s->config.job_timeout_s, where, reader_slot_note(rc, freed));
+    j->timed_out = true;
 }
 
 /* guard_opts.started on the job thread: jobs_stop kills the child it
@@ -476,7 +511,8 @@ static void job_run_guarded(job *j) {
     job_queue *q = &j->server->jobs;
     /* SIGKILL when the job thread dies, which it does only with berthd
      * (jobs_stop joins it after its child is reaped). */
-    const guard_opts opts = { SIGKILL, job_child_started, q };
+    const guard_opts opts = { SIGKILL, job_child_started, q,
+                              (uint64_t)j->server->config.job_timeout_s * 1000u };
     guard_result res;
     int rc = pthread_mutex_lock(&q->mutex);
     assert(rc == 0);
@@ -504,7 +540,9 @@ static void job_run_guarded(job *j) {
     bool killed_by_stop = q->child_killed;
     rc = pthread_mutex_unlock(&q->mutex);
     assert(rc == 0);
-    if (res.died) {
+    if (res.timed_out) {
+        job_timed_out(j, &res);
+    } else if (res.died) {
         job_child_died(j, &res, killed_by_stop);
     } else if (res.exit_code == job_child_exit_nomem) {
         j->out.failed = true;
@@ -520,7 +558,9 @@ static void job_run_guarded(job *j) {
 
 /* On LMDB a job reads every page of its range, which damaged pages can
  * turn into a SIGSEGV: it runs in a child (guard.h). The etcd journal's
- * reads are its own decoded copies: in-process as before. */
+ * reads are its own decoded copies: in-process as before, and so without
+ * --job-timeout: a thread cannot be killed, and one abandoned would keep
+ * its reader and memory (docs/server.md says so). */
 static void job_run(job *j) {
     if (replication_configured(&j->server->config)) {
         job_work(j, j->server->journal, -1);
@@ -600,6 +640,7 @@ static void job_finish(job *j, bool deliver) {
     assert(c->job_pending && s->jobs.outstanding > 0);
     s->jobs.outstanding--;
     s->stats.jobs_run++;
+    s->stats.jobs_timed_out += j->timed_out ? 1u : 0u;
     c->job_pending = false;
     if (!c->closed && deliver) {
         if (j->out.failed) {

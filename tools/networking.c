@@ -31,6 +31,7 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
@@ -39,6 +40,8 @@
 #define NET_BACKLOG 511
 #define NET_ACCEPTS_PER_EVENT_MAX 1000      /* fairness: new clients do not starve old ones */
 #define NET_REJECT_LOG_EVERY 1000           /* log the first refusal and every 1000th */
+#define NET_ACCEPT_PAUSE_S 0.1              /* listeners rest this long when accept has no fd */
+#define NET_ACCEPT_LOG_EVERY_S 10.0         /* at most one log line per this, for those pauses */
 #define NET_PROTOCOL_LOG_FIRST 100         /* then one line per NET_PROTOCOL_LOG_EVERY */
 #define NET_PROTOCOL_LOG_EVERY 1000
 #define NET_TICK_S 1.0
@@ -563,6 +566,46 @@ static void net_reject(server *s, int fd) {
     s->stats.connections_rejected++;
 }
 
+static void net_listeners_set(server *s, bool on) {
+    for (uint32_t i = 0; i < s->listener_count; i++) {
+        if (on) {
+            ev_io_start(s->loop, &s->listen_watchers[i]);
+        } else {
+            ev_io_stop(s->loop, &s->listen_watchers[i]);
+        }
+    }
+}
+
+static void net_accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+    server *s = w->data;
+    assert(revents & EV_TIMER);
+    if (!s->stopping) {
+        net_listeners_set(s, true);
+    }
+    (void)loop;
+}
+
+/* Out of descriptors (or kernel memory), accept leaves the connection
+ * queued, so a level-triggered listener would fire again at once: a core
+ * spinning and a log line per turn for as long as the shortage lasts. The
+ * listeners rest instead, and the line is written once per
+ * NET_ACCEPT_LOG_EVERY_S with the count; the queued connections wait in
+ * the backlog and are accepted once descriptors are free again. */
+static void net_accept_pause(server *s, int err) {
+    net_listeners_set(s, false);
+    ev_timer_stop(s->loop, &s->accept_pause);
+    ev_timer_set(&s->accept_pause, NET_ACCEPT_PAUSE_S, 0.);
+    ev_timer_start(s->loop, &s->accept_pause);
+    s->stats.accept_pauses++;
+    ev_tstamp now = ev_now(s->loop);
+    if (s->accept_logged_at == 0 || now - s->accept_logged_at >= NET_ACCEPT_LOG_EVERY_S) {
+        s->accept_logged_at = now;
+        server_log("accept: %s: not accepting for %.0f ms at a time (%llu pauses so far; "
+                   "INFO stats accept_pauses)",
+                   strerror(err), NET_ACCEPT_PAUSE_S * 1000, (unsigned long long)s->stats.accept_pauses);
+    }
+}
+
 static void net_accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
     server *s = w->data;
     assert(revents & EV_READ);
@@ -571,8 +614,11 @@ static void net_accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
         socklen_t len = sizeof ss;
         int fd = accept4(w->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
-                server_log("accept: %s", strerror(errno));
+            int err = errno;
+            if (err == EMFILE || err == ENFILE || err == ENOMEM || err == ENOBUFS) {
+                net_accept_pause(s, err);
+            } else if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR && err != ECONNABORTED) {
+                server_log("accept: %s", strerror(err));
             }
             return;
         }
@@ -615,6 +661,56 @@ static int net_listen_tcp(server *s, char *err, size_t err_size) {
     return fd;
 }
 
+/* What is at the --unixsocket path before the bind. Nothing: fine. A
+ * socket nobody accepts on (connect refused): the stale file of an earlier
+ * run, removed. A socket something accepts on, even another berthd on
+ * another data directory (the LOCK guards only its own), or anything not a
+ * socket (a mistyped path naming a file): refused, never removed. */
+static int net_unix_clear(const char *path, const struct sockaddr_un *sun, char *err,
+                          size_t err_size) {
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT) {
+            return 0;
+        }
+        snprintf(err, err_size, "ERR --unixsocket %s: cannot stat it: %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        snprintf(err, err_size, "ERR --unixsocket %s exists and is not a socket; berthd removes only "
+                                "a stale socket there: choose another path or remove it",
+                 path);
+        return -1;
+    }
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (probe < 0) {
+        snprintf(err, err_size, "ERR --unixsocket %s: socket: %s", path, strerror(errno));
+        return -1;
+    }
+    int rc = connect(probe, (const struct sockaddr *)sun, sizeof *sun);
+    int probe_errno = errno;
+    int closed = close(probe);
+    assert(closed == 0 || errno == EINTR);
+    if (rc == 0 || probe_errno == EAGAIN) {     /* accepted, or a full backlog: alive */
+        snprintf(err, err_size, "ERR --unixsocket %s is in use: a process accepts connections on it "
+                                "(another berthd?)",
+                 path);
+        return -1;
+    }
+    if (probe_errno != ECONNREFUSED) {
+        snprintf(err, err_size, "ERR --unixsocket %s: cannot tell whether the socket there is stale "
+                                "(connect: %s); not removing it",
+                 path, strerror(probe_errno));
+        return -1;
+    }
+    if (unlink(path) != 0 && errno != ENOENT) {
+        snprintf(err, err_size, "ERR --unixsocket %s: cannot remove the stale socket: %s", path,
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int net_listen_unix(server *s, char *err, size_t err_size) {
     struct sockaddr_un sun;
     memset(&sun, 0, sizeof sun);
@@ -624,19 +720,23 @@ static int net_listen_unix(server *s, char *err, size_t err_size) {
         return -1;
     }
     memcpy(sun.sun_path, s->config.unixsocket, strlen(s->config.unixsocket) + 1);
-    /* A stale socket file from a previous run: the data directory lock
-     * already proved no other berthd on this data is alive. */
-    if (unlink(s->config.unixsocket) != 0 && errno != ENOENT) {
-        snprintf(err, err_size, "ERR cannot remove stale %s: %s", s->config.unixsocket, strerror(errno));
+    if (net_unix_clear(s->config.unixsocket, &sun, err, err_size) != 0) {
         return -1;
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof sun) != 0 || listen(fd, NET_BACKLOG) != 0) {
-        snprintf(err, err_size, "ERR cannot listen on %s: %s", s->config.unixsocket, strerror(errno));
+        snprintf(err, err_size, "ERR cannot listen on --unixsocket %s: %s", s->config.unixsocket,
+                 strerror(errno));
         if (fd >= 0) {
             close(fd);
         }
         return -1;
+    }
+    struct stat st;
+    if (lstat(s->config.unixsocket, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        s->unix_bound = true;
+        s->unix_dev = st.st_dev;
+        s->unix_ino = st.st_ino;
     }
     return fd;
 }
@@ -651,16 +751,21 @@ static void net_add_listener(server *s, int fd) {
 }
 
 int net_listen(server *s, char *err, size_t err_size) {
-    if (s->config.port != 0) {
-        int fd = net_listen_tcp(s, err, err_size);
+    ev_timer_init(&s->accept_pause, net_accept_resume_cb, NET_ACCEPT_PAUSE_S, 0.);
+    s->accept_pause.data = s;
+    /* The unix socket first: when its path is refused, no TCP listener
+     * has yet taken a connection that would then be dropped. */
+    if (s->config.unixsocket[0] != '\0') {
+        int fd = net_listen_unix(s, err, err_size);
         if (fd < 0) {
             return -1;
         }
         net_add_listener(s, fd);
     }
-    if (s->config.unixsocket[0] != '\0') {
-        int fd = net_listen_unix(s, err, err_size);
+    if (s->config.port != 0) {
+        int fd = net_listen_tcp(s, err, err_size);
         if (fd < 0) {
+            net_stop_listening(s);      /* closes and removes the unix socket bound above */
             return -1;
         }
         net_add_listener(s, fd);
@@ -670,14 +775,34 @@ int net_listen(server *s, char *err, size_t err_size) {
 }
 
 void net_stop_listening(server *s) {
+    ev_timer_stop(s->loop, &s->accept_pause);
     for (uint32_t i = 0; i < s->listener_count; i++) {
         ev_io_stop(s->loop, &s->listen_watchers[i]);
         int rc = close(s->listen_fds[i]);
         assert(rc == 0 || errno == EINTR);
     }
     s->listener_count = 0;
-    if (s->config.unixsocket[0] != '\0' && unlink(s->config.unixsocket) != 0 && errno != ENOENT) {
-        server_log("cannot remove %s: %s", s->config.unixsocket, strerror(errno));
+    if (!s->unix_bound) {
+        return;
+    }
+    s->unix_bound = false;
+    /* Only the file berthd bound: if it was removed and the path reused
+     * (another server's socket, anything), that is not ours to delete. */
+    struct stat st;
+    if (lstat(s->config.unixsocket, &st) != 0) {
+        if (errno != ENOENT) {
+            server_log("not removing --unixsocket %s: cannot stat it: %s", s->config.unixsocket,
+                       strerror(errno));
+        }
+        return;
+    }
+    if (!S_ISSOCK(st.st_mode) || st.st_dev != s->unix_dev || st.st_ino != s->unix_ino) {
+        server_log("not removing --unixsocket %s: it is no longer the socket berthd bound",
+                   s->config.unixsocket);
+        return;
+    }
+    if (unlink(s->config.unixsocket) != 0 && errno != ENOENT) {
+        server_log("cannot remove --unixsocket %s: %s", s->config.unixsocket, strerror(errno));
     }
 }
 

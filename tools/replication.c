@@ -351,10 +351,17 @@ bool replication_refuse_write(client *c) {
     return true;
 }
 
+bool replication_is_replica(server *s) {
+    return s->replication != NULL && berth_etcd_role_now(s->journal) != BERTH_ETCD_LEADER;
+}
+
+/* `role` is Redis's word, the one redis-cli and client libraries read:
+ * master where writes are taken (the LMDB journal, the etcd leader), slave
+ * where they get -READONLY; `etcd_role` tells leader, follower or stopped. */
 void replication_info(server *s, char *buf, size_t size) {
     replication *r = s->replication;
     if (r == NULL) {
-        snprintf(buf, size, "# Replication\r\nrole:primary\r\njournal_backend:lmdb\r\nconnected_replicas:0\r\n\r\n");
+        snprintf(buf, size, "# Replication\r\nrole:master\r\njournal_backend:lmdb\r\nconnected_slaves:0\r\n\r\n");
         return;
     }
     berth_etcd_status st;
@@ -362,7 +369,7 @@ void replication_info(server *s, char *buf, size_t size) {
     uint64_t applied = berth_engine_head_seq(s->engine);
     uint64_t lag = st.etcd_head > applied ? st.etcd_head - applied : 0;
     snprintf(buf, size,
-             "# Replication\r\nrole:%s\r\nleader:%s\r\njournal_backend:etcd\r\netcd_cluster:%s\r\n"
+             "# Replication\r\nrole:%s\r\netcd_role:%s\r\nleader:%s\r\njournal_backend:etcd\r\netcd_cluster:%s\r\n"
              "etcd_endpoint:%s\r\napplied_seq:%" PRIu64 "\r\netcd_head_seq:%" PRIu64 "\r\n"
              "lag_records:%" PRIu64 "\r\nlease_id:%" PRIu64 "\r\nlease_ttl_s:%u\r\netcd_timeout_ms:%u\r\n"
              "elections_won:%" PRIu64 "\r\nstep_downs:%" PRIu64 "\r\nfence_refusals:%" PRIu64 "\r\n"
@@ -370,7 +377,7 @@ void replication_info(server *s, char *buf, size_t size) {
              "snapshots_to_etcd:%" PRIu64 "\r\nsnapshot_to_etcd_seq:%" PRIu64 "\r\n"
              "rebuild_snapshot_seq:%" PRIu64 "\r\nrebuild_snapshots_skipped:%u\r\n"
              "last_event:%s\r\n\r\n",
-             role_name(st.role), st.leader, s->config.cluster, st.endpoint, applied, st.etcd_head, lag,
+             st.role == BERTH_ETCD_LEADER ? "master" : "slave", role_name(st.role), st.leader, s->config.cluster, st.endpoint, applied, st.etcd_head, lag,
              st.lease_id, st.lease_ttl_s, st.request_timeout_ms, st.elections_won, st.step_downs, st.fence_refusals, st.txns,
              st.feed_records, st.request_errors, st.snapshots_uploaded, st.snapshot_upload_seq,
              r->rebuild_snapshot_seq, r->rebuild_snapshots_skipped, st.last_error);

@@ -123,11 +123,7 @@ static header_status resp_header(const char *buf, size_t len, size_t pos, const 
         }
         v = v * 10 + (*p - '0');
     }
-    if (negative) {
-        resp_fail(out, "invalid %s: negative length -%lld", what, (long long)v);
-        return HEADER_ERROR;
-    }
-    *value = v;
+    *value = negative ? -v : v;
     *next = cr_at + 2;
     return HEADER_OK;
 }
@@ -170,6 +166,9 @@ static resp_status resp_bulk(const char *buf, size_t len, const resp_limits *lim
     if (h == HEADER_ERROR) {
         return RESP_ERROR;
     }
+    if (blen < 0) {
+        return resp_fail(out, "invalid bulk length: negative length %lld", (long long)blen);
+    }
     if (blen > (int64_t)limits->bulk_bytes_max) {
         return resp_fail(out, "bulk length %lld exceeds the limit of %u bytes",
                          (long long)blen, limits->bulk_bytes_max);
@@ -199,6 +198,9 @@ static resp_status resp_array(const char *buf, size_t len, const resp_limits *li
     }
     if (h == HEADER_ERROR) {
         return RESP_ERROR;
+    }
+    if (count < 0) {
+        count = 0;      /* "*-1", a null array: an empty command, ignored as by Redis */
     }
     if (count > (int64_t)limits->args_max) {
         return resp_fail(out, "%lld arguments exceed the limit of %u",

@@ -37,6 +37,12 @@
 #define SERVER_COMMIT_ROUNDS_MAX 16         /* commit/resume rounds before the loop polls again */
 #define SERVER_WATCH_CHUNK_RECORDS 256      /* records read per catch-up step */
 #define SERVER_JOBS_MAX 64                  /* background jobs queued or running */
+/* --job-timeout: a 10M-record verify takes ~6 s in-process here and about
+ * 35 s as berthd's job on a loaded machine (docs/server.md, "Audit"), so
+ * 600 s leaves a wide margin for larger journals and slower disks while a
+ * hung job's child still gives the one job slot back */
+#define SERVER_JOB_TIMEOUT_S_DEFAULT 600
+#define SERVER_JOB_TIMEOUT_S_MAX (86400u * 365u)   /* a year; 0 is no limit */
 #define SERVER_LATENCY_BUCKETS 128          /* commit latency histogram */
 #define SERVER_RANGE_COUNT_MAX 1000         /* records per JOURNAL.RANGE / HISTORY reply */
 #define SERVER_HISTORY_COUNT_DEFAULT 100
@@ -90,6 +96,7 @@ typedef struct server_config {
     uint64_t map_size_initial_mib;      /* 0: the journal's default */
     uint32_t commit_gather_us;          /* wait for the rest of a write cohort; 0: never */
     uint32_t history_fold_records;      /* the LMDB journal's fold threshold (journal.h) */
+    uint32_t job_timeout_s;             /* a job's child past it is killed (jobs.c); 0: never */
     bool show_help;
     bool show_version;
     /* issue 6: the journal on etcd (replication.c, docs/etcd.md) */
@@ -168,6 +175,7 @@ typedef struct batch_entry {
 typedef struct server_stats {
     uint64_t connections_received;
     uint64_t connections_rejected;
+    uint64_t accept_pauses;             /* accept failed for want of descriptors or memory */
     uint64_t commands_processed;
     uint64_t writes_staged;
     uint64_t commits;
@@ -180,6 +188,7 @@ typedef struct server_stats {
     uint64_t output_limit_disconnects;
     uint64_t output_stall_disconnects;  /* --output-timeout */
     uint64_t jobs_run;
+    uint64_t jobs_timed_out;            /* --job-timeout killed the job's child */
     uint64_t latency_us[SERVER_LATENCY_BUCKETS]; /* commit latency histogram counts */
 } server_stats;
 
@@ -210,6 +219,11 @@ typedef struct server {
     int listen_fds[SERVER_LISTENERS_MAX];
     ev_io listen_watchers[SERVER_LISTENERS_MAX];
     uint32_t listener_count;
+    ev_timer accept_pause;              /* listeners stopped after accept ran out of descriptors */
+    ev_tstamp accept_logged_at;         /* the last such pause logged; 0: none yet */
+    bool unix_bound;                    /* unix_dev/unix_ino: the socket file berthd bound, */
+    dev_t unix_dev;                     /* the only file at --unixsocket it removes at stop */
+    ino_t unix_ino;
     ev_prepare prepare;
     ev_idle idle;
     ev_timer tick;
@@ -370,6 +384,7 @@ void replication_free(server *s);                                /* after it clo
 /* Not the leader: answer -READONLY naming the leader and return true. */
 bool replication_refuse_write(client *c);
 void replication_info(server *s, char *buf, size_t size);
+bool replication_is_replica(server *s);  /* an etcd follower (or stopped): writes get READONLY */
 
 /* commands.c */
 /* Run one command; false when it must wait (the client is parked and the

@@ -843,7 +843,41 @@ case_history_rebuild() {
     stop_berthd
 }
 
+# Journals another writer made (forge: hash-valid records berthd never
+# writes; review hV6). Their strings never reach a terminal raw: dump and
+# verify show control bytes as \xNN.
+case_foreign() {
+    FORGE=${6:-}
+    [ -x "$FORGE" ] || fail "forge is missing"
+    esc=$(printf '\033')
+    printf '%s\n' 'R - WORKER.ADD w GPUS 1' 'R - RELEASE x\x1b]0;pwn\x07\x1b[2J' \
+        'S instance a is not deployed\x1b[2J' 'R - RELEASE a' >esc.forge
+    "$FORGE" esc esc.forge || fail "forge failed"
+    expect_exit 0 "$BERTH" journal dump --data esc
+    ! grep -q "$esc" out.txt || fail "dump printed an ESC byte raw"
+    grep -qF 'RELEASE x\x1b]0;pwn\x07\x1b[2J' out.txt || fail "dump did not escape the command: $(cat out.txt)"
+    grep -qF 'instance a is not deployed\x1b[2J' out.txt || fail "dump did not escape the sentence: $(cat out.txt)"
+    expect_exit 1 "$BERTH" journal verify --data esc
+    grep -q '^CORRUPT seq 2: command does not parse' err.txt || fail "verify: $(cat err.txt)"
+    # the forged sentence alone: verify quotes it, escaped
+    printf '%s\n' 'R - WORKER.ADD w GPUS 1' 'S instance a is not deployed\x1b[2J' 'R - RELEASE a' >sent.forge
+    "$FORGE" sent sent.forge || fail "forge failed"
+    expect_exit 1 "$BERTH" journal verify --data sent
+    ! grep -q "$esc" err.txt || fail "verify printed an ESC byte raw"
+    grep -qF 'recorded sentence "instance a is not deployed\x1b[2J"' err.txt || fail "verify: $(cat err.txt)"
+    # A command that parses but is not spelt as berthd spells it: its
+    # REQID window entry would hold the wrong text's hash.
+    printf '%s\n' 'R - WORKER.ADD w GPUS 4' 'R r1 release x' >canon.forge
+    "$FORGE" canon canon.forge || fail "forge failed"
+    expect_exit 1 "$BERTH" journal verify --data canon
+    grep -qF 'CORRUPT seq 2: command is not in canonical form: "release x" is written "RELEASE x"' err.txt ||
+        fail "verify took a non-canonical command: $(cat err.txt)"
+}
+
 case "$CASE" in
+    foreign)
+        case_foreign "$@"
+        ;;
     gen|dump_replay|at_time|at_time_back|verify_corrupt|cut_head|verify_pages|whatif_readonly|whatif_scenario|rejudge|timeline|history_status|usage|reqid_damage|internal_error|vs_berthd|history_rebuild)
         "case_$CASE"
         ;;

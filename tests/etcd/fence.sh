@@ -17,16 +17,16 @@ N=""
 while [ -z "$N" ]; do
     [ "$(now_ms)" -lt "$deadline" ] || fail "no follower took over after the leader key was deleted"
     for ((i = 1; i <= REPLICAS; i++)); do
-        [ "$i" != "$L" ] && [ "$(info_field "$i" role)" = leader ] && N=$i
+        [ "$i" != "$L" ] && [ "$(info_field "$i" etcd_role)" = leader ] && N=$i
     done
     sleep 0.05
 done
-[ "$(info_field "$L" role)" = leader ] || fail "the old leader noticed without writing (lease thread): the fence is not what is tested"
+[ "$(info_field "$L" etcd_role)" = leader ] || fail "the old leader noticed without writing (lease thread): the fence is not what is tested"
 got=$(rr "$L" WORKER.ADD fenced GPUS 8 VRAM 81920)
 expect="READONLY this berthd lost the leadership before the command was committed: it was not applied; retry it on the leader"
 [ "$got" = "$expect" ] || fail "write to the deposed leader: got [$got]"
 [ "$(info_field "$L" fence_refusals)" = 1 ] || fail "fence_refusals: [$(info_field "$L" fence_refusals)]"
-[ "$(info_field "$L" role)" = follower ] || fail "the deposed leader did not step down"
+[ "$(info_field "$L" etcd_role)" = follower ] || fail "the deposed leader did not step down"
 got=$(rr "$L" WORKER.ADD fenced GPUS 8 VRAM 81920)
 [ "$got" = "READONLY leader is 127.0.0.1:${BPORT[$N]}" ] || fail "second write to the old leader: got [$got]"
 [[ "$(rr "$N" WORKER.ADD w3 GPUS 8 VRAM 81920)" = 3 ]] || fail "write to the new leader"

@@ -211,7 +211,7 @@ wait_leader() {
         found=""
         for ((i = 1; i <= REPLICAS; i++)); do
             live "$i" || continue
-            [ "$(info_field "$i" role)" = leader ] && found+="$i "
+            [ "$(info_field "$i" etcd_role)" = leader ] && found+="$i "
         done
         if [ "$(wc -w <<<"$found")" = 1 ]; then echo "${found% }"; return 0; fi
         sleep 0.05

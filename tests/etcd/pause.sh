@@ -30,7 +30,7 @@ reply=$(cat "$TMP/paused.reply")
 [[ "$reply" =~ ^READONLY ]] || fail "the paused leader's pending write: expected -READONLY, got [$reply]"
 note "pending write on the old leader: $reply"
 deadline=$(( $(now_ms) + 5000 ))
-until [ "$(info_field "$L" role)" = follower ]; do
+until [ "$(info_field "$L" etcd_role)" = follower ]; do
     [ "$(now_ms)" -lt "$deadline" ] || fail "the old leader did not step down"
     sleep 0.05
 done

@@ -47,12 +47,22 @@ expect_same DIGEST
 expect_same INSTANCE.LIST
 expect_same HISTORY WORKER w2
 
+# Redis's words, as redis-cli and client libraries read them: INFO's role
+# master on the leader and slave on a follower, HELLO's master and replica.
+for ((i = 1; i <= REPLICAS; i++)); do
+    want_info=slave; want_hello=replica
+    [ "$i" = "$L" ] && { want_info=master; want_hello=master; }
+    [ "$(info_field "$i" role)" = "$want_info" ] || fail "replica $i INFO role: [$(info_field "$i" role)], want $want_info"
+    got=$(rr "$i" HELLO 2 | awk 'w { print; exit } $0 == "role" { w = 1 }')
+    [ "$got" = "$want_hello" ] || fail "replica $i HELLO role: [$got], want $want_hello"
+done
+
 for ((i = 1; i <= REPLICAS; i++)); do
     expect_verify_ok "$i"
     [ "$i" = "$L" ] && continue
     got=$(rr "$i" WORKER.ADD w9 GPUS 8 VRAM 81920)
     [ "$got" = "READONLY leader is 127.0.0.1:${BPORT[$L]}" ] || fail "follower $i write: got [$got]"
-    [ "$(info_field "$i" role)" = follower ] || fail "replica $i is not a follower"
+    [ "$(info_field "$i" etcd_role)" = follower ] || fail "replica $i is not a follower"
     [ "$(info_field "$i" applied_seq)" = 11 ] || fail "replica $i INFO applied_seq"
     [ "$(info_field "$i" lag_records)" = 0 ] || fail "replica $i INFO lag_records"
 done

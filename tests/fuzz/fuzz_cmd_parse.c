@@ -55,6 +55,7 @@ static void check_canonical(const berth_cmd *cmd) {
     if (parsed.reqid.len != 0) abort();              /* REQID is never canonical */
     size_t len2 = berth_cmd_canonical(&parsed, again, sizeof again);
     if (len2 != len || memcmp(text, again, len) != 0) abort();
+    if (!berth_cmd_is_canonical(&parsed, text, len)) abort();   /* verify's check agrees */
 }
 
 static void try_text(const uint8_t *data, size_t size) {
@@ -67,6 +68,11 @@ static void try_text(const uint8_t *data, size_t size) {
     if (rc != 0) { check_err(err); return; }
     check_names(&cmd);
     check_canonical(&cmd);
+    /* verify's check is the round trip: text is canonical iff it prints as itself */
+    static char text[BERTH_COMMAND_LEN_MAX];
+    size_t len = berth_cmd_canonical(&cmd, text, sizeof text);
+    bool round_trip = len == size && memcmp(text, data, size) == 0;
+    if (berth_cmd_is_canonical(&cmd, (const char *)data, size) != round_trip) abort();
 }
 
 static void try_words(const uint8_t *data, size_t size) {

@@ -70,4 +70,26 @@ expect_match "$(admin WORKER.GET w1 2>/dev/null)" '^WRONGPASS|^NOAUTH' "the old 
 expect_match "$(r -a other-admin --no-auth-warning WORKER.GET w1)" 'i1' "--requirepass admin"
 expect_match "$(ro WORKER.GET w1 2>/dev/null)" '^WRONGPASS|^NOAUTH' "no read-only password configured"
 stop_berthd
+
+# No password configured: as redis-server 7, whose default user then has
+# none, the user "default" with any password is accepted (a client library
+# given credentials sends them on connect), another user is WRONGPASS, and
+# the one-word AUTH says no password is configured.
+start_berthd
+out=$(nc_send 'HELLO 3 AUTH default anything
+WORKER.ADD w9 GPUS 1
+QUIT
+')
+expect_match "$(head -n 1 <<<"$out")" '^%7$' "HELLO 3 AUTH default <pw> without a password configured"
+expect_match "$(grep '^:[0-9]' <<<"$out" | tail -n 1)" '^:[0-9]+$' "a write after HELLO 3 AUTH default <pw>"
+expect_eq "$(r AUTH default anything)" OK "AUTH default <pw> without a password configured"
+expect_eq "$(r -a anything --user default --no-auth-warning PING)" PONG "redis-cli --user default -a <pw>"
+expect_match "$(r AUTH bob anything)" '^WRONGPASS ' "AUTH <another user> <pw> without a password configured"
+out=$(nc_send 'HELLO 2 AUTH Default x
+QUIT
+')
+expect_match "$(head -n 1 <<<"$out")" '^-WRONGPASS ' "HELLO … AUTH with a user other than default (case counts)"
+expect_match "$(r AUTH anything)" '^ERR AUTH <password> called without any password configured' \
+    "the one-word AUTH without a password configured"
+stop_berthd
 note ok

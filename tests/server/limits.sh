@@ -4,20 +4,31 @@
 # --max-clients; a bulk over --max-arg-bytes (protocol error, connection
 # closed, others unaffected); --idle-timeout; a WATCH client that stops
 # reading, past --max-output-bytes; --max-pipeline; --output-timeout (a
-# client that stops reading its replies). Each limit answers with a clear error or
-# a log line.
+# client that stops reading its replies); --job-timeout's bounds, as a flag
+# and a config-file line (job_child.sh kills a hung job with it). Each limit
+# answers with a clear error or a log line.
 . "$(dirname "$0")/lib.sh"
 
 out=$("$BERTHD" --version) || fail "--version should exit 0"
 expect_match "$out" '^berthd [0-9]' "--version"
 "$BERTHD" --help >"$TMP/help.txt" || fail "--help should exit 0"
 for flag in --data --bind --port --unixsocket --requirepass --password-file --readonly-password-file \
-            --snapshot-every --max-clients --config; do
+            --snapshot-every --max-clients --job-timeout --config; do
     grep -q -- "$flag" "$TMP/help.txt" || fail "--help does not mention $flag"
 done
 rc=0; out=$("$BERTHD" --no-such-flag 2>&1) || rc=$?
 expect_eq "$rc" 2 "exit status of a usage error"
 expect_match "$out" 'ERR .*no-such-flag' "a bad flag is named"
+grep -q -- "--job-timeout SECONDS .*0 never (default 600" "$TMP/help.txt" || fail "--help: --job-timeout's default"
+for bad in abc -1 1.5 31536001; do
+    rc=0; out=$("$BERTHD" --job-timeout "$bad" 2>&1) || rc=$?
+    expect_eq "$rc" 2 "exit status of --job-timeout $bad"
+    expect_eq "$out" "berthd: ERR --job-timeout: expected a whole number from 0 to 31536000, got \"$bad\"" "--job-timeout $bad"
+done
+printf '# a typo\njob-timeout 10m\n' >"$TMP/bad-timeout.conf"
+rc=0; out=$("$BERTHD" --config "$TMP/bad-timeout.conf" 2>&1) || rc=$?
+expect_eq "$rc" 2 "exit status of a bad job-timeout line"
+expect_eq "$out" "berthd: ERR $TMP/bad-timeout.conf:2: --job-timeout: expected a whole number from 0 to 31536000, got \"10m\"" "a bad job-timeout line"
 
 # Config file: its port is overridden by the flag start_berthd passes; its
 # unix socket and limits apply.
@@ -30,6 +41,7 @@ max-clients 3
 max-arg-bytes 64
 idle-timeout 1
 max-output-bytes 65536
+job-timeout 0
 CONF
 start_berthd --config "$TMP/berthd.conf"
 expect_eq "$(r PING)" PONG "the --port flag overrides the file's port"

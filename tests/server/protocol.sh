@@ -38,6 +38,19 @@ expect_match "$(sed -n 6p <<<"$out")" '^-NOINSTANCE ' "inline RELEASE again: NOI
 expect_match "$(sed -n 7p <<<"$out")" '^-ERR ' "inline unknown command: ERR"
 expect_match "$(sed -n 8p <<<"$out")" '^\+OK$' "QUIT"
 
+# A null array (*-1), an empty one (*0) and an empty line are no command:
+# ignored as redis-server 7 ignores them, the connection kept. A negative
+# bulk length is still a protocol error.
+out=$(nc_send '*-1\r\n*1\r\n$4\r\nPING\r\n*0\r\n*-7\r\n\r\nECHO after\r\nQUIT\r\n')
+expect_eq "$out" $'+PONG\n$5\nafter\n+OK' "null and empty arrays are ignored"
+out=$(nc_send '*1\r\n$-1\r\nPING\r\n')
+expect_match "$out" '^-ERR Protocol error: invalid bulk length: negative length -1$' "a null bulk string as an argument"
+
+# The role in Redis's words, in both places redis-cli and client libraries
+# read it: INFO replication's role:master and HELLO's role master.
+expect_eq "$(r INFO replication | tr -d '\r' | sed -n 's/^role://p')" master "INFO replication role"
+expect_eq "$(r HELLO 2 | map_field role)" master "HELLO role"
+
 # PING and ECHO through redis-cli, both protocols.
 expect_eq "$(r PING)" PONG "PING"
 expect_eq "$(r PING hi)" hi "PING with a message"

@@ -61,6 +61,9 @@ part=$(r HISTORY WORKER zeta "$d_seq" 2 | grep -A1 -x seq | grep -v -x -- '--' |
 expect_eq "$part" "$d_seq $((d_seq + 1))" "HISTORY WORKER zeta from $d_seq count 2"
 expect_eq "$(r HISTORY INSTANCE c | map_field seq)" "$((d_seq + 2))" "HISTORY INSTANCE c"
 expect_eq "$(r HISTORY WORKER nowhere | flat)" "" "HISTORY of a name never seen"
+# A count past 1000 (or 0) is refused, as docs/server.md says, not capped.
+expect_eq "$(r HISTORY WORKER zeta 1 1001)" "ERR count must be 1 to 1000" "HISTORY count 1001"
+expect_eq "$(r HISTORY WORKER zeta 1 0)" "ERR count must be 1 to 1000" "HISTORY count 0"
 
 # JOURNAL.RANGE bounds.
 expect_match "$(r JOURNAL.RANGE 1 1001)" '^ERR ' "JOURNAL.RANGE count over 1000"
