@@ -1040,7 +1040,10 @@ static int apply_deploy(berth_state *s, const berth_cmd *c, uint64_t seq, bool j
     const berth_worker *ws[BERTH_PLACEMENT_WORKERS_MAX];
     uint64_t masks[BERTH_PLACEMENT_WORKERS_MAX];
     for (uint32_t i = 0; i < c->place_count; i++) {
-        if (!judge_place(s, c, &c->place[i], exclusive && judge_exclusive, exact, &ws[i], &masks[i], out)) return 0;
+        if (!judge_place(s, c, &c->place[i], exclusive && judge_exclusive, exact, &ws[i], &masks[i], out)) {
+            out->refused_by = i + 1;
+            return 0;
+        }
     }
     /* Prepare: every allocation before the first mutation. */
     if (table_reserve(&s->a, &s->instances, 1) != 0) return -1;
@@ -1257,6 +1260,7 @@ static int apply(berth_state *s, const berth_cmd *c, berth_str canonical, uint64
     out->sentence[0] = '\0';
     out->instance = (berth_str){ 0 };
     out->worker_count = 0;
+    out->refused_by = 0;
     /* Reserve the request id's memory first: after the command commits,
      * failing is not allowed. The reserve is a block for the longest entry,
      * kept in the state from one request id to the next; the entry itself

@@ -105,6 +105,10 @@ typedef struct berth_outcome {
     berth_str instance;                        /* len 0: none touched */
     uint32_t worker_count;
     berth_str workers[BERTH_PLACEMENT_WORKERS_MAX];
+    /* A refused DEPLOY touches every worker it lists; the one that refused
+     * (NOWORKER ... NOVRAM) is workers[refused_by - 1]. 0: no listed worker
+     * refused (EXISTS: the instance did), or not a refused DEPLOY. */
+    uint32_t refused_by;
 } berth_outcome;
 
 typedef struct berth_allocator {

@@ -72,6 +72,11 @@ size_t berth_record_encode(berth_record *rec, uint8_t *buf, size_t cap);
  * in why (may be NULL). */
 berth_jerr berth_record_decode(const uint8_t *bytes, size_t len, berth_record *out,
                                char *why, size_t why_size);
+/* An encoded record's seq and time, read from its first fields alone: for
+ * a scan over record times (`--at-time`), which need not decode the rest.
+ * false when the bytes do not start as a version-1 body (decode them for
+ * the reason). Checks nothing after the time, the hash included. */
+bool berth_record_peek_time(const uint8_t *bytes, size_t len, uint64_t *seq, uint64_t *time_ms);
 /* Recompute SHA-256 of the encoded body in bytes and compare with the stored
  * hash: true when equal. */
 bool berth_record_hash_ok(const uint8_t *bytes, size_t len);

@@ -579,6 +579,36 @@ static berth_jerr decode_fast(const uint8_t *bytes, size_t len, berth_record *ou
     return BERTH_J_OK;
 }
 
+/* One msgpack unsigned integer at *at, any width; false past end or when
+ * the byte there starts something else. */
+static bool peek_uint(const uint8_t *bytes, size_t len, size_t *at, uint64_t *out) {
+    if (*at >= len) return false;
+    uint8_t tag = bytes[*at];
+    if (tag <= 0x7f) {
+        *out = tag;
+        *at += 1;
+        return true;
+    }
+    size_t width = tag == 0xcc ? 1 : tag == 0xcd ? 2 : tag == 0xce ? 4 : tag == 0xcf ? 8 : 0;
+    if (width == 0 || len - *at - 1 < width) return false;
+    uint64_t v = 0;
+    for (size_t i = 1; i <= width; i++) v = v << 8 | bytes[*at + i];
+    *out = v;
+    *at += 1 + width;
+    return true;
+}
+
+bool berth_record_peek_time(const uint8_t *bytes, size_t len, uint64_t *seq, uint64_t *time_ms) {
+    assert(bytes != NULL || len == 0);
+    assert(seq != NULL && time_ms != NULL);
+    _Static_assert(record_fields <= 15, "a fixarray header");
+    size_t at = 1;
+    uint64_t version = 0;
+    return len > hash_trailer_len && bytes[0] == (0x90 | record_fields) &&
+           peek_uint(bytes, len, &at, &version) && version == BERTH_RECORD_VERSION &&
+           peek_uint(bytes, len, &at, seq) && peek_uint(bytes, len, &at, time_ms);
+}
+
 berth_jerr berth_record_decode(const uint8_t *bytes, size_t len, berth_record *out,
                                char *why, size_t why_size) {
     assert(bytes != NULL || len == 0);

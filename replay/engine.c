@@ -31,6 +31,7 @@ struct berth_engine {
     berth_engine_options options;
     berth_state *state;                     /* owned; includes the staged commands */
     uint64_t head_seq;                      /* committed (dry run: applied) */
+    uint64_t head_time_ms;                  /* the head record's time: no commit stamps less */
     bool broken;                            /* a rebuild failed: memory may differ from disk */
     uint32_t staged;
     size_t staged_bytes;                    /* encoded size bound of the batch */
@@ -90,8 +91,11 @@ static void batch_clear(berth_engine *engine) {
 
 /* -------------------------------------------------------------- opening */
 
+/* Replay the whole journal into *out; *head_time_ms gets the head record's
+ * time (0 when empty), the floor for the next commit's. */
 static berth_jerr engine_replay(berth_journal *journal, bool check_tail, berth_state **out,
-                                berth_replay_stats *stats, char *err, size_t err_size) {
+                                uint64_t *head_time_ms, berth_replay_stats *stats, char *err,
+                                size_t err_size) {
     berth_journal_reader *reader = NULL;
     berth_jerr e = berth_journal_reader_open(journal, &reader);
     if (e != BERTH_J_OK) {
@@ -99,6 +103,19 @@ static berth_jerr engine_replay(berth_journal *journal, bool check_tail, berth_s
         return e;
     }
     e = berth_replay_to_checked(reader, UINT64_MAX, true, check_tail, out, stats, NULL, err, err_size);
+    *head_time_ms = 0;
+    uint64_t head = e == BERTH_J_OK ? berth_state_last_seq(*out) : 0;
+    if (head > 0) {
+        berth_record rec;
+        e = berth_journal_read(reader, head, &rec, NULL, NULL);
+        if (e == BERTH_J_OK) {
+            *head_time_ms = rec.time_ms;
+        } else {
+            if (err_size > 0) snprintf(err, err_size, "cannot read the head record %" PRIu64 " (%s)", head, berth_jerr_name(e));
+            berth_state_free(*out);
+            *out = NULL;
+        }
+    }
     berth_journal_reader_close(reader);
     return e;
 }
@@ -130,7 +147,8 @@ berth_jerr berth_engine_open(berth_engine **out, berth_journal *journal,
         return BERTH_J_NOMEM;
     }
     char why[512] = "";
-    berth_jerr e = engine_replay(journal, true, &engine->state, stats, why, sizeof(why));
+    berth_jerr e = engine_replay(journal, true, &engine->state, &engine->head_time_ms, stats, why,
+                                 sizeof(why));
     if (e != BERTH_J_OK) {
         if (err_size > 0) {
             snprintf(err, err_size, "%s%s", why,
@@ -294,8 +312,9 @@ void berth_engine_submit(berth_engine *engine, size_t argc, const berth_str *arg
 /* memory := disk, after a failed append. */
 static berth_jerr engine_rebuild(berth_engine *engine) {
     berth_state *fresh = NULL;
+    uint64_t head_time_ms = 0;
     char why[512];
-    berth_jerr e = engine_replay(engine->journal, false, &fresh, NULL, why, sizeof(why));
+    berth_jerr e = engine_replay(engine->journal, false, &fresh, &head_time_ms, NULL, why, sizeof(why));
     if (e != BERTH_J_OK) {
         engine->broken = true;
         return BERTH_J_CORRUPT;
@@ -303,6 +322,7 @@ static berth_jerr engine_rebuild(berth_engine *engine) {
     berth_state_free(engine->state);
     engine->state = fresh;
     engine->head_seq = berth_state_last_seq(fresh);
+    engine->head_time_ms = head_time_ms;
     return BERTH_J_OK;
 }
 
@@ -316,6 +336,10 @@ berth_jerr berth_engine_commit(berth_engine *engine, uint64_t time_ms) {
         batch_clear(engine);
         return BERTH_J_OK;
     }
+    /* The wall clock can step back (NTP, a VM resumed): record times must
+     * not, since `--at-time` finds a time by binary search over seqs. A
+     * stepped-back clock stamps the head's time until it catches up. */
+    if (time_ms < engine->head_time_ms) time_ms = engine->head_time_ms;
     for (uint32_t i = 0; i < n; i++) engine->records[i].time_ms = time_ms;
     berth_jerr e = berth_journal_append(engine->journal, engine->records, engine->touched, n);
     batch_clear(engine);
@@ -325,6 +349,7 @@ berth_jerr berth_engine_commit(berth_engine *engine, uint64_t time_ms) {
     }
     uint64_t old_head = engine->head_seq;
     engine->head_seq += n;
+    engine->head_time_ms = time_ms;
     assert(engine->head_seq == berth_state_last_seq(engine->state));
     uint64_t every = engine->options.snapshot_every;
     if (every > 0 && engine->head_seq / every != old_head / every) {
@@ -417,6 +442,8 @@ berth_jerr berth_engine_apply_committed(berth_engine *engine, berth_record *reco
     }
     uint64_t old_head = engine->head_seq;
     engine->head_seq += n;
+    /* The leader stamped them; kept as the floor should this berthd lead. */
+    if (records[n - 1].time_ms > engine->head_time_ms) engine->head_time_ms = records[n - 1].time_ms;
     assert(engine->head_seq == berth_state_last_seq(engine->state));
     uint64_t every = engine->options.snapshot_every;
     if (every > 0 && engine->head_seq / every != old_head / every) {

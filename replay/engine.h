@@ -68,7 +68,9 @@ void berth_engine_submit(berth_engine *engine, size_t argc, const berth_str *arg
                          berth_str actor, berth_submit_result *result);
 size_t berth_engine_staged(const berth_engine *engine);
 
-/* Commit the staged batch at wall-clock time_ms. BERTH_J_OK: durable. Else
+/* Commit the staged batch at wall-clock time_ms, raised to the head
+ * record's time when below it (a clock stepped back): record times never
+ * decrease, which `--at-time` relies on. BERTH_J_OK: durable. Else
  * the state is rebuilt from the journal and the error returned (FULL, IO,
  * NOMEM); if even the rebuild fails the engine is unusable (CORRUPT). */
 berth_jerr berth_engine_commit(berth_engine *engine, uint64_t time_ms);

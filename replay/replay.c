@@ -169,6 +169,38 @@ static berth_jerr replay_parse(const berth_record *rec, bool canonical, berth_cm
     return BERTH_J_OK;
 }
 
+/* The REQID checks before apply (which asserts them): a valid name, and
+ * not one still in the window. The engine never journals a retry, so a
+ * request id already in the window means something else wrote the journal. */
+static bool reqid_refused(const berth_state *state, const berth_cmd *cmd, const berth_precomputed *pre,
+                          bool reqid_ok, uint64_t seq, char *why, size_t why_size) {
+    assert(cmd->reqid.len > 0);
+    if (!reqid_ok) {
+        snprintf(why, why_size, "seq %" PRIu64 ": request id is not a valid name (1-128 bytes of [A-Za-z0-9._:/-])",
+                 seq);
+        return true;
+    }
+    berth_reqid_entry hit;
+    if (berth_state_reqid_check_precomputed(state, cmd, pre, &hit) != BERTH_REQID_NEW) {
+        snprintf(why, why_size, "seq %" PRIu64 ": request id %.*s repeats the one of seq %" PRIu64
+                 ", still in the window", seq, (int)cmd->reqid.len, cmd->reqid.ptr, hit.seq);
+        return true;
+    }
+    return false;
+}
+
+int berth_replay_reqid_check(const berth_state *state, const berth_cmd *cmd, berth_str canonical,
+                             uint64_t seq, char *err, size_t err_size) {
+    assert(state != NULL && cmd != NULL);
+    if (cmd->reqid.len == 0) return 0;
+    berth_precomputed pre;
+    bool reqid_ok = berth_state_precompute(cmd, canonical, &pre);
+    char why[REPLAY_WHY_LEN_MAX];
+    if (!reqid_refused(state, cmd, &pre, reqid_ok, seq, why, sizeof(why))) return 0;
+    err_copy(err, err_size, why);
+    return -1;
+}
+
 /* Apply a parsed record. quiet: the caller never reads the sentence
  * (replay, not verify), so core may skip formatting it. */
 static berth_jerr replay_apply_parsed(berth_state *state, const berth_record *rec, const berth_cmd *cmd,
@@ -180,15 +212,8 @@ static berth_jerr replay_apply_parsed(berth_state *state, const berth_record *re
         snprintf(why, why_size, "seq %" PRIu64 " does not follow seq %" PRIu64, rec->seq, last);
         return BERTH_J_CORRUPT;
     }
-    if (cmd->reqid.len > 0) {
-        /* The engine never journals a retry, so a request id already in the
-         * window means the journal was written by something else. */
-        berth_reqid_entry hit;
-        if (!reqid_ok || berth_state_reqid_check_precomputed(state, cmd, pre, &hit) != BERTH_REQID_NEW) {
-            snprintf(why, why_size, "seq %" PRIu64 ": request id repeats one still in the window",
-                     rec->seq);
-            return BERTH_J_CORRUPT;
-        }
+    if (cmd->reqid.len > 0 && reqid_refused(state, cmd, pre, reqid_ok, rec->seq, why, why_size)) {
+        return BERTH_J_CORRUPT;
     }
     /* cmd is as replay_parse left it, so its carried hashes are exact. */
     int rc = berth_state_apply_precomputed(state, cmd, rec->command, rec->seq, pre, quiet, out);

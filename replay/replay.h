@@ -31,6 +31,13 @@ typedef struct berth_replay_stats {
 int berth_replay_record(berth_state *state, const berth_record *rec, berth_outcome *out,
                         char *err, size_t err_size);
 
+/* The REQID checks replay makes before applying a record, which
+ * berth_state_apply asserts: cmd's REQID, if any, is a valid name and not
+ * one still in the window. For a caller that applies records itself (the
+ * berth tool's feed). 0, or -1 with err naming seq (the journal is corrupt). */
+int berth_replay_reqid_check(const berth_state *state, const berth_cmd *cmd, berth_str canonical,
+                             uint64_t seq, char *err, size_t err_size);
+
 /* Build the state as of target seq (UINT64_MAX: head) from the newest good
  * snapshot at or before it (when use_snapshots) plus the records after it.
  * A snapshot that fails to decode or whose digest differs is skipped (and

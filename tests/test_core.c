@@ -1344,6 +1344,28 @@ START_TEST(test_exists_instance_first) {
 }
 END_TEST
 
+/* A refused DEPLOY touches every worker it lists; refused_by names the one
+ * that refused (the timeline ticks its row only), 0 for EXISTS. */
+START_TEST(test_refused_by) {
+    rig *r = rig_new();
+    add_workers(r, "1", 3);
+    expect(r, "WORKER.CORDON w2", BERTH_OK);
+    ck_assert_uint_eq(r->out.refused_by, 0);
+    expect(r, "DEPLOY a MODEL m BACKEND vllm ON w1 w2 w3", BERTH_CORDONED);
+    ck_assert_uint_eq(r->out.worker_count, 3);
+    ck_assert_uint_eq(r->out.refused_by, 2);
+    expect(r, "DEPLOY a MODEL m BACKEND vllm ON w3 w1 ghost", BERTH_NOWORKER);
+    ck_assert_uint_eq(r->out.refused_by, 3);
+    expect(r, "DEPLOY a MODEL m BACKEND vllm ON w3", BERTH_OK);
+    ck_assert_uint_eq(r->out.refused_by, 0);
+    expect(r, "DEPLOY b MODEL m BACKEND vllm ON w1 w3", BERTH_GPUBUSY);
+    ck_assert_uint_eq(r->out.refused_by, 2);
+    expect(r, "DEPLOY a MODEL m BACKEND vllm ON w1", BERTH_EXISTS);
+    ck_assert_uint_eq(r->out.refused_by, 0);
+    rig_free(r);
+}
+END_TEST
+
 START_TEST(test_cordon) {
     rig *r = rig_new();
     add_workers(r, "4", 2);
@@ -2864,6 +2886,7 @@ static Suite *core_suite(void) {
     tcase_add_test(rules, test_noinstance);
     tcase_add_test(rules, test_deploy_records_instance);
     tcase_add_test(rules, test_exists_instance_first);
+    tcase_add_test(rules, test_refused_by);
     tcase_add_test(rules, test_cordon);
     tcase_add_test(rules, test_sentence_plurals);
     tcase_add_test(rules, test_nogpu);

@@ -299,6 +299,36 @@ START_TEST(codec_round_trip) {
 }
 END_TEST
 
+/* berth_record_peek_time reads what decode would, for every width of the
+ * seq and the time, and refuses what does not start as a version-1 body. */
+START_TEST(codec_peek_time) {
+    static uint8_t buf[BERTH_RECORD_BYTES_MAX];
+    const uint64_t values[] = { 1, 127, 128, 255, 256, 65535, 65536, 4294967295ull, 4294967296ull,
+                                1764150000123ull, UINT64_MAX };
+    const size_t n = sizeof(values) / sizeof(values[0]);
+    for (size_t i = 0; i < n; i++) {
+        built b;
+        build(&b, values[i]);
+        b.rec.version = BERTH_RECORD_VERSION;
+        b.rec.time_ms = values[n - 1 - i];
+        size_t len = encode_full(&b.rec, buf, sizeof(buf));
+        uint64_t seq = 0, time_ms = 0;
+        ck_assert(berth_record_peek_time(buf, len, &seq, &time_ms));
+        berth_record out;
+        ck_assert_int_eq(berth_record_decode(buf, len, &out, NULL, 0), BERTH_J_OK);
+        ck_assert_uint_eq(seq, out.seq);
+        ck_assert_uint_eq(time_ms, out.time_ms);
+        ck_assert_uint_eq(time_ms, values[n - 1 - i]);
+        ck_assert(!berth_record_peek_time(buf, 3, &seq, &time_ms));   /* cut short */
+        buf[1] = BERTH_RECORD_VERSION + 1;
+        ck_assert(!berth_record_peek_time(buf, len, &seq, &time_ms));  /* another version */
+        buf[1] = BERTH_RECORD_VERSION;
+        buf[0] ^= 0x01;
+        ck_assert(!berth_record_peek_time(buf, len, &seq, &time_ms));  /* not array(9) */
+    }
+}
+END_TEST
+
 START_TEST(codec_encode_limits) {
     built b;
     build(&b, 5);
@@ -3536,6 +3566,7 @@ static Suite *journal_suite(void) {
     Suite *s = suite_create("journal");
     TCase *codec = tcase_create("codec");
     tcase_add_test(codec, codec_round_trip);
+    tcase_add_test(codec, codec_peek_time);
     tcase_add_test(codec, codec_encode_limits);
     tcase_add_test(codec, codec_encode_matches_packer);
     tcase_add_test(codec, codec_decode_spellings);

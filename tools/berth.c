@@ -250,6 +250,27 @@ static int report_death(const subcommand *sub, int argc, char **argv, const guar
     return CLI_EXIT_FINDING;
 }
 
+/* The child died of an internal error (SIGABRT: an assertion, which
+ * printed its message; SIGFPE, SIGILL): a bug in berth, and no evidence
+ * against the data. Damaged pages would send a read astray (SIGSEGV,
+ * SIGBUS); an assertion that fails is berth's own check, and blaming the
+ * pages could make an operator throw away a good journal. */
+static int report_internal(const subcommand *sub, int argc, char **argv, const guard_result *res) {
+    char buf[32];
+    const char *sig = guard_signal_name(res->signal, buf, sizeof buf);
+    const char *dir = data_arg(argc, argv);
+    fprintf(stderr, "INTERNAL `berth %s` stopped on an internal error (%s%s): a bug in berth, not "
+                    "damage to %s; please report it with this command and `berth --version`:\n  berth %s",
+            sub->name, sig, res->signal == SIGABRT ? ": an assertion failed, its message is above" : "",
+            dir != NULL ? dir : "the data directory", sub->name);
+    for (int i = 1; i < argc; i++) {
+        fprintf(stderr, " %s", argv[i]);
+    }
+    fprintf(stderr, "\n(only if the assertion's message names mdb.c, LMDB's own check, may "
+                    "data.mdb be damaged: `berth journal verify` says)\n");
+    return CLI_EXIT_USAGE;
+}
+
 static int run_guarded(const subcommand *sub, int argc, char **argv) {
     const char *unguarded = getenv("BERTH_UNGUARDED");
     if (unguarded != NULL && strcmp(unguarded, "1") == 0) {
@@ -284,6 +305,9 @@ static int run_guarded(const subcommand *sub, int argc, char **argv) {
         (void)signal(res.signal, SIG_DFL);
         (void)raise(res.signal);
         return CLI_EXIT_USAGE;
+    }
+    if (!guard_signal_is_page_fault(res.signal)) {
+        return report_internal(sub, argc, argv, &res);
     }
     return report_death(sub, argc, argv, &res);
 }

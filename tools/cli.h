@@ -105,8 +105,12 @@ void cli_print_record(FILE *out, const berth_record *rec, bool json);
 /* "0-3,6" for a GPU mask; out holds CLI_GPU_TEXT_LEN_MAX bytes. */
 #define CLI_GPU_TEXT_LEN_MAX (BERTH_GPUS_MAX * 4)
 void cli_format_gpus(uint64_t mask, char *out);
-/* Resolve an RFC 3339 time to the last seq recorded at or before it (0: none). */
+/* Resolve an RFC 3339 time to the last seq recorded at or before it (0: none);
+ * warns on stderr when the journal's record times go backwards. */
 int cli_seq_at_time(cli_store *store, const char *rfc3339, uint64_t *seq);
+/* Parse --at's seq and refuse one past the head, UINT64_MAX included
+ * (cli_state_at's "the head"). CLI_EXIT_*. */
+int cli_at_seq(const cli_store *store, const char *text, uint64_t *seq);
 
 /* Text helpers. */
 void cli_json_str(FILE *out, const char *bytes, size_t len);     /* quoted, escaped */

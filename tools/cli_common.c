@@ -21,7 +21,6 @@
 #define CLI_PROGRESS_WIDTH 30             /* characters in the bar */
 #define CLI_PROGRESS_DELAY_NS 1000000000ull /* draw only once work exceeds a second */
 #define CLI_PROGRESS_STRIDE 65536u        /* items between clock reads */
-#define CLI_BSEARCH_STEPS_MAX 70          /* > log2(2^64): binary search bound */
 #define CLI_FRACTION_DIGITS_MAX 9         /* RFC 3339 fractions up to ns */
 #define CLI_YEAR_MIN 1970
 #define CLI_YEAR_MAX 9999
@@ -41,7 +40,7 @@ int cli_fail(int exit_code, const char *code, const char *fmt, ...) {
 
 bool cli_wants_help(int argc, char **argv) {
     assert(argc >= 0);
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {   /* after --: words */
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             return true;
         }
@@ -86,6 +85,21 @@ bool cli_parse_seq_flag(const char *flag, const char *text, uint64_t *out) {
         return false;
     }
     return true;
+}
+
+static int beyond_head(uint64_t seq, uint64_t head_seq) {
+    return cli_fail(CLI_EXIT_USAGE, "ERR", "seq %" PRIu64 " is beyond the journal head %" PRIu64, seq,
+                    head_seq);
+}
+
+int cli_at_seq(const cli_store *store, const char *text, uint64_t *seq) {
+    assert(store != NULL && text != NULL && seq != NULL);
+    if (!cli_parse_seq_flag("--at", text, seq)) {
+        return CLI_EXIT_USAGE;
+    }
+    /* Checked here, not left to cli_state_at: there UINT64_MAX means the
+     * head, and a seq typed by a person never does. */
+    return *seq > store->head_seq ? beyond_head(*seq, store->head_seq) : CLI_EXIT_OK;
 }
 
 int cli_guard_fd = -1;
@@ -238,8 +252,7 @@ int cli_state_at(cli_store *store, uint64_t target, bool use_snapshots, berth_st
     memset(stats, 0, sizeof *stats);
     *out = NULL;
     if (target != UINT64_MAX && target > store->head_seq) {
-        return cli_fail(CLI_EXIT_USAGE, "ERR", "seq %" PRIu64 " is beyond the journal head %" PRIu64,
-                        target, store->head_seq);
+        return beyond_head(target, store->head_seq);
     }
     target = target == UINT64_MAX ? store->head_seq : target;   /* the read view's head is fixed */
     if (target == 0) {
@@ -277,19 +290,6 @@ int cli_state_at(cli_store *store, uint64_t target, bool use_snapshots, berth_st
     return rc;
 }
 
-/* Read one record's time; the binary search's only question. */
-static int record_time(cli_store *store, uint64_t seq, uint64_t *time_ms) {
-    berth_record rec;
-    berth_jerr jerr = berth_journal_read(store->reader, seq, &rec, NULL, NULL);
-    if (jerr != BERTH_J_OK) {
-        return cli_fail(CLI_EXIT_FINDING, berth_jerr_name(jerr),
-                        "cannot read record %" PRIu64 " while searching by time", seq);
-    }
-    assert(rec.seq == seq);
-    *time_ms = rec.time_ms;
-    return CLI_EXIT_OK;
-}
-
 int cli_seq_at_time(cli_store *store, const char *rfc3339, uint64_t *seq) {
     assert(store != NULL && rfc3339 != NULL && seq != NULL);
     uint64_t target_ms = 0;
@@ -297,30 +297,67 @@ int cli_seq_at_time(cli_store *store, const char *rfc3339, uint64_t *seq) {
         return cli_fail(CLI_EXIT_USAGE, "ERR",
                         "'%s' is not an RFC 3339 time (like 2026-11-26T09:30:00Z)", rfc3339);
     }
-    /* Record times never decrease, so the records at or before target_ms
-     * form a prefix: find its last seq. Invariant: time(lo) <= target
-     * (seq 0 stands for "before everything"), time(hi + 1) > target. */
-    uint64_t lo = 0;
-    uint64_t hi = store->head_seq;
-    uint32_t steps = 0;
-    while (lo < hi) {
-        assert(steps < CLI_BSEARCH_STEPS_MAX);
-        steps++;
-        uint64_t mid = lo + (hi - lo + 1) / 2;
+    *seq = 0;
+    /* A head that does not decode has no time: the records below it do. */
+    uint64_t last = store->head_damaged ? store->head_seq - 1 : store->head_seq;
+    if (last == 0) {
+        return CLI_EXIT_OK;
+    }
+    /* A scan, not a binary search: this berth stamps no record earlier than
+     * the one before it, but a journal written by an older berth whose
+     * clock stepped back has times that decrease, and a binary search over
+     * them lands on an arbitrary seq. The scan answers "the last record at
+     * or before target" exactly either way, and names a decrease. */
+    berth_journal_cursor *cursor = NULL;
+    berth_jerr jerr = berth_journal_cursor_open(store->reader, 1, &cursor);
+    if (jerr != BERTH_J_OK) {
+        return cli_fail(CLI_EXIT_FINDING, berth_jerr_name(jerr),
+                        "cannot read the records while searching by time");
+    }
+    uint64_t prev_ms = 0;
+    uint64_t first_back = 0;        /* the first seq whose time is below its predecessor's */
+    uint64_t first_back_ms = 0;
+    uint64_t first_back_prev_ms = 0;
+    int rc = CLI_EXIT_OK;
+    for (uint64_t want = 1; want <= last; want++) {
+        /* Only the time: the rest of the record is not decoded. */
+        uint64_t key = 0;
+        uint64_t rec_seq = 0;
         uint64_t time_ms = 0;
-        int rc = record_time(store, mid, &time_ms);
-        if (rc != CLI_EXIT_OK) {
-            return rc;
+        const uint8_t *raw = NULL;
+        size_t raw_len = 0;
+        jerr = berth_journal_cursor_next_raw(cursor, &key, &raw, &raw_len);
+        if (jerr != BERTH_J_OK || key != want || !berth_record_peek_time(raw, raw_len, &rec_seq, &time_ms) ||
+            rec_seq != want) {
+            rc = cli_fail(CLI_EXIT_FINDING, berth_jerr_name(jerr != BERTH_J_OK ? jerr : BERTH_J_CORRUPT),
+                          "cannot read record %" PRIu64 " while searching by time: run `berth journal verify`",
+                          want);
+            break;
+        }
+        if (want > 1 && time_ms < prev_ms && first_back == 0) {
+            first_back = want;
+            first_back_ms = time_ms;
+            first_back_prev_ms = prev_ms;
         }
         if (time_ms <= target_ms) {
-            lo = mid;
-        } else {
-            hi = mid - 1;
+            *seq = want;
         }
+        prev_ms = time_ms;
     }
-    assert(lo == hi && lo <= store->head_seq);
-    *seq = lo;
-    return CLI_EXIT_OK;
+    berth_journal_cursor_close(cursor);
+    if (rc == CLI_EXIT_OK && first_back > 0) {
+        char back[CLI_TIME_TEXT_LEN_MAX];
+        char before[CLI_TIME_TEXT_LEN_MAX];
+        cli_format_time(first_back_ms, back);
+        cli_format_time(first_back_prev_ms, before);
+        fprintf(stderr,
+                "WARN record times go backwards at seq %" PRIu64 " (%s after %s at seq %" PRIu64
+                "; a clock stepped back under a berth before session 7): seq %" PRIu64
+                " is the last record stamped at or before %s, but records before it may be "
+                "stamped later; `berth journal dump` shows the times, --at SEQ picks one exactly\n",
+                first_back, back, before, first_back - 1, *seq, rfc3339);
+    }
+    return rc;
 }
 
 /* Bytes that need no escape go out in one fwrite per run: rejudge on a big

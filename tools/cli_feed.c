@@ -430,6 +430,11 @@ static int feed_apply(berth_state *state, const cli_feed_item *item, int quiet_m
     }
     const berth_cmd *cmd = &item->cmd;
     uint64_t seq = item->rec.seq;
+    /* Replay's checks, which apply asserts: a journal from another writer
+     * may repeat a request id, and that is a finding, not a crash. */
+    if (berth_replay_reqid_check(state, cmd, item->text, seq, err, err_size) != 0) {
+        return -1;
+    }
     int rc = quiet_mode == 1   ? berth_state_apply_quiet(state, cmd, item->text, seq, out)
              : quiet_mode == 2 ? berth_state_apply_expect(state, cmd, item->text, seq, expected, out)
                                : berth_state_apply(state, cmd, item->text, seq, out);

@@ -660,8 +660,8 @@ static int parse_replay_opts(int argc, char **argv, replay_opts *opts) {
 
 static int replay_target(cli_store *store, const replay_opts *opts, uint64_t *target) {
     *target = store->head_seq;
-    if (opts->at != NULL && !cli_parse_seq_flag("--at", opts->at, target)) {
-        return CLI_EXIT_USAGE;
+    if (opts->at != NULL) {
+        return cli_at_seq(store, opts->at, target);
     }
     if (opts->at_time != NULL) {
         return cli_seq_at_time(store, opts->at_time, target);
@@ -710,9 +710,10 @@ int cli_replay_main(int argc, char **argv) {
 /* ---- history ----------------------------------------------------------- */
 
 static const char history_usage[] =
-    "usage: berth history --data DIR [--json] (worker W | instance I)\n"
+    "usage: berth history --data DIR [--json] [--] (worker W | instance I)\n"
     "       berth history rebuild --data DIR\n"
     "  Every record that touched the worker or instance, from the history index, with outcome.\n"
+    "  The word after worker/instance is the name, even one starting with '-'; -- ends the options.\n"
     "  rebuild: build the index again from the journal (replayed and verified from genesis)\n"
     "  when it is missing or damaged; takes the directory lock, so stop berthd first.\n";
 
@@ -755,8 +756,36 @@ static int history_print(cli_store *store, berth_history_kind kind, berth_str na
     return CLI_EXIT_OK;
 }
 
+/* Names may start with '-' ([A-Za-z0-9._:/-]): the word after worker or
+ * instance is the name whatever it looks like, and after -- every word is
+ * a word, not an option. */
+static bool history_name_next(const char *const *words, int word_count) {
+    return word_count == 1 && (strcmp(words[0], "worker") == 0 || strcmp(words[0], "instance") == 0);
+}
+
+static bool history_wants_help(int argc, char **argv) {
+    const char *words[2] = { NULL, NULL };
+    int word_count = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--") == 0) {
+            return false;
+        }
+        if (history_name_next(words, word_count)) {
+            words[word_count++] = arg;
+        } else if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            return true;
+        } else if (strcmp(arg, "--data") == 0) {
+            i++;   /* its value, whatever it is */
+        } else if (arg[0] != '-' && word_count < 2) {
+            words[word_count++] = arg;
+        }
+    }
+    return false;
+}
+
 int cli_history_main(int argc, char **argv) {
-    if (cli_wants_help(argc, argv)) {
+    if (history_wants_help(argc, argv)) {
         fputs(history_usage, stdout);
         return CLI_EXIT_OK;
     }
@@ -765,16 +794,23 @@ int cli_history_main(int argc, char **argv) {
     int word_count = 0;
     bool json = false;
     bool bad = false;
+    bool options_ended = false;
     for (int i = 1; i < argc && !bad; i++) {
-        if (cli_flag_value(argc, argv, &i, "--data", &data, &bad)) {
+        const char *arg = argv[i];
+        if (options_ended || history_name_next(words, word_count) || arg[0] != '-') {
+            if (word_count == 2) {
+                fprintf(stderr, "ERR unexpected argument '%s'\n%s", arg, history_usage);
+                return CLI_EXIT_USAGE;
+            }
+            words[word_count++] = arg;
+        } else if (strcmp(arg, "--") == 0) {
+            options_ended = true;
+        } else if (cli_flag_value(argc, argv, &i, "--data", &data, &bad)) {
             continue;
-        }
-        if (strcmp(argv[i], "--json") == 0) {
+        } else if (strcmp(arg, "--json") == 0) {
             json = true;
-        } else if (argv[i][0] != '-' && word_count < 2) {
-            words[word_count++] = argv[i];
         } else {
-            fprintf(stderr, "ERR unexpected argument '%s'\n%s", argv[i], history_usage);
+            fprintf(stderr, "ERR unexpected argument '%s'\n%s", arg, history_usage);
             return CLI_EXIT_USAGE;
         }
     }

@@ -2,8 +2,9 @@
  *
  * One row per worker (sorted by name), one bar per instance from its DEPLOY
  * to its RELEASE drawn on every worker of its placement, exclusive holds in
- * a distinct thick outline, refusals as ticks on the rows of the workers the
- * refusal names, and a legend. The x axis is the record seq (the journal's
+ * a distinct thick outline, refusals as ticks on the row of the worker that
+ * refused (a refused DEPLOY lists several: only one of them refused), and a
+ * legend. The x axis is the record seq (the journal's
  * own clock: deterministic, and gaps in wall time do not squash the
  * picture); axis labels also show each tick's wall time from its record.
  *
@@ -258,6 +259,17 @@ static int seed_from_state(timeline *t, const berth_state *state) {
 static int observe(timeline *t, const berth_state *state, const berth_record *rec,
                    berth_cmd_kind kind, const berth_outcome *out) {
     if (out->code != BERTH_OK) {
+        /* A refused DEPLOY touches every worker it lists, but only one of
+         * them refused: its row alone gets the tick. EXISTS is the
+         * instance's refusal, no worker's. */
+        if (kind == BERTH_CMD_DEPLOY) {
+            assert(out->refused_by <= out->worker_count);
+            if (out->refused_by == 0) {
+                t->unplaced_refusals++;
+                return 0;
+            }
+            return add_tick(t, rec->seq, out->workers[out->refused_by - 1], out->code);
+        }
         for (uint32_t i = 0; i < out->worker_count; i++) {
             if (add_tick(t, rec->seq, out->workers[i], out->code) != 0) {
                 return -1;
@@ -590,8 +602,10 @@ static void render_ticks(FILE *f, const timeline *t, const uint32_t *order) {
         put_px(f, x);
         fprintf(f, "\" y1=\"%" PRIu64 "\" x2=\"", y);
         put_px(f, x);
-        fprintf(f, "\" y2=\"%" PRIu64 "\"><title>seq %" PRIu64 " refused: %s</title></line>\n",
-                y + row_height(t, row, order), k->seq, berth_code_name(k->code));
+        fprintf(f, "\" y2=\"%" PRIu64 "\"><title>seq %" PRIu64 " refused by ",
+                y + row_height(t, row, order), k->seq);
+        cli_xml_bstr(f, pool_str(t, t->workers[k->worker]));
+        fprintf(f, ": %s</title></line>\n", berth_code_name(k->code));
     }
     fputs("</g>\n", f);
 }

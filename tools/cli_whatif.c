@@ -359,8 +359,11 @@ static int print_whatif_summary(const whatif_opts *o, const berth_state *state, 
 
 static int whatif_scenario(const whatif_opts *o, cli_store *store) {
     uint64_t at = store->head_seq;
-    if (o->at != NULL && !cli_parse_seq_flag("--at", o->at, &at)) {
-        return CLI_EXIT_USAGE;
+    if (o->at != NULL) {
+        int rc = cli_at_seq(store, o->at, &at);
+        if (rc != CLI_EXIT_OK) {
+            return rc;
+        }
     }
     if (o->at_time != NULL) {
         int rc = cli_seq_at_time(store, o->at_time, &at);

@@ -397,6 +397,10 @@ bool guard_signal_is_fault(int sig) {
     return false;
 }
 
+bool guard_signal_is_page_fault(int sig) {
+    return sig == SIGSEGV || sig == SIGBUS;
+}
+
 /* ---- last words ---------------------------------------------------------- */
 
 /* Composed at install: the handler only writes them around the signal's name. */
@@ -404,6 +408,8 @@ static char last_words_head[GUARD_LINE_BYTES_MAX];
 static size_t last_words_head_len;
 static char last_words_tail[GUARD_LINE_BYTES_MAX];
 static size_t last_words_tail_len;
+static char last_words_abort_tail[GUARD_LINE_BYTES_MAX];   /* SIGABRT's: an assertion */
+static size_t last_words_abort_tail_len;
 
 static void last_words_put(const char *bytes, size_t len) {
     while (len > 0) {
@@ -424,7 +430,11 @@ static void last_words_handler(int sig) {
     const char *name = sig == SIGSEGV ? "SIGSEGV" : sig == SIGBUS ? "SIGBUS" : "SIGABRT";
     last_words_put(last_words_head, last_words_head_len);
     last_words_put(name, strlen(name));
-    last_words_put(last_words_tail, last_words_tail_len);
+    if (sig == SIGABRT) {
+        last_words_put(last_words_abort_tail, last_words_abort_tail_len);
+    } else {
+        last_words_put(last_words_tail, last_words_tail_len);
+    }
     errno = saved;
     /* SA_RESETHAND put the default action back; raised again, the signal
      * is delivered when this handler returns (a fault would recur anyway)
@@ -453,6 +463,21 @@ int guard_last_words_install(const char *prog, const char *dir) {
         assert(n > 0 && (size_t)n < sizeof last_words_tail);
     }
     last_words_tail_len = (size_t)n;
+    /* An assertion that failed is a bug, not evidence about the data; only
+     * LMDB's own (its message names mdb.c) come from its pages. */
+    n = snprintf(last_words_abort_tail, sizeof last_words_abort_tail,
+                 " (data directory %s): an internal check failed (its message is above): a bug "
+                 "in %s, not damage to the data; please report it with the command that ran "
+                 "(only if the message names mdb.c, LMDB's, may %s/data.mdb be damaged: "
+                 "`berth journal verify --data %s`)\n",
+                 shown, prog, shown, shown);
+    if (n < 0 || (size_t)n >= sizeof last_words_abort_tail) {
+        n = snprintf(last_words_abort_tail, sizeof last_words_abort_tail,
+                     ": an internal check failed (its message is above): a bug; please report "
+                     "it with the command that ran\n");
+        assert(n > 0 && (size_t)n < sizeof last_words_abort_tail);
+    }
+    last_words_abort_tail_len = (size_t)n;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = last_words_handler;

@@ -108,10 +108,16 @@ const char *guard_signal_name(int sig, char *buf, size_t size);
  * (SIGKILL, SIGTERM, SIGINT, SIGPIPE). */
 bool guard_signal_is_fault(int sig);
 
+/* A fault damaged pages are the likely cause of: SIGSEGV or SIGBUS (a read
+ * sent outside the map). SIGABRT is an assertion that failed, SIGFPE and
+ * SIGILL a bug: internal errors, to be reported as such, with the command. */
+bool guard_signal_is_page_fault(int sig);
+
 /* Last words: handlers for SIGSEGV, SIGBUS and SIGABRT that write one line
  * on stderr (write(2) only: async-signal-safe) naming prog, the data
- * directory, damaged LMDB pages as the likely cause and `berth journal
- * verify --data DIR` as the next step, then die of the same signal with its
+ * directory, and for SIGSEGV and SIGBUS damaged LMDB pages as the likely
+ * cause and `berth journal verify --data DIR` as the next step (for
+ * SIGABRT: a failed assertion, an internal error to report), then die of the same signal with its
  * default action (so exit statuses and core dumps stay as they were). The
  * line is composed here; dir may be NULL (the line then says --data DIR).
  * Returns 0, or -1 with errno from sigaction. */

@@ -464,6 +464,17 @@ case_timeline() {
     expect_exit 0 "$BERTH" timeline --data data --out again.svg --rows-per-group 8
     cmp -s all.svg again.svg || fail "the same journal rendered two different pictures"
     expect_exit 2 "$BERTH" timeline --data data
+    # A refused DEPLOY lists three workers and one refused: one tick, on
+    # its row (each listed worker's row had one). EXISTS is the instance's
+    # refusal: no worker's row.
+    printf 'WORKER.ADD w1 GPUS 1\nWORKER.ADD w2 GPUS 1\nWORKER.ADD w3 GPUS 1\nWORKER.CORDON w2\nDEPLOY a MODEL m BACKEND vllm ON w1 w2 w3\nDEPLOY b MODEL m BACKEND vllm ON w1\nDEPLOY b MODEL m BACKEND vllm ON w3\n' >refuse.scenario
+    "$MKJOURNAL" --data refuse --scenario refuse.scenario >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
+    expect_exit 0 "$BERTH" timeline --data refuse --out refuse.svg
+    [ "$(grep -c '<title>seq 5 refused' refuse.svg)" = 1 ] || fail "seq 5: not one tick: $(grep '<title>seq 5' refuse.svg)"
+    grep -q '<title>seq 5 refused by w2: CORDONED</title>' refuse.svg || fail "seq 5's tick is not w2's: $(grep '<title>seq 5' refuse.svg)"
+    grep -q '<title>seq 7 refused' refuse.svg && fail "EXISTS ticked a worker row"
+    grep -q '>x axis: record seq (wall time under each tick); 1 refusals named no worker row<' refuse.svg ||
+        fail "EXISTS is not counted as naming no worker row"
 }
 
 case_history_status() {
@@ -487,7 +498,20 @@ case_history_status() {
     expect_exit 0 "$BERTH" history --data data instance nobody
     grep -q 'no record touched' out.txt || fail "empty history is not said"
     expect_exit 2 "$BERTH" history --data data host w3
-    expect_exit 2 "$BERTH" history --data data worker 'bad name'
+    expect_exit 2 "$BERTH" history --data data worker 'bad name'    # Names may start with '-': the word after worker/instance is the name,
+    # and -- ends the options (review hV6).
+    printf 'WORKER.ADD -w GPUS 1\nWORKER.ADD --json GPUS 1\nWORKER.ADD -h GPUS 1\n' >dash.scenario
+    "$MKJOURNAL" --data dash --scenario dash.scenario >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
+    expect_exit 0 "$BERTH" history --data dash worker -w
+    grep -q 'WORKER.ADD -w GPUS 1' out.txt || fail "history worker -w: $(cat out.txt)"
+    expect_exit 0 "$BERTH" history --data dash --json worker --json
+    [ "$(json_field seq <out.txt)" = 2 ] || fail "history worker --json: $(cat out.txt)"
+    expect_exit 0 "$BERTH" history worker -h --data dash
+    [ "$(grep -c 'WORKER.ADD -h GPUS 1' out.txt)" = 1 ] || fail "history worker -h: $(cat out.txt)"
+    expect_exit 0 "$BERTH" history --data dash -- worker -w
+    grep -q 'WORKER.ADD -w GPUS 1' out.txt || fail "history -- worker -w: $(cat out.txt)"
+    expect_exit 2 "$BERTH" history --data dash worker -w extra
+    expect_exit 2 "$BERTH" history --data dash -- --json worker -w
 }
 
 case_usage() {
@@ -506,11 +530,122 @@ case_usage() {
     expect_exit 2 "$BERTH" replay --data data --at x
     expect_exit 2 "$BERTH" replay --data data --bogus
     expect_exit 2 "$BERTH" replay --data data --at 1 --at-time 2025-11-26T09:00:00Z
+    # UINT64_MAX is a seq past the head like any other, not "the head".
+    expect_exit 2 "$BERTH" replay --data data --at 18446744073709551615
+    grep -q '^ERR seq 18446744073709551615 is beyond the journal head 11' err.txt || fail "replay --at max: $(cat err.txt)"
+    expect_exit 2 "$BERTH" whatif --data data --at 18446744073709551615 --scenario /dev/null
+    grep -q '^ERR seq 18446744073709551615 is beyond the journal head 11' err.txt || fail "whatif --at max: $(cat err.txt)"
+    expect_exit 2 "$BERTH" replay --data data --at 12
+    expect_exit 0 "$BERTH" replay --data data --at 11
     expect_exit 2 "$BERTH" replay --data "$WORK/missing"
     expect_exit 2 "$BERTH" journal
     expect_exit 2 "$BERTH" journal dump --data data --from 5 --to 4
     expect_exit 2 "$BERTH" journal verify --data data --from 3
     expect_exit 2 "$BERTH" whatif --data data
+}
+
+# Record times that go backwards (review hV6). berth's engine stamps no
+# record earlier than the head's, so a second writer session whose clock
+# stepped back keeps them level; a journal written past the engine (--raw:
+# an older berth) can still have them, and --at-time then answers the last
+# record at or before the time, by a scan, with a WARN naming the step back
+# (a binary search answered seq 0 here).
+case_at_time_back() {
+    printf 'WORKER.ADD a GPUS 1\nWORKER.ADD b GPUS 1\nWORKER.ADD c GPUS 1\nWORKER.ADD d GPUS 1\nWORKER.ADD e GPUS 1\n' >s1
+    printf 'WORKER.ADD f GPUS 1\nWORKER.ADD g GPUS 1\n' >s2
+    # seqs 1-5 at 00:00:10Z..14Z; then seqs 6-7 asked at 00:00:01Z, 02Z
+    "$MKJOURNAL" --data eng --scenario s1 --time-start 1735689610000 >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
+    "$MKJOURNAL" --data eng --scenario s2 --time-start 1735689601000 >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
+    expect_exit 0 "$BERTH" journal dump --data eng --from 6 --to 7 --json
+    [ "$(json_field time_ms <out.txt | tr '\n' ' ')" = "1735689614000 1735689614000 " ] ||
+        fail "the engine stamped a stepped-back clock: $(json_field time_ms <out.txt | tr '\n' ' ')"
+    expect_exit 0 "$BERTH" replay --data eng --at-time 2025-01-01T00:00:05Z --json
+    [ "$(head -1 out.txt | json_field seq)" = 0 ] || fail "engine journal: 00:00:05Z is not before seq 1"
+    [ -s err.txt ] && fail "a warning on a journal whose times never decrease: $(cat err.txt)"
+    expect_exit 0 "$BERTH" replay --data eng --at-time 2025-01-01T00:00:14Z --json
+    [ "$(head -1 out.txt | json_field seq)" = 7 ] || fail "engine journal: 00:00:14Z is not seq 7"
+    # The same sessions written past the engine: times go back at seq 6.
+    "$MKJOURNAL" --raw 1 --data raw --scenario s1 --time-start 1735689610000 >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
+    "$MKJOURNAL" --raw 1 --data raw --scenario s2 --time-start 1735689601000 >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
+    expect_exit 0 "$BERTH" journal verify --data raw
+    expect_exit 0 "$BERTH" replay --data raw --at-time 2025-01-01T00:00:05Z --json
+    [ "$(head -1 out.txt | json_field seq)" = 7 ] || fail "raw journal: 00:00:05Z is not seq 7: $(head -1 out.txt)"
+    grep -q '^WARN record times go backwards at seq 6 (2025-01-01T00:00:01.000Z after 2025-01-01T00:00:14.000Z at seq 5' err.txt ||
+        fail "no warning naming seq 6: $(cat err.txt)"
+    expect_exit 0 "$BERTH" replay --data raw --at-time 2025-01-01T00:00:12Z --json
+    [ "$(head -1 out.txt | json_field seq)" = 7 ] || fail "raw journal: 00:00:12Z is not seq 7"
+    expect_exit 0 "$BERTH" replay --data raw --at-time 2025-01-01T00:00:00Z --json
+    [ "$(head -1 out.txt | json_field seq)" = 0 ] || fail "raw journal: 00:00:00Z is not seq 0"
+    expect_exit 0 "$BERTH" whatif --data raw --at-time 2025-01-01T00:00:01Z --scenario /dev/null
+    grep -q '^what-if from seq 6:' out.txt || fail "whatif --at-time 00:00:01Z is not seq 6: $(cat out.txt)"
+    grep -q '^WARN record times go backwards at seq 6' err.txt || fail "whatif gave no warning: $(cat err.txt)"
+}
+
+# A REQID repeated within the window, written past the engine (review hV6):
+# verify, whatif --rejudge and timeline each report CORRUPT naming seq 3
+# (rejudge and timeline aborted on core's assert, and the guard then blamed
+# data.mdb's pages).
+case_reqid_damage() {
+    printf 'WORKER.ADD w GPUS 1\nWORKER.CORDON w REQID r1\nWORKER.UNCORDON w REQID r1\n' >s
+    "$MKJOURNAL" --raw 1 --data data --scenario s >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
+    want='CORRUPT seq 3: request id r1 repeats the one of seq 2, still in the window'
+    expect_exit 1 "$BERTH" journal verify --data data
+    grep -qF "$want" err.txt || fail "verify: $(cat err.txt)"
+    for guard in 0 1; do
+        expect_exit 1 env BERTH_UNGUARDED=$guard "$BERTH" whatif --data data --policy EXCLUSIVE=vllm --rejudge
+        grep -qF "seq 3: request id r1 repeats the one of seq 2, still in the window" err.txt ||
+            fail "rejudge (unguarded=$guard): $(cat err.txt)"
+        expect_exit 1 env BERTH_UNGUARDED=$guard "$BERTH" timeline --data data --out t.svg
+        grep -qF "$want" err.txt || fail "timeline (unguarded=$guard): $(cat err.txt)"
+    done
+}
+
+# The guarded child dying of SIGABRT (an assertion that failed) is an
+# internal error, not damaged pages (review hV6): berth says so, asks for a
+# report with the command, and exits 2. The child is caught waiting on a
+# FIFO scenario, its journal open, and sent SIGABRT as an assert would raise
+# it. Unguarded, berth's own last words say the same.
+wait_holds_journal() {   # wait_holds_journal PID: until PID has data/data.mdb open (10 s at most)
+    tries=0
+    until ls -l "/proc/$1/fd" 2>/dev/null | grep -q 'data/data.mdb'; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 200 ] || fail "process $1 never opened the journal"
+        sleep 0.05
+    done
+}
+
+case_internal_error() {
+    make_journal rejudge.scenario
+    mkfifo plan.fifo || fail "mkfifo"
+    "$BERTH" whatif --data data --scenario plan.fifo >out.txt 2>err.txt &
+    parent=$!
+    tries=0
+    child=
+    while [ -z "$child" ]; do
+        child=$(pgrep -P "$parent" | head -1)
+        tries=$((tries + 1))
+        [ "$tries" -lt 200 ] || fail "no guarded child appeared"
+        [ -n "$child" ] || sleep 0.05
+    done
+    wait_holds_journal "$child"   # past its setup, blocked opening the FIFO
+    kill -ABRT "$child"
+    wait "$parent"
+    got=$?
+    [ "$got" = 2 ] || fail "exit $got, wanted 2: $(cat err.txt)"
+    grep -q '^INTERNAL `berth whatif` stopped on an internal error (SIGABRT: an assertion failed' err.txt ||
+        fail "no internal-error report: $(cat err.txt)"
+    grep -qF "berth whatif --data data --scenario plan.fifo" err.txt || fail "the command is not repeated: $(cat err.txt)"
+    grep -q 'pages are damaged\|CORRUPT' err.txt && fail "SIGABRT blamed on the data: $(cat err.txt)"
+    BERTH_UNGUARDED=1 "$BERTH" whatif --data data --scenario plan.fifo >out.txt 2>err.txt &
+    pid=$!
+    wait_holds_journal "$pid"     # its last words installed, blocked opening the FIFO
+    kill -ABRT "$pid"
+    wait "$pid"
+    got=$?
+    [ "$got" -gt 128 ] || fail "unguarded berth did not die of the signal: exit $got"
+    grep -q '^berth: FATAL SIGABRT (data directory data): an internal check failed' err.txt ||
+        fail "unguarded last words: $(cat err.txt)"
+    grep -q 'the likely cause is damaged' err.txt && fail "the last words blame the pages: $(cat err.txt)"
 }
 
 # berthd serving the same data directory: berth, reading beside it, must
@@ -743,7 +878,7 @@ case "$CASE" in
     foreign)
         case_foreign "$@"
         ;;
-    gen|dump_replay|at_time|verify_corrupt|cut_head|verify_pages|whatif_readonly|whatif_scenario|rejudge|timeline|history_status|usage|vs_berthd|history_rebuild)
+    gen|dump_replay|at_time|at_time_back|verify_corrupt|cut_head|verify_pages|whatif_readonly|whatif_scenario|rejudge|timeline|history_status|usage|reqid_damage|internal_error|vs_berthd|history_rebuild)
         "case_$CASE"
         ;;
     rejudge_large)

@@ -8,6 +8,14 @@
  * prints the engine's own state digest at --digest-at (committing exactly
  * there) and at the head: the reference the tool's replay must match.
  *
+ * --raw 1 writes as another writer (a berth before session 7, a tool) could:
+ * each command one record appended through journal.h, not the engine, at
+ * --time-start + k * --time-step for the k-th record of this run with no
+ * clamp (a second run with an earlier --time-start makes times go back),
+ * its REQID journaled but neither checked nor put in the window (a REQID
+ * repeated in the scenario is repeated in the journal), its outcome from
+ * berth_state_apply on the state replayed from the journal so far.
+ *
  * --fold-records N folds the HISTORY touch log every N records and waits
  * for each fold after its commit, so the commits after it trim the touch
  * log at known points (a journal whose index cannot be rebuilt from the
@@ -15,7 +23,7 @@
  *
  * usage: mkjournal --data DIR --scenario FILE [--batch N] [--snapshot-every N]
  *                  [--time-start MS] [--time-step MS] [--digest-at SEQ] [--actor NAME]
- *                  [--fold-records N] */
+ *                  [--fold-records N] [--raw 1] */
 #include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -41,6 +49,7 @@ typedef struct mk_opts {
     uint64_t digest_at;
     const char *actor;
     uint64_t fold_records;
+    uint64_t raw;
 } mk_opts;
 
 typedef struct mk_run {
@@ -52,7 +61,7 @@ typedef struct mk_run {
 static int usage(const char *why) {
     fprintf(stderr, "ERR %s\nusage: mkjournal --data DIR --scenario FILE [--batch N] "
                     "[--snapshot-every N] [--time-start MS] [--time-step MS] [--digest-at SEQ] "
-                    "[--actor NAME] [--fold-records N]\n", why);
+                    "[--actor NAME] [--fold-records N] [--raw 1]\n", why);
     return 2;
 }
 
@@ -87,7 +96,8 @@ static int parse_opts(int argc, char **argv, mk_opts *o) {
                    !number_flag(a, "--time-start", v, &o->time_start_ms) &&
                    !number_flag(a, "--time-step", v, &o->time_step_ms) &&
                    !number_flag(a, "--digest-at", v, &o->digest_at) &&
-                   !number_flag(a, "--fold-records", v, &o->fold_records)) {
+                   !number_flag(a, "--fold-records", v, &o->fold_records) &&
+                   !number_flag(a, "--raw", v, &o->raw)) {
             return usage("unknown option");
         }
     }
@@ -192,6 +202,88 @@ static int build(const mk_opts *o, mk_run *run) {
     return rc;
 }
 
+/* One scenario line as one record, past the engine (--raw). */
+static int raw_append(const mk_opts *o, berth_journal *journal, berth_state *state, uint64_t k,
+                      const cli_scenario *sc) {
+    static berth_cmd cmd;
+    static berth_outcome out;
+    static char canonical[BERTH_COMMAND_LEN_MAX];
+    char perr[BERTH_ERR_LEN_MAX];
+    if (berth_cmd_parse(&cmd, sc->word_count, sc->words, perr, sizeof perr) != 0) {
+        fprintf(stderr, "ERR scenario %s line %" PRIu64 ": %s\n", sc->path, sc->line_no, perr);
+        return 2;
+    }
+    size_t len = berth_cmd_canonical(&cmd, canonical, sizeof canonical);
+    if (len == 0) {
+        fprintf(stderr, "ERR scenario %s line %" PRIu64 ": too long\n", sc->path, sc->line_no);
+        return 2;
+    }
+    berth_str reqid = cmd.reqid;
+    cmd.reqid = berth_str_make("", 0);   /* applied without: a repeat must not assert */
+    uint64_t seq = berth_state_last_seq(state) + 1;
+    if (berth_state_apply(state, &cmd, berth_str_make(canonical, len), seq, &out) != 0) {
+        fprintf(stderr, "NOMEM apply\n");
+        return 2;
+    }
+    berth_record rec;
+    memset(&rec, 0, sizeof rec);
+    rec.seq = seq;
+    rec.time_ms = o->time_start_ms + k * o->time_step_ms;
+    rec.actor = berth_str_make(o->actor, strlen(o->actor));
+    rec.reqid = reqid;
+    rec.command = berth_str_make(canonical, len);
+    rec.code = (uint32_t)out.code;
+    rec.sentence = berth_str_make(out.sentence, out.sentence_len);
+    berth_jerr jerr = berth_journal_append(journal, &rec, NULL, 1);
+    if (jerr != BERTH_J_OK) {
+        fprintf(stderr, "%s append failed\n", berth_jerr_name(jerr));
+        return 2;
+    }
+    return 0;
+}
+
+static int raw_build(const mk_opts *o, berth_journal *journal) {
+    berth_journal_reader *reader = NULL;
+    berth_state *state = NULL;
+    char err[MK_ERR_LEN_MAX] = "";
+    berth_jerr jerr = berth_journal_reader_open(journal, &reader);
+    if (jerr == BERTH_J_OK) {
+        berth_replay_stats stats;
+        jerr = berth_replay_to(reader, UINT64_MAX, false, &state, &stats, NULL, err, sizeof err);
+        berth_journal_reader_close(reader);
+    }
+    if (jerr != BERTH_J_OK) {
+        fprintf(stderr, "%s replay: %s\n", berth_jerr_name(jerr), err);
+        return 2;
+    }
+    cli_scenario sc;
+    if (cli_scenario_open(&sc, o->scenario, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        berth_state_free(state);
+        return 2;
+    }
+    int rc = 0;
+    for (uint64_t k = 0; rc == 0;) {
+        int got = cli_scenario_next(&sc, err, sizeof err);
+        if (got <= 0) {
+            rc = got < 0 ? 2 : 0;
+            if (got < 0) {
+                fprintf(stderr, "%s\n", err);
+            }
+            break;
+        }
+        if (sc.kind == CLI_LINE_MUTATING) {
+            rc = raw_append(o, journal, state, k++, &sc);
+        }
+    }
+    cli_scenario_close(&sc);
+    if (rc == 0) {
+        printf("head %" PRIu64 "\n", berth_state_last_seq(state));
+    }
+    berth_state_free(state);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     mk_opts o;
     int rc = parse_opts(argc, argv, &o);
@@ -207,6 +299,11 @@ int main(int argc, char **argv) {
     if (jerr != BERTH_J_OK) {
         fprintf(stderr, "%s cannot open %s: %s\n", berth_jerr_name(jerr), o.data, err);
         return 2;
+    }
+    if (o.raw != 0) {
+        rc = raw_build(&o, journal);
+        berth_journal_close(journal);
+        return rc;
     }
     berth_engine_options eo = { .snapshot_every = o.snapshot_every, .dry_run = false };
     berth_replay_stats stats;
