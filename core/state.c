@@ -601,6 +601,45 @@ static void fmt_put_cut(berth_outcome *out, const char *p, size_t n) {
     memcpy(out->sentence + out->sentence_len - 3, "...", 3);
 }
 
+/* A sentence's pieces are mostly names and literals of under 32 bytes, and
+ * a memcpy call of a length not known at compile time costs more than the
+ * copy: fixed-size loads and stores, overlapping at the end, move them
+ * without reading or writing a byte outside [0, n). */
+static inline void copy_piece(char *dst, const char *src, size_t n) {
+    if (n > 32) {
+        memcpy(dst, src, n);
+        return;
+    }
+    if (n >= 16) {
+        uint64_t a, b, c, d;
+        memcpy(&a, src, 8);
+        memcpy(&b, src + 8, 8);
+        memcpy(&c, src + n - 16, 8);
+        memcpy(&d, src + n - 8, 8);
+        memcpy(dst, &a, 8);
+        memcpy(dst + 8, &b, 8);
+        memcpy(dst + n - 16, &c, 8);
+        memcpy(dst + n - 8, &d, 8);
+    } else if (n >= 8) {
+        uint64_t a, b;
+        memcpy(&a, src, 8);
+        memcpy(&b, src + n - 8, 8);
+        memcpy(dst, &a, 8);
+        memcpy(dst + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, src, 4);
+        memcpy(&b, src + n - 4, 4);
+        memcpy(dst, &a, 4);
+        memcpy(dst + n - 4, &b, 4);
+    } else if (n > 0) {
+        char a = src[0], b = src[n / 2], c = src[n - 1];
+        dst[0] = a;
+        dst[n / 2] = b;
+        dst[n - 1] = c;
+    }
+}
+
 /* Inline, so a piece whose length is known at compile time (a literal, a
  * digit) is copied without a call. */
 static inline void fmt_put(berth_outcome *out, const char *p, size_t n) {
@@ -609,7 +648,7 @@ static inline void fmt_put(berth_outcome *out, const char *p, size_t n) {
         fmt_put_cut(out, p, n);
         return;
     }
-    memcpy(out->sentence + out->sentence_len, p, n);
+    copy_piece(out->sentence + out->sentence_len, p, n);
     out->sentence_len += (uint32_t)n;
 }
 
@@ -956,13 +995,18 @@ static inline void put_bytes(berth_outcome *out, const char *p, size_t n) {
     fmt_put(out, p, n);
 }
 
-static void put_name(berth_outcome *out, berth_str name) {
+static inline void put_name(berth_outcome *out, berth_str name) {
     assert(!out_quiet(out));
     fmt_put(out, name.ptr, name.len);
 }
 
-static void put_u32(berth_outcome *out, uint32_t v) {
+static inline void put_u32(berth_outcome *out, uint32_t v) {
     assert(!out_quiet(out));
+    if (v < 10) {   /* a GPU index, mostly: one byte, no call */
+        char c = (char)('0' + v);
+        fmt_put(out, &c, 1);
+        return;
+    }
     fmt_u64(out, v);
 }
 

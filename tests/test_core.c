@@ -1904,6 +1904,34 @@ START_TEST(test_deploy_sentence_exact) {
 }
 END_TEST
 
+/* The pieces of a sentence are copied by fixed-size loads and stores that
+ * overlap at the end, with a branch per length class (0-3, 4-7, 8-15,
+ * 16-32, longer): names of every length, as the instance and as the
+ * worker, give byte for byte the formatted sentence. */
+START_TEST(test_sentence_piece_lengths) {
+    rig *r = rig_new();
+    char line[1024], want[1024], inst[BERTH_NAME_LEN_MAX + 1], wname[BERTH_NAME_LEN_MAX + 1];
+    for (size_t len = 1; len <= BERTH_NAME_LEN_MAX; len++) {
+        make_name(wname, len);
+        wname[0] = 'W';   /* unlike every instance name */
+        snprintf(line, sizeof line, "WORKER.ADD %s GPUS 2", wname);
+        expect(r, line, BERTH_OK);
+        make_name(inst, len);
+        snprintf(line, sizeof line, "DEPLOY %s MODEL m BACKEND b ON %s:1", inst, wname);
+        expect(r, line, BERTH_OK);
+        snprintf(want, sizeof want, "instance %s deployed on %s:1", inst, wname);
+        ck_assert_str_eq(r->out.sentence, want);
+        ck_assert_uint_eq(r->out.sentence_len, strlen(want));
+        snprintf(line, sizeof line, "RELEASE %s", inst);
+        expect(r, line, BERTH_OK);
+        snprintf(want, sizeof want, "instance %s released from %s", inst, wname);
+        ck_assert_str_eq(r->out.sentence, want);
+        ck_assert_uint_eq(r->out.sentence_len, strlen(want));
+    }
+    rig_free(r);
+}
+END_TEST
+
 /* Thousands of names through the hash tables, with removals in between:
  * every lookup and every sorted listing stays right. */
 START_TEST(test_many_names) {
@@ -2882,6 +2910,7 @@ static Suite *core_suite(void) {
     TCase *rules = tcase_create("rules");
     tcase_add_test(rules, test_worker_add_and_exists);
     tcase_add_test(rules, test_deploy_sentence_exact);
+    tcase_add_test(rules, test_sentence_piece_lengths);
     tcase_add_test(rules, test_noworker);
     tcase_add_test(rules, test_noinstance);
     tcase_add_test(rules, test_deploy_records_instance);

@@ -114,11 +114,29 @@ static int fail(const char *fmt, ...) {
     return -1;
 }
 
-static uint64_t now_ns(void) {
+static uint64_t clock_ns(clockid_t id) {
     struct timespec ts;
-    int rc = clock_gettime(CLOCK_MONOTONIC, &ts);
+    int rc = clock_gettime(id, &ts);
     assert(rc == 0);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t now_ns(void) {
+    return clock_ns(CLOCK_MONOTONIC);
+}
+
+/* CPU time around a two-thread phase: the process's (every thread, the
+ * replay feeder included) and the calling thread's (the applier). Wall
+ * time on this shared 2-core machine moves with other jobs; CPU per record
+ * moves much less, and the two threads' shares show how the work splits. */
+typedef struct cpu_mark {
+    uint64_t process_ns;
+    uint64_t thread_ns;
+} cpu_mark;
+
+static cpu_mark cpu_now(void) {
+    cpu_mark m = { clock_ns(CLOCK_PROCESS_CPUTIME_ID), clock_ns(CLOCK_THREAD_CPUTIME_ID) };
+    return m;
 }
 
 /* ------------------------------------------------------------ figures */
@@ -129,6 +147,9 @@ typedef struct figure {
     double rate[RUNS_MAX];          /* per second */
     uint64_t written_bytes;         /* write(2) bytes over all runs (appends only) */
     uint64_t records;               /* records over all runs */
+    uint32_t cpu_runs;              /* runs with a CPU split (replay, verify) */
+    double cpu_ns[RUNS_MAX];        /* per record: CPU of all the process's threads */
+    double caller_ns[RUNS_MAX];     /* per record: CPU of the calling (applying) thread */
 } figure;
 
 static int cmp_double(const void *a, const void *b) {
@@ -143,13 +164,24 @@ static void figure_add(figure *f, uint64_t count, uint64_t ns) {
     f->records += count;
 }
 
-static double figure_median(const figure *f) {
-    assert(f->runs > 0);
+static void figure_add_cpu(figure *f, uint64_t count, cpu_mark start, cpu_mark end) {
+    assert(f->cpu_runs < RUNS_MAX && count > 0);
+    f->cpu_ns[f->cpu_runs] = (double)(end.process_ns - start.process_ns) / (double)count;
+    f->caller_ns[f->cpu_runs] = (double)(end.thread_ns - start.thread_ns) / (double)count;
+    f->cpu_runs++;
+}
+
+static double median_of(const double *v, uint32_t n) {
+    assert(n > 0 && n <= RUNS_MAX);
     double sorted[RUNS_MAX];
-    memcpy(sorted, f->rate, f->runs * sizeof(double));
-    qsort(sorted, f->runs, sizeof(double), cmp_double);
-    if (f->runs % 2) return sorted[f->runs / 2];
-    return (sorted[f->runs / 2 - 1] + sorted[f->runs / 2]) / 2;
+    memcpy(sorted, v, n * sizeof(double));
+    qsort(sorted, n, sizeof(double), cmp_double);
+    if (n % 2) return sorted[n / 2];
+    return (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+}
+
+static double figure_median(const figure *f) {
+    return median_of(f->rate, f->runs);
 }
 
 static void figure_range(const figure *f, double *lo, double *hi) {
@@ -188,6 +220,16 @@ static void figure_print(const figure *f, const char *unit, double target, const
     if (f->written_bytes > 0) {
         printf("  %-34s wrote %.0f bytes per record to the store (write syscalls)\n", "",
                (double)f->written_bytes / (double)f->records);
+    }
+    if (f->cpu_runs > 0) {
+        double total = median_of(f->cpu_ns, f->cpu_runs), caller = median_of(f->caller_ns, f->cpu_runs);
+        double cpu_lo = f->cpu_ns[0], cpu_hi = f->cpu_ns[0];
+        for (uint32_t i = 1; i < f->cpu_runs; i++) {
+            if (f->cpu_ns[i] < cpu_lo) cpu_lo = f->cpu_ns[i];
+            if (f->cpu_ns[i] > cpu_hi) cpu_hi = f->cpu_ns[i];
+        }
+        printf("  %-34s CPU %.0f ns per record, all threads [%.0f..%.0f]; the applying thread %.0f, "
+               "the others %.0f (medians)\n", "", total, cpu_lo, cpu_hi, caller, total - caller);
     }
 }
 
@@ -516,14 +558,17 @@ static int hash_once(const sample *s, uint64_t *ns) {
 
 /* ------------------------------------------------------------ replay, verify */
 
-static int replay_once(berth_journal_reader *reader, uint64_t expect, const uint8_t *digest, uint64_t *ns) {
+static int replay_once(berth_journal_reader *reader, uint64_t expect, const uint8_t *digest, uint64_t *ns,
+                       cpu_mark *cpu0, cpu_mark *cpu1) {
     berth_state *state = NULL;
     berth_replay_stats stats;
     memset(&stats, 0, sizeof stats);
     char err[ERR_LEN_MAX];
+    *cpu0 = cpu_now();
     uint64_t t0 = now_ns();
     berth_jerr e = berth_replay_to(reader, UINT64_MAX, false, &state, &stats, NULL, err, sizeof err);
     *ns = now_ns() - t0;
+    *cpu1 = cpu_now();
     if (e != BERTH_J_OK) return fail("replay: %s: %s", berth_jerr_name(e), err);
     int rc = 0;
     uint8_t d[BERTH_HASH_LEN];
@@ -539,11 +584,14 @@ static int replay_once(berth_journal_reader *reader, uint64_t expect, const uint
     return rc;
 }
 
-static int verify_once(berth_journal_reader *reader, uint64_t expect, uint64_t *ns) {
+static int verify_once(berth_journal_reader *reader, uint64_t expect, uint64_t *ns, cpu_mark *cpu0,
+                       cpu_mark *cpu1) {
     static berth_verify_report report;
+    *cpu0 = cpu_now();
     uint64_t t0 = now_ns();
     berth_jerr e = berth_verify(reader, &report);
     *ns = now_ns() - t0;
+    *cpu1 = cpu_now();
     if (e != BERTH_J_OK) return fail("verify: %s", berth_jerr_name(e));
     if (!report.ok) return fail("verify: seq %" PRIu64 ": %s", report.first_bad_seq, report.what);
     if (report.records != expect) return fail("verify checked %" PRIu64 " records", report.records);
@@ -979,14 +1027,17 @@ static int measure_append(const options *o, const sample *s, results *res) {
 static int measure_reads(const options *o, berth_journal_reader *reader, const build_result *b, results *res) {
     static sample s;
     uint64_t ns = 0;
+    cpu_mark c0, c1;
     int rc = measure_ceilings(o, reader, res, &s);
     for (uint32_t r = 0; r < o->runs && rc == 0 && (o->phases & PHASE_REPLAY); r++) {
-        rc = replay_once(reader, o->records, b->digest, &ns);
+        rc = replay_once(reader, o->records, b->digest, &ns, &c0, &c1);
         if (rc == 0) figure_add(&res->replay, o->records, ns);
+        if (rc == 0) figure_add_cpu(&res->replay, o->records, c0, c1);
     }
     for (uint32_t r = 0; r < o->runs && rc == 0 && (o->phases & PHASE_VERIFY); r++) {
-        rc = verify_once(reader, o->records, &ns);
+        rc = verify_once(reader, o->records, &ns, &c0, &c1);
         if (rc == 0) figure_add(&res->verify, o->records, ns);
+        if (rc == 0) figure_add_cpu(&res->verify, o->records, c0, c1);
     }
     if (rc == 0 && (o->phases & PHASE_APPLY)) rc = measure_apply(o, reader, res);
     if (rc == 0 && (o->phases & PHASE_APPEND)) rc = measure_append(o, &s, res);
