@@ -20,14 +20,9 @@
  * Encoding runs msgpack-c's packer template, instantiated over the
  * caller's fixed buffer (no malloc, no callback per field: see "encode"),
  * and hashes with OpenSSL's SHA-256 (libcrypto).
- * Decoding first tries the direct road: the forms the encoder writes (a
- * fixarray of 9, unsigned integers, strings, bin8 hashes) read by hand,
- * because decode runs on every record of every replay and verify and the
- * template below costs several times as much (see "the direct road"). Any
- * other spelling, or damage, goes on to two roads through msgpack-c. The
- * fast one instantiates msgpack-c's own unpacker template
- * (msgpack/unpack_template.h, shipped for exactly this) with callbacks
- * that put the body's elements into a fixed
+ * Decoding has two roads through msgpack-c. The fast one instantiates
+ * msgpack-c's own unpacker template (msgpack/unpack_template.h, shipped for
+ * exactly this) with callbacks that put the body's elements into a fixed
  * array on the stack: no zone, no object tree, strings pointing into the
  * input, and a container that is nested, a map, ext or longer than any
  * record refused at its header, before anything is sized from it. It is
@@ -38,9 +33,8 @@
  * declares, before reading the elements, so six hostile bytes could ask it
  * for gigabytes: a cheap shape gate walks the token headers first and admits
  * only one flat array of scalars, strings and bins that lies wholly inside
- * the input. Both roads end in the same field checks (body_decode), and the
- * direct road applies the same limits, so a record any road accepts
- * decodes to the same fields. */
+ * the input. Both roads end in the same field checks (body_decode), so a
+ * record either road accepts decodes to the same fields. */
 #include <assert.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -448,128 +442,6 @@ static berth_jerr body_decode(const msgpack_object *body, berth_record *out,
     return BERTH_J_OK;
 }
 
-/* ---- the direct road ------------------------------------------------ */
-
-/* Nearly every record is in the forms berth_record_encode writes (the ones
- * msgpack-c's packer picks): a fixarray of 9, unsigned integers, strings,
- * two bin8 hashes. Read straight off the bytes, with a bound check before
- * each read, they cost a fraction of the unpacker template's walk (a state
- * machine and a callback per element, built for every msgpack form), and
- * decode runs for every record of every replay and verify. Anything else,
- * or a field out of its limits, goes on to the template road: this road
- * accepts only what that road accepts, with the same fields
- * (test_journal's codec_direct_matches_msgpack holds berth_record_decode
- * to msgpack_unpack over every form's edges and random damage). */
-enum {
-    mp_fixint_max = 0x7f,
-    mp_fixstr = 0xa0,
-    mp_fixstr_len_max = 0x1f,
-    mp_array9 = 0x99,               /* fixarray of record_fields */
-    mp_bin8 = 0xc4,
-    mp_uint8 = 0xcc,
-    mp_uint16 = 0xcd,
-    mp_uint32 = 0xce,
-    mp_uint64 = 0xcf,
-    mp_str8 = 0xd9,
-    mp_str16 = 0xda,
-    mp_str32 = 0xdb
-};
-_Static_assert(record_fields == 9 && BERTH_RECORD_VERSION <= mp_fixint_max, "the direct road's first bytes");
-
-typedef struct direct_reader {
-    const uint8_t *at;
-    const uint8_t *end;
-} direct_reader;
-
-/* A big-endian integer of width bytes (1, 2, 4 or 8) at r->at, if there. */
-static inline bool direct_be(direct_reader *r, size_t width, uint64_t *v) {
-    if ((size_t)(r->end - r->at) < width) return false;
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    if (width == 1) {
-        *v = r->at[0];
-    } else if (width == 2) {
-        uint16_t w;
-        memcpy(&w, r->at, 2);
-        *v = __builtin_bswap16(w);
-    } else if (width == 4) {
-        uint32_t w;
-        memcpy(&w, r->at, 4);
-        *v = __builtin_bswap32(w);
-    } else {
-        uint64_t w;
-        memcpy(&w, r->at, 8);
-        *v = __builtin_bswap64(w);
-    }
-#else
-    *v = read_be(r->at, width);
-#endif
-    r->at += width;
-    return true;
-}
-
-static inline bool direct_uint(direct_reader *r, uint64_t max, uint64_t *v) {
-    if (r->at == r->end) return false;
-    uint8_t head = *r->at++;
-    bool ok;
-    if (head <= mp_fixint_max) {
-        *v = head;
-        ok = true;
-    } else if (head >= mp_uint8 && head <= mp_uint64) {
-        ok = direct_be(r, (size_t)1 << (head - mp_uint8), v);
-    } else {
-        ok = false;
-    }
-    return ok && *v <= max;
-}
-
-static inline bool direct_str(direct_reader *r, uint32_t len_min, uint32_t len_max, berth_str *out) {
-    if (r->at == r->end) return false;
-    uint8_t head = *r->at++;
-    uint64_t len = 0;
-    bool ok = true;
-    if (head >= mp_fixstr && head <= mp_fixstr + mp_fixstr_len_max) {
-        len = head - mp_fixstr;
-    } else if (head >= mp_str8 && head <= mp_str32) {
-        ok = direct_be(r, (size_t)1 << (head - mp_str8), &len);
-    } else {
-        ok = false;
-    }
-    if (!ok || len < len_min || len > len_max || (uint64_t)(r->end - r->at) < len) return false;
-    *out = berth_str_make(len > 0 ? (const char *)r->at : "", (size_t)len);
-    r->at += len;
-    return true;
-}
-
-static inline bool direct_hash(direct_reader *r, uint8_t out[BERTH_HASH_LEN]) {
-    if ((size_t)(r->end - r->at) < hash_trailer_len || r->at[0] != mp_bin8 || r->at[1] != BERTH_HASH_LEN) {
-        return false;
-    }
-    memcpy(out, r->at + 2, BERTH_HASH_LEN);
-    r->at += hash_trailer_len;
-    return true;
-}
-
-/* BERTH_J_CORRUPT means only "take the template road". */
-static berth_jerr decode_direct(const uint8_t *bytes, size_t len, berth_record *out) {
-    direct_reader r = { bytes, bytes + len };
-    if (len == 0 || *r.at++ != mp_array9) return BERTH_J_CORRUPT;
-    uint64_t version = 0, code = 0;
-    bool ok = direct_uint(&r, UINT64_MAX, &version) && version == BERTH_RECORD_VERSION &&
-              direct_uint(&r, UINT64_MAX, &out->seq) && out->seq != 0 &&
-              direct_uint(&r, UINT64_MAX, &out->time_ms) &&
-              direct_str(&r, 0, actor_len_max, &out->actor) &&
-              direct_str(&r, 0, reqid_len_max, &out->reqid) &&
-              direct_str(&r, 1, command_len_max, &out->command) &&
-              direct_uint(&r, UINT32_MAX, &code) &&
-              direct_str(&r, 0, sentence_len_max, &out->sentence) &&
-              direct_hash(&r, out->prev_hash) &&
-              direct_hash(&r, out->hash) && r.at == r.end;
-    if (!ok) return BERTH_J_CORRUPT;
-    out->version = BERTH_RECORD_VERSION;
-    out->code = (uint32_t)code;
-    return BERTH_J_OK;
-}
-
 /* ---- the fast road: msgpack-c's unpacker template ------------------- */
 
 /* The template's user data: the body's elements as they arrive. */
@@ -741,7 +613,7 @@ berth_jerr berth_record_decode(const uint8_t *bytes, size_t len, berth_record *o
                                char *why, size_t why_size) {
     assert(bytes != NULL || len == 0);
     assert(out != NULL);
-    if (len > 0 && (decode_direct(bytes, len, out) == BERTH_J_OK || decode_fast(bytes, len, out) == BERTH_J_OK)) {
+    if (len > 0 && decode_fast(bytes, len, out) == BERTH_J_OK) {
         if (why != NULL && why_size > 0) {
             why[0] = '\0';
         }

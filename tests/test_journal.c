@@ -754,105 +754,6 @@ START_TEST(codec_random_bytes) {
 }
 END_TEST
 
-/* The same bytes behind an array16 header (0xdc 0x00 0x09) instead of the
- * fixarray: the direct road takes only the fixarray, so this spelling goes
- * the template road, and any verdict or field that differs between the two
- * is the direct road's. */
-static size_t as_array16(const uint8_t *in, size_t len, uint8_t *out) {
-    ck_assert_uint_gt(len, 0);
-    out[0] = 0xdc;
-    out[1] = 0;
-    out[2] = 9;
-    memcpy(out + 3, in + 1, len - 1);
-    return len + 2;
-}
-
-static void same_decode(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len, const char *what,
-                        size_t at) {
-    berth_record x, y;
-    berth_jerr ex = berth_record_decode(a, a_len, &x, NULL, 0);
-    berth_jerr ey = berth_record_decode(b, b_len, &y, NULL, 0);
-    loop_assert_msg(ex == ey, "%s at %zu: direct road %s, template road %s", what, at, berth_jerr_name(ex),
-                    berth_jerr_name(ey));
-    if (ex != BERTH_J_OK) return;
-    loop_assert(x.version == y.version && x.seq == y.seq && x.time_ms == y.time_ms && x.code == y.code);
-    loop_assert(str_same(x.actor, y.actor) && str_same(x.reqid, y.reqid) && str_same(x.command, y.command) &&
-                str_same(x.sentence, y.sentence));
-    loop_assert(memcmp(x.prev_hash, y.prev_hash, BERTH_HASH_LEN) == 0 &&
-                memcmp(x.hash, y.hash, BERTH_HASH_LEN) == 0);
-    /* Pointers into each input at the same place (the header is 2 bytes longer). */
-    loop_assert(x.command.ptr - (const char *)a + 2 == y.command.ptr - (const char *)b);
-    loop_assert(x.reqid.len == 0 || x.reqid.ptr - (const char *)a + 2 == y.reqid.ptr - (const char *)b);
-}
-
-/* The direct road (the encoder's forms, read by hand) against the template
- * road on the same bytes: every single-byte change of two records, every
- * cut, random multi-byte damage, and fields just past each limit, which
- * the encoder cannot write. */
-START_TEST(codec_direct_matches_template) {
-    static uint8_t good[BERTH_RECORD_BYTES_MAX], bad[BERTH_RECORD_BYTES_MAX], alt[BERTH_RECORD_BYTES_MAX + 2];
-    char name[BERTH_NAME_LEN_MAX + 1], text[BERTH_SENTENCE_LEN_MAX + 1];
-    memset(name, 'n', sizeof(name));
-    memset(text, 't', sizeof(text));
-    built b;
-    build(&b, 300);
-    b.rec.version = BERTH_RECORD_VERSION;
-    b.rec.reqid = berth_str_make("req-7", 5);
-    b.rec.sentence = berth_str_make("worker w1 serves instance big", 29);
-    uint64_t seed = 0x2545f4914f6cdd1dull;
-    for (int variant = 0; variant < 2; variant++) {
-        if (variant == 1) {   /* names at their limits: str8 heads */
-            b.rec.actor = berth_str_make(name, BERTH_NAME_LEN_MAX);
-            b.rec.reqid = berth_str_make(name, BERTH_NAME_LEN_MAX);
-            b.rec.code = 70000;
-            b.rec.seq = UINT64_MAX;
-        }
-        size_t len = encode_full(&b.rec, good, sizeof(good));
-        same_decode(good, len, alt, as_array16(good, len, alt), "the record", 0);
-        for (size_t at = 1; at < len; at++) {
-            memcpy(bad, good, len);
-            for (int v = 0; v < 256; v++) {
-                bad[at] = (uint8_t)v;
-                same_decode(bad, len, alt, as_array16(bad, len, alt), "a byte changed", at);
-            }
-        }
-        for (size_t cut = 1; cut < len; cut++) {
-            same_decode(good, cut, alt, as_array16(good, cut, alt), "a cut", cut);
-        }
-        for (uint32_t i = 0; i < fuzz_inputs / 4; i++) {
-            memcpy(bad, good, len);
-            uint32_t edits = 2 + (uint32_t)(xorshift(&seed) % 6);
-            for (uint32_t e = 0; e < edits; e++) bad[1 + xorshift(&seed) % (len - 1)] = (uint8_t)xorshift(&seed);
-            same_decode(bad, len, alt, as_array16(bad, len, alt), "random damage", i);
-        }
-    }
-    /* Past a limit, in the direct road's forms (spelling 0: fixarray, uint64, str32). */
-    for (int k = 0; k < 6; k++) {
-        build(&b, 9);
-        b.rec.version = BERTH_RECORD_VERSION;
-        if (k == 0) b.rec.actor = berth_str_make(name, BERTH_NAME_LEN_MAX + 1);
-        if (k == 1) b.rec.reqid = berth_str_make(name, BERTH_NAME_LEN_MAX + 1);
-        if (k == 2) b.rec.command = berth_str_make("", 0);
-        if (k == 3) b.rec.sentence = berth_str_make(text, BERTH_SENTENCE_LEN_MAX);
-        if (k == 4) b.rec.seq = 0;
-        if (k == 5) b.rec.version = BERTH_RECORD_VERSION + 1;
-        size_t len = spell_record(&b.rec, 0, good, sizeof(good));
-        berth_record out;
-        ck_assert_msg(berth_record_decode(good, len, &out, NULL, 0) == BERTH_J_CORRUPT, "limit case %d decoded", k);
-        same_decode(good, len, alt, as_array16(good, len, alt), "a limit", (size_t)k);
-    }
-    /* At each limit it decodes, by either road. */
-    build(&b, 9);
-    b.rec.version = BERTH_RECORD_VERSION;
-    b.rec.actor = berth_str_make(name, BERTH_NAME_LEN_MAX);
-    b.rec.sentence = berth_str_make(text, BERTH_SENTENCE_LEN_MAX - 1);
-    size_t len = spell_record(&b.rec, 0, good, sizeof(good));
-    berth_record out;
-    ck_assert_int_eq(berth_record_decode(good, len, &out, NULL, 0), BERTH_J_OK);
-    same_decode(good, len, alt, as_array16(good, len, alt), "at the limits", 0);
-}
-END_TEST
-
 /* The decoder's zone is per thread: decodes on many threads at once agree. */
 static void *decode_many(void *arg) {
     const uint8_t *buf = arg;
@@ -3669,7 +3570,6 @@ static Suite *journal_suite(void) {
     tcase_add_test(codec, codec_encode_limits);
     tcase_add_test(codec, codec_encode_matches_packer);
     tcase_add_test(codec, codec_decode_spellings);
-    tcase_add_test(codec, codec_direct_matches_template);
     tcase_add_test(codec, codec_truncated);
     tcase_add_test(codec, codec_flipped);
     tcase_add_test(codec, codec_unknown_version);
