@@ -591,9 +591,7 @@ static bool peek_uint(const uint8_t *bytes, size_t len, size_t *at, uint64_t *ou
     }
     size_t width = tag == 0xcc ? 1 : tag == 0xcd ? 2 : tag == 0xce ? 4 : tag == 0xcf ? 8 : 0;
     if (width == 0 || len - *at - 1 < width) return false;
-    uint64_t v = 0;
-    for (size_t i = 1; i <= width; i++) v = v << 8 | bytes[*at + i];
-    *out = v;
+    *out = read_be(bytes + *at + 1, width);
     *at += 1 + width;
     return true;
 }
