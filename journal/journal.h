@@ -176,8 +176,10 @@ berth_jerr berth_journal_durable(berth_journal *journal, uint64_t *seq);
  * it), the durable seq does not move until a fresh meta page is synced:
  * the next append does that before it returns, and this call commits a
  * one-key rewrite of the store's meta data to do it (so it may fail FULL,
- * not sticky, while the disk has no room for a few pages). Errors: FULL, AGAIN,
- * IO, READONLY. */
+ * not sticky, while the disk has no room for a few pages). A sync that
+ * itself fails for room (ENOSPC, EDQUOT) is FULL and not sticky for the same
+ * reason: the durable seq stays until a fresh meta page is synced. Errors:
+ * FULL, AGAIN, IO, READONLY. */
 berth_jerr berth_journal_sync(berth_journal *journal);
 /* Upkeep an append leaves to its caller: none now, on either backend; a
  * no-op that returns OK. (The LMDB history fold runs on a thread of the

@@ -2936,7 +2936,14 @@ static berth_jerr lmdb_sync(berth_journal *base) {
     }
     uint64_t head = j->head_seq;
     int rc = mdb_env_sync(j->env, 1);
-    if (rc != 0) {
+    bool no_room = rc == ENOSPC || rc == EDQUOT;
+    if (no_room) {
+        /* As for a commit that failed so (durable_after_commit): the
+         * kernel may have dropped the meta page this sync was to prove,
+         * and no plain sync can prove it again; a fresh meta page can, so
+         * this is not sticky. Nothing new is called durable. */
+        j->meta_suspect = true;
+    } else if (rc != 0) {
         atomic_store(&j->sync_failed, true);
     } else {
         mutex_lock(&j->head_mutex);
@@ -2948,7 +2955,7 @@ static berth_jerr lmdb_sync(berth_journal *base) {
     if (rc == 0) {
         folder_poke(j);
     }
-    return rc == 0 ? BERTH_J_OK : BERTH_J_IO;
+    return rc == 0 ? BERTH_J_OK : no_room ? BERTH_J_FULL : BERTH_J_IO;
 }
 
 /* ---- readers --------------------------------------------------------- */

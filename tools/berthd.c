@@ -75,8 +75,9 @@ static int berthd_open(server *s) {
     memset(&jopt, 0, sizeof jopt);
     jopt.map_size_max = s->config.map_size_max_mib << 20;
     jopt.map_size_initial = s->config.map_size_initial_mib << 20;
-    /* One sync per commit: batch.c answers a write only once the journal
-     * says it is durable. (The etcd journal ignores it.) */
+    /* The meta page's sync is berthd's (batch.c, pipe_run), which answers
+     * a write only once the journal says it is durable. (The etcd journal
+     * ignores it.) */
     jopt.defer_meta_sync = true;
     jopt.history_fold_records = s->config.history_fold_records;
     berth_jerr jerr = replication_configured(&s->config)

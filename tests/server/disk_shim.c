@@ -21,11 +21,13 @@
  * first N syncs of the data file succeed, every later one fails with EIO
  * and reaches nothing, as a disk that died would.
  * One failed sync (optional): BERTH_SHIM_FAIL_AFTER=N arms it; the first
- * sync after N syncs whose pending writes hold both a meta page (LMDB's
- * pages 0 and 1) and data pages, i.e. a commit's data sync while the commit
- * before it is not yet synced, fails with BERTH_SHIM_FAIL_ERRNO (default
- * ENOSPC) and drops every pending write, as Linux marks pages clean after
- * a failed writeback; later syncs succeed. BERTH_SHIM_CRASH_AFTER_FAIL=K
+ * sync after N syncs whose pending writes hold what BERTH_SHIM_FAIL_ON names
+ * fails with BERTH_SHIM_FAIL_ERRNO (default ENOSPC) and drops every pending
+ * write, as Linux marks pages clean after a failed writeback; later syncs
+ * succeed. FAIL_ON=meta: a meta page (LMDB's pages 0 and 1), i.e. the sync
+ * that makes a commit durable (berthd's sync after each commit); data: a
+ * data page, i.e. a commit's own data sync; unset: both at once (a commit's
+ * data sync while the commit before it is not yet synced). BERTH_SHIM_CRASH_AFTER_FAIL=K
  * (optional, with it): the Kth sync after the failed one never returns: the
  * shim waits SHIM_CRASH_PAUSE_US (so replies already released reach their
  * clients) and kills the process, applying nothing: an OS crash. The two
@@ -324,7 +326,8 @@ ssize_t writev(int fd, const struct iovec *iov, int count) {
 
 /* The pending writes a failing commit sync would hold: a meta page of the
  * commit before it, and its own data pages. */
-static bool pending_meta_and_data(void) {
+/* Whether the pending writes hold what BERTH_SHIM_FAIL_ON asks for. */
+static bool pending_matches(void) {
     bool meta = false;
     bool data = false;
     for (const pending *p = pending_head; p != NULL; p = p->next) {
@@ -333,6 +336,13 @@ static bool pending_meta_and_data(void) {
         } else {
             data = true;
         }
+    }
+    const char *on = getenv("BERTH_SHIM_FAIL_ON");
+    if (on != NULL && strcmp(on, "meta") == 0) {
+        return meta;
+    }
+    if (on != NULL && strcmp(on, "data") == 0) {
+        return data;
     }
     return meta && data;
 }
@@ -358,7 +368,7 @@ static void shim_say(const char *line) {
 static int sync_fault(void) {
     const char *after = getenv("BERTH_SHIM_FAIL_AFTER");
     if (after == NULL || fail_done || syncs_done < strtoull(after, NULL, 10) ||
-        !pending_meta_and_data()) {
+        !pending_matches()) {
         return 0;
     }
     const char *e = getenv("BERTH_SHIM_FAIL_ERRNO");

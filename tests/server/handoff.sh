@@ -37,5 +37,12 @@ stop_berthd
 start_berthd --snapshot-every 1500
 expect_eq "$(head_seq)" "$head" "the head after a restart"
 expect_eq "$(r DIGEST)" "$digest" "the state rebuilt from the journal and its snapshots"
+# The committer syncs each commit before it reports it (batch.c, pipe_run),
+# so a lone write is answered without the loop asking for a sync of its own
+# (INFO's commit_syncs), and without waiting for a next commit.
+syncs_before=$(r INFO stats | tr -d '\r' | sed -n 's/^commit_syncs://p')
+for i in $(seq 1 20); do expect_int "$(r WORKER.ADD lone-$i GPUS 1)" "lone write $i"; done
+syncs_after=$(r INFO stats | tr -d '\r' | sed -n 's/^commit_syncs://p')
+expect_eq "$syncs_after" "$syncs_before" "syncs the loop asked for, over 20 lone writes"
 stop_berthd
 note "ok"

@@ -3,24 +3,25 @@
 #
 # oscrash.sh's dead disk fails every sync from some point on, so it cannot
 # tell a journal that trusts a later sync from one that does not. Here the
-# disk fails one commit's sync and drops the writes it held (the meta page
-# of the commit before, which berthd has not acknowledged yet, among them),
-# as Linux does after a failed writeback, and later syncs succeed again:
-#   1. ENOSPC: berthd answers the failed batch -FULL and goes on; the OS
-#      crashes during the second sync after the failure (the one that
+# disk fails one sync and drops the writes it held, as Linux does after a
+# failed writeback, and later syncs succeed again. berthd syncs after each
+# commit (tools/batch.c, pipe_run): the commit's own sync writes its data
+# pages, the sync after it the meta page that makes the batch durable.
+#   1. ENOSPC in the sync of a meta page (BERTH_SHIM_FAIL_ON=meta): that
+#      batch is not durable, its replies stay held, and berthd goes on; the
+#      OS crashes during the second sync after the failure (the one that
 #      proves a fresh meta page). Every write berthd acknowledged must be on
 #      the disk image.
-#   2. EIO: berthd stops and answers the unsynced batch "outcome unknown,
-#      retry with the same REQID"; it is restarted in the same boot (the page
-#      cache, the real data file, still holds the dropped meta page), the
-#      writers retry, and the OS crashes. Every retry answered with a seq
-#      must be on the disk image with its command.
-#   3. ENOSPC once, no crash, each write sent twice in a row on pipelined
-#      connections. The failed batch's -FULL replies must not overtake the
-#      replies still held for the batch waiting for its sync (a client
-#      matches replies by order), and a repeat whose original sits in that
-#      batch must not hear "not applied": its original is in the journal.
-#      Every command told -FULL twice must be absent from the journal.
+#   2. EIO there: berthd stops and answers the unsynced batch "outcome
+#      unknown, retry with the same REQID"; it is restarted in the same boot
+#      (the page cache, the real data file, still holds the dropped meta
+#      page), the writers retry, and the OS crashes. Every retry answered
+#      with a seq must be on the disk image with its command.
+#   3. ENOSPC once in a commit's data sync (FAIL_ON=data), no crash, each
+#      write sent twice in a row on pipelined connections: the failed batch
+#      hears -FULL, its repeats must not hear "not applied" when the
+#      original is in the journal, and every command told -FULL twice must be
+#      absent from the journal.
 #   4. The same with EIO: berthd stops; restarted on what the page cache
 #      kept, its journal must agree with every reply (a repeat whose
 #      original's outcome is unknown hears so too).
@@ -75,10 +76,14 @@ check_image() {   # PHASE ACKED: restart on the disk image, every ack there
 
 # 1. ENOSPC once; the OS crashes during the second sync after it.
 rm -f "$IMAGE"
-BERTH_SHIM_FAIL_AFTER=$fail_after BERTH_SHIM_FAIL_ERRNO=28 BERTH_SHIM_CRASH_AFTER_FAIL=2 \
+BERTH_SHIM_FAIL_AFTER=$fail_after BERTH_SHIM_FAIL_ON=meta BERTH_SHIM_FAIL_ERRNO=28 \
+    BERTH_SHIM_CRASH_AFTER_FAIL=2 \
     BERTH_SHIM_DATA="$DATA/data.mdb" BERTH_SHIM_DISK="$IMAGE" LD_PRELOAD="$PRELOAD" start_berthd
 stream nospace
 grep -q 'disk_shim: a sync fails' "$LOG" || fail "nospace: the shim failed no sync"
+# A sync that fails for room is not fatal (journal.h): berthd went on until
+# the staged OS crash took it, rather than stopping on its own.
+grep -q 'syncing the journal failed' "$LOG" && fail "nospace: berthd stopped on a sync that failed for room"
 replies nospace >"$TMP/replies.nospace"
 # (the crash may come before the failed batch's -FULL leaves: phase 3 checks it)
 grep -vE '^(IOERR|FULL|ERR)' "$TMP/replies.nospace" >"$TMP/acked.nospace"
@@ -86,7 +91,7 @@ check_image nospace "$TMP/acked.nospace"
 
 # 2. EIO once: berthd stops; restart in the same boot, retry, OS crash.
 rm -f "$IMAGE"       # the disk as the data file is now
-BERTH_SHIM_FAIL_AFTER=$fail_after BERTH_SHIM_FAIL_ERRNO=5 \
+BERTH_SHIM_FAIL_AFTER=$fail_after BERTH_SHIM_FAIL_ON=meta BERTH_SHIM_FAIL_ERRNO=5 \
     BERTH_SHIM_DATA="$DATA/data.mdb" BERTH_SHIM_DISK="$IMAGE" LD_PRELOAD="$PRELOAD" start_berthd
 stream ioerr
 grep -q 'disk_shim: a sync fails with EIO' "$LOG" || fail "ioerr: the shim failed no sync"
@@ -109,9 +114,8 @@ kill9_berthd
 check_image ioerr "$TMP/acked.ioerr"
 
 # Pipelined clients sending every write twice in a row (phases 3 and 4).
-# The armed fault needs a commit's data sync while the commit before it is
-# unsynced; on a loaded machine berthd reads bigger batches and commits
-# fewer times, so one round of writes may end before the fault came. Rounds
+# The armed fault needs a commit's data sync; on a loaded machine berthd
+# reads bigger batches and commits fewer times, so one round of writes may end before the fault came. Rounds
 # of new writes follow until the shim has failed a sync in this phase (its
 # log from this phase on: the log file keeps earlier phases' lines).
 stream_twice() {   # PHASE
@@ -166,7 +170,7 @@ $(tail -n 1 "$TMP/check.$1")"
 
 # 3. ENOSPC once under pipelined writes, each sent twice; no crash.
 rm -f "$IMAGE"
-BERTH_SHIM_FAIL_AFTER=$fail_after_piped BERTH_SHIM_FAIL_ERRNO=28 \
+BERTH_SHIM_FAIL_AFTER=$fail_after_piped BERTH_SHIM_FAIL_ON=data BERTH_SHIM_FAIL_ERRNO=28 \
     BERTH_SHIM_DATA="$DATA/data.mdb" BERTH_SHIM_DISK="$IMAGE" LD_PRELOAD="$PRELOAD" start_berthd
 stream_twice twice
 for ((c = 0; c < clients; c++)); do
@@ -183,7 +187,7 @@ stop_berthd
 #    journal it left (no OS crash: the page cache kept everything) must
 #    agree with every reply.
 rm -f "$IMAGE"
-BERTH_SHIM_FAIL_AFTER=$fail_after_piped BERTH_SHIM_FAIL_ERRNO=5 \
+BERTH_SHIM_FAIL_AFTER=$fail_after_piped BERTH_SHIM_FAIL_ON=data BERTH_SHIM_FAIL_ERRNO=5 \
     BERTH_SHIM_DATA="$DATA/data.mdb" BERTH_SHIM_DISK="$IMAGE" LD_PRELOAD="$PRELOAD" start_berthd
 stream_twice twice_eio
 berthd_gone_within "$exit_wait_steps" "twice_eio: berthd kept running after its sync failed"
