@@ -61,6 +61,10 @@ expect_eq "$(r INSTANCE.LIST BACKEND vllm WORKER zeta | flat)" "d" "INSTANCE.LIS
 expect_eq "$(r INSTANCE.LIST WORKER alpha MODEL m2 | flat)" "" "INSTANCE.LIST WORKER alpha MODEL m2"
 expect_eq "$(r INSTANCE.LIST WORKER mid | flat)" "" "INSTANCE.LIST of an idle worker"
 expect_eq "$(r WORKER.LIST STATE cordoned FREE | flat)" "mid" "WORKER.LIST STATE cordoned FREE"
+# A filter given twice is refused, as INSTANCE.LIST refuses one (not the last one kept).
+expect_match "$(r WORKER.LIST STATE active STATE cordoned)" '^ERR WORKER.LIST takes .*each once' "WORKER.LIST with STATE twice"
+expect_match "$(r WORKER.LIST FREE FREE)" '^ERR WORKER.LIST takes .*each once' "WORKER.LIST with FREE twice"
+expect_match "$(r INSTANCE.LIST MODEL m MODEL m2)" '^ERR INSTANCE.LIST takes .*each once' "INSTANCE.LIST with MODEL twice"
 digest1=$(r DIGEST)
 expect_eq "$(r DIGEST)" "$digest1" "DIGEST twice on an unchanged state"
 ok WORKER.ADD beta GPUS 1 >/dev/null
@@ -121,4 +125,5 @@ expect_match "$(r AT "$((d_seq - 1))" INSTANCE.GET d)" '^NOINSTANCE ' "AT before
 expect_eq "$(r WORKER.LIST | flat)" "Alpha alpha zeta" "now: mid removed"
 expect_match "$(r AT 1 WORKER.ADD x GPUS 1)" '^ERR ' "AT refuses a mutating command"
 stop_berthd
+
 note ok
