@@ -397,7 +397,7 @@ void replication_stop(server *s);                                /* before the j
 void replication_free(server *s);                                /* after it closed */
 /* Not the leader: answer -READONLY naming the leader and return true. */
 bool replication_refuse_write(client *c);
-void replication_info(server *s, char *buf, size_t size);
+size_t replication_info(server *s, char *buf, size_t size);  /* snprintf's: the length it needs */
 bool replication_is_replica(server *s);  /* an etcd follower (or stopped): writes get READONLY */
 
 /* commands.c */

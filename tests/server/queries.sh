@@ -126,4 +126,24 @@ expect_eq "$(r WORKER.LIST | flat)" "Alpha alpha zeta" "now: mid removed"
 expect_match "$(r AT 1 WORKER.ADD x GPUS 1)" '^ERR ' "AT refuses a mutating command"
 stop_berthd
 
+# INFO is never cut: a --data path of ~3,800 bytes and a full policy (32
+# backends of 128 bytes) make it past 8 KiB, and every section, down to the
+# last line of replication, still comes back.
+long=$TMP
+for ((i = 0; i < 19; i++)); do long=$long/$(printf 'd%.0s' {1..200}); done
+mkdir -p "$long" || fail "mkdir of a long path"
+DATA=$long/data
+start_berthd
+backends=""
+for ((i = 10; i < 42; i++)); do backends=$backends${backends:+,}b$i$(printf 'x%.0s' {1..125}); done
+expect_int "$(r POLICY.SET EXCLUSIVE "$backends")" "POLICY.SET of 32 backends of 128 bytes"
+info=$(r INFO | tr -d '\r')
+[ "${#info}" -gt 8192 ] || fail "INFO should pass 8 KiB here, got ${#info} bytes"
+expect_eq "$(sed -n 's/^data_dir://p' <<<"$info")" "$DATA" "INFO data_dir, whole"
+expect_eq "$(sed -n 's/^exclusive_backends://p' <<<"$info")" "$backends" "INFO exclusive_backends, whole"
+expect_eq "$(tail -n 1 <<<"$info")" "connected_slaves:0" "INFO's last line"
+for section in Server Clients Journal State Stats Latency Replication; do
+    grep -q "^# $section\$" <<<"$info" || fail "INFO lacks # $section"
+done
+stop_berthd
 note ok
