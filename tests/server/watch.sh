@@ -40,6 +40,10 @@ wait_for w3 "$((before - 20))" '^WORKER.ADD ww-'
 # The first frame is ["watch", from-seq, head-seq]; WATCH 0 starts after the head.
 wait_for w4 1 '^watch$'
 expect_eq "$(tr -d '\r' <"$TMP/w4.out" | head -n 5 | tr '\n' ' ')" "*3 \$5 watch :$((before + 1)) :$before " "WATCH 0's first frame"
+# A from-seq above 2^63-1 comes back as a bulk string (RESP integers are signed).
+out=$(printf 'WATCH 18446744073709551615\r\nQUIT\r\n' | nc -q 2 127.0.0.1 "$PORT" | tr -d '\r' | head -n 7 | tr '\n' ' ')
+expect_eq "$out" "*3 \$5 watch \$20 18446744073709551615 :$before +OK " "WATCH 2^64-1's first frame"
+
 # Live: writes from another client appear while the watchers stay connected.
 for ((i = 0; i < live; i++)); do
     expect_int "$(r WORKER.ADD live-$i GPUS 2)" "live WORKER.ADD $i"
