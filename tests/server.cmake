@@ -59,6 +59,12 @@ if(TARGET berthd)
              COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> BERTH=$<TARGET_FILE:berth>
                      bash ${CMAKE_CURRENT_SOURCE_DIR}/server/job_child.sh)
     set_tests_properties(server_job_child PROPERTIES TIMEOUT 120 LABELS server)
+    # scenario_words.sh: the read-only words berth's scenario reader skips
+    # are exactly the commands berthd's COMMAND INFO calls readonly.
+    add_test(NAME server_scenario_words
+             COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> BERTH=$<TARGET_FILE:berth>
+                     bash ${CMAKE_CURRENT_SOURCE_DIR}/server/scenario_words.sh)
+    set_tests_properties(server_scenario_words PROPERTIES TIMEOUT 90 LABELS server)
   endif()
   add_test(NAME server_park
            COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>

@@ -62,6 +62,11 @@ typedef struct cli_store {
     bool head_damaged;   /* record head_seq does not decode (reader_head's CORRUPT) */
 } cli_store;
 int cli_store_open(cli_store *store, const char *dir);   /* CLI_EXIT_* */
+/* berth is read-only on a data directory: a file it is told to write (an
+ * --out) may not lie inside data_dir nor be one of its files under another
+ * name (a hard link, a symbolic link). CLI_EXIT_OK, or CLI_EXIT_USAGE with
+ * the reason printed. "-" (stdout) always passes. */
+int cli_out_check(const char *flag, const char *out, const char *data_dir);
 /* cli_etcd.c (issue 6): `--journal etcd --etcd-endpoints URLS --cluster NAME`
  * and TLS/auth flags, taken out of argv before any subcommand parses it; with
  * them, cli_store_open first brings the copy in --data DIR up to date from

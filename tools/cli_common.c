@@ -7,11 +7,15 @@
  * subcommand answer errors, times and exit codes the same way. */
 #define _GNU_SOURCE
 #include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -114,6 +118,125 @@ void cli_guard_checked(uint64_t seq) {
     if (cli_guard_fd >= 0) {
         (void)guard_send_checked(cli_guard_fd, seq);
     }
+}
+
+/* Where out would be written, symbolic links resolved: out itself when it
+ * exists, else its directory's real path and its last name. false when
+ * that directory does not resolve (the write fails on its own then) and
+ * when out is a symbolic link to nowhere (its target is unknowable here). */
+static bool out_real_path(const char *out, char *real, size_t size) {
+    assert(size >= PATH_MAX);
+    if (realpath(out, real) != NULL) {
+        return true;
+    }
+    struct stat st;
+    if (lstat(out, &st) == 0) {
+        return false;   /* there, but does not resolve: a dangling link */
+    }
+    const char *slash = strrchr(out, '/');
+    char dir[PATH_MAX];
+    const char *base = out;
+    if (slash == NULL) {
+        snprintf(dir, sizeof dir, ".");
+    } else {
+        size_t len = slash == out ? 1 : (size_t)(slash - out);
+        if (len >= sizeof dir) {
+            return false;
+        }
+        memcpy(dir, out, len);
+        dir[len] = '\0';
+        base = slash + 1;
+    }
+    char dir_real[PATH_MAX];
+    if (realpath(dir, dir_real) == NULL) {
+        return false;
+    }
+    int n = snprintf(real, size, "%s/%s", strcmp(dir_real, "/") == 0 ? "" : dir_real, base);
+    return n > 0 && (size_t)n < size;
+}
+
+/* true when an entry of dir is the file st names (its path in found). */
+static bool out_same_file_in(const char *dir, const struct stat *st, char *found, size_t found_size) {
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return false;
+    }
+    bool same = false;
+    struct dirent *e;
+    while (!same && (e = readdir(d)) != NULL) {
+        char path[PATH_MAX];
+        int n = snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat est;
+        if (n > 0 && (size_t)n < sizeof path && strcmp(e->d_name, "..") != 0 &&
+            lstat(path, &est) == 0 && est.st_dev == st->st_dev && est.st_ino == st->st_ino) {
+            snprintf(found, found_size, "%s", path);
+            same = true;
+        }
+    }
+    (void)closedir(d);   /* a read-only walk: nothing to lose */
+    return same;
+}
+
+/* The same over the data directory and each directory directly in it
+ * (history/, history.rebuild/): a data directory is two levels deep. */
+static bool out_same_file_in_data(const char *data, const struct stat *st, char *found,
+                                  size_t found_size) {
+    if (out_same_file_in(data, st, found, found_size)) {
+        return true;
+    }
+    DIR *d = opendir(data);
+    if (d == NULL) {
+        return false;
+    }
+    bool same = false;
+    struct dirent *e;
+    while (!same && (e = readdir(d)) != NULL) {
+        char path[PATH_MAX];
+        int n = snprintf(path, sizeof path, "%s/%s", data, e->d_name);
+        struct stat est;
+        if (n > 0 && (size_t)n < sizeof path && strcmp(e->d_name, ".") != 0 &&
+            strcmp(e->d_name, "..") != 0 && lstat(path, &est) == 0 && S_ISDIR(est.st_mode)) {
+            same = out_same_file_in(path, st, found, found_size);
+        }
+    }
+    (void)closedir(d);
+    return same;
+}
+
+int cli_out_check(const char *flag, const char *out, const char *data_dir) {
+    assert(flag != NULL && out != NULL);
+    if (strcmp(out, "-") == 0 || data_dir == NULL) {
+        return CLI_EXIT_OK;
+    }
+    char data_real[PATH_MAX];
+    if (realpath(data_dir, data_real) == NULL) {
+        return CLI_EXIT_OK;     /* no such directory: opening it reports that */
+    }
+    char out_real[PATH_MAX];
+    if (!out_real_path(out, out_real, sizeof out_real)) {
+        struct stat st;
+        if (lstat(out, &st) == 0) {
+            return cli_fail(CLI_EXIT_USAGE, "ERR", "%s %s is a symbolic link that does not "
+                            "resolve: berth will not write through it", flag, out);
+        }
+        return CLI_EXIT_OK;     /* its directory is not there: the write reports that */
+    }
+    size_t dlen = strlen(data_real);
+    bool inside = strcmp(data_real, "/") == 0 ||
+                  (strncmp(out_real, data_real, dlen) == 0 &&
+                   (out_real[dlen] == '/' || out_real[dlen] == '\0'));
+    if (inside) {
+        return cli_fail(CLI_EXIT_USAGE, "ERR", "%s %s is inside the data directory %s: berth "
+                        "only reads a data directory, write the output elsewhere",
+                        flag, out, data_dir);
+    }
+    struct stat st;
+    char found[PATH_MAX];
+    if (stat(out, &st) == 0 && out_same_file_in_data(data_real, &st, found, sizeof found)) {
+        return cli_fail(CLI_EXIT_USAGE, "ERR", "%s %s is %s under another name: berth only "
+                        "reads a data directory, write the output elsewhere", flag, out, found);
+    }
+    return CLI_EXIT_OK;
 }
 
 int cli_store_open(cli_store *store, const char *dir) {

@@ -779,6 +779,9 @@ static int parse_timeline_any(int argc, char **argv, void *opts, const char **da
     timeline_opts *o = opts;
     int rc = parse_timeline_opts(argc, argv, o);
     *data = o->data;
+    if (rc == CLI_EXIT_OK) {
+        rc = cli_out_check("--out", o->out, o->data);   /* never the journal's own files */
+    }
     return rc;
 }
 

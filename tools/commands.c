@@ -30,7 +30,7 @@
 #define CMD_WATCHOK 0x08u
 #define CMD_ADMIN 0x10u
 #define CMD_NAME_SHOWN_MAX 64           /* bytes of an unknown name echoed back */
-#define INFO_LEN_MAX 8192
+#define INFO_LEN_INITIAL 8192           /* grown as needed: a long --data path, a full policy */
 
 typedef struct command command;
 typedef void (*command_proc)(client *c, const command *cmd, size_t argc, const berth_str *argv);
@@ -234,24 +234,58 @@ static void cmd_client(client *c, const command *cmd, size_t argc, const berth_s
 
 /* ---- INFO -------------------------------------------------------------- */
 
+/* INFO's text. It grows instead of clamping: its worst case (a --data path
+ * of PATH_MAX, 32 exclusive backends of 128 bytes, etcd endpoints and the
+ * last error) is far past any fixed size worth keeping, and a cut reply
+ * would drop the sections after the cut (role:master among them) silently. */
 typedef struct text {
-    char buf[INFO_LEN_MAX];
+    char *buf;
     size_t len;
+    size_t cap;
+    bool failed;                /* out of memory: the reply is an error */
 } text;
+
+static bool text_reserve(text *t, size_t need) {
+    if (need <= t->cap) {
+        return true;
+    }
+    size_t cap = t->cap == 0 ? INFO_LEN_INITIAL : t->cap;
+    while (cap < need) {
+        cap *= 2;
+    }
+    char *buf = realloc(t->buf, cap);
+    if (buf == NULL) {
+        t->failed = true;
+        return false;
+    }
+    t->buf = buf;
+    t->cap = cap;
+    return true;
+}
 
 static void text_add(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void text_add(text *t, const char *fmt, ...) {
-    if (t->len >= sizeof t->buf) {
+    if (t->failed || !text_reserve(t, t->len + 1)) {
         return;
     }
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(t->buf + t->len, sizeof t->buf - t->len, fmt, ap);
+    va_list again;
+    va_copy(again, ap);
+    int n = vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap);
     va_end(ap);
     assert(n >= 0);
-    t->len += (size_t)n;
-    if (t->len > sizeof t->buf - 1) {
-        t->len = sizeof t->buf - 1;
+    if ((size_t)n >= t->cap - t->len) {
+        if (text_reserve(t, t->len + (size_t)n + 1)) {
+            int m = vsnprintf(t->buf + t->len, t->cap - t->len, fmt, again);
+            assert(m == n);
+            (void)m;
+        }
+    }
+    va_end(again);
+    if (!t->failed) {
+        t->len += (size_t)n;
+        assert(t->len < t->cap);
     }
 }
 
@@ -309,14 +343,16 @@ static void info_stats(server *s, text *t) {
                 "total_commands_processed:%llu\r\nwrites_staged:%llu\r\ncommits:%llu\r\n"
                 "commit_failures:%llu\r\ncommit_syncs:%llu\r\nrecords_committed:%llu\r\n"
                 "protocol_errors:%llu\r\n"
-                "watch_disconnects:%llu\r\nidle_disconnects:%llu\r\noutput_stall_disconnects:%llu\r\n"
+                "watch_disconnects:%llu\r\nwatch_catchups:%llu\r\n"
+                "idle_disconnects:%llu\r\noutput_stall_disconnects:%llu\r\n"
                 "background_jobs:%llu\r\nbackground_jobs_timed_out:%llu\r\n\r\n",
              (unsigned long long)st->connections_received,
              (unsigned long long)st->connections_rejected, (unsigned long long)st->accept_pauses,
              (unsigned long long)st->commands_processed, (unsigned long long)st->writes_staged,
              (unsigned long long)st->commits, (unsigned long long)st->commit_failures,
              (unsigned long long)st->commit_syncs, (unsigned long long)st->records_committed, (unsigned long long)st->protocol_errors,
-             (unsigned long long)st->watch_disconnects, (unsigned long long)st->idle_disconnects,
+             (unsigned long long)st->watch_disconnects, (unsigned long long)st->watch_catchups,
+             (unsigned long long)st->idle_disconnects,
              (unsigned long long)st->output_stall_disconnects, (unsigned long long)st->jobs_run,
              (unsigned long long)st->jobs_timed_out);
 }
@@ -331,10 +367,25 @@ static void info_latency(server *s, text *t) {
              (unsigned long long)latency_percentile_us(st, 1.0));
 }
 
+/* The etcd figures may move between two reads (the backend's threads count
+ * on), so a cut section is read again into a room that fits the last one. */
+#define INFO_REPLICATION_TRIES_MAX 8
+
 static void info_replication(server *s, text *t) {
-    char section[INFO_LEN_MAX / 4];
-    replication_info(s, section, sizeof section);
-    text_add(t, "%s", section);
+    for (int i = 0; i < INFO_REPLICATION_TRIES_MAX; i++) {
+        if (t->failed || !text_reserve(t, t->len + 1)) {
+            return;
+        }
+        size_t n = replication_info(s, t->buf + t->len, t->cap - t->len);
+        if (n < t->cap - t->len) {
+            t->len += n;
+            return;
+        }
+        if (!text_reserve(t, t->len + n + 1 + 256)) {
+            return;
+        }
+    }
+    t->failed = true;       /* never seen: each try has room for the one before and more */
 }
 
 typedef struct info_section {
@@ -350,8 +401,7 @@ static const info_section info_sections[] = {
 #define INFO_SECTIONS (sizeof info_sections / sizeof info_sections[0])
 
 static void cmd_info(client *c, const command *cmd, size_t argc, const berth_str *argv) {
-    static text t;
-    t.len = 0;
+    text t = { NULL, 0, 0, false };
     bool all = argc == 1;
     for (size_t i = 1; i < argc; i++) {
         all = all || berth_str_eq_word(argv[i], "all") || berth_str_eq_word(argv[i], "default") ||
@@ -366,7 +416,12 @@ static void cmd_info(client *c, const command *cmd, size_t argc, const berth_str
             info_sections[k].fn(c->server, &t);
         }
     }
-    reply_verbatim(&c->out, t.buf, t.len);
+    if (t.failed) {
+        reply_error(&c->out, "ERR", "out of memory building the INFO reply");
+    } else {
+        reply_verbatim(&c->out, t.len == 0 ? "" : t.buf, t.len);
+    }
+    free(t.buf);
     (void)cmd;
 }
 

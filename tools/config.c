@@ -55,7 +55,7 @@ static const option options[] = {
     { "max-pipeline", OPT_U32, FIELD(max_pipeline), 1, 1u << 20,
       "N  commands of one client per group commit (default 1024)" },
     { "max-output-bytes", OPT_U64, FIELD(max_output_bytes), 65536, UINT64_MAX / 4,
-      "N  output buffer per client; a WATCH client past it is dropped (default 67108864)" },
+      "N  output buffer per client; a WATCH client past it catches up from the journal (default 67108864)" },
     { "idle-timeout", OPT_U32, FIELD(idle_timeout_s), 0, 86400 * 365,
       "SECONDS  close idle clients, 0 never (default 300; WATCH clients exempt)" },
     { "output-timeout", OPT_U32, FIELD(output_timeout_s), 0, 86400 * 365,

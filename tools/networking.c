@@ -878,8 +878,9 @@ static void net_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
     /* Decided after the writes: a write that drained a paused client's
      * output queues it for resumption, and nothing else would wake us. A
      * batch waiting for a busy committer does not spin the loop: the
-     * committer's ev_async wakes it. */
-    bool busy = batch_can_step(s) || s->resume.next != &s->resume;
+     * committer's ev_async wakes it. A watcher whose catch-up step was
+     * written out whole to the kernel waits on no readiness: it is work. */
+    bool busy = batch_can_step(s) || s->resume.next != &s->resume || watch_ready(s);
     if (busy) {
         ev_idle_start(loop, &s->idle);   /* poll without blocking: work is waiting */
     } else {
@@ -955,8 +956,16 @@ static void net_tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
          * the write watcher waits (c->writing) and nothing went out. */
         if (client_output_stalled(c, now, prev_tick)) {
             s->stats.output_stall_disconnects++;
-            client_close(c, "output timeout: its replies made no write progress for "
-                            "--output-timeout seconds (it does not read them)");
+            if (c->watching) {
+                /* The one way a WATCH client that stops reading goes: its
+                 * buffer is bounded (watch.c), so only time tells. */
+                s->stats.watch_disconnects++;
+                client_close(c, "output timeout: a WATCH client that stopped reading (its "
+                                "records made no write progress for --output-timeout seconds)");
+            } else {
+                client_close(c, "output timeout: its replies made no write progress for "
+                                "--output-timeout seconds (it does not read them)");
+            }
             continue;
         }
         /* A connection that never logs in holds a client slot and its

@@ -126,10 +126,15 @@ static void query_worker_list(const query_ctx *ctx, size_t argc, const berth_str
                               reply_buf *rb) {
     int want_state = -1;
     bool want_free = false;
+    bool seen_state = false;
+    static const char usage[] = "WORKER.LIST takes [STATE active|cordoned] [FREE], each once";
     for (size_t i = 1; i < argc; i++) {
-        if (berth_str_eq_word(argv[i], "FREE")) {
+        /* A filter given twice is refused, as INSTANCE.LIST does: keeping
+         * the last one would answer a question the client did not ask. */
+        if (berth_str_eq_word(argv[i], "FREE") && !want_free) {
             want_free = true;
-        } else if (berth_str_eq_word(argv[i], "STATE") && i + 1 < argc) {
+        } else if (berth_str_eq_word(argv[i], "STATE") && i + 1 < argc && !seen_state) {
+            seen_state = true;
             i++;
             if (berth_str_eq_word(argv[i], "active")) {
                 want_state = BERTH_WORKER_ACTIVE;
@@ -140,7 +145,7 @@ static void query_worker_list(const query_ctx *ctx, size_t argc, const berth_str
                 return;
             }
         } else {
-            reply_error(rb, "ERR", "WORKER.LIST takes [STATE active|cordoned] [FREE]");
+            reply_error(rb, "ERR", "%s", usage);
             return;
         }
     }

@@ -366,17 +366,19 @@ bool replication_is_replica(server *s) {
 /* `role` is Redis's word, the one redis-cli and client libraries read:
  * master where writes are taken (the LMDB journal, the etcd leader), slave
  * where they get -READONLY; `etcd_role` tells leader, follower or stopped. */
-void replication_info(server *s, char *buf, size_t size) {
+size_t replication_info(server *s, char *buf, size_t size) {
     replication *r = s->replication;
+    int n;
     if (r == NULL) {
-        snprintf(buf, size, "# Replication\r\nrole:master\r\njournal_backend:lmdb\r\nconnected_slaves:0\r\n\r\n");
-        return;
+        n = snprintf(buf, size, "# Replication\r\nrole:master\r\njournal_backend:lmdb\r\nconnected_slaves:0\r\n\r\n");
+        assert(n >= 0);
+        return (size_t)n;
     }
     berth_etcd_status st;
     berth_etcd_status_get(s->journal, &st);
     uint64_t applied = berth_engine_head_seq(s->engine);
     uint64_t lag = st.etcd_head > applied ? st.etcd_head - applied : 0;
-    snprintf(buf, size,
+    n = snprintf(buf, size,
              "# Replication\r\nrole:%s\r\netcd_role:%s\r\nleader:%s\r\njournal_backend:etcd\r\netcd_cluster:%s\r\n"
              "etcd_endpoint:%s\r\napplied_seq:%" PRIu64 "\r\netcd_head_seq:%" PRIu64 "\r\n"
              "lag_records:%" PRIu64 "\r\nlease_id:%" PRIu64 "\r\nlease_ttl_s:%u\r\netcd_timeout_ms:%u\r\n"
@@ -389,4 +391,6 @@ void replication_info(server *s, char *buf, size_t size) {
              st.lease_id, st.lease_ttl_s, st.request_timeout_ms, st.elections_won, st.step_downs, st.fence_refusals, st.txns,
              st.feed_records, st.request_errors, st.snapshots_uploaded, st.snapshot_upload_seq,
              r->rebuild_snapshot_seq, r->rebuild_snapshots_skipped, st.last_error);
+    assert(n >= 0);
+    return (size_t)n;
 }

@@ -196,7 +196,8 @@ typedef struct server_stats {
     uint64_t commit_syncs;              /* syncs with no commit, for an unsynced batch */
     uint64_t records_committed;
     uint64_t protocol_errors;
-    uint64_t watch_disconnects;
+    uint64_t watch_disconnects;         /* WATCH clients berthd let go (stalled, journal unreadable) */
+    uint64_t watch_catchups;            /* a commit past a live watcher's room: back to catch-up */
     uint64_t idle_disconnects;
     uint64_t output_limit_disconnects;
     uint64_t output_stall_disconnects;  /* --output-timeout */
@@ -358,6 +359,7 @@ uint64_t latency_percentile_us(const server_stats *stats, double fraction);
 void watch_start(client *c, uint64_t from_seq);
 void watch_stop(client *c);
 void watch_pump(server *s);                /* catch-up steps, paced by output buffers */
+bool watch_ready(server *s);               /* a catch-up step could run now */
 void watch_committed(server *s, uint64_t first_seq, uint64_t last_seq);
 /* One record as a map (RESP3) or flat array (RESP2). */
 void reply_record(reply_buf *rb, const berth_record *rec);
@@ -397,7 +399,7 @@ void replication_stop(server *s);                                /* before the j
 void replication_free(server *s);                                /* after it closed */
 /* Not the leader: answer -READONLY naming the leader and return true. */
 bool replication_refuse_write(client *c);
-void replication_info(server *s, char *buf, size_t size);
+size_t replication_info(server *s, char *buf, size_t size);  /* snprintf's: the length it needs */
 bool replication_is_replica(server *s);  /* an etcd follower (or stopped): writes get READONLY */
 
 /* commands.c */

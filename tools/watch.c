@@ -5,9 +5,14 @@
  * only while the client's output buffer is below a quarter of its limit, so
  * a client catching up on millions of records costs bounded memory. Once
  * caught up the watcher is live: every commit's records are encoded once per
- * protocol and copied to each live watcher. A live watcher that stops reading
- * fills its buffer past --max-output-bytes and is disconnected with a log
- * line instead of growing without bound. */
+ * protocol and copied to each live watcher. A commit whose frames would take
+ * a live watcher's buffer past --max-output-bytes (one group commit can hold
+ * more than the whole limit, so a reader keeping up can meet it) sends that
+ * watcher back to catch-up from the first record it lacks: the records are
+ * durable, so the journal serves them chunk by chunk as its buffer drains,
+ * in order, none twice. Memory stays bounded either way; a watcher whose
+ * output does not drain is disconnected by --output-timeout (networking.c),
+ * with a log line, whether live or catching up. */
 #include "server.h"
 
 #include <assert.h>
@@ -138,6 +143,26 @@ void watch_pump(server *s) {
     }
 }
 
+/* true when watch_pump has work it can do now: a watcher behind the head
+ * with room in its buffer. The writes after a pump can empty a buffer into
+ * the kernel at once, and then no write readiness would wake the loop for
+ * the next chunk: the loop must not block while this holds. */
+bool watch_ready(server *s) {
+    if (s->watcher_count == 0) {
+        return false;
+    }
+    uint64_t head = batch_durable_head(s);
+    size_t low_water = (size_t)(s->config.max_output_bytes / 4);
+    for (dlink *l = s->watchers.next; l != &s->watchers; l = l->next) {
+        const client *c = DLINK_OWNER(l, client, link_watch);
+        if (c->close_reason == NULL && c->watch_next_seq <= head &&
+            reply_pending(&c->out) < low_water) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Encode records first..last once per protocol. */
 static berth_jerr watch_encode(server *s, uint64_t first, uint64_t last) {
     reply_consumed(&s->watch_resp2, reply_pending(&s->watch_resp2));
@@ -191,11 +216,10 @@ void watch_committed(server *s, uint64_t first, uint64_t last) {
         }
         const reply_buf *frames = c->out.proto == 3 ? &s->watch_resp3 : &s->watch_resp2;
         if (reply_pending(&c->out) + reply_pending(frames) > s->config.max_output_bytes) {
-            server_log("WATCH client id=%llu %s stopped reading: output buffer over %llu bytes; "
-                       "disconnecting it",
-                       (unsigned long long)c->id, c->peer,
-                       (unsigned long long)s->config.max_output_bytes);
-            watch_drop(c, "WATCH client output buffer limit reached");
+            /* Not a verdict on the reader: catch-up sends first..last (and
+             * on) from the journal as its buffer drains. */
+            c->watch_live = false;
+            s->stats.watch_catchups++;
             continue;
         }
         reply_raw(&c->out, frames->data + frames->start, reply_pending(frames));

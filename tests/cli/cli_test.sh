@@ -464,6 +464,23 @@ case_timeline() {
     expect_exit 0 "$BERTH" timeline --data data --out again.svg --rows-per-group 8
     cmp -s all.svg again.svg || fail "the same journal rendered two different pictures"
     expect_exit 2 "$BERTH" timeline --data data
+    # berth only reads a data directory: an --out inside it, or naming one
+    # of its files another way (a symbolic link, a hard link, a path through
+    # a link to the directory), is refused with exit 2 and the journal stays.
+    expect_exit 0 "$BERTH" journal verify --data data
+    verified=$(cat out.txt)
+    ln -s data datalink
+    ln -s data/data.mdb journal.svg
+    ln data/history/data.mdb history.svg
+    for out in data/data.mdb data/history/data.mdb data/new.svg data datalink/data.mdb \
+               datalink/lock.mdb ./data/../data/LOCK journal.svg history.svg "$PWD/data/x.svg"; do
+        expect_exit 2 "$BERTH" timeline --data data --out "$out"
+        grep -q '^ERR --out ' err.txt || fail "--out $out: no ERR naming --out: $(cat err.txt)"
+    done
+    [ ! -e data/new.svg ] && [ ! -e data/x.svg ] || fail "timeline wrote into the data directory"
+    expect_exit 0 "$BERTH" journal verify --data data
+    [ "$(cat out.txt)" = "$verified" ] || fail "the journal changed under refused --out paths"
+    expect_exit 0 "$BERTH" timeline --data datalink --out beside.svg
     # A refused DEPLOY lists three workers and one refused: one tick, on
     # its row (each listed worker's row had one). EXISTS is the instance's
     # refusal: no worker's row.

@@ -41,6 +41,7 @@ max-clients 3
 max-arg-bytes 64
 idle-timeout 1
 max-output-bytes 65536
+output-timeout 3
 job-timeout 0
 CONF
 start_berthd --config "$TMP/berthd.conf"
@@ -78,8 +79,11 @@ out=$(nc_send '*x\r\nPING\r\n')
 expect_match "$out" '^-ERR Protocol error' "a non-numeric array length"
 expect_eq "$(r PING)" PONG "others are served after protocol errors"
 expect_eq "$(r ECHO "$(printf 'a%.0s' {1..64})" | wc -c)" 65 "a bulk of exactly max-arg-bytes is accepted"
-# A live WATCH client that never reads: once its output buffer passes
-# --max-output-bytes it is disconnected with a logged reason; writers go on.
+# A live WATCH client that never reads: its buffer stops at
+# --max-output-bytes (a commit past it sends the watcher back to catch-up,
+# which adds nothing to a full buffer), and once its output has made no
+# progress for --output-timeout it is disconnected with a logged reason;
+# writers go on.
 exec {slow_fd}<>"/dev/tcp/127.0.0.1/$PORT"
 printf 'WATCH 0\r\n' >&"$slow_fd"
 records=60000      # ~15 MB of frames: past the kernel's socket buffers too
@@ -88,8 +92,11 @@ for ((i = 0; i < records; i++)); do
 done >"$TMP/slow.resp"
 out=$(r --pipe <"$TMP/slow.resp" 2>&1)
 expect_match "$out" "errors: 0, replies: $records" "writes beside a WATCH client that never reads"
-expect_eq "$(r INFO stats | tr -d '\r' | sed -n 's/^watch_disconnects://p')" 1 "the slow watcher is disconnected"
-grep -q 'WATCH client .*output buffer' "$LOG" || fail "berthd should log why it dropped the watcher"
+stat_of() { r INFO stats | tr -d '\r' | sed -n "s/^$1://p"; }
+for ((i = 0; i < 200 && $(stat_of watch_disconnects) == 0; i++)); do sleep 0.05; done
+expect_eq "$(stat_of watch_disconnects)" 1 "the slow watcher is disconnected within 10 s of --output-timeout 3"
+[ "$(stat_of watch_catchups)" -ge 1 ] || fail "the slow watcher should have been sent back to catch-up first"
+grep -q 'closed: output timeout: a WATCH client that stopped reading' "$LOG" || fail "berthd should log why it dropped the watcher"
 exec {slow_fd}>&-
 stop_berthd
 

@@ -61,6 +61,10 @@ expect_eq "$(r INSTANCE.LIST BACKEND vllm WORKER zeta | flat)" "d" "INSTANCE.LIS
 expect_eq "$(r INSTANCE.LIST WORKER alpha MODEL m2 | flat)" "" "INSTANCE.LIST WORKER alpha MODEL m2"
 expect_eq "$(r INSTANCE.LIST WORKER mid | flat)" "" "INSTANCE.LIST of an idle worker"
 expect_eq "$(r WORKER.LIST STATE cordoned FREE | flat)" "mid" "WORKER.LIST STATE cordoned FREE"
+# A filter given twice is refused, as INSTANCE.LIST refuses one (not the last one kept).
+expect_match "$(r WORKER.LIST STATE active STATE cordoned)" '^ERR WORKER.LIST takes .*each once' "WORKER.LIST with STATE twice"
+expect_match "$(r WORKER.LIST FREE FREE)" '^ERR WORKER.LIST takes .*each once' "WORKER.LIST with FREE twice"
+expect_match "$(r INSTANCE.LIST MODEL m MODEL m2)" '^ERR INSTANCE.LIST takes .*each once' "INSTANCE.LIST with MODEL twice"
 digest1=$(r DIGEST)
 expect_eq "$(r DIGEST)" "$digest1" "DIGEST twice on an unchanged state"
 ok WORKER.ADD beta GPUS 1 >/dev/null
@@ -120,5 +124,26 @@ expect_eq "$(r AT "$d_seq" INSTANCE.GET d | map_field deploy_seq)" "$d_seq" "AT 
 expect_match "$(r AT "$((d_seq - 1))" INSTANCE.GET d)" '^NOINSTANCE ' "AT before the DEPLOY"
 expect_eq "$(r WORKER.LIST | flat)" "Alpha alpha zeta" "now: mid removed"
 expect_match "$(r AT 1 WORKER.ADD x GPUS 1)" '^ERR ' "AT refuses a mutating command"
+stop_berthd
+
+# INFO is never cut: a --data path of ~3,800 bytes and a full policy (32
+# backends of 128 bytes) make it past 8 KiB, and every section, down to the
+# last line of replication, still comes back.
+long=$TMP
+for ((i = 0; i < 19; i++)); do long=$long/$(printf 'd%.0s' {1..200}); done
+mkdir -p "$long" || fail "mkdir of a long path"
+DATA=$long/data
+start_berthd
+backends=""
+for ((i = 10; i < 42; i++)); do backends=$backends${backends:+,}b$i$(printf 'x%.0s' {1..125}); done
+expect_int "$(r POLICY.SET EXCLUSIVE "$backends")" "POLICY.SET of 32 backends of 128 bytes"
+info=$(r INFO | tr -d '\r')
+[ "${#info}" -gt 8192 ] || fail "INFO should pass 8 KiB here, got ${#info} bytes"
+expect_eq "$(sed -n 's/^data_dir://p' <<<"$info")" "$DATA" "INFO data_dir, whole"
+expect_eq "$(sed -n 's/^exclusive_backends://p' <<<"$info")" "$backends" "INFO exclusive_backends, whole"
+expect_eq "$(tail -n 1 <<<"$info")" "connected_slaves:0" "INFO's last line"
+for section in Server Clients Journal State Stats Latency Replication; do
+    grep -q "^# $section\$" <<<"$info" || fail "INFO lacks # $section"
+done
 stop_berthd
 note ok

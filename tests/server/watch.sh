@@ -40,6 +40,9 @@ wait_for w3 "$((before - 20))" '^WORKER.ADD ww-'
 # The first frame is ["watch", from-seq, head-seq]; WATCH 0 starts after the head.
 wait_for w4 1 '^watch$'
 expect_eq "$(tr -d '\r' <"$TMP/w4.out" | head -n 5 | tr '\n' ' ')" "*3 \$5 watch :$((before + 1)) :$before " "WATCH 0's first frame"
+# A from-seq above 2^63-1 comes back as a bulk string (RESP integers are signed).
+out=$(printf 'WATCH 18446744073709551615\r\nQUIT\r\n' | nc -q 2 127.0.0.1 "$PORT" | tr -d '\r' | head -n 7 | tr '\n' ' ')
+expect_eq "$out" "*3 \$5 watch \$20 18446744073709551615 :$before +OK " "WATCH 2^64-1's first frame"
 
 # Live: writes from another client appear while the watchers stay connected.
 for ((i = 0; i < live; i++)); do
@@ -77,4 +80,37 @@ grep -q '^>' "$TMP/w3.out" && ! grep -q '^>' "$TMP/w2.out" || fail "push frames 
 expect_eq "$(r PING)" PONG "PING beside two watchers"
 expect_match "$(r WORKER.GET live-0)" 'li' "WORKER.GET beside two watchers"
 stop_berthd
-note "ok ($before catch-up + $((live + 1)) live records, RESP2 and RESP3)"
+
+# A watcher that reads as fast as it can is never dropped, even when one
+# group commit's frames are past --max-output-bytes (65536, the least it
+# takes; a burst of records with long labels makes a commit of ~1 MB): that
+# commit sends it back to catch-up, which serves the records from the
+# journal as its buffer drains, in order, each once.
+start_berthd --max-output-bytes 65536
+head0=$(head_seq)
+burst=2000
+label=$(printf 'v%.0s' {1..120})
+watcher fast 'WATCH 0\r\n'
+wait_for fast 1 '^watch$'
+for ((i = 0; i < burst; i++)); do
+    printf '*6\r\n$10\r\nWORKER.ADD\r\n$%d\r\nfast-%d\r\n$4\r\nGPUS\r\n$1\r\n1\r\n$5\r\nLABEL\r\n$%d\r\nk=%s\r\n' \
+        $(( ${#i} + 5 )) "$i" $(( ${#label} + 2 )) "$label"
+done >"$TMP/burst.resp"
+out=$(r --pipe <"$TMP/burst.resp" 2>&1)
+expect_match "$out" "errors: 0, replies: $burst" "the burst beside a fast watcher"
+wait_for fast "$burst" '^WORKER.ADD fast-'
+stat_of() { r INFO stats | tr -d '\r' | sed -n "s/^$1://p"; }
+expect_eq "$(stat_of watch_disconnects)" 0 "a watcher that keeps up is not disconnected"
+[ "$(stat_of watch_catchups)" -ge 1 ] || fail "a commit past --max-output-bytes should send the watcher to catch-up"
+expect_eq "$(head_seq)" "$((head0 + burst))" "the burst's records"
+tr -d '\r' <"$TMP/fast.out" | grep '^WORKER.ADD fast-' | sed 's/ GPUS.*//' >"$TMP/fast.cmds"
+for ((i = 0; i < burst; i++)); do echo "WORKER.ADD fast-$i"; done | diff - "$TMP/fast.cmds" >"$TMP/fast.diff" ||
+    fail "the fast watcher's stream differs (gap, repeat or order): $(head -n 10 "$TMP/fast.diff")"
+# The seqs too: head0+1 .. head0+burst, each once, ascending.
+tr -d '\r' <"$TMP/fast.out" | grep -A1 '^seq$' | grep -E '^:?[0-9]+$' | tr -d ':' >"$TMP/fast.seqs"
+seq "$((head0 + 1))" "$((head0 + burst))" | diff - "$TMP/fast.seqs" >/dev/null ||
+    fail "the fast watcher's seqs are not $((head0 + 1))..$((head0 + burst)) once each"
+printf 'PING\r\n' >&"$fd_fast"
+wait_for fast 1 '^+PONG'
+stop_berthd
+note "ok ($before catch-up + $((live + 1)) live records, RESP2 and RESP3; $burst records past --max-output-bytes to a fast watcher)"
