@@ -201,6 +201,33 @@ START_TEST(child_holds_no_parent_descriptor) {
 }
 END_TEST
 
+static int child_aborts(void *arg, int fd) {
+    (void)arg;
+    (void)fd;
+    abort();   /* what a failed assert does; guard's child takes the default action */
+}
+
+/* One classification for berth and berthd's jobs: only SIGSEGV and SIGBUS
+ * blame the pages; SIGABRT, SIGFPE and SIGILL are a bug; the rest came
+ * from outside. A child dead of abort() is reported with its signal. */
+START_TEST(signal_causes) {
+    ck_assert_int_eq(guard_signal_cause(SIGSEGV), GUARD_CAUSE_PAGES);
+    ck_assert_int_eq(guard_signal_cause(SIGBUS), GUARD_CAUSE_PAGES);
+    ck_assert_int_eq(guard_signal_cause(SIGABRT), GUARD_CAUSE_BUG);
+    ck_assert_int_eq(guard_signal_cause(SIGFPE), GUARD_CAUSE_BUG);
+    ck_assert_int_eq(guard_signal_cause(SIGILL), GUARD_CAUSE_BUG);
+    const int outside[] = { SIGKILL, SIGTERM, SIGINT, SIGPIPE, SIGHUP, SIGQUIT, SIGUSR1 };
+    for (size_t i = 0; i < sizeof outside / sizeof outside[0]; i++) {
+        ck_assert_int_eq(guard_signal_cause(outside[i]), GUARD_CAUSE_OUTSIDE);
+    }
+    guard_result res;
+    ck_assert_int_eq(guard_run(child_aborts, NULL, NULL, &res), 0);
+    ck_assert(res.died);
+    ck_assert_int_eq(res.signal, SIGABRT);
+    ck_assert_int_eq(guard_signal_cause(res.signal), GUARD_CAUSE_BUG);
+}
+END_TEST
+
 static Suite *guard_suite(void) {
     Suite *s = suite_create("guard");
     TCase *tc = tcase_create("child");
@@ -211,6 +238,7 @@ static Suite *guard_suite(void) {
     tcase_add_test(tc, stopped_child_killed_at_timeout);
     tcase_add_test(tc, cut_result_at_timeout_is_none);
     tcase_add_test(tc, child_in_time_unaffected);
+    tcase_add_test(tc, signal_causes);
     suite_add_tcase(s, tc);
     return s;
 }

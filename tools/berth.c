@@ -299,14 +299,15 @@ static int run_guarded(const subcommand *sub, int argc, char **argv) {
                    ? res.exit_code
                    : CLI_EXIT_USAGE;
     }
-    if (!guard_signal_is_fault(res.signal)) {
+    guard_cause cause = guard_signal_cause(res.signal);
+    if (cause == GUARD_CAUSE_OUTSIDE) {
         /* Sent from outside (SIGPIPE from `| head`, SIGTERM, SIGKILL): end
          * the same way, as the unguarded tool did. */
         (void)signal(res.signal, SIG_DFL);
         (void)raise(res.signal);
         return CLI_EXIT_USAGE;
     }
-    if (!guard_signal_is_page_fault(res.signal)) {
+    if (cause == GUARD_CAUSE_BUG) {
         return report_internal(sub, argc, argv, &res);
     }
     return report_death(sub, argc, argv, &res);

@@ -388,17 +388,16 @@ const char *guard_signal_name(int sig, char *buf, size_t size) {
     return buf;
 }
 
-bool guard_signal_is_fault(int sig) {
+guard_cause guard_signal_cause(int sig) {
+    if (sig == SIGSEGV || sig == SIGBUS) {
+        return GUARD_CAUSE_PAGES;
+    }
     for (size_t i = 0; i < GUARD_FAULT_SIGNALS; i++) {
         if (guard_fault_signals[i] == sig) {
-            return true;
+            return GUARD_CAUSE_BUG;   /* SIGABRT, SIGFPE, SIGILL */
         }
     }
-    return false;
-}
-
-bool guard_signal_is_page_fault(int sig) {
-    return sig == SIGSEGV || sig == SIGBUS;
+    return GUARD_CAUSE_OUTSIDE;
 }
 
 /* ---- last words ---------------------------------------------------------- */

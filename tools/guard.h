@@ -103,15 +103,18 @@ int guard_send_result(int fd, const void *bytes, size_t len);
 /* "SIGSEGV", "SIGBUS", ...; "signal N" for others (static storage). */
 const char *guard_signal_name(int sig, char *buf, size_t size);
 
-/* A death that damaged pages can cause (SIGSEGV, SIGBUS, SIGABRT from an
- * LMDB assertion, SIGFPE, SIGILL), as opposed to one sent from outside
- * (SIGKILL, SIGTERM, SIGINT, SIGPIPE). */
-bool guard_signal_is_fault(int sig);
-
-/* A fault damaged pages are the likely cause of: SIGSEGV or SIGBUS (a read
- * sent outside the map). SIGABRT is an assertion that failed, SIGFPE and
- * SIGILL a bug: internal errors, to be reported as such, with the command. */
-bool guard_signal_is_page_fault(int sig);
+/* What a child's death by signal says, for berth and berthd alike (one
+ * classification, so the CLI and berthd's jobs cannot drift apart):
+ * PAGES: SIGSEGV or SIGBUS, a read sent outside the map, which damaged
+ * pages are the likely cause of: a finding (CORRUPT). BUG: SIGABRT (an
+ * assertion that failed, its message printed first), SIGFPE, SIGILL: an
+ * internal error, to be reported with the command; blaming the pages could
+ * make an operator throw away a good journal (only an assertion of LMDB's,
+ * naming mdb.c, may point at them). OUTSIDE: sent from outside (SIGKILL
+ * from the OOM killer or an operator, SIGTERM, SIGINT, SIGPIPE): says
+ * nothing of the data or the code. */
+typedef enum guard_cause { GUARD_CAUSE_OUTSIDE, GUARD_CAUSE_PAGES, GUARD_CAUSE_BUG } guard_cause;
+guard_cause guard_signal_cause(int sig);
 
 /* Last words: handlers for SIGSEGV, SIGBUS and SIGABRT that write one line
  * on stderr (write(2) only: async-signal-safe) naming prog, the data

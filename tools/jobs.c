@@ -29,10 +29,11 @@
  * The child opens the journal itself, read-only (the parent's environment
  * is not to be used across fork), runs the job on the range fixed on the
  * loop and hands the reply's bytes back over a pipe; the job thread waits
- * for them as it waited for the job. A child killed by a fault signal
+ * for them as it waited for the job. A child killed by SIGSEGV or SIGBUS
  * becomes a -CORRUPT reply naming how far a verify got, a log line, and a
- * sweep of the reader slot it left; one killed from outside (SIGKILL) an
- * -ERR asking for a retry; one that runs past --job-timeout (stopped, or
+ * sweep of the reader slot it left; one dead of SIGABRT, SIGFPE or SIGILL
+ * an -INTERNAL asking for a bug report (guard_signal_cause, as `berth`);
+ * one killed from outside (SIGKILL) an -ERR asking for a retry; one that runs past --job-timeout (stopped, or
  * looping on pages whose pointers form a cycle) is SIGKILLed by the job
  * thread (guard_opts.timeout_ms) and its client hears -TIMEOUT, so the
  * next queued job runs. The child holds none of berthd's descriptors
@@ -409,15 +410,20 @@ static const char *reader_slot_note(berth_jerr rc, uint32_t freed) {
 }
 
 /* A job's child died of a signal. berthd frees the reader slot the child
- * held either way. A fault (guard_signal_is_fault) is damaged pages, most
- * likely: the client hears CORRUPT and berthd serves on from memory. A
- * signal from outside (SIGKILL from the OOM killer or an operator; berthd's
- * own stop, killed_by_stop) says nothing of the pages: retry. */
+ * held either way; what the client hears follows guard_signal_cause, the
+ * classification `berth` uses too. PAGES (SIGSEGV, SIGBUS): damaged pages,
+ * most likely: the client hears CORRUPT and berthd serves on from memory.
+ * BUG (SIGABRT: an assertion that failed; SIGFPE, SIGILL): a bug in
+ * berthd, not evidence against the data: INTERNAL, with a request for a
+ * report (it said CORRUPT, and an operator could restore a good journal
+ * from an old copy). OUTSIDE (SIGKILL from the OOM killer or an operator;
+ * berthd's own stop, killed_by_stop): says nothing of the pages: retry. */
 static void job_child_died(job *j, const guard_result *res, bool killed_by_stop) {
     server *s = j->server;
     char buf[32];
     const char *sig = guard_signal_name(res->signal, buf, sizeof buf);
-    if (killed_by_stop || !guard_signal_is_fault(res->signal)) {
+    guard_cause cause = guard_signal_cause(res->signal);
+    if (killed_by_stop || cause == GUARD_CAUSE_OUTSIDE) {
         reply_free(&j->out);
         reply_init(&j->out, j->client->out.proto);
         if (killed_by_stop) {
@@ -436,6 +442,26 @@ static void job_child_died(job *j, const guard_result *res, bool killed_by_stop)
                    reader_slot_note(jrc, freed));
         return;
     }
+    if (cause == GUARD_CAUSE_BUG) {
+        const char *why = res->signal == SIGABRT
+                              ? ": an assertion failed, its message is in berthd's log just before"
+                              : "";
+        reply_free(&j->out);
+        reply_init(&j->out, j->client->out.proto);
+        reply_error(&j->out, "INTERNAL",
+                    "%s stopped on an internal error (%s%s): a bug in berthd, not damage to "
+                    "%s/data.mdb; please report it with the command and `berthd --version` "
+                    "(only if the assertion's message names mdb.c, LMDB's own check, may the "
+                    "pages be damaged: `berth journal verify --data %s` says)",
+                    job_name(j), sig, why, s->config.data_dir, s->config.data_dir);
+        uint32_t freed = 0;
+        berth_jerr jrc = berth_journal_readers_clear_dead(s->journal, &freed);
+        server_log("%s's process died of %s: an internal error, a bug in berthd (not damage to "
+                   "%s/data.mdb); the client got INTERNAL; %s",
+                   job_name(j), sig, s->config.data_dir, reader_slot_note(jrc, freed));
+        return;
+    }
+    assert(cause == GUARD_CAUSE_PAGES);
     char where[160] = "";
     if (j->kind == JOB_VERIFY && res->opened) {
         uint64_t checked = res->progressed ? res->checked_seq : 0;

@@ -6,6 +6,8 @@
 #   - it holds no socket, no DIR/LOCK, no eventfd or epoll of berthd's;
 #   - SIGKILLed from outside, its client hears -ERR "killed by SIGKILL (not
 #     page damage)", not -CORRUPT, and the log says nothing of damage;
+#   - dead of SIGABRT, SIGFPE or SIGILL, -INTERNAL (a bug to report), not
+#     -CORRUPT; of SIGSEGV, -CORRUPT;
 #   - SIGTERM to berthd ends berthd within seconds (the child is killed)
 #     and the job's client hears "berthd is stopping";
 #   - berthd SIGKILLed takes its child along: a restart is not LOCKED;
@@ -21,6 +23,7 @@ BERTH=${BERTH:?BERTH must name the berth binary}
 CATCH="$(dirname "$0")/catch_child.py"
 RECORDS=20000
 JOB_TIMEOUT_S=2          # a healthy job here takes well under 1 s, sanitizer build too
+ulimit -c 0              # the children killed by SIGABRT and the like leave no core
 
 # verifies_until_caught OUT: JOURNAL.VERIFYs one after another into OUT
 # until a child of berthd is caught (stopped, the journal open, holding
@@ -89,6 +92,32 @@ grep -q CORRUPT "$TMP/v1.out" && fail "a SIGKILLed child reported as damage: $(s
 grep -q "damaged" "$LOG" && fail "the log calls a SIGKILLed child damage"
 grep -q "JOURNAL.VERIFY's process was killed by SIGKILL" "$LOG" || fail "no log line for the killed child"
 expect_eq "$(r PING)" PONG "PING after the killed child"
+
+# 1b. Deaths of SIGABRT (an assertion), SIGFPE and SIGILL are a bug, not
+# damage: -INTERNAL asking for a report, nothing of damaged pages (before,
+# -CORRUPT told the operator to restore data.mdb from a copy); SIGSEGV is
+# still the pages' (CORRUPT). The signal waits while the child is stopped.
+for sig in ABRT FPE ILL SEGV; do
+    verifies_until_caught "$TMP/v1$sig.out"
+    kill -"$sig" "$CHILD"; kill -CONT "$CHILD"
+    gone_within "$CHILD" 40 "the job's child outlived SIG$sig"
+    sleep 0.3
+    stop_verifier
+    if [ "$sig" = SEGV ]; then
+        grep -q "^CORRUPT JOURNAL.VERIFY: the journal's pages in .*(SIGSEGV)" "$TMP/v1$sig.out" ||
+            fail "no -CORRUPT for a child dead of SIGSEGV: $(sort "$TMP/v1$sig.out" | uniq -c)"
+        continue
+    fi
+    grep -Eq "^INTERNAL JOURNAL.VERIFY stopped on an internal error \(SIG$sig[:)].*a bug in berthd, not damage to .*/data.mdb; please report it" "$TMP/v1$sig.out" ||
+        fail "no -INTERNAL for a child dead of SIG$sig: $(sort "$TMP/v1$sig.out" | uniq -c)"
+    grep -q CORRUPT "$TMP/v1$sig.out" && fail "a child dead of SIG$sig reported as damage: $(sort "$TMP/v1$sig.out" | uniq -c)"
+    grep -q "damaged" "$LOG" && fail "the log calls a child dead of SIG$sig damage: $(grep damaged "$LOG")"
+    grep -q "JOURNAL.VERIFY's process died of SIG$sig: an internal error, a bug in berthd" "$LOG" ||
+        fail "no log line for the child dead of SIG$sig"
+    expect_eq "$(r PING)" PONG "PING after the child dead of SIG$sig"
+done
+grep -q "SIGABRT: an assertion failed" "$TMP/v1ABRT.out" || fail "the SIGABRT reply should name the assertion"
+expect_verify_ok "a VERIFY after the children's deaths"
 
 # 2. SIGTERM with a hung child.
 verifies_until_caught "$TMP/v2.out"
