@@ -286,8 +286,9 @@ static int run_guarded(const subcommand *sub, int argc, char **argv) {
     guarded_call call = { sub, argc, argv };
     /* SIGTERM when berth dies of what it cannot pass on (SIGKILL): no
      * child walks on, or holds the LOCK (history rebuild), without it.
-     * No time limit: a person or script runs berth and can stop it. */
-    const guard_opts opts = { SIGTERM, note_child, NULL, 0 };
+     * No time limit, nor on the reap: a person or script runs berth and can
+     * stop it. */
+    const guard_opts opts = { SIGTERM, note_child, NULL, 0, 0 };
     guard_result res;
     if (guard_run(guarded_child, &call, &opts, &res) != 0) {
         return cli_fail(CLI_EXIT_USAGE, "ERR", "cannot start the walk in a child process: %s",

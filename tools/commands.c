@@ -323,7 +323,8 @@ static void info_stats(server *s, text *t) {
                 "commit_failures:%llu\r\ncommit_syncs:%llu\r\nrecords_committed:%llu\r\n"
                 "protocol_errors:%llu\r\n"
                 "watch_disconnects:%llu\r\nidle_disconnects:%llu\r\noutput_stall_disconnects:%llu\r\n"
-                "background_jobs:%llu\r\nbackground_jobs_timed_out:%llu\r\n\r\n",
+                "background_jobs:%llu\r\nbackground_jobs_timed_out:%llu\r\n"
+                "background_job_processes_unreaped:%u\r\n\r\n",
              (unsigned long long)st->connections_received,
              (unsigned long long)st->connections_rejected, (unsigned long long)st->accept_pauses,
              (unsigned long long)st->commands_processed, (unsigned long long)st->writes_staged,
@@ -331,7 +332,7 @@ static void info_stats(server *s, text *t) {
              (unsigned long long)st->commit_syncs, (unsigned long long)st->records_committed, (unsigned long long)st->protocol_errors,
              (unsigned long long)st->watch_disconnects, (unsigned long long)st->idle_disconnects,
              (unsigned long long)st->output_stall_disconnects, (unsigned long long)st->jobs_run,
-             (unsigned long long)st->jobs_timed_out);
+             (unsigned long long)st->jobs_timed_out, (unsigned)jobs_unreaped(s));
 }
 
 static void info_latency(server *s, text *t) {
