@@ -576,8 +576,9 @@ static void job_child_unreaped(job *j, const guard_result *res, bool killed_by_s
                                     "restart",
                     job_name(j));
     } else {
-        reply_error(&j->out, "ERR", "%s's process did not end after its reply and was killed; "
-                                    "retry it",
+        /* its frames ended (or were malformed) yet it did not go */
+        reply_error(&j->out, "ERR", "%s was not finished: its process did not end and was "
+                                    "killed; retry it",
                     job_name(j));
     }
 }
