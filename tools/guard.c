@@ -1,9 +1,9 @@
 /* guard.c — damaged pages kill a child, not berth or berthd (guard.h).
  *
  * Owns the fork, the pipe's frames, the child's time limit, reaping the
- * child (within a limit of its own), and the last-words handlers for a process that dies of damaged
- * pages anyway (berthd's start-up replay, which must run in-process to
- * build the state it serves). */
+ * child (within a limit of its own), and the last-words handlers for a
+ * process that dies of damaged pages anyway (berthd's start-up replay,
+ * which must run in-process to build the state it serves). */
 #define _GNU_SOURCE
 #include "guard.h"
 

@@ -33,16 +33,17 @@
  * becomes a -CORRUPT reply naming how far a verify got, a log line, and a
  * sweep of the reader slot it left; one dead of SIGABRT, SIGFPE or SIGILL
  * an -INTERNAL asking for a bug report (guard_signal_cause, as `berth`);
- * one killed from outside (SIGKILL) an -ERR asking for a retry; one that runs past --job-timeout (stopped, or
- * looping on pages whose pointers form a cycle) is SIGKILLed by the job
- * thread (guard_opts.timeout_ms) and its client hears -TIMEOUT, so the
- * next queued job runs. A killed child is waited for SERVER_JOB_REAP_WAIT_MS
- * at most (guard_opts.reap_timeout_ms): one in D state is left to the
- * loop's reap timer, which never waits, so it holds neither the next job
- * nor berthd's stop. The child holds none of berthd's descriptors
- * and dies with berthd (guard_opts.death_signal); jobs_stop kills a
- * running child, whose pid the job thread keeps under the queue's mutex,
- * so a hung child cannot hold the stop. Healthy replies are byte for byte
+ * one killed from outside (SIGKILL) an -ERR asking for a retry; one that
+ * runs past --job-timeout (stopped, or looping on pages whose pointers
+ * form a cycle) is SIGKILLed by the job thread (guard_opts.timeout_ms) and
+ * its client hears -TIMEOUT, so the next queued job runs. A killed child
+ * is waited for SERVER_JOB_REAP_WAIT_MS at most (guard_opts.
+ * reap_timeout_ms): one in D state is left to the loop's reap timer, which
+ * never waits, so it holds neither the next job nor berthd's stop. The
+ * child holds none of berthd's descriptors and dies with berthd
+ * (guard_opts.death_signal); jobs_stop kills a running child, whose pid
+ * the job thread keeps under the queue's mutex, so a hung child cannot
+ * hold the stop. Healthy replies are byte for byte
  * the same.
  * The fork and the open cost about 1 ms of CPU a job (docs/reliability.md),
  * so queued verifies of the same range share one run's reply. The child
