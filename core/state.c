@@ -944,6 +944,16 @@ static bool judge_place(const berth_state *s, const berth_cmd *c, const berth_pl
             "on its GPUs; register it with VRAM <MiB>", S(w->name), S(c->name), c->claim_mib);
         return false;
     }
+    /* A claim is memory on a GPU: a worker of no GPUs (named bare, so all
+     * of them, none) has none to claim on, whatever VRAM it was registered
+     * with; accepted, the instance claimed nothing (a whole-GPU DEPLOY
+     * there stays a CPU instance, which VRAM has nothing to do with). */
+    if (c->claim_mib && w->gpu_count == 0) {
+        assert(mask == 0);
+        say(out, BERTH_NOVRAM, "worker %.*s has 0 GPUs, so instance %.*s cannot claim %u MiB on any GPU of it",
+            S(w->name), S(c->name), c->claim_mib);
+        return false;
+    }
     if (c->claim_mib) {
         for (uint64_t m = mask; m; m &= m - 1) {
             uint32_t g = (uint32_t)__builtin_ctzll(m);

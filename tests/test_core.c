@@ -1603,6 +1603,17 @@ START_TEST(test_novram_without_vram) {
     expect(r, "DEPLOY b MODEL m BACKEND sglang VRAM 4096 ON ok:1 z", BERTH_NOVRAM);   /* subordinate */
     says(r, "z");
     ck_assert_ptr_null(berth_state_instance(r->state, cstr("b")));
+    /* Registered with VRAM but no GPU: the claim has no GPU to go on (it
+     * was accepted and claimed nothing); a whole-GPU DEPLOY there is still
+     * a CPU instance, VRAM or not. */
+    expect(r, "WORKER.ADD zv GPUS 0 VRAM 81920", BERTH_OK);
+    expect(r, "DEPLOY b MODEL m BACKEND vllm VRAM 4096 ON zv", BERTH_NOVRAM);
+    ck_assert_str_eq(r->out.sentence, "worker zv has 0 GPUs, so instance b cannot claim 4096 MiB on any GPU of it");
+    expect(r, "DEPLOY b MODEL m BACKEND sglang VRAM 4096 ON ok:1 zv", BERTH_NOVRAM);   /* subordinate */
+    says(r, "zv");
+    ck_assert_ptr_null(berth_state_instance(r->state, cstr("b")));
+    expect(r, "DEPLOY c MODEL m BACKEND llama.cpp ON zv", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "instance c deployed on zv");
     rig_free(r);
 }
 END_TEST

@@ -5,7 +5,10 @@
  * and then 0 before the reap, that a child sending a frame it may not
  * (an unknown tag, a result over the limit) is killed, not waited for,
  * and that one past guard_opts.timeout_ms (stopped, or sleeping) is
- * killed and reaped at its time, keeping the frames it sent. */
+ * killed and reaped at its time, keeping the frames it sent; that one
+ * killed but not gone (its exit held by a tracer, as D state would) is
+ * left unreaped past guard_opts.reap_timeout_ms; and which signal blames
+ * what (guard_signal_cause). */
 #define _GNU_SOURCE
 #include <check.h>
 #include <errno.h>
@@ -13,6 +16,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -94,7 +100,7 @@ static uint64_t test_mono_ms(void) {
 /* fn's child runs past TEST_TIMEOUT_MS: killed at its time and reaped. */
 static void expect_timed_out(guard_fn fn, guard_result *res) {
     started_count = 0;
-    const guard_opts opts = { SIGKILL, note_started, NULL, TEST_TIMEOUT_MS };
+    const guard_opts opts = { SIGKILL, note_started, NULL, TEST_TIMEOUT_MS, 0 };
     uint64_t t0 = test_mono_ms();
     ck_assert_int_eq(guard_run(fn, NULL, &opts, res), 0);
     uint64_t took_ms = test_mono_ms() - t0;
@@ -127,7 +133,7 @@ START_TEST(cut_result_at_timeout_is_none) {
 END_TEST
 
 START_TEST(child_in_time_unaffected) {
-    const guard_opts opts = { SIGKILL, NULL, NULL, TEST_TIMEOUT_MS };
+    const guard_opts opts = { SIGKILL, NULL, NULL, TEST_TIMEOUT_MS, 0 };
     guard_result res;
     ck_assert_int_eq(guard_run(child_answers, NULL, &opts, &res), 0);
     ck_assert(!res.timed_out);
@@ -159,7 +165,7 @@ static int child_fds(void *arg, int fd) {
 
 static void expect_refused(guard_fn fn, int err) {
     started_count = 0;
-    const guard_opts opts = { 0, note_started, NULL, 0 };
+    const guard_opts opts = { 0, note_started, NULL, 0, 0 };
     guard_result res;
     errno = 0;
     ck_assert_int_eq(guard_run(fn, NULL, &opts, &res), -1);
@@ -188,7 +194,7 @@ START_TEST(child_holds_no_parent_descriptor) {
     ck_assert_int_ge(high, 100);
     guard_result res;
     started_count = 0;
-    const guard_opts opts = { SIGKILL, note_started, NULL, 0 };
+    const guard_opts opts = { SIGKILL, note_started, NULL, 0, 0 };
     ck_assert_int_eq(guard_run(child_fds, &fd, &opts, &res), 0);
     ck_assert(!res.died);
     ck_assert_int_eq(res.exit_code, 0);
@@ -198,6 +204,125 @@ START_TEST(child_holds_no_parent_descriptor) {
     ck_assert_int_eq(started_pids[1], 0);
     ck_assert_int_eq(close(fd), 0);
     ck_assert_int_eq(close(high), 0);
+}
+END_TEST
+
+/* A tracer that attaches to pid and never waits for it: once pid dies it
+ * stays a zombie its parent cannot reap until the tracer ends, which is
+ * how a killed child in D state (a read of a hung filesystem) looks to
+ * its parent. The tracer's pid, once attached. */
+static pid_t hold_exit(pid_t pid) {
+    int ready[2];
+    ck_assert_int_eq(pipe(ready), 0);
+    pid_t tracer = fork();
+    ck_assert_int_ge(tracer, 0);
+    if (tracer == 0) {
+        /* dies with the test's process, should an assertion end it first */
+        (void)prctl(PR_SET_PDEATHSIG, (unsigned long)SIGKILL);
+        char ok = ptrace(PTRACE_SEIZE, pid, NULL, NULL) == 0 ? 'y' : 'n';
+        if (write(ready[1], &ok, 1) != 1) {
+            _exit(1);
+        }
+        for (;;) {
+            (void)pause();
+        }
+    }
+    char ok = 0;
+    ck_assert_int_eq(read(ready[0], &ok, 1), 1);
+    ck_assert_int_eq(ok, 'y');
+    (void)close(ready[0]);
+    (void)close(ready[1]);
+    return tracer;
+}
+
+static pid_t held_tracer;
+
+static void hold_started(void *ctx, pid_t pid) {
+    note_started(ctx, pid);
+    if (pid > 0) {
+        held_tracer = hold_exit(pid);
+    }
+}
+
+static int child_sleeps(void *arg, int fd) {
+    (void)arg;
+    (void)fd;
+    (void)sleep(TEST_CHILD_SLEEP_S);
+    return 0;
+}
+
+/* A child killed at its time that does not go is not waited for past
+ * reap_timeout_ms: it comes back unreaped, its pid the caller's, and
+ * guard_reap_poll reaps it once it went (without the limit: Check's
+ * timeout, the reap waiting on the tracer). */
+START_TEST(killed_child_not_gone_left_unreaped) {
+    started_count = 0;
+    const guard_opts opts = { SIGKILL, hold_started, NULL, TEST_TIMEOUT_MS, TEST_TIMEOUT_MS };
+    guard_result res;
+    uint64_t t0 = test_mono_ms();
+    ck_assert_int_eq(guard_run(child_sleeps, NULL, &opts, &res), 0);
+    uint64_t took_ms = test_mono_ms() - t0;
+    ck_assert_uint_ge(took_ms, 2 * TEST_TIMEOUT_MS);
+    ck_assert_uint_lt(took_ms, 2 * TEST_TIMEOUT_MS + TEST_TIMEOUT_SLACK_MS);
+    ck_assert(res.unreaped);
+    ck_assert(res.timed_out);
+    ck_assert_ptr_null(res.bytes);
+    ck_assert_int_eq(started_count, 2);
+    ck_assert_int_eq(res.pid, started_pids[0]);
+    int status = 0;
+    ck_assert_int_eq(guard_reap_poll(res.pid, &status), 0);
+    ck_assert_int_eq(kill(held_tracer, SIGKILL), 0);
+    ck_assert_int_eq(waitpid(held_tracer, &status, 0), held_tracer);
+    int got = 0;
+    for (int i = 0; i < 400 && got == 0; i++) {
+        got = guard_reap_poll(res.pid, &status);
+        if (got == 0) {
+            (void)usleep(10000);
+        }
+    }
+    ck_assert_int_eq(got, 1);
+    ck_assert(WIFSIGNALED(status));
+    ck_assert_int_eq(WTERMSIG(status), SIGKILL);
+    ck_assert_int_eq(guard_reap_poll(res.pid, &status), -1);   /* ECHILD: gone */
+}
+END_TEST
+
+/* With a reap limit, a child that ends by itself is reaped as before. */
+START_TEST(reap_limit_leaves_healthy_child_alone) {
+    const guard_opts opts = { SIGKILL, NULL, NULL, TEST_TIMEOUT_MS, TEST_TIMEOUT_MS };
+    guard_result res;
+    ck_assert_int_eq(guard_run(child_answers, NULL, &opts, &res), 0);
+    ck_assert(!res.unreaped && !res.died && !res.timed_out);
+    ck_assert_int_eq(res.exit_code, 0);
+    ck_assert_uint_eq(res.len, 4);
+    free(res.bytes);
+}
+END_TEST
+
+static int child_aborts(void *arg, int fd) {
+    (void)arg;
+    (void)fd;
+    abort();   /* what a failed assert does; guard's child takes the default action */
+}
+
+/* One classification for berth and berthd's jobs: only SIGSEGV and SIGBUS
+ * blame the pages; SIGABRT, SIGFPE and SIGILL are a bug; the rest came
+ * from outside. A child dead of abort() is reported with its signal. */
+START_TEST(signal_causes) {
+    ck_assert_int_eq(guard_signal_cause(SIGSEGV), GUARD_CAUSE_PAGES);
+    ck_assert_int_eq(guard_signal_cause(SIGBUS), GUARD_CAUSE_PAGES);
+    ck_assert_int_eq(guard_signal_cause(SIGABRT), GUARD_CAUSE_BUG);
+    ck_assert_int_eq(guard_signal_cause(SIGFPE), GUARD_CAUSE_BUG);
+    ck_assert_int_eq(guard_signal_cause(SIGILL), GUARD_CAUSE_BUG);
+    const int outside[] = { SIGKILL, SIGTERM, SIGINT, SIGPIPE, SIGHUP, SIGQUIT, SIGUSR1 };
+    for (size_t i = 0; i < sizeof outside / sizeof outside[0]; i++) {
+        ck_assert_int_eq(guard_signal_cause(outside[i]), GUARD_CAUSE_OUTSIDE);
+    }
+    guard_result res;
+    ck_assert_int_eq(guard_run(child_aborts, NULL, NULL, &res), 0);
+    ck_assert(res.died);
+    ck_assert_int_eq(res.signal, SIGABRT);
+    ck_assert_int_eq(guard_signal_cause(res.signal), GUARD_CAUSE_BUG);
 }
 END_TEST
 
@@ -211,6 +336,9 @@ static Suite *guard_suite(void) {
     tcase_add_test(tc, stopped_child_killed_at_timeout);
     tcase_add_test(tc, cut_result_at_timeout_is_none);
     tcase_add_test(tc, child_in_time_unaffected);
+    tcase_add_test(tc, signal_causes);
+    tcase_add_test(tc, killed_child_not_gone_left_unreaped);
+    tcase_add_test(tc, reap_limit_leaves_healthy_child_alone);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -258,6 +258,9 @@ static facts judge_slot(const model *m, const gcmd *c, uint32_t k, bool exclusiv
     /* The issue: NOVRAM is "also a claim on a worker registered without
      * VRAM", whatever GPUs it names, none included. */
     if (c->claim > 0 && w->vram == 0) { f.code = BERTH_NOVRAM; return f; }
+    /* A claim is memory on a GPU: on a worker of no GPUs (named bare: all
+     * of its GPUs, none) it fits nowhere, VRAM registered or not. */
+    if (c->claim > 0 && w->gpus == 0) { f.code = BERTH_NOVRAM; return f; }
     if (c->claim > 0) {
         for (uint32_t g = 0; g < w->gpus; g++) {
             if (!(mask >> g & 1u)) continue;

@@ -286,8 +286,9 @@ static int run_guarded(const subcommand *sub, int argc, char **argv) {
     guarded_call call = { sub, argc, argv };
     /* SIGTERM when berth dies of what it cannot pass on (SIGKILL): no
      * child walks on, or holds the LOCK (history rebuild), without it.
-     * No time limit: a person or script runs berth and can stop it. */
-    const guard_opts opts = { SIGTERM, note_child, NULL, 0 };
+     * No time limit, nor on the reap: a person or script runs berth and can
+     * stop it. */
+    const guard_opts opts = { SIGTERM, note_child, NULL, 0, 0 };
     guard_result res;
     if (guard_run(guarded_child, &call, &opts, &res) != 0) {
         return cli_fail(CLI_EXIT_USAGE, "ERR", "cannot start the walk in a child process: %s",
@@ -299,14 +300,15 @@ static int run_guarded(const subcommand *sub, int argc, char **argv) {
                    ? res.exit_code
                    : CLI_EXIT_USAGE;
     }
-    if (!guard_signal_is_fault(res.signal)) {
+    guard_cause cause = guard_signal_cause(res.signal);
+    if (cause == GUARD_CAUSE_OUTSIDE) {
         /* Sent from outside (SIGPIPE from `| head`, SIGTERM, SIGKILL): end
          * the same way, as the unguarded tool did. */
         (void)signal(res.signal, SIG_DFL);
         (void)raise(res.signal);
         return CLI_EXIT_USAGE;
     }
-    if (!guard_signal_is_page_fault(res.signal)) {
+    if (cause == GUARD_CAUSE_BUG) {
         return report_internal(sub, argc, argv, &res);
     }
     return report_death(sub, argc, argv, &res);

@@ -86,20 +86,33 @@ static bool password_equal(berth_str given, const char *expected) {
     return CRYPTO_memcmp(a, b, sizeof a) == 0;
 }
 
-/* Both passwords are always compared, so timing does not tell which matched. */
-static client_role password_role(const server *s, berth_str given) {
+/* Redis 7's one user while no ACL is set: berthd has no other. */
+#define AUTH_USER_DEFAULT "default"
+
+/* Both passwords are always compared, and the user name too, whatever the
+ * other compares said, so timing does not tell which matched or whether the
+ * name did. user NULL (the one-word AUTH) is the default user. */
+static client_role password_role(const server *s, const berth_str *user, berth_str given) {
+    bool user_ok = user == NULL || password_equal(*user, AUTH_USER_DEFAULT);
     bool admin = password_equal(given, s->config.admin_password);
     bool readonly = s->config.readonly_password[0] != '\0' &&
                     password_equal(given, s->config.readonly_password);
+    if (!user_ok) {
+        return ROLE_NONE;
+    }
     return admin ? ROLE_ADMIN : readonly ? ROLE_READONLY : ROLE_NONE;
 }
 
-/* AUTH [user] pass (user NULL: the one-word form). With a password set the
- * user name is accepted and ignored (one user). Without one, berthd answers
- * as Redis 7 does, whose default user then has no password: the user
- * "default" with any password is accepted, since client libraries given
- * credentials send them on connect (HELLO 3 AUTH default …); another user
- * is WRONGPASS; the one-word form says no password is configured. */
+/* AUTH [user] pass (user NULL: the one-word form). berthd has one user,
+ * Redis 7's "default", as redis-server has before any ACL: with a password
+ * set, "default" (or the one-word form) with the admin password logs in as
+ * admin, with the read-only password as read-only; any other user name is
+ * WRONGPASS, as redis-server answers it, whatever the password (the name
+ * compared in constant time like the passwords). Without one, berthd
+ * answers as Redis 7 does, whose default user then has no password: the
+ * user "default" with any password is accepted, since client libraries
+ * given credentials send them on connect (HELLO 3 AUTH default …); another
+ * user is WRONGPASS; the one-word form says no password is configured. */
 static bool client_authenticate(client *c, const berth_str *user, berth_str pass) {
     server *s = c->server;
     if (s->config.admin_password[0] == '\0') {
@@ -108,14 +121,14 @@ static bool client_authenticate(client *c, const berth_str *user, berth_str pass
                                         "start berthd with --requirepass or --password-file");
             return false;
         }
-        if (!berth_str_eq(*user, berth_str_make("default", 7))) {
+        if (!berth_str_eq(*user, berth_str_make(AUTH_USER_DEFAULT, sizeof AUTH_USER_DEFAULT - 1))) {
             reply_error(&c->out, "WRONGPASS", "invalid username-password pair or user is disabled.");
             return false;
         }
         assert(c->role == ROLE_ADMIN);
         return true;
     }
-    client_role role = password_role(s, pass);
+    client_role role = password_role(s, user, pass);
     if (role == ROLE_NONE) {
         reply_error(&c->out, "WRONGPASS", "invalid username-password pair or user is disabled.");
         return false;
@@ -345,7 +358,8 @@ static void info_stats(server *s, text *t) {
                 "protocol_errors:%llu\r\n"
                 "watch_disconnects:%llu\r\nwatch_catchups:%llu\r\n"
                 "idle_disconnects:%llu\r\noutput_stall_disconnects:%llu\r\n"
-                "background_jobs:%llu\r\nbackground_jobs_timed_out:%llu\r\n\r\n",
+                "background_jobs:%llu\r\nbackground_jobs_timed_out:%llu\r\n"
+                "background_job_processes_unreaped:%u\r\n\r\n",
              (unsigned long long)st->connections_received,
              (unsigned long long)st->connections_rejected, (unsigned long long)st->accept_pauses,
              (unsigned long long)st->commands_processed, (unsigned long long)st->writes_staged,
@@ -354,7 +368,7 @@ static void info_stats(server *s, text *t) {
              (unsigned long long)st->watch_disconnects, (unsigned long long)st->watch_catchups,
              (unsigned long long)st->idle_disconnects,
              (unsigned long long)st->output_stall_disconnects, (unsigned long long)st->jobs_run,
-             (unsigned long long)st->jobs_timed_out);
+             (unsigned long long)st->jobs_timed_out, (unsigned)jobs_unreaped(s));
 }
 
 static void info_latency(server *s, text *t) {

@@ -336,6 +336,7 @@ static berth_code predict_slot(const berth_gen *g, const gen_deploy *d, const ge
     if (mask & w->whole_mask) return BERTH_GPUBUSY;
     if (d->claim_mib == 0 && (mask & claimed_mask(w))) return BERTH_GPUBUSY;
     if (d->claim_mib > 0 && w->vram_mib == 0) return BERTH_NOVRAM;   /* whatever the mask, none included */
+    if (d->claim_mib > 0 && w->gpu_count == 0) return BERTH_NOVRAM;  /* no GPU to claim on */
     if (d->claim_mib > 0 && (mask & fitting_mask(w, d->claim_mib)) != mask) return BERTH_NOVRAM;
     return BERTH_OK;
 }

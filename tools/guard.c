@@ -1,9 +1,9 @@
 /* guard.c — damaged pages kill a child, not berth or berthd (guard.h).
  *
  * Owns the fork, the pipe's frames, the child's time limit, reaping the
- * child, and the last-words handlers for a process that dies of damaged
- * pages anyway (berthd's start-up replay, which must run in-process to
- * build the state it serves). */
+ * child (within a limit of its own), and the last-words handlers for a
+ * process that dies of damaged pages anyway (berthd's start-up replay,
+ * which must run in-process to build the state it serves). */
 #define _GNU_SOURCE
 #include "guard.h"
 
@@ -30,6 +30,7 @@
 #define GUARD_LINE_BYTES_MAX 1024u           /* each half of the last words */
 #define GUARD_CHILD_EXIT_NOFN 125            /* neither exited nor signalled */
 #define GUARD_CHILD_EXIT_ORPHAN 126          /* the parent died before the child ran */
+#define GUARD_REAP_POLL_MS_MAX 50u           /* the longest pause between looks at a killed child */
 
 extern char **environ;
 
@@ -238,6 +239,51 @@ int guard_child_setup(int keep_fd, int death_signal, pid_t parent) {
     return getppid() == parent ? 0 : -1;
 }
 
+int guard_reap_poll(pid_t pid, int *status) {
+    assert(pid > 0 && status != NULL);
+    pid_t waited;
+    do {
+        waited = waitpid(pid, status, WNOHANG);
+    } while (waited < 0 && errno == EINTR);
+    if (waited < 0) {
+        return -1;
+    }
+    return waited == pid ? 1 : 0;
+}
+
+/* pid reaped: pid; not ended within timeout_ms (0: no limit): 0; -1 with
+ * errno. Polls with WNOHANG, sleeping 1 ms, then longer up to
+ * GUARD_REAP_POLL_MS_MAX: a killed child usually goes within the first. */
+static pid_t reap_within(pid_t pid, int *status, uint64_t timeout_ms) {
+    if (timeout_ms == 0) {
+        pid_t waited;
+        do {
+            waited = waitpid(pid, status, 0);
+        } while (waited < 0 && errno == EINTR);
+        return waited;
+    }
+    assert(timeout_ms <= GUARD_TIMEOUT_MS_MAX);
+    uint64_t deadline_ns = mono_ns() + timeout_ms * 1000000ull;
+    uint64_t pause_ms = 1;
+    for (;;) {
+        int rc = guard_reap_poll(pid, status);
+        if (rc != 0) {
+            return rc > 0 ? pid : -1;
+        }
+        uint64_t now = mono_ns();
+        if (now >= deadline_ns) {
+            return 0;
+        }
+        uint64_t pause_ns = pause_ms * 1000000ull;
+        if (pause_ns > deadline_ns - now) {
+            pause_ns = deadline_ns - now;
+        }
+        struct timespec ts = { (time_t)(pause_ns / 1000000000ull), (long)(pause_ns % 1000000000ull) };
+        (void)nanosleep(&ts, NULL);   /* EINTR: the loop looks again */
+        pause_ms = pause_ms * 2 < GUARD_REAP_POLL_MS_MAX ? pause_ms * 2 : GUARD_REAP_POLL_MS_MAX;
+    }
+}
+
 /* The parent's side: the frames until the child closes the pipe (or its
  * time is up), then the child itself. */
 static int collect(pid_t pid, int fd, uint64_t deadline_ns, const guard_opts *opts,
@@ -257,13 +303,21 @@ static int collect(pid_t pid, int fd, uint64_t deadline_ns, const guard_opts *op
     /* A child still writing when the parent gave up on its frames gets
      * EPIPE (or SIGPIPE) once the read end closes, and ends. */
     (void)close(fd);
-    /* No deadline on the reap: the child alone held the pipe's write end,
-     * so its end came with the child's exit (or the SIGKILL above). */
+    /* The child alone held the pipe's write end, so its end came with the
+     * child's exit (or the SIGKILL above) — yet a process in D state is not
+     * gone until its sleep ends: the reap has its own limit. */
     int status = 0;
-    pid_t waited;
-    do {
-        waited = waitpid(pid, &status, 0);
-    } while (waited < 0 && errno == EINTR);
+    pid_t waited = reap_within(pid, &status, opts != NULL ? opts->reap_timeout_ms : 0);
+    if (waited == 0) {
+        (void)kill(pid, SIGKILL);   /* if not yet: it may not go on on its own either */
+        free(out->bytes);
+        out->bytes = NULL;
+        out->len = 0;
+        out->timed_out = pipe_end.timed_out;
+        out->unreaped = true;
+        out->pid = pid;
+        return 0;
+    }
     if (pipe_end.timed_out) {
         /* Whatever the frames began to say is not a whole answer. */
         free(out->bytes);
@@ -388,17 +442,16 @@ const char *guard_signal_name(int sig, char *buf, size_t size) {
     return buf;
 }
 
-bool guard_signal_is_fault(int sig) {
+guard_cause guard_signal_cause(int sig) {
+    if (sig == SIGSEGV || sig == SIGBUS) {
+        return GUARD_CAUSE_PAGES;
+    }
     for (size_t i = 0; i < GUARD_FAULT_SIGNALS; i++) {
         if (guard_fault_signals[i] == sig) {
-            return true;
+            return GUARD_CAUSE_BUG;   /* SIGABRT, SIGFPE, SIGILL */
         }
     }
-    return false;
-}
-
-bool guard_signal_is_page_fault(int sig) {
-    return sig == SIGSEGV || sig == SIGBUS;
+    return GUARD_CAUSE_OUTSIDE;
 }
 
 /* ---- last words ---------------------------------------------------------- */

@@ -35,8 +35,14 @@ typedef struct guard_result {
     uint64_t checked_seq;       /* the last seq the child reported checked */
     char *bytes;                /* the result frame's bytes (malloc'd), NULL when none */
     size_t len;
-    bool timed_out;             /* ran past opts->timeout_ms: SIGKILLed and reaped (then
-                                   died, signal SIGKILL; the frames before it are kept) */
+    bool timed_out;             /* ran past opts->timeout_ms: SIGKILLed (and reaped unless
+                                   unreaped: then died, signal SIGKILL; the frames before it
+                                   are kept) */
+    bool unreaped;              /* not gone opts->reap_timeout_ms after the end of its frames
+                                   (or its SIGKILL): SIGKILLed, left unreaped; the caller owns
+                                   pid and must reap it (guard_reap_poll). died, signal and
+                                   exit_code then say nothing; no bytes */
+    pid_t pid;                  /* the child's, when unreaped */
 } guard_result;
 
 /* Runs in the child with the write end of the pipe; returns its exit code
@@ -53,12 +59,19 @@ typedef int (*guard_fn)(void *arg, int fd);
  * child may take, from the fork or spawn to the end of its frames, on the
  * monotonic clock (0: no limit); a child past it (hung, stopped, looping on
  * damaged pages whose pointers form a cycle) is SIGKILLed and reaped, and
- * out->timed_out says so. The wait polls the pipe: no busy loop. */
+ * out->timed_out says so. The wait polls the pipe: no busy loop.
+ * reap_timeout_ms: the longest the reap may wait once the frames ended (0:
+ * no limit). SIGKILL ends even a stopped process, but not one in
+ * uninterruptible sleep (D state: a read of a hung network filesystem)
+ * until that sleep ends, nor one whose exit a ptracer holds; past the
+ * limit the child is SIGKILLed if it was not yet and left to the caller
+ * (out->unreaped, out->pid), so a server's thread is not held for ever. */
 typedef struct guard_opts {
     int death_signal;
     void (*started)(void *ctx, pid_t pid);
     void *ctx;
     uint64_t timeout_ms;
+    uint64_t reap_timeout_ms;
 } guard_opts;
 
 /* Fork; the child closes every descriptor but 0, 1, 2 and the pipe's
@@ -70,7 +83,8 @@ typedef struct guard_opts {
  * flushed: fn flushes what it wrote). The parent reads the frames until the
  * child closes the pipe (or opts->timeout_ms passes: the child is then
  * killed) and reaps it. Returns 0 with *out filled (free
- * out->bytes), or -1 with errno when no pipe or child could be had, or a
+ * out->bytes; out->unreaped: the child outlived opts->reap_timeout_ms and
+ * is the caller's to reap, whatever its frames were), or -1 with errno when no pipe or child could be had, or a
  * frame was malformed (EPROTO) or too large (EFBIG; the child is then
  * killed, not waited for). opts may be NULL. */
 int guard_run(guard_fn fn, void *arg, const guard_opts *opts, guard_result *out);
@@ -100,18 +114,27 @@ int guard_send_opened(int fd, uint64_t head_seq);
 int guard_send_checked(int fd, uint64_t seq);
 int guard_send_result(int fd, const void *bytes, size_t len);
 
+/* A child guard left unreaped (guard_result.unreaped), reaped if it has
+ * ended, without waiting: 1 with *status filled when it was reaped, 0 when
+ * it has not ended yet, -1 with errno when pid is no child of ours (ECHILD:
+ * someone else reaped it; it is gone either way). */
+int guard_reap_poll(pid_t pid, int *status);
+
 /* "SIGSEGV", "SIGBUS", ...; "signal N" for others (static storage). */
 const char *guard_signal_name(int sig, char *buf, size_t size);
 
-/* A death that damaged pages can cause (SIGSEGV, SIGBUS, SIGABRT from an
- * LMDB assertion, SIGFPE, SIGILL), as opposed to one sent from outside
- * (SIGKILL, SIGTERM, SIGINT, SIGPIPE). */
-bool guard_signal_is_fault(int sig);
-
-/* A fault damaged pages are the likely cause of: SIGSEGV or SIGBUS (a read
- * sent outside the map). SIGABRT is an assertion that failed, SIGFPE and
- * SIGILL a bug: internal errors, to be reported as such, with the command. */
-bool guard_signal_is_page_fault(int sig);
+/* What a child's death by signal says, for berth and berthd alike (one
+ * classification, so the CLI and berthd's jobs cannot drift apart):
+ * PAGES: SIGSEGV or SIGBUS, a read sent outside the map, which damaged
+ * pages are the likely cause of: a finding (CORRUPT). BUG: SIGABRT (an
+ * assertion that failed, its message printed first), SIGFPE, SIGILL: an
+ * internal error, to be reported with the command; blaming the pages could
+ * make an operator throw away a good journal (only an assertion of LMDB's,
+ * naming mdb.c, may point at them). OUTSIDE: sent from outside (SIGKILL
+ * from the OOM killer or an operator, SIGTERM, SIGINT, SIGPIPE): says
+ * nothing of the data or the code. */
+typedef enum guard_cause { GUARD_CAUSE_OUTSIDE, GUARD_CAUSE_PAGES, GUARD_CAUSE_BUG } guard_cause;
+guard_cause guard_signal_cause(int sig);
 
 /* Last words: handlers for SIGSEGV, SIGBUS and SIGABRT that write one line
  * on stderr (write(2) only: async-signal-safe) naming prog, the data

@@ -29,16 +29,21 @@
  * The child opens the journal itself, read-only (the parent's environment
  * is not to be used across fork), runs the job on the range fixed on the
  * loop and hands the reply's bytes back over a pipe; the job thread waits
- * for them as it waited for the job. A child killed by a fault signal
+ * for them as it waited for the job. A child killed by SIGSEGV or SIGBUS
  * becomes a -CORRUPT reply naming how far a verify got, a log line, and a
- * sweep of the reader slot it left; one killed from outside (SIGKILL) an
- * -ERR asking for a retry; one that runs past --job-timeout (stopped, or
- * looping on pages whose pointers form a cycle) is SIGKILLed by the job
- * thread (guard_opts.timeout_ms) and its client hears -TIMEOUT, so the
- * next queued job runs. The child holds none of berthd's descriptors
- * and dies with berthd (guard_opts.death_signal); jobs_stop kills a
- * running child, whose pid the job thread keeps under the queue's mutex,
- * so a hung child cannot hold the stop. Healthy replies are byte for byte
+ * sweep of the reader slot it left; one dead of SIGABRT, SIGFPE or SIGILL
+ * an -INTERNAL asking for a bug report (guard_signal_cause, as `berth`);
+ * one killed from outside (SIGKILL) an -ERR asking for a retry; one that
+ * runs past --job-timeout (stopped, or looping on pages whose pointers
+ * form a cycle) is SIGKILLed by the job thread (guard_opts.timeout_ms) and
+ * its client hears -TIMEOUT, so the next queued job runs. A killed child
+ * is waited for SERVER_JOB_REAP_WAIT_MS at most (guard_opts.
+ * reap_timeout_ms): one in D state is left to the loop's reap timer, which
+ * never waits, so it holds neither the next job nor berthd's stop. The
+ * child holds none of berthd's descriptors and dies with berthd
+ * (guard_opts.death_signal); jobs_stop kills a running child, whose pid
+ * the job thread keeps under the queue's mutex, so a hung child cannot
+ * hold the stop. Healthy replies are byte for byte
  * the same.
  * The fork and the open cost about 1 ms of CPU a job (docs/reliability.md),
  * so queued verifies of the same range share one run's reply. The child
@@ -54,6 +59,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "guard.h"
@@ -409,15 +415,20 @@ static const char *reader_slot_note(berth_jerr rc, uint32_t freed) {
 }
 
 /* A job's child died of a signal. berthd frees the reader slot the child
- * held either way. A fault (guard_signal_is_fault) is damaged pages, most
- * likely: the client hears CORRUPT and berthd serves on from memory. A
- * signal from outside (SIGKILL from the OOM killer or an operator; berthd's
- * own stop, killed_by_stop) says nothing of the pages: retry. */
+ * held either way; what the client hears follows guard_signal_cause, the
+ * classification `berth` uses too. PAGES (SIGSEGV, SIGBUS): damaged pages,
+ * most likely: the client hears CORRUPT and berthd serves on from memory.
+ * BUG (SIGABRT: an assertion that failed; SIGFPE, SIGILL): a bug in
+ * berthd, not evidence against the data: INTERNAL, with a request for a
+ * report (it said CORRUPT, and an operator could restore a good journal
+ * from an old copy). OUTSIDE (SIGKILL from the OOM killer or an operator;
+ * berthd's own stop, killed_by_stop): says nothing of the pages: retry. */
 static void job_child_died(job *j, const guard_result *res, bool killed_by_stop) {
     server *s = j->server;
     char buf[32];
     const char *sig = guard_signal_name(res->signal, buf, sizeof buf);
-    if (killed_by_stop || !guard_signal_is_fault(res->signal)) {
+    guard_cause cause = guard_signal_cause(res->signal);
+    if (killed_by_stop || cause == GUARD_CAUSE_OUTSIDE) {
         reply_free(&j->out);
         reply_init(&j->out, j->client->out.proto);
         if (killed_by_stop) {
@@ -436,6 +447,26 @@ static void job_child_died(job *j, const guard_result *res, bool killed_by_stop)
                    reader_slot_note(jrc, freed));
         return;
     }
+    if (cause == GUARD_CAUSE_BUG) {
+        const char *why = res->signal == SIGABRT
+                              ? ": an assertion failed, its message is in berthd's log just before"
+                              : "";
+        reply_free(&j->out);
+        reply_init(&j->out, j->client->out.proto);
+        reply_error(&j->out, "INTERNAL",
+                    "%s stopped on an internal error (%s%s): a bug in berthd, not damage to "
+                    "%s/data.mdb; please report it with the command and `berthd --version` "
+                    "(only if the assertion's message names mdb.c, LMDB's own check, may the "
+                    "pages be damaged: `berth journal verify --data %s` says)",
+                    job_name(j), sig, why, s->config.data_dir, s->config.data_dir);
+        uint32_t freed = 0;
+        berth_jerr jrc = berth_journal_readers_clear_dead(s->journal, &freed);
+        server_log("%s's process died of %s: an internal error, a bug in berthd (not damage to "
+                   "%s/data.mdb); the client got INTERNAL; %s",
+                   job_name(j), sig, s->config.data_dir, reader_slot_note(jrc, freed));
+        return;
+    }
+    assert(cause == GUARD_CAUSE_PAGES);
     char where[160] = "";
     if (j->kind == JOB_VERIFY && res->opened) {
         uint64_t checked = res->progressed ? res->checked_seq : 0;
@@ -484,12 +515,73 @@ static void job_timed_out(job *j, const guard_result *res) {
                 "--job-timeout for a journal that takes longer, or, if it times out again, run "
                 "`berth journal verify --data %s`: a walk that never ends can mean damaged pages",
                 job_name(j), (unsigned)s->config.job_timeout_s, where, s->config.data_dir);
+    j->timed_out = true;
+    if (res->unreaped) {
+        /* job_child_unreaped logs it; its reader slot is freed at the reap */
+        server_log("%s ran past --job-timeout %u s%s: its process was killed (SIGKILL) and the "
+                   "client got TIMEOUT",
+                   job_name(j), (unsigned)s->config.job_timeout_s, where);
+        return;
+    }
     uint32_t freed = 0;
     berth_jerr rc = berth_journal_readers_clear_dead(s->journal, &freed);
     server_log("%s ran past --job-timeout %u s%s: its process was killed (SIGKILL) and the "
                "client got TIMEOUT; %s",
                job_name(j), (unsigned)s->config.job_timeout_s, where, reader_slot_note(rc, freed));
-    j->timed_out = true;
+}
+
+static uint64_t jobs_mono_ms(void) {
+    struct timespec ts;
+    int rc = clock_gettime(CLOCK_MONOTONIC, &ts);
+    assert(rc == 0);
+    (void)rc;
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A job's child SIGKILLed (past --job-timeout, at berthd's stop, or after
+ * its frames ended) and still not gone SERVER_JOB_REAP_WAIT_MS later: a
+ * process in uninterruptible sleep (a read of a hung network filesystem)
+ * ends only when that read does. The job thread no longer waits for it
+ * (before, its waitpid held the one job slot, every later job, and
+ * berthd's stop, for as long): the pid goes to q->unreaped, which the
+ * loop's reap timer looks at; its reader slot is freed once it is reaped.
+ * The client's reply says what became of the job. */
+static void job_child_unreaped(job *j, const guard_result *res, bool killed_by_stop) {
+    assert(res->unreaped && res->pid > 0 && res->bytes == NULL);
+    server *s = j->server;
+    job_queue *q = &s->jobs;
+    int rc = pthread_mutex_lock(&q->mutex);
+    assert(rc == 0);
+    /* job_run_guarded starts no child while the list is full */
+    assert(q->unreaped_count < SERVER_JOBS_UNREAPED_MAX);
+    q->unreaped[q->unreaped_count] = res->pid;
+    q->unreaped_killed_ms[q->unreaped_count] = jobs_mono_ms();
+    q->unreaped_count++;
+    uint32_t count = q->unreaped_count;
+    rc = pthread_mutex_unlock(&q->mutex);
+    assert(rc == 0);
+    server_log("%s's process %d has not ended %u ms after it was killed (SIGKILL): a process in "
+               "uninterruptible sleep (say a read of a hung filesystem) ends only when that read "
+               "does; berthd reaps it once it ends and frees its reader slot then (%u job "
+               "process%s unreaped)",
+               job_name(j), (int)res->pid, (unsigned)SERVER_JOB_REAP_WAIT_MS, (unsigned)count,
+               count == 1 ? "" : "es");
+    if (res->timed_out) {
+        job_timed_out(j, res);
+        return;
+    }
+    reply_free(&j->out);
+    reply_init(&j->out, j->client->out.proto);
+    if (killed_by_stop) {
+        reply_error(&j->out, "ERR", "berthd is stopping: %s was not finished; retry it after the "
+                                    "restart",
+                    job_name(j));
+    } else {
+        /* its frames ended (or were malformed) yet it did not go */
+        reply_error(&j->out, "ERR", "%s was not finished: its process did not end and was "
+                                    "killed; retry it",
+                    job_name(j));
+    }
 }
 
 /* guard_opts.started on the job thread: jobs_stop kills the child it
@@ -512,13 +604,23 @@ static void job_run_guarded(job *j) {
     /* SIGKILL when the job thread dies, which it does only with berthd
      * (jobs_stop joins it after its child is reaped). */
     const guard_opts opts = { SIGKILL, job_child_started, q,
-                              (uint64_t)j->server->config.job_timeout_s * 1000u };
+                              (uint64_t)j->server->config.job_timeout_s * 1000u,
+                              SERVER_JOB_REAP_WAIT_MS };
     guard_result res;
     int rc = pthread_mutex_lock(&q->mutex);
     assert(rc == 0);
     q->child_killed = false;
+    uint32_t unreaped = q->unreaped_count;
     rc = pthread_mutex_unlock(&q->mutex);
     assert(rc == 0);
+    if (unreaped >= SERVER_JOBS_UNREAPED_MAX) {
+        /* Each would likely hang the same way: no process piles on them. */
+        reply_error(&j->out, "ERR", "%u job processes killed earlier have not ended (a hung "
+                                    "filesystem?); berthd starts no more until some do; retry "
+                                    "later",
+                    (unsigned)unreaped);
+        return;
+    }
     if (JOBS_SPAWN) {
         char **argv = job_child_argv(j);
         if (argv == NULL) {
@@ -540,7 +642,9 @@ static void job_run_guarded(job *j) {
     bool killed_by_stop = q->child_killed;
     rc = pthread_mutex_unlock(&q->mutex);
     assert(rc == 0);
-    if (res.timed_out) {
+    if (res.unreaped) {
+        job_child_unreaped(j, &res, killed_by_stop);
+    } else if (res.timed_out) {
         job_timed_out(j, &res);
     } else if (res.died) {
         job_child_died(j, &res, killed_by_stop);
@@ -666,6 +770,67 @@ static job *jobs_take_done(job_queue *q) {
     return done;
 }
 
+uint32_t jobs_unreaped(server *s) {
+    job_queue *q = &s->jobs;
+    if (!q->started) {
+        return 0;
+    }
+    int rc = pthread_mutex_lock(&q->mutex);
+    assert(rc == 0);
+    uint32_t count = q->unreaped_count;
+    rc = pthread_mutex_unlock(&q->mutex);
+    assert(rc == 0);
+    return count;
+}
+
+/* One look at the killed children not yet gone, without waiting: each that
+ * ended is reaped, its reader slot freed and a line logged. Returns how
+ * many are left. */
+static uint32_t jobs_reap_unreaped(server *s) {
+    job_queue *q = &s->jobs;
+    int rc = pthread_mutex_lock(&q->mutex);
+    assert(rc == 0);
+    uint32_t kept = 0;
+    uint32_t reaped = 0;
+    uint64_t now_ms = jobs_mono_ms();
+    for (uint32_t i = 0; i < q->unreaped_count; i++) {
+        int status = 0;
+        int got = guard_reap_poll(q->unreaped[i], &status);
+        if (got == 0) {
+            q->unreaped[kept] = q->unreaped[i];
+            q->unreaped_killed_ms[kept] = q->unreaped_killed_ms[i];
+            kept++;
+            continue;
+        }
+        reaped++;
+        server_log("job process %d, killed and left unreaped %llu ms ago, has ended and was "
+                   "reaped%s",
+                   (int)q->unreaped[i], (unsigned long long)(now_ms - q->unreaped_killed_ms[i]),
+                   got < 0 ? " (by someone else: not berthd's child any more)" : "");
+    }
+    q->unreaped_count = kept;
+    rc = pthread_mutex_unlock(&q->mutex);
+    assert(rc == 0);
+    if (reaped > 0) {
+        /* a process that ended frees its slot only at this sweep */
+        uint32_t freed = 0;
+        berth_jerr jrc = berth_journal_readers_clear_dead(s->journal, &freed);
+        server_log("after reaping %u job process%s: %s", (unsigned)reaped, reaped == 1 ? "" : "es",
+                   jrc != BERTH_J_OK ? "the reader slots could not be checked (IO)"
+                   : freed > 0      ? "their reader slots were freed"
+                                    : "they left no reader slot taken");
+    }
+    return kept;
+}
+
+static void jobs_reap_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+    server *s = w->data;
+    if (jobs_reap_unreaped(s) == 0) {
+        ev_timer_stop(loop, w);
+    }
+    (void)revents;
+}
+
 static void jobs_async_cb(struct ev_loop *loop, ev_async *w, int revents) {
     server *s = w->data;
     job *j = jobs_take_done(&s->jobs);
@@ -674,7 +839,10 @@ static void jobs_async_cb(struct ev_loop *loop, ev_async *w, int revents) {
         job_finish(j, true);
         j = next;
     }
-    (void)loop;
+    /* A finished job may have left its killed child unreaped. */
+    if (!ev_is_active(&s->jobs.reap_timer) && jobs_unreaped(s) > 0) {
+        ev_timer_again(loop, &s->jobs.reap_timer);
+    }
     (void)revents;
 }
 
@@ -687,6 +855,9 @@ int jobs_start(server *s) {
     ev_async_init(&q->async, jobs_async_cb);
     q->async.data = s;
     ev_async_start(s->loop, &q->async);
+    ev_init(&q->reap_timer, jobs_reap_timer_cb);
+    q->reap_timer.repeat = SERVER_JOB_REAP_POLL_MS / 1000.0;
+    q->reap_timer.data = s;
     if (pthread_create(&q->thread, NULL, job_thread, q) != 0) {
         return -1;
     }
@@ -714,6 +885,16 @@ void jobs_stop(server *s) {
     assert(rc == 0);
     rc = pthread_join(q->thread, NULL);
     assert(rc == 0);
+    /* The join is bounded: the job thread waited SERVER_JOB_REAP_WAIT_MS at
+     * most for the child it killed. One not gone is left to init. */
+    ev_timer_stop(s->loop, &q->reap_timer);
+    if (jobs_reap_unreaped(s) > 0) {
+        for (uint32_t i = 0; i < q->unreaped_count; i++) {
+            server_log("berthd stops with job process %d killed but not ended (uninterruptible "
+                       "sleep?): it is left unreaped, to init",
+                       (int)q->unreaped[i]);
+        }
+    }
     q->started = false;
     job *j = jobs_take_done(q);
     while (j != NULL) {

@@ -37,6 +37,15 @@
 #define SERVER_COMMIT_ROUNDS_MAX 16         /* commit/resume rounds before the loop polls again */
 #define SERVER_WATCH_CHUNK_RECORDS 256      /* records read per catch-up step */
 #define SERVER_JOBS_MAX 64                  /* background jobs queued or running */
+/* A job's child killed (timeout, stop) is normally gone within
+ * milliseconds; one in uninterruptible sleep (a read of a hung network
+ * filesystem) goes only when that read does. The job thread waits this
+ * long for it, then logs it and leaves it to the loop's reap timer, which
+ * looks every SERVER_JOB_REAP_POLL_MS; past SERVER_JOBS_UNREAPED_MAX such
+ * processes berthd starts no more job processes until some end. */
+#define SERVER_JOB_REAP_WAIT_MS 2000
+#define SERVER_JOB_REAP_POLL_MS 500
+#define SERVER_JOBS_UNREAPED_MAX 16
 /* --job-timeout: a 10M-record verify takes ~6 s in-process here and about
  * 35 s as berthd's job on a loaded machine (docs/server.md, "Audit"), so
  * 600 s leaves a wide margin for larger journals and slower disks while a
@@ -219,6 +228,10 @@ typedef struct job_queue {
     struct job *done_head;              /* under mutex */
     pid_t child_pid;                    /* under mutex: the running job's child, 0 when none */
     bool child_killed;                  /* under mutex: jobs_stop killed that child */
+    pid_t unreaped[SERVER_JOBS_UNREAPED_MAX];   /* under mutex: killed children not yet gone */
+    uint64_t unreaped_killed_ms[SERVER_JOBS_UNREAPED_MAX];  /* monotonic, at the hand-over */
+    uint32_t unreaped_count;            /* under mutex */
+    ev_timer reap_timer;                /* loop thread: looks at unreaped[] while any */
     uint32_t outstanding;               /* loop thread only */
     ev_async async;
 } job_queue;
@@ -372,6 +385,8 @@ void reply_record(reply_buf *rb, const berth_record *rec);
 int jobs_child_main(int argc, char **argv);
 int jobs_start(server *s);
 void jobs_stop(server *s);
+/* Killed job processes not yet gone (INFO's background_job_processes_unreaped). */
+uint32_t jobs_unreaped(server *s);
 /* Queue JOURNAL.VERIFY or AT for c; c is blocked until the answer. */
 bool jobs_submit_verify(client *c);
 bool jobs_submit_at(client *c, uint64_t seq, size_t argc, const berth_str *argv);

@@ -5,7 +5,8 @@
 # bind without a password is refused at start; before AUTH the parser's
 # limits are tight (an oversized command is refused and the connection
 # closed; refusals not read stop being served at 16 KiB), yet the longest
-# password fits AUTH and HELLO; --auth-timeout closes a connection that
+# password fits AUTH and HELLO; the one user is "default" (either password),
+# any other user name is WRONGPASS; --auth-timeout closes a connection that
 # never logs in.
 . "$(dirname "$0")/lib.sh"
 
@@ -67,6 +68,33 @@ expect_eq "$(admin JOURNAL.RANGE "$seq" 1 | map_field actor)" ctl-h "HELLO … S
 out=$(nc_send 'HELLO 3 AUTH default nope\r\nQUIT\r\n')
 expect_match "$(head -n 1 <<<"$out")" '^-WRONGPASS' "HELLO with a wrong password"
 
+# One user, Redis 7's "default": it takes either password (the one-word AUTH
+# is the same user); any other name is refused with either password, as
+# redis-server refuses a user it does not know (before, the name was ignored
+# and "bob" logged in as admin).
+out=$(nc_send 'AUTH default ro-secret\r\nWORKER.ADD w5 GPUS 1\r\nAUTH default admin-secret\r\nWORKER.ADD w5 GPUS 1\r\nQUIT\r\n')
+expect_eq "$(sed -n 1p <<<"$out")" +OK "AUTH default <read-only password>"
+expect_match "$(sed -n 2p <<<"$out")" '^-NOPERM' "AUTH default <read-only password> is read-only"
+expect_eq "$(sed -n 3p <<<"$out")" +OK "AUTH default <admin password>"
+expect_match "$(sed -n 4p <<<"$out")" '^:[0-9]+$' "a write after AUTH default <admin password>"
+for user in bob Default 'default ' admin readonly; do
+    for pass in admin-secret ro-secret; do
+        out=$(printf '*3\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\nWORKER.GET w1\r\nQUIT\r\n' \
+              "${#user}" "$user" "${#pass}" "$pass" | nc -w 5 127.0.0.1 "$PORT" | tr -d '\r')
+        expect_eq "$(sed -n 1p <<<"$out")" '-WRONGPASS invalid username-password pair or user is disabled.' \
+            "AUTH [$user] $pass"
+        expect_match "$(sed -n 2p <<<"$out")" '^-NOAUTH ' "still unauthenticated after AUTH [$user] $pass"
+        out=$(printf '*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\nQUIT\r\n' \
+              "${#user}" "$user" "${#pass}" "$pass" | nc -w 5 127.0.0.1 "$PORT" | tr -d '\r')
+        expect_eq "$(head -n 1 <<<"$out")" '-WRONGPASS invalid username-password pair or user is disabled.' \
+            "HELLO 3 AUTH [$user] $pass"
+    done
+done
+expect_match "$(r --user bob -a admin-secret --no-auth-warning WORKER.GET w1 2>&1)" 'WRONGPASS|NOAUTH' \
+    "redis-cli --user bob -a <admin password>"
+expect_eq "$(r --user default -a ro-secret --no-auth-warning WORKER.GET w1 | head -n 1)" name \
+    "redis-cli --user default -a <read-only password>"
+
 # Before AUTH the parser's limits are tight (8 arguments, 512 bytes each,
 # 4096 a command): a client that never logs in cannot park a partial
 # command of --max-command-bytes (1 MiB) in berthd. Each oversized start
@@ -117,10 +145,16 @@ expect_match "$(admin WORKER.GET w1 2>/dev/null)" '^WRONGPASS|^NOAUTH' "the old 
 expect_match "$(r -a "$long_pass" --no-auth-warning WORKER.GET w1)" 'i1' "--requirepass admin"
 long_user=$(head -c 500 /dev/zero | tr '\0' u)
 long_name=$(head -c 128 /dev/zero | tr '\0' n)
-out=$(nc_send "HELLO 3 AUTH $long_user $long_pass SETNAME $long_name\r\nCLIENT GETNAME\r\nQUIT\r\n")
+out=$(nc_send "HELLO 3 AUTH default $long_pass SETNAME $long_name\r\nCLIENT GETNAME\r\nQUIT\r\n")
 expect_match "$(head -n 1 <<<"$out")" '^%' "inline HELLO 3 AUTH with the longest password"
-out=$(printf '*7\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$500\r\n%s\r\n$511\r\n%s\r\n$7\r\nSETNAME\r\n$128\r\n%s\r\nCLIENT GETNAME\r\nQUIT\r\n' \
+# A 500-byte user name with the longest password still fits the limits:
+# refused as a user, not as a protocol error, and the connection kept.
+out=$(printf '*7\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$500\r\n%s\r\n$511\r\n%s\r\n$7\r\nSETNAME\r\n$128\r\n%s\r\nPING\r\nQUIT\r\n' \
       "$long_user" "$long_pass" "$long_name" | nc -w 5 127.0.0.1 "$PORT" | tr -d '\r')
+expect_match "$(head -n 1 <<<"$out")" '^-WRONGPASS ' "HELLO 3 AUTH <500-byte user> <longest password> SETNAME, as RESP"
+expect_match "$(sed -n 2p <<<"$out")" '^-NOAUTH ' "the connection kept after the long user name"
+out=$(printf '*7\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n$511\r\n%s\r\n$7\r\nSETNAME\r\n$128\r\n%s\r\nCLIENT GETNAME\r\nQUIT\r\n' \
+      "$long_pass" "$long_name" | nc -w 5 127.0.0.1 "$PORT" | tr -d '\r')
 expect_match "$(head -n 1 <<<"$out")" '^%' "HELLO 3 AUTH … SETNAME with the longest password, as RESP"
 grep -q -x "$long_name" <<<"$out" || fail "CLIENT GETNAME after HELLO … SETNAME: [$out]"
 # --auth-timeout 2: a connection that has not logged in 2 s after it
