@@ -11,10 +11,11 @@
  * it and berthd's loop thread sat runnable waiting for a CPU (the kernel's
  * schedstat run_delay): that wait is the machine's other work, not berthd
  * being slow for others, and at load 9-10 it alone pushed the raw p99 past
- * 5 ms. Time berthd spends working or blocked still counts in full. Phase B adds a pipelined writer
- * so the live WATCH client that never reads has records pushed at it: berthd
- * must drop it at --max-output-bytes; the PING figures of phase B (every
- * PING then waits behind durable commits) are printed, not judged. It fails
+ * 5 ms. Time berthd spends working or blocked still counts in full. Phase B
+ * adds a pipelined writer so the live WATCH client that never reads has
+ * records pushed at it: berthd must drop it at --max-output-bytes; the PING
+ * figures of phase B (every PING then waits behind durable commits) are
+ * printed, not judged. It fails
  * when berthd dies, p99 is over the bound, memory exceeds --rss-max-mib, a
  * malformed length is not refused, the split command is not applied, the
  * live stuck watcher or a half-closed socket is never let go, or berthd
