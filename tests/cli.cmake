@@ -58,7 +58,9 @@ add_test(NAME cli_history_rebuild
                  $<TARGET_FILE:berth> $<TARGET_FILE:berth_mkjournal>
                  ${CMAKE_CURRENT_SOURCE_DIR}/cli ${CMAKE_CURRENT_BINARY_DIR}/cli_work
                  ${history_rebuild_berthd})
-set_tests_properties(cli_history_rebuild PROPERTIES TIMEOUT 300 LABELS cli)
+# COST: it is the longest test under ASan (~80 s: a berth process per name
+# and answer), so a fresh build's ctest -j starts it first, not in the tail.
+set_tests_properties(cli_history_rebuild PROPERTIES TIMEOUT 300 LABELS cli COST 80)
 
 # berth beside a live berthd, against berthd's own answers (when berthd is built).
 if(TARGET berthd)

@@ -70,5 +70,6 @@ if(TARGET berthd)
            COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
                    BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>
                    bash ${CMAKE_CURRENT_SOURCE_DIR}/server/park.sh)
-  set_tests_properties(server_park PROPERTIES TIMEOUT 120 LABELS server)
+  # COST: ~23 s, mostly waiting; started early rather than in ctest -j's tail.
+  set_tests_properties(server_park PROPERTIES TIMEOUT 120 LABELS server COST 25)
 endif()

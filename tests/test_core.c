@@ -17,6 +17,7 @@
 
 #include <sanitizer/asan_interface.h>
 #include "test_asan.h"
+#include "test_loop.h"
 
 #include "command.h"
 #include "berth_limits.h"
@@ -54,7 +55,7 @@ static size_t split_spaces(const char *text, size_t len, berth_str *words, size_
     size_t start = 0;
     for (size_t i = 0; i <= len; i++) {
         if (i < len && text[i] != ' ') continue;
-        ck_assert_uint_lt(n, words_max);
+        LOOP_ASSERT(n < words_max, "more than %zu words", words_max);
         words[n++] = berth_str_make(text + start, i - start);
         start = i + 1;
     }
@@ -64,23 +65,23 @@ static size_t split_spaces(const char *text, size_t len, berth_str *words, size_
 /* Parse one line; on failure the message must be a proper "ERR ..." string. */
 static int parse_line(parsed *p, const char *line) {
     size_t len = strlen(line);
-    ck_assert_uint_lt(len, sizeof p->text);
+    LOOP_ASSERT(len < sizeof p->text, "a line of %zu bytes", len);
     memcpy(p->text, line, len + 1);
     p->word_count = split_spaces(p->text, len, p->words, sizeof p->words / sizeof p->words[0]);
     memset(p->err, 'X', sizeof p->err);
     int rc = berth_cmd_parse(&p->cmd, p->word_count, p->words, p->err, sizeof p->err);
-    ck_assert(rc == 0 || rc == -1);
+    LOOP_ASSERT(rc == 0 || rc == -1, "'%s': parse returned %d", line, rc);
     if (rc == -1) {
-        ck_assert_msg(memchr(p->err, '\0', sizeof p->err) != NULL, "error not NUL-terminated");
-        ck_assert_msg(strncmp(p->err, "ERR ", 4) == 0, "error '%s' does not start with ERR", p->err);
-        ck_assert_msg(strlen(p->err) > 8, "error '%s' says nothing", p->err);
+        LOOP_ASSERT(memchr(p->err, '\0', sizeof p->err) != NULL, "error not NUL-terminated");
+        LOOP_ASSERT(strncmp(p->err, "ERR ", 4) == 0, "error '%s' does not start with ERR", p->err);
+        LOOP_ASSERT(strlen(p->err) > 8, "error '%s' says nothing", p->err);
     }
     return rc;
 }
 
 static void expect_parse_ok(parsed *p, const char *line) {
     int rc = parse_line(p, line);
-    ck_assert_msg(rc == 0, "'%s' should parse, got: %s", line, p->err);
+    LOOP_ASSERT(rc == 0, "'%s' should parse, got: %s", line, p->err);
 }
 
 static void expect_parse_err(parsed *p, const char *line) {
@@ -170,8 +171,8 @@ START_TEST(test_name_valid_every_byte) {
                 for (int c = 0; c < 256; c++) {
                     name[pos] = (char)c;
                     bool want = name_byte_reference((unsigned char)c);
-                    ck_assert_msg(berth_name_valid(berth_str_make(name, n)) == want,
-                                  "length %u, byte 0x%02x at %u", n, c, pos);
+                    LOOP_ASSERT(berth_name_valid(berth_str_make(name, n)) == want,
+                                "length %u, byte 0x%02x at %u", n, c, pos);
                 }
                 name[pos] = (char)('a' + pos % 26);
             }
@@ -868,9 +869,10 @@ START_TEST(test_split_every_position) {
         }
         size_t max = (size_t)(round % 3 == 0 ? 100 : x % 30);
         size_t n = berth_cmd_split(buf, len, got, max);
-        ck_assert_uint_eq(n, split_reference(buf, len, want, max));
+        size_t want_n = split_reference(buf, len, want, max);
+        LOOP_ASSERT(n == want_n, "round %d: %zu words, want %zu", round, n, want_n);
         for (size_t i = 0; i < n; i++) {
-            ck_assert_msg(got[i].ptr == want[i].ptr && got[i].len == want[i].len, "round %d word %zu", round, i);
+            LOOP_ASSERT(got[i].ptr == want[i].ptr && got[i].len == want[i].len, "round %d word %zu", round, i);
         }
     }
 }
@@ -967,7 +969,7 @@ static uint64_t gen_next(gen *g) {
 }
 
 static void gen_put(gen *g, const char *s, size_t n) {
-    ck_assert(g->len + n <= sizeof g->text);
+    LOOP_ASSERT(g->len + n <= sizeof g->text, "generated text of %zu bytes", g->len + n);
     memcpy(g->text + g->len, s, n);
     g->len += n;
 }
@@ -1076,19 +1078,19 @@ START_TEST(test_parse_random_roundtrip) {
         want.name_hash = berth_name_hash(want.name);
         char err[BERTH_ERR_LEN_MAX] = "";
         int rc = berth_cmd_parse_text(&got, g.text, g.len, words, BERTH_ARGS_MAX, err, sizeof err);
-        ck_assert_msg(rc == 0, "round %d: '%.*s': %s", round, (int)g.len, g.text, err);
-        ck_assert_msg(cmd_same(&got, &want), "round %d: '%.*s'", round, (int)g.len, g.text);
-        ck_assert_uint_eq(got.name_hash, want.name_hash);
-        ck_assert_uint_eq(got.reqid.len, 0);
+        LOOP_ASSERT(rc == 0, "round %d: '%.*s': %s", round, (int)g.len, g.text, err);
+        LOOP_ASSERT(cmd_same(&got, &want), "round %d: '%.*s'", round, (int)g.len, g.text);
+        LOOP_ASSERT(got.name_hash == want.name_hash, "round %d: name hash", round);
+        LOOP_ASSERT(got.reqid.len == 0, "round %d: a REQID of %u bytes", round, got.reqid.len);
         for (uint32_t i = 0; i < want.place_count; i++) {
-            ck_assert_uint_eq(got.place[i].worker_hash, want.place[i].worker_hash);
-            ck_assert(got.place[i].worker.ptr == want.place[i].worker.ptr);
+            LOOP_ASSERT(got.place[i].worker_hash == want.place[i].worker_hash, "round %d: worker %u's hash", round, i);
+            LOOP_ASSERT(got.place[i].worker.ptr == want.place[i].worker.ptr, "round %d: worker %u's bytes", round, i);
         }
         uint64_t h;
-        ck_assert(berth_name_valid_hash(want.name.len ? want.name : cstr("x"), &h));
-        ck_assert_uint_eq(h, berth_name_hash(want.name.len ? want.name : cstr("x")));
+        LOOP_ASSERT(berth_name_valid_hash(want.name.len ? want.name : cstr("x"), &h), "round %d: name", round);
+        LOOP_ASSERT(h == berth_name_hash(want.name.len ? want.name : cstr("x")), "round %d: name_valid_hash", round);
         size_t n = berth_cmd_canonical(&got, again, sizeof again);
-        ck_assert_msg(n == g.len && memcmp(again, g.text, n) == 0, "round %d: canonical differs", round);
+        LOOP_ASSERT(n == g.len && memcmp(again, g.text, n) == 0, "round %d: canonical differs", round);
     }
 }
 END_TEST
@@ -1124,13 +1126,13 @@ static void rig_free(rig *r) {
 
 static void rig_check(const rig *r) {
     char why[512] = "";
-    ck_assert_msg(berth_state_check(r->state, why, sizeof why), "state check failed: %s", why);
+    LOOP_ASSERT(berth_state_check(r->state, why, sizeof why), "state check failed: %s", why);
 }
 
 static void rig_prepare(rig *r, const char *line) {
     expect_parse_ok(r->p, line);
     r->canonical_len = berth_cmd_canonical(&r->p->cmd, r->canonical, sizeof r->canonical);
-    ck_assert_uint_gt(r->canonical_len, 0);
+    LOOP_ASSERT(r->canonical_len > 0, "'%s' has no canonical text", line);
     r->canonical[r->canonical_len] = '\0';
 }
 
@@ -1140,14 +1142,18 @@ static berth_code rig_run(rig *r, const char *line) {
     memset(&r->out, 0xA5, sizeof r->out);
     int rc = berth_state_apply(r->state, &r->p->cmd, berth_str_make(r->canonical, r->canonical_len), r->seq + 1,
                                &r->out);
-    ck_assert_msg(rc == 0, "apply '%s' returned %d with the libc allocator", line, rc);
+    LOOP_ASSERT(rc == 0, "apply '%s' returned %d with the libc allocator", line, rc);
     r->seq++;
-    ck_assert_uint_eq(berth_state_last_seq(r->state), r->seq);
-    ck_assert(r->out.code >= BERTH_OK && r->out.code < BERTH_CODE_COUNT);
-    ck_assert_uint_lt(r->out.sentence_len, BERTH_SENTENCE_LEN_MAX);
-    ck_assert_uint_eq(strlen(r->out.sentence), r->out.sentence_len);
-    ck_assert_msg(r->out.sentence_len > 0, "'%s': empty sentence", line);
-    ck_assert_uint_le(r->out.worker_count, BERTH_PLACEMENT_WORKERS_MAX);
+    LOOP_ASSERT(berth_state_last_seq(r->state) == r->seq, "'%s': last seq %llu, want %llu", line,
+                (unsigned long long)berth_state_last_seq(r->state), (unsigned long long)r->seq);
+    LOOP_ASSERT(r->out.code >= BERTH_OK && r->out.code < BERTH_CODE_COUNT, "'%s': code %d", line, (int)r->out.code);
+    LOOP_ASSERT(r->out.sentence_len < BERTH_SENTENCE_LEN_MAX, "'%s': sentence of %zu bytes", line,
+                (size_t)r->out.sentence_len);
+    LOOP_ASSERT(strlen(r->out.sentence) == r->out.sentence_len, "'%s': sentence length %zu, strlen %zu", line,
+                (size_t)r->out.sentence_len, strlen(r->out.sentence));
+    LOOP_ASSERT(r->out.sentence_len > 0, "'%s': empty sentence", line);
+    LOOP_ASSERT(r->out.worker_count <= BERTH_PLACEMENT_WORKERS_MAX, "'%s': %u workers", line,
+                (unsigned)r->out.worker_count);
     if (!r->check_at_end_only) rig_check(r);
     return r->out.code;
 }
@@ -2024,8 +2030,8 @@ static void expect_listings(rig *r, int names_max) {
                 snprintf(name, sizeof name, "x%05d", i);
                 const berth_instance *in = instance_of(r, name);
                 if (in == NULL || !keep_model(in, &f)) continue;
-                ck_assert_msg(want < n && is[want] == in, "instance listing (model %s) at %zu: %s",
-                              f.model ? f.model : "any", want, name);
+                LOOP_ASSERT(want < n && is[want] == in, "instance listing (model %s) at %zu: %s",
+                            f.model ? f.model : "any", want, name);
                 want++;
             }
             ck_assert_uint_eq(n, want);
@@ -2041,7 +2047,7 @@ static void expect_listings(rig *r, int names_max) {
                 snprintf(name, sizeof name, "n%05d", i);
                 const berth_worker *w = worker_of(r, name);
                 if (w == NULL || !keep_status(w, &f)) continue;
-                ck_assert_msg(want < n && ws[want] == w, "worker listing (status %d) at %zu: %s", st, want, name);
+                LOOP_ASSERT(want < n && ws[want] == w, "worker listing (status %d) at %zu: %s", st, want, name);
                 want++;
             }
             ck_assert_uint_eq(n, want);
@@ -2093,13 +2099,13 @@ END_TEST
 /* What a server does: check the window, apply only a NEW command. */
 static berth_reqid_status rig_submit(rig *r, const char *line, berth_reqid_entry *hit) {
     rig_prepare(r, line);
-    ck_assert_uint_gt(r->p->cmd.reqid.len, 0);
+    LOOP_ASSERT(r->p->cmd.reqid.len > 0, "'%s' has no REQID", line);
     berth_reqid_status st = berth_state_reqid_check(r->state, r->p->cmd.reqid,
                                                     berth_str_make(r->canonical, r->canonical_len), hit);
     if (st != BERTH_REQID_NEW) return st;
     int rc = berth_state_apply(r->state, &r->p->cmd, berth_str_make(r->canonical, r->canonical_len), r->seq + 1,
                                &r->out);
-    ck_assert_int_eq(rc, 0);
+    LOOP_ASSERT(rc == 0, "apply '%s' returned %d", line, rc);
     r->seq++;
     rig_check(r);
     return st;
@@ -2514,7 +2520,7 @@ static void dumpf(dump *d, const char *fmt, ...) {
     va_start(ap, fmt);
     int n = vsnprintf(d->buf + d->len, dump_size_max - d->len, fmt, ap);
     va_end(ap);
-    ck_assert(n >= 0 && (size_t)n < dump_size_max - d->len);
+    LOOP_ASSERT(n >= 0 && (size_t)n < dump_size_max - d->len, "a dump past %d bytes", dump_size_max);
     d->len += (size_t)n;
 }
 
@@ -2558,14 +2564,14 @@ static void dump_state(const berth_state *s, dump *d) {
     dumpf(d, "\n");
     size_t nw = berth_state_worker_count(s);
     const berth_worker **ws = calloc(nw + 1, sizeof *ws);
-    ck_assert_ptr_nonnull(ws);
-    ck_assert_uint_eq(berth_state_workers_sorted(s, ws, nw), nw);
+    LOOP_ASSERT(ws != NULL, "out of memory");
+    LOOP_ASSERT(berth_state_workers_sorted(s, ws, nw) == nw, "fewer than %zu workers sorted", nw);
     for (size_t i = 0; i < nw; i++) dump_worker(d, ws[i]);
     free(ws);
     size_t ni = berth_state_instance_count(s);
     const berth_instance **is = calloc(ni + 1, sizeof *is);
-    ck_assert_ptr_nonnull(is);
-    ck_assert_uint_eq(berth_state_instances_sorted(s, is, ni), ni);
+    LOOP_ASSERT(is != NULL, "out of memory");
+    LOOP_ASSERT(berth_state_instances_sorted(s, is, ni) == ni, "fewer than %zu instances sorted", ni);
     for (size_t i = 0; i < ni; i++) dump_instance(d, is[i]);
     free(is);
     size_t nr = berth_state_reqid_count(s);
@@ -2578,7 +2584,7 @@ static void dump_state(const berth_state *s, dump *d) {
               (unsigned long long)e.seq, (int)e.code, (int)e.sentence.len, e.sentence.ptr);
     }
     char why[512] = "";
-    ck_assert_msg(berth_state_check(s, why, sizeof why), "state check failed: %s", why);
+    LOOP_ASSERT(berth_state_check(s, why, sizeof why), "state check failed: %s", why);
 }
 
 /* A scenario touching every allocation path: names, labels, slots, served
@@ -2649,23 +2655,29 @@ static void run_alloc_scenario(fail_alloc *fa, scenario_ref *ref, rig *scratch, 
         dump_state(s, before);
         int rc = apply(s, &scratch->p->cmd, canon, i + 1, &scratch->out);
         if (rc == -1) {
-            ck_assert_msg(fa->fired, "apply returned -1 with memory available at '%s'", alloc_scenario[i]);
+            LOOP_ASSERT(fa->fired, "apply returned -1 with memory available at '%s'", alloc_scenario[i]);
             dump_state(s, after);
-            ck_assert_msg(before->len == after->len && memcmp(before->buf, after->buf, before->len) == 0,
-                          "failed allocation %llu changed the state at '%s':\nbefore:\n%s\nafter:\n%s",
-                          (unsigned long long)fa->fail_at, alloc_scenario[i], before->buf, after->buf);
+            LOOP_ASSERT(before->len == after->len && memcmp(before->buf, after->buf, before->len) == 0,
+                        "failed allocation %llu changed the state at '%s':\nbefore:\n%s\nafter:\n%s",
+                        (unsigned long long)fa->fail_at, alloc_scenario[i], before->buf, after->buf);
             rc = apply(s, &scratch->p->cmd, canon, i + 1, &scratch->out);
         }
-        ck_assert_msg(rc == 0, "apply '%s' failed after the allocator recovered", alloc_scenario[i]);
+        LOOP_ASSERT(rc == 0, "apply '%s' failed after the allocator recovered", alloc_scenario[i]);
         if (recording) {
             ref->code[i] = scratch->out.code;
             ref->sentence[i] = strdup(scratch->out.sentence);
             ck_assert_ptr_nonnull(ref->sentence[i]);
         } else {
-            ck_assert_int_eq(scratch->out.code, ref->code[i]);
+            LOOP_ASSERT(scratch->out.code == ref->code[i], "'%s': code %s, the reference's %s", alloc_scenario[i],
+                        berth_code_name(scratch->out.code), berth_code_name(ref->code[i]));
             /* quiet apply keeps the sentence only for a REQID's window entry */
-            if (!quiet || scratch->p->cmd.reqid.len) ck_assert_str_eq(scratch->out.sentence, ref->sentence[i]);
-            else ck_assert_uint_eq(scratch->out.sentence_len, 0);
+            if (!quiet || scratch->p->cmd.reqid.len) {
+                LOOP_ASSERT(strcmp(scratch->out.sentence, ref->sentence[i]) == 0, "'%s': '%s', the reference's '%s'",
+                            alloc_scenario[i], scratch->out.sentence, ref->sentence[i]);
+            } else {
+                LOOP_ASSERT(scratch->out.sentence_len == 0, "'%s': a quiet sentence of %u bytes", alloc_scenario[i],
+                            scratch->out.sentence_len);
+            }
         }
     }
     dump_state(s, after);

@@ -16,6 +16,7 @@
 #include "command.h"
 #include "gen.h"
 #include "state.h"
+#include "test_loop.h"
 
 #define STREAM_COMMANDS_MAX 120000      /* per seed in the heavier tests */
 #define CHECK_EVERY_COMMANDS 997        /* berth_state_check cadence (prime: varies the phase) */
@@ -43,9 +44,11 @@ static berth_gen *make_gen(uint64_t seed, uint32_t workers) {
 }
 
 static void next_ok(berth_gen *g, berth_gen_command *c) {
-    ck_assert_int_eq(berth_gen_next(g, c), 0);
-    ck_assert_uint_eq(strlen(c->text), c->text_len);
-    ck_assert_uint_le(c->canonical_len, c->text_len);
+    LOOP_ASSERT(berth_gen_next(g, c) == 0, "berth_gen_next failed");
+    LOOP_ASSERT(strlen(c->text) == c->text_len, "command %llu '%s': text_len %zu", (unsigned long long)c->index,
+                c->text, (size_t)c->text_len);
+    LOOP_ASSERT(c->canonical_len <= c->text_len, "command %llu '%s': canonical_len %zu", (unsigned long long)c->index,
+                c->text, (size_t)c->canonical_len);
 }
 
 /* FNV-1a 64 over the stream's bytes and predictions: a digest of everything
@@ -120,12 +123,12 @@ START_TEST(test_same_seed_same_bytes) {
     for (uint64_t i = 0; i < STREAM_COMMANDS_MAX; i++) {
         next_ok(a, &ca);
         next_ok(b, &cb);
-        ck_assert_uint_eq(ca.index, i);
-        ck_assert_uint_eq(ca.text_len, cb.text_len);
-        ck_assert_msg(memcmp(ca.text, cb.text, ca.text_len) == 0, "command %llu differs: '%s' vs '%s'",
-                      (unsigned long long)i, ca.text, cb.text);
-        ck_assert_int_eq(ca.code, cb.code);
-        ck_assert_int_eq(ca.expect, cb.expect);
+        LOOP_ASSERT(ca.index == i, "command %llu has index %llu", (unsigned long long)i, (unsigned long long)ca.index);
+        LOOP_ASSERT(ca.text_len == cb.text_len && memcmp(ca.text, cb.text, ca.text_len) == 0,
+                    "command %llu differs: '%s' vs '%s'", (unsigned long long)i, ca.text, cb.text);
+        LOOP_ASSERT(ca.code == cb.code, "command %llu: code %d vs %d", (unsigned long long)i, (int)ca.code, (int)cb.code);
+        LOOP_ASSERT(ca.expect == cb.expect, "command %llu: expect %d vs %d", (unsigned long long)i, (int)ca.expect,
+                    (int)cb.expect);
     }
     berth_gen_free(a);
     berth_gen_free(b);
@@ -221,18 +224,22 @@ static void judge_one(berth_state *state, const berth_gen_command *c, uint64_t s
     berth_cmd cmd;
     char err[BERTH_ERR_LEN_MAX];
     int rc = berth_cmd_parse(&cmd, c->word_count, c->words, err, sizeof err);
-    ck_assert_msg(rc == 0, "seed %llu command %llu '%s' does not parse: %s", (unsigned long long)seed,
-                  (unsigned long long)c->index, c->text, err);
-    ck_assert_int_eq(cmd.kind, c->kind);
+    LOOP_ASSERT(rc == 0, "seed %llu command %llu '%s' does not parse: %s", (unsigned long long)seed,
+                (unsigned long long)c->index, c->text, err);
+    LOOP_ASSERT(cmd.kind == c->kind, "seed %llu command %llu '%s': kind %d, generated %d", (unsigned long long)seed,
+                (unsigned long long)c->index, c->text, (int)cmd.kind, (int)c->kind);
     static char canonical[BERTH_COMMAND_LEN_MAX];
     size_t len = berth_cmd_canonical(&cmd, canonical, sizeof canonical);
-    ck_assert_msg(len == c->canonical_len && memcmp(canonical, c->text, len) == 0,
-                  "seed %llu command %llu is not canonical: '%s' prints as '%.*s'",
-                  (unsigned long long)seed, (unsigned long long)c->index, c->text, (int)len, canonical);
+    LOOP_ASSERT(len == c->canonical_len && memcmp(canonical, c->text, len) == 0,
+                "seed %llu command %llu is not canonical: '%s' prints as '%.*s'",
+                (unsigned long long)seed, (unsigned long long)c->index, c->text, (int)len, canonical);
     bool has_reqid = c->canonical_len < c->text_len;
-    ck_assert_int_eq(cmd.reqid.len > 0, has_reqid);
-    ck_assert(berth_cmd_is_canonical(&cmd, c->text, c->canonical_len));
-    ck_assert(!has_reqid || !berth_cmd_is_canonical(&cmd, c->text, c->text_len));
+    LOOP_ASSERT((cmd.reqid.len > 0) == has_reqid, "seed %llu command %llu '%s': REQID parsed %d, generated %d",
+                (unsigned long long)seed, (unsigned long long)c->index, c->text, cmd.reqid.len > 0, has_reqid);
+    LOOP_ASSERT(berth_cmd_is_canonical(&cmd, c->text, c->canonical_len), "seed %llu command %llu '%s'",
+                (unsigned long long)seed, (unsigned long long)c->index, c->text);
+    LOOP_ASSERT(!has_reqid || !berth_cmd_is_canonical(&cmd, c->text, c->text_len), "seed %llu command %llu '%s'",
+                (unsigned long long)seed, (unsigned long long)c->index, c->text);
     berth_str canon = berth_str_make(canonical, len);
     t->by_kind[cmd.kind]++;
     tally_parsed(t, &cmd);
@@ -241,22 +248,26 @@ static void judge_one(berth_state *state, const berth_gen_command *c, uint64_t s
         berth_reqid_status st = berth_state_reqid_check(state, cmd.reqid, canon, &hit);
         if (st != BERTH_REQID_NEW) {
             bool retry = st == BERTH_REQID_RETRY;
-            ck_assert_msg(c->expect == (retry ? BERTH_GEN_EXPECT_RETRY : BERTH_GEN_EXPECT_CONFLICT),
-                          "seed %llu command %llu '%s': engine says %s, generator expected %d",
-                          (unsigned long long)seed, (unsigned long long)c->index, c->text,
-                          retry ? "RETRY" : "CONFLICT", (int)c->expect);
-            if (retry) ck_assert_int_eq(hit.code, c->code);
+            LOOP_ASSERT(c->expect == (retry ? BERTH_GEN_EXPECT_RETRY : BERTH_GEN_EXPECT_CONFLICT),
+                        "seed %llu command %llu '%s': engine says %s, generator expected %d",
+                        (unsigned long long)seed, (unsigned long long)c->index, c->text,
+                        retry ? "RETRY" : "CONFLICT", (int)c->expect);
+            LOOP_ASSERT(!retry || hit.code == c->code, "seed %llu command %llu '%s': retry of %s, generator predicted %s",
+                        (unsigned long long)seed, (unsigned long long)c->index, c->text, berth_code_name(hit.code),
+                        berth_code_name(c->code));
             if (retry) t->retries++; else t->conflicts++;
             return;
         }
     }
-    ck_assert_msg(c->expect == BERTH_GEN_EXPECT_APPLIED, "seed %llu command %llu '%s': REQID is new to the engine",
-                  (unsigned long long)seed, (unsigned long long)c->index, c->text);
+    LOOP_ASSERT(c->expect == BERTH_GEN_EXPECT_APPLIED, "seed %llu command %llu '%s': REQID is new to the engine",
+                (unsigned long long)seed, (unsigned long long)c->index, c->text);
     static berth_outcome out;
-    ck_assert_int_eq(berth_state_apply(state, &cmd, canon, berth_state_last_seq(state) + 1, &out), 0);
-    ck_assert_msg(out.code == c->code, "seed %llu command %llu '%s': engine %s (%s), generator predicted %s",
-                  (unsigned long long)seed, (unsigned long long)c->index, c->text, berth_code_name(out.code),
-                  out.sentence, berth_code_name(c->code));
+    LOOP_ASSERT(berth_state_apply(state, &cmd, canon, berth_state_last_seq(state) + 1, &out) == 0,
+                "seed %llu command %llu '%s': apply failed", (unsigned long long)seed, (unsigned long long)c->index,
+                c->text);
+    LOOP_ASSERT(out.code == c->code, "seed %llu command %llu '%s': engine %s (%s), generator predicted %s",
+                (unsigned long long)seed, (unsigned long long)c->index, c->text, berth_code_name(out.code),
+                out.sentence, berth_code_name(c->code));
     t->by_code[out.code]++;
     t->records++;
 }
@@ -271,8 +282,8 @@ static void run_against_state(uint64_t seed, uint32_t workers, uint64_t commands
         next_ok(g, &c);
         judge_one(state, &c, seed, t);
         if (i % CHECK_EVERY_COMMANDS == 0) {
-            ck_assert_msg(berth_state_check(state, why, sizeof why), "seed %llu after %llu: %s",
-                          (unsigned long long)seed, (unsigned long long)i, why);
+            LOOP_ASSERT(berth_state_check(state, why, sizeof why), "seed %llu after %llu: %s",
+                        (unsigned long long)seed, (unsigned long long)i, why);
         }
     }
     berth_gen_stats st;

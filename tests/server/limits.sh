@@ -118,7 +118,11 @@ stop_berthd
 # write progress for 2 s (it was kept forever, its buffer pinned); a client
 # that reads slowly but steadily is kept. (Progress is berthd's write()
 # moving bytes: a reader so slow that the kernel's socket buffers stay full
-# for the whole timeout counts as stalled.)
+# for the whole timeout counts as stalled.) The slow client reads until
+# berthd's INFO counts the stalled one dropped (30 s at most), and for at
+# least 3 timeouts. A fixed 6 s window raced berthd: under ASan at load 10
+# it had not yet dropped the stalled client when the script drained it, so
+# that client got all 200 replies (56.7 MB) and the test failed.
 start_berthd --output-timeout 2 --idle-timeout 0
 for ((i = 0; i < 1000; i++)); do
     printf '*6\r\n$10\r\nWORKER.ADD\r\n$%d\r\not-%d\r\n$4\r\nGPUS\r\n$1\r\n1\r\n$5\r\nLABEL\r\n$102\r\nk=%s\r\n' \
@@ -129,6 +133,7 @@ expect_match "$out" "errors: 0, replies: 1000" "seeding records with long labels
 python3 - "$PORT" >"$TMP/stall.out" 2>&1 <<'PY' || fail "output timeout: $(cat "$TMP/stall.out")"
 import socket, sys, time
 port = int(sys.argv[1])
+TIMEOUT_S, DROP_WAIT_S = 2, 30         # --output-timeout; how long the drop may take at most
 def stuffed(rcvbuf):
     c = socket.socket()
     c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -142,14 +147,32 @@ def stuffed(rcvbuf):
         except BlockingIOError:
             time.sleep(0.01)
     return c
+def stall_drops():                     # berthd's own count, over a connection of its own
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as q:
+        q.sendall(b"INFO stats\r\n")
+        text = b""
+        while b"output_stall_disconnects:" not in text or not text.endswith(b"\r\n"):
+            d = q.recv(1 << 16)
+            if not d:
+                break
+            text += d
+    for line in text.decode().split("\r\n"):
+        if line.startswith("output_stall_disconnects:"):
+            return int(line.split(":")[1])
+    raise SystemExit("INFO stats has no output_stall_disconnects")
 stalled, slow = stuffed(4096), stuffed(1 << 16)
 t0 = time.time()
-while time.time() - t0 < 6:            # slow reads 256 KiB every 0.5 s: progress
+dropped_after = None
+while time.time() - t0 < DROP_WAIT_S:  # slow reads 256 KiB every 0.5 s: progress
     try:
         slow.recv(1 << 18)
     except BlockingIOError:
         pass
     time.sleep(0.5)
+    if dropped_after is None and stall_drops() > 0:
+        dropped_after = time.time() - t0
+    if dropped_after is not None and time.time() - t0 >= 3 * TIMEOUT_S:
+        break
 slow.setblocking(True)
 slow.settimeout(0.5)
 try:
@@ -169,7 +192,9 @@ try:
     closed = True
 except (ConnectionResetError, socket.timeout):
     closed = not isinstance(sys.exc_info()[1], socket.timeout)
-print(f"stalled closed {closed} after {got} bytes; slow reader alive {alive}")
+when = "never" if dropped_after is None else f"{dropped_after:.1f} s in"
+print(f"a drop counted: {when} (waited up to {DROP_WAIT_S} s); stalled closed {closed} after {got} bytes; "
+      f"slow reader alive {alive}")
 sys.exit(0 if closed and alive else 1)
 PY
 grep -q 'output timeout' "$LOG" || fail "berthd should log why it dropped the client that stopped reading"
