@@ -414,6 +414,22 @@ static const char *reader_slot_note(berth_jerr rc, uint32_t freed) {
     return freed > 0 ? "its reader slot was freed" : "it left no reader slot taken";
 }
 
+/* The job's reply when its child went before finishing, and not for a
+ * reason in the pages: the client is told to retry. what says how the
+ * process went ("was killed by SIGTERM (not page damage)"). */
+static void job_reply_not_finished(job *j, bool killed_by_stop, const char *what) {
+    reply_free(&j->out);
+    reply_init(&j->out, j->client->out.proto);
+    if (killed_by_stop) {
+        reply_error(&j->out, "ERR", "berthd is stopping: %s was not finished; retry it after "
+                                    "the restart",
+                    job_name(j));
+    } else {
+        reply_error(&j->out, "ERR", "%s was not finished: its process %s; retry it", job_name(j),
+                    what);
+    }
+}
+
 /* A job's child died of a signal. berthd frees the reader slot the child
  * held either way; what the client hears follows guard_signal_cause, the
  * classification `berth` uses too. PAGES (SIGSEGV, SIGBUS): damaged pages,
@@ -429,17 +445,9 @@ static void job_child_died(job *j, const guard_result *res, bool killed_by_stop)
     const char *sig = guard_signal_name(res->signal, buf, sizeof buf);
     guard_cause cause = guard_signal_cause(res->signal);
     if (killed_by_stop || cause == GUARD_CAUSE_OUTSIDE) {
-        reply_free(&j->out);
-        reply_init(&j->out, j->client->out.proto);
-        if (killed_by_stop) {
-            reply_error(&j->out, "ERR", "berthd is stopping: %s was not finished; retry it after "
-                                        "the restart",
-                        job_name(j));
-        } else {
-            reply_error(&j->out, "ERR", "%s was not finished: its process was killed by %s (not "
-                                        "page damage); retry it",
-                        job_name(j), sig);
-        }
+        char what[64];
+        snprintf(what, sizeof what, "was killed by %s (not page damage)", sig);
+        job_reply_not_finished(j, killed_by_stop, what);
         uint32_t freed = 0;
         berth_jerr jrc = berth_journal_readers_clear_dead(s->journal, &freed);
         server_log("%s's process was killed by %s%s; the client was told to retry; %s",
@@ -570,18 +578,8 @@ static void job_child_unreaped(job *j, const guard_result *res, bool killed_by_s
         job_timed_out(j, res);
         return;
     }
-    reply_free(&j->out);
-    reply_init(&j->out, j->client->out.proto);
-    if (killed_by_stop) {
-        reply_error(&j->out, "ERR", "berthd is stopping: %s was not finished; retry it after the "
-                                    "restart",
-                    job_name(j));
-    } else {
-        /* its frames ended (or were malformed) yet it did not go */
-        reply_error(&j->out, "ERR", "%s was not finished: its process did not end and was "
-                                    "killed; retry it",
-                    job_name(j));
-    }
+    /* its frames ended (or were malformed) yet it did not go */
+    job_reply_not_finished(j, killed_by_stop, "did not end and was killed");
 }
 
 /* guard_opts.started on the job thread: jobs_stop kills the child it
