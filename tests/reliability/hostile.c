@@ -63,6 +63,7 @@
 #define HC_MAX_OUTPUT_BYTES (1u << 20)   /* berthd --max-output-bytes for this run */
 #define HC_WATCH_RCVBUF 4096
 #define HC_OUTPUT_TIMEOUT_S 1            /* berthd --output-timeout: how a stuck watcher goes */
+#define HC_DROP_WAIT_S 30                /* past --output-timeout: the stuck watchers' drop, at most */
 #define HC_SETTLE_MS 3000                /* after the storm: time for berthd to let go */
 #define HC_HEADROOM 64                   /* --max-clients is the hostile connections plus this */
 #define HC_OVER_LIMIT 100                /* connections tried past --max-clients */
@@ -444,6 +445,28 @@ static void poll_round(hconn *hs, uint32_t n, struct pollfd *pfd, int timeout_ms
 /* Drain the stuck WATCH client now: berthd must have dropped it, so the
  * stream ends (EOF or reset) after at most its output limit plus what the
  * kernel buffers held. */
+/* INFO stats' watch_disconnects, from a connection of its own; 0 when it
+ * cannot be read (the caller's deadline bounds the wait). */
+static uint64_t info_watch_disconnects(int port) {
+    h_conn c;
+    h_reply r;
+    h_conn_init(&c);
+    h_reply_init(&r);
+    uint64_t n = 0;
+    if (h_conn_open(&c, "127.0.0.1", port, 2000) == 0 &&
+        h_cmdf(&c, &r, HC_REPLY_TIMEOUT_MS, "INFO stats") == 0) {
+        const h_node *root = h_reply_root(&r);
+        static const char key[] = "watch_disconnects:";
+        const char *at = root != NULL && root->type == H_BULK
+                             ? memmem(root->str, root->len, key, sizeof key - 1)
+                             : NULL;
+        if (at != NULL) n = strtoull(at + sizeof key - 1, NULL, 10);
+    }
+    h_reply_free(&r);
+    h_conn_close(&c);
+    return n;
+}
+
 static bool watch_was_dropped(hconn *h, uint64_t *drained) {
     char buf[65536];
     uint64_t limit = (uint64_t)HC_MAX_OUTPUT_BYTES + (64u << 20);
@@ -601,8 +624,19 @@ int main(int argc, char **argv) {
     uint64_t drained_live = 0, drained_catchup = 0;
     assert(hs[0].kind == K_WATCH_LIVE && hs[1].kind == K_WATCH_CATCHUP);
     /* Time for --output-timeout to see the stuck watchers make no progress
-     * (draining them first would be progress); the others are served. */
-    for (int k = 0; k < (HC_OUTPUT_TIMEOUT_S + 3) * 1000 / 20; k++) poll_round(hs, o.connections, pfd, 20);
+     * (draining them first would be progress); the others are served. A
+     * watcher that never reads first fills its kernel socket buffers, which
+     * grow to megabytes on loopback, and berthd's catch-up fills them a
+     * chunk at a time: on a busy machine that alone outlasted a fixed few
+     * seconds. So wait until berthd counts both drops (INFO), bounded. */
+    uint64_t drop_wait_start_ns = h_now_ns();
+    uint64_t drop_deadline = drop_wait_start_ns + (HC_OUTPUT_TIMEOUT_S + HC_DROP_WAIT_S) * 1000000000ull;
+    uint64_t drops = 0;
+    while (h_now_ns() < drop_deadline && (drops = info_watch_disconnects(server.port)) < 2) {
+        for (int k = 0; k < 250 / 20; k++) poll_round(hs, o.connections, pfd, 20);
+    }
+    printf("  stuck watchers: berthd counted %" PRIu64 " dropped %.1f s after phase B (--output-timeout %d s)\n",
+           drops, (double)(h_now_ns() - drop_wait_start_ns) / 1e9, HC_OUTPUT_TIMEOUT_S);
     bool live_dropped = watch_was_dropped(&hs[0], &drained_live);
     bool catchup_dropped = watch_was_dropped(&hs[1], &drained_catchup);
     for (int k = 0; k < HC_SETTLE_MS / 20; k++) poll_round(hs, o.connections, pfd, 20);
