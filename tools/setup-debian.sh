@@ -8,6 +8,7 @@ packages=(
   liblmdb-dev libmsgpack-dev libev-dev libssl-dev   # berth's libraries
   check                                       # unit tests
   redis-tools netcat-openbsd libxml2-utils lmdb-utils   # integration tests: redis-cli, nc, xmllint
+  python3 procps                              # integration tests: the job-child catchers, ps and pkill
   clang libclang-rt-14-dev valgrind           # fuzzing, sanitizers, memcheck
   libcurl4-openssl-dev libjansson-dev etcd-server etcd-client curl   # the etcd journal and its tests
 )
