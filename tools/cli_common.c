@@ -155,52 +155,64 @@ static bool out_real_path(const char *out, char *real, size_t size) {
     return n > 0 && (size_t)n < size;
 }
 
-/* true when an entry of dir is the file st names (its path in found). */
-static bool out_same_file_in(const char *dir, const struct stat *st, char *found, size_t found_size) {
+/* What out_same_file_in looks for, and where it found it. */
+typedef struct same_file_ctx {
+    const struct stat *st;
+    char *found;
+    size_t found_size;
+} same_file_ctx;
+
+typedef bool (*dir_visit)(const char *path, const char *name, const struct stat *est,
+                          same_file_ctx *ctx);
+
+/* Calls visit on each entry of dir but "..", lstat'ed, until one returns
+ * true (then true). A read-only walk: an entry that cannot be named or
+ * lstat'ed is passed over. */
+static bool dir_walk(const char *dir, dir_visit visit, same_file_ctx *ctx) {
     DIR *d = opendir(dir);
     if (d == NULL) {
         return false;
     }
-    bool same = false;
+    bool hit = false;
     struct dirent *e;
-    while (!same && (e = readdir(d)) != NULL) {
+    while (!hit && (e = readdir(d)) != NULL) {
         char path[PATH_MAX];
         int n = snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         struct stat est;
         if (n > 0 && (size_t)n < sizeof path && strcmp(e->d_name, "..") != 0 &&
-            lstat(path, &est) == 0 && est.st_dev == st->st_dev && est.st_ino == st->st_ino) {
-            snprintf(found, found_size, "%s", path);
-            same = true;
+            lstat(path, &est) == 0) {
+            hit = visit(path, e->d_name, &est, ctx);
         }
     }
     (void)closedir(d);   /* a read-only walk: nothing to lose */
-    return same;
+    return hit;
 }
 
-/* The same over the data directory and each directory directly in it
- * (history/, history.rebuild/): a data directory is two levels deep. */
-static bool out_same_file_in_data(const char *data, const struct stat *st, char *found,
-                                  size_t found_size) {
-    if (out_same_file_in(data, st, found, found_size)) {
-        return true;
-    }
-    DIR *d = opendir(data);
-    if (d == NULL) {
+/* An entry that is the file ctx->st names (its path into ctx->found). */
+static bool visit_same_file(const char *path, const char *name, const struct stat *est,
+                            same_file_ctx *ctx) {
+    (void)name;
+    if (est->st_dev != ctx->st->st_dev || est->st_ino != ctx->st->st_ino) {
         return false;
     }
-    bool same = false;
-    struct dirent *e;
-    while (!same && (e = readdir(d)) != NULL) {
-        char path[PATH_MAX];
-        int n = snprintf(path, sizeof path, "%s/%s", data, e->d_name);
-        struct stat est;
-        if (n > 0 && (size_t)n < sizeof path && strcmp(e->d_name, ".") != 0 &&
-            strcmp(e->d_name, "..") != 0 && lstat(path, &est) == 0 && S_ISDIR(est.st_mode)) {
-            same = out_same_file_in(path, st, found, found_size);
-        }
-    }
-    (void)closedir(d);
-    return same;
+    snprintf(ctx->found, ctx->found_size, "%s", path);
+    return true;
+}
+
+/* A directory directly in the data directory (history/, history.rebuild/)
+ * holding that file: a data directory is two levels deep. */
+static bool visit_subdir(const char *path, const char *name, const struct stat *est,
+                         same_file_ctx *ctx) {
+    return strcmp(name, ".") != 0 && S_ISDIR(est->st_mode) &&
+           dir_walk(path, visit_same_file, ctx);
+}
+
+/* true when the data directory, or a directory directly in it, has an
+ * entry that is the file st names (its path in found). */
+static bool out_same_file_in_data(const char *data, const struct stat *st, char *found,
+                                  size_t found_size) {
+    same_file_ctx ctx = { st, found, found_size };
+    return dir_walk(data, visit_same_file, &ctx) || dir_walk(data, visit_subdir, &ctx);
 }
 
 int cli_out_check(const char *flag, const char *out, const char *data_dir) {
