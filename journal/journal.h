@@ -264,6 +264,8 @@ typedef struct berth_fold_stats {
     uint64_t backlog;       /* durable records past folded_seq, now */
     uint64_t backlog_max;   /* the largest backlog an append or sync left, since open */
     uint64_t folds;         /* fold transactions committed since open */
+    uint64_t merges;        /* merges of the index's runs committed since open */
+    uint64_t runs;          /* runs the index holds (as of the last fold or merge) */
 } berth_fold_stats;
 /* Zeros on a backend without a fold (etcd) and on a read-only open. OK. */
 berth_jerr berth_journal_fold_stats(berth_journal *journal, berth_fold_stats *out);

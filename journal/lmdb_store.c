@@ -12,10 +12,16 @@
  *              "trimmed_seq" -> u64 (native): touchlog holds no entry at or
  *              before it, and one for every touching record after it
  * History environment (DIR/history/data.mdb), written only by the folder:
+ *   runs, runlist  the folded names as runs, one per fold, merged as they
+ *              accumulate (history_runs.h: layout, and why)
  *   history    MDB_DUPSORT|MDB_DUPFIXED: kind byte 'w'/'i' + name -> 8-byte
- *              big-endian seq, so one key's duplicates sort by seq
- *   meta       "folded_seq" -> u64 (native): history holds every record's
- *              names up to it
+ *              big-endian seq: the layout before runs (session 9), kept as
+ *              it was for records 1..legacy_end and never written again
+ *   meta       "folded_seq" -> u64 (native): the index holds every record's
+ *              names up to it; "layout" -> hist_layout_runs and
+ *              "legacy_end" -> u64, set by the first writable open of an
+ *              index made before runs (hist_layout_upgrade; legacy_end 0 in
+ *              a new one); "next_run_id" (history_runs.c)
  * Store format 1 (before session 4) kept history in the main environment
  * with "folded_seq" in its meta; history_migrate moves it (see there).
  *
@@ -27,11 +33,12 @@
  * folded_seq: it copies touchlog entries folded_seq+1..durable head out of
  * one short read transaction on the main environment (bounded by
  * fold_items_max names and fold_bytes_max bytes, so a reader never holds up
- * map growth for long), sorts the names into history's key order
- * (fold_sort.c; so one cursor finds most keys on the leaf it is on, and
- * each key's seqs go in one MDB_MULTIPLE put), and writes them with the
- * new folded_seq in one history transaction with LMDB's default durability
- * (two syncs: nobody waits for them). LMDB has one writer per environment,
+ * map growth for long), sorts the names into key order (fold_sort.c), and
+ * appends them as one new run (history_runs.c: its pages are about the
+ * bytes it adds, not a page per name it touches), with the new folded_seq,
+ * in one history transaction with LMDB's default durability (two syncs:
+ * nobody waits for them); then merges runs that are due, each merge in a
+ * transaction of its own (hist_merge_due). LMDB has one writer per environment,
  * so a fold in the main environment held up the next commit by tens of ms
  * (berthd's p999); now no commit waits for a fold. The fold reads only the
  * durable head (berth_journal_durable), so history never names a record an
@@ -204,6 +211,7 @@
 #include "backend.h"
 #include "berth_limits.h"
 #include "fold_sort.h"
+#include "history_runs.h"
 #include "lmdb_meta.h"
 
 #define MAP_SIZE_INITIAL_DEFAULT (64ull << 20)
@@ -215,7 +223,8 @@ enum {
     path_len_max = dir_len_max + 64,   /* DIR/history.damaged-N/lock.mdb fits */
     readers_max = 1024,             /* LMDB reader slots */
     dbs_max = 5,
-    hist_dbs_max = 2,               /* the history environment: history, meta */
+    hist_dbs_max = 4,               /* the history environment: history, meta, runs, runlist */
+    hist_layout_runs = 2,           /* history environment layout: folds write runs */
     store_format_legacy = 1,        /* history inside this environment (before session 4) */
     store_format = 2,               /* layout of the named databases above */
     grow_wait_ms_max = 2000,        /* a resize waits this long for readers */
@@ -235,9 +244,6 @@ enum {
     /* the raw touchlog bytes one fold copies out of its short read
      * transaction (a default backlog is ~1 MiB); more waits for the next fold */
     fold_bytes_max = 16 << 20,
-    /* seqs of one history key a fold puts in one MDB_MULTIPLE call (8 bytes
-     * each, on the folder's stack); more take more calls */
-    fold_put_seqs_max = 256,
     /* touchlog entries an append deletes once the history environment holds
      * them: this many, or twice the batch's records if more (so the trim
      * always outpaces the appends, and ends within half the next fold's
@@ -297,8 +303,10 @@ typedef struct lmdb_journal {
     /* The history environment (DIR/history): see "The history environment". */
     MDB_env *henv;                  /* NULL: none (a read-only open of a legacy store, or of
                                      * a new one whose writer never got to create it) */
-    MDB_dbi hdbi_history;
+    MDB_dbi hdbi_history;           /* the layout before runs: 1..legacy_end (see there) */
     MDB_dbi hdbi_meta;
+    hist_runs_dbs hruns;            /* runs, runlist, meta: history_runs.h */
+    bool hruns_open;                /* false: a read-only open of an index made before runs */
     uint64_t hpage_size;
     map_gate hgate;                 /* as gate, for henv's map */
     bool hgate_ready;
@@ -320,6 +328,10 @@ typedef struct lmdb_journal {
     berth_jerr fold_err;            /* the last fold's result */
     /* The fold's progress, for INFO (berth_journal_fold_stats). */
     _Atomic uint64_t fold_count;    /* fold transactions committed since open */
+    _Atomic uint64_t merge_count;   /* merges of runs committed since open */
+    _Atomic uint64_t run_count;     /* runs after the last fold or merge */
+    bool merge_off;                 /* a merge failed other than for room: no more this process */
+    bool merge_room_told;           /* said that a merge found no room */
     _Atomic uint64_t fold_backlog_max;   /* the largest backlog an append or sync left */
     /* The folder's buffers, kept here rather than on its stack so that they
      * stay reachable from the journal (a leak checker in a forked child,
@@ -1545,53 +1557,6 @@ static berth_jerr fold_gather_entry(const MDB_val *key, const MDB_val *val, fold
     return BERTH_J_OK;
 }
 
-static bool fold_same_key(const fold_item *x, const fold_item *y) {
-    return x->prefix == y->prefix && x->len == y->len && memcmp(x->name, y->name, x->len) == 0;
-}
-
-/* Every gathered name into history, in key order through one cursor: LMDB
- * then finds most keys on the leaf it is already on instead of descending
- * from the root, and each leaf is dirtied and walked once. The seqs of one
- * key go in one MDB_MULTIPLE put (history is MDB_DUPFIXED), up to
- * fold_put_seqs_max at a time, so the key is looked up once per run, not
- * once per seq (a repeated (key, seq), a name twice in one record, puts
- * the same pair again, as a single put would). */
-static berth_jerr fold_put_sorted(MDB_txn *txn, MDB_dbi dbi, const fold_item *items, size_t n,
-                                  bool *map_full) {
-    MDB_cursor *cursor;
-    int rc = mdb_cursor_open(txn, dbi, &cursor);
-    if (rc != 0) {
-        return jerr_of_mdb(rc);
-    }
-    berth_jerr err = BERTH_J_OK;
-    size_t i = 0;
-    while (i < n && err == BERTH_J_OK) {
-        const fold_item *it = &items[i];
-        if (it->len == 0 || it->len > BERTH_NAME_LEN_MAX) {
-            err = BERTH_J_CORRUPT;
-            break;
-        }
-        uint8_t key_bytes[history_key_len_max];
-        key_bytes[0] = (uint8_t)it->kind;
-        memcpy(key_bytes + 1, it->name, it->len);
-        uint8_t seqs_be[fold_put_seqs_max][8];
-        size_t count = 0;
-        for (; i < n && count < fold_put_seqs_max && fold_same_key(it, &items[i]); i++) {
-            be64_put(seqs_be[count++], items[i].seq);
-        }
-        assert(count > 0);
-        MDB_val key = { 1 + (size_t)it->len, key_bytes };
-        MDB_val vals[2] = { { 8, seqs_be }, { count, NULL } };
-        rc = mdb_cursor_put(cursor, &key, vals, MDB_MULTIPLE);
-        if (rc != 0) {
-            err = put_err(rc, map_full);
-        }
-        assert(rc != 0 || vals[1].mv_size == count);   /* LMDB: how many went in */
-    }
-    mdb_cursor_close(cursor);
-    return err;
-}
-
 /* ---- the append's trim of the touch log --------------------------------- */
 
 /* Inside an append's transaction: delete touchlog entries the history
@@ -1682,6 +1647,76 @@ static void hist_rebuild_hint(const lmdb_journal *j, char *err, size_t err_size)
         snprintf(err + len, err_size - len, "; rebuild it from the journal with `berth history"
                  " rebuild --data %s` while no berthd runs on it", j->dir);
     }
+}
+
+/* The history environment's layout keys (its meta db): "layout" is
+ * hist_layout_runs once folds write runs; "legacy_end" is the last record
+ * whose names are in the history db, the layout before runs (duplicates
+ * per name). An index made before runs has neither: all it folded is in
+ * the history db. */
+static const MDB_val layout_key = { 6, (void *)"layout" };
+static const MDB_val legacy_end_key = { 10, (void *)"legacy_end" };
+
+/* Open runs and runlist. A read-only open of an index made before runs
+ * finds neither: it reads the history db alone (hist_legacy_end). */
+static int hist_runs_dbs_open(lmdb_journal *j, MDB_txn *txn, unsigned int create) {
+    j->hruns.meta = j->hdbi_meta;
+    int rc = mdb_dbi_open(txn, "runs", create, &j->hruns.runs);
+    if (rc == 0) rc = mdb_dbi_open(txn, "runlist", create, &j->hruns.runlist);
+    j->hruns_open = rc == 0;
+    return rc == MDB_NOTFOUND && j->read_only ? 0 : rc;
+}
+
+/* In a writable open's setup transaction: an index made before runs keeps
+ * what it holds in the history db, as records 1..folded, and folds from now
+ * on write runs (nothing is rewritten: a query reads both, history_folded). */
+static berth_jerr hist_layout_upgrade(lmdb_journal *j, MDB_txn *txn, uint64_t folded,
+                                      bool *map_full) {
+    uint64_t layout = 0;
+    bool present = false;
+    berth_jerr err = meta_u64_get(txn, j->hdbi_meta, &layout_key, &layout, &present);
+    if (err != BERTH_J_OK || (present && layout == hist_layout_runs)) {
+        return err;
+    }
+    if (present) {
+        return BERTH_J_CORRUPT;   /* a layout this berth does not know */
+    }
+    err = meta_u64_put(txn, j->hdbi_meta, &legacy_end_key, folded, map_full);
+    if (err == BERTH_J_OK) err = meta_u64_put(txn, j->hdbi_meta, &layout_key, hist_layout_runs,
+                                              map_full);
+    return err;
+}
+
+/* The last record whose names are in the history db (the layout before
+ * runs), as htxn sees it; the rest of what is folded is in runs. */
+static berth_jerr hist_legacy_end(lmdb_journal *j, MDB_txn *htxn, uint64_t folded,
+                                  uint64_t *legacy_end) {
+    uint64_t layout = 0;
+    bool present = false;
+    berth_jerr err = meta_u64_get(htxn, j->hdbi_meta, &layout_key, &layout, &present);
+    if (err != BERTH_J_OK) {
+        return err;
+    }
+    if (!present) {
+        *legacy_end = folded;   /* made before runs, and not written since */
+        return BERTH_J_OK;
+    }
+    if (layout != hist_layout_runs) {
+        return BERTH_J_CORRUPT;
+    }
+    err = meta_u64_get(htxn, j->hdbi_meta, &legacy_end_key, legacy_end, &present);
+    if (err == BERTH_J_OK && (!present || *legacy_end > folded)) {
+        err = BERTH_J_CORRUPT;
+    }
+    if (err == BERTH_J_OK && *legacy_end < folded && !j->hruns_open) {
+        /* a writer upgraded the index after this read-only open looked */
+        if (!atomic_exchange(&j->upgrade_told, true)) {
+            fprintf(stderr, "berth journal: the history index in %s/history was upgraded"
+                    " (runs) while this reader had it open; reopen it to read HISTORY\n", j->dir);
+        }
+        err = BERTH_J_IO;
+    }
+    return err;
 }
 
 /* Grow henv's map: the folder only (its one writer), holding no henv
@@ -1819,6 +1854,7 @@ static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err
         unsigned int create = j->read_only ? 0 : MDB_CREATE;
         rc = mdb_dbi_open(txn, "history", create | MDB_DUPSORT | MDB_DUPFIXED, &j->hdbi_history);
         if (rc == 0) rc = mdb_dbi_open(txn, "meta", create, &j->hdbi_meta);
+        rc = rc != 0 ? rc : hist_runs_dbs_open(j, txn, create);
         uint64_t folded = 0;
         bool present = false;
         bool map_full = false;
@@ -1827,6 +1863,7 @@ static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err
             jerr = meta_u64_get(txn, j->hdbi_meta, &folded_key, &folded, &present);
             if (jerr == BERTH_J_OK) jerr = meta_u64_put(txn, j->hdbi_meta, &folded_key, folded,
                                                         &map_full);
+            if (jerr == BERTH_J_OK) jerr = hist_layout_upgrade(j, txn, folded, &map_full);
         }
         if (rc == 0 && jerr == BERTH_J_OK) {
             rc = mdb_txn_commit(txn);   /* keeps the handles; writable: synced */
@@ -1930,6 +1967,8 @@ static berth_jerr migrate_copy(lmdb_journal *j, uint64_t folded, uint64_t *copie
     MDB_txn *wtxn = NULL;
     if (rc == 0) rc = mdb_txn_begin(j->henv, NULL, 0, &wtxn);
     if (rc == 0) rc = mdb_drop(wtxn, j->hdbi_history, 0);
+    if (rc == 0) rc = mdb_drop(wtxn, j->hruns.runs, 0);   /* empty: no fold ran before this */
+    if (rc == 0) rc = mdb_drop(wtxn, j->hruns.runlist, 0);
     MDB_cursor *from = NULL;
     MDB_cursor *to = NULL;
     if (rc == 0) rc = mdb_cursor_open(rtxn, j->dbi_history, &from);
@@ -1959,6 +1998,9 @@ static berth_jerr migrate_copy(lmdb_journal *j, uint64_t folded, uint64_t *copie
     bool map_full = false;
     berth_jerr err = rc == MDB_NOTFOUND ? BERTH_J_OK : jerr_of_mdb(rc);
     if (err == BERTH_J_OK) err = meta_u64_put(wtxn, j->hdbi_meta, &folded_key, folded, &map_full);
+    /* what was copied is the history db's part: records 1..folded */
+    if (err == BERTH_J_OK) err = meta_u64_put(wtxn, j->hdbi_meta, &legacy_end_key, folded,
+                                              &map_full);
     if (err == BERTH_J_OK) {
         rc = mdb_txn_commit(wtxn);
         wtxn = NULL;
@@ -2157,8 +2199,8 @@ static berth_jerr fold_gather(lmdb_journal *j, fold_work *w, uint64_t through, s
     return err;
 }
 
-/* The sorted names and folded_seq in one henv transaction (synced twice:
- * LMDB's default, off every client's path). */
+/* The sorted names, as one run (history_runs.c), and folded_seq in one
+ * henv transaction (synced twice: LMDB's default, off every client's path). */
 static berth_jerr fold_write(lmdb_journal *j, const fold_item *items, size_t count,
                              uint64_t covered, bool *map_full) {
     *map_full = false;
@@ -2168,7 +2210,10 @@ static berth_jerr fold_write(lmdb_journal *j, const fold_item *items, size_t cou
         *map_full = rc == MDB_MAP_FULL;
         return jerr_of_mdb(rc);
     }
-    berth_jerr err = fold_put_sorted(txn, j->hdbi_history, items, count, map_full);
+    uint64_t first = atomic_load(&j->hist_folded) + 1;
+    uint64_t bytes = 0;
+    rc = count == 0 ? 0 : hist_run_write(txn, &j->hruns, items, count, first, covered, &bytes);
+    berth_jerr err = rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
     if (err == BERTH_J_OK) err = meta_u64_put(txn, j->hdbi_meta, &folded_key, covered, map_full);
     if (err != BERTH_J_OK) {
         mdb_txn_abort(txn);
@@ -2180,6 +2225,107 @@ static berth_jerr fold_write(lmdb_journal *j, const fold_item *items, size_t cou
         return jerr_of_mdb(rc);
     }
     return BERTH_J_OK;
+}
+
+/* One merge of plan's runs, in a henv transaction of its own. The sources
+ * are read through a read transaction begun after the write one, on the
+ * same state (the folder is henv's one writer), so the values they point
+ * to stay where they are while the merge writes and deletes. */
+static berth_jerr merge_write(lmdb_journal *j, const hist_run plan[hist_run_fanout],
+                              bool *map_full) {
+    *map_full = false;
+    MDB_txn *wtxn;
+    int rc = mdb_txn_begin(j->henv, NULL, 0, &wtxn);
+    if (rc != 0) {
+        *map_full = rc == MDB_MAP_FULL;
+        return jerr_of_mdb(rc);
+    }
+    MDB_txn *rtxn = NULL;
+    berth_jerr err = hist_read_begin(j, &rtxn);
+    hist_run merged;
+    if (err == BERTH_J_OK) {
+        rc = hist_merge(wtxn, rtxn, &j->hruns, plan, &merged);
+        err = rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
+        hist_read_end(j, rtxn);
+    }
+    if (err != BERTH_J_OK) {
+        mdb_txn_abort(wtxn);
+        return err;
+    }
+    assert(merged.first_seq == plan[0].first_seq && merged.level == plan[0].level + 1);
+    rc = mdb_txn_commit(wtxn);
+    if (rc != 0) {
+        *map_full = rc == MDB_MAP_FULL;
+        return jerr_of_mdb(rc);
+    }
+    return BERTH_J_OK;
+}
+
+/* After a merge failed: for want of room it is tried again after the next
+ * fold; anything else stops merging in this process (queries stay exact:
+ * the runs are all there, only more of them). Said once either way. */
+static void merge_failed(lmdb_journal *j, berth_jerr err) {
+    bool room = err == BERTH_J_FULL || err == BERTH_J_AGAIN;
+    if (!j->merge_off && (!room || !j->merge_room_told)) {
+        fprintf(stderr, "berth journal: merging history runs in %s/history failed (%s); HISTORY"
+                " stays exact, %s\n", j->dir, berth_jerr_name(err),
+                room ? "merges are tried again after each fold" : "with no more merges until"
+                " the next start");
+    }
+    j->merge_room_told = j->merge_room_told || room;
+    j->merge_off = j->merge_off || !room;
+}
+
+/* After a fold: merge runs while the newest hist_run_fanout are due
+ * (history_runs.h), so a query meets few runs whatever the journal's
+ * length; and count them for INFO. */
+static void hist_merge_due(lmdb_journal *j) {
+    for (uint32_t merges = 0; merges <= hist_run_level_max; merges++) {
+        hist_run plan[hist_run_fanout];
+        bool due = false;
+        uint64_t runs = 0;
+        MDB_txn *txn;
+        berth_jerr err = hist_read_begin(j, &txn);
+        if (err == BERTH_J_OK) {
+            int rc = hist_merge_plan(txn, &j->hruns, plan, &due);
+            if (rc == 0) rc = hist_runs_count(txn, &j->hruns, &runs);
+            err = rc == 0 ? BERTH_J_OK : jerr_of_mdb(rc);
+            hist_read_end(j, txn);
+        }
+        if (err == BERTH_J_OK) {
+            atomic_store(&j->run_count, runs);
+        }
+        if (err != BERTH_J_OK || !due || j->merge_off) {
+            if (err != BERTH_J_OK) merge_failed(j, err);
+            return;
+        }
+        uint64_t bytes = 0;
+        for (size_t k = 0; k < hist_run_fanout; k++) {
+            bytes += plan[k].bytes;
+        }
+        uint64_t need = 2 * bytes + grow_slack_bytes;   /* written again; deleted pages freed at commit */
+        map_use use = map_use_of(j->henv, j->hpage_size);
+        if (use.used_bytes + need > use.map_bytes / 2) {
+            (void)hist_map_grow(j, need, 0);
+        }
+        for (uint32_t attempt = 0; attempt < grow_attempts_max; attempt++) {
+            bool map_full = false;
+            err = merge_write(j, plan, &map_full);
+            if (!map_full) {
+                break;
+            }
+            err = hist_map_grow(j, need, grow_wait_ms_max);
+            if (err != BERTH_J_OK) {
+                break;
+            }
+            err = BERTH_J_FULL;
+        }
+        if (err != BERTH_J_OK) {
+            merge_failed(j, err);
+            return;
+        }
+        atomic_fetch_add(&j->merge_count, 1);
+    }
 }
 
 /* Sort the count names gathered in w into history's key order and write
@@ -2213,6 +2359,7 @@ static berth_jerr fold_commit(lmdb_journal *j, fold_work *w, size_t count, uint6
     if (err == BERTH_J_OK) {
         atomic_store(&j->hist_folded, covered);
         atomic_fetch_add(&j->fold_count, 1);
+        hist_merge_due(j);
     }
     return err;
 }
@@ -2404,6 +2551,8 @@ static berth_jerr lmdb_fold_stats(berth_journal *base, berth_fold_stats *out) {
     out->backlog = durable > out->folded_seq ? durable - out->folded_seq : 0;
     out->backlog_max = atomic_load(&j->fold_backlog_max);
     out->folds = atomic_load(&j->fold_count);
+    out->merges = atomic_load(&j->merge_count);
+    out->runs = atomic_load(&j->run_count);
     return BERTH_J_OK;
 }
 
@@ -2440,10 +2589,14 @@ static berth_jerr history_open(lmdb_journal *j, uint64_t map_initial, char *err,
     MDB_txn *htxn;
     uint64_t folded = 0;
     jerr = hist_read_begin(j, &htxn);
+    uint64_t runs = 0;
     if (jerr == BERTH_J_OK) {
         jerr = hist_folded_get(j, htxn, &folded);
+        int rc = hist_runs_count(htxn, &j->hruns, &runs);
+        if (jerr == BERTH_J_OK && rc != 0) jerr = jerr_of_mdb(rc);
         hist_read_end(j, htxn);
     }
+    atomic_store(&j->run_count, runs);
     if (jerr != BERTH_J_OK) {
         sentence(err, err_size, "cannot read the history index in %s (%s)", path,
                  berth_jerr_name(jerr));
@@ -3177,6 +3330,28 @@ static berth_jerr history_folded(MDB_txn *txn, MDB_dbi dbi, const uint8_t *key_b
     return rc == 0 || rc == MDB_NOTFOUND ? BERTH_J_OK : jerr_of_mdb(rc);
 }
 
+/* The history environment's half, from..upto (upto <= folded): the
+ * history db holds records 1..legacy_end (an index made before runs), the
+ * runs the rest. */
+static berth_jerr history_index(lmdb_journal *j, MDB_txn *htxn, const uint8_t *key_bytes,
+                                size_t key_len, uint64_t folded, uint64_t from, uint64_t upto,
+                                uint64_t *seqs, size_t cap, size_t *n) {
+    assert(upto <= folded);
+    uint64_t legacy_end = 0;
+    berth_jerr err = hist_legacy_end(j, htxn, folded, &legacy_end);
+    if (err == BERTH_J_OK && legacy_end > 0 && from <= legacy_end) {
+        uint64_t legacy_upto = upto < legacy_end ? upto : legacy_end;
+        err = history_folded(htxn, j->hdbi_history, key_bytes, key_len, from, legacy_upto, seqs,
+                             cap, n);
+    }
+    uint64_t runs_from = from > legacy_end ? from : legacy_end + 1;
+    if (err == BERTH_J_OK && j->hruns_open && *n < cap && runs_from <= upto) {
+        int rc = hist_runs_read(htxn, &j->hruns, key_bytes, key_len, runs_from, upto, seqs, cap, n);
+        err = rc == 0 ? BERTH_J_OK : jerr_of_mdb(rc);
+    }
+    return err;
+}
+
 static bool touch_has(const MDB_val *val, char kind, berth_str name, bool *bad) {
     size_t at = 0;
     char k;
@@ -3324,7 +3499,7 @@ static berth_jerr lmdb_history(berth_journal_reader *base, berth_history_kind ki
     }
     uint64_t upto = folded < head ? folded : head;
     if (err == BERTH_J_OK && htxn != NULL) {
-        err = history_folded(htxn, j->hdbi_history, key_bytes, key_len, from, upto, seqs, cap, n);
+        err = history_index(j, htxn, key_bytes, key_len, folded, from, upto, seqs, cap, n);
     }
     if (htxn != NULL) {
         hist_read_end(j, htxn);

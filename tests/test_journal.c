@@ -1906,6 +1906,65 @@ static int u64_meta(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *out) 
     return 0;
 }
 
+/* The runs (journal/history_runs.h), read with LMDB directly: every run's
+ * seqs ascend within its range, no two runs overlap, none reaches past
+ * folded_seq, and each key's run id is one runlist names. Clears
+ * history_bounded otherwise; MDB_NOTFOUND when it could read them. */
+static int runs_bounded(MDB_txn *txn, fold_state *st) {
+    MDB_dbi runs, runlist;
+    int open_rc = mdb_dbi_open(txn, "runs", 0, &runs);
+    if (open_rc == MDB_NOTFOUND) {
+        return MDB_NOTFOUND;   /* an index made before runs */
+    }
+    if (open_rc != 0 || mdb_dbi_open(txn, "runlist", 0, &runlist) != 0) {
+        return 8;
+    }
+    enum { ids_max = 256 };
+    uint64_t ids[ids_max], firsts[ids_max], lasts[ids_max];
+    size_t nruns = 0;
+    MDB_cursor *cursor;
+    MDB_val key, val;
+    if (mdb_cursor_open(txn, runlist, &cursor) != 0) return 9;
+    uint64_t prev_last = 0;
+    int rc;
+    for (rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST); rc == 0 && nruns < ids_max;
+         rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+        if (key.mv_size != 8 || val.mv_size != 32) return 10;
+        const uint8_t *b = key.mv_data;
+        uint64_t first = 0;
+        for (int i = 0; i < 8; i++) first = (first << 8) | b[i];
+        memcpy(&lasts[nruns], val.mv_data, 8);
+        memcpy(&ids[nruns], (const uint8_t *)val.mv_data + 8, 8);
+        firsts[nruns] = first;
+        st->history_bounded = st->history_bounded && first > prev_last &&
+                              lasts[nruns] >= first && lasts[nruns] <= st->folded;
+        prev_last = lasts[nruns];
+        nruns++;
+    }
+    mdb_cursor_close(cursor);
+    if (rc != MDB_NOTFOUND) return 11;
+    if (mdb_cursor_open(txn, runs, &cursor) != 0) return 12;
+    for (rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+        const uint8_t *b = key.mv_data;
+        uint64_t id = 0;
+        for (int i = 0; i < 8 && key.mv_size >= 8; i++) id = (id << 8) | b[i];
+        size_t r = 0;
+        while (r < nruns && ids[r] != id) r++;
+        bool ok = key.mv_size > 9 && r < nruns && val.mv_size > 0 && val.mv_size % 8 == 0;
+        uint64_t prev = 0;
+        for (size_t i = 0; ok && i < val.mv_size / 8; i++) {
+            uint64_t seq;
+            memcpy(&seq, (const uint8_t *)val.mv_data + 8 * i, 8);
+            ok = seq > prev && seq >= firsts[r] && seq <= lasts[r];
+            prev = seq;
+        }
+        st->history_bounded = st->history_bounded && ok;
+    }
+    mdb_cursor_close(cursor);
+    return rc;
+}
+
 static int fold_state_read(const char *dir, fold_state *st) {
     MDB_env *env;
     MDB_txn *txn;
@@ -1960,6 +2019,7 @@ static int fold_state_read(const char *dir, fold_state *st) {
         st->history_bounded = st->history_bounded && seq <= st->folded;
     }
     mdb_cursor_close(cursor);
+    if (rc == MDB_NOTFOUND) rc = runs_bounded(txn, st);
     mdb_txn_abort(txn);
     mdb_env_close(env);
     return rc == MDB_NOTFOUND ? 0 : 7;
@@ -2482,6 +2542,211 @@ START_TEST(store_history_migrate) {
         close_rw(j);
         ck_assert(in_child(child_reads_exact, dir, 0));
     }
+}
+END_TEST
+
+/* Runs and their merges (journal/history_runs.h): a fold every 5 records
+ * over 500 writes 100 runs of level 0; every 8 of them merge into one of
+ * level 1 (12 merges), the first 8 of those into one of level 2. So 9 runs
+ * stay: 1 + 4 + 4. Every query, across every boundary of every level,
+ * stays exact; the layout is sound; a reopen counts the same runs. */
+START_TEST(store_history_runs_merge) {
+    enum { runs_fold = 4, runs_step = 5, runs_head = 500 };
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, runs_fold);
+    uint64_t head = 0;
+    while (head < runs_head) {
+        ck_assert_int_eq(append_touched(j, head + 1, runs_step), BERTH_J_OK);
+        head += runs_step;
+        settle(j);
+    }
+    berth_fold_stats st;
+    ck_assert_int_eq(berth_journal_fold_stats(j, &st), BERTH_J_OK);
+    ck_assert_uint_eq(st.folded_seq, runs_head);
+    ck_assert_uint_eq(st.folds, runs_head / runs_step);
+    ck_assert_uint_eq(st.merges, 12 + 1);
+    ck_assert_uint_eq(st.runs, 1 + 4 + 4);
+    ck_assert(in_child(child_folded_is, dir, runs_head));
+    hist_check_all(j);
+    close_rw(j);
+    ck_assert(in_child(child_reads_exact, dir, 0));
+    j = open_fold(dir, runs_fold);
+    ck_assert_int_eq(berth_journal_fold_stats(j, &st), BERTH_J_OK);
+    ck_assert_uint_eq(st.runs, 1 + 4 + 4);
+    ck_assert_uint_eq(st.merges, 0);
+    hist_check_all(j);
+    close_rw(j);
+}
+END_TEST
+
+static MDB_env *hist_env_raw(const char *dir, unsigned int flags) {
+    char hdir[300];
+    snprintf(hdir, sizeof(hdir), "%s/history", dir);
+    MDB_env *env;
+    if (mdb_env_create(&env) != 0) return NULL;
+    if (mdb_env_set_maxdbs(env, 8) != 0 || mdb_env_open(env, hdir, flags, 0600) != 0) {
+        mdb_env_close(env);
+        return NULL;
+    }
+    return env;
+}
+
+/* Child: turn a history index's runs back into the layout before them (a
+ * key per name, its seqs as big-endian duplicates; no layout, legacy_end
+ * or next_run_id), as a berth before session 9 left it. */
+static int child_runs_to_legacy(const char *dir, int unused) {
+    (void)unused;
+    MDB_env *env = hist_env_raw(dir, 0);
+    MDB_txn *txn;
+    MDB_dbi meta, history, runs, runlist;
+    if (env == NULL || mdb_txn_begin(env, NULL, 0, &txn) != 0 ||
+        mdb_dbi_open(txn, "meta", 0, &meta) != 0 ||
+        mdb_dbi_open(txn, "history", MDB_DUPSORT | MDB_DUPFIXED, &history) != 0 ||
+        mdb_dbi_open(txn, "runs", 0, &runs) != 0 || mdb_dbi_open(txn, "runlist", 0, &runlist) != 0) {
+        return 1;
+    }
+    MDB_cursor *cursor;
+    MDB_val key, val;
+    if (mdb_cursor_open(txn, runs, &cursor) != 0) return 2;
+    int rc;
+    for (rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+        MDB_val hk = { key.mv_size - 8, (uint8_t *)key.mv_data + 8 };
+        for (size_t i = 0; i < val.mv_size / 8; i++) {
+            uint64_t seq;
+            memcpy(&seq, (const uint8_t *)val.mv_data + 8 * i, 8);
+            uint8_t be[8];
+            for (int b = 0; b < 8; b++) be[b] = (uint8_t)(seq >> (56 - 8 * b));
+            MDB_val hv = { 8, be };
+            if (mdb_put(txn, history, &hk, &hv, 0) != 0) return 3;
+        }
+    }
+    mdb_cursor_close(cursor);
+    if (rc != MDB_NOTFOUND) return 4;
+    const char *keys[] = { "layout", "legacy_end", "next_run_id" };
+    for (size_t k = 0; k < 3; k++) {
+        MDB_val mk = { strlen(keys[k]), (void *)keys[k] };
+        if (mdb_del(txn, meta, &mk, NULL) != 0) return 5;
+    }
+    if (mdb_drop(txn, runs, 1) != 0 || mdb_drop(txn, runlist, 1) != 0) return 6;
+    if (mdb_txn_commit(txn) != 0) return 7;
+    mdb_env_close(env);
+    return 0;
+}
+
+/* Child: a writer appends records 61..100 and folds them (as runs). */
+static int child_fold_more(const char *dir, int unused) {
+    (void)unused;
+    berth_journal *j = open_fold(dir, 4);
+    for (uint64_t head = 60; head < 100; head += 5) {
+        if (append_touched(j, head + 1, 5) != BERTH_J_OK) return 1;
+        if (berth_journal_lmdb_settle(j) != BERTH_J_OK) return 2;
+    }
+    berth_journal_close(j);
+    return 0;
+}
+
+/* An index made before runs (its names as duplicates per name) is read in
+ * place, read-only; a writer's first open keeps it as records 1..folded and
+ * folds the rest into runs, which then merge, and queries read both. A
+ * read-only open made before that upgrade says to reopen (IO) rather than
+ * answer short. */
+START_TEST(store_history_runs_after_legacy) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, 4);
+    for (uint64_t head = 0; head < 60; head += 5) {
+        ck_assert_int_eq(append_touched(j, head + 1, 5), BERTH_J_OK);
+        settle(j);
+    }
+    close_rw(j);
+    ck_assert(in_child(child_runs_to_legacy, dir, 0));
+    ck_assert(in_child(child_reads_exact, dir, 0));   /* the old layout, read in place */
+    ck_assert(in_child(child_folded_is, dir, 60));
+
+    berth_journal_options ro = { .read_only = true, .no_lock = true };
+    berth_journal *old_reader = NULL;
+    ck_assert_int_eq(berth_journal_open_lmdb(&old_reader, dir, &ro, NULL, 0), BERTH_J_OK);
+    ck_assert(in_child(child_fold_more, dir, 0));   /* upgrades, folds 61..100 as runs */
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(old_reader, &r), BERTH_J_OK);
+    size_t got = 0;
+    ck_assert_int_eq(berth_journal_history(r, BERTH_HISTORY_WORKER, berth_str_make("w1", 2), 0,
+                                           hist_got, hist_seqs_max, &got), BERTH_J_IO);
+    berth_journal_reader_close(r);
+    berth_journal_close(old_reader);
+
+    j = open_fold(dir, 4);
+    hist_check_all(j);
+    for (uint64_t head = 100; head < 400; head += 5) {   /* runs of level 1 and 2 */
+        ck_assert_int_eq(append_touched(j, head + 1, 5), BERTH_J_OK);
+        settle(j);
+    }
+    berth_fold_stats st;
+    ck_assert_int_eq(berth_journal_fold_stats(j, &st), BERTH_J_OK);
+    ck_assert_uint_eq(st.folded_seq, 400);
+    ck_assert_uint_gt(st.merges, 0);
+    ck_assert(in_child(child_folded_is, dir, 400));
+    hist_check_all(j);
+    close_rw(j);
+    ck_assert(in_child(child_reads_exact, dir, 0));
+}
+END_TEST
+
+/* Child: cut one runs value to 7 bytes (w1's, in the first run). */
+static int child_cut_run_value(const char *dir, int unused) {
+    (void)unused;
+    MDB_env *env = hist_env_raw(dir, 0);
+    MDB_txn *txn;
+    MDB_dbi runs;
+    if (env == NULL || mdb_txn_begin(env, NULL, 0, &txn) != 0 ||
+        mdb_dbi_open(txn, "runs", 0, &runs) != 0) {
+        return 1;
+    }
+    MDB_cursor *cursor;
+    MDB_val key, val;
+    if (mdb_cursor_open(txn, runs, &cursor) != 0) return 2;
+    int rc;
+    for (rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+        if (key.mv_size == 11 && memcmp((const uint8_t *)key.mv_data + 8, "ww1", 3) == 0) break;
+    }
+    if (rc != 0) return 3;
+    uint8_t seven[7] = { 0 };
+    MDB_val cut = { sizeof(seven), seven };
+    if (mdb_cursor_put(cursor, &key, &cut, MDB_CURRENT) != 0) return 4;
+    mdb_cursor_close(cursor);
+    if (mdb_txn_commit(txn) != 0) return 5;
+    mdb_env_close(env);
+    return 0;
+}
+
+/* A damaged run is CORRUPT for the name it holds, never a crash or a short
+ * answer; other names still answer. */
+START_TEST(store_history_run_damaged) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, 4);
+    for (uint64_t head = 0; head < 40; head += 5) {
+        ck_assert_int_eq(append_touched(j, head + 1, 5), BERTH_J_OK);
+        settle(j);
+    }
+    close_rw(j);
+    ck_assert(in_child(child_cut_run_value, dir, 0));
+    berth_journal_options ro = { .read_only = true, .no_lock = true };
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &ro, NULL, 0), BERTH_J_OK);
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    size_t got = 99;
+    ck_assert_int_eq(berth_journal_history(r, BERTH_HISTORY_WORKER, berth_str_make("w1", 2), 0,
+                                           hist_got, hist_seqs_max, &got), BERTH_J_CORRUPT);
+    ck_assert_uint_eq(got, 0);
+    ck_assert_int_eq(berth_journal_history(r, BERTH_HISTORY_WORKER, berth_str_make("w2", 2), 0,
+                                           hist_got, hist_seqs_max, &got), BERTH_J_OK);
+    ck_assert_uint_eq(got, hist_expect('w', 2, 0, 40, hist_want, hist_seqs_max));
+    berth_journal_reader_close(r);
+    berth_journal_close(j);
 }
 END_TEST
 
@@ -3616,6 +3881,9 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_history_crash_at_fold);
     tcase_add_test(store, store_history_fold_races_queries);
     tcase_add_test(store, store_history_migrate);
+    tcase_add_test(store, store_history_runs_merge);
+    tcase_add_test(store, store_history_runs_after_legacy);
+    tcase_add_test(store, store_history_run_damaged);
     tcase_add_test(store, store_history_env_missing);
     tcase_add_test(store, store_history_env_damaged);
     tcase_add_test(store, store_meta_damaged);

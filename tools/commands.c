@@ -332,9 +332,11 @@ static void info_journal(server *s, text *t) {
              (unsigned long long)sizes.history_map_bytes, berth_jerr_name(err),
              (unsigned long long)s->config.snapshot_every);
     text_add(t, "history_folded_seq:%llu\r\nhistory_fold_backlog:%llu\r\n"
-                "history_fold_backlog_max:%llu\r\nhistory_folds:%llu\r\n\r\n",
+                "history_fold_backlog_max:%llu\r\nhistory_folds:%llu\r\n"
+                "history_runs:%llu\r\nhistory_merges:%llu\r\n\r\n",
              (unsigned long long)fold.folded_seq, (unsigned long long)fold.backlog,
-             (unsigned long long)fold.backlog_max, (unsigned long long)fold.folds);
+             (unsigned long long)fold.backlog_max, (unsigned long long)fold.folds,
+             (unsigned long long)fold.runs, (unsigned long long)fold.merges);
 }
 
 static void info_state(server *s, text *t) {
