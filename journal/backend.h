@@ -85,4 +85,11 @@ berth_jerr berth_journal_lmdb_settle(berth_journal *journal);
 typedef void (*berth_lmdb_rebuild_hook)(const char *step);
 void berth_journal_lmdb_rebuild_hook_set(berth_lmdb_rebuild_hook hook);
 
+/* LMDB backend, for tests: each merge of history runs calls hook once its
+ * writes are done, before it commits; a non-zero return (an errno or an
+ * LMDB code) fails that merge as if the commit had, and the hook may also
+ * end the process there. NULL (the default): none. Process-wide. */
+typedef int (*berth_lmdb_merge_hook)(void);
+void berth_journal_lmdb_merge_hook_set(berth_lmdb_merge_hook hook);
+
 #endif

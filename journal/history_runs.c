@@ -179,35 +179,45 @@ int hist_merge_plan(MDB_txn *txn, const hist_runs_dbs *dbs, hist_run plan[hist_r
     if (rc != 0) {
         return rc;
     }
+    /* From the newest run back: the first hist_run_fanout in a row of one
+     * level below the top. Normally the newest are the ones due; after a
+     * merge failed, runs of a level may sit between runs of a higher one,
+     * and they merge once the newer ones have. */
     MDB_val key, val;
-    size_t got = 0;
+    size_t streak = 0;
+    uint64_t bytes = 0;
+    uint32_t scanned = 0;
     rc = mdb_cursor_get(cursor, &key, &val, MDB_LAST);
-    while (rc == 0 && got < hist_run_fanout) {
-        rc = run_decode(&key, &val, &plan[hist_run_fanout - 1 - got]);
-        if (rc == 0) {
-            got++;
-            if (got < hist_run_fanout) rc = mdb_cursor_get(cursor, &key, &val, MDB_PREV);
+    while (rc == 0 && scanned < hist_plan_scan_max) {
+        hist_run run;
+        rc = run_decode(&key, &val, &run);
+        if (rc != 0) {
+            break;
         }
+        scanned++;
+        if (streak > 0 && run.last_seq >= plan[hist_run_fanout - streak].first_seq) {
+            rc = MDB_CORRUPTED;   /* runs overlap */
+            break;
+        }
+        bool joins = streak > 0 && run.level == plan[hist_run_fanout - streak].level &&
+                     bytes + run.bytes <= HIST_MERGE_BYTES_MAX;
+        if (!joins) {
+            streak = 0;
+            bytes = 0;
+        }
+        if (run.level < hist_run_level_max && run.bytes <= HIST_MERGE_BYTES_MAX) {
+            streak++;
+            bytes += run.bytes;
+            plan[hist_run_fanout - streak] = run;
+        }
+        if (streak == hist_run_fanout) {
+            *due = true;
+            break;
+        }
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_PREV);
     }
     mdb_cursor_close(cursor);
-    if (rc != 0 && rc != MDB_NOTFOUND) {
-        return rc;
-    }
-    if (got < hist_run_fanout) {
-        return 0;
-    }
-    uint32_t level = plan[0].level;
-    uint64_t bytes = 0;
-    bool same = level < hist_run_level_max;
-    for (size_t k = 0; k < hist_run_fanout; k++) {
-        same = same && plan[k].level == level;
-        bytes += plan[k].bytes;
-        if (k > 0 && (plan[k].first_seq <= plan[k - 1].last_seq || plan[k].id <= plan[k - 1].id)) {
-            return MDB_CORRUPTED;   /* runs overlap, or ids fall */
-        }
-    }
-    *due = same && bytes <= HIST_MERGE_BYTES_MAX;
-    return 0;
+    return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 /* One source of a merge: a cursor over one run's keys in rtxn. */

@@ -19,8 +19,8 @@
  *             the run's records that touched the name: native u64s,
  *             ascending, at least one
  *   runlist   8-byte big-endian first seq -> hist_run's other fields
- *             (native), one per run; runs never overlap, and a later first
- *             seq has a larger id
+ *             (native), one per run; runs never overlap; each run made
+ *             (a fold's or a merge's) takes a larger id than any before
  *   meta      "next_run_id" -> u64 (native): the id the next run takes
  * Every function returns an LMDB code: 0, MDB_NOTFOUND where said, an
  * error of LMDB's, or MDB_CORRUPTED for an entry that breaks the layout. */
@@ -38,6 +38,7 @@
 enum {
     hist_run_fanout = 8,        /* runs of one level merged into one of the next */
     hist_run_level_max = 2,     /* runs of this level are never merged */
+    hist_plan_scan_max = 4096,  /* runs a merge plan looks back over, newest first */
 };
 /* A merge writes the bytes of its runs again and deletes theirs, in one
  * transaction: bounded so it stays far below LMDB's dirty-page limit
@@ -64,9 +65,10 @@ typedef struct hist_run {
 int hist_run_write(MDB_txn *txn, const hist_runs_dbs *dbs, const fold_item *items, size_t count,
                    uint64_t first, uint64_t last, uint64_t *bytes);
 
-/* The newest hist_run_fanout runs, oldest first, and whether they are due
- * to merge: all of one level below hist_run_level_max, HIST_MERGE_BYTES_MAX
- * bytes at most together. */
+/* The newest hist_run_fanout runs in a row (oldest first) that are due to
+ * merge: all of one level below hist_run_level_max, HIST_MERGE_BYTES_MAX
+ * bytes at most together; *due false when there are none. Normally these
+ * are the newest runs; after a failed merge they may be older ones. */
 int hist_merge_plan(MDB_txn *txn, const hist_runs_dbs *dbs, hist_run plan[hist_run_fanout],
                     bool *due);
 

@@ -2227,6 +2227,12 @@ static berth_jerr fold_write(lmdb_journal *j, const fold_item *items, size_t cou
     return BERTH_J_OK;
 }
 
+static berth_lmdb_merge_hook merge_hook;
+
+void berth_journal_lmdb_merge_hook_set(berth_lmdb_merge_hook hook) {
+    merge_hook = hook;
+}
+
 /* One merge of plan's runs, in a henv transaction of its own. The sources
  * are read through a read transaction begun after the write one, on the
  * same state (the folder is henv's one writer), so the values they point
@@ -2247,6 +2253,10 @@ static berth_jerr merge_write(lmdb_journal *j, const hist_run plan[hist_run_fano
         rc = hist_merge(wtxn, rtxn, &j->hruns, plan, &merged);
         err = rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
         hist_read_end(j, rtxn);
+    }
+    int hook_rc = err == BERTH_J_OK && merge_hook != NULL ? merge_hook() : 0;
+    if (hook_rc != 0) {
+        err = jerr_of_mdb(hook_rc);
     }
     if (err != BERTH_J_OK) {
         mdb_txn_abort(wtxn);

@@ -2580,6 +2580,117 @@ START_TEST(store_history_runs_merge) {
 }
 END_TEST
 
+static int merge_hook_rc;         /* what the merge hook returns */
+static int merge_hook_calls;
+static int merge_hook_fail(void) {
+    merge_hook_calls++;
+    return merge_hook_rc;
+}
+static int merge_hook_die(void) {
+    _exit(42);   /* killed after the merge's writes, before its commit */
+}
+
+/* Append and fold 5 records at a time from head + 1 up to head + n. */
+static void fold_fives(berth_journal *j, uint64_t head, uint64_t n) {
+    for (uint64_t at = head; at < head + n; at += 5) {
+        ck_assert_int_eq(append_touched(j, at + 1, 5), BERTH_J_OK);
+        settle(j);
+    }
+}
+
+static void runs_are(berth_journal *j, uint64_t runs, uint64_t merges) {
+    berth_fold_stats st;
+    ck_assert_int_eq(berth_journal_fold_stats(j, &st), BERTH_J_OK);
+    ck_assert_uint_eq(st.runs, runs);
+    ck_assert_uint_eq(st.merges, merges);
+}
+
+/* A merge that fails never stops the folds nor loses a name: for want of
+ * room (ENOSPC) it is tried again after the next fold; for an I/O error
+ * there are no more merges in this process, and the next open merges
+ * again. Every query stays exact throughout. */
+START_TEST(store_history_merge_fails) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, 4);
+    merge_hook_rc = ENOSPC;
+    merge_hook_calls = 0;
+    berth_journal_lmdb_merge_hook_set(merge_hook_fail);
+    fold_fives(j, 0, 40);   /* 8 runs: the merge fails for room */
+    ck_assert_int_eq(merge_hook_calls, 1);
+    runs_are(j, 8, 0);
+    hist_check_all(j);
+    merge_hook_rc = 0;
+    fold_fives(j, 40, 5);   /* tried again: the newest 8 of the 9 merge */
+    ck_assert_int_eq(merge_hook_calls, 2);
+    runs_are(j, 2, 1);
+    hist_check_all(j);
+    merge_hook_rc = EIO;
+    fold_fives(j, 45, 40);  /* fails for I/O: no more merges, folds go on */
+    ck_assert_int_eq(merge_hook_calls, 3);
+    fold_fives(j, 85, 40);
+    ck_assert_int_eq(merge_hook_calls, 3);
+    runs_are(j, 2 + 16, 1);
+    berth_fold_stats st;
+    ck_assert_int_eq(berth_journal_fold_stats(j, &st), BERTH_J_OK);
+    ck_assert_uint_eq(st.folded_seq, 125);
+    ck_assert(in_child(child_folded_is, dir, 125));
+    hist_check_all(j);
+    close_rw(j);
+    merge_hook_rc = 0;
+    j = open_fold(dir, 4);
+    /* A new process merges again: the newest 8 of the 17 runs of level 0
+     * after the one of level 1, then the 8 older of them before it (not
+     * the newest any more, but 8 in a row). */
+    fold_fives(j, 125, 5);
+    ck_assert_int_eq(merge_hook_calls, 5);
+    runs_are(j, 1 + 1 + 1 + 2, 2);
+    ck_assert(in_child(child_folded_is, dir, 130));
+    hist_check_all(j);
+    close_rw(j);
+    berth_journal_lmdb_merge_hook_set(NULL);
+}
+END_TEST
+
+/* Child: fold 40 records 5 at a time; the merge the 8th run makes due
+ * ends the process before its commit. */
+static int child_dies_merging(const char *dir, int unused) {
+    (void)unused;
+    berth_journal *j = open_fold(dir, 4);
+    berth_journal_lmdb_merge_hook_set(merge_hook_die);
+    for (uint64_t head = 0; head < 40; head += 5) {
+        if (append_touched(j, head + 1, 5) != BERTH_J_OK) return 1;
+        if (berth_journal_lmdb_settle(j) != BERTH_J_OK) return 2;
+    }
+    return 3;   /* the merge never ran */
+}
+
+/* A process killed in a merge, between its writes and its commit, leaves
+ * the runs as they were: the next open reads them exactly, and the next
+ * fold merges. */
+START_TEST(store_history_killed_merging) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        _exit(child_dies_merging(dir, 0));
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 42);
+    ck_assert(in_child(child_folded_is, dir, 40));
+    berth_journal *j = open_fold(dir, 4);
+    runs_are(j, 8, 0);
+    hist_check_all(j);
+    fold_fives(j, 40, 5);
+    runs_are(j, 2, 1);
+    ck_assert(in_child(child_folded_is, dir, 45));
+    hist_check_all(j);
+    close_rw(j);
+}
+END_TEST
+
 static MDB_env *hist_env_raw(const char *dir, unsigned int flags) {
     char hdir[300];
     snprintf(hdir, sizeof(hdir), "%s/history", dir);
@@ -3884,6 +3995,8 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_history_runs_merge);
     tcase_add_test(store, store_history_runs_after_legacy);
     tcase_add_test(store, store_history_run_damaged);
+    tcase_add_test(store, store_history_merge_fails);
+    tcase_add_test(store, store_history_killed_merging);
     tcase_add_test(store, store_history_env_missing);
     tcase_add_test(store, store_history_env_damaged);
     tcase_add_test(store, store_meta_damaged);
