@@ -175,35 +175,90 @@ static void options_parse(options *opt, int argc, char **argv) {
 
 /* ---- RESP encoding ---------------------------------------------------- */
 
-/* Append one RESP array of argc words to the connection's output. */
-static void out_command(conn *c, uint32_t argc, const char *const *argv) {
+/* The load generator shares the two cores with the server it measures, so
+ * it builds commands without printf: snprintf was over half of its CPU at
+ * 16 commands in flight (docs/bench-server.md, "Session 9: the load
+ * generator"), CPU the server then did not get. The bytes are the same. */
+
+/* A bounded text under construction. */
+typedef struct text_buf {
+    char *p;
+    char *end;
+} text_buf;
+
+static void put_bytes(text_buf *t, const char *s, size_t len) {
+    if ((size_t)(t->end - t->p) < len) die("command over COMMAND_BYTES_MAX");
+    memcpy(t->p, s, len);
+    t->p += len;
+}
+
+/* End the text with a NUL (not counted): names are C strings too. */
+static size_t put_end(text_buf *t, const char *start) {
+    put_bytes(t, "", 1);
+    return (size_t)(t->p - start) - 1;
+}
+
+static void put_u64(text_buf *t, uint64_t v) {
+    char digits[20];
+    size_t n = 0;
+    do {
+        digits[sizeof digits - 1 - n] = (char)('0' + v % 10);
+        n++;
+        v /= 10;
+    } while (v != 0);
+    put_bytes(t, digits + sizeof digits - n, n);
+}
+
+/* Append one RESP array of argc words (lens[i] bytes each) to the
+ * connection's output. */
+static void out_command_n(conn *c, uint32_t argc, const char *const *argv, const size_t *lens) {
     assert(argc > 0 && argc <= 2 * PLACEMENT_WORKERS_MAX + 16);
     char buf[COMMAND_BYTES_MAX];
-    int len = snprintf(buf, sizeof buf, "*%u\r\n", argc);
-    assert(len > 0 && (size_t)len < sizeof buf);
+    text_buf t = { buf, buf + sizeof buf };
+    put_bytes(&t, "*", 1);
+    put_u64(&t, argc);
+    put_bytes(&t, "\r\n", 2);
     for (uint32_t i = 0; i < argc; i++) {
-        size_t word_len = strlen(argv[i]);
-        int n = snprintf(buf + len, sizeof buf - (size_t)len, "$%zu\r\n%s\r\n", word_len, argv[i]);
-        if (n < 0 || (size_t)n >= sizeof buf - (size_t)len) die("command over COMMAND_BYTES_MAX");
-        len += n;
+        assert(lens[i] == strlen(argv[i]));
+        put_bytes(&t, "$", 1);
+        put_u64(&t, lens[i]);
+        put_bytes(&t, "\r\n", 2);
+        put_bytes(&t, argv[i], lens[i]);
+        put_bytes(&t, "\r\n", 2);
     }
-    assert(c->out_len + (size_t)len <= sizeof c->out);
-    memcpy(c->out + c->out_len, buf, (size_t)len);
-    c->out_len += (size_t)len;
+    size_t len = (size_t)(t.p - buf);
+    assert(c->out_len + len <= sizeof c->out);
+    memcpy(c->out + c->out_len, buf, len);
+    c->out_len += len;
+}
+
+/* "<prefix><n>" into out (cap bytes); its length. */
+static size_t name_u64(char *out, size_t cap, const char *prefix, size_t prefix_len, uint64_t n) {
+    text_buf t = { out, out + cap };
+    put_bytes(&t, prefix, prefix_len);
+    put_u64(&t, n);
+    return put_end(&t, out);
 }
 
 /* The stream of connection c: step 2k deploys instance k on the next
  * placement of c's pool, step 2k+1 releases it. A release always follows its
- * deploy in the same connection, so at most one of c's instances is live. */
+ * deploy in the same connection, so at most one of c's instances is live.
+ * Instance k of connection i is i-<tag>-<i>-<k>; workers are w-<n>. */
 static void out_cycle_step(const options *opt, conn *c) {
     uint64_t k = c->step / 2;
     char instance[96];
-    int n = snprintf(instance, sizeof instance, "i-%s-%u-%llu", opt->tag, c->index,
-                     (unsigned long long)k);
-    assert(n > 0 && (size_t)n < sizeof instance);
+    text_buf t = { instance, instance + sizeof instance };
+    put_bytes(&t, "i-", 2);
+    put_bytes(&t, opt->tag, strlen(opt->tag));
+    put_bytes(&t, "-", 1);
+    put_u64(&t, c->index);
+    put_bytes(&t, "-", 1);
+    put_u64(&t, k);
+    size_t instance_len = put_end(&t, instance);
     if (c->step % 2 == 1) {
         const char *argv[2] = { "RELEASE", instance };
-        out_command(c, 2, argv);
+        const size_t lens[2] = { 7, instance_len };
+        out_command_n(c, 2, argv, lens);
         return;
     }
     uint32_t pool = opt->workers / opt->connections;
@@ -213,21 +268,21 @@ static void out_cycle_step(const options *opt, conn *c) {
     char names[PLACEMENT_WORKERS_MAX][24];
     const char *argv[8 + PLACEMENT_WORKERS_MAX] = { "DEPLOY", instance, "MODEL", "llama-70b",
                                                     "BACKEND", "vllm", "ON" };
+    size_t lens[8 + PLACEMENT_WORKERS_MAX] = { 6, instance_len, 5, 9, 7, 4, 2 };
     uint32_t argc = 7;
     for (uint32_t i = 0; i < opt->placement_workers; i++) {
-        n = snprintf(names[i], sizeof names[i], "w-%u", first + i);
-        assert(n > 0 && (size_t)n < sizeof names[i]);
+        lens[argc] = name_u64(names[i], sizeof names[i], "w-", 2, first + i);
         argv[argc++] = names[i];
     }
-    out_command(c, argc, argv);
+    out_command_n(c, argc, argv, lens);
 }
 
 static void out_add_worker_step(conn *c) {
     char name[24];
-    int n = snprintf(name, sizeof name, "w-%llu", (unsigned long long)c->step);
-    assert(n > 0 && (size_t)n < sizeof name);
+    size_t len = name_u64(name, sizeof name, "w-", 2, c->step);
     const char *argv[8] = { "WORKER.ADD", name, "GPUS", "8", "VRAM", "81920", "LABEL", "zone=a" };
-    out_command(c, 8, argv);
+    size_t lens[8] = { 10, len, 4, 1, 4, 5, 5, 6 };
+    out_command_n(c, 8, argv, lens);
 }
 
 /* ---- RESP reply parsing ----------------------------------------------- */
