@@ -20,10 +20,14 @@
  *   meta       "folded_seq" -> u64 (native): the index holds every record's
  *              names up to it; "layout" -> hist_layout_runs and
  *              "legacy_end" -> u64, set by the first writable open of an
- *              index made before runs (hist_layout_upgrade; legacy_end 0 in
+ *              index made before runs (hist_layout_set; legacy_end 0 in
  *              a new one); "next_run_id" (history_runs.c)
- * Store format 1 (before session 4) kept history in the main environment
- * with "folded_seq" in its meta; history_migrate moves it (see there).
+ * Store formats (the journal's meta "format"): 1 kept the history index in
+ * the main environment (before session 4; history_migrate moves it), 2 in
+ * DIR/history with a key per name (before session 9), 3 as runs. A writable
+ * open takes 1 to 2 to 3 (history_upgrade); a berth of an earlier session
+ * refuses a format it does not know rather than read the index short.
+ * Format 1 had "folded_seq" in the main environment's meta too.
  *
  * HISTORY without scattered writes, and off the commit path. An append
  * writes one touchlog entry per touching record (sequential pages,
@@ -226,7 +230,8 @@ enum {
     hist_dbs_max = 4,               /* the history environment: history, meta, runs, runlist */
     hist_layout_runs = 2,           /* history environment layout: folds write runs */
     store_format_legacy = 1,        /* history inside this environment (before session 4) */
-    store_format = 2,               /* layout of the named databases above */
+    store_format_dups = 2,          /* history in DIR/history, a key per name (before session 9) */
+    store_format = 3,               /* history in DIR/history as runs (history_runs.h) */
     grow_wait_ms_max = 2000,        /* a resize waits this long for readers */
     /* an early resize waits this long, once per map size, for readers that
      * leave when asked (berth_journal_readers_wanted): a stepped verify
@@ -912,7 +917,7 @@ static berth_jerr meta_check(lmdb_journal *j, MDB_txn *txn, char *err, size_t er
     if (rc == 0 && val.mv_size == sizeof(format)) {
         memcpy(&format, val.mv_data, sizeof(format));
     }
-    if (format != store_format && format != store_format_legacy) {
+    if (format != store_format && format != store_format_dups && format != store_format_legacy) {
         char found[pid_text_len_max];
         snprintf(found, sizeof(found), "%u", format);
         sentence(err, err_size, "the journal in %s has an unknown store format (%s)", j->dir,
@@ -978,7 +983,7 @@ static berth_jerr dbs_open(lmdb_journal *j, char *err, size_t err_size) {
         return jerr_of_mdb(rc);
     }
     berth_jerr jerr = meta_check(j, txn, err, err_size);
-    if (jerr == BERTH_J_OK && !j->read_only && j->format == store_format) {
+    if (jerr == BERTH_J_OK && !j->read_only && j->format != store_format_legacy) {
         jerr = trimmed_init(j, txn, err, err_size);
     }
     if (jerr != BERTH_J_OK) {
@@ -1653,9 +1658,13 @@ static void hist_rebuild_hint(const lmdb_journal *j, char *err, size_t err_size)
  * hist_layout_runs once folds write runs; "legacy_end" is the last record
  * whose names are in the history db, the layout before runs (duplicates
  * per name). An index made before runs has neither: all it folded is in
- * the history db. */
+ * the history db. Why a store of format 3 and these keys come in this
+ * order, see history_upgrade. */
 static const MDB_val layout_key = { 6, (void *)"layout" };
 static const MDB_val legacy_end_key = { 10, (void *)"legacy_end" };
+static const MDB_val next_run_id_key = { 11, (void *)"next_run_id" };
+static const MDB_val *const hist_layout_keys[] = { &layout_key, &legacy_end_key,
+                                                   &next_run_id_key };
 
 /* Open runs and runlist. A read-only open of an index made before runs
  * finds neither: it reads the history db alone (hist_legacy_end). */
@@ -1667,11 +1676,13 @@ static int hist_runs_dbs_open(lmdb_journal *j, MDB_txn *txn, unsigned int create
     return rc == MDB_NOTFOUND && j->read_only ? 0 : rc;
 }
 
-/* In a writable open's setup transaction: an index made before runs keeps
- * what it holds in the history db, as records 1..folded, and folds from now
- * on write runs (nothing is rewritten: a query reads both, history_folded). */
-static berth_jerr hist_layout_upgrade(lmdb_journal *j, MDB_txn *txn, uint64_t folded,
-                                      bool *map_full) {
+/* In a write transaction of a format 3 store's index: one made before runs
+ * keeps what it holds in the history db, as records 1..folded, and folds
+ * from now on write runs (nothing is rewritten: a query reads both,
+ * history_index). No-op once set. */
+static berth_jerr hist_layout_set(lmdb_journal *j, MDB_txn *txn, uint64_t folded,
+                                  bool *map_full) {
+    assert(j->format == store_format);
     uint64_t layout = 0;
     bool present = false;
     berth_jerr err = meta_u64_get(txn, j->hdbi_meta, &layout_key, &layout, &present);
@@ -1863,7 +1874,12 @@ static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err
             jerr = meta_u64_get(txn, j->hdbi_meta, &folded_key, &folded, &present);
             if (jerr == BERTH_J_OK) jerr = meta_u64_put(txn, j->hdbi_meta, &folded_key, folded,
                                                         &map_full);
-            if (jerr == BERTH_J_OK) jerr = hist_layout_upgrade(j, txn, folded, &map_full);
+            /* a store of format 2 or 1 gets its layout keys only once it
+             * is format 3 (history_open: the order is what keeps a berth
+             * before session 9 away from runs) */
+            if (jerr == BERTH_J_OK && j->format == store_format) {
+                jerr = hist_layout_set(j, txn, folded, &map_full);
+            }
         }
         if (rc == 0 && jerr == BERTH_J_OK) {
             rc = mdb_txn_commit(txn);   /* keeps the handles; writable: synced */
@@ -1931,7 +1947,7 @@ static berth_jerr migrate_finish_body(lmdb_journal *j, MDB_txn *txn, void *arg, 
         return put_err(rc, map_full);
     }
     berth_jerr err = meta_u64_put(txn, j->dbi_meta, &trimmed_key, m->folded, map_full);
-    uint32_t format = store_format;
+    uint32_t format = store_format_dups;   /* then history_open's step to runs */
     MDB_val key = format_key;
     MDB_val val = { sizeof(format), &format };
     if (err == BERTH_J_OK) {
@@ -1998,9 +2014,14 @@ static berth_jerr migrate_copy(lmdb_journal *j, uint64_t folded, uint64_t *copie
     bool map_full = false;
     berth_jerr err = rc == MDB_NOTFOUND ? BERTH_J_OK : jerr_of_mdb(rc);
     if (err == BERTH_J_OK) err = meta_u64_put(wtxn, j->hdbi_meta, &folded_key, folded, &map_full);
-    /* what was copied is the history db's part: records 1..folded */
-    if (err == BERTH_J_OK) err = meta_u64_put(wtxn, j->hdbi_meta, &legacy_end_key, folded,
-                                              &map_full);
+    /* no layout keys: the copy is an index of the layout before runs (a
+     * stale environment's are dropped), which history_open then upgrades */
+    for (size_t k = 0; k < sizeof(hist_layout_keys) / sizeof(hist_layout_keys[0]) &&
+                       err == BERTH_J_OK; k++) {
+        MDB_val layout = *hist_layout_keys[k];
+        rc = mdb_del(wtxn, j->hdbi_meta, &layout, NULL);
+        err = rc == 0 || rc == MDB_NOTFOUND ? BERTH_J_OK : jerr_of_mdb(rc);
+    }
     if (err == BERTH_J_OK) {
         rc = mdb_txn_commit(wtxn);
         wtxn = NULL;
@@ -2069,11 +2090,70 @@ static berth_jerr history_migrate(lmdb_journal *j, char *err, size_t err_size) {
                  berth_jerr_name(jerr));
         return jerr;
     }
-    j->format = store_format;
+    j->format = store_format_dups;
     j->trimmed_seq = folded;
     fprintf(stderr, "berth journal: moved the history index of %s into %s/history "
             "(%llu entries, records up to seq %llu; store format 1 -> 2)\n", j->dir, j->dir,
             (unsigned long long)copied, (unsigned long long)folded);
+    return BERTH_J_OK;
+}
+
+/* A store of format 2 (its index a key per name, before session 9)
+ * becomes format 3 before any run is written, in this order, each step
+ * durable before the next:
+ *   (a) the journal's format 3 (store_format_raise), so that a berth before
+ *       session 9, which would read only the history db and fold into it
+ *       past legacy_end, refuses the store from then on (unknown format);
+ *   (b) the index's layout keys, legacy_end = its folded_seq.
+ * Before (a) no run exists (the folder starts after this), so the history
+ * db holds every name up to folded_seq. A crash between (a) and (b) leaves
+ * format 3 and an index without layout keys, which every reader takes as
+ * all in the history db (hist_legacy_end) and the next writable open
+ * finishes (hist_env_open's setup, as for any format 3 store). */
+static berth_jerr store_format_raise(lmdb_journal *j, char *err, size_t err_size) {
+    assert(!j->read_only && j->format == store_format_dups);
+    j->format = store_format;
+    mutex_lock(&j->write_mutex);
+    berth_jerr jerr = meta_rewrite(j);   /* writes j->format */
+    mutex_unlock(&j->write_mutex);
+    int rc = jerr == BERTH_J_OK ? mdb_env_sync(j->env, 1) : 0;
+    if (rc != 0) {
+        atomic_store(&j->sync_failed, true);   /* after a failed sync no later one proves anything */
+        jerr = BERTH_J_IO;
+    }
+    if (jerr != BERTH_J_OK) {
+        j->format = store_format_dups;
+        sentence(err, err_size, "cannot upgrade the store in %s to format 3 (the history index"
+                 " as runs): %s", j->dir, rc != 0 ? mdb_strerror(rc) : berth_jerr_name(jerr));
+    }
+    return jerr;
+}
+
+static berth_jerr history_upgrade(lmdb_journal *j, char *err, size_t err_size) {
+    berth_jerr jerr = store_format_raise(j, err, err_size);
+    if (jerr != BERTH_J_OK) {
+        return jerr;
+    }
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(j->henv, NULL, 0, &txn);
+    uint64_t folded = 0;
+    bool map_full = false;
+    jerr = rc == 0 ? hist_folded_get(j, txn, &folded) : jerr_of_mdb(rc);
+    if (jerr == BERTH_J_OK) jerr = hist_layout_set(j, txn, folded, &map_full);
+    if (rc == 0 && jerr == BERTH_J_OK) {
+        rc = mdb_txn_commit(txn);   /* synced: LMDB's default in henv */
+        jerr = rc == 0 ? BERTH_J_OK : jerr_of_mdb(rc);
+    } else if (rc == 0) {
+        mdb_txn_abort(txn);
+    }
+    if (jerr != BERTH_J_OK) {
+        sentence(err, err_size, "cannot mark the history index of %s as runs (%s); the next"
+                 " open tries again", j->dir, berth_jerr_name(jerr));
+        return jerr;
+    }
+    fprintf(stderr, "berth journal: store %s upgraded to format 3: the history index keeps records"
+            " up to seq %llu as they are and writes the ones after them as runs\n", j->dir,
+            (unsigned long long)folded);
     return BERTH_J_OK;
 }
 
@@ -2578,7 +2658,7 @@ static berth_jerr history_open(lmdb_journal *j, uint64_t map_initial, char *err,
         sentence(err, err_size, "data directory path %s is too long%s", j->dir, "");
         return BERTH_J_INVALID;
     }
-    if (j->format == store_format && j->trimmed_seq > 0 && stat(file, &st) != 0) {
+    if (j->format != store_format_legacy && j->trimmed_seq > 0 && stat(file, &st) != 0) {
         char seq[pid_text_len_max];
         snprintf(seq, sizeof(seq), "%llu", (unsigned long long)j->trimmed_seq);
         sentence(err, err_size, "the history index %s is missing and the touch log was trimmed"
@@ -2592,6 +2672,9 @@ static berth_jerr history_open(lmdb_journal *j, uint64_t map_initial, char *err,
     }
     if (jerr == BERTH_J_OK && j->format == store_format_legacy) {
         jerr = history_migrate(j, err, err_size);
+    }
+    if (jerr == BERTH_J_OK && j->format == store_format_dups) {
+        jerr = history_upgrade(j, err, err_size);
     }
     if (jerr != BERTH_J_OK) {
         return jerr;
@@ -2695,7 +2778,7 @@ static int env_dir_remove(const char *path) {
 static berth_jerr rebuild_open(lmdb_journal *j, uint64_t map_initial, char *err,
                                size_t err_size) {
     assert(j->rebuild && !j->read_only);
-    if (j->format != store_format) {
+    if (j->format == store_format_legacy) {
         sentence(err, err_size, "the store in %s is format 1 (its history index inside"
                  " data.mdb): open it writable once (start berthd) to move the index into"
                  " %s/history first", j->dir, j->dir);
@@ -2712,7 +2795,14 @@ static berth_jerr rebuild_open(lmdb_journal *j, uint64_t map_initial, char *err,
                  strerror(rc));
         return BERTH_J_IO;
     }
-    berth_jerr jerr = hist_env_open(j, map_initial, err, err_size);
+    /* The new index is runs: the store is format 3 first (store_format_raise
+     * says why; the index in place, if it is sound, reads the same under it) */
+    berth_jerr jerr = j->format == store_format_dups ? store_format_raise(j, err, err_size)
+                                                     : BERTH_J_OK;
+    if (jerr != BERTH_J_OK) {
+        return jerr;
+    }
+    jerr = hist_env_open(j, map_initial, err, err_size);
     if (jerr != BERTH_J_OK) {
         return jerr;
     }

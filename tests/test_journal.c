@@ -2440,9 +2440,9 @@ static int child_reads_exact(const char *dir, int unused) {
     return 0;
 }
 
-/* Child: exits 0 when the main environment is format 2 with no history db. */
-static int child_migrated(const char *dir, int unused) {
-    (void)unused;
+/* Child: exits 0 when the main environment is format `want` (0: 3) with
+ * no history db. */
+static int child_migrated(const char *dir, int want) {
     MDB_env *env;
     MDB_txn *txn;
     MDB_dbi meta, history;
@@ -2456,7 +2456,7 @@ static int child_migrated(const char *dir, int unused) {
     uint32_t format = 0;
     if (mdb_get(txn, meta, &key, &val) != 0 || val.mv_size != 4) return 2;
     memcpy(&format, val.mv_data, 4);
-    if (format != 2) return 3;
+    if (format != (uint32_t)(want != 0 ? want : 3)) return 3;   /* 1 -> 2 (moved) -> 3 (runs) */
     MDB_val fk = { 10, (void *)"folded_seq" };
     if (mdb_get(txn, meta, &fk, &val) != MDB_NOTFOUND) return 4;
     if (mdb_dbi_open(txn, "history", 0, &history) != MDB_NOTFOUND) return 5;
@@ -2745,6 +2745,53 @@ static int child_runs_to_legacy(const char *dir, int unused) {
     mdb_env_close(env);
     return 0;
 }
+
+/* Child: set the journal's store format (its meta "format") to `format`. */
+static int child_set_format(const char *dir, int format) {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta;
+    if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 8) != 0 ||
+        mdb_env_open(env, dir, 0, 0600) != 0 || mdb_txn_begin(env, NULL, 0, &txn) != 0 ||
+        mdb_dbi_open(txn, "meta", 0, &meta) != 0) {
+        return 1;
+    }
+    uint32_t f = (uint32_t)format;
+    MDB_val key = { 6, (void *)"format" }, val = { sizeof(f), &f };
+    if (mdb_put(txn, meta, &key, &val, 0) != 0 || mdb_txn_commit(txn) != 0) return 2;
+    mdb_env_close(env);
+    return 0;
+}
+
+/* A store of format 2 (before session 9: its index a key per name) is read
+ * in place; the first writable open makes it format 3 (so that a berth of
+ * an earlier session refuses it rather than read the runs as missing names)
+ * before any run is written, and then folds as runs. */
+START_TEST(store_history_format2_upgrade) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, 4);
+    fold_fives(j, 0, 60);
+    close_rw(j);
+    ck_assert(in_child(child_runs_to_legacy, dir, 0));
+    ck_assert(in_child(child_set_format, dir, 2));
+    ck_assert(in_child(child_migrated, dir, 2));
+    ck_assert(in_child(child_reads_exact, dir, 0));
+    j = open_fold(dir, 4);
+    ck_assert(in_child(child_migrated, dir, 3));
+    hist_check_all(j);
+    fold_fives(j, 60, 100);
+    berth_fold_stats st;
+    ck_assert_int_eq(berth_journal_fold_stats(j, &st), BERTH_J_OK);
+    ck_assert_uint_eq(st.folded_seq, 160);
+    ck_assert_uint_eq(st.merges, 2);   /* the 20 runs after seq 60: 8 + 8 merged, 4 left */
+    ck_assert_uint_eq(st.runs, 2 + 4);
+    ck_assert(in_child(child_folded_is, dir, 160));
+    hist_check_all(j);
+    close_rw(j);
+    ck_assert(in_child(child_reads_exact, dir, 0));
+}
+END_TEST
 
 /* Child: a writer appends records 61..100 and folds them (as runs). */
 static int child_fold_more(const char *dir, int unused) {
@@ -3800,20 +3847,31 @@ START_TEST(hist_migrate_sync_fails) {
     uint32_t syncs = atomic_load(&syncs_called);
     close_rw(j);
     ck_assert_uint_gt(syncs, 0);
-    atomic_store(&syncs_called, 0);
-    atomic_store(&sync_fail_at, syncs);
+    /* The upgrade to format 3 (runs) syncs after the migration: fail the
+     * syncs from the last back until the one that is the migration's. */
     berth_journal_options o = { .history_fold_records = fold_records };
     char err[err_len_max] = "";
-    j = NULL;
-    berth_jerr rc = berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err));
-    atomic_store(&sync_fail_at, 0);
-    if (rc == BERTH_J_OK) {
-        berth_journal_close(j);
+    berth_jerr rc = BERTH_J_OK;
+    bool found = false;
+    for (uint32_t at = syncs; at > 0 && at + 8 > syncs && !found; at--) {
+        if (at < syncs) {
+            dir_fresh(dir, sizeof(dir));   /* the last try changed its store */
+            legacy_store(dir);
+        }
+        atomic_store(&syncs_called, 0);
+        atomic_store(&sync_fail_at, at);
+        j = NULL;
+        err[0] = '\0';
+        rc = berth_journal_open_lmdb(&j, dir, &o, err, sizeof(err));
+        atomic_store(&sync_fail_at, 0);
+        if (rc == BERTH_J_OK) {
+            berth_journal_close(j);
+        }
+        found = rc == BERTH_J_IO && strstr(err, "format 2") != NULL;
     }
-    ck_assert_msg(rc == BERTH_J_IO, "open: %s %s", berth_jerr_name(rc), err);
-    ck_assert_msg(strstr(err, "unchanged") == NULL && strstr(err, "format 2") != NULL,
-                  "says: %s", err);
-    ck_assert(in_child(child_migrated, dir, 0));
+    ck_assert_msg(found, "open: %s %s", berth_jerr_name(rc), err);
+    ck_assert_msg(strstr(err, "unchanged") == NULL, "says: %s", err);
+    ck_assert(in_child(child_migrated, dir, 2));   /* moved; runs at the next open */
     j = open_fold(dir, fold_records);
     hist_check_all(j);
     close_rw(j);
@@ -3994,6 +4052,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_history_migrate);
     tcase_add_test(store, store_history_runs_merge);
     tcase_add_test(store, store_history_runs_after_legacy);
+    tcase_add_test(store, store_history_format2_upgrade);
     tcase_add_test(store, store_history_run_damaged);
     tcase_add_test(store, store_history_merge_fails);
     tcase_add_test(store, store_history_killed_merging);
