@@ -94,8 +94,12 @@
  * the map is first made twice the file's used pages, as LMDB maps an
  * existing file bigger than map_size_initial at exactly its used pages)
  * and fsyncs history/ and DIR (the new files' entries),
- * and an I/O error in a history commit stops folding for this process
- * (the touch log keeps growing, queries stay exact).
+ * and an I/O error in a fold's commit stops folding for this process
+ * (the touch log keeps growing, queries stay exact). One in a merge's
+ * commit stops only merging (merge_failed): the pages it failed to write
+ * are its own new ones, which no committed tree names, and every fold
+ * after it syncs its own pages (should LMDB be left unusable, the next
+ * fold fails too and stops folding).
  *
  * Durability is LMDB's default sync: an append returns OK only after its
  * write transaction committed, and a failed batch is aborted whole, so the
