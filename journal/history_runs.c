@@ -20,6 +20,8 @@ enum {
 
 static const MDB_val next_id_key = { 11, (void *)"next_run_id" };
 
+const char *const hist_runs_db_names[hist_run_levels] = { "runs0", "runs1", "runs2" };
+
 static void be64_write(uint8_t out[8], uint64_t v) {
     for (int i = 7; i >= 0; i--) {
         out[i] = (uint8_t)(v & 0xff);
@@ -112,6 +114,23 @@ static bool item_same_key(const fold_item *x, const fold_item *y) {
     return x->kind == y->kind && x->len == y->len && memcmp(x->name, y->name, x->len) == 0;
 }
 
+/* 0, or the top level for a run too big for hist_run_fanout of it to fit
+ * one merge: it would only hold up the merges of the runs after it. Its
+ * bytes counted as hist_run_write will count them (a name's seqs once). */
+static uint32_t run_level_of(const fold_item *items, size_t count) {
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < count; i++) {
+        bool new_key = i == 0 || !item_same_key(&items[i - 1], &items[i]);
+        if (new_key) {
+            bytes += run_id_len + 1 + (uint64_t)items[i].len + node_bytes;
+        }
+        if (new_key || items[i].seq != items[i - 1].seq) {
+            bytes += sizeof(uint64_t);
+        }
+    }
+    return bytes > HIST_MERGE_BYTES_MAX / hist_run_fanout ? hist_run_level_max : 0;
+}
+
 int hist_run_write(MDB_txn *txn, const hist_runs_dbs *dbs, const fold_item *items, size_t count,
                    uint64_t first, uint64_t last, uint64_t *bytes) {
     assert(first >= 1 && first <= last);
@@ -119,10 +138,11 @@ int hist_run_write(MDB_txn *txn, const hist_runs_dbs *dbs, const fold_item *item
     if (count == 0) {
         return 0;
     }
+    uint32_t level = run_level_of(items, count);
     uint64_t id = 0;
     int rc = next_id_take(txn, dbs, &id);
     MDB_cursor *cursor = NULL;
-    if (rc == 0) rc = mdb_cursor_open(txn, dbs->runs, &cursor);
+    if (rc == 0) rc = mdb_cursor_open(txn, dbs->runs[level], &cursor);
     size_t i = 0;
     while (rc == 0 && i < count) {
         const fold_item *it = &items[i];
@@ -163,7 +183,7 @@ int hist_run_write(MDB_txn *txn, const hist_runs_dbs *dbs, const fold_item *item
         mdb_cursor_close(cursor);
     }
     if (rc == 0) {
-        hist_run run = { first, last, id, *bytes, 0 };
+        hist_run run = { first, last, id, *bytes, level };
         rc = runlist_put(txn, dbs, &run, MDB_APPEND);   /* KEYEXIST if not after every run */
     }
     return rc;
@@ -171,9 +191,9 @@ int hist_run_write(MDB_txn *txn, const hist_runs_dbs *dbs, const fold_item *item
 
 /* ---- merging ------------------------------------------------------------- */
 
-int hist_merge_plan(MDB_txn *txn, const hist_runs_dbs *dbs, hist_run plan[hist_run_fanout],
-                    bool *due) {
+int hist_merge_find(MDB_txn *txn, const hist_runs_dbs *dbs, hist_merge_plan *plan, bool *due) {
     *due = false;
+    plan->whole_level = false;
     MDB_cursor *cursor;
     int rc = mdb_cursor_open(txn, dbs->runlist, &cursor);
     if (rc != 0) {
@@ -182,7 +202,10 @@ int hist_merge_plan(MDB_txn *txn, const hist_runs_dbs *dbs, hist_run plan[hist_r
     /* From the newest run back: the first hist_run_fanout in a row of one
      * level below the top. Normally the newest are the ones due; after a
      * merge failed, runs of a level may sit between runs of a higher one,
-     * and they merge once the newer ones have. */
+     * and they merge once the newer ones have. Every run is counted, to
+     * know whether the ones found are all of their level. */
+    hist_run *found = plan->runs;
+    uint64_t per_level[hist_run_levels] = { 0 };
     MDB_val key, val;
     size_t streak = 0;
     uint64_t bytes = 0;
@@ -195,29 +218,36 @@ int hist_merge_plan(MDB_txn *txn, const hist_runs_dbs *dbs, hist_run plan[hist_r
             break;
         }
         scanned++;
-        if (streak > 0 && run.last_seq >= plan[hist_run_fanout - streak].first_seq) {
-            rc = MDB_CORRUPTED;   /* runs overlap */
-            break;
-        }
-        bool joins = streak > 0 && run.level == plan[hist_run_fanout - streak].level &&
-                     bytes + run.bytes <= HIST_MERGE_BYTES_MAX;
-        if (!joins) {
-            streak = 0;
-            bytes = 0;
-        }
-        if (run.level < hist_run_level_max && run.bytes <= HIST_MERGE_BYTES_MAX) {
-            streak++;
-            bytes += run.bytes;
-            plan[hist_run_fanout - streak] = run;
-        }
-        if (streak == hist_run_fanout) {
-            *due = true;
-            break;
+        per_level[run.level]++;
+        if (!*due) {
+            if (streak > 0 && run.last_seq >= found[hist_run_fanout - streak].first_seq) {
+                rc = MDB_CORRUPTED;   /* runs overlap */
+                break;
+            }
+            bool joins = streak > 0 && run.level == found[hist_run_fanout - streak].level &&
+                         bytes + run.bytes <= HIST_MERGE_BYTES_MAX;
+            if (!joins) {
+                streak = 0;
+                bytes = 0;
+            }
+            if (run.level < hist_run_level_max && run.bytes <= HIST_MERGE_BYTES_MAX) {
+                streak++;
+                bytes += run.bytes;
+                found[hist_run_fanout - streak] = run;
+            }
+            *due = streak == hist_run_fanout;
         }
         rc = mdb_cursor_get(cursor, &key, &val, MDB_PREV);
     }
     mdb_cursor_close(cursor);
-    return rc == MDB_NOTFOUND ? 0 : rc;
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        *due = false;
+        return rc;
+    }
+    /* with runs past the scan's limit uncounted, never take a level as whole */
+    plan->whole_level = *due && rc == MDB_NOTFOUND &&
+                        per_level[found[0].level] == hist_run_fanout;
+    return 0;
 }
 
 /* One source of a merge: a cursor over one run's keys in rtxn. */
@@ -315,10 +345,10 @@ static int merge_keys(MDB_cursor *out, merge_src *srcs, uint64_t id, uint64_t *b
     }
 }
 
-/* Delete every key of run id (in wtxn). */
-static int run_keys_delete(MDB_txn *txn, const hist_runs_dbs *dbs, uint64_t id) {
+/* Delete every key of run id from db (in wtxn), one by one. */
+static int run_keys_delete(MDB_txn *txn, MDB_dbi db, uint64_t id) {
     MDB_cursor *cursor;
-    int rc = mdb_cursor_open(txn, dbs->runs, &cursor);
+    int rc = mdb_cursor_open(txn, db, &cursor);
     if (rc != 0) {
         return rc;
     }
@@ -337,20 +367,22 @@ static int run_keys_delete(MDB_txn *txn, const hist_runs_dbs *dbs, uint64_t id) 
 }
 
 int hist_merge(MDB_txn *wtxn, MDB_txn *rtxn, const hist_runs_dbs *dbs,
-               const hist_run plan[hist_run_fanout], hist_run *merged) {
-    assert(plan[0].level < hist_run_level_max);
+               const hist_merge_plan *plan, hist_run *merged) {
+    const hist_run *src_runs = plan->runs;
+    uint32_t level = src_runs[0].level;
+    assert(level < hist_run_level_max);
     merge_src srcs[hist_run_fanout];
     memset(srcs, 0, sizeof(srcs));
     uint64_t id = 0;
     int rc = next_id_take(wtxn, dbs, &id);
     for (size_t k = 0; k < hist_run_fanout && rc == 0; k++) {
-        assert(plan[k].level == plan[0].level && plan[k].id < id);
-        srcs[k].id = plan[k].id;
-        rc = mdb_cursor_open(rtxn, dbs->runs, &srcs[k].cursor);
+        assert(src_runs[k].level == level && src_runs[k].id < id);
+        srcs[k].id = src_runs[k].id;
+        rc = mdb_cursor_open(rtxn, dbs->runs[level], &srcs[k].cursor);
         if (rc == 0) rc = src_first(&srcs[k]);
     }
     MDB_cursor *out = NULL;
-    if (rc == 0) rc = mdb_cursor_open(wtxn, dbs->runs, &out);
+    if (rc == 0) rc = mdb_cursor_open(wtxn, dbs->runs[level + 1], &out);
     uint64_t bytes = 0;
     if (rc == 0) rc = merge_keys(out, srcs, id, &bytes);
     if (out != NULL) {
@@ -361,17 +393,22 @@ int hist_merge(MDB_txn *wtxn, MDB_txn *rtxn, const hist_runs_dbs *dbs,
             mdb_cursor_close(srcs[k].cursor);
         }
     }
+    if (rc == 0 && plan->whole_level) {
+        rc = mdb_drop(wtxn, dbs->runs[level], 0);   /* frees its pages without touching keys */
+    }
     for (size_t k = 0; k < hist_run_fanout && rc == 0; k++) {
-        rc = run_keys_delete(wtxn, dbs, plan[k].id);
+        if (!plan->whole_level) {
+            rc = run_keys_delete(wtxn, dbs->runs[level], src_runs[k].id);
+        }
         if (rc == 0 && k > 0) {
             uint8_t key_bytes[runlist_key_len];
-            be64_write(key_bytes, plan[k].first_seq);
+            be64_write(key_bytes, src_runs[k].first_seq);
             MDB_val key = { sizeof(key_bytes), key_bytes };
             rc = mdb_del(wtxn, dbs->runlist, &key, NULL);
         }
     }
-    *merged = (hist_run){ plan[0].first_seq, plan[hist_run_fanout - 1].last_seq, id, bytes,
-                          plan[0].level + 1 };
+    *merged = (hist_run){ src_runs[0].first_seq, src_runs[hist_run_fanout - 1].last_seq, id, bytes,
+                          level + 1 };
     if (rc == 0) rc = runlist_put(wtxn, dbs, merged, 0);   /* in place of the oldest's entry */
     return rc;
 }
@@ -417,7 +454,7 @@ static int run_read(MDB_txn *txn, const hist_runs_dbs *dbs, const hist_run *run,
     uint8_t key_bytes[run_key_len_max];
     MDB_val key = { run_key_make(key_bytes, run->id, suffix, suffix_len), key_bytes };
     MDB_val val;
-    int rc = mdb_get(txn, dbs->runs, &key, &val);
+    int rc = mdb_get(txn, dbs->runs[run->level], &key, &val);
     if (rc != 0) {
         return rc == MDB_NOTFOUND ? 0 : rc;
     }

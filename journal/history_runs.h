@@ -15,9 +15,13 @@
  * each level below the top, plus one per 2^20 records or so at the top.
  *
  * Databases of the history environment used here:
- *   runs      (8-byte big-endian run id, kind byte, name) -> the seqs of
- *             the run's records that touched the name: native u64s,
- *             ascending, at least one
+ *   runs0, runs1, runs2  one per level: (8-byte big-endian run id, kind
+ *             byte, name) -> the seqs of the run's records that touched the
+ *             name: native u64s, ascending, at least one. A merge normally
+ *             takes every run of its level, so it empties that level's
+ *             database with mdb_drop, which frees the pages without
+ *             touching each key (deleting key by key was half a merge's
+ *             CPU); runs a failed merge left behind are deleted key by key
  *   runlist   8-byte big-endian first seq -> hist_run's other fields
  *             (native), one per run; runs never overlap; each run made
  *             (a fold's or a merge's) takes a larger id than any before
@@ -38,7 +42,8 @@
 enum {
     hist_run_fanout = 8,        /* runs of one level merged into one of the next */
     hist_run_level_max = 2,     /* runs of this level are never merged */
-    hist_plan_scan_max = 4096,  /* runs a merge plan looks back over, newest first */
+    hist_run_levels = hist_run_level_max + 1,
+    hist_plan_scan_max = 4096,  /* runs a merge plan looks over, newest first */
 };
 /* A merge writes the bytes of its runs again and deletes theirs, in one
  * transaction: bounded so it stays far below LMDB's dirty-page limit
@@ -46,22 +51,33 @@ enum {
 #define HIST_MERGE_BYTES_MAX (64ull << 20)
 
 typedef struct hist_runs_dbs {
-    MDB_dbi runs;
+    MDB_dbi runs[hist_run_levels];  /* runs0..runs2: a run's keys are in its level's */
     MDB_dbi runlist;
     MDB_dbi meta;
 } hist_runs_dbs;
+
+/* The names of runs[level] in the environment. */
+extern const char *const hist_runs_db_names[hist_run_levels];
 
 typedef struct hist_run {
     uint64_t first_seq;     /* the records it covers: first_seq..last_seq */
     uint64_t last_seq;
     uint64_t id;            /* its keys' prefix in runs */
     uint64_t bytes;         /* its keys' and values' bytes: what a merge rewrites */
-    uint32_t level;         /* 0: a fold's; L + 1: a merge of fanout runs of level L */
+    uint32_t level;         /* 0: a fold's; L + 1: a merge of fanout runs of level L;
+                             * hist_run_level_max also: a fold too big to merge */
 } hist_run;
 
+typedef struct hist_merge_plan {
+    hist_run runs[hist_run_fanout];     /* oldest first */
+    bool whole_level;                   /* they are every run of their level */
+} hist_merge_plan;
+
 /* Write items (sorted by fold_item_cmp; a repeated (name, seq) is kept
- * once) as a new run of level 0 covering first..last, after every run there
- * is (first above their last seqs). No items: no run. *bytes gets its size. */
+ * once) as a new run covering first..last, after every run there is (first
+ * above their last seqs): of level 0, or hist_run_level_max if it is too
+ * big for eight of it to merge (a rebuild's batch). No items: no run.
+ * *bytes gets its size. */
 int hist_run_write(MDB_txn *txn, const hist_runs_dbs *dbs, const fold_item *items, size_t count,
                    uint64_t first, uint64_t last, uint64_t *bytes);
 
@@ -69,15 +85,14 @@ int hist_run_write(MDB_txn *txn, const hist_runs_dbs *dbs, const fold_item *item
  * merge: all of one level below hist_run_level_max, HIST_MERGE_BYTES_MAX
  * bytes at most together; *due false when there are none. Normally these
  * are the newest runs; after a failed merge they may be older ones. */
-int hist_merge_plan(MDB_txn *txn, const hist_runs_dbs *dbs, hist_run plan[hist_run_fanout],
-                    bool *due);
+int hist_merge_find(MDB_txn *txn, const hist_runs_dbs *dbs, hist_merge_plan *plan, bool *due);
 
 /* Merge plan's runs into one run of the next level: read through rtxn (a
  * read transaction of the same committed state, so the values read stay
  * put while wtxn writes), write through wtxn, delete the sources. *merged
  * gets the new run. */
 int hist_merge(MDB_txn *wtxn, MDB_txn *rtxn, const hist_runs_dbs *dbs,
-               const hist_run plan[hist_run_fanout], hist_run *merged);
+               const hist_merge_plan *plan, hist_run *merged);
 
 /* Append to seqs[*n..cap) the seqs from..upto (ascending) of records that
  * touched key (kind byte and name), from the runs. */

@@ -231,7 +231,7 @@ enum {
     path_len_max = dir_len_max + 64,   /* DIR/history.damaged-N/lock.mdb fits */
     readers_max = 1024,             /* LMDB reader slots */
     dbs_max = 5,
-    hist_dbs_max = 4,               /* the history environment: history, meta, runs, runlist */
+    hist_dbs_max = 6,               /* the history environment: history, meta, runlist, runs0..2 */
     hist_layout_runs = 2,           /* history environment layout: folds write runs */
     store_format_legacy = 1,        /* history inside this environment (before session 4) */
     store_format_dups = 2,          /* history in DIR/history, a key per name (before session 9) */
@@ -1674,8 +1674,10 @@ static const MDB_val *const hist_layout_keys[] = { &layout_key, &legacy_end_key,
  * finds neither: it reads the history db alone (hist_legacy_end). */
 static int hist_runs_dbs_open(lmdb_journal *j, MDB_txn *txn, unsigned int create) {
     j->hruns.meta = j->hdbi_meta;
-    int rc = mdb_dbi_open(txn, "runs", create, &j->hruns.runs);
-    if (rc == 0) rc = mdb_dbi_open(txn, "runlist", create, &j->hruns.runlist);
+    int rc = mdb_dbi_open(txn, "runlist", create, &j->hruns.runlist);
+    for (uint32_t level = 0; level < hist_run_levels && rc == 0; level++) {
+        rc = mdb_dbi_open(txn, hist_runs_db_names[level], create, &j->hruns.runs[level]);
+    }
     j->hruns_open = rc == 0;
     return rc == MDB_NOTFOUND && j->read_only ? 0 : rc;
 }
@@ -1987,7 +1989,9 @@ static berth_jerr migrate_copy(lmdb_journal *j, uint64_t folded, uint64_t *copie
     MDB_txn *wtxn = NULL;
     if (rc == 0) rc = mdb_txn_begin(j->henv, NULL, 0, &wtxn);
     if (rc == 0) rc = mdb_drop(wtxn, j->hdbi_history, 0);
-    if (rc == 0) rc = mdb_drop(wtxn, j->hruns.runs, 0);   /* empty: no fold ran before this */
+    for (uint32_t level = 0; level < hist_run_levels && rc == 0; level++) {
+        rc = mdb_drop(wtxn, j->hruns.runs[level], 0);   /* empty: no fold ran before this */
+    }
     if (rc == 0) rc = mdb_drop(wtxn, j->hruns.runlist, 0);
     MDB_cursor *from = NULL;
     MDB_cursor *to = NULL;
@@ -2321,8 +2325,7 @@ void berth_journal_lmdb_merge_hook_set(berth_lmdb_merge_hook hook) {
  * are read through a read transaction begun after the write one, on the
  * same state (the folder is henv's one writer), so the values they point
  * to stay where they are while the merge writes and deletes. */
-static berth_jerr merge_write(lmdb_journal *j, const hist_run plan[hist_run_fanout],
-                              bool *map_full) {
+static berth_jerr merge_write(lmdb_journal *j, const hist_merge_plan *plan, bool *map_full) {
     *map_full = false;
     MDB_txn *wtxn;
     int rc = mdb_txn_begin(j->henv, NULL, 0, &wtxn);
@@ -2346,7 +2349,7 @@ static berth_jerr merge_write(lmdb_journal *j, const hist_run plan[hist_run_fano
         mdb_txn_abort(wtxn);
         return err;
     }
-    assert(merged.first_seq == plan[0].first_seq && merged.level == plan[0].level + 1);
+    assert(merged.first_seq == plan->runs[0].first_seq && merged.level == plan->runs[0].level + 1);
     rc = mdb_txn_commit(wtxn);
     if (rc != 0) {
         *map_full = rc == MDB_MAP_FULL;
@@ -2375,13 +2378,13 @@ static void merge_failed(lmdb_journal *j, berth_jerr err) {
  * length; and count them for INFO. */
 static void hist_merge_due(lmdb_journal *j) {
     for (uint32_t merges = 0; merges <= hist_run_level_max; merges++) {
-        hist_run plan[hist_run_fanout];
+        hist_merge_plan plan;
         bool due = false;
         uint64_t runs = 0;
         MDB_txn *txn;
         berth_jerr err = hist_read_begin(j, &txn);
         if (err == BERTH_J_OK) {
-            int rc = hist_merge_plan(txn, &j->hruns, plan, &due);
+            int rc = hist_merge_find(txn, &j->hruns, &plan, &due);
             if (rc == 0) rc = hist_runs_count(txn, &j->hruns, &runs);
             err = rc == 0 ? BERTH_J_OK : jerr_of_mdb(rc);
             hist_read_end(j, txn);
@@ -2395,7 +2398,7 @@ static void hist_merge_due(lmdb_journal *j) {
         }
         uint64_t bytes = 0;
         for (size_t k = 0; k < hist_run_fanout; k++) {
-            bytes += plan[k].bytes;
+            bytes += plan.runs[k].bytes;
         }
         uint64_t need = 2 * bytes + grow_slack_bytes;   /* written again; deleted pages freed at commit */
         map_use use = map_use_of(j->henv, j->hpage_size);
@@ -2404,7 +2407,7 @@ static void hist_merge_due(lmdb_journal *j) {
         }
         for (uint32_t attempt = 0; attempt < grow_attempts_max; attempt++) {
             bool map_full = false;
-            err = merge_write(j, plan, &map_full);
+            err = merge_write(j, &plan, &map_full);
             if (!map_full) {
                 break;
             }

@@ -36,6 +36,7 @@
 #include "backend.h"
 #include "berth_limits.h"
 #include "fold_sort.h"
+#include "history_runs.h"
 
 #include "test_asan.h"
 #include "test_valgrind.h"
@@ -1908,19 +1909,24 @@ static int u64_meta(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *out) 
 
 /* The runs (journal/history_runs.h), read with LMDB directly: every run's
  * seqs ascend within its range, no two runs overlap, none reaches past
- * folded_seq, and each key's run id is one runlist names. Clears
- * history_bounded otherwise; MDB_NOTFOUND when it could read them. */
+ * folded_seq, and each key's run id is one runlist names at the level of
+ * the database it is in. Clears history_bounded otherwise; MDB_NOTFOUND
+ * when it could read them. */
 static int runs_bounded(MDB_txn *txn, fold_state *st) {
-    MDB_dbi runs, runlist;
-    int open_rc = mdb_dbi_open(txn, "runs", 0, &runs);
+    MDB_dbi runs[hist_run_levels], runlist;
+    int open_rc = mdb_dbi_open(txn, "runlist", 0, &runlist);
     if (open_rc == MDB_NOTFOUND) {
         return MDB_NOTFOUND;   /* an index made before runs */
     }
-    if (open_rc != 0 || mdb_dbi_open(txn, "runlist", 0, &runlist) != 0) {
+    for (uint32_t l = 0; l < hist_run_levels && open_rc == 0; l++) {
+        open_rc = mdb_dbi_open(txn, hist_runs_db_names[l], 0, &runs[l]);
+    }
+    if (open_rc != 0) {
         return 8;
     }
     enum { ids_max = 256 };
     uint64_t ids[ids_max], firsts[ids_max], lasts[ids_max];
+    uint32_t levels[ids_max];
     size_t nruns = 0;
     MDB_cursor *cursor;
     MDB_val key, val;
@@ -1935,6 +1941,7 @@ static int runs_bounded(MDB_txn *txn, fold_state *st) {
         for (int i = 0; i < 8; i++) first = (first << 8) | b[i];
         memcpy(&lasts[nruns], val.mv_data, 8);
         memcpy(&ids[nruns], (const uint8_t *)val.mv_data + 8, 8);
+        memcpy(&levels[nruns], (const uint8_t *)val.mv_data + 24, 4);
         firsts[nruns] = first;
         st->history_bounded = st->history_bounded && first > prev_last &&
                               lasts[nruns] >= first && lasts[nruns] <= st->folded;
@@ -1943,25 +1950,28 @@ static int runs_bounded(MDB_txn *txn, fold_state *st) {
     }
     mdb_cursor_close(cursor);
     if (rc != MDB_NOTFOUND) return 11;
-    if (mdb_cursor_open(txn, runs, &cursor) != 0) return 12;
-    for (rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
-        const uint8_t *b = key.mv_data;
-        uint64_t id = 0;
-        for (int i = 0; i < 8 && key.mv_size >= 8; i++) id = (id << 8) | b[i];
-        size_t r = 0;
-        while (r < nruns && ids[r] != id) r++;
-        bool ok = key.mv_size > 9 && r < nruns && val.mv_size > 0 && val.mv_size % 8 == 0;
-        uint64_t prev = 0;
-        for (size_t i = 0; ok && i < val.mv_size / 8; i++) {
-            uint64_t seq;
-            memcpy(&seq, (const uint8_t *)val.mv_data + 8 * i, 8);
-            ok = seq > prev && seq >= firsts[r] && seq <= lasts[r];
-            prev = seq;
+    for (uint32_t l = 0; l < hist_run_levels && rc == MDB_NOTFOUND; l++) {
+        if (mdb_cursor_open(txn, runs[l], &cursor) != 0) return 12;
+        for (rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+            const uint8_t *b = key.mv_data;
+            uint64_t id = 0;
+            for (int i = 0; i < 8 && key.mv_size >= 8; i++) id = (id << 8) | b[i];
+            size_t r = 0;
+            while (r < nruns && ids[r] != id) r++;
+            bool ok = key.mv_size > 9 && r < nruns && levels[r] == l && val.mv_size > 0 &&
+                      val.mv_size % 8 == 0;
+            uint64_t prev = 0;
+            for (size_t i = 0; ok && i < val.mv_size / 8; i++) {
+                uint64_t seq;
+                memcpy(&seq, (const uint8_t *)val.mv_data + 8 * i, 8);
+                ok = seq > prev && seq >= firsts[r] && seq <= lasts[r];
+                prev = seq;
+            }
+            st->history_bounded = st->history_bounded && ok;
         }
-        st->history_bounded = st->history_bounded && ok;
+        mdb_cursor_close(cursor);
     }
-    mdb_cursor_close(cursor);
     return rc;
 }
 
@@ -2710,37 +2720,43 @@ static int child_runs_to_legacy(const char *dir, int unused) {
     (void)unused;
     MDB_env *env = hist_env_raw(dir, 0);
     MDB_txn *txn;
-    MDB_dbi meta, history, runs, runlist;
+    MDB_dbi meta, history, runs[hist_run_levels], runlist;
     if (env == NULL || mdb_txn_begin(env, NULL, 0, &txn) != 0 ||
         mdb_dbi_open(txn, "meta", 0, &meta) != 0 ||
         mdb_dbi_open(txn, "history", MDB_DUPSORT | MDB_DUPFIXED, &history) != 0 ||
-        mdb_dbi_open(txn, "runs", 0, &runs) != 0 || mdb_dbi_open(txn, "runlist", 0, &runlist) != 0) {
+        mdb_dbi_open(txn, "runlist", 0, &runlist) != 0) {
         return 1;
     }
     MDB_cursor *cursor;
     MDB_val key, val;
-    if (mdb_cursor_open(txn, runs, &cursor) != 0) return 2;
-    int rc;
-    for (rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
-        MDB_val hk = { key.mv_size - 8, (uint8_t *)key.mv_data + 8 };
-        for (size_t i = 0; i < val.mv_size / 8; i++) {
-            uint64_t seq;
-            memcpy(&seq, (const uint8_t *)val.mv_data + 8 * i, 8);
-            uint8_t be[8];
-            for (int b = 0; b < 8; b++) be[b] = (uint8_t)(seq >> (56 - 8 * b));
-            MDB_val hv = { 8, be };
-            if (mdb_put(txn, history, &hk, &hv, 0) != 0) return 3;
+    int rc = MDB_NOTFOUND;
+    for (uint32_t l = 0; l < hist_run_levels && rc == MDB_NOTFOUND; l++) {
+        if (mdb_dbi_open(txn, hist_runs_db_names[l], 0, &runs[l]) != 0) return 1;
+        if (mdb_cursor_open(txn, runs[l], &cursor) != 0) return 2;
+        for (rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+            MDB_val hk = { key.mv_size - 8, (uint8_t *)key.mv_data + 8 };
+            for (size_t i = 0; i < val.mv_size / 8; i++) {
+                uint64_t seq;
+                memcpy(&seq, (const uint8_t *)val.mv_data + 8 * i, 8);
+                uint8_t be[8];
+                for (int b = 0; b < 8; b++) be[b] = (uint8_t)(seq >> (56 - 8 * b));
+                MDB_val hv = { 8, be };
+                if (mdb_put(txn, history, &hk, &hv, 0) != 0) return 3;
+            }
         }
+        mdb_cursor_close(cursor);
     }
-    mdb_cursor_close(cursor);
     if (rc != MDB_NOTFOUND) return 4;
     const char *keys[] = { "layout", "legacy_end", "next_run_id" };
     for (size_t k = 0; k < 3; k++) {
         MDB_val mk = { strlen(keys[k]), (void *)keys[k] };
         if (mdb_del(txn, meta, &mk, NULL) != 0) return 5;
     }
-    if (mdb_drop(txn, runs, 1) != 0 || mdb_drop(txn, runlist, 1) != 0) return 6;
+    for (uint32_t l = 0; l < hist_run_levels; l++) {
+        if (mdb_drop(txn, runs[l], 1) != 0) return 6;
+    }
+    if (mdb_drop(txn, runlist, 1) != 0) return 6;
     if (mdb_txn_commit(txn) != 0) return 7;
     mdb_env_close(env);
     return 0;
@@ -2852,14 +2868,13 @@ START_TEST(store_history_runs_after_legacy) {
 }
 END_TEST
 
-/* Child: cut one runs value to 7 bytes (w1's, in the first run). */
-static int child_cut_run_value(const char *dir, int unused) {
-    (void)unused;
+/* Child: cut one runs value to 7 bytes (w1's, in the first run of level `level`). */
+static int child_cut_run_value(const char *dir, int level) {
     MDB_env *env = hist_env_raw(dir, 0);
     MDB_txn *txn;
     MDB_dbi runs;
     if (env == NULL || mdb_txn_begin(env, NULL, 0, &txn) != 0 ||
-        mdb_dbi_open(txn, "runs", 0, &runs) != 0) {
+        mdb_dbi_open(txn, hist_runs_db_names[level], 0, &runs) != 0) {
         return 1;
     }
     MDB_cursor *cursor;
@@ -2891,7 +2906,7 @@ START_TEST(store_history_run_damaged) {
         settle(j);
     }
     close_rw(j);
-    ck_assert(in_child(child_cut_run_value, dir, 0));
+    ck_assert(in_child(child_cut_run_value, dir, 1));   /* 8 folds: one run of level 1 */
     berth_journal_options ro = { .read_only = true, .no_lock = true };
     ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &ro, NULL, 0), BERTH_J_OK);
     berth_journal_reader *r;
