@@ -66,6 +66,15 @@ if(TARGET berthd)
                      bash ${CMAKE_CURRENT_SOURCE_DIR}/server/scenario_words.sh)
     set_tests_properties(server_scenario_words PROPERTIES TIMEOUT 90 LABELS server)
   endif()
+  # watch_readers.sh: a WATCH catch-up with LMDB's reader table full (held by
+  # hold_readers.c) waits for the next tick rather than spinning the loop.
+  add_executable(hold_readers ${CMAKE_CURRENT_SOURCE_DIR}/server/hold_readers.c)
+  target_link_libraries(hold_readers PRIVATE PkgConfig::LMDB)
+  add_test(NAME server_watch_readers
+           COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
+                   HOLD_READERS=$<TARGET_FILE:hold_readers>
+                   bash ${CMAKE_CURRENT_SOURCE_DIR}/server/watch_readers.sh)
+  set_tests_properties(server_watch_readers PROPERTIES TIMEOUT 90 LABELS server)
   add_test(NAME server_park
            COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
                    BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>

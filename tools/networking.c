@@ -946,6 +946,7 @@ static void net_tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     ev_tstamp now = ev_now(loop);
     ev_tstamp prev_tick = s->tick_prev;
     s->tick_prev = now;
+    s->watch_reader_failed = false;   /* watch_pump tries a reader again */
     dlink *l = s->clients.next;
     while (l != &s->clients) {
         client *c = DLINK_OWNER(l, client, link_all);

@@ -293,6 +293,8 @@ typedef struct server {
     size_t scratch_cap;
     reply_buf watch_resp2;              /* one commit's records encoded once */
     reply_buf watch_resp3;
+    bool watch_reader_failed;           /* catch-up could not open a reader: retry at the
+                                           next tick, not on every turn of the loop */
     job_queue jobs;
     server_stats stats;
     ev_tstamp started_at;

@@ -109,7 +109,7 @@ static berth_jerr watch_catch_up(client *c, berth_journal_reader *reader, uint64
 }
 
 void watch_pump(server *s) {
-    if (s->watcher_count == 0) {
+    if (s->watcher_count == 0 || s->watch_reader_failed) {
         return;
     }
     uint64_t head = batch_durable_head(s);
@@ -122,8 +122,15 @@ void watch_pump(server *s) {
             continue;
         }
         while (c->watch_next_seq <= head && reply_pending(&c->out) < low_water) {
-            if (reader == NULL && berth_journal_reader_open(s->journal, &reader) != BERTH_J_OK) {
-                server_log("WATCH catch-up: cannot open a journal reader; will retry");
+            berth_jerr open_err = reader == NULL ? berth_journal_reader_open(s->journal, &reader)
+                                                 : BERTH_J_OK;
+            if (open_err != BERTH_J_OK) {
+                /* (LMDB's reader table full, say.) The watchers wait for the
+                 * next tick: retrying at once would spin the loop, which
+                 * watch_ready keeps from blocking while they are behind. */
+                server_log("WATCH catch-up: cannot open a journal reader (%s); retrying at the"
+                           " next tick", berth_jerr_name(open_err));
+                s->watch_reader_failed = true;
                 return;
             }
             berth_jerr err = watch_catch_up(c, reader, head);
@@ -148,7 +155,7 @@ void watch_pump(server *s) {
  * the kernel at once, and then no write readiness would wake the loop for
  * the next chunk: the loop must not block while this holds. */
 bool watch_ready(server *s) {
-    if (s->watcher_count == 0) {
+    if (s->watcher_count == 0 || s->watch_reader_failed) {
         return false;
     }
     uint64_t head = batch_durable_head(s);
