@@ -18,8 +18,12 @@
  *
  * Usage: bench_engine [--records N] [--workers W] [--data DIR] [--runs R]
  *                     [--seed S] [--keep] [--only PHASE[,PHASE...]]
+ *                     [--append-batch 1|64|1024|4096]
  * --only picks phases (ceilings, replay, verify, apply, append, memory) so one
  * can be profiled alone under perf; the journal is built or reused either way.
+ * --append-batch appends at that one batch size only (for perf, strace). The
+ * append lines give CPU per record beside the rate: on this shared machine
+ * the rate moves with other jobs' disk syncs, the CPU much less.
  * --data defaults to a new directory under $TMPDIR, else /work, else /tmp;
  * it is removed at the end unless --keep. With --keep, a later run with the
  * same --data, --records, --workers and --seed reuses the built journal. */
@@ -99,6 +103,7 @@ typedef struct options {
     uint64_t seed;
     bool keep;
     uint32_t phases;                /* PHASE_* bits to measure */
+    uint32_t append_batch;          /* --append-batch: the one batch size to append at; 0: all */
     char data[PATH_LEN_MAX];
     bool data_given;
 } options;
@@ -150,6 +155,7 @@ typedef struct figure {
     uint32_t cpu_runs;              /* runs with a CPU split (replay, verify) */
     double cpu_ns[RUNS_MAX];        /* per record: CPU of all the process's threads */
     double caller_ns[RUNS_MAX];     /* per record: CPU of the calling (applying) thread */
+    const char *caller;             /* what the calling thread does; NULL: "applying" */
 } figure;
 
 static int cmp_double(const void *a, const void *b) {
@@ -228,8 +234,9 @@ static void figure_print(const figure *f, const char *unit, double target, const
             if (f->cpu_ns[i] < cpu_lo) cpu_lo = f->cpu_ns[i];
             if (f->cpu_ns[i] > cpu_hi) cpu_hi = f->cpu_ns[i];
         }
-        printf("  %-34s CPU %.0f ns per record, all threads [%.0f..%.0f]; the applying thread %.0f, "
-               "the others %.0f (medians)\n", "", total, cpu_lo, cpu_hi, caller, total - caller);
+        printf("  %-34s CPU %.0f ns per record, all threads [%.0f..%.0f]; the %s thread %.0f, "
+               "the others %.0f (medians)\n", "", total, cpu_lo, cpu_hi, f->caller != NULL ? f->caller : "applying",
+               caller, total - caller);
     }
 }
 
@@ -718,7 +725,7 @@ static int append_source_load(const sample *s, append_source *src) {
 /* Append `total` records in batches of `batch` into a fresh journal in dir,
  * durably (the store's default sync), timing only the appends. */
 static int append_once(const append_source *src, const char *dir, uint32_t batch, uint64_t total, uint64_t *ns,
-                       uint64_t *written) {
+                       uint64_t *written, cpu_mark *c0, cpu_mark *c1) {
     if (remove_tree(dir) != 0) return -1;
     berth_journal *j = NULL;
     char err[ERR_LEN_MAX];
@@ -731,6 +738,7 @@ static int append_once(const append_source *src, const char *dir, uint32_t batch
     uint64_t seq = 0;
     int rc = 0;
     uint64_t w0 = io_written_bytes();
+    *c0 = cpu_now();
     uint64_t t0 = now_ns();
     while (seq < total && rc == 0) {
         uint32_t n = (uint32_t)(total - seq < batch ? total - seq : batch);
@@ -743,6 +751,7 @@ static int append_once(const append_source *src, const char *dir, uint32_t batch
         seq += n;
     }
     *ns = now_ns() - t0;
+    *c1 = cpu_now();
     *written = io_written_bytes() - w0;
     berth_journal_close(j);
     if (remove_tree(dir) != 0) return -1;
@@ -888,7 +897,8 @@ static int measure_memory(berth_journal_reader *reader, const options *o) {
 
 static int usage(void) {
     fprintf(stderr, "usage: bench_engine [--records N] [--workers W] [--data DIR] [--runs R] [--seed S] [--keep]\n"
-                    "                    [--only ceilings,replay,verify,apply,append,memory]\n");
+                    "                    [--only ceilings,replay,verify,apply,append,memory]\n"
+                    "                    [--append-batch 1|64|1024|4096]\n");
     return 2;
 }
 
@@ -910,6 +920,13 @@ static int parse_phases(const char *text, uint32_t *out) {
         p += len + (p[len] == ',');
     }
     return *out ? 0 : -1;
+}
+
+static bool append_batch_known(uint64_t v) {
+    for (uint32_t k = 0; k < APPEND_SIZES; k++) {
+        if (append_batch_sizes[k] == v) return true;
+    }
+    return false;
 }
 
 static bool parse_u64_arg(const char *text, uint64_t *out) {
@@ -951,6 +968,8 @@ static int parse_args(int argc, char **argv, options *o) {
             o->runs = (uint32_t)v;
         } else if (strcmp(a, "--seed") == 0) {
             o->seed = v;
+        } else if (strcmp(a, "--append-batch") == 0 && append_batch_known(v)) {
+            o->append_batch = (uint32_t)v;
         } else {
             return -1;
         }
@@ -1008,6 +1027,7 @@ static int measure_append(const options *o, const sample *s, results *res) {
     uint64_t ns = 0;
     int rc = append_source_load(s, &src);
     for (uint32_t k = 0; k < APPEND_SIZES && rc == 0; k++) {
+        if (o->append_batch != 0 && append_batch_sizes[k] != o->append_batch) continue;
         char dir[PATH_LEN_MAX], name[64];
         snprintf(name, sizeof name, "append-b%u", append_batch_sizes[k]);
         rc = path_join(dir, o->data, name);
@@ -1015,8 +1035,10 @@ static int measure_append(const options *o, const sample *s, results *res) {
         if (total > o->records) total = o->records;
         for (uint32_t r = 0; r < o->runs && rc == 0; r++) {
             uint64_t written = 0;
-            rc = append_once(&src, dir, append_batch_sizes[k], total, &ns, &written);
+            cpu_mark c0 = { 0, 0 }, c1 = { 0, 0 };
+            rc = append_once(&src, dir, append_batch_sizes[k], total, &ns, &written, &c0, &c1);
             if (rc == 0) figure_add(&res->append[k], total, ns);
+            if (rc == 0) figure_add_cpu(&res->append[k], total, c0, c1);
             res->append[k].written_bytes += written;
         }
     }
@@ -1151,8 +1173,10 @@ static int run(options *o) {
         .hash = { "SHA-256 alone (in memory)" }, .replay = { "replay from genesis" },
         .verify = { "verify" }, .apply = { "apply in memory, with sentences" },
         .apply_quiet = { "apply in memory, quiet (replay's)" },
-        .append = { { "append batch 1 (durable)" }, { "append batch 64 (durable)" },
-                    { "append batch 1024 (durable)" }, { "append batch 4096 (durable)" } },
+        .append = { { "append batch 1 (durable)", .caller = "appending" },
+                    { "append batch 64 (durable)", .caller = "appending" },
+                    { "append batch 1024 (durable)", .caller = "appending" },
+                    { "append batch 4096 (durable)", .caller = "appending" } },
     };
     if (rc == 0) rc = measure_reads(o, reader, &b, &res);
     if (rc == 0) print_results(o, &res);
