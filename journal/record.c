@@ -19,7 +19,10 @@
  *
  * Encoding runs msgpack-c's packer template, instantiated over the
  * caller's fixed buffer (no malloc, no callback per field: see "encode"),
- * and hashes with OpenSSL's SHA-256 (libcrypto).
+ * and hashes with OpenSSL's SHA-256 (libcrypto). A second instantiation,
+ * over a sink that only counts, gives a record's exact length before it is
+ * written (berth_record_encoded_len), so the LMDB store encodes straight
+ * into the room it reserved in a leaf.
  * Decoding has two roads through msgpack-c. The fast one instantiates
  * msgpack-c's own unpacker template (msgpack/unpack_template.h, shipped for
  * exactly this) with callbacks that put the body's elements into a fixed
