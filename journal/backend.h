@@ -75,8 +75,8 @@ struct berth_journal_ops {
 /* For a store's append, which encodes straight into the space it reserved
  * in a page (MDB_RESERVE) instead of copying from a scratch buffer:
  * encoded_len is the exact length berth_record_encode would write for rec
- * (once version and prev_hash are set; the hash is fixed-size), or 0 when
- * it would refuse rec. actor_checked: the caller already found rec->actor
+ * (version set; the two hashes are fixed-size, so their values do not
+ * count), or 0 when it would refuse rec. actor_checked: the caller already found rec->actor
  * a valid actor (the batch's record before had the same bytes), so its
  * scan is skipped; the other checks run. encode_sized writes the record
  * into exactly len bytes (encoded_len's answer) and sets rec->hash, as
