@@ -1404,12 +1404,13 @@ static bool actor_same(const berth_record *rec, const berth_record *before) {
 }
 
 /* Encode and put every record of the batch, chaining from the head,
- * through one cursor (and its touchlog entries through another): mdb_put opens a
- * cursor per call and walks from the root to the last leaf each time, while
- * a kept cursor stays on that leaf. Each record is encoded in place: its
- * exact length first, then MDB_RESERVE makes room for it in the leaf and
- * the encoder writes and hashes it there (no copy from a scratch buffer;
- * LMDB asks that the room be filled before the next put, and it is). */
+ * through one cursor (and its touchlog entries through another): mdb_put
+ * opens a cursor per call and walks from the root to the last leaf each
+ * time, while a kept cursor stays on that leaf. Each record is encoded in
+ * place: its exact length first, then MDB_RESERVE makes room for it in the
+ * leaf and the encoder writes and hashes it there (no copy from a scratch
+ * buffer; LMDB asks that the room be filled before the next put, and it
+ * is). */
 static berth_jerr batch_put(lmdb_journal *j, MDB_txn *txn, berth_record *records,
                             const berth_touched *touched, size_t n, bool *map_full) {
     MDB_cursor *cursor;
