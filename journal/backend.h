@@ -72,6 +72,19 @@ struct berth_journal_ops {
                           size_t *n);
 };
 
+/* For a store's append, which encodes straight into the space it reserved
+ * in a page (MDB_RESERVE) instead of copying from a scratch buffer:
+ * encoded_len is the exact length berth_record_encode would write for rec
+ * (version set; the two hashes are fixed-size, so their values do not
+ * count), or 0 when it would refuse rec. actor_checked: the caller already
+ * found rec->actor a valid actor (the batch's record before had the same
+ * bytes), so its scan is skipped; the other checks run. encode_sized
+ * writes the record into exactly len bytes (encoded_len's answer) and sets
+ * rec->hash, as berth_record_encode does; false if it did not come to len
+ * bytes, which encoded_len's contract rules out. */
+size_t berth_record_encoded_len(const berth_record *rec, bool actor_checked);
+bool berth_record_encode_sized(berth_record *rec, uint8_t *buf, size_t len);
+
 /* LMDB backend, for tests: wake the history folder thread and wait until it
  * is idle with no fold due that it could do; returns the last fold's result
  * (OK when none ran). OK at once on a read-only open. */

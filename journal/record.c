@@ -19,7 +19,10 @@
  *
  * Encoding runs msgpack-c's packer template, instantiated over the
  * caller's fixed buffer (no malloc, no callback per field: see "encode"),
- * and hashes with OpenSSL's SHA-256 (libcrypto).
+ * and hashes with OpenSSL's SHA-256 (libcrypto). A second instantiation,
+ * over a sink that only counts, gives a record's exact length before it is
+ * written (berth_record_encoded_len), so the LMDB store encodes straight
+ * into the room it reserved in a leaf.
  * Decoding has two roads through msgpack-c. The fast one instantiates
  * msgpack-c's own unpacker template (msgpack/unpack_template.h, shipped for
  * exactly this) with callbacks that put the body's elements into a fixed
@@ -49,7 +52,7 @@
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/sha.h>
 
-#include "journal.h"
+#include "backend.h"   /* journal.h, and the encode seam a store uses */
 #include "berth_limits.h"
 
 enum {
@@ -114,6 +117,29 @@ static inline int pack_sink_append(pack_sink *sink, const void *bytes, size_t le
 #define msgpack_pack_append_buffer(user, buf, len) return pack_sink_append(user, buf, len)
 #include <msgpack/pack_template.h>
 
+/* The same template over a sink that only counts: a record's exact length
+ * before it is written (berth_record_encoded_len, for MDB_RESERVE), from
+ * msgpack-c's own choice of forms, not a second copy of it. The compiler
+ * drops the bytes the template builds for a sink that never reads them. */
+typedef struct count_sink {
+    size_t len;
+} count_sink;
+
+static inline int count_sink_append(count_sink *sink, const void *bytes, size_t len) {
+    (void)bytes;
+    sink->len += len;
+    return 0;
+}
+
+#undef msgpack_pack_inline_func_cint
+#undef msgpack_pack_inline_func_fixint
+#define msgpack_pack_inline_func(name) static inline int berth_count##name
+#define msgpack_pack_inline_func_cint(name) static inline int berth_count##name
+#define msgpack_pack_inline_func_fixint(name) static inline int berth_count_fix##name
+#define msgpack_pack_user count_sink *
+#define msgpack_pack_append_buffer(user, buf, len) return count_sink_append(user, buf, len)
+#include <msgpack/pack_template.h>
+
 static bool str_fits(berth_str s, uint32_t len_min, uint32_t len_max) {
     assert(s.ptr != NULL || s.len == 0);
     return s.len >= len_min && s.len <= len_max;
@@ -125,49 +151,66 @@ static bool actor_valid(berth_str actor) {
     return actor.len == 0 || berth_name_valid(actor);
 }
 
-static bool record_fields_valid(const berth_record *rec) {
+/* actor_checked: the caller found this actor valid already (a batch's
+ * records mostly share one), so its name scan is skipped. */
+static bool record_fields_valid(const berth_record *rec, bool actor_checked) {
     return rec->version == BERTH_RECORD_VERSION && rec->seq >= 1 &&
-           str_fits(rec->actor, 0, actor_len_max) && actor_valid(rec->actor) &&
+           str_fits(rec->actor, 0, actor_len_max) && (actor_checked || actor_valid(rec->actor)) &&
            str_fits(rec->reqid, 0, reqid_len_max) &&
            str_fits(rec->command, 1, command_len_max) &&
            str_fits(rec->sentence, 0, sentence_len_max);
 }
 
-/* Return codes are folded with |: a full sink fails every later append, so
- * the sink's state at the end says the same as the first failure. */
-static int pack_str(pack_sink *sink, berth_str s) {
-    int rc = berth_pack_str(sink, s.len);
-    if (s.len > 0) {
-        rc |= berth_pack_str_body(sink, s.ptr, s.len);
-    }
-    return rc;
-}
+/* A record body's fields in order, over either instantiation of the
+ * template (P: its prefix): pack_body writes them, count_body counts their
+ * bytes. One list, so the length MDB_RESERVE gets and the bytes written
+ * cannot disagree on a field or a form. Return codes are folded with |: a
+ * full pack_sink fails every later append, so the sink's state at the end
+ * says the same as the first failure. */
+#define BODY_STR(P, sink, s)                                    \
+    do {                                                        \
+        rc |= P##_str(sink, (s).len);                           \
+        if ((s).len > 0) {                                      \
+            rc |= P##_str_body(sink, (s).ptr, (s).len);         \
+        }                                                       \
+    } while (0)
+#define BODY_FIELDS(P, sink, rec)                               \
+    do {                                                        \
+        rc |= P##_array(sink, record_fields);                   \
+        rc |= P##_uint32(sink, (rec)->version);                 \
+        rc |= P##_uint64(sink, (rec)->seq);                     \
+        rc |= P##_uint64(sink, (rec)->time_ms);                 \
+        BODY_STR(P, sink, (rec)->actor);                        \
+        BODY_STR(P, sink, (rec)->reqid);                        \
+        BODY_STR(P, sink, (rec)->command);                      \
+        rc |= P##_uint32(sink, (rec)->code);                    \
+        BODY_STR(P, sink, (rec)->sentence);                     \
+        rc |= P##_bin(sink, BERTH_HASH_LEN);                    \
+        rc |= P##_bin_body(sink, (rec)->prev_hash, BERTH_HASH_LEN); \
+    } while (0)
 
 static int pack_bin32(pack_sink *sink, const uint8_t bytes[BERTH_HASH_LEN]) {
     return berth_pack_bin(sink, BERTH_HASH_LEN) | berth_pack_bin_body(sink, bytes, BERTH_HASH_LEN);
 }
 
 static int pack_body(pack_sink *sink, const berth_record *rec) {
-    int rc = berth_pack_array(sink, record_fields);
-    rc |= berth_pack_uint32(sink, rec->version);
-    rc |= berth_pack_uint64(sink, rec->seq);
-    rc |= berth_pack_uint64(sink, rec->time_ms);
-    rc |= pack_str(sink, rec->actor);
-    rc |= pack_str(sink, rec->reqid);
-    rc |= pack_str(sink, rec->command);
-    rc |= berth_pack_uint32(sink, rec->code);
-    rc |= pack_str(sink, rec->sentence);
-    rc |= pack_bin32(sink, rec->prev_hash);
+    int rc = 0;
+    BODY_FIELDS(berth_pack, sink, rec);
     return rc;
 }
 
-size_t berth_record_encode(berth_record *rec, uint8_t *buf, size_t cap) {
-    assert(rec != NULL);
-    assert(buf != NULL || cap == 0);
-    if (!record_fields_valid(rec)) {
-        return 0;
-    }
-    size_t room = cap < BERTH_RECORD_BYTES_MAX ? cap : BERTH_RECORD_BYTES_MAX;
+static size_t count_body(const berth_record *rec) {
+    count_sink sink = { 0 };
+    int rc = 0;
+    BODY_FIELDS(berth_count, &sink, rec);
+    assert(rc == 0);   /* counting cannot fail */
+    (void)rc;
+    return sink.len;
+}
+
+/* Pack the body into buf's room, hash it, pack the hash: the record's
+ * length, or 0 when it did not fit. Fields already checked. */
+static size_t encode_checked(berth_record *rec, uint8_t *buf, size_t room) {
     pack_sink sink = { buf, buf + room };
     if (pack_body(&sink, rec) != 0) {
         return 0;
@@ -180,6 +223,29 @@ size_t berth_record_encode(berth_record *rec, uint8_t *buf, size_t cap) {
     size_t len = (size_t)(sink.at - buf);
     assert(len == body_len + hash_trailer_len && len <= room);
     return len;
+}
+
+size_t berth_record_encode(berth_record *rec, uint8_t *buf, size_t cap) {
+    assert(rec != NULL);
+    assert(buf != NULL || cap == 0);
+    if (!record_fields_valid(rec, false)) {
+        return 0;
+    }
+    return encode_checked(rec, buf, cap < BERTH_RECORD_BYTES_MAX ? cap : BERTH_RECORD_BYTES_MAX);
+}
+
+size_t berth_record_encoded_len(const berth_record *rec, bool actor_checked) {
+    assert(rec != NULL);
+    if (!record_fields_valid(rec, actor_checked)) {
+        return 0;
+    }
+    size_t len = count_body(rec) + hash_trailer_len;
+    return len <= BERTH_RECORD_BYTES_MAX ? len : 0;
+}
+
+bool berth_record_encode_sized(berth_record *rec, uint8_t *buf, size_t len) {
+    assert(rec != NULL && buf != NULL && len > 0 && len <= BERTH_RECORD_BYTES_MAX);
+    return encode_checked(rec, buf, len) == len;
 }
 
 /* ---- shape gate ------------------------------------------------------ */

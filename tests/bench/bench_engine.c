@@ -9,7 +9,10 @@
  *   verify    berth_verify over the whole chain
  *   apply     parse + apply in memory, no journal
  *   append    durable berth_journal_append of pre-built records at batch
- *             sizes 1, 64 and 1024 into a fresh journal
+ *             sizes 1, 64, 1024 and 4096 into a fresh journal (the store's
+ *             default: two syncs a commit, durable on return); at 1024 also
+ *             in berthd's one-sync mode (defer_meta_sync), with a last
+ *             sync inside the timing so every record counted is durable
  *   memory    bytes per worker and per instance, counted by a berth_allocator
  * It checks as it goes (record counts, verify ok, replay digest equal to the
  * live engine's, generator predictions equal to the engine's outcomes) and
@@ -18,8 +21,12 @@
  *
  * Usage: bench_engine [--records N] [--workers W] [--data DIR] [--runs R]
  *                     [--seed S] [--keep] [--only PHASE[,PHASE...]]
+ *                     [--append-batch 1|64|1024|4096]
  * --only picks phases (ceilings, replay, verify, apply, append, memory) so one
  * can be profiled alone under perf; the journal is built or reused either way.
+ * --append-batch appends at that one batch size only (for perf, strace). The
+ * append lines give CPU per record beside the rate: on this shared machine
+ * the rate moves with other jobs' disk syncs, the CPU much less.
  * --data defaults to a new directory under $TMPDIR, else /work, else /tmp;
  * it is removed at the end unless --keep. With --keep, a later run with the
  * same --data, --records, --workers and --seed reuses the built journal. */
@@ -55,6 +62,7 @@
 #define APPLY_RECORDS_MAX 16000000ull        /* apply-in-memory runs over this many commands (~150 B each in memory) */
 #define APPEND_SOURCE_RECORDS_MAX 65536ull   /* distinct pre-built records, cycled */
 #define APPEND_SIZES 4
+#define APPEND_ONE_SYNC_BATCH 1024u          /* the batch size also run in berthd's one-sync mode */
 #define DISK_BYTES_PER_RECORD 420ull         /* record + LMDB page/branch overhead + history index */
 #define DISK_SLACK_BYTES (2ull << 30)        /* append journals and headroom */
 #define PATH_LEN_MAX 4096
@@ -99,6 +107,7 @@ typedef struct options {
     uint64_t seed;
     bool keep;
     uint32_t phases;                /* PHASE_* bits to measure */
+    uint32_t append_batch;          /* --append-batch: the one batch size to append at; 0: all */
     char data[PATH_LEN_MAX];
     bool data_given;
 } options;
@@ -150,6 +159,7 @@ typedef struct figure {
     uint32_t cpu_runs;              /* runs with a CPU split (replay, verify) */
     double cpu_ns[RUNS_MAX];        /* per record: CPU of all the process's threads */
     double caller_ns[RUNS_MAX];     /* per record: CPU of the calling (applying) thread */
+    const char *caller;             /* what the calling thread does; NULL: "applying" */
 } figure;
 
 static int cmp_double(const void *a, const void *b) {
@@ -228,8 +238,9 @@ static void figure_print(const figure *f, const char *unit, double target, const
             if (f->cpu_ns[i] < cpu_lo) cpu_lo = f->cpu_ns[i];
             if (f->cpu_ns[i] > cpu_hi) cpu_hi = f->cpu_ns[i];
         }
-        printf("  %-34s CPU %.0f ns per record, all threads [%.0f..%.0f]; the applying thread %.0f, "
-               "the others %.0f (medians)\n", "", total, cpu_lo, cpu_hi, caller, total - caller);
+        printf("  %-34s CPU %.0f ns per record, all threads [%.0f..%.0f]; the %s thread %.0f, "
+               "the others %.0f (medians)\n", "", total, cpu_lo, cpu_hi, f->caller != NULL ? f->caller : "applying",
+               caller, total - caller);
     }
 }
 
@@ -716,14 +727,19 @@ static int append_source_load(const sample *s, append_source *src) {
 }
 
 /* Append `total` records in batches of `batch` into a fresh journal in dir,
- * durably (the store's default sync), timing only the appends. */
-static int append_once(const append_source *src, const char *dir, uint32_t batch, uint64_t total, uint64_t *ns,
-                       uint64_t *written) {
+ * durably, timing only the appends. one_sync: berthd's mode
+ * (defer_meta_sync: one disk sync a commit, each commit's making the one
+ * before it durable), with a berth_journal_sync at the end inside the
+ * timing, so every record counted is durable; otherwise the store's
+ * default (two syncs a commit, durable on return: the target's line). */
+static int append_once(const append_source *src, const char *dir, uint32_t batch, uint64_t total, bool one_sync,
+                       uint64_t *ns, uint64_t *written, cpu_mark *c0, cpu_mark *c1) {
     if (remove_tree(dir) != 0) return -1;
     berth_journal *j = NULL;
     char err[ERR_LEN_MAX];
     berth_journal_options jo;
     memset(&jo, 0, sizeof jo);
+    jo.defer_meta_sync = one_sync;
     berth_jerr e = berth_journal_open_lmdb(&j, dir, &jo, err, sizeof err);
     if (e != BERTH_J_OK) return fail("open %s: %s: %s", dir, berth_jerr_name(e), err);
     static berth_record buf[BERTH_BATCH_RECORDS_MAX];
@@ -731,6 +747,7 @@ static int append_once(const append_source *src, const char *dir, uint32_t batch
     uint64_t seq = 0;
     int rc = 0;
     uint64_t w0 = io_written_bytes();
+    *c0 = cpu_now();
     uint64_t t0 = now_ns();
     while (seq < total && rc == 0) {
         uint32_t n = (uint32_t)(total - seq < batch ? total - seq : batch);
@@ -742,7 +759,15 @@ static int append_once(const append_source *src, const char *dir, uint32_t batch
         if (e != BERTH_J_OK) rc = fail("append at seq %" PRIu64 ": %s", seq + 1, berth_jerr_name(e));
         seq += n;
     }
+    if (rc == 0 && one_sync) {
+        e = berth_journal_sync(j);
+        uint64_t durable = 0;
+        if (e == BERTH_J_OK) e = berth_journal_durable(j, &durable);
+        if (e != BERTH_J_OK) rc = fail("sync: %s", berth_jerr_name(e));
+        else if (durable != total) rc = fail("durable seq %" PRIu64 " after the sync, not %" PRIu64, durable, total);
+    }
     *ns = now_ns() - t0;
+    *c1 = cpu_now();
     *written = io_written_bytes() - w0;
     berth_journal_close(j);
     if (remove_tree(dir) != 0) return -1;
@@ -888,7 +913,8 @@ static int measure_memory(berth_journal_reader *reader, const options *o) {
 
 static int usage(void) {
     fprintf(stderr, "usage: bench_engine [--records N] [--workers W] [--data DIR] [--runs R] [--seed S] [--keep]\n"
-                    "                    [--only ceilings,replay,verify,apply,append,memory]\n");
+                    "                    [--only ceilings,replay,verify,apply,append,memory]\n"
+                    "                    [--append-batch 1|64|1024|4096]\n");
     return 2;
 }
 
@@ -910,6 +936,13 @@ static int parse_phases(const char *text, uint32_t *out) {
         p += len + (p[len] == ',');
     }
     return *out ? 0 : -1;
+}
+
+static bool append_batch_known(uint64_t v) {
+    for (uint32_t k = 0; k < APPEND_SIZES; k++) {
+        if (append_batch_sizes[k] == v) return true;
+    }
+    return false;
 }
 
 static bool parse_u64_arg(const char *text, uint64_t *out) {
@@ -951,6 +984,8 @@ static int parse_args(int argc, char **argv, options *o) {
             o->runs = (uint32_t)v;
         } else if (strcmp(a, "--seed") == 0) {
             o->seed = v;
+        } else if (strcmp(a, "--append-batch") == 0 && append_batch_known(v)) {
+            o->append_batch = (uint32_t)v;
         } else {
             return -1;
         }
@@ -965,6 +1000,7 @@ static int parse_args(int argc, char **argv, options *o) {
 typedef struct results {
     figure scan, decode, hash, replay, verify, apply, apply_quiet;
     figure append[APPEND_SIZES];
+    figure append_one_sync;         /* batch APPEND_ONE_SYNC_BATCH, defer_meta_sync */
     uint64_t journal_bytes;
 } results;
 
@@ -1008,6 +1044,7 @@ static int measure_append(const options *o, const sample *s, results *res) {
     uint64_t ns = 0;
     int rc = append_source_load(s, &src);
     for (uint32_t k = 0; k < APPEND_SIZES && rc == 0; k++) {
+        if (o->append_batch != 0 && append_batch_sizes[k] != o->append_batch) continue;
         char dir[PATH_LEN_MAX], name[64];
         snprintf(name, sizeof name, "append-b%u", append_batch_sizes[k]);
         rc = path_join(dir, o->data, name);
@@ -1015,9 +1052,17 @@ static int measure_append(const options *o, const sample *s, results *res) {
         if (total > o->records) total = o->records;
         for (uint32_t r = 0; r < o->runs && rc == 0; r++) {
             uint64_t written = 0;
-            rc = append_once(&src, dir, append_batch_sizes[k], total, &ns, &written);
+            cpu_mark c0 = { 0, 0 }, c1 = { 0, 0 };
+            rc = append_once(&src, dir, append_batch_sizes[k], total, false, &ns, &written, &c0, &c1);
             if (rc == 0) figure_add(&res->append[k], total, ns);
+            if (rc == 0) figure_add_cpu(&res->append[k], total, c0, c1);
             res->append[k].written_bytes += written;
+            if (rc != 0 || append_batch_sizes[k] != APPEND_ONE_SYNC_BATCH) continue;
+            /* Alternated with the default run, so both see the same disk. */
+            rc = append_once(&src, dir, append_batch_sizes[k], total, true, &ns, &written, &c0, &c1);
+            if (rc == 0) figure_add(&res->append_one_sync, total, ns);
+            if (rc == 0) figure_add_cpu(&res->append_one_sync, total, c0, c1);
+            res->append_one_sync.written_bytes += written;
         }
     }
     free(src.records);
@@ -1093,6 +1138,7 @@ static void print_results(const options *o, const results *res) {
                      figure_median(&res->hash) / 1e6);
         }
         figure_print(&res->append[k], "rec/s", append_batch_sizes[k] == 1024 ? TARGET_APPEND_1024 : 0, text);
+        if (append_batch_sizes[k] == APPEND_ONE_SYNC_BATCH) figure_print(&res->append_one_sync, "rec/s", 0, NULL);
     }
     printf("journal: %" PRIu64 " records, %.1f bytes per record on average (encoded)\n", o->records,
            (double)res->journal_bytes / (double)o->records);
@@ -1151,8 +1197,11 @@ static int run(options *o) {
         .hash = { "SHA-256 alone (in memory)" }, .replay = { "replay from genesis" },
         .verify = { "verify" }, .apply = { "apply in memory, with sentences" },
         .apply_quiet = { "apply in memory, quiet (replay's)" },
-        .append = { { "append batch 1 (durable)" }, { "append batch 64 (durable)" },
-                    { "append batch 1024 (durable)" }, { "append batch 4096 (durable)" } },
+        .append = { { "append batch 1 (durable)", .caller = "appending" },
+                    { "append batch 64 (durable)", .caller = "appending" },
+                    { "append batch 1024 (durable)", .caller = "appending" },
+                    { "append batch 4096 (durable)", .caller = "appending" } },
+        .append_one_sync = { "append batch 1024 (1 sync, berthd)", .caller = "appending" },
     };
     if (rc == 0) rc = measure_reads(o, reader, &b, &res);
     if (rc == 0) print_results(o, &res);
