@@ -173,6 +173,13 @@ START_TEST(test_name_valid_every_byte) {
                     bool want = name_byte_reference((unsigned char)c);
                     LOOP_ASSERT(berth_name_valid(berth_str_make(name, n)) == want,
                                 "length %u, byte 0x%02x at %u", n, c, pos);
+                    /* The one-pass check and hash: the same verdict, and the
+                     * hash the hash alone gives. */
+                    uint64_t h = 0;
+                    LOOP_ASSERT(berth_name_valid_hash(berth_str_make(name, n), &h) == want,
+                                "length %u, byte 0x%02x at %u: valid_hash", n, c, pos);
+                    LOOP_ASSERT(!want || h == berth_name_hash(berth_str_make(name, n)),
+                                "length %u, byte 0x%02x at %u: hash", n, c, pos);
                 }
                 name[pos] = (char)('a' + pos % 26);
             }
