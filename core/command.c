@@ -119,7 +119,9 @@ static const char *quote_word(berth_str w, char *out, size_t size) {
     return out;
 }
 
-static int fail(parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The error paths are cold: a journal's text never takes them, so the
+ * hot helpers below inline into the command parsers around a call. */
+static int fail(parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3), cold, noinline));
 static int fail(parser *p, const char *fmt, ...) {
     if (p->err && p->err_size > 0) {
         int n = snprintf(p->err, p->err_size, "ERR ");
@@ -133,13 +135,13 @@ static int fail(parser *p, const char *fmt, ...) {
 
 static bool at_end(const parser *p) { return p->at >= p->argc; }
 
-static int next_word(parser *p, const char *what, berth_str *out) {
+static inline int next_word(parser *p, const char *what, berth_str *out) {
     if (at_end(p)) return fail(p, "%s: missing %s", p->cmd_name, what);
     *out = p->argv[p->at++];
     return 0;
 }
 
-static int bad_name(parser *p, const char *what, berth_str name) {
+static __attribute__((cold, noinline)) int bad_name(parser *p, const char *what, berth_str name) {
     char q[80];
     quote_word(name, q, sizeof q);
     return fail(p, "%s: invalid %s '%s': names are 1-%d bytes of [A-Za-z0-9._:/-]", p->cmd_name,
@@ -147,13 +149,13 @@ static int bad_name(parser *p, const char *what, berth_str name) {
 }
 
 /* The command's own name: checked and hashed in one pass, for apply. */
-static int next_name_hash(parser *p, const char *what, berth_str *out, uint64_t *hash) {
+static inline int next_name_hash(parser *p, const char *what, berth_str *out, uint64_t *hash) {
     if (next_word(p, what, out) != 0) return -1;
     if (!berth_name_valid_hash(*out, hash)) return bad_name(p, what, *out);
     return 0;
 }
 
-static int next_name(parser *p, const char *what, berth_str *out) {
+static inline int next_name(parser *p, const char *what, berth_str *out) {
     if (next_word(p, what, out) != 0) return -1;
     if (!berth_name_valid(*out)) return bad_name(p, what, *out);
     return 0;
@@ -173,7 +175,7 @@ static int next_number(parser *p, const char *what, uint64_t min, uint64_t max, 
     return 0;
 }
 
-static int unexpected(parser *p) {
+static __attribute__((cold, noinline)) int unexpected(parser *p) {
     char q[80];
     quote_word(p->argv[p->at], q, sizeof q);
     return fail(p, "%s: unexpected word '%s'", p->cmd_name, q);
