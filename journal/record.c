@@ -460,6 +460,9 @@ static berth_jerr body_decode(const msgpack_object *body, berth_record *out,
  * read back whole: a store the load cannot be forwarded from, which cost
  * replay more time than anything else in decode (perf on 2M records). */
 typedef unsigned int flat_obj;
+/* The per-element callbacks, inlined into the template's loop: a call per
+ * element cost more than the element (GCC left some out of line). */
+#define FLAT_HOT static inline __attribute__((always_inline))
 #define FLAT_VALUE 0u
 #define FLAT_BODY 1u
 
@@ -482,23 +485,23 @@ static flat_obj flat_root(flat_user *u) {
 
 /* The next element: the version first (any other version takes the
  * careful road, which names it), then field `taken`. */
-static inline int flat_next(flat_user *u, uint32_t *i) {
+FLAT_HOT int flat_next(flat_user *u, uint32_t *i) {
     if (!u->in_array) return -1;
     *i = u->taken++;
     return 0;
 }
 
-static int flat_u64(flat_user *u, uint64_t d, flat_obj *o) {
+FLAT_HOT int flat_u64(flat_user *u, uint64_t d, flat_obj *o) {
     *o = FLAT_VALUE;
     uint32_t i;
     if (flat_next(u, &i) != 0) return -1;
     if (i == 0) return d == BERTH_RECORD_VERSION ? 0 : -1;
     return take_uint(i, d, u->out) ? 0 : -1;
 }
-static int flat_uint8(flat_user *u, uint8_t d, flat_obj *o) { return flat_u64(u, d, o); }
-static int flat_uint16(flat_user *u, uint16_t d, flat_obj *o) { return flat_u64(u, d, o); }
-static int flat_uint32(flat_user *u, uint32_t d, flat_obj *o) { return flat_u64(u, d, o); }
-static int flat_uint64(flat_user *u, uint64_t d, flat_obj *o) { return flat_u64(u, d, o); }
+FLAT_HOT int flat_uint8(flat_user *u, uint8_t d, flat_obj *o) { return flat_u64(u, d, o); }
+FLAT_HOT int flat_uint16(flat_user *u, uint16_t d, flat_obj *o) { return flat_u64(u, d, o); }
+FLAT_HOT int flat_uint32(flat_user *u, uint32_t d, flat_obj *o) { return flat_u64(u, d, o); }
+FLAT_HOT int flat_uint64(flat_user *u, uint64_t d, flat_obj *o) { return flat_u64(u, d, o); }
 
 /* msgpack-c types a non-negative signed integer as positive, as here. */
 static int flat_i64(flat_user *u, int64_t d, flat_obj *o) {
@@ -543,14 +546,14 @@ static int flat_map_item(flat_user *u, flat_obj *c, flat_obj k, flat_obj v) {
     (void)u; (void)c; (void)k; (void)v;
     return -1;
 }
-static int flat_str(flat_user *u, const char *b, const char *p, unsigned int l, flat_obj *o) {
+FLAT_HOT int flat_str(flat_user *u, const char *b, const char *p, unsigned int l, flat_obj *o) {
     (void)b;
     *o = FLAT_VALUE;
     uint32_t i;
     if (flat_next(u, &i) != 0 || !take_str(i, p, l, u->out)) return -1;
     return i == 3 && !actor_valid(u->out->actor) ? -1 : 0;
 }
-static int flat_bin(flat_user *u, const char *b, const char *p, unsigned int l, flat_obj *o) {
+FLAT_HOT int flat_bin(flat_user *u, const char *b, const char *p, unsigned int l, flat_obj *o) {
     (void)b;
     *o = FLAT_VALUE;
     uint32_t i;
