@@ -119,7 +119,9 @@ static const char *quote_word(berth_str w, char *out, size_t size) {
     return out;
 }
 
-static int fail(parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The error paths are cold: a journal's text never takes them, so the
+ * hot helpers below inline into the command parsers around a call. */
+static int fail(parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3), cold, noinline));
 static int fail(parser *p, const char *fmt, ...) {
     if (p->err && p->err_size > 0) {
         int n = snprintf(p->err, p->err_size, "ERR ");
@@ -133,13 +135,13 @@ static int fail(parser *p, const char *fmt, ...) {
 
 static bool at_end(const parser *p) { return p->at >= p->argc; }
 
-static int next_word(parser *p, const char *what, berth_str *out) {
+static inline int next_word(parser *p, const char *what, berth_str *out) {
     if (at_end(p)) return fail(p, "%s: missing %s", p->cmd_name, what);
     *out = p->argv[p->at++];
     return 0;
 }
 
-static int bad_name(parser *p, const char *what, berth_str name) {
+static __attribute__((cold, noinline)) int bad_name(parser *p, const char *what, berth_str name) {
     char q[80];
     quote_word(name, q, sizeof q);
     return fail(p, "%s: invalid %s '%s': names are 1-%d bytes of [A-Za-z0-9._:/-]", p->cmd_name,
@@ -147,13 +149,13 @@ static int bad_name(parser *p, const char *what, berth_str name) {
 }
 
 /* The command's own name: checked and hashed in one pass, for apply. */
-static int next_name_hash(parser *p, const char *what, berth_str *out, uint64_t *hash) {
+static inline int next_name_hash(parser *p, const char *what, berth_str *out, uint64_t *hash) {
     if (next_word(p, what, out) != 0) return -1;
     if (!berth_name_valid_hash(*out, hash)) return bad_name(p, what, *out);
     return 0;
 }
 
-static int next_name(parser *p, const char *what, berth_str *out) {
+static inline int next_name(parser *p, const char *what, berth_str *out) {
     if (next_word(p, what, out) != 0) return -1;
     if (!berth_name_valid(*out)) return bad_name(p, what, *out);
     return 0;
@@ -173,7 +175,7 @@ static int next_number(parser *p, const char *what, uint64_t min, uint64_t max, 
     return 0;
 }
 
-static int unexpected(parser *p) {
+static __attribute__((cold, noinline)) int unexpected(parser *p) {
     char q[80];
     quote_word(p->argv[p->at], q, sizeof q);
     return fail(p, "%s: unexpected word '%s'", p->cmd_name, q);
@@ -276,30 +278,71 @@ static int parse_gpu_list(parser *p, berth_str list, berth_str word, uint64_t *m
  * list when it is non-empty and all digits and commas, so walking back over
  * such bytes and stopping on ':' finds it, and stopping on anything else (or
  * on the word's start) means the word is all worker. */
+/* A GPU read backwards by the pass below (g from `digits` digits) into
+ * mask, if it is one a canonical list can hold: one or two digits, below
+ * 64, not listed before. */
+static inline bool place_gpu_plain(uint64_t *mask, uint32_t g, uint32_t digits) {
+    if (digits == 0 || digits > 2 || g >= BERTH_GPUS_MAX || (*mask & (1ull << g))) return false;
+    *mask |= 1ull << g;
+    return true;
+}
+
 static int parse_place(parser *p, berth_cmd *cmd, berth_str w) {
-    berth_place pl = { w, 0, true, 0 };
+    /* The place is built in locals and stored once at the end: a name
+     * stored with its 4-byte length and read back by value (8 bytes) right
+     * after is a store the load cannot be forwarded from (perf: a seventh
+     * of parse's time went to one such read). */
+    const char *worker = w.ptr;
+    uint32_t worker_len = w.len;
+    uint64_t gpu_mask = 0;
+    bool all_gpus = true;
+    /* The walk back also reads the GPUs as it passes them, so a list as
+     * berthd writes it is read once; any other (or a wrong one) is read
+     * again by parse_gpu_list, which says what is wrong. */
+    uint64_t mask = 0;
+    uint32_t g = 0, digits = 0;
+    bool plain = true;
     uint32_t i = w.len;
-    while (i > 0 && ((w.ptr[i - 1] >= '0' && w.ptr[i - 1] <= '9') || w.ptr[i - 1] == ',')) i--;
+    for (; i > 0; i--) {
+        char ch = w.ptr[i - 1];
+        if (ch >= '0' && ch <= '9') {
+            g = digits == 0 ? (uint32_t)(ch - '0') : g + 10u * (uint32_t)(ch - '0');
+            digits++;
+            continue;
+        }
+        if (ch != ',') break;
+        plain = place_gpu_plain(&mask, g, digits) && plain;
+        digits = 0;
+    }
     if (i > 0 && i < w.len && w.ptr[i - 1] == ':') {
-        pl.worker = berth_str_make(w.ptr, i - 1);
-        pl.all_gpus = false;
-        if (parse_gpu_list(p, berth_str_make(w.ptr + i, w.len - i), w, &pl.gpu_mask) != 0) return -1;
+        worker_len = i - 1;
+        all_gpus = false;
+        plain = place_gpu_plain(&mask, g, digits) && plain;
+        if (plain) {
+            gpu_mask = mask;
+        } else if (parse_gpu_list(p, berth_str_make(w.ptr + i, w.len - i), w, &gpu_mask) != 0) {
+            return -1;
+        }
     }
     char q[80];
-    if (!berth_name_valid_hash(pl.worker, &pl.worker_hash)) {
+    uint64_t worker_hash;
+    if (!berth_name_valid_hash(berth_str_make(worker, worker_len), &worker_hash)) {
         return fail(p, "%s: invalid worker name '%s': names are 1-%d bytes of [A-Za-z0-9._:/-]",
-                    p->cmd_name, quote_word(pl.worker, q, sizeof q), BERTH_NAME_LEN_MAX);
+                    p->cmd_name, quote_word(berth_str_make(worker, worker_len), q, sizeof q), BERTH_NAME_LEN_MAX);
     }
     for (uint32_t k = 0; k < cmd->place_count; k++) {
         const berth_place *o = &cmd->place[k];
-        if (o->worker_hash == pl.worker_hash && berth_str_eq(o->worker, pl.worker)) {
-            return fail(p, "%s: worker '%s' listed twice", p->cmd_name, quote_word(pl.worker, q, sizeof q));
+        if (o->worker_hash == worker_hash && o->worker.len == worker_len &&
+            memcmp(o->worker.ptr, worker, worker_len) == 0) {
+            return fail(p, "%s: worker '%s' listed twice", p->cmd_name,
+                        quote_word(berth_str_make(worker, worker_len), q, sizeof q));
         }
     }
     if (cmd->place_count == BERTH_PLACEMENT_WORKERS_MAX) {
         return fail(p, "%s: more than %d workers", p->cmd_name, BERTH_PLACEMENT_WORKERS_MAX);
     }
-    cmd->place[cmd->place_count++] = pl;
+    cmd->place[cmd->place_count++] =
+        (berth_place){ berth_str_make(worker, worker_len), gpu_mask, all_gpus, worker_hash };
     return 0;
 }
 
@@ -406,8 +449,14 @@ static int parse_words(berth_cmd *cmd, size_t argc, const berth_str *argv, size_
                        size_t err_size) {
     assert(cmd != NULL);
     assert(argv != NULL || argc == 0);
-    /* Only the scalars: the arrays are read no further than their counts. */
-    memset(cmd, 0, offsetof(berth_cmd, place));
+    /* Only the scalars: the arrays are read no further than their counts.
+     * In two pieces of at most 64 bytes, which GCC stores inline: one
+     * memset of all 104 became `rep stos`, tens of cycles to start, on
+     * every replayed record. */
+    _Static_assert(offsetof(berth_cmd, place) > 64 && offsetof(berth_cmd, place) <= 128,
+                   "the scalars are two pieces");
+    memset(cmd, 0, 64);
+    memset((char *)cmd + 64, 0, offsetof(berth_cmd, place) - 64);
     parser p = { argv, argc, 1, err, err_size, "" };
     if (argc == 0) return fail(&p, "empty command");
     cmd->kind = berth_cmd_kind_lookup(argv[0]);
@@ -598,6 +647,19 @@ bool berth_cmd_is_canonical(const berth_cmd *cmd, const char *txt, size_t len) {
     return canonical_walk(cmd, NULL, txt, len) == len;
 }
 
+/* A word stored whole, in one 16-byte store with its padding zeroed:
+ * parse reads each word back by value a few dozen instructions later, and
+ * an 8-byte read of a length stored as 4 bytes is not forwarded from the
+ * store (perf: the command's first word, read at once, stalled parse). */
+static inline void word_store(berth_str *dst, const char *ptr, size_t len) {
+#ifdef __SSE2__
+    _mm_storeu_si128((__m128i *)(void *)dst,
+                     _mm_set_epi64x((long long)(uint32_t)len, (long long)(uintptr_t)ptr));
+#else
+    *dst = berth_str_make(ptr, len);
+#endif
+}
+
 /* Replay splits every record. A memchr call per word costs more than the
  * word's bytes, so with SSE2 one compare finds every space in sixteen bytes
  * and the words are cut from the bits; the last block overlaps the one
@@ -619,7 +681,7 @@ size_t berth_cmd_split(const char *txt, size_t len, berth_str *words, size_t wor
             while (m) {
                 size_t sp = i + (size_t)__builtin_ctz(m);
                 if (n == words_max) return 0;
-                words[n++] = berth_str_make(txt + start, sp - start);
+                word_store(&words[n++], txt + start, sp - start);
                 start = sp + 1;
                 m &= m - 1;
             }
@@ -627,7 +689,7 @@ size_t berth_cmd_split(const char *txt, size_t len, berth_str *words, size_t wor
             if (i == len) break;
         }
         if (n == words_max) return 0;
-        words[n++] = berth_str_make(txt + start, len - start);
+        word_store(&words[n++], txt + start, len - start);
         return n;
     }
 #endif
@@ -636,7 +698,7 @@ size_t berth_cmd_split(const char *txt, size_t len, berth_str *words, size_t wor
         const char *sp = memchr(p, ' ', (size_t)(end - p));
         const char *stop = sp ? sp : end;
         if (n == words_max) return 0;
-        words[n++] = berth_str_make(p, (size_t)(stop - p));
+        word_store(&words[n++], p, (size_t)(stop - p));
         if (sp == NULL) return n;
         p = sp + 1;
     }

@@ -173,6 +173,13 @@ START_TEST(test_name_valid_every_byte) {
                     bool want = name_byte_reference((unsigned char)c);
                     LOOP_ASSERT(berth_name_valid(berth_str_make(name, n)) == want,
                                 "length %u, byte 0x%02x at %u", n, c, pos);
+                    /* The one-pass check and hash: the same verdict, and the
+                     * hash the hash alone gives. */
+                    uint64_t h = 0;
+                    LOOP_ASSERT(berth_name_valid_hash(berth_str_make(name, n), &h) == want,
+                                "length %u, byte 0x%02x at %u: valid_hash", n, c, pos);
+                    LOOP_ASSERT(!want || h == berth_name_hash(berth_str_make(name, n)),
+                                "length %u, byte 0x%02x at %u: hash", n, c, pos);
                 }
                 name[pos] = (char)('a' + pos % 26);
             }
@@ -895,6 +902,11 @@ static const struct {
     { "DEPLOY i1 MODEL m BACKEND b ON w:99", "ERR DEPLOY: GPU index 99 in 'w:99' is beyond 63" },
     { "DEPLOY i1 MODEL m BACKEND b ON w:064", "ERR DEPLOY: GPU index 64 in 'w:064' is beyond 63" },
     { "DEPLOY i1 MODEL m BACKEND b ON w:3,03", "ERR DEPLOY: GPU 3 listed twice in 'w:3,03'" },
+    /* The list is read backwards once; the first fault from the left is still the one named. */
+    { "DEPLOY i1 MODEL m BACKEND b ON w:64,1,1", "ERR DEPLOY: GPU index 64 in 'w:64,1,1' is beyond 63" },
+    { "DEPLOY i1 MODEL m BACKEND b ON w:1,1,64", "ERR DEPLOY: GPU 1 listed twice in 'w:1,1,64'" },
+    { "DEPLOY i1 MODEL m BACKEND b ON w:1,,1", "ERR DEPLOY: bad GPU list in 'w:1,,1'" },
+    { "DEPLOY i1 MODEL m BACKEND b ON w:100,2,2", "ERR DEPLOY: GPU index 100 in 'w:100,2,2' is beyond 63" },
     { "DEPLOY i1 MODEL m BACKEND b ON w:18446744073709551615",
       "ERR DEPLOY: GPU index 18446744073709551615 in 'w:18446744073709551615' is beyond 63" },
     { "DEPLOY i1 MODEL m BACKEND b ON w:18446744073709551616",
@@ -947,6 +959,14 @@ START_TEST(test_parse_error_texts) {
                                           BERTH_ARGS_MAX, NULL, 0), 0);
     ck_assert(str_is(c.place[0].worker, "a:b") && !c.place[0].all_gpus);
     ck_assert_uint_eq(c.place[0].gpu_mask, 1ull | 1ull << 7 | 1ull << 63);
+    /* Lists berthd would not write (three digits, out of order) read to the same GPUs. */
+    static const char line[] = "DEPLOY i1 MODEL m BACKEND b ON w:007,9,5 x:63,0 node-42 y:1,10,11";
+    ck_assert_int_eq(berth_cmd_parse_text(&c, line, sizeof line - 1, words, BERTH_ARGS_MAX, NULL, 0), 0);
+    ck_assert_uint_eq(c.place_count, 4);
+    ck_assert(str_is(c.place[0].worker, "w") && c.place[0].gpu_mask == (1ull << 5 | 1ull << 7 | 1ull << 9));
+    ck_assert(str_is(c.place[1].worker, "x") && c.place[1].gpu_mask == (1ull | 1ull << 63));
+    ck_assert(str_is(c.place[2].worker, "node-42") && c.place[2].all_gpus);
+    ck_assert(str_is(c.place[3].worker, "y") && c.place[3].gpu_mask == (1ull << 1 | 1ull << 10 | 1ull << 11));
 }
 END_TEST
 

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include <check.h>
 #include <lmdb.h>
+#include <msgpack.h>
 #include <openssl/sha.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1357,7 +1358,7 @@ END_TEST
 
 /* A hand-made record: body bytes as given, then the SHA-256 trailer. */
 typedef struct raw_record {
-    uint8_t bytes[1024];
+    uint8_t bytes[BERTH_RECORD_BYTES_MAX];   /* the fields at their limits fit */
     size_t len;
 } raw_record;
 
@@ -1469,6 +1470,179 @@ START_TEST(test_record_decode_shapes) {
         why[0] = '\0';
         ck_assert_int_eq(berth_record_decode(r.bytes, r.len, &out, why, sizeof(why)), BERTH_J_CORRUPT);
         ck_assert_msg(strncmp(why, bad[i].why, strlen(bad[i].why)) == 0, "%s: got \"%s\"", bad[i].what, why);
+    }
+}
+END_TEST
+
+/* The record layout read the slow, obvious way: msgpack-c's object API
+ * over the body, then each field against record.c's stated limits. The
+ * reference the decoder's two roads (each element taken as it arrives;
+ * the careful road over msgpack_unpack) are held to. */
+static bool ref_decode(const uint8_t *bytes, size_t len, berth_record *out) {
+    msgpack_zone zone;
+    ck_assert(msgpack_zone_init(&zone, 2048));
+    msgpack_object body;
+    size_t off = 0;
+    msgpack_unpack_return rc = msgpack_unpack((const char *)bytes, len, &off, &zone, &body);
+    bool ok = (rc == MSGPACK_UNPACK_SUCCESS || rc == MSGPACK_UNPACK_EXTRA_BYTES) &&
+              len - off == 2 + BERTH_HASH_LEN && bytes[off] == 0xc4 && bytes[off + 1] == BERTH_HASH_LEN &&
+              body.type == MSGPACK_OBJECT_ARRAY && body.via.array.size == 9;
+    const msgpack_object *f = ok ? body.via.array.ptr : NULL;
+    for (uint32_t i = 0; ok && i < 9; i++) {
+        bool is_uint = f[i].type == MSGPACK_OBJECT_POSITIVE_INTEGER;
+        bool is_str = f[i].type == MSGPACK_OBJECT_STR;
+        uint64_t u = is_uint ? f[i].via.u64 : 0;
+        uint32_t n = is_str ? f[i].via.str.size : 0;
+        berth_str str = berth_str_make(n > 0 ? f[i].via.str.ptr : "", n);
+        switch (i) {
+        case 0: ok = is_uint && u == BERTH_RECORD_VERSION; break;
+        case 1: ok = is_uint && u != 0; out->seq = u; break;
+        case 2: ok = is_uint; out->time_ms = u; break;
+        case 3: ok = is_str && (n == 0 || berth_name_valid(str)); out->actor = str; break;
+        case 4: ok = is_str && n <= BERTH_NAME_LEN_MAX; out->reqid = str; break;
+        case 5: ok = is_str && n >= 1 && n <= BERTH_COMMAND_LEN_MAX; out->command = str; break;
+        case 6: ok = is_uint && u <= UINT32_MAX; out->code = (uint32_t)u; break;
+        case 7: ok = is_str && n < BERTH_SENTENCE_LEN_MAX; out->sentence = str; break;
+        case 8:
+            ok = f[i].type == MSGPACK_OBJECT_BIN && f[i].via.bin.size == BERTH_HASH_LEN;
+            if (ok) memcpy(out->prev_hash, f[i].via.bin.ptr, BERTH_HASH_LEN);
+            break;
+        default: ok = false;
+        }
+    }
+    if (ok) {
+        out->version = BERTH_RECORD_VERSION;
+        memcpy(out->hash, bytes + off + 2, BERTH_HASH_LEN);
+    }
+    msgpack_zone_destroy(&zone);
+    return ok;
+}
+
+/* The same string: the same bytes of the input, or both empty (an empty
+ * one is a "" of the decoder's, never NULL; two files' "" need not be one). */
+static bool str_at_same(berth_str a, berth_str b) {
+    return a.len == b.len && a.ptr != NULL && b.ptr != NULL && (a.len == 0 || a.ptr == b.ptr);
+}
+
+static bool record_same(const berth_record *a, const berth_record *b) {
+    return a->version == b->version && a->seq == b->seq && a->time_ms == b->time_ms && a->code == b->code &&
+           str_at_same(a->actor, b->actor) && str_at_same(a->reqid, b->reqid) &&
+           str_at_same(a->command, b->command) && str_at_same(a->sentence, b->sentence) &&
+           memcmp(a->prev_hash, b->prev_hash, BERTH_HASH_LEN) == 0 && memcmp(a->hash, b->hash, BERTH_HASH_LEN) == 0;
+}
+
+/* berth_record_decode against ref_decode over every cut of a few records
+ * and each byte at each position set to values that change a token's type
+ * or width (not to an array16/32 or map16/32 header, whose count
+ * msgpack_unpack would size an allocation by: test_record_decode_shapes
+ * takes those). Every field just inside and just past its limit too. Both
+ * must give the same verdict, and on OK the same fields, pointing at the
+ * same bytes: the decoder accepts exactly the stated layout. */
+START_TEST(test_record_decode_matches_reference) {
+    static char text[BERTH_COMMAND_LEN_MAX + 8];   /* fields start up to 3 bytes in */
+    for (size_t i = 0; i < sizeof(text); i++) text[i] = (char)('a' + i % 26);
+    static const uint8_t values[] = { 0x00, 0x01, 0x1f, 0x7f, 0x80, 0x8f, 0x90, 0x91, 0x99, 0x9f, 0xa0, 0xa1,
+                                      0xbf, 0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xca, 0xcb, 0xcc,
+                                      0xcd, 0xce, 0xcf, 0xd0, 0xd3, 0xd4, 0xd8, 0xd9, 0xda, 0xdb, 0xe0, 0xff };
+    struct { uint64_t seq, time_ms; uint32_t actor, reqid, command, code, sentence; } shapes[] = {
+        { 1, 0, 0, 0, 1, 0, 0 },                                   /* the smallest, fixints */
+        { 258, 1700000000000ull, 5, 9, 40, 8, 31 },                /* uint16, uint64, fixstrs */
+        { 1ull << 40, 7, 128, 128, 300, UINT32_MAX, 200 },         /* str8 and str16, the name limits */
+        { 70000, 3, 17, 0, BERTH_COMMAND_LEN_MAX, 65536, BERTH_SENTENCE_LEN_MAX - 1 },   /* the text limits */
+    };
+    static uint8_t buf[BERTH_RECORD_BYTES_MAX], copy[BERTH_RECORD_BYTES_MAX];
+    uint32_t accepted = 0, refused = 0;
+    for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
+        berth_record rec = {
+            .version = BERTH_RECORD_VERSION, .seq = shapes[k].seq, .time_ms = shapes[k].time_ms,
+            .actor = berth_str_make(text, shapes[k].actor), .reqid = berth_str_make(text + 1, shapes[k].reqid),
+            .command = berth_str_make(text + 2, shapes[k].command), .code = shapes[k].code,
+            .sentence = berth_str_make(text + 3, shapes[k].sentence),
+        };
+        for (int i = 0; i < BERTH_HASH_LEN; i++) rec.prev_hash[i] = (uint8_t)(k * 7 + (size_t)i);
+        size_t len = berth_record_encode(&rec, buf, sizeof(buf));
+        ck_assert_uint_gt(len, 0);
+        /* Short records: every position; long ones: the headers and the tail. */
+        for (size_t at = 0; at < len; at++) {
+            if (len > 1024 && at > 600 && at < len - 300) continue;
+            for (size_t v = 0; v <= sizeof(values); v++) {
+                memcpy(copy, buf, len);
+                size_t n = len;
+                if (v == sizeof(values)) n = at;   /* the cut */
+                else copy[at] = values[v];
+                berth_record got, want;
+                memset(&got, 0, sizeof(got));
+                memset(&want, 0, sizeof(want));
+                char why[256];
+                bool ok = berth_record_decode(copy, n, &got, why, sizeof(why)) == BERTH_J_OK;
+                bool ref = ref_decode(copy, n, &want);
+                LOOP_ASSERT(ok == ref, "record %zu, byte %zu %s 0x%02x: decode %s, reference %s (%s)", k, at,
+                            v == sizeof(values) ? "cut" : "set to", v == sizeof(values) ? 0 : values[v],
+                            ok ? "accepts" : "refuses", ref ? "accepts" : "refuses", ok ? "" : why);
+                LOOP_ASSERT(!ok || record_same(&got, &want), "record %zu, byte %zu: fields differ", k, at);
+                if (ok) accepted++; else refused++;
+            }
+        }
+    }
+    /* Both verdicts occur: a changed string byte decodes, a changed header does not. */
+    ck_assert_uint_gt(accepted, 1000);
+    ck_assert_uint_gt(refused, 1000);
+    /* Each field just past its limit, spelt by hand (the encoder refuses them). */
+    struct { uint32_t field; uint32_t len; bool ok; } limits[] = {
+        { 3, BERTH_NAME_LEN_MAX, true }, { 3, BERTH_NAME_LEN_MAX + 1, false },
+        { 4, BERTH_NAME_LEN_MAX, true }, { 4, BERTH_NAME_LEN_MAX + 1, false },
+        { 5, 1, true }, { 5, 0, false }, { 5, BERTH_COMMAND_LEN_MAX, true }, { 5, BERTH_COMMAND_LEN_MAX + 1, false },
+        { 7, BERTH_SENTENCE_LEN_MAX - 1, true }, { 7, BERTH_SENTENCE_LEN_MAX, false },
+    };
+    for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+        static raw_record r;
+        memset(&r, 0, sizeof(r));
+        raw_byte(&r, 0x99);
+        raw_byte(&r, 1);
+        raw_byte(&r, 5);      /* seq */
+        raw_byte(&r, 0);      /* time_ms */
+        for (uint32_t fi = 3; fi <= 7; fi++) {
+            if (fi == 6) {
+                raw_byte(&r, 0);
+                continue;
+            }
+            uint32_t n = fi == limits[i].field ? limits[i].len : fi == 5 ? 3 : 0;
+            raw_byte(&r, 0xda);   /* str16 */
+            raw_byte(&r, (uint8_t)(n >> 8));
+            raw_byte(&r, (uint8_t)n);
+            raw_put(&r, text, n);
+        }
+        raw_hash32(&r, 0x22);
+        raw_seal(&r);
+        berth_record got, want;
+        bool ok = berth_record_decode(r.bytes, r.len, &got, NULL, 0) == BERTH_J_OK;
+        ck_assert_msg(ok == limits[i].ok, "field %u of %u bytes", limits[i].field, limits[i].len);
+        ck_assert(ref_decode(r.bytes, r.len, &want) == ok);
+        ck_assert(!ok || record_same(&got, &want));
+    }
+    /* seq 0, the code past u32, a negative seq and version 2: refused. */
+    struct { uint8_t version, seq_tag; uint64_t seq, code; } scalars[] = {
+        { 1, 0xcf, 0, 0 }, { 1, 0xcf, 1, UINT32_MAX + 1ull }, { 1, 0xd3, UINT64_MAX, 0 }, { 2, 0xcf, 1, 0 },
+    };
+    for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++) {
+        static raw_record r;
+        memset(&r, 0, sizeof(r));
+        raw_byte(&r, 0x99);
+        raw_byte(&r, scalars[i].version);
+        raw_byte(&r, scalars[i].seq_tag);
+        for (int b = 7; b >= 0; b--) raw_byte(&r, (uint8_t)(scalars[i].seq >> (8 * b)));
+        raw_byte(&r, 0);
+        raw_fixstr(&r, "");
+        raw_fixstr(&r, "");
+        raw_fixstr(&r, "RELEASE x");
+        raw_byte(&r, 0xcf);
+        for (int b = 7; b >= 0; b--) raw_byte(&r, (uint8_t)(scalars[i].code >> (8 * b)));
+        raw_fixstr(&r, "");
+        raw_hash32(&r, 0x33);
+        raw_seal(&r);
+        berth_record got, want;
+        ck_assert_msg(berth_record_decode(r.bytes, r.len, &got, NULL, 0) == BERTH_J_CORRUPT, "scalar case %zu", i);
+        ck_assert(!ref_decode(r.bytes, r.len, &want));
     }
 }
 END_TEST
@@ -2488,6 +2662,7 @@ static Suite *replay_suite(void) {
         { "snapshot_decode_tight", test_snapshot_decode_tightened },
         { "reqid_identity", test_reqid_identity_survives_snapshot_and_replay },
         { "record_decode_shapes", test_record_decode_shapes },
+        { "record_decode_reference", test_record_decode_matches_reference },
         { "reqid", test_reqid_retry },
         { "reqid_damage", test_reqid_damage_named },
         { "commit_time", test_commit_time_never_decreases },
