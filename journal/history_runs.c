@@ -7,6 +7,7 @@
 #include <assert.h>
 #include <string.h>
 
+#include "be64.h"
 #include "berth_limits.h"
 #include "history_runs.h"
 
@@ -22,20 +23,6 @@ static const MDB_val next_id_key = { 11, (void *)"next_run_id" };
 
 const char *const hist_runs_db_names[hist_run_levels] = { "runs0", "runs1", "runs2" };
 
-static void be64_write(uint8_t out[8], uint64_t v) {
-    for (int i = 7; i >= 0; i--) {
-        out[i] = (uint8_t)(v & 0xff);
-        v >>= 8;
-    }
-}
-
-static uint64_t be64_read(const uint8_t in[8]) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) {
-        v = (v << 8) | in[i];
-    }
-    return v;
-}
 
 static uint64_t u64_at(const uint8_t *p) {
     uint64_t v;
@@ -50,7 +37,7 @@ static int run_decode(const MDB_val *key, const MDB_val *val, hist_run *run) {
         return MDB_CORRUPTED;
     }
     const uint8_t *v = val->mv_data;
-    run->first_seq = be64_read(key->mv_data);
+    run->first_seq = be64_get(key->mv_data);
     run->last_seq = u64_at(v);
     run->id = u64_at(v + 8);
     run->bytes = u64_at(v + 16);
@@ -66,7 +53,7 @@ static int runlist_put(MDB_txn *txn, const hist_runs_dbs *dbs, const hist_run *r
                        unsigned int flags) {
     uint8_t key_bytes[runlist_key_len];
     uint8_t val_bytes[runlist_val_len];
-    be64_write(key_bytes, run->first_seq);
+    be64_put(key_bytes, run->first_seq);
     memcpy(val_bytes, &run->last_seq, 8);
     memcpy(val_bytes + 8, &run->id, 8);
     memcpy(val_bytes + 16, &run->bytes, 8);
@@ -103,7 +90,7 @@ static int next_id_take(MDB_txn *txn, const hist_runs_dbs *dbs, uint64_t *id) {
 static size_t run_key_make(uint8_t out[run_key_len_max], uint64_t id, const uint8_t *suffix,
                            size_t suffix_len) {
     assert(suffix_len >= 2 && suffix_len <= 1 + BERTH_NAME_LEN_MAX);
-    be64_write(out, id);
+    be64_put(out, id);
     memcpy(out + run_id_len, suffix, suffix_len);
     return run_id_len + suffix_len;
 }
@@ -268,7 +255,7 @@ static int src_check(merge_src *src, int rc) {
     if (rc != 0) {
         return rc;
     }
-    if (src->key.mv_size < run_id_len || be64_read(src->key.mv_data) != src->id) {
+    if (src->key.mv_size < run_id_len || be64_get(src->key.mv_data) != src->id) {
         return 0;   /* the next run's keys */
     }
     if (src->key.mv_size < run_id_len + 2 || src->key.mv_size > run_key_len_max ||
@@ -281,7 +268,7 @@ static int src_check(merge_src *src, int rc) {
 
 static int src_first(merge_src *src) {
     uint8_t prefix[run_id_len];
-    be64_write(prefix, src->id);
+    be64_put(prefix, src->id);
     src->key = (MDB_val){ sizeof(prefix), prefix };
     return src_check(src, mdb_cursor_get(src->cursor, &src->key, &src->val, MDB_SET_RANGE));
 }
@@ -353,11 +340,11 @@ static int run_keys_delete(MDB_txn *txn, MDB_dbi db, uint64_t id) {
         return rc;
     }
     uint8_t prefix[run_id_len];
-    be64_write(prefix, id);
+    be64_put(prefix, id);
     MDB_val key = { sizeof(prefix), prefix };
     MDB_val val;
     rc = mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE);
-    while (rc == 0 && key.mv_size >= run_id_len && be64_read(key.mv_data) == id) {
+    while (rc == 0 && key.mv_size >= run_id_len && be64_get(key.mv_data) == id) {
         rc = mdb_cursor_del(cursor, 0);
         /* after a delete the cursor is on the next entry, which MDB_NEXT returns */
         if (rc == 0) rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
@@ -402,7 +389,7 @@ int hist_merge(MDB_txn *wtxn, MDB_txn *rtxn, const hist_runs_dbs *dbs,
         }
         if (rc == 0 && k > 0) {
             uint8_t key_bytes[runlist_key_len];
-            be64_write(key_bytes, src_runs[k].first_seq);
+            be64_put(key_bytes, src_runs[k].first_seq);
             MDB_val key = { sizeof(key_bytes), key_bytes };
             rc = mdb_del(wtxn, dbs->runlist, &key, NULL);
         }
@@ -418,11 +405,11 @@ int hist_merge(MDB_txn *wtxn, MDB_txn *rtxn, const hist_runs_dbs *dbs,
 /* The first run whose records reach from: the one holding it, or the first after it. */
 static int run_at(MDB_cursor *cursor, uint64_t from, hist_run *run) {
     uint8_t key_bytes[runlist_key_len];
-    be64_write(key_bytes, from);
+    be64_put(key_bytes, from);
     MDB_val key = { sizeof(key_bytes), key_bytes };
     MDB_val val;
     int rc = mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE);
-    bool after = rc == 0 && be64_read(key.mv_data) == from;   /* starts right at from */
+    bool after = rc == 0 && be64_get(key.mv_data) == from;   /* starts right at from */
     if (after) {
         return run_decode(&key, &val, run);
     }

@@ -217,6 +217,7 @@
 #include <lmdb.h>
 
 #include "backend.h"
+#include "be64.h"
 #include "berth_limits.h"
 #include "fold_sort.h"
 #include "history_runs.h"
@@ -1317,20 +1318,6 @@ static berth_jerr lmdb_size(berth_journal *base, berth_journal_sizes *out) {
 
 /* ---- writes ---------------------------------------------------------- */
 
-static void be64_put(uint8_t out[8], uint64_t v) {
-    for (int i = 7; i >= 0; i--) {
-        out[i] = (uint8_t)(v & 0xff);
-        v >>= 8;
-    }
-}
-
-static uint64_t be64_get(const uint8_t in[8]) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) {
-        v = (v << 8) | in[i];
-    }
-    return v;
-}
 
 _Static_assert(BERTH_NAME_LEN_MAX <= 255, "touchlog names carry a 1-byte length");
 
@@ -2315,8 +2302,17 @@ static berth_jerr fold_gather(lmdb_journal *j, fold_work *w, uint64_t through, s
 
 /* The sorted names, as one run (history_runs.c), and folded_seq in one
  * henv transaction (synced twice: LMDB's default, off every client's path). */
-static berth_jerr fold_write(lmdb_journal *j, const fold_item *items, size_t count,
-                             uint64_t covered, bool *map_full) {
+typedef struct fold_write_arg {
+    const fold_item *items;         /* sorted */
+    size_t count;
+    uint64_t covered;               /* the new folded_seq */
+} fold_write_arg;
+
+static berth_jerr fold_write(lmdb_journal *j, const void *arg, bool *map_full) {
+    const fold_write_arg *a = arg;
+    const fold_item *items = a->items;
+    size_t count = a->count;
+    uint64_t covered = a->covered;
     *map_full = false;
     MDB_txn *txn;
     int rc = mdb_txn_begin(j->henv, NULL, 0, &txn);
@@ -2341,6 +2337,35 @@ static berth_jerr fold_write(lmdb_journal *j, const fold_item *items, size_t cou
     return BERTH_J_OK;
 }
 
+/* One henv write transaction, built and committed by write (a fold's or a
+ * merge's), growing henv's map ahead when it is over half used and again,
+ * up to its cap, each time the write finds it full. need: the bytes the
+ * write may add. */
+typedef berth_jerr (*hist_write_fn)(lmdb_journal *j, const void *arg, bool *map_full);
+static berth_jerr hist_write_growing(lmdb_journal *j, hist_write_fn write, const void *arg,
+                                     uint64_t need) {
+    map_use use = map_use_of(j->henv, j->hpage_size);
+    if (use.used_bytes + need > use.map_bytes / 2) {
+        int dead = 0;
+        (void)mdb_reader_check(j->henv, &dead);   /* killed readers may be why it filled */
+        (void)hist_map_grow(j, need, 0);   /* at the cap or readers open: the write decides */
+    }
+    berth_jerr err = BERTH_J_FULL;
+    for (uint32_t attempt = 0; attempt < grow_attempts_max; attempt++) {
+        bool map_full = false;
+        err = write(j, arg, &map_full);
+        if (!map_full) {
+            break;
+        }
+        err = hist_map_grow(j, need, grow_wait_ms_max);
+        if (err != BERTH_J_OK) {
+            break;
+        }
+        err = BERTH_J_FULL;
+    }
+    return err;
+}
+
 static berth_lmdb_merge_hook merge_hook;
 
 void berth_journal_lmdb_merge_hook_set(berth_lmdb_merge_hook hook) {
@@ -2351,7 +2376,8 @@ void berth_journal_lmdb_merge_hook_set(berth_lmdb_merge_hook hook) {
  * are read through a read transaction begun after the write one, on the
  * same state (the folder is henv's one writer), so the values they point
  * to stay where they are while the merge writes and deletes. */
-static berth_jerr merge_write(lmdb_journal *j, const hist_merge_plan *plan, bool *map_full) {
+static berth_jerr merge_write(lmdb_journal *j, const void *arg, bool *map_full) {
+    const hist_merge_plan *plan = arg;
     *map_full = false;
     MDB_txn *wtxn;
     int rc = mdb_txn_begin(j->henv, NULL, 0, &wtxn);
@@ -2426,23 +2452,8 @@ static void hist_merge_due(lmdb_journal *j) {
         for (size_t k = 0; k < hist_run_fanout; k++) {
             bytes += plan.runs[k].bytes;
         }
-        uint64_t need = 2 * bytes + grow_slack_bytes;   /* written again; deleted pages freed at commit */
-        map_use use = map_use_of(j->henv, j->hpage_size);
-        if (use.used_bytes + need > use.map_bytes / 2) {
-            (void)hist_map_grow(j, need, 0);
-        }
-        for (uint32_t attempt = 0; attempt < grow_attempts_max; attempt++) {
-            bool map_full = false;
-            err = merge_write(j, &plan, &map_full);
-            if (!map_full) {
-                break;
-            }
-            err = hist_map_grow(j, need, grow_wait_ms_max);
-            if (err != BERTH_J_OK) {
-                break;
-            }
-            err = BERTH_J_FULL;
-        }
+        /* written again; the pages it frees are free only after its commit */
+        err = hist_write_growing(j, merge_write, &plan, 2 * bytes + grow_slack_bytes);
         if (err != BERTH_J_OK) {
             merge_failed(j, err);
             return;
@@ -2460,25 +2471,8 @@ static berth_jerr fold_commit(lmdb_journal *j, fold_work *w, size_t count, uint6
                               uint64_t need) {
     assert(count <= fold_items_max && covered >= atomic_load(&j->hist_folded));
     (void)fold_sort(w->items, count);
-    berth_jerr err = BERTH_J_OK;
-    map_use use = map_use_of(j->henv, j->hpage_size);
-    if (use.used_bytes + need > use.map_bytes / 2) {
-        int dead = 0;
-        (void)mdb_reader_check(j->henv, &dead);   /* killed readers may be why it filled */
-        (void)hist_map_grow(j, need, 0);   /* at the cap or readers open: the write decides */
-    }
-    for (uint32_t attempt = 0; attempt < grow_attempts_max; attempt++) {
-        bool map_full = false;
-        err = fold_write(j, w->items, count, covered, &map_full);
-        if (!map_full) {
-            break;
-        }
-        err = hist_map_grow(j, need, grow_wait_ms_max);
-        if (err != BERTH_J_OK) {
-            break;
-        }
-        err = BERTH_J_FULL;
-    }
+    fold_write_arg arg = { w->items, count, covered };
+    berth_jerr err = hist_write_growing(j, fold_write, &arg, need);
     if (err == BERTH_J_OK) {
         atomic_store(&j->hist_folded, covered);
         atomic_fetch_add(&j->fold_count, 1);

@@ -2637,22 +2637,25 @@ START_TEST(store_history_migrate) {
 }
 END_TEST
 
+/* Append and fold 5 records at a time from head + 1 up to head + n. */
+static void fold_fives(berth_journal *j, uint64_t head, uint64_t n) {
+    for (uint64_t at = head; at < head + n; at += 5) {
+        ck_assert_int_eq(append_touched(j, at + 1, 5), BERTH_J_OK);
+        settle(j);
+    }
+}
+
 /* Runs and their merges (journal/history_runs.h): a fold every 5 records
  * over 500 writes 100 runs of level 0; every 8 of them merge into one of
  * level 1 (12 merges), the first 8 of those into one of level 2. So 9 runs
  * stay: 1 + 4 + 4. Every query, across every boundary of every level,
  * stays exact; the layout is sound; a reopen counts the same runs. */
 START_TEST(store_history_runs_merge) {
-    enum { runs_fold = 4, runs_step = 5, runs_head = 500 };
+    enum { runs_fold = 4, runs_step = 5, runs_head = 500 };   /* fold_fives: 5 a fold */
     char dir[256];
     dir_fresh(dir, sizeof(dir));
     berth_journal *j = open_fold(dir, runs_fold);
-    uint64_t head = 0;
-    while (head < runs_head) {
-        ck_assert_int_eq(append_touched(j, head + 1, runs_step), BERTH_J_OK);
-        head += runs_step;
-        settle(j);
-    }
+    fold_fives(j, 0, runs_head);
     berth_fold_stats st;
     ck_assert_int_eq(berth_journal_fold_stats(j, &st), BERTH_J_OK);
     ck_assert_uint_eq(st.folded_seq, runs_head);
@@ -2680,14 +2683,6 @@ static int merge_hook_fail(void) {
 }
 static int merge_hook_die(void) {
     _exit(42);   /* killed after the merge's writes, before its commit */
-}
-
-/* Append and fold 5 records at a time from head + 1 up to head + n. */
-static void fold_fives(berth_journal *j, uint64_t head, uint64_t n) {
-    for (uint64_t at = head; at < head + n; at += 5) {
-        ck_assert_int_eq(append_touched(j, at + 1, 5), BERTH_J_OK);
-        settle(j);
-    }
 }
 
 static void runs_are(berth_journal *j, uint64_t runs, uint64_t merges) {
@@ -2912,10 +2907,7 @@ START_TEST(store_history_runs_after_legacy) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
     berth_journal *j = open_fold(dir, 4);
-    for (uint64_t head = 0; head < 60; head += 5) {
-        ck_assert_int_eq(append_touched(j, head + 1, 5), BERTH_J_OK);
-        settle(j);
-    }
+    fold_fives(j, 0, 60);
     close_rw(j);
     ck_assert(in_child(child_runs_to_legacy, dir, 0));
     ck_assert(in_child(child_reads_exact, dir, 0));   /* the old layout, read in place */
@@ -2935,10 +2927,7 @@ START_TEST(store_history_runs_after_legacy) {
 
     j = open_fold(dir, 4);
     hist_check_all(j);
-    for (uint64_t head = 100; head < 400; head += 5) {   /* runs of level 1 and 2 */
-        ck_assert_int_eq(append_touched(j, head + 1, 5), BERTH_J_OK);
-        settle(j);
-    }
+    fold_fives(j, 100, 300);   /* runs of level 1 and 2 */
     berth_fold_stats st;
     ck_assert_int_eq(berth_journal_fold_stats(j, &st), BERTH_J_OK);
     ck_assert_uint_eq(st.folded_seq, 400);
@@ -2983,10 +2972,7 @@ START_TEST(store_history_run_damaged) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
     berth_journal *j = open_fold(dir, 4);
-    for (uint64_t head = 0; head < 40; head += 5) {
-        ck_assert_int_eq(append_touched(j, head + 1, 5), BERTH_J_OK);
-        settle(j);
-    }
+    fold_fives(j, 0, 40);
     close_rw(j);
     ck_assert(in_child(child_cut_run_value, dir, 1));   /* 8 folds: one run of level 1 */
     berth_journal_options ro = { .read_only = true, .no_lock = true };
