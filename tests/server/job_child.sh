@@ -292,7 +292,13 @@ berth_caught() {
         ended "$BERTH_PID" && ! ended "$catcher" && kill "$catcher" 2>/dev/null
         if wait "$catcher"; then
             CHILD=$(tail -n 1 "$TMP/caught")
-            return
+            # Caught after its swap (stderr, unbuffered, says so): the rebuild
+            # is done but for its exit, which a kill now cannot undo; a miss.
+            grep -q "kept the history index" "$1" || return
+            note "attempt $attempt: berth's child caught after its rebuild was done; again"
+            kill -CONT "$CHILD"
+            wait "$BERTH_PID" || fail "a rebuild caught at its end failed: $(cat "$1")"
+            continue
         fi
         wait "$BERTH_PID" || fail "an uncaught rebuild failed: $(cat "$1")"
         note "attempt $attempt: berth's child ended before it was caught; again"
