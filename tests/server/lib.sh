@@ -60,6 +60,17 @@ pick_port() {
     fail "no free loopback port"
 }
 
+# port_is_ours: the socket listening on 127.0.0.1:$PORT is one of
+# $BERTHD_PID's descriptors (/proc/net/tcp names its inode). True where
+# /proc/net/tcp is missing: nothing to check against.
+port_is_ours() {
+    [ -r /proc/net/tcp ] || return 0
+    local hexport inode
+    hexport=$(printf '%04X' "$PORT")
+    inode=$(awk -v p=":$hexport" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10; exit }' /proc/net/tcp)
+    [ -n "$inode" ] && ls -l "/proc/$BERTHD_PID/fd" 2>/dev/null | grep -q "socket:\[$inode\]"
+}
+
 # start_berthd [extra flags…]: start on $DATA and a free port (the same port
 # again on a restart, so clients need not be told), wait for PING. A port
 # taken between the pick and the bind is picked again (first start only).
@@ -89,9 +100,11 @@ start_berthd_once() {
             tail -n +"$((log_lines + 1))" "$LOG" | grep -q 'Address already in use' || fail "berthd exited on start"
             return 1
         fi
-        # Any reply counts (NOAUTH too): berthd is listening.
+        # Any reply counts (NOAUTH too), if it is ours that listens: another
+        # test's berthd that took the port while this one was stopped would
+        # answer too (one CI run then tested a stranger with no records).
         reply=$("$REDIS_CLI" -p "$PORT" PING 2>/dev/null)
-        if [ -n "$reply" ]; then RESTART_PORT=$PORT; return 0; fi
+        if [ -n "$reply" ] && port_is_ours; then RESTART_PORT=$PORT; return 0; fi
         sleep 0.025
     done
     fail "berthd did not answer PING on port $PORT within 10 s"
