@@ -101,10 +101,9 @@ static bool item_same_key(const fold_item *x, const fold_item *y) {
     return x->kind == y->kind && x->len == y->len && memcmp(x->name, y->name, x->len) == 0;
 }
 
-/* 0, or the top level for a run too big for hist_run_fanout of it to fit
- * one merge: it would only hold up the merges of the runs after it. Its
- * bytes counted as hist_run_write will count them (a name's seqs once). */
-static uint32_t run_level_of(const fold_item *items, size_t count) {
+/* The bytes a run of items takes (its keys, each name's seqs once, LMDB's
+ * node headers), before it is written: they decide its level. */
+static uint64_t run_bytes_of(const fold_item *items, size_t count) {
     uint64_t bytes = 0;
     for (size_t i = 0; i < count; i++) {
         bool new_key = i == 0 || !item_same_key(&items[i - 1], &items[i]);
@@ -115,7 +114,7 @@ static uint32_t run_level_of(const fold_item *items, size_t count) {
             bytes += sizeof(uint64_t);
         }
     }
-    return bytes > HIST_MERGE_BYTES_MAX / hist_run_fanout ? hist_run_level_max : 0;
+    return bytes;
 }
 
 int hist_run_write(MDB_txn *txn, const hist_runs_dbs *dbs, const fold_item *items, size_t count,
@@ -125,7 +124,10 @@ int hist_run_write(MDB_txn *txn, const hist_runs_dbs *dbs, const fold_item *item
     if (count == 0) {
         return 0;
     }
-    uint32_t level = run_level_of(items, count);
+    /* level 0, or the top one for a run too big for hist_run_fanout of it
+     * to fit one merge: it would only hold up the merges of the runs after it */
+    *bytes = run_bytes_of(items, count);
+    uint32_t level = *bytes > HIST_MERGE_BYTES_MAX / hist_run_fanout ? hist_run_level_max : 0;
     uint64_t id = 0;
     int rc = next_id_take(txn, dbs, &id);
     MDB_cursor *cursor = NULL;
@@ -163,7 +165,6 @@ int hist_run_write(MDB_txn *txn, const hist_runs_dbs *dbs, const fold_item *item
             }
         }
         assert(k == distinct);
-        *bytes += key.mv_size + val.mv_size + node_bytes;
         i = end;
     }
     if (cursor != NULL) {
