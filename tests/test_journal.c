@@ -2856,21 +2856,27 @@ static int child_set_format(const char *dir, int format) {
     return 0;
 }
 
+/* A fresh store (into dir) of 60 records folded 5 at a time, whose index
+ * is then turned back into the layout before runs (child_runs_to_legacy). */
+static void store_made_before_runs(char *dir, size_t size) {
+    dir_fresh(dir, size);
+    berth_journal *j = open_fold(dir, 4);
+    fold_fives(j, 0, 60);
+    close_rw(j);
+    ck_assert(in_child(child_runs_to_legacy, dir, 0));
+}
+
 /* A store of format 2 (before session 9: its index a key per name) is read
  * in place; the first writable open makes it format 3 (so that a berth of
  * an earlier session refuses it rather than read the runs as missing names)
  * before any run is written, and then folds as runs. */
 START_TEST(store_history_format2_upgrade) {
     char dir[256];
-    dir_fresh(dir, sizeof(dir));
-    berth_journal *j = open_fold(dir, 4);
-    fold_fives(j, 0, 60);
-    close_rw(j);
-    ck_assert(in_child(child_runs_to_legacy, dir, 0));
+    store_made_before_runs(dir, sizeof(dir));
     ck_assert(in_child(child_set_format, dir, 2));
     ck_assert(in_child(child_migrated, dir, 2));
     ck_assert(in_child(child_reads_exact, dir, 0));
-    j = open_fold(dir, 4);
+    berth_journal *j = open_fold(dir, 4);
     ck_assert(in_child(child_migrated, dir, 3));
     hist_check_all(j);
     fold_fives(j, 60, 100);
@@ -2905,11 +2911,7 @@ static int child_fold_more(const char *dir, int unused) {
  * answer short. */
 START_TEST(store_history_runs_after_legacy) {
     char dir[256];
-    dir_fresh(dir, sizeof(dir));
-    berth_journal *j = open_fold(dir, 4);
-    fold_fives(j, 0, 60);
-    close_rw(j);
-    ck_assert(in_child(child_runs_to_legacy, dir, 0));
+    store_made_before_runs(dir, sizeof(dir));
     ck_assert(in_child(child_reads_exact, dir, 0));   /* the old layout, read in place */
     ck_assert(in_child(child_folded_is, dir, 60));
 
@@ -2925,7 +2927,7 @@ START_TEST(store_history_runs_after_legacy) {
     berth_journal_reader_close(r);
     berth_journal_close(old_reader);
 
-    j = open_fold(dir, 4);
+    berth_journal *j = open_fold(dir, 4);
     hist_check_all(j);
     fold_fives(j, 100, 300);   /* runs of level 1 and 2 */
     berth_fold_stats st;
