@@ -24,10 +24,23 @@ uint64_t fold_prefix(char kind, const uint8_t *name, size_t len);
  * then seq: the order fold_sort leaves. A qsort comparator. */
 int fold_item_cmp(const void *a, const void *b);
 
+/* The fast path's buffers, 64 bytes per item (its references, then a copy
+ * of the items), kept from one sort to the next by a caller that sorts again
+ * and again (the folder): allocated afresh for every fold they were
+ * megabytes that the kernel mapped in and faulted page by page each time.
+ * Zero-initialise; fold_sort_scratch_free releases them. */
+typedef struct fold_sort_scratch {
+    void *block;
+    size_t items_cap;               /* items the block has room for */
+} fold_sort_scratch;
+
+void fold_sort_scratch_free(fold_sort_scratch *scratch);
+
 /* Sort items into fold_item_cmp's order (items of equal key and seq in any
  * order: they put the same pair). Fast path when the seqs never fall, as a
- * fold and a rebuild gather them; otherwise, or without memory for its 32
- * bytes per item, qsort. Returns true when it took the fast path. */
-bool fold_sort(fold_item *items, size_t n);
+ * fold and a rebuild gather them; otherwise, or without memory for its 64
+ * bytes per item, qsort. scratch may be NULL (buffers for this call only).
+ * Returns true when it took the fast path. */
+bool fold_sort(fold_item *items, size_t n, fold_sort_scratch *scratch);
 
 #endif

@@ -97,8 +97,34 @@ static size_t run_key_make(uint8_t out[run_key_len_max], uint64_t id, const uint
 
 /* ---- writing a fold's run ---------------------------------------------- */
 
+/* Sorted items compare their neighbours here twice each, and the names of a
+ * fold's instances share long stems (i-<tag>-<client>-...): libc's memcmp,
+ * a call and its setup per pair, was 7% of a fold's CPU (perf, session 10).
+ * The prefix (kind and first 7 bytes) settles most pairs that differ; the
+ * rest compare 8 bytes at a time, the last load overlapping. */
 static bool item_same_key(const fold_item *x, const fold_item *y) {
-    return x->kind == y->kind && x->len == y->len && memcmp(x->name, y->name, x->len) == 0;
+    if (x->prefix != y->prefix || x->len != y->len) {
+        return false;
+    }
+    assert(x->prefix == fold_prefix(x->kind, x->name, x->len) &&
+           y->prefix == fold_prefix(y->kind, y->name, y->len));
+    assert(x->kind == y->kind);   /* the prefix's top byte */
+    size_t n = x->len;
+    if (n <= 7) {
+        return true;   /* the prefix holds the whole name, zero-padded */
+    }
+    for (size_t i = 7; i + 8 < n; i += 8) {
+        uint64_t a, b;
+        memcpy(&a, x->name + i, 8);
+        memcpy(&b, y->name + i, 8);
+        if (a != b) {
+            return false;
+        }
+    }
+    uint64_t a, b;
+    memcpy(&a, x->name + n - 8, 8);
+    memcpy(&b, y->name + n - 8, 8);
+    return a == b;
 }
 
 /* The bytes a run of items takes (its keys, each name's seqs once, LMDB's

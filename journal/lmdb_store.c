@@ -2184,6 +2184,7 @@ static berth_jerr history_upgrade(lmdb_journal *j, char *err, size_t err_size) {
 typedef struct fold_work {
     fold_item *items;               /* fold_items_max */
     uint8_t *arena;                 /* fold_bytes_max: copies of touchlog values */
+    fold_sort_scratch sort;         /* fold_sort's buffers */
 } fold_work;
 
 /* What a fold may read: the durable head (an OS crash cannot undo it, so
@@ -2470,7 +2471,7 @@ static void hist_merge_due(lmdb_journal *j) {
 static berth_jerr fold_commit(lmdb_journal *j, fold_work *w, size_t count, uint64_t covered,
                               uint64_t need) {
     assert(count <= fold_items_max && covered >= atomic_load(&j->hist_folded));
-    (void)fold_sort(w->items, count);
+    (void)fold_sort(w->items, count, &w->sort);
     fold_write_arg arg = { w->items, count, covered };
     berth_jerr err = hist_write_growing(j, fold_write, &arg, need);
     if (err == BERTH_J_OK) {
@@ -2564,6 +2565,7 @@ static void fold_work_free(lmdb_journal *j) {
     if (w != NULL) {
         free(w->items);
         free(w->arena);
+        fold_sort_scratch_free(&w->sort);
         free(w);
         j->fold_work = NULL;
     }

@@ -4017,6 +4017,7 @@ START_TEST(fold_sort_matches_qsort) {
     static fold_item got[sort_items_max], want[sort_items_max];
     uint64_t seed = 0x2545f4914f6cdd1dull;
     size_t fast = 0;
+    fold_sort_scratch scratch = { 0 };   /* kept across trials, as the folder keeps it */
     for (int trial = 0; trial < sort_trials; trial++) {
         size_t names = 1 + (size_t)(xorshift(&seed) % sort_pool_names);
         for (size_t k = 0; k < names; k++) {
@@ -4039,7 +4040,7 @@ START_TEST(fold_sort_matches_qsort) {
         }
         memcpy(want, got, n * sizeof *got);
         qsort(want, n, sizeof *want, fold_item_cmp);
-        bool took_fast = fold_sort(got, n);
+        bool took_fast = fold_sort(got, n, &scratch);
         ck_assert_msg(fold_items_same(got, want, n), "trial %d: %zu items out of order", trial, n);
         fast += took_fast;
         ck_assert(took_fast || n >= 2);
@@ -4054,10 +4055,11 @@ START_TEST(fold_sort_matches_qsort) {
         for (size_t i = 1; i < n; i++) {
             falls = falls || got[i].seq < got[i - 1].seq;
         }
-        ck_assert(fold_sort(got, n) == !falls);
+        ck_assert(fold_sort(got, n, NULL) == !falls);
         ck_assert_msg(fold_items_same(got, want, n), "trial %d shuffled: out of order", trial);
     }
     ck_assert_uint_eq(fast, sort_trials);
+    fold_sort_scratch_free(&scratch);
 }
 END_TEST
 
@@ -4079,7 +4081,7 @@ START_TEST(fold_sort_long_runs) {
     }
     memcpy(want, got, sizeof got);
     qsort(want, count, sizeof *want, fold_item_cmp);
-    ck_assert(fold_sort(got, count));
+    ck_assert(fold_sort(got, count, NULL));
     ck_assert(fold_items_same(got, want, count));
     ck_assert_uint_eq(got[0].len, 15);   /* the shortest first */
 }
