@@ -28,7 +28,8 @@ int fold_item_cmp(const void *a, const void *b);
  * of the items), kept from one sort to the next by a caller that sorts again
  * and again (the folder): allocated afresh for every fold they were
  * megabytes that the kernel mapped in and faulted page by page each time.
- * Zero-initialise; fold_sort_scratch_free releases them. */
+ * Kept only for sorts of up to 131,072 items (8 MiB); a larger sort's go
+ * back when it ends. Zero-initialise; fold_sort_scratch_free releases them. */
 typedef struct fold_sort_scratch {
     void *block;
     size_t items_cap;               /* items the block has room for */

@@ -4087,6 +4087,49 @@ START_TEST(fold_sort_long_runs) {
 }
 END_TEST
 
+/* A kept scratch: reused by a fold-sized sort, given back after a larger
+ * one (fold_sort.h), the order right either way. */
+START_TEST(fold_sort_scratch_kept_or_freed) {
+    enum { big = (1 << 17) + 1000, small = 3000, names = 97 };
+    static char pool[names][24];
+    static uint8_t pool_len[names];
+    for (size_t k = 0; k < names; k++) {
+        pool_len[k] = (uint8_t)snprintf(pool[k], sizeof pool[k], "i-r-%zu-%zu", k % 7, k * 7919);
+    }
+    fold_item *got = malloc(big * sizeof *got);
+    fold_item *want = malloc(big * sizeof *want);
+    ck_assert(got != NULL && want != NULL);
+    fold_sort_scratch scratch = { 0 };
+    const size_t sizes[] = { small, big, small };
+    for (size_t round = 0; round < 3; round++) {
+        size_t n = sizes[round];
+        for (size_t i = 0; i < n; i++) {
+            size_t k = (i * 31 + round) % names;
+            char kind = i % 3 == 0 ? BERTH_HISTORY_WORKER : BERTH_HISTORY_INSTANCE;
+            const uint8_t *name = (const uint8_t *)pool[k];
+            got[i] = (fold_item){ .prefix = fold_prefix(kind, name, pool_len[k]), .name = name,
+                                  .seq = 1 + i / 2, .len = pool_len[k], .kind = kind };
+        }
+        memcpy(want, got, n * sizeof *got);
+        qsort(want, n, sizeof *want, fold_item_cmp);
+        void *before = scratch.block;
+        ck_assert(fold_sort(got, n, &scratch));
+        ck_assert(fold_items_same(got, want, n));
+        if (n == big) {
+            ck_assert_ptr_null(scratch.block);   /* given back */
+            ck_assert_uint_eq(scratch.items_cap, 0);
+        } else {
+            ck_assert_ptr_nonnull(scratch.block);
+            ck_assert_uint_ge(scratch.items_cap, n);
+            if (round == 0) ck_assert_ptr_null(before);
+        }
+    }
+    fold_sort_scratch_free(&scratch);
+    free(got);
+    free(want);
+}
+END_TEST
+
 static Suite *journal_suite(void) {
     Suite *s = suite_create("journal");
     TCase *codec = tcase_create("codec");
@@ -4109,6 +4152,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(codec, rebuild_without_backend_ops);
     tcase_add_test(codec, fold_sort_matches_qsort);
     tcase_add_test(codec, fold_sort_long_runs);
+    tcase_add_test(codec, fold_sort_scratch_kept_or_freed);
     tcase_set_timeout(codec, 120);
     suite_add_tcase(s, codec);
 
