@@ -210,12 +210,27 @@ REAP_WAIT_S=2
 unreaped_info() { r INFO stats | tr -d '\r' | sed -n 's/^background_job_processes_unreaped://p'; }
 expect_eq "$(unreaped_info)" 0 "INFO's unreaped job processes at first"
 # hold_child OUT: a child caught inside a step, then held by a tracer (HOLDER).
+# The tracer starts first and is told the pid once the child is caught:
+# Python's start can take seconds on a loaded machine (a pyenv shim runs
+# first), and a caught child that waited that long was killed by
+# --job-timeout before the tracer attached (an ASan stage of CI, session 10).
 hold_child() {
-    caught_reading "$1"
-    python3 "$HOLD" "$CHILD" >"$TMP/hold.out" 2>&1 &
+    rm -f "$TMP/hold.in" "$TMP/hold.out"
+    mkfifo "$TMP/hold.in"
+    python3 "$HOLD" - <"$TMP/hold.in" >"$TMP/hold.out" 2>&1 &
     HOLDER=$!; bg_pids+=("$HOLDER")
-    # Python's start can take seconds on a loaded machine (a pyenv shim
-    # runs first): wait for the tracer to show in the child's status.
+    local hold_in
+    exec {hold_in}>"$TMP/hold.in"
+    for ((i = 0; i < 600; i++)); do
+        grep -q waiting "$TMP/hold.out" && break
+        kill -0 "$HOLDER" 2>/dev/null || break
+        sleep 0.05
+    done
+    grep -q waiting "$TMP/hold.out" || fail "hold_exit.py did not start in 30 s: $(cat "$TMP/hold.out")"
+    caught_reading "$1"
+    echo "$CHILD" >&"$hold_in"
+    exec {hold_in}>&-
+    # Wait for the tracer to show in the child's status.
     for ((i = 0; i < 600; i++)); do
         grep -q ready "$TMP/hold.out" && grep -Eq '^TracerPid:[[:space:]]*[1-9]' "/proc/$CHILD/status" && break
         kill -0 "$HOLDER" 2>/dev/null || break
