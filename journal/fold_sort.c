@@ -30,11 +30,6 @@ enum {
     radix_name_bytes = fold_prefix_name_bytes + tail_name_bytes,
     radix_buckets = 256,            /* one byte per pass */
     key_bytes = 8,
-    /* A scratch is kept for sorts up to this many items (8 MiB of it): a
-     * default fold's ~49,000 fit; the buffers of a larger one (a rebuild's
-     * batch, a catch-up fold of records with many workers, up to 2M items
-     * and 128 MiB) go back once it is done, as they always did. */
-    scratch_keep_items_max = 1 << 17,
 };
 
 /* What the radix passes move: the item, and the half of its key the
@@ -177,7 +172,7 @@ static void long_runs_fix(item_ref *refs, size_t n, fold_item *items) {
 void fold_sort_scratch_free(fold_sort_scratch *scratch) {
     free(scratch->block);
     scratch->block = NULL;
-    scratch->items_cap = 0;
+    scratch->items_cap = 0;   /* keep_items_max stays: it is the owner's policy */
 }
 
 /* Two halves of n refs, then room for a copy of the items: twice what
@@ -266,7 +261,8 @@ bool fold_sort(fold_item *items, size_t n, fold_sort_scratch *scratch) {
     memcpy(items, out, n * sizeof *items);
     if (scratch == NULL) {
         free(block);
-    } else if (scratch->items_cap > scratch_keep_items_max) {
+    } else if (scratch->items_cap > (scratch->keep_items_max != 0 ? scratch->keep_items_max
+                                                                   : FOLD_SORT_KEEP_ITEMS_DEFAULT)) {
         fold_sort_scratch_free(scratch);
     }
     return true;

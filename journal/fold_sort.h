@@ -28,12 +28,17 @@ int fold_item_cmp(const void *a, const void *b);
  * of the items), kept from one sort to the next by a caller that sorts again
  * and again (the folder): allocated afresh for every fold they were
  * megabytes that the kernel mapped in and faulted page by page each time.
- * Kept only for sorts of up to 131,072 items (8 MiB); a larger sort's go
- * back when it ends. Zero-initialise; fold_sort_scratch_free releases them. */
+ * Kept after a sort of up to keep_items_max items (0: 131,072, 8 MiB, which
+ * a default fold's ~49,000 fit), so a long-running process does not keep
+ * the 128 MiB a rare huge sort took; a larger sort's go back when it ends.
+ * Zero-initialise; fold_sort_scratch_free releases them. */
 typedef struct fold_sort_scratch {
     void *block;
     size_t items_cap;               /* items the block has room for */
+    size_t keep_items_max;          /* 0: FOLD_SORT_KEEP_ITEMS_DEFAULT */
 } fold_sort_scratch;
+
+#define FOLD_SORT_KEEP_ITEMS_DEFAULT ((size_t)1 << 17)
 
 void fold_sort_scratch_free(fold_sort_scratch *scratch);
 

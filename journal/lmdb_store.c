@@ -2840,6 +2840,10 @@ static berth_jerr rebuild_open(lmdb_journal *j, uint64_t map_initial, char *err,
                  " (its buffers take 80 MiB)");
         return BERTH_J_NOMEM;
     }
+    /* A rebuild's batches fill the buffers (up to 2M names) and the process
+     * ends with it: its sort keeps its scratch rather than fault it in again
+     * for every batch. */
+    j->fold_work->sort.keep_items_max = SIZE_MAX;
     j->rebuild_next = 1;
     return BERTH_J_OK;
 }

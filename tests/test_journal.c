@@ -4124,6 +4124,14 @@ START_TEST(fold_sort_scratch_kept_or_freed) {
             if (round == 0) ck_assert_ptr_null(before);
         }
     }
+    /* An owner that keeps whatever it sorted (a rebuild) keeps the big one. */
+    scratch.keep_items_max = SIZE_MAX;
+    for (size_t i = 0; i < big; i++) {
+        got[i].seq = 1 + i;   /* the last round's names, in seq order */
+    }
+    ck_assert(fold_sort(got, big, &scratch));
+    ck_assert_ptr_nonnull(scratch.block);
+    ck_assert_uint_ge(scratch.items_cap, big);
     fold_sort_scratch_free(&scratch);
     free(got);
     free(want);
