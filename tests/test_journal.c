@@ -2675,6 +2675,73 @@ START_TEST(store_history_runs_merge) {
 }
 END_TEST
 
+/* Names that share long stems, in both kinds: the sort and the run
+ * writer's same-key test (history_runs.c, item_same_key) must tell apart
+ * names that differ only past the 7-byte prefix, at byte 7, in the last of
+ * an 8-byte step or only in length, and the same bytes under two kinds. */
+static const char *const long_names[] = {
+    "abcdefg",  "abcdefgh", "abcdefgi", "abcdefghijklmno", "abcdefghijklmnp",
+    "abcdefghijklmnop", "abcdefghijklmnoq", "abcdefghijklmnopq", "abcdefgX",
+    "abcdefghijklmnopqrstuvwx", "abcdefghijklmnopqrstuvwy",
+    "abcdefghijklmnopqrstuvwxyz0123456789-abcdefghijklmnopqrstuvwxyz0123456789",
+    "abcdefghijklmnopqrstuvwxyz0123456789-abcdefghijklmnopqrstuvwxyz0123456780",
+};
+enum { long_name_count = sizeof long_names / sizeof long_names[0], long_head = 400 };
+
+static size_t long_instance_of(uint64_t seq) { return (size_t)(seq * 7 % long_name_count); }
+static size_t long_worker_of(uint64_t seq) { return (size_t)(seq * 5 % long_name_count); }
+
+START_TEST(store_history_long_names) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_fold(dir, 4);
+    for (uint64_t at = 0; at < long_head; at += 5) {   /* a fold every 5: runs and merges */
+        built b[5];
+        berth_record recs[5];
+        berth_touched touched[5];
+        berth_str workers[5];
+        for (size_t i = 0; i < 5; i++) {
+            uint64_t seq = at + 1 + i;
+            build(&b[i], seq);
+            recs[i] = b[i].rec;
+            const char *in = long_names[long_instance_of(seq)];
+            const char *w = long_names[long_worker_of(seq)];
+            workers[i] = berth_str_make(w, strlen(w));
+            touched[i] = (berth_touched){ .instance = berth_str_make(in, strlen(in)),
+                                          .workers = &workers[i], .worker_count = 1 };
+        }
+        ck_assert_int_eq(berth_journal_append(j, recs, touched, 5), BERTH_J_OK);
+        settle(j);
+    }
+    berth_fold_stats st;
+    ck_assert_int_eq(berth_journal_fold_stats(j, &st), BERTH_J_OK);
+    ck_assert_uint_eq(st.folded_seq, long_head);
+    ck_assert_uint_gt(st.merges, 0);
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    for (size_t k = 0; k < long_name_count; k++) {
+        for (int kind = 0; kind < 2; kind++) {
+            size_t want = 0;
+            for (uint64_t seq = 1; seq <= long_head; seq++) {
+                size_t of = kind == 0 ? long_instance_of(seq) : long_worker_of(seq);
+                if (of == k) hist_want[want++] = seq;
+            }
+            size_t got = 0;
+            berth_str name = berth_str_make(long_names[k], strlen(long_names[k]));
+            ck_assert_int_eq(berth_journal_history(r, kind == 0 ? BERTH_HISTORY_INSTANCE
+                                                                : BERTH_HISTORY_WORKER,
+                                                   name, 0, hist_got, hist_seqs_max, &got),
+                             BERTH_J_OK);
+            ck_assert_msg(got == want, "%s (%s): %zu seqs, want %zu", long_names[k],
+                          kind == 0 ? "instance" : "worker", got, want);
+            for (size_t i = 0; i < want; i++) ck_assert_uint_eq(hist_got[i], hist_want[i]);
+        }
+    }
+    berth_journal_reader_close(r);
+    close_rw(j);
+}
+END_TEST
+
 static int merge_hook_rc;         /* what the merge hook returns */
 static int merge_hook_calls;
 static int merge_hook_fail(void) {
@@ -4191,6 +4258,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_history_fold_races_queries);
     tcase_add_test(store, store_history_migrate);
     tcase_add_test(store, store_history_runs_merge);
+    tcase_add_test(store, store_history_long_names);
     tcase_add_test(store, store_history_runs_after_legacy);
     tcase_add_test(store, store_history_format2_upgrade);
     tcase_add_test(store, store_history_run_damaged);
