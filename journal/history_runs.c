@@ -106,9 +106,7 @@ static bool item_same_key(const fold_item *x, const fold_item *y) {
     if (x->prefix != y->prefix || x->len != y->len) {
         return false;
     }
-    assert(x->prefix == fold_prefix(x->kind, x->name, x->len) &&
-           y->prefix == fold_prefix(y->kind, y->name, y->len));
-    assert(x->kind == y->kind);   /* the prefix's top byte */
+    assert(x->kind == y->kind);   /* the prefix's top byte (fold_gather_entry sets it) */
     size_t n = x->len;
     if (n <= 7) {
         return true;   /* the prefix holds the whole name, zero-padded */
