@@ -4,7 +4,8 @@
 # a free loopback port in a mkdtemp data directory, drives it with redis-cli
 # and nc, and kills it on exit. They need Debian's redis-tools and
 # netcat-openbsd; .ci/run installs both. server_oscrash also builds
-# disk_shim.c, the LD_PRELOAD library it stages an OS crash with.
+# disk_shim.c, the LD_PRELOAD library it (and oscrash_fault, oscrash_log,
+# order, park) stage an OS crash or a failing disk with.
 if(TARGET berthd)
   find_program(BERTH_REDIS_CLI redis-cli)
   find_program(BERTH_NC nc)
@@ -35,6 +36,14 @@ if(TARGET berthd)
                    BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>
                    bash ${CMAKE_CURRENT_SOURCE_DIR}/server/oscrash_fault.sh)
   set_tests_properties(server_oscrash_fault PROPERTIES TIMEOUT 120 LABELS server)
+  # oscrash_log.sh: the same disk model over data.mdb and commit.log, with
+  # the commit log on: OS crashes mid-stream, a failed sync of the log, a
+  # dead disk; every acknowledged write survives and is moved from the log.
+  add_test(NAME server_oscrash_log
+           COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
+                   BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>
+                   bash ${CMAKE_CURRENT_SOURCE_DIR}/server/oscrash_log.sh)
+  set_tests_properties(server_oscrash_log PROPERTIES TIMEOUT 120 LABELS server)
   # order.sh: replies in order through a protocol error, a failed commit, a
   # failed sync (the shim's BERTH_SHIM_CTL slows and fails chosen syncs)
   # and a shutdown with background jobs waiting.
@@ -65,6 +74,11 @@ if(TARGET berthd)
              COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> BERTH=$<TARGET_FILE:berth>
                      bash ${CMAKE_CURRENT_SOURCE_DIR}/server/scenario_words.sh)
     set_tests_properties(server_scenario_words PROPERTIES TIMEOUT 90 LABELS server)
+    # commit_log.sh: the commit log's reads, kills, recovery and damage.
+    add_test(NAME server_commit_log
+             COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> BERTH=$<TARGET_FILE:berth>
+                     bash ${CMAKE_CURRENT_SOURCE_DIR}/server/commit_log.sh)
+    set_tests_properties(server_commit_log PROPERTIES TIMEOUT 180 LABELS server)
   endif()
   # watch_readers.sh: a WATCH catch-up with LMDB's reader table full (held by
   # hold_readers.c) waits for the next tick rather than spinning the loop.

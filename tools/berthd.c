@@ -12,6 +12,8 @@
 #include "server.h"
 #include "guard.h"
 
+#include "commit_log.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <signal.h>
@@ -64,6 +66,56 @@ static void berthd_fd_limit(server_config *cfg) {
     }
 }
 
+/* The committer, the commit log, then the journal: the committer's last
+ * checkpoint (batch.c) writes through both. */
+static void berthd_close_journal(server *s) {
+    batch_stop_pipe(s);
+    if (s->clog != NULL) {
+        berth_clog_close(s->clog);
+        s->clog = NULL;
+    }
+    berth_journal_close(s->journal);
+    s->journal = NULL;
+}
+
+/* The commit log (batch.c, "The commit log"): whatever --commit-log says,
+ * a log left in DIR is checkpointed first, since it may hold acknowledged
+ * records that never reached LMDB (a crash, or a stop whose last checkpoint
+ * failed); so this is the recovery. With it on, the log stays open for the
+ * committer. */
+static int berthd_commit_log_open(server *s) {
+    bool on = strcmp(s->config.commit_log, "on") == 0;
+    if (replication_configured(&s->config) || (!on && !berth_clog_exists(s->config.data_dir))) {
+        return 0;
+    }
+    char err[BERTHD_ERR_LEN_MAX] = "";
+    berth_clog *log = NULL;
+    berth_jerr jerr = berth_clog_open(&log, s->config.data_dir, s->config.commit_log_mib << 20, err,
+                                      sizeof err);
+    uint64_t moved = 0;
+    if (jerr == BERTH_J_OK) {
+        jerr = berth_clog_checkpoint(log, s->journal, &moved, err, sizeof err);
+    }
+    if (jerr != BERTH_J_OK) {
+        fprintf(stderr, "berthd: %s cannot move %s/%s into the journal: %s\n",
+                berth_jerr_name(jerr), s->config.data_dir, BERTH_CLOG_FILE, err);
+        if (log != NULL) {
+            berth_clog_close(log);
+        }
+        return -1;
+    }
+    if (moved > 0) {
+        server_log("moved %llu acknowledged records from %s/%s into the journal",
+                   (unsigned long long)moved, s->config.data_dir, BERTH_CLOG_FILE);
+    }
+    if (on) {
+        s->clog = log;
+    } else {
+        berth_clog_close(log);
+    }
+    return 0;
+}
+
 static int berthd_open(server *s) {
     char err[BERTHD_ERR_LEN_MAX] = "";
     if (mkdir(s->config.data_dir, 0700) != 0 && errno != EEXIST) {
@@ -92,12 +144,16 @@ static int berthd_open(server *s) {
                 s->config.data_dir, err);
         return -1;
     }
+    if (berthd_commit_log_open(s) != 0) {
+        berth_journal_close(s->journal);
+        s->journal = NULL;
+        return -1;
+    }
     /* The LMDB journal is committed on batch.c's committer thread; etcd's
      * commits stay on the loop, fenced by replication.c. */
     if (!replication_configured(&s->config) && batch_start_pipe(s) != BERTH_J_OK) {
         fprintf(stderr, "berthd: NOMEM cannot start the committer thread\n");
-        berth_journal_close(s->journal);
-        s->journal = NULL;
+        berthd_close_journal(s);
         return -1;
     }
     berth_engine_options *eopt = &s->engine_options;
@@ -112,9 +168,7 @@ static int berthd_open(server *s) {
     if (jerr != BERTH_J_OK) {
         fprintf(stderr, "berthd: %s cannot load the journal in %s: %s\n", berth_jerr_name(jerr),
                 s->config.data_dir, err);
-        batch_stop_pipe(s);
-        berth_journal_close(s->journal);
-        s->journal = NULL;
+        berthd_close_journal(s);
         replication_free(s);
         return -1;
     }
@@ -203,8 +257,7 @@ static void berthd_shutdown(server *s) {
     batch_free(s);
     replication_stop(s);
     berth_engine_close(s->engine);
-    batch_stop_pipe(s);
-    berth_journal_close(s->journal);
+    berthd_close_journal(s);
     replication_free(s);
     free(s->argv);
     free((void *)s->scratch);
@@ -255,8 +308,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "berthd: %s\n", err);
         jobs_stop(&s);
         berth_engine_close(s.engine);
-        batch_stop_pipe(&s);
-        berth_journal_close(s.journal);
+        berthd_close_journal(&s);
         replication_free(&s);
         return 1;
     }

@@ -28,6 +28,13 @@
 #define CMD_READ 0x02u
 #define CMD_NOAUTH 0x04u
 #define CMD_WATCHOK 0x08u
+/* Reads the LMDB journal itself, not only the state: with the commit log
+ * it waits for LMDB to hold the durable head (batch.c, PARK_JOURNAL). */
+#define CMD_JOURNAL 0x40u
+/* Of those, one that may read LMDB as it is when no checkpoint can run (the
+ * disk or map full): INSTANCE.GET (its DEPLOY's time is then null) and
+ * WATCH (its catch-up waits). The others answer -FULL then. */
+#define CMD_JOURNAL_OPTIONAL 0x80u
 #define CMD_ADMIN 0x10u
 #define CMD_NAME_SHOWN_MAX 64           /* bytes of an unknown name echoed back */
 #define INFO_LEN_INITIAL 8192           /* grown as needed: a long --data path, a full policy */
@@ -331,6 +338,21 @@ static void info_journal(server *s, text *t) {
              (unsigned long long)sizes.map_bytes, (unsigned long long)sizes.history_disk_bytes,
              (unsigned long long)sizes.history_map_bytes, berth_jerr_name(err),
              (unsigned long long)s->config.snapshot_every);
+    batch_clog_stats clog;
+    batch_commit_log_stats(s, &clog);
+    text_add(t, "commit_log:%s\r\n", clog.enabled ? "on" : "off");
+    if (clog.enabled) {
+        /* lmdb_head_seq trails head_seq until a checkpoint moves the
+         * log's frames into LMDB (batch.c, "The commit log"). */
+        text_add(t, "lmdb_head_seq:%llu\r\ncommit_log_used_bytes:%llu\r\n"
+                    "commit_log_size_bytes:%llu\r\ncheckpoints:%llu\r\n"
+                    "checkpoint_records:%llu\r\ncheckpoint_failures:%llu\r\n"
+                    "commit_log_status:%s\r\n",
+                 (unsigned long long)batch_journal_head(s), (unsigned long long)clog.used_bytes,
+                 (unsigned long long)clog.size_bytes, (unsigned long long)clog.checkpoints,
+                 (unsigned long long)clog.checkpoint_records,
+                 (unsigned long long)clog.checkpoint_failures, berth_jerr_name(clog.stuck));
+    }
     text_add(t, "history_folded_seq:%llu\r\nhistory_fold_backlog:%llu\r\n"
                 "history_fold_backlog_max:%llu\r\nhistory_folds:%llu\r\n"
                 "history_runs:%llu\r\nhistory_merges:%llu\r\n\r\n",
@@ -801,7 +823,8 @@ static void cmd_watch(client *c, const command *cmd, size_t argc, const berth_st
 
 static void cmd_write(client *c, const command *cmd, size_t argc, const berth_str *argv) {
     if (c->server->fatal) {
-        reply_error(&c->out, "IOERR", "berthd is stopping after a journal failure");
+        reply_error(&c->out, "IOERR", "berthd is stopping after a journal failure: the command "
+                                          "was not applied");
         return;
     }
     if (replication_refuse_write(c)) {
@@ -815,6 +838,7 @@ static void cmd_write(client *c, const command *cmd, size_t argc, const berth_st
 
 #define W CMD_WRITE
 #define R CMD_READ
+#define J CMD_JOURNAL
 static const command commands[] = {
     { "PING", sizeof "PING" - 1, -1, CMD_WATCHOK, cmd_ping, "connection", "Answer PONG, or echo the argument" },
     { "ECHO", sizeof "ECHO" - 1, 2, 0, cmd_echo, "connection", "Echo the argument" },
@@ -834,19 +858,20 @@ static const command commands[] = {
     { "POLICY.SET", sizeof "POLICY.SET" - 1, -2, W, cmd_write, "write", "Set the exclusive backends" },
     { "WORKER.GET", sizeof "WORKER.GET" - 1, 2, R, cmd_query, "query", "One worker: GPUs, state, labels, instances" },
     { "WORKER.LIST", sizeof "WORKER.LIST" - 1, -1, R, cmd_query, "query", "Worker names [STATE s] [FREE]" },
-    { "INSTANCE.GET", sizeof "INSTANCE.GET" - 1, 2, R, cmd_query, "query", "One instance: model, backend, placement" },
+    { "INSTANCE.GET", sizeof "INSTANCE.GET" - 1, 2, R | J | CMD_JOURNAL_OPTIONAL, cmd_query, "query", "One instance: model, backend, placement" },
     { "INSTANCE.LIST", sizeof "INSTANCE.LIST" - 1, -1, R, cmd_query, "query", "Instance names [WORKER w] [MODEL m] [BACKEND b]" },
     { "POLICY.GET", sizeof "POLICY.GET" - 1, 1, R, cmd_query, "query", "The exclusive backends" },
     { "DIGEST", sizeof "DIGEST" - 1, 1, R, cmd_query, "query", "SHA-256 digest of the committed state" },
-    { "AT", sizeof "AT" - 1, -3, R, cmd_at, "audit", "A query as of a past seq" },
-    { "JOURNAL.HEAD", sizeof "JOURNAL.HEAD" - 1, 1, R, cmd_journal_head, "audit", "Last seq and its hash" },
-    { "JOURNAL.RANGE", sizeof "JOURNAL.RANGE" - 1, 3, R, cmd_journal_range, "audit", "Records <from> <count>" },
-    { "JOURNAL.VERIFY", sizeof "JOURNAL.VERIFY" - 1, 1, R, cmd_verify, "audit", "Check the whole hash chain and every outcome" },
-    { "HISTORY", sizeof "HISTORY" - 1, -3, R, cmd_history, "audit", "Records that touched a worker or instance" },
-    { "WATCH", sizeof "WATCH" - 1, 2, R, cmd_watch, "audit", "Stream records from a seq, then live" },
+    { "AT", sizeof "AT" - 1, -3, R | J, cmd_at, "audit", "A query as of a past seq" },
+    { "JOURNAL.HEAD", sizeof "JOURNAL.HEAD" - 1, 1, R | J, cmd_journal_head, "audit", "Last seq and its hash" },
+    { "JOURNAL.RANGE", sizeof "JOURNAL.RANGE" - 1, 3, R | J, cmd_journal_range, "audit", "Records <from> <count>" },
+    { "JOURNAL.VERIFY", sizeof "JOURNAL.VERIFY" - 1, 1, R | J, cmd_verify, "audit", "Check the whole hash chain and every outcome" },
+    { "HISTORY", sizeof "HISTORY" - 1, -3, R | J, cmd_history, "audit", "Records that touched a worker or instance" },
+    { "WATCH", sizeof "WATCH" - 1, 2, R | J | CMD_JOURNAL_OPTIONAL, cmd_watch, "audit", "Stream records from a seq, then live" },
 };
 #undef W
 #undef R
+#undef J
 #define COMMANDS_COUNT (sizeof commands / sizeof commands[0])
 
 static size_t command_count(void) {
@@ -923,8 +948,30 @@ bool commands_dispatch(client *c, size_t argc, const berth_str *argv) {
                    (c->watching && !(cmd->flags & CMD_WATCHOK)) || !arity_ok(cmd->arity, argc);
     bool reads_staged = !staged_write && !refused && (cmd->flags & CMD_READ) &&
                         !batch_state_durable(s);
+    bool reads_journal = !staged_write && !refused && (cmd->flags & CMD_JOURNAL) &&
+                         !batch_journal_current(s);
     bool order = !staged_write && c->batch_pending > 0;
+    berth_jerr stuck = BERTH_J_OK;
+    if (reads_journal && batch_writes_stuck(s, &stuck)) {
+        /* No checkpoint can run: waiting for one could last until space
+         * is freed, and LMDB as it is lacks acknowledged records. */
+        reads_journal = false;
+        if (!(cmd->flags & CMD_JOURNAL_OPTIONAL) && !order) {
+            reply_error(&c->out, "FULL", "the journal cannot take the commit log's last %llu "
+                        "acknowledged records now (%s): %s reads the journal and would miss "
+                        "them; retry once space is freed",
+                        (unsigned long long)(batch_durable_head(s) - batch_journal_head(s)),
+                        berth_jerr_name(stuck), cmd->name);
+            client_output_added(c);
+            return true;
+        }
+    }
     if (s->pipe != NULL && !s->fatal) {
+        if (reads_journal) {
+            client_park(c, PARK_JOURNAL);
+            batch_want_checkpoint(s);
+            return false;
+        }
         if (reads_staged || (staged_write && s->drain_waiters > 0)) {
             client_park(c, reads_staged ? PARK_READ : PARK_DRAIN);
             return false;

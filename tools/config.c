@@ -6,6 +6,7 @@
  * has bounds, so a typo cannot configure an unbounded server. */
 #include "server.h"
 
+#include "commit_log.h"
 #include "etcd.h"
 
 #include <arpa/inet.h>
@@ -75,6 +76,11 @@ static const option options[] = {
       "0 never (default 600; LMDB journal only)" },
     { "history-fold-records", OPT_U32, FIELD(history_fold_records), 1024, BERTH_HISTORY_FOLD_RECORDS_MAX,
       "N  durable records the HISTORY touch log gathers before a fold into the history index (default 16384)" },
+    { "commit-log", OPT_STRING, FIELD(commit_log), 0, 0,
+      "on|off  acknowledge a batch after one sync of DATA/commit.log, moving it into LMDB later "
+      "(default on; LMDB journal only; see docs/server.md)" },
+    { "commit-log-mib", OPT_U64, FIELD(commit_log_mib), 80, 16384,
+      "MIB  commit.log's size when berthd creates it, 80 to 16384 (default 128)" },
     { "journal", OPT_STRING, FIELD(journal_kind), 0, 0,
       "KIND  lmdb (default) or etcd: the journal replicated on etcd, see docs/etcd.md" },
     { "etcd-endpoints", OPT_STRING, FIELD(etcd_endpoints), 0, 0,
@@ -124,6 +130,8 @@ void config_defaults(server_config *cfg) {
     cfg->commit_gather_us = 200;
     cfg->history_fold_records = BERTH_HISTORY_FOLD_RECORDS_DEFAULT;
     cfg->job_timeout_s = SERVER_JOB_TIMEOUT_S_DEFAULT;
+    snprintf(cfg->commit_log, sizeof cfg->commit_log, "on");
+    cfg->commit_log_mib = BERTH_CLOG_BYTES_DEFAULT >> 20;
 }
 
 void config_usage(void) {
@@ -344,6 +352,10 @@ static bool config_bind_loopback(const char *bind) {
 int config_check(const server_config *cfg, char *err, size_t err_size) {
     if (strcmp(cfg->journal_kind, "lmdb") != 0 && strcmp(cfg->journal_kind, "etcd") != 0) {
         snprintf(err, err_size, "ERR --journal must be lmdb or etcd, not \"%s\"", cfg->journal_kind);
+        return -1;
+    }
+    if (strcmp(cfg->commit_log, "on") != 0 && strcmp(cfg->commit_log, "off") != 0) {
+        snprintf(err, err_size, "ERR --commit-log must be on or off, not \"%s\"", cfg->commit_log);
         return -1;
     }
     if (cfg->port == 0 && cfg->unixsocket[0] == '\0') {

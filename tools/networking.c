@@ -159,7 +159,7 @@ static void client_unpark(client *c) {
     }
     server *s = c->server;
     dlink_remove(&c->link_park);
-    if (c->parked == PARK_DRAIN || c->parked == PARK_READ) {
+    if (c->parked == PARK_DRAIN || c->parked == PARK_READ || c->parked == PARK_JOURNAL) {
         assert(s->drain_waiters > 0);
         s->drain_waiters--;
     }
@@ -230,7 +230,7 @@ void client_park(client *c, client_park_why why) {
     server *s = c->server;
     assert(!c->closed && c->parked == PARK_NONE && why != PARK_NONE);
     c->parked = why;
-    if (why == PARK_DRAIN || why == PARK_READ) {
+    if (why == PARK_DRAIN || why == PARK_READ || why == PARK_JOURNAL) {
         s->drain_waiters++;
     }
     dlink_push(&s->parked, &c->link_park);
@@ -251,6 +251,19 @@ void client_park(client *c, client_park_why why) {
  * ran dry. So a parked read runs within one or two syncs. */
 static void net_unpark(server *s) {
     bool durable = s->parked.next != &s->parked && (s->fatal || batch_state_durable(s));
+    /* A read of the journal also waits for LMDB to hold the durable head
+     * (the commit log's checkpoint, batch.c), asked for again while it waits. */
+    berth_jerr stuck = BERTH_J_OK;
+    bool current = durable && (s->fatal || batch_journal_current(s) ||
+                               batch_writes_stuck(s, &stuck));   /* see commands_dispatch */
+    bool journal_waits = false;
+    /* Writers held back for such a read stay back until it runs: otherwise
+     * each checkpoint would find a newer batch durable and the read would
+     * wait for ever. */
+    bool journal_parked = false;
+    for (dlink *j = s->parked.next; j != &s->parked && !journal_parked; j = j->next) {
+        journal_parked = DLINK_OWNER(j, client, link_park)->parked == PARK_JOURNAL;
+    }
     dlink first;
     dlink_init(&first);
     dlink *l = s->parked.next;
@@ -262,11 +275,16 @@ static void net_unpark(server *s) {
             go = c->batch_pending == 0 || s->fatal;
         } else if (c->parked == PARK_ROOM) {
             go = s->batch_count == 0 || s->fatal;   /* the full batch was handed off */
+        } else if (c->parked == PARK_JOURNAL) {
+            go = current;
+            journal_waits = journal_waits || !go;
+        } else if (c->parked == PARK_DRAIN) {
+            go = durable && (current || !journal_parked);
         }
         if (!go) {
             continue;
         }
-        if (c->parked == PARK_READ) {
+        if (c->parked == PARK_READ || c->parked == PARK_JOURNAL) {
             assert(!c->drain_held);
             dlink_remove(&c->link_park);
             c->parked = PARK_NONE;
@@ -281,6 +299,9 @@ static void net_unpark(server *s) {
             client_unpark(c);
             client_resume(c);
         }
+    }
+    if (journal_waits) {
+        batch_want_checkpoint(s);
     }
     if (first.next != &first) {
         first.prev->next = s->resume.next;

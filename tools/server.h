@@ -117,6 +117,8 @@ typedef struct server_config {
     uint32_t commit_gather_us;          /* wait for the rest of a write cohort; 0: never */
     uint32_t history_fold_records;      /* the LMDB journal's fold threshold (journal.h) */
     uint32_t job_timeout_s;             /* a job's child past it is killed (jobs.c); 0: never */
+    char commit_log[8];                 /* "on" (default) or "off": batch.c, "The commit log" */
+    uint64_t commit_log_mib;            /* DIR/commit.log's size when berthd creates it */
     bool show_help;
     bool show_version;
     /* issue 6: the journal on etcd (replication.c, docs/etcd.md) */
@@ -145,6 +147,10 @@ typedef enum client_park_why {
     PARK_READ = 3,      /* a read: the same */
     PARK_ROOM = 4,      /* a write that found the open batch full: until it is
                            handed to the committer */
+    PARK_JOURNAL = 5,   /* a read of the journal itself (JOURNAL.*, HISTORY, AT,
+                           WATCH, INSTANCE.GET): as PARK_READ, and until the
+                           LMDB journal holds the durable head (a checkpoint of
+                           the commit log) */
 } client_park_why;
 
 typedef struct client {
@@ -283,6 +289,7 @@ typedef struct server {
     bool sync_probe;                    /* a commit hit an I/O error: sync before going on */
     uint64_t durable_head;              /* with pipe: the last seq known durable */
     struct pipe_journal *pipe;          /* batch.c's committer; NULL on etcd (synchronous) */
+    struct berth_clog *clog;            /* the commit log (--commit-log on), owned; or NULL */
     berth_engine_options engine_options;   /* to reopen the engine after a failed commit */
     uint32_t last_batch_count;          /* the cohort expected in the next batch (gather) */
     uint64_t last_commit_us;            /* latency of the last commit */
@@ -353,6 +360,32 @@ berth_journal *batch_engine_journal(server *s);
 void batch_stop_pipe(server *s);             /* after the engine closed */
 /* The last seq on disk: what clients may be shown. */
 uint64_t batch_durable_head(const server *s);
+/* The last seq the LMDB journal holds, never past the durable head: with
+ * the commit log it trails it until a checkpoint; else it is the durable
+ * head. What reads the journal (readers, WATCH catch-up) reads this far. */
+uint64_t batch_journal_head(const server *s);
+/* batch_state_durable, and the LMDB journal holds the durable head. */
+bool batch_journal_current(const server *s);
+/* A reader waits for the LMDB journal: ask the committer for a checkpoint. */
+void batch_want_checkpoint(server *s);
+/* True (and *err why) while checkpoints fail and the log is half full:
+ * new writes are refused with that error. */
+bool batch_writes_stuck(const server *s, berth_jerr *err);
+/* With the commit log: the records of the batch in the committer's slot
+ * when they are exactly first..last (hashes set), for WATCH's live frames;
+ * NULL otherwise. Valid until the next hand-off. */
+const berth_record *batch_slot_records(const server *s, uint64_t first, uint64_t last);
+typedef struct batch_clog_stats {
+    bool enabled;
+    uint64_t checkpointed_seq;          /* the LMDB journal's head */
+    uint64_t checkpoints;
+    uint64_t checkpoint_failures;
+    uint64_t checkpoint_records;
+    uint64_t used_bytes;                /* the log's current generation */
+    uint64_t size_bytes;
+    berth_jerr stuck;                   /* OK, or why writes are refused */
+} batch_clog_stats;
+void batch_commit_log_stats(const server *s, batch_clog_stats *out);
 /* Without blocking: answer a batch the committer finished, if any. */
 void batch_reap(server *s);
 /* Without blocking: answer a batch the committer finished, hand off the

@@ -112,13 +112,20 @@ void watch_pump(server *s) {
     if (s->watcher_count == 0 || s->watch_reader_failed) {
         return;
     }
-    uint64_t head = batch_durable_head(s);
+    /* Catch-up reads the LMDB journal, which with the commit log trails the
+     * durable head until a checkpoint (batch.c): a watcher that caught up
+     * with LMDB but not with the durable head asks for one. */
+    uint64_t durable = batch_durable_head(s);
+    uint64_t head = batch_journal_head(s);
     size_t low_water = (size_t)(s->config.max_output_bytes / 4);
     berth_journal_reader *reader = NULL;
     for (dlink *l = s->watchers.next; l != &s->watchers; l = l->next) {
         client *c = DLINK_OWNER(l, client, link_watch);
         if (c->close_reason != NULL || c->watch_next_seq > head) {
-            c->watch_live = c->watch_next_seq == head + 1;
+            c->watch_live = c->watch_next_seq == durable + 1;
+            if (c->close_reason == NULL && c->watch_next_seq <= durable) {
+                batch_want_checkpoint(s);
+            }
             continue;
         }
         while (c->watch_next_seq <= head && reply_pending(&c->out) < low_water) {
@@ -142,7 +149,10 @@ void watch_pump(server *s) {
                 break;
             }
         }
-        c->watch_live = c->watch_next_seq == head + 1;
+        c->watch_live = c->watch_next_seq == durable + 1;
+        if (c->watch_next_seq <= durable && c->watch_next_seq > head) {
+            batch_want_checkpoint(s);
+        }
         client_output_added(c);
     }
     if (reader != NULL) {
@@ -158,7 +168,7 @@ bool watch_ready(server *s) {
     if (s->watcher_count == 0 || s->watch_reader_failed) {
         return false;
     }
-    uint64_t head = batch_durable_head(s);
+    uint64_t head = batch_journal_head(s);
     size_t low_water = (size_t)(s->config.max_output_bytes / 4);
     for (dlink *l = s->watchers.next; l != &s->watchers; l = l->next) {
         const client *c = DLINK_OWNER(l, client, link_watch);
@@ -170,10 +180,26 @@ bool watch_ready(server *s) {
     return false;
 }
 
-/* Encode records first..last once per protocol. */
+/* Encode records first..last once per protocol: from the committer's slot
+ * when the commit log holds them and LMDB does not yet (batch.c), else from
+ * the journal. */
 static berth_jerr watch_encode(server *s, uint64_t first, uint64_t last) {
     reply_consumed(&s->watch_resp2, reply_pending(&s->watch_resp2));
     reply_consumed(&s->watch_resp3, reply_pending(&s->watch_resp3));
+    const berth_record *slot = batch_slot_records(s, first, last);
+    if (slot != NULL) {
+        for (uint64_t seq = first; seq <= last; seq++) {
+            const berth_record *rec = &slot[seq - first];
+            assert(rec->seq == seq);
+            watch_frame(&s->watch_resp2, rec);
+            watch_frame(&s->watch_resp3, rec);
+        }
+        if (s->watch_resp2.failed || s->watch_resp3.failed) {
+            s->watch_resp2.failed = s->watch_resp3.failed = false;
+            return BERTH_J_NOMEM;
+        }
+        return BERTH_J_OK;
+    }
     berth_journal_reader *reader = NULL;
     berth_jerr err = berth_journal_reader_open(s->journal, &reader);
     if (err != BERTH_J_OK) {

@@ -11,6 +11,8 @@
 #
 # Usage: bench_server.sh [--berthd PATH] [--bench PATH] [--seconds S] [--rounds N]
 #                        [--connections N] [--workers N] [--threads N] [--tmp DIR]
+#                        [--commit-log on|off]
+# --commit-log is passed to berthd (default: berthd's own, on).
 # Defaults: 4 s per run, 3 rounds, 50 connections, 10,000 workers, one load
 # thread per core (bench_server's threads, redis-benchmark's processes),
 # temporaries in /var/tmp.
@@ -27,6 +29,7 @@ threads=$(nproc 2>/dev/null || echo 1)
 depth_pipelined=16
 tmp_base=${TMPDIR:-/var/tmp}
 seconds_max=3600
+commit_log=""
 
 die() { echo "bench_server.sh: $*" >&2; exit 2; }
 
@@ -41,6 +44,7 @@ while [ $# -gt 0 ]; do
         --workers) workers=$2 ;;
         --threads) threads=$2 ;;
         --tmp) tmp_base=$2 ;;
+        --commit-log) commit_log=$2 ;;
         *) die "unknown flag $1 (see the header of this script)" ;;
     esac
     shift 2
@@ -49,6 +53,7 @@ for n in "$seconds" "$rounds" "$connections" "$workers" "$threads"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "numbers must be positive integers, got '$n'"
 done
 [ "$seconds" -le "$seconds_max" ] || die "--seconds is at most $seconds_max"
+case "$commit_log" in ""|on|off) ;; *) die "--commit-log is on or off, not '$commit_log'" ;; esac
 
 # Defaults: the binaries of a CMake build directory next to the source tree.
 find_built() {
@@ -190,7 +195,8 @@ berth_port=""
 info_stat() { redis-cli -p "$berth_port" INFO "$1" | tr -d '\r' | sed -n "s/^$2:\(.*\)/\1/p"; }
 setup_berth() {
     berth_port=$(free_port)
-    "$berthd" --data "$tmp/berth" --bind 127.0.0.1 --port "$berth_port" >"$tmp/berthd.log" 2>&1 &
+    "$berthd" --data "$tmp/berth" --bind 127.0.0.1 --port "$berth_port" \
+        ${commit_log:+--commit-log "$commit_log"} >"$tmp/berthd.log" 2>&1 &
     pids+=($!)
     wait_ping "$berth_port" berthd
     echo "berthd: adding $workers workers"
@@ -303,7 +309,7 @@ fsync_ms() {
 noise() { echo "noise: one 4 KiB O_DSYNC write $(fsync_ms) ms; load average $(cut -d' ' -f1-3 /proc/loadavg)"; }
 
 echo "bench_server.sh: $connections connections, $workers workers, ${seconds}s per run, $rounds rounds, $(nproc) cores, tmp $tmp"
-echo "tree: $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$here" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)'); berthd: ${berthd:-none}"
+echo "tree: $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$here" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)'); berthd: ${berthd:-none}${commit_log:+ --commit-log $commit_log}"
 [ "$have_berth" = 1 ] && { setup_berth || { echo "berthd setup failed: $berth_fail"; have_berth=0; }; }
 [ "$have_redis" = 1 ] && { setup_redis || have_redis=0; }
 [ "$have_pg" = 1 ] && { setup_pg || have_pg=0; }

@@ -17,11 +17,14 @@
 #      loop: another client's PING is answered during the sync, and writers
 #      that each follow their write with a PING still share commits.
 # disk_shim (LD_PRELOAD, BERTH_SHIM_CTL) slows and fails chosen syncs.
+# berthd runs with --commit-log off: these rounds steer LMDB's own syncs
+# (a commit's, the sync after it); the commit log's road is checked by
+# commit_log.sh and oscrash_log.sh.
 . "$(dirname "$0")/lib.sh"
 command -v python3 >/dev/null || { echo "$test_name: python3 missing"; exit 1; }
 shim_ctl_setup
 
-start_shimmed --snapshot-every 10
+start_shimmed --commit-log off --snapshot-every 10
 
 # 1. The protocol error waits for the write before it.
 out=$(nc_send 'WORKER.ADD p1 GPUS 1\r\n*1\r\n$-5\r\n')
@@ -45,7 +48,7 @@ expect_verify_ok "after the failed commit"
 stop_berthd
 
 # 4. (before 3, which stops berthd for good) SIGTERM with VERIFY clients waiting.
-start_shimmed --snapshot-every 0
+start_shimmed --commit-log off --snapshot-every 0
 for ((i = 0; i < 20000; i++)); do
     printf '*4\r\n$10\r\nWORKER.ADD\r\n$%d\r\nv-%d\r\n$4\r\nGPUS\r\n$1\r\n1\r\n' $(( ${#i} + 2 )) "$i"
 done >"$TMP/seed.resp"
@@ -91,7 +94,7 @@ sanitizer_clean
 # client's PING is answered at once; W's replies keep their order; a read
 # sees W's write. And twenty clients each sending "write; PING" share a few
 # commits instead of one commit each (each PING drained the loop alone).
-start_shimmed
+start_shimmed --commit-log off
 python3 - "$PORT" "$CTL" >"$TMP/park.out" <<'PY' || fail "parked clients: $(cat "$TMP/park.out")"
 import os, re, socket, sys, time
 port, ctl = int(sys.argv[1]), sys.argv[2]
@@ -145,7 +148,7 @@ stop_berthd
 # else staged) is slow and fails with EIO while A's write is staged on top
 # and A's PING waits for it.
 rm -rf "$DATA" "$TMP/disk.mdb" "$CTL"/*
-start_shimmed
+start_shimmed --commit-log off
 python3 - "$PORT" "$CTL" >"$TMP/fatal.out" <<'PY' || fail "fatal ordering driver: $(cat "$TMP/fatal.out")"
 import os, socket, sys, time
 port, ctl = int(sys.argv[1]), sys.argv[2]

@@ -13,6 +13,9 @@
 #   5. A write that finds the open batch full parks instead of stopping the
 #      loop for a sync.
 # disk_shim (LD_PRELOAD, BERTH_SHIM_CTL) slows and fails chosen syncs.
+# berthd runs with --commit-log off: these rounds steer LMDB's own syncs
+# (a commit's, the sync after it); the commit log's road is checked by
+# commit_log.sh and oscrash_log.sh.
 . "$(dirname "$0")/lib.sh"
 command -v python3 >/dev/null || { echo "$test_name: python3 missing"; exit 1; }
 shim_ctl_setup
@@ -33,7 +36,7 @@ def read_all(s):
 
 # 1. SIGTERM with A's PING parked behind A's write, B's DIGEST parked behind
 # it, and C's write parked behind B's read (slow syncs: all still parked).
-start_shimmed
+start_shimmed --commit-log off
 python3 - "$PORT" "$CTL" "$BERTHD_PID" >"$TMP/term.out" <<PY || fail "SIGTERM driver: $(cat "$TMP/term.out")"
 $PYLIB
 import signal
@@ -60,7 +63,7 @@ expect_match "$a" "^b':1\\\\r\\\\n(\\+PONG|-ERR berthd is stopping[^\\\\]*not ru
 expect_match "$b" "^b'(\\\$64\\\\r\\\\n[0-9a-f]{64}|-ERR berthd is stopping[^\\\\]*not run[^\\\\]*)\\\\r\\\\n'$" "B: its parked DIGEST's answer or refusal"
 expect_match "$c" "^b'(:2|-ERR berthd is stopping[^\\\\]*not run[^\\\\]*)\\\\r\\\\n'$" "C: its parked write's reply or refusal"
 rm -f "$CTL/delay_ms"
-start_shimmed
+start_shimmed --commit-log off
 if [[ $c == *stopping* ]]; then
     expect_match "$(r WORKER.GET c1)" '^NOWORKER' "C's refused write was not applied"
 fi
@@ -70,7 +73,7 @@ stop_berthd
 # 2. A's write commits; its sync is slow and fails with EIO while C's write
 # is staged on top and B's DIGEST is parked behind it.
 rm -rf "$DATA" "$TMP/disk.mdb" "$CTL"/*
-start_shimmed
+start_shimmed --commit-log off
 python3 - "$PORT" "$CTL" >"$TMP/fatal.out" <<PY || fail "fatal driver: $(cat "$TMP/fatal.out")"
 $PYLIB
 port, ctl = int(sys.argv[1]), sys.argv[2]
@@ -98,7 +101,7 @@ expect_match "$(sed -n 's/^B //p' "$TMP/fatal.out")" "^b'-IOERR " "B's parked DI
 # writers that park behind R then commit (resumed writers must not park
 # each other again).
 rm -rf "$DATA" "$TMP/disk.mdb" "$CTL"/*
-start_shimmed
+start_shimmed --commit-log off
 python3 - "$PORT" "$CTL" >"$TMP/starve.out" <<PY || fail "a read starved behind a writer's pipeline: $(cat "$TMP/starve.out")"
 $PYLIB
 import re, threading
@@ -146,7 +149,7 @@ stop_berthd
 # client parked on reads made every writer wait behind it). And INFO's
 # commands_processed counts the INFO that asks.
 rm -rf "$DATA" "$TMP/disk.mdb" "$CTL"/*
-start_shimmed --requirepass pw
+start_shimmed --commit-log off --requirepass pw
 python3 - "$PORT" "$CTL" >"$TMP/refused.out" <<PY || fail "refused commands parked: $(cat "$TMP/refused.out")"
 $PYLIB
 port, ctl = int(sys.argv[1]), sys.argv[2]
@@ -189,7 +192,7 @@ stop_berthd
 # batch holds); the writers that find the batch full wait parked, a probe's
 # PINGs are answered meanwhile, and every write is answered in order.
 rm -rf "$DATA" "$TMP/disk.mdb" "$CTL"/*
-start_shimmed
+start_shimmed --commit-log off
 python3 - "$PORT" "$CTL" >"$TMP/full.out" <<PY || fail "a full batch stopped the loop: $(cat "$TMP/full.out")"
 $PYLIB
 import threading
