@@ -248,42 +248,62 @@ static bool submit_reqid_seen(berth_engine *engine, const berth_cmd *cmd, const 
     return true;
 }
 
-void berth_engine_submit(berth_engine *engine, size_t argc, const berth_str *argv,
-                         berth_str actor, berth_submit_result *result) {
-    assert(engine != NULL && result != NULL);
-    assert(argv != NULL || argc == 0);
+/* The part of a submit that stages nothing: parse, canonical text, and the
+ * REQID window. true: result holds the answer (SYNTAX, NOMEM, RETRY or
+ * CONFLICT); false: the command is new and *len, *pre are set for the apply. */
+static bool submit_answered(berth_engine *engine, size_t argc, const berth_str *argv,
+                            berth_submit_result *result, size_t *len, berth_precomputed *pre) {
     if (engine->broken) {
         result_say(result, BERTH_SUBMIT_NOMEM, "ERR the engine lost its state after a failed commit; restart it");
-        return;
+        return true;
     }
     if (argc == 0 || argc > BERTH_ARGS_MAX) {
         result_say(result, BERTH_SUBMIT_SYNTAX, argc == 0 ? "ERR empty command" : "ERR too many words in the command");
-        return;
+        return true;
     }
     char err[BERTH_ERR_LEN_MAX];
     berth_cmd *cmd = &engine->cmd;
     if (berth_cmd_parse(cmd, argc, argv, err, sizeof(err)) != 0) {
         result_say(result, BERTH_SUBMIT_SYNTAX, err);
-        return;
+        return true;
     }
-    size_t len = berth_cmd_canonical(cmd, engine->canonical, sizeof(engine->canonical));
-    if (len == 0) {
+    *len = berth_cmd_canonical(cmd, engine->canonical, sizeof(engine->canonical));
+    if (*len == 0) {
         result_say(result, BERTH_SUBMIT_SYNTAX, "ERR command too long");
-        return;
+        return true;
     }
-    berth_str canonical = berth_str_make(engine->canonical, len);
     /* A REQID's identity is SHA-256 of the canonical text: worked out once
      * for both the window check and the apply. berth_cmd_parse left the
      * names' carried hashes exact. */
-    berth_precomputed pre;
     if (cmd->reqid.len > 0) {
         uint8_t digest[BERTH_HASH_LEN];
-        berth_sha256(canonical.ptr, canonical.len, digest);
-        bool valid = berth_state_precompute_id(cmd, digest, &pre);
+        berth_sha256(engine->canonical, *len, digest);
+        bool valid = berth_state_precompute_id(cmd, digest, pre);
         assert(valid && "berth_cmd_parse checked the REQID");
         (void)valid;
-        if (submit_reqid_seen(engine, cmd, &pre, result)) return;
+        if (submit_reqid_seen(engine, cmd, pre, result)) return true;
     }
+    return false;
+}
+
+bool berth_engine_submit_answered(berth_engine *engine, size_t argc, const berth_str *argv,
+                                  berth_submit_result *result) {
+    assert(engine != NULL && result != NULL);
+    assert(argv != NULL || argc == 0);
+    size_t len = 0;
+    berth_precomputed pre;
+    return submit_answered(engine, argc, argv, result, &len, &pre);
+}
+
+void berth_engine_submit(berth_engine *engine, size_t argc, const berth_str *argv,
+                         berth_str actor, berth_submit_result *result) {
+    assert(engine != NULL && result != NULL);
+    assert(argv != NULL || argc == 0);
+    size_t len = 0;
+    berth_precomputed pre;
+    if (submit_answered(engine, argc, argv, result, &len, &pre)) return;
+    berth_cmd *cmd = &engine->cmd;
+    berth_str canonical = berth_str_make(engine->canonical, len);
     if (actor.len > ENGINE_ACTOR_LEN_MAX) actor.len = ENGINE_ACTOR_LEN_MAX;
     size_t bytes_need = len + BERTH_SENTENCE_LEN_MAX + actor.len + cmd->reqid.len + ENGINE_RECORD_OVERHEAD_BYTES;
     size_t arena_need = arena_need_max(len, actor, cmd->reqid);

@@ -67,6 +67,13 @@ uint64_t berth_engine_head_seq(const berth_engine *engine);  /* committed */
 void berth_engine_submit(berth_engine *engine, size_t argc, const berth_str *argv,
                          berth_str actor, berth_submit_result *result);
 size_t berth_engine_staged(const berth_engine *engine);
+/* What berth_engine_submit would answer for a command it would not stage,
+ * staging nothing: true with result set (SYNTAX, NOMEM, or RETRY/CONFLICT
+ * for a REQID the window holds); false for a new write, result untouched.
+ * For a caller that refuses new writes for a while but must still answer a
+ * retry with its first outcome. */
+bool berth_engine_submit_answered(berth_engine *engine, size_t argc, const berth_str *argv,
+                                  berth_submit_result *result);
 
 /* Commit the staged batch at wall-clock time_ms, raised to the head
  * record's time when below it (a clock stepped back): record times never

@@ -1313,14 +1313,6 @@ static bool batch_wait_room(client *c) {
 void batch_submit(client *c, size_t argc, const berth_str *argv) {
     server *s = c->server;
     assert(argc >= 1 && !c->wants_room);
-    berth_jerr stuck = BERTH_J_OK;
-    if (batch_writes_stuck(s, &stuck) && c->batch_pending == 0) {
-        /* Checkpoints fail (the commit log above): nothing is staged,
-         * nothing changes, and nothing of this client is held. */
-        batch_reply_commit_error(&c->out, stuck);
-        client_output_added(c);
-        return;
-    }
     if (s->batch_count == SERVER_BATCH_ENTRIES_MAX) {
         if (batch_wait_room(c)) {
             return;
@@ -1331,28 +1323,40 @@ void batch_submit(client *c, size_t argc, const berth_str *argv) {
         }
     }
     batch_entry *e = &s->batch[s->batch_count];
-    if (stuck != BERTH_J_OK) {
-        /* As above, but this client's earlier replies are held: the
-         * refusal takes its place in the batch, so it leaves after them. */
+    berth_jerr stuck = BERTH_J_OK;
+    if (batch_writes_stuck(s, &stuck) &&
+        !berth_engine_submit_answered(s->engine, argc, argv, &e->result)) {
+        /* Checkpoints fail (the commit log above): a new write is refused
+         * unstaged, nothing changes; a retry of a REQID the window holds,
+         * or a syntax error, is answered as always, below. The refusal
+         * leaves at once when nothing of this client is held, else it takes
+         * its place in the batch, so it leaves after the replies before it. */
+        if (c->batch_pending == 0) {
+            batch_reply_commit_error(&c->out, stuck);
+            client_output_added(c);
+            return;
+        }
         batch_stuck_result(&e->result, stuck);
         e->client = c;
         c->batch_pending++;
         s->batch_count++;
         return;
     }
-    berth_str actor = berth_str_make(c->actor, c->actor_len);
-    berth_engine_submit(s->engine, argc, argv, actor, &e->result);
-    if (e->result.kind == BERTH_SUBMIT_BATCH_FULL) {
-        if (batch_wait_room(c)) {
-            return;
-        }
-        batch_flush(s);
-        if (!batch_room_made(c)) {
-            return;
-        }
-        e = &s->batch[0];
+    if (stuck == BERTH_J_OK) {
+        berth_str actor = berth_str_make(c->actor, c->actor_len);
         berth_engine_submit(s->engine, argc, argv, actor, &e->result);
-        assert(e->result.kind != BERTH_SUBMIT_BATCH_FULL);
+        if (e->result.kind == BERTH_SUBMIT_BATCH_FULL) {
+            if (batch_wait_room(c)) {
+                return;
+            }
+            batch_flush(s);
+            if (!batch_room_made(c)) {
+                return;
+            }
+            e = &s->batch[0];
+            berth_engine_submit(s->engine, argc, argv, actor, &e->result);
+            assert(e->result.kind != BERTH_SUBMIT_BATCH_FULL);
+        }
     }
     if (e->result.kind == BERTH_SUBMIT_SYNTAX && c->batch_pending == 0) {
         /* Nothing of this client is held: the error can go out at once. */
@@ -1695,13 +1699,20 @@ static bool batch_checkpoint_failed(server *s) {
     if (err == BERTH_J_OK) {
         return false;
     }
-    if (s->inflight_count == 0 && s->unsynced_count == 0) {
-        server_log("the journal cannot take the commit log's records (%s): stopping; every "
-                   "acknowledged write is in %s/%s and the next start moves it",
-                   berth_jerr_name(err), s->config.data_dir, BERTH_CLOG_FILE);
-        s->fatal = true;
-        ev_break(s->loop, EVBREAK_ALL);
+    if (s->inflight_count > 0) {
+        return true;    /* its report comes first */
     }
+    server_log("the journal cannot take the commit log's records (%s): stopping; every "
+               "acknowledged write is in %s/%s and the next start moves it",
+               berth_jerr_name(err), s->config.data_dir, BERTH_CLOG_FILE);
+    if (s->unsynced_count > 0) {
+        /* A batch whose frame failed too (a dying disk): no sync will be
+         * asked for now, so its writers hear the unknown outcome here. */
+        batch_sync_failed(s, BERTH_J_IO);
+        return true;
+    }
+    s->fatal = true;
+    ev_break(s->loop, EVBREAK_ALL);
     return true;
 }
 

@@ -85,10 +85,28 @@ static void berthd_close_journal(server *s) {
  * committer. */
 static int berthd_commit_log_open(server *s) {
     bool on = strcmp(s->config.commit_log, "on") == 0;
-    if (replication_configured(&s->config) || (!on && !berth_clog_exists(s->config.data_dir))) {
+    char err[BERTHD_ERR_LEN_MAX] = "";
+    if (replication_configured(&s->config)) {
+        /* A log an LMDB berthd left here holds writes etcd never saw:
+         * serving without them would hide acknowledged writes. */
+        uint64_t head = 0, pending = 0;
+        uint8_t hash[BERTH_HASH_LEN];
+        if (berth_clog_exists(s->config.data_dir) &&
+            (berth_journal_head(s->journal, &head, hash) != BERTH_J_OK ||
+             berth_clog_pending(s->config.data_dir, head, hash, &pending, err, sizeof err) !=
+                 BERTH_J_OK ||
+             pending > 0)) {
+            fprintf(stderr, "berthd: ERR %s/%s holds acknowledged records an LMDB berthd wrote "
+                            "that the etcd journal does not have%s%s; start once with --journal "
+                            "lmdb to move them, or move the file away\n",
+                    s->config.data_dir, BERTH_CLOG_FILE, err[0] != '\0' ? ": " : "", err);
+            return -1;
+        }
         return 0;
     }
-    char err[BERTHD_ERR_LEN_MAX] = "";
+    if (!on && !berth_clog_exists(s->config.data_dir)) {
+        return 0;
+    }
     berth_clog *log = NULL;
     berth_jerr jerr = berth_clog_open(&log, s->config.data_dir, s->config.commit_log_mib << 20, err,
                                       sizeof err);

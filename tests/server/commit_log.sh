@@ -16,6 +16,8 @@
 #   5. A damaged frame before a whole one: berthd refuses to start (CORRUPT,
 #      naming commit.log) rather than drop acknowledged writes; repaired, it
 #      starts and moves them.
+#   6. The map at its cap (checkpoints fail FULL): new writes -FULL, yet a
+#      retried REQID hears its seq; JOURNAL.RANGE -FULL; WORKER.GET answers.
 # The OS-crash side (only synced writes survive) is oscrash_log.sh's.
 . "$(dirname "$0")/lib.sh"
 BERTH=${BERTH:?BERTH must name the berth tool}
@@ -174,5 +176,28 @@ else
     printf "$(printf '\\%03o' "$orig")" | dd of="$DATA/commit.log" bs=1 seek=100 conv=notrunc status=none
     restart_check 5
 fi
+stop_berthd
+
+# 6. Checkpoints failing (the map at its cap): a new write is refused
+# unstaged, but a retry of an acknowledged REQID hears its seq, and a
+# command with a syntax error its error, as always.
+DATA="$TMP/data-full"
+start_berthd --map-size-max-mib 2 --map-size-initial-mib 1
+pad=$(printf 'p%.0s' $(seq 1 100))
+for ((i = 0; i < 12000; i++)); do echo "WORKER.ADD f$i GPUS 8 LABEL pad=$pad REQID f$i"; done >"$TMP/in.full"
+"$REDIS_CLI" -p "$PORT" <"$TMP/in.full" | sed '/^$/d' >"$TMP/ack.full"
+first_full=$(grep -n -m1 -v '^[0-9]*$' "$TMP/ack.full" | cut -d: -f1)
+[ -n "$first_full" ] || fail "12,000 writes filled no 2 MiB map"
+full=$(sed -n "${first_full}p" "$TMP/ack.full")
+[ "$first_full" -gt 1 ] || fail "no write was acknowledged before the map filled"
+last_ok="f$((first_full - 2))"; last_seq=$(sed -n "$((first_full - 1))p" "$TMP/ack.full")
+expect_match "$full" '^FULL ' "a write once checkpoints fail for the map's cap"
+[ -n "$last_ok" ] || fail "no write was acknowledged before the map filled"
+expect_eq "$(r WORKER.ADD "$last_ok" GPUS 8 LABEL "pad=$pad" REQID "$last_ok")" \
+    "$last_seq" "a retry of an acknowledged REQID while writes are refused"
+expect_match "$(r WORKER.ADD bad GPUS 999)" '^ERR ' "a syntax error while writes are refused"
+expect_match "$(r WORKER.ADD never GPUS 1 REQID never-seen)" '^FULL ' "a new REQID while writes are refused"
+expect_match "$(r JOURNAL.RANGE 1 1)" '^FULL .*commit log' "JOURNAL.RANGE while checkpoints fail"
+expect_eq "$(r WORKER.GET "$last_ok" | map_field gpus)" 8 "WORKER.GET while writes are refused"
 stop_berthd
 note "ok ($streamed streamed writes, $checkpoints checkpoints)"
