@@ -287,6 +287,12 @@ shim_preload() {
     return 0
 }
 
+# shim_arm NAME ERRNO: arm $CTL/NAME (fail, fail.data, fail.log) with an
+# errno, atomically: the shim reads an empty file as EIO, and `echo N >FILE`
+# leaves it empty for a moment, long enough for a sync to read it so.
+shim_arm() {
+    printf '%s\n' "$2" >"$CTL/.arm.tmp" && mv "$CTL/.arm.tmp" "$CTL/$1" || fail "cannot arm $CTL/$1"
+}
 # shim_ctl_setup: shim_preload, plus CTL, the shim's control directory
 # (BERTH_SHIM_CTL: slow or fail the sync a test chooses; the shim logs
 # each data-file sync to $CTL/syncs), and start_shimmed (start_berthd

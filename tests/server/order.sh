@@ -36,7 +36,7 @@ expect_match "$(r WORKER.GET p1 | head -n 2 | tail -n 1)" '^p1$' "the write answ
 # 2. Seqs 1..8 on disk (p1 is 1); a batch of 9..10 (a snapshot due at 10)
 # fails in its sync with ENOSPC; then seq 9 alone commits.
 for i in 2 3 4 5 6 7 8; do expect_int "$(r WORKER.ADD s$i GPUS 1)" "WORKER.ADD s$i"; done
-echo 28 >"$CTL/fail"
+shim_arm fail 28
 out=$(nc_send 'WORKER.ADD f9 GPUS 1\r\nWORKER.ADD f10 GPUS 1\r\nQUIT\r\n')
 expect_match "$(sed -n 1p <<<"$out")" '^-FULL' "the first write of the batch whose sync failed"
 expect_match "$(sed -n 2p <<<"$out")" '^-FULL' "the second write of that batch"

@@ -271,7 +271,7 @@ start_shimmed
 stream_start logfail
 reader_start logfail
 wait_replies logfail "$acked_before_fault"
-echo 5 >"$CTL/fail.log"
+shim_arm fail.log 5
 stopped logfail
 [ ! -e "$CTL/fail.log" ] || fail "logfail: the armed failure of the log's sync never happened"
 grep -q 'disk_shim: a sync of the commit log fails' "$LOG" || fail "logfail: the shim failed no sync of the log"
@@ -291,7 +291,7 @@ start_shimmed
 stream_start ckptfail
 reader_start ckptfail
 wait_replies ckptfail "$acked_before_fault"
-echo 5 >"$CTL/fail.data"
+shim_arm fail.data 5
 stopped ckptfail
 [ ! -e "$CTL/fail.data" ] || fail "ckptfail: the armed failure of a checkpoint's sync never happened"
 grep -q 'the journal cannot take the commit log' "$LOG" || fail "ckptfail: berthd's log does not say the checkpoint failed"
@@ -312,7 +312,7 @@ stream_start ckptfull
 reader_start ckptfull
 wait_replies ckptfull "$acked_before_fault"
 log_from=$(($(wc -l <"$LOG") + 1))
-echo 28 >"$CTL/fail.data"
+shim_arm fail.data 28
 for ((i = 0; i < 400; i++)); do
     [ ! -e "$CTL/fail.data" ] && tail -n +"$log_from" "$LOG" | grep -q 'moved into the journal again' && break
     sleep 0.025
