@@ -44,6 +44,7 @@ target_link_libraries(berth_fuzz_seeds PRIVATE berth_replay berth_journal berth_
 # ---- programs that drive a real berthd -------------------------------------
 add_library(berth_harness STATIC ${rel_src}/harness.c)
 target_include_directories(berth_harness PUBLIC ${rel_src})
+target_link_libraries(berth_harness PUBLIC berth_journal)   # h_recover_commit_log
 
 add_executable(berth_crashloop ${rel_src}/crashloop.c)
 target_link_libraries(berth_crashloop PRIVATE berth_harness berth_replay berth_journal berth_core)

@@ -35,7 +35,6 @@
 
 #include "engine.h"
 #include "harness.h"
-#include "commit_log.h"
 #include "journal.h"
 #include "replay.h"
 #include "state.h"
@@ -644,34 +643,15 @@ static void engine_digest(run *r, uint8_t out[BERTH_HASH_LEN]) {
     berth_journal_close(j);
 }
 
-/* berthd's start moves what its commit log holds past LMDB's head into
- * LMDB before anything else (tools/berthd.c): the acknowledged writes of
- * the last moments before a kill may be only there. So this check does the
- * same first, as berthd's next start would, and then checks the journal
- * that start serves. */
-static void recover_commit_log(run *r) {
-    if (!berth_clog_exists(r->o.data)) {
-        return;
-    }
-    berth_journal *j = NULL;
-    char err[CL_ERR_LEN_MAX];
-    berth_journal_options jo = { .defer_meta_sync = true };
-    berth_jerr e = berth_journal_open_lmdb(&j, r->o.data, &jo, err, sizeof err);
-    if (e != BERTH_J_OK) h_die("open the journal to recover the commit log: %s: %s", berth_jerr_name(e), err);
-    berth_clog *log = NULL;
-    e = berth_clog_open(&log, r->o.data, BERTH_CLOG_BYTES_DEFAULT, err, sizeof err);
-    uint64_t moved = 0;
-    if (e == BERTH_J_OK) e = berth_clog_checkpoint(log, j, &moved, err, sizeof err);
-    if (e != BERTH_J_OK) h_die("recover the commit log after kill %u: %s: %s", r->kills, berth_jerr_name(e), err);
-    berth_clog_close(log);
-    berth_journal_close(j);
-    r->recovered += moved;
-}
-
 static void verify_offline(run *r, const char *when) {
     berth_journal *j = NULL;
     char err[CL_ERR_LEN_MAX];
-    recover_commit_log(r);
+    /* berthd's next start moves what its commit log holds first (the
+     * acknowledged writes of the last moments before a kill may be only
+     * there): this check sees the journal that start serves. */
+    char what[64];
+    snprintf(what, sizeof what, "after kill %u", r->kills);
+    r->recovered += h_recover_commit_log(r->o.data, what);
     berth_journal_options jo = { .read_only = true, .no_lock = true };
     berth_jerr e = berth_journal_open_lmdb(&j, r->o.data, &jo, err, sizeof err);
     if (e != BERTH_J_OK) h_die("open the journal read-only after kill %u: %s: %s", r->kills, berth_jerr_name(e), err);

@@ -454,29 +454,10 @@ static void lmdb_head(phase *p, uint64_t *seq, uint8_t hash[BERTH_HASH_LEN]) {
     berth_journal_close(j);
 }
 
-/* What berthd's start does (and crashloop.c's recover_commit_log): move
- * the log's frames past LMDB's head into LMDB. Returns the count moved. */
-static uint64_t recover_commit_log(phase *p) {
-    if (!berth_clog_exists(p->data)) return 0;
-    berth_journal *j = NULL;
-    char err[FD_ERR_LEN_MAX];
-    berth_journal_options jo = { .defer_meta_sync = true };
-    berth_jerr e = berth_journal_open_lmdb(&j, p->data, &jo, err, sizeof err);
-    if (e != BERTH_J_OK) h_die("%s: open the journal to recover the commit log: %s: %s", p->name, berth_jerr_name(e), err);
-    berth_clog *log = NULL;
-    e = berth_clog_open(&log, p->data, BERTH_CLOG_BYTES_DEFAULT, err, sizeof err);
-    uint64_t moved = 0;
-    if (e == BERTH_J_OK) e = berth_clog_checkpoint(log, j, &moved, err, sizeof err);
-    if (e != BERTH_J_OK) h_die("%s: recover the commit log: %s: %s", p->name, berth_jerr_name(e), err);
-    berth_clog_close(log);
-    berth_journal_close(j);
-    return moved;
-}
-
 /* Offline, berthd stopped: the log moved into LMDB, the chain verifies,
  * every acked seq holds its REQID. */
 static void check_journal(phase *p) {
-    uint64_t moved = recover_commit_log(p);
+    uint64_t moved = h_recover_commit_log(p->data, p->name);
     berth_journal *j = NULL;
     char err[FD_ERR_LEN_MAX];
     berth_journal_options jo = { .read_only = true, .no_lock = true };

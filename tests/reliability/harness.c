@@ -28,6 +28,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "commit_log.h"
+#include "journal.h"
+
 #define H_STACK_DEPTH_MAX 64        /* nesting of aggregates in one reply */
 #define H_READ_CHUNK 65536          /* bytes per read() */
 #define H_AGG_COUNT_MAX 10000000    /* elements one aggregate may announce */
@@ -602,4 +605,29 @@ uint64_t h_percentile(uint64_t *samples, size_t n, double p) {
     size_t i = (size_t)((p / 100.0) * (double)(n - 1) + 0.5);
     if (i >= n) i = n - 1;
     return samples[i];
+}
+
+uint64_t h_recover_commit_log(const char *dir, const char *what) {
+    if (!berth_clog_exists(dir)) {
+        return 0;
+    }
+    berth_journal *j = NULL;
+    char err[1024] = "";
+    berth_journal_options jo = { .defer_meta_sync = true };
+    berth_jerr e = berth_journal_open_lmdb(&j, dir, &jo, err, sizeof err);
+    if (e != BERTH_J_OK) {
+        h_die("%s: open the journal to recover the commit log: %s: %s", what, berth_jerr_name(e), err);
+    }
+    berth_clog *log = NULL;
+    e = berth_clog_open(&log, dir, BERTH_CLOG_BYTES_DEFAULT, err, sizeof err);
+    uint64_t moved = 0;
+    if (e == BERTH_J_OK) {
+        e = berth_clog_checkpoint(log, j, &moved, err, sizeof err);
+    }
+    if (e != BERTH_J_OK) {
+        h_die("%s: recover the commit log: %s: %s", what, berth_jerr_name(e), err);
+    }
+    berth_clog_close(log);
+    berth_journal_close(j);
+    return moved;
 }

@@ -140,6 +140,12 @@ long h_raise_nofile(long want);
 /* Percentile p (0..100) of n samples, sorting them in place. */
 uint64_t h_percentile(uint64_t *samples, size_t n, double p);
 
+/* What berthd's start does first (tools/berthd.c): move the frames its
+ * commit log holds past LMDB's head into LMDB, so an offline check sees
+ * the journal that start would serve. Returns the records moved (0 when
+ * there is no DIR/commit.log); dies naming what on failure. */
+uint64_t h_recover_commit_log(const char *dir, const char *what);
+
 /* Print to stderr with the program name and exit(1): a harness failure. */
 void h_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
