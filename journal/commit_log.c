@@ -1,52 +1,105 @@
-/* commit_log.c — owns DIR/commit.log (commit_log.h): the frame layout, the
- * append that makes a batch durable with one write and one fdatasync, and
- * the walk that moves frames into the journal (the checkpoint, which is
- * also the recovery at start) or only counts them (berth_clog_pending).
+/* commit_log.c — owns DIR/commit.log and DIR/commit.log.2 (commit_log.h):
+ * the frame layout, the append that makes a batch durable with one write
+ * and one fdatasync, the seal that hands the active file to a checkpointer
+ * thread, and the walks that move frames into the journal
+ * (berth_clog_checkpoint_sealed over the sealed file alone;
+ * berth_clog_checkpoint over both, which is also the recovery at start) or
+ * only count them (berth_clog_pending).
  *
- * Reading. The whole file is mapped read-only and shared (coherent with
+ * Two files. files[0] is commit.log, files[1] commit.log.2; each has its
+ * own fd, map, size, write offset, written_max and scanned. One is active
+ * (appends go there); the other is free or sealed. A seal hands the active
+ * file to the checkpointer and makes the other active from its offset 0:
+ * the other is free only when its frames are durable in the journal (it was
+ * never used, or its checkpoint synced), so every frame it holds is at or
+ * below the journal's head, and overwriting them loses nothing. A full
+ * checkpoint moves both files' frames and makes file 0 active from offset
+ * 0, as open leaves it: after any full checkpoint the same file takes the
+ * next frame, whichever was active before.
+ *
+ * Order of the files. Nothing on disk says which file came first: the seal
+ * lives in memory. A full checkpoint and pending peek at each file's first
+ * frame past the journal's head, by headers alone, skipping stale frames
+ * as the walk does (first_live_seq), and walk first the file whose first
+ * such frame starts at head+1, then the other from where the first ended
+ * (its last seq and hash). Legitimately at most one whole frame can start
+ * at head+1: the older file's frames past the head start there, the newer
+ * file's start after the older's last. When both headers claim head+1 (a
+ * torn frame left by a crash, whose seqs the next process wrote again) or
+ * neither does, file 0 goes first: a torn first frame ends that walk with
+ * nothing applied and the other file is walked from the head, and with
+ * neither the walks report the gap as CORRUPT. While running, this open
+ * knows the order (the sealed file, if it holds frames past the head,
+ * comes first) and the last seq (log->last_seq): a walk that disagrees is
+ * CORRUPT.
+ *
+ * Reading. Each file is mapped whole, read-only and shared (coherent with
  * pwrite on Linux), so the records a checkpoint decodes point into the map
- * and stay valid while the journal appends them; the file never changes
- * size, so the map never goes stale. (A read error in a mapped page is
+ * and stay valid while the journal appends them; a file never changes
+ * size, so its map never goes stale. (A read error in a mapped page is
  * SIGBUS, as it is for LMDB's own map.)
  *
- * The walk (walk_run) reads each frame's header before anything else. A
- * frame whose seqs all lie at or below the journal's head is stale: before
- * the first frame to apply it is skipped (a checkpoint that moved part of
- * a generation before it failed, or one with no frame since the last), once
- * frames are being applied it ends the walk; either way it is never hashed,
- * so a running berthd's checkpoint costs the SHA-256 of the frames it moves
- * and little more. A frame holding a seq past the last one applied is
- * hashed: whole and following (seq and chain), it is checked record by
- * record and applied; whole and not following (a gap, an overlap, a broken
- * chain) is CORRUPT; not whole ends the walk (the torn last frame). Then the
- * damage check (damage_scan) reads the header at every aligned offset the
- * walk did not verify and hashes those holding a seq past the last applied:
- * a whole one means an acknowledged frame before it was lost, CORRUPT.
- * Every check runs before the first journal append, so a damaged log moves
- * nothing: each record must be the very bytes berth_record_encode makes of
- * its fields, so the journal stores the same bytes and hashes (checked
- * again after each append). What no walk can tell apart: the last
- * acknowledged frame damaged on the medium, with nothing whole after it,
- * looks like the torn frame a crash leaves, and is dropped like one. A checkpoint then re-reads the frames it verified (no hash) and
- * appends them in as few journal appends as the journal's limits allow;
- * frames without touched names ride in a batch with others as records that
- * touched none (an empty entry, which the journal stores exactly as no
- * entry), so the touched flag does not split batches.
+ * The walk of one file (walk_run) reads each frame's header before anything
+ * else. A frame whose seqs all lie at or below where the walk starts (the
+ * journal's head, or the first file's last seq) is stale: before the first
+ * frame to apply it is skipped (a checkpoint that moved part of a
+ * generation before it failed, or one with no frame since the last, or the
+ * other file's seqs), once frames are being applied it ends the walk;
+ * either way it is never hashed, so a running berthd's checkpoint costs
+ * the SHA-256 of the frames it moves and little more. A frame holding a seq
+ * past the last one applied is hashed: whole and following (seq and
+ * chain), it is checked record by record and applied; whole and not
+ * following (a gap, an overlap, a broken chain) is CORRUPT; not whole ends
+ * the walk (the torn last frame). Then the damage check (damage_scan)
+ * reads the header at every aligned offset the walk did not verify and
+ * hashes those holding a seq past the walk's last applied: a whole one
+ * means an acknowledged frame before it was lost, CORRUPT. (For the first
+ * file of two that is its own last seq: no frame of the older file can
+ * hold a seq the newer one holds.) Every check of both walks runs before
+ * the first journal append, so a damaged log moves nothing: each record
+ * must be the very bytes berth_record_encode makes of its fields, so the
+ * journal stores the same bytes and hashes (checked again after each
+ * append). What no walk can tell apart: the last acknowledged frame
+ * damaged on the medium, with nothing whole after it, looks like the torn
+ * frame a crash leaves, and is dropped like one. A checkpoint then re-reads
+ * the frames it verified (no hash), the first file's then the second's,
+ * and appends them in as few journal appends as the journal's limits
+ * allow, a batch running on from one file into the other; frames without
+ * touched names ride in a batch with others as records that touched none
+ * (an empty entry, which the journal stores exactly as no entry), so the
+ * touched flag does not split batches. A batch holds whole frames, so the
+ * journal's head always ends at a frame's end.
  *
- * Cheap damage checks while running. Once a checkpoint of this open
- * scanned the whole file, offsets at or past the furthest byte this open
- * has written since are unchanged and were proven to hold no whole frame
- * past that checkpoint's head (which only grows), so later checkpoints scan
- * only up to that byte (scan_end). pending always scans the whole file.
+ * Cheap damage checks while running. Once a full checkpoint of this open
+ * scanned both files whole, offsets of a file at or past the furthest byte
+ * this open has written into it since are unchanged and were proven to
+ * hold no whole frame past that checkpoint's head (which only grows), so
+ * later checkpoints scan each file only up to that byte (its scan_end).
+ * pending always scans the whole files.
  *
- * Creation. The file is made as DIR/commit.log.new, zero-filled by writes
+ * Threads. One thread appends (append, seal, last_seq,
+ * active_used_bytes); one checkpointer may run checkpoint_sealed meanwhile.
+ * They share no scratch: frame and lens are append's, recode and the
+ * batch_* arrays the checkpoints'. A file belongs to one thread at a time:
+ * the active one to the appender, the sealed one to the checkpointer from
+ * the seal until it frees it; the hand-over in both directions is a write
+ * of `sealed` under mu, so what one thread wrote into a file's fields is
+ * visible to the other. Everything both threads (or used_bytes, from any
+ * thread) read or write is in `struct shared` and touched only under mu:
+ * the sealed index, the bytes each file's frames take as used_bytes
+ * reports them, the sealed file's last seq and hash, and the sticky failed
+ * flag. ready, last_seq and chain are the appender's (a full checkpoint,
+ * with no other call in flight, writes them).
+ *
+ * Creation. A file is made as its name plus ".new", zero-filled by writes
  * (not fallocate: unwritten extents would make each fdatasync write
- * metadata), fsynced, renamed to DIR/commit.log, and DIR fsynced: a crash
- * while it is made never leaves a short commit.log behind. */
+ * metadata), fsynced, renamed to its name, and DIR fsynced: a crash while
+ * it is made never leaves a short log file behind. */
 #define _GNU_SOURCE
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,11 +120,12 @@
 #include "commit_log.h"
 
 #define FRAME_MAGIC "BRTHCLOG"
-#define CLOG_FILE_NEW BERTH_CLOG_FILE ".new"
+#define NEW_SUFFIX ".new"
 
 enum {
     dir_len_max = 4000,                 /* data directory path, bytes */
-    path_len_max = dir_len_max + 64,    /* DIR/commit.log.new fits */
+    path_len_max = dir_len_max + 64,    /* DIR/commit.log.2.new fits */
+    file_count = 2,                     /* commit.log and commit.log.2 */
     magic_len = 8,
     frame_format = 1,
     flag_touched = 1u,                  /* the frame carries touched names */
@@ -98,29 +152,58 @@ _Static_assert(BERTH_NAME_LEN_MAX <= UINT16_MAX && BERTH_PLACEMENT_WORKERS_MAX <
 _Static_assert(FRAME_PAYLOAD_MAX <= UINT32_MAX, "payload_len is a u32");
 _Static_assert(BERTH_CLOG_BYTES_MIN % BERTH_CLOG_ALIGN == 0 &&
                BERTH_CLOG_BYTES_MAX % BERTH_CLOG_ALIGN == 0, "size bounds are aligned");
+_Static_assert(sizeof(BERTH_CLOG_FILE2 NEW_SUFFIX) < 64, "a file's name fits path_len_max");
 
-struct berth_clog {
+static const char *const file_names[file_count] = { BERTH_CLOG_FILE, BERTH_CLOG_FILE2 };
+
+/* One of the two files. Its fields belong to the thread that owns the
+ * file (header comment, "Threads"); fd, map, size and path never change
+ * after open. */
+typedef struct clog_file {
     int fd;
     const uint8_t *map;             /* the whole file, PROT_READ, MAP_SHARED */
     uint64_t size;
-    bool ready;                     /* a checkpoint succeeded: offset and chain known */
+    uint64_t offset;                /* the next frame's start while active; its frames' end
+                                       while sealed */
+    uint64_t written_max;           /* end of the furthest frame this open wrote into it */
+    bool scanned;                   /* a full checkpoint of this open scanned it whole */
+    char path[path_len_max];
+} clog_file;
+
+/* What the appending thread, the checkpointer and used_bytes's callers
+ * share: read and written under berth_clog.mu only. */
+struct shared {
+    int sealed;                     /* the sealed file's index, or -1: none */
+    uint64_t active_bytes;          /* the active file's offset, as used_bytes reports it */
+    uint64_t sealed_bytes;          /* the sealed file's frames' bytes (0: none sealed) */
+    uint64_t sealed_last_seq;       /* the appender's last seq when it sealed */
+    uint8_t sealed_last_hash[BERTH_HASH_LEN];
     bool failed;                    /* a write or sync failed: sticky IO */
-    bool scanned;                   /* a checkpoint of this open scanned the whole file */
-    uint64_t offset;                /* the next frame's start */
-    uint64_t written_max;           /* end of the furthest frame this open wrote */
+};
+
+struct berth_clog {
+    clog_file files[file_count];
+    /* The appending thread's (written also by a full checkpoint, which runs
+     * alone). */
+    bool ready;                     /* a full checkpoint succeeded: offsets and chain known */
+    int active;                     /* the file appends go into */
     uint64_t last_seq;
     uint8_t chain[BERTH_HASH_LEN];  /* the last record's hash: the next frame chains on it */
     uint8_t *frame;                 /* the frame being built, frame_cap bytes */
     size_t frame_cap;
     uint32_t *lens;                 /* encoded record lengths of the frame being built */
+    /* The checkpoints' scratch (checkpoint_sealed's thread, or a full
+     * checkpoint): never touched by append. */
     uint8_t *recode;                /* BERTH_RECORD_BYTES_MAX: a walk re-encodes each record */
-    /* A checkpoint's journal batch: records decoded from the map, their
+    /* A checkpoint's journal batch: records decoded from the maps, their
      * names, and where each record's hash sits in its frame. */
     berth_record *batch_records;
     berth_touched *batch_touched;
     berth_str *batch_workers;
     const uint8_t **batch_hashes;
-    char path[path_len_max];
+    pthread_mutex_t mu;             /* guards shared */
+    bool mu_made;
+    struct shared shared;
 };
 
 static berth_clog_fault_hook fault_hook;
@@ -431,7 +514,19 @@ uint64_t berth_clog_frame_bytes(const berth_record *records, const berth_touched
 
 /* ---- open and close ------------------------------------------------------ */
 
-/* Remove a half-made DIR/commit.log.new and say why it was abandoned. */
+static void lock(berth_clog *log) {
+    int rc = pthread_mutex_lock(&log->mu);
+    assert(rc == 0);   /* a default mutex, locked by no one twice */
+    (void)rc;
+}
+
+static void unlock(berth_clog *log) {
+    int rc = pthread_mutex_unlock(&log->mu);
+    assert(rc == 0);
+    (void)rc;
+}
+
+/* Remove a half-made NAME.new and say why it was abandoned. */
 static berth_jerr create_failed(int fd, const char *tmp, const char *what, int errnum, char *err,
                                 size_t err_size) {
     (void)close(fd);   /* the file is being removed */
@@ -440,14 +535,14 @@ static berth_jerr create_failed(int fd, const char *tmp, const char *what, int e
     return errnum == ENOSPC || errnum == EDQUOT ? BERTH_J_FULL : BERTH_J_IO;
 }
 
-/* Make DIR/commit.log zero-filled to bytes (see "Creation"); *fd_out is
+/* Make the file at path zero-filled to bytes (see "Creation"); *fd_out is
  * open on it, read-write. */
 static berth_jerr file_create(const char *dir, const char *path, uint64_t bytes, int *fd_out,
                               char *err, size_t err_size) {
     char tmp[path_len_max];
-    bool fits = path_of(tmp, dir, CLOG_FILE_NEW);
-    assert(fits);   /* path fitted, and the name is as long as the room left for it */
-    (void)fits;
+    int n = snprintf(tmp, sizeof(tmp), "%s" NEW_SUFFIX, path);
+    assert(n > 0 && n < path_len_max);   /* path fitted with room for the suffix */
+    (void)n;
     int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
         say(err, err_size, "cannot create the commit log %s: %s", tmp, strerror(errno));
@@ -480,7 +575,7 @@ static berth_jerr file_create(const char *dir, const char *path, uint64_t bytes,
         (void)close(fd);
         say(err, err_size, "cannot sync the directory %s after creating %s: %s", dir, path,
             strerror(rc));
-        return BERTH_J_IO;   /* commit.log stays: a later open finds it whole */
+        return BERTH_J_IO;   /* the file stays: a later open finds it whole */
     }
     *fd_out = fd;
     return BERTH_J_OK;
@@ -525,22 +620,19 @@ static bool scratch_alloc(berth_clog *log) {
     log->batch_touched = calloc(BERTH_BATCH_RECORDS_MAX, sizeof(*log->batch_touched));
     log->batch_workers = calloc(batch_workers_max, sizeof(*log->batch_workers));
     log->batch_hashes = calloc(BERTH_BATCH_RECORDS_MAX, sizeof(*log->batch_hashes));
-    return log->lens != NULL && log->recode != NULL && log->batch_records != NULL && log->batch_touched != NULL &&
-           log->batch_workers != NULL && log->batch_hashes != NULL;
+    return log->lens != NULL && log->recode != NULL && log->batch_records != NULL &&
+           log->batch_touched != NULL && log->batch_workers != NULL && log->batch_hashes != NULL;
 }
 
-static berth_jerr open_steps(berth_clog *log, const char *dir, uint64_t bytes, char *err,
-                             size_t err_size) {
-    if (!path_of(log->path, dir, BERTH_CLOG_FILE)) {
-        say(err, err_size, "data directory path %.64s... is too long", dir);
-        return BERTH_J_INVALID;
-    }
-    log->fd = open(log->path, O_RDWR | O_CLOEXEC);
-    if (log->fd < 0 && errno != ENOENT) {
-        say(err, err_size, "cannot open the commit log %s: %s", log->path, strerror(errno));
+/* Open one file (its path set), creating it when absent, and map it. */
+static berth_jerr file_open(clog_file *f, const char *dir, uint64_t bytes, char *err,
+                            size_t err_size) {
+    f->fd = open(f->path, O_RDWR | O_CLOEXEC);
+    if (f->fd < 0 && errno != ENOENT) {
+        say(err, err_size, "cannot open the commit log %s: %s", f->path, strerror(errno));
         return errno == EISDIR ? BERTH_J_INVALID : BERTH_J_IO;   /* not a file berth made */
     }
-    if (log->fd < 0) {
+    if (f->fd < 0) {
         if (bytes < BERTH_CLOG_BYTES_MIN || bytes > BERTH_CLOG_BYTES_MAX ||
             bytes % BERTH_CLOG_ALIGN != 0) {
             say(err, err_size, "a commit log's size must be %llu..%llu bytes in multiples of"
@@ -549,20 +641,41 @@ static berth_jerr open_steps(berth_clog *log, const char *dir, uint64_t bytes, c
                 (unsigned long long)bytes);
             return BERTH_J_INVALID;
         }
-        berth_jerr jerr = file_create(dir, log->path, bytes, &log->fd, err, err_size);
+        berth_jerr jerr = file_create(dir, f->path, bytes, &f->fd, err, err_size);
         if (jerr != BERTH_J_OK) {
             return jerr;
         }
     }
-    berth_jerr jerr = size_check(log->fd, log->path, &log->size, err, err_size);
-    if (jerr == BERTH_J_OK) {
-        jerr = map_file(log->fd, log->size, &log->map, log->path, err, err_size);
+    berth_jerr jerr = size_check(f->fd, f->path, &f->size, err, err_size);
+    return jerr == BERTH_J_OK ? map_file(f->fd, f->size, &f->map, f->path, err, err_size) : jerr;
+}
+
+static berth_jerr open_steps(berth_clog *log, const char *dir, uint64_t bytes, char *err,
+                             size_t err_size) {
+    for (int i = 0; i < file_count; i++) {
+        if (!path_of(log->files[i].path, dir, file_names[i])) {
+            say(err, err_size, "data directory path %.64s... is too long", dir);
+            return BERTH_J_INVALID;
+        }
     }
-    if (jerr == BERTH_J_OK && !scratch_alloc(log)) {
-        say(err, err_size, "out of memory opening the commit log %s", log->path);
-        jerr = BERTH_J_NOMEM;
+    if (pthread_mutex_init(&log->mu, NULL) != 0) {
+        say(err, err_size, "cannot make a mutex for the commit log in %.64s", dir);
+        return BERTH_J_NOMEM;
     }
-    return jerr;
+    log->mu_made = true;
+    /* commit.log first: a directory from before commit.log.2 keeps its
+     * file and gains the second. */
+    for (int i = 0; i < file_count; i++) {
+        berth_jerr jerr = file_open(&log->files[i], dir, bytes, err, err_size);
+        if (jerr != BERTH_J_OK) {
+            return jerr;
+        }
+    }
+    if (!scratch_alloc(log)) {
+        say(err, err_size, "out of memory opening the commit log %s", log->files[0].path);
+        return BERTH_J_NOMEM;
+    }
+    return BERTH_J_OK;
 }
 
 berth_jerr berth_clog_open(berth_clog **out, const char *dir, uint64_t bytes, char *err,
@@ -574,13 +687,19 @@ berth_jerr berth_clog_open(berth_clog **out, const char *dir, uint64_t bytes, ch
         say(err, err_size, "out of memory opening the commit log in %.64s", dir);
         return BERTH_J_NOMEM;
     }
-    log->fd = -1;
+    for (int i = 0; i < file_count; i++) {
+        log->files[i].fd = -1;
+    }
+    log->shared.sealed = -1;
     berth_jerr jerr = open_steps(log, dir, bytes, err, err_size);
     if (jerr != BERTH_J_OK) {
         berth_clog_close(log);
         return jerr;
     }
-    assert(log->map != NULL && log->size % BERTH_CLOG_ALIGN == 0 && !log->ready);
+    for (int i = 0; i < file_count; i++) {
+        assert(log->files[i].map != NULL && log->files[i].size % BERTH_CLOG_ALIGN == 0);
+    }
+    assert(!log->ready && log->active == 0 && log->shared.sealed == -1);
     *out = log;
     return BERTH_J_OK;
 }
@@ -589,15 +708,23 @@ void berth_clog_close(berth_clog *log) {
     if (log == NULL) {
         return;
     }
-    if (log->map != NULL) {
-        int rc = munmap((void *)log->map, (size_t)log->size);
-        assert(rc == 0);
-        (void)rc;
+    for (int i = 0; i < file_count; i++) {
+        clog_file *f = &log->files[i];
+        if (f->map != NULL) {
+            int rc = munmap((void *)f->map, (size_t)f->size);
+            assert(rc == 0);
+            (void)rc;
+        }
+        if (f->fd >= 0) {
+            /* Every frame that was acknowledged was synced: a failed close
+             * loses nothing anyone was told is durable. */
+            (void)close(f->fd);
+        }
     }
-    if (log->fd >= 0) {
-        /* Every frame that was acknowledged was synced: a failed close
-         * loses nothing anyone was told is durable. */
-        (void)close(log->fd);
+    if (log->mu_made) {
+        int rc = pthread_mutex_destroy(&log->mu);
+        assert(rc == 0);   /* no other call in flight */
+        (void)rc;
     }
     free(log->frame);
     free(log->lens);
@@ -612,19 +739,43 @@ void berth_clog_close(berth_clog *log) {
 bool berth_clog_exists(const char *dir) {
     char path[path_len_max];
     struct stat st;
-    return path_of(path, dir, BERTH_CLOG_FILE) && stat(path, &st) == 0;
+    for (int i = 0; i < file_count; i++) {
+        if (path_of(path, dir, file_names[i]) && stat(path, &st) == 0) {
+            return true;
+        }
+    }
+    return false;
 }
 
 uint64_t berth_clog_last_seq(const berth_clog *log) {
     return log->last_seq;
 }
 
-uint64_t berth_clog_used_bytes(const berth_clog *log) {
-    return log->offset;
+uint64_t berth_clog_used_bytes(berth_clog *log) {
+    lock(log);
+    uint64_t bytes = log->shared.active_bytes + log->shared.sealed_bytes;
+    unlock(log);
+    return bytes;
 }
 
 uint64_t berth_clog_size_bytes(const berth_clog *log) {
-    return log->size;
+    return log->files[0].size + log->files[1].size;   /* fixed at open */
+}
+
+uint64_t berth_clog_active_used_bytes(const berth_clog *log) {
+    return log->files[log->active].offset;
+}
+
+uint64_t berth_clog_active_size_bytes(const berth_clog *log) {
+    return log->files[log->active].size;
+}
+
+/* The sticky IO flag, from any thread. */
+static bool failed_get(berth_clog *log) {
+    lock(log);
+    bool failed = log->shared.failed;
+    unlock(log);
+    return failed;
 }
 
 /* ---- append ----------------------------------------------------------- */
@@ -658,14 +809,16 @@ static berth_jerr frame_measure(berth_clog *log, berth_record *records,
     return BERTH_J_OK;
 }
 
-/* Room for a frame of bytes in log->frame (never more than the file). */
+
+/* Room for a frame of bytes in log->frame (never more than the active file). */
 static bool frame_room(berth_clog *log, uint64_t bytes) {
-    assert(bytes <= log->size);
+    uint64_t size = log->files[log->active].size;
+    assert(bytes <= size);
     if (log->frame_cap >= bytes) {
         return true;
     }
     uint64_t cap = log->frame_cap * 2 > bytes ? log->frame_cap * 2 : bytes;
-    cap = cap < log->size ? cap : log->size;
+    cap = cap < size ? cap : size;
     uint8_t *grown = realloc(log->frame, (size_t)cap);
     if (grown == NULL) {
         return false;
@@ -721,22 +874,25 @@ static void frame_build(berth_clog *log, berth_record *records, const berth_touc
     memset(at, 0, (size_t)(frame_bytes - BERTH_CLOG_HEADER_BYTES - payload_len));
 }
 
-/* One write and one fdatasync; the fault hook stands in for either. */
+
+/* One write and one fdatasync into the active file; the fault hook stands
+ * in for either. */
 static int frame_write(berth_clog *log, uint64_t frame_bytes) {
+    clog_file *f = &log->files[log->active];
     int rc = fault_of("write");
     if (rc == 0) {
-        rc = write_all(log->fd, log->frame, (size_t)frame_bytes, log->offset);
+        rc = write_all(f->fd, log->frame, (size_t)frame_bytes, f->offset);
     }
     if (rc == 0) {
         rc = fault_of("sync");
     }
-    return rc == 0 ? datasync(log->fd) : rc;
+    return rc == 0 ? datasync(f->fd) : rc;
 }
 
 berth_jerr berth_clog_append(berth_clog *log, berth_record *records,
                              const berth_touched *touched, size_t n) {
     assert(log != NULL);
-    if (log->failed) {
+    if (failed_get(log)) {
         return BERTH_J_IO;
     }
     if (!log->ready || records == NULL || n == 0 || n > BERTH_BATCH_RECORDS_MAX) {
@@ -747,12 +903,13 @@ berth_jerr berth_clog_append(berth_clog *log, berth_record *records,
     if (jerr != BERTH_J_OK) {
         return jerr;
     }
+    clog_file *f = &log->files[log->active];
     uint64_t frame_bytes = align_up(BERTH_CLOG_HEADER_BYTES + payload_len);
-    if (frame_bytes > log->size) {
-        return BERTH_J_INVALID;   /* no checkpoint would make room for it */
+    if (frame_bytes > f->size) {
+        return BERTH_J_INVALID;   /* no checkpoint would make room for it in this file */
     }
-    assert(log->offset <= log->size && log->offset % BERTH_CLOG_ALIGN == 0);
-    if (frame_bytes > log->size - log->offset) {
+    assert(f->offset <= f->size && f->offset % BERTH_CLOG_ALIGN == 0);
+    if (frame_bytes > f->size - f->offset) {
         return BERTH_J_FULL;
     }
     if (!frame_room(log, frame_bytes)) {
@@ -763,24 +920,76 @@ berth_jerr berth_clog_append(berth_clog *log, berth_record *records,
         /* Whether the frame reached the disk is unknown, and after a failed
          * fdatasync the kernel may have dropped pages it could not write:
          * no later sync could prove anything. */
-        log->failed = true;
+        lock(log);
+        log->shared.failed = true;
+        unlock(log);
         return BERTH_J_IO;
     }
-    log->offset += frame_bytes;
-    log->written_max = log->offset > log->written_max ? log->offset : log->written_max;
+    f->offset += frame_bytes;
+    f->written_max = f->offset > f->written_max ? f->offset : f->written_max;
     log->last_seq = records[n - 1].seq;
     memcpy(log->chain, records[n - 1].hash, BERTH_HASH_LEN);
+    lock(log);
+    log->shared.active_bytes = f->offset;
+    unlock(log);
     return BERTH_J_OK;
+}
+
+/* ---- seal ---------------------------------------------------------------- */
+
+bool berth_clog_seal(berth_clog *log) {
+    assert(log != NULL);
+    if (!log->ready) {
+        return false;   /* the write offsets are unknown: nothing to hand over */
+    }
+    int active = log->active, other = 1 - active;
+    clog_file *f = &log->files[active];
+    lock(log);
+    bool sealed = log->shared.sealed >= 0;
+    if (!sealed && f->offset > 0) {
+        assert(log->shared.active_bytes == f->offset && log->shared.sealed_bytes == 0);
+        /* The other file is free: every frame it holds is at or below the
+         * journal's head (its checkpoint synced before it was freed, or it
+         * was never used since the last full checkpoint), so the next
+         * generation may overwrite them from offset 0. */
+        log->shared.sealed = active;
+        log->shared.sealed_bytes = f->offset;
+        log->shared.sealed_last_seq = log->last_seq;
+        memcpy(log->shared.sealed_last_hash, log->chain, BERTH_HASH_LEN);
+        log->shared.active_bytes = 0;
+        log->files[other].offset = 0;
+        log->active = other;
+        sealed = true;
+    }
+    assert(!sealed || log->shared.sealed == 1 - log->active);
+    unlock(log);
+    return sealed;
 }
 
 /* ---- the walk ----------------------------------------------------------- */
 
+/* ---- the walk ----------------------------------------------------------- */
+
+/* How a walk's start is named in its sentences. */
+typedef struct walk_start {
+    const char *name;           /* the seq after it is where the walk's frames start */
+    const char *note;           /* after "seq N's prev_hash is not seq N-1's hash" */
+    const char *below;          /* the first frame starts at or below it */
+} walk_start;
+
+static const walk_start start_head = { "the journal's head", " (the journal's head)",
+                                       "it is partly at or below the head" };
+static const walk_start start_other = { "the other file's last frame",
+                                        " (the other file's last record)",
+                                        "it overlaps the other file's frames" };
+
 typedef struct walk {
     /* in */
-    const uint8_t *map;
+    const uint8_t *map;         /* NULL with size 0: the file is absent (pending) */
     uint64_t size;
-    uint64_t head_seq;
-    uint8_t head_hash[BERTH_HASH_LEN];
+    uint64_t head_seq;          /* the walk applies seqs past it: the journal's head, */
+    uint8_t head_hash[BERTH_HASH_LEN];  /* or the last seq the first file's walk applied */
+    const walk_start *start;    /* what head_seq is, for sentences */
     uint64_t scan_end;          /* the damage check reads offsets below it */
     const char *path;
     uint8_t *recode;            /* BERTH_RECORD_BYTES_MAX bytes of scratch */
@@ -839,8 +1048,7 @@ static berth_jerr frame_check(const walk *w, const frame_head *h, uint8_t chain[
                 " %llu..%llu) does not chain: seq %llu's prev_hash is not seq %llu's hash%s",
                 w->path, (unsigned long long)h->off, (unsigned long long)h->first_seq,
                 (unsigned long long)frame_last(h), (unsigned long long)seq,
-                (unsigned long long)(seq - 1),
-                seq == w->head_seq + 1 ? " (the journal's head)" : "");
+                (unsigned long long)(seq - 1), seq == w->head_seq + 1 ? w->start->note : "");
             return BERTH_J_CORRUPT;
         } else {
             jerr = BERTH_J_OK;
@@ -877,9 +1085,9 @@ static berth_jerr not_following(const walk *w, const frame_head *h, uint64_t exp
     say(err, err_size, "the commit log %s is corrupt: the frame at offset %llu holds seqs"
         " %llu..%llu, but the seq after %s is %llu (%s)", w->path,
         (unsigned long long)h->off, (unsigned long long)h->first_seq,
-        (unsigned long long)frame_last(h), first ? "the journal's head" : "the frame before it",
+        (unsigned long long)frame_last(h), first ? w->start->name : "the frame before it",
         (unsigned long long)expect,
-        h->first_seq > expect ? "a gap" : first ? "it is partly at or below the head"
+        h->first_seq > expect ? "a gap" : first ? w->start->below
                                               : "it overlaps the frame before it");
     return BERTH_J_CORRUPT;
 }
@@ -906,8 +1114,8 @@ static berth_jerr damage_scan(const walk *w, uint64_t from, uint64_t to, char *e
     return BERTH_J_OK;
 }
 
-/* The walk of the header comment: on OK, w's out fields say which frames
- * (seqs head_seq+1..last_seq) to apply. Nothing is written. */
+/* The walk of one file (header comment): on OK, w's out fields say which
+ * frames (seqs head_seq+1..last_seq) to apply. Nothing is written. */
 static berth_jerr walk_run(walk *w, char *err, size_t err_size) {
     uint64_t off = 0;
     uint8_t chain[BERTH_HASH_LEN];
@@ -960,6 +1168,60 @@ static berth_jerr walk_run(walk *w, char *err, size_t err_size) {
     return jerr == BERTH_J_OK ? damage_scan(w, w->end_off, w->scan_end, err, err_size) : jerr;
 }
 
+/* The first seq of the first frame past head_seq in a file, by headers
+ * alone, stale frames skipped as walk_run skips them; 0: none (a header
+ * that does not read ends the peek). Nothing is hashed. */
+static uint64_t first_live_seq(const uint8_t *map, uint64_t size, uint64_t head_seq) {
+    uint64_t off = 0;
+    frame_head h;
+    while (head_read(map, size, off, &h)) {
+        if (frame_last(&h) > head_seq) {
+            return h.first_seq;
+        }
+        off = frame_next(&h);   /* > off: a frame takes at least one alignment */
+    }
+    return 0;
+}
+
+/* A file as the walks read it. */
+typedef struct file_view {
+    const uint8_t *map;         /* NULL with size 0: absent */
+    uint64_t size;
+    uint64_t scan_end;
+    const char *path;
+} file_view;
+
+/* Both files in seq order (header comment, "Order of the files"): w[0] is
+ * the walk of v[*first] from the journal's head, w[1] the walk of the other
+ * from where w[0] ended. Every check of both walks; nothing is written. */
+static berth_jerr walk_both(const file_view v[file_count], uint64_t head_seq,
+                            const uint8_t head_hash[BERTH_HASH_LEN], uint8_t *recode, int *first,
+                            walk w[file_count], char *err, size_t err_size) {
+    uint64_t next = head_seq + 1;
+    bool starts0 = first_live_seq(v[0].map, v[0].size, head_seq) == next;
+    bool starts1 = first_live_seq(v[1].map, v[1].size, head_seq) == next;
+    *first = !starts0 && starts1 ? 1 : 0;
+    for (int k = 0; k < file_count; k++) {
+        const file_view *f = &v[k == 0 ? *first : 1 - *first];
+        walk *wk = &w[k];
+        memset(wk, 0, sizeof(*wk));
+        wk->map = f->map;
+        wk->size = f->size;
+        wk->scan_end = f->scan_end;
+        wk->path = f->path;
+        wk->recode = recode;
+        wk->start = k == 0 ? &start_head : &start_other;
+        wk->head_seq = k == 0 ? head_seq : w[0].last_seq;
+        memcpy(wk->head_hash, k == 0 ? head_hash : w[0].last_hash, BERTH_HASH_LEN);
+        berth_jerr jerr = walk_run(wk, err, err_size);
+        if (jerr != BERTH_J_OK) {
+            return jerr;
+        }
+    }
+    assert(w[1].head_seq == w[0].last_seq && w[1].last_seq >= w[0].last_seq);
+    return BERTH_J_OK;
+}
+
 /* ---- checkpoint -------------------------------------------------------- */
 
 typedef struct batch {
@@ -967,13 +1229,17 @@ typedef struct batch {
     uint64_t bytes;             /* encoded record bytes */
     size_t workers;             /* batch_workers used */
     bool touched;               /* some frame in it carries names */
+    const char *path;           /* the file of its first frame, for sentences */
 } batch;
 
-/* Decode a verified frame's records and names into the batch's arrays. */
-static berth_jerr batch_add(berth_clog *log, batch *b, const frame_head *h, char *err,
-                            size_t err_size) {
+/* Decode a frame w verified into the batch's arrays: records and names. */
+static berth_jerr batch_add(berth_clog *log, batch *b, const walk *w, const frame_head *h,
+                            char *err, size_t err_size) {
     assert(b->n + h->count <= BERTH_BATCH_RECORDS_MAX);
-    payload_cursor c = payload_open(log->map, h);
+    if (b->n == 0) {
+        b->path = w->path;
+    }
+    payload_cursor c = payload_open(w->map, h);
     for (uint32_t i = 0; i < h->count; i++) {
         payload_item it;
         size_t k = b->n + i;
@@ -985,7 +1251,7 @@ static berth_jerr batch_add(berth_clog *log, batch *b, const frame_head *h, char
         if (jerr != BERTH_J_OK) {
             /* The walk decoded it a moment ago: the file changed under us. */
             say(err, err_size, "the commit log %s changed during a checkpoint: the frame at"
-                " offset %llu no longer decodes: %s", log->path, (unsigned long long)h->off,
+                " offset %llu no longer decodes: %s", w->path, (unsigned long long)h->off,
                 why);
             return jerr;
         }
@@ -1019,13 +1285,13 @@ static berth_jerr batch_flush(berth_clog *log, berth_journal *journal, batch *b,
                                            b->n);
     if (jerr != BERTH_J_OK) {
         say(err, err_size, "checkpoint of the commit log %s: the journal append of seqs"
-            " %llu..%llu failed: %s", log->path, first, last, berth_jerr_name(jerr));
+            " %llu..%llu failed: %s", b->path, first, last, berth_jerr_name(jerr));
         return jerr;
     }
     for (size_t i = 0; i < b->n; i++) {
         if (memcmp(recs[i].hash, log->batch_hashes[i], BERTH_HASH_LEN) != 0) {
             say(err, err_size, "the commit log %s is corrupt: the journal stored seq %llu"
-                " with another hash than its frame holds", log->path,
+                " with another hash than its frame holds", b->path,
                 (unsigned long long)recs[i].seq);
             return BERTH_J_CORRUPT;
         }
@@ -1036,7 +1302,7 @@ static berth_jerr batch_flush(berth_clog *log, berth_journal *journal, batch *b,
     if (jerr != BERTH_J_OK || head != last ||
         memcmp(hash, log->batch_hashes[b->n - 1], BERTH_HASH_LEN) != 0) {
         say(err, err_size, "checkpoint of the commit log %s: after appending seqs %llu..%llu"
-            " the journal's head is %s", log->path, first, last,
+            " the journal's head is %s", b->path, first, last,
             jerr != BERTH_J_OK ? berth_jerr_name(jerr) : "another record");
         return jerr != BERTH_J_OK ? jerr : BERTH_J_CORRUPT;
     }
@@ -1044,43 +1310,228 @@ static berth_jerr batch_flush(berth_clog *log, berth_journal *journal, batch *b,
     return BERTH_J_OK;
 }
 
-/* Append the frames the walk verified, as few journal appends as the
- * journal's limits allow. *moved counts what reached the journal. */
-static berth_jerr frames_apply(berth_clog *log, berth_journal *journal, const walk *w,
-                               uint64_t *moved, char *err, size_t err_size) {
+/* batch_flush, counting in *moved what reached the journal. */
+static berth_jerr batch_move(berth_clog *log, berth_journal *journal, batch *b, uint64_t *moved,
+                             char *err, size_t err_size) {
+    size_t n = b->n;
+    berth_jerr jerr = batch_flush(log, journal, b, err, err_size);
+    if (jerr == BERTH_J_OK) {
+        *moved += n;
+    }
+    return jerr;
+}
+
+/* Append the frames the walks verified, in their order (the first file's,
+ * then the second's), in as few journal appends as the journal's limits
+ * allow: a batch runs on from one file into the next. *moved counts what
+ * reached the journal. */
+static berth_jerr frames_apply(berth_clog *log, berth_journal *journal, const walk *ws,
+                               size_t nw, uint64_t *moved, char *err, size_t err_size) {
     batch b = { 0 };
-    uint64_t off = w->apply_off;
-    while (off < w->end_off) {
-        frame_head h;
-        bool ok = head_read(log->map, log->size, off, &h);
-        assert(ok);   /* the walk read it */
-        (void)ok;
-        uint64_t bytes = frame_record_bytes(log->map, &h);
-        if (b.n > 0 && (b.n + h.count > BERTH_BATCH_RECORDS_MAX ||
-                        b.bytes + bytes > BERTH_BATCH_BYTES_MAX)) {
-            size_t n = b.n;
-            berth_jerr jerr = batch_flush(log, journal, &b, err, err_size);
+    uint64_t records = 0;
+    for (size_t k = 0; k < nw; k++) {
+        const walk *w = &ws[k];
+        assert(k == 0 || w->head_seq == ws[k - 1].last_seq);   /* seq order */
+        records += w->records;
+        uint64_t off = w->apply_off;
+        while (off < w->end_off) {
+            frame_head h;
+            bool ok = head_read(w->map, w->size, off, &h);
+            assert(ok);   /* the walk read it */
+            (void)ok;
+            uint64_t bytes = frame_record_bytes(w->map, &h);
+            berth_jerr jerr = BERTH_J_OK;
+            if (b.n > 0 && (b.n + h.count > BERTH_BATCH_RECORDS_MAX ||
+                            b.bytes + bytes > BERTH_BATCH_BYTES_MAX)) {
+                jerr = batch_move(log, journal, &b, moved, err, err_size);
+            }
+            if (jerr == BERTH_J_OK) {
+                jerr = batch_add(log, &b, w, &h, err, err_size);
+            }
             if (jerr != BERTH_J_OK) {
                 return jerr;
             }
-            *moved += n;
+            off = frame_next(&h);
         }
-        berth_jerr jerr = batch_add(log, &b, &h, err, err_size);
-        if (jerr != BERTH_J_OK) {
-            return jerr;
-        }
-        off = frame_next(&h);
     }
     if (b.n > 0) {
-        size_t n = b.n;
-        berth_jerr jerr = batch_flush(log, journal, &b, err, err_size);
+        berth_jerr jerr = batch_move(log, journal, &b, moved, err, err_size);
         if (jerr != BERTH_J_OK) {
             return jerr;
         }
-        *moved += n;
     }
-    assert(*moved == w->records);
+    assert(*moved == records);
     return BERTH_J_OK;
+}
+
+/* The journal's head, or its error with a sentence. */
+static berth_jerr head_get(berth_journal *journal, const char *path, uint64_t *seq,
+                           uint8_t hash[BERTH_HASH_LEN], char *err, size_t err_size) {
+    berth_jerr jerr = berth_journal_head(journal, seq, hash);
+    if (jerr != BERTH_J_OK) {
+        say(err, err_size, "checkpoint of the commit log %s: cannot read the journal's head:"
+            " %s", path, berth_jerr_name(jerr));
+    }
+    return jerr;
+}
+
+static berth_jerr sync_journal(berth_journal *journal, const char *path, char *err,
+                               size_t err_size) {
+    berth_jerr jerr = berth_journal_sync(journal);
+    if (jerr != BERTH_J_OK) {
+        say(err, err_size, "checkpoint of the commit log %s: the journal's sync failed: %s",
+            path, berth_jerr_name(jerr));
+    }
+    return jerr;
+}
+
+static berth_jerr failed_say(const char *path, char *err, size_t err_size) {
+    say(err, err_size, "the commit log %s failed a write or sync earlier: restart to"
+        " recover it", path);
+    return BERTH_J_IO;
+}
+
+/* ---- checkpoint of the sealed file (the checkpointer thread) ------------ */
+
+/* What the seal handed over, read under mu. */
+typedef struct seal_state {
+    int sealed;
+    bool failed;
+    uint64_t last_seq;
+    uint8_t last_hash[BERTH_HASH_LEN];
+} seal_state;
+
+static seal_state seal_state_get(berth_clog *log) {
+    seal_state s;
+    lock(log);
+    s.sealed = log->shared.sealed;
+    s.failed = log->shared.failed;
+    s.last_seq = log->shared.sealed_last_seq;
+    memcpy(s.last_hash, log->shared.sealed_last_hash, BERTH_HASH_LEN);
+    unlock(log);
+    return s;
+}
+
+/* The walk of the sealed file from the journal's head: it must end at the
+ * last record the file held when it was sealed, or part of it is lost. */
+static berth_jerr sealed_walk(berth_clog *log, const seal_state *s, berth_journal *journal,
+                              walk *w, char *err, size_t err_size) {
+    const clog_file *f = &log->files[s->sealed];
+    /* A seal needs a full checkpoint, which scanned both files whole. */
+    assert(f->scanned && f->written_max <= f->size);
+    memset(w, 0, sizeof(*w));
+    w->map = f->map;
+    w->size = f->size;
+    w->scan_end = f->written_max;
+    w->path = f->path;
+    w->recode = log->recode;
+    w->start = &start_head;
+    berth_jerr jerr = head_get(journal, f->path, &w->head_seq, w->head_hash, err, err_size);
+    if (jerr == BERTH_J_OK) {
+        jerr = walk_run(w, err, err_size);
+    }
+    if (jerr != BERTH_J_OK) {
+        return jerr;
+    }
+    if (w->last_seq != s->last_seq || memcmp(w->last_hash, s->last_hash, BERTH_HASH_LEN) != 0) {
+        say(err, err_size, "the commit log %s is corrupt: its frames ended at seq %llu when it"
+            " was sealed (the journal's head is %llu), but the walk found frames through seq"
+            " %llu%s (it ended at offset %llu)", f->path, (unsigned long long)s->last_seq,
+            (unsigned long long)w->head_seq, (unsigned long long)w->last_seq,
+            w->last_seq == s->last_seq ? " with another hash" : "",
+            (unsigned long long)w->end_off);
+        return BERTH_J_CORRUPT;
+    }
+    return BERTH_J_OK;
+}
+
+berth_jerr berth_clog_checkpoint_sealed(berth_clog *log, berth_journal *journal,
+                                        uint64_t *moved, char *err, size_t err_size) {
+    assert(log != NULL && journal != NULL);
+    uint64_t moved_now = 0;
+    if (moved != NULL) {
+        *moved = 0;
+    }
+    seal_state s = seal_state_get(log);
+    if (s.sealed < 0) {
+        say(err, err_size, "no commit log file is sealed: nothing to checkpoint");
+        return BERTH_J_INVALID;
+    }
+    const char *path = log->files[s.sealed].path;
+    if (s.failed) {
+        return failed_say(path, err, err_size);
+    }
+    /* From here to the free below, files[s.sealed] is this thread's: the
+     * appender writes only the active file, and seals no other while this
+     * one is sealed. */
+    walk w;
+    berth_jerr jerr = sealed_walk(log, &s, journal, &w, err, err_size);
+    if (jerr == BERTH_J_OK) {
+        jerr = frames_apply(log, journal, &w, 1, &moved_now, err, err_size);
+    }
+    if (moved != NULL) {
+        *moved = moved_now;
+    }
+    if (jerr == BERTH_J_OK) {
+        jerr = sync_journal(journal, path, err, err_size);
+    }
+    if (jerr != BERTH_J_OK) {
+        return jerr;   /* the file stays sealed: a retry walks it from the new head */
+    }
+    /* Its frames are durable in the journal: the next seal may overwrite
+     * them. Only now, after the sync. */
+    lock(log);
+    assert(log->shared.sealed == s.sealed);
+    log->shared.sealed = -1;
+    log->shared.sealed_bytes = 0;
+    unlock(log);
+    return BERTH_J_OK;
+}
+
+/* ---- full checkpoint (no other call in flight) ---------------------------- */
+
+/* While running, this open knows what the walks must find: the sealed
+ * file first if it holds frames past the head, and its own frames through
+ * log->last_seq (or none past the head). */
+static berth_jerr known_check(const berth_clog *log, const seal_state *s, int first,
+                              const walk w[file_count], char *err, size_t err_size) {
+    uint64_t head = w[0].head_seq;
+    if (s->sealed >= 0 && head < s->last_seq && first != s->sealed) {
+        say(err, err_size, "the commit log %s is corrupt: it was sealed with frames through"
+            " seq %llu past the journal's head %llu, but %s holds the first frame past the head",
+            log->files[s->sealed].path, (unsigned long long)s->last_seq,
+            (unsigned long long)head, log->files[first].path);
+        return BERTH_J_CORRUPT;
+    }
+    uint64_t known = log->last_seq > head ? log->last_seq : head;
+    if (w[1].last_seq != known) {
+        say(err, err_size, "the commit log %s is corrupt: this process's frames end at seq"
+            " %llu (the journal's head is %llu), but the walks found frames through seq %llu"
+            " (%s's ended at offset %llu, %s's at offset %llu)", log->files[first].path,
+            (unsigned long long)log->last_seq, (unsigned long long)head,
+            (unsigned long long)w[1].last_seq, w[0].path, (unsigned long long)w[0].end_off,
+            w[1].path, (unsigned long long)w[1].end_off);
+        return BERTH_J_CORRUPT;
+    }
+    return BERTH_J_OK;
+}
+
+/* The journal holds every frame durably: both files may be overwritten.
+ * File 0 is active from offset 0 (as after open), and nothing is sealed. */
+static void full_reset(berth_clog *log, const walk *last) {
+    for (int i = 0; i < file_count; i++) {
+        log->files[i].offset = 0;
+        log->files[i].scanned = true;
+    }
+    log->active = 0;
+    log->ready = true;
+    log->last_seq = last->last_seq;
+    memcpy(log->chain, last->last_hash, BERTH_HASH_LEN);
+    lock(log);
+    log->shared.sealed = -1;
+    log->shared.sealed_bytes = 0;
+    log->shared.active_bytes = 0;
+    unlock(log);
 }
 
 berth_jerr berth_clog_checkpoint(berth_clog *log, berth_journal *journal, uint64_t *moved,
@@ -1090,102 +1541,114 @@ berth_jerr berth_clog_checkpoint(berth_clog *log, berth_journal *journal, uint64
     if (moved != NULL) {
         *moved = 0;
     }
-    if (log->failed) {
-        say(err, err_size, "the commit log %s failed a write or sync earlier: restart to"
-            " recover it", log->path);
-        return BERTH_J_IO;
+    seal_state s = seal_state_get(log);
+    if (s.failed) {
+        return failed_say(log->files[0].path, err, err_size);
     }
-    walk w = { .map = log->map, .size = log->size, .path = log->path, .recode = log->recode };
-    w.scan_end = log->scanned ? log->written_max : log->size;
-    berth_jerr jerr = berth_journal_head(journal, &w.head_seq, w.head_hash);
-    if (jerr != BERTH_J_OK) {
-        say(err, err_size, "checkpoint of the commit log %s: cannot read the journal's head:"
-            " %s", log->path, berth_jerr_name(jerr));
-        return jerr;
+    file_view v[file_count];
+    for (int i = 0; i < file_count; i++) {
+        const clog_file *f = &log->files[i];
+        v[i] = (file_view){ f->map, f->size, f->scanned ? f->written_max : f->size, f->path };
     }
-    jerr = walk_run(&w, err, err_size);
-    if (jerr != BERTH_J_OK) {
-        return jerr;
+    uint64_t head_seq = 0;
+    uint8_t head_hash[BERTH_HASH_LEN];
+    walk w[file_count];
+    int first = 0;
+    berth_jerr jerr = head_get(journal, log->files[0].path, &head_seq, head_hash, err, err_size);
+    if (jerr == BERTH_J_OK) {
+        jerr = walk_both(v, head_seq, head_hash, log->recode, &first, w, err, err_size);
     }
-    /* While running, this open knows what the walk must find: its own
-     * frames past the head, or none. */
-    uint64_t known = log->last_seq > w.head_seq ? log->last_seq : w.head_seq;
-    if (log->ready && w.last_seq != known) {
-        say(err, err_size, "the commit log %s is corrupt: this process's frames end at seq"
-            " %llu (the journal's head is %llu), but the walk found frames through seq %llu"
-            " (it ended at offset %llu)", log->path, (unsigned long long)log->last_seq,
-            (unsigned long long)w.head_seq, (unsigned long long)w.last_seq,
-            (unsigned long long)w.end_off);
-        return BERTH_J_CORRUPT;
+    if (jerr == BERTH_J_OK && log->ready) {
+        jerr = known_check(log, &s, first, w, err, err_size);
     }
-    jerr = frames_apply(log, journal, &w, &moved_now, err, err_size);
+    if (jerr == BERTH_J_OK) {
+        jerr = frames_apply(log, journal, w, file_count, &moved_now, err, err_size);
+    }
     if (moved != NULL) {
         *moved = moved_now;
     }
-    if (jerr != BERTH_J_OK) {
-        return jerr;
+    if (jerr == BERTH_J_OK) {
+        jerr = sync_journal(journal, log->files[first].path, err, err_size);
     }
-    jerr = berth_journal_sync(journal);
     if (jerr != BERTH_J_OK) {
-        say(err, err_size, "checkpoint of the commit log %s: the journal's sync failed: %s",
-            log->path, berth_jerr_name(jerr));
-        return jerr;
+        return jerr;   /* nothing reset: a retry walks from the journal's new head */
     }
-    /* The journal holds every frame durably: the next generation may
-     * overwrite them from offset 0. */
-    log->ready = true;
-    log->scanned = true;
-    log->offset = 0;
-    log->last_seq = w.last_seq;
-    memcpy(log->chain, w.last_hash, BERTH_HASH_LEN);
+    full_reset(log, &w[1]);
+    assert(log->last_seq == head_seq + moved_now);
     return BERTH_J_OK;
 }
 
 /* ---- pending ------------------------------------------------------------ */
+
+/* Open and map one file for reading; absent: map NULL, size 0. */
+static berth_jerr pending_open(const char *dir, const char *name, char *path, int *fd,
+                               file_view *v, char *err, size_t err_size) {
+    *fd = -1;
+    *v = (file_view){ NULL, 0, 0, path };
+    if (!path_of(path, dir, name)) {
+        say(err, err_size, "data directory path %.64s... is too long", dir);
+        return BERTH_J_IO;
+    }
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0) {
+        if (errno == ENOENT) {
+            return BERTH_J_OK;   /* holds no frame */
+        }
+        say(err, err_size, "cannot open the commit log %s: %s", path, strerror(errno));
+        return BERTH_J_IO;
+    }
+    berth_jerr jerr = size_check(*fd, path, &v->size, err, err_size);
+    if (jerr == BERTH_J_INVALID) {
+        return BERTH_J_CORRUPT;   /* no open would take it: not a log berth made */
+    }
+    if (jerr == BERTH_J_OK) {
+        jerr = map_file(*fd, v->size, &v->map, path, err, err_size);
+    }
+    if (jerr != BERTH_J_OK) {
+        v->size = 0;
+        return jerr;
+    }
+    v->scan_end = v->size;
+    return BERTH_J_OK;
+}
 
 berth_jerr berth_clog_pending(const char *dir, uint64_t head_seq,
                               const uint8_t head_hash[BERTH_HASH_LEN], uint64_t *records,
                               char *err, size_t err_size) {
     assert(dir != NULL && head_hash != NULL && records != NULL);
     *records = 0;
-    char path[path_len_max];
-    if (!path_of(path, dir, BERTH_CLOG_FILE)) {
-        say(err, err_size, "data directory path %.64s... is too long", dir);
-        return BERTH_J_IO;
+    char paths[file_count][path_len_max];
+    int fds[file_count];
+    file_view v[file_count];
+    berth_jerr jerr = BERTH_J_OK;
+    for (int i = 0; i < file_count; i++) {
+        berth_jerr jerr_i = pending_open(dir, file_names[i], paths[i], &fds[i], &v[i],
+                                         jerr == BERTH_J_OK ? err : NULL, err_size);
+        jerr = jerr != BERTH_J_OK ? jerr : jerr_i;   /* the first error's sentence */
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT) {
-            return BERTH_J_OK;
+    uint8_t *recode = jerr == BERTH_J_OK ? malloc(BERTH_RECORD_BYTES_MAX) : NULL;
+    if (jerr == BERTH_J_OK && recode == NULL) {
+        say(err, err_size, "out of memory reading the commit log %s", paths[0]);
+        jerr = BERTH_J_NOMEM;
+    }
+    walk w[file_count];
+    int first = 0;
+    if (jerr == BERTH_J_OK) {
+        jerr = walk_both(v, head_seq, head_hash, recode, &first, w, err, err_size);
+    }
+    free(recode);
+    for (int i = 0; i < file_count; i++) {
+        if (v[i].map != NULL) {
+            int rc = munmap((void *)v[i].map, (size_t)v[i].size);
+            assert(rc == 0);
+            (void)rc;
         }
-        say(err, err_size, "cannot open the commit log %s: %s", path, strerror(errno));
-        return BERTH_J_IO;
-    }
-    walk w = { .head_seq = head_seq, .path = path };
-    memcpy(w.head_hash, head_hash, BERTH_HASH_LEN);
-    w.recode = malloc(BERTH_RECORD_BYTES_MAX);
-    berth_jerr jerr = w.recode != NULL ? size_check(fd, path, &w.size, err, err_size)
-                                       : BERTH_J_NOMEM;
-    if (jerr == BERTH_J_NOMEM) {
-        say(err, err_size, "out of memory reading the commit log %s", path);
-    }
-    if (jerr == BERTH_J_INVALID) {
-        jerr = BERTH_J_CORRUPT;   /* no open would take it: not a log berth made */
+        if (fds[i] >= 0) {
+            (void)close(fds[i]);   /* read-only */
+        }
     }
     if (jerr == BERTH_J_OK) {
-        jerr = map_file(fd, w.size, &w.map, path, err, err_size);
-    }
-    if (jerr == BERTH_J_OK) {
-        w.scan_end = w.size;
-        jerr = walk_run(&w, err, err_size);
-        int rc = munmap((void *)w.map, (size_t)w.size);
-        assert(rc == 0);
-        (void)rc;
-    }
-    (void)close(fd);   /* read-only */
-    free(w.recode);
-    if (jerr == BERTH_J_OK) {
-        *records = w.records;
+        *records = w[0].records + w[1].records;
     }
     return jerr;
 }

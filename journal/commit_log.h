@@ -1,5 +1,6 @@
 /* commit_log.h — one device flush per acknowledged batch: a preallocated
- * log of batch frames beside the LMDB journal (DIR/commit.log).
+ * log of batch frames beside the LMDB journal, in two files
+ * (DIR/commit.log and DIR/commit.log.2).
  *
  * Why. A durable LMDB commit is two ordered flushes (its data pages, then
  * the meta page that points at them): LMDB cannot know a page is whole, so
@@ -8,13 +9,22 @@
  * one write plus one fdatasync makes a batch durable. berthd acknowledges a
  * batch once its frame is synced and moves frames into LMDB later, many
  * batches per LMDB commit (a checkpoint, fully synced), off the reply path.
- * The file is zero-filled to its full size when created and only ever
+ * Each file is zero-filled to its full size when created and only ever
  * overwritten in place, so fdatasync has no file size or block map to
  * write: one flush.
  *
- * Layout. Frames start at offsets that are multiples of
- * BERTH_CLOG_ALIGN; a generation of frames starts at offset 0 after each
- * checkpoint (berth_clog_checkpoint resets the log). A frame is a 64-byte
+ * Why two files. A checkpoint takes an LMDB append and its syncs; if the
+ * appending thread had to wait for it, every batch behind it would too. So
+ * frames go into one file (the active one) while the other, sealed
+ * (berth_clog_seal), is checkpointed on another thread
+ * (berth_clog_checkpoint_sealed); the sealed file is reused only after its
+ * frames are durable in the journal. A data directory from before the
+ * second file (commit.log alone) is read the same way: the second file is
+ * then created beside it.
+ *
+ * Layout of each file. Frames start at offsets that are multiples of
+ * BERTH_CLOG_ALIGN; a generation of frames starts at offset 0 of a file
+ * each time the file is reused after a checkpoint. A frame is a 64-byte
  * header, then its payload:
  *   header: "BRTHCLOG" (8 bytes), format u32 (1), flags u32 (bit 0: the
  *           frame carries touched names), first_seq u64, count u32,
@@ -26,19 +36,29 @@
  * instance name, u16 worker count, and for each worker u16 length and name.
  *
  * Which frames count. The records are hash-chained like the journal's: a
- * frame's first record chains on the record before it. A scan starts at
- * offset 0 and follows frames while each is whole (its SHA-256 matches) and
- * starts at the seq after the last one; a frame of an older generation
- * holds seqs at or below the journal's head (they were checkpointed before
- * the log was reset), so it ends the walk or is skipped, never applied. The
- * frames past the journal's head must start at head+1 and chain on the
- * head's hash, or the log is CORRUPT. The walk ends at the first frame that
- * is not whole or does not follow: the last frame written may be torn (it
- * was never acknowledged: a frame is acknowledged only after its sync). A
- * whole frame past that point holding seqs beyond the last one applied
- * means a frame in the middle was damaged: CORRUPT, never silently dropped.
+ * frame's first record chains on the record before it. A walk of a file
+ * starts at its offset 0 and follows frames while each is whole (its
+ * SHA-256 matches) and starts at the seq after the last one; a frame of an
+ * older generation holds seqs at or below the journal's head (they were
+ * checkpointed before the file was reused), so it ends the walk or is
+ * skipped, never applied. The two files are walked in seq order: first the
+ * one whose first frame past the journal's head starts at head+1, then the
+ * other from where the first ended. The frames past the journal's head must
+ * start at head+1 and chain on the head's hash, and the second file's must
+ * follow the first's, or the log is CORRUPT. A walk ends at the first frame
+ * that is not whole or does not follow: the last frame written may be torn
+ * (it was never acknowledged: a frame is acknowledged only after its sync,
+ * and a file is sealed only after its last frame was synced, so only the
+ * newer file can end torn). A whole frame past that point, in either file,
+ * holding seqs beyond the last one applied means a frame in the middle was
+ * damaged: CORRUPT, never silently dropped.
  *
- * Threads. A berth_clog is used by one thread at a time. */
+ * Threads. One thread appends (berth_clog_append, berth_clog_seal,
+ * berth_clog_last_seq, berth_clog_active_used_bytes); one other thread may
+ * run berth_clog_checkpoint_sealed at the same time. berth_clog_checkpoint,
+ * berth_clog_close and berth_clog_open run with no other call in flight.
+ * berth_clog_used_bytes and berth_clog_size_bytes may be called from any
+ * thread. */
 #ifndef BERTH_COMMIT_LOG_H
 #define BERTH_COMMIT_LOG_H
 
@@ -48,28 +68,30 @@
 
 #include "journal.h"
 
-#define BERTH_CLOG_FILE "commit.log"
+#define BERTH_CLOG_FILE "commit.log"                 /* the first file */
+#define BERTH_CLOG_FILE2 "commit.log.2"              /* the second file */
 #define BERTH_CLOG_ALIGN 4096u                      /* frame start offsets */
 #define BERTH_CLOG_HEADER_BYTES 64u
-#define BERTH_CLOG_BYTES_DEFAULT ((uint64_t)128 << 20)   /* the file's size */
+#define BERTH_CLOG_BYTES_DEFAULT ((uint64_t)64 << 20)    /* each file's size */
 #define BERTH_CLOG_BYTES_MIN ((uint64_t)1 << 20)
 #define BERTH_CLOG_BYTES_MAX ((uint64_t)1 << 34)
 
 typedef struct berth_clog berth_clog;
 
-/* Open DIR/commit.log for writing, creating it (zero-filled to bytes,
- * then the file and DIR fsynced) when absent. An existing file keeps its
- * size (bytes is then ignored). The caller holds DIR's lock (the journal's
+/* Open both files for writing, creating each one that is absent
+ * (zero-filled to bytes, then the file and DIR fsynced). An existing file
+ * keeps its size (bytes is then ignored for it); the two may differ. The caller holds DIR's lock (the journal's
  * writable open takes it). The log starts with its write offset unknown:
  * call berth_clog_checkpoint before the first append. Errors: INVALID
- * (bytes outside BERTH_CLOG_BYTES_MIN..MAX, or an existing file whose size
- * is not a multiple of BERTH_CLOG_ALIGN or below the minimum), FULL (no
+ * (bytes outside BERTH_CLOG_BYTES_MIN..MAX for a file to create, or an
+ * existing file whose size is not a multiple of BERTH_CLOG_ALIGN or below
+ * the minimum), FULL (no
  * room to create it), IO, NOMEM. err gets a sentence. */
 berth_jerr berth_clog_open(berth_clog **out, const char *dir, uint64_t bytes, char *err,
                            size_t err_size);
 void berth_clog_close(berth_clog *log);
 
-/* True when DIR/commit.log exists. */
+/* True when either file exists in DIR. */
 bool berth_clog_exists(const char *dir);
 
 /* Bytes a frame of these records takes in the log (header, payload,
@@ -81,20 +103,47 @@ uint64_t berth_clog_frame_bytes(const berth_record *records, const berth_touched
  * command, code and sentence set; seqs continue the log's last seq) as one
  * frame and fdatasync it. Sets version, prev_hash and hash in records, as
  * the journal's append would. touched may be NULL, else n entries. On OK
- * the frame is durable. Errors: FULL (the frame does not fit in what is
- * left of the file: checkpoint, then append again; nothing written),
- * INVALID (no checkpoint yet, a seq gap, a record over its limits, or a
- * frame bigger than the whole file; nothing written), IO (the write or the
+ * the frame is durable. It goes into the active file. Errors: FULL (the
+ * frame does not fit in what is left of the active file: seal and
+ * checkpoint, or checkpoint, then append again; nothing written), INVALID
+ * (no checkpoint yet, a seq gap, a record over its limits, or a frame
+ * bigger than the active file; nothing written), IO (the write or the
  * sync failed: sticky, every later append and checkpoint fails IO, since
  * after a failed fdatasync the kernel may have dropped pages it could not
  * write, and whether this frame reached the disk is unknown), NOMEM. */
 berth_jerr berth_clog_append(berth_clog *log, berth_record *records,
                              const berth_touched *touched, size_t n);
 
-/* Move every frame past the journal's head into the journal and make it
- * durable there, then reset the log so the next frame starts at offset 0:
- * the recovery at start and the checkpoint while running are this one
- * call. Frames are appended in as few journal appends as the journal's
+/* Appending thread: when the active file holds frames and the other file
+ * is free (never used, or its frames are durable in the journal), seal the
+ * active file: its frames wait for berth_clog_checkpoint_sealed, and the
+ * next append goes into the other file from its offset 0. Returns true
+ * when a sealed file waits for its checkpoint (sealed by this call or an
+ * earlier one whose checkpoint has not yet succeeded), false when none
+ * does (the active file holds no frame and no file is sealed). Nothing is
+ * written: the seal lives in memory only, since a walk orders the files by
+ * their seqs. Before the first checkpoint it returns false. */
+bool berth_clog_seal(berth_clog *log);
+
+/* Move the sealed file's frames past the journal's head into the journal,
+ * make them durable there (berth_journal_sync), and free the file for a
+ * later seal: the checkpoint berthd runs on its own thread while appends go
+ * on in the active file. The walk is the header comment's over the sealed
+ * file alone, from the journal's head; its frames must end at the seq
+ * before the active file's first frame. *moved (may be NULL) gets the
+ * number of records moved. Errors: INVALID (no file is sealed; nothing
+ * done), CORRUPT, IO (sticky: an append failed earlier, or this walk's
+ * reads), and the journal's append and sync errors (FULL, AGAIN, IO,
+ * NOMEM), as berth_clog_checkpoint; after any error the file stays sealed
+ * with its frames, and a later call (or berth_clog_checkpoint) moves them. */
+berth_jerr berth_clog_checkpoint_sealed(berth_clog *log, berth_journal *journal,
+                                        uint64_t *moved, char *err, size_t err_size);
+
+/* Move every frame past the journal's head, of both files, into the journal
+ * and make it durable there, then reset both files so the next frame starts
+ * at offset 0 of the active one and no file is sealed: the recovery at
+ * start, the checkpoint a running berthd needs at once, and the one at a
+ * clean stop are this one call. Frames are appended in as few journal appends as the journal's
  * limits allow (BERTH_BATCH_RECORDS_MAX records, BERTH_BATCH_BYTES_MAX
  * bytes), then berth_journal_sync; the log is reset only after that sync
  * succeeded. Each appended record's hash must equal the one its frame
@@ -109,16 +158,21 @@ berth_jerr berth_clog_checkpoint(berth_clog *log, berth_journal *journal, uint64
                                  char *err, size_t err_size);
 
 /* The last seq a successful append or checkpoint left in the log (the
- * journal's head right after a checkpoint); 0 before the first checkpoint. */
+ * journal's head right after a full checkpoint); 0 before the first
+ * checkpoint. Appending thread. */
 uint64_t berth_clog_last_seq(const berth_clog *log);
-/* Bytes of the file the current generation's frames take (0 right after a
- * checkpoint), and the file's size. */
-uint64_t berth_clog_used_bytes(const berth_clog *log);
+/* Bytes the frames not yet checkpointed take in both files (0 right after
+ * a full checkpoint), and the two files' sizes together. Any thread. */
+uint64_t berth_clog_used_bytes(berth_clog *log);
 uint64_t berth_clog_size_bytes(const berth_clog *log);
+/* Bytes the active file's frames take, and the active file's size: what
+ * berth_clog_append has left before FULL. Appending thread. */
+uint64_t berth_clog_active_used_bytes(const berth_clog *log);
+uint64_t berth_clog_active_size_bytes(const berth_clog *log);
 
 /* Read-only, for tools beside a stopped or running berthd: count the
- * records DIR/commit.log holds past head_seq by the walk above (0 when the
- * file is absent). Nothing is written. Errors: CORRUPT (as checkpoint),
+ * records the two files hold past head_seq by the walk above (an absent
+ * file holds none). Nothing is written. Errors: CORRUPT (as checkpoint),
  * IO, NOMEM. */
 berth_jerr berth_clog_pending(const char *dir, uint64_t head_seq,
                               const uint8_t head_hash[BERTH_HASH_LEN], uint64_t *records,
