@@ -2,16 +2,19 @@
  *
  * The log (journal/commit_log.h) is driven through its API beside a real
  * LMDB journal, and the damage a crash or a bad disk leaves is planted with
- * pwrite straight into DIR/commit.log. A "crash" is closing the log and the
- * journal without a checkpoint and opening both again: a killed process
- * leaves the same bytes in the page cache. Every data directory lives under
- * one mkdtemp root made and removed by the unchecked fixture. */
+ * pwrite straight into DIR/commit.log or DIR/commit.log.2. A "crash" is
+ * closing the log and the journal without a checkpoint and opening both
+ * again: a killed process leaves the same bytes in the page cache. A journal
+ * whose appends or syncs fail on demand (fjournal) wraps the real one where
+ * a checkpoint must fail midway. Every data directory lives under one
+ * mkdtemp root made and removed by the unchecked fixture. */
 #define _GNU_SOURCE
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +26,7 @@
 #include "berth_limits.h"
 #include "commit_log.h"
 #include "journal.h"
+#include "test_valgrind.h"
 
 enum {
     err_len_max = 512,
@@ -207,18 +211,40 @@ static void checkpoint_corrupt(berth_clog *log, berth_journal *j, const char *ne
                   needle2);
 }
 
-/* Append f; it must take frame_bytes at the offset the log stood at. */
+/* Append f; it must take frame_bytes at the offset the active file stood
+ * at, and count them in both used figures. */
 static uint64_t append_ok(berth_clog *log, tframe *f) {
-    uint64_t before = berth_clog_used_bytes(log);
+    uint64_t before = berth_clog_active_used_bytes(log);
+    uint64_t used = berth_clog_used_bytes(log);
     uint64_t bytes = berth_clog_frame_bytes(f->recs, f->touched, f->n);
     ck_assert_uint_gt(bytes, 0);
     ck_assert_uint_eq(bytes % BERTH_CLOG_ALIGN, 0);
     berth_jerr rc = berth_clog_append(log, f->recs, f->touched, f->n);
     ck_assert_msg(rc == BERTH_J_OK, "append %" PRIu64 "..: %s", f->recs[0].seq,
                   berth_jerr_name(rc));
-    ck_assert_uint_eq(berth_clog_used_bytes(log), before + bytes);
+    ck_assert_uint_eq(berth_clog_active_used_bytes(log), before + bytes);
+    ck_assert_uint_eq(berth_clog_used_bytes(log), used + bytes);
     ck_assert_uint_eq(berth_clog_last_seq(log), tf_last(f));
-    return before;   /* the frame's offset */
+    return before;   /* the frame's offset in the active file */
+}
+
+/* A seal that must leave a file sealed; the active file is then empty
+ * unless one was sealed already. */
+static void seal_ok(berth_clog *log) {
+    ck_assert(berth_clog_seal(log));
+}
+
+/* A checkpoint of the sealed file that must succeed; the records it moved.
+ * The journal's head is then the sealed file's last seq: the active file's
+ * frames follow it. */
+static uint64_t sealed_ok(berth_clog *log, berth_journal *j) {
+    uint64_t moved = 12345;
+    uint64_t active = berth_clog_active_used_bytes(log);
+    char err[err_len_max] = "";
+    berth_jerr rc = berth_clog_checkpoint_sealed(log, j, &moved, err, sizeof(err));
+    ck_assert_msg(rc == BERTH_J_OK, "checkpoint_sealed: %s %s", berth_jerr_name(rc), err);
+    ck_assert_uint_eq(berth_clog_used_bytes(log), active);   /* only the active file's */
+    return moved;
 }
 
 /* Every record of the frames reads back from the journal as appended. */
@@ -288,17 +314,22 @@ static void expect_history(berth_journal *j, const tframe *frames, size_t count,
 
 /* ---- the file -------------------------------------------------------------- */
 
-static int file_open(const char *dir, int flags) {
+/* The helpers named *_in act on DIR/name; the others on DIR/commit.log. */
+static int file_open_in(const char *dir, const char *name, int flags) {
     char path[400];
-    log_path(path, sizeof(path), dir, BERTH_CLOG_FILE);
+    log_path(path, sizeof(path), dir, name);
     int fd = open(path, flags | O_CLOEXEC);
     ck_assert_int_ge(fd, 0);
     return fd;
 }
 
-/* Flip every bit of the byte at off in DIR/commit.log. */
-static void flip_byte(const char *dir, uint64_t off) {
-    int fd = file_open(dir, O_RDWR);
+static int file_open(const char *dir, int flags) {
+    return file_open_in(dir, BERTH_CLOG_FILE, flags);
+}
+
+/* Flip every bit of the byte at off. */
+static void flip_byte_in(const char *dir, const char *name, uint64_t off) {
+    int fd = file_open_in(dir, name, O_RDWR);
     uint8_t b;
     ck_assert_int_eq(pread(fd, &b, 1, (off_t)off), 1);
     b ^= 0xff;
@@ -306,8 +337,12 @@ static void flip_byte(const char *dir, uint64_t off) {
     ck_assert_int_eq(close(fd), 0);
 }
 
-static void zero_range(const char *dir, uint64_t off, size_t len) {
-    int fd = file_open(dir, O_RDWR);
+static void flip_byte(const char *dir, uint64_t off) {
+    flip_byte_in(dir, BERTH_CLOG_FILE, off);
+}
+
+static void zero_range_in(const char *dir, const char *name, uint64_t off, size_t len) {
+    int fd = file_open_in(dir, name, O_RDWR);
     uint8_t *zeros = calloc(1, len);
     ck_assert_ptr_nonnull(zeros);
     ck_assert_int_eq(pwrite(fd, zeros, len, (off_t)off), (ssize_t)len);
@@ -315,9 +350,29 @@ static void zero_range(const char *dir, uint64_t off, size_t len) {
     ck_assert_int_eq(close(fd), 0);
 }
 
-/* True when DIR/commit.log holds only zeros in [off, off+len). */
-static bool zeros_at(const char *dir, uint64_t off, size_t len) {
-    int fd = file_open(dir, O_RDONLY);
+static void zero_range(const char *dir, uint64_t off, size_t len) {
+    zero_range_in(dir, BERTH_CLOG_FILE, off, len);
+}
+
+/* first_seq of the frame header at off (0: no header there). */
+static uint64_t frame_seq_at(const char *dir, const char *name, uint64_t off) {
+    int fd = file_open_in(dir, name, O_RDONLY);
+    uint8_t head[BERTH_CLOG_HEADER_BYTES];
+    ck_assert_int_eq(pread(fd, head, sizeof(head), (off_t)off), (ssize_t)sizeof(head));
+    ck_assert_int_eq(close(fd), 0);
+    if (memcmp(head, "BRTHCLOG", 8) != 0) {
+        return 0;
+    }
+    uint64_t seq = 0;
+    for (int i = 16; i < 24; i++) {
+        seq = seq << 8 | head[i];
+    }
+    return seq;
+}
+
+/* True when DIR/name holds only zeros in [off, off+len). */
+static bool zeros_at_in(const char *dir, const char *name, uint64_t off, size_t len) {
+    int fd = file_open_in(dir, name, O_RDONLY);
     uint8_t *buf = malloc(len);
     ck_assert_ptr_nonnull(buf);
     ck_assert_int_eq(pread(fd, buf, len, (off_t)off), (ssize_t)len);
@@ -328,6 +383,10 @@ static bool zeros_at(const char *dir, uint64_t off, size_t len) {
     free(buf);
     ck_assert_int_eq(close(fd), 0);
     return zero;
+}
+
+static bool zeros_at(const char *dir, uint64_t off, size_t len) {
+    return zeros_at_in(dir, BERTH_CLOG_FILE, off, len);
 }
 
 static uint64_t file_size(const char *dir, const char *name) {
@@ -434,7 +493,8 @@ START_TEST(clog_round_trip) {
     dir_fresh(dir, sizeof(dir));
     berth_journal *j = jopen(dir, 0, 0);
     berth_clog *log = lopen(dir, 8 * mib);
-    ck_assert_uint_eq(berth_clog_size_bytes(log), 8 * mib);
+    ck_assert_uint_eq(berth_clog_size_bytes(log), 16 * mib);   /* two files */
+    ck_assert_uint_eq(berth_clog_active_size_bytes(log), 8 * mib);
     ck_assert_uint_eq(berth_clog_last_seq(log), 0);
 
     tframe f[6];
@@ -1140,10 +1200,11 @@ START_TEST(clog_pending) {
 }
 END_TEST
 
-/* Open: a size outside the bounds is INVALID and makes no file; a new
- * file is zero-filled to the size asked; an existing one keeps its size;
- * one of a bad size (or not a file) is INVALID; no room is FULL and
- * leaves nothing behind. */
+/* Open: a size outside the bounds is INVALID and makes no file; both new
+ * files are zero-filled to the size asked; an existing one keeps its size,
+ * and a missing second file is made at the size asked, so the two may
+ * differ; a file of a bad size (or not a file), either one, is INVALID; no
+ * room is FULL and leaves no half-made file behind. */
 START_TEST(clog_open_sizes) {
     char dir[300];
     dir_fresh(dir, sizeof(dir));
@@ -1161,31 +1222,58 @@ START_TEST(clog_open_sizes) {
 
     const uint64_t size = BERTH_CLOG_BYTES_MIN + 3 * BERTH_CLOG_ALIGN;
     log = lopen(dir, size);
-    ck_assert_uint_eq(berth_clog_size_bytes(log), size);
+    ck_assert_uint_eq(berth_clog_size_bytes(log), 2 * size);
+    ck_assert_uint_eq(berth_clog_active_size_bytes(log), size);
     ck_assert_uint_eq(berth_clog_used_bytes(log), 0);
+    ck_assert_uint_eq(berth_clog_active_used_bytes(log), 0);
     berth_clog_close(log);
-    ck_assert_uint_eq(file_size(dir, BERTH_CLOG_FILE), size);
-    ck_assert_uint_eq(file_size(dir, BERTH_CLOG_FILE ".new"), UINT64_MAX);
-    ck_assert(zeros_at(dir, 0, (size_t)size));
+    const char *names[] = { BERTH_CLOG_FILE, BERTH_CLOG_FILE2 };
+    for (int i = 0; i < 2; i++) {
+        char tmp[100];
+        snprintf(tmp, sizeof(tmp), "%s.new", names[i]);
+        ck_assert_uint_eq(file_size(dir, names[i]), size);
+        ck_assert_uint_eq(file_size(dir, tmp), UINT64_MAX);
+        ck_assert(zeros_at_in(dir, names[i], 0, (size_t)size));
+    }
     log = lopen(dir, 2 * size);   /* bytes ignored */
-    ck_assert_uint_eq(berth_clog_size_bytes(log), size);
+    ck_assert_uint_eq(berth_clog_size_bytes(log), 2 * size);
     berth_clog_close(log);
     log = lopen(dir, 1);           /* even out of bounds */
     berth_clog_close(log);
 
-    char path[400];
-    log_path(path, sizeof(path), dir, BERTH_CLOG_FILE);
-    const uint64_t sizes[] = { size + 100, BERTH_CLOG_BYTES_MIN / 2, 0 };
-    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-        ck_assert_int_eq(truncate(path, (off_t)sizes[i]), 0);
+    /* A directory from before the second file: it is made at the size
+     * asked, beside the first at its own. An out-of-bounds size makes none. */
+    char path2[400];
+    log_path(path2, sizeof(path2), dir, BERTH_CLOG_FILE2);
+    ck_assert_int_eq(unlink(path2), 0);
+    ck_assert_int_eq(berth_clog_open(&log, dir, 1, err, sizeof(err)), BERTH_J_INVALID);
+    ck_assert_ptr_null(log);
+    ck_assert_uint_eq(file_size(dir, BERTH_CLOG_FILE2), UINT64_MAX);
+    log = lopen(dir, 2 * mib);
+    ck_assert_uint_eq(berth_clog_size_bytes(log), size + 2 * mib);
+    ck_assert_uint_eq(berth_clog_active_size_bytes(log), size);   /* file 0 is active */
+    berth_clog_close(log);
+    ck_assert_uint_eq(file_size(dir, BERTH_CLOG_FILE2), 2 * mib);
+
+    for (int f = 0; f < 2; f++) {
+        char path[400];
+        log_path(path, sizeof(path), dir, names[f]);
+        uint64_t keep = file_size(dir, names[f]);
+        const uint64_t sizes[] = { size + 100, BERTH_CLOG_BYTES_MIN / 2, 0 };
+        for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+            ck_assert_int_eq(truncate(path, (off_t)sizes[i]), 0);
+            ck_assert_int_eq(berth_clog_open(&log, dir, size, err, sizeof(err)),
+                             BERTH_J_INVALID);
+            ck_assert_ptr_null(log);
+            ck_assert_msg(strstr(err, path) != NULL, "%s", err);
+        }
+        ck_assert_int_eq(unlink(path), 0);
+        ck_assert_int_eq(mkdir(path, 0700), 0);
         ck_assert_int_eq(berth_clog_open(&log, dir, size, err, sizeof(err)), BERTH_J_INVALID);
-        ck_assert_ptr_null(log);
-        ck_assert_msg(strstr(err, path) != NULL, "%s", err);
+        ck_assert_int_eq(rmdir(path), 0);
+        log = lopen(dir, keep);   /* made again */
+        berth_clog_close(log);
     }
-    ck_assert_int_eq(unlink(path), 0);
-    ck_assert_int_eq(mkdir(path, 0700), 0);
-    ck_assert_int_eq(berth_clog_open(&log, dir, size, err, sizeof(err)), BERTH_J_INVALID);
-    ck_assert_int_eq(rmdir(path), 0);
 
     /* No room: a 512 KiB tmpfs for a 1 MiB log (needs root to mount). */
     char disk[300], small[400];
@@ -1204,6 +1292,739 @@ START_TEST(clog_open_sizes) {
     ck_assert(!berth_clog_exists(small));
     ck_assert_uint_eq(file_size(small, BERTH_CLOG_FILE ".new"), UINT64_MAX);
     ck_assert_int_eq(umount(disk), 0);
+    /* Room for the first file only: the second is FULL; the first stays,
+     * whole, for a later open. */
+    ck_assert_int_eq(mount("tmpfs", disk, "tmpfs", 0, "size=1536k"), 0);
+    ck_assert_int_eq(mkdir(small, 0700), 0);
+    ck_assert_int_eq(berth_clog_open(&log, small, BERTH_CLOG_BYTES_MIN, err, sizeof(err)),
+                     BERTH_J_FULL);
+    ck_assert_ptr_null(log);
+    ck_assert_msg(strstr(err, BERTH_CLOG_FILE2) != NULL, "%s", err);
+    ck_assert_uint_eq(file_size(small, BERTH_CLOG_FILE), BERTH_CLOG_BYTES_MIN);
+    ck_assert_uint_eq(file_size(small, BERTH_CLOG_FILE2), UINT64_MAX);
+    ck_assert_uint_eq(file_size(small, BERTH_CLOG_FILE2 ".new"), UINT64_MAX);
+    ck_assert_int_eq(umount(disk), 0);
+}
+END_TEST
+
+/* ---- two files ------------------------------------------------------------- */
+
+/* A journal whose appends or syncs fail on demand, over a real one: a
+ * checkpoint that fails midway (appends_left appends go through, then
+ * FULL) or after its appends (sync_err). Only head, append and sync are
+ * there: all a checkpoint calls. */
+typedef struct fjournal {
+    berth_journal base;         /* first: the journal API sees this */
+    berth_journal *inner;
+    int appends_left;           /* < 0: no limit */
+    berth_jerr sync_err;        /* BERTH_J_OK: syncs reach the inner journal */
+} fjournal;
+
+static berth_jerr fj_head(berth_journal *journal, uint64_t *seq, uint8_t hash[BERTH_HASH_LEN]) {
+    return berth_journal_head(((fjournal *)journal)->inner, seq, hash);
+}
+
+static berth_jerr fj_append(berth_journal *journal, berth_record *records,
+                            const berth_touched *touched, size_t n) {
+    fjournal *f = (fjournal *)journal;
+    if (f->appends_left == 0) {
+        return BERTH_J_FULL;
+    }
+    f->appends_left -= f->appends_left > 0 ? 1 : 0;
+    return berth_journal_append(f->inner, records, touched, n);
+}
+
+static berth_jerr fj_sync(berth_journal *journal) {
+    fjournal *f = (fjournal *)journal;
+    return f->sync_err != BERTH_J_OK ? f->sync_err : berth_journal_sync(f->inner);
+}
+
+static const berth_journal_ops fj_ops = {
+    .name = "fault", .head = fj_head, .append = fj_append, .sync = fj_sync
+};
+
+static void fj_init(fjournal *f, berth_journal *inner) {
+    memset(f, 0, sizeof(*f));
+    f->base.ops = &fj_ops;
+    f->inner = inner;
+    f->appends_left = -1;
+    f->sync_err = BERTH_J_OK;
+}
+
+/* Seal hands file 0 to checkpoint_sealed while appends go on in file 1 from
+ * its offset 0; the sealed frames land in the journal with their hashes; a
+ * second seal goes back to file 0 and overwrites its stale frames from
+ * offset 0; a full checkpoint moves what is left and makes file 0 active. */
+START_TEST(clog_seal_round_trip) {
+    char dir[300];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = jopen(dir, 0, 0);
+    berth_clog *log = lopen(dir, 2 * mib);
+    ck_assert_uint_eq(checkpoint_ok(log, j), 0);
+    tframe f[6];
+    tf_make(&f[0], 1, 4, 0, true, 0);
+    tf_make(&f[1], 5, 6, 3000, false, 0);
+    tf_make(&f[2], 11, 3, 0, true, 0);
+    tf_make(&f[3], 14, 7, 100, true, 0);
+    tf_make(&f[4], 21, 2, 0, false, 0);
+    tf_make(&f[5], 23, 1, 0, true, 0);
+    ck_assert_uint_eq(append_ok(log, &f[0]), 0);
+    append_ok(log, &f[1]);
+    uint64_t used0 = berth_clog_used_bytes(log);
+    seal_ok(log);
+    ck_assert_uint_eq(berth_clog_active_used_bytes(log), 0);
+    ck_assert_uint_eq(berth_clog_used_bytes(log), used0);   /* the sealed file's frames */
+    ck_assert_uint_eq(berth_clog_last_seq(log), 10);
+    ck_assert_uint_eq(append_ok(log, &f[2]), 0);             /* file 1, offset 0 */
+    ck_assert_uint_eq(frame_seq_at(dir, BERTH_CLOG_FILE2, 0), 11);
+    ck_assert_mem_eq(f[2].recs[0].prev_hash, tf_last_hash(&f[1]), BERTH_HASH_LEN);
+    ck_assert_uint_eq(head_of(j, NULL), 0);
+
+    ck_assert_uint_eq(sealed_ok(log, j), 10);
+    uint8_t hash[BERTH_HASH_LEN];
+    ck_assert_uint_eq(head_of(j, hash), 10);
+    ck_assert_mem_eq(hash, tf_last_hash(&f[1]), BERTH_HASH_LEN);
+    expect_frames(j, f, 2);
+    expect_history(j, f, 2, BERTH_HISTORY_WORKER, "w-all");
+
+    seal_ok(log);                                            /* file 1: f[2] */
+    ck_assert_uint_eq(append_ok(log, &f[3]), 0);             /* file 0 again, over f[0] */
+    ck_assert_uint_eq(frame_seq_at(dir, BERTH_CLOG_FILE, 0), 14);
+    ck_assert_uint_eq(sealed_ok(log, j), 3);
+    ck_assert_uint_eq(head_of(j, hash), 13);
+    ck_assert_mem_eq(hash, tf_last_hash(&f[2]), BERTH_HASH_LEN);
+    seal_ok(log);                                            /* file 0: f[3] */
+    ck_assert_uint_eq(append_ok(log, &f[4]), 0);             /* file 1, over f[2] */
+    ck_assert_uint_eq(frame_seq_at(dir, BERTH_CLOG_FILE2, 0), 21);
+    ck_assert_uint_eq(sealed_ok(log, j), 7);
+    ck_assert_uint_eq(head_of(j, NULL), 20);
+
+    ck_assert_uint_eq(checkpoint_ok(log, j), 2);
+    ck_assert_uint_eq(head_of(j, hash), 22);
+    ck_assert_mem_eq(hash, tf_last_hash(&f[4]), BERTH_HASH_LEN);
+    ck_assert_uint_eq(append_ok(log, &f[5]), 0);             /* file 0 after a full checkpoint */
+    ck_assert_uint_eq(frame_seq_at(dir, BERTH_CLOG_FILE, 0), 23);
+    ck_assert_uint_eq(checkpoint_ok(log, j), 1);
+    expect_frames(j, f, 6);
+    expect_history(j, f, 6, BERTH_HISTORY_WORKER, "w-2");
+    expect_history(j, f, 6, BERTH_HISTORY_INSTANCE, "inst-3");
+    for (int k = 0; k < 6; k++) {
+        tf_free(&f[k]);
+    }
+    berth_clog_close(log);
+    berth_journal_close(j);
+}
+END_TEST
+
+/* seal: false before the first checkpoint and with nothing to seal; true
+ * when it seals and while a sealed file waits (changing nothing then,
+ * even with frames in the active file); checkpoint_sealed is INVALID with
+ * nothing sealed; the active file fills (FULL) while the other is sealed,
+ * and a seal after its checkpoint makes room. */
+START_TEST(clog_seal_states) {
+    char dir[300];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = jopen(dir, 0, 0);
+    berth_clog *log = lopen(dir, BERTH_CLOG_BYTES_MIN);
+    ck_assert(!berth_clog_seal(log));   /* before the first checkpoint */
+    char err[err_len_max] = "";
+    uint64_t moved = 99;
+    ck_assert_int_eq(berth_clog_checkpoint_sealed(log, j, &moved, err, sizeof(err)),
+                     BERTH_J_INVALID);
+    ck_assert_uint_eq(moved, 0);
+    ck_assert_uint_gt(strlen(err), 0);
+    ck_assert_uint_eq(checkpoint_ok(log, j), 0);
+    ck_assert(!berth_clog_seal(log));   /* nothing appended */
+    err[0] = '\0';
+    ck_assert_int_eq(berth_clog_checkpoint_sealed(log, j, &moved, err, sizeof(err)),
+                     BERTH_J_INVALID);
+    ck_assert_uint_gt(strlen(err), 0);
+
+    enum { frames_max = 24 };
+    tframe f[frames_max];
+    int count = 0;
+    tf_make(&f[count], 1, 3, 0, true, 0);
+    append_ok(log, &f[count++]);
+    seal_ok(log);
+    seal_ok(log);                       /* already sealed: nothing changes */
+    ck_assert_uint_eq(berth_clog_active_used_bytes(log), 0);
+    ck_assert_uint_eq(sealed_ok(log, j), 3);
+    ck_assert(!berth_clog_seal(log));   /* the active file is empty, none sealed */
+    ck_assert_int_eq(berth_clog_checkpoint_sealed(log, j, &moved, err, sizeof(err)),
+                     BERTH_J_INVALID);
+
+    tf_make(&f[count], 4, 2, 0, false, 0);
+    append_ok(log, &f[count++]);        /* file 1 */
+    seal_ok(log);                       /* file 1 sealed; file 0 active */
+    uint64_t sealed_bytes = berth_clog_used_bytes(log);
+    /* File 0 fills while file 1 waits: seal changes nothing, append is FULL. */
+    berth_jerr rc = BERTH_J_OK;
+    while (rc == BERTH_J_OK) {
+        ck_assert_int_lt(count, frames_max - 1);
+        tf_make(&f[count], berth_clog_last_seq(log) + 1, 12, 8000, true, 0);
+        uint64_t active = berth_clog_active_used_bytes(log);
+        rc = berth_clog_append(log, f[count].recs, f[count].touched, f[count].n);
+        if (rc == BERTH_J_OK) {
+            count++;
+            seal_ok(log);
+            ck_assert_uint_gt(berth_clog_active_used_bytes(log), active);   /* still file 0 */
+        }
+    }
+    ck_assert_int_eq(rc, BERTH_J_FULL);
+    ck_assert_uint_eq(berth_clog_used_bytes(log),
+                      sealed_bytes + berth_clog_active_used_bytes(log));
+    ck_assert_uint_eq(sealed_ok(log, j), 2);
+    ck_assert_uint_eq(head_of(j, NULL), 5);
+    seal_ok(log);                       /* file 0, full */
+    ck_assert_uint_eq(append_ok(log, &f[count]), 0);   /* the same frame fits in file 1 */
+    count++;
+    ck_assert_uint_eq(checkpoint_ok(log, j), tf_last(&f[count - 1]) - 5);
+    ck_assert(!berth_clog_seal(log));
+    expect_frames(j, f, (size_t)count);
+    for (int k = 0; k < count; k++) {
+        tf_free(&f[k]);
+    }
+    berth_clog_close(log);
+    berth_journal_close(j);
+}
+END_TEST
+
+/* The states a crash can leave (close without checkpoint, reopen, full
+ * checkpoint), each with its frames moved in seq order:
+ *   0  frames in file 0 only;
+ *   1  file 0 sealed, never checkpointed, frames in file 1;
+ *   2  file 0 sealed and partly moved (a checkpoint_sealed cut short),
+ *      frames in file 1;
+ *   3  file 1 older than file 0 (the second seal): file 1 sealed, file 0
+ *      active again from offset 0 over its stale frames;
+ *   4  as 3, the newer file's last frame torn: the rest moves and its seqs
+ *      are written again;
+ *   5  as 1, the newer file's (file 1's) last frame torn. */
+START_TEST(clog_recovery_states) {
+    for (int variant = 0; variant < 6; variant++) {
+        char dir[300];
+        dir_fresh(dir, sizeof(dir));
+        berth_journal *j = jopen(dir, 0, 0);
+        berth_clog *log = lopen(dir, 2 * mib);
+        ck_assert_uint_eq(checkpoint_ok(log, j), 0);
+        tframe f[6], again;
+        for (int k = 0; k < 6; k++) {
+            tf_make(&f[k], 1 + 4 * (uint64_t)k, 4, 500 * (unsigned)k, k % 2 == 0, 0);
+        }
+        int frames = 6;            /* appended and acknowledged */
+        uint64_t journal_has = 0;  /* seqs in the journal at the crash */
+        const char *torn_file = NULL;
+        uint64_t torn_off = 0;
+        if (variant == 0) {
+            for (int k = 0; k < 6; k++) {
+                append_ok(log, &f[k]);
+            }
+        } else if (variant <= 2 || variant == 5) {
+            for (int k = 0; k < 3; k++) {
+                append_ok(log, &f[k]);
+            }
+            seal_ok(log);
+            for (int k = 3; k < 6; k++) {
+                torn_off = append_ok(log, &f[k]);
+            }
+            torn_file = BERTH_CLOG_FILE2;
+            if (variant == 2) {     /* the cut-short checkpoint moved f[0] */
+                berth_record copy[4];
+                memcpy(copy, f[0].recs, sizeof(copy));
+                ck_assert_int_eq(berth_journal_append(j, copy, f[0].touched, 4), BERTH_J_OK);
+                ck_assert_mem_eq(copy[3].hash, tf_last_hash(&f[0]), BERTH_HASH_LEN);
+                journal_has = 4;
+            }
+        } else {
+            append_ok(log, &f[0]);  /* file 0 */
+            seal_ok(log);
+            append_ok(log, &f[1]);  /* file 1 */
+            append_ok(log, &f[2]);
+            ck_assert_uint_eq(sealed_ok(log, j), 4);
+            seal_ok(log);
+            for (int k = 3; k < 6; k++) {
+                torn_off = append_ok(log, &f[k]);   /* file 0 from offset 0 */
+            }
+            ck_assert_uint_eq(frame_seq_at(dir, BERTH_CLOG_FILE, 0), 13);
+            torn_file = BERTH_CLOG_FILE;
+            journal_has = 4;
+        }
+        berth_clog_close(log);     /* the crash */
+        berth_journal_close(j);
+        if (variant == 4 || variant == 5) {
+            flip_byte_in(dir, torn_file, torn_off + BERTH_CLOG_HEADER_BYTES + 50);
+            frames = 5;            /* never acknowledged: its sync never returned */
+        }
+
+        j = jopen(dir, 0, 0);
+        ck_assert_uint_eq(head_of(j, NULL), journal_has);
+        log = lopen(dir, 2 * mib);
+        uint64_t last = tf_last(&f[frames - 1]);
+        uint8_t hash[BERTH_HASH_LEN];
+        ck_assert_uint_eq(head_of(j, hash), journal_has);
+        uint64_t pending = 99;
+        char err[err_len_max] = "";
+        ck_assert_int_eq(berth_clog_pending(dir, journal_has, hash, &pending, err, sizeof(err)),
+                         BERTH_J_OK);
+        ck_assert_uint_eq(pending, last - journal_has);
+        ck_assert_uint_eq(checkpoint_ok(log, j), last - journal_has);
+        ck_assert_uint_eq(head_of(j, hash), last);
+        ck_assert_mem_eq(hash, tf_last_hash(&f[frames - 1]), BERTH_HASH_LEN);
+        expect_frames(j, f, (size_t)frames);
+        expect_history(j, f, (size_t)frames, BERTH_HISTORY_WORKER, "w-all");
+        /* The next frame chains on the last one moved, in file 0. */
+        tf_make(&again, last + 1, 2, 0, true, 1);
+        ck_assert_uint_eq(append_ok(log, &again), 0);
+        ck_assert_mem_eq(again.recs[0].prev_hash, hash, BERTH_HASH_LEN);
+        ck_assert_uint_eq(checkpoint_ok(log, j), 2);
+        expect_frames(j, &again, 1);
+        tf_free(&again);
+        for (int k = 0; k < 6; k++) {
+            tf_free(&f[k]);
+        }
+        berth_clog_close(log);
+        berth_journal_close(j);
+    }
+}
+END_TEST
+
+/* Two files, file 1 the older (g, sealed) and file 0 the newer (h), the
+ * journal at seq 4 (f, checkpointed from file 0 earlier). Damage is CORRUPT
+ * and moves nothing, for checkpoint and pending alike:
+ *   0  a damaged frame in the middle of the older file, whole ones after;
+ *   1  the older file's last frame lost: a gap between the two files;
+ *   2  a damaged frame in the middle of the newer file, a whole one after. */
+START_TEST(clog_two_files_corrupt) {
+    for (int variant = 0; variant < 3; variant++) {
+        char dir[300];
+        dir_fresh(dir, sizeof(dir));
+        berth_journal *j = jopen(dir, 0, 0);
+        berth_clog *log = lopen(dir, 2 * mib);
+        ck_assert_uint_eq(checkpoint_ok(log, j), 0);
+        tframe f, g[3], h[2];
+        uint64_t goff[3], hoff[2];
+        tf_make(&f, 1, 4, 0, true, 0);
+        append_ok(log, &f);
+        seal_ok(log);
+        for (int k = 0; k < 3; k++) {
+            tf_make(&g[k], 5 + 3 * (uint64_t)k, 3, 200, k != 1, 0);
+            goff[k] = append_ok(log, &g[k]);   /* file 1 */
+        }
+        ck_assert_uint_eq(sealed_ok(log, j), 4);
+        seal_ok(log);
+        for (int k = 0; k < 2; k++) {
+            tf_make(&h[k], 14 + 2 * (uint64_t)k, 2, 0, true, 0);
+            hoff[k] = append_ok(log, &h[k]);   /* file 0 */
+        }
+        berth_clog_close(log);
+        berth_journal_close(j);
+        char at[64];
+        const char *needle;
+        if (variant == 0) {
+            flip_byte_in(dir, BERTH_CLOG_FILE2, goff[1] + BERTH_CLOG_HEADER_BYTES + 9);
+            snprintf(at, sizeof(at), "offset %" PRIu64 " after seq 7", goff[1]);
+            needle = "holds seqs 11..13";
+        } else if (variant == 1) {
+            zero_range_in(dir, BERTH_CLOG_FILE2, goff[2], BERTH_CLOG_ALIGN);
+            snprintf(at, sizeof(at), "the other file's last frame is 11");
+            needle = "a gap";
+        } else {
+            flip_byte_in(dir, BERTH_CLOG_FILE, hoff[0] + BERTH_CLOG_HEADER_BYTES + 9);
+            snprintf(at, sizeof(at), "offset %" PRIu64 " after seq 13", hoff[0]);
+            needle = "holds seqs 16..17";
+        }
+
+        j = jopen(dir, 0, 0);
+        log = lopen(dir, 2 * mib);
+        checkpoint_corrupt(log, j, at, needle);
+        uint8_t hash[BERTH_HASH_LEN];
+        ck_assert_uint_eq(head_of(j, hash), 4);   /* not even the older file's frames */
+        uint64_t pending = 99;
+        char err[err_len_max] = "";
+        ck_assert_int_eq(berth_clog_pending(dir, 4, hash, &pending, err, sizeof(err)),
+                         BERTH_J_CORRUPT);
+        ck_assert_msg(strstr(err, at) != NULL, "%s", err);
+        tf_free(&f);
+        for (int k = 0; k < 3; k++) {
+            tf_free(&g[k]);
+        }
+        tf_free(&h[0]);
+        tf_free(&h[1]);
+        berth_clog_close(log);
+        berth_journal_close(j);
+    }
+}
+END_TEST
+
+/* pending counts the records of both files past any head at a frame
+ * boundary, in either order of the files, and writes nothing. */
+START_TEST(clog_pending_two) {
+    char dir[300];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = jopen(dir, 0, 0);
+    berth_clog *log = lopen(dir, 2 * mib);
+    ck_assert_uint_eq(checkpoint_ok(log, j), 0);
+    tframe f[4];
+    for (int k = 0; k < 4; k++) {
+        tf_make(&f[k], 1 + 5 * (uint64_t)k, 5, 0, k != 2, 0);
+    }
+    uint8_t zeros[BERTH_HASH_LEN] = { 0 };
+    char err[err_len_max] = "";
+    uint64_t n = 99;
+    append_ok(log, &f[0]);                  /* file 0 */
+    seal_ok(log);
+    append_ok(log, &f[1]);                  /* file 1 */
+    ck_assert_int_eq(berth_clog_pending(dir, 0, zeros, &n, err, sizeof(err)), BERTH_J_OK);
+    ck_assert_uint_eq(n, 10);
+    ck_assert_int_eq(berth_clog_pending(dir, 5, tf_last_hash(&f[0]), &n, err, sizeof(err)),
+                     BERTH_J_OK);
+    ck_assert_uint_eq(n, 5);
+    ck_assert_uint_eq(sealed_ok(log, j), 5);
+    seal_ok(log);
+    append_ok(log, &f[2]);                  /* file 0, over f[0] */
+    append_ok(log, &f[3]);
+    ck_assert_int_eq(berth_clog_pending(dir, 5, tf_last_hash(&f[0]), &n, err, sizeof(err)),
+                     BERTH_J_OK);
+    ck_assert_uint_eq(n, 15);               /* file 1 first, then file 0 */
+    ck_assert_int_eq(berth_clog_pending(dir, 10, tf_last_hash(&f[1]), &n, err, sizeof(err)),
+                     BERTH_J_OK);
+    ck_assert_uint_eq(n, 10);
+    ck_assert_int_eq(berth_clog_pending(dir, 15, tf_last_hash(&f[2]), &n, err, sizeof(err)),
+                     BERTH_J_OK);
+    ck_assert_uint_eq(n, 5);
+    ck_assert_int_eq(berth_clog_pending(dir, 20, tf_last_hash(&f[3]), &n, err, sizeof(err)),
+                     BERTH_J_OK);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_int_eq(berth_clog_pending(dir, 0, zeros, &n, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, "a gap") != NULL, "%s", err);
+    ck_assert_uint_eq(checkpoint_ok(log, j), 15);
+    expect_frames(j, f, 4);
+    for (int k = 0; k < 4; k++) {
+        tf_free(&f[k]);
+    }
+    berth_clog_close(log);
+    berth_journal_close(j);
+}
+END_TEST
+
+/* A data directory from before the second file (commit.log alone, with
+ * frames a crash left): pending reads it, open makes commit.log.2 beside
+ * it, and the recovery moves every frame. */
+START_TEST(clog_old_directory) {
+    char dir[300];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = jopen(dir, 0, 0);
+    berth_clog *log = lopen(dir, 2 * mib);
+    ck_assert_uint_eq(checkpoint_ok(log, j), 0);
+    tframe f[3];
+    for (int k = 0; k < 3; k++) {
+        tf_make(&f[k], 1 + 6 * (uint64_t)k, 6, 1000, k != 1, 0);
+        append_ok(log, &f[k]);
+    }
+    berth_clog_close(log);   /* the crash */
+    berth_journal_close(j);
+    char path2[400];
+    log_path(path2, sizeof(path2), dir, BERTH_CLOG_FILE2);
+    ck_assert_int_eq(unlink(path2), 0);
+    ck_assert(berth_clog_exists(dir));
+    uint8_t zeros[BERTH_HASH_LEN] = { 0 };
+    char err[err_len_max] = "";
+    uint64_t n = 99;
+    ck_assert_int_eq(berth_clog_pending(dir, 0, zeros, &n, err, sizeof(err)), BERTH_J_OK);
+    ck_assert_uint_eq(n, 18);
+    ck_assert_uint_eq(file_size(dir, BERTH_CLOG_FILE2), UINT64_MAX);   /* pending made none */
+
+    j = jopen(dir, 0, 0);
+    log = lopen(dir, 4 * mib);
+    ck_assert_uint_eq(file_size(dir, BERTH_CLOG_FILE2), 4 * mib);
+    ck_assert_uint_eq(berth_clog_size_bytes(log), 6 * mib);
+    ck_assert_uint_eq(checkpoint_ok(log, j), 18);
+    uint8_t hash[BERTH_HASH_LEN];
+    ck_assert_uint_eq(head_of(j, hash), 18);
+    ck_assert_mem_eq(hash, tf_last_hash(&f[2]), BERTH_HASH_LEN);
+    expect_frames(j, f, 3);
+    tframe g;
+    tf_make(&g, 19, 2, 0, true, 0);
+    append_ok(log, &g);
+    seal_ok(log);
+    ck_assert_uint_eq(sealed_ok(log, j), 2);
+    expect_frames(j, &g, 1);
+    tf_free(&g);
+    for (int k = 0; k < 3; k++) {
+        tf_free(&f[k]);
+    }
+    berth_clog_close(log);
+    berth_journal_close(j);
+}
+END_TEST
+
+/* A checkpoint_sealed that fails leaves the file sealed with its frames
+ * (used_bytes counts them, seal says so, appends go on in the other file);
+ * a retry or a full checkpoint moves them:
+ *   0  the journal is FULL (its map at a tiny cap), then a full checkpoint
+ *      with room moves both files;
+ *   1  the journal's sync fails after every append went through: the
+ *      retry moves nothing more and frees the file;
+ *   2  the journal fails midway (one of two appends went through), then a
+ *      crash: the recovery moves the sealed file's rest and file 1. */
+START_TEST(clog_sealed_fails) {
+    for (int variant = 0; variant < 3; variant++) {
+        char dir[300];
+        dir_fresh(dir, sizeof(dir));
+        berth_journal *j = variant == 0 ? jopen(dir, mib, mib) : jopen(dir, 0, 0);
+        berth_clog *log = lopen(dir, 16 * mib);
+        ck_assert_uint_eq(checkpoint_ok(log, j), 0);
+        tframe f[6];
+        int sealed_frames = variant == 0 ? 4 : 2;
+        uint64_t next = 1;
+        for (int k = 0; k < sealed_frames; k++) {
+            if (variant == 0) {
+                tf_make(&f[k], next, 40, 16000, true, 0);   /* ~2.6 MB in all */
+            } else {
+                tf_make(&f[k], next, 3000, 0, k == 0, 0);    /* 2 journal appends */
+            }
+            next += f[k].n;
+            append_ok(log, &f[k]);
+        }
+        uint64_t sealed_last = next - 1;
+        seal_ok(log);
+        tf_make(&f[sealed_frames], next, 3, 0, false, 0);
+        append_ok(log, &f[sealed_frames]);                   /* file 1 */
+        next += 3;
+        uint64_t used = berth_clog_used_bytes(log);
+        fjournal fj;
+        fj_init(&fj, j);
+        fj.appends_left = variant == 2 ? 1 : -1;
+        fj.sync_err = variant == 1 ? BERTH_J_IO : BERTH_J_OK;
+        berth_journal *cj = variant == 0 ? j : &fj.base;
+        char err[err_len_max] = "";
+        uint64_t moved = 99;
+        berth_jerr want = variant == 1 ? BERTH_J_IO : BERTH_J_FULL;
+        berth_jerr rc = berth_clog_checkpoint_sealed(log, cj, &moved, err, sizeof(err));
+        ck_assert_msg(rc == want, "%s %s", berth_jerr_name(rc), err);
+        ck_assert_msg(strstr(err, berth_jerr_name(want)) != NULL, "%s", err);
+        uint64_t in_journal = variant == 0 ? 0 : variant == 1 ? sealed_last : 3000;
+        ck_assert_uint_eq(moved, in_journal);
+        ck_assert_uint_eq(head_of(j, NULL), in_journal);
+        ck_assert_uint_eq(berth_clog_used_bytes(log), used);   /* still sealed */
+        seal_ok(log);
+        ck_assert_uint_eq(berth_clog_used_bytes(log), used);   /* nothing changed */
+        tf_make(&f[sealed_frames + 1], next, 2, 0, true, 0);
+        append_ok(log, &f[sealed_frames + 1]);                 /* file 1 still */
+        next += 2;
+        int total = sealed_frames + 2;
+        if (variant == 0) {
+            ck_assert_int_eq(berth_clog_checkpoint_sealed(log, j, &moved, err, sizeof(err)),
+                             BERTH_J_FULL);
+            berth_journal_close(j);
+            j = jopen(dir, 0, 0);
+            ck_assert_uint_eq(checkpoint_ok(log, j), next - 1);
+        } else if (variant == 1) {
+            fj.sync_err = BERTH_J_OK;
+            ck_assert_uint_eq(sealed_ok(log, j), 0);
+            ck_assert_uint_eq(checkpoint_ok(log, j), 5);
+        } else {
+            berth_clog_close(log);   /* the crash */
+            berth_journal_close(j);
+            j = jopen(dir, 0, 0);
+            log = lopen(dir, 16 * mib);
+            ck_assert_uint_eq(checkpoint_ok(log, j), next - 1 - 3000);
+        }
+        uint8_t hash[BERTH_HASH_LEN];
+        ck_assert_uint_eq(head_of(j, hash), next - 1);
+        ck_assert_mem_eq(hash, tf_last_hash(&f[total - 1]), BERTH_HASH_LEN);
+        expect_frames(j, f, (size_t)total);
+        expect_history(j, f, (size_t)total, BERTH_HISTORY_WORKER, "w-all");
+        for (int k = 0; k < total; k++) {
+            tf_free(&f[k]);
+        }
+        berth_clog_close(log);
+        berth_journal_close(j);
+    }
+}
+END_TEST
+
+/* Damage in the sealed file while running (planted through the shared
+ * map's file): checkpoint_sealed is CORRUPT and moves nothing, the file
+ * stays sealed, and the full checkpoint is CORRUPT too:
+ *   0  its last frame: the walk ends before the seq it was sealed at;
+ *   1  its first frame, a whole one after it. */
+START_TEST(clog_sealed_damaged) {
+    for (int variant = 0; variant < 2; variant++) {
+        char dir[300];
+        dir_fresh(dir, sizeof(dir));
+        berth_journal *j = jopen(dir, 0, 0);
+        berth_clog *log = lopen(dir, 2 * mib);
+        ck_assert_uint_eq(checkpoint_ok(log, j), 0);
+        tframe f[3];
+        uint64_t off[2];
+        tf_make(&f[0], 1, 4, 0, true, 0);
+        tf_make(&f[1], 5, 6, 0, false, 0);
+        tf_make(&f[2], 11, 2, 0, true, 0);
+        off[0] = append_ok(log, &f[0]);
+        off[1] = append_ok(log, &f[1]);
+        seal_ok(log);
+        append_ok(log, &f[2]);
+        uint64_t used = berth_clog_used_bytes(log);
+        flip_byte(dir, off[variant == 0 ? 1 : 0] + BERTH_CLOG_HEADER_BYTES + 40);
+        char err[err_len_max] = "";
+        uint64_t moved = 99;
+        berth_jerr rc = berth_clog_checkpoint_sealed(log, j, &moved, err, sizeof(err));
+        ck_assert_msg(rc == BERTH_J_CORRUPT, "%s %s", berth_jerr_name(rc), err);
+        const char *needle = variant == 0 ? "ended at seq 10 when it was sealed"
+                                          : "holds seqs 5..10";
+        ck_assert_msg(strstr(err, needle) != NULL, "'%s' lacks '%s'", err, needle);
+        ck_assert_uint_eq(moved, 0);
+        ck_assert_uint_eq(head_of(j, NULL), 0);
+        ck_assert_uint_eq(berth_clog_used_bytes(log), used);
+        seal_ok(log);
+        checkpoint_corrupt(log, j, NULL, NULL);
+        ck_assert_uint_eq(head_of(j, NULL), 0);
+        for (int k = 0; k < 3; k++) {
+            tf_free(&f[k]);
+        }
+        berth_clog_close(log);
+        berth_journal_close(j);
+    }
+}
+END_TEST
+
+/* The checkpointer thread of clog_concurrent: waits for work (a file the
+ * appender sealed), runs checkpoint_sealed, says it is idle again. Check's
+ * asserts belong to the test's own thread: errors are kept for it. */
+typedef struct ckpt_thread {
+    berth_clog *log;
+    berth_journal *journal;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool work;                  /* a file is sealed for the checkpointer */
+    bool stop;
+    unsigned rounds;
+    uint64_t moved;
+    uint64_t used_seen;         /* used_bytes read on this thread */
+    berth_jerr failed;          /* the first error */
+    char err[err_len_max];
+} ckpt_thread;
+
+static void *ckpt_main(void *arg) {
+    ckpt_thread *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->work && !c->stop) {
+            pthread_cond_wait(&c->cv, &c->mu);
+        }
+        if (!c->work) {
+            break;
+        }
+        pthread_mutex_unlock(&c->mu);
+        char err[err_len_max] = "";
+        uint64_t moved = 0;
+        berth_jerr rc = berth_clog_checkpoint_sealed(c->log, c->journal, &moved, err,
+                                                     sizeof(err));
+        uint64_t used = berth_clog_used_bytes(c->log);   /* any thread */
+        pthread_mutex_lock(&c->mu);
+        if (rc != BERTH_J_OK && c->failed == BERTH_J_OK) {
+            c->failed = rc;
+            memcpy(c->err, err, sizeof(err));
+        }
+        c->used_seen += used > 0 ? 1 : 0;
+        c->moved += moved;
+        c->rounds++;
+        c->work = false;
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* Hand the active file to the checkpointer if it is idle (wait: until it
+ * is). Appending thread. */
+static void hand_over(ckpt_thread *c, bool wait) {
+    pthread_mutex_lock(&c->mu);
+    while (wait && c->work) {
+        pthread_cond_wait(&c->cv, &c->mu);
+    }
+    if (!c->work && berth_clog_seal(c->log)) {
+        c->work = true;
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* One thread appends frames in a loop, sealing the active file when the
+ * checkpointer is idle (often, or in some phases never, so that the active
+ * file fills: FULL, then it waits for the checkpointer and seals); the checkpointer moves each sealed file meanwhile. A full
+ * checkpoint at the end moves the rest: the journal holds every record,
+ * chained as the log chained it. Built with -fsanitize=thread this is the
+ * data race check of the two threads' calls. */
+START_TEST(clog_concurrent) {
+    char dir[300];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = jopen(dir, 0, 0);
+    berth_clog *log = lopen(dir, BERTH_CLOG_BYTES_MIN);
+    ck_assert_uint_eq(checkpoint_ok(log, j), 0);
+    ckpt_thread c = { .log = log, .journal = j, .failed = BERTH_J_OK };
+    ck_assert_int_eq(pthread_mutex_init(&c.mu, NULL), 0);
+    ck_assert_int_eq(pthread_cond_init(&c.cv, NULL), 0);
+    pthread_t thread;
+    ck_assert_int_eq(pthread_create(&thread, NULL, ckpt_main, &c), 0);
+
+    size_t frames = test_under_valgrind() ? 150 : 1500;
+    tframe *f = calloc(frames, sizeof(*f));
+    ck_assert_ptr_nonnull(f);
+    uint64_t next = 1;
+    unsigned fulls = 0;
+    for (size_t k = 0; k < frames; k++) {
+        tf_make(&f[k], next, 1 + k % 5, (k * 37) % 3000, k % 3 != 0, (unsigned)(k % 2));
+        berth_jerr rc = berth_clog_append(log, f[k].recs, f[k].touched, f[k].n);
+        if (rc == BERTH_J_FULL) {
+            fulls++;
+            hand_over(&c, true);
+            rc = berth_clog_append(log, f[k].recs, f[k].touched, f[k].n);
+        }
+        loop_assert_msg(rc == BERTH_J_OK, "append %" PRIu64 ": %s", next, berth_jerr_name(rc));
+        loop_assert(berth_clog_last_seq(log) == tf_last(&f[k]));
+        loop_assert(berth_clog_active_used_bytes(log) <= berth_clog_active_size_bytes(log));
+        next += f[k].n;
+        /* Phases: seal at every third frame, then none for a while (the
+         * active file fills: FULL, wait, seal). */
+        if (k % 3 == 0 && (k / 200) % 2 == 0) {
+            hand_over(&c, false);
+        }
+    }
+    pthread_mutex_lock(&c.mu);
+    while (c.work) {
+        pthread_cond_wait(&c.cv, &c.mu);
+    }
+    c.stop = true;
+    pthread_cond_broadcast(&c.cv);
+    pthread_mutex_unlock(&c.mu);
+    ck_assert_int_eq(pthread_join(thread, NULL), 0);
+    ck_assert_msg(c.failed == BERTH_J_OK, "checkpoint_sealed: %s %s", berth_jerr_name(c.failed),
+                  c.err);
+    ck_assert_uint_gt(c.rounds, 2);
+    ck_assert(fulls > 0 || frames < 400);   /* the phases without seals filled a file */
+    ck_assert_uint_eq(c.moved, head_of(j, NULL));
+    uint64_t rest = checkpoint_ok(log, j);
+    ck_assert_uint_eq(c.moved + rest, next - 1);
+    uint8_t hash[BERTH_HASH_LEN];
+    ck_assert_uint_eq(head_of(j, hash), next - 1);
+    ck_assert_mem_eq(hash, tf_last_hash(&f[frames - 1]), BERTH_HASH_LEN);
+    for (size_t k = 1; k < frames; k++) {
+        loop_assert(memcmp(f[k].recs[0].prev_hash, tf_last_hash(&f[k - 1]), BERTH_HASH_LEN) == 0);
+    }
+    expect_frames(j, f, frames);
+    expect_history(j, f, frames, BERTH_HISTORY_WORKER, "w-1");
+    fprintf(stderr, "clog_concurrent: %zu frames, %u sealed checkpoints, %u FULL waits\n",
+            frames, c.rounds, fulls);
+    for (size_t k = 0; k < frames; k++) {
+        tf_free(&f[k]);
+    }
+    free(f);
+    pthread_cond_destroy(&c.cv);
+    pthread_mutex_destroy(&c.mu);
+    berth_clog_close(log);
+    berth_journal_close(j);
 }
 END_TEST
 
@@ -1226,6 +2047,15 @@ static Suite *clog_suite(void) {
     tcase_add_test(tc, clog_journal_full);
     tcase_add_test(tc, clog_pending);
     tcase_add_test(tc, clog_open_sizes);
+    tcase_add_test(tc, clog_seal_round_trip);
+    tcase_add_test(tc, clog_seal_states);
+    tcase_add_test(tc, clog_recovery_states);
+    tcase_add_test(tc, clog_two_files_corrupt);
+    tcase_add_test(tc, clog_pending_two);
+    tcase_add_test(tc, clog_old_directory);
+    tcase_add_test(tc, clog_sealed_fails);
+    tcase_add_test(tc, clog_sealed_damaged);
+    tcase_add_test(tc, clog_concurrent);
     /* Only guards against a hang; no assertion is timed. */
     tcase_set_timeout(tc, 240);
     suite_add_tcase(s, tc);
