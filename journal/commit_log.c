@@ -1198,8 +1198,9 @@ static berth_jerr walk_both(const file_view v[file_count], uint64_t head_seq,
                             const uint8_t head_hash[BERTH_HASH_LEN], uint8_t *recode, int *first,
                             walk w[file_count], char *err, size_t err_size) {
     uint64_t next = head_seq + 1;
-    bool starts0 = first_live_seq(v[0].map, v[0].size, head_seq) == next;
-    bool starts1 = first_live_seq(v[1].map, v[1].size, head_seq) == next;
+    bool room = head_seq < UINT64_MAX;   /* else next is 0, first_live_seq's "none" */
+    bool starts0 = room && first_live_seq(v[0].map, v[0].size, head_seq) == next;
+    bool starts1 = room && first_live_seq(v[1].map, v[1].size, head_seq) == next;
     *first = !starts0 && starts1 ? 1 : 0;
     for (int k = 0; k < file_count; k++) {
         const file_view *f = &v[k == 0 ? *first : 1 - *first];
@@ -1413,7 +1414,10 @@ static seal_state seal_state_get(berth_clog *log) {
 }
 
 /* The walk of the sealed file from the journal's head: it must end at the
- * last record the file held when it was sealed, or part of it is lost. */
+ * last record the file held when it was sealed, or part of it is lost;
+ * unless the head is already past that record (a full checkpoint that
+ * failed after moving this file's frames and some of the active file's),
+ * and then the file holds nothing past the head. */
 static berth_jerr sealed_walk(berth_clog *log, const seal_state *s, berth_journal *journal,
                               walk *w, char *err, size_t err_size) {
     const clog_file *f = &log->files[s->sealed];
@@ -1433,7 +1437,9 @@ static berth_jerr sealed_walk(berth_clog *log, const seal_state *s, berth_journa
     if (jerr != BERTH_J_OK) {
         return jerr;
     }
-    if (w->last_seq != s->last_seq || memcmp(w->last_hash, s->last_hash, BERTH_HASH_LEN) != 0) {
+    bool moved_past = w->head_seq > s->last_seq && w->records == 0;
+    if (!moved_past &&
+        (w->last_seq != s->last_seq || memcmp(w->last_hash, s->last_hash, BERTH_HASH_LEN) != 0)) {
         say(err, err_size, "the commit log %s is corrupt: its frames ended at seq %llu when it"
             " was sealed (the journal's head is %llu), but the walk found frames through seq"
             " %llu%s (it ended at offset %llu)", f->path, (unsigned long long)s->last_seq,

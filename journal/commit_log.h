@@ -80,13 +80,14 @@ typedef struct berth_clog berth_clog;
 
 /* Open both files for writing, creating each one that is absent
  * (zero-filled to bytes, then the file and DIR fsynced). An existing file
- * keeps its size (bytes is then ignored for it); the two may differ. The caller holds DIR's lock (the journal's
- * writable open takes it). The log starts with its write offset unknown:
- * call berth_clog_checkpoint before the first append. Errors: INVALID
- * (bytes outside BERTH_CLOG_BYTES_MIN..MAX for a file to create, or an
- * existing file whose size is not a multiple of BERTH_CLOG_ALIGN or below
- * the minimum), FULL (no
- * room to create it), IO, NOMEM. err gets a sentence. */
+ * keeps its size (bytes is then ignored for it); the two may differ. The
+ * caller holds DIR's lock (the journal's writable open takes it). The log
+ * starts with its write offsets unknown: call berth_clog_checkpoint before
+ * the first append. Errors: INVALID (bytes outside
+ * BERTH_CLOG_BYTES_MIN..MAX for a file to create, or an existing file whose
+ * size is not a multiple of BERTH_CLOG_ALIGN or outside those bounds), FULL
+ * (no room to create one: a first file made already stays, whole), IO,
+ * NOMEM. err gets a sentence. */
 berth_jerr berth_clog_open(berth_clog **out, const char *dir, uint64_t bytes, char *err,
                            size_t err_size);
 void berth_clog_close(berth_clog *log);
@@ -130,7 +131,9 @@ bool berth_clog_seal(berth_clog *log);
  * later seal: the checkpoint berthd runs on its own thread while appends go
  * on in the active file. The walk is the header comment's over the sealed
  * file alone, from the journal's head; its frames must end at the seq
- * before the active file's first frame. *moved (may be NULL) gets the
+ * before the active file's first frame (or all lie at or below the head,
+ * when a berth_clog_checkpoint that failed moved them), else CORRUPT.
+ * *moved (may be NULL) gets the
  * number of records moved. Errors: INVALID (no file is sealed; nothing
  * done), CORRUPT, IO (sticky: an append failed earlier, or this walk's
  * reads), and the journal's append and sync errors (FULL, AGAIN, IO,
@@ -141,9 +144,10 @@ berth_jerr berth_clog_checkpoint_sealed(berth_clog *log, berth_journal *journal,
 
 /* Move every frame past the journal's head, of both files, into the journal
  * and make it durable there, then reset both files so the next frame starts
- * at offset 0 of the active one and no file is sealed: the recovery at
- * start, the checkpoint a running berthd needs at once, and the one at a
- * clean stop are this one call. Frames are appended in as few journal appends as the journal's
+ * at offset 0 of the active one (file 0, as after open) and no file is
+ * sealed: the recovery at start, the checkpoint a running berthd needs at
+ * once, and the one at a clean stop are this one call. Frames are appended
+ * in as few journal appends as the journal's
  * limits allow (BERTH_BATCH_RECORDS_MAX records, BERTH_BATCH_BYTES_MAX
  * bytes), then berth_journal_sync; the log is reset only after that sync
  * succeeded. Each appended record's hash must equal the one its frame

@@ -1766,15 +1766,46 @@ END_TEST
  *   1  the journal's sync fails after every append went through: the
  *      retry moves nothing more and frees the file;
  *   2  the journal fails midway (one of two appends went through), then a
- *      crash: the recovery moves the sealed file's rest and file 1. */
+ *      crash: the recovery moves the sealed file's rest and file 1.
+ * And a full checkpoint that fails after moving the sealed file and part
+ * of the active one (3) leaves checkpoint_sealed nothing to move: it frees
+ * the file, and the next full checkpoint moves the rest. */
 START_TEST(clog_sealed_fails) {
-    for (int variant = 0; variant < 3; variant++) {
+    for (int variant = 0; variant < 4; variant++) {
         char dir[300];
         dir_fresh(dir, sizeof(dir));
         berth_journal *j = variant == 0 ? jopen(dir, mib, mib) : jopen(dir, 0, 0);
         berth_clog *log = lopen(dir, 16 * mib);
         ck_assert_uint_eq(checkpoint_ok(log, j), 0);
         tframe f[6];
+        if (variant == 3) {
+            tframe g[3];
+            tf_make(&g[0], 1, 3000, 0, true, 0);          /* sealed */
+            tf_make(&g[1], 3001, 1000, 0, false, 0);      /* same journal append as g[0] */
+            tf_make(&g[2], 4001, 3000, 0, true, 0);       /* the next: FULL */
+            append_ok(log, &g[0]);
+            seal_ok(log);
+            append_ok(log, &g[1]);
+            append_ok(log, &g[2]);
+            fjournal fj;
+            fj_init(&fj, j);
+            fj.appends_left = 1;
+            char err[err_len_max] = "";
+            uint64_t moved = 99;
+            ck_assert_int_eq(berth_clog_checkpoint(log, &fj.base, &moved, err, sizeof(err)),
+                             BERTH_J_FULL);
+            ck_assert_uint_eq(moved, 4000);
+            ck_assert_uint_eq(sealed_ok(log, j), 0);
+            ck_assert_uint_eq(head_of(j, NULL), 4000);
+            ck_assert_uint_eq(checkpoint_ok(log, j), 3000);
+            expect_frames(j, g, 3);
+            for (int k = 0; k < 3; k++) {
+                tf_free(&g[k]);
+            }
+            berth_clog_close(log);
+            berth_journal_close(j);
+            continue;
+        }
         int sealed_frames = variant == 0 ? 4 : 2;
         uint64_t next = 1;
         for (int k = 0; k < sealed_frames; k++) {
