@@ -1984,9 +1984,10 @@ static void hand_over(ckpt_thread *c, bool wait) {
 
 /* One thread appends frames in a loop, sealing the active file when the
  * checkpointer is idle (often, or in some phases never, so that the active
- * file fills: FULL, then it waits for the checkpointer and seals); the checkpointer moves each sealed file meanwhile. A full
- * checkpoint at the end moves the rest: the journal holds every record,
- * chained as the log chained it. Built with -fsanitize=thread this is the
+ * file fills: FULL, then it waits for the checkpointer and seals); the
+ * checkpointer moves each sealed file meanwhile. A full checkpoint at the
+ * end moves the rest: the journal holds every record, chained as the log
+ * chained it. Built with -fsanitize=thread this is the
  * data race check of the two threads' calls. */
 START_TEST(clog_concurrent) {
     char dir[300];
