@@ -968,8 +968,6 @@ bool berth_clog_seal(berth_clog *log) {
 
 /* ---- the walk ----------------------------------------------------------- */
 
-/* ---- the walk ----------------------------------------------------------- */
-
 /* How a walk's start is named in its sentences. */
 typedef struct walk_start {
     const char *name;           /* the seq after it is where the walk's frames start */

@@ -140,17 +140,27 @@ typedef struct pipe_journal {
                                        is half full: new writes are refused with it */
     berth_jerr checkpoint_fatal;    /* not OK: a checkpoint failed for good: berthd stops */
     uint64_t checkpoints;           /* that succeeded */
+    uint64_t checkpoints_sealed;    /* of them, by the checkpointer thread */
     uint64_t checkpoint_failures;
     uint64_t checkpoint_records;    /* records they moved into LMDB */
-    uint64_t clog_used_bytes;       /* the log's current generation, after the last job */
+    uint64_t clog_used_bytes;       /* the log's frames not in LMDB, after the last job */
     bool retry_now;                 /* the loop blocks on a checkpoint: skip the retry pause */
+    uint64_t retry_after_ns;        /* after a failed checkpoint: no policy retry before */
+    bool ckpt_work;                 /* a sealed file waits for the checkpointer thread */
+    bool ckpt_busy;                 /* handed to the checkpointer and not finished */
+    bool ckpt_sealed;               /* a sealed file waits for its checkpoint (handed or
+                                       failed and waiting for its retry) */
+    bool ckpt_stop;
+    /* The checkpointer thread (with clog). */
+    pthread_t ckpt_thread;
+    bool ckpt_started;
     /* Thread only, with clog. */
     bool clog_broken;               /* an append failed its write or sync (sticky) */
-    uint64_t checkpointed_thread;   /* checkpointed, as the thread last set it */
-    uint64_t first_pending_ns;      /* when the oldest frame not yet checkpointed was
-                                       written; 0: none */
+    uint64_t active_records;        /* records logged in the active file since it was last
+                                       sealed or checkpointed */
+    uint64_t first_pending_ns;      /* when the active file's oldest frame was written;
+                                       0: none */
     uint64_t last_frame_ns;         /* when the last frame was written */
-    uint64_t retry_after_ns;        /* after a failed checkpoint: no policy retry before */
     /* Loop only: the batch in the slot, for WATCH (batch_slot_records). */
     uint64_t slot_first_seq;
     size_t slot_count;
@@ -359,32 +369,37 @@ static void pipe_note_durable(pipe_journal *p) {
  * With --commit-log on, a batch is made durable by one frame in the commit
  * log (journal/commit_log.h: one write, one fdatasync) instead of an LMDB
  * commit (two ordered syncs), and its replies go then. The frames move into
- * LMDB later, many batches per LMDB commit, in a checkpoint on this same
- * thread (berth_clog_checkpoint: LMDB append, LMDB sync, then the log is
- * reset); a crash between the two is repaired at the next start, when
- * berthd runs the same checkpoint before it loads the engine. So the
- * durable head is the log's, and LMDB's head (checkpointed) trails it. What
- * reads LMDB must see every durable record, so it waits for a checkpoint:
- * the loop parks such commands (PARK_JOURNAL) and asks for one
- * (pipe_want_checkpoint); WATCH's live frames come from the batch still in
- * the slot (batch_slot_records), not from LMDB.
+ * LMDB later, many batches per LMDB commit, in checkpoints (LMDB append,
+ * LMDB sync, then the log's file is free again); a crash between the two is
+ * repaired at the next start, when berthd runs the same checkpoint before
+ * it loads the engine. So the durable head is the log's, and LMDB's head
+ * (checkpointed) trails it. What reads LMDB must see every durable record,
+ * so it waits for a checkpoint: the loop parks such commands
+ * (PARK_JOURNAL) and asks for one (batch_want_checkpoint); WATCH's live
+ * frames come from the batch still in the slot (batch_slot_records), not
+ * from LMDB.
  *
- * When a checkpoint runs: when the loop wants one; when a snapshot is
- * queued (its anchor is LMDB's head hash); when the log's generation fills
- * a quarter of the file (so the log never fills while checkpoints succeed:
- * the largest frame, a batch at the engine's byte limit with its touched
- * names, is under half of the smallest file --commit-log-mib allows); when
- * CHECKPOINT_RECORDS records wait (one LMDB commit's worth); when the
- * oldest pending frame is CHECKPOINT_AGE_MS old; and when no batch came for
- * CHECKPOINT_IDLE_MS. Why so often: the committer logs nothing while it
- * checkpoints, so the batches behind wait out the checkpoint's LMDB append
- * and its two syncs; 20 ms of records keeps that pause short at any rate of
- * writes. Measured (bench_server --mode cycle over 10,000 workers, 6 s,
- * 27 Nov): unpipelined, checkpoints of 4096 records gave p99 9.7-9.9 ms,
- * of 1024 records 5.0-6.5 ms, every 20 ms 4.4-4.8 ms at the same rate;
- * with 16 in flight every 20 ms kept the rate of 4096 (168k-193k/s), where
- * 1024 lost a tenth. A failed checkpoint loses nothing: the frames stay in
- * the log. FULL (LMDB's map at its cap, or the disk) is retried every
+ * Two threads checkpoint. The log is two files: the committer logs into
+ * the active one and, when the policy below calls for it, seals it and
+ * hands it to the checkpointer thread (pipe_ckpt_thread), which moves it
+ * into LMDB while the committer logs on into the other file. So no batch
+ * waits for an LMDB commit and its syncs (the pause that held session 11's
+ * p99 up). The committer seals when the active file's oldest frame is
+ * CHECKPOINT_AGE_MS old, when CHECKPOINT_RECORDS records wait in it, when it
+ * is half full, and when no batch came for CHECKPOINT_IDLE_MS; each only if
+ * the checkpointer is free (else the active file keeps growing, and is
+ * sealed once it is). A full checkpoint of both files runs on the
+ * committer itself, after the checkpointer finished, when it cannot wait:
+ * when the loop wants LMDB up to the durable head (a reader, the engine's
+ * reload), when a snapshot is queued (its anchor is LMDB's head hash), when
+ * the active file has no room for a frame, and at a clean stop. The
+ * checkpointer is the only thread that writes LMDB while it works: the
+ * committer writes LMDB (a full checkpoint, a snapshot, the LMDB road's
+ * commits, which never run with the log) only after waiting for it.
+ *
+ * A failed checkpoint loses nothing: the frames stay in their file (a
+ * sealed file stays sealed and is handed again after the retry pause).
+ * FULL (LMDB's map at its cap, or the disk) is retried every
  * CHECKPOINT_RETRY_FULL_MS, and from the first such failure new writes are
  * refused with -FULL (batch_writes_stuck: nothing is staged) until a
  * checkpoint succeeds, so the records acknowledged but not in LMDB stay few;
@@ -392,7 +407,10 @@ static void pipe_note_durable(pipe_journal *p) {
  * refuse writes only once the log is half full, so that what is already
  * staged still fits. Any other checkpoint failure (IO, CORRUPT) stops
  * berthd: LMDB can take no more, while the log keeps every acknowledged
- * frame for the next start. */
+ * frame for the next start. The largest frame, a batch at the engine's
+ * byte limit with its touched names, is under each file's size at the
+ * smallest --commit-log-mib (two files of 40 MiB), so a frame always fits
+ * in a file a checkpoint emptied. */
 #define CHECKPOINT_RECORDS BERTH_BATCH_RECORDS_MAX
 #define CHECKPOINT_IDLE_MS 10u
 #define CHECKPOINT_AGE_MS 20u
@@ -419,14 +437,11 @@ static void pipe_write_snapshot(pipe_journal *p) {
     }
 }
 
-/* Committer thread: move the log's frames into LMDB. */
-static berth_jerr pipe_checkpoint(pipe_journal *p) {
-    assert(p->clog != NULL);
-    uint64_t moved = 0;
-    char why[CHECKPOINT_WHY_LEN_MAX] = "";
-    berth_jerr err = p->clog_broken ? BERTH_J_IO
-                                     : berth_clog_checkpoint(p->clog, p->inner, &moved, why,
-                                                             sizeof why);
+/* The thread that checkpointed (the committer, or the checkpointer for a
+ * sealed file), without the mutex: book the outcome, and say what changed.
+ * head is LMDB's head after a success. */
+static void pipe_checkpoint_done(pipe_journal *p, berth_jerr err, uint64_t moved, uint64_t head,
+                                 bool sealed, const char *why) {
     uint64_t now = now_ns_mono();
     uint64_t used = berth_clog_used_bytes(p->clog);
     uint64_t size = berth_clog_size_bytes(p->clog);
@@ -435,11 +450,18 @@ static berth_jerr pipe_checkpoint(pipe_journal *p) {
     bool was_stuck = p->stuck != BERTH_J_OK;
     bool was_failing = was_stuck || p->retry_after_ns != 0;
     if (err == BERTH_J_OK) {
-        p->checkpointed = berth_clog_last_seq(p->clog);
+        assert(head >= p->checkpointed);
+        p->checkpointed = head;
         p->stuck = BERTH_J_OK;
         p->checkpoints++;
+        p->checkpoints_sealed += sealed ? 1 : 0;
         p->checkpoint_records += moved;
-        p->checkpoint_wanted = false;
+        p->retry_after_ns = 0;
+        p->ckpt_sealed = false;   /* a full checkpoint moves the sealed file too */
+        if (!sealed) {
+            /* Only a full checkpoint brings LMDB up to the last frame. */
+            p->checkpoint_wanted = false;
+        }
     } else {
         p->checkpoint_failures++;
         if (!transient) {
@@ -447,6 +469,11 @@ static berth_jerr pipe_checkpoint(pipe_journal *p) {
         } else if (err == BERTH_J_FULL || used >= size / 2) {
             p->stuck = err;
         }
+        uint64_t retry_ms = err == BERTH_J_FULL ? CHECKPOINT_RETRY_FULL_MS : CHECKPOINT_RETRY_MS;
+        p->retry_after_ns = now + retry_ms * 1000000u;
+    }
+    if (sealed) {
+        p->ckpt_busy = false;
     }
     p->clog_used_bytes = used;
     pipe_unlock(p);
@@ -456,43 +483,141 @@ static berth_jerr pipe_checkpoint(pipe_journal *p) {
                        "(%llu records)%s",
                        (unsigned long long)moved, was_stuck ? "; writes resume" : "");
         }
-        p->first_pending_ns = 0;
-        p->retry_after_ns = 0;
-        p->checkpointed_thread = berth_clog_last_seq(p->clog);
-    } else {
-        if (!was_failing || !transient) {
-            server_log("checkpoint: moving the commit log's records into the journal failed "
-                       "(%s%s%s); they stay in %s and %s",
-                       berth_jerr_name(err), why[0] != '\0' ? ": " : "", why, BERTH_CLOG_FILE,
-                       !transient ? "berthd stops"
-                       : err == BERTH_J_FULL ? "the move is retried every second; writes are refused meanwhile"
-                                             : "the move is retried shortly");
-        }
-        uint64_t retry_ms = err == BERTH_J_FULL ? CHECKPOINT_RETRY_FULL_MS : CHECKPOINT_RETRY_MS;
-        p->retry_after_ns = now + retry_ms * 1000000u;
+    } else if (!was_failing || !transient) {
+        server_log("checkpoint: moving the commit log's records into the journal failed "
+                   "(%s%s%s); they stay in %s and %s",
+                   berth_jerr_name(err), why[0] != '\0' ? ": " : "", why, BERTH_CLOG_FILE,
+                   !transient ? "berthd stops"
+                   : err == BERTH_J_FULL ? "the move is retried every second; writes are refused meanwhile"
+                                         : "the move is retried shortly");
     }
+}
+
+/* Committer thread: move every frame of the log into LMDB (both files),
+ * after the checkpointer thread finished what it was handed: the
+ * checkpoint that cannot wait (a reader, a snapshot, a full log, a stop). */
+static berth_jerr pipe_checkpoint(pipe_journal *p) {
+    assert(p->clog != NULL);
+    pipe_lock(p);
+    while (p->ckpt_busy) {
+        int rc = pthread_cond_wait(&p->cond, &p->mutex);
+        assert(rc == 0);
+    }
+    pipe_unlock(p);
+    uint64_t moved = 0;
+    char why[CHECKPOINT_WHY_LEN_MAX] = "";
+    berth_jerr err = p->clog_broken ? BERTH_J_IO
+                                     : berth_clog_checkpoint(p->clog, p->inner, &moved, why,
+                                                             sizeof why);
+    if (err == BERTH_J_OK) {
+        p->first_pending_ns = 0;
+        p->active_records = 0;
+    }
+    pipe_checkpoint_done(p, err, moved, berth_clog_last_seq(p->clog), false, why);
     return err;
 }
 
-/* Committer thread: true when the policy above calls for a checkpoint. */
+/* The checkpointer thread: moves each sealed file it is handed into LMDB
+ * while the committer logs into the other file, so a batch never waits
+ * for an LMDB commit and its syncs. It is the only thread writing LMDB
+ * while it works: the committer writes LMDB (a full checkpoint, a
+ * snapshot) only after waiting for it (pipe_checkpoint), and hands it work
+ * only from its own thread. */
+static void *pipe_ckpt_thread(void *arg) {
+    pipe_journal *p = arg;
+    (void)pthread_setname_np(pthread_self(), "berthd-ckpt");   /* for top and perf; best effort */
+    pipe_lock(p);
+    for (;;) {
+        while (!p->ckpt_work && !p->ckpt_stop) {
+            int rc = pthread_cond_wait(&p->cond, &p->mutex);
+            assert(rc == 0);
+        }
+        if (!p->ckpt_work) {
+            break;
+        }
+        assert(p->ckpt_busy && p->ckpt_sealed);
+        p->ckpt_work = false;
+        pipe_unlock(p);
+        uint64_t moved = 0;
+        uint64_t head = 0;
+        uint8_t hash[BERTH_HASH_LEN];
+        char why[CHECKPOINT_WHY_LEN_MAX] = "";
+        berth_jerr err = berth_clog_checkpoint_sealed(p->clog, p->inner, &moved, why, sizeof why);
+        if (err == BERTH_J_OK) {
+            err = berth_journal_head(p->inner, &head, hash);
+        }
+        pipe_checkpoint_done(p, err, moved, head, true, why);
+        pipe_signal(p);                               /* the committer may seal again */
+        ev_async_send(p->server->loop, &p->async);   /* readers may go */
+        pipe_lock(p);
+    }
+    pipe_unlock(p);
+    return NULL;
+}
+
+/* Committer thread: a checkpoint that must run now, on this thread (the
+ * loop waits for LMDB to reach the durable head, or a snapshot needs its
+ * anchor in LMDB). */
 static bool pipe_checkpoint_due(pipe_journal *p, uint64_t now, bool snapshot) {
-    if (p->clog == NULL || p->clog_broken || berth_clog_used_bytes(p->clog) == 0 ||
-        now < p->retry_after_ns) {
+    if (p->clog == NULL || p->clog_broken || berth_clog_used_bytes(p->clog) == 0) {
         return false;
     }
     pipe_lock(p);
     bool wanted = p->checkpoint_wanted;
     bool fatal = p->checkpoint_fatal != BERTH_J_OK;
+    bool waiting = now < p->retry_after_ns;
     pipe_unlock(p);
-    if (fatal) {
+    return !fatal && !waiting && (snapshot || wanted);
+}
+
+/* Committer thread: true when the active file should be sealed and handed
+ * to the checkpointer (the policy above), or a sealed file whose
+ * checkpoint failed waits for its retry. */
+static bool pipe_seal_due(pipe_journal *p, uint64_t now) {
+    if (p->clog == NULL || p->clog_broken) {
         return false;
     }
-    if (snapshot || wanted) {
+    pipe_lock(p);
+    bool idle = !p->ckpt_busy && now >= p->retry_after_ns && p->checkpoint_fatal == BERTH_J_OK;
+    bool retry = p->ckpt_sealed;
+    pipe_unlock(p);
+    if (!idle) {
+        return false;
+    }
+    if (retry) {
         return true;
     }
-    return berth_clog_used_bytes(p->clog) >= berth_clog_size_bytes(p->clog) / 4 ||
-           berth_clog_last_seq(p->clog) - p->checkpointed_thread >= CHECKPOINT_RECORDS ||
-           now - p->first_pending_ns >= (uint64_t)CHECKPOINT_AGE_MS * 1000000u;
+    return p->first_pending_ns != 0 &&
+           (berth_clog_active_used_bytes(p->clog) >= berth_clog_active_size_bytes(p->clog) / 2 ||
+            p->active_records >= CHECKPOINT_RECORDS ||
+            now - p->first_pending_ns >= (uint64_t)CHECKPOINT_AGE_MS * 1000000u);
+}
+
+/* Committer thread, without the mutex, when pipe_seal_due: seal the active
+ * file (unless a sealed one still waits) and hand it to the checkpointer. */
+static void pipe_hand_sealed(pipe_journal *p) {
+    pipe_lock(p);
+    bool sealed_before = p->ckpt_sealed;
+    assert(!p->ckpt_busy);
+    pipe_unlock(p);
+    if (!berth_clog_seal(p->clog)) {
+        assert(!sealed_before);
+        p->first_pending_ns = 0;   /* nothing logged since the last checkpoint */
+        p->active_records = 0;
+        return;
+    }
+    if (!sealed_before) {
+        /* The frames just sealed are the checkpointer's now: the policy
+         * counts the active file's from here. */
+        p->first_pending_ns = 0;
+        p->active_records = 0;
+    }
+    pipe_lock(p);
+    p->ckpt_sealed = true;
+    p->ckpt_work = true;
+    p->ckpt_busy = true;
+    pipe_unlock(p);
+    pipe_signal(p);
 }
 
 /* Committer thread: the batch in the slot as one frame of the log. FULL
@@ -512,6 +637,7 @@ static berth_jerr pipe_log(pipe_journal *p) {
         if (p->first_pending_ns == 0) {
             p->first_pending_ns = now;
         }
+        p->active_records += p->n;
     }
     return err;
 }
@@ -609,6 +735,10 @@ static void pipe_run(pipe_journal *p) {
         }
     }
     if (!after) {
+        uint64_t now = now_ns_mono();
+        if (err == BERTH_J_OK && pipe_seal_due(p, now)) {
+            pipe_hand_sealed(p);
+        }
         return;
     }
     if (checkpoint && pipe_checkpoint(p) != BERTH_J_OK) {
@@ -646,17 +776,37 @@ static void pipe_run_sync(pipe_journal *p) {
     ev_async_send(p->server->loop, &p->async);
 }
 
-/* Committer thread, idle, holding the mutex: how long to wait for work
- * before a checkpoint falls due; 0: wait for work alone. */
+/* Committer thread, idle, holding the mutex: when the idle policy next
+ * wants the active file sealed and moved (CHECKPOINT_IDLE_MS after the last
+ * frame, or its oldest frame CHECKPOINT_AGE_MS old), or a sealed file whose
+ * checkpoint failed its retry; 0: wait for work, or for the checkpointer's
+ * report, alone. */
 static uint64_t pipe_idle_deadline_ns(pipe_journal *p) {
-    if (p->clog == NULL || p->clog_broken || p->checkpoint_fatal != BERTH_J_OK ||
-        p->clog_used_bytes == 0) {
+    if (p->clog == NULL || p->clog_broken || p->checkpoint_fatal != BERTH_J_OK || p->ckpt_busy) {
         return 0;
     }
-    uint64_t idle = p->last_frame_ns + (uint64_t)CHECKPOINT_IDLE_MS * 1000000u;
-    uint64_t age = p->first_pending_ns + (uint64_t)CHECKPOINT_AGE_MS * 1000000u;
-    uint64_t due = idle < age ? idle : age;
+    uint64_t due = 0;
+    if (p->ckpt_sealed) {
+        due = 1;   /* as soon as the retry pause allows */
+    } else if (p->first_pending_ns != 0) {
+        uint64_t idle = p->last_frame_ns + (uint64_t)CHECKPOINT_IDLE_MS * 1000000u;
+        uint64_t age = p->first_pending_ns + (uint64_t)CHECKPOINT_AGE_MS * 1000000u;
+        due = idle < age ? idle : age;
+    } else {
+        return 0;
+    }
     return due > p->retry_after_ns ? due : p->retry_after_ns;
+}
+
+/* Committer thread, idle, holding the mutex: when the checkpoint the loop
+ * waits for (pipe_catch_up, batch_want_checkpoint) may run; 0: not wanted,
+ * or not possible now. */
+static uint64_t pipe_wanted_deadline_ns(pipe_journal *p, uint64_t now) {
+    if (!p->checkpoint_wanted || p->clog == NULL || p->clog_broken ||
+        p->checkpoint_fatal != BERTH_J_OK || p->clog_used_bytes == 0) {
+        return 0;
+    }
+    return p->retry_after_ns > now && !p->retry_now ? p->retry_after_ns : now;
 }
 
 /* Committer thread, holding the mutex: wait for work, or until deadline_ns
@@ -681,16 +831,21 @@ static void *pipe_thread(void *arg) {
     for (;;) {
         while (!p->work && !p->work_sync && !p->stop) {
             uint64_t now = now_ns_mono();
-            uint64_t deadline = pipe_idle_deadline_ns(p);
-            if (deadline != 0 && p->checkpoint_wanted) {
-                deadline = p->retry_after_ns > now && !p->retry_now ? p->retry_after_ns : now;
-            }
+            uint64_t wanted = pipe_wanted_deadline_ns(p, now);
+            uint64_t deadline = wanted != 0 ? wanted : pipe_idle_deadline_ns(p);
             if (p->retry_now || (deadline != 0 && now >= deadline)) {
                 /* Idle: the slot stays free, so a batch handed off meanwhile
-                 * waits only for this checkpoint. */
+                 * waits only for this checkpoint (a full one, which the loop
+                 * waits for), or not at all (a sealed file, moved by the
+                 * checkpointer). */
+                bool full = p->retry_now || wanted != 0;
                 p->retry_now = false;
                 pipe_unlock(p);
-                (void)pipe_checkpoint(p);
+                if (full) {
+                    (void)pipe_checkpoint(p);
+                } else {
+                    pipe_hand_sealed(p);
+                }
                 pipe_signal(p);                               /* pipe_catch_up */
                 ev_async_send(p->server->loop, &p->async);   /* readers may go */
                 pipe_lock(p);
@@ -722,9 +877,12 @@ static void *pipe_thread(void *arg) {
     pipe_unlock(p);
     if (p->clog != NULL && berth_clog_used_bytes(p->clog) > 0 && !p->clog_broken && !fatal &&
         pipe_checkpoint(p) != BERTH_J_OK) {
-        server_log("stopping with records after seq %llu only in %s: the next start moves them "
-                   "into the journal",
-                   (unsigned long long)p->checkpointed_thread, BERTH_CLOG_FILE);
+        pipe_lock(p);
+        uint64_t checkpointed = p->checkpointed;
+        pipe_unlock(p);
+        server_log("stopping with records after seq %llu only in %s and %s: the next start "
+                   "moves them into the journal",
+                   (unsigned long long)checkpointed, BERTH_CLOG_FILE, BERTH_CLOG_FILE2);
     }
     return NULL;
 }
@@ -763,7 +921,6 @@ static pipe_journal *pipe_create(server *s, berth_journal *inner) {
         /* berthd checkpointed the log before it started the pipe. */
         assert(berth_clog_used_bytes(p->clog) == 0 && berth_clog_last_seq(p->clog) == durable);
         p->checkpointed = durable;
-        p->checkpointed_thread = durable;
     }
     p->records = calloc(BERTH_BATCH_RECORDS_MAX, sizeof *p->records);
     p->touched = calloc(BERTH_BATCH_RECORDS_MAX, sizeof *p->touched);
@@ -803,6 +960,17 @@ static pipe_journal *pipe_create(server *s, berth_journal *inner) {
         return NULL;
     }
     p->started = true;
+    if (p->clog != NULL && pthread_create(&p->ckpt_thread, NULL, pipe_ckpt_thread, p) != 0) {
+        pipe_stop(p);
+        ev_async_stop(s->loop, &p->async);
+        int rc = pthread_cond_destroy(&p->cond);
+        assert(rc == 0);
+        rc = pthread_mutex_destroy(&p->mutex);
+        assert(rc == 0);
+        pipe_free(p);
+        return NULL;
+    }
+    p->ckpt_started = p->clog != NULL;
     return p;
 }
 
@@ -819,6 +987,16 @@ static void pipe_stop(pipe_journal *p) {
     assert(rc == 0);
     p->started = false;
     assert(!p->busy);
+    if (p->ckpt_started) {
+        /* It finishes what it was handed, then sees the stop. */
+        pipe_lock(p);
+        p->ckpt_stop = true;
+        pipe_unlock(p);
+        pipe_signal(p);
+        rc = pthread_join(p->ckpt_thread, NULL);
+        assert(rc == 0);
+        p->ckpt_started = false;
+    }
 }
 
 /* Loop thread, on the engine's reload (pipe_reader_open): block until a
@@ -1020,6 +1198,7 @@ void batch_commit_log_stats(const server *s, batch_clog_stats *out) {
     pipe_lock(p);
     out->checkpointed_seq = p->checkpointed;
     out->checkpoints = p->checkpoints;
+    out->checkpoints_sealed = p->checkpoints_sealed;
     out->checkpoint_failures = p->checkpoint_failures;
     out->checkpoint_records = p->checkpoint_records;
     out->used_bytes = p->clog_used_bytes;

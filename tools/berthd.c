@@ -96,10 +96,11 @@ static int berthd_commit_log_open(server *s) {
              berth_clog_pending(s->config.data_dir, head, hash, &pending, err, sizeof err) !=
                  BERTH_J_OK ||
              pending > 0)) {
-            fprintf(stderr, "berthd: ERR %s/%s holds acknowledged records an LMDB berthd wrote "
-                            "that the etcd journal does not have%s%s; start once with --journal "
-                            "lmdb to move them, or move the file away\n",
-                    s->config.data_dir, BERTH_CLOG_FILE, err[0] != '\0' ? ": " : "", err);
+            fprintf(stderr, "berthd: ERR the commit log (%s/%s, %s) holds acknowledged records "
+                            "an LMDB berthd wrote that the etcd journal does not have%s%s; start "
+                            "once with --journal lmdb to move them, or move the files away\n",
+                    s->config.data_dir, BERTH_CLOG_FILE, BERTH_CLOG_FILE2,
+                    err[0] != '\0' ? ": " : "", err);
             return -1;
         }
         return 0;
@@ -108,23 +109,27 @@ static int berthd_commit_log_open(server *s) {
         return 0;
     }
     berth_clog *log = NULL;
-    berth_jerr jerr = berth_clog_open(&log, s->config.data_dir, s->config.commit_log_mib << 20, err,
-                                      sizeof err);
+    /* --commit-log-mib sizes the two files together; each is half. */
+    uint64_t file_bytes = (s->config.commit_log_mib << 20) / 2;
+    berth_jerr jerr = berth_clog_open(&log, s->config.data_dir, file_bytes, err, sizeof err);
     uint64_t moved = 0;
     if (jerr == BERTH_J_OK) {
         jerr = berth_clog_checkpoint(log, s->journal, &moved, err, sizeof err);
     }
     if (jerr != BERTH_J_OK) {
-        fprintf(stderr, "berthd: %s cannot move %s/%s into the journal: %s\n",
-                berth_jerr_name(jerr), s->config.data_dir, BERTH_CLOG_FILE, err);
+        fprintf(stderr, "berthd: %s cannot move the commit log (%s/%s, %s) into the journal: "
+                        "%s\n",
+                berth_jerr_name(jerr), s->config.data_dir, BERTH_CLOG_FILE, BERTH_CLOG_FILE2, err);
         if (log != NULL) {
             berth_clog_close(log);
         }
         return -1;
     }
     if (moved > 0) {
-        server_log("moved %llu acknowledged records from %s/%s into the journal",
-                   (unsigned long long)moved, s->config.data_dir, BERTH_CLOG_FILE);
+        server_log("moved %llu acknowledged records from the commit log (%s/%s, %s) into the "
+                   "journal",
+                   (unsigned long long)moved, s->config.data_dir, BERTH_CLOG_FILE,
+                   BERTH_CLOG_FILE2);
     }
     if (on) {
         s->clog = log;

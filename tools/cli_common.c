@@ -252,7 +252,7 @@ int cli_out_check(const char *flag, const char *out, const char *data_dir) {
     return CLI_EXIT_OK;
 }
 
-/* berthd acknowledges a batch once it is in DIR/commit.log and moves it
+/* berthd acknowledges a batch once it is in its commit log and moves it
  * into LMDB later (tools/batch.c, "The commit log"): within milliseconds while
  * it runs, at its next start after a crash. A reader of LMDB alone would
  * miss those records without a word, so say how many there are. Only a
@@ -267,10 +267,11 @@ static void cli_commit_log_note(const char *dir, const cli_store *store) {
     berth_jerr jerr = berth_clog_pending(dir, store->head_seq, store->head_hash, &pending, err,
                                          sizeof err);
     if (jerr == BERTH_J_OK && pending > 0) {
-        fprintf(stderr, "berth: note: %s/%s holds %llu acknowledged records after seq %llu that "
-                        "the journal read here does not hold yet; berthd moves them in within "
-                        "milliseconds while it runs, or when it next starts\n",
-                dir, BERTH_CLOG_FILE, (unsigned long long)pending,
+        fprintf(stderr, "berth: note: the commit log in %s (%s, %s) holds %llu acknowledged "
+                        "records after seq %llu that the journal read here does not hold yet; "
+                        "berthd moves them in within milliseconds while it runs, or when it "
+                        "next starts\n",
+                dir, BERTH_CLOG_FILE, BERTH_CLOG_FILE2, (unsigned long long)pending,
                 (unsigned long long)store->head_seq);
     }
 }

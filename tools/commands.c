@@ -346,10 +346,12 @@ static void info_journal(server *s, text *t) {
          * log's frames into LMDB (batch.c, "The commit log"). */
         text_add(t, "lmdb_head_seq:%llu\r\ncommit_log_used_bytes:%llu\r\n"
                     "commit_log_size_bytes:%llu\r\ncheckpoints:%llu\r\n"
+                    "checkpoints_background:%llu\r\n"
                     "checkpoint_records:%llu\r\ncheckpoint_failures:%llu\r\n"
                     "commit_log_status:%s\r\n",
                  (unsigned long long)batch_journal_head(s), (unsigned long long)clog.used_bytes,
                  (unsigned long long)clog.size_bytes, (unsigned long long)clog.checkpoints,
+                 (unsigned long long)clog.checkpoints_sealed,
                  (unsigned long long)clog.checkpoint_records,
                  (unsigned long long)clog.checkpoint_failures, berth_jerr_name(clog.stuck));
     }

@@ -77,10 +77,12 @@ static const option options[] = {
     { "history-fold-records", OPT_U32, FIELD(history_fold_records), 1024, BERTH_HISTORY_FOLD_RECORDS_MAX,
       "N  durable records the HISTORY touch log gathers before a fold into the history index (default 16384)" },
     { "commit-log", OPT_STRING, FIELD(commit_log), 0, 0,
-      "on|off  acknowledge a batch after one sync of DATA/commit.log, moving it into LMDB later "
+      "on|off  acknowledge a batch after one sync of the commit log (DATA/commit.log and "
+      "commit.log.2), moving it into LMDB later "
       "(default on; LMDB journal only; see docs/server.md)" },
     { "commit-log-mib", OPT_U64, FIELD(commit_log_mib), 80, 16384,
-      "MIB  commit.log's size when berthd creates it, 80 to 16384 (default 128)" },
+      "MIB  the commit log's two files together when berthd creates them, half each, 80 to 16384 "
+      "(default 128)" },
     { "journal", OPT_STRING, FIELD(journal_kind), 0, 0,
       "KIND  lmdb (default) or etcd: the journal replicated on etcd, see docs/etcd.md" },
     { "etcd-endpoints", OPT_STRING, FIELD(etcd_endpoints), 0, 0,
@@ -131,7 +133,7 @@ void config_defaults(server_config *cfg) {
     cfg->history_fold_records = BERTH_HISTORY_FOLD_RECORDS_DEFAULT;
     cfg->job_timeout_s = SERVER_JOB_TIMEOUT_S_DEFAULT;
     snprintf(cfg->commit_log, sizeof cfg->commit_log, "on");
-    cfg->commit_log_mib = BERTH_CLOG_BYTES_DEFAULT >> 20;
+    cfg->commit_log_mib = (2 * BERTH_CLOG_BYTES_DEFAULT) >> 20;   /* two files */
 }
 
 void config_usage(void) {

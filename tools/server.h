@@ -379,6 +379,7 @@ typedef struct batch_clog_stats {
     bool enabled;
     uint64_t checkpointed_seq;          /* the LMDB journal's head */
     uint64_t checkpoints;
+    uint64_t checkpoints_sealed;        /* of them, by the checkpointer thread */
     uint64_t checkpoint_failures;
     uint64_t checkpoint_records;
     uint64_t used_bytes;                /* the log's current generation */

@@ -12,7 +12,12 @@
  *             sizes 1, 64, 1024 and 4096 into a fresh journal (the store's
  *             default: two syncs a commit, durable on return); at 1024 also
  *             in berthd's one-sync mode (defer_meta_sync), with a last
- *             sync inside the timing so every record counted is durable
+ *             sync inside the timing so every record counted is durable,
+ *             and on berthd's road: each batch one frame of the commit log
+ *             (journal/commit_log.h: durable on return), its files moved
+ *             into LMDB by a checkpointer thread meanwhile, and the last
+ *             checkpoint inside the timing, so every record counted is
+ *             durable in LMDB too
  *   memory    bytes per worker and per instance, counted by a berth_allocator
  * It checks as it goes (record counts, verify ok, replay digest equal to the
  * live engine's, generator predictions equal to the engine's outcomes) and
@@ -35,6 +40,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -46,6 +52,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "commit_log.h"
 #include "engine.h"
 #include "gen.h"
 #include "journal.h"
@@ -774,6 +781,153 @@ static int append_once(const append_source *src, const char *dir, uint32_t batch
     return rc;
 }
 
+/* berthd's road for a batch (tools/batch.c, "The commit log"): the
+ * appending thread makes each batch durable as one frame of the commit log
+ * and seals a file for the checkpointer thread when CLOG_SEAL_RECORDS
+ * records wait in it (or it is half full) and the checkpointer is free;
+ * the checkpointer moves sealed files into LMDB meanwhile. */
+#define CLOG_SEAL_RECORDS 4096u
+#define CLOG_FILE_BYTES ((uint64_t)64 << 20)   /* berthd's default, each file */
+
+typedef struct clog_mover {
+    berth_clog *log;
+    berth_journal *journal;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool work;                      /* a sealed file waits for the mover */
+    bool busy;                      /* handed and not finished */
+    bool stop;
+    berth_jerr err;                 /* the first failure */
+    char why[ERR_LEN_MAX];
+} clog_mover;
+
+static void *clog_mover_main(void *arg) {
+    clog_mover *m = arg;
+    pthread_mutex_lock(&m->mu);
+    for (;;) {
+        while (!m->work && !m->stop) pthread_cond_wait(&m->cv, &m->mu);
+        if (!m->work) break;
+        m->work = false;
+        pthread_mutex_unlock(&m->mu);
+        char why[ERR_LEN_MAX] = "";
+        berth_jerr e = berth_clog_checkpoint_sealed(m->log, m->journal, NULL, why, sizeof why);
+        pthread_mutex_lock(&m->mu);
+        if (e != BERTH_J_OK && m->err == BERTH_J_OK) {
+            m->err = e;
+            snprintf(m->why, sizeof m->why, "%s", why);
+        }
+        m->busy = false;
+        pthread_cond_broadcast(&m->cv);
+    }
+    pthread_mutex_unlock(&m->mu);
+    return NULL;
+}
+
+/* Appending thread: hand the active file to the mover when it is free and
+ * the file holds enough; returns the records still waiting in the active
+ * file (0 after a hand-off). */
+static uint64_t clog_maybe_seal(clog_mover *m, uint64_t waiting) {
+    bool half = berth_clog_active_used_bytes(m->log) >= berth_clog_active_size_bytes(m->log) / 2;
+    if (waiting < CLOG_SEAL_RECORDS && !half) return waiting;
+    pthread_mutex_lock(&m->mu);
+    bool idle = !m->busy && m->err == BERTH_J_OK;
+    pthread_mutex_unlock(&m->mu);
+    if (!idle || !berth_clog_seal(m->log)) return waiting;
+    pthread_mutex_lock(&m->mu);
+    m->work = true;
+    m->busy = true;
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+    return 0;
+}
+
+static int clog_open_fresh(const char *dir, berth_journal **j, berth_clog **log) {
+    char err[ERR_LEN_MAX];
+    berth_journal_options jo;
+    memset(&jo, 0, sizeof jo);
+    jo.defer_meta_sync = true;   /* as berthd opens it: a checkpoint ends with a sync */
+    berth_jerr e = berth_journal_open_lmdb(j, dir, &jo, err, sizeof err);
+    if (e != BERTH_J_OK) return fail("open %s: %s: %s", dir, berth_jerr_name(e), err);
+    e = berth_clog_open(log, dir, CLOG_FILE_BYTES, err, sizeof err);
+    if (e == BERTH_J_OK) e = berth_clog_checkpoint(*log, *j, NULL, err, sizeof err);
+    if (e != BERTH_J_OK) {
+        if (*log != NULL) berth_clog_close(*log);
+        berth_journal_close(*j);
+        return fail("commit log in %s: %s: %s", dir, berth_jerr_name(e), err);
+    }
+    return 0;
+}
+
+/* Append `total` records in batches of `batch` on berthd's road (above)
+ * into a fresh journal and log in dir. The timing covers the appends and
+ * the last checkpoint (after the mover finished), so every record counted
+ * is durable in the log when its append returns and in LMDB at the end.
+ * Creating the files (zero-filled) is outside it, as at berthd's start. */
+static int append_once_clog(const append_source *src, const char *dir, uint32_t batch, uint64_t total,
+                            uint64_t *ns, uint64_t *written, cpu_mark *c0, cpu_mark *c1) {
+    if (remove_tree(dir) != 0) return -1;
+    berth_journal *j = NULL;
+    berth_clog *log = NULL;
+    if (clog_open_fresh(dir, &j, &log) != 0) return -1;
+    static clog_mover m;
+    memset(&m, 0, sizeof m);
+    m.log = log;
+    m.journal = j;
+    pthread_mutex_init(&m.mu, NULL);
+    pthread_cond_init(&m.cv, NULL);
+    pthread_t mover;
+    if (pthread_create(&mover, NULL, clog_mover_main, &m) != 0) {
+        berth_clog_close(log);
+        berth_journal_close(j);
+        return fail("cannot start the checkpointer thread");
+    }
+    static berth_record buf[BERTH_BATCH_RECORDS_MAX];
+    assert(batch <= BERTH_BATCH_RECORDS_MAX);
+    uint64_t seq = 0, waiting = 0;
+    int rc = 0;
+    char err[ERR_LEN_MAX] = "";
+    uint64_t w0 = io_written_bytes();
+    *c0 = cpu_now();
+    uint64_t t0 = now_ns();
+    while (seq < total && rc == 0) {
+        uint32_t n = (uint32_t)(total - seq < batch ? total - seq : batch);
+        for (uint32_t i = 0; i < n; i++) {
+            buf[i] = src->records[(seq + i) % src->count];
+            buf[i].seq = seq + i + 1;
+        }
+        berth_jerr e = berth_clog_append(log, buf, NULL, n);
+        if (e != BERTH_J_OK) rc = fail("log append at seq %" PRIu64 ": %s", seq + 1, berth_jerr_name(e));
+        seq += n;
+        waiting = clog_maybe_seal(&m, waiting + n);
+    }
+    pthread_mutex_lock(&m.mu);
+    while (m.busy) pthread_cond_wait(&m.cv, &m.mu);
+    m.stop = true;
+    pthread_cond_broadcast(&m.cv);
+    berth_jerr moved = m.err;
+    pthread_mutex_unlock(&m.mu);
+    pthread_join(mover, NULL);
+    if (rc == 0 && moved != BERTH_J_OK) rc = fail("checkpointer: %s: %s", berth_jerr_name(moved), m.why);
+    if (rc == 0) {
+        berth_jerr e = berth_clog_checkpoint(log, j, NULL, err, sizeof err);
+        if (e != BERTH_J_OK) rc = fail("last checkpoint: %s: %s", berth_jerr_name(e), err);
+    }
+    *ns = now_ns() - t0;
+    *c1 = cpu_now();
+    *written = io_written_bytes() - w0;
+    uint64_t head = 0;
+    uint8_t hash[BERTH_HASH_LEN];
+    if (rc == 0 && (berth_journal_head(j, &head, hash) != BERTH_J_OK || head != total)) {
+        rc = fail("LMDB's head is %" PRIu64 " after the last checkpoint, not %" PRIu64, head, total);
+    }
+    pthread_cond_destroy(&m.cv);
+    pthread_mutex_destroy(&m.mu);
+    berth_clog_close(log);
+    berth_journal_close(j);
+    if (remove_tree(dir) != 0) return -1;
+    return rc;
+}
+
 /* ------------------------------------------------------------ memory */
 
 /* Counts the bytes the state asks for (not malloc's own overhead): each
@@ -1001,6 +1155,7 @@ typedef struct results {
     figure scan, decode, hash, replay, verify, apply, apply_quiet;
     figure append[APPEND_SIZES];
     figure append_one_sync;         /* batch APPEND_ONE_SYNC_BATCH, defer_meta_sync */
+    figure append_clog;             /* batch APPEND_ONE_SYNC_BATCH, berthd's road */
     uint64_t journal_bytes;
 } results;
 
@@ -1063,6 +1218,11 @@ static int measure_append(const options *o, const sample *s, results *res) {
             if (rc == 0) figure_add(&res->append_one_sync, total, ns);
             if (rc == 0) figure_add_cpu(&res->append_one_sync, total, c0, c1);
             res->append_one_sync.written_bytes += written;
+            if (rc != 0) continue;
+            rc = append_once_clog(&src, dir, append_batch_sizes[k], total, &ns, &written, &c0, &c1);
+            if (rc == 0) figure_add(&res->append_clog, total, ns);
+            if (rc == 0) figure_add_cpu(&res->append_clog, total, c0, c1);
+            res->append_clog.written_bytes += written;
         }
     }
     free(src.records);
@@ -1138,7 +1298,10 @@ static void print_results(const options *o, const results *res) {
                      figure_median(&res->hash) / 1e6);
         }
         figure_print(&res->append[k], "rec/s", append_batch_sizes[k] == 1024 ? TARGET_APPEND_1024 : 0, text);
-        if (append_batch_sizes[k] == APPEND_ONE_SYNC_BATCH) figure_print(&res->append_one_sync, "rec/s", 0, NULL);
+        if (append_batch_sizes[k] == APPEND_ONE_SYNC_BATCH) {
+            figure_print(&res->append_one_sync, "rec/s", 0, NULL);
+            figure_print(&res->append_clog, "rec/s", 0, NULL);
+        }
     }
     printf("journal: %" PRIu64 " records, %.1f bytes per record on average (encoded)\n", o->records,
            (double)res->journal_bytes / (double)o->records);
@@ -1201,7 +1364,8 @@ static int run(options *o) {
                     { "append batch 64 (durable)", .caller = "appending" },
                     { "append batch 1024 (durable)", .caller = "appending" },
                     { "append batch 4096 (durable)", .caller = "appending" } },
-        .append_one_sync = { "append batch 1024 (1 sync, berthd)", .caller = "appending" },
+        .append_one_sync = { "append batch 1024 (1 sync)", .caller = "appending" },
+        .append_clog = { "append batch 1024 (commit log + checkpointer, berthd's road)", .caller = "appending" },
     };
     if (rc == 0) rc = measure_reads(o, reader, &b, &res);
     if (rc == 0) print_results(o, &res);

@@ -144,22 +144,26 @@ static void log_since(long offset, char *out, size_t size) {
     fclose(f);
 }
 
-/* The commit log's file: its size, or -1 when absent. */
-static long long clog_file_bytes(const char *data) {
+/* One of the commit log's files: its size, or -1 when absent. */
+static long long clog_file_bytes(const char *data, const char *name) {
     char path[FD_PATH_LEN_MAX];
-    snprintf(path, sizeof path, "%s/%s", data, BERTH_CLOG_FILE);
+    snprintf(path, sizeof path, "%s/%s", data, name);
     struct stat st;
     return stat(path, &st) == 0 ? (long long)st.st_size : -1;
 }
 
+/* --commit-log-mib sizes the log's two files together, half each. */
 static void check_clog_file(phase *p) {
-    long long bytes = clog_file_bytes(p->data);
-    if (!p->log_on) {
-        if (bytes >= 0) h_die("%s: --commit-log off created %s/%s", p->name, p->data, BERTH_CLOG_FILE);
-        return;
+    const char *names[] = { BERTH_CLOG_FILE, BERTH_CLOG_FILE2 };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        long long bytes = clog_file_bytes(p->data, names[i]);
+        if (!p->log_on) {
+            if (bytes >= 0) h_die("%s: --commit-log off created %s/%s", p->name, p->data, names[i]);
+            continue;
+        }
+        long long want = (atoll(log_mib) << 20) / 2;
+        if (bytes != want) h_die("%s: %s/%s is %lld bytes, --commit-log-mib %s wants %lld (half)", p->name, p->data, names[i], bytes, log_mib, want);
     }
-    long long want = atoll(log_mib) << 20;
-    if (bytes != want) h_die("%s: %s/%s is %lld bytes, --commit-log-mib %s wants %lld", p->name, p->data, BERTH_CLOG_FILE, bytes, log_mib, want);
 }
 
 /* ---- writes ---- */

@@ -2,7 +2,8 @@
 # commit_log.sh — the commit log (--commit-log on, the default; docs/server.md
 # "The commit log"): a batch is acknowledged once its frame in DATA/commit.log
 # is synced, and moved into LMDB by a checkpoint later.
-#   1. The file: created at its full size (--commit-log-mib), zero-filled.
+#   1. The files: commit.log and commit.log.2, each created at half of
+#      --commit-log-mib, zero-filled.
 #   2. A command that reads the LMDB journal right after a write sees it:
 #      JOURNAL.HEAD, JOURNAL.RANGE, HISTORY, INSTANCE.GET's DEPLOY time (each
 #      waits for a checkpoint), also while another client streams writes (the
@@ -14,7 +15,7 @@
 #      --commit-log off (a log left behind is moved whatever the flag says).
 #   4. A clean stop leaves LMDB holding everything: no note, nothing moved.
 #   5. A damaged frame before a whole one: berthd refuses to start (CORRUPT,
-#      naming commit.log) rather than drop acknowledged writes; repaired, it
+#      naming the file) rather than drop acknowledged writes; repaired, it
 #      starts and moves them.
 #   6. The map at its cap (checkpoints fail FULL): new writes -FULL, yet a
 #      retried REQID hears its seq; JOURNAL.RANGE -FULL; WORKER.GET answers.
@@ -25,9 +26,10 @@ command -v python3 >/dev/null || { echo "$test_name: python3 missing"; exit 1; }
 
 # 1. The file.
 start_berthd --commit-log-mib 80
-size=$(stat -c %s "$DATA/commit.log")
-expect_eq "$size" $((80 << 20)) "commit.log's size with --commit-log-mib 80"
-cmp -s -n 1048576 "$DATA/commit.log" /dev/zero || fail "a fresh commit.log should be zero-filled"
+for f in commit.log commit.log.2; do
+    expect_eq "$(stat -c %s "$DATA/$f")" $((40 << 20)) "$f's size with --commit-log-mib 80 (half each)"
+    cmp -s -n 1048576 "$DATA/$f" /dev/zero || fail "a fresh $f should be zero-filled"
+done
 expect_eq "$(r INFO journal | tr -d '\r' | grep '^commit_log:')" "commit_log:on" "INFO journal"
 
 # 2. Reads of the journal right after a write.
@@ -115,7 +117,7 @@ kill_mid_stream() {   # ROUND
 restart_check() {   # ROUND FLAGS…: restart, every acknowledged write present
     local round=$1 pending moved lines
     shift
-    note=$("$BERTH" status --data "$DATA" 2>&1 >/dev/null | grep 'commit.log holds' || true)
+    note=$("$BERTH" status --data "$DATA" 2>&1 >/dev/null | grep 'commit log in .* holds' || true)
     pending=0
     [ -z "$note" ] || pending=$(sed -E 's/.* holds ([0-9]+) acknowledged.*/\1/' <<<"$note")
     lines=$(grep -c 'moved .* acknowledged records from' "$LOG" || true)
@@ -153,7 +155,7 @@ note "records moved from commit.log after the kills: $recovered"
 ok WORKER.ADD z1 GPUS 1 >/dev/null
 stop_berthd
 "$BERTH" status --data "$DATA" >/dev/null 2>"$TMP/status.err" || fail "berth status: $(cat "$TMP/status.err")"
-! grep -q 'commit.log holds' "$TMP/status.err" || fail "after a clean stop: $(cat "$TMP/status.err")"
+! grep -q 'commit log in .* holds' "$TMP/status.err" || fail "after a clean stop: $(cat "$TMP/status.err")"
 lines=$(grep -c 'moved .* acknowledged records from' "$LOG" || true)
 start_berthd
 expect_eq "$(grep -c 'moved .* acknowledged records from' "$LOG" || true)" "$lines" "moved lines after a clean stop"
@@ -162,18 +164,39 @@ expect_eq "$(grep -c 'moved .* acknowledged records from' "$LOG" || true)" "$lin
 # kill comes before a checkpoint could move them (they are under 4096 and
 # the stream does not pause), so at least two frames wait.
 kill_mid_stream 5
-note=$("$BERTH" status --data "$DATA" 2>&1 >/dev/null | grep 'commit.log holds' || true)
+note=$("$BERTH" status --data "$DATA" 2>&1 >/dev/null | grep 'commit log in .* holds' || true)
 if [ -z "$note" ]; then
     note "round 5: a checkpoint moved every frame before the kill; the damage check is skipped"
 else
-    # The first frame's payload starts 64 bytes in: flip a byte of it.
-    orig=$(od -An -tu1 -j 100 -N 1 "$DATA/commit.log" | tr -d ' ')
-    printf "$(printf '\\%03o' $(( orig ^ 255 )))" | dd of="$DATA/commit.log" bs=1 seek=100 conv=notrunc status=none
+    # The frames wait in one file or both (one sealed, moved by the
+    # checkpointer, the other taking frames). Damage the first frame of the
+    # older file whose first frame LMDB lacks: frames follow it, so the
+    # walk must refuse rather than take it for a torn last frame. Its
+    # payload starts 64 bytes in: flip a byte of it.
+    head=$(sed -E 's/.* after seq ([0-9]+) .*/\1/' <<<"$note")
+    victim=$(python3 - "$DATA" "$head" <<'PY'
+import struct, sys
+d, head = sys.argv[1], int(sys.argv[2])
+best = None
+for name in ("commit.log", "commit.log.2"):
+    with open(f"{d}/{name}", "rb") as f:
+        h = f.read(64)
+    if h[:8] != b"BRTHCLOG":
+        continue
+    first, count = struct.unpack(">QI", h[16:28])
+    if first + count - 1 > head and (best is None or first < best[0]):
+        best = (first, name)
+print(best[1] if best else "")
+PY
+)
+    [ -n "$victim" ] || fail "round 5: berth status counts records after seq $head, yet no file starts with one"
+    orig=$(od -An -tu1 -j 100 -N 1 "$DATA/$victim" | tr -d ' ')
+    printf "$(printf '\\%03o' $(( orig ^ 255 )))" | dd of="$DATA/$victim" bs=1 seek=100 conv=notrunc status=none
     rc=0
     timeout 20 "$BERTHD" --data "$DATA" --bind 127.0.0.1 --port "$PORT" >"$TMP/corrupt.log" 2>&1 || rc=$?
-    expect_eq "$rc" 1 "berthd's exit status on a damaged commit.log"
-    grep -q 'CORRUPT.*commit.log' "$TMP/corrupt.log" || fail "berthd should name CORRUPT and commit.log: $(cat "$TMP/corrupt.log")"
-    printf "$(printf '\\%03o' "$orig")" | dd of="$DATA/commit.log" bs=1 seek=100 conv=notrunc status=none
+    expect_eq "$rc" 1 "berthd's exit status on a damaged $victim"
+    grep -q 'CORRUPT.*commit.log' "$TMP/corrupt.log" || fail "berthd should name CORRUPT and the commit log: $(cat "$TMP/corrupt.log")"
+    printf "$(printf '\\%03o' "$orig")" | dd of="$DATA/$victim" bs=1 seek=100 conv=notrunc status=none
     restart_check 5
 fi
 stop_berthd

@@ -20,9 +20,11 @@
  *
  * Environment: BERTH_SHIM_DATA (the data file's path, exactly as the
  * process opens it) and BERTH_SHIM_DISK (its image's path); optionally
- * BERTH_SHIM_LOG (the commit log's path, exactly as the process opens it:
- * "$DATA/commit.log") and BERTH_SHIM_LOG_DISK (its image's path). Without
- * DATA and DISK, or without LOG and LOG_DISK, that file is not tracked;
+ * BERTH_SHIM_LOG (the commit log's first file's path, exactly as the
+ * process opens it: "$DATA/commit.log") and BERTH_SHIM_LOG_DISK (its
+ * image's path), and BERTH_SHIM_LOG2 and BERTH_SHIM_LOG2_DISK for its second
+ * file ("$DATA/commit.log.2"). Without a path and its image's path, that
+ * file is not tracked;
  * with neither, every call passes straight through. An image absent at the
  * first open of its file is made from the file's current bytes (a restart
  * of a crashed run begins from its images, copied over the files). A file
@@ -36,7 +38,7 @@
  * it, aborts: this model cannot follow it. Sizes follow the writes only:
  * ftruncate and fallocate are not modelled (neither file uses them).
  * BERTH_SHIM_SYNCS_OK=N (optional): the first N syncs of the tracked files
- * (both counted together) succeed, every later one fails with EIO and
+ * (all counted together) succeed, every later one fails with EIO and
  * reaches nothing, and so does a write through an O_DSYNC descriptor, as a
  * disk that died would.
  * One failed sync of the data file (optional; the commit log never fails
@@ -113,7 +115,9 @@ typedef struct shim_file {
     uint64_t pending_bytes;
 } shim_file;
 
-enum { SHIM_DATA = 0, SHIM_LOG = 1, SHIM_FILES = 2 };
+/* The commit log is two files (commit_log.h); both are "log" in messages,
+ * DIR/syncs and DIR/fail.log. */
+enum { SHIM_DATA = 0, SHIM_LOG = 1, SHIM_LOG2 = 2, SHIM_FILES = 3 };
 
 typedef int (*open_fn)(const char *, int, ...);
 typedef int (*close_fn)(int);
@@ -133,8 +137,10 @@ static sync_fn real_fsync;
 static shim_file files[SHIM_FILES] = {
     { .name = "data", .path_env = "BERTH_SHIM_DATA", .image_env = "BERTH_SHIM_DISK", .image_fd = -1 },
     { .name = "log", .path_env = "BERTH_SHIM_LOG", .image_env = "BERTH_SHIM_LOG_DISK", .image_fd = -1 },
+    { .name = "log", .path_env = "BERTH_SHIM_LOG2", .image_env = "BERTH_SHIM_LOG2_DISK",
+      .image_fd = -1 },
 };
-static uint64_t syncs_done;                 /* of both files: BERTH_SHIM_SYNCS_OK */
+static uint64_t syncs_done;                 /* of all files: BERTH_SHIM_SYNCS_OK */
 static uint64_t data_syncs_done;            /* of the data file: BERTH_SHIM_FAIL_AFTER */
 static bool fail_done;                      /* the one failed sync happened */
 static uint64_t syncs_after_fail;           /* syncs of the data file since then */
@@ -202,7 +208,7 @@ static void image_write(shim_file *file, const void *bytes, size_t len, off_t of
     while (len > 0) {
         ssize_t w = real_pwrite(file->image_fd, p, len, offset);
         if (w <= 0) {
-            shim_die(file == &files[SHIM_LOG] ? "cannot write the commit log's disk image"
+            shim_die(file != &files[SHIM_DATA] ? "cannot write the commit log's disk image"
                                               : "cannot write the data file's disk image");
         }
         p += w;
@@ -331,20 +337,25 @@ static int path_names(const char *path, const char *want) {
     return path[n] == '.' && strchr(path + n, '/') == NULL ? 2 : 0;
 }
 
-/* The tracked file path names (*kind as path_names), or NULL. */
+/* The tracked file path names (*kind as path_names), or NULL. The longest
+ * tracked path that names it wins: DIR/commit.log.2 is the second log file
+ * itself, not a name the first one is made under. */
 static shim_file *file_named(const char *path, int *kind) {
+    shim_file *best = NULL;
+    size_t best_len = 0;
     for (int f = 0; f < SHIM_FILES; f++) {
         const char *want = getenv(files[f].path_env);
         if (want == NULL || getenv(files[f].image_env) == NULL) {
             continue;
         }
         int k = path_names(path, want);
-        if (k != 0) {
+        if (k != 0 && (best == NULL || strlen(want) > best_len)) {
+            best = &files[f];
+            best_len = strlen(want);
             *kind = k;
-            return &files[f];
         }
     }
-    return NULL;
+    return best;
 }
 
 int open(const char *path, int flags, ...) {
@@ -613,7 +624,7 @@ static int synced(int fd, sync_fn *fn, const char *name) {
             pending_drop(file);
         }
         shim_unlock();
-        shim_say(file == &files[SHIM_LOG]
+        shim_say(file != NULL && file != &files[SHIM_DATA]
                      ? "disk_shim: a sync of the commit log fails as BERTH_SHIM_CTL asked, its "
                        "writes are dropped\n"
                      : "disk_shim: a sync fails as BERTH_SHIM_CTL asked, its writes are "

@@ -4,9 +4,10 @@
 # frames into LMDB later (tools/batch.c, "The commit log"); at start it
 # moves whatever the log holds past LMDB's head (the recovery).
 #
-# berthd runs under disk_shim (LD_PRELOAD) tracking both files: data.mdb
-# and commit.log each have an image that only their own synced writes reach.
-# An OS crash is kill -9, then both images copied over the files.
+# berthd runs under disk_shim (LD_PRELOAD) tracking data.mdb and the commit
+# log's two files (commit.log, commit.log.2): each has an image that only its
+# own synced writes reach. An OS crash is kill -9, then the images copied
+# over the files.
 #   a. Two rounds on the same data: a pipelined burst on one connection must
 #      get every reply; then several clients stream writes with REQIDs while
 #      a WATCH client follows and a reader asks JOURNAL.HEAD (each such read
@@ -44,7 +45,8 @@
 # copies both files into their images, each crash copies them back.
 . "$(dirname "$0")/lib.sh"
 IMAGE="$TMP/disk.mdb"
-LOG_IMAGE="$TMP/disk.log"
+LOG_IMAGE="$TMP/disk.log"      # the commit log's first file
+LOG2_IMAGE="$TMP/disk.log2"    # and its second
 CTL="$TMP/ctl"
 burst=3000             # pipelined commands on one connection
 clients=4
@@ -61,9 +63,10 @@ shim_preload
 mkdir -p "$CTL"
 
 start_shimmed() {
-    rm -f "$IMAGE" "$LOG_IMAGE"   # each image starts from its file as it is
+    rm -f "$IMAGE" "$LOG_IMAGE" "$LOG2_IMAGE"   # each image starts from its file as it is
     BERTH_SHIM_DATA="$DATA/data.mdb" BERTH_SHIM_DISK="$IMAGE" \
         BERTH_SHIM_LOG="$DATA/commit.log" BERTH_SHIM_LOG_DISK="$LOG_IMAGE" \
+        BERTH_SHIM_LOG2="$DATA/commit.log.2" BERTH_SHIM_LOG2_DISK="$LOG2_IMAGE" \
         BERTH_SHIM_CTL="$CTL" LD_PRELOAD="$PRELOAD" start_berthd --commit-log-mib "$clog_mib"
 }
 # What the disk holds after the OS went down. Sets lost when the page cache
@@ -71,11 +74,14 @@ start_shimmed() {
 images_over_files() {
     [ -s "$IMAGE" ] || fail "$1: the data file's image is empty: the shim saw no sync"
     [ -s "$LOG_IMAGE" ] || fail "$1: the commit log's image is empty: the shim saw no sync of it"
+    [ -s "$LOG2_IMAGE" ] || fail "$1: the commit log's second image is empty: the shim saw no sync of it"
     lost=0 lost_what=""
     cmp -s "$IMAGE" "$DATA/data.mdb" || { lost=1; lost_what+=" data.mdb"; }
     cmp -s "$LOG_IMAGE" "$DATA/commit.log" || { lost=1; lost_what+=" commit.log"; }
+    cmp -s "$LOG2_IMAGE" "$DATA/commit.log.2" || { lost=1; lost_what+=" commit.log.2"; }
     cp "$IMAGE" "$DATA/data.mdb"
     cp "$LOG_IMAGE" "$DATA/commit.log"
+    cp "$LOG2_IMAGE" "$DATA/commit.log.2"
 }
 # restart LABEL [flags…]: start (without the shim) on the images; sets moved
 # to the records berthd said it moved from commit.log (0: none).
@@ -84,7 +90,7 @@ restart() {
     shift
     from=$(($(wc -l <"$LOG") + 1))
     start_berthd "$@"
-    moved=$(tail -n +"$from" "$LOG" | sed -n 's/.*moved \([0-9]*\) acknowledged records from .*commit\.log into the journal.*/\1/p')
+    moved=$(tail -n +"$from" "$LOG" | sed -n 's/.*moved \([0-9]*\) acknowledged records from the commit log .* into the journal.*/\1/p')
     moved=${moved:-0}
     note "$label: the restart moved $moved records from commit.log"
 }
