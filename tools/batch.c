@@ -384,15 +384,17 @@ static void pipe_note_durable(pipe_journal *p) {
  * hands it to the checkpointer thread (pipe_ckpt_thread), which moves it
  * into LMDB while the committer logs on into the other file. So no batch
  * waits for an LMDB commit and its syncs (the pause that held session 11's
- * p99 up). The committer seals when the active file's oldest frame is
- * CHECKPOINT_AGE_MS old, when CHECKPOINT_RECORDS records wait in it, when it
- * is half full, and when no batch came for CHECKPOINT_IDLE_MS; each only if
- * the checkpointer is free (else the active file keeps growing, and is
- * sealed once it is). A full checkpoint of both files runs on the
- * committer itself, after the checkpointer finished, when it cannot wait:
- * when the loop wants LMDB up to the durable head (a reader, the engine's
- * reload), when a snapshot is queued (its anchor is LMDB's head hash), when
- * the active file has no room for a frame, and at a clean stop. The
+ * p99 up). The committer seals when the loop wants LMDB up to the durable
+ * head (a reader parked on PARK_JOURNAL, or WATCH catching up), when the
+ * active file's oldest frame is CHECKPOINT_AGE_MS old, when
+ * CHECKPOINT_RECORDS records wait in it, when it is half full, and when no
+ * batch came for CHECKPOINT_IDLE_MS; each only if the checkpointer is free
+ * (else the active file keeps growing, and is sealed once it is). A full
+ * checkpoint of both files runs on the committer itself, after the
+ * checkpointer finished, when it cannot wait: for the engine's reload after
+ * a failed batch (pipe_catch_up, which blocks the loop), when a snapshot is
+ * queued (its anchor is LMDB's head hash), when the active file has no room
+ * for a frame, and at a clean stop. The
  * checkpointer is the only thread that writes LMDB while it works: the
  * committer writes LMDB (a full checkpoint, a snapshot, the LMDB road's
  * commits, which never run with the log) only after waiting for it.
@@ -555,19 +557,17 @@ static void *pipe_ckpt_thread(void *arg) {
     return NULL;
 }
 
-/* Committer thread: a checkpoint that must run now, on this thread (the
- * loop waits for LMDB to reach the durable head, or a snapshot needs its
- * anchor in LMDB). */
+/* Committer thread: a full checkpoint that must run now, on this thread:
+ * a snapshot is queued and needs its anchor in LMDB. */
 static bool pipe_checkpoint_due(pipe_journal *p, uint64_t now, bool snapshot) {
-    if (p->clog == NULL || p->clog_broken || berth_clog_used_bytes(p->clog) == 0) {
+    if (!snapshot || p->clog == NULL || p->clog_broken || berth_clog_used_bytes(p->clog) == 0) {
         return false;
     }
     pipe_lock(p);
-    bool wanted = p->checkpoint_wanted;
     bool fatal = p->checkpoint_fatal != BERTH_J_OK;
     bool waiting = now < p->retry_after_ns;
     pipe_unlock(p);
-    return !fatal && !waiting && (snapshot || wanted);
+    return !fatal && !waiting;
 }
 
 /* Committer thread: true when the active file should be sealed and handed
@@ -580,6 +580,7 @@ static bool pipe_seal_due(pipe_journal *p, uint64_t now) {
     pipe_lock(p);
     bool idle = !p->ckpt_busy && now >= p->retry_after_ns && p->checkpoint_fatal == BERTH_J_OK;
     bool retry = p->ckpt_sealed;
+    bool wanted = p->checkpoint_wanted;
     pipe_unlock(p);
     if (!idle) {
         return false;
@@ -588,7 +589,8 @@ static bool pipe_seal_due(pipe_journal *p, uint64_t now) {
         return true;
     }
     return p->first_pending_ns != 0 &&
-           (berth_clog_active_used_bytes(p->clog) >= berth_clog_active_size_bytes(p->clog) / 2 ||
+           (wanted ||
+            berth_clog_active_used_bytes(p->clog) >= berth_clog_active_size_bytes(p->clog) / 2 ||
             p->active_records >= CHECKPOINT_RECORDS ||
             now - p->first_pending_ns >= (uint64_t)CHECKPOINT_AGE_MS * 1000000u);
 }
@@ -601,9 +603,14 @@ static void pipe_hand_sealed(pipe_journal *p) {
     assert(!p->ckpt_busy);
     pipe_unlock(p);
     if (!berth_clog_seal(p->clog)) {
+        /* Nothing logged since the last checkpoint: LMDB holds every frame,
+         * so a reader waiting for that has it. */
         assert(!sealed_before);
-        p->first_pending_ns = 0;   /* nothing logged since the last checkpoint */
+        p->first_pending_ns = 0;
         p->active_records = 0;
+        pipe_lock(p);
+        p->checkpoint_wanted = false;
+        pipe_unlock(p);
         return;
     }
     if (!sealed_before) {
@@ -616,6 +623,10 @@ static void pipe_hand_sealed(pipe_journal *p) {
     p->ckpt_sealed = true;
     p->ckpt_work = true;
     p->ckpt_busy = true;
+    /* A reader waiting for LMDB to reach the durable head gets it when this
+     * file is moved, unless batches come meanwhile: the loop then asks again
+     * (batch_want_checkpoint), and a reader it parks holds writers back. */
+    p->checkpoint_wanted = false;
     pipe_unlock(p);
     pipe_signal(p);
 }
@@ -802,8 +813,8 @@ static uint64_t pipe_idle_deadline_ns(pipe_journal *p) {
  * waits for (pipe_catch_up, batch_want_checkpoint) may run; 0: not wanted,
  * or not possible now. */
 static uint64_t pipe_wanted_deadline_ns(pipe_journal *p, uint64_t now) {
-    if (!p->checkpoint_wanted || p->clog == NULL || p->clog_broken ||
-        p->checkpoint_fatal != BERTH_J_OK || p->clog_used_bytes == 0) {
+    if (!(p->checkpoint_wanted || p->retry_now) || p->clog == NULL || p->clog_broken ||
+        p->checkpoint_fatal != BERTH_J_OK || p->clog_used_bytes == 0 || p->ckpt_busy) {
         return 0;
     }
     return p->retry_after_ns > now && !p->retry_now ? p->retry_after_ns : now;
@@ -835,10 +846,11 @@ static void *pipe_thread(void *arg) {
             uint64_t deadline = wanted != 0 ? wanted : pipe_idle_deadline_ns(p);
             if (p->retry_now || (deadline != 0 && now >= deadline)) {
                 /* Idle: the slot stays free, so a batch handed off meanwhile
-                 * waits only for this checkpoint (a full one, which the loop
-                 * waits for), or not at all (a sealed file, moved by the
-                 * checkpointer). */
-                bool full = p->retry_now || wanted != 0;
+                 * waits only for this checkpoint (a full one: the engine's
+                 * reload blocks the loop for it, pipe_catch_up), or not at
+                 * all (a sealed file, moved by the checkpointer, which is
+                 * also how a reader's wish is met). */
+                bool full = p->retry_now;
                 p->retry_now = false;
                 pipe_unlock(p);
                 if (full) {
