@@ -136,8 +136,9 @@ typedef struct pipe_journal {
     /* Under mutex, with clog. */
     uint64_t checkpointed;          /* the LMDB journal's head after the last checkpoint */
     bool checkpoint_wanted;         /* the loop waits for LMDB to reach the durable head */
-    berth_jerr stuck;               /* not OK: checkpoints fail (FULL, AGAIN) and the log
-                                       is half full: new writes are refused with it */
+    berth_jerr stuck;               /* not OK: checkpoints fail (FULL; or AGAIN, NOMEM and
+                                       the active file is half full): new writes are
+                                       refused with it */
     berth_jerr checkpoint_fatal;    /* not OK: a checkpoint failed for good: berthd stops */
     uint64_t checkpoints;           /* that succeeded */
     uint64_t checkpoints_sealed;    /* of them, by the checkpointer thread */
@@ -146,6 +147,7 @@ typedef struct pipe_journal {
     uint64_t clog_used_bytes;       /* the log's frames not in LMDB, after the last job */
     bool retry_now;                 /* the loop blocks on a checkpoint: skip the retry pause */
     uint64_t retry_after_ns;        /* after a failed checkpoint: no policy retry before */
+    berth_jerr last_failure;        /* the last checkpoint's error; OK after a success */
     bool ckpt_work;                 /* a sealed file waits for the checkpointer thread */
     bool ckpt_busy;                 /* handed to the checkpointer and not finished */
     bool ckpt_sealed;               /* a sealed file waits for its checkpoint (handed or
@@ -406,7 +408,7 @@ static void pipe_note_durable(pipe_journal *p) {
  * refused with -FULL (batch_writes_stuck: nothing is staged) until a
  * checkpoint succeeds, so the records acknowledged but not in LMDB stay few;
  * reads go on. AGAIN and NOMEM are retried every CHECKPOINT_RETRY_MS, and
- * refuse writes only once the log is half full, so that what is already
+ * refuse writes only once the active file is half full, so that what is already
  * staged still fits. Any other checkpoint failure (IO, CORRUPT) stops
  * berthd: LMDB can take no more, while the log keeps every acknowledged
  * frame for the next start. The largest frame, a batch at the engine's
@@ -446,7 +448,6 @@ static void pipe_checkpoint_done(pipe_journal *p, berth_jerr err, uint64_t moved
                                  bool sealed, const char *why) {
     uint64_t now = now_ns_mono();
     uint64_t used = berth_clog_used_bytes(p->clog);
-    uint64_t size = berth_clog_size_bytes(p->clog);
     bool transient = err == BERTH_J_FULL || err == BERTH_J_AGAIN || err == BERTH_J_NOMEM;
     pipe_lock(p);
     bool was_stuck = p->stuck != BERTH_J_OK;
@@ -455,21 +456,24 @@ static void pipe_checkpoint_done(pipe_journal *p, berth_jerr err, uint64_t moved
         assert(head >= p->checkpointed);
         p->checkpointed = head;
         p->stuck = BERTH_J_OK;
+        p->last_failure = BERTH_J_OK;
         p->checkpoints++;
         p->checkpoints_sealed += sealed ? 1 : 0;
         p->checkpoint_records += moved;
         p->retry_after_ns = 0;
         p->ckpt_sealed = false;   /* a full checkpoint moves the sealed file too */
-        if (!sealed) {
-            /* Only a full checkpoint brings LMDB up to the last frame. */
+        if (!sealed || head >= p->durable) {
+            /* LMDB holds every frame logged: no reader waits any more. */
             p->checkpoint_wanted = false;
         }
     } else {
         p->checkpoint_failures++;
+        p->last_failure = err;
         if (!transient) {
             p->checkpoint_fatal = err;
-        } else if (err == BERTH_J_FULL || used >= size / 2) {
-            p->stuck = err;
+        } else if (err == BERTH_J_FULL) {
+            p->stuck = err;   /* AGAIN and NOMEM: once the active file is half full
+                                 (pipe_note_room, on the committer) */
         }
         uint64_t retry_ms = err == BERTH_J_FULL ? CHECKPOINT_RETRY_FULL_MS : CHECKPOINT_RETRY_MS;
         p->retry_after_ns = now + retry_ms * 1000000u;
@@ -487,8 +491,8 @@ static void pipe_checkpoint_done(pipe_journal *p, berth_jerr err, uint64_t moved
         }
     } else if (!was_failing || !transient) {
         server_log("checkpoint: moving the commit log's records into the journal failed "
-                   "(%s%s%s); they stay in %s and %s",
-                   berth_jerr_name(err), why[0] != '\0' ? ": " : "", why, BERTH_CLOG_FILE,
+                   "(%s%s%s); they stay in the commit log and %s",
+                   berth_jerr_name(err), why[0] != '\0' ? ": " : "", why,
                    !transient ? "berthd stops"
                    : err == BERTH_J_FULL ? "the move is retried every second; writes are refused meanwhile"
                                          : "the move is retried shortly");
@@ -505,7 +509,11 @@ static berth_jerr pipe_checkpoint(pipe_journal *p) {
         int rc = pthread_cond_wait(&p->cond, &p->mutex);
         assert(rc == 0);
     }
+    berth_jerr fatal = p->checkpoint_fatal;
     pipe_unlock(p);
+    if (fatal != BERTH_J_OK) {
+        return fatal;   /* the checkpointer's failure stops berthd: no second try */
+    }
     uint64_t moved = 0;
     char why[CHECKPOINT_WHY_LEN_MAX] = "";
     berth_jerr err = p->clog_broken ? BERTH_J_IO
@@ -631,6 +639,19 @@ static void pipe_hand_sealed(pipe_journal *p) {
     pipe_signal(p);
 }
 
+/* Committer thread, after a frame: while checkpoints fail AGAIN or NOMEM,
+ * refuse new writes once the active file is half full, so that what is
+ * already staged still fits in it (the sealed file takes no frames). */
+static void pipe_note_room(pipe_journal *p) {
+    bool half = berth_clog_active_used_bytes(p->clog) >= berth_clog_active_size_bytes(p->clog) / 2;
+    pipe_lock(p);
+    berth_jerr failing = p->last_failure;
+    if (half && (failing == BERTH_J_AGAIN || failing == BERTH_J_NOMEM) && p->stuck == BERTH_J_OK) {
+        p->stuck = failing;
+    }
+    pipe_unlock(p);
+}
+
 /* Committer thread: the batch in the slot as one frame of the log. FULL
  * (the log has no room: only while checkpoints fail) checkpoints first. */
 static berth_jerr pipe_log(pipe_journal *p) {
@@ -649,6 +670,7 @@ static berth_jerr pipe_log(pipe_journal *p) {
             p->first_pending_ns = now;
         }
         p->active_records += p->n;
+        pipe_note_room(p);
     }
     return err;
 }
@@ -1018,7 +1040,9 @@ static berth_jerr pipe_catch_up(pipe_journal *p) {
         return BERTH_J_OK;
     }
     pipe_lock(p);
-    while (p->busy) {
+    /* Count failures only from the full checkpoint asked for here, not one
+     * the checkpointer had under way. */
+    while (p->busy || p->ckpt_busy) {
         int rc = pthread_cond_wait(&p->cond, &p->mutex);
         assert(rc == 0);
     }
@@ -1026,7 +1050,9 @@ static berth_jerr pipe_catch_up(pipe_journal *p) {
     uint64_t failures = p->checkpoint_failures;
     while (p->checkpointed < p->durable && err == BERTH_J_OK) {
         if (p->checkpoint_failures != failures || p->checkpoint_fatal != BERTH_J_OK) {
-            err = p->checkpoint_fatal != BERTH_J_OK ? p->checkpoint_fatal : BERTH_J_IO;
+            err = p->checkpoint_fatal != BERTH_J_OK ? p->checkpoint_fatal
+                  : p->last_failure != BERTH_J_OK   ? p->last_failure
+                                                    : BERTH_J_IO;
             break;
         }
         p->checkpoint_wanted = true;
@@ -1894,8 +1920,8 @@ static bool batch_checkpoint_failed(server *s) {
         return true;    /* its report comes first */
     }
     server_log("the journal cannot take the commit log's records (%s): stopping; every "
-               "acknowledged write is in %s/%s and the next start moves it",
-               berth_jerr_name(err), s->config.data_dir, BERTH_CLOG_FILE);
+               "acknowledged write is in the commit log (%s/%s, %s) and the next start moves it",
+               berth_jerr_name(err), s->config.data_dir, BERTH_CLOG_FILE, BERTH_CLOG_FILE2);
     if (s->unsynced_count > 0) {
         /* A batch whose frame failed too (a dying disk): no sync will be
          * asked for now, so its writers hear the unknown outcome here. */

@@ -83,6 +83,10 @@ streamed=$(cat "$TMP/stream.out")
 info=$(r INFO journal | tr -d '\r')
 checkpoints=$(grep '^checkpoints:' <<<"$info" | cut -d: -f2)
 [ "$checkpoints" -gt 20 ] || fail "INFO journal: expected more than 20 checkpoints, got [$info]"
+# The stream's files were moved by the checkpointer thread while the
+# committer logged on (the reads' waits too: a sealed file each).
+background=$(grep '^checkpoints_background:' <<<"$info" | cut -d: -f2)
+[ "$background" -gt 10 ] || fail "INFO journal: expected more than 10 checkpoints by the checkpointer thread, got [$info]"
 expect_eq "$(grep '^checkpoint_failures:' <<<"$info")" "checkpoint_failures:0" "INFO journal"
 # Writes pause: the idle checkpoint (10 ms) brings LMDB to the head, unasked.
 ok WORKER.ADD y1 GPUS 1 >/dev/null
@@ -223,4 +227,4 @@ expect_match "$(r WORKER.ADD never GPUS 1 REQID never-seen)" '^FULL ' "a new REQ
 expect_match "$(r JOURNAL.RANGE 1 1)" '^FULL .*commit log' "JOURNAL.RANGE while checkpoints fail"
 expect_eq "$(r WORKER.GET "$last_ok" | map_field gpus)" 8 "WORKER.GET while writes are refused"
 stop_berthd
-note "ok ($streamed streamed writes, $checkpoints checkpoints)"
+note "ok ($streamed streamed writes, $checkpoints checkpoints, $background by the checkpointer thread)"
