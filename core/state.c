@@ -1464,8 +1464,20 @@ static inline void prefetch_stage0(const berth_state *s, const berth_cmd *c) {
     for (uint32_t i = 0; i < c->place_count; i++) prefetch_slot(&s->workers, c->place[i].worker_hash);
 }
 
-/* Stage 1: what those slots point to. */
+/* The request-id window's oldest entry, which a command with a REQID
+ * evicts once the window is full: written BERTH_REQID_WINDOW REQIDs ago, so
+ * its ring slot, its table slot and its block are cold. The head moves only
+ * with REQID records, so a hint a few records ahead is mostly still right. */
+static inline const reqid_slot *prefetch_evicted(const berth_state *s, const berth_cmd *c) {
+    if (c->reqid.len == 0 || s->ring_count != BERTH_REQID_WINDOW) return NULL;
+    assert(s->ring != NULL && s->ring_head < BERTH_REQID_WINDOW);
+    return &s->ring[s->ring_head];
+}
+
+/* Stage 1: what those slots point to; the evicted REQID's ring slot. */
 static inline void prefetch_stage1(const berth_state *s, const berth_cmd *c) {
+    const reqid_slot *evicted = prefetch_evicted(s, c);
+    if (evicted != NULL) prefetch_span(evicted, sizeof *evicted);
     const table *names = prefetch_names(s, c);
     if (names == NULL) return;
     if (c->kind == BERTH_CMD_DEPLOY) {
@@ -1486,6 +1498,13 @@ static inline void prefetch_stage1(const berth_state *s, const berth_cmd *c) {
 /* Stage 2: the instance has arrived; a RELEASE walks its workers. Their
  * names are not known here, so assume short ones. */
 static inline void prefetch_stage2(const berth_state *s, const berth_cmd *c) {
+    /* The evicted REQID's ring slot has arrived: its table slot (the
+     * eviction's delete) and its block (freed or reused). */
+    const reqid_slot *evicted = prefetch_evicted(s, c);
+    if (evicted != NULL) {
+        prefetch_slot(&s->reqids, evicted->hash);
+        __builtin_prefetch(evicted->block);
+    }
     if (c->kind != BERTH_CMD_RELEASE) return;
     const berth_instance *in = table_peek(&s->instances, c->name_hash);
     if (in == NULL) return;
@@ -1510,6 +1529,11 @@ void berth_state_prefetch_stages(const berth_state *s, const berth_cmd *const c[
     if (c[0] != NULL) prefetch_stage0(s, c[0]);
     if (c[1] != NULL) prefetch_stage1(s, c[1]);
     if (c[2] != NULL) prefetch_stage2(s, c[2]);
+}
+
+void berth_state_prefetch_reqid(const berth_state *s, uint64_t reqid_hash) {
+    assert(s != NULL);
+    prefetch_slot(&s->reqids, reqid_hash);
 }
 
 /* ---------------------------------------------------------------- restore */

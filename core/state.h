@@ -274,6 +274,11 @@ void berth_state_prefetch(const berth_state *state, const berth_cmd *cmd, uint32
  * in one call: what replay issues for each record it applies. Same effect as
  * berth_state_prefetch(state, c[stage], stage) for each stage. */
 void berth_state_prefetch_stages(const berth_state *state, const berth_cmd *const c[BERTH_PREFETCH_STAGES]);
+/* The request-id window's table slot that a command's REQID hashes to
+ * (berth_precomputed's reqid_hash): the REQID check and the insert after
+ * apply both read it, and it is as cold as any table slot. A stage-0 hint,
+ * for the command the stage-0 hint above is given. */
+void berth_state_prefetch_reqid(const berth_state *state, uint64_t reqid_hash);
 
 /* Check every structural invariant (asserts in debug builds call it after
  * each apply in tests): no GPU held twice, claims within VRAM, served lists
