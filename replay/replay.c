@@ -65,10 +65,12 @@ typedef struct feed_item {
     const uint8_t *raw;
     size_t raw_len;
     uint32_t done;                  /* ITEM_* steps already taken, by either thread */
+    /* The applier reads these two for every record: here in the item's
+     * first lines, which its hints load, not after the 4 KB command. */
+    bool reqid_ok;                  /* valid once parsed: the REQID is a valid name (or absent) */
+    berth_precomputed pre;          /* valid once parsed: the REQID's hashes, on whichever thread parsed */
     berth_record rec;               /* valid once decoded (by the feeder or the sink) */
     berth_cmd cmd;                  /* valid once parsed, with rec */
-    berth_precomputed pre;          /* valid once parsed: the REQID's hashes, on whichever thread parsed */
-    bool reqid_ok;                  /* valid once parsed: the REQID is a valid name (or absent) */
 } feed_item;
 
 /* The per-record steps before apply, in the order they always run. Either
@@ -448,6 +450,10 @@ static inline void prefetch_ahead(const replay_sink *sink, const feed_item *item
         c[st] = j < ready ? &items[j].cmd : NULL;
     }
     berth_state_prefetch_stages(sink->state, c);
+    /* A REQID's window slot with the stage-0 hint: its hash is in the item, not the command. */
+    if (c[0] != NULL && c[0]->reqid.len > 0) {
+        berth_state_prefetch_reqid(sink->state, items[k + stages * REPLAY_PREFETCH_AHEAD].pre.reqid_hash);
+    }
     if (sink->compare && c[0] != NULL) __builtin_prefetch(items[k + stages * REPLAY_PREFETCH_AHEAD].rec.sentence.ptr);
 }
 
@@ -461,6 +467,7 @@ static void prefetch_start(const replay_sink *sink, const feed_item *items, uint
             const berth_cmd *c[BERTH_PREFETCH_STAGES] = { NULL };
             c[st] = &items[j].cmd;
             berth_state_prefetch_stages(sink->state, c);
+            if (st == 0 && items[j].cmd.reqid.len > 0) berth_state_prefetch_reqid(sink->state, items[j].pre.reqid_hash);
             if (st == 0 && sink->compare) __builtin_prefetch(items[j].rec.sentence.ptr);
         }
     }
@@ -469,9 +476,15 @@ static void prefetch_start(const replay_sink *sink, const feed_item *items, uint
 /* Every step of items [0, count) in seq order. Preparing them all before
  * applying any changes no outcome: a failure while preparing item f is
  * reported only after items before f applied cleanly, which is the order
- * record-by-record processing reports in. */
-static feed_status consume_items(replay_sink *sink, feed_item *items, uint32_t count, replay_fail *fail) {
-    uint32_t ready = prepare_items(sink, items, count, &sink->prepare_fail);
+ * record-by-record processing reports in. prepared: the feeder took every
+ * step before apply for all of them (FEED_LEVEL_ALL), so there is nothing
+ * to prepare, and a pass only to read each item's done mark would pull
+ * every item's first line from the feeder's core one after another before
+ * the hints below pull the same lines several at a time. apply_item still
+ * asserts each mark. */
+static feed_status consume_items(replay_sink *sink, feed_item *items, uint32_t count, bool prepared,
+                                 replay_fail *fail) {
+    uint32_t ready = prepared ? count : prepare_items(sink, items, count, &sink->prepare_fail);
     prefetch_start(sink, items, ready);
     for (uint32_t k = 0; k < ready; k++) {
         prefetch_ahead(sink, items, k, ready);
@@ -486,6 +499,7 @@ static feed_status consume_items(replay_sink *sink, feed_item *items, uint32_t c
 
 typedef struct feed_chunk {
     uint32_t count;
+    bool prepared;                  /* the feeder took every step before apply for items [0, count) */
     feed_status status;             /* after the items: more, end, or the failure below */
     replay_fail fail;
     feed_item items[REPLAY_CHUNK_RECORDS];
@@ -509,6 +523,9 @@ typedef struct feed_ring {
 static void fill_chunk(feed_source *src, feed_chunk *c) {
     c->count = 0;
     c->status = FEED_MORE;
+    /* At FEED_LEVEL_ALL feed_steps hashes (when asked), decodes and parses
+     * every item it counts: a step that fails cuts count before that item. */
+    c->prepared = src->level >= FEED_LEVEL_ALL;
     /* A yield ends the range here, between two records: every record
      * before it is handed over whole, and none after it was read. At least
      * one chunk runs first, so a step always moves forward. */
@@ -547,7 +564,7 @@ static berth_jerr run_serial(feed_source *src, replay_sink *sink, replay_fail *f
     berth_jerr e = BERTH_J_OK;
     for (;;) {
         fill_chunk(src, c);
-        if (consume_items(sink, c->items, c->count, fail) != FEED_MORE) {
+        if (consume_items(sink, c->items, c->count, c->prepared, fail) != FEED_MORE) {
             e = fail->err;
             break;
         }
@@ -620,7 +637,7 @@ static berth_jerr drain_ring(feed_ring *ring, replay_sink *sink, replay_fail *fa
         while (ring->filled == 0) ring_wait(&ring->not_empty, ring);
         ring_unlock(ring);
         feed_chunk *c = &ring->chunks[i];
-        if (consume_items(sink, c->items, c->count, fail) != FEED_MORE) return fail->err;
+        if (consume_items(sink, c->items, c->count, c->prepared, fail) != FEED_MORE) return fail->err;
         feed_status st = c->status;
         if (st == FEED_FAIL) *fail = c->fail;
         ring_lock(ring);
