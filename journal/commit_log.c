@@ -991,6 +991,7 @@ typedef struct walk {
     uint64_t scan_end;          /* the damage check reads offsets below it */
     const char *path;
     uint8_t *recode;            /* BERTH_RECORD_BYTES_MAX bytes of scratch */
+    bool own_frames;            /* this open wrote every frame past the head (see frame_check) */
     /* out */
     uint64_t apply_off;         /* the first frame to apply (== end_off: none) */
     uint64_t end_off;           /* where the walk ended */
@@ -1016,8 +1017,14 @@ static bool record_canonical(const berth_record *decoded, const uint8_t *bytes, 
  * the journal, which encodes the same fields, stores the same bytes and
  * hash: a frame the journal would chain differently is refused here,
  * before anything is appended (one SHA-256 per record, as
- * berth_record_hash_ok would cost). Sets chain to the last record's hash.
- * CORRUPT with a sentence. */
+ * berth_record_hash_ok would cost). Frames this open wrote (own_frames: a
+ * sealed file, or a running berthd's full checkpoint) skip that
+ * re-encoding: append built them with berth_record_encode, and the frame's
+ * SHA-256, checked whole before this, proves the bytes are still those;
+ * the journal's append then hashes each record again and batch_flush
+ * compares it with the frame's. At start (recovery) and in pending, where
+ * another process wrote the frames, every record is re-encoded. Sets chain
+ * to the last record's hash. CORRUPT with a sentence. */
 static berth_jerr frame_check(const walk *w, const frame_head *h, uint8_t chain[BERTH_HASH_LEN],
                               char *err, size_t err_size) {
     payload_cursor c = payload_open(w->map, h);
@@ -1036,7 +1043,7 @@ static berth_jerr frame_check(const walk *w, const frame_head *h, uint8_t chain[
         } else if (rec.seq != seq) {
             jerr = BERTH_J_CORRUPT;
             snprintf(why, sizeof(why), "it carries seq %llu", (unsigned long long)rec.seq);
-        } else if (!record_canonical(&rec, it.rec, it.rec_len, w->recode)) {
+        } else if (!w->own_frames && !record_canonical(&rec, it.rec, it.rec_len, w->recode)) {
             jerr = BERTH_J_CORRUPT;
             snprintf(why, sizeof(why), "it is not what append encodes of its fields (%s)",
                      berth_record_hash_ok(it.rec, it.rec_len) ? "another encoding"
@@ -1193,8 +1200,9 @@ typedef struct file_view {
  * the walk of v[*first] from the journal's head, w[1] the walk of the other
  * from where w[0] ended. Every check of both walks; nothing is written. */
 static berth_jerr walk_both(const file_view v[file_count], uint64_t head_seq,
-                            const uint8_t head_hash[BERTH_HASH_LEN], uint8_t *recode, int *first,
-                            walk w[file_count], char *err, size_t err_size) {
+                            const uint8_t head_hash[BERTH_HASH_LEN], uint8_t *recode,
+                            bool own_frames, int *first, walk w[file_count], char *err,
+                            size_t err_size) {
     uint64_t next = head_seq + 1;
     bool room = head_seq < UINT64_MAX;   /* else next is 0, first_live_seq's "none" */
     bool starts0 = room && first_live_seq(v[0].map, v[0].size, head_seq) == next;
@@ -1209,6 +1217,7 @@ static berth_jerr walk_both(const file_view v[file_count], uint64_t head_seq,
         wk->scan_end = f->scan_end;
         wk->path = f->path;
         wk->recode = recode;
+        wk->own_frames = own_frames;
         wk->start = k == 0 ? &start_head : &start_other;
         wk->head_seq = k == 0 ? head_seq : w[0].last_seq;
         memcpy(wk->head_hash, k == 0 ? head_hash : w[0].last_hash, BERTH_HASH_LEN);
@@ -1427,6 +1436,7 @@ static berth_jerr sealed_walk(berth_clog *log, const seal_state *s, berth_journa
     w->scan_end = f->written_max;
     w->path = f->path;
     w->recode = log->recode;
+    w->own_frames = true;   /* a file is sealed only by the open that wrote its frames */
     w->start = &start_head;
     berth_jerr jerr = head_get(journal, f->path, &w->head_seq, w->head_hash, err, err_size);
     if (jerr == BERTH_J_OK) {
@@ -1560,7 +1570,8 @@ berth_jerr berth_clog_checkpoint(berth_clog *log, berth_journal *journal, uint64
     int first = 0;
     berth_jerr jerr = head_get(journal, log->files[0].path, &head_seq, head_hash, err, err_size);
     if (jerr == BERTH_J_OK) {
-        jerr = walk_both(v, head_seq, head_hash, log->recode, &first, w, err, err_size);
+        jerr = walk_both(v, head_seq, head_hash, log->recode, log->ready, &first, w, err,
+                         err_size);
     }
     if (jerr == BERTH_J_OK && log->ready) {
         jerr = known_check(log, &s, first, w, err, err_size);
@@ -1638,7 +1649,7 @@ berth_jerr berth_clog_pending(const char *dir, uint64_t head_seq,
     walk w[file_count];
     int first = 0;
     if (jerr == BERTH_J_OK) {
-        jerr = walk_both(v, head_seq, head_hash, recode, &first, w, err, err_size);
+        jerr = walk_both(v, head_seq, head_hash, recode, false, &first, w, err, err_size);
     }
     free(recode);
     for (int i = 0; i < file_count; i++) {
