@@ -143,6 +143,7 @@ typedef struct pipe_journal {
     uint64_t checkpoints;           /* that succeeded */
     uint64_t checkpoints_sealed;    /* of them, by the checkpointer thread */
     uint64_t checkpoint_failures;
+    uint64_t full_checkpoint_failures;  /* of them, full ones (pipe_checkpoint) */
     uint64_t checkpoint_records;    /* records they moved into LMDB */
     uint64_t clog_used_bytes;       /* the log's frames not in LMDB, after the last job */
     bool retry_now;                 /* the loop blocks on a checkpoint: skip the retry pause */
@@ -447,9 +448,10 @@ static void pipe_write_snapshot(pipe_journal *p) {
 static void pipe_checkpoint_done(pipe_journal *p, berth_jerr err, uint64_t moved, uint64_t head,
                                  bool sealed, const char *why) {
     uint64_t now = now_ns_mono();
-    uint64_t used = berth_clog_used_bytes(p->clog);
     bool transient = err == BERTH_J_FULL || err == BERTH_J_AGAIN || err == BERTH_J_NOMEM;
     pipe_lock(p);
+    /* Read under the mutex, as pipe_run stores it: never older than its. */
+    uint64_t used = berth_clog_used_bytes(p->clog);
     bool was_stuck = p->stuck != BERTH_J_OK;
     bool was_failing = was_stuck || p->retry_after_ns != 0;
     if (err == BERTH_J_OK) {
@@ -468,6 +470,7 @@ static void pipe_checkpoint_done(pipe_journal *p, berth_jerr err, uint64_t moved
         }
     } else {
         p->checkpoint_failures++;
+        p->full_checkpoint_failures += sealed ? 0 : 1;
         p->last_failure = err;
         if (!transient) {
             p->checkpoint_fatal = err;
@@ -501,7 +504,8 @@ static void pipe_checkpoint_done(pipe_journal *p, berth_jerr err, uint64_t moved
 
 /* Committer thread: move every frame of the log into LMDB (both files),
  * after the checkpointer thread finished what it was handed: the
- * checkpoint that cannot wait (a reader, a snapshot, a full log, a stop). */
+ * checkpoint that cannot wait (the engine's reload, a snapshot, a full
+ * active file, a stop). */
 static berth_jerr pipe_checkpoint(pipe_journal *p) {
     assert(p->clog != NULL);
     pipe_lock(p);
@@ -633,7 +637,8 @@ static void pipe_hand_sealed(pipe_journal *p) {
     p->ckpt_busy = true;
     /* A reader waiting for LMDB to reach the durable head gets it when this
      * file is moved, unless batches come meanwhile: the loop then asks again
-     * (batch_want_checkpoint), and a reader it parks holds writers back. */
+     * (batch_want_checkpoint). A command it parks holds writers back, so it
+     * converges; WATCH holds none back, and reads what LMDB has each time. */
     p->checkpoint_wanted = false;
     pipe_unlock(p);
     pipe_signal(p);
@@ -739,13 +744,12 @@ static void pipe_run(pipe_journal *p) {
          * reached: a later batch must not write it. */
         p->snapshot_seq = 0;
     }
-    /* Without a snapshot or a checkpoint to do, the slot is free now: the
-     * loop may hand off the next batch (or a sync) at once, and this thread
-     * takes it up when this call returns. So one report, one wake-up of the
-     * loop, per batch; otherwise the slot stays busy until they are done
-     * (the snapshot's bytes live in it; and a checkpoint that follows the
-     * batch at once leaves LMDB equal to the durable head before the next
-     * batch can move that head, so a reader waiting for it gets its turn). */
+    /* Without a snapshot to write, the slot is free now: the loop may hand
+     * off the next batch (or a sync) at once, and this thread takes it up
+     * when this call returns. So one report, one wake-up of the loop, per
+     * batch; otherwise the slot stays busy until the snapshot is written
+     * (its bytes live in it, and the full checkpoint before it must reach
+     * its seq before the next batch moves the head). */
     bool after = snapshot || checkpoint;
     if (!after) {
         p->n = 0;
@@ -1040,16 +1044,16 @@ static berth_jerr pipe_catch_up(pipe_journal *p) {
         return BERTH_J_OK;
     }
     pipe_lock(p);
-    /* Count failures only from the full checkpoint asked for here, not one
-     * the checkpointer had under way. */
-    while (p->busy || p->ckpt_busy) {
+    while (p->busy) {
         int rc = pthread_cond_wait(&p->cond, &p->mutex);
         assert(rc == 0);
     }
+    /* Count only the failures of the full checkpoint asked for here, not
+     * of one the checkpointer has under way (a fatal one counts anyway). */
     berth_jerr err = BERTH_J_OK;
-    uint64_t failures = p->checkpoint_failures;
+    uint64_t failures = p->full_checkpoint_failures;
     while (p->checkpointed < p->durable && err == BERTH_J_OK) {
-        if (p->checkpoint_failures != failures || p->checkpoint_fatal != BERTH_J_OK) {
+        if (p->full_checkpoint_failures != failures || p->checkpoint_fatal != BERTH_J_OK) {
             err = p->checkpoint_fatal != BERTH_J_OK ? p->checkpoint_fatal
                   : p->last_failure != BERTH_J_OK   ? p->last_failure
                                                     : BERTH_J_IO;
