@@ -941,6 +941,18 @@ static void pipe_free(pipe_journal *p) {
     free(p);
 }
 
+/* pipe_create's undoing once its watcher, mutex and condition exist and
+ * no thread runs. */
+static void pipe_abandon(server *s, pipe_journal *p) {
+    ev_async_stop(s->loop, &p->async);
+    int rc = pthread_cond_destroy(&p->cond);
+    assert(rc == 0);
+    rc = pthread_mutex_destroy(&p->mutex);
+    assert(rc == 0);
+    (void)rc;
+    pipe_free(p);
+}
+
 static pipe_journal *pipe_create(server *s, berth_journal *inner) {
     uint64_t durable = 0;
     if (berth_journal_durable(inner, &durable) != BERTH_J_OK) {
@@ -989,23 +1001,13 @@ static pipe_journal *pipe_create(server *s, berth_journal *inner) {
     p->async.data = s;
     ev_async_start(s->loop, &p->async);
     if (pthread_create(&p->thread, NULL, pipe_thread, p) != 0) {
-        ev_async_stop(s->loop, &p->async);
-        int rc = pthread_cond_destroy(&p->cond);
-        assert(rc == 0);
-        rc = pthread_mutex_destroy(&p->mutex);
-        assert(rc == 0);
-        pipe_free(p);
+        pipe_abandon(s, p);
         return NULL;
     }
     p->started = true;
     if (p->clog != NULL && pthread_create(&p->ckpt_thread, NULL, pipe_ckpt_thread, p) != 0) {
         pipe_stop(p);
-        ev_async_stop(s->loop, &p->async);
-        int rc = pthread_cond_destroy(&p->cond);
-        assert(rc == 0);
-        rc = pthread_mutex_destroy(&p->mutex);
-        assert(rc == 0);
-        pipe_free(p);
+        pipe_abandon(s, p);
         return NULL;
     }
     p->ckpt_started = p->clog != NULL;

@@ -733,6 +733,18 @@ static int append_source_load(const sample *s, append_source *src) {
     return 0;
 }
 
+/* The next batch after seq (at most batch records, none past total): the
+ * source's records cycled, with new seqs. Returns how many. */
+static uint32_t append_fill(const append_source *src, berth_record *buf, uint64_t seq,
+                            uint64_t total, uint32_t batch) {
+    uint32_t n = (uint32_t)(total - seq < batch ? total - seq : batch);
+    for (uint32_t i = 0; i < n; i++) {
+        buf[i] = src->records[(seq + i) % src->count];
+        buf[i].seq = seq + i + 1;
+    }
+    return n;
+}
+
 /* Append `total` records in batches of `batch` into a fresh journal in dir,
  * durably, timing only the appends. one_sync: berthd's mode
  * (defer_meta_sync: one disk sync a commit, each commit's making the one
@@ -757,11 +769,7 @@ static int append_once(const append_source *src, const char *dir, uint32_t batch
     *c0 = cpu_now();
     uint64_t t0 = now_ns();
     while (seq < total && rc == 0) {
-        uint32_t n = (uint32_t)(total - seq < batch ? total - seq : batch);
-        for (uint32_t i = 0; i < n; i++) {
-            buf[i] = src->records[(seq + i) % src->count];
-            buf[i].seq = seq + i + 1;
-        }
+        uint32_t n = append_fill(src, buf, seq, total, batch);
         e = berth_journal_append(j, buf, NULL, n);
         if (e != BERTH_J_OK) rc = fail("append at seq %" PRIu64 ": %s", seq + 1, berth_jerr_name(e));
         seq += n;
@@ -890,11 +898,7 @@ static int append_once_clog(const append_source *src, const char *dir, uint32_t 
     *c0 = cpu_now();
     uint64_t t0 = now_ns();
     while (seq < total && rc == 0) {
-        uint32_t n = (uint32_t)(total - seq < batch ? total - seq : batch);
-        for (uint32_t i = 0; i < n; i++) {
-            buf[i] = src->records[(seq + i) % src->count];
-            buf[i].seq = seq + i + 1;
-        }
+        uint32_t n = append_fill(src, buf, seq, total, batch);
         berth_jerr e = berth_clog_append(log, buf, NULL, n);
         if (e != BERTH_J_OK) rc = fail("log append at seq %" PRIu64 ": %s", seq + 1, berth_jerr_name(e));
         seq += n;
