@@ -118,6 +118,7 @@
 #include "be64.h"
 #include "berth_limits.h"
 #include "commit_log.h"
+#include "jutil.h"
 
 #define FRAME_MAGIC "BRTHCLOG"
 #define NEW_SUFFIX ".new"
@@ -219,19 +220,6 @@ static int fault_of(const char *step) {
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static void say(char *err, size_t err_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void say(char *err, size_t err_size, const char *fmt, ...) {
-    if (err == NULL || err_size == 0) {
-        return;
-    }
-    va_list args;
-    va_start(args, fmt);
-    int n = vsnprintf(err, err_size, fmt, args);
-    va_end(args);
-    assert(n >= 0);
-    (void)n;
-}
 
 static inline void be32_put(uint8_t out[4], uint32_t v) {
     out[0] = (uint8_t)(v >> 24);
@@ -267,16 +255,6 @@ static bool path_of(char *out, const char *dir, const char *name) {
     return n > 0 && n < path_len_max;
 }
 
-/* fsync a directory, so a new entry in it survives an OS crash. 0 or errno. */
-static int dir_sync(const char *path) {
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        return errno;
-    }
-    int rc = fsync(fd) == 0 ? 0 : errno;
-    (void)close(fd);   /* read-only: nothing of ours is lost if it fails */
-    return rc;
-}
 
 /* Write all of len bytes at off, through EINTR and short writes. 0 or errno. */
 static int write_all(int fd, const uint8_t *bytes, size_t len, uint64_t off) {
@@ -531,7 +509,7 @@ static berth_jerr create_failed(int fd, const char *tmp, const char *what, int e
                                 size_t err_size) {
     (void)close(fd);   /* the file is being removed */
     (void)unlink(tmp);
-    say(err, err_size, "cannot create the commit log %s (%s): %s", tmp, what, strerror(errnum));
+    berth_jsay(err, err_size, "cannot create the commit log %s (%s): %s", tmp, what, strerror(errnum));
     return errnum == ENOSPC || errnum == EDQUOT ? BERTH_J_FULL : BERTH_J_IO;
 }
 
@@ -545,14 +523,14 @@ static berth_jerr file_create(const char *dir, const char *path, uint64_t bytes,
     (void)n;
     int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
-        say(err, err_size, "cannot create the commit log %s: %s", tmp, strerror(errno));
+        berth_jsay(err, err_size, "cannot create the commit log %s: %s", tmp, strerror(errno));
         return errno == ENOSPC || errno == EDQUOT ? BERTH_J_FULL : BERTH_J_IO;
     }
     uint8_t *zeros = calloc(1, zero_chunk_bytes);
     if (zeros == NULL) {
         (void)close(fd);
         (void)unlink(tmp);
-        say(err, err_size, "out of memory creating the commit log %s", path);
+        berth_jsay(err, err_size, "out of memory creating the commit log %s", path);
         return BERTH_J_NOMEM;
     }
     int rc = 0;
@@ -570,10 +548,10 @@ static berth_jerr file_create(const char *dir, const char *path, uint64_t bytes,
     if (rename(tmp, path) != 0) {
         return create_failed(fd, tmp, "renaming it", errno, err, err_size);
     }
-    rc = dir_sync(dir);
+    rc = berth_dir_sync(dir);
     if (rc != 0) {
         (void)close(fd);
-        say(err, err_size, "cannot sync the directory %s after creating %s: %s", dir, path,
+        berth_jsay(err, err_size, "cannot sync the directory %s after creating %s: %s", dir, path,
             strerror(rc));
         return BERTH_J_IO;   /* the file stays: a later open finds it whole */
     }
@@ -586,13 +564,13 @@ static berth_jerr size_check(int fd, const char *path, uint64_t *size, char *err
                              size_t err_size) {
     struct stat st;
     if (fstat(fd, &st) != 0) {
-        say(err, err_size, "cannot stat the commit log %s: %s", path, strerror(errno));
+        berth_jsay(err, err_size, "cannot stat the commit log %s: %s", path, strerror(errno));
         return BERTH_J_IO;
     }
     uint64_t bytes = st.st_size < 0 ? 0 : (uint64_t)st.st_size;
     if (!S_ISREG(st.st_mode) || bytes % BERTH_CLOG_ALIGN != 0 || bytes < BERTH_CLOG_BYTES_MIN ||
         bytes > BERTH_CLOG_BYTES_MAX) {
-        say(err, err_size, "the commit log %s is not a regular file of %llu..%llu bytes in"
+        berth_jsay(err, err_size, "the commit log %s is not a regular file of %llu..%llu bytes in"
             " multiples of %u: it has %llu", path, (unsigned long long)BERTH_CLOG_BYTES_MIN,
             (unsigned long long)BERTH_CLOG_BYTES_MAX, BERTH_CLOG_ALIGN,
             (unsigned long long)bytes);
@@ -606,7 +584,7 @@ static berth_jerr map_file(int fd, uint64_t size, const uint8_t **map, const cha
                            char *err, size_t err_size) {
     void *at = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
     if (at == MAP_FAILED) {
-        say(err, err_size, "cannot map the commit log %s: %s", path, strerror(errno));
+        berth_jsay(err, err_size, "cannot map the commit log %s: %s", path, strerror(errno));
         return errno == ENOMEM ? BERTH_J_NOMEM : BERTH_J_IO;
     }
     *map = at;
@@ -629,13 +607,13 @@ static berth_jerr file_open(clog_file *f, const char *dir, uint64_t bytes, char 
                             size_t err_size) {
     f->fd = open(f->path, O_RDWR | O_CLOEXEC);
     if (f->fd < 0 && errno != ENOENT) {
-        say(err, err_size, "cannot open the commit log %s: %s", f->path, strerror(errno));
+        berth_jsay(err, err_size, "cannot open the commit log %s: %s", f->path, strerror(errno));
         return errno == EISDIR ? BERTH_J_INVALID : BERTH_J_IO;   /* not a file berth made */
     }
     if (f->fd < 0) {
         if (bytes < BERTH_CLOG_BYTES_MIN || bytes > BERTH_CLOG_BYTES_MAX ||
             bytes % BERTH_CLOG_ALIGN != 0) {
-            say(err, err_size, "a commit log's size must be %llu..%llu bytes in multiples of"
+            berth_jsay(err, err_size, "a commit log's size must be %llu..%llu bytes in multiples of"
                 " %u, not %llu", (unsigned long long)BERTH_CLOG_BYTES_MIN,
                 (unsigned long long)BERTH_CLOG_BYTES_MAX, BERTH_CLOG_ALIGN,
                 (unsigned long long)bytes);
@@ -654,12 +632,12 @@ static berth_jerr open_steps(berth_clog *log, const char *dir, uint64_t bytes, c
                              size_t err_size) {
     for (int i = 0; i < file_count; i++) {
         if (!path_of(log->files[i].path, dir, file_names[i])) {
-            say(err, err_size, "data directory path %.64s... is too long", dir);
+            berth_jsay(err, err_size, "data directory path %.64s... is too long", dir);
             return BERTH_J_INVALID;
         }
     }
     if (pthread_mutex_init(&log->mu, NULL) != 0) {
-        say(err, err_size, "cannot make a mutex for the commit log in %.64s", dir);
+        berth_jsay(err, err_size, "cannot make a mutex for the commit log in %.64s", dir);
         return BERTH_J_NOMEM;
     }
     log->mu_made = true;
@@ -672,7 +650,7 @@ static berth_jerr open_steps(berth_clog *log, const char *dir, uint64_t bytes, c
         }
     }
     if (!scratch_alloc(log)) {
-        say(err, err_size, "out of memory opening the commit log %s", log->files[0].path);
+        berth_jsay(err, err_size, "out of memory opening the commit log %s", log->files[0].path);
         return BERTH_J_NOMEM;
     }
     return BERTH_J_OK;
@@ -684,7 +662,7 @@ berth_jerr berth_clog_open(berth_clog **out, const char *dir, uint64_t bytes, ch
     *out = NULL;
     berth_clog *log = calloc(1, sizeof(*log));
     if (log == NULL) {
-        say(err, err_size, "out of memory opening the commit log in %.64s", dir);
+        berth_jsay(err, err_size, "out of memory opening the commit log in %.64s", dir);
         return BERTH_J_NOMEM;
     }
     for (int i = 0; i < file_count; i++) {
@@ -1049,7 +1027,7 @@ static berth_jerr frame_check(const walk *w, const frame_head *h, uint8_t chain[
                      berth_record_hash_ok(it.rec, it.rec_len) ? "another encoding"
                                                                : "its hash does not match its body");
         } else if (memcmp(rec.prev_hash, chain, BERTH_HASH_LEN) != 0) {
-            say(err, err_size, "the commit log %s is corrupt: the frame at offset %llu (seqs"
+            berth_jsay(err, err_size, "the commit log %s is corrupt: the frame at offset %llu (seqs"
                 " %llu..%llu) does not chain: seq %llu's prev_hash is not seq %llu's hash%s",
                 w->path, (unsigned long long)h->off, (unsigned long long)h->first_seq,
                 (unsigned long long)frame_last(h), (unsigned long long)seq,
@@ -1061,11 +1039,11 @@ static berth_jerr frame_check(const walk *w, const frame_head *h, uint8_t chain[
             record_bytes += it.rec_len;
         }
         if (jerr == BERTH_J_NOMEM) {
-            say(err, err_size, "out of memory decoding the commit log %s: %s", w->path, why);
+            berth_jsay(err, err_size, "out of memory decoding the commit log %s: %s", w->path, why);
             return jerr;
         }
         if (jerr != BERTH_J_OK) {
-            say(err, err_size, "the commit log %s is corrupt: the frame at offset %llu (seqs"
+            berth_jsay(err, err_size, "the commit log %s is corrupt: the frame at offset %llu (seqs"
                 " %llu..%llu) is whole, but its record for seq %llu is bad: %s", w->path,
                 (unsigned long long)h->off, (unsigned long long)h->first_seq,
                 (unsigned long long)frame_last(h), (unsigned long long)seq, why);
@@ -1073,7 +1051,7 @@ static berth_jerr frame_check(const walk *w, const frame_head *h, uint8_t chain[
         }
     }
     if (c.at != c.end || record_bytes > BERTH_BATCH_BYTES_MAX) {
-        say(err, err_size, "the commit log %s is corrupt: the frame at offset %llu (seqs"
+        berth_jsay(err, err_size, "the commit log %s is corrupt: the frame at offset %llu (seqs"
             " %llu..%llu) is whole, but %s", w->path, (unsigned long long)h->off,
             (unsigned long long)h->first_seq, (unsigned long long)frame_last(h),
             c.at != c.end ? "bytes follow its last record" : "its records exceed a batch");
@@ -1087,7 +1065,7 @@ static berth_jerr frame_check(const walk *w, const frame_head *h, uint8_t chain[
 static berth_jerr not_following(const walk *w, const frame_head *h, uint64_t expect, char *err,
                                 size_t err_size) {
     bool first = w->records == 0;
-    say(err, err_size, "the commit log %s is corrupt: the frame at offset %llu holds seqs"
+    berth_jsay(err, err_size, "the commit log %s is corrupt: the frame at offset %llu holds seqs"
         " %llu..%llu, but the seq after %s is %llu (%s)", w->path,
         (unsigned long long)h->off, (unsigned long long)h->first_seq,
         (unsigned long long)frame_last(h), first ? w->start->name : "the frame before it",
@@ -1108,7 +1086,7 @@ static berth_jerr damage_scan(const walk *w, uint64_t from, uint64_t to, char *e
             frame_last(&h) <= w->last_seq || !frame_whole(w->map, &h)) {
             continue;
         }
-        say(err, err_size, "the commit log %s is corrupt: the walk ended at offset %llu after"
+        berth_jsay(err, err_size, "the commit log %s is corrupt: the walk ended at offset %llu after"
             " seq %llu (that offset %s), but the whole frame at offset %llu holds seqs"
             " %llu..%llu: a frame between them was damaged", w->path,
             (unsigned long long)w->end_off, (unsigned long long)w->last_seq, w->end_why,
@@ -1258,7 +1236,7 @@ static berth_jerr batch_add(berth_clog *log, batch *b, const walk *w, const fram
                               : BERTH_J_CORRUPT;
         if (jerr != BERTH_J_OK) {
             /* The walk decoded it a moment ago: the file changed under us. */
-            say(err, err_size, "the commit log %s changed during a checkpoint: the frame at"
+            berth_jsay(err, err_size, "the commit log %s changed during a checkpoint: the frame at"
                 " offset %llu no longer decodes: %s", w->path, (unsigned long long)h->off,
                 why);
             return jerr;
@@ -1292,13 +1270,13 @@ static berth_jerr batch_flush(berth_clog *log, berth_journal *journal, batch *b,
     berth_jerr jerr = berth_journal_append(journal, recs, b->touched ? log->batch_touched : NULL,
                                            b->n);
     if (jerr != BERTH_J_OK) {
-        say(err, err_size, "checkpoint of the commit log %s: the journal append of seqs"
+        berth_jsay(err, err_size, "checkpoint of the commit log %s: the journal append of seqs"
             " %llu..%llu failed: %s", b->path, first, last, berth_jerr_name(jerr));
         return jerr;
     }
     for (size_t i = 0; i < b->n; i++) {
         if (memcmp(recs[i].hash, log->batch_hashes[i], BERTH_HASH_LEN) != 0) {
-            say(err, err_size, "the commit log %s is corrupt: the journal stored seq %llu"
+            berth_jsay(err, err_size, "the commit log %s is corrupt: the journal stored seq %llu"
                 " with another hash than its frame holds", b->path,
                 (unsigned long long)recs[i].seq);
             return BERTH_J_CORRUPT;
@@ -1309,7 +1287,7 @@ static berth_jerr batch_flush(berth_clog *log, berth_journal *journal, batch *b,
     jerr = berth_journal_head(journal, &head, hash);
     if (jerr != BERTH_J_OK || head != last ||
         memcmp(hash, log->batch_hashes[b->n - 1], BERTH_HASH_LEN) != 0) {
-        say(err, err_size, "checkpoint of the commit log %s: after appending seqs %llu..%llu"
+        berth_jsay(err, err_size, "checkpoint of the commit log %s: after appending seqs %llu..%llu"
             " the journal's head is %s", b->path, first, last,
             jerr != BERTH_J_OK ? berth_jerr_name(jerr) : "another record");
         return jerr != BERTH_J_OK ? jerr : BERTH_J_CORRUPT;
@@ -1377,7 +1355,7 @@ static berth_jerr head_get(berth_journal *journal, const char *path, uint64_t *s
                            uint8_t hash[BERTH_HASH_LEN], char *err, size_t err_size) {
     berth_jerr jerr = berth_journal_head(journal, seq, hash);
     if (jerr != BERTH_J_OK) {
-        say(err, err_size, "checkpoint of the commit log %s: cannot read the journal's head:"
+        berth_jsay(err, err_size, "checkpoint of the commit log %s: cannot read the journal's head:"
             " %s", path, berth_jerr_name(jerr));
     }
     return jerr;
@@ -1387,14 +1365,14 @@ static berth_jerr sync_journal(berth_journal *journal, const char *path, char *e
                                size_t err_size) {
     berth_jerr jerr = berth_journal_sync(journal);
     if (jerr != BERTH_J_OK) {
-        say(err, err_size, "checkpoint of the commit log %s: the journal's sync failed: %s",
+        berth_jsay(err, err_size, "checkpoint of the commit log %s: the journal's sync failed: %s",
             path, berth_jerr_name(jerr));
     }
     return jerr;
 }
 
 static berth_jerr failed_say(const char *path, char *err, size_t err_size) {
-    say(err, err_size, "the commit log %s failed a write or sync earlier: restart to"
+    berth_jsay(err, err_size, "the commit log %s failed a write or sync earlier: restart to"
         " recover it", path);
     return BERTH_J_IO;
 }
@@ -1448,7 +1426,7 @@ static berth_jerr sealed_walk(berth_clog *log, const seal_state *s, berth_journa
     bool moved_past = w->head_seq > s->last_seq && w->records == 0;
     if (!moved_past &&
         (w->last_seq != s->last_seq || memcmp(w->last_hash, s->last_hash, BERTH_HASH_LEN) != 0)) {
-        say(err, err_size, "the commit log %s is corrupt: its frames ended at seq %llu when it"
+        berth_jsay(err, err_size, "the commit log %s is corrupt: its frames ended at seq %llu when it"
             " was sealed (the journal's head is %llu), but the walk found frames through seq"
             " %llu%s (it ended at offset %llu)", f->path, (unsigned long long)s->last_seq,
             (unsigned long long)w->head_seq, (unsigned long long)w->last_seq,
@@ -1468,7 +1446,7 @@ berth_jerr berth_clog_checkpoint_sealed(berth_clog *log, berth_journal *journal,
     }
     seal_state s = seal_state_get(log);
     if (s.sealed < 0) {
-        say(err, err_size, "no commit log file is sealed: nothing to checkpoint");
+        berth_jsay(err, err_size, "no commit log file is sealed: nothing to checkpoint");
         return BERTH_J_INVALID;
     }
     const char *path = log->files[s.sealed].path;
@@ -1511,7 +1489,7 @@ static berth_jerr known_check(const berth_clog *log, const seal_state *s, int fi
                               const walk w[file_count], char *err, size_t err_size) {
     uint64_t head = w[0].head_seq;
     if (s->sealed >= 0 && head < s->last_seq && first != s->sealed) {
-        say(err, err_size, "the commit log %s is corrupt: it was sealed with frames through"
+        berth_jsay(err, err_size, "the commit log %s is corrupt: it was sealed with frames through"
             " seq %llu past the journal's head %llu, but %s holds the first frame past the head",
             log->files[s->sealed].path, (unsigned long long)s->last_seq,
             (unsigned long long)head, log->files[first].path);
@@ -1519,7 +1497,7 @@ static berth_jerr known_check(const berth_clog *log, const seal_state *s, int fi
     }
     uint64_t known = log->last_seq > head ? log->last_seq : head;
     if (w[1].last_seq != known) {
-        say(err, err_size, "the commit log %s is corrupt: this process's frames end at seq"
+        berth_jsay(err, err_size, "the commit log %s is corrupt: this process's frames end at seq"
             " %llu (the journal's head is %llu), but the walks found frames through seq %llu"
             " (%s's ended at offset %llu, %s's at offset %llu)", log->files[first].path,
             (unsigned long long)log->last_seq, (unsigned long long)head,
@@ -1601,7 +1579,7 @@ static berth_jerr pending_open(const char *dir, const char *name, char *path, in
     *fd = -1;
     *v = (file_view){ NULL, 0, 0, path };
     if (!path_of(path, dir, name)) {
-        say(err, err_size, "data directory path %.64s... is too long", dir);
+        berth_jsay(err, err_size, "data directory path %.64s... is too long", dir);
         return BERTH_J_IO;
     }
     *fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -1609,7 +1587,7 @@ static berth_jerr pending_open(const char *dir, const char *name, char *path, in
         if (errno == ENOENT) {
             return BERTH_J_OK;   /* holds no frame */
         }
-        say(err, err_size, "cannot open the commit log %s: %s", path, strerror(errno));
+        berth_jsay(err, err_size, "cannot open the commit log %s: %s", path, strerror(errno));
         return BERTH_J_IO;
     }
     berth_jerr jerr = size_check(*fd, path, &v->size, err, err_size);
@@ -1643,7 +1621,7 @@ berth_jerr berth_clog_pending(const char *dir, uint64_t head_seq,
     }
     uint8_t *recode = jerr == BERTH_J_OK ? malloc(BERTH_RECORD_BYTES_MAX) : NULL;
     if (jerr == BERTH_J_OK && recode == NULL) {
-        say(err, err_size, "out of memory reading the commit log %s", paths[0]);
+        berth_jsay(err, err_size, "out of memory reading the commit log %s", paths[0]);
         jerr = BERTH_J_NOMEM;
     }
     walk w[file_count];

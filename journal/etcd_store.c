@@ -31,6 +31,7 @@
 #include "backend.h"
 #include "berth_limits.h"
 #include "etcd.h"
+#include "jutil.h"
 
 #define ETCD_URL_LEN_MAX 512
 #define ETCD_PREFIX_LEN_MAX (BERTH_ETCD_CLUSTER_LEN_MAX + 32)
@@ -206,16 +207,6 @@ static void wait_ms(etcd_journal *j, uint32_t ms) {
     (void)rc;
 }
 
-static void say(char *err, size_t err_size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void say(char *err, size_t err_size, const char *fmt, ...) {
-    if (err == NULL || err_size == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-    assert(n >= 0);
-    (void)n;
-}
 
 static void notify(etcd_journal *j) {
     if (j->options.notify != NULL) j->options.notify(j->options.notify_ctx);
@@ -1056,12 +1047,12 @@ static uint8_t *snapshot_load(etcd_journal *j, etcd_http *h, uint64_t seq, const
         len == 0 || chunks == 0 || chunks > BERTH_ETCD_SNAPSHOT_CHUNKS_MAX ||
         chunks != (len + BERTH_ETCD_SNAPSHOT_CHUNK_BYTES - 1) / BERTH_ETCD_SNAPSHOT_CHUNK_BYTES ||
         strlen(hex) != 2 * BERTH_HASH_LEN) {
-        say(why, why_size, "its manifest does not parse");
+        berth_jsay(why, why_size, "its manifest does not parse");
         return NULL;
     }
     uint8_t *bytes = malloc(len + 3);   /* base64 decodes whole groups of 3 */
     if (bytes == NULL) {
-        say(why, why_size, "out of memory for %zu bytes", len);
+        berth_jsay(why, why_size, "out of memory for %zu bytes", len);
         return NULL;
     }
     char key[ETCD_KEY_LEN_MAX];
@@ -1070,7 +1061,7 @@ static uint8_t *snapshot_load(etcd_journal *j, etcd_http *h, uint64_t seq, const
         key_snapchunk(&j->cfg, seq, (long)i, key, sizeof key);
         json_t *reply = NULL;
         if (http_post(h, "/v3/kv/range", json_pack("{s:o}", "key", jkey(h, key)), &reply) != HTTP_OK) {
-            say(why, why_size, "etcd did not answer for chunk %zu: %s", i, h->error);
+            berth_jsay(why, why_size, "etcd did not answer for chunk %zu: %s", i, h->error);
             json_decref(reply);
             free(bytes);
             return NULL;
@@ -1080,7 +1071,7 @@ static uint8_t *snapshot_load(etcd_journal *j, etcd_http *h, uint64_t seq, const
         long got = kv != NULL ? jget_b64(kv, "value", bytes + off, len + 3 - off) : -1;
         json_decref(reply);
         if (got < 0 || (size_t)got != want) {
-            say(why, why_size, "chunk %zu is missing or not %zu bytes long", i, want);
+            berth_jsay(why, why_size, "chunk %zu is missing or not %zu bytes long", i, want);
             free(bytes);
             return NULL;
         }
@@ -1089,7 +1080,7 @@ static uint8_t *snapshot_load(etcd_journal *j, etcd_http *h, uint64_t seq, const
     char have[2 * BERTH_HASH_LEN + 1];
     sha256_hex(bytes, len, have);
     if (strcmp(have, hex) != 0 || !snapshot_self_hash_ok(bytes, len)) {
-        say(why, why_size, "its bytes do not hash to the manifest's SHA-256");
+        berth_jsay(why, why_size, "its bytes do not hash to the manifest's SHA-256");
         free(bytes);
         return NULL;
     }
@@ -1112,7 +1103,7 @@ berth_jerr berth_etcd_snapshot_fetch(berth_journal *journal, uint64_t max_seq, u
     json_t *reply = NULL;
     json_t *kvs = snapshot_list(j, h, false, true, &reply);
     if (reply == NULL) {
-        say(err, err_size, "etcd is unreachable: %s", h->error);
+        berth_jsay(err, err_size, "etcd is unreachable: %s", h->error);
         return BERTH_J_IO;
     }
     char manifest[ETCD_MANIFEST_LEN_MAX];
@@ -1131,7 +1122,7 @@ berth_jerr berth_etcd_snapshot_fetch(berth_journal *journal, uint64_t max_seq, u
             e = BERTH_J_OK;
         } else {
             (*skipped)++;
-            say(err, err_size, "snapshot %" PRIu64 " in etcd skipped: %s", s, why);
+            berth_jsay(err, err_size, "snapshot %" PRIu64 " in etcd skipped: %s", s, why);
         }
     }
     json_decref(reply);
@@ -1149,7 +1140,7 @@ static bool record_follows(uint64_t seq, const uint8_t *bytes, size_t len, uint8
     berth_record rec;
     if (berth_record_decode(bytes, len, &rec, why, why_size) != BERTH_J_OK) return false;
     if (rec.seq != seq || memcmp(rec.prev_hash, prev, BERTH_HASH_LEN) != 0 || !berth_record_hash_ok(bytes, len)) {
-        say(why, why_size, "record %" PRIu64 " in etcd does not chain onto the local copy", seq);
+        berth_jsay(why, why_size, "record %" PRIu64 " in etcd does not chain onto the local copy", seq);
         return false;
     }
     memcpy(prev, rec.hash, BERTH_HASH_LEN);
@@ -1215,7 +1206,7 @@ static long feed_fill(etcd_journal *j, json_t *kvs, uint64_t head, const uint8_t
         long klen = jget_b64(kv, "key", keybuf, sizeof keybuf - 1);
         long vlen = jget_b64(kv, "value", h->raw, sizeof h->raw);
         if (klen < 0 || (size_t)klen != strlen(want) || memcmp(keybuf, want, (size_t)klen) != 0) {
-            say(why, sizeof why, "etcd's journal has a gap: seq %" PRIu64 " is missing", seq);
+            berth_jsay(why, sizeof why, "etcd's journal has a gap: seq %" PRIu64 " is missing", seq);
             feed_stop_fatal(j, why);
             return -1;
         }
@@ -1547,10 +1538,10 @@ berth_jerr berth_etcd_fetch(berth_journal *journal, uint32_t *count, char *err, 
     unlock(j);
     if (!idle) return BERTH_J_INVALID;
     fetch_result fr = feed_fetch(j, &j->caller);
-    if (fr.err == BERTH_J_IO) say(err, err_size, "etcd is unreachable: %s", j->caller.error);
+    if (fr.err == BERTH_J_IO) berth_jsay(err, err_size, "etcd is unreachable: %s", j->caller.error);
     if (fr.err == BERTH_J_CORRUPT) {
         lock(j);
-        say(err, err_size, "%s", j->last_error);
+        berth_jsay(err, err_size, "%s", j->last_error);
         unlock(j);
     }
     if (fr.err == BERTH_J_OK) *count = (uint32_t)fr.got;
@@ -1751,14 +1742,14 @@ static const berth_journal_ops etcd_ops = {
 static int config_endpoints(etcd_config *cfg, const char *list, char *err, size_t err_size) {
     size_t len = list != NULL ? strlen(list) : 0;
     if (len == 0 || len >= ETCD_ENDPOINTS_LEN_MAX) {
-        say(err, err_size, "--etcd-endpoints must list 1 to %d URLs", BERTH_ETCD_ENDPOINTS_MAX);
+        berth_jsay(err, err_size, "--etcd-endpoints must list 1 to %d URLs", BERTH_ETCD_ENDPOINTS_MAX);
         return -1;
     }
     const char *p = list;
     while (*p != '\0') {
         size_t n = strcspn(p, ",");
         if (n == 0 || n >= ETCD_URL_LEN_MAX || cfg->endpoint_count == BERTH_ETCD_ENDPOINTS_MAX) {
-            say(err, err_size, "--etcd-endpoints: each URL up to %d bytes, at most %d of them",
+            berth_jsay(err, err_size, "--etcd-endpoints: each URL up to %d bytes, at most %d of them",
                 ETCD_URL_LEN_MAX - 1, BERTH_ETCD_ENDPOINTS_MAX);
             return -1;
         }
@@ -1767,7 +1758,7 @@ static int config_endpoints(etcd_config *cfg, const char *list, char *err, size_
         dst[n] = '\0';
         while (n > 0 && dst[n - 1] == '/') dst[--n] = '\0';   /* paths are appended */
         if (strncmp(dst, "http://", 7) != 0 && strncmp(dst, "https://", 8) != 0) {
-            say(err, err_size, "--etcd-endpoints: \"%s\" is not an http:// or https:// URL", dst);
+            berth_jsay(err, err_size, "--etcd-endpoints: \"%s\" is not an http:// or https:// URL", dst);
             return -1;
         }
         p += strcspn(p, ",");
@@ -1791,7 +1782,7 @@ static bool cluster_ok(const char *name) {
 static int copy_opt(char *dst, size_t size, const char *src, const char *what, char *err, size_t err_size) {
     const char *s = src != NULL ? src : "";
     if (strlen(s) >= size) {
-        say(err, err_size, "%s is longer than %zu bytes", what, size - 1);
+        berth_jsay(err, err_size, "%s is longer than %zu bytes", what, size - 1);
         return -1;
     }
     snprintf(dst, size, "%s", s);
@@ -1802,18 +1793,18 @@ static int config_from(etcd_config *cfg, const berth_etcd_options *o, char *err,
     memset(cfg, 0, sizeof *cfg);
     if (config_endpoints(cfg, o->endpoints, err, err_size) != 0) return -1;
     if (o->cluster == NULL || !cluster_ok(o->cluster)) {
-        say(err, err_size, "--cluster must be 1 to %d letters, digits, '-', '_' or '.'", BERTH_ETCD_CLUSTER_LEN_MAX);
+        berth_jsay(err, err_size, "--cluster must be 1 to %d letters, digits, '-', '_' or '.'", BERTH_ETCD_CLUSTER_LEN_MAX);
         return -1;
     }
     snprintf(cfg->prefix, sizeof cfg->prefix, "/berth/%s/", o->cluster);
     cfg->lease_ttl_s = o->lease_ttl_s == 0 ? BERTH_ETCD_LEASE_TTL_S_DEFAULT : o->lease_ttl_s;
     if (cfg->lease_ttl_s < 2 || cfg->lease_ttl_s > BERTH_ETCD_LEASE_TTL_S_MAX) {
-        say(err, err_size, "--etcd-lease-ttl must be 2 to %d seconds", BERTH_ETCD_LEASE_TTL_S_MAX);
+        berth_jsay(err, err_size, "--etcd-lease-ttl must be 2 to %d seconds", BERTH_ETCD_LEASE_TTL_S_MAX);
         return -1;
     }
     cfg->request_timeout_ms = o->request_timeout_ms == 0 ? BERTH_ETCD_TIMEOUT_MS_DEFAULT : o->request_timeout_ms;
     if (cfg->request_timeout_ms < BERTH_ETCD_TIMEOUT_MS_MIN || cfg->request_timeout_ms > BERTH_ETCD_TIMEOUT_MS_MAX) {
-        say(err, err_size, "--etcd-timeout-ms must be %d to %d milliseconds, not %" PRIu32, BERTH_ETCD_TIMEOUT_MS_MIN,
+        berth_jsay(err, err_size, "--etcd-timeout-ms must be %d to %d milliseconds, not %" PRIu32, BERTH_ETCD_TIMEOUT_MS_MIN,
             BERTH_ETCD_TIMEOUT_MS_MAX, cfg->request_timeout_ms);
         return -1;
     }
@@ -1841,7 +1832,7 @@ static berth_jerr check_prefix(etcd_journal *j, char *err, size_t err_size) {
     key_journal(&j->cfg, head, key, sizeof key);
     json_t *reply = NULL;
     if (http_post(h, "/v3/kv/range", json_pack("{s:o}", "key", jkey(h, key)), &reply) != HTTP_OK) {
-        say(err, err_size, "etcd is unreachable: %s", h->error);
+        berth_jsay(err, err_size, "etcd is unreachable: %s", h->error);
         return BERTH_J_IO;
     }
     json_t *kv = json_array_get(json_object_get(reply, "kvs"), 0);
@@ -1850,7 +1841,7 @@ static berth_jerr check_prefix(etcd_journal *j, char *err, size_t err_size) {
     bool same = len > 0 && berth_record_hash_ok(h->raw, (size_t)len) &&
                 memcmp(h->raw + len - BERTH_HASH_LEN, hash, BERTH_HASH_LEN) == 0;
     if (!same) {
-        say(err, err_size,
+        berth_jsay(err, err_size,
             "the local journal (head %" PRIu64 ") is not a prefix of etcd's journal under %s: "
             "move the data directory aside and start again to copy it from etcd",
             head, j->cfg.prefix);
@@ -1930,7 +1921,7 @@ berth_jerr berth_journal_open_etcd(berth_journal **out, const char *dir,
     if (e == BERTH_J_OK) e = berth_journal_open_lmdb(&j->local, dir, &local, err, err_size);
     if (e == BERTH_J_OK) e = check_prefix(j, err, err_size);
     if (e != BERTH_J_OK) {
-        if (e == BERTH_J_NOMEM) say(err, err_size, "out of memory opening the etcd journal");
+        if (e == BERTH_J_NOMEM) berth_jsay(err, err_size, "out of memory opening the etcd journal");
         if (j != NULL) etcd_close(&j->base);
         return e;
     }

@@ -22,6 +22,7 @@
  * only what LMDB would fault on or misread. */
 #define _GNU_SOURCE
 #include "lmdb_meta.h"
+#include "jutil.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -88,19 +89,6 @@ typedef struct {
 #define META_READ_BYTES (PAGE_HEAD_BYTES + sizeof(disk_meta))   /* LMDB's MDB_metabuf */
 #define PAGE_NONE SIZE_MAX   /* P_INVALID: an empty tree's root */
 
-static void say(char *err, size_t err_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void say(char *err, size_t err_size, const char *fmt, ...) {
-    if (err == NULL || err_size == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-    assert(n >= 0);
-}
 
 static bool page_size_ok(uint32_t size) {
     return size >= page_size_min && size <= page_size_max && (size & (size - 1)) == 0;
@@ -214,7 +202,7 @@ berth_jerr lmdb_meta_check(const char *file, const char *what, char *err, size_t
         if (errno == ENOENT) {
             return BERTH_J_OK;   /* LMDB creates it (or the caller says it is missing) */
         }
-        say(err, err_size, "cannot open %s %s: %s", what, file, strerror(errno));
+        berth_jsay(err, err_size, "cannot open %s %s: %s", what, file, strerror(errno));
         return BERTH_J_IO;
     }
     char why[why_len_max] = "";
@@ -232,7 +220,7 @@ berth_jerr lmdb_meta_check(const char *file, const char *what, char *err, size_t
     int rc = close(fd);
     assert(rc == 0);
     if (e != BERTH_J_OK) {
-        say(err, err_size, "%s %s %s", what, file, why);
+        berth_jsay(err, err_size, "%s %s %s", what, file, why);
     }
     return e;
 }

@@ -221,6 +221,7 @@
 #include "berth_limits.h"
 #include "fold_sort.h"
 #include "history_runs.h"
+#include "jutil.h"
 #include "lmdb_meta.h"
 
 #define MAP_SIZE_INITIAL_DEFAULT (64ull << 20)
@@ -703,7 +704,6 @@ static berth_jerr lock_take(lmdb_journal *j, char *err, size_t err_size) {
 
 /* ---- open ------------------------------------------------------------ */
 
-static int dir_sync(const char *path);
 
 /* The directory holding dir ("." for a relative name without a slash). */
 static bool parent_path(char *out, const char *dir) {
@@ -736,7 +736,7 @@ static berth_jerr dir_created_sync(lmdb_journal *j, char *err, size_t err_size) 
         sentence(err, err_size, "data directory path %s is too long%s", j->dir, "");
         return BERTH_J_INVALID;
     }
-    int rc = dir_sync(parent);
+    int rc = berth_dir_sync(parent);
     if (rc != 0) {
         sentence(err, err_size, "cannot sync the directory %s (after creating the data"
                  " directory in it): %s", parent, strerror(rc));
@@ -1645,19 +1645,6 @@ static bool hist_dir_path(char *out, const lmdb_journal *j) {
     return path_join(out, j->dir, j->rebuild ? "history.rebuild" : "history");
 }
 
-/* fsync a directory, so that the entries made or renamed in it survive an
- * OS crash. 0, or the errno. */
-static int dir_sync(const char *path) {
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        return errno;
-    }
-    int rc = fsync(fd) == 0 ? 0 : errno;
-    int close_rc = close(fd);
-    assert(close_rc == 0);
-    return rc;
-}
-
 /* After a sentence saying why the history index cannot be used: the
  * command that builds it again from the journal. */
 static void hist_rebuild_hint(const lmdb_journal *j, char *err, size_t err_size) {
@@ -1923,7 +1910,7 @@ static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err
          * crash before anything (a trim) relies on what the files hold. */
         const char *dirs[] = { path, j->dir };
         for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
-            int sync_rc = dir_sync(dirs[i]);
+            int sync_rc = berth_dir_sync(dirs[i]);
             if (sync_rc != 0) {
                 sentence(err, err_size, "cannot sync the directory %s: %s", dirs[i],
                          strerror(sync_rc));
@@ -2958,7 +2945,7 @@ static berth_jerr lmdb_history_rebuild_finish(berth_journal *base, uint64_t *nam
     /* Closed, so that this process holds nothing open in what it renames. */
     mdb_env_close(j->henv);
     j->henv = NULL;
-    int rc = dir_sync(fresh);
+    int rc = berth_dir_sync(fresh);
     if (rc != 0) {
         return rebuild_failed(err, err_size, BERTH_J_IO, "cannot sync the directory %s: %s",
                               fresh, rc);
@@ -2975,14 +2962,14 @@ static berth_jerr lmdb_history_rebuild_finish(berth_journal *base, uint64_t *nam
             return rebuild_failed(err, err_size, jerr, "found no free name beside %s to keep"
                                   " the index it replaces (%s)", live, 0);
         }
-        rc = rename(live, aside) == 0 ? dir_sync(j->dir) : errno;
+        rc = rename(live, aside) == 0 ? berth_dir_sync(j->dir) : errno;
         if (rc != 0) {
             return rebuild_failed(err, err_size, BERTH_J_IO, "cannot move %s aside: %s", live,
                                   rc);
         }
         rebuild_step("moved");
     }
-    rc = rename(fresh, live) == 0 ? dir_sync(j->dir) : errno;
+    rc = rename(fresh, live) == 0 ? berth_dir_sync(j->dir) : errno;
     if (rc != 0) {
         return rebuild_failed(err, err_size, BERTH_J_IO, "cannot put the new index in place"
                               " as %s: %s", live, rc);
