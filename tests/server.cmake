@@ -5,7 +5,7 @@
 # and nc, and kills it on exit. They need Debian's redis-tools and
 # netcat-openbsd; .ci/run installs both. server_oscrash also builds
 # disk_shim.c, the LD_PRELOAD library it (and oscrash_fault, oscrash_log,
-# order, park) stage an OS crash or a failing disk with.
+# order, park, commit_log) stage an OS crash or a failing disk with.
 if(TARGET berthd)
   find_program(BERTH_REDIS_CLI redis-cli)
   find_program(BERTH_NC nc)
@@ -75,9 +75,11 @@ if(TARGET berthd)
              COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> BERTH=$<TARGET_FILE:berth>
                      bash ${CMAKE_CURRENT_SOURCE_DIR}/server/scenario_words.sh)
     set_tests_properties(server_scenario_words PROPERTIES TIMEOUT 90 LABELS server)
-    # commit_log.sh: the commit log's reads, kills, recovery and damage.
+    # commit_log.sh: the commit log's reads, kills, recovery and damage
+    # (the damage round holds data.mdb's syncs with disk_shim).
     add_test(NAME server_commit_log
              COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> BERTH=$<TARGET_FILE:berth>
+                     BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>
                      bash ${CMAKE_CURRENT_SOURCE_DIR}/server/commit_log.sh)
     set_tests_properties(server_commit_log PROPERTIES TIMEOUT 300 LABELS server)
   endif()

@@ -164,21 +164,30 @@ lines=$(grep -c 'moved .* acknowledged records from' "$LOG" || true)
 start_berthd
 expect_eq "$(grep -c 'moved .* acknowledged records from' "$LOG" || true)" "$lines" "moved lines after a clean stop"
 
-# 5. Damage before a whole frame. Unpipelined writes, one frame each; the
-# kill comes before a checkpoint could move them (they are under 4096 and
-# the stream does not pause), so at least two frames wait.
+# 5. Damage before a whole frame. Since the committer hands the log to the
+# checkpointer every 20 ms, a kill may find a single frame waiting, and a
+# lone damaged last frame is rightly taken for a torn one. So this round runs
+# under disk_shim with every sync of data.mdb held 60 s: the first sealed
+# file's checkpoint never ends, the committer cannot seal again while it
+# runs, and every frame after it waits in the log. Unpipelined writes, one
+# frame each.
+stop_berthd
+shim_ctl_setup
+start_shimmed
+echo 60000 >"$CTL/delay_ms.data"
 kill_mid_stream 5
+grep -q '^sync data$' "$CTL/syncs" || fail "round 5: no checkpoint reached data.mdb's sync before the kill"
 note=$("$BERTH" status --data "$DATA" 2>&1 >/dev/null | grep 'commit log in .* holds' || true)
-if [ -z "$note" ]; then
-    note "round 5: a checkpoint moved every frame before the kill; the damage check is skipped"
-else
-    # The frames wait in one file or both (one sealed, moved by the
-    # checkpointer, the other taking frames). Damage the first frame of the
-    # older file whose first frame LMDB lacks: frames follow it, so the
-    # walk must refuse rather than take it for a torn last frame. Its
-    # payload starts 64 bytes in: flip a byte of it.
-    head=$(sed -E 's/.* after seq ([0-9]+) .*/\1/' <<<"$note")
-    victim=$(python3 - "$DATA" "$head" <<'PY'
+[ -n "$note" ] || fail "round 5: with data.mdb's syncs held, berth status found nothing waiting in the log"
+pending=$(sed -E 's/.* holds ([0-9]+) acknowledged.*/\1/' <<<"$note")
+[ "$pending" -ge 2 ] || fail "round 5: only $pending record waits in the log: $note"
+# The frames wait in one file or both (one sealed, its checkpoint held, the
+# other taking frames). Damage the first frame of the older file whose first
+# frame LMDB lacks: frames follow it, so the walk must refuse rather than
+# take it for a torn last frame. Its payload starts 64 bytes in: flip a byte
+# of it.
+head=$(sed -E 's/.* after seq ([0-9]+) .*/\1/' <<<"$note")
+victim=$(python3 - "$DATA" "$head" <<'PY'
 import struct, sys
 d, head = sys.argv[1], int(sys.argv[2])
 best = None
@@ -193,16 +202,16 @@ for name in ("commit.log", "commit.log.2"):
 print(best[1] if best else "")
 PY
 )
-    [ -n "$victim" ] || fail "round 5: berth status counts records after seq $head, yet no file starts with one"
-    orig=$(od -An -tu1 -j 100 -N 1 "$DATA/$victim" | tr -d ' ')
-    printf "$(printf '\\%03o' $(( orig ^ 255 )))" | dd of="$DATA/$victim" bs=1 seek=100 conv=notrunc status=none
-    rc=0
-    timeout 20 "$BERTHD" --data "$DATA" --bind 127.0.0.1 --port "$PORT" >"$TMP/corrupt.log" 2>&1 || rc=$?
-    expect_eq "$rc" 1 "berthd's exit status on a damaged $victim"
-    grep -q 'CORRUPT.*commit.log' "$TMP/corrupt.log" || fail "berthd should name CORRUPT and the commit log: $(cat "$TMP/corrupt.log")"
-    printf "$(printf '\\%03o' "$orig")" | dd of="$DATA/$victim" bs=1 seek=100 conv=notrunc status=none
-    restart_check 5
-fi
+[ -n "$victim" ] || fail "round 5: berth status counts records after seq $head, yet no file starts with one"
+orig=$(od -An -tu1 -j 100 -N 1 "$DATA/$victim" | tr -d ' ')
+printf "$(printf '\\%03o' $(( orig ^ 255 )))" | dd of="$DATA/$victim" bs=1 seek=100 conv=notrunc status=none
+rc=0
+timeout 20 "$BERTHD" --data "$DATA" --bind 127.0.0.1 --port "$PORT" >"$TMP/corrupt.log" 2>&1 || rc=$?
+expect_eq "$rc" 1 "berthd's exit status on a damaged $victim ($note)"
+grep -q 'CORRUPT.*commit.log' "$TMP/corrupt.log" || fail "berthd should name CORRUPT and the commit log: $(cat "$TMP/corrupt.log")"
+printf "$(printf '\\%03o' "$orig")" | dd of="$DATA/$victim" bs=1 seek=100 conv=notrunc status=none
+restart_check 5
+note "round 5: $pending records waited in the log; a flipped byte in $victim's first frame refused the start"
 stop_berthd
 
 # 6. Checkpoints failing (the map at its cap): a new write is refused

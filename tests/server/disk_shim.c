@@ -60,7 +60,9 @@
  * files. Each sync of a tracked file appends a line to DIR/syncs as it
  * starts, naming the file ("sync data" or "sync log"; so a test can tell
  * which sync is under way, and count them by lines), then sleeps the
- * milliseconds in DIR/delay_ms if that file exists (a slow disk), then, if
+ * milliseconds in DIR/delay_ms.data or DIR/delay_ms.log for this sync's
+ * file if that exists, else in DIR/delay_ms if that exists (a slow disk;
+ * a slow data file alone holds checkpoints back, so frames wait), then, if
  * DIR/fail.data or DIR/fail.log exists for this sync's file, or else
  * DIR/fail for a sync of either, removes it and fails with the errno it
  * holds (EIO when empty), dropping that file's pending writes as above. So
@@ -561,10 +563,10 @@ static long ctl_read(const char *dir, const char *name, long absent, long empty)
     return strtol(text, NULL, 10);
 }
 
-/* BERTH_SHIM_CTL: note the sync of file ("sync data", "sync log"), sleep,
- * and say whether it must fail (its errno: DIR/fail.NAME, else DIR/fail)
- * or not (0). Called without the shim's lock, so a slow sync holds up
- * nothing but itself. */
+/* BERTH_SHIM_CTL: note the sync of file ("sync data", "sync log"), sleep
+ * (DIR/delay_ms.NAME, else DIR/delay_ms), and say whether it must fail (its
+ * errno: DIR/fail.NAME, else DIR/fail) or not (0). Called without the
+ * shim's lock, so a slow sync holds up nothing but itself. */
 static int ctl_sync(const shim_file *file) {
     const char *dir = getenv("BERTH_SHIM_CTL");
     if (dir == NULL) {
@@ -584,7 +586,15 @@ static int ctl_sync(const shim_file *file) {
     if (fd < 0 || write(fd, line, (size_t)len) != len || real_close(fd) != 0) {
         shim_die("cannot note a sync in BERTH_SHIM_CTL");
     }
-    long delay_ms = ctl_read(dir, "delay_ms", 0, 0);
+    char delay_name[SHIM_LINE_LEN_MAX];
+    n = snprintf(delay_name, sizeof delay_name, "delay_ms.%s", file->name);
+    if (n < 0 || (size_t)n >= sizeof delay_name) {
+        shim_die("cannot format a delay file's name");
+    }
+    long delay_ms = ctl_read(dir, delay_name, -1, 0);
+    if (delay_ms < 0) {
+        delay_ms = ctl_read(dir, "delay_ms", 0, 0);
+    }
     if (delay_ms > 0) {
         usleep((useconds_t)delay_ms * 1000u);
     }
