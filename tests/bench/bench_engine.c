@@ -167,6 +167,7 @@ typedef struct figure {
     double cpu_ns[RUNS_MAX];        /* per record: CPU of all the process's threads */
     double caller_ns[RUNS_MAX];     /* per record: CPU of the calling (applying) thread */
     const char *caller;             /* what the calling thread does; NULL: "applying" */
+    uint64_t full_checkpoints;      /* berthd's road: the appending thread's own, over all runs */
 } figure;
 
 static int cmp_double(const void *a, const void *b) {
@@ -237,6 +238,10 @@ static void figure_print(const figure *f, const char *unit, double target, const
     if (f->written_bytes > 0) {
         printf("  %-34s wrote %.0f bytes per record to the store (write syscalls)\n", "",
                (double)f->written_bytes / (double)f->records);
+    }
+    if (f->full_checkpoints > 0) {
+        printf("  %-34s the checkpointer fell behind: %" PRIu64 " full checkpoints by the appending thread\n",
+               "", f->full_checkpoints);
     }
     if (f->cpu_runs > 0) {
         double total = median_of(f->cpu_ns, f->cpu_runs), caller = median_of(f->caller_ns, f->cpu_runs);
@@ -793,7 +798,10 @@ static int append_once(const append_source *src, const char *dir, uint32_t batch
  * appending thread makes each batch durable as one frame of the commit log
  * and seals a file for the checkpointer thread when CLOG_SEAL_RECORDS
  * records wait in it (or it is half full) and the checkpointer is free;
- * the checkpointer moves sealed files into LMDB meanwhile. */
+ * the checkpointer moves sealed files into LMDB meanwhile. When the
+ * active file is full (the checkpointer fell behind), the appending thread
+ * waits for it and checkpoints both files itself, as berthd's committer
+ * does, and counts it. */
 #define CLOG_SEAL_RECORDS 4096u
 #define CLOG_FILE_BYTES ((uint64_t)64 << 20)   /* berthd's default, each file */
 
@@ -807,6 +815,7 @@ typedef struct clog_mover {
     bool stop;
     berth_jerr err;                 /* the first failure */
     char why[ERR_LEN_MAX];
+    uint64_t full_checkpoints;      /* the appending thread's, for a full active file */
 } clog_mover;
 
 static void *clog_mover_main(void *arg) {
@@ -849,6 +858,22 @@ static uint64_t clog_maybe_seal(clog_mover *m, uint64_t waiting) {
     return 0;
 }
 
+/* Appending thread, when the active file had no room for a frame: wait
+ * for the checkpointer, then move both files into LMDB (berthd's committer
+ * on a full active file), so the append can be retried from offset 0. */
+static berth_jerr clog_make_room(clog_mover *m, char *err, size_t err_size) {
+    pthread_mutex_lock(&m->mu);
+    while (m->busy) pthread_cond_wait(&m->cv, &m->mu);
+    berth_jerr moved = m->err;
+    pthread_mutex_unlock(&m->mu);
+    if (moved != BERTH_J_OK) {
+        snprintf(err, err_size, "checkpointer: %.900s", m->why);
+        return moved;
+    }
+    m->full_checkpoints++;
+    return berth_clog_checkpoint(m->log, m->journal, NULL, err, err_size);
+}
+
 static int clog_open_fresh(const char *dir, berth_journal **j, berth_clog **log) {
     char err[ERR_LEN_MAX];
     berth_journal_options jo;
@@ -872,7 +897,8 @@ static int clog_open_fresh(const char *dir, berth_journal **j, berth_clog **log)
  * is durable in the log when its append returns and in LMDB at the end.
  * Creating the files (zero-filled) is outside it, as at berthd's start. */
 static int append_once_clog(const append_source *src, const char *dir, uint32_t batch, uint64_t total,
-                            uint64_t *ns, uint64_t *written, cpu_mark *c0, cpu_mark *c1) {
+                            uint64_t *ns, uint64_t *written, cpu_mark *c0, cpu_mark *c1,
+                            uint64_t *full_checkpoints) {
     if (remove_tree(dir) != 0) return -1;
     berth_journal *j = NULL;
     berth_clog *log = NULL;
@@ -900,6 +926,15 @@ static int append_once_clog(const append_source *src, const char *dir, uint32_t 
     while (seq < total && rc == 0) {
         uint32_t n = append_fill(src, buf, seq, total, batch);
         berth_jerr e = berth_clog_append(log, buf, NULL, n);
+        if (e == BERTH_J_FULL) {
+            e = clog_make_room(&m, err, sizeof err);
+            if (e != BERTH_J_OK) {
+                rc = fail("full checkpoint at seq %" PRIu64 ": %s: %s", seq + 1, berth_jerr_name(e), err);
+                break;
+            }
+            waiting = 0;
+            e = berth_clog_append(log, buf, NULL, n);
+        }
         if (e != BERTH_J_OK) rc = fail("log append at seq %" PRIu64 ": %s", seq + 1, berth_jerr_name(e));
         seq += n;
         waiting = clog_maybe_seal(&m, waiting + n);
@@ -924,6 +959,7 @@ static int append_once_clog(const append_source *src, const char *dir, uint32_t 
     if (rc == 0 && (berth_journal_head(j, &head, hash) != BERTH_J_OK || head != total)) {
         rc = fail("LMDB's head is %" PRIu64 " after the last checkpoint, not %" PRIu64, head, total);
     }
+    *full_checkpoints += m.full_checkpoints;
     pthread_cond_destroy(&m.cv);
     pthread_mutex_destroy(&m.mu);
     berth_clog_close(log);
@@ -1223,7 +1259,8 @@ static int measure_append(const options *o, const sample *s, results *res) {
             if (rc == 0) figure_add_cpu(&res->append_one_sync, total, c0, c1);
             res->append_one_sync.written_bytes += written;
             if (rc != 0) continue;
-            rc = append_once_clog(&src, dir, append_batch_sizes[k], total, &ns, &written, &c0, &c1);
+            rc = append_once_clog(&src, dir, append_batch_sizes[k], total, &ns, &written, &c0, &c1,
+                                  &res->append_clog.full_checkpoints);
             if (rc == 0) figure_add(&res->append_clog, total, ns);
             if (rc == 0) figure_add_cpu(&res->append_clog, total, c0, c1);
             res->append_clog.written_bytes += written;
