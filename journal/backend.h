@@ -31,6 +31,9 @@ struct berth_journal_ops {
     berth_jerr (*head)(berth_journal *journal, uint64_t *seq, uint8_t hash[BERTH_HASH_LEN]);
     berth_jerr (*append)(berth_journal *journal, berth_record *records,
                          const berth_touched *touched, size_t n);
+    /* NULL in a backend without that road (etcd): journal.c answers INVALID. */
+    berth_jerr (*append_encoded)(berth_journal *journal, const berth_encoded *records,
+                                 const berth_touched *touched, size_t n);
     berth_jerr (*snapshot_put)(berth_journal *journal, uint64_t seq, const void *bytes,
                                size_t len);
     /* NULL in a backend whose appends are durable on return: the durable

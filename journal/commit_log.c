@@ -34,8 +34,8 @@
  * CORRUPT.
  *
  * Reading. Each file is mapped whole, read-only and shared (coherent with
- * pwrite on Linux), so the records a checkpoint decodes point into the map
- * and stay valid while the journal appends them; a file never changes
+ * pwrite on Linux), so the records a checkpoint hands the journal point
+ * into the map and stay valid while the journal appends them; a file never changes
  * size, so its map never goes stale. (A read error in a mapped page is
  * SIGBUS, as it is for LMDB's own map.)
  *
@@ -57,9 +57,13 @@
  * file of two that is its own last seq: no frame of the older file can
  * hold a seq the newer one holds.) Every check of both walks runs before
  * the first journal append, so a damaged log moves nothing: each record
- * must be the very bytes berth_record_encode makes of its fields, so the
- * journal stores the same bytes and hashes (checked again after each
- * append). What no walk can tell apart: the last acknowledged frame
+ * must be the very bytes berth_record_encode makes of its fields (proved
+ * by the frame's SHA-256 for frames this open wrote, by encoding each
+ * record again for the others: frame_check), so the journal stores those
+ * bytes as they are (berth_journal_append_encoded: no decode and no
+ * encoding; it checks each record's seq, link and SHA-256 on the bytes it
+ * stores, so LMDB never keeps a record that does not hash, whatever the
+ * map's pages did after the walk read them). What no walk can tell apart: the last acknowledged frame
  * damaged on the medium, with nothing whole after it, looks like the torn
  * frame a crash leaves, and is dropped like one. A checkpoint then re-reads
  * the frames it verified (no hash), the first file's then the second's,
@@ -196,12 +200,11 @@ struct berth_clog {
     /* The checkpoints' scratch (checkpoint_sealed's thread, or a full
      * checkpoint): never touched by append. */
     uint8_t *recode;                /* BERTH_RECORD_BYTES_MAX: a walk re-encodes each record */
-    /* A checkpoint's journal batch: records decoded from the maps, their
-     * names, and where each record's hash sits in its frame. */
-    berth_record *batch_records;
+    /* A checkpoint's journal batch: each record's bytes in its frame (in
+     * the map), and its names. */
+    berth_encoded *batch_records;
     berth_touched *batch_touched;
     berth_str *batch_workers;
-    const uint8_t **batch_hashes;
     pthread_mutex_t mu;             /* guards shared */
     bool mu_made;
     struct shared shared;
@@ -597,9 +600,8 @@ static bool scratch_alloc(berth_clog *log) {
     log->batch_records = calloc(BERTH_BATCH_RECORDS_MAX, sizeof(*log->batch_records));
     log->batch_touched = calloc(BERTH_BATCH_RECORDS_MAX, sizeof(*log->batch_touched));
     log->batch_workers = calloc(batch_workers_max, sizeof(*log->batch_workers));
-    log->batch_hashes = calloc(BERTH_BATCH_RECORDS_MAX, sizeof(*log->batch_hashes));
     return log->lens != NULL && log->recode != NULL && log->batch_records != NULL &&
-           log->batch_touched != NULL && log->batch_workers != NULL && log->batch_hashes != NULL;
+           log->batch_touched != NULL && log->batch_workers != NULL;
 }
 
 /* Open one file (its path set), creating it when absent, and map it. */
@@ -710,7 +712,6 @@ void berth_clog_close(berth_clog *log) {
     free(log->batch_records);
     free(log->batch_touched);
     free(log->batch_workers);
-    free(log->batch_hashes);
     free(log);
 }
 
@@ -989,20 +990,57 @@ static bool record_canonical(const berth_record *decoded, const uint8_t *bytes, 
     return got == len && memcmp(scratch, bytes, len) == 0;
 }
 
-/* Every record of a whole frame that follows: parses, decodes, carries its
- * seq, chains on the record before it (the first on chain), and is the very
- * bytes berth_record_encode makes of its fields, so its hash is right and
- * the journal, which encodes the same fields, stores the same bytes and
- * hash: a frame the journal would chain differently is refused here,
- * before anything is appended (one SHA-256 per record, as
- * berth_record_hash_ok would cost). Frames this open wrote (own_frames: a
- * sealed file, or a running berthd's full checkpoint) skip that
- * re-encoding: append built them with berth_record_encode, and the frame's
- * SHA-256, checked whole before this, proves the bytes are still those;
- * the journal's append then hashes each record again and batch_flush
- * compares it with the frame's. At start (recovery) and in pending, where
- * another process wrote the frames, every record is re-encoded. Sets chain
- * to the last record's hash. CORRUPT with a sentence. */
+/* One record of a frame, not one of this open's: decodes, and is the very
+ * bytes berth_record_encode makes of its fields. Sets *seq, and prev and
+ * hash (copied out). CORRUPT or NOMEM with why. */
+static berth_jerr record_check_foreign(const walk *w, const payload_item *it, uint64_t *seq,
+                                       uint8_t prev[BERTH_HASH_LEN], uint8_t hash[BERTH_HASH_LEN],
+                                       char *why, size_t why_size) {
+    berth_record rec;
+    berth_jerr jerr = berth_record_decode(it->rec, it->rec_len, &rec, why, why_size);
+    if (jerr != BERTH_J_OK) {
+        return jerr;
+    }
+    if (!record_canonical(&rec, it->rec, it->rec_len, w->recode)) {
+        snprintf(why, why_size, "it is not what append encodes of its fields (%s)",
+                 berth_record_hash_ok(it->rec, it->rec_len) ? "another encoding"
+                                                             : "its hash does not match its body");
+        return BERTH_J_CORRUPT;
+    }
+    *seq = rec.seq;
+    memcpy(prev, rec.prev_hash, BERTH_HASH_LEN);
+    memcpy(hash, rec.hash, BERTH_HASH_LEN);
+    return BERTH_J_OK;
+}
+
+/* One record of a frame this open wrote: its seq and hashes read in place
+ * (berth_record_peek_chain), no decode. */
+static berth_jerr record_check_own(const payload_item *it, uint64_t *seq,
+                                   uint8_t prev[BERTH_HASH_LEN], uint8_t hash[BERTH_HASH_LEN],
+                                   char *why, size_t why_size) {
+    const uint8_t *p = NULL, *h = NULL;
+    if (!berth_record_peek_chain(it->rec, it->rec_len, seq, &p, &h)) {
+        snprintf(why, why_size, "it does not start as a version-1 record or lacks its hashes");
+        return BERTH_J_CORRUPT;
+    }
+    memcpy(prev, p, BERTH_HASH_LEN);
+    memcpy(hash, h, BERTH_HASH_LEN);
+    return BERTH_J_OK;
+}
+
+/* Every record of a whole frame that follows: parses, carries its seq,
+ * chains on the record before it (the first on chain), and is the very
+ * bytes berth_record_encode makes of its fields, hash included. The
+ * checkpoint hands those bytes to the journal as they are
+ * (berth_journal_append_encoded, which checks seqs and links but does not
+ * hash), so a frame is proved here, before anything is appended. Frames
+ * another process wrote (at start, recovery, and in pending) are decoded
+ * and each record encoded again and compared (one SHA-256 per record).
+ * Frames this open wrote (own_frames: a sealed file, or a running berthd's
+ * full checkpoint) were built with berth_record_encode, and the frame's
+ * SHA-256, checked whole before this, proves the bytes are still those:
+ * their seqs and links are read in place. Sets chain to the last record's
+ * hash. CORRUPT with a sentence. */
 static berth_jerr frame_check(const walk *w, const frame_head *h, uint8_t chain[BERTH_HASH_LEN],
                               char *err, size_t err_size) {
     payload_cursor c = payload_open(w->map, h);
@@ -1010,23 +1048,21 @@ static berth_jerr frame_check(const walk *w, const frame_head *h, uint8_t chain[
     char why[err_why_len_max] = "";
     for (uint32_t i = 0; i < h->count; i++) {
         uint64_t seq = h->first_seq + i;
+        uint64_t seq_got = 0;
+        uint8_t prev[BERTH_HASH_LEN], hash[BERTH_HASH_LEN];
         payload_item it;
-        berth_record rec;
         berth_jerr jerr = BERTH_J_CORRUPT;
         if (!payload_next(&c, &it)) {
             snprintf(why, sizeof(why), "its bytes do not parse");
-        } else if ((jerr = berth_record_decode(it.rec, it.rec_len, &rec, why, sizeof(why))) !=
-                   BERTH_J_OK) {
+        } else if ((jerr = w->own_frames
+                               ? record_check_own(&it, &seq_got, prev, hash, why, sizeof(why))
+                               : record_check_foreign(w, &it, &seq_got, prev, hash, why,
+                                                      sizeof(why))) != BERTH_J_OK) {
             /* why says it */
-        } else if (rec.seq != seq) {
+        } else if (seq_got != seq) {
             jerr = BERTH_J_CORRUPT;
-            snprintf(why, sizeof(why), "it carries seq %llu", (unsigned long long)rec.seq);
-        } else if (!w->own_frames && !record_canonical(&rec, it.rec, it.rec_len, w->recode)) {
-            jerr = BERTH_J_CORRUPT;
-            snprintf(why, sizeof(why), "it is not what append encodes of its fields (%s)",
-                     berth_record_hash_ok(it.rec, it.rec_len) ? "another encoding"
-                                                               : "its hash does not match its body");
-        } else if (memcmp(rec.prev_hash, chain, BERTH_HASH_LEN) != 0) {
+            snprintf(why, sizeof(why), "it carries seq %llu", (unsigned long long)seq_got);
+        } else if (memcmp(prev, chain, BERTH_HASH_LEN) != 0) {
             berth_jsay(err, err_size, "the commit log %s is corrupt: the frame at offset %llu (seqs"
                 " %llu..%llu) does not chain: seq %llu's prev_hash is not seq %llu's hash%s",
                 w->path, (unsigned long long)h->off, (unsigned long long)h->first_seq,
@@ -1034,8 +1070,7 @@ static berth_jerr frame_check(const walk *w, const frame_head *h, uint8_t chain[
                 (unsigned long long)(seq - 1), seq == w->head_seq + 1 ? w->start->note : "");
             return BERTH_J_CORRUPT;
         } else {
-            jerr = BERTH_J_OK;
-            memcpy(chain, rec.hash, BERTH_HASH_LEN);
+            memcpy(chain, hash, BERTH_HASH_LEN);
             record_bytes += it.rec_len;
         }
         if (jerr == BERTH_J_NOMEM) {
@@ -1218,7 +1253,8 @@ typedef struct batch {
     const char *path;           /* the file of its first frame, for sentences */
 } batch;
 
-/* Decode a frame w verified into the batch's arrays: records and names. */
+/* Put a frame w verified into the batch's arrays: each record's bytes (in
+ * the map) and its names. */
 static berth_jerr batch_add(berth_clog *log, batch *b, const walk *w, const frame_head *h,
                             char *err, size_t err_size) {
     assert(b->n + h->count <= BERTH_BATCH_RECORDS_MAX);
@@ -1229,19 +1265,13 @@ static berth_jerr batch_add(berth_clog *log, batch *b, const walk *w, const fram
     for (uint32_t i = 0; i < h->count; i++) {
         payload_item it;
         size_t k = b->n + i;
-        berth_record *rec = &log->batch_records[k];
-        char why[err_why_len_max] = "";
-        berth_jerr jerr = payload_next(&c, &it)
-                              ? berth_record_decode(it.rec, it.rec_len, rec, why, sizeof(why))
-                              : BERTH_J_CORRUPT;
-        if (jerr != BERTH_J_OK) {
-            /* The walk decoded it a moment ago: the file changed under us. */
+        if (!payload_next(&c, &it)) {
+            /* The walk parsed it a moment ago: the file changed under us. */
             berth_jsay(err, err_size, "the commit log %s changed during a checkpoint: the frame at"
-                " offset %llu no longer decodes: %s", w->path, (unsigned long long)h->off,
-                why);
-            return jerr;
+                " offset %llu no longer parses", w->path, (unsigned long long)h->off);
+            return BERTH_J_CORRUPT;
         }
-        log->batch_hashes[k] = it.rec + it.rec_len - BERTH_HASH_LEN;
+        log->batch_records[k] = (berth_encoded){ it.rec, it.rec_len };
         berth_touched *t = &log->batch_touched[k];
         t->instance = it.instance;
         t->worker_count = it.worker_count;
@@ -1260,35 +1290,45 @@ static berth_jerr batch_add(berth_clog *log, batch *b, const walk *w, const fram
     return BERTH_J_OK;
 }
 
-/* One journal append of the batch; then each record's hash as the journal
- * computed it must be its frame's, and the head the last of them. */
+/* One journal append of the batch's bytes as they are (the walk proved
+ * them: see frame_check); then the journal's head must be the batch's last
+ * record, its hash the one in that record's bytes. */
 static berth_jerr batch_flush(berth_clog *log, berth_journal *journal, batch *b, char *err,
                               size_t err_size) {
     assert(b->n >= 1 && b->n <= BERTH_BATCH_RECORDS_MAX && b->bytes <= BERTH_BATCH_BYTES_MAX);
-    berth_record *recs = log->batch_records;
-    unsigned long long first = recs[0].seq, last = recs[b->n - 1].seq;
-    berth_jerr jerr = berth_journal_append(journal, recs, b->touched ? log->batch_touched : NULL,
-                                           b->n);
-    if (jerr != BERTH_J_OK) {
-        berth_jsay(err, err_size, "checkpoint of the commit log %s: the journal append of seqs"
-            " %llu..%llu failed: %s", b->path, first, last, berth_jerr_name(jerr));
+    const berth_encoded *recs = log->batch_records;
+    const berth_encoded *end = &recs[b->n - 1];
+    uint64_t first = 0, last = 0;
+    const uint8_t *prev = NULL, *last_hash = NULL;
+    if (!berth_record_peek_chain(recs[0].bytes, recs[0].len, &first, &prev, &last_hash) ||
+        !berth_record_peek_chain(end->bytes, end->len, &last, &prev, &last_hash)) {
+        /* The walk read both a moment ago: the file changed under us. */
+        berth_jsay(err, err_size, "the commit log %s changed during a checkpoint: a record it"
+            " verified no longer reads as one", b->path);
+        return BERTH_J_CORRUPT;
+    }
+    berth_jerr jerr = berth_journal_append_encoded(journal, recs, b->touched ? log->batch_touched : NULL,
+                                                   b->n);
+    if (jerr == BERTH_J_CORRUPT) {
+        berth_jsay(err, err_size, "the commit log %s is corrupt: among seqs %llu..%llu the journal"
+            " found a record whose hash is not the SHA-256 of its body (or whose seq or link"
+            " changed after the walk), so it took none of them", b->path,
+            (unsigned long long)first, (unsigned long long)last);
         return jerr;
     }
-    for (size_t i = 0; i < b->n; i++) {
-        if (memcmp(recs[i].hash, log->batch_hashes[i], BERTH_HASH_LEN) != 0) {
-            berth_jsay(err, err_size, "the commit log %s is corrupt: the journal stored seq %llu"
-                " with another hash than its frame holds", b->path,
-                (unsigned long long)recs[i].seq);
-            return BERTH_J_CORRUPT;
-        }
+    if (jerr != BERTH_J_OK) {
+        berth_jsay(err, err_size, "checkpoint of the commit log %s: the journal append of seqs"
+            " %llu..%llu failed: %s%s", b->path, (unsigned long long)first, (unsigned long long)last,
+            berth_jerr_name(jerr), jerr == BERTH_J_INVALID ? " (they do not follow the journal's"
+            " head, or this journal takes no encoded records)" : "");
+        return jerr;
     }
     uint64_t head = 0;
     uint8_t hash[BERTH_HASH_LEN];
     jerr = berth_journal_head(journal, &head, hash);
-    if (jerr != BERTH_J_OK || head != last ||
-        memcmp(hash, log->batch_hashes[b->n - 1], BERTH_HASH_LEN) != 0) {
+    if (jerr != BERTH_J_OK || head != last || memcmp(hash, last_hash, BERTH_HASH_LEN) != 0) {
         berth_jsay(err, err_size, "checkpoint of the commit log %s: after appending seqs %llu..%llu"
-            " the journal's head is %s", b->path, first, last,
+            " the journal's head is %s", b->path, (unsigned long long)first, (unsigned long long)last,
             jerr != BERTH_J_OK ? berth_jerr_name(jerr) : "another record");
         return jerr != BERTH_J_OK ? jerr : BERTH_J_CORRUPT;
     }

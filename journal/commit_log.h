@@ -150,13 +150,16 @@ berth_jerr berth_clog_checkpoint_sealed(berth_clog *log, berth_journal *journal,
  * in as few journal appends as the journal's
  * limits allow (BERTH_BATCH_RECORDS_MAX records, BERTH_BATCH_BYTES_MAX
  * bytes), then berth_journal_sync; the log is reset only after that sync
- * succeeded. Each appended record's hash must equal the one its frame
- * holds (the journal chains the same bytes), or CORRUPT. *moved (may be
- * NULL) gets the number of records moved. After any error the log is not
- * reset and its frames stay where they are; after OK the log's last seq is
- * the journal's head. Errors: CORRUPT (the walk above: a gap, a broken
- * chain, a damaged frame before a whole one; err names the offset and the
- * seqs), IO (sticky, as for append), and the journal's append and sync
+ * succeeded. The records go in as the bytes their frames hold
+ * (berth_journal_append_encoded, which checks each one's seq, link and
+ * hash on the bytes it stores). *moved (may be NULL) gets the number of
+ * records moved. After any error the log is not reset and its frames stay
+ * where they are; after OK the log's last seq is the journal's head.
+ * Errors: CORRUPT (the walk above: a gap, a broken chain, a damaged frame
+ * before a whole one; err names the offset and the seqs; or a record the
+ * journal found not hashing or chaining as stored), INVALID (a journal
+ * without berth_journal_append_encoded, or one whose head moved under the
+ * log), IO (sticky, as for append), and the journal's append and sync
  * errors (FULL, AGAIN, IO, NOMEM): a retry later moves the same frames. */
 berth_jerr berth_clog_checkpoint(berth_clog *log, berth_journal *journal, uint64_t *moved,
                                  char *err, size_t err_size);

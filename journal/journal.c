@@ -55,6 +55,16 @@ berth_jerr berth_journal_append(berth_journal *journal, berth_record *records,
     return journal->ops->append(journal, records, touched, n);
 }
 
+berth_jerr berth_journal_append_encoded(berth_journal *journal, const berth_encoded *records,
+                                        const berth_touched *touched, size_t n) {
+    assert(journal != NULL);
+    if (records == NULL || n == 0 || n > BERTH_BATCH_RECORDS_MAX ||
+        journal->ops->append_encoded == NULL) {
+        return BERTH_J_INVALID;
+    }
+    return journal->ops->append_encoded(journal, records, touched, n);
+}
+
 berth_jerr berth_journal_durable(berth_journal *journal, uint64_t *seq) {
     assert(journal != NULL && seq != NULL);
     if (journal->ops->durable == NULL) {

@@ -77,6 +77,14 @@ berth_jerr berth_record_decode(const uint8_t *bytes, size_t len, berth_record *o
  * false when the bytes do not start as a version-1 body (decode them for
  * the reason). Checks nothing after the time, the hash included. */
 bool berth_record_peek_time(const uint8_t *bytes, size_t len, uint64_t *seq, uint64_t *time_ms);
+/* An encoded record's seq, and where its prev_hash and hash lie in bytes,
+ * from its first fields and its last 68 bytes alone (both hashes are
+ * fixed-size bins at the end): what an append of encoded records checks
+ * the chain with. false when the bytes do not start as a version-1 body or
+ * do not end with the two bins. Checks nothing in between, the hash's
+ * value included. */
+bool berth_record_peek_chain(const uint8_t *bytes, size_t len, uint64_t *seq,
+                             const uint8_t **prev_hash, const uint8_t **hash);
 /* Recompute SHA-256 of the encoded body in bytes and compare with the stored
  * hash: true when equal. */
 bool berth_record_hash_ok(const uint8_t *bytes, size_t len);
@@ -160,6 +168,32 @@ berth_jerr berth_journal_head(berth_journal *journal, uint64_t *seq, uint8_t has
  * On any error nothing is written. */
 berth_jerr berth_journal_append(berth_journal *journal, berth_record *records,
                                 const berth_touched *touched, size_t n);
+
+/* A record already encoded by berth_record_encode: its bytes, hash last. */
+typedef struct berth_encoded {
+    const uint8_t *bytes;
+    size_t len;
+} berth_encoded;
+
+/* Append n records (1..BERTH_BATCH_RECORDS_MAX) that are already encoded,
+ * as one durable transaction, storing their bytes as they are: the commit
+ * log's checkpoint, which moves frames whose bytes it has proved (the
+ * frame's SHA-256 over what this process encoded, or each record encoded
+ * again and compared), so the store need not decode and encode them again.
+ * The store checks each record: it starts as a version-1 body carrying seq
+ * head+1, head+2, ..., ends with its prev_hash and hash bins, its prev_hash
+ * is the hash of the record before it (the head's for the first), and its
+ * hash is the SHA-256 of its body, computed on the bytes the store keeps.
+ * So every stored record chains and hashes right; what the store trusts the
+ * caller for is that the bytes are berth_record_encode's own spelling of
+ * their fields (verify checks that too). The head's hash becomes the last
+ * record's. touched as in berth_journal_append. Errors: INVALID (a seq, a
+ * link or a record's shape is wrong, too many or too big, a store open for
+ * a HISTORY rebuild, or a backend without this road: etcd), CORRUPT (a
+ * record's hash is not its body's), FULL, AGAIN, IO, NOMEM, READONLY. On
+ * any error nothing is written. */
+berth_jerr berth_journal_append_encoded(berth_journal *journal, const berth_encoded *records,
+                                        const berth_touched *touched, size_t n);
 
 /* The last seq that no crash, OS or power loss included, can undo. Without
  * defer_meta_sync (and on etcd) it is the head. With it, it trails the head

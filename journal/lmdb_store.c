@@ -1411,6 +1411,31 @@ static bool actor_same(const berth_record *rec, const berth_record *before) {
     return differ == 0;
 }
 
+/* The journal's cursor, and the touch log's when touched names come. */
+static berth_jerr batch_cursors_open(lmdb_journal *j, MDB_txn *txn, bool touched,
+                                     MDB_cursor **cursor, MDB_cursor **tcursor, bool *map_full) {
+    *tcursor = NULL;
+    int rc = mdb_cursor_open(txn, j->dbi_journal, cursor);
+    if (rc != 0) {
+        return put_err(rc, map_full);
+    }
+    if (touched) {
+        rc = mdb_cursor_open(txn, j->dbi_touchlog, tcursor);
+        if (rc != 0) {
+            mdb_cursor_close(*cursor);
+            return put_err(rc, map_full);
+        }
+    }
+    return BERTH_J_OK;
+}
+
+static void batch_cursors_close(MDB_cursor *cursor, MDB_cursor *tcursor) {
+    if (tcursor != NULL) {
+        mdb_cursor_close(tcursor);
+    }
+    mdb_cursor_close(cursor);
+}
+
 /* Encode and put every record of the batch, chaining from the head,
  * through one cursor (and its touchlog entries through another): mdb_put
  * opens a cursor per call and walks from the root to the last leaf each
@@ -1421,19 +1446,12 @@ static bool actor_same(const berth_record *rec, const berth_record *before) {
  * is). */
 static berth_jerr batch_put(lmdb_journal *j, MDB_txn *txn, berth_record *records,
                             const berth_touched *touched, size_t n, bool *map_full) {
-    MDB_cursor *cursor;
-    int rc = mdb_cursor_open(txn, j->dbi_journal, &cursor);
-    if (rc != 0) {
-        return put_err(rc, map_full);
+    MDB_cursor *cursor, *tcursor;
+    berth_jerr open_err = batch_cursors_open(j, txn, touched != NULL, &cursor, &tcursor, map_full);
+    if (open_err != BERTH_J_OK) {
+        return open_err;
     }
-    MDB_cursor *tcursor = NULL;
-    if (touched != NULL) {
-        rc = mdb_cursor_open(txn, j->dbi_touchlog, &tcursor);
-        if (rc != 0) {
-            mdb_cursor_close(cursor);
-            return put_err(rc, map_full);
-        }
-    }
+    int rc;
     const uint8_t *prev = j->head_hash;
     uint64_t total_bytes = 0;
     berth_jerr err = BERTH_J_OK;
@@ -1462,10 +1480,54 @@ static berth_jerr batch_put(lmdb_journal *j, MDB_txn *txn, berth_record *records
         }
         prev = rec->hash;
     }
-    if (tcursor != NULL) {
-        mdb_cursor_close(tcursor);
+    batch_cursors_close(cursor, tcursor);
+    return err;
+}
+
+/* batch_put for records already encoded: each one's bytes copied into
+ * the room MDB_RESERVE makes, then checked there, on the bytes LMDB will
+ * keep (seq, link, and hash: SHA-256 of the body), so no record that does
+ * not chain and hash right is stored whatever the caller's bytes did after
+ * lmdb_append_encoded first looked at them (CORRUPT: the transaction is
+ * aborted). That is one SHA-256 a record, as the other road's encoding
+ * costs; this road saves the caller's decode and the encoding. last_hash
+ * gets the last stored record's hash. */
+static berth_jerr batch_put_encoded(lmdb_journal *j, MDB_txn *txn, const berth_encoded *records,
+                                    const berth_touched *touched, size_t n,
+                                    uint8_t last_hash[BERTH_HASH_LEN], bool *map_full) {
+    MDB_cursor *cursor, *tcursor;
+    berth_jerr err = batch_cursors_open(j, txn, touched != NULL, &cursor, &tcursor, map_full);
+    if (err != BERTH_J_OK) {
+        return err;
     }
-    mdb_cursor_close(cursor);
+    uint8_t chain[BERTH_HASH_LEN];
+    memcpy(chain, j->head_hash, BERTH_HASH_LEN);
+    for (size_t i = 0; i < n && err == BERTH_J_OK; i++) {
+        uint64_t seq = j->head_seq + 1 + i;
+        size_t len = records[i].len;
+        MDB_val key = { sizeof(seq), &seq };
+        MDB_val val = { len, NULL };
+        int rc = mdb_cursor_put(cursor, &key, &val, MDB_APPEND | MDB_RESERVE);
+        if (rc != 0) {
+            err = rc == MDB_KEYEXIST ? BERTH_J_CORRUPT : put_err(rc, map_full);
+            break;
+        }
+        memcpy(val.mv_data, records[i].bytes, len);
+        uint64_t stored_seq = 0;
+        const uint8_t *prev = NULL, *hash = NULL;
+        if (!berth_record_peek_chain(val.mv_data, len, &stored_seq, &prev, &hash) ||
+            stored_seq != seq || memcmp(prev, chain, BERTH_HASH_LEN) != 0 ||
+            !berth_record_hash_ok(val.mv_data, len)) {
+            err = BERTH_J_CORRUPT;
+            break;
+        }
+        memcpy(chain, hash, BERTH_HASH_LEN);
+        if (tcursor != NULL) {
+            err = touchlog_put(tcursor, &touched[i], seq, map_full);
+        }
+    }
+    memcpy(last_hash, chain, BERTH_HASH_LEN);
+    batch_cursors_close(cursor, tcursor);
     return err;
 }
 
@@ -3050,6 +3112,82 @@ static berth_jerr lmdb_append(berth_journal *base, berth_record *records,
     return err;
 }
 
+typedef struct encoded_arg {
+    const berth_encoded *records;
+    const berth_touched *touched;
+    size_t n;
+    uint64_t trimmed_to;            /* out: trimmed_seq once committed */
+    uint8_t last_hash[BERTH_HASH_LEN];   /* out: the last stored record's hash */
+} encoded_arg;
+
+static berth_jerr encoded_body(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map_full) {
+    encoded_arg *batch = arg;
+    berth_jerr err = batch_put_encoded(j, txn, batch->records, batch->touched, batch->n,
+                                       batch->last_hash, map_full);
+    if (err == BERTH_J_OK) {
+        err = touchlog_trim(j, txn, batch->n, &batch->trimmed_to, map_full);
+    }
+    return err;
+}
+
+/* Caller holds write_mutex: whether the encoded records follow the head,
+ * seq by seq and link by link, within the batch's limits, read in the
+ * caller's bytes: a batch that does not is refused (INVALID) before a
+ * transaction begins. batch_put_encoded checks again, and the hashes too,
+ * on the bytes it stores. */
+static bool encoded_chain_ok(const lmdb_journal *j, const berth_encoded *records, size_t n) {
+    const uint8_t *chain = j->head_hash;
+    uint64_t total_bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t seq = 0;
+        const uint8_t *prev = NULL;
+        const uint8_t *hash = NULL;
+        total_bytes += records[i].len;
+        if (records[i].bytes == NULL || total_bytes > BERTH_BATCH_BYTES_MAX ||
+            !berth_record_peek_chain(records[i].bytes, records[i].len, &seq, &prev, &hash) ||
+            seq != j->head_seq + 1 + i || memcmp(prev, chain, BERTH_HASH_LEN) != 0) {
+            return false;
+        }
+        chain = hash;
+    }
+    return true;
+}
+
+static berth_jerr lmdb_append_encoded(berth_journal *base, const berth_encoded *records,
+                                      const berth_touched *touched, size_t n) {
+    lmdb_journal *j = journal_of(base);
+    assert(n >= 1 && n <= BERTH_BATCH_RECORDS_MAX);
+    if (j->read_only) {
+        return BERTH_J_READONLY;
+    }
+    if (j->rebuild) {
+        return BERTH_J_INVALID;   /* no index would take the records' names */
+    }
+    if (atomic_load(&j->broken)) {
+        return BERTH_J_IO;
+    }
+    mutex_lock(&j->write_mutex);
+    berth_jerr err = encoded_chain_ok(j, records, n) ? BERTH_J_OK : BERTH_J_INVALID;
+    encoded_arg batch = { .records = records, .touched = touched, .n = n };
+    if (err == BERTH_J_OK) {
+        uint64_t need = (uint64_t)n * BERTH_RECORD_BYTES_MAX / 8;   /* as lmdb_append */
+        err = write_with_growth(j, encoded_body, &batch, need);
+    }
+    if (err == BERTH_J_OK) {
+        assert(batch.trimmed_to >= j->trimmed_seq);
+        j->trimmed_seq = batch.trimmed_to;
+        mutex_lock(&j->head_mutex);
+        j->head_seq += n;
+        memcpy(j->head_hash, batch.last_hash, BERTH_HASH_LEN);
+        mutex_unlock(&j->head_mutex);
+    }
+    mutex_unlock(&j->write_mutex);
+    if (err == BERTH_J_OK) {
+        folder_poke(j);   /* the fold runs on its own thread and environment */
+    }
+    return err;
+}
+
 typedef struct snapshot_arg {
     uint64_t seq;
     const void *bytes;
@@ -3704,6 +3842,7 @@ static const berth_journal_ops lmdb_ops = {
     .close = lmdb_close,
     .head = lmdb_head,
     .append = lmdb_append,
+    .append_encoded = lmdb_append_encoded,
     .snapshot_put = lmdb_snapshot_put,
     .durable = lmdb_durable,
     .sync = lmdb_sync,

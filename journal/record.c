@@ -692,6 +692,27 @@ bool berth_record_peek_time(const uint8_t *bytes, size_t len, uint64_t *seq, uin
            peek_uint(bytes, len, &at, seq) && peek_uint(bytes, len, &at, time_ms);
 }
 
+bool berth_record_peek_chain(const uint8_t *bytes, size_t len, uint64_t *seq,
+                             const uint8_t **prev_hash, const uint8_t **hash) {
+    assert(bytes != NULL || len == 0);
+    assert(seq != NULL && prev_hash != NULL && hash != NULL);
+    uint64_t time_ms = 0;
+    /* The body's last element is prev_hash, a bin8 of 32 just before the
+     * hash trailer (both fixed-size, so found from the end). */
+    if (len < 2 * hash_trailer_len + 4 || len > BERTH_RECORD_BYTES_MAX ||
+        !berth_record_peek_time(bytes, len, seq, &time_ms)) {
+        return false;
+    }
+    const uint8_t *prev = bytes + len - 2 * hash_trailer_len;
+    const uint8_t *own = bytes + len - hash_trailer_len;
+    if (prev[0] != 0xc4 || prev[1] != BERTH_HASH_LEN || own[0] != 0xc4 || own[1] != BERTH_HASH_LEN) {
+        return false;
+    }
+    *prev_hash = prev + 2;
+    *hash = own + 2;
+    return true;
+}
+
 berth_jerr berth_record_decode(const uint8_t *bytes, size_t len, berth_record *out,
                                char *why, size_t why_size) {
     assert(bytes != NULL || len == 0);

@@ -1311,8 +1311,9 @@ END_TEST
 
 /* A journal whose appends or syncs fail on demand, over a real one: a
  * checkpoint that fails midway (appends_left appends go through, then
- * FULL) or after its appends (sync_err). Only head, append and sync are
- * there: all a checkpoint calls. */
+ * FULL) or after its appends (sync_err). Only head, append_encoded and
+ * sync are there: all a checkpoint calls. fj_ops_decoded_only has no
+ * append_encoded, as a backend without that road (etcd). */
 typedef struct fjournal {
     berth_journal base;         /* first: the journal API sees this */
     berth_journal *inner;
@@ -1324,14 +1325,19 @@ static berth_jerr fj_head(berth_journal *journal, uint64_t *seq, uint8_t hash[BE
     return berth_journal_head(((fjournal *)journal)->inner, seq, hash);
 }
 
-static berth_jerr fj_append(berth_journal *journal, berth_record *records,
-                            const berth_touched *touched, size_t n) {
+static berth_jerr fj_append_encoded(berth_journal *journal, const berth_encoded *records,
+                                    const berth_touched *touched, size_t n) {
     fjournal *f = (fjournal *)journal;
     if (f->appends_left == 0) {
         return BERTH_J_FULL;
     }
     f->appends_left -= f->appends_left > 0 ? 1 : 0;
-    return berth_journal_append(f->inner, records, touched, n);
+    return berth_journal_append_encoded(f->inner, records, touched, n);
+}
+
+static berth_jerr fj_append(berth_journal *journal, berth_record *records,
+                            const berth_touched *touched, size_t n) {
+    return berth_journal_append(((fjournal *)journal)->inner, records, touched, n);
 }
 
 static berth_jerr fj_sync(berth_journal *journal) {
@@ -1340,7 +1346,11 @@ static berth_jerr fj_sync(berth_journal *journal) {
 }
 
 static const berth_journal_ops fj_ops = {
-    .name = "fault", .head = fj_head, .append = fj_append, .sync = fj_sync
+    .name = "fault", .head = fj_head, .append_encoded = fj_append_encoded, .sync = fj_sync
+};
+
+static const berth_journal_ops fj_ops_decoded_only = {
+    .name = "decoded-only", .head = fj_head, .append = fj_append, .sync = fj_sync
 };
 
 static void fj_init(fjournal *f, berth_journal *inner) {
@@ -1350,6 +1360,86 @@ static void fj_init(fjournal *f, berth_journal *inner) {
     f->appends_left = -1;
     f->sync_err = BERTH_J_OK;
 }
+
+/* A frame this open wrote whose record no longer hashes though the frame
+ * is whole (a byte of seq 4's command changed, the frame's SHA-256 made
+ * again: what a bug or a page gone bad between the frame's write and the
+ * checkpoint's read would leave): the walk reads own frames' seqs and
+ * links in place and does not hash records, so the journal's check on the
+ * bytes it stores must catch it. CORRUPT, nothing moved, by the full
+ * checkpoint (variant 0) and by the sealed one (variant 1). */
+START_TEST(clog_own_frames_bad_hash) {
+    for (int variant = 0; variant < 2; variant++) {
+        char dir[300];
+        dir_fresh(dir, sizeof(dir));
+        berth_journal *j = jopen(dir, 0, 0);
+        berth_clog *log = lopen(dir, 2 * mib);
+        ck_assert_uint_eq(checkpoint_ok(log, j), 0);
+        tframe f[3];
+        tf_make(&f[0], 1, 3, 0, true, 0);
+        tf_make(&f[1], 4, 3, 0, true, 0);
+        append_ok(log, &f[0]);
+        uint64_t off = append_ok(log, &f[1]);
+        if (variant == 1) {
+            seal_ok(log);
+            tf_make(&f[2], 7, 2, 0, false, 0);
+            append_ok(log, &f[2]);                   /* the active file's */
+        }
+        put_byte(dir, off + BERTH_CLOG_HEADER_BYTES + 4 + 30, 'Z');   /* seq 4's command */
+        reseal(dir, off);
+        char err[err_len_max] = "";
+        uint64_t moved = 12345;
+        berth_jerr rc = variant == 0 ? berth_clog_checkpoint(log, j, &moved, err, sizeof(err))
+                                     : berth_clog_checkpoint_sealed(log, j, &moved, err, sizeof(err));
+        ck_assert_msg(rc == BERTH_J_CORRUPT, "%s %s", berth_jerr_name(rc), err);
+        ck_assert_msg(strstr(err, "not the SHA-256 of its body") != NULL, "%s", err);
+        ck_assert_uint_eq(moved, 0);
+        ck_assert_uint_eq(head_of(j, NULL), 0);
+        for (int k = 0; k < (variant == 1 ? 3 : 2); k++) {
+            tf_free(&f[k]);
+        }
+        berth_clog_close(log);
+        berth_journal_close(j);
+    }
+}
+END_TEST
+
+/* A journal without berth_journal_append_encoded (a backend without that
+ * road, as etcd) takes no checkpoint: INVALID, saying so, nothing moved,
+ * the log as it was; the LMDB journal then takes the same frames. */
+START_TEST(clog_journal_without_encoded) {
+    char dir[300];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = jopen(dir, 0, 0);
+    berth_clog *log = lopen(dir, 16 * mib);
+    ck_assert_uint_eq(checkpoint_ok(log, j), 0);
+    tframe f[2];
+    tf_make(&f[0], 1, 5, 0, true, 0);
+    tf_make(&f[1], 6, 7, 0, false, 0);
+    append_ok(log, &f[0]);
+    append_ok(log, &f[1]);
+    uint64_t used = berth_clog_used_bytes(log);
+    fjournal fj;
+    fj_init(&fj, j);
+    fj.base.ops = &fj_ops_decoded_only;
+    char err[err_len_max] = "";
+    uint64_t moved = 99;
+    berth_jerr rc = berth_clog_checkpoint(log, &fj.base, &moved, err, sizeof(err));
+    ck_assert_msg(rc == BERTH_J_INVALID, "%s %s", berth_jerr_name(rc), err);
+    ck_assert_msg(strstr(err, "takes no encoded records") != NULL, "%s", err);
+    ck_assert_uint_eq(moved, 0);
+    ck_assert_uint_eq(head_of(j, NULL), 0);
+    ck_assert_uint_eq(berth_clog_used_bytes(log), used);
+    ck_assert_uint_eq(checkpoint_ok(log, j), 12);
+    expect_frames(j, f, 2);
+    expect_history(j, f, 2, BERTH_HISTORY_WORKER, "w-0");
+    for (int k = 0; k < 2; k++) {
+        tf_free(&f[k]);
+    }
+    berth_clog_close(log);
+    berth_journal_close(j);
+}
+END_TEST
 
 /* Seal hands file 0 to checkpoint_sealed while appends go on in file 1 from
  * its offset 0; the sealed frames land in the journal with their hashes; a
@@ -2077,6 +2167,8 @@ static Suite *clog_suite(void) {
     tcase_add_test(tc, clog_append_invalid);
     tcase_add_test(tc, clog_faults);
     tcase_add_test(tc, clog_journal_full);
+    tcase_add_test(tc, clog_journal_without_encoded);
+    tcase_add_test(tc, clog_own_frames_bad_hash);
     tcase_add_test(tc, clog_pending);
     tcase_add_test(tc, clog_open_sizes);
     tcase_add_test(tc, clog_seal_round_trip);

@@ -1117,6 +1117,142 @@ START_TEST(store_invalid_batches) {
 }
 END_TEST
 
+/* n records from first, chained on prev, encoded with berth_record_encode
+ * into bufs[i] (BERTH_RECORD_BYTES_MAX each); out[i] points at them. */
+static void encode_chain(uint64_t first, size_t n, const uint8_t prev[BERTH_HASH_LEN],
+                         uint8_t (*bufs)[BERTH_RECORD_BYTES_MAX], berth_encoded *out) {
+    uint8_t chain[BERTH_HASH_LEN];
+    memcpy(chain, prev, BERTH_HASH_LEN);
+    for (size_t i = 0; i < n; i++) {
+        built b;
+        build(&b, first + i);
+        b.rec.version = BERTH_RECORD_VERSION;
+        memcpy(b.rec.prev_hash, chain, BERTH_HASH_LEN);
+        size_t len = berth_record_encode(&b.rec, bufs[i], BERTH_RECORD_BYTES_MAX);
+        ck_assert_uint_gt(len, 0);
+        memcpy(chain, b.rec.hash, BERTH_HASH_LEN);
+        out[i] = (berth_encoded){ bufs[i], len };
+    }
+}
+
+/* peek_chain finds seq and both hashes without decoding, and refuses bytes
+ * that do not end with the two bins or start as a version-1 body. */
+START_TEST(codec_peek_chain) {
+    static uint8_t bufs[1][BERTH_RECORD_BYTES_MAX];
+    uint8_t prev_in[BERTH_HASH_LEN];
+    memset(prev_in, 0x5a, sizeof(prev_in));
+    berth_encoded e;
+    encode_chain(41, 1, prev_in, bufs, &e);
+    berth_record rec;
+    ck_assert_int_eq(berth_record_decode(e.bytes, e.len, &rec, NULL, 0), BERTH_J_OK);
+    uint64_t seq = 0;
+    const uint8_t *prev = NULL, *hash = NULL;
+    ck_assert(berth_record_peek_chain(e.bytes, e.len, &seq, &prev, &hash));
+    ck_assert_uint_eq(seq, 41);
+    ck_assert_mem_eq(prev, prev_in, BERTH_HASH_LEN);
+    ck_assert_mem_eq(hash, rec.hash, BERTH_HASH_LEN);
+    ck_assert(!berth_record_peek_chain(e.bytes, e.len - 1, &seq, &prev, &hash));   /* cut */
+    ck_assert(!berth_record_peek_chain(e.bytes, 60, &seq, &prev, &hash));
+    ck_assert(!berth_record_peek_chain(e.bytes, 71, &seq, &prev, &hash));   /* under 2 bins + 4 */
+    ck_assert(!berth_record_peek_chain(e.bytes, BERTH_RECORD_BYTES_MAX + 1, &seq, &prev, &hash));
+    uint8_t *b = bufs[0];
+    b[e.len - 34] = 0xc5;                                     /* the hash's bin8 header */
+    ck_assert(!berth_record_peek_chain(b, e.len, &seq, &prev, &hash));
+    b[e.len - 34] = 0xc4;
+    b[e.len - 67] = 0x21;                                     /* prev_hash's length */
+    ck_assert(!berth_record_peek_chain(b, e.len, &seq, &prev, &hash));
+    b[e.len - 67] = BERTH_HASH_LEN;
+    b[1] = BERTH_RECORD_VERSION + 1;
+    ck_assert(!berth_record_peek_chain(b, e.len, &seq, &prev, &hash));
+    b[1] = BERTH_RECORD_VERSION;
+    ck_assert(berth_record_peek_chain(b, e.len, &seq, &prev, &hash));
+}
+END_TEST
+
+/* append_encoded stores the bytes as they are, moves the head and its
+ * hash, takes names into HISTORY, and mixes with plain appends; a batch
+ * that does not follow the head (seq or link), or whose bytes do not end
+ * as a record, is refused whole; a read-only journal and a backend without
+ * the road refuse too. */
+START_TEST(store_append_encoded) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 0, 0);
+    ck_assert_int_eq(append_n(j, 1, 3), BERTH_J_OK);
+    uint8_t head_hash[BERTH_HASH_LEN];
+    ck_assert_uint_eq(head_of(j, head_hash), 3);
+    static uint8_t bufs[8][BERTH_RECORD_BYTES_MAX];
+    berth_encoded e[8];
+    encode_chain(4, 5, head_hash, bufs, e);
+
+    /* Refusals first: nothing of any is written. */
+    ck_assert_int_eq(berth_journal_append_encoded(j, e + 1, NULL, 4), BERTH_J_INVALID);   /* gap */
+    ck_assert_int_eq(berth_journal_append_encoded(j, e, NULL, 0), BERTH_J_INVALID);
+    berth_encoded swapped[2] = { e[0], e[2] };
+    ck_assert_int_eq(berth_journal_append_encoded(j, swapped, NULL, 2), BERTH_J_INVALID);
+    uint8_t other[BERTH_HASH_LEN];
+    memset(other, 0x11, sizeof(other));
+    static uint8_t stray[1][BERTH_RECORD_BYTES_MAX];
+    berth_encoded unlinked;
+    encode_chain(4, 1, other, stray, &unlinked);                 /* seq 4, another prev */
+    ck_assert_int_eq(berth_journal_append_encoded(j, &unlinked, NULL, 1), BERTH_J_INVALID);
+    berth_encoded cut[2] = { e[0], { e[1].bytes, e[1].len - 1 } };
+    ck_assert_int_eq(berth_journal_append_encoded(j, cut, NULL, 2), BERTH_J_INVALID);
+    /* A byte of seq 5's command changed, its seq and links intact: its hash
+     * is not its body's. The store hashes what it stores: CORRUPT. */
+    ck_assert_uint_gt(e[1].bytes[22], 0x20);                 /* ASCII command text */
+    bufs[1][22] ^= 0x01;
+    ck_assert_int_eq(berth_journal_append_encoded(j, e, NULL, 5), BERTH_J_CORRUPT);
+    bufs[1][22] ^= 0x01;
+    uint8_t after[BERTH_HASH_LEN];
+    ck_assert_uint_eq(head_of(j, after), 3);
+    ck_assert_mem_eq(after, head_hash, BERTH_HASH_LEN);
+
+    /* Names, as a commit log's frame carries them. */
+    berth_str workers[2] = { berth_str_make("enc-w1", 6), berth_str_make("enc-w2", 6) };
+    berth_touched touched[5];
+    memset(touched, 0, sizeof(touched));
+    touched[1].instance = berth_str_make("enc-i", 5);
+    touched[1].workers = workers;
+    touched[1].worker_count = 2;
+    ck_assert_int_eq(berth_journal_append_encoded(j, e, touched, 5), BERTH_J_OK);
+    ck_assert_uint_eq(head_of(j, after), 8);
+    ck_assert_mem_eq(after, e[4].bytes + e[4].len - BERTH_HASH_LEN, BERTH_HASH_LEN);
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    for (size_t i = 0; i < 5; i++) {
+        const uint8_t *raw;
+        size_t raw_len;
+        berth_record rec;
+        ck_assert_int_eq(berth_journal_read(r, 4 + i, &rec, &raw, &raw_len), BERTH_J_OK);
+        ck_assert_uint_eq(raw_len, e[i].len);
+        ck_assert_mem_eq(raw, e[i].bytes, raw_len);
+    }
+    berth_journal_reader_close(r);
+    /* A plain append chains on; the whole chain checks. */
+    ck_assert_int_eq(append_n(j, 9, 2), BERTH_J_OK);
+    ck_assert_uint_eq(chain_check(j), 10);
+    uint64_t seqs[4];
+    size_t got = 0;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    ck_assert_int_eq(berth_journal_history(r, BERTH_HISTORY_WORKER, workers[1], 1, seqs, 4, &got),
+                     BERTH_J_OK);
+    ck_assert_uint_eq(got, 1);
+    ck_assert_uint_eq(seqs[0], 5);
+    berth_journal_reader_close(r);
+    close_rw(j);
+
+    /* Read-only: refused. */
+    berth_journal_options ro = { .read_only = true };
+    berth_journal *rj = NULL;
+    char err[err_len_max];
+    ck_assert_int_eq(berth_journal_open_lmdb(&rj, dir, &ro, err, sizeof(err)), BERTH_J_OK);
+    encode_chain(11, 1, after, bufs, e);
+    ck_assert_int_eq(berth_journal_append_encoded(rj, e, NULL, 1), BERTH_J_READONLY);
+    berth_journal_close(rj);
+}
+END_TEST
+
 START_TEST(store_map_full) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
@@ -4210,6 +4346,7 @@ static Suite *journal_suite(void) {
     TCase *codec = tcase_create("codec");
     tcase_add_test(codec, codec_round_trip);
     tcase_add_test(codec, codec_peek_time);
+    tcase_add_test(codec, codec_peek_chain);
     tcase_add_test(codec, codec_encode_limits);
     tcase_add_test(codec, codec_encode_matches_packer);
     tcase_add_test(codec, codec_encoded_len_matches);
@@ -4237,6 +4374,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_readers_clear_dead);
     tcase_add_test(store, store_big_records);
     tcase_add_test(store, store_invalid_batches);
+    tcase_add_test(store, store_append_encoded);
     tcase_add_test(store, store_map_full);
     tcase_add_test(store, store_growth_with_reader);
     tcase_add_test(store, store_growth_waits_for_reader);
