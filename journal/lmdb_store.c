@@ -3071,21 +3071,52 @@ static berth_jerr batch_body(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map
     return err;
 }
 
-static berth_jerr lmdb_append(berth_journal *base, berth_record *records,
-                              const berth_touched *touched, size_t n) {
-    lmdb_journal *j = journal_of(base);
-    assert(n >= 1 && n <= BERTH_BATCH_RECORDS_MAX);
+/* What refuses any append before the write mutex is taken. */
+static berth_jerr append_refusal(lmdb_journal *j) {
     if (j->read_only) {
         return BERTH_J_READONLY;
     }
     if (j->rebuild) {
         return BERTH_J_INVALID;   /* no index would take the records' names */
     }
-    if (atomic_load(&j->broken)) {
-        return BERTH_J_IO;
+    return atomic_load(&j->broken) ? BERTH_J_IO : BERTH_J_OK;
+}
+
+/* One append's transaction for n records, then, once it committed, the
+ * head moved to last_seq and last_hash (read when the body has run: it may
+ * be the body's output). Caller holds write_mutex, and releases it. */
+static berth_jerr append_run(lmdb_journal *j, txn_body body, void *arg, size_t n,
+                             uint64_t *trimmed_to, uint64_t last_seq, const uint8_t *last_hash) {
+    /* A batch needs at most its bytes twice over (leaf pages half full). */
+    uint64_t need = (uint64_t)n * BERTH_RECORD_BYTES_MAX / 8;
+    berth_jerr err = write_with_growth(j, body, arg, need);
+    if (err == BERTH_J_OK) {
+        assert(*trimmed_to >= j->trimmed_seq && last_seq == j->head_seq + n);
+        j->trimmed_seq = *trimmed_to;
+        mutex_lock(&j->head_mutex);
+        j->head_seq = last_seq;
+        memcpy(j->head_hash, last_hash, BERTH_HASH_LEN);
+        mutex_unlock(&j->head_mutex);
+    }
+    return err;
+}
+
+/* After an append, outside write_mutex. */
+static void append_after(lmdb_journal *j, berth_jerr err) {
+    if (err == BERTH_J_OK) {
+        folder_poke(j);   /* the fold runs on its own thread and environment */
+    }
+}
+
+static berth_jerr lmdb_append(berth_journal *base, berth_record *records,
+                              const berth_touched *touched, size_t n) {
+    lmdb_journal *j = journal_of(base);
+    assert(n >= 1 && n <= BERTH_BATCH_RECORDS_MAX);
+    berth_jerr err = append_refusal(j);
+    if (err != BERTH_J_OK) {
+        return err;
     }
     mutex_lock(&j->write_mutex);
-    berth_jerr err = BERTH_J_OK;
     for (size_t i = 0; i < n && err == BERTH_J_OK; i++) {
         if (records[i].seq != j->head_seq + 1 + i) {
             err = BERTH_J_INVALID;
@@ -3093,22 +3124,11 @@ static berth_jerr lmdb_append(berth_journal *base, berth_record *records,
     }
     batch_arg batch = { records, touched, n, 0 };
     if (err == BERTH_J_OK) {
-        /* A batch needs at most its bytes twice over (leaf pages half full). */
-        uint64_t need = (uint64_t)n * BERTH_RECORD_BYTES_MAX / 8;
-        err = write_with_growth(j, batch_body, &batch, need);
-    }
-    if (err == BERTH_J_OK) {
-        assert(batch.trimmed_to >= j->trimmed_seq);
-        j->trimmed_seq = batch.trimmed_to;
-        mutex_lock(&j->head_mutex);
-        j->head_seq = records[n - 1].seq;
-        memcpy(j->head_hash, records[n - 1].hash, BERTH_HASH_LEN);
-        mutex_unlock(&j->head_mutex);
+        err = append_run(j, batch_body, &batch, n, &batch.trimmed_to, records[n - 1].seq,
+                         records[n - 1].hash);
     }
     mutex_unlock(&j->write_mutex);
-    if (err == BERTH_J_OK) {
-        folder_poke(j);   /* the fold runs on its own thread and environment */
-    }
+    append_after(j, err);
     return err;
 }
 
@@ -3157,34 +3177,19 @@ static berth_jerr lmdb_append_encoded(berth_journal *base, const berth_encoded *
                                       const berth_touched *touched, size_t n) {
     lmdb_journal *j = journal_of(base);
     assert(n >= 1 && n <= BERTH_BATCH_RECORDS_MAX);
-    if (j->read_only) {
-        return BERTH_J_READONLY;
-    }
-    if (j->rebuild) {
-        return BERTH_J_INVALID;   /* no index would take the records' names */
-    }
-    if (atomic_load(&j->broken)) {
-        return BERTH_J_IO;
+    berth_jerr err = append_refusal(j);
+    if (err != BERTH_J_OK) {
+        return err;
     }
     mutex_lock(&j->write_mutex);
-    berth_jerr err = encoded_chain_ok(j, records, n) ? BERTH_J_OK : BERTH_J_INVALID;
+    err = encoded_chain_ok(j, records, n) ? BERTH_J_OK : BERTH_J_INVALID;
     encoded_arg batch = { .records = records, .touched = touched, .n = n };
     if (err == BERTH_J_OK) {
-        uint64_t need = (uint64_t)n * BERTH_RECORD_BYTES_MAX / 8;   /* as lmdb_append */
-        err = write_with_growth(j, encoded_body, &batch, need);
-    }
-    if (err == BERTH_J_OK) {
-        assert(batch.trimmed_to >= j->trimmed_seq);
-        j->trimmed_seq = batch.trimmed_to;
-        mutex_lock(&j->head_mutex);
-        j->head_seq += n;
-        memcpy(j->head_hash, batch.last_hash, BERTH_HASH_LEN);
-        mutex_unlock(&j->head_mutex);
+        err = append_run(j, encoded_body, &batch, n, &batch.trimmed_to, j->head_seq + n,
+                         batch.last_hash);
     }
     mutex_unlock(&j->write_mutex);
-    if (err == BERTH_J_OK) {
-        folder_poke(j);   /* the fold runs on its own thread and environment */
-    }
+    append_after(j, err);
     return err;
 }
 
