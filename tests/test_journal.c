@@ -218,16 +218,50 @@ static uint64_t chain_check(berth_journal *j) {
     return head;
 }
 
-/* Run fn in a child process; true when it exited 0. */
-static bool in_child(int (*fn)(const char *dir, int fd), const char *dir, int fd) {
+/* ---- children ------------------------------------------------------- */
+
+/* A child is this program run afresh (fork, then exec at once) with
+ * --child NAME DIR FD, never a bare fork that goes on running test code:
+ * tests fork while a journal's fold thread runs, a fork copies only the
+ * forking thread, and a lock another thread held at that moment (the
+ * sanitizer's allocator, seen in CI; malloc's) stays held for ever in the
+ * child, which then hangs at its first allocation. Every child function is
+ * in the table before main (children). */
+typedef int (*child_fn)(const char *dir, int fd);
+static char self_exe[4096];   /* this program */
+static const char *child_name_of(child_fn fn);
+
+/* Start fn(dir, fd) in a fresh process of this program; close_fd (or -1)
+ * is closed in the child first (the parent's end of a pipe). */
+static pid_t child_spawn(child_fn fn, const char *dir, int fd, int close_fd) {
+    const char *name = child_name_of(fn);
+    ck_assert_ptr_nonnull(name);
+    char fd_text[16];
+    int n = snprintf(fd_text, sizeof(fd_text), "%d", fd);
+    ck_assert(n > 0 && (size_t)n < sizeof(fd_text));
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        _exit(fn(dir, fd));
+        if (close_fd >= 0) {
+            close(close_fd);
+        }
+        execl(self_exe, self_exe, "--child", name, dir, fd_text, (char *)NULL);
+        _exit(126);
     }
+    return pid;
+}
+
+/* Run fn in a child process; true when it exited 0. */
+static bool in_child(child_fn fn, const char *dir, int fd) {
+    pid_t pid = child_spawn(fn, dir, fd, -1);
     int status;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!ok) {
+        fprintf(stderr, "test_journal: child %s (%s, %d) ended with status 0x%x\n",
+                child_name_of(fn), dir, fd, (unsigned)status);
+    }
+    return ok;
 }
 
 /* ---- codec ----------------------------------------------------------- */
@@ -955,6 +989,21 @@ END_TEST
 /* A read-only open in a process that dies mid-read (SIGKILL: no close)
  * leaves its reader slot taken; berth_journal_readers_clear_dead frees it
  * and counts it, and leaves a live reader's slot alone. */
+/* Child: open read-only, take a reader, and die holding it. */
+static int child_reader_dies(const char *dir, int unused) {
+    (void)unused;
+    berth_journal_options o = { .read_only = true, .no_lock = true };
+    berth_journal *ro = NULL;
+    berth_journal_reader *r = NULL;
+    char err[err_len_max];
+    if (berth_journal_open_lmdb(&ro, dir, &o, err, sizeof(err)) != BERTH_J_OK ||
+        berth_journal_reader_open(ro, &r) != BERTH_J_OK) {
+        return 1;
+    }
+    (void)kill(getpid(), SIGKILL);
+    return 2;
+}
+
 START_TEST(store_readers_clear_dead) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
@@ -965,20 +1014,7 @@ START_TEST(store_readers_clear_dead) {
     ck_assert_uint_eq(cleared, 0);
     berth_journal_reader *live;
     ck_assert_int_eq(berth_journal_reader_open(j, &live), BERTH_J_OK);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        berth_journal_options o = { .read_only = true, .no_lock = true };
-        berth_journal *ro = NULL;
-        berth_journal_reader *r = NULL;
-        char err[err_len_max];
-        if (berth_journal_open_lmdb(&ro, dir, &o, err, sizeof(err)) != BERTH_J_OK ||
-            berth_journal_reader_open(ro, &r) != BERTH_J_OK) {
-            _exit(1);
-        }
-        (void)kill(getpid(), SIGKILL);
-        _exit(2);
-    }
+    pid_t pid = child_spawn(child_reader_dies, dir, 0, -1);
     int status;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
@@ -1487,15 +1523,10 @@ static int child_count_dead(const char *dir, int want) {
 /* Fork child(dir, fd), which writes a byte to fd per step it finishes;
  * SIGKILL it once it has reported `steps` of them (most likely in the middle
  * of the next) and return every step it reported before it died. */
-static uint32_t kill_after_steps(const char *dir, int (*child)(const char *, int), uint32_t steps) {
+static uint32_t kill_after_steps(const char *dir, child_fn child, uint32_t steps) {
     int fds[2];
     ck_assert_int_eq(pipe(fds), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(fds[0]);
-        _exit(child(dir, fds[1]));
-    }
+    pid_t pid = child_spawn(child, dir, fds[1], fds[0]);
     close(fds[1]);
     uint32_t seen = 0;
     char byte;
@@ -1884,12 +1915,7 @@ START_TEST(store_reader_adopts_growth) {
     ck_assert_int_eq(append_n(j, 1, 1), BERTH_J_OK);
     int fds[2];
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(fds[0]);
-        _exit(child_adopt(dir, fds[1]));
-    }
+    pid_t pid = child_spawn(child_adopt, dir, fds[1], fds[0]);
     close(fds[1]);
     char byte;
     ck_assert_int_eq(read(fds[0], &byte, 1), 1);
@@ -2961,11 +2987,7 @@ static int child_dies_merging(const char *dir, int unused) {
 START_TEST(store_history_killed_merging) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        _exit(child_dies_merging(dir, 0));
-    }
+    pid_t pid = child_spawn(child_dies_merging, dir, 0, -1);
     int status;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 42);
@@ -4432,7 +4454,85 @@ static Suite *journal_suite(void) {
     return s;
 }
 
-int main(void) {
+/* Every function a test runs as a child (child_spawn). */
+#define CHILD(f) { #f, f }
+static const struct {
+    const char *name;
+    child_fn fn;
+} children[] = {
+    CHILD(child_reader_forever), CHILD(child_count_dead),
+    CHILD(child_read_only), CHILD(child_damage),
+    CHILD(child_append_forever), CHILD(child_adopt),
+    CHILD(child_folded_is), CHILD(child_trimmed_is),
+    CHILD(child_append_touched_forever), CHILD(child_make_legacy),
+    CHILD(child_reads_exact), CHILD(child_migrated),
+    CHILD(child_stale_hist_env), CHILD(child_dies_merging),
+    CHILD(child_runs_to_legacy), CHILD(child_set_format),
+    CHILD(child_fold_more), CHILD(child_cut_run_value),
+    CHILD(child_opens), CHILD(child_txnid),
+    CHILD(child_durable_readonly), CHILD(child_deferred_writer),
+    CHILD(child_open_close_writable), CHILD(child_open_short_of_memory),
+    CHILD(child_reader_dies),
+};
+#undef CHILD
+
+static const char *child_name_of(child_fn fn) {
+    for (size_t i = 0; i < sizeof(children) / sizeof(children[0]); i++) {
+        if (children[i].fn == fn) {
+            return children[i].name;
+        }
+    }
+    return NULL;
+}
+
+/* --child NAME DIR FD: run that child here and exit with what it returns.
+ * It runs as a test of its own, in this process (no fork), since children
+ * call the helpers above, whose checks are Check's: a failed one ends the
+ * test, and the child then exits 124. */
+static const char *child_args[3];
+
+START_TEST(child_run) {
+    for (size_t i = 0; i < sizeof(children) / sizeof(children[0]); i++) {
+        if (strcmp(children[i].name, child_args[0]) == 0) {
+            int rc = children[i].fn(child_args[1], atoi(child_args[2]));
+            fflush(NULL);
+            _exit(rc);
+        }
+    }
+    ck_abort_msg("no child named %s", child_args[0]);
+}
+END_TEST
+
+static int child_main(const char *name, const char *dir, const char *fd_text) {
+    child_args[0] = name;
+    child_args[1] = dir;
+    child_args[2] = fd_text;
+    Suite *suite = suite_create("child");
+    TCase *tc = tcase_create("child");
+    tcase_add_test(tc, child_run);
+    suite_add_tcase(suite, tc);
+    SRunner *runner = srunner_create(suite);
+    srunner_set_fork_status(runner, CK_NOFORK);
+    srunner_run_all(runner, CK_SILENT);
+    /* child_run ends the process unless a check failed: say which. */
+    TestResult **failures = srunner_failures(runner);
+    for (int i = 0; failures != NULL && i < srunner_ntests_failed(runner); i++) {
+        fprintf(stderr, "test_journal: child %s: %s:%d: %s\n", name, tr_lfile(failures[i]),
+                tr_lno(failures[i]), tr_msg(failures[i]));
+    }
+    free(failures);
+    srunner_free(runner);
+    return 124;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 5 && strcmp(argv[1], "--child") == 0) {
+        return child_main(argv[2], argv[3], argv[4]);
+    }
+    if (realpath(argv[0], self_exe) == NULL) {
+        perror(argv[0]);
+        return EXIT_FAILURE;
+    }
     SRunner *runner = srunner_create(journal_suite());
     srunner_run_all(runner, CK_NORMAL);
     int failed = srunner_ntests_failed(runner);
