@@ -1311,8 +1311,8 @@ static berth_jerr batch_flush(berth_clog *log, berth_journal *journal, batch *b,
                                                    b->n);
     if (jerr == BERTH_J_CORRUPT) {
         berth_jsay(err, err_size, "the commit log %s is corrupt: among seqs %llu..%llu the journal"
-            " found a record whose hash is not the SHA-256 of its body (or whose seq or link"
-            " changed after the walk), so it took none of them", b->path,
+            " found a record whose hash is not the SHA-256 of its body, so it took none of them",
+            b->path,
             (unsigned long long)first, (unsigned long long)last);
         return jerr;
     }
@@ -1320,7 +1320,7 @@ static berth_jerr batch_flush(berth_clog *log, berth_journal *journal, batch *b,
         berth_jsay(err, err_size, "checkpoint of the commit log %s: the journal append of seqs"
             " %llu..%llu failed: %s%s", b->path, (unsigned long long)first, (unsigned long long)last,
             berth_jerr_name(jerr), jerr == BERTH_J_INVALID ? " (they do not follow the journal's"
-            " head, or this journal takes no encoded records)" : "");
+            " head, seq by seq and hash by hash, or this journal takes no encoded records)" : "");
         return jerr;
     }
     uint64_t head = 0;

@@ -1486,12 +1486,12 @@ static berth_jerr batch_put(lmdb_journal *j, MDB_txn *txn, berth_record *records
 
 /* batch_put for records already encoded: each one's bytes copied into
  * the room MDB_RESERVE makes, then checked there, on the bytes LMDB will
- * keep (seq, link, and hash: SHA-256 of the body), so no record that does
- * not chain and hash right is stored whatever the caller's bytes did after
- * lmdb_append_encoded first looked at them (CORRUPT: the transaction is
- * aborted). That is one SHA-256 a record, as the other road's encoding
- * costs; this road saves the caller's decode and the encoding. last_hash
- * gets the last stored record's hash. */
+ * keep: its shape, its seq and its prev_hash link (INVALID: the caller's
+ * batch does not follow the head), and its hash, the SHA-256 of its body
+ * (CORRUPT). Either aborts the transaction: nothing is written. That is
+ * one SHA-256 a record, as the other road's encoding costs; this road
+ * saves the caller's decode and the encoding. last_hash gets the last
+ * stored record's hash. */
 static berth_jerr batch_put_encoded(lmdb_journal *j, MDB_txn *txn, const berth_encoded *records,
                                     const berth_touched *touched, size_t n,
                                     uint8_t last_hash[BERTH_HASH_LEN], bool *map_full) {
@@ -1502,9 +1502,16 @@ static berth_jerr batch_put_encoded(lmdb_journal *j, MDB_txn *txn, const berth_e
     }
     uint8_t chain[BERTH_HASH_LEN];
     memcpy(chain, j->head_hash, BERTH_HASH_LEN);
+    uint64_t total_bytes = 0;
     for (size_t i = 0; i < n && err == BERTH_J_OK; i++) {
         uint64_t seq = j->head_seq + 1 + i;
         size_t len = records[i].len;
+        total_bytes += len;
+        if (records[i].bytes == NULL || len > BERTH_RECORD_BYTES_MAX ||
+            total_bytes > BERTH_BATCH_BYTES_MAX) {
+            err = BERTH_J_INVALID;
+            break;
+        }
         MDB_val key = { sizeof(seq), &seq };
         MDB_val val = { len, NULL };
         int rc = mdb_cursor_put(cursor, &key, &val, MDB_APPEND | MDB_RESERVE);
@@ -1516,14 +1523,15 @@ static berth_jerr batch_put_encoded(lmdb_journal *j, MDB_txn *txn, const berth_e
         uint64_t stored_seq = 0;
         const uint8_t *prev = NULL, *hash = NULL;
         if (!berth_record_peek_chain(val.mv_data, len, &stored_seq, &prev, &hash) ||
-            stored_seq != seq || memcmp(prev, chain, BERTH_HASH_LEN) != 0 ||
-            !berth_record_hash_ok(val.mv_data, len)) {
+            stored_seq != seq || memcmp(prev, chain, BERTH_HASH_LEN) != 0) {
+            err = BERTH_J_INVALID;
+        } else if (!berth_record_hash_ok(val.mv_data, len)) {
             err = BERTH_J_CORRUPT;
-            break;
-        }
-        memcpy(chain, hash, BERTH_HASH_LEN);
-        if (tcursor != NULL) {
-            err = touchlog_put(tcursor, &touched[i], seq, map_full);
+        } else {
+            memcpy(chain, hash, BERTH_HASH_LEN);
+            if (tcursor != NULL) {
+                err = touchlog_put(tcursor, &touched[i], seq, map_full);
+            }
         }
     }
     memcpy(last_hash, chain, BERTH_HASH_LEN);
@@ -3150,29 +3158,6 @@ static berth_jerr encoded_body(lmdb_journal *j, MDB_txn *txn, void *arg, bool *m
     return err;
 }
 
-/* Caller holds write_mutex: whether the encoded records follow the head,
- * seq by seq and link by link, within the batch's limits, read in the
- * caller's bytes: a batch that does not is refused (INVALID) before a
- * transaction begins. batch_put_encoded checks again, and the hashes too,
- * on the bytes it stores. */
-static bool encoded_chain_ok(const lmdb_journal *j, const berth_encoded *records, size_t n) {
-    const uint8_t *chain = j->head_hash;
-    uint64_t total_bytes = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t seq = 0;
-        const uint8_t *prev = NULL;
-        const uint8_t *hash = NULL;
-        total_bytes += records[i].len;
-        if (records[i].bytes == NULL || total_bytes > BERTH_BATCH_BYTES_MAX ||
-            !berth_record_peek_chain(records[i].bytes, records[i].len, &seq, &prev, &hash) ||
-            seq != j->head_seq + 1 + i || memcmp(prev, chain, BERTH_HASH_LEN) != 0) {
-            return false;
-        }
-        chain = hash;
-    }
-    return true;
-}
-
 static berth_jerr lmdb_append_encoded(berth_journal *base, const berth_encoded *records,
                                       const berth_touched *touched, size_t n) {
     lmdb_journal *j = journal_of(base);
@@ -3182,12 +3167,9 @@ static berth_jerr lmdb_append_encoded(berth_journal *base, const berth_encoded *
         return err;
     }
     mutex_lock(&j->write_mutex);
-    err = encoded_chain_ok(j, records, n) ? BERTH_J_OK : BERTH_J_INVALID;
     encoded_arg batch = { .records = records, .touched = touched, .n = n };
-    if (err == BERTH_J_OK) {
-        err = append_run(j, encoded_body, &batch, n, &batch.trimmed_to, j->head_seq + n,
-                         batch.last_hash);
-    }
+    err = append_run(j, encoded_body, &batch, n, &batch.trimmed_to, j->head_seq + n,
+                     batch.last_hash);
     mutex_unlock(&j->write_mutex);
     append_after(j, err);
     return err;

@@ -4507,6 +4507,12 @@ static int child_main(const char *name, const char *dir, const char *fd_text) {
     child_args[0] = name;
     child_args[1] = dir;
     child_args[2] = fd_text;
+    /* The parent's selection (CK_RUN_CASE=store, say) would skip this one. */
+    static const char *const selection[] = { "CK_RUN_SUITE", "CK_RUN_CASE", "CK_INCLUDE_TAGS",
+                                             "CK_EXCLUDE_TAGS" };
+    for (size_t i = 0; i < sizeof(selection) / sizeof(selection[0]); i++) {
+        unsetenv(selection[i]);
+    }
     Suite *suite = suite_create("child");
     TCase *tc = tcase_create("child");
     tcase_add_test(tc, child_run);
@@ -4519,6 +4525,9 @@ static int child_main(const char *name, const char *dir, const char *fd_text) {
     for (int i = 0; failures != NULL && i < srunner_ntests_failed(runner); i++) {
         fprintf(stderr, "test_journal: child %s: %s:%d: %s\n", name, tr_lfile(failures[i]),
                 tr_lno(failures[i]), tr_msg(failures[i]));
+    }
+    if (srunner_ntests_failed(runner) == 0) {
+        fprintf(stderr, "test_journal: child %s did not run\n", name);
     }
     free(failures);
     srunner_free(runner);
