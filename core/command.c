@@ -7,9 +7,10 @@
  *
  * Placement words are "<worker>" or "<worker>:<gpu>[,<gpu>...]". Worker names
  * may contain ':', so the GPU list is the suffix after the last ':' only when
- * that suffix is digits and commas; a worker whose name itself ends in
- * ":<digits>" is placed by naming its GPUs explicitly. REQID <id>, when
- * present, is the last pair of words. */
+ * that suffix is digits and commas. REQID <id>, when present, is the last
+ * pair of words. So a typed WORKER.ADD refuses the two names those rules
+ * would misread in ON (worker_name_placeable); a journal written before
+ * that may hold such a worker, whose GPUs are then named explicitly. */
 #include "command.h"
 
 #include <assert.h>
@@ -98,6 +99,7 @@ typedef struct parser {
     char *err;
     size_t err_size;
     const char *cmd_name;
+    bool input;     /* words a client typed, not a journal's canonical text */
 } parser;
 
 /* Copy at most 64 bytes of untrusted input into an error message, with
@@ -213,8 +215,34 @@ static int parse_label(parser *p, berth_cmd *cmd, berth_str w) {
 
 static bool has_eq(berth_str w) { return memchr(w.ptr, '=', w.len) != NULL; }
 
+/* Two worker names the placement syntax cannot name: "REQID" (any case),
+ * since "ON ... REQID <w>" reads as a request id, and a name ending in
+ * ":<digits>", since "ON host:1" reads as worker host's GPU 1 (a name
+ * holds no comma, so a longer GPU list cannot be its suffix).
+ * Such a worker could be registered but never placed as meant (a DEPLOY
+ * naming it would silently mean another placement), so a new one is
+ * refused. Only typed input is checked: a journal written before this rule
+ * may hold such a worker, and replays as it was. */
+static int worker_name_placeable(parser *p, berth_str name) {
+    char q[80];
+    if (IS(name, "REQID")) {
+        return fail(p, "%s: a worker cannot be named '%s': in ON ... the words \"REQID <id>\" name a "
+                    "request id", p->cmd_name, quote_word(name, q, sizeof q));
+    }
+    uint32_t i = name.len;
+    while (i > 0 && name.ptr[i - 1] >= '0' && name.ptr[i - 1] <= '9') i--;
+    if (i > 0 && i < name.len && name.ptr[i - 1] == ':') {
+        return fail(p, "%s: a worker cannot be named '%s': in ON ... a name ending in ':%.*s' reads as "
+                    "GPUs %.*s of worker '%.*s'", p->cmd_name, quote_word(name, q, sizeof q),
+                    (int)(name.len - i), name.ptr + i, (int)(name.len - i), name.ptr + i, (int)(i - 1),
+                    name.ptr);
+    }
+    return 0;
+}
+
 static int parse_worker_add(parser *p, berth_cmd *cmd) {
     if (next_name_hash(p, "worker name", &cmd->name, &cmd->name_hash) != 0) return -1;
+    if (p->input && worker_name_placeable(p, cmd->name) != 0) return -1;
     bool seen_gpus = false, seen_vram = false;
     while (!at_end(p)) {
         berth_str w = p->argv[p->at++];
@@ -445,8 +473,8 @@ static bool canonical_fits(const berth_cmd *cmd, size_t typed) {
 
 /* typed: the words' bytes plus one per word, which text split on single
  * spaces gives as its length plus one without a pass over the words. */
-static int parse_words(berth_cmd *cmd, size_t argc, const berth_str *argv, size_t typed, char *err,
-                       size_t err_size) {
+static int parse_words(berth_cmd *cmd, size_t argc, const berth_str *argv, size_t typed, bool input,
+                       char *err, size_t err_size) {
     assert(cmd != NULL);
     assert(argv != NULL || argc == 0);
     /* Only the scalars: the arrays are read no further than their counts.
@@ -457,7 +485,7 @@ static int parse_words(berth_cmd *cmd, size_t argc, const berth_str *argv, size_
                    "the scalars are two pieces");
     memset(cmd, 0, 64);
     memset((char *)cmd + 64, 0, offsetof(berth_cmd, place) - 64);
-    parser p = { argv, argc, 1, err, err_size, "" };
+    parser p = { argv, argc, 1, err, err_size, "", input };
     if (argc == 0) return fail(&p, "empty command");
     cmd->kind = berth_cmd_kind_lookup(argv[0]);
     if (cmd->kind == BERTH_CMD_NONE) {
@@ -505,7 +533,7 @@ int berth_cmd_parse(berth_cmd *cmd, size_t argc, const berth_str *argv, char *er
     assert(argv != NULL || argc == 0);
     size_t typed = argc;
     for (size_t i = 0; i < argc; i++) typed += argv[i].len;
-    return parse_words(cmd, argc, argv, typed, err, err_size);
+    return parse_words(cmd, argc, argv, typed, true, err, err_size);
 }
 
 void berth_cmd_hash_names(berth_cmd *cmd) {
@@ -711,5 +739,5 @@ int berth_cmd_parse_text(berth_cmd *cmd, const char *txt, size_t len, berth_str 
         if (err && err_size) snprintf(err, err_size, "ERR command text empty or over %zu words", words_max);
         return -1;
     }
-    return parse_words(cmd, n, words, len + 1, err, err_size);
+    return parse_words(cmd, n, words, len + 1, false, err, err_size);
 }

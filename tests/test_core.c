@@ -575,6 +575,41 @@ START_TEST(test_parse_reqid) {
 }
 END_TEST
 
+/* Worker names the placement syntax cannot name are refused when typed
+ * (REQID reads as a request id, a ":<digits>" suffix as GPUs), and still
+ * parse as a journal's text, which may hold them from before the rule. */
+START_TEST(test_parse_unplaceable_worker) {
+    parsed *p = parsed_new();
+    static const char *const refused[] = {
+        "WORKER.ADD reqid GPUS 0", "WORKER.ADD ReqId GPUS 8", "WORKER.ADD REQID GPUS 1 REQID r",
+        "WORKER.ADD host:1 GPUS 0", "WORKER.ADD host:01 GPUS 2", "WORKER.ADD a:b:12 GPUS 1",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        expect_parse_err(p, refused[i]);
+        ck_assert_msg(strstr(p->err, "a worker cannot be named") != NULL, "'%s': %s", refused[i], p->err);
+    }
+    expect_parse_err(p, "WORKER.ADD host:1 GPUS 0");
+    ck_assert_msg(strstr(p->err, "reads as GPUs 1 of worker 'host'") != NULL, "%s", p->err);
+    static const char *const accepted[] = {
+        "WORKER.ADD host: GPUS 0", "WORKER.ADD host:a1 GPUS 1", "WORKER.ADD a:1b GPUS 1",
+        "WORKER.ADD 12 GPUS 1", "WORKER.ADD host1 GPUS 1", "WORKER.ADD reqids GPUS 1",
+        "WORKER.ADD w GPUS 1 REQID reqid",
+    };
+    for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++) {
+        expect_parse_ok(p, accepted[i]);
+    }
+    static const char *const journal[] = { "WORKER.ADD reqid GPUS 0", "WORKER.ADD host:1 GPUS 0" };
+    for (size_t i = 0; i < sizeof journal / sizeof journal[0]; i++) {
+        char err[BERTH_ERR_LEN_MAX] = "";
+        berth_cmd cmd;
+        ck_assert_msg(berth_cmd_parse_text(&cmd, journal[i], strlen(journal[i]), p->words, BERTH_ARGS_MAX, err,
+                                           sizeof err) == 0, "'%s': %s", journal[i], err);
+        ck_assert_uint_eq(cmd.kind, BERTH_CMD_WORKER_ADD);
+    }
+    free(p);
+}
+END_TEST
+
 /* ---- canonical text ----------------------------------------------------- */
 
 static size_t canonical_of(parsed *p, const char *line, char *buf, size_t size) {
@@ -2936,6 +2971,7 @@ static Suite *core_suite(void) {
     tcase_add_test(parse, test_parse_list_limits);
     tcase_add_test(parse, test_parse_fields);
     tcase_add_test(parse, test_parse_reqid);
+    tcase_add_test(parse, test_parse_unplaceable_worker);
     tcase_add_test(parse, test_canonical_exact);
     tcase_add_test(parse, test_canonical_roundtrip);
     tcase_add_test(parse, test_canonical_spellings_equal);
