@@ -726,6 +726,31 @@ bool berth_clog_exists(const char *dir) {
     return false;
 }
 
+bool berth_clog_ever_written(const char *dir) {
+    char path[path_len_max];
+    for (int i = 0; i < file_count; i++) {
+        if (!path_of(path, dir, file_names[i])) {
+            return true;
+        }
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            if (errno == ENOENT) {
+                continue;
+            }
+            return true;
+        }
+        uint8_t head[magic_len];
+        ssize_t got = pread(fd, head, sizeof head, 0);
+        int rc = close(fd);
+        assert(rc == 0);
+        (void)rc;
+        if (got < 0 || (got == (ssize_t)sizeof head && memcmp(head, FRAME_MAGIC, magic_len) == 0)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 uint64_t berth_clog_last_seq(const berth_clog *log) {
     return log->last_seq;
 }

@@ -95,6 +95,13 @@ void berth_clog_close(berth_clog *log);
 /* True when either file exists in DIR. */
 bool berth_clog_exists(const char *dir);
 
+/* True when either file in DIR ever took a frame: a file is made of zeros
+ * and its first frame goes at offset 0, which later frames only overwrite
+ * with frames. So records were acknowledged in DIR at some time (the
+ * journal's open refuses a missing data.mdb then). A file that cannot be
+ * read counts as holding one: the caller must not take DIR for new. */
+bool berth_clog_ever_written(const char *dir);
+
 /* Bytes a frame of these records takes in the log (header, payload,
  * alignment). touched may be NULL. */
 uint64_t berth_clog_frame_bytes(const berth_record *records, const berth_touched *touched,

@@ -219,6 +219,7 @@
 #include "backend.h"
 #include "be64.h"
 #include "berth_limits.h"
+#include "commit_log.h"
 #include "fold_sort.h"
 #include "history_runs.h"
 #include "jutil.h"
@@ -745,8 +746,41 @@ static berth_jerr dir_created_sync(lmdb_journal *j, char *err, size_t err_size) 
     return BERTH_J_OK;
 }
 
+/* data.mdb missing or empty in a directory that held records: LMDB would
+ * make a new, empty journal there, and every acknowledged write would be
+ * gone without a word. What a journal leaves beside data.mdb: a commit log
+ * that took a frame, a history index. Either refuses the open, before LMDB
+ * touches the file. Neither is there only for a directory that never
+ * acknowledged a write (a first start cut short may leave data.mdb empty),
+ * which is new. */
+static bool hist_dir_path(char *out, const lmdb_journal *j);
+
+static berth_jerr dir_lost_journal(lmdb_journal *j, const char *what, char *err, size_t err_size) {
+    char hist[path_len_max];
+    char hist_file[path_len_max];
+    struct stat st;
+    bool clog = berth_clog_ever_written(j->dir);
+    bool history = hist_dir_path(hist, j) && path_join(hist_file, hist, "data.mdb") &&
+                   stat(hist_file, &st) == 0 && st.st_size > 0;
+    if (!clog && !history) {
+        return BERTH_J_OK;
+    }
+    berth_jsay(err, err_size, "the journal's data file %s/data.mdb is %s, but the directory holds what a"
+             " journal leaves behind (%s): its records are lost. Restore data.mdb from a backup (with"
+             " commit.log and commit.log.2); if no record was ever written here, move the directory"
+             " aside and start afresh", j->dir, what,
+             clog && history ? "a commit log with frames and the history index" :
+             clog ? "a commit log with frames" : "the history index");
+    return BERTH_J_CORRUPT;
+}
+
 static berth_jerr dir_prepare(lmdb_journal *j, char *err, size_t err_size) {
     struct stat st;
+    char path[path_len_max];
+    if (!path_join(path, j->dir, "data.mdb")) {
+        sentence(err, err_size, "data directory path %s is too long%s", j->dir, "");
+        return BERTH_J_INVALID;
+    }
     if (!j->read_only && !j->rebuild) {
         bool created = mkdir(j->dir, 0700) == 0;
         if (!created && errno != EEXIST) {
@@ -754,21 +788,35 @@ static berth_jerr dir_prepare(lmdb_journal *j, char *err, size_t err_size) {
                      strerror(errno));
             return errno == ENOENT ? BERTH_J_NOTFOUND : BERTH_J_IO;
         }
-        char file[path_len_max];
-        bool fresh = created || (path_join(file, j->dir, "data.mdb") && stat(file, &st) != 0 &&
-                                 errno == ENOENT);
+        bool missing = stat(path, &st) != 0 && errno == ENOENT;
+        if (!created && (missing || (S_ISREG(st.st_mode) && st.st_size == 0))) {
+            berth_jerr lost = dir_lost_journal(j, missing ? "missing" : "empty (0 bytes)", err,
+                                               err_size);
+            if (lost != BERTH_J_OK) {
+                return lost;
+            }
+        }
+        bool fresh = created || missing;
         berth_jerr jerr = fresh ? dir_created_sync(j, err, err_size) : BERTH_J_OK;
         return jerr == BERTH_J_OK ? lock_take(j, err, err_size) : jerr;
     }
     if (stat(j->dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        sentence(err, err_size, "data directory %s does not exist%s", j->dir, "");
+        bool exists = stat(j->dir, &st) == 0;
+        sentence(err, err_size, "data directory %s %s", j->dir,
+                 exists ? "is not a directory" : "does not exist");
         return BERTH_J_NOTFOUND;
     }
-    char path[path_len_max];
-    if (!path_join(path, j->dir, "data.mdb") || stat(path, &st) != 0) {
+    if (stat(path, &st) != 0) {
         sentence(err, err_size, "data directory %s holds no journal (no data.mdb)%s",
                  j->dir, "");
         return BERTH_J_NOTFOUND;
+    }
+    if (S_ISREG(st.st_mode) && st.st_size == 0) {
+        /* LMDB would take it for a new file: a read-only open fails on it
+         * obscurely, a rebuild would write a journal into it. */
+        sentence(err, err_size, "the journal's data file %s is empty (0 bytes): there is no journal"
+                 " to read%s", path, "");
+        return BERTH_J_CORRUPT;
     }
     /* A rebuild works on a journal that is there, never on a new one. */
     return j->rebuild ? lock_take(j, err, err_size) : BERTH_J_OK;

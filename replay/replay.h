@@ -22,6 +22,8 @@ typedef struct berth_replay_stats {
     uint64_t records;             /* records applied after the snapshot */
     uint64_t last_seq;
     uint64_t elapsed_ns;          /* filled by the caller's clock, not by replay */
+    uint32_t bad_snapshots;       /* berth_engine_open's: snapshots that failed their check (replay
+                                     proper clears it and counts in its own argument) */
 } berth_replay_stats;
 
 /* Apply one decoded record to state (parse its command text, apply at its

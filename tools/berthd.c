@@ -205,6 +205,11 @@ static int berthd_open(server *s) {
                (unsigned long long)stats.from_snapshot_seq, (unsigned long long)stats.records,
                berth_state_worker_count(st), berth_state_instance_count(st),
                (unsigned long long)elapsed_ms);
+    if (stats.bad_snapshots > 0) {
+        server_log("skipped %u damaged snapshot(s), which failed their check, for an older one or "
+                   "genesis: the state is the same; `berth journal verify --data %s` names them",
+                   (unsigned)stats.bad_snapshots, s->config.data_dir);
+    }
     return 0;
 }
 

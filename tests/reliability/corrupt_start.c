@@ -9,6 +9,10 @@
  *            no longer matches): refuse, naming that record's seq;
  *   hash     one byte of the stored hash of the last record flipped;
  *   truncate the LMDB data file cut to half its size: refuse, no signal;
+ *   empty    the LMDB data file cut to 0 bytes, and
+ *   missing  the LMDB data file removed (the commit log and the history
+ *            index left): refuse, saying the records are lost, and leave
+ *            data.mdb as it was (LMDB would make a new, empty journal);
  *   snapshot the newest snapshot's body changed: serve, same answers;
  *   digest   the newest snapshot's trailing digest changed: serve, same answers;
  *   all-snapshots every snapshot damaged: serve from genesis, same answers.
@@ -239,6 +243,33 @@ static void expect_refusal(const char *name, const char *dir, uint64_t seq) {
     free(out);
 }
 
+/* data.mdb emptied or removed beside the rest of a journal's files. */
+static void expect_lost(const char *name, const char *dir, bool missing) {
+    char log[CS_PATH_LEN_MAX], file[CS_PATH_LEN_MAX + 16];
+    snprintf(log, sizeof log, "%s.log", dir);
+    snprintf(file, sizeof file, "%s/data.mdb", dir);
+    start_result r = try_start(dir, log);
+    check(!r.served, name, "berthd served a new, empty journal in place of the lost one");
+    check(!r.signaled && r.exit_code != 0, name, "berthd did not refuse cleanly (exit %d, signal %d)", r.exit_code,
+          r.signaled);
+    check(strstr(r.log, "records are lost") != NULL && strstr(r.log, "data.mdb") != NULL, name,
+          "the message does not say data.mdb's records are lost: %s", r.log);
+    struct stat st;
+    bool now_missing = stat(file, &st) != 0;
+    check(missing ? now_missing : !now_missing && st.st_size == 0, name,
+          "the refused start changed data.mdb (%s, %lld bytes)", now_missing ? "missing" : "present",
+          now_missing ? 0LL : (long long)st.st_size);
+    printf("%s: berthd refused (exit %d): %.*s\n", name, r.exit_code, (int)strcspn(r.log, "\n"), r.log);
+    free(r.log);
+    if (berth_path == NULL || berth_path[0] == '\0') return;
+    char *out = NULL;
+    int code = berth_verify_cli(dir, &out);
+    check(code != 0 && strstr(out, "records verified") == NULL, name,
+          "berth journal verify exited %d on a lost journal: %s", code, out);
+    printf("%s: berth journal verify exit %d: %.*s\n", name, code, (int)strcspn(out, "\n"), out);
+    free(out);
+}
+
 /* Raw replies to the state queries, for comparing two starts. */
 static char *state_answers(int port) {
     h_conn c;
@@ -324,8 +355,10 @@ static void snapshot_case(const char *name, const char *base, const char *good, 
     check(answers != NULL, name, "berthd refused to start when only %zu snapshot(s) were bad: %s", damaged, log);
     if (answers != NULL) {
         check(strcmp(answers, good) == 0, name, "berthd serves a different state after the fallback");
+        check(strstr(log, "damaged snapshot") != NULL, name, "berthd's log does not mention the damaged snapshot: %s",
+              log);
         printf("%s: %zu snapshot(s) damaged, berthd fell back and serves the same state%s\n", name, damaged,
-               strstr(log, "snapshot") ? " (its log mentions the snapshot)" : "");
+               strstr(log, "damaged snapshot") ? " (its log mentions the damaged snapshot)" : "");
     }
     free(answers);
     free(log);
@@ -374,6 +407,18 @@ int main(int argc, char **argv) {
     if (truncate(file, st.st_size / 2) != 0) h_die("truncate %s", file);
     printf("truncate: data.mdb cut from %lld to %lld bytes\n", (long long)st.st_size, (long long)st.st_size / 2);
     expect_refusal("truncate", dir, 0);
+
+    snprintf(dir, sizeof dir, "%s/empty", work);
+    run_shell("rm -rf '%s' && cp -a '%s' '%s'", dir, base, dir);
+    snprintf(file, sizeof file, "%s/data.mdb", dir);
+    if (truncate(file, 0) != 0) h_die("truncate %s", file);
+    expect_lost("empty", dir, false);
+
+    snprintf(dir, sizeof dir, "%s/missing", work);
+    run_shell("rm -rf '%s' && cp -a '%s' '%s'", dir, base, dir);
+    snprintf(file, sizeof file, "%s/data.mdb", dir);
+    if (unlink(file) != 0) h_die("unlink %s", file);
+    expect_lost("missing", dir, true);
 
     snprintf(snap_base, sizeof snap_base, "%s/snapbase", work);
     build_base(snap_base, "5");
