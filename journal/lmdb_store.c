@@ -1911,6 +1911,72 @@ static berth_jerr hist_env_failed(lmdb_journal *j, int rc) {
  * before this process trusts what the page cache shows. NOTFOUND (no
  * sentence) when a read-only open finds no history environment, or an
  * empty data file. */
+/* Which journal a history index belongs to: "journal_first" in its meta
+ * holds the hash of that journal's record 1, written by the first writable
+ * open that finds the journal holding one (an index from before session 14
+ * gets it then). An index copied in from another data directory may fit
+ * this journal's seqs and still name other records: HISTORY would answer
+ * from it, wrong and without a word. A mismatch is CORRUPT (the rebuild
+ * cures it). */
+static const MDB_val journal_first_key = { 13, (void *)"journal_first" };
+
+static berth_jerr journal_first_hash(lmdb_journal *j, uint8_t hash[BERTH_HASH_LEN], bool *present) {
+    *present = false;
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        return jerr_of_mdb(rc);
+    }
+    uint64_t seq = 1;
+    MDB_val key = { sizeof(seq), &seq };
+    MDB_val val;
+    rc = mdb_get(txn, j->dbi_journal, &key, &val);
+    berth_jerr jerr = BERTH_J_OK;
+    if (rc == 0) {
+        uint64_t got = 0;
+        const uint8_t *prev = NULL, *stored = NULL;
+        /* A record 1 that cannot be read is verify's to report; the
+         * binding is then left unchecked. */
+        *present = berth_record_peek_chain(val.mv_data, val.mv_size, &got, &prev, &stored) && got == 1;
+        if (*present) {
+            memcpy(hash, stored, BERTH_HASH_LEN);
+        }
+    } else if (rc != MDB_NOTFOUND) {
+        jerr = jerr_of_mdb(rc);
+    }
+    mdb_txn_abort(txn);
+    return jerr;
+}
+
+/* check: compare a binding already there (at open); a fold only writes a
+ * missing one (the index is first made while the journal is empty, so its
+ * first fold binds it). */
+static berth_jerr hist_journal_bind(lmdb_journal *j, MDB_txn *htxn, bool check, bool *map_full) {
+    MDB_val key = journal_first_key;
+    MDB_val val;
+    int rc = mdb_get(htxn, j->hdbi_meta, &key, &val);
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        return jerr_of_mdb(rc);
+    }
+    bool bound = rc == 0;
+    if ((bound && !check) || (!bound && j->read_only)) {
+        return BERTH_J_OK;
+    }
+    uint8_t first[BERTH_HASH_LEN];
+    bool have_first = false;
+    berth_jerr jerr = journal_first_hash(j, first, &have_first);
+    if (jerr != BERTH_J_OK || !have_first) {
+        return jerr;
+    }
+    if (bound) {
+        bool same = val.mv_size == BERTH_HASH_LEN && memcmp(val.mv_data, first, BERTH_HASH_LEN) == 0;
+        return same ? BERTH_J_OK : BERTH_J_CORRUPT;
+    }
+    val = (MDB_val){ BERTH_HASH_LEN, first };
+    rc = mdb_put(htxn, j->hdbi_meta, &key, &val, 0);
+    return rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
+}
+
 static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err,
                                 size_t err_size) {
     char path[path_len_max];
@@ -2006,13 +2072,21 @@ static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err
             }
         }
         if (rc == 0 && jerr == BERTH_J_OK) {
+            jerr = hist_journal_bind(j, txn, true, &map_full);
+        }
+        if (rc == 0 && jerr == BERTH_J_OK) {
             rc = mdb_txn_commit(txn);   /* keeps the handles; writable: synced */
         } else {
             mdb_txn_abort(txn);
         }
         if (rc == 0 && jerr != BERTH_J_OK) {
-            sentence(err, err_size, "cannot set up the history index in %s (%s)", path,
-                     berth_jerr_name(jerr));
+            if (jerr == BERTH_J_CORRUPT) {
+                sentence(err, err_size, "the history index %s belongs to another journal: the record"
+                         " 1 it was built from is not this journal's%s", path, "");
+            } else {
+                sentence(err, err_size, "cannot set up the history index in %s (%s)", path,
+                         berth_jerr_name(jerr));
+            }
             mdb_env_close(j->henv);
             j->henv = NULL;
             return jerr;
@@ -2431,6 +2505,7 @@ static berth_jerr fold_write(lmdb_journal *j, const void *arg, bool *map_full) {
     rc = count == 0 ? 0 : hist_run_write(txn, &j->hruns, items, count, first, covered, &bytes);
     berth_jerr err = rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
     if (err == BERTH_J_OK) err = meta_u64_put(txn, j->hdbi_meta, &folded_key, covered, map_full);
+    if (err == BERTH_J_OK && covered >= 1) err = hist_journal_bind(j, txn, false, map_full);
     if (err != BERTH_J_OK) {
         mdb_txn_abort(txn);
         return err;

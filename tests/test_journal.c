@@ -3329,6 +3329,45 @@ START_TEST(store_history_env_damaged) {
 }
 END_TEST
 
+/* A history index copied in from another journal whose seqs it fits
+ * (same head, same folds) is refused by the hash of record 1 it was built
+ * from, writable and read-only, so HISTORY never answers from another
+ * journal's records; its own journal opens it as before. */
+START_TEST(store_history_other_journal) {
+    char a[256], b[256];
+    dir_fresh(a, sizeof(a));
+    dir_fresh(b, sizeof(b));
+    berth_journal *j = open_fold(a, fold_records);
+    ck_assert_int_eq(append_touched(j, 1, 3 * fold_records), BERTH_J_OK);
+    settle(j);
+    close_rw(j);
+    j = open_fold(b, fold_records);
+    built first;
+    build(&first, 1);
+    first.rec.time_ms += 1;   /* another journal: the same commands at another time */
+    ck_assert_int_eq(berth_journal_append(j, &first.rec, NULL, 1), BERTH_J_OK);
+    ck_assert_int_eq(append_touched(j, 2, 3 * fold_records - 1), BERTH_J_OK);
+    settle(j);
+    close_rw(j);
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s/history' && cp -a '%s/history' '%s/history'", b, a, b);
+    ck_assert_int_eq(system(cmd), 0);
+    char err[err_len_max] = "";
+    char hint[err_len_max];
+    snprintf(hint, sizeof(hint), "rebuild it from the journal with `berth history rebuild --data %s`", b);
+    berth_journal_options o = { .history_fold_records = fold_records };
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, b, &o, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, "belongs to another journal") != NULL && strstr(err, hint) != NULL, "%s", err);
+    berth_journal_options ro = { .read_only = true, .no_lock = true };
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, b, &ro, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, "belongs to another journal") != NULL && strstr(err, hint) != NULL, "%s", err);
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, a, &ro, err, sizeof(err)), BERTH_J_OK);
+    berth_journal_close(j);
+    j = open_fold(a, fold_records);
+    close_rw(j);
+}
+END_TEST
+
 /* ---- damaged LMDB meta pages ------------------------------------------- */
 
 /* Bytes of one LMDB 0.9 meta page (64-bit: a 16-byte page header, then
@@ -4426,6 +4465,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_history_killed_merging);
     tcase_add_test(store, store_history_env_missing);
     tcase_add_test(store, store_history_env_damaged);
+    tcase_add_test(store, store_history_other_journal);
     tcase_add_test(store, store_meta_damaged);
     tcase_add_test(store, store_size_counts_history);
     tcase_add_test(store, store_deferred_durable_seq);

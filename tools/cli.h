@@ -60,6 +60,7 @@ typedef struct cli_store {
     uint64_t head_seq;
     uint8_t head_hash[BERTH_HASH_LEN];   /* zeros when head_damaged */
     bool head_damaged;   /* record head_seq does not decode (reader_head's CORRUPT) */
+    const char *dir;     /* the data directory as given (the caller's string) */
 } cli_store;
 int cli_store_open(cli_store *store, const char *dir);   /* CLI_EXIT_* */
 /* berth is read-only on a data directory: a file it is told to write (an

@@ -282,6 +282,7 @@ int cli_store_open(cli_store *store, const char *dir) {
     if (dir == NULL) {
         return cli_fail(CLI_EXIT_USAGE, "ERR", "no data directory given: use --data DIR");
     }
+    store->dir = dir;
     int mirrored = cli_etcd_mirror(dir);
     if (mirrored != CLI_EXIT_OK) {
         return mirrored;

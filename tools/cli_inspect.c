@@ -728,8 +728,17 @@ static int history_print(cli_store *store, berth_history_kind kind, berth_str na
         size_t n = 0;
         berth_jerr jerr = berth_journal_history(store->reader, kind, name, from, seqs,
                                                 HISTORY_PAGE_MAX, &n);
+        if (jerr == BERTH_J_CORRUPT) {
+            /* The index does not fit this journal (another directory's, or
+             * damaged): a finding, with the cure berthd's refusal names. */
+            return cli_fail(CLI_EXIT_FINDING, berth_jerr_name(jerr),
+                            "the history index %s/history does not fit the journal (it is damaged or "
+                            "another journal's): rebuild it with `berth history rebuild --data %s`, "
+                            "with berthd stopped", store->dir, store->dir);
+        }
         if (jerr != BERTH_J_OK) {
-            return cli_fail(CLI_EXIT_USAGE, berth_jerr_name(jerr), "cannot read the history index");
+            return cli_fail(CLI_EXIT_FINDING, berth_jerr_name(jerr), "cannot read the history index in "
+                            "%s/history", store->dir);
         }
         assert(n <= HISTORY_PAGE_MAX);
         for (size_t i = 0; i < n; i++) {
