@@ -984,6 +984,13 @@ static const walk_start start_head = { "the journal's head", " (the journal's he
 static const walk_start start_other = { "the other file's last frame",
                                         " (the other file's last record)",
                                         "it overlaps the other file's frames" };
+/* The second file's walk when the first applied nothing: its frames must
+ * follow the head, and the seqs between are in no whole frame of the other
+ * file (damaged there, or the file is gone). */
+static const walk_start start_head_second = {
+    "the journal's head (the other file holds no whole frame past it: damaged or missing)",
+    " (the journal's head)", "it is partly at or below the head"
+};
 
 typedef struct walk {
     /* in */
@@ -1256,7 +1263,7 @@ static berth_jerr walk_both(const file_view v[file_count], uint64_t head_seq,
         wk->path = f->path;
         wk->recode = recode;
         wk->own_frames = own_frames;
-        wk->start = k == 0 ? &start_head : &start_other;
+        wk->start = k == 0 ? &start_head : w[0].records == 0 ? &start_head_second : &start_other;
         wk->head_seq = k == 0 ? head_seq : w[0].last_seq;
         memcpy(wk->head_hash, k == 0 ? head_hash : w[0].last_hash, BERTH_HASH_LEN);
         berth_jerr jerr = walk_run(wk, err, err_size);

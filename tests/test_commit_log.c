@@ -1683,9 +1683,13 @@ END_TEST
  * and moves nothing, for checkpoint and pending alike:
  *   0  a damaged frame in the middle of the older file, whole ones after;
  *   1  the older file's last frame lost: a gap between the two files;
- *   2  a damaged frame in the middle of the newer file, a whole one after. */
+ *   2  a damaged frame in the middle of the newer file, a whole one after;
+ *   3  the older file's first frame damaged and nothing whole after it: the
+ *      newer file's frames are a gap after the journal's head, and the
+ *      sentence says the other file has no whole frame past it (it named
+ *      "the other file's last frame" of a walk that applied nothing). */
 START_TEST(clog_two_files_corrupt) {
-    for (int variant = 0; variant < 3; variant++) {
+    for (int variant = 0; variant < 4; variant++) {
         char dir[300];
         dir_fresh(dir, sizeof(dir));
         berth_journal *j = jopen(dir, 0, 0);
@@ -1718,10 +1722,16 @@ START_TEST(clog_two_files_corrupt) {
             zero_range_in(dir, BERTH_CLOG_FILE2, goff[2], BERTH_CLOG_ALIGN);
             snprintf(at, sizeof(at), "the other file's last frame is 11");
             needle = "a gap";
-        } else {
+        } else if (variant == 2) {
             flip_byte_in(dir, BERTH_CLOG_FILE, hoff[0] + BERTH_CLOG_HEADER_BYTES + 9);
             snprintf(at, sizeof(at), "offset %" PRIu64 " after seq 13", hoff[0]);
             needle = "holds seqs 16..17";
+        } else {
+            flip_byte_in(dir, BERTH_CLOG_FILE2, goff[0] + BERTH_CLOG_HEADER_BYTES + 9);
+            zero_range_in(dir, BERTH_CLOG_FILE2, goff[1], BERTH_CLOG_ALIGN);
+            zero_range_in(dir, BERTH_CLOG_FILE2, goff[2], BERTH_CLOG_ALIGN);
+            snprintf(at, sizeof(at), "the journal's head (the other file holds no whole frame past it");
+            needle = "holds seqs 14..15";
         }
 
         j = jopen(dir, 0, 0);

@@ -266,6 +266,15 @@ static void cli_commit_log_note(const char *dir, const cli_store *store) {
     char err[CLI_ERR_LEN_MAX] = "";
     berth_jerr jerr = berth_clog_pending(dir, store->head_seq, store->head_hash, &pending, err,
                                          sizeof err);
+    if (jerr != BERTH_J_OK && jerr != BERTH_J_NOTFOUND) {
+        /* berthd refuses to start on such a log (it may hold acknowledged
+         * records past what is read here): say so, or every tool would look
+         * fine beside a berthd that will not start. */
+        fprintf(stderr, "berth: warning: %s %s; berthd will not start on %s, and what is read here "
+                        "may lack acknowledged records the commit log holds\n",
+                berth_jerr_name(jerr), err, dir);
+        return;
+    }
     if (jerr == BERTH_J_OK && pending > 0) {
         fprintf(stderr, "berth: note: the commit log in %s (%s, %s) holds %llu acknowledged "
                         "records after seq %llu that the journal read here does not hold yet; "

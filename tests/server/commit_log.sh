@@ -207,6 +207,10 @@ rc=0
 timeout 20 "$BERTHD" --data "$DATA" --bind 127.0.0.1 --port "$PORT" >"$TMP/corrupt.log" 2>&1 || rc=$?
 expect_eq "$rc" 1 "berthd's exit status on a damaged $victim ($note)"
 grep -q 'CORRUPT.*commit.log' "$TMP/corrupt.log" || fail "berthd should name CORRUPT and the commit log: $(cat "$TMP/corrupt.log")"
+# The tools read LMDB alone, but must not look fine beside a log berthd refuses.
+"$BERTH" status --data "$DATA" >/dev/null 2>"$TMP/status5.err" || true
+grep -q "warning: CORRUPT the commit log .*$victim.*berthd will not start" "$TMP/status5.err" ||
+    fail "round 5: berth status does not warn of the damaged log: $(cat "$TMP/status5.err")"
 printf "$(printf '\\%03o' "$orig")" | dd of="$DATA/$victim" bs=1 seek=100 conv=notrunc status=none
 restart_check 5
 note "round 5: $pending records waited in the log; a flipped byte in $victim's first frame refused the start"
