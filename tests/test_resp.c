@@ -143,6 +143,7 @@ START_TEST(bulk_length_limits) {
     assert_error("*1\r\n$2147483648\r\n", 18, "exceeds the limit of 64 bytes");
     assert_error("*1\r\n$65\r\n", 9, "bulk length 65 exceeds");
     assert_error("*1\r\n$-1\r\n", 9, "negative length");
+    assert_error("*2\r\n$4\r\nECHO\r\n$-0\r\n\r\n", 21, "negative length starting with 0");
     assert_error("*1\r\n$abc\r\n", 10, "is not a digit");
     assert_error("*1\r\n$\r\n", 7, "expected 1 to");
     assert_error("*1\r\n$99999999999999999999\r\n", 27, "expected 1 to");
@@ -210,6 +211,19 @@ START_TEST(inline_limits) {
     }
     words[len++] = '\n';
     assert_error(words, len, "more than 16 arguments");
+    /* One inline word may hold what one bulk string may, no more. */
+    char line[200];
+    size_t n = 0;
+    memcpy(line, "ECHO ", 5);
+    n = 5;
+    memset(line + n, 'b', 64 + 1);   /* limits.bulk_bytes_max + 1 */
+    n += 64 + 1;
+    line[n++] = '\n';
+    assert_error(line, n, "inline argument of");
+    line[n - 2] = '\n';
+    ck_assert_int_eq(parse(line, n - 1, &res), RESP_COMMAND);
+    ck_assert_uint_eq(res.argc, 2);
+    ck_assert_uint_eq(argv[1].len, 64);
 }
 END_TEST
 

@@ -114,6 +114,12 @@ static header_status resp_header(const char *buf, size_t len, size_t pos, const 
         resp_fail(out, "invalid %s: expected 1 to %d digits", what, RESP_DIGITS_MAX);
         return HEADER_ERROR;
     }
+    if (negative && *p == '0') {
+        /* "-0" (or "-01") is no length any Redis client writes: Redis
+         * refuses it, and taking it for 0 would hide a broken writer. */
+        resp_fail(out, "invalid %s: a negative length starting with 0", what);
+        return HEADER_ERROR;
+    }
     int64_t v = 0;
     for (; p < cr; p++) {
         if (*p < '0' || *p > '9') {
@@ -287,6 +293,12 @@ static resp_status resp_inline(const char *buf, size_t len, const resp_limits *l
         }
         if (argc == limits->args_max) {
             return resp_fail(out, "inline command has more than %u arguments", limits->args_max);
+        }
+        /* The same per-argument limit as a bulk string's (before AUTH too):
+         * the framing must not decide what one argument may hold. */
+        if (i - word > limits->bulk_bytes_max) {
+            return resp_fail(out, "inline argument of %zu bytes exceeds the limit of %u bytes",
+                             i - word, limits->bulk_bytes_max);
         }
         argv[argc++] = berth_str_make(buf + word, i - word);
     }
