@@ -200,6 +200,11 @@ struct berth_clog {
     /* The checkpoints' scratch (checkpoint_sealed's thread, or a full
      * checkpoint): never touched by append. */
     uint8_t *recode;                /* BERTH_RECORD_BYTES_MAX: a walk re-encodes each record */
+    /* The torn frame the last full checkpoint's walks ended on, when its
+     * header still read (berth_clog_dropped): the full checkpoint's. */
+    bool dropped;
+    uint64_t dropped_first, dropped_last, dropped_off;
+    const char *dropped_path;
     /* A checkpoint's journal batch: each record's bytes in its frame (in
      * the map), and its names. */
     berth_encoded *batch_records;
@@ -1008,6 +1013,7 @@ typedef struct walk {
     uint64_t end_off;           /* where the walk ended */
     const char *end_why;        /* what is there */
     bool end_hashed;            /* the frame at end_off was hashed: not whole */
+    uint64_t end_first, end_last;   /* with end_hashed: the seqs its header claims */
     uint64_t last_seq;          /* the last seq to apply (head_seq: none) */
     uint8_t last_hash[BERTH_HASH_LEN];
     uint64_t records;
@@ -1193,6 +1199,8 @@ static berth_jerr walk_run(walk *w, char *err, size_t err_size) {
         if (!frame_whole(w->map, &h)) {
             w->end_why = "holds a frame that is not whole";
             w->end_hashed = true;
+            w->end_first = h.first_seq;
+            w->end_last = frame_last(&h);
             break;
         }
         uint64_t expect = w->last_seq + 1;
@@ -1638,9 +1646,33 @@ berth_jerr berth_clog_checkpoint(berth_clog *log, berth_journal *journal, uint64
     if (jerr != BERTH_J_OK) {
         return jerr;   /* nothing reset: a retry walks from the journal's new head */
     }
+    /* The walk that ended on a torn frame past what moved (the newer file's,
+     * normally: only it can end torn). */
+    log->dropped = false;
+    for (int k = file_count - 1; k >= 0 && !log->dropped; k--) {
+        if (w[k].end_hashed && w[k].end_last > head_seq + moved_now) {
+            log->dropped = true;
+            log->dropped_first = w[k].end_first;
+            log->dropped_last = w[k].end_last;
+            log->dropped_off = w[k].end_off;
+            log->dropped_path = w[k].path;
+        }
+    }
     full_reset(log, &w[1]);
     assert(log->last_seq == head_seq + moved_now);
     return BERTH_J_OK;
+}
+
+bool berth_clog_dropped(const berth_clog *log, uint64_t *first_seq, uint64_t *last_seq,
+                        const char **path, uint64_t *off) {
+    assert(log != NULL);
+    if (log->dropped) {
+        *first_seq = log->dropped_first;
+        *last_seq = log->dropped_last;
+        *path = log->dropped_path;
+        *off = log->dropped_off;
+    }
+    return log->dropped;
 }
 
 /* ---- pending ------------------------------------------------------------ */

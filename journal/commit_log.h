@@ -184,6 +184,15 @@ uint64_t berth_clog_size_bytes(const berth_clog *log);
 uint64_t berth_clog_active_used_bytes(const berth_clog *log);
 uint64_t berth_clog_active_size_bytes(const berth_clog *log);
 
+/* After a successful berth_clog_checkpoint: true when its walk ended on a
+ * frame that is not whole but whose header still reads, holding seqs past
+ * what moved (a frame a crash cut before its sync returned, so none of it
+ * was acknowledged; or, had it been whole once, one the disk damaged): its
+ * claimed seqs, file and offset, for the caller's log. path points into
+ * log. */
+bool berth_clog_dropped(const berth_clog *log, uint64_t *first_seq, uint64_t *last_seq,
+                        const char **path, uint64_t *off);
+
 /* Read-only, for tools beside a stopped or running berthd: count the
  * records the two files hold past head_seq by the walk above (an absent
  * file holds none). Nothing is written. Errors: CORRUPT (as checkpoint),

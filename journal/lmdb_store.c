@@ -327,6 +327,12 @@ typedef struct lmdb_journal {
     /* writable: henv durably holds every touched name up to here; written by
      * the folder only, read by appends (the trim) */
     _Atomic uint64_t hist_folded;
+    /* The folder thread's own: record 1's hash, read by its first gather
+     * (under the gate, in the gather's transaction), for the index's
+     * binding (hist_journal_bind), so a fold's henv transaction never opens
+     * one on the main environment. */
+    uint8_t fold_first_hash[BERTH_HASH_LEN];
+    bool fold_first_known;
     /* The folder thread (writable opens), under fold_mutex. */
     pthread_t folder;
     bool folder_started;
@@ -1920,17 +1926,13 @@ static berth_jerr hist_env_failed(lmdb_journal *j, int rc) {
  * cures it). */
 static const MDB_val journal_first_key = { 13, (void *)"journal_first" };
 
-static berth_jerr journal_first_hash(lmdb_journal *j, uint8_t hash[BERTH_HASH_LEN], bool *present) {
+static berth_jerr journal_first_hash_in(lmdb_journal *j, MDB_txn *txn, uint8_t hash[BERTH_HASH_LEN],
+                                        bool *present) {
     *present = false;
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn);
-    if (rc != 0) {
-        return jerr_of_mdb(rc);
-    }
     uint64_t seq = 1;
     MDB_val key = { sizeof(seq), &seq };
     MDB_val val;
-    rc = mdb_get(txn, j->dbi_journal, &key, &val);
+    int rc = mdb_get(txn, j->dbi_journal, &key, &val);
     berth_jerr jerr = BERTH_J_OK;
     if (rc == 0) {
         uint64_t got = 0;
@@ -1944,6 +1946,18 @@ static berth_jerr journal_first_hash(lmdb_journal *j, uint8_t hash[BERTH_HASH_LE
     } else if (rc != MDB_NOTFOUND) {
         jerr = jerr_of_mdb(rc);
     }
+    return jerr;
+}
+
+/* At open only: no other thread of this process uses the map yet. */
+static berth_jerr journal_first_hash(lmdb_journal *j, uint8_t hash[BERTH_HASH_LEN], bool *present) {
+    *present = false;
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        return jerr_of_mdb(rc);
+    }
+    berth_jerr jerr = journal_first_hash_in(j, txn, hash, present);
     mdb_txn_abort(txn);
     return jerr;
 }
@@ -1964,7 +1978,16 @@ static berth_jerr hist_journal_bind(lmdb_journal *j, MDB_txn *htxn, bool check, 
     }
     uint8_t first[BERTH_HASH_LEN];
     bool have_first = false;
-    berth_jerr jerr = journal_first_hash(j, first, &have_first);
+    berth_jerr jerr = BERTH_J_OK;
+    if (check) {
+        jerr = journal_first_hash(j, first, &have_first);   /* at open */
+        if (jerr != BERTH_J_OK && j->read_only) {
+            return BERTH_J_OK;   /* a writer grew the map meanwhile, say: the check is skipped */
+        }
+    } else {
+        have_first = j->fold_first_known;   /* a fold: its gather read it */
+        memcpy(first, j->fold_first_hash, BERTH_HASH_LEN);
+    }
     if (jerr != BERTH_J_OK || !have_first) {
         return jerr;
     }
@@ -2427,6 +2450,10 @@ static berth_jerr fold_gather(lmdb_journal *j, fold_work *w, uint64_t through, s
     if (rc != 0) {
         gate_reader_leave(&j->gate);
         return jerr_of_mdb(rc);
+    }
+    if (!j->fold_first_known) {
+        /* A failure leaves the binding to a later fold, or the next open. */
+        (void)journal_first_hash_in(j, txn, j->fold_first_hash, &j->fold_first_known);
     }
     MDB_cursor *cursor;
     rc = mdb_cursor_open(txn, j->dbi_touchlog, &cursor);

@@ -661,6 +661,17 @@ START_TEST(clog_torn_last) {
         j = jopen(dir, 0, 0);
         log = lopen(dir, 4 * mib);
         ck_assert_uint_eq(checkpoint_ok(log, j), 10);
+        /* Said for the log when its header still reads (not variant 1's). */
+        uint64_t df = 0, dl = 0, doff = 0;
+        const char *dpath = NULL;
+        bool dropped = berth_clog_dropped(log, &df, &dl, &dpath, &doff);
+        ck_assert(dropped == (variant != 1));
+        if (dropped) {
+            ck_assert_uint_eq(df, 11);
+            ck_assert_uint_eq(dl, 15);
+            ck_assert_uint_eq(doff, off);
+            ck_assert_ptr_nonnull(strstr(dpath, BERTH_CLOG_FILE));
+        }
         uint8_t hash[BERTH_HASH_LEN];
         ck_assert_uint_eq(head_of(j, hash), 10);
         ck_assert_mem_eq(hash, tf_last_hash(&f[1]), BERTH_HASH_LEN);
@@ -670,6 +681,7 @@ START_TEST(clog_torn_last) {
         append_ok(log, &again);
         ck_assert_mem_eq(again.recs[0].prev_hash, hash, BERTH_HASH_LEN);
         ck_assert_uint_eq(checkpoint_ok(log, j), 2);
+        ck_assert(!berth_clog_dropped(log, &df, &dl, &dpath, &doff));
         expect_frames(j, &again, 1);
         tf_free(&again);
         for (int k = 0; k < 3; k++) {

@@ -131,6 +131,15 @@ static int berthd_commit_log_open(server *s) {
                    (unsigned long long)moved, s->config.data_dir, BERTH_CLOG_FILE,
                    BERTH_CLOG_FILE2);
     }
+    uint64_t torn_first = 0, torn_last = 0, torn_off = 0;
+    const char *torn_path = NULL;
+    if (berth_clog_dropped(log, &torn_first, &torn_last, &torn_path, &torn_off)) {
+        server_log("dropped the torn frame at offset %llu of %s (seqs %llu..%llu): a crash cut it "
+                   "before its sync returned, so none of it was acknowledged (had it been whole "
+                   "once, the disk damaged it)",
+                   (unsigned long long)torn_off, torn_path, (unsigned long long)torn_first,
+                   (unsigned long long)torn_last);
+    }
     if (on) {
         s->clog = log;
     } else {
