@@ -9,8 +9,9 @@
  * may contain ':', so the GPU list is the suffix after the last ':' only when
  * that suffix is digits and commas. REQID <id>, when present, is the last
  * pair of words. So a typed WORKER.ADD refuses the two names those rules
- * would misread in ON (worker_name_placeable); a journal written before
- * that may hold such a worker, whose GPUs are then named explicitly. */
+ * would misread in a plain ON (worker_name_placeable). A journal written
+ * before that may hold such a worker: "ON host:1:0" places worker host:1,
+ * and one named REQID is misread only second to last (refused below). */
 #include "command.h"
 
 #include <assert.h>
@@ -215,13 +216,12 @@ static int parse_label(parser *p, berth_cmd *cmd, berth_str w) {
 
 static bool has_eq(berth_str w) { return memchr(w.ptr, '=', w.len) != NULL; }
 
-/* Two worker names the placement syntax cannot name: "REQID" (any case),
+/* Two worker names the plain placement syntax misreads: "REQID" (any case),
  * since "ON ... REQID <w>" reads as a request id, and a name ending in
  * ":<digits>", since "ON host:1" reads as worker host's GPU 1 (a name
  * holds no comma, so a longer GPU list cannot be its suffix).
- * Such a worker could be registered but never placed as meant (a DEPLOY
- * naming it would silently mean another placement), so a new one is
- * refused. Only typed input is checked: a journal written before this rule
+ * A DEPLOY naming such a worker the plain way would silently mean another
+ * placement, so a new one is refused. Only typed input is checked: a journal written before this rule
  * may hold such a worker, and replays as it was. */
 static int worker_name_placeable(parser *p, berth_str name) {
     char q[80];

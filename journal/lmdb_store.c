@@ -794,8 +794,10 @@ static berth_jerr dir_prepare(lmdb_journal *j, char *err, size_t err_size) {
                      strerror(errno));
             return errno == ENOENT ? BERTH_J_NOTFOUND : BERTH_J_IO;
         }
-        bool missing = stat(path, &st) != 0 && errno == ENOENT;
-        if (!created && (missing || (S_ISREG(st.st_mode) && st.st_size == 0))) {
+        bool found = stat(path, &st) == 0;
+        bool missing = !found && errno == ENOENT;
+        bool empty = found && S_ISREG(st.st_mode) && st.st_size == 0;
+        if (!created && (missing || empty)) {
             berth_jerr lost = dir_lost_journal(j, missing ? "missing" : "empty (0 bytes)", err,
                                                err_size);
             if (lost != BERTH_J_OK) {
