@@ -808,8 +808,8 @@ static berth_jerr dir_prepare(lmdb_journal *j, char *err, size_t err_size) {
         berth_jerr jerr = fresh ? dir_created_sync(j, err, err_size) : BERTH_J_OK;
         return jerr == BERTH_J_OK ? lock_take(j, err, err_size) : jerr;
     }
-    if (stat(j->dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        bool exists = stat(j->dir, &st) == 0;
+    bool exists = stat(j->dir, &st) == 0;
+    if (!exists || !S_ISDIR(st.st_mode)) {
         sentence(err, err_size, "data directory %s %s", j->dir,
                  exists ? "is not a directory" : "does not exist");
         return BERTH_J_NOTFOUND;
@@ -1913,16 +1913,11 @@ static berth_jerr hist_env_failed(lmdb_journal *j, int rc) {
     return jerr == BERTH_J_NOTFOUND ? BERTH_J_IO : jerr;
 }
 
-/* Open DIR/history (created when writable). Writable: its setup commit
- * rewrites folded_seq with the value it holds (0 when new), so, as
- * sync_at_open does for the main environment, a fresh meta page is synced
- * before this process trusts what the page cache shows. NOTFOUND (no
- * sentence) when a read-only open finds no history environment, or an
- * empty data file. */
 /* Which journal a history index belongs to: "journal_first" in its meta
- * holds the hash of that journal's record 1, written by the first writable
- * open that finds the journal holding one (an index from before session 14
- * gets it then). An index copied in from another data directory may fit
+ * holds the hash of that journal's record 1, written by the index's first
+ * fold (the index is made while the journal is empty), or by the first
+ * writable open that finds the journal holding one (an index from before
+ * session 14 gets it then). An index copied in from another data directory may fit
  * this journal's seqs and still name other records: HISTORY would answer
  * from it, wrong and without a word. A mismatch is CORRUPT (the rebuild
  * cures it). */
@@ -2002,6 +1997,12 @@ static berth_jerr hist_journal_bind(lmdb_journal *j, MDB_txn *htxn, bool check, 
     return rc == 0 ? BERTH_J_OK : put_err(rc, map_full);
 }
 
+/* Open DIR/history (created when writable). Writable: its setup commit
+ * rewrites folded_seq with the value it holds (0 when new), so, as
+ * sync_at_open does for the main environment, a fresh meta page is synced
+ * before this process trusts what the page cache shows. NOTFOUND (no
+ * sentence) when a read-only open finds no history environment, or an
+ * empty data file. */
 static berth_jerr hist_env_open(lmdb_journal *j, uint64_t map_initial, char *err,
                                 size_t err_size) {
     char path[path_len_max];
