@@ -34,6 +34,12 @@ struct berth_journal_ops {
     /* NULL in a backend without that road (etcd): journal.c answers INVALID. */
     berth_jerr (*append_encoded)(berth_journal *journal, const berth_encoded *records,
                                  const berth_touched *touched, size_t n);
+    /* append_encoded for bytes berth_record_encode wrote in this process
+     * (journal/appender.c's): the same checks but the SHA-256, whose value the
+     * encoder computed from these very bytes. NULL in a backend without
+     * the encoded road: berth_appender_open answers INVALID. */
+    berth_jerr (*append_own)(berth_journal *journal, const berth_encoded *records,
+                             const berth_touched *touched, size_t n);
     berth_jerr (*snapshot_put)(berth_journal *journal, uint64_t seq, const void *bytes,
                                size_t len);
     /* NULL in a backend whose appends are durable on return: the durable

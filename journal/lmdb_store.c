@@ -1546,10 +1546,12 @@ static berth_jerr batch_put(lmdb_journal *j, MDB_txn *txn, berth_record *records
  * batch does not follow the head), and its hash, the SHA-256 of its body
  * (CORRUPT). Either aborts the transaction: nothing is written. That is
  * one SHA-256 a record, as the other road's encoding costs; this road
- * saves the caller's decode and the encoding. last_hash gets the last
- * stored record's hash. */
+ * saves the caller's decode and the encoding. hashes_known (the appender's
+ * road: this process's own berth_record_encode computed each hash from
+ * these bytes a moment before) skips the SHA-256, not the shape, seq and
+ * link checks. last_hash gets the last stored record's hash. */
 static berth_jerr batch_put_encoded(lmdb_journal *j, MDB_txn *txn, const berth_encoded *records,
-                                    const berth_touched *touched, size_t n,
+                                    const berth_touched *touched, size_t n, bool hashes_known,
                                     uint8_t last_hash[BERTH_HASH_LEN], bool *map_full) {
     MDB_cursor *cursor, *tcursor;
     berth_jerr err = batch_cursors_open(j, txn, touched != NULL, &cursor, &tcursor, map_full);
@@ -1581,7 +1583,7 @@ static berth_jerr batch_put_encoded(lmdb_journal *j, MDB_txn *txn, const berth_e
         if (!berth_record_peek_chain(val.mv_data, len, &stored_seq, &prev, &hash) ||
             stored_seq != seq || memcmp(prev, chain, BERTH_HASH_LEN) != 0) {
             err = BERTH_J_INVALID;
-        } else if (!berth_record_hash_ok(val.mv_data, len)) {
+        } else if (!hashes_known && !berth_record_hash_ok(val.mv_data, len)) {
             err = BERTH_J_CORRUPT;
         } else {
             memcpy(chain, hash, BERTH_HASH_LEN);
@@ -3297,6 +3299,7 @@ typedef struct encoded_arg {
     const berth_encoded *records;
     const berth_touched *touched;
     size_t n;
+    bool hashes_known;              /* see batch_put_encoded */
     uint64_t trimmed_to;            /* out: trimmed_seq once committed */
     uint8_t last_hash[BERTH_HASH_LEN];   /* out: the last stored record's hash */
 } encoded_arg;
@@ -3304,28 +3307,38 @@ typedef struct encoded_arg {
 static berth_jerr encoded_body(lmdb_journal *j, MDB_txn *txn, void *arg, bool *map_full) {
     encoded_arg *batch = arg;
     berth_jerr err = batch_put_encoded(j, txn, batch->records, batch->touched, batch->n,
-                                       batch->last_hash, map_full);
+                                       batch->hashes_known, batch->last_hash, map_full);
     if (err == BERTH_J_OK) {
         err = touchlog_trim(j, txn, batch->n, &batch->trimmed_to, map_full);
     }
     return err;
 }
 
-static berth_jerr lmdb_append_encoded(berth_journal *base, const berth_encoded *records,
-                                      const berth_touched *touched, size_t n) {
-    lmdb_journal *j = journal_of(base);
+static berth_jerr encoded_append(lmdb_journal *j, const berth_encoded *records,
+                                 const berth_touched *touched, size_t n, bool hashes_known) {
     assert(n >= 1 && n <= BERTH_BATCH_RECORDS_MAX);
     berth_jerr err = append_refusal(j);
     if (err != BERTH_J_OK) {
         return err;
     }
     mutex_lock(&j->write_mutex);
-    encoded_arg batch = { .records = records, .touched = touched, .n = n };
+    encoded_arg batch = { .records = records, .touched = touched, .n = n,
+                          .hashes_known = hashes_known };
     err = append_run(j, encoded_body, &batch, n, &batch.trimmed_to, j->head_seq + n,
                      batch.last_hash);
     mutex_unlock(&j->write_mutex);
     append_after(j, err);
     return err;
+}
+
+static berth_jerr lmdb_append_encoded(berth_journal *base, const berth_encoded *records,
+                                      const berth_touched *touched, size_t n) {
+    return encoded_append(journal_of(base), records, touched, n, false);
+}
+
+static berth_jerr lmdb_append_own(berth_journal *base, const berth_encoded *records,
+                                  const berth_touched *touched, size_t n) {
+    return encoded_append(journal_of(base), records, touched, n, true);
 }
 
 typedef struct snapshot_arg {
@@ -3983,6 +3996,7 @@ static const berth_journal_ops lmdb_ops = {
     .head = lmdb_head,
     .append = lmdb_append,
     .append_encoded = lmdb_append_encoded,
+    .append_own = lmdb_append_own,
     .snapshot_put = lmdb_snapshot_put,
     .durable = lmdb_durable,
     .sync = lmdb_sync,

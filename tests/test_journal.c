@@ -37,6 +37,7 @@
 #include "berth_limits.h"
 #include "fold_sort.h"
 #include "history_runs.h"
+#include "appender.h"
 
 #include "test_asan.h"
 #include "test_valgrind.h"
@@ -1286,6 +1287,251 @@ START_TEST(store_append_encoded) {
     encode_chain(11, 1, after, bufs, e);
     ck_assert_int_eq(berth_journal_append_encoded(rj, e, NULL, 1), BERTH_J_READONLY);
     berth_journal_close(rj);
+}
+END_TEST
+
+/* ---- pipelined appends (journal/appender.h) -------------------------- */
+
+/* Submit records first..first+n-1 (build()'s) through the appender; their
+ * strings live in a batch the caller keeps until the batch is waited for
+ * (the appender copies them at submit, so this also proves reuse is safe). */
+static berth_jerr appender_submit_n(berth_appender *p, uint64_t first, size_t n,
+                                const berth_touched *touched) {
+    built *b = calloc(n, sizeof(*b));
+    ck_assert_ptr_nonnull(b);
+    berth_record *recs = calloc(n, sizeof(*recs));
+    ck_assert_ptr_nonnull(recs);
+    for (size_t i = 0; i < n; i++) {
+        build(&b[i], first + i);
+        recs[i] = b[i].rec;
+    }
+    berth_jerr err = berth_appender_submit(p, recs, touched, n);
+    memset(b, 0xa5, n * sizeof(*b));   /* the appender must hold its own copy */
+    free(recs);
+    free(b);
+    return err;
+}
+
+/* Batches through an appender, as many in flight as it takes, store the
+ * very bytes plain appends of the same records store (same head hash,
+ * same chain); names reach HISTORY; the appender mixes with plain appends
+ * between drains. */
+START_TEST(store_appender_matches_append) {
+    char dir[256], plain_dir[256];
+    dir_fresh(dir, sizeof(dir));
+    dir_fresh(plain_dir, sizeof(plain_dir));
+    static const size_t sizes[] = { 1, 7, 300, 64, 2, 1024, 5, 33 };
+    size_t count = sizeof(sizes) / sizeof(sizes[0]);
+    uint64_t total = 0;
+    for (size_t i = 0; i < count; i++) {
+        total += sizes[i];
+    }
+    berth_journal *j = open_rw(plain_dir, 0, 0);
+    uint64_t next = 1;
+    for (size_t i = 0; i < count; i++) {
+        ck_assert_int_eq(append_n(j, next, sizes[i]), BERTH_J_OK);
+        next += sizes[i];
+    }
+    uint8_t plain_hash[BERTH_HASH_LEN];
+    ck_assert_uint_eq(head_of(j, plain_hash), total);
+    close_rw(j);
+
+    j = open_rw(dir, 0, 0);
+    berth_appender *p = NULL;
+    ck_assert_int_eq(berth_appender_open(&p, j), BERTH_J_OK);
+    berth_str workers[2] = { berth_str_make("app-w1", 6), berth_str_make("app-w2", 6) };
+    berth_touched touched[7];
+    memset(touched, 0, sizeof(touched));
+    touched[3].instance = berth_str_make("app-i", 5);
+    touched[3].workers = workers;
+    touched[3].worker_count = 2;
+    next = 1;
+    uint64_t acked = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (berth_appender_in_flight(p) == BERTH_APPENDER_DEPTH) {
+            uint64_t last = 0;
+            ck_assert_int_eq(berth_appender_wait(p, &last), BERTH_J_OK);
+            ck_assert_uint_gt(last, acked);
+            acked = last;
+        }
+        ck_assert_int_eq(appender_submit_n(p, next, sizes[i], sizes[i] == 7 ? touched : NULL),
+                         BERTH_J_OK);
+        next += sizes[i];
+    }
+    ck_assert_uint_eq(berth_appender_in_flight(p), BERTH_APPENDER_DEPTH);
+    while (berth_appender_in_flight(p) > 0) {
+        uint64_t last = 0;
+        ck_assert_int_eq(berth_appender_wait(p, &last), BERTH_J_OK);
+        acked = last;
+    }
+    ck_assert_uint_eq(acked, total);
+    ck_assert_int_eq(berth_appender_wait(p, NULL), BERTH_J_INVALID);   /* none in flight */
+    uint8_t hash[BERTH_HASH_LEN];
+    ck_assert_uint_eq(head_of(j, hash), total);
+    ck_assert_mem_eq(hash, plain_hash, BERTH_HASH_LEN);
+    ck_assert_uint_eq(chain_check(j), total);
+
+    /* A plain append between drains, then the appender chains from the head. */
+    ck_assert_int_eq(append_n(j, total + 1, 3), BERTH_J_OK);
+    ck_assert_int_eq(appender_submit_n(p, total + 4, 10, NULL), BERTH_J_OK);
+    ck_assert_int_eq(berth_appender_wait(p, NULL), BERTH_J_OK);
+    ck_assert_uint_eq(chain_check(j), total + 13);
+    berth_appender_close(p);
+
+    ck_assert_int_eq(berth_journal_lmdb_settle(j), BERTH_J_OK);
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    uint64_t seqs[4];
+    size_t got = 0;
+    ck_assert_int_eq(berth_journal_history(r, BERTH_HISTORY_WORKER, workers[1], 1, seqs, 4, &got),
+                     BERTH_J_OK);
+    ck_assert_uint_eq(got, 1);
+    ck_assert_uint_eq(seqs[0], 1 + 1 + 3);   /* the 7-record batch starts at seq 2 */
+    berth_journal_reader_close(r);
+    close_rw(j);
+}
+END_TEST
+
+/* What submit refuses queues nothing: a seq that does not follow (the head,
+ * or the batch in flight), n out of range, a field over its limit, a third
+ * batch in flight. Close lets the batches in flight commit. A backend
+ * without the encoded road has no appender; a read-only journal's batch fails
+ * READONLY at its wait. */
+START_TEST(store_appender_refusals) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 0, 0);
+    ck_assert_int_eq(append_n(j, 1, 4), BERTH_J_OK);
+    berth_appender *p = NULL;
+    ck_assert_int_eq(berth_appender_open(&p, j), BERTH_J_OK);
+    ck_assert_int_eq(appender_submit_n(p, 6, 2, NULL), BERTH_J_INVALID);    /* gap after head 4 */
+    ck_assert_int_eq(appender_submit_n(p, 4, 2, NULL), BERTH_J_INVALID);    /* overlaps the head */
+    ck_assert_int_eq(appender_submit_n(p, 5, 0, NULL), BERTH_J_INVALID);
+    ck_assert_int_eq(appender_submit_n(p, 5, BERTH_BATCH_RECORDS_MAX + 1, NULL), BERTH_J_INVALID);
+    ck_assert_uint_eq(berth_appender_in_flight(p), 0);
+    ck_assert_int_eq(appender_submit_n(p, 5, 3, NULL), BERTH_J_OK);
+    ck_assert_int_eq(appender_submit_n(p, 5, 3, NULL), BERTH_J_INVALID);    /* follows 7, not 4 */
+    built big;
+    build(&big, 8);
+    static char long_command[BERTH_RECORD_BYTES_MAX];
+    memset(long_command, 'x', sizeof(long_command));
+    big.rec.command = berth_str_make(long_command, sizeof(long_command));
+    ck_assert_int_eq(berth_appender_submit(p, &big.rec, NULL, 1), BERTH_J_INVALID);
+    ck_assert_uint_eq(berth_appender_in_flight(p), 1);
+    uint64_t next = 8;
+    while (berth_appender_in_flight(p) < BERTH_APPENDER_DEPTH) {
+        ck_assert_int_eq(appender_submit_n(p, next, 2, NULL), BERTH_J_OK);
+        next += 2;
+    }
+    ck_assert_int_eq(appender_submit_n(p, next, 1, NULL), BERTH_J_INVALID);   /* the appender is full */
+    ck_assert_uint_eq(berth_appender_in_flight(p), BERTH_APPENDER_DEPTH);
+    berth_appender_close(p);   /* without waiting: every batch commits */
+    ck_assert_uint_eq(chain_check(j), next - 1);
+    close_rw(j);
+
+    static const berth_journal_ops fake_ops = { .name = "fake", .head = fake_head };
+    berth_journal fake = { &fake_ops };
+    p = (berth_appender *)&fake;
+    ck_assert_int_eq(berth_appender_open(&p, &fake), BERTH_J_INVALID);
+    ck_assert_ptr_null(p);
+
+    berth_journal_options ro = { .read_only = true };
+    berth_journal *rj = NULL;
+    char err[err_len_max];
+    ck_assert_int_eq(berth_journal_open_lmdb(&rj, dir, &ro, err, sizeof(err)), BERTH_J_OK);
+    ck_assert_int_eq(berth_appender_open(&p, rj), BERTH_J_OK);
+    ck_assert_int_eq(appender_submit_n(p, next, 1, NULL), BERTH_J_OK);
+    ck_assert_int_eq(berth_appender_wait(p, NULL), BERTH_J_READONLY);
+    berth_appender_close(p);
+    berth_journal_close(rj);
+}
+END_TEST
+
+/* A full map: the batch that does not fit fails FULL and writes nothing,
+ * the batch submitted behind it (chained from it) fails FULL untried, the
+ * head stays at the last batch whose wait said OK, and once both are waited
+ * out the appender chains from the head again: still FULL, then, with a bigger
+ * cap after a reopen, OK. */
+START_TEST(store_appender_full) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 128 << 10, 1 << 20);
+    berth_appender *p = NULL;
+    ck_assert_int_eq(berth_appender_open(&p, j), BERTH_J_OK);
+    uint64_t next = 1, acked = 0;
+    berth_jerr err = BERTH_J_OK;
+    uint32_t batches = 0;
+    while (err == BERTH_J_OK) {
+        if (berth_appender_in_flight(p) == BERTH_APPENDER_DEPTH) {
+            uint64_t last = 0;
+            err = berth_appender_wait(p, &last);
+            if (err != BERTH_J_OK) {
+                break;
+            }
+            acked = last;
+        }
+        ck_assert_int_eq(appender_submit_n(p, next, batch_small, NULL), BERTH_J_OK);
+        next += batch_small;
+        batches++;
+        ck_assert_uint_lt(batches, 100000);
+    }
+    ck_assert_int_eq(err, BERTH_J_FULL);
+    ck_assert_uint_eq(berth_appender_in_flight(p), BERTH_APPENDER_DEPTH - 1);
+    while (berth_appender_in_flight(p) > 0) {
+        ck_assert_int_eq(berth_appender_wait(p, NULL), BERTH_J_FULL);   /* chained from the failed one */
+    }
+    uint8_t hash[BERTH_HASH_LEN], again[BERTH_HASH_LEN];
+    ck_assert_uint_eq(head_of(j, hash), acked);
+    ck_assert_uint_eq(chain_check(j), acked);
+    ck_assert_int_eq(appender_submit_n(p, acked + 1, batch_small, NULL), BERTH_J_OK);
+    ck_assert_int_eq(berth_appender_wait(p, NULL), BERTH_J_FULL);    /* still full, intact */
+    ck_assert_uint_eq(head_of(j, again), acked);
+    ck_assert_mem_eq(hash, again, BERTH_HASH_LEN);
+    berth_appender_close(p);
+    close_rw(j);
+
+    j = open_rw(dir, 128 << 10, 8 << 20);
+    ck_assert_int_eq(berth_appender_open(&p, j), BERTH_J_OK);
+    ck_assert_int_eq(appender_submit_n(p, acked + 1, batch_small, NULL), BERTH_J_OK);
+    ck_assert_int_eq(appender_submit_n(p, acked + 1 + batch_small, batch_small, NULL), BERTH_J_OK);
+    ck_assert_int_eq(berth_appender_wait(p, NULL), BERTH_J_OK);
+    ck_assert_int_eq(berth_appender_wait(p, NULL), BERTH_J_OK);
+    berth_appender_close(p);
+    ck_assert_uint_eq(chain_check(j), acked + 2 * batch_small);
+    close_rw(j);
+}
+END_TEST
+
+/* On a journal opened with defer_meta_sync an append's OK means only
+ * committed; an appender's OK still means durable: every batch's wait returns
+ * only once berth_journal_durable reaches its last seq, whether the next
+ * batch's commit or the appender's own sync (nothing queued) got it there. */
+START_TEST(store_appender_durable_deferred) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal_options o = { .defer_meta_sync = true };
+    berth_journal *j = open_writer(dir, &o);
+    berth_appender *p = NULL;
+    ck_assert_int_eq(berth_appender_open(&p, j), BERTH_J_OK);
+    uint64_t next = 1;
+    for (uint32_t round = 0; round < 40; round++) {
+        /* Rounds alternate a full appender with a lone batch (the idle sync). */
+        size_t depth = round % 2 == 0 ? BERTH_APPENDER_DEPTH : 1;
+        while (berth_appender_in_flight(p) < depth) {
+            size_t n = 1 + (next * 7) % 90;
+            ck_assert_int_eq(appender_submit_n(p, next, n, NULL), BERTH_J_OK);
+            next += n;
+        }
+        while (berth_appender_in_flight(p) > 0) {
+            uint64_t last = 0, durable = 0;
+            ck_assert_int_eq(berth_appender_wait(p, &last), BERTH_J_OK);
+            ck_assert_int_eq(berth_journal_durable(j, &durable), BERTH_J_OK);
+            ck_assert_uint_ge(durable, last);
+        }
+    }
+    berth_appender_close(p);
+    ck_assert_uint_eq(chain_check(j), next - 1);
+    close_rw(j);
 }
 END_TEST
 
@@ -4437,6 +4683,10 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_invalid_batches);
     tcase_add_test(store, store_append_encoded);
     tcase_add_test(store, store_map_full);
+    tcase_add_test(store, store_appender_matches_append);
+    tcase_add_test(store, store_appender_refusals);
+    tcase_add_test(store, store_appender_full);
+    tcase_add_test(store, store_appender_durable_deferred);
     tcase_add_test(store, store_growth_with_reader);
     tcase_add_test(store, store_growth_waits_for_reader);
     tcase_add_test(store, store_growth_with_yielding_reader);

@@ -17,7 +17,10 @@
  *             (journal/commit_log.h: durable on return), its files moved
  *             into LMDB by a checkpointer thread meanwhile, and the last
  *             checkpoint inside the timing, so every record counted is
- *             durable in LMDB too
+ *             durable in LMDB too; and through an appender (journal/appender.h:
+ *             the next batch encoded while the one before commits) in
+ *             either sync mode, each batch counted once its wait said it
+ *             is durable. The roads at 1024 alternate in each run.
  *   memory    bytes per worker and per instance, counted by a berth_allocator
  * It checks as it goes (record counts, verify ok, replay digest equal to the
  * live engine's, generator predictions equal to the engine's outcomes) and
@@ -56,6 +59,7 @@
 #include "engine.h"
 #include "gen.h"
 #include "journal.h"
+#include "appender.h"
 #include "replay.h"
 #include "state.h"
 
@@ -756,16 +760,23 @@ static uint32_t append_fill(const append_source *src, berth_record *buf, uint64_
  * before it durable), with a berth_journal_sync at the end inside the
  * timing, so every record counted is durable; otherwise the store's
  * default (two syncs a commit, durable on return: the target's line). */
-static int append_once(const append_source *src, const char *dir, uint32_t batch, uint64_t total, bool one_sync,
-                       uint64_t *ns, uint64_t *written, cpu_mark *c0, cpu_mark *c1) {
+/* A fresh journal in dir; one_sync: opened with defer_meta_sync. */
+static int journal_fresh(const char *dir, bool one_sync, berth_journal **j) {
     if (remove_tree(dir) != 0) return -1;
-    berth_journal *j = NULL;
     char err[ERR_LEN_MAX];
     berth_journal_options jo;
     memset(&jo, 0, sizeof jo);
     jo.defer_meta_sync = one_sync;
-    berth_jerr e = berth_journal_open_lmdb(&j, dir, &jo, err, sizeof err);
+    berth_jerr e = berth_journal_open_lmdb(j, dir, &jo, err, sizeof err);
     if (e != BERTH_J_OK) return fail("open %s: %s: %s", dir, berth_jerr_name(e), err);
+    return 0;
+}
+
+static int append_once(const append_source *src, const char *dir, uint32_t batch, uint64_t total, bool one_sync,
+                       uint64_t *ns, uint64_t *written, cpu_mark *c0, cpu_mark *c1) {
+    berth_journal *j = NULL;
+    if (journal_fresh(dir, one_sync, &j) != 0) return -1;
+    berth_jerr e;
     static berth_record buf[BERTH_BATCH_RECORDS_MAX];
     assert(batch <= BERTH_BATCH_RECORDS_MAX);
     uint64_t seq = 0;
@@ -789,6 +800,56 @@ static int append_once(const append_source *src, const char *dir, uint32_t batch
     *ns = now_ns() - t0;
     *c1 = cpu_now();
     *written = io_written_bytes() - w0;
+    berth_journal_close(j);
+    if (remove_tree(dir) != 0) return -1;
+    return rc;
+}
+
+/* Append `total` records in batches of `batch` into a fresh journal in dir
+ * through an appender (journal/appender.h): this thread encodes the next
+ * batch while the appender's thread commits the one before. one_sync: the
+ * journal opened with defer_meta_sync (one sync a commit); otherwise the
+ * store's default (two). Either way a batch's wait says OK only once it is
+ * durable, and the timing ends when the last batch's wait returned, so
+ * every record counted is durable. */
+static int append_once_appender(const append_source *src, const char *dir, uint32_t batch,
+                                uint64_t total, bool one_sync, uint64_t *ns, uint64_t *written,
+                                cpu_mark *c0, cpu_mark *c1) {
+    berth_journal *j = NULL;
+    if (journal_fresh(dir, one_sync, &j) != 0) return -1;
+    berth_appender *ap = NULL;
+    berth_jerr e = berth_appender_open(&ap, j);
+    if (e != BERTH_J_OK) {
+        berth_journal_close(j);
+        return fail("appender on %s: %s", dir, berth_jerr_name(e));
+    }
+    static berth_record buf[BERTH_BATCH_RECORDS_MAX];
+    assert(batch <= BERTH_BATCH_RECORDS_MAX);
+    uint64_t seq = 0, acked = 0;
+    int rc = 0;
+    uint64_t w0 = io_written_bytes();
+    *c0 = cpu_now();
+    uint64_t t0 = now_ns();
+    while (rc == 0 && (seq < total || berth_appender_in_flight(ap) > 0)) {
+        if (seq == total || berth_appender_in_flight(ap) == BERTH_APPENDER_DEPTH) {
+            e = berth_appender_wait(ap, &acked);
+            if (e != BERTH_J_OK) rc = fail("appender batch after seq %" PRIu64 ": %s", acked, berth_jerr_name(e));
+            continue;
+        }
+        uint32_t n = append_fill(src, buf, seq, total, batch);
+        e = berth_appender_submit(ap, buf, NULL, n);
+        if (e != BERTH_J_OK) rc = fail("appender submit at seq %" PRIu64 ": %s", seq + 1, berth_jerr_name(e));
+        seq += n;
+    }
+    *ns = now_ns() - t0;
+    *c1 = cpu_now();
+    *written = io_written_bytes() - w0;
+    berth_appender_close(ap);
+    uint64_t durable = 0;
+    if (rc == 0 && (berth_journal_durable(j, &durable) != BERTH_J_OK || durable != total || acked != total)) {
+        rc = fail("durable seq %" PRIu64 " (acknowledged %" PRIu64 ") after the appender, not %" PRIu64,
+                  durable, acked, total);
+    }
     berth_journal_close(j);
     if (remove_tree(dir) != 0) return -1;
     return rc;
@@ -1196,6 +1257,8 @@ typedef struct results {
     figure append[APPEND_SIZES];
     figure append_one_sync;         /* batch APPEND_ONE_SYNC_BATCH, defer_meta_sync */
     figure append_clog;             /* batch APPEND_ONE_SYNC_BATCH, berthd's road */
+    figure append_appender;             /* batch APPEND_ONE_SYNC_BATCH, through an appender */
+    figure append_appender_one_sync;    /* the same, defer_meta_sync */
     uint64_t journal_bytes;
 } results;
 
@@ -1234,6 +1297,33 @@ static int measure_apply(const options *o, berth_journal_reader *reader, results
     return rc;
 }
 
+/* The roads measured at batch APPEND_ONE_SYNC_BATCH, beside the default. */
+enum { ROAD_DEFAULT, ROAD_ONE_SYNC, ROAD_CLOG, ROAD_APPENDER, ROAD_APPENDER_ONE_SYNC, ROADS };
+
+static figure *road_figure(results *res, uint32_t k, uint32_t road) {
+    figure *const f[ROADS] = { &res->append[k], &res->append_one_sync, &res->append_clog,
+                               &res->append_appender, &res->append_appender_one_sync };
+    return f[road];
+}
+
+static int road_once(const append_source *src, const char *dir, uint32_t batch, uint64_t total,
+                     uint32_t road, results *res, uint64_t *ns, uint64_t *written, cpu_mark *c0,
+                     cpu_mark *c1) {
+    switch (road) {
+    case ROAD_DEFAULT: return append_once(src, dir, batch, total, false, ns, written, c0, c1);
+    case ROAD_ONE_SYNC: return append_once(src, dir, batch, total, true, ns, written, c0, c1);
+    case ROAD_CLOG:
+        return append_once_clog(src, dir, batch, total, ns, written, c0, c1,
+                                &res->append_clog.full_checkpoints);
+    case ROAD_APPENDER: return append_once_appender(src, dir, batch, total, false, ns, written, c0, c1);
+    default: return append_once_appender(src, dir, batch, total, true, ns, written, c0, c1);
+    }
+}
+
+/* Each batch size's runs; at APPEND_ONE_SYNC_BATCH every road in each run,
+ * alternated so all see the same disk, and starting one road later each
+ * run: a road that follows the heaviest writer (the commit log's) is slowed
+ * by the disk's write-back of it, and no road should always be the one. */
 static int measure_append(const options *o, const sample *s, results *res) {
     static append_source src;
     uint64_t ns = 0;
@@ -1245,25 +1335,19 @@ static int measure_append(const options *o, const sample *s, results *res) {
         rc = path_join(dir, o->data, name);
         uint64_t total = append_records_max[k];
         if (total > o->records) total = o->records;
+        uint32_t roads = append_batch_sizes[k] == APPEND_ONE_SYNC_BATCH ? ROADS : 1;
         for (uint32_t r = 0; r < o->runs && rc == 0; r++) {
-            uint64_t written = 0;
-            cpu_mark c0 = { 0, 0 }, c1 = { 0, 0 };
-            rc = append_once(&src, dir, append_batch_sizes[k], total, false, &ns, &written, &c0, &c1);
-            if (rc == 0) figure_add(&res->append[k], total, ns);
-            if (rc == 0) figure_add_cpu(&res->append[k], total, c0, c1);
-            res->append[k].written_bytes += written;
-            if (rc != 0 || append_batch_sizes[k] != APPEND_ONE_SYNC_BATCH) continue;
-            /* Alternated with the default run, so both see the same disk. */
-            rc = append_once(&src, dir, append_batch_sizes[k], total, true, &ns, &written, &c0, &c1);
-            if (rc == 0) figure_add(&res->append_one_sync, total, ns);
-            if (rc == 0) figure_add_cpu(&res->append_one_sync, total, c0, c1);
-            res->append_one_sync.written_bytes += written;
-            if (rc != 0) continue;
-            rc = append_once_clog(&src, dir, append_batch_sizes[k], total, &ns, &written, &c0, &c1,
-                                  &res->append_clog.full_checkpoints);
-            if (rc == 0) figure_add(&res->append_clog, total, ns);
-            if (rc == 0) figure_add_cpu(&res->append_clog, total, c0, c1);
-            res->append_clog.written_bytes += written;
+            for (uint32_t i = 0; i < roads && rc == 0; i++) {
+                uint32_t road = (r + i) % roads;
+                figure *f = road_figure(res, k, road);
+                uint64_t written = 0;
+                cpu_mark c0 = { 0, 0 }, c1 = { 0, 0 };
+                rc = road_once(&src, dir, append_batch_sizes[k], total, road, res, &ns, &written,
+                               &c0, &c1);
+                if (rc == 0) figure_add(f, total, ns);
+                if (rc == 0) figure_add_cpu(f, total, c0, c1);
+                f->written_bytes += written;
+            }
         }
     }
     free(src.records);
@@ -1342,6 +1426,8 @@ static void print_results(const options *o, const results *res) {
         if (append_batch_sizes[k] == APPEND_ONE_SYNC_BATCH) {
             figure_print(&res->append_one_sync, "rec/s", 0, NULL);
             figure_print(&res->append_clog, "rec/s", 0, NULL);
+            figure_print(&res->append_appender, "rec/s", TARGET_APPEND_1024, NULL);
+            figure_print(&res->append_appender_one_sync, "rec/s", TARGET_APPEND_1024, NULL);
         }
     }
     printf("journal: %" PRIu64 " records, %.1f bytes per record on average (encoded)\n", o->records,
@@ -1407,6 +1493,8 @@ static int run(options *o) {
                     { "append batch 4096 (durable)", .caller = "appending" } },
         .append_one_sync = { "append batch 1024 (1 sync)", .caller = "appending" },
         .append_clog = { "append batch 1024 (commit log + checkpointer, berthd's road)", .caller = "appending" },
+        .append_appender = { "append batch 1024 (appender: 3 batches in flight, 2 syncs)", .caller = "encoding" },
+        .append_appender_one_sync = { "append batch 1024 (appender: 3 batches in flight, 1 sync)", .caller = "encoding" },
     };
     if (rc == 0) rc = measure_reads(o, reader, &b, &res);
     if (rc == 0) print_results(o, &res);
