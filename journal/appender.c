@@ -20,7 +20,11 @@
  * a commit's own sync makes the commit before it durable, so batch k
  * usually resolves when batch k+1 commits; with nothing queued to commit,
  * the committer syncs instead (berth_journal_sync) rather than leave a
- * tried batch waiting. Batches resolve in order.
+ * tried batch waiting. Batches resolve in order. A failure, of an append
+ * or of such a sync, fails every batch queued behind it untried (failed),
+ * and submit refuses new batches once a wait has returned an error until
+ * the batches in flight are waited out (saw_failure): they all chain from
+ * the failed one.
  *
  * Counters, all monotonic: submitted and waited change on the caller's
  * thread (under mu, which the committer reads them under); tried, resolved
@@ -34,8 +38,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
 #include "appender.h"
+#include "backend.h"
+#include "jutil.h"
 
 enum { arena_bytes_initial = 64u << 10 };
 
@@ -60,6 +65,7 @@ struct berth_appender {
     uint64_t resolved;                  /* under mu */
     berth_jerr failed;                  /* under mu: the first failure not yet waited out */
     bool stop;                          /* under mu */
+    bool saw_failure;                   /* a wait failed, and batches are still in flight */
     uint64_t chain_seq;                 /* the last submitted record, while any is in flight */
     uint8_t chain_hash[BERTH_HASH_LEN];
     appender_slot slots[BERTH_APPENDER_DEPTH];
@@ -123,11 +129,19 @@ static void sync_tried(berth_appender *p) {
     uint64_t durable_seq = durable_now(p);
     pthread_mutex_lock(&p->mu);
     resolve(p, durable_seq, err == BERTH_J_OK ? BERTH_J_IO : err);
+    if (err != BERTH_J_OK && p->failed == BERTH_J_OK) {
+        /* A batch submitted meanwhile chains from records this sync could
+         * not make durable: it fails untried, like any batch behind a
+         * failure. (A sync failed for room is not sticky, so without this
+         * such a batch would commit, and its sync make durable the batch
+         * just answered with the error.) */
+        p->failed = err;
+    }
 }
 
 static void *committer_main(void *arg) {
     berth_appender *p = arg;
-    (void)pthread_setname_np(pthread_self(), "berth-appender");   /* for top and perf; best effort */
+    (void)pthread_setname_np(pthread_self(), "berth-appender");   /* for top, perf; best effort */
     pthread_mutex_lock(&p->mu);
     for (;;) {
         if (p->tried < p->submitted) {
@@ -227,13 +241,15 @@ static size_t encode_one(appender_slot *slot, size_t used, berth_record *rec,
 /* Encode the batch into slot, chained from seq and hash; OK, INVALID or
  * NOMEM. The slot's records point into its arena once all are encoded (the
  * arena may move while it grows). */
-static berth_jerr encode_batch(appender_slot *slot, berth_record *records, size_t n, uint64_t seq,
+static berth_jerr encode_batch(appender_slot *slot, berth_record *records,
+                               const berth_touched *touched, size_t n, uint64_t seq,
                                const uint8_t hash[BERTH_HASH_LEN]) {
     size_t used = 0;
     const uint8_t *prev = hash;
     for (size_t i = 0; i < n; i++) {
-        if (records[i].seq != seq + 1 + i) {
-            return BERTH_J_INVALID;
+        if (records[i].seq != seq + 1 + i ||
+            (touched != NULL && !berth_touched_valid(&touched[i]))) {
+            return BERTH_J_INVALID;   /* refused here, not at the wait behind a chain */
         }
         bool nomem = false;
         size_t len = encode_one(slot, used, &records[i], prev, &nomem);
@@ -254,11 +270,11 @@ static berth_jerr encode_batch(appender_slot *slot, berth_record *records, size_
 }
 
 berth_jerr berth_appender_submit(berth_appender *ap, berth_record *records,
-                             const berth_touched *touched, size_t n) {
+                                 const berth_touched *touched, size_t n) {
     assert(ap != NULL);
     if (records == NULL || n == 0 || n > BERTH_BATCH_RECORDS_MAX ||
-        berth_appender_in_flight(ap) == BERTH_APPENDER_DEPTH) {
-        return BERTH_J_INVALID;
+        berth_appender_in_flight(ap) == BERTH_APPENDER_DEPTH || ap->saw_failure) {
+        return BERTH_J_INVALID;   /* saw_failure: the batches in flight chain from a failed one */
     }
     if (berth_appender_in_flight(ap) == 0) {
         /* Nothing in flight: the committer is idle, and the chain starts
@@ -270,7 +286,7 @@ berth_jerr berth_appender_submit(berth_appender *ap, berth_record *records,
     }
     /* The slot's last batch was waited for, so the committer is done with it. */
     appender_slot *slot = slot_of(ap, ap->submitted);
-    berth_jerr err = encode_batch(slot, records, n, ap->chain_seq, ap->chain_hash);
+    berth_jerr err = encode_batch(slot, records, touched, n, ap->chain_seq, ap->chain_hash);
     if (err != BERTH_J_OK) {
         return err;
     }
@@ -303,6 +319,7 @@ berth_jerr berth_appender_wait(berth_appender *ap, uint64_t *last_seq) {
         *last_seq = slot->last_seq;
     }
     ap->waited++;
+    ap->saw_failure = (ap->saw_failure || err != BERTH_J_OK) && ap->waited < ap->submitted;
     if (ap->waited == ap->submitted) {
         ap->failed = BERTH_J_OK;   /* every failed batch is out; the committer is idle */
     }

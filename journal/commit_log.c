@@ -459,21 +459,6 @@ static uint64_t frame_record_bytes(const uint8_t *map, const frame_head *h) {
     return bytes;
 }
 
-static bool touched_valid(const berth_touched *t) {
-    if (t->instance.len > BERTH_NAME_LEN_MAX || (t->instance.ptr == NULL && t->instance.len > 0) ||
-        t->worker_count > BERTH_PLACEMENT_WORKERS_MAX ||
-        (t->workers == NULL && t->worker_count > 0)) {
-        return false;
-    }
-    for (uint32_t i = 0; i < t->worker_count; i++) {
-        berth_str w = t->workers[i];
-        if (w.len == 0 || w.len > BERTH_NAME_LEN_MAX || w.ptr == NULL) {
-            return false;
-        }
-    }
-    return true;
-}
-
 static uint64_t touched_bytes(const berth_touched *t) {
     uint64_t bytes = 2 + (uint64_t)t->instance.len + 2;
     for (uint32_t i = 0; i < t->worker_count; i++) {
@@ -490,7 +475,7 @@ uint64_t berth_clog_frame_bytes(const berth_record *records, const berth_touched
         berth_record rec = records[i];
         rec.version = BERTH_RECORD_VERSION;   /* as append sets it */
         size_t len = berth_record_encoded_len(&rec, false);
-        if (len == 0 || (touched != NULL && !touched_valid(&touched[i]))) {
+        if (len == 0 || (touched != NULL && !berth_touched_valid(&touched[i]))) {
             return 0;   /* append would refuse it */
         }
         bytes += 4 + len + (touched != NULL ? touched_bytes(&touched[i]) : 0);
@@ -803,7 +788,7 @@ static berth_jerr frame_measure(berth_clog *log, berth_record *records,
         }
         rec->version = BERTH_RECORD_VERSION;
         size_t len = berth_record_encoded_len(rec, false);
-        if (len == 0 || (touched != NULL && !touched_valid(&touched[i]))) {
+        if (len == 0 || (touched != NULL && !berth_touched_valid(&touched[i]))) {
             return BERTH_J_INVALID;
         }
         log->lens[i] = (uint32_t)len;

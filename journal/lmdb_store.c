@@ -1388,8 +1388,7 @@ static size_t touch_pack_one(uint8_t *out, size_t at, char kind, berth_str name)
 
 /* One record's names packed for touchlog; 0 bytes when it touched none. */
 static berth_jerr touch_pack(const berth_touched *t, uint8_t *out, size_t *len) {
-    assert(t->workers != NULL || t->worker_count == 0);
-    if (t->worker_count > BERTH_PLACEMENT_WORKERS_MAX || t->instance.len > BERTH_NAME_LEN_MAX) {
+    if (!berth_touched_valid(t)) {
         return BERTH_J_INVALID;
     }
     size_t at = 0;
@@ -1397,9 +1396,6 @@ static berth_jerr touch_pack(const berth_touched *t, uint8_t *out, size_t *len) 
         at = touch_pack_one(out, at, BERTH_HISTORY_INSTANCE, t->instance);
     }
     for (uint32_t i = 0; i < t->worker_count; i++) {
-        if (t->workers[i].len == 0 || t->workers[i].len > BERTH_NAME_LEN_MAX) {
-            return BERTH_J_INVALID;
-        }
         at = touch_pack_one(out, at, BERTH_HISTORY_WORKER, t->workers[i]);
     }
     *len = at;

@@ -1393,8 +1393,9 @@ START_TEST(store_appender_matches_append) {
 END_TEST
 
 /* What submit refuses queues nothing: a seq that does not follow (the head,
- * or the batch in flight), n out of range, a field over its limit, a third
- * batch in flight. Close lets the batches in flight commit. A backend
+ * or the batch in flight), n out of range, a field or a touched name over
+ * its limit, a batch past BERTH_APPENDER_DEPTH in flight. Close lets the
+ * batches in flight commit. A backend
  * without the encoded road has no appender; a read-only journal's batch fails
  * READONLY at its wait. */
 START_TEST(store_appender_refusals) {
@@ -1417,6 +1418,15 @@ START_TEST(store_appender_refusals) {
     memset(long_command, 'x', sizeof(long_command));
     big.rec.command = berth_str_make(long_command, sizeof(long_command));
     ck_assert_int_eq(berth_appender_submit(p, &big.rec, NULL, 1), BERTH_J_INVALID);
+    /* Touched names are checked at submit, not at the wait. */
+    build(&big, 8);
+    berth_str no_name = berth_str_make("", 0);
+    berth_touched bad = { .instance = berth_str_make("", 0), .worker_count = 1, .workers = &no_name };
+    ck_assert_int_eq(berth_appender_submit(p, &big.rec, &bad, 1), BERTH_J_INVALID);
+    bad.workers = NULL;
+    ck_assert_int_eq(berth_appender_submit(p, &big.rec, &bad, 1), BERTH_J_INVALID);
+    bad.worker_count = BERTH_PLACEMENT_WORKERS_MAX + 1;
+    ck_assert_int_eq(berth_appender_submit(p, &big.rec, &bad, 1), BERTH_J_INVALID);
     ck_assert_uint_eq(berth_appender_in_flight(p), 1);
     uint64_t next = 8;
     while (berth_appender_in_flight(p) < BERTH_APPENDER_DEPTH) {
@@ -1448,10 +1458,10 @@ START_TEST(store_appender_refusals) {
 END_TEST
 
 /* A full map: the batch that does not fit fails FULL and writes nothing,
- * the batch submitted behind it (chained from it) fails FULL untried, the
- * head stays at the last batch whose wait said OK, and once both are waited
- * out the appender chains from the head again: still FULL, then, with a bigger
- * cap after a reopen, OK. */
+ * the batches submitted behind it (chained from it) fail FULL untried and
+ * submit refuses until they are waited out, the head stays at the last
+ * batch whose wait said OK, and then the appender chains from the head
+ * again: still FULL, then, with a bigger cap after a reopen, OK. */
 START_TEST(store_appender_full) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
@@ -1477,6 +1487,8 @@ START_TEST(store_appender_full) {
     }
     ck_assert_int_eq(err, BERTH_J_FULL);
     ck_assert_uint_eq(berth_appender_in_flight(p), BERTH_APPENDER_DEPTH - 1);
+    /* Refused until the batches chained from the failed one are out. */
+    ck_assert_int_eq(appender_submit_n(p, next, batch_small, NULL), BERTH_J_INVALID);
     while (berth_appender_in_flight(p) > 0) {
         ck_assert_int_eq(berth_appender_wait(p, NULL), BERTH_J_FULL);   /* chained from the failed one */
     }
@@ -3870,12 +3882,27 @@ static _Atomic int sync_fail_errno;
 static _Atomic uint32_t syncs_called;
 static _Atomic uint32_t sync_fail_at;   /* nonzero: the call that brings syncs_called to it fails (EIO) */
 
+/* Nonzero: the call that brings syncs_called to sync_hold_at sets
+ * sync_held, waits until sync_hold_released, then fails with this errno. */
+static _Atomic int sync_hold_errno;
+static _Atomic uint32_t sync_hold_at;
+static _Atomic int sync_held;
+static _Atomic int sync_hold_released;
+
 int fdatasync(int fd) {
     static int (*real_fdatasync)(int);
     uint32_t called = atomic_fetch_add(&syncs_called, 1) + 1;
     if (called == atomic_load(&sync_fail_at)) {
         atomic_store(&sync_fail_at, 0);
         errno = EIO;
+        return -1;
+    }
+    if (atomic_load(&sync_hold_errno) != 0 && called == atomic_load(&sync_hold_at)) {
+        atomic_store(&sync_held, 1);
+        while (!atomic_load(&sync_hold_released)) {
+            (void)usleep(1000);
+        }
+        errno = atomic_exchange(&sync_hold_errno, 0);
         return -1;
     }
     int err = atomic_exchange(&sync_fail_errno, 0);
@@ -3979,6 +4006,48 @@ START_TEST(store_deferred_failed_sync) {
     j = open_rw(dir, 0, 0);
     ck_assert_uint_eq(chain_check(j), 11);
     ck_assert_uint_eq(durable_of(j), 11);
+    close_rw(j);
+}
+END_TEST
+
+/* An appender's own sync (nothing queued behind a committed batch) fails
+ * for room, not sticky: that batch is answered FULL although it committed,
+ * the batch submitted while the sync ran fails untried (it chains from
+ * records that are not durable), submit refuses while it is in flight, and
+ * once it is waited out the appender chains from the head, which holds the
+ * first batch; the next batch's OK makes both durable. */
+START_TEST(store_appender_failed_sync) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_deferred(dir, 0);
+    berth_appender *p = NULL;
+    ck_assert_int_eq(berth_appender_open(&p, j), BERTH_J_OK);
+    ck_assert_int_eq(appender_submit_n(p, 1, 10, NULL), BERTH_J_OK);
+    ck_assert_int_eq(berth_appender_wait(p, NULL), BERTH_J_OK);
+    ck_assert_uint_eq(durable_of(j), 10);
+    /* The next batch's commit syncs once (its data); the sync after it,
+     * the appender's own, is held until the third batch is queued. */
+    atomic_store(&sync_held, 0);
+    atomic_store(&sync_hold_released, 0);
+    atomic_store(&sync_hold_at, atomic_load(&syncs_called) + 2);
+    atomic_store(&sync_hold_errno, ENOSPC);
+    ck_assert_int_eq(appender_submit_n(p, 11, 10, NULL), BERTH_J_OK);
+    for (uint32_t waited_ms = 0; !atomic_load(&sync_held); waited_ms++) {
+        ck_assert_uint_lt(waited_ms, 60000);
+        (void)usleep(1000);
+    }
+    ck_assert_int_eq(appender_submit_n(p, 21, 10, NULL), BERTH_J_OK);
+    atomic_store(&sync_hold_released, 1);
+    ck_assert_int_eq(berth_appender_wait(p, NULL), BERTH_J_FULL);
+    ck_assert_int_eq(appender_submit_n(p, 31, 10, NULL), BERTH_J_INVALID);   /* one in flight */
+    ck_assert_int_eq(berth_appender_wait(p, NULL), BERTH_J_FULL);
+    ck_assert_uint_eq(head_of(j, NULL), 20);   /* committed, not acknowledged */
+    ck_assert_uint_eq(durable_of(j), 10);
+    ck_assert_int_eq(appender_submit_n(p, 21, 10, NULL), BERTH_J_OK);
+    ck_assert_int_eq(berth_appender_wait(p, NULL), BERTH_J_OK);
+    ck_assert_uint_ge(durable_of(j), 30);
+    berth_appender_close(p);
+    ck_assert_uint_eq(chain_check(j), 30);
     close_rw(j);
 }
 END_TEST
@@ -4723,6 +4792,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_default_durable_is_head);
     tcase_add_test(store, store_open_rewrites_meta);
     tcase_add_test(store, store_deferred_failed_sync);
+    tcase_add_test(store, store_appender_failed_sync);
     tcase_add_test(store, store_deferred_read_only);
     tcase_add_test(store, store_deferred_kill);
     tcase_set_timeout(store, 240);
