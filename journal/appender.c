@@ -50,6 +50,7 @@ typedef struct appender_slot {
     berth_encoded records[BERTH_BATCH_RECORDS_MAX];
     const berth_touched *touched;       /* the caller's, valid until the batch is waited for */
     size_t n;
+    size_t bytes;                       /* the records' encoded bytes */
     uint64_t last_seq;
     berth_jerr err;                     /* once tried: the append's outcome; once resolved: final */
 } appender_slot;
@@ -68,7 +69,11 @@ struct berth_appender {
     bool saw_failure;                   /* a wait failed, and batches are still in flight */
     uint64_t chain_seq;                 /* the last submitted record, while any is in flight */
     uint8_t chain_hash[BERTH_HASH_LEN];
+    uint64_t commits;                   /* under mu: appends the committer made */
     appender_slot slots[BERTH_APPENDER_DEPTH];
+    /* The committer's: consecutive queued batches as one append. */
+    berth_encoded merged[BERTH_BATCH_RECORDS_MAX];
+    berth_touched merged_touched[BERTH_BATCH_RECORDS_MAX];
 };
 
 static appender_slot *slot_of(berth_appender *p, uint64_t batch) {
@@ -100,23 +105,76 @@ static uint64_t durable_now(berth_appender *p) {
     return berth_journal_durable(p->journal, &seq) == BERTH_J_OK ? seq : 0;
 }
 
-/* Try the next submitted batch (mu held on entry and return). */
-static void try_next(berth_appender *p) {
-    appender_slot *slot = slot_of(p, p->tried);
+/* How many queued batches from the next untried one go into one append:
+ * all that are queued, as far as one append takes them
+ * (BERTH_BATCH_RECORDS_MAX records, BERTH_BATCH_BYTES_MAX bytes). Under mu. */
+static uint64_t queued_take(berth_appender *p) {
+    size_t n = 0, bytes = 0;
+    uint64_t k = p->tried;
+    while (k < p->submitted) {
+        const appender_slot *slot = slot_of(p, k);
+        if (k > p->tried && (slot->n > BERTH_BATCH_RECORDS_MAX - n ||
+                             slot->bytes > BERTH_BATCH_BYTES_MAX - bytes)) {
+            break;
+        }
+        n += slot->n;
+        bytes += slot->bytes;
+        k++;
+    }
+    assert(k > p->tried);
+    return k - p->tried;
+}
+
+/* The append of batches first..first+count-1, one transaction: a single
+ * batch as it stands, several through the merged arrays (a batch without
+ * touched names gets empty entries, which the store keeps as none). Not
+ * under mu: the caller writes none of these slots until they are waited
+ * for. */
+static berth_jerr append_batches(berth_appender *p, uint64_t first, uint64_t count) {
+    const appender_slot *slot = slot_of(p, first);
+    if (count == 1) {
+        return p->journal->ops->append_own(p->journal, slot->records, slot->touched, slot->n);
+    }
+    size_t n = 0;
+    bool touched = false;
+    for (uint64_t k = first; k < first + count; k++) {
+        slot = slot_of(p, k);
+        assert(n + slot->n <= BERTH_BATCH_RECORDS_MAX);
+        memcpy(&p->merged[n], slot->records, slot->n * sizeof(p->merged[0]));
+        if (slot->touched != NULL) {
+            memcpy(&p->merged_touched[n], slot->touched, slot->n * sizeof(p->merged_touched[0]));
+            touched = true;
+        } else {
+            memset(&p->merged_touched[n], 0, slot->n * sizeof(p->merged_touched[0]));
+        }
+        n += slot->n;
+    }
+    return p->journal->ops->append_own(p->journal, p->merged, touched ? p->merged_touched : NULL, n);
+}
+
+/* Try every queued batch, in one append (mu held on entry and return). The
+ * batches that wait while a commit and its syncs run go together into the
+ * next: a slow disk makes commits bigger, not more. */
+static void try_queued(berth_appender *p) {
+    uint64_t first = p->tried;
+    uint64_t count = queued_take(p);
     berth_jerr before = p->failed;
     pthread_mutex_unlock(&p->mu);
-    berth_jerr err = before;   /* it chains from records that were never written */
+    berth_jerr err = before;   /* they chain from records that were never written */
     uint64_t durable_seq = 0;
     if (before == BERTH_J_OK) {
-        err = p->journal->ops->append_own(p->journal, slot->records, slot->touched, slot->n);
+        err = append_batches(p, first, count);
         durable_seq = durable_now(p);
     }
     pthread_mutex_lock(&p->mu);
-    slot->err = err;
+    for (uint64_t k = first; k < first + count; k++) {
+        slot_of(p, k)->err = err;
+    }
     if (err != BERTH_J_OK && p->failed == BERTH_J_OK) {
         p->failed = err;
     }
-    p->tried++;
+    p->commits += before == BERTH_J_OK && err == BERTH_J_OK;
+    p->tried += count;
     assert(p->tried <= p->submitted);
     resolve(p, durable_seq, BERTH_J_OK);
 }
@@ -145,7 +203,7 @@ static void *committer_main(void *arg) {
     pthread_mutex_lock(&p->mu);
     for (;;) {
         if (p->tried < p->submitted) {
-            try_next(p);
+            try_queued(p);
         } else if (p->resolved < p->tried) {
             sync_tried(p);
         } else if (p->stop) {
@@ -260,6 +318,7 @@ static berth_jerr encode_batch(appender_slot *slot, berth_record *records,
         used += len;
         prev = records[i].hash;
     }
+    slot->bytes = used;
     const uint8_t *at = slot->arena;
     for (size_t i = 0; i < n; i++) {
         slot->records[i].bytes = at;
@@ -325,6 +384,14 @@ berth_jerr berth_appender_wait(berth_appender *ap, uint64_t *last_seq) {
     }
     pthread_mutex_unlock(&ap->mu);
     return err;
+}
+
+uint64_t berth_appender_commits(berth_appender *ap) {
+    assert(ap != NULL);
+    pthread_mutex_lock(&ap->mu);
+    uint64_t commits = ap->commits;
+    pthread_mutex_unlock(&ap->mu);
+    return commits;
 }
 
 void berth_appender_close(berth_appender *ap) {

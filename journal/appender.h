@@ -54,9 +54,13 @@
 
 #include "journal.h"
 
-/* Batches in flight: one committed and waiting for the next commit's sync
- * (defer_meta_sync), one committing, one being encoded. */
-#define BERTH_APPENDER_DEPTH 3
+/* Batches in flight. While a commit and its syncs run, the caller encodes
+ * the batches behind it, and the committer takes all that are queued into
+ * its next commit (one write transaction, up to BERTH_BATCH_RECORDS_MAX
+ * records and BERTH_BATCH_BYTES_MAX bytes): a slower disk makes commits
+ * bigger, not more. A batch is never split across commits, and each one's
+ * wait answers for it alone. */
+#define BERTH_APPENDER_DEPTH 8
 
 typedef struct berth_appender berth_appender;
 
@@ -89,6 +93,10 @@ berth_jerr berth_appender_wait(berth_appender *ap, uint64_t *last_seq);
 
 /* Batches submitted and not yet returned by berth_appender_wait. */
 size_t berth_appender_in_flight(const berth_appender *ap);
+
+/* The commits the appender made so far (successful appends, each of one
+ * batch or several): records divided by it is the commit's average size. */
+uint64_t berth_appender_commits(berth_appender *ap);
 
 /* Let every batch in flight finish (their outcomes are dropped; committed
  * ones stay committed, and durable once the appender's last sync ran), stop

@@ -3883,7 +3883,8 @@ static _Atomic uint32_t syncs_called;
 static _Atomic uint32_t sync_fail_at;   /* nonzero: the call that brings syncs_called to it fails (EIO) */
 
 /* Nonzero: the call that brings syncs_called to sync_hold_at sets
- * sync_held, waits until sync_hold_released, then fails with this errno. */
+ * sync_held, waits until sync_hold_released, then fails with this errno
+ * (or, when it is negative, syncs as usual). */
 static _Atomic int sync_hold_errno;
 static _Atomic uint32_t sync_hold_at;
 static _Atomic int sync_held;
@@ -3902,8 +3903,11 @@ int fdatasync(int fd) {
         while (!atomic_load(&sync_hold_released)) {
             (void)usleep(1000);
         }
-        errno = atomic_exchange(&sync_hold_errno, 0);
-        return -1;
+        int held_errno = atomic_exchange(&sync_hold_errno, 0);
+        if (held_errno > 0) {
+            errno = held_errno;
+            return -1;
+        }
     }
     int err = atomic_exchange(&sync_fail_errno, 0);
     if (err != 0) {
@@ -4048,6 +4052,62 @@ START_TEST(store_appender_failed_sync) {
     ck_assert_uint_ge(durable_of(j), 30);
     berth_appender_close(p);
     ck_assert_uint_eq(chain_check(j), 30);
+    close_rw(j);
+}
+END_TEST
+
+/* While a commit's sync is held, the batches submitted behind it queue,
+ * and the next commit takes them all (one write transaction): two commits
+ * for eight batches, each batch's wait OK and durable, with touched names
+ * on some batches only, and the same bytes as plain appends would store. */
+START_TEST(store_appender_merges_queued) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    berth_journal *j = open_rw(dir, 0, 0);
+    berth_appender *p = NULL;
+    ck_assert_int_eq(berth_appender_open(&p, j), BERTH_J_OK);
+    atomic_store(&sync_held, 0);
+    atomic_store(&sync_hold_released, 0);
+    atomic_store(&sync_hold_at, atomic_load(&syncs_called) + 1);
+    atomic_store(&sync_hold_errno, -1);
+    berth_str workers[1] = { berth_str_make("merge-w", 7) };
+    berth_touched touched[50];
+    memset(touched, 0, sizeof(touched));
+    touched[49].instance = berth_str_make("merge-i", 7);
+    touched[49].workers = workers;
+    touched[49].worker_count = 1;
+    uint64_t next = 1;
+    ck_assert_int_eq(appender_submit_n(p, next, 50, NULL), BERTH_J_OK);
+    next += 50;
+    for (uint32_t waited_ms = 0; !atomic_load(&sync_held); waited_ms++) {
+        ck_assert_uint_lt(waited_ms, 60000);
+        (void)usleep(1000);
+    }
+    while (berth_appender_in_flight(p) < BERTH_APPENDER_DEPTH) {
+        bool named = berth_appender_in_flight(p) % 2 == 0;
+        ck_assert_int_eq(appender_submit_n(p, next, 50, named ? touched : NULL), BERTH_J_OK);
+        next += 50;
+    }
+    atomic_store(&sync_hold_released, 1);
+    while (berth_appender_in_flight(p) > 0) {
+        uint64_t last = 0, durable = 0;
+        ck_assert_int_eq(berth_appender_wait(p, &last), BERTH_J_OK);
+        ck_assert_int_eq(berth_journal_durable(j, &durable), BERTH_J_OK);
+        ck_assert_uint_ge(durable, last);
+    }
+    ck_assert_uint_eq(berth_appender_commits(p), 2);
+    berth_appender_close(p);
+    ck_assert_uint_eq(chain_check(j), next - 1);
+    ck_assert_int_eq(berth_journal_lmdb_settle(j), BERTH_J_OK);
+    berth_journal_reader *r;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    uint64_t seqs[8];
+    size_t got = 0;
+    ck_assert_int_eq(berth_journal_history(r, BERTH_HISTORY_WORKER, workers[0], 1, seqs, 8, &got),
+                     BERTH_J_OK);
+    ck_assert_uint_eq(got, 3);          /* batches 2, 4 and 6 carry names, on their last record */
+    ck_assert_uint_eq(seqs[0], 150);
+    berth_journal_reader_close(r);
     close_rw(j);
 }
 END_TEST
@@ -4793,6 +4853,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_open_rewrites_meta);
     tcase_add_test(store, store_deferred_failed_sync);
     tcase_add_test(store, store_appender_failed_sync);
+    tcase_add_test(store, store_appender_merges_queued);
     tcase_add_test(store, store_deferred_read_only);
     tcase_add_test(store, store_deferred_kill);
     tcase_set_timeout(store, 240);
