@@ -30,8 +30,10 @@
  * submit refuses (INVALID) until the caller has waited them all out; then
  * berth_journal_head says where the journal stands and the next submit
  * chains from it. Which failed batches' records are in the journal:
- * - A batch whose append failed writes nothing, and the batches chained
- *   behind it fail with its error untried, writing nothing either.
+ * - A commit that failed writes none of its batches (it may hold several
+ *   queued ones: each fails with its error, though one alone might have
+ *   fitted), and the batches behind it fail with that error untried,
+ *   writing nothing either.
  * - With defer_meta_sync a batch can commit and then fail because the sync
  *   that would make it durable failed (IO; or FULL or AGAIN while the disk
  *   or map has no room for the meta rewrite that sync needs). Its records

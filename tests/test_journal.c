@@ -1457,11 +1457,12 @@ START_TEST(store_appender_refusals) {
 }
 END_TEST
 
-/* A full map: the batch that does not fit fails FULL and writes nothing,
+/* A full map: the commit that does not fit fails FULL and writes nothing,
  * the batches submitted behind it (chained from it) fail FULL untried and
  * submit refuses until they are waited out, the head stays at the last
  * batch whose wait said OK, and then the appender chains from the head
- * again: still FULL, then, with a bigger cap after a reopen, OK. */
+ * again, batch by batch until one is FULL (the failed commit may have held
+ * several), then, with a bigger cap after a reopen, OK. */
 START_TEST(store_appender_full) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
@@ -1495,10 +1496,22 @@ START_TEST(store_appender_full) {
     uint8_t hash[BERTH_HASH_LEN], again[BERTH_HASH_LEN];
     ck_assert_uint_eq(head_of(j, hash), acked);
     ck_assert_uint_eq(chain_check(j), acked);
+    /* The failed commit may have held several queued batches: one batch
+     * alone may still fit. Batch by batch, drained each time, until one
+     * does not: the head moves only with the OKs. */
+    for (err = BERTH_J_OK; err == BERTH_J_OK;) {
+        ck_assert_int_eq(appender_submit_n(p, acked + 1, batch_small, NULL), BERTH_J_OK);
+        err = berth_appender_wait(p, NULL);
+        acked += err == BERTH_J_OK ? batch_small : 0;
+        ck_assert_uint_lt(acked, next);
+    }
+    ck_assert_int_eq(err, BERTH_J_FULL);
+    ck_assert_uint_eq(head_of(j, hash), acked);
     ck_assert_int_eq(appender_submit_n(p, acked + 1, batch_small, NULL), BERTH_J_OK);
     ck_assert_int_eq(berth_appender_wait(p, NULL), BERTH_J_FULL);    /* still full, intact */
     ck_assert_uint_eq(head_of(j, again), acked);
     ck_assert_mem_eq(hash, again, BERTH_HASH_LEN);
+    ck_assert_uint_eq(chain_check(j), acked);
     berth_appender_close(p);
     close_rw(j);
 
