@@ -14,23 +14,25 @@
  * the committer had resolved, so no slot is written while the committer
  * reads it.
  *
- * A batch is tried (its append ran, or was skipped behind a failure), then
- * resolved (its outcome final: its failure, or OK once the journal's
- * durable seq reaches its last record). On a journal with defer_meta_sync
- * a commit's own sync makes the commit before it durable, so batch k
- * usually resolves when batch k+1 commits; with nothing queued to commit,
- * the committer syncs instead (berth_journal_sync) rather than leave a
- * tried batch waiting. Batches resolve in order. A failure, of an append
+ * A batch is tried (its append ran, alone or with the batches queued
+ * beside it, or was skipped behind a failure), then resolved (its outcome
+ * final: its failure, or OK once the journal's durable seq reaches its
+ * last record). On a journal with defer_meta_sync a commit's own sync
+ * makes the commit before it durable, so a batch usually resolves when the
+ * next commit is made; with nothing queued to commit, the committer syncs
+ * instead (berth_journal_sync) rather than leave a tried batch waiting.
+ * Batches resolve in order. A failure, of an append
  * or of such a sync, fails every batch queued behind it untried (failed),
  * and submit refuses new batches once a wait has returned an error until
  * the batches in flight are waited out (saw_failure): they all chain from
  * the failed one.
  *
  * Counters, all monotonic: submitted and waited change on the caller's
- * thread (under mu, which the committer reads them under); tried, resolved
- * and failed change under mu on the committer (failed is cleared by the
- * caller once nothing is in flight, when the committer is idle).
- * Invariant: waited <= resolved <= tried <= submitted <= waited + DEPTH. */
+ * thread, under mu (the committer reads submitted); tried and resolved
+ * change under mu on the committer. failed, under mu, is set by the
+ * committer and cleared by the caller once nothing is in flight, when the
+ * committer is idle. Invariant: waited <= resolved <= tried <= submitted
+ * <= waited + DEPTH. */
 #define _GNU_SOURCE     /* pthread_setname_np */
 #include <assert.h>
 #include <pthread.h>
@@ -154,7 +156,9 @@ static berth_jerr append_batches(berth_appender *p, uint64_t first, uint64_t cou
 
 /* Try every queued batch, in one append (mu held on entry and return). The
  * batches that wait while a commit and its syncs run go together into the
- * next: a slow disk makes commits bigger, not more. */
+ * next: a slow disk makes commits bigger, not more. A merged append that
+ * found no room is tried again with its first batch alone, so merging
+ * never fails a batch that alone would have fitted. */
 static void try_queued(berth_appender *p) {
     uint64_t first = p->tried;
     uint64_t count = queued_take(p);
@@ -164,6 +168,13 @@ static void try_queued(berth_appender *p) {
     uint64_t durable_seq = 0;
     if (before == BERTH_J_OK) {
         err = append_batches(p, first, count);
+        if (count > 1 && (err == BERTH_J_FULL || err == BERTH_J_AGAIN)) {
+            /* Nothing was written, and near the map's or the disk's end
+             * one batch may fit where several did not: the first goes
+             * alone, the rest stay queued for the next round. */
+            count = 1;
+            err = append_batches(p, first, count);
+        }
         durable_seq = durable_now(p);
     }
     pthread_mutex_lock(&p->mu);

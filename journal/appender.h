@@ -7,13 +7,14 @@
  * An appender keeps up to BERTH_APPENDER_DEPTH batches in flight.
  * berth_appender_submit encodes a batch on the caller's thread, chained
  * from the batch submitted before it, and hands it to the appender's
- * committer thread, which appends it as one write transaction, exactly as
+ * committer thread, which appends it in one write transaction (with the
+ * batches queued beside it: BERTH_APPENDER_DEPTH), storing the very bytes
  * berth_journal_append would. berth_appender_wait gives the oldest batch's
  * outcome, and its OK means the batch is durable: no crash, OS or power
  * loss included, can undo it. That holds on a journal opened with
  * defer_meta_sync too, where berth_journal_append's OK means only
- * committed: there the appender answers a batch once the next batch's
- * commit (whose one sync also makes the commit before it durable) or, with
+ * committed: there the appender answers a batch once the next commit
+ * (whose one sync also makes the commit before it durable) or, with
  * nothing queued, a sync of its own has made it durable. (A caller slower
  * to encode than a commit takes leaves nothing queued: then every batch
  * gets a sync of its own, two a batch.) So a caller acknowledges a batch's
@@ -30,10 +31,11 @@
  * submit refuses (INVALID) until the caller has waited them all out; then
  * berth_journal_head says where the journal stands and the next submit
  * chains from it. Which failed batches' records are in the journal:
- * - A commit that failed writes none of its batches (it may hold several
- *   queued ones: each fails with its error, though one alone might have
- *   fitted), and the batches behind it fail with that error untried,
- *   writing nothing either.
+ * - A commit that failed writes none of its batches, and each fails with
+ *   its error; the batches behind it fail with that error untried, writing
+ *   nothing either. (A commit of several queued batches that found no room
+ *   is tried again with its first batch alone first, so a batch fails FULL
+ *   or AGAIN only when it did not fit alone.)
  * - With defer_meta_sync a batch can commit and then fail because the sync
  *   that would make it durable failed (IO; or FULL or AGAIN while the disk
  *   or map has no room for the meta rewrite that sync needs). Its records

@@ -1457,12 +1457,11 @@ START_TEST(store_appender_refusals) {
 }
 END_TEST
 
-/* A full map: the commit that does not fit fails FULL and writes nothing,
+/* A full map: the batch that does not fit fails FULL and writes nothing,
  * the batches submitted behind it (chained from it) fail FULL untried and
  * submit refuses until they are waited out, the head stays at the last
  * batch whose wait said OK, and then the appender chains from the head
- * again, batch by batch until one is FULL (the failed commit may have held
- * several), then, with a bigger cap after a reopen, OK. */
+ * again: still FULL, then, with a bigger cap after a reopen, OK. */
 START_TEST(store_appender_full) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
@@ -1496,9 +1495,9 @@ START_TEST(store_appender_full) {
     uint8_t hash[BERTH_HASH_LEN], again[BERTH_HASH_LEN];
     ck_assert_uint_eq(head_of(j, hash), acked);
     ck_assert_uint_eq(chain_check(j), acked);
-    /* The failed commit may have held several queued batches: one batch
-     * alone may still fit. Batch by batch, drained each time, until one
-     * does not: the head moves only with the OKs. */
+    /* Batch by batch, drained each time, until one does not fit (at once,
+     * unless its records are smaller than the batch that failed alone):
+     * the head moves only with the OKs. */
     for (err = BERTH_J_OK; err == BERTH_J_OK;) {
         ck_assert_int_eq(appender_submit_n(p, acked + 1, batch_small, NULL), BERTH_J_OK);
         err = berth_appender_wait(p, NULL);
@@ -1557,6 +1556,74 @@ START_TEST(store_appender_durable_deferred) {
     berth_appender_close(p);
     ck_assert_uint_eq(chain_check(j), next - 1);
     close_rw(j);
+}
+END_TEST
+
+/* A store whose room takes one batch of ten records at a time, never
+ * more: the appender's merged commits of queued batches fail there, and
+ * each is tried again with its first batch alone, so every batch commits.
+ * Its first append waits until the test has queued the rest. */
+static _Atomic int roomy_release;
+static _Atomic uint32_t roomy_appends;
+static uint64_t roomy_seq;
+static uint8_t roomy_hash[BERTH_HASH_LEN];
+
+static berth_jerr roomy_head(berth_journal *journal, uint64_t *seq, uint8_t hash[BERTH_HASH_LEN]) {
+    (void)journal;
+    *seq = roomy_seq;
+    memcpy(hash, roomy_hash, BERTH_HASH_LEN);
+    return BERTH_J_OK;
+}
+
+static berth_jerr roomy_append_own(berth_journal *journal, const berth_encoded *records,
+                                   const berth_touched *touched, size_t n) {
+    (void)journal;
+    (void)touched;
+    if (atomic_fetch_add(&roomy_appends, 1) == 0) {
+        while (!atomic_load(&roomy_release)) {
+            (void)usleep(1000);
+        }
+    }
+    if (n > 10) {
+        return BERTH_J_FULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t seq = 0;
+        const uint8_t *prev = NULL, *hash = NULL;
+        if (!berth_record_peek_chain(records[i].bytes, records[i].len, &seq, &prev, &hash) ||
+            seq != roomy_seq + 1 || memcmp(prev, roomy_hash, BERTH_HASH_LEN) != 0) {
+            return BERTH_J_INVALID;
+        }
+        roomy_seq = seq;
+        memcpy(roomy_hash, hash, BERTH_HASH_LEN);
+    }
+    return BERTH_J_OK;
+}
+
+START_TEST(store_appender_merge_retries_alone) {
+    static const berth_journal_ops roomy_ops = { .name = "roomy", .head = roomy_head,
+                                                 .append_own = roomy_append_own };
+    berth_journal roomy = { &roomy_ops };
+    roomy_seq = 0;
+    memset(roomy_hash, 0, sizeof(roomy_hash));
+    atomic_store(&roomy_release, 0);
+    atomic_store(&roomy_appends, 0);
+    berth_appender *p = NULL;
+    ck_assert_int_eq(berth_appender_open(&p, &roomy), BERTH_J_OK);
+    uint64_t next = 1;
+    while (berth_appender_in_flight(p) < BERTH_APPENDER_DEPTH) {
+        ck_assert_int_eq(appender_submit_n(p, next, 10, NULL), BERTH_J_OK);
+        next += 10;
+    }
+    atomic_store(&roomy_release, 1);
+    while (berth_appender_in_flight(p) > 0) {
+        uint64_t last = 0;
+        ck_assert_int_eq(berth_appender_wait(p, &last), BERTH_J_OK);
+    }
+    ck_assert_uint_eq(roomy_seq, next - 1);
+    ck_assert_uint_eq(berth_appender_commits(p), BERTH_APPENDER_DEPTH);
+    ck_assert_uint_gt(atomic_load(&roomy_appends), BERTH_APPENDER_DEPTH);   /* merges were tried */
+    berth_appender_close(p);
 }
 END_TEST
 
@@ -4828,6 +4895,7 @@ static Suite *journal_suite(void) {
     tcase_add_test(store, store_appender_matches_append);
     tcase_add_test(store, store_appender_refusals);
     tcase_add_test(store, store_appender_full);
+    tcase_add_test(store, store_appender_merge_retries_alone);
     tcase_add_test(store, store_appender_durable_deferred);
     tcase_add_test(store, store_growth_with_reader);
     tcase_add_test(store, store_growth_waits_for_reader);
