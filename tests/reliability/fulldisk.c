@@ -24,8 +24,11 @@
  *     watchers then get every record.
  *   map-log: as map with the commit log. Stopped while stuck, the log
  *     holds acknowledged frames past LMDB's head: a restart with the same
- *     ceiling must refuse to start with FULL naming commit.log, and a
- *     restart with a larger ceiling moves them and accepts writes.
+ *     ceiling must refuse to start with FULL naming commit.log, or, when
+ *     room appeared (the stopped berthd's readers had kept LMDB from
+ *     reusing freed pages), move every one of them and say so; a restart
+ *     with a larger ceiling moves them (if still in the log) and accepts
+ *     writes.
  * After each phase berthd is stopped and the harness opens the journal
  * itself: first it moves what the commit log holds into LMDB, as berthd's
  * start does, then it verifies the chain and finds every acknowledged seq
@@ -665,27 +668,41 @@ static void map_log_phase(const char *dir, const char *map_mib) {
     printf("map-log: stopped while stuck (exit 0): LMDB ends at %" PRIu64 ", the commit log holds %" PRIu64
            " more acknowledged records (last acknowledged %" PRIu64 ")\n", head, pending, last_acked(&p));
     if (head + pending < last_acked(&p)) h_die("map-log: LMDB and the log end at %" PRIu64 ", before the last acknowledged seq", head + pending);
+    char want[128];
+    snprintf(want, sizeof want, "moved %" PRIu64 " acknowledged records from", pending);
+    bool moved_early = false;
     if (pending > 0) {
         mark = log_size();
         if (try_start(&p, map_mib) == 0) {
-            h_die("map-log: berthd started with --map-size-max-mib %s while %s holds %" PRIu64 " records LMDB has no room for",
-                  map_mib, BERTH_CLOG_FILE, pending);
+            /* The running berthd's readers (its WATCH streams, the fold)
+             * kept LMDB from reusing the pages old commits freed; a start
+             * has none, so room can appear under the same ceiling (seen
+             * under ASan's timing). Then the start must have moved every
+             * record the log held, and said so. */
+            log_since(mark, text, sizeof text);
+            if (strstr(text, want) == NULL) {
+                h_die("map-log: berthd started with --map-size-max-mib %s while %s holds %" PRIu64
+                      " records, and did not say \"%s ...\":\n%s", map_mib, BERTH_CLOG_FILE, pending, want, text);
+            }
+            printf("map-log: restart with the same --map-size-max-mib %s found room once no reader held old pages: "
+                   "berthd logged \"%s ...\"\n", map_mib, want);
+            stop(&p);
+            moved_early = true;
+        } else {
+            log_since(mark, text, sizeof text);
+            if (strstr(text, "FULL") == NULL || strstr(text, BERTH_CLOG_FILE) == NULL) {
+                h_die("map-log: the refusal to start does not say FULL and name %s:\n%s", BERTH_CLOG_FILE, text);
+            }
+            printf("map-log: restart with the same --map-size-max-mib %s refused: %s", map_mib, text);
         }
-        log_since(mark, text, sizeof text);
-        if (strstr(text, "FULL") == NULL || strstr(text, BERTH_CLOG_FILE) == NULL) {
-            h_die("map-log: the refusal to start does not say FULL and name %s:\n%s", BERTH_CLOG_FILE, text);
-        }
-        printf("map-log: restart with the same --map-size-max-mib %s refused: %s", map_mib, text);
     } else {
         printf("map-log: SKIPPED the same-ceiling restart check: the last checkpoint at stop got through, the log holds nothing past LMDB\n");
     }
     mark = log_size();
     start(&p, FD_BIG_MAP_MIB);
     log_since(mark, text, sizeof text);
-    char want[128];
-    snprintf(want, sizeof want, "moved %" PRIu64 " acknowledged records from", pending);
-    if (pending > 0 && strstr(text, want) == NULL) h_die("map-log: the restart's log does not say \"%s ...\":\n%s", want, text);
-    if (pending > 0) printf("map-log: restarted with --map-size-max-mib %s: berthd logged \"%s %s/%s ...\"\n", FD_BIG_MAP_MIB, want, p.data, BERTH_CLOG_FILE);
+    if (pending > 0 && !moved_early && strstr(text, want) == NULL) h_die("map-log: the restart's log does not say \"%s ...\":\n%s", want, text);
+    if (pending > 0 && !moved_early) printf("map-log: restarted with --map-size-max-mib %s: berthd logged \"%s %s/%s ...\"\n", FD_BIG_MAP_MIB, want, p.data, BERTH_CLOG_FILE);
     watcher_open(&p, &live, 1);
     watcher_open(&p, &late, last_acked(&p) + 1);
     expect_resume(&p, &live, &late, "restarted with --map-size-max-mib " FD_BIG_MAP_MIB, false);
