@@ -1395,9 +1395,8 @@ END_TEST
 /* What submit refuses queues nothing: a seq that does not follow (the head,
  * or the batch in flight), n out of range, a field or a touched name over
  * its limit, a batch past BERTH_APPENDER_DEPTH in flight. Close lets the
- * batches in flight commit. A backend
- * without the encoded road has no appender; a read-only journal's batch fails
- * READONLY at its wait. */
+ * batches in flight commit. A backend without the encoded road has no
+ * appender; a read-only journal's batch fails READONLY at its wait. */
 START_TEST(store_appender_refusals) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
