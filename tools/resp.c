@@ -69,6 +69,9 @@ static bool resp_header_fast(const char *buf, size_t len, size_t pos, int64_t *v
     if (i == pos + 1 || i + 1 >= len || buf[i] != '\r' || buf[i + 1] != '\n') {
         return false;
     }
+    if (buf[pos + 1] == '0' && i > pos + 2) {
+        return false;   /* a leading zero: resp_header refuses it */
+    }
     *value = v;
     *next = i + 2;
     return true;
@@ -118,6 +121,11 @@ static header_status resp_header(const char *buf, size_t len, size_t pos, const 
         /* "-0" (or "-01") is no length any Redis client writes: Redis
          * refuses it, and taking it for 0 would hide a broken writer. */
         resp_fail(out, "invalid %s: a negative length starting with 0", what);
+        return HEADER_ERROR;
+    }
+    if (digits > 1 && *p == '0') {
+        /* "$03" or "*01": the same, and Redis refuses it too. */
+        resp_fail(out, "invalid %s: a length with a leading zero", what);
         return HEADER_ERROR;
     }
     int64_t v = 0;
