@@ -216,6 +216,7 @@ struct berth_state {
     uint32_t spare_count[SPARE_CLASSES];
     uint64_t last_seq;
     uint64_t policy_seq;   /* seq of the last POLICY.SET (or restore point) */
+    uint32_t wording;      /* of the sentences apply writes: not state, never in the digest */
     bool restored;
     table workers;
     table instances;
@@ -280,7 +281,13 @@ berth_state *berth_state_new(const berth_allocator *allocator) {
     memcpy(s->policy_block, genesis_backend, sizeof genesis_backend);
     s->policy[0] = berth_str_make(s->policy_block, sizeof genesis_backend - 1);
     s->policy_count = 1;
+    s->wording = BERTH_WORDING_CURRENT;
     return s;
+}
+
+void berth_state_set_wording(berth_state *s, uint32_t wording) {
+    assert(s != NULL && wording >= BERTH_WORDING_MIN && wording <= BERTH_WORDING_CURRENT);
+    s->wording = wording;
 }
 
 /* A worker's block: the header, its first SERVED_INLINE_MAX served
@@ -814,7 +821,7 @@ static int apply_worker_add(berth_state *s, const berth_cmd *c, uint64_t seq, bo
     table_put_hashed(&s->workers, w, h);
     out->workers[0] = w->name;
     const char *gpus = w->gpu_count == 1 ? "GPU" : "GPUs";
-    if (w->vram_mib) {
+    if (w->vram_mib && (w->gpu_count > 0 || s->wording < 2)) {
         say(out, BERTH_OK, "worker %.*s registered with %u %s of %u MiB", S(w->name), w->gpu_count, gpus,
             w->vram_mib);
     } else {
@@ -838,7 +845,10 @@ static int apply_worker_cordon(berth_state *s, const berth_cmd *c, bool exact, b
     berth_worker_status want = cordon ? BERTH_WORKER_CORDONED : BERTH_WORKER_ACTIVE;
     bool already = w->status == want;
     w->status = want;
-    if (cordon) {
+    if (cordon && w->served_count == 0 && s->wording >= 2) {
+        say(out, BERTH_OK, "worker %.*s %s: it serves no instance and accepts no new ones", S(w->name),
+            already ? "was already cordoned" : "cordoned");
+    } else if (cordon) {
         say(out, BERTH_OK, "worker %.*s %s: it keeps its %u instance%s and accepts no new ones", S(w->name),
             already ? "was already cordoned" : "cordoned", w->served_count, w->served_count == 1 ? "" : "s");
     } else {
@@ -862,7 +872,8 @@ static int apply_worker_remove(berth_state *s, const berth_cmd *c, bool exact, b
         for (uint32_t i = 0; i < w->served_count; i++) {
             say_more(out, "%s%.*s", i ? ", " : "", S(w->served[i]->name));
         }
-        say_more(out, "); release them before removing it");
+        say_more(out, w->served_count == 1 && s->wording >= 2 ? "); release it before removing the worker"
+                                                              : "); release them before removing it");
         return 0;
     }
     say(out, BERTH_OK, "worker %.*s removed", S(c->name));
@@ -938,8 +949,10 @@ static bool judge_place(const berth_state *s, const berth_cmd *c, const berth_pl
     }
     /* A claim on a worker registered without VRAM is refused whatever the
      * GPUs it names, none included (a bare worker of 0 GPUs): the contract
-     * says so, and it would otherwise serve an instance claiming nothing. */
-    if (c->claim_mib && w->vram_mib == 0) {
+     * says so, and it would otherwise serve an instance claiming nothing.
+     * From wording 2 a worker of 0 GPUs hears the reason below instead,
+     * since registering it with VRAM would not help it. */
+    if (c->claim_mib && w->vram_mib == 0 && (w->gpu_count > 0 || s->wording < 2)) {
         say(out, BERTH_NOVRAM, "worker %.*s was registered without VRAM, so instance %.*s cannot claim %u MiB "
             "on its GPUs; register it with VRAM <MiB>", S(w->name), S(c->name), c->claim_mib);
         return false;
@@ -959,8 +972,9 @@ static bool judge_place(const berth_state *s, const berth_cmd *c, const berth_pl
             uint32_t g = (uint32_t)__builtin_ctzll(m);
             const berth_gpu *gpu = &w->gpus[g];
             if ((uint64_t)gpu->claimed_mib + c->claim_mib <= w->vram_mib) continue;
-            say(out, BERTH_NOVRAM, "GPU %.*s:%u has %u MiB free of %u (%u MiB claimed", S(w->name), g,
-                w->vram_mib - gpu->claimed_mib, w->vram_mib, gpu->claimed_mib);
+            say(out, BERTH_NOVRAM, s->wording >= 2 ? "GPU %.*s:%u has %u MiB free of %u MiB (%u MiB claimed"
+                                                   : "GPU %.*s:%u has %u MiB free of %u (%u MiB claimed",
+                S(w->name), g, w->vram_mib - gpu->claimed_mib, w->vram_mib, gpu->claimed_mib);
             if (gpu->claim_count) {
                 say_more(out, " by ");
                 say_gpu_users(out, w, g);

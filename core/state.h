@@ -123,6 +123,23 @@ typedef struct berth_state berth_state;
 /* NULL allocator: libc. Returns NULL when out of memory. */
 berth_state *berth_state_new(const berth_allocator *allocator);
 void berth_state_free(berth_state *state);
+/* The wording of outcome sentences. A journal record keeps the sentence it
+ * was answered with, and verify compares it byte for byte, so a record is
+ * judged again in the wording it was written in. Wording 1 is the first
+ * one. Wording 2 reads better in four places:
+ * - a cordon of a worker that serves nothing;
+ * - BUSY for one instance ("release it");
+ * - WORKER.ADD of 0 GPUs with VRAM;
+ * - NOVRAM: the unit after the GPU's size, and, for a 0-GPU worker
+ *   registered without VRAM, the reason that holds whatever VRAM it gets.
+ * Codes and state never depend on it. A new state answers in
+ * BERTH_WORDING_CURRENT; the journal ties each record to a wording by its
+ * format version (journal.h), and replay sets the wording for each record it
+ * applies (berth_state_set_wording), then sets it back. */
+#define BERTH_WORDING_MIN 1
+#define BERTH_WORDING_CURRENT 2
+void berth_state_set_wording(berth_state *state, uint32_t wording);
+
 /* Released instances' blocks are kept (up to a bound) for later DEPLOYs;
  * trim hands them back to the allocator. The state means the same after. */
 void berth_state_trim(berth_state *state);

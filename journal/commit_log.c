@@ -1043,7 +1043,7 @@ static berth_jerr record_check_own(const payload_item *it, uint64_t *seq,
                                    char *why, size_t why_size) {
     const uint8_t *p = NULL, *h = NULL;
     if (!berth_record_peek_chain(it->rec, it->rec_len, seq, &p, &h)) {
-        snprintf(why, why_size, "it does not start as a version-1 record or lacks its hashes");
+        snprintf(why, why_size, "it does not start as a record of a known format version or lacks its hashes");
         return BERTH_J_CORRUPT;
     }
     memcpy(prev, p, BERTH_HASH_LEN);

@@ -23,7 +23,14 @@
 
 #include "names.h"
 
-#define BERTH_RECORD_VERSION 1
+/* A record's format version. Version 2 has version 1's layout; it says
+ * the outcome's sentence is in the rules' second wording (core/state.h,
+ * BERTH_WORDING_CURRENT), which reads better in a few refusals. Verify
+ * compares sentences byte for byte, so each record is judged again in the
+ * wording it was written in. New records carry BERTH_RECORD_VERSION; every
+ * version from BERTH_RECORD_VERSION_MIN on decodes. */
+#define BERTH_RECORD_VERSION 2
+#define BERTH_RECORD_VERSION_MIN 1
 #define BERTH_HASH_LEN 32
 #define BERTH_BATCH_RECORDS_MAX 4096        /* records in one append */
 #define BERTH_BATCH_BYTES_MAX (16u << 20)   /* encoded bytes in one append */
@@ -63,6 +70,11 @@ typedef struct berth_record {
     uint8_t hash[BERTH_HASH_LEN];
 } berth_record;
 
+/* True for the format versions this build decodes. */
+static inline bool berth_record_version_known(uint32_t version) {
+    return version >= BERTH_RECORD_VERSION_MIN && version <= BERTH_RECORD_VERSION;
+}
+
 /* Encode rec's body (everything but hash) after setting nothing; computes
  * rec->hash = SHA-256(body) and writes body+hash to buf. Returns bytes
  * written, 0 if cap is too small or a field is over its limit. */
@@ -74,13 +86,13 @@ berth_jerr berth_record_decode(const uint8_t *bytes, size_t len, berth_record *o
                                char *why, size_t why_size);
 /* An encoded record's seq and time, read from its first fields alone: for
  * a scan over record times (`--at-time`), which need not decode the rest.
- * false when the bytes do not start as a version-1 body (decode them for
+ * false when the bytes do not start as a body of a known version (decode them for
  * the reason). Checks nothing after the time, the hash included. */
 bool berth_record_peek_time(const uint8_t *bytes, size_t len, uint64_t *seq, uint64_t *time_ms);
 /* An encoded record's seq, and where its prev_hash and hash lie in bytes,
  * from its first fields and its last 68 bytes alone (both hashes are
  * fixed-size bins at the end): what an append of encoded records checks
- * the chain with. false when the bytes do not start as a version-1 body or
+ * the chain with. false when the bytes do not start as a body of a known version or
  * do not end with the two bins. Checks nothing in between, the hash's
  * value included. */
 bool berth_record_peek_chain(const uint8_t *bytes, size_t len, uint64_t *seq,
@@ -180,7 +192,7 @@ typedef struct berth_encoded {
  * log's checkpoint, which moves frames whose bytes it has proved (the
  * frame's SHA-256 over what this process encoded, or each record encoded
  * again and compared), so the store need not decode and encode them again.
- * The store checks each record: it starts as a version-1 body carrying seq
+ * The store checks each record: it starts as a body of a known version carrying seq
  * head+1, head+2, ..., ends with its prev_hash and hash bins, its prev_hash
  * is the hash of the record before it (the head's for the first), and its
  * hash is the SHA-256 of its body, computed on the bytes the store keeps.

@@ -3,7 +3,7 @@
  * The layout is the on-disk contract of every journal, so it lives in one
  * place. An encoded record is two msgpack objects back to back:
  *
- *   body = array(9) [ version   uint   (BERTH_RECORD_VERSION)
+ *   body = array(9) [ version   uint   (BERTH_RECORD_VERSION_MIN..BERTH_RECORD_VERSION)
  *                     seq       uint   (>= 1)
  *                     time_ms   uint
  *                     actor     str    (empty, or a name: CLIENT SETNAME's)
@@ -28,7 +28,7 @@
  * exactly this) with callbacks that check each of the body's elements as it
  * arrives and put it into the record: no zone, no object tree, no array of
  * elements walked a second time, strings pointing into the input, and a
- * container that is nested, a map, ext or not a version-1 body's length
+ * container that is nested, a map, ext or not a body's length (every known version has the one layout)
  * refused at its header, before anything is sized from it. It is taken
  * only when the record decodes cleanly. Anything else goes the
  * careful road, whose reasons are the ones reported: msgpack_unpack() into
@@ -57,7 +57,7 @@
 #include "berth_limits.h"
 
 enum {
-    record_fields = 9,              /* elements of a version-1 body */
+    record_fields = 9,              /* elements of a body (versions 1 and 2 alike) */
     record_fields_max = 16,         /* elements the shape gate admits (any version) */
     hash_trailer_len = 2 + BERTH_HASH_LEN,  /* bin8 header + digest */
     actor_len_max = BERTH_NAME_LEN_MAX,
@@ -155,7 +155,7 @@ static bool actor_valid(berth_str actor) {
 /* actor_checked: the caller found this actor valid already (a batch's
  * records mostly share one), so its name scan is skipped. */
 static bool record_fields_valid(const berth_record *rec, bool actor_checked) {
-    return rec->version == BERTH_RECORD_VERSION && rec->seq >= 1 &&
+    return berth_record_version_known(rec->version) && rec->seq >= 1 &&
            str_fits(rec->actor, 0, actor_len_max) && (actor_checked || actor_valid(rec->actor)) &&
            str_fits(rec->reqid, 0, reqid_len_max) &&
            str_fits(rec->command, 1, command_len_max) &&
@@ -425,7 +425,7 @@ static const char *const field_names[record_fields] = {
 
 enum { actor_not_name = record_fields + 1 };   /* body_fields: the actor is a string, not a name */
 
-/* Field i (1..8) of a version-1 body into out, by the element's type:
+/* Field i (1..8) of a body into out, by the element's type:
  * false when it is of the wrong type or out of its limits. The actor's
  * charset is checked apart (actor_valid), so the careful road can say
  * which. Both roads take every field through these: the careful one from
@@ -465,7 +465,7 @@ static bool field_take(uint32_t i, const msgpack_object *o, berth_record *out) {
     }
 }
 
-/* Fill out from a version-1 body; returns the index of the first bad field,
+/* Fill out from a body; returns the index of the first bad field,
  * actor_not_name, or record_fields when all are good. */
 static uint32_t body_fields(const msgpack_object *f, berth_record *out) {
     for (uint32_t i = 1; i < record_fields; i++) {
@@ -486,16 +486,16 @@ static berth_jerr body_decode(const msgpack_object *body, berth_record *out,
         why_set(why, why_size, "record format version is not an unsigned integer", 0, 0);
         return BERTH_J_CORRUPT;
     }
-    if (f[0].via.u64 != BERTH_RECORD_VERSION) {
+    if (f[0].via.u64 > UINT32_MAX || !berth_record_version_known((uint32_t)f[0].via.u64)) {
         why_set(why, why_size, "unknown format version %llu", f[0].via.u64, 0);
         return BERTH_J_CORRUPT;
     }
     if (body->via.array.size != record_fields) {
-        why_set(why, why_size, "record has %llu fields, format version 1 has %llu",
+        why_set(why, why_size, "record has %llu fields, its format version has %llu",
                 body->via.array.size, record_fields);
         return BERTH_J_CORRUPT;
     }
-    out->version = BERTH_RECORD_VERSION;
+    out->version = (uint32_t)f[0].via.u64;
     uint32_t bad = body_fields(f, out);
     if (bad == actor_not_name) {
         if (why != NULL && why_size > 0) {
@@ -561,7 +561,11 @@ FLAT_HOT int flat_u64(flat_user *u, uint64_t d, flat_obj *o) {
     *o = FLAT_VALUE;
     uint32_t i;
     if (flat_next(u, &i) != 0) return -1;
-    if (i == 0) return d == BERTH_RECORD_VERSION ? 0 : -1;
+    if (i == 0) {
+        if (d > UINT32_MAX || !berth_record_version_known((uint32_t)d)) return -1;
+        u->out->version = (uint32_t)d;
+        return 0;
+    }
     return take_uint(i, d, u->out) ? 0 : -1;
 }
 FLAT_HOT int flat_uint8(flat_user *u, uint8_t d, flat_obj *o) { return flat_u64(u, d, o); }
@@ -590,7 +594,7 @@ static int flat_nil(flat_user *u, flat_obj *o) { return flat_refuse(u, o); }
 static int flat_true(flat_user *u, flat_obj *o) { return flat_refuse(u, o); }
 static int flat_false(flat_user *u, flat_obj *o) { return flat_refuse(u, o); }
 
-/* The one container a body may be, and only of a version-1 body's
+/* The one container a body may be, and only of a body's
  * length: refused before its count sizes anything. Any other array takes
  * the careful road, which says what it is. */
 static int flat_array(flat_user *u, unsigned int n, flat_obj *o) {
@@ -659,7 +663,6 @@ static berth_jerr decode_fast(const uint8_t *bytes, size_t len, berth_record *ou
     if (bytes[off] != 0xc4 || bytes[off + 1] != BERTH_HASH_LEN) return BERTH_J_CORRUPT;
     /* A complete body is the one array, every element taken. */
     if (flat_unpack_data(&ctx) != FLAT_BODY || ctx.user.taken != record_fields) return BERTH_J_CORRUPT;
-    out->version = BERTH_RECORD_VERSION;
     memcpy(out->hash, bytes + off + 2, BERTH_HASH_LEN);
     return BERTH_J_OK;
 }
@@ -688,7 +691,8 @@ bool berth_record_peek_time(const uint8_t *bytes, size_t len, uint64_t *seq, uin
     size_t at = 1;
     uint64_t version = 0;
     return len > hash_trailer_len && bytes[0] == (0x90 | record_fields) &&
-           peek_uint(bytes, len, &at, &version) && version == BERTH_RECORD_VERSION &&
+           peek_uint(bytes, len, &at, &version) && version <= UINT32_MAX &&
+           berth_record_version_known((uint32_t)version) &&
            peek_uint(bytes, len, &at, seq) && peek_uint(bytes, len, &at, time_ms);
 }
 

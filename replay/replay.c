@@ -220,8 +220,13 @@ static berth_jerr replay_apply_parsed(berth_state *state, const berth_record *re
     if (cmd->reqid.len > 0 && reqid_refused(state, cmd, pre, reqid_ok, rec->seq, why, why_size)) {
         return BERTH_J_CORRUPT;
     }
-    /* cmd is as replay_parse left it, so its carried hashes are exact. */
+    /* cmd is as replay_parse left it, so its carried hashes are exact. A
+     * record of an older version is judged in its own wording, and the
+     * state answers in the current one again right after. */
+    bool current = rec->version == BERTH_RECORD_VERSION;
+    if (!current) berth_state_set_wording(state, berth_record_wording(rec->version));
     int rc = berth_state_apply_precomputed(state, cmd, rec->command, rec->seq, pre, quiet, out);
+    if (!current) berth_state_set_wording(state, BERTH_WORDING_CURRENT);
     if (rc != 0) {
         snprintf(why, why_size, "seq %" PRIu64 ": out of memory applying the record", rec->seq);
         return BERTH_J_NOMEM;
@@ -299,6 +304,15 @@ static void prefetch_raw(const uint8_t *raw, size_t raw_len) {
     uintptr_t at = (uintptr_t)raw & ~(uintptr_t)63;
     uintptr_t end = (uintptr_t)raw + raw_len;
     for (; at < end; at += 64) __builtin_prefetch((const void *)at);
+}
+
+/* The lines of an item decode and parse write, up to a DEPLOY's second
+ * place: the applier read them last, a ring ago, so each write would
+ * otherwise wait for its line to come back from the other core. */
+static void prefetch_item_w(const feed_item *item) {
+    const char *at = (const char *)item;
+    const char *end = (const char *)&item->cmd.place[2];
+    for (; at < end; at += 64) __builtin_prefetch(at, 1);
 }
 
 /* The cursor's part of one record: its bytes, not yet looked at. */
@@ -538,6 +552,7 @@ static void fill_chunk(feed_source *src, feed_chunk *c) {
     while (read < REPLAY_CHUNK_RECORDS) {
         read_status = read_one(src, &c->items[read], &c->fail);
         if (read_status != FEED_MORE) break;
+        if (src->level >= FEED_LEVEL_ALL) prefetch_item_w(&c->items[read]);
         read++;
     }
     for (; c->count < read; c->count++) {

@@ -33,6 +33,16 @@ typedef struct berth_replay_stats {
 int berth_replay_record(berth_state *state, const berth_record *rec, berth_outcome *out,
                         char *err, size_t err_size);
 
+/* The wording (core/state.h) a record of this format version was answered
+ * in: version 1 wording 1, version 2 wording 2. A caller that applies
+ * records itself (the berth tool's feed) sets it for each record that is
+ * not of the current version, and sets it back after. */
+_Static_assert(BERTH_RECORD_VERSION_MIN == BERTH_WORDING_MIN && BERTH_RECORD_VERSION == BERTH_WORDING_CURRENT,
+               "each format version is one wording");
+static inline uint32_t berth_record_wording(uint32_t version) {
+    return version;
+}
+
 /* The REQID checks replay makes before applying a record, which
  * berth_state_apply asserts: cmd's REQID, if any, is a valid name and not
  * one still in the window. For a caller that applies records itself (the

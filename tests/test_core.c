@@ -1465,7 +1465,9 @@ START_TEST(test_sentence_plurals) {
     expect(r, "WORKER.ADD w2 GPUS 2 VRAM 81920", BERTH_OK);
     ck_assert_str_eq(r->out.sentence, "worker w2 registered with 2 GPUs of 81920 MiB");
     expect(r, "WORKER.CORDON w1", BERTH_OK);
-    ck_assert_str_eq(r->out.sentence, "worker w1 cordoned: it keeps its 0 instances and accepts no new ones");
+    ck_assert_str_eq(r->out.sentence, "worker w1 cordoned: it serves no instance and accepts no new ones");
+    expect(r, "WORKER.CORDON w1", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker w1 was already cordoned: it serves no instance and accepts no new ones");
     expect(r, "WORKER.UNCORDON w1", BERTH_OK);
     expect(r, "DEPLOY a MODEL m BACKEND vllm ON w1", BERTH_OK);
     expect(r, "WORKER.CORDON w1", BERTH_OK);
@@ -1477,6 +1479,48 @@ START_TEST(test_sentence_plurals) {
     expect(r, "DEPLOY c MODEL m BACKEND vllm VRAM 100 ON w2:0", BERTH_OK);
     expect(r, "WORKER.CORDON w2", BERTH_OK);
     ck_assert_str_eq(r->out.sentence, "worker w2 cordoned: it keeps its 2 instances and accepts no new ones");
+    expect(r, "WORKER.REMOVE w1", BERTH_BUSY);
+    ck_assert_str_eq(r->out.sentence, "worker w1 still serves 1 instance (a); release it before removing the worker");
+    expect(r, "WORKER.REMOVE w2", BERTH_BUSY);
+    ck_assert_str_eq(r->out.sentence, "worker w2 still serves 2 instances (b, c); release them before removing it");
+    expect(r, "WORKER.ADD z0 GPUS 0 VRAM 10", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker z0 registered with 0 GPUs");
+    expect(r, "WORKER.UNCORDON w2", BERTH_OK);
+    expect(r, "DEPLOY d MODEL m BACKEND vllm VRAM 81900 ON w2:0", BERTH_NOVRAM);
+    ck_assert_str_eq(r->out.sentence, "GPU w2:0 has 81720 MiB free of 81920 MiB (200 MiB claimed by b 100 MiB, "
+                                      "c 100 MiB); instance d claims 81900 MiB");
+    rig_free(r);
+}
+END_TEST
+
+/* A journal's older records keep the wording they were answered in
+ * (core/state.h): wording 1 says what berth said before session 16, and
+ * apply goes back to the current wording once set back. Codes and state
+ * are the same in both. */
+START_TEST(test_sentence_wording_1) {
+    rig *r = rig_new();
+    berth_state_set_wording(r->state, 1);
+    expect(r, "WORKER.ADD w1 GPUS 1", BERTH_OK);
+    expect(r, "WORKER.ADD v GPUS 1 VRAM 100", BERTH_OK);
+    expect(r, "WORKER.ADD z GPUS 0", BERTH_OK);
+    expect(r, "WORKER.ADD z0 GPUS 0 VRAM 10", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker z0 registered with 0 GPUs of 10 MiB");
+    expect(r, "WORKER.CORDON w1", BERTH_OK);
+    ck_assert_str_eq(r->out.sentence, "worker w1 cordoned: it keeps its 0 instances and accepts no new ones");
+    expect(r, "WORKER.UNCORDON w1", BERTH_OK);
+    expect(r, "DEPLOY a MODEL m BACKEND vllm ON w1", BERTH_OK);
+    expect(r, "WORKER.REMOVE w1", BERTH_BUSY);
+    ck_assert_str_eq(r->out.sentence, "worker w1 still serves 1 instance (a); release them before removing it");
+    expect(r, "DEPLOY b MODEL m BACKEND vllm VRAM 200 ON v:0", BERTH_NOVRAM);
+    ck_assert_str_eq(r->out.sentence, "GPU v:0 has 100 MiB free of 100 (0 MiB claimed); instance b claims 200 MiB");
+    expect(r, "DEPLOY b MODEL m BACKEND vllm VRAM 20 ON z", BERTH_NOVRAM);
+    ck_assert_str_eq(r->out.sentence, "worker z was registered without VRAM, so instance b cannot claim 20 MiB "
+                                      "on its GPUs; register it with VRAM <MiB>");
+    berth_state_set_wording(r->state, BERTH_WORDING_CURRENT);
+    expect(r, "DEPLOY b MODEL m BACKEND vllm VRAM 200 ON v:0", BERTH_NOVRAM);
+    ck_assert_str_eq(r->out.sentence, "GPU v:0 has 100 MiB free of 100 MiB (0 MiB claimed); instance b claims 200 MiB");
+    expect(r, "DEPLOY b MODEL m BACKEND vllm VRAM 20 ON z", BERTH_NOVRAM);
+    ck_assert_str_eq(r->out.sentence, "worker z has 0 GPUs, so instance b cannot claim 20 MiB on any GPU of it");
     rig_free(r);
 }
 END_TEST
@@ -1656,11 +1700,12 @@ START_TEST(test_novram_without_vram) {
     says(r, "novram");
     expect(r, "DEPLOY a MODEL m BACKEND vllm ON novram:0", BERTH_OK);   /* whole GPUs need no VRAM */
     /* A worker of no GPUs named bare: "all of its GPUs" is none, and the
-     * claim is still one on a worker registered without VRAM. */
+     * claim is still refused. The reason given is the missing GPUs, which
+     * VRAM would not mend (wording 1 named the missing VRAM:
+     * test_sentence_wording_1). */
     expect(r, "WORKER.ADD z GPUS 0", BERTH_OK);
     expect(r, "DEPLOY b MODEL m BACKEND vllm VRAM 4096 ON z", BERTH_NOVRAM);
-    ck_assert_str_eq(r->out.sentence, "worker z was registered without VRAM, so instance b cannot claim 4096 MiB "
-                                      "on its GPUs; register it with VRAM <MiB>");
+    ck_assert_str_eq(r->out.sentence, "worker z has 0 GPUs, so instance b cannot claim 4096 MiB on any GPU of it");
     expect(r, "DEPLOY b MODEL m BACKEND sglang VRAM 4096 ON ok:1 z", BERTH_NOVRAM);   /* subordinate */
     says(r, "z");
     ck_assert_ptr_null(berth_state_instance(r->state, cstr("b")));
@@ -2997,6 +3042,7 @@ static Suite *core_suite(void) {
     tcase_add_test(rules, test_refused_by);
     tcase_add_test(rules, test_cordon);
     tcase_add_test(rules, test_sentence_plurals);
+    tcase_add_test(rules, test_sentence_wording_1);
     tcase_add_test(rules, test_nogpu);
     tcase_add_test(rules, test_seed_case_exclusive);
     tcase_add_test(rules, test_exclusive_main_and_subordinate);

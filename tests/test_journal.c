@@ -333,6 +333,21 @@ START_TEST(codec_round_trip) {
     ck_assert_uint_eq(out.reqid.len, 0);
     ck_assert_uint_eq(out.sentence.len, 0);
     ck_assert_uint_eq(out.code, 1);
+
+    /* A version-1 record, as journals before session 16 hold: the same
+     * layout, decoded by both roads and peeked, its version kept. */
+    b.rec.version = BERTH_RECORD_VERSION_MIN;
+    small = encode_full(&b.rec, buf, sizeof(buf));
+    ck_assert_uint_eq(small, expected);
+    ck_assert_int_eq(berth_record_decode(buf, small, &out, NULL, 0), BERTH_J_OK);
+    ck_assert_uint_eq(out.version, 1);
+    uint64_t seq = 0, time_ms = 0;
+    ck_assert(berth_record_peek_time(buf, small, &seq, &time_ms));
+    ck_assert_uint_eq(seq, 1);
+    const uint8_t *prev = NULL, *hash = NULL;
+    ck_assert(berth_record_peek_chain(buf, small, &seq, &prev, &hash));
+    b.rec.version = BERTH_RECORD_VERSION + 1;
+    ck_assert_uint_eq(berth_record_encode(&b.rec, buf, sizeof(buf)), 0);   /* not one this build writes */
 }
 END_TEST
 
@@ -713,11 +728,14 @@ static size_t craft(sink *s, uint64_t version, uint32_t fields) {
 
 START_TEST(codec_unknown_version) {
     sink s;
-    size_t len = craft(&s, 2, 9);
+    size_t len = craft(&s, BERTH_RECORD_VERSION + 1, 9);
     berth_record out;
     char why[err_len_max];
     ck_assert_int_eq(berth_record_decode(s.buf, len, &out, why, sizeof(why)), BERTH_J_CORRUPT);
-    ck_assert_str_eq(why, "unknown format version 2");
+    ck_assert_str_eq(why, "unknown format version 3");
+    len = craft(&s, 0, 9);
+    ck_assert_int_eq(berth_record_decode(s.buf, len, &out, why, sizeof(why)), BERTH_J_CORRUPT);
+    ck_assert_str_eq(why, "unknown format version 0");
     ck_assert(berth_record_hash_ok(s.buf, len));   /* well formed, just not ours */
     len = craft(&s, 77, 3);
     ck_assert_int_eq(berth_record_decode(s.buf, len, &out, why, sizeof(why)), BERTH_J_CORRUPT);

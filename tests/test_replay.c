@@ -858,6 +858,100 @@ START_TEST(test_verify_altered_outcome) {
 }
 END_TEST
 
+/* A journal written before session 16: version-1 records, whose sentences
+ * are in wording 1 (core/state.h). Each is encoded as that berth wrote it
+ * and appended as bytes (the journal's append writes the current version). */
+static void append_v1(berth_journal *j, berth_state *state, uint8_t chain[BERTH_HASH_LEN], const char *text) {
+    berth_str words[BERTH_ARGS_MAX];
+    berth_cmd cmd;
+    char err[BERTH_ERR_LEN_MAX];
+    ck_assert_msg(berth_cmd_parse_text(&cmd, text, strlen(text), words, BERTH_ARGS_MAX, err, sizeof(err)) == 0,
+                  "%s: %s", text, err);
+    static berth_outcome out;
+    uint64_t seq = berth_state_last_seq(state) + 1;
+    berth_state_set_wording(state, 1);
+    ck_assert_int_eq(berth_state_apply(state, &cmd, berth_str_make(text, strlen(text)), seq, &out), 0);
+    berth_state_set_wording(state, BERTH_WORDING_CURRENT);
+    berth_record rec;
+    memset(&rec, 0, sizeof(rec));
+    rec.version = 1;
+    rec.seq = seq;
+    rec.time_ms = 1;
+    rec.actor = berth_str_make("", 0);
+    rec.reqid = berth_str_make("", 0);
+    rec.command = berth_str_make(text, strlen(text));
+    rec.code = out.code;
+    rec.sentence = berth_str_make(out.sentence, out.sentence_len);
+    memcpy(rec.prev_hash, chain, BERTH_HASH_LEN);
+    static uint8_t buf[BERTH_RECORD_BYTES_MAX];
+    size_t len = berth_record_encode(&rec, buf, sizeof(buf));
+    ck_assert_uint_gt(len, 0);
+    memcpy(chain, rec.hash, BERTH_HASH_LEN);
+    berth_encoded enc = { buf, len };
+    ck_assert_int_eq(berth_journal_append_encoded(j, &enc, NULL, 1), BERTH_J_OK);
+}
+
+/* An older journal verifies and opens as it was written: each record is
+ * judged again in the wording of its format version, while new records
+ * are answered and written in the current one (a journal then holds both).
+ * A current record in the old wording is a finding, so the wording really
+ * follows the record. */
+START_TEST(test_older_wording_verifies) {
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    berth_journal *j = journal_open(dir, false, 0);
+    berth_state *old = berth_state_new(NULL);
+    ck_assert_ptr_nonnull(old);
+    uint8_t chain[BERTH_HASH_LEN] = { 0 };
+    static const char *const v1[] = {
+        "WORKER.ADD w1 GPUS 2", "WORKER.ADD z GPUS 0 VRAM 10", "WORKER.ADD v GPUS 1 VRAM 100",
+        "WORKER.CORDON w1", "WORKER.UNCORDON w1", "DEPLOY a MODEL m BACKEND vllm ON w1:0",
+        "WORKER.REMOVE w1", "DEPLOY b MODEL m BACKEND vllm VRAM 200 ON v:0",
+        "DEPLOY b MODEL m BACKEND vllm VRAM 20 ON z",
+    };
+    const size_t n1 = sizeof(v1) / sizeof(v1[0]);
+    for (size_t i = 0; i < n1; i++) append_v1(j, old, chain, v1[i]);
+    berth_state_free(old);
+    berth_engine *engine = engine_open(j, 0, false);   /* checks the tail's outcomes */
+    berth_submit_result r = run(engine, "WORKER.REMOVE w1");
+    ck_assert_str_eq(r.sentence, "worker w1 still serves 1 instance (a); release it before removing the worker");
+    r = run(engine, "WORKER.CORDON v");
+    ck_assert_str_eq(r.sentence, "worker v cordoned: it serves no instance and accepts no new ones");
+    berth_engine_close(engine);
+    berth_jerr e;
+    berth_verify_report rep = verify(j, &e);
+    ck_assert_msg(e == BERTH_J_OK && rep.ok, "verify: %s", rep.what);
+    ck_assert_uint_eq(rep.records, n1 + 2);
+    berth_journal_reader *rd = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &rd), BERTH_J_OK);
+    berth_record rec;
+    ck_assert_int_eq(berth_journal_read(rd, 7, &rec, NULL, NULL), BERTH_J_OK);
+    ck_assert_uint_eq(rec.version, 1);
+    static const char busy1[] = "worker w1 still serves 1 instance (a); release them before removing it";
+    ck_assert(rec.sentence.len == sizeof(busy1) - 1 && memcmp(rec.sentence.ptr, busy1, rec.sentence.len) == 0);
+    ck_assert_int_eq(berth_journal_read(rd, n1 + 1, &rec, NULL, NULL), BERTH_J_OK);
+    ck_assert_uint_eq(rec.version, BERTH_RECORD_VERSION);
+    berth_journal_reader_close(rd);
+    /* The old wording on a current record. */
+    berth_record lie;
+    memset(&lie, 0, sizeof(lie));
+    lie.seq = n1 + 3;
+    lie.time_ms = 1;
+    lie.actor = berth_str_make("", 0);
+    lie.reqid = berth_str_make("", 0);
+    lie.command = berth_str_make("WORKER.REMOVE w1", 16);
+    lie.code = BERTH_BUSY;
+    lie.sentence = berth_str_make(busy1, sizeof(busy1) - 1);
+    ck_assert_int_eq(berth_journal_append(j, &lie, NULL, 1), BERTH_J_OK);
+    rep = verify(j, &e);
+    ck_assert_int_eq(e, BERTH_J_CORRUPT);
+    ck_assert_uint_eq(rep.first_bad_seq, n1 + 3);
+    ck_assert_msg(strstr(rep.what, "release it before removing the worker") != NULL, "what: %s", rep.what);
+    berth_journal_close(j);
+    remove_dir(dir);
+}
+END_TEST
+
 /* Append text as the record after state's last, with the outcome state
  * gives the text as stored (and reqid beside it): a foreign writer's record
  * that is honest about everything but its spelling. */
@@ -1436,7 +1530,7 @@ START_TEST(test_record_decode_shapes) {
         { "nested array", 2, "record field 3 is truncated or of an impossible type" },
         { "nested map", 3, "record field 3 is truncated or of an impossible type" },
         { "ext field", 4, "record field 3 is truncated or of an impossible type" },
-        { "10 fields", 5, "record has 10 fields, format version 1 has 9" },
+        { "10 fields", 5, "record has 10 fields, its format version has 9" },
         { "negative seq", 6, "record field seq is of the wrong type or out of its limits" },
         { "trailing byte", 7, "record has 1 trailing bytes after its hash" },
         { "never-used byte", 8, "record field 0 is truncated or of an impossible type" },
@@ -1495,7 +1589,7 @@ static bool ref_decode(const uint8_t *bytes, size_t len, berth_record *out) {
         uint32_t n = is_str ? f[i].via.str.size : 0;
         berth_str str = berth_str_make(n > 0 ? f[i].via.str.ptr : "", n);
         switch (i) {
-        case 0: ok = is_uint && u == BERTH_RECORD_VERSION; break;
+        case 0: ok = is_uint && u >= BERTH_RECORD_VERSION_MIN && u <= BERTH_RECORD_VERSION; out->version = (uint32_t)u; break;
         case 1: ok = is_uint && u != 0; out->seq = u; break;
         case 2: ok = is_uint; out->time_ms = u; break;
         case 3: ok = is_str && (n == 0 || berth_name_valid(str)); out->actor = str; break;
@@ -1511,7 +1605,6 @@ static bool ref_decode(const uint8_t *bytes, size_t len, berth_record *out) {
         }
     }
     if (ok) {
-        out->version = BERTH_RECORD_VERSION;
         memcpy(out->hash, bytes + off + 2, BERTH_HASH_LEN);
     }
     msgpack_zone_destroy(&zone);
@@ -1620,9 +1713,11 @@ START_TEST(test_record_decode_matches_reference) {
         ck_assert(ref_decode(r.bytes, r.len, &want) == ok);
         ck_assert(!ok || record_same(&got, &want));
     }
-    /* seq 0, the code past u32, a negative seq and version 2: refused. */
+    /* seq 0, the code past u32, a negative seq, and versions 0 and 3 (one
+     * past the newest this build writes): refused. */
     struct { uint8_t version, seq_tag; uint64_t seq, code; } scalars[] = {
-        { 1, 0xcf, 0, 0 }, { 1, 0xcf, 1, UINT32_MAX + 1ull }, { 1, 0xd3, UINT64_MAX, 0 }, { 2, 0xcf, 1, 0 },
+        { 1, 0xcf, 0, 0 }, { 1, 0xcf, 1, UINT32_MAX + 1ull }, { 1, 0xd3, UINT64_MAX, 0 },
+        { 0, 0xcf, 1, 0 }, { BERTH_RECORD_VERSION + 1, 0xcf, 1, 0 },
     };
     for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++) {
         static raw_record r;
@@ -2655,6 +2750,7 @@ static Suite *replay_suite(void) {
         { "determinism", test_determinism_and_time_travel },
         { "verify_flipped", test_verify_flipped_byte },
         { "verify_outcome", test_verify_altered_outcome },
+        { "older_wording", test_older_wording_verifies },
         { "verify_noncanonical", test_verify_noncanonical },
         { "verify_gap", test_verify_gap_and_truncation },
         { "verify_two_faults", test_verify_first_of_two_faults },

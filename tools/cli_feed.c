@@ -435,9 +435,12 @@ static int feed_apply(berth_state *state, const cli_feed_item *item, int quiet_m
     if (berth_replay_reqid_check(state, cmd, item->text, seq, err, err_size) != 0) {
         return -1;
     }
+    bool current = item->rec.version == BERTH_RECORD_VERSION;   /* else its own wording, as replay */
+    if (!current) berth_state_set_wording(state, berth_record_wording(item->rec.version));
     int rc = quiet_mode == 1   ? berth_state_apply_quiet(state, cmd, item->text, seq, out)
              : quiet_mode == 2 ? berth_state_apply_expect(state, cmd, item->text, seq, expected, out)
                                : berth_state_apply(state, cmd, item->text, seq, out);
+    if (!current) berth_state_set_wording(state, BERTH_WORDING_CURRENT);
     if (rc != 0) {
         snprintf(err, err_size, "out of memory applying record %" PRIu64, item->rec.seq);
         return -1;

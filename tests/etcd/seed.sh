@@ -19,7 +19,7 @@ bg_pids+=($!)
 
 expected=(1 2 3 4 "EXCLUSIVE worker w2 already serves distributed vllm instance llama-a since seq 4; a worker serves one distributed vllm instance at a time"
           6 7 8 9 "CORDONED worker w1 is cordoned and accepts no new instances"
-          "BUSY worker w1 still serves 1 instance (small); release them before removing it")
+          "BUSY worker w1 still serves 1 instance (small); release it before removing the worker")
 n=0
 while read -r line; do
     [[ -z "$line" || "$line" == \#* ]] && continue
