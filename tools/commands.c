@@ -155,11 +155,33 @@ static void cmd_auth(client *c, const command *cmd, size_t argc, const berth_str
     (void)cmd;
 }
 
-static bool client_setname(client *c, berth_str name) {
+/* A word of the client's, as an error echoes it: at most
+ * CMD_NAME_SHOWN_MAX bytes, each byte outside printable ASCII shown as '?'
+ * (a NUL would otherwise end the echo early, as core's quote_word does for
+ * names). Returns out. */
+static const char *shown_word(berth_str word, char out[CMD_NAME_SHOWN_MAX + 1]) {
+    size_t n = word.len < CMD_NAME_SHOWN_MAX ? word.len : CMD_NAME_SHOWN_MAX;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)word.ptr[i];
+        out[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+    }
+    out[n] = '\0';
+    return out;
+}
+
+/* An empty name clears it, as in Redis; any other must be a name. */
+static bool client_name_ok(client *c, berth_str name) {
     if (name.len > 0 && !berth_name_valid(name)) {
-        reply_error(&c->out, "ERR", "client names are 1 to %d bytes of [A-Za-z0-9._:/-] (the name "
-                                    "is the actor recorded in the journal)",
+        reply_error(&c->out, "ERR", "client names are 1 to %d bytes of [A-Za-z0-9._:/-], or empty to "
+                                    "clear it (the name is the actor recorded in the journal)",
                     BERTH_NAME_LEN_MAX);
+        return false;
+    }
+    return true;
+}
+
+static bool client_setname(client *c, berth_str name) {
+    if (!client_name_ok(c, name)) {
         return false;
     }
     assert(name.len <= sizeof c->actor);
@@ -214,6 +236,11 @@ static void cmd_hello(client *c, const command *cmd, size_t argc, const berth_st
             reply_error(&c->out, "ERR", "syntax error in HELLO: expected [AUTH user pass] [SETNAME name]");
             return;
         }
+    }
+    /* A HELLO answered with an error changes nothing: its name is checked
+     * before its AUTH can log the connection in. */
+    if (has_name && !client_name_ok(c, name)) {
+        return;
     }
     if (has_pass && !client_authenticate(c, &user, pass)) {
         return;
@@ -626,8 +653,8 @@ static bool arity_ok(int arity, size_t argc);
 bool commands_check_query_arity(reply_buf *rb, berth_str name, int arity, size_t argc) {
     bool ok = arity_ok(arity, argc);
     if (!ok) {
-        reply_error(rb, "ERR", "wrong number of arguments for '%.*s' command",
-                    (int)(name.len < CMD_NAME_SHOWN_MAX ? name.len : CMD_NAME_SHOWN_MAX), name.ptr);
+        char shown[CMD_NAME_SHOWN_MAX + 1];
+        reply_error(rb, "ERR", "wrong number of arguments for '%s' command", shown_word(name, shown));
     }
     return ok;
 }
@@ -636,8 +663,8 @@ static bool parse_seq(client *c, berth_str word, const char *what, uint64_t *out
     if (berth_parse_u64(word, out)) {
         return true;
     }
-    reply_error(&c->out, "ERR", "%s must be a whole number, got '%.*s'", what,
-                (int)(word.len < CMD_NAME_SHOWN_MAX ? word.len : CMD_NAME_SHOWN_MAX), word.ptr);
+    char shown[CMD_NAME_SHOWN_MAX + 1];
+    reply_error(&c->out, "ERR", "%s must be a whole number, got '%s'", what, shown_word(word, shown));
     return false;
 }
 
@@ -932,6 +959,8 @@ bool commands_dispatch(client *c, size_t argc, const berth_str *argv) {
     assert(argc >= 1 && !c->closed && c->parked == PARK_NONE);
     const command *cmd = command_lookup(argv[0]);
     client_drain_done(c);   /* it parks again below, or runs */
+    bool pass = c->drain_pass;   /* one write, after a drain it waited out */
+    c->drain_pass = false;
     /* A write that will be staged keeps its place in the batch; any other
      * reply must wait for this client's held replies (order) and a read must
      * wait for the staged writes of everyone (durability). On the LMDB road
@@ -939,7 +968,10 @@ bool commands_dispatch(client *c, size_t argc, const berth_str *argv) {
      * everyone else and the committer drains; a write waits too while a
      * read does, or a stream of writes could keep the state from ever
      * equalling the journal (and net_unpark runs the read first once it
-     * does). On etcd, whose commits run on the loop, the
+     * does). A write that waited out a drain is staged at its turn even
+     * if a read waits again by then: else a client pipelining "write;
+     * read" pairs, whose every read parks anew, would hold every other
+     * writer back until its pipeline ran dry. On etcd, whose commits run on the loop, the
      * flush is that commit. After a fatal error nothing is held any more
      * (batch_settle_fatal) and nothing waits. */
     bool staged_write = cmd != NULL && (cmd->flags & CMD_WRITE) && c->role == ROLE_ADMIN &&
@@ -974,7 +1006,7 @@ bool commands_dispatch(client *c, size_t argc, const berth_str *argv) {
             batch_want_checkpoint(s);
             return false;
         }
-        if (reads_staged || (staged_write && s->drain_waiters > 0)) {
+        if (reads_staged || (staged_write && s->drain_waiters > 0 && !pass)) {
             client_park(c, reads_staged ? PARK_READ : PARK_DRAIN);
             return false;
         }
@@ -991,9 +1023,8 @@ bool commands_dispatch(client *c, size_t argc, const berth_str *argv) {
         reply_error(&c->out, "IOERR", "berthd is stopping after a journal failure; its state "
                                       "is not served");
     } else if (cmd == NULL) {
-        reply_error(&c->out, "ERR", "unknown command '%.*s'",
-                    (int)(argv[0].len < CMD_NAME_SHOWN_MAX ? argv[0].len : CMD_NAME_SHOWN_MAX),
-                    argv[0].ptr);
+        char shown[CMD_NAME_SHOWN_MAX + 1];
+        reply_error(&c->out, "ERR", "unknown command '%s'", shown_word(argv[0], shown));
     } else if (dispatch_allowed(c, cmd, argc, argv)) {
         cmd->proc(c, cmd, argc, argv);
         if (c->wants_room) {

@@ -242,13 +242,18 @@ void client_park(client *c, client_park_why why) {
  * gone: the writes still staged in the engine will never become durable,
  * and each waiting command is answered with -IOERR (commands_dispatch).
  *
- * A client resumed from a drain goes ahead of every other resumed client
- * (writers batch_release resumed among them), and a reader keeps counting
- * in drain_waiters until its command runs (a writer does not, or two
- * resumed writers would park each other again forever): otherwise a writer pipelining
- * "write; PING" would stage its next write first, the reader would find
- * writes staged and park again, every sync, until the writer's pipeline
- * ran dry. So a parked read runs within one or two syncs. */
+ * The clients resumed from a drain go ahead of every other resumed client
+ * (writers batch_release resumed among them): its readers first, then its
+ * writers. A reader keeps counting in drain_waiters until its command runs
+ * (a writer does not, or two resumed writers would park each other again
+ * forever): otherwise a writer pipelining "write; PING" would stage its
+ * next write first, the reader would find writes staged and park again,
+ * every sync, until the writer's pipeline ran dry. So a parked read runs
+ * within one or two syncs. A writer resumed from a drain gets a pass for
+ * that write (drain_pass): a reader that ran first may have staged a write
+ * of its own and parked on its next read, and without the pass the writer
+ * would park behind it again, every sync, until the reader's pipeline ran
+ * dry. Every client waiting on a drain thus moves one command a sync. */
 static void net_unpark(server *s) {
     bool durable = s->parked.next != &s->parked && (s->fatal || batch_state_durable(s));
     /* A read of the journal also waits for LMDB to hold the durable head
@@ -264,8 +269,10 @@ static void net_unpark(server *s) {
     for (dlink *j = s->parked.next; j != &s->parked && !journal_parked; j = j->next) {
         journal_parked = DLINK_OWNER(j, client, link_park)->parked == PARK_JOURNAL;
     }
-    dlink first;
+    dlink first;                    /* readers resumed from the drain */
     dlink_init(&first);
+    dlink writers;                  /* then its writers */
+    dlink_init(&writers);
     dlink *l = s->parked.next;
     while (l != &s->parked) {
         client *c = DLINK_OWNER(l, client, link_park);
@@ -293,8 +300,9 @@ static void net_unpark(server *s) {
             dlink_push(&first, &c->link_resume);
         } else if (c->parked == PARK_DRAIN) {
             client_unpark(c);               /* a writer holds no other writer back */
+            c->drain_pass = true;
             dlink_remove(&c->link_resume);
-            dlink_push(&first, &c->link_resume);
+            dlink_push(&writers, &c->link_resume);
         } else {
             client_unpark(c);
             client_resume(c);
@@ -303,12 +311,8 @@ static void net_unpark(server *s) {
     if (journal_waits) {
         batch_want_checkpoint(s);
     }
-    if (first.next != &first) {
-        first.prev->next = s->resume.next;
-        s->resume.next->prev = first.prev;
-        s->resume.next = first.next;
-        first.next->prev = &s->resume;
-    }
+    dlink_splice_front(&s->resume, &writers);
+    dlink_splice_front(&s->resume, &first);
 }
 
 void net_refuse_parked(server *s) {

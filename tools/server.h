@@ -85,6 +85,18 @@ static inline void dlink_push(dlink *head, dlink *l) {
     head->prev->next = l;
     head->prev = l;
 }
+/* Move every link of list `from` (a head) to the front of list `head`,
+ * in order; from is left empty. */
+static inline void dlink_splice_front(dlink *head, dlink *from) {
+    if (from->next == from) {
+        return;
+    }
+    from->prev->next = head->next;
+    head->next->prev = from->prev;
+    head->next = from->next;
+    from->next->prev = head;
+    dlink_init(from);
+}
 static inline void dlink_remove(dlink *l) {
     if (l->next == NULL) {
         return;
@@ -182,6 +194,8 @@ typedef struct client {
     bool wants_room;                    /* batch_submit found the open batch full */
     bool drain_held;                    /* resumed from PARK_READ; still in drain_waiters
                                            until its command runs (client_drain_done) */
+    bool drain_pass;                    /* resumed from PARK_DRAIN: its next command, a
+                                           write, is staged though reads wait */
     uint64_t watch_next_seq;
     ev_tstamp last_active;
     ev_tstamp connected_at;             /* --auth-timeout counts from here */

@@ -67,6 +67,12 @@ expect_int "$seq" "a write after HELLO … AUTH admin"
 expect_eq "$(admin JOURNAL.RANGE "$seq" 1 | map_field actor)" ctl-h "HELLO … SETNAME is the actor"
 out=$(nc_send 'HELLO 3 AUTH default nope\r\nQUIT\r\n')
 expect_match "$(head -n 1 <<<"$out")" '^-WRONGPASS' "HELLO with a wrong password"
+# A HELLO refused for its name changes nothing: its AUTH does not log the
+# connection in, and the protocol stays RESP2 (a review found both taken).
+out=$(nc_send 'HELLO 3 AUTH default admin-secret SETNAME bad!\r\nJOURNAL.HEAD\r\nCLIENT GETNAME\r\nQUIT\r\n')
+expect_match "$(sed -n 1p <<<"$out")" '^-ERR client names are' "HELLO with a bad SETNAME: ERR"
+expect_match "$(sed -n 2p <<<"$out")" '^-NOAUTH' "no login from a HELLO answered with an error"
+expect_match "$(sed -n 3p <<<"$out")" '^-NOAUTH' "no name either"
 
 # One user, Redis 7's "default": it takes either password (the one-word AUTH
 # is the same user); any other name is refused with either password, as

@@ -12,6 +12,9 @@
 #      INFO's commands_processed counts the INFO that asks.
 #   5. A write that finds the open batch full parks instead of stopping the
 #      loop for a sync.
+#   6. A writer (and a reader) beside a client that pipelines "write; read"
+#      pairs commits within a few syncs, not when that pipeline ends; with
+#      the commit log off and on.
 # disk_shim (LD_PRELOAD, BERTH_SHIM_CTL) slows and fails chosen syncs.
 # berthd runs with --commit-log off: these rounds steer LMDB's own syncs
 # (a commit's, the sync after it); the commit log's road is checked by
@@ -236,4 +239,53 @@ sys.exit(0 if worst < 0.4 and ordered else 1)
 PY
 note "$(cat "$TMP/full.out")"
 stop_berthd
+
+# 6. The other way round: Q pipelines "write; read" pairs (WORKER.GET
+# nosuch: each read parks on Q's own staged write, and holds other writers
+# back while it waits): 150 over 20 ms syncs with the commit log off, 3,000
+# with it on (the shim does not slow the log's syncs). W's single write,
+# sent 0.2 s in, must commit while Q is still busy, among Q's writes rather
+# than after the last; and R's DIGEST, sent beside it, must not wait for Q
+# either. Once, every W waited out Q's whole pipeline (a review's finding:
+# a resumed writer parked again behind Q's next read, every sync).
+for log in off on; do
+pairs=150; [ "$log" = on ] && pairs=3000
+rm -rf "$DATA" "$TMP/disk.mdb" "$CTL"/*
+start_shimmed --commit-log "$log"
+python3 - "$PORT" "$CTL" "$pairs" >"$TMP/wstarve.out" <<PY || fail "a write starved behind a pipeline of write and read pairs (commit log $log): $(cat "$TMP/wstarve.out")"
+$PYLIB
+import threading
+port, ctl, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+open(os.path.join(ctl, "delay_ms"), "w").write("20")
+q = conn(port); q.settimeout(60)
+data = b"".join(b"WORKER.ADD q%d GPUS 1\r\nWORKER.GET nosuch\r\n" % i for i in range(n))
+done = {}
+def qrun():
+    q.sendall(data)
+    got = b""
+    while got.count(b"-NOWORKER") < n:
+        d = q.recv(65536)
+        if not d:
+            break
+        got += d
+    done["last"] = max(int(x[1:]) for x in got.split(b"\r\n") if x.startswith(b":"))
+th = threading.Thread(target=qrun); th.start()
+time.sleep(0.2)
+w = conn(port); r = conn(port)
+t = time.time()
+w.sendall(b"WORKER.ADD w GPUS 1\r\n")
+r.sendall(b"DIGEST\r\n")
+x = w.recv(100)
+lat = time.time() - t
+busy = th.is_alive()
+y = r.recv(100)
+th.join()
+seq = int(x[1:]) if x.startswith(b":") else -1
+print("W's write after %.3f s (Q still busy: %s): %r, Q's last seq %s; DIGEST %r"
+      % (lat, busy, x, done.get("last"), y[:10]))
+sys.exit(0 if busy and lat < 1.0 and 0 < seq < done.get("last", 0) and y.startswith(b"\$64") else 1)
+PY
+note "$(cat "$TMP/wstarve.out")"
+stop_berthd
+done
 note ok

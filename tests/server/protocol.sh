@@ -38,6 +38,13 @@ expect_match "$(sed -n 6p <<<"$out")" '^-NOINSTANCE ' "inline RELEASE again: NOI
 expect_match "$(sed -n 7p <<<"$out")" '^-ERR ' "inline unknown command: ERR"
 expect_match "$(sed -n 8p <<<"$out")" '^\+OK$' "QUIT"
 
+# An unknown command's name is echoed with bytes past printable ASCII as
+# '?': a NUL ended the echo early ('FOO' for FOO<NUL>BAR), naming a command
+# the client never sent.
+out=$(nc_send '*1\r\n$7\r\nFOO\0BAR\r\n*2\r\n$3\r\nGET\r\n$1\r\n\0\r\nQUIT\r\n')
+expect_eq "$(sed -n 1p <<<"$out")" "-ERR unknown command 'FOO?BAR'" "an unknown command with a NUL, echoed"
+expect_match "$(sed -n 2p <<<"$out")" "^-ERR unknown command 'GET'" "the connection stays usable"
+
 # A null array (*-1), an empty one (*0) and an empty line are no command:
 # ignored as redis-server 7 ignores them, the connection kept. A negative
 # bulk length is still a protocol error.
