@@ -306,15 +306,6 @@ static void prefetch_raw(const uint8_t *raw, size_t raw_len) {
     for (; at < end; at += 64) __builtin_prefetch((const void *)at);
 }
 
-/* The lines of an item decode and parse write, up to a DEPLOY's second
- * place: the applier read them last, a ring ago, so each write would
- * otherwise wait for its line to come back from the other core. */
-static void prefetch_item_w(const feed_item *item) {
-    const char *at = (const char *)item;
-    const char *end = (const char *)&item->cmd.place[2];
-    for (; at < end; at += 64) __builtin_prefetch(at, 1);
-}
-
 /* The cursor's part of one record: its bytes, not yet looked at. */
 static feed_status read_one(feed_source *src, feed_item *item, replay_fail *fail) {
     assert(src->cursor != NULL);
@@ -552,7 +543,6 @@ static void fill_chunk(feed_source *src, feed_chunk *c) {
     while (read < REPLAY_CHUNK_RECORDS) {
         read_status = read_one(src, &c->items[read], &c->fail);
         if (read_status != FEED_MORE) break;
-        if (src->level >= FEED_LEVEL_ALL) prefetch_item_w(&c->items[read]);
         read++;
     }
     for (; c->count < read; c->count++) {

@@ -157,8 +157,8 @@ static void cmd_auth(client *c, const command *cmd, size_t argc, const berth_str
 
 /* A word of the client's, as an error echoes it: at most
  * CMD_NAME_SHOWN_MAX bytes, each byte outside printable ASCII shown as '?'
- * (a NUL would otherwise end the echo early, as core's quote_word does for
- * names). Returns out. */
+ * (core's quote_word does the same for names). Without it a NUL would end
+ * the echo early. Returns out. */
 static const char *shown_word(berth_str word, char out[CMD_NAME_SHOWN_MAX + 1]) {
     size_t n = word.len < CMD_NAME_SHOWN_MAX ? word.len : CMD_NAME_SHOWN_MAX;
     for (size_t i = 0; i < n; i++) {
