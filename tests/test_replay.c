@@ -172,6 +172,22 @@ static uint64_t journal_head(berth_journal *j) {
     return seq;
 }
 
+/* A record with these fields, time 1 and no actor, as tests append them
+ * straight to the journal (the strings must outlive the append). */
+static berth_record record_of(uint64_t seq, const char *reqid, const char *command, uint32_t code,
+                              berth_str sentence) {
+    berth_record rec;
+    memset(&rec, 0, sizeof(rec));
+    rec.seq = seq;
+    rec.time_ms = 1;
+    rec.actor = berth_str_make("", 0);
+    rec.reqid = berth_str_make(reqid, strlen(reqid));
+    rec.command = berth_str_make(command, strlen(command));
+    rec.code = code;
+    rec.sentence = sentence;
+    return rec;
+}
+
 /* ------------------------------------------------------ random streams */
 
 static const char *const backends[] = { "vllm", "sglang", "llama.cpp" };
@@ -826,19 +842,10 @@ START_TEST(test_verify_altered_outcome) {
     run(engine, "WORKER.ADD w2 GPUS 2");
     berth_engine_close(engine);
     /* Re-hashed and re-chained by the journal, but the outcome is a lie. */
-    berth_record lie[2];
-    memset(lie, 0, sizeof(lie));
-    lie[0].seq = 3;
-    lie[0].time_ms = 1;
-    lie[0].actor = berth_str_make("", 0);
-    lie[0].reqid = berth_str_make("", 0);
-    lie[0].command = berth_str_make("WORKER.ADD w3 GPUS 2", 20);
-    lie[0].code = BERTH_EXCLUSIVE;
-    lie[0].sentence = berth_str_make("made up", 7);
-    lie[1] = lie[0];
-    lie[1].seq = 4;
-    lie[1].command = berth_str_make("WORKER.CORDON w1", 16);
-    lie[1].code = BERTH_OK;
+    berth_record lie[2] = {
+        record_of(3, "", "WORKER.ADD w3 GPUS 2", BERTH_EXCLUSIVE, berth_str_make("made up", 7)),
+        record_of(4, "", "WORKER.CORDON w1", BERTH_OK, berth_str_make("made up", 7)),
+    };
     ck_assert_int_eq(berth_journal_append(j, lie, NULL, 2), BERTH_J_OK);
     berth_jerr e;
     berth_verify_report rep = verify(j, &e);
@@ -872,16 +879,8 @@ static void append_v1(berth_journal *j, berth_state *state, uint8_t chain[BERTH_
     berth_state_set_wording(state, 1);
     ck_assert_int_eq(berth_state_apply(state, &cmd, berth_str_make(text, strlen(text)), seq, &out), 0);
     berth_state_set_wording(state, BERTH_WORDING_CURRENT);
-    berth_record rec;
-    memset(&rec, 0, sizeof(rec));
+    berth_record rec = record_of(seq, "", text, out.code, berth_str_make(out.sentence, out.sentence_len));
     rec.version = 1;
-    rec.seq = seq;
-    rec.time_ms = 1;
-    rec.actor = berth_str_make("", 0);
-    rec.reqid = berth_str_make("", 0);
-    rec.command = berth_str_make(text, strlen(text));
-    rec.code = out.code;
-    rec.sentence = berth_str_make(out.sentence, out.sentence_len);
     memcpy(rec.prev_hash, chain, BERTH_HASH_LEN);
     static uint8_t buf[BERTH_RECORD_BYTES_MAX];
     size_t len = berth_record_encode(&rec, buf, sizeof(buf));
@@ -933,15 +932,7 @@ START_TEST(test_older_wording_verifies) {
     ck_assert_uint_eq(rec.version, BERTH_RECORD_VERSION);
     berth_journal_reader_close(rd);
     /* The old wording on a current record. */
-    berth_record lie;
-    memset(&lie, 0, sizeof(lie));
-    lie.seq = n1 + 3;
-    lie.time_ms = 1;
-    lie.actor = berth_str_make("", 0);
-    lie.reqid = berth_str_make("", 0);
-    lie.command = berth_str_make("WORKER.REMOVE w1", 16);
-    lie.code = BERTH_BUSY;
-    lie.sentence = berth_str_make(busy1, sizeof(busy1) - 1);
+    berth_record lie = record_of(n1 + 3, "", "WORKER.REMOVE w1", BERTH_BUSY, berth_str_make(busy1, sizeof(busy1) - 1));
     ck_assert_int_eq(berth_journal_append(j, &lie, NULL, 1), BERTH_J_OK);
     rep = verify(j, &e);
     ck_assert_int_eq(e, BERTH_J_CORRUPT);
@@ -965,15 +956,7 @@ static void append_as_stored(berth_journal *j, berth_state *state, const char *r
     static berth_outcome out;
     uint64_t seq = berth_state_last_seq(state) + 1;
     ck_assert_int_eq(berth_state_apply(state, &cmd, berth_str_make(text, strlen(text)), seq, &out), 0);
-    berth_record rec;
-    memset(&rec, 0, sizeof(rec));
-    rec.seq = seq;
-    rec.time_ms = 1;
-    rec.actor = berth_str_make("", 0);
-    rec.reqid = cmd.reqid;
-    rec.command = berth_str_make(text, strlen(text));
-    rec.code = out.code;
-    rec.sentence = berth_str_make(out.sentence, out.sentence_len);
+    berth_record rec = record_of(seq, reqid, text, out.code, berth_str_make(out.sentence, out.sentence_len));
     ck_assert_int_eq(berth_journal_append(j, &rec, NULL, 1), BERTH_J_OK);
 }
 
@@ -1046,15 +1029,7 @@ END_TEST
 
 /* A record the engine would not write: appended straight to the journal. */
 static void append_raw(berth_journal *j, uint64_t seq, const char *reqid, const char *command) {
-    berth_record rec;
-    memset(&rec, 0, sizeof(rec));
-    rec.seq = seq;
-    rec.time_ms = 1;
-    rec.actor = berth_str_make("", 0);
-    rec.reqid = berth_str_make(reqid, strlen(reqid));
-    rec.command = berth_str_make(command, strlen(command));
-    rec.code = BERTH_OK;
-    rec.sentence = berth_str_make("made up", 7);
+    berth_record rec = record_of(seq, reqid, command, BERTH_OK, berth_str_make("made up", 7));
     ck_assert_int_eq(berth_journal_append(j, &rec, NULL, 1), BERTH_J_OK);
 }
 
@@ -1256,15 +1231,8 @@ START_TEST(test_verify_steps_match_whole) {
     ck_assert_str_eq(a.what, "0 records verified");
 
     /* Damage from the top down, so each is the first bad seq in its turn. */
-    berth_record lie;   /* an outcome the state carried over the split disproves */
-    memset(&lie, 0, sizeof(lie));
-    lie.seq = n + 1;
-    lie.time_ms = 1;
-    lie.actor = berth_str_make("", 0);
-    lie.reqid = berth_str_make("", 0);
-    lie.command = berth_str_make("WORKER.ADD steplie GPUS 2", 25);
-    lie.code = BERTH_EXCLUSIVE;
-    lie.sentence = berth_str_make("made up", 7);
+    /* an outcome the state carried over the split disproves */
+    berth_record lie = record_of(n + 1, "", "WORKER.ADD steplie GPUS 2", BERTH_EXCLUSIVE, berth_str_make("made up", 7));
     ck_assert_int_eq(berth_journal_append(j, &lie, NULL, 1), BERTH_J_OK);
     check_stepped_equals_whole(j, sizes, n_sizes);
     berth_journal_close(j);
