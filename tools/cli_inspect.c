@@ -300,7 +300,7 @@ void cli_print_record(FILE *out, const berth_record *rec, bool json) {
     cli_json_bstr(out, rec->command);
     fprintf(out, ",\"code\":\"%s\",\"sentence\":", code);
     cli_json_bstr(out, rec->sentence);
-    fprintf(out, ",\"prev_hash\":\"%s\",\"hash\":\"%s\"}\n", prev, hash);
+    fprintf(out, ",\"prev_hash\":\"%s\",\"hash\":\"%s\",\"version\":%" PRIu32 "}\n", prev, hash, rec->version);
 }
 
 /* ---- status ------------------------------------------------------------ */

@@ -105,6 +105,7 @@ case_dump_replay() {
     [ "$(wc -l <dump300.json)" -eq 300 ] || fail "dump --to 300 printed $(wc -l <dump300.json) records"
     awk -F'"seq":' '{ split($2, a, ","); if (a[1] != NR) { print "gap at " NR; exit 1 } }' dump300.json ||
         fail "dump seqs are not 1..300"
+    [ "$(grep -c '"version":2}$' dump300.json)" -eq 300 ] || fail "dump does not say each record's format version (2)"
     sed -n 's/.*"command":"\([^"]*\)","code":"OK".*/\1/p' dump300.json | awk '
         $1 == "DEPLOY" { live[$2] = 1 } $1 == "RELEASE" { delete live[$2] }
         END { for (n in live) print n }' | sort >dump_instances.txt
