@@ -51,6 +51,9 @@ struct berth_journal_ops {
     /* NULL: no reader slots that a dead process could leave taken. */
     berth_jerr (*readers_clear_dead)(berth_journal *journal, uint32_t *cleared);
     berth_jerr (*size)(berth_journal *journal, berth_journal_sizes *out);
+    /* NULL in a backend with no files of its own to copy (etcd): journal.c
+     * answers INVALID. */
+    berth_jerr (*copy)(berth_journal *journal, const char *dest_dir, char *err, size_t err_size);
     /* NULL in a backend with no HISTORY index of its own (etcd): journal.c
      * answers INVALID. */
     berth_jerr (*history_rebuild_add)(berth_journal *journal, uint64_t seq,

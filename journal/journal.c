@@ -112,6 +112,19 @@ berth_jerr berth_journal_size(berth_journal *journal, berth_journal_sizes *out) 
     return journal->ops->size(journal, out);
 }
 
+berth_jerr berth_journal_copy(berth_journal *journal, const char *dest_dir, char *err,
+                              size_t err_size) {
+    assert(journal != NULL && dest_dir != NULL);
+    if (journal->ops->copy == NULL) {
+        if (err != NULL && err_size > 0) {
+            snprintf(err, err_size, "the %s journal has no data file of its own to copy",
+                     journal->ops->name);
+        }
+        return BERTH_J_INVALID;
+    }
+    return journal->ops->copy(journal, dest_dir, err, err_size);
+}
+
 berth_jerr berth_journal_history_rebuild_add(berth_journal *journal, uint64_t seq,
                                              const berth_touched *touched) {
     assert(journal != NULL && touched != NULL);

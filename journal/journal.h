@@ -355,4 +355,22 @@ typedef struct berth_journal_sizes {
 } berth_journal_sizes;
 berth_jerr berth_journal_size(berth_journal *journal, berth_journal_sizes *out);
 
+/* Copy the journal, as of one committed state, into dest_dir/data.mdb (made
+ * 0600), then sync the file and dest_dir: a backup (`berth backup`). Every
+ * record, snapshot and piece of metadata in the copy is of that one state,
+ * whatever the writer commits meanwhile, so it is safe from a read-only open
+ * beside a running berthd (LMDB blocks the writer only while it reads the
+ * meta pages; the copy's read transaction keeps the pages it copies from
+ * reuse). dest_dir must exist; a data.mdb already there is not touched.
+ * Not copied: the HISTORY index (derived: `berth history rebuild` makes it
+ * in the copy) and berthd's commit log, whose records reach data.mdb with
+ * each checkpoint (every ~20 ms while berthd runs, at its next start after
+ * a crash), so the copy holds those already checkpointed. On an error the
+ * caller removes what was written. Errors: INVALID (dest_dir missing,
+ * dest_dir/data.mdb there already, a path too long, a backend with no data
+ * file of its own: etcd), FULL (ENOSPC, EDQUOT or EFBIG writing the copy),
+ * NOMEM, IO; err gets a sentence. */
+berth_jerr berth_journal_copy(berth_journal *journal, const char *dest_dir, char *err,
+                              size_t err_size);
+
 #endif

@@ -3534,6 +3534,71 @@ static berth_jerr map_adopt(lmdb_journal *j) {
     return rc == 0 ? BERTH_J_OK : BERTH_J_IO;
 }
 
+/* ---- copy ------------------------------------------------------------ */
+
+/* A copy's write failed for room where it goes (EFBIG: a file size limit). */
+static berth_jerr copy_err(int rc) {
+    return rc == ENOSPC || rc == EDQUOT || rc == EFBIG ? BERTH_J_FULL : rc == ENOMEM ? BERTH_J_NOMEM : BERTH_J_IO;
+}
+
+/* LMDB's plain copy (mdb_env_copyfd2, no compaction: the road with no
+ * page-leak failure mode) takes its own read transaction, after blocking
+ * the writer just long enough to read the meta pages, so what it writes is
+ * one committed state. It may find the writer grew the map since this
+ * process last looked (MDB_MAP_RESIZED): adopt, as a reader does, and try
+ * again on a file emptied first. Inside the gate: no remap of ours meanwhile. */
+static int copy_into(lmdb_journal *j, int fd) {
+    int rc = EIO;
+    for (uint32_t attempt = 0; attempt < remap_attempts_max; attempt++) {
+        if (ftruncate(fd, 0) != 0 || lseek(fd, 0, SEEK_SET) != 0) {
+            return errno;
+        }
+        gate_reader_enter(&j->gate);
+        rc = atomic_load(&j->broken) ? EIO : mdb_env_copyfd2(j->env, fd, 0);
+        gate_reader_leave(&j->gate);
+        if (rc != MDB_MAP_RESIZED) {
+            return rc;
+        }
+        if (map_adopt(j) != BERTH_J_OK) {
+            return EIO;
+        }
+    }
+    return rc;
+}
+
+static berth_jerr lmdb_copy(berth_journal *base, const char *dest_dir, char *err, size_t err_size) {
+    lmdb_journal *j = journal_of(base);
+    char path[path_len_max];
+    if (!path_join(path, dest_dir, "data.mdb")) {
+        berth_jsay(err, err_size, "the path %s/data.mdb is too long", dest_dir);
+        return BERTH_J_INVALID;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int e = errno;
+        berth_jsay(err, err_size, "cannot create %s: %s", path, strerror(e));
+        return e == EEXIST || e == ENOENT ? BERTH_J_INVALID : copy_err(e);
+    }
+    int rc = copy_into(j, fd);
+    const char *step = "copying the journal into";
+    if (rc == 0 && fsync(fd) != 0) {
+        rc = errno;
+        step = "syncing";
+    }
+    if (close(fd) != 0 && rc == 0) {
+        rc = errno;
+        step = "closing";
+    }
+    if (rc == 0 && (rc = berth_dir_sync(dest_dir)) != 0) {
+        step = "syncing the directory of";
+    }
+    if (rc != 0) {
+        berth_jsay(err, err_size, "%s %s failed: %s", step, path, mdb_strerror(rc));
+        return copy_err(rc);
+    }
+    return BERTH_J_OK;
+}
+
 static berth_jerr lmdb_reader_open(berth_journal *base, berth_journal_reader **out) {
     lmdb_journal *j = journal_of(base);
     lmdb_reader *r = calloc(1, sizeof(*r));
@@ -4000,6 +4065,7 @@ static const berth_journal_ops lmdb_ops = {
     .readers_clear_dead = lmdb_readers_clear_dead,
     .maintain = NULL,   /* the folder thread folds: nothing is left to the caller */
     .size = lmdb_size,
+    .copy = lmdb_copy,
     .fold_stats = lmdb_fold_stats,
     .reader_open = lmdb_reader_open,
     .reader_close = lmdb_reader_close,

@@ -75,6 +75,14 @@ if(TARGET berthd)
   set_tests_properties(cli_vs_berthd PROPERTIES TIMEOUT 120 LABELS cli)
 endif()
 
+# backup (and, when berthd is built, a backup beside it under writes).
+add_test(NAME cli_backup
+         COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/cli/cli_test.sh backup
+                 $<TARGET_FILE:berth> $<TARGET_FILE:berth_mkjournal>
+                 ${CMAKE_CURRENT_SOURCE_DIR}/cli ${CMAKE_CURRENT_BINARY_DIR}/cli_work
+                 ${history_rebuild_berthd})
+set_tests_properties(cli_backup PROPERTIES TIMEOUT 300 LABELS cli)
+
 # guard: the walk's child (tools/guard.c, shared by berth and berthd).
 add_executable(test_guard ${CMAKE_CURRENT_SOURCE_DIR}/test_guard.c
                           ${CMAKE_SOURCE_DIR}/tools/guard.c)

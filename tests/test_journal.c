@@ -1005,6 +1005,44 @@ START_TEST(store_append_read_reopen) {
 }
 END_TEST
 
+/* berth_journal_copy: the journal as of the copy, whatever is appended
+ * after it, in a directory a writable open takes as its own; never over a
+ * data.mdb, nor into a missing directory. */
+START_TEST(store_copy) {
+    char dir[256], dest[256];
+    dir_fresh(dir, sizeof(dir));
+    dir_fresh(dest, sizeof(dest));
+    ck_assert_int_eq(mkdir(dest, 0700), 0);
+    berth_journal *j = open_rw(dir, 0, 0);
+    ck_assert_int_eq(append_n(j, 1, 111), BERTH_J_OK);
+    uint8_t hash[BERTH_HASH_LEN];
+    ck_assert_uint_eq(head_of(j, hash), 111);
+    char err[err_len_max] = "";
+    ck_assert_int_eq(berth_journal_copy(j, dest, err, sizeof(err)), BERTH_J_OK);
+    ck_assert_int_eq(append_n(j, 112, 5), BERTH_J_OK);
+    ck_assert_int_eq(berth_journal_copy(j, dest, err, sizeof(err)), BERTH_J_INVALID);
+    ck_assert_msg(strstr(err, "cannot create") != NULL && strstr(err, "File exists") != NULL, "%s", err);
+    char missing[300];
+    snprintf(missing, sizeof(missing), "%s/none", dest);
+    ck_assert_int_eq(berth_journal_copy(j, missing, err, sizeof(err)), BERTH_J_INVALID);
+    close_rw(j);
+
+    char path[300];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/data.mdb", dest);
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_uint_eq(st.st_mode & 0777, 0600);
+    j = open_rw(dest, 0, 0);
+    uint8_t copied[BERTH_HASH_LEN];
+    ck_assert_uint_eq(head_of(j, copied), 111);
+    ck_assert_mem_eq(copied, hash, BERTH_HASH_LEN);
+    ck_assert_uint_eq(chain_check(j), 111);
+    ck_assert_int_eq(append_n(j, 112, 5), BERTH_J_OK);
+    ck_assert_uint_eq(chain_check(j), 116);
+    close_rw(j);
+}
+END_TEST
+
 /* A read-only open in a process that dies mid-read (SIGKILL: no close)
  * leaves its reader slot taken; berth_journal_readers_clear_dead frees it
  * and counts it, and leaves a live reader's slot alone. */
@@ -4904,6 +4942,7 @@ static Suite *journal_suite(void) {
     TCase *store = tcase_create("store");
     tcase_add_unchecked_fixture(store, root_make, root_remove);
     tcase_add_test(store, store_append_read_reopen);
+    tcase_add_test(store, store_copy);
     tcase_add_test(store, store_readers_clear_dead);
     tcase_add_test(store, store_big_records);
     tcase_add_test(store, store_invalid_batches);

@@ -47,6 +47,8 @@ static const subcommand subcommands[] = {
     { "gen", cli_gen_main, "a deterministic synthetic scenario (for simulation and benchmarks)",
       false },
     { "timeline", cli_timeline_main, "an SVG picture: a row per worker, a bar per instance", true },
+    { "backup", cli_backup_main, "a checked copy of the data directory, safe beside berthd (--to DEST)",
+      true },
 };
 #define SUBCOMMAND_COUNT (sizeof subcommands / sizeof subcommands[0])
 
@@ -55,8 +57,8 @@ static void print_help(FILE *out) {
           "\n"
           "berth reads a berth data directory read-only (safe beside a running berthd)\n"
           "and answers audit, time-travel and what-if questions by replaying its journal.\n"
-          "`berth history rebuild` alone writes: it rebuilds the HISTORY index, with berthd\n"
-          "stopped.\n"
+          "It writes only where told: `berth history rebuild` rebuilds the HISTORY index\n"
+          "(with berthd stopped), `berth backup --to DEST` makes DEST.\n"
           "\n"
           "commands:\n",
           out);

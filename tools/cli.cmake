@@ -12,6 +12,7 @@ add_executable(berth
   ${CMAKE_CURRENT_LIST_DIR}/cli_feed.c
   ${CMAKE_CURRENT_LIST_DIR}/cli_inspect.c
   ${CMAKE_CURRENT_LIST_DIR}/cli_rebuild.c
+  ${CMAKE_CURRENT_LIST_DIR}/cli_backup.c
   ${CMAKE_CURRENT_LIST_DIR}/cli_whatif.c
   ${CMAKE_CURRENT_LIST_DIR}/cli_gen.c
   ${CMAKE_CURRENT_LIST_DIR}/cli_timeline.c

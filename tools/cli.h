@@ -38,6 +38,18 @@ int cli_timeline_main(int argc, char **argv);
 /* cli_rebuild.c: `berth history rebuild --data DIR` (the one command that
  * writes: it takes the directory lock). CLI_EXIT_*. */
 int cli_history_rebuild(const char *dir);
+/* The rebuild itself, printing nothing on success (errors go to stderr as
+ * cli_fail's): every record replayed and checked (chain, hashes, recorded
+ * outcomes: berth_verify_touched), the index written and swapped in. */
+typedef struct cli_rebuilt {
+    uint64_t head_seq;
+    uint8_t head_hash[BERTH_HASH_LEN];
+    uint64_t records;     /* replayed and checked: head_seq */
+    uint64_t names;       /* index entries written */
+} cli_rebuilt;
+int cli_history_rebuild_into(const char *dir, cli_rebuilt *out);   /* CLI_EXIT_* */
+/* cli_backup.c: `berth backup --data DIR --to DEST`. */
+int cli_backup_main(int argc, char **argv);
 
 /* Usage and errors. cli_fail prints "<code> <sentence>" on stderr and
  * returns exit_code so callers can `return cli_fail(...)`. */

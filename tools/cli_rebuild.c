@@ -32,18 +32,15 @@ static berth_jerr rebuild_take(void *ctx, uint64_t seq, const berth_touched *tou
 }
 
 /* Walk the journal into the rebuild open, then swap the index in. */
-static int rebuild_run(const char *dir, berth_journal *journal) {
+static int rebuild_run(const char *dir, berth_journal *journal, cli_rebuilt *out) {
     berth_journal_reader *reader = NULL;
     berth_jerr jerr = berth_journal_reader_open(journal, &reader);
     if (jerr != BERTH_J_OK) {
         return cli_fail(CLI_EXIT_USAGE, berth_jerr_name(jerr), "cannot read the journal in %s", dir);
     }
-    uint64_t head = 0;
-    uint8_t head_hash[BERTH_HASH_LEN];
-    jerr = berth_journal_reader_head(reader, &head, head_hash);
+    jerr = berth_journal_reader_head(reader, &out->head_seq, out->head_hash);
     rebuild_feed feed = { .journal = journal };
-    cli_progress_start(&feed.progress, "rebuild", head);
-    uint64_t start_ns = cli_monotonic_ns();
+    cli_progress_start(&feed.progress, "rebuild", out->head_seq);
     berth_verify_report report;
     memset(&report, 0, sizeof report);
     if (jerr == BERTH_J_OK) {
@@ -57,28 +54,20 @@ static int rebuild_run(const char *dir, berth_journal *journal) {
                         berth_jerr_name(jerr), "cannot rebuild the history index of %s: %s;"
                         " nothing was changed", dir, report.what);
     }
-    assert(report.records == head);
-    uint64_t names = 0;
+    assert(report.records == out->head_seq);
+    out->records = report.records;
     char err[CLI_ERR_LEN_MAX] = "";
-    jerr = berth_journal_history_rebuild_finish(journal, &names, err, sizeof err);
+    jerr = berth_journal_history_rebuild_finish(journal, &out->names, err, sizeof err);
     if (jerr != BERTH_J_OK) {
         return cli_fail(CLI_EXIT_USAGE, berth_jerr_name(jerr),
                         "cannot rebuild the history index of %s: %s", dir, err);
     }
-    double secs = (double)(cli_monotonic_ns() - start_ns) / 1e9;
-    printf("rebuilt the history index of %s: %" PRIu64 " records replayed, %" PRIu64
-           " names written, %.3f s\n", dir, report.records, names, secs);
     return CLI_EXIT_OK;
 }
 
-int cli_history_rebuild(const char *dir) {
-    if (dir == NULL) {
-        return cli_fail(CLI_EXIT_USAGE, "ERR", "no data directory given: use --data DIR");
-    }
-    if (cli_etcd_on()) {
-        return cli_fail(CLI_EXIT_USAGE, "ERR", "history rebuild works on the data directory itself"
-                        " (an etcd replica's local copy is one): run it without --journal etcd");
-    }
+int cli_history_rebuild_into(const char *dir, cli_rebuilt *out) {
+    assert(dir != NULL && out != NULL);
+    memset(out, 0, sizeof *out);
     berth_journal_options options;
     memset(&options, 0, sizeof options);
     options.history_rebuild = true;
@@ -90,7 +79,27 @@ int cli_history_rebuild(const char *dir) {
         return cli_fail(code, berth_jerr_name(jerr), "cannot open data directory %s: %s", dir,
                         err[0] != '\0' ? err : "no berth journal there");
     }
-    int rc = rebuild_run(dir, journal);
+    int rc = rebuild_run(dir, journal, out);
     berth_journal_close(journal);
     return rc;
+}
+
+int cli_history_rebuild(const char *dir) {
+    if (dir == NULL) {
+        return cli_fail(CLI_EXIT_USAGE, "ERR", "no data directory given: use --data DIR");
+    }
+    if (cli_etcd_on()) {
+        return cli_fail(CLI_EXIT_USAGE, "ERR", "history rebuild works on the data directory itself"
+                        " (an etcd replica's local copy is one): run it without --journal etcd");
+    }
+    uint64_t start_ns = cli_monotonic_ns();
+    cli_rebuilt done;
+    int rc = cli_history_rebuild_into(dir, &done);
+    if (rc != CLI_EXIT_OK) {
+        return rc;
+    }
+    double secs = (double)(cli_monotonic_ns() - start_ns) / 1e9;
+    printf("rebuilt the history index of %s: %" PRIu64 " records replayed, %" PRIu64
+           " names written, %.3f s\n", dir, done.records, done.names, secs);
+    return CLI_EXIT_OK;
 }

@@ -898,11 +898,114 @@ case_foreign() {
         fail "verify took a non-canonical command: $(cat err.txt)"
 }
 
+# backup: a copy that verifies, replays to the same digest and answers
+# HISTORY as the original (its index rebuilt from the copy's journal, whose
+# touch log was trimmed: mkjournal folds every 64 records); refusals that
+# write nothing; a source that does not verify and a full disk leave no
+# DEST and no DEST.partial; beside a berthd under writes, the copy is the
+# journal as of one seq (berthd's own AT digest), and a berthd starts on it.
+backup_names() {   # backup_names DIR: HISTORY of a sample of names, in-process
+    while read -r kind name; do
+        BERTH_UNGUARDED=1 "$BERTH" history --data "$1" "$kind" "$name" --json || fail "history $kind $name in $1"
+    done <names.txt
+}
+
+case_backup() {
+    expect_exit 0 "$BERTH" gen --workers 30 --ops 1200 --seed 7 --distributed-fraction 0.4
+    mv out.txt gen.scenario
+    "$MKJOURNAL" --data data --scenario gen.scenario --batch 16 --fold-records 64 --snapshot-every 100 \
+        >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
+    HEAD_SEQ=$(awk '$1 == "head" { print $2 }' mk.txt)
+    HEAD_DIGEST=$(awk '$1 == "head" { print $3 }' mk.txt)
+    { awk '$1 == "WORKER.ADD" { print "worker", $2 }' gen.scenario | sort -u | awk 'NR % 4 == 1'
+      awk '$1 == "DEPLOY" { print "instance", $2 }' gen.scenario | sort -u | awk 'NR % 16 == 1'; } >names.txt
+    sum_before=$(sha256sum data/data.mdb | cut -d' ' -f1)
+
+    expect_exit 0 "$BERTH" backup --data data --to b1
+    grep -Eq "^backed up data to b1: records 1\.\.$HEAD_SEQ \(head hash [0-9a-f]{64}\), every one checked; data\.mdb [0-9]+ bytes, history index rebuilt \([0-9]+ names\); [0-9]+\.[0-9]{3} s$" out.txt ||
+        fail "backup line: $(cat out.txt)"
+    [ ! -e b1.partial ] || fail "b1.partial left behind"
+    [ "$(sha256sum data/data.mdb | cut -d' ' -f1)" = "$sum_before" ] || fail "the backup changed data/data.mdb"
+    [ "$(stat -c %a b1/data.mdb)" = 600 ] || fail "b1/data.mdb is mode $(stat -c %a b1/data.mdb), not 600"
+    expect_exit 0 "$BERTH" journal verify --data b1
+    grep -q "^OK $HEAD_SEQ records" out.txt || fail "verify of the copy: $(cat out.txt)"
+    [ "$("$BERTH" replay --data b1 --json | head -1 | json_field digest)" = "$HEAD_DIGEST" ] ||
+        fail "the copy replays to another digest"
+    [ "$("$BERTH" replay --data b1 --json --genesis | head -1 | json_field digest)" = "$HEAD_DIGEST" ] ||
+        fail "the copy replays from genesis to another digest"
+    backup_names data >before.txt
+    backup_names b1 >after.txt
+    [ "$(wc -l <before.txt)" -gt 100 ] || fail "only $(wc -l <before.txt) HISTORY answers to compare"
+    cmp -s before.txt after.txt || fail "HISTORY answers differ in the copy"
+    expect_exit 0 "$BERTH" backup --data data --to b2 --json
+    [ "$(json_field head_seq <out.txt)" = "$HEAD_SEQ" ] && [ "$(json_field records_checked <out.txt)" = "$HEAD_SEQ" ] ||
+        fail "backup --json: $(cat out.txt)"
+    [ "$(json_field head_hash <out.txt)" = "$("$BERTH" status --data data --json | json_field head_hash)" ] ||
+        fail "backup --json head_hash is not the journal's: $(cat out.txt)"
+
+    # refused, nothing written
+    expect_exit 2 "$BERTH" backup --data data --to b1
+    grep -q '^ERR --to b1 already exists' err.txt || fail "backup over b1: $(cat err.txt)"
+    expect_exit 2 "$BERTH" backup --data data --to data/inside
+    grep -q 'is inside the data directory' err.txt || fail "backup into data: $(cat err.txt)"
+    [ ! -e data/inside ] && [ ! -e data/inside.partial ] || fail "a refused backup wrote into data"
+    expect_exit 2 "$BERTH" backup --data data
+    grep -q '^ERR no destination given' err.txt || fail "backup without --to: $(cat err.txt)"
+    mkdir b3.partial
+    expect_exit 2 "$BERTH" backup --data data --to b3
+    grep -q '^ERR b3.partial already exists: a backup to b3 was cut short' err.txt || fail "leftover partial: $(cat err.txt)"
+    [ ! -e b3 ] || fail "b3 made beside a leftover b3.partial"
+    rmdir b3.partial
+    expect_exit 2 "$BERTH" backup --data nosuch --to b3
+    [ ! -e b3 ] && [ ! -e b3.partial ] || fail "a backup of no directory left b3 or b3.partial"
+
+    # a copy that does not verify is no backup
+    cp -r data bad
+    victim=$(awk '$1 == "WORKER.ADD" { print $2; exit }' gen.scenario)
+    grep -c "$victim" bad/data.mdb >/dev/null || fail "$victim not found in data.mdb"
+    perl -0777 -pi -e "s/$victim GPUS/${victim%?}Z GPUS/g" bad/data.mdb || fail "perl could not flip the byte"
+    expect_exit 1 "$BERTH" backup --data bad --to b4
+    grep -q '^CORRUPT .*hash mismatch' err.txt || fail "backup of a damaged journal: $(cat err.txt)"
+    [ ! -e b4 ] && [ ! -e b4.partial ] || fail "a failed backup left b4 or b4.partial"
+
+    # a full disk (a file size limit: EFBIG, SIGXFSZ ignored)
+    (trap '' XFSZ; ulimit -f 64; "$BERTH" backup --data data --to b5 >out.txt 2>err.txt)
+    [ $? = 2 ] || fail "backup under a file size limit: exit $?: $(cat err.txt)"
+    grep -q '^FULL cannot back up data: copying the journal into b5.partial/data.mdb failed' err.txt ||
+        fail "backup under a file size limit: $(cat err.txt)"
+    [ ! -e b5 ] && [ ! -e b5.partial ] || fail "a full disk left b5 or b5.partial"
+
+    [ -n "$BERTHD" ] || return 0
+    # beside berthd under writes: the copy is the journal at one seq
+    start_berthd_on_data
+    i=0
+    while [ $i -lt 3000 ]; do echo "WORKER.ADD live-$i GPUS 1"; i=$((i + 1)); done >writes.txt
+    rcli <writes.txt >acks.txt &
+    WRITER=$!
+    sleep 0.2
+    expect_exit 0 "$BERTH" backup --data data --to b6 --json
+    wait $WRITER
+    [ "$(grep -c '^[0-9]*$' acks.txt)" = 3000 ] || fail "berthd refused writes during the backup"
+    SEQ6=$(json_field head_seq <out.txt)
+    [ "$SEQ6" -ge "$HEAD_SEQ" ] || fail "the live copy ends at $SEQ6, before $HEAD_SEQ"
+    echo "backup beside berthd: records 1..$SEQ6 of $(rcli JOURNAL.HEAD | sed -n 2p)"
+    expect_exit 0 "$BERTH" replay --data b6 --json
+    [ "$(head -1 out.txt | json_field digest)" = "$(rcli AT "$SEQ6" DIGEST)" ] ||
+        fail "the live copy's digest is not berthd's at $SEQ6"
+    stop_berthd
+    rm -f "$WORK/berthd.sock"
+    rm -rf data && mv b6 data
+    start_berthd_on_data
+    [ "$(rcli DIGEST)" = "$(head -1 out.txt | json_field digest)" ] || fail "berthd on the copy has another digest"
+    [ "$(rcli WORKER.ADD after-restore GPUS 1)" = $((SEQ6 + 1)) ] || fail "berthd on the copy refused a write"
+    stop_berthd
+}
+
 case "$CASE" in
     foreign)
         case_foreign "$@"
         ;;
-    gen|dump_replay|at_time|at_time_back|verify_corrupt|cut_head|verify_pages|whatif_readonly|whatif_scenario|rejudge|timeline|history_status|usage|reqid_damage|internal_error|vs_berthd|history_rebuild)
+    gen|dump_replay|at_time|at_time_back|verify_corrupt|cut_head|verify_pages|whatif_readonly|whatif_scenario|rejudge|timeline|history_status|usage|reqid_damage|internal_error|vs_berthd|history_rebuild|backup)
         "case_$CASE"
         ;;
     rejudge_large)

@@ -187,6 +187,13 @@ pending=$(sed -E 's/.* holds ([0-9]+) acknowledged.*/\1/' <<<"$note")
 # take it for a torn last frame. Its payload starts 64 bytes in: flip a byte
 # of it.
 head=$(sed -E 's/.* after seq ([0-9]+) .*/\1/' <<<"$note")
+# berth backup refuses a copy that would lack them, and leaves nothing.
+rc=0
+"$BERTH" backup --data "$DATA" --to "$TMP/bk5" >"$TMP/bk5.out" 2>"$TMP/bk5.err" || rc=$?
+expect_eq "$rc" 2 "berth backup while only the commit log holds acknowledged records"
+grep -q "holds $pending acknowledged records after seq $head that its data.mdb does not hold yet, and no berthd is moving them in" \
+    "$TMP/bk5.err" || fail "round 5: berth backup: $(cat "$TMP/bk5.err")"
+[ ! -e "$TMP/bk5" ] && [ ! -e "$TMP/bk5.partial" ] || fail "round 5: a refused backup left $TMP/bk5 or its .partial"
 victim=$(python3 - "$DATA" "$head" <<'PY'
 import struct, sys
 d, head = sys.argv[1], int(sys.argv[2])
@@ -216,6 +223,11 @@ grep -q "warning: CORRUPT the commit log .*$victim.*berthd will not start" "$TMP
 printf "$(printf '\\%03o' "$orig")" | dd of="$DATA/$victim" bs=1 seek=100 conv=notrunc status=none
 restart_check 5
 note "round 5: $pending records waited in the log; a flipped byte in $victim's first frame refused the start"
+# Once a start moved them, the backup holds every acknowledged record.
+"$BERTH" backup --data "$DATA" --to "$TMP/bk5" --json >"$TMP/bk5.out" 2>"$TMP/bk5.err" ||
+    fail "round 5: berth backup after the restart: $(cat "$TMP/bk5.err")"
+expect_eq "$(sed -E 's/.*"head_seq":([0-9]+).*/\1/' "$TMP/bk5.out")" "$(r JOURNAL.HEAD | sed -n 2p)" \
+    "round 5: the backup's head beside the restarted berthd"
 # Rounds 1-3 may each find nothing but LMDB's (a checkpoint every 20 ms);
 # round 5 holds checkpoints back, so it always has something to move.
 [ "$recovered" -gt 0 ] || fail "no round found acknowledged records only in the log"
