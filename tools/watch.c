@@ -25,8 +25,13 @@ static const char *watch_code_name(uint32_t code) {
 
 void reply_record(reply_buf *rb, const berth_record *rec) {
     char hex[2 * BERTH_HASH_LEN + 1];
+    char prev_hex[2 * BERTH_HASH_LEN + 1];
     berth_hex(rec->hash, BERTH_HASH_LEN, hex);
-    reply_map(rb, 8);
+    berth_hex(rec->prev_hash, BERTH_HASH_LEN, prev_hex);
+    /* prev_hash and version last, after the fields clients read by place
+     * before session 17: a follower checks the chain link by link with
+     * them, and knows which wording a sentence is in. */
+    reply_map(rb, 10);
     reply_bulk_lit(rb, "seq");
     reply_uint(rb, rec->seq);
     reply_bulk_lit(rb, "time");
@@ -43,6 +48,10 @@ void reply_record(reply_buf *rb, const berth_record *rec) {
     reply_bulk_str(rb, rec->sentence);
     reply_bulk_lit(rb, "hash");
     reply_bulk(rb, hex, 2 * BERTH_HASH_LEN);
+    reply_bulk_lit(rb, "prev_hash");
+    reply_bulk(rb, prev_hex, 2 * BERTH_HASH_LEN);
+    reply_bulk_lit(rb, "version");
+    reply_uint(rb, rec->version);
 }
 
 /* One record as a push frame: ["message", "watch", <record>]. */

@@ -105,7 +105,17 @@ expect_match "$(r JOURNAL.RANGE 1 0)" '^ERR ' "JOURNAL.RANGE count 0"
 h=$(head_seq)
 expect_eq "$(r JOURNAL.RANGE "$((h - 1))" 5 | grep -c -x seq)" 2 "JOURNAL.RANGE stops at the head"
 expect_eq "$(r JOURNAL.RANGE "$((h + 1))" 5 | flat)" "" "JOURNAL.RANGE past the head is empty"
-# Chain: each record's hash is the next one's predecessor; JOURNAL.HEAD's hash is the last.
+# Chain: each record's prev_hash is the hash of the record before it (64
+# zeros for seq 1), every record says its format version; JOURNAL.HEAD's
+# hash is the last.
+chain=$(r JOURNAL.RANGE 1 1000 | awk '
+    want == "hash" { hash = $0; want = ""; next }
+    want == "prev_hash" { if ($0 != prev) bad = bad " " n + 1; prev = hash; n++; want = ""; next }
+    want == "version" { if ($0 != 2) bad = bad " v" n; want = ""; next }
+    $0 == "hash" || $0 == "prev_hash" || $0 == "version" { want = $0 }
+    BEGIN { prev = sprintf("%064d", 0) }
+    END { print n " records, bad links:" bad }')
+expect_eq "$chain" "$h records, bad links:" "JOURNAL.RANGE's prev_hash chain and versions"
 last_hash=$(r JOURNAL.RANGE "$h" 1 | map_field hash)
 expect_eq "$(r JOURNAL.HEAD | map_field hash)" "$last_hash" "JOURNAL.HEAD hash"
 expect_match "$last_hash" '^[0-9a-f]{64}$' "hash is 64 hex characters"
