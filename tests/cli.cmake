@@ -90,3 +90,13 @@ target_include_directories(test_guard PRIVATE ${CMAKE_SOURCE_DIR}/tools)
 target_link_libraries(test_guard PRIVATE PkgConfig::CHECK)
 add_test(NAME guard COMMAND test_guard)
 set_tests_properties(guard PROPERTIES TIMEOUT 60)
+
+# install: `cmake --install` into a temporary prefix gives working tools,
+# the systemd unit and the docs (tools/install.cmake).
+if(TARGET berthd)
+  include(GNUInstallDirs)
+  add_test(NAME install
+           COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/install.sh ${CMAKE_BINARY_DIR}
+                   ${CMAKE_CURRENT_BINARY_DIR} ${CMAKE_INSTALL_FULL_BINDIR})
+  set_tests_properties(install PROPERTIES TIMEOUT 120)
+endif()
