@@ -47,8 +47,9 @@ static const subcommand subcommands[] = {
     { "gen", cli_gen_main, "a deterministic synthetic scenario (for simulation and benchmarks)",
       false },
     { "timeline", cli_timeline_main, "an SVG picture: a row per worker, a bar per instance", true },
+    /* backup guards its own walk (cli_guarded): it owns DEST.partial. */
     { "backup", cli_backup_main, "a checked copy of the data directory, safe beside berthd (--to DEST)",
-      true },
+      false },
 };
 #define SUBCOMMAND_COUNT (sizeof subcommands / sizeof subcommands[0])
 
@@ -137,11 +138,24 @@ static int run_subcommand(const subcommand *sub, int argc, char **argv) {
 /* What berth passes on to its guarded child (forward_signal). */
 static const int cli_forwarded_signals[] = { SIGTERM, SIGHUP, SIGINT };
 
+/* What the child runs: the subcommand's main, or fn(arg) for a subcommand
+ * that guards one step of its own (cli_guarded). */
 typedef struct guarded_call {
     const subcommand *sub;
     int argc;
     char **argv;
+    int (*fn)(void *arg);
+    void *arg;
 } guarded_call;
+
+static int run_fn(const guarded_call *call) {
+    int rc = call->fn(call->arg);
+    assert(rc == CLI_EXIT_OK || rc == CLI_EXIT_FINDING || rc == CLI_EXIT_USAGE);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        return cli_fail(CLI_EXIT_USAGE, "IO", "could not write the output");
+    }
+    return rc;
+}
 
 static int guarded_child(void *arg, int fd) {
     const guarded_call *call = arg;
@@ -149,7 +163,7 @@ static int guarded_child(void *arg, int fd) {
     for (size_t i = 0; i < sizeof cli_forwarded_signals / sizeof cli_forwarded_signals[0]; i++) {
         (void)signal(cli_forwarded_signals[i], SIG_DFL);
     }
-    int rc = run_subcommand(call->sub, call->argc, call->argv);
+    int rc = call->fn != NULL ? run_fn(call) : run_subcommand(call->sub, call->argc, call->argv);
     /* exit, not guard_run's _exit: this child was forked before any thread,
      * so it may end like the whole tool did (atexit handlers: a sanitizer
      * build's leak check runs here). */
@@ -273,35 +287,48 @@ static int report_internal(const subcommand *sub, int argc, char **argv, const g
     return CLI_EXIT_USAGE;
 }
 
-static int run_guarded(const subcommand *sub, int argc, char **argv) {
-    const char *unguarded = getenv("BERTH_UNGUARDED");
-    if (unguarded != NULL && strcmp(unguarded, "1") == 0) {
-        return run_subcommand(sub, argc, argv);
-    }
+/* The child's run and its end: its exit code, or a death reported. cleanup
+ * (may be NULL) runs first whenever the child did not exit 0. On exit 0,
+ * *bytes and *len (when bytes is not NULL) take its result frame. */
+static int guarded_run(const guarded_call *call, void (*cleanup)(void *), void *cleanup_arg, char **bytes,
+                       size_t *len) {
     /* Nothing may sit in stdout's buffer: the child would print it too. */
+    int rc = CLI_EXIT_OK;
     if (fflush(stdout) != 0) {
-        return cli_fail(CLI_EXIT_USAGE, "IO", "could not write the output");
+        rc = cli_fail(CLI_EXIT_USAGE, "IO", "could not write the output");
+    } else if (forward_signals_install() != 0) {
+        rc = cli_fail(CLI_EXIT_USAGE, "ERR", "cannot install the signal handlers");
     }
-    if (forward_signals_install() != 0) {
-        return cli_fail(CLI_EXIT_USAGE, "ERR", "cannot install the signal handlers");
-    }
-    guarded_call call = { sub, argc, argv };
     /* SIGTERM when berth dies of what it cannot pass on (SIGKILL): no
      * child walks on, or holds the LOCK (history rebuild), without it.
      * No time limit, nor on the reap: a person or script runs berth and can
      * stop it. */
     const guard_opts opts = { SIGTERM, note_child, NULL, 0, 0 };
     guard_result res;
-    if (guard_run(guarded_child, &call, &opts, &res) != 0) {
-        return cli_fail(CLI_EXIT_USAGE, "ERR", "cannot start the walk in a child process: %s",
-                        strerror(errno));
+    memset(&res, 0, sizeof res);
+    if (rc == CLI_EXIT_OK && guard_run(guarded_child, (void *)call, &opts, &res) != 0) {
+        rc = cli_fail(CLI_EXIT_USAGE, "ERR", "cannot start the walk in a child process: %s", strerror(errno));
     }
-    free(res.bytes);
+    if (rc != CLI_EXIT_OK || res.died || res.exit_code != CLI_EXIT_OK) {
+        if (cleanup != NULL) {
+            cleanup(cleanup_arg);
+        }
+    }
+    if (rc != CLI_EXIT_OK) {
+        return rc;
+    }
     if (!res.died) {
+        if (res.exit_code == CLI_EXIT_OK && bytes != NULL) {
+            *bytes = res.bytes;
+            *len = res.len;
+        } else {
+            free(res.bytes);
+        }
         return res.exit_code == CLI_EXIT_OK || res.exit_code == CLI_EXIT_FINDING
                    ? res.exit_code
                    : CLI_EXIT_USAGE;
     }
+    free(res.bytes);
     guard_cause cause = guard_signal_cause(res.signal);
     if (cause == GUARD_CAUSE_OUTSIDE) {
         /* Sent from outside (SIGPIPE from `| head`, SIGTERM, SIGKILL): end
@@ -311,9 +338,40 @@ static int run_guarded(const subcommand *sub, int argc, char **argv) {
         return CLI_EXIT_USAGE;
     }
     if (cause == GUARD_CAUSE_BUG) {
-        return report_internal(sub, argc, argv, &res);
+        return report_internal(call->sub, call->argc, call->argv, &res);
     }
-    return report_death(sub, argc, argv, &res);
+    return report_death(call->sub, call->argc, call->argv, &res);
+}
+
+static bool unguarded_asked(void) {
+    const char *unguarded = getenv("BERTH_UNGUARDED");
+    return unguarded != NULL && strcmp(unguarded, "1") == 0;
+}
+
+static int run_guarded(const subcommand *sub, int argc, char **argv) {
+    if (unguarded_asked()) {
+        return run_subcommand(sub, argc, argv);
+    }
+    guarded_call call = { sub, argc, argv, NULL, NULL };
+    return guarded_run(&call, NULL, NULL, NULL, NULL);
+}
+
+int cli_guarded(int argc, char **argv, int (*fn)(void *arg), void *arg, void (*cleanup)(void *arg),
+                void *cleanup_arg, char **bytes, size_t *len) {
+    assert(argc >= 1 && fn != NULL && bytes != NULL && len != NULL);
+    const subcommand *sub = find_subcommand(argv[0]);
+    assert(sub != NULL && !sub->guarded);
+    *bytes = NULL;
+    *len = 0;
+    if (unguarded_asked()) {
+        int rc = fn(arg);
+        if (rc != CLI_EXIT_OK && cleanup != NULL) {
+            cleanup(cleanup_arg);
+        }
+        return rc;
+    }
+    guarded_call call = { sub, argc, argv, fn, arg };
+    return guarded_run(&call, cleanup, cleanup_arg, bytes, len);
 }
 
 int main(int argc, char **argv) {

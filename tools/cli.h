@@ -38,18 +38,36 @@ int cli_timeline_main(int argc, char **argv);
 /* cli_rebuild.c: `berth history rebuild --data DIR` (the one command that
  * writes: it takes the directory lock). CLI_EXIT_*. */
 int cli_history_rebuild(const char *dir);
-/* The rebuild itself, printing nothing on success (errors go to stderr as
- * cli_fail's): every record replayed and checked (chain, hashes, recorded
- * outcomes: berth_verify_touched), the index written and swapped in. */
+/* The rebuild itself, printing nothing on success: every record replayed
+ * and checked (chain, hashes, recorded outcomes: berth_verify_touched), the
+ * index written and swapped in. A failure is printed as `berth history
+ * rebuild` prints it, or, with quiet set, kept in code and detail (the
+ * journal's own words) for the caller to word: CLI_EXIT_FINDING when the
+ * journal does not verify or is damaged, CLI_EXIT_USAGE otherwise. */
 typedef struct cli_rebuilt {
+    bool quiet;           /* in: keep a failure's words, print nothing */
     uint64_t head_seq;
     uint8_t head_hash[BERTH_HASH_LEN];
     uint64_t records;     /* replayed and checked: head_seq */
     uint64_t names;       /* index entries written */
+    const char *code;     /* quiet failure: "CORRUPT", "IO", ... */
+    char detail[CLI_ERR_LEN_MAX];
 } cli_rebuilt;
 int cli_history_rebuild_into(const char *dir, cli_rebuilt *out);   /* CLI_EXIT_* */
 /* cli_backup.c: `berth backup --data DIR --to DEST`. */
 int cli_backup_main(int argc, char **argv);
+/* berth.c: run fn(arg) in a guarded child as the walk of `berth argv[0]`
+ * (unguarded, in-process, under BERTH_UNGUARDED=1), for a subcommand that
+ * owns something outside the child and must undo it however the child
+ * ends: cleanup(cleanup_arg) runs in the parent whenever fn did not return
+ * CLI_EXIT_OK, before a death is reported (as for a guarded subcommand:
+ * CORRUPT naming the data directory, or INTERNAL) or a signal from outside
+ * ends berth. On CLI_EXIT_OK, *bytes (malloc'd, the caller frees; NULL
+ * when unguarded) and *len are the result frame fn sent with
+ * cli_guard_result. CLI_EXIT_*. */
+int cli_guarded(int argc, char **argv, int (*fn)(void *arg), void *arg, void (*cleanup)(void *arg),
+                void *cleanup_arg, char **bytes, size_t *len);
+void cli_guard_result(const void *bytes, size_t len);   /* in the child; nothing otherwise */
 
 /* Usage and errors. cli_fail prints "<code> <sentence>" on stderr and
  * returns exit_code so callers can `return cli_fail(...)`. */

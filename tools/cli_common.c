@@ -109,6 +109,12 @@ int cli_at_seq(const cli_store *store, const char *text, uint64_t *seq) {
 
 int cli_guard_fd = -1;
 
+void cli_guard_result(const void *bytes, size_t len) {
+    if (cli_guard_fd >= 0) {
+        (void)guard_send_result(cli_guard_fd, bytes, len);
+    }
+}
+
 void cli_guard_opened(uint64_t head_seq) {
     if (cli_guard_fd >= 0) {
         (void)guard_send_opened(cli_guard_fd, head_seq);

@@ -31,12 +31,24 @@ static berth_jerr rebuild_take(void *ctx, uint64_t seq, const berth_touched *tou
     return berth_journal_history_rebuild_add(feed->journal, seq, touched);
 }
 
+/* A failure: printed as cli_fail would, or kept in out for the caller to
+ * word (out->quiet). Returns exit_code. */
+static int rebuild_fail(cli_rebuilt *out, int exit_code, const char *code, const char *dir,
+                        const char *what, const char *detail, const char *tail) {
+    if (!out->quiet) {
+        return cli_fail(exit_code, code, "%s %s%s%s%s", what, dir, detail[0] ? ": " : "", detail, tail);
+    }
+    out->code = code;
+    snprintf(out->detail, sizeof out->detail, "%s", detail);
+    return exit_code;
+}
+
 /* Walk the journal into the rebuild open, then swap the index in. */
 static int rebuild_run(const char *dir, berth_journal *journal, cli_rebuilt *out) {
     berth_journal_reader *reader = NULL;
     berth_jerr jerr = berth_journal_reader_open(journal, &reader);
     if (jerr != BERTH_J_OK) {
-        return cli_fail(CLI_EXIT_USAGE, berth_jerr_name(jerr), "cannot read the journal in %s", dir);
+        return rebuild_fail(out, CLI_EXIT_USAGE, berth_jerr_name(jerr), dir, "cannot read the journal in", "", "");
     }
     jerr = berth_journal_reader_head(reader, &out->head_seq, out->head_hash);
     rebuild_feed feed = { .journal = journal };
@@ -50,24 +62,26 @@ static int rebuild_run(const char *dir, berth_journal *journal, cli_rebuilt *out
     berth_journal_reader_close(reader);
     if (jerr != BERTH_J_OK) {
         /* A journal that does not verify is a finding; the index is left as it was. */
-        return cli_fail(jerr == BERTH_J_CORRUPT ? CLI_EXIT_FINDING : CLI_EXIT_USAGE,
-                        berth_jerr_name(jerr), "cannot rebuild the history index of %s: %s;"
-                        " nothing was changed", dir, report.what);
+        return rebuild_fail(out, jerr == BERTH_J_CORRUPT ? CLI_EXIT_FINDING : CLI_EXIT_USAGE,
+                            berth_jerr_name(jerr), dir, "cannot rebuild the history index of", report.what,
+                            "; nothing was changed");
     }
     assert(report.records == out->head_seq);
     out->records = report.records;
     char err[CLI_ERR_LEN_MAX] = "";
     jerr = berth_journal_history_rebuild_finish(journal, &out->names, err, sizeof err);
     if (jerr != BERTH_J_OK) {
-        return cli_fail(CLI_EXIT_USAGE, berth_jerr_name(jerr),
-                        "cannot rebuild the history index of %s: %s", dir, err);
+        return rebuild_fail(out, CLI_EXIT_USAGE, berth_jerr_name(jerr), dir, "cannot rebuild the history index of",
+                            err, "");
     }
     return CLI_EXIT_OK;
 }
 
 int cli_history_rebuild_into(const char *dir, cli_rebuilt *out) {
     assert(dir != NULL && out != NULL);
+    bool quiet = out->quiet;
     memset(out, 0, sizeof *out);
+    out->quiet = quiet;
     berth_journal_options options;
     memset(&options, 0, sizeof options);
     options.history_rebuild = true;
@@ -76,8 +90,8 @@ int cli_history_rebuild_into(const char *dir, cli_rebuilt *out) {
     berth_jerr jerr = berth_journal_open_lmdb(&journal, dir, &options, err, sizeof err);
     if (jerr != BERTH_J_OK) {
         int code = jerr == BERTH_J_CORRUPT ? CLI_EXIT_FINDING : CLI_EXIT_USAGE;
-        return cli_fail(code, berth_jerr_name(jerr), "cannot open data directory %s: %s", dir,
-                        err[0] != '\0' ? err : "no berth journal there");
+        return rebuild_fail(out, code, berth_jerr_name(jerr), dir, "cannot open data directory",
+                            err[0] != '\0' ? err : "no berth journal there", "");
     }
     int rc = rebuild_run(dir, journal, out);
     berth_journal_close(journal);
@@ -93,7 +107,7 @@ int cli_history_rebuild(const char *dir) {
                         " (an etcd replica's local copy is one): run it without --journal etcd");
     }
     uint64_t start_ns = cli_monotonic_ns();
-    cli_rebuilt done;
+    cli_rebuilt done = { .quiet = false };
     int rc = cli_history_rebuild_into(dir, &done);
     if (rc != CLI_EXIT_OK) {
         return rc;

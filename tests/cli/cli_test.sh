@@ -242,6 +242,11 @@ case_verify_pages() {
     expect_exit 1 "$BERTH" replay --data probe --genesis
     grep -qE '^CORRUPT probe/data.mdb.s pages are damaged: reading them killed `berth replay` \(SIG(SEGV|BUS)\)' \
         err.txt || fail "replay did not report the damage: $(cat err.txt)"
+    # a backup: the copy's check dies the same way, and berth removes what it made
+    expect_exit 1 "$BERTH" backup --data probe --to pb
+    grep -qE '^CORRUPT probe/data.mdb.s pages are damaged: reading them killed `berth backup` \(SIG(SEGV|BUS)\)' \
+        err.txt || fail "backup did not report the damage: $(cat err.txt)"
+    [ ! -e pb ] && [ ! -e pb.partial ] || fail "a backup killed by damaged pages left pb or pb.partial"
     # the healthy copy still verifies through the child, every seq
     expect_exit 0 "$BERTH" journal verify --data data
     grep -q "^OK $HEAD_SEQ records verified" out.txt || fail "healthy verify: $(cat out.txt)"
@@ -941,7 +946,7 @@ case_backup() {
     backup_names b1 >after.txt
     [ "$(wc -l <before.txt)" -gt 100 ] || fail "only $(wc -l <before.txt) HISTORY answers to compare"
     cmp -s before.txt after.txt || fail "HISTORY answers differ in the copy"
-    expect_exit 0 "$BERTH" backup --data data --to b2 --json
+    expect_exit 0 "$BERTH" backup --data data --to b2/ --json
     [ "$(json_field head_seq <out.txt)" = "$HEAD_SEQ" ] && [ "$(json_field records_checked <out.txt)" = "$HEAD_SEQ" ] ||
         fail "backup --json: $(cat out.txt)"
     [ "$(json_field head_hash <out.txt)" = "$("$BERTH" status --data data --json | json_field head_hash)" ] ||
@@ -957,9 +962,16 @@ case_backup() {
     grep -q '^ERR no destination given' err.txt || fail "backup without --to: $(cat err.txt)"
     mkdir b3.partial
     expect_exit 2 "$BERTH" backup --data data --to b3
-    grep -q '^ERR b3.partial already exists: a backup to b3 was cut short' err.txt || fail "leftover partial: $(cat err.txt)"
+    grep -q '^ERR b3.partial already exists: berth backup builds a backup to b3 there' err.txt || fail "leftover partial: $(cat err.txt)"
     [ ! -e b3 ] || fail "b3 made beside a leftover b3.partial"
     rmdir b3.partial
+    expect_exit 2 "$BERTH" backup --data data --to ''
+    grep -q '^ERR no destination given' err.txt || fail "backup --to '': $(cat err.txt)"
+    cp -r data prod.partial
+    expect_exit 2 "$BERTH" backup --data prod.partial --to prod
+    grep -q '^ERR --to prod.partial is inside the data directory prod.partial' err.txt ||
+        fail "backup of X.partial to X: $(cat err.txt)"
+    rm -rf prod.partial
     expect_exit 2 "$BERTH" backup --data nosuch --to b3
     [ ! -e b3 ] && [ ! -e b3.partial ] || fail "a backup of no directory left b3 or b3.partial"
 
@@ -969,12 +981,14 @@ case_backup() {
     grep -c "$victim" bad/data.mdb >/dev/null || fail "$victim not found in data.mdb"
     perl -0777 -pi -e "s/$victim GPUS/${victim%?}Z GPUS/g" bad/data.mdb || fail "perl could not flip the byte"
     expect_exit 1 "$BERTH" backup --data bad --to b4
-    grep -q '^CORRUPT .*hash mismatch' err.txt || fail "backup of a damaged journal: $(cat err.txt)"
+    grep -q '^CORRUPT cannot back up bad: its copy does not verify: seq [0-9]*: hash mismatch.*the copy is removed, and bad/data.mdb holds the same bytes' err.txt ||
+        fail "backup of a damaged journal: $(cat err.txt)"
     [ ! -e b4 ] && [ ! -e b4.partial ] || fail "a failed backup left b4 or b4.partial"
 
-    # a full disk (a file size limit: EFBIG, SIGXFSZ ignored)
-    (trap '' XFSZ; ulimit -f 64; "$BERTH" backup --data data --to b5 >out.txt 2>err.txt)
-    [ $? = 2 ] || fail "backup under a file size limit: exit $?: $(cat err.txt)"
+    # a full disk (a file size limit: berth ignores SIGXFSZ, so the write fails with EFBIG)
+    (ulimit -f 64; "$BERTH" backup --data data --to b5 >out.txt 2>err.txt)
+    rc=$?
+    [ $rc = 2 ] || fail "backup under a file size limit: exit $rc: $(cat err.txt)"
     grep -q '^FULL cannot back up data: copying the journal into b5.partial/data.mdb failed' err.txt ||
         fail "backup under a file size limit: $(cat err.txt)"
     [ ! -e b5 ] && [ ! -e b5.partial ] || fail "a full disk left b5 or b5.partial"
