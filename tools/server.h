@@ -189,6 +189,8 @@ typedef struct client {
     bool job_pending;                   /* a background job will answer next */
     bool watching;
     bool watch_live;                    /* caught up: gets each commit as it lands */
+    uint64_t watch_wait_logged;         /* the seq it was logged waiting at, on a commit log no
+                                           checkpoint can take (watch.c); 0: none */
     uint32_t batch_pending;             /* entries in the open batch */
     client_park_why parked;             /* its next command waits (PARK_NONE: no) */
     bool wants_room;                    /* batch_submit found the open batch full */

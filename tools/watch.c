@@ -117,6 +117,25 @@ static berth_jerr watch_catch_up(client *c, berth_journal_reader *reader, uint64
     return err == BERTH_J_NOTFOUND ? BERTH_J_OK : err;
 }
 
+/* A watcher caught up with LMDB while the records after it wait in the
+ * commit log: ask for the checkpoint that moves them. When none can run
+ * (the disk or the map full: batch.c, stuck) it waits, connected, and
+ * resumes by itself once one succeeds, as JOURNAL.RANGE's -FULL says to
+ * retry then; its header named the durable head, so the client can tell it
+ * is behind. The wait is logged once a seq, so the operator sees it. */
+static void watch_log_behind(server *s, client *c, uint64_t durable) {
+    batch_want_checkpoint(s);
+    berth_jerr stuck = BERTH_J_OK;
+    if (!batch_writes_stuck(s, &stuck) || c->watch_wait_logged == c->watch_next_seq) {
+        return;
+    }
+    c->watch_wait_logged = c->watch_next_seq;
+    server_log("WATCH client id=%llu waits at seq %llu: records to %llu wait in the commit log, which the "
+               "journal cannot take now (%s); it resumes once a checkpoint succeeds",
+               (unsigned long long)c->id, (unsigned long long)c->watch_next_seq, (unsigned long long)durable,
+               berth_jerr_name(stuck));
+}
+
 void watch_pump(server *s) {
     if (s->watcher_count == 0 || s->watch_reader_failed) {
         return;
@@ -133,7 +152,7 @@ void watch_pump(server *s) {
         if (c->close_reason != NULL || c->watch_next_seq > head) {
             c->watch_live = c->watch_next_seq == durable + 1;
             if (c->close_reason == NULL && c->watch_next_seq <= durable) {
-                batch_want_checkpoint(s);
+                watch_log_behind(s, c, durable);
             }
             continue;
         }
@@ -160,7 +179,7 @@ void watch_pump(server *s) {
         }
         c->watch_live = c->watch_next_seq == durable + 1;
         if (c->watch_next_seq <= durable && c->watch_next_seq > head) {
-            batch_want_checkpoint(s);
+            watch_log_behind(s, c, durable);
         }
         client_output_added(c);
     }

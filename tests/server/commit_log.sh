@@ -261,6 +261,19 @@ expect_eq "$(r WORKER.ADD "$last_ok" GPUS 8 LABEL "pad=$pad" REQID "$last_ok")" 
 expect_match "$(r WORKER.ADD bad GPUS 999)" '^ERR ' "a syntax error while writes are refused"
 expect_match "$(r WORKER.ADD never GPUS 1 REQID never-seen)" '^FULL ' "a new REQID while writes are refused"
 expect_match "$(r JOURNAL.RANGE 1 1)" '^FULL .*commit log' "JOURNAL.RANGE while checkpoints fail"
+# WATCH from just below LMDB's head: the two records LMDB holds, then it
+# waits, connected (it resumes once a checkpoint succeeds: fulldisk.c), and
+# berthd logs the wait once.
+info=$(r INFO journal | tr -d '\r')
+lmdb_head=$(grep '^lmdb_head_seq:' <<<"$info" | cut -d: -f2)
+durable=$(grep '^head_seq:' <<<"$info" | cut -d: -f2)
+[ "$durable" -gt "$lmdb_head" ] || fail "no acknowledged record waits in the log ($lmdb_head, $durable)"
+rc=0
+w=$(printf 'WATCH %s\r\n' "$((lmdb_head - 1))" | timeout 2 nc -q -1 127.0.0.1 "$PORT" | tr -d '\r') || rc=$?
+expect_eq "$rc" 124 "WATCH's connection while checkpoints fail (timeout's status: still open)"
+expect_eq "$(grep -c -x seq <<<"$w")" 2 "WATCH's records from LMDB while checkpoints fail"
+expect_eq "$(grep -c "WATCH client id=[0-9]* waits at seq $((lmdb_head + 1)): records to $durable wait in the commit log, which the journal cannot take now (FULL)" "$LOG")" 1 \
+    "berthd's log of the waiting watcher"
 expect_eq "$(r WORKER.GET "$last_ok" | map_field gpus)" 8 "WORKER.GET while writes are refused"
 stop_berthd
 note "ok ($streamed streamed writes, $checkpoints checkpoints, $background by the checkpointer thread)"
