@@ -93,6 +93,9 @@ typedef struct cli_store {
     const char *dir;     /* the data directory as given (the caller's string) */
 } cli_store;
 int cli_store_open(cli_store *store, const char *dir);   /* CLI_EXIT_* */
+/* The journal alone, opened as cli_store_open opens it (read-only, no
+ * lock: safe beside berthd); CLI_EXIT_*, the failure printed. */
+int cli_journal_open_ro(const char *dir, berth_journal **out);
 /* berth is read-only on a data directory: a file it is told to write (an
  * --out) may not lie inside data_dir nor be one of its files under another
  * name (a hard link, a symbolic link). CLI_EXIT_OK, or CLI_EXIT_USAGE with

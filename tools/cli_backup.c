@@ -168,20 +168,14 @@ static void partial_remove(void *arg) {
 
 /* The head of the journal in dir, read-only. CLI_EXIT_*. */
 static int head_of(const char *dir, uint64_t *seq, uint8_t hash[BERTH_HASH_LEN]) {
-    berth_journal_options options;
-    memset(&options, 0, sizeof options);
-    options.read_only = true;
-    options.no_lock = true;
-    char err[CLI_ERR_LEN_MAX] = "";
     berth_journal *journal = NULL;
-    berth_jerr jerr = berth_journal_open_lmdb(&journal, dir, &options, err, sizeof err);
-    if (jerr == BERTH_J_OK) {
-        jerr = berth_journal_head(journal, seq, hash);
-        berth_journal_close(journal);
-    }
+    int rc = cli_journal_open_ro(dir, &journal);
+    if (rc != CLI_EXIT_OK) return rc;
+    berth_jerr jerr = berth_journal_head(journal, seq, hash);
+    berth_journal_close(journal);
     if (jerr != BERTH_J_OK) {
         return cli_fail(jerr == BERTH_J_CORRUPT ? CLI_EXIT_FINDING : CLI_EXIT_USAGE, berth_jerr_name(jerr),
-                        "cannot read the journal head in %s%s%s", dir, err[0] ? ": " : "", err);
+                        "cannot read the journal head in %s", dir);
     }
     return CLI_EXIT_OK;
 }
@@ -242,19 +236,12 @@ static int backup_build(void *arg) {
     /* A file size limit (ulimit -f) then fails the write with EFBIG, which
      * is reported (FULL), instead of killing the copy. */
     (void)signal(SIGXFSZ, SIG_IGN);
-    berth_journal_options options;
-    memset(&options, 0, sizeof options);
-    options.read_only = true;
-    options.no_lock = true;
-    char err[CLI_ERR_LEN_MAX] = "";
     berth_journal *journal = NULL;
-    berth_jerr jerr = berth_journal_open_lmdb(&journal, run->o->data, &options, err, sizeof err);
-    if (jerr != BERTH_J_OK) {
-        return cli_fail(jerr == BERTH_J_CORRUPT ? CLI_EXIT_FINDING : CLI_EXIT_USAGE, berth_jerr_name(jerr),
-                        "cannot open data directory %s: %s", run->o->data, err[0] ? err : "no berth journal there");
-    }
+    int rc = cli_journal_open_ro(run->o->data, &journal);
+    if (rc != CLI_EXIT_OK) return rc;
     cli_guard_opened(0);
-    jerr = berth_journal_copy(journal, run->partial, err, sizeof err);
+    char err[CLI_ERR_LEN_MAX] = "";
+    berth_jerr jerr = berth_journal_copy(journal, run->partial, err, sizeof err);
     berth_journal_close(journal);
     if (jerr != BERTH_J_OK) {
         return cli_fail(CLI_EXIT_USAGE, berth_jerr_name(jerr), "cannot back up %s: %s", run->o->data, err);
@@ -262,7 +249,7 @@ static int backup_build(void *arg) {
     /* The copy's head is known once its journal opens, which (its touch
      * log trimmed, its index not yet made) only the rebuild's open does. */
     cli_rebuilt done = { .quiet = true };
-    int rc = cli_history_rebuild_into(run->partial, &done);
+    rc = cli_history_rebuild_into(run->partial, &done);
     if (rc != CLI_EXIT_OK) return check_failed(run, rc, &done);
     rc = pending_check(run->o->data, done.head_seq, done.head_hash);
     if (rc != CLI_EXIT_OK) return rc;

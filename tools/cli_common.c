@@ -325,6 +325,25 @@ static void cli_commit_log_note(const char *dir, const cli_store *store) {
     }
 }
 
+int cli_journal_open_ro(const char *dir, berth_journal **out) {
+    assert(dir != NULL && out != NULL);
+    berth_journal_options options;
+    memset(&options, 0, sizeof options);
+    options.read_only = true;
+    options.no_lock = true;
+    char err[CLI_ERR_LEN_MAX] = "";
+    *out = NULL;
+    berth_jerr jerr = berth_journal_open_lmdb(out, dir, &options, err, sizeof err);
+    if (jerr != BERTH_J_OK) {
+        *out = NULL;
+        /* A store that is there but damaged is a finding, like a bad record. */
+        int code = jerr == BERTH_J_CORRUPT ? CLI_EXIT_FINDING : CLI_EXIT_USAGE;
+        return cli_fail(code, berth_jerr_name(jerr), "cannot open data directory %s: %s",
+                        dir, err[0] != '\0' ? err : "no berth journal there");
+    }
+    return CLI_EXIT_OK;
+}
+
 int cli_store_open(cli_store *store, const char *dir) {
     assert(store != NULL);
     memset(store, 0, sizeof *store);
@@ -336,20 +355,11 @@ int cli_store_open(cli_store *store, const char *dir) {
     if (mirrored != CLI_EXIT_OK) {
         return mirrored;
     }
-    berth_journal_options options;
-    memset(&options, 0, sizeof options);
-    options.read_only = true;
-    options.no_lock = true;
-    char err[CLI_ERR_LEN_MAX] = "";
-    berth_jerr jerr = berth_journal_open_lmdb(&store->journal, dir, &options, err, sizeof err);
-    if (jerr != BERTH_J_OK) {
-        store->journal = NULL;
-        /* A store that is there but damaged is a finding, like a bad record. */
-        int code = jerr == BERTH_J_CORRUPT ? CLI_EXIT_FINDING : CLI_EXIT_USAGE;
-        return cli_fail(code, berth_jerr_name(jerr), "cannot open data directory %s: %s",
-                        dir, err[0] != '\0' ? err : "no berth journal there");
+    int opened = cli_journal_open_ro(dir, &store->journal);
+    if (opened != CLI_EXIT_OK) {
+        return opened;
     }
-    jerr = berth_journal_reader_open(store->journal, &store->reader);
+    berth_jerr jerr = berth_journal_reader_open(store->journal, &store->reader);
     if (jerr != BERTH_J_OK) {
         berth_journal_close(store->journal);
         store->journal = NULL;
