@@ -187,13 +187,18 @@ pending=$(sed -E 's/.* holds ([0-9]+) acknowledged.*/\1/' <<<"$note")
 # take it for a torn last frame. Its payload starts 64 bytes in: flip a byte
 # of it.
 head=$(sed -E 's/.* after seq ([0-9]+) .*/\1/' <<<"$note")
-# berth backup refuses a copy that would lack them, and leaves nothing.
-rc=0
-"$BERTH" backup --data "$DATA" --to "$TMP/bk5" >"$TMP/bk5.out" 2>"$TMP/bk5.err" || rc=$?
-expect_eq "$rc" 2 "berth backup while only the commit log holds acknowledged records"
-grep -q "holds $pending acknowledged records after seq $head that its data.mdb does not hold yet, and its head did not move in 90 ms: no berthd runs on" \
-    "$TMP/bk5.err" || fail "round 5: berth backup: $(cat "$TMP/bk5.err")"
-[ ! -e "$TMP/bk5" ] && [ ! -e "$TMP/bk5.partial" ] || fail "round 5: a refused backup left $TMP/bk5 or its .partial"
+# backup_refused STATUS PATTERN WHY: berth backup of $DATA exits STATUS,
+# says PATTERN, and leaves neither the backup nor its .partial.
+backup_refused() {
+    local rc=0
+    "$BERTH" backup --data "$DATA" --to "$TMP/bk5" >"$TMP/bk5.out" 2>"$TMP/bk5.err" || rc=$?
+    expect_eq "$rc" "$1" "berth backup $3"
+    grep -q "$2" "$TMP/bk5.err" || fail "round 5: berth backup $3: $(cat "$TMP/bk5.err")"
+    [ ! -e "$TMP/bk5" ] && [ ! -e "$TMP/bk5.partial" ] || fail "round 5: a refused backup left $TMP/bk5 or its .partial"
+}
+# berth backup refuses a copy that would lack them.
+backup_refused 2 "holds $pending acknowledged records after seq $head that its data.mdb does not hold yet, and its head did not move in 90 ms: no berthd runs on" \
+    "while only the commit log holds acknowledged records"
 victim=$(python3 - "$DATA" "$head" <<'PY'
 import struct, sys
 d, head = sys.argv[1], int(sys.argv[2])
@@ -221,12 +226,8 @@ grep -q 'CORRUPT.*commit.log' "$TMP/corrupt.log" || fail "berthd should name COR
 grep -q "warning: CORRUPT the commit log .*$victim.*berthd will not start" "$TMP/status5.err" ||
     fail "round 5: berth status does not warn of the damaged log: $(cat "$TMP/status5.err")"
 # berth backup refuses it too: the backup would lack what the log holds.
-rc=0
-"$BERTH" backup --data "$DATA" --to "$TMP/bk5" >"$TMP/bk5.out" 2>"$TMP/bk5.err" || rc=$?
-expect_eq "$rc" 1 "berth backup beside a damaged commit log"
-grep -q "^CORRUPT cannot back up $DATA: .*$victim.*berthd will not start on $DATA, and the acknowledged records that log may hold past seq $head would be missing" \
-    "$TMP/bk5.err" || fail "round 5: berth backup beside a damaged log: $(cat "$TMP/bk5.err")"
-[ ! -e "$TMP/bk5" ] && [ ! -e "$TMP/bk5.partial" ] || fail "round 5: a refused backup left $TMP/bk5 or its .partial"
+backup_refused 1 "^CORRUPT cannot back up $DATA: .*$victim.*berthd will not start on $DATA, and the acknowledged records that log may hold past seq $head would be missing" \
+    "beside a damaged commit log"
 printf "$(printf '\\%03o' "$orig")" | dd of="$DATA/$victim" bs=1 seek=100 conv=notrunc status=none
 restart_check 5
 note "round 5: $pending records waited in the log; a flipped byte in $victim's first frame refused the start"
