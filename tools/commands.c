@@ -59,7 +59,18 @@ static const command *command_at(size_t i);
 /* ---- connection commands ----------------------------------------------- */
 
 static void cmd_ping(client *c, const command *cmd, size_t argc, const berth_str *argv) {
-    if (argc == 1) {
+    if (argc <= 2 && c->watching && c->out.proto == 2) {
+        /* As Redis answers PING in subscribe mode under RESP2: an array,
+         * so a reader of the stream's subscribe-style frames (which are
+         * all arrays) never meets a simple string there. */
+        reply_array(&c->out, 2);
+        reply_bulk(&c->out, "pong", 4);
+        if (argc == 2) {
+            reply_bulk_str(&c->out, argv[1]);
+        } else {
+            reply_bulk(&c->out, "", 0);
+        }
+    } else if (argc == 1) {
         reply_simple(&c->out, "PONG");
     } else if (argc == 2) {
         reply_bulk_str(&c->out, argv[1]);

@@ -56,10 +56,17 @@ wait_for w4 "$live" '^WORKER.ADD live-'
 n=$(tr -d '\r' <"$TMP/w4.out" | grep -c '^WORKER.ADD ww-')
 expect_eq "$n" 0 "WATCH 0 sends no record from before it"
 
-# A watching connection takes only PING and QUIT.
-printf 'WORKER.GET live-0\r\nPING\r\n' >&"$fd_w2"
+# A watching connection takes only PING and QUIT. Under RESP2 PING answers
+# as Redis does in subscribe mode, ["pong", <message or "">]; under RESP3
+# as anywhere.
+printf 'WORKER.GET live-0\r\nPING\r\nPING hc-1\r\n' >&"$fd_w2"
 wait_for w2 1 '^-ERR only PING and QUIT'
-wait_for w2 1 '^+PONG'
+wait_for w2 1 '^hc-1$'
+expect_eq "$(tr -d '\r' <"$TMP/w2.out" | grep -B2 -A2 -x pong | tr '\n' ' ')" \
+    "*2 \$4 pong \$0  *2 \$4 pong \$4 hc-1 " "PING and PING hc-1 while watching, RESP2"
+! grep -q '^+PONG' "$TMP/w2.out" || fail "a RESP2 watching connection answered PING with +PONG"
+printf 'PING\r\n' >&"$fd_w3"
+wait_for w3 1 '^+PONG'
 
 # Each record once and in order (the command words are unique).
 tr -d '\r' <"$TMP/w2.out" | grep -E '^(WORKER.ADD|DEPLOY) ' >"$TMP/w2.cmds"
@@ -111,6 +118,6 @@ tr -d '\r' <"$TMP/fast.out" | grep -A1 '^seq$' | grep -E '^:?[0-9]+$' | tr -d ':
 seq "$((head0 + 1))" "$((head0 + burst))" | diff - "$TMP/fast.seqs" >/dev/null ||
     fail "the fast watcher's seqs are not $((head0 + 1))..$((head0 + burst)) once each"
 printf 'PING\r\n' >&"$fd_fast"
-wait_for fast 1 '^+PONG'
+wait_for fast 1 '^pong$'
 stop_berthd
 note "ok ($before catch-up + $((live + 1)) live records, RESP2 and RESP3; $burst records past --max-output-bytes to a fast watcher)"
