@@ -23,6 +23,7 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,7 @@
 #ifndef REPLAY_PREPARE_AHEAD
 #define REPLAY_PREPARE_AHEAD 4          /* items between a hint and the step that reads it */
 #endif
+#define SINK_SLOTS 16                   /* unpacked commands: power of two, > the hints' reach */
 #define REPLAY_SNAPSHOT_TRIES_MAX 64    /* bad snapshots skipped before falling back to genesis */
 #define REPLAY_WHY_LEN_MAX 512
 #define REPLAY_QUOTE_LEN_MAX 160        /* sentence bytes quoted in a verify report */
@@ -60,24 +62,70 @@ typedef struct replay_fail {
     char why[REPLAY_WHY_LEN_MAX];
 } replay_fail;
 
+/* One placement as an item carries it: a berth_place in 32 bytes. */
+typedef struct feed_place {
+    const char *worker;
+    uint64_t gpu_mask;
+    uint64_t worker_hash;
+    uint32_t worker_len;
+    uint32_t all_gpus;
+} feed_place;
+
+#define FEED_PLACES_INLINE 4   /* placements an item carries; a command with more goes whole */
+
+/* One record between the threads. The feeder writes it on its core and the
+ * applier reads it on the other, so every line of it that is written
+ * crosses between the cores twice a lap of the ring: it carries only what
+ * apply reads, packed into its first lines, not the decoded record and the
+ * parsed command (~480 bytes over eight lines). The applier unpacks it into
+ * a berth_cmd of its own (sink_cmd), in lines that never leave its core.
+ * A command that does not fit (labels, a policy, more placements than
+ * FEED_PLACES_INLINE) is marked ITEM_WHOLE, and the applier parses it
+ * again from the record: the same function over the same bytes. */
 typedef struct feed_item {
+    /* Line 0: the cursor's part, and what every apply reads. */
     uint64_t seq;
     const uint8_t *raw;
-    size_t raw_len;
-    uint32_t done;                  /* ITEM_* steps already taken, by either thread */
-    /* The applier reads these two for every record: here in the item's
-     * first lines, which its hints load, not after the 4 KB command. */
-    bool reqid_ok;                  /* valid once parsed: the REQID is a valid name (or absent) */
-    berth_precomputed pre;          /* valid once parsed: the REQID's hashes, on whichever thread parsed */
-    berth_record rec;               /* valid once decoded (by the feeder or the sink) */
-    berth_cmd cmd;                  /* valid once parsed, with rec */
+    const uint8_t *prev_hash_at;    /* the hash prev_hash must equal: the trailer of the record before */
+    uint32_t raw_len;
+    uint16_t done;                  /* ITEM_* marks */
+    uint8_t kind;                   /* valid once parsed, as all below: berth_cmd_kind */
+    uint8_t place_count;
+    uint32_t version;
+    uint32_t claim_mib;
+    const char *name;
+    uint64_t name_hash;
+    uint32_t name_len;
+    uint32_t command_len;
+    /* Line 1. */
+    const char *command;            /* the record's canonical text */
+    const char *model;
+    const char *backend;
+    uint32_t model_len;
+    uint32_t backend_len;
+    uint32_t gpu_count;
+    uint32_t vram_mib;
+    const char *reqid;
+    uint32_t reqid_len;
+    uint32_t code;                  /* the recorded outcome, for verify's compare */
+    uint32_t sentence_len;
+    /* Lines 2 and 3: the placements. */
+    feed_place place[FEED_PLACES_INLINE];
+    /* Line 4, read only with a REQID or by verify. */
+    const char *sentence;
+    berth_precomputed pre;          /* the REQID's hashes, on whichever thread parsed */
 } feed_item;
+
+_Static_assert(offsetof(feed_item, command) == 64, "an item's apply fields fill its first line");
+_Static_assert(offsetof(feed_item, place) == 128, "placements start the third line");
 
 /* The per-record steps before apply, in the order they always run. Either
  * thread may take them; the sink takes whatever the feeder left, so the same
  * checks run in the same order and a run's result never depends on the split. */
 #define ITEM_HASHED 1u
-#define ITEM_PARSED 2u
+#define ITEM_PARSED 2u     /* decoded, parsed, chain-checked, and packed into the item */
+#define ITEM_WHOLE 4u      /* parsed, but the command did not fit: the applier parses it again */
+#define ITEM_REQID_OK 8u   /* parsed: the REQID is a valid name (or absent) */
 
 /* How much the feeder does for a chunk: chosen from how far ahead of the
  * sink it is, so the two threads share the work whichever half is heavier. */
@@ -93,7 +141,10 @@ typedef struct feed_source {
     void *yield_arg;
     bool hash;                      /* recompute each record's SHA-256; its text canonical too */
     feed_level level;               /* the feeder's share of the current chunk */
+    const uint8_t *last_hash_at;    /* the last record read's trailer (start_hash before the first) */
+    uint8_t start_hash[BERTH_HASH_LEN];  /* the hash the range's first record must link to */
     berth_str words[BERTH_ARGS_MAX];  /* parse scratch, feeder thread only */
+    berth_cmd cmd;                  /* parse scratch, feeder thread only */
 } feed_source;
 
 typedef struct replay_sink {
@@ -103,11 +154,20 @@ typedef struct replay_sink {
     berth_touched_fn touched_fn;    /* NULL, or given each record's names after apply */
     void *touched_ctx;
     berth_str words[BERTH_ARGS_MAX];  /* parse scratch, sink thread only */
-    uint8_t prev_hash[BERTH_HASH_LEN];
+    berth_cmd cmd;                  /* parse scratch, sink thread only */
+    /* Items unpacked for apply and for the state's hints ahead of it: item
+     * k of a chunk in slot k % SINK_SLOTS, from its stage-0 hint to its
+     * apply. Only their first lines are ever written. */
+    berth_cmd slots[SINK_SLOTS];
+    uint8_t prev_hash[BERTH_HASH_LEN];  /* the last applied record's hash (between runs, not during) */
     uint64_t applied;
     berth_outcome out;              /* reused for every record: no per-record stack churn */
     replay_fail prepare_fail;       /* a failure found ahead of apply, reported in its turn */
 } replay_sink;
+
+_Static_assert((SINK_SLOTS & (SINK_SLOTS - 1)) == 0 &&
+               SINK_SLOTS > BERTH_PREFETCH_STAGES * REPLAY_PREFETCH_AHEAD,
+               "a slot outlives its item's hints: from the stage-0 hint to apply");
 
 
 static feed_status fail_set(replay_fail *fail, berth_jerr err, uint64_t seq, const char *fmt, ...)
@@ -206,32 +266,33 @@ int berth_replay_reqid_check(const berth_state *state, const berth_cmd *cmd, ber
     return -1;
 }
 
-/* Apply a parsed record. quiet: the caller never reads the sentence
- * (replay, not verify), so core may skip formatting it. */
-static berth_jerr replay_apply_parsed(berth_state *state, const berth_record *rec, const berth_cmd *cmd,
-                                      const berth_precomputed *pre, bool reqid_ok, bool quiet,
-                                      berth_outcome *out, char *why, size_t why_size) {
-    assert(state != NULL && rec != NULL && cmd != NULL && out != NULL);
+/* Apply a parsed record: seq, its format version and its canonical text.
+ * quiet: the caller never reads the sentence (replay, not verify), so core
+ * may skip formatting it. */
+static berth_jerr replay_apply_parsed(berth_state *state, uint64_t seq, uint32_t version, berth_str command,
+                                      const berth_cmd *cmd, const berth_precomputed *pre, bool reqid_ok,
+                                      bool quiet, berth_outcome *out, char *why, size_t why_size) {
+    assert(state != NULL && cmd != NULL && out != NULL);
     uint64_t last = berth_state_last_seq(state);
-    if (rec->seq != last + 1) {
-        snprintf(why, why_size, "seq %" PRIu64 " does not follow seq %" PRIu64, rec->seq, last);
+    if (seq != last + 1) {
+        snprintf(why, why_size, "seq %" PRIu64 " does not follow seq %" PRIu64, seq, last);
         return BERTH_J_CORRUPT;
     }
-    if (cmd->reqid.len > 0 && reqid_refused(state, cmd, pre, reqid_ok, rec->seq, why, why_size)) {
+    if (cmd->reqid.len > 0 && reqid_refused(state, cmd, pre, reqid_ok, seq, why, why_size)) {
         return BERTH_J_CORRUPT;
     }
     /* cmd is as replay_parse left it, so its carried hashes are exact. A
      * record of an older version is judged in its own wording, and the
      * state answers in the current one again right after. */
-    bool current = rec->version == BERTH_RECORD_VERSION;
-    if (!current) berth_state_set_wording(state, berth_record_wording(rec->version));
-    int rc = berth_state_apply_precomputed(state, cmd, rec->command, rec->seq, pre, quiet, out);
+    bool current = version == BERTH_RECORD_VERSION;
+    if (!current) berth_state_set_wording(state, berth_record_wording(version));
+    int rc = berth_state_apply_precomputed(state, cmd, command, seq, pre, quiet, out);
     if (!current) berth_state_set_wording(state, BERTH_WORDING_CURRENT);
     if (rc != 0) {
-        snprintf(why, why_size, "seq %" PRIu64 ": out of memory applying the record", rec->seq);
+        snprintf(why, why_size, "seq %" PRIu64 ": out of memory applying the record", seq);
         return BERTH_J_NOMEM;
     }
-    assert(berth_state_last_seq(state) == rec->seq);
+    assert(berth_state_last_seq(state) == seq);
     return BERTH_J_OK;
 }
 
@@ -243,7 +304,8 @@ static berth_jerr replay_apply(berth_state *state, const berth_record *rec, bert
     bool reqid_ok = false;
     berth_jerr e = replay_parse(rec, true, &cmd, words, &pre, &reqid_ok, why, why_size);
     if (e != BERTH_J_OK) return e;
-    return replay_apply_parsed(state, rec, &cmd, &pre, reqid_ok, false, out, why, why_size);
+    return replay_apply_parsed(state, rec->seq, rec->version, rec->command, &cmd, &pre, reqid_ok, false, out,
+                               why, why_size);
 }
 
 berth_touched berth_outcome_touched(const berth_outcome *out) {
@@ -264,35 +326,95 @@ int berth_replay_record(berth_state *state, const berth_record *rec, berth_outco
 
 /* ------------------------------------------------------- feeder and sink */
 
-static feed_status decode_item(feed_item *item, replay_fail *fail) {
+static feed_status decode_item(const feed_item *item, berth_record *rec, replay_fail *fail) {
     char why[REPLAY_WHY_LEN_MAX / 2];
     why[0] = '\0';
-    if (berth_record_decode(item->raw, item->raw_len, &item->rec, why, sizeof(why)) != BERTH_J_OK) {
+    if (berth_record_decode(item->raw, item->raw_len, rec, why, sizeof(why)) != BERTH_J_OK) {
         return fail_set(fail, BERTH_J_CORRUPT, item->seq, "seq %" PRIu64 ": undecodable: %s",
                         item->seq, why[0] ? why : "bad record");
     }
-    if (item->rec.seq != item->seq) {
+    if (rec->seq != item->seq) {
         return fail_set(fail, BERTH_J_CORRUPT, item->seq, "seq %" PRIu64 ": record says seq %" PRIu64,
-                        item->seq, item->rec.seq);
+                        item->seq, rec->seq);
     }
     return FEED_MORE;
 }
 
-static feed_status decode_parse_item(feed_item *item, bool canonical, berth_str *words, replay_fail *fail) {
-    if (decode_item(item, fail) != FEED_MORE) return FEED_FAIL;
-    berth_jerr e = replay_parse(&item->rec, canonical, &item->cmd, words, &item->pre, &item->reqid_ok,
-                                fail->why, sizeof(fail->why));
-    if (e == BERTH_J_OK) return FEED_MORE;
-    fail->err = e;
-    fail->seq = item->seq;
-    return FEED_FAIL;
+/* Does the command fit an item? Everything replay's journals mostly hold
+ * does: deploys on up to four workers, releases, workers without labels. */
+static bool cmd_packs(const berth_cmd *cmd) {
+    return cmd->place_count <= FEED_PLACES_INLINE && cmd->label_count == 0 && cmd->backend_count == 0;
+}
+
+/* What apply reads of a parsed record, into the item's first lines. */
+static void item_pack(feed_item *item, const berth_record *rec, const berth_cmd *cmd) {
+    assert(rec->seq == item->seq);
+    item->version = rec->version;
+    item->command = rec->command.ptr;
+    item->command_len = rec->command.len;
+    item->code = rec->code;
+    item->sentence = rec->sentence.ptr;
+    item->sentence_len = rec->sentence.len;
+    item->kind = (uint8_t)cmd->kind;
+    item->reqid = cmd->reqid.ptr;
+    item->reqid_len = cmd->reqid.len;
+    if (!cmd_packs(cmd)) {
+        item->done |= ITEM_WHOLE;
+        return;
+    }
+    item->name = cmd->name.ptr;
+    item->name_len = cmd->name.len;
+    item->name_hash = cmd->name_hash;
+    item->gpu_count = cmd->gpu_count;
+    item->vram_mib = cmd->vram_mib;
+    item->claim_mib = cmd->claim_mib;
+    item->model = cmd->model.ptr;
+    item->model_len = cmd->model.len;
+    item->backend = cmd->backend.ptr;
+    item->backend_len = cmd->backend.len;
+    item->place_count = (uint8_t)cmd->place_count;
+    for (uint32_t i = 0; i < cmd->place_count; i++) {
+        const berth_place *pl = &cmd->place[i];
+        item->place[i] = (feed_place){ pl->worker.ptr, pl->gpu_mask, pl->worker_hash, pl->worker.len,
+                                       pl->all_gpus };
+    }
+}
+
+/* Decode, parse (canonical: the spelling checked too) and chain-check one
+ * record, then pack it into its item. cmd and words are the calling
+ * thread's scratch. The chain check compares prev_hash with the trailer of
+ * the record before, which is that record's hash once it decodes; one
+ * that does not decode fails before this one is looked at. */
+static feed_status decode_parse_item(feed_item *item, bool canonical, berth_cmd *cmd, berth_str *words,
+                                     replay_fail *fail) {
+    berth_record rec;
+    if (decode_item(item, &rec, fail) != FEED_MORE) return FEED_FAIL;
+    bool reqid_ok = false;
+    berth_jerr e = replay_parse(&rec, canonical, cmd, words, &item->pre, &reqid_ok, fail->why, sizeof(fail->why));
+    if (e != BERTH_J_OK) {
+        fail->err = e;
+        fail->seq = item->seq;
+        return FEED_FAIL;
+    }
+    if (memcmp(rec.prev_hash, item->prev_hash_at, BERTH_HASH_LEN) != 0) {
+        if (rec.seq == 1) {
+            return fail_set(fail, BERTH_J_CORRUPT, 1, "seq 1: prev_hash is not the genesis zeros");
+        }
+        return fail_set(fail, BERTH_J_CORRUPT, rec.seq,
+                        "seq %" PRIu64 ": prev_hash does not match seq %" PRIu64 "'s hash",
+                        rec.seq, rec.seq - 1);
+    }
+    if (reqid_ok) item->done |= ITEM_REQID_OK;
+    item_pack(item, &rec, cmd);
+    return FEED_MORE;
 }
 
 /* A hash that fails may be a record that does not even decode (truncated,
  * unknown version): say so, since that is the more useful description. */
-static feed_status hash_item(feed_item *item, replay_fail *fail) {
+static feed_status hash_item(const feed_item *item, replay_fail *fail) {
     if (berth_record_hash_ok(item->raw, item->raw_len)) return FEED_MORE;
-    if (decode_item(item, fail) != FEED_MORE) return FEED_FAIL;
+    berth_record rec;
+    if (decode_item(item, &rec, fail) != FEED_MORE) return FEED_FAIL;
     return fail_set(fail, BERTH_J_CORRUPT, item->seq, "seq %" PRIu64 ": hash mismatch (record bytes changed)",
                     item->seq);
 }
@@ -326,10 +448,15 @@ static feed_status read_one(feed_source *src, feed_item *item, replay_fail *fail
     if (e != BERTH_J_OK) {
         return fail_set(fail, e, want, "seq %" PRIu64 ": journal read failed (%s)", want, berth_jerr_name(e));
     }
+    assert(raw_len <= UINT32_MAX);   /* a record is at most a few KB */
     item->seq = seq;
     item->raw = raw;
-    item->raw_len = raw_len;
+    item->raw_len = (uint32_t)raw_len;
     item->done = 0;
+    item->prev_hash_at = src->last_hash_at;
+    /* A record shorter than its hash never decodes, so what stands here
+     * for it is never compared. */
+    src->last_hash_at = raw_len >= BERTH_HASH_LEN ? raw + raw_len - BERTH_HASH_LEN : src->start_hash;
     src->next_seq = want + 1;
     prefetch_raw(raw, raw_len);
     return FEED_MORE;
@@ -342,7 +469,7 @@ static feed_status feed_steps(feed_source *src, feed_item *item, replay_fail *fa
         item->done |= ITEM_HASHED;
     }
     if (src->level >= FEED_LEVEL_ALL) {
-        if (decode_parse_item(item, src->hash, src->words, fail) != FEED_MORE) return FEED_FAIL;
+        if (decode_parse_item(item, src->hash, &src->cmd, src->words, fail) != FEED_MORE) return FEED_FAIL;
         item->done |= ITEM_PARSED;
     }
     return FEED_MORE;
@@ -352,18 +479,18 @@ static const char *code_word(uint32_t code) {
     return code < BERTH_CODE_COUNT ? berth_code_name((berth_code)code) : "an unknown code";
 }
 
-static feed_status compare_outcome(const berth_record *rec, const berth_outcome *out, replay_fail *fail) {
-    if (rec->code != (uint32_t)out->code) {
-        return fail_set(fail, BERTH_J_CORRUPT, rec->seq, "seq %" PRIu64 ": recorded %s but replay gives %s",
-                        rec->seq, code_word(rec->code), code_word((uint32_t)out->code));
+static feed_status compare_outcome(const feed_item *item, const berth_outcome *out, replay_fail *fail) {
+    if (item->code != (uint32_t)out->code) {
+        return fail_set(fail, BERTH_J_CORRUPT, item->seq, "seq %" PRIu64 ": recorded %s but replay gives %s",
+                        item->seq, code_word(item->code), code_word((uint32_t)out->code));
     }
-    if (rec->sentence.len != out->sentence_len ||
-        memcmp(rec->sentence.ptr, out->sentence, out->sentence_len) != 0) {
-        int rl = (int)(rec->sentence.len < REPLAY_QUOTE_LEN_MAX ? rec->sentence.len : REPLAY_QUOTE_LEN_MAX);
+    if (item->sentence_len != out->sentence_len ||
+        memcmp(item->sentence, out->sentence, out->sentence_len) != 0) {
+        int rl = (int)(item->sentence_len < REPLAY_QUOTE_LEN_MAX ? item->sentence_len : REPLAY_QUOTE_LEN_MAX);
         int ol = (int)(out->sentence_len < REPLAY_QUOTE_LEN_MAX ? out->sentence_len : REPLAY_QUOTE_LEN_MAX);
-        return fail_set(fail, BERTH_J_CORRUPT, rec->seq,
+        return fail_set(fail, BERTH_J_CORRUPT, item->seq,
                         "seq %" PRIu64 ": recorded sentence \"%.*s\" but replay gives \"%.*s\"",
-                        rec->seq, rl, rec->sentence.ptr, ol, out->sentence);
+                        item->seq, rl, item->sentence, ol, out->sentence);
     }
     return FEED_MORE;
 }
@@ -374,9 +501,9 @@ static feed_status compare_outcome(const berth_record *rec, const berth_outcome 
 static uint32_t prepare_items(replay_sink *sink, feed_item *items, uint32_t count, replay_fail *fail) {
     for (uint32_t k = 0; k < count; k++) {
         feed_item *item = &items[k];
-        /* The feeder wrote the items on the other core, 4 KB apart: hint
-         * the item two steps ahead, and the bytes of the one a step ahead
-         * when this thread is to hash or decode it. */
+        /* The feeder wrote the items on the other core: hint the item two
+         * steps ahead, and the bytes of the one a step ahead when this
+         * thread is to hash or decode it. */
         if (k + 2 * REPLAY_PREPARE_AHEAD < count) __builtin_prefetch(&items[k + 2 * REPLAY_PREPARE_AHEAD]);
         if (k + REPLAY_PREPARE_AHEAD < count) {
             const feed_item *next = &items[k + REPLAY_PREPARE_AHEAD];
@@ -384,96 +511,193 @@ static uint32_t prepare_items(replay_sink *sink, feed_item *items, uint32_t coun
         }
         if (sink->hash && !(item->done & ITEM_HASHED) && hash_item(item, fail) != FEED_MORE) return k;
         item->done |= ITEM_HASHED;
-        if (!(item->done & ITEM_PARSED) && decode_parse_item(item, sink->hash, sink->words, fail) != FEED_MORE) return k;
+        if (!(item->done & ITEM_PARSED) &&
+            decode_parse_item(item, sink->hash, &sink->cmd, sink->words, fail) != FEED_MORE) {
+            return k;
+        }
         item->done |= ITEM_PARSED;
     }
     return count;
 }
 
-/* Chain check, apply and (verify) compare of one prepared item. */
-static feed_status apply_item(replay_sink *sink, feed_item *item, replay_fail *fail) {
-    assert(item->done & ITEM_PARSED);
-    const berth_record *rec = &item->rec;
-    assert(rec->seq == item->seq);
-    if (memcmp(rec->prev_hash, sink->prev_hash, BERTH_HASH_LEN) != 0) {
-        if (rec->seq == 1) {
-            return fail_set(fail, BERTH_J_CORRUPT, 1, "seq 1: prev_hash is not the genesis zeros");
-        }
-        return fail_set(fail, BERTH_J_CORRUPT, rec->seq,
-                        "seq %" PRIu64 ": prev_hash does not match seq %" PRIu64 "'s hash",
-                        rec->seq, rec->seq - 1);
+/* Unoptimised and sanitizer builds check each unpacked command against a
+ * fresh parse of its record. */
+#if !defined(__OPTIMIZE__) || defined(__SANITIZE_ADDRESS__)
+#define REPLAY_CHECK_UNPACK 1
+#else
+#define REPLAY_CHECK_UNPACK 0
+#endif
+
+#if REPLAY_CHECK_UNPACK
+static bool str_same(berth_str a, berth_str b) {
+    return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+/* The same command as parse gives, field by field (the arrays up to their counts). */
+static bool cmd_same(const berth_cmd *a, const berth_cmd *b) {
+    if (a->kind != b->kind || !str_same(a->reqid, b->reqid) || !str_same(a->name, b->name) ||
+        a->name_hash != b->name_hash || a->gpu_count != b->gpu_count || a->vram_mib != b->vram_mib ||
+        a->label_count != b->label_count || a->claim_mib != b->claim_mib || !str_same(a->model, b->model) ||
+        !str_same(a->backend, b->backend) || a->place_count != b->place_count ||
+        a->backend_count != b->backend_count) {
+        return false;
     }
-    berth_jerr e = replay_apply_parsed(sink->state, rec, &item->cmd, &item->pre, item->reqid_ok,
-                                       !sink->compare, &sink->out, fail->why, sizeof(fail->why));
+    for (uint32_t i = 0; i < a->place_count; i++) {
+        const berth_place *p = &a->place[i], *q = &b->place[i];
+        if (!str_same(p->worker, q->worker) || p->gpu_mask != q->gpu_mask || p->all_gpus != q->all_gpus ||
+            p->worker_hash != q->worker_hash) {
+            return false;
+        }
+    }
+    for (uint32_t i = 0; i < a->label_count; i++) {
+        if (!str_same(a->labels[i].key, b->labels[i].key) || !str_same(a->labels[i].value, b->labels[i].value)) {
+            return false;
+        }
+    }
+    for (uint32_t i = 0; i < a->backend_count; i++) {
+        if (!str_same(a->backends[i], b->backends[i])) return false;
+    }
+    return true;
+}
+#endif
+
+/* Parse a prepared item's record again into cmd: it decoded and parsed
+ * before, so it does again, to the same command. */
+static void item_reparse(const feed_item *item, berth_cmd *cmd, berth_str *words) {
+    berth_record rec;
+    berth_jerr e = berth_record_decode(item->raw, item->raw_len, &rec, NULL, 0);
+    assert(e == BERTH_J_OK);
+    char perr[BERTH_ERR_LEN_MAX];
+    int rc = berth_cmd_parse_text(cmd, rec.command.ptr, rec.command.len, words, BERTH_ARGS_MAX, perr, sizeof(perr));
+    assert(rc == 0);
+    cmd->reqid = rec.reqid;
+    (void)e;
+    (void)rc;
+}
+
+/* The berth_cmd of a prepared item, in the applier's own memory. Fields
+ * parse leaves zero for a command's kind are zero here too, and the
+ * arrays past their counts are never read. */
+static void item_unpack(replay_sink *sink, const feed_item *item, berth_cmd *cmd) {
+    assert(item->done & ITEM_PARSED);
+    if (item->done & ITEM_WHOLE) {
+        item_reparse(item, cmd, sink->words);
+        return;
+    }
+    cmd->kind = (berth_cmd_kind)item->kind;
+    cmd->reqid = (berth_str){ item->reqid, item->reqid_len };
+    cmd->name = (berth_str){ item->name, item->name_len };
+    cmd->name_hash = item->name_hash;
+    cmd->gpu_count = item->gpu_count;
+    cmd->vram_mib = item->vram_mib;
+    cmd->label_count = 0;
+    cmd->claim_mib = item->claim_mib;
+    cmd->model = (berth_str){ item->model, item->model_len };
+    cmd->backend = (berth_str){ item->backend, item->backend_len };
+    cmd->place_count = item->place_count;
+    cmd->backend_count = 0;
+    assert(cmd->place_count <= FEED_PLACES_INLINE);
+    for (uint32_t i = 0; i < cmd->place_count; i++) {
+        const feed_place *fp = &item->place[i];
+        cmd->place[i] = (berth_place){ { fp->worker, fp->worker_len }, fp->gpu_mask, fp->all_gpus != 0,
+                                       fp->worker_hash };
+    }
+#if REPLAY_CHECK_UNPACK
+    item_reparse(item, &sink->cmd, sink->words);
+    assert(cmd_same(cmd, &sink->cmd));
+#endif
+}
+
+/* Chain check, apply and (verify) compare of one prepared item, whose
+ * command cmd holds. */
+static feed_status apply_item(replay_sink *sink, const feed_item *item, const berth_cmd *cmd,
+                              replay_fail *fail) {
+    assert(item->done & ITEM_PARSED);
+    berth_str command = { item->command, item->command_len };
+    berth_jerr e = replay_apply_parsed(sink->state, item->seq, item->version, command, cmd, &item->pre,
+                                       (item->done & ITEM_REQID_OK) != 0, !sink->compare, &sink->out,
+                                       fail->why, sizeof(fail->why));
     if (e != BERTH_J_OK) {
         fail->err = e;
-        fail->seq = rec->seq;
+        fail->seq = item->seq;
         return FEED_FAIL;
     }
-    if (sink->compare && compare_outcome(rec, &sink->out, fail) != FEED_MORE) return FEED_FAIL;
+    if (sink->compare && compare_outcome(item, &sink->out, fail) != FEED_MORE) return FEED_FAIL;
     if (sink->touched_fn != NULL) {
         berth_touched t = berth_outcome_touched(&sink->out);
-        e = sink->touched_fn(sink->touched_ctx, rec->seq, &t);
+        e = sink->touched_fn(sink->touched_ctx, item->seq, &t);
         if (e != BERTH_J_OK) {
-            return fail_set(fail, e, rec->seq, "seq %" PRIu64 ": its touched names were not taken (%s)",
-                            rec->seq, berth_jerr_name(e));
+            return fail_set(fail, e, item->seq, "seq %" PRIu64 ": its touched names were not taken (%s)",
+                            item->seq, berth_jerr_name(e));
         }
     }
-    memcpy(sink->prev_hash, rec->hash, BERTH_HASH_LEN);
     sink->applied++;
     return FEED_MORE;
 }
 
-#define REPLAY_PREFETCH_PLACES 4   /* placements whose lines an item's hint loads */
-
 static void prefetch_item(const feed_item *item) {
-    /* What apply_item and the state's hint read: the item's head, the
-     * record's fields and the command's scalars and first placements. The
-     * feeder wrote them on the other core; items sit 4 KB apart, too far
-     * for the hardware prefetcher to follow. */
+    /* The lines apply reads: the head and the placements; the REQID's
+     * hashes and the sentence only when there are some. The feeder wrote
+     * them on the other core. */
     uintptr_t at = (uintptr_t)item & ~(uintptr_t)63;
-    uintptr_t end = (uintptr_t)&item->cmd.place[REPLAY_PREFETCH_PLACES];
+    uintptr_t end = (uintptr_t)&item->sentence;
     for (; at < end; at += 64) __builtin_prefetch((const void *)at);
+}
+
+static inline berth_cmd *slot_of(replay_sink *sink, uint32_t k) {
+    return &sink->slots[k % SINK_SLOTS];
+}
+
+/* Item j's command into its slot, and the hints that come with its stage-0
+ * hint: the REQID's window slot, and verify's recorded sentence. */
+static const berth_cmd *slot_fill(replay_sink *sink, const feed_item *items, uint32_t j) {
+    const feed_item *item = &items[j];
+    berth_cmd *cmd = slot_of(sink, j);
+    item_unpack(sink, item, cmd);
+    /* The names apply compares and copies point into the record, which the
+     * feeder read on its core: a line from there costs ~235 ns here. */
+    prefetch_raw((const uint8_t *)item->command, item->command_len);
+    if (item->reqid_len > 0) {
+        __builtin_prefetch(&item->pre);
+        berth_state_prefetch_reqid(sink->state, item->pre.reqid_hash);
+    }
+    if (sink->compare) __builtin_prefetch(item->sentence);
+    return cmd;
 }
 
 /* The hints for the records ahead of item k, which is about to apply: the
  * item REPLAY_PREFETCH_AHEAD * (STAGES + 1) ahead gets its own lines
- * loaded, and the nearer ones the state's stages in one call (the furthest
- * stage 0, the nearest the last stage): one call per record, not one per
- * stage, since the calls and their dispatch cost more than the loads.
- * Verify's sentence compare gets the recorded sentence's first line with
- * stage 0. Items at or past `ready` get none. */
-static inline void prefetch_ahead(const replay_sink *sink, const feed_item *items, uint32_t k,
-                                  uint32_t ready) {
+ * loaded; the one STAGES * REPLAY_PREFETCH_AHEAD ahead is unpacked into
+ * its slot; and the state's stages run in one call for the unpacked ones
+ * (the furthest stage 0, the nearest the last stage): one call per record,
+ * not one per stage, since the calls and their dispatch cost more than the
+ * loads. Items at or past `ready` get none. */
+static inline void prefetch_ahead(replay_sink *sink, const feed_item *items, uint32_t k, uint32_t ready) {
     const uint32_t stages = BERTH_PREFETCH_STAGES;
     uint32_t j = k + (stages + 1) * REPLAY_PREFETCH_AHEAD;
     if (j < ready) prefetch_item(&items[j]);
     else if (k + REPLAY_PREFETCH_AHEAD >= ready) return;   /* the chunk's tail: nothing ahead */
     const berth_cmd *c[BERTH_PREFETCH_STAGES];
-    for (uint32_t st = 0; st < stages; st++) {
+    j = k + stages * REPLAY_PREFETCH_AHEAD;
+    c[0] = j < ready ? slot_fill(sink, items, j) : NULL;
+    for (uint32_t st = 1; st < stages; st++) {
         j = k + (stages - st) * REPLAY_PREFETCH_AHEAD;
-        c[st] = j < ready ? &items[j].cmd : NULL;
+        c[st] = j < ready ? slot_of(sink, j) : NULL;
     }
     berth_state_prefetch_stages(sink->state, c);
-    /* A REQID's window slot with the stage-0 hint: its hash is in the item, not the command. */
-    if (c[0] != NULL && c[0]->reqid.len > 0) {
-        berth_state_prefetch_reqid(sink->state, items[k + stages * REPLAY_PREFETCH_AHEAD].pre.reqid_hash);
-    }
-    if (sink->compare && c[0] != NULL) __builtin_prefetch(items[k + stages * REPLAY_PREFETCH_AHEAD].rec.sentence.ptr);
 }
 
 /* A chunk's first items get at once every hint the records before them
  * would have given, had they been in this chunk: the furthest step first. */
-static void prefetch_start(const replay_sink *sink, const feed_item *items, uint32_t ready) {
+static void prefetch_start(replay_sink *sink, const feed_item *items, uint32_t ready) {
     const uint32_t stages = BERTH_PREFETCH_STAGES;
     for (uint32_t j = 0; j < (stages + 1) * REPLAY_PREFETCH_AHEAD && j < ready; j++) prefetch_item(&items[j]);
+    for (uint32_t j = 0; j < stages * REPLAY_PREFETCH_AHEAD && j < ready; j++) slot_fill(sink, items, j);
     for (uint32_t st = 0; st < stages; st++) {
         for (uint32_t j = 0; j < (stages - st) * REPLAY_PREFETCH_AHEAD && j < ready; j++) {
             const berth_cmd *c[BERTH_PREFETCH_STAGES] = { NULL };
-            c[st] = &items[j].cmd;
+            c[st] = slot_of(sink, j);
             berth_state_prefetch_stages(sink->state, c);
-            if (st == 0 && items[j].cmd.reqid.len > 0) berth_state_prefetch_reqid(sink->state, items[j].pre.reqid_hash);
-            if (st == 0 && sink->compare) __builtin_prefetch(items[j].rec.sentence.ptr);
         }
     }
 }
@@ -486,16 +710,26 @@ static void prefetch_start(const replay_sink *sink, const feed_item *items, uint
  * to prepare, and a pass only to read each item's done mark would pull
  * every item's first line from the feeder's core one after another before
  * the hints below pull the same lines several at a time. apply_item still
- * asserts each mark. */
+ * asserts each mark. The last applied record's hash (its trailer) is kept
+ * for the run after this one, whose reader may map the journal elsewhere. */
 static feed_status consume_items(replay_sink *sink, feed_item *items, uint32_t count, bool prepared,
                                  replay_fail *fail) {
     uint32_t ready = prepared ? count : prepare_items(sink, items, count, &sink->prepare_fail);
     prefetch_start(sink, items, ready);
-    for (uint32_t k = 0; k < ready; k++) {
+    feed_status st = FEED_MORE;
+    uint32_t k = 0;
+    for (; k < ready; k++) {
         prefetch_ahead(sink, items, k, ready);
-        if (apply_item(sink, &items[k], fail) != FEED_MORE) return FEED_FAIL;
+        if (apply_item(sink, &items[k], slot_of(sink, k), fail) != FEED_MORE) {
+            st = FEED_FAIL;
+            break;
+        }
     }
-    if (ready == count) return FEED_MORE;
+    if (k > 0) {
+        const feed_item *last = &items[k - 1];
+        memcpy(sink->prev_hash, last->raw + last->raw_len - BERTH_HASH_LEN, BERTH_HASH_LEN);
+    }
+    if (st != FEED_MORE || ready == count) return st;
     *fail = sink->prepare_fail;
     return FEED_FAIL;
 }
@@ -701,6 +935,8 @@ static berth_jerr run_range_yielding(berth_journal_reader *reader, uint64_t from
     feed_source src = { .cursor = NULL, .next_seq = from, .first_seq = from, .last_seq = to,
                         .yield = yield, .yield_arg = yield_arg, .hash = hash,
                         .level = FEED_LEVEL_READ };
+    memcpy(src.start_hash, sink->prev_hash, BERTH_HASH_LEN);
+    src.last_hash_at = src.start_hash;
     sink->hash = hash;
     berth_jerr e = berth_journal_cursor_open(reader, from, &src.cursor);
     if (e != BERTH_J_OK) {

@@ -194,9 +194,11 @@ static const char *const backends[] = { "vllm", "sglang", "llama.cpp" };
 #define TEST_WORKER_POOL 24
 #define TEST_INSTANCE_POOL 40
 
+/* Mostly one to three workers; one in eight has four to six, past the
+ * four placements a replay item carries, so replay parses those again. */
 static void gen_placement(char *p, size_t size) {
-    uint32_t count = 1 + rng_below(3);
-    uint32_t used[3];
+    uint32_t count = rng_below(8) == 0 ? 4 + rng_below(3) : 1 + rng_below(3);
+    uint32_t used[6];
     size_t at = 0;
     for (uint32_t i = 0; i < count; i++) {
         uint32_t w = rng_below(TEST_WORKER_POOL);
