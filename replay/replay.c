@@ -42,7 +42,7 @@
 #define REPLAY_PIPELINE_RECORDS_MIN 16384  /* fewer: a second thread costs more than it saves */
 #endif
 #ifndef REPLAY_PREFETCH_AHEAD
-#define REPLAY_PREFETCH_AHEAD 4         /* records between two stages of a cache hint */
+#define REPLAY_PREFETCH_AHEAD 3         /* records between two stages of a cache hint */
 #endif
 #ifndef REPLAY_PREPARE_AHEAD
 #define REPLAY_PREPARE_AHEAD 4          /* items between a hint and the step that reads it */
