@@ -727,6 +727,7 @@ static feed_status consume_items(replay_sink *sink, feed_item *items, uint32_t c
     }
     if (k > 0) {
         const feed_item *last = &items[k - 1];
+        assert(last->raw_len >= BERTH_HASH_LEN);   /* it decoded, so its hash trails it */
         memcpy(sink->prev_hash, last->raw + last->raw_len - BERTH_HASH_LEN, BERTH_HASH_LEN);
     }
     if (st != FEED_MORE || ready == count) return st;
