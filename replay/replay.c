@@ -78,13 +78,14 @@ typedef struct feed_place {
  * crosses between the cores twice a lap of the ring: it carries only what
  * apply reads, packed into its first lines, not the decoded record and the
  * parsed command (~480 bytes over eight lines). The applier unpacks it into
- * a berth_cmd of its own (sink_cmd), in lines that never leave its core.
+ * a berth_cmd of its own (its slots), in lines that never leave its core.
  * A command that does not fit (labels, a policy, more placements than
  * FEED_PLACES_INLINE) is marked ITEM_WHOLE, and the applier parses it
  * again from the record: the same function over the same bytes. */
 typedef struct feed_item {
-    /* Line 0: the cursor's part, and what every apply reads. */
-    uint64_t seq;
+    /* Line 0: the cursor's part, and what every apply reads. Items start
+     * on a line (chunks are allocated line-aligned), so these are lines. */
+    _Alignas(64) uint64_t seq;
     const uint8_t *raw;
     const uint8_t *prev_hash_at;    /* the hash prev_hash must equal: the trailer of the record before */
     uint32_t raw_len;
@@ -118,6 +119,7 @@ typedef struct feed_item {
 
 _Static_assert(offsetof(feed_item, command) == 64, "an item's apply fields fill its first line");
 _Static_assert(offsetof(feed_item, place) == 128, "placements start the third line");
+_Static_assert(sizeof(feed_item) % 64 == 0, "every item of an array starts on a line");
 
 /* The per-record steps before apply, in the order they always run. Either
  * thread may take them; the sink takes whatever the feeder left, so the same
@@ -794,7 +796,7 @@ static void fill_chunk(feed_source *src, feed_chunk *c) {
 /* The same chunks on one thread: fill, then consume, so a short range runs
  * exactly the steps a pipelined one does. */
 static berth_jerr run_serial(feed_source *src, replay_sink *sink, replay_fail *fail) {
-    feed_chunk *c = malloc(sizeof(*c));
+    feed_chunk *c = aligned_alloc(_Alignof(feed_chunk), sizeof(*c));
     if (c == NULL) {
         fail_set(fail, BERTH_J_NOMEM, src->next_seq, "seq %" PRIu64 ": out of memory for the replay buffer",
                  src->next_seq);
@@ -893,7 +895,7 @@ static berth_jerr run_pipelined(feed_source *src, replay_sink *sink, replay_fail
     feed_ring ring;
     memset(&ring, 0, sizeof(ring));
     ring.src = src;
-    ring.chunks = malloc(REPLAY_RING_CHUNKS * sizeof(feed_chunk));
+    ring.chunks = aligned_alloc(_Alignof(feed_chunk), REPLAY_RING_CHUNKS * sizeof(feed_chunk));
     if (ring.chunks == NULL) return run_serial(src, sink, fail);
     if (pthread_mutex_init(&ring.mu, NULL) != 0) goto serial_free;
     if (pthread_cond_init(&ring.not_full, NULL) != 0) goto serial_mu;
