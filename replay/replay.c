@@ -531,33 +531,29 @@ static uint32_t prepare_items(replay_sink *sink, feed_item *items, uint32_t coun
 #endif
 
 #if REPLAY_CHECK_UNPACK
-static bool str_same(berth_str a, berth_str b) {
-    return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
-}
-
 /* The same command as parse gives, field by field (the arrays up to their counts). */
 static bool cmd_same(const berth_cmd *a, const berth_cmd *b) {
-    if (a->kind != b->kind || !str_same(a->reqid, b->reqid) || !str_same(a->name, b->name) ||
+    if (a->kind != b->kind || !berth_str_eq(a->reqid, b->reqid) || !berth_str_eq(a->name, b->name) ||
         a->name_hash != b->name_hash || a->gpu_count != b->gpu_count || a->vram_mib != b->vram_mib ||
-        a->label_count != b->label_count || a->claim_mib != b->claim_mib || !str_same(a->model, b->model) ||
-        !str_same(a->backend, b->backend) || a->place_count != b->place_count ||
+        a->label_count != b->label_count || a->claim_mib != b->claim_mib || !berth_str_eq(a->model, b->model) ||
+        !berth_str_eq(a->backend, b->backend) || a->place_count != b->place_count ||
         a->backend_count != b->backend_count) {
         return false;
     }
     for (uint32_t i = 0; i < a->place_count; i++) {
         const berth_place *p = &a->place[i], *q = &b->place[i];
-        if (!str_same(p->worker, q->worker) || p->gpu_mask != q->gpu_mask || p->all_gpus != q->all_gpus ||
+        if (!berth_str_eq(p->worker, q->worker) || p->gpu_mask != q->gpu_mask || p->all_gpus != q->all_gpus ||
             p->worker_hash != q->worker_hash) {
             return false;
         }
     }
     for (uint32_t i = 0; i < a->label_count; i++) {
-        if (!str_same(a->labels[i].key, b->labels[i].key) || !str_same(a->labels[i].value, b->labels[i].value)) {
+        if (!berth_str_eq(a->labels[i].key, b->labels[i].key) || !berth_str_eq(a->labels[i].value, b->labels[i].value)) {
             return false;
         }
     }
     for (uint32_t i = 0; i < a->backend_count; i++) {
-        if (!str_same(a->backends[i], b->backends[i])) return false;
+        if (!berth_str_eq(a->backends[i], b->backends[i])) return false;
     }
     return true;
 }
@@ -610,8 +606,8 @@ static void item_unpack(replay_sink *sink, const feed_item *item, berth_cmd *cmd
 #endif
 }
 
-/* Chain check, apply and (verify) compare of one prepared item, whose
- * command cmd holds. */
+/* Apply and (verify) compare of one prepared item, whose command cmd
+ * holds; its chain was checked when it was parsed. */
 static feed_status apply_item(replay_sink *sink, const feed_item *item, const berth_cmd *cmd,
                               replay_fail *fail) {
     assert(item->done & ITEM_PARSED);
@@ -660,7 +656,6 @@ static const berth_cmd *slot_fill(replay_sink *sink, const feed_item *items, uin
      * feeder read on its core: a line from there costs ~235 ns here. */
     prefetch_raw((const uint8_t *)item->command, item->command_len);
     if (item->reqid_len > 0) {
-        __builtin_prefetch(&item->pre);
         berth_state_prefetch_reqid(sink->state, item->pre.reqid_hash);
     }
     if (sink->compare) __builtin_prefetch(item->sentence);
