@@ -32,6 +32,10 @@
 #include "replay.h"
 #include "replay_internal.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #ifndef REPLAY_CHUNK_RECORDS  /* a build may override these two to measure other shapes */
 #define REPLAY_CHUNK_RECORDS 256        /* records handed between threads at once */
 #endif
@@ -73,9 +77,9 @@ typedef struct feed_place {
 
 #define FEED_PLACES_INLINE 4   /* placements an item carries; a command with more goes whole */
 
-/* One record between the threads. The feeder writes it on its core and the
- * applier reads it on the other, so every line of it that is written
- * crosses between the cores twice a lap of the ring: it carries only what
+/* One record between the threads. The feeder writes it (streamed from its
+ * stage: item_stream) and the applier reads it on the other core, so every
+ * line of it that is written crosses between the cores: it carries only what
  * apply reads, packed into its first lines, not the decoded record and the
  * parsed command (~480 bytes over eight lines). The applier unpacks it into
  * a berth_cmd of its own (its slots), in lines that never leave its core.
@@ -750,14 +754,46 @@ typedef struct feed_ring {
     bool stop;                      /* the sink failed: the feeder quits */
     feed_source *src;
     feed_chunk *chunks;             /* REPLAY_RING_CHUNKS, owned by the run */
+    feed_item *stage;               /* REPLAY_CHUNK_RECORDS, the feeder's own; owned by the run */
 } feed_ring;
+
+/* The feeder builds each item in its own stage, in lines that stay on its
+ * core, and copies it into the ring with non-temporal stores: a plain store
+ * into a ring line must first take the line from the applier's core, which
+ * read it a lap ago (~235 ns here), and a few of those fill the store
+ * buffer and stall every later store, the cursor's and parse's included.
+ * A streamed line goes to memory with no read; the applier's hints fetch
+ * it from there. The lines copied are the ones written: all of them once
+ * the steps packed the item, else the cursor's line 0 (the applier packs
+ * the rest itself). */
+static void item_stream(feed_item *to, const feed_item *from) {
+    assert((uintptr_t)to % 64 == 0 && (uintptr_t)from % 64 == 0);
+    size_t lines = (from->done & ITEM_PARSED) ? sizeof(feed_item) / 64 : 1;
+#if defined(__SSE2__)
+    __m128i *d = (__m128i *)(void *)to;
+    const __m128i *s = (const __m128i *)(const void *)from;
+    for (size_t i = 0; i < lines * 4; i++) _mm_stream_si128(d + i, _mm_load_si128(s + i));
+#else
+    memcpy(to, from, lines * 64);
+#endif
+}
+
+/* Streamed stores are weakly ordered: they must be visible before the
+ * chunk is published, whose lock alone does not promise it. */
+static void stream_fence(void) {
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
 
 /* A chunk is read whole before any of its steps run, so each record's bytes
  * were hinted into the cache a chunk's worth of cursor steps before the
  * hash reads them. Only the first failure is reported: a step that fails
  * at item k comes before any read failure past k, and cuts the chunk there,
- * as reading and stepping record by record would. */
-static void fill_chunk(feed_source *src, feed_chunk *c) {
+ * as reading and stepping record by record would. stage: NULL, or the
+ * feeder's own REPLAY_CHUNK_RECORDS items to build them in (item_stream). */
+static void fill_chunk(feed_source *src, feed_chunk *c, feed_item *stage) {
+    feed_item *items = stage != NULL ? stage : c->items;
     c->count = 0;
     c->status = FEED_MORE;
     /* At FEED_LEVEL_ALL feed_steps hashes (when asked), decodes and parses
@@ -773,17 +809,19 @@ static void fill_chunk(feed_source *src, feed_chunk *c) {
     uint32_t read = 0;
     feed_status read_status = FEED_MORE;
     while (read < REPLAY_CHUNK_RECORDS) {
-        read_status = read_one(src, &c->items[read], &c->fail);
+        read_status = read_one(src, &items[read], &c->fail);
         if (read_status != FEED_MORE) break;
         read++;
     }
     for (; c->count < read; c->count++) {
-        if (feed_steps(src, &c->items[c->count], &c->fail) != FEED_MORE) {
+        if (feed_steps(src, &items[c->count], &c->fail) != FEED_MORE) {
             c->status = FEED_FAIL;
-            return;
+            break;
         }
+        if (stage != NULL) item_stream(&c->items[c->count], &items[c->count]);
     }
-    c->status = read_status;
+    if (stage != NULL) stream_fence();
+    if (c->status != FEED_FAIL) c->status = read_status;
 }
 
 /* ------------------------------------------------------- one-thread run */
@@ -800,7 +838,7 @@ static berth_jerr run_serial(feed_source *src, replay_sink *sink, replay_fail *f
     src->level = FEED_LEVEL_READ;
     berth_jerr e = BERTH_J_OK;
     for (;;) {
-        fill_chunk(src, c);
+        fill_chunk(src, c, NULL);
         if (consume_items(sink, c->items, c->count, c->prepared, fail) != FEED_MORE) {
             e = fail->err;
             break;
@@ -857,7 +895,7 @@ static void *feeder_main(void *arg) {
                            : ahead >= REPLAY_RING_CHUNKS / 4 ? FEED_LEVEL_HASH
                                                              : FEED_LEVEL_READ;
         feed_chunk *c = &ring->chunks[i];
-        fill_chunk(ring->src, c);
+        fill_chunk(ring->src, c, ring->stage);
         ring_lock(ring);
         ring->filled++;
         assert(ring->filled <= REPLAY_RING_CHUNKS);
@@ -892,6 +930,8 @@ static berth_jerr run_pipelined(feed_source *src, replay_sink *sink, replay_fail
     ring.src = src;
     ring.chunks = aligned_alloc(_Alignof(feed_chunk), REPLAY_RING_CHUNKS * sizeof(feed_chunk));
     if (ring.chunks == NULL) return run_serial(src, sink, fail);
+    ring.stage = aligned_alloc(_Alignof(feed_item), REPLAY_CHUNK_RECORDS * sizeof(feed_item));
+    if (ring.stage == NULL) goto serial_free;
     if (pthread_mutex_init(&ring.mu, NULL) != 0) goto serial_free;
     if (pthread_cond_init(&ring.not_full, NULL) != 0) goto serial_mu;
     if (pthread_cond_init(&ring.not_empty, NULL) != 0) goto serial_nf;
@@ -908,6 +948,7 @@ static berth_jerr run_pipelined(feed_source *src, replay_sink *sink, replay_fail
     pthread_cond_destroy(&ring.not_empty);
     pthread_cond_destroy(&ring.not_full);
     pthread_mutex_destroy(&ring.mu);
+    free(ring.stage);
     free(ring.chunks);
     return e;
     /* No thread to be had: the same work on one thread is still correct. */
@@ -918,6 +959,7 @@ serial_nf:
 serial_mu:
     pthread_mutex_destroy(&ring.mu);
 serial_free:
+    free(ring.stage);
     free(ring.chunks);
     return run_serial(src, sink, fail);
 }
