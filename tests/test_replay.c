@@ -693,6 +693,28 @@ START_TEST(test_verify_first_of_two_faults) {
 }
 END_TEST
 
+/* An applier slow for half the walk keeps the ring full: its feeder
+ * sleeps at a full ring and is woken at REPLAY_RING_RESUME, lap after lap,
+ * and must neither miss a wake (the walk would hang) nor lose or repeat a
+ * chunk (the count or the outcomes would differ). Then the applier speeds
+ * up and drains the ring. */
+START_TEST(test_verify_slow_applier_full_ring) {
+    char dir[64];
+    berth_journal *j = random_journal(dir, sizeof(dir), 12, 0);
+    berth_journal_reader *r = NULL;
+    ck_assert_int_eq(berth_journal_reader_open(j, &r), BERTH_J_OK);
+    uint64_t slow_until = TEST_RANDOM_RECORDS / 2;
+    berth_verify_report rep;
+    berth_jerr e = berth_verify_touched(r, slow_touched, &slow_until, &rep);
+    ck_assert_msg(e == BERTH_J_OK && rep.ok, "verify: %s", rep.what);
+    ck_assert_uint_eq(rep.records, TEST_RANDOM_RECORDS);
+    ck_assert_uint_eq(rep.first_bad_seq, 0);
+    berth_journal_reader_close(r);
+    berth_journal_close(j);
+    remove_dir(dir);
+}
+END_TEST
+
 START_TEST(test_verify_gap_and_truncation) {
     char dir[64];
     stream st;
@@ -2724,6 +2746,7 @@ static Suite *replay_suite(void) {
         { "verify_noncanonical", test_verify_noncanonical },
         { "verify_gap", test_verify_gap_and_truncation },
         { "verify_two_faults", test_verify_first_of_two_faults },
+        { "verify_slow_applier", test_verify_slow_applier_full_ring },
         { "cut_head", test_cut_head_named },
         { "snapshot_anchor", test_snapshot_anchor_checked },
         { "verify_steps", test_verify_steps_match_whole },
