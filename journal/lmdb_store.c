@@ -380,6 +380,7 @@ typedef struct lmdb_cursor {
     uint64_t expect;                /* the seq the next record must carry */
     bool started;
     bool failed;                    /* a gap or a bad key ends the walk */
+    uintptr_t page_bytes;           /* the map's page (a power of two); 0: no hints */
     uintptr_t hint_page;            /* the page of the last record returned */
     uintptr_t hint_low;             /* the lowest address hinted in it */
 } lmdb_cursor;
@@ -3655,6 +3656,23 @@ static berth_jerr lmdb_read_raw(berth_journal_reader *base, uint64_t seq, const 
     return BERTH_J_OK;
 }
 
+/* Cache hints ahead of a journal walk. A record's node is the first thing
+ * the cursor touches, and it came from memory on every record: the walk
+ * reads each node to learn where the next one is, so the misses queue one
+ * behind the other. LMDB lays out a leaf page's nodes from its end
+ * downwards, so the records after this one in the page sit just below it;
+ * and an append-only journal's leaf pages mostly follow each other upwards
+ * in the map (in the 10M-record bench journal, 61% of page changes go to
+ * the very next page, 29% to one 2 to 15 pages on; docs/bench.md,
+ * "Session 19"). So each step hints the CURSOR_HINT_AHEAD_BYTES below the
+ * record it returns, and entering a page hints the next page's header and
+ * its first records. A hint is only a hint: a wrong guess costs a line of
+ * bandwidth, and a prefetch never faults, whatever the address. A record
+ * in overflow pages (a few KB or more) is hinted around as if it were in
+ * a leaf: only wasted hints. */
+#define CURSOR_HINT_AHEAD_BYTES 1024u     /* about four records of the bench journal */
+#define CURSOR_LINE_BYTES 64u
+
 static berth_jerr lmdb_cursor_open(berth_journal_reader *base, uint64_t from,
                                    berth_journal_cursor **out) {
     lmdb_reader *r = reader_of(base);
@@ -3670,35 +3688,25 @@ static berth_jerr lmdb_cursor_open(berth_journal_reader *base, uint64_t from,
     }
     c->base.ops = &lmdb_ops;
     c->expect = from;
+    MDB_stat st;
+    if (mdb_env_stat(mdb_txn_env(r->txn), &st) == 0 && st.ms_psize >= 2 * CURSOR_HINT_AHEAD_BYTES &&
+        (st.ms_psize & (st.ms_psize - 1)) == 0) {
+        c->page_bytes = st.ms_psize;   /* the OS page: 4 KiB here, 16 or 64 KiB on some arm64 and ppc64 */
+    }
     *out = &c->base;
     return BERTH_J_OK;
 }
 
-/* Cache hints ahead of a journal walk. A record's node is the first thing
- * the cursor touches, and it came from memory on every record: the walk
- * reads each node to learn where the next one is, so the misses queue one
- * behind the other. LMDB lays out a leaf page's nodes from its end
- * downwards, so the records after this one in the page sit just below it;
- * and an append-only journal's leaf pages mostly follow each other upwards
- * in the map (in the 10M-record bench journal, 61% of page changes go to
- * the very next page, 29% to one 2 to 15 pages on; docs/bench.md,
- * "Session 19"). So each step hints the CURSOR_HINT_AHEAD_BYTES below the
- * record it returns, and entering a page hints the next page's header and
- * its first records. A hint is only a hint: a wrong guess costs a line of
- * bandwidth, and a prefetch never faults, whatever the address. */
-#define CURSOR_PAGE_BYTES 4096u           /* LMDB's page on the platforms berth runs on */
-#define CURSOR_HINT_AHEAD_BYTES 1024u     /* about four records of the bench journal */
-#define CURSOR_LINE_BYTES 64u
-_Static_assert(CURSOR_HINT_AHEAD_BYTES < CURSOR_PAGE_BYTES, "hints stay within a page and the next");
-
 static void cursor_hint_ahead(lmdb_cursor *c, uintptr_t at) {
-    uintptr_t page = at & ~(uintptr_t)(CURSOR_PAGE_BYTES - 1);
+    const uintptr_t page_bytes = c->page_bytes;
+    if (page_bytes == 0) return;
+    uintptr_t page = at & ~(page_bytes - 1);
     if (page != c->hint_page) {
         c->hint_page = page;
         c->hint_low = at & ~(uintptr_t)(CURSOR_LINE_BYTES - 1);
-        uintptr_t next = page + CURSOR_PAGE_BYTES;
+        uintptr_t next = page + page_bytes;
         __builtin_prefetch((const void *)next);
-        for (uintptr_t a = next + CURSOR_PAGE_BYTES - CURSOR_HINT_AHEAD_BYTES; a < next + CURSOR_PAGE_BYTES;
+        for (uintptr_t a = next + page_bytes - CURSOR_HINT_AHEAD_BYTES; a < next + page_bytes;
              a += CURSOR_LINE_BYTES) {
             __builtin_prefetch((const void *)a);
         }

@@ -32,8 +32,22 @@
 #include "replay.h"
 #include "replay_internal.h"
 
-#if defined(__SSE2__)
+/* Non-temporal stores where the ISA has them; sanitizers do not see such a
+ * store (GCC instruments none), so their builds copy plainly and keep
+ * checking every write into the ring. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define REPLAY_STREAM_ITEMS 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define REPLAY_STREAM_ITEMS 0
+#endif
+#endif
+#if !defined(REPLAY_STREAM_ITEMS) && defined(__SSE2__)
+#define REPLAY_STREAM_ITEMS 1
 #include <emmintrin.h>
+#endif
+#ifndef REPLAY_STREAM_ITEMS
+#define REPLAY_STREAM_ITEMS 0
 #endif
 
 #ifndef REPLAY_CHUNK_RECORDS  /* a build may override these two to measure other shapes */
@@ -48,7 +62,11 @@
  * the feeder slept and was woken once a chunk (41,000 context switches in a
  * 10M-record replay, each a dear trip through this VM's hypervisor); woken
  * at half a ring of 16, at most once every eight chunks (1,157 context
- * switches in the same replay). Its lead stays at least this many chunks. */
+ * switches in the same replay). The feeder then fills while the applier
+ * drains the rest; a wake slower than eight chunks' apply leaves the
+ * applier idle a moment (twice in seven wakes in a review's trace; the
+ * bench's rate still rose, docs/bench.md "Session 19"). A yield (berthd's long jobs) still waits for the
+ * chunks already read: at most a ring, 4,096 records, ~1 ms. */
 #ifndef REPLAY_RING_RESUME
 #define REPLAY_RING_RESUME (REPLAY_RING_CHUNKS / 2)
 #endif
@@ -781,7 +799,7 @@ typedef struct feed_ring {
 static void item_stream(feed_item *to, const feed_item *from) {
     assert((uintptr_t)to % 64 == 0 && (uintptr_t)from % 64 == 0);
     size_t lines = (from->done & ITEM_PARSED) ? sizeof(feed_item) / 64 : 1;
-#if defined(__SSE2__)
+#if REPLAY_STREAM_ITEMS
     __m128i *d = (__m128i *)(void *)to;
     const __m128i *s = (const __m128i *)(const void *)from;
     for (size_t i = 0; i < lines * 4; i++) _mm_stream_si128(d + i, _mm_load_si128(s + i));
@@ -793,7 +811,7 @@ static void item_stream(feed_item *to, const feed_item *from) {
 /* Streamed stores are weakly ordered: they must be visible before the
  * chunk is published, whose lock alone does not promise it. */
 static void stream_fence(void) {
-#if defined(__SSE2__)
+#if REPLAY_STREAM_ITEMS
     _mm_sfence();
 #endif
 }
@@ -825,13 +843,16 @@ static void fill_chunk(feed_source *src, feed_chunk *c, feed_item *stage) {
         if (read_status != FEED_MORE) break;
         read++;
     }
-    for (; c->count < read; c->count++) {
-        if (feed_steps(src, &items[c->count], &c->fail) != FEED_MORE) {
+    /* count in a local: the chunk's header line is the applier's too. */
+    uint32_t count = 0;
+    for (; count < read; count++) {
+        if (feed_steps(src, &items[count], &c->fail) != FEED_MORE) {
             c->status = FEED_FAIL;
             break;
         }
-        if (stage != NULL) item_stream(&c->items[c->count], &items[c->count]);
+        if (stage != NULL) item_stream(&c->items[count], &items[count]);
     }
+    c->count = count;
     if (stage != NULL) stream_fence();
     if (c->status != FEED_FAIL) c->status = read_status;
 }
