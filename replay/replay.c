@@ -29,24 +29,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "berth_sanitized.h"
 #include "replay.h"
 #include "replay_internal.h"
 
 /* Non-temporal stores where the ISA has them; sanitizers do not see such a
  * store (GCC instruments none), so their builds copy plainly and keep
  * checking every write into the ring. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define REPLAY_STREAM_ITEMS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define REPLAY_STREAM_ITEMS 0
-#endif
-#endif
-#if !defined(REPLAY_STREAM_ITEMS) && defined(__SSE2__)
+#if defined(__SSE2__) && !BERTH_SANITIZED
 #define REPLAY_STREAM_ITEMS 1
 #include <emmintrin.h>
-#endif
-#ifndef REPLAY_STREAM_ITEMS
+#else
 #define REPLAY_STREAM_ITEMS 0
 #endif
 

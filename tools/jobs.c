@@ -62,6 +62,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "berth_sanitized.h"
 #include "guard.h"
 
 #define JOB_ARGS_MAX 32             /* words of an AT query */
@@ -85,16 +86,7 @@ enum {
  * held at the fork), so that build runs each job in berthd run afresh
  * (guard_spawn, /proc/self/exe: this binary even if its file was replaced
  * since). Elsewhere the fork is cheaper (docs/reliability.md). */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define JOBS_SPAWN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define JOBS_SPAWN 1
-#endif
-#endif
-#ifndef JOBS_SPAWN
-#define JOBS_SPAWN 0
-#endif
+#define JOBS_SPAWN BERTH_SANITIZED
 #define JOBS_SELF_EXE "/proc/self/exe"
 
 typedef enum job_kind { JOB_VERIFY, JOB_AT } job_kind;
