@@ -141,6 +141,19 @@ reader_start() {
     reader_pid=$!; bg_pids+=("$reader_pid")
 }
 reader_end() { kill "$reader_pid" 2>/dev/null; wait "$reader_pid" 2>/dev/null; }
+# reader_shown PHASE: until the reader was shown its first head (10 s). The
+# phases with a fault start it first and wait for this before the writes
+# begin: on a disk whose sync takes ~0.1 ms a fault could come before a
+# reader started beside the writes was answered (its JOURNAL.HEAD waits for
+# a checkpoint), and heads_check then found no head (session 20's machine).
+reader_shown() {
+    local i
+    for ((i = 0; i < 400; i++)); do
+        [ "$(grep -c '^seq$' "$TMP/heads.$1" 2>/dev/null)" -gt 0 ] && return 0
+        sleep 0.025
+    done
+    fail "$1: the reader was shown no head in 10 s"
+}
 # heads_check PHASE: the last head the reader was shown is in the journal
 # with its hash (a reader is never shown what a crash can take back).
 heads_check() {
@@ -300,8 +313,9 @@ $(grep -cE "$not_applied" "$TMP/replies.$1") not applied"
 
 # b. One sync of the log fails with EIO mid-stream.
 start_shimmed
-stream_start logfail
 reader_start logfail
+reader_shown logfail
+stream_start logfail
 wait_replies logfail "$acked_before_fault"
 shim_arm fail.log 5
 stopped logfail
@@ -320,8 +334,9 @@ stop_berthd
 # b2. A checkpoint's sync in LMDB fails with EIO mid-stream: LMDB takes no
 #     more, every acknowledged write is in the log, berthd stops.
 start_shimmed
-stream_start ckptfail
 reader_start ckptfail
+reader_shown ckptfail
+stream_start ckptfail
 wait_replies ckptfail "$acked_before_fault"
 shim_arm fail.data 5
 stopped ckptfail
@@ -340,8 +355,9 @@ stop_berthd
 #     dropped pages no later sync writes) would have reset the log over
 #     records LMDB on the disk does not hold.
 start_shimmed
-stream_start ckptfull
 reader_start ckptfull
+reader_shown ckptfull
+stream_start ckptfull
 wait_replies ckptfull "$acked_before_fault"
 log_from=$(($(wc -l <"$LOG") + 1))
 shim_arm fail.data 28
@@ -372,8 +388,9 @@ stop_berthd
 # c. The disk dies: every sync of either file after the first syncs_ok fails.
 log_from=$(($(wc -l <"$LOG") + 1))
 BERTH_SHIM_SYNCS_OK=$syncs_ok start_shimmed
-stream_start dead
 reader_start dead
+reader_shown dead   # the 400 syncs go by in ~50 ms on a fast disk
+stream_start dead
 stopped dead
 tail -n +"$log_from" "$LOG" >"$TMP/log.dead"
 grep -q 'syncing the journal failed\|the journal cannot take the commit log' "$TMP/log.dead" \
