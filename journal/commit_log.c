@@ -212,6 +212,8 @@ struct berth_clog {
     berth_str *batch_workers;
     pthread_mutex_t mu;             /* guards shared */
     bool mu_made;
+    void (*contended)(void *arg);   /* berth_clog_set_contention_hook; set before threads */
+    void *contended_arg;
     struct shared shared;
 };
 
@@ -486,6 +488,12 @@ uint64_t berth_clog_frame_bytes(const berth_record *records, const berth_touched
 /* ---- open and close ------------------------------------------------------ */
 
 static void lock(berth_clog *log) {
+    if (pthread_mutex_trylock(&log->mu) == 0) {
+        return;
+    }
+    if (log->contended != NULL) {
+        log->contended(log->contended_arg);   /* its holder may be at a low priority */
+    }
     int rc = pthread_mutex_lock(&log->mu);
     assert(rc == 0);   /* a default mutex, locked by no one twice */
     (void)rc;
@@ -762,6 +770,12 @@ uint64_t berth_clog_active_used_bytes(const berth_clog *log) {
 
 uint64_t berth_clog_active_size_bytes(const berth_clog *log) {
     return log->files[log->active].size;
+}
+
+void berth_clog_set_contention_hook(berth_clog *log, void (*fn)(void *arg), void *arg) {
+    assert(log != NULL);
+    log->contended = fn;
+    log->contended_arg = arg;
 }
 
 /* The sticky IO flag, from any thread. */

@@ -183,6 +183,13 @@ uint64_t berth_clog_size_bytes(const berth_clog *log);
  * berth_clog_append has left before FULL. Appending thread. */
 uint64_t berth_clog_active_used_bytes(const berth_clog *log);
 uint64_t berth_clog_active_size_bytes(const berth_clog *log);
+/* Have fn(arg) called whenever a thread finds the log's internal lock
+ * held, just before it waits for it. A caller whose checkpointing thread
+ * may run at a low priority uses it to raise that thread, which could
+ * otherwise hold the lock, preempted, while the appending thread waits
+ * (berthd: tools/batch.c, "The checkpointer's priority"). fn must not call
+ * into the log. Set before any other thread uses the log; NULL: none. */
+void berth_clog_set_contention_hook(berth_clog *log, void (*fn)(void *arg), void *arg);
 
 /* After a successful berth_clog_checkpoint: true when its walk ended on a
  * frame that is not whole but whose header still reads, holding seqs past

@@ -12,7 +12,7 @@ if(TARGET berthd)
   if(NOT BERTH_REDIS_CLI OR NOT BERTH_NC)
     message(WARNING "berthd integration tests need redis-cli and nc: apt-get install -y redis-tools netcat-openbsd")
   endif()
-  set(berth_server_tests seed refusals queries pipeline protocol auth watch restart kill9 limits sched_slice growth
+  set(berth_server_tests seed refusals queries pipeline protocol auth watch restart kill9 limits sched_slice ckpt_priority growth
       config unixsocket accept_pause)
   foreach(t ${berth_server_tests})
     add_test(NAME server_${t}

@@ -78,6 +78,23 @@ static void berthd_close_journal(server *s) {
     s->journal = NULL;
 }
 
+/* Whether the checkpointer may run at SCHED_IDLE (batch.c, "The
+ * checkpointer's priority"): asked for, and this process may bring a thread
+ * back from it. Said once in the log when asked for and refused. */
+static void checkpoint_priority_choose(server *s) {
+    s->checkpoint_background = false;
+    if (strcmp(s->config.checkpoint_priority, "background") != 0) {
+        return;
+    }
+    s->checkpoint_background = server_thread_background_probe();
+    if (!s->checkpoint_background) {
+        server_log("the checkpointer runs at the normal priority: this process may not bring a "
+                   "thread back from SCHED_IDLE (that takes CAP_SYS_NICE or an RLIMIT_NICE of 20, "
+                   "LimitNICE=20 in a systemd unit); the replies' tail is longer on busy cores "
+                   "(docs/server.md, \"The checkpointer's priority\")");
+    }
+}
+
 /* The commit log (batch.c, "The commit log"): whatever --commit-log says,
  * a log left in DIR is checkpointed first, since it may hold acknowledged
  * records that never reached LMDB (a crash, or a stop whose last checkpoint
@@ -142,6 +159,7 @@ static int berthd_commit_log_open(server *s) {
     }
     if (on) {
         s->clog = log;
+        checkpoint_priority_choose(s);
     } else {
         berth_clog_close(log);
     }

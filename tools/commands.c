@@ -386,12 +386,17 @@ static void info_journal(server *s, text *t) {
                     "commit_log_size_bytes:%llu\r\ncheckpoints:%llu\r\n"
                     "checkpoints_background:%llu\r\n"
                     "checkpoint_records:%llu\r\ncheckpoint_failures:%llu\r\n"
-                    "commit_log_status:%s\r\n",
+                    "commit_log_status:%s\r\ncheckpoint_priority:%s\r\n"
+                    "checkpoint_background_runs:%llu\r\ncheckpoint_boosts:%llu\r\n"
+                    "checkpoint_holder_raises:%llu\r\n",
                  (unsigned long long)batch_journal_head(s), (unsigned long long)clog.used_bytes,
                  (unsigned long long)clog.size_bytes, (unsigned long long)clog.checkpoints,
                  (unsigned long long)clog.checkpoints_sealed,
                  (unsigned long long)clog.checkpoint_records,
-                 (unsigned long long)clog.checkpoint_failures, berth_jerr_name(clog.stuck));
+                 (unsigned long long)clog.checkpoint_failures, berth_jerr_name(clog.stuck),
+                 clog.background ? "background" : "normal",
+                 (unsigned long long)clog.background_runs, (unsigned long long)clog.boosts,
+                 (unsigned long long)clog.holder_raises);
     }
     text_add(t, "history_folded_seq:%llu\r\nhistory_fold_backlog:%llu\r\n"
                 "history_fold_backlog_max:%llu\r\nhistory_folds:%llu\r\n"

@@ -81,6 +81,10 @@ static const option options[] = {
       "on|off  acknowledge a batch after one sync of the commit log (DATA/commit.log and "
       "commit.log.2), moving it into LMDB later "
       "(default on; LMDB journal only; see docs/server.md)" },
+    { "checkpoint-priority", OPT_STRING, FIELD(checkpoint_priority), 0, 0,
+      "background|normal  run the commit log's checkpoints at SCHED_IDLE while nothing waits on "
+      "them, raised the moment something does (default background, where the process may raise "
+      "a thread back: CAP_SYS_NICE or RLIMIT_NICE 20; see docs/server.md)" },
     { "commit-log-mib", OPT_U64, FIELD(commit_log_mib), 80, 16384,
       "MIB  the commit log's two files together when berthd creates them, half each, 80 to 16384 "
       "(default 128)" },
@@ -134,6 +138,7 @@ void config_defaults(server_config *cfg) {
     cfg->history_fold_records = BERTH_HISTORY_FOLD_RECORDS_DEFAULT;
     cfg->job_timeout_s = SERVER_JOB_TIMEOUT_S_DEFAULT;
     snprintf(cfg->commit_log, sizeof cfg->commit_log, "on");
+    snprintf(cfg->checkpoint_priority, sizeof cfg->checkpoint_priority, "background");
     cfg->commit_log_mib = (2 * BERTH_CLOG_BYTES_DEFAULT) >> 20;   /* two files */
 }
 
@@ -359,6 +364,12 @@ int config_check(const server_config *cfg, char *err, size_t err_size) {
     }
     if (strcmp(cfg->commit_log, "on") != 0 && strcmp(cfg->commit_log, "off") != 0) {
         snprintf(err, err_size, "ERR --commit-log must be on or off, not \"%s\"", cfg->commit_log);
+        return -1;
+    }
+    if (strcmp(cfg->checkpoint_priority, "background") != 0 &&
+        strcmp(cfg->checkpoint_priority, "normal") != 0) {
+        snprintf(err, err_size, "ERR --checkpoint-priority must be background or normal, not \"%s\"",
+                 cfg->checkpoint_priority);
         return -1;
     }
     if (cfg->port == 0 && cfg->unixsocket[0] == '\0') {

@@ -12,7 +12,8 @@
  * entry or a background job keeps a closed client's memory alive until the
  * commit or the job is done, so no reply is ever written into freed memory.
  * Also asks the scheduler for a short time slice for the threads a reply
- * waits on (server_thread_short_slice). */
+ * waits on (server_thread_short_slice), and moves a thread to the
+ * background priority and back (server_thread_background). */
 #define _GNU_SOURCE     /* accept4 */
 #include "server.h"
 
@@ -23,6 +24,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +103,45 @@ void server_thread_short_slice(void) {
     attr.runtime_ns = (uint64_t)SERVER_SLICE_US * 1000u;
     (void)syscall(SYS_sched_setattr, 0, &attr, 0);   /* best effort: a hint, never a need */
 #endif
+}
+
+/* Why a background priority, and why it must be reversible: see batch.c,
+ * "The checkpointer's priority". SCHED_IDLE runs a thread only on a core no
+ * other thread wants, and yields that core at once to any thread that
+ * wakes. Any thread may lower itself there; coming back to SCHED_OTHER
+ * takes CAP_SYS_NICE or an RLIMIT_NICE of at least 20 (the kernel counts
+ * SCHED_IDLE as nice 20), and a thread stuck there would starve whenever
+ * the cores are busy. So a probe thread tries the round trip first, and
+ * only where it comes back does berthd send its checkpointer down. */
+bool server_thread_background(pthread_t thread, bool background) {
+#if defined(__linux__) && defined(SCHED_IDLE)
+    struct sched_param param;
+    memset(&param, 0, sizeof param);
+    return pthread_setschedparam(thread, background ? SCHED_IDLE : SCHED_OTHER, &param) == 0;
+#else
+    (void)thread;
+    (void)background;
+    return false;
+#endif
+}
+
+static void *background_probe_thread(void *arg) {
+    bool *ok = arg;
+    *ok = server_thread_background(pthread_self(), true) &&
+          server_thread_background(pthread_self(), false);
+    return NULL;   /* left at SCHED_IDLE if the way back failed: it ends here */
+}
+
+bool server_thread_background_probe(void) {
+    bool ok = false;
+    pthread_t probe;
+    if (pthread_create(&probe, NULL, background_probe_thread, &ok) != 0) {
+        return false;
+    }
+    int rc = pthread_join(probe, NULL);
+    assert(rc == 0);
+    (void)rc;
+    return ok;
 }
 
 void server_log(const char *fmt, ...) {

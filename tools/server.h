@@ -130,6 +130,8 @@ typedef struct server_config {
     uint32_t history_fold_records;      /* the LMDB journal's fold threshold (journal.h) */
     uint32_t job_timeout_s;             /* a job's child past it is killed (jobs.c); 0: never */
     char commit_log[8];                 /* "on" (default) or "off": batch.c, "The commit log" */
+    char checkpoint_priority[16];       /* "background" (default) or "normal": batch.c,
+                                           "The checkpointer's priority" */
     uint64_t commit_log_mib;            /* DIR/commit.log's size when berthd creates it */
     bool show_help;
     bool show_version;
@@ -306,6 +308,8 @@ typedef struct server {
     uint64_t durable_head;              /* with pipe: the last seq known durable */
     struct pipe_journal *pipe;          /* batch.c's committer; NULL on etcd (synchronous) */
     struct berth_clog *clog;            /* the commit log (--commit-log on), owned; or NULL */
+    bool checkpoint_background;         /* with clog: its checkpointer may run at SCHED_IDLE
+                                           (--checkpoint-priority, and the probe allows) */
     berth_engine_options engine_options;   /* to reopen the engine after a failed commit */
     uint32_t last_batch_count;          /* the cohort expected in the next batch (gather) */
     uint64_t last_commit_us;            /* latency of the last commit */
@@ -357,6 +361,12 @@ uint64_t now_ms_wall(void);
 uint64_t now_ns_mono(void);
 void server_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void server_thread_short_slice(void);   /* the calling thread: a short slice (networking.c) */
+/* thread to SCHED_IDLE (background) or back to SCHED_OTHER; false where the
+ * scheduler refuses or has no SCHED_IDLE (networking.c). */
+bool server_thread_background(pthread_t thread, bool background);
+/* true when a thread of this process may go to SCHED_IDLE and come back
+ * (CAP_SYS_NICE, or RLIMIT_NICE >= 20): tried on a thread of its own. */
+bool server_thread_background_probe(void);
 
 /* batch.c */
 int batch_init(server *s);
@@ -401,6 +411,10 @@ typedef struct batch_clog_stats {
     uint64_t used_bytes;                /* the log's current generation */
     uint64_t size_bytes;
     berth_jerr stuck;                   /* OK, or why writes are refused */
+    bool background;                    /* the checkpointer may run at SCHED_IDLE */
+    uint64_t boosts;                    /* raises: something waited on it */
+    uint64_t holder_raises;             /* raises: it held a lock another thread wanted */
+    uint64_t background_runs;           /* checkpoints it began at SCHED_IDLE */
 } batch_clog_stats;
 void batch_commit_log_stats(const server *s, batch_clog_stats *out);
 /* Without blocking: answer a batch the committer finished, if any. */
