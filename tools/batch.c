@@ -163,9 +163,12 @@ typedef struct pipe_journal {
     /* Its priority ("The checkpointer's priority"). ckpt_background is set
      * before the threads start; the atomics are shared by every thread. */
     bool ckpt_background;           /* may run at SCHED_IDLE while nothing waits for it */
-    pthread_t ckpt_self;            /* its own id, written before ckpt_idle is first set */
-    atomic_bool ckpt_idle;          /* it may be at SCHED_IDLE now */
-    atomic_bool ckpt_urgent;        /* something waits on it: not idle till its checkpoint ends */
+    pthread_t ckpt_self;            /* its own id, written before ckpt_lowered is first set */
+    atomic_bool ckpt_lowered;       /* it asks for SCHED_IDLE (a holder's raise clears it) */
+    atomic_bool ckpt_urgent;        /* something waits on it: the normal priority, until a
+                                       checkpoint ends (pipe_checkpoint_done) */
+    atomic_uint_fast64_t ckpt_prio_gen; /* bumped by every change of the two above */
+    atomic_bool ckpt_idle;          /* the policy last applied was SCHED_IDLE */
     atomic_bool ckpt_holds;         /* it holds mutex (set after taking it, cleared before) */
     atomic_uint_fast64_t ckpt_boosts;   /* raises because something waited on it */
     atomic_uint_fast64_t ckpt_holder_raises;   /* raises because it held a lock wanted */
@@ -454,6 +457,7 @@ static void pipe_note_durable(pipe_journal *p) {
 #define CHECKPOINT_RETRY_FULL_MS 1000u
 #define CHECKPOINT_RETRY_MS 50u
 #define CHECKPOINT_WHY_LEN_MAX 512
+#define CKPT_APPLY_PASSES_MAX 8
 
 /* Committer thread: the queued snapshot, anchored on LMDB's head. The
  * engine took it before its batch was hashed, so it could not anchor it:
@@ -484,6 +488,11 @@ static void pipe_checkpoint_done(pipe_journal *p, berth_jerr err, uint64_t moved
     pipe_lock(p);
     if (sealed) {
         pipe_ckpt_took_mutex(p);   /* the checkpointer's own thread */
+        /* The urge was for this checkpoint. Cleared here, under the mutex
+         * and before ckpt_busy and the signals, so that a reader or the
+         * committer that finds more to wait for urges the next one. */
+        atomic_store(&p->ckpt_urgent, false);
+        atomic_fetch_add(&p->ckpt_prio_gen, 1);
     }
     /* Read under the mutex, as pipe_run stores it: never older than its. */
     uint64_t used = berth_clog_used_bytes(p->clog);
@@ -599,61 +608,107 @@ static berth_jerr pipe_checkpoint(pipe_journal *p) {
  * back down. It stays down between checkpoints because the round trip per
  * checkpoint measured worse (p99 ~3 ms): a thread woken at the normal
  * priority preempts the loop or a client before it can lower itself.
- * (The journal's own locks it takes inside a checkpoint, its cached head
- * and its fold queue, are held for a few instructions; a holder preempted
+ * (The journal's own locks it takes inside a checkpoint have no raise:
+ * its cached head and its fold queue are held for a few instructions, and
+ * the map's resize gate (journal/lmdb_store.c), which holds new readers
+ * while the map doubles, for a resize, once a doubling. A holder preempted
  * there holds the loop up only until a core frees, which the loop's own
  * wait brings about.)
  *
  * Where. Only where a thread may come back from SCHED_IDLE (CAP_SYS_NICE,
- * or RLIMIT_NICE of 20 or more; the systemd unit sets LimitNICE=20):
+ * or RLIMIT_NICE of 20 or more; the systemd unit sets LimitNICE=+0, which
+ * is 20):
  * server_thread_background_probe tries the round trip at start. Elsewhere,
  * or with --checkpoint-priority normal, it runs at the normal priority.
  *
- * The protocol, with sequentially consistent atomics. The checkpointer
- * lowers itself, then sets ckpt_idle, then reads ckpt_urgent; a booster
- * sets ckpt_urgent, then exchanges ckpt_idle for false and raises the
- * thread if it was set. Whichever order they run in, one of them sees the
- * other's store, so the checkpointer never stays idle once it was urged. */
+ * The protocol. Two flags say what is wanted: ckpt_lowered (the
+ * checkpointer asks for SCHED_IDLE; a holder's raise takes the request
+ * back) and ckpt_urgent (something waits; cleared under the mutex as a
+ * checkpoint ends, so a waiter woken by that end urges the next one). The
+ * policy is SCHED_IDLE exactly when lowered and not urgent, and whoever
+ * changes a flag applies it (pipe_ckpt_apply), with a generation count so
+ * that of two threads applying at once the later state wins. */
+/* Any thread: bring the checkpointer's policy to what its flags ask for,
+ * SCHED_IDLE while it asks for it and nothing urges it. Two threads may
+ * apply at once, and a policy applied late would stand; so each reads the
+ * generation, applies, and applies again if the flags changed meanwhile:
+ * the last to pass its check read the flags after every change, and any
+ * syscall before its own had completed before the change it followed. A
+ * pass follows a change by another thread, so a few are enough; should
+ * they all be spent, the next change applies again. */
+static void pipe_ckpt_apply(pipe_journal *p) {
+    for (uint32_t pass = 0; pass < CKPT_APPLY_PASSES_MAX; pass++) {
+        uint64_t gen = atomic_load(&p->ckpt_prio_gen);
+        bool idle = atomic_load(&p->ckpt_lowered) && !atomic_load(&p->ckpt_urgent);
+        (void)server_thread_background(p->ckpt_self, idle);   /* the probe proved both ways */
+        atomic_store(&p->ckpt_idle, idle);
+        if (atomic_load(&p->ckpt_prio_gen) == gen) {
+            return;
+        }
+    }
+}
+
+/* Something waits on the checkpointer: the normal priority until the
+ * checkpoint under way (or the next) ends. Counted once an urge. */
 static void pipe_ckpt_boost(pipe_journal *p) {
     if (!p->ckpt_background) {
         return;
     }
-    atomic_store(&p->ckpt_urgent, true);
-    if (atomic_exchange(&p->ckpt_idle, false)) {
-        (void)server_thread_background(p->ckpt_self, false);   /* the probe proved it can */
+    bool was_urgent = atomic_exchange(&p->ckpt_urgent, true);
+    if (was_urgent && !atomic_load(&p->ckpt_idle)) {
+        return;   /* already urged, and raised */
+    }
+    if (!was_urgent) {
         atomic_fetch_add(&p->ckpt_boosts, 1);
+    }
+    atomic_fetch_add(&p->ckpt_prio_gen, 1);
+    if (atomic_load(&p->ckpt_lowered)) {
+        pipe_ckpt_apply(p);   /* before it asked for SCHED_IDLE, nothing to undo */
     }
 }
 
 /* A lock the idle checkpointer may hold is held: raise it so that it lets
- * go soon, without an urge, so it goes back down before its next wait.
- * (Should it lower itself just as this looks, the raise is missed; it is
- * running then, and lets go within its short critical section.) */
+ * go soon, without an urge; it lowers itself again at its next chance
+ * (never while holding the mutex). */
 static void pipe_ckpt_boost_holder(pipe_journal *p) {
-    if (p->ckpt_background && atomic_exchange(&p->ckpt_idle, false)) {
-        (void)server_thread_background(p->ckpt_self, false);
-        atomic_fetch_add(&p->ckpt_holder_raises, 1);
+    if (!p->ckpt_background || !atomic_load(&p->ckpt_idle)) {
+        return;
     }
+    atomic_store(&p->ckpt_lowered, false);
+    atomic_fetch_add(&p->ckpt_prio_gen, 1);
+    atomic_fetch_add(&p->ckpt_holder_raises, 1);
+    pipe_ckpt_apply(p);
 }
+
+/* Set on the checkpointer's own thread: its own wait for the commit log's
+ * lock raises nothing. */
+static _Thread_local bool ckpt_on_own_thread;
 
 /* The commit log's lock is held (berth_clog_set_contention_hook). */
 static void pipe_ckpt_boost_hook(void *arg) {
-    pipe_ckpt_boost_holder(arg);
+    if (!ckpt_on_own_thread) {
+        pipe_ckpt_boost_holder(arg);
+    }
 }
 
-/* The checkpointer: down to SCHED_IDLE, unless urged; at its start, before
- * each wait and after each checkpoint, when the urge is spent. */
+/* The checkpointer, never holding the mutex (lowering yields the core at
+ * once, and a holder not yet marked as one would go unraised): ask for
+ * SCHED_IDLE, which it gets unless urged. At its start, on waking for
+ * work, after each checkpoint, and before a wait that a holder's raise
+ * would otherwise spend at the normal priority. Always applied, not only
+ * when the flag changes: a raise applied late may have left it normal. */
 static void pipe_ckpt_lower(pipe_journal *p) {
-    if (!p->ckpt_background || atomic_load(&p->ckpt_idle) || atomic_load(&p->ckpt_urgent)) {
+    if (!p->ckpt_background) {
         return;
     }
-    if (!server_thread_background(p->ckpt_self, true)) {
-        return;
-    }
-    atomic_store(&p->ckpt_idle, true);
-    if (atomic_load(&p->ckpt_urgent) && atomic_exchange(&p->ckpt_idle, false)) {
-        (void)server_thread_background(p->ckpt_self, false);   /* urged meanwhile */
-    }
+    atomic_store(&p->ckpt_lowered, true);
+    atomic_fetch_add(&p->ckpt_prio_gen, 1);
+    pipe_ckpt_apply(p);
+}
+
+/* The checkpointer: a holder's raise took back its request for SCHED_IDLE. */
+static bool pipe_ckpt_raised(pipe_journal *p) {
+    return p->ckpt_background && !atomic_load(&p->ckpt_lowered);
 }
 
 /* The checkpointer, holding the mutex. */
@@ -689,25 +744,39 @@ static void pipe_ckpt_urge_room(pipe_journal *p) {
 static void *pipe_ckpt_thread(void *arg) {
     pipe_journal *p = arg;
     (void)pthread_setname_np(pthread_self(), "berthd-ckpt");   /* for top and perf; best effort */
-    p->ckpt_self = pthread_self();   /* before pipe_ckpt_lower publishes ckpt_idle */
+    p->ckpt_self = pthread_self();   /* before pipe_ckpt_lower publishes ckpt_lowered */
+    ckpt_on_own_thread = true;
     pipe_ckpt_lower(p);
     pipe_lock(p);
     pipe_ckpt_took_mutex(p);
     for (;;) {
+        bool lowered = false;
         while (!p->ckpt_work && !p->ckpt_stop) {
-            pipe_ckpt_lower(p);   /* woken at SCHED_IDLE, it preempts no one */
+            if (!lowered && pipe_ckpt_raised(p)) {
+                /* Raised while it held the mutex (a holder's raise): down
+                 * again before the wait, so that its next wake-up preempts
+                 * no one. Never with the mutex held: lowering yields the
+                 * core at once, and a holder found idle would go unraised. */
+                lowered = true;
+                pipe_ckpt_unlock(p);
+                pipe_ckpt_lower(p);
+                pipe_lock(p);
+                pipe_ckpt_took_mutex(p);
+                continue;
+            }
             atomic_store(&p->ckpt_holds, false);   /* the wait lets go of the mutex */
             int rc = pthread_cond_wait(&p->ckpt_cond, &p->mutex);
             assert(rc == 0);
             pipe_ckpt_took_mutex(p);
+            lowered = false;
         }
         if (!p->ckpt_work) {
             break;
         }
         assert(p->ckpt_busy && p->ckpt_sealed);
         p->ckpt_work = false;
-        pipe_ckpt_lower(p);   /* a holder's raise during the wait is spent */
         pipe_ckpt_unlock(p);
+        pipe_ckpt_lower(p);   /* a holder's raise during the wait is spent */
         if (atomic_load(&p->ckpt_idle)) {
             atomic_fetch_add(&p->ckpt_background_runs, 1);
         }
@@ -719,16 +788,18 @@ static void *pipe_ckpt_thread(void *arg) {
         if (err == BERTH_J_OK) {
             err = berth_journal_head(p->inner, &head, hash);
         }
-        pipe_checkpoint_done(p, err, moved, head, true, why);
+        pipe_checkpoint_done(p, err, moved, head, true, why);   /* the urge is spent */
         pipe_signal(p);                               /* the committer may seal again */
         ev_async_send(p->server->loop, &p->async);   /* readers may go */
-        atomic_store(&p->ckpt_urgent, false);         /* the urge was for this checkpoint */
         pipe_ckpt_lower(p);
         pipe_lock(p);
         pipe_ckpt_took_mutex(p);
     }
-    /* No raise may name this thread once it is joined. */
+    /* No raise may name this thread once it is joined: with the flag off,
+     * pipe_ckpt_boost and pipe_ckpt_boost_holder apply nothing, and the
+     * one thread left to call them (the loop, in pipe_stop) joins after. */
     atomic_store(&p->ckpt_idle, false);
+    atomic_store(&p->ckpt_lowered, false);
     pipe_ckpt_unlock(p);
     return NULL;
 }
@@ -1354,6 +1425,8 @@ void batch_stop_pipe(server *s) {
     pipe_stop(s->pipe);
     ev_async_stop(s->loop, &s->pipe->async);
     int rc = pthread_cond_destroy(&s->pipe->cond);
+    assert(rc == 0);
+    rc = pthread_cond_destroy(&s->pipe->ckpt_cond);
     assert(rc == 0);
     rc = pthread_mutex_destroy(&s->pipe->mutex);
     assert(rc == 0);
