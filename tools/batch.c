@@ -163,7 +163,7 @@ typedef struct pipe_journal {
     /* Its priority ("The checkpointer's priority"). ckpt_background is set
      * before the threads start; the atomics are shared by every thread. */
     bool ckpt_background;           /* may run at SCHED_IDLE while nothing waits for it */
-    pthread_t ckpt_self;            /* its own id, written before ckpt_lowered is first set */
+    pid_t ckpt_tid;                 /* its kernel id, written before ckpt_lowered is first set */
     atomic_bool ckpt_lowered;       /* it asks for SCHED_IDLE (a holder's raise clears it) */
     atomic_bool ckpt_urgent;        /* something waits on it: the normal priority, until a
                                        checkpoint ends (pipe_checkpoint_done) */
@@ -492,6 +492,10 @@ static void pipe_checkpoint_done(pipe_journal *p, berth_jerr err, uint64_t moved
          * and before ckpt_busy and the signals, so that a reader or the
          * committer that finds more to wait for urges the next one. */
         atomic_store(&p->ckpt_urgent, false);
+        /* And its request for SCHED_IDLE, so that no other thread's apply
+         * lowers it while it holds the mutex: its own lower, right after,
+         * asks again. */
+        atomic_store(&p->ckpt_lowered, false);
         atomic_fetch_add(&p->ckpt_prio_gen, 1);
     }
     /* Read under the mutex, as pipe_run stores it: never older than its. */
@@ -634,18 +638,21 @@ static berth_jerr pipe_checkpoint(pipe_journal *p) {
  * generation, applies, and applies again if the flags changed meanwhile:
  * the last to pass its check read the flags after every change, and any
  * syscall before its own had completed before the change it followed. A
- * pass follows a change by another thread, so a few are enough; should
- * they all be spent, the next change applies again. */
+ * pass follows a change by another thread, so a few are enough. */
 static void pipe_ckpt_apply(pipe_journal *p) {
     for (uint32_t pass = 0; pass < CKPT_APPLY_PASSES_MAX; pass++) {
         uint64_t gen = atomic_load(&p->ckpt_prio_gen);
         bool idle = atomic_load(&p->ckpt_lowered) && !atomic_load(&p->ckpt_urgent);
-        (void)server_thread_background(p->ckpt_self, idle);   /* the probe proved both ways */
+        (void)server_thread_background(p->ckpt_tid, idle);   /* the probe proved both ways */
         atomic_store(&p->ckpt_idle, idle);
         if (atomic_load(&p->ckpt_prio_gen) == gen) {
             return;
         }
     }
+    /* Passes spent with the flags still moving: say "may be idle", so that
+     * the next urge or holder's raise applies again rather than trust a
+     * state that a late syscall may have overturned. */
+    atomic_store(&p->ckpt_idle, true);
 }
 
 /* Something waits on the checkpointer: the normal priority until the
@@ -662,8 +669,10 @@ static void pipe_ckpt_boost(pipe_journal *p) {
         atomic_fetch_add(&p->ckpt_boosts, 1);
     }
     atomic_fetch_add(&p->ckpt_prio_gen, 1);
-    if (atomic_load(&p->ckpt_lowered)) {
-        pipe_ckpt_apply(p);   /* before it asked for SCHED_IDLE, nothing to undo */
+    /* Neither lowered nor maybe idle: it never asked for SCHED_IDLE (or its
+     * thread has not started, or has ended), so there is nothing to undo. */
+    if (atomic_load(&p->ckpt_lowered) || atomic_load(&p->ckpt_idle)) {
+        pipe_ckpt_apply(p);
     }
 }
 
@@ -744,7 +753,7 @@ static void pipe_ckpt_urge_room(pipe_journal *p) {
 static void *pipe_ckpt_thread(void *arg) {
     pipe_journal *p = arg;
     (void)pthread_setname_np(pthread_self(), "berthd-ckpt");   /* for top and perf; best effort */
-    p->ckpt_self = pthread_self();   /* before pipe_ckpt_lower publishes ckpt_lowered */
+    p->ckpt_tid = server_thread_id();   /* before pipe_ckpt_lower publishes ckpt_lowered */
     ckpt_on_own_thread = true;
     pipe_ckpt_lower(p);
     pipe_lock(p);
@@ -1248,15 +1257,15 @@ static pipe_journal *pipe_create(server *s, berth_journal *inner) {
     ev_async_init(&p->async, pipe_async_cb);
     p->async.data = s;
     ev_async_start(s->loop, &p->async);
+    if (p->clog != NULL) {   /* before any thread that may contend */
+        berth_clog_set_contention_hook(p->clog, p->ckpt_background ? pipe_ckpt_boost_hook : NULL,
+                                       p);
+    }
     if (pthread_create(&p->thread, NULL, pipe_thread, p) != 0) {
         pipe_abandon(s, p);
         return NULL;
     }
     p->started = true;
-    if (p->clog != NULL) {
-        berth_clog_set_contention_hook(p->clog, p->ckpt_background ? pipe_ckpt_boost_hook : NULL,
-                                       p);
-    }
     if (p->clog != NULL && pthread_create(&p->ckpt_thread, NULL, pipe_ckpt_thread, p) != 0) {
         pipe_stop(p);
         pipe_abandon(s, p);
@@ -1299,7 +1308,6 @@ static berth_jerr pipe_catch_up(pipe_journal *p) {
     if (p->clog == NULL) {
         return BERTH_J_OK;
     }
-    pipe_ckpt_boost(p);   /* the loop blocks until LMDB holds every frame */
     pipe_lock(p);
     while (p->busy) {
         int rc = pthread_cond_wait(&p->cond, &p->mutex);

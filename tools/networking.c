@@ -113,22 +113,35 @@ void server_thread_short_slice(void) {
  * SCHED_IDLE as nice 20), and a thread stuck there would starve whenever
  * the cores are busy. So a probe thread tries the round trip first, and
  * only where it comes back does berthd send its checkpointer down. */
-bool server_thread_background(pthread_t thread, bool background) {
+bool server_thread_background(pid_t tid, bool background) {
 #if defined(__linux__) && defined(SCHED_IDLE)
+    /* The system call on the thread's id, not pthread_setschedparam: glibc
+     * holds the target's descriptor lock across that call, so a thread that
+     * lowered itself and was preempted before letting go would hold up
+     * every raise meant for it. */
     struct sched_param param;
     memset(&param, 0, sizeof param);
-    return pthread_setschedparam(thread, background ? SCHED_IDLE : SCHED_OTHER, &param) == 0;
+    return sched_setscheduler(tid, background ? SCHED_IDLE : SCHED_OTHER, &param) == 0;
 #else
-    (void)thread;
+    (void)tid;
     (void)background;
     return false;
 #endif
 }
 
+pid_t server_thread_id(void) {
+#if defined(__linux__) && defined(SYS_gettid)
+    return (pid_t)syscall(SYS_gettid);
+#else
+    return 0;
+#endif
+}
+
 static void *background_probe_thread(void *arg) {
     bool *ok = arg;
-    *ok = server_thread_background(pthread_self(), true) &&
-          server_thread_background(pthread_self(), false);
+    pid_t self = server_thread_id();
+    *ok = self != 0 && server_thread_background(self, true) &&
+          server_thread_background(self, false);
     return NULL;   /* left at SCHED_IDLE if the way back failed: it ends here */
 }
 

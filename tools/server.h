@@ -361,9 +361,11 @@ uint64_t now_ms_wall(void);
 uint64_t now_ns_mono(void);
 void server_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void server_thread_short_slice(void);   /* the calling thread: a short slice (networking.c) */
-/* thread to SCHED_IDLE (background) or back to SCHED_OTHER; false where the
- * scheduler refuses or has no SCHED_IDLE (networking.c). */
-bool server_thread_background(pthread_t thread, bool background);
+/* The thread tid (server_thread_id) to SCHED_IDLE (background) or back to
+ * SCHED_OTHER; false where the scheduler refuses or has no SCHED_IDLE
+ * (networking.c). */
+bool server_thread_background(pid_t tid, bool background);
+pid_t server_thread_id(void);   /* the calling thread's kernel id; 0 where none */
 /* true when a thread of this process may go to SCHED_IDLE and come back
  * (CAP_SYS_NICE, or RLIMIT_NICE >= 20): tried on a thread of its own. */
 bool server_thread_background_probe(void);
