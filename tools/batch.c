@@ -620,10 +620,10 @@ static berth_jerr pipe_checkpoint(pipe_journal *p) {
  * wait brings about.)
  *
  * Where. Only where a thread may come back from SCHED_IDLE (CAP_SYS_NICE,
- * or RLIMIT_NICE of 20 or more; the systemd unit sets LimitNICE=+0, which
- * is 20):
- * server_thread_background_probe tries the round trip at start. Elsewhere,
- * or with --checkpoint-priority normal, it runs at the normal priority.
+ * or an RLIMIT_NICE of 20 or more, which the systemd unit's LimitNICE=+0
+ * gives): server_thread_background_probe tries the round trip at start.
+ * Elsewhere, or with --checkpoint-priority normal, it runs at the normal
+ * priority.
  *
  * The protocol. Two flags say what is wanted: ckpt_lowered (the
  * checkpointer asks for SCHED_IDLE; a holder's raise takes the request
@@ -632,6 +632,7 @@ static berth_jerr pipe_checkpoint(pipe_journal *p) {
  * policy is SCHED_IDLE exactly when lowered and not urgent, and whoever
  * changes a flag applies it (pipe_ckpt_apply), with a generation count so
  * that of two threads applying at once the later state wins. */
+
 /* Any thread: bring the checkpointer's policy to what its flags ask for,
  * SCHED_IDLE while it asks for it and nothing urges it. Two threads may
  * apply at once, and a policy applied late would stand; so each reads the
