@@ -20,14 +20,7 @@ policy_of() {   # TID: the scheduling policy, field 41 of stat (after "comm)")
     stat=$(cat "/proc/$BERTHD_PID/task/$1/stat" 2>/dev/null) || return 1
     awk '{ print $39 }' <<<"${stat##*) }"
 }
-ckpt_tid() {
-    local t
-    for t in /proc/"$BERTHD_PID"/task/*; do
-        [ "$(cat "$t/comm" 2>/dev/null)" = berthd-ckpt ] && { echo "${t##*/}"; return 0; }
-    done
-    fail "no berthd-ckpt thread"
-}
-info_field() { r INFO journal | tr -d '\r' | sed -n "s/^$1://p"; }
+ckpt_tid() { thread_tid berthd-ckpt; }
 # wait_policy TID WANT WHY: the thread's policy becomes WANT within 10 s.
 wait_policy() {
     local i p=""

@@ -9,7 +9,6 @@
 BENCH_SERVER=${BENCH_SERVER:?BENCH_SERVER must name the bench_server binary}
 fold=1024
 workers=400
-info_field() { r INFO journal | tr -d '\r' | sed -n "s/^$1://p"; }
 
 start_berthd --history-fold-records "$fold"
 out=$("$BENCH_SERVER" --port "$PORT" --mode add-workers --workers "$workers" --connections 4 --depth 32) \

@@ -161,6 +161,18 @@ expect_int() {   # actual what — a mutating command's success is its seq
     [[ "$1" =~ ^[0-9]+$ ]] || fail "$2: expected a seq (integer), got [$1]"
 }
 
+# info_field FIELD: FIELD's value in INFO journal.
+info_field() { r INFO journal | tr -d '\r' | sed -n "s/^$1://p"; }
+# thread_tid NAME: the id of berthd's thread called NAME (its comm); fails
+# when there is none.
+thread_tid() {
+    local t
+    for t in /proc/"$BERTHD_PID"/task/*; do
+        [ "$(cat "$t/comm" 2>/dev/null)" = "$1" ] && { echo "${t##*/}"; return 0; }
+    done
+    fail "no $1 thread"
+}
+
 # map_field FIELD: the value after FIELD in a flat RESP2 field/value listing
 # (redis-cli prints one element per line).
 map_field() {

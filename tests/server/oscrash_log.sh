@@ -194,11 +194,7 @@ crash_in_sync() {
 # no acknowledged write to move (seen in CI).
 hold_checkpoints_then_kill() {
     local i n0
-    for ((i = 0; i < 400; i++)); do
-        [ "$(grep -c '^seq$' "$TMP/heads.$round" 2>/dev/null)" -gt 0 ] && break
-        sleep 0.025
-    done
-    [ "$i" -lt 400 ] || fail "round $round: the reader was shown no head in 10 s"
+    reader_shown "$round"
     # A read parked for a checkpoint holds writes back until it is answered
     # (so that it is answered at all): with checkpoints held, the reader
     # would stop the stream. It has been shown its heads; it stops here.

@@ -23,17 +23,8 @@ if [ -z "$loop" ]; then
     stop_berthd
     exit 0
 fi
-commit_tid=""
-other=""
-for t in /proc/"$BERTHD_PID"/task/*; do
-    tid=${t##*/}
-    case "$(cat "$t/comm")" in
-        berthd-commit) commit_tid=$tid ;;
-        berth-fold) other=$tid ;;
-    esac
-done
-[ -n "$commit_tid" ] || fail "no berthd-commit thread"
-[ -n "$other" ] || fail "no berth-fold thread"
+commit_tid=$(thread_tid berthd-commit)
+other=$(thread_tid berth-fold)
 expect_eq "$loop" 100000 "the loop thread's slice (ns)"
 expect_eq "$(slice_of "$commit_tid")" 100000 "the committer's slice (ns)"
 [ "$(slice_of "$other")" -gt 100000 ] || fail "the fold thread's slice is not the default: $(slice_of "$other")"
