@@ -13,7 +13,10 @@ workers=400
 start_berthd --history-fold-records "$fold"
 out=$("$BENCH_SERVER" --port "$PORT" --mode add-workers --workers "$workers" --connections 4 --depth 32) \
     || fail "add-workers: $out"
-# 400 WORKER.ADDs: under one fold, so none ran yet.
+# 400 WORKER.ADDs: under one fold, so none ran yet. The backlog counts what
+# LMDB holds: JOURNAL.HEAD first, which waits for the checkpoint that moves
+# the commit log's records there (the checkpointer may be idle, behind).
+expect_eq "$(head_seq)" "$workers" "the head after the workers"
 expect_eq "$(info_field history_folds) $(info_field history_folded_seq) $(info_field history_fold_backlog)" \
     "0 0 $workers" "INFO journal before any fold"
 
