@@ -159,7 +159,7 @@ typedef struct pipe_journal {
     pthread_t ckpt_thread;
     bool ckpt_started;
     pthread_cond_t ckpt_cond;       /* with mutex: ckpt_work or ckpt_stop was set. Its own,
-                                       so the broadcasts of every commit wake it not */
+                                       so that a commit's broadcast does not wake it */
     /* Its priority ("The checkpointer's priority"). ckpt_background is set
      * before the threads start; the atomics are shared by every thread. */
     bool ckpt_background;           /* may run at SCHED_IDLE while nothing waits for it */

@@ -90,7 +90,7 @@ static void checkpoint_priority_choose(server *s) {
     if (!s->checkpoint_background) {
         server_log("the checkpointer runs at the normal priority: this process may not bring a "
                    "thread back from SCHED_IDLE (that takes CAP_SYS_NICE or an RLIMIT_NICE of 20, "
-                   "LimitNICE=20 in a systemd unit); the replies' tail is longer on busy cores "
+                   "LimitNICE=+0 in a systemd unit); the replies' tail is longer on busy cores "
                    "(docs/server.md, \"The checkpointer's priority\")");
     }
 }

@@ -414,7 +414,7 @@ typedef struct batch_clog_stats {
     uint64_t size_bytes;
     berth_jerr stuck;                   /* OK, or why writes are refused */
     bool background;                    /* the checkpointer may run at SCHED_IDLE */
-    uint64_t boosts;                    /* raises: something waited on it */
+    uint64_t boosts;                    /* urges: times something came to wait on it */
     uint64_t holder_raises;             /* raises: it held a lock another thread wanted */
     uint64_t background_runs;           /* checkpoints it began at SCHED_IDLE */
 } batch_clog_stats;

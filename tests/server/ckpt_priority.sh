@@ -2,8 +2,8 @@
 # ckpt_priority.sh — the checkpointer (berthd-ckpt) lives at SCHED_IDLE and
 # is raised when something waits on it (batch.c, "The checkpointer's
 # priority"):
-#   1. where the process may bring a thread back from SCHED_IDLE (root, or
-#      RLIMIT_NICE 20), INFO says checkpoint_priority:background and the
+#   1. where the process may bring a thread back from SCHED_IDLE
+#      (CAP_SYS_NICE, or RLIMIT_NICE 20), INFO says checkpoint_priority:background and the
 #      thread's policy (/proc/.../stat field 41) is SCHED_IDLE (5) at rest;
 #   2. a reader of the journal waits for a checkpoint: it is answered, the
 #      raise is counted (checkpoint_boosts), and the thread goes back down;
