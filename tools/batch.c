@@ -12,6 +12,18 @@
  * disk idles while the loop parses, applies and replies. With the commit on
  * its own thread the loop reads, parses and applies the next batch while the
  * previous one syncs, so the disk and the CPU work at the same time.
+ * Committing on the loop: with the commit log, a batch is one frame, a
+ * write and one sync; on a disk that syncs in a fraction of a millisecond
+ * the loop writes it itself (pipe_run_on_loop, when the committer is
+ * idle), as Redis's appendfsync always does, since then the two wake-ups a
+ * hand-off costs (the committer's, then the loop's) are what a reply waits
+ * on when the cores are busy, more than the sync. --commit-on-loop auto
+ * (the default) does so while the frames' write and sync average under
+ * --commit-on-loop-us (1 ms), and hands them to the committer on a slower
+ * disk, where the overlap above is worth more. Either thread runs the same
+ * pipe_run; the mutex's flags (busy, on_loop, idle_working) let one run at a
+ * time, so the fields marked "thread only" have one owner at any moment.
+ * Measured: docs/bench-server.md, "Session 21".
  *
  * How it stays correct. The engine appends to a journal; berthd hands it a
  * "pipe" journal (below) whose append copies the batch's records and returns
@@ -99,6 +111,10 @@ _Static_assert(PIPE_BYTES_MAX >= BERTH_ENGINE_ARENA_BYTES_MAX + PIPE_ALIGN,
 
 /* ---- the committer thread and its pipe journal ------------------------- */
 
+/* Where a batch's frame is written and synced ("Committing on the loop"). */
+typedef enum pipe_on_loop_mode { PIPE_ON_LOOP_OFF = 0, PIPE_ON_LOOP_AUTO, PIPE_ON_LOOP_ON } pipe_on_loop_mode;
+#define COMMIT_FRAME_AVG_SHIFT 3         /* each frame moves the average by 1/8 of its difference */
+
 typedef struct pipe_journal {
     berth_journal base;             /* first: the engine appends here */
     berth_journal *inner;           /* the LMDB journal; owned by the server */
@@ -173,7 +189,18 @@ typedef struct pipe_journal {
     atomic_uint_fast64_t ckpt_boosts;   /* raises because something waited on it */
     atomic_uint_fast64_t ckpt_holder_raises;   /* raises because it held a lock wanted */
     atomic_uint_fast64_t ckpt_background_runs;   /* checkpoints it began at SCHED_IDLE */
-    /* Thread only, with clog. */
+    /* Committing on the loop ("Committing on the loop"), with clog. Under
+     * mutex, but for the mode (set before the threads start) and the
+     * frames' average (written by whichever thread writes a frame). */
+    pipe_on_loop_mode on_loop_mode;
+    uint64_t on_loop_frame_ns_max;  /* auto: on the loop while frames average under it */
+    bool on_loop;                   /* the loop runs a batch's job itself: the thread-only
+                                       fields below are the loop's until it clears this */
+    bool idle_working;              /* the committer seals or checkpoints while idle: the loop
+                                       hands batches to it meanwhile */
+    bool wake_after_loop;           /* the committer waits for on_loop to clear */
+    atomic_uint_fast64_t frame_ns_avg;  /* a frame's write and sync, averaged (1/8 each) */
+    /* Thread only (the committer's, or the loop's while on_loop), with clog. */
     bool clog_broken;               /* an append failed its write or sync (sticky) */
     uint64_t active_records;        /* records logged in the active file since it was last
                                        sealed or checkpointed */
@@ -903,11 +930,24 @@ static void pipe_note_room(pipe_journal *p) {
     pipe_unlock(p);
 }
 
+/* The frames' average write and sync, which auto's choice reads. One
+ * thread at a time writes frames (the committer, or the loop while
+ * on_loop), so a relaxed load and store suffice. */
+static void pipe_frame_timed(pipe_journal *p, uint64_t ns) {
+    uint64_t avg = atomic_load_explicit(&p->frame_ns_avg, memory_order_relaxed);
+    avg = ns >= avg ? avg + ((ns - avg) >> COMMIT_FRAME_AVG_SHIFT) : avg - ((avg - ns) >> COMMIT_FRAME_AVG_SHIFT);
+    atomic_store_explicit(&p->frame_ns_avg, avg, memory_order_relaxed);
+}
+
 /* Committer thread: the batch in the slot as one frame of the log. FULL
  * (the log has no room: only while checkpoints fail) checkpoints first. */
 static berth_jerr pipe_log(pipe_journal *p) {
     const berth_touched *touched = p->has_touched ? p->touched : NULL;
+    uint64_t t0 = now_ns_mono();
     berth_jerr err = berth_clog_append(p->clog, p->records, touched, p->n);
+    if (err == BERTH_J_OK) {
+        pipe_frame_timed(p, now_ns_mono() - t0);
+    }
     if (err == BERTH_J_FULL && pipe_checkpoint(p) == BERTH_J_OK) {
         err = berth_clog_append(p->clog, p->records, touched, p->n);
     }
@@ -948,7 +988,8 @@ static berth_jerr pipe_log(pipe_journal *p) {
  * LMDB sync does. A frame refused with nothing written (FULL while
  * checkpoints fail, NOMEM) fails the batch; the loop then reloads the engine
  * from LMDB, so a checkpoint runs first to bring LMDB up to every frame. */
-static void pipe_run(pipe_journal *p) {
+static void pipe_run(pipe_journal *p, bool on_loop) {
+    assert(!on_loop || (p->clog != NULL && p->snapshot_seq == 0));
     berth_jerr err = BERTH_J_OK;
     bool logged = false;
     if (p->clog != NULL) {
@@ -998,15 +1039,20 @@ static void pipe_run(pipe_journal *p) {
      * (its bytes live in it, and the full checkpoint before it must reach
      * its seq before the next batch moves the head). */
     bool after = snapshot || checkpoint;
+    assert(!(after && on_loop));   /* no snapshot queued, so no checkpoint due */
     if (!after) {
         p->n = 0;
         p->busy = false;
     }
     pipe_unlock(p);
-    if (!after) {
+    /* On the loop, the loop collects the result itself, and no one waits
+     * for the slot: no wake-up of the committer, none of the loop. */
+    if (!after && !on_loop) {
         pipe_signal(p);
     }
-    ev_async_send(p->server->loop, &p->async);   /* the replies go out before the rest */
+    if (!on_loop) {
+        ev_async_send(p->server->loop, &p->async);   /* the replies go out before the rest */
+    }
     if (err == BERTH_J_OK) {
         /* A no-op on both journals now (the LMDB history fold runs on the
          * journal's own thread and environment, woken by the append; it
@@ -1114,6 +1160,13 @@ static void *pipe_thread(void *arg) {
     pipe_lock(p);
     for (;;) {
         while (!p->work && !p->work_sync && !p->stop) {
+            if (p->on_loop) {
+                /* The loop writes a frame: the fields the deadlines read
+                 * are its own until it ends (pipe_run_on_loop wakes us). */
+                p->wake_after_loop = true;
+                (void)pipe_wait(p, 0);
+                continue;
+            }
             uint64_t now = now_ns_mono();
             uint64_t wanted = pipe_wanted_deadline_ns(p, now);
             uint64_t deadline = wanted != 0 ? wanted : pipe_idle_deadline_ns(p);
@@ -1125,6 +1178,7 @@ static void *pipe_thread(void *arg) {
                  * also how a reader's wish is met). */
                 bool full = p->retry_now;
                 p->retry_now = false;
+                p->idle_working = true;   /* the loop hands batches over meanwhile */
                 pipe_unlock(p);
                 if (full) {
                     (void)pipe_checkpoint(p);
@@ -1134,6 +1188,7 @@ static void *pipe_thread(void *arg) {
                 pipe_signal(p);                               /* pipe_catch_up */
                 ev_async_send(p->server->loop, &p->async);   /* readers may go */
                 pipe_lock(p);
+                p->idle_working = false;
                 continue;
             }
             (void)pipe_wait(p, deadline);
@@ -1149,7 +1204,7 @@ static void *pipe_thread(void *arg) {
         if (sync) {
             pipe_run_sync(p);
         } else {
-            pipe_run(p);
+            pipe_run(p, false);
         }
         pipe_lock(p);
     }
@@ -1224,6 +1279,10 @@ static pipe_journal *pipe_create(server *s, berth_journal *inner) {
         assert(berth_clog_used_bytes(p->clog) == 0 && berth_clog_last_seq(p->clog) == durable);
         p->checkpointed = durable;
         p->ckpt_background = s->checkpoint_background;
+        p->on_loop_mode = strcmp(s->config.commit_on_loop, "on") == 0     ? PIPE_ON_LOOP_ON
+                          : strcmp(s->config.commit_on_loop, "auto") == 0 ? PIPE_ON_LOOP_AUTO
+                                                                          : PIPE_ON_LOOP_OFF;
+        p->on_loop_frame_ns_max = (uint64_t)s->config.commit_on_loop_us * 1000u;
     }
     p->records = calloc(BERTH_BATCH_RECORDS_MAX, sizeof *p->records);
     p->touched = calloc(BERTH_BATCH_RECORDS_MAX, sizeof *p->touched);
@@ -1378,6 +1437,46 @@ static void pipe_hand(pipe_journal *p, bool sync) {
     pipe_signal(p);
 }
 
+/* Loop thread: run the staged batch's job here, as the committer would,
+ * when the committer is idle and the job is a plain frame: no snapshot
+ * queued (its full checkpoint is long), the log healthy and no checkpoint
+ * failing (their roads stay the committer's), and, under auto, frames
+ * quick. false: hand it off (pipe_hand). */
+static bool pipe_run_on_loop(pipe_journal *p) {
+    if (p->clog == NULL || p->on_loop_mode == PIPE_ON_LOOP_OFF) {
+        return false;
+    }
+    pipe_lock(p);
+    bool quick = p->on_loop_mode == PIPE_ON_LOOP_ON ||
+                 atomic_load_explicit(&p->frame_ns_avg, memory_order_relaxed) < p->on_loop_frame_ns_max;
+    bool take = quick && !p->busy && !p->work && !p->work_sync && !p->idle_working && p->n > 0 &&
+                p->snapshot_seq == 0 && !p->clog_broken && p->checkpoint_fatal == BERTH_J_OK &&
+                p->last_failure == BERTH_J_OK && p->stuck == BERTH_J_OK;
+    if (take) {
+        p->busy = true;
+        p->on_loop = true;
+    }
+    pipe_unlock(p);
+    if (!take) {
+        return false;
+    }
+    /* A first frame after a seal starts the committer's idle deadline,
+     * which it may be waiting without: it must look again. */
+    bool fresh = p->first_pending_ns == 0;
+    pipe_run(p, true);
+    bool rearm = fresh && p->first_pending_ns != 0;
+    pipe_lock(p);
+    assert(p->on_loop && !p->busy);
+    p->on_loop = false;
+    bool wake = p->wake_after_loop || rearm;
+    p->wake_after_loop = false;
+    pipe_unlock(p);
+    if (wake) {
+        pipe_signal(p);
+    }
+    return true;
+}
+
 /* Loop thread: the outcome of the last sync, once known. */
 static bool pipe_take_sync(pipe_journal *p, berth_jerr *err) {
     pipe_lock(p);
@@ -1519,6 +1618,8 @@ void batch_commit_log_stats(const server *s, batch_clog_stats *out) {
     out->boosts = atomic_load(&p->ckpt_boosts);
     out->holder_raises = atomic_load(&p->ckpt_holder_raises);
     out->background_runs = atomic_load(&p->ckpt_background_runs);
+    out->on_loop = p->on_loop_mode == PIPE_ON_LOOP_ON ? "on" : p->on_loop_mode == PIPE_ON_LOOP_AUTO ? "auto" : "off";
+    out->frame_us_avg = atomic_load_explicit(&p->frame_ns_avg, memory_order_relaxed) / 1000u;
     out->size_bytes = berth_clog_size_bytes(p->clog);   /* fixed at open */
 }
 
@@ -2061,10 +2162,11 @@ static bool batch_sync_unsynced(server *s) {
     return false;
 }
 
-/* Hand the open batch to an idle committer, or have it sync. */
-static void batch_hand_off(server *s) {
+/* Hand the open batch to an idle committer, or have it sync. true: the
+ * batch's frame was written here, on the loop, and its result waits. */
+static bool batch_hand_off(server *s) {
     if (s->inflight_count > 0 || s->fatal || !pipe_idle(s->pipe)) {
-        return;
+        return false;
     }
     bool nothing_to_write = s->batch_count == 0 || berth_engine_staged(s->engine) == 0;
     if (nothing_to_write || s->sync_probe) {
@@ -2078,7 +2180,7 @@ static void batch_hand_off(server *s) {
             batch_release(s, s->batch, &s->batch_count, BERTH_J_OK, s->durable_head);
         }
         if (!synced || nothing_to_write) {
-            return;
+            return false;
         }
     }
     s->gathered = false;
@@ -2101,11 +2203,16 @@ static void batch_hand_off(server *s) {
         if (err == BERTH_J_CORRUPT) {
             batch_fatal(s);
         }
-        return;
+        return false;
     }
     assert(head > s->durable_head);
     s->inflight_last_seq = head;
+    if (pipe_run_on_loop(s->pipe)) {
+        s->stats.commits_on_loop++;
+        return true;
+    }
     pipe_hand(s->pipe, false);
+    return false;
 }
 
 /* ---- the loop's interface ---------------------------------------------- */
@@ -2220,8 +2327,8 @@ void batch_step(server *s) {
     }
     batch_collect(s);
     batch_collect_sync(s);
-    if (!batch_checkpoint_failed(s)) {
-        batch_hand_off(s);
+    if (!batch_checkpoint_failed(s) && batch_hand_off(s)) {
+        batch_collect(s);   /* written on the loop: answer it now */
     }
     batch_settle_fatal(s);
 }

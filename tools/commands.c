@@ -388,7 +388,8 @@ static void info_journal(server *s, text *t) {
                     "checkpoint_records:%llu\r\ncheckpoint_failures:%llu\r\n"
                     "commit_log_status:%s\r\ncheckpoint_priority:%s\r\n"
                     "checkpoint_background_runs:%llu\r\ncheckpoint_boosts:%llu\r\n"
-                    "checkpoint_holder_raises:%llu\r\n",
+                    "checkpoint_holder_raises:%llu\r\ncommit_on_loop:%s\r\n"
+                    "commit_frame_avg_us:%llu\r\n",
                  (unsigned long long)batch_journal_head(s), (unsigned long long)clog.used_bytes,
                  (unsigned long long)clog.size_bytes, (unsigned long long)clog.checkpoints,
                  (unsigned long long)clog.checkpoints_sealed,
@@ -396,7 +397,8 @@ static void info_journal(server *s, text *t) {
                  (unsigned long long)clog.checkpoint_failures, berth_jerr_name(clog.stuck),
                  clog.background ? "background" : "normal",
                  (unsigned long long)clog.background_runs, (unsigned long long)clog.boosts,
-                 (unsigned long long)clog.holder_raises);
+                 (unsigned long long)clog.holder_raises, clog.on_loop,
+                 (unsigned long long)clog.frame_us_avg);
     }
     text_add(t, "history_folded_seq:%llu\r\nhistory_fold_backlog:%llu\r\n"
                 "history_fold_backlog_max:%llu\r\nhistory_folds:%llu\r\n"
@@ -423,7 +425,8 @@ static void info_stats(server *s, text *t) {
     text_add(t, "# Stats\r\ntotal_connections_received:%llu\r\nrejected_connections:%llu\r\n"
                 "accept_pauses:%llu\r\n"
                 "total_commands_processed:%llu\r\nwrites_staged:%llu\r\ncommits:%llu\r\n"
-                "commit_failures:%llu\r\ncommit_syncs:%llu\r\nrecords_committed:%llu\r\n"
+                "commit_failures:%llu\r\ncommit_syncs:%llu\r\ncommits_on_loop:%llu\r\n"
+                "records_committed:%llu\r\n"
                 "protocol_errors:%llu\r\n"
                 "watch_disconnects:%llu\r\nwatch_catchups:%llu\r\n"
                 "idle_disconnects:%llu\r\noutput_stall_disconnects:%llu\r\n"
@@ -433,7 +436,8 @@ static void info_stats(server *s, text *t) {
              (unsigned long long)st->connections_rejected, (unsigned long long)st->accept_pauses,
              (unsigned long long)st->commands_processed, (unsigned long long)st->writes_staged,
              (unsigned long long)st->commits, (unsigned long long)st->commit_failures,
-             (unsigned long long)st->commit_syncs, (unsigned long long)st->records_committed, (unsigned long long)st->protocol_errors,
+             (unsigned long long)st->commit_syncs, (unsigned long long)st->commits_on_loop,
+             (unsigned long long)st->records_committed, (unsigned long long)st->protocol_errors,
              (unsigned long long)st->watch_disconnects, (unsigned long long)st->watch_catchups,
              (unsigned long long)st->idle_disconnects,
              (unsigned long long)st->output_stall_disconnects, (unsigned long long)st->jobs_run,

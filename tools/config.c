@@ -85,6 +85,13 @@ static const option options[] = {
       "background|normal  run the commit log's checkpoints at SCHED_IDLE while nothing waits on "
       "them, raised the moment something does (default background, where the process may raise "
       "a thread back: CAP_SYS_NICE or RLIMIT_NICE 20; see docs/server.md)" },
+    { "commit-on-loop", OPT_STRING, FIELD(commit_on_loop), 0, 0,
+      "auto|on|off  write and sync a batch's commit log frame on the event loop's thread instead of "
+      "handing it to the committer thread: on always, auto while the frames' average write and sync "
+      "takes under --commit-on-loop-us (default auto; with the commit log; see docs/server.md)" },
+    { "commit-on-loop-us", OPT_U32, FIELD(commit_on_loop_us), 1, 10000000,
+      "US  with --commit-on-loop auto, commit on the loop while the frames' write and sync average "
+      "under this (default 1000)" },
     { "commit-log-mib", OPT_U64, FIELD(commit_log_mib), 80, 16384,
       "MIB  the commit log's two files together when berthd creates them, half each, 80 to 16384 "
       "(default 128)" },
@@ -139,6 +146,8 @@ void config_defaults(server_config *cfg) {
     cfg->job_timeout_s = SERVER_JOB_TIMEOUT_S_DEFAULT;
     snprintf(cfg->commit_log, sizeof cfg->commit_log, "on");
     snprintf(cfg->checkpoint_priority, sizeof cfg->checkpoint_priority, "background");
+    snprintf(cfg->commit_on_loop, sizeof cfg->commit_on_loop, "auto");
+    cfg->commit_on_loop_us = 1000;
     cfg->commit_log_mib = (2 * BERTH_CLOG_BYTES_DEFAULT) >> 20;   /* two files */
 }
 
@@ -370,6 +379,11 @@ int config_check(const server_config *cfg, char *err, size_t err_size) {
         strcmp(cfg->checkpoint_priority, "normal") != 0) {
         snprintf(err, err_size, "ERR --checkpoint-priority must be background or normal, not \"%s\"",
                  cfg->checkpoint_priority);
+        return -1;
+    }
+    if (strcmp(cfg->commit_on_loop, "auto") != 0 && strcmp(cfg->commit_on_loop, "on") != 0 &&
+        strcmp(cfg->commit_on_loop, "off") != 0) {
+        snprintf(err, err_size, "ERR --commit-on-loop must be auto, on or off, not \"%s\"", cfg->commit_on_loop);
         return -1;
     }
     if (cfg->port == 0 && cfg->unixsocket[0] == '\0') {

@@ -132,6 +132,9 @@ typedef struct server_config {
     char commit_log[8];                 /* "on" (default) or "off": batch.c, "The commit log" */
     char checkpoint_priority[16];       /* "background" (default) or "normal": batch.c,
                                            "The checkpointer's priority" */
+    char commit_on_loop[8];             /* "auto" (default), "on" or "off": batch.c,
+                                           "Committing on the loop" */
+    uint32_t commit_on_loop_us;         /* auto: on the loop while frames average under it */
     uint64_t commit_log_mib;            /* DIR/commit.log's size when berthd creates it */
     bool show_help;
     bool show_version;
@@ -227,6 +230,7 @@ typedef struct server_stats {
     uint64_t commits;
     uint64_t commit_failures;
     uint64_t commit_syncs;              /* syncs with no commit, for an unsynced batch */
+    uint64_t commits_on_loop;           /* of commits, written and synced on the loop's thread */
     uint64_t records_committed;
     uint64_t protocol_errors;
     uint64_t watch_disconnects;         /* WATCH clients berthd let go (stalled, journal unreadable) */
@@ -417,6 +421,8 @@ typedef struct batch_clog_stats {
     uint64_t boosts;                    /* urges: times something came to wait on it */
     uint64_t holder_raises;             /* raises: it held a lock another thread wanted */
     uint64_t background_runs;           /* checkpoints it began at SCHED_IDLE */
+    const char *on_loop;                /* --commit-on-loop: "auto", "on" or "off" */
+    uint64_t frame_us_avg;              /* a frame's write and sync, averaged */
 } batch_clog_stats;
 void batch_commit_log_stats(const server *s, batch_clog_stats *out);
 /* Without blocking: answer a batch the committer finished, if any. */

@@ -74,6 +74,9 @@ port_is_ours() {
 # start_berthd [extra flags…]: start on $DATA and a free port (the same port
 # again on a restart, so clients need not be told), wait for PING. A port
 # taken between the pick and the bind is picked again (first start only).
+# BERTHD_FLAGS (words, optional) go before the extra flags, so that ctest
+# runs one script again on another road (server.cmake's variants) and a
+# flag the script gives itself still wins.
 start_berthd() {
     local attempt
     for ((attempt = 0; attempt < START_ATTEMPTS_MAX; attempt++)); do
@@ -90,7 +93,8 @@ start_berthd_once() {
     [ -n "$PORT" ] || pick_port
     : >>"$LOG"
     local log_lines; log_lines=$(wc -l <"$LOG")
-    "$BERTHD" --data "$DATA" --bind 127.0.0.1 --port "$PORT" "$@" >>"$LOG" 2>&1 &
+    # shellcheck disable=SC2086 # BERTHD_FLAGS is words
+    "$BERTHD" --data "$DATA" --bind 127.0.0.1 --port "$PORT" ${BERTHD_FLAGS:-} "$@" >>"$LOG" 2>&1 &
     BERTHD_PID=$!
     local i reply
     for ((i = 0; i < START_WAIT_TRIES_MAX; i++)); do
