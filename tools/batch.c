@@ -198,6 +198,8 @@ typedef struct pipe_journal {
                                        fields below are the loop's until it clears this */
     bool idle_working;              /* the committer seals or checkpoints while idle: the loop
                                        hands batches to it meanwhile */
+    bool running;                   /* the committer runs a job it took, tail included (it
+                                       frees the slot before its tail): the same */
     bool wake_after_loop;           /* the committer waits for on_loop to clear */
     atomic_uint_fast64_t frame_ns_avg;  /* a frame's write and sync, averaged (1/8 each) */
     /* Thread only (the committer's, or the loop's while on_loop), with clog. */
@@ -420,8 +422,9 @@ static void pipe_ckpt_signal(pipe_journal *p) {
     assert(rc == 0);
 }
 
-/* Committer thread, holding the mutex: what the journal says is durable
- * now. Only ever grows; a failure to say leaves the last answer. */
+/* Committer thread (or the loop, on_loop), holding the mutex: what the
+ * journal says is durable now. Only ever grows; a failure to say leaves the
+ * last answer. */
 static void pipe_note_durable(pipe_journal *p) {
     uint64_t durable = 0;
     if (berth_journal_durable(p->inner, &durable) == BERTH_J_OK && durable > p->durable) {
@@ -854,9 +857,9 @@ static bool pipe_checkpoint_due(pipe_journal *p, uint64_t now, bool snapshot) {
     return !fatal && !waiting;
 }
 
-/* Committer thread: true when the active file should be sealed and handed
- * to the checkpointer (the policy above), or a sealed file whose
- * checkpoint failed waits for its retry. */
+/* Committer thread (or the loop, on_loop): true when the active file should
+ * be sealed and handed to the checkpointer (the policy above), or a sealed
+ * file whose checkpoint failed waits for its retry. */
 static bool pipe_seal_due(pipe_journal *p, uint64_t now) {
     if (p->clog == NULL || p->clog_broken) {
         return false;
@@ -879,8 +882,9 @@ static bool pipe_seal_due(pipe_journal *p, uint64_t now) {
             now - p->first_pending_ns >= (uint64_t)CHECKPOINT_AGE_MS * 1000000u);
 }
 
-/* Committer thread, without the mutex, when pipe_seal_due: seal the active
- * file (unless a sealed one still waits) and hand it to the checkpointer. */
+/* Committer thread (or the loop, on_loop), without the mutex, when
+ * pipe_seal_due: seal the active file (unless a sealed one still waits) and
+ * hand it to the checkpointer. */
 static void pipe_hand_sealed(pipe_journal *p) {
     pipe_lock(p);
     bool sealed_before = p->ckpt_sealed;
@@ -917,9 +921,10 @@ static void pipe_hand_sealed(pipe_journal *p) {
     pipe_ckpt_signal(p);
 }
 
-/* Committer thread, after a frame: while checkpoints fail AGAIN or NOMEM,
- * refuse new writes once the active file is half full, so that what is
- * already staged still fits in it (the sealed file takes no frames). */
+/* Committer thread (or the loop, on_loop), after a frame: while
+ * checkpoints fail AGAIN or NOMEM, refuse new writes once the active file
+ * is half full, so that what is already staged still fits in it (the
+ * sealed file takes no frames). */
 static void pipe_note_room(pipe_journal *p) {
     bool half = berth_clog_active_used_bytes(p->clog) >= berth_clog_active_size_bytes(p->clog) / 2;
     pipe_lock(p);
@@ -939,16 +944,18 @@ static void pipe_frame_timed(pipe_journal *p, uint64_t ns) {
     atomic_store_explicit(&p->frame_ns_avg, avg, memory_order_relaxed);
 }
 
-/* Committer thread: the batch in the slot as one frame of the log. FULL
- * (the log has no room: only while checkpoints fail) checkpoints first. */
-static berth_jerr pipe_log(pipe_journal *p) {
+/* Committer thread (or the loop, on_loop): the batch in the slot as one
+ * frame of the log. FULL (the log has no room: only while checkpoints
+ * fail) checkpoints first, on the committer; on the loop it is returned,
+ * nothing written, for the committer to take up. */
+static berth_jerr pipe_log(pipe_journal *p, bool on_loop) {
     const berth_touched *touched = p->has_touched ? p->touched : NULL;
     uint64_t t0 = now_ns_mono();
     berth_jerr err = berth_clog_append(p->clog, p->records, touched, p->n);
     if (err == BERTH_J_OK) {
         pipe_frame_timed(p, now_ns_mono() - t0);
     }
-    if (err == BERTH_J_FULL && pipe_checkpoint(p) == BERTH_J_OK) {
+    if (err == BERTH_J_FULL && !on_loop && pipe_checkpoint(p) == BERTH_J_OK) {
         err = berth_clog_append(p->clog, p->records, touched, p->n);
     }
     if (err == BERTH_J_IO) {
@@ -967,8 +974,10 @@ static berth_jerr pipe_log(pipe_journal *p) {
     return err;
 }
 
-/* One batch on the committer thread: append (or log), sync, report, then
- * a checkpoint if one is due, then the snapshot.
+/* One batch on the committer thread (or the loop, on_loop: see "Committing
+ * on the loop"): append (or log), sync, report, then a checkpoint if one is
+ * due, then the snapshot. false only on the loop, when the frame was not
+ * written and the job is the committer's (pipe_run_on_loop hands it over).
  *
  * Why sync at once rather than leave the meta page to the next commit's data
  * sync: a batch left for the next commit waits a whole commit more (its
@@ -988,12 +997,18 @@ static berth_jerr pipe_log(pipe_journal *p) {
  * LMDB sync does. A frame refused with nothing written (FULL while
  * checkpoints fail, NOMEM) fails the batch; the loop then reloads the engine
  * from LMDB, so a checkpoint runs first to bring LMDB up to every frame. */
-static void pipe_run(pipe_journal *p, bool on_loop) {
+static bool pipe_run(pipe_journal *p, bool on_loop) {
     assert(!on_loop || (p->clog != NULL && p->snapshot_seq == 0));
     berth_jerr err = BERTH_J_OK;
     bool logged = false;
     if (p->clog != NULL) {
-        err = pipe_log(p);
+        err = pipe_log(p, on_loop);
+        if (on_loop && err != BERTH_J_OK && err != BERTH_J_IO) {
+            /* Nothing written (FULL, NOMEM, a frame too big): the roads
+             * that follow (a full checkpoint, the batch failed) are the
+             * committer's, which runs this job again from the start. */
+            return false;
+        }
         logged = err == BERTH_J_OK;
         if (err == BERTH_J_IO) {
             err = BERTH_J_OK;   /* committed, never durable: see above */
@@ -1069,7 +1084,7 @@ static void pipe_run(pipe_journal *p, bool on_loop) {
         if (err == BERTH_J_OK && pipe_seal_due(p, now)) {
             pipe_hand_sealed(p);
         }
-        return;
+        return true;
     }
     if (checkpoint && pipe_checkpoint(p) != BERTH_J_OK) {
         snapshot = false;   /* its anchor would be a record LMDB does not hold yet */
@@ -1085,6 +1100,7 @@ static void pipe_run(pipe_journal *p, bool on_loop) {
     pipe_unlock(p);
     pipe_signal(p);
     ev_async_send(p->server->loop, &p->async);   /* the next batch may go */
+    return true;
 }
 
 /* Make the last commit durable when no next commit would. With the commit
@@ -1200,13 +1216,17 @@ static void *pipe_thread(void *arg) {
         bool sync = p->work_sync;
         p->work = false;
         p->work_sync = false;
+        p->running = true;
         pipe_unlock(p);
         if (sync) {
             pipe_run_sync(p);
         } else {
-            pipe_run(p, false);
+            bool done = pipe_run(p, false);
+            assert(done);
+            (void)done;
         }
         pipe_lock(p);
+        p->running = false;
     }
     pipe_unlock(p);
     /* A clean stop leaves LMDB holding every acknowledged record, so tools
@@ -1449,7 +1469,8 @@ static bool pipe_run_on_loop(pipe_journal *p) {
     pipe_lock(p);
     bool quick = p->on_loop_mode == PIPE_ON_LOOP_ON ||
                  atomic_load_explicit(&p->frame_ns_avg, memory_order_relaxed) < p->on_loop_frame_ns_max;
-    bool take = quick && !p->busy && !p->work && !p->work_sync && !p->idle_working && p->n > 0 &&
+    bool take = quick && !p->busy && !p->work && !p->work_sync && !p->idle_working && !p->running &&
+                p->n > 0 &&
                 p->snapshot_seq == 0 && !p->clog_broken && p->checkpoint_fatal == BERTH_J_OK &&
                 p->last_failure == BERTH_J_OK && p->stuck == BERTH_J_OK;
     if (take) {
@@ -1463,18 +1484,21 @@ static bool pipe_run_on_loop(pipe_journal *p) {
     /* A first frame after a seal starts the committer's idle deadline,
      * which it may be waiting without: it must look again. */
     bool fresh = p->first_pending_ns == 0;
-    pipe_run(p, true);
+    bool done = pipe_run(p, true);
     bool rearm = fresh && p->first_pending_ns != 0;
     pipe_lock(p);
-    assert(p->on_loop && !p->busy);
+    assert(p->on_loop && p->busy == !done);
     p->on_loop = false;
-    bool wake = p->wake_after_loop || rearm;
+    if (!done) {
+        p->work = true;   /* the slot stays busy: the committer's job now, from the start */
+    }
+    bool wake = p->wake_after_loop || rearm || !done;
     p->wake_after_loop = false;
     pipe_unlock(p);
     if (wake) {
         pipe_signal(p);
     }
-    return true;
+    return done;
 }
 
 /* Loop thread: the outcome of the last sync, once known. */
@@ -2336,6 +2360,10 @@ void batch_step(server *s) {
 bool batch_state_durable(const server *s) {
     return berth_engine_staged(s->engine) == 0 && s->inflight_count == 0 &&
            s->unsynced_count == 0;
+}
+
+bool batch_commits_on_loop(const server *s) {
+    return s->pipe != NULL && s->pipe->clog != NULL && s->pipe->on_loop_mode != PIPE_ON_LOOP_OFF;
 }
 
 bool batch_can_step(server *s) {

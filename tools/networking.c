@@ -921,11 +921,16 @@ void net_stop_listening(server *s) {
 static void net_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
     server *s = w->data;
     batch_reap(s);                       /* replies of a commit the committer finished */
+    bool on_loop = batch_commits_on_loop(s);
     if (s->pipe != NULL && !batch_may_gather(s)) {
         /* Hand the open batch to the committer before the replies are
          * written: its disk work then overlaps their write()s. (On the etcd
-         * road batch_step commits in place, a network round trip: there the
-         * replies go first.) */
+         * road batch_step commits in place, a network round trip, and a
+         * batch written on the loop blocks it for a sync: there the replies
+         * go first.) */
+        if (on_loop) {
+            net_write_pending(s);
+        }
         batch_step(s);
     }
     net_write_pending(s);
@@ -934,6 +939,9 @@ static void net_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
         return;
     }
     for (uint32_t round = 0; round < SERVER_COMMIT_ROUNDS_MAX; round++) {
+        if (round > 0 && on_loop) {
+            net_write_pending(s);   /* the last round's replies wait behind no sync */
+        }
         batch_step(s);
         net_unpark(s);
         if (s->resume.next == &s->resume) {

@@ -430,6 +430,9 @@ void batch_reap(server *s);
 /* Without blocking: answer a batch the committer finished, hand off the
  * open batch if the committer is free (the etcd road commits it now). */
 void batch_step(server *s);
+/* True when batch_step may write and sync a batch on the loop's thread
+ * (--commit-on-loop, with the commit log): it then blocks for a sync. */
+bool batch_commits_on_loop(const server *s);
 /* True when the engine's state equals the durable journal: nothing staged,
  * in flight or waiting for its sync, so a read may be answered. */
 bool batch_state_durable(const server *s);
