@@ -18,6 +18,12 @@ if(TARGET berthd)
                    BENCH_SERVER=$<TARGET_FILE:bench_server>
                    bash ${PROJECT_SOURCE_DIR}/tests/server/handoff.sh)
   set_tests_properties(server_handoff PROPERTIES TIMEOUT 240 LABELS server)
+  # Batches taking turns between the loop and the committer under load.
+  add_test(NAME server_commit_alternate
+           COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
+                   BENCH_SERVER=$<TARGET_FILE:bench_server>
+                   bash ${PROJECT_SOURCE_DIR}/tests/server/commit_alternate.sh)
+  set_tests_properties(server_commit_alternate PROPERTIES TIMEOUT 120 LABELS server)
   # INFO journal's history_fold_*, and the fold keeping up with every core busy.
   add_test(NAME server_fold_backlog
            COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
