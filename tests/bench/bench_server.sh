@@ -389,7 +389,7 @@ get1=$(row_get 'redis GET' 1 1)
 if [ -n "$pg1" ] && [ -n "$get1" ]; then
     awk -v pg="$pg1" -v get="$get1" 'BEGIN { want = 20 * pg
         printf "%-40s %9.0f/s against Redis GET %.0f/s (nothing durable): %s\n", "20x PostgreSQL at depth 1 is", want, get,
-               want > get ? "above what any server reaches on this machine" : "within the round trips measured here" }'
+               (want > get ? "above what any server reaches on this machine" : "within the round trips measured here") }'
 fi
 p99=$(row_get 'berth DEPLOY/RELEASE' 1 3)
 if [ -n "$p99" ]; then
