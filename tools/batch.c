@@ -21,8 +21,9 @@
  * (the default) does so while the frames' write and sync average under
  * --commit-on-loop-us (1 ms), and hands them to the committer on a slower
  * disk, where the overlap above is worth more. Either thread runs the same
- * pipe_run; the mutex's flags (busy, on_loop, idle_working) let one run at a
- * time, so the fields marked "thread only" have one owner at any moment.
+ * pipe_run; the mutex's flags (busy, on_loop, running, idle_working) let one
+ * run at a time, so the fields marked "thread only" have one owner at any
+ * moment.
  * Measured: docs/bench-server.md, "Session 21".
  *
  * How it stays correct. The engine appends to a journal; berthd hands it a
@@ -977,7 +978,7 @@ static berth_jerr pipe_log(pipe_journal *p, bool on_loop) {
 /* One batch on the committer thread (or the loop, on_loop: see "Committing
  * on the loop"): append (or log), sync, report, then a checkpoint if one is
  * due, then the snapshot. false only on the loop, when the frame was not
- * written and the job is the committer's (pipe_run_on_loop hands it over).
+ * written and the job is the committer's (batch_hand_off hands it over).
  *
  * Why sync at once rather than leave the meta page to the next commit's data
  * sync: a batch left for the next commit waits a whole commit more (its
@@ -1461,7 +1462,8 @@ static void pipe_hand(pipe_journal *p, bool sync) {
  * when the committer is idle and the job is a plain frame: no snapshot
  * queued (its full checkpoint is long), the log healthy and no checkpoint
  * failing (their roads stay the committer's), and, under auto, frames
- * quick. false: hand it off (pipe_hand). */
+ * quick. false: hand it off (pipe_hand), whether it was not taken or was
+ * given back unwritten (FULL, NOMEM: pipe_run), the slot free again. */
 static bool pipe_run_on_loop(pipe_journal *p) {
     if (p->clog == NULL || p->on_loop_mode == PIPE_ON_LOOP_OFF) {
         return false;
@@ -1490,9 +1492,12 @@ static bool pipe_run_on_loop(pipe_journal *p) {
     assert(p->on_loop && p->busy == !done);
     p->on_loop = false;
     if (!done) {
-        p->work = true;   /* the slot stays busy: the committer's job now, from the start */
+        /* The slot still holds the batch: the caller hands it to the
+         * committer (pipe_hand), which runs it from the start. */
+        assert(p->n > 0 && !p->work && !p->work_sync);
+        p->busy = false;
     }
-    bool wake = p->wake_after_loop || rearm || !done;
+    bool wake = p->wake_after_loop || rearm;
     p->wake_after_loop = false;
     pipe_unlock(p);
     if (wake) {
@@ -2235,7 +2240,7 @@ static bool batch_hand_off(server *s) {
         s->stats.commits_on_loop++;
         return true;
     }
-    pipe_hand(s->pipe, false);
+    pipe_hand(s->pipe, false);   /* not taken, or given back unwritten (FULL, NOMEM) */
     return false;
 }
 

@@ -22,6 +22,7 @@ if(TARGET berthd)
   add_test(NAME server_commit_alternate
            COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
                    BENCH_SERVER=$<TARGET_FILE:bench_server>
+                   BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>
                    bash ${PROJECT_SOURCE_DIR}/tests/server/commit_alternate.sh)
   set_tests_properties(server_commit_alternate PROPERTIES TIMEOUT 120 LABELS server)
   # INFO journal's history_fold_*, and the fold keeping up with every core busy.
