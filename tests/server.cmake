@@ -87,31 +87,30 @@ if(TARGET berthd)
     set_tests_properties(server_commit_log PROPERTIES TIMEOUT 300 LABELS server)
   endif()
   # commit_on_loop.sh: which thread writes a batch's frame (auto, on, off;
-  # auto on a disk slowed by disk_shim). And the scripts that prove
-  # acknowledged writes survive kill -9 and OS crashes, again with the
-  # frames always on the committer thread (the default, auto, writes them
-  # on the loop on a quick disk), so both roads stay proved.
+  # auto on a disk slowed by disk_shim).
   add_test(NAME server_commit_on_loop
            COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>
                    BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>
                    bash ${CMAKE_CURRENT_SOURCE_DIR}/server/commit_on_loop.sh)
   set_tests_properties(server_commit_on_loop PROPERTIES TIMEOUT 120 LABELS server)
-  add_test(NAME server_kill9_committer
-           COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> "BERTHD_FLAGS=--commit-on-loop off"
-                   bash ${CMAKE_CURRENT_SOURCE_DIR}/server/kill9.sh)
-  set_tests_properties(server_kill9_committer PROPERTIES TIMEOUT 90 LABELS server)
-  add_test(NAME server_oscrash_log_committer
-           COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> "BERTHD_FLAGS=--commit-on-loop off"
-                   BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>
-                   bash ${CMAKE_CURRENT_SOURCE_DIR}/server/oscrash_log.sh)
-  set_tests_properties(server_oscrash_log_committer PROPERTIES TIMEOUT 300 LABELS server)
-  # ...and always on the loop: oscrash_log's slowed syncs would move auto's
-  # frames to the committer just when a crash should meet one on the loop.
-  add_test(NAME server_oscrash_log_on_loop
-           COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> "BERTHD_FLAGS=--commit-on-loop on"
-                   BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>
-                   bash ${CMAKE_CURRENT_SOURCE_DIR}/server/oscrash_log.sh)
-  set_tests_properties(server_oscrash_log_on_loop PROPERTIES TIMEOUT 300 LABELS server)
+  # The scripts that prove acknowledged writes survive kill -9 and OS
+  # crashes, again with every frame on the committer thread (the default,
+  # auto, writes them on the loop on a quick disk), and oscrash_log always
+  # on the loop (its slowed syncs would move auto's frames to the committer
+  # just when a crash should meet one on the loop): both roads stay proved.
+  # Each: test name, script, --commit-on-loop's value.
+  foreach(variant "kill9_committer kill9 off" "oscrash_log_committer oscrash_log off"
+                  "oscrash_log_on_loop oscrash_log on")
+    separate_arguments(variant)
+    list(GET variant 0 name)
+    list(GET variant 1 script)
+    list(GET variant 2 mode)
+    add_test(NAME server_${name}
+             COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> "BERTHD_FLAGS=--commit-on-loop ${mode}"
+                     BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>
+                     bash ${CMAKE_CURRENT_SOURCE_DIR}/server/${script}.sh)
+    set_tests_properties(server_${name} PROPERTIES TIMEOUT 300 LABELS server)
+  endforeach()
   # watch_readers.sh: a WATCH catch-up with LMDB's reader table full (held by
   # hold_readers.c) waits for the next tick rather than spinning the loop.
   add_executable(hold_readers ${CMAKE_CURRENT_SOURCE_DIR}/server/hold_readers.c)
