@@ -191,8 +191,9 @@ typedef struct pipe_journal {
     atomic_uint_fast64_t ckpt_holder_raises;   /* raises because it held a lock wanted */
     atomic_uint_fast64_t ckpt_background_runs;   /* checkpoints it began at SCHED_IDLE */
     /* Committing on the loop ("Committing on the loop"), with clog. Under
-     * mutex, but for the mode (set before the threads start) and the
-     * frames' average (written by whichever thread writes a frame). */
+     * mutex, but for the mode and its threshold (set before the threads
+     * start) and the frames' average (written by whichever thread writes a
+     * frame). */
     pipe_on_loop_mode on_loop_mode;
     uint64_t on_loop_frame_ns_max;  /* auto: on the loop while frames average under it */
     bool on_loop;                   /* the loop runs a batch's job itself: the thread-only
@@ -941,7 +942,8 @@ static void pipe_note_room(pipe_journal *p) {
  * on_loop), so a relaxed load and store suffice. */
 static void pipe_frame_timed(pipe_journal *p, uint64_t ns) {
     uint64_t avg = atomic_load_explicit(&p->frame_ns_avg, memory_order_relaxed);
-    avg = ns >= avg ? avg + ((ns - avg) >> COMMIT_FRAME_AVG_SHIFT) : avg - ((avg - ns) >> COMMIT_FRAME_AVG_SHIFT);
+    avg = ns >= avg ? avg + ((ns - avg) >> COMMIT_FRAME_AVG_SHIFT)
+                    : avg - ((avg - ns) >> COMMIT_FRAME_AVG_SHIFT);
     atomic_store_explicit(&p->frame_ns_avg, avg, memory_order_relaxed);
 }
 
@@ -1647,7 +1649,9 @@ void batch_commit_log_stats(const server *s, batch_clog_stats *out) {
     out->boosts = atomic_load(&p->ckpt_boosts);
     out->holder_raises = atomic_load(&p->ckpt_holder_raises);
     out->background_runs = atomic_load(&p->ckpt_background_runs);
-    out->on_loop = p->on_loop_mode == PIPE_ON_LOOP_ON ? "on" : p->on_loop_mode == PIPE_ON_LOOP_AUTO ? "auto" : "off";
+    out->on_loop = p->on_loop_mode == PIPE_ON_LOOP_ON     ? "on"
+                   : p->on_loop_mode == PIPE_ON_LOOP_AUTO ? "auto"
+                                                          : "off";
     out->frame_us_avg = atomic_load_explicit(&p->frame_ns_avg, memory_order_relaxed) / 1000u;
     out->size_bytes = berth_clog_size_bytes(p->clog);   /* fixed at open */
 }
