@@ -1466,8 +1466,12 @@ static void pipe_hand(pipe_journal *p, bool sync) {
  * failing (their roads stay the committer's), and, under auto, frames
  * quick. false: hand it off (pipe_hand), whether it was not taken or was
  * given back unwritten (FULL, NOMEM: pipe_run), the slot free again. */
+static bool pipe_may_run_on_loop(const pipe_journal *p) {
+    return p->clog != NULL && p->on_loop_mode != PIPE_ON_LOOP_OFF;
+}
+
 static bool pipe_run_on_loop(pipe_journal *p) {
-    if (p->clog == NULL || p->on_loop_mode == PIPE_ON_LOOP_OFF) {
+    if (!pipe_may_run_on_loop(p)) {
         return false;
     }
     pipe_lock(p);
@@ -2372,7 +2376,7 @@ bool batch_state_durable(const server *s) {
 }
 
 bool batch_commits_on_loop(const server *s) {
-    return s->pipe != NULL && s->pipe->clog != NULL && s->pipe->on_loop_mode != PIPE_ON_LOOP_OFF;
+    return s->pipe != NULL && pipe_may_run_on_loop(s->pipe);
 }
 
 bool batch_can_step(server *s) {

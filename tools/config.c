@@ -87,8 +87,9 @@ static const option options[] = {
       "a thread back: CAP_SYS_NICE or RLIMIT_NICE 20; see docs/server.md)" },
     { "commit-on-loop", OPT_STRING, FIELD(commit_on_loop), 0, 0,
       "auto|on|off  write and sync a batch's commit log frame on the event loop's thread instead of "
-      "handing it to the committer thread: on always, off never, auto while the frames' average write and sync "
-      "takes under --commit-on-loop-us (default auto; with the commit log; see docs/server.md)" },
+      "handing it to the committer thread: on always, off never, auto while the frames' average "
+      "write and sync takes under --commit-on-loop-us (default auto; with the commit log; see "
+      "docs/server.md)" },
     { "commit-on-loop-us", OPT_U32, FIELD(commit_on_loop_us), 1, 10000000,
       "US  with --commit-on-loop auto, commit on the loop while the frames' write and sync average "
       "under this (default 1000)" },

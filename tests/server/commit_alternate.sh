@@ -36,7 +36,6 @@ cycle() {   # depth seconds tag
         fail "cycle $3 (depth $1): $out"
     expect_match "$out" ' errors=0$' "cycle $3 (depth $1) has no error reply"
 }
-stat_field() { r INFO stats | tr -d '\r' | sed -n "s/^$1://p"; }
 
 start_berthd
 "$BENCH_SERVER" --port "$PORT" --mode add-workers --workers "$workers" --connections 4 --depth 32 \

@@ -24,7 +24,6 @@
 # kill9.sh's and oscrash_log.sh's (run by ctest on both: server.cmake).
 . "$(dirname "$0")/lib.sh"
 
-stat_field() { r INFO stats | tr -d '\r' | sed -n "s/^$1://p"; }
 # mark, then all_on_loop WHAT MISSES_MAX: every commit since the mark on
 # the loop, but for at most MISSES_MAX that found the committer sealing the
 # active file after 10 ms idle (they go to it; about one in a hundred here).

@@ -167,6 +167,8 @@ expect_int() {   # actual what — a mutating command's success is its seq
 
 # info_field FIELD: FIELD's value in INFO journal.
 info_field() { r INFO journal | tr -d '\r' | sed -n "s/^$1://p"; }
+# stat_field NAME: the same from INFO stats.
+stat_field() { r INFO stats | tr -d '\r' | sed -n "s/^$1://p"; }
 # thread_tid NAME: the id of berthd's thread called NAME (its comm); fails
 # when there is none.
 thread_tid() {
