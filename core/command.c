@@ -9,9 +9,11 @@
  * may contain ':', so the GPU list is the suffix after the last ':' only when
  * that suffix is digits and commas. REQID <id>, when present, is the last
  * pair of words. So a typed WORKER.ADD refuses the two names those rules
- * would misread in a plain ON (worker_name_placeable). A journal written
- * before that may hold such a worker: "ON host:1:0" places worker host:1,
- * and one named REQID is misread only second to last (refused below). */
+ * would misread in a plain ON (worker_name_placeable), a typed backend may
+ * not be named REQID (backend_name_placeable), and a typed command may not
+ * end in a bare REQID. A journal written before that may hold such a
+ * worker: "ON host:1:0" places worker host:1, and one named REQID is
+ * misread only second to last (refused below). */
 #include "command.h"
 
 #include <assert.h>
@@ -240,6 +242,17 @@ static int worker_name_placeable(parser *p, berth_str name) {
     return 0;
 }
 
+/* A backend named "REQID" (any case) could not be named the plain way
+ * either: "POLICY.SET EXCLUSIVE REQID vllm", meant as two backends, reads
+ * as no backend and request id vllm, which clears the policy. So none is
+ * made (DEPLOY) or listed (POLICY.SET). Typed input only, as above. */
+static int backend_name_placeable(parser *p, berth_str name) {
+    if (!p->input || !IS(name, "REQID")) return 0;
+    char q[80];
+    return fail(p, "%s: a backend cannot be named '%s': the words \"REQID <id>\" name a request id",
+                p->cmd_name, quote_word(name, q, sizeof q));
+}
+
 static int parse_worker_add(parser *p, berth_cmd *cmd) {
     if (next_name_hash(p, "worker name", &cmd->name, &cmd->name_hash) != 0) return -1;
     if (p->input && worker_name_placeable(p, cmd->name) != 0) return -1;
@@ -385,6 +398,7 @@ static int parse_deploy(parser *p, berth_cmd *cmd) {
         } else if (IS(w, "BACKEND")) {
             if (cmd->backend.len) return fail(p, "%s: BACKEND given twice", p->cmd_name);
             if (next_name(p, "backend name", &cmd->backend) != 0) return -1;
+            if (backend_name_placeable(p, cmd->backend) != 0) return -1;
         } else if (IS(w, "VRAM")) {
             if (cmd->claim_mib) return fail(p, "%s: VRAM given twice", p->cmd_name);
             if (next_number(p, "VRAM (MiB per GPU)", 1, BERTH_VRAM_MIB_MAX, &cmd->claim_mib) != 0) return -1;
@@ -420,6 +434,7 @@ static int add_backend(parser *p, berth_cmd *cmd, berth_str b) {
     if (!berth_name_valid(b)) {
         return fail(p, "%s: invalid backend name '%s'", p->cmd_name, quote_word(b, q, sizeof q));
     }
+    if (backend_name_placeable(p, b) != 0) return -1;
     if (cmd->backend_count == BERTH_POLICY_BACKENDS_MAX) {
         return fail(p, "%s: more than %d backends", p->cmd_name, BERTH_POLICY_BACKENDS_MAX);
     }
@@ -504,6 +519,14 @@ static int parse_words(berth_cmd *cmd, size_t argc, const berth_str *argv, size_
             return fail(&p, "%s: invalid request id '%s': ids are 1-%d bytes of [A-Za-z0-9._:/-]", p.cmd_name, q,
                         BERTH_NAME_LEN_MAX);
         }
+    }
+    /* A typed command ending in a bare REQID (a script's "REQID $id" with
+     * $id empty) would take the word as a name: the last worker of a DEPLOY,
+     * a backend of POLICY.SET. Refused, so it never reaches the journal; a
+     * command with one word after its name ("RELEASE REQID") is not
+     * ambiguous. */
+    if (input && p.argc >= 3 && IS(argv[p.argc - 1], "REQID")) {
+        return fail(&p, "%s: REQID needs an id: a command ends with \"REQID <id>\"", p.cmd_name);
     }
     int rc;
     switch (cmd->kind) {

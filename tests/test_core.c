@@ -610,6 +610,55 @@ START_TEST(test_parse_unplaceable_worker) {
 }
 END_TEST
 
+/* A typed command ending in a bare REQID (a script's "REQID $id" with $id
+ * empty) is refused rather than read as a last worker or a backend, and a
+ * backend named REQID is refused as a worker of that name is ("POLICY.SET
+ * EXCLUSIVE REQID vllm", meant as two backends, reads as request id vllm
+ * and clears the policy). A journal's text is read as it was. */
+START_TEST(test_parse_bare_reqid) {
+    parsed *p = parsed_new();
+    static const char *const no_id[] = {
+        "DEPLOY a MODEL m BACKEND vllm ON w1 w2 REQID", "DEPLOY a MODEL m BACKEND vllm ON w1 reqid",
+        "POLICY.SET EXCLUSIVE vllm REQID", "WORKER.ADD w GPUS 1 LABEL a=b REQID",
+        "DEPLOY a MODEL m BACKEND vllm ON w1 REQID REQID r", "POLICY.SET EXCLUSIVE ReqId",
+    };
+    for (size_t i = 0; i < sizeof no_id / sizeof no_id[0]; i++) {
+        expect_parse_err(p, no_id[i]);
+        ck_assert_msg(strstr(p->err, "REQID needs an id") != NULL, "'%s': %s", no_id[i], p->err);
+    }
+    static const char *const backend[] = {
+        "POLICY.SET EXCLUSIVE vllm,reqid", "POLICY.SET EXCLUSIVE reqid vllm REQID r",
+        "DEPLOY a MODEL m BACKEND REQID ON w1", "DEPLOY a MODEL m BACKEND reqid ON w1 REQID r",
+    };
+    for (size_t i = 0; i < sizeof backend / sizeof backend[0]; i++) {
+        expect_parse_err(p, backend[i]);
+        ck_assert_msg(strstr(p->err, "a backend cannot be named") != NULL, "'%s': %s", backend[i], p->err);
+    }
+    /* One word after the command's name is not ambiguous; a pair still is a
+     * request id, whatever it is called. */
+    expect_parse_ok(p, "RELEASE REQID");
+    ck_assert(str_is(p->cmd.name, "REQID"));
+    expect_parse_ok(p, "WORKER.CORDON reqid");
+    expect_parse_ok(p, "RELEASE i1 REQID REQID");
+    ck_assert(str_is(p->cmd.reqid, "REQID"));
+    expect_parse_ok(p, "POLICY.SET EXCLUSIVE REQID r1");
+    ck_assert_uint_eq(p->cmd.backend_count, 0);
+    ck_assert(str_is(p->cmd.reqid, "r1"));
+    expect_parse_ok(p, "DEPLOY a MODEL m BACKEND vllm ON w1 REQID:0");
+    static const char *const journal[] = {
+        "DEPLOY a MODEL m BACKEND vllm ON w1 REQID", "POLICY.SET EXCLUSIVE REQID,vllm",
+        "DEPLOY a MODEL m BACKEND REQID ON w1",
+    };
+    for (size_t i = 0; i < sizeof journal / sizeof journal[0]; i++) {
+        char err[BERTH_ERR_LEN_MAX] = "";
+        berth_cmd cmd;
+        ck_assert_msg(berth_cmd_parse_text(&cmd, journal[i], strlen(journal[i]), p->words, BERTH_ARGS_MAX, err,
+                                           sizeof err) == 0, "'%s': %s", journal[i], err);
+    }
+    free(p);
+}
+END_TEST
+
 /* ---- canonical text ----------------------------------------------------- */
 
 static size_t canonical_of(parsed *p, const char *line, char *buf, size_t size) {
@@ -735,7 +784,7 @@ START_TEST(test_is_canonical) {
         "WORKER.CORDON x", "WORKER.UNCORDON x", "WORKER.REMOVE x", "RELEASE y", "RELEASE REQID",
         "DEPLOY i MODEL m BACKEND vllm ON w", "DEPLOY i MODEL m BACKEND b VRAM 1 ON a:0,5,63 b c:2",
         "DEPLOY i MODEL m BACKEND b ON x:5:1", "POLICY.SET EXCLUSIVE", "POLICY.SET EXCLUSIVE a,b,c",
-        "POLICY.SET EXCLUSIVE REQID,x",
+        "POLICY.SET EXCLUSIVE REQIDS,x",
     };
     static const char *const other[] = {
         "release x", "Release x", "RELEASE a REQID junk", "RELEASE a reqid junk",
@@ -3017,6 +3066,7 @@ static Suite *core_suite(void) {
     tcase_add_test(parse, test_parse_fields);
     tcase_add_test(parse, test_parse_reqid);
     tcase_add_test(parse, test_parse_unplaceable_worker);
+    tcase_add_test(parse, test_parse_bare_reqid);
     tcase_add_test(parse, test_canonical_exact);
     tcase_add_test(parse, test_canonical_roundtrip);
     tcase_add_test(parse, test_canonical_spellings_equal);

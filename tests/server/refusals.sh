@@ -93,6 +93,11 @@ syntax '' WORKER.ADD w9 GPUS many
 syntax '' WORKER.ADD w9 GPUS 65
 syntax '' DEPLOY y MODEL m BACKEND vllm ON w1 w1
 syntax '' DEPLOY y MODEL m BACKEND vllm ON w1:0,0
+# A script's "REQID $id" with $id empty: refused, not read as a worker or a backend.
+syntax 'REQID needs an id' DEPLOY y MODEL m BACKEND vllm ON w1 REQID
+syntax 'REQID needs an id' POLICY.SET EXCLUSIVE vllm REQID
+syntax 'backend cannot be named' POLICY.SET EXCLUSIVE vllm,reqid
+syntax 'backend cannot be named' DEPLOY y MODEL m BACKEND REQID ON w1
 syntax '' WORKER.GET
 syntax '' JOURNAL.RANGE x 1
 
