@@ -207,6 +207,14 @@ static int config_set(server_config *cfg, const option *opt, const char *value,
     assert(value != NULL);
     if (opt->kind == OPT_STRING) {
         size_t len = strlen(value);
+        /* An empty value is a slip (an unset shell variable), never a
+         * setting: `--requirepass ""` would silently mean no password and
+         * `--data ""` fail later as a data-directory error (exit 1, which a
+         * service manager restarts) instead of a usage error. */
+        if (len == 0) {
+            snprintf(err, err_size, "ERR --%s needs a value, got an empty one", opt->name);
+            return -1;
+        }
         if (len >= opt->size) {
             snprintf(err, err_size, "ERR --%s: value longer than %zu bytes", opt->name, opt->size - 1);
             return -1;

@@ -33,6 +33,17 @@ for value in 's3cret # the admin password' "s3cret\t#x"; do
 done
 [ ! -e "$TMP/hdata" ] || fail "berthd opened its data directory despite the refused config line"
 
+# An empty value on the command line (an unset shell variable) is a usage
+# error, exit 2, before anything is opened: never "no password", never a
+# data-directory error a service manager would restart.
+for opt in --data --requirepass --bind --unixsocket; do
+    rc=0; out=$("$BERTHD" "$opt" "" --port 0 --unixsocket "$TMP/e.sock" 2>&1) || rc=$?
+    [ "$opt" = --unixsocket ] && { rc=0; out=$("$BERTHD" --data "$TMP/edata" "$opt" "" 2>&1) || rc=$?; }
+    expect_eq "$rc" 2 "exit status with $opt \"\""
+    expect_match "$out" "ERR $opt needs a value, got an empty one" "the refusal names $opt"
+done
+[ ! -e "$TMP/edata" ] || fail "berthd opened its data directory despite an empty value"
+
 # A '#' inside a word is part of the value.
 printf 'requirepass s3#cret \n' >"$TMP/inner.conf"
 start_berthd --config "$TMP/inner.conf"
