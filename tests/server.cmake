@@ -13,7 +13,7 @@ if(TARGET berthd)
     message(WARNING "berthd integration tests need redis-cli and nc: apt-get install -y redis-tools netcat-openbsd")
   endif()
   set(berth_server_tests seed refusals queries pipeline protocol auth watch restart kill9 limits sched_slice ckpt_priority growth
-      config unixsocket accept_pause)
+      config unixsocket accept_pause stop_drain)
   foreach(t ${berth_server_tests})
     add_test(NAME server_${t}
              COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd>

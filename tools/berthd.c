@@ -307,7 +307,7 @@ static void berthd_shutdown(server *s) {
     net_refuse_parked(s);
     net_write_pending(s);
     jobs_stop(s);           /* answers the clients waiting for a job */
-    net_write_pending(s);
+    net_drain_output(s);
     net_close_all(s);
     batch_free(s);
     replication_stop(s);

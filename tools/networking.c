@@ -24,6 +24,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -1088,6 +1089,78 @@ void net_start(server *s) {
     ev_timer_init(&s->tick, net_tick_cb, NET_TICK_S, NET_TICK_S);
     s->tick.data = s;
     ev_timer_start(s->loop, &s->tick);
+}
+
+static bool client_output_stuck(const client *c) {
+    return !c->closed && c->close_reason == NULL && !c->out.failed && reply_pending(&c->out) > 0;
+}
+
+/* The loop no longer runs, so its clock is brought forward by hand: a
+ * client's write_progress_at (set by client_write) is then current. */
+static void drain_close_stalled(server *s, ev_tstamp began, bool all) {
+    ev_now_update(s->loop);
+    ev_tstamp now = ev_now(s->loop);
+    dlink *next = NULL;
+    for (dlink *l = s->clients.next; l != &s->clients; l = next) {
+        next = l->next;
+        client *c = DLINK_OWNER(l, client, link_all);
+        if (!client_output_stuck(c)) {
+            continue;
+        }
+        ev_tstamp since = c->write_progress_at > began ? c->write_progress_at : began;
+        if (all || now - since >= SERVER_STOP_STALL_MS / 1000.0) {
+            server_log("client id=%llu %s: %zu bytes of replies unsent at the stop (it took none for %.1f s)",
+                       (unsigned long long)c->id, c->peer, reply_pending(&c->out), now - since);
+            client_close(c, NULL);
+        }
+    }
+}
+
+void net_drain_output(server *s) {
+    net_write_pending(s);
+    size_t fds_max = s->client_count;
+    if (fds_max == 0) {
+        return;
+    }
+    struct pollfd *fds = calloc(fds_max, sizeof *fds);
+    client **owners = calloc(fds_max, sizeof *owners);
+    ev_now_update(s->loop);
+    ev_tstamp began = ev_now(s->loop);
+    uint64_t deadline_ns = now_ns_mono() + (uint64_t)SERVER_STOP_DRAIN_MS * 1000000u;
+    while (fds != NULL && owners != NULL) {
+        drain_close_stalled(s, began, false);
+        size_t n = 0;
+        for (dlink *l = s->clients.next; l != &s->clients && n < fds_max; l = l->next) {
+            client *c = DLINK_OWNER(l, client, link_all);
+            if (client_output_stuck(c)) {
+                fds[n] = (struct pollfd){ .fd = c->fd, .events = POLLOUT };
+                owners[n++] = c;
+            }
+        }
+        uint64_t now_ns = now_ns_mono();
+        if (n == 0 || now_ns >= deadline_ns) {
+            break;
+        }
+        uint64_t wait_ns = deadline_ns - now_ns;
+        if (wait_ns > (uint64_t)SERVER_STOP_STALL_MS * 1000000u / 4) {
+            wait_ns = (uint64_t)SERVER_STOP_STALL_MS * 1000000u / 4;   /* look for stalls now and then */
+        }
+        int ready = poll(fds, (nfds_t)n, (int)((wait_ns + 999999u) / 1000000u));
+        if (ready < 0 && errno != EINTR) {
+            break;
+        }
+        ev_now_update(s->loop);
+        /* client_write may close (and free) owners[i] only: the others stay
+         * valid, and the next round lists the clients again. */
+        for (size_t i = 0; ready > 0 && i < n; i++) {
+            if (fds[i].revents != 0) {
+                client_write(owners[i]);
+            }
+        }
+    }
+    free(fds);
+    free(owners);
+    drain_close_stalled(s, began, true);
 }
 
 void net_close_all(server *s) {

@@ -37,6 +37,12 @@
 #define SERVER_COMMIT_ROUNDS_MAX 16         /* commit/resume rounds before the loop polls again */
 #define SERVER_WATCH_CHUNK_RECORDS 256      /* records read per catch-up step */
 #define SERVER_JOBS_MAX 64                  /* background jobs queued or running */
+/* At a stop, the replies already buffered (acknowledged writes among them)
+ * keep leaving while their client takes some within SERVER_STOP_STALL_MS,
+ * for SERVER_STOP_DRAIN_MS at most; a client that takes none that long is
+ * closed with its bytes left unsent, logged. */
+#define SERVER_STOP_STALL_MS 2000
+#define SERVER_STOP_DRAIN_MS 10000
 /* A job's child killed (timeout, stop) is normally gone within
  * milliseconds; one in uninterruptible sleep (a read of a hung network
  * filesystem) goes only when that read does. The job thread waits this
@@ -360,6 +366,12 @@ bool client_output_over(const client *c, size_t limit);
  * close. */
 void net_refuse_parked(server *s);
 void net_write_pending(server *s);
+/* At shutdown, after the last replies are queued: write every client's
+ * buffered output until it is gone, the client stalls or the drain's time
+ * is up (SERVER_STOP_STALL_MS, SERVER_STOP_DRAIN_MS), with the loop no
+ * longer running (no reads, no new WATCH frames), so a clean stop
+ * does not cut a reply, an acknowledgement or a frame in half. */
+void net_drain_output(server *s);
 void net_close_all(server *s);
 uint64_t now_ms_wall(void);
 uint64_t now_ns_mono(void);
