@@ -572,7 +572,9 @@ static void command_docs(reply_buf *rb, const command *cmd) {
 static void cmd_command(client *c, const command *self, size_t argc, const berth_str *argv) {
     reply_buf *rb = &c->out;
     size_t n = command_count();
-    if (argc == 1) {
+    /* Bare COMMAND and COMMAND INFO with no name both list every command,
+     * as Redis 7 answers them. */
+    if (argc == 1 || (argc == 2 && berth_str_eq_word(argv[1], "INFO"))) {
         reply_array(rb, n);
         for (size_t i = 0; i < n; i++) {
             command_info(rb, command_at(i));

@@ -83,6 +83,9 @@ for section in Server Clients Journal State Stats Latency; do
 done
 expect_match "$(r INFO journal)" 'seq' "INFO journal names the head seq"
 out=$(r COMMAND COUNT); expect_int "$out" "COMMAND COUNT"
+# COMMAND INFO with no name lists every command, as bare COMMAND does (Redis 7).
+expect_eq "$(r COMMAND INFO | grep -c -x -i 'deploy')" 1 "COMMAND INFO with no name lists DEPLOY"
+expect_eq "$(r COMMAND INFO | md5sum)" "$(r COMMAND | md5sum)" "COMMAND INFO with no name answers as COMMAND"
 expect_eq "$(r CONFIG GET appendonly | tr '\n' ' ')" "appendonly yes " "CONFIG GET appendonly (what redis-benchmark probes)"
 expect_eq "$(r CONFIG GET appendfsync | tr '\n' ' ')" "appendfsync always " "CONFIG GET appendfsync"
 out=$(r COMMAND DOCS 2>&1); [[ "$out" != ERR* ]] || fail "COMMAND DOCS (redis-cli asks at start): $out"
