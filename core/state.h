@@ -6,7 +6,8 @@
  * subordinates alike, goes through the same checks in the same order. Apply
  * is a pure function of (state, command, seq): no clock, no I/O, no
  * randomness; hash tables are internal and never iterated for output —
- * every listing is sorted by name (memcmp order).
+ * every listing has one canonical order: names in memcmp order, a worker's
+ * instances (BUSY's sentence) by the seq of their DEPLOY.
  *
  * Rules (the first failure decides; see README "The rules"):
  *   DEPLOY: EXISTS (instance), then for each listed worker in order:

@@ -3,8 +3,9 @@
  * Replay is the only road from journal to state: berthd's start, `AT <seq>`
  * queries, the berth tool and verification all go through it, so a state
  * seen anywhere is one the journal proves. The canonical state digest is
- * SHA-256 of the state's snapshot encoding, which lists everything sorted by
- * name, so equal states have equal digests however they were reached. */
+ * SHA-256 of the state's snapshot encoding, which lists everything in one
+ * canonical order (snapshot.c: workers by name, instances by deploy seq,
+ * request ids oldest first), so equal states have equal digests however they were reached. */
 #ifndef BERTH_REPLAY_H
 #define BERTH_REPLAY_H
 
