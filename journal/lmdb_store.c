@@ -836,6 +836,14 @@ static berth_jerr dir_prepare(lmdb_journal *j, char *err, size_t err_size) {
 /* A data file shorter than the pages its meta page claims (cut by a bad
  * copy, a crashed filesystem or a careless truncate) would fault (SIGBUS) on
  * the first read of a missing page: refuse it before any page is touched. */
+/* What to do about a data file no open can map (cut short, a meta page
+ * damaged): every open (berthd's, each berth subcommand's, `berth journal
+ * verify`'s) refuses it alike, so the way out is a copy from before the
+ * damage. (A head record that does not decode is another matter: the
+ * tool's read-only open reads past it, and verify names its seq.) */
+#define RESTORE_HINT \
+    "restore the data directory from a backup (`berth backup`; docs/reliability.md, \"Damage found at open\")"
+
 static berth_jerr file_size_check(lmdb_journal *j, char *err, size_t err_size) {
     MDB_envinfo info;
     int rc = mdb_env_info(j->env, &info);
@@ -851,8 +859,8 @@ static berth_jerr file_size_check(lmdb_journal *j, char *err, size_t err_size) {
         char sizes[96];
         snprintf(sizes, sizeof(sizes), "%llu bytes, its pages need %llu",
                  (unsigned long long)st.st_size, (unsigned long long)need);
-        sentence(err, err_size, "the journal in %s is truncated: data.mdb has %s; inspect it"
-                 " with `berth journal verify`", j->dir, sizes);
+        sentence(err, err_size, "the journal in %s is truncated: data.mdb has %s; " RESTORE_HINT, j->dir,
+                 sizes);
         return BERTH_J_CORRUPT;
     }
     return BERTH_J_OK;
@@ -869,7 +877,7 @@ static berth_jerr meta_pages_check(lmdb_journal *j, char *err, size_t err_size) 
     berth_jerr jerr = lmdb_meta_check(path, "the journal's data file", err, err_size);
     size_t len = err != NULL ? strnlen(err, err_size) : 0;
     if (jerr == BERTH_J_CORRUPT && err != NULL && len + 1 < err_size) {
-        snprintf(err + len, err_size - len, "; inspect it with `berth journal verify`");
+        snprintf(err + len, err_size - len, "; " RESTORE_HINT);
     }
     return jerr;
 }
