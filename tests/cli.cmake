@@ -97,6 +97,7 @@ if(TARGET berthd)
   include(GNUInstallDirs)
   add_test(NAME install
            COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/install.sh ${CMAKE_BINARY_DIR}
-                   ${CMAKE_CURRENT_BINARY_DIR} ${CMAKE_INSTALL_FULL_BINDIR})
+                   ${CMAKE_CURRENT_BINARY_DIR} ${CMAKE_INSTALL_PREFIX}
+                   ${CMAKE_INSTALL_FULL_BINDIR} ${CMAKE_INSTALL_FULL_DOCDIR})
   set_tests_properties(install PROPERTIES TIMEOUT 120)
 endif()

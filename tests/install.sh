@@ -2,20 +2,36 @@
 # install.sh — ctest case `install`: `cmake --install BUILD --prefix P`
 # makes a tree that works (tools/install.cmake).
 #
-# usage: install.sh BUILD_DIR WORK_DIR BINDIR
-# BINDIR is the configured install bindir, which the unit must name.
+# usage: install.sh BUILD_DIR WORK_DIR PREFIX BINDIR DOCDIR
+# PREFIX, BINDIR and DOCDIR are the configured install prefix and full
+# bindir and docdir (GNUInstallDirs' CMAKE_INSTALL_FULL_*).
 # Checks: berthd and berth land in P/bin and run from there (--version, and
 # berthd answers PING on a fresh data directory); the unit in
-# P/lib/systemd/system names BINDIR/berthd and passes `systemd-analyze
-# verify` (pointed at P's berthd) with no complaint, when systemd-analyze
-# is there; README.md and docs/ land in P/share/doc/berth.
+# P/lib/systemd/system names P/bin/berthd and P's docs, and passes
+# `systemd-analyze verify` with no complaint, when systemd-analyze is
+# there; README.md and docs/ land in P/share/doc/berth. The unit is filled
+# in at install time, so two more installs under DESTDIR check that it
+# names the prefix the install was given, not the tree under DESTDIR:
+# without --prefix, the configured BINDIR and DOCDIR; with --prefix /usr,
+# /usr/bin/berthd and /usr/share/doc/berth.
 set -u
 BUILD=$1
 WORK=$2/install
-BINDIR=$3
+PREFIX=$3
+BINDIR=$4
+DOCDIR=$5
 fail() {
     echo "FAIL [install]: $*" >&2
     exit 1
+}
+# check_unit UNIT BINDIR DOCDIR: UNIT names BINDIR/berthd and DOCDIR's docs.
+check_unit() {
+    [ -f "$1" ] || fail "no unit at $1"
+    grep -qx "ExecStart=$2/berthd --data /var/lib/berth/data" "$1" ||
+        fail "$1: ExecStart is not $2/berthd: $(grep '^ExecStart' "$1")"
+    grep -qx "Documentation=file://$3/docs/server.md" "$1" ||
+        fail "$1: Documentation is not under $3: $(grep '^Documentation' "$1")"
+    ! grep -q '@BERTH_' "$1" || fail "$1 keeps an unconfigured @…@ word"
 }
 rm -rf "$WORK"
 mkdir -p "$WORK" || fail "cannot make $WORK"
@@ -28,12 +44,22 @@ done
 [ -f "$P/share/doc/berth/README.md" ] && [ -f "$P/share/doc/berth/docs/server.md" ] &&
     [ -f "$P/share/doc/berth/docs/cli.md" ] || fail "README.md or docs/ missing under $P/share/doc/berth"
 UNIT=$P/lib/systemd/system/berthd.service
-[ -f "$UNIT" ] || fail "no unit at $UNIT"
-grep -qx "ExecStart=$BINDIR/berthd --data /var/lib/berth/data" "$UNIT" || fail "the unit's ExecStart: $(grep '^ExecStart' "$UNIT")"
-! grep -q '@BERTH_' "$UNIT" || fail "the unit keeps an unconfigured @…@ word"
+check_unit "$UNIT" "$P/bin" "$P/share/doc/berth"
+for case in configured usr; do
+    D=$WORK/destdir-$case
+    if [ $case = configured ]; then
+        DESTDIR=$D cmake --install "$BUILD" >"$WORK/install-$case.log" 2>&1 ||
+            fail "DESTDIR=$D cmake --install: $(tail -5 "$WORK/install-$case.log")"
+        check_unit "$D$PREFIX/lib/systemd/system/berthd.service" "$BINDIR" "$DOCDIR"
+    else
+        DESTDIR=$D cmake --install "$BUILD" --prefix /usr >"$WORK/install-$case.log" 2>&1 ||
+            fail "DESTDIR=$D cmake --install --prefix /usr: $(tail -5 "$WORK/install-$case.log")"
+        [ -x "$D/usr/bin/berthd" ] || fail "DESTDIR=$D --prefix /usr: no $D/usr/bin/berthd"
+        check_unit "$D/usr/lib/systemd/system/berthd.service" /usr/bin /usr/share/doc/berth
+    fi
+done
 if command -v systemd-analyze >/dev/null 2>&1; then
-    sed "s|$BINDIR/berthd|$P/bin/berthd|g" "$UNIT" >"$WORK/berthd.service"
-    systemd-analyze verify "$WORK/berthd.service" >"$WORK/verify.txt" 2>&1 || fail "systemd-analyze verify: $(cat "$WORK/verify.txt")"
+    systemd-analyze verify "$UNIT" >"$WORK/verify.txt" 2>&1 || fail "systemd-analyze verify: $(cat "$WORK/verify.txt")"
     [ ! -s "$WORK/verify.txt" ] || fail "systemd-analyze verify complained: $(cat "$WORK/verify.txt")"
     echo "systemd-analyze verify: no complaint"
 else
