@@ -903,7 +903,10 @@ static berth_jerr env_open(lmdb_journal *j, uint64_t map_initial, char *err,
         rc = mdb_env_open(j->env, j->dir, flags, 0600);
     }
     if (rc != 0) {
-        sentence(err, err_size, "cannot open the journal in %s: %s", j->dir, mdb_strerror(rc));
+        /* Callers put "cannot open the journal in DIR" (berthd) or the like
+         * first: this names the files, which a Permission denied is about. */
+        sentence(err, err_size, "cannot open %s/data.mdb and its lock file lock.mdb: %s", j->dir,
+                 mdb_strerror(rc));
         return jerr_of_mdb(rc);
     }
     j->env_open = true;
