@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "journal.h"
 #include "replay.h"
@@ -101,6 +102,27 @@ int cli_journal_open_ro(const char *dir, berth_journal **out);
  * name (a hard link, a symbolic link). CLI_EXIT_OK, or CLI_EXIT_USAGE with
  * the reason printed. "-" (stdout) always passes. */
 int cli_out_check(const char *flag, const char *out, const char *data_dir);
+/* berth run as root on a service's data directory (the unit's DynamicUser
+ * owns it) must leave nothing there that berthd, running as that user,
+ * cannot open: LMDB makes lock.mdb and history/lock.mdb at any open, a
+ * rebuild makes a new history/, a backup all of DEST. cli_made_before
+ * notes which of a data directory's own entries exist (the directory,
+ * LOCK, lock.mdb, data.mdb, history/ and its data.mdb and lock.mdb); after
+ * berth wrote there, cli_made_chown gives each that is new since (not
+ * there before, or another inode) and root's to the owner and group of
+ * owner_dir. Both do nothing unless berth runs as root. */
+#define CLI_MADE_NAMES 7
+typedef struct cli_made {
+    bool root;                    /* geteuid() == 0 at cli_made_before */
+    const char *dir;
+    struct {
+        bool found;
+        dev_t dev;
+        ino_t ino;
+    } before[CLI_MADE_NAMES];
+} cli_made;
+void cli_made_before(cli_made *made, const char *dir);
+int cli_made_chown(const cli_made *made, const char *owner_dir);   /* CLI_EXIT_*, failure printed */
 /* cli_etcd.c (issue 6): `--journal etcd --etcd-endpoints URLS --cluster NAME`
  * and TLS/auth flags, taken out of argv before any subcommand parses it; with
  * them, cli_store_open first brings the copy in --data DIR up to date from

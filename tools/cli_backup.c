@@ -57,7 +57,7 @@ static const char backup_usage[] =
     "  would on DIR at that seq. Records a berthd acknowledged but has not\n"
     "  moved out of its commit log yet are not copied: with berthd running\n"
     "  they are milliseconds old; with none moving them (or a damaged log),\n"
-    "  the backup is refused.\n"
+    "  the backup is refused. Run as root, DEST gets DIR's owner and group.\n"
     "  Restore: stop berthd, move DIR aside, move DEST to DIR (or start berthd\n"
     "  with --data DEST).\n";
 
@@ -334,6 +334,8 @@ int cli_backup_main(int argc, char **argv) {
     rc = backup_paths_check(&o, partial, sizeof partial);
     if (rc != CLI_EXIT_OK) return rc;
     uint64_t start_ns = cli_monotonic_ns();
+    cli_made made;
+    cli_made_before(&made, partial);
     if (mkdir(partial, 0700) != 0) {
         return cli_fail(CLI_EXIT_USAGE, "IO", "cannot make %s: %s", partial, strerror(errno));
     }
@@ -354,6 +356,9 @@ int cli_backup_main(int argc, char **argv) {
     if (rc == CLI_EXIT_OK && !run.made_set) {
         rc = cli_fail(CLI_EXIT_USAGE, "INTERNAL", "the backup's child ended well but sent no result");
     }
+    /* As root, DEST goes to DIR's owner before it appears: restored in
+     * DIR's place, berthd runs as that user and must open all of it. */
+    if (rc == CLI_EXIT_OK) rc = cli_made_chown(&made, o.data);
     if (rc == CLI_EXIT_OK) rc = backup_publish(&o, partial);
     if (rc != CLI_EXIT_OK) {
         partial_remove(partial);

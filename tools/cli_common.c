@@ -9,6 +9,7 @@
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -325,6 +326,89 @@ static void cli_commit_log_note(const char *dir, const cli_store *store) {
     }
 }
 
+/* The entries cli_made_* look at: in the data directory, or in its
+ * history/ (in_history). */
+static const struct {
+    bool in_history;
+    const char *name;
+} made_names[CLI_MADE_NAMES] = {
+    { false, "." }, { false, "LOCK" }, { false, "lock.mdb" }, { false, "data.mdb" },
+    { false, "history" }, { true, "data.mdb" }, { true, "lock.mdb" },
+};
+
+/* The directory and its history/ as fds (-1 when absent). history/ is
+ * opened without following a symbolic link, and each entry stat'd and
+ * chown'd without following one: the service's user can write there, and
+ * must not turn root's chown onto a file elsewhere. */
+typedef struct made_dirs {
+    int dir;
+    int history;
+} made_dirs;
+
+static made_dirs made_dirs_open(const char *dir) {
+    made_dirs d = { .dir = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), .history = -1 };
+    if (d.dir >= 0) {
+        d.history = openat(d.dir, "history", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    }
+    return d;
+}
+
+static void made_dirs_close(made_dirs *d) {
+    if (d->history >= 0) (void)close(d->history);   /* read-only fds: nothing to lose */
+    if (d->dir >= 0) (void)close(d->dir);
+}
+
+static int made_parent(const made_dirs *d, size_t i) {
+    return made_names[i].in_history ? d->history : d->dir;
+}
+
+void cli_made_before(cli_made *made, const char *dir) {
+    assert(made != NULL && dir != NULL);
+    memset(made, 0, sizeof *made);
+    made->dir = dir;
+    made->root = geteuid() == 0;
+    if (!made->root) return;
+    made_dirs d = made_dirs_open(dir);
+    for (size_t i = 0; i < CLI_MADE_NAMES; i++) {
+        struct stat st;
+        int at = made_parent(&d, i);
+        if (at >= 0 && fstatat(at, made_names[i].name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+            made->before[i].found = true;
+            made->before[i].dev = st.st_dev;
+            made->before[i].ino = st.st_ino;
+        }
+    }
+    made_dirs_close(&d);
+}
+
+int cli_made_chown(const cli_made *made, const char *owner_dir) {
+    assert(made != NULL && owner_dir != NULL);
+    if (!made->root) return CLI_EXIT_OK;
+    struct stat owner;
+    if (stat(owner_dir, &owner) != 0) {
+        return cli_fail(CLI_EXIT_USAGE, "IO", "cannot stat %s to give what berth made in %s to its owner: %s",
+                        owner_dir, made->dir, strerror(errno));
+    }
+    made_dirs d = made_dirs_open(made->dir);
+    int rc = CLI_EXIT_OK;
+    for (size_t i = 0; i < CLI_MADE_NAMES && rc == CLI_EXIT_OK; i++) {
+        struct stat st;
+        int at = made_parent(&d, i);
+        if (at < 0 || fstatat(at, made_names[i].name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        bool same = made->before[i].found && made->before[i].dev == st.st_dev &&
+                    made->before[i].ino == st.st_ino;
+        if (same || st.st_uid != 0 || (st.st_uid == owner.st_uid && st.st_gid == owner.st_gid)) continue;
+        if (fchownat(at, made_names[i].name, owner.st_uid, owner.st_gid, AT_SYMLINK_NOFOLLOW) != 0) {
+            rc = cli_fail(CLI_EXIT_USAGE, "IO", "cannot give %s%s%s, made by berth run as root, to %s's owner "
+                          "(uid %u, gid %u): %s; a berthd running as that user cannot open it: chown it",
+                          made->dir, made_names[i].in_history ? "/history/" : "/", made_names[i].name,
+                          owner_dir, (unsigned)owner.st_uid, (unsigned)owner.st_gid, strerror(errno));
+        }
+    }
+    made_dirs_close(&d);
+    return rc;
+}
+
 int cli_journal_open_ro(const char *dir, berth_journal **out) {
     assert(dir != NULL && out != NULL);
     berth_journal_options options;
@@ -333,13 +417,23 @@ int cli_journal_open_ro(const char *dir, berth_journal **out) {
     options.no_lock = true;
     char err[CLI_ERR_LEN_MAX] = "";
     *out = NULL;
+    /* Read-only, but LMDB makes a missing lock.mdb (and history/lock.mdb)
+     * at open: as root, they go to the directory's owner. */
+    cli_made made;
+    cli_made_before(&made, dir);
     berth_jerr jerr = berth_journal_open_lmdb(out, dir, &options, err, sizeof err);
+    int owned = cli_made_chown(&made, dir);
     if (jerr != BERTH_J_OK) {
         *out = NULL;
         /* A store that is there but damaged is a finding, like a bad record. */
         int code = jerr == BERTH_J_CORRUPT ? CLI_EXIT_FINDING : CLI_EXIT_USAGE;
         return cli_fail(code, berth_jerr_name(jerr), "cannot open data directory %s: %s",
                         dir, err[0] != '\0' ? err : "no berth journal there");
+    }
+    if (owned != CLI_EXIT_OK) {
+        berth_journal_close(*out);
+        *out = NULL;
+        return owned;
     }
     return CLI_EXIT_OK;
 }

@@ -715,7 +715,8 @@ static const char history_usage[] =
     "  Every record that touched the worker or instance, from the history index, with outcome.\n"
     "  The word after worker/instance is the name, even one starting with '-'; -- ends the options.\n"
     "  rebuild: build the index again from the journal (replayed and verified from genesis)\n"
-    "  when it is missing or damaged; takes the directory lock, so stop berthd first.\n";
+    "  when it is missing or damaged; takes the directory lock, so stop berthd first.\n"
+    "  Run as root, the new index gets DIR's owner and group.\n";
 
 static int history_print(cli_store *store, berth_history_kind kind, berth_str name, bool json) {
     uint64_t seqs[HISTORY_PAGE_MAX];

@@ -87,15 +87,27 @@ int cli_history_rebuild_into(const char *dir, cli_rebuilt *out) {
     options.history_rebuild = true;
     char err[CLI_ERR_LEN_MAX] = "";
     berth_journal *journal = NULL;
+    /* As root, the new history/ (and a lock.mdb or LOCK the open makes)
+     * go to the directory's owner, whatever the rebuild's outcome: else
+     * berthd, run as that user, cannot open its index. */
+    cli_made made;
+    cli_made_before(&made, dir);
     berth_jerr jerr = berth_journal_open_lmdb(&journal, dir, &options, err, sizeof err);
+    int rc = CLI_EXIT_OK;
     if (jerr != BERTH_J_OK) {
         int code = jerr == BERTH_J_CORRUPT ? CLI_EXIT_FINDING : CLI_EXIT_USAGE;
-        return rebuild_fail(out, code, berth_jerr_name(jerr), dir, "cannot open data directory",
-                            err[0] != '\0' ? err : "no berth journal there", "");
+        rc = rebuild_fail(out, code, berth_jerr_name(jerr), dir, "cannot open data directory",
+                          err[0] != '\0' ? err : "no berth journal there", "");
+    } else {
+        rc = rebuild_run(dir, journal, out);
+        berth_journal_close(journal);
     }
-    int rc = rebuild_run(dir, journal, out);
-    berth_journal_close(journal);
-    return rc;
+    int owned = cli_made_chown(&made, dir);   /* its failure printed */
+    if (rc == CLI_EXIT_OK && owned != CLI_EXIT_OK && out->quiet) {
+        out->code = "IO";
+        snprintf(out->detail, sizeof out->detail, "cannot give what it made to the owner of %s", dir);
+    }
+    return rc != CLI_EXIT_OK ? rc : owned;
 }
 
 int cli_history_rebuild(const char *dir) {
