@@ -83,6 +83,14 @@ add_test(NAME cli_backup
                  ${history_rebuild_berthd})
 set_tests_properties(cli_backup PROPERTIES TIMEOUT 300 LABELS cli)
 
+# berth as root on a data directory owned by the service's user (nobody
+# here) leaves it berthd can start on as that user; skipped unless root.
+if(TARGET berthd)
+  add_test(NAME cli_as_root
+           COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/cli/as_root.sh $<TARGET_FILE:berth> $<TARGET_FILE:berthd>)
+  set_tests_properties(cli_as_root PROPERTIES TIMEOUT 120 LABELS cli SKIP_RETURN_CODE 77)
+endif()
+
 # guard: the walk's child (tools/guard.c, shared by berth and berthd).
 add_executable(test_guard ${CMAKE_CURRENT_SOURCE_DIR}/test_guard.c
                           ${CMAKE_SOURCE_DIR}/tools/guard.c)
