@@ -73,7 +73,8 @@ if(TARGET berthd)
                      bash ${CMAKE_CURRENT_SOURCE_DIR}/server/job_child.sh)
     set_tests_properties(server_job_child PROPERTIES TIMEOUT 240 LABELS server)   # 48-72 s in CI
     # scenario_words.sh: the read-only words berth's scenario reader skips
-    # are exactly the commands berthd's COMMAND INFO calls readonly.
+    # are exactly the commands berthd's COMMAND INFO calls readonly, with
+    # its arities.
     add_test(NAME server_scenario_words
              COMMAND ${CMAKE_COMMAND} -E env BERTHD=$<TARGET_FILE:berthd> BERTH=$<TARGET_FILE:berth>
                      bash ${CMAKE_CURRENT_SOURCE_DIR}/server/scenario_words.sh)

@@ -17,12 +17,20 @@
 /* Every command berthd's table does not flag write (COMMAND INFO shows
  * "readonly"), and nothing else: a what-if has no server to ask, so these
  * are recognised and left unanswered, and a word berthd refuses (SELECT) is
- * refused here too. berthd's table is its own (tools/commands.c); the test
- * server_scenario_words compares the two lists, so keep them equal. */
-static const char *const query_words[] = {
-    "PING", "ECHO", "QUIT", "AUTH", "HELLO", "CLIENT", "INFO", "COMMAND", "CONFIG",
-    "WORKER.GET", "WORKER.LIST", "INSTANCE.GET", "INSTANCE.LIST", "POLICY.GET", "DIGEST",
-    "AT", "JOURNAL.HEAD", "JOURNAL.RANGE", "JOURNAL.VERIFY", "HISTORY", "WATCH",
+ * refused here too. Each has berthd's arity (Redis's: n words exactly, -n at
+ * least n), so a line berthd would answer "wrong number of arguments" is an
+ * error here, not a query skipped or answered with a word missing. berthd's
+ * table is its own (tools/commands.c); the test server_scenario_words
+ * compares the two lists and their arities, so keep them equal. */
+static const struct query_word {
+    const char *word;
+    int arity;
+} query_words[] = {
+    { "PING", -1 }, { "ECHO", 2 }, { "QUIT", -1 }, { "AUTH", -2 }, { "HELLO", -1 },
+    { "CLIENT", -2 }, { "INFO", -1 }, { "COMMAND", -1 }, { "CONFIG", -2 },
+    { "WORKER.GET", 2 }, { "WORKER.LIST", -1 }, { "INSTANCE.GET", 2 }, { "INSTANCE.LIST", -1 },
+    { "POLICY.GET", 1 }, { "DIGEST", 1 }, { "AT", -3 }, { "JOURNAL.HEAD", 1 },
+    { "JOURNAL.RANGE", 3 }, { "JOURNAL.VERIFY", 1 }, { "HISTORY", -3 }, { "WATCH", 2 },
 };
 #define QUERY_WORD_COUNT (sizeof query_words / sizeof query_words[0])
 
@@ -100,13 +108,17 @@ static int split_words(cli_scenario *s, size_t len, char *err, size_t err_size) 
     return 0;
 }
 
-static bool is_query(berth_str word) {
+static const struct query_word *query_lookup_word(berth_str word) {
     for (size_t i = 0; i < QUERY_WORD_COUNT; i++) {
-        if (berth_str_eq_word(word, query_words[i])) {
-            return true;
+        if (berth_str_eq_word(word, query_words[i].word)) {
+            return &query_words[i];
         }
     }
-    return false;
+    return NULL;
+}
+
+static bool arity_ok(int arity, size_t word_count) {
+    return arity > 0 ? word_count == (size_t)arity : word_count >= (size_t)-arity;
 }
 
 /* Comment or blank: nothing but spaces before an optional '#'. */
@@ -128,12 +140,21 @@ static int classify(cli_scenario *s, char *err, size_t err_size) {
         s->kind = CLI_LINE_MUTATING;
         return 1;
     }
-    if (is_query(s->words[0])) {
+    int shown = (int)(s->words[0].len > 64 ? 64 : s->words[0].len);
+    const struct query_word *query = query_lookup_word(s->words[0]);
+    if (query != NULL && arity_ok(query->arity, s->word_count)) {
         s->kind = CLI_LINE_QUERY;
         return 1;
     }
+    if (query != NULL) {
+        /* berthd's words for it, the command as typed. */
+        snprintf(err, err_size,
+                 "ERR scenario %s line %" PRIu64 ": wrong number of arguments for '%.*s' command",
+                 s->path, s->line_no, shown, s->words[0].ptr);
+        return -1;
+    }
     snprintf(err, err_size, "ERR scenario %s line %" PRIu64 ": unknown command '%.*s'", s->path,
-             s->line_no, (int)(s->words[0].len > 64 ? 64 : s->words[0].len), s->words[0].ptr);
+             s->line_no, shown, s->words[0].ptr);
     return -1;
 }
 

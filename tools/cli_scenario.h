@@ -40,7 +40,8 @@ typedef struct cli_scenario {
 int cli_scenario_open(cli_scenario *scenario, const char *path, char *err, size_t err_size);
 /* Next command line: 1 (words filled), 0 at the end, -1 with err naming
  * the line ("ERR scenario FILE line N: ..."). Syntax of mutating commands
- * is checked later by berth_cmd_parse; this only splits and classifies. */
+ * is checked later by berth_cmd_parse; this splits, classifies and checks a
+ * query's word count against berthd's arity for it. */
 int cli_scenario_next(cli_scenario *scenario, char *err, size_t err_size);
 void cli_scenario_close(cli_scenario *scenario);
 

@@ -266,11 +266,12 @@ static void answer_query(const whatif_opts *o, const berth_state *state, const c
     bool get_worker = berth_str_eq_word(sc->words[0], "WORKER.GET");
     bool get_instance = berth_str_eq_word(sc->words[0], "INSTANCE.GET");
     bool get_policy = berth_str_eq_word(sc->words[0], "POLICY.GET");
-    if (!((get_worker || get_instance) && sc->word_count == 2) &&
-        !(get_policy && sc->word_count == 1)) {
+    if (!get_worker && !get_instance && !get_policy) {
         tally->queries++;
         return;
     }
+    /* The reader refused any other word count, as berthd does. */
+    assert(sc->word_count == (get_policy ? 1u : 2u));
     tally->answered++;
     if (get_policy) {
         print_query_head(o, sc, "OK");

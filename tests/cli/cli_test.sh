@@ -315,6 +315,15 @@ case_whatif_scenario() {
     printf '# ok\n\nFLUSHALL\n' >bad2.scenario
     expect_exit 2 "$BERTH" whatif --data data --scenario bad2.scenario
     grep -q 'line 3' err.txt || fail "unknown command does not name line 3: $(cat err.txt)"
+    # A query with a word too many or too few is berthd's -ERR, not a query
+    # skipped or answered: the reader holds berthd's arities.
+    for q in 'WORKER.GET' 'WORKER.GET a b' 'instance.get' 'INSTANCE.GET a b' 'POLICY.GET extra' \
+             'DIGEST x' 'WATCH' 'JOURNAL.RANGE 1'; do
+        printf 'WORKER.ADD w9 GPUS 2\n%s\n' "$q" >arity.scenario
+        expect_exit 2 "$BERTH" whatif --data data --scenario arity.scenario
+        grep -qx "ERR scenario arity.scenario line 2: wrong number of arguments for '${q%% *}' command" err.txt ||
+            fail "'$q': $(cat err.txt)"
+    done
     expect_exit 0 sh -c "cat '$SRC/plan.scenario' | '$BERTH' whatif --data data --at 7 --scenario - --json"
     grep -q '"refused":4' out.txt || fail "scenario from stdin differs"
 }
