@@ -29,6 +29,7 @@
 #include "cli.h"
 #include "cli_feed.h"
 #include "cli_scenario.h"
+#include "query_sentences.h"
 
 #define TRACK_ENTRIES_MAX (1u << 22)      /* instances remembered as changed by rejudge */
 #define TRACK_KEY_BYTES_MAX (1u << 30)    /* names remembered, bytes: offsets fit 32 bits */
@@ -221,24 +222,28 @@ static int apply_line(const whatif_opts *o, berth_state *state, const cli_scenar
     return CLI_EXIT_OK;
 }
 
-/* WORKER.GET, INSTANCE.GET and POLICY.GET are answered from the what-if
- * state as it stands at that line, so a plan can look at what it built;
- * other queries need a server and are counted as skipped. */
-/* The query's header: the line and what was asked (and whether it was there). */
-static void print_query_head(const whatif_opts *o, const cli_scenario *sc, const char *code) {
+/* The query's header: the line and what was asked, and whether it was
+ * there (code OK, sentence NULL) or berthd's refusal (code, sentence). */
+static void print_query_head(const whatif_opts *o, const cli_scenario *sc, const char *code,
+                             const char *sentence) {
     berth_str arg = sc->word_count == 2 ? sc->words[1] : berth_str_make("", 0);
     if (o->json) {
         printf("{\"type\":\"query\",\"line\":%" PRIu64 ",\"query\":", sc->line_no);
         cli_json_bstr(stdout, sc->words[0]);
         fputs(",\"name\":", stdout);
         cli_json_bstr(stdout, arg);
-        printf(",\"code\":\"%s\"}\n", code);
+        printf(",\"code\":\"%s\"", code);
+        if (sentence != NULL) {
+            fputs(",\"sentence\":", stdout);
+            cli_json_str(stdout, sentence, strlen(sentence));
+        }
+        fputs("}\n", stdout);
         return;
     }
     printf("%6" PRIu64 " %10s %-10s %.*s%s%.*s\n", sc->line_no, "-", "QUERY", (int)sc->words[0].len,
            sc->words[0].ptr, arg.len ? " " : "", (int)arg.len, arg.ptr);
-    if (strcmp(code, "OK") != 0) {
-        printf("%17s %s %.*s is not there\n", "", code, (int)arg.len, arg.ptr);
+    if (sentence != NULL) {
+        printf("%17s %s %s\n", "", code, sentence);
     }
 }
 
@@ -274,17 +279,25 @@ static void answer_query(const whatif_opts *o, const berth_state *state, const c
     assert(sc->word_count == (get_policy ? 1u : 2u));
     tally->answered++;
     if (get_policy) {
-        print_query_head(o, sc, "OK");
+        print_query_head(o, sc, "OK", NULL);
         print_policy_answer(o, state);
         return;
     }
     const berth_worker *w = get_worker ? berth_state_worker(state, sc->words[1]) : NULL;
     const berth_instance *inst = get_instance ? berth_state_instance(state, sc->words[1]) : NULL;
     if (w == NULL && inst == NULL) {
-        print_query_head(o, sc, get_worker ? "NOWORKER" : "NOINSTANCE");
+        /* berthd's sentences, from the one place both take them. */
+        char sentence[BERTH_SENTENCE_LEN_MAX];
+        int len = (int)sc->words[1].len;
+        if (get_worker) {
+            snprintf(sentence, sizeof sentence, QUERY_NOWORKER_FMT, len, sc->words[1].ptr);
+        } else {
+            snprintf(sentence, sizeof sentence, QUERY_NOINSTANCE_FMT, len, sc->words[1].ptr);
+        }
+        print_query_head(o, sc, get_worker ? "NOWORKER" : "NOINSTANCE", sentence);
         return;
     }
-    print_query_head(o, sc, "OK");
+    print_query_head(o, sc, "OK", NULL);
     fputs(o->json ? "" : "                  ", stdout);
     if (w != NULL) {
         cli_print_worker(stdout, w, o->json);

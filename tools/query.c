@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "query_sentences.h"
 #include "replay.h"
 
 #define QUERY_WORKER_FIELDS 10
@@ -73,8 +74,7 @@ static void query_worker_get(const query_ctx *ctx, size_t argc, const berth_str 
     }
     const berth_worker *w = berth_state_worker(ctx->state, argv[1]);
     if (w == NULL) {
-        reply_error(rb, "NOWORKER", "no worker named %.*s is registered", (int)argv[1].len,
-                    argv[1].ptr);
+        reply_error(rb, "NOWORKER", QUERY_NOWORKER_FMT, (int)argv[1].len, argv[1].ptr);
         return;
     }
     reply_map(rb, QUERY_WORKER_FIELDS);
@@ -211,8 +211,7 @@ static void query_instance_get(const query_ctx *ctx, size_t argc, const berth_st
     }
     const berth_instance *inst = berth_state_instance(ctx->state, argv[1]);
     if (inst == NULL) {
-        reply_error(rb, "NOINSTANCE", "no instance named %.*s is deployed", (int)argv[1].len,
-                    argv[1].ptr);
+        reply_error(rb, "NOINSTANCE", QUERY_NOINSTANCE_FMT, (int)argv[1].len, argv[1].ptr);
         return;
     }
     reply_map(rb, QUERY_INSTANCE_FIELDS);

@@ -297,8 +297,8 @@ case_whatif_scenario() {
         fail "INSTANCE.GET p2 at line 10: $(grep -A1 '"line":10,' out.txt)"
     grep -A1 '"type":"query","line":11,' out.txt | tail -1 | grep -q '"type":"policy","exclusive":\["vllm"\]' ||
         fail "POLICY.GET at line 11"
-    grep -q '"type":"query","line":13,"query":"WORKER.GET","name":"nobody","code":"NOWORKER"' out.txt ||
-        fail "WORKER.GET nobody at line 13"
+    grep -q '"type":"query","line":13,"query":"WORKER.GET","name":"nobody","code":"NOWORKER","sentence":"no worker named nobody is registered"}' out.txt ||
+        fail "WORKER.GET nobody at line 13: $(grep '"line":13,' out.txt)"
     grep '"code":"EXCLUSIVE"' out.txt | grep -q 'w3.*v1' || fail "EXCLUSIVE sentence does not name w3 and v1"
     [ "$(grep '"type":"state"' out.txt | json_field instances)" = 3 ] || fail "resulting state should hold s1, v1, p2"
     # The journal's own scenario, what-if'd from genesis, reaches the state
@@ -326,6 +326,12 @@ case_whatif_scenario() {
     done
     expect_exit 0 sh -c "cat '$SRC/plan.scenario' | '$BERTH' whatif --data data --at 7 --scenario - --json"
     grep -q '"refused":4' out.txt || fail "scenario from stdin differs"
+    # Not there: berthd's sentences (cli_vs_berthd compares them with its answers).
+    printf 'WORKER.GET nobody\nINSTANCE.GET nothing\n' >absent.scenario
+    expect_exit 0 "$BERTH" whatif --data data --scenario absent.scenario
+    sed -n 's/^ *\(NO[A-Z]* .*\)/\1/p' out.txt >got.txt
+    printf 'NOWORKER no worker named nobody is registered\nNOINSTANCE no instance named nothing is deployed\n' >want.txt
+    cmp -s got.txt want.txt || fail "not-there sentences: $(cat got.txt)"
 }
 
 case_rejudge() {
@@ -730,6 +736,14 @@ case_vs_berthd() {
         rcli AT "$seq" WORKER.LIST >theirs.txt
         cmp -s ours.txt theirs.txt || fail "workers at $seq differ from berthd's"
     done
+    # what-if's answers to a query for a name that is not there are berthd's.
+    printf 'WORKER.GET nosuch\nINSTANCE.GET nosuch\n' >absent.scenario
+    expect_exit 0 "$BERTH" whatif --data data --scenario absent.scenario
+    sed -n 's/^ *\(NO[A-Z]* .*\)/\1/p' out.txt >ours.txt
+    # (redis-cli prints an empty line after each error reply.)
+    { rcli WORKER.GET nosuch; rcli INSTANCE.GET nosuch; } | sed '/^$/d' >theirs.txt
+    [ "$(wc -l <ours.txt)" = 2 ] && cmp -s ours.txt theirs.txt ||
+        fail "what-if's not-there answers differ from berthd's: $(cat ours.txt) / $(cat theirs.txt)"
     # dump's hashes are berthd's JOURNAL.RANGE hashes
     expect_exit 0 "$BERTH" journal dump --data data --from 100 --to 149 --json
     json_field hash <out.txt >ours.txt
