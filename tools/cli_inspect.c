@@ -827,7 +827,13 @@ int cli_history_main(int argc, char **argv) {
     if (bad) {
         return CLI_EXIT_USAGE;
     }
-    if (word_count == 1 && strcmp(words[0], "rebuild") == 0 && !json) {
+    if (word_count == 1 && strcmp(words[0], "rebuild") == 0) {
+        if (json) {
+            /* Its one line of text is all it prints: say so, rather than
+             * that rebuild is not `worker NAME`. */
+            fprintf(stderr, "ERR history rebuild takes no --json\n%s", history_usage);
+            return CLI_EXIT_USAGE;
+        }
         return cli_history_rebuild(data);
     }
     if (word_count != 2 || (strcmp(words[0], "worker") != 0 && strcmp(words[0], "instance") != 0)) {

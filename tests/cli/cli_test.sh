@@ -536,6 +536,8 @@ case_history_status() {
     expect_exit 0 "$BERTH" history --data data instance nobody
     grep -q 'no record touched' out.txt || fail "empty history is not said"
     expect_exit 2 "$BERTH" history --data data host w3
+    expect_exit 2 "$BERTH" history --data data rebuild --json
+    [ "$(head -1 err.txt)" = 'ERR history rebuild takes no --json' ] || fail "rebuild --json: $(cat err.txt)"
     expect_exit 2 "$BERTH" history --data data worker 'bad name'    # Names may start with '-': the word after worker/instance is the name,
     # and -- ends the options (review hV6).
     printf 'WORKER.ADD -w GPUS 1\nWORKER.ADD --json GPUS 1\nWORKER.ADD -h GPUS 1\n' >dash.scenario
@@ -880,6 +882,7 @@ case_history_rebuild() {
     wait "$LOCKER"
     expect_exit 2 "$BERTH" history rebuild
     expect_exit 2 "$BERTH" history rebuild --data data --json
+    grep -q '^ERR history rebuild takes no --json' err.txt || fail "rebuild --json: $(cat err.txt)"
     expect_exit 2 "$BERTH" history rebuild --data data --journal etcd
     expect_exit 2 "$BERTH" history rebuild --data "$WORK/missing"
     [ ! -e "$WORK/missing" ] || fail "a rebuild created a data directory"
