@@ -419,7 +419,17 @@ typedef struct alt_policy {
     berth_cmd cmd;
 } alt_policy;
 
-static int parse_policy(const char *text, alt_policy *p) {
+/* --policy's text is one word: [EXCLUSIVE=]b1,b2,... Parsed as the words
+ * of a POLICY.SET, a space would let in more than backends ("vllm REQID x"
+ * is backend vllm and a request id, dropped), so none is allowed; errors
+ * quote the text as given. */
+static int parse_policy(const char *given, alt_policy *p) {
+    if (strpbrk(given, " \t\r\n\v\f") != NULL) {
+        return cli_fail(CLI_EXIT_USAGE, "ERR",
+                        "--policy '%s' is not a policy: it holds a space; give "
+                        "EXCLUSIVE=b1,b2,... as one word", given);
+    }
+    const char *text = given;
     const char *prefix = "EXCLUSIVE=";
     size_t prefix_len = strlen(prefix);
     if (strncasecmp(text, prefix, prefix_len) == 0) {
@@ -435,7 +445,7 @@ static int parse_policy(const char *text, alt_policy *p) {
     size_t count = berth_cmd_split(p->words_text, (size_t)n, words, BERTH_POLICY_BACKENDS_MAX + 3);
     char err[BERTH_ERR_LEN_MAX];
     if (count == 0 || berth_cmd_parse(&p->cmd, count, words, err, sizeof err) != 0) {
-        return cli_fail(CLI_EXIT_USAGE, "ERR", "--policy EXCLUSIVE=%s is not a policy: %s", text,
+        return cli_fail(CLI_EXIT_USAGE, "ERR", "--policy '%s' is not a policy: %s", given,
                         count == 0 ? "no backends" : err);
     }
     assert(p->cmd.kind == BERTH_CMD_POLICY_SET);

@@ -366,6 +366,17 @@ case_rejudge() {
         | tr '\n' ' ' >got3.txt
     [ "$(cat got3.txt)" = "8:EXCLUSIVE:OK " ] || fail "rejudge with no exclusive backend: got '$(cat got3.txt)'"
     expect_exit 2 "$BERTH" whatif --data data --policy 'EXCLUSIVE=bad!name' --rejudge
+    # One word, no spaces: "vllm REQID x" read as words was backend vllm
+    # and a request id, dropped; "vllm sglang" two backends. Errors quote
+    # the text as typed.
+    for p in 'EXCLUSIVE=vllm REQID x' 'vllm sglang' 'EXCLUSIVE= vllm' 'vllm,sglang '; do
+        expect_exit 2 "$BERTH" whatif --data data --policy "$p" --rejudge
+        [ "$(cat err.txt)" = "ERR --policy '$p' is not a policy: it holds a space; give EXCLUSIVE=b1,b2,... as one word" ] ||
+            fail "--policy '$p': $(cat err.txt)"
+    done
+    expect_exit 2 "$BERTH" whatif --data data --policy FOO=vllm --rejudge
+    [ "$(cat err.txt)" = "ERR --policy 'FOO=vllm' is not a policy: ERR POLICY.SET: invalid backend name 'FOO=vllm'" ] ||
+        fail "--policy FOO=vllm: $(cat err.txt)"
     expect_exit 2 "$BERTH" whatif --data data --rejudge
 }
 
