@@ -316,9 +316,16 @@ static void backup_print(const backup_opts *o, const backup_made *made, double s
                made->head_seq, hex, made->records, made->bytes, made->names, secs);
         return;
     }
-    printf("backed up %s to %s: records 1..%" PRIu64 " (head hash %s), every one checked; data.mdb %" PRIu64
-           " bytes, history index rebuilt (%" PRIu64 " names); %.3f s\n",
-           o->data, o->to, made->head_seq, hex, made->bytes, made->names, secs);
+    /* An empty journal holds no records: not "records 1..0". */
+    char records[CLI_HEX_HASH_LEN + 96];
+    if (made->head_seq > 0) {
+        snprintf(records, sizeof records, "records 1..%" PRIu64 " (head hash %s), every one checked",
+                 made->head_seq, hex);
+    } else {
+        snprintf(records, sizeof records, "no records, the journal is empty (head hash %s)", hex);
+    }
+    printf("backed up %s to %s: %s; data.mdb %" PRIu64 " bytes, history index rebuilt (%" PRIu64
+           " names); %.3f s\n", o->data, o->to, records, made->bytes, made->names, secs);
 }
 
 int cli_backup_main(int argc, char **argv) {

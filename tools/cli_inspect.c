@@ -417,6 +417,7 @@ static int parse_range_opts(int argc, char **argv, range_opts *opts, const char 
     memset(opts, 0, sizeof *opts);
     opts->from = 1;
     opts->to = UINT64_MAX;
+    const char *to_text = NULL;
     bool bad = false;
     for (int i = 1; i < argc && !bad; i++) {
         const char *value = NULL;
@@ -429,6 +430,7 @@ static int parse_range_opts(int argc, char **argv, range_opts *opts, const char 
         }
         if (cli_flag_value(argc, argv, &i, "--to", &value, &bad)) {
             bad = bad || !cli_parse_seq_flag("--to", value, &opts->to);
+            to_text = value;
             continue;
         }
         if (strcmp(argv[i], "--json") == 0) {
@@ -440,6 +442,10 @@ static int parse_range_opts(int argc, char **argv, range_opts *opts, const char 
     }
     if (bad) {
         return CLI_EXIT_USAGE;
+    }
+    if (opts->to == 0) {
+        /* Not "before --from 1": the user may never have typed a --from. */
+        return cli_fail(CLI_EXIT_USAGE, "ERR", "--to %s names no record: seqs start at 1", to_text);
     }
     if (opts->from == 0) {
         opts->from = 1;

@@ -675,6 +675,7 @@ static int parse_timeline_opts(int argc, char **argv, timeline_opts *o) {
     o->from = 1;
     o->to = UINT64_MAX;
     o->rows_per_group = TL_ROWS_PER_GROUP_DEFAULT;
+    const char *to_text = NULL;
     bool bad = false;
     for (int i = 1; i < argc && !bad; i++) {
         const char *v = NULL;
@@ -686,6 +687,7 @@ static int parse_timeline_opts(int argc, char **argv, timeline_opts *o) {
             bad = bad || !cli_parse_seq_flag("--from", v, &o->from);
         } else if (cli_flag_value(argc, argv, &i, "--to", &v, &bad)) {
             bad = bad || !cli_parse_seq_flag("--to", v, &o->to);
+            to_text = v;
         } else if (cli_flag_value(argc, argv, &i, "--rows-per-group", &v, &bad)) {
             bad = bad || !cli_parse_seq_flag("--rows-per-group", v, &o->rows_per_group);
         } else {
@@ -701,6 +703,9 @@ static int parse_timeline_opts(int argc, char **argv, timeline_opts *o) {
     }
     if (o->rows_per_group == 0 || o->rows_per_group > TL_ROWS_PER_GROUP_MAX) {
         return cli_fail(CLI_EXIT_USAGE, "ERR", "--rows-per-group wants 1 to %u", TL_ROWS_PER_GROUP_MAX);
+    }
+    if (o->to == 0) {
+        return cli_fail(CLI_EXIT_USAGE, "ERR", "--to %s names no record: seqs start at 1", to_text);
     }
     o->from = o->from == 0 ? 1 : o->from;
     return CLI_EXIT_OK;
@@ -730,7 +735,11 @@ static int timeline_setup(timeline *t, const timeline_opts *o, uint64_t head) {
     t->from = o->from;
     t->to = o->to < head ? o->to : head;
     t->rows_per_group = (uint32_t)o->rows_per_group;
-    if (head == 0 || t->from > t->to) {
+    if (head == 0) {
+        /* Not "no records in seq 1 to 0": nothing was asked amiss. */
+        return cli_fail(CLI_EXIT_USAGE, "ERR", "the journal is empty: no records to draw");
+    }
+    if (t->from > t->to) {
         return cli_fail(CLI_EXIT_USAGE, "ERR", "no records in seq %" PRIu64 " to %" PRIu64
                         " (the journal ends at %" PRIu64 ")", o->from, t->to, head);
     }

@@ -496,6 +496,12 @@ case_timeline() {
     expect_exit 0 "$BERTH" timeline --data data --out again.svg --rows-per-group 8
     cmp -s all.svg again.svg || fail "the same journal rendered two different pictures"
     expect_exit 2 "$BERTH" timeline --data data
+    expect_exit 2 "$BERTH" timeline --data data --out none.svg --to 0
+    [ "$(cat err.txt)" = 'ERR --to 0 names no record: seqs start at 1' ] || fail "timeline --to 0: $(cat err.txt)"
+    : >empty.scenario
+    "$MKJOURNAL" --data empty --scenario empty.scenario >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
+    expect_exit 2 "$BERTH" timeline --data empty --out none.svg
+    [ "$(cat err.txt)" = 'ERR the journal is empty: no records to draw' ] || fail "timeline of an empty journal: $(cat err.txt)"
     # berth only reads a data directory: an --out inside it, or naming one
     # of its files another way (a symbolic link, a hard link, a path through
     # a link to the directory), is refused with exit 2 and the journal stays.
@@ -591,6 +597,12 @@ case_usage() {
     expect_exit 2 "$BERTH" replay --data "$WORK/missing"
     expect_exit 2 "$BERTH" journal
     expect_exit 2 "$BERTH" journal dump --data data --from 5 --to 4
+    [ "$(cat err.txt)" = 'ERR --to 4 is before --from 5' ] || fail "dump --from 5 --to 4: $(cat err.txt)"
+    # Seqs start at 1: --to 0 says so, quoting it as typed, not "before --from 1".
+    expect_exit 2 "$BERTH" journal dump --data data --from 0 --to 0
+    [ "$(cat err.txt)" = 'ERR --to 0 names no record: seqs start at 1' ] || fail "dump --to 0: $(cat err.txt)"
+    expect_exit 2 "$BERTH" journal dump --data data --to 00
+    [ "$(cat err.txt)" = 'ERR --to 00 names no record: seqs start at 1' ] || fail "dump --to 00: $(cat err.txt)"
     expect_exit 2 "$BERTH" journal verify --data data --from 3
     expect_exit 2 "$BERTH" whatif --data data
 }
@@ -1002,6 +1014,12 @@ case_backup() {
         fail "backup --json: $(cat out.txt)"
     [ "$(json_field head_hash <out.txt)" = "$("$BERTH" status --data data --json | json_field head_hash)" ] ||
         fail "backup --json head_hash is not the journal's: $(cat out.txt)"
+    # An empty journal: no records, not "records 1..0".
+    : >empty.scenario
+    "$MKJOURNAL" --data empty --scenario empty.scenario >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
+    expect_exit 0 "$BERTH" backup --data empty --to b0
+    grep -Eq "^backed up empty to b0: no records, the journal is empty \(head hash 0{64}\); data\.mdb [0-9]+ bytes, history index rebuilt \(0 names\); [0-9]+\.[0-9]{3} s$" out.txt ||
+        fail "backup line of an empty journal: $(cat out.txt)"
 
     # refused, nothing written
     expect_exit 2 "$BERTH" backup --data data --to b1
