@@ -22,7 +22,8 @@ target_compile_definitions(berth_feed_prepares PRIVATE FEED_PREPARE_AHEAD_MIN=0u
 target_compile_definitions(berth_caller_prepares PRIVATE FEED_PREPARE_AHEAD_MIN=9u)
 
 foreach(case gen dump_replay at_time at_time_back verify_corrupt cut_head verify_pages whatif_readonly
-             whatif_scenario rejudge timeline history_status usage reqid_damage internal_error)
+             whatif_scenario rejudge timeline history_status usage reqid_damage internal_error
+             doc_session)
   add_test(NAME cli_${case}
            COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/cli/cli_test.sh ${case}
                    $<TARGET_FILE:berth> $<TARGET_FILE:berth_mkjournal>

@@ -265,6 +265,35 @@ snapshot_dir() {
     ls -l --time-style=+%s data/data.mdb | awk '{ print $1, $5, $6 }'
 }
 
+# docs/cli.md's audit session is berth's real output on the seed journal:
+# each `$ berth ...` line is run (its `# comment` dropped), `$ cat plan.txt`
+# gives the plan the lines under it, and everything printed must be what
+# the page shows, blank lines and the `disk` line (file sizes: LMDB's page
+# size is the machine's) aside.
+case_doc_session() {
+    doc=$SRC/../../docs/cli.md
+    awk '/^## A short audit session/ { f = 1 } f && /^```$/ { if (++n == 2) exit; next } f && n == 1' \
+        "$doc" >doc.txt
+    [ "$(grep -c '^\$ berth ' doc.txt)" -ge 6 ] || fail "no audit session in $doc"
+    "$MKJOURNAL" --data seed --scenario "$SRC/seed.scenario" >mk.txt 2>mk.err || fail "mkjournal: $(cat mk.err)"
+    sed -n '/^\$ cat plan.txt$/,/^\$ /p' doc.txt | sed '1d;$d' >plan.txt
+    [ -s plan.txt ] || fail "the session cats no plan.txt"
+    grep '^\$ ' doc.txt | while IFS= read -r line; do
+        printf '%s\n' "$line"
+        case $line in
+        '$ berth '*)
+            cmd=${line#\$ berth }
+            # shellcheck disable=SC2086 # the words of the command line
+            "$BERTH" ${cmd%%#*} </dev/null 2>&1 || echo "(exit $?)";;
+        '$ cat plan.txt') cat plan.txt;;
+        *) echo "(not run: $line)";;
+        esac
+    done >real.txt
+    grep -v -e '^$' -e '^disk ' doc.txt >want.txt
+    grep -v -e '^$' -e '^disk ' real.txt >got.txt
+    cmp -s want.txt got.txt || { diff want.txt got.txt >&2; fail "docs/cli.md's audit session is not berth's output (< page, > berth)"; }
+}
+
 case_whatif_readonly() {
     make_gen_journal
     snapshot_dir >before.txt
@@ -1092,7 +1121,7 @@ case "$CASE" in
     foreign)
         case_foreign "$@"
         ;;
-    gen|dump_replay|at_time|at_time_back|verify_corrupt|cut_head|verify_pages|whatif_readonly|whatif_scenario|rejudge|timeline|history_status|usage|reqid_damage|internal_error|vs_berthd|history_rebuild|backup)
+    gen|dump_replay|at_time|at_time_back|verify_corrupt|cut_head|verify_pages|whatif_readonly|whatif_scenario|rejudge|timeline|history_status|usage|reqid_damage|internal_error|vs_berthd|history_rebuild|backup|doc_session)
         "case_$CASE"
         ;;
     rejudge_large)
