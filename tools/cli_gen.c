@@ -24,7 +24,8 @@ static const char gen_usage[] =
     "  RELEASE, some churn, some REQID retries, some chosen to be refused), one per line in the\n"
     "  protocol's words. F is a decimal fraction in [0, 1] with at most three decimals (0.25).\n"
     "  The same flags always print the same bytes. --expect adds a '# expect CODE' comment\n"
-    "  line before each command with the generator's predicted outcome.\n";
+    "  line before each command with the generator's predicted outcome code, or RETRY (a REQID\n"
+    "  retry) or CONFLICT (a REQID reused for another command: berthd's REQID) and why.\n";
 
 /* "0.25" -> 250: digits, an optional point and at most three decimals. */
 static bool parse_permille(const char *text, uint32_t *out) {

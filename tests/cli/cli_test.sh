@@ -292,6 +292,27 @@ case_doc_session() {
     grep -v -e '^$' -e '^disk ' doc.txt >want.txt
     grep -v -e '^$' -e '^disk ' real.txt >got.txt
     cmp -s want.txt got.txt || { diff want.txt got.txt >&2; fail "docs/cli.md's audit session is not berth's output (< page, > berth)"; }
+    # The page's synopsis is each command's --help usage, option for option
+    # (wrapped lines joined, spaces squeezed).
+    awk '/^```$/ { if (++n == 2) exit; next } n == 1' "$doc" |
+        awk '/^berth / { if (l != "") print l; l = $0; next } /^ +\[/ { sub(/^ +/, " "); l = l $0; next }
+             END { if (l != "") print l }' | grep -v '^berth help ' | tr -s ' ' >doc_synopsis.txt
+    for c in status journal replay history whatif gen timeline backup; do
+        "$BERTH" "$c" --help | awk '/^(usage: |       )berth / { sub(/^usage: /, ""); sub(/^ +/, ""); if (l != "") print l; l = $0; next }
+            /^ +\[/ && l != "" { sub(/^ +/, " "); l = l $0; next } { if (l != "") print l; l = "" }
+            END { if (l != "") print l }'
+    done | tr -s ' ' >help_synopsis.txt
+    [ "$(wc -l <help_synopsis.txt)" -ge 10 ] || fail "too few usage lines from --help: $(cat help_synopsis.txt)"
+    cmp -s doc_synopsis.txt help_synopsis.txt ||
+        { diff doc_synopsis.txt help_synopsis.txt >&2; fail "docs/cli.md's synopsis is not --help's (< page, > --help)"; }
+    # Every form of gen --expect's comment but the code word's is on the page as printed.
+    expect_exit 0 "$BERTH" gen --workers 5 --ops 2000 --seed 3 --reqid-fraction 0.3 --expect
+    sed -n 's/^# expect \([A-Z]* (.*)\)$/# expect \1/p' out.txt | sort -u >forms.txt
+    [ "$(wc -l <forms.txt)" = 2 ] || fail "gen --expect printed other forms than RETRY and CONFLICT: $(cat forms.txt)"
+    tr '\n' ' ' <"$doc" | tr -s ' ' >doc_line.txt
+    while IFS= read -r form; do
+        grep -qF "\`$form\`" doc_line.txt || fail "docs/cli.md does not say gen --expect prints '$form'"
+    done <forms.txt
 }
 
 case_whatif_readonly() {
