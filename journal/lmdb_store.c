@@ -1042,6 +1042,35 @@ static berth_jerr trimmed_init(lmdb_journal *j, MDB_txn *txn, char *err, size_t 
     return jerr;
 }
 
+/* A writable open makes the journal's databases where they are missing,
+ * which is right for a new data.mdb and wrong for an LMDB file that holds
+ * something else (the history index's, say, given as --data DIR/history):
+ * berthd would write a journal into it and serve an empty state. So a file
+ * whose main database already names databases but no "journal" is refused. */
+static int foreign_check(lmdb_journal *j, MDB_txn *txn, char *err, size_t err_size) {
+    MDB_dbi probe;
+    int rc = mdb_dbi_open(txn, "journal", 0, &probe);
+    if (rc != MDB_NOTFOUND) {
+        return rc;
+    }
+    MDB_dbi main_dbi;
+    MDB_stat st;
+    rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
+    if (rc == 0) rc = mdb_stat(txn, main_dbi, &st);
+    if (rc != 0) {
+        return rc;
+    }
+    if (st.ms_entries == 0) {
+        return 0;   /* a new file: the journal is made here */
+    }
+    char count[32];
+    snprintf(count, sizeof(count), "%llu", (unsigned long long)st.ms_entries);
+    sentence(err, err_size, "data.mdb in %s is an LMDB file that holds no berth journal (%s other"
+             " databases or keys): not a berth data directory, or its journal was removed; nothing was"
+             " written", j->dir, count);
+    return MDB_INCOMPATIBLE;
+}
+
 static berth_jerr dbs_open(lmdb_journal *j, char *err, size_t err_size) {
     MDB_txn *txn;
     int rc = mdb_txn_begin(j->env, NULL, j->read_only ? MDB_RDONLY : 0, &txn);
@@ -1049,7 +1078,14 @@ static berth_jerr dbs_open(lmdb_journal *j, char *err, size_t err_size) {
         sentence(err, err_size, "cannot begin a transaction in %s: %s", j->dir, mdb_strerror(rc));
         return jerr_of_mdb(rc);
     }
-    rc = dbi_open_all(j, txn);
+    if (!j->read_only) {
+        rc = foreign_check(j, txn, err, err_size);
+        if (rc == MDB_INCOMPATIBLE) {
+            mdb_txn_abort(txn);
+            return BERTH_J_CORRUPT;
+        }
+    }
+    if (rc == 0) rc = dbi_open_all(j, txn);
     if (rc != 0) {
         mdb_txn_abort(txn);
         sentence(err, err_size, rc == MDB_NOTFOUND ? "data directory %s holds no journal%s"

@@ -948,6 +948,50 @@ START_TEST(rebuild_without_backend_ops) {
 }
 END_TEST
 
+/* A data.mdb that is an LMDB file holding something else (the history
+ * index's, given as the data directory) is refused by a writable open,
+ * which would otherwise make a journal inside it, and left as it was; an
+ * empty new file still becomes a journal. */
+START_TEST(store_foreign_lmdb_refused) {
+    char dir[256];
+    dir_fresh(dir, sizeof(dir));
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    MDB_env *env;
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(env, 4), 0);
+    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
+    MDB_txn *txn;
+    MDB_dbi other;
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, "runs0", MDB_CREATE, &other), 0);
+    MDB_val k = { 1, (void *)"k" }, v = { 1, (void *)"v" };
+    ck_assert_int_eq(mdb_put(txn, other, &k, &v, 0), 0);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+
+    berth_journal_options rw = { 0 };
+    berth_journal *j = NULL;
+    char err[512] = "";
+    ck_assert_int_eq(berth_journal_open_lmdb(&j, dir, &rw, err, sizeof(err)), BERTH_J_CORRUPT);
+    ck_assert_msg(strstr(err, "holds no berth journal") != NULL, "%s", err);
+
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(env, 4), 0);
+    ck_assert_int_eq(mdb_env_open(env, dir, MDB_RDONLY, 0600), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    MDB_dbi journal_dbi;
+    ck_assert_int_eq(mdb_dbi_open(txn, "journal", 0, &journal_dbi), MDB_NOTFOUND);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+
+    char fresh[256];
+    dir_fresh(fresh, sizeof(fresh));
+    j = open_rw(fresh, 0, 0);
+    ck_assert_uint_eq(head_of(j, NULL), 0);
+    close_rw(j);
+}
+END_TEST
+
 START_TEST(store_append_read_reopen) {
     char dir[256];
     dir_fresh(dir, sizeof(dir));
@@ -4944,6 +4988,7 @@ static Suite *journal_suite(void) {
     TCase *store = tcase_create("store");
     tcase_add_unchecked_fixture(store, root_make, root_remove);
     tcase_add_test(store, store_append_read_reopen);
+    tcase_add_test(store, store_foreign_lmdb_refused);
     tcase_add_test(store, store_copy);
     tcase_add_test(store, store_readers_clear_dead);
     tcase_add_test(store, store_big_records);
