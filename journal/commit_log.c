@@ -1446,6 +1446,19 @@ static berth_jerr sync_journal(berth_journal *journal, const char *path, char *e
     if (jerr != BERTH_J_OK) {
         berth_jsay(err, err_size, "checkpoint of the commit log %s: the journal's sync failed: %s",
             path, berth_jerr_name(jerr));
+        return jerr;
+    }
+    /* A file is freed (and overwritten) on this OK: hold the journal to
+     * what it says is durable, not to a return code alone. */
+    uint64_t head = 0, durable = 0;
+    uint8_t hash[BERTH_HASH_LEN];
+    jerr = berth_journal_head(journal, &head, hash);
+    if (jerr == BERTH_J_OK) jerr = berth_journal_durable(journal, &durable);
+    if (jerr == BERTH_J_OK && durable < head) jerr = BERTH_J_IO;
+    if (jerr != BERTH_J_OK) {
+        berth_jsay(err, err_size, "checkpoint of the commit log %s: after the journal's sync its durable"
+            " seq %llu is behind its head %llu: %s", path, (unsigned long long)durable,
+            (unsigned long long)head, berth_jerr_name(jerr));
     }
     return jerr;
 }

@@ -3539,8 +3539,20 @@ static berth_jerr lmdb_sync(berth_journal *base) {
     mutex_lock(&j->write_mutex);   /* no commit moves the head meanwhile */
     if (j->meta_suspect) {
         /* A plain sync cannot prove a meta page the disk may have dropped:
-         * commit a fresh one, which durable_after_commit syncs. */
+         * commit a fresh one, which durable_after_commit syncs. Its OK says
+         * the commit happened, not that the sync did (an append needs no
+         * more): this call's OK promises durable == head, and a commit log
+         * frees its file on it, so a failed sync there is this call's
+         * failure. */
         berth_jerr err = meta_rewrite(j);
+        if (err == BERTH_J_OK) {
+            mutex_lock(&j->head_mutex);
+            bool durable = j->durable_seq == j->head_seq;
+            mutex_unlock(&j->head_mutex);
+            if (atomic_load(&j->sync_failed) || !durable) {
+                err = BERTH_J_IO;
+            }
+        }
         mutex_unlock(&j->write_mutex);
         return err;
     }

@@ -112,6 +112,15 @@ if(TARGET berthd)
                      bash ${CMAKE_CURRENT_SOURCE_DIR}/server/${script}.sh)
     set_tests_properties(server_${name} PROPERTIES TIMEOUT 300 LABELS server)
   endforeach()
+  # clog_sync_fail.c: the commit log's checkpoint frees a sealed file only
+  # once LMDB holds its frames durably, a failed sync on a retry included.
+  add_executable(clog_sync_fail ${CMAKE_CURRENT_SOURCE_DIR}/server/clog_sync_fail.c)
+  target_link_libraries(clog_sync_fail PRIVATE berth_journal Threads::Threads)
+  add_test(NAME server_clog_sync_fail
+           COMMAND ${CMAKE_COMMAND} -E env CLOG_SYNC_FAIL=$<TARGET_FILE:clog_sync_fail>
+                   BERTH_DISK_SHIM=$<TARGET_FILE:berth_disk_shim>
+                   bash ${CMAKE_CURRENT_SOURCE_DIR}/server/clog_sync_fail.sh)
+  set_tests_properties(server_clog_sync_fail PROPERTIES TIMEOUT 90 LABELS server)
   # watch_readers.sh: a WATCH catch-up with LMDB's reader table full (held by
   # hold_readers.c) waits for the next tick rather than spinning the loop.
   add_executable(hold_readers ${CMAKE_CURRENT_SOURCE_DIR}/server/hold_readers.c)
