@@ -756,9 +756,10 @@ static berth_jerr append_refused(etcd_journal *j, http_result r, berth_jerr le) 
         return BERTH_J_FULL;
     }
     /* Unknown outcome: etcd may yet hold these records. As a follower we
-     * learn what it holds; clients retry with their REQIDs. */
+     * learn what it holds; clients retry with their REQIDs. (Nothing was
+     * sent only when no member took the connection.) */
     step_down(j, h, "an append got no answer from etcd");
-    return BERTH_J_IO;
+    return r == HTTP_UNREACHABLE ? BERTH_J_IO : BERTH_J_INDOUBT;
 }
 
 /* Leader: one fenced etcd transaction; then the same records go to the

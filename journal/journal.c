@@ -23,6 +23,7 @@ static const char *const jerr_names[] = {
     [BERTH_J_INVALID] = "INVALID",
     [BERTH_J_READONLY] = "READONLY",
     [BERTH_J_AGAIN] = "AGAIN",
+    [BERTH_J_INDOUBT] = "INDOUBT",
 };
 
 const char *berth_jerr_name(berth_jerr err) {

@@ -49,8 +49,10 @@ typedef enum berth_jerr {
     BERTH_J_NOMEM,
     BERTH_J_INVALID,    /* caller error: seq gap, batch too large, bad argument */
     BERTH_J_READONLY,   /* opened read-only */
-    BERTH_J_AGAIN       /* the map had to grow, but this process's readers stayed open
+    BERTH_J_AGAIN,      /* the map had to grow, but this process's readers stayed open
                          * past the wait: nothing written; retry */
+    BERTH_J_INDOUBT     /* a replicated append was sent and got no answer: the records
+                         * may yet be committed (etcd); only a later read can tell */
 } berth_jerr;
 
 const char *berth_jerr_name(berth_jerr err);   /* "FULL", "IO", ... */

@@ -1730,6 +1730,10 @@ static void batch_commit_error_text(berth_jerr err, const char **code, char *sen
         *code = "IOERR";
         text = "the journal write failed and the state could not be reloaded: the command was "
                "not applied and berthd is stopping";
+    } else if (err == BERTH_J_INDOUBT) {
+        *code = "IOERR";
+        text = "the journal write got no answer from etcd: its outcome is unknown (it may yet be "
+               "applied); retry it with the same REQID, on the leader";
     }
     if (text != NULL) {
         snprintf(sentence, size, "%s", text);
