@@ -295,10 +295,15 @@ static void replication_async_cb(struct ev_loop *loop, ev_async *w, int revents)
         ev_break(s->loop, EVBREAK_ALL);
         return;
     }
+    /* Writes staged while leading (held by group commit's gather) go first,
+     * before the feed is taken: with no feed taken the journal refuses them
+     * READONLY. Taken first, the feed may already hold the new leader's
+     * record at the same seq, and the held one, other bytes at that seq,
+     * was CORRUPT: berthd stopped (a leader resumed after a pause). */
+    if (role == BERTH_ETCD_FOLLOWER && berth_engine_staged(s->engine) > 0) {
+        batch_flush(s);
+    }
     if (role == BERTH_ETCD_FOLLOWER && berth_etcd_feed_take(s->journal, &r->feed)) {
-        if (berth_engine_staged(s->engine) > 0) {
-            batch_flush(s);   /* staged while leading: the fence refuses them */
-        }
         replication_apply(r);
     }
     (void)loop;
