@@ -393,8 +393,15 @@ static CURLcode http_post_one(etcd_http *h, const char *url, const char *body, l
     return rc;
 }
 
-/* Nothing reached the server: another endpoint may be tried safely. */
-static bool http_not_sent(CURLcode rc) {
+/* Nothing reached the server: another endpoint may be tried safely. A
+ * timeout is that only when not a byte of the request went out (libcurl
+ * names a connect timeout, a member that answers no SYN, as it names a
+ * read timeout after the request): the transfer's request size says which. */
+static bool http_not_sent(CURL *c, CURLcode rc) {
+    if (rc == CURLE_OPERATION_TIMEDOUT) {
+        long sent = -1;
+        return curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK && sent == 0;
+    }
     return rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
            rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_SSL_CONNECT_ERROR;
 }
@@ -458,7 +465,7 @@ static http_result http_post_raw(etcd_http *h, const char *path, const char *bod
         if (rc != CURLE_OK) {
             snprintf(h->error, sizeof h->error, "%s: %s", cfg->endpoints[h->current], curl_easy_strerror(rc));
             h->current = (h->current + 1) % cfg->endpoint_count;
-            if (http_not_sent(rc)) continue;
+            if (http_not_sent(h->curl, rc)) continue;
             result = HTTP_FAILED;
             break;
         }
