@@ -11,10 +11,14 @@ trap 'rm -rf "$TMP"' EXIT
 fail() { echo "FAIL $test_name: $*" >&2; exit 1; }
 D=$TMP/data
 mkdir -p "$TMP/ctl" "$TMP/img" "$D"
+# A sanitizer build's runtime must load before the shim (as lib.sh's shim_preload).
+PRELOAD=$BERTH_DISK_SHIM
+runtime=$(ldd "$CLOG_SYNC_FAIL" | awk '/libasan\.so/ { print $3; exit }')
+[ -n "$runtime" ] && PRELOAD="$runtime:$BERTH_DISK_SHIM"
 acked=$(env BERTH_SHIM_DATA="$D/data.mdb" BERTH_SHIM_DISK="$TMP/img/data.mdb" \
             BERTH_SHIM_LOG="$D/commit.log" BERTH_SHIM_LOG_DISK="$TMP/img/commit.log" \
             BERTH_SHIM_LOG2="$D/commit.log.2" BERTH_SHIM_LOG2_DISK="$TMP/img/commit.log.2" \
-            BERTH_SHIM_CTL="$TMP/ctl" LD_PRELOAD="$BERTH_DISK_SHIM" \
+            BERTH_SHIM_CTL="$TMP/ctl" LD_PRELOAD="$PRELOAD" \
             "$CLOG_SYNC_FAIL" run "$D") || fail "the run failed"
 [ -n "$acked" ] && [ "$acked" -ge 10 ] || fail "the run acknowledged nothing: [$acked]"
 # The OS crash: what the syncs put on the shim's disk, and nothing else.
