@@ -93,7 +93,7 @@ fi
 # The leader renews its lease every third of the TTL, not at every commit:
 # the lease thread shares a condition variable that each local append
 # broadcasts, and until session 22 it sent a keepalive at each wake-up
-# (~2 per write). 1,500 pipelined writes; every member's count of the
+# (about one per write). 1,500 pipelined writes; every member's count of the
 # keepalive messages it received, before and after.
 keepalives() {
     local i sum=0 n
