@@ -1452,13 +1452,18 @@ static berth_jerr sync_journal(berth_journal *journal, const char *path, char *e
      * what it says is durable, not to a return code alone. */
     uint64_t head = 0, durable = 0;
     uint8_t hash[BERTH_HASH_LEN];
-    jerr = berth_journal_head(journal, &head, hash);
-    if (jerr == BERTH_J_OK) jerr = berth_journal_durable(journal, &durable);
-    if (jerr == BERTH_J_OK && durable < head) jerr = BERTH_J_IO;
+    jerr = head_get(journal, path, &head, hash, err, err_size);
     if (jerr != BERTH_J_OK) {
+        return jerr;
+    }
+    jerr = berth_journal_durable(journal, &durable);
+    if (jerr == BERTH_J_OK && durable < head) {
+        jerr = BERTH_J_IO;
         berth_jsay(err, err_size, "checkpoint of the commit log %s: after the journal's sync its durable"
-            " seq %llu is behind its head %llu: %s", path, (unsigned long long)durable,
-            (unsigned long long)head, berth_jerr_name(jerr));
+            " seq %llu is behind its head %llu", path, (unsigned long long)durable, (unsigned long long)head);
+    } else if (jerr != BERTH_J_OK) {
+        berth_jsay(err, err_size, "checkpoint of the commit log %s: cannot read the journal's durable seq:"
+            " %s", path, berth_jerr_name(jerr));
     }
     return jerr;
 }

@@ -106,6 +106,9 @@ typedef struct etcd_journal {
     etcd_http leaser;
     pthread_mutex_t mutex;
     pthread_cond_t cond;                /* CLOCK_MONOTONIC */
+    pthread_cond_t lease_cond;          /* CLOCK_MONOTONIC: the lease thread's alone, woken only for
+                                         * the stop or a failed local append (cond wakes at every
+                                         * commit) */
     pthread_t feed_thread;
     pthread_t lease_thread;
     bool threads_started;
@@ -195,15 +198,28 @@ static void unlock(etcd_journal *j) {
 }
 
 /* Wait on cond for at most ms; caller holds the mutex. */
-static void wait_ms(etcd_journal *j, uint32_t ms) {
+static void wait_ms_on(etcd_journal *j, pthread_cond_t *cond, uint32_t ms) {
     struct timespec ts;
     int rc = clock_gettime(CLOCK_MONOTONIC, &ts);
     assert(rc == 0);
     uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)ms * 1000000u;
     ts.tv_sec += (time_t)(ns / 1000000000u);
     ts.tv_nsec = (long)(ns % 1000000000u);
-    rc = pthread_cond_timedwait(&j->cond, &j->mutex, &ts);
+    rc = pthread_cond_timedwait(cond, &j->mutex, &ts);
     assert(rc == 0 || rc == ETIMEDOUT);
+    (void)rc;
+}
+
+static void wait_ms(etcd_journal *j, uint32_t ms) {
+    wait_ms_on(j, &j->cond, ms);
+}
+
+/* Holding the mutex: the stop, or a change the lease thread must act on. */
+static void wake_all(etcd_journal *j) {
+    int rc = pthread_cond_broadcast(&j->cond);
+    assert(rc == 0);
+    rc = pthread_cond_broadcast(&j->lease_cond);
+    assert(rc == 0);
     (void)rc;
 }
 
@@ -677,6 +693,9 @@ static void *local_main(void *arg) {
             j->local_err = e;
             snprintf(j->last_error, sizeof j->last_error, "the local copy failed to take records etcd holds (%s)",
                      berth_jerr_name(e));
+            int lrc = pthread_cond_broadcast(&j->lease_cond);   /* lease_main gives the lease up */
+            assert(lrc == 0);
+            (void)lrc;
         }
         j->local_busy = false;
         int rc = pthread_cond_broadcast(&j->cond);
@@ -1619,21 +1638,23 @@ void berth_etcd_feed_done(berth_journal *journal) {
 
 /* Renew the lease; step down when etcd says it is gone, or when no renewal
  * got through for a whole TTL (it may be gone: the fence would say so). */
-static void lease_round(etcd_journal *j) {
+/* One look at the lease. Returns false when a keepalive failed and the lease
+ * still holds: the next try should come soon, not a third of the lease on. */
+static bool lease_round(etcd_journal *j) {
     etcd_http *h = &j->leaser;
     lock(j);
     int64_t lease = j->lease_id;
     uint64_t renewed = j->renewed_ns;
     berth_jerr local_err = j->local_err;
     unlock(j);
-    if (lease == 0 || atomic_load(&j->role) != BERTH_ETCD_LEADER) return;
+    if (lease == 0 || atomic_load(&j->role) != BERTH_ETCD_LEADER) return true;
     if (local_err != BERTH_J_OK) {
         /* The local thread failed to take records etcd holds (it broadcast
          * the news, which woke this thread): give the lease up now rather
          * than at the next append, which may never come, while every read
          * fails meanwhile and no follower can take over. */
         local_broken(j, h);
-        return;
+        return true;
     }
     json_t *reply = NULL;
     http_result r = http_post(h, "/v3/lease/keepalive", json_pack("{s:o}", "ID", ju64((uint64_t)lease)), &reply);
@@ -1642,41 +1663,46 @@ static void lease_round(etcd_journal *j) {
     uint64_t now = mono_ns();
     if (r == HTTP_OK && ttl == 0) {
         step_down(j, h, lease, "the lease expired");
-        return;
+        return true;
     }
     if (r == HTTP_OK) {
         lock(j);
         if (j->lease_id == lease) j->renewed_ns = now;
         unlock(j);
-        return;
+        return true;
     }
     if (now - renewed > (uint64_t)j->cfg.lease_ttl_s * 1000000000u) {
         step_down(j, h, lease, "the lease could not be renewed within its TTL");
+        return true;
     }
+    return false;
 }
 
-/* A keepalive every third of the lease. The condition variable is shared
- * (every local append broadcasts on it), so a wake-up alone is no reason to
- * renew: before session 22 each one sent a keepalive, about one per write
- * under load (3,294 for 3,000 pipelined writes), work for etcd that took from its
- * appends. It ends early only for the stop, or for a local append that
- * failed while leading (lease_round gives the lease up). */
+/* A keepalive every third of the lease, or a tenth of it after one failed.
+ * It waits on a condition variable of its own: before session 22 it shared
+ * the one every local append broadcasts and sent a keepalive at each
+ * wake-up, about one per write under load (3,294 for 3,000 pipelined
+ * writes), work for etcd that took from its appends. It ends early only
+ * for the stop, or for a local append that failed while leading
+ * (lease_round gives the lease up). */
 static void *lease_main(void *arg) {
     etcd_journal *j = arg;
     uint64_t every_ns = (uint64_t)j->cfg.lease_ttl_s * 1000000000u / 3u;
+    uint64_t retry_ns = (uint64_t)j->cfg.lease_ttl_s * 1000000000u / 10u;
+    bool renewed = true;
     for (;;) {
         lock(j);
-        uint64_t due_ns = mono_ns() + every_ns;
+        uint64_t due_ns = mono_ns() + (renewed ? every_ns : retry_ns);
         for (;;) {
             bool urgent = j->local_err != BERTH_J_OK && atomic_load(&j->role) == BERTH_ETCD_LEADER;
             uint64_t now_ns = mono_ns();
             if (j->stop || urgent || now_ns >= due_ns) break;
-            wait_ms(j, (uint32_t)((due_ns - now_ns + 999999u) / 1000000u));
+            wait_ms_on(j, &j->lease_cond, (uint32_t)((due_ns - now_ns + 999999u) / 1000000u));
         }
         bool stop = j->stop;
         unlock(j);
         if (stop) return NULL;
-        lease_round(j);
+        renewed = lease_round(j);
     }
 }
 
@@ -1687,10 +1713,9 @@ static void etcd_close(berth_journal *base) {
     if (j->threads_started) {
         lock(j);
         j->stop = true;
-        int rc = pthread_cond_broadcast(&j->cond);
-        assert(rc == 0);
+        wake_all(j);
         unlock(j);
-        rc = pthread_join(j->feed_thread, NULL);
+        int rc = pthread_join(j->feed_thread, NULL);
         assert(rc == 0);
         rc = pthread_join(j->lease_thread, NULL);
         assert(rc == 0);
@@ -1712,6 +1737,8 @@ static void etcd_close(berth_journal *base) {
     free(j->local_arena);
     free(j->upload_bytes);
     int rc = pthread_cond_destroy(&j->cond);
+    assert(rc == 0);
+    rc = pthread_cond_destroy(&j->lease_cond);
     assert(rc == 0);
     rc = pthread_mutex_destroy(&j->mutex);
     assert(rc == 0);
@@ -1908,6 +1935,14 @@ static berth_jerr etcd_alloc(etcd_journal **out, const berth_etcd_options *etcd,
         free(j);
         return BERTH_J_NOMEM;
     }
+    if (pthread_cond_init(&j->lease_cond, &attr) != 0) {
+        rc = pthread_cond_destroy(&j->cond);
+        assert(rc == 0);
+        rc = pthread_mutex_destroy(&j->mutex);
+        assert(rc == 0);
+        free(j);
+        return BERTH_J_NOMEM;
+    }
     rc = pthread_condattr_destroy(&attr);
     assert(rc == 0);
     (void)rc;
@@ -1968,9 +2003,9 @@ berth_jerr berth_journal_open_etcd(berth_journal **out, const char *dir,
 static void threads_unwind(etcd_journal *j, pthread_t *started, size_t count) {
     lock(j);
     j->stop = true;
-    int rc = pthread_cond_broadcast(&j->cond);
-    assert(rc == 0);
+    wake_all(j);
     unlock(j);
+    int rc = 0;
     for (size_t i = 0; i < count; i++) {
         rc = pthread_join(started[i], NULL);
         assert(rc == 0);

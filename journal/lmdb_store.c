@@ -833,9 +833,6 @@ static berth_jerr dir_prepare(lmdb_journal *j, char *err, size_t err_size) {
     return j->rebuild ? lock_take(j, err, err_size) : BERTH_J_OK;
 }
 
-/* A data file shorter than the pages its meta page claims (cut by a bad
- * copy, a crashed filesystem or a careless truncate) would fault (SIGBUS) on
- * the first read of a missing page: refuse it before any page is touched. */
 /* What to do about a data file no open can map (cut short, a meta page
  * damaged): every open (berthd's, each berth subcommand's, `berth journal
  * verify`'s) refuses it alike, so the way out is a copy from before the
@@ -844,6 +841,9 @@ static berth_jerr dir_prepare(lmdb_journal *j, char *err, size_t err_size) {
 #define RESTORE_HINT \
     "restore the data directory from a backup (`berth backup`; docs/reliability.md, \"Damage found at open\")"
 
+/* A data file shorter than the pages its meta page claims (cut by a bad
+ * copy, a crashed filesystem or a careless truncate) would fault (SIGBUS) on
+ * the first read of a missing page: refuse it before any page is touched. */
 static berth_jerr file_size_check(lmdb_journal *j, char *err, size_t err_size) {
     MDB_envinfo info;
     int rc = mdb_env_info(j->env, &info);
@@ -1046,29 +1046,27 @@ static berth_jerr trimmed_init(lmdb_journal *j, MDB_txn *txn, char *err, size_t 
  * which is right for a new data.mdb and wrong for an LMDB file that holds
  * something else (the history index's, say, given as --data DIR/history):
  * berthd would write a journal into it and serve an empty state. So a file
- * whose main database already names databases but no "journal" is refused. */
-static int foreign_check(lmdb_journal *j, MDB_txn *txn, char *err, size_t err_size) {
+ * whose main database already names databases but no "journal" is refused
+ * (true, with the sentence said). An LMDB error here says false: the opens
+ * that follow meet it again and report it. */
+static bool foreign_file(lmdb_journal *j, MDB_txn *txn, char *err, size_t err_size) {
     MDB_dbi probe;
-    int rc = mdb_dbi_open(txn, "journal", 0, &probe);
-    if (rc != MDB_NOTFOUND) {
-        return rc;
+    if (mdb_dbi_open(txn, "journal", 0, &probe) != MDB_NOTFOUND) {
+        return false;
     }
     MDB_dbi main_dbi;
     MDB_stat st;
-    rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
+    int rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
     if (rc == 0) rc = mdb_stat(txn, main_dbi, &st);
-    if (rc != 0) {
-        return rc;
-    }
-    if (st.ms_entries == 0) {
-        return 0;   /* a new file: the journal is made here */
+    if (rc != 0 || st.ms_entries == 0) {
+        return false;   /* an error, or a new file: the journal is made here */
     }
     char count[32];
     snprintf(count, sizeof(count), "%llu", (unsigned long long)st.ms_entries);
     sentence(err, err_size, "data.mdb in %s is an LMDB file that holds no berth journal (%s other"
              " databases or keys): not a berth data directory, or its journal was removed; nothing was"
              " written", j->dir, count);
-    return MDB_INCOMPATIBLE;
+    return true;
 }
 
 static berth_jerr dbs_open(lmdb_journal *j, char *err, size_t err_size) {
@@ -1078,14 +1076,11 @@ static berth_jerr dbs_open(lmdb_journal *j, char *err, size_t err_size) {
         sentence(err, err_size, "cannot begin a transaction in %s: %s", j->dir, mdb_strerror(rc));
         return jerr_of_mdb(rc);
     }
-    if (!j->read_only) {
-        rc = foreign_check(j, txn, err, err_size);
-        if (rc == MDB_INCOMPATIBLE) {
-            mdb_txn_abort(txn);
-            return BERTH_J_CORRUPT;
-        }
+    if (!j->read_only && foreign_file(j, txn, err, err_size)) {
+        mdb_txn_abort(txn);
+        return BERTH_J_CORRUPT;
     }
-    if (rc == 0) rc = dbi_open_all(j, txn);
+    rc = dbi_open_all(j, txn);
     if (rc != 0) {
         mdb_txn_abort(txn);
         sentence(err, err_size, rc == MDB_NOTFOUND ? "data directory %s holds no journal%s"
@@ -3545,13 +3540,8 @@ static berth_jerr lmdb_sync(berth_journal *base) {
          * frees its file on it, so a failed sync there is this call's
          * failure. */
         berth_jerr err = meta_rewrite(j);
-        if (err == BERTH_J_OK) {
-            mutex_lock(&j->head_mutex);
-            bool durable = j->durable_seq == j->head_seq;
-            mutex_unlock(&j->head_mutex);
-            if (atomic_load(&j->sync_failed) || !durable) {
-                err = BERTH_J_IO;
-            }
+        if (err == BERTH_J_OK && atomic_load(&j->sync_failed)) {
+            err = BERTH_J_IO;   /* durable_after_commit moved durable to head unless this */
         }
         mutex_unlock(&j->write_mutex);
         return err;

@@ -1007,19 +1007,26 @@ static void client_trim_idle(client *c, ev_tstamp idle_s) {
  * drains megabytes of kernel buffers before berthd's write() moves a byte
  * again. The clock starts at the first tick that sees no progress, so a
  * loop busy for a while (no tick, no write) does not count against c. */
-static bool client_output_stalled(client *c, ev_tstamp now, ev_tstamp prev_tick) {
-    server *s = c->server;
-    if (!c->writing || s->config.output_timeout_s == 0) {
-        c->stall_since = 0;
-        return false;
-    }
+/* Whether the peer emptied some of its socket since the last look (the
+ * kernel's unsent bytes shrank, or none are left): progress even when no
+ * write() ran. */
+static bool client_peer_took(client *c) {
     int unsent = 0;
     bool known = ioctl(c->fd, SIOCOUTQ, &unsent) == 0;
     bool took = known && (unsent < c->out_unsent_seen || unsent == 0);
     if (known) {
         c->out_unsent_seen = unsent;
     }
-    if (took || c->write_progress_at >= prev_tick) {
+    return took;
+}
+
+static bool client_output_stalled(client *c, ev_tstamp now, ev_tstamp prev_tick) {
+    server *s = c->server;
+    if (!c->writing || s->config.output_timeout_s == 0) {
+        c->stall_since = 0;
+        return false;
+    }
+    if (client_peer_took(c) || c->write_progress_at >= prev_tick) {
         c->stall_since = 0;
         return false;
     }
@@ -1095,57 +1102,52 @@ static bool client_output_stuck(const client *c) {
     return !c->closed && c->close_reason == NULL && !c->out.failed && reply_pending(&c->out) > 0;
 }
 
-/* The loop no longer runs, so its clock is brought forward by hand: a
- * client's write_progress_at (set by client_write) is then current. */
-static void drain_close_stalled(server *s, ev_tstamp began, bool all) {
-    ev_now_update(s->loop);
-    ev_tstamp now = ev_now(s->loop);
-    dlink *next = NULL;
-    for (dlink *l = s->clients.next; l != &s->clients; l = next) {
-        next = l->next;
-        client *c = DLINK_OWNER(l, client, link_all);
-        if (!client_output_stuck(c)) {
-            continue;
-        }
-        ev_tstamp since = c->write_progress_at > began ? c->write_progress_at : began;
-        if (all || now - since >= SERVER_STOP_STALL_MS / 1000.0) {
-            server_log("client id=%llu %s: %zu bytes of replies unsent at the stop (it took none for %.1f s)",
-                       (unsigned long long)c->id, c->peer, reply_pending(&c->out), now - since);
-            client_close(c, NULL);
-        }
-    }
+static void drain_give_up(client *c, ev_tstamp stalled_s) {
+    server_log("client id=%llu %s: %zu bytes of replies unsent at the stop (it took none for %.1f s)",
+               (unsigned long long)c->id, c->peer, reply_pending(&c->out), stalled_s);
+    client_close(c, NULL);
 }
 
+/* The loop no longer runs: its clock is brought forward by hand, and a
+ * client's write_progress_at moves when write() moved bytes (client_write)
+ * or the peer emptied its socket (client_peer_took), since POLLOUT comes
+ * only once a third of a large send buffer is free. */
 void net_drain_output(server *s) {
     net_write_pending(s);
     size_t fds_max = s->client_count;
-    if (fds_max == 0) {
-        return;
-    }
-    struct pollfd *fds = calloc(fds_max, sizeof *fds);
-    client **owners = calloc(fds_max, sizeof *owners);
+    struct pollfd *fds = fds_max > 0 ? calloc(fds_max, sizeof *fds) : NULL;
+    client **owners = fds_max > 0 ? calloc(fds_max, sizeof *owners) : NULL;
     ev_now_update(s->loop);
     ev_tstamp began = ev_now(s->loop);
-    uint64_t deadline_ns = now_ns_mono() + (uint64_t)SERVER_STOP_DRAIN_MS * 1000000u;
+    ev_tstamp until = began + SERVER_STOP_DRAIN_MS / 1000.0;
+    const ev_tstamp stall_s = SERVER_STOP_STALL_MS / 1000.0;
     while (fds != NULL && owners != NULL) {
-        drain_close_stalled(s, began, false);
+        ev_now_update(s->loop);
+        ev_tstamp now = ev_now(s->loop);
         size_t n = 0;
-        for (dlink *l = s->clients.next; l != &s->clients && n < fds_max; l = l->next) {
+        dlink *next = NULL;
+        for (dlink *l = s->clients.next; l != &s->clients && n < fds_max; l = next) {
+            next = l->next;
             client *c = DLINK_OWNER(l, client, link_all);
-            if (client_output_stuck(c)) {
-                fds[n] = (struct pollfd){ .fd = c->fd, .events = POLLOUT };
-                owners[n++] = c;
+            if (!client_output_stuck(c)) {
+                continue;
             }
+            if (client_peer_took(c)) {
+                c->write_progress_at = now;
+            }
+            ev_tstamp since = c->write_progress_at > began ? c->write_progress_at : began;
+            if (now >= until || now - since >= stall_s) {
+                drain_give_up(c, now - since);
+                continue;
+            }
+            fds[n] = (struct pollfd){ .fd = c->fd, .events = POLLOUT };
+            owners[n++] = c;
         }
-        uint64_t now_ns = now_ns_mono();
-        if (n == 0 || now_ns >= deadline_ns) {
+        if (n == 0) {
             break;
         }
-        uint64_t wait_ns = deadline_ns - now_ns;
-        if (wait_ns > (uint64_t)SERVER_STOP_STALL_MS * 1000000u / 4) {
-            wait_ns = (uint64_t)SERVER_STOP_STALL_MS * 1000000u / 4;   /* look for stalls now and then */
-        }
-        int ready = poll(fds, (nfds_t)n, (int)((wait_ns + 999999u) / 1000000u));
+        ev_tstamp wait_s = until - now < stall_s / 4 ? until - now : stall_s / 4;
+        int ready = poll(fds, (nfds_t)n, (int)(wait_s * 1000.0) + 1);
         if (ready < 0 && errno != EINTR) {
             break;
         }
@@ -1160,7 +1162,14 @@ void net_drain_output(server *s) {
     }
     free(fds);
     free(owners);
-    drain_close_stalled(s, began, true);
+    dlink *next = NULL;
+    for (dlink *l = s->clients.next; l != &s->clients; l = next) {   /* no memory, or poll failed */
+        next = l->next;
+        client *c = DLINK_OWNER(l, client, link_all);
+        if (client_output_stuck(c)) {
+            drain_give_up(c, ev_now(s->loop) - began);
+        }
+    }
 }
 
 void net_close_all(server *s) {

@@ -19,8 +19,8 @@ head0=$(head_seq)
 [ "$head0" -ge 3000 ] || fail "expected 3000 records, head is $head0"
 
 cat >"$TMP/slow.py" <<'PY'
-import os, signal, socket, sys, time
-port, pid, mode, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+import os, socket, sys, time
+port, mode, out, go = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 def enc(*a):
     b = b'*%d\r\n' % len(a)
     for x in a:
@@ -36,9 +36,8 @@ elif mode == 'watch':
     s.sendall(enc('WATCH', '1'))
 elif mode == 'mute':
     s.sendall(enc('JOURNAL.RANGE', '1', '1000') * 30)
-time.sleep(1.0)        # berthd has read, committed and buffered by now
-open(out + '.ready', 'w').close()
-while not os.path.exists(os.path.dirname(out) + '/stopping'):
+open(out + '.ready', 'w').close()   # sent; the script checks berthd took it all
+while not os.path.exists(go):
     time.sleep(0.01)   # read only once the stop has begun
 if mode == 'mute':
     time.sleep(30)     # never reads; the stop must not wait for it
@@ -84,21 +83,29 @@ except (IndexError, ValueError):
     print(n, 'cut', last)
 PY
 
-python3 "$TMP/slow.py" "$PORT" "$BERTHD_PID" range "$TMP/range.out" &
+python3 "$TMP/slow.py" "$PORT" range "$TMP/range.out" "$TMP/stop1" &
 bg_pids+=($!); range_pid=$!
-python3 "$TMP/slow.py" "$PORT" "$BERTHD_PID" watch "$TMP/watch.out" &
+python3 "$TMP/slow.py" "$PORT" watch "$TMP/watch.out" "$TMP/stop1" &
 bg_pids+=($!); watch_pid=$!
 for ((i = 0; i < 200; i++)); do
     [ -e "$TMP/range.out.ready" ] && [ -e "$TMP/watch.out.ready" ] && break
     sleep 0.05
 done
 [ -e "$TMP/range.out.ready" ] || fail "the slow reader did not start"
+# The write behind the ranges answers another client once it is durable;
+# replies go in order, so every reply of the slow reader is buffered then.
+for ((i = 0; i < 200; i++)); do
+    [[ "$(r WORKER.GET last 2>/dev/null)" == *last* ]] && break
+    sleep 0.05
+done
+[[ "$(r WORKER.GET last)" == *last* ]] || fail "the slow reader's write never became durable"
+# The watcher has had its catch-up frames buffered when its first arrived.
+sleep 0.2
 kill -TERM "$BERTHD_PID"
-touch "$TMP/stopping"
+touch "$TMP/stop1"
 rc=0; wait "$BERTHD_PID" || rc=$?
 BERTHD_PID=""
 expect_eq "$rc" 0 "berthd's exit status after SIGTERM"
-rm -f "$TMP/stopping"
 wait "$range_pid" || fail "the slow reader failed"
 wait "$watch_pid" || fail "the watch reader failed"
 
@@ -115,11 +122,12 @@ start_berthd
 expect_match "$(r WORKER.GET last)" "last" "the last write is in the journal"
 
 # A client that reads nothing holds the stop up for 2 s (SERVER_STOP_STALL_MS), logged.
-python3 "$TMP/slow.py" "$PORT" "$BERTHD_PID" mute "$TMP/mute.out" &
+python3 "$TMP/slow.py" "$PORT" mute "$TMP/mute.out" "$TMP/stop2" &
 bg_pids+=($!)
 for ((i = 0; i < 200; i++)); do [ -e "$TMP/mute.out.ready" ] && break; sleep 0.05; done
 [ -e "$TMP/mute.out.ready" ] || fail "the mute client did not start"
-touch "$TMP/stopping"
+sleep 1.5   # its ranges read and buffered (reads: nothing durable to wait for)
+touch "$TMP/stop2"
 t0=$(date +%s%N)
 stop_berthd TERM
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
